@@ -1,0 +1,5 @@
+import sys
+
+from usnav.cli.main import main
+
+sys.exit(main())

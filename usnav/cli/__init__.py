@@ -1,0 +1,1 @@
+"""The ``usnav`` command line: thin subcommands over library functions."""

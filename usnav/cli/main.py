@@ -1,0 +1,85 @@
+"""``usnav`` entry point.
+
+Subcommands live in ``usnav/cli/cmd_*.py``; each module defines ``register(subparsers)`` that
+adds its parser and sets ``func(args) -> int``. A subcommand parses, calls one library
+function, prints. Library code raises :class:`~usnav.errors.UsnavError` for anything a user can
+fix; here it becomes one line on stderr and exit status 2 (the traceback only with
+``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+import traceback
+
+import usnav
+from usnav.errors import UsnavError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="usnav",
+        description="Intraoperative ultrasound navigation: tracked ultrasound over OpenIGTLink, "
+        "US-MRI registration, tumor margins over ZeroMQ.",
+    )
+    parser.add_argument("--version", action="version", version=f"usnav {usnav.__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logs on errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import usnav.cli as cli_pkg
+
+    for info in sorted(pkgutil.iter_modules(cli_pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            module = importlib.import_module(f"usnav.cli.{info.name}")
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``usnav``; returns the exit status (0 ok, 1 failure, 2 bad input, 130 Ctrl-C)."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.func(args) or 0)
+    except UsnavError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"usnav {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"usnav {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # an internal error: one line, traceback with --debug
+        if debug:
+            traceback.print_exc()
+        print(
+            f"usnav {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Calibration files (``calibration/*.toml``): spatial ``ImageToProbe``, temporal lag, pivot.
+
+Written by ``usnav calibrate`` and ``usnav simulate``, read by ``usnav run`` / ``register``.
+:func:`load_calibration` also takes a PLUS device-set XML (``<CoordinateDefinitions>``) or a
+text file of 16 numbers, so PLUS calibrations are usable as they are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from usnav.config.loader import load_toml_model
+from usnav.config.plus_xml import parse_matrix_text, read_coordinate_definitions
+from usnav.errors import ConfigError
+from usnav.transforms.matrices import decompose_scaled_rigid
+
+Matrix4 = Annotated[list[list[float]], Field(min_length=4, max_length=4)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_4x4(value: list[list[float]]) -> list[list[float]]:
+    m = np.asarray(value, dtype=np.float64)
+    if m.shape != (4, 4):
+        raise ValueError(f"must be 4 rows of 4 numbers, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError("has NaN or infinite values")
+    return value
+
+
+class ErrorStats(_Strict):
+    """Error statistics, mm (PLUS: mean and population SD of the lowest 95 %)."""
+
+    mean: float = Field(ge=0)
+    sd: float = Field(ge=0)
+    max: float | None = Field(default=None, ge=0)
+    count: int | None = Field(default=None, ge=0)
+
+
+class SpatialCalibration(_Strict):
+    """``ImageToProbe``: image pixels (col, row, 0) → Probe mm; carries mm per pixel."""
+
+    image_to_probe: Matrix4
+    calibration_error_mm: ErrorStats | None = None
+    validation_error_mm: ErrorStats | None = None
+    frames_used: int | None = Field(default=None, ge=0)
+
+    @field_validator("image_to_probe")
+    @classmethod
+    def _rigid_times_scale(cls, value: list[list[float]]) -> list[list[float]]:
+        _check_4x4(value)
+        try:
+            decompose_scaled_rigid(np.asarray(value))
+        except ValueError as exc:
+            raise ValueError(f"not a rigid-times-scale calibration matrix: {exc}") from exc
+        return value
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return np.asarray(self.image_to_probe, dtype=np.float64)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float]:
+        """mm per pixel along image x (columns) and y (rows)."""
+        _, s, _ = decompose_scaled_rigid(self.matrix)
+        return float(s[0]), float(s[1])
+
+
+class TemporalCalibration(_Strict):
+    """Tracker lag (PLUS ``TrackerLagSec``): the pose for an image stamped t is the tracker's
+    pose at ``t + tracker_lag_s`` (negative: the tracker stream runs behind)."""
+
+    tracker_lag_s: float = Field(ge=-2.0, le=2.0)
+    error: float | None = None
+    max_error: float | None = None
+
+
+class PivotCalibration(_Strict):
+    """Stylus tip offset in the tool frame and the pivot point in the reference frame, mm."""
+
+    tool: str = "StylusToReference"
+    tip_in_tool_mm: list[float] = Field(min_length=3, max_length=3)
+    pivot_in_reference_mm: list[float] = Field(min_length=3, max_length=3)
+    rms_error_mm: float = Field(ge=0)
+
+
+class CalibrationFile(_Strict):
+    """Everything ``calibration/<probe>.toml`` holds. At least one section is present."""
+
+    format: int = Field(default=1, ge=1, le=1, description="calibration file format version")
+    probe: str = "probe"
+    depth_mm: float | None = Field(default=None, gt=0)
+    date: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    sources: list[str] = Field(default_factory=list)
+    notes: str = ""
+    spatial: SpatialCalibration | None = None
+    temporal: TemporalCalibration | None = None
+    pivot: PivotCalibration | None = None
+
+    @property
+    def image_to_probe(self) -> np.ndarray:
+        """The spatial calibration matrix; raises ConfigError if this file has none."""
+        if self.spatial is None:
+            raise ConfigError(f"calibration '{self.probe}'", "has no [spatial] section",
+                              "run usnav calibrate spatial first")
+        return self.spatial.matrix
+
+    @property
+    def tracker_lag_s(self) -> float:
+        return self.temporal.tracker_lag_s if self.temporal else 0.0
+
+
+def load_calibration(path: str | Path) -> CalibrationFile:
+    """Read a calibration: usnav TOML, PLUS device-set XML, or 16 numbers (row-major).
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, unknown key, or a matrix that is not rigid × scale.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(p, "no such file")
+    suffix = p.suffix.lower()
+    if suffix == ".toml":
+        return load_toml_model(p, CalibrationFile)
+    if suffix == ".xml":
+        defs = read_coordinate_definitions(p)
+        if "ImageToProbe" in defs:
+            matrix = defs["ImageToProbe"].matrix
+        elif "ProbeToImage" in defs:
+            matrix = np.linalg.inv(defs["ProbeToImage"].matrix)
+        else:
+            raise ConfigError(p, "no ImageToProbe transform in <CoordinateDefinitions>",
+                              f"found: {', '.join(defs) or 'none'}")
+        return _from_matrix(matrix, p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(p, "not a text file") from exc
+    return _from_matrix(parse_matrix_text(text, str(p)), p)
+
+
+def _from_matrix(matrix: np.ndarray, p: Path) -> CalibrationFile:
+    try:
+        return CalibrationFile(
+            probe=p.stem, sources=[str(p)],
+            spatial=SpatialCalibration(image_to_probe=matrix.tolist()),
+        )
+    except ValueError as exc:
+        raise ConfigError(p, f"ImageToProbe: {exc}") from exc
+
+
+def save_calibration(calibration: CalibrationFile, path: str | Path) -> Path:
+    """Write ``calibration`` as TOML (the format :func:`load_calibration` reads)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = calibration.model_dump(exclude_none=True)
+    p.write_text(
+        "# usnav calibration file: ImageToProbe maps image pixels (col, row, 0) to Probe mm\n"
+        + _compact_number_arrays(tomli_w.dumps(data)),
+        encoding="utf-8",
+    )
+    return p
+
+
+def _compact_number_arrays(text: str) -> str:
+    """Put each innermost array of numbers on one line (matrices read as rows)."""
+    number_array = re.compile(r"\[\s*((?:[-+0-9.eE]+,\s*)+)\]")
+
+    def one_line(match: re.Match[str]) -> str:
+        items = [x.strip() for x in match.group(1).split(",") if x.strip()]
+        return "[" + ", ".join(items) + "]"
+
+    text = number_array.sub(one_line, text)
+    # and matrices: an array of one-line rows
+    rows = re.compile(r"\[\s*((?:\[[^\[\]]*\],\s*)+)\]")
+    return rows.sub(lambda m: "[\n    " + ",\n    ".join(
+        r.strip().rstrip(",") for r in re.findall(r"\[[^\[\]]*\],?", m.group(1))) + ",\n]", text)

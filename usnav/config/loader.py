@@ -1,0 +1,68 @@
+"""Load TOML into pydantic models, turning validation errors into one clear line."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from usnav.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line per problem: ``key.path: message (allowed: ...)``; first problem first."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(model, err["loc"][:-1])
+            parts.append(f"unknown key '{loc}'" + (f" (allowed: {allowed})" if allowed else ""))
+        elif kind == "missing":
+            parts.append(f"missing key '{loc}'")
+        else:
+            parts.append(f"key '{loc}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> str:
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None or isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if current is None:
+        return ""
+    return ", ".join(current.model_fields)
+
+
+def load_toml_model(path: str | Path, model: type[M]) -> M:
+    """Read ``path`` (TOML) and validate it as ``model``.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, TOML syntax error, unknown key, wrong type or out-of-range value; the
+        message names the file and the key and says what is allowed.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(p, "no such file")
+    if p.is_dir():
+        raise ConfigError(p, "is a folder, expected a .toml file")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(p, f"TOML syntax error: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(p, "not a UTF-8 text file") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(p, format_validation_error(exc, model)) from exc

@@ -1,0 +1,93 @@
+"""Read PLUS device-set XML: ``<CoordinateDefinitions>`` transforms.
+
+So a calibration made with PLUS fCal (``<Transform From="Image" To="Probe" Matrix="..."/>``) is
+usable as it is.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from usnav.errors import ConfigError
+
+
+@dataclass
+class PlusTransform:
+    """One ``<Transform>`` of ``<CoordinateDefinitions>``: matrix row-major, mm."""
+
+    source: str
+    target: str
+    matrix: np.ndarray
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}To{self.target}"
+
+
+def parse_matrix_text(text: str, where: str) -> np.ndarray:
+    """16 whitespace-separated numbers, row-major → 4×4. Raises ConfigError otherwise."""
+    tokens = text.split()
+    if len(tokens) != 16:
+        raise ConfigError(where, f"expected 16 numbers for a 4×4 matrix, found {len(tokens)}")
+    try:
+        values = np.array([float(t) for t in tokens], dtype=np.float64)
+    except ValueError as exc:
+        raise ConfigError(where, f"matrix has a non-number: {exc}") from exc
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(where, "matrix has NaN or infinite values")
+    return values.reshape(4, 4)
+
+
+def read_xml_root(path: str | Path) -> ET.Element:
+    """Parse an XML file, with errors naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(p, "no such file")
+    try:
+        return ET.parse(p).getroot()
+    except ET.ParseError as exc:
+        raise ConfigError(p, f"not valid XML: {exc}") from exc
+
+
+def read_coordinate_definitions(path: str | Path) -> dict[str, PlusTransform]:
+    """All ``<CoordinateDefinitions>/<Transform>`` of a PLUS device-set XML, by name.
+
+    Raises
+    ------
+    ConfigError
+        If the file is not XML, has no ``CoordinateDefinitions``, or a matrix is malformed.
+    """
+    root = read_xml_root(path)
+    defs = root.find(".//CoordinateDefinitions")
+    if defs is None:
+        raise ConfigError(path, "no <CoordinateDefinitions> element",
+                          "is this a PLUS device-set configuration file?")
+    out: dict[str, PlusTransform] = {}
+    for i, el in enumerate(defs.findall("Transform")):
+        src, dst, mtx = el.get("From"), el.get("To"), el.get("Matrix")
+        where = f"{path}: CoordinateDefinitions/Transform[{i + 1}]"
+        if not src or not dst or mtx is None:
+            raise ConfigError(where, "needs From, To and Matrix attributes")
+        t = PlusTransform(src, dst, parse_matrix_text(mtx, where), dict(el.attrib))
+        out[t.name] = t
+    return out
+
+
+def coordinate_definitions_xml(transforms: list[PlusTransform]) -> str:
+    """The ``<CoordinateDefinitions>`` element PLUS reads, as text."""
+    lines = ["<CoordinateDefinitions>"]
+    for t in transforms:
+        rows = "\n".join("        " + " ".join(f"{v:.9g}" for v in row) for row in t.matrix)
+        extra = "".join(
+            f' {k}="{v}"' for k, v in t.attributes.items() if k not in ("From", "To", "Matrix")
+        )
+        lines.append(
+            f'  <Transform From="{t.source}" To="{t.target}"\n      Matrix="\n{rows}"{extra} />'
+        )
+    lines.append("</CoordinateDefinitions>")
+    return "\n".join(lines) + "\n"

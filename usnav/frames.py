@@ -1,0 +1,140 @@
+"""The tracked ultrasound frame: what every source yields and every stage consumes.
+
+A :class:`TrackedFrame` is an image (rows × cols, uint8 or uint16) plus the transforms that
+arrived with it, each with a status, the device timestamp, the host receive timestamp and the
+frame number. Nothing downstream knows whether it came from a probe, a playback or the
+simulator.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class TransformStatus(enum.Enum):
+    """Status of one transform in one frame (PLUS: ``<Name>TransformStatus``).
+
+    ``OK``: valid. ``INVALID``: the tracker reported it but it must not be used (out of view,
+    occluded...). ``MISSING``: it did not arrive, or has not been updated within the watchdog
+    time.
+    """
+
+    OK = "OK"
+    INVALID = "INVALID"
+    MISSING = "MISSING"
+
+    @classmethod
+    def parse(cls, text: str) -> TransformStatus:
+        """Map a PLUS status word to OK / INVALID / MISSING.
+
+        PLUS writes OK, INVALID, MISSING, OUT_OF_VIEW, OUT_OF_VOLUME, REQ_TIMEOUT,
+        PATH_NOT_FOUND, UNKNOWN, SWITCH*_IS_ON. Only ``OK`` (and the switch states, which PLUS
+        sends with a valid pose) mean usable; MISSING / PATH_NOT_FOUND mean not there; every
+        other word means INVALID.
+        """
+        word = text.strip().upper()
+        if word == "OK" or word.startswith("SWITCH"):
+            return cls.OK
+        if word in ("MISSING", "PATH_NOT_FOUND"):
+            return cls.MISSING
+        return cls.INVALID
+
+    def combine(self, other: TransformStatus) -> TransformStatus:
+        """Status of a composition: INVALID beats MISSING beats OK."""
+        order = {TransformStatus.OK: 0, TransformStatus.MISSING: 1, TransformStatus.INVALID: 2}
+        return self if order[self] >= order[other] else other
+
+
+#: PLUS ultrasound image orientations (transducer axes along image +x, +y[, +z]).
+#: M marked side, U unmarked, F far, N near, A ascending (M×F), D descending.
+ORIENTATIONS_2D = ("MF", "MN", "UF", "UN", "FM", "NM", "FU", "NU")
+ORIENTATIONS_3D = ("MFA", "MFD", "MNA", "MND", "UFA", "UFD", "UNA", "UND")
+ORIENTATIONS = ORIENTATIONS_2D + ORIENTATIONS_3D + ("??",)
+
+
+def normalize_orientation(text: str) -> str:
+    """Return the canonical orientation code; ``MFA`` and ``MF`` are the same for 2D.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not a PLUS orientation code.
+    """
+    code = text.strip().upper()
+    if code not in ORIENTATIONS:
+        raise ValueError(
+            f"unknown ultrasound image orientation {text!r}; "
+            f"expected one of {', '.join(ORIENTATIONS_2D + ORIENTATIONS_3D)}"
+        )
+    return code
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedTransform:
+    """A 4×4 homogeneous matrix (mm) with its status.
+
+    ``matrix`` maps points of the *From* frame to the *To* frame of the transform's name.
+    """
+
+    matrix: np.ndarray
+    status: TransformStatus = TransformStatus.OK
+
+    @property
+    def ok(self) -> bool:
+        return self.status is TransformStatus.OK
+
+
+@dataclass(slots=True)
+class TrackedFrame:
+    """One tracked ultrasound frame.
+
+    Attributes
+    ----------
+    image
+        Pixels, shape (rows, cols) (or (rows, cols, channels)), uint8 or uint16. Image frame:
+        x = column, y = row, z = 0, in pixels; the mm scaling lives in ``ImageToProbe``.
+        May have zero size for a tracker-only frame.
+    transforms
+        Transform name (``ProbeToTracker``, ``ImageToReference``...) → matrix + status.
+    t_device
+        Device timestamp, s (PLUS: the server's clock, UTC over OpenIGTLink; the recording's
+        relative clock in a sequence file).
+    t_received
+        Host time when the frame was assembled, s since the Unix epoch (``time.time()``).
+    frame_number
+        Source frame counter (monotonic within a stream; gaps mean dropped frames).
+    orientation
+        PLUS ultrasound image orientation code (``MF`` for B-mode as PLUS keeps it).
+    image_ok
+        False when the image itself is invalid (PLUS ``ImageStatus = INVALID``).
+    fields
+        Any other per-frame fields (strings), kept through read/write round trips.
+    """
+
+    image: np.ndarray
+    transforms: dict[str, TrackedTransform] = field(default_factory=dict)
+    t_device: float = 0.0
+    t_received: float = field(default_factory=time.time)
+    frame_number: int = 0
+    orientation: str = "MF"
+    image_ok: bool = True
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return int(self.image.shape[0]) if self.image.ndim >= 2 else 0
+
+    @property
+    def cols(self) -> int:
+        return int(self.image.shape[1]) if self.image.ndim >= 2 else 0
+
+    def transform(self, name: str) -> TrackedTransform:
+        """The transform ``name``, or a MISSING identity if the frame does not carry it."""
+        found = self.transforms.get(name)
+        if found is None:
+            return TrackedTransform(np.eye(4), TransformStatus.MISSING)
+        return found

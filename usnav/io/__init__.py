@@ -1,0 +1,1 @@
+"""File formats: PLUS sequence files (``.igs.mha``, ``.seq.nrrd``) and volumes (NIfTI, NRRD)."""
