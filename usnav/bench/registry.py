@@ -86,7 +86,9 @@ def benchmark(
 ) -> Callable[[Callable[[BenchContext], list[Figure]]], Callable[[BenchContext], list[Figure]]]:
     """Register a benchmark. ``quick=False`` runs only with ``usnav bench --full``."""
 
-    def wrap(func: Callable[[BenchContext], list[Figure]]) -> Callable[[BenchContext], list[Figure]]:
+    def wrap(
+        func: Callable[[BenchContext], list[Figure]],
+    ) -> Callable[[BenchContext], list[Figure]]:
         _REGISTRY.append(Benchmark(name, group, func, quick))
         return func
 

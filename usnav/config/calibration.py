@@ -110,8 +110,11 @@ class CalibrationFile(_Strict):
     def image_to_probe(self) -> np.ndarray:
         """The spatial calibration matrix; raises ConfigError if this file has none."""
         if self.spatial is None:
-            raise ConfigError(f"calibration '{self.probe}'", "has no [spatial] section",
-                              "run usnav calibrate spatial first")
+            raise ConfigError(
+                f"calibration '{self.probe}'",
+                "has no [spatial] section",
+                "run usnav calibrate spatial first",
+            )
         return self.spatial.matrix
 
     @property
@@ -140,8 +143,11 @@ def load_calibration(path: str | Path) -> CalibrationFile:
         elif "ProbeToImage" in defs:
             matrix = np.linalg.inv(defs["ProbeToImage"].matrix)
         else:
-            raise ConfigError(p, "no ImageToProbe transform in <CoordinateDefinitions>",
-                              f"found: {', '.join(defs) or 'none'}")
+            raise ConfigError(
+                p,
+                "no ImageToProbe transform in <CoordinateDefinitions>",
+                f"found: {', '.join(defs) or 'none'}",
+            )
         return _from_matrix(matrix, p)
     try:
         text = p.read_text(encoding="utf-8")
@@ -153,7 +159,8 @@ def load_calibration(path: str | Path) -> CalibrationFile:
 def _from_matrix(matrix: np.ndarray, p: Path) -> CalibrationFile:
     try:
         return CalibrationFile(
-            probe=p.stem, sources=[str(p)],
+            probe=p.stem,
+            sources=[str(p)],
             spatial=SpatialCalibration(image_to_probe=matrix.tolist()),
         )
     except ValueError as exc:
@@ -184,5 +191,13 @@ def _compact_number_arrays(text: str) -> str:
     text = number_array.sub(one_line, text)
     # and matrices: an array of one-line rows
     rows = re.compile(r"\[\s*((?:\[[^\[\]]*\],\s*)+)\]")
-    return rows.sub(lambda m: "[\n    " + ",\n    ".join(
-        r.strip().rstrip(",") for r in re.findall(r"\[[^\[\]]*\],?", m.group(1))) + ",\n]", text)
+    return rows.sub(
+        lambda m: (
+            "[\n    "
+            + ",\n    ".join(
+                r.strip().rstrip(",") for r in re.findall(r"\[[^\[\]]*\],?", m.group(1))
+            )
+            + ",\n]"
+        ),
+        text,
+    )

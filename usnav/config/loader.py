@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,8 +35,11 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> str:
         if current is None or isinstance(part, int):
             continue
         field = current.model_fields.get(str(part))
-        ann = field.annotation if field else None
-        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        candidates = [field.annotation] if field else []
+        candidates += list(get_args(field.annotation)) if field else []
+        current = next(
+            (a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
     if current is None:
         return ""
     return ", ".join(current.model_fields)

@@ -65,8 +65,11 @@ def read_coordinate_definitions(path: str | Path) -> dict[str, PlusTransform]:
     root = read_xml_root(path)
     defs = root.find(".//CoordinateDefinitions")
     if defs is None:
-        raise ConfigError(path, "no <CoordinateDefinitions> element",
-                          "is this a PLUS device-set configuration file?")
+        raise ConfigError(
+            path,
+            "no <CoordinateDefinitions> element",
+            "is this a PLUS device-set configuration file?",
+        )
     out: dict[str, PlusTransform] = {}
     for i, el in enumerate(defs.findall("Transform")):
         src, dst, mtx = el.get("From"), el.get("To"), el.get("Matrix")

@@ -71,8 +71,12 @@ class Volume:
     def bounds_ras(self) -> tuple[np.ndarray, np.ndarray]:
         """Axis-aligned RAS bounding box (min, max) of the voxel centres, mm."""
         corners = np.array(
-            [[i, j, k, 1.0] for i in (0, self.shape[0] - 1) for j in (0, self.shape[1] - 1)
-             for k in (0, self.shape[2] - 1)]
+            [
+                [i, j, k, 1.0]
+                for i in (0, self.shape[0] - 1)
+                for j in (0, self.shape[1] - 1)
+                for k in (0, self.shape[2] - 1)
+            ]
         )
         world = corners @ self.affine.T
         return world[:, :3].min(axis=0), world[:, :3].max(axis=0)
@@ -82,7 +86,8 @@ class Volume:
         if np.issubdtype(self.data.dtype, np.floating) and not np.all(np.isfinite(self.data)):
             bad = int(np.count_nonzero(~np.isfinite(self.data)))
             raise InputError(
-                self.source, f"{bad} voxels are NaN or infinite",
+                self.source,
+                f"{bad} voxels are NaN or infinite",
                 "fix or mask them before using this volume",
             )
 
@@ -91,13 +96,19 @@ def check_affine(affine: np.ndarray, source: str = "<memory>") -> None:
     """Refuse an affine that cannot map voxels to the world (non-finite, singular, projective)."""
     a = np.asarray(affine, dtype=np.float64)
     if a.shape != (4, 4) or not np.all(np.isfinite(a)):
-        raise InputError(source, "voxel-to-world affine is missing or not finite",
-                         "the file needs a valid orientation (sform/qform or space directions)")
+        raise InputError(
+            source,
+            "voxel-to-world affine is missing or not finite",
+            "the file needs a valid orientation (sform/qform or space directions)",
+        )
     if not np.allclose(a[3], [0, 0, 0, 1]):
         raise InputError(source, "voxel-to-world affine is projective (last row not 0 0 0 1)")
     if abs(np.linalg.det(a[:3, :3])) < 1e-12:
-        raise InputError(source, "voxel-to-world affine is singular (a zero spacing?)",
-                         "check the voxel spacing / space directions in the header")
+        raise InputError(
+            source,
+            "voxel-to-world affine is singular (a zero spacing?)",
+            "check the voxel spacing / space directions in the header",
+        )
 
 
 def load_volume(path: str | Path, *, allow_default_affine: bool = False) -> Volume:
@@ -143,7 +154,8 @@ def _load_nifti(p: Path, allow_default_affine: bool) -> Volume:
     qform_code = int(header["qform_code"]) if "qform_code" in header else 1
     if sform_code == 0 and qform_code == 0 and not allow_default_affine:
         raise InputError(
-            p, "NIfTI has no orientation (sform_code = qform_code = 0)",
+            p,
+            "NIfTI has no orientation (sform_code = qform_code = 0)",
             "export it again with its scanner orientation",
         )
     if data.ndim == 4 and data.shape[3] == 1:
@@ -164,8 +176,13 @@ def _load_nrrd(p: Path) -> Volume:
     if dirs is None:
         raise InputError(p, "NRRD has no 'space directions'", "it needs a world orientation")
     dirs = [d for d in dirs if d is not None and not (isinstance(d, float) and np.isnan(d))]
-    dirs_arr = np.array([np.asarray(d, dtype=np.float64) for d in dirs
-                         if np.all(np.isfinite(np.asarray(d, dtype=np.float64)))])
+    dirs_arr = np.array(
+        [
+            np.asarray(d, dtype=np.float64)
+            for d in dirs
+            if np.all(np.isfinite(np.asarray(d, dtype=np.float64)))
+        ]
+    )
     kinds = header.get("kinds", [])
     if data.ndim == 4:
         # a segmentation with layers or a list axis: keep the domain axes

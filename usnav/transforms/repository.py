@@ -7,6 +7,7 @@ result's status is the worst status along the path (INVALID beats MISSING beats 
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 
@@ -75,12 +76,12 @@ class TransformRepository:
         if status is TransformStatus.OK and not np.all(np.isfinite(m)):
             raise TransformError(f"{name}: matrix has NaN or infinite values")
         key, reverse = (source, target), (target, source)
-        if key not in self._edges and reverse not in self._edges:
-            if self._find_path(source, target) is not None:
-                raise TransformError(
-                    f"{name}: {source} and {target} are already connected through other "
-                    "transforms; storing it would make the tree ambiguous"
-                )
+        is_new = key not in self._edges and reverse not in self._edges
+        if is_new and self._find_path(source, target) is not None:
+            raise TransformError(
+                f"{name}: {source} and {target} are already connected through other "
+                "transforms; storing it would make the tree ambiguous"
+            )
         self._edges.pop(reverse, None)
         self._persistent.discard(reverse)
         self._edges[key] = TrackedTransform(m.copy(), status)
@@ -164,7 +165,7 @@ class TransformRepository:
             )
         matrix = np.eye(4)
         status = TransformStatus.OK
-        for a, b in zip(path[:-1], path[1:], strict=True):
+        for a, b in itertools.pairwise(path):
             if (a, b) in self._edges:
                 edge = self._edges[(a, b)]
                 step = edge.matrix

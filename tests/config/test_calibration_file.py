@@ -1,0 +1,108 @@
+"""Calibration files: typed, validated on load, readable from PLUS XML and plain text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from usnav.config.calibration import (
+    CalibrationFile,
+    ErrorStats,
+    SpatialCalibration,
+    TemporalCalibration,
+    load_calibration,
+    save_calibration,
+)
+from usnav.config.plus_xml import (
+    PlusTransform,
+    coordinate_definitions_xml,
+    read_coordinate_definitions,
+)
+from usnav.errors import ConfigError
+from usnav.transforms import rigid_from_params
+
+IMAGE_TO_PROBE = rigid_from_params([11, 46, -7, 0.1, -0.2, 1.5]) @ np.diag([0.078, 0.074, 0.076, 1])
+
+
+def test_round_trip_toml(tmp_path: Path) -> None:
+    cal = CalibrationFile(
+        probe="L14-5",
+        depth_mm=40,
+        spatial=SpatialCalibration(
+            image_to_probe=IMAGE_TO_PROBE.tolist(),
+            calibration_error_mm=ErrorStats(mean=1.15, sd=0.52),
+        ),
+        temporal=TemporalCalibration(tracker_lag_s=-0.0648),
+    )
+    path = save_calibration(cal, tmp_path / "probe.toml")
+    back = load_calibration(path)
+    np.testing.assert_allclose(back.image_to_probe, IMAGE_TO_PROBE, rtol=1e-12)
+    assert back.tracker_lag_s == pytest.approx(-0.0648)
+    assert back.spatial is not None
+    sx, sy = back.spatial.spacing_mm
+    assert sx == pytest.approx(0.078) and sy == pytest.approx(0.074)
+
+
+def test_unknown_key_names_file_key_and_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'probe = "x"\n[spatial]\nimage_to_probe = [[1,0,0,0],[0,1,0,0],[0,0,1,0],'
+        "[0,0,0,1]]\nimage_to_prob = 3\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_calibration(path)
+    message = str(info.value)
+    assert str(path) in message and "spatial.image_to_prob" in message
+    assert "allowed: image_to_probe" in message
+
+
+def test_out_of_range_and_wrong_type(tmp_path: Path) -> None:
+    path = tmp_path / "lag.toml"
+    path.write_text("[temporal]\ntracker_lag_s = 5.0\n")
+    with pytest.raises(ConfigError, match="temporal.tracker_lag_s"):
+        load_calibration(path)
+    path.write_text('depth_mm = "deep"\n')
+    with pytest.raises(ConfigError, match="depth_mm"):
+        load_calibration(path)
+
+
+def test_shear_matrix_is_not_a_calibration(tmp_path: Path) -> None:
+    shear = np.eye(4)
+    shear[0, 1] = 0.5
+    path = tmp_path / "shear.txt"
+    path.write_text(" ".join(str(v) for v in shear.ravel()))
+    with pytest.raises(ConfigError, match="not perpendicular"):
+        load_calibration(path)
+
+
+def test_text_with_15_numbers_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "short.txt"
+    path.write_text(" ".join(["1"] * 15))
+    with pytest.raises(ConfigError, match="expected 16 numbers.*found 15"):
+        load_calibration(path)
+
+
+def test_plus_xml_coordinate_definitions_round_trip(tmp_path: Path) -> None:
+    text = (
+        "<PlusConfiguration>"
+        + coordinate_definitions_xml(
+            [PlusTransform("Image", "Probe", IMAGE_TO_PROBE, {"Date": "2026.11.25"})]
+        )
+        + "</PlusConfiguration>"
+    )
+    path = tmp_path / "PlusDeviceSet_x.xml"
+    path.write_text(text)
+    defs = read_coordinate_definitions(path)
+    assert defs["ImageToProbe"].attributes["Date"] == "2026.11.25"
+    np.testing.assert_allclose(load_calibration(path).image_to_probe, IMAGE_TO_PROBE, rtol=1e-8)
+
+
+def test_real_plus_config_without_image_to_probe_says_what_it_has(shared_data: Path) -> None:
+    xml = shared_data / "plus/ConfigFiles/Testing/PlusDeviceSet_fCal_Sim_SpatialCalibration_1.2.xml"
+    defs = read_coordinate_definitions(xml)
+    assert "PhantomToReference" in defs
+    np.testing.assert_allclose(defs["PhantomToReference"].matrix[0, 3], 9.59137)
+    with pytest.raises(ConfigError, match="found: .*PhantomToReference"):
+        load_calibration(xml)

@@ -1,0 +1,110 @@
+"""Transform repository: composition, inversion, status propagation, naming rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from usnav.errors import TransformError
+from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
+from usnav.transforms import TransformRepository, check_frame_name, rigid_from_params, split_name
+
+finite = st.floats(-200, 200, allow_nan=False, allow_infinity=False)
+angle = st.floats(-3.0, 3.0, allow_nan=False, allow_infinity=False)
+poses = st.tuples(finite, finite, finite, angle, angle, angle).map(
+    lambda p: rigid_from_params(np.array(p) * [1, 1, 1, 0.5, 0.5, 0.5])
+)
+statuses = st.sampled_from(list(TransformStatus))
+
+
+@settings(max_examples=60, deadline=None)
+@given(probe=poses, reference=poses)
+def test_compose_through_tracker(probe: np.ndarray, reference: np.ndarray) -> None:
+    repo = TransformRepository({"ProbeToTracker": probe, "ReferenceToTracker": reference})
+    expected = np.linalg.inv(reference) @ probe
+    np.testing.assert_allclose(repo.matrix("ProbeToReference"), expected, atol=1e-9)
+    # the inverse direction is the inverse matrix
+    np.testing.assert_allclose(
+        repo.matrix("ReferenceToProbe") @ repo.matrix("ProbeToReference"), np.eye(4), atol=1e-9
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=poses, b=poses, c=poses)
+def test_chain_of_three_equals_product(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    scale = np.diag([0.1, 0.12, 0.11, 1.0])
+    repo = TransformRepository()
+    repo.set("ImageToProbe", a @ scale)
+    repo.set("ProbeToTracker", b)
+    repo.set("ReferenceToTracker", c)
+    repo.set("ReferenceToMri", a)
+    expected = a @ np.linalg.inv(c) @ b @ a @ scale
+    np.testing.assert_allclose(repo.matrix("ImageToMri"), expected, atol=1e-8)
+    np.testing.assert_allclose(repo.matrix("ImageToImage"), np.eye(4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(s1=statuses, s2=statuses)
+def test_status_is_worst_along_path(s1: TransformStatus, s2: TransformStatus) -> None:
+    repo = TransformRepository()
+    repo.set("ProbeToTracker", np.eye(4), s1)
+    repo.set("ReferenceToTracker", np.eye(4), s2)
+    got = repo.get("ProbeToReference").status
+    if TransformStatus.INVALID in (s1, s2):
+        assert got is TransformStatus.INVALID
+    elif TransformStatus.MISSING in (s1, s2):
+        assert got is TransformStatus.MISSING
+    else:
+        assert got is TransformStatus.OK
+
+
+def test_invalid_singular_inverse_does_not_raise() -> None:
+    repo = TransformRepository()
+    repo.set("ProbeToTracker", np.eye(4))
+    repo.set("ReferenceToTracker", np.zeros((4, 4)), TransformStatus.INVALID)
+    result = repo.get("ProbeToReference")
+    assert result.status is TransformStatus.INVALID
+
+
+def test_frame_names_with_to_are_rejected() -> None:
+    with pytest.raises(TransformError, match="contains 'To'"):
+        check_frame_name("Tool")
+    with pytest.raises(TransformError, match="exactly one 'To'"):
+        TransformRepository().set("TopToBottom", np.eye(4))
+    with pytest.raises(TransformError, match="exactly one 'To'"):
+        split_name("ProbeReference")
+
+
+def test_missing_path_names_what_is_stored() -> None:
+    repo = TransformRepository({"ProbeToTracker": np.eye(4)})
+    with pytest.raises(TransformError, match="ProbeToTracker"):
+        repo.get("ImageToMri")
+
+
+def test_loop_is_refused_but_replacing_inverse_is_not() -> None:
+    repo = TransformRepository({"ProbeToTracker": np.eye(4), "ReferenceToTracker": np.eye(4)})
+    with pytest.raises(TransformError, match="ambiguous"):
+        repo.set("ProbeToReference", np.eye(4))
+    m = rigid_from_params([1, 2, 3, 0, 0, 0])
+    repo.set("TrackerToProbe", m)  # replaces ProbeToTracker
+    np.testing.assert_allclose(repo.matrix("ProbeToTracker"), np.linalg.inv(m))
+    assert "ProbeToTracker" not in repo.names()
+
+
+def test_update_from_frame_skips_redundant_and_keeps_persistent() -> None:
+    repo = TransformRepository()
+    repo.set("ImageToProbe", np.diag([0.1, 0.1, 0.1, 1]), persistent=True)
+    frame = TrackedFrame(
+        image=np.zeros((2, 3), np.uint8),
+        transforms={
+            "ProbeToTracker": TrackedTransform(rigid_from_params([1, 0, 0, 0, 0, 0])),
+            "ReferenceToTracker": TrackedTransform(np.eye(4)),
+            "ProbeToReference": TrackedTransform(np.eye(4)),  # redundant, PLUS sends it too
+        },
+    )
+    repo.update_from_frame(frame)
+    np.testing.assert_allclose(repo.matrix("ImageToReference")[:3, 3], [1, 0, 0])
+    repo.clear_frame_transforms()
+    assert repo.names() == ["ImageToProbe"]
