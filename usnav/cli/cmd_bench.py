@@ -1,0 +1,87 @@
+"""``usnav bench``: every benchmark figure beside its baseline, as ratios from one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure speed, latency, memory and accuracy against baselines (pyigtl, scipy, "
+        "SimpleITK) on this workstation",
+        description="Runs every benchmark (quick mode by default, about 2 minutes) and prints "
+        "one table: each figure, its target, the baseline measured in the same run and the "
+        "ratio (>1 = usnav better). Machines are noisy: read the ratios.",
+    )
+    p.add_argument("--full", action="store_true", help="also run the long benchmarks")
+    p.add_argument("--only", nargs="+", metavar="WORD", help="only benchmarks matching a word")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.set_defaults(func=run)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    a = abs(value)
+    if a == 0:
+        return "0"
+    if a >= 1000:
+        return f"{value:,.0f}"
+    if a >= 100:
+        return f"{value:.0f}"
+    if a >= 10:
+        return f"{value:.1f}"
+    if a >= 0.01:
+        return f"{value:.3g}"
+    return f"{value:.2e}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from usnav.bench.registry import all_benchmarks
+    from usnav.bench.runner import machine_info, rows_to_json, run_benchmarks
+
+    out = Console()
+    err = Console(stderr=True)
+    if args.list:
+        for b in all_benchmarks():
+            out.print(f"{b.group:14s} {b.name}{'' if b.quick else '  (--full)'}")
+        return 0
+    machine = machine_info()
+    with err.status("benchmarking…") as status:
+        rows = run_benchmarks(
+            full=args.full,
+            only=args.only,
+            progress=lambda m: status.update(f"benchmarking: {m}"),
+            debug=getattr(args, "debug", False),
+        )
+    table = Table(title=f"usnav bench ({'full' if args.full else 'quick'})", show_lines=False)
+    for col in ("group", "figure", "usnav", "target", "ok", "baseline", "ratio"):
+        table.add_column(col, overflow="fold")
+    failures = 0
+    for row in rows:
+        if row.error:
+            failures += 1
+            table.add_row(row.group, row.benchmark, "[red]failed[/red]", "", "", row.error, "")
+            continue
+        for f in row.figures:
+            ok = "" if f.met is None else ("[green]yes[/green]" if f.met else "[red]no[/red]")
+            base = f"{f.baseline_name} {_fmt(f.baseline_value)}" if f.baseline_name else ""
+            ratio = f"{f.ratio:.2f}×" if f.ratio is not None else ""
+            name = f.name + (f" [dim]({f.note})[/dim]" if f.note else "")
+            table.add_row(row.group, name, f"{_fmt(f.value)} {f.unit}", f.target, ok, base, ratio)
+    out.print(table)
+    out.print("machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()))
+    out.print("[dim]ratio > 1 means usnav is better than the baseline measured in this run[/dim]")
+    if args.json:
+        args.json.write_text(json.dumps(rows_to_json(rows, machine), indent=2, default=str))
+        print(f"figures written to {args.json}", file=sys.stderr)
+    return 1 if failures else 0
