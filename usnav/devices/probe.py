@@ -1,0 +1,453 @@
+"""Probe client: tracked ultrasound frames from a PLUS server or any OpenIGTLink device.
+
+The client receives IMAGE messages (device ``Image_Reference`` by default, whose matrix is
+``ImageToReference`` including mm/pixel, centre convention on the wire) and TRANSFORM messages
+(device name = transform name, ``TransformStatus`` in the v2 metadata), and assembles one
+:class:`~usnav.frames.TrackedFrame` per image:
+
+- the image's embedded matrix becomes the transform named by ``image_transform``;
+- every TRANSFORM stream is paired to the image's timestamp plus the time offset (temporal
+  calibration: the pose for an image stamped *t* is the tracker's pose at *t* + offset): an
+  exact timestamp match is used as is, otherwise the two bracketing samples are interpolated
+  (:class:`usnav.transforms.PoseSeries`: slerp + linear), or the nearest sample is held if it
+  is within ``max_interpolation_gap_s``; anything else is MISSING;
+- an image waits at most ``pairing_wait_s`` for the TRANSFORM samples that bracket it;
+- a watchdog marks a transform MISSING when it has not been updated for ``watchdog_s``
+  (SlicerIGT's watchdog: 0.5 s) — visible per transform in :meth:`ProbeClient.transform_states`;
+- the connection state (connecting / streaming / no-signal) is the device state.
+
+Frames are delivered in order to a bounded queue (read with :meth:`ProbeClient.frames` or
+:meth:`ProbeClient.get_frame`; a full queue drops the oldest frame and counts it) and to any
+callbacks registered with :meth:`ProbeClient.on_frame`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from usnav.config.calibration import CalibrationFile, load_calibration
+from usnav.devices.base import Device, DeviceState
+from usnav.devices.config import ProbeConfig, load_probe_config, resolve_path
+from usnav.devices.igtl.codec import ImageContent, Message, TransformContent
+from usnav.devices.igtl.transport import IgtlClient, LinkState, LinkStats
+from usnav.errors import ExtrapolationError
+from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
+from usnav.transforms.matrices import is_rigid
+from usnav.transforms.series import PoseSeries
+
+log = logging.getLogger("usnav.devices.probe")
+
+_EXACT_S = 1e-6
+_SAMPLES_KEPT = 512
+
+
+@dataclass
+class ProbeStats:
+    """What the client received and delivered.
+
+    ``images``: IMAGE messages of the configured device received. ``frames_delivered``: frames
+    put in the queue. ``frames_dropped``: frames pushed out of a full queue (the consumer was too
+    slow). ``frames_missed``: gaps in the server's frame numbers (lost before reaching us).
+    """
+
+    images: int = 0
+    transforms: int = 0
+    frames_delivered: int = 0
+    frames_dropped: int = 0
+    frames_missed: int = 0
+    other_messages: collections.Counter[str] = field(default_factory=collections.Counter)
+    reconnects: int = 0
+
+
+@dataclass
+class _Sample:
+    t_device: float
+    matrix: np.ndarray
+    status: TransformStatus
+    rigid: bool
+
+
+@dataclass
+class _Stream:
+    samples: collections.deque[_Sample] = field(
+        default_factory=lambda: collections.deque(maxlen=_SAMPLES_KEPT)
+    )
+    last_update: float = -1e18  # time.monotonic() of the last sample
+    state: TransformStatus = TransformStatus.MISSING
+
+
+@dataclass
+class _Pending:
+    frame: TrackedFrame
+    arrived: float  # monotonic
+
+
+def _status_from_metadata(metadata: dict[str, str], name: str) -> TransformStatus | None:
+    for key in (f"{name}TransformStatus", f"{name}Status", "TransformStatus"):
+        if key in metadata:
+            return TransformStatus.parse(metadata[key])
+    if metadata.get("TransformValid") == "0":
+        return TransformStatus.INVALID
+    return None
+
+
+class ProbeClient(Device):
+    """Tracked frames from an OpenIGTLink server.
+
+    Parameters
+    ----------
+    config
+        The ``[probe]`` options (defaults: 127.0.0.1:18944, ``Image_Reference``).
+    calibration
+        A calibration whose temporal section gives the time offset when ``time_offset_s``
+        is not set (else ``config.calibration`` is loaded, if given).
+    name
+        For logs.
+
+    Examples
+    --------
+    >>> with ProbeClient(ProbeConfig(port=18944, transforms=["ProbeToReference"])) as probe:
+    ...     for frame in probe.frames(timeout_s=5.0):
+    ...         print(frame.frame_number, frame.transform("ProbeToReference").status)
+    """
+
+    def __init__(
+        self,
+        config: ProbeConfig | None = None,
+        *,
+        calibration: CalibrationFile | None = None,
+        name: str = "probe",
+        config_path: str | Path | None = None,
+    ):
+        super().__init__(name)
+        self.config = config or ProbeConfig()
+        if calibration is None and self.config.calibration:
+            calibration = load_calibration(resolve_path(self.config.calibration, config_path))
+        if self.config.time_offset_s is not None:
+            self.time_offset_s = self.config.time_offset_s
+        else:
+            self.time_offset_s = calibration.tracker_lag_s if calibration else 0.0
+        self.stats = ProbeStats()
+        self._queue: queue.Queue[TrackedFrame] = queue.Queue(maxsize=self.config.frame_queue)
+        self._callbacks: list[Callable[[TrackedFrame], None]] = []
+        self._transform_listeners: list[Callable[[str, TransformStatus], None]] = []
+        self._streams: dict[str, _Stream] = {n: _Stream() for n in self.config.transforms}
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._lock = threading.RLock()
+        self._last_image = -1e18
+        self._last_frame_number: int | None = None
+        self._image_counter = 0
+        self._link_state = LinkState.IDLE
+        self._tick_stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._client = IgtlClient(
+            self.config.host,
+            self.config.port,
+            on_message=self._on_message,
+            on_state=self._on_link_state,
+            header_version=self.config.header_version,
+            receive_timeout_s=self.config.receive_timeout_s,
+            reconnect=self.config.reconnect.policy(),
+            max_message_bytes=self.config.max_message_bytes,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: object) -> ProbeClient:
+        """A client configured by the ``[probe]`` section of ``devices/<name>.toml``."""
+        return cls(load_probe_config(path), config_path=path, **kwargs)  # type: ignore[arg-type]
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def link_state(self) -> LinkState:
+        """State of the TCP link (connecting / connected)."""
+        return self._link_state
+
+    def on_frame(self, callback: Callable[[TrackedFrame], None]) -> None:
+        """Call ``callback(frame)`` for every assembled frame (in the receiving thread; keep it
+        short). Frames still go to the queue."""
+        self._callbacks.append(callback)
+
+    def add_transform_listener(self, listener: Callable[[str, TransformStatus], None]) -> None:
+        """Call ``listener(name, status)`` when the watchdog state of a transform changes."""
+        self._transform_listeners.append(listener)
+
+    def transform_states(self) -> dict[str, TransformStatus]:
+        """Watchdog view: OK if the transform was updated within ``watchdog_s``, else MISSING
+        (or INVALID when its latest sample was INVALID)."""
+        with self._lock:
+            return {name: s.state for name, s in self._streams.items()}
+
+    def get_frame(self, timeout_s: float | None = None) -> TrackedFrame | None:
+        """The next frame, or None after ``timeout_s`` without one."""
+        try:
+            return self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def frames(self, timeout_s: float | None = None) -> Iterator[TrackedFrame]:
+        """Yield frames until the device is closed, or until ``timeout_s`` passes without a
+        frame (None: wait forever)."""
+        last = time.monotonic()
+        while self.state is not DeviceState.CLOSED:
+            frame = self.get_frame(0.1)
+            if frame is not None:
+                last = time.monotonic()
+                yield frame
+            elif timeout_s is not None and time.monotonic() - last >= timeout_s:
+                return
+
+    def link_stats(self) -> LinkStats:
+        """Message counters of the connection(s): received, dropped by reason, sent."""
+        return self._client.link_stats()
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last connection attempt or connection ended."""
+        return self._client.last_error
+
+    def send(self, message: Message) -> bool:
+        """Send a message to the server (e.g. a STRING command); False if not connected."""
+        return self._client.send(message)
+
+    # -- Device ----------------------------------------------------------------------------
+    def _connect(self) -> None:
+        self._tick_stop.clear()
+        self._ticker = threading.Thread(
+            target=self._tick_loop, name=f"{self.name}-watchdog", daemon=True
+        )
+        self._ticker.start()
+        self._client.start()
+
+    def _start(self) -> None:
+        if self._state is DeviceState.STOPPED:
+            self._set_state(self._streaming_state(time.monotonic()), "started")
+
+    def _stop(self) -> None:
+        self._set_state(DeviceState.STOPPED, "stopped by the user")
+
+    def _close(self) -> None:
+        self._tick_stop.set()
+        self._client.stop()
+        if self._ticker is not None and self._ticker is not threading.current_thread():
+            self._ticker.join(timeout=2)
+
+    # -- link events -----------------------------------------------------------------------
+    def _on_link_state(self, state: LinkState) -> None:
+        previous, self._link_state = self._link_state, state
+        if state is LinkState.CONNECTING:
+            if previous is LinkState.CONNECTED:
+                self.stats.reconnects += 1
+            with self._lock:
+                self._pending.clear()
+            if self._state is not DeviceState.STOPPED:
+                self._set_state(DeviceState.CONNECTING, self._client.last_error or "")
+        elif state is LinkState.CONNECTED and self._state is not DeviceState.STOPPED:
+            self._set_state(DeviceState.NO_SIGNAL, f"connected to {self._client.peer}")
+
+    def _streaming_state(self, now: float) -> DeviceState:
+        if self._link_state is not LinkState.CONNECTED:
+            return DeviceState.CONNECTING
+        if now - self._last_image > self.config.no_signal_s:
+            return DeviceState.NO_SIGNAL
+        return DeviceState.STREAMING
+
+    def _on_message(self, message: Message) -> None:
+        now = time.monotonic()
+        if message.type == "TRANSFORM" and isinstance(message.content, TransformContent):
+            self._add_transform(message, now)
+        elif message.type == "IMAGE" and message.device_name == self.config.image_device:
+            assert isinstance(message.content, ImageContent)
+            self._add_image(message, now)
+        else:
+            self.stats.other_messages[message.type] += 1
+        self._process(now)
+
+    def _add_transform(self, message: Message, now: float) -> None:
+        matrix = message.content.matrix  # type: ignore[union-attr]
+        status = _status_from_metadata(message.metadata, message.device_name)
+        finite = bool(np.all(np.isfinite(matrix)))
+        if status is None:
+            status = TransformStatus.OK if finite else TransformStatus.INVALID
+        elif not finite:
+            status = TransformStatus.INVALID
+        sample = _Sample(message.timestamp, matrix, status, finite and is_rigid(matrix))
+        with self._lock:
+            stream = self._streams.setdefault(message.device_name, _Stream())
+            stream.samples.append(sample)
+            stream.last_update = now
+            self._set_stream_state(message.device_name, stream, status)
+        self.stats.transforms += 1
+
+    def _add_image(self, message: Message, now: float) -> None:
+        content: ImageContent = message.content  # type: ignore[assignment]
+        self.stats.images += 1
+        self._image_counter += 1
+        metadata = dict(message.metadata)
+        number = self._image_counter
+        if "FrameNumber" in metadata:
+            with contextlib.suppress(ValueError):
+                number = int(metadata["FrameNumber"])
+        if self._last_frame_number is not None and number > self._last_frame_number + 1:
+            self.stats.frames_missed += number - self._last_frame_number - 1
+        self._last_frame_number = number
+        transforms: dict[str, TrackedTransform] = {}
+        name = self.config.image_transform
+        if name:
+            status = _status_from_metadata(metadata, name) or TransformStatus.OK
+            transforms[name] = TrackedTransform(content.ijk_to_ras, status)
+        orientation = metadata.pop("UltrasoundImageOrientation", "MF")
+        image_ok = metadata.pop("ImageStatus", "OK").upper() == "OK"
+        for key in [k for k in metadata if k.endswith("TransformStatus") or k == "FrameNumber"]:
+            metadata.pop(key)
+        frame = TrackedFrame(
+            image=content.array,
+            transforms=transforms,
+            t_device=message.timestamp,
+            t_received=time.time(),
+            frame_number=number,
+            orientation=orientation or "MF",
+            image_ok=image_ok,
+            fields=metadata,
+        )
+        with self._lock:
+            self._pending.append(_Pending(frame, now))
+        self._last_image = now
+
+    # -- assembly --------------------------------------------------------------------------
+    def _ready(self, pending: _Pending, now: float) -> bool:
+        if now - pending.arrived >= self.config.pairing_wait_s:
+            return True
+        target = pending.frame.t_device + self.time_offset_s
+        for name in self.config.transforms:
+            stream = self._streams[name]
+            if now - stream.last_update > self.config.watchdog_s:
+                continue  # stale: will be MISSING, no point waiting
+            if not stream.samples or stream.samples[-1].t_device < target - _EXACT_S:
+                return False
+        return True
+
+    def _process(self, now: float) -> None:
+        ready: list[TrackedFrame] = []
+        with self._lock:
+            while self._pending and self._ready(self._pending[0], now):
+                pending = self._pending.popleft()
+                self._pair(pending.frame, now)
+                ready.append(pending.frame)
+        for frame in ready:
+            self._deliver(frame)
+
+    def _pair(self, frame: TrackedFrame, now: float) -> None:
+        target = frame.t_device + self.time_offset_s
+        gap = self.config.max_interpolation_gap_s
+        for name, stream in self._streams.items():
+            if name in frame.transforms:
+                continue
+            if not stream.samples:
+                frame.transforms[name] = TrackedTransform(np.eye(4), TransformStatus.MISSING)
+                continue
+            if now - stream.last_update > self.config.watchdog_s:
+                last = stream.samples[-1]
+                frame.transforms[name] = TrackedTransform(last.matrix, TransformStatus.MISSING)
+                continue
+            frame.transforms[name] = _pose_at(stream.samples, target, gap, name)
+
+    def _deliver(self, frame: TrackedFrame) -> None:
+        if self._state is DeviceState.STOPPED:
+            return
+        while True:
+            try:
+                self._queue.put_nowait(frame)
+                break
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self.stats.frames_dropped += 1
+                except queue.Empty:
+                    pass
+        self.stats.frames_delivered += 1
+        if self._state is not DeviceState.STREAMING:
+            self._set_state(DeviceState.STREAMING, "frames arriving")
+        for callback in list(self._callbacks):
+            try:
+                callback(frame)
+            except Exception:
+                log.exception("%s: frame callback failed", self.name)
+
+    def _set_stream_state(self, name: str, stream: _Stream, state: TransformStatus) -> None:
+        if stream.state is state:
+            return
+        stream.state = state
+        log.info("%s: transform %s is %s", self.name, name, state.value)
+        for listener in list(self._transform_listeners):
+            try:
+                listener(name, state)
+            except Exception:
+                log.exception("%s: transform listener failed", self.name)
+
+    def _tick_loop(self) -> None:
+        while not self._tick_stop.wait(0.01):
+            now = time.monotonic()
+            self._process(now)
+            with self._lock:
+                for name, stream in self._streams.items():
+                    if (
+                        stream.state is not TransformStatus.MISSING
+                        and now - stream.last_update > self.config.watchdog_s
+                    ):
+                        self._set_stream_state(name, stream, TransformStatus.MISSING)
+            if self._state in (DeviceState.STREAMING, DeviceState.NO_SIGNAL):
+                new = self._streaming_state(now)
+                if new is not self._state:
+                    self._set_state(
+                        new,
+                        f"no image for {self.config.no_signal_s:.1f} s"
+                        if new is DeviceState.NO_SIGNAL
+                        else "",
+                    )
+
+
+def _pose_at(
+    samples: collections.deque[_Sample], t: float, max_gap_s: float, name: str
+) -> TrackedTransform:
+    """Pose of a transform stream at time ``t`` (see the module docstring)."""
+    newest = samples[-1]
+    if abs(newest.t_device - t) <= _EXACT_S:
+        return TrackedTransform(newest.matrix, newest.status)
+    times = np.fromiter((s.t_device for s in samples), dtype=np.float64, count=len(samples))
+    j = int(np.searchsorted(times, t))
+    candidates = [k for k in (j - 1, j) if 0 <= k < len(samples)]
+    for k in candidates:
+        if abs(times[k] - t) <= _EXACT_S:
+            return TrackedTransform(samples[k].matrix, samples[k].status)
+    try:
+        if len(candidates) == 2:
+            a, b = samples[candidates[0]], samples[candidates[1]]
+            if a.rigid and b.rigid:
+                series = PoseSeries(
+                    np.array([a.t_device, b.t_device]),
+                    np.stack([a.matrix, b.matrix]),
+                    [a.status, b.status],
+                    name,
+                )
+                return series.at(t, max_gap_s)
+            nearest = a if t - a.t_device <= b.t_device - t else b
+        else:
+            nearest = samples[candidates[0]]
+        if abs(nearest.t_device - t) > max_gap_s:
+            raise ExtrapolationError(
+                f"{name}: nearest sample {abs(nearest.t_device - t):.3f} s away"
+            )
+        return TrackedTransform(nearest.matrix, nearest.status)
+    except ExtrapolationError:
+        k = min(candidates, key=lambda i: abs(times[i] - t))
+        return TrackedTransform(samples[k].matrix, TransformStatus.MISSING)
