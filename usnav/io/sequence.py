@@ -31,7 +31,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,9 @@ from usnav.frames import (
     TransformStatus,
     normalize_orientation,
 )
+from usnav.io._metaio import STRUCTURAL_KEYS as METAIO_STRUCTURAL_KEYS
 from usnav.io._metaio import format_metaio_header, format_number, read_metaio_layout
+from usnav.io._nrrdseq import STRUCTURAL_KEYS as NRRD_STRUCTURAL_KEYS
 from usnav.io._nrrdseq import format_nrrd_header, read_nrrd_layout
 from usnav.io._pixels import InflatePixels, PixelError, RawPixels
 from usnav.io._seqheader import Layout
@@ -53,6 +55,7 @@ from usnav.transforms.series import PoseSeries
 __all__ = [
     "Sequence",
     "SequenceWriter",
+    "convert_sequence",
     "read_sequence",
     "recover_recording",
     "sequence_format",
@@ -126,6 +129,13 @@ class Sequence:
         Shape (n,), int64 (``FrameNumber`` field, else the frame index).
     image_ok
         Shape (n,), bool (``ImageStatus``/``Status`` = OK; True when absent).
+    spacing
+        Pixel spacing along x, y (, z) from ElementSpacing / space directions (1 when
+        absent; PLUS keeps the mm scaling in ImageToProbe instead).
+    origin
+        Position of the first pixel from Offset / space origin (0 when absent).
+    has_frame_numbers
+        Whether the file carries ``FrameNumber`` fields (needed to see dropped frames).
     declared_frames
         Frames the header declares.
     recovered_frames
@@ -160,6 +170,7 @@ class Sequence:
         self._n = n
         self.recovered_frames = n
         self._parse_frame_values()
+        self.spacing, self.origin = self._geometry(layout)
 
     # ------------------------------------------------------------------ opening
     def _fail(self, problem: str, hint: str | None = None) -> None:
@@ -290,12 +301,39 @@ class Sequence:
             self.problems.append(problem)
         return complete
 
+    def _geometry(self, layout: Layout) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Pixel spacing and origin of the pixel axes (loosely parsed; defaults 1 and 0)."""
+        k = layout.ndim_spatial
+        spacing = [1.0] * k
+        origin = [0.0] * k
+        try:
+            if layout.format == "metaio":
+                values = [float(v) for v in (layout.raw.get("ElementSpacing") or "").split()]
+                spacing[: min(k, len(values))] = values[:k]
+                values = [float(v) for v in (layout.raw.get("Offset") or "").split()]
+                origin[: min(k, len(values))] = values[:k]
+            else:
+                vectors = [
+                    [float(x) for x in part.strip("()").split(",")]
+                    for part in (layout.raw.get("space directions") or "").split()
+                    if part != "none"
+                ]
+                for i, vector in enumerate(vectors[:k]):
+                    spacing[i] = float(np.linalg.norm(vector))
+                text = (layout.raw.get("space origin") or "").strip("() ")
+                values = [float(x) for x in text.split(",")] if text else []
+                origin[: min(k, len(values))] = values[:k]
+        except ValueError:
+            self.problems.append("pixel spacing/origin not readable; using 1 and 0")
+        return tuple(spacing), tuple(origin)
+
     def _parse_frame_values(self) -> None:
         n = self._n
         path = self.path
         self.timestamps = np.full(n, np.nan)
         self.frame_numbers = np.arange(n, dtype=np.int64)
         self.image_ok = np.ones(n, dtype=bool)
+        self.has_frame_numbers = False
         texts: dict[str, list[tuple[int, str]]] = {}
         statuses: dict[str, dict[int, str]] = {}
         status_field = self._status_field
@@ -308,6 +346,7 @@ class Sequence:
                 elif key == "Timestamp":
                     self.timestamps[i] = _parse_float(path, i, "Timestamp", value)
                 elif key == "FrameNumber":
+                    self.has_frame_numbers = True
                     try:
                         self.frame_numbers[i] = int(float(value))
                     except ValueError:
@@ -1211,3 +1250,74 @@ def _check_orientations() -> None:  # pragma: no cover - import-time sanity
 
 
 _check_orientations()
+
+
+def convert_sequence(
+    source: str | Path,
+    target: str | Path,
+    *,
+    compress: bool | None = None,
+    tolerant: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Convert between ``.igs.mha`` and ``.seq.nrrd`` (either way, or re-compress), streaming.
+
+    Every per-frame field, the image orientation and type, the pixel spacing/origin and any
+    custom sequence-level field are kept. Frames are read and written one at a time
+    (uncompressed sources are memory-mapped), so memory stays O(frame).
+
+    Parameters
+    ----------
+    source
+        A sequence file, or the journal folder of an interrupted recording
+        (``rec.igs.mha.journal``), which is then recovered first.
+    target
+        The file to write; its suffix picks the format.
+    compress
+        Compress the pixels; default: as the source.
+    tolerant
+        Convert the readable part of a damaged source (see :func:`read_sequence`).
+    overwrite
+        Replace ``target`` if it exists.
+    progress
+        Called as ``progress(done, total)`` after each frame.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable source, unknown target suffix, target exists.
+    """
+    src = Path(source)
+    dst = Path(target)
+    sequence_format(dst)
+    if src.is_dir() and src.name.endswith(_JOURNAL_SUFFIX):
+        recovered = recover_recording(src)
+        if recovered.resolve() == dst.resolve():
+            return dst
+        src = recovered
+    if dst.exists() and not overwrite:
+        raise InputError(dst, "already exists", "choose another name or use --force")
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise InputError(dst, "is the source file itself", "write to another file")
+    with read_sequence(src, tolerant=tolerant) as seq:
+        layout_keys = METAIO_STRUCTURAL_KEYS | NRRD_STRUCTURAL_KEYS
+        extra = {k: v for k, v in seq.header.items() if k.lower() not in layout_keys}
+        total = len(seq)
+
+        def frames() -> Iterator[TrackedFrame]:
+            for i in range(total):
+                yield seq.frame(i)
+                if progress is not None:
+                    progress(i + 1, total)
+
+        return write_sequence(
+            dst,
+            frames(),
+            compress=seq.compressed if compress is None else compress,
+            orientation=seq.orientation if seq.image_size[0] else None,
+            image_type=seq.image_type,
+            header_fields=extra,
+            spacing=seq.spacing,
+            offset=seq.origin,
+        )

@@ -1,0 +1,86 @@
+"""``usnav convert IN OUT``: between ``.igs.mha`` and ``.seq.nrrd``, or recover a recording."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from usnav.io.sequence import convert_sequence
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a recording between .igs.mha and .seq.nrrd (or recover a journal)",
+        description="Streams frame by frame and keeps every per-frame field. IN may also be "
+        "the journal folder of an interrupted recording (REC.igs.mha.journal): its complete "
+        "frames are assembled first.",
+    )
+    parser.add_argument("source", type=Path, help="recording (.igs.mha, .seq.nrrd) or journal")
+    parser.add_argument("target", type=Path, help="file to write (.igs.mha or .seq.nrrd)")
+    compression = parser.add_mutually_exclusive_group()
+    compression.add_argument(
+        "--compress",
+        dest="compress",
+        action="store_true",
+        default=None,
+        help="compress the pixels (default: as the source)",
+    )
+    compression.add_argument(
+        "--no-compress",
+        dest="compress",
+        action="store_false",
+        help="write uncompressed pixels (memory-mappable)",
+    )
+    parser.add_argument(
+        "--tolerant", action="store_true", help="convert the readable part of a damaged recording"
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite TARGET if it exists")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    progress = _progress_bar() if sys.stderr.isatty() else None
+    try:
+        written = convert_sequence(
+            args.source,
+            args.target,
+            compress=args.compress,
+            tolerant=args.tolerant,
+            overwrite=args.force,
+            progress=progress.update if progress else None,
+        )
+    finally:
+        if progress:
+            progress.stop()
+    print(written)
+    return 0
+
+
+class _progress_bar:
+    """A rich progress bar on stderr, started on the first update."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._progress = Progress(
+            "converting",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = None
+
+    def update(self, done: int, total: int) -> None:
+        if self._task is None:
+            self._progress.start()
+            self._task = self._progress.add_task("frames", total=total)
+        self._progress.update(self._task, completed=done)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._progress.stop()

@@ -1,0 +1,317 @@
+"""What is in a recording or a volume: the library behind ``usnav info``.
+
+:func:`describe_file` returns a JSON-ready dict; :func:`format_description` renders it for a
+person. For a recording (PLUS sequence file): frames, image size, orientation, transforms with
+OK/INVALID counts, time span, mean frame rate and dropped frames (``FrameNumber`` jumps and
+timestamp gaps longer than twice the median frame period). For a volume (NIfTI, NRRD, or a
+single 3D MetaIO image such as a PLUS reconstruction): shape, spacing and RAS bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usnav.errors import InputError
+from usnav.frames import TransformStatus
+from usnav.io.sequence import Sequence, read_sequence
+from usnav.io.volume import LPS_TO_RAS, Volume, load_volume
+
+#: A timestamp gap counts as dropped frames when longer than this many median periods.
+GAP_FACTOR = 2.0
+#: At most this many gaps are listed (the totals count them all).
+MAX_LISTED_GAPS = 50
+
+_SEQUENCE_SUFFIXES = (".igs.mha", ".seq.mha", ".seq.nrrd", ".igs.nrrd", ".mhd")
+_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
+
+
+def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = True) -> dict:
+    """Describe a recording or a volume.
+
+    Parameters
+    ----------
+    path
+        ``.igs.mha``/``.mha``/``.seq.nrrd``/``.igs.nrrd`` recording, or ``.nii``/``.nii.gz``/
+        ``.nrrd`` volume. A ``.mha`` holding one 3D image is described as a volume.
+    tolerant
+        Describe the readable part of a damaged recording (``recovered_frames``, ``problems``).
+    verify
+        Inflate compressed pixels once to check them (a damaged file is refused unless
+        ``tolerant``).
+
+    Returns
+    -------
+    dict
+        ``kind`` = ``"recording"``: ``frames``, ``image_size`` [cols, rows], ``orientation``,
+        ``transforms`` {name: {ok, invalid, missing}}, ``timestamps`` [first, last] (s),
+        ``duration_s``, ``frame_rate_hz``, ``dropped``... ``kind`` = ``"volume"``: ``shape``,
+        ``spacing_mm``, ``ras_bounds_mm`` {min, max}.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or damaged file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file")
+    name = p.name.lower()
+    if name.endswith(_SEQUENCE_SUFFIXES) or (
+        name.endswith(_VOLUME_SUFFIXES) and _looks_like_sequence(p)
+    ):
+        with read_sequence(p, tolerant=tolerant) as seq:
+            if verify:
+                seq.verify()
+            return describe_sequence(seq)
+    if name.endswith(".mha"):
+        with read_sequence(p, tolerant=tolerant) as seq:
+            if (
+                seq.frame_shape != (0, 0)
+                and len(seq.frame_shape) >= 3
+                and len(seq) == 1
+                and seq.channels == 1
+                and not seq.transform_names
+            ):
+                return describe_volume(_metaio_volume(seq))
+            if verify:
+                seq.verify()
+            return describe_sequence(seq)
+    if name.endswith(_VOLUME_SUFFIXES):
+        return describe_volume(load_volume(p))
+    raise InputError(
+        p,
+        "unknown file type",
+        "expected a recording (.igs.mha, .seq.nrrd) or a volume (.nii, .nii.gz, .nrrd)",
+    )
+
+
+def _looks_like_sequence(path: Path) -> bool:
+    """A ``.nrrd`` written by PLUS/usnav (has ``Seq_Frame`` fields) rather than a volume."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    return b"Seq_Frame" in head.split(b"\n\n", 1)[0]
+
+
+def _metaio_volume(seq: Sequence) -> Volume:
+    """A single 3D MetaIO image as a Volume (MetaIO/ITK world is LPS → RAS here)."""
+    directions = np.eye(3)
+    text = seq.header.get("TransformMatrix", "")
+    try:
+        values = [float(v) for v in text.split()]
+        if len(values) >= 9:
+            directions = np.array(values[:9]).reshape(3, 3).T  # ITK writes it column by column
+    except ValueError:
+        pass
+    affine = np.eye(4)
+    affine[:3, :3] = directions * np.asarray(seq.spacing[:3])
+    affine[:3, 3] = np.asarray(seq.origin[:3])
+    data = np.transpose(seq.image(0), (2, 1, 0))  # (slices, rows, cols) → [i, j, k]
+    return Volume(data, LPS_TO_RAS @ affine, source=str(seq.path))
+
+
+def describe_volume(volume: Volume) -> dict:
+    """Shape, spacing, RAS bounds and value range of a volume."""
+    low, high = volume.bounds_ras()
+    data = np.asarray(volume.data)
+    return {
+        "path": volume.source,
+        "kind": "volume",
+        "shape": [int(s) for s in volume.shape],
+        "dtype": str(data.dtype),
+        "spacing_mm": [_round(float(s)) for s in volume.spacing_mm],
+        "ras_bounds_mm": {
+            "min": [_round(float(v)) for v in low],
+            "max": [_round(float(v)) for v in high],
+        },
+        "value_range": [_number(data.min()), _number(data.max())] if data.size else None,
+    }
+
+
+def describe_sequence(seq: Sequence) -> dict:
+    """The ``usnav info`` facts of an open sequence (no pixels are read)."""
+    n = len(seq)
+    transforms = {}
+    for name in seq.transform_names:
+        _matrices, statuses = seq.transforms(name)
+        transforms[name] = {
+            "ok": sum(s is TransformStatus.OK for s in statuses),
+            "invalid": sum(s is TransformStatus.INVALID for s in statuses),
+            "missing": sum(s is TransformStatus.MISSING for s in statuses),
+        }
+    times = seq.timestamps[np.isfinite(seq.timestamps)]
+    timing: dict[str, Any] = {
+        "timestamps": None,
+        "duration_s": None,
+        "frame_rate_hz": None,
+        "median_period_s": None,
+    }
+    if len(times):
+        first, last = float(times[0]), float(times[-1])
+        timing["timestamps"] = [first, last]
+        timing["duration_s"] = _round(last - first)
+        if len(times) > 1 and last > first:
+            timing["frame_rate_hz"] = _round((len(times) - 1) / (last - first))
+            timing["median_period_s"] = _round(float(np.median(np.diff(times))))
+    return {
+        "path": str(seq.path),
+        "kind": "recording",
+        "format": seq.format,
+        "compressed": seq.compressed,
+        "frames": n,
+        "declared_frames": seq.declared_frames,
+        "recovered_frames": seq.recovered_frames,
+        "image_size": [int(seq.image_size[0]), int(seq.image_size[1])],
+        "frame_shape": [int(s) for s in seq.frame_shape],
+        "pixel_type": str(seq.dtype),
+        "channels": seq.channels,
+        "orientation": seq.orientation,
+        "image_type": seq.image_type,
+        "invalid_images": int(n - int(np.count_nonzero(seq.image_ok))),
+        "transforms": transforms,
+        **timing,
+        "dropped": dropped_frames(seq.timestamps, seq.frame_numbers, seq.has_frame_numbers),
+        "problems": list(seq.problems),
+    }
+
+
+def dropped_frames(
+    timestamps: np.ndarray, frame_numbers: np.ndarray, has_frame_numbers: bool
+) -> dict:
+    """Dropped-frame evidence: FrameNumber jumps and timestamp gaps > 2× the median period.
+
+    Parameters
+    ----------
+    timestamps
+        Shape (n,), s (NaN = none).
+    frame_numbers
+        Shape (n,), the source's frame counter.
+    has_frame_numbers
+        Whether the counter came from the file (else it is the index and says nothing).
+
+    Returns
+    -------
+    dict
+        ``frame_number_gaps`` [{after_frame, missing}], ``missing_by_frame_number``,
+        ``timestamp_gaps`` [{after_frame, gap_s}], ``median_period_s``, ``listed_max``.
+    """
+    out: dict[str, Any] = {
+        "frame_number_gaps": [],
+        "missing_by_frame_number": 0,
+        "timestamp_gaps": [],
+        "timestamp_gap_count": 0,
+        "gap_threshold_s": None,
+    }
+    if has_frame_numbers and len(frame_numbers) > 1:
+        steps = np.diff(frame_numbers.astype(np.int64))
+        jumps = np.flatnonzero(steps > 1)
+        out["missing_by_frame_number"] = int(np.sum(steps[jumps] - 1))
+        out["frame_number_gaps"] = [
+            {"after_frame": int(i), "missing": int(steps[i] - 1)} for i in jumps[:MAX_LISTED_GAPS]
+        ]
+    finite = np.flatnonzero(np.isfinite(timestamps))
+    if len(finite) > 2:
+        periods = np.diff(timestamps[finite])
+        median = float(np.median(periods))
+        if median > 0:
+            threshold = GAP_FACTOR * median
+            gaps = np.flatnonzero(periods > threshold)
+            out["gap_threshold_s"] = _round(threshold)
+            out["timestamp_gap_count"] = len(gaps)
+            out["timestamp_gaps"] = [
+                {"after_frame": int(finite[i]), "gap_s": _round(float(periods[i]))}
+                for i in gaps[:MAX_LISTED_GAPS]
+            ]
+    return out
+
+
+def format_description(info: dict) -> str:
+    """Human-readable lines for :func:`describe_file`'s result."""
+    if info["kind"] == "volume":
+        low, high = info["ras_bounds_mm"]["min"], info["ras_bounds_mm"]["max"]
+        lines = [
+            f"{info['path']}: volume",
+            f"  shape        {' x '.join(map(str, info['shape']))} voxels ({info['dtype']})",
+            f"  spacing      {' x '.join(f'{s:g}' for s in info['spacing_mm'])} mm",
+            "  RAS bounds   "
+            + ", ".join(
+                f"{axis} {lo:.1f}..{hi:.1f}" for axis, lo, hi in zip("RAS", low, high, strict=True)
+            )
+            + " mm",
+        ]
+        if info.get("value_range"):
+            lines.append(f"  values       {info['value_range'][0]:g}..{info['value_range'][1]:g}")
+        return "\n".join(lines)
+    kind = {"metaio": "MetaIO", "nrrd": "NRRD"}[info["format"]]
+    comp = "compressed" if info["compressed"] else "uncompressed"
+    lines = [f"{info['path']}: PLUS sequence ({kind}, {comp})"]
+    cols, rows = info["image_size"]
+    image = (
+        (
+            f"{cols} x {rows} pixels, {info['pixel_type']}"
+            + (f" x {info['channels']}" if info["channels"] > 1 else "")
+            + f", orientation {info['orientation']}, {info['image_type']}"
+        )
+        if cols
+        else "no images (tracker only)"
+    )
+    frames = f"{info['frames']}"
+    if info["frames"] != info["declared_frames"]:
+        frames += f" of {info['declared_frames']} declared (recovered)"
+    lines.append(f"  frames       {frames}; {image}")
+    if info["invalid_images"] and cols:
+        lines.append(f"  images       {info['invalid_images']} marked INVALID")
+    if info["timestamps"]:
+        first, last = info["timestamps"]
+        span = f"  time span    {first:.3f} .. {last:.3f} s ({info['duration_s']:.3f} s)"
+        if info["frame_rate_hz"]:
+            span += (
+                f", mean {info['frame_rate_hz']:.2f} frames/s "
+                f"(median period {1000 * info['median_period_s']:.1f} ms)"
+            )
+        lines.append(span)
+    else:
+        lines.append("  time span    no timestamps")
+    if info["transforms"]:
+        width = max(len(k) for k in info["transforms"])
+        for i, (name, counts) in enumerate(info["transforms"].items()):
+            label = "  transforms   " if i == 0 else " " * 15
+            text = f"{name:<{width}}  {counts['ok']} OK, {counts['invalid']} INVALID"
+            if counts["missing"]:
+                text += f", {counts['missing']} missing"
+            lines.append(label + text)
+    else:
+        lines.append("  transforms   none")
+    dropped = info["dropped"]
+    parts = []
+    if dropped["missing_by_frame_number"]:
+        gaps = dropped["frame_number_gaps"]
+        where = ", ".join(f"after frame {g['after_frame']} ({g['missing']})" for g in gaps[:5])
+        more = " ..." if len(gaps) > 5 else ""
+        parts.append(f"{dropped['missing_by_frame_number']} missing by FrameNumber: {where}{more}")
+    if dropped["timestamp_gap_count"]:
+        gaps = dropped["timestamp_gaps"]
+        where = ", ".join(
+            f"after frame {g['after_frame']} ({1000 * g['gap_s']:.0f} ms)" for g in gaps[:5]
+        )
+        more = " ..." if len(gaps) > 5 else ""
+        parts.append(
+            f"{dropped['timestamp_gap_count']} timestamp gaps > "
+            f"{1000 * dropped['gap_threshold_s']:.0f} ms: {where}{more}"
+        )
+    lines.append("  dropped      " + ("; ".join(parts) if parts else "none found"))
+    for problem in info["problems"]:
+        lines.append(f"  problem      {problem}")
+    return "\n".join(lines)
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}") if math.isfinite(value) else value
+
+
+def _number(value: Any) -> float | int:
+    value = value.item() if hasattr(value, "item") else value
+    return value if isinstance(value, int) else _round(float(value))
