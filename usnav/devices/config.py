@@ -87,6 +87,7 @@ class ProbeConfig(_Strict):
     calibration: str = ""
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024, le=2**31)
     frame_queue: int = Field(default=64, ge=1, le=100_000)
+    when_full: Literal["drop-oldest", "wait"] = "drop-oldest"
     reconnect: ReconnectConfig = ReconnectConfig()
 
     _host = field_validator("host")(_check_host)

@@ -144,6 +144,7 @@ class ProbeClient(Device):
         self._streams: dict[str, _Stream] = {n: _Stream() for n in self.config.transforms}
         self._pending: collections.deque[_Pending] = collections.deque()
         self._lock = threading.RLock()
+        self._process_lock = threading.Lock()
         self._last_image = -1e18
         self._last_frame_number: int | None = None
         self._image_counter = 0
@@ -230,7 +231,8 @@ class ProbeClient(Device):
 
     def _start(self) -> None:
         if self._state is DeviceState.STOPPED:
-            self._set_state(self._streaming_state(time.monotonic()), "started")
+            connected = self._link_state is LinkState.CONNECTED
+            self._set_state(DeviceState.NO_SIGNAL if connected else DeviceState.CONNECTING)
 
     def _stop(self) -> None:
         self._set_state(DeviceState.STOPPED, "stopped by the user")
@@ -247,19 +249,13 @@ class ProbeClient(Device):
         if state is LinkState.CONNECTING:
             if previous is LinkState.CONNECTED:
                 self.stats.reconnects += 1
-            with self._lock:
-                self._pending.clear()
+            # Deliver what arrived before the link dropped, paired with what there is.
+            self._process(time.monotonic(), force=True)
+            self._last_image = -1e18
             if self._state is not DeviceState.STOPPED:
                 self._set_state(DeviceState.CONNECTING, self._client.last_error or "")
         elif state is LinkState.CONNECTED and self._state is not DeviceState.STOPPED:
             self._set_state(DeviceState.NO_SIGNAL, f"connected to {self._client.peer}")
-
-    def _streaming_state(self, now: float) -> DeviceState:
-        if self._link_state is not LinkState.CONNECTED:
-            return DeviceState.CONNECTING
-        if now - self._last_image > self.config.no_signal_s:
-            return DeviceState.NO_SIGNAL
-        return DeviceState.STREAMING
 
     def _on_message(self, message: Message) -> None:
         now = time.monotonic()
@@ -304,7 +300,8 @@ class ProbeClient(Device):
         name = self.config.image_transform
         if name:
             status = _status_from_metadata(metadata, name) or TransformStatus.OK
-            transforms[name] = TrackedTransform(content.ijk_to_ras, status)
+            if status is not TransformStatus.MISSING:  # a server that could not compute it
+                transforms[name] = TrackedTransform(content.ijk_to_ras, status)
         orientation = metadata.pop("UltrasoundImageOrientation", "MF")
         image_ok = metadata.pop("ImageStatus", "OK").upper() == "OK"
         for key in [k for k in metadata if k.endswith("TransformStatus") or k == "FrameNumber"]:
@@ -336,15 +333,21 @@ class ProbeClient(Device):
                 return False
         return True
 
-    def _process(self, now: float) -> None:
-        ready: list[TrackedFrame] = []
-        with self._lock:
-            while self._pending and self._ready(self._pending[0], now):
-                pending = self._pending.popleft()
-                self._pair(pending.frame, now)
-                ready.append(pending.frame)
-        for frame in ready:
-            self._deliver(frame)
+    def _process(self, now: float, *, blocking: bool = True, force: bool = False) -> None:
+        # One thread at a time pops, pairs and delivers, so frames stay in order.
+        if not self._process_lock.acquire(blocking=blocking):
+            return
+        try:
+            ready: list[TrackedFrame] = []
+            with self._lock:
+                while self._pending and (force or self._ready(self._pending[0], now)):
+                    pending = self._pending.popleft()
+                    self._pair(pending.frame, now)
+                    ready.append(pending.frame)
+            for frame in ready:
+                self._deliver(frame)
+        finally:
+            self._process_lock.release()
 
     def _pair(self, frame: TrackedFrame, now: float) -> None:
         target = frame.t_device + self.time_offset_s
@@ -364,10 +367,17 @@ class ProbeClient(Device):
     def _deliver(self, frame: TrackedFrame) -> None:
         if self._state is DeviceState.STOPPED:
             return
-        while True:
+        queued = False
+        if self.config.when_full == "wait":
+            # Recording: hold the receiving thread (TCP back-pressure slows the server) for up
+            # to half the receive timeout, then fall back to dropping the oldest frame.
+            with contextlib.suppress(queue.Full):
+                self._queue.put(frame, timeout=self.config.receive_timeout_s / 2)
+                queued = True
+        while not queued:
             try:
                 self._queue.put_nowait(frame)
-                break
+                queued = True
             except queue.Full:
                 try:
                     self._queue.get_nowait()
@@ -397,7 +407,7 @@ class ProbeClient(Device):
     def _tick_loop(self) -> None:
         while not self._tick_stop.wait(0.01):
             now = time.monotonic()
-            self._process(now)
+            self._process(now, blocking=False)
             with self._lock:
                 for name, stream in self._streams.items():
                     if (
@@ -405,15 +415,11 @@ class ProbeClient(Device):
                         and now - stream.last_update > self.config.watchdog_s
                     ):
                         self._set_stream_state(name, stream, TransformStatus.MISSING)
-            if self._state in (DeviceState.STREAMING, DeviceState.NO_SIGNAL):
-                new = self._streaming_state(now)
-                if new is not self._state:
-                    self._set_state(
-                        new,
-                        f"no image for {self.config.no_signal_s:.1f} s"
-                        if new is DeviceState.NO_SIGNAL
-                        else "",
-                    )
+            silent = now - self._last_image > self.config.no_signal_s
+            if self._state is DeviceState.STREAMING and silent:
+                self._set_state(
+                    DeviceState.NO_SIGNAL, f"no image for {self.config.no_signal_s:.1f} s"
+                )
 
 
 def _pose_at(

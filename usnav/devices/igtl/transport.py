@@ -779,17 +779,20 @@ class IgtlServer:
     def stop(self) -> None:
         """Close every client and the listening socket (idempotent)."""
         self._stop.set()
-        with self._lock:
-            clients = list(self._clients.values())
-        for conn in clients:
-            conn.close("server stopped")
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # Stop accepting first, so no client reconnects into a closing server.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=2)
         self._threads.clear()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        with self._lock:
+            clients = list(self._clients.values())
+        for conn in clients:
+            conn.close("server stopped")
         self.state = LinkState.CLOSED
 
     close = stop
@@ -818,6 +821,11 @@ class IgtlServer:
                 self._client_event.wait(_POLL_S if remaining is None else min(remaining, _POLL_S))
             return len(self._clients) >= count
 
+    def client_versions(self) -> dict[str, tuple[int, int]]:
+        """``peer -> (header version, messages received from it)`` of connected clients."""
+        with self._lock:
+            return {p: (c.version, c.stats.messages_in) for p, c in self._clients.items()}
+
     def stats(self) -> LinkStats:
         """Counters over all clients, past and present."""
         total = LinkStats()
@@ -835,9 +843,8 @@ class IgtlServer:
         return ip.is_loopback or any(ip in net for net in self.allow)
 
     def _accept_loop(self) -> None:
-        assert self._listener is not None
         listener = self._listener
-        while not self._stop.is_set():
+        while listener is not None and not self._stop.is_set():
             try:
                 sock, address = listener.accept()
             except (TimeoutError, BlockingIOError):

@@ -1,0 +1,81 @@
+"""``usnav record``: record an OpenIGTLink stream into a PLUS sequence file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from usnav.devices.config import ProbeConfig, load_probe_config
+from usnav.devices.recorder import RecordProgress, record
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "record",
+        help="record tracked frames from an OpenIGTLink server into a PLUS sequence file",
+        description="Record every frame (image, all transforms with status, timestamps) from "
+        "a PLUS server, `usnav replay` or any OpenIGTLink device. Ctrl-C ends the recording "
+        "and keeps the file; after a crash, `usnav convert FILE.journal FILE` recovers it.",
+    )
+    parser.add_argument("--out", required=True, help="FILE.igs.mha, .mha or .seq.nrrd")
+    parser.add_argument("--config", help="a devices/*.toml with a [probe] section")
+    parser.add_argument("--host", help="server address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="server port (default 18944)")
+    parser.add_argument("--duration", type=float, help="stop after S seconds")
+    parser.add_argument("--frames", type=int, help="stop after N frames")
+    parser.add_argument(
+        "--stop-on-disconnect",
+        action="store_true",
+        help="end when the server closes the connection instead of reconnecting",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        help="give up when no frame arrives within S seconds (default 10)",
+    )
+    parser.add_argument("--no-compress", action="store_true", help="store raw pixels")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_probe_config(args.config) if args.config else ProbeConfig()
+    console = Console(stderr=True)
+    line = Text("waiting for frames…")
+    with Live(line, console=console, refresh_per_second=4, transient=False) as live:
+
+        def show(p: RecordProgress) -> None:
+            live.update(
+                Text(
+                    f"recording {args.out}: {p.frames} frames, {p.fps:.1f} fps, "
+                    f"{p.dropped} dropped, {p.elapsed_s:.1f} s, {p.state.value}"
+                )
+            )
+
+        result = record(
+            args.out,
+            config=config,
+            host=args.host,
+            port=args.port,
+            duration_s=args.duration,
+            frames=args.frames,
+            stop_on_disconnect=args.stop_on_disconnect,
+            connect_timeout_s=args.connect_timeout,
+            compress=not args.no_compress,
+            progress=show,
+        )
+    bad = ", ".join(f"{n} {reason}" for reason, n in result.messages_dropped.items())
+    print(
+        f"usnav record: {result.path}: received {result.received}, written {result.written}, "
+        f"dropped {result.dropped} frames ({result.missed} missing in the server's numbering"
+        f"{'; malformed messages: ' + bad if bad else ''}); {result.duration_s:.1f} s, "
+        f"ended by {result.stopped_by}",
+    )
+    if result.error:
+        print(f"usnav record: error: {result.error}", file=sys.stderr)
+        return 1
+    return 130 if result.stopped_by == "interrupted" else 0

@@ -1,0 +1,534 @@
+"""Playback device: a PLUS sequence file served over OpenIGTLink like a PLUS server.
+
+For every frame of the recording the server sends, in one bundle to every client:
+
+- one TRANSFORM per transform of the frame (device name = transform name, v2 metadata
+  ``TransformStatus`` / ``TransformValid`` as PLUS sends them), then
+- one IMAGE named ``Image_Reference`` (``<ImageName>_<ReferenceFrame>``) whose matrix is
+  ``ImageToReference`` including mm/pixel when the frame's transforms (plus an optional
+  calibration's ``ImageToProbe``) allow it, identity otherwise; its v2 metadata carries the
+  frame's fields (``FrameNumber``, ``ImageStatus``, ``<Name>TransformStatus``,
+  ``UltrasoundImageOrientation`` and any custom field), as PLUS sends per-frame fields.
+
+Timestamps are the file's (looping adds the recording's length each round so they keep
+increasing); frames are paced by them (``rate`` 1.0 = real time, 2.0 = twice as fast,
+``"max"`` = as fast as the slowest client reads, without loss). Transforms go before the
+image, so a client pairs them with no waiting.
+
+A playback is a :class:`~usnav.devices.base.Device`: ``connect()`` binds, ``start()`` plays
+(by default from the moment the first client connects), ``stop()`` pauses, ``close()``
+releases. :func:`serve_in_subprocess` runs ``usnav replay`` in another process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from usnav.config.calibration import CalibrationFile, load_calibration
+from usnav.devices.base import Device, DeviceState
+from usnav.devices.config import PlaybackConfig, resolve_path
+from usnav.devices.igtl.codec import ImageContent, Message, TransformContent
+from usnav.devices.igtl.transport import DEFAULT_PORT, IgtlServer, LinkStats
+from usnav.errors import InputError, TransformError, UsnavError
+from usnav.frames import TrackedFrame
+from usnav.transforms.repository import TransformRepository
+
+log = logging.getLogger("usnav.devices.playback")
+
+
+@dataclass
+class PlaybackStats:
+    """``frames_sent``: frames broadcast (to at least one client or not);
+    ``loops``: completed passes through the recording."""
+
+    frames_sent: int = 0
+    frames_without_client: int = 0
+    loops: int = 0
+
+
+def frame_messages(
+    frame: TrackedFrame,
+    *,
+    timestamp: float,
+    image_device: str = "Image_Reference",
+    reference_frame: str = "Reference",
+    image_to_probe: np.ndarray | None = None,
+    send_invalid_transforms: bool = True,
+) -> list[Message]:
+    """The OpenIGTLink messages a PLUS server sends for one tracked frame.
+
+    Parameters
+    ----------
+    frame
+        The frame (image rows × cols, transforms with statuses).
+    timestamp
+        Timestamp to send, s (≥ 0).
+    image_device
+        IMAGE device name.
+    reference_frame
+        The frame the IMAGE matrix maps to (``Image<To><reference_frame>``).
+    image_to_probe
+        Calibration matrix, used when the frame does not carry ``ImageToProbe``.
+    send_invalid_transforms
+        Send non-OK transforms too (with their status); PLUS's default sends only valid ones.
+
+    Returns
+    -------
+    list[Message]
+        TRANSFORMs first, then the IMAGE (none for a tracker-only frame).
+    """
+    messages = []
+    statuses: dict[str, str] = {}
+    for name, tt in frame.transforms.items():
+        status_word = frame.fields.get(f"{name}TransformStatus", tt.status.value)
+        statuses[f"{name}TransformStatus"] = status_word
+        if not tt.ok and not send_invalid_transforms:
+            continue
+        matrix = tt.matrix if np.all(np.isfinite(tt.matrix)) else np.eye(4)
+        messages.append(
+            Message(
+                "TRANSFORM",
+                name,
+                TransformContent(matrix),
+                timestamp,
+                {"TransformStatus": status_word, "TransformValid": "1" if tt.ok else "0"},
+            )
+        )
+    if frame.image.size == 0:
+        return messages
+    embedded = f"ImageTo{reference_frame}"
+    repo = TransformRepository()
+    if image_to_probe is not None and "ImageToProbe" not in frame.transforms:
+        repo.set("ImageToProbe", image_to_probe, persistent=True)
+    repo.update_from_frame(frame)
+    try:
+        image_to_reference = repo.get(embedded)
+        matrix, status = image_to_reference.matrix, image_to_reference.status.value
+    except TransformError:
+        matrix, status = np.eye(4), "PATH_NOT_FOUND"
+    if not np.all(np.isfinite(matrix)):
+        matrix, status = np.eye(4), "INVALID"
+    metadata = {k: str(v) for k, v in frame.fields.items() if k.isascii()}
+    metadata.update(statuses)
+    metadata[f"{embedded}TransformStatus"] = status
+    metadata["FrameNumber"] = str(frame.frame_number)
+    metadata["ImageStatus"] = "OK" if frame.image_ok else "INVALID"
+    metadata["UltrasoundImageOrientation"] = frame.orientation
+    image = frame.image
+    messages.append(
+        Message(
+            "IMAGE",
+            image_device,
+            ImageContent.from_array(image, matrix, channels=image.ndim == 3),
+            timestamp,
+            metadata,
+        )
+    )
+    return messages
+
+
+class PlaybackServer(Device):
+    """Serve a recording over OpenIGTLink (see the module docstring).
+
+    Parameters
+    ----------
+    recording
+        A PLUS sequence file (``.igs.mha``, ``.mha``, ``.seq.nrrd``, ``.igs.nrrd``).
+    host, port
+        Where to listen (127.0.0.1 unless ``allow`` lists peers); port 0 = any free port.
+    rate
+        Speed factor (1.0 = as recorded) or ``"max"``.
+    loop
+        Start again at the end.
+    calibration
+        A calibration (object or file) whose ``ImageToProbe`` lets the IMAGE carry
+        ImageToReference when the recording has only tracker transforms.
+    image_device, reference_frame
+        IMAGE device name and the frame its matrix maps to.
+    allow
+        Peer addresses allowed besides loopback (required for a non-loopback ``host``).
+    wait_for_client
+        Start playing when the first client connects (else at :meth:`start`).
+    send_invalid_transforms
+        Also send non-OK transforms, with their status.
+    keepalive_s, max_clients, send_queue_messages, send_timeout_s
+        Server options (see :class:`~usnav.devices.igtl.transport.IgtlServer`).
+
+    Raises
+    ------
+    InputError
+        The recording cannot be read or has negative timestamps.
+    """
+
+    def __init__(
+        self,
+        recording: str | Path,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        rate: float | str = 1.0,
+        loop: bool = False,
+        calibration: CalibrationFile | str | Path | None = None,
+        image_device: str = "Image_Reference",
+        reference_frame: str = "Reference",
+        allow: SequenceABC[str] = (),
+        wait_for_client: bool = True,
+        send_invalid_transforms: bool = True,
+        keepalive_s: float = 0.5,
+        max_clients: int = 16,
+        send_queue_messages: int = 256,
+        send_timeout_s: float = 5.0,
+        name: str = "playback",
+    ):
+        super().__init__(name)
+        self.recording = Path(recording)
+        if rate != "max" and not (isinstance(rate, int | float) and 0 < float(rate) <= 1000):
+            raise InputError("rate", f"{rate!r} is not 'max' or a speed factor in (0, 1000]")
+        self.rate = rate
+        self.loop = loop
+        if isinstance(calibration, str | Path):
+            calibration = load_calibration(calibration)
+        self.image_to_probe = (
+            calibration.image_to_probe
+            if calibration is not None and calibration.spatial is not None
+            else None
+        )
+        self.image_device = image_device
+        self.reference_frame = reference_frame
+        self.wait_for_client = wait_for_client
+        self.send_invalid_transforms = send_invalid_transforms
+        self.send_timeout_s = send_timeout_s
+        self.stats = PlaybackStats()
+        self.server = IgtlServer(
+            host,
+            port,
+            allow=allow,
+            max_clients=max_clients,
+            keepalive_s=keepalive_s,
+            send_queue_messages=send_queue_messages,
+            send_timeout_s=send_timeout_s,
+            name=f"{name} server",
+        )
+        self._sequence = None
+        self._thread: threading.Thread | None = None
+        self._halt = threading.Event()
+        self._paused = threading.Event()
+        self._done = threading.Event()
+
+    @classmethod
+    def from_config(
+        cls, config: PlaybackConfig, config_path: str | Path | None = None, **overrides: object
+    ) -> PlaybackServer:
+        """A playback configured by a ``[playback]`` section; keyword overrides win."""
+        if not config.recording and "recording" not in overrides:
+            raise InputError(config_path or "[playback]", "no recording given")
+        options: dict[str, object] = {
+            "recording": resolve_path(config.recording, config_path),
+            "host": config.host,
+            "port": config.port,
+            "rate": config.rate,
+            "loop": config.loop,
+            "calibration": resolve_path(config.calibration, config_path)
+            if config.calibration
+            else None,
+            "image_device": config.image_device,
+            "reference_frame": config.reference_frame,
+            "allow": config.allow,
+            "wait_for_client": config.wait_for_client,
+            "send_invalid_transforms": config.send_invalid_transforms,
+            "keepalive_s": config.keepalive_s,
+            "max_clients": config.max_clients,
+            "send_queue_messages": config.send_queue_messages,
+            "send_timeout_s": config.send_timeout_s,
+        }
+        options.update(overrides)
+        return cls(**options)  # type: ignore[arg-type]
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        """The listening port (the real one after :meth:`connect` when created with 0)."""
+        return self.server.port
+
+    @property
+    def frame_count(self) -> int:
+        return len(self._sequence) if self._sequence is not None else 0
+
+    def link_stats(self) -> LinkStats:
+        """Message counters over all clients (sent, dropped for slow clients...)."""
+        return self.server.stats()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the recording has been played to the end (True) or ``timeout_s``."""
+        return self._done.wait(timeout_s)
+
+    # -- Device ----------------------------------------------------------------------------
+    def _connect(self) -> None:
+        from usnav.io.sequence import read_sequence
+
+        sequence = read_sequence(self.recording)
+        if len(sequence) == 0:
+            sequence.close()
+            raise InputError(self.recording, "has no frames to play")
+        timestamps = np.asarray(sequence.timestamps, dtype=np.float64)
+        if np.any(timestamps < 0) or not np.all(np.isfinite(timestamps)):
+            sequence.close()
+            raise InputError(
+                self.recording,
+                "has negative or non-finite timestamps, which OpenIGTLink cannot carry",
+                "shift them with usnav convert",
+            )
+        self._sequence = sequence
+        self._timestamps = timestamps
+        try:
+            self.server.start()
+        except UsnavError:
+            sequence.close()
+            raise
+        self._set_state(DeviceState.LISTENING, f"on {self.host}:{self.port}")
+
+    def _start(self) -> None:
+        self._paused.clear()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._play, name=f"{self.name}", daemon=True)
+            self._thread.start()
+        elif self._state is DeviceState.STOPPED:
+            self._set_state(DeviceState.STREAMING, "resumed")
+
+    def _stop(self) -> None:
+        self._paused.set()
+        self._set_state(DeviceState.STOPPED, "paused")
+
+    def _close(self) -> None:
+        self._halt.set()
+        self._paused.clear()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.send_timeout_s + 2)
+        self.server.stop()
+        if self._sequence is not None:
+            self._sequence.close()
+        self._done.set()
+
+    # -- the player ------------------------------------------------------------------------
+    def _play(self) -> None:
+        try:
+            self._play_loop()
+        except Exception as exc:  # the player thread must report, not vanish
+            log.exception("%s: playback failed", self.name)
+            self._set_state(DeviceState.FINISHED, f"failed: {exc}")
+            self._done.set()
+
+    def _play_loop(self) -> None:
+        assert self._sequence is not None
+        if self.wait_for_client:
+            while not self._halt.is_set() and not self.server.wait_for_clients(1, 0.2):
+                pass
+        if self._halt.is_set():
+            return
+        # Give new clients a moment to say which header version they speak (a v2 client's
+        # first message), so even the first frames carry their metadata.
+        greeting_deadline = time.monotonic() + 0.5
+        while time.monotonic() < greeting_deadline and not self._halt.is_set():
+            if all(n > 0 for _, n in self.server.client_versions().values()):
+                break
+            time.sleep(0.01)
+        self._set_state(DeviceState.STREAMING, "playing")
+        t = self._timestamps
+        n = len(t)
+        period = float(np.median(np.diff(t))) if n > 1 else 0.1
+        length = float(t[-1] - t[0]) + max(period, 1e-3)
+        wait_s = self.send_timeout_s if self.rate == "max" else 0.0
+        round_offset = 0.0
+        wall_start = time.monotonic()
+        while not self._halt.is_set():
+            for i in range(n):
+                if self._halt.is_set():
+                    return
+                if self._paused.is_set():
+                    paused_at = time.monotonic()
+                    while self._paused.is_set() and not self._halt.is_set():
+                        time.sleep(0.02)
+                    wall_start += time.monotonic() - paused_at
+                stamp = float(t[i]) + round_offset
+                if self.rate != "max":
+                    due = wall_start + (stamp - t[0]) / float(self.rate)
+                    delay = due - time.monotonic()
+                    if delay > 0 and self._halt.wait(delay):
+                        return
+                frame = self._sequence.frame(i)
+                messages = frame_messages(
+                    frame,
+                    timestamp=stamp,
+                    image_device=self.image_device,
+                    reference_frame=self.reference_frame,
+                    image_to_probe=self.image_to_probe,
+                    send_invalid_transforms=self.send_invalid_transforms,
+                )
+                if self.server.broadcast(messages, wait_s=wait_s) == 0:
+                    self.stats.frames_without_client += 1
+                self.stats.frames_sent += 1
+            self.stats.loops += 1
+            if not self.loop:
+                break
+            round_offset += length
+        self.server.flush(self.send_timeout_s)
+        self._set_state(DeviceState.FINISHED, f"{self.stats.frames_sent} frames sent")
+        self._done.set()
+
+
+def run_playback(
+    server: PlaybackServer,
+    on_listening: Callable[[PlaybackServer], None] | None = None,
+) -> PlaybackStats:
+    """Serve until the recording ends (forever with ``loop``) or Ctrl-C; always closes.
+
+    ``on_listening(server)`` is called once the server listens (e.g. to print its port).
+    """
+    try:
+        server.connect()
+        if on_listening is not None:
+            on_listening(server)
+        server.start()
+        while not server.wait(0.2):
+            pass
+    finally:
+        server.close()
+    return server.stats
+
+
+# -- subprocess ----------------------------------------------------------------------------
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class PlaybackProcess:
+    """``usnav replay`` running in another process (see :func:`serve_in_subprocess`)."""
+
+    def __init__(self, process: subprocess.Popen, host: str, port: int):
+        self.process = process
+        self.host = host
+        self.port = port
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 5.0) -> int:
+        """Ask it to stop (SIGINT, like Ctrl-C), then terminate; returns the exit status."""
+        if self.running:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                return self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.terminate()
+        return self.process.wait(timeout_s)
+
+    def kill(self) -> int:
+        """Kill it at once (SIGKILL: a crashed server, as a test of the client)."""
+        if self.running:
+            self.process.kill()
+        return self.process.wait(5)
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        return self.process.wait(timeout_s)
+
+    def __enter__(self) -> PlaybackProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def serve_in_subprocess(
+    recording: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    rate: float | str = 1.0,
+    loop: bool = False,
+    calibration: str | Path | None = None,
+    wait_for_client: bool = True,
+    extra_args: SequenceABC[str] = (),
+    startup_timeout_s: float = 30.0,
+) -> PlaybackProcess:
+    """Start ``usnav replay`` in a new process and return once it listens.
+
+    Parameters
+    ----------
+    recording, host, port, rate, loop, calibration, wait_for_client
+        As for :class:`PlaybackServer` (port 0: a free port, read it from ``.port``).
+    extra_args
+        More ``usnav replay`` options.
+    startup_timeout_s
+        Longest wait for the server to listen.
+
+    Raises
+    ------
+    UsnavError
+        The process exited or did not listen in time (its error output is in the message).
+    """
+    command = [sys.executable, "-m", "usnav", "replay", str(recording), "--host", host]
+    command += ["--port", str(port), "--rate", str(rate)]
+    if loop:
+        command.append("--loop")
+    if calibration is not None:
+        command += ["--calibration", str(calibration)]
+    if not wait_for_client:
+        command.append("--no-wait")
+    command += list(extra_args)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    found: list[tuple[str, int]] = []
+
+    def read_stdout() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            match = _LISTENING.search(line)
+            if match and not found:
+                found.append((match.group(1), int(match.group(2))))
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not found and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not found:
+        with contextlib.suppress(OSError):
+            process.kill()
+        process.wait(5)
+        error = process.stderr.read() if process.stderr else ""
+        raise UsnavError(
+            f"usnav replay {recording} did not start listening: "
+            + (error.strip().splitlines()[-1] if error.strip() else "no output")
+        )
+    # Keep draining stderr so the child never blocks on a full pipe.
+    threading.Thread(
+        target=lambda: process.stderr.read() if process.stderr else None, daemon=True
+    ).start()
+    return PlaybackProcess(process, found[0][0], found[0][1])

@@ -1,0 +1,200 @@
+"""Recorder: every frame of an OpenIGTLink stream into a PLUS sequence file.
+
+The recorder is a :class:`~usnav.devices.probe.ProbeClient` (so it pairs transforms the same
+way the pipeline does) feeding a crash-safe :class:`usnav.io.sequence.SequenceWriter`: each
+frame is journaled as it arrives, so an interrupted recording (Ctrl-C, ``kill -9``, a full
+disk) is readable up to its last complete frame (Ctrl-C and a full disk still finish the
+file; after ``kill -9`` run ``usnav convert FILE.journal FILE``). The counts received /
+written / dropped are returned so a user can verify nothing was lost (PlusLib #608).
+
+While recording, the probe client holds back (TCP back-pressure) instead of dropping when the
+writer falls behind; frames are dropped only if the writer stalls for more than half the
+receive timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from usnav.devices.base import DeviceState
+from usnav.devices.config import ProbeConfig
+from usnav.devices.probe import ProbeClient
+from usnav.errors import InputError, UsnavError
+
+
+@dataclass
+class RecordProgress:
+    """What the live line shows."""
+
+    frames: int
+    fps: float
+    dropped: int
+    elapsed_s: float
+    state: DeviceState
+
+
+@dataclass
+class RecordResult:
+    """The outcome of a recording.
+
+    ``received``: frames assembled from the stream. ``written``: frames in the file.
+    ``dropped``: received while recording but not written (the writer stalled so long that
+    the queue overflowed, or a write failed); ``received`` = ``written`` + ``dropped``.
+    ``missed``: gaps in the server's frame numbers (lost before reaching us).
+    ``messages_dropped``: malformed messages by reason. ``stopped_by``: why it ended.
+    """
+
+    path: Path
+    received: int = 0
+    written: int = 0
+    dropped: int = 0
+    missed: int = 0
+    reconnects: int = 0
+    duration_s: float = 0.0
+    stopped_by: str = ""
+    messages_dropped: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def record(
+    out: str | Path,
+    *,
+    config: ProbeConfig | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    duration_s: float | None = None,
+    frames: int | None = None,
+    stop_on_disconnect: bool = False,
+    connect_timeout_s: float | None = 10.0,
+    compress: bool = True,
+    progress: Callable[[RecordProgress], None] | None = None,
+    progress_interval_s: float = 0.25,
+    stop: threading.Event | None = None,
+) -> RecordResult:
+    """Record an OpenIGTLink stream to ``out`` (``.igs.mha``/``.mha``/``.seq.nrrd``).
+
+    Parameters
+    ----------
+    out
+        Target file (must not exist with a journal beside it).
+    config
+        Probe options (defaults otherwise); ``host``/``port`` override it.
+    duration_s, frames
+        Stop after this long (s, from the first frame) / this many frames.
+    stop_on_disconnect
+        End when the server closes the connection after frames were received (e.g. the end
+        of a ``usnav replay`` without ``--loop``) instead of reconnecting.
+    connect_timeout_s
+        Give up if no frame arrives within this long (None: wait forever).
+    compress
+        Compress pixels as PLUS does.
+    progress
+        Called about every ``progress_interval_s`` with a :class:`RecordProgress`.
+    stop
+        Set it (from another thread) to end the recording.
+
+    Returns
+    -------
+    RecordResult
+        Counts and why it stopped; Ctrl-C ends a recording normally (``stopped_by`` =
+        ``"interrupted"``).
+
+    Raises
+    ------
+    UsnavError
+        No frame within ``connect_timeout_s`` (the message says what the link saw), or the
+        file cannot be written.
+    """
+    from usnav.io.sequence import SequenceWriter
+
+    base = config or ProbeConfig()
+    updates: dict[str, object] = {"when_full": "wait", "frame_queue": max(base.frame_queue, 256)}
+    if host is not None:
+        updates["host"] = host
+    if port is not None:
+        updates["port"] = port
+    probe_config = base.model_copy(update=updates)
+    path = Path(out)
+    if frames is not None and frames < 1:
+        raise InputError("--frames", f"must be at least 1, got {frames}")
+    if duration_s is not None and duration_s <= 0:
+        raise InputError("--duration", f"must be positive, got {duration_s}")
+    result = RecordResult(path)
+    probe = ProbeClient(probe_config, name="recorder")
+    writer: SequenceWriter | None = None
+    started = time.monotonic()
+    first_frame_at: float | None = None
+    last_progress = 0.0
+    write_failures = 0
+    try:
+        probe.start()
+        while True:
+            if stop is not None and stop.is_set():
+                result.stopped_by = "stop requested"
+                break
+            frame = probe.get_frame(0.05)
+            now = time.monotonic()
+            if frame is not None:
+                if writer is None:
+                    writer = SequenceWriter(path, compress=compress, orientation=frame.orientation)
+                    first_frame_at = now
+                try:
+                    writer.append(frame)
+                except (OSError, UsnavError) as exc:
+                    write_failures += 1
+                    result.error = f"writing {path} failed: {exc}"
+                    result.stopped_by = "write error"
+                    break
+                result.written += 1
+                if frames is not None and result.written >= frames:
+                    result.stopped_by = f"{frames} frames"
+                    break
+            if first_frame_at is not None:
+                if duration_s is not None and now - first_frame_at >= duration_s:
+                    result.stopped_by = f"{duration_s:g} s"
+                    break
+                if frame is None and stop_on_disconnect and probe.stats.reconnects > 0:
+                    # The queue is drained: everything sent before the server closed is written.
+                    result.stopped_by = "server closed the connection"
+                    break
+            elif connect_timeout_s is not None and now - started > connect_timeout_s:
+                why = probe.last_error or f"state {probe.state.value}"
+                raise UsnavError(
+                    f"no frame from {probe_config.host}:{probe_config.port} within "
+                    f"{connect_timeout_s:g} s ({why}); is the server running and streaming "
+                    f"IMAGE '{probe_config.image_device}'?"
+                )
+            if progress is not None and now - last_progress >= progress_interval_s:
+                last_progress = now
+                progress(_progress(result, probe, first_frame_at, now))
+    except KeyboardInterrupt:
+        result.stopped_by = "interrupted"
+    finally:
+        probe.close()
+        if writer is not None:
+            try:
+                writer.close()
+            except (OSError, UsnavError) as exc:
+                result.error = result.error or f"finishing {path} failed: {exc}"
+        result.dropped = probe.stats.frames_dropped + write_failures
+        result.received = result.written + result.dropped
+        result.missed = probe.stats.frames_missed
+        result.reconnects = probe.stats.reconnects
+        result.messages_dropped = dict(probe.link_stats().dropped_in)
+        result.duration_s = time.monotonic() - (first_frame_at or started)
+    if progress is not None:
+        progress(_progress(result, probe, first_frame_at, time.monotonic()))
+    return result
+
+
+def _progress(
+    result: RecordResult, probe: ProbeClient, first: float | None, now: float
+) -> RecordProgress:
+    elapsed = now - first if first is not None else 0.0
+    fps = result.written / elapsed if elapsed > 0 else 0.0
+    dropped = probe.stats.frames_dropped + probe.stats.frames_missed
+    return RecordProgress(result.written, fps, dropped, elapsed, probe.state)
