@@ -1,0 +1,135 @@
+"""Write calibration results: ``calibration/<name>.toml`` (merged) and PLUS XML."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+
+from usnav.calibration.pivot import PivotResult
+from usnav.calibration.spatial import ErrorSummary, SpatialCalibrationResult
+from usnav.calibration.temporal import TemporalCalibrationResult
+from usnav.config.calibration import (
+    CalibrationFile,
+    ErrorStats,
+    PivotCalibration,
+    SpatialCalibration,
+    TemporalCalibration,
+    load_calibration,
+    save_calibration,
+)
+from usnav.config.plus_xml import PlusTransform, coordinate_definitions_xml
+from usnav.errors import ConfigError
+
+
+def _stats(s: ErrorSummary | None) -> ErrorStats | None:
+    if s is None:
+        return None
+    return ErrorStats(mean=s.mean, sd=s.sd, max=s.max, count=s.count)
+
+
+def spatial_section(result: SpatialCalibrationResult) -> SpatialCalibration:
+    """The ``[spatial]`` section for a calibration file."""
+    return SpatialCalibration(
+        image_to_probe=result.image_to_probe.tolist(),
+        calibration_error_mm=_stats(result.calibration_error),
+        validation_error_mm=_stats(result.validation_error),
+        frames_used=len(result.calibration.used),
+    )
+
+
+def temporal_section(result: TemporalCalibrationResult) -> TemporalCalibration:
+    """The ``[temporal]`` section for a calibration file."""
+    return TemporalCalibration(
+        tracker_lag_s=result.tracker_lag_s, error=result.error, max_error=result.max_error
+    )
+
+
+def pivot_section(result: PivotResult) -> PivotCalibration:
+    """The ``[pivot]`` section for a calibration file."""
+    return PivotCalibration(
+        tool=result.tool,
+        tip_in_tool_mm=result.tip_in_tool_mm.tolist(),
+        pivot_in_reference_mm=result.pivot_in_reference_mm.tolist(),
+        rms_error_mm=result.rms_error_mm,
+    )
+
+
+def write_calibration(
+    path: str | Path,
+    *,
+    spatial: SpatialCalibrationResult | None = None,
+    temporal: TemporalCalibrationResult | None = None,
+    pivot: PivotResult | None = None,
+) -> CalibrationFile:
+    """Write (or update) a usnav calibration TOML with the given results.
+
+    An existing file is read and only the sections given are replaced; its other sections,
+    notes and sources are kept. The date is set to now; the sources are extended with the
+    recordings and configuration used.
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` exists but is not a valid usnav calibration file (it is not overwritten).
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".toml":
+        raise ConfigError(p, "calibration output must be a .toml file")
+    current = load_calibration(p) if p.exists() else CalibrationFile(probe=p.stem)
+    update: dict = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    sources = list(current.sources)
+    if spatial is not None:
+        update["spatial"] = spatial_section(spatial)
+        new = [spatial.config.source, spatial.calibration.path]
+        if spatial.validation is not None:
+            new.append(spatial.validation.path)
+        sources += new
+    if temporal is not None:
+        update["temporal"] = temporal_section(temporal)
+        sources += list(temporal.sources)
+    if pivot is not None:
+        update["pivot"] = pivot_section(pivot)
+        sources.append(pivot.source)
+    update["sources"] = list(dict.fromkeys(str(s) for s in sources if s))
+    merged = CalibrationFile.model_validate(
+        {
+            **current.model_dump(),
+            **{k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in update.items()},
+        }
+    )
+    save_calibration(merged, p)
+    return merged
+
+
+def plus_coordinate_definitions(
+    *,
+    spatial: SpatialCalibrationResult | None = None,
+    pivot: PivotResult | None = None,
+) -> str:
+    """PLUS ``<CoordinateDefinitions>`` with ImageToProbe and/or StylusTipToStylus."""
+    date = dt.datetime.now().strftime("%m%d%y_%H%M%S")
+    transforms = []
+    if spatial is not None:
+        cfg = spatial.config
+        err = spatial.validation_error or spatial.calibration_error
+        transforms.append(
+            PlusTransform(
+                cfg.image_frame,
+                cfg.probe_frame,
+                np.asarray(spatial.image_to_probe),
+                {"Error": f"{err.mean:.6g}", "Date": date},
+            )
+        )
+    if pivot is not None:
+        tool_frame = pivot.tool.split("To")[0] if "To" in pivot.tool else "Stylus"
+        transforms.append(
+            PlusTransform(
+                f"{tool_frame}Tip",
+                tool_frame,
+                pivot.tip_to_tool,
+                {"Error": f"{pivot.rms_error_mm:.6g}", "Date": date},
+            )
+        )
+    return coordinate_definitions_xml(transforms)

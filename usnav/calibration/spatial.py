@@ -1,0 +1,529 @@
+"""N-wire spatial calibration: ``ImageToProbe`` from tracked frames of an N-wire phantom.
+
+Frames: **Image** (px of the MF image: x = column, y = row, z = 0), **Probe** (the probe's
+marker, mm), **Reference** (the phantom's marker, mm), **Phantom** (the phantom definition's
+coordinates, mm), **Tracker**.
+
+For each frame the image plane cuts each N at three dots p1, p2, p3. With
+α = |p2 − p1| / |p3 − p1| the diagonal wire's point is P = W12 + α·(W32 − W12) in the Phantom
+frame (W12, W32: where the diagonal's line meets the side wires' lines), and
+``P_probe = PhantomToProbe · P`` with
+``PhantomToProbe = ProbeToReference⁻¹ · PhantomToReference`` from the tracker. Every middle dot
+gives one equation per matrix row ``[u, v, 1] · x_r = P_probe,r``; each row r of ImageToProbe is
+solved by linear least squares, dropping equations whose residual is ≥ 3σ from the mean
+(population σ) and refitting while outliers remain and more than 8 equations are left
+(PLUS ``PlusMath::LSQRMinimize``). The z column is then unit(x × y)·mean(|x|, |y|), so the
+matrix is invertible and carries the mm per pixel.
+
+Figure of merit (PLUS): the 3D reprojection error PRE3D = |ImageToProbe·p2 − P_probe| (mm) of
+every middle dot; reported as mean, population SD and max of the lowest 95 %.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from usnav.calibration.phantom import CalibrationConfig, read_calibration_config
+from usnav.calibration.segmentation import (
+    DotSegmenter,
+    FrameSegmentation,
+    FrameStatus,
+    PatternFinder,
+    middle_ratios,
+    region_of_interest,
+    segment_frame,
+    to_mf,
+)
+from usnav.errors import InputError, TransformError
+from usnav.frames import TransformStatus
+from usnav.transforms import TransformRepository
+
+#: PLUS needs at least this many segmented frames for a calibration.
+MIN_FRAMES = 10
+#: PLUS ``MINIMUM_NUMBER_OF_CALIBRATION_EQUATIONS``.
+MIN_EQUATIONS = 8
+#: Largest angle (deg) between the image x and y axes' deviation from 90° we accept.
+MAX_SKEW_DEG = 1.0
+
+#: ``progress(stage, done, total)``: stage is "calibration" or "validation".
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    """Mean, population SD and max of the lowest ``fraction`` of errors (PLUS
+    ``igsioMath::ComputePercentile``), mm; ``count`` values kept of ``total``."""
+
+    mean: float
+    sd: float
+    max: float
+    count: int
+    total: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "mean": self.mean,
+            "sd": self.sd,
+            "max": self.max,
+            "count": self.count,
+            "total": self.total,
+        }
+
+
+def percentile_stats(errors: np.ndarray, fraction: float = 0.95) -> ErrorSummary:
+    """Statistics of the ``round(fraction·n)`` smallest values (PLUS's figure of merit).
+
+    Raises
+    ------
+    ValueError
+        If ``errors`` is empty.
+    """
+    e = np.sort(np.asarray(errors, dtype=np.float64).ravel())
+    if e.size == 0:
+        raise ValueError("no errors to summarise")
+    keep = max(1, math.floor(fraction * e.size + 0.5))
+    low = e[:keep]
+    return ErrorSummary(float(low.mean()), float(low.std()), float(low.max()), keep, int(e.size))
+
+
+@dataclass
+class SegmentedSequence:
+    """Segmentation of one recording, with each usable frame's middle points.
+
+    Attributes
+    ----------
+    path
+        The recording.
+    orientation
+        Its ``UltrasoundImageOrientation`` (frames were flipped to MF before segmentation).
+    frames
+        Per-frame segmentation (all frames, in order).
+    used
+        Indices of the usable frames (wires found, geometry fits, transforms OK).
+    image_points
+        Middle-wire dots of the usable frames, shape (len(used), patterns, 2), px (MF image).
+    wire_points
+        All labelled dots of the usable frames, shape (len(used), patterns, 3, 2), px.
+    phantom_points
+        The middle-wire points in the Phantom frame, shape (len(used), patterns, 3), mm.
+    probe_points
+        The same in the Probe frame, shape (len(used), patterns, 3), mm.
+    phantom_to_probe
+        Shape (len(used), 4, 4).
+    """
+
+    path: str
+    orientation: str
+    frames: list[FrameSegmentation]
+    used: np.ndarray
+    image_points: np.ndarray
+    wire_points: np.ndarray
+    phantom_points: np.ndarray
+    probe_points: np.ndarray
+    phantom_to_probe: np.ndarray
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Frame count per status (``"ok"``, ``"wires not found"``...)."""
+        c = Counter(f.status.value for f in self.frames)
+        return dict(sorted(c.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
+
+    def summary(self) -> dict:
+        return {
+            "file": self.path,
+            "orientation": self.orientation,
+            "frames": len(self.frames),
+            "used": len(self.used),
+            "skipped": {k: v for k, v in self.counts.items() if k != "ok"},
+        }
+
+
+@dataclass
+class SpatialCalibrationResult:
+    """Outcome of :func:`calibrate_spatial`.
+
+    Attributes
+    ----------
+    image_to_probe
+        4×4: Image px (MF) → Probe mm; columns 0 and 1 carry the mm per pixel.
+    calibration_error, validation_error
+        PRE3D statistics (lowest 95 %), mm.
+    calibration_errors_mm, validation_errors_mm
+        Every PRE3D value (frames × patterns, flattened), mm.
+    outlier_equations
+        Per matrix row, how many equations the 3σ rejection dropped.
+    calibration, validation
+        The segmented recordings.
+    config
+        The phantom/segmentation configuration used.
+    warnings
+        Things a person should look at (skipped patterns, mirrored frames...).
+    """
+
+    image_to_probe: np.ndarray
+    calibration_error: ErrorSummary
+    validation_error: ErrorSummary | None
+    calibration_errors_mm: np.ndarray
+    validation_errors_mm: np.ndarray | None
+    outlier_equations: tuple[int, int, int]
+    calibration: SegmentedSequence
+    validation: SegmentedSequence | None
+    config: CalibrationConfig
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float]:
+        """mm per pixel along image x and y (norms of the first two columns)."""
+        n = np.linalg.norm(self.image_to_probe[:3, :2], axis=0)
+        return float(n[0]), float(n[1])
+
+    @property
+    def skew_deg(self) -> float:
+        """Deviation of the angle between the image x and y axes from 90°, degrees."""
+        return axes_skew_deg(self.image_to_probe)
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (the ``--json`` output of ``usnav calibrate spatial``)."""
+        return {
+            "ImageToProbe": self.image_to_probe.tolist(),
+            "calibration_error_mm": self.calibration_error.as_dict(),
+            "validation_error_mm": (
+                self.validation_error.as_dict() if self.validation_error else None
+            ),
+            "spacing_mm_per_px": list(self.spacing_mm),
+            "axes_skew_deg": self.skew_deg,
+            "outlier_equations": list(self.outlier_equations),
+            "calibration": self.calibration.summary(),
+            "validation": self.validation.summary() if self.validation else None,
+            "phantom": self.config.phantom_name,
+            "config": self.config.source,
+            "warnings": list(self.warnings),
+        }
+
+
+def axes_skew_deg(image_to_probe: np.ndarray) -> float:
+    """|90° − angle between the first two columns|, degrees."""
+    x, y = image_to_probe[:3, 0], image_to_probe[:3, 1]
+    cos = float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+    return abs(90.0 - math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
+
+
+# -- least squares with 3σ rejection --------------------------------------------------------
+
+
+def lsq_reject_outliers(
+    a: np.ndarray, b: np.ndarray, *, k_sigma: float = 3.0, min_equations: int = MIN_EQUATIONS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares ``a·x ≈ b`` with iterative k-σ outlier rejection (PLUS LSQRMinimize).
+
+    Fit; drop equations with |residual − mean| ≥ k·σ (population σ); refit; repeat while
+    outliers were found and more than ``min_equations`` remain.
+
+    Returns
+    -------
+    x
+        The solution from the last fit.
+    kept
+        Boolean mask of the equations of that fit.
+
+    Raises
+    ------
+    ValueError
+        If ``min_equations`` or fewer equations are (or remain) available.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    kept = np.ones(len(b), dtype=bool)
+    if len(b) <= min_equations:
+        raise ValueError(f"{len(b)} equations; more than {min_equations} are needed")
+    while True:
+        x, *_ = np.linalg.lstsq(a[kept], b[kept], rcond=None)
+        e = a[kept] @ x - b[kept]
+        mean, sd = e.mean(), e.std()
+        outlier = np.abs(e - mean) >= k_sigma * sd if sd > 0 else np.zeros(len(e), bool)
+        if not outlier.any():
+            return x, kept
+        idx = np.flatnonzero(kept)
+        kept[idx[outlier]] = False
+        if kept.sum() <= min_equations:
+            raise ValueError(
+                f"outlier rejection left {int(kept.sum())} equations; "
+                f"more than {min_equations} are needed"
+            )
+
+
+def solve_image_to_probe(
+    image_points: np.ndarray, probe_points: np.ndarray
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """ImageToProbe from middle-dot pixels (n, 2) and their Probe positions (n, 3), mm.
+
+    Returns the 4×4 matrix and, per row, how many equations were rejected as outliers.
+    """
+    uv = np.asarray(image_points, dtype=np.float64).reshape(-1, 2)
+    pr = np.asarray(probe_points, dtype=np.float64).reshape(-1, 3)
+    a = np.column_stack([uv, np.ones(len(uv))])
+    m = np.eye(4)
+    dropped = []
+    for r in range(3):
+        x, kept = lsq_reject_outliers(a, pr[:, r])
+        m[r, 0], m[r, 1], m[r, 3] = x
+        dropped.append(int((~kept).sum()))
+    cx, cy = m[:3, 0], m[:3, 1]
+    z = np.cross(cx, cy)
+    m[:3, 2] = z / np.linalg.norm(z) * (np.linalg.norm(cx) + np.linalg.norm(cy)) / 2
+    return m, (dropped[0], dropped[1], dropped[2])
+
+
+def reprojection_errors_mm(
+    image_to_probe: np.ndarray, image_points: np.ndarray, probe_points: np.ndarray
+) -> np.ndarray:
+    """PRE3D: |ImageToProbe·(u, v, 0, 1) − P_probe| per point, mm."""
+    uv = np.asarray(image_points, dtype=np.float64).reshape(-1, 2)
+    pr = np.asarray(probe_points, dtype=np.float64).reshape(-1, 3)
+    mapped = uv @ image_to_probe[:3, :2].T + image_to_probe[:3, 3]
+    return np.linalg.norm(mapped - pr, axis=1)
+
+
+# -- sequences ------------------------------------------------------------------------------
+
+
+def _phantom_to_probe(seq, config: CalibrationConfig, phantom_to_reference: np.ndarray, path: str):
+    """PhantomToProbe per frame (n, 4, 4) and per-frame status, from the recorded transforms."""
+    names = list(seq.transform_names)
+    if not names:
+        raise InputError(
+            path,
+            "has no tracked transforms",
+            "record ProbeToTracker and ReferenceToTracker (or ProbeToReference)",
+        )
+    series = {name: seq.transforms(name) for name in names}
+    wanted = f"{config.phantom_frame}To{config.probe_frame}"
+    n = len(seq)
+    out = np.tile(np.eye(4), (n, 1, 1))
+    statuses: list[TransformStatus] = []
+    for i in range(n):
+        repo = TransformRepository()
+        for name in names:
+            mats, sts = series[name]
+            try:
+                repo.set(name, mats[i], sts[i])
+            except TransformError:
+                continue  # redundant (already connected) or malformed: the rest decides
+        try:
+            repo.set(f"{config.phantom_frame}To{config.reference_frame}", phantom_to_reference)
+            got = repo.get(wanted)
+        except TransformError as exc:
+            raise InputError(
+                path,
+                f"cannot compute {wanted} from the recorded transforms ({', '.join(names)}) "
+                f"and {config.phantom_frame}To{config.reference_frame}: {exc}",
+                f"the recording needs {config.probe_frame} and {config.reference_frame} poses",
+            ) from exc
+        ok = got.status is TransformStatus.OK and np.all(np.isfinite(got.matrix))
+        out[i] = got.matrix if ok else np.eye(4)
+        statuses.append(TransformStatus.OK if ok else got.status)
+    return out, statuses
+
+
+def segment_sequence(
+    path: str | Path,
+    config: CalibrationConfig,
+    *,
+    phantom_to_reference: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SegmentedSequence:
+    """Segment every frame of an N-wire recording and compute its middle points.
+
+    Frames are flipped to MF according to the file's ``UltrasoundImageOrientation``. A frame
+    is used when its wires are found, the dots fit the phantom geometry in the orientation
+    the file states, and ``PhantomToProbe`` is OK; otherwise its status says why.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, an orientation that is not 2D B-mode, no image, no way to compute
+        PhantomToProbe.
+    """
+    from usnav.io.sequence import read_sequence
+
+    p = str(path)
+    ptr = phantom_to_reference if phantom_to_reference is not None else config.phantom_to_reference
+    if ptr is None:
+        raise InputError(
+            config.source or "configuration",
+            f"no {config.phantom_frame}To{config.reference_frame} transform",
+            "register the phantom (PLUS landmark registration) and put it in "
+            "<CoordinateDefinitions>, or pass it explicitly",
+        )
+    with read_sequence(p) as seq:
+        n = len(seq)
+        cols, rows = seq.image_size
+        if n == 0 or cols == 0 or rows == 0:
+            raise InputError(p, "has no image frames", "N-wire calibration needs B-mode frames")
+        orientation = seq.orientation
+        try:
+            to_mf(np.zeros((1, 1), np.uint8), orientation)
+        except ValueError as exc:
+            raise InputError(p, str(exc)) from exc
+        phantom_to_probe, tstatus = _phantom_to_probe(seq, config, ptr, p)
+        segmenter = DotSegmenter(config.segmentation)
+        finder = PatternFinder(config.patterns, config.segmentation)
+        roi = region_of_interest(config.segmentation, (cols, rows))
+        frames: list[FrameSegmentation] = []
+        for i in range(n):
+            if tstatus[i] is not TransformStatus.OK:
+                frames.append(
+                    FrameSegmentation(
+                        FrameStatus.INVALID_TRANSFORM,
+                        detail=f"{config.phantom_frame}To{config.probe_frame} is "
+                        f"{tstatus[i].value}",
+                    )
+                )
+            else:
+                image = seq.image(i)
+                if image.ndim == 3 and image.shape[2] == 1:
+                    image = image[:, :, 0]
+                frames.append(
+                    segment_frame(to_mf(np.asarray(image), orientation), segmenter, finder, roi)
+                )
+            if progress is not None:
+                progress(i + 1, n)
+    used = np.array([i for i, f in enumerate(frames) if f.status is FrameStatus.OK], dtype=int)
+    k = len(config.patterns)
+    if len(used):
+        wire_points = np.stack([frames[i].wire_points for i in used])
+        alphas = np.stack([middle_ratios(w) for w in wire_points])  # (m, k)
+        phantom_pts = np.stack(
+            [config.patterns[j].middle_points(alphas[:, j]) for j in range(k)], axis=1
+        )
+        ptp = phantom_to_probe[used]
+        probe_pts = np.einsum("nij,nkj->nki", ptp[:, :3, :3], phantom_pts) + ptp[:, None, :3, 3]
+        image_pts = wire_points[:, :, 1, :]
+    else:
+        wire_points = np.zeros((0, k, 3, 2))
+        phantom_pts = probe_pts = np.zeros((0, k, 3))
+        image_pts = np.zeros((0, k, 2))
+        ptp = np.zeros((0, 4, 4))
+    return SegmentedSequence(
+        p, orientation, frames, used, image_pts, wire_points, phantom_pts, probe_pts, ptp
+    )
+
+
+def _refusal(seq: SegmentedSequence, min_frames: int) -> str:
+    counts = seq.counts
+    skipped = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "ok") or "none"
+    msg = (
+        f"only {len(seq.used)} of {len(seq.frames)} frames are usable "
+        f"(at least {min_frames} needed); skipped: {skipped}"
+    )
+    mism = [f for f in seq.frames if f.status is FrameStatus.ORIENTATION_MISMATCH]
+    if mism and len(mism) >= len(seq.frames) / 3:
+        msg += (
+            f". The file says UltrasoundImageOrientation={seq.orientation}, but "
+            f"{mism[0].detail} — check the orientation (PortUsImageOrientation) and how the "
+            "probe sits on the phantom (PlusLib #888)"
+        )
+    return msg
+
+
+def calibrate_spatial(
+    config: str | Path | CalibrationConfig,
+    calibration: str | Path,
+    validation: str | Path | None = None,
+    *,
+    phantom_to_reference: np.ndarray | None = None,
+    min_frames: int = MIN_FRAMES,
+    progress: ProgressCallback | None = None,
+) -> SpatialCalibrationResult:
+    """N-wire probe calibration of PLUS fCal recordings.
+
+    Parameters
+    ----------
+    config
+        PLUS device-set XML (phantom definition, PhantomToReference, ``<Segmentation>``) or
+        an already read :class:`CalibrationConfig`.
+    calibration, validation
+        Tracked N-wire recordings (``.igs.mha``...). Validation is optional.
+    phantom_to_reference
+        Overrides the XML's PhantomToReference (4×4, mm).
+    min_frames
+        Fewest usable calibration frames accepted.
+    progress
+        Called as ``progress(stage, done, total)`` while segmenting, stage ``"calibration"``
+        or ``"validation"``.
+
+    Raises
+    ------
+    InputError
+        Too few usable frames (the message gives the counts per reason and, if the frames'
+        orientation contradicts the phantom, says so), a degenerate solution (axes not
+        perpendicular), or any input problem.
+    """
+    cfg = config if isinstance(config, CalibrationConfig) else read_calibration_config(config)
+    warnings = [f"phantom pattern skipped: {m}" for m in cfg.skipped_patterns]
+
+    def stage_progress(stage: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, n: progress(stage, done, n)
+
+    cal = segment_sequence(
+        calibration,
+        cfg,
+        phantom_to_reference=phantom_to_reference,
+        progress=stage_progress("calibration"),
+    )
+    if len(cal.used) < min_frames:
+        raise InputError(cal.path, _refusal(cal, min_frames))
+    try:
+        matrix, dropped = solve_image_to_probe(cal.image_points, cal.probe_points)
+    except ValueError as exc:
+        raise InputError(cal.path, f"calibration failed: {exc}") from exc
+    skew = axes_skew_deg(matrix)
+    if not np.all(np.isfinite(matrix)) or skew > MAX_SKEW_DEG:
+        raise InputError(
+            cal.path,
+            f"the fitted image axes are {skew:.2f}° from perpendicular (limit {MAX_SKEW_DEG}°): "
+            "segmentation or tracking is inconsistent",
+            "look at the report (--report) for mislabelled wires",
+        )
+    cal_err = reprojection_errors_mm(matrix, cal.image_points, cal.probe_points)
+    val = None
+    val_err = None
+    if validation is not None:
+        val = segment_sequence(
+            validation,
+            cfg,
+            phantom_to_reference=phantom_to_reference,
+            progress=stage_progress("validation"),
+        )
+        if len(val.used) == 0:
+            raise InputError(val.path, _refusal(val, 1))
+        val_err = reprojection_errors_mm(matrix, val.image_points, val.probe_points)
+    for seq in (cal, val):
+        if seq is None:
+            continue
+        mism = sum(f.status is FrameStatus.ORIENTATION_MISMATCH for f in seq.frames)
+        if mism:
+            warnings.append(
+                f"{seq.path}: {mism} frames skipped because their image orientation "
+                "contradicts the phantom"
+            )
+    return SpatialCalibrationResult(
+        image_to_probe=matrix,
+        calibration_error=percentile_stats(cal_err),
+        validation_error=percentile_stats(val_err) if val_err is not None else None,
+        calibration_errors_mm=cal_err,
+        validation_errors_mm=val_err,
+        outlier_equations=dropped,
+        calibration=cal,
+        validation=val,
+        config=cfg,
+        warnings=warnings,
+    )
