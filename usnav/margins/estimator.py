@@ -1,0 +1,549 @@
+"""Per-frame tumor margins from the MRI tumor label and the ultrasound itself.
+
+For each frame: the tumor label (solid and cyst separately) is resliced into the frame's plane
+with ``ImageToMri`` (pixel (col, row, 0, 1) → MRI RAS mm, including mm/pixel), its boundary
+traced to contours (pixels and MRI mm), then refined on the ultrasound (see
+:mod:`usnav.margins.refine`): per boundary point the disagreement between the MRI-predicted and
+the ultrasound-observed margin and a confidence. Per frame also: the tumor's extent in the
+frame, its distance below the image's top, and the signed distance from a tracked tool tip to
+the tumor surface.
+
+"No tumor in view" is explicit (``in_view=False`` with a reason), never an empty contour.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy.spatial import cKDTree
+
+from usnav.errors import InputError
+from usnav.io.volume import Volume
+from usnav.margins import _kernels
+from usnav.margins.contours import contours_of
+from usnav.margins.options import MarginOptions
+from usnav.margins.refine import refine_contour
+from usnav.registration.estimate import RegistrationEstimate
+
+SOLID = "solid"
+CYST = "cyst"
+
+
+@dataclass(frozen=True)
+class MarginContour:
+    """One closed boundary of one structure in one frame.
+
+    Attributes
+    ----------
+    structure
+        ``"solid"`` or ``"cyst"``.
+    label
+        The structure's value in the label map.
+    hole
+        True if this is the boundary of a hole in the structure.
+    predicted_px
+        (N, 2) MRI-predicted boundary points, image pixels (x = col, y = row).
+    normals_px
+        (N, 2) unit normals pointing out of the structure (image plane).
+    observed_px
+        (N, 2) the boundary the ultrasound supports (equal to ``predicted_px`` where it
+        supports none, i.e. where ``confidence`` is 0 and refinement found nothing).
+    disagreement_mm
+        (N,) signed distance from the predicted to the observed boundary along the normal,
+        mm: positive = the ultrasound shows the margin further out than the MRI predicts.
+    confidence
+        (N,) 0..1: how clearly the ultrasound shows an edge at ``observed_px``.
+    predicted_mri_mm, observed_mri_mm
+        (N, 3) the same points in MRI RAS mm.
+    faces_tissue
+        (N,) bool: the boundary here faces non-tumor tissue (a true margin), not the other
+        tumor structure (e.g. the solid part's border with its cyst).
+    """
+
+    structure: str
+    label: int
+    hole: bool
+    predicted_px: np.ndarray
+    normals_px: np.ndarray
+    observed_px: np.ndarray
+    disagreement_mm: np.ndarray
+    confidence: np.ndarray
+    predicted_mri_mm: np.ndarray
+    observed_mri_mm: np.ndarray
+    faces_tissue: np.ndarray
+
+    @property
+    def n_points(self) -> int:
+        return len(self.predicted_px)
+
+
+@dataclass(frozen=True)
+class TumorExtent:
+    """Size of the tumor's cross-section in a frame (solid and cyst together), mm.
+
+    Attributes
+    ----------
+    lateral_mm
+        Width along the image x axis (columns).
+    axial_mm
+        Height along the image y axis (rows, depth).
+    max_diameter_mm
+        Largest distance between two boundary points.
+    area_mm2
+        Cross-section area.
+    """
+
+    lateral_mm: float
+    axial_mm: float
+    max_diameter_mm: float
+    area_mm2: float
+
+
+@dataclass(frozen=True)
+class StylusDistance:
+    """Where a tracked tool tip is relative to the tumor.
+
+    Attributes
+    ----------
+    signed_distance_mm
+        Distance from the tip to the tumor surface (solid ∪ cyst) in 3D, mm; negative inside.
+    nearest_mri_mm
+        (3,) nearest point on the tumor surface, MRI RAS mm.
+    tip_px
+        (2,) the tip projected into the frame, pixels (x = col, y = row).
+    out_of_plane_mm
+        Signed distance of the tip from the frame's plane, mm.
+    """
+
+    signed_distance_mm: float
+    nearest_mri_mm: np.ndarray
+    tip_px: np.ndarray
+    out_of_plane_mm: float
+
+
+@dataclass(frozen=True)
+class FrameMargins:
+    """Tumor margins in one frame.
+
+    Attributes
+    ----------
+    frame_number
+        The frame's number (0 when not given).
+    in_view
+        Whether any tumor cross-section is in the frame. When False, ``contours`` is empty and
+        ``reason`` says why; nothing here may be drawn as a margin.
+    reason
+        Why nothing is in view ("" when ``in_view``).
+    contours
+        All boundaries, solid then cyst.
+    label_image
+        uint8 (rows, cols): 0 background, else the label value (solid / cyst), or None when
+        not in view. (Label values above 255 are stored as their code 1 = solid, 2 = cyst.)
+    image_to_mri
+        The 4×4 used (pixel → MRI RAS mm).
+    spacing_mm
+        (x, y) pixel size, mm.
+    extent
+        Cross-section size (None when not in view).
+    distance_to_top_mm
+        Distance from the image's top row (the transducer face; the dura when the probe rests
+        on it) down to the shallowest tumor boundary, mm (NaN when not in view).
+    stylus
+        Tool tip distances, None when no tip was given.
+    polarity
+        Per structure, how it looks on this frame: ``"hyperechoic"``, ``"hypoechoic"``,
+        ``"isoechoic"`` (empty when not refined).
+    supported_fraction
+        Fraction of margin points (those facing tissue) the ultrasound supports
+        (confidence ≥ threshold).
+    median_abs_disagreement_mm
+        Median |disagreement| over the supported margin points (NaN if none).
+    registration_accepted, registration_quality, registration_age_s, registration_sequence
+        From the registration estimate the frame was mapped with (age at estimation time).
+    compute_s
+        Time spent estimating, s.
+    """
+
+    frame_number: int
+    in_view: bool
+    reason: str
+    contours: tuple[MarginContour, ...]
+    label_image: np.ndarray | None
+    image_to_mri: np.ndarray
+    spacing_mm: tuple[float, float]
+    extent: TumorExtent | None = None
+    distance_to_top_mm: float = float("nan")
+    stylus: StylusDistance | None = None
+    polarity: dict[str, str] = field(default_factory=dict)
+    supported_fraction: float = 0.0
+    median_abs_disagreement_mm: float = float("nan")
+    registration_accepted: bool = False
+    registration_quality: float = float("nan")
+    registration_age_s: float = float("nan")
+    registration_sequence: int = -1
+    compute_s: float = 0.0
+
+
+class MarginEstimator:
+    """Estimates tumor margins per frame from a tumor label map.
+
+    Parameters
+    ----------
+    label
+        The tumor label map in MRI RAS space; solid and cyst as distinct values (see
+        ``options.solid_label`` / ``options.cyst_label``). Other values count as background.
+    options
+        Estimation settings (defaults: solid 1, cyst 2, ±3 mm search band).
+    warm_up
+        Compile the Numba kernels now (≈1 s from the cache, longer cold), not on the first frame.
+
+    Notes
+    -----
+    The label map is cropped to the tumor's bounding box (plus a margin) once, so the per-frame
+    cost does not depend on the label map's size. :attr:`problem` holds a message when the
+    label map has none of the configured labels; every frame is then "no tumor in view".
+    """
+
+    def __init__(
+        self, label: Volume, options: MarginOptions | None = None, *, warm_up: bool = True
+    ):
+        self.options = options or MarginOptions()
+        self.source = label.source
+        data = np.asarray(label.data)
+        if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+            raise InputError(label.source, f"tumor label map has dtype {data.dtype}, not numbers")
+        values = {SOLID: self.options.solid_label}
+        if self.options.cyst_label is not None:
+            values[CYST] = self.options.cyst_label
+        self.structures: list[tuple[str, int, int]] = []  # (name, label value, code)
+        codes = np.zeros(data.shape, np.uint8)
+        for code, (name, value) in enumerate(values.items(), start=1):
+            if np.issubdtype(data.dtype, np.floating):
+                hit = np.abs(data - value) < 0.5
+            else:
+                hit = data == value
+            codes[hit] = code
+            self.structures.append((name, int(value), code))
+        self.problem = ""
+        present = np.nonzero(codes)
+        if present[0].size == 0:
+            found = np.unique(data[np.isfinite(data)] if data.dtype.kind == "f" else data)
+            found = found[found != 0][:8]
+            wanted = ", ".join(f"{name}={value}" for name, value in values.items())
+            self.problem = (
+                f"tumor label map {label.source} has no voxels labelled {wanted}"
+                f" (its non-zero values: {', '.join(str(v) for v in found) or 'none'});"
+                " set [margins] solid_label / cyst_label"
+            )
+            lo = np.zeros(3, int)
+            hi = np.ones(3, int)
+        else:
+            pad = 2
+            lo = np.maximum(np.array([p.min() for p in present]) - pad, 0)
+            hi = np.minimum(np.array([p.max() for p in present]) + pad + 1, data.shape)
+        self._codes = np.ascontiguousarray(codes[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
+        shift = np.eye(4)
+        shift[:3, 3] = lo
+        #: voxel index of the cropped code array → MRI RAS mm
+        self.crop_affine = label.affine @ shift
+        self._mri_to_voxel = np.linalg.inv(self.crop_affine)
+        self._surface_tree, self._surface_points = self._build_surface()
+        if warm_up:
+            self.warm_up()
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def _build_surface(self) -> tuple[cKDTree | None, np.ndarray]:
+        """Tumor surface (solid ∪ cyst) as midpoints of inside/outside voxel faces, MRI mm."""
+        inside = self._codes > 0
+        if not inside.any():
+            return None, np.zeros((0, 3))
+        faces = []
+        for axis in range(3):
+            change = np.diff(inside.astype(np.int8), axis=axis) != 0
+            idx = np.argwhere(change).astype(np.float64)
+            idx[:, axis] += 0.5
+            faces.append(idx)
+        voxel = np.vstack(faces)
+        world = voxel @ self.crop_affine[:3, :3].T + self.crop_affine[:3, 3]
+        return cKDTree(world), world
+
+    def warm_up(self) -> float:
+        """Compile/load the kernels and run one tiny estimate; returns the seconds it took."""
+        t0 = time.perf_counter()
+        _kernels.warm_up()
+        image = np.zeros((16, 16), np.uint8)
+        self.estimate(image, np.eye(4), None)
+        return time.perf_counter() - t0
+
+    # -- per frame -----------------------------------------------------------------------
+
+    def estimate(
+        self,
+        frame_image: np.ndarray,
+        image_to_mri: np.ndarray,
+        estimate: RegistrationEstimate | None,
+        stylus_tip_mri: np.ndarray | None = None,
+        *,
+        frame_number: int = 0,
+        now: float | None = None,
+    ) -> FrameMargins:
+        """Margins in one frame.
+
+        Parameters
+        ----------
+        frame_image
+            Ultrasound pixels, (rows, cols) uint8 (uint16 and (rows, cols, channels) are
+            accepted; colour is averaged).
+        image_to_mri
+            4×4: image pixel (col, row, 0, 1) → MRI RAS mm (= ReferenceToMri · ImageToReference,
+            including mm/pixel).
+        estimate
+            The registration estimate behind ``image_to_mri`` (for accepted/quality/age), or
+            None if none (margins are then computed but flagged not accepted).
+        stylus_tip_mri
+            (3,) tracked tool tip, MRI RAS mm, or None.
+        frame_number
+            Copied into the result.
+        now
+            Time for the registration's age, s since the epoch (default: now).
+
+        Raises
+        ------
+        InputError
+            An image that is not 2D/3D, or a matrix that is not a finite 4×4.
+        """
+        t0 = time.perf_counter()
+        image = np.asarray(frame_image)
+        if image.ndim == 3:
+            image = image.mean(axis=2)
+        if image.ndim != 2:
+            raise InputError(
+                "frame image", f"expected (rows, cols) pixels, got shape {image.shape}"
+            )
+        m = np.asarray(image_to_mri, dtype=np.float64)
+        if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+            raise InputError("ImageToMri", "not a finite 4×4 matrix")
+        rows, cols = image.shape
+        spacing = (float(np.linalg.norm(m[:3, 0])), float(np.linalg.norm(m[:3, 1])))
+        reg = self._registration_fields(estimate, now)
+        stylus = self._stylus(stylus_tip_mri, m) if stylus_tip_mri is not None else None
+
+        def nothing(reason: str) -> FrameMargins:
+            return FrameMargins(
+                frame_number,
+                False,
+                reason,
+                (),
+                None,
+                m,
+                spacing,
+                stylus=stylus,
+                compute_s=time.perf_counter() - t0,
+                **reg,
+            )
+
+        if self.problem:
+            return nothing(self.problem)
+        if rows == 0 or cols == 0:
+            return nothing("empty frame")
+        if min(spacing) <= 0:
+            return nothing("ImageToMri has a zero pixel size")
+
+        image_to_voxel = self._mri_to_voxel @ m
+        n_codes = len(self.structures)
+        if self.options.interpolation == "linear":
+            fractions = np.empty((n_codes, rows, cols), np.float32)
+            _kernels.reslice_label_fractions(self._codes, image_to_voxel, n_codes, fractions)
+            codes = _codes_from_fractions(fractions)
+        else:
+            fractions = None
+            codes = np.empty((rows, cols), np.uint8)
+            _kernels.reslice_label_nearest(self._codes, image_to_voxel, codes)
+        if not codes.any():
+            return nothing("no tumor in this frame's plane")
+
+        mm_per_px = 0.5 * (spacing[0] + spacing[1])
+        min_area_px = self.options.min_area_mm2 / (spacing[0] * spacing[1])
+        spacing_px = self.options.point_spacing_mm / mm_per_px
+        smoothed = None
+        if self.options.refine:
+            smoothed = _smooth(image, self.options.smoothing_mm / mm_per_px)
+
+        contours: list[MarginContour] = []
+        polarity: dict[str, str] = {}
+        for name, value, code in self.structures:
+            mask = (codes == code).astype(np.uint8)
+            if not mask.any():
+                continue
+            fraction = fractions[code - 1] if fractions is not None else None
+            for traced in contours_of(
+                mask, fraction, spacing_px, self.options.max_points_per_contour, min_area_px
+            ):
+                n = len(traced.points)
+                if smoothed is not None:
+                    refined = refine_contour(
+                        smoothed, traced.points, traced.normals, mm_per_px, self.options
+                    )
+                    offset_mm, confidence = refined.offset_mm, refined.confidence
+                    polarity.setdefault(name, refined.polarity)
+                else:
+                    offset_mm, confidence = np.zeros(n), np.zeros(n)
+                observed = traced.points + (offset_mm / mm_per_px)[:, None] * traced.normals
+                faces_tissue = _outside_tumor(codes, traced.points + 1.5 * traced.normals)
+                contours.append(
+                    MarginContour(
+                        structure=name,
+                        label=value,
+                        hole=traced.hole,
+                        predicted_px=traced.points,
+                        normals_px=traced.normals,
+                        observed_px=observed,
+                        disagreement_mm=offset_mm,
+                        confidence=confidence,
+                        predicted_mri_mm=_to_mri(m, traced.points),
+                        observed_mri_mm=_to_mri(m, observed),
+                        faces_tissue=faces_tissue,
+                    )
+                )
+        if not contours:
+            return nothing("tumor cross-section in this frame is below min_area_mm2")
+
+        label_image = np.zeros((rows, cols), np.uint8)
+        for _, value, code in self.structures:
+            label_image[codes == code] = value if value <= 255 else code
+        outer = [c.predicted_px for c in contours if not c.hole]
+        every = np.vstack(outer) if outer else np.vstack([c.predicted_px for c in contours])
+        area_px = float((fractions.sum(axis=0) if fractions is not None else (codes > 0)).sum())
+        extent = _extent(every, spacing, area_px * spacing[0] * spacing[1])
+        top_mm = float(max(every[:, 1].min(), 0.0) * spacing[1])
+        facing = np.concatenate([c.faces_tissue for c in contours])
+        confidence_all = np.concatenate([c.confidence for c in contours])[facing]
+        disagreement_all = np.concatenate([c.disagreement_mm for c in contours])[facing]
+        supported = confidence_all >= self.options.support_threshold
+        median_abs = (
+            float(np.median(np.abs(disagreement_all[supported])))
+            if supported.any()
+            else float("nan")
+        )
+        supported_fraction = float(supported.mean()) if supported.size else 0.0
+        return FrameMargins(
+            frame_number=frame_number,
+            in_view=True,
+            reason="",
+            contours=tuple(contours),
+            label_image=label_image,
+            image_to_mri=m,
+            spacing_mm=spacing,
+            extent=extent,
+            distance_to_top_mm=top_mm,
+            stylus=stylus,
+            polarity=polarity,
+            supported_fraction=supported_fraction,
+            median_abs_disagreement_mm=median_abs,
+            compute_s=time.perf_counter() - t0,
+            **reg,
+        )
+
+    def signed_distance_mm(self, points_mri: np.ndarray) -> np.ndarray:
+        """Signed distance from MRI points (…, 3) to the tumor surface, mm (negative inside).
+
+        NaN when the label map holds no tumor.
+        """
+        p = np.asarray(points_mri, dtype=np.float64)
+        if self._surface_tree is None:
+            return np.full(p.shape[:-1], np.nan)
+        distance, _ = self._surface_tree.query(p.reshape(-1, 3))
+        inside = self._inside(p.reshape(-1, 3))
+        return np.where(inside, -distance, distance).reshape(p.shape[:-1])
+
+    def _inside(self, points_mri: np.ndarray) -> np.ndarray:
+        voxel = points_mri @ self._mri_to_voxel[:3, :3].T + self._mri_to_voxel[:3, 3]
+        index = np.floor(voxel + 0.5).astype(np.int64)
+        ok = np.all((index >= 0) & (index < np.array(self._codes.shape)), axis=1)
+        inside = np.zeros(len(points_mri), bool)
+        i = index[ok]
+        inside[ok] = self._codes[i[:, 0], i[:, 1], i[:, 2]] > 0
+        return inside
+
+    def _stylus(self, tip_mri: np.ndarray, image_to_mri: np.ndarray) -> StylusDistance | None:
+        tip = np.asarray(tip_mri, dtype=np.float64)
+        if tip.shape != (3,):
+            raise InputError("stylus tip", f"expected an (x, y, z) MRI position, got {tip.shape}")
+        if not np.all(np.isfinite(tip)) or self._surface_tree is None:
+            return None
+        distance, index = self._surface_tree.query(tip)
+        signed = -distance if self._inside(tip[None])[0] else distance
+        # in-plane projection: solve [ex ey n] · (col, row, d) = tip − origin
+        ex, ey, origin = image_to_mri[:3, 0], image_to_mri[:3, 1], image_to_mri[:3, 3]
+        normal = np.cross(ex, ey)
+        normal /= max(np.linalg.norm(normal), 1e-12)
+        col, row, off = np.linalg.solve(np.stack([ex, ey, normal], axis=1), tip - origin)
+        return StylusDistance(
+            signed_distance_mm=float(signed),
+            nearest_mri_mm=self._surface_points[index].copy(),
+            tip_px=np.array([col, row]),
+            out_of_plane_mm=float(off),
+        )
+
+    @staticmethod
+    def _registration_fields(estimate: RegistrationEstimate | None, now: float | None) -> dict:
+        if estimate is None:
+            return {}
+        return {
+            "registration_accepted": bool(estimate.accepted),
+            "registration_quality": float(estimate.quality),
+            "registration_age_s": float(estimate.age_s(now)),
+            "registration_sequence": int(estimate.sequence),
+        }
+
+
+def _codes_from_fractions(fractions: np.ndarray) -> np.ndarray:
+    """Per pixel the code with the largest fraction, 0 where the tumor covers < half of it."""
+    if fractions.shape[0] == 1:
+        return (fractions[0] >= 0.5).astype(np.uint8)
+    total = fractions.sum(axis=0)
+    codes = (np.argmax(fractions, axis=0) + 1).astype(np.uint8)
+    codes[total < 0.5] = 0
+    return codes
+
+
+def _outside_tumor(codes: np.ndarray, points_px: np.ndarray) -> np.ndarray:
+    """True where the pixel nearest each point is not tumor (or outside the image)."""
+    rows, cols = codes.shape
+    c = np.floor(points_px[:, 0] + 0.5).astype(np.int64)
+    r = np.floor(points_px[:, 1] + 0.5).astype(np.int64)
+    inside = (c >= 0) & (c < cols) & (r >= 0) & (r < rows)
+    out = np.ones(len(points_px), bool)
+    out[inside] = codes[r[inside], c[inside]] == 0
+    return out
+
+
+def _smooth(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Speckle-smoothed float32 copy of the image (Gaussian, sigma in pixels)."""
+    f = image.astype(np.float32)
+    if sigma_px < 0.3:
+        return f
+    return cv2.GaussianBlur(
+        f, (0, 0), sigmaX=sigma_px, sigmaY=sigma_px, borderType=cv2.BORDER_REFLECT
+    )
+
+
+def _to_mri(image_to_mri: np.ndarray, points_px: np.ndarray) -> np.ndarray:
+    return points_px @ image_to_mri[:3, :2].T + image_to_mri[:3, 3]
+
+
+def _extent(points_px: np.ndarray, spacing: tuple[float, float], area_mm2: float) -> TumorExtent:
+    mm = points_px * np.asarray(spacing)
+    hull = cv2.convexHull(mm.astype(np.float32))[:, 0, :].astype(np.float64)
+    if len(hull) >= 2:
+        d = hull[:, None, :] - hull[None, :, :]
+        diameter = float(np.sqrt((d**2).sum(axis=2)).max())
+    else:
+        diameter = 0.0
+    lateral = float(np.ptp(mm[:, 0]))
+    axial = float(np.ptp(mm[:, 1]))
+    return TumorExtent(lateral, axial, diameter, area_mm2)

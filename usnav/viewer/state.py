@@ -1,0 +1,219 @@
+"""What the viewer shows: its options, the state built from received messages, and the verdict.
+
+The verdict (:func:`assess`) is the safety logic of the display — WAITING before any data,
+STALE when the connection is lost or the registration is too old, UNCERTAIN when it was
+rejected or its quality is low, LIVE otherwise — kept separate from drawing so it is tested on
+its own.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from usnav.client import FrameMessage, MarginMessage, Message, RegistrationMessage, StatusMessage
+
+WAITING = "WAITING"
+LIVE = "LIVE"
+STALE = "STALE"
+UNCERTAIN = "UNCERTAIN"
+
+
+class ViewerOptions(BaseModel):
+    """Viewer settings.
+
+    Attributes
+    ----------
+    stale_after_s
+        A registration older than this makes the display STALE, s.
+    lost_after_s
+        No message for this long (or a dropped connection) makes it STALE, s. Publishers
+        send ``status`` at ≥ 1 Hz, so silence means trouble.
+    min_quality
+        Registration quality below this makes it UNCERTAIN.
+    min_disagreement_mm
+        The ultrasound-supported margin is drawn where it differs from the MRI-predicted one
+        by at least this much, mm.
+    support_threshold
+        Confidence from which a point counts as supported by the ultrasound.
+    width, height
+        Window size, pixels (the image area is ``height`` × ``height``, the rest is a panel).
+    fill_alpha
+        Opacity of the tumor fill.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    stale_after_s: float = Field(10.0, gt=0.0)
+    lost_after_s: float = Field(1.5, gt=0.0)
+    min_quality: float = Field(0.5, ge=0.0, le=1.0)
+    min_disagreement_mm: float = Field(0.5, ge=0.0)
+    support_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    width: int = Field(1000, ge=320, le=4096)
+    height: int = Field(640, ge=240, le=4096)
+    fill_alpha: float = Field(0.30, ge=0.0, le=1.0)
+
+
+@dataclass
+class ViewState:
+    """Everything one rendered picture depends on (plain data; rendering is a pure function).
+
+    Attributes
+    ----------
+    address
+        The publisher address (shown while waiting).
+    now
+        Host time of the picture, s since the epoch.
+    image
+        The ultrasound frame to show (uint8/uint16, rows × cols), or None.
+    image_frame_number
+        Its frame number (-1 if none).
+    margin, registration
+        The newest messages of those topics, or None.
+    status
+        The newest pipeline status map ({} if none).
+    connected
+        Whether the TCP connection is up.
+    last_message_s
+        Host time of the newest valid message of any topic, or None before the first.
+    fps
+        Margin messages per second over the last couple of seconds (None if unknown).
+    latency_ms
+        Frame received by usnav → arrival here, for the newest margin (or frame), ms.
+    gaps, skipped
+        Messages lost (sequence gaps) and bad messages skipped, since start.
+    """
+
+    address: str
+    now: float = field(default_factory=time.time)
+    image: np.ndarray | None = None
+    image_frame_number: int = -1
+    margin: MarginMessage | None = None
+    registration: RegistrationMessage | None = None
+    status: dict = field(default_factory=dict)
+    connected: bool = False
+    last_message_s: float | None = None
+    fps: float | None = None
+    latency_ms: float | None = None
+    gaps: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The display's state word, its reason, and whether the overlay may look confident."""
+
+    word: str
+    reason: str
+
+    @property
+    def confident(self) -> bool:
+        return self.word == LIVE
+
+
+def registration_age_s(state: ViewState) -> float | None:
+    """Age of the registration behind the newest margin (or registration message) now, s."""
+    for message in (state.margin, state.registration):
+        if message is not None and message.header.age_s is not None:
+            return message.header.age_s + max(0.0, state.now - message.header.t_arrived)
+    return None
+
+
+def assess(state: ViewState, options: ViewerOptions) -> Verdict:
+    """Decide WAITING / STALE / UNCERTAIN / LIVE for a state."""
+    if state.last_message_s is None:
+        return Verdict(WAITING, f"waiting for usnav on {state.address}")
+    silent = state.now - state.last_message_s
+    if not state.connected:
+        return Verdict(STALE, f"connection lost ({silent:.1f} s without data)")
+    if silent > options.lost_after_s:
+        return Verdict(STALE, f"no data for {silent:.1f} s")
+    newest = state.margin
+    if newest is not None:
+        margin_age = state.now - newest.header.t_arrived
+        if margin_age > options.lost_after_s:
+            return Verdict(STALE, f"margins {margin_age:.1f} s old")
+    age = registration_age_s(state)
+    if age is not None and age > options.stale_after_s:
+        return Verdict(STALE, f"registration {age:.0f} s old")
+    header = newest.header if newest is not None else None
+    if header is None and state.registration is not None:
+        header = state.registration.header
+    if header is None:
+        return Verdict(UNCERTAIN, "no registration yet")
+    if not header.accepted:
+        return Verdict(UNCERTAIN, "registration not accepted")
+    if header.quality is None or header.quality < options.min_quality:
+        quality = "unknown" if header.quality is None else f"{header.quality:.2f}"
+        return Verdict(UNCERTAIN, f"registration quality {quality}")
+    return Verdict(LIVE, "")
+
+
+class ViewModel:
+    """Builds :class:`ViewState` from the messages a subscriber delivers.
+
+    Keeps the newest message per topic and a few recent frames by number, so the picture
+    pairs a margin with the frame it was computed on when that frame is at hand.
+    """
+
+    def __init__(self, address: str, keep_frames: int = 8):
+        self.state = ViewState(address=address)
+        self._frames: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._keep = keep_frames
+        self._arrivals: collections.deque[float] = collections.deque(maxlen=240)
+
+    def update(
+        self,
+        messages: dict[str, Message],
+        *,
+        connected: bool,
+        last_message_s: float | None,
+        gaps: int = 0,
+        skipped: int = 0,
+        now: float | None = None,
+    ) -> ViewState:
+        """Fold newly received messages (newest per topic) into the state."""
+        s = self.state
+        s.now = time.time() if now is None else now
+        s.connected = connected
+        s.last_message_s = last_message_s
+        s.gaps, s.skipped = gaps, skipped
+        frame = messages.get("frame")
+        if isinstance(frame, FrameMessage):
+            self._frames[frame.header.frame_number] = frame.image
+            while len(self._frames) > self._keep:
+                self._frames.popitem(last=False)
+            if s.margin is None:
+                s.image, s.image_frame_number = frame.image, frame.header.frame_number
+            if frame.header.latency_s is not None and s.margin is None:
+                s.latency_ms = 1e3 * frame.header.latency_s
+        margin = messages.get("margin")
+        if isinstance(margin, MarginMessage):
+            s.margin = margin
+            self._arrivals.append(margin.header.t_arrived)
+            if margin.header.latency_s is not None:
+                s.latency_ms = 1e3 * margin.header.latency_s
+        if s.margin is not None:
+            wanted = s.margin.header.frame_number
+            if wanted in self._frames:
+                s.image, s.image_frame_number = self._frames[wanted], wanted
+            elif self._frames:
+                number = next(reversed(self._frames))
+                s.image, s.image_frame_number = self._frames[number], number
+        registration = messages.get("registration")
+        if isinstance(registration, RegistrationMessage):
+            s.registration = registration
+        status = messages.get("status")
+        if isinstance(status, StatusMessage):
+            s.status = status.status
+        recent = [t for t in self._arrivals if s.now - t <= 2.0]
+        s.fps = (
+            (len(recent) - 1) / (recent[-1] - recent[0])
+            if len(recent) >= 3 and (recent[-1] > recent[0])
+            else None
+        )
+        return s
