@@ -678,6 +678,8 @@ class IgtlServer:
     allow
         Peer addresses or networks (``"192.168.1.20"``, ``"10.0.0.0/24"``) allowed to connect
         in addition to loopback peers. Others are refused and counted.
+    allow_loopback
+        Accept peers on this machine (default True).
     max_clients
         More simultaneous clients are refused.
     keepalive_s
@@ -700,6 +702,7 @@ class IgtlServer:
         port: int = DEFAULT_PORT,
         *,
         allow: Iterable[str] = (),
+        allow_loopback: bool = True,
         max_clients: int = 16,
         keepalive_s: float = 0.5,
         on_message: Callable[[str, Message], None] | None = None,
@@ -710,6 +713,7 @@ class IgtlServer:
         name: str = "OpenIGTLink server",
     ):
         self.allow = _parse_allow(allow)
+        self.allow_loopback = allow_loopback
         if not _is_loopback(host) and not self.allow:
             raise ConfigError(
                 f"{name} host",
@@ -840,7 +844,7 @@ class IgtlServer:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        return ip.is_loopback or any(ip in net for net in self.allow)
+        return (ip.is_loopback and self.allow_loopback) or any(ip in net for net in self.allow)
 
     def _accept_loop(self) -> None:
         listener = self._listener

@@ -1,0 +1,75 @@
+"""Helpers for device tests (real sockets on loopback)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+POLY = 0x42F0E1EBA9EA3693
+MASK = (1 << 64) - 1
+
+
+def crc64_bitwise(data: bytes, crc: int = 0) -> int:
+    """Reference CRC-64/ECMA-182: the bitwise definition (MSB first, init 0, no final XOR)."""
+    for byte in data:
+        crc ^= byte << 56
+        for _ in range(8):
+            crc = ((crc << 1) ^ POLY) & MASK if crc >> 63 else (crc << 1) & MASK
+    return crc
+
+
+def raw_message(
+    version: int,
+    mtype: str,
+    name: bytes | str,
+    body: bytes,
+    ts: int = 0,
+    crc: int | None = None,
+    body_size: int | None = None,
+) -> bytes:
+    """A message built by hand from the spec (header + body), independent of usnav's codec."""
+    if isinstance(name, str):
+        name = name.encode()
+    header = struct.pack(
+        ">H12s20sQQQ", version, mtype.encode(), name, ts,
+        len(body) if body_size is None else body_size,
+        crc64_bitwise(body) if crc is None else crc,
+    )  # fmt: skip
+    return header + body
+
+
+def recv_message(sock: socket.socket, timeout_s: float = 5.0) -> tuple[int, str, str, bytes]:
+    """Read one message with plain socket calls: (version, type, name, body)."""
+    sock.settimeout(timeout_s)
+    header = _recv_exact(sock, 58)
+    version, mtype, name, _, size, _ = struct.unpack(">H12s20sQQQ", header)
+    body = _recv_exact(sock, size)
+    return version, mtype.rstrip(b"\0").decode(), name.rstrip(b"\0").decode(), body
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Poll ``condition`` until true or ``timeout_s`` (a bound, not a speed assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
