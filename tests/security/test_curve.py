@@ -1,0 +1,77 @@
+"""CURVE: an authorised client receives, an unknown client does not, keys are never clobbered."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from usnav.errors import InputError
+from usnav.publish.curve import (
+    generate_keys,
+    is_loopback_endpoint,
+    secure_client_socket,
+    secure_server_socket,
+)
+
+
+def _receive(sub: zmq.Socket, pub: zmq.Socket, wait_s: float) -> bytes | None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        pub.send(b"margin hello")
+        if sub.poll(50):
+            return sub.recv()
+    return None
+
+
+def test_only_authorised_clients_receive(tmp_path: Path) -> None:
+    keys = generate_keys(tmp_path / "keys")
+    assert oct(keys.server_secret.stat().st_mode & 0o777) == "0o600"
+    intruder = generate_keys(tmp_path / "other")  # a key pair the publisher never authorised
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    auth = secure_server_socket(pub, keys.server_secret, keys.authorized_dir)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        good = ctx.socket(zmq.SUB)
+        secure_client_socket(good, keys.server_public, keys.client_secret)
+        good.setsockopt(zmq.SUBSCRIBE, b"")
+        good.connect(f"tcp://127.0.0.1:{port}")
+        bad = ctx.socket(zmq.SUB)
+        secure_client_socket(bad, keys.server_public, intruder.client_secret)
+        bad.setsockopt(zmq.SUBSCRIBE, b"")
+        bad.connect(f"tcp://127.0.0.1:{port}")
+        plain = ctx.socket(zmq.SUB)
+        plain.setsockopt(zmq.SUBSCRIBE, b"")
+        plain.connect(f"tcp://127.0.0.1:{port}")
+        assert _receive(good, pub, 5.0) == b"margin hello"
+        assert _receive(bad, pub, 0.5) is None
+        assert _receive(plain, pub, 0.5) is None
+        for s in (good, bad, plain):
+            s.close(0)
+    finally:
+        pub.close(0)
+        auth.stop()
+        ctx.term()
+
+
+def test_existing_keys_are_not_overwritten(tmp_path: Path) -> None:
+    generate_keys(tmp_path)
+    with pytest.raises(InputError, match="already exists"):
+        generate_keys(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("tcp://127.0.0.1:5556", True),
+        ("tcp://localhost:5556", True),
+        ("ipc:///tmp/usnav", True),
+        ("tcp://0.0.0.0:5556", False),
+        ("tcp://192.168.1.20:5556", False),
+    ],
+)
+def test_loopback_detection(address: str, loopback: bool) -> None:
+    assert is_loopback_endpoint(address) is loopback

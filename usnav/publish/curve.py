@@ -1,0 +1,152 @@
+"""ZeroMQ CURVE security for publishing beyond loopback (``usnav keys``).
+
+On loopback no encryption is needed: only this machine can connect. To publish on a network
+interface, the publisher must use CURVE (encryption + authentication): it has a key pair, and
+only clients whose public keys are in its ``authorized`` folder may subscribe. Keys are
+ZeroMQ certificate files (plain text, ``zmq.auth`` format) — nothing is deserialised as code.
+
+Layout made by :func:`generate_keys`::
+
+    KEYDIR/server.key          public key of the publisher (give it to every display)
+    KEYDIR/server.key_secret   its secret key (0600; stays on the usnav workstation)
+    KEYDIR/client.key          public key of a display client
+    KEYDIR/client.key_secret   its secret key (copy to the display machine)
+    KEYDIR/authorized/client.key   public keys the publisher accepts
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import zmq
+import zmq.auth
+
+from usnav.errors import InputError
+
+
+@dataclass(frozen=True)
+class KeyFiles:
+    """Paths written by :func:`generate_keys`."""
+
+    server_public: Path
+    server_secret: Path
+    client_public: Path
+    client_secret: Path
+    authorized_dir: Path
+
+
+def generate_keys(key_dir: str | Path, *, client_name: str = "client") -> KeyFiles:
+    """Create a publisher key pair, one client key pair, and authorise that client.
+
+    Existing keys are never overwritten (raises InputError): rotate keys on purpose, by
+    deleting them first.
+    """
+    if not zmq.has("curve"):
+        raise InputError(
+            "libzmq",
+            "this ZeroMQ build has no CURVE support",
+            "install pyzmq from its wheels (they bundle libsodium)",
+        )
+    d = Path(key_dir)
+    if d.exists() and not d.is_dir():
+        raise InputError(d, "is a file, expected a folder for the keys")
+    d.mkdir(parents=True, exist_ok=True)
+    for stem in ("server", client_name):
+        if (d / f"{stem}.key_secret").exists():
+            raise InputError(
+                d / f"{stem}.key_secret",
+                "already exists",
+                "delete the old keys first if you mean to replace them",
+            )
+    server_pub, server_sec = zmq.auth.create_certificates(str(d), "server")
+    client_pub, client_sec = zmq.auth.create_certificates(str(d), client_name)
+    for secret in (server_sec, client_sec):
+        os.chmod(secret, 0o600)
+    authorized = d / "authorized"
+    authorized.mkdir(exist_ok=True)
+    shutil.copy(client_pub, authorized / Path(client_pub).name)
+    return KeyFiles(
+        Path(server_pub), Path(server_sec), Path(client_pub), Path(client_sec), authorized
+    )
+
+
+def load_secret(path: str | Path) -> tuple[bytes, bytes]:
+    """(public, secret) from a ``*.key_secret`` certificate file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such key file", "create keys with: usnav keys --out KEYDIR")
+    try:
+        public, secret = zmq.auth.load_certificate(str(p))
+    except (ValueError, OSError) as exc:
+        raise InputError(p, f"not a ZeroMQ certificate: {exc}") from exc
+    if secret is None:
+        raise InputError(p, "has no secret key", "use the .key_secret file, not the .key file")
+    return public, secret
+
+
+def load_public(path: str | Path) -> bytes:
+    """The public key from a ``*.key`` (or ``*.key_secret``) certificate file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such key file")
+    try:
+        public, _ = zmq.auth.load_certificate(str(p))
+    except (ValueError, OSError) as exc:
+        raise InputError(p, f"not a ZeroMQ certificate: {exc}") from exc
+    return public
+
+
+def is_loopback_endpoint(address: str) -> bool:
+    """True for ``tcp://127.x.x.x:port``, ``tcp://localhost:port``, ``ipc://`` and ``inproc://``."""
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    host = urlparse(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def secure_server_socket(
+    socket: zmq.Socket, secret_key_file: str | Path, authorized_dir: str | Path | None = None
+) -> zmq.auth.thread.ThreadAuthenticator:
+    """Make ``socket`` a CURVE server that only accepts clients in ``authorized_dir``.
+
+    Must be called before bind. Returns the authenticator thread (stop it when closing).
+    """
+    from zmq.auth.thread import ThreadAuthenticator
+
+    public, secret = load_secret(secret_key_file)
+    auth_dir = (
+        Path(authorized_dir) if authorized_dir else Path(secret_key_file).parent / "authorized"
+    )
+    if not auth_dir.is_dir():
+        raise InputError(
+            auth_dir,
+            "no folder of authorised client keys",
+            "usnav keys creates KEYDIR/authorized; copy client .key files there",
+        )
+    auth = ThreadAuthenticator(socket.context)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(auth_dir))
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_server = True
+    return auth
+
+
+def secure_client_socket(
+    socket: zmq.Socket, server_public_file: str | Path, client_secret_file: str | Path
+) -> None:
+    """Make ``socket`` a CURVE client of the publisher whose public key is given."""
+    public, secret = load_secret(client_secret_file)
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_serverkey = load_public(server_public_file)
