@@ -130,6 +130,12 @@ def render_with_layout(
                 scale_bar = _draw_scale_bar(canvas, image_box, px_per_mm)
         if state.margin is not None and not state.margin.in_view:
             _label(view, "no tumor in view", (12, height - 16), 0.7, TEXT, 2)
+    if not (rows and cols):
+        message = "no picture yet" if verdict.word == WAITING else "no ultrasound frame"
+        (tw, _), _ = cv2.getTextSize(message, FONT, 0.8, 2)
+        cv2.putText(
+            canvas, message, ((area - tw) // 2, area // 2), FONT, 0.8, TEXT_DIM, 2, cv2.LINE_AA
+        )
     banner_box = _draw_banner(canvas, verdict, area)
     _draw_panel(canvas, state, options, verdict, area)
     return canvas, Layout(image_box, banner_box, scale_bar, px_per_mm), verdict

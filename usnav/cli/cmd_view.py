@@ -1,0 +1,118 @@
+"""``usnav view``: the surgeon's display of tumor margins (or a headless PNG snapshot)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT, e.g. 1000x640, got {text!r}"
+        ) from exc
+    return w, h
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "view",
+        help="show the tumor margins published by usnav (OpenCV window or --snapshot PNG)",
+        description="Subscribes to a usnav publisher and shows the ultrasound with the tumor "
+        "(filled and outlined, cyst in another colour), the margin the ultrasound supports "
+        "where it differs, a mm scale bar, the margin numbers, registration quality and age, "
+        "latency and fps. A red STALE banner when the data or the registration are too old or "
+        "the connection is lost; UNCERTAIN when the registration was rejected or its quality "
+        "is low. Press q or Esc to close the window.",
+    )
+    p.add_argument(
+        "--connect",
+        default="tcp://127.0.0.1:5556",
+        metavar="ADDR",
+        help="publisher address (default tcp://127.0.0.1:5556)",
+    )
+    p.add_argument(
+        "--snapshot",
+        type=Path,
+        metavar="FILE.png",
+        help="headless: write one picture after --frames updates (or --timeout) and exit",
+    )
+    p.add_argument(
+        "--frames", type=int, default=30, metavar="N", help="updates before the snapshot (30)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="longest wait for the snapshot, s (10); then it shows what was there",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="registration age that makes the display STALE, s (10)",
+    )
+    p.add_argument(
+        "--lost-after",
+        type=float,
+        default=1.5,
+        metavar="S",
+        help="silence that counts as a lost connection, s (1.5)",
+    )
+    p.add_argument(
+        "--min-quality",
+        type=float,
+        default=0.5,
+        metavar="Q",
+        help="registration quality below which the display is UNCERTAIN (0.5)",
+    )
+    p.add_argument("--size", type=_size, default=(1000, 640), metavar="WxH", help="window size")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from usnav.errors import InputError
+    from usnav.viewer.app import run_viewer
+    from usnav.viewer.state import ViewerOptions
+
+    if args.frames < 1:
+        raise InputError("--frames", f"must be at least 1, got {args.frames}")
+    if args.timeout <= 0:
+        raise InputError("--timeout", f"must be positive, got {args.timeout}")
+    try:
+        options = ViewerOptions(
+            stale_after_s=args.stale_after,
+            lost_after_s=args.lost_after,
+            min_quality=args.min_quality,
+            width=args.size[0],
+            height=args.size[1],
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "--" + str(first["loc"][0]).replace("_s", "").replace("_", "-")
+        raise InputError(field, first["msg"]) from exc
+    result = run_viewer(
+        args.connect,
+        options=options,
+        snapshot=args.snapshot,
+        frames=args.frames,
+        timeout_s=args.timeout,
+    )
+    state = result.verdict + (f" ({result.reason})" if result.reason else "")
+    lost = sum(result.stats.gaps.values())
+    summary = (
+        f"{result.updates} updates, {result.pictures} pictures "
+        f"({result.render_ms:.1f} ms each), lost {lost}, bad {result.stats.skipped_total}"
+    )
+    if result.snapshot is not None:
+        print(f"snapshot {result.snapshot}: {state}; {summary}")
+    else:
+        print(f"viewer closed: {state}; {summary}", file=sys.stderr)
+    return 0

@@ -1,0 +1,160 @@
+"""The viewer loop: subscribe, keep the newest, render, show (or snapshot).
+
+The loop drains the subscriber each turn and keeps the newest message per topic, so what is
+drawn is milliseconds old even if drawing is slower than publishing. Rendering is the pure
+:func:`usnav.viewer.render.render_view`; showing happens in a child process
+(:class:`usnav.viewer.window.WindowProcess`) so a GUI failure cannot take the viewer down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from usnav.client import DEFAULT_ADDRESS, ClientStats, Subscriber
+from usnav.errors import InputError, UsnavError
+from usnav.viewer.render import render_with_layout
+from usnav.viewer.state import ViewerOptions, ViewModel
+from usnav.viewer.window import WindowProcess, display_available
+
+
+@dataclass(frozen=True)
+class ViewerRun:
+    """What a viewer session did.
+
+    Attributes
+    ----------
+    pictures
+        Pictures rendered.
+    updates
+        Turns in which a margin or frame message arrived.
+    verdict, reason
+        The state word (LIVE / STALE / UNCERTAIN / WAITING) and its reason at the end.
+    snapshot
+        The PNG written, if any.
+    render_ms
+        Median render time per picture, ms.
+    stats
+        The subscriber's counters.
+    """
+
+    pictures: int
+    updates: int
+    verdict: str
+    reason: str
+    snapshot: Path | None
+    render_ms: float
+    stats: ClientStats
+
+
+def run_viewer(
+    address: str = DEFAULT_ADDRESS,
+    *,
+    options: ViewerOptions | None = None,
+    snapshot: str | Path | None = None,
+    frames: int = 30,
+    timeout_s: float = 10.0,
+    max_fps: float = 60.0,
+    stop: threading.Event | None = None,
+) -> ViewerRun:
+    """Run the viewer.
+
+    Parameters
+    ----------
+    address
+        The publisher to subscribe to.
+    options
+        Thresholds and size.
+    snapshot
+        Headless mode: write the picture to this PNG after ``frames`` updates (margin or frame
+        messages), or after ``timeout_s`` if they do not come — then it shows why (e.g.
+        "waiting for usnav on ADDRESS"). No window, no display needed.
+    frames
+        Updates to wait for before the snapshot.
+    timeout_s
+        Longest wait for a snapshot, s.
+    max_fps
+        Upper bound on pictures per second.
+    stop
+        Set it to end a windowed session from another thread.
+
+    Raises
+    ------
+    UsnavError
+        Window mode without a display, or the window process failed.
+    InputError
+        The snapshot cannot be written.
+    """
+    options = options or ViewerOptions()
+    if snapshot is None and not display_available():
+        raise UsnavError(
+            "no display found (DISPLAY/WAYLAND_DISPLAY unset): run on the OR workstation's "
+            "screen, or use --snapshot FILE.png for a headless picture"
+        )
+    snapshot_path = Path(snapshot) if snapshot is not None else None
+    if snapshot_path is not None:
+        if snapshot_path.suffix.lower() != ".png":
+            raise InputError(snapshot_path, "the snapshot must be a .png file")
+        if snapshot_path.parent and not snapshot_path.parent.is_dir():
+            raise InputError(snapshot_path, "its folder does not exist")
+    period = 1.0 / max_fps
+    subscriber = Subscriber(address)
+    model = ViewModel(address)
+    window = WindowProcess(f"usnav - {address}") if snapshot_path is None else None
+    render_times: list[float] = []
+    pictures = updates = 0
+    picture = None
+    verdict = None
+    start = time.monotonic()
+    try:
+        while True:
+            turn = time.monotonic()
+            messages = subscriber.receive_latest(timeout_s=period)
+            if "margin" in messages or "frame" in messages:
+                updates += 1
+            state = model.update(
+                messages,
+                connected=subscriber.connected,
+                last_message_s=subscriber.last_message_time,
+                gaps=sum(subscriber.stats.gaps.values()),
+                skipped=subscriber.stats.skipped_total,
+            )
+            t0 = time.perf_counter()
+            picture, _, verdict = render_with_layout(state, options)
+            render_times.append(time.perf_counter() - t0)
+            pictures += 1
+            if window is not None:
+                if not window.show(picture) or (stop is not None and stop.is_set()):
+                    break
+            elif updates >= frames or time.monotonic() - start >= timeout_s:
+                break
+            if stop is not None and stop.is_set():
+                break
+            rest = period - (time.monotonic() - turn)
+            if rest > 0 and not messages:
+                time.sleep(rest)
+    finally:
+        subscriber.close()
+        if window is not None:
+            window.close()
+    if snapshot_path is not None and picture is not None:
+        try:
+            ok = cv2.imwrite(str(snapshot_path), picture)
+        except cv2.error as exc:
+            raise InputError(snapshot_path, f"cannot write the snapshot: {exc}") from exc
+        if not ok:
+            raise InputError(snapshot_path, "cannot write the snapshot (permissions? disk full?)")
+    return ViewerRun(
+        pictures=pictures,
+        updates=updates,
+        verdict=verdict.word if verdict else "",
+        reason=verdict.reason if verdict else "",
+        snapshot=snapshot_path,
+        render_ms=float(np.median(render_times) * 1e3) if render_times else float("nan"),
+        stats=subscriber.stats,
+    )

@@ -1,0 +1,152 @@
+"""The on-screen window, in its own process.
+
+OpenCV's GUI (Qt) aborts the whole process when it cannot reach a display, so the window
+lives in a child process that only shows pictures: the viewer renders in the parent and
+writes each picture to the child's stdin. If the child dies, the parent reports it and exits
+cleanly.
+
+Wire format on stdin, per picture: ``b"USNV"``, then height, width, channels as little-endian
+uint32, then height × width × channels bytes (BGR). The child exits 0 when the user presses
+``q``/Esc or closes the window, or when stdin closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from usnav.errors import UsnavError
+
+MAGIC = b"USNV"
+_HEADER = struct.Struct("<4sIII")
+
+
+def display_available() -> bool:
+    """Whether a GUI display is plausibly reachable (on Linux: DISPLAY or WAYLAND_DISPLAY)."""
+    if sys.platform.startswith("linux") or "bsd" in sys.platform:
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class WindowProcess:
+    """A child process showing pictures in an OpenCV window.
+
+    Parameters
+    ----------
+    title
+        Window title.
+    """
+
+    def __init__(self, title: str = "usnav"):
+        self.title = title
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "usnav.viewer.window", title],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def show(self, picture: np.ndarray) -> bool:
+        """Send one BGR picture; False once the window has been closed by the user.
+
+        Raises
+        ------
+        UsnavError
+            The window process failed (e.g. the display could not be opened).
+        """
+        if self._process.poll() is not None:
+            self._check_exit()
+            return False
+        h, w = picture.shape[:2]
+        c = picture.shape[2] if picture.ndim == 3 else 1
+        try:
+            assert self._process.stdin is not None
+            self._process.stdin.write(_HEADER.pack(MAGIC, h, w, c))
+            self._process.stdin.write(np.ascontiguousarray(picture, np.uint8).tobytes())
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._process.wait(timeout=5)
+            self._check_exit()
+            return False
+        return True
+
+    def _check_exit(self) -> None:
+        code = self._process.returncode
+        if code == 0:
+            return
+        self._log.seek(0)
+        text = self._log.read().decode("utf-8", "replace").strip().splitlines()
+        last = text[-1] if text else ""
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or "(none)"
+        raise UsnavError(
+            f"the viewer window could not run on display {display} ({how}"
+            f"{': ' + last if last else ''}) — check the display, or use --snapshot FILE.png"
+        )
+
+    def close(self) -> None:
+        """Close the window (ends the child) and wait for it."""
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._log.close()
+
+
+def _read_exact(stream, n: int) -> bytes | None:
+    chunks = []
+    remaining = n
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child entry point: show pictures from stdin until closed."""
+    import cv2  # only the child touches the GUI
+
+    args = sys.argv[1:] if argv is None else argv
+    title = args[0] if args else "usnav"
+    stream = sys.stdin.buffer
+    cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+    shown = False
+    while True:
+        head = _read_exact(stream, _HEADER.size)
+        if head is None:
+            return 0
+        magic, h, w, c = _HEADER.unpack(head)
+        if magic != MAGIC:
+            print("usnav viewer window: bad picture header", file=sys.stderr)
+            return 1
+        body = _read_exact(stream, h * w * c)
+        if body is None:
+            return 0
+        picture = np.frombuffer(body, np.uint8).reshape((h, w, c) if c > 1 else (h, w))
+        if not shown:
+            cv2.resizeWindow(title, w, h)
+            shown = True
+        cv2.imshow(title, picture)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return 0
+        if cv2.getWindowProperty(title, cv2.WND_PROP_VISIBLE) < 1:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
