@@ -765,7 +765,7 @@ class IgtlServer:
                 f"{exc.strerror or exc} — is another server using the port? "
                 "choose another with --port"
             ) from exc
-        listener.listen(8)
+        listener.listen(64)
         listener.settimeout(_POLL_S)
         self._listener = listener
         self.port = listener.getsockname()[1]
