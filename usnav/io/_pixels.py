@@ -91,9 +91,10 @@ class InflatePixels:
         dtype: np.dtype,
         wbits: int,
     ):
-        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._path = path
+        self._file = None  # opened for each decoding burst, so an unclosed Sequence leaks nothing
         self._start = offset
-        file_size = self._file.seek(0, 2)
+        file_size = path.stat().st_size
         self._end = min(file_size, offset + length) if length is not None else file_size
         self._n = n_frames
         self._shape = frame_shape
@@ -188,7 +189,7 @@ class InflatePixels:
 
     def frame(self, index: int) -> np.ndarray:
         """Frame ``index`` as a read-only array (inflating up to it if needed)."""
-        with self._lock:
+        with self._lock, open(self._path, "rb") as self._file:
             cached = self._cache.get(index)
             if cached is not None:
                 self._cache.move_to_end(index)
@@ -220,7 +221,7 @@ class InflatePixels:
         -------
         (complete frames, problem or None)
         """
-        with self._lock:
+        with self._lock, open(self._path, "rb") as self._file:
             self._restart(0)
             try:
                 for _ in range(self._n):
@@ -234,6 +235,5 @@ class InflatePixels:
             return self._n, None
 
     def close(self) -> None:
-        self._file.close()
         self._cache.clear()
         self._checkpoints.clear()

@@ -164,13 +164,19 @@ class Sequence:
         self._status_field = layout.status_field
         self.orientation = self._orientation(layout)
         self._frame_fields = self._collect_frame_fields(layout)
-        n_pixels = self._open_pixels(layout)
-        n = min(self.declared_frames, n_pixels)
-        self._frame_fields = self._frame_fields[:n]
-        self._n = n
-        self.recovered_frames = n
-        self._parse_frame_values()
-        self.spacing, self.origin = self._geometry(layout)
+        self._pixels: RawPixels | InflatePixels | None = None
+        try:
+            n_pixels = self._open_pixels(layout)
+            n = min(self.declared_frames, n_pixels)
+            self._frame_fields = self._frame_fields[:n]
+            self._n = n
+            self.recovered_frames = n
+            self._parse_frame_values()
+            self.spacing, self.origin = self._geometry(layout)
+        except BaseException:
+            if self._pixels is not None:
+                self._pixels.close()
+            raise
 
     # ------------------------------------------------------------------ opening
     def _fail(self, problem: str, hint: str | None = None) -> None:
@@ -228,7 +234,7 @@ class Sequence:
             raise InputError(layout.data_path, f"cannot read pixel data: {exc.strerror}") from None
         available = max(size - layout.data_offset, 0)
         if frame_bytes == 0:
-            self._pixels: RawPixels | InflatePixels = RawPixels(
+            self._pixels = RawPixels(
                 layout.data_path, layout.data_offset, 0, self.frame_shape, self.dtype
             )
             return n
@@ -238,9 +244,9 @@ class Sequence:
             if available < expected:
                 complete = available // frame_bytes
                 self._fail(
-                    f"pixel data is truncated: {n} frames of {frame_bytes} bytes need "
-                    f"{expected} bytes, the file holds {available} ({complete} complete "
-                    "frames)",
+                    f"pixel data is shorter than the size line says (truncated file or wrong "
+                    f"DimSize/sizes): {n} frames of {frame_bytes} bytes need {expected} "
+                    f"bytes, the file holds {available} ({complete} complete frames)",
                     "open with tolerant=True (usnav info --tolerant) to recover them",
                 )
             elif available > expected:
@@ -562,7 +568,8 @@ class Sequence:
 
     def close(self) -> None:
         """Release the file (pixel arrays already handed out stay valid)."""
-        self._pixels.close()
+        if self._pixels is not None:
+            self._pixels.close()
 
 
 def read_sequence(path: str | Path, *, tolerant: bool = False) -> Sequence:
@@ -774,6 +781,7 @@ class SequenceWriter:
         if self.format == "nrrd":
             self._checksum = 0
         self._failed: UsnavError | None = None
+        self._interrupted = False
         self._closed = False
         try:
             self.journal.mkdir()
@@ -898,7 +906,10 @@ class SequenceWriter:
                 os.fsync(self._pix_fd)
                 os.fsync(self._log_fd)
                 self._last_sync = now
-        except OSError as exc:
+        except BaseException as exc:
+            if not isinstance(exc, OSError):
+                self._interrupted = True  # e.g. Ctrl-C mid-frame: close() trusts the journal
+                raise
             reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
             self._failed = UsnavError(
                 f"{self.path}: cannot write frame {index}: {reason}; the {index} frames "
@@ -923,7 +934,9 @@ class SequenceWriter:
         self._closed = True
         try:
             tail = b""
-            if self._compressor is not None and self._failed is None:
+            if self._failed is not None or self._interrupted:
+                raise OSError("not finishing a stream that was interrupted")
+            if self._compressor is not None:
                 tail = self._compressor.flush(zlib.Z_FINISH)
             self._write_all(self._pix_fd, tail)
         except OSError:
@@ -932,7 +945,7 @@ class SequenceWriter:
             for fd in (self._pix_fd, self._log_fd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        if self._failed is not None or tail is None:
+        if tail is None:
             return recover_recording(self.path)
         state = _JournalState(
             meta=self._meta,

@@ -1,0 +1,222 @@
+"""Damaged or wrong sequence files: one clear InputError naming the file and the problem.
+
+Each case starts from a good file written by usnav and damages it the way it happens in
+practice (a copy cut short, flipped bytes, a hand-edited header). Tolerant mode recovers
+the readable frames and says how many.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _seq_samples import frames as make_frames
+
+from usnav.cli.main import main
+from usnav.errors import InputError
+from usnav.frames import TransformStatus
+from usnav.io.sequence import read_sequence, write_sequence
+
+N = 8
+SHAPE = (64, 80)
+
+
+@pytest.fixture(scope="module")
+def originals():
+    return make_frames(N, SHAPE)
+
+
+@pytest.fixture
+def good(tmp_path, originals):
+    def make(suffix=".igs.mha", compress=True):
+        return write_sequence(tmp_path / f"good{suffix}", originals, compress=compress)
+
+    return make
+
+
+def edit_header(path: Path, old: str, new: str, out: Path | None = None) -> Path:
+    data = path.read_bytes()
+    assert data.count(old.encode()) >= 1, old
+    out = out or path.with_name("edited" + "".join(path.suffixes))
+    out.write_bytes(data.replace(old.encode(), new.encode(), 1))
+    return out
+
+
+def cut(path: Path, keep_fraction: float) -> Path:
+    data = path.read_bytes()
+    out = path.with_name("cut" + "".join(path.suffixes))
+    header_end = (
+        len(data) - (len(data) - data.index(b"LOCAL\n") - 6)
+        if path.suffix == ".mha"
+        else data.index(b"\n\n") + 2
+    )
+    out.write_bytes(data[: header_end + int((len(data) - header_end) * keep_fraction)])
+    return out
+
+
+def raises_input_error(path: Path, *words: str, tolerant: bool = False) -> str:
+    with pytest.raises(InputError) as info, read_sequence(path, tolerant=tolerant) as seq:
+        seq.verify()
+        for i in range(len(seq)):
+            seq.image(i)
+    message = str(info.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message, message
+    assert "\n" not in message
+    return message
+
+
+def assert_recovered(path: Path, originals, at_most: int) -> int:
+    with read_sequence(path, tolerant=True) as seq:
+        assert seq.declared_frames == N
+        assert 0 < seq.recovered_frames == len(seq) <= at_most
+        assert seq.problems
+        for i in range(len(seq)):
+            assert np.array_equal(seq.image(i), originals[i].image)
+        return len(seq)
+
+
+def test_missing_path_and_folder(tmp_path):
+    raises_input_error(tmp_path / "nope.igs.mha", "no such file")
+    raises_input_error(tmp_path, "is a folder")
+
+
+@pytest.mark.parametrize("suffix", [".igs.mha", ".seq.nrrd"])
+def test_truncated_uncompressed(good, originals, suffix):
+    path = cut(good(suffix, compress=False), 0.7)
+    raises_input_error(path, "truncated", "5 complete frames")
+    assert assert_recovered(path, originals, at_most=N - 1) == 5
+
+
+@pytest.mark.parametrize("suffix", [".igs.mha", ".seq.nrrd"])
+def test_truncated_compressed(good, originals, suffix):
+    path = cut(good(suffix), 0.6)
+    raises_input_error(path, "truncated" if suffix == ".igs.mha" else "gzip")
+    recovered = assert_recovered(path, originals, at_most=N - 1)
+    assert recovered >= 3  # each frame is sync-flushed: everything before the cut inflates
+
+
+@pytest.mark.parametrize("suffix", [".igs.mha", ".seq.nrrd"])
+def test_corrupted_compressed(good, originals, suffix):
+    path = good(suffix)
+    data = bytearray(path.read_bytes())
+    middle = (
+        len(data)
+        - (len(data) - (data.index(b"LOCAL\n") if suffix == ".igs.mha" else data.index(b"\n\n")))
+        // 2
+    )
+    data[middle : middle + 64] = bytes(b ^ 0xA5 for b in data[middle : middle + 64])
+    bad = path.with_name("bad" + "".join(path.suffixes))
+    bad.write_bytes(bytes(data))
+    read_sequence(bad).close()  # opening is lazy: nothing inflated yet
+    raises_input_error(bad, "corrupted")
+    assert assert_recovered(bad, originals, at_most=N - 1) < N
+
+
+def test_dimsize_not_matching_the_data(good):
+    raw = good(compress=False)
+    # one frame more than the header describes
+    data = raw.read_bytes()
+    more = raw.with_name("more.igs.mha")
+    more.write_bytes(re.sub(rb"(DimSize = 80 64 +)8\n", rb"\g<1>9\n", data, count=1))
+    raises_input_error(more, "DimSize", f"{N + 1} frames")
+    # frames smaller than the data: more pixel bytes than DimSize accounts for
+    raises_input_error(
+        edit_header(raw, "DimSize = 80 64", "DimSize = 79 64"), "DimSize does not match the data"
+    )
+    # frames larger than the data
+    raises_input_error(edit_header(raw, "DimSize = 80 64", "DimSize = 81 64"), "DimSize")
+    compressed = good()
+    raises_input_error(
+        edit_header(compressed, "DimSize = 80 64", "DimSize = 81 64"), "ends inside frame"
+    )
+    raises_input_error(
+        edit_header(compressed, "DimSize = 80 64", "DimSize = 79 64"), f"more than the {N} frames"
+    )
+    nrrd = good(".seq.nrrd")
+    raises_input_error(edit_header(nrrd, "sizes: 80 64", "sizes: 80 63"), "gzip", "sizes")
+
+
+def test_missing_element_data_file(good):
+    for compress in (True, False):
+        path = edit_header(good(compress=compress), "ElementDataFile = LOCAL\n", "")
+        raises_input_error(path, "ElementDataFile")
+    nrrd = good(".seq.nrrd")
+    data = nrrd.read_bytes()
+    no_blank = nrrd.with_name("noblank.seq.nrrd")
+    no_blank.write_bytes(data.replace(b"\n\n", b"\n", 1))
+    raises_input_error(no_blank, "blank line")
+
+
+@pytest.mark.parametrize(
+    ("replacement", "words"),
+    [
+        ("0.5 0 0 1 0 1 0 2 0 0 1 3 0 0 0", ["15 numbers", "expected 16"]),
+        ("0.5 0 0 1 0 1 0 2 0 0 1 3 0 0 0 one", ["not 16 numbers", "one"]),
+    ],
+)
+def test_bad_transform(good, replacement, words):
+    path = good()
+    data = path.read_bytes()
+    start = data.index(b"Seq_Frame0003_ProbeToTrackerTransform = ")
+    line_end = data.index(b"\n", start)
+    bad = path.with_name("badtransform.igs.mha")
+    bad.write_bytes(
+        data[:start]
+        + b"Seq_Frame0003_ProbeToTrackerTransform = "
+        + replacement.encode()
+        + data[line_end:]
+    )
+    raises_input_error(bad, "frame 3", "ProbeToTrackerTransform", *words)
+    with read_sequence(bad, tolerant=True) as seq:
+        assert len(seq) == N
+        _m, statuses = seq.transforms("ProbeToTracker")
+        assert statuses[3] is TransformStatus.MISSING and statuses[4] is TransformStatus.OK
+        assert any("frame 3" in p for p in seq.problems)
+
+
+def test_unknown_orientation(good):
+    path = edit_header(
+        good(), "UltrasoundImageOrientation = MFA", "UltrasoundImageOrientation = XY"
+    )
+    raises_input_error(path, "orientation", "'XY'")
+    nrrd = edit_header(good(".seq.nrrd"), "orientation:=MFA", "orientation:=QQQ")
+    raises_input_error(nrrd, "orientation", "'QQQ'")
+
+
+def test_not_a_sequence(tmp_path):
+    junk = tmp_path / "junk.igs.mha"
+    junk.write_bytes(bytes(range(256)) * 8)
+    raises_input_error(junk, "ElementDataFile")
+    fake = tmp_path / "fake.seq.nrrd"
+    fake.write_text("hello\n\n")
+    raises_input_error(fake, "not a NRRD file")
+
+
+def test_cli_one_line_exit_2_and_tolerant(good, capsys):
+    path = cut(good(compress=False), 0.7)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "Traceback" not in err
+    assert main(["info", "--tolerant", "--json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["recovered_frames"] == info["frames"] == 5 and info["declared_frames"] == N
+    assert info["problems"]
+
+
+def test_cli_real_process_reports_missing_file(tmp_path):
+    missing = tmp_path / "missing.igs.mha"
+    done = subprocess.run(
+        [sys.executable, "-m", "usnav", "info", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"usnav info: error: {missing}: no such file"
