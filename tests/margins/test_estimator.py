@@ -1,0 +1,193 @@
+"""Margin estimation on synthetic cases with an analytic truth (``usnav.margins.phantom``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from usnav.config import load_toml_model
+from usnav.errors import ConfigError, InputError
+from usnav.io.volume import Volume
+from usnav.margins import MarginEstimator, MarginOptions
+from usnav.margins.evaluate import score_margins
+from usnav.margins.phantom import make_phantom
+from usnav.registration.estimate import RegistrationEstimate
+
+
+@pytest.fixture(scope="module")
+def plain_case():
+    return make_phantom(cyst=False, seed=0)
+
+
+@pytest.fixture(scope="module")
+def plain_estimator(plain_case):
+    return MarginEstimator(plain_case.label)
+
+
+@pytest.mark.parametrize(("interpolation", "mean_bound"), [("linear", 0.15), ("nearest", 0.2)])
+def test_predicted_contour_lies_on_the_true_boundary(interpolation: str, mean_bound: float) -> None:
+    # different tumor orientations than the fixture, no shift: prediction = truth up to the
+    # label map's 0.5 mm voxels
+    for seed in (1, 2):
+        case = make_phantom(cyst=False, seed=seed, tilt_deg=(5.0 * seed, -3.0, 10.0 + seed))
+        options = MarginOptions(interpolation=interpolation, refine=False)
+        margins = MarginEstimator(case.label, options, warm_up=False).estimate(
+            case.image, case.image_to_mri, None
+        )
+        score = score_margins(margins, {"solid": case.truth_codes == 1})
+        assert margins.in_view
+        assert score.predicted_mm.mean() < mean_bound
+        assert score.predicted_mm.max() < 0.4
+
+
+def test_frame_numbers_extent_top_distance_and_mm_coordinates(plain_case, plain_estimator) -> None:
+    reg = RegistrationEstimate(np.eye(4), quality=0.8, t_computed=100.0, sequence=4)
+    margins = plain_estimator.estimate(
+        plain_case.image, plain_case.image_to_mri, reg, frame_number=17, now=103.5
+    )
+    assert margins.frame_number == 17
+    assert margins.registration_accepted and margins.registration_sequence == 4
+    assert margins.registration_age_s == pytest.approx(3.5)
+    assert margins.spacing_mm == pytest.approx((0.15, 0.15))
+    # the frame holds the ellipsoid's 9 mm (lateral) and 4.5 mm (depth) semi-axes
+    assert margins.extent.lateral_mm == pytest.approx(18.0, abs=0.4)
+    assert margins.extent.axial_mm == pytest.approx(9.0, abs=0.4)
+    assert margins.extent.area_mm2 == pytest.approx(np.pi * 9.0 * 4.5, rel=0.03)
+    centre_depth_mm = 256 * 0.55 * 0.15
+    assert margins.distance_to_top_mm == pytest.approx(centre_depth_mm - 4.5, abs=0.3)
+    (contour,) = margins.contours
+    assert contour.structure == "solid" and contour.label == 1 and not contour.hole
+    # mm coordinates are ImageToMri applied to the pixel coordinates
+    m = plain_case.image_to_mri
+    expected = contour.predicted_px @ m[:3, :2].T + m[:3, 3]
+    np.testing.assert_allclose(contour.predicted_mri_mm, expected, atol=1e-9)
+    assert contour.faces_tissue.all()
+    # normals point outwards: one step out along them leaves the tumor
+    outside = contour.predicted_px + 3 * contour.normals_px
+    r, c = np.round(outside[:, 1]).astype(int), np.round(outside[:, 0]).astype(int)
+    assert np.mean(margins.label_image[r, c] == 0) > 0.98
+
+
+def test_ultrasound_moves_a_shifted_prediction_towards_the_truth() -> None:
+    case = make_phantom(cyst=False, echo="hyper", seed=5, shift_mm=(0.0, -1.4, 1.2))
+    margins = MarginEstimator(case.label, warm_up=False).estimate(
+        case.image, case.image_to_mri, None
+    )
+    score = score_margins(margins, {"solid": case.truth_codes == 1})
+    assert score.supported_fraction > 0.3
+    # where the ultrasound supports a margin, it is closer to the truth than the MRI's
+    assert score.supported_observed_mm.mean() < 0.7 * score.supported_predicted_mm.mean()
+    assert score.refined_mm.mean() < score.predicted_mm.mean()
+    assert margins.polarity["solid"] == "hyperechoic"
+    assert margins.median_abs_disagreement_mm > 0.5
+
+
+def test_cyst_is_a_separate_structure_and_hypoechoic() -> None:
+    case = make_phantom(cyst=True, echo="iso", seed=6, shift_mm=(0.0, 1.0, -1.0))
+    margins = MarginEstimator(case.label, warm_up=False).estimate(
+        case.image, case.image_to_mri, None
+    )
+    structures = {c.structure for c in margins.contours}
+    assert structures == {"solid", "cyst"}
+    assert set(np.unique(margins.label_image)) == {0, 1, 2}
+    assert margins.polarity["cyst"] == "hypoechoic"
+    # the solid part's border with its cyst is not a margin
+    solid = next(c for c in margins.contours if c.structure == "solid")
+    assert 0.05 < np.mean(~solid.faces_tissue) < 0.6
+    # the anechoic cyst is seen on ultrasound
+    cyst = next(c for c in margins.contours if c.structure == "cyst")
+    assert np.mean(cyst.confidence >= 0.5) > 0.5
+
+
+def test_iso_echoic_tumor_is_not_claimed_as_seen() -> None:
+    fractions = []
+    for seed in (7, 8, 9):
+        case = make_phantom(cyst=False, echo="iso", seed=seed, shift_mm=(0.0, 0.8, 0.8))
+        margins = MarginEstimator(case.label, warm_up=False).estimate(
+            case.image, case.image_to_mri, None
+        )
+        fractions.append(margins.supported_fraction)
+    assert np.mean(fractions) < 0.15
+
+
+def test_no_tumor_in_the_frame_is_explicit(plain_case, plain_estimator) -> None:
+    away = plain_case.image_to_mri.copy()
+    away[:3, 3] += (
+        40.0
+        * np.cross(away[:3, 0], away[:3, 1])
+        / np.linalg.norm(np.cross(away[:3, 0], away[:3, 1]))
+    )
+    margins = plain_estimator.estimate(plain_case.image, away, None)
+    assert not margins.in_view
+    assert "no tumor" in margins.reason
+    assert margins.contours == () and margins.label_image is None and margins.extent is None
+    assert np.isnan(margins.distance_to_top_mm)
+
+
+def test_label_map_without_the_configured_labels(plain_case) -> None:
+    data = np.where(plain_case.label.data > 0, 7, 3).astype(np.int16)
+    estimator = MarginEstimator(Volume(data, plain_case.label.affine, source="t.nii.gz"))
+    assert "solid=1" in estimator.problem and "7" in estimator.problem
+    margins = estimator.estimate(plain_case.image, plain_case.image_to_mri, None)
+    assert not margins.in_view and margins.contours == ()
+    assert "t.nii.gz" in margins.reason
+    # configured correctly, the same map works
+    good = MarginEstimator(
+        Volume(data, plain_case.label.affine), MarginOptions(solid_label=7, cyst_label=None)
+    )
+    assert good.estimate(plain_case.image, plain_case.image_to_mri, None).in_view
+
+
+def test_other_labels_are_background(plain_case) -> None:
+    data = plain_case.label.data.astype(np.uint8).copy()
+    data[data == 0] = 5  # e.g. cord, CSF in a multi-label map
+    estimator = MarginEstimator(Volume(data, plain_case.label.affine), warm_up=False)
+    margins = estimator.estimate(plain_case.image, plain_case.image_to_mri, None)
+    assert margins.in_view and len(margins.contours) == 1
+    assert set(np.unique(margins.label_image)) == {0, 1}
+
+
+def test_stylus_signed_distance(plain_case, plain_estimator) -> None:
+    m = plain_case.image_to_mri
+    centre_px = np.array([127.5, 256 * 0.55])
+    centre = m[:3, :2] @ centre_px + m[:3, 3]
+    depth_axis = m[:3, 1] / np.linalg.norm(m[:3, 1])
+    inside = plain_estimator.estimate(plain_case.image, m, None, stylus_tip_mri=centre).stylus
+    assert inside.signed_distance_mm == pytest.approx(-4.5, abs=0.35)
+    assert inside.tip_px == pytest.approx(centre_px, abs=1e-6)
+    assert inside.out_of_plane_mm == pytest.approx(0.0, abs=1e-9)
+    # 3 mm below the tumor's deepest point, along the depth axis
+    tip = centre + depth_axis * (4.5 + 3.0)
+    below = plain_estimator.estimate(plain_case.image, m, None, stylus_tip_mri=tip).stylus
+    assert below.signed_distance_mm == pytest.approx(3.0, abs=0.35)
+    np.testing.assert_allclose(
+        plain_estimator.signed_distance_mm(np.stack([centre, tip])),
+        [inside.signed_distance_mm, below.signed_distance_mm],
+    )
+
+
+def test_bad_inputs_are_refused(plain_case, plain_estimator) -> None:
+    with pytest.raises(InputError, match="rows, cols"):
+        plain_estimator.estimate(np.zeros(10, np.uint8), plain_case.image_to_mri, None)
+    bad = plain_case.image_to_mri.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(InputError, match="ImageToMri"):
+        plain_estimator.estimate(plain_case.image, bad, None)
+    with pytest.raises(InputError, match="stylus"):
+        plain_estimator.estimate(
+            plain_case.image, plain_case.image_to_mri, None, stylus_tip_mri=np.zeros(4)
+        )
+
+
+def test_options_validate(tmp_path) -> None:
+    with pytest.raises(ValidationError):
+        MarginOptions(solid_label=2, cyst_label=2)
+    with pytest.raises(ValidationError):
+        MarginOptions(band_mm=-1)
+    path = tmp_path / "margins.toml"
+    path.write_text("solid_label = 3\nbnad_mm = 2\n")
+    with pytest.raises(ConfigError, match="bnad_mm"):
+        load_toml_model(path, MarginOptions)
+    path.write_text("solid_label = 3\ncyst_label = 4\nband_mm = 2.5\n")
+    assert load_toml_model(path, MarginOptions).band_mm == 2.5

@@ -1,0 +1,294 @@
+"""Publisher and subscriber over real ZeroMQ sockets on loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from usnav.client import FrameMessage, MarginMessage, RegistrationMessage, StatusMessage, Subscriber
+from usnav.errors import InputError
+from usnav.frames import TrackedFrame
+from usnav.margins import MarginEstimator
+from usnav.margins.phantom import make_phantom
+from usnav.publish import Publisher
+from usnav.publish import protocol as p
+from usnav.registration.estimate import RegistrationEstimate
+
+
+@pytest.fixture(scope="module")
+def case():
+    return make_phantom(cyst=True, seed=2, shift_mm=(0.0, 0.8, 0.5))
+
+
+@pytest.fixture(scope="module")
+def estimator(case):
+    return MarginEstimator(case.label)
+
+
+@pytest.fixture
+def pair():
+    publisher = Publisher("tcp://127.0.0.1:*", hwm=100)
+    subscriber = Subscriber(publisher.endpoint, strict=True)
+    _join(publisher, subscriber)
+    yield publisher, subscriber
+    subscriber.close()
+    publisher.close()
+
+
+def _join(publisher: Publisher, subscriber: Subscriber) -> None:
+    """Publish status until the subscriber sees one (ZeroMQ's slow-joiner), then drain."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        publisher.publish_status({"hello": 1})
+        if subscriber.receive(timeout_s=0.05) is not None:
+            subscriber.receive_latest(timeout_s=0.05)
+            return
+    raise AssertionError("subscriber never joined")
+
+
+def test_margin_messages_carry_correct_headers_and_contours(pair, case, estimator) -> None:
+    publisher, subscriber = pair
+    reg = RegistrationEstimate(np.eye(4), quality=0.83, t_computed=time.time() - 2.0, sequence=5)
+    sent = []
+    for number in range(3):
+        frame = TrackedFrame(case.image, frame_number=100 + number, t_device=50.0 + number)
+        margins = estimator.estimate(case.image, case.image_to_mri, reg, frame_number=100 + number)
+        assert publisher.publish_margins(frame, margins, reg)
+        sent.append((frame, margins))
+    received = [subscriber.receive(timeout_s=5) for _ in range(3)]
+    first_seq = received[0].header.seq
+    for k, ((frame, margins), message) in enumerate(zip(sent, received, strict=True)):
+        assert isinstance(message, MarginMessage)
+        h = message.header
+        assert h.topic == "margin" and h.raw["schema"] == "usnav" and h.raw["version"] == 1
+        assert h.seq == first_seq + k and h.gap == 0 and h.stream == publisher.stream
+        assert h.frame_number == frame.frame_number
+        assert h.t_device == frame.t_device
+        assert frame.t_received <= h.t_published <= h.t_arrived
+        np.testing.assert_array_equal(h.image_to_mri, case.image_to_mri)
+        assert h.age_s == pytest.approx(2.0, abs=0.5)
+        assert h.quality == pytest.approx(0.83) and h.accepted
+        assert message.in_view and message.image_shape == case.image.shape
+        assert message.spacing_mm == pytest.approx(margins.spacing_mm)
+        assert len(message.contours) == len(margins.contours)
+        for got, want in zip(message.contours, margins.contours, strict=True):
+            assert got.structure == want.structure and got.label == want.label
+            np.testing.assert_allclose(got.predicted_px, want.predicted_px, atol=1e-4)
+            np.testing.assert_allclose(got.observed_px, want.observed_px, atol=1e-4)
+            np.testing.assert_allclose(got.confidence, want.confidence, atol=1e-6)
+            np.testing.assert_allclose(got.predicted_mri_mm, want.predicted_mri_mm, atol=1e-3)
+            np.testing.assert_array_equal(got.faces_tissue, want.faces_tissue)
+        np.testing.assert_array_equal(message.label_image, margins.label_image)
+        assert message.extent["lateral_mm"] == pytest.approx(margins.extent.lateral_mm)
+        assert message.polarity == margins.polarity
+    # seq is per topic: a registration message starts its own count
+    publisher.publish_registration(reg)
+    message = subscriber.receive(timeout_s=5)
+    assert isinstance(message, RegistrationMessage)
+    np.testing.assert_array_equal(message.reference_to_mri, np.eye(4))
+    assert message.estimate_sequence == 5 and message.header.seq == 0
+
+
+def test_no_tumor_in_view_goes_over_as_such(pair, case, estimator) -> None:
+    publisher, subscriber = pair
+    away = case.image_to_mri.copy()
+    away[:3, 3] += 60.0
+    margins = estimator.estimate(case.image, away, None)
+    publisher.publish_margins(None, margins)
+    message = subscriber.receive(timeout_s=5)
+    assert not message.in_view and message.contours == () and message.label_image is None
+    assert "no tumor" in message.reason
+    assert not message.header.accepted
+
+
+def test_frame_and_status_topics(pair, case) -> None:
+    publisher, subscriber = pair
+    frame = TrackedFrame(case.image, frame_number=7)
+    publisher.publish_frame(frame, case.image_to_mri)
+    publisher.publish_status({"fps": np.float64(30.0), "state": "streaming", "odd": object()})
+    got = [subscriber.receive(timeout_s=5) for _ in range(2)]
+    image = next(m for m in got if isinstance(m, FrameMessage))
+    status = next(m for m in got if isinstance(m, StatusMessage))
+    np.testing.assert_array_equal(image.image, case.image)
+    assert image.spacing_mm == pytest.approx((0.15, 0.15))
+    assert status.status["fps"] == 30.0 and status.status["state"] == "streaming"
+    assert isinstance(status.status["odd"], str)
+
+
+def _raw_pub() -> tuple[zmq.Socket, str]:
+    socket = zmq.Context.instance().socket(zmq.PUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.bind("tcp://127.0.0.1:*")
+    return socket, socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def _header_map(seq: int, stream: int) -> dict:
+    return {
+        "schema": "usnav",
+        "version": 1,
+        "topic": "status",
+        "seq": seq,
+        "stream": stream,
+        "frame_number": -1,
+        "t_device": None,
+        "t_received": None,
+        "t_published": time.time(),
+        "ImageToMri": None,
+        "age_s": None,
+        "quality": None,
+        "accepted": False,
+        "status": {},
+    }
+
+
+def _status(seq: int, stream: int = 1, **changes) -> list[bytes]:
+    header = _header_map(seq, stream) | changes
+    return [bytes(x) for x in p.encode("status", header, [])]
+
+
+def _raw_join(socket: zmq.Socket, subscriber: Subscriber) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        socket.send_multipart(_status(0, stream=999))
+        if subscriber.receive(timeout_s=0.05) is not None:
+            subscriber.receive_latest(timeout_s=0.05)
+            return
+    raise AssertionError("subscriber never joined")
+
+
+def test_gaps_and_restarts_are_detected() -> None:
+    socket, address = _raw_pub()
+    with Subscriber(address) as subscriber:
+        _raw_join(socket, subscriber)
+        for seq in (0, 1, 2, 5, 6):
+            socket.send_multipart(_status(seq, stream=7))
+        got = [subscriber.receive(timeout_s=5) for _ in range(5)]
+        assert [m.header.seq for m in got] == [0, 1, 2, 5, 6]
+        assert [m.header.gap for m in got] == [0, 0, 0, 2, 0]
+        assert subscriber.stats.gaps["status"] == 2
+        restarts = subscriber.stats.restarts
+        # a restarted publisher (new stream id) starts at 0: not a gap
+        socket.send_multipart(_status(0, stream=8))
+        assert subscriber.receive(timeout_s=5).header.gap == 0
+        assert subscriber.stats.restarts == restarts + 1
+        assert subscriber.stats.gaps["status"] == 2
+    socket.close(0)
+
+
+def test_bad_messages_are_skipped_and_counted_or_raised() -> None:
+    socket, address = _raw_pub()
+    good = _status(1, stream=3)
+    frame_parts = [
+        bytes(x)
+        for x in p.encode(
+            "frame",
+            {k: v for k, v in _header_map(0, 3).items() if k != "status"} | {"topic": "frame"},
+            [("image", np.zeros((4, 4), np.uint8))],
+        )
+    ]
+    bad = {
+        "version": _status(2, stream=3, version=99),
+        "truncated": [b"status"],
+        "buffer_size": [frame_parts[0], frame_parts[1], frame_parts[2][:15]],
+        "header": [b"status", b"\xc1"],
+    }
+    with Subscriber(address) as subscriber:
+        _raw_join(socket, subscriber)
+        for parts in bad.values():
+            socket.send_multipart(parts)
+        socket.send_multipart(good)
+        message = subscriber.receive(timeout_s=5)
+        assert message is not None and message.header.seq == 1  # survived, still delivering
+        for reason in bad:
+            assert subscriber.stats.skipped.get(reason) == 1, (reason, subscriber.stats.skipped)
+        assert subscriber.stats.last_error
+    with Subscriber(address, strict=True) as strict:
+        _raw_join(socket, strict)
+        errors = {
+            "version": p.VersionError,
+            "truncated": p.TruncatedMessageError,
+            "buffer_size": p.BufferSizeError,
+            "header": p.HeaderError,
+        }
+        for reason, parts in bad.items():
+            socket.send_multipart(parts)
+            with pytest.raises(errors[reason]):
+                strict.receive(timeout_s=5)
+    socket.close(0)
+
+
+def test_draining_keeps_the_newest_per_topic(pair) -> None:
+    publisher, subscriber = pair
+    for k in range(20):
+        publisher.publish_status({"k": k})
+    publisher.publish_registration(RegistrationEstimate(np.eye(4)))
+    deadline = time.monotonic() + 5
+    latest: dict = {}
+    while time.monotonic() < deadline and (
+        "status" not in latest or latest["status"].status["k"] != 19
+    ):
+        latest.update(subscriber.receive_latest(timeout_s=0.2))
+    assert latest["status"].status["k"] == 19
+    assert "registration" in latest
+    assert subscriber.stats.superseded >= 1
+    assert subscriber.stats.gaps["status"] == 0
+
+
+def test_a_stalled_subscriber_never_blocks_the_publisher(case) -> None:
+    publisher = Publisher("tcp://127.0.0.1:*", hwm=5)
+    stalled = Subscriber(publisher.endpoint, hwm=5)  # connected, never reads
+    _join(publisher, stalled)
+    frame = TrackedFrame(np.zeros((512, 512), np.uint8), frame_number=0)
+    done = threading.Event()
+
+    def flood() -> None:
+        for number in range(3000):
+            frame.frame_number = number
+            publisher.publish_frame(frame)
+        done.set()
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    # 3000 × 256 KiB is 750 MiB: a blocking publisher would still be stuck after a minute
+    assert done.wait(timeout=60), "publisher blocked on a stalled subscriber"
+    assert publisher.sent["frame"] == 3000 and publisher.failed == 0
+    # the stalled subscriber lost messages, and can tell how many
+    deadline = time.monotonic() + 10
+    while stalled.receive_latest(timeout_s=0.3) and time.monotonic() < deadline:
+        pass
+    frame.frame_number = 3000
+    publisher.publish_frame(frame)  # one more after the queues emptied: arrives
+    last = stalled.receive(timeout_s=5)
+    assert last is not None and last.header.frame_number == 3000
+    total = stalled.stats.received["frame"] + stalled.stats.gaps["frame"]
+    assert stalled.stats.gaps["frame"] > 0
+    assert total == publisher.sent["frame"]
+    stalled.close()
+    publisher.close()
+
+
+def test_address_in_use_is_a_clear_error() -> None:
+    with (
+        Publisher("tcp://127.0.0.1:*") as first,
+        pytest.raises(InputError, match="already in use|cannot bind"),
+    ):
+        Publisher(first.endpoint)
+    with pytest.raises(InputError, match="endpoint"):
+        Publisher("not-an-address")
+
+
+def test_subscriber_connection_state_follows_the_publisher() -> None:
+    publisher = Publisher("tcp://127.0.0.1:*")
+    subscriber = Subscriber(publisher.endpoint)
+    _join(publisher, subscriber)
+    assert subscriber.connected
+    publisher.close()
+    deadline = time.monotonic() + 5
+    while subscriber.connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not subscriber.connected
+    subscriber.close()
