@@ -1,0 +1,123 @@
+"""``usnav info`` / ``usnav convert`` and the library functions behind them."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _seq_samples import frames as make_frames
+
+from usnav.cli.main import main
+from usnav.io.info import describe_file, format_description
+from usnav.io.sequence import read_sequence, write_sequence
+
+
+@pytest.mark.needs_data
+def test_done_when_spine_phantom_json_in_a_real_process(plus_images: Path):
+    path = plus_images / "SpinePhantomFreehand.igs.mha"
+    done = subprocess.run(
+        [sys.executable, "-m", "usnav", "info", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    info = json.loads(done.stdout)
+    assert info["frames"] == 21
+    assert info["image_size"] == [820, 616]
+    assert set(info["transforms"]) == {"ProbeToTracker", "ReferenceToTracker", "StylusToTracker"}
+    assert info["transforms"]["ProbeToTracker"] == {"ok": 21, "invalid": 0, "missing": 0}
+    assert info["timestamps"] == [215.102186, 216.947186]  # first and last header values
+    assert info["orientation"] == "MFA"
+
+
+@pytest.mark.needs_data
+def test_invalid_counts_and_dropped_frames_of_plus_files(plus_images: Path):
+    info = describe_file(plus_images / "NwirePhantomFreehand.igs.mha")
+    assert info["transforms"]["StylusToTracker"] == {"ok": 0, "invalid": 97, "missing": 0}
+    tracker = plus_images / "WaterTankBottomTranslationTrackerBuffer.igs.mha"
+    info = describe_file(tracker)
+    assert info["frames"] == 5000 and info["image_size"] == [0, 0]
+    # FrameNumber jumps counted independently from the header text
+    numbers = [
+        int(line.split(b" = ")[1])
+        for line in tracker.read_bytes().split(b"\n")
+        if b"_FrameNumber = " in line
+    ]
+    expected_missing = sum(b - a - 1 for a, b in itertools.pairwise(numbers) if b - a > 1)
+    assert expected_missing > 0
+    assert info["dropped"]["missing_by_frame_number"] == expected_missing
+    assert "(tracker only)" in format_description(info)
+
+
+def test_dropped_frames_found_where_they_were_dropped(tmp_path):
+    frames = make_frames(30)
+    dropped = (10, 11, 20, 21, 25)  # a lone drop (25) is a gap of exactly 2 periods: not > 2x
+    kept = [f for i, f in enumerate(frames) if i not in dropped]
+    info = describe_file(write_sequence(tmp_path / "rec.igs.mha", kept))
+    assert info["frames"] == 25
+    assert info["dropped"]["missing_by_frame_number"] == 5
+    assert info["dropped"]["frame_number_gaps"] == [
+        {"after_frame": 9, "missing": 2},
+        {"after_frame": 17, "missing": 2},
+        {"after_frame": 20, "missing": 1},
+    ]
+    assert [g["after_frame"] for g in info["dropped"]["timestamp_gaps"]] == [9, 17]
+    assert info["frame_rate_hz"] == pytest.approx(24 / (kept[-1].t_device - kept[0].t_device))
+    invalid = sum(1 for f in kept if not f.transforms["ReferenceToTracker"].ok)
+    assert info["transforms"]["ReferenceToTracker"] == {
+        "ok": 25 - invalid,
+        "invalid": invalid,
+        "missing": 0,
+    }
+    text = format_description(info)
+    assert "5 missing by FrameNumber" in text and f"{invalid} INVALID" in text
+
+
+def test_volume_shape_spacing_and_ras_bounds(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    affine = np.array([[0.8, 0, 0, -10.0], [0, 0.8, 0, 20.0], [0, 0, 2.0, 5.0], [0, 0, 0, 1]])
+    data = np.zeros((10, 12, 14), np.int16)
+    data[2, 3, 4] = 7
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "mri.nii.gz")
+    info = describe_file(tmp_path / "mri.nii.gz")
+    assert info["kind"] == "volume" and info["shape"] == [10, 12, 14]
+    assert info["spacing_mm"] == [0.8, 0.8, 2.0]
+    assert info["ras_bounds_mm"]["min"] == [-10.0, 20.0, 5.0]
+    assert info["ras_bounds_mm"]["max"] == pytest.approx([-10 + 9 * 0.8, 20 + 11 * 0.8, 31.0])
+    assert info["value_range"] == [0, 7]
+    assert main(["info", str(tmp_path / "mri.nii.gz")]) == 0
+
+
+@pytest.mark.needs_data
+def test_plus_reconstructed_volume_is_described_as_a_volume(plus_images: Path):
+    info = describe_file(plus_images / "vtkVolumeReconstructorTestNNMEANvolumeRef.mha")
+    assert info["kind"] == "volume"
+    assert info["shape"] == [147, 106, 105] and info["spacing_mm"] == [0.5, 0.5, 0.5]
+    # Offset -74.5217 165.573 29.072 (MetaIO: LPS) → RAS flips x and y
+    assert info["ras_bounds_mm"]["min"] == pytest.approx(
+        [74.5217 - 146 * 0.5, -165.573 - 52.5, 29.072]
+    )
+    assert info["ras_bounds_mm"]["max"] == pytest.approx([74.5217, -165.573, 29.072 + 52])
+
+
+def test_convert_cli(tmp_path, capsys):
+    source = write_sequence(tmp_path / "a.igs.mha", make_frames(5))
+    target = tmp_path / "b.seq.nrrd"
+    assert main(["convert", str(source), str(target), "--no-compress"]) == 0
+    assert capsys.readouterr().out.strip() == str(target)
+    with read_sequence(source) as a, read_sequence(target) as b:
+        assert not b.compressed and len(b) == 5
+        assert all(np.array_equal(a.image(i), b.image(i)) for i in range(5))
+        assert [a.fields(i)["Depth"] for i in range(5)] == [b.fields(i)["Depth"] for i in range(5)]
+    assert main(["convert", str(source), str(target)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["convert", str(source), str(target), "--force"]) == 0
+    assert read_sequence(target).compressed  # as the source
+    assert main(["convert", str(source), str(tmp_path / "c.avi")]) == 2
+    assert "unknown sequence file type" in capsys.readouterr().err
