@@ -266,6 +266,8 @@ class Connection:
                     parts, size, count = self._queue[0]
                 self._send_all(parts)
                 with self._cond:
+                    if not self._queue or self._queue[0][0] is not parts:
+                        return  # closed (and the queue cleared) while sending
                     self._queue.popleft()
                     self._queued_bytes -= size
                     self.stats.messages_out += count

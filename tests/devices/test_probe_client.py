@@ -1,0 +1,187 @@
+"""Probe client against a real OpenIGTLink server on loopback: frame assembly, interpolation,
+time offset, watchdog, states, queue policy, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from igtl_helpers import wait_until
+from scipy.spatial.transform import Rotation
+
+from usnav.devices.base import DeviceState
+from usnav.devices.config import ProbeConfig, load_device_set, load_probe_config
+from usnav.devices.igtl import IgtlServer, ImageContent, Message, TransformContent
+from usnav.devices.probe import ProbeClient
+from usnav.errors import ConfigError
+from usnav.frames import TransformStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pose(t: float) -> np.ndarray:
+    """Ground truth: x = 100·t mm, rotation about z by 10·t degrees."""
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_euler("z", 10 * t, degrees=True).as_matrix()
+    m[0, 3] = 100 * t
+    return m
+
+
+def transform(name: str, t: float, status: str = "OK") -> Message:
+    return Message("TRANSFORM", name, TransformContent(pose(t)), t, {"TransformStatus": status})
+
+
+def image(t: float, number: int, matrix: np.ndarray | None = None, **meta: str) -> Message:
+    pixels = np.full((4, 6), number % 256, dtype=np.uint8)
+    metadata = {"FrameNumber": str(number), **meta}
+    return Message("IMAGE", "Image_Reference", ImageContent.from_array(pixels, matrix), t, metadata)
+
+
+@pytest.fixture
+def server():
+    srv = IgtlServer(port=0, keepalive_s=0.2).start()
+    yield srv
+    srv.stop()
+
+
+def connect(server: IgtlServer, **options) -> ProbeClient:
+    probe = ProbeClient(ProbeConfig(port=server.port, **options))
+    probe.start()
+    assert server.wait_for_clients(1, timeout_s=5)
+    assert wait_until(lambda: all(n > 0 for _, n in server.client_versions().values()), 5)
+    return probe
+
+
+def test_transforms_are_interpolated_to_the_image_time_even_when_the_image_comes_first(server):
+    probe = connect(server, transforms=["ProbeToReference"], pairing_wait_s=2.0)
+    try:
+        server.broadcast(transform("ProbeToReference", 1.00))
+        server.broadcast(image(1.01, 1))  # before the sample that brackets it
+        assert probe.get_frame(0.2) is None  # waits for the next sample
+        server.broadcast(transform("ProbeToReference", 1.02))
+        frame = probe.get_frame(5)
+    finally:
+        probe.close()
+    assert frame is not None and frame.frame_number == 1
+    got = frame.transforms["ProbeToReference"]
+    assert got.status is TransformStatus.OK
+    np.testing.assert_allclose(got.matrix, pose(1.01), atol=1e-5)  # float32 on the wire
+
+
+def test_time_offset_from_temporal_calibration_shifts_the_pairing(server):
+    probe = connect(server, transforms=["ProbeToReference"], time_offset_s=0.02)
+    try:
+        for k in range(6):
+            server.broadcast(transform("ProbeToReference", 2.0 + 0.01 * k))
+        server.broadcast(image(2.01, 7))
+        frame = probe.get_frame(5)
+    finally:
+        probe.close()
+    np.testing.assert_allclose(frame.transforms["ProbeToReference"].matrix, pose(2.03), atol=1e-5)
+
+
+def test_embedded_matrix_status_and_fields_come_from_the_image(server):
+    image_to_reference = np.diag([0.2, 0.25, 0.22, 1.0])
+    image_to_reference[:3, 3] = [10, -4, 3]
+    probe = connect(server)
+    try:
+        server.broadcast(
+            image(
+                3.0,
+                5,
+                image_to_reference,
+                ImageToReferenceTransformStatus="OUT_OF_VIEW",
+                UltrasoundImageOrientation="MF",
+                Depth="60",
+            )
+        )
+        frame = probe.get_frame(5)
+    finally:
+        probe.close()
+    embedded = frame.transforms["ImageToReference"]
+    np.testing.assert_allclose(embedded.matrix, image_to_reference, atol=1e-6)
+    assert embedded.status is TransformStatus.INVALID
+    assert frame.image.shape == (4, 6) and frame.t_device == pytest.approx(3.0)
+    assert frame.fields == {"Depth": "60"} and frame.orientation == "MF"
+    assert frame.t_received > 1e9  # host time, s since the epoch
+
+
+def test_watchdog_marks_a_stale_transform_missing_and_states_follow(server):
+    probe = connect(server, transforms=["ProbeToReference", "StylusToReference"],
+                    watchdog_s=0.3, no_signal_s=0.5, pairing_wait_s=0.0)  # fmt: skip
+    changes: list[tuple[str, TransformStatus]] = []
+    probe.add_transform_listener(lambda name, status: changes.append((name, status)))
+    try:
+        t = 10.0
+        server.broadcast([transform("ProbeToReference", t), transform("StylusToReference", t),
+                          image(t, 1)])  # fmt: skip
+        first = probe.get_frame(5)
+        assert first.transforms["StylusToReference"].status is TransformStatus.OK
+        assert probe.wait_for_state(DeviceState.STREAMING, timeout_s=5)
+        # The stylus leaves the camera's view: only the probe keeps updating.
+        last = first
+        for k in range(1, 40):
+            t += 0.02
+            server.broadcast([transform("ProbeToReference", t), image(t, 1 + k)])
+            frame = probe.get_frame(5)
+            last = frame or last
+            if probe.transform_states()["StylusToReference"] is TransformStatus.MISSING:
+                break
+            wait_until(lambda: False, 0.02)
+        assert probe.transform_states() == {
+            "ProbeToReference": TransformStatus.OK,
+            "StylusToReference": TransformStatus.MISSING,
+        }
+        server.broadcast([transform("ProbeToReference", t + 0.02), image(t + 0.02, 99)])
+        stale = probe.get_frame(5)
+        assert stale.transforms["StylusToReference"].status is TransformStatus.MISSING
+        assert stale.transforms["ProbeToReference"].status is TransformStatus.OK
+        assert ("StylusToReference", TransformStatus.MISSING) in changes
+        # No more images: the connection stays up but the device says no signal.
+        assert probe.wait_for_state(DeviceState.NO_SIGNAL, timeout_s=5)
+    finally:
+        probe.close()
+    assert probe.state is DeviceState.CLOSED
+
+
+def test_full_queue_drops_the_oldest_frames_and_counts_them(server):
+    probe = connect(server, frame_queue=2, pairing_wait_s=0.0)
+    try:
+        for k in range(10):
+            server.broadcast(image(20.0 + k * 0.01, k + 1))
+        assert wait_until(lambda: probe.stats.images == 10, 5)
+        numbers = [probe.get_frame(1).frame_number for _ in range(2)]
+    finally:
+        probe.close()
+    assert numbers == [9, 10]
+    assert probe.stats.frames_dropped == 8 and probe.stats.frames_missed == 0
+
+
+def test_gaps_in_the_servers_frame_numbers_are_counted(server):
+    probe = connect(server, pairing_wait_s=0.0)
+    try:
+        for number in (1, 2, 5, 6):
+            server.broadcast(image(30.0 + number * 0.01, number))
+        assert wait_until(lambda: probe.stats.images == 4, 5)
+    finally:
+        probe.close()
+    assert probe.stats.frames_missed == 2
+
+
+def test_device_configs_load_and_bad_keys_are_named(tmp_path):
+    probe = load_probe_config(ROOT / "devices" / "plus-server.toml")
+    assert probe.port == 18944 and probe.image_device == "Image_Reference"
+    assert probe.watchdog_s == 0.5
+    playback = load_device_set(ROOT / "devices" / "playback.toml").playback
+    assert playback.host == "127.0.0.1" and playback.rate == 1.0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[probe]\nport = 18944\nwatchdog = 0.5\n")
+    with pytest.raises(ConfigError, match="watchdog"):
+        load_probe_config(bad)
+    bad.write_text('[probe]\ntransforms = ["Probe"]\n')
+    with pytest.raises(ConfigError, match="transforms"):
+        load_probe_config(bad)
+    bad.write_text('[playback]\nrecording = "x.mha"\nhost = "0.0.0.0"\n')
+    with pytest.raises(ConfigError, match="allow"):
+        load_device_set(bad)
