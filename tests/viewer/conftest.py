@@ -1,0 +1,72 @@
+"""Shared pieces of the viewer tests: a phantom case published like the pipeline would."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from usnav.frames import TrackedFrame
+from usnav.margins import MarginEstimator
+from usnav.margins.phantom import make_phantom
+from usnav.publish import Publisher
+from usnav.registration.estimate import RegistrationEstimate
+
+
+@pytest.fixture(scope="session")
+def viewer_case():
+    """A hyperechoic tumor with a cyst, shown 1.5 mm off so the ultrasound disagrees."""
+    return make_phantom(cyst=True, echo="hyper", seed=11, shift_mm=(0.0, -1.5, 1.2))
+
+
+@pytest.fixture(scope="session")
+def viewer_margins(viewer_case):
+    estimator = MarginEstimator(viewer_case.label)
+    return estimator.estimate(viewer_case.image, viewer_case.image_to_mri, None, frame_number=3)
+
+
+class PublishingThread:
+    """Publishes the phantom's frame, margins and status at ~30 Hz until stopped."""
+
+    def __init__(self, address: str, case, margins, quality: float = 0.9):
+        self.publisher = Publisher(address)
+        self.case, self.margins, self.quality = case, margins, quality
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> PublishingThread:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        number = 0
+        while not self._stop.is_set():
+            reg = RegistrationEstimate(np.eye(4), quality=self.quality, t_computed=time.time() - 1)
+            frame = TrackedFrame(self.case.image, frame_number=number, t_received=time.time())
+            self.publisher.publish_frame(frame, self.case.image_to_mri, reg)
+            self.publisher.publish_margins(frame, self.margins, reg)
+            self.publisher.publish_status({"fps": 30.0})
+            number += 1
+            self._stop.wait(1 / 30)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.publisher.close()
+
+
+@pytest.fixture
+def publishing():
+    """Factory: start a publishing thread; all are stopped at teardown."""
+    started: list[PublishingThread] = []
+
+    def start(address: str, case, margins, **kwargs) -> PublishingThread:
+        thread = PublishingThread(address, case, margins, **kwargs).start()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()

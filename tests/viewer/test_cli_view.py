@@ -1,0 +1,142 @@
+"""``usnav view`` as a user runs it: a real process, real sockets, a PNG snapshot."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from usnav.viewer.render import BANNER_RED, BANNER_WAITING
+
+
+def _free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _env(display: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    if display is not None:
+        env["DISPLAY"] = display
+    return env
+
+
+def _view(*args: str, display: str | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "usnav", "view", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(display),
+    )
+
+
+def _green_fill_pixels(picture: np.ndarray) -> int:
+    view = picture[:, :640].astype(int)
+    b, g, r = view[..., 0], view[..., 1], view[..., 2]
+    return int(((g - (r + b) / 2) > 20).sum())
+
+
+def test_snapshot_live_after_the_publisher_comes_up(
+    tmp_path: Path, viewer_case, viewer_margins, publishing
+) -> None:
+    address = _free_address()
+    out = tmp_path / "live.png"
+    # the viewer starts first, before any publisher exists
+    viewer = _view(
+        "--connect", address, "--snapshot", str(out), "--frames", "10", "--timeout", "60"
+    )
+    time.sleep(0.5)
+    publishing(address, viewer_case, viewer_margins)
+    stdout, stderr = viewer.communicate(timeout=90)
+    assert viewer.returncode == 0, stderr
+    assert "LIVE" in stdout and "10 updates" in stdout
+    picture = cv2.imread(str(out))
+    assert picture.shape == (640, 1000, 3)
+    assert _green_fill_pixels(picture) > 2000  # the tumor overlay is there
+    top = picture[:40, 100:500].astype(int)
+    assert np.abs(top[..., 2] - top[..., 0]).mean() < 3  # no banner over the image
+
+
+def test_snapshot_waiting_without_publisher(tmp_path: Path) -> None:
+    address = _free_address()
+    out = tmp_path / "waiting.png"
+    viewer = _view("--connect", address, "--snapshot", str(out), "--frames", "5", "--timeout", "1")
+    stdout, stderr = viewer.communicate(timeout=60)
+    assert viewer.returncode == 0, stderr
+    assert f"WAITING (waiting for usnav on {address})" in stdout
+    picture = cv2.imread(str(out))
+    np.testing.assert_allclose(
+        picture[2:6, 450:600].reshape(-1, 3).mean(axis=0), BANNER_WAITING, atol=2
+    )
+
+
+def test_snapshot_stale_when_the_publisher_goes_away(
+    tmp_path: Path, viewer_case, viewer_margins, publishing
+) -> None:
+    address = _free_address()
+    out = tmp_path / "lost.png"
+    thread = publishing(address, viewer_case, viewer_margins)
+    viewer = _view(
+        "--connect",
+        address,
+        "--snapshot",
+        str(out),
+        "--frames",
+        "100000",
+        "--timeout",
+        "4",
+        "--lost-after",
+        "1",
+    )
+    time.sleep(2.0)
+    thread.stop()
+    stdout, stderr = viewer.communicate(timeout=60)
+    assert viewer.returncode == 0, stderr
+    assert "STALE" in stdout, stdout
+    picture = cv2.imread(str(out))
+    np.testing.assert_allclose(
+        picture[2:6, 450:600].reshape(-1, 3).mean(axis=0), BANNER_RED, atol=2
+    )
+    assert _green_fill_pixels(picture) < 50  # no confident overlay from old data
+
+
+def test_window_mode_without_display_is_a_clear_error() -> None:
+    viewer = _view("--connect", _free_address())
+    _, stderr = viewer.communicate(timeout=60)
+    assert viewer.returncode == 2
+    assert "no display" in stderr and "--snapshot" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_window_that_cannot_open_does_not_take_the_viewer_down() -> None:
+    # an unreachable X display: OpenCV's Qt aborts its process — the child, not the viewer
+    viewer = _view("--connect", _free_address(), display=":97")
+    _, stderr = viewer.communicate(timeout=60)
+    assert viewer.returncode == 2
+    assert "could not run on display :97" in stderr
+    assert stderr.count("\n") <= 8  # one usnav line (plus whatever Qt printed itself)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--snapshot", "x.jpg"], ".png"),
+        (["--snapshot", "/nonexistent-dir/x.png"], "does not exist"),
+        (["--snapshot", "x.png", "--frames", "0"], "--frames"),
+        (["--snapshot", "x.png", "--min-quality", "2"], "--min-quality"),
+    ],
+)
+def test_bad_arguments(args: list[str], message: str, capsys) -> None:
+    from usnav.cli.main import main
+
+    assert main(["view", "--connect", _free_address(), *args]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,237 @@
+"""The renderer's pixels and the display verdicts, from real protocol messages (no window)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from usnav.client import parse
+from usnav.frames import TrackedFrame
+from usnav.publish import protocol as p
+from usnav.publish.publisher import Publisher
+from usnav.registration.estimate import RegistrationEstimate
+from usnav.viewer.render import (
+    BANNER_AMBER,
+    BANNER_RED,
+    BANNER_WAITING,
+    render_with_layout,
+)
+from usnav.viewer.state import (
+    LIVE,
+    STALE,
+    UNCERTAIN,
+    WAITING,
+    ViewerOptions,
+    ViewModel,
+    ViewState,
+    assess,
+)
+
+
+class _Capture(Publisher):
+    """A real Publisher whose encoded frames are also kept (to build states without waiting)."""
+
+    def __init__(self) -> None:
+        super().__init__("tcp://127.0.0.1:*")
+        self.frames: list[list[bytes]] = []
+
+    def _send(self, topic, header, buffers):  # type: ignore[override]
+        ok = super()._send(topic, header, buffers)
+        self.frames.append([bytes(x) for x in p.encode(topic, header, buffers)])
+        return ok
+
+
+def _messages(case, margins, *, quality=0.9, age_s=1.0, accepted=True):
+    capture = _Capture()
+    try:
+        reg = RegistrationEstimate(
+            np.eye(4), quality=quality, accepted=accepted, t_computed=time.time() - age_s
+        )
+        frame = TrackedFrame(case.image, frame_number=margins.frame_number)
+        capture.publish_frame(frame, case.image_to_mri, reg)
+        capture.publish_margins(frame, margins, reg)
+        capture.publish_registration(reg)
+    finally:
+        capture.close()
+    now = time.time()
+    out = {}
+    for parts in capture.frames:
+        message = parse(p.decode(parts), t_arrived=now)
+        out[message.header.topic] = message
+    return out
+
+
+def _state(case, margins, *, connected=True, silent_s=0.0, **kwargs) -> ViewState:
+    model = ViewModel("tcp://127.0.0.1:5556")
+    now = time.time()
+    return model.update(
+        _messages(case, margins, **kwargs),
+        connected=connected,
+        last_message_s=now - silent_s,
+        now=now,
+    )
+
+
+def _display_mask(layout, label_image: np.ndarray, value: int, shape) -> np.ndarray:
+    """Canvas pixels whose frame pixel has ``value`` (eroded, away from outlines)."""
+    from scipy import ndimage
+
+    x0, y0, w, h = layout.image_box
+    rows, cols = label_image.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.clip(((yy + 0.5) * rows / h - 0.5).round().astype(int), 0, rows - 1)
+    c = np.clip(((xx + 0.5) * cols / w - 0.5).round().astype(int), 0, cols - 1)
+    inside = ndimage.binary_erosion(label_image == value, iterations=4)[r, c]
+    mask = np.zeros(shape[:2], bool)
+    mask[y0 : y0 + h, x0 : x0 + w] = inside
+    return mask
+
+
+def _tint(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean (B, G, R) over a mask."""
+    return picture[mask].astype(float).mean(axis=0)
+
+
+@pytest.fixture(scope="module")
+def live(viewer_case, viewer_margins):
+    state = _state(viewer_case, viewer_margins)
+    return (state, *render_with_layout(state))
+
+
+def test_live_view_fills_and_outlines_tumor_and_cyst(live, viewer_margins) -> None:
+    _, picture, layout, verdict = live
+    assert verdict.word == LIVE and layout.banner_box[3] == 0
+    assert picture.shape == (640, 1000, 3) and picture.dtype == np.uint8
+    solid = _display_mask(layout, viewer_margins.label_image, 1, picture.shape)
+    cyst = _display_mask(layout, viewer_margins.label_image, 2, picture.shape)
+    assert solid.sum() > 500 and cyst.sum() > 200
+    b, g, r = _tint(picture, solid)
+    assert g - (r + b) / 2 > 15  # solid tumor: green fill
+    b, g, r = _tint(picture, cyst)
+    assert b - r > 25  # cyst: blue fill
+    # away from the tumor the ultrasound stays grey
+    background = np.zeros(picture.shape[:2], bool)
+    background[60:160, 20:200] = True
+    b, g, r = _tint(picture, background)
+    assert abs(g - r) < 3 and abs(b - r) < 3
+    # the top of the image is not covered by a banner
+    top = picture[:40, 100:500].astype(int)
+    assert np.abs(top[..., 2] - top[..., 0]).mean() < 3
+
+
+def test_ultrasound_supported_margin_is_drawn_where_it_differs(live) -> None:
+    _, picture, layout, _ = live
+    x0, y0, w, h = layout.image_box
+    view = picture[y0 : y0 + h, x0 : x0 + w].astype(int)
+    yellow = (view[..., 2] > 200) & (view[..., 1] > 190) & (view[..., 0] < 90)
+    assert yellow.sum() > 100
+
+
+def test_scale_bar_has_the_right_length(live, viewer_case) -> None:
+    _, picture, layout, _ = live
+    bx0, by, bx1, length_mm = layout.scale_bar
+    # 256 px of 0.15 mm fill the 640 px image area
+    assert layout.px_per_mm == pytest.approx(640 / (256 * 0.15))
+    assert bx1 - bx0 == round(length_mm * layout.px_per_mm)
+    assert length_mm in (1, 2, 5, 10, 20)
+    bar = picture[by, bx0 + 6 : bx1 - 6]
+    assert (bar >= 240).all()
+    # it sits inside the image, bottom-left
+    x0, y0, w, h = layout.image_box
+    assert x0 <= bx0 < x0 + w / 2 and y0 + h * 0.8 < by < y0 + h
+
+
+def test_stale_registration_red_banner_and_no_confident_fill(viewer_case, viewer_margins) -> None:
+    state = _state(viewer_case, viewer_margins, age_s=60.0)
+    picture, layout, verdict = render_with_layout(state)
+    assert verdict.word == STALE and "registration" in verdict.reason
+    x0, y0, w, h = layout.banner_box
+    assert h > 0
+    banner = picture[y0 + 2 : y0 + 6, x0 + 300 : x0 + w - 4].reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(banner, BANNER_RED, atol=2)
+    solid = _display_mask(layout, viewer_margins.label_image, 1, picture.shape)
+    b, g, r = _tint(picture, solid)
+    assert abs(g - (r + b) / 2) < 4  # not filled
+    view = picture[layout.image_box[1] :, : layout.image_box[2]].astype(int)
+    yellow = (view[..., 2] > 200) & (view[..., 1] > 190) & (view[..., 0] < 90)
+    assert yellow.sum() == 0  # no ultrasound claims from stale data
+
+
+def test_connection_lost_is_stale(viewer_case, viewer_margins) -> None:
+    state = _state(viewer_case, viewer_margins, connected=False)
+    assert assess(state, ViewerOptions()).word == STALE
+    state = _state(viewer_case, viewer_margins, silent_s=5.0)
+    picture, _layout, verdict = render_with_layout(state)
+    assert verdict.word == STALE and "no data" in verdict.reason
+    banner = picture[2:6, 300:600].reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(banner, BANNER_RED, atol=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [({"quality": 0.2}, "quality 0.20"), ({"accepted": False}, "not accepted")],
+)
+def test_uncertain_banner(viewer_case, viewer_margins, kwargs, reason) -> None:
+    state = _state(viewer_case, viewer_margins, **kwargs)
+    picture, layout, verdict = render_with_layout(state)
+    assert verdict.word == UNCERTAIN and reason in verdict.reason
+    banner = picture[2:6, 300:600].reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(banner, BANNER_AMBER, atol=2)
+    # the fill is still there but fainter than when live
+    solid = _display_mask(layout, viewer_margins.label_image, 1, picture.shape)
+    b, g, r = _tint(picture, solid)
+    assert 3 < g - (r + b) / 2 < 25
+
+
+def test_waiting_before_any_publisher() -> None:
+    state = ViewState(address="tcp://127.0.0.1:5999")
+    picture, layout, verdict = render_with_layout(state)
+    assert verdict.word == WAITING
+    assert verdict.reason == "waiting for usnav on tcp://127.0.0.1:5999"
+    banner = picture[2:6, 450:600].reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(banner, BANNER_WAITING, atol=2)
+    assert layout.image_box[2] == 0 and layout.scale_bar is None
+
+
+def test_no_tumor_in_view_draws_no_overlay(viewer_case) -> None:
+    from usnav.margins import MarginEstimator
+
+    away = viewer_case.image_to_mri.copy()
+    away[:3, 3] += 60.0
+    margins = MarginEstimator(viewer_case.label, warm_up=False).estimate(
+        viewer_case.image, away, None
+    )
+    state = _state(viewer_case, margins)
+    picture, layout, _verdict = render_with_layout(state)
+    x0, y0, w, h = layout.image_box
+    view = picture[y0 : y0 + h - 60, x0 : x0 + w].astype(int)  # above scale bar and label
+    assert np.abs(view[..., 1] - view[..., 2]).max() <= 2  # grey: nothing coloured
+
+
+def test_verdict_rules(viewer_case, viewer_margins) -> None:
+    options = ViewerOptions(stale_after_s=10, lost_after_s=1.0, min_quality=0.5)
+    state = ViewState(address="a")
+    assert assess(state, options).word == WAITING
+    state.last_message_s = state.now
+    state.connected = True
+    assert assess(state, options).word == UNCERTAIN  # data but no registration yet
+    live = _state(viewer_case, viewer_margins)
+    assert assess(live, options).word == LIVE
+    # status still flowing, but the newest margins are 3 s old: the pipeline stalled
+    live.now += 3.0
+    live.last_message_s = live.now
+    verdict = assess(live, options)
+    assert verdict.word == STALE and "margins 3.0 s old" in verdict.reason
+    # the registration ages while shown: 9.5 s at publish + 1 s on screen > 10 s
+    aged = _state(viewer_case, viewer_margins, age_s=9.5)
+    aged.now += 0.9
+    aged.last_message_s = aged.now
+    assert assess(aged, ViewerOptions(stale_after_s=10, lost_after_s=2.0)).word == STALE
+
+
+def test_render_is_pure(live) -> None:
+    state, picture, _, _ = live
+    again, _, _ = render_with_layout(state)
+    np.testing.assert_array_equal(picture, again)
