@@ -108,7 +108,12 @@ def plus_coordinate_definitions(
     spatial: SpatialCalibrationResult | None = None,
     pivot: PivotResult | None = None,
 ) -> str:
-    """PLUS ``<CoordinateDefinitions>`` with ImageToProbe and/or StylusTipToStylus."""
+    """PLUS ``<CoordinateDefinitions>`` with ImageToProbe and/or StylusTipToStylus.
+
+    Wrapped in a ``<PlusConfiguration>`` root so the file is itself readable (by PLUS tools
+    and by :func:`usnav.config.calibration.load_calibration`); paste the inner element into a
+    device-set file.
+    """
     date = dt.datetime.now().strftime("%m%d%y_%H%M%S")
     transforms = []
     if spatial is not None:
@@ -132,4 +137,10 @@ def plus_coordinate_definitions(
                 {"Error": f"{pivot.rms_error_mm:.6g}", "Date": date},
             )
         )
-    return coordinate_definitions_xml(transforms)
+    inner = coordinate_definitions_xml(transforms)
+    indented = "".join(f"  {line}\n" for line in inner.splitlines())
+    return (
+        '<PlusConfiguration version="2.1">\n'
+        "  <!-- written by usnav calibrate; paste <CoordinateDefinitions> into a device set -->\n"
+        f"{indented}</PlusConfiguration>\n"
+    )

@@ -102,8 +102,8 @@ def to_mf(image: np.ndarray, orientation: str) -> np.ndarray:
         UF or UN images.
     """
     code = orientation.strip().upper()
-    if code in ("MFA", "MFD"):
-        code = "MF"
+    if len(code) == 3 and code[:2] in ("MF", "MN", "UF", "UN"):
+        code = code[:2]  # a 2D frame's third letter is only the implied normal (MFA, UFD...)
     if code == "MF":
         return image
     if code == "UF":

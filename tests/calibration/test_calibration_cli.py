@@ -1,0 +1,183 @@
+"""``usnav calibrate``: JSON output, merged calibration files, PLUS XML, reports, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import _nwire_synth as synth
+import cv2
+import numpy as np
+import pytest
+from test_calibration_pivot import _recording
+from test_calibration_temporal import _tank_recording
+
+from usnav.cli.main import main
+from usnav.config.calibration import load_calibration
+from usnav.config.plus_xml import read_coordinate_definitions
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("cli")
+    cfg = synth.config_xml(d / "phantom.xml")
+    cal = synth.write_recording(d / "cal.igs.mha", 24, seed=11, invalid=frozenset({2}))
+    val = synth.write_recording(d / "val.igs.mha", 8, seed=12)
+    return d, cfg, cal, val
+
+
+def test_spatial_json_toml_xml_report(data, tmp_path: Path, capsys) -> None:
+    _, cfg, cal, val = data
+    out, xml, png = tmp_path / "cal/probe.toml", tmp_path / "probe.xml", tmp_path / "r.png"
+    code = main(
+        [
+            "calibrate",
+            "spatial",
+            "--config",
+            str(cfg),
+            "--calibration",
+            str(cal.path),
+            "--validation",
+            str(val.path),
+            "--out",
+            str(out),
+            "--xml",
+            str(xml),
+            "--report",
+            str(png),
+            "--json",
+        ]
+    )
+    assert code == 0
+    d = json.loads(capsys.readouterr().out)
+    m = np.asarray(d["ImageToProbe"])
+    np.testing.assert_allclose(m, cal.image_to_probe, atol=0.15)
+    assert {"mean", "sd"} <= d["calibration_error_mm"].keys()
+    assert d["validation_error_mm"]["mean"] < 0.1
+    assert d["calibration"]["skipped"] == {"probe or reference transform not OK": 1}
+    saved = load_calibration(out)
+    np.testing.assert_allclose(saved.image_to_probe, m)
+    assert saved.spatial.validation_error_mm.mean == pytest.approx(d["validation_error_mm"]["mean"])
+    assert str(cal.path) in saved.sources and saved.probe == "probe"
+    np.testing.assert_allclose(
+        read_coordinate_definitions(xml)["ImageToProbe"].matrix, m, atol=1e-7
+    )
+    np.testing.assert_allclose(load_calibration(xml).image_to_probe, m, atol=1e-7)
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[1] == 1230 and image.shape[0] > 600
+
+
+def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
+    _, cfg, cal, _ = data
+    out = tmp_path / "probe.toml"
+    assert (
+        main(
+            [
+                "calibrate",
+                "spatial",
+                "--config",
+                str(cfg),
+                "--calibration",
+                str(cal.path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "ImageToProbe" in capsys.readouterr().out
+    pivot_rec = _recording(
+        tmp_path / "pivot.igs.mha", np.array([1.0, 2.0, 150.0]), np.array([0.0, 0.0, 0.0])
+    )
+    assert main(["calibrate", "pivot", str(pivot_rec), "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tip_in_tool_mm"][2] == pytest.approx(150, abs=0.3)
+    tank = _tank_recording(tmp_path / "tank.igs.mha", lag=0.05)
+    assert (
+        main(
+            [
+                "calibrate",
+                "temporal",
+                "--video",
+                str(tank),
+                "--out",
+                str(out),
+                "--report",
+                str(tmp_path / "t.png"),
+            ]
+        )
+        == 0
+    )
+    assert "TrackerLagSec = -0.05" in capsys.readouterr().out
+    merged = load_calibration(out)
+    assert merged.spatial is not None and merged.pivot is not None
+    assert merged.tracker_lag_s == pytest.approx(-0.05, abs=0.004)
+    assert len(merged.sources) == 4
+    assert cv2.imread(str(tmp_path / "t.png")) is not None
+
+
+def test_bad_input_is_one_line_and_exit_2(data, tmp_path: Path, capsys) -> None:
+    _, cfg, cal, _ = data
+    code = main(
+        [
+            "calibrate",
+            "spatial",
+            "--config",
+            str(tmp_path / "nope.xml"),
+            "--calibration",
+            str(cal.path),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "nope.xml" in err and err.count("\n") == 1
+    lying = synth.write_recording(tmp_path / "mirror.igs.mha", 10, seed=3, flip="lr")
+    assert (
+        main(["calibrate", "spatial", "--config", str(cfg), "--calibration", str(lying.path)]) == 2
+    )
+    assert "orientation contradicts the phantom" in capsys.readouterr().err
+    # an existing file that is not a calibration is not overwritten
+    other = tmp_path / "other.toml"
+    other.write_text("hello = 1\n")
+    assert (
+        main(
+            [
+                "calibrate",
+                "spatial",
+                "--config",
+                str(cfg),
+                "--calibration",
+                str(cal.path),
+                "--out",
+                str(other),
+            ]
+        )
+        == 2
+    )
+    assert other.read_text() == "hello = 1\n"
+    assert "unknown key 'hello'" in capsys.readouterr().err
+
+
+def test_real_process_prints_json_and_progress(data) -> None:
+    _, cfg, cal, _ = data
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "usnav",
+            "calibrate",
+            "spatial",
+            "--config",
+            str(cfg),
+            "--calibration",
+            str(cal.path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["calibration"]["used"] == 23
+    assert "segmenting calibration" in proc.stderr and "24/24" in proc.stderr

@@ -1,0 +1,139 @@
+"""Temporal calibration: PLUS's water-tank data and answer, synthetic lags, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from usnav.calibration.temporal import (
+    calibrate_temporal,
+    fit_line_ransac,
+    scanline_peaks,
+    search_lag,
+)
+from usnav.errors import InputError
+from usnav.frames import TrackedFrame, TrackedTransform
+from usnav.io.sequence import write_sequence
+
+PLUS_LAG_S = -0.0648266
+
+
+@pytest.mark.needs_data
+def test_reproduces_plus_water_tank_lag(plus_images: Path) -> None:
+    result = calibrate_temporal(
+        plus_images / "WaterTankBottomTranslationVideoBuffer.igs.mha",
+        plus_images / "WaterTankBottomTranslationTrackerBuffer.igs.mha",
+    )
+    assert abs(result.tracker_lag_s - PLUS_LAG_S) < 0.005
+    # PLUS's CalibrationError 25.0423 and MaxCalibrationError 9.60017 (same definitions)
+    assert result.error == pytest.approx(25.04, rel=0.05)
+    assert result.max_error == pytest.approx(9.60, rel=0.1)
+    assert result.video_frames_used == 201
+    assert result.rms_error_mm < 2.5
+
+
+def _motion(t: np.ndarray) -> np.ndarray:
+    """Probe height (mm): two incommensurate sines, so the lag is unambiguous."""
+    return 6.0 * np.sin(2 * np.pi * 0.55 * t) + 2.5 * np.sin(2 * np.pi * 0.23 * t + 1.0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(lag=st.floats(-0.35, 0.35), flip=st.booleans())
+def test_search_recovers_a_known_lag(lag: float, flip: bool) -> None:
+    t_video = np.arange(0.0, 15.0, 1 / 11.5)
+    video = 200 + 12.0 * _motion(t_video)  # px
+    t_tracker = np.arange(0.5, 14.5, 0.025)
+    # tracker(t + lag) = video(t): the tracker stamps the same motion lag seconds late
+    tracker = (-1.0 if flip else 1.0) * _motion(t_tracker - lag)
+    best = min(
+        (search_lag(t_video, video, t_tracker, tracker, polarity=p) for p in (1, -1)),
+        key=lambda s: abs(s.lag_s),
+    )
+    assert abs(best.lag_s - lag) < 0.002
+    assert best.polarity == (-1 if flip else 1)
+
+
+def test_line_found_despite_outliers() -> None:
+    rows, cols = 240, 320
+    img = np.zeros((rows, cols), np.uint8)
+    xs = np.arange(cols)
+    y_true = 120 + 0.2 * (xs - 160)
+    for x in xs:
+        y = y_true[x]
+        for dy in range(-3, 4):
+            img[round(y) + dy, x] = 220 - 40 * abs(dy)
+    img[40:46, 30:60] = 255  # a bright reverberation on a few scanlines
+    pts = scanline_peaks(img)
+    line = fit_line_ransac(pts)
+    assert line is not None
+    assert abs(line.y_at(160) - 120) < 0.5
+    assert abs(line.direction[1] / line.direction[0] - 0.2) < 0.01
+    assert fit_line_ransac(pts[:4]) is None
+    assert len(scanline_peaks(np.zeros((50, 50), np.uint8))) == 0
+
+
+def _tank_recording(
+    path: Path, *, lag: float, move: bool = True, t0: float = 100.0, tracker_in_video: bool = True
+) -> Path:
+    """Video of a tank bottom whose depth follows the motion; poses in the same file."""
+    rows, cols = 160, 200
+    frames = []
+    t_video = t0 + np.arange(0.0, 12.0, 1 / 11.5)
+    for i, t in enumerate(t_video):
+        depth = 80 + (9.0 * _motion(np.array([t - t0]))[0] if move else 0.0)
+        img = np.zeros((rows, cols), np.uint8)
+        img[round(depth) - 2 : round(depth) + 3, 20:180] = 200
+        pose = np.eye(4)
+        # the pose stamped t holds the motion at t + lag
+        pose[2, 3] = _motion(np.array([t - t0 + lag]))[0] if move else 0.0
+        transforms = {"ProbeToTracker": TrackedTransform(pose)} if tracker_in_video else {}
+        frames.append(
+            TrackedFrame(image=img, transforms=transforms, t_device=float(t), frame_number=i)
+        )
+    return write_sequence(path, frames)
+
+
+def test_synthetic_tank_recording_single_file(tmp_path: Path) -> None:
+    # pose stamped t = motion at t + 0.1, so tracker(t - 0.1) = video(t): TrackerLagSec -0.1
+    path = _tank_recording(tmp_path / "tank.igs.mha", lag=0.1)
+    result = calibrate_temporal(path)  # tracker poses from the same file
+    assert result.tool == "ProbeToTracker"  # no Reference recorded: falls back
+    assert abs(result.tracker_lag_s - (-0.1)) < 0.004
+
+
+def test_static_probe_is_refused(tmp_path: Path) -> None:
+    path = _tank_recording(tmp_path / "static.igs.mha", lag=0.0, move=False)
+    with pytest.raises(InputError, match="moves only"):
+        calibrate_temporal(path)
+
+
+def test_tracker_only_file_as_video_is_refused(tmp_path: Path) -> None:
+    frames = [
+        TrackedFrame(
+            image=np.zeros((0, 0), np.uint8),
+            t_device=float(i),
+            image_ok=False,
+            transforms={"ProbeToTracker": TrackedTransform(np.eye(4))},
+        )
+        for i in range(5)
+    ]
+    path = write_sequence(tmp_path / "tracker.igs.mha", frames)
+    with pytest.raises(InputError, match="no video frames"):
+        calibrate_temporal(path)
+
+
+def test_recordings_that_do_not_overlap_are_refused(tmp_path: Path) -> None:
+    video = _tank_recording(tmp_path / "v.igs.mha", lag=0.0)
+    tracker = _tank_recording(tmp_path / "t.igs.mha", lag=0.0, t0=500.0)
+    with pytest.raises(InputError, match="overlap too little"):
+        calibrate_temporal(video, tracker)
+
+
+def test_missing_tool_is_refused(tmp_path: Path) -> None:
+    video = _tank_recording(tmp_path / "v.igs.mha", lag=0.0)
+    with pytest.raises(InputError, match="StylusToTracker"):
+        calibrate_temporal(video, tool="StylusToTracker")

@@ -1,0 +1,102 @@
+"""One call per ``usnav calibrate`` subcommand: calibrate, then write what was asked for.
+
+Each function returns the result object; files (calibration TOML, PLUS XML, report PNG) are
+written only when their path is given. The TOML is merged into an existing file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from usnav.calibration.output import plus_coordinate_definitions, write_calibration
+from usnav.calibration.pivot import PivotResult, calibrate_pivot
+from usnav.calibration.spatial import (
+    MIN_FRAMES,
+    ProgressCallback,
+    SpatialCalibrationResult,
+    calibrate_spatial,
+)
+from usnav.calibration.temporal import TemporalCalibrationResult, calibrate_temporal
+from usnav.errors import InputError
+
+
+def _write_text(path: str | Path, text: str) -> Path:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(p, f"cannot write: {exc.strerror or exc}") from exc
+    return p
+
+
+def run_spatial(
+    config: str | Path,
+    calibration: str | Path,
+    validation: str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    report: str | Path | None = None,
+    xml: str | Path | None = None,
+    phantom_to_reference: np.ndarray | None = None,
+    min_frames: int = MIN_FRAMES,
+    progress: ProgressCallback | None = None,
+) -> SpatialCalibrationResult:
+    """Spatial calibration (:func:`calibrate_spatial`), then the requested outputs."""
+    result = calibrate_spatial(
+        config,
+        calibration,
+        validation,
+        phantom_to_reference=phantom_to_reference,
+        min_frames=min_frames,
+        progress=progress,
+    )
+    if out is not None:
+        write_calibration(out, spatial=result)
+    if xml is not None:
+        _write_text(xml, plus_coordinate_definitions(spatial=result))
+    if report is not None:
+        from usnav.calibration.report import spatial_report
+
+        spatial_report(result, report)
+    return result
+
+
+def run_temporal(
+    video: str | Path,
+    tracker: str | Path | None = None,
+    *,
+    tool: str = "ProbeToReference",
+    clip: tuple[int, int, int, int] | None = None,
+    out: str | Path | None = None,
+    report: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TemporalCalibrationResult:
+    """Temporal calibration (:func:`calibrate_temporal`), then the requested outputs."""
+    result = calibrate_temporal(video, tracker, tool=tool, clip=clip, progress=progress)
+    if out is not None:
+        write_calibration(out, temporal=result)
+    if report is not None:
+        from usnav.calibration.report import temporal_report
+
+        temporal_report(result, report)
+    return result
+
+
+def run_pivot(
+    recording: str | Path,
+    *,
+    tool: str = "StylusToReference",
+    out: str | Path | None = None,
+    xml: str | Path | None = None,
+) -> PivotResult:
+    """Pivot calibration (:func:`calibrate_pivot`), then the requested outputs."""
+    result = calibrate_pivot(recording, tool)
+    if out is not None:
+        write_calibration(out, pivot=result)
+    if xml is not None:
+        _write_text(xml, plus_coordinate_definitions(pivot=result))
+    return result

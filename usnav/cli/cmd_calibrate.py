@@ -1,0 +1,258 @@
+"""``usnav calibrate spatial|temporal|pivot``: probe and stylus calibration (PLUS fCal data)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from usnav.errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="spatial (N-wire), temporal (water tank) and pivot calibration",
+        description="Calibrate a tracked probe or stylus from PLUS recordings. Results go to a "
+        "usnav calibration file (calibration/<name>.toml); an existing file is updated, its "
+        "other sections kept.",
+    )
+    sub = parser.add_subparsers(dest="kind", metavar="KIND")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    sp = sub.add_parser(
+        "spatial",
+        help="ImageToProbe from N-wire phantom recordings (PLUS fCal)",
+        description="N-wire spatial calibration: segments the wire dots of every frame, solves "
+        "ImageToProbe by least squares with 3-sigma outlier rejection and reports PLUS's 3D "
+        "reprojection error (mean and SD of the lowest 95 %) on calibration and validation "
+        "frames. Frames whose wires are not found, whose transforms are not OK or whose "
+        "orientation contradicts the phantom are skipped and counted.",
+    )
+    sp.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="PLUS device-set XML with <PhantomDefinition>, PhantomToReference and "
+        "<Segmentation> (PlusDeviceSet_fCal_*.xml)",
+    )
+    sp.add_argument("--calibration", required=True, type=Path, help="calibration recording")
+    sp.add_argument("--validation", type=Path, help="validation recording")
+    sp.add_argument("--out", type=Path, help="calibration file to write/update (.toml)")
+    sp.add_argument("--xml", type=Path, help="also write PLUS <CoordinateDefinitions> here")
+    sp.add_argument("--report", type=Path, help="write a PNG report (segmented wires, errors)")
+    sp.add_argument(
+        "--min-frames",
+        type=int,
+        default=10,
+        help="fewest usable calibration frames accepted (default 10)",
+    )
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=_spatial)
+
+    tp = sub.add_parser(
+        "temporal",
+        help="tracker lag from a water-tank recording",
+        description="Temporal calibration (PLUS water-tank method): the tank bottom's depth in "
+        "the video against the probe's tracked motion; prints TrackerLagSec (use the tracker "
+        "pose at t_image + lag).",
+    )
+    tp.add_argument("--video", required=True, type=Path, help="video recording")
+    tp.add_argument(
+        "--tracker", type=Path, help="tracker recording (default: the poses in the video recording)"
+    )
+    tp.add_argument(
+        "--tool",
+        default="ProbeToReference",
+        help="tracked transform whose motion is compared (default ProbeToReference; "
+        "ProbeToTracker is used when no Reference was recorded)",
+    )
+    tp.add_argument(
+        "--clip",
+        type=int,
+        nargs=4,
+        metavar=("X", "Y", "W", "H"),
+        help="video region to search for the line, px",
+    )
+    tp.add_argument("--out", type=Path, help="calibration file to write/update (.toml)")
+    tp.add_argument("--report", type=Path, help="write a PNG report (signals, SSD curve)")
+    tp.add_argument("--json", action="store_true", help="print one JSON object")
+    tp.set_defaults(func=_temporal)
+
+    pp = sub.add_parser(
+        "pivot",
+        help="stylus tip offset by pivoting",
+        description="Pivot calibration: tip offset (tool frame) and pivot point (reference "
+        "frame) by least squares over the OK poses of a recording.",
+    )
+    pp.add_argument("recording", type=Path, help="recording of the stylus pivoting")
+    pp.add_argument(
+        "--tool",
+        default="StylusToReference",
+        help="tool transform (computed from the recorded ones; default StylusToReference)",
+    )
+    pp.add_argument("--out", type=Path, help="calibration file to write/update (.toml)")
+    pp.add_argument("--xml", type=Path, help="also write PLUS <CoordinateDefinitions> here")
+    pp.add_argument("--json", action="store_true", help="print one JSON object")
+    pp.set_defaults(func=_pivot)
+
+
+class _Bar:
+    """rich progress bars on stderr, one task per stage, created on first update."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._progress = None
+        self._tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self._progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._progress.start()
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(f"segmenting {stage}", total=total)
+        self._progress.update(self._tasks[stage], completed=done)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _matrix_text(m: np.ndarray) -> str:
+    return "\n".join("  " + "  ".join(f"{v:+12.6f}" for v in row) for row in m)
+
+
+def _spatial(args: argparse.Namespace) -> int:
+    from usnav.calibration.workflow import run_spatial
+
+    bar = _Bar()
+    try:
+        result = run_spatial(
+            args.config,
+            args.calibration,
+            args.validation,
+            out=args.out,
+            report=args.report,
+            xml=args.xml,
+            min_frames=args.min_frames,
+            progress=bar,
+        )
+    finally:
+        bar.stop()
+    if args.json:
+        d = result.as_dict()
+        d["out"] = str(args.out) if args.out else None
+        print(json.dumps(d))
+        return 0
+    print("ImageToProbe (Image px -> Probe mm):")
+    print(_matrix_text(result.image_to_probe))
+    sx, sy = result.spacing_mm
+    print(f"spacing {sx:.5f} x {sy:.5f} mm/px, axes {result.skew_deg:.3f} deg from perpendicular")
+    ce = result.calibration_error
+    print(
+        f"calibration error (PRE3D, lowest 95 %): {ce.mean:.4f} +- {ce.sd:.4f} mm "
+        f"(max {ce.max:.3f}, {ce.count}/{ce.total} points)"
+    )
+    if result.validation_error is not None:
+        ve = result.validation_error
+        print(
+            f"validation error  (PRE3D, lowest 95 %): {ve.mean:.4f} +- {ve.sd:.4f} mm "
+            f"(max {ve.max:.3f}, {ve.count}/{ve.total} points)"
+        )
+    for name, seq in (("calibration", result.calibration), ("validation", result.validation)):
+        if seq is not None:
+            skipped = ", ".join(f"{v} {k}" for k, v in seq.counts.items() if k != "ok")
+            print(
+                f"{name}: {len(seq.used)} of {len(seq.frames)} frames used"
+                + (f"; skipped: {skipped}" if skipped else "")
+            )
+    for w in result.warnings:
+        print(f"warning: {w}")
+    for what, path in (
+        ("calibration file", args.out),
+        ("PLUS XML", args.xml),
+        ("report", args.report),
+    ):
+        if path is not None:
+            print(f"wrote {what}: {path}")
+    return 0
+
+
+def _temporal(args: argparse.Namespace) -> int:
+    from usnav.calibration.workflow import run_temporal
+
+    bar = _Bar()
+    try:
+        result = run_temporal(
+            args.video,
+            args.tracker,
+            tool=args.tool,
+            clip=tuple(args.clip) if args.clip else None,
+            out=args.out,
+            report=args.report,
+            progress=lambda done, total: bar("video", done, total),
+        )
+    finally:
+        bar.stop()
+    if args.json:
+        d = result.as_dict()
+        d["out"] = str(args.out) if args.out else None
+        print(json.dumps(d))
+        return 0
+    print(
+        f"TrackerLagSec = {result.tracker_lag_s:+.4f} s "
+        "(use the tracker pose at t_image + lag; negative: the tracker runs behind)"
+    )
+    print(
+        f"error (PLUS CalibrationError) {result.error:.3f}, max {result.max_error:.3f}; "
+        f"RMS {result.rms_error_mm:.3f} mm"
+    )
+    print(
+        f"line found in {result.video_frames_used} of {result.video_frames} frames; "
+        f"{result.tracker_samples} {result.tool} samples"
+    )
+    for w in result.warnings:
+        print(f"warning: {w}")
+    for what, path in (("calibration file", args.out), ("report", args.report)):
+        if path is not None:
+            print(f"wrote {what}: {path}")
+    return 0
+
+
+def _pivot(args: argparse.Namespace) -> int:
+    from usnav.calibration.workflow import run_pivot
+
+    if args.tool.count("To") != 1:
+        raise InputError("--tool", f"{args.tool!r} is not a <From>To<To> transform name")
+    result = run_pivot(args.recording, tool=args.tool, out=args.out, xml=args.xml)
+    if args.json:
+        d = result.as_dict()
+        d["out"] = str(args.out) if args.out else None
+        print(json.dumps(d))
+        return 0
+    tip = ", ".join(f"{v:.3f}" for v in result.tip_in_tool_mm)
+    pivot = ", ".join(f"{v:.3f}" for v in result.pivot_in_reference_mm)
+    print(f"tip in tool frame: ({tip}) mm")
+    print(f"pivot in reference frame: ({pivot}) mm")
+    print(
+        f"RMS error {result.rms_error_mm:.3f} mm over {result.poses_used} of "
+        f"{result.poses_total} poses (stylus swung {result.rotation_spread_deg:.1f} deg)"
+    )
+    for what, path in (("calibration file", args.out), ("PLUS XML", args.xml)):
+        if path is not None:
+            print(f"wrote {what}: {path}")
+    return 0
