@@ -1,0 +1,951 @@
+"""Numba kernels of the registration: reslicing, gradients, LC² statistics, reconstruction.
+
+Pure functions on arrays, ``cache=True, nogil=True`` (a worker thread computes while the frame
+path runs), serial: on the 2-core target ``parallel=True`` lost (see ARCHITECTURE.md). Every
+kernel has a numpy reference implementation in ``tests/registration/test_kernels.py``.
+
+Conventions
+-----------
+* Volumes are indexed ``vol[i, j, k]`` (C-contiguous float32); positions passed to the kernels
+  are continuous voxel indices (voxel centres at integers). A sample is *inside* when
+  ``0 <= x <= n - 1`` on every axis; outside samples are invalid (never clamped, never zero-
+  filled, so a border never looks like an edge).
+* ``vol2`` is an interleaved ``(I, J, K, 2)`` float32 volume: channel 0 the MRI intensity,
+  channel 1 its gradient magnitude. One trilinear gather reads both.
+* A plane is sampled at ``origin + c·du + r·dv`` (voxel index units) for pixel column ``c`` and
+  row ``r``; ``affines[f] = [origin | du | dv]`` as a (3, 3) array whose columns are
+  ``du, dv, origin``.
+* LC² (Wein et al. 2008): in each patch, the US intensity ``u`` is fitted as
+  ``α·p + β·g + γ`` (``p`` MRI intensity, ``g`` MRI gradient magnitude); the patch score is the
+  fraction of the US variance explained (R², 0..1); the frame score is the mean of the patch
+  scores weighted by the patch US standard deviation. Patch sums use running box sums in
+  float64 (10 channels), never a per-patch loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # no 'nnan'/'ninf': NaN checks stay real
+_OPTS = {"cache": True, "nogil": True, "fastmath": _FAST}
+
+#: number of sufficient statistics per LC² patch: n, Σu, Σuu, Σp, Σg, Σpp, Σgg, Σpg, Σup, Σug
+N_STATS = 10
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@njit(**_OPTS)
+def trilinear(vol, x, y, z):  # pragma: no cover - compiled
+    """Trilinear sample of a 3D array at voxel position (x, y, z); NaN outside."""
+    ni, nj, nk = vol.shape
+    if not (x >= 0.0 and y >= 0.0 and z >= 0.0 and x <= ni - 1 and y <= nj - 1 and z <= nk - 1):
+        return np.nan
+    i0 = min(int(x), ni - 2) if ni > 1 else 0
+    j0 = min(int(y), nj - 2) if nj > 1 else 0
+    k0 = min(int(z), nk - 2) if nk > 1 else 0
+    fx = x - i0
+    fy = y - j0
+    fz = z - k0
+    i1 = i0 + 1 if ni > 1 else 0
+    j1 = j0 + 1 if nj > 1 else 0
+    k1 = k0 + 1 if nk > 1 else 0
+    c00 = vol[i0, j0, k0] * (1.0 - fz) + vol[i0, j0, k1] * fz
+    c01 = vol[i0, j1, k0] * (1.0 - fz) + vol[i0, j1, k1] * fz
+    c10 = vol[i1, j0, k0] * (1.0 - fz) + vol[i1, j0, k1] * fz
+    c11 = vol[i1, j1, k0] * (1.0 - fz) + vol[i1, j1, k1] * fz
+    c0 = c00 * (1.0 - fy) + c01 * fy
+    c1 = c10 * (1.0 - fy) + c11 * fy
+    return c0 * (1.0 - fx) + c1 * fx
+
+
+@njit(inline="always", **_OPTS)
+def _row_positions(vol_shape, origin, du, dv, r, base, fx, fy, fz, ok):  # pragma: no cover
+    """Phase 1 of a row: flat base index, fractions and inside flag of each pixel.
+
+    Positions are float32 (2⁻²⁴ relative: < 10⁻⁴ voxel in a 512³ volume) so the arithmetic
+    vectorises; the gathers of phase 2 then run without bounds branches.
+    """
+    ni = vol_shape[0]
+    nj = vol_shape[1]
+    nk = vol_shape[2]
+    sj = nk
+    si = nj * nk
+    xm = np.float32(ni - 1.0)
+    ym = np.float32(nj - 1.0)
+    zm = np.float32(nk - 1.0)
+    xc_max = np.float32(max(ni - 2, 0))
+    yc_max = np.float32(max(nj - 2, 0))
+    zc_max = np.float32(max(nk - 2, 0))
+    ox = np.float32(origin[0] + r * dv[0])
+    oy = np.float32(origin[1] + r * dv[1])
+    oz = np.float32(origin[2] + r * dv[2])
+    dux = np.float32(du[0])
+    duy = np.float32(du[1])
+    duz = np.float32(du[2])
+    zero = np.float32(0.0)
+    for c in range(base.shape[0]):
+        cf = np.float32(c)
+        x = ox + cf * dux
+        y = oy + cf * duy
+        z = oz + cf * duz
+        ok[c] = (x >= zero) & (y >= zero) & (z >= zero) & (x <= xm) & (y <= ym) & (z <= zm)
+        i0 = np.int32(min(max(x, zero), xc_max))
+        j0 = np.int32(min(max(y, zero), yc_max))
+        k0 = np.int32(min(max(z, zero), zc_max))
+        fx[c] = x - i0
+        fy[c] = y - j0
+        fz[c] = z - k0
+        base[c] = i0 * si + j0 * sj + k0
+
+
+@njit(**_OPTS)
+def reslice_plane(vol, origin, du, dv, out, fill):  # pragma: no cover - compiled
+    """Trilinear oblique reslice of one plane.
+
+    Parameters
+    ----------
+    vol
+        (I, J, K) float32 volume (C-contiguous, at least 2 voxels per axis).
+    origin, du, dv
+        (3,) float64: voxel position of pixel (0, 0), and the voxel step per column / row.
+    out
+        (rows, cols) float32, written.
+    fill
+        Value for samples outside the volume.
+    """
+    nj = vol.shape[1]
+    nk = vol.shape[2]
+    flat = vol.ravel()
+    sj = nk
+    si = nj * nk
+    rows, cols = out.shape
+    base = np.empty(cols, np.int64)
+    fx = np.empty(cols, np.float32)
+    fy = np.empty(cols, np.float32)
+    fz = np.empty(cols, np.float32)
+    ok = np.empty(cols, np.bool_)
+    for r in range(rows):
+        _row_positions(vol.shape, origin, du, dv, r, base, fx, fy, fz, ok)
+        for c in range(cols):
+            b = base[c]
+            wz = fz[c]
+            wy = fy[c]
+            a = flat[b] + (flat[b + 1] - flat[b]) * wz
+            e = flat[b + sj] + (flat[b + sj + 1] - flat[b + sj]) * wz
+            g = flat[b + si] + (flat[b + si + 1] - flat[b + si]) * wz
+            h = flat[b + si + sj] + (flat[b + si + sj + 1] - flat[b + si + sj]) * wz
+            a = a + (e - a) * wy
+            g = g + (h - g) * wy
+            out[r, c] = a + (g - a) * fx[c] if ok[c] else fill
+
+
+@njit(**_OPTS)
+def sample2_plane(vol2, origin, du, dv, out_p, out_g, out_valid):  # pragma: no cover
+    """Reslice both channels of an interleaved (I, J, K, 2) volume on one plane.
+
+    ``out_valid[r, c]`` is 1 where the sample is inside the volume, else 0 (and the two
+    values are 0).
+    """
+    nj = vol2.shape[1]
+    nk = vol2.shape[2]
+    flat = vol2.ravel()
+    sj = 2 * nk
+    si = 2 * nj * nk
+    rows, cols = out_p.shape
+    base = np.empty(cols, np.int64)
+    fx = np.empty(cols, np.float32)
+    fy = np.empty(cols, np.float32)
+    fz = np.empty(cols, np.float32)
+    ok = np.empty(cols, np.bool_)
+    shape3 = (vol2.shape[0], nj, nk)
+    for r in range(rows):
+        _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
+        for c in range(cols):
+            if not ok[c]:
+                out_p[r, c] = 0.0
+                out_g[r, c] = 0.0
+                out_valid[r, c] = 0
+                continue
+            b = 2 * base[c]
+            wz = fz[c]
+            wy = fy[c]
+            wx = fx[c]
+            # intensity (channel 0) and gradient (channel 1) share the cache lines
+            a = flat[b] + (flat[b + 2] - flat[b]) * wz
+            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
+            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
+            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
+            a = a + (e - a) * wy
+            g = g + (h - g) * wy
+            out_p[r, c] = a + (g - a) * wx
+            b += 1
+            a = flat[b] + (flat[b + 2] - flat[b]) * wz
+            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
+            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
+            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
+            a = a + (e - a) * wy
+            g = g + (h - g) * wy
+            out_g[r, c] = a + (g - a) * wx
+            out_valid[r, c] = 1
+
+
+@njit(**_OPTS)
+def sample_points(vol, points, out, fill):  # pragma: no cover - compiled
+    """Trilinear samples of ``vol`` at ``points`` (N, 3) voxel positions; ``fill`` outside."""
+    for n in range(points.shape[0]):
+        v = trilinear(vol, points[n, 0], points[n, 1], points[n, 2])
+        out[n] = fill if math.isnan(v) else v
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+@njit(**_OPTS)
+def gradient_magnitude_3d(vol, spacing, out):  # pragma: no cover - compiled
+    """|∇vol| per voxel, central differences (one-sided at the borders), per mm.
+
+    Parameters
+    ----------
+    vol
+        (I, J, K) float32.
+    spacing
+        (3,) voxel size along i, j, k, mm.
+    out
+        (I, J, K) float32, written (may be a channel view of an interleaved array).
+    """
+    ni, nj, nk = vol.shape
+    for i in range(ni):
+        im = max(i - 1, 0)
+        ip = min(i + 1, ni - 1)
+        si = (ip - im) * spacing[0]
+        for j in range(nj):
+            jm = max(j - 1, 0)
+            jp = min(j + 1, nj - 1)
+            sj = (jp - jm) * spacing[1]
+            for k in range(nk):
+                km = max(k - 1, 0)
+                kp = min(k + 1, nk - 1)
+                sk = (kp - km) * spacing[2]
+                gx = (vol[ip, j, k] - vol[im, j, k]) / si if si > 0 else 0.0
+                gy = (vol[i, jp, k] - vol[i, jm, k]) / sj if sj > 0 else 0.0
+                gz = (vol[i, j, kp] - vol[i, j, km]) / sk if sk > 0 else 0.0
+                out[i, j, k] = math.sqrt(gx * gx + gy * gy + gz * gz)
+
+
+@njit(**_OPTS)
+def gradient_magnitude_2d(img, spacing_r, spacing_c, out):  # pragma: no cover - compiled
+    """|∇img| of a 2D image, central differences (one-sided at the borders), per mm."""
+    rows, cols = img.shape
+    for r in range(rows):
+        rm = max(r - 1, 0)
+        rp = min(r + 1, rows - 1)
+        sr = (rp - rm) * spacing_r
+        for c in range(cols):
+            cm = max(c - 1, 0)
+            cp = min(c + 1, cols - 1)
+            sc = (cp - cm) * spacing_c
+            gr = (img[rp, c] - img[rm, c]) / sr if sr > 0 else 0.0
+            gc = (img[r, cp] - img[r, cm]) / sc if sc > 0 else 0.0
+            out[r, c] = math.sqrt(gr * gr + gc * gc)
+
+
+# ----------------------------------------------------------------------------- box sums
+
+
+@njit(**_OPTS)
+def box_sum_2d(chan, half_r, half_c, out, row_acc):  # pragma: no cover - compiled
+    """Running box sums of a (rows, cols, K) float64 array over a (2h+1)² window (clipped at
+    the borders). ``out`` same shape; ``row_acc`` (cols, K) scratch. Two passes, O(1) per
+    pixel and channel whatever the window size.
+    """
+    rows, cols, nk = chan.shape
+    # vertical pass: out[r, c] = Σ chan[r-h..r+h, c]
+    for c in range(cols):
+        for k in range(nk):
+            row_acc[c, k] = 0.0
+    for r in range(min(half_r, rows)):
+        for c in range(cols):
+            for k in range(nk):
+                row_acc[c, k] += chan[r, c, k]
+    for r in range(rows):
+        add = r + half_r
+        sub = r - half_r - 1
+        if add < rows:
+            for c in range(cols):
+                for k in range(nk):
+                    row_acc[c, k] += chan[add, c, k]
+        if sub >= 0:
+            for c in range(cols):
+                for k in range(nk):
+                    row_acc[c, k] -= chan[sub, c, k]
+        for c in range(cols):
+            for k in range(nk):
+                out[r, c, k] = row_acc[c, k]
+    # horizontal pass, in place per row using a small ring of the row's original values
+    acc = np.zeros(nk)
+    for r in range(rows):
+        for c in range(cols):
+            for k in range(nk):
+                row_acc[c, k] = out[r, c, k]
+        for k in range(nk):
+            acc[k] = 0.0
+        for c in range(min(half_c, cols)):
+            for k in range(nk):
+                acc[k] += row_acc[c, k]
+        for c in range(cols):
+            add = c + half_c
+            sub = c - half_c - 1
+            for k in range(nk):
+                if add < cols:
+                    acc[k] += row_acc[add, k]
+                if sub >= 0:
+                    acc[k] -= row_acc[sub, k]
+                out[r, c, k] = acc[k]
+
+
+@njit(inline="always", **_OPTS)
+def _lc2_from_sums(s, min_count):  # pragma: no cover - compiled
+    """(R², weight) of one patch from its 10 sums; weight 0 when the patch is unusable."""
+    n = s[0]
+    if n < min_count:
+        return 0.0, 0.0
+    inv = 1.0 / n
+    mu = s[1] * inv
+    mp = s[3] * inv
+    mg = s[4] * inv
+    cuu = s[2] * inv - mu * mu
+    if cuu <= 1e-9:
+        return 0.0, 0.0
+    cpp = s[5] * inv - mp * mp
+    cgg = s[6] * inv - mg * mg
+    cpg = s[7] * inv - mp * mg
+    cup = s[8] * inv - mu * mp
+    cug = s[9] * inv - mu * mg
+    # ridge keeps a flat (constant) MRI patch from dividing by zero: it then explains nothing
+    eps = 1e-6 * (cpp + cgg) + 1e-12
+    a = cpp + eps
+    d = cgg + eps
+    det = a * d - cpg * cpg
+    if det <= 1e-18:
+        return 0.0, math.sqrt(cuu)
+    explained = (d * cup * cup - 2.0 * cpg * cup * cug + a * cug * cug) / det
+    r2 = explained / cuu
+    if r2 < 0.0:
+        r2 = 0.0
+    elif r2 > 1.0:
+        r2 = 1.0
+    return r2, math.sqrt(cuu)
+
+
+@njit(**_OPTS)
+def lc2_image(us, p, g, valid, half, min_fraction, chan, sums, row_acc):  # pragma: no cover
+    """LC² of one 2D image pair.
+
+    Parameters
+    ----------
+    us, p, g
+        (rows, cols) float32: ultrasound, MRI intensity, MRI gradient magnitude.
+    valid
+        (rows, cols) uint8: 1 where the pixel counts (in the US field of view and inside the
+        MRI).
+    half
+        Patch half-width, pixels (patch = (2·half+1)²).
+    min_fraction
+        A patch counts only if more than this fraction of it is valid (reference code: 0.5).
+    chan, sums
+        (rows, cols, 10) float64 scratch; ``row_acc`` (cols, 10) float64 scratch.
+
+    Returns
+    -------
+    (Σ w·R², Σ w) over the patches centred on valid pixels (w = patch US standard deviation).
+    """
+    rows, cols = us.shape
+    for r in range(rows):
+        for c in range(cols):
+            if valid[r, c]:
+                u = us[r, c]
+                pv = p[r, c]
+                gv = g[r, c]
+                chan[r, c, 0] = 1.0
+                chan[r, c, 1] = u
+                chan[r, c, 2] = u * u
+                chan[r, c, 3] = pv
+                chan[r, c, 4] = gv
+                chan[r, c, 5] = pv * pv
+                chan[r, c, 6] = gv * gv
+                chan[r, c, 7] = pv * gv
+                chan[r, c, 8] = u * pv
+                chan[r, c, 9] = u * gv
+            else:
+                for k in range(N_STATS):
+                    chan[r, c, k] = 0.0
+    box_sum_2d(chan, half, half, sums, row_acc)
+    min_count = min_fraction * (2 * half + 1) * (2 * half + 1)
+    num = 0.0
+    den = 0.0
+    for r in range(rows):
+        for c in range(cols):
+            if valid[r, c]:
+                r2, w = _lc2_from_sums(sums[r, c], min_count)
+                num += w * r2
+                den += w
+    return num, den
+
+
+@njit(**_OPTS)
+def lc2_frames(
+    vol2,
+    us,
+    fov,
+    affines,
+    half,
+    min_fraction,
+    out_num,
+    out_den,
+    out_inside,
+    scratch_p,
+    scratch_g,
+    scratch_valid,
+    chan,
+    sums,
+    row_acc,
+):  # pragma: no cover
+    """LC² of a stack of US frames against a moving MRI (the optimiser's inner loop).
+
+    Parameters
+    ----------
+    vol2
+        (I, J, K, 2) float32 interleaved MRI intensity and gradient magnitude.
+    us
+        (F, rows, cols) float32 frames (already resampled to the level's pixel size).
+    fov
+        (F, rows, cols) uint8 mask per frame: 1 where the US pixel counts (field of view).
+    affines
+        (F, 3, 3) float64: columns du, dv, origin of pixel → voxel position.
+    half, min_fraction
+        As :func:`lc2_image`.
+    out_num, out_den
+        (F,) float64: per-frame Σ w·R² and Σ w.
+    out_inside
+        (F,) int64: FOV pixels that fell inside the MRI.
+    scratch_*, chan, sums, row_acc
+        Scratch arrays shaped like one frame ((rows, cols), (rows, cols, 10), (cols, 10)).
+    """
+    nf = us.shape[0]
+    rows = us.shape[1]
+    cols = us.shape[2]
+    for f in range(nf):
+        du = affines[f, :, 0]
+        dv = affines[f, :, 1]
+        o = affines[f, :, 2]
+        sample2_plane(vol2, o, du, dv, scratch_p, scratch_g, scratch_valid)
+        inside = 0
+        for r in range(rows):
+            for c in range(cols):
+                v = scratch_valid[r, c] & fov[f, r, c]
+                scratch_valid[r, c] = v
+                inside += v
+        out_inside[f] = inside
+        if inside == 0:
+            out_num[f] = 0.0
+            out_den[f] = 0.0
+            continue
+        num, den = lc2_image(
+            us[f], scratch_p, scratch_g, scratch_valid, half, min_fraction, chan, sums, row_acc
+        )
+        out_num[f] = num
+        out_den[f] = den
+
+
+@njit(**_OPTS)
+def ncc_gradient_frames(
+    vol2,
+    us_grad,
+    fov,
+    affines,
+    half,
+    min_fraction,
+    out_num,
+    out_den,
+    out_inside,
+    scratch_p,
+    scratch_g,
+    scratch_valid,
+    chan,
+    sums,
+    row_acc,
+):  # pragma: no cover - compiled
+    """Alternative metric: local NCC² between the US gradient magnitude (``us_grad``, computed
+    once per frame) and the MRI gradient magnitude, weighted like LC² (by the local std of the
+    US gradient). Same arguments and outputs as :func:`lc2_frames`; uses channels n, Σa, Σaa,
+    Σb, Σbb, Σab of the 10.
+    """
+    nf = us_grad.shape[0]
+    rows = us_grad.shape[1]
+    cols = us_grad.shape[2]
+    min_count = min_fraction * (2 * half + 1) * (2 * half + 1)
+    for f in range(nf):
+        sample2_plane(
+            vol2,
+            affines[f, :, 2],
+            affines[f, :, 0],
+            affines[f, :, 1],
+            scratch_p,
+            scratch_g,
+            scratch_valid,
+        )
+        inside = 0
+        for r in range(rows):
+            for c in range(cols):
+                v = scratch_valid[r, c] & fov[f, r, c]
+                scratch_valid[r, c] = v
+                inside += v
+                for k in range(N_STATS):
+                    chan[r, c, k] = 0.0
+                if v:
+                    a = us_grad[f, r, c]
+                    b = scratch_g[r, c]
+                    chan[r, c, 0] = 1.0
+                    chan[r, c, 1] = a
+                    chan[r, c, 2] = a * a
+                    chan[r, c, 3] = b
+                    chan[r, c, 5] = b * b
+                    chan[r, c, 8] = a * b
+        out_inside[f] = inside
+        num = 0.0
+        den = 0.0
+        if inside > 0:
+            box_sum_2d(chan, half, half, sums, row_acc)
+            for r in range(rows):
+                for c in range(cols):
+                    if scratch_valid[r, c]:
+                        s = sums[r, c]
+                        n = s[0]
+                        if n < min_count:
+                            continue
+                        ma = s[1] / n
+                        mb = s[3] / n
+                        caa = s[2] / n - ma * ma
+                        cbb = s[5] / n - mb * mb
+                        cab = s[8] / n - ma * mb
+                        if caa <= 1e-9 or cbb <= 1e-12:
+                            continue
+                        w = math.sqrt(caa)
+                        num += w * cab * cab / (caa * cbb)
+                        den += w
+        out_num[f] = num
+        out_den[f] = den
+
+
+# ----------------------------------------------------------------------------- 3D LC²
+
+
+@njit(**_OPTS)
+def box_sum_3d_inplace(chan, half, line):  # pragma: no cover - compiled
+    """Running box sums of a (I, J, K, C) float64 array over a (2h+1)³ window (clipped at the
+    borders), in place, one axis at a time. ``line`` is (max(I, J, K), C) float64 scratch."""
+    ni, nj, nk, nc = chan.shape
+    acc = np.zeros(nc)
+    # along k
+    for i in range(ni):
+        for j in range(nj):
+            for k in range(nk):
+                for q in range(nc):
+                    line[k, q] = chan[i, j, k, q]
+            for q in range(nc):
+                acc[q] = 0.0
+            for k in range(min(half, nk)):
+                for q in range(nc):
+                    acc[q] += line[k, q]
+            for k in range(nk):
+                for q in range(nc):
+                    if k + half < nk:
+                        acc[q] += line[k + half, q]
+                    if k - half - 1 >= 0:
+                        acc[q] -= line[k - half - 1, q]
+                    chan[i, j, k, q] = acc[q]
+    # along j
+    for i in range(ni):
+        for k in range(nk):
+            for j in range(nj):
+                for q in range(nc):
+                    line[j, q] = chan[i, j, k, q]
+            for q in range(nc):
+                acc[q] = 0.0
+            for j in range(min(half, nj)):
+                for q in range(nc):
+                    acc[q] += line[j, q]
+            for j in range(nj):
+                for q in range(nc):
+                    if j + half < nj:
+                        acc[q] += line[j + half, q]
+                    if j - half - 1 >= 0:
+                        acc[q] -= line[j - half - 1, q]
+                    chan[i, j, k, q] = acc[q]
+    # along i
+    for j in range(nj):
+        for k in range(nk):
+            for i in range(ni):
+                for q in range(nc):
+                    line[i, q] = chan[i, j, k, q]
+            for q in range(nc):
+                acc[q] = 0.0
+            for i in range(min(half, ni)):
+                for q in range(nc):
+                    acc[q] += line[i, q]
+            for i in range(ni):
+                for q in range(nc):
+                    if i + half < ni:
+                        acc[q] += line[i + half, q]
+                    if i - half - 1 >= 0:
+                        acc[q] -= line[i - half - 1, q]
+                    chan[i, j, k, q] = acc[q]
+
+
+@njit(**_OPTS)
+def lc2_volume(
+    vol2, us_vol, us_valid, us_to_vox, half, min_fraction, chan, line
+):  # pragma: no cover - compiled
+    """LC² of a compounded US volume against a moving MRI, with 3D patches.
+
+    Parameters
+    ----------
+    vol2
+        (I, J, K, 2) float32 MRI intensity + gradient magnitude.
+    us_vol, us_valid
+        (X, Y, Z) float32 reconstructed US and uint8 mask of reconstructed voxels.
+    us_to_vox
+        (3, 4) float64: US voxel index → MRI voxel position.
+    half, min_fraction
+        Patch half-width (voxels) and the minimum valid fraction of a patch.
+    chan
+        (X, Y, Z, 10) float64 scratch; ``line`` (max(X, Y, Z), 10) float64 scratch.
+
+    Returns
+    -------
+    (Σ w·R², Σ w, number of US voxels inside the MRI).
+    """
+    nx, ny, nz = us_vol.shape
+    inside = 0
+    for x in range(nx):
+        for y in range(ny):
+            px = us_to_vox[0, 3] + x * us_to_vox[0, 0] + y * us_to_vox[0, 1]
+            py = us_to_vox[1, 3] + x * us_to_vox[1, 0] + y * us_to_vox[1, 1]
+            pz = us_to_vox[2, 3] + x * us_to_vox[2, 0] + y * us_to_vox[2, 1]
+            for z in range(nz):
+                for q in range(N_STATS):
+                    chan[x, y, z, q] = 0.0
+                if us_valid[x, y, z]:
+                    qx = px + z * us_to_vox[0, 2]
+                    qy = py + z * us_to_vox[1, 2]
+                    qz = pz + z * us_to_vox[2, 2]
+                    pv = trilinear(vol2[:, :, :, 0], qx, qy, qz)
+                    if not math.isnan(pv):
+                        gv = trilinear(vol2[:, :, :, 1], qx, qy, qz)
+                        u = us_vol[x, y, z]
+                        chan[x, y, z, 0] = 1.0
+                        chan[x, y, z, 1] = u
+                        chan[x, y, z, 2] = u * u
+                        chan[x, y, z, 3] = pv
+                        chan[x, y, z, 4] = gv
+                        chan[x, y, z, 5] = pv * pv
+                        chan[x, y, z, 6] = gv * gv
+                        chan[x, y, z, 7] = pv * gv
+                        chan[x, y, z, 8] = u * pv
+                        chan[x, y, z, 9] = u * gv
+                        inside += 1
+    # remember which centres are valid before the sums overwrite channel 0
+    centre = np.empty((nx, ny, nz), dtype=np.uint8)
+    for x in range(nx):
+        for y in range(ny):
+            for z in range(nz):
+                centre[x, y, z] = 1 if chan[x, y, z, 0] > 0.5 else 0
+    box_sum_3d_inplace(chan, half, line)
+    side = 2 * half + 1
+    min_count = min_fraction * side * side * side
+    num = 0.0
+    den = 0.0
+    for x in range(nx):
+        for y in range(ny):
+            for z in range(nz):
+                if centre[x, y, z]:
+                    r2, w = _lc2_from_sums(chan[x, y, z], min_count)
+                    num += w * r2
+                    den += w
+    return num, den, inside
+
+
+# ----------------------------------------------------------------------------- reconstruction
+
+
+@njit(**_OPTS)
+def paste_slice_nearest(image, fov, pixel_to_vox, acc_value, acc_weight):  # pragma: no cover
+    """Insert one frame into a volume, nearest neighbour, MEAN compounding (PLUS
+    ``Interpolation="NEAREST_NEIGHBOR"``, ``CompoundingMode="MEAN"``).
+
+    Parameters
+    ----------
+    image
+        (rows, cols) float32 (or uint8) pixels.
+    fov
+        (rows, cols) uint8: 1 for pixels to insert (clip rectangle and fan).
+    pixel_to_vox
+        (3, 4) float64: (col, row, 0, 1) → output voxel position.
+    acc_value, acc_weight
+        (X, Y, Z) float32 running sums of value and weight, updated in place.
+
+    Returns
+    -------
+    Number of pixels inserted.
+    """
+    rows, cols = image.shape
+    nx, ny, nz = acc_value.shape
+    count = 0
+    for r in range(rows):
+        bx = pixel_to_vox[0, 3] + r * pixel_to_vox[0, 1]
+        by = pixel_to_vox[1, 3] + r * pixel_to_vox[1, 1]
+        bz = pixel_to_vox[2, 3] + r * pixel_to_vox[2, 1]
+        for c in range(cols):
+            if fov[r, c] == 0:
+                continue
+            x = bx + c * pixel_to_vox[0, 0]
+            y = by + c * pixel_to_vox[1, 0]
+            z = bz + c * pixel_to_vox[2, 0]
+            ix = math.floor(x + 0.5)
+            iy = math.floor(y + 0.5)
+            iz = math.floor(z + 0.5)
+            if ix < 0 or iy < 0 or iz < 0 or ix >= nx or iy >= ny or iz >= nz:
+                continue
+            acc_value[ix, iy, iz] += image[r, c]
+            acc_weight[ix, iy, iz] += 1.0
+            count += 1
+    return count
+
+
+@njit(**_OPTS)
+def paste_slice_linear(image, fov, pixel_to_vox, acc_value, acc_weight):  # pragma: no cover
+    """Insert one frame with trilinear splatting (PLUS ``Interpolation="LINEAR"``): each pixel
+    spreads its value over the 8 surrounding voxels with trilinear weights."""
+    rows, cols = image.shape
+    nx, ny, nz = acc_value.shape
+    count = 0
+    for r in range(rows):
+        for c in range(cols):
+            if fov[r, c] == 0:
+                continue
+            x = pixel_to_vox[0, 3] + c * pixel_to_vox[0, 0] + r * pixel_to_vox[0, 1]
+            y = pixel_to_vox[1, 3] + c * pixel_to_vox[1, 0] + r * pixel_to_vox[1, 1]
+            z = pixel_to_vox[2, 3] + c * pixel_to_vox[2, 0] + r * pixel_to_vox[2, 1]
+            i0 = math.floor(x)
+            j0 = math.floor(y)
+            k0 = math.floor(z)
+            fx = x - i0
+            fy = y - j0
+            fz = z - k0
+            used = False
+            v = image[r, c]
+            for di in range(2):
+                ii = i0 + di
+                if ii < 0 or ii >= nx:
+                    continue
+                wx = fx if di == 1 else 1.0 - fx
+                for dj in range(2):
+                    jj = j0 + dj
+                    if jj < 0 or jj >= ny:
+                        continue
+                    wy = fy if dj == 1 else 1.0 - fy
+                    for dk in range(2):
+                        kk = k0 + dk
+                        if kk < 0 or kk >= nz:
+                            continue
+                        w = wx * wy * (fz if dk == 1 else 1.0 - fz)
+                        if w <= 0.0:
+                            continue
+                        acc_value[ii, jj, kk] += w * v
+                        acc_weight[ii, jj, kk] += w
+                        used = True
+            if used:
+                count += 1
+    return count
+
+
+#: the 13 stick directions of PLUS's STICK hole filling (one of each ± pair)
+STICK_DIRECTIONS = np.array(
+    [
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+        [1, 1, 0],
+        [1, -1, 0],
+        [1, 0, 1],
+        [1, 0, -1],
+        [0, 1, 1],
+        [0, 1, -1],
+        [1, 1, 1],
+        [1, 1, -1],
+        [1, -1, 1],
+        [1, -1, -1],
+    ],
+    dtype=np.int64,
+)
+
+
+@njit(**_OPTS)
+def fill_holes_stick(values, filled, directions, max_length, out):  # pragma: no cover
+    """Fill empty voxels by linear interpolation along the shortest "stick" (PLUS STICK hole
+    filling with ``NumberOfSticksToUse=1``).
+
+    For an empty voxel, each direction ±d is walked up to ``max_length`` voxels to the first
+    filled voxel on each side; among the directions where both sides were reached, the one
+    with the shortest total length gives the value, linearly interpolated by distance. Voxels
+    with no such stick stay empty (0).
+
+    Parameters
+    ----------
+    values
+        (X, Y, Z) float32 compounded values; ``filled`` (X, Y, Z) uint8 (1 = has data).
+    directions
+        (D, 3) int64 stick directions.
+    max_length
+        Maximum total stick length, voxels.
+    out
+        (X, Y, Z) float32, written; ``out_filled`` semantics: use ``out > 0`` or ``filled``.
+
+    Returns
+    -------
+    Number of voxels filled.
+    """
+    nx, ny, nz = values.shape
+    nd = directions.shape[0]
+    count = 0
+    for x in range(nx):
+        for y in range(ny):
+            for z in range(nz):
+                if filled[x, y, z]:
+                    out[x, y, z] = values[x, y, z]
+                    continue
+                best_len = max_length + 1
+                best_val = 0.0
+                for d in range(nd):
+                    dx = directions[d, 0]
+                    dy = directions[d, 1]
+                    dz = directions[d, 2]
+                    # forward
+                    lf = 0
+                    vf = 0.0
+                    for s in range(1, max_length + 1):
+                        xx = x + s * dx
+                        yy = y + s * dy
+                        zz = z + s * dz
+                        if xx < 0 or yy < 0 or zz < 0 or xx >= nx or yy >= ny or zz >= nz:
+                            break
+                        if filled[xx, yy, zz]:
+                            lf = s
+                            vf = values[xx, yy, zz]
+                            break
+                    if lf == 0:
+                        continue
+                    lb = 0
+                    vb = 0.0
+                    for s in range(1, max_length + 1 - lf):
+                        xx = x - s * dx
+                        yy = y - s * dy
+                        zz = z - s * dz
+                        if xx < 0 or yy < 0 or zz < 0 or xx >= nx or yy >= ny or zz >= nz:
+                            break
+                        if filled[xx, yy, zz]:
+                            lb = s
+                            vb = values[xx, yy, zz]
+                            break
+                    if lb == 0:
+                        continue
+                    total = lf + lb
+                    if total < best_len:
+                        best_len = total
+                        best_val = (vf * lb + vb * lf) / total
+                if best_len <= max_length:
+                    out[x, y, z] = best_val
+                    count += 1
+                else:
+                    out[x, y, z] = 0.0
+    return count
+
+
+# ----------------------------------------------------------------------------- warm-up
+
+
+def warm_up() -> float:
+    """Compile (or load from the cache) every kernel on tiny inputs; returns the seconds spent.
+
+    Call once at start-up, outside the frame path: the first call of a kernel otherwise costs
+    the compile time (seconds cold, ~1 s from the on-disk cache).
+    """
+    import time
+
+    t0 = time.perf_counter()
+    vol = np.random.default_rng(0).random((6, 6, 6)).astype(np.float32)
+    vol2 = np.ascontiguousarray(np.stack([vol, vol], axis=-1))
+    origin = np.array([0.5, 0.5, 0.5])
+    du = np.array([0.3, 0.0, 0.1])
+    dv = np.array([0.0, 0.3, 0.1])
+    out = np.zeros((5, 5), np.float32)
+    reslice_plane(vol, origin, du, dv, out, np.float32(0.0))
+    sample_points(vol, np.array([[1.0, 1.0, 1.0]]), np.zeros(1, np.float32), 0.0)
+    grad = np.zeros_like(vol)
+    gradient_magnitude_3d(vol, np.ones(3), grad)
+    g2 = np.zeros((5, 5), np.float32)
+    gradient_magnitude_2d(out, 1.0, 1.0, g2)
+    vol2[..., 1] = grad
+    frames = np.random.default_rng(1).random((2, 5, 5)).astype(np.float32)
+    fov = np.ones((2, 5, 5), np.uint8)
+    affines = np.zeros((2, 3, 3))
+    affines[:, :, 0] = du
+    affines[:, :, 1] = dv
+    affines[:, :, 2] = origin
+    scratch = _frame_scratch(5, 5)
+    num = np.zeros(2)
+    den = np.zeros(2)
+    inside = np.zeros(2, np.int64)
+    lc2_frames(vol2, frames, fov, affines, 1, 0.5, num, den, inside, *scratch)
+    ncc_gradient_frames(vol2, frames, fov, affines, 1, 0.5, num, den, inside, *scratch)
+    us_to_vox = np.hstack([np.eye(3) * 0.9, np.full((3, 1), 0.2)])
+    chan = np.zeros((4, 4, 4, N_STATS))
+    lc2_volume(
+        vol2,
+        vol[:4, :4, :4].copy(),
+        np.ones((4, 4, 4), np.uint8),
+        us_to_vox,
+        1,
+        0.5,
+        chan,
+        np.zeros((4, N_STATS)),
+    )
+    acc_v = np.zeros((4, 4, 4), np.float32)
+    acc_w = np.zeros((4, 4, 4), np.float32)
+    p2v = np.array([[0.5, 0, 0, 0.2], [0, 0.5, 0, 0.2], [0, 0, 0, 1.0]])
+    paste_slice_nearest(out, fov[0], p2v, acc_v, acc_w)
+    paste_slice_linear(out, fov[0], p2v, acc_v, acc_w)
+    fill_holes_stick(acc_v, (acc_w > 0).astype(np.uint8), STICK_DIRECTIONS, 3, np.zeros_like(acc_v))
+    box_sum_2d(np.zeros((3, 3, 2)), 1, 1, np.zeros((3, 3, 2)), np.zeros((3, 2)))
+    box_sum_3d_inplace(np.zeros((3, 3, 3, 2)), 1, np.zeros((3, 2)))
+    return time.perf_counter() - t0
+
+
+def _frame_scratch(rows: int, cols: int) -> tuple[np.ndarray, ...]:
+    """Scratch arrays for :func:`lc2_frames` / :func:`ncc_gradient_frames` of one frame size."""
+    return (
+        np.zeros((rows, cols), np.float32),
+        np.zeros((rows, cols), np.float32),
+        np.zeros((rows, cols), np.uint8),
+        np.zeros((rows, cols, N_STATS)),
+        np.zeros((rows, cols, N_STATS)),
+        np.zeros((cols, N_STATS)),
+    )
+
+
+frame_scratch = _frame_scratch

@@ -1,0 +1,564 @@
+"""Rigid US→MRI registration of a tracked sweep: multi-resolution LC², derivative-free search,
+a split-sweep uncertainty and a do-no-harm verdict.
+
+Pixel → MRI: ``ReferenceToMri · ImageToReference · [col, row, 0, 1]``. The search moves
+``ReferenceToMri`` by a rigid correction about the sweep's centre (in MRI mm):
+``ReferenceToMri(p) = T(c + t) · R(r) · T(−c) · ReferenceToMri₀``, ``p = (t mm, r degrees as a
+rotation vector)``, so translation and rotation are decoupled at the ultrasound.
+
+Verdict (do no harm): a candidate replaces the current estimate only if, on the same frames at
+the finest level, its similarity is higher by a clear margin (paired over frames) **and** the
+correction it makes is larger than its own uncertainty (the disagreement between estimates
+from the two halves of the sweep). Anything else is reported as rejected and the current
+estimate stays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.optimize import minimize
+from scipy.spatial.transform import Rotation
+
+from usnav.errors import InputError
+from usnav.io.volume import Volume
+from usnav.registration.estimate import RegistrationEstimate
+from usnav.registration.similarity import (
+    FrameLevel,
+    FrameSimilarity,
+    MriLevel,
+    build_mri_levels,
+    crop_box,
+    prepare_frame_level,
+)
+from usnav.registration.sweep import Sweep
+from usnav.transforms.matrices import is_rigid
+
+Progress = Callable[[str, float], None]
+
+
+class RegistrationOptions(BaseModel):
+    """Options of :func:`register_sweep` (TOML section ``[registration]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Literal["lc2", "ncc_gradient"] = "lc2"
+    level_spacings_mm: list[float] = Field(default=[3.0, 1.5, 1.0], min_length=1)
+    """Pixel size of each level, coarse to fine, mm."""
+    patch_half: list[int] = Field(default=[2, 2, 2], min_length=1)
+    """LC² patch half-width per level, pixels (2 → 5×5)."""
+    max_frames: list[int] = Field(default=[30, 40, 50], min_length=1)
+    """Frames used per level (spread along the sweep)."""
+    max_evaluations: list[int] = Field(default=[220, 140, 100], min_length=1)
+    """Similarity evaluations per level (the optimiser's budget)."""
+    initial_step: tuple[float, float] = (4.0, 4.0)
+    """First search step at the coarsest level: mm, degrees."""
+    restarts: int = Field(default=2, ge=0)
+    """Extra coarse-level starts (the initial pose shifted by ± the step along the two
+    principal directions of the sweep) kept if they find a better optimum."""
+    roi_margin_mm: float = Field(default=30.0, gt=0)
+    """MRI crop margin around the sweep (must exceed the capture range)."""
+    ignore_zero_pixels: bool = True
+    uncertainty: bool = True
+    """Estimate the uncertainty from the two half-sweeps (costs ~30 % more time)."""
+    min_similarity_gain: float = Field(default=0.003, ge=0)
+    """Smallest accepted gain of the mean similarity (absolute)."""
+    min_paired_t: float = Field(default=3.0, ge=0)
+    """Smallest paired t statistic (per-frame gain / its standard error)."""
+    min_correction_to_uncertainty: float = Field(default=2.0, ge=0)
+    """A correction must be this many times its uncertainty to count as clearly better."""
+    max_correction_mm: float = Field(default=25.0, gt=0)
+    max_correction_deg: float = Field(default=25.0, gt=0)
+
+    def level(self, key: str, index: int):
+        values = getattr(self, key)
+        return values[min(index, len(values) - 1)]
+
+
+@dataclass
+class RegistrationResult:
+    """Outcome of :func:`register_sweep`.
+
+    Attributes
+    ----------
+    reference_to_mri
+        The estimate to use: the candidate if accepted, else ``initial``.
+    candidate
+        What the optimiser found (even if rejected).
+    initial
+        The starting ``ReferenceToMri``.
+    accepted
+        Verdict (see the module docstring).
+    similarity, initial_similarity
+        Finest-level similarity of the candidate and of the initial estimate (same frames).
+    uncertainty_mm
+        Estimated error of the candidate at the ultrasound (mean over the field of view), mm.
+    correction_mm
+        Mean displacement of the field of view between initial and candidate, mm.
+    seconds
+        Wall time (JIT compile excluded: call :func:`usnav.registration.warm_up` first).
+    evaluations
+        Similarity evaluations.
+    reason
+        Why accepted or rejected.
+    levels
+        Per-level notes (spacing, frames, evaluations, similarity).
+    """
+
+    reference_to_mri: np.ndarray
+    candidate: np.ndarray
+    initial: np.ndarray
+    accepted: bool
+    similarity: float
+    initial_similarity: float
+    uncertainty_mm: float
+    correction_mm: float
+    seconds: float
+    evaluations: int
+    reason: str
+    metric: str = "lc2"
+    levels: list[dict] = field(default_factory=list)
+
+    @property
+    def quality(self) -> float:
+        """0..1 for a display: accepted, similar, and certain (see docs/registration.md)."""
+        if not self.accepted:
+            return 0.0
+        unc = self.uncertainty_mm if np.isfinite(self.uncertainty_mm) else 2.0
+        sim = float(np.clip(self.similarity / 0.3, 0.0, 1.0))
+        return float(sim * np.exp(-unc / 2.0))
+
+    def estimate(self, sequence: int = 0) -> RegistrationEstimate:
+        """As a :class:`RegistrationEstimate` (the candidate, with its verdict)."""
+        return RegistrationEstimate(
+            reference_to_mri=self.candidate.copy(),
+            similarity=self.similarity,
+            quality=self.quality,
+            uncertainty_mm=self.uncertainty_mm,
+            accepted=self.accepted,
+            sequence=sequence,
+            source="image",
+            reason=self.reason,
+        )
+
+    def to_json(self) -> dict:
+        """The RESULT.json object of ``usnav register``."""
+        return {
+            "ReferenceToMri": self.reference_to_mri.tolist(),
+            "accepted": bool(self.accepted),
+            "similarity": _finite_or_none(self.similarity),
+            "seconds": round(float(self.seconds), 4),
+            "metric": self.metric,
+            "initial_similarity": _finite_or_none(self.initial_similarity),
+            "uncertainty_mm": _finite_or_none(self.uncertainty_mm),
+            "correction_mm": _finite_or_none(self.correction_mm),
+            "quality": round(self.quality, 4),
+            "reason": self.reason,
+            "CandidateReferenceToMri": self.candidate.tolist(),
+            "InitialReferenceToMri": self.initial.tolist(),
+            "evaluations": int(self.evaluations),
+            "levels": self.levels,
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return round(float(value), 6) if np.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def correction(params: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """4×4 rigid correction for ``params`` = (t mm, rotation vector in degrees) about
+    ``centre`` (MRI mm)."""
+    p = np.asarray(params, dtype=np.float64)
+    r = Rotation.from_rotvec(np.radians(p[3:6])).as_matrix()
+    m = np.eye(4)
+    m[:3, :3] = r
+    m[:3, 3] = centre - r @ centre + p[:3]
+    return m
+
+
+def mean_displacement(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> float:
+    """Mean distance between ``a·x`` and ``b·x`` over ``points`` (N, 3), mm."""
+    if len(points) == 0:
+        return float("nan")
+    h = np.c_[points, np.ones(len(points))]
+    return float(np.linalg.norm((h @ a.T - h @ b.T)[:, :3], axis=1).mean())
+
+
+def _optimise(
+    cost: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    step: np.ndarray,
+    max_evaluations: int,
+    xtol: float,
+) -> tuple[np.ndarray, float, int]:
+    """Nelder–Mead (scipy) from ``x0`` with an initial simplex of ``step`` per axis."""
+    simplex = np.vstack([x0, x0 + np.diag(step)])
+    res = minimize(
+        cost,
+        x0,
+        method="Nelder-Mead",
+        options={
+            "initial_simplex": simplex,
+            "xatol": xtol,
+            "fatol": 1e-5,
+            "maxfev": max_evaluations,
+            "adaptive": False,
+        },
+    )
+    return np.asarray(res.x), float(res.fun), int(res.nfev)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_inputs(mri: Volume, sweep: Sweep, initial: np.ndarray) -> None:
+    """Refuse inputs that cannot give a meaningful registration (each message names it)."""
+    mri.check_finite()
+    if len(sweep) == 0:
+        raise InputError(sweep.source, "the sweep is empty (no frames)")
+    init = np.asarray(initial, dtype=np.float64)
+    if init.shape != (4, 4) or not np.all(np.isfinite(init)):
+        raise InputError("initial ReferenceToMri", "must be a finite 4×4 matrix")
+    if not is_rigid(init, tol=1e-3):
+        raise InputError(
+            "initial ReferenceToMri",
+            "is not a rigid transform (rotation + translation)",
+            "give the navigation registration as 16 numbers",
+        )
+    if float(np.ptp(np.asarray(mri.data[:: max(1, mri.shape[0] // 32)]))) <= 0:
+        raise InputError(mri.source, "the MRI is constant (no contrast to register to)")
+
+
+# ----------------------------------------------------------------------------- the prepared problem
+
+
+@dataclass
+class PreparedLevel:
+    """One resolution level: MRI, frames, similarity."""
+
+    mri: MriLevel
+    frames: FrameLevel
+    similarity: FrameSimilarity
+
+
+class SweepRegistration:
+    """A sweep prepared for registration against one MRI (levels built once).
+
+    Parameters
+    ----------
+    mri
+        The MRI (RAS mm).
+    sweep
+        The tracked sweep (Reference mm).
+    initial
+        ``ReferenceToMri`` used to crop the MRI around the sweep.
+    options
+        :class:`RegistrationOptions`.
+    mri_levels
+        Reuse an already built (and large enough) MRI pyramid.
+    """
+
+    def __init__(
+        self,
+        mri: Volume,
+        sweep: Sweep,
+        initial: np.ndarray,
+        options: RegistrationOptions | None = None,
+        mri_levels: list[MriLevel] | None = None,
+    ):
+        self.options = options or RegistrationOptions()
+        self.sweep = sweep
+        opts = self.options
+        spacings = opts.level_spacings_mm
+        finest = prepare_frame_level(
+            sweep,
+            spacings[-1],
+            max_frames=opts.level("max_frames", 99),
+            ignore_zero_pixels=opts.ignore_zero_pixels,
+        )
+        if len(finest) == 0:
+            raise InputError(sweep.source, "no usable frame in the sweep")
+        self.points_reference = finest.points_reference()
+        if len(self.points_reference) == 0:
+            raise InputError(sweep.source, "no ultrasound pixel in the field of view")
+        pts_mri = _apply(initial, self.points_reference)
+        if mri_levels is None:
+            box = crop_box(mri, pts_mri, opts.roi_margin_mm)
+            mri_levels = build_mri_levels(mri, spacings, box)
+        self.levels: list[PreparedLevel] = []
+        for i, s in enumerate(spacings):
+            frames = (
+                finest
+                if i == len(spacings) - 1
+                else prepare_frame_level(
+                    sweep,
+                    s,
+                    max_frames=opts.level("max_frames", i),
+                    ignore_zero_pixels=opts.ignore_zero_pixels,
+                )
+            )
+            sim = FrameSimilarity(
+                mri_levels[i], frames, metric=opts.metric, patch_half=opts.level("patch_half", i)
+            )
+            self.levels.append(PreparedLevel(mri_levels[i], frames, sim))
+        self.mri_source = mri.source
+
+    def overlap(self, reference_to_mri: np.ndarray) -> float:
+        """Fraction of the finest level's field-of-view pixels inside the MRI crop."""
+        _, _, inside = self.levels[-1].similarity.per_frame(reference_to_mri)
+        return float(inside.mean())
+
+    def run(
+        self,
+        initial: np.ndarray,
+        *,
+        progress: Progress | None = None,
+        current: np.ndarray | None = None,
+        warm: bool = False,
+    ) -> RegistrationResult:
+        """Register from ``initial`` and judge the candidate against ``current`` (default:
+        ``initial``).
+
+        Parameters
+        ----------
+        warm
+            Warm start (streaming): only the two finest levels, small steps, no restarts.
+        """
+        t0 = time.perf_counter()
+        opts = self.options
+        initial = np.asarray(initial, dtype=np.float64)
+        current = initial if current is None else np.asarray(current, dtype=np.float64)
+        if self.overlap(initial) < 0.05:
+            raise InputError(
+                self.sweep.source,
+                "the sweep lies (almost) entirely outside the "
+                f"MRI {self.mri_source} under the initial ReferenceToMri",
+                "check --init and the MRI",
+            )
+        centre = _apply(initial, self.points_reference).mean(axis=0)
+        params = np.zeros(6)
+        evaluations = 0
+        notes: list[dict] = []
+        level_ids = list(range(len(self.levels)))
+        if warm and len(level_ids) > 2:
+            level_ids = level_ids[-2:]
+        for n_level, li in enumerate(level_ids):
+            level = self.levels[li]
+            s = level.frames.spacing_mm
+            sim = level.similarity
+            if n_level == 0 and not warm:
+                step = np.r_[[opts.initial_step[0]] * 3, [opts.initial_step[1]] * 3]
+            else:
+                step = np.r_[[0.6 * s] * 3, [0.6 * s] * 3]
+
+            def cost(p: np.ndarray, sim: FrameSimilarity = sim) -> float:
+                if (
+                    np.linalg.norm(p[:3]) > opts.max_correction_mm * 1.5
+                    or np.linalg.norm(p[3:]) > opts.max_correction_deg * 1.5
+                ):
+                    return 1.0
+                return -sim(correction(p, centre) @ initial)
+
+            budget = opts.level("max_evaluations", li)
+            starts = [params]
+            if n_level == 0 and not warm and opts.restarts > 0:
+                starts += self._restart_points(params, step, opts.restarts)
+            best = (params, cost(params), 1)
+            for x0 in starts:
+                x, f, n = _optimise(cost, x0, step, budget, xtol=0.05 * s)
+                evaluations += n
+                if f < best[1]:
+                    best = (x, f, n)
+            params = best[0]
+            evaluations += 1
+            notes.append(
+                {
+                    "spacing_mm": s,
+                    "frames": len(level.frames),
+                    "similarity": round(-best[1], 5),
+                    "starts": len(starts),
+                }
+            )
+            if progress:
+                progress(f"level {s:g} mm", (n_level + 1) / (len(level_ids) + 1))
+        candidate = correction(params, centre) @ initial
+        result = self._verdict(candidate, initial, current, params, centre, evaluations, notes)
+        result.seconds = time.perf_counter() - t0
+        if progress:
+            progress("done", 1.0)
+        return result
+
+    def _restart_points(self, params: np.ndarray, step: np.ndarray, count: int) -> list[np.ndarray]:
+        """Starts shifted along the sweep's two main in-plane directions (where a periodic
+        anatomy such as vertebrae offers false optima)."""
+        pts = self.points_reference - self.points_reference.mean(axis=0)
+        _, _, vt = np.linalg.svd(pts[:: max(1, len(pts) // 2000)], full_matrices=False)
+        out = []
+        for k in range(count):
+            direction = vt[k // 2 % 3] * (1 if k % 2 == 0 else -1)
+            p = params.copy()
+            p[:3] += 2.0 * step[0] * direction
+            out.append(p)
+        return out
+
+    def _verdict(
+        self,
+        candidate: np.ndarray,
+        initial: np.ndarray,
+        current: np.ndarray,
+        params: np.ndarray,
+        centre: np.ndarray,
+        evaluations: int,
+        notes: list[dict],
+    ) -> RegistrationResult:
+        opts = self.options
+        fine = self.levels[-1].similarity
+        new_scores = fine.frame_scores(candidate)
+        cur_scores = fine.frame_scores(current)
+        evaluations += 2
+        both = np.isfinite(new_scores) & np.isfinite(cur_scores)
+        gain = new_scores[both] - cur_scores[both]
+        new_sim = float(fine(candidate))
+        cur_sim = float(fine(current))
+        evaluations += 2
+        mean_gain = new_sim - cur_sim
+        t_stat = (
+            float(gain.mean() / (gain.std(ddof=1) / np.sqrt(gain.size)))
+            if gain.size > 2 and gain.std() > 0
+            else (np.inf if gain.size and gain.mean() > 0 else 0.0)
+        )
+        pts = self.points_reference[:: max(1, len(self.points_reference) // 4000)]
+        corr = mean_displacement(candidate, current, pts)
+        uncertainty = float("nan")
+        if opts.uncertainty and len(self.levels[-1].frames) >= 6:
+            uncertainty, n = self._split_uncertainty(candidate, centre, pts)
+            evaluations += n
+        angle = float(np.linalg.norm(params[3:]))
+        shift = float(np.linalg.norm(params[:3]))
+        reasons = []
+        if shift > opts.max_correction_mm or angle > opts.max_correction_deg:
+            reasons.append(f"implausible correction ({shift:.1f} mm, {angle:.1f}°)")
+        if mean_gain < opts.min_similarity_gain:
+            reasons.append(f"similarity gain {mean_gain:+.4f} below {opts.min_similarity_gain}")
+        elif t_stat < opts.min_paired_t:
+            reasons.append(f"gain not consistent across frames (t = {t_stat:.1f})")
+        if np.isfinite(uncertainty) and corr < opts.min_correction_to_uncertainty * uncertainty:
+            reasons.append(
+                f"correction {corr:.2f} mm within its uncertainty ({uncertainty:.2f} mm)"
+            )
+        accepted = not reasons
+        reason = (
+            f"accepted: similarity {cur_sim:.4f} → {new_sim:.4f} (t = {t_stat:.1f}), "
+            f"correction {corr:.2f} mm"
+            if accepted
+            else "rejected: " + "; ".join(reasons)
+        )
+        return RegistrationResult(
+            reference_to_mri=candidate if accepted else current.copy(),
+            candidate=candidate,
+            initial=initial,
+            accepted=accepted,
+            similarity=new_sim,
+            initial_similarity=cur_sim,
+            uncertainty_mm=uncertainty,
+            correction_mm=corr,
+            seconds=0.0,
+            evaluations=evaluations,
+            reason=reason,
+            metric=opts.metric,
+            levels=notes,
+        )
+
+    def _split_uncertainty(
+        self, candidate: np.ndarray, centre: np.ndarray, pts: np.ndarray
+    ) -> tuple[float, int]:
+        """Refine from the candidate on each half of the finest frames; half the distance
+        between the two estimates is the uncertainty (each half has √2 × the error of the
+        whole, their difference 2 × it)."""
+        level = self.levels[-1]
+        n = len(level.frames)
+        halves = [np.arange(0, n // 2), np.arange(n // 2, n)]
+        estimates = []
+        total = 0
+        s = level.frames.spacing_mm
+        budget = max(30, self.options.level("max_evaluations", len(self.levels) - 1) // 2)
+        for idx in halves:
+            sub = _subset_level(level.frames, idx)
+            sim = FrameSimilarity(
+                level.mri, sub, metric=self.options.metric, patch_half=level.similarity.patch_half
+            )
+
+            def cost(p: np.ndarray, sim: FrameSimilarity = sim) -> float:
+                return -sim(correction(p, centre) @ candidate)
+
+            x, _, k = _optimise(
+                cost, np.zeros(6), np.r_[[0.5 * s] * 3, [0.5 * s] * 3], budget, xtol=0.03 * s
+            )
+            total += k
+            estimates.append(correction(x, centre) @ candidate)
+        return 0.5 * mean_displacement(estimates[0], estimates[1], pts), total
+
+
+def _subset_level(frames: FrameLevel, idx: np.ndarray) -> FrameLevel:
+    return FrameLevel(
+        frames.spacing_mm,
+        frames.us[idx],
+        frames.us_grad[idx],
+        frames.valid[idx],
+        frames.pixel_to_reference[idx],
+        frames.frame_index[idx],
+    )
+
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:3, :3].T + m[:3, 3]
+
+
+def register_sweep(
+    mri: Volume,
+    sweep: Sweep,
+    initial: np.ndarray,
+    options: RegistrationOptions | None = None,
+    *,
+    progress: Progress | None = None,
+) -> RegistrationResult:
+    """Register a tracked sweep to the MRI (batch).
+
+    Parameters
+    ----------
+    mri
+        Preoperative MRI (RAS mm).
+    sweep
+        Frames with ``ImageToReference`` poses.
+    initial
+        Initial ``ReferenceToMri`` (navigation or point-based), 4×4 rigid.
+    options
+        :class:`RegistrationOptions`.
+    progress
+        Called with (message, fraction done).
+
+    Returns
+    -------
+    :class:`RegistrationResult`; ``reference_to_mri`` is the candidate only if accepted.
+
+    Raises
+    ------
+    InputError
+        Empty sweep, NaNs in the MRI, non-rigid initial, sweep outside the MRI.
+    """
+    check_inputs(mri, sweep, initial)
+    t0 = time.perf_counter()
+    problem = SweepRegistration(mri, sweep, initial, options)
+    if progress:
+        progress("prepared", 0.1)
+    result = problem.run(initial, progress=progress)
+    result.seconds = time.perf_counter() - t0
+    return result

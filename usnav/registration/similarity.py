@@ -1,0 +1,416 @@
+"""Multi-resolution inputs of the registration and the similarity functions on them.
+
+* :class:`MriLevel`: the MRI (cropped to the region of interest) at one pixel size, as an
+  interleaved intensity + gradient-magnitude float32 volume for the Numba kernels.
+* :class:`FrameLevel`: the sweep's frames resampled in plane to the same pixel size, with a
+  per-frame validity mask (field of view, and US pixels that are exactly 0 when
+  ``ignore_zero_pixels``), and a subset of frames spaced about one pixel apart.
+* :class:`FrameSimilarity`: LC² (default) or local NCC of gradient magnitudes of those frames
+  against the MRI for a candidate ``ReferenceToMri``: the optimiser's cost.
+* :class:`VolumeSimilarity`: the same LC² with 3D patches on a compounded US volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from usnav.errors import InputError
+from usnav.io.volume import Volume
+from usnav.registration import _kernels as K
+from usnav.registration.sweep import Sweep
+
+METRICS = ("lc2", "ncc_gradient")
+
+
+@dataclass
+class MriLevel:
+    """The MRI at one resolution.
+
+    Attributes
+    ----------
+    spacing_mm
+        Nominal voxel size of this level, mm.
+    vol2
+        (I, J, K, 2) float32: normalised intensity (≈ 0..1), gradient magnitude per mm.
+    affine
+        4×4 voxel index → MRI RAS mm.
+    """
+
+    spacing_mm: float
+    vol2: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def world_to_voxel(self) -> np.ndarray:
+        return np.linalg.inv(self.affine)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.vol2.shape[:3]  # type: ignore[return-value]
+
+
+def crop_box(
+    mri: Volume, points_ras: np.ndarray, margin_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel index box [lo, hi) of ``mri`` covering ``points_ras`` (N, 3) plus ``margin_mm``.
+
+    Raises
+    ------
+    InputError
+        If the box does not intersect the volume (the sweep lies entirely outside the MRI).
+    """
+    vox = np.c_[points_ras, np.ones(len(points_ras))] @ mri.world_to_voxel.T
+    margin_vox = margin_mm / mri.spacing_mm
+    lo_f = vox[:, :3].min(axis=0) - margin_vox
+    hi_f = vox[:, :3].max(axis=0) + margin_vox
+    shape = np.array(mri.shape)
+    lo = np.clip(np.floor(lo_f).astype(int), 0, shape)
+    hi = np.clip(np.ceil(hi_f).astype(int) + 1, 0, shape)
+    if np.any(hi - lo < 2):
+        raise InputError(
+            mri.source,
+            "the sweep lies entirely outside the MRI under the initial ReferenceToMri",
+            "check the initial registration (--init) and the MRI's orientation",
+        )
+    return lo, hi
+
+
+def normalise_intensity(data: np.ndarray) -> np.ndarray:
+    """float32 copy scaled so the 1st..99.5th percentiles map to 0..1 (robust to outliers)."""
+    arr = np.asarray(data, dtype=np.float32)
+    sample = arr.ravel()[:: max(1, arr.size // 200_000)]
+    lo, hi = np.percentile(sample, [1.0, 99.5])
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo <= 0:
+        lo, hi = float(sample.min()), float(sample.max())
+    scale = 1.0 / (hi - lo) if hi > lo else 1.0
+    return (arr - np.float32(lo)) * np.float32(scale)
+
+
+def build_mri_levels(
+    mri: Volume,
+    spacings_mm: tuple[float, ...] | list[float],
+    box: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[MriLevel]:
+    """The MRI pyramid, coarse to fine, cropped to ``box`` (voxel index [lo, hi)).
+
+    Each level is smoothed (Gaussian, σ = 0.4 × the downsampling factor) and resampled along
+    the MRI's own voxel axes to about ``spacing_mm`` (never finer than the MRI).
+    """
+    if box is None:
+        box = (np.zeros(3, int), np.array(mri.shape))
+    lo, hi = box
+    crop = mri.data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    base = normalise_intensity(crop)
+    native = mri.spacing_mm
+    crop_affine = mri.affine @ _translation(lo.astype(float))
+    levels = []
+    for s in spacings_mm:
+        factor = np.maximum(1.0, float(s) / native)
+        if np.all(factor <= 1.0 + 1e-6):
+            vol = np.ascontiguousarray(base)
+            affine = crop_affine.copy()
+        else:
+            sigma = np.where(factor > 1.0 + 1e-6, 0.4 * factor, 0.0)
+            smooth = ndimage.gaussian_filter(base, sigma=sigma, mode="nearest")
+            new_shape = np.maximum(2, np.floor((np.array(base.shape) - 1) / factor).astype(int) + 1)
+            grids = [np.arange(n) * f for n, f in zip(new_shape, factor, strict=True)]
+            vol = np.ascontiguousarray(
+                ndimage.map_coordinates(
+                    smooth, np.meshgrid(*grids, indexing="ij"), order=1, mode="nearest"
+                ).astype(np.float32)
+            )
+            affine = crop_affine @ np.diag([*factor, 1.0])
+        vol2 = np.empty((*vol.shape, 2), np.float32)
+        vol2[..., 0] = vol
+        grad = np.empty(vol.shape, np.float32)
+        K.gradient_magnitude_3d(vol, np.linalg.norm(affine[:3, :3], axis=0), grad)
+        vol2[..., 1] = grad
+        levels.append(MriLevel(float(s), vol2, affine))
+    return levels
+
+
+def _translation(t: np.ndarray) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, 3] = t
+    return m
+
+
+@dataclass
+class FrameLevel:
+    """The sweep's frames at one pixel size.
+
+    Attributes
+    ----------
+    spacing_mm
+        In-plane pixel size, mm.
+    us
+        (F, rows, cols) float32 US intensities.
+    us_grad
+        (F, rows, cols) float32 US gradient magnitude (for the NCC alternative).
+    valid
+        (F, rows, cols) uint8: 1 where the pixel counts.
+    pixel_to_reference
+        (F, 4, 4): level pixel (col, row, 0, 1) → Reference mm.
+    frame_index
+        (F,) indices of the chosen frames in the sweep.
+    """
+
+    spacing_mm: float
+    us: np.ndarray
+    us_grad: np.ndarray
+    valid: np.ndarray
+    pixel_to_reference: np.ndarray
+    frame_index: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.us.shape[0])
+
+    def points_reference(self, stride: int = 4) -> np.ndarray:
+        """Reference mm of a grid of valid pixels of every frame (for extents and errors)."""
+        out = []
+        for f in range(len(self)):
+            rows, cols = np.nonzero(self.valid[f, ::stride, ::stride])
+            if rows.size == 0:
+                continue
+            pix = np.c_[cols * stride, rows * stride, np.zeros(rows.size), np.ones(rows.size)]
+            out.append(pix @ self.pixel_to_reference[f].T)
+        if not out:
+            return np.zeros((0, 3))
+        return np.concatenate(out)[:, :3]
+
+
+def select_frames(
+    sweep: Sweep, min_distance_mm: float, max_frames: int, mask: np.ndarray
+) -> np.ndarray:
+    """Indices of frames spaced at least ``min_distance_mm`` apart (largest motion of the field
+    of view's corners), at most ``max_frames`` (evenly thinned)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return np.zeros(0, int)
+    corners = np.array(
+        [
+            [cols.min(), rows.min(), 0, 1],
+            [cols.max(), rows.min(), 0, 1],
+            [cols.min(), rows.max(), 0, 1],
+            [cols.max(), rows.max(), 0, 1],
+        ],
+        float,
+    )
+    pos = np.einsum("fij,cj->fci", sweep.image_to_reference, corners)[..., :3]
+    chosen = [0]
+    for f in range(1, len(sweep)):
+        if np.max(np.linalg.norm(pos[f] - pos[chosen[-1]], axis=1)) >= min_distance_mm:
+            chosen.append(f)
+    idx = np.asarray(chosen)
+    if idx.size > max_frames:
+        idx = idx[np.unique(np.linspace(0, idx.size - 1, max_frames).round().astype(int))]
+    return idx
+
+
+def prepare_frame_level(
+    sweep: Sweep,
+    spacing_mm: float,
+    *,
+    max_frames: int = 60,
+    frame_distance_mm: float | None = None,
+    ignore_zero_pixels: bool = True,
+    frame_index: np.ndarray | None = None,
+) -> FrameLevel:
+    """Resample the sweep's frames (cropped to the field of view) to ``spacing_mm`` pixels.
+
+    Parameters
+    ----------
+    sweep
+        The sweep.
+    spacing_mm
+        Target in-plane pixel size (frames are never upsampled).
+    max_frames
+        At most this many frames (spaced evenly among those ``frame_distance_mm`` apart).
+    frame_distance_mm
+        Minimum motion between chosen frames (default: ``spacing_mm``).
+    ignore_zero_pixels
+        Exclude US pixels that are exactly 0 (outside a scan-converted fan, or outside a
+        resliced 3D volume), as LC²'s reference implementation does.
+    frame_index
+        Use exactly these frames instead of choosing.
+    """
+    mask = sweep.mask()
+    if not mask.any():
+        raise InputError(
+            sweep.source,
+            "no ultrasound field of view found in the frames (all pixels constant or zero)",
+            "check the recording's images",
+        )
+    rows_any = np.nonzero(mask.any(axis=1))[0]
+    cols_any = np.nonzero(mask.any(axis=0))[0]
+    r0, r1 = int(rows_any[0]), int(rows_any[-1]) + 1
+    c0, c1 = int(cols_any[0]), int(cols_any[-1]) + 1
+    sx, sy = sweep.pixel_spacing_mm
+    kx = max(1.0, spacing_mm / sx)
+    ky = max(1.0, spacing_mm / sy)
+    new_cols = max(2, round((c1 - c0) / kx))
+    new_rows = max(2, round((r1 - r0) / ky))
+    kx = (c1 - c0) / new_cols
+    ky = (r1 - r0) / new_rows
+    if frame_index is None:
+        frame_index = select_frames(sweep, frame_distance_mm or spacing_mm, max_frames, mask)
+    n = len(frame_index)
+    us = np.empty((n, new_rows, new_cols), np.float32)
+    valid = np.empty((n, new_rows, new_cols), np.uint8)
+    grad = np.empty((n, new_rows, new_cols), np.float32)
+    crop_mask = mask[r0:r1, c0:c1].astype(np.float32)
+    for out_i, f in enumerate(frame_index):
+        img = np.asarray(sweep.images[f, r0:r1, c0:c1], dtype=np.float32)
+        m = crop_mask * (img > 0) if ignore_zero_pixels else crop_mask
+        us[out_i] = cv2.resize(img, (new_cols, new_rows), interpolation=cv2.INTER_AREA)
+        valid[out_i] = cv2.resize(m, (new_cols, new_rows), interpolation=cv2.INTER_AREA) > 0.999
+        K.gradient_magnitude_2d(us[out_i], ky * sy, kx * sx, grad[out_i])
+    level_to_pixel = np.array(
+        [
+            [kx, 0, 0, c0 + 0.5 * kx - 0.5],
+            [0, ky, 0, r0 + 0.5 * ky - 0.5],
+            [0, 0, 1, 0],
+            [0, 0, 0, 1.0],
+        ]
+    )
+    p2r = sweep.image_to_reference[frame_index] @ level_to_pixel
+    return FrameLevel(float(spacing_mm), us, grad, valid, p2r, np.asarray(frame_index))
+
+
+class FrameSimilarity:
+    """LC² (or local NCC of gradients) of a :class:`FrameLevel` against a :class:`MriLevel`.
+
+    Parameters
+    ----------
+    mri
+        The MRI level.
+    frames
+        The frames at the same resolution.
+    metric
+        ``"lc2"`` (default) or ``"ncc_gradient"``.
+    patch_half
+        Patch half-width in pixels (3 → 7×7 patches).
+    min_fraction
+        Minimum valid fraction of a patch.
+    """
+
+    def __init__(
+        self,
+        mri: MriLevel,
+        frames: FrameLevel,
+        *,
+        metric: str = "lc2",
+        patch_half: int = 3,
+        min_fraction: float = 0.5,
+    ):
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+        self.mri = mri
+        self.frames = frames
+        self.metric = metric
+        self.patch_half = int(patch_half)
+        self.min_fraction = float(min_fraction)
+        n, rows, cols = frames.us.shape
+        self._scratch = K.frame_scratch(rows, cols)
+        self._num = np.zeros(n)
+        self._den = np.zeros(n)
+        self._inside = np.zeros(n, np.int64)
+        self._valid_total = np.maximum(frames.valid.reshape(n, -1).sum(axis=1), 1)
+        self.evaluations = 0
+
+    def frame_affines(self, reference_to_mri: np.ndarray) -> np.ndarray:
+        """(F, 3, 3) columns du, dv, origin: level pixel → MRI-level voxel position."""
+        b = self.mri.world_to_voxel @ reference_to_mri
+        m = np.einsum("ij,fjk->fik", b[:3], self.frames.pixel_to_reference)
+        return np.ascontiguousarray(m[:, :, [0, 1, 3]])
+
+    def per_frame(self, reference_to_mri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-frame (Σ w·score, Σ w, fraction of valid pixels inside the MRI)."""
+        aff = self.frame_affines(reference_to_mri)
+        kernel = K.lc2_frames if self.metric == "lc2" else K.ncc_gradient_frames
+        data = self.frames.us if self.metric == "lc2" else self.frames.us_grad
+        kernel(
+            self.mri.vol2,
+            data,
+            self.frames.valid,
+            aff,
+            self.patch_half,
+            self.min_fraction,
+            self._num,
+            self._den,
+            self._inside,
+            *self._scratch,
+        )
+        self.evaluations += 1
+        return self._num.copy(), self._den.copy(), self._inside / self._valid_total
+
+    def frame_scores(self, reference_to_mri: np.ndarray) -> np.ndarray:
+        """Per-frame similarity (NaN for a frame with no usable patch)."""
+        num, den, _ = self.per_frame(reference_to_mri)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+    def __call__(self, reference_to_mri: np.ndarray) -> float:
+        """Weighted mean similarity over all frames, times the fraction of the field of view
+        inside the MRI (so leaving the volume never pays)."""
+        num, den, inside = self.per_frame(reference_to_mri)
+        total = den.sum()
+        if total <= 0:
+            return 0.0
+        return float(num.sum() / total * min(1.0, float(inside.mean()) / 0.98))
+
+
+class VolumeSimilarity:
+    """LC² with 3D patches of a compounded US volume (in Reference mm) against the MRI.
+
+    Parameters
+    ----------
+    mri
+        The MRI level.
+    us_volume
+        Reconstructed US (Reference frame, ``affine`` = voxel → Reference mm), at about the
+        level's spacing.
+    us_valid
+        (X, Y, Z) bool: voxels that received data.
+    """
+
+    def __init__(
+        self,
+        mri: MriLevel,
+        us_volume: Volume,
+        us_valid: np.ndarray,
+        *,
+        patch_half: int = 2,
+        min_fraction: float = 0.5,
+    ):
+        self.mri = mri
+        self.us = np.ascontiguousarray(us_volume.data, dtype=np.float32)
+        self.us_affine = us_volume.affine
+        self.valid = np.ascontiguousarray(us_valid, dtype=np.uint8)
+        self.patch_half = int(patch_half)
+        self.min_fraction = float(min_fraction)
+        self._chan = np.zeros((*self.us.shape, K.N_STATS))
+        self._line = np.zeros((max(self.us.shape), K.N_STATS))
+        self._valid_total = max(int(self.valid.sum()), 1)
+        self.evaluations = 0
+
+    def __call__(self, reference_to_mri: np.ndarray) -> float:
+        m = (self.mri.world_to_voxel @ reference_to_mri @ self.us_affine)[:3]
+        num, den, inside = K.lc2_volume(
+            self.mri.vol2,
+            self.us,
+            self.valid,
+            np.ascontiguousarray(m),
+            self.patch_half,
+            self.min_fraction,
+            self._chan,
+            self._line,
+        )
+        self.evaluations += 1
+        if den <= 0:
+            return 0.0
+        return float(num / den * min(1.0, inside / self._valid_total / 0.98))

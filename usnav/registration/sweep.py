@@ -1,0 +1,275 @@
+"""A tracked ultrasound sweep as the registration sees it: frames, their ``ImageToReference``
+poses, and the field-of-view mask.
+
+Frames with an invalid image or an INVALID/MISSING tracking transform are dropped (with a
+count); a sweep with no usable frame is refused by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from usnav.errors import InputError
+from usnav.frames import TrackedFrame, TransformStatus
+
+
+@dataclass
+class Sweep:
+    """Tracked 2D ultrasound frames in the Reference frame.
+
+    Attributes
+    ----------
+    images
+        (F, rows, cols) uint8 (or float32) pixels, MF orientation (x = column, y = row).
+    image_to_reference
+        (F, 4, 4) ``ImageToReference`` per frame: pixel (col, row, 0, 1) → Reference mm.
+    timestamps
+        (F,) device timestamps, s.
+    source
+        Where it came from (for messages).
+    dropped
+        Frames left out (invalid image or transform), for reports.
+    fov_mask
+        (rows, cols) bool field-of-view mask, or None to detect it (:func:`detect_fov_mask`).
+    """
+
+    images: np.ndarray
+    image_to_reference: np.ndarray
+    timestamps: np.ndarray
+    source: str = "<memory>"
+    dropped: int = 0
+    fov_mask: np.ndarray | None = None
+    _detected_mask: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images)
+        self.image_to_reference = np.asarray(self.image_to_reference, dtype=np.float64)
+        self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
+        if self.images.ndim != 3:
+            raise InputError(
+                self.source, f"expected (frames, rows, cols) images, got shape {self.images.shape}"
+            )
+        n = self.images.shape[0]
+        if self.image_to_reference.shape != (n, 4, 4) or self.timestamps.shape != (n,):
+            raise InputError(self.source, "frames, poses and timestamps differ in number")
+        if not np.all(np.isfinite(self.image_to_reference)):
+            raise InputError(self.source, "a frame pose has NaN or infinite values")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(cols, rows)."""
+        return int(self.images.shape[2]), int(self.images.shape[1])
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float]:
+        """mm per pixel along columns (x) and rows (y), from the first pose."""
+        s = np.linalg.norm(self.image_to_reference[0, :3, :2], axis=0)
+        return float(s[0]), float(s[1])
+
+    def mask(self) -> np.ndarray:
+        """The field-of-view mask (given, or detected once from the images)."""
+        if self.fov_mask is not None:
+            return np.asarray(self.fov_mask, dtype=bool)
+        if self._detected_mask is None:
+            self._detected_mask = detect_fov_mask(self.images)
+        return self._detected_mask
+
+    def subset(self, index: np.ndarray | slice | list[int]) -> Sweep:
+        """A sweep of some of the frames (same mask)."""
+        return Sweep(
+            self.images[index],
+            self.image_to_reference[index],
+            self.timestamps[index],
+            source=self.source,
+            fov_mask=self.mask(),
+        )
+
+    @classmethod
+    def from_frames(
+        cls, frames: Iterable[TrackedFrame], image_to_probe: np.ndarray, *, source: str = "<frames>"
+    ) -> Sweep:
+        """Build a sweep from tracked frames carrying ``ProbeToReference`` or
+        ``ProbeToTracker`` + ``ReferenceToTracker`` (or ``ImageToReference``)."""
+        images: list[np.ndarray] = []
+        poses: list[np.ndarray] = []
+        stamps: list[float] = []
+        total = 0
+        shape = None
+        for frame in frames:
+            total += 1
+            if not frame.image_ok or frame.image.size == 0:
+                continue
+            pose = _image_to_reference(frame, image_to_probe)
+            if pose is None:
+                continue
+            image = _to_mf_gray(frame.image, frame.orientation, source)
+            if shape is None:
+                shape = image.shape
+            elif image.shape != shape:
+                raise InputError(
+                    source,
+                    f"frame {frame.frame_number} is {image.shape}, others "
+                    f"{shape}: a sweep needs one image size",
+                )
+            images.append(image)
+            poses.append(pose)
+            stamps.append(frame.t_device)
+        if total == 0:
+            raise InputError(
+                source, "the sweep is empty (no frames)", "record a sweep over the region first"
+            )
+        if not images:
+            raise InputError(
+                source,
+                f"none of the {total} frames has a usable image and valid tracking "
+                "(ProbeToReference, or ProbeToTracker and ReferenceToTracker, all INVALID/"
+                "MISSING)",
+                "check that the probe and reference markers were visible",
+            )
+        return cls(
+            np.stack(images),
+            np.stack(poses),
+            np.asarray(stamps),
+            source=source,
+            dropped=total - len(images),
+        )
+
+
+def _image_to_reference(frame: TrackedFrame, image_to_probe: np.ndarray) -> np.ndarray | None:
+    t = frame.transforms
+    if "ImageToReference" in t:
+        tr = t["ImageToReference"]
+        return np.asarray(tr.matrix, float) if tr.status is TransformStatus.OK else None
+    if "ProbeToReference" in t:
+        tr = t["ProbeToReference"]
+        if tr.status is not TransformStatus.OK:
+            return None
+        return np.asarray(tr.matrix, float) @ image_to_probe
+    p2t = t.get("ProbeToTracker")
+    r2t = t.get("ReferenceToTracker")
+    if p2t is None or r2t is None or not (p2t.ok and r2t.ok):
+        return None
+    try:
+        return (
+            np.linalg.solve(np.asarray(r2t.matrix, float), np.asarray(p2t.matrix, float))
+            @ image_to_probe
+        )
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _to_mf_gray(image: np.ndarray, orientation: str, source: str) -> np.ndarray:
+    """Grey levels in MF orientation (PLUS flips other 2D orientations on input)."""
+    img = np.asarray(image)
+    if img.ndim == 3:
+        img = img[..., :3].mean(axis=2).astype(np.float32) if img.shape[2] >= 3 else img[..., 0]
+    code = (orientation or "MF").upper()[:2]
+    if code in ("MF", "??"):
+        return img
+    if code == "MN":
+        return img[::-1, :]
+    if code == "UF":
+        return img[:, ::-1]
+    if code == "UN":
+        return img[::-1, ::-1]
+    raise InputError(
+        source,
+        f"image orientation {orientation} (scanlines in rows) is not supported for registration",
+        "record B-mode images (MF)",
+    )
+
+
+def load_sweep(recording: str | Path, image_to_probe: np.ndarray) -> Sweep:
+    """Read a PLUS sequence file (``.igs.mha``, ``.seq.nrrd``...) as a :class:`Sweep`.
+
+    Parameters
+    ----------
+    recording
+        The sequence file, with per-frame ``ProbeToTracker`` + ``ReferenceToTracker`` or
+        ``ProbeToReference`` (mm).
+    image_to_probe
+        4×4 ``ImageToProbe`` (pixel → Probe mm, carries mm per pixel).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, no frames, no frame with valid tracking, mixed image sizes.
+    """
+    from usnav.io.sequence import read_sequence
+
+    path = Path(recording)
+    if not path.exists():
+        raise InputError(path, "no such recording")
+    with read_sequence(path) as seq:
+        if len(seq) == 0:
+            raise InputError(
+                path, "the sweep is empty (no frames)", "record a sweep over the region first"
+            )
+        if tuple(seq.image_size) == (0, 0):
+            raise InputError(path, "is a tracker-only recording (no images)")
+        names = set(seq.transform_names)
+        if (
+            "ProbeToReference" not in names
+            and not {"ProbeToTracker", "ReferenceToTracker"} <= names
+        ):
+            raise InputError(
+                path,
+                "has neither ProbeToReference nor ProbeToTracker + "
+                f"ReferenceToTracker (found: {', '.join(sorted(names)) or 'none'})",
+            )
+        return Sweep.from_frames(
+            (seq.frame(i) for i in range(len(seq))),
+            np.asarray(image_to_probe, float),
+            source=str(path),
+        )
+
+
+def detect_fov_mask(images: np.ndarray, *, max_frames: int = 60, erode_px: int = 2) -> np.ndarray:
+    """Detect the ultrasound field of view (the fan or rectangle) of a stack of frames.
+
+    A pixel is inside when it is non-zero in some frame and its value changes across frames
+    (static overlays such as text and depth scales stay constant); the largest connected
+    region is kept, its holes filled, and its border eroded by ``erode_px`` pixels
+    (interpolation and scan-conversion edges are not tissue).
+
+    Parameters
+    ----------
+    images
+        (F, rows, cols) frames.
+
+    Returns
+    -------
+    (rows, cols) bool mask. All False if nothing was found.
+    """
+    imgs = np.asarray(images)
+    if imgs.ndim == 2:
+        imgs = imgs[None]
+    n = imgs.shape[0]
+    pick = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int))
+    stack = imgs[pick].astype(np.float32)
+    nonzero = (stack > 0).mean(axis=0) > 0.05
+    if len(pick) >= 3:
+        varying = stack.std(axis=0) > 0.5
+        candidate = nonzero & varying
+    else:
+        candidate = nonzero
+    if not candidate.any():
+        return np.zeros(imgs.shape[1:], bool)
+    # close small speckle gaps, keep the largest region, fill its holes
+    candidate = ndimage.binary_closing(candidate, structure=np.ones((5, 5)), iterations=1)
+    labels, count = ndimage.label(candidate)
+    if count > 1:
+        sizes = ndimage.sum_labels(candidate, labels, index=np.arange(1, count + 1))
+        candidate = labels == (1 + int(np.argmax(sizes)))
+    mask = ndimage.binary_fill_holes(candidate)
+    if erode_px > 0:
+        mask = ndimage.binary_erosion(mask, iterations=erode_px)
+    return mask
