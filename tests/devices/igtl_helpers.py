@@ -33,10 +33,14 @@ def raw_message(
     if isinstance(name, str):
         name = name.encode()
     header = struct.pack(
-        ">H12s20sQQQ", version, mtype.encode(), name, ts,
+        ">H12s20sQQQ",
+        version,
+        mtype.encode(),
+        name,
+        ts,
         len(body) if body_size is None else body_size,
         crc64_bitwise(body) if crc is None else crc,
-    )  # fmt: skip
+    )
     return header + body
 
 

@@ -24,9 +24,34 @@ TRANSFORM_BODY = struct.pack(">12f", 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2, 3)
 
 def _image_body(cols: int, rows: int, pixel_bytes: int) -> bytes:
     header = struct.pack(
-        ">HBBBB3H12f3H3H", 1, 1, 3, 2, 1, cols, rows, 1,
-        1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, cols, rows, 1,
-    )  # fmt: skip
+        ">HBBBB3H12f3H3H",
+        1,
+        1,
+        3,
+        2,
+        1,
+        cols,
+        rows,
+        1,
+        1,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        cols,
+        rows,
+        1,
+    )
     return header + bytes(pixel_bytes)
 
 
@@ -135,10 +160,17 @@ def test_seeded_fuzz_keeps_the_server_alive_and_bounded(served):
     rng = random.Random(20240518)
     good = [
         encode(Message("TRANSFORM", "ProbeToReference", TransformContent(np.eye(4)), 1.0), 2),
-        encode(Message("IMAGE", "Image_Reference",
-                       ImageContent.from_array(np.zeros((16, 16), np.uint8)), 1.0), 1),
+        encode(
+            Message(
+                "IMAGE",
+                "Image_Reference",
+                ImageContent.from_array(np.zeros((16, 16), np.uint8)),
+                1.0,
+            ),
+            1,
+        ),
         raw_message(1, "GET_STATUS", "", b""),
-    ]  # fmt: skip
+    ]
     tracemalloc.start()
     deadline = time.monotonic() + 8.0
     iterations = 0

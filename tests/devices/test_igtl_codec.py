@@ -63,13 +63,23 @@ def _ex2() -> bytes:
 
 def _ex3() -> bytes:
     image_header = bytes.fromhex(
-        "000101030201" "000300020001"
-        "3f000000" "00000000" "00000000"
-        "00000000" "3f000000" "00000000"
-        "00000000" "00000000" "3f800000"
-        "41280000" "41a20000" "41f00000"
-        "000000000000" "000300020001"
-    )  # fmt: skip
+        "000101030201"
+        "000300020001"
+        "3f000000"
+        "00000000"
+        "00000000"
+        "00000000"
+        "3f000000"
+        "00000000"
+        "00000000"
+        "00000000"
+        "3f800000"
+        "41280000"
+        "41a20000"
+        "41f00000"
+        "000000000000"
+        "000300020001"
+    )
     body = image_header + bytes(range(6))
     return _header(1, "IMAGE", "Image_Reference", 0, body) + body
 
@@ -173,9 +183,34 @@ def test_2d_image_travels_as_cols_rows_1_and_3d_uint16_float32_round_trip():
 def test_lps_big_endian_image_from_another_sender_is_converted():
     pixels = np.array([[1, 2], [3, 258]], dtype=">u2")
     header = struct.pack(
-        ">HBBBB3H12f3H3H", 1, 1, 5, 1, 2, 2, 2, 1,
-        1, 0, 0, 0, 1, 0, 0, 0, 1, 10.5, 20.5, 30, 0, 0, 0, 2, 2, 1,
-    )  # fmt: skip
+        ">HBBBB3H12f3H3H",
+        1,
+        1,
+        5,
+        1,
+        2,
+        2,
+        2,
+        1,
+        1,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        1,
+        10.5,
+        20.5,
+        30,
+        0,
+        0,
+        0,
+        2,
+        2,
+        1,
+    )
     body = header + pixels.tobytes()
     decoded = _decode(_header(1, "IMAGE", "Img", 0, body) + body).content
     np.testing.assert_array_equal(decoded.array, pixels.astype(np.uint16))
@@ -193,9 +228,12 @@ def test_string_point_polydata_and_query_bytes():
     raw = encode(Message("POINT", "Pts", PointContent([point, Point(name="B")])), 1)
     first = raw[58 : 58 + 136]
     assert first == (
-        b"Tip".ljust(64, b"\0") + b"Group".ljust(32, b"\0") + bytes([255, 0, 0, 255])
-        + struct.pack(">4f", 1.5, -2.0, 3.25, 2.0) + b"Owner".ljust(20, b"\0")
-    )  # fmt: skip
+        b"Tip".ljust(64, b"\0")
+        + b"Group".ljust(32, b"\0")
+        + bytes([255, 0, 0, 255])
+        + struct.pack(">4f", 1.5, -2.0, 3.25, 2.0)
+        + b"Owner".ljust(20, b"\0")
+    )
     decoded = _decode(raw).content.points
     assert decoded[0] == point and decoded[1].name == "B"
 

@@ -163,9 +163,11 @@ def test_client_notices_a_silent_peer_and_reconnects():
         listener.listen(4)
         listener.settimeout(5)
         client = IgtlClient(
-            "127.0.0.1", listener.getsockname()[1], on_message=lambda m: None,
+            "127.0.0.1",
+            listener.getsockname()[1],
+            on_message=lambda m: None,
             receive_timeout_s=0.2,
-        ).start()  # fmt: skip
+        ).start()
         try:
             first, _ = listener.accept()  # accepts, never says anything
             second, _ = listener.accept()  # the client gave up on the first and came back

@@ -108,14 +108,20 @@ def test_embedded_matrix_status_and_fields_come_from_the_image(server):
 
 
 def test_watchdog_marks_a_stale_transform_missing_and_states_follow(server):
-    probe = connect(server, transforms=["ProbeToReference", "StylusToReference"],
-                    watchdog_s=0.3, no_signal_s=0.5, pairing_wait_s=0.0)  # fmt: skip
+    probe = connect(
+        server,
+        transforms=["ProbeToReference", "StylusToReference"],
+        watchdog_s=0.3,
+        no_signal_s=0.5,
+        pairing_wait_s=0.0,
+    )
     changes: list[tuple[str, TransformStatus]] = []
     probe.add_transform_listener(lambda name, status: changes.append((name, status)))
     try:
         t = 10.0
-        server.broadcast([transform("ProbeToReference", t), transform("StylusToReference", t),
-                          image(t, 1)])  # fmt: skip
+        server.broadcast(
+            [transform("ProbeToReference", t), transform("StylusToReference", t), image(t, 1)]
+        )
         first = probe.get_frame(5)
         assert first.transforms["StylusToReference"].status is TransformStatus.OK
         assert probe.wait_for_state(DeviceState.STREAMING, timeout_s=5)

@@ -421,10 +421,13 @@ _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 class PlaybackProcess:
     """``usnav replay`` running in another process (see :func:`serve_in_subprocess`)."""
 
-    def __init__(self, process: subprocess.Popen, host: str, port: int):
+    def __init__(
+        self, process: subprocess.Popen, host: str, port: int, readers: list[threading.Thread]
+    ):
         self.process = process
         self.host = host
         self.port = port
+        self._readers = readers
 
     @property
     def running(self) -> bool:
@@ -435,28 +438,36 @@ class PlaybackProcess:
         if self.running:
             self.process.send_signal(signal.SIGINT)
             try:
-                return self.process.wait(timeout_s)
+                self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.terminate()
-        return self.process.wait(timeout_s)
+        return self._reap(timeout_s)
 
     def kill(self) -> int:
         """Kill it at once (SIGKILL: a crashed server, as a test of the client)."""
         if self.running:
             self.process.kill()
-        return self.process.wait(5)
+        return self._reap(5.0)
 
     def wait(self, timeout_s: float | None = None) -> int:
-        return self.process.wait(timeout_s)
+        """Wait for it to exit by itself (e.g. at the end of a recording without loop)."""
+        self.process.wait(timeout_s)
+        return self._reap(5.0)
+
+    def _reap(self, timeout_s: float) -> int:
+        code = self.process.wait(timeout_s)
+        for reader in self._readers:  # they end at EOF of the pipes
+            reader.join(timeout_s)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        return code
 
     def __enter__(self) -> PlaybackProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def serve_in_subprocess(
@@ -514,7 +525,8 @@ def serve_in_subprocess(
             if match and not found:
                 found.append((match.group(1), int(match.group(2))))
 
-    threading.Thread(target=read_stdout, daemon=True).start()
+    stdout_reader = threading.Thread(target=read_stdout, daemon=True)
+    stdout_reader.start()
     deadline = time.monotonic() + startup_timeout_s
     while not found and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -523,12 +535,17 @@ def serve_in_subprocess(
             process.kill()
         process.wait(5)
         error = process.stderr.read() if process.stderr else ""
+        stdout_reader.join(5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
         raise UsnavError(
             f"usnav replay {recording} did not start listening: "
             + (error.strip().splitlines()[-1] if error.strip() else "no output")
         )
     # Keep draining stderr so the child never blocks on a full pipe.
-    threading.Thread(
+    stderr_reader = threading.Thread(
         target=lambda: process.stderr.read() if process.stderr else None, daemon=True
-    ).start()
-    return PlaybackProcess(process, found[0][0], found[0][1])
+    )
+    stderr_reader.start()
+    return PlaybackProcess(process, found[0][0], found[0][1], [stdout_reader, stderr_reader])

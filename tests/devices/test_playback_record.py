@@ -1,0 +1,222 @@
+"""Playback server and recorder end to end: real files, real processes, real sockets."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyigtl
+import pytest
+from igtl_helpers import free_port, wait_until
+
+from usnav.config.calibration import CalibrationFile, SpatialCalibration
+from usnav.devices.base import DeviceState
+from usnav.devices.config import ProbeConfig
+from usnav.devices.playback import PlaybackServer, serve_in_subprocess
+from usnav.devices.probe import ProbeClient
+from usnav.devices.recorder import record
+from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
+from usnav.io.sequence import journal_path, read_sequence, recover_recording, write_sequence
+
+FPS = 30.0
+
+
+def probe_to_tracker(k: int) -> np.ndarray:
+    m = np.eye(4)
+    angle = np.deg2rad(2 * k)
+    m[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    m[:3, 3] = [10 + k, 20 - 0.5 * k, 30]
+    return m
+
+
+REFERENCE_TO_TRACKER = np.array(
+    [[0, -1, 0, 100], [1, 0, 0, -50], [0, 0, 1, 10], [0, 0, 0, 1]], dtype=float
+)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    """A small real sequence file: 30 frames of 48×64 pixels, two transforms, one INVALID."""
+    path = tmp_path_factory.mktemp("rec") / "sweep.igs.mha"
+    rng = np.random.default_rng(3)
+    frames = []
+    for k in range(30):
+        status = TransformStatus.INVALID if k == 3 else TransformStatus.OK
+        frames.append(
+            TrackedFrame(
+                image=rng.integers(0, 256, (48, 64), dtype=np.uint8),
+                transforms={
+                    "ProbeToTracker": TrackedTransform(probe_to_tracker(k), status),
+                    "ReferenceToTracker": TrackedTransform(REFERENCE_TO_TRACKER),
+                },
+                t_device=100.0 + k / FPS,
+                frame_number=k,
+            )
+        )
+    write_sequence(path, frames)
+    return path
+
+
+def _usnav(*args: str) -> list[str]:
+    return [sys.executable, "-m", "usnav", *args]
+
+
+@pytest.mark.needs_data
+def test_replay_piped_through_record_keeps_all_21_frames_identical(plus_images, tmp_path):
+    source = plus_images / "SpinePhantomFreehand.igs.mha"
+    out = tmp_path / "copy.igs.mha"
+    with serve_in_subprocess(source, rate="max") as server:
+        done = subprocess.run(
+            _usnav("record", "--port", str(server.port), "--out", str(out), "--stop-on-disconnect"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert "received 21, written 21, dropped 0" in done.stdout
+    with read_sequence(source) as original, read_sequence(out) as copy:
+        assert len(copy) == len(original) == 21
+        frames = [(original.frame(i), copy.frame(i)) for i in range(21)]
+    for i in range(21):
+        a, b = frames[i]
+        np.testing.assert_array_equal(a.image, b.image)
+        assert b.t_device == pytest.approx(a.t_device, abs=1e-6)
+        assert b.frame_number == a.frame_number
+        for name, tt in a.transforms.items():
+            assert b.transforms[name].status is tt.status
+            np.testing.assert_allclose(b.transforms[name].matrix, tt.matrix, rtol=1e-6, atol=1e-4)
+
+
+def test_probe_reconnects_after_the_server_is_killed_and_restarted(recording):
+    port = free_port()
+    config = ProbeConfig(port=port, transforms=["ProbeToTracker", "ReferenceToTracker"])
+    server = serve_in_subprocess(recording, port=port, loop=True)
+    probe = ProbeClient(config)
+    states: list[DeviceState] = []
+    probe.add_state_listener(lambda change: states.append(change.new))
+    try:
+        probe.start()
+        before = [probe.get_frame(10) for _ in range(5)]
+        assert all(f is not None for f in before)
+        server.kill()  # a crash: no goodbye
+        assert probe.wait_for_state(DeviceState.CONNECTING, timeout_s=5)
+        # In between, the watchdog sees the transforms go stale.
+        assert wait_until(
+            lambda: set(probe.transform_states().values()) == {TransformStatus.MISSING}, 3
+        )
+        server = serve_in_subprocess(recording, port=port, loop=True)
+        assert probe.wait_for_state(DeviceState.NO_SIGNAL, DeviceState.STREAMING, timeout_s=2.0)
+        after = probe.get_frame(10)
+        assert after is not None and after.t_received > before[-1].t_received
+        assert after.transforms["ProbeToTracker"].status in (
+            TransformStatus.OK,
+            TransformStatus.INVALID,
+        )
+        assert wait_until(
+            lambda: probe.transform_states()["ReferenceToTracker"] is TransformStatus.OK, 5
+        )
+    finally:
+        probe.close()
+        server.stop()
+    assert DeviceState.CONNECTING in states[states.index(DeviceState.STREAMING) :]
+    assert probe.stats.reconnects >= 1
+
+
+def test_playback_object_serves_frames_like_plus(recording):
+    image_to_probe = np.diag([0.1, 0.12, 0.11, 1.0])
+    image_to_probe[:3, 3] = [-3, 0, 5]
+    calibration = CalibrationFile(
+        spatial=SpatialCalibration(image_to_probe=image_to_probe.tolist())
+    )
+    playback = PlaybackServer(recording, port=0, rate=3.0, calibration=calibration)
+    playback.connect()
+    assert playback.state is DeviceState.LISTENING
+    probe = ProbeClient(ProbeConfig(port=playback.port, transforms=["ProbeToTracker"]))
+    slicer_like = None
+    try:
+        probe.start()
+        playback.start()
+        slicer_like = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=playback.port)
+        frames = list(probe.frames(timeout_s=1))
+        assert playback.wait(10)
+        image_msg = slicer_like.wait_for_message("Image_Reference", timeout=5)
+    finally:
+        probe.close()
+        playback.close()
+        if slicer_like is not None:
+            slicer_like.stop()
+    assert [f.frame_number for f in frames] == list(range(30))
+    assert playback.state is DeviceState.CLOSED and playback.stats.frames_sent == 30
+    # Paced by the file's timestamps at 3× (29 intervals of 1/30 s): not all at once.
+    assert frames[-1].t_received - frames[0].t_received >= 29 / FPS / 3 * 0.8
+    for k, frame in enumerate(frames):
+        assert frame.t_device == pytest.approx(100.0 + k / FPS, abs=1e-6)
+        expected = np.linalg.inv(REFERENCE_TO_TRACKER) @ probe_to_tracker(k) @ image_to_probe
+        embedded = frame.transforms["ImageToReference"]
+        np.testing.assert_allclose(embedded.matrix, expected, atol=1e-4)
+        status = TransformStatus.INVALID if k == 3 else TransformStatus.OK
+        assert frame.transforms["ProbeToTracker"].status is status
+        assert embedded.status is status
+    # pyigtl (v1, as an older Slicer) sees a 2D image of 48 rows × 64 columns.
+    assert image_msg.image.shape == (1, 48, 64)
+
+
+def test_looping_keeps_timestamps_increasing(recording):
+    playback = PlaybackServer(recording, port=0, rate="max", loop=True).connect()
+    with playback, ProbeClient(ProbeConfig(port=playback.port, pairing_wait_s=0)) as probe:
+        frames = [probe.get_frame(5) for _ in range(70)]
+    times = [f.t_device for f in frames]
+    assert all(b > a for a, b in itertools.pairwise(times))
+    assert playback.stats.loops >= 2
+
+
+def test_recorder_counts_and_stops_after_n_frames(recording, tmp_path):
+    with PlaybackServer(recording, port=0, rate="max") as playback:
+        result = record(tmp_path / "n.seq.nrrd", port=playback.port, frames=12)
+    assert (result.received, result.written, result.dropped) == (12, 12, 0)
+    assert result.stopped_by == "12 frames"
+    with read_sequence(tmp_path / "n.seq.nrrd") as written:
+        assert len(written) == 12
+
+
+def _journal_frames(out: Path) -> int:
+    frames = journal_path(out) / "frames.jsonl"
+    return frames.read_text().count("\n") if frames.exists() else 0
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
+def test_interrupted_recording_is_readable_to_its_last_complete_frame(recording, tmp_path, how):
+    out = tmp_path / "live.igs.mha"
+    with serve_in_subprocess(recording, loop=True, rate=1.0) as server:
+        recorder = subprocess.Popen(
+            _usnav("record", "--port", str(server.port), "--out", str(out)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert wait_until(lambda: _journal_frames(out) >= 8, 30)  # + 2 layout lines
+            if how == "ctrl-c":
+                recorder.send_signal(signal.SIGINT)
+            else:
+                recorder.kill()
+            stdout, _ = recorder.communicate(timeout=30)
+        finally:
+            if recorder.poll() is None:
+                recorder.kill()
+    if how == "ctrl-c":
+        assert recorder.returncode == 130
+        assert "written" in stdout
+        path = out
+    else:
+        assert out.exists() is False and journal_path(out).exists()
+        path = recover_recording(out)
+    with read_sequence(path) as sequence:
+        assert len(sequence) >= 5
+        first = sequence.frame(0)
+    assert first.image.shape == (48, 64) and "ProbeToTracker" in first.transforms
