@@ -152,6 +152,7 @@ def write_recording(
     *,
     seed: int = 0,
     invalid: frozenset[int] = frozenset(),
+    no_image: frozenset[int] = frozenset(),
     flip: str | None = None,
     orientation: str = "MF",
 ) -> SynthRecording:
@@ -188,6 +189,7 @@ def write_recording(
                 t_device=10.0 + 0.1 * i,
                 frame_number=i,
                 orientation=orientation,
+                image_ok=i not in no_image,
             )
         )
     write_sequence(path, frames, orientation=orientation)

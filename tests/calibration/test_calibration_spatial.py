@@ -115,7 +115,9 @@ def test_mirrored_plus_frames_are_caught(plus_images: Path, plus_result, tmp_pat
 def synthetic(tmp_path_factory: pytest.TempPathFactory):
     d = tmp_path_factory.mktemp("nwire")
     cfg = synth.config_xml(d / "phantom.xml")
-    cal = synth.write_recording(d / "cal.igs.mha", 40, seed=1, invalid=frozenset({3, 17, 30}))
+    cal = synth.write_recording(
+        d / "cal.igs.mha", 40, seed=1, invalid=frozenset({3, 17, 30}), no_image=frozenset({9})
+    )
     val = synth.write_recording(d / "val.igs.mha", 12, seed=2)
     return d, cfg, cal, val
 
@@ -127,11 +129,15 @@ def test_recovers_known_image_to_probe(synthetic) -> None:
     assert dt_mm < 0.1 and drot_deg < 0.05
     np.testing.assert_allclose(result.spacing_mm, synth.SPACING, rtol=2e-3)
     assert result.calibration_error.mean < 0.1 and result.validation_error.mean < 0.1
-    assert result.calibration.counts == {"ok": 37, FrameStatus.INVALID_TRANSFORM.value: 3}
+    assert result.calibration.counts == {
+        "ok": 36,
+        FrameStatus.INVALID_TRANSFORM.value: 3,
+        FrameStatus.NO_IMAGE.value: 1,
+    }
     assert result.validation.counts == {"ok": 12}
     d = result.as_dict()
     assert np.asarray(d["ImageToProbe"]).shape == (4, 4)
-    assert d["calibration"]["skipped"] == {"probe or reference transform not OK": 3}
+    assert d["calibration"]["skipped"] == {"no image": 1, "probe or reference transform not OK": 3}
 
 
 def test_orientation_contradicting_the_phantom_is_refused(synthetic, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from usnav.calibration.segmentation import FrameStatus, to_mf
-from usnav.calibration.spatial import SegmentedSequence, SpatialCalibrationResult
+from usnav.calibration.spatial import SegmentedSequence, SpatialCalibrationResult, grey
 from usnav.calibration.temporal import TemporalCalibrationResult
 from usnav.errors import InputError
 
@@ -165,9 +165,7 @@ def spatial_report(
         picks = _pick_frames(seq, n_ok, n_bad)
         with read_sequence(seq.path) as s:
             for i in picks:
-                img = np.asarray(s.image(i))
-                if img.ndim == 3:
-                    img = img[..., 0]
+                img = grey(s.image(i))
                 tile = render_frame(
                     to_mf(img, seq.orientation), seq.frames[i], label=f"{name} #{i}"
                 )

@@ -385,13 +385,11 @@ def segment_sequence(
                         f"{tstatus[i].value}",
                     )
                 )
+            elif not _image_ok(seq, i):
+                frames.append(FrameSegmentation(FrameStatus.NO_IMAGE, detail="ImageStatus not OK"))
             else:
-                image = seq.image(i)
-                if image.ndim == 3 and image.shape[2] == 1:
-                    image = image[:, :, 0]
-                frames.append(
-                    segment_frame(to_mf(np.asarray(image), orientation), segmenter, finder, roi)
-                )
+                image = grey(seq.image(i))
+                frames.append(segment_frame(to_mf(image, orientation), segmenter, finder, roi))
             if progress is not None:
                 progress(i + 1, n)
     used = np.array([i for i, f in enumerate(frames) if f.status is FrameStatus.OK], dtype=int)
@@ -413,6 +411,20 @@ def segment_sequence(
     return SegmentedSequence(
         p, orientation, frames, used, image_pts, wire_points, phantom_pts, probe_pts, ptp
     )
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """A frame as one channel: (rows, cols, 1) squeezed, colour averaged."""
+    img = np.asarray(image)
+    if img.ndim == 3:
+        img = img[:, :, 0] if img.shape[2] == 1 else img.mean(axis=2).astype(img.dtype)
+    return img
+
+
+def _image_ok(seq, index: int) -> bool:
+    fields = seq.fields(index) if hasattr(seq, "fields") else {}
+    status = fields.get("ImageStatus", fields.get("Status", "OK"))
+    return status.strip().upper() == "OK"
 
 
 def _refusal(seq: SegmentedSequence, min_frames: int) -> str:

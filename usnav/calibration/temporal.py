@@ -151,6 +151,7 @@ def video_line_signal(
     Frames outside ``time_range`` (s) are skipped (their line is None).
     """
     from usnav.calibration.segmentation import to_mf
+    from usnav.calibration.spatial import grey
 
     n = len(seq)
     cols, rows = seq.image_size
@@ -161,9 +162,7 @@ def video_line_signal(
     for i in range(n):
         line = None
         inside = time_range is None or time_range[0] <= stamps[i] <= time_range[1]
-        image = np.asarray(seq.image(i)) if inside else np.zeros((0, 0), np.uint8)
-        if image.ndim == 3:
-            image = image[..., 0]
+        image = grey(seq.image(i)) if inside else np.zeros((0, 0), np.uint8)
         if image.size:
             line = fit_line_ransac(scanline_peaks(to_mf(image, seq.orientation), clip))
         if line is not None and line.direction[0] < MIN_X_DIRECTION:
