@@ -92,9 +92,10 @@ STRUCTURAL_KEYS = frozenset(
 
 def _split(line: str) -> tuple[str, str] | None:
     key, sep, value = line.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         return None
-    return key.strip(), value.strip()
+    return key, value.strip()
 
 
 def read_metaio_layout(path: Path) -> Layout:
@@ -111,6 +112,7 @@ def read_metaio_layout(path: Path) -> Layout:
         _END,
         "'ElementDataFile = LOCAL'",
         "the header is cut short or the file is not a MetaIO (.mha) file",
+        literal=b"ElementDataFile",
     )
     raw = RawHeader(data_offset=offset)
     split_lines(path, text, _split, raw)

@@ -144,7 +144,7 @@ def read_nrrd_layout(path: Path) -> Layout:
         lines[1] if len(lines) > 1 else b"",
         _split,
         raw,
-        skip=lambda line: line.startswith("#"),
+        comment="#",
     )
     dim_text = raw.get("dimension")
     try:

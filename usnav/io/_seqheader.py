@@ -58,7 +58,7 @@ class RawHeader:
 
 
 def read_header_block(
-    path: Path, end: re.Pattern[bytes], what: str, missing_hint: str
+    path: Path, end: re.Pattern[bytes], what: str, missing_hint: str, literal: bytes = b""
 ) -> tuple[bytes, int]:
     """Read the file from the start up to and including the header's last line.
 
@@ -72,6 +72,9 @@ def read_header_block(
         Name of the terminating line, for the error message.
     missing_hint
         What to tell the user when the header never ends.
+    literal
+        Bytes that a match usually contains (``ElementDataFile``): found with a plain search
+        first, so a 4 MB header is not scanned by the regex engine (which still decides).
 
     Returns
     -------
@@ -87,7 +90,9 @@ def read_header_block(
             # binary data starts at the first NUL: the header must end before it
             nul = buf.find(b"\x00", max(0, searched - 8))
             limit = nul if nul >= 0 else len(buf)
-            match = end.search(buf, max(0, searched - 4096), limit)
+            low = max(0, searched - 4096)
+            near = buf.find(literal, low, limit) if literal else -1
+            match = end.search(buf, max(low, near - 256) if near >= 0 else low, limit)
             if match is not None and (match.group(0).endswith(b"\n") or at_eof):
                 return bytes(buf[: match.end()]), match.end()
             if nul >= 0 or at_eof:
@@ -107,30 +112,40 @@ def split_lines(
     text: bytes,
     split_field: Callable[[str], tuple[str, str] | None],
     header: RawHeader,
-    skip: Callable[[str], bool] = lambda line: False,
+    comment: str | None = None,
 ) -> None:
     """Split header text into sequence-level and per-frame fields (into ``header``).
 
-    ``split_field(line)`` returns (key, value) or None for a line that is not a field.
+    ``split_field(line)`` returns (key, value) or None for a line that is not a field;
+    lines starting with ``comment`` are skipped.
     """
     frames = header.frames
     fields = header.fields
     prefix_len = len(FRAME_PREFIX)
-    for number, raw in enumerate(text.split(b"\n"), start=1):
-        line = raw.decode("utf-8", errors="surrogateescape").rstrip("\r")
-        if not line.strip() or skip(line):
+    last_index = ""
+    current: dict[str, str] = {}
+    decoded = text.decode("utf-8", errors="surrogateescape")
+    for number, line in enumerate(decoded.split("\n"), start=1):
+        if comment is not None and line.startswith(comment):
             continue
         kv = split_field(line)
         if kv is None:
-            header.problems.append(f"line {number} skipped: not a field ({line[:60]!r})")
+            if line.strip():
+                header.problems.append(f"line {number} skipped: not a field ({line[:60]!r})")
             continue
         key, value = kv
-        if key[:prefix_len].lower() == _FRAME_PREFIX_LOWER:
+        if key[:prefix_len] == FRAME_PREFIX or key[:prefix_len].lower() == _FRAME_PREFIX_LOWER:
             index_text, sep, name = key[prefix_len:].partition("_")
-            if not sep or not index_text.isdigit() or not name:
-                header.problems.append(f"line {number} skipped: bad frame field name {key!r}")
+            if index_text != last_index:
+                if not index_text.isdigit():
+                    header.problems.append(f"line {number} skipped: bad frame field {key!r}")
+                    continue
+                current = frames.setdefault(int(index_text), {})
+                last_index = index_text
+            if not sep or not name:
+                header.problems.append(f"line {number} skipped: bad frame field {key!r}")
                 continue
-            frames.setdefault(int(index_text), {})[name] = value
+            current[name] = value
         else:
             fields[key] = value
     del path  # kept in the signature for symmetry with the callers' messages

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import math
 import os
@@ -333,54 +334,72 @@ class Sequence:
             self.problems.append("pixel spacing/origin not readable; using 1 and 0")
         return tuple(spacing), tuple(origin)
 
+    def _column(self, key: str) -> list[str | None]:
+        """The value of per-frame field ``key`` in each frame (None where absent)."""
+        return [ff.get(key) for ff in self._frame_fields]
+
+    def _numbers(self, key: str, default: np.ndarray) -> np.ndarray:
+        """Per-frame numeric field → float array (``default`` where absent)."""
+        values = self._column(key)
+        if None not in values:
+            try:
+                return np.array(values, dtype=np.float64)
+            except ValueError:
+                pass  # find the bad one below, for the message
+        out = default.astype(np.float64)
+        for i, text in enumerate(values):
+            if text is not None:
+                out[i] = _parse_float(self.path, i, key, text)
+        return out
+
     def _parse_frame_values(self) -> None:
+        """Timestamps, frame numbers, image statuses and transforms of every frame.
+
+        Works field by field (a handful of names) rather than line by line, so a
+        5000-frame header is decoded with a few vectorised conversions.
+        """
         n = self._n
-        path = self.path
-        self.timestamps = np.full(n, np.nan)
-        self.frame_numbers = np.arange(n, dtype=np.int64)
-        self.image_ok = np.ones(n, dtype=bool)
-        self.has_frame_numbers = False
-        texts: dict[str, list[tuple[int, str]]] = {}
-        statuses: dict[str, dict[int, str]] = {}
-        status_field = self._status_field
-        for i, ff in enumerate(self._frame_fields):
-            for key, value in ff.items():
-                if key.endswith(_TRANSFORM_SUFFIX):
-                    texts.setdefault(key[: -len(_TRANSFORM_SUFFIX)], []).append((i, value))
-                elif key.endswith(_STATUS_SUFFIX):
-                    statuses.setdefault(key[: -len(_STATUS_SUFFIX)], {})[i] = value
-                elif key == "Timestamp":
-                    self.timestamps[i] = _parse_float(path, i, "Timestamp", value)
-                elif key == "FrameNumber":
-                    self.has_frame_numbers = True
-                    try:
-                        self.frame_numbers[i] = int(float(value))
-                    except ValueError:
-                        raise InputError(
-                            path, f"frame {i}: FrameNumber is not a number: {value!r}"
-                        ) from None
-                elif key == status_field:
-                    self.image_ok[i] = value.strip().upper() == "OK"
-        self.transform_names = list(texts)
+        frames = self._frame_fields
+        names = list(dict.fromkeys(itertools.chain.from_iterable(frames)))
+        self.timestamps = self._numbers("Timestamp", np.full(n, np.nan))
+        self.has_frame_numbers = "FrameNumber" in names
+        numbers = self._numbers("FrameNumber", np.arange(n, dtype=np.float64))
+        self.frame_numbers = numbers.astype(np.int64)
+        self.image_ok = np.array(
+            [v is None or v.strip().upper() == "OK" for v in self._column(self._status_field)],
+            dtype=bool,
+        ).reshape(n)
+        self.transform_names = [
+            key[: -len(_TRANSFORM_SUFFIX)] for key in names if key.endswith(_TRANSFORM_SUFFIX)
+        ]
         self._matrices: dict[str, np.ndarray] = {}
         self._statuses: dict[str, list[TransformStatus]] = {}
-        for name, entries in texts.items():
+        word_status: dict[str | None, TransformStatus] = {None: TransformStatus.OK}
+        for name in self.transform_names:
+            key = f"{name}{_TRANSFORM_SUFFIX}"
+            entries = [(i, ff[key]) for i, ff in enumerate(frames) if key in ff]
             matrices = np.tile(np.eye(4), (n, 1, 1))
             present = np.zeros(n, dtype=bool)
             parsed = self._parse_matrices(name, entries)
-            for (i, _text), matrix in zip(entries, parsed, strict=True):
-                if matrix is not None:
-                    matrices[i] = matrix
-                    present[i] = True
-            words = statuses.get(name, {})
+            if len(parsed) == n and all(m is not None for m in parsed):
+                matrices = np.array(parsed)
+                present[:] = True
+            else:
+                for (i, _text), matrix in zip(entries, parsed, strict=True):
+                    if matrix is not None:
+                        matrices[i] = matrix
+                        present[i] = True
             status_list = []
-            for i in range(n):
-                if not present[i]:
+            for is_present, word in zip(
+                present, self._column(f"{name}{_STATUS_SUFFIX}"), strict=True
+            ):
+                if not is_present:
                     status_list.append(TransformStatus.MISSING)
-                elif i in words:
-                    status_list.append(TransformStatus.parse(words[i]))
-                else:
-                    status_list.append(TransformStatus.OK)  # files written without statuses
+                    continue
+                status = word_status.get(word)
+                if status is None:
+                    status = word_status[word] = TransformStatus.parse(word)  # type: ignore[arg-type]
+                status_list.append(status)  # no status field: OK (files written without them)
             self._matrices[name] = matrices
             self._statuses[name] = status_list
 
