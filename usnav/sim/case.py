@@ -1,0 +1,486 @@
+"""One simulated case: anatomy → MRI → surgery → tracked ultrasound sweep → files + truth.
+
+:func:`simulate_case` is what ``usnav simulate`` runs. The same seed and options give the same
+case (bit for bit on one machine); every random part draws from its own stream
+``numpy.random.default_rng([seed, part])`` so that changing one option does not reshuffle the
+others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+import usnav
+from usnav.config.calibration import (
+    CalibrationFile,
+    SpatialCalibration,
+    TemporalCalibration,
+    save_calibration,
+)
+from usnav.errors import InputError
+from usnav.frames import TrackedFrame, TrackedTransform
+from usnav.io.volume import Volume, save_volume
+from usnav.sim.anatomy import (
+    LabelGrid,
+    SpineAnatomy,
+    intraoperative,
+    paint_preop,
+    random_anatomy,
+    smooth_noise_volume,
+)
+from usnav.sim.landmarks import LANDMARK_DEFINITIONS, case_landmarks
+from usnav.sim.mri import MriResult, simulate_mri
+from usnav.sim.options import SimOptions
+from usnav.sim.sweep import TrackedSweep, plan_sweep
+from usnav.sim.tissues import TUMOR_BACKSCATTER, acoustic_tables
+from usnav.sim.ultrasound import ProbeGeometry, ScannerSettings, UltrasoundSimulator
+
+#: Bumped whenever the simulator's output changes for a given seed (names the demo cache).
+SIM_VERSION = 1
+
+# random streams
+_ANATOMY, _MRI, _SWEEP, _TEXTURE, _SPECKLE, _INIT = 1, 2, 3, 4, 5, 6
+
+FILE_NAMES = {
+    "mri": "mri.nii.gz",
+    "tumor_label": "tumor_label.nii.gz",
+    "anatomy_preop": "anatomy_preop.nii.gz",
+    "anatomy_intraop": "anatomy_intraop.nii.gz",
+    "sweep": "sweep.igs.mha",
+    "calibration": "calibration.toml",
+    "truth": "truth.json",
+    "init_reference_to_mri": "init_ReferenceToMri.txt",
+}
+
+
+@dataclass
+class CaseFiles:
+    """The files of one simulated case (all in ``folder``)."""
+
+    folder: Path
+    seed: int
+    mri: Path
+    tumor_label: Path
+    sweep: Path
+    calibration: Path
+    truth: Path
+    init_reference_to_mri: Path
+    anatomy_preop: Path | None = None
+    anatomy_intraop: Path | None = None
+    previews: list[Path] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SimulatedCase:
+    """Everything :func:`build_case` computes (in memory), before files are written."""
+
+    seed: int
+    options: SimOptions
+    anatomy: SpineAnatomy
+    preop: LabelGrid
+    intraop: LabelGrid
+    mri: MriResult
+    sweep: TrackedSweep
+    geometry: ProbeGeometry
+    simulator: UltrasoundSimulator
+    timings_s: dict[str, float]
+
+
+def check_output_folder(out_dir: str | Path) -> Path:
+    """Refuse an output path that is a file or lies under a file; return it as a Path."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(
+            out, "output path exists and is a file", "give a folder (it is created if missing)"
+        )
+    for parent in out.absolute().parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(out, f"{parent} is a file, so this folder cannot be created")
+        if parent.exists():
+            break
+    return out
+
+
+def build_case(
+    seed: int, options: SimOptions, progress: Callable[[str], None] | None = None
+) -> SimulatedCase:
+    """Anatomy, MRI, intraoperative anatomy, sweep plan and the ultrasound simulator."""
+    say = progress or (lambda message: None)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    say("anatomy")
+    anat = random_anatomy(
+        np.random.default_rng([seed, _ANATOMY]),
+        levels=options.levels,
+        laminectomy_levels=options.laminectomy_levels,
+        tumor_length_mm=options.tumor_length_mm,
+        shift_mm=options.cord_shift_mm,
+        echogenicity=options.tumor_echogenicity,
+        cyst=options.cyst,
+    )
+    preop = paint_preop(anat, options.voxel_mm)
+    timings["anatomy"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("MRI")
+    mri = simulate_mri(anat, preop, np.random.default_rng([seed, _MRI]), options.mri_spacing_mm)
+    timings["mri"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("surgery")
+    intra = intraoperative(anat, preop)
+    timings["intraoperative"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sx, sy = options.pixel_mm
+    geometry = ProbeGeometry(
+        cols=options.image_cols,
+        rows=options.image_rows,
+        spacing_x_mm=sx,
+        spacing_y_mm=sy,
+        frequency_mhz=options.frequency_mhz,
+        focus_mm=0.5 * options.depth_mm,
+    )
+    sweep = plan_sweep(
+        anat,
+        geometry,
+        np.random.default_rng([seed, _SWEEP]),
+        n_frames=options.frames,
+        frame_rate_hz=options.frame_rate_hz,
+        sweep_length_mm=options.sweep_length_mm,
+        tracker_lag_s=options.tracker_lag_s,
+        jitter_mm=options.jitter_mm,
+        jitter_deg=options.jitter_deg,
+    )
+    tex_spacing = 1.0
+    tex_shape = tuple(
+        int(np.ceil((preop.labels.shape[d] - 1) * preop.spacing / tex_spacing)) + 2
+        for d in range(3)
+    )
+    texture = smooth_noise_volume(np.random.default_rng([seed, _TEXTURE]), tex_shape, 1.0)
+    tables = acoustic_tables(TUMOR_BACKSCATTER[anat.tumor.echogenicity])
+    settings = ScannerSettings(elevation_rays=options.elevation_rays)
+    speckle_seed = int(np.random.default_rng([seed, _SPECKLE]).integers(0, 2**62))
+    simulator = UltrasoundSimulator(
+        intra, texture, preop.origin, tex_spacing, tables, geometry, settings, seed=speckle_seed
+    )
+    timings["sweep_plan"] = time.perf_counter() - t
+    return SimulatedCase(
+        seed, options, anat, preop, intra, mri, sweep, geometry, simulator, timings
+    )
+
+
+def simulate_frames(case: SimulatedCase, workers: int = 1) -> Iterator[np.ndarray]:
+    """The B-mode frames of the sweep, in order (``workers`` threads; the kernels release the
+    GIL)."""
+    poses = case.sweep.image_poses
+    if workers <= 1:
+        for i in range(len(poses)):
+            yield case.simulator.frame(poses[i], i)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # bounded look-ahead keeps memory flat for long sweeps
+        pending = []
+        for i in range(len(poses)):
+            pending.append(pool.submit(case.simulator.frame, poses[i], i))
+            if len(pending) > 2 * workers:
+                yield pending.pop(0).result()
+        for fut in pending:
+            yield fut.result()
+
+
+def tracked_frames(case: SimulatedCase, images: Iterator[np.ndarray]) -> Iterator[TrackedFrame]:
+    """Wrap simulated images into TrackedFrames with the recorded tracking."""
+    s = case.sweep
+    for i, image in enumerate(images):
+        yield TrackedFrame(
+            image=image,
+            transforms={
+                "ProbeToTracker": TrackedTransform(s.probe_to_tracker[i]),
+                "ReferenceToTracker": TrackedTransform(s.reference_to_tracker[i]),
+            },
+            t_device=float(s.timestamps_s[i]),
+            t_received=float(s.timestamps_s[i]),
+            frame_number=int(s.frame_numbers[i]),
+            orientation="MF",
+        )
+
+
+def perturbation(
+    rng: np.random.Generator,
+    centre: np.ndarray,
+    translation_mm: tuple[float, float],
+    rotation_deg: tuple[float, float],
+) -> tuple[np.ndarray, dict]:
+    """A rigid MRI→MRI offset: rotation of a uniform angle about a random axis through
+    ``centre``, then a translation of uniform length in a random direction."""
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = float(rng.uniform(*rotation_deg))
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    length = float(rng.uniform(*translation_mm))
+    rot = Rotation.from_rotvec(np.radians(angle) * axis).as_matrix()
+    m = np.eye(4)
+    m[:3, :3] = rot
+    m[:3, 3] = centre - rot @ centre + direction * length
+    info = {
+        "rotation_deg": angle,
+        "rotation_axis_mri": axis.tolist(),
+        "translation_mm": length,
+        "translation_direction_mri": direction.tolist(),
+        "rotation_centre_mri": [float(x) for x in centre],
+    }
+    return m, info
+
+
+def _as_list(a: np.ndarray | None):
+    return None if a is None else np.round(np.asarray(a, dtype=np.float64), 6).tolist()
+
+
+def write_case(
+    case: SimulatedCase, out_dir: str | Path, progress: Callable[[str], None] | None = None
+) -> CaseFiles:
+    """Simulate the frames and write every file of the case into ``out_dir``."""
+    say = progress or (lambda message: None)
+    out = check_output_folder(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    opts, anat, sweep = case.options, case.anatomy, case.sweep
+    timings = dict(case.timings_s)
+    paths = {k: out / v for k, v in FILE_NAMES.items()}
+
+    t = time.perf_counter()
+    save_volume(case.mri.mri, paths["mri"])
+    save_volume(case.mri.tumor_label, paths["tumor_label"])
+    if opts.save_anatomy:
+        to_mri = anat.spine_to_mri @ case.preop.index_to_spine()
+        save_volume(Volume(case.preop.labels, to_mri), paths["anatomy_preop"])
+        save_volume(Volume(case.intraop.labels, to_mri), paths["anatomy_intraop"])
+    timings["write_volumes"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say(f"ultrasound ({opts.frames} frames)")
+    from usnav.io.sequence import write_sequence
+
+    images = simulate_frames(case, opts.workers)
+    write_sequence(paths["sweep"], tracked_frames(case, images), compress=True, orientation="MF")
+    timings["ultrasound_and_sweep_file"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    calib = CalibrationFile(
+        probe="usnav-sim-L10",
+        depth_mm=opts.depth_mm,
+        sources=[f"usnav simulate --seed {case.seed}"],
+        notes="simulated probe: exact ImageToProbe"
+        + (", simulated tracker lag" if opts.tracker_lag_s else ""),
+        spatial=SpatialCalibration(image_to_probe=sweep.image_to_probe.tolist()),
+        temporal=TemporalCalibration(tracker_lag_s=opts.tracker_lag_s)
+        if opts.tracker_lag_s
+        else None,
+    )
+    save_calibration(calib, paths["calibration"])
+
+    pre, intra = case_landmarks(anat)
+    centroid = pre["tumor_centroid"]
+    assert centroid is not None
+    offset, offset_info = perturbation(
+        np.random.default_rng([case.seed, _INIT]),
+        centroid,
+        opts.init_offset_mm,
+        opts.init_offset_deg,
+    )
+    init = offset @ sweep.reference_to_mri
+    # 16 numbers, row-major, no header: what np.loadtxt and usnav's matrix readers take
+    np.savetxt(paths["init_reference_to_mri"], init, fmt="%.9f")
+    truth = _truth_document(case, pre, intra, init, offset_info, paths)
+    paths["truth"].write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
+    timings["truth"] = time.perf_counter() - t
+
+    files = CaseFiles(
+        folder=out,
+        seed=case.seed,
+        mri=paths["mri"],
+        tumor_label=paths["tumor_label"],
+        sweep=paths["sweep"],
+        calibration=paths["calibration"],
+        truth=paths["truth"],
+        init_reference_to_mri=paths["init_reference_to_mri"],
+        anatomy_preop=paths["anatomy_preop"] if opts.save_anatomy else None,
+        anatomy_intraop=paths["anatomy_intraop"] if opts.save_anatomy else None,
+    )
+    if opts.preview:
+        t = time.perf_counter()
+        say("previews")
+        from usnav.sim.preview import write_previews
+
+        files.previews = write_previews(case, out)
+        timings["preview"] = time.perf_counter() - t
+    files.timings_s = timings
+    return files
+
+
+def _truth_document(
+    case: SimulatedCase,
+    pre: dict,
+    intra: dict,
+    init: np.ndarray,
+    offset_info: dict,
+    paths: dict[str, Path],
+) -> dict:
+    anat, sweep, opts = case.anatomy, case.sweep, case.options
+    rot = anat.spine_to_mri[:3, :3]
+    centroid_spine = np.linalg.inv(anat.spine_to_mri) @ np.r_[pre["tumor_centroid"], 1.0]
+    shift_at_tumor = float(np.linalg.norm(anat.displacement(centroid_spine[:3])))
+    lo, hi = anat.window
+    init_err = np.linalg.norm(
+        (
+            np.c_[pre["tumor_boundary"], np.ones(len(pre["tumor_boundary"]))]
+            @ (init @ np.linalg.inv(sweep.reference_to_mri)).T
+        )[:, :3]
+        - pre["tumor_boundary"],
+        axis=1,
+    )
+    return {
+        "format": 1,
+        "generator": "usnav simulate",
+        "usnav_version": usnav.__version__,
+        "simulator_version": SIM_VERSION,
+        "seed": case.seed,
+        "options": json.loads(opts.model_dump_json()),
+        "conventions": (
+            "Frames: Image (pixels col,row,0; MF), Probe, Reference, Tracker, Mri (the MRI's "
+            "world space, RAS mm, as the affine of mri.nii.gz). A pixel reaches the MRI as "
+            "ReferenceToMri @ inv(ReferenceToTracker) @ ProbeToTracker @ ImageToProbe @ "
+            "[col,row,0,1]. Matrices are row-major 4x4, mm."
+        ),
+        "ReferenceToMri": _as_list(sweep.reference_to_mri),
+        "init_ReferenceToMri": _as_list(init),
+        "init_offset": {
+            **offset_info,
+            "definition": "init_ReferenceToMri = Offset @ ReferenceToMri, Offset = rotation about "
+            "the tumor centroid followed by a translation (MRI frame)",
+            "tre_tumor_boundary_mean_mm": float(init_err.mean()),
+        },
+        "ImageToProbe": _as_list(sweep.image_to_probe),
+        "tracker_lag_s": sweep.tracker_lag_s,
+        "image": {
+            "cols": case.geometry.cols,
+            "rows": case.geometry.rows,
+            "spacing_mm": [case.geometry.spacing_x_mm, case.geometry.spacing_y_mm],
+            "orientation": "MF",
+            "frequency_mhz": case.geometry.frequency_mhz,
+            "depth_mm": case.geometry.depth_mm,
+            "aperture_mm": case.geometry.aperture_mm,
+        },
+        "cord_shift": {
+            "max_mm": float(anat.shift_mm),
+            "at_tumor_centroid_mm": shift_at_tumor,
+            "direction_mri": _as_list(rot @ anat.shift_direction),
+            "definition": (
+                "The intraoperative anatomy (what the ultrasound images) is the preoperative "
+                "anatomy (what the MRI shows) after a laminectomy and a smooth displacement "
+                "field u: a point X of the preoperative anatomy lies at X + u(X). |u| <= max_mm; "
+                "u = max_mm at the cord's centre over the laminectomy, tapering to 0 at the "
+                "bony canal and 15 mm beyond the window; bone does not move. ReferenceToMri is "
+                "the rigid patient registration (exact for bone); the shift is a residual "
+                "non-rigid component that no rigid registration can remove."
+            ),
+        },
+        "tumor": {
+            "echogenicity": anat.tumor.echogenicity,
+            "length_mm": float(
+                np.linalg.norm(pre["tumor_pole_superior"] - pre["tumor_pole_inferior"])
+            ),
+            "has_cyst": anat.tumor.cyst_center is not None,
+            "tumor_label_values": {"solid": 1, "cyst": 2},
+        },
+        "laminectomy": {
+            "levels": anat.laminectomy_levels,
+            "first_level": anat.laminectomy_first_level,
+            "segment_levels": anat.levels,
+            "window_length_mm": hi - lo,
+        },
+        "landmarks": {
+            "frame": "Mri",
+            "anatomy": "preoperative (where the MRI shows them)",
+            "units": "mm, RAS",
+            "definitions": LANDMARK_DEFINITIONS,
+            "tre_definition": (
+                "For an estimate E of ReferenceToMri, the target registration error at landmark "
+                "X is |E @ inv(ReferenceToMri) @ X - X| (X homogeneous); mTRE = its mean over "
+                "a set of landmarks (e.g. tumor_boundary + centroid + poles)."
+            ),
+            **{k: _as_list(v) for k, v in pre.items()},
+        },
+        "landmarks_intraoperative": {
+            "frame": "Mri",
+            "anatomy": "intraoperative: X + u(X), expressed in MRI coordinates through the "
+            "true ReferenceToMri (where the ultrasound shows them)",
+            **{k: _as_list(v) for k, v in intra.items()},
+        },
+        "sweep": {
+            "frames": opts.frames,
+            "frame_rate_hz": opts.frame_rate_hz,
+            "duration_s": float(sweep.timestamps_s[-1] - sweep.timestamps_s[0]),
+            "length_mm": float(abs(sweep.sweep_z[1] - sweep.sweep_z[0])),
+            "probe_height_above_dura_mm": sweep.height_mm,
+            "jitter_mm": opts.jitter_mm,
+            "jitter_deg": opts.jitter_deg,
+        },
+        "mri": {
+            "noise_sigma": case.mri.noise_sigma,
+            "bias_range": list(case.mri.bias_range),
+            "spacing_mm": list(opts.mri_spacing_mm),
+        },
+        "files": {k: p.name for k, p in paths.items()},
+    }
+
+
+def simulate_case(
+    seed: int,
+    out_dir: str | Path,
+    options: SimOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CaseFiles:
+    """Simulate one case into ``out_dir`` (created if missing).
+
+    Parameters
+    ----------
+    seed
+        Non-negative integer; the same seed and options give the same case.
+    out_dir
+        Output folder (must not be a file).
+    options
+        :class:`SimOptions` (defaults if None); build it with
+        :func:`usnav.sim.options.make_options` to get an :class:`InputError` for bad values.
+    progress
+        Called with a short stage name as the work advances.
+
+    Returns
+    -------
+    CaseFiles
+        Paths of the written files and the time each stage took.
+
+    Raises
+    ------
+    InputError
+        Negative seed, or an output path that is (under) a file — before any work starts.
+    """
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError("seed", f"must be a non-negative integer, got {seed!r}")
+    options = options or SimOptions()
+    check_output_folder(out_dir)
+    t = time.perf_counter()
+    case = build_case(int(seed), options, progress)
+    files = write_case(case, out_dir, progress)
+    files.timings_s["total"] = time.perf_counter() - t
+    return files

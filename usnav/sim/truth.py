@@ -1,0 +1,100 @@
+"""Reading a simulated case's ground truth (``truth.json``) and scoring a registration with it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from usnav.errors import InputError
+
+#: Landmark sets whose mean TRE is the headline figure (all on or in the solid tumor).
+TUMOR_LANDMARKS = ("tumor_centroid", "tumor_pole_superior", "tumor_pole_inferior", "tumor_boundary")
+
+
+@dataclass
+class CaseTruth:
+    """Ground truth of one case.
+
+    Attributes
+    ----------
+    reference_to_mri
+        True ReferenceToMri (4×4, mm).
+    init_reference_to_mri
+        The perturbed initial guess.
+    landmarks
+        Name → (N, 3) MRI RAS mm, preoperative anatomy (None when absent, e.g. no cyst).
+    landmarks_intraoperative
+        The same points displaced by the cord shift (MRI coordinates via the true transform).
+    cord_shift_max_mm
+        Magnitude of the cord-shift field.
+    document
+        The whole JSON document.
+    """
+
+    reference_to_mri: np.ndarray
+    init_reference_to_mri: np.ndarray
+    landmarks: dict[str, np.ndarray | None]
+    landmarks_intraoperative: dict[str, np.ndarray | None]
+    cord_shift_max_mm: float
+    document: dict
+
+    def points(self, names: tuple[str, ...] = TUMOR_LANDMARKS) -> np.ndarray:
+        """The named landmarks stacked (M, 3), MRI mm (missing ones skipped)."""
+        parts = [
+            np.atleast_2d(self.landmarks[n]) for n in names if self.landmarks.get(n) is not None
+        ]
+        return np.concatenate(parts, axis=0)
+
+    def tre(
+        self, reference_to_mri: np.ndarray, names: tuple[str, ...] = TUMOR_LANDMARKS
+    ) -> np.ndarray:
+        """Per-landmark target registration error of an estimate, mm:
+        ``|E @ inv(T_true) @ X - X|`` for each preoperative landmark X."""
+        x = self.points(names)
+        m = np.asarray(reference_to_mri, dtype=np.float64) @ np.linalg.inv(self.reference_to_mri)
+        mapped = x @ m[:3, :3].T + m[:3, 3]
+        return np.linalg.norm(mapped - x, axis=1)
+
+    def mtre(self, reference_to_mri: np.ndarray, names: tuple[str, ...] = TUMOR_LANDMARKS) -> float:
+        """Mean TRE over the named landmarks, mm."""
+        return float(self.tre(reference_to_mri, names).mean())
+
+
+def load_truth(path: str | Path) -> CaseTruth:
+    """Read ``truth.json`` (or the case folder holding it).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, or a document without the expected keys.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "truth.json"
+    if not p.is_file():
+        raise InputError(p, "no such file", "simulate a case with usnav simulate")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        marks = {
+            k: None if v is None else np.asarray(v, dtype=np.float64)
+            for k, v in doc["landmarks"].items()
+            if isinstance(v, list) or v is None
+        }
+        intra = {
+            k: None if v is None else np.asarray(v, dtype=np.float64)
+            for k, v in doc["landmarks_intraoperative"].items()
+            if isinstance(v, list) or v is None
+        }
+        return CaseTruth(
+            reference_to_mri=np.asarray(doc["ReferenceToMri"], dtype=np.float64),
+            init_reference_to_mri=np.asarray(doc["init_ReferenceToMri"], dtype=np.float64),
+            landmarks=marks,
+            landmarks_intraoperative=intra,
+            cord_shift_max_mm=float(doc["cord_shift"]["max_mm"]),
+            document=doc,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(p, f"not a usnav truth file: {exc}") from exc
