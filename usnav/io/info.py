@@ -17,7 +17,7 @@ import numpy as np
 
 from usnav.errors import InputError
 from usnav.frames import TransformStatus
-from usnav.io.sequence import Sequence, read_sequence
+from usnav.io.sequence import Sequence, inspect_journal, read_sequence
 from usnav.io.volume import LPS_TO_RAS, Volume, load_volume
 
 #: A timestamp gap counts as dropped frames when longer than this many median periods.
@@ -60,6 +60,10 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
     if not p.exists():
         raise InputError(p, "no such file")
     name = p.name.lower()
+    if p.is_dir():
+        if name.endswith(".journal"):
+            return inspect_journal(p)
+        raise InputError(p, "is a folder", "give a recording or volume file")
     if name.endswith(_SEQUENCE_SUFFIXES) or (
         name.endswith(_VOLUME_SUFFIXES) and _looks_like_sequence(p)
     ):
@@ -245,6 +249,13 @@ def format_description(info: dict) -> str:
         if info.get("value_range"):
             lines.append(f"  values       {info['value_range'][0]:g}..{info['value_range'][1]:g}")
         return "\n".join(lines)
+    if info["kind"] == "journal":
+        shape = " x ".join(map(str, info["frame_shape"][::-1][-2:] if info["frame_shape"] else []))
+        return (
+            f"{info['path']}: journal of an interrupted recording\n"
+            f"  frames       {info['frames']} complete ({shape} pixels)\n"
+            f"  recover with usnav convert {info['path']} {info['target']}"
+        )
     kind = {"metaio": "MetaIO", "nrrd": "NRRD"}[info["format"]]
     comp = "compressed" if info["compressed"] else "uncompressed"
     lines = [f"{info['path']}: PLUS sequence ({kind}, {comp})"]

@@ -57,6 +57,7 @@ __all__ = [
     "Sequence",
     "SequenceWriter",
     "convert_sequence",
+    "inspect_journal",
     "read_sequence",
     "recover_recording",
     "sequence_format",
@@ -725,6 +726,9 @@ class SequenceWriter:
     spacing, offset
         ElementSpacing / Offset of the pixel axes (default 1 and 0: PLUS keeps the mm
         scaling in ImageToProbe).
+    volume
+        Frames of shape (a, b, c) are (rows, cols, channels) when c ≤ 4, else volumes
+        (slices, rows, cols); True/False forces volumes / 2D frames with channels.
     fsync_interval_s
         Longest time between two fsyncs of the journal (0 = fsync every frame). A killed
         process loses nothing either way; this bounds what a power cut can lose.
@@ -749,6 +753,7 @@ class SequenceWriter:
         header_fields: dict[str, str] | None = None,
         spacing: tuple[float, ...] | None = None,
         offset: tuple[float, ...] | None = None,
+        volume: bool | None = None,
         fsync_interval_s: float = 1.0,
     ):
         self.path = Path(path)
@@ -781,6 +786,7 @@ class SequenceWriter:
             "header_fields": dict(header_fields or {}),
             "spacing": list(spacing) if spacing else None,
             "offset": list(offset) if offset else None,
+            "volume": volume,
             "created": time.time(),
         }
         self._status_field = "ImageStatus" if self.format == "metaio" else "Status"
@@ -809,6 +815,11 @@ class SequenceWriter:
             self._pix_fd = os.open(self.journal / _PIXELS, flags, 0o644)
             self._log_fd = os.open(self.journal / _FRAMES, flags, 0o644)
         except OSError as exc:
+            for fd in (getattr(self, "_pix_fd", None), getattr(self, "_log_fd", None)):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            _remove_journal(self.journal)
             raise UsnavError(
                 f"{self.journal}: cannot start the recording: {exc.strerror}"
             ) from None
@@ -1066,6 +1077,28 @@ def _read_journal(journal: Path) -> _JournalState:
     )
 
 
+def inspect_journal(path: str | Path) -> dict:
+    """What an interrupted recording's journal holds (complete frames, image shape, target).
+
+    Raises
+    ------
+    InputError
+        Not a usnav recording journal.
+    """
+    journal = Path(path)
+    state = _read_journal(journal)
+    return {
+        "path": str(journal),
+        "kind": "journal",
+        "target": str(journal.with_name(state.meta["target"])),
+        "format": state.meta["format"],
+        "compressed": bool(state.meta["compress"]),
+        "frames": len(state.frames),
+        "frame_shape": list(state.shape) if state.shape else [0, 0],
+        "pixel_type": str(state.dtype) if state.dtype is not None else None,
+    }
+
+
 def _assemble(journal: Path, target: Path, state: _JournalState) -> None:
     """Write ``target`` (header + pixels from the journal) atomically; remove the journal."""
     meta = state.meta
@@ -1082,7 +1115,9 @@ def _assemble(journal: Path, target: Path, state: _JournalState) -> None:
         dtype = state.dtype
         if len(shape) == 2:
             spatial, ndim_spatial, channels = (shape[1], shape[0], 1), 2, 1
-        elif len(shape) == 3 and shape[2] <= 4 and meta.get("volume") is not True:
+        elif len(shape) == 3 and (
+            meta.get("volume") is False or (shape[2] <= 4 and meta.get("volume") is not True)
+        ):
             spatial, ndim_spatial, channels = (shape[1], shape[0], 1), 2, shape[2]
         else:
             spatial, ndim_spatial, channels = (
