@@ -47,6 +47,7 @@ from usnav.devices.igtl.codec import (
     StatusContent,
     StringContent,
     TransformContent,
+    crc64,
     decode_body,
     decode_header,
     encode_parts,
@@ -82,6 +83,12 @@ class LinkStats:
         self.dropped_in.update(other.dropped_in)
         self.dropped_out += other.dropped_out
         self.disconnects += other.disconnects
+
+
+def warm_up() -> None:
+    """Load the CRC kernel (JIT or cache) now, outside the frame path."""
+    crc64(bytes(64))
+    crc64(bytes(8192))
 
 
 class _OnceLogger:
@@ -532,6 +539,7 @@ class IgtlClient:
 
     def start(self) -> IgtlClient:
         """Start connecting in a background thread (returns at once)."""
+        warm_up()
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(
@@ -754,6 +762,7 @@ class IgtlServer:
         """
         if self._listener is not None:
             return self
+        warm_up()
         listener = socket.socket(
             socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM
         )
