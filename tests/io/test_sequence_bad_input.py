@@ -220,3 +220,15 @@ def test_cli_real_process_reports_missing_file(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip() == f"usnav info: error: {missing}: no such file"
+
+
+def test_writer_refuses_fields_that_slicer_would_misread(tmp_path):
+    frame = make_frames(1)[0]
+    frame.fields["TransformSource"] = "tracker A"
+    with pytest.raises(InputError, match="3D Slicer reads every such field as a matrix"):
+        write_sequence(tmp_path / "rec.igs.mha", [frame])
+    assert not list(tmp_path.iterdir())  # nothing left behind
+    frame = make_frames(1)[0]
+    frame.fields["Note"] = "two\nlines"
+    with pytest.raises(InputError, match="line break"):
+        write_sequence(tmp_path / "rec.seq.nrrd", [frame])

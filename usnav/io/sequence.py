@@ -666,6 +666,12 @@ def _frame_text_fields(frame: TrackedFrame, source: str) -> dict[str, str]:
             raise InputError(source, f"field {key} contains a line break")
         if not key or any(c in key for c in "=:\n\r"):
             raise InputError(source, f"field name {key!r} cannot be written to a sequence file")
+        if _TRANSFORM_SUFFIX in key and "Status" not in key:
+            raise InputError(
+                source,
+                f"field {key!r} has 'Transform' in its name but is not a transform",
+                "3D Slicer reads every such field as a matrix: rename it",
+            )
         out[key] = text
     for name, transform in frame.transforms.items():
         matrix = np.asarray(transform.matrix, dtype=np.float64)
@@ -698,10 +704,14 @@ _EMPTY_FINAL_BLOCK = b"\x03\x00"
 class SequenceWriter:
     """Streaming, crash-safe writer of a PLUS sequence file (what the recorder uses).
 
-    Each :meth:`append` writes the frame's pixels (deflated on the fly, sync-flushed, when
-    compressing) to ``<path>.journal/pixels.bin`` and then one JSON line with its fields to
-    ``<path>.journal/frames.jsonl`` (a line is written only after its pixels, so every
-    complete line is a complete frame). The journal is fsynced at most every
+    Every frame gets ``FrameNumber`` (the frame's ``frame_number``), ``Timestamp``
+    (``t_device``, unless NaN), its transforms with their statuses, its other ``fields`` and
+    the image status, in PLUS's field order.
+
+    Each :meth:`append` writes the frame's pixels (deflated on the fly and sync-flushed when
+    compressing) to ``<path>.journal/pixels.bin``, then one JSON line with its fields to
+    ``<path>.journal/frames.jsonl``; a line is written only after its pixels, so every
+    complete line is a complete frame. The journal is fsynced at most every
     ``fsync_interval_s``. :meth:`close` writes the final file next to the target, renames
     it into place and removes the journal. After ``kill -9`` or a power cut, run
     :func:`recover_recording` (``usnav convert <path>.journal <path>``) to assemble the
