@@ -49,6 +49,7 @@ log = logging.getLogger("usnav.devices.probe")
 
 _EXACT_S = 1e-6
 _SAMPLES_KEPT = 512
+_MAX_STREAMS = 64
 
 
 @dataclass
@@ -278,7 +279,12 @@ class ProbeClient(Device):
             status = TransformStatus.INVALID
         sample = _Sample(message.timestamp, matrix, status, finite and is_rigid(matrix))
         with self._lock:
-            stream = self._streams.setdefault(message.device_name, _Stream())
+            stream = self._streams.get(message.device_name)
+            if stream is None:
+                if len(self._streams) >= _MAX_STREAMS:  # bounded memory against a noisy peer
+                    self.stats.other_messages["TRANSFORM beyond the stream limit"] += 1
+                    return
+                stream = self._streams[message.device_name] = _Stream()
             stream.samples.append(sample)
             stream.last_update = now
             self._set_stream_state(message.device_name, stream, status)

@@ -728,7 +728,8 @@ class IgtlServer:
             raise ConfigError(
                 f"{name} host",
                 f"listening on {host!r} needs an allow-list of peer addresses",
-                'set allow = ["<address of the client>"] or keep host = "127.0.0.1"',
+                'give --allow ADDRESS (or allow = ["ADDRESS"] in the config), or keep '
+                "host 127.0.0.1",
             )
         self.host = host
         self.port = port
