@@ -604,7 +604,9 @@ def read_sequence(path: str | Path, *, tolerant: bool = False) -> Sequence:
         corrupted pixel data (compressed files are inflated once to find the last good
         frame), a size line that does not match the data, unparseable transforms (their
         samples become MISSING). ``len(seq)`` = ``seq.recovered_frames`` frames are then
-        usable and ``seq.problems`` says what was wrong.
+        usable and ``seq.problems`` says what was wrong. A compressed stream carries one
+        checksum for all frames, so damage is found where the decoder trips over it; the
+        frames before that point are kept.
 
     Raises
     ------
