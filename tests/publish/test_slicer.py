@@ -1,0 +1,105 @@
+"""Slicer re-export over a real OpenIGTLink connection on loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from usnav.devices.igtl.transport import IgtlClient
+from usnav.frames import TrackedFrame
+from usnav.margins import MarginEstimator
+from usnav.margins.phantom import make_phantom
+from usnav.publish.slicer import SlicerExporter
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.lock = threading.Lock()
+
+    def __call__(self, message) -> None:
+        with self.lock:
+            self.messages.append(message)
+
+    def wait(self, predicate, timeout_s: float = 10.0) -> list:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                found = [m for m in self.messages if predicate(m)]
+            if found:
+                return found
+            time.sleep(0.02)
+        raise AssertionError("message not received")
+
+
+@pytest.fixture(scope="module")
+def case_and_margins():
+    case = make_phantom(cyst=True, seed=4)
+    margins = MarginEstimator(case.label).estimate(case.image, case.image_to_mri, None)
+    return case, margins
+
+
+def test_slicer_receives_frame_overlay_and_transforms(case_and_margins) -> None:
+    case, margins = case_and_margins
+    image_to_reference = np.diag([0.15, 0.15, 1.0, 1.0])
+    image_to_reference[:3, 3] = [10.0, -20.0, 5.0]
+    reference_to_mri = np.linalg.solve(image_to_reference.T, case.image_to_mri.T).T
+    np.testing.assert_allclose(reference_to_mri @ image_to_reference, case.image_to_mri)
+    collector = _Collector()
+    with SlicerExporter(port=0) as exporter:
+        assert exporter.publish(TrackedFrame(case.image), image_to_reference) == 0  # nobody yet
+        client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
+        try:
+            assert exporter.server.wait_for_clients(1, timeout_s=10)
+            frame = TrackedFrame(case.image, frame_number=12, t_device=1.7e9)
+            # the client's v2 hello may still be on its way (until then the server speaks v1,
+            # without metadata, as PLUS does): resend until a v2 bundle has arrived
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                m.device_name == "ReferenceToMri" and m.version == 2 for m in collector.messages
+            ):
+                exporter.publish(frame, image_to_reference, reference_to_mri, margins)
+                time.sleep(0.1)
+            image = collector.wait(lambda m: m.device_name == "Image_Reference")[-1]
+            overlay = collector.wait(lambda m: m.device_name == "Tumor_Reference")[-1]
+            i2r = collector.wait(lambda m: m.device_name == "ImageToReference")[-1]
+            r2m = collector.wait(lambda m: m.device_name == "ReferenceToMri")[-1]
+        finally:
+            client.stop()
+    assert image.type == "IMAGE" and overlay.type == "IMAGE"
+    np.testing.assert_array_equal(image.content.array, case.image)
+    np.testing.assert_allclose(image.content.ijk_to_ras, image_to_reference, atol=1e-5)
+    np.testing.assert_array_equal(overlay.content.array, margins.label_image)
+    assert set(np.unique(overlay.content.array)) == {0, 1, 2}
+    np.testing.assert_allclose(overlay.content.ijk_to_ras, image_to_reference, atol=1e-5)
+    assert overlay.metadata.get("TumorInView") == "1"
+    assert image.metadata.get("FrameNumber") == "12"
+    assert image.timestamp == pytest.approx(1.7e9)
+    np.testing.assert_allclose(i2r.content.matrix, image_to_reference, atol=1e-5)
+    np.testing.assert_allclose(r2m.content.matrix, reference_to_mri, atol=1e-4)
+    assert r2m.metadata.get("TransformStatus") == "OK"
+
+
+def test_overlay_clears_when_no_tumor_in_view(case_and_margins) -> None:
+    case, _ = case_and_margins
+    away = case.image_to_mri.copy()
+    away[:3, 3] += 60.0
+    margins = MarginEstimator(case.label, warm_up=False).estimate(case.image, away, None)
+    assert not margins.in_view
+    collector = _Collector()
+    with SlicerExporter(port=0) as exporter:
+        client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
+        try:
+            assert exporter.server.wait_for_clients(1, timeout_s=10)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not collector.messages:
+                exporter.publish(TrackedFrame(case.image), np.eye(4), None, margins)
+                time.sleep(0.1)
+            overlay = collector.wait(lambda m: m.device_name == "Tumor_Reference")[-1]
+        finally:
+            client.stop()
+    assert not overlay.content.array.any()
+    assert overlay.metadata.get("TumorInView") in ("0", None)  # v1 clients get no metadata

@@ -1,0 +1,166 @@
+"""Re-export to 3D Slicer over OpenIGTLink: the frame, the tumor overlay, and the transforms.
+
+Slicer's OpenIGTLinkIF connects as a client (Slicer: IGT → OpenIGTLinkIF → add a *client*
+connector to ``localhost:18945``) and shows, with no plugin:
+
+- ``Image_Reference`` — IMAGE: the ultrasound frame, its matrix = ``ImageToReference``
+  (pixel → Reference mm, including mm/pixel), as a PLUS server sends it;
+- ``Tumor_Reference`` — IMAGE: the tumor in the frame, uint8 label values (0 background,
+  the solid and cyst values of the label map), same matrix (show it as a label map or with a
+  colour table over the frame);
+- ``ImageToReference`` and ``ReferenceToMri`` — TRANSFORM, with PLUS's ``TransformStatus``
+  metadata. Put the two images under ``ReferenceToMri`` in Slicer's Data module and they line up
+  with the MRI (which Slicer loads in RAS, as usnav does).
+
+Matrices go out in RAS (what Slicer assumes); nothing here converts to LPS. The OpenIGTLink
+server is :class:`usnav.devices.igtl.transport.IgtlServer` (many clients, each with its own
+bounded queue, never blocking the caller).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from usnav.devices.igtl.transport import IgtlServer
+from usnav.frames import TrackedFrame
+from usnav.margins.estimator import FrameMargins
+
+#: Default port: PLUS's 18944 + 1, so both can run side by side.
+DEFAULT_SLICER_PORT = 18945
+
+
+class SlicerExporter:
+    """Serves frames, tumor overlays and transforms to OpenIGTLink clients such as 3D Slicer.
+
+    Parameters
+    ----------
+    port
+        TCP port to listen on (0 = any free port; read :attr:`port` after :meth:`start`).
+    host
+        Interface; loopback by default (anything else needs ``allow``).
+    allow
+        Extra peer addresses/networks allowed to connect (see :class:`IgtlServer`).
+    image_name, overlay_name, reference_frame
+        PLUS-style names: the IMAGE device names are ``<name>_<reference_frame>``.
+    """
+
+    def __init__(
+        self,
+        port: int = DEFAULT_SLICER_PORT,
+        host: str = "127.0.0.1",
+        *,
+        allow: tuple[str, ...] = (),
+        image_name: str = "Image",
+        overlay_name: str = "Tumor",
+        reference_frame: str = "Reference",
+    ):
+        self.server = IgtlServer(host, port, allow=allow, name="Slicer re-export")
+        self.image_device = f"{image_name}_{reference_frame}"
+        self.overlay_device = f"{overlay_name}_{reference_frame}"
+        self.image_to_reference_name = f"{image_name}To{reference_frame}"
+        self.reference_to_mri_name = f"{reference_frame}ToMri"
+        #: bundles sent (each to every connected client)
+        self.sent = 0
+
+    def start(self) -> SlicerExporter:
+        """Listen for clients (returns at once)."""
+        self.server.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def clients(self) -> list[str]:
+        """Connected clients' addresses."""
+        return self.server.clients
+
+    def publish(
+        self,
+        frame: TrackedFrame,
+        image_to_reference: np.ndarray,
+        reference_to_mri: np.ndarray | None = None,
+        margins: FrameMargins | None = None,
+    ) -> int:
+        """Send one frame's bundle to every connected client.
+
+        Parameters
+        ----------
+        frame
+            The ultrasound frame (uint8/uint16 pixels).
+        image_to_reference
+            4×4 pixel (col, row, 0, 1) → Reference mm (with mm/pixel).
+        reference_to_mri
+            The registration in use, or None (then no ``ReferenceToMri`` is sent).
+        margins
+            The frame's margins; their label image becomes the overlay (all zeros when no
+            tumor is in view, so Slicer's overlay clears instead of showing an old one).
+
+        Returns
+        -------
+        int
+            Clients the bundle was queued for (0 when none is connected: nothing is built).
+        """
+        if not self.server.clients:
+            return 0
+        from usnav.devices.igtl.codec import ImageContent, Message, TransformContent
+
+        # PLUS sends UTC; a recording's relative clock is no use to Slicer: send now instead
+        stamp = frame.t_device if frame.t_device > 1e9 else time.time()
+        meta = {"FrameNumber": str(frame.frame_number)}
+        matrix = np.asarray(image_to_reference, dtype=np.float64)
+        image = np.ascontiguousarray(frame.image)
+        bundle = [
+            Message(
+                "IMAGE",
+                self.image_device,
+                ImageContent.from_array(image, matrix),
+                stamp,
+                dict(meta),
+            )
+        ]
+        if margins is not None:
+            overlay = margins.label_image
+            if overlay is None or overlay.shape != image.shape[:2]:
+                overlay = np.zeros(image.shape[:2], np.uint8)
+            bundle.append(
+                Message(
+                    "IMAGE",
+                    self.overlay_device,
+                    ImageContent.from_array(overlay, matrix),
+                    stamp,
+                    {**meta, "TumorInView": "1" if margins.in_view else "0"},
+                )
+            )
+        ok = {"TransformStatus": "OK", "TransformValid": "1"}
+        bundle.append(
+            Message(
+                "TRANSFORM", self.image_to_reference_name, TransformContent(matrix), stamp, dict(ok)
+            )
+        )
+        if reference_to_mri is not None:
+            bundle.append(
+                Message(
+                    "TRANSFORM",
+                    self.reference_to_mri_name,
+                    TransformContent(np.asarray(reference_to_mri, dtype=np.float64)),
+                    stamp,
+                    dict(ok),
+                )
+            )
+        delivered = self.server.broadcast(bundle)
+        self.sent += 1
+        return delivered
+
+    def close(self) -> None:
+        """Disconnect every client and stop listening."""
+        self.server.stop()
+
+    def __enter__(self) -> SlicerExporter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
