@@ -146,6 +146,7 @@ def slice_sweep(
         np.arange(n_frames) / 30.0,
         source=f"{us.source} (sliced)",
         fov_mask=np.ones((rows, cols), bool),
+        frame_masks=images > 0,
     )
 
 

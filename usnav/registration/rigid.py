@@ -50,20 +50,26 @@ class RegistrationOptions(BaseModel):
     metric: Literal["lc2", "ncc_gradient"] = "lc2"
     level_spacings_mm: list[float] = Field(default=[3.0, 1.5, 1.0], min_length=1)
     """Pixel size of each level, coarse to fine, mm."""
-    patch_half: list[int] = Field(default=[2, 2, 2], min_length=1)
-    """LC² patch half-width per level, pixels (2 → 5×5)."""
+    patch_half: list[int] = Field(default=[1, 1, 1], min_length=1)
+    """LC² patch half-width per level, pixels (1 → 3×3 patches: 3 mm at the 1 mm level;
+    larger patches were biased by large-scale appearance on the tuning cases)."""
     max_frames: list[int] = Field(default=[30, 40, 50], min_length=1)
     """Frames used per level (spread along the sweep)."""
     max_evaluations: list[int] = Field(default=[220, 140, 100], min_length=1)
     """Similarity evaluations per level (the optimiser's budget)."""
     initial_step: tuple[float, float] = (4.0, 4.0)
     """First search step at the coarsest level: mm, degrees."""
-    restarts: int = Field(default=2, ge=0)
+    restarts: int = Field(default=0, ge=0)
     """Extra coarse-level starts (the initial pose shifted by ± the step along the two
     principal directions of the sweep) kept if they find a better optimum."""
+    beam_restarts_mm: list[float] = Field(default=[-2.0, 2.0])
+    """Extra finest-level starts shifted along the ultrasound beam (mm): a bone echo and the
+    MRI's bone edge can offer two optima a few mm apart in depth."""
+    screen_evaluations: int = Field(default=40, ge=5)
+    """Evaluations of the short search that screens each extra start."""
     roi_margin_mm: float = Field(default=30.0, gt=0)
     """MRI crop margin around the sweep (must exceed the capture range)."""
-    ignore_zero_pixels: bool = True
+    ignore_zero_pixels: bool = False
     uncertainty: bool = True
     """Estimate the uncertainty from the two half-sweeps (costs ~30 % more time)."""
     min_similarity_gain: float = Field(default=0.003, ge=0)
@@ -310,6 +316,10 @@ class SweepRegistration:
             )
             self.levels.append(PreparedLevel(mri_levels[i], frames, sim))
         self.mri_source = mri.source
+        beams = sweep.image_to_reference[:, :3, 1]
+        beam = (beams / np.linalg.norm(beams, axis=1, keepdims=True)).mean(axis=0)
+        #: mean ultrasound beam direction (image +y), Reference frame, unit
+        self.beam_direction = beam / max(np.linalg.norm(beam), 1e-12)
 
     def overlap(self, reference_to_mri: np.ndarray) -> float:
         """Fraction of the finest level's field-of-view pixels inside the MRI crop."""
@@ -370,13 +380,25 @@ class SweepRegistration:
             budget = opts.level("max_evaluations", li)
             starts = [params]
             if n_level == 0 and not warm and opts.restarts > 0:
-                starts += self._restart_points(params, step, opts.restarts)
+                starts += self._restart_points(params, step, opts.restarts, initial)
+            if li == len(self.levels) - 1 and not warm and opts.beam_restarts_mm:
+                beam = initial[:3, :3] @ self.beam_direction
+                starts += [params + np.r_[d * beam, 0, 0, 0] for d in opts.beam_restarts_mm]
             best = (params, cost(params), 1)
-            for x0 in starts:
-                x, f, n = _optimise(cost, x0, step, budget, xtol=0.05 * s)
-                evaluations += n
-                if f < best[1]:
-                    best = (x, f, n)
+            if len(starts) > 1:
+                # screen every start with a short search, refine the best one fully
+                screened = []
+                for x0 in starts:
+                    x, f, n = _optimise(cost, x0, step, opts.screen_evaluations, xtol=0.05 * s)
+                    evaluations += n
+                    screened.append((x, f))
+                x0 = min(screened, key=lambda item: item[1])[0]
+            else:
+                x0 = params
+            x, f, n = _optimise(cost, x0, step, budget, xtol=0.05 * s)
+            evaluations += n
+            if f < best[1]:
+                best = (x, f, n)
             params = best[0]
             evaluations += 1
             notes.append(
@@ -396,14 +418,16 @@ class SweepRegistration:
             progress("done", 1.0)
         return result
 
-    def _restart_points(self, params: np.ndarray, step: np.ndarray, count: int) -> list[np.ndarray]:
-        """Starts shifted along the sweep's two main in-plane directions (where a periodic
-        anatomy such as vertebrae offers false optima)."""
+    def _restart_points(
+        self, params: np.ndarray, step: np.ndarray, count: int, initial: np.ndarray
+    ) -> list[np.ndarray]:
+        """Starts shifted along the sweep's main directions (MRI frame), where a periodic
+        anatomy such as vertebrae offers false optima."""
         pts = self.points_reference - self.points_reference.mean(axis=0)
         _, _, vt = np.linalg.svd(pts[:: max(1, len(pts) // 2000)], full_matrices=False)
         out = []
         for k in range(count):
-            direction = vt[k // 2 % 3] * (1 if k % 2 == 0 else -1)
+            direction = initial[:3, :3] @ vt[k // 2 % 3] * (1 if k % 2 == 0 else -1)
             p = params.copy()
             p[:3] += 2.0 * step[0] * direction
             out.append(p)

@@ -217,7 +217,7 @@ def prepare_frame_level(
     *,
     max_frames: int = 60,
     frame_distance_mm: float | None = None,
-    ignore_zero_pixels: bool = True,
+    ignore_zero_pixels: bool = False,
     frame_index: np.ndarray | None = None,
 ) -> FrameLevel:
     """Resample the sweep's frames (cropped to the field of view) to ``spacing_mm`` pixels.
@@ -266,6 +266,8 @@ def prepare_frame_level(
     for out_i, f in enumerate(frame_index):
         img = np.asarray(sweep.images[f, r0:r1, c0:c1], dtype=np.float32)
         m = crop_mask * (img > 0) if ignore_zero_pixels else crop_mask
+        if sweep.frame_masks is not None:
+            m = m * sweep.frame_masks[f, r0:r1, c0:c1]
         us[out_i] = cv2.resize(img, (new_cols, new_rows), interpolation=cv2.INTER_AREA)
         valid[out_i] = cv2.resize(m, (new_cols, new_rows), interpolation=cv2.INTER_AREA) > 0.999
         K.gradient_magnitude_2d(us[out_i], ky * sy, kx * sx, grad[out_i])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
 
 from usnav.errors import InputError
 from usnav.frames import TrackedFrame, TransformStatus
@@ -36,6 +37,9 @@ class Sweep:
         Frames left out (invalid image or transform), for reports.
     fov_mask
         (rows, cols) bool field-of-view mask, or None to detect it (:func:`detect_fov_mask`).
+    frame_masks
+        Optional (F, rows, cols) bool per-frame validity (e.g. frames cut from a 3D fan),
+        combined with the field-of-view mask.
     """
 
     images: np.ndarray
@@ -44,6 +48,7 @@ class Sweep:
     source: str = "<memory>"
     dropped: int = 0
     fov_mask: np.ndarray | None = None
+    frame_masks: np.ndarray | None = None
     _detected_mask: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +62,8 @@ class Sweep:
         n = self.images.shape[0]
         if self.image_to_reference.shape != (n, 4, 4) or self.timestamps.shape != (n,):
             raise InputError(self.source, "frames, poses and timestamps differ in number")
+        if self.frame_masks is not None and np.shape(self.frame_masks) != self.images.shape:
+            raise InputError(self.source, "frame masks and images differ in shape")
         if not np.all(np.isfinite(self.image_to_reference)):
             raise InputError(self.source, "a frame pose has NaN or infinite values")
 
@@ -90,6 +97,7 @@ class Sweep:
             self.timestamps[index],
             source=self.source,
             fov_mask=self.mask(),
+            frame_masks=None if self.frame_masks is None else self.frame_masks[index],
         )
 
     @classmethod
@@ -235,10 +243,11 @@ def load_sweep(recording: str | Path, image_to_probe: np.ndarray) -> Sweep:
 def detect_fov_mask(images: np.ndarray, *, max_frames: int = 60, erode_px: int = 2) -> np.ndarray:
     """Detect the ultrasound field of view (the fan or rectangle) of a stack of frames.
 
-    A pixel is inside when it is non-zero in some frame and its value changes across frames
-    (static overlays such as text and depth scales stay constant); the largest connected
-    region is kept, its holes filled, and its border eroded by ``erode_px`` pixels
-    (interpolation and scan-conversion edges are not tissue).
+    A pixel is a candidate when it is non-zero in some frames and its value changes across
+    frames (static overlays such as text and depth scales stay constant); the largest
+    connected candidate region is kept, replaced by its convex hull (linear rectangles and
+    sector fans are convex; anechoic fluid and shadows inside them belong to the field of
+    view), and eroded by ``erode_px`` pixels (scan-conversion edges are not tissue).
 
     Parameters
     ----------
@@ -263,13 +272,14 @@ def detect_fov_mask(images: np.ndarray, *, max_frames: int = 60, erode_px: int =
         candidate = nonzero
     if not candidate.any():
         return np.zeros(imgs.shape[1:], bool)
-    # close small speckle gaps, keep the largest region, fill its holes
-    candidate = ndimage.binary_closing(candidate, structure=np.ones((5, 5)), iterations=1)
+    # keep the largest region (static overlays are gone already), then its convex hull: a
+    # linear array's rectangle and a sector's fan are convex, and anechoic fluid or acoustic
+    # shadows inside them (zero in every frame) stay in the field of view
     labels, count = ndimage.label(candidate)
     if count > 1:
         sizes = ndimage.sum_labels(candidate, labels, index=np.arange(1, count + 1))
         candidate = labels == (1 + int(np.argmax(sizes)))
-    mask = ndimage.binary_fill_holes(candidate)
+    mask = convex_hull_image(candidate)
     if erode_px > 0:
         mask = ndimage.binary_erosion(mask, iterations=erode_px)
     return mask
