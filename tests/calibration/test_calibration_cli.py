@@ -136,6 +136,25 @@ def test_bad_input_is_one_line_and_exit_2(data, tmp_path: Path, capsys) -> None:
         main(["calibrate", "spatial", "--config", str(cfg), "--calibration", str(lying.path)]) == 2
     )
     assert "orientation contradicts the phantom" in capsys.readouterr().err
+    # with --report, the refusal still leaves a picture of what was segmented
+    png = tmp_path / "refused.png"
+    assert (
+        main(
+            [
+                "calibrate",
+                "spatial",
+                "--config",
+                str(cfg),
+                "--calibration",
+                str(lying.path),
+                "--report",
+                str(png),
+            ]
+        )
+        == 2
+    )
+    assert f"see the report {png}" in capsys.readouterr().err
+    assert cv2.imread(str(png)) is not None
     # an existing file that is not a calibration is not overwritten
     other = tmp_path / "other.toml"
     other.write_text("hello = 1\n")

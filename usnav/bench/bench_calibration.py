@@ -177,6 +177,8 @@ def bench_temporal(ctx: BenchContext) -> list[Figure]:
     result = calibrate_temporal(video, tracker)
     elapsed = time.perf_counter() - start
     diff_ms = 1000 * abs(result.tracker_lag_s - _PLUS_LAG_S)
+    plus_like = calibrate_temporal(video, tracker, clamp_ends=True)
+    diff_plus_ms = 1000 * abs(plus_like.tracker_lag_s - _PLUS_LAG_S)
     return [
         Figure(
             "TrackerLagSec difference from PLUS (-0.0648 s)",
@@ -185,7 +187,16 @@ def bench_temporal(ctx: BenchContext) -> list[Figure]:
             target="≤ 5 ms",
             met=diff_ms <= 5.0,
             higher_is_better=False,
-            note=f"lag {result.tracker_lag_s:+.4f} s, error {result.error:.2f} (PLUS 25.04)",
+            note=f"lag {result.tracker_lag_s:+.5f} s, RMS misfit {result.rms_error_mm:.2f} mm",
+        ),
+        Figure(
+            "TrackerLagSec difference from PLUS, PLUS's clamped-ends procedure",
+            diff_plus_ms,
+            "ms",
+            target="≤ 5 ms",
+            met=diff_plus_ms <= 5.0,
+            higher_is_better=False,
+            note=f"error {plus_like.error:.2f} (PLUS CalibrationError 25.04)",
         ),
         Figure(
             "temporal calibration, 201 video frames + 5000 tracker samples",

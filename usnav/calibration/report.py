@@ -66,9 +66,15 @@ def render_frame(image: np.ndarray, seg, *, label: str = "") -> np.ndarray:
                 cv2.circle(rgb, p, 6 * scale, _WIRE_COLOURS[w], 2 * scale, cv2.LINE_AA)
     status = seg.status.value if seg.status is not FrameStatus.OK else "ok"
     colour = (120, 255, 120) if seg.status is FrameStatus.OK else (80, 80, 255)
-    _text(rgb, f"{label} {status}", (10, 30 * scale), 0.6 * scale, colour, scale)
-    if seg.detail:
-        _text(rgb, seg.detail[:90], (10, 60 * scale), 0.45 * scale, colour, scale)
+    _text(rgb, f"{label}: {status}", (10, 26 * scale), 0.5 * scale, colour, scale)
+    words, line, y = seg.detail.split(), "", 52 * scale
+    for word in words:  # wrap the detail at ~70 characters
+        if len(line) + len(word) > 70:
+            _text(rgb, line, (10, y), 0.36 * scale, colour, max(1, scale // 2))
+            line, y = "", y + 18 * scale
+        line = f"{line} {word}".strip()
+    if line:
+        _text(rgb, line, (10, y), 0.36 * scale, colour, max(1, scale // 2))
     return rgb
 
 
@@ -149,25 +155,18 @@ def _summary_panel(width: int, height: int, result: SpatialCalibrationResult) ->
     return panel
 
 
-def spatial_report(
-    result: SpatialCalibrationResult, path: str | Path, *, tile_width: int = 410, columns: int = 3
-) -> Path:
-    """Write the spatial-calibration report PNG; returns its path."""
+def _tiles(sequences, tile_width: int, columns: int) -> list[np.ndarray]:
     from usnav.io.sequence import read_sequence
 
     tiles: list[np.ndarray] = []
-    for name, seq, n_ok, n_bad in (
-        ("cal", result.calibration, 3, 1),
-        ("val", result.validation, 2, 1),
-    ):
+    for name, seq, n_ok, n_bad in sequences:
         if seq is None:
             continue
         picks = _pick_frames(seq, n_ok, n_bad)
         with read_sequence(seq.path) as s:
             for i in picks:
-                img = grey(s.image(i))
                 tile = render_frame(
-                    to_mf(img, seq.orientation), seq.frames[i], label=f"{name} #{i}"
+                    to_mf(grey(s.image(i)), seq.orientation), seq.frames[i], label=f"{name} #{i}"
                 )
                 h = round(tile.shape[0] * tile_width / tile.shape[1])
                 tiles.append(cv2.resize(tile, (tile_width, h), interpolation=cv2.INTER_AREA))
@@ -179,6 +178,55 @@ def spatial_report(
         for c, t in enumerate(tiles[r : r + columns]):
             row[: t.shape[0], c * tile_width : (c + 1) * tile_width] = t
         rows.append(row)
+    return rows
+
+
+def _text_panel(width: int, lines: list[str]) -> np.ndarray:
+    wrapped: list[str] = []
+    for line in lines:
+        while len(line) > 150:
+            cut = line.rfind(" ", 0, 150)
+            cut = cut if cut > 0 else 150
+            wrapped.append(line[:cut])
+            line = "    " + line[cut:].lstrip()
+        wrapped.append(line)
+    panel = np.full((24 + 20 * len(wrapped), width, 3), 255, np.uint8)
+    for k, line in enumerate(wrapped):
+        cv2.putText(panel, line, (12, 22 + 20 * k), _FONT, 0.45, (0, 0, 160), 1, cv2.LINE_AA)
+    return panel
+
+
+def refusal_report(
+    seq: SegmentedSequence,
+    message: str,
+    path: str | Path,
+    *,
+    tile_width: int = 410,
+    columns: int = 3,
+) -> Path:
+    """Report for a refused calibration: sample frames as segmented, counts and the reason."""
+    rows = _tiles([("cal", seq, 2, 4)], tile_width, columns)
+    skipped = ", ".join(f"{v} {k}" for k, v in seq.counts.items() if k != "ok") or "none"
+    panel = _text_panel(
+        tile_width * columns,
+        [
+            "CALIBRATION REFUSED",
+            message,
+            f"{len(seq.used)} of {len(seq.frames)} frames usable; skipped: {skipped}",
+            f"file orientation: {seq.orientation} (frames shown flipped to MF)",
+        ],
+    )
+    return _write_png(np.vstack([*rows, panel]) if rows else panel, path)
+
+
+def spatial_report(
+    result: SpatialCalibrationResult, path: str | Path, *, tile_width: int = 410, columns: int = 3
+) -> Path:
+    """Write the spatial-calibration report PNG; returns its path."""
+    rows = _tiles(
+        [("cal", result.calibration, 3, 1), ("val", result.validation, 2, 1)], tile_width, columns
+    )
+    width = tile_width * columns
     series = [("calibration", result.calibration_errors_mm, _CAL_COLOUR)]
     if result.validation_errors_mm is not None:
         series.append(("validation", result.validation_errors_mm, _VAL_COLOUR))

@@ -427,6 +427,14 @@ def _image_ok(seq, index: int) -> bool:
     return status.strip().upper() == "OK"
 
 
+class CalibrationRefused(InputError):
+    """Too few usable frames; ``segmented`` holds what was found, for a report."""
+
+    def __init__(self, segmented: SegmentedSequence, problem: str, hint: str | None = None):
+        super().__init__(segmented.path, problem, hint)
+        self.segmented = segmented
+
+
 def _refusal(seq: SegmentedSequence, min_frames: int) -> str:
     counts = seq.counts
     skipped = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "ok") or "none"
@@ -472,10 +480,11 @@ def calibrate_spatial(
 
     Raises
     ------
-    InputError
+    CalibrationRefused
         Too few usable frames (the message gives the counts per reason and, if the frames'
-        orientation contradicts the phantom, says so), a degenerate solution (axes not
-        perpendicular), or any input problem.
+        orientation contradicts the phantom, says so); it carries the segmentation.
+    InputError
+        A degenerate solution (axes not perpendicular), or any input problem.
     """
     cfg = config if isinstance(config, CalibrationConfig) else read_calibration_config(config)
     warnings = [f"phantom pattern skipped: {m}" for m in cfg.skipped_patterns]
@@ -492,7 +501,7 @@ def calibrate_spatial(
         progress=stage_progress("calibration"),
     )
     if len(cal.used) < min_frames:
-        raise InputError(cal.path, _refusal(cal, min_frames))
+        raise CalibrationRefused(cal, _refusal(cal, min_frames))
     try:
         matrix, dropped = solve_image_to_probe(cal.image_points, cal.probe_points)
     except ValueError as exc:
@@ -516,7 +525,7 @@ def calibrate_spatial(
             progress=stage_progress("validation"),
         )
         if len(val.used) == 0:
-            raise InputError(val.path, _refusal(val, 1))
+            raise CalibrationRefused(val, _refusal(val, 1))
         val_err = reprojection_errors_mm(matrix, val.image_points, val.probe_points)
     for seq in (cal, val):
         if seq is None:

@@ -9,11 +9,14 @@ of the same motion are compared:
 - **tracker** (moving): the probe's translation (``ProbeToReference`` by default) projected
   on its principal axis (PCA), mm.
 
-Both are normalised ((x − mean)/σ); the tracker signal is resampled linearly at
-``t_video + Δ`` and the SSD to the video signal is minimised over Δ: a coarse pass over
-±``max_lag_s`` in steps of one video frame period, a fine pass at ±3 periods in 1 ms steps. The
-sign of the principal axis is arbitrary, so the search is repeated with the tracker signal
-negated and the smaller |Δ| is kept (PLUS).
+The tracker signal is resampled linearly at ``t_video + Δ`` and the SSD of the normalised
+((x − mean)/σ) signals is minimised over Δ: a coarse pass over ±``max_lag_s`` in steps of one
+video frame period, a fine pass at ±3 periods in 1 ms steps. The sign of the principal axis is
+arbitrary, so the search is repeated with the tracker signal negated and the smaller |Δ| is
+kept (PLUS). By default only video samples whose t + Δ lies inside the tracker recording for
+every searched Δ are compared; ``clamp_ends=True`` follows PLUS exactly (tracker range shrunk by
+``max_lag_s``, its end values held beyond it), which reproduces PLUS's error figure but biases
+Δ by a few ms.
 
 Result: ``tracker_lag_s = Δ*``: the tracker pose that matches an image stamped t is the one at
 ``t + tracker_lag_s`` (PLUS ``TrackerLagSec``; negative: the tracker stream runs behind).
@@ -251,13 +254,17 @@ def _window_normalised(t: np.ndarray, x: np.ndarray, t0: float, t1: float) -> np
     return (x - w.mean()) / sd if sd > 0 else np.zeros_like(x)
 
 
-def _ssd_at(t_fixed, fixed, t_moving, moving, offsets):
+def _ssd_at(t_fixed, fixed, t_moving, moving, offsets, strict: bool = False):
     out = np.empty(len(offsets))
     sds = np.empty(len(offsets))
     maxdiff = np.empty(len(offsets))
+    fixed_strict = _normalise(fixed)[0] if strict else None
     for k, dt in enumerate(offsets):
         shifted = t_fixed + dt
-        fixed_n = _window_normalised(t_fixed, fixed, shifted[0], shifted[-1])
+        if fixed_strict is not None:
+            fixed_n = fixed_strict
+        else:
+            fixed_n = _window_normalised(t_fixed, fixed, shifted[0], shifted[-1])
         resampled = np.interp(shifted, t_moving, moving)  # clamped at the ends
         norm, sd = _normalise(resampled)
         diff = fixed_n - norm
@@ -276,25 +283,33 @@ def search_lag(
     max_lag_s: float = MAX_LAG_S,
     fine_step_s: float = FINE_STEP_S,
     polarity: int = 1,
+    clamp_ends: bool = False,
 ) -> LagSearch:
-    """Offset Δ minimising SSD(fixed(t), moving(t + Δ)) of the normalised signals (PLUS).
+    """Offset Δ minimising SSD(fixed(t), moving(t + Δ)) of the normalised signals.
 
-    ``fixed`` (video) covers the common time range; ``moving`` (tracker) is expected to cover
-    that range shrunk by ``max_lag_s`` at both ends and is resampled linearly, clamped at its
-    ends. For each Δ the fixed signal is normalised over its samples within [t0 + Δ, t1 + Δ]
-    and the resampled moving signal over all samples.
+    Default: only fixed samples whose t + Δ lies inside the moving signal for every searched
+    Δ are compared (one normalisation each; the moving signal is resampled linearly and
+    normalised per Δ): nothing is extrapolated, so the estimate is unbiased.
+
+    ``clamp_ends`` (PLUS's exact procedure): ``fixed`` (video) covers the common time range,
+    ``moving`` (tracker) that range shrunk by ``max_lag_s`` at both ends, resampled with its end
+    values held beyond them; for each Δ the fixed signal is normalised over its samples within
+    [t0 + Δ, t1 + Δ]. The held ends bias Δ by a few ms (more the larger |Δ|).
     """
     moving = polarity * np.asarray(moving, dtype=np.float64)
     tf = np.asarray(t_fixed, dtype=np.float64)
     fx = np.asarray(fixed, dtype=np.float64)
+    if not clamp_ends:
+        inside = (tf >= t_moving[0] + max_lag_s) & (tf <= t_moving[-1] - max_lag_s)
+        tf, fx = tf[inside], fx[inside]
     if len(tf) < 10 or len(t_moving) < 2:
         raise ValueError("the video and tracker recordings overlap too little in time")
     period = (tf[-1] - tf[0]) / (len(tf) - 1)
     coarse = np.arange(-max_lag_s, max_lag_s + 1e-9, period)
-    ssd_c, _, _ = _ssd_at(tf, fx, t_moving, moving, coarse)
+    ssd_c, _, _ = _ssd_at(tf, fx, t_moving, moving, coarse, not clamp_ends)
     best = coarse[int(np.argmin(ssd_c))]
     fine = np.arange(best - 3 * period, best + 3 * period + 1e-9, fine_step_s)
-    ssd_f, sds, maxdiff = _ssd_at(tf, fx, t_moving, moving, fine)
+    ssd_f, sds, maxdiff = _ssd_at(tf, fx, t_moving, moving, fine, not clamp_ends)
     k = int(np.argmin(ssd_f))
     offsets = np.concatenate([coarse, fine])
     curve = np.concatenate([ssd_c, ssd_f])
@@ -375,6 +390,7 @@ def calibrate_temporal(
     tool: str = "ProbeToReference",
     clip: tuple[int, int, int, int] | None = None,
     max_lag_s: float = MAX_LAG_S,
+    clamp_ends: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> TemporalCalibrationResult:
     """Tracker lag from a water-tank recording (video, and tracker if recorded separately).
@@ -391,6 +407,11 @@ def calibrate_temporal(
         Video region ``(x0, y0, width, height)``, px; default the whole image.
     max_lag_s
         Largest |lag| searched, s.
+    clamp_ends
+        PLUS's exact procedure (tracker range shrunk by ``max_lag_s``, its end values held):
+        reproduces PLUS's CalibrationError figure; the default compares only where both
+        signals exist for every searched lag (unbiased; on PLUS's data it gives PLUS's
+        published lag to 0.1 ms).
 
     Raises
     ------
@@ -422,8 +443,9 @@ def calibrate_temporal(
             vsig = video_line_signal(vseq, clip, progress, time_range=(lo, hi))
         except ValueError as exc:
             raise InputError(vpath, str(exc)) from exc
+        margin = max_lag_s if clamp_ends else 0.0
         t_t, s_t, used_tool = tracker_position_signal(
-            tseq, tool, time_range=(lo + max_lag_s, hi - max_lag_s)
+            tseq, tool, time_range=(lo + margin, hi - margin)
         )
     if len(vsig.times_s) < 10:
         raise InputError(
@@ -450,7 +472,13 @@ def calibrate_temporal(
         try:
             searches.append(
                 search_lag(
-                    vsig.times_s, vsig.values_px, t_t, s_t, max_lag_s=max_lag_s, polarity=pol
+                    vsig.times_s,
+                    vsig.values_px,
+                    t_t,
+                    s_t,
+                    max_lag_s=max_lag_s,
+                    polarity=pol,
+                    clamp_ends=clamp_ends,
                 )
             )
         except ValueError as exc:

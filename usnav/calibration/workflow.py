@@ -15,6 +15,7 @@ from usnav.calibration.output import plus_coordinate_definitions, write_calibrat
 from usnav.calibration.pivot import PivotResult, calibrate_pivot
 from usnav.calibration.spatial import (
     MIN_FRAMES,
+    CalibrationRefused,
     ProgressCallback,
     SpatialCalibrationResult,
     calibrate_spatial,
@@ -46,14 +47,22 @@ def run_spatial(
     progress: ProgressCallback | None = None,
 ) -> SpatialCalibrationResult:
     """Spatial calibration (:func:`calibrate_spatial`), then the requested outputs."""
-    result = calibrate_spatial(
-        config,
-        calibration,
-        validation,
-        phantom_to_reference=phantom_to_reference,
-        min_frames=min_frames,
-        progress=progress,
-    )
+    try:
+        result = calibrate_spatial(
+            config,
+            calibration,
+            validation,
+            phantom_to_reference=phantom_to_reference,
+            min_frames=min_frames,
+            progress=progress,
+        )
+    except CalibrationRefused as exc:
+        if report is None:
+            raise
+        from usnav.calibration.report import refusal_report
+
+        refusal_report(exc.segmented, exc.problem, report)
+        raise CalibrationRefused(exc.segmented, exc.problem, f"see the report {report}") from exc
     if out is not None:
         write_calibration(out, spatial=result)
     if xml is not None:
@@ -71,12 +80,15 @@ def run_temporal(
     *,
     tool: str = "ProbeToReference",
     clip: tuple[int, int, int, int] | None = None,
+    clamp_ends: bool = False,
     out: str | Path | None = None,
     report: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TemporalCalibrationResult:
     """Temporal calibration (:func:`calibrate_temporal`), then the requested outputs."""
-    result = calibrate_temporal(video, tracker, tool=tool, clip=clip, progress=progress)
+    result = calibrate_temporal(
+        video, tracker, tool=tool, clip=clip, clamp_ends=clamp_ends, progress=progress
+    )
     if out is not None:
         write_calibration(out, temporal=result)
     if report is not None:

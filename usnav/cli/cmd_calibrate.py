@@ -76,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar=("X", "Y", "W", "H"),
         help="video region to search for the line, px",
     )
+    tp.add_argument(
+        "--clamp-ends",
+        action="store_true",
+        help="PLUS's exact procedure (tracker range shrunk by 0.5 s, end values held): "
+        "reproduces PLUS's error figure, but biases the lag by a few ms",
+    )
     tp.add_argument("--out", type=Path, help="calibration file to write/update (.toml)")
     tp.add_argument("--report", type=Path, help="write a PNG report (signals, SSD curve)")
     tp.add_argument("--json", action="store_true", help="print one JSON object")
@@ -202,6 +208,7 @@ def _temporal(args: argparse.Namespace) -> int:
             args.tracker,
             tool=args.tool,
             clip=tuple(args.clip) if args.clip else None,
+            clamp_ends=args.clamp_ends,
             out=args.out,
             report=args.report,
             progress=lambda done, total: bar("video", done, total),
