@@ -399,6 +399,7 @@ class Connection:
             if self._closed.is_set():
                 return
             self.close_reason = reason
+            self.stats.disconnects += 1
             self._closed.set()
         with self._cond:
             self.stats.dropped_out += sum(c for _, _, c in self._queue)
@@ -407,7 +408,6 @@ class Connection:
             self._cond.notify_all()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        self.stats.disconnects += 1
         log.info("OpenIGTLink peer %s: connection closed (%s)", self.peer, reason)
         if self._on_close is not None:
             try:
