@@ -152,6 +152,7 @@ class SpineAnatomy:
     wound_half_width: float
     shift_mm: float
     shift_direction: np.ndarray
+    root_angles_deg: list[float]
     spine_to_mri: np.ndarray
     primitives: list[Primitive] = field(default_factory=list)
 
@@ -310,6 +311,7 @@ def random_anatomy(
         wound_half_width=u(23.0, 27.0),
         shift_mm=u(*shift_mm) if shift_mm[1] > shift_mm[0] else shift_mm[0],
         shift_direction=np.zeros(3),
+        root_angles_deg=[s * u(lo, hi) for s in (-1.0, 1.0) for lo, hi in ((45, 60), (120, 135))],
         spine_to_mri=np.eye(4),
     )
     # skin over the spinous process tips
@@ -406,8 +408,8 @@ def build_primitives(a: SpineAnatomy) -> list[Primitive]:
         ),
     ]
     cx, cy = a.canal
-    body_y = cy + 0.4 + a.body[1]
-    # ligamentum flavum (shows in the interlaminar gaps) and the bony canal's epidural fat
+    body_y = cy - 1.5 + a.body[1]  # the canal carves a concave back into bodies and discs
+    # ligamentum flavum (shows in the interlaminar gaps)
     prims.append(
         Primitive(
             P.PRIM_ARCH,
@@ -415,25 +417,6 @@ def build_primitives(a: SpineAnatomy) -> list[Primitive]:
             np.zeros(3),
             [cx, cy, cx + 4.0, cy + 4.0, half_z, cx + 4.0, 0.5],
             name="flavum",
-        )
-    )
-    prims.append(
-        Primitive(
-            P.PRIM_SUPERELLIPTIC_CYLINDER,
-            T.EPIDURAL_FAT,
-            np.zeros(3),
-            [cx, cy, half_z, 2.0],
-            name="epidural fat",
-        )
-    )
-    # the canal's anterior wall is the flat back of the bodies and discs
-    prims.append(
-        Primitive(
-            P.PRIM_BOX,
-            T.EPIDURAL_FAT,
-            np.array([0.0, 0.5 * (cy + 0.6), 0.0]),
-            [0.92 * cx, 0.5 * (cy + 0.6), half_z],
-            name="anterior epidural space",
         )
     )
     beta = np.radians(a.spinous_angle_deg)
@@ -537,12 +520,34 @@ def build_primitives(a: SpineAnatomy) -> list[Primitive]:
                 name=f"nucleus {i}",
             )
         )
+    # the canal: a cortical / annular rim, then the epidural space carved out of it
+    rim = [cx + 1.0, cy + 1.0, half_z, 2.0]
+    for label, inner in ((T.BONE, T.MARROW), (T.DISC_ANNULUS, T.DISC_NUCLEUS)):
+        prims.append(
+            Primitive(
+                P.PRIM_SUPERELLIPTIC_CYLINDER,
+                label,
+                np.zeros(3),
+                rim,
+                overwrite=label_mask(inner),
+                name="canal rim",
+            )
+        )
+    prims.append(
+        Primitive(
+            P.PRIM_SUPERELLIPTIC_CYLINDER,
+            T.EPIDURAL_FAT,
+            np.zeros(3),
+            [cx, cy, half_z, 2.0],
+            name="epidural space",
+        )
+    )
     # posterior longitudinal ligament
     prims.append(
         Primitive(
             P.PRIM_BOX,
             T.LIGAMENT,
-            np.array([0, cy, 0]),
+            np.array([0, cy - 0.45, 0]),
             [5.0, 0.45, half_z],
             overwrite=label_mask(T.EPIDURAL_FAT),
             name="PLL",
@@ -587,6 +592,21 @@ def build_primitives(a: SpineAnatomy) -> list[Primitive]:
             name="central echo",
         )
     )
+    # rootlets: bundles crossing the CSF from the cord's dorsolateral / ventrolateral sulci
+    for angle in a.root_angles_deg:
+        ang = np.radians(angle)
+        direction = np.array([np.sin(ang), -np.cos(ang), 0.0])
+        reach = 1.0 / np.hypot(direction[0] / a.cord[0], direction[1] / a.cord[1])
+        prims.append(
+            Primitive(
+                P.PRIM_SUPERELLIPTIC_CYLINDER,
+                T.NERVE_ROOT,
+                cord_c + direction * (reach + 1.1),
+                [0.55, 0.55, half_z, 2.0],
+                overwrite=label_mask(T.CSF),
+                name="rootlets",
+            )
+        )
     t = a.tumor
     extent = t.radii[2] + (2 * t.cyst_radii[2] if t.cyst_radii is not None else 0.0) + 8.0
     prims.append(
@@ -719,7 +739,9 @@ def intraoperative(anat: SpineAnatomy, preop: LabelGrid) -> LabelGrid:
         qx = xs[:, None, None] - cxs[None, None, k0:k1]
         qy = ys[None, :, None] - cys[None, None, k0:k1]
         qz = zs[None, None, k0:k1]
-        medial = np.abs(qx) < anat.lamina_cut_half_width
+        # the cut widens posteriorly (a trough, not a vertical wall)
+        widen = 0.35 * np.maximum(-qy - anat.canal[1], 0.0)
+        medial = np.abs(qx) < anat.lamina_cut_half_width + widen
         # medially the wound reaches the dura; laterally its floor is the facets and the
         # transverse processes (the muscle below them stays)
         # (the posterior epidural fat is removed; what lies in the lateral gutters stays,

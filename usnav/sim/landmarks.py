@@ -93,7 +93,7 @@ def spine_landmarks(anat: SpineAnatomy, n_boundary: int = 48) -> dict[str, np.nd
     line_q = np.stack(
         [np.full_like(zs, anat.cord_offset[0]), np.full_like(zs, anat.cord_offset[1]), zs], axis=1
     )
-    bodies_q = np.array([[0.0, anat.canal[1] + 0.4, anat.level_z(i)] for i in range(anat.levels)])
+    bodies_q = np.array([[0.0, anat.canal[1], anat.level_z(i)] for i in range(anat.levels)])
     cyst = None
     if t.cyst_center is not None:
         cyst = _region_centroid(anat, arrays, Tissue.CYST, t.cyst_center, t.cyst_radii + 0.6)

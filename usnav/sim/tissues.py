@@ -35,6 +35,7 @@ class Tissue(enum.IntEnum):
     TUMOR = 14  # solid intramedullary tumor
     CYST = 15  # tumor-associated cyst
     SALINE = 16  # irrigation fluid filling the laminectomy wound (intraoperative only)
+    NERVE_ROOT = 17  # dorsal and ventral rootlets crossing the subarachnoid space
 
 
 N_TISSUES = len(Tissue)
@@ -84,12 +85,12 @@ ACOUSTIC: dict[Tissue, AcousticProperties] = {
     Tissue.SKIN: AcousticProperties(1615.0, 1109.0, 1.0, 0.55, 1.0, 0.3, 0.3),
     Tissue.FAT: AcousticProperties(1450.0, 950.0, 0.63, 0.45, 0.35, 0.6, 0.2),
     Tissue.MUSCLE: AcousticProperties(1585.0, 1090.0, 1.0, 0.32, 1.0, 0.5, 0.2),
-    Tissue.BONE: AcousticProperties(4080.0, 1908.0, 20.0, 0.9, 1.0, 0.3, 0.55),
+    Tissue.BONE: AcousticProperties(4080.0, 1908.0, 20.0, 0.9, 1.0, 0.3, 0.4),
     Tissue.MARROW: AcousticProperties(2500.0, 1400.0, 30.0, 0.9, 1.0, 0.3, 0.6),
     Tissue.DISC_ANNULUS: AcousticProperties(1580.0, 1100.0, 1.2, 0.45, 1.0, 0.3, 0.2),
     Tissue.DISC_NUCLEUS: AcousticProperties(1540.0, 1050.0, 0.6, 0.12, 1.0, 0.2, 0.1),
     Tissue.LIGAMENT: AcousticProperties(1700.0, 1150.0, 2.0, 0.7, 1.0, 0.3, 0.35),
-    Tissue.EPIDURAL_FAT: AcousticProperties(1450.0, 950.0, 0.63, 0.35, 0.4, 0.5, 0.3),
+    Tissue.EPIDURAL_FAT: AcousticProperties(1450.0, 950.0, 0.63, 0.22, 0.4, 0.5, 0.3),
     Tissue.DURA: AcousticProperties(1700.0, 1150.0, 2.0, 0.5, 1.0, 0.2, 0.15),
     Tissue.CSF: AcousticProperties(1504.5, 1007.0, 0.005, 0.0, roughness=0.1),
     Tissue.CORD: AcousticProperties(1540.0, 1075.0, 0.8, 0.11, 1.0, 0.3, 0.15),
@@ -97,6 +98,7 @@ ACOUSTIC: dict[Tissue, AcousticProperties] = {
     Tissue.TUMOR: AcousticProperties(1550.0, 1060.0, 0.8, 0.14, 1.0, 0.7, 0.25),
     Tissue.CYST: AcousticProperties(1510.0, 1010.0, 0.01, 0.0, roughness=0.15),
     Tissue.SALINE: AcousticProperties(1520.0, 1005.0, 0.002, 0.0, roughness=0.1),
+    Tissue.NERVE_ROOT: AcousticProperties(1600.0, 1100.0, 1.0, 0.6, 1.0, 0.2, 0.6),
 }
 
 #: Tumor backscatter for the two echogenicities the issue asks for (cord is 0.11).
@@ -122,6 +124,7 @@ T2_SIGNAL: dict[Tissue, float] = {
     Tissue.TUMOR: 600.0,
     Tissue.CYST: 940.0,
     Tissue.SALINE: 1000.0,
+    Tissue.NERVE_ROOT: 300.0,
 }
 
 #: Heterogeneity of the T2 signal (relative SD of a smooth texture), per tissue.
