@@ -14,6 +14,7 @@ from usnav.calibration.phantom import (
 from usnav.calibration.pivot import PivotResult, calibrate_pivot, pivot_calibration
 from usnav.calibration.segmentation import FrameStatus
 from usnav.calibration.spatial import (
+    CalibrationRefused,
     ErrorSummary,
     SpatialCalibrationResult,
     calibrate_spatial,
@@ -24,6 +25,7 @@ from usnav.calibration.temporal import TemporalCalibrationResult, calibrate_temp
 
 __all__ = [
     "CalibrationConfig",
+    "CalibrationRefused",
     "ErrorSummary",
     "FrameStatus",
     "NWirePattern",
