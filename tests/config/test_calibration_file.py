@@ -99,6 +99,12 @@ def test_plus_xml_coordinate_definitions_round_trip(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_calibration(path).image_to_probe, IMAGE_TO_PROBE, rtol=1e-8)
 
 
+def test_bare_coordinate_definitions_element(tmp_path: Path) -> None:
+    path = tmp_path / "defs.xml"
+    path.write_text(coordinate_definitions_xml([PlusTransform("Image", "Probe", IMAGE_TO_PROBE)]))
+    np.testing.assert_allclose(load_calibration(path).image_to_probe, IMAGE_TO_PROBE, rtol=1e-8)
+
+
 def test_real_plus_config_without_image_to_probe_says_what_it_has(shared_data: Path) -> None:
     xml = shared_data / "plus/ConfigFiles/Testing/PlusDeviceSet_fCal_Sim_SpatialCalibration_1.2.xml"
     defs = read_coordinate_definitions(xml)

@@ -63,7 +63,7 @@ def read_coordinate_definitions(path: str | Path) -> dict[str, PlusTransform]:
         If the file is not XML, has no ``CoordinateDefinitions``, or a matrix is malformed.
     """
     root = read_xml_root(path)
-    defs = root.find(".//CoordinateDefinitions")
+    defs = root if root.tag == "CoordinateDefinitions" else root.find(".//CoordinateDefinitions")
     if defs is None:
         raise ConfigError(
             path,
