@@ -797,24 +797,26 @@ STICK_DIRECTIONS = np.array(
 
 @njit(**_OPTS)
 def fill_holes_stick(values, filled, directions, max_length, out):  # pragma: no cover
-    """Fill empty voxels by linear interpolation along the shortest "stick" (PLUS STICK hole
-    filling with ``NumberOfSticksToUse=1``).
+    """Fill empty voxels along the shortest "stick" between filled voxels (the STICK hole
+    filling of PLUS with ``NumberOfSticksToUse=1``).
 
-    For an empty voxel, each direction ±d is walked up to ``max_length`` voxels to the first
-    filled voxel on each side; among the directions where both sides were reached, the one
-    with the shortest total length gives the value, linearly interpolated by distance. Voxels
-    with no such stick stay empty (0).
+    For an empty voxel and each direction d, the nearest filled voxel is searched forward
+    (``f`` steps, ``f + 1 <= max_length``) and then backward (``b`` steps,
+    ``f + b + 1 <= max_length``). A stick found on both sides has length ``L = f + b + 1``
+    (in voxel steps), value ``(b + 1)/L · forward + (f/L) · backward`` and score
+    ``1 / (L · |d|)``. The best-scoring sticks (ties averaged) give the value; voxels with no
+    stick stay empty (0).
 
     Parameters
     ----------
     values
         (X, Y, Z) float32 compounded values; ``filled`` (X, Y, Z) uint8 (1 = has data).
     directions
-        (D, 3) int64 stick directions.
+        (D, 3) int64 stick directions (one of each ± pair).
     max_length
-        Maximum total stick length, voxels.
+        ``StickLengthLimit``, voxels.
     out
-        (X, Y, Z) float32, written; ``out_filled`` semantics: use ``out > 0`` or ``filled``.
+        (X, Y, Z) float32, written (filled voxels copied, holes filled or 0).
 
     Returns
     -------
@@ -829,47 +831,54 @@ def fill_holes_stick(values, filled, directions, max_length, out):  # pragma: no
                 if filled[x, y, z]:
                     out[x, y, z] = values[x, y, z]
                     continue
-                best_len = max_length + 1
-                best_val = 0.0
+                best = 0.0
+                sum_wv = 0.0
+                sum_w = 0.0
                 for d in range(nd):
                     dx = directions[d, 0]
                     dy = directions[d, 1]
                     dz = directions[d, 2]
-                    # forward
-                    lf = 0
+                    fwd = 0
                     vf = 0.0
-                    for s in range(1, max_length + 1):
+                    for s in range(1, max_length):
                         xx = x + s * dx
                         yy = y + s * dy
                         zz = z + s * dz
                         if xx < 0 or yy < 0 or zz < 0 or xx >= nx or yy >= ny or zz >= nz:
                             break
                         if filled[xx, yy, zz]:
-                            lf = s
+                            fwd = s
                             vf = values[xx, yy, zz]
                             break
-                    if lf == 0:
+                    if fwd == 0:
                         continue
-                    lb = 0
+                    rvs = 0
                     vb = 0.0
-                    for s in range(1, max_length + 1 - lf):
+                    for s in range(1, max_length - fwd):
                         xx = x - s * dx
                         yy = y - s * dy
                         zz = z - s * dz
                         if xx < 0 or yy < 0 or zz < 0 or xx >= nx or yy >= ny or zz >= nz:
                             break
                         if filled[xx, yy, zz]:
-                            lb = s
+                            rvs = s
                             vb = values[xx, yy, zz]
                             break
-                    if lb == 0:
+                    if rvs == 0:
                         continue
-                    total = lf + lb
-                    if total < best_len:
-                        best_len = total
-                        best_val = (vf * lb + vb * lf) / total
-                if best_len <= max_length:
-                    out[x, y, z] = best_val
+                    total = fwd + rvs + 1.0
+                    w_fwd = (rvs + 1.0) / total
+                    value = w_fwd * vf + (1.0 - w_fwd) * vb
+                    score = 1.0 / (total * math.sqrt(dx * dx + dy * dy + dz * dz))
+                    if score > best * (1.0 + 1e-12):
+                        best = score
+                        sum_wv = value * score
+                        sum_w = score
+                    elif score >= best * (1.0 - 1e-12):
+                        sum_wv += value * score
+                        sum_w += score
+                if sum_w > 0.0:
+                    out[x, y, z] = sum_wv / sum_w
                     count += 1
                 else:
                     out[x, y, z] = 0.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.optimize import minimize
 from scipy.spatial.transform import Rotation
 
-from usnav.errors import InputError
+from usnav.errors import ConfigError, InputError
 from usnav.io.volume import Volume
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.registration.similarity import (
@@ -586,3 +587,36 @@ def register_sweep(
     result = problem.run(initial, progress=progress)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def load_registration_options(
+    path: str | Path | None = None, *, metric: str | None = None
+) -> RegistrationOptions:
+    """Options from a TOML file (a ``[registration]`` table or top-level keys), then ``metric``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys or bad values, naming the file and key.
+    """
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from usnav.config.loader import format_validation_error
+
+    opts = RegistrationOptions()
+    if path is not None:
+        p = Path(path)
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(p, f"cannot read registration options: {exc}") from exc
+        table = doc.get("registration", doc)
+        try:
+            opts = RegistrationOptions.model_validate(table)
+        except ValidationError as exc:
+            raise ConfigError(p, format_validation_error(exc, RegistrationOptions)) from exc
+    if metric:
+        opts = opts.model_copy(update={"metric": metric})
+    return opts

@@ -1,0 +1,105 @@
+"""``usnav register``: US→MRI registration of a tracked sweep (LC² on a Numba core)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "register",
+        help="register a tracked ultrasound sweep to the preoperative MRI (rigid, LC²)",
+        description="Refines the initial ReferenceToMri from the ultrasound itself and writes "
+        "RESULT.json with ReferenceToMri (the candidate if accepted, else the initial one), "
+        "accepted, similarity, uncertainty and seconds. Pixel → MRI = ReferenceToMri · "
+        "inv(ReferenceToTracker) · ProbeToTracker · ImageToProbe · [col, row, 0, 1].",
+    )
+    p.add_argument(
+        "recording",
+        type=Path,
+        help="PLUS sequence file (.igs.mha, .seq.nrrd) with "
+        "ProbeToTracker + ReferenceToTracker (or ProbeToReference)",
+    )
+    p.add_argument("--mri", type=Path, required=True, help="MRI volume (NIfTI or NRRD)")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        required=True,
+        metavar="CAL",
+        help="ImageToProbe: usnav calibration .toml, PLUS device-set XML or 16 numbers",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        required=True,
+        help="initial ReferenceToMri: text file of 16 numbers (row-major)",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="RESULT.json")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="TOML",
+        help="registration options (a [registration] table, see docs/registration.md)",
+    )
+    p.add_argument("--metric", choices=["lc2", "ncc_gradient"], help="similarity (default lc2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from usnav.registration.files import register_recording
+    from usnav.registration.rigid import load_registration_options
+
+    options = load_registration_options(args.config, metric=args.metric)
+    bar = _ProgressBar(enabled=not args.quiet)
+    try:
+        result = register_recording(
+            args.recording,
+            args.mri,
+            args.calibration,
+            args.init,
+            args.out,
+            options,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    verdict = "accepted" if result.accepted else "REJECTED (initial ReferenceToMri kept)"
+    print(
+        f"{verdict}: similarity {result.initial_similarity:.4f} → {result.similarity:.4f}, "
+        f"correction {result.correction_mm:.2f} mm, uncertainty "
+        f"{result.uncertainty_mm:.2f} mm, {result.seconds:.2f} s → {args.out}"
+    )
+    return 0
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr, created on the first update."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._progress = None
+        self._task = None
+
+    def update(self, message: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TimeElapsedColumn
+
+            self._progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("registering", total=1.0)
+        self._progress.update(self._task, completed=fraction, description=f"registering: {message}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()

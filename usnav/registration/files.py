@@ -1,0 +1,211 @@
+"""File-level entry points behind ``usnav register``, ``register-points`` and ``reconstruct``.
+
+Each reads its inputs (refusing bad ones with a message naming the file), runs one library
+function and writes its output; the CLI only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from usnav.config.calibration import load_calibration
+from usnav.config.plus_xml import parse_matrix_text
+from usnav.errors import ConfigError, InputError
+from usnav.io.volume import load_volume, save_volume
+from usnav.registration.points import read_points, read_tag_file, register_points
+from usnav.registration.reconstruct import (
+    Reconstruction,
+    ReconstructionOptions,
+    load_image_to_probe,
+    options_from_plus_xml,
+    reconstruct_volume,
+)
+from usnav.registration.rigid import RegistrationOptions, RegistrationResult, register_sweep
+from usnav.registration.sweep import load_sweep
+from usnav.transforms.matrices import is_rigid
+
+Progress = Callable[[str, float], None]
+
+
+def read_matrix_file(path: str | Path, what: str = "matrix") -> np.ndarray:
+    """A 4×4 from a text file of 16 numbers (row-major; ``#`` comments and commas allowed)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise InputError(p, f"cannot read the {what}: {exc}") from exc
+    lines = [line.split("#", 1)[0] for line in text.splitlines()]
+    try:
+        return parse_matrix_text(" ".join(lines).replace(",", " "), str(p))
+    except ConfigError as exc:
+        raise InputError(p, f"{what}: {exc.problem}", "write 16 numbers, row-major") from exc
+
+
+def read_initial(path: str | Path) -> np.ndarray:
+    """The initial ``ReferenceToMri`` (16 numbers), refused unless rigid."""
+    m = read_matrix_file(path, "initial ReferenceToMri")
+    if not is_rigid(m, tol=1e-3):
+        raise InputError(
+            path,
+            "the initial ReferenceToMri is not rigid (rotation + translation)",
+            "give 16 numbers of a rigid transform, mm",
+        )
+    return m
+
+
+def register_recording(
+    recording: str | Path,
+    mri_path: str | Path,
+    calibration: str | Path,
+    init: str | Path,
+    out: str | Path | None = None,
+    options: RegistrationOptions | None = None,
+    *,
+    progress: Progress | None = None,
+) -> RegistrationResult:
+    """``usnav register``: read everything, register, write RESULT.json (if ``out``).
+
+    Raises
+    ------
+    InputError / ConfigError
+        Any unusable input, named: the MRI (no affine, NaNs), the calibration (not rigid ×
+        scale), the initial transform, the recording (empty, all transforms invalid, outside
+        the MRI).
+    """
+    t0 = time.perf_counter()
+    image_to_probe = load_calibration(calibration).image_to_probe
+    initial = read_initial(init)
+    mri = load_volume(mri_path)
+    mri.check_finite()
+    if progress:
+        progress("reading the sweep", 0.02)
+    sweep = load_sweep(recording, image_to_probe)
+    from usnav.registration._kernels import warm_up
+
+    compile_s = warm_up()
+    result = register_sweep(mri, sweep, initial, options, progress=progress)
+    if out is not None:
+        doc = result.to_json()
+        doc["total_seconds"] = round(time.perf_counter() - t0, 3)
+        doc["compile_seconds"] = round(compile_s, 3)
+        doc["frames"] = len(sweep)
+        doc["frames_dropped"] = sweep.dropped
+        doc["inputs"] = {
+            "recording": str(recording),
+            "mri": str(mri_path),
+            "calibration": str(calibration),
+            "init": str(init),
+        }
+        _write_json(out, doc)
+    return result
+
+
+def register_point_files(
+    out: str | Path | None,
+    *,
+    tag: str | Path | None = None,
+    moving: str | Path | None = None,
+    fixed: str | Path | None = None,
+    fle_mm: float | None = None,
+    targets: str | Path | None = None,
+) -> dict:
+    """``usnav register-points``: paired fiducials → ReferenceToMri with FRE and expected TRE.
+
+    Either ``tag`` (MNI tag file: volume 1 = MRI/fixed, volume 2 = Reference/moving) or
+    ``moving`` + ``fixed`` point files (``x y z`` rows, Slicer ``.fcsv``/``.mrk.json``).
+    """
+    if tag is not None:
+        fixed_pts, moving_pts = read_tag_file(tag)
+        source = str(tag)
+    elif moving is not None and fixed is not None:
+        moving_pts = read_points(moving)
+        fixed_pts = read_points(fixed)
+        source = f"{moving} / {fixed}"
+        if len(moving_pts) != len(fixed_pts):
+            raise InputError(
+                source,
+                f"{len(moving_pts)} moving points but {len(fixed_pts)} fixed points",
+                "the lists must be paired, in the same order",
+            )
+    else:
+        raise InputError("register-points", "give a tag file or both --moving and --fixed")
+    reg = register_points(moving_pts, fixed_pts, fle_mm=fle_mm, source=source)
+    target_pts = read_points(targets) if targets is not None else fixed_pts.mean(axis=0)[None]
+    tre = reg.expected_tre_mm(target_pts)
+    doc = {
+        "ReferenceToMri": reg.moving_to_fixed.tolist(),
+        "points": len(moving_pts),
+        "fre_rms_mm": round(reg.fre_rms_mm, 4),
+        "fre_mm": [round(float(v), 4) for v in reg.residuals_mm],
+        "fle_rms_mm": None if not np.isfinite(reg.fle_rms_mm) else round(reg.fle_rms_mm, 4),
+        "fle_estimated": fle_mm is None,
+        "expected_tre_mm": [None if not np.isfinite(v) else round(float(v), 4) for v in tre],
+        "targets": np.round(target_pts, 4).tolist(),
+    }
+    if out is not None:
+        _write_json(out, doc)
+    return doc
+
+
+def reconstruct_recording(
+    recording: str | Path,
+    calibration: str | Path,
+    out: str | Path,
+    *,
+    spacing_mm: list[float] | None = None,
+    config: str | Path | None = None,
+    interpolation: str | None = None,
+    fill_holes: bool | None = None,
+) -> Reconstruction:
+    """``usnav reconstruct``: a PLUS-compatible volume of the sweep, written to ``out``.
+
+    Options come from ``config`` (a PLUS device-set XML's ``<VolumeReconstruction>``), or from
+    ``calibration`` when it is such an XML, then the explicit arguments override them.
+    """
+    image_to_probe = load_image_to_probe(calibration)
+    opts = ReconstructionOptions()
+    xml = (
+        config
+        if config is not None
+        else (calibration if Path(calibration).suffix.lower() == ".xml" else None)
+    )
+    if xml is not None:
+        try:
+            opts = options_from_plus_xml(xml)
+        except ConfigError:
+            if config is not None:
+                raise
+    updates: dict = {}
+    if spacing_mm:
+        s = [float(v) for v in spacing_mm]
+        if len(s) not in (1, 3) or min(s) <= 0:
+            raise InputError("--spacing", "give one or three positive numbers (mm)")
+        updates["spacing_mm"] = tuple(s * 3 if len(s) == 1 else s)
+    if interpolation:
+        updates["interpolation"] = interpolation
+    if fill_holes is not None:
+        updates["fill_holes"] = fill_holes
+    if updates:
+        opts = ReconstructionOptions(**{**opts.model_dump(), **updates})
+    sweep = load_sweep(recording, image_to_probe)
+    from usnav.registration._kernels import warm_up
+
+    warm_up()
+    result = reconstruct_volume(sweep, opts)
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save_volume(result.volume, out_path)
+    return result
+
+
+def _write_json(path: str | Path, doc: dict) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
