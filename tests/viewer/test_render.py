@@ -173,7 +173,7 @@ def test_connection_lost_is_stale(viewer_case, viewer_margins) -> None:
     ("kwargs", "reason"),
     [({"quality": 0.2}, "quality 0.20"), ({"accepted": False}, "not accepted")],
 )
-def test_uncertain_banner(viewer_case, viewer_margins, kwargs, reason) -> None:
+def test_uncertain_banner(viewer_case, viewer_margins, live, kwargs, reason) -> None:
     state = _state(viewer_case, viewer_margins, **kwargs)
     picture, layout, verdict = render_with_layout(state)
     assert verdict.word == UNCERTAIN and reason in verdict.reason
@@ -182,7 +182,8 @@ def test_uncertain_banner(viewer_case, viewer_margins, kwargs, reason) -> None:
     # the fill is still there but fainter than when live
     solid = _display_mask(layout, viewer_margins.label_image, 1, picture.shape)
     b, g, r = _tint(picture, solid)
-    assert 3 < g - (r + b) / 2 < 25
+    lb, lg, lr = _tint(live[1], solid)
+    assert 3 < g - (r + b) / 2 < 0.75 * (lg - (lr + lb) / 2)
 
 
 def test_waiting_before_any_publisher() -> None:

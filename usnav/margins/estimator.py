@@ -13,6 +13,7 @@ the tumor surface.
 
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import dataclass, field
 
@@ -202,6 +203,10 @@ class MarginEstimator:
 
     Notes
     -----
+    Stateful in one respect: how each structure looks on ultrasound (hyper-, hypo-, iso-echoic)
+    is judged over its recent contours (``options.polarity_memory``), since it is a property of
+    the tumor, not of one frame; :meth:`reset` forgets it. Feed one estimator one stream.
+
     The label map is cropped to the tumor's bounding box (plus a margin) once, so the per-frame
     cost does not depend on the label map's size. :attr:`problem` holds a message when the
     label map has none of the configured labels; every frame is then "no tumor in view".
@@ -251,6 +256,11 @@ class MarginEstimator:
         self.crop_affine = label.affine @ shift
         self._mri_to_voxel = np.linalg.inv(self.crop_affine)
         self._surface_tree, self._surface_points = self._build_surface()
+        #: per structure, the polarity contrasts of its recent contours (echogenicity memory)
+        self._contrast_memory: dict[str, collections.deque[float]] = {
+            name: collections.deque(maxlen=self.options.polarity_memory)
+            for name, _, _ in self.structures
+        }
         if warm_up:
             self.warm_up()
 
@@ -271,12 +281,24 @@ class MarginEstimator:
         world = voxel @ self.crop_affine[:3, :3].T + self.crop_affine[:3, 3]
         return cKDTree(world), world
 
+    def reset(self) -> None:
+        """Forget the structures' echogenicity seen so far (e.g. for another patient)."""
+        for memory in self._contrast_memory.values():
+            memory.clear()
+
+    def structure_contrast(self, name: str) -> float | None:
+        """A structure's polarity contrast over recent frames (median, speckle SDs); None if
+        not seen yet."""
+        memory = self._contrast_memory.get(name)
+        return float(np.median(memory)) if memory else None
+
     def warm_up(self) -> float:
         """Compile/load the kernels and run one tiny estimate; returns the seconds it took."""
         t0 = time.perf_counter()
         _kernels.warm_up()
         image = np.zeros((16, 16), np.uint8)
         self.estimate(image, np.eye(4), None)
+        self.reset()
         return time.perf_counter() - t0
 
     # -- per frame -----------------------------------------------------------------------
@@ -386,7 +408,12 @@ class MarginEstimator:
                 n = len(traced.points)
                 if smoothed is not None:
                     refined = refine_contour(
-                        smoothed, traced.points, traced.normals, mm_per_px, self.options
+                        smoothed,
+                        traced.points,
+                        traced.normals,
+                        mm_per_px,
+                        self.options,
+                        memory=self._contrast_memory[name],
                     )
                     offset_mm, confidence = refined.offset_mm, refined.confidence
                     polarity.setdefault(name, refined.polarity)

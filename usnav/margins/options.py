@@ -26,6 +26,10 @@ class MarginOptions(BaseModel):
         Cross-sections smaller than this (a frame grazing the tumor) are not reported.
     refine
         Look for the boundary the ultrasound supports around the MRI-predicted one.
+    method
+        ``"edge"``: the boundary follows the intensity derivative along the normals (with the
+        structure's polarity); ``"region"``: it separates an inside and an outside intensity
+        level (a Chan–Vese model along the normals).
     band_mm
         Half-width of the search band along each boundary normal, mm.
     profile_step_mm
@@ -38,16 +42,29 @@ class MarginOptions(BaseModel):
         Penalty (in units of edge z-score) for a boundary at the edge of the band; the penalty
         grows with the square of the offset.
     contrast_threshold
-        |inside − outside| mean intensity over the speckle SD below which a structure counts
-        as iso-echoic (edge polarity then unknown: either sign is accepted).
+        |inside − outside| mean intensity at the predicted boundary, in speckle SDs, below
+        which a structure counts as iso-echoic (its margin is then never claimed as seen).
+    polarity_window_mm
+        Depth of the strips compared either side of the predicted boundary for the polarity.
+    polarity_memory
+        Number of recent contours of a structure whose polarity contrasts are pooled (median)
+        to decide its polarity.
+    polarity_min_samples
+        Contours of a structure seen before any of its points may be claimed as seen on
+        ultrasound (its look is not known before).
     contrast_window_mm
-        Depth of the regions compared just inside and just outside a boundary point, mm.
+        Depth of the strips compared either side of the observed boundary for confidence, mm.
     confidence_smoothing_mm
-        Half-length along the contour over which contrasts are averaged, mm.
+        Half-length along the contour over which the local step is averaged, mm.
+    confidence_ratio0, confidence_ratio1
+        Local step across the observed boundary as a fraction of the structure's contrast,
+        mapped to confidence 0 and 1.
+    confidence_ratio_max
+        A local step this many times the structure's contrast gets confidence 0 (fading in
+        from 0.75 × this): such a strong edge is another interface, not this margin.
     confidence_contrast0, confidence_contrast1
-        Step across the observed boundary (inside − outside mean, averaged along the
-        contour), in units of that statistic's spread in the band away from the boundary
-        (its noise in this speckle), mapped to confidence 0 and 1.
+        |Polarity contrast| (speckle SDs) mapped to a 0..1 factor on every point's confidence:
+        a faint structure's margin is never confidently seen.
     support_threshold
         Confidence from which a point counts as supported by the ultrasound.
     """
@@ -61,16 +78,23 @@ class MarginOptions(BaseModel):
     max_points_per_contour: int = Field(256, ge=8, le=4096)
     min_area_mm2: float = Field(1.0, ge=0.0)
     refine: bool = True
+    method: Literal["edge", "region"] = "region"
     band_mm: float = Field(3.0, gt=0.0, le=20.0)
     profile_step_mm: float = Field(0.2, gt=0.0, le=2.0)
     smoothing_mm: float = Field(0.5, ge=0.0, le=5.0)
     max_slope: float = Field(0.6, gt=0.0, le=10.0)
     prior_weight: float = Field(2.0, ge=0.0)
-    contrast_threshold: float = Field(0.5, ge=0.0)
+    contrast_threshold: float = Field(0.4, ge=0.0)
+    polarity_window_mm: float = Field(2.0, gt=0.0, le=10.0)
+    polarity_memory: int = Field(15, ge=1, le=1000)
+    polarity_min_samples: int = Field(5, ge=1, le=1000)
     contrast_window_mm: float = Field(1.0, gt=0.0, le=10.0)
     confidence_smoothing_mm: float = Field(2.0, ge=0.0, le=20.0)
-    confidence_contrast0: float = Field(2.0, ge=0.0)
-    confidence_contrast1: float = Field(4.0, gt=0.0)
+    confidence_ratio0: float = Field(0.35, ge=-1.0, le=2.0)
+    confidence_ratio1: float = Field(0.75, ge=-1.0, le=2.0)
+    confidence_ratio_max: float = Field(3.0, gt=0.0, le=100.0)
+    confidence_contrast0: float = Field(0.4, ge=0.0)
+    confidence_contrast1: float = Field(0.8, gt=0.0)
     support_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
@@ -79,6 +103,8 @@ class MarginOptions(BaseModel):
             raise ValueError("cyst_label must differ from solid_label")
         if self.confidence_contrast1 <= self.confidence_contrast0:
             raise ValueError("confidence_contrast1 must be larger than confidence_contrast0")
+        if self.confidence_ratio1 <= self.confidence_ratio0:
+            raise ValueError("confidence_ratio1 must be larger than confidence_ratio0")
         if self.profile_step_mm > self.band_mm:
             raise ValueError("profile_step_mm must not exceed band_mm")
         return self
