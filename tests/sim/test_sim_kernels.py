@@ -13,8 +13,9 @@ from usnav.sim import _kernels as K
 # ---------------------------------------------------------------- painting -----------------
 
 
-def inside_ref(ptype: int, prm: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray
-               ) -> np.ndarray:
+def inside_ref(
+    ptype: int, prm: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray
+) -> np.ndarray:
     """Vectorised inside tests of the primitives (written from their definitions)."""
     if ptype == K.PRIM_SUPERELLIPTIC_CYLINDER:
         a, b, h, n = prm[:4]
@@ -25,16 +26,23 @@ def inside_ref(ptype: int, prm: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.
         theta = np.arccos(np.clip(z / np.maximum(rho, 1e-300), -1, 1))
         phi = np.arctan2(y, x)
         e1, e2, e3, p1, p2, p3 = prm[3:9]
-        eps = (e1 * np.sin(theta) * np.cos(2 * phi - p1)
-               + e2 * np.sin(2 * theta) * np.cos(phi - p2)
-               + e3 * np.sin(theta) ** 2 * np.cos(3 * phi - p3))
+        eps = (
+            e1 * np.sin(theta) * np.cos(2 * phi - p1)
+            + e2 * np.sin(2 * theta) * np.cos(phi - p2)
+            + e3 * np.sin(theta) ** 2 * np.cos(3 * phi - p3)
+        )
         return rho <= 1.0 + eps
     if ptype == K.PRIM_BOX:
         return (np.abs(u) <= prm[0]) & (np.abs(v) <= prm[1]) & (np.abs(w) <= prm[2])
     if ptype == K.PRIM_ARCH:
         a1, b1, a2, b2, h, umax, vmax = prm[:7]
-        return ((np.abs(w) <= h) & (np.abs(u) <= umax) & (v <= vmax)
-                & ((u / a1) ** 2 + (v / b1) ** 2 >= 1) & ((u / a2) ** 2 + (v / b2) ** 2 <= 1))
+        return (
+            (np.abs(w) <= h)
+            & (np.abs(u) <= umax)
+            & (v <= vmax)
+            & ((u / a1) ** 2 + (v / b1) ** 2 >= 1)
+            & ((u / a2) ** 2 + (v / b2) ** 2 <= 1)
+        )
     if ptype == K.PRIM_CURVED_HALFSPACE:
         return v >= prm[0] - prm[1] * u * u
     return np.ones_like(u, dtype=bool)
@@ -70,8 +78,14 @@ def random_primitives(rng: np.random.Generator, n: int = 14):
         params.append(prm)
         box = np.r_[centre - 9, centre + 9] if t not in (4, 5) else np.r_[[-1e6] * 3, [1e6] * 3]
         aabb.append(box)
-    return (np.array(types, np.int64), np.array(labels, np.int64), np.array(masks, np.int64),
-            np.array(mats), np.array(params), np.array(aabb))
+    return (
+        np.array(types, np.int64),
+        np.array(labels, np.int64),
+        np.array(masks, np.int64),
+        np.array(mats),
+        np.array(params),
+        np.array(aabb),
+    )
 
 
 def paint_ref(points: np.ndarray, prims) -> np.ndarray:
@@ -98,8 +112,9 @@ def test_paint_points_and_grid_match_reference():
     grid = np.zeros(shape, np.uint8)
     K.paint_grid(grid, origin, h, cx, cy, *prims)
     ii, jj, kk = np.indices(shape)
-    q = np.stack([origin[0] + ii * h - cx[kk], origin[1] + jj * h - cy[kk], origin[2] + kk * h],
-                 axis=-1).reshape(-1, 3)
+    q = np.stack(
+        [origin[0] + ii * h - cx[kk], origin[1] + jj * h - cy[kk], origin[2] + kk * h], axis=-1
+    ).reshape(-1, 3)
     ref = paint_ref(q, prims).reshape(shape)
     assert np.mean(grid != ref) < 1e-4
     assert len(np.unique(ref)) > 4  # the scene is not trivial
@@ -121,16 +136,22 @@ def label_at_ref(labels: np.ndarray, f: np.ndarray) -> int:
         for dj in (0, 1):
             for dk in (0, 1):
                 corners.append(labels[i[0] + di, i[1] + dj, i[2] + dk])
-                weights.append((t[0] if di else 1 - t[0]) * (t[1] if dj else 1 - t[1])
-                               * (t[2] if dk else 1 - t[2]))
+                weights.append(
+                    (t[0] if di else 1 - t[0])
+                    * (t[1] if dj else 1 - t[1])
+                    * (t[2] if dk else 1 - t[2])
+                )
     corners, weights = np.array(corners), np.array(weights)
     sums = np.array([weights[corners == c].sum() for c in corners])
     return int(corners[int(np.argmax(sums))])
 
 
 def indicator_ref(labels, f, lab):
-    return float(map_coordinates((labels == lab).astype(float), np.reshape(f, (3, 1)), order=1,
-                                 mode="nearest")[0])
+    return float(
+        map_coordinates(
+            (labels == lab).astype(float), np.reshape(f, (3, 1)), order=1, mode="nearest"
+        )[0]
+    )
 
 
 def test_label_indicator_trilinear_match_reference():
@@ -141,8 +162,9 @@ def test_label_indicator_trilinear_match_reference():
         f = rng.uniform(-1.5, 9.5, 3)
         assert K.label_at(labels, *f) == label_at_ref(labels, f)
         for lab in range(4):
-            assert K.indicator_at(labels, *f, lab) == pytest.approx(indicator_ref(labels, f, lab),
-                                                                     abs=1e-12)
+            assert K.indicator_at(labels, *f, lab) == pytest.approx(
+                indicator_ref(labels, f, lab), abs=1e-12
+            )
         ref = map_coordinates(vol, f.reshape(3, 1), order=1, mode="nearest")[0]
         assert K.trilinear(vol, *f) == pytest.approx(ref, abs=1e-12)
 
@@ -159,7 +181,7 @@ def test_label_at_gives_smooth_boundaries_not_staircases():
     for x in xs:
         lab = np.array([K.label_at(labels, x, y, 1.0) for y in ys])
         edges.append(ys[np.argmax(lab == 1)])
-        nn = labels[int(round(x)), np.round(ys).astype(int), 1]
+        nn = labels[round(x), np.round(ys).astype(int), 1]
         nn_edges.append(ys[np.argmax(nn == 1)])
     edges, nn_edges = np.array(edges), np.array(nn_edges)
     assert np.abs(edges - (0.37 * xs + 4.2)).max() < 0.5
@@ -170,10 +192,12 @@ def test_label_at_gives_smooth_boundaries_not_staircases():
 def hash_ref(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, seed: int) -> np.ndarray:
     u = np.uint64
     with np.errstate(over="ignore"):
-        h = (np.full(ix.shape, seed, dtype=np.uint64)
-             ^ (ix.astype(np.int64).view(np.uint64) * u(0x9E3779B97F4A7C15))
-             ^ (iy.astype(np.int64).view(np.uint64) * u(0xC2B2AE3D27D4EB4F))
-             ^ (iz.astype(np.int64).view(np.uint64) * u(0x165667B19E3779F9)))
+        h = (
+            np.full(ix.shape, seed, dtype=np.uint64)
+            ^ (ix.astype(np.int64).view(np.uint64) * u(0x9E3779B97F4A7C15))
+            ^ (iy.astype(np.int64).view(np.uint64) * u(0xC2B2AE3D27D4EB4F))
+            ^ (iz.astype(np.int64).view(np.uint64) * u(0x165667B19E3779F9))
+        )
         h ^= h >> u(30)
         h *= u(0xBF58476D1CE4E5B9)
         h ^= h >> u(27)
@@ -184,10 +208,15 @@ def hash_ref(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, seed: int) -> np.nd
 
 def test_hash_matches_reference_and_is_uniform():
     rng = np.random.default_rng(5)
-    ix, iy, iz = (rng.integers(-10**6, 10**6, 500) for _ in range(3))
+    ix, iy, iz = (rng.integers(-(10**6), 10**6, 500) for _ in range(3))
     ref = hash_ref(ix, iy, iz, 1234)
-    got = np.array([K.hash_cell(int(a), int(b), int(c), np.uint64(1234))
-                    for a, b, c in zip(ix, iy, iz, strict=True)], dtype=np.uint64)
+    got = np.array(
+        [
+            K.hash_cell(int(a), int(b), int(c), np.uint64(1234))
+            for a, b, c in zip(ix, iy, iz, strict=True)
+        ],
+        dtype=np.uint64,
+    )
     assert np.array_equal(got, ref)
     low = (hash_ref(*np.indices((40, 40, 40)).reshape(3, -1), 7) & np.uint64(0xFFFF)) / 65536.0
     assert abs(low.mean() - 0.5) < 0.01 and abs(low.std() - math.sqrt(1 / 12)) < 0.01
@@ -212,8 +241,25 @@ def normal_ref(labels, f, lab, prev):
     return g
 
 
-def trace_ref(labels, origin, h, texture, tex_origin, tex_h, tables, origins, direction, step,
-              n_steps, bin_mm, f_mhz, m_exp, cell, seed, n_bins):
+def trace_ref(
+    labels,
+    origin,
+    h,
+    texture,
+    tex_origin,
+    tex_h,
+    tables,
+    origins,
+    direction,
+    step,
+    n_steps,
+    bin_mm,
+    f_mhz,
+    m_exp,
+    cell,
+    seed,
+    n_bins,
+):
     """Straight Python transcription of the acoustic model (see trace_scanlines' Notes)."""
     z_imp, speed, att, bsc, dens, tsig, rough = tables
     out = np.zeros((origins.shape[0], n_bins), complex)
@@ -242,8 +288,9 @@ def trace_ref(labels, origin, h, texture, tex_origin, tex_h, tables, origins, di
                 if lab != prev:
                     r = (z_imp[lab] - z_imp[prev]) / (z_imp[lab] + z_imp[prev])
                     g = normal_ref(labels, f, lab, prev)
-                    cos_t = abs(g @ direction) / np.linalg.norm(g) if np.linalg.norm(g) > 1e-9 \
-                        else 1.0
+                    cos_t = (
+                        abs(g @ direction) / np.linalg.norm(g) if np.linalg.norm(g) > 1e-9 else 1.0
+                    )
                     rho = max(rough[lab], rough[prev])
                     amp = energy * r * ((1 - rho) * cos_t**m_exp + rho * cos_t**2) / n_sub
                     deposit(line, fb, amp * np.exp(1j * k2 * disp))
@@ -257,10 +304,21 @@ def trace_ref(labels, origin, h, texture, tex_origin, tex_h, tables, origins, di
                         u2 = float((hv >> np.uint64(16)) & np.uint64(0xFFFFFF)) / 2**24
                         tex = 0.0
                         if tsig[lab] > 0:
-                            tex = map_coordinates(texture, ((p - tex_origin) / tex_h).reshape(3, 1),
-                                                  order=1, mode="nearest")[0]
-                        a = (energy * bsc[lab] * math.exp(tsig[lab] * tex) * math.sqrt(-math.log(u1))
-                             * math.sqrt(step / 0.05) / math.sqrt(n_sub) / math.sqrt(dens[lab]))
+                            tex = map_coordinates(
+                                texture,
+                                ((p - tex_origin) / tex_h).reshape(3, 1),
+                                order=1,
+                                mode="nearest",
+                            )[0]
+                        a = (
+                            energy
+                            * bsc[lab]
+                            * math.exp(tsig[lab] * tex)
+                            * math.sqrt(-math.log(u1))
+                            * math.sqrt(step / 0.05)
+                            / math.sqrt(n_sub)
+                            / math.sqrt(dens[lab])
+                        )
                         deposit(line, fb, a * np.exp(2j * math.pi * u2))
                 energy *= 10.0 ** (-att[lab] * f_mhz * step / 100.0)
                 disp += step * 1540.0 / speed[lab]
@@ -278,10 +336,15 @@ def test_trace_scanlines_matches_reference():
     labels[np.broadcast_to(jj > 10 + 0.3 * ii, labels.shape)] = 2
     labels[np.broadcast_to(jj > 25, labels.shape)] = 3
     texture = rng.normal(size=(10, 16, 10)).astype(np.float32)
-    tables = (np.array([1.5, 1.52, 1.66, 7.8]), np.array([1500.0, 1500.0, 1540.0, 4000.0]),
-              np.array([0.0, 0.002, 0.8, 20.0]), np.array([0.0, 0.0, 0.3, 0.5]),
-              np.array([1.0, 1.0, 0.7, 1.0]), np.array([0.0, 0.0, 0.5, 0.0]),
-              np.array([0.1, 0.1, 0.2, 0.5]))
+    tables = (
+        np.array([1.5, 1.52, 1.66, 7.8]),
+        np.array([1500.0, 1500.0, 1540.0, 4000.0]),
+        np.array([0.0, 0.002, 0.8, 20.0]),
+        np.array([0.0, 0.0, 0.3, 0.5]),
+        np.array([1.0, 1.0, 0.7, 1.0]),
+        np.array([0.0, 0.0, 0.5, 0.0]),
+        np.array([0.1, 0.1, 0.2, 0.5]),
+    )
     origin = np.zeros(3)
     origins = np.array([[[3.0 + 0.7 * i, 0.5, 5.0 + e] for e in (-0.2, 0.2)] for i in range(3)])
     direction = np.array([0.05, 1.0, 0.02])
@@ -289,13 +352,40 @@ def test_trace_scanlines_matches_reference():
     args = dict(step=0.05, n_steps=300, bin_mm=0.05, f_mhz=10.0, m_exp=12.0, cell=0.06, seed=99)
     n_bins = 320
     got = np.zeros((3, n_bins), complex)
-    K.trace_scanlines(labels, origin, 0.5, texture, np.array([-1.0, -1.0, -1.0]), 1.3,
-                      *tables, origins, direction, args["step"], args["n_steps"], args["bin_mm"],
-                      args["f_mhz"], args["m_exp"], args["cell"], args["seed"], got)
-    ref = trace_ref(labels, origin, 0.5, texture, np.array([-1.0, -1.0, -1.0]), 1.3, tables,
-                    origins, direction, n_bins=n_bins, **{k: v for k, v in args.items()
-                                                         if k not in ("step", "n_steps")},
-                    step=args["step"], n_steps=args["n_steps"])
+    K.trace_scanlines(
+        labels,
+        origin,
+        0.5,
+        texture,
+        np.array([-1.0, -1.0, -1.0]),
+        1.3,
+        *tables,
+        origins,
+        direction,
+        args["step"],
+        args["n_steps"],
+        args["bin_mm"],
+        args["f_mhz"],
+        args["m_exp"],
+        args["cell"],
+        args["seed"],
+        got,
+    )
+    ref = trace_ref(
+        labels,
+        origin,
+        0.5,
+        texture,
+        np.array([-1.0, -1.0, -1.0]),
+        1.3,
+        tables,
+        origins,
+        direction,
+        n_bins=n_bins,
+        **{k: v for k, v in args.items() if k not in ("step", "n_steps")},
+        step=args["step"],
+        n_steps=args["n_steps"],
+    )
     assert np.abs(got).max() > 1e-3
     np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-12)
 

@@ -13,8 +13,9 @@ STEP = 0.05
 F_MHZ = 10.0
 
 
-def layered(depth_labels: list[tuple[float, Tissue]], h: float = 0.25, width: int = 24
-            ) -> np.ndarray:
+def layered(
+    depth_labels: list[tuple[float, Tissue]], h: float = 0.25, width: int = 24
+) -> np.ndarray:
     """A label volume whose y axis (index 1) is depth: (start depth mm, tissue) layers."""
     ny = int(60 / h)
     labels = np.zeros((width, ny, width), np.uint8)
@@ -24,18 +25,47 @@ def layered(depth_labels: list[tuple[float, Tissue]], h: float = 0.25, width: in
     return labels
 
 
-def trace(labels: np.ndarray, *, h: float = 0.25, n_lines: int = 1, tables=None,
-          tilt_deg: float = 0.0, seed: int = 1, n_bins: int = 1000) -> np.ndarray:
+def trace(
+    labels: np.ndarray,
+    *,
+    h: float = 0.25,
+    n_lines: int = 1,
+    tables=None,
+    tilt_deg: float = 0.0,
+    seed: int = 1,
+    n_bins: int = 1000,
+) -> np.ndarray:
     t = tables or acoustic_tables(0.3)
     centre = labels.shape[0] * h / 2
     xs = centre + (np.arange(n_lines) - (n_lines - 1) / 2) * 0.04
     origins = np.stack([xs, np.full(n_lines, 0.3), np.full(n_lines, centre)], axis=1)[:, None, :]
     direction = np.array([np.sin(np.radians(tilt_deg)), np.cos(np.radians(tilt_deg)), 0.0])
     out = np.zeros((n_lines, n_bins), complex)
-    K.trace_scanlines(labels, np.zeros(3), h, np.zeros((2, 2, 2), np.float32), np.zeros(3), 1.0,
-                      t.impedance, t.speed, t.attenuation, t.backscatter, t.density,
-                      t.texture_sigma, t.roughness, np.ascontiguousarray(origins), direction,
-                      STEP, int(45 / STEP), STEP, F_MHZ, 12.0, 0.06, seed, out)
+    K.trace_scanlines(
+        labels,
+        np.zeros(3),
+        h,
+        np.zeros((2, 2, 2), np.float32),
+        np.zeros(3),
+        1.0,
+        t.impedance,
+        t.speed,
+        t.attenuation,
+        t.backscatter,
+        t.density,
+        t.texture_sigma,
+        t.roughness,
+        np.ascontiguousarray(origins),
+        direction,
+        STEP,
+        int(45 / STEP),
+        STEP,
+        F_MHZ,
+        12.0,
+        0.06,
+        seed,
+        out,
+    )
     return out
 
 
@@ -53,7 +83,7 @@ def r_of(a: Tissue, b: Tissue) -> float:
 def peak(signal: np.ndarray, near_mm: float, window_mm: float = 1.0) -> float:
     b = int(near_mm / STEP)
     w = int(window_mm / STEP)
-    return float(np.abs(signal[..., max(b - w, 0):b + w]).sum(axis=-1).max())
+    return float(np.abs(signal[..., max(b - w, 0) : b + w]).sum(axis=-1).max())
 
 
 def test_interface_echo_is_proportional_to_the_reflection_coefficient():
@@ -65,7 +95,8 @@ def test_interface_echo_is_proportional_to_the_reflection_coefficient():
     ratio = peak(dura, depth) / peak(cord, depth)
     assert ratio == pytest.approx(r_of(T.SALINE, T.DURA) / r_of(T.SALINE, T.CORD), rel=0.02)
     assert peak(bone, depth) / peak(dura, depth) == pytest.approx(
-        r_of(T.SALINE, T.BONE) / r_of(T.SALINE, T.DURA), rel=0.02)
+        r_of(T.SALINE, T.BONE) / r_of(T.SALINE, T.DURA), rel=0.02
+    )
 
 
 def test_transmitted_energy_is_carried_on():
@@ -93,11 +124,12 @@ def test_attenuation_slope_is_alpha_f_round_trip():
 
 def test_bone_shadows_everything_behind_it():
     t = acoustic_tables(0.3)
-    sig = trace(layered([(0, T.SALINE), (8, T.MUSCLE), (14, T.BONE), (16, T.MUSCLE)]),
-                n_lines=50, tables=t)
+    sig = trace(
+        layered([(0, T.SALINE), (8, T.MUSCLE), (14, T.BONE), (16, T.MUSCLE)]), n_lines=50, tables=t
+    )
     level = np.abs(sig).mean(axis=0)
-    before = level[int(9 / STEP):int(13 / STEP)].mean()
-    behind = level[int(18 / STEP):int(30 / STEP)].mean()
+    before = level[int(9 / STEP) : int(13 / STEP)].mean()
+    behind = level[int(18 / STEP) : int(30 / STEP)].mean()
     assert behind < 1e-4 * before
 
 
@@ -110,7 +142,7 @@ def test_fluid_enhances_what_lies_behind_it():
     gain_db = 20 * np.log10(np.abs(fluid[:, sel]).mean() / np.abs(tissue[:, sel]).mean())
     expected = 2 * (t.attenuation[T.CORD] - t.attenuation[T.CSF]) * F_MHZ * 0.6  # 6 mm
     assert gain_db == pytest.approx(expected, abs=1.5)
-    assert np.abs(fluid[:, int(5 / STEP):int(9 / STEP)]).max() < 1e-9  # CSF is anechoic
+    assert np.abs(fluid[:, int(5 / STEP) : int(9 / STEP)]).max() < 1e-9  # CSF is anechoic
 
 
 def test_echo_behind_slow_fluid_is_drawn_deeper():
@@ -144,14 +176,35 @@ def test_speckle_is_anchored_to_the_tissue():
 
     def lines(offset_mm: float, seed: int = 5) -> np.ndarray:
         t = acoustic_tables(0.3)
-        origins = np.stack([2.0 + offset_mm + np.arange(40) * 0.08, np.full(40, 0.3),
-                            np.full(40, 3.0)], axis=1)[:, None, :]
+        origins = np.stack(
+            [2.0 + offset_mm + np.arange(40) * 0.08, np.full(40, 0.3), np.full(40, 3.0)], axis=1
+        )[:, None, :]
         out = np.zeros((40, 200), complex)
-        K.trace_scanlines(labels, np.zeros(3), 0.25, np.zeros((2, 2, 2), np.float32),
-                          np.zeros(3), 1.0, t.impedance, t.speed, t.attenuation, t.backscatter,
-                          t.density, t.texture_sigma, t.roughness, np.ascontiguousarray(origins),
-                          np.array([0.0, 1.0, 0.0]), STEP, 200, STEP, F_MHZ, 12.0, 0.06, seed,
-                          out)
+        K.trace_scanlines(
+            labels,
+            np.zeros(3),
+            0.25,
+            np.zeros((2, 2, 2), np.float32),
+            np.zeros(3),
+            1.0,
+            t.impedance,
+            t.speed,
+            t.attenuation,
+            t.backscatter,
+            t.density,
+            t.texture_sigma,
+            t.roughness,
+            np.ascontiguousarray(origins),
+            np.array([0.0, 1.0, 0.0]),
+            STEP,
+            200,
+            STEP,
+            F_MHZ,
+            12.0,
+            0.06,
+            seed,
+            out,
+        )
         return out.real.ravel()
 
     base = lines(0.0)

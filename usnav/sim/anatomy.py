@@ -227,13 +227,26 @@ class SpineAnatomy:
 
     # ---- cord shift ----------------------------------------------------------------------
     def shift_weight(self, q: np.ndarray) -> np.ndarray:
-        """Smooth weight 0..1 of the cord-shift field at straightened points (..., 3)."""
+        """Smooth weight 0..1 of the cord-shift field at straightened points (..., 3).
+
+        Across the canal: ``rho`` = 0 at the cord's centre, 1 on the bony canal wall (measured
+        along the ray from the cord's centre); weight 1 for rho <= 0.4, a cosine taper to 0 at
+        rho = 0.98, so bone never moves. Along the cord: 1 over the laminectomy window (less
+        4 mm each end), a 15 mm cosine taper beyond.
+        """
         q = np.asarray(q, dtype=np.float64)
-        r = np.sqrt(
-            (q[..., 0] / self.canal[0]) ** 2 + ((q[..., 1] - self.sac_dy) / self.canal[1]) ** 2
-        )
-        r0, r1 = 0.35, 0.97
-        wr = 0.5 * (1.0 + np.cos(np.pi * np.clip((r - r0) / (r1 - r0), 0.0, 1.0)))
+        inv = 1.0 / self.canal
+        cx, cy = self.cord_offset[0] * inv[0], self.cord_offset[1] * inv[1]
+        dx = (q[..., 0] - self.cord_offset[0]) * inv[0]
+        dy = (q[..., 1] - self.cord_offset[1]) * inv[1]
+        a = dx * dx + dy * dy
+        b = cx * dx + cy * dy
+        c = cx * cx + cy * cy - 1.0  # < 0: the cord's centre is inside the canal
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (-b + np.sqrt(b * b - a * c)) / a  # wall at centre + s * (q - centre)
+            rho = np.where(a > 0, 1.0 / s, 0.0)
+        r0, r1 = 0.4, 0.98
+        wr = 0.5 * (1.0 + np.cos(np.pi * np.clip((rho - r0) / (r1 - r0), 0.0, 1.0)))
         lo, hi = self.window
         zc, half = (lo + hi) / 2.0, max(2.0, (hi - lo) / 2.0 - 4.0)
         taper = 15.0
@@ -246,12 +259,16 @@ class SpineAnatomy:
         w = self.shift_weight(self.straighten(p))
         return w[..., None] * (self.shift_mm * self.shift_direction)
 
-    def inverse_warp(self, p: np.ndarray, iterations: int = 6) -> np.ndarray:
-        """X with X + u(X) = p (fixed point; the field is a contraction)."""
+    def inverse_warp(self, p: np.ndarray, iterations: int = 80, tol_mm: float = 1e-5) -> np.ndarray:
+        """X with X + u(X) = p (fixed-point iteration: |grad u| < 1, so it converges)."""
         p = np.asarray(p, dtype=np.float64)
         x = p.copy()
         for _ in range(iterations):
-            x = p - self.displacement(x)
+            new = p - self.displacement(x)
+            done = np.abs(new - x).max(initial=0.0) < tol_mm
+            x = new
+            if done:
+                break
         return x
 
 

@@ -244,7 +244,7 @@ def perturbation(
 
 
 def _as_list(a: np.ndarray | None):
-    return None if a is None else np.round(np.asarray(a, dtype=np.float64), 6).tolist()
+    return None if a is None else np.asarray(a, dtype=np.float64).tolist()
 
 
 def write_case(
