@@ -73,6 +73,11 @@ class RegistrationOptions(BaseModel):
     ignore_zero_pixels: bool = False
     uncertainty: bool = True
     """Estimate the uncertainty from the two half-sweeps (costs ~30 % more time)."""
+    uncertainty_evaluations: int | None = Field(default=None, ge=5)
+    """Budget of each half-sweep refinement (default: half the finest level's)."""
+    uncertainty_floor_mm: float = Field(default=0.6, ge=0)
+    """Added in quadrature to the half-sweep spread: the error the spread cannot see (bias of
+    the similarity, cord shift). 0.6 mm = the median error on the tuning seeds."""
     min_similarity_gain: float = Field(default=0.003, ge=0)
     """Smallest accepted gain of the mean similarity (absolute)."""
     min_paired_t: float = Field(default=3.0, ge=0)
@@ -300,31 +305,45 @@ class SweepRegistration:
         if mri_levels is None:
             box = crop_box(mri, pts_mri, opts.roi_margin_mm)
             mri_levels = build_mri_levels(mri, spacings, box)
-        self.levels: list[PreparedLevel] = []
-        for i, s in enumerate(spacings):
-            frames = (
-                finest
-                if i == len(spacings) - 1
-                else prepare_frame_level(
-                    sweep,
-                    s,
-                    max_frames=opts.level("max_frames", i),
-                    ignore_zero_pixels=opts.ignore_zero_pixels,
-                )
-            )
-            sim = FrameSimilarity(
-                mri_levels[i], frames, metric=opts.metric, patch_half=opts.level("patch_half", i)
-            )
-            self.levels.append(PreparedLevel(mri_levels[i], frames, sim))
+        self._mri_levels = mri_levels
+        self._levels: list[PreparedLevel | None] = [None] * len(spacings)
+        self._levels[-1] = self._prepare(len(spacings) - 1, finest)
         self.mri_source = mri.source
         beams = sweep.image_to_reference[:, :3, 1]
         beam = (beams / np.linalg.norm(beams, axis=1, keepdims=True)).mean(axis=0)
         #: mean ultrasound beam direction (image +y), Reference frame, unit
         self.beam_direction = beam / max(np.linalg.norm(beam), 1e-12)
 
+    def _prepare(self, i: int, frames: FrameLevel | None = None) -> PreparedLevel:
+        opts = self.options
+        if frames is None:
+            frames = prepare_frame_level(
+                self.sweep,
+                opts.level_spacings_mm[i],
+                max_frames=opts.level("max_frames", i),
+                ignore_zero_pixels=opts.ignore_zero_pixels,
+            )
+        sim = FrameSimilarity(
+            self._mri_levels[i], frames, metric=opts.metric, patch_half=opts.level("patch_half", i)
+        )
+        return PreparedLevel(self._mri_levels[i], frames, sim)
+
+    def level(self, i: int) -> PreparedLevel:
+        """Level ``i`` (0 = coarsest; -1 = finest), prepared on first use."""
+        i = i % len(self._levels)
+        found = self._levels[i]
+        if found is None:
+            found = self._levels[i] = self._prepare(i)
+        return found
+
+    @property
+    def levels(self) -> list[PreparedLevel]:
+        """All levels (prepares the ones not used yet)."""
+        return [self.level(i) for i in range(len(self._levels))]
+
     def overlap(self, reference_to_mri: np.ndarray) -> float:
         """Fraction of the finest level's field-of-view pixels inside the MRI crop."""
-        _, _, inside = self.levels[-1].similarity.per_frame(reference_to_mri)
+        _, _, inside = self.level(-1).similarity.per_frame(reference_to_mri)
         return float(inside.mean())
 
     def run(
@@ -341,7 +360,7 @@ class SweepRegistration:
         Parameters
         ----------
         warm
-            Warm start (streaming): only the two finest levels, small steps, no restarts.
+            Warm start (streaming): only the finest level, small steps, no restarts.
         """
         t0 = time.perf_counter()
         opts = self.options
@@ -358,11 +377,11 @@ class SweepRegistration:
         params = np.zeros(6)
         evaluations = 0
         notes: list[dict] = []
-        level_ids = list(range(len(self.levels)))
-        if warm and len(level_ids) > 2:
-            level_ids = level_ids[-2:]
+        level_ids = list(range(len(self._levels)))
+        if warm:
+            level_ids = level_ids[-1:]
         for n_level, li in enumerate(level_ids):
-            level = self.levels[li]
+            level = self.level(li)
             s = level.frames.spacing_mm
             sim = level.similarity
             if n_level == 0 and not warm:
@@ -382,7 +401,7 @@ class SweepRegistration:
             starts = [params]
             if n_level == 0 and not warm and opts.restarts > 0:
                 starts += self._restart_points(params, step, opts.restarts, initial)
-            if li == len(self.levels) - 1 and not warm and opts.beam_restarts_mm:
+            if li == len(self._levels) - 1 and not warm and opts.beam_restarts_mm:
                 beam = initial[:3, :3] @ self.beam_direction
                 starts += [params + np.r_[d * beam, 0, 0, 0] for d in opts.beam_restarts_mm]
             best = (params, cost(params), 1)
@@ -445,15 +464,12 @@ class SweepRegistration:
         notes: list[dict],
     ) -> RegistrationResult:
         opts = self.options
-        fine = self.levels[-1].similarity
-        new_scores = fine.frame_scores(candidate)
-        cur_scores = fine.frame_scores(current)
+        fine = self.level(-1).similarity
+        new_sim, new_scores = fine.evaluate(candidate)
+        cur_sim, cur_scores = fine.evaluate(current)
         evaluations += 2
         both = np.isfinite(new_scores) & np.isfinite(cur_scores)
         gain = new_scores[both] - cur_scores[both]
-        new_sim = float(fine(candidate))
-        cur_sim = float(fine(current))
-        evaluations += 2
         mean_gain = new_sim - cur_sim
         t_stat = (
             float(gain.mean() / (gain.std(ddof=1) / np.sqrt(gain.size)))
@@ -462,10 +478,6 @@ class SweepRegistration:
         )
         pts = self.points_reference[:: max(1, len(self.points_reference) // 4000)]
         corr = mean_displacement(candidate, current, pts)
-        uncertainty = float("nan")
-        if opts.uncertainty and len(self.levels[-1].frames) >= 6:
-            uncertainty, n = self._split_uncertainty(candidate, centre, pts)
-            evaluations += n
         angle = float(np.linalg.norm(params[3:]))
         shift = float(np.linalg.norm(params[:3]))
         reasons = []
@@ -475,10 +487,15 @@ class SweepRegistration:
             reasons.append(f"similarity gain {mean_gain:+.4f} below {opts.min_similarity_gain}")
         elif t_stat < opts.min_paired_t:
             reasons.append(f"gain not consistent across frames (t = {t_stat:.1f})")
-        if np.isfinite(uncertainty) and corr < opts.min_correction_to_uncertainty * uncertainty:
-            reasons.append(
-                f"correction {corr:.2f} mm within its uncertainty ({uncertainty:.2f} mm)"
-            )
+        uncertainty = float("nan")
+        if not reasons and opts.uncertainty and len(self.level(-1).frames) >= 6:
+            # only a candidate that passed the other tests is worth the split-sweep refinements
+            uncertainty, n = self._split_uncertainty(candidate, centre, pts)
+            evaluations += n
+            if corr < opts.min_correction_to_uncertainty * uncertainty:
+                reasons.append(
+                    f"correction {corr:.2f} mm within its uncertainty ({uncertainty:.2f} mm)"
+                )
         accepted = not reasons
         reason = (
             f"accepted: similarity {cur_sim:.4f} → {new_sim:.4f} (t = {t_stat:.1f}), "
@@ -508,13 +525,15 @@ class SweepRegistration:
         """Refine from the candidate on each half of the finest frames; half the distance
         between the two estimates is the uncertainty (each half has √2 × the error of the
         whole, their difference 2 × it)."""
-        level = self.levels[-1]
+        level = self.level(-1)
         n = len(level.frames)
         halves = [np.arange(0, n // 2), np.arange(n // 2, n)]
         estimates = []
         total = 0
         s = level.frames.spacing_mm
-        budget = max(30, self.options.level("max_evaluations", len(self.levels) - 1) // 2)
+        budget = self.options.uncertainty_evaluations or max(
+            30, self.options.level("max_evaluations", len(self._levels) - 1) // 2
+        )
         for idx in halves:
             sub = _subset_level(level.frames, idx)
             sim = FrameSimilarity(
@@ -529,7 +548,8 @@ class SweepRegistration:
             )
             total += k
             estimates.append(correction(x, centre) @ candidate)
-        return 0.5 * mean_displacement(estimates[0], estimates[1], pts), total
+        spread = 0.5 * mean_displacement(estimates[0], estimates[1], pts)
+        return float(np.hypot(spread, self.options.uncertainty_floor_mm)), total
 
 
 def _subset_level(frames: FrameLevel, idx: np.ndarray) -> FrameLevel:

@@ -356,14 +356,21 @@ class FrameSimilarity:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
+    def evaluate(self, reference_to_mri: np.ndarray) -> tuple[float, np.ndarray]:
+        """(overall similarity as :meth:`__call__`, per-frame scores with NaN for frames
+        without a usable patch), from one evaluation."""
+        num, den, inside = self.per_frame(reference_to_mri)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scores = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        total = den.sum()
+        if total <= 0:
+            return 0.0, scores
+        return float(num.sum() / total * min(1.0, float(inside.mean()) / 0.98)), scores
+
     def __call__(self, reference_to_mri: np.ndarray) -> float:
         """Weighted mean similarity over all frames, times the fraction of the field of view
         inside the MRI (so leaving the volume never pays)."""
-        num, den, inside = self.per_frame(reference_to_mri)
-        total = den.sum()
-        if total <= 0:
-            return 0.0
-        return float(num.sum() / total * min(1.0, float(inside.mean()) / 0.98))
+        return self.evaluate(reference_to_mri)[0]
 
 
 class VolumeSimilarity:

@@ -1,0 +1,333 @@
+"""The streaming registration worker: refines ``ReferenceToMri`` from the latest sweep window
+beside the frame path.
+
+The frame path calls :meth:`RegistrationWorker.submit` (O(1): a reference into a ring buffer
+under a lock, never waiting for the optimiser) and reads
+:meth:`RegistrationWorker.latest_accepted` whenever it needs the transform. A daemon thread
+runs the registrations: the Numba kernels release the GIL (``nogil=True``), so the frame path
+keeps running while they compute; see docs/registration.md for the measured latency impact on
+2 cores and why a thread was chosen over a process.
+
+Do no harm: every estimate is published (:meth:`latest`) with its verdict, but only an
+accepted one replaces the current estimate (:meth:`latest_accepted`), and it must be clearly
+better than that current estimate on the same frames (see :mod:`usnav.registration.rigid`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from usnav.errors import InputError, UsnavError
+from usnav.frames import TrackedFrame
+from usnav.io.volume import Volume
+from usnav.registration.estimate import RegistrationEstimate
+from usnav.registration.rigid import RegistrationOptions, SweepRegistration, check_inputs
+from usnav.registration.similarity import MriLevel, build_mri_levels, crop_box
+from usnav.registration.sweep import Sweep, detect_fov_mask
+from usnav.transforms.matrices import decompose_scaled_rigid, is_rigid
+
+log = logging.getLogger(__name__)
+
+
+def streaming_registration_options() -> RegistrationOptions:
+    """Warm-started updates: the 1 mm level only, 24 frames, a short search."""
+    return RegistrationOptions(
+        level_spacings_mm=[3.0, 1.5, 1.0],
+        patch_half=[1, 1, 1],
+        max_frames=[30, 40, 24],
+        max_evaluations=[220, 140, 45],
+        uncertainty_evaluations=20,
+    )
+
+
+class WorkerOptions(BaseModel):
+    """Options of :class:`RegistrationWorker`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_frames: int = Field(default=150, ge=8)
+    """Ring buffer: the most recent frames kept."""
+    min_frames: int = Field(default=60, ge=6)
+    """Frames needed before the first registration."""
+    min_new_frames: int = Field(default=15, ge=1)
+    """New frames since the last registration before the next one."""
+    min_extent_mm: float = Field(default=10.0, ge=0)
+    """A window must span at least this (the probe has to move to see 3D structure)."""
+    min_extent_first_mm: float = Field(default=20.0, ge=0)
+    """... and the first (cold) registration at least this (about one vertebral level)."""
+    crop_margin_mm: float = Field(default=45.0, gt=0)
+    """MRI crop around the window; rebuilt only when a window leaves it."""
+    full: RegistrationOptions = Field(default_factory=RegistrationOptions)
+    """The first (cold) registration from the navigation estimate."""
+    warm: RegistrationOptions = Field(default_factory=streaming_registration_options)
+    """Warm-started refinements after an image-based estimate was accepted."""
+    min_interval_s: float = Field(default=0.0, ge=0)
+    """Minimum time between registrations (0: as fast as frames arrive)."""
+
+
+@dataclass
+class WorkerStats:
+    """Counters of a worker (read without locking: approximate)."""
+
+    submitted: int = 0
+    updates: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    last_update_s: float = float("nan")
+    last_error: str = ""
+
+
+class RegistrationWorker:
+    """Refines ``ReferenceToMri`` from the most recent frames, in a background thread.
+
+    Parameters
+    ----------
+    mri
+        Preoperative MRI (RAS mm). Checked (finite voxels) at construction.
+    image_to_probe
+        Calibration (pixel → Probe mm); used by :meth:`submit_frame` and to check pixel sizes.
+    initial
+        Initial ``ReferenceToMri`` (navigation or point-based), published as the first
+        accepted estimate (``source="init"``).
+    options
+        :class:`WorkerOptions`.
+    on_estimate
+        Called from the worker thread with every new estimate (accepted or not). Keep it
+        short; exceptions are logged and ignored.
+
+    Examples
+    --------
+    >>> worker = RegistrationWorker(mri, image_to_probe, initial).start()  # doctest: +SKIP
+    >>> worker.submit(image_u8, image_to_reference, t)                      # doctest: +SKIP
+    >>> worker.latest_accepted().reference_to_mri                           # doctest: +SKIP
+    >>> worker.stop()                                                       # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        mri: Volume,
+        image_to_probe: np.ndarray,
+        initial: np.ndarray,
+        options: WorkerOptions | None = None,
+        *,
+        on_estimate: Callable[[RegistrationEstimate], None] | None = None,
+    ):
+        self.options = options or WorkerOptions()
+        self.mri = mri
+        self.image_to_probe = np.asarray(image_to_probe, dtype=np.float64)
+        try:
+            decompose_scaled_rigid(self.image_to_probe)
+        except ValueError as exc:
+            raise InputError("ImageToProbe", f"not a rigid-times-scale matrix: {exc}") from exc
+        init = np.asarray(initial, dtype=np.float64)
+        if init.shape != (4, 4) or not is_rigid(init):
+            raise InputError("initial ReferenceToMri", "is not a rigid 4×4 transform")
+        mri.check_finite()
+        self._on_estimate = on_estimate
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._frames: deque[tuple[np.ndarray, np.ndarray, float]] = deque(
+            maxlen=self.options.window_frames
+        )
+        self._new = 0
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._sequence = 0
+        first = RegistrationEstimate(
+            init.copy(),
+            accepted=True,
+            quality=0.0,
+            source="init",
+            reason="initial registration (not image-based)",
+        )
+        self._latest = first
+        self._accepted = first
+        self._image_accepted = False
+        self._mri_levels: dict[str, list[MriLevel]] = {}
+        self._crop: tuple[np.ndarray, np.ndarray] | None = None
+        self._mask: np.ndarray | None = None
+        self._mask_shape: tuple[int, ...] | None = None
+        self.stats = WorkerStats()
+
+    # ---------------------------------------------------------------- frame path side
+
+    def start(self) -> RegistrationWorker:
+        """Start the background thread (kernels should be warm: ``warm_up()``)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="usnav-registration", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def submit(self, image: np.ndarray, image_to_reference: np.ndarray, t: float) -> None:
+        """Offer one frame: ``image`` (rows, cols) uint8, its ``ImageToReference`` (4×4, mm),
+        its time (s). Never blocks on the optimiser; a bad frame is dropped silently (counted
+        in ``stats``)."""
+        pose = np.asarray(image_to_reference, dtype=np.float64)
+        img = np.asarray(image)
+        if img.ndim != 2 or pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+            return
+        with self._lock:
+            if self._frames and self._frames[-1][0].shape != img.shape:
+                self._frames.clear()  # the probe or depth changed: a new sweep
+                self._mask = None
+            self._frames.append((img, pose, float(t)))
+            self._new += 1
+            self.stats.submitted += 1
+            if self._new >= self.options.min_new_frames:
+                self._wake.notify()
+
+    def submit_frame(self, frame: TrackedFrame) -> bool:
+        """Offer a :class:`TrackedFrame` carrying ``ImageToReference``, ``ProbeToReference``
+        or ``ProbeToTracker`` + ``ReferenceToTracker``; returns False if its tracking is not
+        valid (the frame is then skipped)."""
+        from usnav.registration.sweep import _image_to_reference
+
+        pose = _image_to_reference(frame, self.image_to_probe)
+        if pose is None or not frame.image_ok or frame.image.ndim != 2:
+            return False
+        self.submit(frame.image, pose, frame.t_device)
+        return True
+
+    def latest_accepted(self) -> RegistrationEstimate:
+        """The estimate to display: the newest accepted one (the initial one at first)."""
+        with self._lock:
+            return self._accepted
+
+    def latest(self) -> RegistrationEstimate:
+        """The newest estimate, accepted or rejected (for information only)."""
+        with self._lock:
+            return self._latest
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread after the registration in progress (if any)."""
+        with self._lock:
+            self._stop = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> RegistrationWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- worker side
+
+    def _run(self) -> None:
+        last = 0.0
+        while True:
+            with self._lock:
+                while not self._stop and (
+                    self._new < self.options.min_new_frames
+                    or len(self._frames) < self.options.min_frames
+                ):
+                    self._wake.wait(0.5)
+                if self._stop:
+                    return
+                window = list(self._frames)
+                self._new = 0
+            wait = self.options.min_interval_s - (time.monotonic() - last)
+            if wait > 0:
+                time.sleep(wait)
+            last = time.monotonic()
+            try:
+                self.update(window)
+            except UsnavError as exc:
+                self.stats.failed += 1
+                self.stats.last_error = str(exc)
+                log.info("registration skipped: %s", exc)
+            except Exception as exc:  # a worker never dies of one bad window
+                self.stats.failed += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("registration failed")
+
+    def update(
+        self, window: list[tuple[np.ndarray, np.ndarray, float]]
+    ) -> RegistrationEstimate | None:
+        """Register one window of (image, ImageToReference, t) now, in the calling thread, and
+        publish the estimate. Returns it (None if the window is unusable: too little motion)."""
+        t0 = time.perf_counter()
+        images = np.stack([w[0] for w in window])
+        poses = np.stack([w[1] for w in window])
+        stamps = np.array([w[2] for w in window])
+        centres = poses[:, :3, 3]
+        extent = float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0)))
+        needed = self.options.min_extent_mm if self._image_accepted else \
+            self.options.min_extent_first_mm
+        if extent < needed:
+            return None
+        if self._mask is None or self._mask_shape != images.shape[1:]:
+            self._mask = detect_fov_mask(images)
+            self._mask_shape = images.shape[1:]
+        sweep = Sweep(images, poses, stamps, source="streaming window", fov_mask=self._mask)
+        current = self.latest_accepted()
+        warm = self._image_accepted
+        opts = self.options.warm if warm else self.options.full
+        check_inputs(self.mri, sweep, current.reference_to_mri)
+        levels = self._levels_for(sweep, current.reference_to_mri, opts)
+        problem = SweepRegistration(
+            self.mri, sweep, current.reference_to_mri, opts, mri_levels=levels
+        )
+        result = problem.run(current.reference_to_mri, current=current.reference_to_mri, warm=warm)
+        with self._lock:
+            self._sequence += 1
+            estimate = result.estimate(sequence=self._sequence)
+            self._latest = estimate
+            if estimate.accepted:
+                self._accepted = estimate
+                self._image_accepted = True
+        self.stats.updates += 1
+        self.stats.accepted += int(estimate.accepted)
+        self.stats.rejected += int(not estimate.accepted)
+        self.stats.last_update_s = time.perf_counter() - t0
+        if self._on_estimate is not None:
+            try:
+                self._on_estimate(estimate)
+            except Exception:
+                log.exception("on_estimate callback failed")
+        return estimate
+
+    def _levels_for(
+        self, sweep: Sweep, reference_to_mri: np.ndarray, opts: RegistrationOptions
+    ) -> list[MriLevel]:
+        """The MRI pyramid cropped around the window, rebuilt only when the window (plus the
+        capture margin) leaves the cached crop."""
+        corners = _sweep_corners(sweep)
+        pts = corners @ reference_to_mri[:3, :3].T + reference_to_mri[:3, 3]
+        need_lo, need_hi = crop_box(self.mri, pts, opts.roi_margin_mm)
+        key = ",".join(f"{s:g}" for s in opts.level_spacings_mm)
+        if (
+            self._crop is not None
+            and key in self._mri_levels
+            and np.all(need_lo >= self._crop[0])
+            and np.all(need_hi <= self._crop[1])
+        ):
+            return self._mri_levels[key]
+        if self._crop is None or not (
+            np.all(need_lo >= self._crop[0]) and np.all(need_hi <= self._crop[1])
+        ):
+            self._crop = crop_box(self.mri, pts, self.options.crop_margin_mm)
+            self._mri_levels = {}
+        self._mri_levels[key] = build_mri_levels(self.mri, opts.level_spacings_mm, self._crop)
+        return self._mri_levels[key]
+
+
+def _sweep_corners(sweep: Sweep) -> np.ndarray:
+    cols, rows = sweep.image_size
+    corners = np.array(
+        [[0, 0, 0, 1], [cols - 1, 0, 0, 1], [0, rows - 1, 0, 1], [cols - 1, rows - 1, 0, 1]], float
+    )
+    return np.einsum("fij,cj->fci", sweep.image_to_reference, corners)[..., :3].reshape(-1, 3)
