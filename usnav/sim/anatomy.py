@@ -13,9 +13,11 @@ later primitives overwrite earlier ones where their mask allows), evaluated on a
 at arbitrary points by the kernels in :mod:`usnav.sim._kernels`.
 
 *Preoperative* anatomy = what the MRI shows. *Intraoperative* anatomy = the preoperative
-anatomy deformed by the cord-shift field ``u`` (a point X of the preoperative anatomy is at
-``X + u(X)`` during surgery; bone does not move), after a laminectomy over
-``laminectomy_levels`` levels (posterior elements and the opened soft tissue replaced by saline).
+anatomy after a laminectomy over ``laminectomy_levels`` levels (posterior elements and the
+opened soft tissue replaced by saline) and a cord shift: a point X of the cord or of what it
+carries (tumor, cyst, central canal, rootlets) lies at ``X + u(X)`` during surgery, with ``u``
+the smooth cord-shift field; the dura, the CSF space and everything outside stay (CSF fills
+the space the cord leaves), so bone never moves.
 """
 
 from __future__ import annotations
@@ -230,8 +232,8 @@ class SpineAnatomy:
         """Smooth weight 0..1 of the cord-shift field at straightened points (..., 3).
 
         Across the canal: ``rho`` = 0 at the cord's centre, 1 on the bony canal wall (measured
-        along the ray from the cord's centre); weight 1 for rho <= 0.4, a cosine taper to 0 at
-        rho = 0.98, so bone never moves. Along the cord: 1 over the laminectomy window (less
+        along the ray from the cord's centre); weight 1 for rho <= 0.45, a cosine taper to 0
+        at rho = 1, so bone never moves. Along the cord: 1 over the laminectomy window (less
         4 mm each end), a 15 mm cosine taper beyond.
         """
         q = np.asarray(q, dtype=np.float64)
@@ -245,7 +247,7 @@ class SpineAnatomy:
         with np.errstate(divide="ignore", invalid="ignore"):
             s = (-b + np.sqrt(b * b - a * c)) / a  # wall at centre + s * (q - centre)
             rho = np.where(a > 0, 1.0 / s, 0.0)
-        r0, r1 = 0.4, 0.98
+        r0, r1 = 0.45, 1.0
         wr = 0.5 * (1.0 + np.cos(np.pi * np.clip((rho - r0) / (r1 - r0), 0.0, 1.0)))
         lo, hi = self.window
         zc, half = (lo + hi) / 2.0, max(2.0, (hi - lo) / 2.0 - 4.0)
@@ -287,7 +289,7 @@ def random_anatomy(
     canal = np.array([u(7.6, 8.8), u(7.4, 8.4)])
     sac = np.array([canal[0] - u(0.4, 0.8), canal[1] - u(1.0, 1.6)])
     sac_dy = (canal[1] - sac[1]) - u(0.3, 0.7)  # sac rests anteriorly in the canal
-    dura_t = 0.6
+    dura_t = 0.75
     csf_half = sac - dura_t
     cord = np.array([u(4.5, 5.3), u(3.6, 4.2)])
     cord = np.minimum(cord, csf_half - 1.2)
@@ -716,6 +718,12 @@ def labels_at(anat: SpineAnatomy, points_spine: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Tissues carried by the cord when it shifts, and the space they can move in.
+_MOVES_WITH_CORD = np.array(
+    [Tissue.CORD, Tissue.TUMOR, Tissue.CYST, Tissue.CENTRAL_ECHO, Tissue.NERVE_ROOT], np.uint8
+)
+_CORD_SPACE = np.concatenate([_MOVES_WITH_CORD, np.array([Tissue.CSF], np.uint8)])
+
 #: Tissues the laminectomy wound replaces by saline.
 _OPENED = (Tissue.SKIN, Tissue.FAT, Tissue.MUSCLE, Tissue.LIGAMENT, Tissue.EPIDURAL_FAT)
 
@@ -727,7 +735,9 @@ def intraoperative(anat: SpineAnatomy, preop: LabelGrid) -> LabelGrid:
     xs, ys, zs = preop.coords(0), preop.coords(1), preop.coords(2)
     cxs, cys = anat.centre_offset(zs)
 
-    # 1. cord shift: re-evaluate the anatomy at X = phi^-1(p) where the field can reach
+    # 1. cord shift: the cord and what it carries (tumor, cyst, central canal, rootlets) move
+    # by u inside the dural sac; the sac, the CSF space and everything outside stay, and CSF
+    # fills the space the cord leaves. Warped labels are X = phi^-1(p).
     reach = anat.shift_mm + 1.0
     lo_w, hi_w = anat.window
     z_sel = np.nonzero((zs > lo_w - 25.0) & (zs < hi_w + 25.0))[0]
@@ -739,12 +749,14 @@ def intraoperative(anat: SpineAnatomy, preop: LabelGrid) -> LabelGrid:
         y_hi = anat.sac_dy + anat.canal[1] + reach + cys[k0:k1].max()
         j_sel = np.nonzero((ys > y_lo) & (ys < y_hi))[0]
         ii, jj, kk = np.meshgrid(i_sel, j_sel, np.arange(k0, k1), indexing="ij")
-        p = np.stack([xs[ii], ys[jj], zs[kk]], axis=-1).reshape(-1, 3)
+        flat = (ii.reshape(-1), jj.reshape(-1), kk.reshape(-1))
+        here = labels[flat]
+        roomy = np.isin(here, _CORD_SPACE)  # where the moved cord may lie
+        p = np.stack([xs[flat[0]], ys[flat[1]], zs[flat[2]]], axis=-1)[roomy]
         x_pre = anat.inverse_warp(p)
-        moved = np.linalg.norm(x_pre - p, axis=1) > 1e-4
-        new = labels_at(anat, x_pre[moved])
-        flat = (ii.reshape(-1)[moved], jj.reshape(-1)[moved], kk.reshape(-1)[moved])
-        labels[flat] = new
+        moved = labels_at(anat, x_pre)
+        new = np.where(np.isin(moved, _MOVES_WITH_CORD), moved, np.uint8(Tissue.CSF))
+        labels[tuple(f[roomy] for f in flat)] = new
 
     # 2. laminectomy: open the wound (soft tissue → saline), cut the laminae and spinous
     # processes medial to the facets over the window; the dural sac and everything in it stays

@@ -387,12 +387,14 @@ def _truth_document(
             "direction_mri": _as_list(rot @ anat.shift_direction),
             "definition": (
                 "The intraoperative anatomy (what the ultrasound images) is the preoperative "
-                "anatomy (what the MRI shows) after a laminectomy and a smooth displacement "
-                "field u: a point X of the preoperative anatomy lies at X + u(X). |u| <= max_mm; "
-                "u = max_mm at the cord's centre over the laminectomy, tapering to 0 at the "
-                "bony canal and 15 mm beyond the window; bone does not move. ReferenceToMri is "
-                "the rigid patient registration (exact for bone); the shift is a residual "
-                "non-rigid component that no rigid registration can remove."
+                "anatomy (what the MRI shows) after a laminectomy and a cord shift: a point X "
+                "of the cord or of what it carries (tumor, cyst, central canal, rootlets) lies "
+                "at X + u(X), u a smooth displacement field with |u| <= max_mm (max_mm at the "
+                "cord's centre over the laminectomy, tapering to 0 at the bony canal wall and "
+                "15 mm beyond the window). The dura, the CSF space and everything outside the "
+                "sac stay where they were; CSF fills the space the cord leaves. ReferenceToMri "
+                "is the rigid patient registration (exact for bone and dura); the shift is a "
+                "residual non-rigid component that no rigid registration can remove."
             ),
         },
         "tumor": {
