@@ -120,3 +120,135 @@ def score_margins(
     every = np.concatenate(supp) if supp else np.zeros(0, bool)
     fraction = float(every.mean()) if every.size else 0.0
     return BoundaryScore(cat(pred), cat(refined), cat(sp), cat(so), fraction)
+
+
+@dataclass(frozen=True)
+class SimulatedFrames:
+    """Frames of a simulated case with the truth a margin estimate is scored against.
+
+    Attributes
+    ----------
+    label
+        The preoperative tumor label map (``tumor_label.nii.gz``): what usnav knows.
+    images
+        (n, rows, cols) uint8 ultrasound frames.
+    image_to_mri
+        (n, 4, 4) tracked ImageToMri per frame, with the true ReferenceToMri (jitter included):
+        what the pipeline would use after a perfect rigid registration.
+    truth_codes
+        (n, rows, cols) uint8: 1 solid tumor, 2 cyst, where they really are in each frame (the
+        intraoperative anatomy, after the cord shift, resliced at the true image pose).
+    echogenicity, has_cyst, cord_shift_mm
+        The case's tumor look, whether it has a cyst, and its cord-shift magnitude.
+    """
+
+    label: object
+    images: np.ndarray
+    image_to_mri: np.ndarray
+    truth_codes: np.ndarray
+    echogenicity: str
+    has_cyst: bool
+    cord_shift_mm: float
+
+
+def simulated_frames(
+    seed: int, frames: int = 24, echogenicity: str = "random", workers: int = 2
+) -> SimulatedFrames:
+    """Simulate a case with :mod:`usnav.sim` (in memory) and collect frames with the truth.
+
+    Parameters
+    ----------
+    seed
+        Simulator seed.
+    frames
+        Frames in the sweep.
+    echogenicity
+        ``"random"``, ``"hyperechoic"`` or ``"isoechoic"``.
+    workers
+        Threads simulating frames.
+    """
+    from usnav.io.volume import Volume
+    from usnav.sim.case import build_case, simulate_frames
+    from usnav.sim.options import make_options
+    from usnav.sim.tissues import Tissue
+
+    options = make_options(
+        frames=frames, workers=workers, save_anatomy=False, tumor_echogenicity=echogenicity
+    )
+    case = build_case(seed, options)
+    sweep, intra = case.sweep, case.intraop
+    codes = np.zeros(intra.labels.shape, np.uint8)
+    codes[intra.labels == Tissue.TUMOR] = 1
+    codes[intra.labels == Tissue.CYST] = 2
+    mri_to_voxel = np.linalg.inv(case.anatomy.spine_to_mri @ intra.index_to_spine())
+    images, truths, tracked = [], [], []
+    for i, image in enumerate(simulate_frames(case, workers)):
+        fractions = np.zeros((2, *image.shape), np.float32)
+        _kernels.reslice_label_fractions(
+            codes, mri_to_voxel @ sweep.true_image_to_mri[i], 2, fractions
+        )
+        truth = np.where(fractions.sum(axis=0) >= 0.5, np.argmax(fractions, axis=0) + 1, 0)
+        truths.append(truth.astype(np.uint8))
+        images.append(image)
+        tracked.append(
+            sweep.reference_to_mri
+            @ np.linalg.inv(sweep.reference_to_tracker[i])
+            @ sweep.probe_to_tracker[i]
+            @ sweep.image_to_probe
+        )
+    label = case.mri.tumor_label
+    return SimulatedFrames(
+        label=Volume(label.data, label.affine, source=f"simulated case {seed}"),
+        images=np.stack(images),
+        image_to_mri=np.stack(tracked),
+        truth_codes=np.stack(truths),
+        echogenicity=str(case.anatomy.tumor.echogenicity),
+        has_cyst=case.anatomy.tumor.cyst_center is not None,
+        cord_shift_mm=float(case.anatomy.shift_mm),
+    )
+
+
+def score_stream(
+    sim: SimulatedFrames,
+    options=None,
+    offset_mm: np.ndarray | None = None,
+) -> BoundaryScore:
+    """Run one estimator over a simulated stream (in order) and pool the margin scores.
+
+    Parameters
+    ----------
+    sim
+        The frames and truth.
+    options
+        :class:`~usnav.margins.MarginOptions` (defaults if None).
+    offset_mm
+        (3,) a registration error to add: every ImageToMri is shifted by it in MRI space.
+    """
+    from usnav.margins.estimator import MarginEstimator
+
+    estimator = MarginEstimator(sim.label, options, warm_up=False)
+    shift = np.eye(4)
+    if offset_mm is not None:
+        shift[:3, 3] = offset_mm
+    threshold = estimator.options.support_threshold
+    parts = []
+    for image, image_to_mri, truth in zip(
+        sim.images, sim.image_to_mri, sim.truth_codes, strict=True
+    ):
+        margins = estimator.estimate(image, shift @ image_to_mri, None)
+        if margins.in_view and truth.any():
+            parts.append(
+                score_margins(margins, {"solid": truth == 1, "cyst": truth == 2}, threshold)
+            )
+    if not parts:
+        empty = np.zeros(0)
+        return BoundaryScore(empty, empty, empty, empty, 0.0)
+    cat = np.concatenate
+    n = [len(p.predicted_mm) for p in parts]
+    return BoundaryScore(
+        cat([p.predicted_mm for p in parts]),
+        cat([p.refined_mm for p in parts]),
+        cat([p.supported_predicted_mm for p in parts]),
+        cat([p.supported_observed_mm for p in parts]),
+        float(np.average([p.supported_fraction for p in parts], weights=n)),
+    )
