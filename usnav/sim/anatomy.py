@@ -621,7 +621,7 @@ def build_primitives(a: SpineAnatomy) -> list[Primitive]:
                 P.PRIM_SUPERELLIPTIC_CYLINDER,
                 T.NERVE_ROOT,
                 cord_c + direction * (reach + 1.1),
-                [0.55, 0.55, half_z, 2.0],
+                [0.6, 0.6, half_z, 2.0],
                 overwrite=label_mask(T.CSF),
                 name="rootlets",
             )

@@ -42,7 +42,7 @@ class SimOptions(BaseModel):
     image_cols: int = Field(256, ge=16, le=2048, description="pixels per row (scanlines)")
     image_rows: int = Field(256, ge=16, le=2048, description="pixels per column (depth)")
     frequency_mhz: float = Field(10.0, ge=2, le=25, description="centre frequency")
-    voxel_mm: float = Field(0.5, ge=0.25, le=1.0, description="anatomy label grid spacing")
+    voxel_mm: float = Field(0.4, ge=0.25, le=1.0, description="anatomy label grid spacing")
     mri_spacing_mm: tuple[float, float, float] = Field(
         (0.8, 0.8, 0.8), description="MRI voxel size (i, j, k)"
     )

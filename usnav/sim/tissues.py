@@ -91,7 +91,7 @@ ACOUSTIC: dict[Tissue, AcousticProperties] = {
     Tissue.DISC_NUCLEUS: AcousticProperties(1540.0, 1050.0, 0.6, 0.12, 1.0, 0.2, 0.1),
     Tissue.LIGAMENT: AcousticProperties(1700.0, 1150.0, 2.0, 0.7, 1.0, 0.3, 0.35),
     Tissue.EPIDURAL_FAT: AcousticProperties(1450.0, 950.0, 0.63, 0.22, 0.4, 0.5, 0.3),
-    Tissue.DURA: AcousticProperties(1700.0, 1150.0, 2.0, 0.5, 1.0, 0.2, 0.15),
+    Tissue.DURA: AcousticProperties(1700.0, 1150.0, 2.0, 0.2, 1.0, 0.2, 0.15),
     Tissue.CSF: AcousticProperties(1504.5, 1007.0, 0.005, 0.0, roughness=0.1),
     Tissue.CORD: AcousticProperties(1540.0, 1075.0, 0.8, 0.11, 1.0, 0.3, 0.15),
     Tissue.CENTRAL_ECHO: AcousticProperties(1600.0, 1100.0, 1.0, 0.9, 1.0, 0.2, 0.6),

@@ -84,6 +84,8 @@ class ScannerSettings:
         Lateral beam σ at the focus; it widens away from it (Rayleigh length ``rayleigh_mm``).
     elevation_rays, elevation_half_mm
         Sub-rays across the elevation beam and their spread.
+    lateral_rays
+        Sub-rays across each scanline's width (they smooth echoes of surfaces the beam grazes).
     specular_exponent
         Angular fall-off cos^m θ of a mirror-like interface echo.
     tgc_db_per_cm
@@ -103,6 +105,7 @@ class ScannerSettings:
     rayleigh_mm: float = 14.0
     elevation_rays: int = 2
     elevation_half_mm: float = 0.3
+    lateral_rays: int = 2
     specular_exponent: float = 12.0
     tgc_db_per_cm: float = 8.0
     scatter_gain: float = 0.012
@@ -157,20 +160,24 @@ class UltrasoundSimulator:
         self.n_bins = int(np.ceil((g.depth_mm + 4 * s.axial_sigma_mm) / STEP_MM)) + 2
         self.n_steps = int(np.ceil(1.15 * g.depth_mm / STEP_MM)) + 4
         self.tgc = 10.0 ** (s.tgc_db_per_cm * self.row_depth_mm / 10.0 / 20.0)
-        if s.elevation_rays > 1:
-            self.elevation = np.linspace(
-                -s.elevation_half_mm, s.elevation_half_mm, s.elevation_rays
-            )
-        else:
-            self.elevation = np.zeros(1)
+        elevation = (
+            np.linspace(-s.elevation_half_mm, s.elevation_half_mm, s.elevation_rays)
+            if s.elevation_rays > 1
+            else np.zeros(1)
+        )
+        # lateral sub-rays split the column width evenly (a scanline is a beam, not a line)
+        lateral = (np.arange(s.lateral_rays) + 0.5) / s.lateral_rays - 0.5
+        lat, elev = np.meshgrid(lateral * g.spacing_x_mm, elevation, indexing="ij")
+        self.sub_offsets = np.stack([lat.ravel(), elev.ravel()], axis=1)  # (n_sub, 2) mm
 
     def scanline_origins(self, transducer_to_spine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scanline start points (cols, sub-rays, 3) and the beam direction (3,), spine mm."""
         g = self.geometry
         x = (np.arange(g.cols) - 0.5 * (g.cols - 1)) * g.spacing_x_mm
-        local = np.zeros((g.cols, len(self.elevation), 4))
-        local[..., 0] = x[:, None]
-        local[..., 2] = self.elevation[None, :]
+        n_sub = len(self.sub_offsets)
+        local = np.zeros((g.cols, n_sub, 4))
+        local[..., 0] = x[:, None] + self.sub_offsets[None, :, 0]
+        local[..., 2] = self.sub_offsets[None, :, 1]
         local[..., 3] = 1.0
         world = local @ transducer_to_spine.T
         direction = transducer_to_spine[:3, 1] / np.linalg.norm(transducer_to_spine[:3, 1])
