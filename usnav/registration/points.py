@@ -204,8 +204,9 @@ def read_points(path: str | Path) -> np.ndarray:
         if not s:
             continue
         if s.startswith("#"):
-            if "coordinateSystem" in s and ("LPS" in s or "= 1" in s):
-                lps = True
+            low = s.lower().replace(" ", "")
+            if "coordinatesystem=" in low:
+                lps = low.endswith(("=lps", "=1"))
             continue
         fields = [v for v in s.replace(",", " ").split()]
         try:

@@ -265,8 +265,9 @@ class RegistrationWorker:
         stamps = np.array([w[2] for w in window])
         centres = poses[:, :3, 3]
         extent = float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0)))
-        needed = self.options.min_extent_mm if self._image_accepted else \
-            self.options.min_extent_first_mm
+        needed = (
+            self.options.min_extent_mm if self._image_accepted else self.options.min_extent_first_mm
+        )
         if extent < needed:
             return None
         if self._mask is None or self._mask_shape != images.shape[1:]:

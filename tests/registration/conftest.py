@@ -1,0 +1,42 @@
+"""Small simulated spine cases shared by the registration tests (seeds 7-9 are test seeds: not
+used for tuning, not in the benchmark)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from usnav.registration import warm_up
+
+SMALL = {"frames": 60, "image_cols": 128, "image_rows": 128, "save_anatomy": False, "workers": 2}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_kernels() -> None:
+    warm_up()
+
+
+@pytest.fixture(scope="session")
+def small_case_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Seeds 7 and 8: 60 frames of 128×128 px (~2 s each to simulate)."""
+    from usnav.sim import make_options, simulate_case
+
+    root = tmp_path_factory.mktemp("sim")
+    out = {}
+    for seed in (7, 8):
+        out[seed] = simulate_case(seed, root / f"s{seed}", make_options(**SMALL)).folder
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_case(small_case_dirs: dict[int, Path]):
+    """(mri, sweep, calibration matrix, truth) of seed 7, loaded once."""
+    from usnav.config.calibration import load_calibration
+    from usnav.io.volume import load_volume
+    from usnav.registration.sweep import load_sweep
+    from usnav.sim import load_truth
+
+    d = small_case_dirs[7]
+    cal = load_calibration(d / "calibration.toml").image_to_probe
+    return load_volume(d / "mri.nii.gz"), load_sweep(d / "sweep.igs.mha", cal), cal, load_truth(d)

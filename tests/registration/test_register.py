@@ -1,0 +1,256 @@
+"""Rigid US→MRI registration: recovery of known offsets, do no harm, bad inputs, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from usnav.cli.main import main
+from usnav.errors import InputError
+from usnav.io.volume import Volume
+from usnav.registration.cases import random_perturbation
+from usnav.registration.rigid import (
+    RegistrationOptions,
+    SweepRegistration,
+    load_registration_options,
+    register_sweep,
+)
+
+
+def test_recovers_the_simulators_initial_offset(small_case):
+    mri, sweep, _, truth = small_case
+    init = truth.init_reference_to_mri
+    before = truth.mtre(init)
+    assert before > 3.0
+    result = register_sweep(mri, sweep, init)
+    assert result.accepted, result.reason
+    after = truth.mtre(result.reference_to_mri)
+    assert after < 1.5, f"mTRE {before:.2f} → {after:.2f} mm"
+    assert result.similarity > result.initial_similarity
+    assert 0 < result.uncertainty_mm < 3
+    np.testing.assert_allclose(result.reference_to_mri, result.candidate)
+
+
+def test_recovers_fresh_offsets_of_4_to_8_mm(small_case):
+    """Offsets the simulator did not choose: 4-8 mm / 3-8° about the sweep's centre."""
+    mri, sweep, _, truth = small_case
+    rng = np.random.default_rng(77)
+    centre = truth.points().mean(axis=0)
+    problem = SweepRegistration(mri, sweep, truth.reference_to_mri)
+    errors = []
+    for _ in range(2):
+        init = random_perturbation(rng, centre, translation_mm=(4, 8)) @ truth.reference_to_mri
+        errors.append(truth.mtre(problem.run(init).reference_to_mri))
+    assert max(errors) < 2.0, errors
+
+
+def test_do_no_harm_from_the_truth(small_case):
+    """Started at the true registration, the result must not be worse than ~the floor."""
+    mri, sweep, _, truth = small_case
+    result = register_sweep(mri, sweep, truth.reference_to_mri)
+    assert truth.mtre(result.reference_to_mri) < 1.0
+    if not result.accepted:
+        np.testing.assert_array_equal(result.reference_to_mri, truth.reference_to_mri)
+
+
+def test_a_wrong_sweep_is_rejected_and_the_initial_kept(small_case, small_case_dirs):
+    """Frames of another patient (seed 8) against this MRI: whatever the optimiser finds is
+    not clearly better, so the initial estimate stays."""
+    from usnav.config.calibration import load_calibration
+    from usnav.registration.sweep import load_sweep
+
+    mri, _, _, truth = small_case
+    other = small_case_dirs[8]
+    sweep = load_sweep(
+        other / "sweep.igs.mha", load_calibration(other / "calibration.toml").image_to_probe
+    )
+    noise = sweep.images.copy()
+    rng = np.random.default_rng(5)
+    noise[:] = rng.integers(0, 255, size=noise.shape, dtype=np.uint8)  # pure speckle
+    from usnav.registration.sweep import Sweep
+
+    speckle = Sweep(
+        noise,
+        sweep.image_to_reference,
+        sweep.timestamps,
+        source="speckle",
+        fov_mask=np.ones(noise.shape[1:], bool),
+    )
+    result = register_sweep(mri, speckle, truth.init_reference_to_mri)
+    assert not result.accepted, result.reason
+    np.testing.assert_array_equal(result.reference_to_mri, truth.init_reference_to_mri)
+    assert result.estimate().accepted is False
+
+
+def test_ncc_gradient_metric_runs_and_improves(small_case):
+    mri, sweep, _, truth = small_case
+    result = register_sweep(
+        mri,
+        sweep,
+        truth.init_reference_to_mri,
+        RegistrationOptions(metric="ncc_gradient", uncertainty=False),
+    )
+    assert result.similarity > result.initial_similarity
+    assert result.metric == "ncc_gradient"
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def run_cli(case: Path, tmp_path: Path, **override: str) -> tuple[int, str]:
+    args = {
+        "recording": str(case / "sweep.igs.mha"),
+        "--mri": str(case / "mri.nii.gz"),
+        "--calibration": str(case / "calibration.toml"),
+        "--init": str(case / "init_ReferenceToMri.txt"),
+        "--out": str(tmp_path / "r.json"),
+    }
+    args.update(override)
+    argv = ["register", args.pop("recording")]
+    for k, v in args.items():
+        argv += [k, v]
+    code = main([*argv, "--quiet"])
+    return code
+
+
+def test_mri_without_affine_is_refused(small_case_dirs, tmp_path, capsys):
+    case = small_case_dirs[7]
+    img = nib.load(case / "mri.nii.gz")
+    bad = nib.Nifti1Image(np.asarray(img.dataobj), np.eye(4))
+    bad.set_sform(np.eye(4), code=0)
+    bad.set_qform(np.eye(4), code=0)
+    nib.save(bad, tmp_path / "noaffine.nii.gz")
+    assert run_cli(case, tmp_path, **{"--mri": str(tmp_path / "noaffine.nii.gz")}) == 2
+    err = capsys.readouterr().err
+    assert "noaffine.nii.gz" in err and "orientation" in err
+
+
+def test_mri_with_nans_is_refused(small_case_dirs, tmp_path, capsys):
+    case = small_case_dirs[7]
+    img = nib.load(case / "mri.nii.gz")
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[10, 10, 10] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), tmp_path / "nan.nii.gz")
+    assert run_cli(case, tmp_path, **{"--mri": str(tmp_path / "nan.nii.gz")}) == 2
+    err = capsys.readouterr().err
+    assert "nan.nii.gz" in err and "NaN" in err
+
+
+def test_sweep_outside_the_mri_is_refused(small_case_dirs, tmp_path, capsys):
+    case = small_case_dirs[7]
+    init = np.loadtxt(case / "init_ReferenceToMri.txt", comments="#")
+    init[:3, 3] += [400.0, 0, 0]
+    np.savetxt(tmp_path / "far.txt", init)
+    assert run_cli(case, tmp_path, **{"--init": str(tmp_path / "far.txt")}) == 2
+    assert "outside the MRI" in capsys.readouterr().err
+
+
+def test_non_rigid_calibration_is_refused(small_case_dirs, tmp_path, capsys):
+    case = small_case_dirs[7]
+    shear = np.array([[0.15, 0.05, 0, 0], [0, 0.15, 0, 0], [0, 0, 0.15, 0], [0, 0, 0, 1]])
+    np.savetxt(tmp_path / "shear.txt", shear)
+    assert run_cli(case, tmp_path, **{"--calibration": str(tmp_path / "shear.txt")}) == 2
+    err = capsys.readouterr().err
+    assert "shear.txt" in err and "rigid-times-scale" in err
+
+
+def test_non_rigid_or_malformed_init_is_refused(small_case_dirs, tmp_path, capsys):
+    case = small_case_dirs[7]
+    np.savetxt(tmp_path / "scaled.txt", np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert run_cli(case, tmp_path, **{"--init": str(tmp_path / "scaled.txt")}) == 2
+    assert "scaled.txt" in capsys.readouterr().err
+    (tmp_path / "short.txt").write_text("1 0 0 0 1 0\n")
+    assert run_cli(case, tmp_path, **{"--init": str(tmp_path / "short.txt")}) == 2
+    assert "16 numbers" in capsys.readouterr().err
+
+
+def test_all_invalid_and_empty_recordings_are_refused(small_case_dirs, tmp_path, capsys):
+    from usnav.frames import TrackedTransform, TransformStatus
+    from usnav.io.sequence import read_sequence, write_sequence
+
+    case = small_case_dirs[7]
+    with read_sequence(case / "sweep.igs.mha") as seq:
+        frames = [seq.frame(i) for i in range(5)]
+    for f in frames:
+        f.transforms["ProbeToTracker"] = TrackedTransform(
+            f.transforms["ProbeToTracker"].matrix, TransformStatus.INVALID
+        )
+    path = write_sequence(tmp_path / "invalid.igs.mha", frames)
+    assert run_cli(case, tmp_path, recording=str(path)) == 2
+    err = capsys.readouterr().err
+    assert "invalid.igs.mha" in err and "INVALID" in err
+    empty = write_sequence(tmp_path / "empty.igs.mha", [])
+    assert run_cli(case, tmp_path, recording=str(empty)) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_empty_sweep_and_constant_mri_refused_by_the_library(small_case):
+    mri, sweep, _, truth = small_case
+    with pytest.raises(InputError, match="empty"):
+        register_sweep(mri, sweep.subset(slice(0, 0)), truth.init_reference_to_mri)
+    flat = Volume(np.ones((20, 20, 20), np.float32), mri.affine, source="flat.nii")
+    with pytest.raises(InputError, match="flat.nii"):
+        register_sweep(flat, sweep, truth.init_reference_to_mri)
+
+
+def test_options_file(tmp_path):
+    (tmp_path / "o.toml").write_text(
+        '[registration]\nmetric = "ncc_gradient"\nlevel_spacings_mm = [2.0, 1.0]\n'
+    )
+    opts = load_registration_options(tmp_path / "o.toml")
+    assert opts.metric == "ncc_gradient" and opts.level_spacings_mm == [2.0, 1.0]
+    (tmp_path / "bad.toml").write_text("[registration]\nlevels = 3\n")
+    from usnav.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="levels"):
+        load_registration_options(tmp_path / "bad.toml")
+
+
+# ----------------------------------------------------------------------------- the exact CLI
+
+
+def test_usnav_register_in_a_real_process(small_case_dirs, tmp_path):
+    """The command line checked from outside, in its own process (progress bar on stderr)."""
+    case = small_case_dirs[8]
+    out = tmp_path / "result.json"
+    env = {**os.environ, "COLUMNS": "100"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "usnav",
+            "register",
+            str(case / "sweep.igs.mha"),
+            "--mri",
+            str(case / "mri.nii.gz"),
+            "--calibration",
+            str(case / "calibration.toml"),
+            "--init",
+            str(case / "init_ReferenceToMri.txt"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    for key in ("ReferenceToMri", "accepted", "similarity", "seconds"):
+        assert key in doc
+    assert np.asarray(doc["ReferenceToMri"]).shape == (4, 4)
+    from usnav.sim import load_truth
+
+    truth = load_truth(case)
+    assert doc["accepted"] is True
+    assert truth.mtre(np.asarray(doc["ReferenceToMri"])) < 2.0
+    assert truth.mtre(truth.init_reference_to_mri) > 3.0
+    assert "accepted" in proc.stdout

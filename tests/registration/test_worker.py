@@ -1,0 +1,114 @@
+"""The streaming worker in a real thread: improves, never publishes a rejected estimate as the
+accepted one, keeps serving after bad input, stops."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from usnav.errors import InputError
+from usnav.frames import TrackedFrame, TrackedTransform
+from usnav.registration.worker import RegistrationWorker, WorkerOptions
+
+
+def feed(worker, sweep, passes=2, order=None):
+    order = order if order is not None else list(range(len(sweep)))
+    for p in range(passes):
+        seq = order if p % 2 == 0 else order[::-1]
+        for i in seq:
+            worker.submit(sweep.images[i], sweep.image_to_reference[i], float(i))
+
+
+def wait_for(condition, timeout=60.0):
+    t0 = time.monotonic()
+    while not condition():
+        if time.monotonic() - t0 > timeout:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_worker_improves_and_publishes(small_case):
+    mri, sweep, cal, truth = small_case
+    seen = []
+    worker = RegistrationWorker(
+        mri,
+        cal,
+        truth.init_reference_to_mri,
+        WorkerOptions(min_frames=40, min_new_frames=20),
+        on_estimate=seen.append,
+    )
+    first = worker.latest_accepted()
+    assert first.source == "init" and first.accepted
+    np.testing.assert_array_equal(first.reference_to_mri, truth.init_reference_to_mri)
+    with worker:
+        for n in range(3):  # three passes over the region, each waited for
+            feed(worker, sweep, passes=1, order=list(range(len(sweep)))[:: 1 if n % 2 else -1])
+            assert wait_for(lambda n=n: worker.stats.updates >= n + 1), worker.stats
+    assert worker.stats.failed == 0, worker.stats.last_error
+    best = worker.latest_accepted()
+    assert best.source == "image" and best.accepted
+    assert truth.mtre(best.reference_to_mri) < 1.5 < truth.mtre(truth.init_reference_to_mri)
+    assert np.isfinite(best.uncertainty_mm) and 0 < best.quality <= 1
+    assert [e.sequence for e in seen] == sorted(e.sequence for e in seen)
+
+
+def test_rejected_estimates_never_replace_the_accepted_one(small_case):
+    mri, sweep, cal, truth = small_case
+    rng = np.random.default_rng(9)
+    speckle = rng.integers(1, 255, size=sweep.images.shape, dtype=np.uint8)
+    worker = RegistrationWorker(
+        mri, cal, truth.init_reference_to_mri, WorkerOptions(min_frames=40, min_new_frames=30)
+    )
+    for i in range(len(sweep)):
+        worker.submit(speckle[i], sweep.image_to_reference[i], float(i))
+    window = [(speckle[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    estimate = worker.update(window)  # in this thread: deterministic
+    assert estimate is not None and not estimate.accepted
+    assert worker.latest() is estimate
+    accepted = worker.latest_accepted()
+    assert accepted.source == "init"
+    np.testing.assert_array_equal(accepted.reference_to_mri, truth.init_reference_to_mri)
+
+
+def test_submit_never_waits_for_the_optimiser(small_case):
+    mri, sweep, cal, truth = small_case
+    worker = RegistrationWorker(
+        mri, cal, truth.init_reference_to_mri, WorkerOptions(min_frames=20, min_new_frames=5)
+    ).start()
+    try:
+        feed(worker, sweep, passes=1)
+        assert wait_for(lambda: worker.stats.updates >= 1)
+        # while it registers, submitting stays a lock-protected append (no wait, no error)
+        for i in range(len(sweep)):
+            worker.submit(sweep.images[i], sweep.image_to_reference[i], float(i))
+        assert worker.stats.submitted == 2 * len(sweep)
+    finally:
+        worker.stop()
+    assert worker._thread is None  # stopped
+    assert not any(t.name == "usnav-registration" for t in threading.enumerate())
+
+
+def test_bad_frames_are_dropped_and_frame_input(small_case):
+    mri, sweep, cal, truth = small_case
+    worker = RegistrationWorker(mri, cal, truth.init_reference_to_mri)
+    worker.submit(np.zeros((4, 4, 4)), np.eye(4), 0.0)  # not 2D
+    worker.submit(sweep.images[0], np.full((4, 4), np.nan), 0.0)  # NaN pose
+    assert worker.stats.submitted == 0
+    frame = TrackedFrame(
+        image=sweep.images[0],
+        transforms={"ImageToReference": TrackedTransform(sweep.image_to_reference[0])},
+    )
+    assert worker.submit_frame(frame)
+    assert worker.stats.submitted == 1
+
+
+def test_bad_construction_inputs(small_case):
+    mri, _, cal, truth = small_case
+    with pytest.raises(InputError, match="ImageToProbe"):
+        RegistrationWorker(mri, np.zeros((4, 4)), truth.init_reference_to_mri)
+    with pytest.raises(InputError, match="rigid"):
+        RegistrationWorker(mri, cal, np.diag([2, 2, 2, 1.0]))
