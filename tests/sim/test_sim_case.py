@@ -188,9 +188,13 @@ def test_case_files_are_readable_and_consistent(written):
     assert mri.affine[1, 1] > 0
     init = np.loadtxt(written.init_reference_to_mri)
     np.testing.assert_allclose(init, truth.init_reference_to_mri, atol=1e-8)
+    names = {p.name for p in written.previews}
+    assert {"preview.png", "preview_sweep.png"} <= names and len(names) >= 4
     for png in written.previews:
         image = cv2.imread(str(png))
-        assert image is not None and image.shape[0] >= 128 and image.shape[1] >= 256
+        assert image is not None and image.shape[0] >= 128
+        # frame panels: B-mode | MRI; sweep view: 2 px per frame on each side
+        assert image.shape[1] == (4 * 12 + 4 if png.name == "preview_sweep.png" else 2 * 128 + 4)
 
 
 def test_landmarks_lie_where_the_mri_label_shows_the_tumor(written):

@@ -320,9 +320,12 @@ def write_case(
     if opts.preview:
         t = time.perf_counter()
         say("previews")
+        from usnav.io.sequence import read_sequence
         from usnav.sim.preview import write_previews
 
-        files.previews = write_previews(case, out)
+        with read_sequence(paths["sweep"]) as seq:
+            images = [np.array(seq.image(i)) for i in range(len(seq))]
+        files.previews = write_previews(case, out, images)
         timings["preview"] = time.perf_counter() - t
     files.timings_s = timings
     return files

@@ -65,6 +65,7 @@ def demo_case(cache_dir: str | Path | None = None) -> Path:
         ) from exc
     try:
         simulate_case(DEMO_SEED, tmp, demo_options())
+        tmp.chmod(0o755)  # mkdtemp made it private; the cache is meant to be shared
         try:
             tmp.rename(target)
         except OSError:

@@ -49,8 +49,12 @@ class SimOptions(BaseModel):
     levels: int = Field(3, ge=2, le=6, description="vertebrae in the segment")
     laminectomy_levels: int = Field(2, ge=1, le=6, description="levels decompressed")
     tumor_length_mm: Range = Field((10.0, 25.0), description="solid tumor length range")
-    tumor_echogenicity: Literal["random", "hyperechoic", "isoechoic"] = "random"
-    cyst: Literal["random", "yes", "no"] = "random"
+    tumor_echogenicity: Literal["random", "hyperechoic", "isoechoic"] = Field(
+        "random", description="tumor echogenicity (random: by seed)"
+    )
+    cyst: Literal["random", "yes", "no"] = Field(
+        "random", description="a cyst at one tumor pole (random: half the seeds)"
+    )
     cord_shift_mm: Range = Field((0.5, 2.0), description="cord-shift magnitude range")
     init_offset_mm: Range = Field((4.0, 8.0), description="initial-guess translation error")
     init_offset_deg: Range = Field((3.0, 8.0), description="initial-guess rotation error")

@@ -83,8 +83,54 @@ def panel(case: SimulatedCase, index: int, us: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_previews(case: SimulatedCase, out_dir: Path) -> list[Path]:
-    """Write ``preview_frame_NNNN.png`` for the chosen frames and ``preview.png`` (all)."""
+def sweep_view(case: SimulatedCase, images: list[np.ndarray]) -> np.ndarray:
+    """Longitudinal view of the whole sweep: the middle scanline of every frame side by side
+    (left), the MRI along the same lines with the tumor outline (right). BGR uint8, each frame
+    two pixels wide."""
+    g = case.geometry
+    mid = g.cols // 2
+    us = np.stack([im[:, mid] for im in images], axis=1)
+    rows = np.arange(g.rows)
+    pix = np.stack([np.full(g.rows, mid), rows, np.zeros(g.rows), np.ones(g.rows)])
+    mri_cols, lab_cols = [], []
+    data = np.asarray(case.mri.mri.data, dtype=np.float32)
+    for m in case.sweep.true_image_to_mri:
+        vox = case.mri.mri.world_to_voxel @ m @ pix
+        mri_cols.append(map_coordinates(data, vox[:3], order=1, mode="constant"))
+        lab_cols.append(
+            map_coordinates(case.mri.tumor_label.data, vox[:3], order=0, mode="constant")
+        )
+    hi = float(np.percentile(data, 99.5)) or 1.0
+    mri8 = np.clip(np.stack(mri_cols, axis=1) / hi * 255.0, 0, 255).astype(np.uint8)
+    label = np.stack(lab_cols, axis=1).astype(np.uint8)
+    widen = lambda a: np.repeat(a, 2, axis=1)  # noqa: E731
+    right = cv2.cvtColor(widen(mri8), cv2.COLOR_GRAY2BGR)
+    for value, colour in ((TUMOR_LABEL_SOLID, (40, 40, 255)), (TUMOR_LABEL_CYST, (0, 220, 255))):
+        contours, _ = cv2.findContours(
+            widen((label == value).astype(np.uint8)), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(right, contours, -1, colour, 1)
+    left = cv2.cvtColor(widen(us), cv2.COLOR_GRAY2BGR)
+    gap = np.full((g.rows, 4, 3), 255, np.uint8)
+    out = np.hstack([left, gap, right])
+    cv2.putText(
+        out,
+        "sweep (middle scanlines)",
+        (4, 12),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.35,
+        (0, 255, 0),
+        1,
+        cv2.LINE_AA,
+    )
+    return out
+
+
+def write_previews(
+    case: SimulatedCase, out_dir: Path, images: list[np.ndarray] | None = None
+) -> list[Path]:
+    """Write ``preview_frame_NNNN.png`` for the chosen frames, ``preview.png`` (all of them)
+    and, given the sweep's images, ``preview_sweep.png`` (:func:`sweep_view`)."""
     written = []
     panels = []
     for index in preview_indices(case, case.options.preview_frames):
@@ -99,4 +145,8 @@ def write_previews(case: SimulatedCase, out_dir: Path) -> list[Path]:
     path = out_dir / "preview.png"
     cv2.imwrite(str(path), mosaic)
     written.append(path)
+    if images:
+        path = out_dir / "preview_sweep.png"
+        cv2.imwrite(str(path), sweep_view(case, images))
+        written.append(path)
     return written
