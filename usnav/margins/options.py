@@ -30,6 +30,10 @@ class MarginOptions(BaseModel):
         ``"edge"``: the boundary follows the intensity derivative along the normals (with the
         structure's polarity); ``"region"``: it separates an inside and an outside intensity
         level (a Chan–Vese model along the normals).
+    region_truncation
+        Region model: squared misfits are capped at this many speckle SDs, so intensities far
+        from both the inside and outside levels (other layers) do not pull the boundary
+        (None: no cap).
     band_mm
         Half-width of the search band along each boundary normal, mm.
     profile_step_mm
@@ -79,6 +83,7 @@ class MarginOptions(BaseModel):
     min_area_mm2: float = Field(1.0, ge=0.0)
     refine: bool = True
     method: Literal["edge", "region"] = "region"
+    region_truncation: float | None = Field(1.0, gt=0.0)
     band_mm: float = Field(3.0, gt=0.0, le=20.0)
     profile_step_mm: float = Field(0.2, gt=0.0, le=2.0)
     smoothing_mm: float = Field(0.5, ge=0.0, le=5.0)

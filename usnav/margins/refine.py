@@ -175,7 +175,14 @@ def refine_contour(
     max_step = max(1, int(np.ceil(options.max_slope * spacing_mm / step)))
     if options.method == "region":
         correlation = max(1.0, options.smoothing_mm / step)
-        path, reward = _region_path(profiles[:, band], penalty, max_step, speckle_sd, correlation)
+        path, reward = _region_path(
+            profiles[:, band],
+            penalty,
+            max_step,
+            speckle_sd,
+            correlation,
+            options.region_truncation,
+        )
     else:
         path, reward = _edge_path(profiles[:, band], sign, step, penalty, max_step)
         if path is None:
@@ -268,14 +275,16 @@ def _region_path(
     max_step: int,
     speckle_sd: float,
     correlation: float,
+    truncation: float | None = None,
     iterations: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Region-based boundary (a Chan–Vese model along the normals), solved by DP.
 
     For a boundary at band index q, samples before q are "inside" (mean ``mu_in``), after it
     "outside" (``mu_out``); the cost is the squared misfit in speckle variances (divided by
-    the samples' correlation length). The means start from the predicted boundary and are
-    re-estimated from the chosen one.
+    the samples' correlation length), truncated at ``truncation`` speckle SDs (None: not
+    truncated). The means start from the predicted boundary and are re-estimated from the
+    chosen one.
     """
     n, m = band_profiles.shape
     finite = np.isfinite(band_profiles)
@@ -295,6 +304,12 @@ def _region_path(
         mu_out = float(np.median(band_profiles[outside]))
         d_in = np.where(finite, (values - mu_in) ** 2, 0.0)
         d_out = np.where(finite, (values - mu_out) ** 2, 0.0)
+        if truncation is not None:
+            # samples far from both levels (another layer: a bright pia, dark CSF) cost the
+            # same on either side, so they cannot drag the boundary onto their own edges
+            cap = (truncation * speckle_sd) ** 2
+            d_in = np.minimum(d_in, cap)
+            d_out = np.minimum(d_out, cap)
         # cost(q) = sum_{j<q} d_in + sum_{j>q} d_out
         before = np.concatenate([np.zeros((n, 1)), np.cumsum(d_in, axis=1)[:, :-1]], axis=1)
         after = np.cumsum(d_out[:, ::-1], axis=1)[:, ::-1]

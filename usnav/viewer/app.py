@@ -144,7 +144,7 @@ def run_viewer(
             window.close()
     if snapshot_path is not None and picture is not None:
         try:
-            ok = cv2.imwrite(str(snapshot_path), picture)
+            ok = cv2.imwrite(str(snapshot_path), picture, [cv2.IMWRITE_PNG_COMPRESSION, 9])
         except cv2.error as exc:
             raise InputError(snapshot_path, f"cannot write the snapshot: {exc}") from exc
         if not ok:
