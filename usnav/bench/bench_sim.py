@@ -47,7 +47,7 @@ def bench_case(ctx: BenchContext) -> list[Figure]:
     shutil.rmtree(out, ignore_errors=True)
     return [
         Figure(
-            "one case, default options (150 frames of 256x256, 0.5 mm anatomy)",
+            "one case, default options (150 frames of 256x256, 0.4 mm anatomy)",
             total,
             "s",
             target=f"<= {_TARGET_S:g} s on 2 cores",
@@ -61,7 +61,7 @@ def bench_case(ctx: BenchContext) -> list[Figure]:
             per_frame * 1000,
             "ms",
             higher_is_better=False,
-            note="256 scanlines x 2 elevation sub-rays, 40 mm",
+            note="256 scanlines x (2 lateral x 2 elevation) sub-rays, 40 mm",
         ),
     ]
 
