@@ -352,6 +352,27 @@ def test_cli_simulate_then_info(tmp_path, capsys):
     assert not (tmp_path / "y").exists()
 
 
+def test_cli_options_file_with_flags_overriding_it(tmp_path, capsys):
+    toml = tmp_path / "small.toml"
+    toml.write_text(
+        'frames = 3\nimage_cols = 48\nimage_rows = 48\nvoxel_mm = 0.8\ncyst = "no"\n'
+        "mri_spacing_mm = [1.6, 1.6, 1.6]\nsave_anatomy = false\n"
+    )
+    out = tmp_path / "from_toml"
+    assert (
+        main(
+            ["simulate", "--seed", "2", "--out", str(out), "--options", str(toml), "--frames", "5"]
+        )
+        == 0
+    )
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["options"]["frames"] == 5 and truth["options"]["image_cols"] == 48
+    assert truth["tumor"]["has_cyst"] is False
+    toml.write_text("frame = 3\n")
+    assert main(["simulate", "--seed", "2", "--out", str(out), "--options", str(toml)]) == 2
+    assert "unknown key 'frame'" in capsys.readouterr().err
+
+
 def test_demo_case_is_generated_once_and_cached(tmp_path):
     first = demo_case(tmp_path)
     truth = first / "truth.json"

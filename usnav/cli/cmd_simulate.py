@@ -45,7 +45,7 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
                 dest=name,
                 type=float,
                 nargs=len(inner),
-                metavar=("MIN", "MAX") if len(inner) == 2 else None,
+                metavar=("MIN", "MAX") if len(inner) == 2 else ("I", "J", "K")[: len(inner)],
                 default=None,
                 help=helptext,
             )

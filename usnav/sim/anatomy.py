@@ -731,7 +731,6 @@ _OPENED = (Tissue.SKIN, Tissue.FAT, Tissue.MUSCLE, Tissue.LIGAMENT, Tissue.EPIDU
 def intraoperative(anat: SpineAnatomy, preop: LabelGrid) -> LabelGrid:
     """The intraoperative labels: cord shift applied inside the canal, then the laminectomy."""
     labels = preop.labels.copy()
-    h = preop.spacing
     xs, ys, zs = preop.coords(0), preop.coords(1), preop.coords(2)
     cxs, cys = anat.centre_offset(zs)
 
@@ -786,7 +785,6 @@ def intraoperative(anat: SpineAnatomy, preop: LabelGrid) -> LabelGrid:
         cut = in_box & (soft | (bone & medial & (in_window | spinous)))
         sub[cut] = Tissue.SALINE
         labels[:, :, k0:k1] = sub
-    _ = h
     return LabelGrid(labels, preop.origin, preop.spacing)
 
 

@@ -483,7 +483,11 @@ def simulate_case(
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError("seed", f"must be a non-negative integer, got {seed!r}")
     options = options or SimOptions()
-    check_output_folder(out_dir)
+    out = check_output_folder(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, f"cannot create the output folder: {exc.strerror}") from exc
     t = time.perf_counter()
     case = build_case(int(seed), options, progress)
     files = write_case(case, out_dir, progress)
