@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,9 @@ class Header:
     gap
         Messages of this topic missed just before this one (dropped at a high-water mark or
         never received).
+    stale, stale_reason
+        The publisher marked the message as not showing the present (probe link not
+        streaming, tracking lost); a display must show it as stale.
     raw
         The whole decoded header map (for fields this client does not model).
     """
@@ -137,6 +141,8 @@ class Header:
     accepted: bool
     gap: int
     raw: dict[str, Any] = field(repr=False)
+    stale: bool = False
+    stale_reason: str = ""
 
     @property
     def transport_latency_s(self) -> float:
@@ -250,6 +256,8 @@ def _header_of(raw: RawMessage, gap: int, t_arrived: float, peer: str) -> Header
         accepted=bool(h.get("accepted", False)),
         gap=gap,
         raw=h,
+        stale=bool(h.get("stale", False)),
+        stale_reason=str(h.get("stale_reason", "") or ""),
     )
 
 
@@ -415,6 +423,9 @@ class Subscriber:
         Raise :class:`ProtocolError` subclasses on bad messages instead of skipping them.
     context
         ZeroMQ context (default: the shared instance).
+    curve_server_key, curve_client_secret
+        For a publisher beyond loopback (ZeroMQ CURVE, see ``usnav keys``): the publisher's
+        public key file (``server.key``) and this client's ``*.key_secret`` file.
 
     Notes
     -----
@@ -430,6 +441,8 @@ class Subscriber:
         hwm: int = 100,
         strict: bool = False,
         context: zmq.Context | None = None,
+        curve_server_key: str | Path | None = None,
+        curve_client_secret: str | Path | None = None,
     ):
         unknown = [t for t in topics if t not in TOPICS]
         if unknown:
@@ -446,6 +459,17 @@ class Subscriber:
         self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         for topic in self.topics:
             self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+        if (curve_server_key is None) != (curve_client_secret is None):
+            self._socket.close(0)
+            raise ValueError("CURVE needs both the server's public key and the client's secret key")
+        if curve_server_key is not None and curve_client_secret is not None:
+            from usnav.publish.curve import secure_client_socket
+
+            try:
+                secure_client_socket(self._socket, curve_server_key, curve_client_secret)
+            except Exception:
+                self._socket.close(0)
+                raise
         self._monitor = self._socket.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
         )

@@ -75,3 +75,34 @@ def test_existing_keys_are_not_overwritten(tmp_path: Path) -> None:
 )
 def test_loopback_detection(address: str, loopback: bool) -> None:
     assert is_loopback_endpoint(address) is loopback
+
+
+def test_publisher_refuses_plain_network_bind_and_serves_curve_clients(tmp_path: Path) -> None:
+    from usnav.client import StatusMessage, Subscriber
+    from usnav.publish.publisher import Publisher
+
+    with pytest.raises(InputError, match="beyond loopback needs encryption"):
+        Publisher("tcp://0.0.0.0:*")
+    keys = generate_keys(tmp_path / "keys")
+    # CURVE on loopback here (the test must not open a network port); the same code path
+    # is what a non-loopback bind uses
+    with Publisher("tcp://127.0.0.1:*", curve_secret_key=keys.server_secret) as publisher:
+        good = Subscriber(
+            publisher.endpoint,
+            curve_server_key=keys.server_public,
+            curve_client_secret=keys.client_secret,
+        )
+        plain = Subscriber(publisher.endpoint)
+        try:
+            got_good, got_plain = None, None
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and got_good is None:
+                publisher.publish_status({"state": "streaming"})
+                got_good = good.receive(0.05)
+                got_plain = got_plain or plain.receive(0.0)
+            assert isinstance(got_good, StatusMessage)
+            assert got_good.status["state"] == "streaming"
+            assert got_plain is None
+        finally:
+            good.close()
+            plain.close()

@@ -43,7 +43,7 @@ class _Capture(Publisher):
         return ok
 
 
-def _messages(case, margins, *, quality=0.9, age_s=1.0, accepted=True):
+def _messages(case, margins, *, quality=0.9, age_s=1.0, accepted=True, stale=False):
     capture = _Capture()
     try:
         reg = RegistrationEstimate(
@@ -51,7 +51,9 @@ def _messages(case, margins, *, quality=0.9, age_s=1.0, accepted=True):
         )
         frame = TrackedFrame(case.image, frame_number=margins.frame_number)
         capture.publish_frame(frame, case.image_to_mri, reg)
-        capture.publish_margins(frame, margins, reg)
+        capture.publish_margins(
+            frame, margins, reg, stale=stale, stale_reason="probe link lost" if stale else ""
+        )
         capture.publish_registration(reg)
     finally:
         capture.close()
@@ -236,3 +238,16 @@ def test_render_is_pure(live) -> None:
     state, picture, _, _ = live
     again, _, _ = render_with_layout(state)
     np.testing.assert_array_equal(picture, again)
+
+
+def test_margins_marked_stale_by_the_pipeline_show_stale(viewer_case, viewer_margins) -> None:
+    options = ViewerOptions(stale_after_s=10, lost_after_s=1.0, min_quality=0.5)
+    state = _state(viewer_case, viewer_margins, stale=True)
+    assert state.margin is not None and state.margin.header.stale
+    verdict = assess(state, options)
+    assert verdict.word == STALE and verdict.reason == "probe link lost"
+    # and a pipeline whose probe has no signal makes the display stale even with fresh data
+    fresh = _state(viewer_case, viewer_margins)
+    fresh.status = {"state": "no-signal", "peer": "127.0.0.1:18944"}
+    verdict = assess(fresh, options)
+    assert verdict.word == STALE and "no signal from 127.0.0.1:18944" in verdict.reason

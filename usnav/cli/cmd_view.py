@@ -71,6 +71,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="Q",
         help="registration quality below which the display is UNCERTAIN (0.5)",
     )
+    p.add_argument(
+        "--server-key",
+        type=Path,
+        metavar="FILE",
+        help="CURVE: the publisher's public key (server.key) when it publishes beyond loopback",
+    )
+    p.add_argument(
+        "--client-key",
+        type=Path,
+        metavar="FILE",
+        help="CURVE: this display's secret key (client.key_secret), authorised by the publisher",
+    )
     p.add_argument("--size", type=_size, default=(1000, 640), metavar="WxH", help="window size")
     p.set_defaults(func=run)
 
@@ -104,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         snapshot=args.snapshot,
         frames=args.frames,
         timeout_s=args.timeout,
+        curve_server_key=args.server_key,
+        curve_client_secret=args.client_key,
     )
     state = result.verdict + (f" ({result.reason})" if result.reason else "")
     lost = sum(result.stats.gaps.values())

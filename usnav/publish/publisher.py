@@ -13,6 +13,7 @@ import math
 import secrets
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import zmq
 
 from usnav.errors import InputError
 from usnav.publish import protocol as p
+from usnav.publish.curve import is_loopback_endpoint, secure_server_socket
 
 if TYPE_CHECKING:
     from usnav.frames import TrackedFrame
@@ -53,6 +55,10 @@ class Publisher:
         fill the tumor exactly; contours alone are always sent.
     context
         A ZeroMQ context to use (default: the process's shared instance).
+    curve_secret_key, curve_authorized_dir
+        ZeroMQ CURVE: the publisher's ``*.key_secret`` file and the folder of authorised client
+        public keys (default: ``authorized/`` beside the key). Required to bind anything but
+        loopback; see ``usnav keys``.
 
     Raises
     ------
@@ -72,14 +78,36 @@ class Publisher:
         *,
         send_label_image: bool = True,
         context: zmq.Context | None = None,
+        curve_secret_key: str | Path | None = None,
+        curve_authorized_dir: str | Path | None = None,
     ):
         self.address = address
+        if (
+            curve_secret_key is None
+            and address.startswith("tcp://")
+            and not is_loopback_endpoint(address)
+        ):
+            raise InputError(
+                address,
+                "publishing beyond loopback needs encryption and client authentication",
+                "create keys with 'usnav keys --out KEYDIR' and pass --curve-key "
+                "KEYDIR/server.key_secret (or bind tcp://127.0.0.1)",
+            )
         self.send_label_image = send_label_image
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SNDHWM, int(hwm))  # before bind: it applies per pipe
         self._socket.setsockopt(zmq.SNDTIMEO, 0)
+        self._authenticator = None
+        if curve_secret_key is not None:
+            try:
+                self._authenticator = secure_server_socket(
+                    self._socket, curve_secret_key, curve_authorized_dir
+                )
+            except Exception:
+                self._socket.close(0)
+                raise
         try:
             self._socket.bind(address)
         except zmq.ZMQError as exc:
@@ -163,6 +191,9 @@ class Publisher:
         frame: TrackedFrame | None,
         margins: FrameMargins,
         estimate: RegistrationEstimate | None = None,
+        *,
+        stale: bool = False,
+        stale_reason: str = "",
     ) -> bool:
         """Publish one frame's margins on topic ``margin``.
 
@@ -175,6 +206,9 @@ class Publisher:
             The estimate from :class:`~usnav.margins.MarginEstimator`.
         estimate
             The registration estimate behind them (its age is taken at publish time).
+        stale, stale_reason
+            The pipeline knows these margins may not show the present (probe link not
+            streaming, tracking lost): a display must show them as stale.
 
         Returns
         -------
@@ -207,6 +241,8 @@ class Publisher:
         stylus = margins.stylus
         header.update(
             {
+                "stale": bool(stale),
+                "stale_reason": str(stale_reason),
                 "in_view": bool(margins.in_view),
                 "reason": margins.reason,
                 "image_shape": [int(rows), int(cols)],
@@ -341,6 +377,8 @@ class Publisher:
             if not self._closed:
                 self._closed = True
                 self._socket.close(0)
+                if self._authenticator is not None:
+                    self._authenticator.stop()
 
     def __enter__(self) -> Publisher:
         return self

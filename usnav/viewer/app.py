@@ -61,6 +61,8 @@ def run_viewer(
     timeout_s: float = 10.0,
     max_fps: float = 60.0,
     stop: threading.Event | None = None,
+    curve_server_key: str | Path | None = None,
+    curve_client_secret: str | Path | None = None,
 ) -> ViewerRun:
     """Run the viewer.
 
@@ -80,6 +82,8 @@ def run_viewer(
         Longest wait for a snapshot, s.
     max_fps
         Upper bound on pictures per second.
+    curve_server_key, curve_client_secret
+        ZeroMQ CURVE key files for a publisher beyond loopback (see ``usnav keys``).
     stop
         Set it to end a windowed session from another thread.
 
@@ -103,7 +107,9 @@ def run_viewer(
         if snapshot_path.parent and not snapshot_path.parent.is_dir():
             raise InputError(snapshot_path, "its folder does not exist")
     period = 1.0 / max_fps
-    subscriber = Subscriber(address)
+    subscriber = Subscriber(
+        address, curve_server_key=curve_server_key, curve_client_secret=curve_client_secret
+    )
     model = ViewModel(address)
     window = WindowProcess(f"usnav - {address}") if snapshot_path is None else None
     render_times: list[float] = []

@@ -132,11 +132,17 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
         return Verdict(STALE, f"connection lost ({silent:.1f} s without data)")
     if silent > options.lost_after_s:
         return Verdict(STALE, f"no data for {silent:.1f} s")
+    probe_state = str(state.status.get("state", "")) if state.status else ""
+    if probe_state in ("no-signal", "connecting", "closed"):
+        peer = state.status.get("peer", "the probe")
+        return Verdict(STALE, f"no signal from {peer} ({probe_state})")
     newest = state.margin
     if newest is not None:
         margin_age = state.now - newest.header.t_arrived
         if margin_age > options.lost_after_s:
             return Verdict(STALE, f"margins {margin_age:.1f} s old")
+        if newest.header.stale:
+            return Verdict(STALE, newest.header.stale_reason or "margins marked stale")
     age = registration_age_s(state)
     if age is not None and age > options.stale_after_s:
         return Verdict(STALE, f"registration {age:.0f} s old")
