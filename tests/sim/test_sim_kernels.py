@@ -313,7 +313,7 @@ def trace_ref(
                         a = (
                             energy
                             * bsc[lab]
-                            * math.exp(tsig[lab] * tex)
+                            * math.exp(tsig[lab] * tex - 0.5 * tsig[lab] ** 2)
                             * math.sqrt(-math.log(u1))
                             * math.sqrt(step / 0.05)
                             / math.sqrt(n_sub)

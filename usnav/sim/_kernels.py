@@ -402,7 +402,7 @@ def trace_scanlines(
     At each step: if the label changes, the interface echoes with amplitude
     ``I * r * [(1-ρ) cos^m θ + ρ cos² θ]`` (r = (Z2-Z1)/(Z2+Z1), θ from the interface normal,
     ρ the roughness) and the carried energy is multiplied by 1 - r²; the local tissue then
-    scatters ``I * b * exp(σ t) * g`` with g a unit complex Gaussian drawn from the scatterer
+    scatters ``I * b * exp(σ t - σ²/2) * g`` with g a unit complex Gaussian drawn from the scatterer
     cell's hash; finally I is attenuated by 10^(-α f Δ/10) (round-trip amplitude). ``I`` is
     the round-trip amplitude factor (= one-way intensity).
     """
@@ -484,7 +484,14 @@ def trace_scanlines(
                                 (py - tex_origin[1]) * inv_th,
                                 (pz - tex_origin[2]) * inv_th,
                             )
-                        a = energy * b * math.exp(sig * tex) * mag * scat_w / math.sqrt(dens)
+                        a = (
+                            energy
+                            * b
+                            * math.exp(sig * tex - 0.5 * sig * sig)
+                            * mag
+                            * scat_w
+                            / math.sqrt(dens)
+                        )
                         _deposit(
                             out, line, f_bin, a * math.cos(two_pi * u2), a * math.sin(two_pi * u2)
                         )

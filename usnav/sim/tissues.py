@@ -95,14 +95,14 @@ ACOUSTIC: dict[Tissue, AcousticProperties] = {
     Tissue.CSF: AcousticProperties(1504.5, 1007.0, 0.005, 0.0, roughness=0.1),
     Tissue.CORD: AcousticProperties(1540.0, 1075.0, 0.8, 0.11, 1.0, 0.3, 0.15),
     Tissue.CENTRAL_ECHO: AcousticProperties(1600.0, 1100.0, 1.0, 0.9, 1.0, 0.2, 0.6),
-    Tissue.TUMOR: AcousticProperties(1550.0, 1060.0, 0.8, 0.14, 1.0, 0.7, 0.25),
+    Tissue.TUMOR: AcousticProperties(1550.0, 1060.0, 0.8, 0.14, 1.0, 0.5, 0.25),
     Tissue.CYST: AcousticProperties(1510.0, 1010.0, 0.01, 0.0, roughness=0.15),
     Tissue.SALINE: AcousticProperties(1520.0, 1005.0, 0.002, 0.0, roughness=0.1),
     Tissue.NERVE_ROOT: AcousticProperties(1600.0, 1100.0, 1.0, 0.6, 1.0, 0.2, 0.6),
 }
 
 #: Tumor backscatter for the two echogenicities the issue asks for (cord is 0.11).
-TUMOR_BACKSCATTER = {"hyperechoic": 0.42, "isoechoic": 0.13}
+TUMOR_BACKSCATTER = {"hyperechoic": 0.42, "isoechoic": 0.14}
 
 #: T2-weighted MRI signal, relative (CSF = 1000): CSF and cyst very bright, tumor bright and
 #: heterogeneous, cord intermediate, fat bright (fast spin echo), muscle and bone dark.
