@@ -129,7 +129,9 @@ def render_with_layout(
             if state.margin.spacing_mm[0] > 0 and np.isfinite(state.margin.spacing_mm[0]):
                 scale_bar = _draw_scale_bar(canvas, image_box, px_per_mm)
         if state.margin is not None and not state.margin.in_view:
-            _label(view, "no tumor in view", (12, height - 16), 0.7, TEXT, 2)
+            # bottom right: the scale bar owns the bottom left
+            (tw, _), _ = cv2.getTextSize("no tumor in view", FONT, 0.7, 2)
+            _label(view, "no tumor in view", (max(4, width - tw - 14), height - 16), 0.7, TEXT, 2)
     if not (rows and cols):
         message = "no picture yet" if verdict.word == WAITING else "no ultrasound frame"
         (tw, _), _ = cv2.getTextSize(message, FONT, 0.8, 2)

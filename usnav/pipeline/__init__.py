@@ -1,0 +1,1 @@
+"""The live pipeline: source → calibration → registration worker → margins → publisher."""

@@ -1,0 +1,58 @@
+"""Options of ``usnav run`` (a ``[run]``-free TOML, or built from the command line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from usnav.margins.options import MarginOptions
+
+
+class PipelineOptions(BaseModel):
+    """How the live pipeline runs.
+
+    Attributes
+    ----------
+    publish_address
+        ZeroMQ PUB endpoint for display clients (loopback unless set otherwise).
+    publish_frames
+        Also publish each ultrasound image on topic ``frame`` (for displays with no other feed).
+    publish_hwm
+        ZeroMQ send high-water mark per subscriber (a slow viewer loses messages, never slows
+        the pipeline).
+    curve_secret_key, curve_public_key
+        Key files from ``usnav keys``: required to publish beyond loopback (ZeroMQ CURVE).
+    slicer_port
+        Re-export to 3D Slicer over OpenIGTLink on this port (0 = off).
+    status_interval_s
+        How often the status topic and the status line are refreshed.
+    stale_after_s
+        Margins are published with ``stale = true`` when the probe link is not streaming or
+        the frame's tracking is older than this (s); the status says "no signal" meanwhile.
+    record_queue_frames
+        Frames waiting to be written before the recorder counts drops (memory bound).
+    registration
+        Run the registration worker (False: keep the initial ReferenceToMri).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    publish_address: str = "tcp://127.0.0.1:5556"
+    publish_frames: bool = True
+    publish_hwm: int = Field(default=20, ge=1, le=10_000)
+    curve_secret_key: Path | None = None
+    curve_public_key: Path | None = None
+    slicer_port: int = Field(default=0, ge=0, le=65535)
+    status_interval_s: float = Field(default=0.25, gt=0, le=10)
+    stale_after_s: float = Field(default=1.0, gt=0, le=60)
+    record_queue_frames: int = Field(default=2000, ge=10, le=1_000_000)
+    registration: bool = True
+    margins: MarginOptions = MarginOptions()
+
+    @field_validator("publish_address")
+    @classmethod
+    def _zmq_endpoint(cls, value: str) -> str:
+        if not value.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError("must be a ZeroMQ endpoint such as tcp://127.0.0.1:5556")
+        return value

@@ -1,0 +1,254 @@
+"""``usnav demo``: the whole system on the embedded simulated case, end to end.
+
+The simulated case (generated on first use and cached, see :func:`usnav.sim.demo_case`) is
+replayed by the playback device in another process over a real loopback OpenIGTLink socket, as
+a PLUS server would serve a tracked probe. The live pipeline receives it, applies the probe
+calibration, registers the sweep to the MRI while it streams, estimates the tumor margins in
+every frame and publishes them over ZeroMQ; a viewer subscribes like any display and its last
+picture is written as a snapshot. The summary compares the registration with the simulator's
+ground truth.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from usnav.config.calibration import load_calibration
+from usnav.devices import ProbeClient, serve_in_subprocess
+from usnav.devices.config import ProbeConfig
+from usnav.errors import UsnavError
+from usnav.io.sequence import read_sequence
+from usnav.io.volume import load_volume
+from usnav.pipeline.config import PipelineOptions
+from usnav.pipeline.live import LivePipeline
+from usnav.registration.files import read_initial
+
+
+@dataclass
+class DemoSummary:
+    """What ``usnav demo`` reports."""
+
+    case_dir: Path
+    frames_in_recording: int
+    passes: int
+    frames_received: int = 0
+    frames_published: int = 0
+    seconds: float = 0.0
+    fps_in: float = 0.0
+    latency_p50_ms: float = float("nan")
+    latency_p99_ms: float = float("nan")
+    compile_seconds: dict[str, float] = field(default_factory=dict)
+    initial_mtre_mm: float = float("nan")
+    final_mtre_mm: float = float("nan")
+    estimates: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    final_source: str = ""
+    final_quality: float = float("nan")
+    snapshot: Path | None = None
+    viewer_state: str = ""
+    viewer_reason: str = ""
+    endpoint: str = ""
+    dropped_display: int = 0
+    problems: dict[str, int] = field(default_factory=dict)
+
+
+def run_demo(
+    out_dir: str | Path = "usnav-demo",
+    *,
+    passes: int = 3,
+    rate: float = 1.0,
+    live: bool = False,
+    cache_dir: str | Path | None = None,
+    publish_address: str = "tcp://127.0.0.1:5556",
+    progress: Callable[[str], None] | None = None,
+) -> DemoSummary:
+    """Run the demo and return its summary.
+
+    Parameters
+    ----------
+    out_dir
+        Where the snapshot (``snapshot.png``) is written.
+    passes
+        How many times the sweep is scanned (the probe goes over the tumor again: the
+        registration keeps refining while frames flow).
+    rate
+        Playback speed factor (1.0 = the recording's own pace, ~30 fps).
+    live
+        Open the viewer window instead of writing a snapshot (needs a display).
+    cache_dir
+        Where the demo case is cached (default ``~/.cache/usnav``).
+    publish_address
+        ZeroMQ endpoint of the margins (a free port is used if it is taken).
+    progress
+        Called with short messages as the demo advances.
+    """
+    from usnav.sim import demo_case, load_truth
+    from usnav.viewer.app import run_viewer
+    from usnav.viewer.window import display_available
+
+    say = progress or (lambda message: None)
+    if passes < 1:
+        raise UsnavError(f"--passes must be at least 1, got {passes}")
+    if live and not display_available():
+        raise UsnavError("--live needs a display (DISPLAY/WAYLAND_DISPLAY is not set)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    say("preparing the simulated case (first run: ~10 s)")
+    case = demo_case(cache_dir)
+    truth = load_truth(case)
+    calibration = load_calibration(case / "calibration.toml")
+    mri = load_volume(case / "mri.nii.gz")
+    label = load_volume(case / "tumor_label.nii.gz")
+    initial = read_initial(case / "init_ReferenceToMri.txt")
+    with read_sequence(case / "sweep.igs.mha") as seq:
+        n_frames = len(seq)
+        transforms = [t for t in seq.transform_names if t.endswith("Tracker")]
+    summary = DemoSummary(case, n_frames, passes)
+    summary.initial_mtre_mm = truth.mtre(initial)
+
+    say("starting the playback server (a PLUS-like OpenIGTLink server in another process)")
+    playback = serve_in_subprocess(
+        case / "sweep.igs.mha", port=0, rate=rate, loop=passes > 1, wait_for_client=True
+    )
+    try:
+        probe = ProbeClient(
+            ProbeConfig(host=playback.host, port=playback.port, transforms=transforms),
+            calibration=calibration,
+        )
+        options = PipelineOptions(publish_address=publish_address)
+        pipeline = LivePipeline(probe, label, calibration, initial, mri=mri, options=options)
+        say("compiling kernels (cached after the first run)")
+        try:
+            summary.compile_seconds = pipeline.prepare()
+        except UsnavError:
+            if publish_address == "tcp://127.0.0.1:5556":  # taken: any free port will do
+                pipeline.options = PipelineOptions(publish_address="tcp://127.0.0.1:*")
+                summary.compile_seconds = pipeline.prepare()
+            else:
+                raise
+        summary.endpoint = pipeline.endpoint
+        stop_viewer = threading.Event()
+        viewer_result: dict = {}
+        snapshot_path = out / "snapshot.png"
+
+        def viewer() -> None:
+            try:
+                if live:
+                    viewer_result["run"] = run_viewer(pipeline.endpoint, stop=stop_viewer)
+                else:
+                    viewer_result["snapshot"] = _snapshot_viewer(
+                        pipeline.endpoint, snapshot_path, stop_viewer
+                    )
+            except Exception as exc:  # reported in the summary, never fatal
+                viewer_result["error"] = str(exc)
+
+        viewer_thread = threading.Thread(target=viewer, name="usnav-demo-viewer", daemon=True)
+        viewer_thread.start()
+        say(f"streaming {passes} pass(es) of {n_frames} frames; margins on {pipeline.endpoint}")
+        t0 = time.monotonic()
+        pipeline.start()
+        expected = n_frames * passes
+        duration_s = expected / (30.0 * rate) if rate > 0 else 0
+        deadline = time.monotonic() + max(60.0, 4 * duration_s)
+        while time.monotonic() < deadline:
+            if pipeline.counters.received >= expected:
+                break
+            if not playback.running and pipeline.counters.received > 0:
+                time.sleep(0.5)  # let the last frames through
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)  # the last frames reach the viewer
+        summary.seconds = time.monotonic() - t0
+        status = pipeline.status()
+        stop_viewer.set()
+        viewer_thread.join(10.0)
+        pipeline.stop()
+    finally:
+        playback.stop()
+
+    run = viewer_result.get("run")
+    shot = viewer_result.get("snapshot")
+    if run is not None:
+        summary.viewer_state, summary.viewer_reason = run.verdict, run.reason
+    elif shot is not None:
+        summary.snapshot, summary.viewer_state, summary.viewer_reason = shot
+    elif "error" in viewer_result:
+        summary.viewer_state, summary.viewer_reason = "failed", viewer_result["error"]
+    final = pipeline.current_estimate()
+    summary.final_mtre_mm = truth.mtre(final.reference_to_mri)
+    summary.final_source, summary.final_quality = final.source, final.quality
+    if pipeline.worker is not None:
+        st = pipeline.worker.stats
+        summary.estimates, summary.accepted, summary.rejected = st.updates, st.accepted, st.rejected
+    summary.frames_received = pipeline.counters.received
+    summary.frames_published = pipeline.counters.published
+    summary.fps_in = summary.frames_received / summary.seconds if summary.seconds else 0.0
+    summary.latency_p50_ms = status["latency_p50_ms"]
+    summary.latency_p99_ms = status["latency_p99_ms"]
+    summary.dropped_display = int(status["dropped_display"])
+    summary.problems = dict(pipeline.counters.problems)
+    if not np.isfinite(summary.final_mtre_mm):
+        raise UsnavError("the demo produced no registration estimate")
+    return summary
+
+
+def _snapshot_viewer(
+    address: str, path: Path, stop: threading.Event
+) -> tuple[Path | None, str, str]:
+    """Subscribe like a display; write the clearest LIVE picture of the tumor seen.
+
+    Among the pictures drawn while the verdict is LIVE and the tumor is in view, the one with
+    the largest tumor cross-section is kept (the last picture if there was none), so the
+    snapshot shows what the surgeon sees over the tumor rather than whichever frame came last.
+    """
+    import cv2
+
+    from usnav.client import MarginMessage, Subscriber
+    from usnav.viewer.render import render_with_layout
+    from usnav.viewer.state import LIVE, ViewerOptions, ViewModel
+
+    options = ViewerOptions()
+    subscriber = Subscriber(address)
+    model = ViewModel(address)
+    best: tuple[float, np.ndarray, str, str] | None = None
+    last: tuple[np.ndarray, str, str] | None = None
+    try:
+        while not stop.is_set():
+            messages = subscriber.receive_latest(timeout_s=1 / 30)
+            if not messages:
+                continue
+            state = model.update(
+                messages,
+                connected=subscriber.connected,
+                last_message_s=subscriber.last_message_time,
+                gaps=sum(subscriber.stats.gaps.values()),
+                skipped=subscriber.stats.skipped_total,
+            )
+            picture, _, verdict = render_with_layout(state, options)
+            last = (picture, verdict.word, verdict.reason)
+            margin = state.margin
+            if (
+                verdict.word == LIVE
+                and isinstance(margin, MarginMessage)
+                and margin.in_view
+                and margin.header.frame_number == state.image_frame_number
+            ):
+                extent = margin.header.raw.get("extent") or {}
+                area = float(extent.get("area_mm2") or 0.0)
+                if best is None or area > best[0]:
+                    best = (area, picture, verdict.word, verdict.reason)
+    finally:
+        subscriber.close()
+    chosen = (best[1], best[2], best[3]) if best is not None else last
+    if chosen is None:
+        return None, "no picture", "nothing was received"
+    cv2.imwrite(str(path), chosen[0], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return path, chosen[1], chosen[2]

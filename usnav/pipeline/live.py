@@ -1,0 +1,479 @@
+"""The live pipeline: probe → calibration → (registration worker) → margins → ZeroMQ.
+
+Threads and hand-overs (2 cores; Numba kernels release the GIL)::
+
+    ProbeClient socket thread ─> source thread ─LatestSlot─> frame-path thread ─> ZeroMQ PUB
+                                      │                        │ margins (+ Slicer re-export)
+                                      └─RecordQueue─> recorder └─submit─> registration worker
+    status thread: fps, latency, drops, link state ─> status topic and status()
+
+Policies when a stage falls behind: the frame path takes the newest frame (older unread
+frames are dropped and counted: a display wants the present); the recorder gets every frame
+through a memory-bounded queue (an overflow is counted and reported, never silent); the
+registration worker keeps its own ring buffer of recent frames and never holds a frame back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usnav.config.calibration import CalibrationFile
+from usnav.devices.base import DeviceState
+from usnav.devices.probe import ProbeClient
+from usnav.errors import UsnavError
+from usnav.frames import TrackedFrame, TransformStatus
+from usnav.io.volume import Volume
+from usnav.margins import MarginEstimator
+from usnav.pipeline.config import PipelineOptions
+from usnav.pipeline.queues import LatestSlot, RecordQueue
+from usnav.pipeline.stats import LatencyMeter, RateMeter
+from usnav.registration.estimate import RegistrationEstimate
+from usnav.transforms import TransformRepository
+
+log = logging.getLogger("usnav.pipeline")
+
+
+@dataclass
+class PipelineCounters:
+    """What happened to the frames (all counts since start)."""
+
+    received: int = 0
+    processed: int = 0
+    published: int = 0
+    skipped_tracking: int = 0
+    skipped_image: int = 0
+    display_dropped: int = 0
+    recorded: int = 0
+    record_dropped: int = 0
+    record_error: str = ""
+    errors: int = 0
+    stale_published: int = 0
+    submitted_to_registration: int = 0
+    last_problem: str = ""
+    problems: dict[str, int] = field(default_factory=dict)
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems[key] = self.problems.get(key, 0) + 1
+        self.last_problem = message
+
+
+def image_to_reference(
+    frame: TrackedFrame, image_to_probe: np.ndarray | None, reference: str = "Reference"
+) -> tuple[np.ndarray, TransformStatus]:
+    """``ImageToReference`` for a frame, applying usnav's calibration when it can.
+
+    With ``image_to_probe`` and a probe pose in the frame (``ProbeToReference``, or
+    ``ProbeToTracker`` and ``ReferenceToTracker``), the result is
+    ``ProbeToReference · ImageToProbe`` (our calibration). Otherwise the matrix the IMAGE
+    message carried (``ImageToReference``, the server's own calibration) is used.
+
+    Returns
+    -------
+    matrix, status
+        4×4 (pixel → Reference mm) and the worst status along the chain (MISSING if the
+        frame has nothing to compute it from).
+    """
+    repo = TransformRepository()
+    embedded = frame.transforms.get(f"ImageTo{reference}")
+    for name, tt in frame.transforms.items():
+        if name == f"ImageTo{reference}":
+            continue
+        try:
+            repo.set(name, tt.matrix, tt.status)
+        except UsnavError:
+            continue  # redundant (PLUS sends ProbeToReference too) or malformed: skip
+    if image_to_probe is not None and repo.has(f"ProbeTo{reference}"):
+        probe = repo.get(f"ProbeTo{reference}")
+        return probe.matrix @ image_to_probe, probe.status
+    if embedded is not None:
+        return embedded.matrix, embedded.status
+    return np.eye(4), TransformStatus.MISSING
+
+
+class LivePipeline:
+    """Runs the live pipeline on a probe client until stopped.
+
+    Parameters
+    ----------
+    probe
+        A configured (not yet connected) :class:`~usnav.devices.probe.ProbeClient`.
+    label
+        Tumor label map (MRI RAS).
+    calibration
+        The probe's calibration (``ImageToProbe``; its temporal lag is applied by the probe).
+    initial_reference_to_mri
+        ``ReferenceToMri`` from the navigation system's patient registration (4×4).
+    mri
+        The preoperative MRI (needed by the registration worker).
+    options
+        :class:`PipelineOptions`.
+    record_path
+        Write every received frame to this PLUS sequence file (optional).
+    worker
+        A registration worker (``start() / submit(frame, image_to_reference) /
+        latest_accepted() / latest() / stop()``); built from ``mri`` when None and
+        ``options.registration``.
+    """
+
+    def __init__(
+        self,
+        probe: ProbeClient,
+        label: Volume,
+        calibration: CalibrationFile,
+        initial_reference_to_mri: np.ndarray,
+        *,
+        mri: Volume | None = None,
+        options: PipelineOptions | None = None,
+        record_path: str | Path | None = None,
+        worker: Any = None,
+    ) -> None:
+        self.options = options or PipelineOptions()
+        self.probe = probe
+        self.calibration = calibration
+        self.image_to_probe = calibration.image_to_probe if calibration.spatial else None
+        self.initial = RegistrationEstimate(
+            np.asarray(initial_reference_to_mri, dtype=np.float64),
+            quality=0.5,
+            accepted=True,
+            source="init",
+            reason="initial registration (navigation system)",
+        )
+        self.mri = mri
+        self.label = label
+        self.record_path = Path(record_path) if record_path else None
+        self.worker = worker
+        self.counters = PipelineCounters()
+        self.rate_in = RateMeter()
+        self.rate_out = RateMeter()
+        self.latency = LatencyMeter()
+        self.compile_seconds: dict[str, float] = {}
+        self._slot: LatestSlot[TrackedFrame] = LatestSlot()
+        self._record_queue: RecordQueue[TrackedFrame] | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._started = False
+        self._estimator: MarginEstimator | None = None
+        self._publisher = None
+        self._slicer = None
+        self._last_frame_time = 0.0
+        self._status_listeners: list = []
+        self._last_estimate_published = -1
+
+    # -- life cycle ------------------------------------------------------------------------
+    def prepare(self) -> dict[str, float]:
+        """Build the estimator, compile every kernel, bind the publisher — before any frame.
+
+        Returns the compile/warm-up seconds per part (shown to the user).
+        """
+        from usnav.publish.publisher import Publisher
+
+        t0 = time.perf_counter()
+        self._estimator = MarginEstimator(self.label, self.options.margins, warm_up=True)
+        self.compile_seconds["margins"] = time.perf_counter() - t0
+        if self.worker is None and self.options.registration and self.mri is not None:
+            self.worker = self._build_worker()
+        if self.worker is not None:
+            from usnav.registration import warm_up
+
+            self.compile_seconds["registration"] = warm_up()
+        self._publisher = Publisher(
+            self.options.publish_address,
+            hwm=self.options.publish_hwm,
+            curve_secret_key=self.options.curve_secret_key,
+        )
+        if self.options.slicer_port:
+            from usnav.publish.slicer import SlicerExporter
+
+            try:
+                self._slicer = SlicerExporter(port=self.options.slicer_port).start()
+            except Exception:
+                self._publisher.close()
+                raise
+        return dict(self.compile_seconds)
+
+    def _build_worker(self) -> Any:
+        from usnav.registration.worker import RegistrationWorker
+
+        assert self.mri is not None and self.image_to_probe is not None
+        return RegistrationWorker(self.mri, self.image_to_probe, self.initial.reference_to_mri)
+
+    @property
+    def endpoint(self) -> str:
+        """The ZeroMQ endpoint actually bound (after :meth:`prepare`)."""
+        return self._publisher.endpoint if self._publisher else self.options.publish_address
+
+    def start(self) -> None:
+        """Start the worker, the recorder, the frame path and the probe."""
+        if self._publisher is None:
+            self.prepare()
+        self._stop.clear()
+        if self.record_path is not None:
+            self._record_queue = RecordQueue(self.options.record_queue_frames)
+            self._spawn(self._recorder_loop, "recorder")
+        if self.worker is not None:
+            self.worker.start()
+        self._spawn(self._frame_path_loop, "frame-path")
+        self._spawn(self._status_loop, "status")
+        self._spawn(self._source_loop, "source")
+        self.probe.connect()
+        self.probe.start()
+        self._started = True
+
+    def _spawn(self, target, name: str) -> None:
+        t = threading.Thread(target=target, name=f"usnav-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Stop everything within about ``timeout_s``; flushes the recording."""
+        if not self._started:
+            return
+        self._started = False
+        self._stop.set()
+        self.probe.close()
+        self._slot.close()
+        if self._record_queue is not None:
+            self._record_queue.close()
+        if self.worker is not None:
+            self.worker.stop(timeout=max(0.1, timeout_s - 0.3))
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.05, deadline - time.monotonic()))
+        if self._publisher is not None:
+            self._publish_status()
+            self._publisher.close()
+        if self._slicer is not None:
+            self._slicer.close()
+
+    def __enter__(self) -> LivePipeline:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- source ----------------------------------------------------------------------------
+    def _source_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self.probe.get_frame(timeout_s=0.1)
+            if frame is not None:
+                self._on_frame(frame)
+
+    def _on_frame(self, frame: TrackedFrame) -> None:
+        """Hand a received frame on to the frame path and the recorder; never blocks."""
+        self.counters.received += 1
+        self.rate_in.tick()
+        self._last_frame_time = time.monotonic()
+        self._slot.put(frame)
+        if self._record_queue is not None and not self._record_queue.put(frame):
+            self.counters.record_dropped += 1
+
+    # -- frame path --------------------------------------------------------------------------
+    def current_estimate(self) -> RegistrationEstimate:
+        """The newest accepted registration (the initial one until the worker improves it)."""
+        if self.worker is not None:
+            est = self.worker.latest_accepted()
+            if est is not None:
+                return est
+        return self.initial
+
+    def _frame_path_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self._slot.get(timeout=0.1)
+            if frame is None:
+                continue
+            try:
+                self.process(frame)
+            except Exception as exc:  # one bad frame never stops the pipeline
+                self.counters.errors += 1
+                self.counters.problem("error", f"frame {frame.frame_number}: {exc}")
+                log.exception("frame %s failed", frame.frame_number)
+        self.counters.display_dropped = self._slot.dropped
+
+    def process(self, frame: TrackedFrame) -> None:
+        """Margins for one frame, published; the frame is offered to the registration worker."""
+        assert self._estimator is not None and self._publisher is not None
+        self.counters.processed += 1
+        if frame.image.size == 0 or not frame.image_ok:
+            self.counters.skipped_image += 1
+            self.counters.problem("image", f"frame {frame.frame_number}: image missing/invalid")
+            return
+        i2r, status = image_to_reference(frame, self.image_to_probe)
+        if status is not TransformStatus.OK:
+            self.counters.skipped_tracking += 1
+            self.counters.problem(
+                "tracking", f"frame {frame.frame_number}: tracking {status.value} — no overlay"
+            )
+            self._publish_no_tracking(frame, status)
+            return
+        estimate = self.current_estimate()
+        image_to_mri = estimate.reference_to_mri @ i2r
+        stylus = self._stylus_tip_mri(frame, estimate)
+        margins = self._estimator.estimate(
+            frame.image, image_to_mri, estimate, stylus, frame_number=frame.frame_number
+        )
+        stale_reason = self._stale_reason(frame)
+        if stale_reason:
+            self.counters.stale_published += 1
+        self._publisher.publish_margins(
+            frame, margins, estimate, stale=bool(stale_reason), stale_reason=stale_reason
+        )
+        if self.options.publish_frames:
+            self._publisher.publish_frame(frame, image_to_mri=image_to_mri, estimate=estimate)
+        self._publish_estimate_if_new()
+        now = time.time()
+        self.latency.add(now - frame.t_received)
+        self.counters.published += 1
+        self.rate_out.tick()
+        if self._slicer is not None:
+            self._slicer.publish(frame, i2r, estimate.reference_to_mri, margins)
+        if self.worker is not None and not stale_reason:
+            self.worker.submit(frame.image, i2r, frame.t_device)
+            self.counters.submitted_to_registration += 1
+
+    def _publish_no_tracking(self, frame: TrackedFrame, status: TransformStatus) -> None:
+        """Tracking lost: say so on the margin topic (no margin is drawn from a guess)."""
+        from usnav.margins.estimator import FrameMargins
+
+        reason = f"tracking {status.value}: the image cannot be placed in the MRI"
+        margins = FrameMargins(
+            frame.frame_number, False, reason, (), None, np.full((4, 4), np.nan), (1.0, 1.0)
+        )
+        self._publisher.publish_margins(
+            frame, margins, self.current_estimate(), stale=True, stale_reason=reason
+        )
+
+    def _stylus_tip_mri(
+        self, frame: TrackedFrame, estimate: RegistrationEstimate
+    ) -> np.ndarray | None:
+        pivot = self.calibration.pivot
+        if pivot is None:
+            return None
+        tool = pivot.tool
+        repo = TransformRepository()
+        for name, tt in frame.transforms.items():
+            try:
+                repo.set(name, tt.matrix, tt.status)
+            except UsnavError:
+                continue
+        try:
+            tt = repo.get(tool)
+        except UsnavError:
+            return None
+        if tt.status is not TransformStatus.OK:
+            return None
+        tip = tt.matrix @ np.append(np.asarray(pivot.tip_in_tool_mm, dtype=np.float64), 1.0)
+        return (estimate.reference_to_mri @ tip)[:3]
+
+    def _stale_reason(self, frame: TrackedFrame) -> str:
+        """Why this frame's margins may not show the present ("" if they do)."""
+        state = self.probe.state
+        if state is not DeviceState.STREAMING:
+            return f"probe {state.value}"
+        age = time.time() - frame.t_received
+        if age > self.options.stale_after_s:
+            return f"frame {age:.1f} s old"
+        return ""
+
+    def _publish_estimate_if_new(self) -> None:
+        if self.worker is None:
+            return
+        latest = self.worker.latest()
+        if latest is not None and latest.sequence != self._last_estimate_published:
+            self._last_estimate_published = latest.sequence
+            self._publisher.publish_registration(latest)
+
+    # -- recorder ----------------------------------------------------------------------------
+    def _recorder_loop(self) -> None:
+        from usnav.io.sequence import SequenceWriter
+
+        assert self._record_queue is not None and self.record_path is not None
+        queue = self._record_queue
+        try:
+            writer = SequenceWriter(self.record_path)
+        except (OSError, UsnavError) as exc:
+            self.counters.record_error = f"cannot record to {self.record_path}: {exc}"
+            log.error(self.counters.record_error)
+            self._drain_uncounted(queue)
+            return
+        with writer:
+            while True:
+                frame = queue.get(timeout=0.1)
+                if frame is None:
+                    if (queue.closed or self._stop.is_set()) and len(queue) == 0:
+                        break
+                    continue
+                try:
+                    writer.append(frame)
+                    self.counters.recorded += 1
+                except (OSError, UsnavError) as exc:
+                    self.counters.record_error = f"recording to {self.record_path} failed: {exc}"
+                    log.error(self.counters.record_error)
+                    self.counters.record_dropped += 1 + self._drain_uncounted(queue)
+                    return
+
+    def _drain_uncounted(self, queue: RecordQueue[TrackedFrame]) -> int:
+        """After a recording failure: keep counting what cannot be written."""
+        lost = 0
+        while not (queue.closed and len(queue) == 0):
+            if queue.get(timeout=0.1) is not None:
+                lost += 1
+                self.counters.record_dropped += 1
+        return lost
+
+    # -- status ------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the status line and the ``status`` topic."""
+        p50, p99 = self.latency.percentiles_ms(50, 99)
+        est = self.current_estimate()
+        latest = self.worker.latest() if self.worker is not None else None
+        link = self.probe.link_stats()
+        state = self.probe.state.value
+        return {
+            "state": state,
+            "link": self.probe.link_state.value,
+            "peer": f"{self.probe.config.host}:{self.probe.config.port}",
+            "last_error": self.probe.last_error or "",
+            "fps_in": round(self.rate_in.rate(), 2),
+            "fps_out": round(self.rate_out.rate(), 2),
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99,
+            "frames_received": self.counters.received,
+            "frames_published": self.counters.published,
+            "dropped_display": self._slot.dropped,
+            "dropped_link": int(sum(link.dropped_in.values())),
+            "dropped_record": self.counters.record_dropped,
+            "skipped_tracking": self.counters.skipped_tracking,
+            "skipped_image": self.counters.skipped_image,
+            "stale_published": self.counters.stale_published,
+            "errors": self.counters.errors,
+            "recorded": self.counters.recorded,
+            "record_error": self.counters.record_error,
+            "registration_age_s": est.age_s(),
+            "registration_quality": est.quality,
+            "registration_similarity": est.similarity,
+            "registration_accepted": est.accepted,
+            "registration_source": est.source,
+            "registration_latest_accepted": bool(latest.accepted) if latest else True,
+            "registration_latest_reason": latest.reason if latest else est.reason,
+            "transforms": {k: v.value for k, v in self.probe.transform_states().items()},
+            "last_problem": self.counters.last_problem,
+        }
+
+    def _publish_status(self) -> None:
+        if self._publisher is not None:
+            self._publisher.publish_status(self.status())
+
+    def _status_loop(self) -> None:
+        while not self._stop.wait(self.options.status_interval_s):
+            try:
+                self._publish_status()
+            except Exception:  # status must never take the pipeline down
+                log.exception("status publishing failed")
