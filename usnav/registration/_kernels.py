@@ -131,6 +131,7 @@ def reslice_plane(vol, origin, du, dv, out, fill):  # pragma: no cover - compile
     ok = np.empty(cols, np.bool_)
     for r in range(rows):
         _row_positions(vol.shape, origin, du, dv, r, base, fx, fy, fz, ok)
+        out_row = out[r]
         for c in range(cols):
             b = base[c]
             wz = fz[c]
@@ -141,7 +142,10 @@ def reslice_plane(vol, origin, du, dv, out, fill):  # pragma: no cover - compile
             h = flat[b + si + sj] + (flat[b + si + sj + 1] - flat[b + si + sj]) * wz
             a = a + (e - a) * wy
             g = g + (h - g) * wy
-            out[r, c] = a + (g - a) * fx[c] if ok[c] else fill
+            out_row[c] = a + (g - a) * fx[c]
+        for c in range(cols):  # a separate pass keeps the gather loop free of selects
+            if not ok[c]:
+                out_row[c] = fill
 
 
 @njit(**_OPTS)

@@ -43,7 +43,7 @@ def streaming_registration_options() -> RegistrationOptions:
         level_spacings_mm=[3.0, 1.5, 1.0],
         patch_half=[1, 1, 1],
         max_frames=[30, 40, 24],
-        max_evaluations=[220, 140, 45],
+        max_evaluations=[220, 140, 36],
         uncertainty_evaluations=20,
     )
 
