@@ -1,0 +1,136 @@
+"""``usnav run`` and ``usnav demo`` as a user runs them: real processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline_helpers import free_port, wait_until
+
+from usnav.devices import serve_in_subprocess
+from usnav.io.sequence import read_sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _usnav(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "usnav", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
+
+
+def _device_file(tmp_path: Path, port: int, extra: str = "") -> Path:
+    path = tmp_path / "probe.toml"
+    path.write_text(
+        f'[probe]\nport = {port}\ntransforms = ["ProbeToTracker", "ReferenceToTracker"]\n{extra}'
+    )
+    return path
+
+
+def _run_args(case: Path, device: Path) -> list[str]:
+    return [
+        "run",
+        "--device",
+        str(device),
+        "--mri",
+        str(case / "mri.nii.gz"),
+        "--label",
+        str(case / "tumor_label.nii.gz"),
+        "--calibration",
+        str(case / "calibration.toml"),
+        "--init",
+        str(case / "init_ReferenceToMri.txt"),
+    ]
+
+
+def test_bad_inputs_get_one_line_and_exit_2_before_anything_starts(small_case, tmp_path):
+    device = _device_file(tmp_path, free_port(), "colour = 3\n")
+    result = _usnav(*_run_args(small_case, device))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown key 'probe.colour'" in lines[0] and str(device) in lines[0]
+    assert "Traceback" not in result.stderr
+    good = _device_file(tmp_path, free_port())
+    args = _run_args(small_case, good)
+    args[args.index("--mri") + 1] = str(tmp_path / "missing.nii.gz")
+    result = _usnav(*args)
+    assert result.returncode == 2 and "missing.nii.gz: no such file" in result.stderr
+    (tmp_path / "init.txt").write_text("1 0 0 0 0 2 0 0 0 0 1 0 0 0 0 1")  # a scale, not rigid
+    args = _run_args(small_case, good)
+    args[args.index("--init") + 1] = str(tmp_path / "init.txt")
+    result = _usnav(*args)
+    assert result.returncode == 2 and "not rigid" in result.stderr
+    # publishing on a network interface without CURVE keys is refused
+    result = _usnav(*_run_args(small_case, good), "--publish", "tcp://0.0.0.0:5599")
+    assert result.returncode == 2 and "beyond loopback needs encryption" in result.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_flushes_the_recording(small_case, tmp_path):
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    record = tmp_path / "ctrlc.igs.mha"
+    args = [
+        *_run_args(small_case, _device_file(tmp_path, port)),
+        "--record",
+        str(record),
+        "--publish",
+        "tcp://127.0.0.1:0",
+        "--no-registration",
+        "--quiet",
+        "--log",
+        str(tmp_path / "run.log"),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "usnav", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        journal = record.with_name(record.name + ".journal")
+        assert wait_until(lambda: journal.exists(), 60)
+        time.sleep(2.0)  # frames are being recorded
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.stop()
+    assert process.returncode == 0, err
+    assert "stopped in" in out and "frames written, 0 lost" in out
+    written = int(out.split("recording")[1].split(":")[1].split("frames written")[0])
+    with read_sequence(record) as seq:
+        assert len(seq) == written > 10
+    assert (tmp_path / "run.log").read_text().count("usnav") > 0
+
+
+def test_demo_end_to_end(tmp_path):
+    """The README's main command: a snapshot and a summary with registration error < 2 mm."""
+    result = _usnav(
+        "demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--passes",
+        "2",
+        "--rate",
+        "1.5",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--publish",
+        "tcp://127.0.0.1:0",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "registration    mTRE" in out and "snapshot" in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("registration"))
+    initial = float(line.split("mTRE ")[1].split(" mm")[0])
+    final = float(line.split("→ ")[1].split(" mm")[0])
+    assert final < 2.0 < initial
+    assert (tmp_path / "demo" / "snapshot.png").stat().st_size > 10_000

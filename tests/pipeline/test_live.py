@@ -1,0 +1,311 @@
+"""The live pipeline end to end over real sockets: a playback server process, the pipeline,
+a ZeroMQ subscriber — and the faults of issue 7."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_helpers import free_port, wait_until
+
+from usnav.client import MarginMessage, StatusMessage, Subscriber
+from usnav.config.calibration import load_calibration
+from usnav.devices import ProbeClient, serve_in_subprocess
+from usnav.devices.base import DeviceState
+from usnav.devices.config import ProbeConfig
+from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
+from usnav.io.sequence import read_sequence, write_sequence
+from usnav.io.volume import load_volume
+from usnav.pipeline.config import PipelineOptions
+from usnav.pipeline.live import LivePipeline
+from usnav.registration.files import read_initial
+
+TRACKER = ["ProbeToTracker", "ReferenceToTracker"]
+
+
+def _pipeline(case: Path, port: int, *, record: Path | None = None, **options) -> LivePipeline:
+    calibration = load_calibration(case / "calibration.toml")
+    probe = ProbeClient(ProbeConfig(port=port, transforms=TRACKER), calibration=calibration)
+    opts = PipelineOptions(publish_address="tcp://127.0.0.1:*", status_interval_s=0.1, **options)
+    return LivePipeline(
+        probe,
+        load_volume(case / "tumor_label.nii.gz"),
+        calibration,
+        read_initial(case / "init_ReferenceToMri.txt"),
+        mri=load_volume(case / "mri.nii.gz"),
+        options=opts,
+        record_path=record,
+    )
+
+
+class Collector:
+    """A display: subscribes and keeps every message (in a thread)."""
+
+    def __init__(self, endpoint: str):
+        self.subscriber = Subscriber(endpoint)
+        self.messages: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.subscriber.receive(0.05)
+            if message is not None:
+                self.messages.append(message)
+
+    def of(self, kind: type) -> list:
+        return [m for m in list(self.messages) if isinstance(m, kind)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.subscriber.close()
+
+
+def test_frames_flow_to_margins_with_headers_and_recording(small_case: Path, tmp_path: Path):
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=2.0)
+    record = tmp_path / "live.igs.mha"
+    pipeline = _pipeline(small_case, port, record=record, registration=False)
+    pipeline.prepare()
+    display = Collector(pipeline.endpoint)
+    time.sleep(0.3)  # the subscription reaches the publisher (PUB drops before that)
+    try:
+        pipeline.start()
+        assert wait_until(lambda: pipeline.counters.received >= 60, 30)
+        assert wait_until(lambda: len(display.of(MarginMessage)) >= 20, 10)
+    finally:
+        pipeline.stop()
+        display.close()
+        server.stop()
+    c = pipeline.counters
+    assert c.received == 60 and c.errors == 0
+    assert 0 <= c.received - c.published - pipeline.status()["dropped_display"] <= 1
+    margins = display.of(MarginMessage)
+    in_view = [m for m in margins if m.in_view]
+    assert in_view, "the sweep crosses the tumor: some frames must show it"
+    h = in_view[0].header
+    assert h.image_to_mri is not None and h.image_to_mri.shape == (4, 4)
+    assert h.t_published >= h.t_received and not h.stale
+    assert all(m.header.gap == 0 for m in margins[1:])
+    # ImageToMri is the chain ReferenceToMri · ProbeToReference · ImageToProbe
+    with read_sequence(small_case / "sweep.igs.mha") as seq:
+        frame = seq.frame(int(np.flatnonzero(seq.frame_numbers == h.frame_number)[0]))
+    cal = load_calibration(small_case / "calibration.toml").image_to_probe
+    probe_to_ref = np.linalg.inv(frame.transforms["ReferenceToTracker"].matrix) @ (
+        frame.transforms["ProbeToTracker"].matrix
+    )
+    expected = read_initial(small_case / "init_ReferenceToMri.txt") @ probe_to_ref @ cal
+    np.testing.assert_allclose(h.image_to_mri, expected, atol=1e-3)  # float32 on the wire
+    assert display.of(StatusMessage)
+    # every received frame was recorded
+    assert c.recorded == 60 and c.record_dropped == 0
+    with read_sequence(record) as seq:
+        assert len(seq) == 60
+
+
+def test_server_killed_and_restarted_five_times(small_case: Path) -> None:
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    pipeline = _pipeline(small_case, port, registration=False, stale_after_s=1.0)
+    pipeline.prepare()
+    display = Collector(pipeline.endpoint)
+    states_seen: set[str] = set()
+    try:
+        pipeline.start()
+        assert wait_until(lambda: pipeline.counters.published >= 5, 20)
+        for _ in range(5):
+            server.kill()
+            assert wait_until(lambda: pipeline.status()["state"] != "streaming", 5)
+            states_seen.add(pipeline.status()["state"])
+            # the status topic tells displays meanwhile
+            assert wait_until(
+                lambda: any(
+                    m.status["state"] in ("no-signal", "connecting")
+                    for m in display.of(StatusMessage)[-5:]
+                ),
+                3,
+            )
+            server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+            # reconnect policy: backoff capped at 1 s, so within 2 s of the server listening
+            assert pipeline.probe.wait_for_state(DeviceState.STREAMING, timeout_s=2.0)
+            target = pipeline.counters.published + 3
+            assert wait_until(lambda t=target: pipeline.counters.published > t, 10)
+    finally:
+        pipeline.stop()
+        display.close()
+        server.stop()
+    assert states_seen <= {"no-signal", "connecting"} and states_seen
+    assert pipeline.counters.errors == 0
+    assert pipeline.probe.stats.reconnects >= 5
+    # every margin published while the link was down says so
+    stale = [m for m in display.of(MarginMessage) if m.header.stale]
+    assert all("probe" in m.header.stale_reason for m in stale)
+
+
+def test_slow_and_killed_viewers_do_not_hold_the_pipeline(small_case: Path) -> None:
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=2.0, loop=True)
+    pipeline = _pipeline(small_case, port, registration=False, publish_hwm=5)
+    pipeline.prepare()
+    # a display that subscribes and never reads
+    never_reads = Subscriber(pipeline.endpoint, hwm=5)
+    # a display in another process, killed mid-stream
+    viewer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "usnav",
+            "view",
+            "--connect",
+            pipeline.endpoint,
+            "--snapshot",
+            os.devnull + ".png",
+            "--frames",
+            "100000",
+            "--timeout",
+            "60",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        pipeline.start()
+        assert wait_until(lambda: pipeline.counters.published >= 60, 30)
+        viewer.kill()
+        viewer.wait(5)
+        before = pipeline.counters.published
+        assert wait_until(lambda: pipeline.counters.published >= before + 60, 30)
+    finally:
+        pipeline.stop()
+        never_reads.close()
+        server.stop()
+        if viewer.poll() is None:
+            viewer.kill()
+    c = pipeline.counters
+    # the publisher never waited for them: every frame got its margins or was superseded by a
+    # newer one (newest wins), and nothing failed
+    assert c.errors == 0 and pipeline._publisher is not None
+    # (a frame can still sit in the hand-over slot when the pipeline stops)
+    assert 0 <= c.received - c.published - pipeline.status()["dropped_display"] <= 1
+    assert c.published >= 0.9 * c.received
+
+
+def _corrupt_recording(case: Path, out: Path) -> int:
+    """The case's sweep with ProbeToTracker INVALID on every 5th frame; returns that count."""
+    frames: list[TrackedFrame] = []
+    invalid = 0
+    with read_sequence(case / "sweep.igs.mha") as seq:
+        for i in range(30):
+            f = seq.frame(i)
+            if i % 5 == 2:
+                f.transforms["ProbeToTracker"] = TrackedTransform(
+                    f.transforms["ProbeToTracker"].matrix, TransformStatus.INVALID
+                )
+                invalid += 1
+            frames.append(f)
+    write_sequence(out, frames)
+    return invalid
+
+
+def test_invalid_tracking_is_skipped_counted_and_shown(small_case: Path, tmp_path: Path):
+    recording = tmp_path / "corrupt.igs.mha"
+    invalid = _corrupt_recording(small_case, recording)
+    port = free_port()
+    server = serve_in_subprocess(recording, port=port, rate=4.0)
+    pipeline = _pipeline(small_case, port, registration=False)
+    pipeline.prepare()
+    display = Collector(pipeline.endpoint)
+    time.sleep(0.3)
+    try:
+        pipeline.start()
+        assert wait_until(lambda: pipeline.counters.received >= 30, 30)
+        assert wait_until(lambda: pipeline.counters.processed >= 30, 5)
+        time.sleep(0.3)
+    finally:
+        status = pipeline.status()
+        pipeline.stop()
+        display.close()
+        server.stop()
+    assert pipeline.counters.skipped_tracking == invalid
+    assert status["skipped_tracking"] == invalid
+    assert "tracking" in status["last_problem"] or pipeline.counters.problems["tracking"] == invalid
+    lost = [m for m in display.of(MarginMessage) if not m.in_view and "tracking" in m.reason]
+    assert lost and all(m.header.stale for m in lost)
+
+
+def test_unwritable_recording_fails_clearly_and_the_pipeline_goes_on(small_case: Path):
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=3.0)
+    # /proc refuses new files even to root (tests run as root in CI)
+    pipeline = _pipeline(
+        small_case, port, record=Path("/proc/usnav-test.igs.mha"), registration=False
+    )
+    try:
+        pipeline.start()
+        assert wait_until(lambda: pipeline.counters.received >= 60, 30)
+        assert wait_until(
+            lambda: pipeline.counters.processed + pipeline.status()["dropped_display"] >= 60, 10
+        )
+    finally:
+        pipeline.stop()
+        server.stop()
+    c = pipeline.counters
+    assert "/proc/usnav-test.igs.mha" in c.record_error
+    assert c.record_dropped == c.received and c.recorded == 0
+    assert 0 <= 60 - c.published - pipeline.status()["dropped_display"] <= 1
+
+
+@pytest.mark.slow
+def test_registration_of_another_patients_mri_is_rejected(small_case: Path, other_case: Path):
+    """Divergence: the worker's estimates are all rejected, the initial one is kept, the
+    registration topic says so and the display does not show LIVE."""
+    from usnav.registration.worker import RegistrationWorker, WorkerOptions
+    from usnav.viewer.state import LIVE, ViewerOptions, ViewModel, assess
+
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=3.0, loop=True)
+    wrong_mri = load_volume(other_case / "mri.nii.gz")
+    calibration = load_calibration(small_case / "calibration.toml")
+    initial = read_initial(small_case / "init_ReferenceToMri.txt")
+    worker = RegistrationWorker(
+        wrong_mri,
+        calibration.image_to_probe,
+        initial,
+        WorkerOptions(min_frames=40, min_new_frames=20, min_extent_first_mm=8.0, min_extent_mm=5.0),
+    )
+    pipeline = _pipeline(small_case, port)
+    pipeline.worker = worker
+    pipeline.prepare()
+    display = Collector(pipeline.endpoint)
+    time.sleep(0.3)
+    try:
+        pipeline.start()
+        assert wait_until(lambda: worker.stats.updates >= 2, 90)
+    finally:
+        pipeline.stop()
+        display.close()
+        server.stop()
+    assert worker.stats.accepted == 0 and worker.stats.rejected >= 1
+    assert pipeline.current_estimate().source == "init"
+    np.testing.assert_allclose(pipeline.current_estimate().reference_to_mri, initial)
+    from usnav.client import RegistrationMessage
+
+    published = [m for m in display.of(RegistrationMessage) if not m.header.accepted]
+    assert published, "rejected estimates are published, marked not accepted"
+    model = ViewModel("test")
+    newest = {type(m).__name__: m for m in display.messages}
+    state = model.update(
+        {"margin": display.of(MarginMessage)[-1], "registration": published[-1]},
+        connected=True,
+        last_message_s=time.time(),
+    )
+    assert newest and assess(state, ViewerOptions()).word != LIVE

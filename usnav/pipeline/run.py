@@ -1,0 +1,91 @@
+"""Building the live pipeline of ``usnav run`` from files, refusing bad input before it starts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from usnav.config.calibration import load_calibration
+from usnav.devices.config import load_device_set
+from usnav.devices.probe import ProbeClient
+from usnav.errors import InputError
+from usnav.io.volume import load_volume
+from usnav.pipeline.config import PipelineOptions
+from usnav.pipeline.live import LivePipeline
+from usnav.transforms import is_rigid
+
+log = logging.getLogger("usnav.pipeline")
+
+
+def read_matrix(path: str | Path, what: str) -> np.ndarray:
+    """16 numbers (row-major 4×4) from a text file, or InputError naming the file."""
+    from usnav.registration.files import read_matrix_file
+
+    return read_matrix_file(path, what)
+
+
+def open_pipeline(
+    device: str | Path,
+    mri: str | Path,
+    label: str | Path,
+    calibration: str | Path,
+    *,
+    init: str | Path | None = None,
+    record: str | Path | None = None,
+    options: PipelineOptions | None = None,
+) -> LivePipeline:
+    """Load and check every input of ``usnav run``, then build the pipeline (not started).
+
+    Everything that can be wrong with a file is found here, before a socket is opened: the
+    device set, the MRI and label map (usable affine, finite voxels), the calibration
+    (rigid × scale), the initial registration (rigid), the recording target (its folder
+    exists and is writable).
+
+    Raises
+    ------
+    InputError, ConfigError
+        With the file, the key and what to do.
+    """
+    options = options or PipelineOptions()
+    device_set = load_device_set(device)
+    if device_set.probe is None:
+        raise InputError(device, "has no [probe] section", "usnav run needs an OpenIGTLink source")
+    cal = load_calibration(calibration)
+    if cal.spatial is None:
+        raise InputError(
+            calibration,
+            "has no spatial calibration (ImageToProbe)",
+            "run usnav calibrate spatial, or give a PLUS device-set XML",
+        )
+    mri_volume = load_volume(mri)
+    mri_volume.check_finite()
+    label_volume = load_volume(label)
+    if init is not None:
+        initial = read_matrix(init, "initial ReferenceToMri")
+        if not is_rigid(initial):
+            raise InputError(
+                init,
+                "the initial ReferenceToMri is not rigid",
+                "give a rotation + translation (16 numbers, row-major)",
+            )
+    else:
+        log.warning("no --init: ReferenceToMri starts as identity (Reference = MRI space)")
+        initial = np.eye(4)
+    if record is not None:
+        target = Path(record)
+        if not target.parent.exists():
+            raise InputError(target, "its folder does not exist", "create it or record elsewhere")
+        if target.exists() and target.is_dir():
+            raise InputError(target, "is a folder, expected a .igs.mha or .seq.nrrd file name")
+    probe = ProbeClient(device_set.probe, calibration=cal, config_path=device)
+    return LivePipeline(
+        probe, label_volume, cal, initial, mri=mri_volume, options=options, record_path=record
+    )
+
+
+def default_log_path() -> Path:
+    """``logs/usnav-run-YYYYmmdd-HHMMSS.log`` in the current folder."""
+    return Path("logs") / time.strftime("usnav-run-%Y%m%d-%H%M%S.log")
