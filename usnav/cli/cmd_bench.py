@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from usnav.bench.runner import machine_info, rows_to_json, run_benchmarks
 
     out = Console()
+    if not out.is_terminal:
+        out = Console(width=170)  # a file or a pipe: keep each figure on one line
     err = Console(stderr=True)
     if args.list:
         for b in all_benchmarks():

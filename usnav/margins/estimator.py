@@ -533,7 +533,10 @@ def _codes_from_fractions(fractions: np.ndarray) -> np.ndarray:
     if fractions.shape[0] == 1:
         return (fractions[0] >= 0.5).astype(np.uint8)
     total = fractions.sum(axis=0)
-    codes = (np.argmax(fractions, axis=0) + 1).astype(np.uint8)
+    if fractions.shape[0] == 2:  # solid and cyst: 10x cheaper than argmax over axis 0
+        codes = np.where(fractions[1] > fractions[0], np.uint8(2), np.uint8(1))
+    else:
+        codes = (np.argmax(fractions, axis=0) + 1).astype(np.uint8)
     codes[total < 0.5] = 0
     return codes
 
