@@ -23,6 +23,11 @@ from usnav.transforms.matrices import decompose_scaled_rigid
 
 Matrix4 = Annotated[list[list[float]], Field(min_length=4, max_length=4)]
 
+#: Largest angle between the image axes' deviation from perpendicular that a calibration may
+#: have. PLUS warns from 1°, but real PLUS calibrations reach ~3° (the SpinePhantom one is
+#: 2.7° off); a larger skew means a wrong matrix, not a calibration.
+MAX_AXIS_SKEW_DEG = 5.0
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,7 +64,7 @@ class SpatialCalibration(_Strict):
     def _rigid_times_scale(cls, value: list[list[float]]) -> list[list[float]]:
         _check_4x4(value)
         try:
-            decompose_scaled_rigid(np.asarray(value))
+            decompose_scaled_rigid(np.asarray(value), tol_deg=MAX_AXIS_SKEW_DEG)
         except ValueError as exc:
             raise ValueError(f"not a rigid-times-scale calibration matrix: {exc}") from exc
         return value
@@ -71,7 +76,7 @@ class SpatialCalibration(_Strict):
     @property
     def spacing_mm(self) -> tuple[float, float]:
         """mm per pixel along image x (columns) and y (rows)."""
-        _, s, _ = decompose_scaled_rigid(self.matrix)
+        _, s, _ = decompose_scaled_rigid(self.matrix, tol_deg=MAX_AXIS_SKEW_DEG)
         return float(s[0]), float(s[1])
 
 
