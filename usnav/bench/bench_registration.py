@@ -2,8 +2,9 @@
 accuracy and time on simulated spine cases the method was not tuned on, RESECT Case 24, the
 streaming update, the frame path's latency beside the worker, memory for a 512³ MRI.
 
-Seeds: the method was tuned on simulator seeds 1001-1012 (and 101; tests use 7-9); the
-benchmark uses seeds 2001-2020 (quick mode: 2001 only). SimpleITK's rigid registration
+Seeds: the method was tuned on simulator seeds 1001-1040 (and 101; tests use 7-9); seeds
+2001-2020 served a failure analysis after the first benchmark run and are excluded too; the
+benchmark uses seeds 2021-2040 (quick mode: 2021 only). SimpleITK's rigid registration
 (Mattes mutual information, 3 levels, the tool a user would otherwise pick) runs on the same
 input: it cannot register 2D frames to a volume, so it gets the sweep reconstructed at 1 mm
 (the reconstruction time is counted in its row).
@@ -24,8 +25,8 @@ import numpy as np
 
 from usnav.bench.registry import BenchContext, Figure, benchmark
 
-BENCH_SEEDS_FULL = tuple(range(2001, 2021))
-BENCH_SEEDS_QUICK = (2001,)
+BENCH_SEEDS_FULL = tuple(range(2021, 2041))
+BENCH_SEEDS_QUICK = (2021,)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -339,7 +340,7 @@ def bench_simulated(ctx: BenchContext) -> list[Figure]:
             baseline_value=float(np.median(sitk_err)),
             higher_is_better=False,
             note=f"initial median {np.median([r['init'] for r in rows]):.2f} mm; seeds "
-            f"{seeds[0]}-{seeds[-1]} (tuned on 1001-1012)",
+            f"{seeds[0]}-{seeds[-1]} (tuned on 1001-1040, 2001-2020 excluded)",
         ),
         Figure(
             "cases under 2 mm",
@@ -436,7 +437,7 @@ def bench_resect(ctx: BenchContext) -> list[Figure]:
                 case.mtre(unperturbed.reference_to_mri),
                 "mm",
                 target="≤ 1.10 mm (no harm)",
-                met=case.mtre(unperturbed.reference_to_mri) <= 1.10 + 1e-3,
+                met=case.mtre(unperturbed.reference_to_mri) <= case.mtre(np.eye(4)) + 1e-6,
                 baseline_name="navigation alignment",
                 baseline_value=case.mtre(np.eye(4)),
                 higher_is_better=False,
@@ -607,6 +608,7 @@ def bench_memory(ctx: BenchContext) -> list[Figure]:
         warm_up()
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         big = load_volume(big_path)
+        big.data = np.array(big.data)  # fully in memory, as a compressed .nii.gz would be
         order = list(range(len(sweep))) + list(range(len(sweep) - 1, -1, -1))
         sweep300 = Sweep(sweep.images[order], sweep.image_to_reference[order],
                          np.arange(len(order)) / 30.0)
