@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="also run the long benchmarks")
     p.add_argument("--only", nargs="+", metavar="WORD", help="only benchmarks matching a word")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.set_defaults(func=run)
 
@@ -83,7 +84,37 @@ def run(args: argparse.Namespace) -> int:
     out.print(table)
     out.print("machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()))
     out.print("[dim]ratio > 1 means usnav is better than the baseline measured in this run[/dim]")
+    if args.markdown:
+        args.markdown.write_text(_markdown(rows, machine, args.full), encoding="utf-8")
+        print(f"table written to {args.markdown}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rows_to_json(rows, machine), indent=2, default=str))
         print(f"figures written to {args.json}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _markdown(rows, machine: dict[str, str], full: bool) -> str:
+    """The same table as Markdown (for docs/benchmarks.md)."""
+    lines = [
+        "| group | figure | usnav | target | met | baseline (same run) | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row.error:
+            lines.append(f"| {row.group} | {row.benchmark} | failed | | | {row.error} | |")
+            continue
+        for f in row.figures:
+            met = "" if f.met is None else ("yes" if f.met else "**no**")
+            base = f"{f.baseline_name} {_fmt(f.baseline_value)}" if f.baseline_name else ""
+            ratio = f"{f.ratio:.2f}×" if f.ratio is not None else ""
+            name = f.name + (f" ({f.note})" if f.note else "")
+            lines.append(
+                f"| {row.group} | {name} | {_fmt(f.value)} {f.unit} | {f.target} | {met} | "
+                f"{base} | {ratio} |"
+            )
+    info = "; ".join(f"{k} {v}" for k, v in machine.items())
+    mode = "full" if full else "quick"
+    return (
+        f"Mode: {mode}. Machine: {info}.\n\nRatio > 1 means usnav is better than the "
+        "baseline measured in the same run.\n\n" + "\n".join(lines) + "\n"
+    )
