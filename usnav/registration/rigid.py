@@ -49,16 +49,16 @@ class RegistrationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: Literal["lc2", "ncc_gradient"] = "lc2"
-    level_spacings_mm: list[float] = Field(default=[3.0, 1.5, 1.0], min_length=1)
+    level_spacings_mm: list[float] = Field(default=[1.5, 1.0], min_length=1)
     """Pixel size of each level, coarse to fine, mm."""
-    patch_half: list[int] = Field(default=[1, 1, 1], min_length=1)
+    patch_half: list[int] = Field(default=[1, 1], min_length=1)
     """LC² patch half-width per level, pixels (1 → 3×3 patches: 3 mm at the 1 mm level;
     larger patches were biased by large-scale appearance on the tuning cases)."""
-    max_frames: list[int] = Field(default=[30, 40, 50], min_length=1)
+    max_frames: list[int] = Field(default=[40, 50], min_length=1)
     """Frames used per level (spread along the sweep)."""
-    max_evaluations: list[int] = Field(default=[220, 140, 100], min_length=1)
+    max_evaluations: list[int] = Field(default=[160, 100], min_length=1)
     """Similarity evaluations per level (the optimiser's budget)."""
-    initial_step: tuple[float, float] = (4.0, 4.0)
+    initial_step: tuple[float, float] = (2.0, 3.0)
     """First search step at the coarsest level: mm, degrees."""
     restarts: int = Field(default=0, ge=0)
     """Extra coarse-level starts: the initial pose shifted by ± twice the initial step along
@@ -72,6 +72,14 @@ class RegistrationOptions(BaseModel):
     prior_at_finest: bool = False
     """Apply the prior at the finest level too (it then biases the result towards the
     initial estimate); by default it only chooses the basin at the coarser levels."""
+    translation_grid_mm: float = Field(default=9.0, ge=0)
+    """Half-width of a translation grid searched at the coarsest level before the local
+    search (0: none)."""
+    translation_grid_step_mm: float = Field(default=3.0, gt=0)
+    grid_starts: int = Field(default=3, ge=1)
+    """Best distinct grid points used as extra coarse starts."""
+    grid_frames: int = Field(default=16, ge=2)
+    """Frames used to score the translation grid."""
     carry_candidates: int = Field(default=3, ge=1)
     """Distinct coarse optima handed to the next level, which picks among them."""
     beam_restarts_mm: list[float] = Field(default=[-2.0, 2.0])
@@ -86,9 +94,9 @@ class RegistrationOptions(BaseModel):
     """Estimate the uncertainty from the two half-sweeps (costs ~30 % more time)."""
     uncertainty_evaluations: int | None = Field(default=None, ge=5)
     """Budget of each half-sweep refinement (default: half the finest level's)."""
-    uncertainty_floor_mm: float = Field(default=0.6, ge=0)
+    uncertainty_floor_mm: float = Field(default=0.85, ge=0)
     """Added in quadrature to the half-sweep spread: the error the spread cannot see (bias of
-    the similarity, cord shift). 0.6 mm = the median error on the tuning seeds."""
+    the similarity, cord shift). 0.85 mm = the median error on tuning seeds 1001-1040."""
     min_similarity_gain: float = Field(default=0.003, ge=0)
     """Smallest accepted gain of the mean similarity (absolute)."""
     min_paired_t: float = Field(default=3.0, ge=0)
@@ -438,13 +446,30 @@ class SweepRegistration:
                 starts = [params]
                 if not warm and opts.restarts > 0:
                     starts += self._restart_points(params, step, opts.restarts, initial)
-                # every coarse start runs fully; the distinct optima go on to the next level,
-                # where the finer similarity (less biased by large structures) chooses
-                found = []
-                for x0 in starts:
-                    x, f, n = _optimise(cost, x0, step, budget, xtol=0.05 * s)
+                if not warm and opts.translation_grid_mm > 0:
+                    grid_cost = self._grid_cost(level, centre, initial, finest_level)
+                    grid_starts, n = self._grid_starts(grid_cost, params, opts)
                     evaluations += n
-                    found.append((x, f))
+                    starts += grid_starts
+                found = []
+                if len(starts) > 1 and opts.translation_grid_mm > 0:
+                    # screen the grid's best points, run the best one fully
+                    for x0 in starts:
+                        x, f, n = _optimise(cost, x0, step, opts.screen_evaluations, xtol=0.05 * s)
+                        evaluations += n
+                        found.append((x, f))
+                    found.sort(key=lambda item: item[1])
+                    x, f, n = _optimise(cost, found[0][0], step, budget, xtol=0.05 * s)
+                    evaluations += n
+                    found[0] = (x, f)
+                else:
+                    # every coarse start runs fully; the distinct optima go on to the next
+                    # level, where the finer similarity (less biased by large structures)
+                    # chooses
+                    for x0 in starts:
+                        x, f, n = _optimise(cost, x0, step, budget, xtol=0.05 * s)
+                        evaluations += n
+                        found.append((x, f))
                 found.sort(key=lambda item: item[1])
                 candidates = []
                 for x, f in found:
@@ -493,6 +518,56 @@ class SweepRegistration:
         if progress:
             progress("done", 1.0)
         return result
+
+    def _grid_cost(
+        self, level: PreparedLevel, centre: np.ndarray, initial: np.ndarray, finest: bool
+    ) -> Callable[[np.ndarray], float]:
+        """The level's cost on a subset of its frames (for the translation grid)."""
+        opts = self.options
+        n = len(level.frames)
+        keep = np.unique(np.linspace(0, n - 1, min(n, opts.grid_frames)).round().astype(int))
+        sim = FrameSimilarity(
+            level.mri,
+            _subset_level(level.frames, keep),
+            metric=opts.metric,
+            patch_half=level.similarity.patch_half,
+        )
+
+        def cost(p: np.ndarray) -> float:
+            penalty = 0.0
+            if opts.prior_weight > 0 and (opts.prior_at_finest or not finest):
+                penalty = opts.prior_weight * (
+                    float(p[:3] @ p[:3])
+                    + (self.radius_mm * np.radians(1.0)) ** 2 * float(p[3:] @ p[3:])
+                )
+            return -sim(correction(p, centre) @ initial) + penalty
+
+        return cost
+
+    @staticmethod
+    def _grid_starts(
+        cost: Callable[[np.ndarray], float], params: np.ndarray, opts: RegistrationOptions
+    ) -> tuple[list[np.ndarray], int]:
+        """The best distinct points of a translation grid around ``params`` (a global look
+        before the local search, as DIRECT on translation does in LC² registrations)."""
+        half = opts.translation_grid_mm
+        step = opts.translation_grid_step_mm
+        ticks = np.arange(-half, half + 1e-9, step)
+        scored = []
+        for tx in ticks:
+            for ty in ticks:
+                for tz in ticks:
+                    p = params.copy()
+                    p[:3] += (tx, ty, tz)
+                    scored.append((cost(p), p))
+        scored.sort(key=lambda item: item[0])
+        chosen: list[np.ndarray] = []
+        for _, p in scored:
+            if all(np.linalg.norm(p[:3] - c[:3]) > 1.5 * step for c in chosen):
+                chosen.append(p)
+            if len(chosen) >= opts.grid_starts:
+                break
+        return chosen, len(scored)
 
     def _restart_points(
         self, params: np.ndarray, step: np.ndarray, count: int, initial: np.ndarray

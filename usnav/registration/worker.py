@@ -40,10 +40,10 @@ log = logging.getLogger(__name__)
 def streaming_registration_options() -> RegistrationOptions:
     """Warm-started updates: the 1 mm level only, 24 frames, a short search."""
     return RegistrationOptions(
-        level_spacings_mm=[3.0, 1.5, 1.0],
-        patch_half=[1, 1, 1],
-        max_frames=[30, 40, 24],
-        max_evaluations=[220, 140, 36],
+        level_spacings_mm=[1.5, 1.0],
+        patch_half=[1, 1],
+        max_frames=[40, 24],
+        max_evaluations=[160, 36],
         uncertainty_evaluations=20,
     )
 
