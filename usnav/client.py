@@ -239,12 +239,21 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else _float(value)
 
 
+def _stream_id(header: dict[str, Any], peer: str) -> int:
+    stream = header.get("stream", 0) or 0
+    if not isinstance(stream, int) or isinstance(stream, bool):
+        raise HeaderError(
+            peer, f"{header.get('topic')} #{header.get('seq')}: 'stream' is not an int"
+        )
+    return stream
+
+
 def _header_of(raw: RawMessage, gap: int, t_arrived: float, peer: str) -> Header:
     h = raw.header
     return Header(
         topic=raw.topic,
         seq=int(h["seq"]),
-        stream=int(h.get("stream", 0) or 0),
+        stream=_stream_id(h, peer),
         frame_number=int(h["frame_number"]),
         t_device=_opt_float(h.get("t_device")),
         t_received=_opt_float(h.get("t_received")),
@@ -353,6 +362,15 @@ def _parse_margin(raw: RawMessage, header: Header, where: str, peer: str) -> Mar
     if in_view and not contours:
         raise HeaderError(peer, f"{where}: in_view with no contours")
     spacing = h.get("spacing_mm") or [float("nan"), float("nan")]
+    extent, stylus = h.get("extent"), h.get("stylus")
+    if extent is not None:
+        if not isinstance(extent, dict):
+            raise HeaderError(peer, f"{where}: 'extent' is not a map")
+        extent = {str(k): _float(v) for k, v in extent.items()}
+    if stylus is not None and not isinstance(stylus, dict):
+        raise HeaderError(peer, f"{where}: 'stylus' is not a map")
+    if stylus is not None and "signed_distance_mm" in stylus:
+        stylus = {**stylus, "signed_distance_mm": _opt_float(stylus["signed_distance_mm"])}
     return MarginMessage(
         header=header,
         in_view=in_view,
@@ -361,9 +379,9 @@ def _parse_margin(raw: RawMessage, header: Header, where: str, peer: str) -> Mar
         spacing_mm=(_float(spacing[0]), _float(spacing[1])),
         contours=tuple(contours),
         label_image=label_image,
-        extent=h.get("extent"),
+        extent=extent,
         distance_to_top_mm=_opt_float(h.get("distance_to_top_mm")),
-        stylus=h.get("stylus"),
+        stylus=stylus,
         polarity=dict(h.get("polarity") or {}),
         supported_fraction=_float(h.get("supported_fraction", 0.0)),
         median_abs_disagreement_mm=_opt_float(h.get("median_abs_disagreement_mm")),
@@ -451,6 +469,7 @@ class Subscriber:
         self.topics = tuple(topics)
         self.strict = strict
         self.stats = ClientStats()
+        self._closed = False
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -461,7 +480,14 @@ class Subscriber:
             self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
         if (curve_server_key is None) != (curve_client_secret is None):
             self._socket.close(0)
-            raise ValueError("CURVE needs both the server's public key and the client's secret key")
+            from usnav.errors import InputError
+
+            raise InputError(
+                "CURVE keys",
+                "the publisher's public key and this display's secret key go together",
+                "give both (--server-key KEYDIR/server.key --client-key "
+                "KEYDIR/client.key_secret), or neither for a loopback publisher",
+            )
         if curve_server_key is not None and curve_client_secret is not None:
             from usnav.publish.curve import secure_client_socket
 
@@ -489,7 +515,6 @@ class Subscriber:
         self.ever_connected = False
         #: host time of the last valid message (None before the first)
         self.last_message_time: float | None = None
-        self._closed = False
 
     # -- connection state ------------------------------------------------------------------
 
@@ -524,6 +549,14 @@ class Subscriber:
                 raise TopicError(self.address, f"unknown topic {raw.topic!r}")
             gap = self._gap(raw)
             message = parse(raw, gap=gap, t_arrived=t_arrived, peer=self.address)
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+            # whatever slipped past the checks is still one bad message, never a dead display
+            wrapped = HeaderError(self.address, f"malformed message ({type(exc).__name__}: {exc})")
+            self.stats.skipped[wrapped.reason] = self.stats.skipped.get(wrapped.reason, 0) + 1
+            self.stats.last_error = str(wrapped)
+            if self.strict:
+                raise wrapped from exc
+            return None
         except ProtocolError as exc:
             self.stats.skipped[exc.reason] = self.stats.skipped.get(exc.reason, 0) + 1
             self.stats.last_error = str(exc)
@@ -535,7 +568,7 @@ class Subscriber:
         return message
 
     def _gap(self, raw: RawMessage) -> int:
-        stream = int(raw.header.get("stream", 0) or 0)
+        stream = _stream_id(raw.header, self.address)
         seq = int(raw.header["seq"])
         previous = self._last.get(raw.topic)
         self._last[raw.topic] = (stream, seq)

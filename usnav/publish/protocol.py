@@ -18,6 +18,7 @@ change that alters the meaning or layout of an existing field bumps it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,7 +255,8 @@ def _decode_buffer(
         or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
     ):
         raise HeaderError(peer, f"{where}: buffer {name!r} has shape {shape!r}")
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    # exact integers: numpy's int64 product would wrap (and warn) on a hostile shape
+    expected = math.prod(shape) * np.dtype(dtype).itemsize
     data = memoryview(part)
     if data.nbytes != expected:
         raise BufferSizeError(
