@@ -144,6 +144,9 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
         if newest.header.stale:
             return Verdict(STALE, newest.header.stale_reason or "margins marked stale")
     age = registration_age_s(state)
+    if age is not None and not np.isfinite(age):
+        # a publisher that sends a registration without a usable age: it may be any age
+        return Verdict(STALE, "registration age unknown")
     if age is not None and age > options.stale_after_s:
         return Verdict(STALE, f"registration {age:.0f} s old")
     header = newest.header if newest is not None else None
@@ -153,8 +156,9 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
         return Verdict(UNCERTAIN, "no registration yet")
     if not header.accepted:
         return Verdict(UNCERTAIN, "registration not accepted")
-    if header.quality is None or header.quality < options.min_quality:
-        quality = "unknown" if header.quality is None else f"{header.quality:.2f}"
+    quality_known = header.quality is not None and bool(np.isfinite(header.quality))
+    if not quality_known or header.quality < options.min_quality:
+        quality = f"{header.quality:.2f}" if quality_known else "unknown"
         return Verdict(UNCERTAIN, f"registration quality {quality}")
     return Verdict(LIVE, "")
 
