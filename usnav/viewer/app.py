@@ -8,6 +8,7 @@ drawn is milliseconds old even if drawing is slower than publishing. Rendering i
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass
@@ -112,7 +113,8 @@ def run_viewer(
     )
     model = ViewModel(address)
     window = WindowProcess(f"usnav - {address}") if snapshot_path is None else None
-    render_times: list[float] = []
+    # recent pictures only: a window may stay open for a whole operation
+    render_times: collections.deque[float] = collections.deque(maxlen=600)
     pictures = updates = 0
     picture = None
     verdict = None
