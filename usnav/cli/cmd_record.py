@@ -46,28 +46,32 @@ def run(args: argparse.Namespace) -> int:
     config = load_probe_config(args.config) if args.config else ProbeConfig()
     console = Console(stderr=True)
     line = Text("waiting for frames…")
-    with Live(line, console=console, refresh_per_second=4, transient=False) as live:
+    try:
+        with Live(line, console=console, refresh_per_second=4, transient=False) as live:
 
-        def show(p: RecordProgress) -> None:
-            live.update(
-                Text(
-                    f"recording {args.out}: {p.frames} frames, {p.fps:.1f} fps, "
-                    f"{p.dropped} dropped, {p.elapsed_s:.1f} s, {p.state.value}"
+            def show(p: RecordProgress) -> None:
+                live.update(
+                    Text(
+                        f"recording {args.out}: {p.frames} frames, {p.fps:.1f} fps, "
+                        f"{p.dropped} dropped, {p.elapsed_s:.1f} s, {p.state.value}"
+                    )
                 )
-            )
 
-        result = record(
-            args.out,
-            config=config,
-            host=args.host,
-            port=args.port,
-            duration_s=args.duration,
-            frames=args.frames,
-            stop_on_disconnect=args.stop_on_disconnect,
-            connect_timeout_s=args.connect_timeout,
-            compress=not args.no_compress,
-            progress=show,
-        )
+            result = record(
+                args.out,
+                config=config,
+                host=args.host,
+                port=args.port,
+                duration_s=args.duration,
+                frames=args.frames,
+                stop_on_disconnect=args.stop_on_disconnect,
+                connect_timeout_s=args.connect_timeout,
+                compress=not args.no_compress,
+                progress=show,
+            )
+    finally:
+        if not console.is_terminal:
+            console.line()  # rich ends the live line only on a terminal; keep errors apart
     bad = ", ".join(f"{n} {reason}" for reason, n in result.messages_dropped.items())
     print(
         f"usnav record: {result.path}: received {result.received}, written {result.written}, "

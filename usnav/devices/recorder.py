@@ -80,7 +80,8 @@ def record(
     Parameters
     ----------
     out
-        Target file (must not exist with a journal beside it).
+        Target file; it must not exist yet, nor a journal beside it (checked before
+        connecting).
     config
         Probe options (defaults otherwise); ``host``/``port`` override it.
     duration_s, frames
@@ -108,9 +109,18 @@ def record(
     UsnavError
         No frame within ``connect_timeout_s`` (the message says what the link saw), or the
         file cannot be written.
+    InputError
+        Before connecting: the target exists, is a folder, has an unknown suffix or no
+        folder; a port outside 1-65535; a non-positive ``connect_timeout_s``.
     """
     from usnav.io.sequence import SequenceWriter
 
+    path = Path(out)
+    _check_target(path)
+    if port is not None and not 1 <= port <= 65535:
+        raise InputError("--port", f"{port} is not a TCP port", "use 1-65535 (PLUS: 18944)")
+    if connect_timeout_s is not None and connect_timeout_s <= 0:
+        raise InputError("--connect-timeout", f"must be positive, got {connect_timeout_s:g}")
     base = config or ProbeConfig()
     updates: dict[str, object] = {"when_full": "wait", "frame_queue": max(base.frame_queue, 256)}
     if host is not None:
@@ -118,7 +128,6 @@ def record(
     if port is not None:
         updates["port"] = port
     probe_config = base.model_copy(update=updates)
-    path = Path(out)
     if frames is not None and frames < 1:
         raise InputError("--frames", f"must be at least 1, got {frames}")
     if duration_s is not None and duration_s <= 0:
@@ -189,6 +198,28 @@ def record(
     if progress is not None:
         progress(_progress(result, probe, first_frame_at, time.monotonic()))
     return result
+
+
+def _check_target(path: Path) -> None:
+    """Refuse, before connecting, a target that could not be written or would be replaced."""
+    from usnav.io.sequence import journal_path, sequence_format
+
+    if path.is_dir():
+        raise InputError(path, "is a folder", "give a file name, e.g. recordings/case.igs.mha")
+    sequence_format(path)
+    if not path.parent.is_dir():
+        raise InputError(path.parent, "no such folder to write the recording into")
+    if path.exists():
+        raise InputError(
+            path, "already exists", "choose another name (a recording is never overwritten)"
+        )
+    journal = journal_path(path)
+    if journal.exists():
+        raise InputError(
+            journal,
+            "a journal of an interrupted recording is already there",
+            f"recover it with `usnav convert {journal} {path}` or remove it",
+        )
 
 
 def _progress(

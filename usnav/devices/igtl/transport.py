@@ -23,8 +23,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import errno
 import ipaddress
 import logging
+import operator
 import select
 import socket
 import threading
@@ -722,6 +724,15 @@ class IgtlServer:
         max_message_bytes: int = 1024 * 1024,
         name: str = "OpenIGTLink server",
     ):
+        try:
+            valid = 0 <= operator.index(port) <= 65535
+        except TypeError:
+            valid = False
+        if not valid:
+            raise ConfigError(
+                f"{name} port", f"{port!r} is not a TCP port", "use 1-65535 (0: any free port)"
+            )
+        port = operator.index(port)
         self.allow = _parse_allow(allow)
         self.allow_loopback = allow_loopback
         if not _is_loopback(host) and not self.allow:
@@ -772,10 +783,15 @@ class IgtlServer:
             listener.bind((self.host, self.port))
         except OSError as exc:
             listener.close()
+            if isinstance(exc, socket.gaierror):
+                hint = "check the host name or give an IP address of this machine"
+            elif exc.errno == errno.EADDRINUSE:
+                hint = "is another server using the port? choose another with --port"
+            else:
+                hint = "give an address of this machine (127.0.0.1 by default) and a free port"
             raise UsnavError(
                 f"{self.name}: cannot listen on {self.host}:{self.port}: "
-                f"{exc.strerror or exc} — is another server using the port? "
-                "choose another with --port"
+                f"{exc.strerror or exc} — {hint}"
             ) from exc
         listener.listen(64)
         listener.settimeout(_POLL_S)
