@@ -10,11 +10,15 @@ units are mm and seconds, the MRI world space is RAS.
 __version__ = "0.1.0"
 
 
-def _numba_cache_dir() -> None:
+def _numba_cache_dir(package_dir: str | None = None) -> None:
     """Numba's ``cache=True`` writes next to the modules, or raises at import if it cannot.
 
-    When the installed package is read-only and ``NUMBA_CACHE_DIR`` is unset, point it at a
-    per-user folder so compiled kernels are cached (a cold JIT costs 10-14 s here).
+    When ``NUMBA_CACHE_DIR`` is unset and the package is installed (site-packages) or
+    read-only, point it at a per-user folder so compiled kernels are cached (a cold JIT costs
+    10-14 s here). Never inside an installed package: ``pip uninstall`` leaves such files
+    behind, and the leftover ``site-packages/usnav`` folder then shadows a later editable
+    install as an empty namespace package (``usnav`` stops starting). A source checkout keeps
+    Numba's default (``__pycache__`` beside the modules).
     """
     import os
     import tempfile
@@ -22,8 +26,9 @@ def _numba_cache_dir() -> None:
 
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
-    here = Path(__file__).resolve().parent
-    if os.access(here, os.W_OK):
+    here = Path(package_dir) if package_dir else Path(__file__).resolve().parent
+    installed = any(part in ("site-packages", "dist-packages") for part in here.parts)
+    if os.access(here, os.W_OK) and not installed:
         return
     for base in (Path.home() / ".cache", Path(tempfile.gettempdir())):
         target = base / "usnav-numba"

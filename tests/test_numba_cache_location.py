@@ -1,0 +1,31 @@
+"""Numba's kernel cache never goes inside an installed package (pip would leave it behind)."""
+
+from __future__ import annotations
+
+import os
+
+import usnav
+
+
+def test_installed_package_caches_kernels_in_the_user_cache(tmp_path, monkeypatch) -> None:
+    package = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "usnav"
+    package.mkdir(parents=True)  # writable, as in any virtual environment
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    usnav._numba_cache_dir(str(package))
+    assert os.environ.get("NUMBA_CACHE_DIR") == str(tmp_path / "home" / ".cache" / "usnav-numba")
+    assert not any(package.iterdir())
+
+
+def test_source_checkout_keeps_numba_default(tmp_path, monkeypatch) -> None:
+    checkout = tmp_path / "usnav-src" / "usnav"
+    checkout.mkdir(parents=True)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    usnav._numba_cache_dir(str(checkout))
+    assert "NUMBA_CACHE_DIR" not in os.environ
+
+
+def test_an_explicit_cache_dir_wins(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    usnav._numba_cache_dir(str(tmp_path / "site-packages" / "usnav"))
+    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "mine")
