@@ -54,7 +54,7 @@ class RegistrationOptions(BaseModel):
     patch_half: list[int] = Field(default=[1, 1], min_length=1)
     """LC² patch half-width per level, pixels (1 → 3×3 patches: 3 mm at the 1 mm level;
     larger patches were biased by large-scale appearance on the tuning cases)."""
-    max_frames: list[int] = Field(default=[40, 50], min_length=1)
+    max_frames: list[int] = Field(default=[40, 40], min_length=1)
     """Frames used per level (spread along the sweep)."""
     max_evaluations: list[int] = Field(default=[160, 100], min_length=1)
     """Similarity evaluations per level (the optimiser's budget)."""
@@ -85,14 +85,14 @@ class RegistrationOptions(BaseModel):
     beam_restarts_mm: list[float] = Field(default=[-2.0, 2.0])
     """Extra finest-level starts shifted along the ultrasound beam (mm): a bone echo and the
     MRI's bone edge can offer two optima a few mm apart in depth."""
-    screen_evaluations: int = Field(default=40, ge=5)
+    screen_evaluations: int = Field(default=30, ge=5)
     """Evaluations of the short search that screens each extra start."""
     roi_margin_mm: float = Field(default=30.0, gt=0)
     """MRI crop margin around the sweep (must exceed the capture range)."""
     ignore_zero_pixels: bool = False
     uncertainty: bool = True
     """Estimate the uncertainty from the two half-sweeps (costs ~30 % more time)."""
-    uncertainty_evaluations: int | None = Field(default=None, ge=5)
+    uncertainty_evaluations: int | None = Field(default=30, ge=5)
     """Budget of each half-sweep refinement (default: half the finest level's)."""
     uncertainty_floor_mm: float = Field(default=0.85, ge=0)
     """Added in quadrature to the half-sweep spread: the error the spread cannot see (bias of
