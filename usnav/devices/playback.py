@@ -228,6 +228,8 @@ class PlaybackServer(Device):
         self._halt = threading.Event()
         self._paused = threading.Event()
         self._done = threading.Event()
+        #: why the player stopped early (a damaged frame...), None while fine
+        self.failure: Exception | None = None
 
     @classmethod
     def from_config(
@@ -332,7 +334,11 @@ class PlaybackServer(Device):
         try:
             self._play_loop()
         except Exception as exc:  # the player thread must report, not vanish
-            log.exception("%s: playback failed", self.name)
+            if isinstance(exc, UsnavError):  # e.g. a frame damaged in the file: say which
+                log.info("%s: playback stopped: %s", self.name, exc)
+            else:
+                log.exception("%s: playback failed", self.name)
+            self.failure = exc
             self._set_state(DeviceState.FINISHED, f"failed: {exc}")
             self._done.set()
 
@@ -401,6 +407,12 @@ def run_playback(
     """Serve until the recording ends (forever with ``loop``) or Ctrl-C; always closes.
 
     ``on_listening(server)`` is called once the server listens (e.g. to print its port).
+
+    Raises
+    ------
+    UsnavError
+        The player stopped early on a problem a user can fix (e.g. a frame damaged in the
+        recording); it is raised here, after closing, so the command fails with that message.
     """
     try:
         server.connect()
@@ -411,6 +423,8 @@ def run_playback(
             pass
     finally:
         server.close()
+    if server.failure is not None:
+        raise server.failure
     return server.stats
 
 
