@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``usnav``; returns the exit status (0 ok, 1 failure, 2 bad input, 130 Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    # accepted anywhere, as the error lines suggest ("run with --debug"), not only first
+    argv = ["--debug", *(a for a in argv if a != "--debug")] if debug else list(argv)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
