@@ -51,6 +51,19 @@ from usnav.publish.protocol import (
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 
+#: socket-monitor events of a failed security handshake (libzmq ≥ 4.3)
+_HANDSHAKE_FAILURES = tuple(
+    getattr(zmq, name)
+    for name in (
+        "EVENT_HANDSHAKE_FAILED_NO_DETAIL",
+        "EVENT_HANDSHAKE_FAILED_PROTOCOL",
+        "EVENT_HANDSHAKE_FAILED_AUTH",
+    )
+    if hasattr(zmq, name)
+)
+_HANDSHAKE_SUCCEEDED = getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", 0)
+_MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", -1)
+
 __all__ = [
     "DEFAULT_ADDRESS",
     "TOPICS",
@@ -448,7 +461,9 @@ class Subscriber:
     Notes
     -----
     Connecting succeeds whether or not a publisher is there yet; ZeroMQ reconnects by itself.
-    :attr:`connected` follows the TCP connection (socket monitor events).
+    :attr:`connected` follows the TCP connection (socket monitor events);
+    :attr:`handshake_error` says why a publisher refused this client (missing or wrong CURVE
+    keys), updated whenever :attr:`connected` is read.
     """
 
     def __init__(
@@ -496,9 +511,13 @@ class Subscriber:
             except Exception:
                 self._socket.close(0)
                 raise
-        self._monitor = self._socket.get_monitor_socket(
-            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
-        )
+        self._curve = curve_server_key is not None
+        #: why the security handshake with the publisher failed ("" when it did not)
+        self.handshake_error = ""
+        events = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_SUCCEEDED
+        for event in _HANDSHAKE_FAILURES:
+            events |= event
+        self._monitor = self._socket.get_monitor_socket(events)
         try:
             self._socket.connect(address)
         except zmq.ZMQError as exc:
@@ -531,6 +550,29 @@ class Subscriber:
                 self.ever_connected = True
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._connected = False
+            elif event["event"] in _HANDSHAKE_FAILURES:
+                self._connected = False
+                self.handshake_error = self._handshake_hint(event["event"], event["value"])
+                self.stats.last_error = self.handshake_error
+            elif _HANDSHAKE_SUCCEEDED and event["event"] == _HANDSHAKE_SUCCEEDED:
+                self.handshake_error = ""
+
+    def _handshake_hint(self, event: int, value: int) -> str:
+        """What a failed handshake means for the user, in words."""
+        if value == _MECHANISM_MISMATCH:
+            if self._curve:
+                return (
+                    "the publisher does not use CURVE encryption — drop --server-key/"
+                    "--client-key (a loopback publisher needs none)"
+                )
+            return (
+                "the publisher requires CURVE keys — give --server-key KEYDIR/server.key "
+                "and --client-key KEYDIR/client.key_secret (usnav keys)"
+            )
+        return (
+            "the publisher refused the security handshake — --server-key is not its key, or "
+            "this display's public key is not in its authorized/ folder"
+        )
 
     @property
     def connected(self) -> bool:

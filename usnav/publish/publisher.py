@@ -94,7 +94,13 @@ class Publisher:
                 "KEYDIR/server.key_secret (or bind tcp://127.0.0.1)",
             )
         self.send_label_image = send_label_image
-        self._context = context or zmq.Context.instance()
+        # CURVE's authenticator binds a fixed inproc address in its context: a private context
+        # per secured publisher, so two of them (or a restart before the old one is reaped)
+        # can coexist in one process
+        self._own_context = (
+            zmq.Context() if context is None and curve_secret_key is not None else None
+        )
+        self._context = context or self._own_context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SNDHWM, int(hwm))  # before bind: it applies per pipe
@@ -105,13 +111,25 @@ class Publisher:
                 self._authenticator = secure_server_socket(
                     self._socket, curve_secret_key, curve_authorized_dir
                 )
-            except Exception:
+            except Exception as exc:
                 self._socket.close(0)
+                if self._own_context is not None:
+                    self._own_context.term()
+                if isinstance(exc, zmq.ZMQError):
+                    raise InputError(
+                        address,
+                        f"cannot start CURVE authentication: {exc}",
+                        "another secured publisher shares this ZeroMQ context: give each its own",
+                    ) from exc
                 raise
         try:
             self._socket.bind(address)
         except zmq.ZMQError as exc:
             self._socket.close(0)
+            if self._authenticator is not None:
+                self._authenticator.stop()
+            if self._own_context is not None:
+                self._own_context.term()
             hint = (
                 "another usnav (or another program) is publishing there: stop it or choose "
                 "another address"
@@ -379,6 +397,8 @@ class Publisher:
                 self._socket.close(0)
                 if self._authenticator is not None:
                     self._authenticator.stop()
+                if self._own_context is not None:
+                    self._own_context.term()
 
     def __enter__(self) -> Publisher:
         return self

@@ -101,6 +101,8 @@ class ViewState:
     latency_ms: float | None = None
     gaps: int = 0
     skipped: int = 0
+    #: why the link to the publisher cannot work (e.g. refused CURVE handshake), "" if none
+    link_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ def registration_age_s(state: ViewState) -> float | None:
 def assess(state: ViewState, options: ViewerOptions) -> Verdict:
     """Decide WAITING / STALE / UNCERTAIN / LIVE for a state."""
     if state.last_message_s is None:
-        return Verdict(WAITING, f"waiting for usnav on {state.address}")
+        problem = f": {state.link_problem}" if state.link_problem else ""
+        return Verdict(WAITING, f"waiting for usnav on {state.address}{problem}")
     silent = state.now - state.last_message_s
     if not state.connected:
         return Verdict(STALE, f"connection lost ({silent:.1f} s without data)")
@@ -185,11 +188,13 @@ class ViewModel:
         gaps: int = 0,
         skipped: int = 0,
         now: float | None = None,
+        link_problem: str = "",
     ) -> ViewState:
         """Fold newly received messages (newest per topic) into the state."""
         s = self.state
         s.now = time.time() if now is None else now
         s.connected = connected
+        s.link_problem = link_problem
         s.last_message_s = last_message_s
         s.gaps, s.skipped = gaps, skipped
         frame = messages.get("frame")
