@@ -112,3 +112,35 @@ def test_bad_construction_inputs(small_case):
         RegistrationWorker(mri, np.zeros((4, 4)), truth.init_reference_to_mri)
     with pytest.raises(InputError, match="rigid"):
         RegistrationWorker(mri, cal, np.diag([2, 2, 2, 1.0]))
+
+
+def test_an_update_that_agrees_confirms_the_accepted_estimate(small_case):
+    """Scanning on over the same anatomy: updates that land on the accepted pose are rejected
+    as 'not clearly better' but confirm it, so its age restarts (a display would otherwise
+    call a correct registration stale); one that disagrees does not."""
+    from dataclasses import replace
+
+    mri, sweep, cal, truth = small_case
+    worker = RegistrationWorker(
+        mri, cal, truth.init_reference_to_mri, WorkerOptions(min_frames=20, min_new_frames=10)
+    )
+    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    first = worker.update(window)
+    assert first is not None and first.accepted, first.reason
+    accepted = worker.latest_accepted()
+    # pretend it was accepted half a minute ago
+    long_ago = accepted.t_computed - 30.0
+    worker._accepted = replace(accepted, t_computed=long_ago)
+    again = worker.update(window)  # the same frames: nothing clearly better to find
+    assert again is not None and not again.accepted
+    confirmed = worker.latest_accepted()
+    assert worker.stats.confirmed == 1 and "confirmed by image" in confirmed.reason
+    np.testing.assert_array_equal(confirmed.reference_to_mri, accepted.reference_to_mri)
+    assert confirmed.t_computed > long_ago + 20.0  # its time restarted
+    # speckle (the anatomy no longer agrees): no confirmation, the age keeps growing
+    worker._accepted = replace(confirmed, t_computed=long_ago)
+    speckle = np.random.default_rng(3).integers(1, 255, size=sweep.images.shape, dtype=np.uint8)
+    noise = [(speckle[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    worker.update(noise)
+    assert worker.stats.confirmed == 1
+    assert worker.latest_accepted().t_computed == long_ago

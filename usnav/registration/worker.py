@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,6 +71,13 @@ class WorkerOptions(BaseModel):
     """Warm-started refinements after an image-based estimate was accepted."""
     min_interval_s: float = Field(default=0.0, ge=0)
     """Minimum time between registrations (0: as fast as frames arrive)."""
+    confirm_within_mm: float = Field(default=0.75, ge=0)
+    """A rejected update whose candidate lies within this of the accepted estimate (mean over
+    the field of view) confirms it: the new frames still agree with it, so its age restarts.
+    Without this a correct registration would age into STALE while the surgeon scans."""
+    confirm_min_similarity_ratio: float = Field(default=0.8, ge=0, le=1)
+    """... provided the accepted estimate's similarity on the new frames is at least this
+    fraction of what it was when accepted (it has not collapsed: the anatomy did not move)."""
 
 
 @dataclass
@@ -81,6 +88,7 @@ class WorkerStats:
     updates: int = 0
     accepted: int = 0
     rejected: int = 0
+    confirmed: int = 0
     failed: int = 0
     last_update_s: float = float("nan")
     last_error: str = ""
@@ -290,6 +298,16 @@ class RegistrationWorker:
             if estimate.accepted:
                 self._accepted = estimate
                 self._image_accepted = True
+            elif self._confirms(result, current):
+                self._accepted = replace(
+                    current,
+                    t_computed=time.time(),
+                    reason=(
+                        f"confirmed by image: the update from {len(window)} new frames lies "
+                        f"{result.correction_mm:.2f} mm from it"
+                    ),
+                )
+                self.stats.confirmed += 1
         self.stats.updates += 1
         self.stats.accepted += int(estimate.accepted)
         self.stats.rejected += int(not estimate.accepted)
@@ -300,6 +318,19 @@ class RegistrationWorker:
             except Exception:
                 log.exception("on_estimate callback failed")
         return estimate
+
+    def _confirms(self, result, current: RegistrationEstimate) -> bool:
+        """Whether a rejected update confirms the accepted image-based estimate."""
+        if not self._image_accepted or current.source != "image":
+            return False
+        if not np.isfinite(result.correction_mm):
+            return False
+        if result.correction_mm > self.options.confirm_within_mm:
+            return False
+        if np.isfinite(current.similarity) and current.similarity > 0:
+            ratio = result.initial_similarity / current.similarity
+            return bool(ratio >= self.options.confirm_min_similarity_ratio)
+        return True
 
     def _levels_for(
         self, sweep: Sweep, reference_to_mri: np.ndarray, opts: RegistrationOptions
