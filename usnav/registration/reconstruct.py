@@ -214,40 +214,18 @@ def options_from_plus_xml(path: str | Path) -> ReconstructionOptions:
         raise ConfigError(path, f"<VolumeReconstruction>: {exc}") from exc
 
 
-def load_image_to_probe(path: str | Path, *, max_skew_deg: float = 5.0) -> np.ndarray:
-    """``ImageToProbe`` from a usnav TOML, a PLUS device-set XML or 16 numbers, accepting the
-    small axis skew real PLUS calibrations have (the SpinePhantom one is 2.7° off
-    perpendicular; :func:`usnav.config.calibration.load_calibration` allows 1°).
+def load_image_to_probe(path: str | Path) -> np.ndarray:
+    """``ImageToProbe`` from a usnav TOML, a PLUS device-set XML or 16 numbers.
+
+    Real PLUS calibrations have some axis skew (the SpinePhantom one is 2.7° off
+    perpendicular); :func:`usnav.config.calibration.load_calibration` accepts up to
+    :data:`usnav.config.calibration.MAX_AXIS_SKEW_DEG`.
 
     Raises
     ------
     ConfigError
-        No such file, no ImageToProbe, or not rigid × scale within ``max_skew_deg``.
+        No such file, no ImageToProbe, or not rigid × scale.
     """
     from usnav.config.calibration import load_calibration
-    from usnav.config.plus_xml import parse_matrix_text, read_coordinate_definitions
-    from usnav.transforms.matrices import decompose_scaled_rigid
 
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(p, "no such file")
-    if p.suffix.lower() == ".toml":
-        return load_calibration(p).image_to_probe
-    if p.suffix.lower() == ".xml":
-        defs = read_coordinate_definitions(p)
-        if "ImageToProbe" in defs:
-            matrix = defs["ImageToProbe"].matrix
-        elif "ProbeToImage" in defs:
-            matrix = np.linalg.inv(defs["ProbeToImage"].matrix)
-        else:
-            raise ConfigError(p, "no ImageToProbe transform in <CoordinateDefinitions>")
-    else:
-        try:
-            matrix = parse_matrix_text(p.read_text(encoding="utf-8"), str(p))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(p, "not a text file") from exc
-    try:
-        decompose_scaled_rigid(matrix, tol_deg=max_skew_deg)
-    except ValueError as exc:
-        raise ConfigError(p, f"ImageToProbe is not a rigid-times-scale matrix: {exc}") from exc
-    return np.asarray(matrix, dtype=np.float64)
+    return load_calibration(path).image_to_probe
