@@ -34,6 +34,10 @@ class PipelineOptions(BaseModel):
         Frames waiting to be written before the recorder counts drops (memory bound).
     registration
         Run the registration worker (False: keep the initial ReferenceToMri).
+    registration_interval_s
+        Shortest time between two registration updates, s. At a probe's 30 fps an update
+        comes every ~0.5 s anyway (every 15 new frames); at replay speed this keeps the worker
+        from taking the CPU the frame path needs (2 cores, one GIL).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -48,6 +52,7 @@ class PipelineOptions(BaseModel):
     stale_after_s: float = Field(default=1.0, gt=0, le=60)
     record_queue_frames: int = Field(default=2000, ge=10, le=1_000_000)
     registration: bool = True
+    registration_interval_s: float = Field(default=0.25, ge=0, le=60)
     margins: MarginOptions = MarginOptions()
 
     @field_validator("publish_address")

@@ -199,10 +199,15 @@ class LivePipeline:
         return dict(self.compile_seconds)
 
     def _build_worker(self) -> Any:
-        from usnav.registration.worker import RegistrationWorker
+        from usnav.registration.worker import RegistrationWorker, WorkerOptions
 
         assert self.mri is not None and self.image_to_probe is not None
-        return RegistrationWorker(self.mri, self.image_to_probe, self.initial.reference_to_mri)
+        return RegistrationWorker(
+            self.mri,
+            self.image_to_probe,
+            self.initial.reference_to_mri,
+            WorkerOptions(min_interval_s=self.options.registration_interval_s),
+        )
 
     @property
     def endpoint(self) -> str:
