@@ -67,6 +67,18 @@ def test_bad_inputs_get_one_line_and_exit_2_before_anything_starts(small_case, t
     args[args.index("--init") + 1] = str(tmp_path / "init.txt")
     result = _usnav(*args)
     assert result.returncode == 2 and "not rigid" in result.stderr
+    # the MRI given as the label map is refused (it would run with no tumor ever in view)
+    args = _run_args(small_case, good)
+    args[args.index("--label") + 1] = str(small_case / "mri.nii.gz")
+    result = _usnav(*args)
+    assert result.returncode == 2 and "mri.nii.gz" in result.stderr
+    assert "label map" in result.stderr or "tumor labels" in result.stderr
+    # a recording is never overwritten
+    existing = tmp_path / "done.igs.mha"
+    existing.write_bytes(b"an earlier recording")
+    result = _usnav(*_run_args(small_case, good), "--record", str(existing))
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert existing.read_bytes() == b"an earlier recording"
     # publishing on a network interface without CURVE keys is refused
     result = _usnav(*_run_args(small_case, good), "--publish", "tcp://0.0.0.0:5599")
     assert result.returncode == 2 and "beyond loopback needs encryption" in result.stderr

@@ -309,3 +309,40 @@ def test_registration_of_another_patients_mri_is_rejected(small_case: Path, othe
         last_message_s=time.time(),
     )
     assert newest and assess(state, ViewerOptions()).word != LIVE
+
+
+def test_recording_continues_in_a_new_file_when_the_image_size_changes(
+    small_case: Path, tmp_path: Path
+) -> None:
+    """The depth is changed on the scanner: frames of another size cannot go into the same
+    sequence file, so the recording goes on in ``<name>-2`` and nothing is lost."""
+    from usnav.pipeline.live import next_part_path
+
+    deeper = tmp_path / "deeper.igs.mha"
+    with read_sequence(small_case / "sweep.igs.mha") as seq:
+        frames = [seq.frame(i) for i in range(20)]
+    for f in frames:
+        f.image = np.vstack([f.image, f.image[-64:]])  # 64 more rows: a deeper image
+    write_sequence(deeper, frames)
+    port = free_port()
+    record = tmp_path / "case.igs.mha"
+    pipeline = _pipeline(small_case, port, record=record, registration=False)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=3.0)
+    try:
+        pipeline.start()
+        assert wait_until(lambda: pipeline.counters.received >= 60, 30)
+        server.stop()
+        server = serve_in_subprocess(deeper, port=port, rate=3.0)
+        assert wait_until(lambda: pipeline.counters.received >= 80, 30)
+        assert wait_until(lambda: pipeline.counters.recorded >= 80, 10)
+    finally:
+        pipeline.stop()
+        server.stop()
+    c = pipeline.counters
+    assert c.record_error == "" and c.record_dropped == 0
+    second = record.with_name("case-2.igs.mha")
+    assert c.record_files == [record, second]
+    assert next_part_path(record, 2).name == "case-3.igs.mha"  # the next free name
+    with read_sequence(record) as first, read_sequence(second) as other:
+        assert len(first) == 60 and first.image_size == (256, 256)
+        assert len(other) == 20 and other.image_size == (256, 320)

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         f"{s.final_mtre_mm:.2f} mm ({s.final_source}, quality {s.final_quality:.2f}); "
         f"{s.estimates} estimates, {s.accepted} accepted, {s.rejected} rejected"
     )
-    print(f"  margins         published on {s.endpoint} (connect: usnav view --connect ...)")
+    print(f"  margins         were published on {s.endpoint} while the demo ran")
     if s.snapshot:
         print(f"  snapshot        {s.snapshot} (viewer: {s.viewer_state} {s.viewer_reason})")
     elif s.viewer_state:

@@ -65,6 +65,8 @@ def status_line(s: dict) -> str:
         f"age {_num(s['registration_age_s'], '.0f')} s {reg}{latest} | {drops} | "
         f"skipped {skipped}"
     )
+    if s["state"] != "streaming" and s["last_error"]:
+        line += f" | {s['last_error']}"
     if s["record_error"]:
         line += f" | RECORDING FAILED: {s['record_error']}"
     return line
@@ -74,8 +76,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
+    from usnav.errors import InputError
     from usnav.pipeline.config import PipelineOptions
     from usnav.pipeline.run import default_log_path, open_pipeline
+
+    if args.duration is not None and args.duration <= 0:
+        raise InputError("--duration", f"must be positive, got {args.duration}")
 
     log_path = args.log or default_log_path()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 while args.duration is None or time.monotonic() - start < args.duration:
                     time.sleep(0.25)
                     live.update(status_line(pipeline.status()))
+            err.line()  # the last status line stays; the summary starts on its own line
     except KeyboardInterrupt:
         err.print("stopping…")
     finally:
@@ -149,9 +156,12 @@ def run(args: argparse.Namespace) -> int:
         f"{stopped_in:.2f} s"
     )
     if args.record:
+        files = ", ".join(str(f) for f in c.record_files) or str(args.record)
         print(
-            f"recording {args.record}: {c.recorded} frames written, {c.record_dropped} lost"
+            f"recording {files}: {c.recorded} frames written, {c.record_dropped} lost"
             + (f" — {c.record_error}" if c.record_error else "")
         )
+        if len(c.record_files) > 1:
+            print("  (the image size changed during the recording: one file per size)")
         return 1 if c.record_error else 0
     return 0

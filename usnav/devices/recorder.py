@@ -116,7 +116,7 @@ def record(
     from usnav.io.sequence import SequenceWriter
 
     path = Path(out)
-    _check_target(path)
+    check_recording_target(path)
     if port is not None and not 1 <= port <= 65535:
         raise InputError("--port", f"{port} is not a TCP port", "use 1-65535 (PLUS: 18944)")
     if connect_timeout_s is not None and connect_timeout_s <= 0:
@@ -200,7 +200,7 @@ def record(
     return result
 
 
-def _check_target(path: Path) -> None:
+def check_recording_target(path: Path) -> None:
     """Refuse, before connecting, a target that could not be written or would be replaced."""
     from usnav.io.sequence import journal_path, sequence_format
 

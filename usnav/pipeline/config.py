@@ -26,12 +26,15 @@ class PipelineOptions(BaseModel):
     slicer_port
         Re-export to 3D Slicer over OpenIGTLink on this port (0 = off).
     status_interval_s
-        How often the status topic and the status line are refreshed.
+        How often the status topic and the status line are refreshed (≤ 1 s: the protocol
+        promises displays at least 1 Hz, and they count 1.5 s of silence as a lost link).
     stale_after_s
         Margins are published with ``stale = true`` when the probe link is not streaming or
         the frame's tracking is older than this (s); the status says "no signal" meanwhile.
     record_queue_frames
         Frames waiting to be written before the recorder counts drops (memory bound).
+    record_finish_timeout_s
+        On stop, longest wait for the recording's final file to be written, s.
     registration
         Run the registration worker (False: keep the initial ReferenceToMri).
     registration_interval_s
@@ -48,9 +51,10 @@ class PipelineOptions(BaseModel):
     curve_secret_key: Path | None = None
     curve_public_key: Path | None = None
     slicer_port: int = Field(default=0, ge=0, le=65535)
-    status_interval_s: float = Field(default=0.25, gt=0, le=10)
+    status_interval_s: float = Field(default=0.25, gt=0, le=1.0)
     stale_after_s: float = Field(default=1.0, gt=0, le=60)
     record_queue_frames: int = Field(default=2000, ge=10, le=1_000_000)
+    record_finish_timeout_s: float = Field(default=300.0, gt=0)
     registration: bool = True
     registration_interval_s: float = Field(default=0.25, ge=0, le=60)
     margins: MarginOptions = MarginOptions()

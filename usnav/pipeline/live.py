@@ -53,6 +53,7 @@ class PipelineCounters:
     recorded: int = 0
     record_dropped: int = 0
     record_error: str = ""
+    record_files: list[Path] = field(default_factory=list)
     errors: int = 0
     stale_published: int = 0
     submitted_to_registration: int = 0
@@ -237,7 +238,8 @@ class LivePipeline:
         self._threads.append(t)
 
     def stop(self, timeout_s: float = 1.0) -> None:
-        """Stop everything within about ``timeout_s``; flushes the recording."""
+        """Stop everything within about ``timeout_s``, then wait for the recording to be
+        written out (its final file is assembled from the journal)."""
         if not self._started:
             return
         self._started = False
@@ -250,7 +252,16 @@ class LivePipeline:
             self.worker.stop(timeout=max(0.1, timeout_s - 0.3))
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
-            t.join(max(0.05, deadline - time.monotonic()))
+            if t.name != "usnav-recorder":
+                t.join(max(0.05, deadline - time.monotonic()))
+        for t in self._threads:
+            if t.name == "usnav-recorder":
+                t.join(self.options.record_finish_timeout_s)  # never lose what was recorded
+                if t.is_alive():
+                    self.counters.record_error = (
+                        f"the recording was still being written after "
+                        f"{self.options.record_finish_timeout_s:.0f} s"
+                    )
         if self._publisher is not None:
             self._publish_status()
             self._publisher.close()
@@ -397,41 +408,59 @@ class LivePipeline:
 
     # -- recorder ----------------------------------------------------------------------------
     def _recorder_loop(self) -> None:
+        """Write every queued frame; a change of image size (the depth was changed on the
+        scanner) continues in a new file, since a sequence file holds one frame size."""
         from usnav.io.sequence import SequenceWriter
 
         assert self._record_queue is not None and self.record_path is not None
         queue = self._record_queue
+        path = self.record_path
+        writer: SequenceWriter | None = None
+        shape: tuple[int, ...] | None = None
         try:
-            writer = SequenceWriter(self.record_path)
-        except (OSError, UsnavError) as exc:
-            self.counters.record_error = f"cannot record to {self.record_path}: {exc}"
-            log.error(self.counters.record_error)
-            self._drain_uncounted(queue)
-            return
-        with writer:
             while True:
                 frame = queue.get(timeout=0.1)
                 if frame is None:
                     if (queue.closed or self._stop.is_set()) and len(queue) == 0:
                         break
                     continue
+                size = tuple(frame.image.shape) if frame.image.size else None
+                if writer is not None and size is not None and shape is not None and size != shape:
+                    writer.close()
+                    writer = None
+                    path = next_part_path(self.record_path, len(self.counters.record_files) + 1)
+                    log.warning(
+                        "image size changed from %s to %s: the recording continues in %s",
+                        shape,
+                        size,
+                        path,
+                    )
                 try:
+                    if writer is None:
+                        writer = SequenceWriter(path)
+                        self.counters.record_files.append(path)
                     writer.append(frame)
                     self.counters.recorded += 1
+                    shape = size or shape
                 except (OSError, UsnavError) as exc:
-                    self.counters.record_error = f"recording to {self.record_path} failed: {exc}"
+                    self.counters.record_error = f"recording to {path} failed: {exc}"
                     log.error(self.counters.record_error)
-                    self.counters.record_dropped += 1 + self._drain_uncounted(queue)
+                    self.counters.record_dropped += 1
+                    self._drain_uncounted(queue)
                     return
+        finally:
+            if writer is not None:
+                try:
+                    writer.close()
+                except (OSError, UsnavError) as exc:
+                    self.counters.record_error = f"finishing {path} failed: {exc}"
+                    log.error(self.counters.record_error)
 
-    def _drain_uncounted(self, queue: RecordQueue[TrackedFrame]) -> int:
+    def _drain_uncounted(self, queue: RecordQueue[TrackedFrame]) -> None:
         """After a recording failure: keep counting what cannot be written."""
-        lost = 0
         while not (queue.closed and len(queue) == 0):
             if queue.get(timeout=0.1) is not None:
-                lost += 1
                 self.counters.record_dropped += 1
-        return lost
 
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -482,3 +511,20 @@ class LivePipeline:
                 self._publish_status()
             except Exception:  # status must never take the pipeline down
                 log.exception("status publishing failed")
+
+
+def next_part_path(path: Path, part: int) -> Path:
+    """``case.igs.mha`` → ``case-2.igs.mha`` (the next free name for part ``part``)."""
+    name = path.name
+    for suffix in (".igs.mha", ".seq.mha", ".igs.nrrd", ".seq.nrrd", ".mha", ".nrrd"):
+        if name.lower().endswith(suffix):
+            stem, ext = name[: -len(suffix)], name[-len(suffix) :]
+            break
+    else:
+        stem, ext = path.stem, path.suffix
+    n = max(2, part)
+    while True:
+        candidate = path.with_name(f"{stem}-{n}{ext}")
+        if not candidate.exists() and not candidate.with_name(candidate.name + ".journal").exists():
+            return candidate
+        n += 1

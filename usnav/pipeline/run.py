@@ -11,8 +11,9 @@ import numpy as np
 from usnav.config.calibration import load_calibration
 from usnav.devices.config import load_device_set
 from usnav.devices.probe import ProbeClient
+from usnav.devices.recorder import check_recording_target
 from usnav.errors import InputError
-from usnav.io.volume import load_volume
+from usnav.io.volume import Volume, load_volume
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.live import LivePipeline
 from usnav.transforms import is_rigid
@@ -74,16 +75,49 @@ def open_pipeline(
     else:
         log.warning("no --init: ReferenceToMri starts as identity (Reference = MRI space)")
         initial = np.eye(4)
+    check_label_map(label_volume, options.margins.solid_label, options.margins.cyst_label)
     if record is not None:
-        target = Path(record)
-        if not target.parent.exists():
-            raise InputError(target, "its folder does not exist", "create it or record elsewhere")
-        if target.exists() and target.is_dir():
-            raise InputError(target, "is a folder, expected a .igs.mha or .seq.nrrd file name")
+        check_recording_target(Path(record))
     probe = ProbeClient(device_set.probe, calibration=cal, config_path=device)
     return LivePipeline(
         probe, label_volume, cal, initial, mri=mri_volume, options=options, record_path=record
     )
+
+
+def check_label_map(label: Volume, solid: int, cyst: int | None, max_values: int = 64) -> None:
+    """Refuse a "label map" that is not one: non-integer values (an MRI given by mistake), a
+    great many distinct values, or none of the configured tumor labels.
+
+    Raises
+    ------
+    InputError
+        Naming the file and what was found.
+    """
+    data = np.asarray(label.data)
+    if data.dtype.kind == "f":
+        sample = data[:: max(1, data.shape[0] // 32)]
+        if not np.all(np.isfinite(sample)) or not np.all(np.mod(sample, 1) == 0):
+            raise InputError(
+                label.source,
+                "is not a label map (it has non-integer values — an image?)",
+                "give the tumor segmentation (solid tumor and cyst as integer labels)",
+            )
+    values = np.unique(data)
+    if len(values) > max_values:
+        raise InputError(
+            label.source,
+            f"has {len(values)} distinct values: not a label map",
+            "give the tumor segmentation (solid tumor and cyst as integer labels)",
+        )
+    wanted = {solid} | ({cyst} if cyst is not None else set())
+    present = {int(v) for v in values if v != 0}
+    if not wanted & present:
+        raise InputError(
+            label.source,
+            f"has none of the tumor labels {sorted(wanted)} (its labels: "
+            f"{sorted(present)[:10] or 'none'})",
+            "set [margins] solid_label / cyst_label in the pipeline options",
+        )
 
 
 def default_log_path() -> Path:
