@@ -29,3 +29,24 @@ def test_an_explicit_cache_dir_wins(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
     usnav._numba_cache_dir(str(tmp_path / "site-packages" / "usnav"))
     assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_a_shared_world_writable_cache_folder_is_not_used(tmp_path, monkeypatch) -> None:
+    """Numba's cache files are pickles: a folder others can write to is never trusted."""
+    package = tmp_path / "site-packages" / "usnav"
+    package.mkdir(parents=True)
+    home_cache = tmp_path / "home" / ".cache" / "usnav-numba"
+    home_cache.mkdir(parents=True)
+    home_cache.chmod(0o777)  # e.g. made by someone else, open to everyone
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    usnav._numba_cache_dir(str(package))
+    chosen = os.environ.get("NUMBA_CACHE_DIR", "")
+    assert chosen != str(home_cache)
+    assert chosen == str(tmp_path / "tmp" / f"usnav-numba-{os.getuid()}")
+    assert oct(os.stat(chosen).st_mode & 0o777) == "0o700"

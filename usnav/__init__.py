@@ -30,13 +30,18 @@ def _numba_cache_dir(package_dir: str | None = None) -> None:
     installed = any(part in ("site-packages", "dist-packages") for part in here.parts)
     if os.access(here, os.W_OK) and not installed:
         return
-    for base in (Path.home() / ".cache", Path(tempfile.gettempdir())):
-        target = base / "usnav-numba"
+    # Numba's cache files are pickles: the folder must be this user's alone (0700), never a
+    # shared one another user could plant files in.
+    candidates = [Path.home() / ".cache" / "usnav-numba"]
+    candidates.append(Path(tempfile.gettempdir()) / f"usnav-numba-{os.getuid()}")
+    for target in candidates:
         try:
-            target.mkdir(parents=True, exist_ok=True)
+            target.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = target.stat()
         except OSError:
             continue
-        if os.access(target, os.W_OK):
+        private = info.st_uid == os.getuid() and not info.st_mode & 0o022
+        if private and os.access(target, os.W_OK):
             os.environ["NUMBA_CACHE_DIR"] = str(target)
             return
 

@@ -253,6 +253,11 @@ class ProbeClient(Device):
             # Deliver what arrived before the link dropped, paired with what there is.
             self._process(time.monotonic(), force=True)
             self._last_image = -1e18
+            # A restarted server (or a replay from its start) may reuse earlier device times:
+            # poses from the old connection must never be paired with new images.
+            with self._lock:
+                for stream in self._streams.values():
+                    stream.samples.clear()
             if self._state is not DeviceState.STOPPED:
                 self._set_state(DeviceState.CONNECTING, self._client.last_error or "")
         elif state is LinkState.CONNECTED and self._state is not DeviceState.STOPPED:
