@@ -103,3 +103,35 @@ def test_overlay_clears_when_no_tumor_in_view(case_and_margins) -> None:
             client.stop()
     assert not overlay.content.array.any()
     assert overlay.metadata.get("TumorInView") in ("0", None)  # v1 clients get no metadata
+
+
+def test_stale_clears_the_overlay_and_invalidates_the_image_transform(case_and_margins) -> None:
+    case, margins = case_and_margins
+    collector = _Collector()
+    with SlicerExporter(port=0) as exporter:
+        client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
+        try:
+            assert exporter.server.wait_for_clients(1, timeout_s=10)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                m.version == 2 for m in collector.messages
+            ):
+                exporter.publish(TrackedFrame(case.image), np.eye(4), np.eye(4), margins)
+                time.sleep(0.1)
+            assert exporter.mark_stale("probe no-signal") > 0
+            assert exporter.mark_stale("probe no-signal") == 0  # once per stale period
+            text = collector.wait(lambda m: m.device_name == "usnav_status")[-1]
+            invalid = collector.wait(
+                lambda m: (
+                    m.device_name == "ImageToReference"
+                    and m.metadata.get("TransformStatus") == "INVALID"
+                )
+            )[-1]
+            blank = collector.wait(
+                lambda m: m.device_name == "Tumor_Reference" and m.metadata.get("Stale") == "1"
+            )[-1]
+        finally:
+            client.stop()
+    assert text.content.text == "STALE: probe no-signal"
+    assert invalid.metadata.get("TransformValid") == "0"
+    assert not blank.content.array.any()

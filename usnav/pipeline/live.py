@@ -509,6 +509,9 @@ class LivePipeline:
         while not self._stop.wait(self.options.status_interval_s):
             try:
                 self._publish_status()
+                state = self.probe.state
+                if self._slicer is not None and state is not DeviceState.STREAMING:
+                    self._slicer.mark_stale(f"probe {state.value}")
             except Exception:  # status must never take the pipeline down
                 log.exception("status publishing failed")
 

@@ -153,7 +153,41 @@ class SlicerExporter:
             )
         delivered = self.server.broadcast(bundle)
         self.sent += 1
+        self._last = (matrix, image.shape[:2])
+        self.stale = False
         return delivered
+
+    def mark_stale(self, reason: str) -> int:
+        """Tell Slicer the overlay is no longer live (the probe link dropped, tracking lost).
+
+        Sends ``ImageToReference`` with ``TransformStatus = INVALID`` (Slicer and SlicerIGT
+        show the transform as invalid), a blank overlay so no old tumor outline stays on
+        screen, and a STRING ``usnav_status`` with the reason. Sent once per stale period;
+        the next :meth:`publish` makes it live again.
+        """
+        last = getattr(self, "_last", None)
+        if getattr(self, "stale", False) or last is None or not self.server.clients:
+            return 0
+        from usnav.devices.igtl.codec import ImageContent, Message, StringContent, TransformContent
+
+        matrix, shape = last
+        stamp = time.time()
+        invalid = {"TransformStatus": "INVALID", "TransformValid": "0"}
+        bundle = [
+            Message(
+                "IMAGE",
+                self.overlay_device,
+                ImageContent.from_array(np.zeros(shape, np.uint8), matrix),
+                stamp,
+                {"TumorInView": "0", "Stale": "1"},
+            ),
+            Message(
+                "TRANSFORM", self.image_to_reference_name, TransformContent(matrix), stamp, invalid
+            ),
+            Message("STRING", "usnav_status", StringContent(f"STALE: {reason}"), stamp, {}),
+        ]
+        self.stale = True
+        return self.server.broadcast(bundle)
 
     def close(self) -> None:
         """Disconnect every client and stop listening."""
