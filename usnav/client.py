@@ -439,6 +439,19 @@ class ClientStats:
         return sum(self.skipped.values())
 
 
+def _endpoint_problem(address: str) -> str:
+    """Why a TCP endpoint cannot work ("" if it may): ZeroMQ accepts some of these and then
+    waits forever."""
+    if not address.startswith("tcp://"):
+        return ""
+    host, _, port = address[len("tcp://") :].rpartition(":")
+    if not host:
+        return "no host:port in the address"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"port {port!r} is not a TCP port (1-65535)"
+    return ""
+
+
 class Subscriber:
     """Subscribes to a usnav publisher.
 
@@ -518,6 +531,12 @@ class Subscriber:
         for event in _HANDSHAKE_FAILURES:
             events |= event
         self._monitor = self._socket.get_monitor_socket(events)
+        problem = _endpoint_problem(address)
+        if problem:
+            self.close()
+            from usnav.errors import InputError
+
+            raise InputError(address, problem, "use an endpoint like tcp://127.0.0.1:5556")
         try:
             self._socket.connect(address)
         except zmq.ZMQError as exc:

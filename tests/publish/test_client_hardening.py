@@ -113,3 +113,13 @@ def test_bad_endpoint_is_an_input_error() -> None:
 def test_half_a_curve_key_pair_is_an_input_error(tmp_path) -> None:
     with pytest.raises(InputError, match="--client-key"):
         Subscriber("tcp://127.0.0.1:5556", curve_server_key=tmp_path / "server.key")
+
+
+def test_a_port_that_cannot_exist_is_refused_at_once() -> None:
+    from usnav.client import Subscriber
+    from usnav.errors import InputError
+
+    with pytest.raises(InputError, match="not a TCP port"):
+        Subscriber("tcp://127.0.0.1:99999")
+    with pytest.raises(InputError, match="no host:port"):
+        Subscriber("tcp://5556")

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         server = PlaybackServer.from_config(device_set.playback, args.config, **overrides)
     else:
         if not args.recording:
-            raise InputError("usnav replay", "no recording given", "usnav replay FILE.igs.mha")
+            raise InputError("RECORDING", "no recording given", "usnav replay FILE.igs.mha")
         if "host" in overrides and "allow" not in overrides:
             overrides["allow"] = []
         server = PlaybackServer(**overrides)

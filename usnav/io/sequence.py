@@ -214,7 +214,7 @@ class Sequence:
                 self._fail(
                     f"the header has fields for frame {highest} but its size line "
                     f"declares {n} frames (DimSize/sizes does not match the frames)",
-                    "fix the last number of DimSize/sizes, or open with tolerant=True",
+                    "fix the last number of DimSize/sizes, or use the tolerant reader (--tolerant)",
                 )
             elif len(found) < n:
                 missing = next(i for i in range(n) if i not in found)
@@ -222,7 +222,7 @@ class Sequence:
                     f"the size line declares {n} frames but the header describes "
                     f"{len(found)} (no fields for frame {missing}): DimSize/sizes does not "
                     "match the frames",
-                    "fix the last number of DimSize/sizes, or open with tolerant=True",
+                    "fix the last number of DimSize/sizes, or use the tolerant reader (--tolerant)",
                 )
         return [found.get(i, {}) for i in range(n)]
 
@@ -249,13 +249,13 @@ class Sequence:
                     f"pixel data is shorter than the size line says (truncated file or wrong "
                     f"DimSize/sizes): {n} frames of {frame_bytes} bytes need {expected} "
                     f"bytes, the file holds {available} ({complete} complete frames)",
-                    "open with tolerant=True (usnav info --tolerant) to recover them",
+                    "recover them with the tolerant reader (usnav info/convert --tolerant)",
                 )
             elif available > expected:
                 self._fail(
                     f"DimSize does not match the data: {n} frames of {frame_bytes} bytes "
                     f"= {expected} bytes, but the file holds {available} bytes of pixels",
-                    "fix DimSize/sizes or open with tolerant=True",
+                    "fix DimSize/sizes or use the tolerant reader (--tolerant)",
                 )
             self._pixels = RawPixels(
                 layout.data_path, layout.data_offset, complete, self.frame_shape, self.dtype
@@ -270,7 +270,7 @@ class Sequence:
             self._fail(
                 f"compressed pixel data is truncated: CompressedDataSize = {length} bytes, "
                 f"the file holds {available}",
-                "open with tolerant=True (usnav info --tolerant) to recover the frames",
+                "recover the frames with the tolerant reader (usnav info/convert --tolerant)",
             )
         with open(layout.data_path, "rb") as f:
             f.seek(layout.data_offset)
@@ -297,7 +297,7 @@ class Sequence:
             self._fail(
                 f"the gzip stream holds {isize} bytes (mod 2^32) but sizes declare "
                 f"{n} frames = {expected} bytes: the file is truncated or its sizes are wrong",
-                "open with tolerant=True to recover the readable frames",
+                "recover the readable frames with the tolerant reader (--tolerant)",
             )
         self._pixels = InflatePixels(
             layout.data_path, layout.data_offset, length, n, self.frame_shape, self.dtype, wbits
@@ -428,7 +428,7 @@ class Sequence:
                     continue
                 except ValueError:
                     problem = f"frame {i}: {name}Transform is not 16 numbers: {text[:80]!r}"
-            self._fail(problem, "fix or remove that line, or open with tolerant=True")
+            self._fail(problem, "fix or remove that line, or use the tolerant reader (--tolerant)")
             out.append(None)
         return out
 
@@ -473,7 +473,7 @@ class Sequence:
             raise InputError(
                 self.path,
                 exc.problem,
-                "open with tolerant=True (usnav info --tolerant) to recover the readable frames",
+                "recover the readable frames with the tolerant reader (usnav info/convert --tolerant)",
             ) from None
 
     def fields(self, index: int) -> dict[str, str]:
@@ -582,8 +582,8 @@ class Sequence:
                 raise InputError(
                     self.path,
                     problem,
-                    "open with tolerant=True (usnav info --tolerant) to recover "
-                    "the readable frames",
+                    "recover the readable frames with the tolerant reader "
+                    "(usnav info/convert --tolerant)",
                 )
 
     def close(self) -> None:
