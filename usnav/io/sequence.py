@@ -473,7 +473,8 @@ class Sequence:
             raise InputError(
                 self.path,
                 exc.problem,
-                "recover the readable frames with the tolerant reader (usnav info/convert --tolerant)",
+                "recover the readable frames with the tolerant reader "
+                "(usnav info/convert --tolerant)",
             ) from None
 
     def fields(self, index: int) -> dict[str, str]:
