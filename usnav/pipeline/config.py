@@ -21,8 +21,9 @@ class PipelineOptions(BaseModel):
     publish_hwm
         ZeroMQ send high-water mark per subscriber (a slow viewer loses messages, never slows
         the pipeline).
-    curve_secret_key, curve_public_key
-        Key files from ``usnav keys``: required to publish beyond loopback (ZeroMQ CURVE).
+    curve_secret_key
+        The publisher's ``server.key_secret`` from ``usnav keys``: required to publish beyond
+        loopback (ZeroMQ CURVE; authorised clients in ``authorized/`` beside it).
     slicer_port
         Re-export to 3D Slicer over OpenIGTLink on this port (0 = off).
     status_interval_s
@@ -49,7 +50,6 @@ class PipelineOptions(BaseModel):
     publish_frames: bool = True
     publish_hwm: int = Field(default=20, ge=1, le=10_000)
     curve_secret_key: Path | None = None
-    curve_public_key: Path | None = None
     slicer_port: int = Field(default=0, ge=0, le=65535)
     status_interval_s: float = Field(default=0.25, gt=0, le=1.0)
     stale_after_s: float = Field(default=1.0, gt=0, le=60)
