@@ -89,6 +89,38 @@ def test_a_wrong_sweep_is_rejected_and_the_initial_kept(small_case, small_case_d
     assert result.estimate().accepted is False
 
 
+@pytest.mark.parametrize("probe_mm", [6.0, 0.0])
+def test_a_pose_shifted_along_the_sweep_is_rejected_as_ambiguous(small_case, probe_mm):
+    """The benchmark's accepted failure, reproduced: a pose 6 mm from the optimum along the
+    frame normal (where a transverse sweep of the cord sees least) still gains a lot over a
+    current estimate 10 mm off sideways, so the gain, t, chance and uncertainty tests pass it.
+    The ambiguity probe finds the better pose 6 mm away and rejects it; the optimum itself
+    stays accepted. Without the probe (0 mm) the wrong pose is accepted: the test of the rule."""
+    mri, sweep, _, truth = small_case
+    problem = SweepRegistration(
+        mri, sweep, truth.reference_to_mri, RegistrationOptions(ambiguity_offset_mm=probe_mm)
+    )
+    optimum = problem.run(truth.reference_to_mri, warm=True).candidate
+    rotation = optimum[:3, :3]
+    elevation = rotation @ problem.elevation_direction
+    sideways = rotation @ np.cross(problem.elevation_direction, problem.beam_direction)
+    wrong, current = optimum.copy(), optimum.copy()
+    wrong[:3, 3] += 6.0 * elevation
+    current[:3, 3] += 10.0 * sideways
+    assert truth.mtre(optimum) < 1.5 and truth.mtre(wrong) > 4.0
+
+    judged_optimum = problem.judge(optimum, current)
+    assert judged_optimum.accepted, judged_optimum.reason
+    judged_wrong = problem.judge(wrong, current)
+    if probe_mm == 0:
+        assert judged_wrong.accepted, judged_wrong.reason  # what the probe is there for
+    else:
+        assert not judged_wrong.accepted
+        assert "ambiguous" in judged_wrong.reason, judged_wrong.reason
+        np.testing.assert_array_equal(judged_wrong.reference_to_mri, current)
+        assert judged_wrong.estimate().accepted is False
+
+
 def test_ncc_gradient_metric_runs_and_improves(small_case):
     mri, sweep, _, truth = small_case
     result = register_sweep(

@@ -110,6 +110,23 @@ class RegistrationOptions(BaseModel):
     """A correction must be this many times its uncertainty to count as clearly better."""
     max_correction_mm: float = Field(default=25.0, gt=0)
     max_correction_deg: float = Field(default=25.0, gt=0)
+    ambiguity_offset_mm: float = Field(default=6.0, ge=0)
+    """Ambiguity probe: the candidate shifted by ± this along the sweep's mean elevation
+    direction (the frame normal: the direction a freehand sweep constrains least, along the
+    spine on a transverse sweep, where the cord is a tube) is refined at the finest level. A
+    candidate whose similarity does not exceed that of every pose so found farther than
+    ``ambiguity_distinct_mm`` by ``ambiguity_min_gain`` is rejected as ambiguous. 0: no probe."""
+    ambiguity_min_gain: float = Field(default=0.003, ge=0)
+    """Smallest similarity margin of the candidate over a distinct alternative (the same
+    "clearly better" margin as ``min_similarity_gain``). No paired t here: a shift along the
+    sweep changes only the frames over distinctive anatomy, so per-frame gains are few and
+    large and t understates real differences (tuning seeds: correct candidates led their
+    alternatives by ≥ 0.012 with t as low as 2.3)."""
+    ambiguity_evaluations: int = Field(default=30, ge=5)
+    """Budget of each ambiguity probe's refinement."""
+    ambiguity_distinct_mm: float = Field(default=2.0, ge=0)
+    """An alternative closer than this (mean over the field of view) belongs to the
+    candidate's own optimum (2 mm: the accuracy that matters)."""
 
     def level(self, key: str, index: int):
         values = getattr(self, key)
@@ -347,6 +364,11 @@ class SweepRegistration:
         )
         #: mean ultrasound beam direction (image +y), Reference frame, unit
         self.beam_direction = beam / max(np.linalg.norm(beam), 1e-12)
+        normals = np.cross(sweep.image_to_reference[:, :3, 0], sweep.image_to_reference[:, :3, 1])
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        normal = (normals * np.sign(normals @ normals[len(normals) // 2])[:, None]).mean(axis=0)
+        #: mean frame normal (elevation, image x × y), Reference frame, unit
+        self.elevation_direction = normal / max(np.linalg.norm(normal), 1e-12)
 
     def _prepare(self, i: int, frames: FrameLevel | None = None) -> PreparedLevel:
         opts = self.options
@@ -519,6 +541,27 @@ class SweepRegistration:
             progress("done", 1.0)
         return result
 
+    def judge(
+        self, candidate: np.ndarray, current: np.ndarray, *, evaluations: int = 0
+    ) -> RegistrationResult:
+        """The do-no-harm verdict on ``candidate`` (any ``ReferenceToMri``, e.g. proposed by
+        another method) against ``current``, as :meth:`run` gives it on its own candidate.
+
+        Parameters
+        ----------
+        candidate, current
+            4×4 rigid ``ReferenceToMri`` (Reference mm → MRI mm).
+        """
+        candidate = np.asarray(candidate, dtype=np.float64)
+        current = np.asarray(current, dtype=np.float64)
+        centre = _apply(current, self.points_reference).mean(axis=0)
+        step = candidate @ np.linalg.inv(current)
+        params = np.r_[
+            step[:3, :3] @ centre + step[:3, 3] - centre,
+            Rotation.from_matrix(step[:3, :3]).as_rotvec(degrees=True),
+        ]
+        return self._verdict(candidate, current, current, params, centre, evaluations, [])
+
     def _grid_cost(
         self, level: PreparedLevel, centre: np.ndarray, initial: np.ndarray, finest: bool
     ) -> Callable[[np.ndarray], float]:
@@ -644,6 +687,13 @@ class SweepRegistration:
                 reasons.append(
                     f"correction {corr:.2f} mm within its uncertainty ({uncertainty:.2f} mm)"
                 )
+        if not reasons and opts.ambiguity_offset_mm > 0:
+            # last (it costs most): is there another pose, a few mm along the direction the
+            # sweep constrains least, that the image likes as much as the candidate?
+            ambiguity, n = self._ambiguity(candidate, new_sim, new_scores, pts)
+            evaluations += n
+            if ambiguity:
+                reasons.append(ambiguity)
         accepted = not reasons
         reason = (
             f"accepted: similarity {cur_sim:.4f} → {new_sim:.4f} (t = {t_stat:.1f}), "
@@ -666,6 +716,46 @@ class SweepRegistration:
             metric=opts.metric,
             levels=notes,
         )
+
+    def _ambiguity(
+        self, candidate: np.ndarray, similarity: float, scores: np.ndarray, pts: np.ndarray
+    ) -> tuple[str, int]:
+        """Refine from the candidate shifted ± ``ambiguity_offset_mm`` along the elevation
+        direction (finest level) and compare each distinct optimum so found with the candidate
+        (same frames). Returns (reason to reject or "", evaluations)."""
+        opts = self.options
+        level = self.level(-1)
+        sim = level.similarity
+        s = level.frames.spacing_mm
+        centre_c = _apply(candidate, self.points_reference).mean(axis=0)
+        direction = candidate[:3, :3] @ self.elevation_direction
+        total = 0
+
+        def cost(p: np.ndarray) -> float:
+            return -sim(correction(p, centre_c) @ candidate)
+
+        for sign in (-1.0, 1.0):
+            x0 = np.r_[sign * opts.ambiguity_offset_mm * direction, 0.0, 0.0, 0.0]
+            x, _, k = _optimise(
+                cost, x0, np.r_[[0.6 * s] * 3, [0.6 * s] * 3], opts.ambiguity_evaluations, 0.05 * s
+            )
+            total += k
+            other = correction(x, centre_c) @ candidate
+            distance = mean_displacement(other, candidate, pts)
+            if not distance > opts.ambiguity_distinct_mm:
+                continue
+            other_sim, other_scores = sim.evaluate(other)
+            total += 1
+            _, t_stat = _paired_gain(scores, other_scores)
+            gain = similarity - other_sim
+            if not gain >= opts.ambiguity_min_gain:
+                return (
+                    f"ambiguous: a pose {distance:.1f} mm away along the sweep scores "
+                    f"{other_sim:.4f} against {similarity:.4f} (gain {gain:+.4f}, "
+                    f"t = {t_stat:.1f})",
+                    total,
+                )
+        return "", total
 
     def _split_uncertainty(
         self, candidate: np.ndarray, centre: np.ndarray, pts: np.ndarray
@@ -698,6 +788,18 @@ class SweepRegistration:
             estimates.append(correction(x, centre) @ candidate)
         spread = 0.5 * mean_displacement(estimates[0], estimates[1], pts)
         return float(np.hypot(spread, self.options.uncertainty_floor_mm)), total
+
+
+def _paired_gain(new_scores: np.ndarray, old_scores: np.ndarray) -> tuple[float, float]:
+    """Mean per-frame gain of ``new`` over ``old`` and its paired t statistic (frames where
+    both are finite)."""
+    both = np.isfinite(new_scores) & np.isfinite(old_scores)
+    gain = new_scores[both] - old_scores[both]
+    if gain.size == 0:
+        return float("nan"), 0.0
+    if gain.size > 2 and gain.std() > 0:
+        return float(gain.mean()), float(gain.mean() / (gain.std(ddof=1) / np.sqrt(gain.size)))
+    return float(gain.mean()), (np.inf if gain.mean() > 0 else 0.0)
 
 
 def _subset_level(frames: FrameLevel, idx: np.ndarray) -> FrameLevel:
