@@ -135,7 +135,7 @@ class HandMotion:
         base = np.eye(3) if self.marked_right else np.diag([-1.0, 1.0, -1.0])
         follow = Rotation.from_euler("x", -np.arctan(slope)[:, None])
         hand = Rotation.from_euler("yxz", tilt[:, [1, 0, 2]], degrees=True)
-        rot = follow * Rotation.from_matrix(np.broadcast_to(base, (len(t), 3, 3))) * hand
+        rot = follow * Rotation.from_matrix(np.tile(base, (len(t), 1, 1))) * hand
         out = np.tile(np.eye(4), (len(t), 1, 1))
         out[:, :3, :3] = rot.as_matrix()
         out[:, :3, 3] = pos
