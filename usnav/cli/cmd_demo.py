@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  registration    mTRE {s.initial_mtre_mm:.2f} mm (navigation) → "
         f"{s.final_mtre_mm:.2f} mm ({s.final_source}, quality {s.final_quality:.2f}); "
-        f"{s.estimates} estimates, {s.accepted} accepted, {s.rejected} rejected"
+        f"{s.estimates} estimates, {s.accepted} accepted, {s.rejected} rejected "
+        f"({s.confirmed} of those confirmed the accepted one)"
     )
     print(f"  margins         were published on {s.endpoint} while the demo ran")
     if s.snapshot:

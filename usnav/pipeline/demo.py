@@ -49,6 +49,7 @@ class DemoSummary:
     estimates: int = 0
     accepted: int = 0
     rejected: int = 0
+    confirmed: int = 0
     final_source: str = ""
     final_quality: float = float("nan")
     snapshot: Path | None = None
@@ -188,6 +189,7 @@ def run_demo(
     if pipeline.worker is not None:
         st = pipeline.worker.stats
         summary.estimates, summary.accepted, summary.rejected = st.updates, st.accepted, st.rejected
+        summary.confirmed = st.confirmed
     summary.frames_received = pipeline.counters.received
     summary.frames_published = pipeline.counters.published
     summary.fps_in = summary.frames_received / summary.seconds if summary.seconds else 0.0
