@@ -555,60 +555,56 @@ def box_sum_3d_inplace(chan, half, line):  # pragma: no cover - compiled
     borders), in place, one axis at a time. ``line`` is (max(I, J, K), C) float64 scratch."""
     ni, nj, nk, nc = chan.shape
     acc = np.zeros(nc)
+    sums = np.empty_like(line)
     # along k
     for i in range(ni):
         for j in range(nj):
             for k in range(nk):
                 for q in range(nc):
                     line[k, q] = chan[i, j, k, q]
-            for q in range(nc):
-                acc[q] = 0.0
-            for k in range(min(half, nk)):
-                for q in range(nc):
-                    acc[q] += line[k, q]
+            _box_line(line, nk, half, acc, sums)
             for k in range(nk):
                 for q in range(nc):
-                    if k + half < nk:
-                        acc[q] += line[k + half, q]
-                    if k - half - 1 >= 0:
-                        acc[q] -= line[k - half - 1, q]
-                    chan[i, j, k, q] = acc[q]
+                    chan[i, j, k, q] = sums[k, q]
     # along j
     for i in range(ni):
         for k in range(nk):
             for j in range(nj):
                 for q in range(nc):
                     line[j, q] = chan[i, j, k, q]
-            for q in range(nc):
-                acc[q] = 0.0
-            for j in range(min(half, nj)):
-                for q in range(nc):
-                    acc[q] += line[j, q]
+            _box_line(line, nj, half, acc, sums)
             for j in range(nj):
                 for q in range(nc):
-                    if j + half < nj:
-                        acc[q] += line[j + half, q]
-                    if j - half - 1 >= 0:
-                        acc[q] -= line[j - half - 1, q]
-                    chan[i, j, k, q] = acc[q]
+                    chan[i, j, k, q] = sums[j, q]
     # along i
     for j in range(nj):
         for k in range(nk):
             for i in range(ni):
                 for q in range(nc):
                     line[i, q] = chan[i, j, k, q]
-            for q in range(nc):
-                acc[q] = 0.0
-            for i in range(min(half, ni)):
-                for q in range(nc):
-                    acc[q] += line[i, q]
+            _box_line(line, ni, half, acc, sums)
             for i in range(ni):
                 for q in range(nc):
-                    if i + half < ni:
-                        acc[q] += line[i + half, q]
-                    if i - half - 1 >= 0:
-                        acc[q] -= line[i - half - 1, q]
-                    chan[i, j, k, q] = acc[q]
+                    chan[i, j, k, q] = sums[i, q]
+
+
+@njit(**_OPTS)
+def _box_line(line, n, half, acc, out):  # pragma: no cover - compiled
+    """Running box sums of half-width ``half`` over ``line[:n]`` (zero outside) into
+    ``out[:n]``; ``acc`` is (C,) scratch."""
+    nc = line.shape[1]
+    for q in range(nc):
+        acc[q] = 0.0
+    for t in range(min(half, n)):
+        for q in range(nc):
+            acc[q] += line[t, q]
+    for t in range(n):
+        for q in range(nc):
+            if t + half < n:
+                acc[q] += line[t + half, q]
+            if t - half - 1 >= 0:
+                acc[q] -= line[t - half - 1, q]
+            out[t, q] = acc[q]
 
 
 @njit(**_OPTS)
