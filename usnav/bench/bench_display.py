@@ -126,9 +126,9 @@ def _late_join(endpoint: str, publisher_state: Callable[[], str]) -> tuple[float
             state = model.update(
                 latest, connected=sub.connected, last_message_s=sub.last_message_time
             )
-            if state.registration is not None and state.status_message is not None:
-                if assess(state, ViewerOptions()).word == publisher_state():
-                    return time.monotonic() - t0, first_margin
+            informed = state.registration is not None and state.status_message is not None
+            if informed and assess(state, ViewerOptions()).word == publisher_state():
+                return time.monotonic() - t0, first_margin
     return float("inf"), first_margin
 
 
