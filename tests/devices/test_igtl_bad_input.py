@@ -15,9 +15,9 @@ import pytest
 from igtl_helpers import raw_message, recv_message, wait_until
 
 from usnav.devices.config import ProbeConfig
-from usnav.devices.igtl import IgtlClient, IgtlServer, ImageContent, Message, crc64, encode
-from usnav.devices.igtl.codec import TransformContent
 from usnav.devices.probe import ProbeClient
+from usnav.igtl import IgtlClient, IgtlServer, ImageContent, Message, crc64, encode
+from usnav.igtl.codec import TransformContent
 
 TRANSFORM_BODY = struct.pack(">12f", 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2, 3)
 
@@ -125,7 +125,7 @@ def test_bad_message_is_dropped_or_closes_cleanly_and_is_counted(
     served, caplog, label, data, reason, survives
 ):
     srv, got = served
-    caplog.set_level(logging.WARNING, logger="usnav.devices.igtl")
+    caplog.set_level(logging.WARNING, logger="usnav.igtl")
     tracemalloc.start()
     try:
         with socket.create_connection(("127.0.0.1", srv.port)) as bad:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from igtl_helpers import crc64_bitwise
 
-from usnav.devices.igtl.codec import (
+from usnav.igtl.codec import (
     ImageContent,
     Message,
     Point,

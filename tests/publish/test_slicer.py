@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from usnav.devices.igtl.transport import IgtlClient
 from usnav.frames import TrackedFrame
+from usnav.igtl import IgtlClient
 from usnav.margins import MarginEstimator
 from usnav.margins.phantom import make_phantom
 from usnav.publish.slicer import SlicerExporter

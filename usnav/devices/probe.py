@@ -38,10 +38,10 @@ import numpy as np
 from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import ProbeConfig, load_probe_config, resolve_path
-from usnav.devices.igtl.codec import ImageContent, Message, TransformContent
-from usnav.devices.igtl.transport import IgtlClient, LinkState, LinkStats
 from usnav.errors import ExtrapolationError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
+from usnav.igtl import IgtlClient, LinkState, LinkStats
+from usnav.igtl.codec import ImageContent, Message, TransformContent
 from usnav.transforms.matrices import is_rigid
 from usnav.transforms.series import PoseSeries
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from usnav.devices.igtl._kernels import TABLES, crc64_update
+from usnav.igtl._kernels import TABLES, crc64_update
 
 HEADER_SIZE = 58
 EXT_HEADER_SIZE = 12
