@@ -51,6 +51,8 @@ DEFAULT_PORT = 18944
 #: Default largest accepted message body: a 2048×2048×4-channel float32 frame fits.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _POLL_S = 0.2
+#: Slowest accepted delivery of a message once started, bytes/s (on top of the body timeout).
+MIN_RATE_BYTES_S = 64 * 1024
 
 
 @dataclass
@@ -130,7 +132,8 @@ class Connection:
     send_timeout_s
         A peer that takes no bytes for this long is disconnected.
     body_timeout_s
-        A body that makes no progress for this long closes the connection.
+        A message that makes no progress for this long, or takes longer than this plus its
+        size at :data:`MIN_RATE_BYTES_S` once started, closes the connection.
     verify_crc
         Check the CRC of every body (on by default; off only for measurements).
     """
@@ -302,10 +305,18 @@ class Connection:
 
     # -- receiving -------------------------------------------------------------------------
     def _recv_exact(self, buffer: bytearray | memoryview, timeout_s: float | None) -> int:
-        """Fill ``buffer``; returns bytes read (< len on EOF). Raises _Closed / _Stalled."""
+        """Fill ``buffer``; returns bytes read (< len on EOF). Raises _Closed / _Stalled.
+
+        Once the first byte is in, the whole buffer must arrive within ``timeout_s`` plus its
+        size at :data:`MIN_RATE_BYTES_S` (a trickle of a byte a second, slowloris, would
+        otherwise hold the connection and its threads forever), and never pause longer than
+        ``timeout_s``.
+        """
         view = memoryview(buffer)
         got = 0
         last_progress = time.monotonic()
+        budget_s = None if timeout_s is None else timeout_s + len(view) / MIN_RATE_BYTES_S
+        started = 0.0
         while got < len(view):
             if self._closed.is_set():
                 raise _Closed
@@ -317,8 +328,12 @@ class Connection:
                 continue
             if n == 0:
                 return got
+            if not got:
+                started = time.monotonic()
             got += n
             last_progress = self.last_receive = time.monotonic()
+            if budget_s is not None and got < len(view) and last_progress - started > budget_s:
+                raise _Stalled(got)
         return got
 
     def _read_loop(self) -> None:
@@ -372,7 +387,8 @@ class Connection:
         except _Stalled as exc:
             self._count_in(
                 "stalled message",
-                f"no data for {self.body_timeout_s:.1f} s after {exc.args[0]} bytes",
+                f"no data for {self.body_timeout_s:.1f} s, or too slow to finish, after "
+                f"{exc.args[0]} bytes",
             )
             self.close("peer stalled mid-message")
         except OSError as exc:

@@ -88,8 +88,9 @@ class IgtlServer:
     on_message
         Called with ``(peer, message)`` for every message a client sends (after the built-in
         replies to GET_STATUS / GET_<type>).
-    send_queue_messages, send_queue_bytes, send_timeout_s, max_message_bytes
-        See :class:`Connection`.
+    send_queue_messages, send_queue_bytes, send_timeout_s, body_timeout_s, max_message_bytes
+        See :class:`Connection` (a peer trickling a message, slowloris, is closed after
+        ``body_timeout_s``).
 
     Raises
     ------
@@ -110,6 +111,7 @@ class IgtlServer:
         send_queue_messages: int = 256,
         send_queue_bytes: int = 256 * 1024 * 1024,
         send_timeout_s: float = 5.0,
+        body_timeout_s: float = 5.0,
         max_message_bytes: int = 1024 * 1024,
         name: str = "OpenIGTLink server",
     ):
@@ -133,6 +135,7 @@ class IgtlServer:
             )
         self.host = host
         self.port = port
+        self.body_timeout_s = body_timeout_s
         self.max_clients = max_clients
         self.keepalive_s = keepalive_s
         self.on_message = on_message
@@ -299,6 +302,7 @@ class IgtlServer:
                 send_queue_messages=self.send_queue_messages,
                 send_queue_bytes=self.send_queue_bytes,
                 send_timeout_s=self.send_timeout_s,
+                body_timeout_s=self.body_timeout_s,
             )
             with self._lock:
                 self._clients[peer] = conn
