@@ -14,8 +14,8 @@ from usnav.errors import InputError
 from usnav.frames import TrackedFrame
 from usnav.margins import MarginEstimator
 from usnav.margins.phantom import make_phantom
+from usnav.protocol import wire as p
 from usnav.publish import Publisher
-from usnav.publish import protocol as p
 from usnav.registration.estimate import RegistrationEstimate
 
 

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usnav.publish.curve import generate_keys
+    from usnav.protocol.curve import generate_keys
 
     keys = generate_keys(args.out, client_name=args.client)
     print(f"publisher secret key: {keys.server_secret} (keep it on this workstation)")
