@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reconstruct",
         help="reconstruct a tracked sweep into a volume (PLUS-compatible grid and compounding)",
         description="Pastes every tracked frame into a Reference-frame volume: PLUS's output "
-        "grid, nearest-neighbour or linear pasting, MEAN compounding, STICK hole filling. "
+        "grid, nearest-neighbour or linear pasting, MEAN or MAXIMUM compounding (LINEAR with "
+        "MAXIMUM is voxel-equal to PLUS's), STICK hole filling. The volume is written in PLUS's "
+        "orientation (a .mha as PLUS writes it), to compare side by side with PLUS's. "
         "Options come from a PLUS <VolumeReconstruction> element (--config, or CAL itself when "
         "it is a PLUS XML), then the flags below.",
     )
@@ -27,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         required=True,
-        metavar="VOL.nii.gz",
-        help="output volume (.nii, .nii.gz or .nrrd)",
+        metavar="VOL",
+        help="output volume (.mha, .nii, .nii.gz or .nrrd)",
     )
     p.add_argument(
         "--spacing",

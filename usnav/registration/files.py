@@ -16,7 +16,7 @@ import numpy as np
 from usnav.config.calibration import load_calibration
 from usnav.config.plus_xml import parse_matrix_text
 from usnav.errors import ConfigError, InputError
-from usnav.io.volume import load_volume, save_volume
+from usnav.io.volume import load_volume
 from usnav.registration.points import read_points, read_tag_file, register_points
 from usnav.registration.reconstruct import (
     Reconstruction,
@@ -24,6 +24,7 @@ from usnav.registration.reconstruct import (
     load_image_to_probe,
     options_from_plus_xml,
     reconstruct_volume,
+    save_reconstruction,
 )
 from usnav.registration.rigid import RegistrationOptions, RegistrationResult, register_sweep
 from usnav.registration.sweep import load_sweep
@@ -201,7 +202,7 @@ def reconstruct_recording(
     result = reconstruct_volume(sweep, opts)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    save_volume(result.volume, out_path)
+    save_reconstruction(result.volume, out_path)
     return result
 
 
