@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         required=True,
         metavar="CAL",
-        help="ImageToProbe: usnav .toml, PLUS device-set XML or 16 numbers",
+        help="ImageToProbe: usnav .toml, PLUS device-set XML or a text file of 16 numbers "
+        "(row-major)",
     )
     p.add_argument(
         "--out",
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="VOL",
         help="output volume (.mha, .nii, .nii.gz or .nrrd)",
     )
+    p.add_argument("--force", action="store_true", help="replace an existing output volume")
     p.add_argument(
         "--spacing",
         type=float,
@@ -54,8 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.io.outputs import check_output
     from usnav.registration.files import reconstruct_recording
 
+    check_output(args.out, force=args.force)
     rec = reconstruct_recording(
         args.recording,
         args.calibration,
