@@ -1,6 +1,6 @@
 """OpenIGTLink over TCP: a connection, a reconnecting client and a multi-client server.
 
-Design (against pyigtl's measured faults, ``shared/ARCHITECTURE.md``):
+Design (against pyigtl's measured faults, ``docs/architecture.md``):
 
 - every received message is delivered, in order, to a callback (nothing is "latest only");
 - each connection has a reader thread and a writer thread; sends go through a bounded queue
