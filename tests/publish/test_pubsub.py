@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import zmq
+from waiting import wait_until
 
 from usnav.client import FrameMessage, MarginMessage, RegistrationMessage, StatusMessage, Subscriber
 from usnav.errors import InputError
@@ -288,8 +289,5 @@ def test_subscriber_connection_state_follows_the_publisher() -> None:
     _join(publisher, subscriber)
     assert subscriber.connected
     publisher.close()
-    deadline = time.monotonic() + 5
-    while subscriber.connected and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not subscriber.connected
+    assert wait_until(lambda: not subscriber.connected, 5)
     subscriber.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -394,13 +394,14 @@ def decode_margin(raw: RawMessage, header: Header, where: str, peer: str) -> Mar
         n = int(entry["n"])
         arrays = {}
         for name, (_, trailing) in _CONTOUR_BUFFERS.items():
-            shape = (n, *trailing)
+            expected = (n, *trailing)
             array = raw.arrays.get(f"c{k}.{name}")
             if array is None:
                 raise HeaderError(peer, f"{where}: contour {k} has no buffer {name!r}")
-            if array.shape != shape:
+            if array.shape != expected:
                 raise BufferSizeError(
-                    peer, f"{where}: contour {k} {name} has shape {array.shape}, expected {shape}"
+                    peer,
+                    f"{where}: contour {k} {name} has shape {array.shape}, expected {expected}",
                 )
             arrays[name] = array
         arrays["faces_tissue"] = arrays["faces_tissue"].astype(bool)
@@ -608,7 +609,7 @@ def decode_status(raw: RawMessage, header: Header, where: str, peer: str) -> Sta
 
 Message = MarginMessage | FrameMessage | RegistrationMessage | StatusMessage
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[RawMessage, Header, str, str], Message]] = {
     TOPIC_MARGIN: decode_margin,
     TOPIC_FRAME: decode_frame,
     TOPIC_REGISTRATION: decode_registration,

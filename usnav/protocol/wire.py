@@ -24,6 +24,7 @@ error.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,7 +172,7 @@ def encode(
             raise ValueError(f"buffer {name!r}: dtype {array.dtype.str} is not a wire dtype")
         array = np.ascontiguousarray(array)
         descriptors.append(buffer_descriptor(name, array))
-        parts.append(memoryview(array).cast("B") if array.size else b"")
+        parts.append(array.data.cast("B") if array.size else b"")
     full = dict(header)
     full["buffers"] = descriptors
     return [topic.encode("ascii"), pack_header(full), *parts]
@@ -194,7 +195,7 @@ _REQUIRED_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def decode(parts: list[bytes], peer: str = "publisher") -> RawMessage:
+def decode(parts: Sequence[bytes | memoryview], peer: str = "publisher") -> RawMessage:
     """Validate and decode the frames of one message.
 
     Parameters
@@ -256,7 +257,7 @@ def decode(parts: list[bytes], peer: str = "publisher") -> RawMessage:
 
 
 def _decode_buffer(
-    descriptor: Any, part: bytes, topic: str, seq: int, peer: str
+    descriptor: Any, part: bytes | memoryview, topic: str, seq: int, peer: str
 ) -> tuple[str, np.ndarray]:
     where = f"{topic} #{seq}"
     if not isinstance(descriptor, dict):

@@ -19,7 +19,7 @@ Slicer does not present an unchecked or uncertain registration as valid). A STRI
 ``usnav_status`` says ``LIVE``, ``UNCERTAIN: why`` or ``STALE: why`` whenever the state changes.
 
 Matrices go out in RAS (what Slicer assumes); nothing here converts to LPS. The OpenIGTLink
-server is :class:`usnav.devices.igtl.transport.IgtlServer` (many clients, each with its own
+server is :class:`usnav.igtl.server.IgtlServer` (many clients, each with its own
 bounded queue, never blocking the caller).
 """
 
@@ -29,8 +29,8 @@ import time
 
 import numpy as np
 
-from usnav.devices.igtl.transport import IgtlServer
 from usnav.frames import TrackedFrame
+from usnav.igtl import IgtlServer
 from usnav.margins.estimator import FrameMargins
 from usnav.protocol.display import LIVE, UNCERTAIN, DisplayState
 
@@ -118,7 +118,7 @@ class SlicerExporter:
         """
         if not self.server.clients:
             return 0
-        from usnav.devices.igtl.codec import (
+        from usnav.igtl.codec import (
             ENCODING_UTF8,
             ImageContent,
             Message,
@@ -199,7 +199,7 @@ class SlicerExporter:
         last = getattr(self, "_last", None)
         if getattr(self, "stale", False) or last is None or not self.server.clients:
             return 0
-        from usnav.devices.igtl.codec import ImageContent, Message, StringContent, TransformContent
+        from usnav.igtl.codec import ImageContent, Message, StringContent, TransformContent
 
         matrix, shape = last
         stamp = time.time()
