@@ -105,7 +105,7 @@ def test_a_second_ctrl_c_while_stopping_still_prints_the_summary(small_case, tmp
         "--record",
         str(record),
         "--publish",
-        "tcp://127.0.0.1:0",
+        f"tcp://127.0.0.1:{free_port()}",
         "--no-registration",
         "--quiet",
         "--log",

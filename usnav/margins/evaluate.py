@@ -355,39 +355,44 @@ def point_outcomes(
 
 
 def fit_confidence_calibration(
-    outcomes: PointOutcomes, bins: int = 12
+    outcomes: PointOutcomes, bins: int = 8
 ) -> tuple[tuple[float, float], ...]:
     """(raw, calibrated) knots: the isotonic (monotone) fit of "the ultrasound's point beat the
-    MRI's" on raw confidence, summarised at ``bins`` quantiles of the raw confidence."""
+    MRI's" on raw confidence, summarised at ``bins`` quantile bins of the raw confidence.
+
+    Only points where the refinement offered a boundary (raw confidence > 0) are fitted; a raw
+    0 stays 0 (no ultrasound evidence is never "seen"), and the last bin's rate holds up to 1.
+    """
     from scipy.optimize import isotonic_regression
 
-    order = np.argsort(outcomes.raw, kind="stable")
-    raw = outcomes.raw[order]
-    fitted = isotonic_regression(outcomes.beat[order].astype(np.float64)).x
+    offered = outcomes.raw > 0
+    order = np.argsort(outcomes.raw[offered], kind="stable")
+    raw = outcomes.raw[offered][order]
+    if raw.size == 0:
+        return ((0.0, 0.0), (1.0, 0.0))
+    fitted = isotonic_regression(outcomes.beat[offered][order].astype(np.float64)).x
     edges = np.unique(np.quantile(raw, np.linspace(0, 1, bins + 1)))
-    knots = [(0.0, float(fitted[0]))]
-    for lo, hi in itertools.pairwise(edges):
-        inside = (raw >= lo) & (raw <= hi)
+    knots = [(0.0, 0.0)]
+    for k, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        inside = (raw >= lo) & ((raw < hi) if k < len(edges) - 2 else (raw <= hi))
         if inside.any():
-            knots.append((float(raw[inside].mean()), float(fitted[inside].mean())))
-    knots.append((1.0, float(fitted[-1])))
-    xs, ys = [], []
-    for x, y in sorted(knots):
-        if xs and x <= xs[-1] + 1e-6:
-            ys[-1] = max(ys[-1], y)
-            continue
-        xs.append(x)
-        ys.append(max(y, ys[-1]) if ys else y)
-    return tuple(
-        (round(x, 4), round(min(max(y, 0.0), 1.0), 4)) for x, y in zip(xs, ys, strict=True)
-    )
+            x, y = float(raw[inside].mean()), float(fitted[inside].mean())
+            if x > knots[-1][0] + 1e-4:
+                knots.append((x, max(y, knots[-1][1])))
+    if knots[-1][0] < 1.0:
+        knots.append((1.0, knots[-1][1]))
+    return tuple((round(x, 4), round(min(max(y, 0.0), 1.0), 4)) for x, y in knots)
 
 
-def calibration_error(confidence: np.ndarray, outcome: np.ndarray, bins: int = 10) -> float:
+def calibration_error(
+    confidence: np.ndarray, outcome: np.ndarray, bins: int = 10, where: np.ndarray | None = None
+) -> float:
     """Expected calibration error: the point-weighted mean |stated confidence − observed rate|
-    over equal-width confidence bins."""
+    over equal-width confidence bins (over the points ``where`` is true, default all)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     outcome = np.asarray(outcome, dtype=np.float64)
+    if where is not None:
+        confidence, outcome = confidence[where], outcome[where]
     index = np.minimum((confidence * bins).astype(int), bins - 1)
     total = 0.0
     for b in range(bins):
