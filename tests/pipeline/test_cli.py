@@ -89,16 +89,17 @@ def test_bad_inputs_get_one_line_and_exit_2_before_anything_starts(small_case, t
     assert result.returncode == 2 and "beyond loopback needs encryption" in result.stderr
 
 
-def test_ctrl_c_stops_cleanly_and_flushes_the_recording(small_case, tmp_path):
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+def _recording_run(small_case: Path, tmp_path: Path, port: int, interrupts: int) -> tuple:
+    """``usnav run --record`` against a playback server on ``port``; once frames are being
+    recorded, Ctrl-C ``interrupts`` times in quick succession. Returns (exit status, stdout,
+    stderr, the recording's path)."""
     record = tmp_path / "ctrlc.igs.mha"
     args = [
         *_run_args(small_case, _device_file(tmp_path, port)),
         "--record",
         str(record),
         "--publish",
-        "tcp://127.0.0.1:0",
+        f"tcp://127.0.0.1:{free_port()}",
         "--no-registration",
         "--quiet",
         "--log",
@@ -115,17 +116,48 @@ def test_ctrl_c_stops_cleanly_and_flushes_the_recording(small_case, tmp_path):
         # frames are being recorded: the journal holds one line per complete frame
         assert wait_until(lambda: _journal_lines(journal) > 15, 60)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        for _ in range(interrupts - 1):  # and again, while it stops
+            if wait_until(lambda: process.poll() is not None, 0.05):
+                break
+            process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
+    return process.returncode, out, err, record
+
+
+def test_ctrl_c_stops_cleanly_and_flushes_the_recording(small_case, tmp_path):
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    try:
+        status, out, err, record = _recording_run(small_case, tmp_path, port, interrupts=1)
+    finally:
         server.stop()
-    assert process.returncode == 0, err
+    assert status == 0, err
     assert "stopped in" in out and "frames written, 0 lost" in out
     written = int(out.split("recording")[1].split(":")[1].split("frames written")[0])
     with read_sequence(record) as seq:
         assert len(seq) == written > 10
     assert (tmp_path / "run.log").read_text().count("usnav") > 0
+
+
+def test_a_second_ctrl_c_while_stopping_still_prints_the_summary(small_case, tmp_path):
+    """Ctrl-C several times in quick succession, the later ones while it stops and writes the
+    recording out: it still stops cleanly and prints the run's summary and the recording's."""
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    try:
+        status, out, err, record = _recording_run(small_case, tmp_path, port, interrupts=4)
+    finally:
+        server.stop()
+    assert status == 0, err
+    assert "usnav run:" in out and "stopped in" in out, (out, err)
+    assert "frames written, 0 lost" in out
+    assert "already stopping" in err
+    assert "interrupted" not in err and "Traceback" not in err
+    with read_sequence(record) as seq:
+        assert len(seq) > 10
 
 
 def test_demo_end_to_end(tmp_path):

@@ -1,18 +1,15 @@
 """What a display is told must match how right the overlay is (issue 11), end to end over real
-sockets: a playback server process, the live pipeline, ZeroMQ subscribers, ``usnav run``."""
+sockets: a playback server process, the live pipeline, ZeroMQ subscribers. (A second Ctrl-C:
+tests/pipeline/test_cli.py.)"""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from pipeline_helpers import free_port, wait_until
-from test_cli import _device_file, _run_args
-from test_live import Collector, _pipeline
+from test_live import _pipeline, run_and_collect
 
 from usnav.client import MarginMessage, RegistrationMessage, Subscriber
 from usnav.devices import serve_in_subprocess
@@ -24,19 +21,7 @@ from usnav.viewer.state import ViewerOptions, ViewModel, assess
 def test_no_registration_is_never_live(small_case: Path) -> None:
     """``usnav run --no-registration``: the navigation registration is unchecked, so no margin,
     frame, registration or status message says LIVE — in view or not."""
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=2.0)
-    pipeline = _pipeline(small_case, port, registration=False)
-    pipeline.prepare()
-    display = Collector(pipeline.endpoint)
-    try:
-        pipeline.start()
-        assert wait_until(lambda: pipeline.counters.received >= 60, 30)
-        assert wait_until(lambda: len(display.of(MarginMessage)) >= 20, 10)
-    finally:
-        pipeline.stop()
-        display.close()
-        server.stop()
+    pipeline, display = run_and_collect(small_case, registration=False)
     margins = display.of(MarginMessage)
     assert any(m.in_view for m in margins), "the sweep crosses the tumor"
     assert all(m.header.display_state != LIVE for m in display.messages)
@@ -91,51 +76,3 @@ def _late_display_state(endpoint: str, timeout_s: float = 10.0) -> dict:
         assert isinstance(got.get("registration"), RegistrationMessage), got.keys()
         verdict = assess(model.state, ViewerOptions(lost_after_s=5.0))
     return {"registration": got["registration"], "verdict": verdict}
-
-
-def test_a_second_ctrl_c_while_stopping_still_prints_the_summary(small_case, tmp_path) -> None:
-    """``usnav run`` with a recording: Ctrl-C twice in quick succession, the second while it
-    stops and writes the recording out. It still stops cleanly and prints the run's summary
-    and the recording's."""
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
-    record = tmp_path / "twice.igs.mha"
-    args = [
-        *_run_args(small_case, _device_file(tmp_path, port)),
-        "--record",
-        str(record),
-        "--publish",
-        f"tcp://127.0.0.1:{free_port()}",
-        "--no-registration",
-        "--quiet",
-        "--log",
-        str(tmp_path / "run.log"),
-    ]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "usnav", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        frames = record.with_name(record.name + ".journal") / "frames.jsonl"
-
-        def recorded() -> int:
-            return len(frames.read_text().splitlines()) if frames.exists() else 0
-
-        assert wait_until(lambda: recorded() >= 30, 90)  # frames are being recorded
-        process.send_signal(signal.SIGINT)
-        for _ in range(3):  # and again, while it stops
-            time.sleep(0.05)
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        server.stop()
-    assert process.returncode == 0, err
-    assert "usnav run:" in out and "stopped in" in out, (out, err)
-    assert "frames written, 0 lost" in out
-    assert "already stopping" in err
-    assert "interrupted" not in err and "Traceback" not in err

@@ -75,11 +75,12 @@ class Collector:
         self.subscriber.close()
 
 
-def test_frames_flow_to_margins_with_headers_and_recording(small_case: Path, tmp_path: Path):
+def run_and_collect(case: Path, **options) -> tuple[LivePipeline, Collector]:
+    """The case's 60 frames once, at twice their pace, through a pipeline (``options``: of
+    :func:`_pipeline`); a display that joined first collected every message."""
     port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=2.0)
-    record = tmp_path / "live.igs.mha"
-    pipeline = _pipeline(small_case, port, record=record, registration=False)
+    server = serve_in_subprocess(case / "sweep.igs.mha", port=port, rate=2.0)
+    pipeline = _pipeline(case, port, **options)
     pipeline.prepare()
     display = Collector(pipeline.endpoint)
     display.join(pipeline)
@@ -91,6 +92,12 @@ def test_frames_flow_to_margins_with_headers_and_recording(small_case: Path, tmp
         pipeline.stop()
         display.close()
         server.stop()
+    return pipeline, display
+
+
+def test_frames_flow_to_margins_with_headers_and_recording(small_case: Path, tmp_path: Path):
+    record = tmp_path / "live.igs.mha"
+    pipeline, display = run_and_collect(small_case, record=record, registration=False)
     c = pipeline.counters
     assert c.received == 60 and c.errors == 0
     assert 0 <= c.received - c.published - pipeline.status()["dropped_display"] <= 1

@@ -137,33 +137,21 @@ def _late_join(endpoint: str, reference: Callable[[], str]) -> tuple[float, floa
 
 
 def _run_case(ctx: BenchContext, seed: int, look: str, frames: int) -> CaseRun:
+    from usnav.bench.bench_pipeline import case_pipeline
     from usnav.client import MarginMessage, Subscriber
-    from usnav.config.calibration import load_calibration
-    from usnav.devices import ProbeClient, serve_in_subprocess
-    from usnav.devices.config import ProbeConfig
-    from usnav.io.volume import load_volume
+    from usnav.devices import serve_in_subprocess
     from usnav.pipeline.config import PipelineOptions
-    from usnav.pipeline.live import LivePipeline
-    from usnav.registration.files import read_initial
     from usnav.sim import load_truth
     from usnav.viewer.state import ViewerOptions, ViewModel, assess
 
     ctx.progress(f"display: simulating case {seed} ({look})")
     folder, truth = _simulate(seed, look, ctx.work_dir / "display", frames)
-    calibration = load_calibration(folder / "calibration.toml")
     # half the recording's pace: a sweep over the region takes ~8 s, as a surgeon's would
     server = serve_in_subprocess(folder / "sweep.igs.mha", port=0, rate=RATE, loop=True)
-    probe = ProbeClient(
-        ProbeConfig(port=server.port, transforms=["ProbeToTracker", "ReferenceToTracker"]),
-        calibration=calibration,
-    )
-    pipeline = LivePipeline(
-        probe,
-        load_volume(folder / "tumor_label.nii.gz"),
-        calibration,
-        read_initial(folder / "init_ReferenceToMri.txt"),
-        mri=load_volume(folder / "mri.nii.gz"),
-        options=PipelineOptions(publish_address="tcp://127.0.0.1:*", publish_frames=False),
+    pipeline = case_pipeline(
+        folder,
+        server.port,
+        PipelineOptions(publish_address="tcp://127.0.0.1:*", publish_frames=False),
     )
     run = CaseRun(seed, frames)
     stop = threading.Event()

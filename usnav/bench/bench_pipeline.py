@@ -17,30 +17,42 @@ import psutil
 from usnav.bench.registry import BenchContext, Figure, benchmark
 
 
-def _run(ctx: BenchContext, seconds: float, *, rate, registration: bool) -> dict:
+def case_pipeline(case, port: int, options):
+    """A :class:`~usnav.pipeline.live.LivePipeline` on a simulated case's files, its probe
+    client pointed at a playback server on ``port`` (not started)."""
     from usnav.config.calibration import load_calibration
-    from usnav.devices import ProbeClient, serve_in_subprocess
+    from usnav.devices import ProbeClient
     from usnav.devices.config import ProbeConfig
     from usnav.io.volume import load_volume
-    from usnav.pipeline.config import PipelineOptions
     from usnav.pipeline.live import LivePipeline
     from usnav.registration.files import read_initial
-    from usnav.sim import demo_case
 
-    case = demo_case(ctx.work_dir / "cache")
     calibration = load_calibration(case / "calibration.toml")
-    server = serve_in_subprocess(case / "sweep.igs.mha", port=0, rate=rate, loop=True)
     probe = ProbeClient(
-        ProbeConfig(port=server.port, transforms=["ProbeToTracker", "ReferenceToTracker"]),
+        ProbeConfig(port=port, transforms=["ProbeToTracker", "ReferenceToTracker"]),
         calibration=calibration,
     )
-    pipeline = LivePipeline(
+    return LivePipeline(
         probe,
         load_volume(case / "tumor_label.nii.gz"),
         calibration,
         read_initial(case / "init_ReferenceToMri.txt"),
         mri=load_volume(case / "mri.nii.gz"),
-        options=PipelineOptions(publish_address="tcp://127.0.0.1:*", registration=registration),
+        options=options,
+    )
+
+
+def _run(ctx: BenchContext, seconds: float, *, rate, registration: bool) -> dict:
+    from usnav.devices import serve_in_subprocess
+    from usnav.pipeline.config import PipelineOptions
+    from usnav.sim import demo_case
+
+    case = demo_case(ctx.work_dir / "cache")
+    server = serve_in_subprocess(case / "sweep.igs.mha", port=0, rate=rate, loop=True)
+    pipeline = case_pipeline(
+        case,
+        server.port,
+        PipelineOptions(publish_address="tcp://127.0.0.1:*", registration=registration),
     )
     process = psutil.Process()
     rss: list[tuple[float, float]] = []
