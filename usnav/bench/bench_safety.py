@@ -144,8 +144,8 @@ def _run_case(ctx: BenchContext, seed: int, look: str, frames: int) -> CaseRun:
     from usnav.sim import load_truth
     from usnav.viewer.state import ViewerOptions, ViewModel, assess
 
-    ctx.progress(f"display: simulating case {seed} ({look})")
-    folder, truth = _simulate(seed, look, ctx.work_dir / "display", frames)
+    ctx.progress(f"safety: simulating case {seed} ({look})")
+    folder, truth = _simulate(seed, look, ctx.work_dir / "safety", frames)
     # half the recording's pace: a sweep over the region takes ~8 s, as a surgeon's would
     server = serve_in_subprocess(folder / "sweep.igs.mha", port=0, rate=RATE, loop=True)
     pipeline = case_pipeline(
@@ -184,7 +184,7 @@ def _run_case(ctx: BenchContext, seed: int, look: str, frames: int) -> CaseRun:
         collector = threading.Thread(target=collect, args=(sub,), daemon=True)
         collector.start()
         pipeline.start()
-        ctx.progress(f"display: case {seed}, {PASSES} sweeps through the live pipeline")
+        ctx.progress(f"safety: case {seed}, {PASSES} sweeps through the live pipeline")
         rng = np.random.default_rng(seed)
         joins = sorted(rng.uniform(0.2, 0.9, 3) * PASSES * frames)
         deadline = time.monotonic() + 60.0 + 4 * PASSES * frames / (30.0 * RATE)
@@ -322,11 +322,12 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
 def bench_confidence_calibration(ctx: BenchContext) -> list[Figure]:
     from usnav.margins.evaluate import calibration_error, point_outcomes
 
-    seeds = [2101, 2102, 2103, 2104] if ctx.full else [2101, 2102]
-    ctx.progress("display: margin points on held-out seeds")
+    seeds = [2101, 2102, 2103, 2104, 2105, 2106] if ctx.full else [2101, 2102, 2103, 2104]
+    ctx.progress("safety: margin points on held-out seeds")
     held = point_outcomes(seeds, frames=24)
-    ece = calibration_error(held.published, held.beat)
-    ece_raw = calibration_error(held.raw, held.beat)
+    offered = held.raw > 0  # points where the ultrasound offered a boundary (others: 0)
+    ece = calibration_error(held.published, held.beat, where=offered)
+    ece_raw = calibration_error(held.raw, held.beat, where=offered)
     seen = held.published >= 0.5
     beat_seen = float(held.beat[seen].mean()) if seen.any() else float("nan")
     return [
@@ -339,7 +340,8 @@ def bench_confidence_calibration(ctx: BenchContext) -> list[Figure]:
             "raw refinement confidence",
             ece_raw,
             higher_is_better=False,
-            note=f"{held.raw.size} margin points, seeds {seeds} (calibrated on 2001-2006)",
+            note=f"{offered.sum()} of {held.raw.size} margin points offered a boundary, "
+            f"seeds {seeds} (calibrated on 2001-2008)",
         ),
         Figure(
             "points shown as seen whose ultrasound point beats the MRI's",
