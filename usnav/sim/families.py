@@ -257,7 +257,7 @@ def _sweep(rng: np.random.Generator) -> dict[str, Any]:
 def _anatomy(rng: np.random.Generator) -> dict[str, Any]:
     from usnav.sim.options import MIN_PITCH_MM, SEGMENT_MARGIN_MM
 
-    levels = int(rng.integers(2, 6))
+    levels = int(rng.integers(2, 5))  # 2-4: 5 would paint a 5/3 larger grid
     longest = min(35.0, levels * MIN_PITCH_MM - 2 * SEGMENT_MARGIN_MM)
     return {
         "levels": levels,
