@@ -79,7 +79,10 @@ def test_written_calibration_is_the_wrong_one_for_a_miscalibrated_case(dataset):
     out, _, _ = dataset
     case = read_manifest(out / "manifest.csv")[0]
     truth = json.loads(case.truth.read_text())
-    written = np.asarray(load_calibration(case.calibration).spatial.image_to_probe)
+    calibration = load_calibration(case.calibration)
+    written = np.asarray(calibration.spatial.image_to_probe)
+    assert calibration.temporal is None  # the true lag is not written for the user
+    assert truth["tracker_lag_s"] == pytest.approx(truth["appearance"]["unrecorded_lag_s"])
     true = np.asarray(truth["ImageToProbe"])
     np.testing.assert_allclose(written, truth["calibration_written"]["ImageToProbe"])
     assert not np.allclose(written, true)

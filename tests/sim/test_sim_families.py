@@ -454,3 +454,6 @@ def test_miscalibrated_family_writes_the_wrong_calibration_by_the_drawn_amount()
         case.anatomy.spine_to_mri @ case.sweep.image_poses[0] @ g.image_to_transducer(),
     )
     assert case.options.jitter_mm == pytest.approx(a.jitter_mm)
+    # a tracker lag the calibration file does not know: images taken after the recorded poses
+    assert a.unrecorded_lag_s != 0.0 and case.options.tracker_lag_s == 0.0
+    assert case.sweep.tracker_lag_s == pytest.approx(a.unrecorded_lag_s)

@@ -51,7 +51,7 @@ from usnav.sim.tissues import TUMOR_BACKSCATTER, AcousticTables, Tissue, acousti
 from usnav.sim.ultrasound import ProbeGeometry, ScannerSettings, UltrasoundSimulator
 
 #: Bumped whenever the simulator's output changes for a given seed (names the demo cache).
-SIM_VERSION = 2
+SIM_VERSION = 3
 
 # random streams
 _ANATOMY, _MRI, _SWEEP, _TEXTURE, _SPECKLE, _INIT = 1, 2, 3, 4, 5, 6
@@ -251,7 +251,7 @@ def build_case(
         n_frames=options.frames,
         frame_rate_hz=options.frame_rate_hz,
         sweep_length_mm=options.sweep_length_mm,
-        tracker_lag_s=options.tracker_lag_s,
+        tracker_lag_s=options.tracker_lag_s + appearance.unrecorded_lag_s,
         jitter_mm=options.jitter_mm,
         jitter_deg=options.jitter_deg,
         pattern=appearance.sweep_pattern,
@@ -537,6 +537,7 @@ def _truth_document(
             },
         },
         "tracker_lag_s": sweep.tracker_lag_s,
+        "tracker_lag_written_s": opts.tracker_lag_s,
         "image": {
             "cols": case.geometry.cols,
             "rows": case.geometry.rows,

@@ -91,6 +91,9 @@ class Appearance:
         frame).
     jitter_mm, jitter_deg
         Tracking jitter, RMS (``None`` = the options').
+    unrecorded_lag_s
+        Tracker lag that the written calibration does not know about (a temporal calibration
+        error): the images are taken ``unrecorded_lag_s`` after the recorded poses.
     sweep_pattern
         ``transverse`` (slide along the cord, image plane across it), ``sagittal`` (image plane
         along the cord, slide across it), ``fan`` (rock the transverse plane about the array
@@ -137,6 +140,7 @@ class Appearance:
     calibration_direction: tuple[float, float, float] = (1.0, 0.0, 0.0)
     jitter_mm: float | None = None
     jitter_deg: float | None = None
+    unrecorded_lag_s: float = 0.0
     sweep_pattern: str = "transverse"
     coverage: float = 1.0
     coverage_centre: float = 0.5
@@ -237,6 +241,7 @@ def _calibration(rng: np.random.Generator) -> dict[str, Any]:
         "calibration_direction": _unit(rng),
         "jitter_mm": _u(rng, 0.1, 0.5),
         "jitter_deg": _u(rng, 0.05, 0.3),
+        "unrecorded_lag_s": _u(rng, -0.04, 0.04),
     }
 
 
@@ -353,7 +358,8 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             "miscalibrated",
-            "probe calibration off by up to 1 mm / 1 deg (written file wrong) + tracking jitter",
+            "probe calibration off by up to 1 mm / 1 deg (written file wrong), tracking jitter "
+            "and an unrecorded tracker lag",
             _calibration,
         ),
         Family(
