@@ -435,6 +435,25 @@ def test_sweep_anatomy_family_sets_the_anatomy_it_drew():
     assert case.sweep.pattern == a.sweep_pattern
 
 
+def test_vertebra_scale_sizes_the_vertebrae_canal_and_cord_with_the_same_draws():
+    kw = dict(
+        levels=3,
+        laminectomy_levels=2,
+        tumor_length_mm=(12.0, 12.0),
+        shift_mm=(1.0, 1.0),
+        echogenicity="hyperechoic",
+        cyst="no",
+    )
+    mid = random_anatomy(np.random.default_rng(4), **kw)
+    low = random_anatomy(np.random.default_rng(4), size_scale=1.2, **kw)
+    for name in ("body_height", "disc_height", "lamina_thickness"):
+        assert getattr(low, name) == pytest.approx(1.2 * getattr(mid, name))
+    np.testing.assert_allclose(low.canal, 1.2 * mid.canal)
+    np.testing.assert_allclose(low.body, 1.2 * mid.body)
+    assert np.all(low.cord > 1.1 * mid.cord)
+    assert low.kyphosis_radius == mid.kyphosis_radius  # the other draws are the same
+
+
 def test_miscalibrated_family_writes_the_wrong_calibration_by_the_drawn_amount():
     case = build_case(8, make_options(family="miscalibrated", **SMALL))
     a = case.appearance

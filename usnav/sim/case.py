@@ -51,7 +51,7 @@ from usnav.sim.tissues import TUMOR_BACKSCATTER, AcousticTables, Tissue, acousti
 from usnav.sim.ultrasound import ProbeGeometry, ScannerSettings, UltrasoundSimulator
 
 #: Bumped whenever the simulator's output changes for a given seed (names the demo cache).
-SIM_VERSION = 3
+SIM_VERSION = 4
 
 # random streams
 _ANATOMY, _MRI, _SWEEP, _TEXTURE, _SPECKLE, _INIT = 1, 2, 3, 4, 5, 6
@@ -220,6 +220,7 @@ def build_case(
         shift_mm=options.cord_shift_mm,
         echogenicity=options.tumor_echogenicity,
         cyst=options.cyst,
+        size_scale=appearance.vertebra_scale,
     )
     preop = paint_preop(anat, options.voxel_mm)
     timings["anatomy"] = time.perf_counter() - t

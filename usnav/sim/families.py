@@ -114,6 +114,9 @@ class Appearance:
         Tumor backscatter (``None`` = hyper/isoechoic by the options).
     cord_shift_mm
         Cord-shift magnitude (``None`` = drawn from the options' range).
+    vertebra_scale
+        Size of the vertebrae, canal and cord against a mid-thoracic level (< 1 upper
+        thoracic, > 1 towards the thoracolumbar junction).
     """
 
     family: str = "baseline"
@@ -151,6 +154,7 @@ class Appearance:
     tumor_length_mm: float | None = None
     tumor_backscatter: float | None = None
     cord_shift_mm: float | None = None
+    vertebra_scale: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         """All values, JSON-ready (tuples as lists)."""
@@ -263,14 +267,17 @@ def _anatomy(rng: np.random.Generator) -> dict[str, Any]:
     from usnav.sim.options import MIN_PITCH_MM, SEGMENT_MARGIN_MM
 
     levels = int(rng.integers(2, 5))  # 2-4: 5 would paint a 5/3 larger grid
-    longest = min(35.0, levels * MIN_PITCH_MM - 2 * SEGMENT_MARGIN_MM)
-    return {
+    values = {
         "levels": levels,
         "laminectomy_levels": int(rng.integers(1, levels + 1)),
-        "tumor_length_mm": _u(rng, 6.0, longest),
+        "tumor_length_mm": 0.0,
         "tumor_backscatter": float(np.exp(rng.uniform(np.log(0.07), np.log(0.6)))),
         "cord_shift_mm": _u(rng, 0.5, 3.0),
+        "vertebra_scale": _u(rng, 0.85, 1.2),
     }
+    segment = levels * MIN_PITCH_MM * values["vertebra_scale"] - 2 * SEGMENT_MARGIN_MM
+    values["tumor_length_mm"] = _u(rng, 6.0, min(35.0, segment))
+    return values
 
 
 def _sweep_anatomy(rng: np.random.Generator) -> dict[str, Any]:
