@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from usnav.io.outputs import check_output
-    from usnav.publish.curve import check_client_name, generate_keys
+    from usnav.protocol.curve import check_client_name, generate_keys
 
     check_client_name(args.client)
     check_output(args.out, folder=True, force=True)  # a folder of other keys is fine

@@ -41,10 +41,10 @@ import numpy as np
 from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import PlaybackConfig, resolve_path
-from usnav.devices.igtl.codec import ImageContent, Message, TransformContent
-from usnav.devices.igtl.transport import DEFAULT_PORT, IgtlServer, LinkStats
 from usnav.errors import InputError, TransformError, UsnavError
 from usnav.frames import TrackedFrame
+from usnav.igtl import DEFAULT_PORT, IgtlServer, LinkStats
+from usnav.igtl.codec import ImageContent, Message, TransformContent
 from usnav.transforms.repository import TransformRepository
 
 log = logging.getLogger("usnav.devices.playback")
@@ -166,7 +166,7 @@ class PlaybackServer(Device):
     send_invalid_transforms
         Also send non-OK transforms, with their status.
     keepalive_s, max_clients, send_queue_messages, send_timeout_s
-        Server options (see :class:`~usnav.devices.igtl.transport.IgtlServer`).
+        Server options (see :class:`~usnav.igtl.server.IgtlServer`).
 
     Raises
     ------

@@ -1,7 +1,7 @@
 """Numba kernels of the registration: reslicing, gradients, LC² statistics, reconstruction.
 
 Pure functions on arrays, ``cache=True, nogil=True`` (a worker thread computes while the frame
-path runs), serial: on the 2-core target ``parallel=True`` lost (see ARCHITECTURE.md). Every
+path runs), serial: on the 2-core target ``parallel=True`` lost (see docs/architecture.md). Every
 kernel has a numpy reference implementation in ``tests/registration/test_kernels.py``.
 
 Conventions
