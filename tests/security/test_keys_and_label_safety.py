@@ -12,7 +12,7 @@ from cli_helpers import assert_bad_input, usnav
 from usnav.errors import InputError
 from usnav.io.volume import Volume
 from usnav.pipeline.run import check_label_fits_mri
-from usnav.publish.curve import check_client_name, generate_keys
+from usnav.protocol.curve import check_client_name, generate_keys
 
 
 def _files(root: Path) -> set[str]:
