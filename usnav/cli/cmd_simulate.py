@@ -197,6 +197,17 @@ def run(args: argparse.Namespace) -> int:
         f"  cord shift {truth['cord_shift']['max_mm']:.2f} mm "
         f"({truth['cord_shift']['at_tumor_centroid_mm']:.2f} mm at the tumor centroid)"
     )
+    from usnav.sim.families import Appearance
+
+    default = Appearance().as_dict()
+    drawn = {k: v for k, v in truth["appearance"].items() if k in default and k != "family"}
+    changed = [
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in drawn.items()
+        if v != default[k] and not isinstance(v, list)
+    ]
+    if changed:
+        print("  appearance " + ", ".join(changed))
     off = truth["init_offset"]
     print(
         f"  init guess {off['translation_mm']:.1f} mm, {off['rotation_deg']:.1f} deg off "
