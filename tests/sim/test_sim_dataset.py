@@ -15,6 +15,7 @@ from usnav.io.manifest import read_manifest
 from usnav.sim.dataset import parse_families, parse_seeds, simulate_dataset
 from usnav.sim.families import FAMILIES, draw_appearance
 from usnav.sim.options import make_options
+from usnav.sim.truth import load_truth
 
 TINY = dict(
     frames=2,
@@ -108,6 +109,9 @@ def test_rerun_resumes_only_the_missing_cases(dataset):
     other = make_options(**{**TINY, "frames": 3})
     with pytest.raises(InputError, match="other options"):
         simulate_dataset([4], out, other, ["miscalibrated"])
+    forced = simulate_dataset([4], out, other, ["miscalibrated"], force=True)
+    assert forced.simulated == ["miscalibrated-4"] and not forced.skipped
+    assert load_truth(out / "miscalibrated-4").document["options"]["frames"] == 3
 
 
 def test_a_non_empty_folder_that_is_not_a_dataset_is_refused(tmp_path):
@@ -163,8 +167,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, word):
 
 def test_cli_refuses_a_foreign_non_empty_folder_and_lists_families(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
-    done = cli("--seeds", "1-2", "--out", str(tmp_path))
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    for how in (["--seeds", "1-2"], ["--seed", "1"]):  # the project's output rule
+        done = cli(*how, "--out", str(tmp_path))
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+        assert "not empty" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     listed = cli("--list-families")
     assert listed.returncode == 0
     names = [line.split()[0] for line in listed.stdout.strip().splitlines()]

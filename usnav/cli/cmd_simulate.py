@@ -89,6 +89,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--list-families", action="store_true", help="list the appearance families and exit"
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty DIR (--seed), or simulate every case again, even those "
+        "already there, and accept other options (--seeds)",
+    )
+    parser.add_argument(
         "--out", type=Path, metavar="DIR", help="output folder (created if missing)"
     )
     parser.add_argument(
@@ -142,6 +148,7 @@ def _run_dataset(args: argparse.Namespace, options: SimOptions) -> int:
             options,
             families,
             workers=options.workers,
+            force=args.force,
             progress=lambda name, done, total: status.update(
                 f"simulating: {done}/{total} done ({name})"
             ),
@@ -173,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
         return _run_dataset(args, options)
     if args.families is not None:
         raise InputError("--families", "only with --seeds", "use --family NAME for one case")
+    from usnav.io.outputs import check_output
+
+    check_output(args.out, folder=True, force=args.force)
     err = Console(stderr=True)
     with err.status("simulating…") as status:
         files = simulate_case(
@@ -197,6 +207,17 @@ def run(args: argparse.Namespace) -> int:
         f"  cord shift {truth['cord_shift']['max_mm']:.2f} mm "
         f"({truth['cord_shift']['at_tumor_centroid_mm']:.2f} mm at the tumor centroid)"
     )
+    from usnav.sim.families import Appearance
+
+    default = Appearance().as_dict()
+    drawn = {k: v for k, v in truth["appearance"].items() if k in default and k != "family"}
+    changed = [
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in drawn.items()
+        if v != default[k] and not isinstance(v, list)
+    ]
+    if changed:
+        print("  appearance " + ", ".join(changed))
     off = truth["init_offset"]
     print(
         f"  init guess {off['translation_mm']:.1f} mm, {off['rotation_deg']:.1f} deg off "

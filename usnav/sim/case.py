@@ -457,6 +457,15 @@ def write_case(
     return files
 
 
+def _echogenicity(case: SimulatedCase) -> str:
+    """The tumor's echogenicity: the anatomy's, or (a family drew the backscatter) named from
+    the drawn value against the cord's (0.11): hypo < 0.08 <= iso < 0.2 <= hyper."""
+    if case.appearance.tumor_backscatter is None:
+        return case.anatomy.tumor.echogenicity
+    b = case.appearance.tumor_backscatter
+    return "hypoechoic" if b < 0.08 else "isoechoic" if b < 0.2 else "hyperechoic"
+
+
 def _calibration_error(case: SimulatedCase) -> dict:
     """How far the written calibration is from the true one: the displacement of the image
     centre (mm) and the rotation angle (deg)."""
@@ -565,7 +574,8 @@ def _truth_document(
             ),
         },
         "tumor": {
-            "echogenicity": anat.tumor.echogenicity,
+            "echogenicity": _echogenicity(case),
+            "backscatter": float(case.simulator.tables.backscatter[Tissue.TUMOR]),
             "length_mm": float(
                 np.linalg.norm(pre["tumor_pole_superior"] - pre["tumor_pole_inferior"])
             ),

@@ -8,7 +8,7 @@ Resuming: ``DIR/dataset.json`` records the options the dataset is made with. Run
 into the same DIR with the same options simulates only the cases whose folder is not complete
 (a case is simulated into a hidden temporary folder and renamed into place when done) and
 rewrites the manifest for the seeds asked for. A non-empty DIR that is not such a dataset, or
-one made with other options, is refused.
+one made with other options, is refused unless ``force`` (which also simulates every case again).
 """
 
 from __future__ import annotations
@@ -118,10 +118,10 @@ def _record(options: SimOptions) -> dict:
     return {"generator": "usnav simulate --seeds", "simulator_version": SIM_VERSION, **opts}
 
 
-def _check_dataset_folder(out: Path, options: SimOptions) -> None:
+def _check_dataset_folder(out: Path, options: SimOptions, force: bool) -> None:
     record = _record(options)
     marker = out / DATASET_FILE
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()) and not force:
         if not marker.is_file():
             raise InputError(
                 out,
@@ -185,6 +185,7 @@ def simulate_dataset(
     families: list[str] | None = None,
     workers: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
+    force: bool = False,
 ) -> DatasetResult:
     """Simulate one case per seed into ``out_dir`` and write ``out_dir/manifest.csv``.
 
@@ -202,6 +203,9 @@ def simulate_dataset(
         Processes simulating cases at once (each simulates its frames on one thread).
     progress
         Called with (case name, cases done, cases to do) after each case.
+    force
+        Simulate every case again (replacing its folder) and accept a non-empty folder or other
+        options; other files in the folder are left alone.
 
     Returns
     -------
@@ -220,9 +224,9 @@ def simulate_dataset(
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise InputError("--seeds", "seeds must be distinct non-negative integers")
     out = check_output_folder(out_dir)
-    _check_dataset_folder(out, options)
+    _check_dataset_folder(out, options, force)
     plan = [(seed, fams[i % len(fams)]) for i, seed in enumerate(seeds)]
-    todo = [(seed, fam) for seed, fam in plan if not _complete(out / case_name(fam, seed))]
+    todo = [(seed, fam) for seed, fam in plan if force or not _complete(out / case_name(fam, seed))]
     result = DatasetResult(manifest=out / MANIFEST_FILE, cases=[])
     result.skipped = [case_name(f, s) for s, f in plan if (s, f) not in todo]
     threads = 1 if workers > 1 else options.workers  # processes, or frame threads
