@@ -708,67 +708,87 @@ def _against_record(result: ItemResult, seed: int, count: int, folder: Path) -> 
         result.fail("usnav record: no file written")
 
 
-def run_wire(seed: int, count: int, connects: int, slow_s: float) -> ItemResult:
-    """``count`` cases over TCP into each of the four targets, plus storms and slow peers."""
-    from usnav.frames import TrackedFrame
-    from usnav.igtl import IgtlClient
-    from usnav.publish.slicer import SlicerExporter
+TARGETS = ("Slicer re-export", "usnav replay", "probe client", "usnav record")
 
+
+def run_wire(
+    seed: int, count: int, connects: int, slow_s: float, targets: tuple[str, ...] = TARGETS
+) -> ItemResult:
+    """``count`` cases over TCP into each target, plus storms and slow peers."""
     result = ItemResult(
         "igtl: wire",
         ANCHOR,
-        f"{count} messages into each of 4 targets, {connects} connects/disconnects each, "
+        f"{count} messages into each of {len(targets)} targets ({', '.join(targets)}), "
+        f"{connects} connects/disconnects each, "
         f"slowloris {slow_s:.0f} s, 1 half-open peer; seed {seed}",
     )
     started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="usnav-soak-igtl-"))
     try:
-        # 1. the Slicer re-export server, in this process
-        with _watch_errors(result), SlicerExporter(port=0) as exporter:
-            got: list[Message] = []
-
-            def slicer_served() -> bool:
-                client = IgtlClient("127.0.0.1", exporter.port, on_message=got.append).start()
-                try:
-                    if not exporter.server.wait_for_clients(1, timeout_s=10):
-                        return False
-                    deadline = time.monotonic() + 10
-                    while time.monotonic() < deadline and not got:
-                        exporter.publish(TrackedFrame(np.zeros((8, 8), np.uint8)), np.eye(4))
-                        time.sleep(0.05)
-                    return bool(got)
-                finally:
-                    client.stop()
-
-            _against_server(
-                result, "Slicer re-export", exporter.port, seed, count, connects, slow_s,
-                _rss_mb, slicer_served,
-            )  # fmt: skip
-        # 2. usnav replay, a real process
-        recording = _tiny_recording(folder)
-        child = _Child(["replay", str(recording), "--port", "0", "--loop"], folder, "replay")
-        try:
-            port = child.wait_listening()
-            if port is None:
-                result.fail(f"usnav replay did not start: {child.err.read_text()[-300:]}")
-            else:
-                _against_server(
-                    result, "usnav replay", port, seed + 1, count, connects, slow_s,
-                    child.rss_mb, lambda: _probe_frames(port, 10) == 10,
-                )  # fmt: skip
-                result.check(child.process.poll() is None, "usnav replay: exited")
-        finally:
-            child.stop()
-        tb = child.traceback()
-        result.check(tb is None, f"usnav replay: traceback {tb}")
-        # 3. the probe client, in this process
-        _against_probe(result, seed + 2, count, min(connects, 200))
-        # 4. usnav record, a real process
-        _against_record(result, seed + 3, count, folder)
+        if "Slicer re-export" in targets:
+            _against_slicer(result, seed, count, connects, slow_s)
+        if "usnav replay" in targets:
+            _against_replay(result, seed + 1, count, connects, slow_s, folder)
+        if "probe client" in targets:
+            _against_probe(result, seed + 2, count, min(connects, 200))
+        if "usnav record" in targets:
+            _against_record(result, seed + 3, count, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _against_slicer(
+    result: ItemResult, seed: int, count: int, connects: int, slow_s: float
+) -> None:
+    """The Slicer re-export server, in this process."""
+    from usnav.frames import TrackedFrame
+    from usnav.igtl import IgtlClient
+    from usnav.publish.slicer import SlicerExporter
+
+    with _watch_errors(result), SlicerExporter(port=0) as exporter:
+        got: list[Message] = []
+
+        def slicer_served() -> bool:
+            client = IgtlClient("127.0.0.1", exporter.port, on_message=got.append).start()
+            try:
+                if not exporter.server.wait_for_clients(1, timeout_s=10):
+                    return False
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not got:
+                    exporter.publish(TrackedFrame(np.zeros((8, 8), np.uint8)), np.eye(4))
+                    time.sleep(0.05)
+                return bool(got)
+            finally:
+                client.stop()
+
+        _against_server(
+            result, "Slicer re-export", exporter.port, seed, count, connects, slow_s,
+            _rss_mb, slicer_served,
+        )  # fmt: skip
+
+
+def _against_replay(
+    result: ItemResult, seed: int, count: int, connects: int, slow_s: float, folder: Path
+) -> None:
+    """``usnav replay``, a real process."""
+    recording = _tiny_recording(folder)
+    child = _Child(["replay", str(recording), "--port", "0", "--loop"], folder, "replay")
+    try:
+        port = child.wait_listening()
+        if port is None:
+            result.fail(f"usnav replay did not start: {child.err.read_text()[-300:]}")
+        else:
+            _against_server(
+                result, "usnav replay", port, seed, count, connects, slow_s,
+                child.rss_mb, lambda: _probe_frames(port, 10) == 10,
+            )  # fmt: skip
+            result.check(child.process.poll() is None, "usnav replay: exited")
+    finally:
+        child.stop()
+    tb = child.traceback()
+    result.check(tb is None, f"usnav replay: traceback {tb}")
 
 
 def run_igtl(
