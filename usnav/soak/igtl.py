@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,8 +296,10 @@ def run_decoder(seed: int, count: int) -> ItemResult:
     outcomes: dict[str, int] = {}
     for i, case in enumerate(cases(seed, count)):
         try:
-            outcome = decode_like_a_connection(case.data)
-        except Exception as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a warning per hostile message is a bug too
+                outcome = decode_like_a_connection(case.data)
+        except Exception as exc:  # anything but ProtocolError (handled inside) is a finding
             result.fail(f"case {i} ({case.mutation}): {type(exc).__name__}: {exc}")
             continue
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
