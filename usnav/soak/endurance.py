@@ -30,9 +30,14 @@ P99_TOLERANCE = 1.25
 
 
 def run_endurance(
-    seed: int = 1, minutes: float = 60.0, sample_s: float = 10.0, warmup_s: float = 60.0
+    seed: int = 1,
+    minutes: float = 60.0,
+    sample_s: float = 10.0,
+    warmup_s: float = 60.0,
+    case: Path | None = None,
 ) -> ItemResult:
-    """``minutes`` of ``usnav run`` with registration at 30 fps."""
+    """``minutes`` of ``usnav run`` with registration at 30 fps (on ``case``, a simulated
+    case folder; default: simulated here)."""
     import psutil
 
     from usnav.client import Subscriber
@@ -48,7 +53,8 @@ def run_endurance(
     started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="usnav-soak-endurance-"))
     try:
-        case = _case(folder / "case", seed, frames=90)
+        if case is None:
+            case = _case(folder / "case", seed, frames=90)
         port = _free_port()
         server = serve_in_subprocess(case / "sweep.igs.mha", port=port, loop=True)
         device = folder / "probe.toml"

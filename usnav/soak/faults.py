@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import multiprocessing
 import random
 import shutil
@@ -57,8 +58,11 @@ def _case(folder: Path, seed: int, frames: int = 60) -> Path:
     return folder
 
 
-def run_restarts(seed: int = 1, restarts: int = 20, streaming_s: float = 3.0) -> ItemResult:
-    """Kill and restart the probe server ``restarts`` times under a connected ProbeClient."""
+def run_restarts(
+    seed: int = 1, restarts: int = 20, streaming_s: float = 3.0, recording: Path | None = None
+) -> ItemResult:
+    """Kill and restart the probe server ``restarts`` times under a connected ProbeClient
+    (serving ``recording``, default: a simulated 30 fps sweep)."""
     from usnav.devices.base import DeviceState
     from usnav.devices.config import ProbeConfig
     from usnav.devices.playback import serve_in_subprocess
@@ -75,7 +79,8 @@ def run_restarts(seed: int = 1, restarts: int = 20, streaming_s: float = 3.0) ->
     reconnects: list[float] = []
     outage_states: list[str] = []
     try:
-        recording = _case(folder, seed, frames=60) / "sweep.igs.mha"
+        if recording is None:
+            recording = _case(folder, seed, frames=60) / "sweep.igs.mha"
         port = _free_port()
         server = serve_in_subprocess(recording, port=port, loop=True)
         frames: list[tuple[float, int, int]] = []  # (monotonic, connection, frame_number)
@@ -174,14 +179,24 @@ def _run_args(
 
 
 def _complete_journal_lines(journal: Path) -> int:
+    """Frames whose journal line is complete (the image/orientation records are not frames;
+    a line is written only after its pixels)."""
     lines = journal / "frames.jsonl"
     if not lines.exists():
         return 0
-    return lines.read_bytes().count(b"\n")
+    complete = lines.read_bytes().split(b"\n")[:-1]
+    count = 0
+    for line in complete:
+        try:
+            count += "i" in json.loads(line)
+        except ValueError:
+            break
+    return count
 
 
-def run_kills(seed: int = 1, kills: int = 20) -> ItemResult:
-    """Kill ``usnav run --record`` with SIGKILL ``kills`` times; recover every recording."""
+def run_kills(seed: int = 1, kills: int = 20, case: Path | None = None) -> ItemResult:
+    """Kill ``usnav run --record`` with SIGKILL ``kills`` times; recover every recording
+    (``case``: a simulated case folder, default: simulated here)."""
     from usnav.devices.playback import serve_in_subprocess
     from usnav.io.sequence import journal_path, read_sequence, recover_recording
 
@@ -196,7 +211,8 @@ def run_kills(seed: int = 1, kills: int = 20) -> ItemResult:
     folder = Path(tempfile.mkdtemp(prefix="usnav-soak-kill-"))
     recovered_total = 0
     try:
-        case = _case(folder / "case", seed, frames=60)
+        if case is None:
+            case = _case(folder / "case", seed, frames=60)
         with read_sequence(case / "sweep.igs.mha") as seq:
             source = {seq.frame(i).frame_number: seq.frame(i).image.copy() for i in range(len(seq))}
         port = _free_port()
@@ -330,7 +346,7 @@ def run_subscribers(seed: int = 1, subscribers: int = 50, seconds: float = 10.0)
             )  # fmt: skip
             attacker.start()
             try:
-                time.sleep(3.0)  # the attack's ramp-up (the load, not a synchronisation)
+                time.sleep(min(3.0, seconds))  # the attack's ramp-up (the load, not a sync)
                 publish_s.clear()
                 latencies = measure(seconds)
                 phases[phase] = (latencies, _p99(publish_s), report.get(timeout=seconds + 60))

@@ -804,4 +804,7 @@ def run_igtl(
     """Item 1: ``messages`` through the decoder, ``wire_messages`` (default: a quarter of
     them) over TCP into each target."""
     wire = messages // 4 if wire_messages is None else wire_messages
-    return [run_decoder(seed, messages), run_wire(seed, wire, connects, slow_s)]
+    results = [run_decoder(seed, messages)]
+    if wire or connects or slow_s:
+        results.append(run_wire(seed, wire, connects, slow_s))
+    return results
