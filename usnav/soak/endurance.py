@@ -64,11 +64,12 @@ def run_endurance(
         publish_port = _free_port()
         args = _run_args(case, device, None, folder / "run.log", registration=True)
         args[args.index("tcp://127.0.0.1:0")] = f"tcp://127.0.0.1:{publish_port}"
-        run = subprocess.Popen(
-            [*args, "--duration", str(minutes * 60.0 + warmup_s)],
-            stdout=subprocess.DEVNULL,
-            stderr=(folder / "run.err").open("w"),
-        )
+        with (folder / "run.err").open("w") as err_file:
+            run = subprocess.Popen(
+                [*args, "--duration", str(minutes * 60.0 + warmup_s)],
+                stdout=subprocess.DEVNULL,
+                stderr=err_file,
+            )
         process = psutil.Process(run.pid)
         samples: list[tuple[float, float]] = []
         latencies: list[tuple[float, float]] = []
