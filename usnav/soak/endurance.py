@@ -66,7 +66,7 @@ def run_endurance(
         args[args.index("tcp://127.0.0.1:0")] = f"tcp://127.0.0.1:{publish_port}"
         with (folder / "run.err").open("w") as err_file:
             run = subprocess.Popen(
-                [*args, "--duration", str(minutes * 60.0 + warmup_s)],
+                [*args, "--duration", str(minutes * 60.0 + warmup_s + 600)],  # ended by us
                 stdout=subprocess.DEVNULL,
                 stderr=err_file,
             )
@@ -76,6 +76,13 @@ def run_endurance(
         received = 0
         try:
             with Subscriber(f"tcp://127.0.0.1:{publish_port}", topics=("margin",)) as sub:
+                # the clock starts at the first margin (start-up compiles kernels first)
+                first = None
+                deadline = time.monotonic() + 300
+                while first is None and time.monotonic() < deadline and run.poll() is None:
+                    first = sub.receive(0.2)
+                if first is None:
+                    result.fail("usnav run published no margin within 300 s")
                 t0 = time.monotonic()
                 next_sample = t0
                 end = t0 + warmup_s + minutes * 60.0
