@@ -70,7 +70,7 @@ class RegistrationOptions(BaseModel):
     statistical_scale: float = Field(default=2.0, ge=0)
     """The half-sweep spread times this is the statistical part of ``uncertainty_mm`` (a 95 %
     bound from a one-pair spread; chosen on the tuning families, docs/registration.md)."""
-    similarity_bias_mm: float = Field(default=1.0, ge=0)
+    similarity_bias_mm: float = Field(default=0.5, ge=0)
     """Systematic budget: how far the similarity's optimum may sit from the truth on
     ultrasound that forms differently from the MRI's edges (mostly along the beam: the bone
     echo's depth against the MRI's bone edge). Chosen on the tuning families."""
@@ -105,18 +105,21 @@ class RegistrationOptions(BaseModel):
     ``uncertainty_floor_mm``) to count as clearly better."""
     max_correction_mm: float = Field(default=25.0, gt=0)
     max_correction_deg: float = Field(default=25.0, gt=0)
-    ambiguity_offset_mm: float = Field(default=6.0, ge=0)
-    """Ambiguity probe: the candidate shifted by ± this along the sweep's mean elevation
-    direction (the frame normal: the direction a freehand sweep constrains least, along the
-    spine on a transverse sweep, where the cord is a tube) is refined at the finest level. A
-    candidate whose similarity does not exceed that of every pose so found farther than
-    ``ambiguity_distinct_mm`` by ``ambiguity_min_gain`` is rejected as ambiguous. 0: no probe."""
-    ambiguity_min_gain: float = Field(default=0.003, ge=0)
-    """Smallest similarity margin of the candidate over a distinct alternative (the same
-    "clearly better" margin as ``min_similarity_gain``). No paired t here: a shift along the
-    sweep changes only the frames over distinctive anatomy, so per-frame gains are few and
-    large and t understates real differences (tuning seeds: correct candidates led their
-    alternatives by ≥ 0.012 with t as low as 2.3)."""
+    ambiguity_offsets_mm: list[float] = Field(default=[6.0, 9.0])
+    """Ambiguity probe: the candidate shifted by ± each of these along the sweep's mean
+    elevation direction (the frame normal: the direction a freehand sweep constrains least,
+    along the spine on a transverse sweep, where the cord is a tube) is refined at the finest
+    level. A candidate whose similarity does not exceed that of every pose so found farther
+    than ``ambiguity_distinct_mm`` by ``ambiguity_min_gain`` is rejected as ambiguous.
+    Empty: no probe."""
+    ambiguity_min_gain: float = Field(default=0.008)
+    """Smallest similarity margin of the candidate over a distinct alternative. No paired t
+    here: a shift along the sweep changes only the frames over distinctive anatomy, so
+    per-frame gains are few and large and t understates real differences. Tuning (baseline
+    seeds 1001-1016 with calibration and speed-of-sound perturbations): correct candidates
+    led alternatives 6-9 mm away by ≥ 0.017; an accepted 8.1 mm failure led by 0.004 at 6 mm
+    and trailed by 0.002 at 9 mm (it passed the earlier single ±6 mm probe at 0.003). Negative
+    values switch the rejection off (the margin is still measured)."""
     ambiguity_evaluations: int = Field(default=30, ge=5)
     """Budget of each ambiguity probe's refinement."""
     ambiguity_distinct_mm: float = Field(default=2.0, ge=0)

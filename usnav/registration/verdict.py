@@ -57,6 +57,9 @@ class RegistrationResult:
         Accepted and ``uncertainty_mm`` ≤ ``max_confident_uncertainty_mm``: may be shown LIVE.
     uncertainty_terms
         The terms of ``uncertainty_mm`` (:func:`uncertainty_terms`).
+    diagnostics
+        The verdict's statistics (paired t, gain, margin over chance, split spread, ambiguity
+        margin), those that were computed.
     correction_mm
         Mean displacement of the field of view between initial and candidate, mm.
     seconds
@@ -84,6 +87,7 @@ class RegistrationResult:
     levels: list[dict] = field(default_factory=list)
     confident: bool = False
     uncertainty_terms: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
     @property
     def quality(self) -> float:
@@ -119,6 +123,7 @@ class RegistrationResult:
             "uncertainty_mm": _finite_or_none(self.uncertainty_mm),
             "confident": bool(self.confident),
             "uncertainty_terms": {k: round(v, 4) for k, v in self.uncertainty_terms.items()},
+            "diagnostics": {k: _finite_or_none(v) for k, v in self.diagnostics.items()},
             "correction_mm": _finite_or_none(self.correction_mm),
             "quality": round(self.quality, 4),
             "reason": self.reason,
@@ -214,6 +219,7 @@ class VerdictMixin:
         elif t_stat < opts.min_paired_t:
             reasons.append(f"gain not consistent across frames (t = {t_stat:.1f})")
         null_mean = float("nan")
+        diagnostics: dict[str, float] = {"paired_t": float(t_stat), "gain": float(mean_gain)}
         if not reasons and opts.null_offset_mm > 0:
             # the similarity of clearly wrong poses (the candidate shifted by ± the offset
             # along each axis): a candidate must stand well above this chance level
@@ -225,6 +231,7 @@ class VerdictMixin:
                     nulls.append(fine(shifted))
             evaluations += 6
             null_mean = float(np.mean(nulls))
+            diagnostics["margin_over_chance"] = float(new_sim - null_mean)
             if new_sim < null_mean + opts.min_margin_over_null:
                 reasons.append(
                     f"similarity {new_sim:.4f} not clearly above chance ({null_mean:.4f} at "
@@ -239,15 +246,18 @@ class VerdictMixin:
             terms = uncertainty_terms(spread, self.fov_depth_mm, opts)
             uncertainty = terms["uncertainty_mm"]
             resolution = float(np.hypot(spread, opts.uncertainty_floor_mm))
+            diagnostics["split_spread_mm"] = float(spread)
             if corr < opts.min_correction_to_uncertainty * resolution:
                 reasons.append(
                     f"correction {corr:.2f} mm within its resolution ({resolution:.2f} mm)"
                 )
-        if not reasons and opts.ambiguity_offset_mm > 0:
+        if not reasons and opts.ambiguity_offsets_mm:
             # last (it costs most): is there another pose, a few mm along the direction the
             # sweep constrains least, that the image likes as much as the candidate?
-            ambiguity, n = self._ambiguity(candidate, new_sim, new_scores, pts)
+            ambiguity, n, margin = self._ambiguity(candidate, new_sim, new_scores, pts)
             evaluations += n
+            diagnostics["ambiguity_margin"] = margin
+            diagnostics.update(self._ambiguity_margins)
             if ambiguity:
                 reasons.append(ambiguity)
         accepted = not reasons
@@ -274,6 +284,7 @@ class VerdictMixin:
             correction_mm=corr,
             confident=confident,
             uncertainty_terms=terms,
+            diagnostics=diagnostics,
             seconds=0.0,
             evaluations=evaluations,
             reason=reason,
@@ -283,10 +294,11 @@ class VerdictMixin:
 
     def _ambiguity(
         self, candidate: np.ndarray, similarity: float, scores: np.ndarray, pts: np.ndarray
-    ) -> tuple[str, int]:
-        """Refine from the candidate shifted ± ``ambiguity_offset_mm`` along the elevation
-        direction (finest level) and compare each distinct optimum so found with the candidate
-        (same frames). Returns (reason to reject or "", evaluations)."""
+    ) -> tuple[str, int, float]:
+        """Refine from the candidate shifted ± each of ``ambiguity_offsets_mm`` along the
+        elevation direction (finest level) and compare each distinct optimum so found with the
+        candidate (same frames). Returns (reason to reject or "", evaluations, the smallest
+        margin of the candidate over a distinct alternative; inf if none)."""
         opts = self.options
         level = self.level(-1)
         sim = level.similarity
@@ -294,32 +306,42 @@ class VerdictMixin:
         centre_c = _apply(candidate, self.points_reference).mean(axis=0)
         direction = candidate[:3, :3] @ self.elevation_direction
         total = 0
+        worst = (np.inf, "")
+        self._ambiguity_margins: dict[str, float] = {}
 
         def cost(p: np.ndarray) -> float:
             return -sim(correction(p, centre_c) @ candidate)
 
-        for sign in (-1.0, 1.0):
-            x0 = np.r_[sign * opts.ambiguity_offset_mm * direction, 0.0, 0.0, 0.0]
-            x, _, k = _optimise(
-                cost, x0, np.r_[[0.6 * s] * 3, [0.6 * s] * 3], opts.ambiguity_evaluations, 0.05 * s
-            )
-            total += k
-            other = correction(x, centre_c) @ candidate
-            distance = mean_displacement(other, candidate, pts)
-            if not distance > opts.ambiguity_distinct_mm:
-                continue
-            other_sim, other_scores = sim.evaluate(other)
-            total += 1
-            _, t_stat = _paired_gain(scores, other_scores)
-            gain = similarity - other_sim
-            if not gain >= opts.ambiguity_min_gain:
-                return (
-                    f"ambiguous: a pose {distance:.1f} mm away along the sweep scores "
-                    f"{other_sim:.4f} against {similarity:.4f} (gain {gain:+.4f}, "
-                    f"t = {t_stat:.1f})",
-                    total,
+        for offset in opts.ambiguity_offsets_mm:
+            for sign in (-1.0, 1.0):
+                x0 = np.r_[sign * offset * direction, 0.0, 0.0, 0.0]
+                x, _, k = _optimise(
+                    cost,
+                    x0,
+                    np.r_[[0.6 * s] * 3, [0.6 * s] * 3],
+                    opts.ambiguity_evaluations,
+                    0.05 * s,
                 )
-        return "", total
+                total += k
+                other = correction(x, centre_c) @ candidate
+                distance = mean_displacement(other, candidate, pts)
+                if not distance > opts.ambiguity_distinct_mm:
+                    continue
+                other_sim, other_scores = sim.evaluate(other)
+                total += 1
+                _, t_stat = _paired_gain(scores, other_scores)
+                gain = similarity - other_sim
+                key = f"ambiguity_margin_{offset:g}mm"
+                self._ambiguity_margins[key] = min(self._ambiguity_margins.get(key, np.inf), gain)
+                if gain < worst[0]:
+                    worst = (
+                        gain,
+                        f"ambiguous: a pose {distance:.1f} mm away along the sweep scores "
+                        f"{other_sim:.4f} against {similarity:.4f} (gain {gain:+.4f}, "
+                        f"t = {t_stat:.1f})",
+                    )
+        margin, text = worst
+        return (text if margin < opts.ambiguity_min_gain else ""), total, float(margin)
 
     def _split_spread(
         self, candidate: np.ndarray, centre: np.ndarray, pts: np.ndarray
