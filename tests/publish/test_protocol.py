@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from usnav.client import parse
-from usnav.publish import protocol as p
+from usnav.protocol import wire as p
 
 
 def _header(topic: str = "status", **extra) -> dict:

@@ -8,14 +8,15 @@ import time
 import numpy as np
 import pytest
 import zmq
+from waiting import wait_until
 
 from usnav.client import FrameMessage, MarginMessage, RegistrationMessage, StatusMessage, Subscriber
 from usnav.errors import InputError
 from usnav.frames import TrackedFrame
 from usnav.margins import MarginEstimator
 from usnav.margins.phantom import make_phantom
+from usnav.protocol import wire as p
 from usnav.publish import Publisher
-from usnav.publish import protocol as p
 from usnav.registration.estimate import RegistrationEstimate
 
 
@@ -287,8 +288,5 @@ def test_subscriber_connection_state_follows_the_publisher() -> None:
     _join(publisher, subscriber)
     assert subscriber.connected
     publisher.close()
-    deadline = time.monotonic() + 5
-    while subscriber.connected and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not subscriber.connected
+    assert wait_until(lambda: not subscriber.connected, 5)
     subscriber.close()

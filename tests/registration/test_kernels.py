@@ -376,6 +376,51 @@ def test_paste_slice_nearest_and_linear_match_numpy():
     np.testing.assert_allclose(wt, ref_w, atol=1e-5)
 
 
+def test_paste_slice_linear_maximum_matches_numpy():
+    """PLUS's LINEAR/MAXIMUM rule in 14-bit fixed point, written with numpy."""
+    bits = K.FIXED_POINT_BITS
+    one = 1 << bits
+    image = RNG.integers(0, 255, size=(7, 9)).astype(np.float32)
+    image[3, 4] = 0  # a black pixel never marks a voxel
+    fov = np.ones(image.shape, np.uint8)
+    fov[0, :2] = 0
+    p2v = np.array(
+        [[0.4123, 0.1071, 0, 0.7317], [0.0133, 0.3919, 0, 1.4177], [0.2031, 0.1093, 0, 0.3111]]
+    )
+    p2v[0, 0] = 0.5  # a column step of half a voxel: some fractions are exactly 0 and 1/2
+    fixed = np.rint(p2v * one).astype(np.int64)
+    shape = (8, 6, 5)
+    out = np.zeros(shape, np.float32)
+    hit = np.zeros(shape, np.uint8)
+    n = K.paste_slice_linear_maximum(image, fov, fixed, out, hit)
+
+    rows, cols = np.nonzero(fov)
+    pos = fixed[:, 0] * cols[:, None] + fixed[:, 1] * rows[:, None] + fixed[:, 3]  # (P, 3)
+    lo = pos >> bits
+    frac = pos - (lo << bits)
+    hi = lo + (frac != 0)
+    inside = np.all(lo >= 0, axis=1) & np.all(hi < np.array(shape), axis=1)
+    assert n == inside.sum()
+
+    def mul(a, b):
+        return (a * b + (one >> 1)) >> bits
+
+    ref = np.zeros(shape)
+    ref_hit = np.zeros(shape, bool)
+    values = image[rows, cols]
+    rest = one - frac
+    for corner in np.ndindex(2, 2, 2):
+        fx, fy, fz = (np.where(c, frac[:, a], rest[:, a]) for a, c in enumerate(corner))
+        weight = mul(fx, mul(fy, fz))
+        idx = np.where(np.array(corner), hi, lo)
+        ok = inside & (weight >= one // 8) & (values > 0)
+        np.maximum.at(ref, tuple(idx[ok].T), values[ok])
+        ref_hit[tuple(idx[ok].T)] = True
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(hit.astype(bool), ref_hit)
+    assert ref_hit.any() and not ref_hit.all()
+
+
 def _walk(filled, values, start, step, sign, limit_steps):
     """Steps to the first filled voxel from ``start`` along ``sign * step`` (0 if none)."""
     shape = np.array(values.shape)

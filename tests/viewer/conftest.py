@@ -38,6 +38,7 @@ class PublishingThread:
     def __init__(self, address: str, case, margins, quality: float = 0.9):
         self.publisher = Publisher(address)
         self.case, self.margins, self.quality = case, margins, quality
+        self.sent = 0  # frames published so far
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -54,6 +55,7 @@ class PublishingThread:
             self.publisher.publish_margins(frame, self.margins, reg)
             self.publisher.publish_status({"fps": 30.0})
             number += 1
+            self.sent = number
             self._stop.wait(1 / 30)
 
     def stop(self) -> None:

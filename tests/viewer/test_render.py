@@ -9,7 +9,7 @@ import pytest
 
 from usnav.client import parse
 from usnav.frames import TrackedFrame
-from usnav.publish import protocol as p
+from usnav.protocol import wire as p
 from usnav.publish.publisher import Publisher
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.viewer.render import (

@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from usnav.client import parse
-from usnav.publish import protocol as p
+from usnav.protocol import wire as p
 from usnav.viewer.state import LIVE, STALE, UNCERTAIN, ViewerOptions, ViewModel, assess
 
 

@@ -27,15 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         required=True,
         metavar="CAL",
-        help="ImageToProbe: usnav calibration .toml, PLUS device-set XML or 16 numbers",
+        help="ImageToProbe: usnav calibration .toml, PLUS device-set XML or a text file of 16 "
+        "numbers (row-major)",
     )
     p.add_argument(
         "--init",
         type=Path,
         required=True,
-        help="initial ReferenceToMri: text file of 16 numbers (row-major)",
+        help="initial ReferenceToMri: a text file of 16 numbers (row-major), or the RESULT.json "
+        "of an earlier usnav register / register-points (its ReferenceToMri)",
     )
     p.add_argument("--out", type=Path, required=True, metavar="RESULT.json")
+    p.add_argument("--force", action="store_true", help="replace an existing RESULT.json")
     p.add_argument(
         "--config",
         type=Path,
@@ -48,9 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.io.outputs import check_output
     from usnav.registration.files import register_recording
     from usnav.registration.rigid import load_registration_options
 
+    check_output(args.out, force=args.force)
     options = load_registration_options(args.config, metric=args.metric)
     bar = _ProgressBar(enabled=not args.quiet)
     try:

@@ -171,6 +171,12 @@ def record(
                     result.stopped_by = "server closed the connection"
                     break
             elif connect_timeout_s is not None and now - started > connect_timeout_s:
+                hint = probe.device_hint()
+                if hint is not None:
+                    raise UsnavError(
+                        f"no frame from {probe_config.host}:{probe_config.port} within "
+                        f"{connect_timeout_s:g} s: {hint}"
+                    )
                 why = probe.last_error or f"state {probe.state.value}"
                 raise UsnavError(
                     f"no frame from {probe_config.host}:{probe_config.port} within "

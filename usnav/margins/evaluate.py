@@ -151,6 +151,34 @@ class SimulatedFrames:
     cord_shift_mm: float
 
 
+def tumor_codes(anatomy_labels: np.ndarray) -> np.ndarray:
+    """uint8 codes of a simulator anatomy label volume: 1 solid tumor, 2 cyst, 0 elsewhere."""
+    from usnav.sim.tissues import Tissue
+
+    labels = np.asarray(anatomy_labels)
+    codes = np.zeros(labels.shape, np.uint8)
+    codes[labels == Tissue.TUMOR] = 1
+    codes[labels == Tissue.CYST] = 2
+    return codes
+
+
+def true_codes_in_frame(
+    codes: np.ndarray, image_to_voxel: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """Where the tumor really is in one frame: (rows, cols) uint8, 1 solid, 2 cyst.
+
+    ``codes`` as :func:`tumor_codes` gives; ``image_to_voxel`` maps pixel (col, row, 0, 1) to
+    the code volume's voxel indices. A pixel takes the structure covering most of it, 0 where
+    the tumor covers less than half of it.
+    """
+    fractions = np.zeros((2, *shape), np.float32)
+    _kernels.reslice_label_fractions(
+        np.ascontiguousarray(codes), np.asarray(image_to_voxel, np.float64), 2, fractions
+    )
+    truth = np.where(fractions.sum(axis=0) >= 0.5, np.argmax(fractions, axis=0) + 1, 0)
+    return truth.astype(np.uint8)
+
+
 def simulated_frames(
     seed: int, frames: int = 24, echogenicity: str = "random", workers: int = 2
 ) -> SimulatedFrames:
@@ -170,25 +198,19 @@ def simulated_frames(
     from usnav.io.volume import Volume
     from usnav.sim.case import build_case, simulate_frames
     from usnav.sim.options import make_options
-    from usnav.sim.tissues import Tissue
 
     options = make_options(
         frames=frames, workers=workers, save_anatomy=False, tumor_echogenicity=echogenicity
     )
     case = build_case(seed, options)
     sweep, intra = case.sweep, case.intraop
-    codes = np.zeros(intra.labels.shape, np.uint8)
-    codes[intra.labels == Tissue.TUMOR] = 1
-    codes[intra.labels == Tissue.CYST] = 2
+    codes = tumor_codes(intra.labels)
     mri_to_voxel = np.linalg.inv(case.anatomy.spine_to_mri @ intra.index_to_spine())
     images, truths, tracked = [], [], []
     for i, image in enumerate(simulate_frames(case, workers)):
-        fractions = np.zeros((2, *image.shape), np.float32)
-        _kernels.reslice_label_fractions(
-            codes, mri_to_voxel @ sweep.true_image_to_mri[i], 2, fractions
+        truths.append(
+            true_codes_in_frame(codes, mri_to_voxel @ sweep.true_image_to_mri[i], image.shape)
         )
-        truth = np.where(fractions.sum(axis=0) >= 0.5, np.argmax(fractions, axis=0) + 1, 0)
-        truths.append(truth.astype(np.uint8))
         images.append(image)
         tracked.append(
             sweep.reference_to_mri
@@ -240,6 +262,11 @@ def score_stream(
             parts.append(
                 score_margins(margins, {"solid": truth == 1, "cyst": truth == 2}, threshold)
             )
+    return pool_scores(parts)
+
+
+def pool_scores(parts: list[BoundaryScore]) -> BoundaryScore:
+    """Pool frame scores into one (point errors concatenated, support weighted by points)."""
     if not parts:
         empty = np.zeros(0)
         return BoundaryScore(empty, empty, empty, empty, 0.0)

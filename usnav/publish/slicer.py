@@ -13,7 +13,7 @@ connector to ``localhost:18945``) and shows, with no plugin:
   with the MRI (which Slicer loads in RAS, as usnav does).
 
 Matrices go out in RAS (what Slicer assumes); nothing here converts to LPS. The OpenIGTLink
-server is :class:`usnav.devices.igtl.transport.IgtlServer` (many clients, each with its own
+server is :class:`usnav.igtl.server.IgtlServer` (many clients, each with its own
 bounded queue, never blocking the caller).
 """
 
@@ -23,8 +23,8 @@ import time
 
 import numpy as np
 
-from usnav.devices.igtl.transport import IgtlServer
 from usnav.frames import TrackedFrame
+from usnav.igtl import IgtlServer
 from usnav.margins.estimator import FrameMargins
 
 #: Default port: PLUS's 18944 + 1, so both can run side by side.
@@ -106,7 +106,7 @@ class SlicerExporter:
         """
         if not self.server.clients:
             return 0
-        from usnav.devices.igtl.codec import ImageContent, Message, TransformContent
+        from usnav.igtl.codec import ImageContent, Message, TransformContent
 
         # PLUS sends UTC; a recording's relative clock is no use to Slicer: send now instead
         stamp = frame.t_device if frame.t_device > 1e9 else time.time()
@@ -168,7 +168,7 @@ class SlicerExporter:
         last = getattr(self, "_last", None)
         if getattr(self, "stale", False) or last is None or not self.server.clients:
             return 0
-        from usnav.devices.igtl.codec import ImageContent, Message, StringContent, TransformContent
+        from usnav.igtl.codec import ImageContent, Message, StringContent, TransformContent
 
         matrix, shape = last
         stamp = time.time()

@@ -54,6 +54,12 @@ def demo_case(cache_dir: str | Path | None = None) -> Path:
     target = base / f"demo-v{SIM_VERSION}-seed{DEMO_SEED}"
     if (target / "truth.json").is_file():
         return target
+    if target.exists():
+        raise InputError(
+            target,
+            "is an incomplete demo case (no truth.json)",
+            "delete this folder and it will be simulated again",
+        )
     try:
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=base))

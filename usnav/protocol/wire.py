@@ -1,4 +1,4 @@
-"""The usnav ZeroMQ wire protocol: message layout, encoding and validated decoding.
+"""The usnav ZeroMQ wire framing: message layout, encoding and validated decoding.
 
 A message is a ZeroMQ multipart message ``[topic, header, buffer...]``:
 
@@ -9,7 +9,8 @@ A message is a ZeroMQ multipart message ``[topic, header, buffer...]``:
 - each buffer: the raw bytes of a C-contiguous little-endian array.
 
 No pickle, no code on the wire: a header is plain msgpack and a buffer is bytes whose type
-and shape the header states. The contract for display writers is ``docs/protocol.md``.
+and shape the header states. The contract for display writers is ``docs/protocol.md``; the
+per-topic fields are encoded and decoded side by side in :mod:`usnav.protocol.messages`.
 
 Versioning: ``schema`` is ``"usnav"`` and ``version`` an integer. Additive changes (new
 keys, new topics, new buffers) keep the version; readers ignore what they do not know. A
@@ -26,6 +27,9 @@ import msgpack
 import numpy as np
 
 from usnav.errors import UsnavError
+
+#: Where usnav publishes by default (loopback only; see docs/protocol.md).
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 
 SCHEMA = "usnav"
 VERSION = 1
