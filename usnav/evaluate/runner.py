@@ -51,6 +51,8 @@ log = logging.getLogger("usnav.evaluate")
 
 INSTALL_HINT = "pip install 'usnav[evaluate]'"
 DEFAULT_TIMEOUT_S = 600.0
+#: runs of a case whose worker was restarted under it (for another case's timeout)
+MAX_ATTEMPTS = 3
 
 #: progress(done, total, row): row None for the first call (cluster ready, nothing done yet)
 Progress = Callable[[int, int, dict | None], None]
@@ -198,7 +200,7 @@ def run_evaluation(
 
 
 def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer, report, progress):
-    from distributed import as_completed
+    from distributed import as_completed, wait
 
     run_id = uuid.uuid4().hex[:8]
     if progress is not None:
@@ -218,11 +220,35 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
         for c in todo
     }
     pending = len(futures)
-    for future in as_completed(futures):
+    attempts = dict.fromkeys((c.case for c in todo), 1)
+    restarted = False
+    queue = as_completed(futures)
+    for future in queue:
+        if future.status not in ("finished", "error", "cancelled"):
+            wait([future])  # yielded while being rescheduled after a worker restart
         pending -= 1
-        row = _row_of(future, futures[future])
+        case = futures.pop(future)
+        if restarted and _killed(future) and attempts[case.case] < MAX_ATTEMPTS:
+            # its worker was restarted under it (a timed-out case's): run it again
+            attempts[case.case] += 1
+            again = client.submit(
+                run_case_task,
+                case_to_task(case),
+                str(out.resolve()),
+                float(timeout_s),
+                options_doc,
+                bool(margins),
+                key=f"usnav-case-{case.case}-{run_id}-{attempts[case.case]}",
+                pure=False,
+            )
+            futures[again] = case
+            queue.add(again)
+            pending += 1
+            continue
+        row = _row_of(future, case)
         if row.pop("_restart", False):
             if pending or not local:
+                restarted = True
                 row["reason"] += f" ({_restart(client, row.get('worker', ''))})"
             else:
                 row["reason"] += " (its worker stopped with the local cluster)"
@@ -236,6 +262,16 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
             progress(report.ran, len(todo), row)
         future.release()
     report.wall_s = time.perf_counter() - t0
+
+
+def _killed(future) -> bool:
+    """Whether the task was lost with its worker (KilledWorker)."""
+    if future.status != "error":
+        return False
+    try:
+        return type(future.exception()).__name__ == "KilledWorker"
+    except Exception:
+        return False
 
 
 def _row_of(future, case) -> dict:
@@ -363,7 +399,13 @@ def _connect(scheduler: str | None, workers: int | None, timeout_s: float) -> It
         logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler is None:
         n = workers or os.cpu_count() or 1
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        # one task per worker at a time (no task waits on a worker that may be restarted);
+        # a task whose worker dies is retried once, then fails
+        settings = {
+            "distributed.scheduler.allowed-failures": 1,
+            "distributed.scheduler.worker-saturation": 1.0,
+        }
+        with dask.config.set(settings):
             cluster = LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,
