@@ -133,3 +133,20 @@ def test_not_a_margins_file(tmp_path: Path) -> None:
     p.write_text('{"format": "something else"}\n')
     with pytest.raises(InputError, match="not a usnav margins file"):
         read_margins_file(p)
+
+
+def test_the_pipeline_and_the_cli_do_not_import_evaluate_or_dask() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, usnav.pipeline.live, usnav.pipeline.run\n"
+        "from usnav.cli.main import build_parser\n"
+        "build_parser()\n"
+        "names = ('usnav.evaluate', 'dask', 'distributed')\n"
+        "bad = [m for m in sys.modules if m.startswith(names)]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
