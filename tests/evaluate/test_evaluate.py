@@ -47,6 +47,7 @@ def _check_ok_row(row: dict[str, str], case, out: Path) -> None:
     assert (out / "cases" / case.case / "margins.jsonl.gz").is_file()
 
 
+@pytest.mark.slow
 def test_local_cluster_failed_cases_and_resume(tiny_cases, tmp_path: Path) -> None:
     s7, s9 = tiny_cases["s7"], tiny_cases["s9"]
     data = tmp_path / "data"
@@ -99,6 +100,7 @@ def test_local_cluster_failed_cases_and_resume(tiny_cases, tmp_path: Path) -> No
     _check_ok_row(rows["s7-again"], extra, out)
 
 
+@pytest.mark.slow
 def test_a_stuck_case_times_out_and_the_run_goes_on(tiny_cases, tmp_path: Path) -> None:
     """A recording on a FIFO nobody writes to blocks in open() (like a dead network mount):
     only killing the worker process ends it."""
@@ -120,6 +122,7 @@ def test_a_stuck_case_times_out_and_the_run_goes_on(tiny_cases, tmp_path: Path) 
     assert "no such file" in rows["missing"]["reason"]
 
 
+@pytest.mark.slow
 def test_real_dask_scheduler_and_two_workers(tiny_cases, tmp_path: Path) -> None:
     """The engine's own CLI: ``dask scheduler`` and two ``dask worker`` processes."""
     dask = Path(sys.executable).parent / "dask"

@@ -62,6 +62,11 @@ def _dataset(ctx: BenchContext) -> tuple[Path, float]:
     return manifest, float(np.median(sim_s)) if sim_s else float("nan")
 
 
+def _cpu_share(report) -> float:
+    """CPU seconds the tasks' threads got over their wall seconds."""
+    return float(np.sum(report.cpu_seconds) / max(np.sum(report.task_seconds), 1e-9))
+
+
 @benchmark("usnav evaluate on Dask: the same manifest with 1 and 2 local workers", "evaluate")
 def bench_scaling(ctx: BenchContext) -> list[Figure]:
     from usnav.evaluate.runner import run_evaluation
@@ -94,8 +99,10 @@ def bench_scaling(ctx: BenchContext) -> list[Figure]:
             met=speedup >= 1.8,
             baseline_name="1 worker process (same manifest, same run)",
             baseline_value=tps1,
-            note=f"speed-up {speedup:.2f}× (efficiency {50 * speedup:.0f} %); load average "
-            f"{load} on {os.cpu_count()} cores (shared machine: noisy); {failed} case(s) failed",
+            note=f"speed-up {speedup:.2f}× (efficiency {50 * speedup:.0f} %); a task's thread "
+            f"got {_cpu_share(one):.0%} of a core with 1 worker, {_cpu_share(two):.0%} with 2 "
+            f"(100 % = the machine was not the limit); load average {load} on "
+            f"{os.cpu_count()} cores; {failed} case(s) failed",
         ),
         Figure(
             "engine overhead per task, 1 worker (wall/case - task time)",

@@ -79,8 +79,9 @@ class RunReport:
     wall_s
         From the first task submitted to the last result (cluster start-up and kernel warm-up
         excluded); 0 when nothing ran.
-    task_seconds, registration_seconds
-        Per case run now: the task's own time on the worker, and the registration's.
+    task_seconds, cpu_seconds, registration_seconds
+        Per case run now: the task's own time on the worker, the CPU time its thread got (less
+        than its time when it waited for a core), and the registration's time.
     warm_up_s
         Per worker, the kernel warm-up seconds.
     """
@@ -98,6 +99,7 @@ class RunReport:
     scheduler: str = ""
     wall_s: float = 0.0
     task_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
     registration_seconds: list[float] = field(default_factory=list)
     warm_up_s: dict[str, float] = field(default_factory=dict)
 
@@ -256,6 +258,8 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
         report.ran += 1
         report.failed += row.get("status") != "ok"
         report.task_seconds.append(float(row.get("seconds") or 0.0))
+        if row.get("cpu_seconds") not in ("", None):
+            report.cpu_seconds.append(float(row["cpu_seconds"]))
         if row.get("registration_seconds") not in ("", None):
             report.registration_seconds.append(float(row["registration_seconds"]))
         if progress is not None:
