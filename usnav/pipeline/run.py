@@ -171,7 +171,9 @@ def _mm(values) -> str:
 
 
 def _box(lo: np.ndarray, hi: np.ndarray) -> str:
-    return ", ".join(f"{axis} {a:.0f}..{b:.0f}" for axis, a, b in zip("RAS", lo, hi, strict=True))
+    return ", ".join(
+        f"{axis} {round(a)}..{round(b)}" for axis, a, b in zip("RAS", lo, hi, strict=True)
+    )
 
 
 def default_log_path() -> Path:
