@@ -181,7 +181,11 @@ def true_codes_in_frame(
 
 
 def simulated_frames(
-    seed: int, frames: int = 24, echogenicity: str = "random", workers: int = 2
+    seed: int,
+    frames: int = 24,
+    echogenicity: str = "random",
+    workers: int = 2,
+    family: str = "baseline",
 ) -> SimulatedFrames:
     """Simulate a case with :mod:`usnav.sim` (in memory) and collect frames with the truth.
 
@@ -195,13 +199,19 @@ def simulated_frames(
         ``"random"``, ``"hyperechoic"`` or ``"isoechoic"``.
     workers
         Threads simulating frames.
+    family
+        Appearance family (``usnav simulate --list-families``).
     """
     from usnav.io.volume import Volume
     from usnav.sim.case import build_case, simulate_frames
     from usnav.sim.options import make_options
 
     options = make_options(
-        frames=frames, workers=workers, save_anatomy=False, tumor_echogenicity=echogenicity
+        frames=frames,
+        workers=workers,
+        save_anatomy=False,
+        tumor_echogenicity=echogenicity,
+        family=family,
     )
     case = build_case(seed, options)
     sweep, intra = case.sweep, case.intraop
@@ -312,18 +322,21 @@ def point_outcomes(
     max_offset_mm: float = 1.5,
     options=None,
     workers: int = 2,
+    families: list[str] | None = None,
 ) -> PointOutcomes:
     """Run the estimator over simulated cases with random registration errors (uniform
     direction, magnitude uniform in 0..``max_offset_mm``, one per frame, seeded by the case)
-    and collect every tissue-facing margin point's outcome against the truth."""
+    and collect every tissue-facing margin point's outcome against the truth. ``families``:
+    the appearance family of each seed (default: baseline)."""
     from usnav.margins.estimator import MarginEstimator, calibrate_confidence
     from usnav.margins.options import MarginOptions
 
     opts = options or MarginOptions()
     uncalibrated = opts.model_copy(update={"confidence_calibration": None})
     raw_parts, pub_parts, pred_parts, obs_parts = [], [], [], []
-    for seed in seeds:
-        sim = simulated_frames(seed, frames=frames, workers=workers)
+    for k, seed in enumerate(seeds):
+        family = families[k] if families else "baseline"
+        sim = simulated_frames(seed, frames=frames, workers=workers, family=family)
         estimator = MarginEstimator(sim.label, uncalibrated, warm_up=False)
         rng = np.random.default_rng(seed)
         for image, image_to_mri, truth in zip(
