@@ -368,30 +368,37 @@ def point_outcomes(
 
 
 def fit_confidence_calibration(
-    outcomes: PointOutcomes, bins: int = 8
+    outcomes: PointOutcomes, seen_from: float = 0.5, bins: int = 6
 ) -> tuple[tuple[float, float], ...]:
-    """(raw, calibrated) knots: the isotonic (monotone) fit of "the ultrasound's point beat the
-    MRI's" on raw confidence, summarised at ``bins`` quantile bins of the raw confidence.
+    """(raw, calibrated) knots for :attr:`MarginOptions.confidence_calibration`.
 
-    Only points where the refinement offered a boundary (raw confidence > 0) are fitted; a raw
-    0 stays 0 (no ultrasound evidence is never "seen"), and the last bin's rate holds up to 1.
+    Above ``seen_from`` (the raw confidence from which a point may be shown as seen): the
+    isotonic (monotone) fit of "the ultrasound's point beat the MRI's", summarised at ``bins``
+    quantile bins — a seen point's confidence is the rate at which such points beat the MRI
+    contour on the tuning data, and a bin that does not beat it more often than not falls
+    below 0.5 (not seen). Below ``seen_from``: a ramp from 0 to just under 0.5 and the first
+    bin's rate — these points are never shown as seen (low raw confidences beat the MRI on
+    some tuning cases and lose badly on others), so their stated value is only "below the bar".
     """
     from scipy.optimize import isotonic_regression
 
-    offered = outcomes.raw > 0
-    order = np.argsort(outcomes.raw[offered], kind="stable")
-    raw = outcomes.raw[offered][order]
+    seen = outcomes.raw >= seen_from
+    order = np.argsort(outcomes.raw[seen], kind="stable")
+    raw = outcomes.raw[seen][order]
     if raw.size == 0:
         return ((0.0, 0.0), (1.0, 0.0))
-    fitted = isotonic_regression(outcomes.beat[offered][order].astype(np.float64)).x
+    fitted = isotonic_regression(outcomes.beat[seen][order].astype(np.float64)).x
     edges = np.unique(np.quantile(raw, np.linspace(0, 1, bins + 1)))
-    knots = [(0.0, 0.0)]
+    upper: list[tuple[float, float]] = []
     for k, (lo, hi) in enumerate(itertools.pairwise(edges)):
         inside = (raw >= lo) & ((raw < hi) if k < len(edges) - 2 else (raw <= hi))
         if inside.any():
-            x, y = float(raw[inside].mean()), float(fitted[inside].mean())
-            if x > knots[-1][0] + 1e-4:
-                knots.append((x, max(y, knots[-1][1])))
+            upper.append((float(raw[inside].mean()), float(fitted[inside].mean())))
+    first = upper[0][1]
+    knots = [(0.0, 0.0), (seen_from - 1e-3, min(0.49, first)), (seen_from, first)]
+    for x, y in upper:
+        if x > knots[-1][0] + 1e-4:
+            knots.append((x, max(y, knots[-1][1])))
     if knots[-1][0] < 1.0:
         knots.append((1.0, knots[-1][1]))
     return tuple((round(x, 4), round(min(max(y, 0.0), 1.0), 4)) for x, y in knots)
