@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from pipeline_helpers import free_port, wait_until
@@ -111,16 +112,22 @@ def _recording_run(small_case: Path, tmp_path: Path, port: int, interrupts: int)
         stderr=subprocess.PIPE,
         text=True,
     )
+    errors: list[str] = []  # stderr, read as it comes (the second Ctrl-C waits for "stopping")
+    reader = threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)
+    reader.start()
     try:
         journal = record.with_name(record.name + ".journal")
         # frames are being recorded: the journal holds one line per complete frame
-        assert wait_until(lambda: _journal_lines(journal) > 15, 60)
+        assert wait_until(lambda: _journal_lines(journal) > 15 * interrupts, 60)
         process.send_signal(signal.SIGINT)
-        for _ in range(interrupts - 1):  # and again, while it stops
-            if wait_until(lambda: process.poll() is not None, 0.05):
-                break
-            process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        for _ in range(interrupts - 1):  # again, once it has said it is stopping
+            wait_until(lambda: any("stopping" in line for line in errors), 10)
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        out = process.stdout.read()
+        reader.join(10)
+        err = "".join(errors)
     finally:
         if process.poll() is None:
             process.kill()

@@ -65,8 +65,8 @@ class CaseRun:
     seed: int
     frames: int
     #: per in-view margin message: (pass index, display state, p95, mean, mean MRI-only,
-    #: protocol-1 LIVE)
-    in_view: list[tuple[int, str, float, float, float, bool]] = field(default_factory=list)
+    #: protocol-1 LIVE, the registration's uncertainty_mm, the display reason)
+    in_view: list[tuple] = field(default_factory=list)
     joins_s: list[float] = field(default_factory=list)
     first_margin_s: list[float] = field(default_factory=list)
     final_tre_mm: float = float("nan")
@@ -228,7 +228,18 @@ def _run_case(ctx: BenchContext, seed: int, look: str, frames: int) -> CaseRun:
         old_rule = (not h.stale) and (
             not h.registration_checked or (h.quality is not None and h.quality >= 0.5)
         )
-        run.in_view.append((sweep_index, h.display_state, p95, mean, mri_mean, old_rule))
+        run.in_view.append(
+            (
+                sweep_index,
+                h.display_state,
+                p95,
+                mean,
+                mri_mean,
+                old_rule,
+                h.uncertainty_mm,
+                h.display_reason.split(":")[0][:40],
+            )
+        )
     return run
 
 
@@ -266,6 +277,11 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
     tre = [run.final_tre_mm for run in runs]
     repeat = getattr(ctx, "_display_repeat", None)
     states = {s: sum(1 for r in rows if r[1] == s) for s in ("LIVE", "UNCERTAIN", "STALE")}
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r[1] == "UNCERTAIN":
+            reasons[r[7]] = reasons.get(r[7], 0) + 1
+    bad_live = [r[6] for r in rows if r[1] == "LIVE" and r[2] > 2.0]
     figures = [
         Figure(
             "in-view LIVE margins with boundary error p95 > 2 mm",
@@ -276,7 +292,8 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
             "protocol-1 rule (accepted, quality ≥ 0.5)",
             old_bad,
             higher_is_better=False,
-            note=f"{note}; states {states}",
+            note=f"{note}; states {states}; stated uncertainty of the bad LIVE ones "
+            f"{', '.join(f'{u:.2f}' for u in bad_live if u is not None) or '-'} mm",
         ),
         Figure(
             "mean boundary error, all published in-view margins",
@@ -296,7 +313,8 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
             "≥ 80 %",
             coverage >= 80.0,
             note=f"{len(late)} in-view margins in sweeps {SWEPT_TWICE + 1}-{PASSES}; "
-            f"estimates {sum(r.estimates for r in runs)}, adopted {sum(r.adopted for r in runs)}",
+            f"estimates {sum(r.estimates for r in runs)}, adopted {sum(r.adopted for r in runs)}; "
+            f"UNCERTAIN because: {reasons}",
         ),
         Figure(
             "late display: joined → shows the publisher's state (worst)",
