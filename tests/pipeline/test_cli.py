@@ -90,10 +90,12 @@ def test_bad_inputs_get_one_line_and_exit_2_before_anything_starts(small_case, t
     assert result.returncode == 2 and "beyond loopback needs encryption" in result.stderr
 
 
-def _recording_run(small_case: Path, tmp_path: Path, port: int, interrupts: int) -> tuple:
-    """``usnav run --record`` against a playback server on ``port``; once frames are being
-    recorded, Ctrl-C ``interrupts`` times in quick succession. Returns (exit status, stdout,
-    stderr, the recording's path)."""
+def _recording_run(small_case: Path, tmp_path: Path, interrupts: int) -> tuple:
+    """``usnav run --record`` against a playback server (started and stopped here); once
+    frames are being recorded, Ctrl-C ``interrupts`` times in quick succession. Returns (exit
+    status, stdout, stderr, the recording's path)."""
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
     record = tmp_path / "ctrlc.igs.mha"
     args = [
         *_run_args(small_case, _device_file(tmp_path, port)),
@@ -131,16 +133,12 @@ def _recording_run(small_case: Path, tmp_path: Path, port: int, interrupts: int)
     finally:
         if process.poll() is None:
             process.kill()
+        server.stop()
     return process.returncode, out, err, record
 
 
 def test_ctrl_c_stops_cleanly_and_flushes_the_recording(small_case, tmp_path):
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
-    try:
-        status, out, err, record = _recording_run(small_case, tmp_path, port, interrupts=1)
-    finally:
-        server.stop()
+    status, out, err, record = _recording_run(small_case, tmp_path, interrupts=1)
     assert status == 0, err
     assert "stopped in" in out and "frames written, 0 lost" in out
     written = int(out.split("recording")[1].split(":")[1].split("frames written")[0])
@@ -152,12 +150,7 @@ def test_ctrl_c_stops_cleanly_and_flushes_the_recording(small_case, tmp_path):
 def test_a_second_ctrl_c_while_stopping_still_prints_the_summary(small_case, tmp_path):
     """Ctrl-C several times in quick succession, the later ones while it stops and writes the
     recording out: it still stops cleanly and prints the run's summary and the recording's."""
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
-    try:
-        status, out, err, record = _recording_run(small_case, tmp_path, port, interrupts=4)
-    finally:
-        server.stop()
+    status, out, err, record = _recording_run(small_case, tmp_path, interrupts=4)
     assert status == 0, err
     assert "usnav run:" in out and "stopped in" in out, (out, err)
     assert "frames written, 0 lost" in out

@@ -51,7 +51,11 @@ log = logging.getLogger(__name__)
 def streaming_registration_options() -> RegistrationOptions:
     """Warm-started updates: the 1 mm level only, 24 frames, a short search. A correction
     need not exceed its uncertainty (``min_correction_to_uncertainty=0``): the
-    :class:`ReplacementRule` decides, on the same frames, with hysteresis."""
+    :class:`ReplacementRule` decides, on the same frames, with hysteresis. No ambiguity probe
+    (``ambiguity_offsets_mm=[]``): it asks whether a pose ~6-10 mm along the sweep scores as
+    well, which the first (cold) estimate settled; a warm search moves by small steps from the
+    estimate in use and cannot reach such a pose, and a pose that far would equally shadow
+    the estimate in use, so the probe says nothing about whether the candidate is better."""
     return RegistrationOptions(
         level_spacings_mm=[1.5, 1.0],
         patch_half=[1, 1],
@@ -59,6 +63,7 @@ def streaming_registration_options() -> RegistrationOptions:
         max_evaluations=[160, 36],
         uncertainty_evaluations=20,
         min_correction_to_uncertainty=0.0,
+        ambiguity_offsets_mm=[],
     )
 
 
