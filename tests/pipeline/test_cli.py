@@ -133,6 +133,10 @@ def _recording_run(small_case: Path, tmp_path: Path, interrupts: int) -> tuple:
     finally:
         if process.poll() is None:
             process.kill()
+        process.wait(10)
+        reader.join(10)
+        process.stdout.close()
+        process.stderr.close()
         server.stop()
     return process.returncode, out, err, record
 
