@@ -54,12 +54,20 @@ class DisplayRules(BaseModel):
         LIVE only when the registration was estimated or confirmed on the ultrasound images at
         most this long ago, s (the cord can move; a registration nobody re-checked decays to
         UNCERTAIN, not to STALE: it is still the best there is).
+    max_seen_disagreement_mm, min_seen_fraction
+        A frame's margins are UNCERTAIN when at least ``min_seen_fraction`` of their points are
+        seen on the ultrasound and those put the margin, by their median, more than
+        ``max_seen_disagreement_mm`` from the MRI's (the image contradicts the overlay: a
+        registration within its bound plus a shifted cord can still be that far off). None: no
+        such check.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     live_max_uncertainty_mm: float = Field(default=2.0, gt=0)
     max_unchecked_s: float = Field(default=60.0, gt=0)
+    max_seen_disagreement_mm: float | None = Field(default=1.0, gt=0)
+    min_seen_fraction: float = Field(default=0.2, ge=0, le=1)
 
 
 @dataclass(frozen=True)
