@@ -18,6 +18,7 @@ from usnav.protocol.display import (
     DisplayState,
     display_state,
     publisher_state,
+    seen_disagreement_doubt,
 )
 
 RULES = DisplayRules(live_max_uncertainty_mm=2.0, max_unchecked_s=60.0)
@@ -112,3 +113,22 @@ def test_the_display_never_makes_a_state_better(word, connected, silent, data_ag
         assert _RANK[shown.state] >= _RANK[word]
     if shown.state == LIVE:
         assert word == LIVE and connected and silent <= 1.5 and data_age <= 1.5
+
+
+def test_margins_the_ultrasound_contradicts_are_in_doubt() -> None:
+    def doubt(**kwargs) -> str:
+        base = {"in_view": True, "seen_fraction": 0.4, "median_disagreement_mm": 1.5}
+        return seen_disagreement_doubt(**(base | kwargs), rules=RULES)
+
+    assert "1.5 mm from the MRI's" in doubt()
+    assert _pub(doubt=doubt()).state == UNCERTAIN
+    assert doubt(median_disagreement_mm=0.8) == ""  # they agree
+    assert doubt(seen_fraction=0.1) == ""  # too little of the margin is seen to say
+    assert doubt(in_view=False) == "" and doubt(median_disagreement_mm=math.nan) == ""
+    off = DisplayRules(max_seen_disagreement_mm=None)
+    assert (
+        seen_disagreement_doubt(
+            in_view=True, seen_fraction=1.0, median_disagreement_mm=5.0, rules=off
+        )
+        == ""
+    )

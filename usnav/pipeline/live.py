@@ -34,7 +34,7 @@ from usnav.margins import MarginEstimator
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.queues import LatestSlot, RecordQueue
 from usnav.pipeline.stats import LatencyMeter, RateMeter
-from usnav.protocol.display import STALE, DisplayState
+from usnav.protocol.display import STALE, DisplayState, seen_disagreement_doubt
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.transforms import TransformRepository
 
@@ -344,7 +344,12 @@ class LivePipeline:
             self.counters.stale_published += 1
         doubt = self._estimator.absence_doubt(
             margins, estimate.uncertainty_mm, frame.image.shape[:2]
-        ) or self._disagreement_doubt(margins)
+        ) or seen_disagreement_doubt(
+            in_view=margins.in_view,
+            seen_fraction=margins.supported_fraction,
+            median_disagreement_mm=margins.median_abs_disagreement_mm,
+            rules=self.options.display,
+        )
         self._publisher.publish_margins(
             frame,
             margins,
@@ -368,25 +373,6 @@ class LivePipeline:
         if self.worker is not None and not stale_reason:
             self.worker.submit(frame.image, i2r, frame.t_device)
             self.counters.submitted_to_registration += 1
-
-    def _disagreement_doubt(self, margins) -> str:
-        """Why a frame's margins are in doubt although the registration is good: the points the
-        ultrasound shows put the margin far from the MRI's ("" if not; DisplayRules)."""
-        rules = self.options.display
-        limit = rules.max_seen_disagreement_mm
-        median = margins.median_abs_disagreement_mm
-        if (
-            limit is None
-            or not margins.in_view
-            or margins.supported_fraction < max(rules.min_seen_fraction, 1e-9)
-            or not np.isfinite(median)
-            or median <= limit
-        ):
-            return ""
-        return (
-            f"the ultrasound shows the margin {median:.1f} mm from the MRI's "
-            f"({100 * margins.supported_fraction:.0f} % of it seen)"
-        )
 
     def _publish_no_tracking(self, frame: TrackedFrame, status: TransformStatus) -> None:
         """Tracking lost: say so on the margin topic (no margin is drawn from a guess)."""

@@ -139,6 +139,34 @@ def publisher_state(
     return DisplayState(LIVE)
 
 
+def seen_disagreement_doubt(
+    *,
+    in_view: bool,
+    seen_fraction: float,
+    median_disagreement_mm: float | None,
+    rules: DisplayRules,
+) -> str:
+    """Why a frame's margins are in doubt although the registration is good ("" if not): the
+    points the ultrasound shows put the margin, by their median, more than
+    ``rules.max_seen_disagreement_mm`` from the MRI's, over at least ``rules.min_seen_fraction``
+    of the margin."""
+    limit = rules.max_seen_disagreement_mm
+    if (
+        limit is None
+        or not in_view
+        or seen_fraction < max(rules.min_seen_fraction, 1e-9)
+        or not _finite(median_disagreement_mm)
+    ):
+        return ""
+    assert median_disagreement_mm is not None
+    if median_disagreement_mm <= limit:
+        return ""
+    return (
+        f"the ultrasound shows the margin {median_disagreement_mm:.1f} mm from the MRI's "
+        f"({100 * seen_fraction:.0f} % of it seen)"
+    )
+
+
 def display_state(
     published: DisplayState | None,
     *,
