@@ -774,6 +774,47 @@ def paste_slice_linear(image, fov, pixel_to_vox, acc_value, acc_weight):  # prag
     return count
 
 
+@njit(**_OPTS)
+def paste_slice_nearest_maximum(image, fov, pixel_to_vox, out, hit):  # pragma: no cover
+    """Insert one frame, nearest neighbour, MAXIMUM compounding (PLUS's rule): each pixel goes
+    to the voxel nearest to it, which keeps the brightest level it receives; the voxel counts
+    as pasted whenever a pixel lands in it, dark or not.
+
+    Parameters
+    ----------
+    image, fov, pixel_to_vox
+        As :func:`paste_slice_nearest`.
+    out
+        (X, Y, Z) float32 running maximum, updated in place (start at 0).
+    hit
+        (X, Y, Z) uint8, set to 1 where a pixel landed.
+
+    Returns
+    -------
+    Number of pixels inserted.
+    """
+    rows, cols = image.shape
+    nx, ny, nz = out.shape
+    count = 0
+    for r in range(rows):
+        bx = pixel_to_vox[0, 3] + r * pixel_to_vox[0, 1]
+        by = pixel_to_vox[1, 3] + r * pixel_to_vox[1, 1]
+        bz = pixel_to_vox[2, 3] + r * pixel_to_vox[2, 1]
+        for c in range(cols):
+            if fov[r, c] == 0:
+                continue
+            ix = math.floor(bx + c * pixel_to_vox[0, 0] + 0.5)
+            iy = math.floor(by + c * pixel_to_vox[1, 0] + 0.5)
+            iz = math.floor(bz + c * pixel_to_vox[2, 0] + 0.5)
+            if ix < 0 or iy < 0 or iz < 0 or ix >= nx or iy >= ny or iz >= nz:
+                continue
+            if image[r, c] > out[ix, iy, iz]:
+                out[ix, iy, iz] = image[r, c]
+            hit[ix, iy, iz] = 1
+            count += 1
+    return count
+
+
 #: PLUS's ``Optimization="FULL"`` fixed-point format (IGSIO/PLUS ``fixed``): 14 fraction bits
 FIXED_POINT_BITS = 14
 
