@@ -684,9 +684,14 @@ def lc2_volume(
 
 
 @njit(**_OPTS)
-def paste_slice_nearest(image, fov, pixel_to_vox, acc_value, acc_weight):  # pragma: no cover
+def paste_slice_nearest(
+    image, fov, pixel_to_vox, acc_value, acc_weight, maximum=False
+):  # pragma: no cover - compiled
     """Insert one frame into a volume, nearest neighbour, MEAN compounding (PLUS
-    ``Interpolation="NEAREST_NEIGHBOR"``, ``CompoundingMode="MEAN"``).
+    ``Interpolation="NEAREST_NEIGHBOR"``, ``CompoundingMode="MEAN"``), or MAXIMUM compounding
+    with ``maximum``: PLUS's rule, the voxel keeps the brightest pixel landing in it
+    (``acc_value`` holds that level, ``acc_weight`` counts the pixels: any pixel, dark or not,
+    marks the voxel pasted).
 
     Parameters
     ----------
@@ -721,7 +726,11 @@ def paste_slice_nearest(image, fov, pixel_to_vox, acc_value, acc_weight):  # pra
             iz = math.floor(z + 0.5)
             if ix < 0 or iy < 0 or iz < 0 or ix >= nx or iy >= ny or iz >= nz:
                 continue
-            acc_value[ix, iy, iz] += image[r, c]
+            if maximum:
+                if image[r, c] > acc_value[ix, iy, iz]:
+                    acc_value[ix, iy, iz] = image[r, c]
+            else:
+                acc_value[ix, iy, iz] += image[r, c]
             acc_weight[ix, iy, iz] += 1.0
             count += 1
     return count
@@ -771,47 +780,6 @@ def paste_slice_linear(image, fov, pixel_to_vox, acc_value, acc_weight):  # prag
                         used = True
             if used:
                 count += 1
-    return count
-
-
-@njit(**_OPTS)
-def paste_slice_nearest_maximum(image, fov, pixel_to_vox, out, hit):  # pragma: no cover
-    """Insert one frame, nearest neighbour, MAXIMUM compounding (PLUS's rule): each pixel goes
-    to the voxel nearest to it, which keeps the brightest level it receives; the voxel counts
-    as pasted whenever a pixel lands in it, dark or not.
-
-    Parameters
-    ----------
-    image, fov, pixel_to_vox
-        As :func:`paste_slice_nearest`.
-    out
-        (X, Y, Z) float32 running maximum, updated in place (start at 0).
-    hit
-        (X, Y, Z) uint8, set to 1 where a pixel landed.
-
-    Returns
-    -------
-    Number of pixels inserted.
-    """
-    rows, cols = image.shape
-    nx, ny, nz = out.shape
-    count = 0
-    for r in range(rows):
-        bx = pixel_to_vox[0, 3] + r * pixel_to_vox[0, 1]
-        by = pixel_to_vox[1, 3] + r * pixel_to_vox[1, 1]
-        bz = pixel_to_vox[2, 3] + r * pixel_to_vox[2, 1]
-        for c in range(cols):
-            if fov[r, c] == 0:
-                continue
-            ix = math.floor(bx + c * pixel_to_vox[0, 0] + 0.5)
-            iy = math.floor(by + c * pixel_to_vox[1, 0] + 0.5)
-            iz = math.floor(bz + c * pixel_to_vox[2, 0] + 0.5)
-            if ix < 0 or iy < 0 or iz < 0 or ix >= nx or iy >= ny or iz >= nz:
-                continue
-            if image[r, c] > out[ix, iy, iz]:
-                out[ix, iy, iz] = image[r, c]
-            hit[ix, iy, iz] = 1
-            count += 1
     return count
 
 

@@ -142,7 +142,7 @@ def reconstruct_volume(
     paste = K.paste_slice_nearest if opts.interpolation == "nearest" else K.paste_slice_linear
     maximum = opts.compounding == "maximum"
     linear_maximum = maximum and opts.interpolation == "linear"
-    hit = np.zeros(shape, np.uint8) if maximum else None
+    hit = np.zeros(shape, np.uint8) if linear_maximum else None
     for f in range(len(sweep)):
         p2v = np.ascontiguousarray((reference_to_index @ sweep.image_to_reference[f])[:3])
         image = np.ascontiguousarray(sweep.images[f], dtype=np.float32)
@@ -157,7 +157,7 @@ def reconstruct_volume(
             p2v_fixed = np.rint(p2v * (1 << K.FIXED_POINT_BITS)).astype(np.int64)
             K.paste_slice_linear_maximum(image, mask, p2v_fixed, acc_value, hit)
         elif maximum:  # PLUS's nearest-neighbour rule: the brightest pixel of the voxel
-            K.paste_slice_nearest_maximum(image, mask, p2v, acc_value, hit)
+            K.paste_slice_nearest(image, mask, p2v, acc_value, acc_weight, True)
         else:
             paste(image, mask, p2v, acc_value, acc_weight)
     filled = hit.astype(bool) if hit is not None else acc_weight > 0
