@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.cli._checks import check_port
+
+    check_port(args.port, allow_zero=True)  # 0: a free port, printed when listening
     overrides = {
         key: value
         for key, value in (

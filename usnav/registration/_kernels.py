@@ -722,9 +722,14 @@ def lc2_volume(
 
 
 @njit(**_OPTS)
-def paste_slice_nearest(image, fov, pixel_to_vox, acc_value, acc_weight):  # pragma: no cover
+def paste_slice_nearest(
+    image, fov, pixel_to_vox, acc_value, acc_weight, maximum=False
+):  # pragma: no cover - compiled
     """Insert one frame into a volume, nearest neighbour, MEAN compounding (PLUS
-    ``Interpolation="NEAREST_NEIGHBOR"``, ``CompoundingMode="MEAN"``).
+    ``Interpolation="NEAREST_NEIGHBOR"``, ``CompoundingMode="MEAN"``), or MAXIMUM compounding
+    with ``maximum``: PLUS's rule, the voxel keeps the brightest pixel landing in it
+    (``acc_value`` holds that level, ``acc_weight`` counts the pixels: any pixel, dark or not,
+    marks the voxel pasted).
 
     Parameters
     ----------
@@ -759,7 +764,11 @@ def paste_slice_nearest(image, fov, pixel_to_vox, acc_value, acc_weight):  # pra
             iz = math.floor(z + 0.5)
             if ix < 0 or iy < 0 or iz < 0 or ix >= nx or iy >= ny or iz >= nz:
                 continue
-            acc_value[ix, iy, iz] += image[r, c]
+            if maximum:
+                if image[r, c] > acc_value[ix, iy, iz]:
+                    acc_value[ix, iy, iz] = image[r, c]
+            else:
+                acc_value[ix, iy, iz] += image[r, c]
             acc_weight[ix, iy, iz] += 1.0
             count += 1
     return count
