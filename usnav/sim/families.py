@@ -191,6 +191,11 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
+def _log_u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """Log-uniform: as likely to be halved as doubled."""
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
 def _nothing(rng: np.random.Generator) -> dict[str, Any]:
     return {}
 
@@ -198,7 +203,7 @@ def _nothing(rng: np.random.Generator) -> dict[str, Any]:
 def _echo(rng: np.random.Generator) -> dict[str, Any]:
     return {
         "echo_delay_pulses": _u(rng, 0.4, 0.6),
-        "specular_exponent": float(np.exp(rng.uniform(np.log(3.0), np.log(40.0)))),
+        "specular_exponent": _log_u(rng, 3.0, 40.0),
         "roughness_offset": _u(rng, -0.1, 0.45),
     }
 
@@ -212,7 +217,7 @@ def _gain(rng: np.random.Generator) -> dict[str, Any]:
         "gain_db": _u(rng, -8.0, 8.0),
         "tgc_db_per_cm": _u(rng, 2.0, 14.0),
         "dynamic_range_db": _u(rng, 35.0, 75.0),
-        "compression_gamma": float(np.exp(rng.uniform(np.log(0.6), np.log(1.7)))),
+        "compression_gamma": _log_u(rng, 0.6, 1.7),
     }
 
 
@@ -231,7 +236,7 @@ def _reverb(rng: np.random.Generator) -> dict[str, Any]:
 
 def _speckle(rng: np.random.Generator) -> dict[str, Any]:
     return {
-        "scatter_gain_scale": float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))),
+        "scatter_gain_scale": _log_u(rng, 0.5, 2.0),
         "scatterer_density_scale": _u(rng, 0.15, 1.0),
         "bone_attenuation_scale": _u(rng, 0.25, 1.5),
     }
@@ -271,7 +276,7 @@ def _anatomy(rng: np.random.Generator) -> dict[str, Any]:
         "levels": levels,
         "laminectomy_levels": int(rng.integers(1, levels + 1)),
         "tumor_length_mm": 0.0,
-        "tumor_backscatter": float(np.exp(rng.uniform(np.log(0.07), np.log(0.6)))),
+        "tumor_backscatter": _log_u(rng, 0.07, 0.6),
         "cord_shift_mm": _u(rng, 0.5, 3.0),
         "vertebra_scale": _u(rng, 0.85, 1.2),
     }
