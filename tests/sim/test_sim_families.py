@@ -454,6 +454,19 @@ def test_vertebra_scale_sizes_the_vertebrae_canal_and_cord_with_the_same_draws()
     assert low.kyphosis_radius == mid.kyphosis_radius  # the other draws are the same
 
 
+def test_probe_geometry_family_sets_depth_aperture_and_focus():
+    case = build_case(6, make_options(family="probe-geometry", **SMALL))
+    a, g = case.appearance, case.geometry
+    assert g.depth_mm == pytest.approx(a.depth_mm) and g.aperture_mm == pytest.approx(a.aperture_mm)
+    assert 32.0 <= g.depth_mm <= 50.0 and 25.0 <= g.aperture_mm <= 45.0
+    spacing = np.linalg.norm(case.sweep.image_to_probe[:3, :2], axis=0)  # mm per pixel
+    np.testing.assert_allclose(spacing, [a.aperture_mm / 32, a.depth_mm / 32])
+    # the beam is narrowest at the drawn focus
+    sim = case.simulator
+    narrowest = sim.row_depth_mm[np.argmin(sim.lateral_sigma_cols)]
+    assert narrowest == pytest.approx(a.focus_fraction * a.depth_mm, abs=g.spacing_y_mm)
+
+
 def test_miscalibrated_family_writes_the_wrong_calibration_by_the_drawn_amount():
     case = build_case(8, make_options(family="miscalibrated", **SMALL))
     a = case.appearance

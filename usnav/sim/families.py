@@ -64,6 +64,11 @@ class Appearance:
         Distance of the side lobes from the beam axis, in main-lobe FWHMs at that depth.
     frequency_mhz
         Centre frequency (``None`` = the option's); axial and lateral resolution follow it.
+    depth_mm, aperture_mm
+        Imaging depth and array width (``None`` = the options'): another probe or depth
+        setting, so another pixel spacing.
+    focus_fraction
+        Lateral focus depth as a fraction of the imaging depth (baseline 0.5).
     gain_db
         Overall receive gain (brightens everything; shifts the log-compressed histogram).
     tgc_db_per_cm
@@ -128,6 +133,9 @@ class Appearance:
     sidelobe_db: float | None = None
     sidelobe_offset_fwhm: float = 1.5
     frequency_mhz: float | None = None
+    depth_mm: float | None = None
+    aperture_mm: float | None = None
+    focus_fraction: float = 0.5
     gain_db: float = 0.0
     tgc_db_per_cm: float = 8.0
     dynamic_range_db: float = 52.0
@@ -212,6 +220,14 @@ def _frequency(rng: np.random.Generator) -> dict[str, Any]:
     return {"frequency_mhz": _u(rng, 7.0, 15.0)}
 
 
+def _probe(rng: np.random.Generator) -> dict[str, Any]:
+    return {
+        "depth_mm": _u(rng, 32.0, 50.0),
+        "aperture_mm": _u(rng, 25.0, 45.0),
+        "focus_fraction": _u(rng, 0.3, 0.75),
+    }
+
+
 def _gain(rng: np.random.Generator) -> dict[str, Any]:
     return {
         "gain_db": _u(rng, -8.0, 8.0),
@@ -293,6 +309,7 @@ def _sweep_anatomy(rng: np.random.Generator) -> dict[str, Any]:
 _AXES: tuple[Callable[[np.random.Generator], dict[str, Any]], ...] = (
     _echo,
     _frequency,
+    _probe,
     _gain,
     _sos,
     _reverb,
@@ -347,6 +364,11 @@ FAMILIES: dict[str, Family] = {
             "frequency-psf",
             "centre frequency 7-15 MHz: axial/lateral resolution, speckle size, attenuation",
             _frequency,
+        ),
+        Family(
+            "probe-geometry",
+            "another probe or depth setting: imaging depth, array width (pixel spacing), focus",
+            _probe,
         ),
         Family(
             "compressed-gain",
