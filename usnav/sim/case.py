@@ -194,7 +194,7 @@ def appearance_settings(
         dynamic_range_db=a.dynamic_range_db,
         reference=base.reference / 10.0 ** (a.gain_db / 20.0) if a.gain_db else base.reference,
         echo_delay_mm=a.echo_delay_pulses * PULSE_LENGTH_SIGMAS * axial,
-        reverb_gain=a.reverb_gain,
+        reverb_face_reflection=a.reverb_face_reflection,
         reverb_bounces=a.reverb_bounces,
         sidelobe_level=0.0 if a.sidelobe_db is None else 10.0 ** (a.sidelobe_db / 20.0),
         sidelobe_offset_fwhm=a.sidelobe_offset_fwhm,

@@ -52,9 +52,10 @@ class Appearance:
     roughness_offset
         Added to every tissue interface's roughness (clipped to [0, 1]): > 0 = more diffuse
         (Lambertian) reflection, < 0 = more specular.
-    reverb_gain
-        Amplitude of one transducer-face round trip of the strongest echo of a scanline, relative
-        to that echo (0 = no reverberation).
+    reverb_face_reflection
+        Reflection coefficient of the transducer face for echoes coming back (0 = no
+        reverberation): the strongest echo a of a scanline returns again at 2, 3... times its
+        depth as a·(R·a)^k (see :func:`usnav.sim.ultrasound.add_reverberation`).
     reverb_bounces
         How many reverberation copies (at 2, 3, ... times the reflector's depth).
     sidelobe_db
@@ -128,7 +129,7 @@ class Appearance:
     echo_delay_pulses: float = 0.0
     specular_exponent: float = 12.0
     roughness_offset: float = 0.0
-    reverb_gain: float = 0.0
+    reverb_face_reflection: float = 0.0
     reverb_bounces: int = 0
     sidelobe_db: float | None = None
     sidelobe_offset_fwhm: float = 1.5
@@ -243,7 +244,7 @@ def _sos(rng: np.random.Generator) -> dict[str, Any]:
 
 def _reverb(rng: np.random.Generator) -> dict[str, Any]:
     return {
-        "reverb_gain": _u(rng, 0.15, 0.45),
+        "reverb_face_reflection": _u(rng, 0.3, 0.8),
         "reverb_bounces": int(rng.integers(1, 4)),
         "sidelobe_db": _u(rng, -28.0, -14.0),
         "sidelobe_offset_fwhm": _u(rng, 1.2, 2.0),
