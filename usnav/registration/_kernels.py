@@ -402,6 +402,35 @@ def lc2_image(us, p, g, valid, half, min_fraction, chan, sums, row_acc):  # prag
 
 
 @njit(**_OPTS)
+def beam_derivative(p, valid, row_mm, out):  # pragma: no cover - compiled
+    """``|∂p/∂row|`` per mm of a resliced image: the MRI's change along the ultrasound beam
+    (image +y on a linear array), central differences between valid neighbours, one-sided at
+    the edge of the valid region, 0 where no neighbour along the row axis is valid.
+
+    An echo forms where the acoustic impedance changes *along the beam*; the 3D gradient
+    magnitude also lights up interfaces parallel to the beam, which reflect nothing back.
+    """
+    rows, cols = p.shape
+    inv1 = 1.0 / row_mm
+    inv2 = 0.5 / row_mm
+    for r in range(rows):
+        for c in range(cols):
+            if not valid[r, c]:
+                out[r, c] = 0.0
+                continue
+            up = r > 0 and valid[r - 1, c] != 0
+            dn = r + 1 < rows and valid[r + 1, c] != 0
+            if up and dn:
+                out[r, c] = abs(p[r + 1, c] - p[r - 1, c]) * inv2
+            elif dn:
+                out[r, c] = abs(p[r + 1, c] - p[r, c]) * inv1
+            elif up:
+                out[r, c] = abs(p[r, c] - p[r - 1, c]) * inv1
+            else:
+                out[r, c] = 0.0
+
+
+@njit(**_OPTS)
 def lc2_frames(
     vol2,
     us,
@@ -409,6 +438,8 @@ def lc2_frames(
     affines,
     half,
     min_fraction,
+    gradient_mode,
+    row_mm,
     out_num,
     out_den,
     out_inside,
@@ -433,6 +464,11 @@ def lc2_frames(
         (F, 3, 3) float64: columns du, dv, origin of pixel → voxel position.
     half, min_fraction
         As :func:`lc2_image`.
+    gradient_mode
+        0: ``g`` = the MRI's 3D gradient magnitude (channel 1, Wein 2008); 1: ``g`` = the
+        MRI's derivative along the beam (:func:`beam_derivative` of the resliced intensity).
+    row_mm
+        Pixel size along a frame's rows (beam), mm (used by ``gradient_mode`` 1).
     out_num, out_den
         (F,) float64: per-frame Σ w·R² and Σ w.
     out_inside
@@ -459,6 +495,8 @@ def lc2_frames(
             out_num[f] = 0.0
             out_den[f] = 0.0
             continue
+        if gradient_mode == 1:
+            beam_derivative(scratch_p, scratch_valid, row_mm, scratch_g)
         num, den = lc2_image(
             us[f], scratch_p, scratch_g, scratch_valid, half, min_fraction, chan, sums, row_acc
         )
@@ -1021,7 +1059,8 @@ def warm_up() -> float:
     num = np.zeros(2)
     den = np.zeros(2)
     inside = np.zeros(2, np.int64)
-    lc2_frames(vol2, frames, fov, affines, 1, 0.5, num, den, inside, *scratch)
+    lc2_frames(vol2, frames, fov, affines, 1, 0.5, 0, 1.0, num, den, inside, *scratch)
+    lc2_frames(vol2, frames, fov, affines, 1, 0.5, 1, 1.0, num, den, inside, *scratch)
     ncc_gradient_frames(vol2, frames, fov, affines, 1, 0.5, num, den, inside, *scratch)
     us_to_vox = np.hstack([np.eye(3) * 0.9, np.full((3, 1), 0.2)])
     chan = np.zeros((4, 4, 4, N_STATS))
