@@ -373,14 +373,8 @@ class LivePipeline:
         if pivot is None:
             return None
         tool = pivot.tool
-        repo = TransformRepository()
-        for name, tt in frame.transforms.items():
-            try:
-                repo.set(name, tt.matrix, tt.status)
-            except UsnavError:
-                continue
         try:
-            tt = repo.get(tool)
+            tt = TransformRepository.from_frame(frame).get(tool)
         except UsnavError:
             return None
         if tt.status is not TransformStatus.OK:
