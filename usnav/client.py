@@ -33,6 +33,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from usnav.defaults import DISPLAY_ENDPOINT
 from usnav.publish.protocol import (
     TOPIC_FRAME,
     TOPIC_MARGIN,
@@ -49,7 +50,7 @@ from usnav.publish.protocol import (
     decode,
 )
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
+DEFAULT_ADDRESS = DISPLAY_ENDPOINT
 
 #: socket-monitor events of a failed security handshake (libzmq ≥ 4.3)
 _HANDSHAKE_FAILURES = tuple(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from usnav.defaults import DISPLAY_ENDPOINT
 from usnav.margins.options import MarginOptions
 
 
@@ -46,7 +47,7 @@ class PipelineOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    publish_address: str = "tcp://127.0.0.1:5556"
+    publish_address: str = DISPLAY_ENDPOINT
     publish_frames: bool = True
     publish_hwm: int = Field(default=20, ge=1, le=10_000)
     curve_secret_key: Path | None = None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zmq
 
+from usnav.defaults import DISPLAY_ENDPOINT
 from usnav.errors import InputError
 from usnav.publish import protocol as p
 from usnav.publish.curve import is_loopback_endpoint, secure_server_socket
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
+DEFAULT_ADDRESS = DISPLAY_ENDPOINT
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -23,12 +23,13 @@ import time
 
 import numpy as np
 
+from usnav.defaults import SLICER_PORT
 from usnav.devices.igtl.transport import IgtlServer
 from usnav.frames import TrackedFrame
 from usnav.margins.estimator import FrameMargins
 
 #: Default port: PLUS's 18944 + 1, so both can run side by side.
-DEFAULT_SLICER_PORT = 18945
+DEFAULT_SLICER_PORT = SLICER_PORT
 
 
 class SlicerExporter:

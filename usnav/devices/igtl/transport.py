@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from usnav.defaults import IGTL_PORT
 from usnav.devices.igtl.codec import (
     HEADER_SIZE,
     STATUS_NOT_FOUND,
@@ -59,7 +60,7 @@ from usnav.errors import ConfigError, UsnavError
 log = logging.getLogger("usnav.devices.igtl")
 
 #: Default port of OpenIGTLink (PLUS, Slicer).
-DEFAULT_PORT = 18944
+DEFAULT_PORT = IGTL_PORT
 #: Default largest accepted message body: a 2048×2048×4-channel float32 frame fits.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _POLL_S = 0.2
