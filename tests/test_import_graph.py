@@ -39,6 +39,7 @@ CORE = [
     "usnav.config",
     "usnav.defaults",
     "usnav.data",
+    "usnav.resample",
 ]
 STAGES = [
     "usnav.calibration",
