@@ -9,8 +9,9 @@ from pathlib import Path
 from usnav import defaults
 from usnav.client import DEFAULT_ADDRESS as CLIENT_ADDRESS
 from usnav.devices.config import ProbeConfig
-from usnav.devices.igtl import DEFAULT_PORT
+from usnav.igtl import DEFAULT_PORT
 from usnav.pipeline.config import PipelineOptions
+from usnav.protocol.wire import DEFAULT_ADDRESS as WIRE_ADDRESS
 from usnav.publish.publisher import DEFAULT_ADDRESS as PUBLISHER_ADDRESS
 from usnav.publish.slicer import DEFAULT_SLICER_PORT
 
@@ -19,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "usnav"
 
 def test_every_user_takes_the_default_from_one_place() -> None:
     assert defaults.DISPLAY_ENDPOINT.startswith("tcp://127.0.0.1:")  # loopback by default
-    assert CLIENT_ADDRESS == PUBLISHER_ADDRESS == defaults.DISPLAY_ENDPOINT
+    assert CLIENT_ADDRESS == PUBLISHER_ADDRESS == WIRE_ADDRESS == defaults.DISPLAY_ENDPOINT
     assert PipelineOptions().publish_address == defaults.DISPLAY_ENDPOINT
     assert DEFAULT_PORT == ProbeConfig().port == defaults.IGTL_PORT
     assert DEFAULT_SLICER_PORT == defaults.SLICER_PORT

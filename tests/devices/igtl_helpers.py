@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import struct
+import subprocess
+from pathlib import Path
 
 from waiting import wait_until
 
 __all__ = [
+    "EXAMPLES",
     "MASK",
     "POLY",
+    "build_examples",
     "crc64_bitwise",
     "free_port",
     "raw_message",
@@ -77,3 +83,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: Sources of the OpenIGTLink C++ library's examples (Debian: openigtlink-examples).
+EXAMPLES = Path("/usr/share/doc/openigtlink-examples/examples")
+
+
+def build_examples(programs: tuple[str, ...]) -> dict[str, Path] | None:
+    """Compile the named example programs (``"Imager/ImagerServer"``...) once into a cache
+    folder; None when the sources, the library headers or g++ are missing."""
+    include = Path("/usr/include/openigtlink")
+    compiler = shutil.which("g++")
+    if compiler is None or not include.is_dir() or not EXAMPLES.is_dir():
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    out_dir = cache / "usnav-openigtlink-examples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    built = {}
+    for program in programs:
+        source = EXAMPLES / f"{program}.cxx"
+        binary = out_dir / Path(program).name
+        if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+            partial = binary.with_suffix(f".{os.getpid()}.part")
+            command = [compiler, "-O1", "-w", "-o", str(partial), str(source), f"-I{include}"]
+            subprocess.run([*command, "-lOpenIGTLink"], check=True, capture_output=True)
+            partial.replace(binary)
+        built[Path(program).name] = binary
+    return built

@@ -12,7 +12,8 @@ import pytest
 from igtl_helpers import free_port, raw_message, recv_message, wait_until
 from waiting import repeat_until
 
-from usnav.devices.igtl import (
+from usnav.errors import ConfigError
+from usnav.igtl import (
     IgtlClient,
     IgtlServer,
     LinkState,
@@ -23,7 +24,6 @@ from usnav.devices.igtl import (
     StatusContent,
     TransformContent,
 )
-from usnav.errors import ConfigError
 
 
 @pytest.fixture

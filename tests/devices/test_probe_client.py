@@ -13,10 +13,10 @@ from waiting import repeat_until
 
 from usnav.devices.base import DeviceState
 from usnav.devices.config import ProbeConfig, load_device_set, load_probe_config
-from usnav.devices.igtl import IgtlServer, ImageContent, Message, TransformContent
 from usnav.devices.probe import ProbeClient
 from usnav.errors import ConfigError
 from usnav.frames import TransformStatus
+from usnav.igtl import IgtlServer, ImageContent, Message, TransformContent
 
 ROOT = Path(__file__).resolve().parents[2]
 

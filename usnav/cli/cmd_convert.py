@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.io.outputs import check_output
+
+    check_output(args.target, force=args.force, option="TARGET")
     progress = ProgressBar(enabled=sys.stderr.isatty())
     try:
         written = convert_sequence(

@@ -100,6 +100,12 @@ class JournalState:
 
 
 def read_journal(journal: Path) -> JournalState:
+    if not (journal / META_FILE).is_file():
+        raise InputError(
+            journal,
+            f"not a usnav recording journal (it has no {META_FILE})",
+            "give the .journal folder that usnav record or usnav run left beside a recording",
+        )
     try:
         meta = json.loads((journal / META_FILE).read_text())
     except (OSError, ValueError) as exc:
