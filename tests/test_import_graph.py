@@ -22,15 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "usnav"
 
-#: The wire libraries, where they are now and where they are moving (usnav.igtl, usnav.protocol).
-WIRE = [
-    "usnav.igtl",
-    "usnav.devices.igtl",
-    "usnav.protocol",
-    "usnav.publish.protocol",
-    "usnav.publish.curve",
-    "usnav.client",
-]
+#: The wire libraries: OpenIGTLink, the ZeroMQ display protocol and its Python client.
+WIRE = ["usnav.igtl", "usnav.protocol", "usnav.client"]
 IO = ["usnav.io"]
 CORE = [
     "usnav.frames",
@@ -48,7 +41,14 @@ STAGES = [
     "usnav.publish",
     "usnav.pipeline",
 ]
-TOOLS = ["usnav.bench", "usnav.pipeline.demo", "usnav.viewer"]
+#: What runs the stages from outside: bench, the demo, the viewer, batch evaluation, the soak.
+TOOLS = [
+    "usnav.bench",
+    "usnav.pipeline.demo",
+    "usnav.viewer",
+    "usnav.evaluate",
+    "usnav.soak",
+]
 CLI = ["usnav.cli", "usnav.__main__"]
 
 #: TODO(lead): temporary allowances, to be removed when bench leaves the shipped package and the
@@ -162,6 +162,7 @@ def test_running_the_stages_loads_no_tool() -> None:
         "import sys\n"
         "import usnav.pipeline.run, usnav.pipeline.live, usnav.calibration, usnav.registration\n"
         "import usnav.margins, usnav.publish.publisher, usnav.publish.slicer, usnav.devices\n"
+        "import usnav.igtl, usnav.protocol, usnav.client\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('usnav.'))))\n"
     )
     out = subprocess.run(
