@@ -29,6 +29,8 @@ import math
 import numpy as np
 from numba import njit
 
+from usnav.resample._kernels import trilinear_nan as trilinear  # NaN outside
+
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # no 'nnan'/'ninf': NaN checks stay real
 _OPTS = {"cache": True, "nogil": True, "fastmath": _FAST}
 
@@ -37,30 +39,6 @@ N_STATS = 10
 
 
 # ----------------------------------------------------------------------------- sampling
-
-
-@njit(**_OPTS)
-def trilinear(vol, x, y, z):  # pragma: no cover - compiled
-    """Trilinear sample of a 3D array at voxel position (x, y, z); NaN outside."""
-    ni, nj, nk = vol.shape
-    if not (x >= 0.0 and y >= 0.0 and z >= 0.0 and x <= ni - 1 and y <= nj - 1 and z <= nk - 1):
-        return np.nan
-    i0 = min(int(x), ni - 2) if ni > 1 else 0
-    j0 = min(int(y), nj - 2) if nj > 1 else 0
-    k0 = min(int(z), nk - 2) if nk > 1 else 0
-    fx = x - i0
-    fy = y - j0
-    fz = z - k0
-    i1 = i0 + 1 if ni > 1 else 0
-    j1 = j0 + 1 if nj > 1 else 0
-    k1 = k0 + 1 if nk > 1 else 0
-    c00 = vol[i0, j0, k0] * (1.0 - fz) + vol[i0, j0, k1] * fz
-    c01 = vol[i0, j1, k0] * (1.0 - fz) + vol[i0, j1, k1] * fz
-    c10 = vol[i1, j0, k0] * (1.0 - fz) + vol[i1, j0, k1] * fz
-    c11 = vol[i1, j1, k0] * (1.0 - fz) + vol[i1, j1, k1] * fz
-    c0 = c00 * (1.0 - fy) + c01 * fy
-    c1 = c10 * (1.0 - fy) + c11 * fy
-    return c0 * (1.0 - fx) + c1 * fx
 
 
 @njit(inline="always", **_OPTS)
