@@ -40,7 +40,7 @@ def _view(*args: str, display: str | None = None) -> subprocess.Popen:
 
 
 def _green_fill_pixels(picture: np.ndarray) -> int:
-    view = picture[:, :640].astype(int)
+    view = picture[:, :720].astype(int)  # the ultrasound pane (720 high, square)
     b, g, r = view[..., 0], view[..., 1], view[..., 2]
     return int(((g - (r + b) / 2) > 20).sum())
 
@@ -60,7 +60,7 @@ def test_snapshot_live_after_the_publisher_comes_up(
     assert viewer.returncode == 0, stderr
     assert "LIVE" in stdout and "10 updates" in stdout
     picture = cv2.imread(str(out))
-    assert picture.shape == (640, 1000, 3)
+    assert picture.shape == (720, 720 + 400, 3)  # default: a 720 pane and the panel
     assert _green_fill_pixels(picture) > 2000  # the tumor overlay is there
     top = picture[:40, 100:500].astype(int)
     assert np.abs(top[..., 2] - top[..., 0]).mean() < 3  # no banner over the image

@@ -92,6 +92,7 @@ def run_demo(
     """
     from usnav.sim import demo_case, load_truth
     from usnav.viewer.app import run_viewer
+    from usnav.viewer.mri import MriContext
     from usnav.viewer.window import display_available
 
     say = progress or (lambda message: None)
@@ -142,11 +143,14 @@ def run_demo(
 
         def viewer() -> None:
             try:
+                beside = MriContext(mri, label)
                 if live:
-                    viewer_result["run"] = run_viewer(pipeline.endpoint, stop=stop_viewer)
+                    viewer_result["run"] = run_viewer(
+                        pipeline.endpoint, stop=stop_viewer, mri=beside
+                    )
                 else:
                     viewer_result["snapshot"] = _snapshot_viewer(
-                        pipeline.endpoint, snapshot_path, stop_viewer
+                        pipeline.endpoint, snapshot_path, stop_viewer, beside
                     )
             except Exception as exc:  # reported in the summary, never fatal
                 viewer_result["error"] = str(exc)
@@ -203,13 +207,14 @@ def run_demo(
 
 
 def _snapshot_viewer(
-    address: str, path: Path, stop: threading.Event
+    address: str, path: Path, stop: threading.Event, mri=None
 ) -> tuple[Path | None, str, str]:
     """Subscribe like a display; write the clearest LIVE picture of the tumor seen.
 
-    Among the pictures drawn while the verdict is LIVE and the tumor is in view, the one with
-    the largest tumor cross-section is kept (the last picture if there was none), so the
-    snapshot shows what the surgeon sees over the tumor rather than whichever frame came last.
+    Among the pictures drawn while the verdict is LIVE and the tumor is in view, the one where
+    the ultrasound supports the most of the margin is kept (ties: the larger tumor
+    cross-section; the last picture if there was none), so the snapshot shows what the surgeon
+    sees over the tumor, with real ultrasound evidence, rather than whichever frame came last.
     """
     import cv2
 
@@ -219,8 +224,8 @@ def _snapshot_viewer(
 
     options = ViewerOptions()
     subscriber = Subscriber(address)
-    model = ViewModel(address)
-    best: tuple[float, np.ndarray, str, str] | None = None
+    model = ViewModel(address, mri=mri)
+    best: tuple[tuple[float, float], np.ndarray, str, str] | None = None
     last: tuple[np.ndarray, str, str] | None = None
     try:
         while not stop.is_set():
@@ -245,8 +250,10 @@ def _snapshot_viewer(
             ):
                 extent = margin.header.raw.get("extent") or {}
                 area = float(extent.get("area_mm2") or 0.0)
-                if best is None or area > best[0]:
-                    best = (area, picture, verdict.word, verdict.reason)
+                seen = float(margin.supported_fraction)
+                score = (round(seen, 1) if np.isfinite(seen) else 0.0, area)
+                if best is None or score > best[0]:
+                    best = (score, picture, verdict.word, verdict.reason)
     finally:
         subscriber.close()
     chosen = (best[1], best[2], best[3]) if best is not None else last

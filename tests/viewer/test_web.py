@@ -1,0 +1,246 @@
+"""``usnav web`` in a real headless Chromium: a real publisher, the bridge, the page.
+
+Each test starts its own publisher (ZeroMQ on loopback), its own web display on a free port
+and its own browser, and stops them. Chromium and chromedriver are Debian's (``chromium``,
+``chromium-driver``); without them the tests skip, except under CI, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _display_tools import mri_for, require_program
+
+from usnav.errors import InputError
+from usnav.viewer.state import LIVE, STALE
+from usnav.web.bridge import decode_picture
+from usnav.web.server import WebDisplay, WebOptions, check_options
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,700",
+)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A headless Chromium driven by selenium (fresh profile); quit at teardown."""
+    chromium = require_program("chromium", "chromium")
+    driver_path = require_program("chromedriver", "chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _stats(driver) -> dict:
+    return driver.execute_script("return window.usnavStats || null") or {}
+
+
+def _wait(predicate, timeout_s: float, what: str, interval_s: float = 0.02):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.fixture
+def pipeline(viewer_case, viewer_margins, publishing):
+    """A real publisher streaming the phantom's frames and margins at ~30 Hz."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    return publishing(address, viewer_case, viewer_margins), address
+
+
+def test_page_draws_live_frames_and_turns_stale_within_1s_when_the_pipeline_stops(
+    browser, pipeline, viewer_case
+) -> None:
+    publisher, address = pipeline
+    options = WebOptions(connect=address, port=0)
+    with WebDisplay(options, mri=mri_for(viewer_case)) as web:
+        browser.get(web.url)
+        stats = _wait(lambda: (s := _stats(browser)).get("drawn", 0) >= 20 and s, 30, "frames")
+        assert stats["state"] == LIVE, stats
+        assert browser.find_element("id", "state").text == LIVE
+        # the canvas shows the viewer's picture (same size; the LIVE word's green in the panel)
+        size = browser.execute_script(
+            "const c = document.getElementById('view'); return [c.width, c.height];"
+        )
+        expected = web.bridge.viewer
+        assert size == [expected.canvas_width(2), expected.height]
+        pixels = browser.execute_script(
+            "const c = document.getElementById('view');"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "let green = 0; for (let i = 0; i < d.length; i += 4) {"
+            "  if (d[i + 1] > 150 && d[i] < 110 && d[i + 2] < 110) green++; } return green;"
+        )
+        assert pixels > 500  # tumor outline and fill, LIVE word
+        drawn_before = stats["drawn"]
+        stopped = time.monotonic()
+        publisher.stop()
+        _wait(lambda: _stats(browser).get("state") == STALE, 5, "STALE on the page")
+        took_s = time.monotonic() - stopped
+        assert took_s <= 1.0, f"STALE only {took_s:.2f} s after the pipeline stopped"
+        assert _stats(browser)["drawn"] > drawn_before  # the page was told, not left frozen
+        assert browser.find_element("id", "state").text.startswith(STALE)
+
+
+def test_wrong_token_is_refused_and_the_right_one_works(browser, pipeline) -> None:
+    _, address = pipeline
+    token = "correct-horse-battery"
+    with WebDisplay(WebOptions(connect=address, port=0, token=token)) as web:
+        base = f"http://127.0.0.1:{web.port}"
+        browser.get(f"{base}/?token=wrong-token-here")
+        assert "wrong or missing access token" in browser.page_source
+        assert _stats(browser) == {}
+        browser.get(f"{base}/")
+        assert "wrong or missing access token" in browser.page_source
+        # the WebSocket itself refuses a wrong token, whatever page asks
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{web.port}/ws?token=wrong-token-here", open_timeout=5)
+        assert refused.value.response.status_code == 403
+        assert web.stats.refused >= 3 and web.stats.opened == 0
+        browser.get(web.url)
+        stats = _wait(lambda: (s := _stats(browser)).get("drawn", 0) >= 5 and s, 30, "frames")
+        assert stats["state"] == LIVE
+
+
+def test_beyond_loopback_needs_a_token() -> None:
+    with pytest.raises(InputError, match="no --token"):
+        check_options(WebOptions(host="0.0.0.0"))
+    with pytest.raises(InputError, match="at least 8"):
+        check_options(WebOptions(host="0.0.0.0", token="short"))
+    check_options(WebOptions(host="0.0.0.0", token="a-long-enough-token"))
+    # and the command says so in one line, exit 2, before listening
+    result = subprocess.run(
+        [sys.executable, "-m", "usnav", "web", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "--token" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_closed_tab_costs_the_pipeline_nothing(browser, pipeline) -> None:
+    publisher, address = pipeline
+    with WebDisplay(WebOptions(connect=address, port=0)) as web:
+        browser.get(web.url)
+        _wait(lambda: _stats(browser).get("drawn", 0) >= 10, 30, "frames")
+        assert web.stats.pages == 1 and web.bridge.watchers == 1
+        # a tab that stops reading (a frozen tablet) gets nothing queued for it
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{web.port}/ws", open_timeout=5):
+            _wait(lambda: web.stats.pages == 2, 5, "the second page")
+            drawn = _stats(browser)["drawn"]
+            _wait(lambda: _stats(browser)["drawn"] >= drawn + 20, 10, "frames beside a stuck page")
+        # the browser tab closes
+        browser.get("about:blank")
+        _wait(lambda: web.stats.pages == 0, 5, "the closed pages to be dropped")
+        assert web.bridge.watchers == 0
+        # nobody watching: the bridge renders nothing, only drains (stays current)
+        pictures = web.bridge.pictures
+        received = web.bridge._subscriber.stats.received["margin"]
+        _wait(
+            lambda: web.bridge._subscriber.stats.received["margin"] >= received + 10,
+            10,
+            "margins still drained",
+        )
+        assert web.bridge.pictures == pictures
+        assert web.bridge._subscriber.stats.superseded >= 0
+    # the publisher never waited or failed for the pages
+    assert publisher.publisher.failed == 0
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    openssl = require_program("openssl", "openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_when_a_certificate_is_given(tmp_path, pipeline) -> None:
+    _, address = pipeline
+    cert, key = _self_signed(tmp_path)
+    options = WebOptions(connect=address, port=0, token="tls-token-1234", cert=cert, key=key)
+    with WebDisplay(options) as web:
+        assert web.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+
+        async def one_picture() -> bytes:
+            from websockets.asyncio.client import connect
+
+            url = f"wss://127.0.0.1:{web.port}/ws?token=tls-token-1234"
+            async with connect(url, ssl=context, open_timeout=10) as ws:
+                return await asyncio.wait_for(ws.recv(), 20)
+
+        meta, jpeg = decode_picture(asyncio.run(one_picture()))
+        assert meta["state"] in (LIVE, "UNCERTAIN", "WAITING") and jpeg[:2] == b"\xff\xd8"
+        import cv2
+
+        picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape[:2] == (meta["height"], meta["width"])
+        # plain HTTP on the TLS port gets no page
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{web.port}/", timeout=5)
+
+
+def test_static_files_ship_in_the_package() -> None:
+    import tomllib
+    from importlib import resources
+
+    static = resources.files("usnav.web").joinpath("static")
+    for name in ("index.html", "app.js", "style.css"):
+        text = static.joinpath(name).read_text("utf-8")
+        assert "http://" not in text and "https://" not in text  # nothing from a CDN
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    data = pyproject["tool"]["setuptools"]["package-data"]
+    assert "static/*" in data["usnav.web"]
