@@ -32,4 +32,5 @@ def mri_for(case):
     label = np.asarray(case.label.data)
     i = np.arange(label.shape[0], dtype=np.float64)[:, None, None]
     data = 40.0 + 0.2 * i + 120.0 * (label != 0) + 60.0 * (label == 2)
+    data[:, :, :4] = 300.0  # a bright slab away from the tumor (like fat) sets the window
     return MriContext(Volume(data.astype(np.float32), case.label.affine), case.label)
