@@ -437,7 +437,7 @@ def bench_viewer(ctx: BenchContext) -> list[Figure]:
     messages = {m.header.topic: m for m in (parse(p.decode(c)) for c in captured)}
     model = ViewModel("tcp://127.0.0.1:5556")
     state = model.update(messages, connected=True, last_message_s=time.time())
-    render_with_layout(state)
+    height, width = render_with_layout(state)[0].shape[:2]
     count = 120 if not ctx.full else 1000
     times = []
     for _ in range(count):
@@ -448,7 +448,7 @@ def bench_viewer(ctx: BenchContext) -> list[Figure]:
     fps = 1.0 / float(np.median(times))
     return [
         Figure(
-            "viewer render rate (1000x640, frame + overlay + panel)",
+            f"viewer render rate ({width}x{height}, frame + overlay + panel)",
             fps,
             "fps",
             "≥ 60 fps",

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {-beyond} never arrived" if beyond < 0 else "")
         + f"): {s.frames_published} with margins published + {s.dropped_display} "
         "superseded before display"
-        + (f" + {other} not used (see skipped)" if (other := unused) else "")
+        + (f" + {other} skipped or in flight at the stop" if (other := unused) else "")
     )
     print(f"  rate            {s.fps_in:.1f} fps over {s.seconds:.1f} s")
     print(

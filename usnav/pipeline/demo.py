@@ -199,7 +199,8 @@ def run_demo(
     summary.fps_in = summary.frames_received / summary.seconds if summary.seconds else 0.0
     summary.latency_p50_ms = status["latency_p50_ms"]
     summary.latency_p99_ms = status["latency_p99_ms"]
-    summary.dropped_display = int(status["dropped_display"])
+    # counted after the stop, like frames_received/published, so the counts add up
+    summary.dropped_display = int(pipeline.counters.display_dropped)
     summary.problems = dict(pipeline.counters.problems)
     if not np.isfinite(summary.final_mtre_mm):
         raise UsnavError("the demo produced no registration estimate")
@@ -220,7 +221,7 @@ def _snapshot_viewer(
 
     from usnav.client import MarginMessage, Subscriber
     from usnav.viewer.render import render_with_layout
-    from usnav.viewer.state import LIVE, ViewerOptions, ViewModel
+    from usnav.viewer.state import LIVE, ViewerOptions, ViewModel, assess
 
     options = ViewerOptions()
     subscriber = Subscriber(address)
@@ -239,8 +240,8 @@ def _snapshot_viewer(
                 gaps=sum(subscriber.stats.gaps.values()),
                 skipped=subscriber.stats.skipped_total,
             )
-            picture, _, verdict = render_with_layout(state, options)
-            last = (picture, verdict.word, verdict.reason)
+            # the verdict is cheap; the picture is drawn only when it may be kept
+            verdict = assess(state, options)
             margin = state.margin
             if (
                 verdict.word == LIVE
@@ -253,7 +254,11 @@ def _snapshot_viewer(
                 seen = float(margin.supported_fraction)
                 score = (round(seen, 1) if np.isfinite(seen) else 0.0, area)
                 if best is None or score > best[0]:
+                    picture, _, verdict = render_with_layout(state, options)
                     best = (score, picture, verdict.word, verdict.reason)
+        if best is None and model.state.last_message_s is not None:
+            picture, _, verdict = render_with_layout(model.state, options)
+            last = (picture, verdict.word, verdict.reason)
     finally:
         subscriber.close()
     chosen = (best[1], best[2], best[3]) if best is not None else last

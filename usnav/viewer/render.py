@@ -433,8 +433,9 @@ def _registration_note(state: ViewState) -> tuple[str, tuple[int, int, int]] | N
 
     A rejected update that lands on the accepted estimate confirms it (the worker restarts
     the accepted estimate's age then): the accepted estimate was computed at or after that
-    update, so the display says "latest update confirmed it" rather than an amber warning
-    under a green LIVE. A rejected update that did not confirm is said in amber.
+    update, so the display says "latest update confirmed it". One that did not is said as a
+    fact, not a warning: the accepted registration is still in use, and whether it may be
+    trusted is the state word's job (UNCERTAIN, STALE), never an amber line under a LIVE.
     """
     reg = state.registration
     if reg is None or reg.header.accepted:
@@ -443,7 +444,7 @@ def _registration_note(state: ViewState) -> tuple[str, tuple[int, int, int]] | N
     update_age = state.now - reg.t_computed if np.isfinite(reg.t_computed) else None
     if accepted_age is not None and update_age is not None and accepted_age <= update_age + 0.5:
         return "latest update confirmed it", TEXT_DIM
-    return "latest update rejected", BANNER_AMBER
+    return "latest update rejected; accepted one kept", TEXT_DIM
 
 
 def _draw_panel(
@@ -537,7 +538,7 @@ def _draw_depth_ruler(canvas: np.ndarray, box: tuple[int, int, int, int], px_per
         length = 12 if major else 6
         cv2.line(canvas, (x - length, y), (x, y), (0, 0, 0), 3)
         cv2.line(canvas, (x - length, y), (x, y), (235, 235, 235), 1)
-        if major:
+        if major and y < y0 + h - 10:
             text = f"{mm:g}"
             (tw, _), _ = cv2.getTextSize(text, FONT, 0.45, 1)
             _label(canvas, text, (x - length - tw - 4, y + 5), 0.45, (235, 235, 235))
