@@ -133,6 +133,9 @@ def test_window_that_cannot_open_does_not_take_the_viewer_down() -> None:
         (["--snapshot", "/nonexistent-dir/x.png"], "does not exist"),
         (["--snapshot", "x.png", "--frames", "0"], "--frames"),
         (["--snapshot", "x.png", "--min-quality", "2"], "--min-quality"),
+        (["--snapshot", "x.png", "--size", "0x0"], "--size"),
+        (["--snapshot", "x.png", "--label", "label.nii.gz"], "needs --mri"),
+        (["--snapshot", "x.png", "--mri", "/nonexistent/mri.nii.gz"], "mri.nii.gz"),
     ],
 )
 def test_bad_arguments(args: list[str], message: str, capsys) -> None:

@@ -212,10 +212,11 @@ def _snapshot_viewer(
 ) -> tuple[Path | None, str, str]:
     """Subscribe like a display; write the clearest LIVE picture of the tumor seen.
 
-    Among the pictures drawn while the verdict is LIVE and the tumor is in view, the one where
-    the ultrasound supports the most of the margin is kept (ties: the larger tumor
-    cross-section; the last picture if there was none), so the snapshot shows what the surgeon
-    sees over the tumor, with real ultrasound evidence, rather than whichever frame came last.
+    Among the pictures drawn while the verdict is LIVE and the tumor is in view, the largest
+    tumor cross-section where the ultrasound supports at least 70 % of the margin is kept
+    (else the largest; the last picture if there was none), so the snapshot shows what the
+    surgeon sees over the tumor, with real ultrasound evidence, rather than whichever frame
+    came last.
     """
     import cv2
 
@@ -252,7 +253,7 @@ def _snapshot_viewer(
                 extent = margin.header.raw.get("extent") or {}
                 area = float(extent.get("area_mm2") or 0.0)
                 seen = float(margin.supported_fraction)
-                score = (round(seen, 1) if np.isfinite(seen) else 0.0, area)
+                score = (bool(np.isfinite(seen) and seen >= 0.7), area)
                 if best is None or score > best[0]:
                     picture, _, verdict = render_with_layout(state, options)
                     best = (score, picture, verdict.word, verdict.reason)
