@@ -39,6 +39,25 @@ def _view(*args: str, display: str | None = None) -> subprocess.Popen:
     )
 
 
+def _wait_connected(process: subprocess.Popen, port: int, timeout_s: float = 60.0) -> None:
+    """Wait until ``process`` holds an established TCP connection to ``port`` (its subscriber
+    reached the publisher), however long its start-up takes on a loaded machine."""
+    import psutil
+
+    proc = psutil.Process(process.pid)
+    connections = getattr(proc, "net_connections", None) or proc.connections
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the viewer exited early"
+        if any(
+            c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port
+            for c in connections(kind="tcp")
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the viewer did not connect to port {port} in {timeout_s} s")
+
+
 def _green_fill_pixels(picture: np.ndarray) -> int:
     view = picture[:, :720].astype(int)  # the ultrasound pane (720 high, square)
     b, g, r = view[..., 0], view[..., 1], view[..., 2]
@@ -97,7 +116,8 @@ def test_snapshot_stale_when_the_publisher_goes_away(
         "--lost-after",
         "1",
     )
-    time.sleep(2.0)
+    _wait_connected(viewer, int(address.rsplit(":", 1)[1]))
+    time.sleep(1.0)  # connected: a second of data at 30 Hz reaches it
     thread.stop()
     stdout, stderr = viewer.communicate(timeout=60)
     assert viewer.returncode == 0, stderr
