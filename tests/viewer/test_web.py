@@ -244,3 +244,34 @@ def test_static_files_ship_in_the_package() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     data = pyproject["tool"]["setuptools"]["package-data"]
     assert "static/*" in data["usnav.web"]
+
+
+def test_usnav_web_command_serves_the_page_and_stops_on_sigterm(tmp_path) -> None:
+    """The command as an OR engineer runs it: it prints the address, serves the page, and
+    ends cleanly on SIGTERM (a service manager's stop)."""
+    import signal
+    import urllib.request
+
+    web = subprocess.Popen(
+        [sys.executable, "-m", "usnav", "web", "--port", "0", "--connect", "tcp://127.0.0.1:1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert web.stdout is not None
+        line = web.stdout.readline()
+        assert line.startswith("usnav web: open http://127.0.0.1:"), line
+        url = line.split("open ", 1)[1].split()[0]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            page = response.read().decode()
+            assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        assert '<canvas id="view"' in page and "app.js" in page
+        web.send_signal(signal.SIGTERM)
+        stdout, stderr = web.communicate(timeout=30)
+    finally:
+        if web.poll() is None:
+            web.kill()
+            web.communicate()
+    assert web.returncode == 0, stderr
+    assert "usnav web stopped" in stdout and "Traceback" not in stderr
