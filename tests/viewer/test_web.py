@@ -18,22 +18,11 @@ import numpy as np
 import pytest
 from _display_tools import mri_for, require_program
 
+from usnav.bench.bench_display import start_chromium
 from usnav.errors import InputError
 from usnav.viewer.state import LIVE, STALE
 from usnav.web.bridge import decode_picture
 from usnav.web.server import WebDisplay, WebOptions, check_options
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,700",
-)
 
 
 def _free_port() -> int:
@@ -47,18 +36,9 @@ def _free_port() -> int:
 @pytest.fixture
 def browser(tmp_path):
     """A headless Chromium driven by selenium (fresh profile); quit at teardown."""
-    chromium = require_program("chromium", "chromium")
-    driver_path = require_program("chromedriver", "chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
-    driver.set_page_load_timeout(30)
+    require_program("chromium", "chromium")
+    require_program("chromedriver", "chromium-driver")
+    driver = start_chromium(tmp_path / "profile")
     yield driver
     driver.quit()
 

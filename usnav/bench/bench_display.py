@@ -156,17 +156,15 @@ def bench_mri_plane(ctx: BenchContext) -> list[Figure]:
     ]
 
 
-@benchmark("viewer render rate with the MRI pane and locators", "display")
-def bench_render_with_mri(ctx: BenchContext) -> list[Figure]:
+def published_messages(image, image_to_mri, margins, frame_number: int) -> dict:
+    """The frame and margin messages a real Publisher sends for one frame, as a display
+    receives them (topic → typed message), without waiting on sockets."""
     from usnav.client import parse
     from usnav.frames import TrackedFrame
     from usnav.publish import protocol as p
     from usnav.publish.publisher import Publisher
     from usnav.registration.estimate import RegistrationEstimate
-    from usnav.viewer.render import render_with_layout
-    from usnav.viewer.state import ViewModel
 
-    case, margins, mri = _phantom_with_mri()
     captured: list[list[bytes]] = []
 
     class _Keep(Publisher):
@@ -177,10 +175,19 @@ def bench_render_with_mri(ctx: BenchContext) -> list[Figure]:
 
     reg = RegistrationEstimate(np.eye(4), quality=0.9)
     with _Keep("tcp://127.0.0.1:*") as pub:
-        frame = TrackedFrame(case.image, frame_number=1)
-        pub.publish_frame(frame, case.image_to_mri, reg)
+        frame = TrackedFrame(image, frame_number=frame_number)
+        pub.publish_frame(frame, image_to_mri, reg)
         pub.publish_margins(frame, margins, reg)
-    messages = {m.header.topic: m for m in (parse(p.decode(c)) for c in captured)}
+    return {m.header.topic: m for m in (parse(p.decode(c)) for c in captured)}
+
+
+@benchmark("viewer render rate with the MRI pane and locators", "display")
+def bench_render_with_mri(ctx: BenchContext) -> list[Figure]:
+    from usnav.viewer.render import render_with_layout
+    from usnav.viewer.state import ViewModel
+
+    case, margins, mri = _phantom_with_mri()
+    messages = published_messages(case.image, case.image_to_mri, margins, 1)
     count = 100 if not ctx.full else 600
 
     def rate(with_mri: bool) -> tuple[float, float, str]:
@@ -244,14 +251,47 @@ def publish_phantom(address: str, rate_hz: float, seconds: float) -> None:
             time.sleep(max(0.0, next_t - time.monotonic()))
 
 
-def browser_figures(seconds: float = 8.0, rate_hz: float = 60.0) -> dict | None:
-    """Measure usnav web in headless Chromium; None when chromium/chromedriver are absent."""
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        return None
+#: flags under which Debian's headless Chromium runs here (as root, no GPU, no network use)
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,700",
+)
+
+
+def start_chromium(profile: Path):
+    """A selenium driver of headless Chromium with a fresh profile in ``profile``.
+
+    Raises
+    ------
+    FileNotFoundError
+        chromium or chromedriver is not installed.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        raise FileNotFoundError("chromium and chromedriver (Debian: chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(30)
+    return driver
+
+
+def browser_figures(seconds: float = 8.0, rate_hz: float = 60.0) -> dict | None:
+    """Measure usnav web in headless Chromium; None when chromium/chromedriver are absent."""
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        return None
     from usnav.web.server import WebDisplay, WebOptions
 
     _case, _margins, mri = _phantom_with_mri()
@@ -268,21 +308,7 @@ def browser_figures(seconds: float = 8.0, rate_hz: float = 60.0) -> dict | None:
     driver = None
     try:
         with WebDisplay(WebOptions(connect=address, port=0), mri=mri) as web:
-            options = webdriver.ChromeOptions()
-            options.binary_location = chromium
-            for flag in (
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-            ):
-                options.add_argument(flag)
-            driver = webdriver.Chrome(options=options, service=Service(driver_path))
+            driver = start_chromium(Path(profile))
             driver.get(web.url)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
