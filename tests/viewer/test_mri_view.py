@@ -183,3 +183,27 @@ def test_a_rejected_update_that_confirmed_the_registration_is_not_a_warning(
     assert text.startswith("latest update rejected")
     # a fact, not a warning: no amber under a green LIVE (the state word judges trust)
     assert colour != BANNER_AMBER
+
+
+def test_reslice_matches_scipy_trilinear(viewer_case) -> None:
+    """The display's reslice (the registration's compiled kernel) against scipy's
+    map_coordinates, order 1, on the same pixel centres, inside the volume."""
+    context = mri_for(viewer_case)
+    rows, cols = viewer_case.image.shape
+    for shape, matrix in (
+        ((rows, cols), viewer_case.image_to_mri),
+        ((3 * rows, 2 * cols), viewer_case.image_to_mri @ np.diag([0.5, 0.4, 1.0, 1.0])),
+    ):
+        plane = context.reslice(matrix, shape)
+        step = int(np.ceil(max(shape) / 320))
+        assert plane.shape == tuple(int(np.ceil(n / step)) for n in shape)
+        rr, cc = np.mgrid[0 : plane.shape[0], 0 : plane.shape[1]]
+        px = np.stack([(cc + 0.5) * step - 0.5, (rr + 0.5) * step - 0.5], axis=-1)
+        ras = px[..., :1] * matrix[:3, 0] + px[..., 1:] * matrix[:3, 1] + matrix[:3, 3]
+        reference = context.sample(ras)  # scipy.ndimage.map_coordinates, order 1
+        to_voxel = np.linalg.inv(context.mri.affine)
+        ijk = ras @ to_voxel[:3, :3].T + to_voxel[:3, 3]
+        inside = np.all((ijk >= 1) & (ijk <= np.array(context.mri.shape) - 2), axis=-1)
+        assert inside.sum() > 1000
+        difference = np.abs(plane[inside].astype(int) - reference[inside].astype(int))
+        assert difference.max() <= 1

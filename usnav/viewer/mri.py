@@ -137,6 +137,8 @@ class MriContext:
             self._locator("axial", locator_px),
         )
         self._pictures: dict[tuple[str, int], tuple[np.ndarray, float]] = {}
+        # compile (or load from Numba's cache) the reslice now, not at the first frame shown
+        self.reslice(np.eye(4), (2, 2))
 
     def locator_picture(self, locator: Locator, side: int) -> tuple[np.ndarray, float]:
         """The locator's MRI section with the tumor outlined, scaled to fit ``side`` pixels.
@@ -191,6 +193,9 @@ class MriContext:
         values = ndimage.map_coordinates(
             self._data, np.stack(ijk), order=1, mode="constant", cval=0.0, output=np.float32
         )
+        return self._windowed(values)
+
+    def _windowed(self, values: np.ndarray) -> np.ndarray:
         low, high = self.window
         grey = np.clip((values - low) * (255.0 / (high - low)), 0, 255)
         return grey.astype(np.uint8)
@@ -219,15 +224,17 @@ class MriContext:
         step = max(1, int(np.ceil(max(rows, cols) / max_side)))
         r = (np.arange(int(np.ceil(rows / step))) + 0.5) * step - 0.5
         c = (np.arange(int(np.ceil(cols / step))) + 0.5) * step - 0.5
-        cc, rr = np.meshgrid(c.astype(np.float32), r.astype(np.float32))
         to_voxel = self._ras_to_voxel @ np.asarray(image_to_mri, np.float64)
-        ijk = [
-            np.float32(to_voxel[k, 0]) * cc
-            + np.float32(to_voxel[k, 1]) * rr
-            + np.float32(to_voxel[k, 3])
-            for k in range(3)
-        ]
-        return self._grey(ijk)
+        first = np.array([c[0], r[0], 0.0, 1.0])
+        origin = np.ascontiguousarray((to_voxel @ first)[:3])
+        du = np.ascontiguousarray(to_voxel[:3, 0] * step)
+        dv = np.ascontiguousarray(to_voxel[:3, 1] * step)
+        values = np.empty((len(r), len(c)), np.float32)
+        # the registration's compiled trilinear reslice (cached; warmed up on construction)
+        from usnav.registration import _kernels
+
+        _kernels.reslice_plane(self._data, origin, du, dv, values, np.float32(0.0))
+        return self._windowed(values)
 
     # -- locators --------------------------------------------------------------------------
 
