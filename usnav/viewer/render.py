@@ -300,15 +300,20 @@ def _fill(view: np.ndarray, margin, alpha: float) -> None:
     y0, y1 = int(rows_any[0] * h / rows), min(h, int(np.ceil((rows_any[-1] + 1) * h / rows)))
     labels = cv2.resize(source, (w, h), interpolation=cv2.INTER_NEAREST)[y0:y1, x0:x1]
     part = view[y0:y1, x0:x1]
-    layer = part.copy()
     cyst_value = _structure_label(margin, "cyst")
-    if cyst_value is not None:
-        solid_mask = (labels != 0) & (labels != cyst_value)
-        layer[labels == cyst_value] = CYST_COLOUR
+    if labels.dtype == np.uint8:
+        lut = np.zeros((256, 3), np.uint8)
+        lut[1:] = SOLID_COLOUR
+        if cyst_value is not None and 0 < cyst_value < 256:
+            lut[cyst_value] = CYST_COLOUR
+        colour = lut[labels]
     else:
-        solid_mask = labels != 0
-    layer[solid_mask] = SOLID_COLOUR
-    cv2.addWeighted(layer, alpha, part, 1.0 - alpha, 0.0, dst=part)
+        colour = np.zeros(part.shape, np.uint8)
+        colour[labels != 0] = SOLID_COLOUR
+        if cyst_value is not None:
+            colour[labels == cyst_value] = CYST_COLOUR
+    blended = cv2.addWeighted(colour, alpha, part, 1.0 - alpha, 0.0)
+    np.copyto(part, blended, where=(labels != 0)[..., None])
 
 
 def _structure_label(margin, name: str) -> int | None:
