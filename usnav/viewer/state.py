@@ -143,7 +143,12 @@ def registration_age_s(state: ViewState) -> float | None:
 
 
 def assess(state: ViewState, options: ViewerOptions) -> Verdict:
-    """Decide WAITING / STALE / UNCERTAIN / LIVE for a state."""
+    """Decide WAITING / STALE / UNCERTAIN / LIVE for a state.
+
+    The one place a display's state is decided: the window, the snapshot, ``usnav web``'s
+    bridge (which sends the word to the page) and the demo all take it from here, and nothing
+    else derives it.
+    """
     if state.last_message_s is None:
         problem = f": {state.link_problem}" if state.link_problem else ""
         return Verdict(WAITING, f"waiting for usnav on {state.address}{problem}")
