@@ -138,6 +138,38 @@ def test_beyond_loopback_needs_a_token() -> None:
     assert "--token" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "99999"], "--port"),
+        (["--host", "10.1.2.3", "--token", "short"], "at least 8"),
+        (["--cert", "c.pem"], "TLS needs both"),
+        (["--size", "10x10"], "--size"),
+        (["--label", "label.nii.gz"], "needs --mri"),
+    ],
+)
+def test_bad_arguments_one_line_exit_2(args: list[str], message: str, capsys) -> None:
+    from usnav.cli.main import main
+
+    assert main(["web", "--connect", "tcp://127.0.0.1:1", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_port_in_use_is_one_line(capsys) -> None:
+    import socket
+
+    from usnav.cli.main import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["web", "--port", str(port), "--connect", "tcp://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "choose another --port" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_closed_tab_costs_the_pipeline_nothing(browser, pipeline) -> None:
     publisher, address = pipeline
     with WebDisplay(WebOptions(connect=address, port=0)) as web:

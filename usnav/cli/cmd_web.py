@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from usnav.cli.cmd_view import add_mri_arguments, load_mri_context
+from usnav.cli.cmd_view import _size, add_mri_arguments, load_mri_context
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--server-key", type=Path, metavar="FILE", help="CURVE: publisher's key")
     p.add_argument("--client-key", type=Path, metavar="FILE", help="CURVE: this secret key")
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=None,
+        metavar="WxH",
+        help="picture size (default: 720 high; smaller pictures cost the bridge and the "
+        "browser less)",
+    )
     add_mri_arguments(p)
     p.set_defaults(func=run)
 
@@ -45,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from usnav.errors import InputError
+    from usnav.viewer.state import ViewerOptions
     from usnav.web.server import WebDisplay, WebOptions
 
     try:
@@ -57,12 +66,22 @@ def run(args: argparse.Namespace) -> int:
             key=args.key,
             max_fps=args.max_fps,
         )
+        viewer = ViewerOptions(
+            **({"width": args.size[0], "height": args.size[1]} if args.size else {})
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InputError("--" + str(first["loc"][0]).replace("_", "-"), first["msg"]) from exc
+        name = str(first["loc"][0])
+        if name in ("width", "height"):
+            raise InputError("--size", f"{name}: {first['msg']}") from exc
+        raise InputError("--" + name.replace("_", "-"), first["msg"]) from exc
     mri = load_mri_context(args.mri, args.label)
     display = WebDisplay(
-        options, mri=mri, curve_server_key=args.server_key, curve_client_secret=args.client_key
+        options,
+        viewer=viewer,
+        mri=mri,
+        curve_server_key=args.server_key,
+        curve_client_secret=args.client_key,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

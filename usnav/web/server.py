@@ -208,10 +208,12 @@ class WebDisplay:
         """
         self._thread.start()
         if not self._ready.wait(timeout_s):
+            self.bridge.stop()
             raise UsnavError("usnav web did not start listening in time")
         if self._error is not None:
             error = self._error
             self._thread.join(5)
+            self.bridge.stop()  # never started: closes its subscriber
             if isinstance(error, OSError):
                 raise UsnavError(
                     f"cannot listen on {self.options.host}:{self.options.port}: "
