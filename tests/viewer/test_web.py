@@ -179,24 +179,25 @@ def test_a_closed_tab_costs_the_pipeline_nothing(browser, pipeline) -> None:
         # a tab that stops reading (a frozen tablet) gets nothing queued for it
         from websockets.sync.client import connect
 
-        with connect(f"ws://127.0.0.1:{web.port}/ws", open_timeout=5):
-            _wait(lambda: web.stats.pages == 2, 5, "the second page")
+        with connect(f"ws://127.0.0.1:{web.port}/ws", open_timeout=30):
+            _wait(lambda: web.stats.pages == 2, 30, "the second page")
             drawn = _stats(browser)["drawn"]
-            _wait(lambda: _stats(browser)["drawn"] >= drawn + 20, 10, "frames beside a stuck page")
+            _wait(lambda: _stats(browser)["drawn"] >= drawn + 20, 60, "frames beside a stuck page")
         # the browser tab closes
         browser.get("about:blank")
-        _wait(lambda: web.stats.pages == 0, 5, "the closed pages to be dropped")
+        _wait(lambda: web.stats.pages == 0, 30, "the closed pages to be dropped")
         assert web.bridge.watchers == 0
         # nobody watching: the bridge renders nothing, only drains (stays current)
+        drained = web.bridge._subscriber.stats.received
+
+        def margins_after(count: int) -> None:
+            start = drained["margin"]
+            _wait(lambda: drained["margin"] >= start + count, 30, "margins still drained")
+
+        margins_after(3)  # a render under way when the tab closed has finished
         pictures = web.bridge.pictures
-        received = web.bridge._subscriber.stats.received["margin"]
-        _wait(
-            lambda: web.bridge._subscriber.stats.received["margin"] >= received + 10,
-            10,
-            "margins still drained",
-        )
+        margins_after(10)
         assert web.bridge.pictures == pictures
-        assert web.bridge._subscriber.stats.superseded >= 0
     # the publisher never waited or failed for the pages
     assert publisher.publisher.failed == 0
 
