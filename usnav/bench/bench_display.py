@@ -288,7 +288,9 @@ def start_chromium(profile: Path):
     return driver
 
 
-def browser_figures(seconds: float = 8.0, rate_hz: float = 60.0) -> dict | None:
+def browser_figures(
+    seconds: float = 8.0, rate_hz: float = 60.0, max_fps: float | None = None
+) -> dict | None:
     """Measure usnav web in headless Chromium; None when chromium/chromedriver are absent."""
     if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
         return None
@@ -307,7 +309,8 @@ def browser_figures(seconds: float = 8.0, rate_hz: float = 60.0) -> dict | None:
     profile = tempfile.mkdtemp(prefix="usnav-bench-chromium-")
     driver = None
     try:
-        with WebDisplay(WebOptions(connect=address, port=0), mri=mri) as web:
+        limit = {} if max_fps is None else {"max_fps": max_fps}
+        with WebDisplay(WebOptions(connect=address, port=0, **limit), mri=mri) as web:
             driver = start_chromium(Path(profile))
             driver.get(web.url)
             deadline = time.monotonic() + 60
