@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import struct
-import time
-from collections.abc import Callable
+import subprocess
+from pathlib import Path
+
+from waiting import wait_until
+
+__all__ = [
+    "EXAMPLES",
+    "MASK",
+    "POLY",
+    "build_examples",
+    "crc64_bitwise",
+    "free_port",
+    "raw_message",
+    "recv_message",
+    "wait_until",
+]
 
 POLY = 0x42F0E1EBA9EA3693
 MASK = (1 << 64) - 1
@@ -69,11 +85,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    """Poll ``condition`` until true or ``timeout_s`` (a bound, not a speed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+#: Sources of the OpenIGTLink C++ library's examples (Debian: openigtlink-examples).
+EXAMPLES = Path("/usr/share/doc/openigtlink-examples/examples")
+
+
+def build_examples(programs: tuple[str, ...]) -> dict[str, Path] | None:
+    """Compile the named example programs (``"Imager/ImagerServer"``...) once into a cache
+    folder; None when the sources, the library headers or g++ are missing."""
+    include = Path("/usr/include/openigtlink")
+    compiler = shutil.which("g++")
+    if compiler is None or not include.is_dir() or not EXAMPLES.is_dir():
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    out_dir = cache / "usnav-openigtlink-examples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    built = {}
+    for program in programs:
+        source = EXAMPLES / f"{program}.cxx"
+        binary = out_dir / Path(program).name
+        if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+            partial = binary.with_suffix(f".{os.getpid()}.part")
+            command = [compiler, "-O1", "-w", "-o", str(partial), str(source), f"-I{include}"]
+            subprocess.run([*command, "-lOpenIGTLink"], check=True, capture_output=True)
+            partial.replace(binary)
+        built[Path(program).name] = binary
+    return built

@@ -15,9 +15,9 @@ import pytest
 from igtl_helpers import raw_message, recv_message, wait_until
 
 from usnav.devices.config import ProbeConfig
-from usnav.devices.igtl import IgtlClient, IgtlServer, ImageContent, Message, crc64, encode
-from usnav.devices.igtl.codec import TransformContent
 from usnav.devices.probe import ProbeClient
+from usnav.igtl import IgtlClient, IgtlServer, ImageContent, Message, crc64, encode
+from usnav.igtl.codec import TransformContent
 
 TRANSFORM_BODY = struct.pack(">12f", 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2, 3)
 
@@ -125,7 +125,7 @@ def test_bad_message_is_dropped_or_closes_cleanly_and_is_counted(
     served, caplog, label, data, reason, survives
 ):
     srv, got = served
-    caplog.set_level(logging.WARNING, logger="usnav.devices.igtl")
+    caplog.set_level(logging.WARNING, logger="usnav.igtl")
     tracemalloc.start()
     try:
         with socket.create_connection(("127.0.0.1", srv.port)) as bad:
@@ -221,3 +221,36 @@ def test_probe_client_drops_a_corrupt_image_and_keeps_the_next(monkeypatch):
             conn.close()
         finally:
             probe.close()
+
+
+def test_a_message_trickled_a_byte_at_a_time_is_cut_off_and_others_are_served():
+    """Slowloris: each byte resets a pure inactivity timer, so a peer sending a byte every
+    0.3 s held its connection (and two threads, and one of ``max_clients`` slots) forever.
+    Now a started message must finish within ``body_timeout_s`` plus its size at 64 kB/s."""
+    srv = IgtlServer(port=0, body_timeout_s=1.0, max_clients=2).start()
+    got: list[Message] = []
+    good = IgtlClient("127.0.0.1", srv.port, on_message=got.append).start()
+    try:
+        assert srv.wait_for_clients(1, timeout_s=5)
+        data = raw_message(1, "TRANSFORM", "T", TRANSFORM_BODY)
+        with socket.create_connection(("127.0.0.1", srv.port)) as slow:
+            slow.settimeout(5)
+            assert wait_until(lambda: len(srv.clients) == 2, 5)
+            closed = False
+            for byte in data[:40]:  # 40 bytes at ~3 B/s: 13 s if it were allowed
+                try:
+                    slow.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                if srv.stats().dropped_in["stalled message"]:
+                    closed = True
+                    break
+                time.sleep(0.3)  # the trickle itself (the pace is what is tested)
+            assert closed
+        assert srv.stats().dropped_in["stalled message"] == 1
+        assert wait_until(lambda: len(srv.clients) == 1, 5)  # the slot is free again
+        assert _still_serving(srv, got, 44.0)
+    finally:
+        good.stop()
+        srv.stop()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from igtl_helpers import MASK, POLY, crc64_bitwise
 
-from usnav.devices.igtl._kernels import CHECK_VALUE, TABLES, crc64_update, make_tables
-from usnav.devices.igtl.codec import crc64
+from usnav.igtl._kernels import CHECK_VALUE, TABLES, crc64_update, make_tables
+from usnav.igtl.codec import crc64
 
 
 def crc64_table_numpy(data: np.ndarray) -> int:

@@ -12,10 +12,10 @@ import pytest
 from igtl_helpers import free_port
 
 from usnav.cli.main import main
-from usnav.devices.igtl import IgtlServer
 from usnav.devices.recorder import record
 from usnav.errors import ConfigError, InputError, UsnavError
 from usnav.frames import TrackedFrame
+from usnav.igtl import IgtlServer
 from usnav.io.sequence import write_sequence
 
 

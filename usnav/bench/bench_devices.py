@@ -38,7 +38,7 @@ _PYIGTL_FULL = [("t512", 512, 1500, 0.0), ("t1024", 1024, 500, 0.0), ("lat", 512
 def bench_crc(ctx: BenchContext) -> list[Figure]:
     import crcmod
 
-    from usnav.devices.igtl.codec import crc64
+    from usnav.igtl.codec import crc64
 
     crcmod_crc = crcmod.mkCrcFun(0x142F0E1EBA9EA3693, rev=False, initCrc=0, xorOut=0)
     size = (16 << 20) if ctx.full else 512 * 512 + 84
@@ -77,7 +77,7 @@ def _make_frame_parts(side: int, seed: int) -> np.ndarray:
 
 
 def _sender_usnav(phases: list) -> None:
-    from usnav.devices.igtl import IgtlServer, ImageContent, Message, TransformContent
+    from usnav.igtl import IgtlServer, ImageContent, Message, TransformContent
 
     server = IgtlServer(port=0, send_queue_messages=64).start()
     print(f"listening on 127.0.0.1:{server.port}", flush=True)

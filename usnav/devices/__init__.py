@@ -8,10 +8,10 @@ context manager, an explicit :class:`~usnav.devices.base.DeviceState`). See docs
 
 from usnav.devices.base import Device, DeviceState, StateChange
 from usnav.devices.config import DeviceSet, PlaybackConfig, ProbeConfig, load_device_set
-from usnav.devices.igtl.transport import IgtlClient, IgtlServer
 from usnav.devices.playback import PlaybackProcess, PlaybackServer, serve_in_subprocess
 from usnav.devices.probe import ProbeClient
 from usnav.devices.recorder import RecordResult, record
+from usnav.igtl import IgtlClient, IgtlServer
 
 __all__ = [
     "Device",

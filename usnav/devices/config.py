@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from usnav.config.loader import load_toml_model
-from usnav.devices.igtl.transport import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, ReconnectPolicy
 from usnav.errors import ConfigError, TransformError
+from usnav.igtl import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, ReconnectPolicy
 from usnav.transforms.names import split_name
 
 

@@ -41,10 +41,10 @@ import numpy as np
 from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import PlaybackConfig, resolve_path
-from usnav.devices.igtl.codec import ImageContent, Message, TransformContent
-from usnav.devices.igtl.transport import DEFAULT_PORT, IgtlServer, LinkStats
 from usnav.errors import InputError, TransformError, UsnavError
 from usnav.frames import TrackedFrame
+from usnav.igtl import DEFAULT_PORT, IgtlServer, LinkStats
+from usnav.igtl.codec import ImageContent, Message, TransformContent
 from usnav.transforms.repository import TransformRepository
 
 log = logging.getLogger("usnav.devices.playback")
@@ -166,7 +166,7 @@ class PlaybackServer(Device):
     send_invalid_transforms
         Also send non-OK transforms, with their status.
     keepalive_s, max_clients, send_queue_messages, send_timeout_s
-        Server options (see :class:`~usnav.devices.igtl.transport.IgtlServer`).
+        Server options (see :class:`~usnav.igtl.server.IgtlServer`).
 
     Raises
     ------
@@ -290,6 +290,17 @@ class PlaybackServer(Device):
         if len(sequence) == 0:
             sequence.close()
             raise InputError(self.recording, "has no frames to play")
+        if (
+            len(sequence) == 1
+            and len(tuple(sequence.frame_shape)) >= 3
+            and (not sequence.transform_names)
+        ):
+            sequence.close()
+            raise InputError(
+                self.recording,
+                "is a 3D volume, not a tracked sweep",
+                "replay a recording of 2D frames (.igs.mha with per-frame transforms)",
+            )
         timestamps = np.asarray(sequence.timestamps, dtype=np.float64)
         if np.any(timestamps < 0) or not np.all(np.isfinite(timestamps)):
             sequence.close()

@@ -38,10 +38,10 @@ import numpy as np
 from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import ProbeConfig, load_probe_config, resolve_path
-from usnav.devices.igtl.codec import ImageContent, Message, TransformContent
-from usnav.devices.igtl.transport import IgtlClient, LinkState, LinkStats
 from usnav.errors import ExtrapolationError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
+from usnav.igtl import IgtlClient, LinkState, LinkStats
+from usnav.igtl.codec import ImageContent, Message, TransformContent
 from usnav.transforms.matrices import is_rigid
 from usnav.transforms.series import PoseSeries
 
@@ -50,6 +50,7 @@ log = logging.getLogger("usnav.devices.probe")
 _EXACT_S = 1e-6
 _SAMPLES_KEPT = 512
 _MAX_STREAMS = 64
+_MAX_SEEN_NAMES = 32  # device names remembered per message type (bounded against a noisy peer)
 
 
 @dataclass
@@ -150,6 +151,12 @@ class ProbeClient(Device):
         self._last_frame_number: int | None = None
         self._image_counter = 0
         self._link_state = LinkState.IDLE
+        self._seen: dict[str, collections.Counter[str]] = {
+            "IMAGE": collections.Counter(),
+            "TRANSFORM": collections.Counter(),
+        }
+        self._connected_at: float | None = None
+        self._hint_logged = False
         self._tick_stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._client = IgtlClient(
@@ -217,6 +224,50 @@ class ProbeClient(Device):
         """Why the last connection attempt or connection ended."""
         return self._client.last_error
 
+    def seen_devices(self) -> dict[str, dict[str, int]]:
+        """Device names received so far, by message type (IMAGE, TRANSFORM), with counts."""
+        with self._lock:
+            return {kind: dict(names) for kind, names in self._seen.items()}
+
+    def device_hint(self) -> str | None:
+        """What to set in the device file when the expected device names never arrived.
+
+        None while nothing arrived at all (a link problem, reported by :attr:`last_error`) or
+        when the configured IMAGE and every configured TRANSFORM have arrived. Otherwise one
+        sentence naming the IMAGE and TRANSFORM device names that did arrive and the
+        ``[probe]`` key to set (``image_device``, ``transforms``).
+        """
+        seen = self.seen_devices()
+        images, transforms = seen["IMAGE"], seen["TRANSFORM"]
+        if not images and not transforms:
+            return None
+        wanted_image = self.config.image_device
+        missing = [n for n in self.config.transforms if n not in transforms]
+        if wanted_image in images and not missing:
+            return None
+        problems = []
+        if wanted_image not in images:
+            problems.append(f"no IMAGE named '{wanted_image}' arrived")
+        if missing:
+            problems.append("no TRANSFORM named " + ", ".join(f"'{n}'" for n in missing))
+        fixes = []
+        if wanted_image not in images:
+            if images:
+                fixes.append(f'image_device = "{max(images, key=images.__getitem__)}"')
+            else:
+                fixes.append(
+                    "image_device = the server's IMAGE name (this server sent no IMAGE: usnav "
+                    "needs a tracked-ultrasound stream, a tracker alone is not enough)"
+                )
+        if missing:
+            names = ", ".join(f'"{n}"' for n in transforms) if transforms else "..."
+            fixes.append(f"transforms = [{names}]")
+        return (
+            f"{' and '.join(problems)}; seen: IMAGE {_names(images)}, TRANSFORM "
+            f"{_names(transforms)}; set {' and '.join(fixes)} in the [probe] section of the "
+            "device file (--config / --device, see devices/plus-server.toml)"
+        )
+
     def send(self, message: Message) -> bool:
         """Send a message to the server (e.g. a STRING command); False if not connected."""
         return self._client.send(message)
@@ -247,6 +298,7 @@ class ProbeClient(Device):
     # -- link events -----------------------------------------------------------------------
     def _on_link_state(self, state: LinkState) -> None:
         previous, self._link_state = self._link_state, state
+        self._connected_at = time.monotonic() if state is LinkState.CONNECTED else None
         if state is LinkState.CONNECTING:
             if previous is LinkState.CONNECTED:
                 self.stats.reconnects += 1
@@ -265,6 +317,10 @@ class ProbeClient(Device):
 
     def _on_message(self, message: Message) -> None:
         now = time.monotonic()
+        names = self._seen.get(message.type)
+        if names is not None and (message.device_name in names or len(names) < _MAX_SEEN_NAMES):
+            with self._lock:
+                names[message.device_name] += 1
         if message.type == "TRANSFORM" and isinstance(message.content, TransformContent):
             self._add_transform(message, now)
         elif message.type == "IMAGE" and message.device_name == self.config.image_device:
@@ -426,11 +482,31 @@ class ProbeClient(Device):
                         and now - stream.last_update > self.config.watchdog_s
                     ):
                         self._set_stream_state(name, stream, TransformStatus.MISSING)
+            self._log_device_hint(now)
             silent = now - self._last_image > self.config.no_signal_s
             if self._state is DeviceState.STREAMING and silent:
                 self._set_state(
                     DeviceState.NO_SIGNAL, f"no image for {self.config.no_signal_s:.1f} s"
                 )
+
+    def _log_device_hint(self, now: float) -> None:
+        """Once per client: warn with :meth:`device_hint` after 2 s (or 2 × ``no_signal_s``)
+        connected."""
+        connected_at = self._connected_at
+        if self._hint_logged or connected_at is None:
+            return
+        if now - connected_at < max(2.0, 2 * self.config.no_signal_s):
+            return
+        hint = self.device_hint()
+        if hint is not None:
+            self._hint_logged = True
+            log.warning("%s: %s: %s", self.name, self._client.peer, hint)
+
+
+def _names(counts: dict[str, int]) -> str:
+    if not counts:
+        return "none"
+    return ", ".join(f"'{name}' ({n})" for name, n in sorted(counts.items()))
 
 
 def _pose_at(

@@ -171,6 +171,12 @@ def record(
                     result.stopped_by = "server closed the connection"
                     break
             elif connect_timeout_s is not None and now - started > connect_timeout_s:
+                hint = probe.device_hint()
+                if hint is not None:
+                    raise UsnavError(
+                        f"no frame from {probe_config.host}:{probe_config.port} within "
+                        f"{connect_timeout_s:g} s: {hint}"
+                    )
                 why = probe.last_error or f"state {probe.state.value}"
                 raise UsnavError(
                     f"no frame from {probe_config.host}:{probe_config.port} within "
@@ -185,6 +191,8 @@ def record(
     finally:
         probe.close()
         if writer is not None:
+            # Ctrl-C (or SIGTERM) may land between a frame's append and the count
+            result.written = len(writer)
             try:
                 writer.close()
             except (OSError, UsnavError) as exc:

@@ -1,7 +1,11 @@
-"""OpenIGTLink: codec (header v1/v2, IMAGE, TRANSFORM, STATUS, STRING, POINT, POLYDATA,
-queries), fast CRC-64, and a robust TCP transport (client and multi-client server)."""
+"""OpenIGTLink, the wire library: the codec (header v1/v2, IMAGE, TRANSFORM, STATUS, STRING,
+POINT, POLYDATA, queries) with its fast CRC-64 (``_kernels``), and the TCP transport: one
+:mod:`~usnav.igtl.connection`, the reconnecting :mod:`~usnav.igtl.client` and the multi-client
+:mod:`~usnav.igtl.server`. It imports nothing of usnav but :mod:`usnav.errors`; the devices
+(probe client, playback server, recorder) and the Slicer re-export build on it."""
 
-from usnav.devices.igtl.codec import (
+from usnav.igtl.client import IgtlClient, ReconnectPolicy
+from usnav.igtl.codec import (
     ImageContent,
     Message,
     Point,
@@ -18,17 +22,18 @@ from usnav.devices.igtl.codec import (
     encode,
     encode_parts,
 )
-from usnav.devices.igtl.transport import (
+from usnav.igtl.connection import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_PORT,
     Connection,
-    IgtlClient,
-    IgtlServer,
     LinkState,
     LinkStats,
-    ReconnectPolicy,
+    status_message,
 )
+from usnav.igtl.server import IgtlServer
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_PORT",
     "Connection",
     "IgtlClient",
@@ -51,4 +56,5 @@ __all__ = [
     "decode_header",
     "encode",
     "encode_parts",
+    "status_message",
 ]
