@@ -37,7 +37,7 @@ def _dataset(ctx: BenchContext) -> tuple[Path, float]:
 
     options = make_options(**({} if ctx.full else QUICK_OPTIONS))
     seeds = list(SEEDS_FULL if ctx.full else SEEDS_QUICK)
-    root = ctx.work_dir / "evaluate" / f"sim-v{SIM_VERSION}-{'full' if ctx.full else 'quick'}"
+    root = ctx.work_dir / "evaluate" / f"dataset-v{SIM_VERSION}-{'full' if ctx.full else 'quick'}"
     ctx.progress(f"simulating up to {len(seeds)} cases (cached)")
     t0 = time.perf_counter()
     made = simulate_dataset(seeds, root, options)
