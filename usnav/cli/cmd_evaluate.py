@@ -18,7 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "docs/evaluation.md.",
     )
     p.add_argument("manifest", type=Path, metavar="MANIFEST", help="the dataset's manifest.csv")
-    p.add_argument("--out", type=Path, required=True, metavar="RESULTS_DIR")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="RESULTS_DIR",
+        help="results folder (created; an existing one is resumed, never overwritten)",
+    )
     p.add_argument(
         "--scheduler",
         metavar="tcp://HOST:PORT",
