@@ -394,7 +394,8 @@ def _connect(scheduler: str | None, workers: int | None, timeout_s: float) -> It
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                # the rows say what went wrong; Dask's own shutdown races are noise (--debug)
+                silence_logs=logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL,
             )
         try:
             with Client(cluster) as client:
