@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from usnav.defaults import DISPLAY_ENDPOINT
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,9 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (1.0)")
     p.add_argument("--live", action="store_true", help="open the viewer window (needs a display)")
     p.add_argument("--cache", type=Path, default=None, help="where the demo case is cached")
-    p.add_argument(
-        "--publish", default="tcp://127.0.0.1:5556", metavar="ADDR", help="ZeroMQ endpoint"
-    )
+    p.add_argument("--publish", default=DISPLAY_ENDPOINT, metavar="ADDR", help="ZeroMQ endpoint")
     p.set_defaults(func=run)
 
 

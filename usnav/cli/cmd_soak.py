@@ -62,11 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usnav.errors import InputError
-    from usnav.soak.report import ItemResult, write_json
-
     # every bad message is logged once per peer and reason: thousands of peers here
     import logging
+
+    from usnav.errors import InputError
+    from usnav.soak.report import ItemResult, write_json
 
     for name in ("usnav.igtl", "usnav.devices"):
         logging.getLogger(name).setLevel(logging.ERROR)

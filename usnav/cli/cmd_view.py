@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from usnav.defaults import DISPLAY_ENDPOINT
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -30,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--connect",
-        default="tcp://127.0.0.1:5556",
+        default=DISPLAY_ENDPOINT,
         metavar="ADDR",
-        help="publisher address (default tcp://127.0.0.1:5556)",
+        help=f"publisher address (default {DISPLAY_ENDPOINT})",
     )
     p.add_argument(
         "--snapshot",

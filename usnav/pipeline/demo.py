@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from usnav.config.calibration import load_calibration
+from usnav.defaults import DISPLAY_ENDPOINT
 from usnav.devices import ProbeClient, serve_in_subprocess
 from usnav.devices.config import ProbeConfig
 from usnav.errors import InputError, UsnavError
@@ -67,7 +68,7 @@ def run_demo(
     rate: float = 1.0,
     live: bool = False,
     cache_dir: str | Path | None = None,
-    publish_address: str = "tcp://127.0.0.1:5556",
+    publish_address: str = DISPLAY_ENDPOINT,
     progress: Callable[[str], None] | None = None,
 ) -> DemoSummary:
     """Run the demo and return its summary.
@@ -135,7 +136,7 @@ def run_demo(
         try:
             summary.compile_seconds = pipeline.prepare()
         except UsnavError:
-            if publish_address == "tcp://127.0.0.1:5556":  # taken: any free port will do
+            if publish_address == DISPLAY_ENDPOINT:  # taken: any free port will do
                 pipeline.options = PipelineOptions(publish_address="tcp://127.0.0.1:*")
                 summary.compile_seconds = pipeline.prepare()
             else:

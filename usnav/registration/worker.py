@@ -175,6 +175,7 @@ class WorkerStats:
     rejected: int = 0
     confirmed: int = 0
     failed: int = 0
+    bad_frames: int = 0  # offered but unusable (not 2D, pose not a finite 4×4): dropped
     last_update_s: float = float("nan")
     last_error: str = ""
 
@@ -270,10 +271,12 @@ class RegistrationWorker:
     def submit(self, image: np.ndarray, image_to_reference: np.ndarray, t: float) -> None:
         """Offer one frame: ``image`` (rows, cols) uint8, its ``ImageToReference`` (4×4, mm),
         its time (s). Never blocks on the optimiser; a bad frame is dropped silently (counted
-        in ``stats``)."""
+        in ``stats.bad_frames``)."""
         pose = np.asarray(image_to_reference, dtype=np.float64)
         img = np.asarray(image)
         if img.ndim != 2 or pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+            with self._lock:
+                self.stats.bad_frames += 1
             return
         with self._lock:
             if self._frames and self._frames[-1][0].shape != img.shape:
