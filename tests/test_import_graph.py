@@ -44,21 +44,17 @@ STAGES = [
 #: What runs the stages from outside: bench, the demo, the viewer, batch evaluation, the soak.
 TOOLS = [
     "usnav.bench",
-    "usnav.pipeline.demo",
     "usnav.viewer",
     "usnav.evaluate",
     "usnav.soak",
 ]
 CLI = ["usnav.cli", "usnav.__main__"]
 
-#: TODO(lead): temporary allowances, to be removed when bench leaves the shipped package and the
-#: demo's orchestration moves into the CLI layer (issue 14, step 2). Each is (importer, imported
-#: prefix): the demo runs the viewer in its own process.
-ALLOWED = {
-    ("usnav.pipeline.demo", "usnav.viewer"),
-}
-#: TODO(lead): tools that still live inside the shipped package / inside a stage's room.
-TOOLS_STILL_INSIDE = {"usnav.bench", "usnav.pipeline.demo"}
+#: Tools ship in the wheel because they are commands a user runs (``usnav bench`` checks a
+#: workstation before surgery, ``usnav evaluate`` scores a dataset), but running usnav never
+#: imports them: only their CLI commands do (the demo's orchestration is in the CLI layer,
+#: ``usnav/cli/demo.py``), and the dependencies only they need are extras (``bench``,
+#: ``evaluate``). No exception is allowed.
 
 
 def _under(module: str, prefixes: list[str]) -> bool:
@@ -95,10 +91,6 @@ def import_edges() -> set[tuple[str, str, str]]:
     return edges
 
 
-def _allowed(importer: str, imported: str) -> bool:
-    return any(importer == a and _under(imported, [b]) for a, b in ALLOWED)
-
-
 def test_the_graph_is_read() -> None:
     edges = import_edges()
     assert len(edges) > 200  # the whole package, not an empty walk
@@ -120,23 +112,11 @@ def test_stages_and_lower_layers_never_import_bench_the_demo_or_the_viewer() -> 
     bad = sorted(
         f"{where}: {a} -> {b}"
         for a, b, where in import_edges()
-        if _under(a, below_tools)
-        and not _under(a, TOOLS)
-        and _under(b, TOOLS)
-        and not _allowed(a, b)
+        if _under(a, below_tools) and not _under(a, TOOLS) and _under(b, TOOLS)
     )
     assert bad == []
-    # the tools inside a stage's room import other tools only where allowed above
-    inside = sorted(
-        f"{where}: {a} -> {b}"
-        for a, b, where in import_edges()
-        if _under(a, TOOLS)
-        and _under(a, STAGES)
-        and _under(b, TOOLS)
-        and not _under(b, [a])
-        and not _allowed(a, b)
-    )
-    assert inside == []
+    # no tool lives inside a stage's room any more
+    assert [t for t in TOOLS if _under(t, STAGES)] == []
 
 
 def test_only_the_entry_point_imports_the_command_line() -> None:
@@ -146,15 +126,6 @@ def test_only_the_entry_point_imports_the_command_line() -> None:
         if _under(b, CLI) and not _under(a, CLI)
     )
     assert bad == []
-
-
-def test_the_temporary_allowances_are_still_needed() -> None:
-    """An allowance that nothing needs any more is removed, not kept as a loophole."""
-    edges = import_edges()
-    for importer, imported in ALLOWED:
-        assert any(a == importer and _under(b, [imported]) for a, b, _ in edges), importer
-    for module in TOOLS_STILL_INSIDE:
-        assert _is_module(module), f"{module} has moved: remove it from TOOLS_STILL_INSIDE"
 
 
 def test_running_the_stages_loads_no_tool() -> None:

@@ -41,7 +41,7 @@ def _ms(value: float) -> str:
 
 
 def _run(args: argparse.Namespace, out: Path, progress):
-    from usnav.pipeline.demo import run_demo
+    from usnav.cli.demo import run_demo
 
     return run_demo(
         out,

@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.cli._checks import require_extra
+
+    require_extra("usnav soak", "bench", ("psutil",))
     # every bad message is logged once per peer and reason: thousands of peers here
     import logging
 
