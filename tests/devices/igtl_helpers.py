@@ -85,7 +85,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-
 #: Sources of the OpenIGTLink C++ library's examples (Debian: openigtlink-examples).
 EXAMPLES = Path("/usr/share/doc/openigtlink-examples/examples")
 

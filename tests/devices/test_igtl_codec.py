@@ -302,3 +302,29 @@ def test_malformed_metadata_is_refused():
     golden[50:58] = struct.pack(">Q", crc64_bitwise(body))
     with pytest.raises(ProtocolError, match="metadata"):
         _decode(bytes(golden))
+
+
+def _roundtrip(data: bytes) -> Message:
+    header = decode_header(data[:58], 1 << 20)
+    return decode_body(header, bytearray(data[58:]))
+
+
+def test_signalling_nan_from_a_peer_decodes_without_a_warning():
+    """Found by ``usnav soak igtl``: a float32 signalling NaN (0x7F800001) in a TRANSFORM or
+    POLYDATA made numpy's float32 → float64 cast warn; under ``-W error`` (and pytest) the
+    reader thread died on it. It is decoded as NaN (a TRANSFORM then counts as INVALID)."""
+    snan = struct.pack(">I", 0x7F800001)
+    body = snan * 12
+    data = struct.pack(">H12s20sQQQ", 1, b"TRANSFORM", b"T", 0, 48, crc64_bitwise(body)) + body
+    matrix = _roundtrip(data).content.matrix
+    assert np.isnan(matrix[:3, :4]).all()
+    poly = struct.pack(">10I", 1, 0, 0, 0, 0, 0, 0, 0, 0, 0) + snan * 3
+    data = struct.pack(">H12s20sQQQ", 1, b"POLYDATA", b"P", 0, len(poly), crc64_bitwise(poly))
+    assert np.isnan(_roundtrip(data + poly).content.points).all()
+
+
+def test_a_matrix_beyond_float32_is_sent_as_infinity_without_a_warning():
+    m = np.eye(4)
+    m[0, 3] = 1e300
+    sent = _roundtrip(encode(Message("TRANSFORM", "T", TransformContent(m)), 1))
+    assert sent.content.matrix[0, 3] == np.inf

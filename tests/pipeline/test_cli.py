@@ -151,3 +151,6 @@ def test_demo_end_to_end(tmp_path):
     final = float(line.split("→ ")[1].split(" mm")[0])
     assert final < 2.0 < initial
     assert (tmp_path / "demo" / "snapshot.png").stat().st_size > 10_000
+    # not on a terminal: one progress line per phase, so a CI log shows where the time goes
+    phases = [x for x in result.stderr.splitlines() if x.startswith("usnav demo: ")]
+    assert len(phases) >= 4 and any("compiling" in x for x in phases), result.stderr

@@ -313,8 +313,9 @@ def test_registration_of_another_patients_mri_is_rejected(small_case: Path, othe
     np.testing.assert_allclose(pipeline.current_estimate().reference_to_mri, initial)
     from usnav.client import RegistrationMessage
 
-    published = [m for m in display.of(RegistrationMessage) if not m.header.accepted]
-    assert published, "rejected estimates are published, marked not accepted"
+    published = [m for m in display.of(RegistrationMessage) if not m.in_use]
+    assert published, "rejected estimates are published, marked not in use"
+    assert all(m.header.display_state != "LIVE" for m in published)
     model = ViewModel("test")
     newest = {type(m).__name__: m for m in display.messages}
     state = model.update(

@@ -7,6 +7,7 @@ import pytest
 
 from usnav.protocol import messages as m
 from usnav.protocol import wire
+from usnav.protocol.display import LIVE, DisplayState
 
 
 def _roundtrip(topic: str, payload: m.Payload) -> m.Message:
@@ -25,7 +26,10 @@ def _header(topic: str) -> dict:
         image_to_mri=np.diag([0.2, 0.2, 1.0, 1.0]),
         age_s=1.5,
         quality=0.8,
-        accepted=True,
+        uncertainty_mm=1.2,
+        registration_checked=True,
+        display=DisplayState(LIVE),
+        live_max_uncertainty_mm=2.0,
     )
 
 
@@ -40,7 +44,9 @@ def test_common_header_roundtrip():
         1.7e9,
     )
     np.testing.assert_array_equal(h.image_to_mri, np.diag([0.2, 0.2, 1.0, 1.0]))
-    assert (h.age_s, h.quality, h.accepted) == (1.5, 0.8, True)
+    assert (h.age_s, h.quality, h.uncertainty_mm, h.registration_checked) == (1.5, 0.8, 1.2, True)
+    assert (h.display_state, h.display_reason, h.live_max_uncertainty_mm) == (LIVE, "", 2.0)
+    assert h.version == wire.VERSION == 2
     assert msg.status == {"state": "streaming"}
 
 
@@ -125,8 +131,34 @@ def test_frame_and_registration_roundtrip():
             estimate_sequence=5,
             source="image",
             reason="better",
+            in_use=True,
+            resent=True,
         ),
     )
     np.testing.assert_array_equal(reg.reference_to_mri, matrix)
     assert reg.similarity is None and reg.uncertainty_mm == 1.25
     assert (reg.estimate_sequence, reg.source, reg.reason) == (5, "image", "better")
+    assert reg.in_use and reg.resent
+
+
+def test_a_version_1_publisher_is_read_but_never_live():
+    header = _header("registration")
+    header.update(version=1, accepted=True)
+    for key in ("display_state", "display_reason", "registration_checked"):
+        del header[key]
+    reg = _roundtrip(
+        "registration",
+        m.encode_registration(
+            header,
+            reference_to_mri=np.eye(4),
+            similarity=0.3,
+            uncertainty_mm=0.5,
+            t_computed=1.7e9,
+            estimate_sequence=1,
+            source="image",
+            reason="accepted",
+            in_use=True,
+        ),
+    )
+    assert reg.header.version == 1 and reg.header.display_state == "UNCERTAIN"
+    assert "protocol 1" in reg.header.display_reason

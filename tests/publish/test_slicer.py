@@ -12,6 +12,7 @@ from usnav.frames import TrackedFrame
 from usnav.igtl import IgtlClient
 from usnav.margins import MarginEstimator
 from usnav.margins.phantom import make_phantom
+from usnav.protocol.display import LIVE, UNCERTAIN, DisplayState
 from usnav.publish.slicer import SlicerExporter
 
 
@@ -57,7 +58,9 @@ def test_slicer_receives_frame_overlay_and_transforms(case_and_margins) -> None:
             # the client's v2 hello may still be on its way (until then the server speaks v1,
             # without metadata, as PLUS does): resend until a v2 bundle has arrived
             assert repeat_until(
-                lambda: exporter.publish(frame, image_to_reference, reference_to_mri, margins),
+                lambda: exporter.publish(
+                    frame, image_to_reference, reference_to_mri, margins, DisplayState(LIVE)
+                ),
                 lambda: collector.found(
                     lambda m: m.device_name == "ReferenceToMri" and m.version == 2
                 ),
@@ -68,6 +71,18 @@ def test_slicer_receives_frame_overlay_and_transforms(case_and_margins) -> None:
             overlay = collector.wait(lambda m: m.device_name == "Tumor_Reference")[-1]
             i2r = collector.wait(lambda m: m.device_name == "ImageToReference")[-1]
             r2m = collector.wait(lambda m: m.device_name == "ReferenceToMri")[-1]
+            # the same display-state rule as every usnav display: not LIVE → INVALID
+            doubt = DisplayState(UNCERTAIN, "navigation registration, not yet checked")
+            exporter.publish(frame, image_to_reference, reference_to_mri, margins, doubt)
+            invalid = collector.wait(
+                lambda m: (
+                    m.device_name == "ReferenceToMri"
+                    and m.metadata.get("TransformStatus") == "INVALID"
+                )
+            )[-1]
+            said = collector.wait(
+                lambda m: m.device_name == "usnav_status" and "UNCERTAIN" in str(m.content)
+            )
         finally:
             client.stop()
     assert image.type == "IMAGE" and overlay.type == "IMAGE"
@@ -82,6 +97,8 @@ def test_slicer_receives_frame_overlay_and_transforms(case_and_margins) -> None:
     np.testing.assert_allclose(i2r.content.matrix, image_to_reference, atol=1e-5)
     np.testing.assert_allclose(r2m.content.matrix, reference_to_mri, atol=1e-4)
     assert r2m.metadata.get("TransformStatus") == "OK"
+    assert overlay.metadata.get("DisplayState") == LIVE
+    assert invalid.metadata.get("DisplayState") == UNCERTAIN and said
 
 
 def test_overlay_clears_when_no_tumor_in_view(case_and_margins) -> None:
@@ -123,7 +140,9 @@ def test_stale_clears_the_overlay_and_invalidates_the_image_transform(case_and_m
             )
             assert exporter.mark_stale("probe no-signal") > 0
             assert exporter.mark_stale("probe no-signal") == 0  # once per stale period
-            text = collector.wait(lambda m: m.device_name == "usnav_status")[-1]
+            text = collector.wait(
+                lambda m: m.device_name == "usnav_status" and "STALE" in m.content.text
+            )[-1]
             invalid = collector.wait(
                 lambda m: (
                     m.device_name == "ImageToReference"

@@ -49,7 +49,13 @@ class PublishingThread:
     def _run(self) -> None:
         number = 0
         while not self._stop.is_set():
-            reg = RegistrationEstimate(np.eye(4), quality=self.quality, t_computed=time.time() - 1)
+            reg = RegistrationEstimate(
+                np.eye(4),
+                quality=self.quality,
+                uncertainty_mm=1.0,
+                source="image",
+                t_computed=time.time() - 1,
+            )
             frame = TrackedFrame(self.case.image, frame_number=number, t_received=time.time())
             self.publisher.publish_frame(frame, self.case.image_to_mri, reg)
             self.publisher.publish_margins(frame, self.margins, reg)

@@ -28,5 +28,5 @@ def check_endpoint(address: str, option: str = "--publish") -> str:
     if port != "*":
         if not port.isdigit():
             raise InputError(option, f"{address!r}: the port {port!r} is not a number", hint)
-        check_port(int(port), option)
+        check_port(int(port), option, allow_zero=True)  # 0: any free port
     return address

@@ -60,13 +60,14 @@ def run(args: argparse.Namespace) -> int:
     from usnav.cli._checks import check_endpoint
     from usnav.errors import InputError
     from usnav.io.outputs import check_output
-    from usnav.sim.demo import default_cache_dir
+    from usnav.sim.demo import check_demo_cache, default_cache_dir
 
     if not args.rate > 0 or not math.isfinite(args.rate):
         raise InputError("--rate", f"must be a positive speed factor, got {args.rate}")
     if args.passes < 1:
         raise InputError("--passes", f"must be at least 1, got {args.passes}")
     check_endpoint(args.publish, "--publish")
+    check_demo_cache(args.cache)
     if args.out is None:
         out = (Path(args.cache) if args.cache else default_cache_dir()) / "demo-output"
         check_output(out, folder=True, force=True)

@@ -61,8 +61,8 @@ def _num(value: float | None, spec: str = ".1f") -> str:
 
 def status_line(s: dict) -> str:
     """One line: link, rates, latency, registration, drops (also used by tests)."""
-    reg = "accepted" if s["registration_accepted"] else "REJECTED"
-    latest = "" if s["registration_latest_accepted"] else " (last estimate rejected)"
+    display = s.get("display_state", "")
+    latest = "" if s["registration_latest_accepted"] else " (last estimate not adopted)"
     drops = (
         f"drops display {s['dropped_display']} link {s['dropped_link']} "
         f"record {s['dropped_record']}"
@@ -71,8 +71,9 @@ def status_line(s: dict) -> str:
     line = (
         f"{s['state']} {s['peer']} | in {_num(s['fps_in'])} fps out {_num(s['fps_out'])} | "
         f"latency p50 {_num(s['latency_p50_ms'])} p99 {_num(s['latency_p99_ms'])} ms | "
-        f"registration {s['registration_source']} q {_num(s['registration_quality'], '.2f')} "
-        f"age {_num(s['registration_age_s'], '.0f')} s {reg}{latest} | {drops} | "
+        f"{display} | registration {s['registration_source']} "
+        f"±{_num(s.get('registration_uncertainty_mm'), '.1f')} mm "
+        f"age {_num(s['registration_age_s'], '.0f')} s{latest} | {drops} | "
         f"skipped {skipped}"
     )
     if s["state"] != "streaming" and s["last_error"]:
@@ -128,7 +129,7 @@ def _run(args: argparse.Namespace, log_path: Path) -> int:
     from rich.live import Live
 
     from usnav.pipeline.config import PipelineOptions
-    from usnav.pipeline.run import open_pipeline
+    from usnav.pipeline.run import InterruptToStop, open_pipeline
 
     overrides = {}
     if args.publish:
@@ -156,32 +157,55 @@ def _run(args: argparse.Namespace, log_path: Path) -> int:
         record=args.record,
         options=options,
     )
-    stopped_in = 0.0
+
+    def interrupted(n: int) -> None:
+        if n == 1:
+            err.print("stopping… (the run's summary follows)", highlight=False)
+        else:
+            err.print("already stopping — the run's summary follows", highlight=False)
+
     try:
         with err.status("compiling kernels before the first frame…"):
             compile_s = pipeline.prepare()
-        err.print(
-            "compiled: "
-            + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items())
-            + f"; margins on {pipeline.endpoint}; log {log_path}"
-        )
-        start = time.monotonic()
-        pipeline.start()
-        if args.quiet or not err.is_terminal:
-            while args.duration is None or time.monotonic() - start < args.duration:
-                time.sleep(0.2)
-        else:
-            with Live(status_line(pipeline.status()), console=err, refresh_per_second=4) as live:
-                while args.duration is None or time.monotonic() - start < args.duration:
-                    time.sleep(0.25)
-                    live.update(status_line(pipeline.status()))
-            err.line()  # the last status line stays; the summary starts on its own line
     except KeyboardInterrupt:
-        err.print("stopping…")
-    finally:
-        t0 = time.monotonic()
-        pipeline.stop()
-        stopped_in = time.monotonic() - t0
+        with InterruptToStop(interrupted, ignore_after=True):
+            interrupted(1)
+            pipeline.stop()
+            return _print_summary(pipeline, 0.0, args.record)
+    err.print(
+        "compiled: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items())
+        + f"; margins on {pipeline.endpoint}; log {log_path}"
+    )
+    # Ctrl-C (and SIGTERM) only ask to stop: another one while stopping cannot lose the
+    # summary or the recording
+    with InterruptToStop(interrupted, ignore_after=True) as interrupt:
+        start = time.monotonic()
+        try:
+            pipeline.start()
+
+            def running() -> bool:
+                end = None if args.duration is None else start + args.duration
+                return not interrupt.stop.wait(0.25) and (end is None or time.monotonic() < end)
+
+            if args.quiet or not err.is_terminal:
+                while running():
+                    pass
+            else:
+                first = status_line(pipeline.status())
+                with Live(first, console=err, refresh_per_second=4) as live:
+                    while running():
+                        live.update(status_line(pipeline.status()))
+                err.line()  # the last status line stays; the summary starts on its own line
+        finally:
+            t0 = time.monotonic()
+            pipeline.stop()
+            status = _print_summary(pipeline, time.monotonic() - t0, args.record)
+    return status
+
+
+def _print_summary(pipeline, stopped_in: float, record: Path | None) -> int:
+    """The run's summary (and the recording's); returns the exit status."""
     s = pipeline.status()
     c = pipeline.counters
     print(
@@ -192,8 +216,8 @@ def _run(args: argparse.Namespace, log_path: Path) -> int:
         f"{stopped_in:.2f} s",
         flush=True,
     )
-    if args.record:
-        files = ", ".join(str(f) for f in c.record_files) or str(args.record)
+    if record:
+        files = ", ".join(str(f) for f in c.record_files) or str(record)
         print(
             f"recording {files}: {c.recorded} frames written, {c.record_dropped} lost"
             + (f" — {c.record_error}" if c.record_error else ""),

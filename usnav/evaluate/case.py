@@ -37,6 +37,7 @@ RESULT_COLUMNS = (
     "margin_supported_fraction",
     "margin_note",
     "seconds",
+    "cpu_seconds",
     "worker",
 )
 
@@ -83,7 +84,7 @@ def evaluate_case(
         The result row (:data:`RESULT_COLUMNS` + the case's tags); numbers as floats, empty
         strings where a figure does not apply. ``worker`` is left empty (the runner fills it).
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     row: dict = {c: "" for c in RESULT_COLUMNS}
     row.update(case.tags)
     row["case"] = case.case
@@ -99,6 +100,7 @@ def evaluate_case(
             status="failed", reason=_one_line(f"internal error: {type(exc).__name__}: {exc}")
         )
     row["seconds"] = round(time.perf_counter() - t0, 3)
+    row["cpu_seconds"] = round(time.thread_time() - cpu0, 3)  # < seconds: waited for a core
     return row
 
 

@@ -51,6 +51,8 @@ log = logging.getLogger("usnav.evaluate")
 
 INSTALL_HINT = "pip install 'usnav[evaluate]'"
 DEFAULT_TIMEOUT_S = 600.0
+#: runs of a case whose worker was restarted under it (for another case's timeout)
+MAX_ATTEMPTS = 3
 
 #: progress(done, total, row): row None for the first call (cluster ready, nothing done yet)
 Progress = Callable[[int, int, dict | None], None]
@@ -77,8 +79,9 @@ class RunReport:
     wall_s
         From the first task submitted to the last result (cluster start-up and kernel warm-up
         excluded); 0 when nothing ran.
-    task_seconds, registration_seconds
-        Per case run now: the task's own time on the worker, and the registration's.
+    task_seconds, cpu_seconds, registration_seconds
+        Per case run now: the task's own time on the worker, the CPU time its thread got (less
+        than its time when it waited for a core), and the registration's time.
     warm_up_s
         Per worker, the kernel warm-up seconds.
     """
@@ -96,6 +99,7 @@ class RunReport:
     scheduler: str = ""
     wall_s: float = 0.0
     task_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
     registration_seconds: list[float] = field(default_factory=list)
     warm_up_s: dict[str, float] = field(default_factory=dict)
 
@@ -198,7 +202,7 @@ def run_evaluation(
 
 
 def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer, report, progress):
-    from distributed import as_completed
+    from distributed import as_completed, wait
 
     run_id = uuid.uuid4().hex[:8]
     if progress is not None:
@@ -218,11 +222,35 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
         for c in todo
     }
     pending = len(futures)
-    for future in as_completed(futures):
+    attempts = dict.fromkeys((c.case for c in todo), 1)
+    restarted = False
+    queue = as_completed(futures)
+    for future in queue:
+        if future.status not in ("finished", "error", "cancelled"):
+            wait([future])  # yielded while being rescheduled after a worker restart
         pending -= 1
-        row = _row_of(future, futures[future])
+        case = futures.pop(future)
+        if restarted and _killed(future) and attempts[case.case] < MAX_ATTEMPTS:
+            # its worker was restarted under it (a timed-out case's): run it again
+            attempts[case.case] += 1
+            again = client.submit(
+                run_case_task,
+                case_to_task(case),
+                str(out.resolve()),
+                float(timeout_s),
+                options_doc,
+                bool(margins),
+                key=f"usnav-case-{case.case}-{run_id}-{attempts[case.case]}",
+                pure=False,
+            )
+            futures[again] = case
+            queue.add(again)
+            pending += 1
+            continue
+        row = _row_of(future, case)
         if row.pop("_restart", False):
             if pending or not local:
+                restarted = True
                 row["reason"] += f" ({_restart(client, row.get('worker', ''))})"
             else:
                 row["reason"] += " (its worker stopped with the local cluster)"
@@ -230,12 +258,24 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
         report.ran += 1
         report.failed += row.get("status") != "ok"
         report.task_seconds.append(float(row.get("seconds") or 0.0))
+        if row.get("cpu_seconds") not in ("", None):
+            report.cpu_seconds.append(float(row["cpu_seconds"]))
         if row.get("registration_seconds") not in ("", None):
             report.registration_seconds.append(float(row["registration_seconds"]))
         if progress is not None:
             progress(report.ran, len(todo), row)
         future.release()
     report.wall_s = time.perf_counter() - t0
+
+
+def _killed(future) -> bool:
+    """Whether the task was lost with its worker (KilledWorker)."""
+    if future.status != "error":
+        return False
+    try:
+        return type(future.exception()).__name__ == "KilledWorker"
+    except Exception:
+        return False
 
 
 def _row_of(future, case) -> dict:
@@ -363,7 +403,13 @@ def _connect(scheduler: str | None, workers: int | None, timeout_s: float) -> It
         logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler is None:
         n = workers or os.cpu_count() or 1
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        # one task per worker at a time (no task waits on a worker that may be restarted);
+        # a task whose worker dies is retried once, then fails
+        settings = {
+            "distributed.scheduler.allowed-failures": 1,
+            "distributed.scheduler.worker-saturation": 1.0,
+        }
+        with dask.config.set(settings):
             cluster = LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,

@@ -369,7 +369,8 @@ def _content_parts(content: Content) -> list[bytes | memoryview]:
         if m.shape != (4, 4):
             raise ValueError(f"TRANSFORM matrix must be 4×4, got {m.shape}")
         # R11 R21 R31 R12 R22 R32 R13 R23 R33 TX TY TZ: the 3×4 block in column order.
-        return [m[:3, :4].T.astype(">f4").tobytes()]
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: ±inf on the wire
+            return [m[:3, :4].T.astype(">f4").tobytes()]
     if isinstance(content, StatusContent):
         name = content.error_name.encode("ascii")[:20].ljust(20, b"\0")
         text = content.message.encode("utf-8") + b"\0"
@@ -686,7 +687,8 @@ def decode_content(message_type: str, view: memoryview) -> Content:
     if message_type == "TRANSFORM":
         if len(view) != TRANSFORM_CONTENT_SIZE:
             raise ProtocolError("bad TRANSFORM", f"content of {len(view)} bytes (expected 48)")
-        values = np.frombuffer(view, dtype=">f4").astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a signalling NaN from the peer stays a NaN
+            values = np.frombuffer(view, dtype=">f4").astype(np.float64)
         m = np.eye(4)
         m[:3, :4] = values.reshape(4, 3).T
         return TransformContent(m)
@@ -769,7 +771,8 @@ def _decode_image(view: memoryview) -> ImageContent:
         view, dtype=wire_dtype, count=expected // dtype.itemsize, offset=IMAGE_HEADER_SIZE
     ).reshape(drk, drj, dri, comps)
     if wire_dtype.byteorder not in ("=", "|") and wire_dtype != dtype:
-        pixels = pixels.astype(dtype)
+        with np.errstate(invalid="ignore"):
+            pixels = pixels.astype(dtype)
     matrix = np.eye(4)
     matrix[:3, :3] = tsn
     # P is the centre of the whole image; the first voxel is half the extent away.
@@ -792,7 +795,8 @@ def _decode_polydata(view: memoryview) -> PolyDataContent:
     if total != len(view) or any(s % 4 for s in sizes):
         raise ProtocolError("bad POLYDATA", f"sizes add up to {total}, body has {len(view)}")
     pos = POLYDATA_HEADER_SIZE
-    points = np.frombuffer(view, ">f4", 3 * npoints, pos).reshape(-1, 3).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        points = np.frombuffer(view, ">f4", 3 * npoints, pos).reshape(-1, 3).astype(np.float64)
     pos += 12 * npoints
     groups: list[list[list[int]]] = []
     for size in sizes:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +171,9 @@ def _mm(values) -> str:
 
 
 def _box(lo: np.ndarray, hi: np.ndarray) -> str:
-    return ", ".join(f"{axis} {a:.0f}..{b:.0f}" for axis, a, b in zip("RAS", lo, hi, strict=True))
+    return ", ".join(
+        f"{axis} {round(a)}..{round(b)}" for axis, a, b in zip("RAS", lo, hi, strict=True)
+    )
 
 
 def default_log_path() -> Path:
@@ -184,3 +189,54 @@ def default_log_path() -> Path:
         xdg = os.environ.get("XDG_STATE_HOME")
         base = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "usnav" / "logs"
     return base / time.strftime("usnav-run-%Y%m%d-%H%M%S.log")
+
+
+#: the signals that ask a running command to stop (SIGTERM: service managers, ``timeout``)
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
+)
+
+
+class InterruptToStop:
+    """Ctrl-C (SIGINT) and SIGTERM as a request to stop, never an exception, while the block
+    runs.
+
+    The first Ctrl-C sets :attr:`stop` (and calls ``on_interrupt(1)``); later ones only call
+    ``on_interrupt(n)``. So a second Ctrl-C while the pipeline shuts down and writes out its
+    recording cannot lose the recording or the run's summary. Only the main thread receives
+    signals; elsewhere (and for code that never waits on :attr:`stop`) this changes nothing.
+    ``ignore_after``: leave Ctrl-C ignored after the block (the process is about to exit; a
+    late one would otherwise kill it by signal while it shuts down).
+
+    Examples
+    --------
+    >>> with InterruptToStop(lambda n: None) as interrupt:       # doctest: +SKIP
+    ...     while not interrupt.stop.wait(0.25):
+    ...         pass                                            # run until Ctrl-C
+    ...     pipeline.stop()                                     # Ctrl-C here is only noted
+    """
+
+    def __init__(self, on_interrupt: Callable[[int], None], *, ignore_after: bool = False):
+        self.on_interrupt = on_interrupt
+        self.ignore_after = ignore_after
+        self.stop = threading.Event()
+        self.count = 0
+        self._previous: dict = {}
+        self._installed = False
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.count += 1
+        self.stop.set()
+        self.on_interrupt(self.count)
+
+    def __enter__(self) -> InterruptToStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in _STOP_SIGNALS}
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            for sig, previous in self._previous.items():
+                signal.signal(sig, signal.SIG_IGN if self.ignore_after else previous)
+            self._installed = False

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from usnav.protocol.display import UNCERTAIN, DisplayState
 from usnav.protocol.wire import (
     SCHEMA,
     TOPIC_FRAME,
@@ -71,6 +72,8 @@ def _matrix(value: Any, peer: str, where: str) -> np.ndarray | None:
     return m
 
 
+_NO_REGISTRATION = DisplayState(UNCERTAIN, "no registration")
+
 # -- common header -------------------------------------------------------------------------
 
 
@@ -92,9 +95,23 @@ class Header:
         Host time this client took it off the socket (s, epoch).
     image_to_mri
         4×4 pixel (col, row, 0, 1) → MRI RAS mm, or None.
-    age_s, quality, accepted
-        The registration behind the message: age at publish time (s), quality 0..1 and
-        whether it was accepted. None/False when there is no registration yet.
+    display_state, display_reason
+        The publisher's verdict for this message — ``LIVE``, ``UNCERTAIN``, ``STALE`` or
+        ``WAITING`` — and why (see :mod:`usnav.protocol.display`). A display shows the state
+        of :func:`usnav.protocol.display.display_state`, which can only make it worse.
+    uncertainty_mm
+        The registration's stated 95 % error bound at the tumor, mm (None: unknown).
+    registration_checked
+        Whether the registration was estimated or confirmed on the ultrasound (False: the
+        navigation system's unchecked registration).
+    age_s
+        Seconds since the registration was last estimated or confirmed, at publish time.
+    quality
+        The registration worker's 0..1 score, for information (it decides nothing).
+    live_max_uncertainty_mm
+        The publisher's LIVE threshold on ``uncertainty_mm``.
+    version
+        The protocol version of the publisher (1: no display_state; never LIVE).
     gap
         Messages of this topic missed just before this one (dropped at a high-water mark or
         never received).
@@ -116,11 +133,21 @@ class Header:
     image_to_mri: np.ndarray | None
     age_s: float | None
     quality: float | None
-    accepted: bool
     gap: int
     raw: dict[str, Any] = field(repr=False)
     stale: bool = False
     stale_reason: str = ""
+    display_state: str = UNCERTAIN
+    display_reason: str = ""
+    uncertainty_mm: float | None = None
+    registration_checked: bool = False
+    live_max_uncertainty_mm: float | None = None
+    version: int = VERSION
+
+    @property
+    def display(self) -> DisplayState:
+        """The publisher's display state as a :class:`~usnav.protocol.display.DisplayState`."""
+        return DisplayState(self.display_state, self.display_reason)
 
     @property
     def transport_latency_s(self) -> float:
@@ -143,10 +170,14 @@ def encode_header(
     image_to_mri: np.ndarray | None = None,
     age_s: float | None = None,
     quality: float | None = None,
-    accepted: bool = False,
+    uncertainty_mm: float | None = None,
+    registration_checked: bool = False,
+    display: DisplayState = _NO_REGISTRATION,
+    live_max_uncertainty_mm: float | None = None,
 ) -> dict[str, Any]:
     """The common header fields of one message (``seq`` and ``t_published`` are set when it is
-    sent, ``buffers`` when it is framed)."""
+    sent, ``buffers`` when it is framed). ``display`` comes from
+    :func:`usnav.protocol.display.publisher_state`."""
     return {
         "schema": SCHEMA,
         "version": VERSION,
@@ -160,7 +191,11 @@ def encode_header(
         "ImageToMri": matrix_to_wire(image_to_mri),
         "age_s": finite_or_none(age_s),
         "quality": finite_or_none(quality),
-        "accepted": bool(accepted),
+        "uncertainty_mm": finite_or_none(uncertainty_mm),
+        "registration_checked": bool(registration_checked),
+        "display_state": display.state,
+        "display_reason": display.reason,
+        "live_max_uncertainty_mm": finite_or_none(live_max_uncertainty_mm),
     }
 
 
@@ -175,8 +210,16 @@ def stream_id(header: dict[str, Any], peer: str) -> int:
 
 
 def decode_header(raw: RawMessage, gap: int, t_arrived: float, peer: str) -> Header:
-    """The typed common fields of a decoded message."""
+    """The typed common fields of a decoded message (a version-1 message, which has no
+    display state, is UNCERTAIN)."""
     h = raw.header
+    version = int(h.get("version", VERSION))
+    if version < 2:
+        state = UNCERTAIN
+        reason = "the publisher speaks protocol 1 (no display_state): update usnav there"
+    else:
+        state = str(h.get("display_state", UNCERTAIN))
+        reason = str(h.get("display_reason", "") or "")
     return Header(
         topic=raw.topic,
         seq=int(h["seq"]),
@@ -189,11 +232,16 @@ def decode_header(raw: RawMessage, gap: int, t_arrived: float, peer: str) -> Hea
         image_to_mri=_matrix(h.get("ImageToMri"), peer, f"{raw.topic} #{h['seq']} ImageToMri"),
         age_s=_opt_float(h.get("age_s")),
         quality=_opt_float(h.get("quality")),
-        accepted=bool(h.get("accepted", False)),
         gap=gap,
         raw=h,
         stale=bool(h.get("stale", False)),
         stale_reason=str(h.get("stale_reason", "") or ""),
+        display_state=state,
+        display_reason=reason,
+        uncertainty_mm=finite_or_none(_opt_float(h.get("uncertainty_mm"))),
+        registration_checked=bool(h.get("registration_checked", False)),
+        live_max_uncertainty_mm=_opt_float(h.get("live_max_uncertainty_mm")),
+        version=version,
     )
 
 
@@ -346,13 +394,14 @@ def decode_margin(raw: RawMessage, header: Header, where: str, peer: str) -> Mar
         n = int(entry["n"])
         arrays = {}
         for name, (_, trailing) in _CONTOUR_BUFFERS.items():
-            shape = (n, *trailing)
+            expected = (n, *trailing)
             array = raw.arrays.get(f"c{k}.{name}")
             if array is None:
                 raise HeaderError(peer, f"{where}: contour {k} has no buffer {name!r}")
-            if array.shape != shape:
+            if array.shape != expected:
                 raise BufferSizeError(
-                    peer, f"{where}: contour {k} {name} has shape {array.shape}, expected {shape}"
+                    peer,
+                    f"{where}: contour {k} {name} has shape {array.shape}, expected {expected}",
                 )
             arrays[name] = array
         arrays["faces_tissue"] = arrays["faces_tissue"].astype(bool)
@@ -457,7 +506,13 @@ def decode_frame(raw: RawMessage, header: Header, where: str, peer: str) -> Fram
 
 @dataclass(frozen=True)
 class RegistrationMessage:
-    """Topic ``registration``: a registration estimate (accepted or not)."""
+    """Topic ``registration``: a registration estimate, adopted or not.
+
+    ``in_use`` says whether margins are now computed with this estimate (it replaced the
+    previous one, or it is the current one re-sent for displays that joined late). It does
+    **not** say the estimate is good enough to show as such: that is ``header.display_state``.
+    ``resent`` marks a periodic re-send of the estimate in use (not a new estimate).
+    """
 
     header: Header
     reference_to_mri: np.ndarray
@@ -467,6 +522,8 @@ class RegistrationMessage:
     estimate_sequence: int
     source: str
     reason: str
+    in_use: bool = False
+    resent: bool = False
 
 
 def encode_registration(
@@ -479,6 +536,8 @@ def encode_registration(
     estimate_sequence: int,
     source: str,
     reason: str,
+    in_use: bool,
+    resent: bool = False,
 ) -> Payload:
     """Header fields of a ``registration`` message (no buffers)."""
     header.update(
@@ -490,6 +549,8 @@ def encode_registration(
             "estimate_sequence": int(estimate_sequence),
             "source": str(source),
             "reason": str(reason),
+            "in_use": bool(in_use),
+            "resent": bool(resent),
         }
     )
     return header, []
@@ -512,6 +573,9 @@ def decode_registration(
         int(h.get("estimate_sequence", -1)),
         str(h.get("source", "")),
         str(h.get("reason", "")),
+        # version 1 called it "accepted"
+        bool(h.get("in_use", h.get("accepted", False))),
+        bool(h.get("resent", False)),
     )
 
 
@@ -545,7 +609,7 @@ def decode_status(raw: RawMessage, header: Header, where: str, peer: str) -> Sta
 
 Message = MarginMessage | FrameMessage | RegistrationMessage | StatusMessage
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[RawMessage, Header, str, str], Message]] = {
     TOPIC_MARGIN: decode_margin,
     TOPIC_FRAME: decode_frame,
     TOPIC_REGISTRATION: decode_registration,

@@ -23,6 +23,7 @@ from usnav.errors import InputError
 from usnav.protocol import messages as m
 from usnav.protocol import wire as p
 from usnav.protocol.curve import is_loopback_endpoint, secure_server_socket
+from usnav.protocol.display import UNCERTAIN, DisplayRules, DisplayState, publisher_state
 from usnav.protocol.messages import finite_or_none
 from usnav.protocol.wire import DEFAULT_ADDRESS
 
@@ -51,6 +52,10 @@ class Publisher:
         fill the tumor exactly; contours alone are always sent.
     context
         A ZeroMQ context to use (default: the process's shared instance).
+    display_rules
+        The thresholds of the ``display_state`` every message carries
+        (:class:`~usnav.protocol.display.DisplayRules`; default: LIVE needs a registration
+        checked on the ultrasound with a stated uncertainty ≤ 2 mm).
     curve_secret_key, curve_authorized_dir
         ZeroMQ CURVE: the publisher's ``*.key_secret`` file and the folder of authorised client
         public keys (default: ``authorized/`` beside the key). Required to bind anything but
@@ -74,10 +79,12 @@ class Publisher:
         *,
         send_label_image: bool = True,
         context: zmq.Context | None = None,
+        display_rules: DisplayRules | None = None,
         curve_secret_key: str | Path | None = None,
         curve_authorized_dir: str | Path | None = None,
     ):
         self.address = address
+        self.display_rules = display_rules or DisplayRules()
         if (
             curve_secret_key is None
             and address.startswith("tcp://")
@@ -156,9 +163,11 @@ class Publisher:
         image_to_mri: np.ndarray | None = None,
         estimate: RegistrationEstimate | None = None,
         now: float,
+        stale_reason: str = "",
+        doubt: str = "",
     ) -> dict[str, Any]:
         est = estimate if estimate is not None else self._last_estimate
-        # margins without an estimate use their own registration fields (see publish_margins)
+        display = self.display_of(est, now, stale_reason=stale_reason, doubt=doubt)
         return m.encode_header(
             topic,
             stream=self.stream,
@@ -168,7 +177,39 @@ class Publisher:
             image_to_mri=image_to_mri,
             age_s=est.age_s(now) if est is not None else None,
             quality=est.quality if est is not None else None,
-            accepted=bool(est.accepted) if est is not None else False,
+            uncertainty_mm=est.uncertainty_mm if est is not None else None,
+            registration_checked=_checked(est),
+            display=display,
+            live_max_uncertainty_mm=self.display_rules.live_max_uncertainty_mm,
+        )
+
+    def display_of(
+        self,
+        estimate: RegistrationEstimate | None,
+        now: float | None = None,
+        *,
+        stale_reason: str = "",
+        doubt: str = "",
+    ) -> DisplayState:
+        """The ``display_state`` of data computed with ``estimate`` (see
+        :func:`usnav.protocol.display.publisher_state`)."""
+        if estimate is None:
+            if stale_reason:
+                return publisher_state(
+                    checked=False,
+                    uncertainty_mm=None,
+                    checked_age_s=None,
+                    rules=self.display_rules,
+                    stale_reason=stale_reason,
+                )
+            return DisplayState(UNCERTAIN, "no registration yet")
+        return publisher_state(
+            checked=_checked(estimate),
+            uncertainty_mm=estimate.uncertainty_mm,
+            checked_age_s=estimate.age_s(now),
+            rules=self.display_rules,
+            stale_reason=stale_reason,
+            doubt=doubt,
         )
 
     def _send(self, topic: str, header: dict[str, Any], buffers: list) -> bool:
@@ -204,6 +245,7 @@ class Publisher:
         *,
         stale: bool = False,
         stale_reason: str = "",
+        doubt: str = "",
     ) -> bool:
         """Publish one frame's margins on topic ``margin``.
 
@@ -219,6 +261,10 @@ class Publisher:
         stale, stale_reason
             The pipeline knows these margins may not show the present (probe link not
             streaming, tracking lost): a display must show them as stale.
+        doubt
+            Why these margins' content is in doubt although the registration is good (e.g.
+            "no tumor in view" while the tumor lies within the registration's uncertainty of
+            the plane): they go out UNCERTAIN.
 
         Returns
         -------
@@ -238,12 +284,13 @@ class Publisher:
             image_to_mri=margins.image_to_mri,
             estimate=estimate,
             now=now,
+            stale_reason=(stale_reason or "marked stale") if stale else "",
+            doubt=doubt,
         )
-        if estimate is None:
+        if estimate is None and self._last_estimate is None:
             # the registration fields the margins were computed with
             header["age_s"] = finite_or_none(margins.registration_age_s)
             header["quality"] = finite_or_none(margins.registration_quality)
-            header["accepted"] = bool(margins.registration_accepted)
         rows, cols = (frame.rows, frame.cols) if frame is not None else (0, 0)
         if margins.label_image is not None:
             rows, cols = margins.label_image.shape
@@ -274,6 +321,8 @@ class Publisher:
         frame: TrackedFrame,
         image_to_mri: np.ndarray | None = None,
         estimate: RegistrationEstimate | None = None,
+        *,
+        stale_reason: str = "",
     ) -> bool:
         """Publish the ultrasound image on topic ``frame`` (for displays without another feed).
 
@@ -296,6 +345,7 @@ class Publisher:
             image_to_mri=image_to_mri,
             estimate=estimate,
             now=time.time(),
+            stale_reason=stale_reason,
         )
         spacing = None
         if image_to_mri is not None:
@@ -310,12 +360,38 @@ class Publisher:
         )
         return self._send(p.TOPIC_FRAME, header, buffers)
 
-    def publish_registration(self, estimate: RegistrationEstimate) -> bool:
-        """Publish a registration estimate (accepted or rejected) on topic ``registration``."""
-        if estimate.accepted:
+    def publish_registration(
+        self,
+        estimate: RegistrationEstimate,
+        *,
+        in_use: bool | None = None,
+        resent: bool = False,
+        stale_reason: str = "",
+    ) -> bool:
+        """Publish a registration estimate on topic ``registration``.
+
+        Parameters
+        ----------
+        estimate
+            The estimate.
+        in_use
+            Whether margins are now computed with it (default: ``estimate.accepted``). One not
+            in use goes out UNCERTAIN, for information only.
+        resent
+            A periodic re-send of the estimate in use, so displays that joined late learn it.
+        stale_reason
+            Non-empty when the pipeline's data may not show the present.
+        """
+        in_use = bool(estimate.accepted) if in_use is None else bool(in_use)
+        if in_use:
             self._last_estimate = estimate
         now = time.time()
-        header = self._header(p.TOPIC_REGISTRATION, estimate=estimate, now=now)
+        header = self._header(
+            p.TOPIC_REGISTRATION, estimate=estimate, now=now, stale_reason=stale_reason
+        )
+        if not in_use:
+            header["display_state"] = UNCERTAIN
+            header["display_reason"] = f"not in use: {estimate.reason}"
         header, buffers = m.encode_registration(
             header,
             reference_to_mri=estimate.reference_to_mri,
@@ -325,18 +401,25 @@ class Publisher:
             estimate_sequence=estimate.sequence,
             source=estimate.source,
             reason=estimate.reason,
+            in_use=in_use,
+            resent=resent,
         )
         return self._send(p.TOPIC_REGISTRATION, header, buffers)
 
-    def publish_status(self, status: dict[str, Any]) -> bool:
+    def publish_status(self, status: dict[str, Any], *, stale_reason: str = "") -> bool:
         """Publish pipeline status on topic ``status`` (connection state, fps, latency, drops).
 
         Values must be msgpack-able; numpy values are converted and anything else is sent as
         its text. Publishing at ≥ 1 Hz lets displays tell a quiet pipeline from a lost one.
         """
-        header = self._header(p.TOPIC_STATUS, now=time.time())
+        header = self._header(p.TOPIC_STATUS, now=time.time(), stale_reason=stale_reason)
         header, buffers = m.encode_status(header, status)
         return self._send(p.TOPIC_STATUS, header, buffers)
+
+    @property
+    def estimate_in_use(self) -> RegistrationEstimate | None:
+        """The registration estimate the newest messages were computed with (None: none yet)."""
+        return self._last_estimate
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -356,3 +439,9 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _checked(estimate: RegistrationEstimate | None) -> bool:
+    """Whether a registration was estimated or confirmed on the images, or came from points —
+    anything but the navigation system's unchecked initial registration (``source="init"``)."""
+    return estimate is not None and estimate.source != "init"
