@@ -129,18 +129,23 @@ def main():
     root = Path(sys.argv[1])
     families = sys.argv[2].split(",")
     seeds = [int(s) for s in sys.argv[3].split(",")]
-    for fam in families:
-        for s in seeds:
-            folder = root / f"{fam[3:]}-{s}" if fam.startswith("sf:") else root / f"s{s}"
-            row = run_case(
-                folder, fam, s, opts=_opts(), extra=diagnostics if "--diag" in sys.argv else None
-            )
-            print(
-                json.dumps(
-                    {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-                ),
-                flush=True,
-            )
+    wait = "--wait" in sys.argv  # cases still being simulated: seeds outer, wait for each
+    order = (
+        [(f, s) for s in seeds for f in families]
+        if wait
+        else [(f, s) for f in families for s in seeds]
+    )
+    for fam, s in order:
+        folder = root / f"{fam[3:]}-{s}" if fam.startswith("sf:") else root / f"s{s}"
+        while wait and not (folder / "truth.json").exists():
+            time.sleep(10)
+        row = run_case(
+            folder, fam, s, opts=_opts(), extra=diagnostics if "--diag" in sys.argv else None
+        )
+        print(
+            json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
+            flush=True,
+        )
 
 
 def diagnostics(problem, res, truth):
