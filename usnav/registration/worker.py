@@ -51,7 +51,10 @@ log = logging.getLogger(__name__)
 def streaming_registration_options() -> RegistrationOptions:
     """Warm-started updates: the 1 mm level only, 24 frames, a short search. A correction
     need not exceed its uncertainty (``min_correction_to_uncertainty=0``): the
-    :class:`ReplacementRule` decides, on the same frames, with hysteresis."""
+    :class:`ReplacementRule` decides, on the same frames, with hysteresis. The ambiguity probe
+    looks ±6 mm along the sweep only: a warm update starts at the accepted estimate and moves
+    it a few mm; the ±9 mm probe of the batch verdict guards the cold search's choice of basin
+    (on a short window a correct update can trail a pose 9.6 mm away by < 0.005)."""
     return RegistrationOptions(
         level_spacings_mm=[1.5, 1.0],
         patch_half=[1, 1],
@@ -59,6 +62,7 @@ def streaming_registration_options() -> RegistrationOptions:
         max_evaluations=[160, 36],
         uncertainty_evaluations=20,
         min_correction_to_uncertainty=0.0,
+        ambiguity_offsets_mm=[6.0],
     )
 
 
