@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from usnav.cli.cmd_view import _size, add_mri_arguments, load_mri_context
+from usnav.defaults import DISPLAY_ENDPOINT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--connect",
-        default="tcp://127.0.0.1:5556",
+        default=DISPLAY_ENDPOINT,
         metavar="ADDR",
-        help="publisher address (default tcp://127.0.0.1:5556)",
+        help=f"publisher address (default {DISPLAY_ENDPOINT})",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to serve on (8080; 0 = any)")

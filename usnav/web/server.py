@@ -39,6 +39,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from usnav.defaults import DISPLAY_ENDPOINT
 from usnav.errors import InputError, UsnavError
 from usnav.viewer.mri import MriContext
 from usnav.viewer.state import ViewerOptions
@@ -80,7 +81,7 @@ class WebOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    connect: str = "tcp://127.0.0.1:5556"
+    connect: str = DISPLAY_ENDPOINT
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     token: str | None = None
