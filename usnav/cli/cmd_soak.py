@@ -62,11 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usnav.errors import InputError
-    from usnav.soak.report import ItemResult, write_json
+    from usnav.cli._checks import require_extra
 
+    require_extra("usnav soak", "bench", ("psutil",))
     # every bad message is logged once per peer and reason: thousands of peers here
     import logging
+
+    from usnav.errors import InputError
+    from usnav.soak.report import ItemResult, write_json
 
     for name in ("usnav.igtl", "usnav.devices"):
         logging.getLogger(name).setLevel(logging.ERROR)
