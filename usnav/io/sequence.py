@@ -327,7 +327,7 @@ class Sequence:
                     if part != "none"
                 ]
                 for i, vector in enumerate(vectors[:k]):
-                    spacing[i] = float(np.linalg.norm(vector))
+                    spacing[i] = math.hypot(*vector)  # no overflow warning on absurd values
                 text = (layout.raw.get("space origin") or "").strip("() ")
                 values = [float(x) for x in text.split(",")] if text else []
                 origin[: min(k, len(values))] = values[:k]
@@ -1065,6 +1065,8 @@ def _read_journal(journal: Path) -> _JournalState:
             record = json.loads(line)
         except ValueError:
             break  # a line cut by the crash: everything before it is complete
+        if not isinstance(record, dict):
+            break  # not a line the writer wrote (usnav soak files: a journal line "[]")
         if "image" in record:
             shape, dtype = record["image"]["shape"], record["image"]["dtype"]
             continue
