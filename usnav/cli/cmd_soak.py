@@ -62,12 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from usnav.errors import InputError
     from usnav.soak.report import ItemResult, write_json
 
-    # every bad message is logged once per peer and reason: thousands of peers here
-    import logging
-
+    # every bad message is logged once per host and reason; keep the campaign output short
     for name in ("usnav.igtl", "usnav.devices"):
         logging.getLogger(name).setLevel(logging.ERROR)
     base = QUICK if args.quick else FULL
