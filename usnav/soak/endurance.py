@@ -63,7 +63,7 @@ def run_endurance(
         )
         publish_port = _free_port()
         args = _run_args(case, device, None, folder / "run.log", registration=True)
-        args[args.index("tcp://127.0.0.1:0")] = f"tcp://127.0.0.1:{publish_port}"
+        args[args.index("--publish") + 1] = f"tcp://127.0.0.1:{publish_port}"
         with (folder / "run.err").open("w") as err_file:
             run = subprocess.Popen(
                 [*args, "--duration", str(minutes * 60.0 + warmup_s + 600)],  # ended by us

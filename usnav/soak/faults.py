@@ -166,7 +166,7 @@ def _run_args(
         "--init",
         str(case / "init_ReferenceToMri.txt"),
         "--publish",
-        "tcp://127.0.0.1:0",
+        f"tcp://127.0.0.1:{_free_port()}",
         "--quiet",
         "--log",
         str(log),
