@@ -32,15 +32,18 @@ def _numba_cache_dir(package_dir: str | None = None) -> None:
         return
     # Numba's cache files are pickles: the folder must be this user's alone (0700), never a
     # shared one another user could plant files in.
+    # os.getuid does not exist on Windows, where the home folder is the user's own anyway
+    getuid = getattr(os, "getuid", None)
     candidates = [Path.home() / ".cache" / "usnav-numba"]
-    candidates.append(Path(tempfile.gettempdir()) / f"usnav-numba-{os.getuid()}")
+    if getuid is not None:
+        candidates.append(Path(tempfile.gettempdir()) / f"usnav-numba-{getuid()}")
     for target in candidates:
         try:
             target.mkdir(mode=0o700, parents=True, exist_ok=True)
             info = target.stat()
         except OSError:
             continue
-        private = info.st_uid == os.getuid() and not info.st_mode & 0o022
+        private = getuid is None or (info.st_uid == getuid() and not info.st_mode & 0o022)
         if private and os.access(target, os.W_OK):
             os.environ["NUMBA_CACHE_DIR"] = str(target)
             return

@@ -16,9 +16,10 @@ than publishing (ZeroMQ's CONFLATE does not work with multipart messages). Recor
 analysers that need every message use :meth:`Subscriber.receive`.
 
 Bad messages (unknown version, truncated, wrong buffer sizes...) raise a
-:class:`~usnav.publish.protocol.ProtocolError` subclass with ``strict=True``; by default they
+:class:`~usnav.protocol.wire.ProtocolError` subclass with ``strict=True``; by default they
 are skipped and counted in :attr:`Subscriber.stats` (``skipped[reason]``), so a display never
-dies of one bad message. The wire format is specified in ``docs/protocol.md``.
+dies of one bad message. The wire format is specified in ``docs/protocol.md`` and implemented in
+:mod:`usnav.protocol` (the typed messages are re-exported here for display code).
 """
 
 from __future__ import annotations
@@ -27,13 +28,23 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from usnav.publish.protocol import (
+from usnav.protocol.messages import (
+    Contour,
+    FrameMessage,
+    Header,
+    MarginMessage,
+    Message,
+    RegistrationMessage,
+    StatusMessage,
+    parse,
+    stream_id,
+)
+from usnav.protocol.wire import (
+    DEFAULT_ADDRESS,
     TOPIC_FRAME,
     TOPIC_MARGIN,
     TOPIC_REGISTRATION,
@@ -48,8 +59,6 @@ from usnav.publish.protocol import (
     VersionError,
     decode,
 )
-
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 
 #: socket-monitor events of a failed security handshake (libzmq ≥ 4.3)
 _HANDSHAKE_FAILURES = tuple(
@@ -84,322 +93,6 @@ __all__ = [
     "VersionError",
     "parse",
 ]
-
-
-# -- typed messages ------------------------------------------------------------------------
-
-
-def _float(value: Any) -> float:
-    return (
-        float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-        else (float("nan"))
-    )
-
-
-def _matrix(value: Any, peer: str, where: str) -> np.ndarray | None:
-    if value is None:
-        return None
-    try:
-        m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise HeaderError(peer, f"{where} is not a 4×4 matrix") from exc
-    if m.shape != (4, 4):
-        raise HeaderError(peer, f"{where} has shape {m.shape}, expected 4×4")
-    return m
-
-
-@dataclass(frozen=True)
-class Header:
-    """Fields every message carries.
-
-    Attributes
-    ----------
-    topic, seq, stream
-        Topic, its per-publisher sequence number, and the publisher instance's id (a new id
-        means the publisher restarted: ``seq`` starts again without a gap).
-    frame_number
-        The ultrasound frame the message is about (-1 if none).
-    t_device, t_received, t_published
-        Device time of the frame, host time it was received, host time it was published (s,
-        epoch; None when not applicable).
-    t_arrived
-        Host time this client took it off the socket (s, epoch).
-    image_to_mri
-        4×4 pixel (col, row, 0, 1) → MRI RAS mm, or None.
-    age_s, quality, accepted
-        The registration behind the message: age at publish time (s), quality 0..1 and
-        whether it was accepted. None/False when there is no registration yet.
-    gap
-        Messages of this topic missed just before this one (dropped at a high-water mark or
-        never received).
-    stale, stale_reason
-        The publisher marked the message as not showing the present (probe link not
-        streaming, tracking lost); a display must show it as stale.
-    raw
-        The whole decoded header map (for fields this client does not model).
-    """
-
-    topic: str
-    seq: int
-    stream: int
-    frame_number: int
-    t_device: float | None
-    t_received: float | None
-    t_published: float
-    t_arrived: float
-    image_to_mri: np.ndarray | None
-    age_s: float | None
-    quality: float | None
-    accepted: bool
-    gap: int
-    raw: dict[str, Any] = field(repr=False)
-    stale: bool = False
-    stale_reason: str = ""
-
-    @property
-    def transport_latency_s(self) -> float:
-        """Publish → arrival at this client, s."""
-        return self.t_arrived - self.t_published
-
-    @property
-    def latency_s(self) -> float | None:
-        """Frame received by usnav → arrival at this client (pipeline + transport), s."""
-        return None if self.t_received is None else self.t_arrived - self.t_received
-
-
-@dataclass(frozen=True)
-class Contour:
-    """One margin contour (see :class:`usnav.margins.MarginContour`).
-
-    Arrays: ``predicted_px``/``observed_px`` (N, 2) image pixels (x = col, y = row);
-    ``disagreement_mm``, ``confidence`` (N,); ``predicted_mri_mm`` (N, 3) MRI RAS mm;
-    ``faces_tissue`` (N,) bool — False along the border between solid tumor and cyst.
-    """
-
-    structure: str
-    label: int
-    hole: bool
-    predicted_px: np.ndarray
-    observed_px: np.ndarray
-    disagreement_mm: np.ndarray
-    confidence: np.ndarray
-    predicted_mri_mm: np.ndarray
-    faces_tissue: np.ndarray
-
-    def supported(self, threshold: float = 0.5) -> np.ndarray:
-        """Boolean mask of the points the ultrasound supports."""
-        return self.confidence >= threshold
-
-
-@dataclass(frozen=True)
-class MarginMessage:
-    """Topic ``margin``: one frame's tumor margins."""
-
-    header: Header
-    in_view: bool
-    reason: str
-    image_shape: tuple[int, int]
-    spacing_mm: tuple[float, float]
-    contours: tuple[Contour, ...]
-    label_image: np.ndarray | None
-    extent: dict[str, float] | None
-    distance_to_top_mm: float | None
-    stylus: dict[str, Any] | None
-    polarity: dict[str, str]
-    supported_fraction: float
-    median_abs_disagreement_mm: float | None
-    registration_sequence: int
-
-
-@dataclass(frozen=True)
-class FrameMessage:
-    """Topic ``frame``: an ultrasound image."""
-
-    header: Header
-    image: np.ndarray
-    spacing_mm: tuple[float, float] | None
-    orientation: str
-    image_ok: bool
-
-
-@dataclass(frozen=True)
-class RegistrationMessage:
-    """Topic ``registration``: a registration estimate (accepted or not)."""
-
-    header: Header
-    reference_to_mri: np.ndarray
-    similarity: float | None
-    uncertainty_mm: float | None
-    t_computed: float
-    estimate_sequence: int
-    source: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class StatusMessage:
-    """Topic ``status``: pipeline state (connection, fps, latency, drops...)."""
-
-    header: Header
-    status: dict[str, Any]
-
-
-Message = MarginMessage | FrameMessage | RegistrationMessage | StatusMessage
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else _float(value)
-
-
-def _stream_id(header: dict[str, Any], peer: str) -> int:
-    stream = header.get("stream", 0) or 0
-    if not isinstance(stream, int) or isinstance(stream, bool):
-        raise HeaderError(
-            peer, f"{header.get('topic')} #{header.get('seq')}: 'stream' is not an int"
-        )
-    return stream
-
-
-def _header_of(raw: RawMessage, gap: int, t_arrived: float, peer: str) -> Header:
-    h = raw.header
-    return Header(
-        topic=raw.topic,
-        seq=int(h["seq"]),
-        stream=_stream_id(h, peer),
-        frame_number=int(h["frame_number"]),
-        t_device=_opt_float(h.get("t_device")),
-        t_received=_opt_float(h.get("t_received")),
-        t_published=float(h["t_published"]),
-        t_arrived=t_arrived,
-        image_to_mri=_matrix(h.get("ImageToMri"), peer, f"{raw.topic} #{h['seq']} ImageToMri"),
-        age_s=_opt_float(h.get("age_s")),
-        quality=_opt_float(h.get("quality")),
-        accepted=bool(h.get("accepted", False)),
-        gap=gap,
-        raw=h,
-        stale=bool(h.get("stale", False)),
-        stale_reason=str(h.get("stale_reason", "") or ""),
-    )
-
-
-def parse(
-    raw: RawMessage, *, gap: int = 0, t_arrived: float | None = None, peer: str = "publisher"
-) -> Message:
-    """Turn a decoded message into its typed object.
-
-    Raises
-    ------
-    TopicError
-        Unknown topic.
-    HeaderError, BufferSizeError
-        Topic fields missing/mistyped, or contour buffers that disagree with the header.
-    """
-    arrived = time.time() if t_arrived is None else t_arrived
-    header = _header_of(raw, gap, arrived, peer)
-    h = raw.header
-    where = f"{raw.topic} #{header.seq}"
-    try:
-        if raw.topic == TOPIC_MARGIN:
-            return _parse_margin(raw, header, where, peer)
-        if raw.topic == TOPIC_FRAME:
-            image = raw.arrays.get("image")
-            if image is None or image.ndim < 2:
-                raise HeaderError(peer, f"{where}: no 2D buffer 'image'")
-            spacing = h.get("spacing_mm")
-            return FrameMessage(
-                header,
-                image,
-                (float(spacing[0]), float(spacing[1])) if spacing else None,
-                str(h.get("orientation", "MF")),
-                bool(h.get("image_ok", True)),
-            )
-        if raw.topic == TOPIC_REGISTRATION:
-            matrix = _matrix(h.get("ReferenceToMri"), peer, f"{where} ReferenceToMri")
-            if matrix is None:
-                raise HeaderError(peer, f"{where}: ReferenceToMri missing")
-            return RegistrationMessage(
-                header,
-                matrix,
-                _opt_float(h.get("similarity")),
-                _opt_float(h.get("uncertainty_mm")),
-                _float(h.get("t_computed")),
-                int(h.get("estimate_sequence", -1)),
-                str(h.get("source", "")),
-                str(h.get("reason", "")),
-            )
-        if raw.topic == TOPIC_STATUS:
-            status = h.get("status", {})
-            if not isinstance(status, dict):
-                raise HeaderError(peer, f"{where}: 'status' is not a map")
-            return StatusMessage(header, status)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise HeaderError(peer, f"{where}: malformed field ({type(exc).__name__}: {exc})") from exc
-    raise TopicError(peer, f"unknown topic {raw.topic!r}")
-
-
-def _parse_margin(raw: RawMessage, header: Header, where: str, peer: str) -> MarginMessage:
-    h = raw.header
-    contours = []
-    for k, entry in enumerate(h.get("contours", [])):
-        n = int(entry["n"])
-        shapes = {
-            "predicted_px": (n, 2),
-            "observed_px": (n, 2),
-            "disagreement_mm": (n,),
-            "confidence": (n,),
-            "predicted_mri_mm": (n, 3),
-            "faces_tissue": (n,),
-        }
-        arrays = {}
-        for name, shape in shapes.items():
-            array = raw.arrays.get(f"c{k}.{name}")
-            if array is None:
-                raise HeaderError(peer, f"{where}: contour {k} has no buffer {name!r}")
-            if array.shape != shape:
-                raise BufferSizeError(
-                    peer, f"{where}: contour {k} {name} has shape {array.shape}, expected {shape}"
-                )
-            arrays[name] = array
-        arrays["faces_tissue"] = arrays["faces_tissue"].astype(bool)
-        contours.append(
-            Contour(str(entry["structure"]), int(entry["label"]), bool(entry["hole"]), **arrays)
-        )
-    shape = h.get("image_shape") or [0, 0]
-    label_image = raw.arrays.get("label_image")
-    if label_image is not None and tuple(label_image.shape) != (int(shape[0]), int(shape[1])):
-        raise BufferSizeError(
-            peer, f"{where}: label_image has shape {label_image.shape}, header says {shape}"
-        )
-    in_view = bool(h.get("in_view", False))
-    if in_view and not contours:
-        raise HeaderError(peer, f"{where}: in_view with no contours")
-    spacing = h.get("spacing_mm") or [float("nan"), float("nan")]
-    extent, stylus = h.get("extent"), h.get("stylus")
-    if extent is not None:
-        if not isinstance(extent, dict):
-            raise HeaderError(peer, f"{where}: 'extent' is not a map")
-        extent = {str(k): _float(v) for k, v in extent.items()}
-    if stylus is not None and not isinstance(stylus, dict):
-        raise HeaderError(peer, f"{where}: 'stylus' is not a map")
-    if stylus is not None and "signed_distance_mm" in stylus:
-        stylus = {**stylus, "signed_distance_mm": _opt_float(stylus["signed_distance_mm"])}
-    return MarginMessage(
-        header=header,
-        in_view=in_view,
-        reason=str(h.get("reason", "")),
-        image_shape=(int(shape[0]), int(shape[1])),
-        spacing_mm=(_float(spacing[0]), _float(spacing[1])),
-        contours=tuple(contours),
-        label_image=label_image,
-        extent=extent,
-        distance_to_top_mm=_opt_float(h.get("distance_to_top_mm")),
-        stylus=stylus,
-        polarity=dict(h.get("polarity") or {}),
-        supported_fraction=_float(h.get("supported_fraction", 0.0)),
-        median_abs_disagreement_mm=_opt_float(h.get("median_abs_disagreement_mm")),
-        registration_sequence=int(h.get("registration_sequence", -1)),
-    )
 
 
 # -- subscriber ----------------------------------------------------------------------------
@@ -517,7 +210,7 @@ class Subscriber:
                 "KEYDIR/client.key_secret), or neither for a loopback publisher",
             )
         if curve_server_key is not None and curve_client_secret is not None:
-            from usnav.publish.curve import secure_client_socket
+            from usnav.protocol.curve import secure_client_socket
 
             try:
                 secure_client_socket(self._socket, curve_server_key, curve_client_secret)
@@ -629,7 +322,7 @@ class Subscriber:
         return message
 
     def _gap(self, raw: RawMessage) -> int:
-        stream = _stream_id(raw.header, self.address)
+        stream = stream_id(raw.header, self.address)
         seq = int(raw.header["seq"])
         previous = self._last.get(raw.topic)
         self._last[raw.topic] = (stream, seq)

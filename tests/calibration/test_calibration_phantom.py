@@ -18,7 +18,7 @@ def test_reads_plus_fcal_config(shared_data: Path) -> None:
     assert len(cfg.patterns) == 3 and not cfg.skipped_patterns
     top = cfg.patterns[0]
     assert [w.name for w in top.wires] == ["1:E2_e2", "2:I2_f2", "3:J2_j2"]
-    # the diagonal (40,0,10)→(25,40,10) meets x=20 and x=45 (REFERENCES §4)
+    # the diagonal (40,0,10)→(25,40,10) meets x=20 and x=45 (docs/references.md §4)
     np.testing.assert_allclose(top.w12, [20, 160 / 3, 10], atol=1e-9)
     np.testing.assert_allclose(top.w32, [45, -40 / 3, 10], atol=1e-9)
     assert [p.width_mm for p in cfg.patterns] == pytest.approx([25, 30, 30])

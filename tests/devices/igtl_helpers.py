@@ -7,9 +7,21 @@ import shutil
 import socket
 import struct
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from waiting import wait_until
+
+__all__ = [
+    "EXAMPLES",
+    "MASK",
+    "POLY",
+    "build_examples",
+    "crc64_bitwise",
+    "free_port",
+    "raw_message",
+    "recv_message",
+    "wait_until",
+]
 
 POLY = 0x42F0E1EBA9EA3693
 MASK = (1 << 64) - 1
@@ -71,16 +83,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    """Poll ``condition`` until true or ``timeout_s`` (a bound, not a speed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 #: Sources of the OpenIGTLink C++ library's examples (Debian: openigtlink-examples).

@@ -1,7 +1,7 @@
 """Codec against golden bytes derived from the OpenIGTLink specification.
 
 The expected bytes below are written out by hand from the spec tables and the worked examples
-in shared/REFERENCES.md §1.6 (checked there against the OpenIGTLink C++ library), not produced
+in docs/references.md §1.6 (checked there against the OpenIGTLink C++ library), not produced
 by usnav's encoder.
 """
 
@@ -33,7 +33,7 @@ from usnav.igtl.codec import (
     timestamp_to_wire,
 )
 
-# REFERENCES.md §1.6 Ex 1, row by row (offsets 0x000-0x069).
+# docs/references.md §1.6 Example 1, row by row (offsets 0x000-0x069).
 EX1 = bytes.fromhex(
     "00 01 54 52 41 4e 53 46 4f 52 4d 00 00 00 50 72"
     "6f 62 65 54 6f 52 65 66 65 72 65 6e 63 65 00 00"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
 
 import numpy as np
 import pyigtl
 import pytest
 from igtl_helpers import free_port, raw_message, recv_message, wait_until
+from waiting import repeat_until
 
 from usnav.errors import ConfigError
 from usnav.igtl import (
@@ -124,12 +124,13 @@ def test_a_client_that_does_not_read_loses_frames_counted_and_is_cut_off():
     try:
         assert srv.wait_for_clients(2, timeout_s=5)
         image = np.zeros((256, 256), dtype=np.uint8)
-        sent = 0
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and len(srv.clients) == 2:
-            srv.send_image("Image_Reference", image, np.eye(4))  # never blocks
-            sent += 1
-            time.sleep(0.002)
+        # stream (sends never block) until the peer that does not read is cut off
+        repeat_until(
+            lambda: srv.send_image("Image_Reference", image, np.eye(4)),
+            lambda: len(srv.clients) < 2,
+            3.0,
+            every_s=0.002,
+        )
         # The stuck peer was disconnected for not reading; its losses were counted.
         assert wait_until(lambda: len(srv.clients) == 1, 5)
         assert wait_until(lambda: srv.stats().disconnects >= 1, 5)

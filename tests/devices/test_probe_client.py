@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from igtl_helpers import wait_until
 from scipy.spatial.transform import Rotation
+from waiting import repeat_until
 
 from usnav.devices.base import DeviceState
 from usnav.devices.config import ProbeConfig, load_device_set, load_probe_config
@@ -126,15 +127,21 @@ def test_watchdog_marks_a_stale_transform_missing_and_states_follow(server):
         assert first.transforms["StylusToReference"].status is TransformStatus.OK
         assert probe.wait_for_state(DeviceState.STREAMING, timeout_s=5)
         # The stylus leaves the camera's view: only the probe keeps updating.
-        last = first
-        for k in range(1, 40):
-            t += 0.02
-            server.broadcast([transform("ProbeToReference", t), image(t, 1 + k)])
-            frame = probe.get_frame(5)
-            last = frame or last
-            if probe.transform_states()["StylusToReference"] is TransformStatus.MISSING:
-                break
-            wait_until(lambda: False, 0.02)
+        sent = [t]
+
+        def probe_only() -> None:
+            sent.append(sent[-1] + 0.02)
+            server.broadcast([transform("ProbeToReference", sent[-1]), image(sent[-1], len(sent))])
+            probe.get_frame(5)
+
+        # the probe keeps streaming at 50 Hz until the stylus's watchdog fires
+        assert repeat_until(
+            probe_only,
+            lambda: probe.transform_states()["StylusToReference"] is TransformStatus.MISSING,
+            5,
+            every_s=0.02,
+        )
+        t = sent[-1]
         assert probe.transform_states() == {
             "ProbeToReference": TransformStatus.OK,
             "StylusToReference": TransformStatus.MISSING,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pipeline_helpers import free_port, wait_until
+from waiting import repeat_until
 
 from usnav.client import MarginMessage, StatusMessage, Subscriber
 from usnav.config.calibration import load_calibration
@@ -58,6 +59,13 @@ class Collector:
             if message is not None:
                 self.messages.append(message)
 
+    def join(self, pipeline: LivePipeline) -> None:
+        """Return once the subscription has reached the pipeline's publisher (a PUB socket
+        drops everything sent before that): publish status until one arrives."""
+        assert repeat_until(
+            pipeline._publish_status, lambda: self.of(StatusMessage), 10, every_s=0.05
+        ), "the display never joined the publisher"
+
     def of(self, kind: type) -> list:
         return [m for m in list(self.messages) if isinstance(m, kind)]
 
@@ -74,7 +82,7 @@ def test_frames_flow_to_margins_with_headers_and_recording(small_case: Path, tmp
     pipeline = _pipeline(small_case, port, record=record, registration=False)
     pipeline.prepare()
     display = Collector(pipeline.endpoint)
-    time.sleep(0.3)  # the subscription reaches the publisher (PUB drops before that)
+    display.join(pipeline)
     try:
         pipeline.start()
         assert wait_until(lambda: pipeline.counters.received >= 60, 30)
@@ -224,12 +232,18 @@ def test_invalid_tracking_is_skipped_counted_and_shown(small_case: Path, tmp_pat
     pipeline = _pipeline(small_case, port, registration=False)
     pipeline.prepare()
     display = Collector(pipeline.endpoint)
-    time.sleep(0.3)
+    display.join(pipeline)
     try:
         pipeline.start()
         assert wait_until(lambda: pipeline.counters.received >= 30, 30)
         assert wait_until(lambda: pipeline.counters.processed >= 30, 5)
-        time.sleep(0.3)
+        # the display has been told about the frames without tracking
+        assert wait_until(
+            lambda: any(
+                not m.in_view and "tracking" in m.reason for m in display.of(MarginMessage)
+            ),
+            5,
+        )
     finally:
         status = pipeline.status()
         pipeline.stop()
@@ -286,7 +300,7 @@ def test_registration_of_another_patients_mri_is_rejected(small_case: Path, othe
     pipeline.worker = worker
     pipeline.prepare()
     display = Collector(pipeline.endpoint)
-    time.sleep(0.3)
+    display.join(pipeline)
     try:
         pipeline.start()
         assert wait_until(lambda: worker.stats.updates >= 2, 90)
@@ -299,8 +313,9 @@ def test_registration_of_another_patients_mri_is_rejected(small_case: Path, othe
     np.testing.assert_allclose(pipeline.current_estimate().reference_to_mri, initial)
     from usnav.client import RegistrationMessage
 
-    published = [m for m in display.of(RegistrationMessage) if not m.header.accepted]
-    assert published, "rejected estimates are published, marked not accepted"
+    published = [m for m in display.of(RegistrationMessage) if not m.in_use]
+    assert published, "rejected estimates are published, marked not in use"
+    assert all(m.header.display_state != "LIVE" for m in published)
     model = ViewModel("test")
     newest = {type(m).__name__: m for m in display.messages}
     state = model.update(

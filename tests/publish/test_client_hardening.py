@@ -10,7 +10,7 @@ import zmq
 
 from usnav.client import HeaderError, MarginMessage, StatusMessage, Subscriber
 from usnav.errors import InputError
-from usnav.publish import protocol as p
+from usnav.protocol import wire as p
 
 
 def _header(topic: str, **fields) -> bytes:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from usnav.client import parse
-from usnav.publish import protocol as p
+from usnav.protocol import wire as p
 
 
 def _header(topic: str = "status", **extra) -> dict:
@@ -27,7 +27,11 @@ def _header(topic: str = "status", **extra) -> dict:
         "ImageToMri": None,
         "age_s": None,
         "quality": None,
-        "accepted": False,
+        "uncertainty_mm": None,
+        "registration_checked": False,
+        "display_state": "UNCERTAIN",
+        "display_reason": "no registration",
+        "live_max_uncertainty_mm": 2.0,
     }
     base.update(extra)
     return base
@@ -69,7 +73,7 @@ def test_header_is_plain_msgpack_with_the_common_fields() -> None:
 
 def test_unknown_version_and_schema() -> None:
     parts = _bytes(p.encode("status", _header(version=p.VERSION + 1), []))
-    with pytest.raises(p.VersionError, match="version 2"):
+    with pytest.raises(p.VersionError, match=f"version {p.VERSION + 1}"):
         p.decode(parts, "tcp://x")
     parts = _bytes(p.encode("status", _header(schema="other"), []))
     with pytest.raises(p.VersionError, match="schema"):

@@ -8,14 +8,15 @@ import time
 import numpy as np
 import pytest
 import zmq
+from waiting import wait_until
 
 from usnav.client import FrameMessage, MarginMessage, RegistrationMessage, StatusMessage, Subscriber
 from usnav.errors import InputError
 from usnav.frames import TrackedFrame
 from usnav.margins import MarginEstimator
 from usnav.margins.phantom import make_phantom
+from usnav.protocol import wire as p
 from usnav.publish import Publisher
-from usnav.publish import protocol as p
 from usnav.registration.estimate import RegistrationEstimate
 
 
@@ -64,14 +65,16 @@ def test_margin_messages_carry_correct_headers_and_contours(pair, case, estimato
     for k, ((frame, margins), message) in enumerate(zip(sent, received, strict=True)):
         assert isinstance(message, MarginMessage)
         h = message.header
-        assert h.topic == "margin" and h.raw["schema"] == "usnav" and h.raw["version"] == 1
+        assert h.topic == "margin" and h.raw["schema"] == "usnav" and h.raw["version"] == 2
         assert h.seq == first_seq + k and h.gap == 0 and h.stream == publisher.stream
         assert h.frame_number == frame.frame_number
         assert h.t_device == frame.t_device
         assert frame.t_received <= h.t_published <= h.t_arrived
         np.testing.assert_array_equal(h.image_to_mri, case.image_to_mri)
         assert h.age_s == pytest.approx(2.0, abs=0.5)
-        assert h.quality == pytest.approx(0.83) and h.accepted
+        assert h.quality == pytest.approx(0.83)
+        # the navigation registration (source "init") is never shown as good
+        assert h.display_state == "UNCERTAIN" and not h.registration_checked
         assert message.in_view and message.image_shape == case.image.shape
         assert message.spacing_mm == pytest.approx(margins.spacing_mm)
         assert len(message.contours) == len(margins.contours)
@@ -102,7 +105,7 @@ def test_no_tumor_in_view_goes_over_as_such(pair, case, estimator) -> None:
     message = subscriber.receive(timeout_s=5)
     assert not message.in_view and message.contours == () and message.label_image is None
     assert "no tumor" in message.reason
-    assert not message.header.accepted
+    assert message.header.display_state == "UNCERTAIN"
 
 
 def test_frame_and_status_topics(pair, case) -> None:
@@ -140,7 +143,6 @@ def _header_map(seq: int, stream: int) -> dict:
         "ImageToMri": None,
         "age_s": None,
         "quality": None,
-        "accepted": False,
         "status": {},
     }
 
@@ -287,8 +289,5 @@ def test_subscriber_connection_state_follows_the_publisher() -> None:
     _join(publisher, subscriber)
     assert subscriber.connected
     publisher.close()
-    deadline = time.monotonic() + 5
-    while subscriber.connected and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not subscriber.connected
+    assert wait_until(lambda: not subscriber.connected, 5)
     subscriber.close()

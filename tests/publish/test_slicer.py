@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
+from waiting import repeat_until, wait_until
 
 from usnav.frames import TrackedFrame
 from usnav.igtl import IgtlClient
 from usnav.margins import MarginEstimator
 from usnav.margins.phantom import make_phantom
+from usnav.protocol.display import LIVE, UNCERTAIN, DisplayState
 from usnav.publish.slicer import SlicerExporter
 
 
@@ -24,15 +25,14 @@ class _Collector:
         with self.lock:
             self.messages.append(message)
 
+    def found(self, predicate) -> list:
+        with self.lock:
+            return [m for m in self.messages if predicate(m)]
+
     def wait(self, predicate, timeout_s: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.lock:
-                found = [m for m in self.messages if predicate(m)]
-            if found:
-                return found
-            time.sleep(0.02)
-        raise AssertionError("message not received")
+        if not wait_until(lambda: self.found(predicate), timeout_s):
+            raise AssertionError("message not received")
+        return self.found(predicate)
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +57,32 @@ def test_slicer_receives_frame_overlay_and_transforms(case_and_margins) -> None:
             frame = TrackedFrame(case.image, frame_number=12, t_device=1.7e9)
             # the client's v2 hello may still be on its way (until then the server speaks v1,
             # without metadata, as PLUS does): resend until a v2 bundle has arrived
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not any(
-                m.device_name == "ReferenceToMri" and m.version == 2 for m in collector.messages
-            ):
-                exporter.publish(frame, image_to_reference, reference_to_mri, margins)
-                time.sleep(0.1)
+            assert repeat_until(
+                lambda: exporter.publish(
+                    frame, image_to_reference, reference_to_mri, margins, DisplayState(LIVE)
+                ),
+                lambda: collector.found(
+                    lambda m: m.device_name == "ReferenceToMri" and m.version == 2
+                ),
+                10,
+                every_s=0.1,
+            )
             image = collector.wait(lambda m: m.device_name == "Image_Reference")[-1]
             overlay = collector.wait(lambda m: m.device_name == "Tumor_Reference")[-1]
             i2r = collector.wait(lambda m: m.device_name == "ImageToReference")[-1]
             r2m = collector.wait(lambda m: m.device_name == "ReferenceToMri")[-1]
+            # the same display-state rule as every usnav display: not LIVE → INVALID
+            doubt = DisplayState(UNCERTAIN, "navigation registration, not yet checked")
+            exporter.publish(frame, image_to_reference, reference_to_mri, margins, doubt)
+            invalid = collector.wait(
+                lambda m: (
+                    m.device_name == "ReferenceToMri"
+                    and m.metadata.get("TransformStatus") == "INVALID"
+                )
+            )[-1]
+            said = collector.wait(
+                lambda m: m.device_name == "usnav_status" and "UNCERTAIN" in str(m.content)
+            )
         finally:
             client.stop()
     assert image.type == "IMAGE" and overlay.type == "IMAGE"
@@ -81,6 +97,8 @@ def test_slicer_receives_frame_overlay_and_transforms(case_and_margins) -> None:
     np.testing.assert_allclose(i2r.content.matrix, image_to_reference, atol=1e-5)
     np.testing.assert_allclose(r2m.content.matrix, reference_to_mri, atol=1e-4)
     assert r2m.metadata.get("TransformStatus") == "OK"
+    assert overlay.metadata.get("DisplayState") == LIVE
+    assert invalid.metadata.get("DisplayState") == UNCERTAIN and said
 
 
 def test_overlay_clears_when_no_tumor_in_view(case_and_margins) -> None:
@@ -94,10 +112,12 @@ def test_overlay_clears_when_no_tumor_in_view(case_and_margins) -> None:
         client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
         try:
             assert exporter.server.wait_for_clients(1, timeout_s=10)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not collector.messages:
-                exporter.publish(TrackedFrame(case.image), np.eye(4), None, margins)
-                time.sleep(0.1)
+            assert repeat_until(
+                lambda: exporter.publish(TrackedFrame(case.image), np.eye(4), None, margins),
+                lambda: collector.found(lambda m: True),
+                10,
+                every_s=0.1,
+            )
             overlay = collector.wait(lambda m: m.device_name == "Tumor_Reference")[-1]
         finally:
             client.stop()
@@ -112,15 +132,17 @@ def test_stale_clears_the_overlay_and_invalidates_the_image_transform(case_and_m
         client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
         try:
             assert exporter.server.wait_for_clients(1, timeout_s=10)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not any(
-                m.version == 2 for m in collector.messages
-            ):
-                exporter.publish(TrackedFrame(case.image), np.eye(4), np.eye(4), margins)
-                time.sleep(0.1)
+            assert repeat_until(
+                lambda: exporter.publish(TrackedFrame(case.image), np.eye(4), np.eye(4), margins),
+                lambda: collector.found(lambda m: m.version == 2),
+                10,
+                every_s=0.1,
+            )
             assert exporter.mark_stale("probe no-signal") > 0
             assert exporter.mark_stale("probe no-signal") == 0  # once per stale period
-            text = collector.wait(lambda m: m.device_name == "usnav_status")[-1]
+            text = collector.wait(
+                lambda m: m.device_name == "usnav_status" and "STALE" in m.content.text
+            )[-1]
             invalid = collector.wait(
                 lambda m: (
                     m.device_name == "ImageToReference"

@@ -212,7 +212,10 @@ def test_lc2_frames_equals_reslice_then_lc2_image():
     num = np.zeros(n)
     den = np.zeros(n)
     inside = np.zeros(n, np.int64)
-    K.lc2_frames(vol2, us, fov, affines, 1, 0.5, num, den, inside, *K.frame_scratch(rows, cols))
+    scratch = K.frame_scratch(rows, cols)
+    K.lc2_frames(vol2, us, fov, affines, 1, 0.5, 0, 1.0, num, den, inside, *scratch)
+    num_b, den_b = np.zeros(n), np.zeros(n)
+    K.lc2_frames(vol2, us, fov, affines, 1, 0.5, 1, 0.7, num_b, den_b, inside, *scratch)
     for f in range(n):
         pts = plane_points(affines[f, :, 2], affines[f, :, 0], affines[f, :, 1], rows, cols)
         p = trilinear_ref(vol, pts.reshape(-1, 3)).reshape(rows, cols)
@@ -222,6 +225,43 @@ def test_lc2_frames_equals_reslice_then_lc2_image():
         ref_num, ref_den = lc2_ref(us[f], np.nan_to_num(p), np.nan_to_num(g), valid, 1, 0.5)
         assert num[f] == pytest.approx(ref_num, rel=1e-4, abs=1e-9)
         assert den[f] == pytest.approx(ref_den, rel=1e-4, abs=1e-9)
+        g_beam = beam_derivative_ref(np.nan_to_num(p), valid, 0.7)
+        ref_num, ref_den = lc2_ref(us[f], np.nan_to_num(p), g_beam, valid, 1, 0.5)
+        assert num_b[f] == pytest.approx(ref_num, rel=1e-4, abs=1e-9)
+        assert den_b[f] == pytest.approx(ref_den, rel=1e-4, abs=1e-9)
+
+
+def beam_derivative_ref(p: np.ndarray, valid: np.ndarray, row_mm: float) -> np.ndarray:
+    """|dp/drow| per mm: central difference where both row neighbours are valid, else
+    one-sided, else 0 (numpy reference of K.beam_derivative)."""
+    v = valid.astype(bool)
+    up = np.zeros_like(v)
+    up[1:] = v[:-1]
+    dn = np.zeros_like(v)
+    dn[:-1] = v[1:]
+    p_up = np.zeros_like(p)
+    p_up[1:] = p[:-1]
+    p_dn = np.zeros_like(p)
+    p_dn[:-1] = p[1:]
+    out = np.where(
+        up & dn,
+        np.abs(p_dn - p_up) / (2 * row_mm),
+        np.where(dn, np.abs(p_dn - p) / row_mm, np.where(up, np.abs(p - p_up) / row_mm, 0.0)),
+    )
+    return np.where(v, out, 0.0)
+
+
+def test_beam_derivative_matches_numpy_and_ignores_lateral_edges():
+    p = RNG.random((12, 9)).astype(np.float32)
+    valid = (RNG.random((12, 9)) > 0.2).astype(np.uint8)
+    out = np.zeros_like(p)
+    K.beam_derivative(p, valid, 0.5, out)
+    np.testing.assert_allclose(out, beam_derivative_ref(p, valid, 0.5), rtol=1e-5, atol=1e-6)
+    # an interface along the beam (a step across columns) gives no beam derivative
+    step = np.zeros((8, 8), np.float32)
+    step[:, 4:] = 1.0
+    K.beam_derivative(step, np.ones((8, 8), np.uint8), 1.0, out[:8, :8])
+    assert not out[:8, :8].any()
 
 
 def test_ncc_gradient_frames_matches_local_ncc():
@@ -334,6 +374,51 @@ def test_paste_slice_nearest_and_linear_match_numpy():
         np.add.at(ref_w, tuple(ix[ok].T), w[ok])
     np.testing.assert_allclose(val, ref_v, atol=1e-3)
     np.testing.assert_allclose(wt, ref_w, atol=1e-5)
+
+
+def test_paste_slice_linear_maximum_matches_numpy():
+    """PLUS's LINEAR/MAXIMUM rule in 14-bit fixed point, written with numpy."""
+    bits = K.FIXED_POINT_BITS
+    one = 1 << bits
+    image = RNG.integers(0, 255, size=(7, 9)).astype(np.float32)
+    image[3, 4] = 0  # a black pixel never marks a voxel
+    fov = np.ones(image.shape, np.uint8)
+    fov[0, :2] = 0
+    p2v = np.array(
+        [[0.4123, 0.1071, 0, 0.7317], [0.0133, 0.3919, 0, 1.4177], [0.2031, 0.1093, 0, 0.3111]]
+    )
+    p2v[0, 0] = 0.5  # a column step of half a voxel: some fractions are exactly 0 and 1/2
+    fixed = np.rint(p2v * one).astype(np.int64)
+    shape = (8, 6, 5)
+    out = np.zeros(shape, np.float32)
+    hit = np.zeros(shape, np.uint8)
+    n = K.paste_slice_linear_maximum(image, fov, fixed, out, hit)
+
+    rows, cols = np.nonzero(fov)
+    pos = fixed[:, 0] * cols[:, None] + fixed[:, 1] * rows[:, None] + fixed[:, 3]  # (P, 3)
+    lo = pos >> bits
+    frac = pos - (lo << bits)
+    hi = lo + (frac != 0)
+    inside = np.all(lo >= 0, axis=1) & np.all(hi < np.array(shape), axis=1)
+    assert n == inside.sum()
+
+    def mul(a, b):
+        return (a * b + (one >> 1)) >> bits
+
+    ref = np.zeros(shape)
+    ref_hit = np.zeros(shape, bool)
+    values = image[rows, cols]
+    rest = one - frac
+    for corner in np.ndindex(2, 2, 2):
+        fx, fy, fz = (np.where(c, frac[:, a], rest[:, a]) for a, c in enumerate(corner))
+        weight = mul(fx, mul(fy, fz))
+        idx = np.where(np.array(corner), hi, lo)
+        ok = inside & (weight >= one // 8) & (values > 0)
+        np.maximum.at(ref, tuple(idx[ok].T), values[ok])
+        ref_hit[tuple(idx[ok].T)] = True
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(hit.astype(bool), ref_hit)
+    assert ref_hit.any() and not ref_hit.all()
 
 
 def _walk(filled, values, start, step, sign, limit_steps):

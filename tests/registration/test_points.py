@@ -154,7 +154,7 @@ def test_cli_register_points(tmp_path, capsys):
             "--fixed",
             str(tmp_path / "f2.txt"),
             "--out",
-            str(out),
+            str(tmp_path / "r2.json"),  # an existing RESULT.json is refused first
         ]
     )
     assert code == 2

@@ -174,3 +174,39 @@ def test_plus_xml_options_errors(tmp_path):
     none.write_text("<PlusConfiguration/>")
     with pytest.raises(ConfigError, match="VolumeReconstruction"):
         options_from_plus_xml(none)
+
+
+LN_MAXI_CONFIG = (
+    "plus/ConfigFiles/Testing/PlusDeviceSet_VolumeReconstructionOnly_SpinePhantom_LN_MAXI.xml"
+)
+
+
+@pytest.mark.needs_data
+def test_cli_linear_maximum_is_voxel_equal_to_plus_and_written_as_plus_writes_it(
+    shared_data, tmp_path
+):
+    """PLUS's LINEAR/MAXIMUM reference volume of SpinePhantomFreehand, reproduced voxel for
+    voxel by `usnav reconstruct` with PLUS's config, written as a .mha that `usnav info`
+    describes exactly as PLUS's own (same origin, not mirrored)."""
+    from usnav.io.info import describe_file
+
+    out = tmp_path / "lnmaxi.mha"
+    cfg = shared_data / LN_MAXI_CONFIG
+    recording = shared_data / "plus/TestImages/SpinePhantomFreehand.igs.mha"
+    assert main(["reconstruct", str(recording), "--calibration", str(cfg), "--out", str(out)]) == 0
+    ref_path = shared_data / "plus/TestImages/vtkVolumeReconstructorTestLNMAXIvolumeRef.mha"
+    with read_sequence(ref_path) as ref, read_sequence(out) as ours:
+        np.testing.assert_array_equal(ours.image(0), ref.image(0))
+        np.testing.assert_allclose(ours.origin[:3], ref.origin[:3], atol=5e-4)
+        np.testing.assert_allclose(ours.spacing[:3], ref.spacing[:3])
+    info_ours, info_ref = describe_file(out), describe_file(ref_path)
+    for key in ("kind", "shape"):
+        assert info_ours[key] == info_ref[key]
+    # the same NIfTI lands where ITK/Slicer place PLUS's .mha (MetaIO world = LPS)
+    nii = tmp_path / "lnmaxi.nii.gz"
+    assert main(["reconstruct", str(recording), "--calibration", str(cfg), "--out", str(nii)]) == 0
+    vol = load_volume(nii)
+    with read_sequence(ref_path) as ref:
+        expected_ras = np.array(ref.origin[:3]) * [-1, -1, 1]
+    np.testing.assert_allclose(vol.affine[:3, 3], expected_ras, atol=5e-4)
+    np.testing.assert_allclose(np.diag(vol.affine[:3, :3]), [-0.5, -0.5, 0.5])

@@ -4,10 +4,10 @@ accepted one, keeps serving after bad input, stops."""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from usnav.errors import InputError
 from usnav.frames import TrackedFrame, TrackedTransform
@@ -23,12 +23,7 @@ def feed(worker, sweep, passes=2, order=None):
 
 
 def wait_for(condition, timeout=60.0):
-    t0 = time.monotonic()
-    while not condition():
-        if time.monotonic() - t0 > timeout:
-            return False
-        time.sleep(0.02)
-    return True
+    return wait_until(condition, timeout)
 
 
 def test_worker_improves_and_publishes(small_case):

@@ -9,7 +9,7 @@ import pytest
 import zmq
 
 from usnav.errors import InputError
-from usnav.publish.curve import (
+from usnav.protocol.curve import (
     generate_keys,
     is_loopback_endpoint,
     secure_client_socket,

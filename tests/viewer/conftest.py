@@ -38,6 +38,7 @@ class PublishingThread:
     def __init__(self, address: str, case, margins, quality: float = 0.9):
         self.publisher = Publisher(address)
         self.case, self.margins, self.quality = case, margins, quality
+        self.sent = 0  # frames published so far
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -48,12 +49,19 @@ class PublishingThread:
     def _run(self) -> None:
         number = 0
         while not self._stop.is_set():
-            reg = RegistrationEstimate(np.eye(4), quality=self.quality, t_computed=time.time() - 1)
+            reg = RegistrationEstimate(
+                np.eye(4),
+                quality=self.quality,
+                uncertainty_mm=1.0,
+                source="image",
+                t_computed=time.time() - 1,
+            )
             frame = TrackedFrame(self.case.image, frame_number=number, t_received=time.time())
             self.publisher.publish_frame(frame, self.case.image_to_mri, reg)
             self.publisher.publish_margins(frame, self.margins, reg)
             self.publisher.publish_status({"fps": 30.0})
             number += 1
+            self.sent = number
             self._stop.wait(1 / 30)
 
     def stop(self) -> None:

@@ -6,12 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 import pytest
+from waiting import wait_until
 
 from usnav.viewer.render import BANNER_RED, BANNER_WAITING
 
@@ -27,6 +28,30 @@ def _env(display: str | None = None) -> dict[str, str]:
     if display is not None:
         env["DISPLAY"] = display
     return env
+
+
+def _zmq_started(pid: int) -> bool:
+    """The process has made its ZeroMQ context (libzmq's eventfd signalers exist; nothing the
+    viewer imports before that opens one)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    if not fd_dir.is_dir():  # not Linux: fall back on the process being alive
+        return psutil.pid_exists(pid)
+    links = []
+    for fd in fd_dir.iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except OSError:
+            continue
+    return "anon_inode:[eventfd]" in links
+
+
+def _connected(pid: int, address: str) -> bool:
+    """The process holds an established TCP connection to ``address``."""
+    port = int(address.rsplit(":", 1)[1])
+    return any(
+        c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        for c in psutil.Process(pid).net_connections("tcp")
+    )
 
 
 def _view(*args: str, display: str | None = None) -> subprocess.Popen:
@@ -54,7 +79,7 @@ def test_snapshot_live_after_the_publisher_comes_up(
     viewer = _view(
         "--connect", address, "--snapshot", str(out), "--frames", "10", "--timeout", "60"
     )
-    time.sleep(0.5)
+    assert wait_until(lambda: _zmq_started(viewer.pid), 60), "the viewer never started"
     publishing(address, viewer_case, viewer_margins)
     stdout, stderr = viewer.communicate(timeout=90)
     assert viewer.returncode == 0, stderr
@@ -97,7 +122,10 @@ def test_snapshot_stale_when_the_publisher_goes_away(
         "--lost-after",
         "1",
     )
-    time.sleep(2.0)
+    # the viewer is connected and has been sent half a second of frames: then the publisher goes
+    assert wait_until(lambda: _connected(viewer.pid, address), 60)
+    connected_at = thread.sent
+    assert wait_until(lambda: thread.sent >= connected_at + 15, 10)
     thread.stop()
     stdout, stderr = viewer.communicate(timeout=60)
     assert viewer.returncode == 0, stderr

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from usnav.protocol.curve import generate_keys
 from usnav.publish import Publisher
-from usnav.publish.curve import generate_keys
 from usnav.viewer.app import run_viewer
 from usnav.viewer.state import WAITING
 

@@ -9,7 +9,7 @@ import pytest
 
 from usnav.client import parse
 from usnav.frames import TrackedFrame
-from usnav.publish import protocol as p
+from usnav.protocol import wire as p
 from usnav.publish.publisher import Publisher
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.viewer.render import (
@@ -43,11 +43,15 @@ class _Capture(Publisher):
         return ok
 
 
-def _messages(case, margins, *, quality=0.9, age_s=1.0, accepted=True, stale=False):
+def _messages(case, margins, *, uncertainty_mm=1.0, source="image", age_s=1.0, stale=False):
     capture = _Capture()
     try:
         reg = RegistrationEstimate(
-            np.eye(4), quality=quality, accepted=accepted, t_computed=time.time() - age_s
+            np.eye(4),
+            quality=0.9,
+            uncertainty_mm=uncertainty_mm,
+            source=source,
+            t_computed=time.time() - age_s,
         )
         frame = TrackedFrame(case.image, frame_number=margins.frame_number)
         capture.publish_frame(frame, case.image_to_mri, reg)
@@ -145,10 +149,10 @@ def test_scale_bar_has_the_right_length(live, viewer_case) -> None:
     assert x0 <= bx0 < x0 + w / 2 and y0 + h * 0.8 < by < y0 + h
 
 
-def test_stale_registration_red_banner_and_no_confident_fill(viewer_case, viewer_margins) -> None:
-    state = _state(viewer_case, viewer_margins, age_s=60.0)
+def test_stale_data_red_banner_and_no_confident_fill(viewer_case, viewer_margins) -> None:
+    state = _state(viewer_case, viewer_margins, stale=True)
     picture, layout, verdict = render_with_layout(state)
-    assert verdict.word == STALE and "registration" in verdict.reason
+    assert verdict.word == STALE and "probe link lost" in verdict.reason
     x0, y0, w, h = layout.banner_box
     assert h > 0
     banner = picture[y0 + 2 : y0 + 6, x0 + 300 : x0 + w - 4].reshape(-1, 3).mean(axis=0)
@@ -173,7 +177,12 @@ def test_connection_lost_is_stale(viewer_case, viewer_margins) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
-    [({"quality": 0.2}, "quality 0.20"), ({"accepted": False}, "not accepted")],
+    [
+        ({"uncertainty_mm": 3.0}, "±3.0 mm (95 %) exceeds 2 mm"),
+        ({"source": "init"}, "not yet checked on the ultrasound"),
+        ({"uncertainty_mm": float("nan")}, "uncertainty unknown"),
+        ({"age_s": 120.0}, "not re-checked on the images for 120 s"),
+    ],
 )
 def test_uncertain_banner(viewer_case, viewer_margins, live, kwargs, reason) -> None:
     state = _state(viewer_case, viewer_margins, **kwargs)
@@ -214,7 +223,7 @@ def test_no_tumor_in_view_draws_no_overlay(viewer_case) -> None:
 
 
 def test_verdict_rules(viewer_case, viewer_margins) -> None:
-    options = ViewerOptions(stale_after_s=10, lost_after_s=1.0, min_quality=0.5)
+    options = ViewerOptions(lost_after_s=1.0)
     state = ViewState(address="a")
     assert assess(state, options).word == WAITING
     state.last_message_s = state.now
@@ -226,12 +235,10 @@ def test_verdict_rules(viewer_case, viewer_margins) -> None:
     live.now += 3.0
     live.last_message_s = live.now
     verdict = assess(live, options)
-    assert verdict.word == STALE and "margins 3.0 s old" in verdict.reason
-    # the registration ages while shown: 9.5 s at publish + 1 s on screen > 10 s
-    aged = _state(viewer_case, viewer_margins, age_s=9.5)
-    aged.now += 0.9
-    aged.last_message_s = aged.now
-    assert assess(aged, ViewerOptions(stale_after_s=10, lost_after_s=2.0)).word == STALE
+    assert verdict.word == STALE and "newest data 3.0 s old" in verdict.reason
+    # the display can only make the publisher's state worse, never better
+    unchecked = _state(viewer_case, viewer_margins, source="init")
+    assert assess(unchecked, ViewerOptions(lost_after_s=100.0)).word == UNCERTAIN
 
 
 def test_render_is_pure(live) -> None:
@@ -241,7 +248,7 @@ def test_render_is_pure(live) -> None:
 
 
 def test_margins_marked_stale_by_the_pipeline_show_stale(viewer_case, viewer_margins) -> None:
-    options = ViewerOptions(stale_after_s=10, lost_after_s=1.0, min_quality=0.5)
+    options = ViewerOptions(lost_after_s=1.0)
     state = _state(viewer_case, viewer_margins, stale=True)
     assert state.margin is not None and state.margin.header.stale
     verdict = assess(state, options)

@@ -1,4 +1,4 @@
-"""The verdict never says LIVE when a publisher's registration fields are not numbers."""
+"""The verdict never says LIVE unless a well-formed publisher said LIVE."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import msgpack
 import pytest
 
 from usnav.client import parse
-from usnav.publish import protocol as p
+from usnav.protocol import wire as p
 from usnav.viewer.state import LIVE, STALE, UNCERTAIN, ViewerOptions, ViewModel, assess
 
 
-def _margin(**registration) -> dict:
+def _margin(**fields) -> dict:
     now = time.time()
     header = {
         "schema": p.SCHEMA,
@@ -27,34 +27,41 @@ def _margin(**registration) -> dict:
         "reason": "no tumor in this plane",
         "image_shape": [4, 4],
         "spacing_mm": [0.15, 0.15],
-        "accepted": True,
+        "display_state": LIVE,
+        "display_reason": "",
+        "uncertainty_mm": 1.0,
+        "registration_checked": True,
         "quality": 0.9,
         "age_s": 1.0,
     }
-    header.update(registration)
+    header.update(fields)
     message = parse(p.decode([b"margin", msgpack.packb(header)]), t_arrived=now)
     return {"margin": message}
 
 
-def _verdict(**registration):
+def _verdict(**fields):
     model = ViewModel("tcp://127.0.0.1:5556")
     now = time.time()
-    state = model.update(_margin(**registration), connected=True, last_message_s=now, now=now)
+    state = model.update(_margin(**fields), connected=True, last_message_s=now, now=now)
     return assess(state, ViewerOptions())
 
 
-def test_well_formed_registration_is_live() -> None:
+def test_a_live_message_is_live() -> None:
     assert _verdict().word == LIVE
 
 
-@pytest.mark.parametrize("quality", ["high", float("nan"), [0.9]])
-def test_quality_that_is_not_a_number_is_uncertain(quality) -> None:
-    verdict = _verdict(quality=quality)
+@pytest.mark.parametrize("word", ["live", "Live", 5, None, [LIVE], "GOOD"])
+def test_a_display_state_that_is_not_one_of_the_four_is_uncertain(word) -> None:
+    verdict = _verdict(display_state=word)
     assert verdict.word == UNCERTAIN
-    assert "unknown" in verdict.reason
 
 
-@pytest.mark.parametrize("age", ["fresh", float("nan"), float("inf")])
-def test_registration_age_that_is_not_a_number_is_stale(age) -> None:
-    verdict = _verdict(age_s=age)
-    assert verdict.word == STALE
+def test_the_publishers_stale_and_uncertain_are_kept() -> None:
+    assert _verdict(display_state=STALE, display_reason="probe no-signal").word == STALE
+    verdict = _verdict(display_state=UNCERTAIN, display_reason="±3.0 mm")
+    assert verdict.word == UNCERTAIN and verdict.reason == "±3.0 mm"
+
+
+def test_a_version_1_publisher_is_never_live() -> None:
+    verdict = _verdict(version=1, accepted=True, quality=1.0)
+    assert verdict.word == UNCERTAIN and "protocol 1" in verdict.reason

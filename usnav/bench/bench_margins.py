@@ -407,7 +407,7 @@ def bench_viewer(ctx: BenchContext) -> list[Figure]:
     from usnav.client import parse
     from usnav.frames import TrackedFrame
     from usnav.margins import MarginEstimator
-    from usnav.publish import protocol as p
+    from usnav.protocol import wire as p
     from usnav.publish.publisher import Publisher
     from usnav.viewer.render import render_with_layout
     from usnav.viewer.state import ViewModel

@@ -101,3 +101,45 @@ def bench_compile(ctx: BenchContext) -> list[Figure]:
         ),
         Figure("same, kernels loaded from the cache", warm, "s", higher_is_better=False),
     ]
+
+
+#: A family may cost at most this much more per frame than the baseline (same run).
+_FAMILY_SLOWDOWN = 1.25
+
+
+@benchmark("appearance families: frame time against the baseline family", "simulator")
+def bench_families(ctx: BenchContext) -> list[Figure]:
+    from usnav.sim import build_case, make_options
+    from usnav.sim.families import FAMILIES
+
+    n, repeats = 3, 5
+    cases = {}
+    for name in FAMILIES:
+        ctx.progress(f"building a case of family {name}")
+        cases[name] = build_case(3, make_options(frames=n, family=name))
+        cases[name].simulator.frame(cases[name].sweep.image_poses[0], 0)
+    # interleaved and the best of the repeats: the machine's load drifts between families
+    times: dict[str, float] = dict.fromkeys(FAMILIES, float("inf"))
+    for r in range(repeats):
+        ctx.progress(f"timing frames, round {r + 1} of {repeats}")
+        for name, case in cases.items():
+            start = time.perf_counter()
+            for i in range(n):
+                case.simulator.frame(case.sweep.image_poses[i], i)
+            times[name] = min(times[name], (time.perf_counter() - start) / n * 1000)
+    base = times["baseline"]
+    return [
+        Figure(
+            f"B-mode frame, family {name}, one thread",
+            ms,
+            "ms",
+            target=f"<= {_FAMILY_SLOWDOWN:g}x baseline",
+            met=ms <= _FAMILY_SLOWDOWN * base,
+            baseline_name="family baseline",
+            baseline_value=base,
+            higher_is_better=False,
+            note=f"seed 3, best of {repeats} interleaved rounds of {n} frames of 256x256",
+        )
+        for name, ms in times.items()
+        if name != "baseline"
+    ]

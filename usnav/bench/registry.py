@@ -60,14 +60,32 @@ class Figure:
         return self.baseline_value / self.value
 
 
+class SkipBenchmark(Exception):
+    """Raised by a benchmark that cannot run here; its message is the reason shown."""
+
+
+#: why a benchmark that needs the outside data returns no figure without it
+NO_DATA_REASON = (
+    "outside data not found: set USNAV_TEST_DATA or place it at ../shared/data "
+    "(README: Outside test data)"
+)
+
+
 @dataclass
 class BenchContext:
     """What a benchmark may use: mode, data folder, a scratch folder, a progress callback."""
 
     full: bool = False
     data_dir: Path | None = None
-    work_dir: Path = field(default_factory=lambda: Path("/tmp/usnav-bench"))
+    work_dir: Path = field(default_factory=lambda: default_work_dir())
     progress: Callable[[str], None] = lambda message: None
+
+
+def default_work_dir() -> Path:
+    """The per-user benchmark cache: ``<usnav cache>/bench`` (``~/.cache/usnav/bench``)."""
+    from usnav.sim.demo import default_cache_dir
+
+    return default_cache_dir() / "bench"
 
 
 @dataclass

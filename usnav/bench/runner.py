@@ -9,7 +9,14 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from usnav.bench.registry import BenchContext, Figure, all_benchmarks
+from usnav.bench.registry import (
+    NO_DATA_REASON,
+    BenchContext,
+    Figure,
+    SkipBenchmark,
+    all_benchmarks,
+    default_work_dir,
+)
 from usnav.data import shared_data_dir
 
 
@@ -22,6 +29,8 @@ class BenchRow:
     figures: list[Figure] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
+    skipped: str = ""
+    """Why the benchmark gave no figure (outside data missing...); empty when it ran."""
 
 
 def machine_info() -> dict[str, str]:
@@ -75,17 +84,17 @@ def run_benchmarks(
     only
         Restrict to benchmarks whose group or name contains one of these words.
     work_dir
-        Scratch folder (default ``$TMPDIR/usnav-bench``).
+        Cache and scratch folder (default :func:`usnav.bench.registry.default_work_dir`, per
+        user).
     progress
         Callable taking a message, called as each benchmark starts.
     debug
         Put the traceback of a failing benchmark in its row.
     """
-    import tempfile
-
-    work = work_dir or Path(tempfile.gettempdir()) / "usnav-bench"
+    work = work_dir or default_work_dir()
     work.mkdir(parents=True, exist_ok=True)
-    ctx = BenchContext(full=full, data_dir=shared_data_dir(), work_dir=work)
+    data_dir = shared_data_dir()
+    ctx = BenchContext(full=full, data_dir=data_dir, work_dir=work)
     rows: list[BenchRow] = []
     for bench in all_benchmarks():
         if not full and not bench.quick:
@@ -99,6 +108,14 @@ def run_benchmarks(
         start = time.perf_counter()
         try:
             row.figures = list(bench.func(ctx))
+            if not row.figures:  # the benchmarks that need outside data return nothing
+                row.skipped = (
+                    NO_DATA_REASON
+                    if data_dir is None
+                    else f"its outside data is not under {data_dir}"
+                )
+        except SkipBenchmark as exc:
+            row.skipped = str(exc)
         except Exception as exc:  # a failing benchmark is reported, not fatal
             row.error = f"{type(exc).__name__}: {exc}"
             if debug:
@@ -106,6 +123,11 @@ def run_benchmarks(
         row.seconds = time.perf_counter() - start
         rows.append(row)
     return rows
+
+
+def unmatched_words(only: list[str], names: list[tuple[str, str]]) -> list[str]:
+    """The words of ``only`` that match no benchmark (group or name, case-insensitive)."""
+    return [w for w in only if not any(w.lower() in f"{g} {n}".lower() for g, n in names)]
 
 
 def rows_to_json(rows: list[BenchRow], machine: dict[str, str]) -> dict:
@@ -123,6 +145,7 @@ def rows_to_json(rows: list[BenchRow], machine: dict[str, str]) -> dict:
                 "benchmark": row.benchmark,
                 "seconds": row.seconds,
                 "error": row.error,
+                "skipped": row.skipped,
                 "figures": figs,
             }
         )

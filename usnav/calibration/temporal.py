@@ -383,6 +383,28 @@ class TemporalCalibrationResult:
         }
 
 
+def check_clip(clip: tuple[int, int, int, int], image_size: tuple[int, int]) -> None:
+    """Refuse a ``--clip X Y W H`` that is not a non-empty rectangle inside the image.
+
+    Raises
+    ------
+    InputError
+        Negative origin, zero or negative size, or a rectangle reaching past the image
+        (``image_size`` is (columns, rows)).
+    """
+    x, y, w, h = (int(v) for v in clip)
+    cols, rows = int(image_size[0]), int(image_size[1])
+    if w <= 0 or h <= 0:
+        raise InputError("--clip", f"width and height must be positive, got {w} x {h}")
+    if x < 0 or y < 0 or x + w > cols or y + h > rows:
+        raise InputError(
+            "--clip",
+            f"the rectangle x {x}..{x + w}, y {y}..{y + h} is not inside the {cols} x {rows} "
+            "video frames",
+            f"give X Y W H with X + W <= {cols} and Y + H <= {rows}",
+        )
+
+
 def calibrate_temporal(
     video: str | Path,
     tracker: str | Path | None = None,
@@ -426,6 +448,8 @@ def calibrate_temporal(
     with read_sequence(vpath) as vseq, read_sequence(tpath) as tseq:
         if vseq.image_size[0] == 0 or len(vseq) == 0:
             raise InputError(vpath, "has no video frames", "give the water-tank video recording")
+        if clip is not None:
+            check_clip(clip, tuple(vseq.image_size[:2]))
         tv = np.asarray(vseq.timestamps, dtype=np.float64)
         tt = np.asarray(tseq.timestamps, dtype=np.float64)
         if len(tt) == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table as Markdown")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 when a target is missed (default: only when a benchmark fails)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="cache and scratch folder (default ~/.cache/usnav/bench, this user's own)",
+    )
+    p.add_argument("--clean", action="store_true", help="remove the cache folder when the run ends")
+    p.add_argument("--force", action="store_true", help="replace existing --json/--markdown")
     p.set_defaults(func=run)
 
 
@@ -47,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from usnav.bench.registry import all_benchmarks
-    from usnav.bench.runner import machine_info, rows_to_json, run_benchmarks
+    from usnav.bench.registry import all_benchmarks, default_work_dir
+    from usnav.bench.runner import machine_info, rows_to_json, run_benchmarks, unmatched_words
+    from usnav.errors import InputError
+    from usnav.io.outputs import check_output
 
     out = Console()
     if not out.is_terminal:
@@ -58,23 +74,48 @@ def run(args: argparse.Namespace) -> int:
         for b in all_benchmarks():
             out.print(f"{b.group:14s} {b.name}{'' if b.quick else '  (--full)'}")
         return 0
+    if args.only:
+        names = [(b.group, b.name) for b in all_benchmarks()]
+        unknown = unmatched_words(args.only, names)
+        if unknown:
+            raise InputError(
+                "--only",
+                f"no benchmark matches {', '.join(repr(w) for w in unknown)}",
+                "words match a group or a name: "
+                + ", ".join(sorted({g for g, _ in names}))
+                + "; usnav bench --list shows every name",
+            )
+    for option in ("json", "markdown"):  # refused now, not after minutes of benchmarks
+        if getattr(args, option) is not None:
+            check_output(getattr(args, option), force=args.force, option=f"--{option}")
+    work = args.cache or default_work_dir()
+    check_output(work, folder=True, force=True, option="--cache")
     machine = machine_info()
-    with err.status("benchmarking…") as status:
-        rows = run_benchmarks(
-            full=args.full,
-            only=args.only,
-            progress=lambda m: status.update(f"benchmarking: {m}"),
-            debug=getattr(args, "debug", False),
-        )
+    try:
+        with err.status("benchmarking…") as status:
+            rows = run_benchmarks(
+                full=args.full,
+                only=args.only,
+                work_dir=work,
+                progress=lambda m: status.update(f"benchmarking: {m}"),
+                debug=getattr(args, "debug", False),
+            )
+    finally:
+        if args.clean:
+            shutil.rmtree(work, ignore_errors=True)
     table = Table(title=f"usnav bench ({'full' if args.full else 'quick'})", show_lines=False)
     for col in ("group", "figure", "usnav", "target", "ok", "baseline", "ratio"):
         table.add_column(col, overflow="fold")
-    failures = 0
+    failures = missed = 0
     for row in rows:
         if row.error:
             failures += 1
             table.add_row(row.group, row.benchmark, "[red]failed[/red]", "", "", row.error, "")
             continue
+        if row.skipped:
+            table.add_row(row.group, row.benchmark, "[yellow]skipped[/yellow]", "", "", "", "")
+            continue
+        missed += sum(1 for f in row.figures if f.met is False)
         for f in row.figures:
             ok = "" if f.met is None else ("[green]yes[/green]" if f.met else "[red]no[/red]")
             base = f"{f.baseline_name} {_fmt(f.baseline_value)}" if f.baseline_name else ""
@@ -84,12 +125,20 @@ def run(args: argparse.Namespace) -> int:
     out.print(table)
     out.print("machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()))
     out.print("[dim]ratio > 1 means usnav is better than the baseline measured in this run[/dim]")
+    for row in rows:
+        if row.skipped:
+            out.print(f"skipped: {row.group} {row.benchmark}: {row.skipped}", markup=False)
+    if not args.clean:
+        out.print(f"cache: {work} (usnav bench --clean removes it)", markup=False)
     if args.markdown:
         args.markdown.write_text(_markdown(rows, machine, args.full), encoding="utf-8")
         print(f"table written to {args.markdown}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rows_to_json(rows, machine), indent=2, default=str))
         print(f"figures written to {args.json}", file=sys.stderr)
+    if missed and args.strict:
+        print(f"usnav bench: {missed} target(s) missed (--strict)", file=sys.stderr)
+        return 1
     return 1 if failures else 0
 
 
@@ -102,6 +151,9 @@ def _markdown(rows, machine: dict[str, str], full: bool) -> str:
     for row in rows:
         if row.error:
             lines.append(f"| {row.group} | {row.benchmark} | failed | | | {row.error} | |")
+            continue
+        if row.skipped:
+            lines.append(f"| {row.group} | {row.benchmark} | skipped: {row.skipped} | | | | |")
             continue
         for f in row.figures:
             met = "" if f.met is None else ("yes" if f.met else "**no**")

@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fewest usable calibration frames accepted (default 10)",
     )
     sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.add_argument(
+        "--force", action="store_true", help="replace an existing --xml or --report file"
+    )
     sp.set_defaults(func=_spatial)
 
     tp = sub.add_parser(
@@ -85,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument("--out", type=Path, help="calibration file to write/update (.toml)")
     tp.add_argument("--report", type=Path, help="write a PNG report (signals, SSD curve)")
     tp.add_argument("--json", action="store_true", help="print one JSON object")
+    tp.add_argument(
+        "--force", action="store_true", help="replace an existing --xml or --report file"
+    )
     tp.set_defaults(func=_temporal)
 
     pp = sub.add_parser(
@@ -102,6 +108,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pp.add_argument("--out", type=Path, help="calibration file to write/update (.toml)")
     pp.add_argument("--xml", type=Path, help="also write PLUS <CoordinateDefinitions> here")
     pp.add_argument("--json", action="store_true", help="print one JSON object")
+    pp.add_argument(
+        "--force", action="store_true", help="replace an existing --xml or --report file"
+    )
     pp.set_defaults(func=_pivot)
 
 
@@ -138,6 +147,27 @@ class _Bar:
             self._progress.stop()
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _check_outputs(args: argparse.Namespace, *names: str) -> None:
+    """The output rule before any segmentation: --xml and --report are replaced only with
+    --force; --out is a calibration file that is updated (its other sections kept)."""
+    from usnav.io.outputs import check_output
+
+    for name in names:
+        path = getattr(args, name, None)
+        if path is None:
+            continue
+        if name == "out" and Path(path).is_file():
+            continue  # an existing calibration file is updated, not replaced
+        check_output(path, force=args.force or name == "out", option=f"--{name}")
+
+
 def _matrix_text(m: np.ndarray) -> str:
     return "\n".join("  " + "  ".join(f"{v:+12.6f}" for v in row) for row in m)
 
@@ -145,6 +175,9 @@ def _matrix_text(m: np.ndarray) -> str:
 def _spatial(args: argparse.Namespace) -> int:
     from usnav.calibration.workflow import run_spatial
 
+    if args.min_frames < 1:
+        raise InputError("--min-frames", f"must be at least 1, got {args.min_frames}")
+    _check_outputs(args, "out", "xml", "report")
     bar = _Bar()
     try:
         result = run_spatial(
@@ -201,6 +234,14 @@ def _spatial(args: argparse.Namespace) -> int:
 def _temporal(args: argparse.Namespace) -> int:
     from usnav.calibration.workflow import run_temporal
 
+    if args.tracker is not None and _same_file(args.tracker, args.video):
+        raise InputError(
+            "--tracker",
+            f"{args.tracker} is the same file as --video",
+            "give the tracker recording, or leave --tracker out when the video recording "
+            "carries the probe poses",
+        )
+    _check_outputs(args, "out", "report")
     bar = _Bar()
     try:
         result = run_temporal(
@@ -245,6 +286,7 @@ def _pivot(args: argparse.Namespace) -> int:
 
     if args.tool.count("To") != 1:
         raise InputError("--tool", f"{args.tool!r} is not a <From>To<To> transform name")
+    _check_outputs(args, "out", "xml")
     result = run_pivot(args.recording, tool=args.tool, out=args.out, xml=args.xml)
     if args.json:
         d = result.as_dict()

@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.io.outputs import check_output
+
+    check_output(args.target, force=args.force, option="TARGET")
     progress = _progress_bar() if sys.stderr.isatty() else None
     try:
         written = convert_sequence(

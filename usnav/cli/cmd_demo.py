@@ -17,7 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ZeroMQ, writes a viewer snapshot and prints a summary (frames, fps, latency, "
         "registration error against the simulator's ground truth).",
     )
-    p.add_argument("--out", type=Path, default=Path("usnav-demo"), help="folder for the snapshot")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder for snapshot.png (default: usnav's cache folder, ~/.cache/usnav/demo-output, "
+        "replaced on every run); an existing snapshot there is replaced only with --force",
+    )
+    p.add_argument("--force", action="store_true", help="replace DIR/snapshot.png")
     p.add_argument("--passes", type=int, default=3, help="times the sweep is scanned (3)")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (1.0)")
     p.add_argument("--live", action="store_true", help="open the viewer window (needs a display)")
@@ -32,22 +40,47 @@ def _ms(value: float) -> str:
     return "–" if not math.isfinite(value) else f"{value:.1f} ms"
 
 
+def _run(args: argparse.Namespace, out: Path, progress):
+    from usnav.pipeline.demo import run_demo
+
+    return run_demo(
+        out,
+        passes=args.passes,
+        rate=args.rate,
+        live=args.live,
+        cache_dir=args.cache,
+        publish_address=args.publish,
+        progress=progress,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from usnav.pipeline.demo import run_demo
+    from usnav.cli._checks import check_endpoint
+    from usnav.errors import InputError
+    from usnav.io.outputs import check_output
+    from usnav.sim.demo import check_demo_cache, default_cache_dir
+
+    if not args.rate > 0 or not math.isfinite(args.rate):
+        raise InputError("--rate", f"must be a positive speed factor, got {args.rate}")
+    if args.passes < 1:
+        raise InputError("--passes", f"must be at least 1, got {args.passes}")
+    check_endpoint(args.publish, "--publish")
+    check_demo_cache(args.cache)
+    if args.out is None:
+        out = (Path(args.cache) if args.cache else default_cache_dir()) / "demo-output"
+        check_output(out, folder=True, force=True)
+    else:
+        out = check_output(args.out, folder=True, force=True)
+        check_output(out / "snapshot.png", force=args.force)
 
     err = Console(stderr=True)
-    with err.status("usnav demo") as status:
-        s = run_demo(
-            args.out,
-            passes=args.passes,
-            rate=args.rate,
-            live=args.live,
-            cache_dir=args.cache,
-            publish_address=args.publish,
-            progress=lambda m: status.update(f"usnav demo: {m}"),
-        )
+    if err.is_terminal:
+        with err.status("usnav demo") as status:
+            s = _run(args, out, lambda m: status.update(f"usnav demo: {m}"))
+    else:  # a log or a pipe: one line per phase, so a CI log shows where the time goes
+        s = _run(args, out, lambda m: print(f"usnav demo: {m}", file=sys.stderr, flush=True))
     compile_s = ", ".join(f"{k} {v:.1f} s" for k, v in s.compile_seconds.items())
     print("usnav demo — simulated intramedullary tumor case")
     print(f"  case            {s.case_dir}")

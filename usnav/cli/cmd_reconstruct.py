@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reconstruct",
         help="reconstruct a tracked sweep into a volume (PLUS-compatible grid and compounding)",
         description="Pastes every tracked frame into a Reference-frame volume: PLUS's output "
-        "grid, nearest-neighbour or linear pasting, MEAN compounding, STICK hole filling. "
+        "grid, nearest-neighbour or linear pasting, MEAN or MAXIMUM compounding (LINEAR with "
+        "MAXIMUM is voxel-equal to PLUS's), STICK hole filling. The volume is written in PLUS's "
+        "orientation (a .mha as PLUS writes it), to compare side by side with PLUS's. "
         "Options come from a PLUS <VolumeReconstruction> element (--config, or CAL itself when "
         "it is a PLUS XML), then the flags below.",
     )
@@ -21,15 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         required=True,
         metavar="CAL",
-        help="ImageToProbe: usnav .toml, PLUS device-set XML or 16 numbers",
+        help="ImageToProbe: usnav .toml, PLUS device-set XML or a text file of 16 numbers "
+        "(row-major)",
     )
     p.add_argument(
         "--out",
         type=Path,
         required=True,
-        metavar="VOL.nii.gz",
-        help="output volume (.nii, .nii.gz or .nrrd)",
+        metavar="VOL",
+        help="output volume (.mha, .nii, .nii.gz or .nrrd)",
     )
+    p.add_argument("--force", action="store_true", help="replace an existing output volume")
     p.add_argument(
         "--spacing",
         type=float,
@@ -52,8 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.io.outputs import check_output
     from usnav.registration.files import reconstruct_recording
 
+    check_output(args.out, force=args.force)
     rec = reconstruct_recording(
         args.recording,
         args.calibration,

@@ -39,11 +39,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="give up when no frame arrives within S seconds (default 10)",
     )
     parser.add_argument("--no-compress", action="store_true", help="store raw pixels")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from usnav.cli._checks import check_port
+    from usnav.cli._signals import sigterm_as_interrupt
+    from usnav.devices.recorder import check_recording_target
+    from usnav.errors import InputError
+    from usnav.io.outputs import check_output
+
+    # everything that can be refused is refused before "waiting for frames…"
+    check_port(args.port)
+    for name in ("duration", "connect_timeout"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise InputError(f"--{name.replace('_', '-')}", f"must be positive, got {value}")
+    if args.frames is not None and args.frames < 1:
+        raise InputError("--frames", f"must be at least 1, got {args.frames}")
+    out = check_output(Path(args.out), force=args.force)
+    if args.force and out.is_file():
+        out.unlink()
+    check_recording_target(out)
     config = load_probe_config(args.config) if args.config else ProbeConfig()
+    with sigterm_as_interrupt():
+        return _record(args, config)
+
+
+def _record(args: argparse.Namespace, config: ProbeConfig) -> int:
     console = Console(stderr=True)
     line = Text("waiting for frames…")
     try:

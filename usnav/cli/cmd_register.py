@@ -27,30 +27,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         required=True,
         metavar="CAL",
-        help="ImageToProbe: usnav calibration .toml, PLUS device-set XML or 16 numbers",
+        help="ImageToProbe: usnav calibration .toml, PLUS device-set XML or a text file of 16 "
+        "numbers (row-major)",
     )
     p.add_argument(
         "--init",
         type=Path,
         required=True,
-        help="initial ReferenceToMri: text file of 16 numbers (row-major)",
+        help="initial ReferenceToMri: a text file of 16 numbers (row-major), or the RESULT.json "
+        "of an earlier usnav register / register-points (its ReferenceToMri)",
     )
     p.add_argument("--out", type=Path, required=True, metavar="RESULT.json")
+    p.add_argument("--force", action="store_true", help="replace an existing RESULT.json")
     p.add_argument(
         "--config",
         type=Path,
         metavar="TOML",
         help="registration options (a [registration] table, see docs/registration.md)",
     )
-    p.add_argument("--metric", choices=["lc2", "ncc_gradient"], help="similarity (default lc2)")
+    p.add_argument(
+        "--metric", choices=["lc2", "lc2_beam", "ncc_gradient"], help="similarity (default lc2)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.io.outputs import check_output
     from usnav.registration.files import register_recording
     from usnav.registration.rigid import load_registration_options
 
+    check_output(args.out, force=args.force)
     options = load_registration_options(args.config, metric=args.metric)
     bar = _ProgressBar(enabled=not args.quiet)
     try:

@@ -35,12 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="MRI points where to estimate the TRE (default: the fiducials' centroid)",
     )
     p.add_argument("--out", type=Path, required=True, metavar="RESULT.json")
+    p.add_argument("--force", action="store_true", help="replace an existing RESULT.json")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.io.outputs import check_output
     from usnav.registration.files import register_point_files
 
+    check_output(args.out, force=args.force)
     doc = register_point_files(
         args.out,
         tag=args.tag,

@@ -26,10 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--calibration",
         type=Path,
         required=True,
-        help="probe calibration: calibration/*.toml, PLUS device-set XML, or 16 numbers",
+        help="probe calibration: calibration/*.toml, PLUS device-set XML, or a text file of "
+        "16 numbers (ImageToProbe, row-major)",
     )
-    p.add_argument("--init", type=Path, help="initial ReferenceToMri (16 numbers, row-major)")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="initial ReferenceToMri: a text file of 16 numbers (row-major), or the RESULT.json "
+        "of usnav register / register-points (its ReferenceToMri)",
+    )
     p.add_argument("--record", type=Path, help="also record every frame (.igs.mha/.seq.nrrd)")
+    p.add_argument("--force", action="store_true", help="replace an existing --record or --log")
     p.add_argument("--options", type=Path, metavar="TOML", help="pipeline options file")
     p.add_argument("--publish", metavar="ADDR", help="ZeroMQ endpoint (tcp://127.0.0.1:5556)")
     p.add_argument("--curve-key", type=Path, metavar="FILE", help="server.key_secret (usnav keys)")
@@ -39,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-registration", action="store_true", help="keep the initial registration")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument(
-        "--log", type=Path, metavar="FILE", help="log file (default logs/usnav-run-*.log)"
+        "--log",
+        type=Path,
+        metavar="FILE",
+        help="log file (default ~/.local/state/usnav/logs/usnav-run-*.log)",
     )
     p.add_argument("--quiet", action="store_true", help="no live status line")
     p.set_defaults(func=run)
@@ -51,8 +61,8 @@ def _num(value: float | None, spec: str = ".1f") -> str:
 
 def status_line(s: dict) -> str:
     """One line: link, rates, latency, registration, drops (also used by tests)."""
-    reg = "accepted" if s["registration_accepted"] else "REJECTED"
-    latest = "" if s["registration_latest_accepted"] else " (last estimate rejected)"
+    display = s.get("display_state", "")
+    latest = "" if s["registration_latest_accepted"] else " (last estimate not adopted)"
     drops = (
         f"drops display {s['dropped_display']} link {s['dropped_link']} "
         f"record {s['dropped_record']}"
@@ -61,8 +71,9 @@ def status_line(s: dict) -> str:
     line = (
         f"{s['state']} {s['peer']} | in {_num(s['fps_in'])} fps out {_num(s['fps_out'])} | "
         f"latency p50 {_num(s['latency_p50_ms'])} p99 {_num(s['latency_p99_ms'])} ms | "
-        f"registration {s['registration_source']} q {_num(s['registration_quality'], '.2f')} "
-        f"age {_num(s['registration_age_s'], '.0f')} s {reg}{latest} | {drops} | "
+        f"{display} | registration {s['registration_source']} "
+        f"±{_num(s.get('registration_uncertainty_mm'), '.1f')} mm "
+        f"age {_num(s['registration_age_s'], '.0f')} s{latest} | {drops} | "
         f"skipped {skipped}"
     )
     if s["state"] != "streaming" and s["last_error"]:
@@ -73,27 +84,52 @@ def status_line(s: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.live import Live
-
+    from usnav.cli._checks import check_endpoint, check_port
+    from usnav.cli._signals import sigterm_as_interrupt
     from usnav.errors import InputError
-    from usnav.pipeline.config import PipelineOptions
-    from usnav.pipeline.run import default_log_path, open_pipeline
+    from usnav.io.outputs import check_output
+    from usnav.pipeline.run import default_log_path
 
-    if args.duration is not None and args.duration <= 0:
+    if args.duration is not None and not args.duration > 0:
         raise InputError("--duration", f"must be positive, got {args.duration}")
+    if args.publish:
+        check_endpoint(args.publish, "--publish")
+    check_port(args.slicer_port, "--slicer-port", allow_zero=True)
+    if args.record is not None:
+        check_output(args.record, force=args.force, option="--record")
+        if args.force and args.record.is_file():
+            args.record.unlink()
+    if args.log is not None:
+        log_path = check_output(args.log, force=args.force, option="--log")
+    else:  # usnav's own per-user log folder: a new name per run
+        log_path = check_output(default_log_path(), force=True, option="--log")
 
-    log_path = args.log or default_log_path()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_path, encoding="utf-8")
+    # the log file appears with its first message (delay): a run refused at once leaves none
+    handler = logging.FileHandler(log_path, encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.DEBUG if args.debug else logging.INFO)
     usnav_logger = logging.getLogger("usnav")
     usnav_logger.addHandler(handler)
+    previous_level = usnav_logger.level
     usnav_logger.setLevel(logging.DEBUG if args.debug else logging.INFO)
     for console_handler in logging.getLogger().handlers:  # the terminal keeps warnings only
         if not args.debug:
             console_handler.setLevel(logging.WARNING)
+    try:
+        with sigterm_as_interrupt():
+            return _run(args, log_path)
+    finally:
+        usnav_logger.removeHandler(handler)
+        usnav_logger.setLevel(previous_level)
+        handler.close()
+
+
+def _run(args: argparse.Namespace, log_path: Path) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from usnav.pipeline.config import PipelineOptions
+    from usnav.pipeline.run import InterruptToStop, open_pipeline
 
     overrides = {}
     if args.publish:
@@ -121,31 +157,55 @@ def run(args: argparse.Namespace) -> int:
         record=args.record,
         options=options,
     )
-    with err.status("compiling kernels before the first frame…"):
-        compile_s = pipeline.prepare()
+
+    def interrupted(n: int) -> None:
+        if n == 1:
+            err.print("stopping… (the run's summary follows)", highlight=False)
+        else:
+            err.print("already stopping — the run's summary follows", highlight=False)
+
+    try:
+        with err.status("compiling kernels before the first frame…"):
+            compile_s = pipeline.prepare()
+    except KeyboardInterrupt:
+        with InterruptToStop(interrupted, ignore_after=True):
+            interrupted(1)
+            pipeline.stop()
+            return _print_summary(pipeline, 0.0, args.record)
     err.print(
         "compiled: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items())
         + f"; margins on {pipeline.endpoint}; log {log_path}"
     )
-    start = time.monotonic()
-    pipeline.start()
-    try:
-        if args.quiet:
-            while args.duration is None or time.monotonic() - start < args.duration:
-                time.sleep(0.2)
-        else:
-            with Live(status_line(pipeline.status()), console=err, refresh_per_second=4) as live:
-                while args.duration is None or time.monotonic() - start < args.duration:
-                    time.sleep(0.25)
-                    live.update(status_line(pipeline.status()))
-            err.line()  # the last status line stays; the summary starts on its own line
-    except KeyboardInterrupt:
-        err.print("stopping…")
-    finally:
-        t0 = time.monotonic()
-        pipeline.stop()
-        stopped_in = time.monotonic() - t0
+    # Ctrl-C (and SIGTERM) only ask to stop: another one while stopping cannot lose the
+    # summary or the recording
+    with InterruptToStop(interrupted, ignore_after=True) as interrupt:
+        start = time.monotonic()
+        try:
+            pipeline.start()
+
+            def running() -> bool:
+                end = None if args.duration is None else start + args.duration
+                return not interrupt.stop.wait(0.25) and (end is None or time.monotonic() < end)
+
+            if args.quiet or not err.is_terminal:
+                while running():
+                    pass
+            else:
+                first = status_line(pipeline.status())
+                with Live(first, console=err, refresh_per_second=4) as live:
+                    while running():
+                        live.update(status_line(pipeline.status()))
+                err.line()  # the last status line stays; the summary starts on its own line
+        finally:
+            t0 = time.monotonic()
+            pipeline.stop()
+            status = _print_summary(pipeline, time.monotonic() - t0, args.record)
+    return status
+
+
+def _print_summary(pipeline, stopped_in: float, record: Path | None) -> int:
+    """The run's summary (and the recording's); returns the exit status."""
     s = pipeline.status()
     c = pipeline.counters
     print(
@@ -153,13 +213,15 @@ def run(args: argparse.Namespace) -> int:
         f"{c.skipped_tracking} without tracking, {c.skipped_image} without image, "
         f"{s['dropped_display']} superseded before display, latency p50 "
         f"{_num(s['latency_p50_ms'])} ms p99 {_num(s['latency_p99_ms'])} ms; stopped in "
-        f"{stopped_in:.2f} s"
+        f"{stopped_in:.2f} s",
+        flush=True,
     )
-    if args.record:
-        files = ", ".join(str(f) for f in c.record_files) or str(args.record)
+    if record:
+        files = ", ".join(str(f) for f in c.record_files) or str(record)
         print(
             f"recording {files}: {c.recorded} frames written, {c.record_dropped} lost"
-            + (f" — {c.record_error}" if c.record_error else "")
+            + (f" — {c.record_error}" if c.record_error else ""),
+            flush=True,
         )
         if len(c.record_files) > 1:
             print("  (the image size changed during the recording: one file per size)")

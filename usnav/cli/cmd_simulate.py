@@ -1,7 +1,12 @@
 """``usnav simulate --seed N --out DIR``: a synthetic spinal cord tumor case with ground truth.
 
+``usnav simulate --seeds 1-4 --out DIR [--families a,b] [--workers N]``: one case per seed and
+``DIR/manifest.csv`` (see :mod:`usnav.sim.dataset`). ``usnav simulate --list-families``: the
+appearance families.
+
 Every :class:`usnav.sim.options.SimOptions` field is a flag (``--frames``, ``--depth-mm``,
-``--tumor-length-mm MIN MAX``...); ``--options FILE.toml`` reads them from a file first.
+``--family``, ``--tumor-length-mm MIN MAX``...); ``--options FILE.toml`` reads them from a file
+first.
 """
 
 from __future__ import annotations
@@ -65,11 +70,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sweep simulated by acoustic ray marching through the operated anatomy), "
         "calibration.toml, truth.json (ReferenceToMri, cord shift, landmarks in MRI space), "
         "init_ReferenceToMri.txt (truth perturbed by a random rigid offset) and, with "
-        "--preview, PNGs. Same seed and options give the same case. See docs/simulator.md.",
+        "--preview, PNGs. Same seed and options give the same case. With --seeds, one such "
+        "folder per seed (<family>-<seed>) and DIR/manifest.csv; running it again into the "
+        "same DIR simulates only the missing cases. See docs/simulator.md.",
     )
-    parser.add_argument("--seed", type=int, required=True, help="random seed (>= 0)")
+    parser.add_argument("--seed", type=int, help="random seed (>= 0) of one case")
     parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="output folder (created if missing)"
+        "--seeds",
+        metavar="LIST",
+        help="many cases: seeds like 1-40, 1,3,7 or 1-3,10 (one folder each + manifest.csv)",
+    )
+    parser.add_argument(
+        "--families",
+        metavar="A,B,...",
+        help="with --seeds: families assigned round-robin over the seeds (default: all)",
+    )
+    parser.add_argument(
+        "--list-families", action="store_true", help="list the appearance families and exit"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty DIR (--seed), or simulate every case again, even those "
+        "already there, and accept other options (--seeds)",
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="output folder (created if missing)"
     )
     parser.add_argument(
         "--options",
@@ -95,12 +121,68 @@ def _options(args: argparse.Namespace) -> SimOptions:
     return make_options(**values)
 
 
+def _list_families() -> int:
+    from usnav.sim.families import FAMILIES
+
+    width = max(len(n) for n in FAMILIES)
+    for name, fam in FAMILIES.items():
+        print(f"{name:<{width}}  {fam.description}")
+    return 0
+
+
+def _run_dataset(args: argparse.Namespace, options: SimOptions) -> int:
+    from rich.console import Console
+
+    from usnav.errors import InputError
+    from usnav.sim.dataset import parse_families, parse_seeds, simulate_dataset
+
+    seeds = parse_seeds(args.seeds)
+    if args.family is not None and args.families is not None:
+        raise InputError("--family", "give either --family or --families with --seeds")
+    families = parse_families(args.family if args.families is None else args.families)
+    err = Console(stderr=True)
+    with err.status(f"simulating {len(seeds)} cases…") as status:
+        result = simulate_dataset(
+            seeds,
+            args.out,
+            options,
+            families,
+            workers=options.workers,
+            force=args.force,
+            progress=lambda name, done, total: status.update(
+                f"simulating: {done}/{total} done ({name})"
+            ),
+        )
+    print(
+        f"{len(result.cases)} cases in {result.manifest.parent} "
+        f"({len(result.simulated)} simulated, {len(result.skipped)} already there)"
+    )
+    print(f"  manifest   {result.manifest}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from usnav.errors import InputError
     from usnav.sim import simulate_case
 
+    if args.list_families:
+        return _list_families()
+    if args.out is None:
+        raise InputError("--out", "missing", "give the output folder: --out DIR")
+    if (args.seed is None) == (args.seeds is None):
+        raise InputError(
+            "--seed", "give exactly one of --seed N (one case) or --seeds LIST (many cases)"
+        )
     options = _options(args)
+    if args.seeds is not None:
+        return _run_dataset(args, options)
+    if args.families is not None:
+        raise InputError("--families", "only with --seeds", "use --family NAME for one case")
+    from usnav.io.outputs import check_output
+
+    check_output(args.out, folder=True, force=args.force)
     err = Console(stderr=True)
     with err.status("simulating…") as status:
         files = simulate_case(
@@ -113,7 +195,10 @@ def run(args: argparse.Namespace) -> int:
 
     truth = json.loads(files.truth.read_text(encoding="utf-8"))
     tumor = truth["tumor"]
-    print(f"case seed {files.seed} in {files.folder} ({files.timings_s['total']:.1f} s)")
+    print(
+        f"case seed {files.seed}, family {truth['family']}, in {files.folder} "
+        f"({files.timings_s['total']:.1f} s)"
+    )
     print(
         f"  tumor      {tumor['echogenicity']}, {tumor['length_mm']:.1f} mm long"
         f"{', with a cyst' if tumor['has_cyst'] else ''}"
@@ -122,6 +207,17 @@ def run(args: argparse.Namespace) -> int:
         f"  cord shift {truth['cord_shift']['max_mm']:.2f} mm "
         f"({truth['cord_shift']['at_tumor_centroid_mm']:.2f} mm at the tumor centroid)"
     )
+    from usnav.sim.families import Appearance
+
+    default = Appearance().as_dict()
+    drawn = {k: v for k, v in truth["appearance"].items() if k in default and k != "family"}
+    changed = [
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in drawn.items()
+        if v != default[k] and not isinstance(v, list)
+    ]
+    if changed:
+        print("  appearance " + ", ".join(changed))
     off = truth["init_offset"]
     print(
         f"  init guess {off['translation_mm']:.1f} mm, {off['rotation_deg']:.1f} deg off "

@@ -25,8 +25,21 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
+class UsnavArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line plus where to look.
+
+    argparse prints the whole usage block (19 lines for ``usnav simulate``) before the error;
+    usnav prints ``usnav simulate: error: argument --seed: invalid int value: 'abc' (see usnav
+    simulate --help)`` and exits with status 2. Sub-commands inherit this class.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        message = " ".join(str(message).split())
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = UsnavArgumentParser(
         prog="usnav",
         description="Intraoperative ultrasound navigation: tracked ultrasound over OpenIGTLink, "
         "US-MRI registration, tumor margins over ZeroMQ.",
@@ -75,12 +88,26 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an internal error: one line, traceback with --debug
         if debug:
             traceback.print_exc()
+        if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):
+            # a value pydantic refused (a config file or an option): still the user's to fix
+            print(f"usnav {args.command}: error: {_validation_line(exc)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(
             f"usnav {args.command}: internal error: {type(exc).__name__}: {exc} "
             "(run with --debug for the traceback, and please report it)",
             file=sys.stderr,
         )
         return EXIT_FAILURE
+
+
+def _validation_line(exc) -> str:
+    """The first problem of a pydantic ValidationError, on one line."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ())) or getattr(exc, "title", "value")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    message = " ".join(str(first.get("msg", exc)).split())
+    return f"{where}: {message}{more}"
 
 
 if __name__ == "__main__":  # pragma: no cover

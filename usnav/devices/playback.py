@@ -290,6 +290,17 @@ class PlaybackServer(Device):
         if len(sequence) == 0:
             sequence.close()
             raise InputError(self.recording, "has no frames to play")
+        if (
+            len(sequence) == 1
+            and len(tuple(sequence.frame_shape)) >= 3
+            and (not sequence.transform_names)
+        ):
+            sequence.close()
+            raise InputError(
+                self.recording,
+                "is a 3D volume, not a tracked sweep",
+                "replay a recording of 2D frames (.igs.mha with per-frame transforms)",
+            )
         timestamps = np.asarray(sequence.timestamps, dtype=np.float64)
         if np.any(timestamps < 0) or not np.all(np.isfinite(timestamps)):
             sequence.close()

@@ -191,6 +191,8 @@ def record(
     finally:
         probe.close()
         if writer is not None:
+            # Ctrl-C (or SIGTERM) may land between a frame's append and the count
+            result.written = len(writer)
             try:
                 writer.close()
             except (OSError, UsnavError) as exc:

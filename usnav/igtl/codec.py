@@ -1,6 +1,6 @@
 """OpenIGTLink message codec (protocol 1–3, header v1 and v2), written from the specification.
 
-Wire facts (OpenIGTLink ``Documents/Protocol``; digest in ``shared/REFERENCES.md`` §1):
+Wire facts (OpenIGTLink ``Documents/Protocol``; digest in ``docs/references.md`` §1):
 
 - 58-byte big-endian header: version uint16, type char[12], device name char[20],
   timestamp uint64 (high 32 bits Unix seconds, low 32 bits fraction·2³²), body size uint64,

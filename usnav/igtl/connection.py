@@ -3,7 +3,7 @@
 The reconnecting client is in :mod:`usnav.igtl.client`, the multi-client server in
 :mod:`usnav.igtl.server`.
 
-Design (against pyigtl's measured faults, ``shared/ARCHITECTURE.md``):
+Design (against pyigtl's measured faults, ``docs/architecture.md``):
 
 - every received message is delivered, in order, to a callback (nothing is "latest only");
 - each connection has a reader thread and a writer thread; sends go through a bounded queue

@@ -1043,6 +1043,12 @@ class _JournalState:
 
 
 def _read_journal(journal: Path) -> _JournalState:
+    if not (journal / _META).is_file():
+        raise InputError(
+            journal,
+            f"not a usnav recording journal (it has no {_META})",
+            "give the .journal folder that usnav record or usnav run left beside a recording",
+        )
     try:
         meta = json.loads((journal / _META).read_text())
     except (OSError, ValueError) as exc:

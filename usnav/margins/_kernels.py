@@ -1,7 +1,7 @@
 """Numba kernels of the margin estimator: label reslicing, profile sampling, boundary DP.
 
 Pure functions on arrays, compiled with ``cache=True, nogil=True`` (one thread each: on two
-cores a serial kernel beats OpenMP, see ARCHITECTURE.md). Each has a numpy reference
+cores a serial kernel beats OpenMP, see docs/architecture.md). Each has a numpy reference
 implementation in ``tests/margins/test_kernels.py``.
 
 Conventions: the image frame is x = column, y = row (pixels, z = 0); label volumes are indexed

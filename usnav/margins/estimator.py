@@ -188,6 +188,17 @@ class FrameMargins:
     compute_s: float = 0.0
 
 
+def calibrate_confidence(
+    raw_confidence: np.ndarray, knots: tuple[tuple[float, float], ...] | None
+) -> np.ndarray:
+    """Raw refinement confidences through monotone (raw, calibrated) knots, linear in between
+    (None: unchanged)."""
+    if knots is None:
+        return raw_confidence
+    raw, out = np.asarray(knots, dtype=np.float64).T
+    return np.interp(raw_confidence, raw, out)
+
+
 class MarginEstimator:
     """Estimates tumor margins per frame from a tumor label map.
 
@@ -415,7 +426,8 @@ class MarginEstimator:
                         self.options,
                         memory=self._contrast_memory[name],
                     )
-                    offset_mm, confidence = refined.offset_mm, refined.confidence
+                    offset_mm = refined.offset_mm
+                    confidence = self.calibrated(refined.confidence)
                     polarity.setdefault(name, refined.polarity)
                 else:
                     offset_mm, confidence = np.zeros(n), np.zeros(n)
@@ -495,6 +507,72 @@ class MarginEstimator:
         i = index[ok]
         inside[ok] = self._codes[i[:, 0], i[:, 1], i[:, 2]] > 0
         return inside
+
+    def calibrated(self, raw_confidence: np.ndarray) -> np.ndarray:
+        """The published confidence of raw refinement confidences: the probability that the
+        ultrasound's point beats the MRI's (``options.confidence_calibration``)."""
+        return calibrate_confidence(raw_confidence, self.options.confidence_calibration)
+
+    def plane_distance_mm(
+        self, image_to_mri: np.ndarray, image_shape: tuple[int, int], within_mm: float = 0.0
+    ) -> float:
+        """Smallest distance from the tumor surface (solid ∪ cyst) to the frame's plane, over
+        the surface points whose projection falls in the image (grown by ``within_mm``), mm;
+        inf when none does.
+
+        Parameters
+        ----------
+        image_to_mri
+            4×4 pixel (col, row, 0, 1) → MRI RAS mm.
+        image_shape
+            (rows, cols) of the frame.
+        within_mm
+            How far outside the image's edges a projection may fall and still count, mm.
+        """
+        points = self._surface_points
+        m = np.asarray(image_to_mri, dtype=np.float64)
+        if len(points) == 0 or not np.all(np.isfinite(m)):
+            return float("inf")
+        c0, c1, origin = m[:3, 0], m[:3, 1], m[:3, 3]
+        normal = np.cross(c0, c1)
+        norm = float(np.linalg.norm(normal))
+        s0, s1 = float(c0 @ c0), float(c1 @ c1)
+        if norm == 0 or s0 == 0 or s1 == 0:
+            return float("inf")
+        r = points - origin
+        col, row = r @ c0 / s0, r @ c1 / s1
+        rows, cols = image_shape
+        grow_c, grow_r = within_mm / np.sqrt(s0), within_mm / np.sqrt(s1)
+        inside = (
+            (col >= -0.5 - grow_c)
+            & (col <= cols - 0.5 + grow_c)
+            & (row >= -0.5 - grow_r)
+            & (row <= rows - 0.5 + grow_r)
+        )
+        if not inside.any():
+            return float("inf")
+        return float(np.abs(r[inside] @ (normal / norm)).min())
+
+    def absence_doubt(
+        self, margins: FrameMargins, uncertainty_mm: float, image_shape: tuple[int, int]
+    ) -> str:
+        """Why a frame's "no tumor in view" is not certain, "" when it is (or when the tumor is
+        in view).
+
+        "No tumor in view" is a claim only when the tumor's predicted cross-section is absent
+        under the registration's uncertainty: when the tumor surface lies within
+        ``uncertainty_mm`` (its 95 % bound) of the plane, inside the image, it may be in view.
+        An unknown uncertainty gives no doubt here: the display state is UNCERTAIN anyway.
+        """
+        if margins.in_view or self.problem or not np.isfinite(uncertainty_mm):
+            return ""
+        distance = self.plane_distance_mm(margins.image_to_mri, image_shape, uncertainty_mm)
+        if distance > uncertainty_mm:
+            return ""
+        return (
+            f"the tumor lies {distance:.1f} mm from this plane, within the registration's "
+            f"±{uncertainty_mm:.1f} mm: it may be in view"
+        )
 
     def _stylus(self, tip_mri: np.ndarray, image_to_mri: np.ndarray) -> StylusDistance | None:
         tip = np.asarray(tip_mri, dtype=np.float64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,6 +152,34 @@ class SimulatedFrames:
     cord_shift_mm: float
 
 
+def tumor_codes(anatomy_labels: np.ndarray) -> np.ndarray:
+    """uint8 codes of a simulator anatomy label volume: 1 solid tumor, 2 cyst, 0 elsewhere."""
+    from usnav.sim.tissues import Tissue
+
+    labels = np.asarray(anatomy_labels)
+    codes = np.zeros(labels.shape, np.uint8)
+    codes[labels == Tissue.TUMOR] = 1
+    codes[labels == Tissue.CYST] = 2
+    return codes
+
+
+def true_codes_in_frame(
+    codes: np.ndarray, image_to_voxel: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """Where the tumor really is in one frame: (rows, cols) uint8, 1 solid, 2 cyst.
+
+    ``codes`` as :func:`tumor_codes` gives; ``image_to_voxel`` maps pixel (col, row, 0, 1) to
+    the code volume's voxel indices. A pixel takes the structure covering most of it, 0 where
+    the tumor covers less than half of it.
+    """
+    fractions = np.zeros((2, *shape), np.float32)
+    _kernels.reslice_label_fractions(
+        np.ascontiguousarray(codes), np.asarray(image_to_voxel, np.float64), 2, fractions
+    )
+    truth = np.where(fractions.sum(axis=0) >= 0.5, np.argmax(fractions, axis=0) + 1, 0)
+    return truth.astype(np.uint8)
+
+
 def simulated_frames(
     seed: int, frames: int = 24, echogenicity: str = "random", workers: int = 2
 ) -> SimulatedFrames:
@@ -170,25 +199,19 @@ def simulated_frames(
     from usnav.io.volume import Volume
     from usnav.sim.case import build_case, simulate_frames
     from usnav.sim.options import make_options
-    from usnav.sim.tissues import Tissue
 
     options = make_options(
         frames=frames, workers=workers, save_anatomy=False, tumor_echogenicity=echogenicity
     )
     case = build_case(seed, options)
     sweep, intra = case.sweep, case.intraop
-    codes = np.zeros(intra.labels.shape, np.uint8)
-    codes[intra.labels == Tissue.TUMOR] = 1
-    codes[intra.labels == Tissue.CYST] = 2
+    codes = tumor_codes(intra.labels)
     mri_to_voxel = np.linalg.inv(case.anatomy.spine_to_mri @ intra.index_to_spine())
     images, truths, tracked = [], [], []
     for i, image in enumerate(simulate_frames(case, workers)):
-        fractions = np.zeros((2, *image.shape), np.float32)
-        _kernels.reslice_label_fractions(
-            codes, mri_to_voxel @ sweep.true_image_to_mri[i], 2, fractions
+        truths.append(
+            true_codes_in_frame(codes, mri_to_voxel @ sweep.true_image_to_mri[i], image.shape)
         )
-        truth = np.where(fractions.sum(axis=0) >= 0.5, np.argmax(fractions, axis=0) + 1, 0)
-        truths.append(truth.astype(np.uint8))
         images.append(image)
         tracked.append(
             sweep.reference_to_mri
@@ -240,6 +263,11 @@ def score_stream(
             parts.append(
                 score_margins(margins, {"solid": truth == 1, "cyst": truth == 2}, threshold)
             )
+    return pool_scores(parts)
+
+
+def pool_scores(parts: list[BoundaryScore]) -> BoundaryScore:
+    """Pool frame scores into one (point errors concatenated, support weighted by points)."""
     if not parts:
         empty = np.zeros(0)
         return BoundaryScore(empty, empty, empty, empty, 0.0)
@@ -252,3 +280,123 @@ def score_stream(
         cat([p.supported_observed_mm for p in parts]),
         float(np.average([p.supported_fraction for p in parts], weights=n)),
     )
+
+
+@dataclass(frozen=True)
+class PointOutcomes:
+    """Per margin point (facing tissue) of many frames: its raw and published confidence, and
+    whether the ultrasound-observed point was closer to the true boundary than the
+    MRI-predicted one.
+
+    Attributes
+    ----------
+    raw, published
+        (N,) the refinement's raw confidence and the calibrated one the estimator publishes.
+    beat
+        (N,) bool: the observed point's boundary error < the predicted point's.
+    predicted_mm, observed_mm
+        (N,) their boundary errors, mm.
+    """
+
+    raw: np.ndarray
+    published: np.ndarray
+    beat: np.ndarray
+    predicted_mm: np.ndarray
+    observed_mm: np.ndarray
+
+
+def point_outcomes(
+    seeds: list[int],
+    *,
+    frames: int = 24,
+    max_offset_mm: float = 1.5,
+    options=None,
+    workers: int = 2,
+) -> PointOutcomes:
+    """Run the estimator over simulated cases with random registration errors (uniform
+    direction, magnitude uniform in 0..``max_offset_mm``, one per frame, seeded by the case)
+    and collect every tissue-facing margin point's outcome against the truth."""
+    from usnav.margins.estimator import MarginEstimator, calibrate_confidence
+    from usnav.margins.options import MarginOptions
+
+    opts = options or MarginOptions()
+    uncalibrated = opts.model_copy(update={"confidence_calibration": None})
+    raw_parts, pub_parts, pred_parts, obs_parts = [], [], [], []
+    for seed in seeds:
+        sim = simulated_frames(seed, frames=frames, workers=workers)
+        estimator = MarginEstimator(sim.label, uncalibrated, warm_up=False)
+        rng = np.random.default_rng(seed)
+        for image, image_to_mri, truth in zip(
+            sim.images, sim.image_to_mri, sim.truth_codes, strict=True
+        ):
+            direction = rng.normal(size=3)
+            shift = np.eye(4)
+            shift[:3, 3] = direction / np.linalg.norm(direction) * rng.uniform(0, max_offset_mm)
+            margins = estimator.estimate(image, shift @ image_to_mri, None)
+            if not (margins.in_view and truth.any()):
+                continue
+            whole = signed_distance_image(truth > 0, margins.spacing_mm)
+            for contour in margins.contours:
+                keep = contour.faces_tissue
+                raw = contour.confidence[keep]
+                pred_parts.append(np.abs(sample_at(whole, contour.predicted_px))[keep])
+                obs_parts.append(np.abs(sample_at(whole, contour.observed_px))[keep])
+                raw_parts.append(raw)
+                pub_parts.append(calibrate_confidence(raw, opts.confidence_calibration))
+    pred, obs = np.concatenate(pred_parts), np.concatenate(obs_parts)
+    ok = np.isfinite(pred) & np.isfinite(obs)
+    return PointOutcomes(
+        np.concatenate(raw_parts)[ok],
+        np.concatenate(pub_parts)[ok],
+        (obs < pred)[ok],
+        pred[ok],
+        obs[ok],
+    )
+
+
+def fit_confidence_calibration(
+    outcomes: PointOutcomes, bins: int = 8
+) -> tuple[tuple[float, float], ...]:
+    """(raw, calibrated) knots: the isotonic (monotone) fit of "the ultrasound's point beat the
+    MRI's" on raw confidence, summarised at ``bins`` quantile bins of the raw confidence.
+
+    Only points where the refinement offered a boundary (raw confidence > 0) are fitted; a raw
+    0 stays 0 (no ultrasound evidence is never "seen"), and the last bin's rate holds up to 1.
+    """
+    from scipy.optimize import isotonic_regression
+
+    offered = outcomes.raw > 0
+    order = np.argsort(outcomes.raw[offered], kind="stable")
+    raw = outcomes.raw[offered][order]
+    if raw.size == 0:
+        return ((0.0, 0.0), (1.0, 0.0))
+    fitted = isotonic_regression(outcomes.beat[offered][order].astype(np.float64)).x
+    edges = np.unique(np.quantile(raw, np.linspace(0, 1, bins + 1)))
+    knots = [(0.0, 0.0)]
+    for k, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        inside = (raw >= lo) & ((raw < hi) if k < len(edges) - 2 else (raw <= hi))
+        if inside.any():
+            x, y = float(raw[inside].mean()), float(fitted[inside].mean())
+            if x > knots[-1][0] + 1e-4:
+                knots.append((x, max(y, knots[-1][1])))
+    if knots[-1][0] < 1.0:
+        knots.append((1.0, knots[-1][1]))
+    return tuple((round(x, 4), round(min(max(y, 0.0), 1.0), 4)) for x, y in knots)
+
+
+def calibration_error(
+    confidence: np.ndarray, outcome: np.ndarray, bins: int = 10, where: np.ndarray | None = None
+) -> float:
+    """Expected calibration error: the point-weighted mean |stated confidence − observed rate|
+    over equal-width confidence bins (over the points ``where`` is true, default all)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    outcome = np.asarray(outcome, dtype=np.float64)
+    if where is not None:
+        confidence, outcome = confidence[where], outcome[where]
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = index == b
+        if inside.any():
+            total += inside.sum() * abs(confidence[inside].mean() - outcome[inside].mean())
+    return float(total / max(1, confidence.size))

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from usnav.margins.options import MarginOptions
+from usnav.protocol.display import DisplayRules
+from usnav.protocol.wire import DEFAULT_ADDRESS
 
 
 class PipelineOptions(BaseModel):
@@ -27,8 +29,9 @@ class PipelineOptions(BaseModel):
     slicer_port
         Re-export to 3D Slicer over OpenIGTLink on this port (0 = off).
     status_interval_s
-        How often the status topic and the status line are refreshed (≤ 1 s: the protocol
-        promises displays at least 1 Hz, and they count 1.5 s of silence as a lost link).
+        How often the status topic and the status line are refreshed, and the registration in
+        use is re-sent for displays that joined late (≤ 1 s: a display started at any moment
+        must show the right state within 1 s; displays count 1.5 s of silence as a lost link).
     stale_after_s
         Margins are published with ``stale = true`` when the probe link is not streaming or
         the frame's tracking is older than this (s); the status says "no signal" meanwhile.
@@ -42,11 +45,14 @@ class PipelineOptions(BaseModel):
         Shortest time between two registration updates, s. At a probe's 30 fps an update
         comes every ~0.5 s anyway (every 15 new frames); at replay speed this keeps the worker
         from taking the CPU the frame path needs (2 cores, one GIL).
+    display
+        The thresholds of the ``display_state`` every published message carries (when an
+        overlay may be shown LIVE; see docs/protocol.md).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    publish_address: str = "tcp://127.0.0.1:5556"
+    publish_address: str = DEFAULT_ADDRESS
     publish_frames: bool = True
     publish_hwm: int = Field(default=20, ge=1, le=10_000)
     curve_secret_key: Path | None = None
@@ -58,6 +64,7 @@ class PipelineOptions(BaseModel):
     registration: bool = True
     registration_interval_s: float = Field(default=0.25, ge=0, le=60)
     margins: MarginOptions = MarginOptions()
+    display: DisplayRules = DisplayRules()
 
     @field_validator("publish_address")
     @classmethod

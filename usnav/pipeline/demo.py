@@ -22,7 +22,7 @@ import numpy as np
 from usnav.config.calibration import load_calibration
 from usnav.devices import ProbeClient, serve_in_subprocess
 from usnav.devices.config import ProbeConfig
-from usnav.errors import UsnavError
+from usnav.errors import InputError, UsnavError
 from usnav.io.sequence import read_sequence
 from usnav.io.volume import load_volume
 from usnav.pipeline.config import PipelineOptions
@@ -97,10 +97,15 @@ def run_demo(
     say = progress or (lambda message: None)
     if passes < 1:
         raise UsnavError(f"--passes must be at least 1, got {passes}")
+    if not rate > 0:
+        raise UsnavError(f"--rate must be a positive speed factor, got {rate}")
     if live and not display_available():
         raise UsnavError("--live needs a display (DISPLAY/WAYLAND_DISPLAY is not set)")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, f"cannot create this folder ({exc.strerror or exc})") from exc
 
     say("preparing the simulated case (first run: ~10 s)")
     case = demo_case(cache_dir)

@@ -34,6 +34,7 @@ from usnav.margins import MarginEstimator
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.queues import LatestSlot, RecordQueue
 from usnav.pipeline.stats import LatencyMeter, RateMeter
+from usnav.protocol.display import STALE, DisplayState
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.transforms import TransformRepository
 
@@ -139,12 +140,14 @@ class LivePipeline:
         self.probe = probe
         self.calibration = calibration
         self.image_to_probe = calibration.image_to_probe if calibration.spatial else None
+        # the navigation system's registration: in use until an image-based one replaces
+        # it, never shown LIVE (source "init": not checked on the ultrasound)
         self.initial = RegistrationEstimate(
             np.asarray(initial_reference_to_mri, dtype=np.float64),
-            quality=0.5,
+            quality=0.0,
             accepted=True,
             source="init",
-            reason="initial registration (navigation system)",
+            reason="initial registration (navigation system, not checked on the ultrasound)",
         )
         self.mri = mri
         self.label = label
@@ -188,6 +191,7 @@ class LivePipeline:
             self.options.publish_address,
             hwm=self.options.publish_hwm,
             curve_secret_key=self.options.curve_secret_key,
+            display_rules=self.options.display,
         )
         if self.options.slicer_port:
             from usnav.publish.slicer import SlicerExporter
@@ -338,18 +342,29 @@ class LivePipeline:
         stale_reason = self._stale_reason(frame)
         if stale_reason:
             self.counters.stale_published += 1
+        doubt = self._estimator.absence_doubt(
+            margins, estimate.uncertainty_mm, frame.image.shape[:2]
+        )
         self._publisher.publish_margins(
-            frame, margins, estimate, stale=bool(stale_reason), stale_reason=stale_reason
+            frame,
+            margins,
+            estimate,
+            stale=bool(stale_reason),
+            stale_reason=stale_reason,
+            doubt=doubt,
         )
         if self.options.publish_frames:
-            self._publisher.publish_frame(frame, image_to_mri=image_to_mri, estimate=estimate)
+            self._publisher.publish_frame(
+                frame, image_to_mri=image_to_mri, estimate=estimate, stale_reason=stale_reason
+            )
         self._publish_estimate_if_new()
         now = time.time()
         self.latency.add(now - frame.t_received)
         self.counters.published += 1
         self.rate_out.tick()
         if self._slicer is not None:
-            self._slicer.publish(frame, i2r, estimate.reference_to_mri, margins)
+            display = self._publisher.display_of(estimate, stale_reason=stale_reason, doubt=doubt)
+            self._slicer.publish(frame, i2r, estimate.reference_to_mri, margins, display)
         if self.worker is not None and not stale_reason:
             self.worker.submit(frame.image, i2r, frame.t_device)
             self.counters.submitted_to_registration += 1
@@ -469,6 +484,12 @@ class LivePipeline:
         est = self.current_estimate()
         latest = self.worker.latest() if self.worker is not None else None
         link = self.probe.link_stats()
+        stale = self.link_stale_reason()
+        display = (
+            self._publisher.display_of(est, stale_reason=stale)
+            if self._publisher is not None
+            else DisplayState(STALE, stale or "not started")
+        )
         state = self.probe.state.value
         return {
             "state": state,
@@ -494,6 +515,9 @@ class LivePipeline:
             "registration_quality": est.quality,
             "registration_similarity": est.similarity,
             "registration_accepted": est.accepted,
+            "registration_uncertainty_mm": est.uncertainty_mm,
+            "display_state": display.state,
+            "display_reason": display.reason,
             "registration_source": est.source,
             "registration_latest_accepted": bool(latest.accepted) if latest else True,
             "registration_latest_reason": latest.reason if latest else est.reason,
@@ -501,9 +525,26 @@ class LivePipeline:
             "last_problem": self.counters.last_problem,
         }
 
+    def link_stale_reason(self) -> str:
+        """Why the pipeline's output may not show the present right now ("" if it does)."""
+        state = self.probe.state
+        if state is not DeviceState.STREAMING:
+            return f"probe {state.value}"
+        if self._last_frame_time and (
+            time.monotonic() - self._last_frame_time > self.options.stale_after_s
+        ):
+            return f"no frame for {time.monotonic() - self._last_frame_time:.1f} s"
+        return ""
+
     def _publish_status(self) -> None:
+        """The status, and the registration in use re-sent: a display that joins at any moment
+        learns both within one status interval (the late-joiner snapshot)."""
         if self._publisher is not None:
-            self._publisher.publish_status(self.status())
+            stale = self.link_stale_reason()
+            self._publisher.publish_registration(
+                self.current_estimate(), in_use=True, resent=True, stale_reason=stale
+            )
+            self._publisher.publish_status(self.status(), stale_reason=stale)
 
     def _status_loop(self) -> None:
         while not self._stop.wait(self.options.status_interval_s):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +19,8 @@ from usnav.errors import InputError
 from usnav.io.volume import Volume, load_volume
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.live import LivePipeline
-from usnav.transforms import is_rigid
 
 log = logging.getLogger("usnav.pipeline")
-
-
-def read_matrix(path: str | Path, what: str) -> np.ndarray:
-    """16 numbers (row-major 4×4) from a text file, or InputError naming the file."""
-    from usnav.registration.files import read_matrix_file
-
-    return read_matrix_file(path, what)
 
 
 def open_pipeline(
@@ -65,17 +60,14 @@ def open_pipeline(
     mri_volume.check_finite()
     label_volume = load_volume(label)
     if init is not None:
-        initial = read_matrix(init, "initial ReferenceToMri")
-        if not is_rigid(initial):
-            raise InputError(
-                init,
-                "the initial ReferenceToMri is not rigid",
-                "give a rotation + translation (16 numbers, row-major)",
-            )
+        from usnav.registration.files import read_initial
+
+        initial = read_initial(init)  # 16 numbers, or a RESULT.json of usnav register
     else:
         log.warning("no --init: ReferenceToMri starts as identity (Reference = MRI space)")
         initial = np.eye(4)
     check_label_map(label_volume, options.margins.solid_label, options.margins.cyst_label)
+    check_label_fits_mri(label_volume, mri_volume)
     if record is not None:
         check_recording_target(Path(record))
     probe = ProbeClient(device_set.probe, calibration=cal, config_path=device)
@@ -120,6 +112,131 @@ def check_label_map(label: Volume, solid: int, cyst: int | None, max_values: int
         )
 
 
+#: a label voxel may be at most this many times larger (or smaller) than the MRI's
+MAX_SPACING_RATIO = 4.0
+
+
+def check_label_fits_mri(label: Volume, mri: Volume) -> None:
+    """Refuse a label map that does not belong to this MRI: its tumor lies (mostly) outside
+    the MRI, or its grid is not comparable with the MRI's.
+
+    A label map from another case, or one saved without its affine, still "loads"; the
+    margins would then be drawn where there is no tumor. The checks, in world (RAS) mm:
+
+    * grids: every label voxel edge within a factor :data:`MAX_SPACING_RATIO` of the MRI's
+      (a label in voxel units or metres is refused);
+    * extent: at least half of the labelled voxels lie inside the MRI's field of view (the
+      box of its voxel centres, half a voxel added on each side).
+
+    Raises
+    ------
+    InputError
+        Naming the label file, both extents and what to do.
+    """
+    lab_sp = np.sort(np.asarray(label.spacing_mm, float))
+    mri_sp = np.sort(np.asarray(mri.spacing_mm, float))
+    ratio = lab_sp / mri_sp
+    if np.any(ratio > MAX_SPACING_RATIO) or np.any(ratio < 1 / MAX_SPACING_RATIO):
+        raise InputError(
+            label.source,
+            f"its voxels ({_mm(label.spacing_mm)} mm) do not compare with the MRI's "
+            f"({_mm(mri.spacing_mm)} mm): not a segmentation of this MRI",
+            "give the label map saved with the MRI's geometry (same space, mm)",
+        )
+    index = np.argwhere(np.asarray(label.data) != 0)
+    if len(index) == 0:
+        return  # check_label_map has refused it already when a tumor label is required
+    step = max(1, len(index) // 200_000)
+    world = np.c_[index[::step], np.ones(len(index[::step]))] @ label.affine[:3].T
+    lo, hi = mri.bounds_ras()
+    half = 0.5 * np.abs(mri.affine[:3, :3]).sum(axis=1)
+    inside = np.all((world >= lo - half) & (world <= hi + half), axis=1)
+    if inside.mean() < 0.5:
+        t_lo, t_hi = world.min(axis=0), world.max(axis=0)
+        where = "mostly outside" if inside.any() else "outside"
+        raise InputError(
+            label.source,
+            f"its tumor ({_box(t_lo, t_hi)}) lies {where} the MRI "
+            f"({_box(lo - half, hi + half)}), {100 * inside.mean():.0f}% inside",
+            "give the label map of this case (segmented on this MRI)",
+        )
+    if not inside.all():
+        log.warning(
+            "%s: %.0f%% of the tumor lies outside the MRI", label.source, 100 * (1 - inside.mean())
+        )
+
+
+def _mm(values) -> str:
+    return " × ".join(f"{v:.3g}" for v in values)
+
+
+def _box(lo: np.ndarray, hi: np.ndarray) -> str:
+    return ", ".join(
+        f"{axis} {round(a)}..{round(b)}" for axis, a, b in zip("RAS", lo, hi, strict=True)
+    )
+
+
 def default_log_path() -> Path:
-    """``logs/usnav-run-YYYYmmdd-HHMMSS.log`` in the current folder."""
-    return Path("logs") / time.strftime("usnav-run-%Y%m%d-%H%M%S.log")
+    """``usnav-run-YYYYmmdd-HHMMSS.log`` in the per-user log folder: ``$USNAV_LOG_DIR``, else
+    ``$XDG_STATE_HOME/usnav/logs`` or ``~/.local/state/usnav/logs`` (never the current folder,
+    so runs from a source tree leave nothing in it)."""
+    import os
+
+    env = os.environ.get("USNAV_LOG_DIR")
+    if env:
+        base = Path(env)
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "usnav" / "logs"
+    return base / time.strftime("usnav-run-%Y%m%d-%H%M%S.log")
+
+
+#: the signals that ask a running command to stop (SIGTERM: service managers, ``timeout``)
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
+)
+
+
+class InterruptToStop:
+    """Ctrl-C (SIGINT) and SIGTERM as a request to stop, never an exception, while the block
+    runs.
+
+    The first Ctrl-C sets :attr:`stop` (and calls ``on_interrupt(1)``); later ones only call
+    ``on_interrupt(n)``. So a second Ctrl-C while the pipeline shuts down and writes out its
+    recording cannot lose the recording or the run's summary. Only the main thread receives
+    signals; elsewhere (and for code that never waits on :attr:`stop`) this changes nothing.
+    ``ignore_after``: leave Ctrl-C ignored after the block (the process is about to exit; a
+    late one would otherwise kill it by signal while it shuts down).
+
+    Examples
+    --------
+    >>> with InterruptToStop(lambda n: None) as interrupt:       # doctest: +SKIP
+    ...     while not interrupt.stop.wait(0.25):
+    ...         pass                                            # run until Ctrl-C
+    ...     pipeline.stop()                                     # Ctrl-C here is only noted
+    """
+
+    def __init__(self, on_interrupt: Callable[[int], None], *, ignore_after: bool = False):
+        self.on_interrupt = on_interrupt
+        self.ignore_after = ignore_after
+        self.stop = threading.Event()
+        self.count = 0
+        self._previous: dict = {}
+        self._installed = False
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.count += 1
+        self.stop.set()
+        self.on_interrupt(self.count)
+
+    def __enter__(self) -> InterruptToStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in _STOP_SIGNALS}
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            for sig, previous in self._previous.items():
+                signal.signal(sig, signal.SIG_IGN if self.ignore_after else previous)
+            self._installed = False

@@ -8,8 +8,8 @@ waits for a subscriber.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import secrets
 import threading
 import time
@@ -20,8 +20,12 @@ import numpy as np
 import zmq
 
 from usnav.errors import InputError
-from usnav.publish import protocol as p
-from usnav.publish.curve import is_loopback_endpoint, secure_server_socket
+from usnav.protocol import messages as m
+from usnav.protocol import wire as p
+from usnav.protocol.curve import is_loopback_endpoint, secure_server_socket
+from usnav.protocol.display import UNCERTAIN, DisplayRules, DisplayState, publisher_state
+from usnav.protocol.messages import finite_or_none
+from usnav.protocol.wire import DEFAULT_ADDRESS
 
 if TYPE_CHECKING:
     from usnav.frames import TrackedFrame
@@ -30,14 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+__all__ = ["DEFAULT_ADDRESS", "Publisher"]
 
 
 class Publisher:
@@ -55,6 +52,10 @@ class Publisher:
         fill the tumor exactly; contours alone are always sent.
     context
         A ZeroMQ context to use (default: the process's shared instance).
+    display_rules
+        The thresholds of the ``display_state`` every message carries
+        (:class:`~usnav.protocol.display.DisplayRules`; default: LIVE needs a registration
+        checked on the ultrasound with a stated uncertainty ≤ 2 mm).
     curve_secret_key, curve_authorized_dir
         ZeroMQ CURVE: the publisher's ``*.key_secret`` file and the folder of authorised client
         public keys (default: ``authorized/`` beside the key). Required to bind anything but
@@ -78,10 +79,12 @@ class Publisher:
         *,
         send_label_image: bool = True,
         context: zmq.Context | None = None,
+        display_rules: DisplayRules | None = None,
         curve_secret_key: str | Path | None = None,
         curve_authorized_dir: str | Path | None = None,
     ):
         self.address = address
+        self.display_rules = display_rules or DisplayRules()
         if (
             curve_secret_key is None
             and address.startswith("tcp://")
@@ -160,24 +163,54 @@ class Publisher:
         image_to_mri: np.ndarray | None = None,
         estimate: RegistrationEstimate | None = None,
         now: float,
+        stale_reason: str = "",
+        doubt: str = "",
     ) -> dict[str, Any]:
         est = estimate if estimate is not None else self._last_estimate
-        # margins without an estimate use their own registration fields (see publish_margins)
-        return {
-            "schema": p.SCHEMA,
-            "version": p.VERSION,
-            "topic": topic,
-            "seq": self._seq[topic],
-            "stream": self.stream,
-            "frame_number": int(frame_number),
-            "t_device": _finite_or_none(t_device),
-            "t_received": _finite_or_none(t_received),
-            "t_published": now,
-            "ImageToMri": p.matrix_to_wire(image_to_mri),
-            "age_s": _finite_or_none(est.age_s(now)) if est is not None else None,
-            "quality": _finite_or_none(est.quality) if est is not None else None,
-            "accepted": bool(est.accepted) if est is not None else False,
-        }
+        display = self.display_of(est, now, stale_reason=stale_reason, doubt=doubt)
+        return m.encode_header(
+            topic,
+            stream=self.stream,
+            frame_number=frame_number,
+            t_device=t_device,
+            t_received=t_received,
+            image_to_mri=image_to_mri,
+            age_s=est.age_s(now) if est is not None else None,
+            quality=est.quality if est is not None else None,
+            uncertainty_mm=est.uncertainty_mm if est is not None else None,
+            registration_checked=_checked(est),
+            display=display,
+            live_max_uncertainty_mm=self.display_rules.live_max_uncertainty_mm,
+        )
+
+    def display_of(
+        self,
+        estimate: RegistrationEstimate | None,
+        now: float | None = None,
+        *,
+        stale_reason: str = "",
+        doubt: str = "",
+    ) -> DisplayState:
+        """The ``display_state`` of data computed with ``estimate`` (see
+        :func:`usnav.protocol.display.publisher_state`)."""
+        if estimate is None:
+            if stale_reason:
+                return publisher_state(
+                    checked=False,
+                    uncertainty_mm=None,
+                    checked_age_s=None,
+                    rules=self.display_rules,
+                    stale_reason=stale_reason,
+                )
+            return DisplayState(UNCERTAIN, "no registration yet")
+        return publisher_state(
+            checked=_checked(estimate),
+            uncertainty_mm=estimate.uncertainty_mm,
+            checked_age_s=estimate.age_s(now),
+            rules=self.display_rules,
+            stale_reason=stale_reason,
+            doubt=doubt,
+        )
 
     def _send(self, topic: str, header: dict[str, Any], buffers: list) -> bool:
         with self._lock:
@@ -212,6 +245,7 @@ class Publisher:
         *,
         stale: bool = False,
         stale_reason: str = "",
+        doubt: str = "",
     ) -> bool:
         """Publish one frame's margins on topic ``margin``.
 
@@ -227,6 +261,10 @@ class Publisher:
         stale, stale_reason
             The pipeline knows these margins may not show the present (probe link not
             streaming, tracking lost): a display must show them as stale.
+        doubt
+            Why these margins' content is in doubt although the registration is good (e.g.
+            "no tumor in view" while the tumor lies within the registration's uncertainty of
+            the plane): they go out UNCERTAIN.
 
         Returns
         -------
@@ -246,70 +284,36 @@ class Publisher:
             image_to_mri=margins.image_to_mri,
             estimate=estimate,
             now=now,
+            stale_reason=(stale_reason or "marked stale") if stale else "",
+            doubt=doubt,
         )
-        if estimate is None:
+        if estimate is None and self._last_estimate is None:
             # the registration fields the margins were computed with
-            header["age_s"] = _finite_or_none(margins.registration_age_s)
-            header["quality"] = _finite_or_none(margins.registration_quality)
-            header["accepted"] = bool(margins.registration_accepted)
+            header["age_s"] = finite_or_none(margins.registration_age_s)
+            header["quality"] = finite_or_none(margins.registration_quality)
         rows, cols = (frame.rows, frame.cols) if frame is not None else (0, 0)
         if margins.label_image is not None:
             rows, cols = margins.label_image.shape
-        extent = margins.extent
-        stylus = margins.stylus
-        header.update(
-            {
-                "stale": bool(stale),
-                "stale_reason": str(stale_reason),
-                "in_view": bool(margins.in_view),
-                "reason": margins.reason,
-                "image_shape": [int(rows), int(cols)],
-                "spacing_mm": [float(margins.spacing_mm[0]), float(margins.spacing_mm[1])],
-                "contours": [
-                    {
-                        "structure": c.structure,
-                        "label": int(c.label),
-                        "hole": bool(c.hole),
-                        "n": int(c.n_points),
-                    }
-                    for c in margins.contours
-                ],
-                "extent": None
-                if extent is None
-                else {
-                    "lateral_mm": extent.lateral_mm,
-                    "axial_mm": extent.axial_mm,
-                    "max_diameter_mm": extent.max_diameter_mm,
-                    "area_mm2": extent.area_mm2,
-                },
-                "distance_to_top_mm": _finite_or_none(margins.distance_to_top_mm),
-                "stylus": None
-                if stylus is None
-                else {
-                    "signed_distance_mm": stylus.signed_distance_mm,
-                    "nearest_mri_mm": [float(v) for v in stylus.nearest_mri_mm],
-                    "tip_px": [float(v) for v in stylus.tip_px],
-                    "out_of_plane_mm": stylus.out_of_plane_mm,
-                },
-                "polarity": dict(margins.polarity),
-                "supported_fraction": float(margins.supported_fraction),
-                "median_abs_disagreement_mm": _finite_or_none(margins.median_abs_disagreement_mm),
-                "registration_sequence": int(margins.registration_sequence),
-                "compute_s": float(margins.compute_s),
-            }
+        extent, stylus = margins.extent, margins.stylus
+        header, buffers = m.encode_margin(
+            header,
+            stale=stale,
+            stale_reason=stale_reason,
+            in_view=margins.in_view,
+            reason=margins.reason,
+            image_shape=(rows, cols),
+            spacing_mm=margins.spacing_mm,
+            contours=margins.contours,
+            label_image=margins.label_image if self.send_label_image else None,
+            extent=None if extent is None else dataclasses.asdict(extent),
+            distance_to_top_mm=margins.distance_to_top_mm,
+            stylus=None if stylus is None else dataclasses.asdict(stylus),
+            polarity=dict(margins.polarity),
+            supported_fraction=margins.supported_fraction,
+            median_abs_disagreement_mm=margins.median_abs_disagreement_mm,
+            registration_sequence=margins.registration_sequence,
+            compute_s=margins.compute_s,
         )
-        buffers: list[tuple[str, np.ndarray]] = []
-        for k, c in enumerate(margins.contours):
-            buffers += [
-                (f"c{k}.predicted_px", p.wire_array(c.predicted_px, "<f4")),
-                (f"c{k}.observed_px", p.wire_array(c.observed_px, "<f4")),
-                (f"c{k}.disagreement_mm", p.wire_array(c.disagreement_mm, "<f4")),
-                (f"c{k}.confidence", p.wire_array(c.confidence, "<f4")),
-                (f"c{k}.predicted_mri_mm", p.wire_array(c.predicted_mri_mm, "<f4")),
-                (f"c{k}.faces_tissue", p.wire_array(c.faces_tissue, "|u1")),
-            ]
-        if self.send_label_image and margins.label_image is not None:
-            buffers.append(("label_image", p.wire_array(margins.label_image, "|u1")))
         return self._send(p.TOPIC_MARGIN, header, buffers)
 
     def publish_frame(
@@ -317,6 +321,8 @@ class Publisher:
         frame: TrackedFrame,
         image_to_mri: np.ndarray | None = None,
         estimate: RegistrationEstimate | None = None,
+        *,
+        stale_reason: str = "",
     ) -> bool:
         """Publish the ultrasound image on topic ``frame`` (for displays without another feed).
 
@@ -339,53 +345,81 @@ class Publisher:
             image_to_mri=image_to_mri,
             estimate=estimate,
             now=time.time(),
+            stale_reason=stale_reason,
         )
-        image = np.asarray(frame.image)
-        if image.dtype not in (np.uint8, np.uint16):
-            image = np.clip(image, 0, 255).astype(np.uint8)
         spacing = None
         if image_to_mri is not None:
-            m = np.asarray(image_to_mri, dtype=np.float64)
-            spacing = [float(np.linalg.norm(m[:3, 0])), float(np.linalg.norm(m[:3, 1]))]
-        header.update(
-            {
-                "image_shape": [int(s) for s in image.shape[:2]],
-                "spacing_mm": spacing,
-                "orientation": frame.orientation,
-                "image_ok": bool(frame.image_ok),
-            }
+            matrix = np.asarray(image_to_mri, dtype=np.float64)
+            spacing = (float(np.linalg.norm(matrix[:3, 0])), float(np.linalg.norm(matrix[:3, 1])))
+        header, buffers = m.encode_frame(
+            header,
+            image=frame.image,
+            spacing_mm=spacing,
+            orientation=frame.orientation,
+            image_ok=frame.image_ok,
         )
-        wire = p.wire_array(image, "|u1" if image.dtype == np.uint8 else "<u2")
-        return self._send(p.TOPIC_FRAME, header, [("image", wire)])
+        return self._send(p.TOPIC_FRAME, header, buffers)
 
-    def publish_registration(self, estimate: RegistrationEstimate) -> bool:
-        """Publish a registration estimate (accepted or rejected) on topic ``registration``."""
-        if estimate.accepted:
+    def publish_registration(
+        self,
+        estimate: RegistrationEstimate,
+        *,
+        in_use: bool | None = None,
+        resent: bool = False,
+        stale_reason: str = "",
+    ) -> bool:
+        """Publish a registration estimate on topic ``registration``.
+
+        Parameters
+        ----------
+        estimate
+            The estimate.
+        in_use
+            Whether margins are now computed with it (default: ``estimate.accepted``). One not
+            in use goes out UNCERTAIN, for information only.
+        resent
+            A periodic re-send of the estimate in use, so displays that joined late learn it.
+        stale_reason
+            Non-empty when the pipeline's data may not show the present.
+        """
+        in_use = bool(estimate.accepted) if in_use is None else bool(in_use)
+        if in_use:
             self._last_estimate = estimate
         now = time.time()
-        header = self._header(p.TOPIC_REGISTRATION, estimate=estimate, now=now)
-        header.update(
-            {
-                "ReferenceToMri": p.matrix_to_wire(estimate.reference_to_mri),
-                "similarity": _finite_or_none(estimate.similarity),
-                "uncertainty_mm": _finite_or_none(estimate.uncertainty_mm),
-                "t_computed": float(estimate.t_computed),
-                "estimate_sequence": int(estimate.sequence),
-                "source": str(estimate.source),
-                "reason": str(estimate.reason),
-            }
+        header = self._header(
+            p.TOPIC_REGISTRATION, estimate=estimate, now=now, stale_reason=stale_reason
         )
-        return self._send(p.TOPIC_REGISTRATION, header, [])
+        if not in_use:
+            header["display_state"] = UNCERTAIN
+            header["display_reason"] = f"not in use: {estimate.reason}"
+        header, buffers = m.encode_registration(
+            header,
+            reference_to_mri=estimate.reference_to_mri,
+            similarity=estimate.similarity,
+            uncertainty_mm=estimate.uncertainty_mm,
+            t_computed=estimate.t_computed,
+            estimate_sequence=estimate.sequence,
+            source=estimate.source,
+            reason=estimate.reason,
+            in_use=in_use,
+            resent=resent,
+        )
+        return self._send(p.TOPIC_REGISTRATION, header, buffers)
 
-    def publish_status(self, status: dict[str, Any]) -> bool:
+    def publish_status(self, status: dict[str, Any], *, stale_reason: str = "") -> bool:
         """Publish pipeline status on topic ``status`` (connection state, fps, latency, drops).
 
         Values must be msgpack-able; numpy values are converted and anything else is sent as
         its text. Publishing at ≥ 1 Hz lets displays tell a quiet pipeline from a lost one.
         """
-        header = self._header(p.TOPIC_STATUS, now=time.time())
-        header["status"] = {str(k): v for k, v in dict(status).items()}
-        return self._send(p.TOPIC_STATUS, header, [])
+        header = self._header(p.TOPIC_STATUS, now=time.time(), stale_reason=stale_reason)
+        header, buffers = m.encode_status(header, status)
+        return self._send(p.TOPIC_STATUS, header, buffers)
+
+    @property
+    def estimate_in_use(self) -> RegistrationEstimate | None:
+        """The registration estimate the newest messages were computed with (None: none yet)."""
+        return self._last_estimate
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -405,3 +439,9 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _checked(estimate: RegistrationEstimate | None) -> bool:
+    """Whether a registration was estimated or confirmed on the images, or came from points —
+    anything but the navigation system's unchecked initial registration (``source="init"``)."""
+    return estimate is not None and estimate.source != "init"

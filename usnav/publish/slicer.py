@@ -12,6 +12,12 @@ connector to ``localhost:18945``) and shows, with no plugin:
   metadata. Put the two images under ``ReferenceToMri`` in Slicer's Data module and they line up
   with the MRI (which Slicer loads in RAS, as usnav does).
 
+The display state (:mod:`usnav.protocol.display`, the same rule as every usnav display) goes
+with each bundle: metadata ``DisplayState`` / ``DisplayReason`` on the overlay, and
+``ReferenceToMri`` carries ``TransformStatus = OK`` only when LIVE (``INVALID`` otherwise, so
+Slicer does not present an unchecked or uncertain registration as valid). A STRING
+``usnav_status`` says ``LIVE``, ``UNCERTAIN: why`` or ``STALE: why`` whenever the state changes.
+
 Matrices go out in RAS (what Slicer assumes); nothing here converts to LPS. The OpenIGTLink
 server is :class:`usnav.igtl.server.IgtlServer` (many clients, each with its own
 bounded queue, never blocking the caller).
@@ -26,6 +32,7 @@ import numpy as np
 from usnav.frames import TrackedFrame
 from usnav.igtl import IgtlServer
 from usnav.margins.estimator import FrameMargins
+from usnav.protocol.display import LIVE, UNCERTAIN, DisplayState
 
 #: Default port: PLUS's 18944 + 1, so both can run side by side.
 DEFAULT_SLICER_PORT = 18945
@@ -63,6 +70,7 @@ class SlicerExporter:
         self.reference_to_mri_name = f"{reference_frame}ToMri"
         #: bundles sent (each to every connected client)
         self.sent = 0
+        self._said: str | None = None  # the last usnav_status sent
 
     def start(self) -> SlicerExporter:
         """Listen for clients (returns at once)."""
@@ -84,6 +92,7 @@ class SlicerExporter:
         image_to_reference: np.ndarray,
         reference_to_mri: np.ndarray | None = None,
         margins: FrameMargins | None = None,
+        display: DisplayState | None = None,
     ) -> int:
         """Send one frame's bundle to every connected client.
 
@@ -98,6 +107,9 @@ class SlicerExporter:
         margins
             The frame's margins; their label image becomes the overlay (all zeros when no
             tumor is in view, so Slicer's overlay clears instead of showing an old one).
+        display
+            The display state of these margins (from the publisher's rule); None counts as
+            UNCERTAIN.
 
         Returns
         -------
@@ -106,11 +118,22 @@ class SlicerExporter:
         """
         if not self.server.clients:
             return 0
-        from usnav.igtl.codec import ImageContent, Message, TransformContent
+        from usnav.igtl.codec import (
+            ENCODING_UTF8,
+            ImageContent,
+            Message,
+            StringContent,
+            TransformContent,
+        )
 
         # PLUS sends UTC; a recording's relative clock is no use to Slicer: send now instead
         stamp = frame.t_device if frame.t_device > 1e9 else time.time()
-        meta = {"FrameNumber": str(frame.frame_number)}
+        display = display or DisplayState(UNCERTAIN, "no display state given")
+        meta = {
+            "FrameNumber": str(frame.frame_number),
+            "DisplayState": display.state,
+            "DisplayReason": display.reason,
+        }
         matrix = np.asarray(image_to_reference, dtype=np.float64)
         image = np.ascontiguousarray(frame.image)
         bundle = [
@@ -142,15 +165,23 @@ class SlicerExporter:
             )
         )
         if reference_to_mri is not None:
+            live = display.state == LIVE
             bundle.append(
                 Message(
                     "TRANSFORM",
                     self.reference_to_mri_name,
                     TransformContent(np.asarray(reference_to_mri, dtype=np.float64)),
                     stamp,
-                    dict(ok),
+                    dict(ok)
+                    if live
+                    else {"TransformStatus": "INVALID", "TransformValid": "0", **meta},
                 )
             )
+        words = display.state if display.state == LIVE else f"{display.state}: {display.reason}"
+        if words != self._said:
+            text = StringContent(words, ENCODING_UTF8)
+            bundle.append(Message("STRING", "usnav_status", text, stamp, {}))
+            self._said = words
         delivered = self.server.broadcast(bundle)
         self.sent += 1
         self._last = (matrix, image.shape[:2])
@@ -187,6 +218,7 @@ class SlicerExporter:
             Message("STRING", "usnav_status", StringContent(f"STALE: {reason}"), stamp, {}),
         ]
         self.stale = True
+        self._said = f"STALE: {reason}"
         return self.server.broadcast(bundle)
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Numba kernels of the registration: reslicing, gradients, LC² statistics, reconstruction.
 
 Pure functions on arrays, ``cache=True, nogil=True`` (a worker thread computes while the frame
-path runs), serial: on the 2-core target ``parallel=True`` lost (see ARCHITECTURE.md). Every
+path runs), serial: on the 2-core target ``parallel=True`` lost (see docs/architecture.md). Every
 kernel has a numpy reference implementation in ``tests/registration/test_kernels.py``.
 
 Conventions
@@ -402,6 +402,35 @@ def lc2_image(us, p, g, valid, half, min_fraction, chan, sums, row_acc):  # prag
 
 
 @njit(**_OPTS)
+def beam_derivative(p, valid, row_mm, out):  # pragma: no cover - compiled
+    """``|∂p/∂row|`` per mm of a resliced image: the MRI's change along the ultrasound beam
+    (image +y on a linear array), central differences between valid neighbours, one-sided at
+    the edge of the valid region, 0 where no neighbour along the row axis is valid.
+
+    An echo forms where the acoustic impedance changes *along the beam*; the 3D gradient
+    magnitude also lights up interfaces parallel to the beam, which reflect nothing back.
+    """
+    rows, cols = p.shape
+    inv1 = 1.0 / row_mm
+    inv2 = 0.5 / row_mm
+    for r in range(rows):
+        for c in range(cols):
+            if not valid[r, c]:
+                out[r, c] = 0.0
+                continue
+            up = r > 0 and valid[r - 1, c] != 0
+            dn = r + 1 < rows and valid[r + 1, c] != 0
+            if up and dn:
+                out[r, c] = abs(p[r + 1, c] - p[r - 1, c]) * inv2
+            elif dn:
+                out[r, c] = abs(p[r + 1, c] - p[r, c]) * inv1
+            elif up:
+                out[r, c] = abs(p[r, c] - p[r - 1, c]) * inv1
+            else:
+                out[r, c] = 0.0
+
+
+@njit(**_OPTS)
 def lc2_frames(
     vol2,
     us,
@@ -409,6 +438,8 @@ def lc2_frames(
     affines,
     half,
     min_fraction,
+    gradient_mode,
+    row_mm,
     out_num,
     out_den,
     out_inside,
@@ -433,6 +464,11 @@ def lc2_frames(
         (F, 3, 3) float64: columns du, dv, origin of pixel → voxel position.
     half, min_fraction
         As :func:`lc2_image`.
+    gradient_mode
+        0: ``g`` = the MRI's 3D gradient magnitude (channel 1, Wein 2008); 1: ``g`` = the
+        MRI's derivative along the beam (:func:`beam_derivative` of the resliced intensity).
+    row_mm
+        Pixel size along a frame's rows (beam), mm (used by ``gradient_mode`` 1).
     out_num, out_den
         (F,) float64: per-frame Σ w·R² and Σ w.
     out_inside
@@ -459,6 +495,8 @@ def lc2_frames(
             out_num[f] = 0.0
             out_den[f] = 0.0
             continue
+        if gradient_mode == 1:
+            beam_derivative(scratch_p, scratch_valid, row_mm, scratch_g)
         num, den = lc2_image(
             us[f], scratch_p, scratch_g, scratch_valid, half, min_fraction, chan, sums, row_acc
         )
@@ -774,6 +812,107 @@ def paste_slice_linear(image, fov, pixel_to_vox, acc_value, acc_weight):  # prag
     return count
 
 
+#: PLUS's ``Optimization="FULL"`` fixed-point format (IGSIO/PLUS ``fixed``): 14 fraction bits
+FIXED_POINT_BITS = 14
+
+
+@njit(inline="always", **_OPTS)
+def _fixed_mul(a, b):  # pragma: no cover - compiled
+    """Product of two fixed-point numbers, rounded half up (PLUS ``fixed`` fast multiply)."""
+    return (a * b + (1 << (FIXED_POINT_BITS - 1))) >> FIXED_POINT_BITS
+
+
+@njit(**_OPTS)
+def paste_slice_linear_maximum(image, fov, pixel_to_vox_fixed, out, hit):  # pragma: no cover
+    """Insert one frame with trilinear splatting and MAXIMUM compounding, in PLUS's fixed-point
+    arithmetic (``Interpolation="LINEAR"``, ``CompoundingMode="MAXIMUM"``,
+    ``Optimization="FULL"``).
+
+    The rule, as PLUS applies it: a pixel lands at a fractional voxel position; it takes part
+    only when all 8 surrounding voxels (a corner with a zero fraction collapses onto its
+    neighbour) are inside the volume. Each of the 8 voxels whose trilinear weight is at least
+    1/8 takes the pixel's grey level when it is brighter than the voxel's current value (the
+    level itself, not weighted); a voxel is marked pasted only when this happens, so pixels
+    of level 0 and voxels reached only by weights below 1/8 stay empty. Positions and weights
+    are 14-bit fixed point: the matrix elements are rounded to 1/16384 and the positions
+    summed from them, the weights multiplied with half-up rounding.
+
+    Parameters
+    ----------
+    image
+        (rows, cols) pixels (grey levels).
+    fov
+        (rows, cols) uint8: 1 for pixels to insert.
+    pixel_to_vox_fixed
+        (3, 4) int64: (col, row, 0, 1) → voxel position, times ``2**FIXED_POINT_BITS``,
+        rounded to integers.
+    out
+        (X, Y, Z) float32 running maximum, updated in place (start at 0).
+    hit
+        (X, Y, Z) uint8, set to 1 where a pixel was pasted.
+
+    Returns
+    -------
+    Number of pixels that took part.
+    """
+    one = 1 << FIXED_POINT_BITS
+    min_weight = one >> 3
+    rows, cols = image.shape
+    nx, ny, nz = out.shape
+    m = pixel_to_vox_fixed
+    weights = np.empty(8, np.int64)
+    count = 0
+    for r in range(rows):
+        bx = m[0, 3] + r * m[0, 1]
+        by = m[1, 3] + r * m[1, 1]
+        bz = m[2, 3] + r * m[2, 1]
+        for c in range(cols):
+            if fov[r, c] == 0:
+                continue
+            x = bx + c * m[0, 0]
+            y = by + c * m[1, 0]
+            z = bz + c * m[2, 0]
+            i0 = x >> FIXED_POINT_BITS
+            j0 = y >> FIXED_POINT_BITS
+            k0 = z >> FIXED_POINT_BITS
+            fx = x - (i0 << FIXED_POINT_BITS)
+            fy = y - (j0 << FIXED_POINT_BITS)
+            fz = z - (k0 << FIXED_POINT_BITS)
+            i1 = i0 + (1 if fx != 0 else 0)
+            j1 = j0 + (1 if fy != 0 else 0)
+            k1 = k0 + (1 if fz != 0 else 0)
+            if i0 < 0 or j0 < 0 or k0 < 0 or i1 >= nx or j1 >= ny or k1 >= nz:
+                continue
+            count += 1
+            rx = one - fx
+            ry = one - fy
+            rz = one - fz
+            ryrz = _fixed_mul(ry, rz)
+            ryfz = _fixed_mul(ry, fz)
+            fyrz = _fixed_mul(fy, rz)
+            fyfz = _fixed_mul(fy, fz)
+            # corner index bits: 4 = x high, 2 = y high, 1 = z high
+            weights[0] = _fixed_mul(rx, ryrz)
+            weights[1] = _fixed_mul(rx, ryfz)
+            weights[2] = _fixed_mul(rx, fyrz)
+            weights[3] = _fixed_mul(rx, fyfz)
+            weights[4] = _fixed_mul(fx, ryrz)
+            weights[5] = _fixed_mul(fx, ryfz)
+            weights[6] = _fixed_mul(fx, fyrz)
+            weights[7] = _fixed_mul(fx, fyfz)
+            v = image[r, c]
+            for corner in range(8):
+                if weights[corner] < min_weight:
+                    continue
+                ii = i1 if corner & 4 else i0
+                jj = j1 if corner & 2 else j0
+                kk = k1 if corner & 1 else k0
+                if v > out[ii, jj, kk]:
+                    out[ii, jj, kk] = v
+                    hit[ii, jj, kk] = 1
+    return count
+
+
 #: the 13 stick directions of PLUS's STICK hole filling (one of each ± pair)
 STICK_DIRECTIONS = np.array(
     [
@@ -920,7 +1059,8 @@ def warm_up() -> float:
     num = np.zeros(2)
     den = np.zeros(2)
     inside = np.zeros(2, np.int64)
-    lc2_frames(vol2, frames, fov, affines, 1, 0.5, num, den, inside, *scratch)
+    lc2_frames(vol2, frames, fov, affines, 1, 0.5, 0, 1.0, num, den, inside, *scratch)
+    lc2_frames(vol2, frames, fov, affines, 1, 0.5, 1, 1.0, num, den, inside, *scratch)
     ncc_gradient_frames(vol2, frames, fov, affines, 1, 0.5, num, den, inside, *scratch)
     us_to_vox = np.hstack([np.eye(3) * 0.9, np.full((3, 1), 0.2)])
     chan = np.zeros((4, 4, 4, N_STATS))

@@ -7,6 +7,7 @@ function and writes its output; the CLI only parses arguments and prints.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from usnav.config.calibration import load_calibration
 from usnav.config.plus_xml import parse_matrix_text
 from usnav.errors import ConfigError, InputError
-from usnav.io.volume import load_volume, save_volume
+from usnav.io.volume import load_volume
 from usnav.registration.points import read_points, read_tag_file, register_points
 from usnav.registration.reconstruct import (
     Reconstruction,
@@ -24,6 +25,7 @@ from usnav.registration.reconstruct import (
     load_image_to_probe,
     options_from_plus_xml,
     reconstruct_volume,
+    save_reconstruction,
 )
 from usnav.registration.rigid import RegistrationOptions, RegistrationResult, register_sweep
 from usnav.registration.sweep import load_sweep
@@ -49,8 +51,17 @@ def read_matrix_file(path: str | Path, what: str = "matrix") -> np.ndarray:
 
 
 def read_initial(path: str | Path) -> np.ndarray:
-    """The initial ``ReferenceToMri`` (16 numbers), refused unless rigid."""
-    m = read_matrix_file(path, "initial ReferenceToMri")
+    """The initial ``ReferenceToMri``, refused unless rigid.
+
+    ``path`` is a text file of 16 numbers (row-major), or the RESULT.json of ``usnav
+    register`` / ``usnav register-points`` (its ``ReferenceToMri``), so results chain.
+    """
+    p = Path(path)
+    m = (
+        _result_reference_to_mri(p)
+        if p.suffix.lower() == ".json"
+        else read_matrix_file(path, "initial ReferenceToMri")
+    )
     if not is_rigid(m, tol=1e-3):
         raise InputError(
             path,
@@ -58,6 +69,35 @@ def read_initial(path: str | Path) -> np.ndarray:
             "give 16 numbers of a rigid transform, mm",
         )
     return m
+
+
+def _result_reference_to_mri(path: Path) -> np.ndarray:
+    """``ReferenceToMri`` of a usnav RESULT.json."""
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read this JSON: {exc}") from exc
+    value = doc.get("ReferenceToMri") if isinstance(doc, dict) else None
+    if value is None:
+        raise InputError(
+            path,
+            "has no ReferenceToMri",
+            "give the RESULT.json of usnav register or register-points, or 16 numbers",
+        )
+    m = np.asarray(value, dtype=float) if _is_numeric_list(value) else None
+    if m is None or m.size != 16 or not np.all(np.isfinite(m)):
+        raise InputError(path, "ReferenceToMri is not a 4×4 matrix of numbers")
+    return m.reshape(4, 4)
+
+
+def _is_numeric_list(value) -> bool:
+    try:
+        np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def register_recording(
@@ -121,6 +161,10 @@ def register_point_files(
     Either ``tag`` (MNI tag file: volume 1 = MRI/fixed, volume 2 = Reference/moving) or
     ``moving`` + ``fixed`` point files (``x y z`` rows, Slicer ``.fcsv``/``.mrk.json``).
     """
+    if fle_mm is not None and not (math.isfinite(fle_mm) and fle_mm > 0):
+        raise InputError(
+            "--fle", f"must be a positive RMS error in mm, got {fle_mm}", "e.g. --fle 0.5"
+        )
     if tag is not None:
         fixed_pts, moving_pts = read_tag_file(tag)
         source = str(tag)
@@ -201,7 +245,7 @@ def reconstruct_recording(
     result = reconstruct_volume(sweep, opts)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    save_volume(result.volume, out_path)
+    save_reconstruction(result.volume, out_path)
     return result
 
 

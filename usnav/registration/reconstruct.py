@@ -6,13 +6,21 @@ coordinates ``max(0, clip origin) … min(cols − 1, clip origin + clip size)``
 ``round((max − min) / spacing)`` voxels along each Reference axis (so ``extent + 1`` voxels;
 PLUS's test baseline rounds, see :func:`output_grid`).
 Pixels are pasted by nearest neighbour or trilinear splatting with MEAN (or MAXIMUM)
-compounding, and empty voxels are filled by PLUS's STICK rule. The volume lives in the
-Reference frame (mm); saved as NIfTI its affine is ``Reference mm``, as PLUS writes it.
+compounding, and empty voxels are filled by PLUS's STICK rule. LINEAR with MAXIMUM follows
+PLUS's own rule exactly (a voxel takes the brightest pixel whose trilinear weight to it is at
+least 1/8, in PLUS's 14-bit fixed point; see
+:func:`usnav.registration._kernels.paste_slice_linear_maximum`) and is voxel-equal to PLUS's
+reference volume. The volume lives in the
+Reference frame (mm). :func:`save_reconstruction` writes it in PLUS's orientation: a ``.mha``
+with PLUS's header (``Offset`` = the Reference origin), and NIfTI/NRRD placed where ITK and 3D
+Slicer show PLUS's ``.mha`` (Reference read as LPS), so ``usnav info`` and Slicer show usnav's
+and PLUS's reconstructions side by side, not mirrored.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from usnav.config.plus_xml import read_xml_root
 from usnav.errors import ConfigError, InputError
-from usnav.io.volume import Volume
+from usnav.io._metaio import format_number
+from usnav.io.volume import LPS_TO_RAS, Volume, save_volume
 from usnav.registration import _kernels as K
 from usnav.registration.sweep import Sweep
 
@@ -132,6 +141,8 @@ def reconstruct_volume(
         paste_mask &= sweep.mask().astype(np.uint8)
     paste = K.paste_slice_nearest if opts.interpolation == "nearest" else K.paste_slice_linear
     maximum = opts.compounding == "maximum"
+    linear_maximum = maximum and opts.interpolation == "linear"
+    hit = np.zeros(shape, np.uint8) if linear_maximum else None
     for f in range(len(sweep)):
         p2v = np.ascontiguousarray((reference_to_index @ sweep.image_to_reference[f])[:3])
         image = np.ascontiguousarray(sweep.images[f], dtype=np.float32)
@@ -140,7 +151,12 @@ def reconstruct_volume(
             if sweep.frame_masks is None
             else (paste_mask & sweep.frame_masks[f].astype(np.uint8))
         )
-        if maximum:
+        if linear_maximum:
+            # PLUS's rule and its fixed-point arithmetic (see the kernel): voxel-equal to
+            # PLUS's own LINEAR/MAXIMUM reference volume of SpinePhantomFreehand
+            p2v_fixed = np.rint(p2v * (1 << K.FIXED_POINT_BITS)).astype(np.int64)
+            K.paste_slice_linear_maximum(image, mask, p2v_fixed, acc_value, hit)
+        elif maximum:
             frame_value = np.zeros(shape, np.float32)
             frame_weight = np.zeros(shape, np.float32)
             paste(image, mask, p2v, frame_value, frame_weight)
@@ -153,7 +169,7 @@ def reconstruct_volume(
             acc_weight += hit
         else:
             paste(image, mask, p2v, acc_value, acc_weight)
-    filled = acc_weight > 0
+    filled = hit.astype(bool) if hit is not None else acc_weight > 0
     values = (
         acc_value
         if maximum
@@ -168,6 +184,54 @@ def reconstruct_volume(
     data = np.clip(values, 0, 255).astype(np.uint8)  # PLUS truncates to the pixel type
     volume = Volume(data, index_to_reference, source=f"{sweep.source} (reconstructed)")
     return Reconstruction(volume, filled, time.perf_counter() - t0, len(sweep))
+
+
+def save_reconstruction(volume: Volume, path: str | Path, *, compress: bool = True) -> Path:
+    """Write a reconstruction in PLUS's orientation.
+
+    ``.mha``: PLUS's own layout (``vtkPlusVolumeReconstructor`` output): ``Offset`` is the
+    Reference-frame origin (mm), ``TransformMatrix`` identity, x fastest. ``.nii``/``.nii.gz``/
+    ``.nrrd``: the same placement as ITK and 3D Slicer give that ``.mha`` (MetaIO's world is
+    LPS), so every format lands on PLUS's volume.
+
+    Parameters
+    ----------
+    volume
+        Affine voxel → Reference mm (axis-aligned, as :func:`reconstruct_volume` makes it).
+    path
+        ``.mha``, ``.nii``, ``.nii.gz`` or ``.nrrd``.
+    """
+    p = Path(path)
+    if not p.name.lower().endswith(".mha"):
+        return save_volume(Volume(volume.data, LPS_TO_RAS @ volume.affine, volume.source), p)
+    data = np.ascontiguousarray(np.transpose(np.asarray(volume.data, np.uint8), (2, 1, 0)))
+    payload = zlib.compress(data.tobytes(), 6) if compress else data.tobytes()
+    spacing = np.diag(volume.affine[:3, :3])
+    lines = [
+        "ObjectType = Image",
+        "NDims = 3",
+        "AnatomicalOrientation = RAI",
+        "BinaryData = True",
+        "BinaryDataByteOrderMSB = False",
+        "CenterOfRotation = 0 0 0",
+        f"CompressedData = {'True' if compress else 'False'}",
+        *([f"CompressedDataSize = {len(payload)}"] if compress else []),
+        "DimSize = " + " ".join(str(n) for n in volume.shape),
+        "ElementNumberOfChannels = 1",
+        "ElementSpacing = " + " ".join(format_number(v) for v in spacing),
+        "ElementType = MET_UCHAR",
+        "Kinds = domain domain domain",
+        "Offset = " + " ".join(format_number(v) for v in volume.affine[:3, 3]),
+        "TransformMatrix = 1 0 0 0 1 0 0 0 1",
+        "UltrasoundImageOrientation = MFA",
+        "UltrasoundImageType = BRIGHTNESS",
+        "Seq_Frame0000_ImageStatus = OK",
+        "ElementDataFile = LOCAL",
+    ]
+    with open(p, "wb") as f:
+        f.write(("\n".join(lines) + "\n").encode("ascii"))
+        f.write(payload)
+    return p
 
 
 def options_from_plus_xml(path: str | Path) -> ReconstructionOptions:

@@ -23,7 +23,7 @@ from usnav.io.volume import Volume
 from usnav.registration import _kernels as K
 from usnav.registration.sweep import Sweep
 
-METRICS = ("lc2", "ncc_gradient")
+METRICS = ("lc2", "lc2_beam", "ncc_gradient")
 
 
 @dataclass
@@ -293,7 +293,8 @@ class FrameSimilarity:
     frames
         The frames at the same resolution.
     metric
-        ``"lc2"`` (default) or ``"ncc_gradient"``.
+        ``"lc2"`` (default), ``"lc2_beam"`` (LC² with the MRI's derivative along the beam in
+        place of its 3D gradient magnitude) or ``"ncc_gradient"``.
     patch_half
         Patch half-width in pixels (3 → 7×7 patches).
     min_fraction
@@ -333,20 +334,34 @@ class FrameSimilarity:
     def per_frame(self, reference_to_mri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-frame (Σ w·score, Σ w, fraction of valid pixels inside the MRI)."""
         aff = self.frame_affines(reference_to_mri)
-        kernel = K.lc2_frames if self.metric == "lc2" else K.ncc_gradient_frames
-        data = self.frames.us if self.metric == "lc2" else self.frames.us_grad
-        kernel(
-            self.mri.vol2,
-            data,
-            self.frames.valid,
-            aff,
-            self.patch_half,
-            self.min_fraction,
-            self._num,
-            self._den,
-            self._inside,
-            *self._scratch,
-        )
+        if self.metric == "ncc_gradient":
+            K.ncc_gradient_frames(
+                self.mri.vol2,
+                self.frames.us_grad,
+                self.frames.valid,
+                aff,
+                self.patch_half,
+                self.min_fraction,
+                self._num,
+                self._den,
+                self._inside,
+                *self._scratch,
+            )
+        else:
+            K.lc2_frames(
+                self.mri.vol2,
+                self.frames.us,
+                self.frames.valid,
+                aff,
+                self.patch_half,
+                self.min_fraction,
+                1 if self.metric == "lc2_beam" else 0,
+                self.frames.spacing_mm,
+                self._num,
+                self._den,
+                self._inside,
+                *self._scratch,
+            )
         self.evaluations += 1
         return self._num.copy(), self._den.copy(), self._inside / self._valid_total
 

@@ -11,6 +11,17 @@ keeps running while they compute; see docs/registration.md for the measured late
 Do no harm: every estimate is published (:meth:`latest`) with its verdict, but only an
 accepted one replaces the current estimate (:meth:`latest_accepted`), and it must be clearly
 better than that current estimate on the same frames (see :mod:`usnav.registration.rigid`).
+
+Keep learning (the replacement rule, :class:`ReplacementRule`): after the first image-based
+estimate, a later window's candidate replaces the estimate in use when, on that window's
+frames, it is clearly better (paired per-frame gain ≥ ``min_gain`` with t ≥ ``min_t``) than
+the estimate in use **and** than each of the last ``history`` estimates that were in use. Its
+correction need not exceed its own uncertainty (that rule, right for the first big correction,
+locked the registration after its first estimate). The margin is the hysteresis: an equally
+good candidate never replaces; and since a candidate must clearly beat the estimates it would
+return to, the registration cannot oscillate between two poses. Updates are deterministic for
+the same windows (Nelder–Mead from the estimate in use, no random restarts); which frames form
+a window depends on timing in a live run, so ``usnav bench`` measures the spread across runs.
 """
 
 from __future__ import annotations
@@ -38,14 +49,84 @@ log = logging.getLogger(__name__)
 
 
 def streaming_registration_options() -> RegistrationOptions:
-    """Warm-started updates: the 1 mm level only, 24 frames, a short search."""
+    """Warm-started updates: the 1 mm level only, 24 frames, a short search. A correction
+    need not exceed its uncertainty (``min_correction_to_uncertainty=0``): the
+    :class:`ReplacementRule` decides, on the same frames, with hysteresis."""
     return RegistrationOptions(
         level_spacings_mm=[1.5, 1.0],
         patch_half=[1, 1],
         max_frames=[40, 24],
         max_evaluations=[160, 36],
         uncertainty_evaluations=20,
+        min_correction_to_uncertainty=0.0,
     )
+
+
+def paired_gain(new_scores: np.ndarray, old_scores: np.ndarray) -> tuple[float, float]:
+    """Mean per-frame gain of ``new`` over ``old`` (same frames; NaN frames skipped) and its
+    paired t statistic (inf for a constant positive gain, 0 for none)."""
+    new, old = np.asarray(new_scores, np.float64), np.asarray(old_scores, np.float64)
+    both = np.isfinite(new) & np.isfinite(old)
+    gain = new[both] - old[both]
+    if gain.size == 0:
+        return float("nan"), 0.0
+    mean = float(gain.mean())
+    spread = float(gain.std(ddof=1)) if gain.size > 2 else 0.0
+    if spread > 0:
+        return mean, mean / (spread / np.sqrt(gain.size))
+    return mean, (float("inf") if mean > 0 else 0.0)
+
+
+class ReplacementRule:
+    """When a later window's candidate replaces the registration in use (see the module notes).
+
+    Parameters
+    ----------
+    min_gain
+        Smallest mean per-frame similarity gain that counts as clearly better (the hysteresis).
+    min_t
+        Smallest paired t statistic of that gain.
+    history
+        How many earlier estimates in use the candidate must also clearly beat (no return to a
+        pose the registration left: no oscillation).
+    """
+
+    def __init__(self, min_gain: float, min_t: float, history: int = 4):
+        self.min_gain = float(min_gain)
+        self.min_t = float(min_t)
+        self._past: deque[np.ndarray] = deque(maxlen=max(0, int(history)))
+
+    def judge(
+        self,
+        score: Callable[[np.ndarray], np.ndarray],
+        candidate: np.ndarray,
+        current: np.ndarray,
+    ) -> tuple[bool, str]:
+        """Whether ``candidate`` replaces ``current``; and why (or why not), in words.
+
+        ``score(reference_to_mri)`` returns the per-frame similarity on this window's frames,
+        so every comparison is on the same frames.
+        """
+        new = score(candidate)
+        others = [("the estimate in use", current)] + [
+            (f"the estimate in use {k} replacement(s) ago", m)
+            for k, m in enumerate(self._past, start=1)
+        ]
+        gains = []
+        for label, other in others:
+            gain, t = paired_gain(new, score(other))
+            if not (gain >= self.min_gain and t >= self.min_t):
+                return False, (
+                    f"not clearly better than {label} on the same frames "
+                    f"(gain {gain:+.4f}, t = {t:.1f}; needs ≥ {self.min_gain:g}, "
+                    f"t ≥ {self.min_t:g})"
+                )
+            gains.append(gain)
+        return True, f"clearly better on the same frames (gain {gains[0]:+.4f})"
+
+    def adopted(self, previous: np.ndarray) -> None:
+        """Record that the estimate ``previous`` was replaced (most recent first)."""
+        self._past.appendleft(np.array(previous, dtype=np.float64))
 
 
 class WorkerOptions(BaseModel):
@@ -78,6 +159,10 @@ class WorkerOptions(BaseModel):
     confirm_min_similarity_ratio: float = Field(default=0.8, ge=0, le=1)
     """... provided the accepted estimate's similarity on the new frames is at least this
     fraction of what it was when accepted (it has not collapsed: the anatomy did not move)."""
+    replace_history: int = Field(default=4, ge=0)
+    """A later candidate must also clearly beat this many earlier estimates in use (same
+    frames): the registration never returns to a pose it left (see :class:`ReplacementRule`);
+    "clearly" is the warm options' ``min_similarity_gain`` and ``min_paired_t``."""
 
 
 @dataclass
@@ -160,6 +245,11 @@ class RegistrationWorker:
         self._latest = first
         self._accepted = first
         self._image_accepted = False
+        self.rule = ReplacementRule(
+            self.options.warm.min_similarity_gain,
+            self.options.warm.min_paired_t,
+            self.options.replace_history,
+        )
         self._mri_levels: dict[str, list[MriLevel]] = {}
         self._crop: tuple[np.ndarray, np.ndarray] | None = None
         self._mask: np.ndarray | None = None
@@ -291,11 +381,26 @@ class RegistrationWorker:
             self.mri, sweep, current.reference_to_mri, opts, mri_levels=levels
         )
         result = problem.run(current.reference_to_mri, current=current.reference_to_mri, warm=warm)
+        verdict = ""
+        if warm and result.accepted:
+            # a later window: the replacement rule, on the same frames, against the estimate in
+            # use and the ones it replaced
+            fine = problem.level(-1).similarity
+            adopt, verdict = self.rule.judge(
+                lambda m: fine.evaluate(m)[1], result.candidate, current.reference_to_mri
+            )
+            if not adopt:
+                result.accepted = False
+                verdict = f"rejected: {verdict}"
         with self._lock:
             self._sequence += 1
             estimate = result.estimate(sequence=self._sequence)
+            if verdict:
+                estimate = replace(estimate, reason=f"{verdict}; {result.reason}")
             self._latest = estimate
             if estimate.accepted:
+                if warm:
+                    self.rule.adopted(current.reference_to_mri)
                 self._accepted = estimate
                 self._image_accepted = True
             elif self._confirms(result, current):

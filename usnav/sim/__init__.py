@@ -10,21 +10,30 @@ through the *intraoperative* anatomy (laminectomy, cord shift), with ``truth.jso
 """
 
 from usnav.sim.case import SIM_VERSION, CaseFiles, SimulatedCase, build_case, simulate_case
+from usnav.sim.dataset import DatasetResult, parse_seeds, simulate_dataset
 from usnav.sim.demo import DEMO_SEED, demo_case, demo_options
+from usnav.sim.families import FAMILIES, Appearance, draw_appearance, family_names
 from usnav.sim.options import SimOptions, make_options
 from usnav.sim.truth import CaseTruth, load_truth
 
 __all__ = [
     "DEMO_SEED",
+    "FAMILIES",
     "SIM_VERSION",
+    "Appearance",
     "CaseFiles",
     "CaseTruth",
+    "DatasetResult",
     "SimOptions",
     "SimulatedCase",
     "build_case",
     "demo_case",
     "demo_options",
+    "draw_appearance",
+    "family_names",
     "load_truth",
     "make_options",
+    "parse_seeds",
     "simulate_case",
+    "simulate_dataset",
 ]

@@ -283,15 +283,22 @@ def random_anatomy(
     shift_mm: tuple[float, float],
     echogenicity: str,
     cyst: str,
+    size_scale: float = 1.0,
 ) -> SpineAnatomy:
-    """Draw a thoracic segment: sizes, curvature, tumor, cyst, laminectomy, shift, placement."""
+    """Draw a thoracic segment: sizes, curvature, tumor, cyst, laminectomy, shift, placement.
+
+    ``size_scale`` multiplies the vertebrae (body, disc, lamina), the bony canal and the cord:
+    < 1 for an upper thoracic level, > 1 towards the thoracolumbar junction (1: mid-thoracic;
+    the random draws are the same for every scale).
+    """
     u = rng.uniform
-    canal = np.array([u(7.6, 8.8), u(7.4, 8.4)])
+    k = float(size_scale)
+    canal = np.array([u(7.6, 8.8), u(7.4, 8.4)]) * k
     sac = np.array([canal[0] - u(0.4, 0.8), canal[1] - u(1.0, 1.6)])
     sac_dy = (canal[1] - sac[1]) - u(0.3, 0.7)  # sac rests anteriorly in the canal
     dura_t = 0.75
     csf_half = sac - dura_t
-    cord = np.array([u(4.5, 5.3), u(3.6, 4.2)])
+    cord = np.array([u(4.5, 5.3), u(3.6, 4.2)]) * k
     cord = np.minimum(cord, csf_half - 1.2)
     cord_offset = np.array([u(-0.5, 0.5), 0.0])
     room_y = csf_half[1] - cord[1] - 0.8
@@ -299,8 +306,8 @@ def random_anatomy(
     swelling = u(1.0, 1.22)
     swelling = min(swelling, float(np.min((csf_half - 0.9) / cord)))
     swelling = max(swelling, 1.0)
-    body_h = u(18.0, 21.0)
-    disc_h = u(4.0, 5.8)
+    body_h = u(18.0, 21.0) * k
+    disc_h = u(4.0, 5.8) * k
     pitch = body_h + disc_h
     first = int(rng.integers(0, levels - laminectomy_levels + 1))
 
@@ -309,8 +316,8 @@ def random_anatomy(
         body_height=body_h,
         disc_height=disc_h,
         canal=canal,
-        body=np.array([u(14.0, 17.0), u(11.5, 14.0)]),
-        lamina_thickness=u(5.0, 6.5),
+        body=np.array([u(14.0, 17.0), u(11.5, 14.0)]) * k,
+        lamina_thickness=u(5.0, 6.5) * k,
         sac=sac,
         sac_dy=sac_dy,
         dura_thickness=dura_t,

@@ -36,15 +36,22 @@ from usnav.sim.anatomy import (
     random_anatomy,
     smooth_noise_volume,
 )
+from usnav.sim.families import (
+    AXIAL_SIGMA_10MHZ_MM,
+    LATERAL_SIGMA_10MHZ_MM,
+    PULSE_LENGTH_SIGMAS,
+    Appearance,
+    draw_appearance,
+)
 from usnav.sim.landmarks import LANDMARK_DEFINITIONS, case_landmarks
 from usnav.sim.mri import MriResult, simulate_mri
-from usnav.sim.options import SimOptions
-from usnav.sim.sweep import TrackedSweep, plan_sweep
-from usnav.sim.tissues import TUMOR_BACKSCATTER, acoustic_tables
+from usnav.sim.options import SimOptions, make_options
+from usnav.sim.sweep import TRANSDUCER_TO_PROBE, TrackedSweep, plan_sweep
+from usnav.sim.tissues import TUMOR_BACKSCATTER, AcousticTables, Tissue, acoustic_tables
 from usnav.sim.ultrasound import ProbeGeometry, ScannerSettings, UltrasoundSimulator
 
 #: Bumped whenever the simulator's output changes for a given seed (names the demo cache).
-SIM_VERSION = 1
+SIM_VERSION = 4
 
 # random streams
 _ANATOMY, _MRI, _SWEEP, _TEXTURE, _SPECKLE, _INIT = 1, 2, 3, 4, 5, 6
@@ -93,6 +100,16 @@ class SimulatedCase:
     geometry: ProbeGeometry
     simulator: UltrasoundSimulator
     timings_s: dict[str, float]
+    appearance: Appearance = field(default_factory=Appearance)
+    calibration_image_to_probe: np.ndarray | None = None
+
+    @property
+    def written_image_to_probe(self) -> np.ndarray:
+        """The ImageToProbe written to ``calibration.toml`` (the true one unless the family
+        miscalibrates the probe)."""
+        if self.calibration_image_to_probe is None:
+            return self.sweep.image_to_probe
+        return self.calibration_image_to_probe
 
 
 def check_output_folder(out_dir: str | Path) -> Path:
@@ -110,12 +127,89 @@ def check_output_folder(out_dir: str | Path) -> Path:
     return out
 
 
+def effective_options(options: SimOptions, appearance: Appearance) -> SimOptions:
+    """The options with what the appearance family drew put in (levels, tumor length, cord
+    shift, frequency, jitter); the family's own values win over the given ones."""
+    a = appearance
+    update: dict = {}
+    if a.levels is not None:
+        update["levels"] = a.levels
+    if a.laminectomy_levels is not None:
+        update["laminectomy_levels"] = a.laminectomy_levels
+    if a.tumor_length_mm is not None:
+        update["tumor_length_mm"] = (a.tumor_length_mm, a.tumor_length_mm)
+    if a.cord_shift_mm is not None:
+        update["cord_shift_mm"] = (a.cord_shift_mm, a.cord_shift_mm)
+    if a.frequency_mhz is not None:
+        update["frequency_mhz"] = a.frequency_mhz
+    if a.jitter_mm is not None:
+        update["jitter_mm"] = a.jitter_mm
+    if a.jitter_deg is not None:
+        update["jitter_deg"] = a.jitter_deg
+    if not update:
+        return options
+    return make_options(**{**options.model_dump(), **update})
+
+
+def appearance_tables(tumor_backscatter: float, a: Appearance) -> AcousticTables:
+    """The acoustic tables of a case with the appearance's tissue changes applied: speed of
+    sound in saline and CSF (impedance follows, Z = ρc), interface roughness, scatterer
+    density and bone attenuation."""
+    t = acoustic_tables(tumor_backscatter)
+    if a.saline_speed_m_s != 1520.0 or a.csf_speed_m_s != 1504.5:
+        for tissue, c in ((Tissue.SALINE, a.saline_speed_m_s), (Tissue.CSF, a.csf_speed_m_s)):
+            density_kg_m3 = t.impedance[tissue] * 1e6 / t.speed[tissue]
+            t.speed[tissue] = c
+            t.impedance[tissue] = density_kg_m3 * c / 1e6
+    if a.roughness_offset:
+        t.roughness[:] = np.clip(t.roughness + a.roughness_offset, 0.0, 1.0)
+    if a.scatterer_density_scale != 1.0:
+        t.density[:] = np.clip(t.density * a.scatterer_density_scale, 0.02, 1.0)
+    if a.bone_attenuation_scale != 1.0:
+        for tissue in (Tissue.BONE, Tissue.MARROW):
+            t.attenuation[tissue] *= a.bone_attenuation_scale
+    return t
+
+
+def appearance_settings(
+    a: Appearance, frequency_mhz: float, elevation_rays: int
+) -> ScannerSettings:
+    """Scanner settings of an appearance: the PSF follows the wavelength (σ ∝ 1/f), the echo
+    delay is a fraction of the spatial pulse length, gain moves the display reference."""
+    base = ScannerSettings()
+    scale = 10.0 / frequency_mhz
+    axial = AXIAL_SIGMA_10MHZ_MM * scale if frequency_mhz != 10.0 else base.axial_sigma_mm
+    lateral = LATERAL_SIGMA_10MHZ_MM * scale if frequency_mhz != 10.0 else base.lateral_sigma_mm
+    return ScannerSettings(
+        axial_sigma_mm=axial,
+        lateral_sigma_mm=lateral,
+        elevation_rays=elevation_rays,
+        specular_exponent=a.specular_exponent,
+        tgc_db_per_cm=a.tgc_db_per_cm,
+        scatter_gain=base.scatter_gain * a.scatter_gain_scale,
+        dynamic_range_db=a.dynamic_range_db,
+        reference=base.reference / 10.0 ** (a.gain_db / 20.0) if a.gain_db else base.reference,
+        echo_delay_mm=a.echo_delay_pulses * PULSE_LENGTH_SIGMAS * axial,
+        reverb_gain=a.reverb_gain,
+        reverb_bounces=a.reverb_bounces,
+        sidelobe_level=0.0 if a.sidelobe_db is None else 10.0 ** (a.sidelobe_db / 20.0),
+        sidelobe_offset_fwhm=a.sidelobe_offset_fwhm,
+        compression_gamma=a.compression_gamma,
+    )
+
+
 def build_case(
     seed: int, options: SimOptions, progress: Callable[[str], None] | None = None
 ) -> SimulatedCase:
-    """Anatomy, MRI, intraoperative anatomy, sweep plan and the ultrasound simulator."""
+    """Anatomy, MRI, intraoperative anatomy, sweep plan and the ultrasound simulator.
+
+    The appearance family ``options.family`` is drawn first (stream ``[seed, 7]``); the
+    returned case's ``options`` are the effective ones (:func:`effective_options`).
+    """
     say = progress or (lambda message: None)
     timings: dict[str, float] = {}
+    appearance = draw_appearance(options.family, seed)
+    options = effective_options(options, appearance)
     t = time.perf_counter()
     say("anatomy")
     anat = random_anatomy(
@@ -126,6 +220,7 @@ def build_case(
         shift_mm=options.cord_shift_mm,
         echogenicity=options.tumor_echogenicity,
         cyst=options.cyst,
+        size_scale=appearance.vertebra_scale,
     )
     preop = paint_preop(anat, options.voxel_mm)
     timings["anatomy"] = time.perf_counter() - t
@@ -157,25 +252,52 @@ def build_case(
         n_frames=options.frames,
         frame_rate_hz=options.frame_rate_hz,
         sweep_length_mm=options.sweep_length_mm,
-        tracker_lag_s=options.tracker_lag_s,
+        tracker_lag_s=options.tracker_lag_s + appearance.unrecorded_lag_s,
         jitter_mm=options.jitter_mm,
         jitter_deg=options.jitter_deg,
+        pattern=appearance.sweep_pattern,
+        coverage=appearance.coverage,
+        coverage_centre=appearance.coverage_centre,
+        fan_half_angle_deg=appearance.fan_half_angle_deg,
+        sagittal_half_width_mm=appearance.sagittal_half_width_mm,
     )
+    written = None
+    if appearance.calibration_rotation_deg or appearance.calibration_translation_mm:
+        to_transducer = geometry.image_to_transducer()
+        centre = to_transducer @ np.array([(geometry.cols - 1) / 2, (geometry.rows - 1) / 2, 0, 1])
+        error = appearance.calibration_error(centre[:3])
+        written = TRANSDUCER_TO_PROBE @ error @ to_transducer
     tex_spacing = 1.0
     tex_shape = tuple(
         int(np.ceil((preop.labels.shape[d] - 1) * preop.spacing / tex_spacing)) + 2
         for d in range(3)
     )
     texture = smooth_noise_volume(np.random.default_rng([seed, _TEXTURE]), tex_shape, 1.0)
-    tables = acoustic_tables(TUMOR_BACKSCATTER[anat.tumor.echogenicity])
-    settings = ScannerSettings(elevation_rays=options.elevation_rays)
+    tumor_backscatter = (
+        appearance.tumor_backscatter
+        if appearance.tumor_backscatter is not None
+        else TUMOR_BACKSCATTER[anat.tumor.echogenicity]
+    )
+    tables = appearance_tables(tumor_backscatter, appearance)
+    settings = appearance_settings(appearance, options.frequency_mhz, options.elevation_rays)
     speckle_seed = int(np.random.default_rng([seed, _SPECKLE]).integers(0, 2**62))
     simulator = UltrasoundSimulator(
         intra, texture, preop.origin, tex_spacing, tables, geometry, settings, seed=speckle_seed
     )
     timings["sweep_plan"] = time.perf_counter() - t
     return SimulatedCase(
-        seed, options, anat, preop, intra, mri, sweep, geometry, simulator, timings
+        seed,
+        options,
+        anat,
+        preop,
+        intra,
+        mri,
+        sweep,
+        geometry,
+        simulator,
+        timings,
+        appearance,
+        written,
     )
 
 
@@ -280,9 +402,13 @@ def write_case(
         probe="usnav-sim-L10",
         depth_mm=opts.depth_mm,
         sources=[f"usnav simulate --seed {case.seed}"],
-        notes="simulated probe: exact ImageToProbe"
+        notes=(
+            "simulated probe: exact ImageToProbe"
+            if case.calibration_image_to_probe is None
+            else "simulated probe: MISCALIBRATED on purpose (truth.json has the true one)"
+        )
         + (", simulated tracker lag" if opts.tracker_lag_s else ""),
-        spatial=SpatialCalibration(image_to_probe=sweep.image_to_probe.tolist()),
+        spatial=SpatialCalibration(image_to_probe=case.written_image_to_probe.tolist()),
         temporal=TemporalCalibration(tracker_lag_s=opts.tracker_lag_s)
         if opts.tracker_lag_s
         else None,
@@ -331,6 +457,29 @@ def write_case(
     return files
 
 
+def _echogenicity(case: SimulatedCase) -> str:
+    """The tumor's echogenicity: the anatomy's, or (a family drew the backscatter) named from
+    the drawn value against the cord's (0.11): hypo < 0.08 <= iso < 0.2 <= hyper."""
+    if case.appearance.tumor_backscatter is None:
+        return case.anatomy.tumor.echogenicity
+    b = case.appearance.tumor_backscatter
+    return "hypoechoic" if b < 0.08 else "isoechoic" if b < 0.2 else "hyperechoic"
+
+
+def _calibration_error(case: SimulatedCase) -> dict:
+    """How far the written calibration is from the true one: the displacement of the image
+    centre (mm) and the rotation angle (deg)."""
+    g = case.geometry
+    centre = np.array([(g.cols - 1) / 2, (g.rows - 1) / 2, 0.0, 1.0])
+    true, written = case.sweep.image_to_probe, case.written_image_to_probe
+    moved = float(np.linalg.norm((written @ centre - true @ centre)[:3]))
+    # rotation part in mm space: strip the pixel scaling (same in both)
+    scale = np.linalg.norm(true[:3, :3], axis=0)
+    rel = (written[:3, :3] / scale) @ (true[:3, :3] / scale).T
+    angle = float(np.degrees(Rotation.from_matrix(np.array(rel)).magnitude()))
+    return {"error_image_centre_mm": moved, "error_rotation_deg": angle}
+
+
 def _truth_document(
     case: SimulatedCase,
     pre: dict,
@@ -374,7 +523,31 @@ def _truth_document(
             "tre_tumor_boundary_mean_mm": float(init_err.mean()),
         },
         "ImageToProbe": _as_list(sweep.image_to_probe),
+        "calibration_written": {
+            "ImageToProbe": _as_list(case.written_image_to_probe),
+            **_calibration_error(case),
+            "definition": "calibration.toml holds this ImageToProbe; ImageToProbe above is the "
+            "true one. Errors: of the image centre (mm) and the rotation angle (deg) of "
+            "written @ inv(true) in probe mm",
+        },
+        "family": case.appearance.family,
+        "appearance": {
+            **case.appearance.as_dict(),
+            "tumor_backscatter_used": float(case.simulator.tables.backscatter[Tissue.TUMOR]),
+            "scanner": {
+                k: getattr(case.simulator.settings, k)
+                for k in (
+                    "axial_sigma_mm",
+                    "lateral_sigma_mm",
+                    "echo_delay_mm",
+                    "reference",
+                    "scatter_gain",
+                    "sidelobe_level",
+                )
+            },
+        },
         "tracker_lag_s": sweep.tracker_lag_s,
+        "tracker_lag_written_s": opts.tracker_lag_s,
         "image": {
             "cols": case.geometry.cols,
             "rows": case.geometry.rows,
@@ -401,7 +574,8 @@ def _truth_document(
             ),
         },
         "tumor": {
-            "echogenicity": anat.tumor.echogenicity,
+            "echogenicity": _echogenicity(case),
+            "backscatter": float(case.simulator.tables.backscatter[Tissue.TUMOR]),
             "length_mm": float(
                 np.linalg.norm(pre["tumor_pole_superior"] - pre["tumor_pole_inferior"])
             ),
@@ -440,6 +614,7 @@ def _truth_document(
             "probe_height_above_dura_mm": sweep.height_mm,
             "jitter_mm": opts.jitter_mm,
             "jitter_deg": opts.jitter_deg,
+            "pattern": sweep.pattern,
         },
         "mri": {
             "noise_sigma": case.mri.noise_sigma,

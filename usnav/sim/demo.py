@@ -36,6 +36,25 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "usnav"
 
 
+def check_demo_cache(cache_dir: str | Path | None = None) -> Path:
+    """The demo case's folder in ``cache_dir``; refuses one left incomplete (no truth.json).
+
+    Raises
+    ------
+    InputError
+        The folder exists but holds no complete case (copied by hand, cleaned in part).
+    """
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = base / f"demo-v{SIM_VERSION}-seed{DEMO_SEED}"
+    if target.exists() and not (target / "truth.json").is_file():
+        raise InputError(
+            target,
+            "is an incomplete demo case (no truth.json)",
+            "delete this folder and it will be simulated again",
+        )
+    return target
+
+
 def demo_case(cache_dir: str | Path | None = None) -> Path:
     """The folder of the demo case, simulating it on first use (a few seconds).
 
@@ -51,7 +70,7 @@ def demo_case(cache_dir: str | Path | None = None) -> Path:
         If the cache folder cannot be created or written.
     """
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = base / f"demo-v{SIM_VERSION}-seed{DEMO_SEED}"
+    target = check_demo_cache(base)
     if (target / "truth.json").is_file():
         return target
     try:

@@ -35,6 +35,10 @@ class SimOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    family: str = Field(
+        "baseline",
+        description="appearance family drawn per case from the seed (--list-families)",
+    )
     frames: int = Field(150, gt=0, le=5000, description="frames in the sweep")
     frame_rate_hz: float = Field(30.0, gt=0, le=500, description="video frame rate")
     depth_mm: float = Field(40.0, gt=0, le=120, description="imaging depth")
@@ -74,6 +78,13 @@ class SimOptions(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> SimOptions:
+        from usnav.sim.families import FAMILIES
+
+        if self.family not in FAMILIES:
+            raise ValueError(
+                f"family: unknown appearance family {self.family!r}; choose one of "
+                + ", ".join(FAMILIES)
+            )
         _check_range("tumor_length_mm", self.tumor_length_mm, 0.5, 1000.0)
         _check_range("cord_shift_mm", self.cord_shift_mm, 0.0, 3.0)
         _check_range("init_offset_mm", self.init_offset_mm, 0.0, 100.0)

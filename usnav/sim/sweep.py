@@ -63,6 +63,12 @@ class HandMotion:
 
     Speed varies (it may nearly stop), the probe drifts sideways and up and down, tilts a few
     degrees about every axis, follows the spine's curvature, and trembles (8-12 Hz).
+
+    ``pattern`` is the sweep: ``transverse`` (image plane across the cord, sliding from
+    ``z_start`` to ``z_end``; also used for ``partial``), ``sagittal`` (image plane along the
+    cord, the array along z, sliding across it from ``x_range[0]`` to ``x_range[1]`` mm) or
+    ``fan`` (a transverse plane rocked about the array's axis, from ``fan_range_deg[0]`` to
+    ``fan_range_deg[1]``, the face staying where it is).
     """
 
     def __init__(
@@ -74,8 +80,14 @@ class HandMotion:
         z_end: float,
         height_mm: float,
         marked_right: bool = True,
+        pattern: str = "transverse",
+        x_range: tuple[float, float] = (0.0, 0.0),
+        fan_range_deg: tuple[float, float] = (0.0, 0.0),
     ):
         self.anat = anat
+        self.pattern = pattern
+        self.x_range = x_range
+        self.fan_range_deg = fan_range_deg
         self.duration = max(duration_s, 1e-3)
         self.z_start, self.z_end = z_start, z_end
         self.height = height_mm
@@ -106,7 +118,9 @@ class HandMotion:
         """TransducerToSpine, shape (n, 4, 4), at times ``t`` (s, sweep clock)."""
         t = np.atleast_1d(np.asarray(t, dtype=np.float64))
         a = self.anat
-        z = self.z_start + (self.z_end - self.z_start) * self.progress(t)
+        s = self.progress(t)
+        z = self.z_start + (self.z_end - self.z_start) * s
+        along_x = self.x_range[0] + (self.x_range[1] - self.x_range[0]) * s
         cx, cy = a.centre_offset(z)
         tremor = [
             0.04 * np.sin(2 * np.pi * self.tremor_freq[k] * t + self.tremor_phase[k])
@@ -114,7 +128,7 @@ class HandMotion:
         ]
         pos = np.stack(
             [
-                cx + self.lateral_off + self.lateral_amp * self.lateral(t) + tremor[0],
+                cx + along_x + self.lateral_off + self.lateral_amp * self.lateral(t) + tremor[0],
                 cy
                 + a.dura_posterior_y
                 - self.height
@@ -133,9 +147,15 @@ class HandMotion:
             axis=-1,
         )
         base = np.eye(3) if self.marked_right else np.diag([-1.0, 1.0, -1.0])
+        if self.pattern == "sagittal":  # the array along the cord: x -> superior, z -> left
+            base = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]) @ base
         follow = Rotation.from_euler("x", -np.arctan(slope)[:, None])
         hand = Rotation.from_euler("yxz", tilt[:, [1, 0, 2]], degrees=True)
-        rot = follow * Rotation.from_matrix(np.tile(base, (len(t), 1, 1))) * hand
+        rot = follow * Rotation.from_matrix(np.tile(base, (len(t), 1, 1)))
+        if self.pattern == "fan":  # rock the plane about the array (the transducer's x axis)
+            a0, a1 = self.fan_range_deg
+            rot = rot * Rotation.from_euler("x", (a0 + (a1 - a0) * s)[:, None], degrees=True)
+        rot = rot * hand
         out = np.tile(np.eye(4), (len(t), 1, 1))
         out[:, :3, :3] = rot.as_matrix()
         out[:, :3, 3] = pos
@@ -177,6 +197,7 @@ class TrackedSweep:
     true_image_to_mri: np.ndarray
     sweep_z: tuple[float, float]
     height_mm: float
+    pattern: str = "transverse"
 
 
 def plan_sweep(
@@ -190,26 +211,66 @@ def plan_sweep(
     tracker_lag_s: float,
     jitter_mm: float,
     jitter_deg: float,
+    pattern: str = "transverse",
+    coverage: float = 1.0,
+    coverage_centre: float = 0.5,
+    fan_half_angle_deg: float = 20.0,
+    sagittal_half_width_mm: float = 8.0,
 ) -> TrackedSweep:
-    """Plan the sweep, the tracker and the patient reference; simulate the tracking."""
+    """Plan the sweep, the tracker and the patient reference; simulate the tracking.
+
+    ``pattern`` (see :class:`HandMotion`): ``transverse`` slides ``sweep_length_mm`` (default
+    the window less 6 mm) centred on the tumor; ``partial`` slides ``coverage`` of the window
+    centred at ``coverage_centre`` of it (wherever the tumor is); ``sagittal`` slides
+    ± ``sagittal_half_width_mm`` across the cord over the tumor; ``fan`` rocks
+    ± ``fan_half_angle_deg`` over the tumor. The random draws are the same for every pattern.
+    """
     lo, hi = anat.window
     window = hi - lo
     length = min(sweep_length_mm if sweep_length_mm is not None else window - 6.0, window)
+    if pattern == "partial":
+        length = coverage * window
+    elif pattern in ("sagittal", "fan"):
+        length = 0.0
     tz = float(anat.tumor.center[2])
-    centre = (
-        float(np.clip(tz, lo + length / 2 + 1.0, hi - length / 2 - 1.0))
-        if length + 2.0 < window
-        else (lo + hi) / 2
-    )
+    if pattern == "partial":
+        centre = lo + float(np.clip(coverage_centre, 0.0, 1.0)) * window
+        centre = float(np.clip(centre, lo + length / 2, hi - length / 2))
+    else:
+        centre = (
+            float(np.clip(tz, lo + length / 2 + 1.0, hi - length / 2 - 1.0))
+            if length + 2.0 < window
+            else (lo + hi) / 2
+        )
     forward = rng.random() < 0.5
     z0, z1 = (
         (centre - length / 2, centre + length / 2)
         if forward
         else (centre + length / 2, centre - length / 2)
     )
+    sign = 1.0 if forward else -1.0
+    x_range = (
+        (-sign * sagittal_half_width_mm, sign * sagittal_half_width_mm)
+        if pattern == "sagittal"
+        else (0.0, 0.0)
+    )
+    fan_range = (
+        (-sign * fan_half_angle_deg, sign * fan_half_angle_deg) if pattern == "fan" else (0.0, 0.0)
+    )
     height = rng.uniform(10.0, 13.0)
     duration = (n_frames - 1) / frame_rate_hz
-    hand = HandMotion(anat, rng, duration, z0, z1, height, marked_right=bool(rng.random() < 0.5))
+    hand = HandMotion(
+        anat,
+        rng,
+        duration,
+        z0,
+        z1,
+        height,
+        marked_right=bool(rng.random() < 0.5),
+        pattern=pattern,
+        x_range=x_range,
+        fan_range_deg=fan_range,
+    )
 
     t0 = rng.uniform(5.0, 60.0)
     tau = np.arange(n_frames) / frame_rate_hz + rng.normal(0.0, 3e-4, n_frames)
@@ -273,4 +334,5 @@ def plan_sweep(
         true_image_to_mri=true_image_to_mri,
         sweep_z=(z0, z1),
         height_mm=height,
+        pattern=pattern,
     )

@@ -1,6 +1,6 @@
 """Tissue labels of the simulated spine and their acoustic and MRI (T2) properties.
 
-The acoustic values follow ``REFERENCES.md`` §7 (IT'IS, Duck, Burger et al. 2013); where the
+The acoustic values follow ``docs/references.md`` §7 (IT'IS, Duck, Burger et al. 2013); where the
 literature gives a range the middle is used, and where no source exists (tumor, the cord's
 central echo) the tissue is modelled through its echogenicity. Units: speed of sound m/s,
 density kg/m³, impedance MRayl, attenuation dB/cm/MHz. Backscatter is a dimensionless
@@ -79,7 +79,8 @@ class AcousticProperties:
         return self.speed_m_s * self.density_kg_m3 / 1e6
 
 
-#: Acoustic table (REFERENCES.md §7). Tumor backscatter is replaced per case (hyper/iso-echoic).
+#: Acoustic table (docs/references.md §7). Tumor backscatter is replaced per case
+#: (hyper- or iso-echoic).
 ACOUSTIC: dict[Tissue, AcousticProperties] = {
     Tissue.AIR: AcousticProperties(343.0, 1.2, 1.64, 0.0, roughness=1.0),
     Tissue.SKIN: AcousticProperties(1615.0, 1109.0, 1.0, 0.55, 1.0, 0.3, 0.3),

@@ -98,6 +98,17 @@ class ScannerSettings:
         Log compression: ``reference`` maps to 255, ``reference`` − range to 0.
     reference
         Echo amplitude shown white.
+    echo_delay_mm
+        How far every echo is drawn deeper than its reflector (0 = envelope centred on it;
+        half the spatial pulse length = the pulse starts at the reflector).
+    reverb_gain, reverb_bounces
+        Reverberation between the transducer face and the strongest reflector of each scanline:
+        copies of its echo at 2, 3, ... times its depth, each ``reverb_gain`` times the last.
+    sidelobe_level, sidelobe_offset_fwhm
+        Two lateral side lobes of the beam (amplitude relative to the main lobe, 0 = none) at
+        ± ``sidelobe_offset_fwhm`` main-lobe FWHMs from the axis.
+    compression_gamma
+        Power applied to the normalised log-compressed value (1 = plain log compression).
     """
 
     axial_sigma_mm: float = 0.12
@@ -112,6 +123,12 @@ class ScannerSettings:
     noise_level: float = 1e-5
     dynamic_range_db: float = 52.0
     reference: float = 0.15
+    echo_delay_mm: float = 0.0
+    reverb_gain: float = 0.0
+    reverb_bounces: int = 0
+    sidelobe_level: float = 0.0
+    sidelobe_offset_fwhm: float = 1.5
+    compression_gamma: float = 1.0
 
 
 class UltrasoundSimulator:
@@ -157,7 +174,10 @@ class UltrasoundSimulator:
             1.0 + ((self.row_depth_mm - g.focus_mm) / s.rayleigh_mm) ** 2
         )
         self.lateral_sigma_cols = beam / g.spacing_x_mm
-        self.n_bins = int(np.ceil((g.depth_mm + 4 * s.axial_sigma_mm) / STEP_MM)) + 2
+        self.n_bins = (
+            int(np.ceil((g.depth_mm + 4 * s.axial_sigma_mm + max(s.echo_delay_mm, 0.0)) / STEP_MM))
+            + 2
+        )
         self.n_steps = int(np.ceil(1.15 * g.depth_mm / STEP_MM)) + 4
         self.tgc = 10.0 ** (s.tgc_db_per_cm * self.row_depth_mm / 10.0 / 20.0)
         elevation = (
@@ -213,24 +233,88 @@ class UltrasoundSimulator:
             self.seed,
             rf,
         )
+        if self.settings.reverb_gain > 0.0 and self.settings.reverb_bounces > 0:
+            add_reverberation(rf, self.settings.reverb_gain, self.settings.reverb_bounces)
         return rf
 
-    def frame(self, transducer_to_spine: np.ndarray, frame_index: int = 0) -> np.ndarray:
-        """One B-mode frame, uint8 (rows, cols), for the transducer pose in the spine frame."""
+    def envelope(self, transducer_to_spine: np.ndarray, frame_index: int = 0) -> np.ndarray:
+        """The echo envelope after TGC, float (rows, cols), before log compression."""
         g, s = self.geometry, self.settings
         rf = self.iq(transducer_to_spine)
         pix = np.empty((g.rows, g.cols), dtype=np.complex128)
-        K.psf_rows(rf, STEP_MM, self.row_depth_mm, s.axial_sigma_mm, self.lateral_sigma_cols, pix)
+        # an echo trailing its reflector by d is the envelope centred d deeper: sample the
+        # signal d shallower
+        K.psf_rows(
+            rf,
+            STEP_MM,
+            self.row_depth_mm - s.echo_delay_mm if s.echo_delay_mm else self.row_depth_mm,
+            s.axial_sigma_mm,
+            self.lateral_sigma_cols,
+            pix,
+        )
+        if s.sidelobe_level > 0.0:
+            pix = add_sidelobes(
+                pix, s.sidelobe_level, s.sidelobe_offset_fwhm * 2.3548 * self.lateral_sigma_cols
+            )
         rng = np.random.default_rng([self.seed, 7, frame_index])
         noise = rng.standard_normal((2, g.rows, g.cols))
         pix += s.noise_level * (noise[0] + 1j * noise[1])
-        envelope = np.abs(pix) * self.tgc[:, None]
-        return log_compress(envelope, s.reference, s.dynamic_range_db)
+        return np.abs(pix) * self.tgc[:, None]
+
+    def frame(self, transducer_to_spine: np.ndarray, frame_index: int = 0) -> np.ndarray:
+        """One B-mode frame, uint8 (rows, cols), for the transducer pose in the spine frame."""
+        s = self.settings
+        envelope = self.envelope(transducer_to_spine, frame_index)
+        return log_compress(envelope, s.reference, s.dynamic_range_db, s.compression_gamma)
 
 
-def log_compress(envelope: np.ndarray, reference: float, dynamic_range_db: float) -> np.ndarray:
-    """Envelope → uint8: 20·log10(env/reference) mapped from −range..0 dB to 0..255."""
+def log_compress(
+    envelope: np.ndarray, reference: float, dynamic_range_db: float, gamma: float = 1.0
+) -> np.ndarray:
+    """Envelope → uint8: 20·log10(env/reference) mapped from −range..0 dB to 0..255, then (if
+    ``gamma`` ≠ 1) the normalised value v ∈ [0, 1] shown as v^gamma."""
     db = 20.0 * np.log10(np.maximum(envelope, 1e-12) / reference)
-    return np.clip((db + dynamic_range_db) / dynamic_range_db * 255.0 + 0.5, 0, 255).astype(
-        np.uint8
-    )
+    if gamma == 1.0:
+        return np.clip((db + dynamic_range_db) / dynamic_range_db * 255.0 + 0.5, 0, 255).astype(
+            np.uint8
+        )
+    v = np.clip((db + dynamic_range_db) / dynamic_range_db, 0.0, 1.0)
+    return (v**gamma * 255.0 + 0.5).astype(np.uint8)
+
+
+def add_reverberation(rf: np.ndarray, gain: float, bounces: int) -> None:
+    """Add transducer-face reverberations of each scanline's strongest echo (in place).
+
+    An echo of amplitude a from depth d that reflects off the transducer face and again off the
+    reflector returns after twice the time: it is drawn at 2d with amplitude g·a, the next at 3d
+    with g²·a, and so on (g: the round trip's reflection and loss). ``rf`` is (lines, bins) in
+    display-depth bins starting at the face.
+    """
+    n_lines, n_bins = rf.shape
+    b = np.argmax(np.abs(rf), axis=1)
+    lines = np.arange(n_lines)
+    unit = np.exp(1j * np.angle(rf[lines, b]))
+    # the echo is spread over a few bins (fractional deposits): copy those around the peak
+    offsets = np.arange(-2, 3)
+    src = np.clip(b[:, None] + offsets, 0, n_bins - 1)
+    echo = rf[lines[:, None], src]
+    for k in range(2, bounces + 2):
+        target = k * b[:, None] + offsets
+        ok = (target >= 0) & (target < n_bins) & (b[:, None] > 2)
+        copy = echo * (gain ** (k - 1)) * unit[:, None] ** (k - 1)
+        rf[np.broadcast_to(lines[:, None], ok.shape)[ok], target[ok]] += copy[ok]
+
+
+def add_sidelobes(pix: np.ndarray, level: float, offset_cols: np.ndarray) -> np.ndarray:
+    """The beamformed image with two lateral side lobes: each pixel also receives ``level``
+    times the signal ``offset_cols[row]`` scanlines to either side (rounded to whole lines)."""
+    out = pix.copy()
+    shifts = np.maximum(np.rint(offset_cols).astype(int), 1)
+    n_cols = pix.shape[1]
+    for d in np.unique(shifts):
+        rows = shifts == d
+        if d >= n_cols:
+            continue
+        out[rows, d:] += level * pix[rows, :-d]
+        out[rows, :-d] += level * pix[rows, d:]
+    return out

@@ -7,6 +7,7 @@ result's status is the worst status along the path (INVALID beats MISSING beats 
 
 from __future__ import annotations
 
+import builtins
 import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -131,7 +132,7 @@ class TransformRepository:
         """Names of the stored transforms (not the ones that can be computed)."""
         return [join_name(a, b) for a, b in self._edges]
 
-    def frames(self) -> set[str]:
+    def frames(self) -> builtins.set[str]:
         """All coordinate frames that appear in a stored transform."""
         return {f for key in self._edges for f in key}
 

@@ -355,13 +355,13 @@ def _draw_panel(
     line("REGISTRATION", TEXT_DIM, 0.5, 24)
     if header is not None or state.registration is not None:
         h = header or state.registration.header
-        accepted = "accepted" if h.accepted else "NOT accepted"
-        line(f"quality {_fmt(h.quality, '.2f')}  {accepted}")
+        checked = "image-checked" if h.registration_checked else "NOT checked"
+        line(f"±{_fmt(h.uncertainty_mm, '.1f', ' mm')} (95 %)  {checked}")
         line(f"age {_fmt(registration_age_s(state), '.1f', ' s')}")
     else:
         line("none yet", TEXT_DIM)
-    if state.registration is not None and not state.registration.header.accepted:
-        line("last estimate rejected", BANNER_AMBER, 0.5, 24)
+    if state.registration is not None and not state.registration.in_use:
+        line("last estimate not adopted", BANNER_AMBER, 0.5, 24)
     y += 8
 
     # numbers from stale data are dimmed: they describe the past

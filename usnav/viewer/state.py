@@ -1,9 +1,11 @@
 """What the viewer shows: its options, the state built from received messages, and the verdict.
 
-The verdict (:func:`assess`) is the safety logic of the display — WAITING before any data,
-STALE when the connection is lost or the registration is too old, UNCERTAIN when it was
-rejected or its quality is low, LIVE otherwise — kept separate from drawing so it is tested on
-its own.
+The verdict (:func:`assess`) is the safety logic of every usnav display (the viewer, the web
+page): it is the ``display_state`` the publisher sent with the newest data (LIVE, UNCERTAIN,
+STALE — see :mod:`usnav.protocol.display`, the one definition of "show as good"), made worse
+by what only the display sees (WAITING before any data, STALE when the connection dropped or
+the data stopped). It is kept separate from drawing so it is tested on its own. Display code
+must take the state from here and never re-derive LIVE or STALE.
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from usnav.client import FrameMessage, MarginMessage, Message, RegistrationMessage, StatusMessage
+from usnav.protocol.display import LIVE, STALE, UNCERTAIN, WAITING, DisplayState, display_state
 
-WAITING = "WAITING"
-LIVE = "LIVE"
-STALE = "STALE"
-UNCERTAIN = "UNCERTAIN"
+__all__ = [
+    "LIVE",
+    "STALE",
+    "UNCERTAIN",
+    "WAITING",
+    "Verdict",
+    "ViewModel",
+    "ViewState",
+    "ViewerOptions",
+    "assess",
+    "registration_age_s",
+]
 
 
 class ViewerOptions(BaseModel):
@@ -29,12 +40,14 @@ class ViewerOptions(BaseModel):
     Attributes
     ----------
     stale_after_s
-        A registration older than this makes the display STALE, s.
+        Deprecated, ignored since protocol 2: how old a registration may be is the
+        publisher's ``display_state`` rule (``DisplayRules.max_unchecked_s``).
     lost_after_s
-        No message for this long (or a dropped connection) makes it STALE, s. Publishers
-        send ``status`` at ≥ 1 Hz, so silence means trouble.
+        No message for this long (or a dropped connection), or newest margins this old, make
+        the display STALE, s. Publishers send ``status`` at ≥ 2 Hz, so silence means trouble.
     min_quality
-        Registration quality below this makes it UNCERTAIN.
+        Deprecated, ignored since protocol 2: a quality score decides nothing; the
+        publisher's ``display_state`` (from the registration's stated uncertainty) does.
     min_disagreement_mm
         The ultrasound-supported margin is drawn where it differs from the MRI-predicted one
         by at least this much, mm.
@@ -76,6 +89,9 @@ class ViewState:
         The newest messages of those topics, or None.
     status
         The newest pipeline status map ({} if none).
+    status_message
+        The newest ``status`` message (its header carries the publisher's display state
+        while no margins flow), or None.
     connected
         Whether the TCP connection is up.
     last_message_s
@@ -95,6 +111,7 @@ class ViewState:
     margin: MarginMessage | None = None
     registration: RegistrationMessage | None = None
     status: dict = field(default_factory=dict)
+    status_message: StatusMessage | None = None
     connected: bool = False
     last_message_s: float | None = None
     fps: float | None = None
@@ -125,45 +142,41 @@ def registration_age_s(state: ViewState) -> float | None:
     return None
 
 
+def _published(state: ViewState) -> tuple[DisplayState | None, float | None]:
+    """The publisher's display state for the overlay, and when the message carrying it arrived:
+    the newest margin's; before any margin the newest status's, else the registration's."""
+    if state.margin is not None:
+        return state.margin.header.display, state.margin.header.t_arrived
+    if state.status_message is not None:
+        return state.status_message.header.display, None
+    if state.registration is not None:
+        return state.registration.header.display, None
+    return None, None
+
+
 def assess(state: ViewState, options: ViewerOptions) -> Verdict:
-    """Decide WAITING / STALE / UNCERTAIN / LIVE for a state."""
-    if state.last_message_s is None:
-        problem = f": {state.link_problem}" if state.link_problem else ""
-        return Verdict(WAITING, f"waiting for usnav on {state.address}{problem}")
-    silent = state.now - state.last_message_s
-    if not state.connected:
-        return Verdict(STALE, f"connection lost ({silent:.1f} s without data)")
-    if silent > options.lost_after_s:
-        return Verdict(STALE, f"no data for {silent:.1f} s")
+    """WAITING / STALE / UNCERTAIN / LIVE for a state: the publisher's ``display_state`` of
+    the newest data, made worse by the link (:func:`usnav.protocol.display.display_state`)."""
+    problem = f": {state.link_problem}" if state.link_problem else ""
+    published, arrived = _published(state)
     probe_state = str(state.status.get("state", "")) if state.status else ""
-    if probe_state in ("no-signal", "connecting", "closed"):
+    if (
+        state.last_message_s is not None
+        and state.connected
+        and probe_state in ("no-signal", "connecting", "closed")
+    ):
         peer = state.status.get("peer", "the probe")
-        return Verdict(STALE, f"no signal from {peer} ({probe_state})")
-    newest = state.margin
-    if newest is not None:
-        margin_age = state.now - newest.header.t_arrived
-        if margin_age > options.lost_after_s:
-            return Verdict(STALE, f"margins {margin_age:.1f} s old")
-        if newest.header.stale:
-            return Verdict(STALE, newest.header.stale_reason or "margins marked stale")
-    age = registration_age_s(state)
-    if age is not None and not np.isfinite(age):
-        # a publisher that sends a registration without a usable age: it may be any age
-        return Verdict(STALE, "registration age unknown")
-    if age is not None and age > options.stale_after_s:
-        return Verdict(STALE, f"registration {age:.0f} s old")
-    header = newest.header if newest is not None else None
-    if header is None and state.registration is not None:
-        header = state.registration.header
-    if header is None:
-        return Verdict(UNCERTAIN, "no registration yet")
-    if not header.accepted:
-        return Verdict(UNCERTAIN, "registration not accepted")
-    quality_known = header.quality is not None and bool(np.isfinite(header.quality))
-    if not quality_known or header.quality < options.min_quality:
-        quality = f"{header.quality:.2f}" if quality_known else "unknown"
-        return Verdict(UNCERTAIN, f"registration quality {quality}")
-    return Verdict(LIVE, "")
+        published = DisplayState(STALE, f"no signal from {peer} ({probe_state})")
+    verdict = display_state(
+        published,
+        now=state.now,
+        last_message_s=state.last_message_s,
+        data_arrived_s=arrived,
+        connected=state.connected,
+        lost_after_s=options.lost_after_s,
+        waiting_reason=f"waiting for usnav on {state.address}{problem}",
+    )
+    return Verdict(verdict.state, verdict.reason)
 
 
 class ViewModel:
@@ -225,6 +238,7 @@ class ViewModel:
         status = messages.get("status")
         if isinstance(status, StatusMessage):
             s.status = status.status
+            s.status_message = status
         recent = [t for t in self._arrivals if s.now - t <= 2.0]
         s.fps = (
             (len(recent) - 1) / (recent[-1] - recent[0])

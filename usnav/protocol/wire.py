@@ -1,4 +1,4 @@
-"""The usnav ZeroMQ wire protocol: message layout, encoding and validated decoding.
+"""The usnav ZeroMQ wire framing: message layout, encoding and validated decoding.
 
 A message is a ZeroMQ multipart message ``[topic, header, buffer...]``:
 
@@ -9,16 +9,22 @@ A message is a ZeroMQ multipart message ``[topic, header, buffer...]``:
 - each buffer: the raw bytes of a C-contiguous little-endian array.
 
 No pickle, no code on the wire: a header is plain msgpack and a buffer is bytes whose type
-and shape the header states. The contract for display writers is ``docs/protocol.md``.
+and shape the header states. The contract for display writers is ``docs/protocol.md``; the
+per-topic fields are encoded and decoded side by side in :mod:`usnav.protocol.messages`.
 
 Versioning: ``schema`` is ``"usnav"`` and ``version`` an integer. Additive changes (new
 keys, new topics, new buffers) keep the version; readers ignore what they do not know. A
-change that alters the meaning or layout of an existing field bumps it.
+change that alters the meaning or layout of an existing field bumps it. Version 2 replaced the
+misreadable ``accepted`` flag by ``display_state`` (see :mod:`usnav.protocol.display`); this
+reader also reads version 1 publishers, whose messages are never LIVE. Readers of version 1
+refuse version 2 messages with a "protocol version 2, this reader speaks 1 — update usnav"
+error.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +33,13 @@ import numpy as np
 
 from usnav.errors import UsnavError
 
+#: Where usnav publishes by default (loopback only; see docs/protocol.md).
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
+
 SCHEMA = "usnav"
-VERSION = 1
+VERSION = 2
+#: Versions this reader decodes (1: before display_state; never shown LIVE).
+SUPPORTED_VERSIONS = (1, 2)
 
 TOPIC_MARGIN = "margin"
 TOPIC_FRAME = "frame"
@@ -50,7 +61,11 @@ COMMON_FIELDS = (
     "ImageToMri",
     "age_s",
     "quality",
-    "accepted",
+    "uncertainty_mm",
+    "registration_checked",
+    "display_state",
+    "display_reason",
+    "live_max_uncertainty_mm",
     "buffers",
 )
 
@@ -157,7 +172,7 @@ def encode(
             raise ValueError(f"buffer {name!r}: dtype {array.dtype.str} is not a wire dtype")
         array = np.ascontiguousarray(array)
         descriptors.append(buffer_descriptor(name, array))
-        parts.append(memoryview(array).cast("B") if array.size else b"")
+        parts.append(array.data.cast("B") if array.size else b"")
     full = dict(header)
     full["buffers"] = descriptors
     return [topic.encode("ascii"), pack_header(full), *parts]
@@ -180,7 +195,7 @@ _REQUIRED_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def decode(parts: list[bytes], peer: str = "publisher") -> RawMessage:
+def decode(parts: Sequence[bytes | memoryview], peer: str = "publisher") -> RawMessage:
     """Validate and decode the frames of one message.
 
     Parameters
@@ -214,11 +229,12 @@ def decode(parts: list[bytes], peer: str = "publisher") -> RawMessage:
         raise HeaderError(peer, f"{topic}: header is a {type(header).__name__}, not a map")
     if header.get("schema") != SCHEMA:
         raise VersionError(peer, f"{topic}: schema {header.get('schema')!r}, expected {SCHEMA!r}")
-    if header.get("version") != VERSION:
+    if header.get("version") not in SUPPORTED_VERSIONS:
         raise VersionError(
             peer,
-            f"{topic}: protocol version {header.get('version')!r}, this reader speaks {VERSION}"
-            " — update usnav (client and publisher must share the version)",
+            f"{topic}: protocol version {header.get('version')!r}, this reader speaks "
+            f"{', '.join(str(v) for v in SUPPORTED_VERSIONS)} — update usnav (client and "
+            "publisher must share the version)",
         )
     if header.get("topic", topic) != topic:
         raise TopicError(peer, f"topic frame {topic!r} but header says {header.get('topic')!r}")
@@ -241,7 +257,7 @@ def decode(parts: list[bytes], peer: str = "publisher") -> RawMessage:
 
 
 def _decode_buffer(
-    descriptor: Any, part: bytes, topic: str, seq: int, peer: str
+    descriptor: Any, part: bytes | memoryview, topic: str, seq: int, peer: str
 ) -> tuple[str, np.ndarray]:
     where = f"{topic} #{seq}"
     if not isinstance(descriptor, dict):

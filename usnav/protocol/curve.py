@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,31 @@ class KeyFiles:
     authorized_dir: Path
 
 
+#: a client key name: a plain file stem (no folder, no hidden file, no "..")
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_client_name(name: str) -> str:
+    """Refuse a client key name that is not a plain file stem.
+
+    The name becomes ``KEYDIR/NAME.key`` and ``KEYDIR/NAME.key_secret``: a name with a path
+    separator or ``..`` would write keys outside KEYDIR, an empty one hidden ``.key`` files.
+
+    Raises
+    ------
+    InputError
+        Not letters, digits, ``_``, ``-`` or ``.`` (starting with a letter or digit, at most
+        64), contains ``..``, or is ``server`` (the publisher's own pair).
+    """
+    if not CLIENT_NAME.fullmatch(name or "") or ".." in name or name == "server":
+        raise InputError(
+            "--client",
+            f"{name!r} is not a plain key name",
+            "use letters, digits, _ - . (e.g. display1); no folders, not 'server'",
+        )
+    return name
+
+
 def generate_keys(key_dir: str | Path, *, client_name: str = "client") -> KeyFiles:
     """Create a publisher key pair, one client key pair, and authorise that client.
 
@@ -52,6 +78,7 @@ def generate_keys(key_dir: str | Path, *, client_name: str = "client") -> KeyFil
             "this ZeroMQ build has no CURVE support",
             "install pyzmq from its wheels (they bundle libsodium)",
         )
+    check_client_name(client_name)
     d = Path(key_dir)
     if d.exists() and not d.is_dir():
         raise InputError(d, "is a file, expected a folder for the keys")

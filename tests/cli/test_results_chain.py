@@ -1,0 +1,107 @@
+"""Issue #17: results chain (RESULT.json as --init), the help says so, and ``usnav bench``
+answers a wrong --only, missing outside data and --strict as a user expects."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import usnav
+from scipy.spatial.transform import Rotation
+
+from usnav.bench.registry import _REGISTRY, Figure, benchmark
+from usnav.cli.main import main
+from usnav.errors import InputError
+from usnav.registration.files import read_initial
+
+
+def _tag_file(path, moving_to_fixed):
+    rng = np.random.default_rng(5)
+    moving = rng.uniform(-40, 40, size=(6, 3))
+    fixed = moving @ moving_to_fixed[:3, :3].T + moving_to_fixed[:3, 3]
+    rows = [f"{a} {b} {c} {d} {e} {f}" for (a, b, c), (d, e, f) in zip(fixed, moving, strict=True)]
+    path.write_text("MNI Tag Point File\nVolumes = 2;\nPoints =\n" + "\n".join(rows) + ";\n")
+    return path
+
+
+def test_register_points_result_is_accepted_as_init(tmp_path):
+    truth = np.eye(4)
+    truth[:3, :3] = Rotation.from_euler("xyz", [5, -3, 8], degrees=True).as_matrix()
+    truth[:3, 3] = [4.0, -2.0, 7.5]
+    tag = _tag_file(tmp_path / "p.tag", truth)
+    result = usnav(tmp_path, "register-points", str(tag), "--out", "RESULT.json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "RESULT.json").read_text())
+    chained = read_initial(tmp_path / "RESULT.json")
+    np.testing.assert_allclose(chained, np.asarray(doc["ReferenceToMri"]))
+    np.testing.assert_allclose(chained, truth, atol=1e-6)
+    # and the 16-number text file still works
+    (tmp_path / "init.txt").write_text(" ".join(str(v) for v in truth.ravel()))
+    np.testing.assert_allclose(read_initial(tmp_path / "init.txt"), truth)
+
+
+def test_a_json_without_reference_to_mri_is_refused(tmp_path):
+    (tmp_path / "other.json").write_text(json.dumps({"fre_mm": [1.0]}))
+    with pytest.raises(InputError, match="has no ReferenceToMri"):
+        read_initial(tmp_path / "other.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"ReferenceToMri": [[1, 2], [3, "x"]]}))
+    with pytest.raises(InputError, match="not a 4×4"):
+        read_initial(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("command", ["run", "register"])
+def test_help_says_init_takes_a_result_file(tmp_path, command):
+    out = " ".join(usnav(tmp_path, command, "--help").stdout.split())
+    assert "RESULT.json" in out and "16 numbers" in out
+    assert "a text file of 16 numbers" in out  # --calibration: a file, not numbers on the line
+
+
+@pytest.fixture
+def missed_target_benchmark():
+    """A registered benchmark whose figure misses its target (removed afterwards)."""
+
+    @benchmark("zz strict probe", "zz-test")
+    def probe(ctx):
+        return [Figure("always late", 2.0, "s", "≤ 1 s", False, higher_is_better=False)]
+
+    try:
+        yield
+    finally:
+        _REGISTRY[:] = [b for b in _REGISTRY if b.group != "zz-test"]
+
+
+def test_bench_strict_exits_1_on_a_missed_target(tmp_path, capsys, missed_target_benchmark):
+    cache = str(tmp_path / "cache")
+    assert main(["bench", "--only", "zz strict", "--cache", cache]) == 0
+    assert main(["bench", "--only", "zz strict", "--cache", cache, "--strict"]) == 1
+    assert "1 target(s) missed" in capsys.readouterr().err
+
+
+def test_bench_lists_rows_skipped_for_missing_outside_data(tmp_path):
+    """Without the outside data the calibration rows are listed as skipped, with the reason,
+    and the scratch files go to the per-user cache (removed with --clean)."""
+    env_missing = tmp_path / "no-data"
+    result = _bench(tmp_path, env_missing, "--only", "temporal calibration", "--clean")
+    assert result.returncode == 0, result.stderr
+    assert "skipped" in result.stdout
+    assert "outside data not found" in " ".join(result.stdout.split())
+    assert not (tmp_path / "usnav-cache" / "bench").exists()  # --clean
+
+
+def _bench(tmp_path, data_dir, *args):
+    import subprocess
+    import sys
+
+    from cli_helpers import usnav_env
+
+    env = usnav_env(tmp_path)
+    env["USNAV_TEST_DATA"] = str(data_dir)  # not a folder: no outside data
+    return subprocess.run(
+        [sys.executable, "-m", "usnav", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )

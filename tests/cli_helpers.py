@@ -1,0 +1,43 @@
+"""Running ``usnav`` as a user does: a real process, in a scratch folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def usnav_env(tmp_path: Path) -> dict[str, str]:
+    """This checkout first on the path; caches and logs in the test's own folder."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["USNAV_CACHE_DIR"] = str(tmp_path / "usnav-cache")
+    env["USNAV_LOG_DIR"] = str(tmp_path / "usnav-logs")
+    env.pop("COLUMNS", None)
+    return env
+
+
+def usnav(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m usnav ARGS`` with ``tmp_path`` as the working folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "usnav", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env=usnav_env(tmp_path),
+    )
+
+
+def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit status 2, exactly one line on stderr, no traceback; returns that line."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

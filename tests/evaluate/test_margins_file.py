@@ -1,0 +1,152 @@
+"""``usnav margins``: the live pipeline's per-frame margins of a recording, to a file, read
+back and scored against the simulator's truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from usnav.cli.main import main
+from usnav.config.calibration import load_calibration
+from usnav.evaluate.margins_file import (
+    margins_of_recording,
+    read_margins_file,
+    score_against_simulator,
+)
+from usnav.io.sequence import read_sequence
+from usnav.io.volume import Volume, load_volume, save_volume
+from usnav.margins import MarginEstimator
+from usnav.sim import load_truth
+
+
+def _args(case, reference: Path, out: Path, label: Path | None = None) -> list[str]:
+    return [
+        "margins",
+        str(case.recording),
+        "--mri",
+        str(case.mri),
+        "--label",
+        str(label or case.label),
+        "--calibration",
+        str(case.calibration),
+        "--reference-to-mri",
+        str(reference),
+        "--out",
+        str(out),
+    ]
+
+
+def test_margins_file_holds_the_estimator_s_margins(tiny_cases, tmp_path: Path, capsys) -> None:
+    case = tiny_cases["s7"]
+    truth = load_truth(case.truth)
+    result = tmp_path / "RESULT.json"
+    result.write_text(
+        json.dumps({"ReferenceToMri": truth.reference_to_mri.tolist(), "accepted": True})
+    )
+    out = tmp_path / "margins.jsonl.gz"
+    assert main(_args(case, result, out)) == 0
+    assert "16 frame(s)" in capsys.readouterr().out
+    header, records = read_margins_file(out)
+    assert header["format"] == "usnav-margins"
+    np.testing.assert_allclose(header["ReferenceToMri"], truth.reference_to_mri)
+    assert len(records) == 16
+    assert sum(r.margins.in_view for r in records) >= 8
+
+    # frame 5 independently: pixel → MRI through the tracking and calibration chain
+    image_to_probe = load_calibration(case.calibration).image_to_probe
+    with read_sequence(case.recording) as seq:
+        frame = seq.frame(5)
+    t = frame.transforms
+    image_to_mri = (
+        truth.reference_to_mri
+        @ np.linalg.inv(t["ReferenceToTracker"].matrix)
+        @ t["ProbeToTracker"].matrix
+        @ image_to_probe
+    )
+    expected = MarginEstimator(load_volume(case.label)).estimate(frame.image, image_to_mri, None)
+    got = records[5].margins
+    assert records[5].frame_number == frame.frame_number
+    np.testing.assert_allclose(got.image_to_mri, image_to_mri, atol=1e-9)
+    assert got.in_view == expected.in_view
+    assert len(got.contours) == len(expected.contours)
+    for a, b in zip(got.contours, expected.contours, strict=True):
+        np.testing.assert_allclose(a.predicted_px, b.predicted_px, atol=2e-3)
+        np.testing.assert_allclose(a.predicted_mri_mm, b.predicted_mri_mm, atol=2e-3)
+
+    # 16 numbers give the same file content as the RESULT.json
+    numbers = tmp_path / "ReferenceToMri.txt"
+    np.savetxt(numbers, truth.reference_to_mri)
+    plain = tmp_path / "margins.jsonl"
+    assert main(_args(case, numbers, plain)) == 0
+    _, again = read_margins_file(plain)
+    assert [r.margins.in_view for r in again] == [r.margins.in_view for r in records]
+
+
+def test_scores_grow_with_a_registration_error(tiny_cases) -> None:
+    """Scored against the simulator's truth, margins placed 2.5 mm off are worse than margins
+    placed with the true registration (so the score measures the margins, not a constant)."""
+    case = tiny_cases["s7"]
+    truth = load_truth(case.truth)
+    shifted = np.eye(4)
+    shifted[:3, 3] = [1.5, -1.5, 1.4]  # 2.5 mm
+    scores = {}
+    for name, matrix in (
+        ("true", truth.reference_to_mri),
+        ("off", shifted @ truth.reference_to_mri),
+    ):
+        records = list(margins_of_recording(case.recording, case.label, case.calibration, matrix))
+        scores[name] = score_against_simulator(records, case.truth, matrix)
+    assert scores["true"].predicted_mm.size > 50
+    assert scores["true"].refined_mm.mean() < 1.0
+    assert scores["off"].predicted_mm.mean() > scores["true"].predicted_mm.mean() + 0.75
+
+
+def test_bad_inputs_one_line_exit_2(tiny_cases, tmp_path: Path, capsys) -> None:
+    case = tiny_cases["s7"]
+    sheared = tmp_path / "sheared.txt"
+    np.savetxt(sheared, np.array([[1, 0.4, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    assert main(_args(case, sheared, tmp_path / "m.jsonl")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sheared.txt" in err[0] and "rigid" in err[0]
+
+    # a label map from somewhere else (1 m away) is refused
+    label = load_volume(case.label)
+    far = label.affine.copy()
+    far[:3, 3] += 1000.0
+    moved = tmp_path / "far_label.nii.gz"
+    save_volume(Volume(np.asarray(label.data), far), moved)
+    truth = tmp_path / "truth.txt"
+    np.savetxt(truth, load_truth(case.truth).reference_to_mri)
+    assert main(_args(case, truth, tmp_path / "m.jsonl", label=moved)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "far_label.nii.gz" in err[0] and "overlap" in err[0]
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_not_a_margins_file(tmp_path: Path) -> None:
+    from usnav.errors import InputError
+
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"format": "something else"}\n')
+    with pytest.raises(InputError, match="not a usnav margins file"):
+        read_margins_file(p)
+
+
+def test_the_pipeline_and_the_cli_do_not_import_evaluate_or_dask() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, usnav.pipeline.live, usnav.pipeline.run\n"
+        "from usnav.cli.main import build_parser\n"
+        "build_parser()\n"
+        "names = ('usnav.evaluate', 'dask', 'distributed')\n"
+        "bad = [m for m in sys.modules if m.startswith(names)]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

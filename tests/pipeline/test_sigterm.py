@@ -1,0 +1,95 @@
+"""Issue #17: SIGTERM (a service manager, ``timeout``, ``docker stop``) ends ``usnav run`` and
+``usnav record`` the way Ctrl-C does: the summary is printed and the recording closed, not a
+bare journal left behind. Real processes, real signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from cli_helpers import usnav_env
+from pipeline_helpers import free_port, wait_until
+
+from usnav.devices import serve_in_subprocess
+from usnav.io.sequence import journal_path, read_sequence
+
+
+def _terminate_after_frames(args, tmp_path, journal, settle_s=2.0):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "usnav", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=usnav_env(tmp_path),
+    )
+    try:
+        assert wait_until(lambda: journal.exists() or process.poll() is not None, 90)
+        assert process.poll() is None, process.communicate()
+        time.sleep(settle_s)  # frames are being recorded
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, out, err
+
+
+def test_sigterm_stops_run_like_ctrl_c(small_case, tmp_path):
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    device = tmp_path / "probe.toml"
+    device.write_text(
+        f'[probe]\nport = {port}\ntransforms = ["ProbeToTracker", "ReferenceToTracker"]\n'
+    )
+    record = tmp_path / "term.igs.mha"
+    args = [
+        "run",
+        "--device",
+        str(device),
+        "--mri",
+        str(small_case / "mri.nii.gz"),
+        "--label",
+        str(small_case / "tumor_label.nii.gz"),
+        "--calibration",
+        str(small_case / "calibration.toml"),
+        "--init",
+        str(small_case / "init_ReferenceToMri.txt"),
+        "--record",
+        str(record),
+        "--publish",
+        "tcp://127.0.0.1:0",
+        "--no-registration",
+        "--quiet",
+    ]
+    try:
+        code, out, err = _terminate_after_frames(args, tmp_path, journal_path(record))
+    finally:
+        server.stop()
+    assert code == 0, err  # as after Ctrl-C, not 143
+    assert "stopped in" in out and "frames written, 0 lost" in out
+    written = int(out.split("recording")[1].split(":")[1].split("frames written")[0])
+    with read_sequence(record) as seq:
+        assert len(seq) == written > 10
+    assert not journal_path(record).exists()
+    assert not (tmp_path / "logs").exists()  # the log went to the per-user folder
+    assert list((tmp_path / "usnav-logs").glob("usnav-run-*.log"))
+
+
+def test_sigterm_stops_record_like_ctrl_c(small_case, tmp_path):
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    out_file = tmp_path / "rec.igs.mha"
+    args = ["record", "--out", str(out_file), "--port", str(port)]
+    try:
+        code, out, err = _terminate_after_frames(args, tmp_path, journal_path(out_file))
+    finally:
+        server.stop()
+    assert code == 130, err  # what Ctrl-C gives
+    assert "ended by interrupted" in out
+    written = int(out.split("written ")[1].split(",")[0])
+    with read_sequence(out_file) as seq:
+        assert len(seq) == written > 10
+    assert not journal_path(out_file).exists()

@@ -1,0 +1,478 @@
+"""Appearance families: each changes what it claims to change, measured on small phantoms and
+small cases; the draws are recorded and reproducible."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from usnav.sim import build_case, make_options
+from usnav.sim.anatomy import LabelGrid, random_anatomy
+from usnav.sim.case import appearance_settings, appearance_tables
+from usnav.sim.families import (
+    AXIAL_SIGMA_10MHZ_MM,
+    FAMILIES,
+    PULSE_LENGTH_SIGMAS,
+    SWEEP_PATTERNS,
+    Appearance,
+    draw_appearance,
+)
+from usnav.sim.sweep import plan_sweep
+from usnav.sim.tissues import TUMOR_BACKSCATTER, Tissue, acoustic_tables
+from usnav.sim.ultrasound import (
+    ProbeGeometry,
+    ScannerSettings,
+    UltrasoundSimulator,
+    add_sidelobes,
+    log_compress,
+)
+
+T = Tissue
+H = 0.25  # phantom voxel, mm
+
+
+def layered(layers: list[tuple[float, Tissue]], width_mm: float = 12.0, depth_mm: float = 40.0):
+    """A LabelGrid whose y axis is depth: (start depth mm, tissue) layers."""
+    n = int(width_mm / H)
+    ny = int(depth_mm / H)
+    labels = np.zeros((n, ny, n), np.uint8)
+    y = np.arange(ny) * H
+    for start, tissue in layers:
+        labels[:, y >= start, :] = int(tissue)
+    return LabelGrid(labels, np.zeros(3), H)
+
+
+def simulator(
+    grid: LabelGrid,
+    appearance: Appearance = Appearance(),
+    *,
+    frequency_mhz: float = 10.0,
+    cols: int = 16,
+    rows: int = 400,
+    depth_mm: float = 20.0,
+    width_mm: float = 2.4,
+    scatter: bool = True,
+) -> UltrasoundSimulator:
+    tables = appearance_tables(0.3, appearance)
+    if not scatter:
+        tables.backscatter[:] = 0.0
+    geometry = ProbeGeometry(
+        cols=cols,
+        rows=rows,
+        spacing_x_mm=width_mm / cols,
+        spacing_y_mm=depth_mm / rows,
+        frequency_mhz=frequency_mhz,
+        focus_mm=depth_mm / 2,
+    )
+    settings = appearance_settings(appearance, frequency_mhz, 1)
+    texture = np.zeros((2, 2, 2), np.float32)
+    return UltrasoundSimulator(grid, texture, np.zeros(3), 1.0, tables, geometry, settings, seed=3)
+
+
+def pose(grid: LabelGrid, start_mm: float = 0.3) -> np.ndarray:
+    """Transducer at the top centre of the phantom, beam along +y, array along x."""
+    m = np.eye(4)
+    centre = grid.labels.shape[0] * H / 2
+    m[:3, 3] = [centre, start_mm, centre]
+    return m
+
+
+def echo_depth(sim: UltrasoundSimulator, grid: LabelGrid, near_mm: float) -> float:
+    """Depth (mm) of the envelope peak near ``near_mm`` (mean over columns, parabolic fit)."""
+    env = sim.envelope(pose(grid)).mean(axis=1)
+    dy = sim.geometry.spacing_y_mm
+    lo, hi = int((near_mm - 1.5) / dy), int((near_mm + 1.5) / dy)
+    i = lo + int(np.argmax(env[lo:hi]))
+    a, b, c = np.log(env[i - 1 : i + 2])
+    return (i + 0.5 * (a - c) / (a - 2 * b + c)) * dy
+
+
+# --- baseline ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 7, 123])
+def test_baseline_draws_nothing_and_builds_the_tuned_simulator(seed):
+    assert draw_appearance("baseline", seed) == Appearance()
+    assert appearance_settings(Appearance(), 10.0, 2) == ScannerSettings(elevation_rays=2)
+    for echo in TUMOR_BACKSCATTER.values():
+        ours, plain = appearance_tables(echo, Appearance()), acoustic_tables(echo)
+        for f in dataclasses.fields(plain):
+            np.testing.assert_array_equal(getattr(ours, f.name), getattr(plain, f.name))
+
+
+# --- draws: recorded, reproducible, within the stated ranges -----------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if n != "baseline"])
+def test_draws_are_reproducible_per_seed_and_differ_between_seeds(name):
+    a, again, other = draw_appearance(name, 5), draw_appearance(name, 5), draw_appearance(name, 6)
+    assert a == again
+    assert a.family == name
+    assert a != other
+    assert a != Appearance(family=name)  # it changes something
+
+
+def test_drawn_values_stay_in_the_documented_ranges():
+    for seed in range(60):
+        for name in FAMILIES:
+            a = draw_appearance(name, seed)
+            assert 7.0 <= (a.frequency_mhz or 10.0) <= 15.0
+            assert 1480.0 <= a.saline_speed_m_s <= 1580.0
+            assert 1480.0 <= a.csf_speed_m_s <= 1580.0
+            assert a.calibration_rotation_deg <= 1.0 and a.calibration_translation_mm <= 1.0
+            assert a.cord_shift_mm is None or 0.0 <= a.cord_shift_mm <= 3.0
+            assert a.sweep_pattern in SWEEP_PATTERNS
+            assert 0.0 <= a.echo_delay_pulses <= 0.6
+
+
+# --- echo formation -----------------------------------------------------------------------------
+
+
+def test_trailing_echo_draws_the_interface_half_a_pulse_deeper():
+    grid = layered([(0, T.SALINE), (8, T.BONE)])
+    centred = echo_depth(simulator(grid, scatter=False), grid, 8)
+    trailing = Appearance(echo_delay_pulses=0.5)
+    moved = echo_depth(simulator(grid, trailing, scatter=False), grid, 8)
+    half_pulse = 0.5 * PULSE_LENGTH_SIGMAS * AXIAL_SIGMA_10MHZ_MM  # 0.24 mm at 10 MHz
+    assert moved - centred == pytest.approx(half_pulse, abs=0.02)
+
+
+def test_diffuse_reflection_keeps_an_oblique_interface_visible():
+    """Tilted 30°: a mirror-like interface (large m, no roughness) echoes far less than a
+    rough one."""
+    grid = layered([(0, T.SALINE), (8, T.MUSCLE)])
+    m = pose(grid)
+    m[:3, :3] = Rotation.from_euler("z", 30, degrees=True).as_matrix()
+
+    def level(a: Appearance) -> float:
+        sim = simulator(grid, a, scatter=False)
+        return float(sim.envelope(m).max())
+
+    mirror = level(Appearance(specular_exponent=40.0, roughness_offset=-0.2))
+    rough = level(Appearance(specular_exponent=40.0, roughness_offset=0.5))
+    assert rough > 5 * mirror
+
+
+def test_reverberation_repeats_the_strongest_echo_at_twice_its_depth():
+    grid = layered([(0, T.SALINE), (8, T.BONE)])
+    a = Appearance(reverb_gain=0.3, reverb_bounces=2, tgc_db_per_cm=0.0)
+    sim = simulator(grid, a, scatter=False, depth_mm=30.0, rows=600)
+    plain = simulator(grid, Appearance(tgc_db_per_cm=0.0), scatter=False, depth_mm=30.0, rows=600)
+    env, env0 = sim.envelope(pose(grid)).mean(axis=1), plain.envelope(pose(grid)).mean(axis=1)
+    dy = sim.geometry.spacing_y_mm
+    primary = env[int(7 / dy) : int(9 / dy)].max()
+    depth = (int(7 / dy) + np.argmax(env[int(7 / dy) : int(9 / dy)])) * dy
+    second = env[int((2 * depth - 1) / dy) : int((2 * depth + 1) / dy)].max()
+    third = env[int((3 * depth - 1) / dy) : int((3 * depth + 1) / dy)].max()
+    assert second / primary == pytest.approx(0.3, rel=0.15)
+    assert third / primary == pytest.approx(0.09, rel=0.2)
+    assert env0[int((2 * depth - 1) / dy) : int((2 * depth + 1) / dy)].max() < 0.01 * primary
+
+
+def test_side_lobes_copy_the_beam_at_the_stated_offset_and_level():
+    pix = np.zeros((3, 41), complex)
+    pix[:, 20] = 1.0
+    out = add_sidelobes(pix, 0.1, np.array([4.0, 6.4, 9.0]))
+    for row, d in enumerate((4, 6, 9)):
+        expected = np.zeros(41)
+        expected[20] = 1.0
+        expected[20 - d] = expected[20 + d] = 0.1
+        np.testing.assert_allclose(np.abs(out[row]), expected)
+
+
+def test_side_lobes_spread_an_edge_beyond_the_main_lobe():
+    """Bone under half the aperture: with side lobes, scanlines over saline ~2 FWHM from the
+    edge receive the bone's echo at about the side-lobe level."""
+    grid = layered([(0, T.SALINE), (8, T.BONE)])
+    grid.labels[: grid.labels.shape[0] // 2, :, :] = int(T.SALINE)
+    a = Appearance(sidelobe_db=-20.0, sidelobe_offset_fwhm=3.0)  # ~1.6 mm at 8 mm depth
+    kw = dict(scatter=False, cols=64, width_mm=9.6)
+    env = simulator(grid, a, **kw).envelope(pose(grid))
+    env0 = simulator(grid, **kw).envelope(pose(grid))
+    dy = 20.0 / 400
+    band = slice(int(7.5 / dy), int(8.8 / dy))
+    lateral, lateral0 = env[band].max(axis=0), env0[band].max(axis=0)
+    bright = np.median(lateral0[40:])
+    # columns 16..23 lie over saline, >= 1.35 mm (6 σ) from the edge at column 32
+    assert lateral0[16:24].max() < 0.01 * bright
+    assert lateral[16:24].max() == pytest.approx(0.1 * bright, rel=0.35)
+
+
+# --- frequency and PSF --------------------------------------------------------------------------
+
+
+def correlation_length(env: np.ndarray, axis: int) -> float:
+    """Width (samples) at which the speckle envelope's autocorrelation falls to 1/2."""
+    x = env - env.mean(axis=axis, keepdims=True)
+    n = x.shape[axis]
+    f = np.fft.rfft(x, n=2 * n, axis=axis)
+    ac = np.fft.irfft(np.abs(f) ** 2, axis=axis)
+    ac = ac.mean(axis=1 - axis) if axis == 0 else ac.mean(axis=0)
+    ac = ac[:n] / ac[0]
+    k = int(np.argmax(ac < 0.5))
+    return k - 1 + (ac[k - 1] - 0.5) / (ac[k - 1] - ac[k])
+
+
+def echo_fwhm(env: np.ndarray, dy: float) -> float:
+    """Full width at half maximum (mm) of the single peak of a depth profile."""
+    above = np.flatnonzero(env >= env.max() / 2)
+    return (above[-1] - above[0] + 1) * dy
+
+
+def test_lower_frequency_widens_the_echo_and_the_speckle():
+    """Axial and lateral resolution ∝ wavelength ∝ 1/f: halving the frequency doubles the
+    width of an interface echo and the lateral size of the speckle grain. The axial speckle
+    grain widens less (its floor is the 0.06 mm scatterer cell and the 0.05 mm sampling)."""
+    speckle = layered([(0, T.MUSCLE)])
+    wall = layered([(0, T.SALINE), (8, T.BONE)])
+    widths = {}
+    for f in (7.5, 15.0):
+        a = Appearance(frequency_mhz=f)
+        sim = simulator(speckle, a, frequency_mhz=f, cols=96, rows=300, width_mm=9.6, depth_mm=8)
+        env = sim.envelope(pose(speckle))[50:250]
+        sharp = simulator(wall, a, frequency_mhz=f, scatter=False, rows=800)
+        profile = sharp.envelope(pose(wall)).mean(axis=1)
+        widths[f] = (
+            echo_fwhm(profile, sharp.geometry.spacing_y_mm),
+            correlation_length(env, 0),
+            correlation_length(env, 1),
+        )
+    echo, axial, lateral = np.divide(widths[7.5], widths[15.0])
+    assert echo == pytest.approx(2.0, rel=0.1)
+    assert lateral == pytest.approx(2.0, rel=0.2)
+    assert axial > 1.3
+
+
+# --- speed of sound -----------------------------------------------------------------------------
+
+
+def test_speed_of_sound_in_saline_scales_the_depth_an_interface_is_drawn_at():
+    grid = layered([(0, T.SALINE), (15, T.BONE)])
+    true_depth = 15 - 0.125 - 0.3  # voxel boundary; the transducer sits 0.3 mm in
+    for c in (1480.0, 1580.0):
+        a = Appearance(saline_speed_m_s=c)
+        shown = echo_depth(simulator(grid, a, scatter=False), grid, 15.0 * 1540 / c)
+        assert shown == pytest.approx(true_depth * 1540.0 / c, abs=0.05)
+
+
+def test_speed_of_sound_in_csf_moves_what_lies_behind_it():
+    grid = layered([(0, T.SALINE), (4, T.CSF), (10, T.BONE)])
+    slow = echo_depth(simulator(grid, Appearance(csf_speed_m_s=1480.0), scatter=False), grid, 10)
+    fast = echo_depth(simulator(grid, Appearance(csf_speed_m_s=1580.0), scatter=False), grid, 10)
+    assert slow - fast == pytest.approx(6.0 * 1540 * (1 / 1480 - 1 / 1580), abs=0.04)
+
+
+# --- gain, TGC, dynamic range, compression ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def speckle_envelope():
+    grid = layered([(0, T.MUSCLE)])
+    sim = simulator(grid, cols=64, rows=200, depth_mm=20.0, width_mm=6.4)
+    return sim, sim.envelope(pose(grid))
+
+
+def test_gain_shifts_the_grey_levels_by_gain_over_dynamic_range(speckle_envelope):
+    sim, env = speckle_envelope
+    s = sim.settings
+    base = log_compress(env, s.reference, s.dynamic_range_db).astype(float)
+    a = appearance_settings(Appearance(gain_db=6.0), 10.0, 1)
+    brighter = log_compress(env, a.reference, a.dynamic_range_db).astype(float)
+    inside = (base > 5) & (brighter < 250)
+    shift = np.median(brighter[inside] - base[inside])
+    assert shift == pytest.approx(6.0 / 52.0 * 255, abs=1.0)
+
+
+def test_dynamic_range_scales_the_grey_level_spread(speckle_envelope):
+    _, env = speckle_envelope
+    ref = np.percentile(env, 99.9)
+    narrow = log_compress(env, ref, 35.0).astype(float)
+    wide = log_compress(env, ref, 70.0).astype(float)
+    inside = narrow > 5
+    assert np.std(narrow[inside]) / np.std(wide[inside]) == pytest.approx(2.0, rel=0.1)
+
+
+def test_compression_curve_is_the_stated_power(speckle_envelope):
+    sim, env = speckle_envelope
+    s = sim.settings
+    plain = log_compress(env, s.reference, s.dynamic_range_db).astype(float)
+    db = 20 * np.log10(np.maximum(env, 1e-12) / s.reference)
+    v = np.clip((db + s.dynamic_range_db) / s.dynamic_range_db, 0, 1)
+    for gamma in (0.6, 1.7):
+        curved = log_compress(env, s.reference, s.dynamic_range_db, gamma).astype(float)
+        np.testing.assert_allclose(curved, 255 * v**gamma, atol=0.51)
+    dark = plain < 128
+    lifted = log_compress(env, s.reference, s.dynamic_range_db, 0.6)
+    assert lifted[dark].mean() > plain[dark].mean() + 10
+
+
+def test_tgc_slope_changes_the_echo_level_gradient_with_depth():
+    grid = layered([(0, T.MUSCLE)])
+
+    def slope_db_per_cm(tgc: float) -> float:
+        sim = simulator(grid, Appearance(tgc_db_per_cm=tgc), cols=64, rows=200, width_mm=6.4)
+        env = sim.envelope(pose(grid))
+        depth_cm = np.arange(env.shape[0]) * sim.geometry.spacing_y_mm / 10
+        sel = (depth_cm > 0.3) & (depth_cm < 1.8)
+        level_db = 10 * np.log10((env[sel] ** 2).mean(axis=1))
+        return np.polyfit(depth_cm[sel], level_db, 1)[0]
+
+    assert slope_db_per_cm(14.0) - slope_db_per_cm(2.0) == pytest.approx(12.0, abs=0.3)
+
+
+# --- speckle and shadows ------------------------------------------------------------------------
+
+
+def test_sparse_scatterers_make_speckle_spikier():
+    """Fully developed speckle has an envelope contrast std/mean ≈ 0.52 (Rayleigh); few
+    scatterers per resolution cell give more."""
+    grid = layered([(0, T.MUSCLE)])
+    kw = dict(cols=64, rows=200, depth_mm=10.0, width_mm=6.4)
+    full = simulator(grid, **kw).envelope(pose(grid))[40:180]
+    sparse = simulator(grid, Appearance(scatterer_density_scale=0.02), **kw)
+    env = sparse.envelope(pose(grid))[40:180]
+
+    def contrast(e: np.ndarray) -> float:
+        e = e / e.mean(axis=1, keepdims=True)  # remove the depth trend
+        return float(e.std())
+
+    assert contrast(full) == pytest.approx(0.52, abs=0.08)
+    assert contrast(env) > 1.3 * contrast(full)
+
+
+def test_bone_attenuation_sets_how_deep_the_shadow_reaches():
+    """Behind 1 mm of bone, a quarter of the attenuation lets the echoes through by
+    2·(1 - 1/4)·α·f·1 mm dB (round trip)."""
+    grid = layered([(0, T.SALINE), (6, T.MUSCLE), (8, T.BONE), (9, T.MUSCLE)])
+    weak = Appearance(bone_attenuation_scale=0.25)
+
+    def behind(a: Appearance) -> float:
+        rf = simulator(grid, a).iq(pose(grid))
+        return float(np.abs(rf[:, int(10.5 / 0.05) : int(12 / 0.05)]).mean())
+
+    gained_db = 20 * np.log10(behind(weak) / behind(Appearance()))
+    alpha = acoustic_tables(0.3).attenuation[T.BONE]
+    assert gained_db == pytest.approx(2 * 0.75 * alpha * 10.0 * 0.1, abs=2.0)
+
+
+# --- sweep patterns -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def anatomy():
+    return random_anatomy(
+        np.random.default_rng(4),
+        levels=3,
+        laminectomy_levels=2,
+        tumor_length_mm=(12.0, 12.0),
+        shift_mm=(1.0, 1.0),
+        echogenicity="hyperechoic",
+        cyst="no",
+    )
+
+
+def sweep(anat, pattern: str, **kw):
+    return plan_sweep(
+        anat,
+        ProbeGeometry(),
+        np.random.default_rng(9),
+        n_frames=60,
+        frame_rate_hz=30.0,
+        sweep_length_mm=None,
+        tracker_lag_s=0.0,
+        jitter_mm=0.0,
+        jitter_deg=0.0,
+        pattern=pattern,
+        **kw,
+    )
+
+
+def test_sweep_patterns_change_the_frame_normals_and_the_path(anatomy):
+    lo, hi = anatomy.window
+    trans = sweep(anatomy, "transverse")
+    normals = trans.image_poses[:, :3, 2]  # the image plane's normal (transducer z)
+    assert np.abs(normals[:, 2]).min() > 0.95  # plane across the cord
+    assert np.ptp(trans.image_poses[:, 2, 3]) > 0.6 * (hi - lo)
+
+    sag = sweep(anatomy, "sagittal", sagittal_half_width_mm=7.0)
+    normals = sag.image_poses[:, :3, 2]
+    assert np.abs(normals[:, 0]).min() > 0.95  # plane along the cord
+    assert np.abs(sag.image_poses[:, :3, 0][:, 2]).min() > 0.95  # the array along z
+    assert np.ptp(sag.image_poses[:, 0, 3]) > 12.0  # slides across it
+    assert np.ptp(sag.image_poses[:, 2, 3]) < 3.0
+
+    fan = sweep(anatomy, "fan", fan_half_angle_deg=20.0)
+    first, last = fan.image_poses[0, :3, 2], fan.image_poses[-1, :3, 2]
+    swept = np.degrees(np.arccos(np.clip(abs(first @ last), -1, 1)))
+    assert swept == pytest.approx(40.0, abs=8.0)  # rocked through ± 20°
+    assert np.ptp(fan.image_poses[:, 2, 3]) < 4.0  # from one place
+
+    part = sweep(anatomy, "partial", coverage=0.4, coverage_centre=0.3)
+    z = part.image_poses[:, 2, 3]
+    assert np.ptp(z) == pytest.approx(0.4 * (hi - lo), abs=2.0)
+    assert np.mean(z) == pytest.approx(lo + 0.3 * (hi - lo), abs=2.0)
+
+
+# --- anatomy and calibration, on built cases -----------------------------------------------------
+
+SMALL = dict(frames=2, image_cols=32, image_rows=32, voxel_mm=0.5, save_anatomy=False)
+
+
+def test_sweep_anatomy_family_sets_the_anatomy_it_drew():
+    for seed in range(40):
+        a = draw_appearance("sweep-anatomy", seed)
+        if a.cord_shift_mm > 2.0:
+            break
+    case = build_case(seed, make_options(family="sweep-anatomy", **SMALL))
+    assert case.anatomy.levels == a.levels
+    assert case.anatomy.laminectomy_levels == a.laminectomy_levels
+    assert case.anatomy.shift_mm == pytest.approx(a.cord_shift_mm)
+    assert case.anatomy.tumor.length_mm == pytest.approx(a.tumor_length_mm, rel=0.05)
+    assert case.simulator.tables.backscatter[T.TUMOR] == pytest.approx(a.tumor_backscatter)
+    assert case.sweep.pattern == a.sweep_pattern
+
+
+def test_vertebra_scale_sizes_the_vertebrae_canal_and_cord_with_the_same_draws():
+    kw = dict(
+        levels=3,
+        laminectomy_levels=2,
+        tumor_length_mm=(12.0, 12.0),
+        shift_mm=(1.0, 1.0),
+        echogenicity="hyperechoic",
+        cyst="no",
+    )
+    mid = random_anatomy(np.random.default_rng(4), **kw)
+    low = random_anatomy(np.random.default_rng(4), size_scale=1.2, **kw)
+    for name in ("body_height", "disc_height", "lamina_thickness"):
+        assert getattr(low, name) == pytest.approx(1.2 * getattr(mid, name))
+    np.testing.assert_allclose(low.canal, 1.2 * mid.canal)
+    np.testing.assert_allclose(low.body, 1.2 * mid.body)
+    assert np.all(low.cord > 1.1 * mid.cord)
+    assert low.kyphosis_radius == mid.kyphosis_radius  # the other draws are the same
+
+
+def test_miscalibrated_family_writes_the_wrong_calibration_by_the_drawn_amount():
+    case = build_case(8, make_options(family="miscalibrated", **SMALL))
+    a = case.appearance
+    true, written = case.sweep.image_to_probe, case.written_image_to_probe
+    g = case.geometry
+    centre = np.array([(g.cols - 1) / 2, (g.rows - 1) / 2, 0.0, 1.0])
+    moved = np.linalg.norm((written @ centre - true @ centre)[:3])
+    assert moved == pytest.approx(a.calibration_translation_mm, abs=1e-9)
+    scale = np.linalg.norm(true[:3, :3], axis=0)
+    rel = (written[:3, :3] / scale) @ (true[:3, :3] / scale).T
+    angle = np.degrees(Rotation.from_matrix(rel).magnitude())
+    assert angle == pytest.approx(a.calibration_rotation_deg, abs=1e-6)
+    assert 0.3 <= moved <= 1.0 and 0.3 <= angle <= 1.0
+    # the images are still simulated at the true calibration
+    np.testing.assert_allclose(
+        case.sweep.true_image_to_mri[0],
+        case.anatomy.spine_to_mri @ case.sweep.image_poses[0] @ g.image_to_transducer(),
+    )
+    assert case.options.jitter_mm == pytest.approx(a.jitter_mm)
+    # a tracker lag the calibration file does not know: images taken after the recorded poses
+    assert a.unrecorded_lag_s != 0.0 and case.options.tracker_lag_s == 0.0
+    assert case.sweep.tracker_lag_s == pytest.approx(a.unrecorded_lag_s)

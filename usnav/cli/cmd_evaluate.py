@@ -1,0 +1,158 @@
+"""``usnav evaluate MANIFEST --out RESULTS_DIR``: registration and margins of every case of a
+dataset as Dask tasks (a local cluster by default, ``--scheduler`` for a running one)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="registration + margins of every case of a dataset manifest, on Dask",
+        description="Runs every case of MANIFEST (registration as usnav register does it, "
+        "offline margins as usnav run computes them, both scored against the case's truth) as "
+        "Dask tasks, and writes RESULTS_DIR/results.csv (one row per case), summary.csv and "
+        "PNG plots. Re-running resumes: cases already in results.csv are skipped. See "
+        "docs/evaluation.md.",
+    )
+    p.add_argument("manifest", type=Path, metavar="MANIFEST", help="the dataset's manifest.csv")
+    p.add_argument("--out", type=Path, required=True, metavar="RESULTS_DIR")
+    p.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="a running Dask scheduler (default: a local cluster of worker processes)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local worker processes (default: CPU count); with --scheduler: wait for N",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="per case, seconds (default 600): a case past it fails and its worker restarts",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --scheduler: how long to wait for it and its workers (default 10)",
+    )
+    p.add_argument(
+        "--group-by", default="family", metavar="TAG", help="summary grouping tag (family)"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="TOML",
+        help="registration options (a [registration] table, see docs/registration.md)",
+    )
+    p.add_argument("--no-margins", action="store_true", help="registration only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from usnav.evaluate.runner import run_evaluation
+    from usnav.registration.rigid import load_registration_options
+
+    options = load_registration_options(args.config) if args.config else None
+    err = Console(stderr=True)
+    bar = _Bar(err, enabled=not args.quiet)
+    try:
+        report = run_evaluation(
+            args.manifest,
+            args.out,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            timeout_s=args.timeout,
+            group_by=args.group_by,
+            registration_options=options,
+            margins=not args.no_margins,
+            connect_timeout_s=args.connect_timeout,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    out = Console() if Console().is_terminal else Console(width=160)
+    if report.ran:
+        out.print(
+            f"{report.ran} case(s) run on {report.workers} worker(s) in {report.wall_s:.1f} s "
+            f"({report.ran / max(report.wall_s, 1e-9):.2f} cases/s), {report.failed} failed; "
+            f"{report.skipped} already in {report.results}"
+        )
+    else:
+        out.print(f"nothing to run: all {report.cases} case(s) are already in {report.results}")
+    if report.summary_rows:
+        out.print(_table(report.summary_rows, args.group_by))
+        out.print(f"summary: {report.summary}")
+    if report.plots:
+        out.print("plots: " + ", ".join(str(p) for p in report.plots))
+    return 0
+
+
+def _table(rows: list[dict], by: str):
+    from rich.table import Table
+
+    columns = [
+        (by, by),
+        ("cases", "cases"),
+        ("failed", "failed"),
+        ("median_error_mm", "median error mm"),
+        ("p90_error_mm", "p90 mm"),
+        ("under_2mm_pct", "< 2 mm %"),
+        ("median_init_error_mm", "init mm"),
+        ("accepted", "accepted"),
+        ("accepted_over_2mm", "accepted > 2 mm"),
+        ("mean_margin_error_mm", "margin mm"),
+        ("median_seconds", "s/case"),
+    ]
+    table = Table(title="results by " + by)
+    for _, title in columns:
+        table.add_column(title, justify="left" if title == by else "right")
+    for row in rows:
+        table.add_row(*(str(row.get(key, "")) for key, _ in columns))
+    return table
+
+
+class _Bar:
+    """A rich progress bar on stderr over the cases run now."""
+
+    def __init__(self, console, enabled: bool = True):
+        self.console = console
+        self.enabled = enabled
+        self._progress = None
+        self._task = None
+
+    def update(self, done: int, total: int, row: dict | None) -> None:
+        if not self.enabled:
+            return
+        if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self._progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("evaluating", total=total)
+        text = "evaluating"
+        if row is not None:
+            text = f"{row.get('case', '')}: {row.get('status', '')}"
+        self._progress.update(self._task, completed=done, description=text)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()

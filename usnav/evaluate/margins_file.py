@@ -1,0 +1,511 @@
+"""Offline margins: the per-frame margins the live pipeline publishes, computed for a recorded
+sweep, written to a margins file, read back and scored against a simulator's truth.
+
+Each frame goes through what ``usnav run`` does to it (:mod:`usnav.pipeline.live`): its
+``ImageToReference`` from the tracking and the calibration (:func:`image_to_reference`), then
+the same :class:`~usnav.margins.MarginEstimator` with ``ReferenceToMri · ImageToReference``.
+A frame with an invalid image is skipped (the pipeline publishes nothing for it); a frame
+without valid tracking gets a record with ``in_view: false`` and the pipeline's reason.
+
+The margins file (``.jsonl``, or gzip-compressed ``.jsonl.gz``) is JSON Lines: line 1 a header
+(``"format": "usnav-margins"``, ``"version": 1``, the inputs, ``ReferenceToMri``), then one line
+per frame with the fields of the ``margin`` topic of ``docs/protocol.md`` and each contour's
+point arrays as nested lists. ``docs/evaluation.md`` lists every field.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import usnav
+from usnav.errors import InputError
+from usnav.margins.estimator import FrameMargins, MarginContour, TumorExtent
+
+MARGINS_FORMAT = "usnav-margins"
+MARGINS_VERSION = 1
+
+#: contour arrays written per contour (name → decimals kept)
+_CONTOUR_ARRAYS = {
+    "predicted_px": 3,
+    "normals_px": 4,
+    "observed_px": 3,
+    "disagreement_mm": 3,
+    "confidence": 3,
+    "predicted_mri_mm": 3,
+    "observed_mri_mm": 3,
+}
+
+
+@dataclass(frozen=True)
+class MarginRecord:
+    """One frame's margins with where they came from.
+
+    Attributes
+    ----------
+    frame_number, t_device
+        The frame's number and device timestamp (s) in the recording.
+    image_shape
+        (rows, cols) of the frame.
+    margins
+        The estimate (``margins.image_to_mri``: pixel → MRI RAS mm as used; NaN when the
+        frame had no valid tracking).
+    """
+
+    frame_number: int
+    t_device: float
+    image_shape: tuple[int, int]
+    margins: FrameMargins
+
+
+@dataclass(frozen=True)
+class MarginsSummary:
+    """What :func:`write_margins_file` wrote.
+
+    Attributes
+    ----------
+    path
+        The margins file.
+    frames
+        Frame records written.
+    in_view
+        Frames with a tumor cross-section in view.
+    skipped_image
+        Frames left out for an invalid image.
+    no_tracking
+        Frames recorded as not placed (tracking not OK).
+    """
+
+    path: Path
+    frames: int
+    in_view: int
+    skipped_image: int
+    no_tracking: int
+
+
+def read_reference_to_mri(path: str | Path) -> tuple[np.ndarray, dict]:
+    """``ReferenceToMri`` from 16 numbers (row-major) or a usnav ``RESULT.json``.
+
+    Returns
+    -------
+    matrix, document
+        The rigid 4×4, and the RESULT.json document (empty for a numbers file).
+
+    Raises
+    ------
+    InputError
+        Missing file, not 16 numbers / no ``ReferenceToMri`` in the JSON, not rigid.
+    """
+    from usnav.registration.files import read_initial
+    from usnav.transforms.matrices import is_rigid
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "no such file", "give 16 numbers or a usnav RESULT.json")
+    head = p.read_bytes()[:64].lstrip()
+    if p.suffix.lower() != ".json" and not head.startswith(b"{"):
+        return read_initial(p), {}
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        m = np.asarray(doc["ReferenceToMri"], dtype=np.float64)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise InputError(
+            p, f"not a usnav RESULT.json with a ReferenceToMri ({exc})", "or give 16 numbers"
+        ) from None
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not is_rigid(m, tol=1e-3):
+        raise InputError(p, "ReferenceToMri is not a finite rigid 4×4")
+    return m, doc
+
+
+def margins_of_recording(
+    recording: str | Path,
+    label: str | Path,
+    calibration: str | Path,
+    reference_to_mri: np.ndarray,
+    *,
+    mri: str | Path | None = None,
+    result: dict | None = None,
+    options=None,
+    stats: dict | None = None,
+) -> Iterator[MarginRecord]:
+    """The per-frame margins of a recorded sweep, in order.
+
+    Parameters
+    ----------
+    recording
+        PLUS sequence file (``ProbeToTracker`` + ``ReferenceToTracker``, or ``ProbeToReference``).
+    label
+        Tumor label map (MRI RAS; solid 1, cyst 2 by default).
+    calibration
+        ``ImageToProbe``: usnav calibration TOML, PLUS XML or 16 numbers.
+    reference_to_mri
+        4×4 Reference mm → MRI RAS mm used for every frame.
+    mri
+        The MRI; when given, the label map must overlap it (a label from another patient or
+        space is refused).
+    result
+        A RESULT.json document behind ``reference_to_mri`` (accepted, quality), if any.
+    options
+        :class:`~usnav.margins.MarginOptions` (defaults if None).
+    stats
+        Filled with ``skipped_image`` and ``no_tracking`` counts as frames go.
+
+    Raises
+    ------
+    InputError
+        Unreadable inputs, or a label map that does not overlap the MRI.
+    """
+    from usnav.config.calibration import load_calibration
+    from usnav.frames import TransformStatus
+    from usnav.io.sequence import read_sequence
+    from usnav.io.volume import load_volume
+    from usnav.margins import MarginEstimator
+    from usnav.pipeline.live import image_to_reference
+    from usnav.registration.estimate import RegistrationEstimate
+
+    image_to_probe = load_calibration(calibration).image_to_probe
+    label_volume = load_volume(label)
+    if mri is not None:
+        _check_overlap(label_volume, load_volume(mri), label)
+    estimator = MarginEstimator(label_volume, options, warm_up=True)
+    doc = result or {}
+    estimate = RegistrationEstimate(
+        np.asarray(reference_to_mri, np.float64),
+        quality=float(doc.get("quality", 0.5)),
+        accepted=bool(doc.get("accepted", True)),
+        source="file",
+        reason=str(doc.get("reason", "")),
+    )
+    counts = stats if stats is not None else {}
+    counts.update(skipped_image=0, no_tracking=0)
+    path = Path(recording)
+    if not path.exists():
+        raise InputError(path, "no such recording")
+    with read_sequence(path) as seq:
+        for i in range(len(seq)):
+            frame = seq.frame(i)
+            if frame.image.size == 0 or not frame.image_ok:
+                counts["skipped_image"] += 1
+                continue
+            shape = (int(frame.image.shape[0]), int(frame.image.shape[1]))
+            i2r, status = image_to_reference(frame, image_to_probe)
+            if status is not TransformStatus.OK:
+                counts["no_tracking"] += 1
+                reason = f"tracking {status.value}: the image cannot be placed in the MRI"
+                margins = FrameMargins(
+                    frame.frame_number, False, reason, (), None, np.full((4, 4), np.nan), (1, 1)
+                )
+            else:
+                margins = estimator.estimate(
+                    frame.image,
+                    estimate.reference_to_mri @ i2r,
+                    estimate,
+                    frame_number=frame.frame_number,
+                    now=estimate.t_computed,
+                )
+            yield MarginRecord(frame.frame_number, float(frame.t_device), shape, margins)
+
+
+def _check_overlap(label, mri, label_path) -> None:
+    def box(volume) -> tuple[np.ndarray, np.ndarray]:
+        corners = np.array(np.meshgrid(*[[0, n - 1] for n in volume.shape], indexing="ij"))
+        corners = corners.reshape(3, -1).T
+        world = corners @ volume.affine[:3, :3].T + volume.affine[:3, 3]
+        return world.min(axis=0), world.max(axis=0)
+
+    (a0, a1), (b0, b1) = box(label), box(mri)
+    if np.any(a1 < b0 - 1.0) or np.any(b1 < a0 - 1.0):
+        raise InputError(
+            label_path,
+            "the tumor label map does not overlap the MRI (another patient or space?)",
+            "give the label map segmented on this MRI",
+        )
+
+
+def write_margins_file(
+    records: Iterator[MarginRecord] | list[MarginRecord],
+    out: str | Path,
+    header: dict,
+    stats: dict | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> MarginsSummary:
+    """Write margin records to a margins file (gzip when ``out`` ends with ``.gz``).
+
+    Parameters
+    ----------
+    records
+        From :func:`margins_of_recording` (consumed as it is written: memory stays flat).
+    out
+        The file; its folder is created.
+    header
+        Extra header fields (inputs, ``ReferenceToMri``).
+    stats
+        The counts dict given to :func:`margins_of_recording` (read at the end).
+    progress
+        Called with the number of frames written so far.
+    """
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".part")
+    n = in_view = 0
+    with _open_text(tmp, "w") as f:
+        head = {"format": MARGINS_FORMAT, "version": MARGINS_VERSION}
+        head["usnav_version"] = usnav.__version__
+        head.update(_plain(header))
+        f.write(json.dumps(head) + "\n")
+        for record in records:
+            f.write(json.dumps(record_to_json(record), allow_nan=False) + "\n")
+            n += 1
+            in_view += bool(record.margins.in_view)
+            if progress is not None:
+                progress(n)
+    tmp.replace(p)
+    counts = stats or {}
+    return MarginsSummary(
+        p, n, in_view, int(counts.get("skipped_image", 0)), int(counts.get("no_tracking", 0))
+    )
+
+
+def write_margins(
+    recording: str | Path,
+    mri: str | Path,
+    label: str | Path,
+    calibration: str | Path,
+    reference_to_mri: str | Path,
+    out: str | Path,
+    *,
+    options=None,
+    progress: Callable[[int], None] | None = None,
+) -> MarginsSummary:
+    """``usnav margins``: the per-frame margins of a recording written to a margins file.
+
+    ``reference_to_mri`` is a file of 16 numbers or a usnav RESULT.json.
+    """
+    matrix, doc = read_reference_to_mri(reference_to_mri)
+    stats: dict = {}
+    records = margins_of_recording(
+        recording, label, calibration, matrix, mri=mri, result=doc, options=options, stats=stats
+    )
+    header = {
+        "recording": str(recording),
+        "mri": str(mri),
+        "label": str(label),
+        "calibration": str(calibration),
+        "reference_to_mri_file": str(reference_to_mri),
+        "ReferenceToMri": matrix,
+    }
+    return write_margins_file(records, out, header, stats, progress)
+
+
+def record_to_json(record: MarginRecord) -> dict:
+    """One frame's line of the margins file (the ``margin`` topic's fields, arrays as lists)."""
+    m = record.margins
+    extent = m.extent
+    return {
+        "frame_number": int(record.frame_number),
+        "t_device": _num(record.t_device, 6),
+        "image_shape": [int(v) for v in record.image_shape],
+        "in_view": bool(m.in_view),
+        "reason": m.reason,
+        "image_to_mri": _plain(m.image_to_mri),
+        "spacing_mm": [_num(v, 6) for v in m.spacing_mm],
+        "extent": None
+        if extent is None
+        else {k: _num(getattr(extent, k), 4) for k in TumorExtent.__dataclass_fields__},
+        "distance_to_top_mm": _num(m.distance_to_top_mm, 4),
+        "polarity": dict(m.polarity),
+        "supported_fraction": _num(m.supported_fraction, 4),
+        "median_abs_disagreement_mm": _num(m.median_abs_disagreement_mm, 4),
+        "registration_accepted": bool(m.registration_accepted),
+        "registration_quality": _num(m.registration_quality, 4),
+        "compute_s": _num(m.compute_s, 5),
+        "contours": [
+            {
+                "structure": c.structure,
+                "label": int(c.label),
+                "hole": bool(c.hole),
+                "faces_tissue": np.asarray(c.faces_tissue, bool).tolist(),
+                **{k: np.round(getattr(c, k), d).tolist() for k, d in _CONTOUR_ARRAYS.items()},
+            }
+            for c in m.contours
+        ],
+    }
+
+
+def read_margins_file(path: str | Path) -> tuple[dict, list[MarginRecord]]:
+    """Read a margins file back.
+
+    Returns
+    -------
+    header, records
+        The header line and one :class:`MarginRecord` per frame line.
+
+    Raises
+    ------
+    InputError
+        Missing file, or not a usnav margins file (the line is named).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "no such margins file")
+    records = []
+    try:
+        with _open_text(p, "r") as f:
+            header = json.loads(f.readline() or "{}")
+            if header.get("format") != MARGINS_FORMAT:
+                raise InputError(p, "not a usnav margins file (no usnav-margins header)")
+            for number, line in enumerate(f, start=2):
+                if line.strip():
+                    records.append(_record_from_json(json.loads(line), f"{p}, line {number}"))
+    except (OSError, EOFError, ValueError) as exc:
+        raise InputError(p, f"cannot read the margins file: {exc}") from None
+    return header, records
+
+
+def _record_from_json(doc: dict, where: str) -> MarginRecord:
+    try:
+        contours = tuple(
+            MarginContour(
+                structure=c["structure"],
+                label=int(c["label"]),
+                hole=bool(c["hole"]),
+                faces_tissue=np.asarray(c["faces_tissue"], bool),
+                **{
+                    k: np.asarray(c[k], np.float64).reshape(-1, 3 if k.endswith("mri_mm") else 2)
+                    if k.endswith(("_px", "_mri_mm"))
+                    else np.asarray(c[k], np.float64)
+                    for k in _CONTOUR_ARRAYS
+                },
+            )
+            for c in doc["contours"]
+        )
+        extent = doc.get("extent")
+        margins = FrameMargins(
+            frame_number=int(doc["frame_number"]),
+            in_view=bool(doc["in_view"]),
+            reason=str(doc["reason"]),
+            contours=contours,
+            label_image=None,
+            image_to_mri=_array(doc["image_to_mri"]),
+            spacing_mm=tuple(float(v) for v in doc["spacing_mm"]),  # type: ignore[arg-type]
+            extent=None if extent is None else TumorExtent(**{k: _f(v) for k, v in extent.items()}),
+            distance_to_top_mm=_f(doc.get("distance_to_top_mm")),
+            polarity=dict(doc.get("polarity", {})),
+            supported_fraction=_f(doc.get("supported_fraction")),
+            median_abs_disagreement_mm=_f(doc.get("median_abs_disagreement_mm")),
+            registration_accepted=bool(doc.get("registration_accepted", False)),
+            registration_quality=_f(doc.get("registration_quality")),
+            compute_s=_f(doc.get("compute_s")),
+        )
+        shape = tuple(int(v) for v in doc["image_shape"])
+        return MarginRecord(int(doc["frame_number"]), _f(doc["t_device"]), shape, margins)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(where, f"not a margins frame record ({exc})") from None
+
+
+def score_against_simulator(records: list[MarginRecord], truth: str | Path, used: np.ndarray):
+    """Boundary errors of margins against a simulated case's intraoperative tumor.
+
+    For each frame in view the true tumor cross-section is the simulator's intraoperative
+    anatomy (``anatomy_intraop.nii.gz``, after the cord shift) resliced at the frame's tracked
+    pose through the *true* ``ReferenceToMri``; the margins are scored as ``usnav bench``
+    scores them (:func:`usnav.margins.evaluate.score_margins`: margin points facing tissue,
+    absolute distance to the true boundary). Tracking jitter (0.15 mm RMS by default) is in the
+    tracked pose, so it counts as error here, unlike the benchmark, which knows the true pose.
+
+    Parameters
+    ----------
+    records
+        The frames' margins.
+    truth
+        The case's ``truth.json``.
+    used
+        The ``ReferenceToMri`` the margins were computed with.
+
+    Returns
+    -------
+    :class:`~usnav.margins.evaluate.BoundaryScore`, pooled over the frames.
+
+    Raises
+    ------
+    InputError
+        No ``anatomy_intraop.nii.gz`` beside the truth (simulated with ``save_anatomy=False``).
+    """
+    from usnav.io.volume import load_volume
+    from usnav.margins.evaluate import (
+        pool_scores,
+        score_margins,
+        true_codes_in_frame,
+        tumor_codes,
+    )
+    from usnav.margins.options import MarginOptions
+    from usnav.sim.truth import load_truth
+
+    case_truth = load_truth(truth)
+    folder = Path(truth).parent
+    name = case_truth.document.get("files", {}).get("anatomy_intraop", "anatomy_intraop.nii.gz")
+    anatomy_path = folder / name
+    if not anatomy_path.is_file():
+        raise InputError(
+            anatomy_path,
+            "no intraoperative anatomy beside the truth: margins cannot be scored",
+            "simulate with the anatomy volumes saved (save_anatomy)",
+        )
+    anatomy = load_volume(anatomy_path)
+    codes = tumor_codes(np.asarray(anatomy.data))
+    to_true = case_truth.reference_to_mri @ np.linalg.inv(np.asarray(used, np.float64))
+    world_to_voxel = np.linalg.inv(anatomy.affine)
+    threshold = MarginOptions().support_threshold
+    parts = []
+    for record in records:
+        m = record.margins
+        if not m.in_view:
+            continue
+        true_codes = true_codes_in_frame(
+            codes, world_to_voxel @ to_true @ m.image_to_mri, record.image_shape
+        )
+        if true_codes.any():
+            masks = {"solid": true_codes == 1, "cyst": true_codes == 2}
+            parts.append(score_margins(m, masks, threshold))
+    return pool_scores(parts)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _open_text(path: Path, mode: str) -> io.TextIOBase:
+    if path.name.endswith((".gz", ".gz.part")):
+        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
+    return path.open(mode, encoding="utf-8")
+
+
+def _num(value: float, decimals: int) -> float | None:
+    v = float(value)
+    return round(v, decimals) if math.isfinite(v) else None
+
+
+def _f(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _array(value) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in value], dtype=np.float64)
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value

@@ -1,0 +1,250 @@
+"""The results of a batch evaluation: ``results.csv`` (appended row by row, so a run that stops
+keeps what it finished), the summary grouped by a tag, and the plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from usnav.errors import InputError
+from usnav.evaluate.case import RESULT_COLUMNS
+
+RESULTS_NAME = "results.csv"
+SUMMARY_NAME = "summary.csv"
+PLOT_NAMES = ("error_cdf.png", "final_vs_initial.png", "uncertainty_vs_error.png")
+#: error under which a case counts as registered (the registration benchmark's threshold), mm
+GOOD_MM = 2.0
+
+
+def read_results(path: str | Path) -> list[dict[str, str]]:
+    """Rows of an existing ``results.csv`` (empty list if there is none).
+
+    Raises
+    ------
+    InputError
+        The file exists but is not a results table (no ``case`` and ``status`` columns).
+    """
+    p = Path(path)
+    if not p.exists():
+        return []
+    try:
+        with p.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(p, f"cannot read the existing results ({exc})") from None
+    if fields and not {"case", "status"} <= set(fields):
+        raise InputError(
+            p,
+            "exists but is not a usnav results table (no case/status columns)",
+            "give another --out folder; an existing file is never overwritten",
+        )
+    return rows
+
+
+class ResultsWriter:
+    """Appends rows to ``results.csv``, flushed one by one.
+
+    A new file gets :data:`RESULT_COLUMNS` and then ``tags`` as its header; an existing one
+    keeps its own header (a row's fields outside it are dropped, missing ones left empty).
+    """
+
+    def __init__(self, path: str | Path, tags: Iterable[str] = ()):
+        self.path = Path(path)
+        existing = self.path.exists() and self.path.stat().st_size > 0
+        if existing:
+            with self.path.open(encoding="utf-8", newline="") as f:
+                self.columns = next(csv.reader(f), [])
+        else:
+            self.columns = [*RESULT_COLUMNS, *[t for t in tags if t not in RESULT_COLUMNS]]
+        self._file = self.path.open("a", encoding="utf-8", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
+        if not existing:
+            self._writer.writeheader()
+            self._file.flush()
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow({k: _cell(row.get(k, "")) for k in self.columns})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return str(value)
+
+
+def _floats(rows: list[dict], key: str) -> np.ndarray:
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r.get(key, "")))
+        except (TypeError, ValueError):
+            continue
+    values = np.asarray(out, np.float64)
+    return values[np.isfinite(values)]
+
+
+def _accepted(row: dict) -> bool:
+    return str(row.get("accepted", "")).lower() == "true"
+
+
+def summarize(rows: list[dict], by: str = "family") -> list[dict]:
+    """Per value of the tag ``by`` (and ``all``): counts and error statistics.
+
+    Errors are over the ``ok`` cases with a truth; ``accepted_over_2mm`` counts accepted
+    estimates more than 2 mm off (the "do no harm" failures).
+    """
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get(by, "") or "(none)"), []).append(r)
+    out = []
+    for name, members in [*sorted(groups.items()), ("all", rows)]:
+        ok = [r for r in members if r.get("status") == "ok"]
+        err = _floats(ok, "error_mm")
+        scored = [r for r in ok if _floats([r], "error_mm").size]
+        out.append(
+            {
+                by: name,
+                "cases": len(members),
+                "ok": len(ok),
+                "failed": len(members) - len(ok),
+                "median_error_mm": _stat(np.median, err),
+                "p90_error_mm": _stat(lambda v: np.percentile(v, 90), err),
+                "mean_error_mm": _stat(np.mean, err),
+                "under_2mm_pct": _stat(lambda v: 100.0 * np.mean(v < GOOD_MM), err),
+                "median_init_error_mm": _stat(np.median, _floats(ok, "init_error_mm")),
+                "accepted": sum(_accepted(r) for r in ok),
+                "accepted_over_2mm": sum(
+                    _accepted(r) and float(r["error_mm"]) > GOOD_MM for r in scored
+                ),
+                "median_uncertainty_mm": _stat(np.median, _floats(ok, "uncertainty_mm")),
+                "median_seconds": _stat(np.median, _floats(members, "seconds")),
+                "mean_margin_error_mm": _stat(np.mean, _floats(ok, "margin_error_mm")),
+                "mean_margin_mri_error_mm": _stat(np.mean, _floats(ok, "margin_mri_error_mm")),
+            }
+        )
+    return out
+
+
+def _stat(fn, values: np.ndarray) -> float | str:
+    return round(float(fn(values)), 3) if values.size else ""
+
+
+def write_summary(summary: list[dict], path: str | Path) -> Path:
+    """Write the summary rows as CSV (replaced on every run: it is derived from results.csv)."""
+    p = Path(path)
+    with p.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+        writer.writeheader()
+        for row in summary:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+    return p
+
+
+def write_plots(rows: list[dict], out_dir: str | Path, by: str = "family") -> list[Path]:
+    """The three PNG plots (replaced on every run). Needs matplotlib (``usnav[evaluate]``).
+
+    - ``error_cdf.png``: cumulative distribution of ``error_mm`` per group;
+    - ``final_vs_initial.png``: ``error_mm`` against ``init_error_mm`` (filled: accepted,
+      hollow: rejected, i.e. the initial transform kept);
+    - ``uncertainty_vs_error.png``: the registration's stated ``uncertainty_mm`` against the
+      actual error of the candidate it describes (``candidate_error_mm``).
+    """
+    from matplotlib.figure import Figure
+
+    out = Path(out_dir)
+    ok = [r for r in rows if r.get("status") == "ok" and _floats([r], "error_mm").size]
+    groups: dict[str, list[dict]] = {}
+    for r in ok:
+        groups.setdefault(str(r.get(by, "") or "(none)"), []).append(r)
+    colours = {name: f"C{k % 10}" for k, name in enumerate(sorted(groups))}
+    paths = []
+
+    fig = Figure(figsize=(6, 4.5), dpi=110)
+    ax = fig.add_subplot()
+    for name, members in sorted(groups.items()):
+        err = np.sort(_floats(members, "error_mm"))
+        ax.step(
+            np.r_[0.0, err],
+            np.r_[0.0, np.arange(1, err.size + 1) / err.size],
+            where="post",
+            color=colours[name],
+            label=f"{name} (n={err.size})",
+        )
+    ax.axvline(GOOD_MM, color="0.5", ls="--", lw=1)
+    ax.set(xlabel="registration error at the tumor (mm)", ylabel="fraction of cases", ylim=(0, 1))
+    ax.set_title(f"error CDF per {by}")
+    _legend(ax, groups)
+    paths.append(_save(fig, out / PLOT_NAMES[0]))
+
+    fig = Figure(figsize=(5.5, 5), dpi=110)
+    ax = fig.add_subplot()
+    top = 1.0
+    for name, members in sorted(groups.items()):
+        for accepted in (True, False):
+            sel = [r for r in members if _accepted(r) == accepted and r.get("init_error_mm")]
+            x, y = _floats(sel, "init_error_mm"), _floats(sel, "error_mm")
+            if x.size != y.size or not x.size:
+                continue
+            top = max(top, float(x.max()), float(y.max()))
+            ax.scatter(
+                x,
+                y,
+                s=22,
+                facecolors=colours[name] if accepted else "none",
+                edgecolors=colours[name],
+                label=f"{name}, {'accepted' if accepted else 'rejected'}",
+            )
+    ax.plot([0, top * 1.05], [0, top * 1.05], color="0.5", lw=1, ls="--")
+    ax.set(xlabel="initial error (mm)", ylabel="final error (mm)")
+    ax.set_title("final against initial error (dashed: no change)")
+    _legend(ax, groups)
+    paths.append(_save(fig, out / PLOT_NAMES[1]))
+
+    fig = Figure(figsize=(5.5, 5), dpi=110)
+    ax = fig.add_subplot()
+    top = 1.0
+    for name, members in sorted(groups.items()):
+        sel = [r for r in members if r.get("uncertainty_mm") and r.get("candidate_error_mm")]
+        x, y = _floats(sel, "uncertainty_mm"), _floats(sel, "candidate_error_mm")
+        if x.size != y.size or not x.size:
+            continue
+        top = max(top, float(x.max()), float(y.max()))
+        ax.scatter(x, y, s=22, color=colours[name], label=name)
+    ax.plot([0, top * 1.05], [0, top * 1.05], color="0.5", lw=1, ls="--")
+    ax.set(xlabel="stated uncertainty (mm)", ylabel="actual error of the candidate (mm)")
+    ax.set_title("stated uncertainty against actual error")
+    _legend(ax, groups)
+    paths.append(_save(fig, out / PLOT_NAMES[2]))
+    return paths
+
+
+def _legend(ax, groups: dict) -> None:
+    if groups:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no scored case", ha="center", va="center", transform=ax.transAxes)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    return path

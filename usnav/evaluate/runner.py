@@ -1,0 +1,450 @@
+"""``usnav evaluate``: every case of a manifest as a task on Dask's distributed scheduler.
+
+Where it runs: by default a :class:`distributed.LocalCluster` of worker *processes* on this
+machine (one thread each, bound to 127.0.0.1, no dashboard); with ``scheduler`` the same job
+goes to an existing cluster (``dask scheduler`` + ``dask worker`` on any number of hosts,
+dask-ssh, dask-jobqueue...).
+
+- A worker plugin loads (or compiles) usnav's Numba kernels once per worker process, before
+  any case; a restarted worker gets it again.
+- A task carries the case's paths (plain strings), never file contents: the worker reads the
+  inputs itself, so on several hosts the dataset and the results folder must be on a shared
+  file system at the same path.
+- Each case runs in a thread of its task and is given ``timeout_s``: past it the task returns
+  a ``failed`` row ("timed out") at once and the runner restarts that worker process through
+  its nanny (a Numba kernel cannot be interrupted; killing the process is the only sure stop),
+  so a stuck case never blocks the run. A worker that dies on a case (crash, out of memory)
+  fails that case only (``allowed-failures`` 1 on a local cluster).
+- Every finished row is appended to ``results.csv`` and flushed at once; a re-run skips the
+  cases already there (resume). The summary and plots are rebuilt from the whole table.
+
+Dask is imported only here, when a run starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from usnav.errors import InputError
+from usnav.evaluate.case import case_from_task, case_to_task, evaluate_case
+from usnav.evaluate.results import (
+    RESULTS_NAME,
+    SUMMARY_NAME,
+    ResultsWriter,
+    read_results,
+    summarize,
+    write_plots,
+    write_summary,
+)
+from usnav.io.manifest import read_manifest
+
+log = logging.getLogger("usnav.evaluate")
+
+INSTALL_HINT = "pip install 'usnav[evaluate]'"
+DEFAULT_TIMEOUT_S = 600.0
+#: runs of a case whose worker was restarted under it (for another case's timeout)
+MAX_ATTEMPTS = 3
+
+#: progress(done, total, row): row None for the first call (cluster ready, nothing done yet)
+Progress = Callable[[int, int, dict | None], None]
+
+
+@dataclass
+class RunReport:
+    """What a run did.
+
+    Attributes
+    ----------
+    results, summary
+        ``results.csv`` and ``summary.csv``.
+    plots
+        The PNG plots written (empty without matplotlib).
+    summary_rows
+        The summary table (one dict per group, ``all`` last).
+    cases, skipped, ran, failed
+        Cases in the manifest, already in the results (resumed), run now, failed now.
+    workers
+        Worker processes used; ``worker_names`` their addresses.
+    scheduler
+        The scheduler's address.
+    wall_s
+        From the first task submitted to the last result (cluster start-up and kernel warm-up
+        excluded); 0 when nothing ran.
+    task_seconds, cpu_seconds, registration_seconds
+        Per case run now: the task's own time on the worker, the CPU time its thread got (less
+        than its time when it waited for a core), and the registration's time.
+    warm_up_s
+        Per worker, the kernel warm-up seconds.
+    """
+
+    results: Path
+    summary: Path
+    plots: list[Path] = field(default_factory=list)
+    summary_rows: list[dict] = field(default_factory=list)
+    cases: int = 0
+    skipped: int = 0
+    ran: int = 0
+    failed: int = 0
+    workers: int = 0
+    worker_names: list[str] = field(default_factory=list)
+    scheduler: str = ""
+    wall_s: float = 0.0
+    task_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    registration_seconds: list[float] = field(default_factory=list)
+    warm_up_s: dict[str, float] = field(default_factory=dict)
+
+
+def require_dask() -> None:
+    """Raise :class:`InputError` with the install hint when Dask is missing."""
+    try:
+        import dask  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        raise InputError(
+            "usnav evaluate", "needs Dask (dask + distributed are not installed)", INSTALL_HINT
+        ) from None
+
+
+def run_evaluation(
+    manifest: str | Path,
+    out_dir: str | Path,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    group_by: str = "family",
+    registration_options=None,
+    margins: bool = True,
+    connect_timeout_s: float = 10.0,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Evaluate every case of ``manifest`` not yet in ``out_dir/results.csv``.
+
+    Parameters
+    ----------
+    manifest
+        The dataset's ``manifest.csv`` (:mod:`usnav.io.manifest`).
+    out_dir
+        The results folder (created). Its ``results.csv`` is appended to, never replaced.
+    scheduler
+        ``tcp://HOST:PORT`` of a running Dask scheduler; None for a local cluster.
+    workers
+        Local cluster: worker processes (default: the CPU count). With ``scheduler``: wait
+        until that many workers have joined (default 1).
+    timeout_s
+        Per case, s.
+    group_by
+        The tag the summary and plots group by.
+    registration_options
+        :class:`~usnav.registration.rigid.RegistrationOptions` (defaults if None).
+    margins
+        Compute and score the offline margins of cases with a label map.
+    connect_timeout_s
+        How long to wait for the scheduler (and its workers).
+    progress
+        Called as cases finish.
+
+    Raises
+    ------
+    InputError
+        Bad manifest, an output path that is a file or an existing file that is not a
+        results table, Dask missing, an unreachable scheduler or one without workers, workers
+        that cannot load usnav.
+    """
+    cases = read_manifest(manifest)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is a file", "give a folder for the results")
+    if timeout_s <= 0:
+        raise InputError("--timeout", f"must be positive, got {timeout_s:g} s")
+    if workers is not None and workers < 1:
+        raise InputError("--workers", f"must be at least 1, got {workers}")
+    results_path = out / RESULTS_NAME
+    done = {r["case"] for r in read_results(results_path)}
+    todo = [c for c in cases if c.case not in done]
+    report = RunReport(results_path, out / SUMMARY_NAME, cases=len(cases))
+    report.skipped = len(cases) - len(todo)
+    options_doc = None if registration_options is None else registration_options.model_dump()
+    if todo:
+        require_dask()
+        out.mkdir(parents=True, exist_ok=True)
+        tags = [k for c in cases for k in c.tags]
+        with (
+            _connect(scheduler, workers, connect_timeout_s) as (client, address, local),
+            ResultsWriter(results_path, dict.fromkeys(tags)) as writer,
+        ):
+            report.scheduler = address
+            report.warm_up_s = _warm_up_workers(client)
+            report.worker_names = sorted(report.warm_up_s)
+            report.workers = len(report.worker_names)
+            _run_tasks(
+                client, todo, out, timeout_s, options_doc, margins, local, writer, report, progress
+            )
+    rows = read_results(results_path)
+    if rows:
+        report.summary_rows = summarize(rows, group_by)
+        write_summary(report.summary_rows, report.summary)
+        try:
+            report.plots = write_plots(rows, out, group_by)
+        except ImportError:
+            log.warning("matplotlib missing: no plots (%s)", INSTALL_HINT)
+    return report
+
+
+def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer, report, progress):
+    from distributed import as_completed, wait
+
+    run_id = uuid.uuid4().hex[:8]
+    if progress is not None:
+        progress(0, len(todo), None)
+    t0 = time.perf_counter()
+    futures = {
+        client.submit(
+            run_case_task,
+            case_to_task(c),
+            str(out.resolve()),
+            float(timeout_s),
+            options_doc,
+            bool(margins),
+            key=f"usnav-case-{c.case}-{run_id}",
+            pure=False,
+        ): c
+        for c in todo
+    }
+    pending = len(futures)
+    attempts = dict.fromkeys((c.case for c in todo), 1)
+    restarted = False
+    queue = as_completed(futures)
+    for future in queue:
+        if future.status not in ("finished", "error", "cancelled"):
+            wait([future])  # yielded while being rescheduled after a worker restart
+        pending -= 1
+        case = futures.pop(future)
+        if restarted and _killed(future) and attempts[case.case] < MAX_ATTEMPTS:
+            # its worker was restarted under it (a timed-out case's): run it again
+            attempts[case.case] += 1
+            again = client.submit(
+                run_case_task,
+                case_to_task(case),
+                str(out.resolve()),
+                float(timeout_s),
+                options_doc,
+                bool(margins),
+                key=f"usnav-case-{case.case}-{run_id}-{attempts[case.case]}",
+                pure=False,
+            )
+            futures[again] = case
+            queue.add(again)
+            pending += 1
+            continue
+        row = _row_of(future, case)
+        if row.pop("_restart", False):
+            if pending or not local:
+                restarted = True
+                row["reason"] += f" ({_restart(client, row.get('worker', ''))})"
+            else:
+                row["reason"] += " (its worker stopped with the local cluster)"
+        writer.write(row)
+        report.ran += 1
+        report.failed += row.get("status") != "ok"
+        report.task_seconds.append(float(row.get("seconds") or 0.0))
+        if row.get("cpu_seconds") not in ("", None):
+            report.cpu_seconds.append(float(row["cpu_seconds"]))
+        if row.get("registration_seconds") not in ("", None):
+            report.registration_seconds.append(float(row["registration_seconds"]))
+        if progress is not None:
+            progress(report.ran, len(todo), row)
+        future.release()
+    report.wall_s = time.perf_counter() - t0
+
+
+def _killed(future) -> bool:
+    """Whether the task was lost with its worker (KilledWorker)."""
+    if future.status != "error":
+        return False
+    try:
+        return type(future.exception()).__name__ == "KilledWorker"
+    except Exception:
+        return False
+
+
+def _row_of(future, case) -> dict:
+    """The task's row, or a failed row saying why the task itself did not finish."""
+    if future.status == "finished":
+        return future.result()
+    try:
+        exc = future.exception()
+    except Exception as err:  # cancelled: exception() raises
+        exc = err
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        reason = "the worker process running it died (crash or out of memory)"
+    else:
+        reason = f"task error: {name}: {exc}"
+    from usnav.evaluate.case import RESULT_COLUMNS
+
+    row = {c: "" for c in RESULT_COLUMNS}
+    row.update(case.tags)
+    row.update(case=case.case, status="failed", reason=" ".join(reason.split())[:500])
+    return row
+
+
+def _restart(client, worker: str) -> str:
+    """Restart a worker whose case timed out (its nanny starts a fresh process); returns
+    what happened, for the row's reason."""
+    try:
+        answer = client.restart_workers([worker], timeout=120, raise_for_error=False)
+    except Exception as exc:  # e.g. gone already: say so, go on
+        return f"worker restart failed: {type(exc).__name__}"
+    status = (answer or {}).get(worker, "OK")
+    if status == "OK":
+        return "worker restarted"
+    if status == "removed":
+        return "worker without a nanny: removed from the cluster"
+    return f"worker restart: {status}"
+
+
+def _warm_up_workers(client) -> dict[str, float]:
+    """Register the warm-up plugin (runs on every worker now and on any that joins later);
+    returns each worker's warm-up seconds."""
+    from usnav.evaluate._dask import UsnavWarmUp, warm_up_seconds
+
+    try:
+        responses = client.register_plugin(UsnavWarmUp())
+    except Exception as exc:
+        raise InputError(
+            "Dask workers",
+            f"cannot load usnav's kernels: {type(exc).__name__}: {exc}",
+            f"install usnav on every worker ({INSTALL_HINT})",
+        ) from None
+    bad = {
+        w: r.get("exception") or r.get("text")
+        for w, r in (responses or {}).items()
+        if isinstance(r, dict) and r.get("status") not in (None, "OK")
+    }
+    if bad:
+        worker, problem = next(iter(bad.items()))
+        raise InputError(
+            f"Dask worker {worker}",
+            f"cannot load usnav's kernels: {problem}",
+            f"install usnav on every worker ({INSTALL_HINT})",
+        )
+    return {w: float(v) for w, v in client.run(warm_up_seconds).items()}
+
+
+def run_case_task(
+    doc: dict, out_dir: str, timeout_s: float, options_doc: dict | None, margins: bool
+) -> dict:
+    """The Dask task: one case in a thread, given ``timeout_s``; returns its row (plain data).
+
+    A row with ``_restart`` set asks the runner to restart this worker (the case's thread is
+    still running).
+    """
+    worker = _worker_name()
+    case = case_from_task(doc)
+    options = None
+    if options_doc is not None:
+        from usnav.registration.rigid import RegistrationOptions
+
+        options = RegistrationOptions.model_validate(options_doc)
+    box: dict = {}
+
+    def target() -> None:
+        box["row"] = evaluate_case(case, out_dir, registration_options=options, margins=margins)
+
+    thread = threading.Thread(target=target, name=f"usnav-case-{case.case}", daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive() or "row" not in box:
+        from usnav.evaluate.case import RESULT_COLUMNS
+
+        row = {c: "" for c in RESULT_COLUMNS}
+        row.update(case.tags)
+        row.update(
+            case=case.case,
+            status="failed",
+            reason=f"timed out after {timeout_s:g} s",
+            seconds=round(time.perf_counter() - t0, 3),
+            _restart=True,
+        )
+    else:
+        row = box["row"]
+    row["worker"] = worker
+    return row
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextlib.contextmanager
+def _connect(scheduler: str | None, workers: int | None, timeout_s: float) -> Iterator:
+    """(client, scheduler address, local?) for a new local cluster or a running scheduler."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if not log.isEnabledFor(logging.DEBUG):  # Dask logs every start and stop at INFO
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+    if scheduler is None:
+        n = workers or os.cpu_count() or 1
+        # one task per worker at a time (no task waits on a worker that may be restarted);
+        # a task whose worker dies is retried once, then fails
+        settings = {
+            "distributed.scheduler.allowed-failures": 1,
+            "distributed.scheduler.worker-saturation": 1.0,
+        }
+        with dask.config.set(settings):
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        try:
+            with Client(cluster) as client:
+                client.wait_for_workers(n, timeout=max(timeout_s, 120))
+                yield client, cluster.scheduler_address, True
+        finally:
+            cluster.close()
+        return
+    if "://" not in scheduler:
+        scheduler = f"tcp://{scheduler}"
+    try:
+        client = Client(scheduler, timeout=f"{timeout_s}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(
+            scheduler,
+            f"no Dask scheduler answers ({type(exc).__name__})",
+            "start one (dask scheduler), check the address, or leave out --scheduler to run "
+            "on this machine",
+        ) from None
+    try:
+        try:
+            client.wait_for_workers(workers or 1, timeout=timeout_s)
+        except TimeoutError:
+            raise InputError(
+                scheduler,
+                f"the scheduler has fewer than {workers or 1} worker(s) after {timeout_s:g} s",
+                "start workers: dask worker " + scheduler,
+            ) from None
+        yield client, scheduler, False
+    finally:
+        client.close()

@@ -1,0 +1,83 @@
+"""The one rule every usnav command applies to the files and folders it writes.
+
+* An output that already exists is refused unless the command is given ``--force``
+  (then it is replaced).
+* A missing parent folder is created (``mkdir -p``); a parent that is a file, or a folder that
+  cannot be created or written into, is refused.
+
+:func:`check_output` applies the rule before any long work starts, so a wrong ``--out`` is
+reported in one line at once, not after minutes of processing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from usnav.errors import InputError
+
+FORCE_HINT = "choose another name, or pass --force to replace it"
+
+
+def check_output(
+    path: str | Path, *, force: bool = False, folder: bool = False, option: str = "--out"
+) -> Path:
+    """Check (and prepare) an output path under the project's rule.
+
+    Parameters
+    ----------
+    path
+        The file (or, with ``folder``, the folder) a command is about to write.
+    force
+        Replace an existing output.
+    folder
+        The output is a folder (``usnav keys --out KEYDIR``, ``usnav demo --out``): an existing
+        empty folder is accepted; a non-empty one needs ``force``.
+    option
+        The command-line option that named the path (for the message).
+
+    Returns
+    -------
+    Path
+        ``path``, with its parent folder created.
+
+    Raises
+    ------
+    InputError
+        The output exists (without ``force``), is the wrong kind (a folder where a file is
+        written, or the reverse), or its folder cannot be created or written into.
+    """
+    p = Path(path)
+    if str(path) == "":
+        raise InputError(option, "is empty", "give a file name")
+    if p.exists():
+        if folder:
+            if not p.is_dir():
+                raise InputError(p, f"{option} is a file, not a folder", "give a folder")
+            if any(p.iterdir()) and not force:
+                raise InputError(p, "already exists and is not empty", FORCE_HINT)
+        else:
+            if p.is_dir():
+                raise InputError(p, f"{option} is a folder", "give a file name")
+            if not force:
+                raise InputError(p, "already exists", FORCE_HINT)
+    parent = p if folder else p.parent
+    _make_folder(parent, option)
+    if not os.access(parent, os.W_OK):
+        raise InputError(parent, "cannot be written into", f"choose another {option}")
+    return p
+
+
+def _make_folder(folder: Path, option: str) -> None:
+    """``mkdir -p folder`` with one-line errors."""
+    for ancestor in [folder, *folder.parents]:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise InputError(ancestor, f"is a file, so {option} cannot go under it")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            folder, f"cannot create this folder ({exc.strerror or exc})", f"choose another {option}"
+        ) from exc

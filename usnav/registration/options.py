@@ -1,0 +1,164 @@
+"""Options of the rigid US→MRI registration (:func:`usnav.registration.rigid.register_sweep`),
+validated by pydantic (``extra="forbid"``), and their TOML loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from usnav.errors import ConfigError
+
+
+class RegistrationOptions(BaseModel):
+    """Options of :func:`register_sweep` (TOML section ``[registration]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Literal["lc2", "lc2_beam", "ncc_gradient"] = "lc2"
+    level_spacings_mm: list[float] = Field(default=[1.5, 1.0], min_length=1)
+    """Pixel size of each level, coarse to fine, mm."""
+    patch_half: list[int] = Field(default=[1, 1], min_length=1)
+    """LC² patch half-width per level, pixels (1 → 3×3 patches: 3 mm at the 1 mm level;
+    larger patches were biased by large-scale appearance on the tuning cases)."""
+    max_frames: list[int] = Field(default=[40, 40], min_length=1)
+    """Frames used per level (spread along the sweep)."""
+    max_evaluations: list[int] = Field(default=[160, 100], min_length=1)
+    """Similarity evaluations per level (the optimiser's budget)."""
+    initial_step: tuple[float, float] = (2.0, 3.0)
+    """First search step at the coarsest level: mm, degrees."""
+    restarts: int = Field(default=0, ge=0)
+    """Extra coarse-level starts: the initial pose shifted by ± twice the initial step along
+    the sweep's principal directions (vertebrae repeat along the spine). Off by default: on
+    the tuning seeds the extra starts found false optima of higher similarity as often as they
+    escaped bad ones."""
+    prior_weight: float = Field(default=5e-4, ge=0)
+    """Gaussian prior on the correction at the coarser levels: similarity − w·|t|² − w·(ρ·θ)²
+    (t mm, θ radians, ρ the sweep's RMS radius); it breaks near-ties between distant optima
+    towards the navigation estimate. 0 = none. 5e-4 chosen on tuning seeds 1001-1040."""
+    prior_at_finest: bool = False
+    """Apply the prior at the finest level too (it then biases the result towards the
+    initial estimate); by default it only chooses the basin at the coarser levels."""
+    translation_grid_mm: float = Field(default=9.0, ge=0)
+    """Half-width of a translation grid searched at the coarsest level before the local
+    search (0: none)."""
+    translation_grid_step_mm: float = Field(default=3.0, gt=0)
+    grid_starts: int = Field(default=3, ge=1)
+    """Best distinct grid points used as extra coarse starts."""
+    grid_frames: int = Field(default=16, ge=2)
+    """Frames used to score the translation grid."""
+    carry_candidates: int = Field(default=3, ge=1)
+    """Distinct coarse optima handed to the next level, which picks among them."""
+    beam_restarts_mm: list[float] = Field(default=[-2.0, 2.0])
+    """Extra finest-level starts shifted along the ultrasound beam (mm): a bone echo and the
+    MRI's bone edge can offer two optima a few mm apart in depth."""
+    screen_evaluations: int = Field(default=30, ge=5)
+    """Evaluations of the short search that screens each extra start."""
+    roi_margin_mm: float = Field(default=30.0, gt=0)
+    """MRI crop margin around the sweep (must exceed the capture range)."""
+    ignore_zero_pixels: bool = False
+    uncertainty: bool = True
+    """Estimate the uncertainty from the two half-sweeps (costs ~30 % more time)."""
+    uncertainty_floor_mm: float = Field(default=0.85, ge=0)
+    """Added in quadrature to the half-sweep spread to give the *resolution* a correction must
+    exceed (``min_correction_to_uncertainty`` times it) to count as clearly better. 0.85 mm =
+    the median error on tuning seeds 1001-1040. (The stated ``uncertainty_mm`` adds the
+    systematic budget below instead.)"""
+    uncertainty_evaluations: int | None = Field(default=30, ge=5)
+    """Budget of each half-sweep refinement (default: half the finest level's)."""
+    statistical_scale: float = Field(default=2.0, ge=0)
+    """The half-sweep spread times this is the statistical part of ``uncertainty_mm`` (a 95 %
+    bound from a one-pair spread; chosen on the tuning families, docs/registration.md)."""
+    similarity_bias_mm: float = Field(default=0.5, ge=0)
+    """Systematic budget: how far the similarity's optimum may sit from the truth on
+    ultrasound that forms differently from the MRI's edges (mostly along the beam: the bone
+    echo's depth against the MRI's bone edge). Chosen on the tuning families."""
+    calibration_error_mm: float = Field(default=1.0, ge=0)
+    """Systematic budget: bound on the probe calibration's translation error. The image cannot
+    see it: the registration moves the image back onto the anatomy and so carries the error
+    into ``ReferenceToMri``."""
+    calibration_error_deg: float = Field(default=1.0, ge=0)
+    """Systematic budget: bound on the calibration's rotation error (× the depth of the field
+    of view's centre below the probe)."""
+    speed_of_sound_error: float = Field(default=0.04, ge=0)
+    """Systematic budget: relative depth-scale error of the image (1480-1580 m/s against the
+    scanner's 1540 m/s: -3.9 %/+2.6 %), × the depth of the field of view's centre."""
+    echo_offset_mm: float = Field(default=0.3, ge=0)
+    """Systematic budget: the echo of an interface may trail it by half a pulse length
+    (3 cycles at 7 MHz: 0.33 mm). A sweep whose beams share a direction cannot tell it from a
+    translation along the beam."""
+    max_confident_uncertainty_mm: float = Field(default=2.0, gt=0)
+    """An accepted estimate whose ``uncertainty_mm`` exceeds this is flagged (``confident``
+    false): its error cannot be bounded below this, so a display must show UNCERTAIN."""
+    min_similarity_gain: float = Field(default=0.003, ge=0)
+    """Smallest accepted gain of the mean similarity (absolute)."""
+    min_paired_t: float = Field(default=3.0, ge=0)
+    """Smallest paired t statistic (per-frame gain / its standard error)."""
+    null_offset_mm: float = Field(default=15.0, ge=0)
+    """Chance level = the similarity of the candidate shifted by ± this along each axis
+    (0: no test)."""
+    min_margin_over_null: float = Field(default=0.05, ge=0)
+    """A candidate's similarity must exceed the chance level by this much."""
+    min_correction_to_uncertainty: float = Field(default=2.0, ge=0)
+    """A correction must be this many times its resolution (half-sweep spread with
+    ``uncertainty_floor_mm``) to count as clearly better."""
+    max_correction_mm: float = Field(default=25.0, gt=0)
+    max_correction_deg: float = Field(default=25.0, gt=0)
+    ambiguity_offsets_mm: list[float] = Field(default=[6.0, 9.0])
+    """Ambiguity probe: the candidate shifted by ± each of these along the sweep's mean
+    elevation direction (the frame normal: the direction a freehand sweep constrains least,
+    along the spine on a transverse sweep, where the cord is a tube) is refined at the finest
+    level. A candidate whose similarity does not exceed that of every pose so found farther
+    than ``ambiguity_distinct_mm`` by ``ambiguity_min_gain`` is rejected as ambiguous.
+    Empty: no probe."""
+    ambiguity_min_gain: float = Field(default=0.008)
+    """Smallest similarity margin of the candidate over a distinct alternative. No paired t
+    here: a shift along the sweep changes only the frames over distinctive anatomy, so
+    per-frame gains are few and large and t understates real differences. Tuning (baseline
+    seeds 1001-1016 with calibration and speed-of-sound perturbations): correct candidates
+    led alternatives 6-9 mm away by ≥ 0.017; an accepted 8.1 mm failure led by 0.004 at 6 mm
+    and trailed by 0.002 at 9 mm (it passed the earlier single ±6 mm probe at 0.003). Negative
+    values switch the rejection off (the margin is still measured)."""
+    ambiguity_evaluations: int = Field(default=30, ge=5)
+    """Budget of each ambiguity probe's refinement."""
+    ambiguity_distinct_mm: float = Field(default=2.0, ge=0)
+    """An alternative closer than this (mean over the field of view) belongs to the
+    candidate's own optimum (2 mm: the accuracy that matters)."""
+
+    def level(self, key: str, index: int):
+        values = getattr(self, key)
+        return values[min(index, len(values) - 1)]
+
+
+def load_registration_options(
+    path: str | Path | None = None, *, metric: str | None = None
+) -> RegistrationOptions:
+    """Options from a TOML file (a ``[registration]`` table or top-level keys), then ``metric``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys or bad values, naming the file and key.
+    """
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from usnav.config.loader import format_validation_error
+
+    opts = RegistrationOptions()
+    if path is not None:
+        p = Path(path)
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(p, f"cannot read registration options: {exc}") from exc
+        table = doc.get("registration", doc)
+        try:
+            opts = RegistrationOptions.model_validate(table)
+        except ValidationError as exc:
+            raise ConfigError(p, format_validation_error(exc, RegistrationOptions)) from exc
+    if metric:
+        opts = opts.model_copy(update={"metric": metric})
+    return opts

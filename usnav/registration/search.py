@@ -1,0 +1,376 @@
+"""The search of the rigid US→MRI registration: a sweep prepared against one MRI (resolution
+levels built once), a translation grid and Nelder–Mead refinements from coarse to fine, then
+the verdict (:mod:`usnav.registration.verdict`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from usnav.errors import InputError
+from usnav.io.volume import Volume
+from usnav.registration.options import RegistrationOptions
+from usnav.registration.pose import _apply, _optimise, _subset_level, correction
+from usnav.registration.similarity import (
+    FrameLevel,
+    FrameSimilarity,
+    MriLevel,
+    build_mri_levels,
+    crop_box,
+    prepare_frame_level,
+)
+from usnav.registration.sweep import Sweep
+from usnav.registration.verdict import RegistrationResult, VerdictMixin
+
+Progress = Callable[[str, float], None]
+
+
+def fov_depth_mm(sweep: Sweep) -> float:
+    """Depth of the field of view's centre below the transducer face, mm: the mean row of the
+    field-of-view mask × the row pixel size (row 0 is at the transducer in MF images)."""
+    rows, _ = np.nonzero(sweep.mask())
+    if rows.size == 0:
+        return 0.0
+    return float(rows.mean() * sweep.pixel_spacing_mm[1])
+
+
+@dataclass
+class PreparedLevel:
+    """One resolution level: MRI, frames, similarity."""
+
+    mri: MriLevel
+    frames: FrameLevel
+    similarity: FrameSimilarity
+
+
+class SweepRegistration(VerdictMixin):
+    """A sweep prepared for registration against one MRI (levels built once).
+
+    Parameters
+    ----------
+    mri
+        The MRI (RAS mm).
+    sweep
+        The tracked sweep (Reference mm).
+    initial
+        ``ReferenceToMri`` used to crop the MRI around the sweep.
+    options
+        :class:`RegistrationOptions`.
+    mri_levels
+        Reuse an already built (and large enough) MRI pyramid.
+    """
+
+    def __init__(
+        self,
+        mri: Volume,
+        sweep: Sweep,
+        initial: np.ndarray,
+        options: RegistrationOptions | None = None,
+        mri_levels: list[MriLevel] | None = None,
+    ):
+        self.options = options or RegistrationOptions()
+        self.sweep = sweep
+        opts = self.options
+        spacings = opts.level_spacings_mm
+        finest = prepare_frame_level(
+            sweep,
+            spacings[-1],
+            max_frames=opts.level("max_frames", 99),
+            ignore_zero_pixels=opts.ignore_zero_pixels,
+        )
+        if len(finest) == 0:
+            raise InputError(sweep.source, "no usable frame in the sweep")
+        self.points_reference = finest.points_reference()
+        if len(self.points_reference) == 0:
+            raise InputError(sweep.source, "no ultrasound pixel in the field of view")
+        pts_mri = _apply(initial, self.points_reference)
+        if mri_levels is None:
+            box = crop_box(mri, pts_mri, opts.roi_margin_mm)
+            mri_levels = build_mri_levels(mri, spacings, box)
+        self._mri_levels = mri_levels
+        self._levels: list[PreparedLevel | None] = [None] * len(spacings)
+        self._levels[-1] = self._prepare(len(spacings) - 1, finest)
+        self.mri_source = mri.source
+        beams = sweep.image_to_reference[:, :3, 1]
+        beam = (beams / np.linalg.norm(beams, axis=1, keepdims=True)).mean(axis=0)
+        #: RMS distance of the field of view from its centre, mm (rotation ↔ displacement)
+        self.radius_mm = float(
+            np.sqrt(
+                np.mean(
+                    np.sum(
+                        (self.points_reference - self.points_reference.mean(axis=0)) ** 2, axis=1
+                    )
+                )
+            )
+        )
+        #: mean ultrasound beam direction (image +y), Reference frame, unit
+        self.beam_direction = beam / max(np.linalg.norm(beam), 1e-12)
+        normals = np.cross(sweep.image_to_reference[:, :3, 0], sweep.image_to_reference[:, :3, 1])
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        normal = (normals * np.sign(normals @ normals[len(normals) // 2])[:, None]).mean(axis=0)
+        #: mean frame normal (elevation, image x × y), Reference frame, unit
+        self.elevation_direction = normal / max(np.linalg.norm(normal), 1e-12)
+        #: depth of the field of view's centre below the transducer face (image row 0), mm
+        self.fov_depth_mm = fov_depth_mm(sweep)
+
+    def _prepare(self, i: int, frames: FrameLevel | None = None) -> PreparedLevel:
+        opts = self.options
+        if frames is None:
+            frames = prepare_frame_level(
+                self.sweep,
+                opts.level_spacings_mm[i],
+                max_frames=opts.level("max_frames", i),
+                ignore_zero_pixels=opts.ignore_zero_pixels,
+            )
+        sim = FrameSimilarity(
+            self._mri_levels[i], frames, metric=opts.metric, patch_half=opts.level("patch_half", i)
+        )
+        return PreparedLevel(self._mri_levels[i], frames, sim)
+
+    def level(self, i: int) -> PreparedLevel:
+        """Level ``i`` (0 = coarsest; -1 = finest), prepared on first use."""
+        i = i % len(self._levels)
+        found = self._levels[i]
+        if found is None:
+            found = self._levels[i] = self._prepare(i)
+        return found
+
+    @property
+    def levels(self) -> list[PreparedLevel]:
+        """All levels (prepares the ones not used yet)."""
+        return [self.level(i) for i in range(len(self._levels))]
+
+    def overlap(self, reference_to_mri: np.ndarray) -> float:
+        """Fraction of the finest level's field-of-view pixels inside the MRI crop."""
+        _, _, inside = self.level(-1).similarity.per_frame(reference_to_mri)
+        return float(inside.mean())
+
+    def run(
+        self,
+        initial: np.ndarray,
+        *,
+        progress: Progress | None = None,
+        current: np.ndarray | None = None,
+        warm: bool = False,
+    ) -> RegistrationResult:
+        """Register from ``initial`` and judge the candidate against ``current`` (default:
+        ``initial``).
+
+        Parameters
+        ----------
+        warm
+            Warm start (streaming): only the finest level, small steps, no restarts.
+        """
+        t0 = time.perf_counter()
+        opts = self.options
+        initial = np.asarray(initial, dtype=np.float64)
+        current = initial if current is None else np.asarray(current, dtype=np.float64)
+        if self.overlap(initial) < 0.05:
+            raise InputError(
+                self.sweep.source,
+                "the sweep lies (almost) entirely outside the "
+                f"MRI {self.mri_source} under the initial ReferenceToMri",
+                "check --init and the MRI",
+            )
+        centre = _apply(initial, self.points_reference).mean(axis=0)
+        params = np.zeros(6)
+        evaluations = 0
+        notes: list[dict] = []
+        level_ids = list(range(len(self._levels)))
+        if warm:
+            level_ids = level_ids[-1:]
+        for n_level, li in enumerate(level_ids):
+            level = self.level(li)
+            s = level.frames.spacing_mm
+            sim = level.similarity
+            if n_level == 0 and not warm:
+                step = np.r_[[opts.initial_step[0]] * 3, [opts.initial_step[1]] * 3]
+            else:
+                step = np.r_[[0.6 * s] * 3, [0.6 * s] * 3]
+
+            finest_level = li == len(self._levels) - 1
+
+            def cost(
+                p: np.ndarray, sim: FrameSimilarity = sim, finest_level: bool = finest_level
+            ) -> float:
+                if (
+                    np.linalg.norm(p[:3]) > opts.max_correction_mm * 1.5
+                    or np.linalg.norm(p[3:]) > opts.max_correction_deg * 1.5
+                ):
+                    return 1.0
+                penalty = 0.0
+                if opts.prior_weight > 0 and (opts.prior_at_finest or not finest_level):
+                    penalty = opts.prior_weight * (
+                        float(p[:3] @ p[:3])
+                        + (self.radius_mm * np.radians(1.0)) ** 2 * float(p[3:] @ p[3:])
+                    )
+                return -sim(correction(p, centre) @ initial) + penalty
+
+            budget = opts.level("max_evaluations", li)
+            if n_level == 0:
+                starts = [params]
+                if not warm and opts.restarts > 0:
+                    starts += self._restart_points(params, step, opts.restarts, initial)
+                if not warm and opts.translation_grid_mm > 0:
+                    grid_cost = self._grid_cost(level, centre, initial, finest_level)
+                    grid_starts, n = self._grid_starts(grid_cost, params, opts)
+                    evaluations += n
+                    starts += grid_starts
+                found = []
+                if len(starts) > 1 and opts.translation_grid_mm > 0:
+                    # screen the grid's best points, run the best one fully
+                    for x0 in starts:
+                        x, f, n = _optimise(cost, x0, step, opts.screen_evaluations, xtol=0.05 * s)
+                        evaluations += n
+                        found.append((x, f))
+                    found.sort(key=lambda item: item[1])
+                    x, f, n = _optimise(cost, found[0][0], step, budget, xtol=0.05 * s)
+                    evaluations += n
+                    found[0] = (x, f)
+                else:
+                    # every coarse start runs fully; the distinct optima go on to the next
+                    # level, where the finer similarity (less biased by large structures)
+                    # chooses
+                    for x0 in starts:
+                        x, f, n = _optimise(cost, x0, step, budget, xtol=0.05 * s)
+                        evaluations += n
+                        found.append((x, f))
+                found.sort(key=lambda item: item[1])
+                candidates = []
+                for x, f in found:
+                    if all(
+                        np.linalg.norm(x[:3] - c[:3]) > 1.0 or np.linalg.norm(x[3:] - c[3:]) > 1.0
+                        for c, _ in candidates
+                    ):
+                        candidates.append((x, f))
+                best = candidates[0]
+                candidates = [c for c, _ in candidates[: max(1, opts.carry_candidates)]]
+            else:
+                starts = list(candidates)
+                if li == len(self._levels) - 1 and not warm and opts.beam_restarts_mm:
+                    beam = initial[:3, :3] @ self.beam_direction
+                    starts += [
+                        candidates[0] + np.r_[d * beam, 0, 0, 0] for d in opts.beam_restarts_mm
+                    ]
+                if len(starts) > 1:
+                    # screen every start with a short search, refine the best one fully
+                    screened = []
+                    for x0 in starts:
+                        x, f, n = _optimise(cost, x0, step, opts.screen_evaluations, xtol=0.05 * s)
+                        evaluations += n
+                        screened.append((x, f))
+                    x0 = min(screened, key=lambda item: item[1])[0]
+                else:
+                    x0 = starts[0]
+                x, f, n = _optimise(cost, x0, step, budget, xtol=0.05 * s)
+                evaluations += n
+                best = (x, f)
+                candidates = [x]
+            params = best[0]
+            notes.append(
+                {
+                    "spacing_mm": s,
+                    "frames": len(level.frames),
+                    "similarity": round(-float(best[1]), 5),
+                    "starts": len(starts),
+                }
+            )
+            if progress:
+                progress(f"level {s:g} mm", (n_level + 1) / (len(level_ids) + 1))
+        candidate = correction(params, centre) @ initial
+        result = self._verdict(candidate, initial, current, params, centre, evaluations, notes)
+        result.seconds = time.perf_counter() - t0
+        if progress:
+            progress("done", 1.0)
+        return result
+
+    def judge(
+        self, candidate: np.ndarray, current: np.ndarray, *, evaluations: int = 0
+    ) -> RegistrationResult:
+        """The do-no-harm verdict on ``candidate`` (any ``ReferenceToMri``, e.g. proposed by
+        another method) against ``current``, as :meth:`run` gives it on its own candidate.
+
+        Parameters
+        ----------
+        candidate, current
+            4×4 rigid ``ReferenceToMri`` (Reference mm → MRI mm).
+        """
+        candidate = np.asarray(candidate, dtype=np.float64)
+        current = np.asarray(current, dtype=np.float64)
+        centre = _apply(current, self.points_reference).mean(axis=0)
+        step = candidate @ np.linalg.inv(current)
+        params = np.r_[
+            step[:3, :3] @ centre + step[:3, 3] - centre,
+            Rotation.from_matrix(step[:3, :3]).as_rotvec(degrees=True),
+        ]
+        return self._verdict(candidate, current, current, params, centre, evaluations, [])
+
+    def _grid_cost(
+        self, level: PreparedLevel, centre: np.ndarray, initial: np.ndarray, finest: bool
+    ) -> Callable[[np.ndarray], float]:
+        """The level's cost on a subset of its frames (for the translation grid)."""
+        opts = self.options
+        n = len(level.frames)
+        keep = np.unique(np.linspace(0, n - 1, min(n, opts.grid_frames)).round().astype(int))
+        sim = FrameSimilarity(
+            level.mri,
+            _subset_level(level.frames, keep),
+            metric=opts.metric,
+            patch_half=level.similarity.patch_half,
+        )
+
+        def cost(p: np.ndarray) -> float:
+            penalty = 0.0
+            if opts.prior_weight > 0 and (opts.prior_at_finest or not finest):
+                penalty = opts.prior_weight * (
+                    float(p[:3] @ p[:3])
+                    + (self.radius_mm * np.radians(1.0)) ** 2 * float(p[3:] @ p[3:])
+                )
+            return -sim(correction(p, centre) @ initial) + penalty
+
+        return cost
+
+    @staticmethod
+    def _grid_starts(
+        cost: Callable[[np.ndarray], float], params: np.ndarray, opts: RegistrationOptions
+    ) -> tuple[list[np.ndarray], int]:
+        """The best distinct points of a translation grid around ``params`` (a global look
+        before the local search, as DIRECT on translation does in LC² registrations)."""
+        half = opts.translation_grid_mm
+        step = opts.translation_grid_step_mm
+        ticks = np.arange(-half, half + 1e-9, step)
+        scored = []
+        for tx in ticks:
+            for ty in ticks:
+                for tz in ticks:
+                    p = params.copy()
+                    p[:3] += (tx, ty, tz)
+                    scored.append((cost(p), p))
+        scored.sort(key=lambda item: item[0])
+        chosen: list[np.ndarray] = []
+        for _, p in scored:
+            if all(np.linalg.norm(p[:3] - c[:3]) > 1.5 * step for c in chosen):
+                chosen.append(p)
+            if len(chosen) >= opts.grid_starts:
+                break
+        return chosen, len(scored)
+
+    def _restart_points(
+        self, params: np.ndarray, step: np.ndarray, count: int, initial: np.ndarray
+    ) -> list[np.ndarray]:
+        """Starts shifted along the sweep's main directions (MRI frame), where a periodic
+        anatomy such as vertebrae offers false optima."""
+        pts = self.points_reference - self.points_reference.mean(axis=0)
+        _, _, vt = np.linalg.svd(pts[:: max(1, len(pts) // 2000)], full_matrices=False)
+        out = []
+        for k in range(count):
+            direction = initial[:3, :3] @ vt[k // 2 % 3] * (1 if k % 2 == 0 else -1)
+            p = params.copy()
+            p[:3] += 2.0 * step[0] * direction
+            out.append(p)
+        return out

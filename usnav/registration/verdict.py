@@ -1,0 +1,375 @@
+"""The do-no-harm verdict on a candidate ``ReferenceToMri`` and its stated uncertainty.
+
+A candidate replaces the current estimate only if, on the same frames at the finest level, its
+similarity is higher by a clear margin (paired over frames), it stands above chance, its
+correction exceeds its resolution, it is plausible, and no other pose along the sweep scores
+as well (the ambiguity probe). Anything else is reported as rejected and the current estimate
+stays.
+
+``uncertainty_mm`` is a 95 % bound on the candidate's error at the field of view's centre
+(where the tumor is imaged): a statistical part measured on the case (the spread of
+re-registrations on the two halves of the sweep) and a systematic budget for what the image
+cannot resolve (probe-calibration error, speed-of-sound depth scaling, the echo trailing its
+interface, the similarity's own bias), see :func:`uncertainty_terms`. An accepted estimate
+whose bound exceeds ``max_confident_uncertainty_mm`` is flagged (``confident`` false): a
+display must show it as UNCERTAIN, never LIVE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from usnav.registration.estimate import RegistrationEstimate
+from usnav.registration.options import RegistrationOptions
+from usnav.registration.pose import (
+    _apply,
+    _optimise,
+    _paired_gain,
+    _subset_level,
+    correction,
+    mean_displacement,
+)
+from usnav.registration.similarity import FrameSimilarity
+
+
+@dataclass
+class RegistrationResult:
+    """Outcome of :func:`register_sweep`.
+
+    Attributes
+    ----------
+    reference_to_mri
+        The estimate to use: the candidate if accepted, else ``initial``.
+    candidate
+        What the optimiser found (even if rejected).
+    initial
+        The starting ``ReferenceToMri``.
+    accepted
+        Verdict (see the module docstring).
+    similarity, initial_similarity
+        Finest-level similarity of the candidate and of the initial estimate (same frames).
+    uncertainty_mm
+        95 % bound on the candidate's error at the field of view's centre, mm (NaN when the
+        candidate failed a test before it was computed).
+    confident
+        Accepted and ``uncertainty_mm`` ≤ ``max_confident_uncertainty_mm``: may be shown LIVE.
+    uncertainty_terms
+        The terms of ``uncertainty_mm`` (:func:`uncertainty_terms`).
+    diagnostics
+        The verdict's statistics (paired t, gain, margin over chance, split spread, ambiguity
+        margin), those that were computed.
+    correction_mm
+        Mean displacement of the field of view between initial and candidate, mm.
+    seconds
+        Wall time (JIT compile excluded: call :func:`usnav.registration.warm_up` first).
+    evaluations
+        Similarity evaluations.
+    reason
+        Why accepted or rejected.
+    levels
+        Per-level notes (spacing, frames, evaluations, similarity).
+    """
+
+    reference_to_mri: np.ndarray
+    candidate: np.ndarray
+    initial: np.ndarray
+    accepted: bool
+    similarity: float
+    initial_similarity: float
+    uncertainty_mm: float
+    correction_mm: float
+    seconds: float
+    evaluations: int
+    reason: str
+    metric: str = "lc2"
+    levels: list[dict] = field(default_factory=list)
+    confident: bool = False
+    uncertainty_terms: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def quality(self) -> float:
+        """0..1 for a display: accepted, similar, and certain (see docs/registration.md)."""
+        if not self.accepted:
+            return 0.0
+        unc = self.uncertainty_mm if np.isfinite(self.uncertainty_mm) else 2.0
+        sim = float(np.clip(self.similarity / 0.3, 0.0, 1.0))
+        return float(sim * np.exp(-unc / 2.0))
+
+    def estimate(self, sequence: int = 0) -> RegistrationEstimate:
+        """As a :class:`RegistrationEstimate` (the candidate, with its verdict)."""
+        return RegistrationEstimate(
+            reference_to_mri=self.candidate.copy(),
+            similarity=self.similarity,
+            quality=self.quality,
+            uncertainty_mm=self.uncertainty_mm,
+            accepted=self.accepted,
+            sequence=sequence,
+            source="image",
+            reason=self.reason,
+        )
+
+    def to_json(self) -> dict:
+        """The RESULT.json object of ``usnav register``."""
+        return {
+            "ReferenceToMri": self.reference_to_mri.tolist(),
+            "accepted": bool(self.accepted),
+            "similarity": _finite_or_none(self.similarity),
+            "seconds": round(float(self.seconds), 4),
+            "metric": self.metric,
+            "initial_similarity": _finite_or_none(self.initial_similarity),
+            "uncertainty_mm": _finite_or_none(self.uncertainty_mm),
+            "confident": bool(self.confident),
+            "uncertainty_terms": {k: round(v, 4) for k, v in self.uncertainty_terms.items()},
+            "diagnostics": {k: _finite_or_none(v) for k, v in self.diagnostics.items()},
+            "correction_mm": _finite_or_none(self.correction_mm),
+            "quality": round(self.quality, 4),
+            "reason": self.reason,
+            "CandidateReferenceToMri": self.candidate.tolist(),
+            "InitialReferenceToMri": self.initial.tolist(),
+            "evaluations": int(self.evaluations),
+            "levels": self.levels,
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return round(float(value), 6) if np.isfinite(value) else None
+
+
+def uncertainty_terms(
+    spread_mm: float, fov_depth_mm: float, options: RegistrationOptions
+) -> dict[str, float]:
+    """The stated uncertainty and its terms (mm, at the field of view's centre).
+
+    Parameters
+    ----------
+    spread_mm
+        Half the distance between the re-registrations on the two halves of the sweep (mean
+        over the field of view), mm.
+    fov_depth_mm
+        Depth of the field of view's centre below the transducer face, mm (the lever arm of a
+        calibration rotation error and the depth a speed-of-sound error scales).
+    options
+        The budget's bounds and scales.
+
+    Returns
+    -------
+    dict with ``statistical``, ``calibration``, ``speed_of_sound``, ``echo_offset``,
+    ``similarity_bias`` and ``uncertainty_mm`` = their quadrature sum (independent errors,
+    each term a ~95 % bound).
+    """
+    o = options
+    terms = {
+        "statistical": o.statistical_scale * float(spread_mm),
+        "calibration": o.calibration_error_mm
+        + np.radians(o.calibration_error_deg) * max(fov_depth_mm, 0.0),
+        "speed_of_sound": o.speed_of_sound_error * max(fov_depth_mm, 0.0),
+        "echo_offset": o.echo_offset_mm,
+        "similarity_bias": o.similarity_bias_mm,
+    }
+    terms = {k: float(v) for k, v in terms.items()}
+    terms["uncertainty_mm"] = float(np.sqrt(sum(v * v for v in terms.values())))
+    return terms
+
+
+class VerdictMixin:
+    """The verdict of :class:`~usnav.registration.search.SweepRegistration` (needs its
+    ``options``, ``level()``, ``points_reference``, ``elevation_direction`` and
+    ``fov_depth_mm``)."""
+
+    options: RegistrationOptions
+    points_reference: np.ndarray
+    elevation_direction: np.ndarray
+    fov_depth_mm: float
+
+    def _verdict(
+        self,
+        candidate: np.ndarray,
+        initial: np.ndarray,
+        current: np.ndarray,
+        params: np.ndarray,
+        centre: np.ndarray,
+        evaluations: int,
+        notes: list[dict],
+    ) -> RegistrationResult:
+        opts = self.options
+        fine = self.level(-1).similarity
+        new_sim, new_scores = fine.evaluate(candidate)
+        cur_sim, cur_scores = fine.evaluate(current)
+        evaluations += 2
+        both = np.isfinite(new_scores) & np.isfinite(cur_scores)
+        gain = new_scores[both] - cur_scores[both]
+        mean_gain = new_sim - cur_sim
+        t_stat = (
+            float(gain.mean() / (gain.std(ddof=1) / np.sqrt(gain.size)))
+            if gain.size > 2 and gain.std() > 0
+            else (np.inf if gain.size and gain.mean() > 0 else 0.0)
+        )
+        pts = self.points_reference[:: max(1, len(self.points_reference) // 4000)]
+        corr = mean_displacement(candidate, current, pts)
+        angle = float(np.linalg.norm(params[3:]))
+        shift = float(np.linalg.norm(params[:3]))
+        reasons = []
+        if shift > opts.max_correction_mm or angle > opts.max_correction_deg:
+            reasons.append(f"implausible correction ({shift:.1f} mm, {angle:.1f}°)")
+        if mean_gain < opts.min_similarity_gain:
+            reasons.append(f"similarity gain {mean_gain:+.4f} below {opts.min_similarity_gain}")
+        elif t_stat < opts.min_paired_t:
+            reasons.append(f"gain not consistent across frames (t = {t_stat:.1f})")
+        null_mean = float("nan")
+        diagnostics: dict[str, float] = {"paired_t": float(t_stat), "gain": float(mean_gain)}
+        if not reasons and opts.null_offset_mm > 0:
+            # the similarity of clearly wrong poses (the candidate shifted by ± the offset
+            # along each axis): a candidate must stand well above this chance level
+            nulls = []
+            for axis in range(3):
+                for sign in (-1.0, 1.0):
+                    shifted = candidate.copy()
+                    shifted[axis, 3] += sign * opts.null_offset_mm
+                    nulls.append(fine(shifted))
+            evaluations += 6
+            null_mean = float(np.mean(nulls))
+            diagnostics["margin_over_chance"] = float(new_sim - null_mean)
+            if new_sim < null_mean + opts.min_margin_over_null:
+                reasons.append(
+                    f"similarity {new_sim:.4f} not clearly above chance ({null_mean:.4f} at "
+                    f"±{opts.null_offset_mm:g} mm)"
+                )
+        uncertainty = float("nan")
+        terms: dict[str, float] = {}
+        if not reasons and opts.uncertainty and len(self.level(-1).frames) >= 6:
+            # only a candidate that passed the other tests is worth the split-sweep refinements
+            spread, n = self._split_spread(candidate, centre, pts)
+            evaluations += n
+            terms = uncertainty_terms(spread, self.fov_depth_mm, opts)
+            uncertainty = terms["uncertainty_mm"]
+            resolution = float(np.hypot(spread, opts.uncertainty_floor_mm))
+            diagnostics["split_spread_mm"] = float(spread)
+            if corr < opts.min_correction_to_uncertainty * resolution:
+                reasons.append(
+                    f"correction {corr:.2f} mm within its resolution ({resolution:.2f} mm)"
+                )
+        if not reasons and opts.ambiguity_offsets_mm:
+            # last (it costs most): is there another pose, a few mm along the direction the
+            # sweep constrains least, that the image likes as much as the candidate?
+            ambiguity, n, margin = self._ambiguity(candidate, new_sim, new_scores, pts)
+            evaluations += n
+            diagnostics["ambiguity_margin"] = margin
+            diagnostics.update(self._ambiguity_margins)
+            if ambiguity:
+                reasons.append(ambiguity)
+        accepted = not reasons
+        confident = accepted and uncertainty <= opts.max_confident_uncertainty_mm
+        reason = (
+            f"accepted: similarity {cur_sim:.4f} → {new_sim:.4f} (t = {t_stat:.1f}), "
+            f"correction {corr:.2f} mm, error ≤ {uncertainty:.2f} mm (95 %)"
+            if accepted
+            else "rejected: " + "; ".join(reasons)
+        )
+        if accepted and not confident:
+            reason += (
+                f"; UNCERTAIN: the error cannot be bounded below "
+                f"{opts.max_confident_uncertainty_mm:g} mm"
+            )
+        return RegistrationResult(
+            reference_to_mri=candidate if accepted else current.copy(),
+            candidate=candidate,
+            initial=initial,
+            accepted=accepted,
+            similarity=new_sim,
+            initial_similarity=cur_sim,
+            uncertainty_mm=uncertainty,
+            correction_mm=corr,
+            confident=confident,
+            uncertainty_terms=terms,
+            diagnostics=diagnostics,
+            seconds=0.0,
+            evaluations=evaluations,
+            reason=reason,
+            metric=opts.metric,
+            levels=notes,
+        )
+
+    def _ambiguity(
+        self, candidate: np.ndarray, similarity: float, scores: np.ndarray, pts: np.ndarray
+    ) -> tuple[str, int, float]:
+        """Refine from the candidate shifted ± each of ``ambiguity_offsets_mm`` along the
+        elevation direction (finest level) and compare each distinct optimum so found with the
+        candidate (same frames). Returns (reason to reject or "", evaluations, the smallest
+        margin of the candidate over a distinct alternative; inf if none)."""
+        opts = self.options
+        level = self.level(-1)
+        sim = level.similarity
+        s = level.frames.spacing_mm
+        centre_c = _apply(candidate, self.points_reference).mean(axis=0)
+        direction = candidate[:3, :3] @ self.elevation_direction
+        total = 0
+        worst = (np.inf, "")
+        self._ambiguity_margins: dict[str, float] = {}
+
+        def cost(p: np.ndarray) -> float:
+            return -sim(correction(p, centre_c) @ candidate)
+
+        for offset in opts.ambiguity_offsets_mm:
+            for sign in (-1.0, 1.0):
+                x0 = np.r_[sign * offset * direction, 0.0, 0.0, 0.0]
+                x, _, k = _optimise(
+                    cost,
+                    x0,
+                    np.r_[[0.6 * s] * 3, [0.6 * s] * 3],
+                    opts.ambiguity_evaluations,
+                    0.05 * s,
+                )
+                total += k
+                other = correction(x, centre_c) @ candidate
+                distance = mean_displacement(other, candidate, pts)
+                if not distance > opts.ambiguity_distinct_mm:
+                    continue
+                other_sim, other_scores = sim.evaluate(other)
+                total += 1
+                _, t_stat = _paired_gain(scores, other_scores)
+                gain = similarity - other_sim
+                key = f"ambiguity_margin_{offset:g}mm"
+                self._ambiguity_margins[key] = min(self._ambiguity_margins.get(key, np.inf), gain)
+                if gain < worst[0]:
+                    worst = (
+                        gain,
+                        f"ambiguous: a pose {distance:.1f} mm away along the sweep scores "
+                        f"{other_sim:.4f} against {similarity:.4f} (gain {gain:+.4f}, "
+                        f"t = {t_stat:.1f})",
+                    )
+        margin, text = worst
+        return (text if margin < opts.ambiguity_min_gain else ""), total, float(margin)
+
+    def _split_spread(
+        self, candidate: np.ndarray, centre: np.ndarray, pts: np.ndarray
+    ) -> tuple[float, int]:
+        """Refine from the candidate on each half of the finest frames; half the distance
+        between the two estimates (mean over the field of view) is the statistical spread
+        (each half has √2 × the error of the whole, their difference 2 × it)."""
+        level = self.level(-1)
+        n = len(level.frames)
+        halves = [np.arange(0, n // 2), np.arange(n // 2, n)]
+        estimates = []
+        total = 0
+        s = level.frames.spacing_mm
+        budget = self.options.uncertainty_evaluations or max(
+            30, self.options.level("max_evaluations", len(self._levels) - 1) // 2
+        )
+        for idx in halves:
+            sub = _subset_level(level.frames, idx)
+            sim = FrameSimilarity(
+                level.mri, sub, metric=self.options.metric, patch_half=level.similarity.patch_half
+            )
+
+            def cost(p: np.ndarray, sim: FrameSimilarity = sim) -> float:
+                return -sim(correction(p, centre) @ candidate)
+
+            x, _, k = _optimise(
+                cost, np.zeros(6), np.r_[[0.5 * s] * 3, [0.5 * s] * 3], budget, xtol=0.03 * s
+            )
+            total += k
+            estimates.append(correction(x, centre) @ candidate)
+        return 0.5 * mean_displacement(estimates[0], estimates[1], pts), total
