@@ -273,7 +273,7 @@ def run_subscribers(seed: int = 1, subscribers: int = 50, seconds: float = 10.0)
     import zmq
 
     from usnav.client import Subscriber
-    from usnav.publish.curve import generate_keys
+    from usnav.protocol.curve import generate_keys
     from usnav.publish.publisher import Publisher
 
     result = ItemResult(
