@@ -131,6 +131,8 @@ def _figures(
         result.figures["RSS start MB"] = round(float(m[0]), 1)
         result.figures["RSS end MB"] = round(float(m[-1]), 1)
         result.figures["RSS trend MB/10 min"] = round(slope, 2)
+        marks = [m for t, m in steady if int(t) % 120 < int(samples[1][0] - samples[0][0] + 1)]
+        result.figures["RSS every 2 min MB"] = " ".join(f"{v:.1f}" for v in marks)
         result.check(slope < 1.0, f"RSS grows {slope:.2f} MB per 10 min")
     else:
         result.fail("too few RSS samples after the warm-up")
