@@ -159,6 +159,7 @@ def test_replay_of_a_volume_says_it_is_a_volume(tmp_path):
     result = usnav(tmp_path, "replay", str(path), "--port", "0", timeout=60)
     assert_bad_input(result, "is a 3D volume, not a tracked sweep")
     assert "timestamps" not in result.stderr
+    assert_bad_input(usnav(tmp_path, "replay", str(path), "--port", "-5"), "--port", "-5")
 
 
 def test_convert_of_a_folder_that_is_not_a_journal(tmp_path):

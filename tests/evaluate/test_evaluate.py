@@ -63,9 +63,9 @@ def test_local_cluster_failed_cases_and_resume(tiny_cases, tmp_path: Path) -> No
     run = usnav(*args)
     assert run.returncode == 0, run.stderr
     rows = _rows(out / "results.csv")
-    assert set(rows) == {"s7", "missing", "corrupt", "s9"}
-    _check_ok_row(rows["s7"], s7, out)
-    _check_ok_row(rows["s9"], s9, out)
+    assert set(rows) == {s7.case, "missing", "corrupt", s9.case}
+    _check_ok_row(rows[s7.case], s7, out)
+    _check_ok_row(rows[s9.case], s9, out)
     assert rows["missing"]["status"] == "failed"
     assert "gone.igs.mha" in rows["missing"]["reason"]
     assert "no such file" in rows["missing"]["reason"]
@@ -73,10 +73,10 @@ def test_local_cluster_failed_cases_and_resume(tiny_cases, tmp_path: Path) -> No
     assert "corrupt_mri.nii.gz" in rows["corrupt"]["reason"]
     with (out / "summary.csv").open() as f:
         summary = {r["family"]: r for r in csv.DictReader(f)}
-    assert set(summary) == {"hyper", "iso", "all"}
+    assert set(summary) == {"baseline", "trailing-echo", "all"}
     assert (summary["all"]["cases"], summary["all"]["failed"]) == ("4", "2")
-    assert float(summary["hyper"]["median_error_mm"]) == pytest.approx(
-        float(rows["s7"]["error_mm"]), abs=1e-3
+    assert float(summary["trailing-echo"]["median_error_mm"]) == pytest.approx(
+        float(rows[s9.case]["error_mm"]), abs=1e-3
     )
     for name in ("error_cdf.png", "final_vs_initial.png", "uncertainty_vs_error.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
@@ -114,11 +114,11 @@ def test_a_stuck_case_times_out_and_the_run_goes_on(tiny_cases, tmp_path: Path) 
     run = usnav("evaluate", str(manifest), "--out", str(out), "--workers", "1", "--timeout", "15")
     assert run.returncode == 0, run.stderr
     rows = _rows(out / "results.csv")
-    assert set(rows) == {"stuck", "s7", "missing"}
+    assert set(rows) == {"stuck", s7.case, "missing"}
     assert rows["stuck"]["status"] == "failed"
     # submitted first, so run first: its worker was restarted before the others ran
     assert rows["stuck"]["reason"] == "timed out after 15 s (worker restarted)"
-    _check_ok_row(rows["s7"], s7, out)
+    _check_ok_row(rows[s7.case], s7, out)
     assert "no such file" in rows["missing"]["reason"]
 
 
@@ -183,10 +183,10 @@ def test_real_dask_scheduler_and_two_workers(tiny_cases, tmp_path: Path) -> None
         )
         assert "on 2 worker(s)" in run.stdout
         rows = _rows(out / "results.csv")
-        assert set(rows) == set(tiny_cases)
-        for name, case in tiny_cases.items():
-            _check_ok_row(rows[name], case, out)
-            assert rows[name]["worker"] in {f"tcp://127.0.0.1:{wp}" for wp in worker_ports}
+        assert set(rows) == {c.case for c in tiny_cases.values()}
+        for case in tiny_cases.values():
+            _check_ok_row(rows[case.case], case, out)
+            assert rows[case.case]["worker"] in {f"tcp://127.0.0.1:{wp}" for wp in worker_ports}
     finally:
         for p in reversed(procs):
             p.terminate()

@@ -154,3 +154,15 @@ def test_demo_end_to_end(tmp_path):
     # not on a terminal: one progress line per phase, so a CI log shows where the time goes
     phases = [x for x in result.stderr.splitlines() if x.startswith("usnav demo: ")]
     assert len(phases) >= 4 and any("compiling" in x for x in phases), result.stderr
+    # the frame counts add up: received = published + superseded (+ not used)
+    frames = next(x for x in out.splitlines() if x.strip().startswith("frames"))
+    received = int(frames.split()[1])
+    counts = [int(w) for w in frames.split("):")[1].replace("+", " ").split() if w.isdigit()]
+    assert sum(counts) == received, frames
+    snapshot = next(x for x in out.splitlines() if x.strip().startswith("snapshot"))
+    assert " )" not in snapshot and "(viewer: " in snapshot
+    # the snapshot: the ultrasound, the MRI through the same plane, the panel with locators
+    import cv2
+
+    picture = cv2.imread(str(tmp_path / "demo" / "snapshot.png"))
+    assert picture.shape == (720, 2 * 720 + 400, 3)

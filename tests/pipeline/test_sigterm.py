@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 from cli_helpers import usnav_env
 from pipeline_helpers import free_port, wait_until
@@ -16,7 +15,7 @@ from usnav.devices import serve_in_subprocess
 from usnav.io.sequence import journal_path, read_sequence
 
 
-def _terminate_after_frames(args, tmp_path, journal, settle_s=2.0):
+def _terminate_after_frames(args, tmp_path, journal, frames=10):
     process = subprocess.Popen(
         [sys.executable, "-m", "usnav", *args],
         stdout=subprocess.PIPE,
@@ -28,7 +27,11 @@ def _terminate_after_frames(args, tmp_path, journal, settle_s=2.0):
     try:
         assert wait_until(lambda: journal.exists() or process.poll() is not None, 90)
         assert process.poll() is None, process.communicate()
-        time.sleep(settle_s)  # frames are being recorded
+        # frames are being recorded: the journal holds a line per complete frame (+ a few meta)
+        lines = journal / "frames.jsonl"
+        assert wait_until(
+            lambda: lines.exists() and lines.read_bytes().count(b"\n") > frames + 3, 60
+        )
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
     finally:

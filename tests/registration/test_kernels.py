@@ -376,6 +376,32 @@ def test_paste_slice_nearest_and_linear_match_numpy():
     np.testing.assert_allclose(wt, ref_w, atol=1e-5)
 
 
+def test_paste_slice_nearest_maximum_matches_numpy():
+    """PLUS's NEAREST/MAXIMUM rule: the brightest pixel per voxel; a dark pixel still marks."""
+    image = RNG.integers(0, 255, size=(6, 7)).astype(np.float32)
+    image[2, 3] = 0
+    fov = np.ones((6, 7), np.uint8)
+    fov[5, 6] = 0
+    p2v = np.array(
+        [[0.8123, 0.1071, 0, 1.2317], [0.0133, 0.7219, 0, 0.4177], [0.2031, 0.1093, 0, 2.3111]]
+    )
+    shape = (9, 8, 6)
+    out = np.zeros(shape, np.float32)
+    hit = np.zeros(shape, np.float32)
+    n = K.paste_slice_nearest(image, fov, p2v, out, hit, True)
+    rows, cols = np.nonzero(fov)
+    pos = np.c_[cols, rows, np.zeros_like(rows), np.ones_like(rows)] @ p2v.T
+    idx = np.floor(pos + 0.5).astype(int)
+    ok = np.all((idx >= 0) & (idx < shape), axis=1)
+    ref = np.zeros(shape)
+    np.maximum.at(ref, tuple(idx[ok].T), image[rows[ok], cols[ok]])
+    ref_hit = np.zeros(shape, bool)
+    ref_hit[tuple(idx[ok].T)] = True
+    assert n == ok.sum()
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(hit > 0, ref_hit)
+
+
 def test_paste_slice_linear_maximum_matches_numpy():
     """PLUS's LINEAR/MAXIMUM rule in 14-bit fixed point, written with numpy."""
     bits = K.FIXED_POINT_BITS

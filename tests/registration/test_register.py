@@ -113,7 +113,7 @@ def test_a_pose_shifted_along_the_sweep_is_rejected_as_ambiguous(small_case, pro
     judged_optimum = problem.judge(optimum, current)
     assert judged_optimum.accepted, judged_optimum.reason
     judged_wrong = problem.judge(wrong, current)
-    if probe_mm == 0:
+    if not probe_mm:
         assert judged_wrong.accepted, judged_wrong.reason  # what the probe is there for
     else:
         assert not judged_wrong.accepted

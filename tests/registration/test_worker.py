@@ -92,7 +92,9 @@ def test_bad_frames_are_dropped_and_frame_input(small_case):
     worker = RegistrationWorker(mri, cal, truth.init_reference_to_mri)
     worker.submit(np.zeros((4, 4, 4)), np.eye(4), 0.0)  # not 2D
     worker.submit(sweep.images[0], np.full((4, 4), np.nan), 0.0)  # NaN pose
+    worker.submit(sweep.images[0], np.eye(3), 0.0)  # not 4×4
     assert worker.stats.submitted == 0
+    assert worker.stats.bad_frames == 3  # dropped, but counted as the docstring says
     frame = TrackedFrame(
         image=sweep.images[0],
         transforms={"ImageToReference": TrackedTransform(sweep.image_to_reference[0])},

@@ -156,20 +156,43 @@ def test_diffuse_reflection_keeps_an_oblique_interface_visible():
     assert rough > 5 * mirror
 
 
-def test_reverberation_repeats_the_strongest_echo_at_twice_its_depth():
-    grid = layered([(0, T.SALINE), (8, T.BONE)])
-    a = Appearance(reverb_gain=0.3, reverb_bounces=2, tgc_db_per_cm=0.0)
-    sim = simulator(grid, a, scatter=False, depth_mm=30.0, rows=600)
-    plain = simulator(grid, Appearance(tgc_db_per_cm=0.0), scatter=False, depth_mm=30.0, rows=600)
-    env, env0 = sim.envelope(pose(grid)).mean(axis=1), plain.envelope(pose(grid)).mean(axis=1)
-    dy = sim.geometry.spacing_y_mm
-    primary = env[int(7 / dy) : int(9 / dy)].max()
-    depth = (int(7 / dy) + np.argmax(env[int(7 / dy) : int(9 / dy)])) * dy
-    second = env[int((2 * depth - 1) / dy) : int((2 * depth + 1) / dy)].max()
-    third = env[int((3 * depth - 1) / dy) : int((3 * depth + 1) / dy)].max()
-    assert second / primary == pytest.approx(0.3, rel=0.15)
-    assert third / primary == pytest.approx(0.09, rel=0.2)
-    assert env0[int((2 * depth - 1) / dy) : int((2 * depth + 1) / dy)].max() < 0.01 * primary
+def reverb_levels(layers, face: float, depth_mm: float) -> tuple[float, float, float, float]:
+    """Envelope peaks (TGC off) at 1, 2 and 3 × the reflector's depth with reverberation of
+    face reflection ``face``, and at 2 × without it."""
+    grid = layered(layers)
+    kw = dict(scatter=False, depth_mm=30.0, rows=600)
+    with_r = Appearance(reverb_face_reflection=face, reverb_bounces=2, tgc_db_per_cm=0.0)
+    env = simulator(grid, with_r, **kw).envelope(pose(grid)).mean(axis=1)
+    env0 = simulator(grid, Appearance(tgc_db_per_cm=0.0), **kw).envelope(pose(grid)).mean(axis=1)
+    dy = 30.0 / 600
+    near = slice(int((depth_mm - 1) / dy), int((depth_mm + 1) / dy))
+    d = (near.start + np.argmax(env[near])) * dy
+
+    def at(e: np.ndarray, k: int) -> float:
+        return float(e[int((k * d - 1) / dy) : int((k * d + 1) / dy)].max())
+
+    return at(env, 1), at(env, 2), at(env, 3), at(env0, 2)
+
+
+def test_reverberation_repeats_a_strong_echo_at_two_and_three_times_its_depth():
+    """Bone behind saline: the echo a ≈ r (no loss in saline) comes back at 2d as a·(R·a) and
+    at 3d as a·(R·a)²."""
+    primary, second, third, without = reverb_levels([(0, T.SALINE), (8, T.BONE)], 0.6, 8.0)
+    z = acoustic_tables(0.3).impedance
+    r = (z[T.BONE] - z[T.SALINE]) / (z[T.BONE] + z[T.SALINE])
+    assert second / primary == pytest.approx(0.6 * r, rel=0.1)
+    assert third / primary == pytest.approx((0.6 * r) ** 2, rel=0.15)
+    assert without < 0.01 * primary
+
+
+def test_reverberation_fades_behind_attenuating_tissue():
+    """The same bone behind 6 mm of muscle: each extra round trip loses what the path loses,
+    so the reverberation relative to the echo is weaker by the echo's own loss."""
+    clear = reverb_levels([(0, T.SALINE), (8, T.BONE)], 0.6, 8.0)
+    lossy = reverb_levels([(0, T.SALINE), (2, T.MUSCLE), (8, T.BONE)], 0.6, 8.0)
+    path_loss = lossy[0] / clear[0]  # the echo through muscle against through saline
+    assert path_loss < 0.3  # ~ 2·α·f·6 mm = 12 dB
+    assert (lossy[1] / lossy[0]) / (clear[1] / clear[0]) == pytest.approx(path_loss, rel=0.15)
 
 
 def test_side_lobes_copy_the_beam_at_the_stated_offset_and_level():
@@ -452,6 +475,19 @@ def test_vertebra_scale_sizes_the_vertebrae_canal_and_cord_with_the_same_draws()
     np.testing.assert_allclose(low.body, 1.2 * mid.body)
     assert np.all(low.cord > 1.1 * mid.cord)
     assert low.kyphosis_radius == mid.kyphosis_radius  # the other draws are the same
+
+
+def test_probe_geometry_family_sets_depth_aperture_and_focus():
+    case = build_case(6, make_options(family="probe-geometry", **SMALL))
+    a, g = case.appearance, case.geometry
+    assert g.depth_mm == pytest.approx(a.depth_mm) and g.aperture_mm == pytest.approx(a.aperture_mm)
+    assert 32.0 <= g.depth_mm <= 50.0 and 25.0 <= g.aperture_mm <= 45.0
+    spacing = np.linalg.norm(case.sweep.image_to_probe[:3, :2], axis=0)  # mm per pixel
+    np.testing.assert_allclose(spacing, [a.aperture_mm / 32, a.depth_mm / 32])
+    # the beam is narrowest at the drawn focus
+    sim = case.simulator
+    narrowest = sim.row_depth_mm[np.argmin(sim.lateral_sigma_cols)]
+    assert narrowest == pytest.approx(a.focus_fraction * a.depth_mm, abs=g.spacing_y_mm)
 
 
 def test_miscalibrated_family_writes_the_wrong_calibration_by_the_drawn_amount():

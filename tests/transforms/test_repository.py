@@ -108,3 +108,43 @@ def test_update_from_frame_skips_redundant_and_keeps_persistent() -> None:
     np.testing.assert_allclose(repo.matrix("ImageToReference")[:3, 3], [1, 0, 0])
     repo.clear_frame_transforms()
     assert repo.names() == ["ImageToProbe"]
+
+
+def test_from_frame_composes_what_the_frame_carries_with_the_calibration() -> None:
+    image_to_probe = np.diag([0.1, 0.2, 0.15, 1.0])
+    probe_to_tracker = rigid_from_params([5, -3, 2, 0.1, 0.0, 0.3])
+    reference_to_tracker = rigid_from_params([1, 1, 1, 0.0, 0.2, 0.0])
+    frame = TrackedFrame(
+        image=np.zeros((2, 3), np.uint8),
+        transforms={
+            "ProbeToTracker": TrackedTransform(probe_to_tracker),
+            "ReferenceToTracker": TrackedTransform(reference_to_tracker, TransformStatus.INVALID),
+            "ProbeToReference": TrackedTransform(np.eye(4)),  # redundant: the first one wins
+            "ImageToReference": TrackedTransform(np.eye(4)),  # the server's own calibration
+            "BadName": TrackedTransform(np.eye(4)),  # malformed: skipped
+        },
+    )
+    repo = TransformRepository.from_frame(
+        frame, calibration={"ImageToProbe": image_to_probe}, exclude=["ImageToReference"]
+    )
+    got = repo.get("ImageToReference")
+    expected = np.linalg.inv(reference_to_tracker) @ probe_to_tracker @ image_to_probe
+    np.testing.assert_allclose(got.matrix, expected, atol=1e-12)
+    assert got.status is TransformStatus.INVALID  # the worst along the chain
+    repo.clear_frame_transforms()
+    assert repo.names() == ["ImageToProbe"]  # the calibration is persistent
+
+
+def test_from_frame_takes_a_row_of_transforms_and_matches_set_one_by_one() -> None:
+    row = {
+        "StylusToTracker": TrackedTransform(rigid_from_params([0, 0, 9, 0, 0, 0])),
+        "ReferenceToTracker": TrackedTransform(np.eye(4), TransformStatus.MISSING),
+    }
+    by_hand = TransformRepository()
+    for name, tt in row.items():
+        by_hand.set(name, tt.matrix, tt.status)
+    repo = TransformRepository.from_frame(row)
+    assert repo.names() == by_hand.names()
+    got = repo.get("StylusToReference")
+    np.testing.assert_allclose(got.matrix, by_hand.matrix("StylusToReference"))
+    assert got.status is TransformStatus.MISSING

@@ -65,7 +65,7 @@ def _view(*args: str, display: str | None = None) -> subprocess.Popen:
 
 
 def _green_fill_pixels(picture: np.ndarray) -> int:
-    view = picture[:, :640].astype(int)
+    view = picture[:, :720].astype(int)  # the ultrasound pane (720 high, square)
     b, g, r = view[..., 0], view[..., 1], view[..., 2]
     return int(((g - (r + b) / 2) > 20).sum())
 
@@ -85,7 +85,7 @@ def test_snapshot_live_after_the_publisher_comes_up(
     assert viewer.returncode == 0, stderr
     assert "LIVE" in stdout and "10 updates" in stdout
     picture = cv2.imread(str(out))
-    assert picture.shape == (640, 1000, 3)
+    assert picture.shape == (720, 720 + 400, 3)  # default: a 720 pane and the panel
     assert _green_fill_pixels(picture) > 2000  # the tumor overlay is there
     top = picture[:40, 100:500].astype(int)
     assert np.abs(top[..., 2] - top[..., 0]).mean() < 3  # no banner over the image
@@ -161,6 +161,9 @@ def test_window_that_cannot_open_does_not_take_the_viewer_down() -> None:
         (["--snapshot", "/nonexistent-dir/x.png"], "does not exist"),
         (["--snapshot", "x.png", "--frames", "0"], "--frames"),
         (["--snapshot", "x.png", "--min-quality", "2"], "--min-quality"),
+        (["--snapshot", "x.png", "--size", "0x0"], "--size"),
+        (["--snapshot", "x.png", "--label", "label.nii.gz"], "needs --mri"),
+        (["--snapshot", "x.png", "--mri", "/nonexistent/mri.nii.gz"], "mri.nii.gz"),
     ],
 )
 def test_bad_arguments(args: list[str], message: str, capsys) -> None:

@@ -109,7 +109,7 @@ def live(viewer_case, viewer_margins):
 def test_live_view_fills_and_outlines_tumor_and_cyst(live, viewer_margins) -> None:
     _, picture, layout, verdict = live
     assert verdict.word == LIVE and layout.banner_box[3] == 0
-    assert picture.shape == (640, 1000, 3) and picture.dtype == np.uint8
+    assert picture.shape == (720, 1120, 3) and picture.dtype == np.uint8
     solid = _display_mask(layout, viewer_margins.label_image, 1, picture.shape)
     cyst = _display_mask(layout, viewer_margins.label_image, 2, picture.shape)
     assert solid.sum() > 500 and cyst.sum() > 200
@@ -138,8 +138,8 @@ def test_ultrasound_supported_margin_is_drawn_where_it_differs(live) -> None:
 def test_scale_bar_has_the_right_length(live, viewer_case) -> None:
     _, picture, layout, _ = live
     bx0, by, bx1, length_mm = layout.scale_bar
-    # 256 px of 0.15 mm fill the 640 px image area
-    assert layout.px_per_mm == pytest.approx(640 / (256 * 0.15))
+    # 256 px of 0.15 mm fill the 720 px image area
+    assert layout.px_per_mm == pytest.approx(720 / (256 * 0.15))
     assert bx1 - bx0 == round(length_mm * layout.px_per_mm)
     assert length_mm in (1, 2, 5, 10, 20)
     bar = picture[by, bx0 + 6 : bx1 - 6]

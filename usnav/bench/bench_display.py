@@ -1,364 +1,382 @@
-"""Never confidently wrong on screen (issue 11), measured through the live pipeline and the
-protocol on simulated cases no method was tuned on.
+"""Display benchmarks: where the MRI plane is made, the viewer with the MRI pane, and ``usnav
+web`` measured in a real browser.
 
-Each case is simulated, served by a playback server in another process over loopback
-OpenIGTLink at the recording's pace, looped so the surgeon sweeps the region several times,
-and run through ``LivePipeline`` with its registration worker. A raw ZeroMQ subscriber scores
-every published margin against where the tumor really is in that frame (the simulator's
-intraoperative anatomy resliced at the frame's true pose): per in-view margin, the boundary
-error of each tissue-facing point (the ultrasound's point where the message says "seen", the
-MRI's elsewhere) and its p95.
-
-Rows:
-
-- **safe display**: in-view margins whose ``display_state`` is LIVE with a boundary error p95
-  over 2 mm (target 0). Baseline: the protocol-1 rule on the same messages (registration
-  accepted with quality ≥ 0.5 — which the navigation registration was, at 0.5).
-- **accuracy**: mean boundary error over all published in-view margins (target ≤ 1.0 mm);
-  baseline: the MRI-predicted contour alone on the same messages.
-- **coverage**: in-view frames LIVE after the first two sweeps (target ≥ 80 %).
-- **late display**: a display started at random moments; time until it shows the state the
-  publisher is sending (target ≤ 1 s). Baseline: the first margin message alone.
-- **calibration**: per-point confidence against the observed rate at which the ultrasound's
-  point beats the MRI's, on held-out seeds (expected calibration error); baseline: the raw
-  confidence.
-
-Cases: seeds 3101– (never used for tuning: registration tuned on 1001–1040, margins on
-101–106, the confidence calibration on 2001–2006), with the simulator's appearance families
-where the simulator has them.
+- **MRI plane, display vs protocol.** The display reslices the MRI through each frame's plane
+  itself. The alternative — the pipeline reslices and sends the plane as one more buffer of
+  the ``frame`` message — is measured in the same run over real ZeroMQ PUB/SUB sockets on
+  loopback: the bytes it adds per second at 30 fps, and the publish→receive time it adds per
+  frame. The reslice costs the same wherever it runs; on the protocol it runs in the pipeline
+  for every frame, needed or not.
+- **Viewer render rate with the MRI pane**, beside the ultrasound-only render of the same
+  state.
+- **usnav web in headless Chromium** (Debian's ``chromium`` + ``chromium-driver``): a real
+  publisher in another process at 60 Hz, the bridge, the page; frames per second and the age
+  of the drawn margin (frame received by usnav → drawn on the page's canvas, both clocks this
+  host's) as the page itself records them. Baseline: the age of the same margins when the
+  bridge had rendered them (before JPEG transport and the browser's decode and draw).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from usnav.bench.registry import BenchContext, Figure, benchmark
 
-#: (seed, appearance) of the quick run; --full adds more
-QUICK_CASES = ((3101, "hyperechoic"), (3102, "isoechoic"))
-FULL_CASES = (*QUICK_CASES, (3103, "hyperechoic"), (3104, "random"), (3105, "isoechoic"))
-PASSES = 4
-SWEPT_TWICE = 2
-RATE = 0.5
 
+def _phantom_with_mri():
+    from usnav.io.volume import Volume
+    from usnav.margins import MarginEstimator
+    from usnav.margins.phantom import make_phantom
+    from usnav.viewer.mri import MriContext
 
-@dataclass
-class CaseRun:
-    """What the subscriber saw of one case."""
-
-    seed: int
-    frames: int
-    #: per in-view margin message: (pass index, display state, p95, mean, mean MRI-only,
-    #: protocol-1 LIVE)
-    in_view: list[tuple[int, str, float, float, float, bool]] = field(default_factory=list)
-    joins_s: list[float] = field(default_factory=list)
-    first_margin_s: list[float] = field(default_factory=list)
-    final_tre_mm: float = float("nan")
-    estimates: int = 0
-    adopted: int = 0
-
-
-def _simulate(seed: int, look: str, folder: Path, frames: int):
-    """Write the case; return (case folder, per-frame truth masks by frame number)."""
-    from usnav.margins import _kernels
-    from usnav.sim.case import build_case, write_case
-    from usnav.sim.options import make_options
-    from usnav.sim.tissues import Tissue
-
-    options = make_options(frames=frames, workers=2, save_anatomy=False, tumor_echogenicity=look)
-    case = build_case(seed, options)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = write_case(case, tempfile.mkdtemp(prefix=f"case{seed}-", dir=folder))
-    intra, sweep = case.intraop, case.sweep
-    codes = np.zeros(intra.labels.shape, np.uint8)
-    codes[(intra.labels == Tissue.TUMOR) | (intra.labels == Tissue.CYST)] = 1
-    mri_to_voxel = np.linalg.inv(case.anatomy.spine_to_mri @ intra.index_to_spine())
-    rows, cols = case.geometry.rows, case.geometry.cols
-    truth: dict[int, np.ndarray] = {}
-    for i, number in enumerate(sweep.frame_numbers):
-        fractions = np.zeros((1, rows, cols), np.float32)
-        _kernels.reslice_label_fractions(
-            codes, mri_to_voxel @ sweep.true_image_to_mri[i], 1, fractions
-        )
-        truth[int(number)] = fractions[0] >= 0.5
-    return files.folder, truth
-
-
-def _score(message, truth: np.ndarray) -> tuple[float, float, float]:
-    """(p95, mean) boundary error of what the message shows, and the MRI-only mean, mm."""
-    from usnav.margins.evaluate import sample_at, signed_distance_image
-
-    sd = signed_distance_image(truth, message.spacing_mm)
-    shown, mri = [], []
-    for contour in message.contours:
-        keep = contour.faces_tissue
-        seen = contour.supported()
-        e_pred = np.abs(sample_at(sd, contour.predicted_px))
-        e_obs = np.abs(sample_at(sd, contour.observed_px))
-        shown.append(np.where(seen, e_obs, e_pred)[keep])
-        mri.append(e_pred[keep])
-    s = np.concatenate(shown) if shown else np.zeros(0)
-    m = np.concatenate(mri) if mri else np.zeros(0)
-    s, m = s[np.isfinite(s)], m[np.isfinite(m)]
-    if s.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    return float(np.percentile(s, 95)), float(s.mean()), float(m.mean())
-
-
-def _late_join(endpoint: str, reference: Callable[[], str]) -> tuple[float, float]:
-    """Start a display now: seconds until its verdict equals ``reference()`` (the verdict of a
-    display connected all along) with the registration and status known, and until its first
-    margin message."""
-    from usnav.client import Subscriber
-    from usnav.viewer.state import ViewerOptions, ViewModel, assess
-
-    t0 = time.monotonic()
-    model = ViewModel(endpoint)
-    first_margin = float("nan")
-    with Subscriber(endpoint) as sub:
-        while time.monotonic() - t0 < 5.0:
-            latest = sub.receive_latest(timeout_s=0.01)
-            if "margin" in latest and not np.isfinite(first_margin):
-                first_margin = time.monotonic() - t0
-            state = model.update(
-                latest, connected=sub.connected, last_message_s=sub.last_message_time
-            )
-            informed = state.registration is not None and state.status_message is not None
-            if informed and assess(state, ViewerOptions()).word == reference():
-                return time.monotonic() - t0, first_margin
-    return float("inf"), first_margin
-
-
-def _run_case(ctx: BenchContext, seed: int, look: str, frames: int) -> CaseRun:
-    from usnav.client import MarginMessage, Subscriber
-    from usnav.config.calibration import load_calibration
-    from usnav.devices import ProbeClient, serve_in_subprocess
-    from usnav.devices.config import ProbeConfig
-    from usnav.io.volume import load_volume
-    from usnav.pipeline.config import PipelineOptions
-    from usnav.pipeline.live import LivePipeline
-    from usnav.registration.files import read_initial
-    from usnav.sim import load_truth
-    from usnav.viewer.state import ViewerOptions, ViewModel, assess
-
-    ctx.progress(f"display: simulating case {seed} ({look})")
-    folder, truth = _simulate(seed, look, ctx.work_dir / "display", frames)
-    calibration = load_calibration(folder / "calibration.toml")
-    # half the recording's pace: a sweep over the region takes ~8 s, as a surgeon's would
-    server = serve_in_subprocess(folder / "sweep.igs.mha", port=0, rate=RATE, loop=True)
-    probe = ProbeClient(
-        ProbeConfig(port=server.port, transforms=["ProbeToTracker", "ReferenceToTracker"]),
-        calibration=calibration,
+    case = make_phantom(cyst=True, echo="hyper", seed=11, shift_mm=(0.0, -1.5, 1.2))
+    margins = MarginEstimator(case.label).estimate(
+        case.image, case.image_to_mri, None, frame_number=1
     )
-    pipeline = LivePipeline(
-        probe,
-        load_volume(folder / "tumor_label.nii.gz"),
-        calibration,
-        read_initial(folder / "init_ReferenceToMri.txt"),
-        mri=load_volume(folder / "mri.nii.gz"),
-        options=PipelineOptions(publish_address="tcp://127.0.0.1:*", publish_frames=False),
-    )
-    run = CaseRun(seed, frames)
-    stop = threading.Event()
-    seen: list[MarginMessage] = []
-    lock = threading.Lock()
-    watcher = ViewModel("bench")  # a display connected all along
+    label = np.asarray(case.label.data)
+    i = np.arange(label.shape[0], dtype=np.float32)[:, None, None]
+    data = 40.0 + 0.2 * i + 120.0 * (label != 0) + 60.0 * (label == 2)
+    mri = MriContext(Volume(data.astype(np.float32), case.label.affine), case.label)
+    return case, margins, mri
 
-    def collect(sub: Subscriber) -> None:
-        while not stop.is_set():
-            message = sub.receive(0.05)
-            if message is None:
-                continue
-            if isinstance(message, MarginMessage):
-                seen.append(message)
-            with lock:
-                watcher.update(
-                    {message.header.topic: message},
-                    connected=sub.connected,
-                    last_message_s=sub.last_message_time,
-                )
 
-    def reference() -> str:
-        with lock:
-            watcher.state.now = time.time()
-            return assess(watcher.state, ViewerOptions()).word
+def _free_port() -> int:
+    import socket
 
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _transport_ms(extra: np.ndarray | None, image: np.ndarray, count: int) -> list[float]:
+    """publish → receive of ``frame`` messages (with the extra buffer or not), ms each."""
+    import zmq
+
+    from usnav.protocol import wire as p
+
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    sub = context.socket(zmq.SUB)
     try:
-        pipeline.prepare()
-        sub = Subscriber(pipeline.endpoint, hwm=100_000)
-        collector = threading.Thread(target=collect, args=(sub,), daemon=True)
-        collector.start()
-        pipeline.start()
-        ctx.progress(f"display: case {seed}, {PASSES} sweeps through the live pipeline")
-        rng = np.random.default_rng(seed)
-        joins = sorted(rng.uniform(0.2, 0.9, 3) * PASSES * frames)
-        deadline = time.monotonic() + 60.0 + 4 * PASSES * frames / (30.0 * RATE)
-        while pipeline.counters.received < PASSES * frames and time.monotonic() < deadline:
-            if joins and pipeline.counters.received >= joins[0]:
-                joins.pop(0)
-                joined, first = _late_join(pipeline.endpoint, reference)
-                run.joins_s.append(joined)
-                run.first_margin_s.append(first)
-            time.sleep(0.05)
-        time.sleep(0.3)
-        final = pipeline.current_estimate()
-        if pipeline.worker is not None:
-            run.estimates = pipeline.worker.stats.updates
-            run.adopted = pipeline.worker.stats.accepted
-    finally:
-        stop.set()
-        pipeline.stop()
-        server.stop()
-    collector.join(2.0)
-    sub.close()
-    run.final_tre_mm = float(load_truth(folder).mtre(final.reference_to_mri))
-    for index, message in enumerate(seen):
-        mask = truth.get(message.header.frame_number)
-        if not message.in_view or mask is None or not mask.any():
-            continue
-        p95, mean, mri_mean = _score(message, mask)
-        if not np.isfinite(p95):
-            continue
-        h = message.header
-        sweep_index = min(PASSES - 1, index // max(1, frames))
-        old_rule = (not h.stale) and (
-            not h.registration_checked or (h.quality is not None and h.quality >= 0.5)
-        )
-        run.in_view.append((sweep_index, h.display_state, p95, mean, mri_mean, old_rule))
-    return run
-
-
-def _runs(ctx: BenchContext) -> list[CaseRun]:
-    cached = getattr(ctx, "_display_runs", None)
-    if cached is None:
-        cases = FULL_CASES if ctx.full else QUICK_CASES
-        frames = 120
-        cached = [_run_case(ctx, seed, look, frames) for seed, look in cases]
-        ctx._display_runs = cached  # type: ignore[attr-defined]
-        if ctx.full:  # the same case again: how much do live runs differ?
-            seed, look = cases[0]
-            ctx._display_repeat = _run_case(ctx, seed, look, frames)  # type: ignore[attr-defined]
-    return cached
-
-
-@benchmark("never confidently wrong: live pipeline + protocol on unseen cases", "safety")
-def bench_display_state(ctx: BenchContext) -> list[Figure]:
-    runs = _runs(ctx)
-    rows = [r for run in runs for r in run.in_view]
-    note = (
-        f"{len(runs)} unseen cases (seeds {', '.join(str(r.seed) for r in runs)}), "
-        f"{PASSES} sweeps each, {len(rows)} in-view margins scored"
-    )
-    if not rows:
-        raise RuntimeError("no in-view margin was received")
-    live_bad = sum(1 for _, s, p95, *_ in rows if s == "LIVE" and p95 > 2.0)
-    old_bad = sum(1 for r in rows if r[5] and r[2] > 2.0)
-    mean = float(np.mean([r[3] for r in rows]))
-    mri_mean = float(np.mean([r[4] for r in rows]))
-    late = [r for r in rows if r[0] >= SWEPT_TWICE]
-    coverage = 100.0 * sum(1 for r in late if r[1] == "LIVE") / max(1, len(late))
-    joins = [j for run in runs for j in run.joins_s]
-    firsts = [f for run in runs for f in run.first_margin_s if np.isfinite(f)]
-    tre = [run.final_tre_mm for run in runs]
-    repeat = getattr(ctx, "_display_repeat", None)
-    states = {s: sum(1 for r in rows if r[1] == s) for s in ("LIVE", "UNCERTAIN", "STALE")}
-    figures = [
-        Figure(
-            "in-view LIVE margins with boundary error p95 > 2 mm",
-            live_bad,
-            "margins",
-            "0",
-            live_bad == 0,
-            "protocol-1 rule (accepted, quality ≥ 0.5)",
-            old_bad,
-            higher_is_better=False,
-            note=f"{note}; states {states}",
-        ),
-        Figure(
-            "mean boundary error, all published in-view margins",
-            mean,
-            "mm",
-            "≤ 1.0 mm",
-            mean <= 1.0,
-            "MRI-predicted contour alone",
-            mri_mean,
-            higher_is_better=False,
-            note=f"{note}; final registration mTRE {', '.join(f'{t:.2f}' for t in tre)} mm",
-        ),
-        Figure(
-            f"in-view frames LIVE after {SWEPT_TWICE} sweeps",
-            coverage,
-            "%",
-            "≥ 80 %",
-            coverage >= 80.0,
-            note=f"{len(late)} in-view margins in sweeps {SWEPT_TWICE + 1}-{PASSES}; "
-            f"estimates {sum(r.estimates for r in runs)}, adopted {sum(r.adopted for r in runs)}",
-        ),
-        Figure(
-            "late display: joined → shows the publisher's state (worst)",
-            max(joins) if joins else float("inf"),
-            "s",
-            "≤ 1 s",
-            bool(joins) and max(joins) <= 1.0,
-            "first margin message",
-            max(firsts) if firsts else None,
-            higher_is_better=False,
-            note=f"{len(joins)} displays started at random moments during the runs",
-        ),
-    ]
-    if repeat is not None:
-        spread = abs(repeat.final_tre_mm - runs[0].final_tre_mm)
-        figures.append(
-            Figure(
-                "run-to-run spread of the final registration error (same case twice)",
-                spread,
-                "mm",
-                "stated",
-                None,
-                higher_is_better=False,
-                note=f"case {repeat.seed}: {runs[0].final_tre_mm:.2f} and "
-                f"{repeat.final_tre_mm:.2f} mm (windows depend on timing in a live run)",
+        pub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.LINGER, 0)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        sub.setsockopt(zmq.SUBSCRIBE, b"frame")
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        header = {
+            "schema": p.SCHEMA,
+            "version": p.VERSION,
+            "topic": "frame",
+            "stream": 1,
+            "frame_number": 0,
+            "t_device": None,
+            "t_received": None,
+            "ImageToMri": None,
+            "age_s": None,
+            "quality": None,
+            "accepted": False,
+        }
+        buffers = [("image", image)] + ([("mri_plane", extra)] if extra is not None else [])
+        times: list[float] = []
+        seq = 0
+        deadline = time.monotonic() + 10
+        while len(times) < count and time.monotonic() < deadline:
+            seq += 1
+            t0 = time.perf_counter()
+            pub.send_multipart(
+                p.encode("frame", {**header, "seq": seq, "t_published": time.time()}, buffers)
             )
-        )
-    return figures
+            if poller.poll(200):
+                parts = sub.recv_multipart()
+                p.decode(parts)
+                if seq > 5:  # after the subscription has settled
+                    times.append(1e3 * (time.perf_counter() - t0))
+            time.sleep(0.002)
+        return times
+    finally:
+        sub.close(0)
+        pub.close(0)
+        context.term()
 
 
-@benchmark("per-point confidence calibrated on held-out seeds", "safety")
-def bench_confidence_calibration(ctx: BenchContext) -> list[Figure]:
-    from usnav.margins.evaluate import calibration_error, point_outcomes
-
-    seeds = [2101, 2102, 2103, 2104] if ctx.full else [2101, 2102]
-    ctx.progress("display: margin points on held-out seeds")
-    held = point_outcomes(seeds, frames=24)
-    ece = calibration_error(held.published, held.beat)
-    ece_raw = calibration_error(held.raw, held.beat)
-    seen = held.published >= 0.5
-    beat_seen = float(held.beat[seen].mean()) if seen.any() else float("nan")
+@benchmark("MRI plane: resliced by the display vs carried on the protocol", "display")
+def bench_mri_plane(ctx: BenchContext) -> list[Figure]:
+    case, _margins, mri = _phantom_with_mri()
+    shape = case.image.shape
+    mri.reslice(case.image_to_mri, shape)
+    count = 200 if not ctx.full else 1000
+    reslice = []
+    for k in range(count):
+        moved = case.image_to_mri.copy()
+        moved[:3, 3] += 0.01 * k
+        t0 = time.perf_counter()
+        plane = mri.reslice(moved, shape)
+        reslice.append(1e3 * (time.perf_counter() - t0))
+    full_plane = np.zeros(shape, np.uint8)  # on the wire the plane has the frame's own grid
+    with_plane = _transport_ms(full_plane, case.image, count)
+    without = _transport_ms(None, case.image, count)
+    added_ms = float(np.median(with_plane) - np.median(without))
+    fps = 30.0
     return [
         Figure(
-            "confidence calibration error (ECE) vs. 'ultrasound point beats MRI'",
-            ece,
+            f"MRI plane resliced by the display ({shape[0]}x{shape[1]} frame, "
+            f"{plane.shape[0]}x{plane.shape[1]} samples), per frame",
+            float(np.median(reslice)),
+            "ms",
             "",
-            "≤ 0.05",
-            ece <= 0.05,
-            "raw refinement confidence",
-            ece_raw,
+            None,
+            "on the protocol: pipeline reslice + added publish→receive",
+            float(np.median(reslice)) + max(added_ms, 0.0),
             higher_is_better=False,
-            note=f"{held.raw.size} margin points, seeds {seeds} (calibrated on 2001-2006)",
+            note=f"p99 {np.percentile(reslice, 99):.1f} ms; the transport alone adds "
+            f"{added_ms:.2f} ms per frame (median of {len(with_plane)} over ZeroMQ loopback)",
         ),
         Figure(
-            "points shown as seen whose ultrasound point beats the MRI's",
-            100.0 * beat_seen,
-            "%",
-            "> 50 %",
-            beat_seen > 0.5,
-            note=f"{100.0 * seen.mean():.1f} % of points shown as seen",
+            "MRI plane bandwidth on the protocol at 30 fps (none when the display reslices)",
+            full_plane.nbytes * fps / 1e6,
+            "MB/s",
+            "",
+            None,
+            "the ultrasound frame topic itself",
+            case.image.nbytes * fps / 1e6,
+            higher_is_better=False,
+            note="uint8 plane on the frame's grid; a uint16 MRI would double it",
+        ),
+    ]
+
+
+def published_messages(image, image_to_mri, margins, frame_number: int) -> dict:
+    """The frame and margin messages a real Publisher sends for one frame, as a display
+    receives them (topic → typed message), without waiting on sockets."""
+    from usnav.client import parse
+    from usnav.frames import TrackedFrame
+    from usnav.protocol import wire as p
+    from usnav.publish.publisher import Publisher
+    from usnav.registration.estimate import RegistrationEstimate
+
+    captured: list[list[bytes]] = []
+
+    class _Keep(Publisher):
+        def _send(self, topic, header, buffers):
+            ok = super()._send(topic, header, buffers)
+            captured.append([bytes(x) for x in p.encode(topic, header, buffers)])
+            return ok
+
+    reg = RegistrationEstimate(np.eye(4), quality=0.9)
+    with _Keep("tcp://127.0.0.1:*") as pub:
+        frame = TrackedFrame(image, frame_number=frame_number)
+        pub.publish_frame(frame, image_to_mri, reg)
+        pub.publish_margins(frame, margins, reg)
+    return {m.header.topic: m for m in (parse(p.decode(c)) for c in captured)}
+
+
+@benchmark("viewer render rate with the MRI pane and locators", "display")
+def bench_render_with_mri(ctx: BenchContext) -> list[Figure]:
+    from usnav.viewer.render import render_with_layout
+    from usnav.viewer.state import ViewModel
+
+    case, margins, mri = _phantom_with_mri()
+    messages = published_messages(case.image, case.image_to_mri, margins, 1)
+    count = 100 if not ctx.full else 600
+
+    def rate(with_mri: bool) -> tuple[float, float, str]:
+        model = ViewModel("tcp://127.0.0.1:5556", mri=mri if with_mri else None)
+        state = model.update(messages, connected=True, last_message_s=time.time())
+        picture = render_with_layout(state)[0]
+        times = []
+        for _ in range(count):
+            state.now = time.time()
+            t0 = time.perf_counter()
+            render_with_layout(state)
+            times.append(time.perf_counter() - t0)
+        size = f"{picture.shape[1]}x{picture.shape[0]}"
+        return 1.0 / float(np.median(times)), float(np.percentile(times, 99)) * 1e3, size
+
+    fps, p99, size = rate(True)
+    base, _, base_size = rate(False)
+    return [
+        Figure(
+            f"viewer render rate, ultrasound + MRI pane + locators ({size})",
+            fps,
+            "fps",
+            "≥ 30 fps",
+            fps >= 30.0,
+            f"ultrasound only ({base_size})",
+            base,
+            note=f"median of {count}; p99 {p99:.1f} ms",
+        )
+    ]
+
+
+# -- usnav web in a real browser ----------------------------------------------------------
+
+
+def publish_phantom(address: str, rate_hz: float, seconds: float) -> None:
+    """Publish the phantom's frame and margins at ``rate_hz`` (a pipeline stand-in, run in its
+    own process by the browser benchmark)."""
+    from usnav.frames import TrackedFrame
+    from usnav.margins import MarginEstimator
+    from usnav.margins.phantom import make_phantom
+    from usnav.publish import Publisher
+    from usnav.registration.estimate import RegistrationEstimate
+
+    case = make_phantom(cyst=True, echo="hyper", seed=11, shift_mm=(0.0, -1.5, 1.2))
+    margins = MarginEstimator(case.label).estimate(
+        case.image, case.image_to_mri, None, frame_number=1
+    )
+    with Publisher(address) as publisher:
+        end = time.monotonic() + seconds
+        number = 0
+        next_t = time.monotonic()
+        while time.monotonic() < end:
+            reg = RegistrationEstimate(np.eye(4), quality=0.9, t_computed=time.time() - 1)
+            frame = TrackedFrame(case.image, frame_number=number, t_received=time.time())
+            publisher.publish_frame(frame, case.image_to_mri, reg)
+            publisher.publish_margins(frame, margins, reg)
+            if number % 30 == 0:
+                publisher.publish_status({"fps": rate_hz})
+            number += 1
+            next_t += 1.0 / rate_hz
+            time.sleep(max(0.0, next_t - time.monotonic()))
+
+
+#: flags under which Debian's headless Chromium runs here (as root, no GPU, no network use)
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,700",
+)
+
+
+def start_chromium(profile: Path):
+    """A selenium driver of headless Chromium with a fresh profile in ``profile``.
+
+    Raises
+    ------
+    FileNotFoundError
+        chromium or chromedriver is not installed.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        raise FileNotFoundError("chromium and chromedriver (Debian: chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(30)
+    return driver
+
+
+def browser_figures(
+    seconds: float = 8.0, rate_hz: float = 60.0, max_fps: float | None = None
+) -> dict | None:
+    """Measure usnav web in headless Chromium; None when chromium/chromedriver are absent."""
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        return None
+    from usnav.web.server import WebDisplay, WebOptions
+
+    _case, _margins, mri = _phantom_with_mri()
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    code = (
+        "import sys; from usnav.bench.bench_display import publish_phantom; "
+        "publish_phantom(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))"
+    )
+    publisher = subprocess.Popen(
+        [sys.executable, "-c", code, address, str(rate_hz), str(seconds + 30)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    profile = tempfile.mkdtemp(prefix="usnav-bench-chromium-")
+    driver = None
+    try:
+        limit = {} if max_fps is None else {"max_fps": max_fps}
+        with WebDisplay(WebOptions(connect=address, port=0, **limit), mri=mri) as web:
+            driver = start_chromium(Path(profile))
+            driver.get(web.url)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                stats = driver.execute_script("return window.usnavStats || null") or {}
+                if stats.get("drawn", 0) >= 30 and stats.get("state") == "LIVE":
+                    break
+                time.sleep(0.1)
+            start = driver.execute_script("return window.usnavStats")
+            time.sleep(seconds)
+            end = driver.execute_script("return window.usnavStats")
+            render_ms = list(web.bridge.render_ms)
+    finally:
+        if driver is not None:
+            driver.quit()
+        publisher.terminate()
+        publisher.wait(10)
+        shutil.rmtree(profile, ignore_errors=True)
+    drawn = end["drawn"] - start["drawn"]
+    times = [t for t in end["draw_times"] if t > start["draw_times"][-1]]
+    ages = end["ages_ms"][-drawn:] if drawn else []
+    bridge = end["bridge_ms"][-drawn:] if drawn else []
+    return {
+        "fps": (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else 0.0,
+        "age_p50_ms": float(np.percentile(ages, 50)) if ages else float("nan"),
+        "age_p99_ms": float(np.percentile(ages, 99)) if ages else float("nan"),
+        "bridge_p99_ms": float(np.percentile(bridge, 99)) if bridge else float("nan"),
+        "render_ms": float(np.median(render_ms)) if render_ms else float("nan"),
+        "drawn": drawn,
+        "state": end["state"],
+        "rate_hz": rate_hz,
+    }
+
+
+@benchmark("usnav web in headless Chromium", "display")
+def bench_browser(ctx: BenchContext) -> list[Figure]:
+    result = browser_figures(seconds=8.0 if not ctx.full else 30.0)
+    if result is None:
+        return []
+    out = Path(ctx.work_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "browser.json").write_text(json.dumps(result))
+    note = (
+        f"{result['drawn']} pictures drawn from a {result['rate_hz']:.0f} Hz publisher; "
+        f"bridge render+JPEG {result['render_ms']:.1f} ms median; state {result['state']}"
+    )
+    return [
+        Figure(
+            "usnav web: pictures drawn per second in the browser (loopback)",
+            result["fps"],
+            "fps",
+            "≥ 30 fps",
+            result["fps"] >= 30.0,
+            "publisher rate offered",
+            result["rate_hz"],
+            note=note,
+        ),
+        Figure(
+            "usnav web: age of the drawn margin, p99 (frame received → on the canvas)",
+            result["age_p99_ms"],
+            "ms",
+            "≤ 50 ms",
+            result["age_p99_ms"] <= 50.0,
+            "p99 age when the bridge had rendered it",
+            result["bridge_p99_ms"],
+            higher_is_better=False,
+            note=f"p50 {result['age_p50_ms']:.1f} ms",
         ),
     ]

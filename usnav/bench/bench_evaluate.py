@@ -8,7 +8,8 @@ the last result (cluster start-up and the once-per-worker kernel warm-up are not
 are reported in the note).
 
 Cases: simulator seeds 3001-3040 (full: 40 standard cases) or 3001-3008 (quick: 8 small cases of
-60 frames of 128×128 px), cached in the bench work folder. Speed only: these seeds are not an
+60 frames of 128×128 px), the appearance families in turn, made by ``usnav simulate --seeds``'s
+function and cached in the bench work folder. Speed only: these seeds are not an
 accuracy benchmark. The whole run is measured on a machine that may be shared: the ratio to the
 1-worker run of the same bench is the figure to read, and the load average is in the note.
 """
@@ -30,36 +31,19 @@ QUICK_OPTIONS = {"frames": 60, "image_cols": 128, "image_rows": 128}
 
 
 def _dataset(ctx: BenchContext) -> tuple[Path, float]:
-    """The manifest (cases simulated on first use) and the seconds one case took to simulate
-    (NaN when all were cached)."""
-    from usnav.io.manifest import ManifestCase, write_manifest
-    from usnav.sim import SIM_VERSION, make_options, simulate_case
+    """The manifest (``usnav simulate --seeds`` on first use: every appearance family in turn)
+    and the seconds one case took to simulate (NaN when all were cached)."""
+    from usnav.sim import SIM_VERSION, make_options, simulate_dataset
 
-    options = {} if ctx.full else QUICK_OPTIONS
-    seeds = SEEDS_FULL if ctx.full else SEEDS_QUICK
-    root = ctx.work_dir / "evaluate" / f"sim-v{SIM_VERSION}-{'full' if ctx.full else 'quick'}"
-    rows, sim_s = [], []
-    for seed in seeds:
-        folder = root / f"s{seed}"
-        if not (folder / "truth.json").exists():
-            ctx.progress(f"simulating case {seed}")
-            t0 = time.perf_counter()
-            simulate_case(seed, folder, make_options(**options))
-            sim_s.append(time.perf_counter() - t0)
-        rows.append(
-            ManifestCase(
-                case=f"s{seed}",
-                recording=folder / "sweep.igs.mha",
-                mri=folder / "mri.nii.gz",
-                label=folder / "tumor_label.nii.gz",
-                calibration=folder / "calibration.toml",
-                init=folder / "init_ReferenceToMri.txt",
-                truth=folder / "truth.json",
-                tags={"seed": str(seed), "site": "usnav-sim"},
-            )
-        )
-    manifest = write_manifest(root / "manifest.csv", rows)
-    return manifest, float(np.median(sim_s)) if sim_s else float("nan")
+    options = make_options(**({} if ctx.full else QUICK_OPTIONS))
+    seeds = list(SEEDS_FULL if ctx.full else SEEDS_QUICK)
+    root = ctx.work_dir / "evaluate" / f"dataset-v{SIM_VERSION}-{'full' if ctx.full else 'quick'}"
+    ctx.progress(f"simulating up to {len(seeds)} cases (cached)")
+    t0 = time.perf_counter()
+    made = simulate_dataset(seeds, root, options)
+    seconds = time.perf_counter() - t0
+    sim_s = seconds / len(made.simulated) if made.simulated else float("nan")
+    return made.manifest, sim_s
 
 
 def _cpu_share(report) -> float:

@@ -404,11 +404,8 @@ def _wait_joined(publisher, *procs: subprocess.Popen) -> None:
 
 @benchmark("viewer render rate", "margins")
 def bench_viewer(ctx: BenchContext) -> list[Figure]:
-    from usnav.client import parse
-    from usnav.frames import TrackedFrame
+    from usnav.bench.bench_display import published_messages
     from usnav.margins import MarginEstimator
-    from usnav.protocol import wire as p
-    from usnav.publish.publisher import Publisher
     from usnav.viewer.render import render_with_layout
     from usnav.viewer.state import ViewModel
 
@@ -419,25 +416,10 @@ def bench_viewer(ctx: BenchContext) -> list[Figure]:
     for i in in_view:
         margins = estimator.estimate(sim.images[i], sim.image_to_mri[i], None, frame_number=i)
     index = in_view[-1]
-    captured: list[list[bytes]] = []
-
-    class _Keep(Publisher):
-        def _send(self, topic, header, buffers):
-            ok = super()._send(topic, header, buffers)
-            captured.append([bytes(x) for x in p.encode(topic, header, buffers)])
-            return ok
-
-    from usnav.registration.estimate import RegistrationEstimate
-
-    reg = RegistrationEstimate(np.eye(4), quality=0.9)
-    with _Keep("tcp://127.0.0.1:*") as pub:
-        frame = TrackedFrame(sim.images[index], frame_number=index)
-        pub.publish_frame(frame, sim.image_to_mri[index], reg)
-        pub.publish_margins(frame, margins, reg)
-    messages = {m.header.topic: m for m in (parse(p.decode(c)) for c in captured)}
+    messages = published_messages(sim.images[index], sim.image_to_mri[index], margins, index)
     model = ViewModel("tcp://127.0.0.1:5556")
     state = model.update(messages, connected=True, last_message_s=time.time())
-    render_with_layout(state)
+    height, width = render_with_layout(state)[0].shape[:2]
     count = 120 if not ctx.full else 1000
     times = []
     for _ in range(count):
@@ -448,7 +430,7 @@ def bench_viewer(ctx: BenchContext) -> list[Figure]:
     fps = 1.0 / float(np.median(times))
     return [
         Figure(
-            "viewer render rate (1000x640, frame + overlay + panel)",
+            f"viewer render rate ({width}x{height}, frame + overlay + panel)",
             fps,
             "fps",
             "≥ 60 fps",

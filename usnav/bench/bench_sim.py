@@ -143,3 +143,32 @@ def bench_families(ctx: BenchContext) -> list[Figure]:
         for name, ms in times.items()
         if name != "baseline"
     ]
+
+
+@benchmark("simulate a dataset (--seeds): 1 against 2 worker processes", "simulator", quick=False)
+def bench_dataset(ctx: BenchContext) -> list[Figure]:
+    from usnav.sim import make_options, simulate_dataset
+
+    seeds = [1, 2, 3, 4]
+    options = make_options(save_anatomy=False)
+    rates = {}
+    for workers in (1, 2):
+        out = ctx.work_dir / f"sim_dataset_{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        ctx.progress(f"simulating {len(seeds)} default cases with {workers} worker(s)")
+        start = time.perf_counter()
+        simulate_dataset(seeds, out, options, workers=workers)
+        rates[workers] = len(seeds) / (time.perf_counter() - start) * 60
+        shutil.rmtree(out, ignore_errors=True)
+    return [
+        Figure(
+            "dataset simulation, 2 worker processes",
+            rates[2],
+            "cases/min",
+            baseline_name="1 process (2 frame threads)",
+            baseline_value=rates[1],
+            note=f"{len(seeds)} default cases (150 frames, no anatomy volumes), one per family; "
+            "200 cases at this rate take "
+            f"{200 / rates[2]:.0f} min",
+        )
+    ]

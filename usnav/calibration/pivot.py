@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from usnav.errors import InputError, TransformError
-from usnav.frames import TransformStatus
+from usnav.frames import TrackedTransform, TransformStatus
 from usnav.transforms import TransformRepository
 
 #: Fewest OK poses accepted.
@@ -145,15 +145,9 @@ def tool_poses(seq, tool: str) -> tuple[np.ndarray, int]:
     series = {name: seq.transforms(name) for name in names}
     out = []
     for i in range(len(seq)):
-        repo = TransformRepository()
-        for name in names:
-            mats, sts = series[name]
-            try:
-                repo.set(name, mats[i], sts[i])
-            except TransformError:
-                continue
+        row = {n: TrackedTransform(series[n][0][i], series[n][1][i]) for n in names}
         try:
-            got = repo.get(tool)
+            got = TransformRepository.from_frame(row).get(tool)
         except TransformError as exc:
             raise InputError(
                 getattr(seq, "path", "recording"),

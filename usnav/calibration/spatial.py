@@ -41,7 +41,7 @@ from usnav.calibration.segmentation import (
     to_mf,
 )
 from usnav.errors import InputError, TransformError
-from usnav.frames import TransformStatus
+from usnav.frames import TrackedTransform, TransformStatus
 from usnav.transforms import TransformRepository
 
 #: PLUS needs at least this many segmented frames for a calibration.
@@ -308,13 +308,8 @@ def _phantom_to_probe(seq, config: CalibrationConfig, phantom_to_reference: np.n
     out = np.tile(np.eye(4), (n, 1, 1))
     statuses: list[TransformStatus] = []
     for i in range(n):
-        repo = TransformRepository()
-        for name in names:
-            mats, sts = series[name]
-            try:
-                repo.set(name, mats[i], sts[i])
-            except TransformError:
-                continue  # redundant (already connected) or malformed: the rest decides
+        row = {n: TrackedTransform(series[n][0][i], series[n][1][i]) for n in names}
+        repo = TransformRepository.from_frame(row)
         try:
             repo.set(f"{config.phantom_frame}To{config.reference_frame}", phantom_to_reference)
             got = repo.get(wanted)

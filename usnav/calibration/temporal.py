@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from usnav.errors import InputError, TransformError
-from usnav.frames import TransformStatus
+from usnav.frames import TrackedTransform, TransformStatus
 from usnav.transforms import TransformRepository
 
 N_SCANLINES = 40
@@ -201,14 +201,8 @@ def tracker_position_signal(
             for i in range(len(seq)):
                 if time_range is not None and not time_range[0] <= stamps[i] <= time_range[1]:
                     continue
-                repo = TransformRepository()
-                for name in names:
-                    mats, sts = series[name]
-                    try:
-                        repo.set(name, mats[i], sts[i])
-                    except TransformError:
-                        continue
-                got = repo.get(wanted)
+                row = {n: TrackedTransform(series[n][0][i], series[n][1][i]) for n in names}
+                got = TransformRepository.from_frame(row).get(wanted)
                 if got.status is TransformStatus.OK and np.all(np.isfinite(got.matrix)):
                     pos.append(got.matrix[:3, 3])
                     times.append(stamps[i])

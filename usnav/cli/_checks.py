@@ -30,3 +30,21 @@ def check_endpoint(address: str, option: str = "--publish") -> str:
             raise InputError(option, f"{address!r}: the port {port!r} is not a number", hint)
         check_port(int(port), option, allow_zero=True)  # 0: any free port
     return address
+
+
+def require_extra(command: str, extra: str, modules: tuple[str, ...]) -> None:
+    """Refuse to run ``command`` when a module of its optional ``extra`` is not installed.
+
+    The tools (bench, soak, evaluate) ship with usnav but their own dependencies do not: running
+    the pipeline never needs them.
+    """
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(
+            command,
+            f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            "not installed",
+            f"pip install 'usnav[{extra}]'",
+        )

@@ -57,9 +57,17 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2e}"
 
 
+#: what the benchmarks' baselines need (the ``bench`` extra)
+BENCH_MODULES = ("pyigtl", "psutil", "SimpleITK")
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+
+    from usnav.cli._checks import require_extra
+
+    require_extra("usnav bench", "bench", BENCH_MODULES)
 
     from usnav.bench.registry import all_benchmarks, default_work_dir
     from usnav.bench.runner import machine_info, rows_to_json, run_benchmarks, unmatched_words

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from usnav.cli.progress import ProgressBar
 from usnav.errors import InputError
 
 
@@ -114,39 +115,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pp.set_defaults(func=_pivot)
 
 
-class _Bar:
-    """rich progress bars on stderr, one task per stage, created on first update."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self._progress = None
-        self._tasks: dict[str, int] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self._progress is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-            self._progress = Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._progress.start()
-        if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(f"segmenting {stage}", total=total)
-        self._progress.update(self._tasks[stage], completed=done)
-
-    def stop(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
@@ -178,7 +146,7 @@ def _spatial(args: argparse.Namespace) -> int:
     if args.min_frames < 1:
         raise InputError("--min-frames", f"must be at least 1, got {args.min_frames}")
     _check_outputs(args, "out", "xml", "report")
-    bar = _Bar()
+    bar = ProgressBar(transient=False)
     try:
         result = run_spatial(
             args.config,
@@ -188,7 +156,7 @@ def _spatial(args: argparse.Namespace) -> int:
             report=args.report,
             xml=args.xml,
             min_frames=args.min_frames,
-            progress=bar,
+            progress=lambda stage, done, total: bar.update(f"segmenting {stage}", done, total),
         )
     finally:
         bar.stop()
@@ -242,7 +210,7 @@ def _temporal(args: argparse.Namespace) -> int:
             "carries the probe poses",
         )
     _check_outputs(args, "out", "report")
-    bar = _Bar()
+    bar = ProgressBar(transient=False)
     try:
         result = run_temporal(
             args.video,
@@ -252,7 +220,7 @@ def _temporal(args: argparse.Namespace) -> int:
             clamp_ends=args.clamp_ends,
             out=args.out,
             report=args.report,
-            progress=lambda done, total: bar("video", done, total),
+            progress=lambda done, total: bar.update("segmenting video", done, total),
         )
     finally:
         bar.stop()

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from usnav.cli.progress import ProgressBar
 from usnav.io.sequence import convert_sequence
 
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from usnav.io.outputs import check_output
 
     check_output(args.target, force=args.force, option="TARGET")
-    progress = _progress_bar() if sys.stderr.isatty() else None
+    progress = ProgressBar(enabled=sys.stderr.isatty())
     try:
         written = convert_sequence(
             args.source,
@@ -52,38 +53,9 @@ def run(args: argparse.Namespace) -> int:
             compress=args.compress,
             tolerant=args.tolerant,
             overwrite=args.force,
-            progress=progress.update if progress else None,
+            progress=lambda done, total: progress.update("converting frames", done, total),
         )
     finally:
-        if progress:
-            progress.stop()
+        progress.stop()
     print(written)
     return 0
-
-
-class _progress_bar:
-    """A rich progress bar on stderr, started on the first update."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._progress = Progress(
-            "converting",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._task = None
-
-    def update(self, done: int, total: int) -> None:
-        if self._task is None:
-            self._progress.start()
-            self._task = self._progress.add_task("frames", total=total)
-        self._progress.update(self._task, completed=done)
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._progress.stop()

@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from usnav.defaults import DISPLAY_ENDPOINT
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,9 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (1.0)")
     p.add_argument("--live", action="store_true", help="open the viewer window (needs a display)")
     p.add_argument("--cache", type=Path, default=None, help="where the demo case is cached")
-    p.add_argument(
-        "--publish", default="tcp://127.0.0.1:5556", metavar="ADDR", help="ZeroMQ endpoint"
-    )
+    p.add_argument("--publish", default=DISPLAY_ENDPOINT, metavar="ADDR", help="ZeroMQ endpoint")
     p.set_defaults(func=run)
 
 
@@ -41,7 +41,7 @@ def _ms(value: float) -> str:
 
 
 def _run(args: argparse.Namespace, out: Path, progress):
-    from usnav.pipeline.demo import run_demo
+    from usnav.cli.demo import run_demo
 
     return run_demo(
         out,
@@ -84,10 +84,17 @@ def run(args: argparse.Namespace) -> int:
     compile_s = ", ".join(f"{k} {v:.1f} s" for k, v in s.compile_seconds.items())
     print("usnav demo — simulated intramedullary tumor case")
     print(f"  case            {s.case_dir}")
+    swept = s.passes * s.frames_in_recording
+    beyond = s.frames_received - swept
+    unused = s.frames_received - s.frames_published - s.dropped_display
     print(
-        f"  frames          {s.frames_received} received, {s.frames_published} with margins "
-        f"published ({s.passes} passes of {s.frames_in_recording}), "
-        f"{s.dropped_display} superseded before display"
+        f"  frames          {s.frames_received} received ({s.passes} passes of "
+        f"{s.frames_in_recording}"
+        + (f" + {beyond} before the stream stopped" if beyond > 0 else "")
+        + (f"; {-beyond} never arrived" if beyond < 0 else "")
+        + f"): {s.frames_published} with margins published + {s.dropped_display} "
+        "superseded before display"
+        + (f" + {other} skipped or in flight at the stop" if (other := unused) else "")
     )
     print(f"  rate            {s.fps_in:.1f} fps over {s.seconds:.1f} s")
     print(
@@ -103,12 +110,17 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"  margins         were published on {s.endpoint} while the demo ran")
     if s.snapshot:
-        print(f"  snapshot        {s.snapshot} (viewer: {s.viewer_state} {s.viewer_reason})")
+        print(f"  snapshot        {s.snapshot} (viewer: {_viewer_words(s)})")
     elif s.viewer_state:
-        print(f"  viewer          {s.viewer_state} {s.viewer_reason}")
+        print(f"  viewer          {_viewer_words(s)}")
     if s.problems:
         print("  skipped         " + ", ".join(f"{k}: {v}" for k, v in s.problems.items()))
     ok = math.isfinite(s.final_mtre_mm) and s.final_mtre_mm < 2.0
     if not ok:
         print("  WARNING: the registration did not reach 2 mm on the demo case", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _viewer_words(s) -> str:
+    """``LIVE`` or ``STALE: reason`` (no stray space when there is no reason)."""
+    return s.viewer_state + (f": {s.viewer_reason}" if s.viewer_reason else "")

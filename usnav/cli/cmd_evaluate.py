@@ -18,7 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "docs/evaluation.md.",
     )
     p.add_argument("manifest", type=Path, metavar="MANIFEST", help="the dataset's manifest.csv")
-    p.add_argument("--out", type=Path, required=True, metavar="RESULTS_DIR")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="RESULTS_DIR",
+        help="results folder (created; an existing one is resumed, never overwritten)",
+    )
     p.add_argument(
         "--scheduler",
         metavar="tcp://HOST:PORT",
@@ -61,13 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from usnav.cli.progress import ProgressBar
     from usnav.evaluate.runner import run_evaluation
     from usnav.registration.rigid import load_registration_options
 
     options = load_registration_options(args.config) if args.config else None
-    err = Console(stderr=True)
-    bar = _Bar(err, enabled=not args.quiet)
-    try:
+
+    def progress(done: int, total: int, row: dict | None) -> None:
+        detail = f"{row.get('case', '')}: {row.get('status', '')}" if row else ""
+        bar.update("evaluating", done, total, detail)
+
+    with ProgressBar(enabled=not args.quiet) as bar:
         report = run_evaluation(
             args.manifest,
             args.out,
@@ -78,10 +88,8 @@ def run(args: argparse.Namespace) -> int:
             registration_options=options,
             margins=not args.no_margins,
             connect_timeout_s=args.connect_timeout,
-            progress=bar.update,
+            progress=progress,
         )
-    finally:
-        bar.close()
     out = Console() if Console().is_terminal else Console(width=160)
     if report.ran:
         out.print(
@@ -121,38 +129,3 @@ def _table(rows: list[dict], by: str):
     for row in rows:
         table.add_row(*(str(row.get(key, "")) for key, _ in columns))
     return table
-
-
-class _Bar:
-    """A rich progress bar on stderr over the cases run now."""
-
-    def __init__(self, console, enabled: bool = True):
-        self.console = console
-        self.enabled = enabled
-        self._progress = None
-        self._task = None
-
-    def update(self, done: int, total: int, row: dict | None) -> None:
-        if not self.enabled:
-            return
-        if self._progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-            self._progress = Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("evaluating", total=total)
-        text = "evaluating"
-        if row is not None:
-            text = f"{row.get('case', '')}: {row.get('status', '')}"
-        self._progress.update(self._task, completed=done, description=text)
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()

@@ -35,12 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ReferenceToMri: 16 numbers (row-major) or a usnav RESULT.json",
     )
     p.add_argument("--out", type=Path, required=True, metavar="MARGINS", help="e.g. margins.jsonl")
+    p.add_argument("--force", action="store_true", help="replace an existing MARGINS file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from usnav.evaluate.margins_file import write_margins
+    from usnav.io.outputs import check_output
 
+    check_output(args.out, force=args.force)
     s = write_margins(
         args.recording, args.mri, args.label, args.calibration, args.reference_to_mri, args.out
     )

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from usnav.defaults import IGTL_PORT
 from usnav.devices.config import ProbeConfig, load_probe_config
 from usnav.devices.recorder import RecordProgress, record
 
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="FILE.igs.mha, .mha or .seq.nrrd")
     parser.add_argument("--config", help="a devices/*.toml with a [probe] section")
     parser.add_argument("--host", help="server address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="server port (default 18944)")
+    parser.add_argument("--port", type=int, help=f"server port (default {IGTL_PORT})")
     parser.add_argument("--duration", type=float, help="stop after S seconds")
     parser.add_argument("--frames", type=int, help="stop after N frames")
     parser.add_argument(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from usnav.cli.progress import ProgressBar
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.out, force=args.force)
     options = load_registration_options(args.config, metric=args.metric)
-    bar = _ProgressBar(enabled=not args.quiet)
+    bar = ProgressBar(enabled=not args.quiet, counts=False)
     try:
         result = register_recording(
             args.recording,
@@ -68,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
             args.init,
             args.out,
             options,
-            progress=bar.update,
+            progress=lambda message, fraction: bar.update("registering", fraction, 1.0, message),
         )
     finally:
-        bar.close()
+        bar.stop()
     verdict = "accepted" if result.accepted else "REJECTED (initial ReferenceToMri kept)"
     print(
         f"{verdict}: similarity {result.initial_similarity:.4f} → {result.similarity:.4f}, "
@@ -79,34 +81,3 @@ def run(args: argparse.Namespace) -> int:
         f"{result.uncertainty_mm:.2f} mm, {result.seconds:.2f} s → {args.out}"
     )
     return 0
-
-
-class _ProgressBar:
-    """A rich progress bar on stderr, created on the first update."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self._progress = None
-        self._task = None
-
-    def update(self, message: str, fraction: float) -> None:
-        if not self.enabled:
-            return
-        if self._progress is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TimeElapsedColumn
-
-            self._progress = Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("registering", total=1.0)
-        self._progress.update(self._task, completed=fraction, description=f"registering: {message}")
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from usnav.defaults import IGTL_PORT
 from usnav.devices.config import load_device_set
 from usnav.devices.playback import PlaybackServer, run_playback
 from usnav.errors import ConfigError, InputError
@@ -33,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("recording", nargs="?", help=".igs.mha / .mha / .seq.nrrd file")
     parser.add_argument("--config", help="a devices/*.toml with a [playback] section")
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="TCP port (default 18944; 0 = any free port)")
+    parser.add_argument(
+        "--port", type=int, help=f"TCP port (default {IGTL_PORT}; 0 = any free port)"
+    )
     parser.add_argument("--rate", type=_rate, help="speed factor or 'max' (default 1.0)")
     parser.add_argument("--loop", action="store_true", default=None, help="play forever")
     parser.add_argument("--calibration", help="calibration file with ImageToProbe")
@@ -51,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.cli._checks import check_port
+
+    check_port(args.port, allow_zero=True)  # 0: a free port, printed when listening
     overrides = {
         key: value
         for key, value in (

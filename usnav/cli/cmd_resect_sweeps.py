@@ -26,12 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweeps", type=int, default=4, metavar="N", help="sweeps (default 4)")
     p.add_argument("--frames", type=int, default=150, metavar="N", help="frames per sweep (150)")
     p.add_argument("--seed", type=int, default=24, help="perturbation seed (default 24)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty DIR")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from usnav.evaluate.resect import write_resect_dataset
+    from usnav.io.outputs import check_output
 
+    check_output(args.out, folder=True, force=args.force)
     manifest = write_resect_dataset(
         args.data, args.out, sweeps=args.sweeps, frames=args.frames, seed=args.seed
     )

@@ -8,6 +8,8 @@ import math
 import time
 from pathlib import Path
 
+from usnav.defaults import DISPLAY_ENDPOINT
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", type=Path, help="also record every frame (.igs.mha/.seq.nrrd)")
     p.add_argument("--force", action="store_true", help="replace an existing --record or --log")
     p.add_argument("--options", type=Path, metavar="TOML", help="pipeline options file")
-    p.add_argument("--publish", metavar="ADDR", help="ZeroMQ endpoint (tcp://127.0.0.1:5556)")
+    p.add_argument("--publish", metavar="ADDR", help=f"ZeroMQ endpoint ({DISPLAY_ENDPOINT})")
     p.add_argument("--curve-key", type=Path, metavar="FILE", help="server.key_secret (usnav keys)")
     p.add_argument(
         "--slicer-port", type=int, metavar="PORT", help="OpenIGTLink re-export for Slicer"

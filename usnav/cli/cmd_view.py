@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from usnav.defaults import DISPLAY_ENDPOINT
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -17,22 +19,55 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def add_mri_arguments(p: argparse.ArgumentParser) -> None:
+    """--mri and --label: what the display reslices beside the ultrasound (view and web)."""
+    p.add_argument(
+        "--mri",
+        type=Path,
+        metavar="FILE",
+        help="the preoperative MRI (.nii/.nii.gz/.nrrd): shown resliced through the ultrasound "
+        "plane beside it, with the sagittal and axial locators",
+    )
+    p.add_argument(
+        "--label",
+        type=Path,
+        metavar="FILE",
+        help="the tumor label map (with --mri): the tumor on the locators and the distance "
+        "from the image plane to it",
+    )
+
+
+def load_mri_context(mri: Path | None, label: Path | None):
+    """The MriContext for --mri/--label (None without --mri)."""
+    from usnav.errors import InputError
+    from usnav.io.volume import load_volume
+    from usnav.viewer.mri import MriContext
+
+    if mri is None:
+        if label is not None:
+            raise InputError("--label", "needs --mri (the label is drawn on the MRI)")
+        return None
+    return MriContext(load_volume(mri), load_volume(label) if label is not None else None)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "view",
         help="show the tumor margins published by usnav (OpenCV window or --snapshot PNG)",
         description="Subscribes to a usnav publisher and shows the ultrasound with the tumor "
         "(filled and outlined, cyst in another colour), the margin the ultrasound supports "
-        "where it differs, a mm scale bar, the margin numbers, registration quality and age, "
+        "where it differs, a mm scale bar and depth ruler, the patient side at each edge, the "
+        "margin numbers, registration quality and age; with --mri also the MRI resliced "
+        "through the same plane with the same overlay, and sagittal/axial locators; "
         "latency and fps. A red STALE banner when the data or the registration are too old or "
         "the connection is lost; UNCERTAIN when the registration was rejected or its quality "
         "is low. Press q or Esc to close the window.",
     )
     p.add_argument(
         "--connect",
-        default="tcp://127.0.0.1:5556",
+        default=DISPLAY_ENDPOINT,
         metavar="ADDR",
-        help="publisher address (default tcp://127.0.0.1:5556)",
+        help=f"publisher address (default {DISPLAY_ENDPOINT})",
     )
     p.add_argument(
         "--snapshot",
@@ -83,7 +118,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="CURVE: this display's secret key (client.key_secret), authorised by the publisher",
     )
-    p.add_argument("--size", type=_size, default=(1000, 640), metavar="WxH", help="window size")
+    add_mri_arguments(p)
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=None,
+        metavar="WxH",
+        help="picture size (default: 720 high, each image pane square, a 400-pixel panel)",
+    )
     p.set_defaults(func=run)
 
 
@@ -103,15 +145,17 @@ def run(args: argparse.Namespace) -> int:
             stale_after_s=args.stale_after,
             lost_after_s=args.lost_after,
             min_quality=args.min_quality,
-            width=args.size[0],
-            height=args.size[1],
+            **({"width": args.size[0], "height": args.size[1]} if args.size else {}),
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = "--" + str(first["loc"][0]).replace("_s", "").replace("_", "-")
-        raise InputError(field, first["msg"]) from exc
+        name = str(first["loc"][0])
+        field = "--size" if name in ("width", "height") else "--" + name.removesuffix("_s")
+        raise InputError(field.replace("_", "-"), f"{name}: {first['msg']}") from exc
+    mri = load_mri_context(args.mri, args.label)
     result = run_viewer(
         args.connect,
+        mri=mri,
         options=options,
         snapshot=args.snapshot,
         frames=args.frames,

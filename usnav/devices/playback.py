@@ -111,10 +111,10 @@ def frame_messages(
     if frame.image.size == 0:
         return messages
     embedded = f"ImageTo{reference_frame}"
-    repo = TransformRepository()
+    calibration = None
     if image_to_probe is not None and "ImageToProbe" not in frame.transforms:
-        repo.set("ImageToProbe", image_to_probe, persistent=True)
-    repo.update_from_frame(frame)
+        calibration = {"ImageToProbe": image_to_probe}
+    repo = TransformRepository.from_frame(frame, calibration=calibration)
     try:
         image_to_reference = repo.get(embedded)
         matrix, status = image_to_reference.matrix, image_to_reference.status.value

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from usnav.calibration.stage import CalibrationStage
 from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import ProbeConfig, load_probe_config, resolve_path
@@ -135,10 +136,11 @@ class ProbeClient(Device):
         self.config = config or ProbeConfig()
         if calibration is None and self.config.calibration:
             calibration = load_calibration(resolve_path(self.config.calibration, config_path))
-        if self.config.time_offset_s is not None:
-            self.time_offset_s = self.config.time_offset_s
-        else:
-            self.time_offset_s = calibration.tracker_lag_s if calibration else 0.0
+        # the tracker lag is the calibration stage's: streams are sampled at its pose_time()
+        self.calibration_stage = CalibrationStage.from_calibration(
+            calibration, tracker_lag_s=self.config.time_offset_s
+        )
+        self.time_offset_s = self.calibration_stage.tracker_lag_s
         self.stats = ProbeStats()
         self._queue: queue.Queue[TrackedFrame] = queue.Queue(maxsize=self.config.frame_queue)
         self._callbacks: list[Callable[[TrackedFrame], None]] = []
@@ -391,7 +393,7 @@ class ProbeClient(Device):
     def _ready(self, pending: _Pending, now: float) -> bool:
         if now - pending.arrived >= self.config.pairing_wait_s:
             return True
-        target = pending.frame.t_device + self.time_offset_s
+        target = self.calibration_stage.pose_time(pending.frame.t_device)
         for name in self.config.transforms:
             stream = self._streams[name]
             if now - stream.last_update > self.config.watchdog_s:
@@ -417,7 +419,7 @@ class ProbeClient(Device):
             self._process_lock.release()
 
     def _pair(self, frame: TrackedFrame, now: float) -> None:
-        target = frame.t_device + self.time_offset_s
+        target = self.calibration_stage.pose_time(frame.t_device)
         gap = self.config.max_interpolation_gap_s
         for name, stream in self._streams.items():
             if name in frame.transforms:

@@ -57,6 +57,15 @@ def case_from_task(doc: dict) -> ManifestCase:
     return ManifestCase(case=doc["case"], tags=dict(doc.get("tags", {})), **paths)  # type: ignore[arg-type]
 
 
+def failed_row(case: ManifestCase, reason: str) -> dict:
+    """The row of a case whose task did not finish (the runner's, for timeouts and lost
+    workers)."""
+    row: dict = {c: "" for c in RESULT_COLUMNS}
+    row.update(case.tags)
+    row.update(case=case.case, status="failed", reason=_one_line(reason))
+    return row
+
+
 def evaluate_case(
     case: ManifestCase,
     out_dir: str | Path,

@@ -2,8 +2,9 @@
 sweep, written to a margins file, read back and scored against a simulator's truth.
 
 Each frame goes through what ``usnav run`` does to it (:mod:`usnav.pipeline.live`): its
-``ImageToReference`` from the tracking and the calibration (:func:`image_to_reference`), then
-the same :class:`~usnav.margins.MarginEstimator` with ``ReferenceToMri · ImageToReference``.
+``ImageToReference`` from the tracking and the calibration (the calibration stage,
+:mod:`usnav.calibration.stage`), then the same :class:`~usnav.margins.MarginEstimator` with
+``ReferenceToMri · ImageToReference``.
 A frame with an invalid image is skipped (the pipeline publishes nothing for it); a frame
 without valid tracking gets a record with ``in_view: false`` and the pipeline's reason.
 
@@ -162,15 +163,16 @@ def margins_of_recording(
     InputError
         Unreadable inputs, or a label map that does not overlap the MRI.
     """
+    from usnav.calibration.stage import CalibrationStage
     from usnav.config.calibration import load_calibration
     from usnav.frames import TransformStatus
     from usnav.io.sequence import read_sequence
     from usnav.io.volume import load_volume
     from usnav.margins import MarginEstimator
-    from usnav.pipeline.live import image_to_reference
     from usnav.registration.estimate import RegistrationEstimate
 
     image_to_probe = load_calibration(calibration).image_to_probe
+    stage = CalibrationStage(image_to_probe)
     label_volume = load_volume(label)
     if mri is not None:
         _check_overlap(label_volume, load_volume(mri), label)
@@ -195,7 +197,7 @@ def margins_of_recording(
                 counts["skipped_image"] += 1
                 continue
             shape = (int(frame.image.shape[0]), int(frame.image.shape[1]))
-            i2r, status = image_to_reference(frame, image_to_probe)
+            i2r, status = stage.image_to_reference(frame)
             if status is not TransformStatus.OK:
                 counts["no_tracking"] += 1
                 reason = f"tracking {status.value}: the image cannot be placed in the MRI"

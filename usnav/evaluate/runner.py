@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from usnav.errors import InputError
-from usnav.evaluate.case import case_from_task, case_to_task, evaluate_case
+from usnav.evaluate.case import case_from_task, case_to_task, evaluate_case, failed_row
 from usnav.evaluate.results import (
     RESULTS_NAME,
     SUMMARY_NAME,
@@ -207,22 +207,24 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
     run_id = uuid.uuid4().hex[:8]
     if progress is not None:
         progress(0, len(todo), None)
-    t0 = time.perf_counter()
-    futures = {
-        client.submit(
+    attempts = dict.fromkeys((c.case for c in todo), 0)
+
+    def submit(case):
+        attempts[case.case] += 1
+        return client.submit(
             run_case_task,
-            case_to_task(c),
+            case_to_task(case),
             str(out.resolve()),
             float(timeout_s),
             options_doc,
             bool(margins),
-            key=f"usnav-case-{c.case}-{run_id}",
+            key=f"usnav-case-{case.case}-{run_id}-{attempts[case.case]}",
             pure=False,
-        ): c
-        for c in todo
-    }
+        )
+
+    t0 = time.perf_counter()
+    futures = {submit(c): c for c in todo}
     pending = len(futures)
-    attempts = dict.fromkeys((c.case for c in todo), 1)
     restarted = False
     queue = as_completed(futures)
     for future in queue:
@@ -231,18 +233,8 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
         pending -= 1
         case = futures.pop(future)
         if restarted and _killed(future) and attempts[case.case] < MAX_ATTEMPTS:
-            # its worker was restarted under it (a timed-out case's): run it again
-            attempts[case.case] += 1
-            again = client.submit(
-                run_case_task,
-                case_to_task(case),
-                str(out.resolve()),
-                float(timeout_s),
-                options_doc,
-                bool(margins),
-                key=f"usnav-case-{case.case}-{run_id}-{attempts[case.case]}",
-                pure=False,
-            )
+            # its worker was restarted under it (for a timed-out case): run it again
+            again = submit(case)
             futures[again] = case
             queue.add(again)
             pending += 1
@@ -291,12 +283,7 @@ def _row_of(future, case) -> dict:
         reason = "the worker process running it died (crash or out of memory)"
     else:
         reason = f"task error: {name}: {exc}"
-    from usnav.evaluate.case import RESULT_COLUMNS
-
-    row = {c: "" for c in RESULT_COLUMNS}
-    row.update(case.tags)
-    row.update(case=case.case, status="failed", reason=" ".join(reason.split())[:500])
-    return row
+    return failed_row(case, reason)
 
 
 def _restart(client, worker: str) -> str:
@@ -367,17 +354,8 @@ def run_case_task(
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive() or "row" not in box:
-        from usnav.evaluate.case import RESULT_COLUMNS
-
-        row = {c: "" for c in RESULT_COLUMNS}
-        row.update(case.tags)
-        row.update(
-            case=case.case,
-            status="failed",
-            reason=f"timed out after {timeout_s:g} s",
-            seconds=round(time.perf_counter() - t0, 3),
-            _restart=True,
-        )
+        row = failed_row(case, f"timed out after {timeout_s:g} s")
+        row.update(seconds=round(time.perf_counter() - t0, 3), _restart=True)
     else:
         row = box["row"]
     row["worker"] = worker
@@ -416,7 +394,8 @@ def _connect(scheduler: str | None, workers: int | None, timeout_s: float) -> It
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                # the rows say what went wrong; Dask's own shutdown races are noise (--debug)
+                silence_logs=logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL,
             )
         try:
             with Client(cluster) as client:

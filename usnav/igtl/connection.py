@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from usnav.defaults import IGTL_PORT
 from usnav.igtl.codec import (
     HEADER_SIZE,
     STATUS_OK,
@@ -47,7 +48,7 @@ from usnav.igtl.codec import (
 
 log = logging.getLogger("usnav.igtl")
 #: Default port of OpenIGTLink (PLUS, Slicer).
-DEFAULT_PORT = 18944
+DEFAULT_PORT = IGTL_PORT
 #: Default largest accepted message body: a 2048×2048×4-channel float32 frame fits.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _POLL_S = 0.2

@@ -13,6 +13,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from usnav.errors import InputError
 
@@ -210,7 +213,7 @@ class Layout:
     spatial: tuple[int, int, int]
     ndim_spatial: int
     channels: int
-    dtype: object
+    dtype: np.dtype[Any]
     encoding: str
     data_path: Path
     data_offset: int

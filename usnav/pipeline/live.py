@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from usnav.calibration.stage import CalibrationStage
 from usnav.config.calibration import CalibrationFile
 from usnav.devices.base import DeviceState
 from usnav.devices.probe import ProbeClient
@@ -64,39 +65,6 @@ class PipelineCounters:
     def problem(self, key: str, message: str) -> None:
         self.problems[key] = self.problems.get(key, 0) + 1
         self.last_problem = message
-
-
-def image_to_reference(
-    frame: TrackedFrame, image_to_probe: np.ndarray | None, reference: str = "Reference"
-) -> tuple[np.ndarray, TransformStatus]:
-    """``ImageToReference`` for a frame, applying usnav's calibration when it can.
-
-    With ``image_to_probe`` and a probe pose in the frame (``ProbeToReference``, or
-    ``ProbeToTracker`` and ``ReferenceToTracker``), the result is
-    ``ProbeToReference · ImageToProbe`` (our calibration). Otherwise the matrix the IMAGE
-    message carried (``ImageToReference``, the server's own calibration) is used.
-
-    Returns
-    -------
-    matrix, status
-        4×4 (pixel → Reference mm) and the worst status along the chain (MISSING if the
-        frame has nothing to compute it from).
-    """
-    repo = TransformRepository()
-    embedded = frame.transforms.get(f"ImageTo{reference}")
-    for name, tt in frame.transforms.items():
-        if name == f"ImageTo{reference}":
-            continue
-        try:
-            repo.set(name, tt.matrix, tt.status)
-        except UsnavError:
-            continue  # redundant (PLUS sends ProbeToReference too) or malformed: skip
-    if image_to_probe is not None and repo.has(f"ProbeTo{reference}"):
-        probe = repo.get(f"ProbeTo{reference}")
-        return probe.matrix @ image_to_probe, probe.status
-    if embedded is not None:
-        return embedded.matrix, embedded.status
-    return np.eye(4), TransformStatus.MISSING
 
 
 class LivePipeline:
@@ -140,6 +108,7 @@ class LivePipeline:
         self.probe = probe
         self.calibration = calibration
         self.image_to_probe = calibration.image_to_probe if calibration.spatial else None
+        self.calibration_stage = CalibrationStage.from_calibration(calibration)
         # the navigation system's registration: in use until an image-based one replaces
         # it, never shown LIVE (source "init": not checked on the ultrasound)
         self.initial = RegistrationEstimate(
@@ -325,7 +294,7 @@ class LivePipeline:
             self.counters.skipped_image += 1
             self.counters.problem("image", f"frame {frame.frame_number}: image missing/invalid")
             return
-        i2r, status = image_to_reference(frame, self.image_to_probe)
+        i2r, status = self.calibration_stage.image_to_reference(frame)
         if status is not TransformStatus.OK:
             self.counters.skipped_tracking += 1
             self.counters.problem(
@@ -388,14 +357,8 @@ class LivePipeline:
         if pivot is None:
             return None
         tool = pivot.tool
-        repo = TransformRepository()
-        for name, tt in frame.transforms.items():
-            try:
-                repo.set(name, tt.matrix, tt.status)
-            except UsnavError:
-                continue
         try:
-            tt = repo.get(tool)
+            tt = TransformRepository.from_frame(frame).get(tool)
         except UsnavError:
             return None
         if tt.status is not TransformStatus.OK:

@@ -31,10 +31,11 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from usnav.defaults import DISPLAY_ENDPOINT
 from usnav.errors import UsnavError
 
 #: Where usnav publishes by default (loopback only; see docs/protocol.md).
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
+DEFAULT_ADDRESS = DISPLAY_ENDPOINT
 
 SCHEMA = "usnav"
 VERSION = 2

@@ -29,13 +29,14 @@ import time
 
 import numpy as np
 
+from usnav.defaults import SLICER_PORT
 from usnav.frames import TrackedFrame
 from usnav.igtl import IgtlServer
 from usnav.margins.estimator import FrameMargins
 from usnav.protocol.display import LIVE, UNCERTAIN, DisplayState
 
 #: Default port: PLUS's 18944 + 1, so both can run side by side.
-DEFAULT_SLICER_PORT = 18945
+DEFAULT_SLICER_PORT = SLICER_PORT
 
 
 class SlicerExporter:

@@ -29,6 +29,8 @@ import math
 import numpy as np
 from numba import njit
 
+from usnav.resample._kernels import trilinear_nan as trilinear  # NaN outside
+
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # no 'nnan'/'ninf': NaN checks stay real
 _OPTS = {"cache": True, "nogil": True, "fastmath": _FAST}
 
@@ -37,30 +39,6 @@ N_STATS = 10
 
 
 # ----------------------------------------------------------------------------- sampling
-
-
-@njit(**_OPTS)
-def trilinear(vol, x, y, z):  # pragma: no cover - compiled
-    """Trilinear sample of a 3D array at voxel position (x, y, z); NaN outside."""
-    ni, nj, nk = vol.shape
-    if not (x >= 0.0 and y >= 0.0 and z >= 0.0 and x <= ni - 1 and y <= nj - 1 and z <= nk - 1):
-        return np.nan
-    i0 = min(int(x), ni - 2) if ni > 1 else 0
-    j0 = min(int(y), nj - 2) if nj > 1 else 0
-    k0 = min(int(z), nk - 2) if nk > 1 else 0
-    fx = x - i0
-    fy = y - j0
-    fz = z - k0
-    i1 = i0 + 1 if ni > 1 else 0
-    j1 = j0 + 1 if nj > 1 else 0
-    k1 = k0 + 1 if nk > 1 else 0
-    c00 = vol[i0, j0, k0] * (1.0 - fz) + vol[i0, j0, k1] * fz
-    c01 = vol[i0, j1, k0] * (1.0 - fz) + vol[i0, j1, k1] * fz
-    c10 = vol[i1, j0, k0] * (1.0 - fz) + vol[i1, j0, k1] * fz
-    c11 = vol[i1, j1, k0] * (1.0 - fz) + vol[i1, j1, k1] * fz
-    c0 = c00 * (1.0 - fy) + c01 * fy
-    c1 = c10 * (1.0 - fy) + c11 * fy
-    return c0 * (1.0 - fx) + c1 * fx
 
 
 @njit(inline="always", **_OPTS)
@@ -722,9 +700,14 @@ def lc2_volume(
 
 
 @njit(**_OPTS)
-def paste_slice_nearest(image, fov, pixel_to_vox, acc_value, acc_weight):  # pragma: no cover
+def paste_slice_nearest(
+    image, fov, pixel_to_vox, acc_value, acc_weight, maximum=False
+):  # pragma: no cover - compiled
     """Insert one frame into a volume, nearest neighbour, MEAN compounding (PLUS
-    ``Interpolation="NEAREST_NEIGHBOR"``, ``CompoundingMode="MEAN"``).
+    ``Interpolation="NEAREST_NEIGHBOR"``, ``CompoundingMode="MEAN"``), or MAXIMUM compounding
+    with ``maximum``: PLUS's rule, the voxel keeps the brightest pixel landing in it
+    (``acc_value`` holds that level, ``acc_weight`` counts the pixels: any pixel, dark or not,
+    marks the voxel pasted).
 
     Parameters
     ----------
@@ -759,7 +742,11 @@ def paste_slice_nearest(image, fov, pixel_to_vox, acc_value, acc_weight):  # pra
             iz = math.floor(z + 0.5)
             if ix < 0 or iy < 0 or iz < 0 or ix >= nx or iy >= ny or iz >= nz:
                 continue
-            acc_value[ix, iy, iz] += image[r, c]
+            if maximum:
+                if image[r, c] > acc_value[ix, iy, iz]:
+                    acc_value[ix, iy, iz] = image[r, c]
+            else:
+                acc_value[ix, iy, iz] += image[r, c]
             acc_weight[ix, iy, iz] += 1.0
             count += 1
     return count

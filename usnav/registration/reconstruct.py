@@ -156,17 +156,8 @@ def reconstruct_volume(
             # PLUS's own LINEAR/MAXIMUM reference volume of SpinePhantomFreehand
             p2v_fixed = np.rint(p2v * (1 << K.FIXED_POINT_BITS)).astype(np.int64)
             K.paste_slice_linear_maximum(image, mask, p2v_fixed, acc_value, hit)
-        elif maximum:
-            frame_value = np.zeros(shape, np.float32)
-            frame_weight = np.zeros(shape, np.float32)
-            paste(image, mask, p2v, frame_value, frame_weight)
-            hit = frame_weight > 0
-            np.maximum(
-                acc_value,
-                np.where(hit, frame_value / np.maximum(frame_weight, 1e-9), 0),
-                out=acc_value,
-            )
-            acc_weight += hit
+        elif maximum:  # PLUS's nearest-neighbour rule: the brightest pixel of the voxel
+            K.paste_slice_nearest(image, mask, p2v, acc_value, acc_weight, True)
         else:
             paste(image, mask, p2v, acc_value, acc_weight)
     filled = hit.astype(bool) if hit is not None else acc_weight > 0

@@ -15,8 +15,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
+from usnav.calibration.stage import CalibrationStage
 from usnav.errors import InputError
-from usnav.frames import TrackedFrame, TransformStatus
+from usnav.frames import TrackedFrame
 
 
 @dataclass
@@ -152,26 +153,11 @@ class Sweep:
 
 
 def _image_to_reference(frame: TrackedFrame, image_to_probe: np.ndarray) -> np.ndarray | None:
-    t = frame.transforms
-    if "ImageToReference" in t:
-        tr = t["ImageToReference"]
-        return np.asarray(tr.matrix, float) if tr.status is TransformStatus.OK else None
-    if "ProbeToReference" in t:
-        tr = t["ProbeToReference"]
-        if tr.status is not TransformStatus.OK:
-            return None
-        return np.asarray(tr.matrix, float) @ image_to_probe
-    p2t = t.get("ProbeToTracker")
-    r2t = t.get("ReferenceToTracker")
-    if p2t is None or r2t is None or not (p2t.ok and r2t.ok):
-        return None
-    try:
-        return (
-            np.linalg.solve(np.asarray(r2t.matrix, float), np.asarray(p2t.matrix, float))
-            @ image_to_probe
-        )
-    except np.linalg.LinAlgError:
-        return None
+    """The frame's ImageToReference through the calibration stage (the same rule as the live
+    pipeline); None when it cannot be placed (tracking not OK)."""
+    return CalibrationStage(np.asarray(image_to_probe, dtype=np.float64)).image_to_reference_ok(
+        frame
+    )
 
 
 def _to_mf_gray(image: np.ndarray, orientation: str, source: str) -> np.ndarray:

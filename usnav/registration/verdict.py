@@ -139,7 +139,11 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def uncertainty_terms(
-    spread_mm: float, fov_depth_mm: float, options: RegistrationOptions
+    spread_mm: float,
+    fov_depth_mm: float,
+    options: RegistrationOptions,
+    *,
+    model_spread_mm: float = 0.0,
 ) -> dict[str, float]:
     """The stated uncertainty and its terms (mm, at the field of view's centre).
 
@@ -153,16 +157,19 @@ def uncertainty_terms(
         calibration rotation error and the depth a speed-of-sound error scales).
     options
         The budget's bounds and scales.
+    model_spread_mm
+        Distance between the optima of two similarities (the model of echo formation), mm.
 
     Returns
     -------
-    dict with ``statistical``, ``calibration``, ``speed_of_sound``, ``echo_offset``,
+    dict with ``statistical``, ``model``, ``calibration``, ``speed_of_sound``, ``echo_offset``,
     ``similarity_bias`` and ``uncertainty_mm`` = their quadrature sum (independent errors,
     each term a ~95 % bound).
     """
     o = options
     terms = {
         "statistical": o.statistical_scale * float(spread_mm),
+        "model": o.model_scale * float(model_spread_mm),
         "calibration": o.calibration_error_mm
         + np.radians(o.calibration_error_deg) * max(fov_depth_mm, 0.0),
         "speed_of_sound": o.speed_of_sound_error * max(fov_depth_mm, 0.0),
@@ -243,7 +250,10 @@ class VerdictMixin:
             # only a candidate that passed the other tests is worth the split-sweep refinements
             spread, n = self._split_spread(candidate, centre, pts)
             evaluations += n
-            terms = uncertainty_terms(spread, self.fov_depth_mm, opts)
+            model, n = self._model_spread(candidate, centre, pts)
+            evaluations += n
+            diagnostics["model_spread_mm"] = float(model)
+            terms = uncertainty_terms(spread, self.fov_depth_mm, opts, model_spread_mm=model)
             uncertainty = terms["uncertainty_mm"]
             resolution = float(np.hypot(spread, opts.uncertainty_floor_mm))
             diagnostics["split_spread_mm"] = float(spread)
@@ -342,6 +352,36 @@ class VerdictMixin:
                     )
         margin, text = worst
         return (text if margin < opts.ambiguity_min_gain else ""), total, float(margin)
+
+    def _model_spread(
+        self, candidate: np.ndarray, centre: np.ndarray, pts: np.ndarray
+    ) -> tuple[float, int]:
+        """Distance (mean over the field of view) from the candidate to the optimum of another
+        similarity that is as defensible a model of the ultrasound (LC² with the MRI's
+        derivative along the beam for LC², and LC² for the others), refined from the candidate
+        at the finest level. Where the two models of echo formation disagree, the image does
+        not pin the pose down better than that. 0 when switched off."""
+        opts = self.options
+        if opts.model_scale <= 0 or opts.model_evaluations <= 0:
+            return 0.0, 0
+        level = self.level(-1)
+        s = level.frames.spacing_mm
+        other = "lc2_beam" if opts.metric == "lc2" else "lc2"
+        sim = FrameSimilarity(
+            level.mri, level.frames, metric=other, patch_half=level.similarity.patch_half
+        )
+
+        def cost(p: np.ndarray) -> float:
+            return -sim(correction(p, centre) @ candidate)
+
+        x, _, k = _optimise(
+            cost,
+            np.zeros(6),
+            np.r_[[0.5 * s] * 3, [0.5 * s] * 3],
+            opts.model_evaluations,
+            xtol=0.03 * s,
+        )
+        return mean_displacement(correction(x, centre) @ candidate, candidate, pts), k
 
     def _split_spread(
         self, candidate: np.ndarray, centre: np.ndarray, pts: np.ndarray

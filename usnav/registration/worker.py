@@ -51,7 +51,10 @@ log = logging.getLogger(__name__)
 def streaming_registration_options() -> RegistrationOptions:
     """Warm-started updates: the 1 mm level only, 24 frames, a short search. A correction
     need not exceed its uncertainty (``min_correction_to_uncertainty=0``): the
-    :class:`ReplacementRule` decides, on the same frames, with hysteresis."""
+    :class:`ReplacementRule` decides, on the same frames, with hysteresis. The ambiguity probe
+    looks ±6 mm along the sweep only: a warm update starts at the accepted estimate and moves
+    it a few mm; the ±9 mm probe of the batch verdict guards the cold search's choice of basin
+    (on a short window a correct update can trail a pose 9.6 mm away by < 0.005)."""
     return RegistrationOptions(
         level_spacings_mm=[1.5, 1.0],
         patch_half=[1, 1],
@@ -59,6 +62,7 @@ def streaming_registration_options() -> RegistrationOptions:
         max_evaluations=[160, 36],
         uncertainty_evaluations=20,
         min_correction_to_uncertainty=0.0,
+        ambiguity_offsets_mm=[6.0],
     )
 
 
@@ -175,6 +179,7 @@ class WorkerStats:
     rejected: int = 0
     confirmed: int = 0
     failed: int = 0
+    bad_frames: int = 0  # offered but unusable (not 2D, pose not a finite 4×4): dropped
     last_update_s: float = float("nan")
     last_error: str = ""
 
@@ -270,10 +275,12 @@ class RegistrationWorker:
     def submit(self, image: np.ndarray, image_to_reference: np.ndarray, t: float) -> None:
         """Offer one frame: ``image`` (rows, cols) uint8, its ``ImageToReference`` (4×4, mm),
         its time (s). Never blocks on the optimiser; a bad frame is dropped silently (counted
-        in ``stats``)."""
+        in ``stats.bad_frames``)."""
         pose = np.asarray(image_to_reference, dtype=np.float64)
         img = np.asarray(image)
         if img.ndim != 2 or pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+            with self._lock:
+                self.stats.bad_frames += 1
             return
         with self._lock:
             if self._frames and self._frames[-1][0].shape != img.shape:

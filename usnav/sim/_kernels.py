@@ -19,6 +19,9 @@ import math
 import numpy as np
 from numba import njit
 
+from usnav.resample._kernels import cell_clamp as _cell
+from usnav.resample._kernels import trilinear_clamp as trilinear  # clamped at edges
+
 PRIM_SUPERELLIPTIC_CYLINDER = 0  # params: a, b, half height, exponent
 PRIM_ELLIPSOID = 1  # params: a, b, c, e1, e2, e3, p1, p2, p3 (lobulation amplitudes, phases)
 PRIM_BOX = 2  # params: half sizes a, b, c
@@ -175,17 +178,6 @@ def paint_points(
 
 
 @njit(cache=True, nogil=True)
-def _cell(f: float, n: int) -> tuple[int, float]:
-    """Clamp continuous index ``f`` into [0, n-1]; return the lower corner and the fraction."""
-    if f <= 0.0:
-        return 0, 0.0
-    if f >= n - 1:
-        return n - 2, 1.0
-    i = int(f)
-    return i, f - i
-
-
-@njit(cache=True, nogil=True)
 def label_at(labels: np.ndarray, fx: float, fy: float, fz: float) -> int:
     """Label at continuous voxel index (fx, fy, fz): the label with the largest trilinear
     weight among the 8 neighbours (ties: first corner in i, j, k order). Clamped at edges.
@@ -248,22 +240,6 @@ def indicator_at(labels: np.ndarray, fx: float, fy: float, fz: float, lab: int) 
                 if labels[i + di, j + dj, k + dk] == lab:
                     s += wx * wy * (tz if dk else 1.0 - tz)
     return s
-
-
-@njit(cache=True, nogil=True)
-def trilinear(volume: np.ndarray, fx: float, fy: float, fz: float) -> float:
-    """Trilinear interpolation of a float volume at a continuous index (clamped at edges)."""
-    nx, ny, nz = volume.shape
-    i, tx = _cell(fx, nx)
-    j, ty = _cell(fy, ny)
-    k, tz = _cell(fz, nz)
-    c00 = volume[i, j, k] * (1 - tx) + volume[i + 1, j, k] * tx
-    c01 = volume[i, j, k + 1] * (1 - tx) + volume[i + 1, j, k + 1] * tx
-    c10 = volume[i, j + 1, k] * (1 - tx) + volume[i + 1, j + 1, k] * tx
-    c11 = volume[i, j + 1, k + 1] * (1 - tx) + volume[i + 1, j + 1, k + 1] * tx
-    c0 = c00 * (1 - ty) + c10 * ty
-    c1 = c01 * (1 - ty) + c11 * ty
-    return c0 * (1 - tz) + c1 * tz
 
 
 @njit(cache=True, nogil=True)

@@ -51,7 +51,7 @@ from usnav.sim.tissues import TUMOR_BACKSCATTER, AcousticTables, Tissue, acousti
 from usnav.sim.ultrasound import ProbeGeometry, ScannerSettings, UltrasoundSimulator
 
 #: Bumped whenever the simulator's output changes for a given seed (names the demo cache).
-SIM_VERSION = 4
+SIM_VERSION = 5
 
 # random streams
 _ANATOMY, _MRI, _SWEEP, _TEXTURE, _SPECKLE, _INIT = 1, 2, 3, 4, 5, 6
@@ -142,6 +142,10 @@ def effective_options(options: SimOptions, appearance: Appearance) -> SimOptions
         update["cord_shift_mm"] = (a.cord_shift_mm, a.cord_shift_mm)
     if a.frequency_mhz is not None:
         update["frequency_mhz"] = a.frequency_mhz
+    if a.depth_mm is not None:
+        update["depth_mm"] = a.depth_mm
+    if a.aperture_mm is not None:
+        update["aperture_mm"] = a.aperture_mm
     if a.jitter_mm is not None:
         update["jitter_mm"] = a.jitter_mm
     if a.jitter_deg is not None:
@@ -190,7 +194,7 @@ def appearance_settings(
         dynamic_range_db=a.dynamic_range_db,
         reference=base.reference / 10.0 ** (a.gain_db / 20.0) if a.gain_db else base.reference,
         echo_delay_mm=a.echo_delay_pulses * PULSE_LENGTH_SIGMAS * axial,
-        reverb_gain=a.reverb_gain,
+        reverb_face_reflection=a.reverb_face_reflection,
         reverb_bounces=a.reverb_bounces,
         sidelobe_level=0.0 if a.sidelobe_db is None else 10.0 ** (a.sidelobe_db / 20.0),
         sidelobe_offset_fwhm=a.sidelobe_offset_fwhm,
@@ -243,7 +247,7 @@ def build_case(
         spacing_x_mm=sx,
         spacing_y_mm=sy,
         frequency_mhz=options.frequency_mhz,
-        focus_mm=0.5 * options.depth_mm,
+        focus_mm=appearance.focus_fraction * options.depth_mm,
     )
     sweep = plan_sweep(
         anat,
@@ -556,6 +560,7 @@ def _truth_document(
             "frequency_mhz": case.geometry.frequency_mhz,
             "depth_mm": case.geometry.depth_mm,
             "aperture_mm": case.geometry.aperture_mm,
+            "focus_mm": case.geometry.focus_mm,
         },
         "cord_shift": {
             "max_mm": float(anat.shift_mm),

@@ -52,9 +52,10 @@ class Appearance:
     roughness_offset
         Added to every tissue interface's roughness (clipped to [0, 1]): > 0 = more diffuse
         (Lambertian) reflection, < 0 = more specular.
-    reverb_gain
-        Amplitude of one transducer-face round trip of the strongest echo of a scanline, relative
-        to that echo (0 = no reverberation).
+    reverb_face_reflection
+        Reflection coefficient of the transducer face for echoes coming back (0 = no
+        reverberation): the strongest echo a of a scanline returns again at 2, 3... times its
+        depth as a·(R·a)^k (see :func:`usnav.sim.ultrasound.add_reverberation`).
     reverb_bounces
         How many reverberation copies (at 2, 3, ... times the reflector's depth).
     sidelobe_db
@@ -64,6 +65,11 @@ class Appearance:
         Distance of the side lobes from the beam axis, in main-lobe FWHMs at that depth.
     frequency_mhz
         Centre frequency (``None`` = the option's); axial and lateral resolution follow it.
+    depth_mm, aperture_mm
+        Imaging depth and array width (``None`` = the options'): another probe or depth
+        setting, so another pixel spacing.
+    focus_fraction
+        Lateral focus depth as a fraction of the imaging depth (baseline 0.5).
     gain_db
         Overall receive gain (brightens everything; shifts the log-compressed histogram).
     tgc_db_per_cm
@@ -123,11 +129,14 @@ class Appearance:
     echo_delay_pulses: float = 0.0
     specular_exponent: float = 12.0
     roughness_offset: float = 0.0
-    reverb_gain: float = 0.0
+    reverb_face_reflection: float = 0.0
     reverb_bounces: int = 0
     sidelobe_db: float | None = None
     sidelobe_offset_fwhm: float = 1.5
     frequency_mhz: float | None = None
+    depth_mm: float | None = None
+    aperture_mm: float | None = None
+    focus_fraction: float = 0.5
     gain_db: float = 0.0
     tgc_db_per_cm: float = 8.0
     dynamic_range_db: float = 52.0
@@ -191,6 +200,11 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
+def _log_u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """Log-uniform: as likely to be halved as doubled."""
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
 def _nothing(rng: np.random.Generator) -> dict[str, Any]:
     return {}
 
@@ -198,7 +212,7 @@ def _nothing(rng: np.random.Generator) -> dict[str, Any]:
 def _echo(rng: np.random.Generator) -> dict[str, Any]:
     return {
         "echo_delay_pulses": _u(rng, 0.4, 0.6),
-        "specular_exponent": float(np.exp(rng.uniform(np.log(3.0), np.log(40.0)))),
+        "specular_exponent": _log_u(rng, 3.0, 40.0),
         "roughness_offset": _u(rng, -0.1, 0.45),
     }
 
@@ -207,12 +221,20 @@ def _frequency(rng: np.random.Generator) -> dict[str, Any]:
     return {"frequency_mhz": _u(rng, 7.0, 15.0)}
 
 
+def _probe(rng: np.random.Generator) -> dict[str, Any]:
+    return {
+        "depth_mm": _u(rng, 32.0, 50.0),
+        "aperture_mm": _u(rng, 25.0, 45.0),
+        "focus_fraction": _u(rng, 0.3, 0.75),
+    }
+
+
 def _gain(rng: np.random.Generator) -> dict[str, Any]:
     return {
         "gain_db": _u(rng, -8.0, 8.0),
         "tgc_db_per_cm": _u(rng, 2.0, 14.0),
         "dynamic_range_db": _u(rng, 35.0, 75.0),
-        "compression_gamma": float(np.exp(rng.uniform(np.log(0.6), np.log(1.7)))),
+        "compression_gamma": _log_u(rng, 0.6, 1.7),
     }
 
 
@@ -222,7 +244,7 @@ def _sos(rng: np.random.Generator) -> dict[str, Any]:
 
 def _reverb(rng: np.random.Generator) -> dict[str, Any]:
     return {
-        "reverb_gain": _u(rng, 0.15, 0.45),
+        "reverb_face_reflection": _u(rng, 0.3, 0.8),
         "reverb_bounces": int(rng.integers(1, 4)),
         "sidelobe_db": _u(rng, -28.0, -14.0),
         "sidelobe_offset_fwhm": _u(rng, 1.2, 2.0),
@@ -231,7 +253,7 @@ def _reverb(rng: np.random.Generator) -> dict[str, Any]:
 
 def _speckle(rng: np.random.Generator) -> dict[str, Any]:
     return {
-        "scatter_gain_scale": float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))),
+        "scatter_gain_scale": _log_u(rng, 0.5, 2.0),
         "scatterer_density_scale": _u(rng, 0.15, 1.0),
         "bone_attenuation_scale": _u(rng, 0.25, 1.5),
     }
@@ -271,7 +293,7 @@ def _anatomy(rng: np.random.Generator) -> dict[str, Any]:
         "levels": levels,
         "laminectomy_levels": int(rng.integers(1, levels + 1)),
         "tumor_length_mm": 0.0,
-        "tumor_backscatter": float(np.exp(rng.uniform(np.log(0.07), np.log(0.6)))),
+        "tumor_backscatter": _log_u(rng, 0.07, 0.6),
         "cord_shift_mm": _u(rng, 0.5, 3.0),
         "vertebra_scale": _u(rng, 0.85, 1.2),
     }
@@ -288,6 +310,7 @@ def _sweep_anatomy(rng: np.random.Generator) -> dict[str, Any]:
 _AXES: tuple[Callable[[np.random.Generator], dict[str, Any]], ...] = (
     _echo,
     _frequency,
+    _probe,
     _gain,
     _sos,
     _reverb,
@@ -342,6 +365,11 @@ FAMILIES: dict[str, Family] = {
             "frequency-psf",
             "centre frequency 7-15 MHz: axial/lateral resolution, speckle size, attenuation",
             _frequency,
+        ),
+        Family(
+            "probe-geometry",
+            "another probe or depth setting: imaging depth, array width (pixel spacing), focus",
+            _probe,
         ),
         Family(
             "compressed-gain",

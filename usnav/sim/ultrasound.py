@@ -101,9 +101,10 @@ class ScannerSettings:
     echo_delay_mm
         How far every echo is drawn deeper than its reflector (0 = envelope centred on it;
         half the spatial pulse length = the pulse starts at the reflector).
-    reverb_gain, reverb_bounces
-        Reverberation between the transducer face and the strongest reflector of each scanline:
-        copies of its echo at 2, 3, ... times its depth, each ``reverb_gain`` times the last.
+    reverb_face_reflection, reverb_bounces
+        Reverberation between the transducer face and the strongest reflector of each scanline
+        (:func:`add_reverberation`): the face's reflection coefficient (0 = none) and how many
+        copies (at 2, 3, ... times the reflector's depth).
     sidelobe_level, sidelobe_offset_fwhm
         Two lateral side lobes of the beam (amplitude relative to the main lobe, 0 = none) at
         ± ``sidelobe_offset_fwhm`` main-lobe FWHMs from the axis.
@@ -124,7 +125,7 @@ class ScannerSettings:
     dynamic_range_db: float = 52.0
     reference: float = 0.15
     echo_delay_mm: float = 0.0
-    reverb_gain: float = 0.0
+    reverb_face_reflection: float = 0.0
     reverb_bounces: int = 0
     sidelobe_level: float = 0.0
     sidelobe_offset_fwhm: float = 1.5
@@ -233,8 +234,9 @@ class UltrasoundSimulator:
             self.seed,
             rf,
         )
-        if self.settings.reverb_gain > 0.0 and self.settings.reverb_bounces > 0:
-            add_reverberation(rf, self.settings.reverb_gain, self.settings.reverb_bounces)
+        s = self.settings
+        if s.reverb_face_reflection > 0.0 and s.reverb_bounces > 0:
+            add_reverberation(rf, s.reverb_face_reflection, s.reverb_bounces)
         return rf
 
     def envelope(self, transducer_to_spine: np.ndarray, frame_index: int = 0) -> np.ndarray:
@@ -282,26 +284,31 @@ def log_compress(
     return (v**gamma * 255.0 + 0.5).astype(np.uint8)
 
 
-def add_reverberation(rf: np.ndarray, gain: float, bounces: int) -> None:
+def add_reverberation(rf: np.ndarray, face_reflection: float, bounces: int) -> None:
     """Add transducer-face reverberations of each scanline's strongest echo (in place).
 
-    An echo of amplitude a from depth d that reflects off the transducer face and again off the
-    reflector returns after twice the time: it is drawn at 2d with amplitude g·a, the next at 3d
-    with g²·a, and so on (g: the round trip's reflection and loss). ``rf`` is (lines, bins) in
-    display-depth bins starting at the face.
+    The echo of the strongest reflector at depth d arrives with amplitude a = r·T(d) (its
+    reflection coefficient times the round-trip transmission of the path, for a unit pulse).
+    A fraction R (``face_reflection``) of it is sent back in by the transducer face, travels
+    the same path, is reflected again and returns at 2d with amplitude a·(R·a), the next at 3d
+    with a·(R·a)², and so on: strong reflectors behind fluid reverberate, weak or deep ones
+    behind attenuating tissue do not. ``rf`` is (lines, bins) in display-depth bins from the
+    face.
     """
     n_lines, n_bins = rf.shape
     b = np.argmax(np.abs(rf), axis=1)
     lines = np.arange(n_lines)
-    unit = np.exp(1j * np.angle(rf[lines, b]))
-    # the echo is spread over a few bins (fractional deposits): copy those around the peak
+    # the echo is spread over a few bins (fractional deposits of one phase): copy those
     offsets = np.arange(-2, 3)
     src = np.clip(b[:, None] + offsets, 0, n_bins - 1)
     echo = rf[lines[:, None], src]
+    total = echo.sum(axis=1)
+    factor = face_reflection * np.abs(total)  # R·a per extra round trip
+    unit = np.exp(1j * np.angle(total))
     for k in range(2, bounces + 2):
         target = k * b[:, None] + offsets
         ok = (target >= 0) & (target < n_bins) & (b[:, None] > 2)
-        copy = echo * (gain ** (k - 1)) * unit[:, None] ** (k - 1)
+        copy = echo * ((factor * unit) ** (k - 1))[:, None]
         rf[np.broadcast_to(lines[:, None], ok.shape)[ok], target[ok]] += copy[ok]
 
 

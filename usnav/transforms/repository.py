@@ -40,6 +40,46 @@ class TransformRepository:
             else:
                 self.set(name, value)
 
+    @classmethod
+    def from_frame(
+        cls,
+        frame: TrackedFrame | Mapping[str, TrackedTransform],
+        *,
+        calibration: Mapping[str, np.ndarray] | None = None,
+        exclude: Iterable[str] = (),
+    ) -> TransformRepository:
+        """A repository holding what one frame carries (one row of a recording, or a frame
+        from a device).
+
+        Parameters
+        ----------
+        frame
+            A :class:`~usnav.frames.TrackedFrame`, or its transforms (name → matrix + status).
+        calibration
+            Transforms stored first, as persistent (e.g. ``{"ImageToProbe": matrix}``); a
+            frame's own copy of them is then skipped as redundant.
+        exclude
+            Names not to take from the frame (e.g. the ``ImageToReference`` a server embeds,
+            when usnav's own calibration is to be used instead).
+
+        Transforms whose frames are already connected (a PLUS server sends
+        ``ProbeToTracker``, ``ReferenceToTracker`` *and* ``ProbeToReference``) or that are
+        malformed are skipped: the first one to connect two frames wins.
+        """
+        repo = cls()
+        for name, matrix in (calibration or {}).items():
+            repo.set(name, matrix, persistent=True)
+        transforms = frame.transforms if isinstance(frame, TrackedFrame) else frame
+        skip = set(exclude)
+        for name, tt in transforms.items():
+            if name in skip:
+                continue
+            try:
+                repo.set(name, tt.matrix, tt.status)
+            except TransformError:
+                continue  # redundant (already connected) or malformed: the rest decides
+        return repo
+
     # -- editing ---------------------------------------------------------------------------
     def set(
         self,

@@ -19,6 +19,7 @@ import numpy as np
 
 from usnav.client import DEFAULT_ADDRESS, ClientStats, Subscriber
 from usnav.errors import InputError, UsnavError
+from usnav.viewer.mri import MriContext
 from usnav.viewer.render import render_with_layout
 from usnav.viewer.state import ViewerOptions, ViewModel
 from usnav.viewer.window import WindowProcess, display_available
@@ -64,6 +65,7 @@ def run_viewer(
     stop: threading.Event | None = None,
     curve_server_key: str | Path | None = None,
     curve_client_secret: str | Path | None = None,
+    mri: MriContext | None = None,
 ) -> ViewerRun:
     """Run the viewer.
 
@@ -87,6 +89,9 @@ def run_viewer(
         ZeroMQ CURVE key files for a publisher beyond loopback (see ``usnav keys``).
     stop
         Set it to end a windowed session from another thread.
+    mri
+        The MRI (and tumor label) to reslice beside the ultrasound and to draw the locators
+        from; None shows the ultrasound only.
 
     Raises
     ------
@@ -111,7 +116,7 @@ def run_viewer(
     subscriber = Subscriber(
         address, curve_server_key=curve_server_key, curve_client_secret=curve_client_secret
     )
-    model = ViewModel(address)
+    model = ViewModel(address, mri=mri)
     window = WindowProcess(f"usnav - {address}") if snapshot_path is None else None
     # recent pictures only: a window may stay open for a whole operation
     render_times: collections.deque[float] = collections.deque(maxlen=600)

@@ -9,11 +9,12 @@ on the right.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from usnav.viewer.mri import direction_letter
 from usnav.viewer.state import (
     LIVE,
     STALE,
@@ -39,6 +40,7 @@ PANEL_BG = (34, 30, 28)
 TEXT = (235, 235, 235)
 TEXT_DIM = (160, 160, 160)
 TOOL_COLOUR = (255, 80, 255)
+PLANE_COLOUR = (255, 230, 80)  # light cyan: the probe's image plane on the locators
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BANNER_HEIGHT = 46
@@ -58,18 +60,25 @@ class Layout:
         (x0, y0, x1) of the scale bar's line, and its length in mm as 4th value (None if none).
     px_per_mm
         Display pixels per mm.
+    mri_box
+        (x0, y0, width, height) of the resliced MRI (same size as ``image_box``), or None.
+    locator_boxes
+        name → (x0, y0, width, height) of each locator drawn.
+    legend
+        The legend's entries, in order (only what the picture shows).
     """
 
     image_box: tuple[int, int, int, int]
     banner_box: tuple[int, int, int, int]
     scale_bar: tuple[int, int, int, float] | None
     px_per_mm: float
+    mri_box: tuple[int, int, int, int] | None = None
+    locator_boxes: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    legend: tuple[str, ...] = ()
 
 
-def _image_geometry(
-    state: ViewState, options: ViewerOptions
-) -> tuple[int, int, float, float, float]:
-    """(rows, cols, sx, sy, px_per_mm) of what is shown."""
+def _image_geometry(state: ViewState, area: int) -> tuple[int, int, float, float, float]:
+    """(rows, cols, sx, sy, px_per_mm) of what is shown in a pane of ``area`` pixels."""
     rows = cols = 0
     if state.image is not None:
         rows, cols = state.image.shape[:2]
@@ -80,7 +89,6 @@ def _image_geometry(
         sx, sy = state.margin.spacing_mm
     if not (np.isfinite(sx) and np.isfinite(sy) and sx > 0 and sy > 0):
         sx = sy = 1.0  # unknown pixel size: show pixels square, no scale bar
-    area = options.height
     if rows == 0 or cols == 0:
         return 0, 0, sx, sy, 0.0
     px_per_mm = min(area / (cols * sx), area / (rows * sy))
@@ -101,52 +109,95 @@ def render_view(state: ViewState, options: ViewerOptions | None = None) -> np.nd
 def render_with_layout(
     state: ViewState, options: ViewerOptions | None = None
 ) -> tuple[np.ndarray, Layout, Verdict]:
-    """As :func:`render_view`, also returning the layout and the verdict drawn."""
-    options = options or ViewerOptions()
-    canvas = np.zeros((options.height, options.width, 3), np.uint8)
-    area = options.height
-    canvas[:, area:] = PANEL_BG
-    verdict = assess(state, options)
+    """As :func:`render_view`, also returning the layout and the verdict drawn.
 
-    rows, cols, sx, sy, px_per_mm = _image_geometry(state, options)
+    Layout: the ultrasound pane, then (when the state has an MRI) the MRI resliced through the
+    same plane with the same overlay, each ``height`` square; the panel of numbers, the
+    locators and the legend on the right. The verdict comes from
+    :func:`usnav.viewer.state.assess` only.
+    """
+    options = options or ViewerOptions()
+    panes = 2 if state.mri is not None else 1
+    width = options.canvas_width(panes)
+    canvas = np.zeros((options.height, width, 3), np.uint8)
+    area = max(80, min(options.height, (width - 240) // panes))
+    panel_x = panes * area
+    canvas[:, panel_x:] = PANEL_BG
+    verdict = assess(state, options)
+    legend: list[tuple[tuple[int, int, int], str]] = []
+
+    rows, cols, sx, sy, px_per_mm = _image_geometry(state, area)
     image_box = (0, 0, 0, 0)
+    mri_box = None
     scale_bar = None
     if rows and cols:
-        width = max(1, round(cols * sx * px_per_mm))
-        height = max(1, round(rows * sy * px_per_mm))
-        x0 = (area - width) // 2
-        y0 = (area - height) // 2
-        image_box = (x0, y0, width, height)
-        view = canvas[y0 : y0 + height, x0 : x0 + width]
+        w = max(1, round(cols * sx * px_per_mm))
+        h = max(1, round(rows * sy * px_per_mm))
+        x0 = (area - w) // 2
+        y0 = (options.height - h) // 2
+        image_box = (x0, y0, w, h)
+        zoom = (w / cols, h / rows)
+        view = canvas[y0 : y0 + h, x0 : x0 + w]
         if state.image is not None:
-            _draw_ultrasound(view, state.image)
-        # display pixel = (frame pixel + 0.5) * zoom - 0.5
-        zoom = (width / cols, height / rows)
-        if state.margin is not None and state.margin.in_view:
-            _draw_margins(view, state, options, verdict, zoom)
-        if state.margin is not None:
-            _draw_tool(view, state, zoom)
-            if state.margin.spacing_mm[0] > 0 and np.isfinite(state.margin.spacing_mm[0]):
-                scale_bar = _draw_scale_bar(canvas, image_box, px_per_mm)
+            _draw_grey(view, state.image)
+        drawn = _draw_overlay(view, state, options, verdict, zoom)
+        if state.mri is not None:
+            mri_box = (area + x0, y0, w, h)
+            mri_view = canvas[y0 : y0 + h, area + x0 : area + x0 + w]
+            if state.mri_plane is not None:
+                _draw_grey(mri_view, state.mri_plane)
+            else:
+                _centred(mri_view, "no plane (no registration yet)", TEXT_DIM)
+            _draw_overlay(mri_view, state, options, verdict, zoom, tool=False)
+        for entry in (
+            (SOLID_COLOUR, "tumor (MRI)", "solid"),
+            (CYST_COLOUR, "cyst (MRI)", "cyst"),
+            (US_MARGIN_COLOUR, "margin seen on US", "us"),
+            (TOOL_COLOUR, "tool tip", "tool"),
+        ):
+            if entry[2] in drawn:
+                legend.append(entry[:2])
+        spacing = state.margin.spacing_mm[0] if state.margin is not None else float("nan")
+        if px_per_mm > 0 and np.isfinite(spacing) and spacing > 0:
+            scale_bar = _draw_scale_bar(canvas, image_box, px_per_mm)
+            _draw_depth_ruler(canvas, image_box, px_per_mm)
+            if mri_box is not None:
+                _draw_depth_ruler(canvas, mri_box, px_per_mm)
+        _draw_sides(canvas, image_box, state.image_to_mri)
+        if mri_box is not None:
+            _draw_sides(canvas, mri_box, state.image_to_mri)
+            _label(canvas, "MRI, same plane", (mri_box[0] + 12, options.height - 14), 0.55, TEXT)
         if state.margin is not None and not state.margin.in_view:
-            # bottom right: the scale bar owns the bottom left
             (tw, _), _ = cv2.getTextSize("no tumor in view", FONT, 0.7, 2)
-            _label(view, "no tumor in view", (max(4, width - tw - 14), height - 16), 0.7, TEXT, 2)
+            _label(view, "no tumor in view", (max(4, w - tw - 40), h - 16), 0.7, TEXT, 2)
     if not (rows and cols):
         message = "no picture yet" if verdict.word == WAITING else "no ultrasound frame"
-        (tw, _), _ = cv2.getTextSize(message, FONT, 0.8, 2)
-        cv2.putText(
-            canvas, message, ((area - tw) // 2, area // 2), FONT, 0.8, TEXT_DIM, 2, cv2.LINE_AA
-        )
-    banner_box = _draw_banner(canvas, verdict, area)
-    _draw_panel(canvas, state, options, verdict, area)
-    return canvas, Layout(image_box, banner_box, scale_bar, px_per_mm), verdict
+        _centred(canvas[:, :area], message, TEXT_DIM)
+    banner_box = _draw_banner(canvas, verdict, panel_x)
+    y = _draw_panel(canvas, state, options, verdict, panel_x)
+    locator_boxes: dict[str, tuple[int, int, int, int]] = {}
+    if state.mri is not None:
+        locator_boxes, plane_shown, y = _draw_locators(canvas, state, verdict, panel_x, y)
+        if locator_boxes and plane_shown:
+            legend.append((PLANE_COLOUR, "image plane (locators)"))
+    _draw_legend(canvas, legend, panel_x, y)
+    layout = Layout(
+        image_box,
+        banner_box,
+        scale_bar,
+        px_per_mm,
+        mri_box,
+        locator_boxes,
+        tuple(text for _, text in legend),
+    )
+    return canvas, layout, verdict
 
 
 # -- pieces ---------------------------------------------------------------------------------
 
 
-def _draw_ultrasound(view: np.ndarray, image: np.ndarray) -> None:
+def _draw_grey(view: np.ndarray, image: np.ndarray) -> None:
+    """A grey image (uint8/uint16, or colour averaged) scaled into ``view``."""
     img = image
     if img.ndim == 3:
         img = img.mean(axis=2)
@@ -158,10 +209,38 @@ def _draw_ultrasound(view: np.ndarray, image: np.ndarray) -> None:
     cv2.cvtColor(resized, cv2.COLOR_GRAY2BGR, dst=view)
 
 
+def _centred(view: np.ndarray, message: str, colour: tuple[int, int, int]) -> None:
+    h, w = view.shape[:2]
+    scale = 0.8
+    (tw, _), _ = cv2.getTextSize(message, FONT, scale, 2)
+    while tw > w - 20 and scale > 0.4:
+        scale -= 0.05
+        (tw, _), _ = cv2.getTextSize(message, FONT, scale, 2)
+    cv2.putText(view, message, ((w - tw) // 2, h // 2), FONT, scale, colour, 2, cv2.LINE_AA)
+
+
 def _to_display(points_px: np.ndarray, zoom: tuple[float, float]) -> np.ndarray:
     """Frame pixels (x, y) → display pixels, as int32 with 4 fractional bits (cv2 shift=4)."""
     d = (points_px + 0.5) * np.asarray(zoom) - 0.5
     return np.round(d * 16).astype(np.int32)
+
+
+def _draw_overlay(
+    view: np.ndarray,
+    state: ViewState,
+    options: ViewerOptions,
+    verdict: Verdict,
+    zoom: tuple[float, float],
+    *,
+    tool: bool = True,
+) -> set[str]:
+    """The margins (and the tool) on one pane; returns what was drawn (for the legend)."""
+    drawn: set[str] = set()
+    if state.margin is not None and state.margin.in_view:
+        drawn |= _draw_margins(view, state, options, verdict, zoom)
+    if tool and state.margin is not None and _draw_tool(view, state, zoom):
+        drawn.add("tool")
+    return drawn
 
 
 def _draw_margins(
@@ -170,27 +249,18 @@ def _draw_margins(
     options: ViewerOptions,
     verdict: Verdict,
     zoom: tuple[float, float],
-) -> None:
+) -> set[str]:
     margin = state.margin
     assert margin is not None
-    h, w = view.shape[:2]
+    drawn: set[str] = set()
     confident = verdict.confident
     uncertain = verdict.word == UNCERTAIN
     # fill: only when the data are current (LIVE, or UNCERTAIN at lower opacity)
     if margin.label_image is not None and (confident or uncertain) and options.fill_alpha > 0:
-        labels = cv2.resize(margin.label_image, (w, h), interpolation=cv2.INTER_NEAREST)
-        layer = view.copy()
-        cyst_value = _structure_label(margin, "cyst")
-        if cyst_value is not None:
-            solid_mask = (labels != 0) & (labels != cyst_value)
-            layer[labels == cyst_value] = CYST_COLOUR
-        else:
-            solid_mask = labels != 0
-        layer[solid_mask] = SOLID_COLOUR
-        alpha = options.fill_alpha * (1.0 if confident else 0.5)
-        cv2.addWeighted(layer, alpha, view, 1.0 - alpha, 0.0, dst=view)
+        _fill(view, margin, options.fill_alpha * (1.0 if confident else 0.5))
     for contour in margin.contours:
         colour = CYST_COLOUR if contour.structure == "cyst" else SOLID_COLOUR
+        drawn.add("cyst" if contour.structure == "cyst" else "solid")
         if not confident and not uncertain:
             colour = STALE_GREY
         pts = _to_display(contour.predicted_px.astype(np.float64), zoom)
@@ -213,6 +283,37 @@ def _draw_margins(
                     cv2.polylines(
                         view, [observed[run]], False, US_MARGIN_COLOUR, 2, cv2.LINE_AA, shift=4
                     )
+                    drawn.add("us")
+    return drawn
+
+
+def _fill(view: np.ndarray, margin, alpha: float) -> None:
+    """Tint the tumor (and cyst) translucent, working only on the labels' bounding box."""
+    source = margin.label_image
+    rows_any, cols_any = np.flatnonzero(source.any(axis=1)), np.flatnonzero(source.any(axis=0))
+    if not len(rows_any):
+        return
+    h, w = view.shape[:2]
+    rows, cols = source.shape
+    # display pixels whose nearest frame pixel lies in the box (cv2's INTER_NEAREST rule)
+    x0, x1 = int(cols_any[0] * w / cols), min(w, int(np.ceil((cols_any[-1] + 1) * w / cols)))
+    y0, y1 = int(rows_any[0] * h / rows), min(h, int(np.ceil((rows_any[-1] + 1) * h / rows)))
+    labels = cv2.resize(source, (w, h), interpolation=cv2.INTER_NEAREST)[y0:y1, x0:x1]
+    part = view[y0:y1, x0:x1]
+    cyst_value = _structure_label(margin, "cyst")
+    if labels.dtype == np.uint8:
+        lut = np.zeros((256, 3), np.uint8)
+        lut[1:] = SOLID_COLOUR
+        if cyst_value is not None and 0 < cyst_value < 256:
+            lut[cyst_value] = CYST_COLOUR
+        colour = lut[labels]
+    else:
+        colour = np.zeros(part.shape, np.uint8)
+        colour[labels != 0] = SOLID_COLOUR
+        if cyst_value is not None:
+            colour[labels == cyst_value] = CYST_COLOUR
+    blended = cv2.addWeighted(colour, alpha, part, 1.0 - alpha, 0.0)
+    np.copyto(part, blended, where=(labels != 0)[..., None])
 
 
 def _structure_label(margin, name: str) -> int | None:
@@ -251,19 +352,20 @@ def _dashed(
         cv2.polylines(view, [pts[idx]], False, colour, thickness, cv2.LINE_AA, shift=4)
 
 
-def _draw_tool(view: np.ndarray, state: ViewState, zoom: tuple[float, float]) -> None:
+def _draw_tool(view: np.ndarray, state: ViewState, zoom: tuple[float, float]) -> bool:
     stylus = state.margin.stylus if state.margin is not None else None
     if not stylus:
-        return
+        return False
     try:
         out_of_plane = float(stylus.get("out_of_plane_mm", np.inf))
         tip = np.asarray(stylus.get("tip_px"), dtype=np.float64)
     except (TypeError, ValueError):
-        return
+        return False
     if tip.shape != (2,) or not np.all(np.isfinite(tip)) or abs(out_of_plane) > 5.0:
-        return
+        return False
     x, y = ((tip + 0.5) * np.asarray(zoom) - 0.5).round().astype(int)
     cv2.drawMarker(view, (int(x), int(y)), TOOL_COLOUR, cv2.MARKER_CROSS, 18, 2, cv2.LINE_AA)
+    return True
 
 
 def _nice_length_mm(target_mm: float) -> float:
@@ -331,14 +433,33 @@ def _fmt(value: float | None, spec: str, unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
+def _registration_note(state: ViewState) -> tuple[str, tuple[int, int, int]] | None:
+    """What to say about the newest registration update, if anything.
+
+    A rejected update that lands on the accepted estimate confirms it (the worker restarts
+    the accepted estimate's age then): the accepted estimate was computed at or after that
+    update, so the display says "latest update confirmed it". One that did not is said as a
+    fact, not a warning: the accepted registration is still in use, and whether it may be
+    trusted is the state word's job (UNCERTAIN, STALE), never an amber line under a LIVE.
+    """
+    reg = state.registration
+    if reg is None or reg.in_use:
+        return None
+    accepted_age = registration_age_s(state)
+    update_age = state.now - reg.t_computed if np.isfinite(reg.t_computed) else None
+    if accepted_age is not None and update_age is not None and accepted_age <= update_age + 0.5:
+        return "latest update confirmed it", TEXT_DIM
+    return "latest update rejected; accepted one kept", TEXT_DIM
+
+
 def _draw_panel(
     canvas: np.ndarray, state: ViewState, options: ViewerOptions, verdict: Verdict, x0: int
-) -> None:
+) -> int:
+    """The numbers; returns the first free row below them."""
     x = x0 + 18
-    y = 40
-    width = canvas.shape[1] - x0
+    y = 44
 
-    def line(text: str, colour=TEXT, scale: float = 0.58, gap: int = 27, bold: int = 1) -> None:
+    def line(text: str, colour=TEXT, scale: float = 0.58, gap: int = 25, bold: int = 1) -> None:
         nonlocal y
         if y < canvas.shape[0] - 8:
             cv2.putText(canvas, text, (x, y), FONT, scale, colour, bold, cv2.LINE_AA)
@@ -347,12 +468,11 @@ def _draw_panel(
     word_colour = {LIVE: LIVE_GREEN, STALE: BANNER_RED, UNCERTAIN: BANNER_AMBER}.get(
         verdict.word, TEXT_DIM
     )
-    line("usnav", TEXT_DIM, 0.6, 34)
-    line(verdict.word, word_colour, 1.1, 44, 3)
+    line(verdict.word, word_colour, 1.1, 40, 3)
 
     margin = state.margin
     header = margin.header if margin is not None else None
-    line("REGISTRATION", TEXT_DIM, 0.5, 24)
+    line("REGISTRATION", TEXT_DIM, 0.5, 22)
     if header is not None or state.registration is not None:
         h = header or state.registration.header
         checked = "image-checked" if h.registration_checked else "NOT checked"
@@ -360,13 +480,14 @@ def _draw_panel(
         line(f"age {_fmt(registration_age_s(state), '.1f', ' s')}")
     else:
         line("none yet", TEXT_DIM)
-    if state.registration is not None and not state.registration.in_use:
-        line("last estimate not adopted", BANNER_AMBER, 0.5, 24)
-    y += 8
+    note = _registration_note(state)
+    if note is not None:
+        line(note[0], note[1], 0.5, 22)
+    y += 6
 
     # numbers from stale data are dimmed: they describe the past
     value = TEXT if verdict.word != STALE else TEXT_DIM
-    line("TUMOR IN THIS FRAME", TEXT_DIM, 0.5, 24)
+    line("TUMOR IN THIS FRAME", TEXT_DIM, 0.5, 22)
     if margin is None:
         line("-", TEXT_DIM)
     elif not margin.in_view:
@@ -379,11 +500,11 @@ def _draw_panel(
             value,
         )
         line(f"max diameter {_fmt(extent.get('max_diameter_mm'), '.1f', ' mm')}", value)
-        line(f"depth from top {_fmt(margin.distance_to_top_mm, '.1f', ' mm')}", value)
-        supported = margin.supported_fraction
+        line(f"depth below probe face {_fmt(margin.distance_to_top_mm, '.1f', ' mm')}", value)
+        seen = margin.supported_fraction
+        seen_text = f"{seen * 100:.0f}% seen" if np.isfinite(seen) else "not seen"
         line(
-            f"US vs MRI {_fmt(margin.median_abs_disagreement_mm, '.1f', ' mm')}"
-            f" ({supported * 100:.0f}% seen)",
+            f"US vs MRI {_fmt(margin.median_abs_disagreement_mm, '.1f', ' mm')} ({seen_text})",
             value,
         )
     if margin is not None and margin.stylus:
@@ -391,23 +512,151 @@ def _draw_panel(
         if d is not None and np.isfinite(d):
             where = "INSIDE tumor" if d < 0 else "from margin"
             line(f"tool {abs(d):.1f} mm {where}", TOOL_COLOUR if value is TEXT else TEXT_DIM)
-    y += 8
-
-    line("LINK", TEXT_DIM, 0.5, 24)
-    line(f"latency {_fmt(state.latency_ms, '.0f', ' ms')}   fps {_fmt(state.fps, '.0f')}")
+    y += 4
     frame_text = f"frame {state.image_frame_number}" if state.image_frame_number >= 0 else "frame -"
-    line(f"{frame_text}   lost {state.gaps}  bad {state.skipped}", TEXT_DIM, 0.5, 24)
-    y += 8
+    line(
+        f"latency {_fmt(state.latency_ms, '.0f', ' ms')}  {_fmt(state.fps, '.0f')} fps  "
+        f"{frame_text}  lost {state.gaps}  bad {state.skipped}",
+        TEXT_DIM,
+        0.45,
+        22,
+    )
+    return y
 
-    # legend
-    line("LEGEND", TEXT_DIM, 0.5, 24)
-    for colour, text in (
-        (SOLID_COLOUR, "tumor (MRI)"),
-        (CYST_COLOUR, "cyst (MRI)"),
-        (US_MARGIN_COLOUR, "margin seen on US"),
-    ):
-        if y < canvas.shape[0] - 8:
-            cv2.rectangle(canvas, (x, y - 12), (x + 22, y + 2), colour, -1)
-            cv2.putText(canvas, text, (x + 32, y), FONT, 0.5, TEXT, 1, cv2.LINE_AA)
-        y += 24
-    del width
+
+def _draw_depth_ruler(canvas: np.ndarray, box: tuple[int, int, int, int], px_per_mm: float) -> None:
+    """Depth ticks down the image's right edge: every 5 mm, numbered every 10 mm from the top
+    row (the probe face)."""
+    x0, y0, w, h = box
+    if px_per_mm <= 0 or h < 60:
+        return
+    x = x0 + w - 8
+    depth_mm = h / px_per_mm
+    step = 5.0 if 5.0 * px_per_mm >= 12 else 10.0
+    cv2.line(canvas, (x, y0), (x, y0 + h - 1), (0, 0, 0), 3)
+    cv2.line(canvas, (x, y0), (x, y0 + h - 1), (220, 220, 220), 1)
+    k = 1
+    while k * step < depth_mm:
+        mm = k * step
+        y = y0 + round(mm * px_per_mm)
+        major = abs(mm % 10.0) < 1e-6
+        length = 12 if major else 6
+        cv2.line(canvas, (x - length, y), (x, y), (0, 0, 0), 3)
+        cv2.line(canvas, (x - length, y), (x, y), (235, 235, 235), 1)
+        if major and y < y0 + h - 10:
+            text = f"{mm:g}"
+            (tw, _), _ = cv2.getTextSize(text, FONT, 0.45, 1)
+            _label(canvas, text, (x - length - tw - 4, y + 5), 0.45, (235, 235, 235))
+        k += 1
+
+
+def _draw_sides(
+    canvas: np.ndarray, box: tuple[int, int, int, int], image_to_mri: np.ndarray | None
+) -> None:
+    """The patient side (R/L, A/P, S/I) at the image's left and right edges, from ImageToMri."""
+    if image_to_mri is None:
+        return
+    column = np.asarray(image_to_mri, np.float64)[:3, 0]
+    right, left = direction_letter(column), direction_letter(-column)
+    if not right:
+        return
+    x0, y0, w, _ = box
+    y = max(y0, BANNER_HEIGHT) + 30
+    _label(canvas, left, (x0 + 10, y), 0.8, (255, 255, 255), 2)
+    (tw, _), _ = cv2.getTextSize(right, FONT, 0.8, 2)
+    _label(canvas, right, (x0 + w - tw - 30, y), 0.8, (255, 255, 255), 2)
+
+
+def _draw_locators(
+    canvas: np.ndarray, state: ViewState, verdict: Verdict, x0: int, y: int
+) -> tuple[dict[str, tuple[int, int, int, int]], bool, int]:
+    """The sagittal and axial locators side by side from row ``y``.
+
+    Returns (boxes, whether the image plane was drawn, the first free row below)."""
+    mri = state.mri
+    assert mri is not None
+    boxes: dict[str, tuple[int, int, int, int]] = {}
+    gap = 12
+    side = (canvas.shape[1] - x0 - 36 - gap) // 2
+    if side < 60 or y + 20 + side > canvas.shape[0] - 60:
+        return boxes, False, y
+    cv2.putText(canvas, "LOCATORS (bars: 10 mm)", (x0 + 18, y), FONT, 0.5, TEXT_DIM, 1, cv2.LINE_AA)
+    top = y + 10
+    corners = None
+    shape = None
+    if state.image_to_mri is not None:
+        if state.image is not None:
+            shape = state.image.shape[:2]
+        elif state.margin is not None:
+            shape = state.margin.image_shape
+    if shape is not None and shape[0] > 0:
+        rows, cols = shape
+        px = np.array(
+            [[-0.5, -0.5], [cols - 0.5, -0.5], [cols - 0.5, rows - 0.5], [-0.5, rows - 0.5]]
+        )
+        m = np.asarray(state.image_to_mri, np.float64)
+        corners = px[:, :1] * m[:3, 0] + px[:, 1:] * m[:3, 1] + m[:3, 3]
+    current = verdict.word in (LIVE, UNCERTAIN)
+    plane_colour = PLANE_COLOUR if current else STALE_GREY
+    for k, locator in enumerate(mri.locators):
+        bx = x0 + 18 + k * (side + gap)
+        canvas[top : top + side, bx : bx + side] = (0, 0, 0)
+        section, scale = mri.locator_picture(locator, side)
+        h, w = section.shape[:2]
+        ox, oy = bx + (side - w) // 2, top + (side - h) // 2
+        view = canvas[oy : oy + h, ox : ox + w]
+        view[:] = section
+        if corners is not None:
+            pts = (locator.to_px(corners) + 0.5) * scale - 0.5
+            poly = np.round(pts * 16).astype(np.int32)
+            cv2.polylines(view, [poly], True, plane_colour, 1, cv2.LINE_AA, shift=4)
+            cv2.polylines(view, [poly[:2]], False, plane_colour, 3, cv2.LINE_AA, shift=4)
+        left, right, up, down = locator.edges
+        for text, org in (
+            (left, (ox + 3, oy + h // 2 + 5)),
+            (right, (ox + w - 13, oy + h // 2 + 5)),
+            (up, (ox + w // 2 - 5, oy + 15)),
+            (down, (ox + w // 2 - 5, oy + h - 5)),
+        ):
+            _label(canvas, text, org, 0.45, TEXT_DIM)
+        # a 10 mm bar at the bottom left of the section
+        bar = round(10.0 / locator.mm_per_px * scale)
+        if 8 <= bar < w - 20:
+            cv2.line(canvas, (ox + 4, oy + h - 6), (ox + 4 + bar, oy + h - 6), (255, 255, 255), 2)
+        cv2.putText(
+            canvas, locator.name, (bx, top + side + 16), FONT, 0.45, TEXT_DIM, 1, cv2.LINE_AA
+        )
+        boxes[locator.name] = (ox, oy, w, h)
+    y = top + side + 40
+    if corners is not None and shape is not None:
+        where = mri.plane_to_tumor(state.image_to_mri, shape)
+        if where.cuts:
+            text = "image plane cuts the tumor"
+        elif np.isfinite(where.distance_mm):
+            text = f"image plane {where.distance_mm:.1f} mm from the tumor"
+        else:
+            text = "no tumor label given"
+        colour = TEXT if current else TEXT_DIM
+        cv2.putText(canvas, text, (x0 + 18, y), FONT, 0.55, colour, 1, cv2.LINE_AA)
+    return boxes, corners is not None, y + 16
+
+
+def _draw_legend(
+    canvas: np.ndarray,
+    legend: list[tuple[tuple[int, int, int], str]],
+    x0: int,
+    y: int,
+) -> None:
+    """Only what the picture shows, in two columns from row ``y`` (or at the panel's bottom
+    when there is no room below ``y``)."""
+    if not legend:
+        return
+    rows = (len(legend) + 1) // 2
+    x = x0 + 18
+    column = (canvas.shape[1] - x - 18) // 2
+    y = min(y + 14, canvas.shape[0] - 12 - 22 * (rows - 1))
+    for k, (colour, text) in enumerate(legend):
+        cx = x + (k % 2) * column
+        cy = y + (k // 2) * 22
+        cv2.rectangle(canvas, (cx, cy - 12), (cx + 18, cy + 2), colour, -1)
+        cv2.putText(canvas, text, (cx + 26, cy), FONT, 0.47, TEXT, 1, cv2.LINE_AA)

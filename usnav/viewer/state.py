@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from usnav.client import FrameMessage, MarginMessage, Message, RegistrationMessage, StatusMessage
 from usnav.protocol.display import LIVE, STALE, UNCERTAIN, WAITING, DisplayState, display_state
+from usnav.viewer.mri import MriContext
 
 __all__ = [
     "LIVE",
@@ -32,6 +33,10 @@ __all__ = [
     "assess",
     "registration_age_s",
 ]
+
+
+#: width of the panel of numbers and locators beside the image panes, pixels
+PANEL_WIDTH = 400
 
 
 class ViewerOptions(BaseModel):
@@ -54,7 +59,9 @@ class ViewerOptions(BaseModel):
     support_threshold
         Confidence from which a point counts as supported by the ultrasound.
     width, height
-        Window size, pixels (the image area is ``height`` × ``height``, the rest is a panel).
+        Picture size, pixels. Each image pane (the ultrasound, and the MRI when one is given)
+        is ``height`` × ``height`` and the panel takes the rest; ``width`` None (the default)
+        makes it exactly that with a panel of :data:`PANEL_WIDTH` pixels.
     fill_alpha
         Opacity of the tumor fill.
     """
@@ -66,9 +73,13 @@ class ViewerOptions(BaseModel):
     min_quality: float = Field(0.5, ge=0.0, le=1.0)
     min_disagreement_mm: float = Field(0.5, ge=0.0)
     support_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    width: int = Field(1000, ge=320, le=4096)
-    height: int = Field(640, ge=240, le=4096)
+    width: int | None = Field(None, ge=320, le=4096)
+    height: int = Field(720, ge=240, le=4096)
     fill_alpha: float = Field(0.30, ge=0.0, le=1.0)
+
+    def canvas_width(self, panes: int) -> int:
+        """The picture's width with ``panes`` image panes (1: ultrasound; 2: and MRI)."""
+        return self.width if self.width is not None else panes * self.height + PANEL_WIDTH
 
 
 @dataclass
@@ -120,6 +131,12 @@ class ViewState:
     skipped: int = 0
     #: why the link to the publisher cannot work (e.g. refused CURVE handshake), "" if none
     link_problem: str = ""
+    #: the MRI (and tumor label) the display reslices, None when none was given
+    mri: MriContext | None = None
+    #: the MRI through the shown frame's plane (uint8, the frame's grid, maybe subsampled)
+    mri_plane: np.ndarray | None = None
+    #: 4×4 frame pixel → MRI RAS mm of the shown frame (None if unknown)
+    image_to_mri: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +173,12 @@ def _published(state: ViewState) -> tuple[DisplayState | None, float | None]:
 
 def assess(state: ViewState, options: ViewerOptions) -> Verdict:
     """WAITING / STALE / UNCERTAIN / LIVE for a state: the publisher's ``display_state`` of
-    the newest data, made worse by the link (:func:`usnav.protocol.display.display_state`)."""
+    the newest data, made worse by the link (:func:`usnav.protocol.display.display_state`).
+
+    The one place a display's state is decided: the window, the snapshot, ``usnav web``'s
+    bridge (which sends the word to the page) and the demo all take it from here, and nothing
+    else derives it.
+    """
     problem = f": {state.link_problem}" if state.link_problem else ""
     published, arrived = _published(state)
     probe_state = str(state.status.get("state", "")) if state.status else ""
@@ -186,8 +208,10 @@ class ViewModel:
     pairs a margin with the frame it was computed on when that frame is at hand.
     """
 
-    def __init__(self, address: str, keep_frames: int = 8):
-        self.state = ViewState(address=address)
+    def __init__(self, address: str, keep_frames: int = 8, mri: MriContext | None = None):
+        self.state = ViewState(address=address, mri=mri)
+        self._plane_key: bytes | None = None
+        self._frame_matrix: np.ndarray | None = None
         self._frames: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._keep = keep_frames
         self._arrivals: collections.deque[float] = collections.deque(maxlen=240)
@@ -213,6 +237,7 @@ class ViewModel:
         frame = messages.get("frame")
         if isinstance(frame, FrameMessage):
             self._frames[frame.header.frame_number] = frame.image
+            self._frame_matrix = frame.header.image_to_mri
             while len(self._frames) > self._keep:
                 self._frames.popitem(last=False)
             if s.margin is None:
@@ -239,6 +264,7 @@ class ViewModel:
         if isinstance(status, StatusMessage):
             s.status = status.status
             s.status_message = status
+        self._update_plane()
         recent = [t for t in self._arrivals if s.now - t <= 2.0]
         s.fps = (
             (len(recent) - 1) / (recent[-1] - recent[0])
@@ -246,3 +272,24 @@ class ViewModel:
             else None
         )
         return s
+
+    def _update_plane(self) -> None:
+        """Reslice the MRI through the shown frame's plane when that plane changed."""
+        s = self.state
+        matrix = self._frame_matrix
+        if s.margin is not None and s.margin.header.image_to_mri is not None:
+            matrix = s.margin.header.image_to_mri
+        s.image_to_mri = matrix
+        if s.mri is None or matrix is None:
+            s.mri_plane = None
+            return
+        if s.image is not None:
+            shape = s.image.shape[:2]
+        elif s.margin is not None:
+            shape = s.margin.image_shape
+        else:
+            return
+        key = np.asarray(matrix, np.float64).tobytes() + np.asarray(shape).tobytes()
+        if key != self._plane_key:
+            s.mri_plane = s.mri.reslice(matrix, shape)
+            self._plane_key = key

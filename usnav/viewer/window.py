@@ -41,16 +41,23 @@ class WindowProcess:
     ----------
     title
         Window title.
+    display
+        The X display to open the window on (e.g. ``":99"``); None: this process's own.
     """
 
-    def __init__(self, title: str = "usnav"):
+    def __init__(self, title: str = "usnav", display: str | None = None):
         self.title = title
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
+        env = None
+        if display is not None:
+            env = {**os.environ, "DISPLAY": display}
+            env.pop("WAYLAND_DISPLAY", None)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "usnav.viewer.window", title],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
+            env=env,
         )
 
     def show(self, picture: np.ndarray) -> bool:
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     title = args[0] if args else "usnav"
     stream = sys.stdin.buffer
-    cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+    # no toolbar or status bar: the picture alone, pixel for pixel until the user resizes it
+    cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
     shown = False
     while True:
         head = _read_exact(stream, _HEADER.size)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from usnav.config.calibration import load_calibration
+from usnav.defaults import DISPLAY_ENDPOINT
 from usnav.devices import ProbeClient, serve_in_subprocess
 from usnav.devices.config import ProbeConfig
 from usnav.errors import InputError, UsnavError
@@ -67,7 +68,7 @@ def run_demo(
     rate: float = 1.0,
     live: bool = False,
     cache_dir: str | Path | None = None,
-    publish_address: str = "tcp://127.0.0.1:5556",
+    publish_address: str = DISPLAY_ENDPOINT,
     progress: Callable[[str], None] | None = None,
 ) -> DemoSummary:
     """Run the demo and return its summary.
@@ -92,6 +93,7 @@ def run_demo(
     """
     from usnav.sim import demo_case, load_truth
     from usnav.viewer.app import run_viewer
+    from usnav.viewer.mri import MriContext
     from usnav.viewer.window import display_available
 
     say = progress or (lambda message: None)
@@ -135,7 +137,7 @@ def run_demo(
         try:
             summary.compile_seconds = pipeline.prepare()
         except UsnavError:
-            if publish_address == "tcp://127.0.0.1:5556":  # taken: any free port will do
+            if publish_address == DISPLAY_ENDPOINT:  # taken: any free port will do
                 pipeline.options = PipelineOptions(publish_address="tcp://127.0.0.1:*")
                 summary.compile_seconds = pipeline.prepare()
             else:
@@ -147,11 +149,14 @@ def run_demo(
 
         def viewer() -> None:
             try:
+                beside = MriContext(mri, label)
                 if live:
-                    viewer_result["run"] = run_viewer(pipeline.endpoint, stop=stop_viewer)
+                    viewer_result["run"] = run_viewer(
+                        pipeline.endpoint, stop=stop_viewer, mri=beside
+                    )
                 else:
                     viewer_result["snapshot"] = _snapshot_viewer(
-                        pipeline.endpoint, snapshot_path, stop_viewer
+                        pipeline.endpoint, snapshot_path, stop_viewer, beside
                     )
             except Exception as exc:  # reported in the summary, never fatal
                 viewer_result["error"] = str(exc)
@@ -200,7 +205,8 @@ def run_demo(
     summary.fps_in = summary.frames_received / summary.seconds if summary.seconds else 0.0
     summary.latency_p50_ms = status["latency_p50_ms"]
     summary.latency_p99_ms = status["latency_p99_ms"]
-    summary.dropped_display = int(status["dropped_display"])
+    # counted after the stop, like frames_received/published, so the counts add up
+    summary.dropped_display = int(pipeline.counters.display_dropped)
     summary.problems = dict(pipeline.counters.problems)
     if not np.isfinite(summary.final_mtre_mm):
         raise UsnavError("the demo produced no registration estimate")
@@ -208,24 +214,26 @@ def run_demo(
 
 
 def _snapshot_viewer(
-    address: str, path: Path, stop: threading.Event
+    address: str, path: Path, stop: threading.Event, mri=None
 ) -> tuple[Path | None, str, str]:
     """Subscribe like a display; write the clearest LIVE picture of the tumor seen.
 
-    Among the pictures drawn while the verdict is LIVE and the tumor is in view, the one with
-    the largest tumor cross-section is kept (the last picture if there was none), so the
-    snapshot shows what the surgeon sees over the tumor rather than whichever frame came last.
+    Among the pictures drawn while the verdict is LIVE and the tumor is in view, the largest
+    tumor cross-section where the ultrasound supports at least 70 % of the margin is kept
+    (else the largest; the last picture if there was none), so the snapshot shows what the
+    surgeon sees over the tumor, with real ultrasound evidence, rather than whichever frame
+    came last.
     """
     import cv2
 
     from usnav.client import MarginMessage, Subscriber
     from usnav.viewer.render import render_with_layout
-    from usnav.viewer.state import LIVE, ViewerOptions, ViewModel
+    from usnav.viewer.state import LIVE, ViewerOptions, ViewModel, assess
 
     options = ViewerOptions()
     subscriber = Subscriber(address)
-    model = ViewModel(address)
-    best: tuple[float, np.ndarray, str, str] | None = None
+    model = ViewModel(address, mri=mri)
+    best: tuple[tuple[float, float], np.ndarray, str, str] | None = None
     last: tuple[np.ndarray, str, str] | None = None
     try:
         while not stop.is_set():
@@ -239,8 +247,8 @@ def _snapshot_viewer(
                 gaps=sum(subscriber.stats.gaps.values()),
                 skipped=subscriber.stats.skipped_total,
             )
-            picture, _, verdict = render_with_layout(state, options)
-            last = (picture, verdict.word, verdict.reason)
+            # the verdict is cheap; the picture is drawn only when it may be kept
+            verdict = assess(state, options)
             margin = state.margin
             if (
                 verdict.word == LIVE
@@ -250,8 +258,14 @@ def _snapshot_viewer(
             ):
                 extent = margin.header.raw.get("extent") or {}
                 area = float(extent.get("area_mm2") or 0.0)
-                if best is None or area > best[0]:
-                    best = (area, picture, verdict.word, verdict.reason)
+                seen = float(margin.supported_fraction)
+                score = (bool(np.isfinite(seen) and seen >= 0.7), area)
+                if best is None or score > best[0]:
+                    picture, _, verdict = render_with_layout(state, options)
+                    best = (score, picture, verdict.word, verdict.reason)
+        if best is None and model.state.last_message_s is not None:
+            picture, _, verdict = render_with_layout(model.state, options)
+            last = (picture, verdict.word, verdict.reason)
     finally:
         subscriber.close()
     chosen = (best[1], best[2], best[3]) if best is not None else last

@@ -1,0 +1,21 @@
+"""Tools whose own dependencies are extras say which extra to install (one line, exit 2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from usnav.cli._checks import require_extra
+from usnav.errors import InputError
+
+
+def test_a_missing_extra_names_the_pip_command() -> None:
+    with pytest.raises(InputError) as info:
+        require_extra("usnav bench", "bench", ("json", "usnav_no_such_module_xyz"))
+    message = str(info.value)
+    assert message.startswith("usnav bench: needs usnav_no_such_module_xyz,")
+    assert "json" not in message.split("—")[0].split("needs")[1]  # installed ones not named
+    assert "pip install 'usnav[bench]'" in message
+
+
+def test_installed_extras_pass() -> None:
+    require_extra("usnav bench", "bench", ("json", "csv"))

@@ -1,0 +1,42 @@
+"""The one output rule (usnav.io.outputs): an existing output is replaced only with --force, a
+missing folder is created, a file in the way is named."""
+
+from __future__ import annotations
+
+import pytest
+
+from usnav.errors import InputError
+from usnav.io.outputs import check_output
+
+
+def test_existing_file_needs_force_and_missing_folders_are_created(tmp_path):
+    target = tmp_path / "a" / "b" / "vol.nii.gz"
+    assert check_output(target) == target and target.parent.is_dir() and not target.exists()
+    target.write_bytes(b"x")
+    with pytest.raises(InputError, match="already exists.*--force"):
+        check_output(target)
+    assert check_output(target, force=True) == target
+    assert target.read_bytes() == b"x"  # checking never deletes
+
+
+def test_wrong_kinds_and_blocked_folders_are_named(tmp_path):
+    blocker = tmp_path / "FILE"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match=r"FILE: is a file, so --json cannot go under it"):
+        check_output(blocker / "sub" / "b.json", option="--json")
+    with pytest.raises(InputError, match="is a folder"):
+        check_output(tmp_path)
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_output(blocker, folder=True)
+    with pytest.raises(InputError, match="is empty"):
+        check_output("")
+
+
+def test_folders_may_exist_empty_and_need_force_when_not(tmp_path):
+    d = tmp_path / "keys"
+    assert check_output(d, folder=True).is_dir()
+    assert check_output(d, folder=True) == d  # empty: fine
+    (d / "server.key").write_text("k")
+    with pytest.raises(InputError, match="not empty"):
+        check_output(d, folder=True)
+    assert check_output(d, folder=True, force=True) == d

@@ -1,0 +1,209 @@
+"""The MRI pane, the locators, the orientation aids and the legend, from real protocol messages
+(headless pixels)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from _display_tools import mri_for
+from scipy import ndimage
+from test_render import _Capture, _display_mask, _messages
+
+from usnav.client import parse
+from usnav.frames import TrackedFrame
+from usnav.protocol import wire as p
+from usnav.registration.estimate import RegistrationEstimate
+from usnav.viewer.mri import direction_letter
+from usnav.viewer.render import (
+    BANNER_AMBER,
+    PLANE_COLOUR,
+    _registration_note,
+    render_with_layout,
+)
+from usnav.viewer.state import LIVE, ViewModel
+
+
+def _mri_state(case, margins, messages=None):
+    model = ViewModel("tcp://127.0.0.1:5556", mri=mri_for(case))
+    now = time.time()
+    return model.update(
+        messages or _messages(case, margins), connected=True, last_message_s=now, now=now
+    )
+
+
+@pytest.fixture(scope="module")
+def with_mri(viewer_case, viewer_margins):
+    state = _mri_state(viewer_case, viewer_margins)
+    return (state, *render_with_layout(state))
+
+
+def test_mri_pane_shows_the_same_plane_under_the_same_overlay(with_mri, viewer_margins) -> None:
+    state, picture, layout, verdict = with_mri
+    assert verdict.word == LIVE and layout.mri_box is not None
+    assert picture.shape == (720, 2 * 720 + 400, 3)
+    x0, y0, w, h = layout.image_box
+    mx, my, mw, mh = layout.mri_box
+    assert (mw, mh) == (w, h) and my == y0 and mx == x0 + 720
+    # the test MRI is bright where the label says tumor, brighter in the cyst: resliced through
+    # the frame's plane, the bright regions must lie under the overlay's solid and cyst masks
+    plane = state.mri_plane
+    assert plane is not None
+    labels = viewer_margins.label_image
+    small = labels[:: labels.shape[0] // plane.shape[0], :: labels.shape[1] // plane.shape[1]]
+    solid = ndimage.binary_erosion(small == 1, iterations=2)
+    cyst = ndimage.binary_erosion(small == 2, iterations=2)
+    background = ndimage.binary_erosion(small == 0, iterations=2)
+    assert plane[cyst].mean() > plane[solid].mean() + 30 > plane[background].mean() + 60
+    # and on the canvas: the MRI pane's solid region is green-tinted like the ultrasound's
+    mask = _display_mask(layout, labels, 1, picture.shape)
+    mri_mask = np.roll(mask, mx - x0, axis=1)
+    b, g, r = picture[mri_mask].astype(float).mean(axis=0)
+    assert g - (r + b) / 2 > 15
+
+
+def test_locators_show_the_image_plane_and_the_distance(with_mri, viewer_case) -> None:
+    _, picture, layout, _ = with_mri
+    assert set(layout.locator_boxes) == {"sagittal", "axial"}
+    for name, (x, y, w, h) in layout.locator_boxes.items():
+        box = picture[y : y + h, x : x + w].astype(int)
+        plane = np.all(np.abs(box - np.array(PLANE_COLOUR)) < 40, axis=2)
+        assert plane.sum() > 20, f"no image plane drawn on the {name} locator"
+        tumor = (box[..., 1] > 180) & (box[..., 0] < 120) & (box[..., 2] < 120)
+        assert tumor.sum() > 5, f"no tumor outline on the {name} locator"
+    assert "image plane (locators)" in layout.legend
+
+
+def test_distance_from_the_image_to_the_tumor_matches_a_distance_transform(viewer_case) -> None:
+    """Checked against scipy's Euclidean distance transform of the label, sampled over the
+    image: an independent way to the same distance (to within a voxel)."""
+    context = mri_for(viewer_case)
+    label = viewer_case.label
+    outside = np.asarray(label.data) == 0
+    spacing = label.spacing_mm
+    edt = ndimage.distance_transform_edt(outside, sampling=spacing)
+    rows, cols = viewer_case.image.shape
+    where = context.plane_to_tumor(viewer_case.image_to_mri, (rows, cols))
+    assert where.cuts and where.distance_mm == 0.0
+    m = viewer_case.image_to_mri.copy()
+    normal = np.cross(m[:3, 0], m[:3, 1])
+    normal /= np.linalg.norm(normal)
+    to_voxel = np.linalg.inv(label.affine)
+    for offset_mm in (8.0, 12.0):  # the tumor spans ±6 mm about the plane; the grid ±20
+        moved = m.copy()
+        moved[:3, 3] += offset_mm * normal
+        where = context.plane_to_tumor(moved, (rows, cols))
+        assert not where.cuts
+        rr, cc = np.mgrid[0:rows:4, 0:cols:4]
+        ras = cc[..., None] * moved[:3, 0] + rr[..., None] * moved[:3, 1] + moved[:3, 3]
+        ijk = ras.reshape(-1, 3) @ to_voxel[:3, :3].T + to_voxel[:3, 3]
+        inside = np.all((ijk >= 0) & (ijk <= np.array(label.shape) - 1), axis=1)
+        assert inside.any(), "the test plane left the label grid"
+        sampled = ndimage.map_coordinates(edt, ijk[inside].T, order=1)
+        # the EDT measures to the nearest tumor voxel centre: within a voxel of each other
+        assert where.distance_mm == pytest.approx(sampled.min(), abs=float(np.max(spacing)))
+
+
+def test_depth_ruler_ticks_every_10_mm_from_the_probe_face(with_mri) -> None:
+    _, picture, layout, _ = with_mri
+    x0, y0, w, h = layout.image_box
+    x = x0 + w - 8
+    for k in (1, 2, 3):
+        y = y0 + round(10 * k * layout.px_per_mm)
+        if y >= y0 + h:
+            break
+        tick = picture[y, x - 11 : x + 1].astype(int)
+        assert (tick.min(axis=1) > 200).all(), f"no {10 * k} mm tick"
+        # between ticks (at 2.5 mm) the ruler has no tick
+        between = picture[y - round(2.5 * layout.px_per_mm), x - 11 : x - 2].astype(int)
+        assert (between.min(axis=1) > 200).sum() <= 1
+
+
+def test_patient_sides_come_from_the_image_to_mri_matrix() -> None:
+    assert direction_letter(np.array([1.0, 0.2, 0.0])) == "R"
+    assert direction_letter(np.array([-1.0, 0.2, 0.0])) == "L"
+    assert direction_letter(np.array([0.1, -0.9, 0.3])) == "P"
+    assert direction_letter(np.array([0.1, 0.2, 0.9])) == "S"
+    assert direction_letter(np.zeros(3)) == ""
+
+
+def test_legend_lists_only_what_is_in_view(with_mri, viewer_case) -> None:
+    from usnav.margins import MarginEstimator
+
+    _, _, layout, _ = with_mri
+    assert layout.legend[:3] == ("tumor (MRI)", "cyst (MRI)", "margin seen on US")
+    assert "tool tip" not in layout.legend
+    away = viewer_case.image_to_mri.copy()
+    away[:3, 3] += 60.0
+    margins = MarginEstimator(viewer_case.label, warm_up=False).estimate(
+        viewer_case.image, away, None
+    )
+    _, layout_away, _ = render_with_layout(_mri_state(viewer_case, margins))
+    assert "tumor (MRI)" not in layout_away.legend and "cyst (MRI)" not in layout_away.legend
+    assert "margin seen on US" not in layout_away.legend
+
+
+def _with_update(case, margins, *, accepted_age_s: float, update_age_s: float):
+    """Margins under an accepted registration, then a rejected update of the given age."""
+    capture = _Capture()
+    now = time.time()
+    try:
+        accepted = RegistrationEstimate(
+            np.eye(4), quality=0.9, accepted=True, t_computed=now - accepted_age_s
+        )
+        rejected = RegistrationEstimate(
+            np.eye(4), quality=0.3, accepted=False, t_computed=now - update_age_s
+        )
+        frame = TrackedFrame(case.image, frame_number=margins.frame_number)
+        capture.publish_frame(frame, case.image_to_mri, accepted)
+        capture.publish_margins(frame, margins, accepted)
+        capture.publish_registration(rejected)
+    finally:
+        capture.close()
+    messages = {}
+    for parts in capture.frames:
+        message = parse(p.decode(parts), t_arrived=time.time())
+        messages[message.header.topic] = message
+    model = ViewModel("a")
+    t = time.time()
+    return model.update(messages, connected=True, last_message_s=t, now=t)
+
+
+def test_a_rejected_update_that_confirmed_the_registration_is_not_a_warning(
+    viewer_case, viewer_margins
+) -> None:
+    # the worker restarted the accepted estimate's age with this update: it confirmed it
+    confirmed = _with_update(viewer_case, viewer_margins, accepted_age_s=0.2, update_age_s=0.4)
+    text, colour = _registration_note(confirmed)
+    assert text == "latest update confirmed it" and colour != BANNER_AMBER
+    # an update newer than the accepted estimate that did not refresh it: a real rejection
+    rejected = _with_update(viewer_case, viewer_margins, accepted_age_s=6.0, update_age_s=0.3)
+    text, colour = _registration_note(rejected)
+    assert text.startswith("latest update rejected")
+    # a fact, not a warning: no amber under a green LIVE (the state word judges trust)
+    assert colour != BANNER_AMBER
+
+
+def test_reslice_matches_scipy_trilinear(viewer_case) -> None:
+    """The display's reslice (the registration's compiled kernel) against scipy's
+    map_coordinates, order 1, on the same pixel centres, inside the volume."""
+    context = mri_for(viewer_case)
+    rows, cols = viewer_case.image.shape
+    for shape, matrix in (
+        ((rows, cols), viewer_case.image_to_mri),
+        ((3 * rows, 2 * cols), viewer_case.image_to_mri @ np.diag([0.5, 0.4, 1.0, 1.0])),
+    ):
+        plane = context.reslice(matrix, shape)
+        step = int(np.ceil(max(shape) / 320))
+        assert plane.shape == tuple(int(np.ceil(n / step)) for n in shape)
+        rr, cc = np.mgrid[0 : plane.shape[0], 0 : plane.shape[1]]
+        px = np.stack([(cc + 0.5) * step - 0.5, (rr + 0.5) * step - 0.5], axis=-1)
+        ras = px[..., :1] * matrix[:3, 0] + px[..., 1:] * matrix[:3, 1] + matrix[:3, 3]
+        reference = context.sample(ras)  # scipy.ndimage.map_coordinates, order 1
+        to_voxel = np.linalg.inv(context.mri.affine)
+        ijk = ras @ to_voxel[:3, :3].T + to_voxel[:3, 3]
+        inside = np.all((ijk >= 1) & (ijk <= np.array(context.mri.shape) - 2), axis=-1)
+        assert inside.sum() > 1000
+        difference = np.abs(plane[inside].astype(int) - reference[inside].astype(int))
+        assert difference.max() <= 1

@@ -1,0 +1,290 @@
+"""``usnav web`` in a real headless Chromium: a real publisher, the bridge, the page.
+
+Each test starts its own publisher (ZeroMQ on loopback), its own web display on a free port
+and its own browser, and stops them. Chromium and chromedriver are Debian's (``chromium``,
+``chromium-driver``); without them the tests skip, except under CI, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _display_tools import mri_for, require_program
+
+from usnav.bench.bench_display import start_chromium
+from usnav.errors import InputError
+from usnav.viewer.state import LIVE, STALE
+from usnav.web.bridge import decode_picture
+from usnav.web.server import WebDisplay, WebOptions, check_options
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A headless Chromium driven by selenium (fresh profile); quit at teardown."""
+    require_program("chromium", "chromium")
+    require_program("chromedriver", "chromium-driver")
+    driver = start_chromium(tmp_path / "profile")
+    yield driver
+    driver.quit()
+
+
+def _stats(driver) -> dict:
+    return driver.execute_script("return window.usnavStats || null") or {}
+
+
+def _wait(predicate, timeout_s: float, what: str, interval_s: float = 0.02):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.fixture
+def pipeline(viewer_case, viewer_margins, publishing):
+    """A real publisher streaming the phantom's frames and margins at ~30 Hz."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    return publishing(address, viewer_case, viewer_margins), address
+
+
+def test_page_draws_live_frames_and_turns_stale_within_1s_when_the_pipeline_stops(
+    browser, pipeline, viewer_case
+) -> None:
+    publisher, address = pipeline
+    options = WebOptions(connect=address, port=0)
+    with WebDisplay(options, mri=mri_for(viewer_case)) as web:
+        browser.get(web.url)
+        stats = _wait(lambda: (s := _stats(browser)).get("drawn", 0) >= 20 and s, 30, "frames")
+        assert stats["state"] == LIVE, stats
+        assert browser.find_element("id", "state").text == LIVE
+        # the canvas shows the viewer's picture (same size; the LIVE word's green in the panel)
+        size = browser.execute_script(
+            "const c = document.getElementById('view'); return [c.width, c.height];"
+        )
+        expected = web.bridge.viewer
+        assert size == [expected.canvas_width(2), expected.height]
+        pixels = browser.execute_script(
+            "const c = document.getElementById('view');"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "let green = 0; for (let i = 0; i < d.length; i += 4) {"
+            "  if (d[i + 1] > 150 && d[i] < 110 && d[i + 2] < 110) green++; } return green;"
+        )
+        assert pixels > 500  # tumor outline and fill, LIVE word
+        drawn_before = stats["drawn"]
+        stopped = time.monotonic()
+        publisher.stop()
+        _wait(lambda: _stats(browser).get("state") == STALE, 5, "STALE on the page")
+        took_s = time.monotonic() - stopped
+        assert took_s <= 1.0, f"STALE only {took_s:.2f} s after the pipeline stopped"
+        assert _stats(browser)["drawn"] > drawn_before  # the page was told, not left frozen
+        assert browser.find_element("id", "state").text.startswith(STALE)
+
+
+def test_wrong_token_is_refused_and_the_right_one_works(browser, pipeline) -> None:
+    _, address = pipeline
+    token = "correct-horse-battery"
+    with WebDisplay(WebOptions(connect=address, port=0, token=token)) as web:
+        base = f"http://127.0.0.1:{web.port}"
+        browser.get(f"{base}/?token=wrong-token-here")
+        assert "wrong or missing access token" in browser.page_source
+        assert _stats(browser) == {}
+        browser.get(f"{base}/")
+        assert "wrong or missing access token" in browser.page_source
+        # the WebSocket itself refuses a wrong token, whatever page asks
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{web.port}/ws?token=wrong-token-here", open_timeout=5)
+        assert refused.value.response.status_code == 403
+        assert web.stats.refused >= 3 and web.stats.opened == 0
+        browser.get(web.url)
+        stats = _wait(lambda: (s := _stats(browser)).get("drawn", 0) >= 5 and s, 30, "frames")
+        assert stats["state"] == LIVE
+
+
+def test_beyond_loopback_needs_a_token() -> None:
+    with pytest.raises(InputError, match="no --token"):
+        check_options(WebOptions(host="0.0.0.0"))
+    with pytest.raises(InputError, match="at least 8"):
+        check_options(WebOptions(host="0.0.0.0", token="short"))
+    check_options(WebOptions(host="0.0.0.0", token="a-long-enough-token"))
+    # and the command says so in one line, exit 2, before listening
+    result = subprocess.run(
+        [sys.executable, "-m", "usnav", "web", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "--token" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "99999"], "--port"),
+        (["--host", "10.1.2.3", "--token", "short"], "at least 8"),
+        (["--cert", "c.pem"], "TLS needs both"),
+        (["--size", "10x10"], "--size"),
+        (["--label", "label.nii.gz"], "needs --mri"),
+    ],
+)
+def test_bad_arguments_one_line_exit_2(args: list[str], message: str, capsys) -> None:
+    from usnav.cli.main import main
+
+    assert main(["web", "--connect", "tcp://127.0.0.1:1", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_port_in_use_is_one_line(capsys) -> None:
+    import socket
+
+    from usnav.cli.main import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["web", "--port", str(port), "--connect", "tcp://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "choose another --port" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_closed_tab_costs_the_pipeline_nothing(browser, pipeline) -> None:
+    publisher, address = pipeline
+    with WebDisplay(WebOptions(connect=address, port=0)) as web:
+        browser.get(web.url)
+        _wait(lambda: _stats(browser).get("drawn", 0) >= 10, 30, "frames")
+        assert web.stats.pages == 1 and web.bridge.watchers == 1
+        # a tab that stops reading (a frozen tablet) gets nothing queued for it
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{web.port}/ws", open_timeout=30):
+            _wait(lambda: web.stats.pages == 2, 30, "the second page")
+            drawn = _stats(browser)["drawn"]
+            _wait(lambda: _stats(browser)["drawn"] >= drawn + 20, 60, "frames beside a stuck page")
+        # the browser tab closes
+        browser.get("about:blank")
+        _wait(lambda: web.stats.pages == 0, 30, "the closed pages to be dropped")
+        assert web.bridge.watchers == 0
+        # nobody watching: the bridge renders nothing, only drains (stays current)
+        drained = web.bridge._subscriber.stats.received
+
+        def margins_after(count: int) -> None:
+            start = drained["margin"]
+            _wait(lambda: drained["margin"] >= start + count, 30, "margins still drained")
+
+        margins_after(3)  # a render under way when the tab closed has finished
+        pictures = web.bridge.pictures
+        margins_after(10)
+        assert web.bridge.pictures == pictures
+    # the publisher never waited or failed for the pages
+    assert publisher.publisher.failed == 0
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    openssl = require_program("openssl", "openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_when_a_certificate_is_given(tmp_path, pipeline) -> None:
+    _, address = pipeline
+    cert, key = _self_signed(tmp_path)
+    options = WebOptions(connect=address, port=0, token="tls-token-1234", cert=cert, key=key)
+    with WebDisplay(options) as web:
+        assert web.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+
+        async def one_picture() -> bytes:
+            from websockets.asyncio.client import connect
+
+            url = f"wss://127.0.0.1:{web.port}/ws?token=tls-token-1234"
+            async with connect(url, ssl=context, open_timeout=10) as ws:
+                return await asyncio.wait_for(ws.recv(), 20)
+
+        meta, jpeg = decode_picture(asyncio.run(one_picture()))
+        assert meta["state"] in (LIVE, "UNCERTAIN", "WAITING") and jpeg[:2] == b"\xff\xd8"
+        import cv2
+
+        picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape[:2] == (meta["height"], meta["width"])
+        # plain HTTP on the TLS port gets no page
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{web.port}/", timeout=5)
+
+
+def test_static_files_ship_in_the_package() -> None:
+    import tomllib
+    from importlib import resources
+
+    static = resources.files("usnav.web").joinpath("static")
+    for name in ("index.html", "app.js", "style.css"):
+        text = static.joinpath(name).read_text("utf-8")
+        assert "http://" not in text and "https://" not in text  # nothing from a CDN
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    data = pyproject["tool"]["setuptools"]["package-data"]
+    assert "static/*" in data["usnav.web"]
+
+
+def test_usnav_web_command_serves_the_page_and_stops_on_sigterm(tmp_path) -> None:
+    """The command as an OR engineer runs it: it prints the address, serves the page, and
+    ends cleanly on SIGTERM (a service manager's stop)."""
+    import signal
+    import urllib.request
+
+    web = subprocess.Popen(
+        [sys.executable, "-m", "usnav", "web", "--port", "0", "--connect", "tcp://127.0.0.1:1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert web.stdout is not None
+        line = web.stdout.readline()
+        assert line.startswith("usnav web: open http://127.0.0.1:"), line
+        url = line.split("open ", 1)[1].split()[0]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            page = response.read().decode()
+            assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        assert '<canvas id="view"' in page and "app.js" in page
+        web.send_signal(signal.SIGTERM)
+        stdout, stderr = web.communicate(timeout=30)
+    finally:
+        if web.poll() is None:
+            web.kill()
+            web.communicate()
+    assert web.returncode == 0, stderr
+    assert "usnav web stopped" in stdout and "Traceback" not in stderr

@@ -1,0 +1,621 @@
+"""Reading PLUS sequence files: ``.igs.mha`` (MetaIO) and ``.seq.nrrd`` / ``.igs.nrrd`` (NRRD).
+
+:func:`read_sequence` parses the header (any key order), keeps every per-frame field, and gives
+lazy pixel access: uncompressed pixels are memory-mapped (a 2 GB recording opens in
+milliseconds), compressed ones are inflated on first access, streaming, one frame at a time
+(see :mod:`usnav.io._pixels`). Nothing checks the compressed pixels at open time except what
+is cheap (sizes, stream header, gzip trailer); :meth:`Sequence.verify` inflates the whole
+stream once, and ``tolerant=True`` does so to count the recoverable frames.
+
+Frames: ``Image`` pixels (x = column, y = row); transforms are ``FromToTo`` 4×4 matrices in mm,
+row-major in the file; timestamps in seconds on the recording's clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from usnav.errors import InputError
+from usnav.frames import (
+    ORIENTATIONS_2D,
+    TrackedFrame,
+    TrackedTransform,
+    TransformStatus,
+    normalize_orientation,
+)
+from usnav.io._metaio import read_metaio_layout
+from usnav.io._nrrdseq import read_nrrd_layout
+from usnav.io._pixels import InflatePixels, PixelError, RawPixels
+from usnav.io._seqheader import Layout
+from usnav.transforms.series import PoseSeries
+
+__all__ = ["IMAGE_TYPES", "Sequence", "read_sequence", "sequence_format"]
+
+#: Image types PLUS knows (``UltrasoundImageType``).
+IMAGE_TYPES = ("BRIGHTNESS", "RF_REAL", "RF_IQ_LINE", "RF_I_LINE_Q_LINE", "RGB_COLOR")
+#: How PLUS writes a 2D orientation (``MF`` and ``MFA`` are one enum value, printed "MFA").
+PLUS_ORIENTATION_TEXT = {"MF": "MFA", "MN": "MND", "UF": "UFD", "UN": "UNA"}
+TRANSFORM_SUFFIX = "Transform"
+STATUS_SUFFIX = "TransformStatus"
+
+
+def sequence_format(path: str | Path) -> str:
+    """``"metaio"`` for ``.mha``/``.mhd``, ``"nrrd"`` for ``.nrrd``/``.nhdr``.
+
+    Raises
+    ------
+    InputError
+        For any other suffix.
+    """
+    name = Path(path).name.lower()
+    if name.endswith((".mha", ".mhd")):
+        return "metaio"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "nrrd"
+    raise InputError(
+        path, "unknown sequence file type", "use .igs.mha (MetaIO) or .seq.nrrd / .igs.nrrd (NRRD)"
+    )
+
+
+def _parse_float(path: Path, index: int, name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(path, f"frame {index}: {name} is not a number: {text!r}") from None
+
+
+class Sequence:
+    """An open PLUS sequence file (lazy pixels). Use :func:`read_sequence` to open one.
+
+    Attributes
+    ----------
+    path
+        The file.
+    format
+        ``"metaio"`` or ``"nrrd"``.
+    header
+        Sequence-level header fields (not per-frame), as spelled in the file.
+    image_size
+        (cols, rows) of every frame; (0, 0) for a tracker-only file.
+    frame_shape
+        numpy shape of one image: (rows, cols), (rows, cols, channels) or, for volume
+        frames, (slices, rows, cols[, channels]); (0, 0) when tracker-only.
+    orientation
+        Ultrasound image orientation code as in the file, normalised (``MFA``, ``MF``...).
+    image_type
+        ``BRIGHTNESS`` (the default when absent), ``RF_REAL``...
+    dtype
+        Pixel type (native byte order when the file is little-endian).
+    channels
+        Components per pixel.
+    compressed
+        Whether the pixels are zlib/gzip compressed.
+    transform_names
+        Transform names in the file, without the ``Transform`` suffix (``ProbeToTracker``).
+    timestamps
+        Shape (n,), s (``Timestamp`` field; NaN where a frame has none).
+    frame_numbers
+        Shape (n,), int64 (``FrameNumber`` field, else the frame index).
+    image_ok
+        Shape (n,), bool (``ImageStatus``/``Status`` = OK; True when absent).
+    spacing
+        Pixel spacing along x, y (, z) from ElementSpacing / space directions (1 when
+        absent; PLUS keeps the mm scaling in ImageToProbe instead).
+    origin
+        Position of the first pixel from Offset / space origin (0 when absent).
+    has_frame_numbers
+        Whether the file carries ``FrameNumber`` fields (needed to see dropped frames).
+    declared_frames
+        Frames the header declares.
+    recovered_frames
+        Frames that can be read: ``len(self)``. Smaller than ``declared_frames`` only in
+        tolerant mode on a damaged file.
+    problems
+        What was wrong or skipped, in words (empty for a clean file).
+    """
+
+    def __init__(self, layout: Layout, *, tolerant: bool = False):
+        self._layout = layout
+        self.path = layout.path
+        self.format = layout.format
+        self.tolerant = tolerant
+        self.problems: list[str] = list(layout.raw.problems)
+        self.header: dict[str, str] = dict(layout.raw.fields)
+        self.declared_frames = layout.n_frames
+        self.channels = layout.channels
+        self.dtype = np.dtype(layout.dtype)
+        self.frame_shape = layout.frame_shape
+        cols, rows, _slices = layout.spatial
+        self.image_size = (cols, rows)
+        self.spatial_size = layout.spatial
+        self.compressed = layout.encoding != "raw"
+        self.image_type = (layout.image_type or "BRIGHTNESS").strip().upper()
+        self._status_field = layout.status_field
+        self.orientation = self._orientation(layout)
+        self._frame_fields = self._collect_frame_fields(layout)
+        self._pixels: RawPixels | InflatePixels | None = None
+        try:
+            n_pixels = self._open_pixels(layout)
+            n = min(self.declared_frames, n_pixels)
+            self._frame_fields = self._frame_fields[:n]
+            self._n = n
+            self.recovered_frames = n
+            self._parse_frame_values()
+            self.spacing, self.origin = self._geometry(layout)
+        except BaseException:
+            if self._pixels is not None:
+                self._pixels.close()
+            raise
+
+    # ------------------------------------------------------------------ opening
+    def _fail(self, problem: str, hint: str | None = None) -> None:
+        """Raise in strict mode; note the problem in tolerant mode."""
+        if not self.tolerant:
+            raise InputError(self.path, problem, hint)
+        self.problems.append(problem)
+
+    def _orientation(self, layout: Layout) -> str:
+        text = (layout.orientation or "MF").strip()
+        try:
+            return normalize_orientation(text)
+        except ValueError:
+            if layout.spatial[0] == 0:  # PLUS ignores the orientation of tracker-only files
+                return "??"
+            key = (
+                "UltrasoundImageOrientation"
+                if layout.format == "metaio"
+                else "ultrasound image orientation"
+            )
+            raise InputError(
+                self.path,
+                f"unknown ultrasound image orientation {key} = {text!r}",
+                "expected one of MF, MN, UF, UN, FM, NM, FU, NU (or MFA, MFD... for 3D)",
+            ) from None
+
+    def _collect_frame_fields(self, layout: Layout) -> list[dict[str, str]]:
+        found = layout.raw.frames
+        n = self.declared_frames
+        if found:
+            highest = max(found)
+            if highest >= n:
+                self._fail(
+                    f"the header has fields for frame {highest} but its size line "
+                    f"declares {n} frames (DimSize/sizes does not match the frames)",
+                    "fix the last number of DimSize/sizes, or use the tolerant reader (--tolerant)",
+                )
+            elif len(found) < n:
+                missing = next(i for i in range(n) if i not in found)
+                self._fail(
+                    f"the size line declares {n} frames but the header describes "
+                    f"{len(found)} (no fields for frame {missing}): DimSize/sizes does not "
+                    "match the frames",
+                    "fix the last number of DimSize/sizes, or use the tolerant reader (--tolerant)",
+                )
+        return [found.get(i, {}) for i in range(n)]
+
+    def _open_pixels(self, layout: Layout) -> int:
+        """Open the pixel source; returns how many frames have pixels (all, unless damaged)."""
+        n = self.declared_frames
+        frame_bytes = layout.frame_bytes
+        try:
+            size = os.path.getsize(layout.data_path)
+        except OSError as exc:
+            raise InputError(layout.data_path, f"cannot read pixel data: {exc.strerror}") from None
+        available = max(size - layout.data_offset, 0)
+        if frame_bytes == 0:
+            self._pixels = RawPixels(
+                layout.data_path, layout.data_offset, 0, self.frame_shape, self.dtype
+            )
+            return n
+        if layout.encoding == "raw":
+            expected = n * frame_bytes
+            complete = n
+            if available < expected:
+                complete = available // frame_bytes
+                self._fail(
+                    f"pixel data is shorter than the size line says (truncated file or wrong "
+                    f"DimSize/sizes): {n} frames of {frame_bytes} bytes need {expected} "
+                    f"bytes, the file holds {available} ({complete} complete frames)",
+                    "recover them with the tolerant reader (usnav info/convert --tolerant)",
+                )
+            elif available > expected:
+                self._fail(
+                    f"DimSize does not match the data: {n} frames of {frame_bytes} bytes "
+                    f"= {expected} bytes, but the file holds {available} bytes of pixels",
+                    "fix DimSize/sizes or use the tolerant reader (--tolerant)",
+                )
+            self._pixels = RawPixels(
+                layout.data_path, layout.data_offset, complete, self.frame_shape, self.dtype
+            )
+            return complete
+        return self._open_compressed(layout, available)
+
+    def _open_compressed(self, layout: Layout, available: int) -> int:
+        n = self.declared_frames
+        length = layout.data_length
+        if length is not None and length > available:
+            self._fail(
+                f"compressed pixel data is truncated: CompressedDataSize = {length} bytes, "
+                f"the file holds {available}",
+                "recover the frames with the tolerant reader (usnav info/convert --tolerant)",
+            )
+        with open(layout.data_path, "rb") as f:
+            f.seek(layout.data_offset)
+            head = f.read(2)
+            if layout.encoding == "gzip" and available >= 18:
+                f.seek(layout.data_offset + min(available, length or available) - 4)
+                (isize,) = struct.unpack("<I", f.read(4))
+            else:
+                isize = None
+        if layout.encoding == "zlib":
+            good = len(head) == 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
+            what, wbits = "a zlib stream", 15
+        else:
+            good = head == b"\x1f\x8b"
+            what, wbits = "a gzip stream", 31
+        if not good:
+            raise InputError(
+                self.path,
+                f"compressed pixel data does not start with {what} "
+                f"(corrupted, or CompressedData/encoding is wrong)",
+            )
+        expected = n * layout.frame_bytes
+        if isize is not None and isize != expected % (1 << 32):
+            self._fail(
+                f"the gzip stream holds {isize} bytes (mod 2^32) but sizes declare "
+                f"{n} frames = {expected} bytes: the file is truncated or its sizes are wrong",
+                "recover the readable frames with the tolerant reader (--tolerant)",
+            )
+        self._pixels = InflatePixels(
+            layout.data_path, layout.data_offset, length, n, self.frame_shape, self.dtype, wbits
+        )
+        if not self.tolerant:
+            return n
+        complete, problem = self._pixels.scan()
+        if problem:
+            self.problems.append(problem)
+        return complete
+
+    def _geometry(self, layout: Layout) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Pixel spacing and origin of the pixel axes (loosely parsed; defaults 1 and 0)."""
+        k = layout.ndim_spatial
+        spacing = [1.0] * k
+        origin = [0.0] * k
+        try:
+            if layout.format == "metaio":
+                values = [float(v) for v in (layout.raw.get("ElementSpacing") or "").split()]
+                spacing[: min(k, len(values))] = values[:k]
+                values = [float(v) for v in (layout.raw.get("Offset") or "").split()]
+                origin[: min(k, len(values))] = values[:k]
+            else:
+                vectors = [
+                    [float(x) for x in part.strip("()").split(",")]
+                    for part in (layout.raw.get("space directions") or "").split()
+                    if part != "none"
+                ]
+                for i, vector in enumerate(vectors[:k]):
+                    spacing[i] = math.hypot(*vector)  # no overflow warning on absurd values
+                text = (layout.raw.get("space origin") or "").strip("() ")
+                values = [float(x) for x in text.split(",")] if text else []
+                origin[: min(k, len(values))] = values[:k]
+        except ValueError:
+            self.problems.append("pixel spacing/origin not readable; using 1 and 0")
+        return tuple(spacing), tuple(origin)
+
+    def _column(self, key: str) -> list[str | None]:
+        """The value of per-frame field ``key`` in each frame (None where absent)."""
+        return [ff.get(key) for ff in self._frame_fields]
+
+    def _numbers(self, key: str, default: np.ndarray) -> np.ndarray:
+        """Per-frame numeric field → float array (``default`` where absent)."""
+        values = self._column(key)
+        if None not in values:
+            try:
+                return np.array(values, dtype=np.float64)
+            except ValueError:
+                pass  # find the bad one below, for the message
+        out = default.astype(np.float64)
+        for i, text in enumerate(values):
+            if text is not None:
+                out[i] = _parse_float(self.path, i, key, text)
+        return out
+
+    def _parse_frame_values(self) -> None:
+        """Timestamps, frame numbers, image statuses and transforms of every frame.
+
+        Works field by field (a handful of names) rather than line by line, so a
+        5000-frame header is decoded with a few vectorised conversions.
+        """
+        n = self._n
+        frames = self._frame_fields
+        names = list(dict.fromkeys(itertools.chain.from_iterable(frames)))
+        self.timestamps = self._numbers("Timestamp", np.full(n, np.nan))
+        self.has_frame_numbers = "FrameNumber" in names
+        numbers = self._numbers("FrameNumber", np.arange(n, dtype=np.float64))
+        self.frame_numbers = numbers.astype(np.int64)
+        self.image_ok = np.array(
+            [v is None or v.strip().upper() == "OK" for v in self._column(self._status_field)],
+            dtype=bool,
+        ).reshape(n)
+        self.transform_names = [
+            key[: -len(TRANSFORM_SUFFIX)] for key in names if key.endswith(TRANSFORM_SUFFIX)
+        ]
+        self._matrices: dict[str, np.ndarray] = {}
+        self._statuses: dict[str, list[TransformStatus]] = {}
+        word_status: dict[str | None, TransformStatus] = {None: TransformStatus.OK}
+        for name in self.transform_names:
+            key = f"{name}{TRANSFORM_SUFFIX}"
+            entries = [(i, ff[key]) for i, ff in enumerate(frames) if key in ff]
+            matrices = np.tile(np.eye(4), (n, 1, 1))
+            present = np.zeros(n, dtype=bool)
+            parsed = self._parse_matrices(name, entries)
+            if len(parsed) == n and all(m is not None for m in parsed):
+                matrices = np.array(parsed)
+                present[:] = True
+            else:
+                for (i, _text), matrix in zip(entries, parsed, strict=True):
+                    if matrix is not None:
+                        matrices[i] = matrix
+                        present[i] = True
+            status_list = []
+            for is_present, word in zip(
+                present, self._column(f"{name}{STATUS_SUFFIX}"), strict=True
+            ):
+                if not is_present:
+                    status_list.append(TransformStatus.MISSING)
+                    continue
+                status = word_status.get(word)
+                if status is None:
+                    status = word_status[word] = TransformStatus.parse(word)  # type: ignore[arg-type]
+                status_list.append(status)  # no status field: OK (files written without them)
+            self._matrices[name] = matrices
+            self._statuses[name] = status_list
+
+    def _parse_matrices(self, name: str, entries: list[tuple[int, str]]) -> list:
+        """16 numbers per entry → 4×4 matrices (row-major); bad entries raise or give None."""
+        tokens = [text.split() for _i, text in entries]
+        counts = [len(t) for t in tokens]
+        if all(c == 16 for c in counts):
+            try:
+                flat = np.array([x for t in tokens for x in t], dtype=np.float64)
+                return list(flat.reshape(-1, 4, 4))
+            except ValueError:
+                pass  # find the bad one below, for the message
+        out: list[np.ndarray | None] = []
+        for (i, text), toks in zip(entries, tokens, strict=True):
+            problem = None
+            if len(toks) != 16:
+                problem = (
+                    f"frame {i}: {name}Transform has {len(toks)} numbers, expected 16 "
+                    "(a row-major 4x4 matrix)"
+                )
+            else:
+                try:
+                    out.append(np.array(toks, dtype=np.float64).reshape(4, 4))
+                    continue
+                except ValueError:
+                    problem = f"frame {i}: {name}Transform is not 16 numbers: {text[:80]!r}"
+            self._fail(problem, "fix or remove that line, or use the tolerant reader (--tolerant)")
+            out.append(None)
+        return out
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return self._n
+
+    def __enter__(self) -> Sequence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Sequence({str(self.path)!r}, frames={self._n}, image_size={self.image_size}, "
+            f"transforms={self.transform_names})"
+        )
+
+    def _check_index(self, index: int) -> int:
+        if index < 0:
+            index += self._n
+        if not 0 <= index < self._n:
+            raise IndexError(f"frame {index} out of range (sequence has {self._n} frames)")
+        return index
+
+    def image(self, index: int) -> np.ndarray:
+        """Pixels of frame ``index``: a read-only array of ``frame_shape``.
+
+        A view into the memory-mapped file for uncompressed files; inflated on demand for
+        compressed ones.
+
+        Raises
+        ------
+        InputError
+            If the compressed data cannot be decoded up to that frame.
+        """
+        index = self._check_index(index)
+        assert self._pixels is not None  # set when the file opened (or it refused)
+        try:
+            return self._pixels.frame(index)
+        except PixelError as exc:
+            raise InputError(
+                self.path,
+                exc.problem,
+                "recover the readable frames with the tolerant reader "
+                "(usnav info/convert --tolerant)",
+            ) from None
+
+    def fields(self, index: int) -> dict[str, str]:
+        """All per-frame fields of frame ``index`` exactly as in the file."""
+        return dict(self._frame_fields[self._check_index(index)])
+
+    def frame(self, index: int) -> TrackedFrame:
+        """Frame ``index`` as a :class:`~usnav.frames.TrackedFrame`.
+
+        ``t_device`` = ``t_received`` = Timestamp (s); ``frame_number`` = FrameNumber or the
+        index; transforms with their statuses; every other field (UnfilteredTimestamp,
+        custom fields, non-standard status words) in ``fields``.
+        """
+        index = self._check_index(index)
+        transforms = {}
+        for name in self.transform_names:
+            status = self._statuses[name][index]
+            if (
+                status is TransformStatus.MISSING
+                and f"{name}{TRANSFORM_SUFFIX}" not in self._frame_fields[index]
+            ):
+                continue
+            transforms[name] = TrackedTransform(self._matrices[name][index].copy(), status)
+        other: dict[str, str] = {}
+        for key, value in self._frame_fields[index].items():
+            if key.endswith(TRANSFORM_SUFFIX) or key in (
+                "Timestamp",
+                "FrameNumber",
+                self._status_field,
+            ):
+                continue
+            if key.endswith(STATUS_SUFFIX) and value.strip().upper() in (
+                "OK",
+                "INVALID",
+                "MISSING",
+            ):
+                continue
+            other[key] = value
+        t = float(self.timestamps[index])
+        return TrackedFrame(
+            image=self.image(index),
+            transforms=transforms,
+            t_device=t,
+            t_received=t,
+            frame_number=int(self.frame_numbers[index]),
+            orientation=self.orientation,
+            image_ok=bool(self.image_ok[index]),
+            fields=other,
+        )
+
+    def __getitem__(self, index: int) -> TrackedFrame:
+        return self.frame(index)
+
+    def __iter__(self) -> Iterator[TrackedFrame]:
+        for i in range(self._n):
+            yield self.frame(i)
+
+    def transforms(self, name: str) -> tuple[np.ndarray, list[TransformStatus]]:
+        """All samples of transform ``name`` (without the ``Transform`` suffix).
+
+        Returns
+        -------
+        (matrices (n, 4, 4) in mm, statuses)
+            Frames without the transform have an identity matrix and status MISSING.
+
+        Raises
+        ------
+        KeyError
+            If the file has no such transform.
+        """
+        if name.endswith(TRANSFORM_SUFFIX) and name not in self._matrices:
+            name = name[: -len(TRANSFORM_SUFFIX)]
+        if name not in self._matrices:
+            raise KeyError(
+                f"{self.path}: no transform {name!r}; the file has "
+                f"{', '.join(self.transform_names) or 'none'}"
+            )
+        return self._matrices[name].copy(), list(self._statuses[name])
+
+    def pose_series(self, name: str, *, ok_only: bool = False) -> PoseSeries:
+        """Timed series of ``name`` for interpolation (samples that are present, with their
+        statuses; only the OK ones with ``ok_only``; frames without a timestamp skipped)."""
+        matrices, statuses = self.transforms(name)
+        keep = [
+            i
+            for i, s in enumerate(statuses)
+            if s is not TransformStatus.MISSING
+            and np.isfinite(self.timestamps[i])
+            and (s is TransformStatus.OK or not ok_only)
+        ]
+        return PoseSeries(
+            self.timestamps[keep], matrices[keep], [statuses[i] for i in keep], name=name
+        )
+
+    def verify(self) -> None:
+        """Decode every frame's pixels once (compressed files); raise on the first problem.
+
+        Raises
+        ------
+        InputError
+            Truncated or corrupted compressed data, or data not matching the declared size.
+        """
+        if isinstance(self._pixels, InflatePixels) and self._n:
+            complete, problem = self._pixels.scan()
+            if problem and not (self.tolerant and complete >= self._n):
+                raise InputError(
+                    self.path,
+                    problem,
+                    "recover the readable frames with the tolerant reader "
+                    "(usnav info/convert --tolerant)",
+                )
+
+    def close(self) -> None:
+        """Release the file (pixel arrays already handed out stay valid)."""
+        if self._pixels is not None:
+            self._pixels.close()
+
+
+def read_sequence(path: str | Path, *, tolerant: bool = False) -> Sequence:
+    """Open a PLUS sequence file (``.igs.mha``, ``.mha``, ``.seq.nrrd``, ``.igs.nrrd``).
+
+    Parameters
+    ----------
+    path
+        The file.
+    tolerant
+        Open a damaged file as far as it is readable instead of refusing it: truncated or
+        corrupted pixel data (compressed files are inflated once to find the last good
+        frame), a size line that does not match the data, unparseable transforms (their
+        samples become MISSING). ``len(seq)`` = ``seq.recovered_frames`` frames are then
+        usable and ``seq.problems`` says what was wrong. A compressed stream carries one
+        checksum for all frames, so damage is found where the decoder trips over it; the
+        frames before that point are kept.
+
+    Raises
+    ------
+    InputError
+        No such file; not a sequence file; a header that never ends (no ElementDataFile);
+        sizes, kinds or types that do not make sense; pixel data truncated or not matching
+        DimSize; a transform that is not 16 numbers; an unknown image orientation.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file")
+    if p.is_dir():
+        raise InputError(p, "is a folder, expected a sequence file (.igs.mha, .seq.nrrd)")
+    fmt = _sniff_format(p)
+    layout = read_metaio_layout(p) if fmt == "metaio" else read_nrrd_layout(p)
+    return Sequence(layout, tolerant=tolerant)
+
+
+def _sniff_format(path: Path) -> str:
+    try:
+        return sequence_format(path)
+    except InputError:
+        with open(path, "rb") as f:
+            start = f.read(64).lstrip()
+        if start.startswith(b"NRRD"):
+            return "nrrd"
+        if start.lower().startswith((b"objecttype", b"ndims")):
+            return "metaio"
+        raise
+
+
+def _check_orientations() -> None:  # pragma: no cover - import-time sanity
+    assert all(code in ORIENTATIONS_2D for code in PLUS_ORIENTATION_TEXT)
+
+
+_check_orientations()

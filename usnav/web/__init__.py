@@ -1,0 +1,1 @@
+"""``usnav web``: the viewer's picture in a browser, over a WebSocket bridge from ZeroMQ."""
