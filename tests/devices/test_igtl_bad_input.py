@@ -3,6 +3,7 @@ serving its other clients and memory stays bounded. Includes a seeded, bounded f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
@@ -16,7 +17,7 @@ from igtl_helpers import raw_message, recv_message, wait_until
 
 from usnav.devices.config import ProbeConfig
 from usnav.devices.probe import ProbeClient
-from usnav.igtl import IgtlClient, IgtlServer, ImageContent, Message, crc64, encode
+from usnav.igtl import IgtlClient, IgtlServer, ImageContent, Message, connection, crc64, encode
 from usnav.igtl.codec import TransformContent
 
 TRANSFORM_BODY = struct.pack(">12f", 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2, 3)
@@ -254,3 +255,25 @@ def test_a_message_trickled_a_byte_at_a_time_is_cut_off_and_others_are_served():
     finally:
         good.stop()
         srv.stop()
+
+
+def test_a_reconnecting_peer_is_logged_once_per_reason_not_once_per_connection(
+    served, caplog, monkeypatch
+):
+    """Found by ``usnav soak igtl``: keyed by host:port, every reconnection of a bad peer
+    logged again (17,000 warnings for 25,000 bad messages) and was remembered forever."""
+    srv, _ = served
+    caplog.set_level(logging.WARNING, logger="usnav.igtl")
+    monkeypatch.setattr(connection._LOG_ONCE, "_seen", set())  # forget earlier tests' peers
+    bad = raw_message(1, "TRANSFORM", "T", TRANSFORM_BODY, crc=777)
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(bad)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            with contextlib.suppress(OSError):
+                while s.recv(4096):
+                    pass
+    assert wait_until(lambda: srv.stats().dropped_in["bad CRC"] >= 5, 5)
+    warnings = [r for r in caplog.records if "bad CRC" in r.getMessage()]
+    assert len(warnings) == 1

@@ -141,7 +141,7 @@ def test_usnav_run_names_the_devices_it_saw(bins, tmp_path):
                 "--no-registration",
                 "--quiet",
                 "--publish",
-                "tcp://127.0.0.1:0",
+                f"tcp://127.0.0.1:{free_port()}",
                 "--duration",
                 "5",
                 "--log",

@@ -232,3 +232,37 @@ def test_writer_refuses_fields_that_slicer_would_misread(tmp_path):
     frame.fields["Note"] = "two\nlines"
     with pytest.raises(InputError, match="line break"):
         write_sequence(tmp_path / "rec.seq.nrrd", [frame])
+
+
+def test_absurd_space_directions_read_without_a_numpy_warning(good):
+    """Found by ``usnav soak files``: a header edit to space directions of 1e200 made the
+    reader's norm overflow with a RuntimeWarning (an exception under -W error)."""
+    path = good(".seq.nrrd")
+    text = path.read_bytes().decode("latin-1")
+    line = next(x for x in text.split("\n") if x.startswith("space directions:"))
+    edited = edit_header(path, line, "space directions: (1e200,0,0) (0,1e200,0) none")
+    with read_sequence(edited) as seq:
+        assert seq.spacing[0] == 1e200
+
+
+def test_a_journal_line_that_is_not_an_object_ends_the_recovery_cleanly(tmp_path, originals):
+    """Found by ``usnav soak files``: a frames.jsonl line ``[]`` raised AttributeError out of
+    recovery (a traceback) instead of ending the readable part there."""
+    from usnav.io.sequence import SequenceWriter, journal_path, recover_recording
+
+    target = tmp_path / "cut.igs.mha"
+    writer = SequenceWriter(target, compress=False, fsync_interval_s=0)
+    for frame in originals:
+        writer.append(frame)
+    journal = journal_path(target)
+    copy = tmp_path / "copy.igs.mha.journal"
+    import shutil
+
+    shutil.copytree(journal, copy)
+    writer.close()
+    lines = (copy / "frames.jsonl").read_bytes().split(b"\n")
+    frame_lines = [i for i, x in enumerate(lines) if b'"i"' in x]
+    lines.insert(frame_lines[2], b"[]")
+    (copy / "frames.jsonl").write_bytes(b"\n".join(lines))
+    with read_sequence(recover_recording(copy)) as seq:
+        assert len(seq) == 2  # the frames before the foreign line

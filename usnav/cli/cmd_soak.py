@@ -62,15 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usnav.cli._checks import require_extra
-
-    require_extra("usnav soak", "bench", ("psutil",))
-    # every bad message is logged once per peer and reason: thousands of peers here
     import logging
 
+    from usnav.cli._checks import require_extra
     from usnav.errors import InputError
     from usnav.soak.report import ItemResult, write_json
 
+    require_extra("usnav soak", "bench", ("psutil",))
+    # every bad message is logged once per host and reason; keep the campaign output short
     for name in ("usnav.igtl", "usnav.devices"):
         logging.getLogger(name).setLevel(logging.ERROR)
     base = QUICK if args.quick else FULL

@@ -14,7 +14,7 @@ Design (against pyigtl's measured faults, ``docs/architecture.md``):
 - the client reconnects with exponential backoff; the server serves many clients at once;
 - no signal handlers, so everything runs outside the main thread;
 - every message's CRC is verified; malformed input is dropped or the connection closed,
-  counted per reason and logged once per peer and reason.
+  counted per reason and logged once per peer host and reason (bounded).
 
 Header versions follow PLUS: a server answers each client in v1 until the client sends a v2
 message; a client sends a v2 STATUS on connect (as 3D Slicer does) so a PLUS server switches to
@@ -85,19 +85,29 @@ def warm_up() -> None:
 
 
 class _OnceLogger:
-    """Logs the first problem of each (peer, reason) at WARNING, repeats at DEBUG."""
+    """Logs the first problem of each (peer host, reason) at WARNING, repeats at DEBUG.
+
+    Keyed by the host, not host:port: a peer that reconnects gets a new port each time, and
+    ``usnav soak igtl`` showed 17,000 warnings (and as many remembered keys) for 25,000 bad
+    messages from one reconnecting host. The memory of what was logged is bounded.
+    """
+
+    MAX_KEYS = 4096
 
     def __init__(self) -> None:
         self._seen: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def __call__(self, peer: str, reason: str, detail: str) -> None:
+        key = (peer.rsplit(":", 1)[0], reason)
         with self._lock:
-            first = (peer, reason) not in self._seen
-            self._seen.add((peer, reason))
+            first = key not in self._seen
+            if first and len(self._seen) >= self.MAX_KEYS:
+                self._seen.clear()
+            self._seen.add(key)
         if first:
             log.warning(
-                "OpenIGTLink peer %s: %s (%s); further ones are counted, not logged",
+                "OpenIGTLink peer %s: %s (%s); further ones from this host are counted, not logged",
                 peer,
                 reason,
                 detail,

@@ -128,6 +128,8 @@ def read_journal(journal: Path) -> JournalState:
             record = json.loads(line)
         except ValueError:
             break  # a line cut by the crash: everything before it is complete
+        if not isinstance(record, dict):
+            break  # not a line the writer wrote (usnav soak files: a journal line "[]")
         if "image" in record:
             shape, dtype = record["image"]["shape"], record["image"]["dtype"]
             continue

@@ -14,6 +14,7 @@ row-major in the file; timestamps in seconds on the recording's clock.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import struct
 from collections.abc import Iterator
@@ -300,7 +301,7 @@ class Sequence:
                     if part != "none"
                 ]
                 for i, vector in enumerate(vectors[:k]):
-                    spacing[i] = float(np.linalg.norm(vector))
+                    spacing[i] = math.hypot(*vector)  # no overflow warning on absurd values
                 text = (layout.raw.get("space origin") or "").strip("() ")
                 values = [float(x) for x in text.split(",")] if text else []
                 origin[: min(k, len(values))] = values[:k]

@@ -63,7 +63,7 @@ def run_endurance(
         )
         publish_port = _free_port()
         args = _run_args(case, device, None, folder / "run.log", registration=True)
-        args[args.index("tcp://127.0.0.1:0")] = f"tcp://127.0.0.1:{publish_port}"
+        args[args.index("--publish") + 1] = f"tcp://127.0.0.1:{publish_port}"
         with (folder / "run.err").open("w") as err_file:
             run = subprocess.Popen(
                 [*args, "--duration", str(minutes * 60.0 + warmup_s + 600)],  # ended by us
@@ -131,6 +131,8 @@ def _figures(
         result.figures["RSS start MB"] = round(float(m[0]), 1)
         result.figures["RSS end MB"] = round(float(m[-1]), 1)
         result.figures["RSS trend MB/10 min"] = round(slope, 2)
+        marks = [m for t, m in steady if int(t) % 120 < int(samples[1][0] - samples[0][0] + 1)]
+        result.figures["RSS every 2 min MB"] = " ".join(f"{v:.1f}" for v in marks)
         result.check(slope < 1.0, f"RSS grows {slope:.2f} MB per 10 min")
     else:
         result.fail("too few RSS samples after the warm-up")

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,7 +212,9 @@ def _checked(
     t0 = time.monotonic()
     value = None
     try:
-        value = call()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a numpy warning on a damaged file is a bug too
+            value = call()
         counts[command][0] += 1
     except UsnavError:
         counts[command][1] += 1

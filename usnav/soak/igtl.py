@@ -28,7 +28,6 @@ import contextlib
 import logging
 import os
 import random
-import re
 import shutil
 import socket
 import struct
@@ -470,9 +469,6 @@ def _tiny_recording(folder: Path) -> Path:
     return write_sequence(folder / "tiny.igs.mha", frames)
 
 
-_LISTENING = re.compile(r"listening on (\S+):(\d+)")
-
-
 class _Child:
     """A usnav subprocess with its output in files (for tracebacks) and its RSS."""
 
@@ -492,6 +488,8 @@ class _Child:
     def wait_listening(self, timeout_s: float = 60.0) -> int | None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.process.poll() is None:
+            from usnav.devices.playback import _LISTENING  # the line usnav replay prints
+
             match = _LISTENING.search(self.out.read_text())
             if match:
                 return int(match.group(2))
