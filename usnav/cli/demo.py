@@ -216,24 +216,26 @@ def run_demo(
 def _snapshot_viewer(
     address: str, path: Path, stop: threading.Event, mri=None
 ) -> tuple[Path | None, str, str]:
-    """Subscribe like a display; write the clearest LIVE picture of the tumor seen.
+    """Subscribe like a display; write the clearest picture of the tumor seen.
 
-    Among the pictures drawn while the verdict is LIVE and the tumor is in view, the largest
-    tumor cross-section where the ultrasound supports at least 70 % of the margin is kept
-    (else the largest; the last picture if there was none), so the snapshot shows what the
-    surgeon sees over the tumor, with real ultrasound evidence, rather than whichever frame
-    came last.
+    Among the pictures drawn while the tumor is in view and the verdict is LIVE or UNCERTAIN
+    (a LIVE one first, then one drawn with an image-checked registration: UNCERTAIN is kept
+    only when the run never was LIVE, and the picture then says so in its banner), the
+    largest tumor cross-section where the ultrasound supports at least 70 % of the margin is
+    kept (else the largest; the last picture if there was none), so the snapshot shows what
+    the surgeon sees over the tumor, with real ultrasound evidence, rather than whichever
+    frame came last.
     """
     import cv2
 
     from usnav.client import MarginMessage, Subscriber
     from usnav.viewer.render import render_with_layout
-    from usnav.viewer.state import LIVE, ViewerOptions, ViewModel, assess
+    from usnav.viewer.state import LIVE, UNCERTAIN, ViewerOptions, ViewModel, assess
 
     options = ViewerOptions()
     subscriber = Subscriber(address)
     model = ViewModel(address, mri=mri)
-    best: tuple[tuple[float, float], np.ndarray, str, str] | None = None
+    best: tuple[tuple[bool, bool, bool, float], np.ndarray, str, str] | None = None
     last: tuple[np.ndarray, str, str] | None = None
     try:
         while not stop.is_set():
@@ -251,7 +253,7 @@ def _snapshot_viewer(
             verdict = assess(state, options)
             margin = state.margin
             if (
-                verdict.word == LIVE
+                verdict.word in (LIVE, UNCERTAIN)
                 and isinstance(margin, MarginMessage)
                 and margin.in_view
                 and margin.header.frame_number == state.image_frame_number
@@ -259,7 +261,13 @@ def _snapshot_viewer(
                 extent = margin.header.raw.get("extent") or {}
                 area = float(extent.get("area_mm2") or 0.0)
                 seen = float(margin.supported_fraction)
-                score = (bool(np.isfinite(seen) and seen >= 0.7), area)
+                checked = bool(margin.header.registration_checked)
+                score = (
+                    verdict.word == LIVE,
+                    checked,
+                    bool(np.isfinite(seen) and seen >= 0.7),
+                    area,
+                )
                 if best is None or score > best[0]:
                     picture, _, verdict = render_with_layout(state, options)
                     best = (score, picture, verdict.word, verdict.reason)

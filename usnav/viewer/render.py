@@ -476,7 +476,9 @@ def _draw_panel(
     if header is not None or state.registration is not None:
         h = header or state.registration.header
         checked = "image-checked" if h.registration_checked else "NOT checked"
-        line(f"±{_fmt(h.uncertainty_mm, '.1f', ' mm')} (95 %)  {checked}")
+        bound = h.uncertainty_mm
+        known = bound is not None and bool(np.isfinite(bound))
+        line(f"±{bound:.1f} mm (95 %)  {checked}" if known else f"error unknown  {checked}")
         line(f"age {_fmt(registration_age_s(state), '.1f', ' s')}")
     else:
         line("none yet", TEXT_DIM)
