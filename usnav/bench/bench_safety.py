@@ -157,11 +157,15 @@ def _run_case(ctx: BenchContext, seed: int, look: str, frames: int) -> CaseRun:
     folder, truth = _simulate(seed, look, ctx.work_dir / "safety", frames)
     # half the recording's pace: a sweep over the region takes ~8 s, as a surgeon's would
     server = serve_in_subprocess(folder / "sweep.igs.mha", port=0, rate=RATE, loop=True)
-    pipeline = case_pipeline(
-        folder,
-        server.port,
-        PipelineOptions(publish_address="tcp://127.0.0.1:*", publish_frames=False),
-    )
+    try:
+        pipeline = case_pipeline(
+            folder,
+            server.port,
+            PipelineOptions(publish_address="tcp://127.0.0.1:*", publish_frames=False),
+        )
+    except BaseException:
+        server.stop()  # never leave the playback process behind
+        raise
     run = CaseRun(seed, frames)
     stop = threading.Event()
     seen: list[MarginMessage] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
@@ -223,14 +224,30 @@ class InterruptToStop:
         self.count = 0
         self._previous: dict = {}
         self._installed = False
+        # the handler only counts and queues (SimpleQueue.put may be called from a signal
+        # handler); a thread calls on_interrupt, so printing never happens inside the handler
+        # (which could deadlock on a stream the interrupted code was writing)
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._notifier: threading.Thread | None = None
 
     def _handler(self, signum: int, frame: object) -> None:
         self.count += 1
         self.stop.set()
-        self.on_interrupt(self.count)
+        self._queue.put(self.count)
+
+    def _notify(self) -> None:
+        while (n := self._queue.get()) is not None:
+            try:
+                self.on_interrupt(n)
+            except Exception:  # a failing message never stops the stop
+                log.exception("interrupt callback failed")
 
     def __enter__(self) -> InterruptToStop:
         if threading.current_thread() is threading.main_thread():
+            self._notifier = threading.Thread(
+                target=self._notify, name="usnav-interrupts", daemon=True
+            )
+            self._notifier.start()
             self._previous = {sig: signal.signal(sig, self._handler) for sig in _STOP_SIGNALS}
             self._installed = True
         return self
@@ -240,3 +257,7 @@ class InterruptToStop:
             for sig, previous in self._previous.items():
                 signal.signal(sig, signal.SIG_IGN if self.ignore_after else previous)
             self._installed = False
+        if self._notifier is not None:
+            self._queue.put(None)
+            self._notifier.join(1.0)
+            self._notifier = None
