@@ -240,7 +240,15 @@ def publish_phantom(address: str, rate_hz: float, seconds: float) -> None:
         number = 0
         next_t = time.monotonic()
         while time.monotonic() < end:
-            reg = RegistrationEstimate(np.eye(4), quality=0.9, t_computed=time.time() - 1)
+            # an image-checked registration with a small stated bound: the LIVE path a
+            # surgeon watches (the navigation estimate alone is never LIVE)
+            reg = RegistrationEstimate(
+                np.eye(4),
+                quality=0.9,
+                uncertainty_mm=1.0,
+                source="image",
+                t_computed=time.time() - 1,
+            )
             frame = TrackedFrame(case.image, frame_number=number, t_received=time.time())
             publisher.publish_frame(frame, case.image_to_mri, reg)
             publisher.publish_margins(frame, margins, reg)
