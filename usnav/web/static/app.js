@@ -58,6 +58,7 @@
     bitmap.close();
     const t = now_s();
     stats.seq = meta.seq;
+    stats.valid_for_ms = meta.valid_for_ms;
     stats.drawn += 1;
     stats.draw_times.push(t);
     if (meta.t_received !== null) {
