@@ -136,7 +136,8 @@ def test_bad_message_is_dropped_or_closes_cleanly_and_is_counted(
                 bad.sendall(data)
             if label == "truncated body":
                 bad.shutdown(socket.SHUT_WR)  # then disconnect mid-body
-            assert wait_until(lambda: srv.stats().dropped_in[reason] >= repeats, 5)
+            # a bound that turns a hang into a failure (generous: CI machines are loaded)
+            assert wait_until(lambda: srv.stats().dropped_in[reason] >= repeats, 30)
             if survives:
                 # Same connection still works: ask for STATUS and get it.
                 bad.sendall(raw_message(1, "GET_STATUS", "Ping", b""))

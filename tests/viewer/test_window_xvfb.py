@@ -78,18 +78,23 @@ def test_window_shows_the_headless_render_pixel_for_pixel(
     state = _state_with_mri(viewer_case, viewer_margins)
     picture, _, verdict = render_with_layout(state)
     assert verdict.word == LIVE
-    window = WindowProcess("usnav test", display=xvfb)
-    try:
-        deadline = time.monotonic() + 90  # Qt starts slowly on a loaded machine
-        while True:
-            assert window.show(picture), "the window closed"
-            screen = _screenshot(xvfb)
-            (x, y), msd = _find(screen, picture)
-            if msd < 1.0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-    finally:
-        window.close()
+    # up to three windows, 40 s each: Qt starts slowly on a loaded machine, and a window that
+    # was never mapped (seen once in a full CI-sized run) is closed and opened again
+    for _attempt in range(3):
+        window = WindowProcess("usnav test", display=xvfb)
+        try:
+            deadline = time.monotonic() + 40
+            while True:
+                assert window.show(picture), "the window closed"
+                screen = _screenshot(xvfb)
+                (x, y), msd = _find(screen, picture)
+                if msd < 1.0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        finally:
+            window.close()
+        if msd < 1.0:
+            break
     shown = screen[y : y + picture.shape[0], x : x + picture.shape[1]].astype(int)
     difference = np.abs(shown - picture)
     assert difference.mean() < 0.5, f"window differs from the render by {difference.mean():.2f}"
