@@ -50,7 +50,7 @@ def connect(server: IgtlServer, **options) -> ProbeClient:
     probe = ProbeClient(ProbeConfig(port=server.port, **options))
     probe.start()
     assert server.wait_for_clients(1, timeout_s=5)
-    assert wait_until(lambda: all(n > 0 for _, n in server.client_versions().values()), 5)
+    assert wait_until(lambda: all(n > 0 for _, n in server.client_versions().values()), 30)
     return probe
 
 
@@ -163,7 +163,7 @@ def test_full_queue_drops_the_oldest_frames_and_counts_them(server):
     try:
         for k in range(10):
             server.broadcast(image(20.0 + k * 0.01, k + 1))
-        assert wait_until(lambda: probe.stats.images == 10, 5)
+        assert wait_until(lambda: probe.stats.images == 10, 30)
         numbers = [probe.get_frame(1).frame_number for _ in range(2)]
     finally:
         probe.close()
@@ -176,7 +176,7 @@ def test_gaps_in_the_servers_frame_numbers_are_counted(server):
     try:
         for number in (1, 2, 5, 6):
             server.broadcast(image(30.0 + number * 0.01, number))
-        assert wait_until(lambda: probe.stats.images == 4, 5)
+        assert wait_until(lambda: probe.stats.images == 4, 30)
     finally:
         probe.close()
     assert probe.stats.frames_missed == 2

@@ -289,5 +289,5 @@ def test_subscriber_connection_state_follows_the_publisher() -> None:
     _join(publisher, subscriber)
     assert subscriber.connected
     publisher.close()
-    assert wait_until(lambda: not subscriber.connected, 5)
+    assert wait_until(lambda: not subscriber.connected, 30)
     subscriber.close()
