@@ -114,6 +114,18 @@ def served():
     srv.stop()
 
 
+@pytest.fixture(autouse=True)
+def _forget_what_was_logged():
+    """The igtl layer logs each (peer host, reason) once per process; every peer here is
+    127.0.0.1, so each test starts from a clean memory or an earlier test's bad CRC would
+    silence this one's (the order dependence seen in full CI runs)."""
+    from usnav.igtl.connection import _LOG_ONCE
+
+    with _LOG_ONCE._lock:
+        _LOG_ONCE._seen.clear()
+    yield
+
+
 def _still_serving(srv: IgtlServer, got: list[Message], marker: float) -> bool:
     srv.send_transform("Marker", np.eye(4), timestamp=marker)
     return wait_until(
