@@ -11,6 +11,24 @@ from usnav.protocol.display import DisplayRules
 from usnav.protocol.wire import DEFAULT_ADDRESS
 
 
+class RegistrationBudget(BaseModel):
+    """A site's measured systematic error budget of the registration (None: the default of
+    :class:`usnav.registration.rigid.RegistrationOptions`, documented there; each a ~95 %
+    bound, mm or degrees or a relative depth-scale error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    similarity_bias_mm: float | None = Field(default=None, ge=0)
+    calibration_error_mm: float | None = Field(default=None, ge=0)
+    calibration_error_deg: float | None = Field(default=None, ge=0)
+    speed_of_sound_error: float | None = Field(default=None, ge=0)
+    echo_offset_mm: float | None = Field(default=None, ge=0)
+
+    def overrides(self) -> dict[str, float]:
+        """The fields the site stated (to update registration options with)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class PipelineOptions(BaseModel):
     """How the live pipeline runs.
 
@@ -45,6 +63,11 @@ class PipelineOptions(BaseModel):
         Shortest time between two registration updates, s. At a probe's 30 fps an update
         comes every ~0.5 s anyway (every 15 new frames); at replay speed this keeps the worker
         from taking the CPU the frame path needs (2 cores, one GIL).
+    registration_budget
+        The site's own systematic error budget (the ``[registration_budget]`` table), replacing
+        the registration's defaults in the stated uncertainty of every estimate (cold and
+        warm): only values a site has measured on data like its own (see docs/protocol.md,
+        "Why nothing is LIVE with the default budget").
     display
         The thresholds of the ``display_state`` every published message carries (when an
         overlay may be shown LIVE; see docs/protocol.md).
@@ -64,6 +87,7 @@ class PipelineOptions(BaseModel):
     registration: bool = True
     registration_interval_s: float = Field(default=0.25, ge=0, le=60)
     margins: MarginOptions = MarginOptions()
+    registration_budget: RegistrationBudget = RegistrationBudget()
     display: DisplayRules = DisplayRules()
 
     @field_validator("publish_address")
