@@ -55,6 +55,7 @@ def test_a_broken_table_is_refused_naming_the_file(tmp_path: Path) -> None:
 
 def test_a_fit_on_one_set_is_calibrated_on_another_from_the_same_source() -> None:
     """Fitted on one draw, the map states the rate of another draw of the same process."""
+
     def truth(raw):
         return np.clip(0.3 + 0.6 * raw, 0, 1)  # beats the MRI 60 % at raw 0.5, 90 % at 1
 
@@ -88,9 +89,8 @@ def test_a_fit_by_family_states_the_worst_familys_rate() -> None:
     family states the worse one (it holds on both), the pooled fit their mixture."""
     good = _outcomes(lambda raw: np.full(raw.size, 0.9), n_cases=10, seed=4)
     poor = _outcomes(lambda raw: np.full(raw.size, 0.6), n_cases=10, seed=5)
-    both = PointOutcomes(
-        *(np.concatenate([getattr(good, f), getattr(poor, f)]) for f in PointOutcomes.__annotations__)
-    )
+    fields = PointOutcomes.__annotations__
+    both = PointOutcomes(*(np.concatenate([getattr(good, f), getattr(poor, f)]) for f in fields))
     family = np.repeat(["good", "poor"], good.raw.size)
     robust = calibrate_confidence(np.array([0.9]), fit_confidence_calibration(both, groups=family))
     pooled = calibrate_confidence(np.array([0.9]), fit_confidence_calibration(both))

@@ -20,9 +20,7 @@ def test_the_same_recording_on_the_fixed_schedule_gives_the_same_registration(
     image_to_probe = load_calibration(small_case / "calibration.toml").image_to_probe
     initial = read_initial(small_case / "init_ReferenceToMri.txt")
     runs = [
-        replay_fixed_schedule(
-            small_case / "sweep.igs.mha", mri, image_to_probe, initial, passes=2
-        )
+        replay_fixed_schedule(small_case / "sweep.igs.mha", mri, image_to_probe, initial, passes=2)
         for _ in range(2)
     ]
     first, second = (w.latest_accepted() for w in runs)

@@ -409,9 +409,7 @@ def bench_confidence_calibration(ctx: BenchContext) -> list[Figure]:
     )
     ctx.progress(f"safety: margin points on {len(held_cases)} held-out cases")
     held = check_calibration(
-        point_outcomes(
-            [s for s, _ in held_cases], frames=24, families=[f for _, f in held_cases]
-        ),
+        point_outcomes([s for s, _ in held_cases], frames=24, families=[f for _, f in held_cases]),
         None,
     )
     ctx.progress(f"safety: margin points on {len(tuning_cases)} fresh tuning-family cases")
@@ -482,7 +480,8 @@ def _fixed_schedule_replay(folder: Path, passes: int) -> tuple[np.ndarray, int]:
 
 
 @benchmark(
-    "run-to-run spread: the same unseen case replayed through the live pipeline", "safety",
+    "run-to-run spread: the same unseen case replayed through the live pipeline",
+    "safety",
     quick=False,
 )
 def bench_run_spread(ctx: BenchContext) -> list[Figure]:
@@ -539,7 +538,8 @@ def _state_figures(rows: list[tuple], rules=None) -> tuple[float, int, int]:
 
 
 @benchmark(
-    "coverage with a site-stated registration budget (mechanism, not the target)", "safety",
+    "coverage with a site-stated registration budget (mechanism, not the target)",
+    "safety",
     quick=False,
 )
 def bench_site_budget(ctx: BenchContext) -> list[Figure]:

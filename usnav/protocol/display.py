@@ -19,7 +19,10 @@ The publisher's rule, per message, in this order:
 3. **LIVE** — otherwise.
 
 ``uncertainty_mm`` is the registration's stated 95 % bound on the error at the tumor (from the
-registration worker). A fixed quality score plays no part.
+registration worker). A fixed quality score plays no part. The threshold it is held to is the
+registration's share of the boundary-error target (:attr:`DisplayRules.registration_limit_mm`):
+√(target² − margin's own error²) — 2.0 mm with the default ``margin_error_mm`` 0, 0.62 mm with
+the measured 1.90 mm (docs/protocol.md, "Why nothing is LIVE with the default budget").
 
 The display's rule can only make the publisher's state worse: **WAITING** before any message,
 **STALE** when the connection dropped, nothing arrived for ``lost_after_s``, or the newest
