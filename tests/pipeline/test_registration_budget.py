@@ -21,9 +21,16 @@ def test_a_site_budget_from_the_options_file_reaches_the_worker(
     toml = tmp_path / "run.toml"
     toml.write_text(
         "[registration_budget]\nsimilarity_bias_mm = 0.5\ncalibration_error_deg = 0.5\n"
+        "[display]\nmargin_error_mm = 1.2\n"
     )
     options = load_toml_model(toml, PipelineOptions)
-    pipeline = _pipeline(small_case, free_port(), registration_budget=options.registration_budget)
+    assert options.display.registration_limit_mm == pytest.approx(1.6)
+    pipeline = _pipeline(
+        small_case,
+        free_port(),
+        registration_budget=options.registration_budget,
+        display=options.display,
+    )
     worker = pipeline._build_worker()
     default = RegistrationOptions()
     for stage in (worker.options.full, worker.options.warm):
@@ -34,11 +41,33 @@ def test_a_site_budget_from_the_options_file_reaches_the_worker(
     assert plain.options.full.similarity_bias_mm == default.similarity_bias_mm
 
 
+def test_a_budget_without_the_margins_own_error_is_refused(tmp_path: Path) -> None:
+    """A tighter registration budget alone would hold only the registration to 2 mm: the
+    site must say how far the margin itself errs (measured here: most such LIVE margins erred
+    by more than 2 mm)."""
+    toml = tmp_path / "run.toml"
+    toml.write_text("[registration_budget]\nsimilarity_bias_mm = 0.5\n")
+    with pytest.raises(InputError, match="margin_error_mm"):
+        load_toml_model(toml, PipelineOptions)
+    toml.write_text("[registration_budget]\nsimilarity_bias_mm = 0.5\n[display]\n")
+    with pytest.raises(InputError, match="margin_error_mm"):
+        load_toml_model(toml, PipelineOptions)
+    # stated explicitly (even as 0: the site's own claim), it is accepted
+    toml.write_text(
+        "[registration_budget]\nsimilarity_bias_mm = 0.5\n[display]\nmargin_error_mm = 0\n"
+    )
+    assert load_toml_model(toml, PipelineOptions).display.registration_limit_mm == 2.0
+
+
 def test_an_unknown_or_negative_budget_entry_is_refused_naming_the_file(tmp_path: Path) -> None:
     toml = tmp_path / "run.toml"
-    toml.write_text("[registration_budget]\nsimilarity_bias = 0.5\n")
+    toml.write_text(
+        "[registration_budget]\nsimilarity_bias = 0.5\n[display]\nmargin_error_mm = 1\n"
+    )
     with pytest.raises(InputError, match="run.toml"):
         load_toml_model(toml, PipelineOptions)
-    toml.write_text("[registration_budget]\nsimilarity_bias_mm = -1\n")
+    toml.write_text(
+        "[registration_budget]\nsimilarity_bias_mm = -1\n[display]\nmargin_error_mm = 1\n"
+    )
     with pytest.raises(InputError, match="similarity_bias_mm"):
         load_toml_model(toml, PipelineOptions)

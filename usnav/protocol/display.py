@@ -105,7 +105,8 @@ class DisplayRules(BaseModel):
                     f"live_max_boundary_error_mm ({self.live_max_boundary_error_mm:g}): "
                     "nothing could be LIVE"
                 )
-            self.live_max_uncertainty_mm = math.sqrt(
+            # derived, not stated: kept out of ``model_fields_set``
+            self.__dict__["live_max_uncertainty_mm"] = math.sqrt(
                 self.live_max_boundary_error_mm**2 - self.margin_error_mm**2
             )
         return self
