@@ -79,7 +79,8 @@ def report(name: str, knots) -> None:
     print(
         f"{name} ({len(cases)} cases): ECE {c.ece:.3f} [{c.ece_low:.3f}, {c.ece_high:.3f}] "
         f"(raw {c.ece_raw:.3f}); {c.seen}/{c.points} seen; seen beat MRI {c.beat_rate:.3f} "
-        f"[{c.beat_low:.3f}, {c.beat_high:.3f}], mean stated {c.mean_confidence:.3f}; "
+        f"[{c.beat_low:.3f}, {c.beat_high:.3f}], mean stated {c.mean_confidence:.3f}, within 1 mm "
+        f"{c.within_1mm:.3f}; "
         f"target ECE upper bound <= {TARGET_ECE}: {'met' if c.met else 'NOT met'}"
     )
     for low, n, conf, rate in c.per_bin:

@@ -443,7 +443,9 @@ def bench_confidence_calibration(ctx: BenchContext) -> list[Figure]:
             "> 50 %",
             held.beat_low > 0.5,
             note=f"95 % interval [{100 * held.beat_low:.1f}, {100 * held.beat_high:.1f}] %; "
-            f"{100.0 * held.seen / max(1, held.points):.1f} % of points shown as seen",
+            f"{100.0 * held.seen / max(1, held.points):.1f} % of points shown as seen; "
+            f"{100 * held.within_1mm:.1f} % of them within 1 mm of the true boundary "
+            f"(fresh tuning seeds: {100 * tuning.within_1mm:.1f} %)",
         ),
         Figure(
             "item 4's first rule: seen points beat the MRI contour, fresh tuning-family seeds",

@@ -105,6 +105,9 @@ class CalibrationCheck:
         Mean published confidence of the seen points.
     per_bin
         (bin low edge, points, mean confidence, observed rate) per non-empty bin.
+    within_1mm
+        Fraction of seen points whose boundary error is ≤ 1 mm (an absolute tolerance, for
+        reading the relative statement above).
     """
 
     ece: float
@@ -118,6 +121,7 @@ class CalibrationCheck:
     beat_high: float
     mean_confidence: float
     per_bin: tuple[tuple[float, int, float, float], ...]
+    within_1mm: float = float("nan")
 
     @property
     def met(self) -> bool:
@@ -177,4 +181,5 @@ def check_calibration(
         beat_high=float(np.percentile(rates, 97.5)) if rates else nan,
         mean_confidence=float(conf[seen].mean()) if seen.any() else nan,
         per_bin=tuple(bins),
+        within_1mm=float((outcomes.observed_mm[seen] <= 1.0).mean()) if seen.any() else nan,
     )
