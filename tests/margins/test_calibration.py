@@ -104,7 +104,7 @@ def test_outcomes_round_trip_through_a_plain_npz_file(tmp_path: Path) -> None:
     cases = cases_for([6001, 6002, 6003], HELD_OUT_FAMILIES)
     save_outcomes(outcomes, tmp_path / "held.npz", cases)
     back, back_cases = load_outcomes(tmp_path / "held.npz")
-    assert back_cases == [(6001, "frequency-psf"), (6002, "sos-error"), (6003, "reverb-sidelobe")]
+    assert back_cases == [(6001, "frequency-psf"), (6002, "probe-geometry"), (6003, "sos-error")]
     for name in ("raw", "published", "beat", "predicted_mm", "observed_mm", "case"):
         np.testing.assert_array_equal(getattr(back, name), getattr(outcomes, name))
 

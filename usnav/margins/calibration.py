@@ -25,6 +25,7 @@ import numpy as np
 
 from usnav.margins.evaluate import PointOutcomes, calibration_error
 from usnav.margins.options import CALIBRATION_FILE, load_confidence_calibration
+from usnav.sim import HELD_OUT_FAMILIES, TUNING_FAMILIES
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -39,18 +40,6 @@ __all__ = [
     "save_outcomes",
 ]
 
-#: Appearance families the margins may be tuned on (the team's family split).
-TUNING_FAMILIES = ("baseline", "trailing-echo", "compressed-gain", "speckle-shadow")
-#: Appearance families only ever reported on.
-HELD_OUT_FAMILIES = (
-    "frequency-psf",
-    "sos-error",
-    "reverb-sidelobe",
-    "miscalibrated",
-    "sweep-anatomy",
-    "mixed",
-    "probe-geometry",
-)
 #: The stated target: the seen points' expected calibration error on held-out families.
 TARGET_ECE = 0.05
 
