@@ -4,6 +4,8 @@
     PYTHONPATH=$PWD nice -n 10 python notes/fit_confidence_calibration.py collect held-out
     PYTHONPATH=$PWD python notes/fit_confidence_calibration.py fit     # writes the table
     PYTHONPATH=$PWD python notes/fit_confidence_calibration.py check   # held-out ECE
+    (collect held-out-wide 0 2 & collect held-out-wide 1 2: 84 more held-out cases, in two
+    processes; then merge held-out-wide)
 
 ``collect`` (resumable: one file per case under OUT/NAME/; ``merge NAME`` pools what is
 there) simulates the cases (24 frames each, a random registration error of 0-1.5 mm per
@@ -40,13 +42,16 @@ OUT = Path(os.environ.get("USNAV_CAL_DIR", "/tmp/usnav-confidence"))
 SETS = {
     "tuning": cases_for(list(range(1101, 1125)), TUNING_FAMILIES),
     "held-out": cases_for(list(range(6001, 6022)), HELD_OUT_FAMILIES),
+    # a wider held-out check, twelve cases per family, seeds never looked at before
+    "held-out-wide": cases_for(list(range(6201, 6285)), HELD_OUT_FAMILIES),
 }
 TABLE = Path(__file__).resolve().parents[1] / "usnav" / "margins" / CALIBRATION_FILE
 
 
-def collect(name: str) -> None:
-    """One file per case (a long collection can be stopped and resumed), then the set."""
-    cases = SETS[name]
+def collect(name: str, part: int = 0, parts: int = 1) -> None:
+    """One file per case (a long collection can be stopped and resumed), then the set;
+    ``part`` of ``parts``: every parts-th case from the part-th (to run in parallel)."""
+    cases = SETS[name][part::parts]
     folder = OUT / name
     folder.mkdir(parents=True, exist_ok=True)
     for seed, family in cases:
@@ -125,14 +130,14 @@ def main(argv: list[str]) -> None:
     from usnav.margins.options import load_confidence_calibration
 
     if argv[:1] == ["collect"]:
-        collect(argv[1])
+        collect(argv[1], *(int(a) for a in argv[2:4]))
     elif argv[:1] == ["merge"]:
         merge(argv[1])
     elif argv[:1] == ["fit"]:
         fit()
     elif argv[:1] == ["check"]:
         knots = load_confidence_calibration()
-        for name in ("tuning", "held-out"):
+        for name in SETS:
             if (OUT / f"{name}.npz").exists():
                 report(name, knots)
     else:
