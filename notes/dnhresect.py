@@ -58,7 +58,9 @@ def main() -> None:
                 **res.diagnostics,
             }
             print(
-                json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}),
+                json.dumps(
+                    {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}
+                ),
                 flush=True,
             )
 

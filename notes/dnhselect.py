@@ -1,8 +1,10 @@
 """Selection of the do-no-harm confirmation rule on the tuning rows of notes/dnhstudy.py
 (#16): each candidate rule is applied offline to the accepted estimates (a rule can only turn
-an acceptance into a rejection, which publishes the initial estimate), and its effect printed.
+an acceptance into a rejection, which publishes the initial estimate), and its effect printed
+as a markdown table; decoy rows (wrong basins judged against a fair initial estimate) measure
+each rule's power on its own (the other tests are ignored for them).
 
-    python notes/dnhselect.py TUNE.jsonl
+    python notes/dnhselect.py RUNS.jsonl [DECOYS.jsonl]
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ import numpy as np
 
 def load(path: str) -> list[dict]:
     return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+
+
+def get(r: dict, key: str, default: float = np.nan) -> float:
+    """A statistic of the verdict, or the one the harness measured beside it (``x_``)."""
+    return r.get(key, r.get("x_" + key, default))
 
 
 def outcome(rows: list[dict], reject) -> dict:
@@ -33,7 +40,6 @@ def outcome(rows: list[dict], reject) -> dict:
         harm += accepted and f > r["init"]
     final = np.array(final)
     return {
-        "n": len(rows),
         "median": float(np.median(final)),
         "lt2": float(np.mean(final < 2.0)),
         "accepted": acc,
@@ -44,55 +50,65 @@ def outcome(rows: list[dict], reject) -> dict:
     }
 
 
+def confirm(m: float):
+    return lambda r: get(r, "local_distance_mm", 0.0) > 2.0 and get(r, "local_margin", 1.0) < m
+
+
 def rules() -> dict:
-    out = {"none": lambda r: False}
-    for c in (8.0, 10.0, 12.0, 14.0):
+    out = {"none (rule off)": lambda r: False}
+    for m in (-0.005, 0.0, 0.005, 0.01, 0.02):
+        out[f"confirm: distinct & margin < {m:g}"] = confirm(m)
+    for c in (8.0, 10.0, 12.0):
         out[f"correction > {c:g} mm"] = lambda r, c=c: r["corr"] > c
-    for m in (0.0, 0.005, 0.01, 0.02):
-        out[f"local distinct & margin < {m:g}"] = lambda r, m=m: (
-            r.get("local_distance_mm", 0) > 2.0 and r.get("local_margin", 1) < m
+    for q in (0.1, 0.15):
+        out[f"split spread > {q:g} × correction"] = lambda r, q=q: (
+            get(r, "split_spread_mm", 0.0) > q * r["corr"]
         )
-    for k in (0.001, 0.002, 0.003, 0.005):
-        out[f"local distinct & margin < {k:g}/mm × corr"] = lambda r, k=k: (
-            r.get("local_distance_mm", 0) > 2.0 and r.get("local_margin", 1) < k * r["corr"]
+    for q in (0.1, 0.2):
+        out[f"model term > {q:g} × correction"] = lambda r, q=q: (
+            get(r, "model_spread_mm", 0.0) > q * r["corr"]
         )
-    for q in (0.1, 0.15, 0.2):
-        out[f"split spread > {q:g} × corr"] = lambda r, q=q: (
-            r.get("split_spread_mm", 0) > q * r["corr"]
-        )
-    for q in (0.1, 0.2, 0.3):
-        out[f"model > {q:g} × corr"] = lambda r, q=q: r.get("model_spread_mm", 0) > q * r["corr"]
-    for m in (0.008, 0.01, 0.015):
-        out[f"ambiguity margin < {m:g}"] = lambda r, m=m: r.get("ambiguity_margin", 1) < m
+    for m in (0.01, 0.015):
+        out[f"ambiguity margin < {m:g}"] = lambda r, m=m: get(r, "ambiguity_margin", 1.0) < m
     return out
 
 
 def main() -> None:
     rows = load(sys.argv[1])
-    groups = {"all": rows}
-    for v in sorted({r["variant"] for r in rows}):
-        groups[v] = [r for r in rows if r["variant"] == v]
-    print(f"{len(rows)} rows")
+    decoys = load(sys.argv[2]) if len(sys.argv) > 2 else []
+    # wrong decoys (worse than the start) that the image prefers to the start
+    above = [d for d in decoys if d["gain"] > 0 and d["cand"] > d["init"]]
+    print(
+        f"{len(rows)} runs ({len({r['case'] for r in rows})} cases), {len(decoys)} decoys "
+        f"({len(above)} scoring above the current estimate)\n"
+    )
+    print(
+        "| rule (rejects an accepted candidate if) | median final mm | < 2 mm | accepted | "
+        "accepted > 2 mm | harm | bad caught | good lost | decoys rejected |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, rule in rules().items():
         o = outcome(rows, rule)
-        per = " ".join(
-            f"{v}:{outcome(g, rule)['caught']}/{outcome(g, rule)['lost']}"
-            for v, g in groups.items()
-            if v != "all"
-        )
+        power = sum(bool(rule(d)) for d in above)
         print(
             f"| {name} | {o['median']:.2f} | {100 * o['lt2']:.0f} % | {o['accepted']} | "
-            f"{o['acc_gt2']} | {o['harm']} | {o['caught']} | {o['lost']} | {per} |"
+            f"{o['acc_gt2']} | {o['harm']} | {o['caught']} | {o['lost']} | "
+            f"{power}/{len(above)} |"
         )
-    print("\naccepted bad rows (cand > 2 mm or > init):")
-    for r in rows:
-        if r["accepted"] and (r["cand"] > 2.0 or r["cand"] > r["init"]):
-            print(
-                f"{r['case']:24s} {r['variant']:5s} init {r['init']:5.2f} cand {r['cand']:5.2f} "
-                f"corr {r['corr']:5.2f} spread {r.get('split_spread_mm', np.nan):.2f} "
-                f"model {r.get('model_spread_mm', np.nan):.2f} amb {r.get('ambiguity_margin', np.nan):.4f} "
-                f"local d {r.get('local_distance_mm', np.nan):.2f} m {r.get('local_margin', np.nan):+.4f}"
-            )
+    print("\naccepted rows whose confirmation search ended > 2 mm away (margin, error):")
+    dist = sorted(
+        (r["local_margin"], r["cand"], r["init"], r["case"], r["variant"])
+        for r in rows
+        if r["accepted"] and r.get("local_distance_mm", 0) > 2.0
+    )
+    for m, c, i, case, v in dist:
+        print(f"  {m:+.4f}  {case} {v}: {i:.2f} -> {c:.2f} mm")
+    print("decoys above the start (margin, error):")
+    for d in sorted(above, key=lambda d: -d["x_local_margin"]):
+        print(
+            f"  {d['x_local_margin']:+.4f} at {d['x_local_distance_mm']:.1f} mm  {d['case']}: "
+            f"{d['init']:.2f} -> {d['cand']:.2f} mm ({d['reason'][:40]})"
+        )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from regstudy import load_family  # noqa: E402
+from regstudy import load_family
 
-from usnav.evaluate.truth import load_scorer  # noqa: E402
+from usnav.evaluate.truth import load_scorer
 
 
 def small_init(
@@ -70,7 +70,7 @@ def decoy(problem, truth_matrix: np.ndarray, seed: int) -> np.ndarray:
 def run(folder: Path, seed: int, variant: str, opts) -> dict:
     from usnav.registration.rigid import SweepRegistration
 
-    mri, sweep, truth, info = load_family(folder, "geom" if variant == "geom" else "base", seed)
+    mri, sweep, truth, _info = load_family(folder, "geom" if variant == "geom" else "base", seed)
     scorer = load_scorer(folder / "truth.json")
     init = truth.init_reference_to_mri
     if variant == "small":

@@ -86,4 +86,3 @@ def test_a_correct_registration_passes_the_confirmation(small_case):
     assert result.to_json()["diagnostics"]["local_margin"] == pytest.approx(
         d["local_margin"], abs=1e-5
     )
-
