@@ -4,7 +4,7 @@ an acceptance into a rejection, which publishes the initial estimate), and its e
 as a markdown table; decoy rows (wrong basins judged against a fair initial estimate) measure
 each rule's power on its own (the other tests are ignored for them).
 
-    python notes/dnhselect.py RUNS.jsonl [DECOYS.jsonl]
+    python notes/dnhselect.py RUNS.jsonl [MORE.jsonl ...]
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ import numpy as np
 
 
 def load(path: str) -> list[dict]:
-    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    """Rows as the verdict without the confirmation would have judged them (the confirmation
+    is the verdict's last test: a row it rejected passed every other one)."""
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for r in rows:
+        if r["reason"].startswith("rejected: unconfirmed"):
+            r["accepted"] = True
+    return rows
 
 
 def get(r: dict, key: str, default: float = np.nan) -> float:
@@ -74,8 +81,9 @@ def rules() -> dict:
 
 
 def main() -> None:
-    rows = load(sys.argv[1])
-    decoys = load(sys.argv[2]) if len(sys.argv) > 2 else []
+    rows = [r for path in sys.argv[1:] for r in load(path)]
+    decoys = [r for r in rows if r["variant"].startswith("decoy")]
+    rows = [r for r in rows if not r["variant"].startswith("decoy")]
     # wrong decoys (worse than the start) that the image prefers to the start
     above = [d for d in decoys if d["gain"] > 0 and d["cand"] > d["init"]]
     print(

@@ -14,7 +14,9 @@ ROOT holds ``<family>-<seed>`` folders (``usnav simulate --seeds``). Variants:
 - ``decoy``: a wrong candidate judged against a fair initial estimate (the truth offset by
   2-5 mm / 2-5 deg): the local optimum of the similarity reached from the truth shifted 7-12 mm
   in a random direction (another basin), as a search that jumped to the wrong basin would
-  propose it. What a do-no-harm rule must reject when it scores above the initial estimate.
+  propose it. What a do-no-harm rule must reject when it scores above the initial estimate;
+  ``decoy2``: the same with other random draws;
+- ``gain``: the recording's grey levels through a gamma of 0.5-2, nominal initial estimate.
 """
 
 from __future__ import annotations
@@ -70,17 +72,19 @@ def decoy(problem, truth_matrix: np.ndarray, seed: int) -> np.ndarray:
 def run(folder: Path, seed: int, variant: str, opts) -> dict:
     from usnav.registration.rigid import SweepRegistration
 
-    mri, sweep, truth, _info = load_family(folder, "geom" if variant == "geom" else "base", seed)
+    family = variant if variant in ("geom", "gain") else "base"
+    mri, sweep, truth, _info = load_family(folder, family, seed)
+    salt = 1000 if variant == "decoy2" else 0
     scorer = load_scorer(folder / "truth.json")
     init = truth.init_reference_to_mri
     if variant == "small":
         init = small_init(
             truth.reference_to_mri, seed, np.asarray(truth.landmarks["tumor_centroid"]).reshape(3)
         )
-    if variant == "decoy":
+    if variant.startswith("decoy"):
         init = small_init(
             truth.reference_to_mri,
-            seed + 1,
+            seed + 1 + salt,
             np.asarray(truth.landmarks["tumor_centroid"]).reshape(3),
             2.0,
             5.0,
@@ -88,8 +92,8 @@ def run(folder: Path, seed: int, variant: str, opts) -> dict:
     problem = SweepRegistration(mri, sweep, init, opts)
     t0 = time.perf_counter()
     facts = {}
-    if variant == "decoy":
-        wrong = decoy(problem, truth.reference_to_mri, seed)
+    if variant.startswith("decoy"):
+        wrong = decoy(problem, truth.reference_to_mri, seed + salt)
         res = problem.judge(wrong, init)
         # the confirmation's statistics even where an earlier test rejected the decoy
         pts = problem.points_reference[:: max(1, len(problem.points_reference) // 4000)]

@@ -2,9 +2,11 @@
 
 A candidate replaces the current estimate only if, on the same frames at the finest level, its
 similarity is higher by a clear margin (paired over frames), it stands above chance, its
-correction exceeds its resolution, it is plausible, and no other pose along the sweep scores
-as well (the ambiguity probe). Anything else is reported as rejected and the current estimate
-stays.
+correction exceeds its resolution, it is plausible, no other pose along the sweep scores
+as well (the ambiguity probe), and, for a correction larger than 2 mm, a search started from the
+current estimate itself does not end elsewhere at a pose at least as good (the confirmation:
+the evidence must support moving away from the current estimate's own optimum). Anything else
+is reported as rejected and the current estimate stays.
 
 ``uncertainty_mm`` is a 95 % bound on the candidate's error at the field of view's centre
 (where the tumor is imaged): a statistical part measured on the case (the spread of
