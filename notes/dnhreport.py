@@ -31,7 +31,7 @@ def evaluate_rows(folder: Path) -> list[dict]:
                     "case": r["case"],
                     "init": float(r["init_error_mm"]),
                     "cand": float(r["candidate_error_mm"]),
-                    "accepted": r["accepted"] == "True",
+                    "accepted": r["accepted"].lower() == "true",
                     "unc": doc["uncertainty_mm"],
                     "confident": doc["confident"],
                     "reason": doc["reason"],

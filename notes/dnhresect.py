@@ -9,7 +9,6 @@ is the verdict's last test). Report only (#16): never tune on it.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,6 +16,9 @@ import numpy as np
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dnhstudy import emit
+
     from usnav.registration import warm_up
     from usnav.registration.cases import (
         load_resect_case24,
@@ -57,12 +59,7 @@ def main() -> None:
                 "reason": res.reason[:200],
                 **res.diagnostics,
             }
-            print(
-                json.dumps(
-                    {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}
-                ),
-                flush=True,
-            )
+            emit(row)
 
 
 if __name__ == "__main__":

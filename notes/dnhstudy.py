@@ -35,6 +35,14 @@ from regstudy import load_family
 from usnav.evaluate.truth import load_scorer
 
 
+def emit(row: dict) -> None:
+    """One JSON line, floats rounded."""
+    print(
+        json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}),
+        flush=True,
+    )
+
+
 def small_init(
     truth_matrix: np.ndarray, seed: int, centre: np.ndarray, lo: float = 0.5, hi: float = 2.0
 ) -> np.ndarray:
@@ -144,12 +152,7 @@ def main() -> None:
         for folder in found:
             for variant in variants:
                 row = run(folder, seed, variant, opts)
-                print(
-                    json.dumps(
-                        {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}
-                    ),
-                    flush=True,
-                )
+                emit(row)
 
 
 if __name__ == "__main__":
