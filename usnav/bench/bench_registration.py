@@ -460,6 +460,7 @@ def family_summary(rows: list[dict]) -> dict:
         "confident": len(conf),
         "accepted_over_2mm": sum(r["error"] > 2.0 for r in acc),
         "confident_over_2mm": sum(r["error"] > 2.0 for r in conf),
+        "harm": sum(r["error"] > r["init"] for r in acc),
         "coverage": len(covered) / len(acc) if acc else float("nan"),
         "median_now_mm": float(np.median([r["error_now"] for r in rows])),
     }
@@ -557,6 +558,16 @@ def bench_families(ctx: BenchContext) -> list[Figure]:
                 higher_is_better=False,
                 note=f"{f['confident']} confident of {f['accepted']} accepted; accepted "
                 f"(incl. flagged UNCERTAIN) > 2 mm: {f['accepted_over_2mm']}",
+            ),
+            Figure(
+                "held-out families: accepted estimates worse than the start (do no harm)",
+                float(f["harm"]),
+                "cases",
+                target="0",
+                met=f["harm"] == 0,
+                higher_is_better=False,
+                note="the confirmation rejects a large correction the current estimate's own "
+                "optimum does not support",
             ),
             Figure(
                 "held-out families: uncertainty_mm ≥ actual error (accepted estimates)",
