@@ -173,9 +173,8 @@ def _maps_per_window(display: str, *, window_manager: bool) -> list[int]:
         picture = np.full((120, 160, 3), 90, np.uint8)
         window = WindowProcess("usnav test", display=display)
         try:
-            # the child handles a picture completely (imshow, events, the remap) before it reads
-            # the next one, and a write of this size waits for the reading: after the third
-            # show the first picture's X requests have reached the server
+            # the remap follows the first picture; close() waits for the child to exit, so
+            # all its X requests have reached the server before the watcher syncs
             for _ in range(3):
                 assert window.show(picture), "the window closed"
         finally:
