@@ -42,6 +42,21 @@ def plus_images(shared_data: Path) -> Path:
 _WATCHED_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND", "QT_QPA_PLATFORM", "NUMBA_CACHE_DIR")
 
 
+# helpers that Python's multiprocessing starts once and keeps for the whole session (killing
+# one breaks every later pool): not a leak
+_SESSION_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _session_helper(process) -> bool:
+    import psutil
+
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return any(helper in command for helper in _SESSION_HELPERS)
+
+
 def _describe(process) -> str:
     import psutil
 
@@ -66,10 +81,12 @@ def _module_leaves_no_processes_or_environment_behind():
     started = []
     for process in me.children(recursive=True):
         try:
-            if process.pid not in before and process.status() != psutil.STATUS_ZOMBIE:
-                started.append(process)
+            if process.pid in before or process.status() == psutil.STATUS_ZOMBIE:
+                continue
         except psutil.NoSuchProcess:
             continue
+        if not _session_helper(process):
+            started.append(process)
     _, alive = psutil.wait_procs(started, timeout=10)  # a moment for a clean exit under way
     leaked = [_describe(p) for p in alive]
     for process in alive:
