@@ -135,9 +135,16 @@ def remap_when_unmanaged() -> bool:
         from Xlib import error as xerror
     except ImportError:
         return False
+    failures = (
+        xerror.XError,
+        xerror.DisplayError,
+        xerror.ConnectionClosedError,
+        xerror.XauthError,
+        OSError,
+    )
     try:
         connection = xdisplay.Display()
-    except (xerror.DisplayError, OSError):
+    except failures:
         return False
     remapped = False
     try:
@@ -156,7 +163,7 @@ def remap_when_unmanaged() -> bool:
             window.map()
             remapped = True
         connection.sync()
-    except (xerror.XError, xerror.DisplayError, OSError):
+    except failures:
         return remapped
     finally:
         connection.close()
