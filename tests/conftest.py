@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -33,3 +34,75 @@ def shared_data() -> Path:
 def plus_images(shared_data: Path) -> Path:
     """The PLUS TestImages folder."""
     return shared_data / "plus" / "TestImages"
+
+
+# the variables a leaked change of which has changed other tests' outcomes elsewhere (a GUI
+# backend, a display, where compiled kernels are cached); monkeypatch restores them, a bare
+# os.environ write does not
+_WATCHED_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND", "QT_QPA_PLATFORM", "NUMBA_CACHE_DIR")
+
+
+# helpers that Python's multiprocessing starts once and keeps for the whole session (killing
+# one breaks every later pool): not a leak
+_SESSION_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _session_helper(process) -> bool:
+    import psutil
+
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return any(helper in command for helper in _SESSION_HELPERS)
+
+
+def _describe(process) -> str:
+    import psutil
+
+    try:
+        return f"pid {process.pid}: {' '.join(process.cmdline())[:160]}"
+    except psutil.Error:
+        return f"pid {process.pid}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_leaves_no_processes_or_environment_behind():
+    """Each test module ends with the processes it started ended (servers, viewers, Xvfb,
+    browsers, worker pools) and the watched environment variables as it found them: a process
+    or a DISPLAY left behind makes a later module's outcome depend on the order of the run.
+    Leftovers are killed, so one leak is reported once, where it happened."""
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    environment = {name: os.environ.get(name) for name in _WATCHED_ENV}
+    yield
+    started = []
+    for process in me.children(recursive=True):
+        try:
+            if process.pid in before or process.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        if not _session_helper(process):
+            started.append(process)
+    _, alive = psutil.wait_procs(started, timeout=10)  # a moment for a clean exit under way
+    leaked = [_describe(p) for p in alive]
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    changed = [
+        f"{name}: {value!r} -> {os.environ.get(name)!r}"
+        for name, value in environment.items()
+        if os.environ.get(name) != value
+    ]
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    problems = [f"process still running: {text}" for text in leaked]
+    problems += [f"environment changed: {text}" for text in changed]
+    if problems:
+        pytest.fail("the module left behind:\n" + "\n".join(problems), pytrace=False)

@@ -133,9 +133,6 @@ def _still_serving(srv: IgtlServer, got: list[Message], marker: float) -> bool:
     )
 
 
-# rerun once: in 2 of 3 full CI-sized runs one case missed its log line or its clean-peer check
-# (order-dependent: the once-per-host log is process-wide); alone it always passed
-@pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize(("label", "data", "reason", "survives"), CASES, ids=[c[0] for c in CASES])
 def test_bad_message_is_dropped_or_closes_cleanly_and_is_counted(
     served, caplog, label, data, reason, survives
@@ -156,8 +153,11 @@ def test_bad_message_is_dropped_or_closes_cleanly_and_is_counted(
             if survives:
                 # Same connection still works: ask for STATUS and get it.
                 bad.sendall(raw_message(1, "GET_STATUS", "Ping", b""))
+                # skip keep-alives (one per 0.5 s of silence): bounded in time, not in count,
+                # since a slow server legitimately sends many before the reply
+                deadline = time.monotonic() + 30
                 replies = [recv_message(bad)]
-                while replies[-1][2] != "Ping" and len(replies) < 10:  # skip keep-alives
+                while replies[-1][2] != "Ping" and time.monotonic() < deadline:
                     replies.append(recv_message(bad))
                 assert replies[-1][1] == "STATUS" and replies[-1][2] == "Ping"
             else:

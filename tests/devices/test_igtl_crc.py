@@ -53,3 +53,18 @@ def test_kernel_matches_crcmod_on_a_frame_and_composes_incrementally():
     running = crc64(memoryview(frame[cut2:].tobytes()), running)
     assert running == whole
     assert int(crc64_update(np.uint64(0), frame, TABLES)) == whole
+
+
+def test_every_kind_of_buffer_uses_the_one_kernel_that_warm_up_loads() -> None:
+    """Numba compiles writable and read-only arrays separately; warm_up() loads the read-only
+    one, so a writable buffer (a socket's bytearray) must not add a second compile: with a
+    cold cache that compile took 6-12 s inside the first message's receive path."""
+    from usnav.igtl._kernels import crc64_update
+    from usnav.igtl.connection import warm_up
+
+    warm_up()
+    loaded = set(crc64_update.signatures)
+    for data in (b"123456789", bytearray(b"123456789"), memoryview(bytearray(b"123456789"))):
+        assert crc64(data) == 0x6C40DF5F0B497347
+    crc64(np.frombuffer(bytearray(b"123456789"), np.uint8))
+    assert set(crc64_update.signatures) == loaded

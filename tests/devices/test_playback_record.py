@@ -141,18 +141,26 @@ def test_playback_object_serves_frames_like_plus(recording):
     probe = ProbeClient(ProbeConfig(port=playback.port, transforms=["ProbeToTracker"]))
     slicer_like = None
     try:
+        # both clients connect before the file plays: playing starts with the first client and
+        # takes ~0.3 s at 3x, so a pyigtl client connected after start() (its thread is slow
+        # on a loaded machine) missed every image (seen once in a devices-only run)
         probe.start()
-        playback.start()
         slicer_like = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=playback.port)
-        frames = list(probe.frames(timeout_s=1))
-        assert playback.wait(10)
-        image_msg = slicer_like.wait_for_message("Image_Reference", timeout=5)
+        assert playback.server.wait_for_clients(2, timeout_s=30)
+        playback.start()
+        # 30 frames, each waited for up to 30 s (a bound against a hang): no end-of-stream
+        # guess from a 1 s gap, which a loaded machine can open
+        frames = [probe.get_frame(30) for _ in range(30)]
+        assert playback.wait(30)
+        image_msg = slicer_like.wait_for_message("Image_Reference", timeout=30)
     finally:
         probe.close()
         playback.close()
         if slicer_like is not None:
             slicer_like.stop()
+    assert None not in frames, f"{frames.count(None)} of 30 frames never came"
     assert [f.frame_number for f in frames] == list(range(30))
+    assert image_msg is not None, "pyigtl got no image"
     assert playback.state is DeviceState.CLOSED and playback.stats.frames_sent == 30
     # Paced by the file's timestamps at 3× (29 intervals of 1/30 s): not all at once.
     assert frames[-1].t_received - frames[0].t_received >= 29 / FPS / 3 * 0.8

@@ -235,7 +235,7 @@ def test_invalid_tracking_is_skipped_counted_and_shown(small_case: Path, tmp_pat
     recording = tmp_path / "corrupt.igs.mha"
     invalid = _corrupt_recording(small_case, recording)
     port = free_port()
-    server = serve_in_subprocess(recording, port=port, rate=4.0)
+    server = serve_in_subprocess(recording, port=port, rate=1.0)
     pipeline = _pipeline(small_case, port, registration=False)
     pipeline.prepare()
     display = Collector(pipeline.endpoint)
@@ -243,7 +243,12 @@ def test_invalid_tracking_is_skipped_counted_and_shown(small_case: Path, tmp_pat
     try:
         pipeline.start()
         assert wait_until(lambda: pipeline.counters.received >= 30, 30)
-        assert wait_until(lambda: pipeline.counters.processed >= 30, 30)
+        # every frame is processed or superseded by a newer one (by design the frame path
+        # takes the newest; a loaded machine supersedes some, and then waiting for 30
+        # processed frames failed in a full CI-sized run)
+        assert wait_until(
+            lambda: pipeline.counters.processed + pipeline.status()["dropped_display"] >= 30, 30
+        )
         # the display has been told about the frames without tracking
         assert wait_until(
             lambda: any(
@@ -256,8 +261,11 @@ def test_invalid_tracking_is_skipped_counted_and_shown(small_case: Path, tmp_pat
         pipeline.stop()
         display.close()
         server.stop()
-    assert pipeline.counters.skipped_tracking == invalid
-    assert status["skipped_tracking"] == invalid
+    superseded = status["dropped_display"]
+    # each invalid frame that was processed is counted; all of them when none was superseded
+    assert invalid - superseded <= pipeline.counters.skipped_tracking <= invalid
+    assert pipeline.counters.skipped_tracking >= 1
+    assert status["skipped_tracking"] == pipeline.counters.skipped_tracking
     assert "tracking" in status["last_problem"] or pipeline.counters.problems["tracking"] == invalid
     lost = [m for m in display.of(MarginMessage) if not m.in_view and "tracking" in m.reason]
     assert lost and all(m.header.stale for m in lost)

@@ -72,39 +72,32 @@ def _state_with_mri(viewer_case, viewer_margins):
     )
 
 
-# rerun once: in 2 of 3 full CI-sized runs a window never matched (not seen alone)
-@pytest.mark.flaky(reruns=1)
 def test_window_shows_the_headless_render_pixel_for_pixel(
     xvfb, viewer_case, viewer_margins
 ) -> None:
     state = _state_with_mri(viewer_case, viewer_margins)
     picture, _, verdict = render_with_layout(state)
     assert verdict.word == LIVE
-    # up to three windows, 40 s each: Qt starts slowly on a loaded machine, and a window that
-    # was never mapped (seen once in a full CI-sized run) is closed and opened again
-    for _attempt in range(3):
-        window = WindowProcess("usnav test", display=xvfb)
-        try:
-            deadline = time.monotonic() + 40
-            while True:
-                assert window.show(picture), "the window closed"
-                screen = _screenshot(xvfb)
-                (x, y), msd = _find(screen, picture)
-                if msd < 1.0 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-        finally:
-            window.close()
-        if msd < 1.0:
-            break
+    # one window, no reopening: before the window remapped itself (remap_when_unmanaged), about
+    # one window in four on Xvfb stayed black for good (Qt never saw its MapNotify)
+    window = WindowProcess("usnav test", display=xvfb)
+    try:
+        deadline = time.monotonic() + 60  # a bound against a hang, not a speed target
+        while True:
+            assert window.show(picture), "the window closed"
+            screen = _screenshot(xvfb)
+            (x, y), msd = _find(screen, picture)
+            if msd < 1.0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        window.close()
     shown = screen[y : y + picture.shape[0], x : x + picture.shape[1]].astype(int)
     difference = np.abs(shown - picture)
     assert difference.mean() < 0.5, f"window differs from the render by {difference.mean():.2f}"
     assert (difference.max(axis=2) <= 2).mean() > 0.999
 
 
-# rerun once: in 2 of 3 full CI-sized runs a window never matched (not seen alone)
-@pytest.mark.flaky(reruns=1)
 def test_usnav_view_window_matches_the_headless_render(
     xvfb, tmp_path, viewer_case, viewer_margins, publishing
 ) -> None:
@@ -161,3 +154,47 @@ def test_usnav_view_window_matches_the_headless_render(
     (ux, uy), _ = found["ultrasound"]
     (rx, ry), _ = found["MRI"]
     assert (rx - ux, ry - uy) == (mx - x0, my - y0)
+
+
+def _maps_per_window(display: str, *, window_manager: bool) -> list[int]:
+    """How often each top-level window of a new WindowProcess is mapped while it shows three
+    pictures, seen by a second X client watching the root window."""
+    from Xlib import X, Xatom
+    from Xlib import display as xdisplay
+
+    watcher = xdisplay.Display(display)
+    try:
+        root = watcher.screen().root
+        if window_manager:  # what a (EWMH) window manager announces on the root window
+            check = watcher.intern_atom("_NET_SUPPORTING_WM_CHECK")
+            root.change_property(check, Xatom.WINDOW, 32, [root.id])
+        root.change_attributes(event_mask=X.SubstructureNotifyMask)
+        watcher.sync()
+        picture = np.full((120, 160, 3), 90, np.uint8)
+        window = WindowProcess("usnav test", display=display)
+        try:
+            # the remap follows the first picture; close() waits for the child to exit, so
+            # all its X requests have reached the server before the watcher syncs
+            for _ in range(3):
+                assert window.show(picture), "the window closed"
+        finally:
+            window.close()
+        watcher.sync()
+        maps: dict[int, int] = {}
+        while watcher.pending_events():
+            event = watcher.next_event()
+            if event.type == X.MapNotify:
+                maps[event.window.id] = maps.get(event.window.id, 0) + 1
+        return sorted(maps.values())
+    finally:
+        watcher.close()
+
+
+def test_without_a_window_manager_the_window_maps_itself_a_second_time(xvfb) -> None:
+    """The cure for the black window: Qt 5 loses the first MapNotify in about one start in four
+    on a bare X server, so the window maps itself again once shown (remap_when_unmanaged)."""
+    assert _maps_per_window(xvfb, window_manager=False) == [2]
+
+
+def test_with_a_window_manager_the_window_is_mapped_once(xvfb) -> None:
+    assert _maps_per_window(xvfb, window_manager=True) == [1]

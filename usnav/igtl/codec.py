@@ -108,6 +108,13 @@ def crc64(data: bytes | bytearray | memoryview | np.ndarray, crc: int = 0) -> in
         array = np.frombuffer(view.cast("B") if view.format != "B" else view, dtype=np.uint8)
     if array.size == 0:
         return crc
+    if array.flags.writeable:
+        # one kernel type for all callers: Numba compiles writable and read-only arrays
+        # separately, and warm_up() loads only the read-only one; a bytearray body from the
+        # socket would otherwise compile the kernel in the receive path on the first message
+        # (6-12 s with a cold cache, as in a fresh CI clone, while keep-alives piled up)
+        array = array.view()
+        array.flags.writeable = False
     return int(crc64_update(np.uint64(crc), array, TABLES))
 
 

@@ -204,8 +204,10 @@ class InterruptToStop:
 
     The first Ctrl-C sets :attr:`stop` (and calls ``on_interrupt(1)``); later ones only call
     ``on_interrupt(n)``. So a second Ctrl-C while the pipeline shuts down and writes out its
-    recording cannot lose the recording or the run's summary. Only the main thread receives
-    signals; elsewhere (and for code that never waits on :attr:`stop`) this changes nothing.
+    recording cannot lose the recording or the run's summary. Both happen on a helper thread,
+    moments after the signal: the handler itself only queues, so handlers nested by quick
+    Ctrl-Cs cannot deadlock. Only the main thread receives signals; elsewhere (and for code
+    that never waits on :attr:`stop`) this changes nothing.
     ``ignore_after``: leave Ctrl-C ignored after the block (the process is about to exit; a
     late one would otherwise kill it by signal while it shuts down).
 
@@ -224,21 +226,25 @@ class InterruptToStop:
         self.count = 0
         self._previous: dict = {}
         self._installed = False
-        # the handler only counts and queues (SimpleQueue.put may be called from a signal
-        # handler); a thread calls on_interrupt, so printing never happens inside the handler
-        # (which could deadlock on a stream the interrupted code was writing)
-        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        # the handler only queues (SimpleQueue.put is reentrant: safe in a signal handler);
+        # a thread counts, sets `stop` and calls on_interrupt. The handler takes no lock:
+        # Ctrl-Cs in quick succession run one handler inside another, and one that set `stop`
+        # itself waited forever for the Event's lock, held by the handler it had interrupted
+        # (a 4-Ctrl-C test hung so in two full CI-sized runs; faulthandler showed the nesting).
+        # Printing never happens in the handler either (it could deadlock on a stream the
+        # interrupted code was writing).
+        self._queue: queue.SimpleQueue[bool | None] = queue.SimpleQueue()
         self._notifier: threading.Thread | None = None
 
     def _handler(self, signum: int, frame: object) -> None:
-        self.count += 1
-        self.stop.set()
-        self._queue.put(self.count)
+        self._queue.put(True)
 
     def _notify(self) -> None:
-        while (n := self._queue.get()) is not None:
+        while self._queue.get() is not None:
+            self.count += 1
+            self.stop.set()
             try:
-                self.on_interrupt(n)
+                self.on_interrupt(self.count)
             except Exception:  # a failing message never stops the stop
                 log.exception("interrupt callback failed")
 

@@ -111,6 +111,65 @@ class WindowProcess:
         self._log.close()
 
 
+def remap_when_unmanaged() -> bool:
+    """Unmap and map again this process's viewable top-level windows when no window manager runs.
+
+    Why: OpenCV's GUI is Qt 5, whose X11 backend counts a window as exposed only once it has
+    handled the window's MapNotify event (``QXcbWindow::isExposed`` returns its "mapped" flag).
+    On an X server without a window manager (Xvfb, a kiosk display) that event is lost in about
+    one start in four (measured under Xvfb: the MapNotify and first Expose never reach Qt's event
+    handler), and the window then stays black for its whole life: every picture is drawn into
+    nothing. Mapping the window a second time, once Qt has finished showing it, delivers a
+    MapNotify that Qt does handle. With a window manager the map goes through the manager (the
+    race was not seen, and remapping could move the window), so nothing is done.
+
+    Returns
+    -------
+    bool
+        Whether a window was remapped (False without X, without python-xlib, or with a window
+        manager). Never raises: the window must keep running whatever the X server answers.
+    """
+    try:
+        from Xlib import X, Xatom
+        from Xlib import display as xdisplay
+        from Xlib import error as xerror
+    except ImportError:
+        return False
+    failures = (
+        xerror.XError,
+        xerror.DisplayError,
+        xerror.ConnectionClosedError,
+        xerror.XauthError,
+        OSError,
+    )
+    try:
+        connection = xdisplay.Display()
+    except failures:
+        return False
+    remapped = False
+    try:
+        root = connection.screen().root
+        manager = connection.intern_atom("_NET_SUPPORTING_WM_CHECK")
+        if root.get_full_property(manager, X.AnyPropertyType) is not None:
+            return False
+        pid_atom = connection.intern_atom("_NET_WM_PID")
+        for window in root.query_tree().children:
+            pid = window.get_full_property(pid_atom, Xatom.CARDINAL)
+            if pid is None or len(pid.value) != 1 or int(pid.value[0]) != os.getpid():
+                continue
+            if window.get_attributes().map_state != X.IsViewable:
+                continue
+            window.unmap()
+            window.map()
+            remapped = True
+        connection.sync()
+    except failures:
+        return remapped
+    finally:
+        connection.close()
+    return remapped
+
+
 def _read_exact(stream, n: int) -> bytes | None:
     chunks = []
     remaining = n
@@ -132,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     stream = sys.stdin.buffer
     # no toolbar or status bar: the picture alone, pixel for pixel until the user resizes it
     cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
-    shown = False
+    shown = remapped = False
     while True:
         head = _read_exact(stream, _HEADER.size)
         if head is None:
@@ -150,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             shown = True
         cv2.imshow(title, picture)
         key = cv2.waitKey(1) & 0xFF
+        if not remapped:  # once, after Qt has shown the window: see remap_when_unmanaged
+            remap_when_unmanaged()
+            remapped = True
         if key in (ord("q"), 27):
             return 0
         if cv2.getWindowProperty(title, cv2.WND_PROP_VISIBLE) < 1:
