@@ -36,9 +36,16 @@ def _decoy_and_current(problem: SweepRegistration, optimum: np.ndarray):
 @pytest.fixture(scope="module")
 def decoy_case(small_case):
     mri, sweep, _, truth = small_case
-    problem = SweepRegistration(
-        mri, sweep, truth.reference_to_mri, RegistrationOptions(ambiguity_offsets_mm=[])
+    # the decoy is built on the 1 mm finest level the rule was selected at (the rule itself
+    # does not depend on the level; the constructed landscape does)
+    options = RegistrationOptions(
+        ambiguity_offsets_mm=[],
+        level_spacings_mm=[1.5, 1.0],
+        patch_half=[1, 1],
+        max_frames=[40, 40],
+        max_evaluations=[160, 100],
     )
+    problem = SweepRegistration(mri, sweep, truth.reference_to_mri, options)
     optimum = problem.run(truth.reference_to_mri, warm=True).candidate
     decoy, current = _decoy_and_current(problem, optimum)
     return problem, truth, decoy, current

@@ -66,6 +66,21 @@ def streaming_registration_options() -> RegistrationOptions:
     )
 
 
+def live_cold_registration_options() -> RegistrationOptions:
+    """The live worker's first (cold) registration: the batch defaults without the 0.5 mm
+    level. The worker compares its warm updates' similarities (1 mm level) with the accepted
+    estimate's to confirm it and to replace it, so both must be scored at the same finest
+    level; the 0.5 mm level (batch ``usnav register``, ``usnav evaluate``) would also make the
+    first live estimate ~2× slower. Not yet measured for the live pipeline: whether a 0.5 mm
+    cold search with 0.5 mm warm updates would pay for its time there."""
+    return RegistrationOptions(
+        level_spacings_mm=[1.5, 1.0],
+        patch_half=[1, 1],
+        max_frames=[40, 40],
+        max_evaluations=[160, 100],
+    )
+
+
 def paired_gain(new_scores: np.ndarray, old_scores: np.ndarray) -> tuple[float, float]:
     """Mean per-frame gain of ``new`` over ``old`` (same frames; NaN frames skipped) and its
     paired t statistic (inf for a constant positive gain, 0 for none)."""
@@ -150,8 +165,9 @@ class WorkerOptions(BaseModel):
     """... and the first (cold) registration at least this (about one vertebral level)."""
     crop_margin_mm: float = Field(default=45.0, gt=0)
     """MRI crop around the window; rebuilt only when a window leaves it."""
-    full: RegistrationOptions = Field(default_factory=RegistrationOptions)
-    """The first (cold) registration from the navigation estimate."""
+    full: RegistrationOptions = Field(default_factory=live_cold_registration_options)
+    """The first (cold) registration from the navigation estimate (1 mm finest level, like the
+    warm updates: their similarities are compared with its own)."""
     warm: RegistrationOptions = Field(default_factory=streaming_registration_options)
     """Warm-started refinements after an image-based estimate was accepted."""
     min_interval_s: float = Field(default=0.0, ge=0)
