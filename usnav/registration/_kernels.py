@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from usnav.resample._kernels import trilinear_nan as trilinear  # NaN outside
 
@@ -324,6 +324,137 @@ def _lc2_from_sums(s, min_count):  # pragma: no cover - compiled
     return r2, math.sqrt(cuu)
 
 
+@njit(inline="always", **_OPTS)
+def _lc2_r2(n, su, suu, sp, sg, spp, sgg, spg, sup, sug, min_count):  # pragma: no cover
+    """:func:`_lc2_from_sums` on the 10 sums as scalars (kept in registers)."""
+    if n < min_count:
+        return 0.0, 0.0
+    inv = 1.0 / n
+    mu = su * inv
+    mp = sp * inv
+    mg = sg * inv
+    cuu = suu * inv - mu * mu
+    if cuu <= 1e-9:
+        return 0.0, 0.0
+    cpp = spp * inv - mp * mp
+    cgg = sgg * inv - mg * mg
+    cpg = spg * inv - mp * mg
+    cup = sup * inv - mu * mp
+    cug = sug * inv - mu * mg
+    eps = 1e-6 * (cpp + cgg) + 1e-12
+    a = cpp + eps
+    d = cgg + eps
+    det = a * d - cpg * cpg
+    if det <= 1e-18:
+        return 0.0, math.sqrt(cuu)
+    explained = (d * cup * cup - 2.0 * cpg * cup * cug + a * cug * cug) / det
+    r2 = explained / cuu
+    if r2 < 0.0:
+        r2 = 0.0
+    elif r2 > 1.0:
+        r2 = 1.0
+    return r2, math.sqrt(cuu)
+
+
+@njit(inline="always", **_OPTS)
+def _lc2_sums_image(us, p, g, valid, half, min_fraction, chan, vacc):  # pragma: no cover
+    """:func:`lc2_image` in one streaming pass: the 10 products per pixel, then per row the
+    vertical running sums (``vacc``, (cols, 10)), the horizontal running sums (10 scalars) and
+    the patch R² of that row. The additions and subtractions are those of
+    :func:`box_sum_2d`, in the same order (the result is the same to the bit), but the
+    (rows, cols, 10) sums are never written out.
+    """
+    rows, cols = us.shape
+    for r in range(rows):
+        for c in range(cols):
+            if valid[r, c]:
+                u = us[r, c]
+                pv = p[r, c]
+                gv = g[r, c]
+                chan[r, c, 0] = 1.0
+                chan[r, c, 1] = u
+                chan[r, c, 2] = u * u
+                chan[r, c, 3] = pv
+                chan[r, c, 4] = gv
+                chan[r, c, 5] = pv * pv
+                chan[r, c, 6] = gv * gv
+                chan[r, c, 7] = pv * gv
+                chan[r, c, 8] = u * pv
+                chan[r, c, 9] = u * gv
+            else:
+                for k in range(N_STATS):
+                    chan[r, c, k] = 0.0
+    width = cols * N_STATS
+    flat = chan.reshape(rows, width)
+    vflat = vacc.reshape(width)
+    for i in range(width):
+        vflat[i] = 0.0
+    for r in range(min(half, rows)):
+        for i in range(width):
+            vflat[i] += flat[r, i]
+    min_count = min_fraction * (2 * half + 1) * (2 * half + 1)
+    num = 0.0
+    den = 0.0
+    for r in range(rows):
+        add = r + half
+        sub = r - half - 1
+        if add < rows:
+            for i in range(width):
+                vflat[i] += flat[add, i]
+        if sub >= 0:
+            for i in range(width):
+                vflat[i] -= flat[sub, i]
+        any_valid = False
+        for c in range(cols):
+            if valid[r, c]:
+                any_valid = True
+                break
+        if not any_valid:
+            continue
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = 0.0
+        for c in range(min(half, cols)):
+            a0 += vacc[c, 0]
+            a1 += vacc[c, 1]
+            a2 += vacc[c, 2]
+            a3 += vacc[c, 3]
+            a4 += vacc[c, 4]
+            a5 += vacc[c, 5]
+            a6 += vacc[c, 6]
+            a7 += vacc[c, 7]
+            a8 += vacc[c, 8]
+            a9 += vacc[c, 9]
+        for c in range(cols):
+            add_c = c + half
+            sub_c = c - half - 1
+            if add_c < cols:
+                a0 += vacc[add_c, 0]
+                a1 += vacc[add_c, 1]
+                a2 += vacc[add_c, 2]
+                a3 += vacc[add_c, 3]
+                a4 += vacc[add_c, 4]
+                a5 += vacc[add_c, 5]
+                a6 += vacc[add_c, 6]
+                a7 += vacc[add_c, 7]
+                a8 += vacc[add_c, 8]
+                a9 += vacc[add_c, 9]
+            if sub_c >= 0:
+                a0 -= vacc[sub_c, 0]
+                a1 -= vacc[sub_c, 1]
+                a2 -= vacc[sub_c, 2]
+                a3 -= vacc[sub_c, 3]
+                a4 -= vacc[sub_c, 4]
+                a5 -= vacc[sub_c, 5]
+                a6 -= vacc[sub_c, 6]
+                a7 -= vacc[sub_c, 7]
+                a8 -= vacc[sub_c, 8]
+                a9 -= vacc[sub_c, 9]
+            if valid[r, c]:
+                r2, w = _lc2_r2(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, min_count)
+                num += w * r2
+                den += w
+    return num, den
+
+
 @njit(**_OPTS)
 def lc2_image(us, p, g, valid, half, min_fraction, chan, sums, row_acc):  # pragma: no cover
     """LC² of one 2D image pair.
@@ -346,37 +477,7 @@ def lc2_image(us, p, g, valid, half, min_fraction, chan, sums, row_acc):  # prag
     -------
     (Σ w·R², Σ w) over the patches centred on valid pixels (w = patch US standard deviation).
     """
-    rows, cols = us.shape
-    for r in range(rows):
-        for c in range(cols):
-            if valid[r, c]:
-                u = us[r, c]
-                pv = p[r, c]
-                gv = g[r, c]
-                chan[r, c, 0] = 1.0
-                chan[r, c, 1] = u
-                chan[r, c, 2] = u * u
-                chan[r, c, 3] = pv
-                chan[r, c, 4] = gv
-                chan[r, c, 5] = pv * pv
-                chan[r, c, 6] = gv * gv
-                chan[r, c, 7] = pv * gv
-                chan[r, c, 8] = u * pv
-                chan[r, c, 9] = u * gv
-            else:
-                for k in range(N_STATS):
-                    chan[r, c, k] = 0.0
-    box_sum_2d(chan, half, half, sums, row_acc)
-    min_count = min_fraction * (2 * half + 1) * (2 * half + 1)
-    num = 0.0
-    den = 0.0
-    for r in range(rows):
-        for c in range(cols):
-            if valid[r, c]:
-                r2, w = _lc2_from_sums(sums[r, c], min_count)
-                num += w * r2
-                den += w
-    return num, den
+    return _lc2_sums_image(us, p, g, valid, half, min_fraction, chan, row_acc)
 
 
 @njit(**_OPTS)
@@ -454,32 +555,119 @@ def lc2_frames(
     scratch_*, chan, sums, row_acc
         Scratch arrays shaped like one frame ((rows, cols), (rows, cols, 10), (cols, 10)).
     """
-    nf = us.shape[0]
-    rows = us.shape[1]
-    cols = us.shape[2]
-    for f in range(nf):
-        du = affines[f, :, 0]
-        dv = affines[f, :, 1]
-        o = affines[f, :, 2]
-        sample2_plane(vol2, o, du, dv, scratch_p, scratch_g, scratch_valid)
-        inside = 0
-        for r in range(rows):
-            for c in range(cols):
-                v = scratch_valid[r, c] & fov[f, r, c]
-                scratch_valid[r, c] = v
-                inside += v
-        out_inside[f] = inside
-        if inside == 0:
-            out_num[f] = 0.0
-            out_den[f] = 0.0
-            continue
-        if gradient_mode == 1:
-            beam_derivative(scratch_p, scratch_valid, row_mm, scratch_g)
-        num, den = lc2_image(
-            us[f], scratch_p, scratch_g, scratch_valid, half, min_fraction, chan, sums, row_acc
+    for f in range(us.shape[0]):
+        num, den, inside = _lc2_frame(
+            vol2,
+            us[f],
+            fov[f],
+            affines[f],
+            half,
+            min_fraction,
+            gradient_mode,
+            row_mm,
+            scratch_p,
+            scratch_g,
+            scratch_valid,
+            chan,
+            row_acc,
         )
         out_num[f] = num
         out_den[f] = den
+        out_inside[f] = inside
+
+
+@njit(parallel=True, **_OPTS)
+def lc2_frames_parallel(
+    vol2, us, fov, affines, half, min_fraction, gradient_mode, row_mm, out_num, out_den, out_inside
+):  # pragma: no cover - compiled
+    """:func:`lc2_frames` with the frames shared among Numba's threads (each frame's result
+    is the same to the bit; scratch is allocated per frame). The number of threads is the
+    calling thread's ``numba.get_num_threads()``."""
+    rows = us.shape[1]
+    cols = us.shape[2]
+    for f in prange(us.shape[0]):
+        num, den, inside = _lc2_frame(
+            vol2,
+            us[f],
+            fov[f],
+            affines[f],
+            half,
+            min_fraction,
+            gradient_mode,
+            row_mm,
+            np.empty((rows, cols), np.float32),
+            np.empty((rows, cols), np.float32),
+            np.empty((rows, cols), np.uint8),
+            np.empty((rows, cols, N_STATS)),
+            np.empty((cols, N_STATS)),
+        )
+        out_num[f] = num
+        out_den[f] = den
+        out_inside[f] = inside
+
+
+@njit(inline="always", **_OPTS)
+def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pragma: no cover
+    """:func:`sample2_plane` at the pixels where ``mask`` is set (the field of view) only:
+    ``out_valid`` = inside the volume and in the mask; the values elsewhere are 0. Returns
+    the number of valid pixels. Same arithmetic as :func:`sample2_plane`."""
+    nj = vol2.shape[1]
+    nk = vol2.shape[2]
+    flat = vol2.ravel()
+    sj = 2 * nk
+    si = 2 * nj * nk
+    rows, cols = out_p.shape
+    base = np.empty(cols, np.int64)
+    fx = np.empty(cols, np.float32)
+    fy = np.empty(cols, np.float32)
+    fz = np.empty(cols, np.float32)
+    ok = np.empty(cols, np.bool_)
+    shape3 = (vol2.shape[0], nj, nk)
+    inside = 0
+    for r in range(rows):
+        _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
+        for c in range(cols):
+            if not (ok[c] and mask[r, c]):
+                out_p[r, c] = 0.0
+                out_g[r, c] = 0.0
+                out_valid[r, c] = 0
+                continue
+            inside += 1
+            b = 2 * base[c]
+            wz = fz[c]
+            wy = fy[c]
+            wx = fx[c]
+            a = flat[b] + (flat[b + 2] - flat[b]) * wz
+            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
+            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
+            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
+            a = a + (e - a) * wy
+            g = g + (h - g) * wy
+            out_p[r, c] = a + (g - a) * wx
+            b += 1
+            a = flat[b] + (flat[b + 2] - flat[b]) * wz
+            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
+            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
+            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
+            a = a + (e - a) * wy
+            g = g + (h - g) * wy
+            out_g[r, c] = a + (g - a) * wx
+            out_valid[r, c] = 1
+    return inside
+
+
+@njit(**_OPTS)
+def _lc2_frame(
+    vol2, us, fov, affine, half, min_fraction, gradient_mode, row_mm, p, g, valid, chan, vacc
+):  # pragma: no cover - compiled
+    """(Σ w·R², Σ w, FOV pixels inside the MRI) of one frame (see :func:`lc2_frames`)."""
+    inside = _sample2_masked(vol2, affine[:, 2], affine[:, 0], affine[:, 1], fov, p, g, valid)
+    if inside == 0:
+        return 0.0, 0.0, 0
+    if gradient_mode == 1:
+        beam_derivative(p, valid, row_mm, g)
+    num, den = _lc2_sums_image(us, p, g, valid, half, min_fraction, chan, vacc)
+    return num, den, inside
 
 
 @njit(**_OPTS)
