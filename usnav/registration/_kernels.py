@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from usnav.resample._kernels import trilinear_nan as trilinear  # NaN outside
 
@@ -576,36 +576,6 @@ def lc2_frames(
         out_inside[f] = inside
 
 
-@njit(parallel=True, **_OPTS)
-def lc2_frames_parallel(
-    vol2, us, fov, affines, half, min_fraction, gradient_mode, row_mm, out_num, out_den, out_inside
-):  # pragma: no cover - compiled
-    """:func:`lc2_frames` with the frames shared among Numba's threads (each frame's result
-    is the same to the bit; scratch is allocated per frame). The number of threads is the
-    calling thread's ``numba.get_num_threads()``."""
-    rows = us.shape[1]
-    cols = us.shape[2]
-    for f in prange(us.shape[0]):
-        num, den, inside = _lc2_frame(
-            vol2,
-            us[f],
-            fov[f],
-            affines[f],
-            half,
-            min_fraction,
-            gradient_mode,
-            row_mm,
-            np.empty((rows, cols), np.float32),
-            np.empty((rows, cols), np.float32),
-            np.empty((rows, cols), np.uint8),
-            np.empty((rows, cols, N_STATS)),
-            np.empty((cols, N_STATS)),
-        )
-        out_num[f] = num
-        out_den[f] = den
-        out_inside[f] = inside
-
-
 @njit(inline="always", **_OPTS)
 def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pragma: no cover
     """:func:`sample2_plane` at the pixels where ``mask`` is set (the field of view) only:
@@ -625,14 +595,17 @@ def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pra
     shape3 = (vol2.shape[0], nj, nk)
     inside = 0
     for r in range(rows):
-        _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
-        for c in range(cols):
-            if not (ok[c] and mask[r, c]):
-                out_p[r, c] = 0.0
-                out_g[r, c] = 0.0
-                out_valid[r, c] = 0
-                continue
-            inside += 1
+        lo = 0
+        while lo < cols and not mask[r, lo]:
+            lo += 1
+        hi = cols
+        while hi > lo and not mask[r, hi - 1]:
+            hi -= 1
+        if lo < hi:
+            _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
+        # every pixel between the row's first and last mask pixel, without branches (the
+        # clamped base index is always a valid corner), so the gathers vectorise
+        for c in range(lo, hi):
             b = 2 * base[c]
             wz = fz[c]
             wy = fy[c]
@@ -652,7 +625,13 @@ def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pra
             a = a + (e - a) * wy
             g = g + (h - g) * wy
             out_g[r, c] = a + (g - a) * wx
-            out_valid[r, c] = 1
+        for c in range(cols):
+            v = lo <= c < hi and ok[c] and mask[r, c] != 0
+            if not v:
+                out_p[r, c] = 0.0
+                out_g[r, c] = 0.0
+            out_valid[r, c] = 1 if v else 0
+            inside += 1 if v else 0
     return inside
 
 
