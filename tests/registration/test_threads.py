@@ -9,7 +9,7 @@ import numpy as np
 
 from usnav.registration.rigid import RegistrationOptions, register_sweep
 from usnav.registration.search import SweepRegistration
-from usnav.registration.similarity import get_threads, select_frames, set_threads
+from usnav.registration.similarity import fov_corners, get_threads, select_frames, set_threads
 
 
 def test_split_evaluation_equals_one_thread_to_the_bit(small_case):
@@ -68,16 +68,7 @@ def select_frames_ref(poses: np.ndarray, corners: np.ndarray, min_distance_mm: f
 def test_select_frames_matches_numpy_reference(small_case):
     _, sweep, _, _ = small_case
     mask = sweep.mask()
-    rows, cols = np.nonzero(mask)
-    corners = np.array(
-        [
-            [cols.min(), rows.min(), 0, 1],
-            [cols.max(), rows.min(), 0, 1],
-            [cols.min(), rows.max(), 0, 1],
-            [cols.max(), rows.max(), 0, 1],
-        ],
-        float,
-    )
+    corners = fov_corners(mask)
     for distance in (0.2, 0.7, 1.0, 1.5, 3.0):
         ref = select_frames_ref(sweep.image_to_reference, corners, distance)
         got = select_frames(sweep, distance, 10_000, mask)

@@ -111,19 +111,34 @@ def reslice_plane(vol, origin, du, dv, out, fill):  # pragma: no cover - compile
         _row_positions(vol.shape, origin, du, dv, r, base, fx, fy, fz, ok)
         out_row = out[r]
         for c in range(cols):
-            b = base[c]
-            wz = fz[c]
-            wy = fy[c]
-            a = flat[b] + (flat[b + 1] - flat[b]) * wz
-            e = flat[b + sj] + (flat[b + sj + 1] - flat[b + sj]) * wz
-            g = flat[b + si] + (flat[b + si + 1] - flat[b + si]) * wz
-            h = flat[b + si + sj] + (flat[b + si + sj + 1] - flat[b + si + sj]) * wz
-            a = a + (e - a) * wy
-            g = g + (h - g) * wy
-            out_row[c] = a + (g - a) * fx[c]
+            out_row[c] = _lerp3(flat, base[c], 1, sj, si, fx[c], fy[c], fz[c])
         for c in range(cols):  # a separate pass keeps the gather loop free of selects
             if not ok[c]:
                 out_row[c] = fill
+
+
+@njit(inline="always", **_OPTS)
+def _lerp3(flat, b, step, sj, si, wx, wy, wz):  # pragma: no cover - compiled
+    """Trilinear sample from raveled data: ``b`` the flat index of corner (i0, j0, k0),
+    ``step``/``sj``/``si`` the k/j/i strides, ``wx, wy, wz`` the fractions."""
+    a = flat[b] + (flat[b + step] - flat[b]) * wz
+    e = flat[b + sj] + (flat[b + sj + step] - flat[b + sj]) * wz
+    g = flat[b + si] + (flat[b + si + step] - flat[b + si]) * wz
+    h = flat[b + si + sj] + (flat[b + si + sj + step] - flat[b + si + sj]) * wz
+    a = a + (e - a) * wy
+    g = g + (h - g) * wy
+    return a + (g - a) * wx
+
+
+@njit(inline="always", **_OPTS)
+def _trilinear2(flat, b, sj, si, wx, wy, wz):  # pragma: no cover - compiled
+    """Trilinear samples of both channels of an interleaved volume (``flat`` its raveled
+    data, ``b`` the flat index of corner (i0, j0, k0) channel 0, ``sj``/``si`` the j/i
+    strides); intensity and gradient share the cache lines."""
+    return (
+        _lerp3(flat, b, 2, sj, si, wx, wy, wz),
+        _lerp3(flat, b + 1, 2, sj, si, wx, wy, wz),
+    )
 
 
 @njit(**_OPTS)
@@ -133,47 +148,8 @@ def sample2_plane(vol2, origin, du, dv, out_p, out_g, out_valid):  # pragma: no 
     ``out_valid[r, c]`` is 1 where the sample is inside the volume, else 0 (and the two
     values are 0).
     """
-    nj = vol2.shape[1]
-    nk = vol2.shape[2]
-    flat = vol2.ravel()
-    sj = 2 * nk
-    si = 2 * nj * nk
-    rows, cols = out_p.shape
-    base = np.empty(cols, np.int64)
-    fx = np.empty(cols, np.float32)
-    fy = np.empty(cols, np.float32)
-    fz = np.empty(cols, np.float32)
-    ok = np.empty(cols, np.bool_)
-    shape3 = (vol2.shape[0], nj, nk)
-    for r in range(rows):
-        _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
-        for c in range(cols):
-            if not ok[c]:
-                out_p[r, c] = 0.0
-                out_g[r, c] = 0.0
-                out_valid[r, c] = 0
-                continue
-            b = 2 * base[c]
-            wz = fz[c]
-            wy = fy[c]
-            wx = fx[c]
-            # intensity (channel 0) and gradient (channel 1) share the cache lines
-            a = flat[b] + (flat[b + 2] - flat[b]) * wz
-            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
-            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
-            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
-            a = a + (e - a) * wy
-            g = g + (h - g) * wy
-            out_p[r, c] = a + (g - a) * wx
-            b += 1
-            a = flat[b] + (flat[b + 2] - flat[b]) * wz
-            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
-            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
-            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
-            a = a + (e - a) * wy
-            g = g + (h - g) * wy
-            out_g[r, c] = a + (g - a) * wx
-            out_valid[r, c] = 1
+    mask = np.ones(out_p.shape, np.uint8)
+    _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid)
 
 
 @njit(**_OPTS)
@@ -293,40 +269,13 @@ def box_sum_2d(chan, half_r, half_c, out, row_acc):  # pragma: no cover - compil
 @njit(inline="always", **_OPTS)
 def _lc2_from_sums(s, min_count):  # pragma: no cover - compiled
     """(R², weight) of one patch from its 10 sums; weight 0 when the patch is unusable."""
-    n = s[0]
-    if n < min_count:
-        return 0.0, 0.0
-    inv = 1.0 / n
-    mu = s[1] * inv
-    mp = s[3] * inv
-    mg = s[4] * inv
-    cuu = s[2] * inv - mu * mu
-    if cuu <= 1e-9:
-        return 0.0, 0.0
-    cpp = s[5] * inv - mp * mp
-    cgg = s[6] * inv - mg * mg
-    cpg = s[7] * inv - mp * mg
-    cup = s[8] * inv - mu * mp
-    cug = s[9] * inv - mu * mg
-    # ridge keeps a flat (constant) MRI patch from dividing by zero: it then explains nothing
-    eps = 1e-6 * (cpp + cgg) + 1e-12
-    a = cpp + eps
-    d = cgg + eps
-    det = a * d - cpg * cpg
-    if det <= 1e-18:
-        return 0.0, math.sqrt(cuu)
-    explained = (d * cup * cup - 2.0 * cpg * cup * cug + a * cug * cug) / det
-    r2 = explained / cuu
-    if r2 < 0.0:
-        r2 = 0.0
-    elif r2 > 1.0:
-        r2 = 1.0
-    return r2, math.sqrt(cuu)
+    return _lc2_r2(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], min_count)
 
 
 @njit(inline="always", **_OPTS)
 def _lc2_r2(n, su, suu, sp, sg, spp, sgg, spg, sup, sug, min_count):  # pragma: no cover
-    """:func:`_lc2_from_sums` on the 10 sums as scalars (kept in registers)."""
+    """(R², weight) of one patch from its 10 sums as scalars (kept in registers): n, Σu, Σuu,
+    Σp, Σg, Σpp, Σgg, Σpg, Σup, Σug; weight 0 when the patch is unusable."""
     if n < min_count:
         return 0.0, 0.0
     inv = 1.0 / n
@@ -341,6 +290,7 @@ def _lc2_r2(n, su, suu, sp, sg, spp, sgg, spg, sup, sug, min_count):  # pragma: 
     cpg = spg * inv - mp * mg
     cup = sup * inv - mu * mp
     cug = sug * inv - mu * mg
+    # ridge keeps a flat (constant) MRI patch from dividing by zero: it then explains nothing
     eps = 1e-6 * (cpp + cgg) + 1e-12
     a = cpp + eps
     d = cgg + eps
@@ -606,25 +556,7 @@ def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pra
         # every pixel between the row's first and last mask pixel, without branches (the
         # clamped base index is always a valid corner), so the gathers vectorise
         for c in range(lo, hi):
-            b = 2 * base[c]
-            wz = fz[c]
-            wy = fy[c]
-            wx = fx[c]
-            a = flat[b] + (flat[b + 2] - flat[b]) * wz
-            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
-            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
-            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
-            a = a + (e - a) * wy
-            g = g + (h - g) * wy
-            out_p[r, c] = a + (g - a) * wx
-            b += 1
-            a = flat[b] + (flat[b + 2] - flat[b]) * wz
-            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
-            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
-            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
-            a = a + (e - a) * wy
-            g = g + (h - g) * wy
-            out_g[r, c] = a + (g - a) * wx
+            out_p[r, c], out_g[r, c] = _trilinear2(flat, 2 * base[c], sj, si, fx[c], fy[c], fz[c])
         for c in range(cols):
             v = lo <= c < hi and ok[c] and mask[r, c] != 0
             if not v:

@@ -230,15 +230,13 @@ class FrameLevel:
         return np.concatenate(out)[:, :3]
 
 
-def select_frames(
-    sweep: Sweep, min_distance_mm: float, max_frames: int, mask: np.ndarray
-) -> np.ndarray:
-    """Indices of frames spaced at least ``min_distance_mm`` apart (largest motion of the field
-    of view's corners), at most ``max_frames`` (evenly thinned)."""
+def fov_corners(mask: np.ndarray) -> np.ndarray:
+    """(4, 4) homogeneous pixel corners (col, row, 0, 1) of the mask's bounding box; (0, 4)
+    for an empty mask."""
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
-        return np.zeros(0, int)
-    corners = np.array(
+        return np.zeros((0, 4))
+    return np.array(
         [
             [cols.min(), rows.min(), 0, 1],
             [cols.max(), rows.min(), 0, 1],
@@ -247,6 +245,16 @@ def select_frames(
         ],
         float,
     )
+
+
+def select_frames(
+    sweep: Sweep, min_distance_mm: float, max_frames: int, mask: np.ndarray
+) -> np.ndarray:
+    """Indices of frames spaced at least ``min_distance_mm`` apart (largest motion of the field
+    of view's corners), at most ``max_frames`` (evenly thinned)."""
+    corners = fov_corners(mask)
+    if len(corners) == 0:
+        return np.zeros(0, int)
     pos = np.einsum("fij,cj->fci", sweep.image_to_reference, corners)[..., :3].tolist()
     chosen = [0]
     last = pos[0]
