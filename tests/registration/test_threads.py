@@ -9,7 +9,13 @@ import numpy as np
 
 from usnav.registration.rigid import RegistrationOptions, register_sweep
 from usnav.registration.search import SweepRegistration
-from usnav.registration.similarity import fov_corners, get_threads, select_frames, set_threads
+from usnav.registration.similarity import (
+    FrameSimilarity,
+    fov_corners,
+    get_threads,
+    select_frames,
+    set_threads,
+)
 
 
 def test_split_evaluation_equals_one_thread_to_the_bit(small_case):
@@ -22,7 +28,12 @@ def test_split_evaluation_equals_one_thread_to_the_bit(small_case):
             one = level.similarity.per_frame(pose)
             for threads in (2, 3, len(level.frames) + 5):
                 set_threads(threads)
-                split = level.similarity.per_frame(pose)
+                # a fresh similarity: nothing kept from the one-thread evaluation
+                sim = FrameSimilarity(
+                    level.mri, level.frames, patch_half=level.similarity.patch_half
+                )
+                split = sim.per_frame(pose)
+                assert sim.evaluations == 1
                 for a, b in zip(one, split, strict=True):
                     np.testing.assert_array_equal(a, b)
                 set_threads(1)
@@ -74,3 +85,28 @@ def test_select_frames_matches_numpy_reference(small_case):
         got = select_frames(sweep, distance, 10_000, mask)
         assert got.tolist() == ref
         assert 1 < len(ref) <= len(sweep)
+
+
+def test_recent_poses_are_not_recomputed_and_results_are_copies(small_case):
+    mri, sweep, _, truth = small_case
+    problem = SweepRegistration(mri, sweep, truth.init_reference_to_mri)
+    sim = problem.level(-1).similarity
+    pose = truth.init_reference_to_mri
+    other = pose.copy()
+    other[0, 3] += 1.0
+    first = sim.per_frame(pose)
+    count = sim.evaluations
+    first[0][:] = -1.0  # the caller owns what it got
+    again = sim.per_frame(pose.copy())
+    assert sim.evaluations == count  # kept: not recomputed
+    assert np.all(again[0] >= 0)
+    moved = sim.per_frame(other)
+    assert sim.evaluations == count + 1
+    assert not np.array_equal(moved[0], again[0])
+    for _ in range(5):  # older poses drop out of the few kept
+        other[1, 3] += 0.5
+        sim.per_frame(other)
+    fresh = sim.per_frame(pose)
+    assert sim.evaluations == count + 7
+    for a, b in zip(fresh, again, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -393,6 +393,7 @@ class FrameSimilarity:
         self._valid_total = np.maximum(frames.valid.reshape(n, -1).sum(axis=1), 1)
         self._world_to_voxel = mri.world_to_voxel
         self._chunks: dict[int, list[tuple[slice, tuple[np.ndarray, ...]]]] = {}
+        self._recent: dict[bytes, tuple[np.ndarray, ...]] = {}
         self.evaluations = 0
 
     def frame_affines(self, reference_to_mri: np.ndarray) -> np.ndarray:
@@ -450,8 +451,14 @@ class FrameSimilarity:
         """Per-frame (Σ w·score, Σ w, fraction of valid pixels inside the MRI).
 
         With :func:`set_threads` > 1 in the calling thread the frames are split among that
-        many threads; every frame's sums are the same to the bit either way.
+        many threads; every frame's sums are the same to the bit either way. The last few
+        poses' results are kept: the verdict re-scores the optimiser's best pose and the
+        pose it started from, which were just evaluated.
         """
+        key = np.ascontiguousarray(reference_to_mri, dtype=np.float64).tobytes()
+        kept = self._recent.get(key)
+        if kept is not None:
+            return kept[0].copy(), kept[1].copy(), kept[2].copy()
         aff = self.frame_affines(reference_to_mri)
         chunks = self._chunked(get_threads())
         if len(chunks) == 1:
@@ -463,7 +470,11 @@ class FrameSimilarity:
             for future in futures:
                 future.result()
         self.evaluations += 1
-        return self._num.copy(), self._den.copy(), self._inside / self._valid_total
+        out = self._num.copy(), self._den.copy(), self._inside / self._valid_total
+        self._recent[key] = tuple(a.copy() for a in out)
+        if len(self._recent) > 4:
+            del self._recent[next(iter(self._recent))]
+        return out
 
     def frame_scores(self, reference_to_mri: np.ndarray) -> np.ndarray:
         """Per-frame similarity (NaN for a frame with no usable patch)."""
