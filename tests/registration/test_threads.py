@@ -103,10 +103,16 @@ def test_recent_poses_are_not_recomputed_and_results_are_copies(small_case):
     moved = sim.per_frame(other)
     assert sim.evaluations == count + 1
     assert not np.array_equal(moved[0], again[0])
-    for _ in range(5):  # older poses drop out of the few kept
-        other[1, 3] += 0.5
+    sim.per_frame(pose)  # used again: the most recent now
+    for _ in range(sim.KEEP - 1):
+        other[1, 3] += 0.01
+        sim.per_frame(other)
+    sim.per_frame(pose)
+    assert sim.evaluations == count + sim.KEEP  # still kept
+    for _ in range(sim.KEEP):  # older poses drop out
+        other[1, 3] += 0.01
         sim.per_frame(other)
     fresh = sim.per_frame(pose)
-    assert sim.evaluations == count + 7
+    assert sim.evaluations == count + 2 * sim.KEEP + 1
     for a, b in zip(fresh, again, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -16,6 +16,7 @@ import itertools
 import math
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -370,6 +371,9 @@ class FrameSimilarity:
         Minimum valid fraction of a patch.
     """
 
+    #: results kept for the most recently evaluated poses
+    KEEP = 256
+
     def __init__(
         self,
         mri: MriLevel,
@@ -393,7 +397,7 @@ class FrameSimilarity:
         self._valid_total = np.maximum(frames.valid.reshape(n, -1).sum(axis=1), 1)
         self._world_to_voxel = mri.world_to_voxel
         self._chunks: dict[int, list[tuple[slice, tuple[np.ndarray, ...]]]] = {}
-        self._recent: dict[bytes, tuple[np.ndarray, ...]] = {}
+        self._recent: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()
         self.evaluations = 0
 
     def frame_affines(self, reference_to_mri: np.ndarray) -> np.ndarray:
@@ -451,13 +455,15 @@ class FrameSimilarity:
         """Per-frame (Σ w·score, Σ w, fraction of valid pixels inside the MRI).
 
         With :func:`set_threads` > 1 in the calling thread the frames are split among that
-        many threads; every frame's sums are the same to the bit either way. The last few
-        poses' results are kept: the verdict re-scores the optimiser's best pose and the
-        pose it started from, which were just evaluated.
+        many threads; every frame's sums are the same to the bit either way. The results of
+        the last :attr:`KEEP` poses are kept (≈ 1 kB each): the verdict re-scores poses the
+        search has just evaluated (its start, the optimiser's best, the ambiguity probe's
+        optima).
         """
         key = np.ascontiguousarray(reference_to_mri, dtype=np.float64).tobytes()
         kept = self._recent.get(key)
         if kept is not None:
+            self._recent.move_to_end(key)
             return kept[0].copy(), kept[1].copy(), kept[2].copy()
         aff = self.frame_affines(reference_to_mri)
         chunks = self._chunked(get_threads())
@@ -472,8 +478,8 @@ class FrameSimilarity:
         self.evaluations += 1
         out = self._num.copy(), self._den.copy(), self._inside / self._valid_total
         self._recent[key] = tuple(a.copy() for a in out)
-        if len(self._recent) > 4:
-            del self._recent[next(iter(self._recent))]
+        if len(self._recent) > self.KEEP:
+            self._recent.popitem(last=False)
         return out
 
     def frame_scores(self, reference_to_mri: np.ndarray) -> np.ndarray:
