@@ -306,7 +306,7 @@ def _lc2_r2(n, su, suu, sp, sg, spp, sgg, spg, sup, sug, min_count):  # pragma: 
     return r2, math.sqrt(cuu)
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _lc2_sums_image(us, p, g, valid, half, min_fraction, chan, vacc):  # pragma: no cover
     """:func:`lc2_image` in one streaming pass: the 10 products per pixel, then per row the
     vertical running sums (``vacc``, (cols, 10)), the horizontal running sums (10 scalars) and
@@ -526,7 +526,7 @@ def lc2_frames(
         out_inside[f] = inside
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pragma: no cover
     """:func:`sample2_plane` at the pixels where ``mask`` is set (the field of view) only:
     ``out_valid`` = inside the volume and in the mask; the values elsewhere are 0. Returns
