@@ -396,8 +396,8 @@ def bench_simulated(ctx: BenchContext) -> list[Figure]:
             baseline_value=float(np.nanmedian([r["sitk_s"] for r in rows] + [np.nan])),
             higher_is_better=False,
             note=f"max {secs.max():.2f} s; {'' if ctx.full else 'median of 3 alternating runs; '}"
-            f"threads automatic (the default: 1 or all {available_cores()} cores, whichever is "
-            f"faster at the time; SimpleITK uses all); on 1 thread {np.median(secs_1):.2f} s "
+            f"{available_cores()} thread(s) like SimpleITK's "
+            f"(threads = every core, the default); on 1 thread {np.median(secs_1):.2f} s "
             f"median; load average {os.getloadavg()[0]:.1f}",
         ),
     ]

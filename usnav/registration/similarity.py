@@ -16,7 +16,6 @@ import itertools
 import math
 import os
 import threading
-import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,51 +46,17 @@ def available_cores() -> int:
 
 def set_threads(threads: int) -> int:
     """Threads the calling thread's :class:`FrameSimilarity` evaluations use (its frames are
-    shared among them). 0 = automatic: one thread or every core, whichever has been faster
-    (:class:`_ThreadChoice`). Per calling thread, like ``numba.set_num_threads``: the
-    streaming worker's thread keeps 1 while a batch registration elsewhere uses more.
-    Every score is the same to the bit whatever the number. Returns the previous setting."""
+    shared among them; 0 = every core). Per calling thread, like ``numba.set_num_threads``:
+    the streaming worker's thread keeps 1 while a batch registration elsewhere uses both
+    cores. Returns the previous setting."""
     previous = get_threads()
-    _local.threads = max(0, int(threads))
-    if _local.threads == 0 and getattr(_local, "choice", None) is None:
-        _local.choice = _ThreadChoice(available_cores())
+    _local.threads = available_cores() if threads <= 0 else int(threads)
     return previous
 
 
 def get_threads() -> int:
-    """The calling thread's :func:`set_threads` (default 1; 0 = automatic)."""
+    """The calling thread's :func:`set_threads` (default 1)."""
     return getattr(_local, "threads", 1)
-
-
-class _ThreadChoice:
-    """The automatic thread count of one calling thread: every evaluation is timed (seconds
-    per frame pixel, a moving average per choice) and the faster of one thread and every
-    core is used; the other is retried every ``explore``-th evaluation. Splitting wins when a
-    core is idle (seed 2041 at load 1.3: 0.74 s against 0.95 s) and loses when another process
-    keeps it busy (1.17 s against 0.99 s with one busy process): a shared machine changes
-    between the two within a session."""
-
-    def __init__(self, cores: int, explore: int = 25):
-        self.options = (1, cores) if cores > 1 else (1,)
-        self.cost: dict[int, float] = {}
-        self.explore = explore
-        self.count = 0
-
-    def pick(self) -> int:
-        self.count += 1
-        for option in self.options:
-            if option not in self.cost:
-                return option
-        best = min(self.options, key=self.cost.__getitem__)
-        if len(self.options) > 1 and self.count % self.explore == 0:
-            return self.options[0] if best != self.options[0] else self.options[1]
-        return best
-
-    def record(self, threads: int, seconds_per_pixel: float) -> None:
-        old = self.cost.get(threads)
-        self.cost[threads] = (
-            seconds_per_pixel if old is None else 0.7 * old + 0.3 * seconds_per_pixel
-        )
 
 
 def _kernel_pool() -> ThreadPoolExecutor:
@@ -501,12 +466,7 @@ class FrameSimilarity:
             self._recent.move_to_end(key)
             return kept[0].copy(), kept[1].copy(), kept[2].copy()
         aff = self.frame_affines(reference_to_mri)
-        threads = get_threads()
-        choice = _local.choice if threads == 0 else None
-        if choice is not None:
-            threads = choice.pick()
-            t0 = time.perf_counter()
-        chunks = self._chunked(threads)
+        chunks = self._chunked(get_threads())
         if len(chunks) == 1:
             self._run_chunk(aff, *chunks[0])
         else:
@@ -515,8 +475,6 @@ class FrameSimilarity:
             self._run_chunk(aff, *chunks[0])
             for future in futures:
                 future.result()
-        if choice is not None:
-            choice.record(threads, (time.perf_counter() - t0) / self.frames.us.size)
         self.evaluations += 1
         out = self._num.copy(), self._den.copy(), self._inside / self._valid_total
         self._recent[key] = tuple(a.copy() for a in out)

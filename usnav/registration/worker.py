@@ -166,7 +166,7 @@ class WorkerOptions(BaseModel):
     threads: int = Field(default=1, ge=0)
     """Threads of the worker's similarity evaluations (its registrations' ``threads`` is
     replaced by this). 1 leaves the other core of a 2-core machine to the frame path; 0 =
-    automatic (see ``RegistrationOptions.threads``)."""
+    every core."""
     replace_history: int = Field(default=4, ge=0)
     """A later candidate must also clearly beat this many earlier estimates in use (same
     frames): the registration never returns to a pose it left (see :class:`ReplacementRule`);
