@@ -196,3 +196,18 @@ def test_options_validate(tmp_path) -> None:
         load_toml_model(path, MarginOptions)
     path.write_text("solid_label = 3\ncyst_label = 4\nband_mm = 2.5\n")
     assert load_toml_model(path, MarginOptions).band_mm == 2.5
+
+
+def test_a_boundary_at_the_image_edge_stays_finite() -> None:
+    """A tumor cut by the image's edge: the sub-pixel snap samples off the image (NaN) there
+    and must leave the point where it is, not move it by NaN (seen on held-out seed 6242, where
+    the refinement then failed on the NaN point spacing)."""
+    from usnav.margins.contours import snap_to_level
+
+    fraction = np.ones((10, 10), np.float32)  # the structure fills the image
+    points = np.array([[9.0, 5.0], [5.0, 5.0]])
+    normals = np.array([[1.0, 0.0], [1.0, 0.0]])
+    snapped = snap_to_level(fraction, points, normals)
+    np.testing.assert_array_equal(snapped, points)
+    fraction[:, 7:] = 0.0  # a real crossing half-way between columns 6 and 7
+    np.testing.assert_allclose(snap_to_level(fraction, points, normals)[1], [6.5, 5.0])

@@ -68,6 +68,28 @@ def test_the_threshold_is_a_setting() -> None:
     assert _pub(rules=strict, uncertainty_mm=1.5).state == UNCERTAIN
 
 
+def test_the_registration_leaves_room_for_the_margins_own_error() -> None:
+    """LIVE is decided on the boundary error: the registration's bound and the margin's own
+    error (with a perfect registration) in quadrature must stay within the 2 mm target, so a
+    registration bound just under 2 mm is not LIVE when the margin itself errs by 1.2 mm."""
+    rules = DisplayRules(live_max_boundary_error_mm=2.0, margin_error_mm=1.2)
+    assert rules.registration_limit_mm == pytest.approx(1.6)
+    assert rules.live_max_uncertainty_mm == pytest.approx(1.6)  # what every message carries
+    assert _pub(rules=rules, uncertainty_mm=1.59).state == LIVE
+    state = _pub(rules=rules, uncertainty_mm=1.93)
+    assert state.state == UNCERTAIN and "exceeds 1.6 mm" in state.reason
+    # the default states no margin error: the registration alone is held to 2 mm
+    assert DisplayRules().registration_limit_mm == 2.0
+    assert _pub(rules=DisplayRules(), uncertainty_mm=2.0).state == LIVE
+
+
+def test_a_stated_registration_threshold_wins_and_an_impossible_target_is_refused() -> None:
+    stated = DisplayRules(live_max_uncertainty_mm=1.9, margin_error_mm=1.5)
+    assert stated.registration_limit_mm == 1.9
+    with pytest.raises(ValueError, match="leaves no room"):
+        DisplayRules(live_max_boundary_error_mm=1.0, margin_error_mm=1.0)
+
+
 def _shown(published, **kwargs) -> DisplayState:
     now = 1000.0
     base = {

@@ -512,3 +512,27 @@ def test_miscalibrated_family_writes_the_wrong_calibration_by_the_drawn_amount()
     # a tracker lag the calibration file does not know: images taken after the recorded poses
     assert a.unrecorded_lag_s != 0.0 and case.options.tracker_lag_s == 0.0
     assert case.sweep.tracker_lag_s == pytest.approx(a.unrecorded_lag_s)
+
+
+def test_the_tuning_split_is_one_partition_of_the_families():
+    """Every family is either tuned on or held out, never both: the split the registration's
+    choices and every report (bench, evaluate) read from one place."""
+    from usnav.sim import FAMILIES, HELD_OUT_FAMILIES, TUNING_FAMILIES
+
+    assert set(TUNING_FAMILIES) | set(HELD_OUT_FAMILIES) == set(FAMILIES)
+    assert not set(TUNING_FAMILIES) & set(HELD_OUT_FAMILIES)
+    assert "baseline" in TUNING_FAMILIES and "mixed" in HELD_OUT_FAMILIES
+
+
+def test_the_bench_family_table_is_the_dataset_usnav_simulate_writes():
+    """``usnav bench --full``'s per-family cases are those of ``usnav simulate --seeds
+    6001-6042 --families <held-out>``: evaluate on that dataset reproduces the table."""
+    from usnav.bench.bench_registration import HELD_OUT_SEEDS_FULL, family_plan
+    from usnav.sim import HELD_OUT_FAMILIES
+    from usnav.sim.dataset import dataset_plan
+
+    plan = family_plan(full=True)
+    held = [p for p in plan if p[0] in HELD_OUT_FAMILIES]
+    assert held == dataset_plan(list(HELD_OUT_SEEDS_FULL), list(HELD_OUT_FAMILIES))
+    assert dataset_plan([1, 2, 3, 4], ["a", "b"]) == [("a", 1), ("b", 2), ("a", 3), ("b", 4)]
+    assert len(held) >= 40 and len({s for _, s in plan}) == len(plan)

@@ -5,8 +5,9 @@ streaming update, the frame path's latency beside the worker, memory for a 512³
 Seeds: the method was tuned on simulator seeds 1001-1040 (and 101; tests use 7-9); seeds
 2001-2040 served failure analyses after two earlier benchmark runs and are excluded too; the
 benchmark uses seeds 2041-2060 (quick mode: 2041 only). The per-family table (#16) runs every
-appearance family on seeds 3001-3005 (quick: baseline and mixed, 3001), tuned-on families
-(``TUNING_FAMILIES``) and held-out ones side by side. SimpleITK's rigid registration
+appearance family (``--full``: 42 held-out cases on seeds 6001-6042 and 24 tuned-on ones on
+6101-6124; quick: baseline and mixed, 3001), tuned-on families (``usnav.sim.TUNING_FAMILIES``)
+and held-out ones side by side. SimpleITK's rigid registration
 (Mattes mutual information, 3 levels, the tool a user would otherwise pick) runs on the same
 input: it cannot register 2D frames to a volume, so it gets the sweep reconstructed at 1 mm
 (the reconstruction time is counted in its row).
@@ -425,11 +426,14 @@ def bench_simulated(ctx: BenchContext) -> list[Figure]:
     return figs
 
 
-#: Families the registration's parameters were chosen on (with recording-level perturbations
-#: of baseline cases, see docs/registration.md); every other family is held out.
-TUNING_FAMILIES = ("baseline", "compressed-gain")
-#: Seeds of the per-family table (fresh: never used to tune or analyse before its first run).
-FAMILY_SEEDS_FULL = (3001, 3002, 3003, 3004, 3005)
+#: Cases of the per-family table in --full mode, assigned round-robin exactly as
+#: ``usnav simulate --seeds A-B --families <in this order>`` does, so that ``usnav evaluate`` on
+#: such a dataset reproduces the table: held-out families on seeds 6001-6042 (6 cases each, fresh
+#: this session: 3001-3005 and 5001-5022 were looked at while the rules were chosen), tuned-on
+#: families on fresh seeds 6101-6124 (their column says how the tuned-on families fare on seeds
+#: nobody looked at). The split itself is ``usnav.sim.TUNING_FAMILIES / HELD_OUT_FAMILIES``.
+HELD_OUT_SEEDS_FULL = tuple(range(6001, 6043))
+TUNED_ON_SEEDS_FULL = tuple(range(6101, 6125))
 FAMILY_SEEDS_QUICK = (3001,)
 FAMILIES_QUICK = ("baseline", "mixed")
 
@@ -475,43 +479,54 @@ def family_summary(rows: list[dict]) -> dict:
         "confident": len(conf),
         "accepted_over_2mm": sum(r["error"] > 2.0 for r in acc),
         "confident_over_2mm": sum(r["error"] > 2.0 for r in conf),
+        "harm": sum(r["error"] > r["init"] for r in acc),
         "coverage": len(covered) / len(acc) if acc else float("nan"),
         "median_now_mm": float(np.median([r["error_now"] for r in rows])),
     }
 
 
+def family_plan(full: bool) -> list[tuple[str, int]]:
+    """(family, seed) of the per-family table: round-robin as ``usnav simulate --seeds``."""
+    from usnav.sim import HELD_OUT_FAMILIES, TUNING_FAMILIES
+    from usnav.sim.dataset import dataset_plan
+
+    if not full:
+        return [(f, s) for f in FAMILIES_QUICK for s in FAMILY_SEEDS_QUICK]
+    return dataset_plan(TUNED_ON_SEEDS_FULL, TUNING_FAMILIES) + dataset_plan(
+        HELD_OUT_SEEDS_FULL, HELD_OUT_FAMILIES
+    )
+
+
 @benchmark("registration per appearance family (tuned-on vs held-out)", "registration")
 def bench_families(ctx: BenchContext) -> list[Figure]:
     from usnav.registration import register_sweep, warm_up
-    from usnav.sim.families import family_names
+    from usnav.sim import TUNING_FAMILIES, family_names
 
     warm_up()
-    families = family_names() if ctx.full else FAMILIES_QUICK
-    seeds = FAMILY_SEEDS_FULL if ctx.full else FAMILY_SEEDS_QUICK
+    families = family_names() if ctx.full else list(FAMILIES_QUICK)
     rows = []
-    for family in families:
-        for seed in seeds:
-            folder = _family_case(ctx, family, seed)
-            mri, sweep, _, truth = _load_case(folder)
-            ctx.progress(f"registering {family} case {seed}")
-            res = register_sweep(mri, sweep, truth.init_reference_to_mri)
-            unc = res.uncertainty_mm if np.isfinite(res.uncertainty_mm) else None
-            rows.append(
-                {
-                    "family": family,
-                    "seed": seed,
-                    "tuning": family in TUNING_FAMILIES,
-                    "init": truth.mtre(truth.init_reference_to_mri),
-                    "error": truth.mtre(res.reference_to_mri),
-                    "error_now": tumor_error_now(truth, res.reference_to_mri),
-                    "candidate": truth.mtre(res.candidate),
-                    "accepted": bool(res.accepted),
-                    "confident": bool(res.confident),
-                    "uncertainty": unc,
-                    "seconds": res.seconds,
-                    "reason": res.reason,
-                }
-            )
+    for family, seed in family_plan(ctx.full):
+        folder = _family_case(ctx, family, seed)
+        mri, sweep, _, truth = _load_case(folder)
+        ctx.progress(f"registering {family} case {seed}")
+        res = register_sweep(mri, sweep, truth.init_reference_to_mri)
+        unc = res.uncertainty_mm if np.isfinite(res.uncertainty_mm) else None
+        rows.append(
+            {
+                "family": family,
+                "seed": seed,
+                "tuning": family in TUNING_FAMILIES,
+                "init": truth.mtre(truth.init_reference_to_mri),
+                "error": truth.mtre(res.reference_to_mri),
+                "error_now": tumor_error_now(truth, res.reference_to_mri),
+                "candidate": truth.mtre(res.candidate),
+                "accepted": bool(res.accepted),
+                "confident": bool(res.confident),
+                "uncertainty": unc,
+                "seconds": res.seconds,
+                "reason": res.reason,
+            }
+        )
     _save(ctx, "registration_families.json", rows)
     figs = []
     for family in families:
@@ -562,6 +577,16 @@ def bench_families(ctx: BenchContext) -> list[Figure]:
                 higher_is_better=False,
                 note=f"{f['confident']} confident of {f['accepted']} accepted; accepted "
                 f"(incl. flagged UNCERTAIN) > 2 mm: {f['accepted_over_2mm']}",
+            ),
+            Figure(
+                "held-out families: accepted estimates worse than the start (do no harm)",
+                float(f["harm"]),
+                "cases",
+                target="0",
+                met=f["harm"] == 0,
+                higher_is_better=False,
+                note="the confirmation rejects a large correction the current estimate's own "
+                "optimum does not support",
             ),
             Figure(
                 "held-out families: uncertainty_mm ≥ actual error (accepted estimates)",

@@ -133,15 +133,16 @@ def snap_to_level(
 
     ``fraction`` is the structure's partial-volume fraction (1 inside, 0 outside); the normal
     points outward so the fraction falls along it. Points with no crossing within
-    ``reach_px`` stay where they are.
+    ``reach_px`` (or where the image ends first) stay where they are.
     """
     step = 0.25
     offsets = np.arange(-reach_px, reach_px + step / 2, step)
     profiles = np.empty((len(points), len(offsets)), np.float32)
     _kernels.sample_profiles(fraction, points, normals, offsets, profiles)
     above = profiles >= 0.5
-    # crossings: inside at q, outside at q + 1
-    crossing = above[:, :-1] & ~above[:, 1:]
+    # crossings: inside at q, outside at q + 1 (a sample off the image is NaN: no crossing,
+    # or the point would move by NaN)
+    crossing = above[:, :-1] & (profiles[:, 1:] < 0.5)
     centre = len(offsets) // 2
     distance = np.where(crossing, np.abs(np.arange(len(offsets) - 1) + 0.5 - centre), np.inf)
     q = np.argmin(distance, axis=1)

@@ -306,6 +306,9 @@ class PointOutcomes:
         (N,) bool: the observed point's boundary error < the predicted point's.
     predicted_mm, observed_mm
         (N,) their boundary errors, mm.
+    case
+        (N,) int: the index of the point's case in the seeds collected (points of one case are
+        not independent: bootstrap intervals resample cases).
     """
 
     raw: np.ndarray
@@ -313,6 +316,7 @@ class PointOutcomes:
     beat: np.ndarray
     predicted_mm: np.ndarray
     observed_mm: np.ndarray
+    case: np.ndarray
 
 
 def point_outcomes(
@@ -333,7 +337,7 @@ def point_outcomes(
 
     opts = options or MarginOptions()
     uncalibrated = opts.model_copy(update={"confidence_calibration": None})
-    raw_parts, pub_parts, pred_parts, obs_parts = [], [], [], []
+    raw_parts, pub_parts, pred_parts, obs_parts, case_parts = [], [], [], [], []
     for k, seed in enumerate(seeds):
         family = families[k] if families else "baseline"
         sim = simulated_frames(seed, frames=frames, workers=workers, family=family)
@@ -356,6 +360,7 @@ def point_outcomes(
                 obs_parts.append(np.abs(sample_at(whole, contour.observed_px))[keep])
                 raw_parts.append(raw)
                 pub_parts.append(calibrate_confidence(raw, opts.confidence_calibration))
+                case_parts.append(np.full(raw.size, k, np.int32))
     pred, obs = np.concatenate(pred_parts), np.concatenate(obs_parts)
     ok = np.isfinite(pred) & np.isfinite(obs)
     return PointOutcomes(
@@ -364,11 +369,16 @@ def point_outcomes(
         (obs < pred)[ok],
         pred[ok],
         obs[ok],
+        np.concatenate(case_parts)[ok],
     )
 
 
 def fit_confidence_calibration(
-    outcomes: PointOutcomes, seen_from: float = 0.5, bins: int = 6
+    outcomes: PointOutcomes,
+    seen_from: float = 0.5,
+    bins: int = 6,
+    groups: np.ndarray | None = None,
+    min_group_points: int = 30,
 ) -> tuple[tuple[float, float], ...]:
     """(raw, calibrated) knots for :attr:`MarginOptions.confidence_calibration`.
 
@@ -379,6 +389,11 @@ def fit_confidence_calibration(
     below 0.5 (not seen). Below ``seen_from``: a ramp from 0 to just under 0.5 and the first
     bin's rate — these points are never shown as seen (low raw confidences beat the MRI on
     some tuning cases and lose badly on others), so their stated value is only "below the bar".
+
+    ``groups`` (one label per point, e.g. the appearance family): the fit is made per group
+    (groups with at least ``min_group_points`` points above ``seen_from``) and each bin states
+    the **worst** group's rate — a confidence that holds on every tuning family, not on their
+    mixture (the raw confidence means less on some appearances than on others).
     """
     from scipy.optimize import isotonic_regression
 
@@ -387,13 +402,27 @@ def fit_confidence_calibration(
     raw = outcomes.raw[seen][order]
     if raw.size == 0:
         return ((0.0, 0.0), (1.0, 0.0))
-    fitted = isotonic_regression(outcomes.beat[seen][order].astype(np.float64)).x
+    beat = outcomes.beat[seen][order].astype(np.float64)
+    labels = np.zeros(raw.size, int) if groups is None else np.asarray(groups)[seen][order]
+    curves = []  # per group: its points' raw confidences and isotonic fit
+    for label in np.unique(labels):
+        mine = labels == label
+        if groups is None or mine.sum() >= min_group_points:
+            curves.append((raw[mine], isotonic_regression(beat[mine]).x))
+    if not curves:
+        return ((0.0, 0.0), (1.0, 0.0))
     edges = np.unique(np.quantile(raw, np.linspace(0, 1, bins + 1)))
     upper: list[tuple[float, float]] = []
     for k, (lo, hi) in enumerate(itertools.pairwise(edges)):
         inside = (raw >= lo) & ((raw < hi) if k < len(edges) - 2 else (raw <= hi))
-        if inside.any():
-            upper.append((float(raw[inside].mean()), float(fitted[inside].mean())))
+        if not inside.any():
+            continue
+        centre = float(raw[inside].mean())
+        rates = []
+        for x, fitted in curves:
+            there = (x >= lo) & ((x < hi) if k < len(edges) - 2 else (x <= hi))
+            rates.append(fitted[there].mean() if there.any() else np.interp(centre, x, fitted))
+        upper.append((centre, float(min(rates))))
     first = upper[0][1]
     knots = [(0.0, 0.0), (seen_from - 1e-3, min(0.49, first)), (seen_from, first)]
     for x, y in upper:

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from usnav.margins.options import MarginOptions
-from usnav.protocol.display import DisplayRules
+from usnav.protocol.display import MEASURED_MARGIN_ERROR_MM, DisplayRules
 from usnav.protocol.wire import DEFAULT_ADDRESS
+
+
+class RegistrationBudget(BaseModel):
+    """A site's measured systematic error budget of the registration (None: the default of
+    :class:`usnav.registration.rigid.RegistrationOptions`, documented there; each a ~95 %
+    bound, mm or degrees or a relative depth-scale error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    similarity_bias_mm: float | None = Field(default=None, ge=0)
+    calibration_error_mm: float | None = Field(default=None, ge=0)
+    calibration_error_deg: float | None = Field(default=None, ge=0)
+    speed_of_sound_error: float | None = Field(default=None, ge=0)
+    echo_offset_mm: float | None = Field(default=None, ge=0)
+
+    def overrides(self) -> dict[str, float]:
+        """The fields the site stated (to update registration options with)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class PipelineOptions(BaseModel):
@@ -45,6 +63,13 @@ class PipelineOptions(BaseModel):
         Shortest time between two registration updates, s. At a probe's 30 fps an update
         comes every ~0.5 s anyway (every 15 new frames); at replay speed this keeps the worker
         from taking the CPU the frame path needs (2 cores, one GIL).
+    registration_budget
+        The site's own systematic error budget (the ``[registration_budget]`` table), replacing
+        the registration's defaults in the stated uncertainty of every estimate (cold and
+        warm): only values a site has measured on data like its own (see docs/protocol.md,
+        "Why nothing is LIVE with the default budget"). Stating one requires stating
+        ``[display] margin_error_mm`` too (or an explicit ``live_max_uncertainty_mm``): a
+        tighter registration bound alone let margins that erred by more than 2 mm show LIVE.
     display
         The thresholds of the ``display_state`` every published message carries (when an
         overlay may be shown LIVE; see docs/protocol.md).
@@ -64,6 +89,7 @@ class PipelineOptions(BaseModel):
     registration: bool = True
     registration_interval_s: float = Field(default=0.25, ge=0, le=60)
     margins: MarginOptions = MarginOptions()
+    registration_budget: RegistrationBudget = RegistrationBudget()
     display: DisplayRules = DisplayRules()
 
     @field_validator("publish_address")
@@ -72,3 +98,18 @@ class PipelineOptions(BaseModel):
         if not value.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError("must be a ZeroMQ endpoint such as tcp://127.0.0.1:5556")
         return value
+
+    @model_validator(mode="after")
+    def _budget_with_margin_error(self) -> PipelineOptions:
+        # a tighter registration budget makes LIVE possible; LIVE is about the boundary, so
+        # the site must also say how far the margin itself errs (0 only if it says so)
+        stated = {"margin_error_mm", "live_max_uncertainty_mm"} & self.display.model_fields_set
+        if self.registration_budget.overrides() and not stated:
+            raise ValueError(
+                "[registration_budget] needs [display] margin_error_mm: LIVE is decided on the "
+                "boundary error, the registration's and the margin's own together (measured "
+                f"on the simulator's tuning families: {MEASURED_MARGIN_ERROR_MM} mm; with the "
+                "registration alone held to 2 mm, most LIVE margins there erred by more than "
+                "2 mm) — see docs/protocol.md, 'Why nothing is LIVE with the default budget'"
+            )
+        return self

@@ -176,11 +176,17 @@ class LivePipeline:
         from usnav.registration.worker import RegistrationWorker, WorkerOptions
 
         assert self.mri is not None and self.image_to_probe is not None
+        options = WorkerOptions(min_interval_s=self.options.registration_interval_s)
+        budget = self.options.registration_budget.overrides()
+        if budget:  # the site's own measured budget, in every estimate's stated uncertainty
+            options = options.model_copy(
+                update={
+                    "full": options.full.model_copy(update=budget),
+                    "warm": options.warm.model_copy(update=budget),
+                }
+            )
         return RegistrationWorker(
-            self.mri,
-            self.image_to_probe,
-            self.initial.reference_to_mri,
-            WorkerOptions(min_interval_s=self.options.registration_interval_s),
+            self.mri, self.image_to_probe, self.initial.reference_to_mri, options
         )
 
     @property

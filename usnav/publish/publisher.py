@@ -180,7 +180,7 @@ class Publisher:
             uncertainty_mm=est.uncertainty_mm if est is not None else None,
             registration_checked=_checked(est),
             display=display,
-            live_max_uncertainty_mm=self.display_rules.live_max_uncertainty_mm,
+            live_max_uncertainty_mm=self.display_rules.registration_limit_mm,
         )
 
     def display_of(

@@ -143,6 +143,23 @@ class RegistrationOptions(BaseModel):
     """An alternative closer than this (mean over the field of view) belongs to the
     candidate's own optimum (2 mm: the accuracy that matters)."""
 
+    confirm_evaluations: int = Field(default=80, ge=0)
+    """Do-no-harm confirmation of a correction larger than ``ambiguity_distinct_mm``: budget of
+    an independent search from the current estimate (finest level, no prior, first steps
+    ``confirm_step``). Where it ends more than ``ambiguity_distinct_mm`` from the candidate,
+    the candidate must lead that optimum's similarity by ``confirm_min_margin``, else it is
+    rejected as unconfirmed: the image then offers, near the current estimate, a pose about as
+    good, and a large move to the candidate is not supported by the evidence. 0: not run."""
+    confirm_step: tuple[float, float] = (1.5, 1.5)
+    """First step of the confirmation search: mm, degrees."""
+    confirm_min_margin: float = 0.0
+    """See ``confirm_evaluations``: the candidate must at least beat the optimum found from the
+    current estimate. Checked on the tuning families (notes/dnh-selection.md): correct
+    candidates whose confirmation search ended elsewhere led it by ≥ +0.0022 (median +0.027);
+    wrong candidates from another basin (decoys) that scored above the current estimate
+    trailed it by ≥ 0.008; 0 lies in that gap (0.005 would have rejected one correct tuning
+    candidate). −1: measured, never rejects (similarities lie in [0, 1])."""
+
     def level(self, key: str, index: int):
         values = getattr(self, key)
         return values[min(index, len(values) - 1)]

@@ -2,9 +2,11 @@
 
 A candidate replaces the current estimate only if, on the same frames at the finest level, its
 similarity is higher by a clear margin (paired over frames), it stands above chance, its
-correction exceeds its resolution, it is plausible, and no other pose along the sweep scores
-as well (the ambiguity probe). Anything else is reported as rejected and the current estimate
-stays.
+correction exceeds its resolution, it is plausible, no other pose along the sweep scores
+as well (the ambiguity probe), and, for a correction larger than 2 mm, a search started from the
+current estimate itself does not end elsewhere at a pose at least as good (the confirmation:
+the evidence must support moving away from the current estimate's own optimum). Anything else
+is reported as rejected and the current estimate stays.
 
 ``uncertainty_mm`` is a 95 % bound on the candidate's error at the field of view's centre
 (where the tumor is imaged): a statistical part measured on the case (the spread of
@@ -270,6 +272,15 @@ class VerdictMixin:
             diagnostics.update(self._ambiguity_margins)
             if ambiguity:
                 reasons.append(ambiguity)
+        if not reasons and opts.confirm_evaluations > 0 and corr > opts.ambiguity_distinct_mm:
+            # a correction larger than the accuracy that matters must be confirmed: where does
+            # a search from the current estimate itself lead, and how much better than that
+            # optimum is the candidate?
+            unconfirmed, n, facts = self._confirm(candidate, current, new_sim, corr, pts)
+            evaluations += n
+            diagnostics.update(facts)
+            if unconfirmed:
+                reasons.append(unconfirmed)
         accepted = not reasons
         confident = accepted and uncertainty <= opts.max_confident_uncertainty_mm
         reason = (
@@ -352,6 +363,52 @@ class VerdictMixin:
                     )
         margin, text = worst
         return (text if margin < opts.ambiguity_min_gain else ""), total, float(margin)
+
+    def _confirm(
+        self,
+        candidate: np.ndarray,
+        current: np.ndarray,
+        similarity: float,
+        correction_mm: float,
+        pts: np.ndarray,
+    ) -> tuple[str, int, dict[str, float]]:
+        """The independent search from the current estimate (finest level, no prior, the
+        search's own first steps) and the verdict on a candidate it does not reach.
+
+        Returns (reason to reject or "", evaluations, diagnostics: ``local_distance_mm``, the
+        distance from the candidate to the optimum found from the current estimate (mean over
+        the field of view); ``local_margin``, the candidate's similarity minus that
+        optimum's)."""
+        opts = self.options
+        level = self.level(-1)
+        sim = level.similarity
+        centre = _apply(current, self.points_reference).mean(axis=0)
+
+        def cost(p: np.ndarray) -> float:
+            return -sim(correction(p, centre) @ current)
+
+        step = np.r_[[opts.confirm_step[0]] * 3, [opts.confirm_step[1]] * 3]
+        x, f, n = _optimise(
+            cost, np.zeros(6), step, opts.confirm_evaluations, 0.05 * level.frames.spacing_mm
+        )
+        local = correction(x, centre) @ current
+        distance = mean_displacement(local, candidate, pts)
+        margin = float(similarity + f)
+        facts = {
+            "local_distance_mm": float(distance),
+            "local_margin": margin,
+        }
+        if not distance > opts.ambiguity_distinct_mm:
+            return "", n, facts
+        if margin < opts.confirm_min_margin:
+            return (
+                f"unconfirmed: a search from the current estimate ends {distance:.1f} mm from "
+                f"the candidate ({correction_mm:.1f} mm correction), which leads it by only "
+                f"{margin:+.4f} (needs {opts.confirm_min_margin:g})",
+                n,
+                facts,
+            )
+        return "", n, facts
 
     def _model_spread(
         self, candidate: np.ndarray, centre: np.ndarray, pts: np.ndarray

@@ -12,14 +12,23 @@ through the *intraoperative* anatomy (laminectomy, cord shift), with ``truth.jso
 from usnav.sim.case import SIM_VERSION, CaseFiles, SimulatedCase, build_case, simulate_case
 from usnav.sim.dataset import DatasetResult, parse_seeds, simulate_dataset
 from usnav.sim.demo import DEMO_SEED, demo_case, demo_options
-from usnav.sim.families import FAMILIES, Appearance, draw_appearance, family_names
+from usnav.sim.families import (
+    FAMILIES,
+    HELD_OUT_FAMILIES,
+    TUNING_FAMILIES,
+    Appearance,
+    draw_appearance,
+    family_names,
+)
 from usnav.sim.options import SimOptions, make_options
 from usnav.sim.truth import CaseTruth, load_truth
 
 __all__ = [
     "DEMO_SEED",
     "FAMILIES",
+    "HELD_OUT_FAMILIES",
     "SIM_VERSION",
+    "TUNING_FAMILIES",
     "Appearance",
     "CaseFiles",
     "CaseTruth",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -84,6 +84,12 @@ def parse_families(spec: str | None) -> list[str]:
     if len(set(names)) != len(names):
         raise InputError("--families", "a family is listed twice", "list every family once")
     return names
+
+
+def dataset_plan(seeds: Sequence[int], families: Sequence[str]) -> list[tuple[str, int]]:
+    """(family, seed) of each case of a dataset: the families assigned round-robin over the
+    seeds in the order given (``usnav simulate --seeds 1-4 --families a,b`` → a1 b2 a3 b4)."""
+    return [(families[i % len(families)], seed) for i, seed in enumerate(seeds)]
 
 
 def case_name(family: str, seed: int) -> str:
@@ -225,7 +231,7 @@ def simulate_dataset(
         raise InputError("--seeds", "seeds must be distinct non-negative integers")
     out = check_output_folder(out_dir)
     _check_dataset_folder(out, options, force)
-    plan = [(seed, fams[i % len(fams)]) for i, seed in enumerate(seeds)]
+    plan = [(seed, fam) for fam, seed in dataset_plan(seeds, fams)]
     todo = [(seed, fam) for seed, fam in plan if force or not _complete(out / case_name(fam, seed))]
     result = DatasetResult(manifest=out / MANIFEST_FILE, cases=[])
     result.skipped = [case_name(f, s) for s, f in plan if (s, f) not in todo]

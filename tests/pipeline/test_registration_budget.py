@@ -1,0 +1,73 @@
+"""A site's own registration budget (``[registration_budget]``) reaches every estimate's stated
+uncertainty; the defaults stay the registration's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import free_port
+from test_live import _pipeline
+
+from usnav.config.loader import load_toml_model
+from usnav.errors import InputError
+from usnav.pipeline.config import PipelineOptions
+from usnav.registration.rigid import RegistrationOptions
+
+
+def test_a_site_budget_from_the_options_file_reaches_the_worker(
+    small_case: Path, tmp_path: Path
+) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        "[registration_budget]\nsimilarity_bias_mm = 0.5\ncalibration_error_deg = 0.5\n"
+        "[display]\nmargin_error_mm = 1.2\n"
+    )
+    options = load_toml_model(toml, PipelineOptions)
+    assert options.display.registration_limit_mm == pytest.approx(1.6)
+    pipeline = _pipeline(
+        small_case,
+        free_port(),
+        registration_budget=options.registration_budget,
+        display=options.display,
+    )
+    worker = pipeline._build_worker()
+    default = RegistrationOptions()
+    for stage in (worker.options.full, worker.options.warm):
+        assert stage.similarity_bias_mm == 0.5 and stage.calibration_error_deg == 0.5
+        assert stage.calibration_error_mm == default.calibration_error_mm  # not stated: kept
+    # without a budget the registration's defaults stand
+    plain = _pipeline(small_case, free_port())._build_worker()
+    assert plain.options.full.similarity_bias_mm == default.similarity_bias_mm
+
+
+def test_a_budget_without_the_margins_own_error_is_refused(tmp_path: Path) -> None:
+    """A tighter registration budget alone would hold only the registration to 2 mm: the
+    site must say how far the margin itself errs (measured here: most such LIVE margins erred
+    by more than 2 mm)."""
+    toml = tmp_path / "run.toml"
+    toml.write_text("[registration_budget]\nsimilarity_bias_mm = 0.5\n")
+    with pytest.raises(InputError, match="margin_error_mm"):
+        load_toml_model(toml, PipelineOptions)
+    toml.write_text("[registration_budget]\nsimilarity_bias_mm = 0.5\n[display]\n")
+    with pytest.raises(InputError, match="margin_error_mm"):
+        load_toml_model(toml, PipelineOptions)
+    # stated explicitly (even as 0: the site's own claim), it is accepted
+    toml.write_text(
+        "[registration_budget]\nsimilarity_bias_mm = 0.5\n[display]\nmargin_error_mm = 0\n"
+    )
+    assert load_toml_model(toml, PipelineOptions).display.registration_limit_mm == 2.0
+
+
+def test_an_unknown_or_negative_budget_entry_is_refused_naming_the_file(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        "[registration_budget]\nsimilarity_bias = 0.5\n[display]\nmargin_error_mm = 1\n"
+    )
+    with pytest.raises(InputError, match="run.toml"):
+        load_toml_model(toml, PipelineOptions)
+    toml.write_text(
+        "[registration_budget]\nsimilarity_bias_mm = -1\n[display]\nmargin_error_mm = 1\n"
+    )
+    with pytest.raises(InputError, match="similarity_bias_mm"):
+        load_toml_model(toml, PipelineOptions)
