@@ -81,6 +81,18 @@ def _row_positions(vol_shape, origin, du, dv, r, base, fx, fy, fz, ok):  # pragm
         base[c] = i0 * si + j0 * sj + k0
 
 
+@njit(inline="always", **_OPTS)
+def _row_scratch(cols):  # pragma: no cover - compiled
+    """Scratch of :func:`_row_positions` for a row of ``cols`` pixels."""
+    return (
+        np.empty(cols, np.int64),
+        np.empty(cols, np.float32),
+        np.empty(cols, np.float32),
+        np.empty(cols, np.float32),
+        np.empty(cols, np.bool_),
+    )
+
+
 @njit(**_OPTS)
 def reslice_plane(vol, origin, du, dv, out, fill):  # pragma: no cover - compiled
     """Trilinear oblique reslice of one plane.
@@ -102,11 +114,7 @@ def reslice_plane(vol, origin, du, dv, out, fill):  # pragma: no cover - compile
     sj = nk
     si = nj * nk
     rows, cols = out.shape
-    base = np.empty(cols, np.int64)
-    fx = np.empty(cols, np.float32)
-    fy = np.empty(cols, np.float32)
-    fz = np.empty(cols, np.float32)
-    ok = np.empty(cols, np.bool_)
+    base, fx, fy, fz, ok = _row_scratch(cols)
     for r in range(rows):
         _row_positions(vol.shape, origin, du, dv, r, base, fx, fy, fz, ok)
         out_row = out[r]
@@ -537,11 +545,7 @@ def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pra
     sj = 2 * nk
     si = 2 * nj * nk
     rows, cols = out_p.shape
-    base = np.empty(cols, np.int64)
-    fx = np.empty(cols, np.float32)
-    fy = np.empty(cols, np.float32)
-    fz = np.empty(cols, np.float32)
-    ok = np.empty(cols, np.bool_)
+    base, fx, fy, fz, ok = _row_scratch(cols)
     shape3 = (vol2.shape[0], nj, nk)
     inside = 0
     for r in range(rows):
