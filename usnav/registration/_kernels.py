@@ -81,6 +81,18 @@ def _row_positions(vol_shape, origin, du, dv, r, base, fx, fy, fz, ok):  # pragm
         base[c] = i0 * si + j0 * sj + k0
 
 
+@njit(inline="always", **_OPTS)
+def _row_scratch(cols):  # pragma: no cover - compiled
+    """Scratch of :func:`_row_positions` for a row of ``cols`` pixels."""
+    return (
+        np.empty(cols, np.int64),
+        np.empty(cols, np.float32),
+        np.empty(cols, np.float32),
+        np.empty(cols, np.float32),
+        np.empty(cols, np.bool_),
+    )
+
+
 @njit(**_OPTS)
 def reslice_plane(vol, origin, du, dv, out, fill):  # pragma: no cover - compiled
     """Trilinear oblique reslice of one plane.
@@ -102,28 +114,39 @@ def reslice_plane(vol, origin, du, dv, out, fill):  # pragma: no cover - compile
     sj = nk
     si = nj * nk
     rows, cols = out.shape
-    base = np.empty(cols, np.int64)
-    fx = np.empty(cols, np.float32)
-    fy = np.empty(cols, np.float32)
-    fz = np.empty(cols, np.float32)
-    ok = np.empty(cols, np.bool_)
+    base, fx, fy, fz, ok = _row_scratch(cols)
     for r in range(rows):
         _row_positions(vol.shape, origin, du, dv, r, base, fx, fy, fz, ok)
         out_row = out[r]
         for c in range(cols):
-            b = base[c]
-            wz = fz[c]
-            wy = fy[c]
-            a = flat[b] + (flat[b + 1] - flat[b]) * wz
-            e = flat[b + sj] + (flat[b + sj + 1] - flat[b + sj]) * wz
-            g = flat[b + si] + (flat[b + si + 1] - flat[b + si]) * wz
-            h = flat[b + si + sj] + (flat[b + si + sj + 1] - flat[b + si + sj]) * wz
-            a = a + (e - a) * wy
-            g = g + (h - g) * wy
-            out_row[c] = a + (g - a) * fx[c]
+            out_row[c] = _lerp3(flat, base[c], 1, sj, si, fx[c], fy[c], fz[c])
         for c in range(cols):  # a separate pass keeps the gather loop free of selects
             if not ok[c]:
                 out_row[c] = fill
+
+
+@njit(inline="always", **_OPTS)
+def _lerp3(flat, b, step, sj, si, wx, wy, wz):  # pragma: no cover - compiled
+    """Trilinear sample from raveled data: ``b`` the flat index of corner (i0, j0, k0),
+    ``step``/``sj``/``si`` the k/j/i strides, ``wx, wy, wz`` the fractions."""
+    a = flat[b] + (flat[b + step] - flat[b]) * wz
+    e = flat[b + sj] + (flat[b + sj + step] - flat[b + sj]) * wz
+    g = flat[b + si] + (flat[b + si + step] - flat[b + si]) * wz
+    h = flat[b + si + sj] + (flat[b + si + sj + step] - flat[b + si + sj]) * wz
+    a = a + (e - a) * wy
+    g = g + (h - g) * wy
+    return a + (g - a) * wx
+
+
+@njit(inline="always", **_OPTS)
+def _trilinear2(flat, b, sj, si, wx, wy, wz):  # pragma: no cover - compiled
+    """Trilinear samples of both channels of an interleaved volume (``flat`` its raveled
+    data, ``b`` the flat index of corner (i0, j0, k0) channel 0, ``sj``/``si`` the j/i
+    strides); intensity and gradient share the cache lines."""
+    return (
+        _lerp3(flat, b, 2, sj, si, wx, wy, wz),
+        _lerp3(flat, b + 1, 2, sj, si, wx, wy, wz),
+    )
 
 
 @njit(**_OPTS)
@@ -133,47 +156,8 @@ def sample2_plane(vol2, origin, du, dv, out_p, out_g, out_valid):  # pragma: no 
     ``out_valid[r, c]`` is 1 where the sample is inside the volume, else 0 (and the two
     values are 0).
     """
-    nj = vol2.shape[1]
-    nk = vol2.shape[2]
-    flat = vol2.ravel()
-    sj = 2 * nk
-    si = 2 * nj * nk
-    rows, cols = out_p.shape
-    base = np.empty(cols, np.int64)
-    fx = np.empty(cols, np.float32)
-    fy = np.empty(cols, np.float32)
-    fz = np.empty(cols, np.float32)
-    ok = np.empty(cols, np.bool_)
-    shape3 = (vol2.shape[0], nj, nk)
-    for r in range(rows):
-        _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
-        for c in range(cols):
-            if not ok[c]:
-                out_p[r, c] = 0.0
-                out_g[r, c] = 0.0
-                out_valid[r, c] = 0
-                continue
-            b = 2 * base[c]
-            wz = fz[c]
-            wy = fy[c]
-            wx = fx[c]
-            # intensity (channel 0) and gradient (channel 1) share the cache lines
-            a = flat[b] + (flat[b + 2] - flat[b]) * wz
-            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
-            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
-            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
-            a = a + (e - a) * wy
-            g = g + (h - g) * wy
-            out_p[r, c] = a + (g - a) * wx
-            b += 1
-            a = flat[b] + (flat[b + 2] - flat[b]) * wz
-            e = flat[b + sj] + (flat[b + sj + 2] - flat[b + sj]) * wz
-            g = flat[b + si] + (flat[b + si + 2] - flat[b + si]) * wz
-            h = flat[b + si + sj] + (flat[b + si + sj + 2] - flat[b + si + sj]) * wz
-            a = a + (e - a) * wy
-            g = g + (h - g) * wy
-            out_g[r, c] = a + (g - a) * wx
-            out_valid[r, c] = 1
+    mask = np.ones(out_p.shape, np.uint8)
+    _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid)
 
 
 @njit(**_OPTS)
@@ -293,21 +277,27 @@ def box_sum_2d(chan, half_r, half_c, out, row_acc):  # pragma: no cover - compil
 @njit(inline="always", **_OPTS)
 def _lc2_from_sums(s, min_count):  # pragma: no cover - compiled
     """(R², weight) of one patch from its 10 sums; weight 0 when the patch is unusable."""
-    n = s[0]
+    return _lc2_r2(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], min_count)
+
+
+@njit(inline="always", **_OPTS)
+def _lc2_r2(n, su, suu, sp, sg, spp, sgg, spg, sup, sug, min_count):  # pragma: no cover
+    """(R², weight) of one patch from its 10 sums as scalars (kept in registers): n, Σu, Σuu,
+    Σp, Σg, Σpp, Σgg, Σpg, Σup, Σug; weight 0 when the patch is unusable."""
     if n < min_count:
         return 0.0, 0.0
     inv = 1.0 / n
-    mu = s[1] * inv
-    mp = s[3] * inv
-    mg = s[4] * inv
-    cuu = s[2] * inv - mu * mu
+    mu = su * inv
+    mp = sp * inv
+    mg = sg * inv
+    cuu = suu * inv - mu * mu
     if cuu <= 1e-9:
         return 0.0, 0.0
-    cpp = s[5] * inv - mp * mp
-    cgg = s[6] * inv - mg * mg
-    cpg = s[7] * inv - mp * mg
-    cup = s[8] * inv - mu * mp
-    cug = s[9] * inv - mu * mg
+    cpp = spp * inv - mp * mp
+    cgg = sgg * inv - mg * mg
+    cpg = spg * inv - mp * mg
+    cup = sup * inv - mu * mp
+    cug = sug * inv - mu * mg
     # ridge keeps a flat (constant) MRI patch from dividing by zero: it then explains nothing
     eps = 1e-6 * (cpp + cgg) + 1e-12
     a = cpp + eps
@@ -322,6 +312,105 @@ def _lc2_from_sums(s, min_count):  # pragma: no cover - compiled
     elif r2 > 1.0:
         r2 = 1.0
     return r2, math.sqrt(cuu)
+
+
+@njit(**_OPTS)
+def _lc2_sums_image(us, p, g, valid, half, min_fraction, chan, vacc):  # pragma: no cover
+    """:func:`lc2_image` in one streaming pass: the 10 products per pixel, then per row the
+    vertical running sums (``vacc``, (cols, 10)), the horizontal running sums (10 scalars) and
+    the patch R² of that row. The additions and subtractions are those of
+    :func:`box_sum_2d`, in the same order (the result is the same to the bit), but the
+    (rows, cols, 10) sums are never written out.
+    """
+    rows, cols = us.shape
+    for r in range(rows):
+        for c in range(cols):
+            if valid[r, c]:
+                u = us[r, c]
+                pv = p[r, c]
+                gv = g[r, c]
+                chan[r, c, 0] = 1.0
+                chan[r, c, 1] = u
+                chan[r, c, 2] = u * u
+                chan[r, c, 3] = pv
+                chan[r, c, 4] = gv
+                chan[r, c, 5] = pv * pv
+                chan[r, c, 6] = gv * gv
+                chan[r, c, 7] = pv * gv
+                chan[r, c, 8] = u * pv
+                chan[r, c, 9] = u * gv
+            else:
+                for k in range(N_STATS):
+                    chan[r, c, k] = 0.0
+    width = cols * N_STATS
+    flat = chan.reshape(rows, width)
+    vflat = vacc.reshape(width)
+    for i in range(width):
+        vflat[i] = 0.0
+    for r in range(min(half, rows)):
+        for i in range(width):
+            vflat[i] += flat[r, i]
+    min_count = min_fraction * (2 * half + 1) * (2 * half + 1)
+    num = 0.0
+    den = 0.0
+    for r in range(rows):
+        add = r + half
+        sub = r - half - 1
+        if add < rows:
+            for i in range(width):
+                vflat[i] += flat[add, i]
+        if sub >= 0:
+            for i in range(width):
+                vflat[i] -= flat[sub, i]
+        any_valid = False
+        for c in range(cols):
+            if valid[r, c]:
+                any_valid = True
+                break
+        if not any_valid:
+            continue
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = 0.0
+        for c in range(min(half, cols)):
+            a0 += vacc[c, 0]
+            a1 += vacc[c, 1]
+            a2 += vacc[c, 2]
+            a3 += vacc[c, 3]
+            a4 += vacc[c, 4]
+            a5 += vacc[c, 5]
+            a6 += vacc[c, 6]
+            a7 += vacc[c, 7]
+            a8 += vacc[c, 8]
+            a9 += vacc[c, 9]
+        for c in range(cols):
+            add_c = c + half
+            sub_c = c - half - 1
+            if add_c < cols:
+                a0 += vacc[add_c, 0]
+                a1 += vacc[add_c, 1]
+                a2 += vacc[add_c, 2]
+                a3 += vacc[add_c, 3]
+                a4 += vacc[add_c, 4]
+                a5 += vacc[add_c, 5]
+                a6 += vacc[add_c, 6]
+                a7 += vacc[add_c, 7]
+                a8 += vacc[add_c, 8]
+                a9 += vacc[add_c, 9]
+            if sub_c >= 0:
+                a0 -= vacc[sub_c, 0]
+                a1 -= vacc[sub_c, 1]
+                a2 -= vacc[sub_c, 2]
+                a3 -= vacc[sub_c, 3]
+                a4 -= vacc[sub_c, 4]
+                a5 -= vacc[sub_c, 5]
+                a6 -= vacc[sub_c, 6]
+                a7 -= vacc[sub_c, 7]
+                a8 -= vacc[sub_c, 8]
+                a9 -= vacc[sub_c, 9]
+            if valid[r, c]:
+                r2, w = _lc2_r2(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, min_count)
+                num += w * r2
+                den += w
+    return num, den
 
 
 @njit(**_OPTS)
@@ -346,37 +435,7 @@ def lc2_image(us, p, g, valid, half, min_fraction, chan, sums, row_acc):  # prag
     -------
     (Σ w·R², Σ w) over the patches centred on valid pixels (w = patch US standard deviation).
     """
-    rows, cols = us.shape
-    for r in range(rows):
-        for c in range(cols):
-            if valid[r, c]:
-                u = us[r, c]
-                pv = p[r, c]
-                gv = g[r, c]
-                chan[r, c, 0] = 1.0
-                chan[r, c, 1] = u
-                chan[r, c, 2] = u * u
-                chan[r, c, 3] = pv
-                chan[r, c, 4] = gv
-                chan[r, c, 5] = pv * pv
-                chan[r, c, 6] = gv * gv
-                chan[r, c, 7] = pv * gv
-                chan[r, c, 8] = u * pv
-                chan[r, c, 9] = u * gv
-            else:
-                for k in range(N_STATS):
-                    chan[r, c, k] = 0.0
-    box_sum_2d(chan, half, half, sums, row_acc)
-    min_count = min_fraction * (2 * half + 1) * (2 * half + 1)
-    num = 0.0
-    den = 0.0
-    for r in range(rows):
-        for c in range(cols):
-            if valid[r, c]:
-                r2, w = _lc2_from_sums(sums[r, c], min_count)
-                num += w * r2
-                den += w
-    return num, den
+    return _lc2_sums_image(us, p, g, valid, half, min_fraction, chan, row_acc)
 
 
 @njit(**_OPTS)
@@ -454,32 +513,76 @@ def lc2_frames(
     scratch_*, chan, sums, row_acc
         Scratch arrays shaped like one frame ((rows, cols), (rows, cols, 10), (cols, 10)).
     """
-    nf = us.shape[0]
-    rows = us.shape[1]
-    cols = us.shape[2]
-    for f in range(nf):
-        du = affines[f, :, 0]
-        dv = affines[f, :, 1]
-        o = affines[f, :, 2]
-        sample2_plane(vol2, o, du, dv, scratch_p, scratch_g, scratch_valid)
-        inside = 0
-        for r in range(rows):
-            for c in range(cols):
-                v = scratch_valid[r, c] & fov[f, r, c]
-                scratch_valid[r, c] = v
-                inside += v
-        out_inside[f] = inside
-        if inside == 0:
-            out_num[f] = 0.0
-            out_den[f] = 0.0
-            continue
-        if gradient_mode == 1:
-            beam_derivative(scratch_p, scratch_valid, row_mm, scratch_g)
-        num, den = lc2_image(
-            us[f], scratch_p, scratch_g, scratch_valid, half, min_fraction, chan, sums, row_acc
+    for f in range(us.shape[0]):
+        num, den, inside = _lc2_frame(
+            vol2,
+            us[f],
+            fov[f],
+            affines[f],
+            half,
+            min_fraction,
+            gradient_mode,
+            row_mm,
+            scratch_p,
+            scratch_g,
+            scratch_valid,
+            chan,
+            row_acc,
         )
         out_num[f] = num
         out_den[f] = den
+        out_inside[f] = inside
+
+
+@njit(**_OPTS)
+def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pragma: no cover
+    """:func:`sample2_plane` at the pixels where ``mask`` is set (the field of view) only:
+    ``out_valid`` = inside the volume and in the mask; the values elsewhere are 0. Returns
+    the number of valid pixels. Same arithmetic as :func:`sample2_plane`."""
+    nj = vol2.shape[1]
+    nk = vol2.shape[2]
+    flat = vol2.ravel()
+    sj = 2 * nk
+    si = 2 * nj * nk
+    rows, cols = out_p.shape
+    base, fx, fy, fz, ok = _row_scratch(cols)
+    shape3 = (vol2.shape[0], nj, nk)
+    inside = 0
+    for r in range(rows):
+        lo = 0
+        while lo < cols and not mask[r, lo]:
+            lo += 1
+        hi = cols
+        while hi > lo and not mask[r, hi - 1]:
+            hi -= 1
+        if lo < hi:
+            _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
+        # every pixel between the row's first and last mask pixel, without branches (the
+        # clamped base index is always a valid corner), so the gathers vectorise
+        for c in range(lo, hi):
+            out_p[r, c], out_g[r, c] = _trilinear2(flat, 2 * base[c], sj, si, fx[c], fy[c], fz[c])
+        for c in range(cols):
+            v = lo <= c < hi and ok[c] and mask[r, c] != 0
+            if not v:
+                out_p[r, c] = 0.0
+                out_g[r, c] = 0.0
+            out_valid[r, c] = 1 if v else 0
+            inside += 1 if v else 0
+    return inside
+
+
+@njit(**_OPTS)
+def _lc2_frame(
+    vol2, us, fov, affine, half, min_fraction, gradient_mode, row_mm, p, g, valid, chan, vacc
+):  # pragma: no cover - compiled
+    """(Σ w·R², Σ w, FOV pixels inside the MRI) of one frame (see :func:`lc2_frames`)."""
+    inside = _sample2_masked(vol2, affine[:, 2], affine[:, 0], affine[:, 1], fov, p, g, valid)
+    if inside == 0:
+        return 0.0, 0.0, 0
+    if gradient_mode == 1:
+        beam_derivative(p, valid, row_mm, g)
+    num, den = _lc2_sums_image(us, p, g, valid, half, min_fraction, chan, vacc)
+    return num, den, inside
 
 
 @njit(**_OPTS)

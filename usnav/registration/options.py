@@ -59,6 +59,11 @@ class RegistrationOptions(BaseModel):
     MRI's bone edge can offer two optima a few mm apart in depth."""
     screen_evaluations: int = Field(default=30, ge=5)
     """Evaluations of the short search that screens each extra start."""
+    threads: int = Field(default=0, ge=0)
+    """Threads of the similarity evaluations (each evaluation's frames are split among them;
+    every score is the same to the bit whatever the number): 0 = every core. The streaming
+    worker sets its own (``WorkerOptions.threads``, 1: the other core stays with the frame
+    path)."""
     roi_margin_mm: float = Field(default=30.0, gt=0)
     """MRI crop margin around the sweep (must exceed the capture range)."""
     ignore_zero_pixels: bool = False

@@ -5,6 +5,7 @@ the verdict (:mod:`usnav.registration.verdict`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +24,27 @@ from usnav.registration.similarity import (
     build_mri_levels,
     crop_box,
     prepare_frame_level,
+    set_threads,
 )
 from usnav.registration.sweep import Sweep
 from usnav.registration.verdict import RegistrationResult, VerdictMixin
 
 Progress = Callable[[str, float], None]
+
+
+def _with_threads(method):
+    """Run ``method`` with the similarity evaluations on ``self.options.threads`` threads
+    (restored afterwards: the setting is per calling thread)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        previous = set_threads(self.options.threads)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            set_threads(previous)
+
+    return wrapper
 
 
 def fov_depth_mm(sweep: Sweep) -> float:
@@ -150,6 +167,7 @@ class SweepRegistration(VerdictMixin):
         _, _, inside = self.level(-1).similarity.per_frame(reference_to_mri)
         return float(inside.mean())
 
+    @_with_threads
     def run(
         self,
         initial: np.ndarray,
@@ -289,6 +307,7 @@ class SweepRegistration(VerdictMixin):
             progress("done", 1.0)
         return result
 
+    @_with_threads
     def judge(
         self, candidate: np.ndarray, current: np.ndarray, *, evaluations: int = 0
     ) -> RegistrationResult:

@@ -12,6 +12,12 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -24,6 +30,45 @@ from usnav.registration import _kernels as K
 from usnav.registration.sweep import Sweep
 
 METRICS = ("lc2", "lc2_beam", "ncc_gradient")
+
+_local = threading.local()
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(threads: int) -> int:
+    """Threads the calling thread's :class:`FrameSimilarity` evaluations use (its frames are
+    shared among them; 0 = every core). Per calling thread, like ``numba.set_num_threads``:
+    the streaming worker's thread keeps 1 while a batch registration elsewhere uses both
+    cores. Returns the previous setting."""
+    previous = get_threads()
+    _local.threads = available_cores() if threads <= 0 else int(threads)
+    return previous
+
+
+def get_threads() -> int:
+    """The calling thread's :func:`set_threads` (default 1)."""
+    return getattr(_local, "threads", 1)
+
+
+def _kernel_pool() -> ThreadPoolExecutor:
+    """Shared helper threads of the split evaluations (the Numba kernels release the GIL, so
+    the chunks run on separate cores; waiting threads sleep, they never spin)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=max(1, available_cores() - 1), thread_name_prefix="usnav-lc2"
+            )
+        return _pool
 
 
 @dataclass
@@ -176,22 +221,23 @@ class FrameLevel:
             rows, cols = np.nonzero(self.valid[f, ::stride, ::stride])
             if rows.size == 0:
                 continue
-            pix = np.c_[cols * stride, rows * stride, np.zeros(rows.size), np.ones(rows.size)]
+            pix = np.zeros((rows.size, 4))
+            pix[:, 0] = cols * stride
+            pix[:, 1] = rows * stride
+            pix[:, 3] = 1.0
             out.append(pix @ self.pixel_to_reference[f].T)
         if not out:
             return np.zeros((0, 3))
         return np.concatenate(out)[:, :3]
 
 
-def select_frames(
-    sweep: Sweep, min_distance_mm: float, max_frames: int, mask: np.ndarray
-) -> np.ndarray:
-    """Indices of frames spaced at least ``min_distance_mm`` apart (largest motion of the field
-    of view's corners), at most ``max_frames`` (evenly thinned)."""
+def fov_corners(mask: np.ndarray) -> np.ndarray:
+    """(4, 4) homogeneous pixel corners (col, row, 0, 1) of the mask's bounding box; (0, 4)
+    for an empty mask."""
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
-        return np.zeros(0, int)
-    corners = np.array(
+        return np.zeros((0, 4))
+    return np.array(
         [
             [cols.min(), rows.min(), 0, 1],
             [cols.max(), rows.min(), 0, 1],
@@ -200,11 +246,29 @@ def select_frames(
         ],
         float,
     )
-    pos = np.einsum("fij,cj->fci", sweep.image_to_reference, corners)[..., :3]
+
+
+def select_frames(
+    sweep: Sweep, min_distance_mm: float, max_frames: int, mask: np.ndarray
+) -> np.ndarray:
+    """Indices of frames spaced at least ``min_distance_mm`` apart (largest motion of the field
+    of view's corners), at most ``max_frames`` (evenly thinned)."""
+    corners = fov_corners(mask)
+    if len(corners) == 0:
+        return np.zeros(0, int)
+    pos = np.einsum("fij,cj->fci", sweep.image_to_reference, corners)[..., :3].tolist()
     chosen = [0]
-    for f in range(1, len(sweep)):
-        if np.max(np.linalg.norm(pos[f] - pos[chosen[-1]], axis=1)) >= min_distance_mm:
+    last = pos[0]
+    for f in range(1, len(pos)):
+        # largest corner motion since the last chosen frame (plain floats: no numpy call per
+        # frame; the same sums of squares as np.linalg.norm)
+        moved = 0.0
+        for a, b in zip(pos[f], last, strict=True):
+            dx, dy, dz = a[0] - b[0], a[1] - b[1], a[2] - b[2]
+            moved = max(moved, math.sqrt(dx * dx + dy * dy + dz * dz))
+        if moved >= min_distance_mm:
             chosen.append(f)
+            last = pos[f]
     idx = np.asarray(chosen)
     if idx.size > max_frames:
         idx = idx[np.unique(np.linspace(0, idx.size - 1, max_frames).round().astype(int))]
@@ -263,13 +327,19 @@ def prepare_frame_level(
     valid = np.empty((n, new_rows, new_cols), np.uint8)
     grad = np.empty((n, new_rows, new_cols), np.float32)
     crop_mask = mask[r0:r1, c0:c1].astype(np.float32)
+    per_frame_mask = ignore_zero_pixels or sweep.frame_masks is not None
+    if not per_frame_mask:  # the same mask for every frame: resampled once
+        shared = cv2.resize(crop_mask, (new_cols, new_rows), interpolation=cv2.INTER_AREA) > 0.999
     for out_i, f in enumerate(frame_index):
         img = np.asarray(sweep.images[f, r0:r1, c0:c1], dtype=np.float32)
-        m = crop_mask * (img > 0) if ignore_zero_pixels else crop_mask
-        if sweep.frame_masks is not None:
-            m = m * sweep.frame_masks[f, r0:r1, c0:c1]
         us[out_i] = cv2.resize(img, (new_cols, new_rows), interpolation=cv2.INTER_AREA)
-        valid[out_i] = cv2.resize(m, (new_cols, new_rows), interpolation=cv2.INTER_AREA) > 0.999
+        if per_frame_mask:
+            m = crop_mask * (img > 0) if ignore_zero_pixels else crop_mask
+            if sweep.frame_masks is not None:
+                m = m * sweep.frame_masks[f, r0:r1, c0:c1]
+            valid[out_i] = cv2.resize(m, (new_cols, new_rows), interpolation=cv2.INTER_AREA) > 0.999
+        else:
+            valid[out_i] = shared
         K.gradient_magnitude_2d(us[out_i], ky * sy, kx * sx, grad[out_i])
     level_to_pixel = np.array(
         [
@@ -301,6 +371,9 @@ class FrameSimilarity:
         Minimum valid fraction of a patch.
     """
 
+    #: results kept for the most recently evaluated poses
+    KEEP = 256
+
     def __init__(
         self,
         mri: MriLevel,
@@ -317,53 +390,97 @@ class FrameSimilarity:
         self.metric = metric
         self.patch_half = int(patch_half)
         self.min_fraction = float(min_fraction)
-        n, rows, cols = frames.us.shape
-        self._scratch = K.frame_scratch(rows, cols)
+        n = frames.us.shape[0]
         self._num = np.zeros(n)
         self._den = np.zeros(n)
         self._inside = np.zeros(n, np.int64)
         self._valid_total = np.maximum(frames.valid.reshape(n, -1).sum(axis=1), 1)
+        self._world_to_voxel = mri.world_to_voxel
+        self._chunks: dict[int, list[tuple[slice, tuple[np.ndarray, ...]]]] = {}
+        self._recent: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()
         self.evaluations = 0
 
     def frame_affines(self, reference_to_mri: np.ndarray) -> np.ndarray:
         """(F, 3, 3) columns du, dv, origin: level pixel → MRI-level voxel position."""
-        b = self.mri.world_to_voxel @ reference_to_mri
+        b = self._world_to_voxel @ reference_to_mri
         m = np.einsum("ij,fjk->fik", b[:3], self.frames.pixel_to_reference)
         return np.ascontiguousarray(m[:, :, [0, 1, 3]])
 
-    def per_frame(self, reference_to_mri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-frame (Σ w·score, Σ w, fraction of valid pixels inside the MRI)."""
-        aff = self.frame_affines(reference_to_mri)
+    def _chunked(self, threads: int) -> list[tuple[slice, tuple[np.ndarray, ...]]]:
+        """The frames in ``threads`` contiguous runs, each with its own kernel scratch."""
+        found = self._chunks.get(threads)
+        if found is None:
+            n, rows, cols = self.frames.us.shape
+            edges = np.linspace(0, n, max(1, min(threads, n)) + 1).round().astype(int)
+            found = self._chunks[threads] = [
+                (slice(int(a), int(b)), K.frame_scratch(rows, cols))
+                for a, b in itertools.pairwise(edges)
+                if b > a
+            ]
+        return found
+
+    def _run_chunk(self, aff: np.ndarray, part: slice, scratch: tuple[np.ndarray, ...]) -> None:
+        """The kernel on the frames ``part`` (writes their rows of the per-frame sums)."""
+        fr = self.frames
         if self.metric == "ncc_gradient":
             K.ncc_gradient_frames(
                 self.mri.vol2,
-                self.frames.us_grad,
-                self.frames.valid,
-                aff,
+                fr.us_grad[part],
+                fr.valid[part],
+                aff[part],
                 self.patch_half,
                 self.min_fraction,
-                self._num,
-                self._den,
-                self._inside,
-                *self._scratch,
+                self._num[part],
+                self._den[part],
+                self._inside[part],
+                *scratch,
             )
         else:
             K.lc2_frames(
                 self.mri.vol2,
-                self.frames.us,
-                self.frames.valid,
-                aff,
+                fr.us[part],
+                fr.valid[part],
+                aff[part],
                 self.patch_half,
                 self.min_fraction,
                 1 if self.metric == "lc2_beam" else 0,
-                self.frames.spacing_mm,
-                self._num,
-                self._den,
-                self._inside,
-                *self._scratch,
+                fr.spacing_mm,
+                self._num[part],
+                self._den[part],
+                self._inside[part],
+                *scratch,
             )
+
+    def per_frame(self, reference_to_mri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-frame (Σ w·score, Σ w, fraction of valid pixels inside the MRI).
+
+        With :func:`set_threads` > 1 in the calling thread the frames are split among that
+        many threads; every frame's sums are the same to the bit either way. The results of
+        the last :attr:`KEEP` poses are kept (≈ 1 kB each): the verdict re-scores poses the
+        search has just evaluated (its start, the optimiser's best, the ambiguity probe's
+        optima).
+        """
+        key = np.ascontiguousarray(reference_to_mri, dtype=np.float64).tobytes()
+        kept = self._recent.get(key)
+        if kept is not None:
+            self._recent.move_to_end(key)
+            return kept[0].copy(), kept[1].copy(), kept[2].copy()
+        aff = self.frame_affines(reference_to_mri)
+        chunks = self._chunked(get_threads())
+        if len(chunks) == 1:
+            self._run_chunk(aff, *chunks[0])
+        else:
+            pool = _kernel_pool()
+            futures = [pool.submit(self._run_chunk, aff, *chunk) for chunk in chunks[1:]]
+            self._run_chunk(aff, *chunks[0])
+            for future in futures:
+                future.result()
         self.evaluations += 1
-        return self._num.copy(), self._den.copy(), self._inside / self._valid_total
+        out = self._num.copy(), self._den.copy(), self._inside / self._valid_total
+        self._recent[key] = tuple(a.copy() for a in out)
+        if len(self._recent) > self.KEEP:
+            self._recent.popitem(last=False)
+        return out
 
     def frame_scores(self, reference_to_mri: np.ndarray) -> np.ndarray:
         """Per-frame similarity (NaN for a frame with no usable patch)."""

@@ -179,6 +179,10 @@ class WorkerOptions(BaseModel):
     confirm_min_similarity_ratio: float = Field(default=0.8, ge=0, le=1)
     """... provided the accepted estimate's similarity on the new frames is at least this
     fraction of what it was when accepted (it has not collapsed: the anatomy did not move)."""
+    threads: int = Field(default=1, ge=0)
+    """Threads of the worker's similarity evaluations (its registrations' ``threads`` is
+    replaced by this). 1 leaves the other core of a 2-core machine to the frame path; 0 =
+    every core."""
     replace_history: int = Field(default=4, ge=0)
     """A later candidate must also clearly beat this many earlier estimates in use (same
     frames): the registration never returns to a pose it left (see :class:`ReplacementRule`);
@@ -398,6 +402,8 @@ class RegistrationWorker:
         current = self.latest_accepted()
         warm = self._image_accepted
         opts = self.options.warm if warm else self.options.full
+        if opts.threads != self.options.threads:
+            opts = opts.model_copy(update={"threads": self.options.threads})
         check_inputs(self.mri, sweep, current.reference_to_mri)
         levels = self._levels_for(sweep, current.reference_to_mri, opts)
         problem = SweepRegistration(
