@@ -37,11 +37,12 @@ from usnav.margins.calibration import (
     save_outcomes,
 )
 from usnav.margins.evaluate import PointOutcomes, fit_confidence_calibration, point_outcomes
+from usnav.sim.families import HELD_OUT_REPORT_ORDER
 
 OUT = Path(os.environ.get("USNAV_CAL_DIR", "/tmp/usnav-confidence"))
 SETS = {
     "tuning": cases_for(list(range(1101, 1125)), TUNING_FAMILIES),
-    "held-out": cases_for(list(range(6001, 6022)), HELD_OUT_FAMILIES),
+    "held-out": cases_for(list(range(6001, 6022)), HELD_OUT_REPORT_ORDER),
     # a wider held-out check, twelve cases per family, seeds never looked at before
     "held-out-wide": cases_for(list(range(6201, 6285)), HELD_OUT_FAMILIES),
 }

@@ -530,9 +530,11 @@ def test_the_bench_family_table_is_the_dataset_usnav_simulate_writes():
     from usnav.bench.bench_registration import HELD_OUT_SEEDS_FULL, family_plan
     from usnav.sim import HELD_OUT_FAMILIES
     from usnav.sim.dataset import dataset_plan
+    from usnav.sim.families import HELD_OUT_REPORT_ORDER
 
     plan = family_plan(full=True)
     held = [p for p in plan if p[0] in HELD_OUT_FAMILIES]
-    assert held == dataset_plan(list(HELD_OUT_SEEDS_FULL), list(HELD_OUT_FAMILIES))
+    assert sorted(HELD_OUT_REPORT_ORDER) == sorted(HELD_OUT_FAMILIES)
+    assert held == dataset_plan(list(HELD_OUT_SEEDS_FULL), list(HELD_OUT_REPORT_ORDER))
     assert dataset_plan([1, 2, 3, 4], ["a", "b"]) == [("a", 1), ("b", 2), ("a", 3), ("b", 4)]
     assert len(held) >= 40 and len({s for _, s in plan}) == len(plan)

@@ -487,13 +487,14 @@ def family_summary(rows: list[dict]) -> dict:
 
 def family_plan(full: bool) -> list[tuple[str, int]]:
     """(family, seed) of the per-family table: round-robin as ``usnav simulate --seeds``."""
-    from usnav.sim import HELD_OUT_FAMILIES, TUNING_FAMILIES
+    from usnav.sim import TUNING_FAMILIES
     from usnav.sim.dataset import dataset_plan
+    from usnav.sim.families import HELD_OUT_REPORT_ORDER
 
     if not full:
         return [(f, s) for f in FAMILIES_QUICK for s in FAMILY_SEEDS_QUICK]
     return dataset_plan(TUNED_ON_SEEDS_FULL, TUNING_FAMILIES) + dataset_plan(
-        HELD_OUT_SEEDS_FULL, HELD_OUT_FAMILIES
+        HELD_OUT_SEEDS_FULL, HELD_OUT_REPORT_ORDER
     )
 
 
