@@ -26,6 +26,7 @@ import numpy as np
 from usnav.margins.evaluate import PointOutcomes, calibration_error
 from usnav.margins.options import CALIBRATION_FILE, load_confidence_calibration
 from usnav.sim import HELD_OUT_FAMILIES, TUNING_FAMILIES
+from usnav.sim.dataset import dataset_plan
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -45,8 +46,9 @@ TARGET_ECE = 0.05
 
 
 def cases_for(seeds: list[int], families: tuple[str, ...]) -> list[tuple[int, str]]:
-    """(seed, family) pairs: the families taken in turn over the seeds."""
-    return [(seed, families[k % len(families)]) for k, seed in enumerate(seeds)]
+    """(seed, family) pairs: the families taken in turn over the seeds, as ``usnav simulate
+    --seeds --families`` plans them (:func:`usnav.sim.dataset.dataset_plan`)."""
+    return [(seed, family) for family, seed in dataset_plan(seeds, families)]
 
 
 def save_outcomes(outcomes: PointOutcomes, path: Path, cases: list[tuple[int, str]]) -> None:
