@@ -65,12 +65,7 @@ def load_family(folder: Path, family: str, seed: int):
 
 def tre_now(truth, e):
     """Mean error at the tumor where it is during surgery (intraoperative landmarks)."""
-    names = ("tumor_centroid", "tumor_pole_superior", "tumor_pole_inferior", "tumor_boundary")
-    pre = np.concatenate([np.atleast_2d(truth.landmarks[n]) for n in names])
-    now = np.concatenate([np.atleast_2d(truth.landmarks_intraoperative[n]) for n in names])
-    m = np.asarray(e) @ np.linalg.inv(truth.reference_to_mri)
-    mapped = now @ m[:3, :3].T + m[:3, 3]
-    return float(np.linalg.norm(mapped - pre, axis=1).mean())
+    return truth.mtre_now(e)
 
 
 def run_case(folder, family, seed, opts=None, extra=None):

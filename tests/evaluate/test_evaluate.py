@@ -37,6 +37,9 @@ def _check_ok_row(row: dict[str, str], case, out: Path) -> None:
         truth.mtre(np.array(doc["ReferenceToMri"])), abs=1e-3
     )
     assert float(row["init_error_mm"]) == pytest.approx(truth.mtre(np.loadtxt(case.init)), abs=1e-3)
+    assert float(row["error_now_mm"]) == pytest.approx(
+        truth.mtre_now(np.array(doc["ReferenceToMri"])), abs=1e-3
+    )
     assert row["accepted"] in ("true", "false")
     assert float(row["uncertainty_mm"]) > 0
     assert float(row["seconds"]) >= float(row["registration_seconds"]) > 0

@@ -244,6 +244,18 @@ def test_cord_shift_and_initial_offset_match_their_definitions(written):
     )
     assert float(np.max(moved["vertebral_body_posterior"])) < 1e-3  # bone does not move
     assert truth.mtre(truth.reference_to_mri) < 1e-9
+    # where the tumor is now: with the bony truth the overlay is off by the cord shift itself,
+    # and an estimate that moves the image by -u at the tumor (follows the cord) removes it
+    tumor = ("tumor_centroid", "tumor_pole_superior", "tumor_pole_inferior", "tumor_boundary")
+    shifts = np.concatenate([np.atleast_1d(moved[k]) for k in tumor])
+    assert truth.tre_now(truth.reference_to_mri) == pytest.approx(shifts)
+    assert truth.mtre_now(truth.reference_to_mri) > 0.3
+    u = truth.landmarks_intraoperative["tumor_centroid"] - truth.landmarks["tumor_centroid"]
+    follow = np.eye(4)
+    follow[:3, 3] = -np.ravel(u)
+    following = follow @ truth.reference_to_mri
+    assert float(truth.tre_now(following, ("tumor_centroid",))[0]) < 1e-9
+    assert truth.mtre(following) == pytest.approx(float(np.linalg.norm(u)))
     offset = truth.init_reference_to_mri @ np.linalg.inv(truth.reference_to_mri)
     angle = Rotation.from_matrix(offset[:3, :3]).magnitude()
     assert 3.0 <= np.degrees(angle) <= 8.0

@@ -449,21 +449,6 @@ def _family_case(ctx: BenchContext, family: str, seed: int) -> Path:
     return folder
 
 
-def tumor_error_now(truth, reference_to_mri: np.ndarray) -> float:
-    """Mean error at the tumor landmarks where they are during surgery (cord shift included):
-    ``|E · inv(T) · X_intra − X|`` over the tumor landmark sets, mm."""
-    from usnav.sim.truth import TUMOR_LANDMARKS
-
-    pre, now = [], []
-    for name in TUMOR_LANDMARKS:
-        if truth.landmarks.get(name) is not None:
-            pre.append(np.atleast_2d(truth.landmarks[name]))
-            now.append(np.atleast_2d(truth.landmarks_intraoperative[name]))
-    m = np.asarray(reference_to_mri) @ np.linalg.inv(truth.reference_to_mri)
-    x = np.concatenate(now) @ m[:3, :3].T + m[:3, 3]
-    return float(np.linalg.norm(x - np.concatenate(pre), axis=1).mean())
-
-
 def family_summary(rows: list[dict]) -> dict:
     """Per-family figures from per-case rows (``error`` of the published estimate, ``accepted``,
     ``confident``, ``candidate`` error and ``uncertainty``)."""
@@ -482,6 +467,7 @@ def family_summary(rows: list[dict]) -> dict:
         "harm": sum(r["error"] > r["init"] for r in acc),
         "coverage": len(covered) / len(acc) if acc else float("nan"),
         "median_now_mm": float(np.median([r["error_now"] for r in rows])),
+        "under_2mm_now": float(np.mean(np.array([r["error_now"] for r in rows]) < 2.0)),
     }
 
 
@@ -519,7 +505,8 @@ def bench_families(ctx: BenchContext) -> list[Figure]:
                 "tuning": family in TUNING_FAMILIES,
                 "init": truth.mtre(truth.init_reference_to_mri),
                 "error": truth.mtre(res.reference_to_mri),
-                "error_now": tumor_error_now(truth, res.reference_to_mri),
+                "error_now": truth.mtre_now(res.reference_to_mri),
+                "truth_now": truth.mtre_now(truth.reference_to_mri),
                 "candidate": truth.mtre(res.candidate),
                 "accepted": bool(res.accepted),
                 "confident": bool(res.confident),
@@ -559,7 +546,19 @@ def bench_families(ctx: BenchContext) -> list[Figure]:
                 baseline_name="initial",
                 baseline_value=float(np.median([r["init"] for r in held])),
                 higher_is_better=False,
-                note=f"at the tumor now (cord shift included): {f['median_now_mm']:.2f} mm",
+                note="against the bony truth (the cord shift is not in it)",
+            ),
+            Figure(
+                "held-out families: median error at the tumor now (cord shift included)",
+                f["median_now_mm"],
+                "mm",
+                target="≤ 1.0 mm",
+                met=bool(f["median_now_mm"] <= 1.0),
+                baseline_name="bony truth",
+                baseline_value=float(np.median([r["truth_now"] for r in held])),
+                higher_is_better=False,
+                note=f"{100 * f['under_2mm_now']:.0f} % < 2 mm now; what a margin overlay is "
+                "off by; the baseline is a perfect rigid (bony) registration",
             ),
             Figure(
                 "held-out families: cases under 2 mm",

@@ -117,6 +117,8 @@ def _table(rows: list[dict], by: str):
         ("median_error_mm", "median error mm"),
         ("p90_error_mm", "p90 mm"),
         ("under_2mm_pct", "< 2 mm %"),
+        ("median_error_now_mm", "median now mm"),
+        ("under_2mm_now_pct", "now < 2 mm %"),
         ("median_init_error_mm", "init mm"),
         ("accepted", "accepted"),
         ("accepted_over_2mm", "accepted > 2 mm"),

@@ -24,6 +24,9 @@ RESULT_COLUMNS = (
     "error_mm",
     "init_error_mm",
     "candidate_error_mm",
+    "error_now_mm",
+    "init_error_now_mm",
+    "candidate_error_now_mm",
     "accepted",
     "uncertainty_mm",
     "similarity",
@@ -153,6 +156,9 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
             error_mm=_round(scorer.error_mm(result.reference_to_mri)),
             init_error_mm=_round(scorer.error_mm(initial)),
             candidate_error_mm=_round(scorer.error_mm(result.candidate)),
+            error_now_mm=_round(scorer.error_now_mm(result.reference_to_mri)),
+            init_error_now_mm=_round(scorer.error_now_mm(initial)),
+            candidate_error_now_mm=_round(scorer.error_now_mm(result.candidate)),
         )
     if not margins or case.label is None:
         row["margin_note"] = "no label map" if margins else "margins off"

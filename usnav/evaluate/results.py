@@ -109,8 +109,10 @@ def _accepted(row: dict) -> bool:
 def summarize(rows: list[dict], by: str = "family") -> list[dict]:
     """Per value of the tag ``by`` (and ``all``): counts and error statistics.
 
-    Errors are over the ``ok`` cases with a truth; ``accepted_over_2mm`` counts accepted
-    estimates more than 2 mm off (the "do no harm" failures).
+    Errors are over the ``ok`` cases with a truth; ``error_mm`` is against the bony truth,
+    ``error_now_mm`` at the tumor where it is during surgery (cord shift included: what a
+    margin overlay is off by); ``accepted_over_2mm`` counts accepted estimates more than 2 mm
+    off the bony truth (the "do no harm" failures).
     """
     groups: dict[str, list[dict]] = {}
     for r in rows:
@@ -119,6 +121,7 @@ def summarize(rows: list[dict], by: str = "family") -> list[dict]:
     for name, members in [*sorted(groups.items()), ("all", rows)]:
         ok = [r for r in members if r.get("status") == "ok"]
         err = _floats(ok, "error_mm")
+        now = _floats(ok, "error_now_mm")
         scored = [r for r in ok if _floats([r], "error_mm").size]
         out.append(
             {
@@ -131,6 +134,8 @@ def summarize(rows: list[dict], by: str = "family") -> list[dict]:
                 "mean_error_mm": _stat(np.mean, err),
                 "under_2mm_pct": _stat(lambda v: 100.0 * np.mean(v < GOOD_MM), err),
                 "median_init_error_mm": _stat(np.median, _floats(ok, "init_error_mm")),
+                "median_error_now_mm": _stat(np.median, now),
+                "under_2mm_now_pct": _stat(lambda v: 100.0 * np.mean(v < GOOD_MM), now),
                 "accepted": sum(_accepted(r) for r in ok),
                 "accepted_over_2mm": sum(
                     _accepted(r) and float(r["error_mm"]) > GOOD_MM for r in scored

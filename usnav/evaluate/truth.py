@@ -3,8 +3,9 @@
 Two kinds, chosen by the file:
 
 - a simulator ``truth.json``: the mean target registration error over the tumor landmarks
-  (centroid, poles, boundary points), :meth:`usnav.sim.CaseTruth.mtre` — what ``usnav bench``
-  reports for simulated cases;
+  (centroid, poles, boundary points) against the bony truth, :meth:`usnav.sim.CaseTruth.mtre`,
+  and the error at the tumor where it is during surgery (cord shift included),
+  :meth:`usnav.sim.CaseTruth.mtre_now` — ``usnav bench`` and ``usnav evaluate`` report both;
 - an MNI ``.tag`` file (RESECT: volume 1 = MRI, volume 2 = Reference): the mean landmark TRE,
   :func:`usnav.registration.cases.mean_tre` — what ``usnav bench`` reports for Case 24.
 """
@@ -41,8 +42,18 @@ class TruthScorer:
     landmarks_reference: np.ndarray | None = None
     landmarks_mri: np.ndarray | None = None
 
+    def error_now_mm(self, reference_to_mri: np.ndarray) -> float:
+        """Error of an estimate at the tumor *where it is during surgery*, mm: what an overlay
+        drawn from the MRI through this estimate is off by (simulator: the cord shift is in
+        it, :meth:`usnav.sim.CaseTruth.mtre_now`; ``.tag`` landmarks are already paired
+        where the anatomy was imaged, so the same as :meth:`error_mm`)."""
+        if self.sim is not None:
+            return float(self.sim.mtre_now(np.asarray(reference_to_mri, np.float64)))
+        return self.error_mm(reference_to_mri)
+
     def error_mm(self, reference_to_mri: np.ndarray) -> float:
-        """Registration error of an estimate at the tumor (simulator) or landmarks (tag), mm."""
+        """Registration error of an estimate at the tumor against the bony truth (simulator:
+        the cord shift is not in it) or at the landmarks (tag), mm."""
         if self.sim is not None:
             return float(self.sim.mtre(np.asarray(reference_to_mri, np.float64)))
         from usnav.registration.cases import mean_tre

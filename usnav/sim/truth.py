@@ -51,16 +51,48 @@ class CaseTruth:
     def tre(
         self, reference_to_mri: np.ndarray, names: tuple[str, ...] = TUMOR_LANDMARKS
     ) -> np.ndarray:
-        """Per-landmark target registration error of an estimate, mm:
-        ``|E @ inv(T_true) @ X - X|`` for each preoperative landmark X."""
+        """Per-landmark target registration error of an estimate against the bony truth, mm:
+        ``|E @ inv(T_true) @ X - X|`` for each preoperative landmark X (the cord shift is
+        not in it: see :meth:`tre_now`)."""
         x = self.points(names)
         m = np.asarray(reference_to_mri, dtype=np.float64) @ np.linalg.inv(self.reference_to_mri)
         mapped = x @ m[:3, :3].T + m[:3, 3]
         return np.linalg.norm(mapped - x, axis=1)
 
     def mtre(self, reference_to_mri: np.ndarray, names: tuple[str, ...] = TUMOR_LANDMARKS) -> float:
-        """Mean TRE over the named landmarks, mm."""
+        """Mean TRE over the named landmarks, mm (rigid: against the bony truth)."""
         return float(self.tre(reference_to_mri, names).mean())
+
+    def tre_now(
+        self, reference_to_mri: np.ndarray, names: tuple[str, ...] = TUMOR_LANDMARKS
+    ) -> np.ndarray:
+        """Per-landmark error at the anatomy *where it is during surgery*, mm.
+
+        The ultrasound images a landmark at its intraoperative place Y = X + u(X) (cord shift
+        u); an estimate E maps that image point to ``E @ inv(T_true) @ Y`` in the MRI, where
+        the plan has it at X. The error ``|E @ inv(T_true) @ Y - X|`` is what an overlay
+        drawn from the MRI is off by on the image; with E the true (bony) transform it is the
+        cord shift |u(X)| itself, which no rigid registration to bone removes.
+        """
+        pre = self.points(names)
+        now = np.concatenate(
+            [
+                np.atleast_2d(self.landmarks_intraoperative[n])
+                for n in names
+                if self.landmarks.get(n) is not None
+            ],
+            axis=0,
+        )
+        m = np.asarray(reference_to_mri, dtype=np.float64) @ np.linalg.inv(self.reference_to_mri)
+        mapped = now @ m[:3, :3].T + m[:3, 3]
+        return np.linalg.norm(mapped - pre, axis=1)
+
+    def mtre_now(
+        self, reference_to_mri: np.ndarray, names: tuple[str, ...] = TUMOR_LANDMARKS
+    ) -> float:
+        """Mean error over the named landmarks where they are during surgery, mm
+        (:meth:`tre_now`: the cord shift included)."""
+        return float(self.tre_now(reference_to_mri, names).mean())
 
 
 def load_truth(path: str | Path) -> CaseTruth:
