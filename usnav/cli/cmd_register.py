@@ -40,6 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of an earlier usnav register / register-points (its ReferenceToMri)",
     )
     p.add_argument("--out", type=Path, required=True, metavar="RESULT.json")
+    p.add_argument(
+        "--label",
+        type=Path,
+        metavar="TUMOR_LABEL",
+        help="the planned tumor's label map (MRI space, tumor > 0): an accepted estimate is "
+        "then refined at the tumor to follow the cord shift (ReferenceToMri; the global one "
+        "stays in BonyReferenceToMri)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing RESULT.json")
     p.add_argument(
         "--config",
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             options,
             progress=lambda message, fraction: bar.update("registering", fraction, 1.0, message),
+            label=args.label,
         )
     finally:
         bar.stop()
@@ -80,4 +89,6 @@ def run(args: argparse.Namespace) -> int:
         f"correction {result.correction_mm:.2f} mm, uncertainty "
         f"{result.uncertainty_mm:.2f} mm, {result.seconds:.2f} s → {args.out}"
     )
+    if result.tumor_stage is not None:
+        print(result.tumor_stage["reason"])
     return 0

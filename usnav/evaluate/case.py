@@ -141,7 +141,13 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
         np.savetxt(init_path, initial, fmt="%.9f")
     scorer = load_scorer(case.truth) if case.truth is not None else None
     result = register_recording(
-        case.recording, case.mri, case.calibration, init_path, folder / "result.json", options
+        case.recording,
+        case.mri,
+        case.calibration,
+        init_path,
+        folder / "result.json",
+        options,
+        label=case.label,
     )
     row.update(
         accepted=bool(result.accepted),

@@ -109,8 +109,12 @@ def register_recording(
     options: RegistrationOptions | None = None,
     *,
     progress: Progress | None = None,
+    label: str | Path | None = None,
 ) -> RegistrationResult:
     """``usnav register``: read everything, register, write RESULT.json (if ``out``).
+
+    With ``label`` (the planned tumor's label map, MRI space) an accepted estimate is refined
+    at the tumor (:func:`usnav.registration.rigid.register_sweep`).
 
     Raises
     ------
@@ -126,11 +130,14 @@ def register_recording(
     mri.check_finite()
     if progress:
         progress("reading the sweep", 0.02)
+    tumor_label = None if label is None else load_volume(label)
     sweep = load_sweep(recording, image_to_probe)
     from usnav.registration._kernels import warm_up
 
     compile_s = warm_up()
-    result = register_sweep(mri, sweep, initial, options, progress=progress)
+    result = register_sweep(
+        mri, sweep, initial, options, progress=progress, tumor_label=tumor_label
+    )
     if out is not None:
         doc = result.to_json()
         doc["total_seconds"] = round(time.perf_counter() - t0, 3)
@@ -142,6 +149,7 @@ def register_recording(
             "mri": str(mri_path),
             "calibration": str(calibration),
             "init": str(init),
+            "label": None if label is None else str(label),
         }
         _write_json(out, doc)
     return result

@@ -164,6 +164,26 @@ class RegistrationOptions(BaseModel):
     trailed it by ≥ 0.008; 0 lies in that gap (0.005 would have rejected one correct tuning
     candidate). −1: measured, never rejects (similarities lie in [0, 1])."""
 
+    tumor_stage: bool = True
+    """Run the local stage at the tumor (:mod:`usnav.registration.tumor`) after an accepted
+    estimate, when a tumor label is given."""
+    tumor_roi_mm: float = Field(default=2.0, gt=0)
+    """Pixels within this distance of the planned tumor (MRI label under the estimate) count."""
+    tumor_patch_half: int = Field(default=2, ge=1)
+    """LC² patch half-width of the tumor stage, finest-level pixels (2: 5×5 = 2.5 mm at 0.5 mm)."""
+    tumor_prior_weight: float = Field(default=0.0, ge=0)
+    """Gaussian prior on the local translation: similarity − w·|t|² (per mm²)."""
+    tumor_max_shift_mm: float = Field(default=3.0, gt=0)
+    """A local translation longer than this is refused (more than a cord shift)."""
+    tumor_evaluations: int = Field(default=80, ge=5)
+    """Nelder–Mead budget of the local translation."""
+    tumor_max_frames: int = Field(default=150, ge=1)
+    """Frames resampled at the finest level for the local stage (those near the tumor count)."""
+    tumor_min_pixels: int = Field(default=20, ge=1)
+    """A frame counts if at least this many pixels lie near the tumor."""
+    tumor_min_frames: int = Field(default=3, ge=1)
+    """The stage runs only if at least this many frames count."""
+
     def level(self, key: str, index: int):
         values = getattr(self, key)
         return values[min(index, len(values) - 1)]

@@ -69,6 +69,7 @@ def register_sweep(
     options: RegistrationOptions | None = None,
     *,
     progress: Progress | None = None,
+    tumor_label: Volume | None = None,
 ) -> RegistrationResult:
     """Register a tracked sweep to the MRI (batch).
 
@@ -84,10 +85,16 @@ def register_sweep(
         :class:`RegistrationOptions`.
     progress
         Called with (message, fraction done).
+    tumor_label
+        The planned tumor's label map (MRI RAS, tumor > 0). With it (and
+        ``options.tumor_stage``) an accepted estimate is refined at the tumor
+        (:mod:`usnav.registration.tumor`): ``reference_to_mri`` then follows the cord shift
+        and ``bony_reference_to_mri`` keeps the global estimate.
 
     Returns
     -------
-    :class:`RegistrationResult`; ``reference_to_mri`` is the candidate only if accepted.
+    :class:`RegistrationResult`; ``reference_to_mri`` is the candidate only if accepted (moved
+    to the tumor when the tumor stage applied).
 
     Raises
     ------
@@ -97,8 +104,26 @@ def register_sweep(
     check_inputs(mri, sweep, initial)
     t0 = time.perf_counter()
     problem = SweepRegistration(mri, sweep, initial, options)
+    distance = None
+    if tumor_label is not None and problem.options.tumor_stage:
+        from usnav.registration.tumor import tumor_distance_map
+
+        try:  # before the search: a bad label fails fast
+            distance = tumor_distance_map(tumor_label)
+        except ValueError as exc:
+            raise InputError(tumor_label.source, str(exc), "give the tumor segmentation") from exc
     if progress:
         progress("prepared", 0.1)
     result = problem.run(initial, progress=progress)
+    if distance is not None and result.accepted:
+        from usnav.registration.tumor import refine_at_tumor
+
+        if progress:
+            progress("tumor stage", 0.97)
+        stage = refine_at_tumor(problem, distance, result.reference_to_mri)
+        result.tumor_stage = stage.to_json()
+        if stage.applied:
+            result.bony_reference_to_mri = result.reference_to_mri
+            result.reference_to_mri = stage.reference_to_mri
     result.seconds = time.perf_counter() - t0
     return result

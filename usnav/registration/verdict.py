@@ -43,7 +43,9 @@ class RegistrationResult:
     Attributes
     ----------
     reference_to_mri
-        The estimate to use: the candidate if accepted, else ``initial``.
+        The estimate to use: the candidate if accepted, else ``initial``; with a tumor label,
+        an accepted candidate moved by the tumor stage (the error at the tumor where it is
+        now: ``bony_reference_to_mri`` keeps the candidate).
     candidate
         What the optimiser found (even if rejected).
     initial
@@ -72,6 +74,12 @@ class RegistrationResult:
         Why accepted or rejected.
     levels
         Per-level notes (spacing, frames, evaluations, similarity).
+    bony_reference_to_mri
+        The accepted global (bony) estimate when the tumor stage moved ``reference_to_mri`` to
+        the tumor (:mod:`usnav.registration.tumor`); None otherwise.
+    tumor_stage
+        The tumor stage's outcome (:meth:`usnav.registration.tumor.TumorStage.to_json`), None
+        when it did not run (no label, or the estimate was not accepted).
     """
 
     reference_to_mri: np.ndarray
@@ -90,6 +98,8 @@ class RegistrationResult:
     confident: bool = False
     uncertainty_terms: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
+    bony_reference_to_mri: np.ndarray | None = None
+    tumor_stage: dict | None = None
 
     @property
     def quality(self) -> float:
@@ -129,6 +139,12 @@ class RegistrationResult:
             "correction_mm": _finite_or_none(self.correction_mm),
             "quality": round(self.quality, 4),
             "reason": self.reason,
+            "BonyReferenceToMri": (
+                self.reference_to_mri
+                if self.bony_reference_to_mri is None
+                else self.bony_reference_to_mri
+            ).tolist(),
+            "tumor_stage": self.tumor_stage,
             "CandidateReferenceToMri": self.candidate.tolist(),
             "InitialReferenceToMri": self.initial.tolist(),
             "evaluations": int(self.evaluations),

@@ -1,0 +1,136 @@
+"""The local stage at the tumor (#16 item 4): it follows the cord shift, refuses what is not one,
+and ``usnav register --label`` publishes it beside the bony estimate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from usnav.io.volume import Volume, load_volume
+from usnav.registration.rigid import RegistrationOptions, SweepRegistration
+from usnav.registration.tumor import refine_at_tumor, roi_masks, tumor_distance_map
+
+from .conftest import SMALL
+
+
+@pytest.fixture(scope="module")
+def shifted_case(tmp_path_factory: pytest.TempPathFactory):
+    """Test seed 9 with a 2.5 mm cord shift (the small case's size): mri, sweep, label, truth."""
+    from usnav.config.calibration import load_calibration
+    from usnav.registration.sweep import load_sweep
+    from usnav.sim import load_truth, make_options, simulate_case
+
+    folder = tmp_path_factory.mktemp("shift") / "s9"
+    simulate_case(9, folder, make_options(**SMALL, cord_shift_mm=(2.5, 2.5)))
+    cal = load_calibration(folder / "calibration.toml").image_to_probe
+    return (
+        load_volume(folder / "mri.nii.gz"),
+        load_sweep(folder / "sweep.igs.mha", cal),
+        load_volume(folder / "tumor_label.nii.gz"),
+        load_truth(folder),
+        folder,
+    )
+
+
+def test_from_the_bony_truth_it_moves_towards_where_the_tumor_is_now(shifted_case):
+    mri, sweep, label, truth, _ = shifted_case
+    bony = truth.reference_to_mri
+    problem = SweepRegistration(mri, sweep, bony, RegistrationOptions())
+    stage = refine_at_tumor(problem, tumor_distance_map(label), bony)
+    before, after = truth.mtre_now(bony), truth.mtre_now(stage.reference_to_mri)
+    assert before == pytest.approx(2.5, abs=0.05)  # the bony truth is off by the cord shift
+    assert stage.applied and stage.frames >= 3 and stage.similarity_gain > 0
+    assert after < before - 0.5, (before, after, stage.reason)
+    marks, now = truth.landmarks, truth.landmarks_intraoperative
+    u = np.ravel(now["tumor_centroid"] - marks["tumor_centroid"])
+    # the image is moved back onto the plan: against the cord's displacement
+    assert float(stage.translation_mm @ -u) > 0.5 * np.linalg.norm(stage.translation_mm)
+    np.testing.assert_allclose(
+        stage.reference_to_mri[:3, :3], bony[:3, :3], atol=1e-12
+    )  # a translation
+
+
+def test_a_move_longer_than_a_cord_shift_is_refused_and_far_tumors_skip(shifted_case):
+    mri, sweep, label, truth, _ = shifted_case
+    bony = truth.reference_to_mri
+    problem = SweepRegistration(mri, sweep, bony, RegistrationOptions())
+    tight = RegistrationOptions(tumor_max_shift_mm=0.05)
+    stage = refine_at_tumor(problem, tumor_distance_map(label), bony, tight)
+    assert not stage.applied and "refused" in stage.reason
+    np.testing.assert_array_equal(stage.reference_to_mri, bony)
+    # a "tumor" in a corner of the volume, far from every frame: nothing to fit
+    far = np.zeros(label.shape, np.uint8)
+    far[0, 0, 0] = 1
+    stage = refine_at_tumor(problem, tumor_distance_map(Volume(far, label.affine)), bony)
+    assert not stage.applied and "skipped" in stage.reason and stage.frames == 0
+
+
+def test_roi_masks_match_a_scipy_reference(shifted_case):
+    mri, sweep, label, truth, _ = shifted_case
+    problem = SweepRegistration(mri, sweep, truth.reference_to_mri, RegistrationOptions())
+    frames = problem.level(-1).frames
+    distance = tumor_distance_map(label)
+    ref_dist = ndimage.distance_transform_edt(np.asarray(label.data) == 0, label.spacing_mm)
+    got = roi_masks(frames, distance, truth.reference_to_mri, 2.0)
+    assert got.any()
+    n, rows, cols = frames.us.shape
+    rr, cc = np.mgrid[0:rows, 0:cols]
+    pix = np.stack([cc.ravel(), rr.ravel(), np.zeros(rr.size), np.ones(rr.size)])
+    differ = 0
+    for f in range(n):
+        vox = (label.world_to_voxel @ truth.reference_to_mri @ frames.pixel_to_reference[f]) @ pix
+        d = ndimage.map_coordinates(ref_dist, vox[:3], order=1, cval=1e9).reshape(rows, cols)
+        want = (d <= 2.0) & (frames.valid[f] > 0)
+        differ += int(np.sum(want != got[f].astype(bool)))
+    assert differ <= 0.001 * got.size  # float32 vs float64 at the 2 mm boundary only
+
+
+def test_register_with_label_publishes_both_estimates(shifted_case, tmp_path: Path, capsys):
+    from usnav.cli.main import main
+
+    _, _, _, truth, folder = shifted_case
+    out = tmp_path / "result.json"
+    code = main(
+        [
+            "register",
+            str(folder / "sweep.igs.mha"),
+            "--mri",
+            str(folder / "mri.nii.gz"),
+            "--calibration",
+            str(folder / "calibration.toml"),
+            "--init",
+            str(folder / "init_ReferenceToMri.txt"),
+            "--label",
+            str(folder / "tumor_label.nii.gz"),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert "tumor stage: " in capsys.readouterr().out
+    assert doc["accepted"] and doc["inputs"]["label"].endswith("tumor_label.nii.gz")
+    stage = doc["tumor_stage"]
+    assert stage["applied"], stage
+    published, bony = np.array(doc["ReferenceToMri"]), np.array(doc["BonyReferenceToMri"])
+    assert np.array_equal(bony, np.array(doc["CandidateReferenceToMri"]))
+    moved = published @ np.linalg.inv(bony)
+    np.testing.assert_allclose(moved[:3, 3], stage["translation_mm"], atol=1e-3)
+    np.testing.assert_allclose(moved[:3, :3], np.eye(3), atol=1e-9)
+    # the published estimate is closer to where the tumor is now than the bony one
+    assert truth.mtre_now(published) < truth.mtre_now(bony) - 0.3
+
+
+def test_an_empty_label_is_refused_naming_the_file(shifted_case, tmp_path: Path):
+    from usnav.errors import InputError
+    from usnav.registration.rigid import register_sweep
+
+    mri, sweep, label, truth, _ = shifted_case
+    empty = Volume(np.zeros(label.shape, np.uint8), label.affine, source="empty_label.nii.gz")
+    with pytest.raises(InputError, match="empty_label"):
+        register_sweep(mri, sweep, truth.reference_to_mri, tumor_label=empty)
