@@ -134,3 +134,33 @@ def test_an_empty_label_is_refused_naming_the_file(shifted_case, tmp_path: Path)
     empty = Volume(np.zeros(label.shape, np.uint8), label.affine, source="empty_label.nii.gz")
     with pytest.raises(InputError, match="empty_label"):
         register_sweep(mri, sweep, truth.reference_to_mri, tumor_label=empty)
+
+
+def test_live_worker_keeps_the_global_estimate_and_draws_margins_at_the_tumor(shifted_case):
+    from usnav.config.calibration import load_calibration
+    from usnav.registration.worker import RegistrationWorker
+
+    mri, sweep, label, truth, folder = shifted_case
+    cal = load_calibration(folder / "calibration.toml").image_to_probe
+    worker = RegistrationWorker(mri, cal, truth.init_reference_to_mri, tumor_label=label)
+    estimate = worker.update(
+        list(zip(sweep.images, sweep.image_to_reference, sweep.timestamps, strict=True))
+    )
+    assert estimate is not None and estimate.accepted, estimate
+    assert "tumor stage" in estimate.reason
+    in_use = worker.latest_accepted()
+    assert in_use.tumor_reference_to_mri is not None
+    # later updates start from (and are compared with) the global estimate ...
+    np.testing.assert_array_equal(in_use.reference_to_mri, estimate.reference_to_mri)
+    assert not np.allclose(in_use.margins_reference_to_mri, in_use.reference_to_mri)
+    # ... and the margins' transform is it moved by a translation no longer than a cord shift
+    moved = in_use.margins_reference_to_mri @ np.linalg.inv(in_use.reference_to_mri)
+    np.testing.assert_allclose(moved[:3, :3], np.eye(3), atol=1e-9)
+    assert 0 < np.linalg.norm(moved[:3, 3]) <= RegistrationOptions().tumor_max_shift_mm
+    # without a label nothing changes
+    plain = RegistrationWorker(mri, cal, truth.init_reference_to_mri)
+    other = plain.update(
+        list(zip(sweep.images, sweep.image_to_reference, sweep.timestamps, strict=True))
+    )
+    assert other is not None and other.tumor_reference_to_mri is None
+    np.testing.assert_array_equal(other.margins_reference_to_mri, other.reference_to_mri)

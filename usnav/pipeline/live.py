@@ -186,7 +186,11 @@ class LivePipeline:
                 }
             )
         return RegistrationWorker(
-            self.mri, self.image_to_probe, self.initial.reference_to_mri, options
+            self.mri,
+            self.image_to_probe,
+            self.initial.reference_to_mri,
+            options,
+            tumor_label=self.label,
         )
 
     @property
@@ -309,7 +313,7 @@ class LivePipeline:
             self._publish_no_tracking(frame, status)
             return
         estimate = self.current_estimate()
-        image_to_mri = estimate.reference_to_mri @ i2r
+        image_to_mri = estimate.margins_reference_to_mri @ i2r  # at the tumor when known
         stylus = self._stylus_tip_mri(frame, estimate)
         margins = self._estimator.estimate(
             frame.image, image_to_mri, estimate, stylus, frame_number=frame.frame_number

@@ -34,6 +34,11 @@ class RegistrationEstimate:
         ``"init"``, ``"points"``, ``"image"``...
     reason
         Why it was accepted or rejected, in plain words.
+    tumor_reference_to_mri
+        The estimate refined at the tumor (:mod:`usnav.registration.tumor`: it follows the
+        cord shift), None when the tumor stage did not run or did not apply. Margins are
+        drawn with it (:attr:`margins_reference_to_mri`); ``reference_to_mri`` stays the
+        global (bony) estimate that later updates start from and are compared with.
     """
 
     reference_to_mri: np.ndarray
@@ -45,6 +50,14 @@ class RegistrationEstimate:
     sequence: int = 0
     source: str = "init"
     reason: str = ""
+    tumor_reference_to_mri: np.ndarray | None = None
+
+    @property
+    def margins_reference_to_mri(self) -> np.ndarray:
+        """The transform margins are drawn with: at the tumor when known, else the global."""
+        if self.tumor_reference_to_mri is not None:
+            return self.tumor_reference_to_mri
+        return self.reference_to_mri
 
     def age_s(self, now: float | None = None) -> float:
         """Seconds since it was computed."""

@@ -25,7 +25,15 @@ from usnav.io.volume import Volume
 from usnav.registration import _kernels as K
 from usnav.registration.options import RegistrationOptions
 from usnav.registration.pose import _optimise, _subset_level
-from usnav.registration.similarity import FrameLevel, FrameSimilarity, prepare_frame_level
+from usnav.registration.similarity import (
+    FrameLevel,
+    FrameSimilarity,
+    MriLevel,
+    build_mri_levels,
+    crop_box,
+    prepare_frame_level,
+)
+from usnav.registration.sweep import Sweep
 
 
 @dataclass
@@ -105,13 +113,47 @@ def roi_masks(
     return out
 
 
+@dataclass
+class TumorContext:
+    """What the tumor stage needs from the plan, built once: the tumor's distance map and the
+    MRI at the stage's pixel size cropped around the tumor.
+
+    Attributes
+    ----------
+    distance
+        :func:`tumor_distance_map` of the label (MRI RAS mm).
+    mri_level
+        The MRI level the stage scores against.
+    """
+
+    distance: Volume
+    mri_level: MriLevel
+
+    @classmethod
+    def build(
+        cls, mri: Volume, label: Volume, spacing_mm: float, margin_mm: float = 30.0
+    ) -> TumorContext:
+        """From the MRI and the tumor label (both MRI RAS).
+
+        Raises
+        ------
+        ValueError
+            The label has no tumor voxel.
+        """
+        distance = tumor_distance_map(label)
+        inside = np.argwhere(np.asarray(label.data) > 0)
+        corners = np.c_[[inside.min(axis=0), inside.max(axis=0)], np.ones(2)] @ label.affine.T
+        box = crop_box(mri, corners[:, :3], margin_mm)
+        return cls(distance, build_mri_levels(mri, [spacing_mm], box)[0])
+
+
 def refine_at_tumor(
     problem,
     distance: Volume,
     reference_to_mri: np.ndarray,
     options: RegistrationOptions | None = None,
 ) -> TumorStage:
-    """Fit the local translation at the tumor (module docstring).
+    """Fit the local translation at the tumor (module docstring) for a batch registration.
 
     Parameters
     ----------
@@ -125,12 +167,25 @@ def refine_at_tumor(
     options
         Defaults to ``problem.options``.
     """
-    t0 = time.perf_counter()
     opts = options or problem.options
+    context = TumorContext(distance, problem.level(-1).mri)
+    return fit_at_tumor(problem.sweep, context, reference_to_mri, opts)
+
+
+def fit_at_tumor(
+    sweep: Sweep,
+    context: TumorContext,
+    reference_to_mri: np.ndarray,
+    opts: RegistrationOptions,
+) -> TumorStage:
+    """The tumor stage on ``sweep``'s frames resampled at ``context.mri_level``'s pixel size
+    (``opts``: the ``tumor_*`` options, ``metric``, ``ignore_zero_pixels``)."""
+    t0 = time.perf_counter()
     start = np.asarray(reference_to_mri, np.float64)
+    distance = context.distance
     frames = prepare_frame_level(
-        problem.sweep,
-        opts.level_spacings_mm[-1],
+        sweep,
+        context.mri_level.spacing_mm,
         max_frames=opts.tumor_max_frames,
         ignore_zero_pixels=opts.ignore_zero_pixels,
     )
@@ -150,7 +205,7 @@ def refine_at_tumor(
         sub.spacing_mm, sub.us, sub.us_grad, roi[keep], sub.pixel_to_reference, sub.frame_index
     )
     sim = FrameSimilarity(
-        problem.level(-1).mri, sub, metric=opts.metric, patch_half=opts.tumor_patch_half
+        context.mri_level, sub, metric=opts.metric, patch_half=opts.tumor_patch_half
     )
     weight = opts.tumor_prior_weight
 

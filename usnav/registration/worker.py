@@ -43,6 +43,7 @@ from usnav.registration.estimate import RegistrationEstimate
 from usnav.registration.rigid import RegistrationOptions, SweepRegistration, check_inputs
 from usnav.registration.similarity import MriLevel, build_mri_levels, crop_box
 from usnav.registration.sweep import Sweep, detect_fov_mask
+from usnav.registration.tumor import TumorContext, fit_at_tumor
 from usnav.transforms.matrices import decompose_scaled_rigid, is_rigid
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,9 @@ class WorkerOptions(BaseModel):
     """Threads of the worker's similarity evaluations (its registrations' ``threads`` is
     replaced by this). 1 leaves the other core of a 2-core machine to the frame path; 0 =
     every core."""
+    tumor_spacing_mm: float = Field(default=0.5, gt=0)
+    """Pixel size of the tumor stage (with a tumor label; its other options are ``full``'s
+    ``tumor_*``): the 0.5 mm at which it was chosen for batch registration."""
     replace_history: int = Field(default=4, ge=0)
     """A later candidate must also clearly beat this many earlier estimates in use (same
     frames): the registration never returns to a pose it left (see :class:`ReplacementRule`);
@@ -238,6 +242,7 @@ class RegistrationWorker:
         options: WorkerOptions | None = None,
         *,
         on_estimate: Callable[[RegistrationEstimate], None] | None = None,
+        tumor_label: Volume | None = None,
     ):
         self.options = options or WorkerOptions()
         self.mri = mri
@@ -250,6 +255,14 @@ class RegistrationWorker:
         if init.shape != (4, 4) or not is_rigid(init):
             raise InputError("initial ReferenceToMri", "is not a rigid 4×4 transform")
         mri.check_finite()
+        self._tumor: TumorContext | None = None
+        if tumor_label is not None and self.options.full.tumor_stage:
+            spacing = self.options.tumor_spacing_mm
+            try:
+                self._tumor = TumorContext.build(mri, tumor_label, spacing)
+            except ValueError as exc:
+                hint = "give the tumor segmentation"
+                raise InputError(tumor_label.source, str(exc), hint) from exc
         self._on_estimate = on_estimate
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -421,11 +434,21 @@ class RegistrationWorker:
             if not adopt:
                 result.accepted = False
                 verdict = f"rejected: {verdict}"
+        stage = None
+        if self._tumor is not None and result.accepted:
+            # where the tumor is now: margins are drawn with it, updates start from the global
+            stage = fit_at_tumor(sweep, self._tumor, result.candidate, self.options.full)
         with self._lock:
             self._sequence += 1
             estimate = result.estimate(sequence=self._sequence)
             if verdict:
                 estimate = replace(estimate, reason=f"{verdict}; {result.reason}")
+            if stage is not None:
+                estimate = replace(
+                    estimate,
+                    reason=f"{estimate.reason}; {stage.reason}",
+                    tumor_reference_to_mri=stage.reference_to_mri if stage.applied else None,
+                )
             self._latest = estimate
             if estimate.accepted:
                 if warm:
