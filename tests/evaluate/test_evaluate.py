@@ -34,7 +34,7 @@ def _check_ok_row(row: dict[str, str], case, out: Path) -> None:
 
     doc = json.loads(result)
     assert float(row["error_mm"]) == pytest.approx(
-        truth.mtre(np.array(doc["ReferenceToMri"])), abs=1e-3
+        truth.mtre(np.array(doc["BonyReferenceToMri"])), abs=1e-3
     )
     assert float(row["init_error_mm"]) == pytest.approx(truth.mtre(np.loadtxt(case.init)), abs=1e-3)
     assert float(row["error_now_mm"]) == pytest.approx(

@@ -510,7 +510,7 @@ def bench_families(ctx: BenchContext) -> list[Figure]:
                 "seed": seed,
                 "tuning": family in TUNING_FAMILIES,
                 "init": truth.mtre(truth.init_reference_to_mri),
-                "error": truth.mtre(res.reference_to_mri),
+                "error": truth.mtre(bony),
                 "error_now": truth.mtre_now(res.reference_to_mri),
                 "bony_now": truth.mtre_now(bony),
                 "tumor_stage": res.tumor_stage,

@@ -158,8 +158,15 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
         verdict=_one_line(result.reason),
     )
     if scorer is not None:
+        # against the bony truth: the global estimate (before the tumor stage moved it);
+        # at the tumor now: the published one
+        bony = (
+            result.reference_to_mri
+            if result.bony_reference_to_mri is None
+            else result.bony_reference_to_mri
+        )
         row.update(
-            error_mm=_round(scorer.error_mm(result.reference_to_mri)),
+            error_mm=_round(scorer.error_mm(bony)),
             init_error_mm=_round(scorer.error_mm(initial)),
             candidate_error_mm=_round(scorer.error_mm(result.candidate)),
             error_now_mm=_round(scorer.error_now_mm(result.reference_to_mri)),

@@ -109,10 +109,11 @@ def _accepted(row: dict) -> bool:
 def summarize(rows: list[dict], by: str = "family") -> list[dict]:
     """Per value of the tag ``by`` (and ``all``): counts and error statistics.
 
-    Errors are over the ``ok`` cases with a truth; ``error_mm`` is against the bony truth,
-    ``error_now_mm`` at the tumor where it is during surgery (cord shift included: what a
-    margin overlay is off by); ``accepted_over_2mm`` counts accepted estimates more than 2 mm
-    off the bony truth (the "do no harm" failures).
+    Errors are over the ``ok`` cases with a truth; ``error_mm`` is the global (bony)
+    estimate's against the bony truth, ``error_now_mm`` the published estimate's (the tumor
+    stage applied, when a label was given) at the tumor where it is during surgery (cord shift
+    included: what a margin overlay is off by); ``accepted_over_2mm`` counts accepted
+    estimates more than 2 mm off the bony truth (the "do no harm" failures).
     """
     groups: dict[str, list[dict]] = {}
     for r in rows:
