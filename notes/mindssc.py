@@ -1,0 +1,87 @@
+"""MIND-SSC against LC² (#16 item 3, not shipped): the similarity's profile around the true
+pose and the time per evaluation, per metric, on simulated cases (``<family>-<seed>`` folders
+with truth.json).
+
+    python notes/mindssc.py profile ROOT [METRIC[:DIST[:WEIGHTING]],...] [N_CASES]
+
+For each case and metric, at the finest level of the default search (0.5 mm, 40 frames):
+the similarity at the true pose, the mean drop of the similarity when the truth is shifted by
+1, 2, 4 and 15 mm along the three MRI axes (a sharper, deeper peak is a better cost for the
+search and the prior/threshold scales), and the median seconds per evaluation (one thread).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def parse_metric(spec: str) -> tuple[str, dict]:
+    """``mind_ssc:2:us_std`` → ("mind_ssc", {"mind_distance": 2, "mind_weighting": "us_std"})."""
+    parts = spec.split(":")
+    kw: dict = {}
+    if len(parts) > 1 and parts[1]:
+        kw["mind_distance"] = int(parts[1])
+    if len(parts) > 2 and parts[2]:
+        kw["mind_weighting"] = parts[2]
+    return parts[0], kw
+
+
+def profile(root: Path, specs: list[str], n_cases: int) -> None:
+    from dnhstudy import emit
+    from regstudy import load_family
+
+    from usnav.registration.rigid import RegistrationOptions, SweepRegistration
+    from usnav.registration.similarity import FrameSimilarity
+
+    folders = sorted(p for p in root.iterdir() if (p / "truth.json").exists())
+    folders = folders[:: max(1, len(folders) // n_cases)][:n_cases]
+    for folder in folders:
+        seed = int(folder.name.rsplit("-", 1)[1])
+        mri, sweep, truth, _ = load_family(folder, "base", seed)
+        problem = SweepRegistration(mri, sweep, truth.init_reference_to_mri, RegistrationOptions())
+        level = problem.level(-1)
+        for spec in specs:
+            metric, kw = parse_metric(spec)
+            sim = FrameSimilarity(
+                level.mri, level.frames, metric=metric, patch_half=level.similarity.patch_half, **kw
+            )
+            t = truth.reference_to_mri
+            s0 = sim(t)
+            row = {"case": folder.name, "metric": spec, "sim_truth": s0}
+            for d in (1.0, 2.0, 4.0, 15.0):
+                drops = []
+                for axis in range(3):
+                    for sign in (-1, 1):
+                        m = t.copy()
+                        m[axis, 3] += sign * d
+                        drops.append(s0 - sim(m))
+                row[f"drop{d:g}"] = float(np.mean(drops))
+                row[f"min_drop{d:g}"] = float(np.min(drops))
+            secs = []
+            for k in range(7):
+                m = t.copy()
+                m[0, 3] += 0.01 * (k + 1)  # a new pose each time (no cache hit)
+                t0 = time.perf_counter()
+                sim(m)
+                secs.append(time.perf_counter() - t0)
+            row["ms_per_eval"] = 1000 * float(np.median(secs))
+            emit(row)
+
+
+def main() -> None:
+    from usnav.registration import warm_up
+
+    warm_up()
+    if sys.argv[1] == "profile":
+        specs = sys.argv[3].split(",") if len(sys.argv) > 3 else ["lc2", "mind_ssc"]
+        profile(Path(sys.argv[2]), specs, int(sys.argv[4]) if len(sys.argv) > 4 else 4)
+
+
+if __name__ == "__main__":
+    main()
