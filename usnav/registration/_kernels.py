@@ -1235,7 +1235,8 @@ def mind_ssc_image(img, valid, half, dist, min_fraction, desc, dvalid, chan, sum
     dvalid
         (rows, cols) uint8, written: 1 where the descriptor counts (``valid`` there too).
     chan, sums
-        (rows, cols, 7) float64 scratch; ``row_acc`` (cols, 7) float64 scratch.
+        (rows, cols, 7) float64 scratch (C-contiguous); ``row_acc`` (cols, 7) float64
+        scratch.
 
     Returns
     -------
@@ -1262,21 +1263,72 @@ def mind_ssc_image(img, valid, half, dist, min_fraction, desc, dvalid, chan, sum
             chan[r, c, 4] = (a_n - a_e) * (a_n - a_e)
             chan[r, c, 5] = (a_s - a_w) * (a_s - a_w)
             chan[r, c, 6] = (a_s - a_e) * (a_s - a_e)
-    box_sum_2d(chan, half, half, sums, row_acc)
+    # running box sums as in :func:`_lc2_sums_image`: vertical sums per row (``row_acc``),
+    # horizontal sums in registers; ``sums[r, c]`` keeps V and the six D_k - min_j D_j
+    width = cols * N_SSC
+    flat = chan.reshape(rows, width)
+    vflat = row_acc.reshape(width)
+    for i in range(width):
+        vflat[i] = 0.0
+    for r in range(min(half, rows)):
+        for i in range(width):
+            vflat[i] += flat[r, i]
     min_count = max(min_fraction * (2 * half + 1) * (2 * half + 1), 1.0)
     total_v = 0.0
     count = 0
     for r in range(rows):
+        add = r + half
+        sub = r - half - 1
+        if add < rows:
+            for i in range(width):
+                vflat[i] += flat[add, i]
+        if sub >= 0:
+            for i in range(width):
+                vflat[i] -= flat[sub, i]
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = 0.0
+        for c in range(min(half, cols)):
+            a0 += row_acc[c, 0]
+            a1 += row_acc[c, 1]
+            a2 += row_acc[c, 2]
+            a3 += row_acc[c, 3]
+            a4 += row_acc[c, 4]
+            a5 += row_acc[c, 5]
+            a6 += row_acc[c, 6]
         for c in range(cols):
-            dvalid[r, c] = 0
-            n = sums[r, c, 0]
-            if valid[r, c] and n >= min_count:
-                v = 0.0
-                for k in range(1, N_SSC):
-                    v += sums[r, c, k]
-                total_v += v / (N_MIND * n)
+            add_c = c + half
+            sub_c = c - half - 1
+            if add_c < cols:
+                a0 += row_acc[add_c, 0]
+                a1 += row_acc[add_c, 1]
+                a2 += row_acc[add_c, 2]
+                a3 += row_acc[add_c, 3]
+                a4 += row_acc[add_c, 4]
+                a5 += row_acc[add_c, 5]
+                a6 += row_acc[add_c, 6]
+            if sub_c >= 0:
+                a0 -= row_acc[sub_c, 0]
+                a1 -= row_acc[sub_c, 1]
+                a2 -= row_acc[sub_c, 2]
+                a3 -= row_acc[sub_c, 3]
+                a4 -= row_acc[sub_c, 4]
+                a5 -= row_acc[sub_c, 5]
+                a6 -= row_acc[sub_c, 6]
+            if valid[r, c] and a0 >= min_count:
+                inv = 1.0 / a0
+                lo = min(min(min(a1, a2), min(a3, a4)), min(a5, a6))
+                v = (a1 + a2 + a3 + a4 + a5 + a6) * (inv / N_MIND)
+                sums[r, c, 0] = v
+                sums[r, c, 1] = (a1 - lo) * inv
+                sums[r, c, 2] = (a2 - lo) * inv
+                sums[r, c, 3] = (a3 - lo) * inv
+                sums[r, c, 4] = (a4 - lo) * inv
+                sums[r, c, 5] = (a5 - lo) * inv
+                sums[r, c, 6] = (a6 - lo) * inv
+                total_v += v
                 count += 1
                 dvalid[r, c] = 1
+            else:
+                dvalid[r, c] = 0
     floor = 1e-3 * total_v / max(count, 1)
     for r in range(rows):
         for c in range(cols):
@@ -1284,20 +1336,15 @@ def mind_ssc_image(img, valid, half, dist, min_fraction, desc, dvalid, chan, sum
                 for k in range(N_MIND):
                     desc[r, c, k] = 0.0
                 continue
-            inv_n = 1.0 / sums[r, c, 0]
-            lo = sums[r, c, 1]
-            v = 0.0
-            for k in range(1, N_SSC):
-                v += sums[r, c, k]
-                lo = min(lo, sums[r, c, k])
-            v = max(v * inv_n / N_MIND, floor)
+            v = max(sums[r, c, 0], floor)
             if v <= 0.0:  # a constant image: every channel alike
                 for k in range(N_MIND):
                     desc[r, c, k] = 1.0
                 continue
-            scale = inv_n / v
+            # float32 exp: 4x faster than float64 here (no SVML), the descriptor is float32
+            scale = np.float32(-1.0 / v)
             for k in range(N_MIND):
-                desc[r, c, k] = math.exp(-(sums[r, c, k + 1] - lo) * scale)
+                desc[r, c, k] = math.exp(np.float32(sums[r, c, k + 1]) * scale)
     return count
 
 
