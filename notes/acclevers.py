@@ -47,10 +47,12 @@ VARIANTS: dict[str, dict] = {
     "evals200": {"max_evaluations": [160, 200]},
     # MIND-SSC in place of LC² (notes/mind-ssc.md); keys starting with "_" set module
     # constants of usnav.registration.similarity (the search builds its similarities with them)
-    "mind": {"metric": "mind_ssc"},
+    "mind": {"metric": "mind_ssc", "_MIND_WEIGHTING": "uniform"},
     "mind_std": {"metric": "mind_ssc", "_MIND_WEIGHTING": "us_std"},
     "mind_d2": {"metric": "mind_ssc", "_MIND_DISTANCE_PX": 2},
     "mind_std_d2": {"metric": "mind_ssc", "_MIND_WEIGHTING": "us_std", "_MIND_DISTANCE_PX": 2},
+    # 5x5 patches (2.5 mm) at the 0.5 mm level
+    "mind_std_p2": {"metric": "mind_ssc", "_MIND_WEIGHTING": "us_std", "patch_half": [1, 1, 2]},
 }
 _MODULE_DEFAULTS: dict[str, object] = {}
 

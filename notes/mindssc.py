@@ -3,6 +3,8 @@ pose and the time per evaluation, per metric, on simulated cases (``<family>-<se
 with truth.json).
 
     python notes/mindssc.py profile ROOT [METRIC[:DIST[:WEIGHTING]],...] [N_CASES]
+    python notes/mindssc.py families ROWS.jsonl     # per-family table of acclevers.py rows
+    python notes/mindssc.py truth TRUTH.jsonl ...   # table of acclevers.py --truth rows
 
 For each case and metric, at the finest level of the default search (0.5 mm, 40 frames):
 the similarity at the true pose, the mean drop of the similarity when the truth is shifted by
@@ -12,6 +14,7 @@ search and the prior/threshold scales), and the median seconds per evaluation (o
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -74,7 +77,65 @@ def profile(root: Path, specs: list[str], n_cases: int) -> None:
             emit(row)
 
 
+def _rows(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line[:1] == "{"]
+
+
+def families(path: str) -> None:
+    """Median candidate error per family and variant; accepted > 2 mm and published < 2 mm."""
+    rows = _rows(path)
+    tags = list(dict.fromkeys(r["tag"] for r in rows))
+    fams = sorted({r["family"] for r in rows})
+    print(
+        "| family | n | "
+        + " | ".join(f"{t}: median cand (acc >2 mm, pub <2 mm)" for t in tags)
+        + " |"
+    )
+    print("|---|---|" + "---|" * len(tags))
+    for fam in [*fams, "all"]:
+        cells = []
+        n = 0
+        for t in tags:
+            rs = [r for r in rows if r["tag"] == t and fam in ("all", r["family"])]
+            n = len(rs)
+            cand = np.array([r["cand"] for r in rs])
+            acc = np.array([r["accepted"] for r in rs])
+            pub = np.where(acc, cand, [r["init"] for r in rs])
+            cells.append(
+                f"{np.median(cand):.2f} ({int(np.sum(acc & (cand > 2)))}, {int(np.sum(pub < 2))})"
+            )
+        print(f"| {fam} | {n} | " + " | ".join(cells) + " |")
+
+
+def truth_table(paths: list[str]) -> None:
+    """acclevers.py --truth rows: how far the search walks from the truth, and whether the
+    candidates score above the truth."""
+    print(
+        "| variant | from truth: median / max mm | nominal cand: median | "
+        "cand above truth (nominal / from truth) | median gain of from-truth optimum |"
+    )
+    print("|---|---|---|---|---|")
+    for path in paths:
+        rows = _rows(path)
+        walk = np.array([r["cand_from_truth"] for r in rows])
+        cand = np.array([r["cand"] for r in rows])
+        n = len(rows)
+        above = sum(r["sim_cand"] > r["sim_truth"] for r in rows)
+        above_t = sum(r["sim_cand_from_truth"] > r["sim_truth"] for r in rows)
+        gain = np.median([r["sim_cand_from_truth"] - r["sim_truth"] for r in rows])
+        print(
+            f"| {rows[0]['tag']} | {np.median(walk):.2f} / {walk.max():.2f} | "
+            f"{np.median(cand):.2f} | {above}/{n} / {above_t}/{n} | {gain:+.4f} |"
+        )
+
+
 def main() -> None:
+    if sys.argv[1] == "families":
+        families(sys.argv[2])
+        return
+    if sys.argv[1] == "truth":
+        truth_table(sys.argv[2:])
+        return
     from usnav.registration import warm_up
 
     warm_up()

@@ -34,9 +34,9 @@ METRICS = ("lc2", "lc2_beam", "ncc_gradient", "mind_ssc")
 
 #: MIND-SSC neighbour distance, pixels of the level (``metric="mind_ssc"``; notes/mind-ssc.md)
 MIND_DISTANCE_PX = 1
-#: MIND-SSC pixel weights: ``"uniform"`` or ``"us_std"`` (the local US standard deviation over
-#: the patch, as LC² weights its patches)
-MIND_WEIGHTING = "uniform"
+#: MIND-SSC pixel weights: ``"us_std"`` (the local US standard deviation over the patch, as
+#: LC² weights its patches; chosen on the tuning families, notes/mind-ssc.md) or ``"uniform"``
+MIND_WEIGHTING = "us_std"
 
 _local = threading.local()
 _pool_lock = threading.Lock()
