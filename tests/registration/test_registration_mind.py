@@ -151,9 +151,7 @@ def test_frame_sums_match_reference() -> None:
         mri[:12] = vol[f]
         inside_mri = np.zeros((rows, cols), bool)
         inside_mri[:12] = True
-        rnum, rden = ref_frame_score(
-            us[f], fov[f] > 0, mri, inside_mri, weight[f], half, dist, 0.5
-        )
+        rnum, rden = ref_frame_score(us[f], fov[f] > 0, mri, inside_mri, weight[f], half, dist, 0.5)
         assert rden > 0
         assert inside[f] == int((fov[f] > 0)[:12].sum())
         np.testing.assert_allclose([num[f], den[f]], [rnum, rden], rtol=1e-5)
@@ -198,3 +196,34 @@ def test_mind_prefers_the_true_pose(small_case) -> None:
     far = truth.reference_to_mri.copy()
     far[0, 3] += 500.0
     assert sim(far) == 0.0
+
+
+def test_mind_split_among_threads_equals_one_thread(small_case) -> None:
+    """The frames split among threads give the one-thread per-frame sums to the bit (each
+    chunk has its own scratch), and a subset of frames (the grid, the half-sweeps) scores its
+    frames as the whole does."""
+    from usnav.registration.pose import _subset_level
+    from usnav.registration.rigid import RegistrationOptions, SweepRegistration
+    from usnav.registration.similarity import set_threads
+
+    mri, sweep, _, truth = small_case
+    opts = RegistrationOptions(metric="mind_ssc", level_spacings_mm=[1.0], max_frames=[20])
+    level = SweepRegistration(mri, sweep, truth.init_reference_to_mri, opts).level(-1)
+    pose = truth.init_reference_to_mri
+    previous = set_threads(1)
+    try:
+        one = level.similarity.per_frame(pose)
+        set_threads(3)
+        sim = FrameSimilarity(level.mri, level.frames, metric="mind_ssc", patch_half=1)
+        for a, b in zip(one, sim.per_frame(pose), strict=True):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        set_threads(previous)
+    keep = np.array([1, 4, 7])
+    sub = FrameSimilarity(
+        level.mri, _subset_level(level.frames, keep), metric="mind_ssc", patch_half=1
+    )
+    num, den, _ = sub.per_frame(pose)
+    np.testing.assert_allclose(num, one[0][keep], rtol=1e-12)
+    np.testing.assert_allclose(den, one[1][keep], rtol=1e-12)
+    assert np.all(den > 0)
