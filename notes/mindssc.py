@@ -5,11 +5,8 @@ with truth.json).
     python notes/mindssc.py profile ROOT [METRIC[:DIST[:WEIGHTING]],...] [N_CASES]
     python notes/mindssc.py families ROWS.jsonl     # per-family table of acclevers.py rows
     python notes/mindssc.py truth TRUTH.jsonl ...   # table of acclevers.py --truth rows
-    python notes/mindssc.py resect DATA_DIR METRIC[,METRIC] [same|regrid]  # report only
 
-``resect`` runs RESECT Case 24 as notes/dnhresect.py does (the same sweep, the unperturbed
-alignment and the same 10 perturbations from seed 24), with each metric's default options.
-Report only (#16): nothing is chosen on it.
+RESECT Case 24 (report only): ``python notes/dnhresect.py DATA_DIR same|regrid lc2,mind_ssc``.
 
 For each case and metric, at the finest level of the default search (0.5 mm, 40 frames):
 the similarity at the true pose, the mean drop of the similarity when the truth is shifted by
@@ -134,44 +131,6 @@ def truth_table(paths: list[str]) -> None:
         )
 
 
-def resect(data: Path, metrics: list[str], which: str) -> None:
-    from dnhstudy import emit
-
-    from usnav.registration.cases import (
-        load_resect_case24,
-        random_perturbation,
-        regrid_volume,
-        slice_sweep,
-    )
-    from usnav.registration.rigid import RegistrationOptions, SweepRegistration
-
-    case = load_resect_case24(data)
-    sweep = slice_sweep(case.us, n_frames=150)
-    rng = np.random.default_rng(24)
-    centre = case.landmarks_reference.mean(axis=0)
-    perturbations = [random_perturbation(rng, centre) for _ in range(10)]
-    mri = case.mri if which == "same" else regrid_volume(case.mri)
-    for metric in metrics:
-        problem = SweepRegistration(mri, sweep, np.eye(4), RegistrationOptions(metric=metric))
-        for k, p in enumerate([np.eye(4), *perturbations]):
-            res = problem.run(p)
-            emit(
-                {
-                    "metric": metric,
-                    "grid": which,
-                    "run": "unperturbed" if k == 0 else f"p{k}",
-                    "init": case.mtre(p),
-                    "cand": case.mtre(res.candidate),
-                    "final": case.mtre(res.reference_to_mri),
-                    "accepted": bool(res.accepted),
-                    "confident": bool(res.confident),
-                    "unc": res.uncertainty_mm,
-                    "secs": res.seconds,
-                    "reason": res.reason[:120],
-                }
-            )
-
-
 def main() -> None:
     if sys.argv[1] == "families":
         families(sys.argv[2])
@@ -185,9 +144,6 @@ def main() -> None:
     if sys.argv[1] == "profile":
         specs = sys.argv[3].split(",") if len(sys.argv) > 3 else ["lc2", "mind_ssc"]
         profile(Path(sys.argv[2]), specs, int(sys.argv[4]) if len(sys.argv) > 4 else 4)
-    elif sys.argv[1] == "resect":
-        which = sys.argv[4] if len(sys.argv) > 4 else "same"
-        resect(Path(sys.argv[2]), sys.argv[3].split(","), which)
 
 
 if __name__ == "__main__":
