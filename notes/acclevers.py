@@ -45,7 +45,32 @@ VARIANTS: dict[str, dict] = {
     "patch2": {"patch_half": [1, 2]},
     "nobeam": {"beam_restarts_mm": []},
     "evals200": {"max_evaluations": [160, 200]},
+    # MIND-SSC in place of LC² (notes/mind-ssc.md); keys starting with "_" set module
+    # constants of usnav.registration.similarity (the search builds its similarities with them)
+    "mind": {"metric": "mind_ssc", "_MIND_WEIGHTING": "uniform"},
+    "mind_std": {"metric": "mind_ssc", "_MIND_WEIGHTING": "us_std"},
+    "mind_d2": {"metric": "mind_ssc", "_MIND_DISTANCE_PX": 2},
+    "mind_std_d2": {"metric": "mind_ssc", "_MIND_WEIGHTING": "us_std", "_MIND_DISTANCE_PX": 2},
+    # 5x5 patches (2.5 mm) at the 0.5 mm level
+    "mind_std_p2": {"metric": "mind_ssc", "_MIND_WEIGHTING": "us_std", "patch_half": [1, 1, 2]},
 }
+_MODULE_DEFAULTS: dict[str, object] = {}
+
+
+def options(tag: str):
+    """RegistrationOptions of variant ``tag``, with its ``_NAME`` similarity constants set (the
+    others back at their defaults)."""
+    from usnav.registration import similarity
+    from usnav.registration.rigid import RegistrationOptions
+
+    if not _MODULE_DEFAULTS:
+        _MODULE_DEFAULTS.update(
+            MIND_WEIGHTING=similarity.MIND_WEIGHTING, MIND_DISTANCE_PX=similarity.MIND_DISTANCE_PX
+        )
+    variant = VARIANTS[tag]
+    for name, default in _MODULE_DEFAULTS.items():
+        setattr(similarity, name, variant.get("_" + name, default))
+    return RegistrationOptions(**{k: v for k, v in variant.items() if not k.startswith("_")})
 
 
 def summary(path: Path) -> None:
@@ -77,12 +102,12 @@ def truth_mode(root: Path, tag: str = "default") -> None:
     from regstudy import load_family
 
     from usnav.evaluate.truth import load_scorer
-    from usnav.registration.rigid import RegistrationOptions, SweepRegistration
+    from usnav.registration.rigid import SweepRegistration
 
-    opts = RegistrationOptions(**VARIANTS[tag])
+    opts = options(tag)
     frames = list(opts.max_frames)
     frames[-1] = 150
-    full = RegistrationOptions(**{**VARIANTS[tag], "max_frames": frames})
+    full = opts.model_copy(update={"max_frames": frames})
     for folder in sorted(p for p in root.iterdir() if (p / "truth.json").exists()):
         seed = int(folder.name.rsplit("-", 1)[1])
         mri, sweep, truth, _ = load_family(folder, "base", seed)
@@ -117,13 +142,12 @@ def main() -> None:
     from dnhstudy import emit, run
 
     from usnav.registration import warm_up
-    from usnav.registration.rigid import RegistrationOptions
 
     warm_up()
     root = Path(sys.argv[1])
     folders = sorted(p for p in root.iterdir() if (p / "truth.json").exists())
     for tag in sys.argv[2].split(","):
-        opts = RegistrationOptions(**VARIANTS[tag])
+        opts = options(tag)
         for folder in folders:
             seed = int(folder.name.rsplit("-", 1)[1])
             row = run(folder, seed, "nom", opts)

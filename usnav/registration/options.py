@@ -16,7 +16,10 @@ class RegistrationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: Literal["lc2", "lc2_beam", "ncc_gradient"] = "lc2"
+    metric: Literal["lc2", "lc2_beam", "ncc_gradient", "mind_ssc"] = "lc2"
+    """Similarity of the search. ``mind_ssc`` (MIND-SSC descriptors, Heinrich 2012/2013) was
+    measured against LC² on the tuning families (notes/mind-ssc.md); the verdict's thresholds
+    were set on LC²'s scale."""
     level_spacings_mm: list[float] = Field(default=[1.5, 1.0, 0.5], min_length=1)
     """Pixel size of each level, coarse to fine, mm. The 0.5 mm level (#16, notes/
     accuracy-levers.md) was chosen on the tuning families (median error 1.11 → 0.72 mm,

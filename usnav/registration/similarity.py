@@ -5,8 +5,9 @@
 * :class:`FrameLevel`: the sweep's frames resampled in plane to the same pixel size, with a
   per-frame validity mask (field of view, and US pixels that are exactly 0 when
   ``ignore_zero_pixels``), and a subset of frames spaced about one pixel apart.
-* :class:`FrameSimilarity`: LC² (default) or local NCC of gradient magnitudes of those frames
-  against the MRI for a candidate ``ReferenceToMri``: the optimiser's cost.
+* :class:`FrameSimilarity`: LC² (default), local NCC of gradient magnitudes or MIND-SSC
+  descriptors of those frames against the MRI for a candidate ``ReferenceToMri``: the
+  optimiser's cost.
 * :class:`VolumeSimilarity`: the same LC² with 3D patches on a compounded US volume.
 """
 
@@ -29,7 +30,13 @@ from usnav.io.volume import Volume
 from usnav.registration import _kernels as K
 from usnav.registration.sweep import Sweep
 
-METRICS = ("lc2", "lc2_beam", "ncc_gradient")
+METRICS = ("lc2", "lc2_beam", "ncc_gradient", "mind_ssc")
+
+#: MIND-SSC neighbour distance, pixels of the level (``metric="mind_ssc"``; notes/mind-ssc.md)
+MIND_DISTANCE_PX = 1
+#: MIND-SSC pixel weights: ``"us_std"`` (the local US standard deviation over the patch, as
+#: LC² weights its patches; chosen on the tuning families, notes/mind-ssc.md) or ``"uniform"``
+MIND_WEIGHTING = "us_std"
 
 _local = threading.local()
 _pool_lock = threading.Lock()
@@ -353,6 +360,41 @@ def prepare_frame_level(
     return FrameLevel(float(spacing_mm), us, grad, valid, p2r, np.asarray(frame_index))
 
 
+def us_mind_descriptors(
+    frames: FrameLevel, half: int, distance: int, min_fraction: float, weighting: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MIND-SSC descriptors of every frame (they do not change with the pose).
+
+    Returns
+    -------
+    (F, rows, cols, 6) float32 descriptors, (F, rows, cols) uint8 their validity and
+    (F, rows, cols) float32 pixel weights (1 for ``weighting="uniform"``; for ``"us_std"``
+    the US standard deviation over the (2·half+1)² patch's valid pixels).
+    """
+    if weighting not in ("uniform", "us_std"):
+        raise ValueError(f"unknown MIND-SSC weighting {weighting!r}; expected uniform or us_std")
+    n, rows, cols = frames.us.shape
+    desc = np.zeros((n, rows, cols, K.N_MIND), np.float32)
+    dvalid = np.zeros((n, rows, cols), np.uint8)
+    weight = np.ones((n, rows, cols), np.float32)
+    scratch = K.mind_scratch(rows, cols)[5:]
+    side = (2 * half + 1, 2 * half + 1)
+    for f in range(n):
+        us, fov = frames.us[f], frames.valid[f]
+        K.mind_ssc_image(us, fov, half, distance, min_fraction, desc[f], dvalid[f], *scratch)
+        if weighting == "us_std":
+            m = frames.valid[f].astype(np.float64)
+            u = frames.us[f] * m
+            box = {"ksize": side, "normalize": False, "borderType": cv2.BORDER_CONSTANT}
+            cnt = cv2.boxFilter(m, -1, **box)
+            s1 = cv2.boxFilter(u, -1, **box)
+            s2 = cv2.boxFilter(u * u, -1, **box)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                var = s2 / cnt - (s1 / cnt) ** 2
+            weight[f] = np.sqrt(np.clip(np.nan_to_num(var), 0.0, None))
+    return desc, dvalid, weight
+
+
 class FrameSimilarity:
     """LC² (or local NCC of gradients) of a :class:`FrameLevel` against a :class:`MriLevel`.
 
@@ -364,11 +406,15 @@ class FrameSimilarity:
         The frames at the same resolution.
     metric
         ``"lc2"`` (default), ``"lc2_beam"`` (LC² with the MRI's derivative along the beam in
-        place of its 3D gradient magnitude) or ``"ncc_gradient"``.
+        place of its 3D gradient magnitude), ``"ncc_gradient"`` or ``"mind_ssc"`` (MIND-SSC
+        descriptors, :func:`usnav.registration._kernels.mind_ssc_frames`).
     patch_half
         Patch half-width in pixels (3 → 7×7 patches).
     min_fraction
         Minimum valid fraction of a patch.
+    mind_distance, mind_weighting
+        MIND-SSC neighbour distance (pixels) and pixel weights (default
+        :data:`MIND_DISTANCE_PX`, :data:`MIND_WEIGHTING`).
     """
 
     #: results kept for the most recently evaluated poses
@@ -382,6 +428,8 @@ class FrameSimilarity:
         metric: str = "lc2",
         patch_half: int = 3,
         min_fraction: float = 0.5,
+        mind_distance: int | None = None,
+        mind_weighting: str | None = None,
     ):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
@@ -399,6 +447,12 @@ class FrameSimilarity:
         self._chunks: dict[int, list[tuple[slice, tuple[np.ndarray, ...]]]] = {}
         self._recent: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()
         self.evaluations = 0
+        self.mind_distance = int(MIND_DISTANCE_PX if mind_distance is None else mind_distance)
+        self.mind_weighting = MIND_WEIGHTING if mind_weighting is None else mind_weighting
+        if metric == "mind_ssc":
+            self._us_desc, self._us_dvalid, self._us_weight = us_mind_descriptors(
+                frames, self.patch_half, self.mind_distance, self.min_fraction, self.mind_weighting
+            )
 
     def frame_affines(self, reference_to_mri: np.ndarray) -> np.ndarray:
         """(F, 3, 3) columns du, dv, origin: level pixel → MRI-level voxel position."""
@@ -412,8 +466,9 @@ class FrameSimilarity:
         if found is None:
             n, rows, cols = self.frames.us.shape
             edges = np.linspace(0, n, max(1, min(threads, n)) + 1).round().astype(int)
+            scratch = K.mind_scratch if self.metric == "mind_ssc" else K.frame_scratch
             found = self._chunks[threads] = [
-                (slice(int(a), int(b)), K.frame_scratch(rows, cols))
+                (slice(int(a), int(b)), scratch(rows, cols))
                 for a, b in itertools.pairwise(edges)
                 if b > a
             ]
@@ -422,7 +477,23 @@ class FrameSimilarity:
     def _run_chunk(self, aff: np.ndarray, part: slice, scratch: tuple[np.ndarray, ...]) -> None:
         """The kernel on the frames ``part`` (writes their rows of the per-frame sums)."""
         fr = self.frames
-        if self.metric == "ncc_gradient":
+        if self.metric == "mind_ssc":
+            K.mind_ssc_frames(
+                self.mri.vol2,
+                self._us_desc[part],
+                self._us_dvalid[part],
+                self._us_weight[part],
+                fr.valid[part],
+                aff[part],
+                self.patch_half,
+                self.mind_distance,
+                self.min_fraction,
+                self._num[part],
+                self._den[part],
+                self._inside[part],
+                *scratch,
+            )
+        elif self.metric == "ncc_gradient":
             K.ncc_gradient_frames(
                 self.mri.vol2,
                 fr.us_grad[part],
