@@ -56,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="registration options (a [registration] table, see docs/registration.md)",
     )
     p.add_argument(
-        "--metric", choices=["lc2", "lc2_beam", "ncc_gradient"], help="similarity (default lc2)"
+        "--metric",
+        choices=["lc2", "lc2_beam", "ncc_gradient", "mind_ssc"],
+        help="similarity (default: the options', lc2)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -172,6 +172,8 @@ class RegistrationOptions(BaseModel):
     estimate, when a tumor label is given."""
     tumor_roi_mm: float = Field(default=2.0, gt=0)
     """Pixels within this distance of the planned tumor (MRI label under the estimate) count."""
+    tumor_metric: Literal["lc2", "lc2_beam", "ncc_gradient", "mind_ssc"] = "lc2"
+    """Similarity of the tumor stage (LC², as it was chosen), whatever the global ``metric``."""
     tumor_patch_half: int = Field(default=2, ge=1)
     """LC² patch half-width of the tumor stage, finest-level pixels (2: 5×5 = 2.5 mm at 0.5 mm)."""
     tumor_prior_weight: float = Field(default=0.0, ge=0)

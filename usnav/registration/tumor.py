@@ -179,7 +179,7 @@ def fit_at_tumor(
     opts: RegistrationOptions,
 ) -> TumorStage:
     """The tumor stage on ``sweep``'s frames resampled at ``context.mri_level``'s pixel size
-    (``opts``: the ``tumor_*`` options, ``metric``, ``ignore_zero_pixels``)."""
+    (``opts``: the ``tumor_*`` options and ``ignore_zero_pixels``)."""
     t0 = time.perf_counter()
     start = np.asarray(reference_to_mri, np.float64)
     distance = context.distance
@@ -205,7 +205,7 @@ def fit_at_tumor(
         sub.spacing_mm, sub.us, sub.us_grad, roi[keep], sub.pixel_to_reference, sub.frame_index
     )
     sim = FrameSimilarity(
-        context.mri_level, sub, metric=opts.metric, patch_half=opts.tumor_patch_half
+        context.mri_level, sub, metric=opts.tumor_metric, patch_half=opts.tumor_patch_half
     )
     weight = opts.tumor_prior_weight
 
