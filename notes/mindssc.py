@@ -5,6 +5,7 @@ with truth.json).
     python notes/mindssc.py profile ROOT [METRIC[:DIST[:WEIGHTING]],...] [N_CASES]
     python notes/mindssc.py families ROWS.jsonl     # per-family table of acclevers.py rows
     python notes/mindssc.py truth TRUTH.jsonl ...   # table of acclevers.py --truth rows
+    python notes/mindssc.py dnh LABEL=ROWS.jsonl ... # table of dnhstudy.py small/decoy/gain rows
 
 RESECT Case 24 (report only): ``python notes/dnhresect.py DATA_DIR same|regrid lc2,mind_ssc``.
 
@@ -131,7 +132,41 @@ def truth_table(paths: list[str]) -> None:
         )
 
 
+def dnh_table(specs: list[str]) -> None:
+    """dnhstudy.py rows per variant: median candidate and published error, accepted, accepted
+    > 2 mm, harm (accepted and worse than the start); for decoys, the ones the image prefers
+    to their start (similarity above it) and how many of those were accepted."""
+    print(
+        "| metric | variant | n | median cand | median published | accepted | accepted > 2 mm "
+        "| harm | decoys scoring above their start: accepted |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for spec in specs:
+        label, path = spec.split("=", 1)
+        rows = _rows(path)
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            rs = [r for r in rows if r["variant"] == variant]
+            cand = np.array([r["cand"] for r in rs])
+            init = np.array([r["init"] for r in rs])
+            acc = np.array([r["accepted"] for r in rs])
+            pub = np.where(acc, cand, init)
+            preferred = [r for r in rs if r["sim"] > r["sim0"] and r["cand"] > r["init"]]
+            decoys = (
+                f"{sum(r['accepted'] for r in preferred)}/{len(preferred)}"
+                if variant.startswith("decoy")
+                else "-"
+            )
+            print(
+                f"| {label} | {variant} | {len(rs)} | {np.median(cand):.2f} | "
+                f"{np.median(pub):.2f} | {int(acc.sum())} | {int(np.sum(acc & (cand > 2)))} | "
+                f"{int(np.sum(acc & (cand > init)))} | {decoys} |"
+            )
+
+
 def main() -> None:
+    if sys.argv[1] == "dnh":
+        dnh_table(sys.argv[2:])
+        return
     if sys.argv[1] == "families":
         families(sys.argv[2])
         return
