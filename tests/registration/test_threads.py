@@ -30,7 +30,10 @@ def test_split_evaluation_equals_one_thread_to_the_bit(small_case):
                 set_threads(threads)
                 # a fresh similarity: nothing kept from the one-thread evaluation
                 sim = FrameSimilarity(
-                    level.mri, level.frames, patch_half=level.similarity.patch_half
+                    level.mri,
+                    level.frames,
+                    metric=level.similarity.metric,
+                    patch_half=level.similarity.patch_half,
                 )
                 split = sim.per_frame(pose)
                 assert sim.evaluations == 1

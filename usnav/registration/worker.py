@@ -57,6 +57,7 @@ def streaming_registration_options() -> RegistrationOptions:
     it a few mm; the ±9 mm probe of the batch verdict guards the cold search's choice of basin
     (on a short window a correct update can trail a pose 9.6 mm away by < 0.005)."""
     return RegistrationOptions(
+        metric="lc2",
         level_spacings_mm=[1.5, 1.0],
         patch_half=[1, 1],
         max_frames=[40, 24],
@@ -73,8 +74,11 @@ def live_cold_registration_options() -> RegistrationOptions:
     estimate's to confirm it and to replace it, so both must be scored at the same finest
     level; the 0.5 mm level (batch ``usnav register``, ``usnav evaluate``) would also make the
     first live estimate ~2× slower. Not yet measured for the live pipeline: whether a 0.5 mm
-    cold search with 0.5 mm warm updates would pay for its time there."""
+    cold search with 0.5 mm warm updates would pay for its time there. LC², not the batch
+    default MIND-SSC: the replacement rule's and confirmation's margins were measured with
+    LC² in the live pipeline; MIND-SSC has not been run there."""
     return RegistrationOptions(
+        metric="lc2",
         level_spacings_mm=[1.5, 1.0],
         patch_half=[1, 1],
         max_frames=[40, 40],
