@@ -221,34 +221,20 @@ def fit_at_tumor(
     gain = float(sim(moved(t)) - sim(start))
     shift = float(np.linalg.norm(t))
     seconds = time.perf_counter() - t0
+    applied = False
     if shift > opts.tumor_max_shift_mm:
-        return TumorStage(
-            start,
-            False,
-            t,
-            int(keep.size),
-            gain,
-            seconds,
+        reason = (
             f"tumor stage refused: it moved {shift:.2f} mm, more than a cord shift "
-            f"({opts.tumor_max_shift_mm:g} mm); the bony estimate is kept",
+            f"({opts.tumor_max_shift_mm:g} mm); the bony estimate is kept"
         )
-    if gain <= 0.0:
-        return TumorStage(
-            start,
-            False,
-            t,
-            int(keep.size),
-            gain,
-            seconds,
-            "tumor stage: no translation scores better at the tumor; the bony estimate is kept",
+    elif gain <= 0.0:
+        reason = "tumor stage: no translation scores better at the tumor; the bony estimate is kept"
+    else:
+        applied = True
+        reason = (
+            f"tumor stage: {shift:.2f} mm at the tumor over {keep.size} frames "
+            f"(similarity +{gain:.4f})"
         )
     return TumorStage(
-        moved(t),
-        True,
-        t,
-        int(keep.size),
-        gain,
-        seconds,
-        f"tumor stage: {shift:.2f} mm at the tumor over {keep.size} frames "
-        f"(similarity +{gain:.4f})",
+        moved(t) if applied else start, applied, t, int(keep.size), gain, seconds, reason
     )
