@@ -243,3 +243,24 @@ def test_register_with_mind_ssc_recovers_the_initial_offset(small_case) -> None:
     assert before > 3.0
     assert after < 1.5, f"mTRE {before:.2f} → {after:.2f} mm"
     assert result.similarity > result.initial_similarity
+
+
+def test_level_metrics_choose_each_levels_similarity(small_case) -> None:
+    """``level_metrics`` sets each level's similarity; the verdict scores with the finest."""
+    from usnav.registration.rigid import RegistrationOptions, SweepRegistration
+
+    mri, sweep, _, truth = small_case
+    opts = RegistrationOptions(
+        level_metrics=["lc2", "mind_ssc"],
+        level_spacings_mm=[1.5, 1.0],
+        patch_half=[1, 1],
+        max_frames=[20, 20],
+        max_evaluations=[40, 30],
+    )
+    problem = SweepRegistration(mri, sweep, truth.init_reference_to_mri, opts)
+    assert [lv.similarity.metric for lv in problem.levels] == ["lc2", "mind_ssc"]
+    result = problem.run(truth.init_reference_to_mri)
+    assert result.metric == "mind_ssc"
+    # the default: one metric everywhere
+    plain = SweepRegistration(mri, sweep, truth.init_reference_to_mri, RegistrationOptions())
+    assert {lv.similarity.metric for lv in plain.levels} == {RegistrationOptions().metric}

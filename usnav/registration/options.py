@@ -23,6 +23,9 @@ class RegistrationOptions(BaseModel):
     held-out cases (1.08 → 0.68 mm, accepted > 2 mm 2 → 0) and Case 24 (same grid 2.06 →
     2.00 mm, re-gridded 2.29 → 1.88 mm); the verdict's thresholds, set on LC², were re-checked
     on its scale (notes/mind-ssc.md). The live worker keeps LC² (measured there)."""
+    level_metrics: list[Literal["lc2", "lc2_beam", "ncc_gradient", "mind_ssc"]] | None = None
+    """Similarity per level, coarse to fine (as ``level_spacings_mm``; the last entry repeats);
+    None: ``metric`` at every level. The verdict and the bound use the finest level's."""
     level_spacings_mm: list[float] = Field(default=[1.5, 1.0, 0.5], min_length=1)
     """Pixel size of each level, coarse to fine, mm. The 0.5 mm level (#16, notes/
     accuracy-levers.md) was chosen on the tuning families (median error 1.11 → 0.72 mm,
@@ -191,6 +194,12 @@ class RegistrationOptions(BaseModel):
     """A frame counts if at least this many pixels lie near the tumor."""
     tumor_min_frames: int = Field(default=3, ge=1)
     """The stage runs only if at least this many frames count."""
+
+    def level_metric(self, index: int) -> str:
+        """The similarity of level ``index`` (0 = coarsest)."""
+        if not self.level_metrics:
+            return self.metric
+        return self.level("level_metrics", index)
 
     def level(self, key: str, index: int):
         values = getattr(self, key)

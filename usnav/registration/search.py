@@ -145,7 +145,10 @@ class SweepRegistration(VerdictMixin):
                 ignore_zero_pixels=opts.ignore_zero_pixels,
             )
         sim = FrameSimilarity(
-            self._mri_levels[i], frames, metric=opts.metric, patch_half=opts.level("patch_half", i)
+            self._mri_levels[i],
+            frames,
+            metric=opts.level_metric(i),
+            patch_half=opts.level("patch_half", i),
         )
         return PreparedLevel(self._mri_levels[i], frames, sim)
 
@@ -339,7 +342,7 @@ class SweepRegistration(VerdictMixin):
         sim = FrameSimilarity(
             level.mri,
             _subset_level(level.frames, keep),
-            metric=opts.metric,
+            metric=level.similarity.metric,
             patch_half=level.similarity.patch_half,
         )
 

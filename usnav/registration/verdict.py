@@ -325,7 +325,7 @@ class VerdictMixin:
             seconds=0.0,
             evaluations=evaluations,
             reason=reason,
-            metric=opts.metric,
+            metric=self.level(-1).similarity.metric,
             levels=notes,
         )
 
@@ -439,7 +439,7 @@ class VerdictMixin:
             return 0.0, 0
         level = self.level(-1)
         s = level.frames.spacing_mm
-        other = "lc2_beam" if opts.metric == "lc2" else "lc2"
+        other = "lc2_beam" if level.similarity.metric == "lc2" else "lc2"
         sim = FrameSimilarity(
             level.mri, level.frames, metric=other, patch_half=level.similarity.patch_half
         )
@@ -474,7 +474,10 @@ class VerdictMixin:
         for idx in halves:
             sub = _subset_level(level.frames, idx)
             sim = FrameSimilarity(
-                level.mri, sub, metric=self.options.metric, patch_half=level.similarity.patch_half
+                level.mri,
+                sub,
+                metric=level.similarity.metric,
+                patch_half=level.similarity.patch_half,
             )
 
             def cost(p: np.ndarray, sim: FrameSimilarity = sim) -> float:
