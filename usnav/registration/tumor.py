@@ -24,7 +24,7 @@ import numpy as np
 from usnav.io.volume import Volume
 from usnav.registration import _kernels as K
 from usnav.registration.options import RegistrationOptions
-from usnav.registration.pose import _optimise, _subset_level
+from usnav.registration.pose import _optimise, _paired_gain, _subset_level
 from usnav.registration.similarity import (
     FrameLevel,
     FrameSimilarity,
@@ -52,6 +52,8 @@ class TumorStage:
         Frames that showed enough of the tumor's neighbourhood.
     similarity_gain
         Similarity over the tumor's neighbourhood at the result minus at the input.
+    paired_t
+        Paired t statistic of that gain over the frames (diagnostic).
     seconds
         Wall time.
     reason
@@ -65,6 +67,7 @@ class TumorStage:
     similarity_gain: float = 0.0
     seconds: float = 0.0
     reason: str = ""
+    paired_t: float = 0.0
 
     def to_json(self) -> dict:
         """The ``tumor_stage`` object of RESULT.json."""
@@ -74,6 +77,7 @@ class TumorStage:
             "shift_mm": round(float(np.linalg.norm(self.translation_mm)), 4),
             "frames": int(self.frames),
             "similarity_gain": round(float(self.similarity_gain), 6),
+            "paired_t": round(float(self.paired_t), 3) if np.isfinite(self.paired_t) else None,
             "seconds": round(float(self.seconds), 4),
             "reason": self.reason,
         }
@@ -218,7 +222,10 @@ def fit_at_tumor(
         return -sim(moved(t)) + weight * float(t @ t)
 
     t, _, _ = _optimise(cost, np.zeros(3), np.full(3, 0.5), opts.tumor_evaluations, 0.02)
-    gain = float(sim(moved(t)) - sim(start))
+    after, after_frames = sim.evaluate(moved(t))
+    before, before_frames = sim.evaluate(start)
+    gain = after - before
+    _, paired_t = _paired_gain(after_frames, before_frames)
     shift = float(np.linalg.norm(t))
     seconds = time.perf_counter() - t0
     applied = False
@@ -236,5 +243,5 @@ def fit_at_tumor(
             f"(similarity +{gain:.4f})"
         )
     return TumorStage(
-        moved(t) if applied else start, applied, t, int(keep.size), gain, seconds, reason
+        moved(t) if applied else start, applied, t, int(keep.size), gain, seconds, reason, paired_t
     )

@@ -40,6 +40,7 @@ from usnav.errors import InputError, UsnavError
 from usnav.frames import TrackedFrame
 from usnav.io.volume import Volume
 from usnav.registration.estimate import RegistrationEstimate
+from usnav.registration.pose import _paired_gain
 from usnav.registration.rigid import RegistrationOptions, SweepRegistration, check_inputs
 from usnav.registration.similarity import MriLevel, build_mri_levels, crop_box
 from usnav.registration.sweep import Sweep, detect_fov_mask
@@ -89,16 +90,7 @@ def live_cold_registration_options() -> RegistrationOptions:
 def paired_gain(new_scores: np.ndarray, old_scores: np.ndarray) -> tuple[float, float]:
     """Mean per-frame gain of ``new`` over ``old`` (same frames; NaN frames skipped) and its
     paired t statistic (inf for a constant positive gain, 0 for none)."""
-    new, old = np.asarray(new_scores, np.float64), np.asarray(old_scores, np.float64)
-    both = np.isfinite(new) & np.isfinite(old)
-    gain = new[both] - old[both]
-    if gain.size == 0:
-        return float("nan"), 0.0
-    mean = float(gain.mean())
-    spread = float(gain.std(ddof=1)) if gain.size > 2 else 0.0
-    if spread > 0:
-        return mean, mean / (spread / np.sqrt(gain.size))
-    return mean, (float("inf") if mean > 0 else 0.0)
+    return _paired_gain(np.asarray(new_scores, np.float64), np.asarray(old_scores, np.float64))
 
 
 class ReplacementRule:
