@@ -1,4 +1,4 @@
-"""``usnav register``: US→MRI registration of a tracked sweep (LC² on a Numba core)."""
+"""``usnav register``: US→MRI registration of a tracked sweep (MIND-SSC or LC² on a Numba core)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from usnav.cli.progress import ProgressBar
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "register",
-        help="register a tracked ultrasound sweep to the preoperative MRI (rigid, LC²)",
+        help="register a tracked ultrasound sweep to the preoperative MRI (rigid, MIND-SSC)",
         description="Refines the initial ReferenceToMri from the ultrasound itself and writes "
         "RESULT.json with ReferenceToMri (the candidate if accepted, else the initial one), "
         "accepted, similarity, uncertainty and seconds. Pixel → MRI = ReferenceToMri · "
