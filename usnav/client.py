@@ -270,16 +270,20 @@ class Subscriber:
                 self.handshake_error = ""
 
     def _handshake_hint(self, event: int, value: int) -> str:
-        """What a failed handshake means for the user, in words."""
-        if value == _MECHANISM_MISMATCH:
-            if self._curve:
-                return (
-                    "the publisher does not use CURVE encryption — drop --server-key/"
-                    "--client-key (a loopback publisher needs none)"
-                )
+        """What a failed handshake means for the user, in words.
+
+        A display without keys can only fail a handshake against a secured publisher, whatever
+        detail libzmq reports: the server may close the connection before the client has read
+        the mechanism-mismatch error, and then the event is ``NO_DETAIL`` (seen in CI)."""
+        if not self._curve:
             return (
                 "the publisher requires CURVE keys — give --server-key KEYDIR/server.key "
                 "and --client-key KEYDIR/client.key_secret (usnav keys)"
+            )
+        if value == _MECHANISM_MISMATCH:
+            return (
+                "the publisher does not use CURVE encryption — drop --server-key/"
+                "--client-key (a loopback publisher needs none)"
             )
         return (
             "the publisher refused the security handshake — --server-key is not its key, or "
