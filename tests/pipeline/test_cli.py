@@ -202,6 +202,11 @@ def test_demo_end_to_end(tmp_path):
     initial = float(line.split("mTRE ")[1].split(" mm")[0])
     final = float(line.split("→ ")[1].split(" mm")[0])
     assert final < 2.0 < initial
+    # and where the tumor is now (cord shift included), for the estimate and for the margins
+    now = next(x for x in out.splitlines() if x.strip().startswith("at the tumor"))
+    nav_now = float(now.split("at the tumor")[1].split(" mm")[0])
+    margins_now = float(now.split("margins drawn with ")[1].split(" mm")[0])
+    assert margins_now < 2.0 < nav_now
     assert (tmp_path / "demo" / "snapshot.png").stat().st_size > 10_000
     # not on a terminal: one progress line per phase, so a CI log shows where the time goes
     phases = [x for x in result.stderr.splitlines() if x.startswith("usnav demo: ")]

@@ -108,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         f"{s.estimates} estimates, {s.accepted} accepted, {s.rejected} rejected "
         f"({s.confirmed} of those confirmed the accepted one)"
     )
+    print(
+        f"  at the tumor    {s.initial_now_mm:.2f} mm (navigation) → {s.final_now_mm:.2f} mm "
+        f"where it is now (cord shift included); margins drawn with {s.margins_now_mm:.2f} mm"
+        + (" (tumor stage)" if s.margins_now_mm != s.final_now_mm else "")
+    )
     print(f"  margins         were published on {s.endpoint} while the demo ran")
     if s.snapshot:
         print(f"  snapshot        {s.snapshot} (viewer: {_viewer_words(s)})")

@@ -47,6 +47,9 @@ class DemoSummary:
     compile_seconds: dict[str, float] = field(default_factory=dict)
     initial_mtre_mm: float = float("nan")
     final_mtre_mm: float = float("nan")
+    initial_now_mm: float = float("nan")
+    final_now_mm: float = float("nan")
+    margins_now_mm: float = float("nan")
     estimates: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -195,6 +198,11 @@ def run_demo(
         summary.viewer_state, summary.viewer_reason = "failed", viewer_result["error"]
     final = pipeline.current_estimate()
     summary.final_mtre_mm = truth.mtre(final.reference_to_mri)
+    # where the tumor is now (cord shift included): the global estimate, and the one margins
+    # are drawn with (the tumor stage's, when it applied)
+    summary.initial_now_mm = truth.mtre_now(initial)
+    summary.final_now_mm = truth.mtre_now(final.reference_to_mri)
+    summary.margins_now_mm = truth.mtre_now(final.margins_reference_to_mri)
     summary.final_source, summary.final_quality = final.source, final.quality
     if pipeline.worker is not None:
         st = pipeline.worker.stats
