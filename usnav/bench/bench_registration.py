@@ -500,9 +500,7 @@ def bench_families(ctx: BenchContext) -> list[Figure]:
         ctx.progress(f"registering {family} case {seed}")
         label = load_volume(folder / "tumor_label.nii.gz")
         res = register_sweep(mri, sweep, truth.init_reference_to_mri, tumor_label=label)
-        bony = (
-            res.reference_to_mri if res.bony_reference_to_mri is None else res.bony_reference_to_mri
-        )
+        bony = res.bony_estimate
         unc = res.uncertainty_mm if np.isfinite(res.uncertainty_mm) else None
         rows.append(
             {

@@ -160,11 +160,7 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
     if scorer is not None:
         # against the bony truth: the global estimate (before the tumor stage moved it);
         # at the tumor now: the published one
-        bony = (
-            result.reference_to_mri
-            if result.bony_reference_to_mri is None
-            else result.bony_reference_to_mri
-        )
+        bony = result.bony_estimate
         row.update(
             error_mm=_round(scorer.error_mm(bony)),
             init_error_mm=_round(scorer.error_mm(initial)),

@@ -108,10 +108,7 @@ def register_sweep(
     if tumor_label is not None and problem.options.tumor_stage:
         from usnav.registration.tumor import tumor_distance_map
 
-        try:  # before the search: a bad label fails fast
-            distance = tumor_distance_map(tumor_label)
-        except ValueError as exc:
-            raise InputError(tumor_label.source, str(exc), "give the tumor segmentation") from exc
+        distance = tumor_distance_map(tumor_label)  # before the search: a bad label fails fast
     if progress:
         progress("prepared", 0.1)
     result = problem.run(initial, progress=progress)

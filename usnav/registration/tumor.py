@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from usnav.errors import InputError
 from usnav.io.volume import Volume
 from usnav.registration import _kernels as K
 from usnav.registration.options import RegistrationOptions
@@ -88,14 +89,16 @@ def tumor_distance_map(label: Volume) -> Volume:
 
     Raises
     ------
-    ValueError
-        The label has no tumor voxel.
+    InputError
+        The label has no tumor voxel (naming the label's file).
     """
     from scipy import ndimage
 
     inside = np.asarray(label.data) > 0
     if not inside.any():
-        raise ValueError("the tumor label has no voxel > 0")
+        raise InputError(
+            label.source, "the tumor label has no voxel > 0", "give the tumor segmentation"
+        )
     dist = ndimage.distance_transform_edt(~inside, sampling=label.spacing_mm)
     return Volume(np.ascontiguousarray(dist, dtype=np.float32), label.affine, source=label.source)
 
@@ -141,7 +144,7 @@ class TumorContext:
 
         Raises
         ------
-        ValueError
+        InputError
             The label has no tumor voxel.
         """
         distance = tumor_distance_map(label)

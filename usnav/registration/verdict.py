@@ -102,6 +102,13 @@ class RegistrationResult:
     tumor_stage: dict | None = None
 
     @property
+    def bony_estimate(self) -> np.ndarray:
+        """The global (bony) estimate: ``reference_to_mri`` before the tumor stage moved it."""
+        if self.bony_reference_to_mri is None:
+            return self.reference_to_mri
+        return self.bony_reference_to_mri
+
+    @property
     def quality(self) -> float:
         """0..1 for a display: accepted, similar, and certain (see docs/registration.md)."""
         if not self.accepted:
@@ -139,11 +146,7 @@ class RegistrationResult:
             "correction_mm": _finite_or_none(self.correction_mm),
             "quality": round(self.quality, 4),
             "reason": self.reason,
-            "BonyReferenceToMri": (
-                self.reference_to_mri
-                if self.bony_reference_to_mri is None
-                else self.bony_reference_to_mri
-            ).tolist(),
+            "BonyReferenceToMri": self.bony_estimate.tolist(),
             "tumor_stage": self.tumor_stage,
             "CandidateReferenceToMri": self.candidate.tolist(),
             "InitialReferenceToMri": self.initial.tolist(),

@@ -254,11 +254,7 @@ class RegistrationWorker:
         self._tumor: TumorContext | None = None
         if tumor_label is not None and self.options.full.tumor_stage:
             spacing = self.options.tumor_spacing_mm
-            try:
-                self._tumor = TumorContext.build(mri, tumor_label, spacing)
-            except ValueError as exc:
-                hint = "give the tumor segmentation"
-                raise InputError(tumor_label.source, str(exc), hint) from exc
+            self._tumor = TumorContext.build(mri, tumor_label, spacing)
         self._on_estimate = on_estimate
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
