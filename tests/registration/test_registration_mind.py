@@ -76,7 +76,7 @@ def _kernel_descriptors(img, valid, half, dist, min_fraction=0.5):
     rows, cols = img.shape
     desc = np.zeros((rows, cols, K.N_MIND), np.float32)
     ok = np.zeros((rows, cols), np.uint8)
-    scratch = K.mind_scratch(rows, cols)[5:]
+    scratch = K.mind_scratch(rows, cols)[3:6]
     n = K.mind_ssc_image(
         img.astype(np.float32), valid.astype(np.uint8), half, dist, min_fraction, desc, ok, *scratch
     )
@@ -118,6 +118,21 @@ def test_descriptor_invariant_to_affine_intensity(seed: int) -> None:
     assert np.abs(d1 - d3)[ok1].mean() > 0.05
 
 
+def test_vectorised_exp_matches_numpy() -> None:
+    """exp_neg_rows (the frame kernel's exp) against numpy's float64 exp, over the range the
+    descriptors use (0 to far beyond underflow) and exactly at 0 (the largest channel: 1)."""
+    x = np.r_[0.0, np.geomspace(1e-7, 200.0, 4001), 87.0, 1e30].astype(np.float32)
+    out = np.zeros_like(x)
+    K.exp_neg_rows(x, out, np.zeros(x.shape, np.int32))
+    expected = np.exp(-x.astype(np.float64))
+    assert out[0] == 1.0
+    # float32 arithmetic: the relative error grows with the argument's own rounding (as with
+    # libm's expf of a float32 product); where the descriptors live (x < 20) it is < 10⁻⁶
+    error = np.abs(out - expected)
+    assert np.all(error <= 2e-7 * expected * np.maximum(x, 1.0) + 1e-37)
+    assert np.all(np.diff(out) <= 0)  # monotone, as exp is
+
+
 def test_frame_sums_match_reference() -> None:
     """mind_ssc_frames on frames that reslice the volume on its grid (plane k = const), some
     pixels outside the MRI, against the numpy reference."""
@@ -139,7 +154,7 @@ def test_frame_sums_match_reference() -> None:
     us_ok = np.zeros((n, rows, cols), np.uint8)
     scratch = K.mind_scratch(rows, cols)
     for f in range(n):
-        K.mind_ssc_image(us[f], fov[f], half, dist, 0.5, us_desc[f], us_ok[f], *scratch[5:])
+        K.mind_ssc_image(us[f], fov[f], half, dist, 0.5, us_desc[f], us_ok[f], *scratch[3:6])
     num = np.zeros(n)
     den = np.zeros(n)
     inside = np.zeros(n, np.int64)

@@ -1155,7 +1155,7 @@ def warm_up() -> float:
     mind = mind_scratch(5, 5)
     us_desc = np.zeros((2, 5, 5, N_MIND), np.float32)
     us_dvalid = np.zeros((2, 5, 5), np.uint8)
-    mind_ssc_image(frames[0], fov[0], 1, 1, 0.5, us_desc[0], us_dvalid[0], *mind[5:])
+    mind_ssc_image(frames[0], fov[0], 1, 1, 0.5, us_desc[0], us_dvalid[0], *mind[3:6])
     weight = np.ones((2, 5, 5), np.float32)
     mind_ssc_frames(
         vol2, us_desc, us_dvalid, weight, fov, affines, 1, 1, 0.5, num, den, inside, *mind
@@ -1243,6 +1243,30 @@ def mind_ssc_image(img, valid, half, dist, min_fraction, desc, dvalid, chan, sum
     Number of valid descriptors.
     """
     rows, cols = img.shape
+    count, floor = _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row_acc)
+    for r in range(rows):
+        for c in range(cols):
+            if not dvalid[r, c]:
+                for k in range(N_MIND):
+                    desc[r, c, k] = 0.0
+                continue
+            v = max(sums[r, c, 0], floor)
+            if v <= 0.0:  # a constant image: every channel alike
+                for k in range(N_MIND):
+                    desc[r, c, k] = 1.0
+                continue
+            # float32 exp: 4x faster than float64 here (no SVML), the descriptor is float32
+            scale = np.float32(-1.0 / v)
+            for k in range(N_MIND):
+                desc[r, c, k] = math.exp(np.float32(sums[r, c, k + 1]) * scale)
+    return count
+
+
+@njit(**_OPTS)
+def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row_acc):
+    """Passes 1-2 of :func:`mind_ssc_image`: ``dvalid`` and, where it is set, ``sums[r, c]`` =
+    (V, D_1 - min_j D_j, ..., D_6 - min_j D_j). Returns (valid descriptors, V's floor)."""
+    rows, cols = img.shape
     d = dist
     for r in range(rows):
         for c in range(cols):
@@ -1329,23 +1353,70 @@ def mind_ssc_image(img, valid, half, dist, min_fraction, desc, dvalid, chan, sum
                 dvalid[r, c] = 1
             else:
                 dvalid[r, c] = 0
-    floor = 1e-3 * total_v / max(count, 1)
+    return count, 1e-3 * total_v / max(count, 1)
+
+
+@njit(**_OPTS)
+def _sample1_masked(vol2, origin, du, dv, mask, out_p, out_valid):  # pragma: no cover
+    """:func:`_sample2_masked` for the intensity channel only (MIND-SSC does not use the
+    gradient): the same positions and arithmetic, half the gathers."""
+    nj = vol2.shape[1]
+    nk = vol2.shape[2]
+    flat = vol2.ravel()
+    sj = 2 * nk
+    si = 2 * nj * nk
+    rows, cols = out_p.shape
+    base, fx, fy, fz, ok = _row_scratch(cols)
+    shape3 = (vol2.shape[0], nj, nk)
+    inside = 0
     for r in range(rows):
+        lo = 0
+        while lo < cols and not mask[r, lo]:
+            lo += 1
+        hi = cols
+        while hi > lo and not mask[r, hi - 1]:
+            hi -= 1
+        if lo < hi:
+            _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
+        for c in range(lo, hi):
+            out_p[r, c] = _lerp3(flat, 2 * base[c], 2, sj, si, fx[c], fy[c], fz[c])
         for c in range(cols):
-            if not dvalid[r, c]:
-                for k in range(N_MIND):
-                    desc[r, c, k] = 0.0
-                continue
-            v = max(sums[r, c, 0], floor)
-            if v <= 0.0:  # a constant image: every channel alike
-                for k in range(N_MIND):
-                    desc[r, c, k] = 1.0
-                continue
-            # float32 exp: 4x faster than float64 here (no SVML), the descriptor is float32
-            scale = np.float32(-1.0 / v)
-            for k in range(N_MIND):
-                desc[r, c, k] = math.exp(np.float32(sums[r, c, k + 1]) * scale)
-    return count
+            v = lo <= c < hi and ok[c] and mask[r, c] != 0
+            if not v:
+                out_p[r, c] = 0.0
+            out_valid[r, c] = 1 if v else 0
+            inside += 1 if v else 0
+    return inside
+
+
+@njit(**_OPTS)
+def exp_neg_rows(x, out, bits):  # pragma: no cover - compiled
+    """``out = exp(-x)`` for ``x >= 0`` (float32 arrays), written so that it vectorises (libm's
+    ``expf`` is a call per element: without SVML it was a third of a MIND-SSC evaluation).
+
+    ``exp(-x) = 2^-t``, ``t = x·log2(e)`` (capped at 125: the result is then < 10⁻³⁷), split
+    into ``n = floor(t)`` and ``f = t - n``; ``2^-f`` from its Taylor series to the 9th power
+    (relative error < 10⁻⁷ on [0, 1)), ``2^-n`` built from the float32 exponent bits
+    (``bits``: int32 scratch of the same length).
+    """
+    for i in range(x.shape[0]):
+        t = min(x[i] * np.float32(1.4426950408889634), np.float32(125.0))
+        n = math.floor(t)
+        y = (t - n) * np.float32(-0.6931471805599453)  # ln 2^-f, in (-ln 2, 0]
+        p = np.float32(1.0 / 362880.0)
+        p = p * y + np.float32(1.0 / 40320.0)
+        p = p * y + np.float32(1.0 / 5040.0)
+        p = p * y + np.float32(1.0 / 720.0)
+        p = p * y + np.float32(1.0 / 120.0)
+        p = p * y + np.float32(1.0 / 24.0)
+        p = p * y + np.float32(1.0 / 6.0)
+        p = p * y + np.float32(0.5)
+        p = p * y + np.float32(1.0)
+        out[i] = p * y + np.float32(1.0)
+        bits[i] = np.int32(127 - np.int32(n)) << 23
+    scale = bits.view(np.float32)
+    for i in range(x.shape[0]):
+        out[i] *= scale[i]
 
 
 @njit(**_OPTS)
@@ -1363,22 +1434,23 @@ def mind_ssc_frames(
     out_den,
     out_inside,
     scratch_p,
-    scratch_g,
     scratch_valid,
-    desc,
     dvalid,
     chan,
     sums,
     row_acc,
+    row_x,
+    row_desc,
+    row_bits,
 ):  # pragma: no cover - compiled
     """MIND-SSC similarity of a stack of US frames against a moving MRI; the calling
     convention of :func:`lc2_frames` (per-frame sums), with the US descriptors precomputed
     (they do not depend on the pose).
 
     The MRI intensity is resliced at the field-of-view pixels of each frame, its descriptors
-    computed there (:func:`mind_ssc_image`; invalid outside the MRI), and at every pixel where
-    both descriptors count the pixel score is ``1 - mean_k |d_us_k - d_mri_k|`` (0..1, higher
-    is better), weighted by ``us_weight``.
+    computed there (as :func:`mind_ssc_image`, a row at a time with :func:`exp_neg_rows`;
+    invalid outside the MRI), and at every pixel where both descriptors count the pixel score
+    is ``1 - mean_k |d_us_k - d_mri_k|`` (0..1, higher is better), weighted by ``us_weight``.
 
     Parameters
     ----------
@@ -1398,44 +1470,41 @@ def mind_ssc_frames(
         (F,) float64: per-frame Σ w·score and Σ w.
     out_inside
         (F,) int64: FOV pixels that fell inside the MRI.
-    scratch_p, scratch_g, scratch_valid, desc, dvalid, chan, sums, row_acc
+    scratch_p, scratch_valid, dvalid, chan, sums, row_acc, row_x, row_desc, row_bits
         Scratch arrays of one frame (:func:`mind_scratch`).
     """
     rows = us_desc.shape[1]
     cols = us_desc.shape[2]
     for f in range(us_desc.shape[0]):
-        inside = _sample2_masked(
+        inside = _sample1_masked(
             vol2,
             affines[f, :, 2],
             affines[f, :, 0],
             affines[f, :, 1],
             fov[f],
             scratch_p,
-            scratch_g,
             scratch_valid,
         )
         out_inside[f] = inside
         num = 0.0
         den = 0.0
         if inside > 0:
-            mind_ssc_image(
-                scratch_p,
-                scratch_valid,
-                half,
-                dist,
-                min_fraction,
-                desc,
-                dvalid,
-                chan,
-                sums,
-                row_acc,
+            _, floor = _mind_ssc_sums(
+                scratch_p, scratch_valid, half, dist, min_fraction, dvalid, chan, sums, row_acc
             )
             for r in range(rows):
+                # the row's exponents channel-major (k·cols + c), then one vectorised exp
+                for c in range(cols):
+                    v = max(sums[r, c, 0], floor)
+                    scale = np.float32(1.0 / v) if dvalid[r, c] and v > 0.0 else np.float32(0.0)
+                    for k in range(N_MIND):
+                        row_x[k * cols + c] = np.float32(sums[r, c, k + 1]) * scale
+                exp_neg_rows(row_x, row_desc, row_bits)
                 for c in range(cols):
                     if dvalid[r, c] and us_dvalid[f, r, c]:
                         s = 0.0
                         for k in range(N_MIND):
-                            s += abs(us_desc[f, r, c, k] - desc[r, c, k])
+                            s += abs(us_desc[f, r, c, k] - row_desc[k * cols + c])
                         w = us_weight[f, r, c]
                         num += w * (1.0 - s / N_MIND)
                         den += w
@@ -1444,14 +1513,16 @@ def mind_ssc_frames(
 
 
 def mind_scratch(rows: int, cols: int) -> tuple[np.ndarray, ...]:
-    """Scratch arrays of :func:`mind_ssc_frames` for one frame size."""
+    """Scratch arrays of :func:`mind_ssc_frames` for one frame size (``[3:6]`` is the scratch
+    of :func:`mind_ssc_image` after its ``desc``)."""
     return (
         np.zeros((rows, cols), np.float32),
-        np.zeros((rows, cols), np.float32),
         np.zeros((rows, cols), np.uint8),
-        np.zeros((rows, cols, N_MIND), np.float32),
         np.zeros((rows, cols), np.uint8),
         np.zeros((rows, cols, N_SSC)),
         np.zeros((rows, cols, N_SSC)),
         np.zeros((cols, N_SSC)),
+        np.zeros(cols * N_MIND, np.float32),
+        np.zeros(cols * N_MIND, np.float32),
+        np.zeros(cols * N_MIND, np.int32),
     )

@@ -377,7 +377,7 @@ def us_mind_descriptors(
     desc = np.zeros((n, rows, cols, K.N_MIND), np.float32)
     dvalid = np.zeros((n, rows, cols), np.uint8)
     weight = np.ones((n, rows, cols), np.float32)
-    scratch = K.mind_scratch(rows, cols)[5:]
+    scratch = K.mind_scratch(rows, cols)[3:6]
     side = (2 * half + 1, 2 * half + 1)
     for f in range(n):
         us, fov = frames.us[f], frames.valid[f]
