@@ -534,6 +534,19 @@ def lc2_frames(
         out_inside[f] = inside
 
 
+@njit(inline="always", **_OPTS)
+def _mask_span(mask_row):  # pragma: no cover - compiled
+    """(first, last + 1) column of a mask row's set pixels; (n, n) when none is set."""
+    cols = mask_row.shape[0]
+    lo = 0
+    while lo < cols and not mask_row[lo]:
+        lo += 1
+    hi = cols
+    while hi > lo and not mask_row[hi - 1]:
+        hi -= 1
+    return lo, hi
+
+
 @njit(**_OPTS)
 def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pragma: no cover
     """:func:`sample2_plane` at the pixels where ``mask`` is set (the field of view) only:
@@ -549,12 +562,7 @@ def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pra
     shape3 = (vol2.shape[0], nj, nk)
     inside = 0
     for r in range(rows):
-        lo = 0
-        while lo < cols and not mask[r, lo]:
-            lo += 1
-        hi = cols
-        while hi > lo and not mask[r, hi - 1]:
-            hi -= 1
+        lo, hi = _mask_span(mask[r])
         if lo < hi:
             _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
         # every pixel between the row's first and last mask pixel, without branches (the
@@ -1370,12 +1378,7 @@ def _sample1_masked(vol2, origin, du, dv, mask, out_p, out_valid):  # pragma: no
     shape3 = (vol2.shape[0], nj, nk)
     inside = 0
     for r in range(rows):
-        lo = 0
-        while lo < cols and not mask[r, lo]:
-            lo += 1
-        hi = cols
-        while hi > lo and not mask[r, hi - 1]:
-            hi -= 1
+        lo, hi = _mask_span(mask[r])
         if lo < hi:
             _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
         for c in range(lo, hi):
