@@ -164,3 +164,9 @@ def test_live_worker_keeps_the_global_estimate_and_draws_margins_at_the_tumor(sh
     )
     assert other is not None and other.tumor_reference_to_mri is None
     np.testing.assert_array_equal(other.margins_reference_to_mri, other.reference_to_mri)
+    # the bound the display is given covers the whole cord shift without the stage, its
+    # residual with it (same frames, same budget: the difference is exactly that term)
+    opts = RegistrationOptions()
+    assert other.uncertainty_mm**2 - in_use.uncertainty_mm**2 == pytest.approx(
+        opts.tumor_shift_mm**2 - opts.tumor_stage_error_mm**2, rel=1e-6
+    )

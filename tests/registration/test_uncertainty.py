@@ -24,11 +24,12 @@ def test_terms_add_in_quadrature_and_scale_with_depth():
         speed_of_sound_error=0.04,
         echo_offset_mm=0.3,
     )
-    shallow = uncertainty_terms(0.25, 10.0, opts)
-    deep = uncertainty_terms(0.25, 40.0, opts)
+    shallow = uncertainty_terms(0.25, 10.0, opts, tumor_shift_mm=3.0)
+    deep = uncertainty_terms(0.25, 40.0, opts, tumor_shift_mm=3.0)
     assert shallow["statistical"] == pytest.approx(0.5)
     assert shallow["calibration"] == pytest.approx(1.0 + np.radians(1.0) * 10.0)
     assert shallow["speed_of_sound"] == pytest.approx(0.4)
+    assert shallow["tumor_shift"] == 3.0
     parts = [v for k, v in shallow.items() if k != "uncertainty_mm"]
     assert shallow["uncertainty_mm"] == pytest.approx(np.sqrt(np.sum(np.square(parts))))
     assert deep["uncertainty_mm"] > shallow["uncertainty_mm"]  # lever arm and depth scaling
@@ -48,7 +49,7 @@ def test_a_clear_case_is_accepted_confident_with_a_bound_covering_its_error(smal
     mri, sweep, _, truth = small_case
     result = register_sweep(mri, sweep, truth.init_reference_to_mri)
     assert result.accepted, result.reason
-    error = truth.mtre(result.reference_to_mri)
+    error = truth.mtre_now(result.reference_to_mri)  # at the tumor where it is now
     assert result.uncertainty_mm >= error, (result.uncertainty_mm, error)
     assert result.confident == (result.uncertainty_mm <= 2.0)
     doc = result.to_json()
@@ -88,3 +89,28 @@ def test_an_ambiguous_candidate_is_rejected_without_an_uncertainty_claim(small_c
     assert not judged.accepted and not judged.confident
     assert "ambiguous" in judged.reason
     assert judged.diagnostics["ambiguity_margin"] < problem.options.ambiguity_min_gain
+
+
+def test_the_bound_carries_the_tumor_shift_until_the_tumor_stage_follows_it(
+    small_case, small_case_dirs
+):
+    """Margins drawn with the global (bony) estimate may be off by the whole cord shift, so
+    its bound carries ``tumor_shift_mm``; once the tumor stage moved the estimate to the
+    tumor, the stage's residual ``tumor_stage_error_mm`` replaces it."""
+    from usnav.io.volume import load_volume
+
+    mri, sweep, _, truth = small_case
+    label = load_volume(small_case_dirs[7] / "tumor_label.nii.gz")
+    opts = RegistrationOptions(tumor_shift_mm=3.0, tumor_stage_error_mm=0.4)
+    bony = register_sweep(mri, sweep, truth.init_reference_to_mri, opts)
+    assert bony.accepted, bony.reason
+    assert bony.uncertainty_terms["tumor_shift"] == 3.0
+    assert bony.uncertainty_mm > 3.0 and not bony.confident
+    staged = register_sweep(mri, sweep, truth.init_reference_to_mri, opts, tumor_label=label)
+    assert staged.tumor_stage is not None and staged.tumor_stage["applied"], staged.reason
+    assert staged.uncertainty_terms["tumor_shift"] == 0.4
+    others = {k: v for k, v in staged.uncertainty_terms.items() if k != "uncertainty_mm"}
+    assert staged.uncertainty_mm == pytest.approx(np.sqrt(sum(v * v for v in others.values())))
+    assert staged.uncertainty_mm < bony.uncertainty_mm
+    assert staged.to_json()["uncertainty_mm"] == pytest.approx(staged.uncertainty_mm, abs=1e-5)
+    assert "tumor stage's estimate" in staged.reason

@@ -172,7 +172,8 @@ def write_plots(rows: list[dict], out_dir: str | Path, by: str = "family") -> li
     - ``final_vs_initial.png``: ``error_mm`` against ``init_error_mm`` (filled: accepted,
       hollow: rejected, i.e. the initial transform kept);
     - ``uncertainty_vs_error.png``: the registration's stated ``uncertainty_mm`` against the
-      actual error of the candidate it describes (``candidate_error_mm``).
+      actual error it bounds, at the tumor where it is now (``error_now_mm`` of an accepted
+      estimate; ``candidate_error_mm`` for a case without that truth).
     """
     from matplotlib.figure import Figure
 
@@ -229,18 +230,34 @@ def write_plots(rows: list[dict], out_dir: str | Path, by: str = "family") -> li
     ax = fig.add_subplot()
     top = 1.0
     for name, members in sorted(groups.items()):
-        sel = [r for r in members if r.get("uncertainty_mm") and r.get("candidate_error_mm")]
-        x, y = _floats(sel, "uncertainty_mm"), _floats(sel, "candidate_error_mm")
+        sel = [
+            r
+            for r in members
+            if _floats([r], "uncertainty_mm").size
+            and _accepted(r)
+            and _bounded_error(r) is not None
+        ]
+        x = _floats(sel, "uncertainty_mm")
+        y = np.array([_bounded_error(r) for r in sel], dtype=float)
         if x.size != y.size or not x.size:
             continue
         top = max(top, float(x.max()), float(y.max()))
         ax.scatter(x, y, s=22, color=colours[name], label=name)
     ax.plot([0, top * 1.05], [0, top * 1.05], color="0.5", lw=1, ls="--")
-    ax.set(xlabel="stated uncertainty (mm)", ylabel="actual error of the candidate (mm)")
+    ax.set(xlabel="stated uncertainty (mm)", ylabel="actual error at the tumor now (mm)")
     ax.set_title("stated uncertainty against actual error")
     _legend(ax, groups)
     paths.append(_save(fig, out / PLOT_NAMES[2]))
     return paths
+
+
+def _bounded_error(row: dict) -> float | None:
+    """The error ``uncertainty_mm`` bounds: at the tumor now, else the candidate's."""
+    for key in ("error_now_mm", "candidate_error_mm"):
+        value = _floats([row], key)
+        if value.size:
+            return float(value[0])
+    return None
 
 
 def _legend(ax, groups: dict) -> None:

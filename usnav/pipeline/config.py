@@ -23,6 +23,8 @@ class RegistrationBudget(BaseModel):
     calibration_error_deg: float | None = Field(default=None, ge=0)
     speed_of_sound_error: float | None = Field(default=None, ge=0)
     echo_offset_mm: float | None = Field(default=None, ge=0)
+    tumor_shift_mm: float | None = Field(default=None, ge=0)
+    tumor_stage_error_mm: float | None = Field(default=None, ge=0)
 
     def overrides(self) -> dict[str, float]:
         """The fields the site stated (to update registration options with)."""

@@ -117,6 +117,17 @@ class RegistrationOptions(BaseModel):
     """Systematic budget: the echo of an interface may trail it by half a pulse length
     (3 cycles at 7 MHz: 0.33 mm). A sweep whose beams share a direction cannot tell it from a
     translation along the beam."""
+    tumor_shift_mm: float = Field(default=3.0, ge=0)
+    """Systematic budget: how far the tumor may have moved against the structures the global
+    (bony) estimate aligns — the cord's shift once the dura is open (#16's anatomy family: up
+    to 3 mm). ``uncertainty_mm`` bounds the error at the tumor where it is now, so it carries
+    this term whenever the margins are drawn with the global estimate (no tumor label, or the
+    tumor stage did not apply)."""
+    tumor_stage_error_mm: float = Field(default=1.2, ge=0)
+    """Systematic budget replacing ``tumor_shift_mm`` once the tumor stage followed the shift:
+    what the stage leaves at the tumor beyond the global estimate's own error,
+    √(error now² − bony error²). 1.2 mm = its 95th percentile on the 44 accepted tuning cases
+    (seeds 1101-1149, MIND-SSC global estimate; median 0.61, max 1.73 mm) — session 13."""
     max_confident_uncertainty_mm: float = Field(default=2.0, gt=0)
     """An accepted estimate whose ``uncertainty_mm`` exceeds this is flagged (``confident``
     false): its error cannot be bounded below this, so a display must show UNCERTAIN."""

@@ -122,5 +122,6 @@ def register_sweep(
         if stage.applied:
             result.bony_reference_to_mri = result.reference_to_mri
             result.reference_to_mri = stage.reference_to_mri
+            result.followed_tumor(problem.options)
     result.seconds = time.perf_counter() - t0
     return result

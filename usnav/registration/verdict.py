@@ -55,8 +55,10 @@ class RegistrationResult:
     similarity, initial_similarity
         Finest-level similarity of the candidate and of the initial estimate (same frames).
     uncertainty_mm
-        95 % bound on the candidate's error at the field of view's centre, mm (NaN when the
-        candidate failed a test before it was computed).
+        95 % bound on the error at the tumor where it is now, mm: the candidate's error at the
+        field of view's centre plus the tumor's possible shift against it (the cord shift; the
+        tumor stage's residual once :meth:`followed_tumor` restated it). NaN when the candidate
+        failed a test before it was computed.
     confident
         Accepted and ``uncertainty_mm`` ≤ ``max_confident_uncertainty_mm``: may be shown LIVE.
     uncertainty_terms
@@ -117,6 +119,22 @@ class RegistrationResult:
         sim = float(np.clip(self.similarity / 0.3, 0.0, 1.0))
         return float(sim * np.exp(-unc / 2.0))
 
+    def followed_tumor(self, options: RegistrationOptions) -> None:
+        """Restate ``uncertainty_mm`` (and ``confident``) for margins drawn with the tumor
+        stage's estimate: its ``tumor_shift`` term becomes ``options.tumor_stage_error_mm``
+        (the stage's residual) instead of the whole shift ``options.tumor_shift_mm``."""
+        if not self.uncertainty_terms:
+            return
+        terms = dict(self.uncertainty_terms, tumor_shift=options.tumor_stage_error_mm)
+        self.uncertainty_terms = _with_total(terms)
+        self.uncertainty_mm = self.uncertainty_terms["uncertainty_mm"]
+        self.confident = (
+            self.accepted and self.uncertainty_mm <= options.max_confident_uncertainty_mm
+        )
+        self.reason += (
+            f"; at the tumor stage's estimate: error ≤ {self.uncertainty_mm:.2f} mm (95 %)"
+        )
+
     def estimate(self, sequence: int = 0) -> RegistrationEstimate:
         """As a :class:`RegistrationEstimate` (the candidate, with its verdict)."""
         return RegistrationEstimate(
@@ -165,8 +183,10 @@ def uncertainty_terms(
     options: RegistrationOptions,
     *,
     model_spread_mm: float = 0.0,
+    tumor_shift_mm: float = 0.0,
 ) -> dict[str, float]:
-    """The stated uncertainty and its terms (mm, at the field of view's centre).
+    """The stated uncertainty and its terms (mm): the error of the global estimate at the field
+    of view's centre, plus how far the tumor may lie from where that estimate puts it.
 
     Parameters
     ----------
@@ -180,12 +200,16 @@ def uncertainty_terms(
         The budget's bounds and scales.
     model_spread_mm
         Distance between the optima of two similarities (the model of echo formation), mm.
+    tumor_shift_mm
+        Bound on the tumor's position against the global estimate: the cord shift
+        (``options.tumor_shift_mm``) when the margins are drawn with the global estimate, or
+        the tumor stage's residual (``options.tumor_stage_error_mm``) once it followed it.
 
     Returns
     -------
     dict with ``statistical``, ``model``, ``calibration``, ``speed_of_sound``, ``echo_offset``,
-    ``similarity_bias`` and ``uncertainty_mm`` = their quadrature sum (independent errors,
-    each term a ~95 % bound).
+    ``similarity_bias``, ``tumor_shift`` and ``uncertainty_mm`` = their quadrature sum
+    (independent errors, each term a ~95 % bound).
     """
     o = options
     terms = {
@@ -196,10 +220,16 @@ def uncertainty_terms(
         "speed_of_sound": o.speed_of_sound_error * max(fov_depth_mm, 0.0),
         "echo_offset": o.echo_offset_mm,
         "similarity_bias": o.similarity_bias_mm,
+        "tumor_shift": tumor_shift_mm,
     }
-    terms = {k: float(v) for k, v in terms.items()}
-    terms["uncertainty_mm"] = float(np.sqrt(sum(v * v for v in terms.values())))
-    return terms
+    return _with_total(terms)
+
+
+def _with_total(terms: dict[str, float]) -> dict[str, float]:
+    """``terms`` (without a total) and ``uncertainty_mm``, their quadrature sum."""
+    out = {k: float(v) for k, v in terms.items() if k != "uncertainty_mm"}
+    out["uncertainty_mm"] = float(np.sqrt(sum(v * v for v in out.values())))
+    return out
 
 
 class VerdictMixin:
@@ -274,7 +304,13 @@ class VerdictMixin:
             model, n = self._model_spread(candidate, centre, pts)
             evaluations += n
             diagnostics["model_spread_mm"] = float(model)
-            terms = uncertainty_terms(spread, self.fov_depth_mm, opts, model_spread_mm=model)
+            terms = uncertainty_terms(
+                spread,
+                self.fov_depth_mm,
+                opts,
+                model_spread_mm=model,
+                tumor_shift_mm=opts.tumor_shift_mm,
+            )
             uncertainty = terms["uncertainty_mm"]
             resolution = float(np.hypot(spread, opts.uncertainty_floor_mm))
             diagnostics["split_spread_mm"] = float(spread)

@@ -430,6 +430,8 @@ class RegistrationWorker:
         if self._tumor is not None and result.accepted:
             # where the tumor is now: margins are drawn with it, updates start from the global
             stage = fit_at_tumor(sweep, self._tumor, result.candidate, self.options.full)
+            if stage.applied:
+                result.followed_tumor(self.options.full)
         with self._lock:
             self._sequence += 1
             estimate = result.estimate(sequence=self._sequence)
