@@ -290,3 +290,28 @@ def test_usnav_register_in_a_real_process(small_case_dirs, tmp_path):
     assert truth.mtre(np.asarray(doc["ReferenceToMri"])) < 2.0
     assert truth.mtre(truth.init_reference_to_mri) > 3.0
     assert "accepted" in proc.stdout
+
+
+def test_a_candidate_in_the_wrong_basin_along_the_sweep_climbs_to_the_better_one(small_case):
+    """The search's last step: from a pose 6 mm along the sweep from the optimum (the
+    direction a transverse sweep resolves least, where the ambiguity probes look), the probe
+    that ends at the optimum scores higher, so the candidate moves there; from the optimum
+    itself nothing scores higher and it stays."""
+    from usnav.registration.pose import mean_displacement
+
+    mri, sweep, _, truth = small_case
+    problem = SweepRegistration(mri, sweep, truth.reference_to_mri)
+    optimum = problem.run(truth.reference_to_mri, warm=True).candidate
+    wrong = optimum.copy()
+    wrong[:3, 3] += 6.0 * (optimum[:3, :3] @ problem.elevation_direction)
+    pts = problem.points_reference[::50]
+    climbed, moves, evaluations = problem._climb_along_sweep(wrong)
+    assert moves >= 1 and evaluations > 0
+    assert mean_displacement(climbed, optimum, pts) < 1.0
+    assert truth.mtre(climbed) < truth.mtre(wrong) - 3.0
+    stayed, moves, _ = problem._climb_along_sweep(optimum)
+    assert moves == 0
+    np.testing.assert_array_equal(stayed, optimum)
+    # and off, it never moves
+    off = SweepRegistration(mri, sweep, truth.reference_to_mri, RegistrationOptions(sweep_climbs=0))
+    assert off._climb_along_sweep(wrong)[1] == 0

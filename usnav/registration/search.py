@@ -304,6 +304,12 @@ class SweepRegistration(VerdictMixin):
             if progress:
                 progress(f"level {s:g} mm", (n_level + 1) / (len(level_ids) + 1))
         candidate = correction(params, centre) @ initial
+        if not warm and opts.sweep_climbs > 0 and opts.ambiguity_offsets_mm:
+            candidate, moves, n = self._climb_along_sweep(candidate)
+            evaluations += n
+            if moves:
+                params = _params_about(candidate, initial, centre)
+                notes.append({"climbed_along_sweep": moves})
         result = self._verdict(candidate, initial, current, params, centre, evaluations, notes)
         result.seconds = time.perf_counter() - t0
         if progress:
@@ -325,11 +331,7 @@ class SweepRegistration(VerdictMixin):
         candidate = np.asarray(candidate, dtype=np.float64)
         current = np.asarray(current, dtype=np.float64)
         centre = _apply(current, self.points_reference).mean(axis=0)
-        step = candidate @ np.linalg.inv(current)
-        params = np.r_[
-            step[:3, :3] @ centre + step[:3, 3] - centre,
-            Rotation.from_matrix(step[:3, :3]).as_rotvec(degrees=True),
-        ]
+        params = _params_about(candidate, current, centre)
         return self._verdict(candidate, current, current, params, centre, evaluations, [])
 
     def _grid_cost(
@@ -396,3 +398,13 @@ class SweepRegistration(VerdictMixin):
             p[:3] += 2.0 * step[0] * direction
             out.append(p)
         return out
+
+
+def _params_about(pose: np.ndarray, start: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """The correction parameters (translation of ``centre`` mm, rotation vector degrees) that
+    take ``start`` to ``pose`` (:func:`usnav.registration.pose.correction`'s inverse)."""
+    step = pose @ np.linalg.inv(start)
+    return np.r_[
+        step[:3, :3] @ centre + step[:3, 3] - centre,
+        Rotation.from_matrix(step[:3, :3]).as_rotvec(degrees=True),
+    ]

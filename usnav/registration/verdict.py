@@ -368,13 +368,11 @@ class VerdictMixin:
             levels=notes,
         )
 
-    def _ambiguity(
-        self, candidate: np.ndarray, similarity: float, scores: np.ndarray, pts: np.ndarray
-    ) -> tuple[str, int, float]:
+    def _sweep_probes(self, candidate: np.ndarray) -> tuple[list[tuple[np.ndarray, float]], int]:
         """Refine from the candidate shifted ± each of ``ambiguity_offsets_mm`` along the
-        elevation direction (finest level) and compare each distinct optimum so found with the
-        candidate (same frames). Returns (reason to reject or "", evaluations, the smallest
-        margin of the candidate over a distinct alternative; inf if none)."""
+        elevation direction (the direction a sweep constrains least; finest level,
+        ``ambiguity_evaluations`` each). Returns ([(pose, offset mm)], evaluations). The same
+        candidate always gives the same poses (and the similarity's cache then the scores)."""
         opts = self.options
         level = self.level(-1)
         sim = level.similarity
@@ -382,8 +380,7 @@ class VerdictMixin:
         centre_c = _apply(candidate, self.points_reference).mean(axis=0)
         direction = candidate[:3, :3] @ self.elevation_direction
         total = 0
-        worst = (np.inf, "")
-        self._ambiguity_margins: dict[str, float] = {}
+        poses = []
 
         def cost(p: np.ndarray) -> float:
             return -sim(correction(p, centre_c) @ candidate)
@@ -399,25 +396,83 @@ class VerdictMixin:
                     0.05 * s,
                 )
                 total += k
-                other = correction(x, centre_c) @ candidate
-                distance = mean_displacement(other, candidate, pts)
-                if not distance > opts.ambiguity_distinct_mm:
-                    continue
-                other_sim, other_scores = sim.evaluate(other)
-                total += 1
-                _, t_stat = _paired_gain(scores, other_scores)
-                gain = similarity - other_sim
-                key = f"ambiguity_margin_{offset:g}mm"
-                self._ambiguity_margins[key] = min(self._ambiguity_margins.get(key, np.inf), gain)
-                if gain < worst[0]:
-                    worst = (
-                        gain,
-                        f"ambiguous: a pose {distance:.1f} mm away along the sweep scores "
-                        f"{other_sim:.4f} against {similarity:.4f} (gain {gain:+.4f}, "
-                        f"t = {t_stat:.1f})",
-                    )
+                poses.append((correction(x, centre_c) @ candidate, offset))
+        return poses, total
+
+    def _ambiguity(
+        self, candidate: np.ndarray, similarity: float, scores: np.ndarray, pts: np.ndarray
+    ) -> tuple[str, int, float]:
+        """Compare each distinct optimum of :meth:`_sweep_probes` with the candidate (same
+        frames). Returns (reason to reject or "", evaluations, the smallest margin of the
+        candidate over a distinct alternative; inf if none)."""
+        opts = self.options
+        sim = self.level(-1).similarity
+        worst = (np.inf, "")
+        self._ambiguity_margins: dict[str, float] = {}
+        poses, total = self._sweep_probes(candidate)
+        for other, offset in poses:
+            distance = mean_displacement(other, candidate, pts)
+            if not distance > opts.ambiguity_distinct_mm:
+                continue
+            other_sim, other_scores = sim.evaluate(other)
+            total += 1
+            _, t_stat = _paired_gain(scores, other_scores)
+            gain = similarity - other_sim
+            key = f"ambiguity_margin_{offset:g}mm"
+            self._ambiguity_margins[key] = min(self._ambiguity_margins.get(key, np.inf), gain)
+            if gain < worst[0]:
+                worst = (
+                    gain,
+                    f"ambiguous: a pose {distance:.1f} mm away along the sweep scores "
+                    f"{other_sim:.4f} against {similarity:.4f} (gain {gain:+.4f}, "
+                    f"t = {t_stat:.1f})",
+                )
         margin, text = worst
         return (text if margin < opts.ambiguity_min_gain else ""), total, float(margin)
+
+    def _climb_along_sweep(self, candidate: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Move the candidate to a better optimum along the sweep while one exists: where a
+        probe of :meth:`_sweep_probes` ends at a distinct pose that scores higher, that pose,
+        refined with the finest level's budget, becomes the candidate (at most
+        ``sweep_climbs`` moves). The verdict then judges the final candidate as any other.
+
+        Returns (candidate, moves, evaluations)."""
+        opts = self.options
+        level = self.level(-1)
+        sim = level.similarity
+        s = level.frames.spacing_mm
+        pts = self.points_reference[:: max(1, len(self.points_reference) // 4000)]
+        total = 0
+        moves = 0
+        for _ in range(opts.sweep_climbs):
+            best = sim(candidate)
+            poses, n = self._sweep_probes(candidate)
+            total += n
+            found = None
+            for other, _ in poses:
+                score = sim(other)
+                if score > best and mean_displacement(other, candidate, pts) > (
+                    opts.ambiguity_distinct_mm
+                ):
+                    best, found = score, other
+            if found is None:
+                break
+            centre_o = _apply(found, self.points_reference).mean(axis=0)
+
+            def cost(p: np.ndarray, start: np.ndarray = found, c: np.ndarray = centre_o) -> float:
+                return -sim(correction(p, c) @ start)
+
+            x, _, n = _optimise(
+                cost,
+                np.zeros(6),
+                np.r_[[0.6 * s] * 3, [0.6 * s] * 3],
+                opts.level("max_evaluations", len(opts.level_spacings_mm) - 1),
+                0.05 * s,
+            )
+            total += n
+            candidate = correction(x, centre_o) @ found
+            moves += 1
+        return candidate, moves, total
 
     def _confirm(
         self,
