@@ -167,7 +167,9 @@ class RegistrationOptions(BaseModel):
     continues from there (refined with the finest level's budget), at most this many times.
     The verdict then judges the final candidate with every test. On the tuning cases (session
     13) 3 of the 5 rejected ones had such a pose 0.4-1.1 mm from the truth (their candidates
-    6-9 mm off), and the verdict accepted each (1.04, 0.44, 0.34 mm). 0: off."""
+    6-9 mm off), and the verdict accepted each (1.04, 0.44, 0.34 mm). Chosen with MIND-SSC at
+    the 0.5 mm level; the live worker's cold search (LC² at 1 mm) turns it off: there it
+    moved a tuning case to a pose 23 mm off that the verdict accepted. 0: off."""
     ambiguity_evaluations: int = Field(default=30, ge=5)
     """Budget of each ambiguity probe's refinement."""
     ambiguity_distinct_mm: float = Field(default=2.0, ge=0)

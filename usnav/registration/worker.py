@@ -77,13 +77,17 @@ def live_cold_registration_options() -> RegistrationOptions:
     first live estimate ~2× slower. Not yet measured for the live pipeline: whether a 0.5 mm
     cold search with 0.5 mm warm updates would pay for its time there. LC², not the batch
     default MIND-SSC: the replacement rule's and confirmation's margins were measured with
-    LC² in the live pipeline; MIND-SSC has not been run there."""
+    LC² in the live pipeline; MIND-SSC has not been run there. No climb along the sweep
+    (``sweep_climbs``, chosen with MIND-SSC at 0.5 mm): with LC² at 1 mm it moved one of the
+    49 tuning cases (trailing-echo 1119) to a pose 23 mm off that the verdict then accepted,
+    where without it the candidate was rejected (session 13)."""
     return RegistrationOptions(
         metric="lc2",
         level_spacings_mm=[1.5, 1.0],
         patch_half=[1, 1],
         max_frames=[40, 40],
         max_evaluations=[160, 100],
+        sweep_climbs=0,
     )
 
 
