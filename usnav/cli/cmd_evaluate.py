@@ -122,6 +122,7 @@ def _table(rows: list[dict], by: str):
         ("median_init_error_mm", "init mm"),
         ("accepted", "accepted"),
         ("accepted_over_2mm", "accepted > 2 mm"),
+        ("bound_covers_pct", "bound ≥ error %"),
         ("mean_margin_error_mm", "margin mm"),
         ("median_seconds", "s/case"),
     ]

@@ -113,7 +113,9 @@ def summarize(rows: list[dict], by: str = "family") -> list[dict]:
     estimate's against the bony truth, ``error_now_mm`` the published estimate's (the tumor
     stage applied, when a label was given) at the tumor where it is during surgery (cord shift
     included: what a margin overlay is off by); ``accepted_over_2mm`` counts accepted
-    estimates more than 2 mm off the bony truth (the "do no harm" failures).
+    estimates more than 2 mm off the bony truth (the "do no harm" failures);
+    ``bound_covers_pct`` is the share of accepted estimates whose stated ``uncertainty_mm`` is
+    at least the error it bounds (at the tumor now; :func:`_bounded_error`).
     """
     groups: dict[str, list[dict]] = {}
     for r in rows:
@@ -142,12 +144,21 @@ def summarize(rows: list[dict], by: str = "family") -> list[dict]:
                     _accepted(r) and float(r["error_mm"]) > GOOD_MM for r in scored
                 ),
                 "median_uncertainty_mm": _stat(np.median, _floats(ok, "uncertainty_mm")),
+                "bound_covers_pct": _coverage(ok),
                 "median_seconds": _stat(np.median, _floats(members, "seconds")),
                 "mean_margin_error_mm": _stat(np.mean, _floats(ok, "margin_error_mm")),
                 "mean_margin_mri_error_mm": _stat(np.mean, _floats(ok, "margin_mri_error_mm")),
             }
         )
     return out
+
+
+def _coverage(rows: list[dict]) -> float | str:
+    """Percent of accepted rows with an uncertainty and a bounded error whose uncertainty is at
+    least that error ("" when there are none)."""
+    pairs = [(_floats([r], "uncertainty_mm"), _bounded_error(r)) for r in rows if _accepted(r)]
+    hits = [float(u[0]) >= e for u, e in pairs if u.size and e is not None]
+    return round(100.0 * float(np.mean(hits)), 1) if hits else ""
 
 
 def _stat(fn, values: np.ndarray) -> float | str:
