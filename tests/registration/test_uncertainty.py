@@ -41,8 +41,11 @@ def test_terms_add_in_quadrature_and_scale_with_depth():
         calibration_error_deg=0,
         speed_of_sound_error=0,
         echo_offset_mm=0,
+        tumor_shift_mm=0,
     )
     assert uncertainty_terms(1.0, 20.0, zero)["uncertainty_mm"] == 0.0
+    # unless told otherwise, the bound carries the options' whole tumor shift
+    assert uncertainty_terms(1.0, 20.0, opts)["tumor_shift"] == opts.tumor_shift_mm
 
 
 def test_a_clear_case_is_accepted_confident_with_a_bound_covering_its_error(small_case):
@@ -101,7 +104,15 @@ def test_the_bound_carries_the_tumor_shift_until_the_tumor_stage_follows_it(
 
     mri, sweep, _, truth = small_case
     label = load_volume(small_case_dirs[7] / "tumor_label.nii.gz")
-    opts = RegistrationOptions(tumor_shift_mm=3.0, tumor_stage_error_mm=0.4)
+    # a site budget small enough that the staged estimate can be confident
+    opts = RegistrationOptions(
+        tumor_shift_mm=3.0,
+        tumor_stage_error_mm=0.4,
+        similarity_bias_mm=0.3,
+        calibration_error_mm=0.3,
+        calibration_error_deg=0.2,
+        speed_of_sound_error=0.005,
+    )
     bony = register_sweep(mri, sweep, truth.init_reference_to_mri, opts)
     assert bony.accepted, bony.reason
     assert bony.uncertainty_terms["tumor_shift"] == 3.0
@@ -114,3 +125,7 @@ def test_the_bound_carries_the_tumor_shift_until_the_tumor_stage_follows_it(
     assert staged.uncertainty_mm < bony.uncertainty_mm
     assert staged.to_json()["uncertainty_mm"] == pytest.approx(staged.uncertainty_mm, abs=1e-5)
     assert "tumor stage's estimate" in staged.reason
+    # the reason says what the restated bound says, never the pre-stage UNCERTAIN
+    assert "UNCERTAIN" in bony.reason
+    assert staged.confident == (staged.uncertainty_mm <= opts.max_confident_uncertainty_mm)
+    assert ("UNCERTAIN" in staged.reason) == (not staged.confident)

@@ -163,8 +163,9 @@ class RegistrationOptions(BaseModel):
     measured)."""
     sweep_climbs: int = Field(default=2, ge=0)
     """Before the verdict, the ambiguity probes (``ambiguity_offsets_mm`` along the sweep) are
-    run from the candidate; where one ends at a distinct pose that scores higher, the search
-    continues from there (refined with the finest level's budget), at most this many times.
+    run from the candidate; where one ends at a distinct pose that scores higher by at least
+    ``ambiguity_min_gain``, the search continues from there (refined with the finest level's
+    budget), at most this many times.
     The verdict then judges the final candidate with every test. On the tuning cases (session
     13) 3 of the 5 rejected ones had such a pose 0.4-1.1 mm from the truth (their candidates
     6-9 mm off), and the verdict accepted each (1.04, 0.44, 0.34 mm). Chosen with MIND-SSC at

@@ -305,7 +305,15 @@ class SweepRegistration(VerdictMixin):
                 progress(f"level {s:g} mm", (n_level + 1) / (len(level_ids) + 1))
         candidate = correction(params, centre) @ initial
         if not warm and opts.sweep_climbs > 0 and opts.ambiguity_offsets_mm:
-            candidate, moves, n = self._climb_along_sweep(candidate)
+
+            def within(pose: np.ndarray) -> bool:  # the search's own bounds (cost above)
+                p = _params_about(pose, initial, centre)
+                return bool(
+                    np.linalg.norm(p[:3]) <= opts.max_correction_mm * 1.5
+                    and np.linalg.norm(p[3:]) <= opts.max_correction_deg * 1.5
+                )
+
+            candidate, moves, n = self._climb_along_sweep(candidate, within)
             evaluations += n
             if moves:
                 params = _params_about(candidate, initial, centre)

@@ -19,6 +19,7 @@ display must show it as UNCERTAIN, never LIVE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,9 +132,13 @@ class RegistrationResult:
         self.confident = (
             self.accepted and self.uncertainty_mm <= options.max_confident_uncertainty_mm
         )
+        # the verdict's UNCERTAIN note described the bound before the stage: restate it
+        self.reason = self.reason.replace(_uncertain_note(options), "")
         self.reason += (
             f"; at the tumor stage's estimate: error ≤ {self.uncertainty_mm:.2f} mm (95 %)"
         )
+        if self.accepted and not self.confident:
+            self.reason += _uncertain_note(options)
 
     def estimate(self, sequence: int = 0) -> RegistrationEstimate:
         """As a :class:`RegistrationEstimate` (the candidate, with its verdict)."""
@@ -183,7 +188,7 @@ def uncertainty_terms(
     options: RegistrationOptions,
     *,
     model_spread_mm: float = 0.0,
-    tumor_shift_mm: float = 0.0,
+    tumor_shift_mm: float | None = None,
 ) -> dict[str, float]:
     """The stated uncertainty and its terms (mm): the error of the global estimate at the field
     of view's centre, plus how far the tumor may lie from where that estimate puts it.
@@ -201,8 +206,8 @@ def uncertainty_terms(
     model_spread_mm
         Distance between the optima of two similarities (the model of echo formation), mm.
     tumor_shift_mm
-        Bound on the tumor's position against the global estimate: the cord shift
-        (``options.tumor_shift_mm``) when the margins are drawn with the global estimate, or
+        Bound on the tumor's position against the global estimate: the cord shift (None:
+        ``options.tumor_shift_mm``) when the margins are drawn with the global estimate, or
         the tumor stage's residual (``options.tumor_stage_error_mm``) once it followed it.
 
     Returns
@@ -220,9 +225,17 @@ def uncertainty_terms(
         "speed_of_sound": o.speed_of_sound_error * max(fov_depth_mm, 0.0),
         "echo_offset": o.echo_offset_mm,
         "similarity_bias": o.similarity_bias_mm,
-        "tumor_shift": tumor_shift_mm,
+        "tumor_shift": o.tumor_shift_mm if tumor_shift_mm is None else tumor_shift_mm,
     }
     return _with_total(terms)
+
+
+def _uncertain_note(options: RegistrationOptions) -> str:
+    """What an accepted estimate's reason says when its bound is too large to be confident."""
+    return (
+        f"; UNCERTAIN: the error cannot be bounded below "
+        f"{options.max_confident_uncertainty_mm:g} mm"
+    )
 
 
 def _with_total(terms: dict[str, float]) -> dict[str, float]:
@@ -304,13 +317,7 @@ class VerdictMixin:
             model, n = self._model_spread(candidate, centre, pts)
             evaluations += n
             diagnostics["model_spread_mm"] = float(model)
-            terms = uncertainty_terms(
-                spread,
-                self.fov_depth_mm,
-                opts,
-                model_spread_mm=model,
-                tumor_shift_mm=opts.tumor_shift_mm,
-            )
+            terms = uncertainty_terms(spread, self.fov_depth_mm, opts, model_spread_mm=model)
             uncertainty = terms["uncertainty_mm"]
             resolution = float(np.hypot(spread, opts.uncertainty_floor_mm))
             diagnostics["split_spread_mm"] = float(spread)
@@ -345,10 +352,7 @@ class VerdictMixin:
             else "rejected: " + "; ".join(reasons)
         )
         if accepted and not confident:
-            reason += (
-                f"; UNCERTAIN: the error cannot be bounded below "
-                f"{opts.max_confident_uncertainty_mm:g} mm"
-            )
+            reason += _uncertain_note(opts)
         return RegistrationResult(
             reference_to_mri=candidate if accepted else current.copy(),
             candidate=candidate,
@@ -430,11 +434,23 @@ class VerdictMixin:
         margin, text = worst
         return (text if margin < opts.ambiguity_min_gain else ""), total, float(margin)
 
-    def _climb_along_sweep(self, candidate: np.ndarray) -> tuple[np.ndarray, int, int]:
-        """Move the candidate to a better optimum along the sweep while one exists: where a
-        probe of :meth:`_sweep_probes` ends at a distinct pose that scores higher, that pose,
-        refined with the finest level's budget, becomes the candidate (at most
-        ``sweep_climbs`` moves). The verdict then judges the final candidate as any other.
+    def _climb_along_sweep(
+        self, candidate: np.ndarray, limit: Callable[[np.ndarray], bool] | None = None
+    ) -> tuple[np.ndarray, int, int]:
+        """Move the candidate to a clearly better optimum along the sweep while one exists:
+        where a probe of :meth:`_sweep_probes` ends at a distinct pose that scores higher by
+        at least ``ambiguity_min_gain`` (what the verdict calls clearly better; a smaller lead
+        is a tie it would reject anyway), that pose, refined with the finest level's budget,
+        becomes the candidate (at most ``sweep_climbs`` moves). The verdict then judges the
+        final candidate as any other.
+
+        Parameters
+        ----------
+        candidate
+            4×4 ``ReferenceToMri`` the search found.
+        limit
+            Whether a pose lies within the search's bounds (e.g. the largest correction);
+            a pose outside them is never moved to.
 
         Returns (candidate, moves, evaluations)."""
         opts = self.options
@@ -442,17 +458,21 @@ class VerdictMixin:
         sim = level.similarity
         s = level.frames.spacing_mm
         pts = self.points_reference[:: max(1, len(self.points_reference) // 4000)]
+        lead = max(opts.ambiguity_min_gain, 0.0)
         total = 0
         moves = 0
         for _ in range(opts.sweep_climbs):
-            best = sim(candidate)
+            current = sim(candidate)
+            best = current + lead
             poses, n = self._sweep_probes(candidate)
             total += n
             found = None
             for other, _ in poses:
                 score = sim(other)
-                if score > best and mean_displacement(other, candidate, pts) > (
-                    opts.ambiguity_distinct_mm
+                if (
+                    score > best
+                    and mean_displacement(other, candidate, pts) > opts.ambiguity_distinct_mm
+                    and (limit is None or limit(other))
                 ):
                     best, found = score, other
             if found is None:
@@ -470,7 +490,10 @@ class VerdictMixin:
                 0.05 * s,
             )
             total += n
-            candidate = correction(x, centre_o) @ found
+            refined = correction(x, centre_o) @ found
+            if limit is not None and not limit(refined):
+                break
+            candidate = refined
             moves += 1
         return candidate, moves, total
 

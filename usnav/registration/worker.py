@@ -435,7 +435,7 @@ class RegistrationWorker:
             # where the tumor is now: margins are drawn with it, updates start from the global
             stage = fit_at_tumor(sweep, self._tumor, result.candidate, self.options.full)
             if stage.applied:
-                result.followed_tumor(self.options.full)
+                result.followed_tumor(opts)  # the options the bound was computed with
         with self._lock:
             self._sequence += 1
             estimate = result.estimate(sequence=self._sequence)
