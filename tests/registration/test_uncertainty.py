@@ -105,13 +105,9 @@ def test_the_bound_carries_the_tumor_shift_until_the_tumor_stage_follows_it(
     mri, sweep, _, truth = small_case
     label = load_volume(small_case_dirs[7] / "tumor_label.nii.gz")
     # a site budget small enough that the staged estimate can be confident
+    site = {"similarity_bias_mm": 0.3, "calibration_error_mm": 0.3, "calibration_error_deg": 0.2}
     opts = RegistrationOptions(
-        tumor_shift_mm=3.0,
-        tumor_stage_error_mm=0.4,
-        similarity_bias_mm=0.3,
-        calibration_error_mm=0.3,
-        calibration_error_deg=0.2,
-        speed_of_sound_error=0.005,
+        **site, speed_of_sound_error=0.005, tumor_shift_mm=3.0, tumor_stage_error_mm=0.4
     )
     bony = register_sweep(mri, sweep, truth.init_reference_to_mri, opts)
     assert bony.accepted, bony.reason
