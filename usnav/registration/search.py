@@ -219,10 +219,7 @@ class SweepRegistration(VerdictMixin):
             def cost(
                 p: np.ndarray, sim: FrameSimilarity = sim, finest_level: bool = finest_level
             ) -> float:
-                if (
-                    np.linalg.norm(p[:3]) > opts.max_correction_mm * 1.5
-                    or np.linalg.norm(p[3:]) > opts.max_correction_deg * 1.5
-                ):
+                if not _within_bounds(p, opts):
                     return 1.0
                 penalty = 0.0
                 if opts.prior_weight > 0 and (opts.prior_at_finest or not finest_level):
@@ -306,12 +303,8 @@ class SweepRegistration(VerdictMixin):
         candidate = correction(params, centre) @ initial
         if not warm and opts.sweep_climbs > 0 and opts.ambiguity_offsets_mm:
 
-            def within(pose: np.ndarray) -> bool:  # the search's own bounds (cost above)
-                p = _params_about(pose, initial, centre)
-                return bool(
-                    np.linalg.norm(p[:3]) <= opts.max_correction_mm * 1.5
-                    and np.linalg.norm(p[3:]) <= opts.max_correction_deg * 1.5
-                )
+            def within(pose: np.ndarray) -> bool:  # the search's own bounds
+                return _within_bounds(_params_about(pose, initial, centre), opts)
 
             candidate, moves, n = self._climb_along_sweep(candidate, within)
             evaluations += n
@@ -416,3 +409,12 @@ def _params_about(pose: np.ndarray, start: np.ndarray, centre: np.ndarray) -> np
         step[:3, :3] @ centre + step[:3, 3] - centre,
         Rotation.from_matrix(step[:3, :3]).as_rotvec(degrees=True),
     ]
+
+
+def _within_bounds(params: np.ndarray, opts: RegistrationOptions) -> bool:
+    """Whether a correction (mm, degrees) lies inside the search's box: 1.5 × the largest
+    plausible correction (the verdict then holds it to 1 ×)."""
+    return bool(
+        np.linalg.norm(params[:3]) <= opts.max_correction_mm * 1.5
+        and np.linalg.norm(params[3:]) <= opts.max_correction_deg * 1.5
+    )
