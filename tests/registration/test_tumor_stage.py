@@ -170,3 +170,24 @@ def test_live_worker_keeps_the_global_estimate_and_draws_margins_at_the_tumor(sh
     assert other.uncertainty_mm**2 - in_use.uncertainty_mm**2 == pytest.approx(
         opts.tumor_shift_mm**2 - opts.tumor_stage_error_mm**2, rel=1e-6
     )
+
+
+def test_the_stage_moves_by_the_mean_of_its_two_similarities_fits(shifted_case):
+    mri, sweep, label, truth, _ = shifted_case
+    bony = truth.reference_to_mri
+    problem = SweepRegistration(mri, sweep, bony, RegistrationOptions())
+    distance = tumor_distance_map(label)
+    two = RegistrationOptions(tumor_second_metric="mind_ssc")
+    both = refine_at_tumor(problem, distance, bony, two)
+    assert [m["metric"] for m in both.members] == ["lc2", "mind_ssc"]
+    used = [np.array(m["translation_mm"]) if m["applied"] else np.zeros(3) for m in both.members]
+    assert both.applied and all(m["applied"] for m in both.members)
+    # the two similarities found different shifts, and the stage took their mean
+    assert np.linalg.norm(used[0] - used[1]) > 1e-3
+    np.testing.assert_allclose(both.translation_mm, np.mean(used, axis=0), atol=1e-4)
+    np.testing.assert_allclose(both.reference_to_mri[:3, 3] - bony[:3, 3], both.translation_mm)
+    assert "the mean of" in both.reason
+    # the default is the first fit alone (LC², as before session 14)
+    alone = refine_at_tumor(problem, distance, bony)
+    assert [m["metric"] for m in alone.members] == ["lc2"] and "the mean of" not in alone.reason
+    np.testing.assert_allclose(alone.translation_mm, both.members[0]["translation_mm"], atol=1e-4)

@@ -203,6 +203,21 @@ class RegistrationOptions(BaseModel):
     """Similarity of the tumor stage (LC², as it was chosen), whatever the global ``metric``."""
     tumor_patch_half: int = Field(default=2, ge=1)
     """LC² patch half-width of the tumor stage, finest-level pixels (2: 5×5 = 2.5 mm at 0.5 mm)."""
+    tumor_second_metric: Literal["lc2", "lc2_beam", "ncc_gradient", "mind_ssc"] | None = None
+    """A second similarity of the tumor stage (e.g. ``"mind_ssc"``): the translation is fitted
+    again with it (on the pixels within ``tumor_second_roi_mm`` of the tumor, patches of
+    ``tumor_second_patch_half``) and the stage moves by the mean of the two fits (a refused
+    fit counts as no shift). None (default): LC² alone. Measured in session 14 on tuning
+    cases only (MIND-SSC, ROI 3 mm, 3×3), and **not adopted**: chosen among ten pairs on 44
+    accepted cases (seeds 1101-1149: median error now 0.75 → 0.63 mm, 90th percentile 1.30 →
+    1.06 mm), it did not hold its median on 44 fresh accepted tuning cases (seeds 1150-1197:
+    0.593 → 0.597 mm, mean 0.664 → 0.666 mm; the rule set before that run asked for neither
+    to rise), only its tail (90th percentile 1.07 → 0.98, max 1.88 → 1.62 mm), for +0.25 s per
+    sweep (docs/registration.md)."""
+    tumor_second_roi_mm: float = Field(default=3.0, gt=0)
+    """ROI of the second similarity's fit, mm."""
+    tumor_second_patch_half: int = Field(default=1, ge=1)
+    """Patch half-width of the second similarity's fit, pixels (1: MIND-SSC's 3×3)."""
     tumor_prior_weight: float = Field(default=0.0, ge=0)
     """Gaussian prior on the local translation: similarity − w·|t|² (per mm²)."""
     tumor_max_shift_mm: float = Field(default=3.0, gt=0)

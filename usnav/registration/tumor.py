@@ -52,9 +52,13 @@ class TumorStage:
     frames
         Frames that showed enough of the tumor's neighbourhood.
     similarity_gain
-        Similarity over the tumor's neighbourhood at the result minus at the input.
+        Similarity over the tumor's neighbourhood at the result minus at the input (the first
+        similarity's: ``tumor_metric``).
     paired_t
         Paired t statistic of that gain over the frames (diagnostic).
+    members
+        Each similarity's own fit (metric, applied, translation_mm, frames, similarity_gain):
+        the stage moves by their mean.
     seconds
         Wall time.
     reason
@@ -69,10 +73,12 @@ class TumorStage:
     seconds: float = 0.0
     reason: str = ""
     paired_t: float = 0.0
+    members: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """The ``tumor_stage`` object of RESULT.json."""
         return {
+            "members": self.members,
             "applied": bool(self.applied),
             "translation_mm": [round(float(v), 4) for v in self.translation_mm],
             "shift_mm": round(float(np.linalg.norm(self.translation_mm)), 4),
@@ -186,65 +192,158 @@ def fit_at_tumor(
     opts: RegistrationOptions,
 ) -> TumorStage:
     """The tumor stage on ``sweep``'s frames resampled at ``context.mri_level``'s pixel size
-    (``opts``: the ``tumor_*`` options and ``ignore_zero_pixels``)."""
+    (``opts``: the ``tumor_*`` options and ``ignore_zero_pixels``).
+
+    The translation is fitted once per similarity of the stage (``tumor_metric`` and, unless
+    None, ``tumor_second_metric``, each with its own ROI and patch size); the stage moves by
+    their mean, a refused or skipped fit counting as no shift. It applies when at least one
+    fit did."""
     t0 = time.perf_counter()
     start = np.asarray(reference_to_mri, np.float64)
-    distance = context.distance
     frames = prepare_frame_level(
         sweep,
         context.mri_level.spacing_mm,
         max_frames=opts.tumor_max_frames,
         ignore_zero_pixels=opts.ignore_zero_pixels,
     )
-    roi = roi_masks(frames, distance, start, opts.tumor_roi_mm)
-    keep = np.nonzero(roi.reshape(len(roi), -1).sum(axis=1) >= opts.tumor_min_pixels)[0]
-    if keep.size < opts.tumor_min_frames:
+    members = [(opts.tumor_metric, opts.tumor_roi_mm, opts.tumor_patch_half)]
+    if opts.tumor_second_metric is not None:
+        members.append(
+            (opts.tumor_second_metric, opts.tumor_second_roi_mm, opts.tumor_second_patch_half)
+        )
+    fits = [_fit_member(frames, context, start, opts, *member) for member in members]
+    applied = [fit for fit in fits if fit.applied]
+    if not applied:
+        first = fits[0]
+        reason = first.reason
+        if len(fits) > 1:
+            reason += "; " + "; ".join(
+                f"{fit.metric}: {fit.reason.removeprefix('tumor stage ')}" for fit in fits[1:]
+            )
         return TumorStage(
             start,
             False,
-            frames=int(keep.size),
-            seconds=time.perf_counter() - t0,
-            reason=f"tumor stage skipped: {keep.size} frame(s) show the tumor's surroundings "
+            first.translation_mm,
+            first.frames,
+            first.similarity_gain,
+            time.perf_counter() - t0,
+            reason,
+            first.paired_t,
+            members=[fit.to_json() for fit in fits],
+        )
+    t = np.mean([fit.translation_mm if fit.applied else np.zeros(3) for fit in fits], axis=0)
+    moved = _translated(start, t)
+    # the combined move as the first similarity sees it (diagnostic)
+    gain, paired_t = fits[0].score(moved)
+    parts = ", ".join(
+        f"{fit.metric} {np.linalg.norm(fit.translation_mm):.2f} mm over {fit.frames} frames"
+        + ("" if fit.applied else " (not used)")
+        for fit in fits
+    )
+    shift = float(np.linalg.norm(t))
+    reason = (
+        f"tumor stage: {shift:.2f} mm at the tumor"
+        + (f", the mean of {parts}" if len(fits) > 1 else f" over {fits[0].frames} frames")
+        + f" (similarity {gain:+.4f})"
+    )
+    return TumorStage(
+        moved,
+        True,
+        t,
+        max(fit.frames for fit in fits),
+        gain,
+        time.perf_counter() - t0,
+        reason,
+        paired_t,
+        members=[fit.to_json() for fit in fits],
+    )
+
+
+def _translated(start: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``T(t) · start``: ``start`` moved by ``t`` mm in MRI space."""
+    m = np.eye(4)
+    m[:3, 3] = t
+    return m @ start
+
+
+@dataclass
+class _MemberFit:
+    """One similarity's fit of the stage's translation (see :func:`_fit_member`)."""
+
+    metric: str
+    applied: bool
+    translation_mm: np.ndarray
+    frames: int
+    similarity_gain: float
+    paired_t: float
+    reason: str
+    similarity: FrameSimilarity | None = None
+    start: np.ndarray | None = None
+
+    def score(self, pose: np.ndarray) -> tuple[float, float]:
+        """(similarity gain, paired t) of ``pose`` over the start on this fit's frames."""
+        after, after_frames = self.similarity.evaluate(pose)
+        before, before_frames = self.similarity.evaluate(self.start)
+        return after - before, _paired_gain(after_frames, before_frames)[1]
+
+    def to_json(self) -> dict:
+        return {
+            "metric": self.metric,
+            "applied": bool(self.applied),
+            "translation_mm": [round(float(v), 4) for v in self.translation_mm],
+            "frames": int(self.frames),
+            "similarity_gain": round(float(self.similarity_gain), 6),
+        }
+
+
+def _fit_member(
+    frames: FrameLevel,
+    context: TumorContext,
+    start: np.ndarray,
+    opts: RegistrationOptions,
+    metric: str,
+    roi_mm: float,
+    patch_half: int,
+) -> _MemberFit:
+    """Fit the local translation with one similarity on the pixels within ``roi_mm`` of the
+    planned tumor (Nelder–Mead, ``tumor_evaluations``); refused beyond
+    ``tumor_max_shift_mm`` or without a gain."""
+    roi = roi_masks(frames, context.distance, start, roi_mm)
+    keep = np.nonzero(roi.reshape(len(roi), -1).sum(axis=1) >= opts.tumor_min_pixels)[0]
+    if keep.size < opts.tumor_min_frames:
+        return _MemberFit(
+            metric,
+            False,
+            np.zeros(3),
+            int(keep.size),
+            0.0,
+            0.0,
+            f"tumor stage skipped: {keep.size} frame(s) show the tumor's surroundings "
             f"(at least {opts.tumor_min_frames} needed)",
         )
     sub = _subset_level(frames, keep)
     sub = FrameLevel(
         sub.spacing_mm, sub.us, sub.us_grad, roi[keep], sub.pixel_to_reference, sub.frame_index
     )
-    sim = FrameSimilarity(
-        context.mri_level, sub, metric=opts.tumor_metric, patch_half=opts.tumor_patch_half
-    )
+    sim = FrameSimilarity(context.mri_level, sub, metric=metric, patch_half=patch_half)
     weight = opts.tumor_prior_weight
 
-    def moved(t: np.ndarray) -> np.ndarray:
-        m = np.eye(4)
-        m[:3, 3] = t
-        return m @ start
-
     def cost(t: np.ndarray) -> float:
-        return -sim(moved(t)) + weight * float(t @ t)
+        return -sim(_translated(start, t)) + weight * float(t @ t)
 
     t, _, _ = _optimise(cost, np.zeros(3), np.full(3, 0.5), opts.tumor_evaluations, 0.02)
-    after, after_frames = sim.evaluate(moved(t))
-    before, before_frames = sim.evaluate(start)
-    gain = after - before
-    _, paired_t = _paired_gain(after_frames, before_frames)
+    fit = _MemberFit(metric, False, t, int(keep.size), 0.0, 0.0, "", sim, start)
+    fit.similarity_gain, fit.paired_t = fit.score(_translated(start, t))
     shift = float(np.linalg.norm(t))
-    seconds = time.perf_counter() - t0
-    applied = False
     if shift > opts.tumor_max_shift_mm:
-        reason = (
+        fit.reason = (
             f"tumor stage refused: it moved {shift:.2f} mm, more than a cord shift "
             f"({opts.tumor_max_shift_mm:g} mm); the bony estimate is kept"
         )
-    elif gain <= 0.0:
-        reason = "tumor stage: no translation scores better at the tumor; the bony estimate is kept"
-    else:
-        applied = True
-        reason = (
-            f"tumor stage: {shift:.2f} mm at the tumor over {keep.size} frames "
-            f"(similarity +{gain:.4f})"
+    elif fit.similarity_gain <= 0.0:
+        fit.reason = (
+            "tumor stage: no translation scores better at the tumor; the bony estimate is kept"
         )
-    return TumorStage(
-        moved(t) if applied else start, applied, t, int(keep.size), gain, seconds, reason, paired_t
-    )
+    else:
+        fit.applied = True
+    return fit
