@@ -279,3 +279,26 @@ def test_level_metrics_choose_each_levels_similarity(small_case) -> None:
     # the default: one metric everywhere
     plain = SweepRegistration(mri, sweep, truth.init_reference_to_mri, RegistrationOptions())
     assert {lv.similarity.metric for lv in plain.levels} == {RegistrationOptions().metric}
+
+
+def test_the_chance_margin_is_scaled_to_the_similarity(small_case) -> None:
+    """The verdict's chance test uses the finest similarity's own margin (MIND-SSC's peak is
+    shallower than LC²'s), and an explicit ``min_margin_over_null`` decides as stated."""
+    from usnav.registration.options import MARGIN_OVER_NULL, MIND_MARGIN_OVER_NULL
+    from usnav.registration.rigid import RegistrationOptions, SweepRegistration
+
+    defaults = RegistrationOptions()
+    assert defaults.margin_over_null("mind_ssc") == MIND_MARGIN_OVER_NULL < MARGIN_OVER_NULL
+    assert defaults.margin_over_null("lc2") == MARGIN_OVER_NULL
+    assert RegistrationOptions(min_margin_over_null=0.2).margin_over_null("mind_ssc") == 0.2
+
+    mri, sweep, _, truth = small_case
+    init = truth.init_reference_to_mri
+    quick = {"level_spacings_mm": [1.5, 1.0], "patch_half": [1, 1], "max_frames": [20, 20]}
+    problem = SweepRegistration(mri, sweep, init, RegistrationOptions(**quick))
+    margin = problem.judge(truth.reference_to_mri, init).diagnostics["margin_over_chance"]
+    assert margin > 0
+    for threshold, rejected in ((margin + 0.001, True), (margin - 0.001, False)):
+        opts = RegistrationOptions(**quick, min_margin_over_null=threshold)
+        verdict = SweepRegistration(mri, sweep, init, opts).judge(truth.reference_to_mri, init)
+        assert ("not clearly above chance" in verdict.reason) is rejected, verdict.reason

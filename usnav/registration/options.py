@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from usnav.errors import ConfigError
 
+#: Default margin of a candidate over the chance level (LC², LC² beam, NCC of gradients) ...
+MARGIN_OVER_NULL = 0.05
+#: ... and for MIND-SSC: 0.05 × its 15 mm drop over LC²'s (0.069 / 0.101), session 14.
+MIND_MARGIN_OVER_NULL = 0.034
+
 
 class RegistrationOptions(BaseModel):
     """Options of :func:`register_sweep` (TOML section ``[registration]``)."""
@@ -138,8 +143,13 @@ class RegistrationOptions(BaseModel):
     null_offset_mm: float = Field(default=15.0, ge=0)
     """Chance level = the similarity of the candidate shifted by ± this along each axis
     (0: no test)."""
-    min_margin_over_null: float = Field(default=0.05, ge=0)
-    """A candidate's similarity must exceed the chance level by this much."""
+    min_margin_over_null: float | None = Field(default=None, ge=0)
+    """A candidate's similarity must exceed the chance level by this much. None (default): by
+    the finest level's similarity (:meth:`margin_over_null`): 0.05 for LC² and the others,
+    0.034 for MIND-SSC — the same fraction of each similarity's drop 15 mm from the truth
+    (LC² 0.101, MIND-SSC 0.069: tuning cases, notes/mind-ssc.md). Until session 14 MIND-SSC
+    had LC²'s 0.05, which on 97 tuning cases (seeds 1101-1197) rejected 2 of the 95
+    candidates under 2 mm and none over it (docs/registration.md)."""
     min_correction_to_uncertainty: float = Field(default=2.0, ge=0)
     """A correction must be this many times its resolution (half-sweep spread with
     ``uncertainty_floor_mm``) to count as clearly better."""
@@ -230,6 +240,12 @@ class RegistrationOptions(BaseModel):
     """A frame counts if at least this many pixels lie near the tumor."""
     tumor_min_frames: int = Field(default=3, ge=1)
     """The stage runs only if at least this many frames count."""
+
+    def margin_over_null(self, metric: str) -> float:
+        """``min_margin_over_null``, or the default for ``metric`` when it is None."""
+        if self.min_margin_over_null is not None:
+            return self.min_margin_over_null
+        return MIND_MARGIN_OVER_NULL if metric == "mind_ssc" else MARGIN_OVER_NULL
 
     def level_metric(self, index: int) -> str:
         """The similarity of level ``index`` (0 = coarsest)."""

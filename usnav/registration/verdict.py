@@ -303,7 +303,7 @@ class VerdictMixin:
             evaluations += 6
             null_mean = float(np.mean(nulls))
             diagnostics["margin_over_chance"] = float(new_sim - null_mean)
-            if new_sim < null_mean + opts.min_margin_over_null:
+            if new_sim < null_mean + opts.margin_over_null(fine.metric):
                 reasons.append(
                     f"similarity {new_sim:.4f} not clearly above chance ({null_mean:.4f} at "
                     f"±{opts.null_offset_mm:g} mm)"
