@@ -417,8 +417,9 @@ TUNING_FAMILIES: tuple[str, ...] = (
 )
 #: ... and are only ever reported on these (and on the real RESECT case), never tuned on.
 HELD_OUT_FAMILIES: tuple[str, ...] = tuple(n for n in FAMILIES if n not in TUNING_FAMILIES)
-#: The order in which the registration's held-out report set (seeds 6001-6042) was simulated
-#: with ``--families`` (round-robin), so that ``usnav bench --full`` reproduces it case for case.
+#: The order in which the registration's held-out report sets (seeds 6001-6042, 6501-6542,
+#: 6601-6642) are simulated with ``--families`` (round-robin), so that ``usnav bench --full``
+#: reproduces them case for case.
 HELD_OUT_REPORT_ORDER: tuple[str, ...] = (
     "frequency-psf",
     "sos-error",
