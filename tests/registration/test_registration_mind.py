@@ -281,7 +281,7 @@ def test_level_metrics_choose_each_levels_similarity(small_case) -> None:
     assert {lv.similarity.metric for lv in plain.levels} == {RegistrationOptions().metric}
 
 
-def test_the_chance_margin_is_scaled_to_the_similarity(small_case) -> None:
+def test_the_chance_margin_is_scaled_to_the_similarity(small_case, monkeypatch) -> None:
     """The verdict's chance test uses the finest similarity's own margin (MIND-SSC's peak is
     shallower than LC²'s), and an explicit ``min_margin_over_null`` decides as stated."""
     from usnav.registration.options import MARGIN_OVER_NULL, MIND_MARGIN_OVER_NULL
@@ -302,3 +302,13 @@ def test_the_chance_margin_is_scaled_to_the_similarity(small_case) -> None:
         opts = RegistrationOptions(**quick, min_margin_over_null=threshold)
         verdict = SweepRegistration(mri, sweep, init, opts).judge(truth.reference_to_mri, init)
         assert ("not clearly above chance" in verdict.reason) is rejected, verdict.reason
+    # the default follows the finest level's similarity (MIND-SSC here), not LC²'s value
+    import usnav.registration.options as O
+
+    monkeypatch.setattr(O, "MIND_MARGIN_OVER_NULL", margin + 0.001)
+    verdict = problem.judge(truth.reference_to_mri, init)
+    assert "not clearly above chance" in verdict.reason, verdict.reason
+    monkeypatch.setattr(O, "MIND_MARGIN_OVER_NULL", margin - 0.001)
+    monkeypatch.setattr(O, "MARGIN_OVER_NULL", margin + 0.001)
+    verdict = problem.judge(truth.reference_to_mri, init)
+    assert "not clearly above chance" not in verdict.reason, verdict.reason

@@ -191,3 +191,42 @@ def test_the_stage_moves_by_the_mean_of_its_two_similarities_fits(shifted_case):
     alone = refine_at_tumor(problem, distance, bony)
     assert [m["metric"] for m in alone.members] == ["lc2"] and "the mean of" not in alone.reason
     np.testing.assert_allclose(alone.translation_mm, both.members[0]["translation_mm"], atol=1e-4)
+
+
+def test_a_skipped_first_fit_leaves_the_second_to_move_the_stage(shifted_case):
+    """With two similarities, a first fit that sees too few tumor pixels (a thinner ROI)
+    counts as no shift, and the stage moves by half the second fit's translation."""
+    from usnav.registration.similarity import prepare_frame_level
+
+    mri, sweep, label, truth, _ = shifted_case
+    bony = truth.reference_to_mri
+    problem = SweepRegistration(mri, sweep, bony, RegistrationOptions())
+    distance = tumor_distance_map(label)
+    # the stage's own frames; the most pixels any frame has within 0.5 mm of the tumor
+    frames = prepare_frame_level(
+        sweep, problem.level(-1).mri.spacing_mm, max_frames=RegistrationOptions().tumor_max_frames
+    )
+    thin = int(roi_masks(frames, distance, bony, 0.5).reshape(len(frames.us), -1).sum(1).max())
+    opts = RegistrationOptions(
+        tumor_second_metric="mind_ssc", tumor_roi_mm=0.5, tumor_min_pixels=thin + 1
+    )
+    stage = refine_at_tumor(problem, distance, bony, opts)
+    first, second = stage.members
+    assert not first["applied"] and first["frames"] == 0
+    assert second["applied"] and stage.applied
+    np.testing.assert_allclose(
+        stage.translation_mm, 0.5 * np.array(second["translation_mm"]), atol=1e-4
+    )
+    assert "not used" in stage.reason
+
+
+def test_two_refused_fits_keep_the_bony_estimate_and_say_why(shifted_case):
+    mri, sweep, label, truth, _ = shifted_case
+    bony = truth.reference_to_mri
+    problem = SweepRegistration(mri, sweep, bony, RegistrationOptions())
+    opts = RegistrationOptions(tumor_second_metric="mind_ssc", tumor_max_shift_mm=0.05)
+    stage = refine_at_tumor(problem, tumor_distance_map(label), bony, opts)
+    assert not stage.applied and not any(m["applied"] for m in stage.members)
+    np.testing.assert_array_equal(stage.reference_to_mri, bony)
+    assert stage.reason.startswith("tumor stage refused") and "; mind_ssc: refused" in stage.reason
+    assert all(m["reason"].startswith("tumor stage refused") for m in stage.members)

@@ -53,12 +53,13 @@ class TumorStage:
         Frames that showed enough of the tumor's neighbourhood.
     similarity_gain
         Similarity over the tumor's neighbourhood at the result minus at the input (the first
-        similarity's: ``tumor_metric``).
+        similarity whose fit applied: ``tumor_metric`` unless its fit was skipped or refused).
     paired_t
         Paired t statistic of that gain over the frames (diagnostic).
     members
-        Each similarity's own fit (metric, applied, translation_mm, frames, similarity_gain):
-        the stage moves by their mean.
+        Each similarity's own fit (metric, applied, translation_mm, frames, similarity_gain,
+        reason): the stage moves by their mean (and keeps the input when that mean scores no
+        better than the input).
     seconds
         Wall time.
     reason
@@ -218,7 +219,8 @@ def fit_at_tumor(
         reason = first.reason
         if len(fits) > 1:
             reason += "; " + "; ".join(
-                f"{fit.metric}: {fit.reason.removeprefix('tumor stage ')}" for fit in fits[1:]
+                f"{fit.metric}: {fit.reason.removeprefix('tumor stage').lstrip(': ')}"
+                for fit in fits[1:]
             )
         return TumorStage(
             start,
@@ -233,14 +235,27 @@ def fit_at_tumor(
         )
     t = np.mean([fit.translation_mm if fit.applied else np.zeros(3) for fit in fits], axis=0)
     moved = _translated(start, t)
-    # the combined move as the first similarity sees it (diagnostic)
-    gain, paired_t = fits[0].score(moved)
+    # the combined move as the first fitted similarity sees it (diagnostic)
+    gain, paired_t = applied[0].score(moved)
     parts = ", ".join(
         f"{fit.metric} {np.linalg.norm(fit.translation_mm):.2f} mm over {fit.frames} frames"
         + ("" if fit.applied else " (not used)")
         for fit in fits
     )
     shift = float(np.linalg.norm(t))
+    if gain <= 0.0:  # the fits disagree so that their mean scores no better than the start
+        return TumorStage(
+            start,
+            False,
+            t,
+            applied[0].frames,
+            gain,
+            time.perf_counter() - t0,
+            f"tumor stage: the mean of {parts} scores no better at the tumor "
+            f"(similarity {gain:+.4f}); the bony estimate is kept",
+            paired_t,
+            members=[fit.to_json() for fit in fits],
+        )
     reason = (
         f"tumor stage: {shift:.2f} mm at the tumor"
         + (f", the mean of {parts}" if len(fits) > 1 else f" over {fits[0].frames} frames")
@@ -250,7 +265,7 @@ def fit_at_tumor(
         moved,
         True,
         t,
-        max(fit.frames for fit in fits),
+        applied[0].frames,
         gain,
         time.perf_counter() - t0,
         reason,
@@ -293,6 +308,7 @@ class _MemberFit:
             "translation_mm": [round(float(v), 4) for v in self.translation_mm],
             "frames": int(self.frames),
             "similarity_gain": round(float(self.similarity_gain), 6),
+            "reason": self.reason or "applied",
         }
 
 
