@@ -243,27 +243,21 @@ def fit_at_tumor(
         for fit in fits
     )
     shift = float(np.linalg.norm(t))
-    if gain <= 0.0:  # the fits disagree so that their mean scores no better than the start
-        return TumorStage(
-            start,
-            False,
-            t,
-            applied[0].frames,
-            gain,
-            time.perf_counter() - t0,
+    better = gain > 0.0  # two fits can disagree so that their mean scores no better
+    if not better:
+        reason = (
             f"tumor stage: the mean of {parts} scores no better at the tumor "
-            f"(similarity {gain:+.4f}); the bony estimate is kept",
-            paired_t,
-            members=[fit.to_json() for fit in fits],
+            f"(similarity {gain:+.4f}); the bony estimate is kept"
         )
-    reason = (
-        f"tumor stage: {shift:.2f} mm at the tumor"
-        + (f", the mean of {parts}" if len(fits) > 1 else f" over {fits[0].frames} frames")
-        + f" (similarity {gain:+.4f})"
-    )
+    else:
+        reason = (
+            f"tumor stage: {shift:.2f} mm at the tumor"
+            + (f", the mean of {parts}" if len(fits) > 1 else f" over {fits[0].frames} frames")
+            + f" (similarity {gain:+.4f})"
+        )
     return TumorStage(
-        moved,
-        True,
+        moved if better else start,
+        better,
         t,
         applied[0].frames,
         gain,
