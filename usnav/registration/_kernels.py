@@ -552,14 +552,9 @@ def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pra
     """:func:`sample2_plane` at the pixels where ``mask`` is set (the field of view) only:
     ``out_valid`` = inside the volume and in the mask; the values elsewhere are 0. Returns
     the number of valid pixels. Same arithmetic as :func:`sample2_plane`."""
-    nj = vol2.shape[1]
-    nk = vol2.shape[2]
-    flat = vol2.ravel()
-    sj = 2 * nk
-    si = 2 * nj * nk
+    flat, sj, si, shape3 = _vol2_strides(vol2)
     rows, cols = out_p.shape
     base, fx, fy, fz, ok = _row_scratch(cols)
-    shape3 = (vol2.shape[0], nj, nk)
     inside = 0
     for r in range(rows):
         lo, hi = _mask_span(mask[r])
@@ -569,13 +564,32 @@ def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pra
         # clamped base index is always a valid corner), so the gathers vectorise
         for c in range(lo, hi):
             out_p[r, c], out_g[r, c] = _trilinear2(flat, 2 * base[c], sj, si, fx[c], fy[c], fz[c])
+        inside += _row_validity(mask[r], lo, hi, ok, out_valid[r])
         for c in range(cols):
-            v = lo <= c < hi and ok[c] and mask[r, c] != 0
-            if not v:
+            if not out_valid[r, c]:
                 out_p[r, c] = 0.0
                 out_g[r, c] = 0.0
-            out_valid[r, c] = 1 if v else 0
-            inside += 1 if v else 0
+    return inside
+
+
+@njit(**_OPTS)
+def _vol2_strides(vol2):  # pragma: no cover - compiled
+    """(flat view, j stride, i stride, (I, J, K)) of an interleaved (I, J, K, 2) volume, in
+    elements of the flat view (channel 0 of voxel (i, j, k) at ``2·(i·J·K + j·K + k)``)."""
+    nj = vol2.shape[1]
+    nk = vol2.shape[2]
+    return vol2.ravel(), 2 * nk, 2 * nj * nk, (vol2.shape[0], nj, nk)
+
+
+@njit(**_OPTS)
+def _row_validity(mask_row, lo, hi, ok, valid_row):  # pragma: no cover - compiled
+    """``valid_row`` = 1 where a masked sampler's pixel counts (between the mask's first and
+    last pixel ``lo..hi``, inside the volume, in the mask); returns how many do."""
+    inside = 0
+    for c in range(mask_row.shape[0]):
+        v = lo <= c < hi and ok[c] and mask_row[c] != 0
+        valid_row[c] = 1 if v else 0
+        inside += 1 if v else 0
     return inside
 
 
@@ -1368,14 +1382,9 @@ def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row
 def _sample1_masked(vol2, origin, du, dv, mask, out_p, out_valid):  # pragma: no cover
     """:func:`_sample2_masked` for the intensity channel only (MIND-SSC does not use the
     gradient): the same positions and arithmetic, half the gathers."""
-    nj = vol2.shape[1]
-    nk = vol2.shape[2]
-    flat = vol2.ravel()
-    sj = 2 * nk
-    si = 2 * nj * nk
+    flat, sj, si, shape3 = _vol2_strides(vol2)
     rows, cols = out_p.shape
     base, fx, fy, fz, ok = _row_scratch(cols)
-    shape3 = (vol2.shape[0], nj, nk)
     inside = 0
     for r in range(rows):
         lo, hi = _mask_span(mask[r])
@@ -1383,12 +1392,10 @@ def _sample1_masked(vol2, origin, du, dv, mask, out_p, out_valid):  # pragma: no
             _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
         for c in range(lo, hi):
             out_p[r, c] = _lerp3(flat, 2 * base[c], 2, sj, si, fx[c], fy[c], fz[c])
+        inside += _row_validity(mask[r], lo, hi, ok, out_valid[r])
         for c in range(cols):
-            v = lo <= c < hi and ok[c] and mask[r, c] != 0
-            if not v:
+            if not out_valid[r, c]:
                 out_p[r, c] = 0.0
-            out_valid[r, c] = 1 if v else 0
-            inside += 1 if v else 0
     return inside
 
 
