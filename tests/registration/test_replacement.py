@@ -4,6 +4,7 @@ clearly better on the same frames, with hysteresis, and never oscillates."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.registration.worker import RegistrationWorker, ReplacementRule, WorkerOptions
@@ -106,3 +107,31 @@ def test_the_worker_moves_off_a_nearby_wrong_estimate(small_case) -> None:
     assert accepted, reason
     assert truth.mtre(matrix) < truth.mtre(off) - 0.3
     assert again[0] == accepted and np.array_equal(again[2], matrix)  # deterministic
+
+
+def test_worker_options_refuse_a_warm_similarity_other_than_the_first_one() -> None:
+    """The worker compares a warm update's similarity with the accepted estimate's: options
+    whose first and warm registrations end on different scores (LC² against MIND-SSC, or
+    another pixel size) fail when constructed, naming both."""
+    from pydantic import ValidationError
+
+    from usnav.registration.worker import (
+        live_cold_registration_options,
+        streaming_registration_options,
+    )
+
+    defaults = WorkerOptions()
+    assert defaults.full.metric == defaults.warm.metric == "mind_ssc"
+    lc2_first = live_cold_registration_options().model_copy(update={"metric": "lc2"})
+    with pytest.raises(ValidationError, match="full lc2 at 1 mm and warm mind_ssc at 1 mm"):
+        WorkerOptions(full=lc2_first)
+    finer_warm = streaming_registration_options().model_copy(
+        update={"level_spacings_mm": [1.0, 0.5]}
+    )
+    with pytest.raises(ValidationError, match="warm mind_ssc at 0.5 mm"):
+        WorkerOptions(warm=finer_warm)
+    both_lc2 = {"metric": "lc2"}
+    WorkerOptions(
+        full=live_cold_registration_options().model_copy(update=both_lc2),
+        warm=streaming_registration_options().model_copy(update=both_lc2),
+    )

@@ -27,7 +27,8 @@ class RegistrationOptions(BaseModel):
     tuning families (median candidate error 0.72 → 0.36 mm), then reported once on the 42
     held-out cases (1.08 → 0.68 mm, accepted > 2 mm 2 → 0) and Case 24 (same grid 2.06 →
     2.00 mm, re-gridded 2.29 → 1.88 mm); the verdict's thresholds, set on LC², were re-checked
-    on its scale (notes/mind-ssc.md). The live worker keeps LC² (measured there)."""
+    on its scale (notes/mind-ssc.md). The live worker uses it too since session 15
+    (:func:`usnav.registration.worker.live_cold_registration_options`)."""
     level_metrics: list[Literal["lc2", "lc2_beam", "ncc_gradient", "mind_ssc"]] | None = None
     """Similarity per level, coarse to fine (as ``level_spacings_mm``; the last entry repeats);
     None: ``metric`` at every level. The verdict and the bound use the finest level's."""
