@@ -36,10 +36,10 @@ from usnav.registration import warm_up
 TUNE = ("baseline", "trailing-echo", "compressed-gain", "speckle-shadow")
 
 
-def _worker_options(v: dict, **extra) -> W.WorkerOptions:
+def _worker_options(v: dict, cls=None, **extra) -> W.WorkerOptions:
     full = W.live_cold_registration_options().model_copy(update=v.get("full", {}))
     warm = W.streaming_registration_options().model_copy(update=v.get("warm", {}))
-    return W.WorkerOptions(full=full, warm=warm, **{**extra, **v.get("worker", {})})
+    return (cls or W.WorkerOptions)(full=full, warm=warm, **{**extra, **v.get("worker", {})})
 
 
 def _round(x: float, n: int = 3) -> float:
@@ -135,9 +135,7 @@ def _live(out, folder: Path, seeds: str, variants: dict) -> None:
             family = TUNE[(seed - 1) % 4]
             folder, truth = S._simulate(seed, family, ctx.work_dir / "safety", 120)
             for name, v in variants.items():
-                W.WorkerOptions = lambda v=v, **kw: original_options(
-                    **_worker_options(v, **kw).model_dump()
-                )
+                W.WorkerOptions = lambda v=v, **kw: _worker_options(v, original_options, **kw)
                 times.clear()
                 run = S._run_case(ctx, seed, family, 120, files=(folder, truth))
                 rows = run.in_view

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from usnav.registration.estimate import RegistrationEstimate
-from usnav.registration.worker import RegistrationWorker, ReplacementRule, WorkerOptions
+from usnav.registration.worker import (
+    RegistrationWorker,
+    ReplacementRule,
+    WorkerOptions,
+    live_cold_registration_options,
+    streaming_registration_options,
+)
 
 
 def _pose(x_mm: float) -> np.ndarray:
@@ -115,11 +121,6 @@ def test_worker_options_refuse_a_warm_similarity_other_than_the_first_one() -> N
     another pixel size) fail when constructed, naming both."""
     from pydantic import ValidationError
 
-    from usnav.registration.worker import (
-        live_cold_registration_options,
-        streaming_registration_options,
-    )
-
     defaults = WorkerOptions()
     assert defaults.full.metric == defaults.warm.metric == "mind_ssc"
     lc2_first = live_cold_registration_options().model_copy(update={"metric": "lc2"})
@@ -135,3 +136,36 @@ def test_worker_options_refuse_a_warm_similarity_other_than_the_first_one() -> N
         full=live_cold_registration_options().model_copy(update=both_lc2),
         warm=streaming_registration_options().model_copy(update=both_lc2),
     )
+
+
+def test_the_field_of_view_is_detected_again_until_the_first_estimate(small_case) -> None:
+    """A mask detected from a short first window and kept (session 14) missed part of the
+    field of view and changed later windows' estimates: before the first image-based
+    estimate every try detects it from its own window, so a try does not depend on the
+    shorter windows tried before it; after it, every ``fov_refresh_updates`` updates."""
+    from usnav.registration.sweep import detect_fov_mask
+
+    mri, sweep, cal, truth = small_case
+    # a dark first window: the deeper half of the image is blank in its frames
+    images = sweep.images.copy()
+    images[:20, images.shape[1] // 2 :, :] = 0
+    window = [(images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    short, full = detect_fov_mask(images[:20]), detect_fov_mask(images)
+    assert short.sum() < 0.8 * full.sum()  # what the first window alone would give
+    never = live_cold_registration_options().model_copy(update={"min_similarity_gain": 10.0})
+    options = WorkerOptions(min_frames=6, min_extent_first_mm=0.0, full=never)
+    worker = RegistrationWorker(mri, cal, truth.init_reference_to_mri, options)
+    assert not worker.update(window[:20]).accepted
+    assert np.array_equal(worker._mask, short)
+    assert not worker.update(window).accepted  # a longer window: its own field of view
+    assert np.array_equal(worker._mask, full)
+    # after an image-based estimate the mask is kept, then refreshed on the cadence
+    worker._image_accepted = True
+    worker.options = options.model_copy(update={"fov_refresh_updates": 2})
+    worker._mask = short
+    worker._updates_since_mask = 0
+    for _ in range(2):  # used by two updates ...
+        worker.update(window)
+        assert np.array_equal(worker._mask, short)
+    worker.update(window)  # ... then detected again from the window
+    assert np.array_equal(worker._mask, full)

@@ -205,6 +205,16 @@ class WorkerOptions(BaseModel):
     frames): the registration never returns to a pose it left (see :class:`ReplacementRule`);
     "clearly" is the warm options' ``min_similarity_gain`` and ``min_paired_t``."""
 
+    fov_refresh_updates: int = Field(default=10, ge=1)
+    """After the first image-based estimate, the field of view is detected again from the
+    window once this many updates have used the mask (10: about a window's 150 new frames at
+    ``min_new_frames``; before that estimate: at every try). A mask detected
+    once from the first window and kept (until session 15) could miss a fifth of the field of
+    view: tuning case trailing-echo 1119, 49 695 pixels from its first 75 frames against
+    63 380 from 90, and with the smaller mask the 90-frame window's estimate was 10.2 mm off
+    (rejected as ambiguous) where a fresh worker's was 1.0 mm (accepted). Detection costs
+    ~14 ms (256² frames): at every warm update it would take the update past its 50 ms."""
+
     @model_validator(mode="after")
     def _same_finest_similarity(self) -> WorkerOptions:
         # the worker compares the similarity of a warm update with the accepted estimate's
@@ -316,6 +326,7 @@ class RegistrationWorker:
         self._crop: tuple[np.ndarray, np.ndarray] | None = None
         self._mask: np.ndarray | None = None
         self._mask_shape: tuple[int, ...] | None = None
+        self._updates_since_mask = 0
         self.stats = WorkerStats()
 
     # ---------------------------------------------------------------- frame path side
@@ -432,9 +443,11 @@ class RegistrationWorker:
         )
         if extent < needed:
             return None
-        if self._mask is None or self._mask_shape != images.shape[1:]:
+        if self._mask_is_due(images.shape[1:]):
             self._mask = detect_fov_mask(images)
             self._mask_shape = images.shape[1:]
+            self._updates_since_mask = 0
+        self._updates_since_mask += 1
         sweep = Sweep(images, poses, stamps, source="streaming window", fov_mask=self._mask)
         current = self.latest_accepted()
         warm = self._image_accepted
@@ -501,6 +514,16 @@ class RegistrationWorker:
             except Exception:
                 log.exception("on_estimate callback failed")
         return estimate
+
+    def _mask_is_due(self, shape: tuple[int, ...]) -> bool:
+        """Whether to detect the field of view again from this window: none yet or another
+        frame size, every try before the first image-based estimate (a mask from a short
+        first window can miss part of the field of view, and the first estimate must not
+        depend on the windows tried before it); after it, once ``fov_refresh_updates`` updates
+        have used the mask."""
+        if self._mask is None or self._mask_shape != shape or not self._image_accepted:
+            return True
+        return self._updates_since_mask >= self.options.fov_refresh_updates
 
     def _confirms(self, result, current: RegistrationEstimate) -> bool:
         """Whether a rejected update confirms the accepted image-based estimate."""
