@@ -716,7 +716,9 @@ def bench_streaming(ctx: BenchContext) -> list[Figure]:
         )
         worker.update(window)  # the cold registration: later updates are warm-started
         times = []
-        for k in range(8):
+        # ten updates: the last one also detects the field of view again (every
+        # ``fov_refresh_updates`` = 10 updates), so the max includes it
+        for k in range(WorkerOptions().fov_refresh_updates):
             shifted = window[k * 7 :] + window[: k * 7]
             t0 = time.perf_counter()
             worker.update(shifted)
@@ -738,7 +740,8 @@ def bench_streaming(ctx: BenchContext) -> list[Figure]:
             "ms",
             target="≤ 50 ms",
             met=warm_ms <= 50.0,
-            note=f"max {max(times) * 1e3:.0f} ms; includes frame preparation and verdict; "
+            note=f"max {max(times) * 1e3:.0f} ms (of {len(times)}, one of them re-detecting the "
+            f"field of view); includes frame preparation and verdict; "
             f"the worker's default {WorkerOptions().threads} thread (with threads = 2: "
             f"{np.median(times_2) * 1e3:.1f} ms); load average {os.getloadavg()[0]:.1f}",
         ),
