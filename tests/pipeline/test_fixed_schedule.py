@@ -11,6 +11,7 @@ from usnav.config.calibration import load_calibration
 from usnav.io.volume import load_volume
 from usnav.pipeline.schedule import replay_fixed_schedule
 from usnav.registration.files import read_initial
+from usnav.registration.worker import WorkerOptions
 
 
 def test_the_same_recording_on_the_fixed_schedule_gives_the_same_registration(
@@ -24,8 +25,10 @@ def test_the_same_recording_on_the_fixed_schedule_gives_the_same_registration(
         for _ in range(2)
     ]
     first, second = (w.latest_accepted() for w in runs)
-    # 120 frames, a window every 15 from the 60th: 5 registrations each
-    assert runs[0].stats.updates == runs[1].stats.updates == 5
+    # 120 frames, a window every min_new_frames from the min_frames-th (45: 6 registrations)
+    defaults = WorkerOptions()
+    expected = len(range(defaults.min_frames, 120 + 1, defaults.min_new_frames))
+    assert runs[0].stats.updates == runs[1].stats.updates == expected
     assert runs[0].stats.accepted == runs[1].stats.accepted
     np.testing.assert_array_equal(first.reference_to_mri, second.reference_to_mri)
     assert first.uncertainty_mm == second.uncertainty_mm or (

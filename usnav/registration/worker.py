@@ -169,14 +169,24 @@ class WorkerOptions(BaseModel):
 
     window_frames: int = Field(default=150, ge=8)
     """Ring buffer: the most recent frames kept."""
-    min_frames: int = Field(default=60, ge=6)
-    """Frames needed before the first registration."""
+    min_frames: int = Field(default=45, ge=6)
+    """Frames needed before the first registration. 45 and ``min_extent_first_mm`` = 15 mm
+    (60 and 20 mm until session 15), chosen on 8 tuning-family cases through the live
+    pipeline (four sweeps, MIND-SSC worker with the field of view detected again): the mean
+    boundary error of all in-view margins 1.08 → 0.98 mm (the first sweep's 2.87 → 2.28 mm;
+    sweeps 2–4 0.55 → 0.59 mm), final error at the bone 0.59 → 0.61 mm median (max 0.99 →
+    1.25). The first accepted estimate comes sooner (49 tuning sweeps: median 90 → 60
+    frames; none within the sweep 4 → 2) and is less accurate (at the bone median 0.64 →
+    0.81 mm, > 2 mm 0 → 3; bound ≥ error at the tumor now 44/45 → 43/47): later windows
+    replace it. With LC² (session 14's worker) the same earlier start left the final error
+    at 1.90 mm median, so it was not adopted then."""
     min_new_frames: int = Field(default=15, ge=1)
     """New frames since the last registration before the next one."""
     min_extent_mm: float = Field(default=10.0, ge=0)
     """A window must span at least this (the probe has to move to see 3D structure)."""
-    min_extent_first_mm: float = Field(default=20.0, ge=0)
-    """... and the first (cold) registration at least this (about one vertebral level)."""
+    min_extent_first_mm: float = Field(default=15.0, ge=0)
+    """... and the first (cold) registration at least this (most of a vertebral level; see
+    ``min_frames``)."""
     crop_margin_mm: float = Field(default=45.0, gt=0)
     """MRI crop around the window; rebuilt only when a window leaves it."""
     full: RegistrationOptions = Field(default_factory=live_cold_registration_options)
@@ -213,7 +223,7 @@ class WorkerOptions(BaseModel):
     view: tuning case trailing-echo 1119, 49 695 pixels from its first 75 frames against
     63 380 from 90, and with the smaller mask the 90-frame window's estimate was 10.2 mm off
     (rejected as ambiguous) where a fresh worker's was 1.0 mm (accepted). Detection costs
-    ~14 ms (256² frames): at every warm update it would take the update past its 50 ms."""
+    ~10 ms (256² frames): at every warm update it would take the update past its 50 ms."""
 
     @model_validator(mode="after")
     def _same_finest_similarity(self) -> WorkerOptions:
