@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
@@ -12,6 +13,9 @@ from rich.text import Text
 from usnav.defaults import IGTL_PORT
 from usnav.devices.config import ProbeConfig, load_probe_config
 from usnav.devices.recorder import RecordProgress, record
+
+if TYPE_CHECKING:
+    from usnav.cli._signals import InterruptToStop
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from usnav.cli._checks import check_port
-    from usnav.cli._signals import sigterm_as_interrupt
+    from usnav.cli._signals import InterruptToStop
     from usnav.devices.recorder import check_recording_target
     from usnav.errors import InputError
     from usnav.io.outputs import check_output
@@ -66,12 +70,22 @@ def run(args: argparse.Namespace) -> int:
         out.unlink()
     check_recording_target(out)
     config = load_probe_config(args.config) if args.config else ProbeConfig()
-    with sigterm_as_interrupt():
-        return _record(args, config)
-
-
-def _record(args: argparse.Namespace, config: ProbeConfig) -> int:
     console = Console(stderr=True)
+
+    def interrupted(n: int) -> None:
+        if n > 1:
+            console.print("already stopping — closing the recording", highlight=False)
+
+    # Ctrl-C and SIGTERM only ask the loop to stop (it looks every 50 ms): an exception raised
+    # wherever the main thread happened to be could land inside the probe's locks or the
+    # journal write, and a second Ctrl-C while closing could lose the summary
+    with InterruptToStop(interrupted, ignore_after=True) as interrupt:
+        return _record(args, config, console, interrupt)
+
+
+def _record(
+    args: argparse.Namespace, config: ProbeConfig, console: Console, interrupt: InterruptToStop
+) -> int:
     line = Text("waiting for frames…")
     try:
         with Live(line, console=console, refresh_per_second=4, transient=False) as live:
@@ -95,7 +109,10 @@ def _record(args: argparse.Namespace, config: ProbeConfig) -> int:
                 connect_timeout_s=args.connect_timeout,
                 compress=not args.no_compress,
                 progress=show,
+                stop=interrupt.stop,
             )
+            if interrupt.count and result.stopped_by == "stop requested":
+                result.stopped_by = "interrupted"
     finally:
         if not console.is_terminal:
             console.line()  # rich ends the live line only on a terminal; keep errors apart

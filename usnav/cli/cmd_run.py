@@ -130,8 +130,9 @@ def _run(args: argparse.Namespace, log_path: Path) -> int:
     from rich.console import Console
     from rich.live import Live
 
+    from usnav.cli._signals import InterruptToStop
     from usnav.pipeline.config import PipelineOptions
-    from usnav.pipeline.run import InterruptToStop, open_pipeline
+    from usnav.pipeline.run import open_pipeline
 
     overrides = {}
     if args.publish:

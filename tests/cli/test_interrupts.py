@@ -1,4 +1,4 @@
-"""Ctrl-C as a request to stop (usnav.pipeline.run.InterruptToStop), with real signals."""
+"""Ctrl-C as a request to stop (usnav.cli._signals.InterruptToStop), with real signals."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 import signal
 import threading
 
-from pipeline_helpers import wait_until
+from waiting import wait_until
 
-from usnav.pipeline.run import InterruptToStop
+from usnav.cli._signals import InterruptToStop
 
 
 def test_ctrl_c_in_quick_succession_sets_stop_and_counts_each() -> None:
