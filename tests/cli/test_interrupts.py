@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 
 from waiting import wait_until
@@ -40,3 +41,20 @@ def test_a_handler_run_inside_another_takes_no_lock() -> None:
             held.release()
         assert ok, "the signal handler waited for a lock its own thread held"
         assert interrupt.stop.wait(30)
+
+
+def test_usnav_in_process_leaves_the_callers_ctrl_c_as_it_was(tmp_path) -> None:
+    """``usnav record`` run in-process (as tests and notebooks do) used to leave Ctrl-C
+    ignored: every process started afterwards inherited SIG_IGN, and playback servers stopped
+    with Ctrl-C never stopped (19 tests of one clean-clone run timed out so)."""
+    from usnav.cli.main import main
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out = tmp_path / "r.igs.mha"
+    code = main(["record", "--out", str(out), "--port", str(port), "--connect-timeout", "0.3"])
+    assert code == 2  # nothing was listening: "no frame from …"
+    after = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert after == before

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # Ctrl-C and SIGTERM only ask the loop to stop (it looks every 50 ms): an exception raised
     # wherever the main thread happened to be could land inside the probe's locks or the
     # journal write, and a second Ctrl-C while closing could lose the summary
-    with InterruptToStop(interrupted, ignore_after=True) as interrupt:
+    with InterruptToStop(interrupted) as interrupt:
         return _record(args, config, console, interrupt)
 
 

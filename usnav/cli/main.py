@@ -13,7 +13,9 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 import traceback
 
 import usnav
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    handlers = _stop_signal_handlers()
     try:
         return int(args.func(args) or 0)
     except UsnavError as exc:
@@ -98,6 +101,26 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    finally:
+        # a command may leave Ctrl-C ignored while its process shuts down (`usnav run`); a
+        # caller running usnav in-process (tests, notebooks) keeps its own handlers, and the
+        # processes it starts later do not inherit an ignored Ctrl-C
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def _stop_signal_handlers() -> dict:
+    """The SIGINT and SIGTERM handlers now (main thread only: elsewhere none are set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    names = ("SIGINT", "SIGTERM")
+    found = {}
+    for name in names:
+        signum = getattr(signal, name, None)
+        handler = None if signum is None else signal.getsignal(signum)
+        if handler is not None:  # None: set outside Python, cannot be restored from here
+            found[signum] = handler
+    return found
 
 
 def _validation_line(exc) -> str:
