@@ -29,8 +29,10 @@ class InputError(UsnavError):
 
     def __init__(self, source: str | Path, problem: str, hint: str | None = None):
         self.source = str(source)
-        self.problem = problem
-        self.hint = hint
+        # one line, whatever a library's text held (nibabel's reasons span lines)
+        self.problem = " ".join(str(problem).split())
+        self.hint = " ".join(hint.split()) if hint else hint
+        problem, hint = self.problem, self.hint
         message = f"{self.source}: {problem}"
         if hint:
             message += f" — {hint}"

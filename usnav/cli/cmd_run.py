@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from usnav.defaults import DISPLAY_ENDPOINT
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -187,8 +192,11 @@ def _run(args: argparse.Namespace, log_path: Path) -> int:
         try:
             pipeline.start()
 
+            silent_peer = _SilentPeer(pipeline, err)
+
             def running() -> bool:
                 end = None if args.duration is None else start + args.duration
+                silent_peer.check(time.monotonic() - start)
                 return not interrupt.stop.wait(0.25) and (end is None or time.monotonic() < end)
 
             if args.quiet or not err.is_terminal:
@@ -205,6 +213,45 @@ def _run(args: argparse.Namespace, log_path: Path) -> int:
             pipeline.stop()
             status = _print_summary(pipeline, time.monotonic() - t0, args.record)
     return status
+
+
+#: seconds without a single frame before ``usnav run`` says so (it keeps trying)
+NO_FRAME_WARNING_S = 5.0
+
+
+class _SilentPeer:
+    """One warning line when no frame has arrived ``NO_FRAME_WARNING_S`` into the run: a
+    dead or wrong peer otherwise looked like a quiet run (exit 0, "0 frames received")."""
+
+    def __init__(self, pipeline, console: Console):
+        self.pipeline = pipeline
+        self.console = console
+        self.warned = False
+
+    def check(self, elapsed_s: float) -> None:
+        if self.warned or elapsed_s < NO_FRAME_WARNING_S or self.pipeline.counters.received:
+            return
+        self.warned = True
+        self.console.print(
+            f"usnav run: warning: {elapsed_s:.0f} s and {_no_frame(self.pipeline)} (still trying)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _no_frame(pipeline) -> str:
+    """'no frame from HOST:PORT (why)': what the probe knows of its peer."""
+    probe = pipeline.probe
+    why = probe.last_error or (
+        "connected, but no IMAGE with its transforms arrived"
+        if probe.device_hint() is not None
+        else "nothing arrived"
+    )
+    return (
+        f"no frame from {probe.config.host}:{probe.config.port} ({why}); is the server running "
+        f"and streaming IMAGE '{probe.config.image_device}'?"
+    )
 
 
 def _print_summary(pipeline, stopped_in: float, record: Path | None) -> int:
@@ -228,5 +275,9 @@ def _print_summary(pipeline, stopped_in: float, record: Path | None) -> int:
         )
         if len(c.record_files) > 1:
             print("  (the image size changed during the recording: one file per size)")
-        return 1 if c.record_error else 0
+        if c.record_error:
+            return 1
+    if c.received == 0:
+        print(f"usnav run: error: {_no_frame(pipeline)}", file=sys.stderr, flush=True)
+        return 2
     return 0

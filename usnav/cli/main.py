@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import pkgutil
 import signal
 import sys
@@ -19,7 +20,7 @@ import threading
 import traceback
 
 import usnav
-from usnav.errors import UsnavError
+from usnav.errors import InputError, UsnavError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     handlers = _stop_signal_handlers()
     try:
+        _refuse_empty(argv)
+        _refuse_non_finite(args)
         return int(args.func(args) or 0)
     except UsnavError as exc:
         if debug:
@@ -107,6 +110,24 @@ def main(argv: list[str] | None = None) -> int:
         # processes it starts later do not inherit an ignored Ctrl-C
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+def _refuse_empty(argv: list[str]) -> None:
+    """No option takes an empty value (``--out ''`` became the current folder, ".")."""
+    for i, arg in enumerate(argv):
+        if arg == "" or (arg.startswith("--") and arg.endswith("=")):
+            name = arg.rstrip("=") if arg else (argv[i - 1] if i > 0 else "an argument")
+            raise InputError(name, "is empty", "give a value")
+
+
+def _refuse_non_finite(args: argparse.Namespace) -> None:
+    """No option takes NaN or infinity (argparse's ``float`` accepts "nan" and "inf"; a NaN
+    timeout passed every ``<= 0`` check and waited forever)."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise InputError(f"--{name.replace('_', '-')}", f"must be a finite number, got {v}")
 
 
 def _stop_signal_handlers() -> dict:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import numpy as np
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from usnav.config.loader import load_toml_model
 from usnav.config.plus_xml import parse_matrix_text, read_coordinate_definitions
@@ -107,6 +107,8 @@ class CalibrationFile(_Strict):
     date: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     sources: list[str] = Field(default_factory=list)
     notes: str = ""
+    #: the file this was read from (for messages), if any
+    _loaded_from: str | None = PrivateAttr(default=None)
     spatial: SpatialCalibration | None = None
     temporal: TemporalCalibration | None = None
     pivot: PivotCalibration | None = None
@@ -116,8 +118,8 @@ class CalibrationFile(_Strict):
         """The spatial calibration matrix; raises ConfigError if this file has none."""
         if self.spatial is None:
             raise ConfigError(
-                f"calibration '{self.probe}'",
-                "has no [spatial] section",
+                self._loaded_from or f"calibration '{self.probe}'",
+                "has no [spatial] section (ImageToProbe)",
                 "run usnav calibrate spatial first",
             )
         return self.spatial.matrix
@@ -140,7 +142,9 @@ def load_calibration(path: str | Path) -> CalibrationFile:
         raise ConfigError(p, "no such file")
     suffix = p.suffix.lower()
     if suffix == ".toml":
-        return load_toml_model(p, CalibrationFile)
+        loaded = load_toml_model(p, CalibrationFile)
+        loaded._loaded_from = str(p)
+        return loaded
     if suffix == ".xml":
         defs = read_coordinate_definitions(p)
         if "ImageToProbe" in defs:
@@ -169,7 +173,9 @@ def _from_matrix(matrix: np.ndarray, p: Path) -> CalibrationFile:
             spatial=SpatialCalibration(image_to_probe=matrix.tolist()),
         )
     except ValueError as exc:
-        raise ConfigError(p, f"ImageToProbe: {exc}") from exc
+        errors = exc.errors() if hasattr(exc, "errors") else []  # pydantic: its first problem
+        reason = errors[0].get("msg", exc) if errors else exc
+        raise ConfigError(p, f"ImageToProbe: {reason}") from exc
 
 
 def save_calibration(calibration: CalibrationFile, path: str | Path) -> Path:

@@ -109,7 +109,8 @@ def read_reference_to_mri(path: str | Path) -> tuple[np.ndarray, dict]:
 
     p = Path(path)
     if not p.is_file():
-        raise InputError(p, "no such file", "give 16 numbers or a usnav RESULT.json")
+        what = "is a folder" if p.is_dir() else "no such file"
+        raise InputError(p, what, "give 16 numbers or a usnav RESULT.json")
     head = p.read_bytes()[:64].lstrip()
     if p.suffix.lower() != ".json" and not head.startswith(b"{"):
         return read_initial(p), {}

@@ -165,8 +165,10 @@ def run_evaluation(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is a file", "give a folder for the results")
-    if timeout_s <= 0:
+    if not timeout_s > 0:
         raise InputError("--timeout", f"must be positive, got {timeout_s:g} s")
+    if not connect_timeout_s > 0:
+        raise InputError("--connect-timeout", f"must be positive, got {connect_timeout_s:g} s")
     if workers is not None and workers < 1:
         raise InputError("--workers", f"must be at least 1, got {workers}")
     results_path = out / RESULTS_NAME

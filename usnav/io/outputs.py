@@ -12,6 +12,7 @@ reported in one line at once, not after minutes of processing.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from usnav.errors import InputError
@@ -65,6 +66,13 @@ def check_output(
     _make_folder(parent, option)
     if not os.access(parent, os.W_OK):
         raise InputError(parent, "cannot be written into", f"choose another {option}")
+    try:  # os.access says yes to root everywhere; only a real file says whether one can be made
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise InputError(
+            parent, f"cannot be written into ({exc.strerror or exc})", f"choose another {option}"
+        ) from exc
     return p
 
 

@@ -7,6 +7,9 @@ default) are converted here, once, on load and save.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,14 +144,41 @@ def load_volume(path: str | Path, *, allow_default_affine: bool = False) -> Volu
     raise InputError(p, "unknown volume format", "use NIfTI (.nii, .nii.gz) or NRRD (.nrrd)")
 
 
+@contextlib.contextmanager
+def _nibabel_notes() -> Iterator[list[str]]:
+    """What nibabel logs while a file is read, collected instead of printed (it printed
+    each note twice, through its own handler and the root logger's)."""
+    logger = logging.getLogger("nibabel.global")
+    notes: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            notes.append(record.getMessage())
+
+    collect = Collect(level=logging.DEBUG)
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers[:] = [collect]
+    logger.propagate = False
+    try:
+        yield notes
+    finally:
+        logger.handlers[:], logger.propagate = saved
+
+
 def _load_nifti(p: Path, allow_default_affine: bool) -> Volume:
     import nibabel as nib
 
     try:
-        img = nib.load(str(p))
-        data = np.asanyarray(img.dataobj)
+        with _nibabel_notes() as notes:
+            img = nib.load(str(p))
+            data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for bad files
         raise InputError(p, f"cannot read NIfTI: {exc}") from exc
+    if any("pixdim" in note and "non-zero" in note for note in notes):
+        # nibabel would go on with 1 mm: a wrong size for every distance usnav measures
+        raise InputError(
+            p, "a voxel size (pixdim) is 0", "export it again with its voxel spacing in mm"
+        )
     header = img.header
     sform_code = int(header["sform_code"]) if "sform_code" in header else 1
     qform_code = int(header["qform_code"]) if "qform_code" in header else 1
@@ -171,7 +201,7 @@ def _load_nrrd(p: Path) -> Volume:
     try:
         data, header = nrrd.read(str(p), index_order="F")
     except Exception as exc:
-        raise InputError(p, f"cannot read NRRD: {exc}") from exc
+        raise InputError(p, f"cannot read NRRD: {exc or type(exc).__name__}") from exc
     dirs = header.get("space directions")
     if dirs is None:
         raise InputError(p, "NRRD has no 'space directions'", "it needs a world orientation")

@@ -34,6 +34,11 @@ from usnav.transforms.matrices import is_rigid
 Progress = Callable[[str, float], None]
 
 
+#: the largest translation an initial ReferenceToMri may have, mm (10 m: a unit mistake
+#: or a corrupt file beyond it; such numbers overflowed the MRI crop's arithmetic)
+MAX_TRANSLATION_MM = 1e4
+
+
 def read_matrix_file(path: str | Path, what: str = "matrix") -> np.ndarray:
     """A 4×4 from a text file of 16 numbers (row-major; ``#`` comments and commas allowed)."""
     p = Path(path)
@@ -67,6 +72,14 @@ def read_initial(path: str | Path) -> np.ndarray:
             path,
             "the initial ReferenceToMri is not rigid (rotation + translation)",
             "give 16 numbers of a rigid transform, mm",
+        )
+    shift = float(np.abs(m[:3, 3]).max())  # (a norm of 1e300 overflows)
+    if not shift <= MAX_TRANSLATION_MM:
+        raise InputError(
+            path,
+            f"the initial ReferenceToMri moves by {shift:.3g} mm along an axis (more than "
+            f"{MAX_TRANSLATION_MM:g} mm: not a pose in an operating room)",
+            "give the translation in mm",
         )
     return m
 

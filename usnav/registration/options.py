@@ -4,7 +4,7 @@ validated by pydantic (``extra="forbid"``), and their TOML loader."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,11 +15,17 @@ MARGIN_OVER_NULL = 0.05
 #: ... and for MIND-SSC: 0.05 × its 15 mm drop over LC²'s (0.069 / 0.101), session 14.
 MIND_MARGIN_OVER_NULL = 0.034
 
+# list elements are checked one by one (a NaN pixel size reached the kernels and crashed them)
+_PositiveMm = Annotated[float, Field(gt=0)]
+_Mm = Annotated[float, Field(allow_inf_nan=False)]
+_PositiveInt = Annotated[int, Field(ge=1)]
+_NonNegativeInt = Annotated[int, Field(ge=0)]
+
 
 class RegistrationOptions(BaseModel):
     """Options of :func:`register_sweep` (TOML section ``[registration]``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     metric: Literal["lc2", "lc2_beam", "ncc_gradient", "mind_ssc"] = "mind_ssc"
     """Similarity of the search. ``mind_ssc`` (MIND-SSC descriptors, Heinrich 2012/2013, US
@@ -32,20 +38,20 @@ class RegistrationOptions(BaseModel):
     level_metrics: list[Literal["lc2", "lc2_beam", "ncc_gradient", "mind_ssc"]] | None = None
     """Similarity per level, coarse to fine (as ``level_spacings_mm``; the last entry repeats);
     None: ``metric`` at every level. The verdict and the bound use the finest level's."""
-    level_spacings_mm: list[float] = Field(default=[1.5, 1.0, 0.5], min_length=1)
+    level_spacings_mm: list[_PositiveMm] = Field(default=[1.5, 1.0, 0.5], min_length=1)
     """Pixel size of each level, coarse to fine, mm. The 0.5 mm level (#16, notes/
     accuracy-levers.md) was chosen on the tuning families (median error 1.11 → 0.72 mm,
     accepted > 2 mm 2 → 0 of 17) and then reported once on the 42 held-out cases (1.35 →
     1.15 mm; accepted > 2 mm 7 → 2; harm 1 → 0; bound ≥ error 30/36 → 33/34), at ~2.2× the
     time. The streaming worker's warm updates keep [1.5, 1.0]."""
-    patch_half: list[int] = Field(default=[1, 1, 1], min_length=1)
+    patch_half: list[_NonNegativeInt] = Field(default=[1, 1, 1], min_length=1)
     """LC² patch half-width per level, pixels (1 → 3×3 patches: 3 mm at the 1 mm level;
     larger patches were biased by large-scale appearance on the tuning cases)."""
-    max_frames: list[int] = Field(default=[40, 40, 40], min_length=1)
+    max_frames: list[_PositiveInt] = Field(default=[40, 40, 40], min_length=1)
     """Frames used per level (spread along the sweep)."""
-    max_evaluations: list[int] = Field(default=[160, 100, 80], min_length=1)
+    max_evaluations: list[_PositiveInt] = Field(default=[160, 100, 80], min_length=1)
     """Similarity evaluations per level (the optimiser's budget)."""
-    initial_step: tuple[float, float] = (2.0, 3.0)
+    initial_step: tuple[_PositiveMm, _PositiveMm] = (2.0, 3.0)
     """First search step at the coarsest level: mm, degrees."""
     restarts: int = Field(default=0, ge=0)
     """Extra coarse-level starts: the initial pose shifted by ± twice the initial step along
@@ -69,7 +75,7 @@ class RegistrationOptions(BaseModel):
     """Frames used to score the translation grid."""
     carry_candidates: int = Field(default=3, ge=1)
     """Distinct coarse optima handed to the next level, which picks among them."""
-    beam_restarts_mm: list[float] = Field(default=[-2.0, 2.0])
+    beam_restarts_mm: list[_Mm] = Field(default=[-2.0, 2.0])
     """Extra finest-level starts shifted along the ultrasound beam (mm): a bone echo and the
     MRI's bone edge can offer two optima a few mm apart in depth."""
     screen_evaluations: int = Field(default=30, ge=5)
@@ -156,7 +162,7 @@ class RegistrationOptions(BaseModel):
     ``uncertainty_floor_mm``) to count as clearly better."""
     max_correction_mm: float = Field(default=25.0, gt=0)
     max_correction_deg: float = Field(default=25.0, gt=0)
-    ambiguity_offsets_mm: list[float] = Field(default=[6.0, 9.0])
+    ambiguity_offsets_mm: list[_PositiveMm] = Field(default=[6.0, 9.0])
     """Ambiguity probe: the candidate shifted by ± each of these along the sweep's mean
     elevation direction (the frame normal: the direction a freehand sweep constrains least,
     along the spine on a transverse sweep, where the cord is a tube) is refined at the finest
@@ -195,7 +201,7 @@ class RegistrationOptions(BaseModel):
     the candidate must lead that optimum's similarity by ``confirm_min_margin``, else it is
     rejected as unconfirmed: the image then offers, near the current estimate, a pose about as
     good, and a large move to the candidate is not supported by the evidence. 0: not run."""
-    confirm_step: tuple[float, float] = (1.5, 1.5)
+    confirm_step: tuple[_PositiveMm, _PositiveMm] = (1.5, 1.5)
     """First step of the confirmation search: mm, degrees."""
     confirm_min_margin: float = 0.0
     """See ``confirm_evaluations``: the candidate must at least beat the optimum found from the

@@ -193,6 +193,8 @@ def read_points(path: str | Path) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file")
+    if p.is_dir():
+        raise InputError(p, "is a folder", "give a point file (.txt, .csv, .fcsv, .mrk.json)")
     name = p.name.lower()
     text = p.read_text(encoding="utf-8", errors="replace")
     if name.endswith(".json"):

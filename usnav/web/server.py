@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import ipaddress
 import logging
@@ -218,7 +219,12 @@ class WebDisplay:
             if isinstance(error, OSError):
                 raise UsnavError(
                     f"cannot listen on {self.options.host}:{self.options.port}: "
-                    f"{error.strerror or error} — choose another --port"
+                    f"{error.strerror or error} — "
+                    + (
+                        "choose another --port"
+                        if error.errno in (errno.EADDRINUSE, errno.EACCES)
+                        else "check --host (an address of this machine, e.g. 127.0.0.1)"
+                    )
                 ) from error
             raise error
         self.bridge.start()
