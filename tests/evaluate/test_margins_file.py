@@ -150,3 +150,19 @@ def test_the_pipeline_and_the_cli_do_not_import_evaluate_or_dask() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_that_fails_midway_leaves_no_part_file(tmp_path: Path) -> None:
+    """A refused input (or Ctrl-C) while the records are written: neither the output nor its
+    ``.part`` is left behind (the audit found ``OUT.part`` after a failed ``--force`` run)."""
+    from usnav.errors import InputError
+    from usnav.evaluate.margins_file import write_margins_file
+
+    def records():
+        raise InputError("sweep.igs.mha", "frame 3 is damaged")
+        yield  # a generator, as margins_of_recording is
+
+    out = tmp_path / "m.jsonl"
+    with pytest.raises(InputError):
+        write_margins_file(records(), out, {})
+    assert list(tmp_path.iterdir()) == []

@@ -258,18 +258,22 @@ def write_margins_file(
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".part")
     n = in_view = 0
-    with _open_text(tmp, "w") as f:
-        head = {"format": MARGINS_FORMAT, "version": MARGINS_VERSION}
-        head["usnav_version"] = usnav.__version__
-        head.update(_plain(header))
-        f.write(json.dumps(head) + "\n")
-        for record in records:
-            f.write(json.dumps(record_to_json(record), allow_nan=False) + "\n")
-            n += 1
-            in_view += bool(record.margins.in_view)
-            if progress is not None:
-                progress(n)
-    tmp.replace(p)
+    try:
+        with _open_text(tmp, "w") as f:
+            head = {"format": MARGINS_FORMAT, "version": MARGINS_VERSION}
+            head["usnav_version"] = usnav.__version__
+            head.update(_plain(header))
+            f.write(json.dumps(head) + "\n")
+            for record in records:
+                f.write(json.dumps(record_to_json(record), allow_nan=False) + "\n")
+                n += 1
+                in_view += bool(record.margins.in_view)
+                if progress is not None:
+                    progress(n)
+        tmp.replace(p)
+    except BaseException:  # a refused input or Ctrl-C mid-way: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     counts = stats or {}
     return MarginsSummary(
         p, n, in_view, int(counts.get("skipped_image", 0)), int(counts.get("no_tracking", 0))

@@ -209,7 +209,8 @@ class SequenceWriter:
                         os.close(fd)
             remove_journal(self.journal)
             raise UsnavError(
-                f"{self.journal}: cannot start the recording: {exc.strerror}"
+                f"{self.path}: cannot start the recording (its journal {self.journal.name}: "
+                f"{exc.strerror}) — choose a folder you can write into"
             ) from None
 
     # ------------------------------------------------------------------ appending

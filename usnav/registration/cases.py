@@ -58,7 +58,11 @@ def load_resect_case24(data_dir: str | Path) -> RealCase:
     """Load RESECT Case 24 from ``<data_dir>/resect/case24``."""
     folder = Path(data_dir) / "resect" / "case24"
     if not folder.is_dir():
-        raise InputError(folder, "RESECT case 24 not found")
+        raise InputError(
+            folder,
+            "RESECT case 24 not found",
+            "give --data the folder that holds resect/case24 (the project's ../shared/data)",
+        )
     us = load_volume(folder / "Case24-US-before_0p5mm.nii.gz", allow_default_affine=True)
     mri = load_volume(folder / "Case24-T1_resliced-to-US_0p5mm.nii.gz", allow_default_affine=True)
     fixed, moving = read_tag_file(folder / "Case24-MRI-beforeUS.tag")
