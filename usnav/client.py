@@ -12,7 +12,9 @@ Example
 
 Displays should use :meth:`Subscriber.receive_latest`: it drains the socket and keeps the
 newest message per topic, so what is drawn is milliseconds old even when drawing is slower
-than publishing (ZeroMQ's CONFLATE does not work with multipart messages). Recorders and
+than publishing (ZeroMQ's CONFLATE does not work with multipart messages); its ``"frame"`` is
+the newest margin's own frame when that was received, so a margin is drawn over the image it
+was computed on. Recorders and
 analysers that need every message use :meth:`Subscriber.receive`.
 
 Bad messages (unknown version, truncated, wrong buffer sizes...) raise a
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +148,11 @@ def _endpoint_problem(address: str) -> str:
     return ""
 
 
+#: frames kept to pair the newest margin with its own image (a margin lags its frame by the
+#: time usnav took to compute it: a few frames at 30 fps)
+PAIRED_FRAMES_KEPT = 16
+
+
 class Subscriber:
     """Subscribes to a usnav publisher.
 
@@ -191,6 +199,9 @@ class Subscriber:
         self.strict = strict
         self.stats = ClientStats()
         self._closed = False
+        # recent frames by (stream, frame number): the newest margin is returned with its own
+        # frame, which a drain has usually already superseded (frames run ahead of margins)
+        self._recent_frames: OrderedDict[tuple[int, int], Message] = OrderedDict()
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -371,7 +382,10 @@ class Subscriber:
                 continue
 
     def receive_latest(self, timeout_s: float = 0.0) -> dict[str, Message]:
-        """Drain the socket; the newest valid message per topic (empty if none).
+        """Drain the socket; the newest valid message per topic (empty if none), except that
+        ``"frame"`` is the newest margin's own frame when that frame was received (in this
+        drain or one of the last few), so a display draws a margin over the image it was
+        computed on.
 
         Waits up to ``timeout_s`` for the first message, then takes everything already
         queued without waiting. Older messages of a topic are counted in
@@ -387,7 +401,17 @@ class Subscriber:
                 if message.header.topic in newest:
                     self.stats.superseded += 1
                 newest[message.header.topic] = message
+                if message.header.topic == "frame":
+                    key = (message.header.stream, message.header.frame_number)
+                    self._recent_frames[key] = message
+                    while len(self._recent_frames) > PAIRED_FRAMES_KEPT:
+                        self._recent_frames.popitem(last=False)
             parts = self._recv_now()
+        margin = newest.get("margin")
+        if margin is not None:
+            own = self._recent_frames.get((margin.header.stream, margin.header.frame_number))
+            if own is not None:
+                newest["frame"] = own
         return newest
 
     # -- lifetime --------------------------------------------------------------------------

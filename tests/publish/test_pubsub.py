@@ -240,6 +240,43 @@ def test_draining_keeps_the_newest_per_topic(pair) -> None:
     assert subscriber.stats.gaps["status"] == 0
 
 
+def test_draining_returns_the_newest_margin_with_its_own_frame(pair, case, estimator) -> None:
+    """Frames run ahead of margins: a drain holding frames 10-13 and the margin of frame 11
+    returns frame 11 (kept from this drain), and a later drain with only the margin of frame
+    12 returns frame 12 (kept from the earlier one). Before, the viewer drew margin 11 over
+    frame 13."""
+    publisher, subscriber = pair
+    reg = RegistrationEstimate(np.eye(4), source="image")
+    frames = {n: TrackedFrame(case.image, frame_number=n) for n in range(10, 14)}
+    for frame in frames.values():
+        publisher.publish_frame(frame, case.image_to_mri, reg)
+    margins = estimator.estimate(case.image, case.image_to_mri, reg, frame_number=11)
+    publisher.publish_margins(frames[11], margins, reg)
+
+    def drain_until_margin() -> dict:
+        deadline = time.monotonic() + 5
+        got: dict = {}
+        while time.monotonic() < deadline and "margin" not in got:
+            got = subscriber.receive_latest(timeout_s=0.2)
+        return got
+
+    first = drain_until_margin()
+    assert first["margin"].header.frame_number == 11
+    assert first["frame"].header.frame_number == 11
+    margins = estimator.estimate(case.image, case.image_to_mri, reg, frame_number=12)
+    publisher.publish_margins(frames[12], margins, reg)
+    second = drain_until_margin()
+    assert second["margin"].header.frame_number == 12
+    assert second["frame"].header.frame_number == 12
+    # a margin whose frame never came (frames not published): the newest frame, if any
+    publisher.publish_frame(TrackedFrame(case.image, frame_number=30), case.image_to_mri, reg)
+    margins = estimator.estimate(case.image, case.image_to_mri, reg, frame_number=29)
+    publisher.publish_margins(TrackedFrame(case.image, frame_number=29), margins, reg)
+    third = drain_until_margin()
+    assert third["margin"].header.frame_number == 29
+    assert "frame" not in third or third["frame"].header.frame_number == 30
+
+
 def test_a_stalled_subscriber_never_blocks_the_publisher(case) -> None:
     publisher = Publisher("tcp://127.0.0.1:*", hwm=5)
     stalled = Subscriber(publisher.endpoint, hwm=5)  # connected, never reads
