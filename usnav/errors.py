@@ -32,10 +32,9 @@ class InputError(UsnavError):
         # one line, whatever a library's text held (nibabel's reasons span lines)
         self.problem = " ".join(str(problem).split())
         self.hint = " ".join(hint.split()) if hint else hint
-        problem, hint = self.problem, self.hint
-        message = f"{self.source}: {problem}"
-        if hint:
-            message += f" — {hint}"
+        message = f"{self.source}: {self.problem}"
+        if self.hint:
+            message += f" — {self.hint}"
         super().__init__(message)
 
 

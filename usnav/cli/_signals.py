@@ -37,7 +37,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 #: the signals that ask a running command to stop (SIGTERM: service managers, ``timeout``)
-_STOP_SIGNALS = tuple(
+STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
 )
 
@@ -98,7 +98,7 @@ class InterruptToStop:
                 target=self._notify, name="usnav-interrupts", daemon=True
             )
             self._notifier.start()
-            self._previous = {sig: signal.signal(sig, self._handler) for sig in _STOP_SIGNALS}
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in STOP_SIGNALS}
             self._installed = True
         return self
 

@@ -134,14 +134,11 @@ def _stop_signal_handlers() -> dict:
     """The SIGINT and SIGTERM handlers now (main thread only: elsewhere none are set)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    names = ("SIGINT", "SIGTERM")
-    found = {}
-    for name in names:
-        signum = getattr(signal, name, None)
-        handler = None if signum is None else signal.getsignal(signum)
-        if handler is not None:  # None: set outside Python, cannot be restored from here
-            found[signum] = handler
-    return found
+    from usnav.cli._signals import STOP_SIGNALS
+
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    # None: set outside Python, cannot be restored from here
+    return {signum: h for signum, h in handlers.items() if h is not None}
 
 
 def _validation_line(exc) -> str:
