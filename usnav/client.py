@@ -27,6 +27,9 @@ dies of one bad message. The wire format is specified in ``docs/protocol.md`` an
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import socket
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -148,6 +151,27 @@ def _endpoint_problem(address: str) -> str:
     return ""
 
 
+def _resolve_problem(address: str) -> str:
+    """Why the host of a TCP endpoint does not resolve ("" if it does, or is not a name).
+    ZeroMQ keeps retrying such an address without a word."""
+    if not address.startswith("tcp://"):
+        return ""
+    host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
+    if host in ("", "*"):
+        return ""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return ""
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return (
+            f"the host name {host!r} does not resolve ({reason}): check it, or give an IP address"
+        )
+    return ""
+
+
 #: frames kept to pair the newest margin with its own image (a margin lags its frame by the
 #: time usnav took to compute it: a few frames at 30 fps)
 PAIRED_FRAMES_KEPT = 16
@@ -241,6 +265,10 @@ class Subscriber:
             from usnav.errors import InputError
 
             raise InputError(address, problem, "use an endpoint like tcp://127.0.0.1:5556")
+        #: why the address's host name does not resolve ("" when it does; looked up in the
+        #: background, as a slow name server must not hold up a display)
+        self.address_problem = ""
+        threading.Thread(target=self._look_up, name="usnav-resolve", daemon=True).start()
         try:
             self._socket.connect(address)
         except zmq.ZMQError as exc:
@@ -300,6 +328,17 @@ class Subscriber:
             "the publisher refused the security handshake — --server-key is not its key, or "
             "this display's public key is not in its authorized/ folder"
         )
+
+    def _look_up(self) -> None:
+        self.address_problem = _resolve_problem(self.address)
+
+    @property
+    def link_problem(self) -> str:
+        """Why no publisher is reached, as far as known: the security handshake failed, or
+        the host name does not resolve ("" otherwise)."""
+        if self.connected:
+            return self.handshake_error
+        return self.handshake_error or self.address_problem
 
     @property
     def connected(self) -> bool:

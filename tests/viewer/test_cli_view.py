@@ -104,6 +104,17 @@ def test_snapshot_waiting_without_publisher(tmp_path: Path) -> None:
     )
 
 
+def test_snapshot_names_a_host_that_does_not_resolve(tmp_path: Path) -> None:
+    # ZeroMQ retries an unresolvable name silently: the WAITING state must say why
+    out = tmp_path / "waiting.png"
+    address = "tcp://no.such.invalid:5556"  # .invalid never resolves (RFC 2606)
+    viewer = _view("--connect", address, "--snapshot", str(out), "--frames", "5", "--timeout", "1")
+    stdout, stderr = viewer.communicate(timeout=60)
+    assert viewer.returncode == 0, stderr
+    assert f"WAITING (waiting for usnav on {address}: the host name 'no.such.invalid' " in stdout
+    assert "does not resolve" in stdout
+
+
 def test_snapshot_stale_when_the_publisher_goes_away(
     tmp_path: Path, viewer_case, viewer_margins, publishing
 ) -> None:

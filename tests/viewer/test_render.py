@@ -258,3 +258,36 @@ def test_margins_marked_stale_by_the_pipeline_show_stale(viewer_case, viewer_mar
     fresh.status = {"state": "no-signal", "peer": "127.0.0.1:18944"}
     verdict = assess(fresh, options)
     assert verdict.word == STALE and "no signal from 127.0.0.1:18944" in verdict.reason
+
+
+def test_a_margin_is_drawn_over_its_own_frame_only(viewer_case, viewer_margins) -> None:
+    # the pipeline publishes each margin just before its frame, so a display often holds a
+    # margin whose frame has not arrived: it keeps the matched pair until it does
+    from dataclasses import replace
+
+    def messages(number):
+        return _messages(viewer_case, replace(viewer_margins, frame_number=number))
+
+    model = ViewModel("tcp://127.0.0.1:5556")
+    now = time.time()
+
+    def update(msgs, t):
+        return model.update(msgs, connected=True, last_message_s=t, now=t)
+
+    s = update(messages(10), now)
+    assert (s.margin.header.frame_number, s.image_frame_number) == (10, 10)
+    eleven = messages(11)
+    s = update({"margin": eleven["margin"]}, now + 0.01)  # its frame still on the wire
+    assert (s.margin.header.frame_number, s.image_frame_number) == (10, 10)
+    s = update({"frame": eleven["frame"]}, now + 0.02)
+    assert (s.margin.header.frame_number, s.image_frame_number) == (11, 11)
+    # a margin whose frame was lost is not held back for long: drawn over the newest frame
+    twelve = messages(12)["margin"]
+    s = update({"margin": twelve}, now + 0.03)
+    assert s.margin.header.frame_number == 11
+    s = update({}, twelve.header.t_arrived + ViewModel.PAIRING_WAIT_S)
+    assert (s.margin.header.frame_number, s.image_frame_number) == (12, 11)
+    # without a frame feed a margin is shown at once
+    bare = ViewModel("tcp://127.0.0.1:5556")
+    s = bare.update({"margin": messages(13)["margin"]}, connected=True, last_message_s=now, now=now)
+    assert s.margin.header.frame_number == 13

@@ -136,7 +136,7 @@ def run_viewer(
                 last_message_s=subscriber.last_message_time,
                 gaps=sum(subscriber.stats.gaps.values()),
                 skipped=subscriber.stats.skipped_total,
-                link_problem=subscriber.handshake_error,
+                link_problem=subscriber.link_problem,
             )
             t0 = time.perf_counter()
             picture, _, verdict = render_with_layout(state, options)

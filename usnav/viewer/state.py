@@ -215,6 +215,13 @@ class ViewModel:
         self._frames: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._keep = keep_frames
         self._arrivals: collections.deque[float] = collections.deque(maxlen=240)
+        #: a margin received before its frame: shown once the frame is at hand (margins are
+        #: published just before their frame), so a margin is never drawn over another image
+        self._pending: MarginMessage | None = None
+
+    #: longest a margin waits for its own frame before it is drawn over the newest one, s
+    #: (its frame was lost, e.g. dropped at a slow display's high-water mark)
+    PAIRING_WAIT_S = 0.25
 
     def update(
         self,
@@ -246,10 +253,17 @@ class ViewModel:
                 s.latency_ms = 1e3 * frame.header.latency_s
         margin = messages.get("margin")
         if isinstance(margin, MarginMessage):
-            s.margin = margin
+            self._pending = margin
             self._arrivals.append(margin.header.t_arrived)
-            if margin.header.latency_s is not None:
-                s.latency_ms = 1e3 * margin.header.latency_s
+        pending = self._pending
+        if pending is not None and (
+            not self._frames  # no frame feed: nothing to pair with
+            or pending.header.frame_number in self._frames
+            or s.now - pending.header.t_arrived >= self.PAIRING_WAIT_S
+        ):
+            s.margin, self._pending = pending, None
+            if pending.header.latency_s is not None:
+                s.latency_ms = 1e3 * pending.header.latency_s
         if s.margin is not None:
             wanted = s.margin.header.frame_number
             if wanted in self._frames:

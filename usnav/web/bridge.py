@@ -133,6 +133,7 @@ class Bridge:
     def _run(self) -> None:
         last_render = 0.0
         last_margin = 0.0
+        shown = None
         pending = True
         while not self._stop.is_set():
             turn = time.monotonic()
@@ -143,12 +144,14 @@ class Bridge:
                 last_message_s=self._subscriber.last_message_time,
                 gaps=sum(self._subscriber.stats.gaps.values()),
                 skipped=self._subscriber.stats.skipped_total,
-                link_problem=self._subscriber.handshake_error,
+                link_problem=self._subscriber.link_problem,
             )
-            # a margin message follows its frame: render once per margin, not once for the
-            # frame and again for its margin; frames alone (no margins flowing) are drawn too
+            # render once per margin shown (the model shows a margin once its own frame is at
+            # hand), not once for the frame and again for its margin; frames alone (no
+            # margins flowing) are drawn too
             now = time.monotonic()
-            if "margin" in messages:
+            if state.margin is not shown:
+                shown = state.margin
                 last_margin = now
                 pending = True
             elif messages and now - last_margin > 0.2:
