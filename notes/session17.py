@@ -10,6 +10,16 @@
     window frames, seconds, accepted).
 ``python notes/session17.py show OUT.jsonl...``
     The per-case lines and the pooled mean of each file.
+``python notes/session17.py ties OUT.jsonl CASE_FOLDER...``
+    Tuning families only. Per simulated case, at the finest level of the default
+    registration: the MIND-SSC optimum refined from the truth (R) and the verdict's sweep
+    probes from it (``_sweep_probes``: ±6, ±9 mm along the sweep); for R and each probe's
+    optimum, the error, MIND-SSC (40 frames), LC² (the same frames) and MIND-SSC on every
+    frame.
+``python notes/session17.py ties-analyse OUT.jsonl``
+    Pairs (R under 2 mm, a distinct pose over 2 mm off), the ties of MIND-SSC (< 0.005) and
+    what LC² or every frame says about them, on odd (selection) and even (confirmation)
+    seeds.
 ``python notes/session17.py report FIRST_SEED``
     REPORT only: ``usnav bench``'s display-state figures (``bench_safety``) on six fresh
     held-out seeds FIRST_SEED.. (the bench's held-out family order), instead of 3101-3106.
@@ -126,6 +136,125 @@ def report(first_seed: str) -> None:
         )
 
 
+def ties(out_file: str, *folders: str) -> None:
+    from usnav.bench.bench_registration import _load_case
+    from usnav.registration import warm_up
+    from usnav.registration.options import RegistrationOptions
+    from usnav.registration.pose import _apply, _optimise, correction, mean_displacement
+    from usnav.registration.search import SweepRegistration
+    from usnav.registration.similarity import (
+        FrameSimilarity,
+        prepare_frame_level,
+        set_threads,
+    )
+
+    warm_up()
+    set_threads(1)
+    with open(out_file, "a") as out:
+        for name in folders:
+            folder = Path(name)
+            mri, sweep, _, truth = _load_case(folder)
+            opts = RegistrationOptions()
+            problem = SweepRegistration(mri, sweep, truth.init_reference_to_mri, opts)
+            level = problem.level(-1)
+            sim = level.similarity
+            s = level.frames.spacing_mm
+            pts = problem.points_reference
+            true = truth.reference_to_mri
+            centre = _apply(true, pts).mean(axis=0)
+            x, _, _ = _optimise(
+                lambda p, sim=sim, centre=centre, true=true: -sim(correction(p, centre) @ true),
+                np.zeros(6),
+                np.r_[[0.5 * s] * 3, [0.5 * s] * 3],
+                80,
+                0.03 * s,
+            )
+            right = correction(x, centre) @ true
+            lc2 = FrameSimilarity(level.mri, level.frames, metric="lc2", patch_half=sim.patch_half)
+            every = prepare_frame_level(
+                sweep, s, max_frames=10_000, ignore_zero_pixels=opts.ignore_zero_pixels
+            )
+            mind_all = FrameSimilarity(
+                level.mri, every, metric=sim.metric, patch_half=sim.patch_half
+            )
+            poses, _ = problem._sweep_probes(right)
+            record = {
+                "case": folder.name,
+                "R_err": truth.mtre(right),
+                "R_mind": sim(right),
+                "R_lc2": lc2(right),
+                "R_all": mind_all(right),
+                "frames_all": len(every),
+                "alts": [
+                    {
+                        "off": offset,
+                        "dist": mean_displacement(other, right, pts),
+                        "err": truth.mtre(other),
+                        "mind": sim(other),
+                        "lc2": lc2(other),
+                        "all": mind_all(other),
+                    }
+                    for other, offset in poses
+                ],
+            }
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+
+
+def _tie_pairs(records: list[dict]) -> list[dict]:
+    pairs = []
+    for r in records:
+        if r["R_err"] >= 2.0:
+            continue
+        for a in r["alts"]:
+            if a["dist"] <= 2.0 or a["err"] <= 2.0:
+                continue
+            pairs.append(
+                {
+                    "g": r["R_mind"] - a["mind"],
+                    "lc2": r["R_lc2"] - a["lc2"],
+                    "all": r["R_all"] - a["all"],
+                }
+            )
+    return pairs
+
+
+def ties_analyse(in_file: str) -> None:
+    records = [json.loads(line) for line in Path(in_file).read_text().splitlines()]
+    odd = [r for r in records if int(r["case"].rsplit("-", 1)[1]) % 2 == 1]
+    even = [r for r in records if int(r["case"].rsplit("-", 1)[1]) % 2 == 0]
+    sel, conf = _tie_pairs(odd), _tie_pairs(even)
+    print(f"cases {len(records)}, R under 2 mm {sum(r['R_err'] < 2 for r in records)}")
+    for name, pairs in (("selection", sel), ("confirmation", conf)):
+        g = np.array([p["g"] for p in pairs])
+        quantiles = np.round(np.quantile(g, [0, 0.05, 0.1, 0.25, 0.5]), 4)
+        print(
+            f"{name}: {len(g)} pairs, MIND gap quantiles {quantiles}, ties "
+            f"{int((np.abs(g) < 0.005).sum())}, MIND prefers the wrong pose {int((g < 0).sum())}"
+        )
+    for x in ("lc2", "all"):
+        tied_sel = np.array([p[x] for p in sel if abs(p["g"]) < 0.005])
+        tied_conf = np.array([p[x] for p in conf if abs(p["g"]) < 0.005])
+        margin = max(0.0, float((-tied_sel).max()) + 1e-9) if tied_sel.size else float("nan")
+        print(
+            f"{x}: ties X(R) - X(W) selection {np.round(np.sort(tied_sel), 4)}, margin "
+            f"{margin:.4f}; confirmation {np.round(np.sort(tied_conf), 4)}: rescued "
+            f"{int((tied_conf >= margin).sum())}, false accepts {int((-tied_conf >= margin).sum())}"
+        )
+        for name, pairs in (("selection", sel), ("confirmation", conf)):
+            values = np.array([p[x] for p in pairs])
+            print(
+                f"   {x} {name}: prefers the wrong pose in {int((values < 0).sum())} "
+                f"of {len(values)}"
+            )
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"timeline": timeline, "show": lambda *f: show(list(f)), "report": report}[command](*args)
+    {
+        "timeline": timeline,
+        "show": lambda *f: show(list(f)),
+        "report": report,
+        "ties": ties,
+        "ties-analyse": ties_analyse,
+    }[command](*args)
