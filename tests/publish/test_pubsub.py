@@ -230,8 +230,10 @@ def test_draining_keeps_the_newest_per_topic(pair) -> None:
     publisher.publish_registration(RegistrationEstimate(np.eye(4)))
     deadline = time.monotonic() + 5
     latest: dict = {}
+    # the registration is sent right after the 20th status, so a drain may end between them:
+    # drain until both arrived (stopping at status 19 alone made this test racy)
     while time.monotonic() < deadline and (
-        "status" not in latest or latest["status"].status["k"] != 19
+        "status" not in latest or latest["status"].status["k"] != 19 or "registration" not in latest
     ):
         latest.update(subscriber.receive_latest(timeout_s=0.2))
     assert latest["status"].status["k"] == 19
