@@ -40,6 +40,17 @@ def test_the_unchecked_navigation_registration_is_never_live(uncertainty) -> Non
     assert state.state == UNCERTAIN and "not yet checked" in state.reason
 
 
+def test_an_unconfirmed_navigation_registration_says_why() -> None:
+    """Once image-based tries were rejected, the reason is no longer "not yet checked"."""
+    note = "2 image-based tries rejected (latest: ambiguous along the sweep)"
+    state = _pub(checked=False, uncertainty_mm=0.5, unconfirmed=note)
+    assert state.state == UNCERTAIN
+    assert "not confirmed on the ultrasound" in state.reason and note in state.reason
+    assert "not yet checked" not in state.reason
+    # a checked registration ignores it
+    assert _pub(unconfirmed=note) == DisplayState(LIVE)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [

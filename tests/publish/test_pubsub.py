@@ -330,3 +330,19 @@ def test_subscriber_connection_state_follows_the_publisher() -> None:
     publisher.close()
     assert wait_until(lambda: not subscriber.connected, 30)
     subscriber.close()
+
+
+def test_an_unconfirmed_navigation_registration_goes_out_as_such(pair, case) -> None:
+    """The registration in use after rejected image-based tries: still UNCERTAIN, and the
+    display is told why rather than "not yet checked"."""
+    publisher, subscriber = pair
+    note = "3 image-based tries rejected (latest: ambiguous along the sweep)"
+    estimate = RegistrationEstimate(np.eye(4), source="init", unconfirmed=note)
+    publisher.publish_registration(estimate, in_use=True, resent=True)
+    publisher.publish_frame(TrackedFrame(case.image, frame_number=3), case.image_to_mri)
+    got = [subscriber.receive(timeout_s=5) for _ in range(2)]
+    assert {type(m) for m in got} == {RegistrationMessage, FrameMessage}
+    for message in got:
+        assert message.header.display_state == "UNCERTAIN"
+        assert message.header.display_reason.endswith(f"not confirmed on the ultrasound: {note}")
+        assert not message.header.registration_checked

@@ -67,6 +67,14 @@ def test_rejected_estimates_never_replace_the_accepted_one(small_case):
     accepted = worker.latest_accepted()
     assert accepted.source == "init"
     np.testing.assert_array_equal(accepted.reference_to_mri, truth.init_reference_to_mri)
+    # the navigation registration is still in use, but no longer "not yet checked": it says
+    # how many image-based tries failed to confirm it and why the latest did
+    why = estimate.reason.removeprefix("rejected: ")
+    assert accepted.unconfirmed.startswith("1 image-based try rejected (latest: ")
+    assert why[:20] in accepted.unconfirmed
+    worker.update(window)
+    assert worker.latest_accepted().unconfirmed.startswith("2 image-based tries rejected")
+    assert worker.latest_accepted().t_computed == accepted.t_computed
 
 
 def test_submit_never_waits_for_the_optimiser(small_case):

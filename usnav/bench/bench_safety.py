@@ -248,7 +248,7 @@ def _run_case(
                 mri_mean,
                 old_rule,
                 h.uncertainty_mm,
-                h.display_reason.split(":")[0][:40],
+                h.display_reason.split(":")[0][:60],
                 message,
             )
         )

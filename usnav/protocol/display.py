@@ -142,6 +142,7 @@ def publisher_state(
     rules: DisplayRules,
     stale_reason: str = "",
     doubt: str = "",
+    unconfirmed: str = "",
 ) -> DisplayState:
     """The publisher's display state of one message (see the module docstring).
 
@@ -161,10 +162,18 @@ def publisher_state(
     doubt
         Non-empty when the message's own content is in doubt (e.g. an absence claim within the
         registration's uncertainty).
+    unconfirmed
+        For an unchecked registration: why image-based tries have not confirmed it ("": none
+        has judged it yet).
     """
     if stale_reason:
         return DisplayState(STALE, stale_reason)
     if not checked:
+        if unconfirmed:
+            # the images were tried and could not confirm it: "not yet checked" would suggest
+            # that waiting is all it takes
+            why = f"navigation registration, not confirmed on the ultrasound: {unconfirmed}"
+            return DisplayState(UNCERTAIN, why)
         return DisplayState(UNCERTAIN, "navigation registration, not yet checked on the ultrasound")
     if not _finite(uncertainty_mm):
         return DisplayState(UNCERTAIN, "registration uncertainty unknown")

@@ -210,6 +210,7 @@ class Publisher:
             rules=self.display_rules,
             stale_reason=stale_reason,
             doubt=doubt,
+            unconfirmed=estimate.unconfirmed,
         )
 
     def _send(self, topic: str, header: dict[str, Any], buffers: list) -> bool:

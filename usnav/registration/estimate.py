@@ -39,6 +39,11 @@ class RegistrationEstimate:
         cord shift), None when the tumor stage did not run or did not apply. Margins are
         drawn with it (:attr:`margins_reference_to_mri`); ``reference_to_mri`` stays the
         global (bony) estimate that later updates start from and are compared with.
+    unconfirmed
+        For the navigation system's unchecked registration (``source="init"``): why the
+        ultrasound has not confirmed it yet, once image-based tries have been rejected
+        (e.g. "2 image-based tries rejected; latest: ambiguous along the sweep ..."); "" while
+        no try has judged it. A display says so instead of "not yet checked".
     """
 
     reference_to_mri: np.ndarray
@@ -51,6 +56,7 @@ class RegistrationEstimate:
     source: str = "init"
     reason: str = ""
     tumor_reference_to_mri: np.ndarray | None = None
+    unconfirmed: str = ""
 
     @property
     def margins_reference_to_mri(self) -> np.ndarray:

@@ -327,6 +327,8 @@ class RegistrationWorker:
         self._latest = first
         self._accepted = first
         self._image_accepted = False
+        #: image-based tries rejected while the navigation registration is in use
+        self._cold_rejected = 0
         self.rule = ReplacementRule(
             self.options.warm.min_similarity_gain,
             self.options.warm.min_paired_t,
@@ -504,6 +506,17 @@ class RegistrationWorker:
                     self.rule.adopted(current.reference_to_mri)
                 self._accepted = estimate
                 self._image_accepted = True
+            elif not self._image_accepted:
+                # the navigation registration stays in use, but the images were tried and
+                # did not confirm it: a display must not keep saying "not yet checked"
+                self._cold_rejected += 1
+                tries = "try" if self._cold_rejected == 1 else "tries"
+                why = estimate.reason.removeprefix("rejected: ")
+                self._accepted = replace(
+                    self._accepted,
+                    unconfirmed=f"{self._cold_rejected} image-based {tries} rejected "
+                    f"(latest: {_shorten(why)})",
+                )
             elif self._confirms(result, current):
                 self._accepted = replace(
                     current,
@@ -571,6 +584,13 @@ class RegistrationWorker:
             self._mri_levels = {}
         self._mri_levels[key] = build_mri_levels(self.mri, opts.level_spacings_mm, self._crop)
         return self._mri_levels[key]
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters (with "…")."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
 
 
 def _sweep_corners(sweep: Sweep) -> np.ndarray:
