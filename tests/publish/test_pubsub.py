@@ -346,3 +346,52 @@ def test_an_unconfirmed_navigation_registration_goes_out_as_such(pair, case) -> 
         assert message.header.display_state == "UNCERTAIN"
         assert message.header.display_reason.endswith(f"not confirmed on the ultrasound: {note}")
         assert not message.header.registration_checked
+
+
+def test_the_documented_python_client_runs(case, estimator) -> None:
+    """docs/protocol.md's "Python client" example, run as written (only the address changed)
+    in its own process against a real publisher: a third-party developer's first copy-paste
+    must work (attribute names, methods, the drained loop)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    example = doc.split("## Python client", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'Subscriber("tcp://127.0.0.1:5556")' in example
+    with Publisher("tcp://127.0.0.1:*", hwm=100) as publisher:
+        code = example.replace("tcp://127.0.0.1:5556", publisher.endpoint)
+        client = subprocess.Popen(
+            [sys.executable, "-u", "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(client.stdout), daemon=True)
+        reader.start()
+        try:
+            reg = RegistrationEstimate(np.eye(4), source="image", uncertainty_mm=1.5)
+            margins = estimator.estimate(case.image, case.image_to_mri, reg)
+            assert margins.in_view
+            deadline = time.monotonic() + 60  # the client's interpreter start included
+            number = 0
+            while time.monotonic() < deadline and client.poll() is None:
+                frame = TrackedFrame(case.image, frame_number=number)
+                publisher.publish_margins(frame, margins, reg)
+                number += 1
+                time.sleep(0.02)
+                if sum(line.startswith("frame ") for line in list(lines)) >= 3:
+                    break
+        finally:
+            client.terminate()
+            client.wait(timeout=10)
+            reader.join(timeout=10)  # stdout is the reader's alone
+            err = client.stderr.read()
+            client.stdout.close()
+            client.stderr.close()
+    assert "Traceback" not in err, err
+    frames = [line for line in lines if line.startswith("frame ")]
+    assert frames, (lines, err)
+    assert "LIVE" in frames[0] and "registration ±1.5 mm" in frames[0] and "lost" in frames[0]
+    assert any("seen on ultrasound" in line and line.startswith("cyst") for line in lines)
