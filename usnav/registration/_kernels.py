@@ -1535,17 +1535,21 @@ def mind_ssc_frames(
                 if w == 0:
                     continue
                 # the row's exponents channel-major (k·w + c - lo), then one vectorised exp
+                # (indices unsigned: no wraparound test per access, the same elements)
+                uw = np.uint64(w)
                 for c in range(lo, hi):
                     v = max(sums[r, c, 0], floor)
                     scale = np.float32(1.0 / v) if dvalid[r, c] and v > 0.0 else np.float32(0.0)
+                    uc = np.uint64(c - lo)
                     for k in range(N_MIND):
-                        row_x[k * w + c - lo] = np.float32(sums[r, c, k + 1]) * scale
+                        row_x[np.uint64(k) * uw + uc] = np.float32(sums[r, c, k + 1]) * scale
                 exp_neg_rows(row_x[: N_MIND * w], row_desc[: N_MIND * w], row_bits[: N_MIND * w])
                 for c in range(lo, hi):
                     if dvalid[r, c] and us_dvalid[f, r, c]:
                         s = 0.0
+                        uc = np.uint64(c - lo)
                         for k in range(N_MIND):
-                            s += abs(us_desc[f, r, c, k] - row_desc[k * w + c - lo])
+                            s += abs(us_desc[f, r, c, k] - row_desc[np.uint64(k) * uw + uc])
                         w_px = us_weight[f, r, c]
                         num += w_px * (1.0 - s / N_MIND)
                         den += w_px
