@@ -18,3 +18,14 @@ def test_without_debug_there_is_one_line(tmp_path, capsys) -> None:
     assert main(["info", str(tmp_path / "missing.igs.mha")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such file" in err[0]
+
+
+def test_a_mistyped_option_points_at_its_commands_help(tmp_path, capsys) -> None:
+    """One line naming the option, and the sub-command's --help (not usnav's)."""
+    import pytest
+
+    with pytest.raises(SystemExit) as stop:
+        main(["view", "--snapshot", str(tmp_path / "s.png"), "--bogus"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["usnav view: error: unrecognized arguments: --bogus (see usnav view --help)"]

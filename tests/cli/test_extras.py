@@ -19,3 +19,14 @@ def test_a_missing_extra_names_the_pip_command() -> None:
 
 def test_installed_extras_pass() -> None:
     require_extra("usnav bench", "bench", ("json", "csv"))
+
+
+def test_register_help_names_the_real_default_metric(capsys) -> None:
+    """The --metric help once said "lc2" after the default had become MIND-SSC."""
+    from usnav.cli.main import main
+    from usnav.registration.options import RegistrationOptions
+
+    with pytest.raises(SystemExit):
+        main(["register", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default: the options' metric, {RegistrationOptions().metric}" in text

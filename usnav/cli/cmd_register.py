@@ -9,6 +9,8 @@ from usnav.cli.progress import ProgressBar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from usnav.registration.options import RegistrationOptions  # pydantic only, no Numba
+
     p = sub.add_parser(
         "register",
         help="register a tracked ultrasound sweep to the preoperative MRI (rigid, MIND-SSC)",
@@ -58,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metric",
         choices=["lc2", "lc2_beam", "ncc_gradient", "mind_ssc"],
-        help="similarity (default: the options', lc2)",
+        help="similarity (default: the options' metric, "
+        f"{RegistrationOptions.model_fields['metric'].default})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

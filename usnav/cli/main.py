@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         if info.name.startswith("cmd_"):
             module = importlib.import_module(f"usnav.cli.{info.name}")
             module.register(sub)
+    #: each sub-command's parser, by name (its usage errors point at its own --help)
+    parser.commands = dict(sub.choices)  # type: ignore[attr-defined]
     return parser
 
 
@@ -72,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # said by the sub-command's parser, so the line points at its --help
+        command = getattr(args, "command", None)
+        _subparser(parser, command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
@@ -110,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         # processes it starts later do not inherit an ignored Ctrl-C
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of sub-command ``command`` (``parser`` itself when there is none)."""
+    return getattr(parser, "commands", {}).get(command, parser)
 
 
 def _refuse_empty(argv: list[str]) -> None:
