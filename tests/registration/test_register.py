@@ -247,6 +247,13 @@ def test_options_file(tmp_path):
 
     with pytest.raises(ConfigError, match="levels"):
         load_registration_options(tmp_path / "bad.toml")
+    # the key is named with its table; a mistyped table name says where options go
+    (tmp_path / "neg.toml").write_text("[registration]\nmax_frames = -1\n")
+    with pytest.raises(ConfigError, match=r"key 'registration\.max_frames'"):
+        load_registration_options(tmp_path / "neg.toml")
+    (tmp_path / "typo.toml").write_text("[registraton]\nmax_frames = [3]\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'registraton'.*\[registration\] table"):
+        load_registration_options(tmp_path / "typo.toml")
 
 
 # ----------------------------------------------------------------------------- the exact CLI

@@ -13,11 +13,13 @@ from usnav.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
-    """One line per problem: ``key.path: message (allowed: ...)``; first problem first."""
+def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """One line per problem: ``key.path: message (allowed: ...)``; first problem first.
+    ``prefix`` (e.g. ``"registration."``) is put before every key path: the table the model
+    was read from."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        loc = prefix + (".".join(str(x) for x in err["loc"]) or "(top level)")
         kind = err["type"]
         if kind == "extra_forbidden":
             allowed = _allowed_keys(model, err["loc"][:-1])

@@ -288,11 +288,18 @@ def load_registration_options(
             doc = tomllib.loads(p.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(p, f"cannot read registration options: {exc}") from exc
-        table = doc.get("registration", doc)
+        in_table = isinstance(doc.get("registration"), dict)
+        table = doc["registration"] if in_table else doc
         try:
             opts = RegistrationOptions.model_validate(table)
         except ValidationError as exc:
-            raise ConfigError(p, format_validation_error(exc, RegistrationOptions)) from exc
+            prefix = "registration." if in_table else ""
+            message = format_validation_error(exc, RegistrationOptions, prefix)
+            hint = None
+            if not in_table and any(isinstance(v, dict) for v in doc.values()):
+                # a mistyped table name ([registraton]) reads as an unknown top-level key
+                hint = "the options go in a [registration] table (or at the top level)"
+            raise ConfigError(p, message, hint) from exc
     if metric:
         opts = opts.model_copy(update={"metric": metric})
     return opts
