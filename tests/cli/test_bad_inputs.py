@@ -96,6 +96,23 @@ def test_demo_option_values(tmp_path, args, words):
     assert_bad_input(usnav(tmp_path, "demo", *args), *words)
 
 
+def test_demo_says_a_taken_publish_address_before_preparing_anything(tmp_path):
+    """The endpoint is bound first: no case simulated, no server started, no kernels compiled
+    before the one line."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cache = tmp_path / "cache"
+        address = f"tcp://127.0.0.1:{port}"
+        proc = usnav(tmp_path, "demo", "--publish", address, "--cache", str(cache))
+        assert_bad_input(proc, f"tcp://127.0.0.1:{port}", "cannot bind", "Address already in use")
+    assert "preparing the simulated case" not in proc.stderr + proc.stdout
+    assert not list(cache.glob("demo-v*")), "the case was simulated before the check"
+
+
 def test_demo_incomplete_cached_case(tmp_path):
     from usnav.sim.case import SIM_VERSION
     from usnav.sim.demo import DEMO_SEED

@@ -112,6 +112,13 @@ def run_demo(
     except OSError as exc:
         raise InputError(out, f"cannot create this folder ({exc.strerror or exc})") from exc
 
+    if publish_address != DISPLAY_ENDPOINT:
+        # a given endpoint that is taken or cannot be bound is said before the case is
+        # prepared and the server started (the default falls back to a free port instead)
+        from usnav.publish import Publisher
+
+        with Publisher(publish_address):
+            pass
     say("preparing the simulated case (first run: ~10 s)")
     case = demo_case(cache_dir)
     truth = load_truth(case)
