@@ -39,11 +39,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Judge the inputs as ``usnav run``, ``register`` and ``reconstruct`` judge them, before
+    any frame is estimated: the tumor label map (:func:`~usnav.pipeline.run.check_label_map`,
+    :func:`~usnav.pipeline.run.check_label_fits_mri`), the recording as a tracked sweep
+    (:func:`~usnav.registration.sweep.check_tracked_recording`) and ``--reference-to-mri``
+    (:func:`~usnav.registration.files.read_initial`)."""
+    from usnav.config.calibration import load_calibration
+    from usnav.errors import InputError
+    from usnav.io.sequence import read_sequence
+    from usnav.io.volume import load_volume
+    from usnav.margins.options import MarginOptions
+    from usnav.pipeline.run import check_label_fits_mri, check_label_map
+    from usnav.registration.files import read_initial
+    from usnav.registration.sweep import check_tracked_recording
+
+    read_initial(args.reference_to_mri, "ReferenceToMri of --reference-to-mri")
+    image_to_probe = load_calibration(args.calibration).image_to_probe
+    if not args.recording.exists():
+        raise InputError(args.recording, "no such recording")
+    with read_sequence(args.recording) as seq:
+        check_tracked_recording(seq, image_to_probe)
+    options = MarginOptions()
+    label = load_volume(args.label)
+    check_label_map(
+        label,
+        options.solid_label,
+        options.cyst_label,
+        hint="give the tumor segmentation of this MRI (solid tumor 1, cyst 2)",
+    )
+    mri = load_volume(args.mri)
+    mri.check_finite()
+    check_label_fits_mri(label, mri)
+
+
 def run(args: argparse.Namespace) -> int:
     from usnav.evaluate.margins_file import write_margins
     from usnav.io.outputs import check_output
 
     check_output(args.out, force=args.force)
+    check_inputs(args)
     s = write_margins(
         args.recording, args.mri, args.label, args.calibration, args.reference_to_mri, args.out
     )

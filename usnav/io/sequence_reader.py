@@ -464,15 +464,7 @@ class Sequence:
         custom fields, non-standard status words) in ``fields``.
         """
         index = self._check_index(index)
-        transforms = {}
-        for name in self.transform_names:
-            status = self._statuses[name][index]
-            if (
-                status is TransformStatus.MISSING
-                and f"{name}{TRANSFORM_SUFFIX}" not in self._frame_fields[index]
-            ):
-                continue
-            transforms[name] = TrackedTransform(self._matrices[name][index].copy(), status)
+        transforms = self.frame_transforms(index)
         other: dict[str, str] = {}
         for key, value in self._frame_fields[index].items():
             if key.endswith(TRANSFORM_SUFFIX) or key in (
@@ -499,6 +491,21 @@ class Sequence:
             image_ok=bool(self.image_ok[index]),
             fields=other,
         )
+
+    def frame_transforms(self, index: int) -> dict[str, TrackedTransform]:
+        """The transforms frame ``index`` carries (name → matrix + status), without reading its
+        pixels: what :meth:`frame` puts in ``transforms``."""
+        index = self._check_index(index)
+        transforms = {}
+        for name in self.transform_names:
+            status = self._statuses[name][index]
+            if (
+                status is TransformStatus.MISSING
+                and f"{name}{TRANSFORM_SUFFIX}" not in self._frame_fields[index]
+            ):
+                continue
+            transforms[name] = TrackedTransform(self._matrices[name][index].copy(), status)
+        return transforms
 
     def __getitem__(self, index: int) -> TrackedFrame:
         return self.frame(index)

@@ -73,9 +73,17 @@ def open_pipeline(
     )
 
 
-def check_label_map(label: Volume, solid: int, cyst: int | None, max_values: int = 64) -> None:
+def check_label_map(
+    label: Volume,
+    solid: int,
+    cyst: int | None,
+    max_values: int = 64,
+    *,
+    hint: str = "set [margins] solid_label / cyst_label in the pipeline options",
+) -> None:
     """Refuse a "label map" that is not one: non-integer values (an MRI given by mistake), a
-    great many distinct values, or none of the configured tumor labels.
+    great many distinct values, or none of the configured tumor labels (``hint`` then says
+    what to do: the command's way of setting them).
 
     Raises
     ------
@@ -105,7 +113,7 @@ def check_label_map(label: Volume, solid: int, cyst: int | None, max_values: int
             label.source,
             f"has none of the tumor labels {sorted(wanted)} (its labels: "
             f"{sorted(present)[:10] or 'none'})",
-            "set [margins] solid_label / cyst_label in the pipeline options",
+            hint,
         )
 
 

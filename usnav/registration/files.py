@@ -55,33 +55,44 @@ def read_matrix_file(path: str | Path, what: str = "matrix") -> np.ndarray:
         raise InputError(p, f"{what}: {exc.problem}", "write 16 numbers, row-major") from exc
 
 
-def read_initial(path: str | Path) -> np.ndarray:
+def read_initial(path: str | Path, what: str = "initial ReferenceToMri") -> np.ndarray:
     """The initial ``ReferenceToMri``, refused unless rigid.
 
     ``path`` is a text file of 16 numbers (row-major), or the RESULT.json of ``usnav
-    register`` / ``usnav register-points`` (its ``ReferenceToMri``), so results chain.
+    register`` / ``usnav register-points`` (its ``ReferenceToMri``; a ``.json`` file, or any
+    file that starts with ``{``), so results chain. ``what`` names the transform in messages
+    (``usnav margins`` reads a fixed ``ReferenceToMri``, not an initial one).
     """
     p = Path(path)
     m = (
         _result_reference_to_mri(p)
-        if p.suffix.lower() == ".json"
-        else read_matrix_file(path, "initial ReferenceToMri")
+        if p.suffix.lower() == ".json" or _starts_like_json(p)
+        else read_matrix_file(path, what)
     )
     if not is_rigid(m, tol=1e-3):
         raise InputError(
             path,
-            "the initial ReferenceToMri is not rigid (rotation + translation)",
+            f"the {what} is not rigid (rotation + translation)",
             "give 16 numbers of a rigid transform, mm",
         )
     shift = float(np.abs(m[:3, 3]).max())  # (a norm of 1e300 overflows)
     if not shift <= MAX_TRANSLATION_MM:
         raise InputError(
             path,
-            f"the initial ReferenceToMri moves by {shift:.3g} mm along an axis (more than "
+            f"the {what} moves by {shift:.3g} mm along an axis (more than "
             f"{MAX_TRANSLATION_MM:g} mm: not a pose in an operating room)",
             "give the translation in mm",
         )
     return m
+
+
+def _starts_like_json(path: Path) -> bool:
+    """A file whose first non-blank byte is ``{`` (a RESULT.json saved under another name)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(64).lstrip().startswith(b"{")
+    except OSError:
+        return False
 
 
 def _result_reference_to_mri(path: Path) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -17,7 +18,10 @@ from skimage.morphology import convex_hull_image
 
 from usnav.calibration.stage import CalibrationStage
 from usnav.errors import InputError
-from usnav.frames import TrackedFrame
+from usnav.frames import TrackedFrame, TransformStatus
+
+if TYPE_CHECKING:
+    from usnav.io.sequence_reader import Sequence
 
 
 @dataclass
@@ -203,27 +207,101 @@ def load_sweep(recording: str | Path, image_to_probe: np.ndarray) -> Sweep:
     if not path.exists():
         raise InputError(path, "no such recording")
     with read_sequence(path) as seq:
-        if len(seq) == 0:
-            raise InputError(
-                path, "the sweep is empty (no frames)", "record a sweep over the region first"
-            )
-        if tuple(seq.image_size) == (0, 0):
-            raise InputError(path, "is a tracker-only recording (no images)")
-        names = set(seq.transform_names)
-        if (
-            "ProbeToReference" not in names
-            and not {"ProbeToTracker", "ReferenceToTracker"} <= names
-        ):
-            raise InputError(
-                path,
-                "has neither ProbeToReference nor ProbeToTracker + "
-                f"ReferenceToTracker (found: {', '.join(sorted(names)) or 'none'})",
-            )
+        check_tracked_recording(seq, image_to_probe)
         return Sweep.from_frames(
             (seq.frame(i) for i in range(len(seq))),
             np.asarray(image_to_probe, float),
             source=str(path),
         )
+
+
+#: the transforms a frame can be placed with (ProbeToReference, or the two tracker poses)
+_TRACKING = ("ProbeToReference", "ProbeToTracker", "ReferenceToTracker")
+_NO_PIXELS = np.zeros((0, 0), dtype=np.uint8)
+
+
+def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray) -> int:
+    """Refuse a recording no tracked frame can be taken from, before any pixel is read.
+
+    The one check of a recording given as a tracked sweep (``usnav register``,
+    ``reconstruct`` and ``margins``): it has frames with images, a probe pose
+    (``ProbeToReference``, or ``ProbeToTracker`` + ``ReferenceToTracker``), and at least one
+    frame with a valid image whose pose the calibration stage can use (status OK, finite).
+
+    Parameters
+    ----------
+    seq
+        The open recording.
+    image_to_probe
+        4×4 ``ImageToProbe`` (the calibration).
+
+    Returns
+    -------
+    int
+        The frames with a valid image and valid tracking.
+
+    Raises
+    ------
+    InputError
+        Naming the file, and the transform when no frame has valid tracking.
+    """
+    path = seq.path
+    if len(seq) == 0:
+        raise InputError(
+            path, "the sweep is empty (no frames)", "record a sweep over the region first"
+        )
+    if tuple(seq.image_size) == (0, 0):
+        raise InputError(path, "is a tracker-only recording (no images)")
+    names = set(seq.transform_names)
+    if "ProbeToReference" not in names and not {"ProbeToTracker", "ReferenceToTracker"} <= names:
+        raise InputError(
+            path,
+            "has neither ProbeToReference nor ProbeToTracker + "
+            f"ReferenceToTracker (found: {', '.join(sorted(names)) or 'none'})",
+        )
+    stage = CalibrationStage(np.asarray(image_to_probe, dtype=np.float64))
+    placed = np.array(
+        [
+            stage.image_to_reference_ok(TrackedFrame(_NO_PIXELS, seq.frame_transforms(i)))
+            is not None
+            for i in range(len(seq))
+        ]
+    )
+    if not placed.any():
+        raise InputError(
+            path,
+            f"none of the {len(seq)} frames has valid tracking: {_tracking_problem(seq)}",
+            "check that the probe and reference markers were visible to the tracker",
+        )
+    usable = int(np.count_nonzero(placed & seq.image_ok))
+    if usable == 0:
+        raise InputError(
+            path,
+            f"none of the {int(placed.sum())} frames with valid tracking has a valid image "
+            "(ImageStatus INVALID)",
+            "check the ultrasound scanner's video link and record the sweep again",
+        )
+    return usable
+
+
+def _tracking_problem(seq: Sequence) -> str:
+    """Which tracking transforms are never usable, and why (INVALID, MISSING, non-finite)."""
+    parts = []
+    for name in (n for n in _TRACKING if n in seq.transform_names):
+        matrices, statuses = seq.transforms(name)
+        finite = np.isfinite(matrices).all(axis=(1, 2))
+        ok = np.array([s is TransformStatus.OK for s in statuses]) & finite
+        if ok.any():
+            continue
+        counts = {
+            "INVALID": sum(s is TransformStatus.INVALID for s in statuses),
+            "MISSING": sum(s is TransformStatus.MISSING for s in statuses),
+            "non-finite": int(np.count_nonzero(~finite)),
+        }
+        why = ", ".join(f"{n} {word}" for word, n in counts.items() if n)
+        parts.append(f"{name} is never OK ({why})")
+    present = [n for n in _TRACKING if n in seq.transform_names]
+    return "; ".join(parts) or f"{' and '.join(present)} are never OK in the same frame"
 
 
 def detect_fov_mask(images: np.ndarray, *, max_frames: int = 60, erode_px: int = 2) -> np.ndarray:
