@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -31,7 +32,12 @@ def test_done_when_spine_phantom_json_in_a_real_process(plus_images: Path):
     assert info["frames"] == 21
     assert info["image_size"] == [820, 616]
     assert set(info["transforms"]) == {"ProbeToTracker", "ReferenceToTracker", "StylusToTracker"}
-    assert info["transforms"]["ProbeToTracker"] == {"ok": 21, "invalid": 0, "missing": 0}
+    assert info["transforms"]["ProbeToTracker"] == {
+        "ok": 21,
+        "invalid": 0,
+        "missing": 0,
+        "non_finite": 0,
+    }
     assert info["timestamps"] == [215.102186, 216.947186]  # first and last header values
     assert info["orientation"] == "MFA"
 
@@ -39,7 +45,12 @@ def test_done_when_spine_phantom_json_in_a_real_process(plus_images: Path):
 @pytest.mark.needs_data
 def test_invalid_counts_and_dropped_frames_of_plus_files(plus_images: Path):
     info = describe_file(plus_images / "NwirePhantomFreehand.igs.mha")
-    assert info["transforms"]["StylusToTracker"] == {"ok": 0, "invalid": 97, "missing": 0}
+    assert info["transforms"]["StylusToTracker"] == {
+        "ok": 0,
+        "invalid": 97,
+        "missing": 0,
+        "non_finite": 0,
+    }
     tracker = plus_images / "WaterTankBottomTranslationTrackerBuffer.igs.mha"
     info = describe_file(tracker)
     assert info["frames"] == 5000 and info["image_size"] == [0, 0]
@@ -74,6 +85,7 @@ def test_dropped_frames_found_where_they_were_dropped(tmp_path):
         "ok": 25 - invalid,
         "invalid": invalid,
         "missing": 0,
+        "non_finite": 0,
     }
     text = format_description(info)
     assert "5 missing by FrameNumber" in text and f"{invalid} INVALID" in text
@@ -121,3 +133,67 @@ def test_convert_cli(tmp_path, capsys):
     assert read_sequence(target).compressed  # as the source
     assert main(["convert", str(source), str(tmp_path / "c.avi")]) == 2
     assert "unknown sequence file type" in capsys.readouterr().err
+
+
+def _with_header_field(path: Path, field: str, value: str) -> Path:
+    """Rewrite one header field of a written ``.igs.mha`` (the pixels are left as they are)."""
+    data = path.read_bytes()
+    end = data.index(b"ElementDataFile = LOCAL\n")
+    head = data[:end].decode()
+    start = head.index(f"{field} = ")
+    stop = head.index("\n", start)
+    path.write_bytes((head[:start] + f"{field} = {value}" + head[stop:]).encode() + data[end:])
+    return path
+
+
+def test_a_non_finite_matrix_counts_as_invalid(tmp_path):
+    frames = make_frames(9)
+    for i in (2, 5):  # OK in the file, but NaN: no stage can place those frames
+        frames[i].transforms["ProbeToTracker"].matrix[0, 3] = np.nan
+    path = write_sequence(tmp_path / "nan.igs.mha", frames)
+    _with_header_field(path, "Seq_Frame0007_ProbeToTrackerTransform", "1 0 0 inf " + "0 " * 12)
+    info = describe_file(path)
+    assert info["transforms"]["ProbeToTracker"] == {
+        "ok": 6,
+        "invalid": 3,
+        "missing": 0,
+        "non_finite": 3,
+    }
+    assert "ProbeToTracker      6 OK, 3 INVALID (3 non-finite)" in format_description(info)
+
+
+def test_timestamps_that_go_backwards_are_not_gaps(tmp_path):
+    frames = make_frames(20)
+    frames[10] = dataclasses.replace(frames[10], t_device=frames[3].t_device)  # one step back
+    info = describe_file(write_sequence(tmp_path / "back.igs.mha", frames))
+    dropped = info["dropped"]
+    assert dropped["timestamp_gap_count"] == 0 and dropped["timestamp_gaps"] == []
+    assert dropped["backward_step_count"] == 1
+    step = frames[3].t_device - frames[9].t_device
+    assert dropped["worst_backward_step"] == {
+        "after_frame": 9,
+        "step_s": pytest.approx(step, abs=1e-5),
+    }
+    text = format_description(info)
+    assert f"1 step(s) backwards (worst {step:.3f} s after frame 9)" in text
+    assert "dropped      none found" in text
+    # a clock that is reset and runs on from there: one step back, no gap
+    reset = [
+        dataclasses.replace(f, t_device=f.t_device - (5.0 if i >= 12 else 0.0))
+        for i, f in enumerate(make_frames(20))
+    ]
+    dropped = describe_file(write_sequence(tmp_path / "reset.igs.mha", reset))["dropped"]
+    assert dropped["backward_step_count"] == 1 and dropped["timestamp_gap_count"] == 0
+    assert dropped["worst_backward_step"]["after_frame"] == 11
+
+
+def test_missing_and_nan_timestamps_are_reported(tmp_path):
+    frames = make_frames(12)
+    frames[4] = dataclasses.replace(frames[4], t_device=float("nan"))  # written without one
+    path = write_sequence(tmp_path / "stamps.igs.mha", frames)
+    _with_header_field(path, "Seq_Frame0007_Timestamp", "nan")
+    info = describe_file(path)
+    assert info["timestamps_missing"] == 2 and info["timestamps_missing_frames"] == [4, 7]
+    text = format_description(info)
+    assert "2 without a usable one (missing, NaN or infinite): frame(s) 4, 7" in text
+    assert main(["info", str(path)]) == 0

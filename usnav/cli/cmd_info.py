@@ -14,8 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "info",
         help="describe a recording (.igs.mha, .seq.nrrd) or a volume (.nii, .nrrd)",
         description="For a recording: frames, image size, orientation, transforms with OK/INVALID "
-        "counts, time span, mean frame rate and dropped frames (FrameNumber jumps, timestamp gaps "
-        "longer than twice the median period). For a volume: shape, spacing, RAS bounds.",
+        "counts (a non-finite matrix counts as INVALID), time span, mean frame rate, timestamps "
+        "that go backwards or are missing/not a number, and dropped frames (FrameNumber jumps, "
+        "timestamp gaps longer than twice the median period). For a volume: shape, spacing, RAS "
+        "bounds.",
     )
     parser.add_argument("file", type=Path, help="recording or volume file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

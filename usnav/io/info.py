@@ -2,8 +2,10 @@
 
 :func:`describe_file` returns a JSON-ready dict; :func:`format_description` renders it for a
 person. For a recording (PLUS sequence file): frames, image size, orientation, transforms with
-OK/INVALID counts, time span, mean frame rate and dropped frames (``FrameNumber`` jumps and
-timestamp gaps longer than twice the median frame period). For a volume (NIfTI, NRRD, or a
+OK/INVALID counts (a matrix that is not finite counts as INVALID, as every stage treats it),
+time span, mean frame rate, timestamps that go backwards or are missing/not a number, and
+dropped frames (``FrameNumber`` jumps and timestamp gaps longer than twice the median frame
+period). For a volume (NIfTI, NRRD, or a
 single 3D MetaIO image such as a PLUS reconstruction): shape, spacing and RAS bounds.
 """
 
@@ -47,8 +49,10 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
     -------
     dict
         ``kind`` = ``"recording"``: ``frames``, ``image_size`` [cols, rows], ``orientation``,
-        ``transforms`` {name: {ok, invalid, missing}}, ``timestamps`` [first, last] (s),
-        ``duration_s``, ``frame_rate_hz``, ``dropped``... ``kind`` = ``"volume"``: ``shape``,
+        ``transforms`` {name: {ok, invalid, missing, non_finite}} (``invalid`` includes the
+        ``non_finite`` matrices marked OK), ``timestamps`` [first, last] (s), ``duration_s``,
+        ``frame_rate_hz``, ``timestamps_missing`` (frames without a finite timestamp),
+        ``dropped`` (with the steps backwards)... ``kind`` = ``"volume"``: ``shape``,
         ``spacing_mm``, ``ras_bounds_mm`` {min, max}.
 
     Raises
@@ -140,18 +144,27 @@ def describe_sequence(seq: Sequence) -> dict:
     n = len(seq)
     transforms = {}
     for name in seq.transform_names:
-        _matrices, statuses = seq.transforms(name)
+        matrices, statuses = seq.transforms(name)
+        status = np.array([s.value for s in statuses], dtype=object)
+        present = status != TransformStatus.MISSING.value
+        non_finite = present & ~np.isfinite(matrices).all(axis=(1, 2))
+        ok = (status == TransformStatus.OK.value) & ~non_finite
         transforms[name] = {
-            "ok": sum(s is TransformStatus.OK for s in statuses),
-            "invalid": sum(s is TransformStatus.INVALID for s in statuses),
-            "missing": sum(s is TransformStatus.MISSING for s in statuses),
+            "ok": int(np.count_nonzero(ok)),
+            "invalid": int(np.count_nonzero(present & ~ok)),
+            "missing": int(np.count_nonzero(~present)),
+            "non_finite": int(np.count_nonzero(non_finite)),
         }
-    times = seq.timestamps[np.isfinite(seq.timestamps)]
+    stamped = np.isfinite(seq.timestamps)
+    times = seq.timestamps[stamped]
+    unstamped = np.flatnonzero(~stamped)
     timing: dict[str, Any] = {
         "timestamps": None,
         "duration_s": None,
         "frame_rate_hz": None,
         "median_period_s": None,
+        "timestamps_missing": len(unstamped),
+        "timestamps_missing_frames": [int(i) for i in unstamped[:MAX_LISTED_GAPS]],
     }
     if len(times):
         first, last = float(times[0]), float(times[-1])
@@ -185,7 +198,11 @@ def describe_sequence(seq: Sequence) -> dict:
 def dropped_frames(
     timestamps: np.ndarray, frame_numbers: np.ndarray, has_frame_numbers: bool
 ) -> dict:
-    """Dropped-frame evidence: FrameNumber jumps and timestamp gaps > 2× the median period.
+    """Dropped-frame evidence: FrameNumber jumps and timestamp gaps > 2× the median period;
+    and the timestamps that go backwards.
+
+    A gap is measured from the latest timestamp so far, so a clock that steps back and then
+    returns shows as one step backwards, not as a gap where it returns.
 
     Parameters
     ----------
@@ -200,7 +217,9 @@ def dropped_frames(
     -------
     dict
         ``frame_number_gaps`` [{after_frame, missing}], ``missing_by_frame_number``,
-        ``timestamp_gaps`` [{after_frame, gap_s}], ``median_period_s``, ``listed_max``.
+        ``timestamp_gaps`` [{after_frame, gap_s}], ``timestamp_gap_count``,
+        ``gap_threshold_s``, ``backward_step_count``, ``backward_steps`` [{after_frame,
+        step_s}] (step_s < 0) and ``worst_backward_step`` (the most negative, or None).
     """
     out: dict[str, Any] = {
         "frame_number_gaps": [],
@@ -208,6 +227,9 @@ def dropped_frames(
         "timestamp_gaps": [],
         "timestamp_gap_count": 0,
         "gap_threshold_s": None,
+        "backward_step_count": 0,
+        "backward_steps": [],
+        "worst_backward_step": None,
     }
     if has_frame_numbers and len(frame_numbers) > 1:
         steps = np.diff(frame_numbers.astype(np.int64))
@@ -217,8 +239,16 @@ def dropped_frames(
             {"after_frame": int(i), "missing": int(steps[i] - 1)} for i in jumps[:MAX_LISTED_GAPS]
         ]
     finite = np.flatnonzero(np.isfinite(timestamps))
+    times = timestamps[finite]
+    steps = np.diff(times)
+    back = np.flatnonzero(steps < 0)
+    if len(back):
+        listed = [{"after_frame": int(finite[i]), "step_s": _round(float(steps[i]))} for i in back]
+        out["backward_step_count"] = len(back)
+        out["backward_steps"] = listed[:MAX_LISTED_GAPS]
+        out["worst_backward_step"] = listed[int(np.argmin(steps[back]))]
     if len(finite) > 2:
-        periods = np.diff(timestamps[finite])
+        periods = times[1:] - np.maximum.accumulate(times)[:-1]
         median = float(np.median(periods))
         if median > 0:
             threshold = GAP_FACTOR * median
@@ -286,11 +316,16 @@ def format_description(info: dict) -> str:
         lines.append(span)
     else:
         lines.append("  time span    no timestamps")
+    clock = _timestamp_problems(info)
+    if clock:
+        lines.append("  timestamps   " + clock)
     if info["transforms"]:
         width = max(len(k) for k in info["transforms"])
         for i, (name, counts) in enumerate(info["transforms"].items()):
             label = "  transforms   " if i == 0 else " " * 15
             text = f"{name:<{width}}  {counts['ok']} OK, {counts['invalid']} INVALID"
+            if counts.get("non_finite"):
+                text += f" ({counts['non_finite']} non-finite)"
             if counts["missing"]:
                 text += f", {counts['missing']} missing"
             lines.append(label + text)
@@ -317,6 +352,24 @@ def format_description(info: dict) -> str:
     for problem in info["problems"]:
         lines.append(f"  problem      {problem}")
     return "\n".join(lines)
+
+
+def _timestamp_problems(info: dict) -> str:
+    """Steps backwards and frames without a finite timestamp, in words ('' when none)."""
+    parts = []
+    dropped = info["dropped"]
+    if dropped.get("backward_step_count"):
+        worst = dropped["worst_backward_step"]
+        parts.append(
+            f"{dropped['backward_step_count']} step(s) backwards (worst {worst['step_s']:.3f} s "
+            f"after frame {worst['after_frame']})"
+        )
+    missing = info.get("timestamps_missing", 0)
+    if missing and info["timestamps"]:  # all missing: "no timestamps" says it
+        frames = info["timestamps_missing_frames"]
+        where = ", ".join(str(i) for i in frames[:5]) + (" ..." if missing > 5 else "")
+        parts.append(f"{missing} without a usable one (missing, NaN or infinite): frame(s) {where}")
+    return "; ".join(parts)
 
 
 def _round(value: float) -> float:
