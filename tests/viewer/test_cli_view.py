@@ -169,7 +169,7 @@ def test_window_that_cannot_open_does_not_take_the_viewer_down() -> None:
     ("args", "message"),
     [
         (["--snapshot", "x.jpg"], ".png"),
-        (["--snapshot", "/nonexistent-dir/x.png"], "does not exist"),
+        (["--snapshot", "/dev/null/x.png"], "/dev/null: is a file, so --snapshot cannot go"),
         (["--snapshot", "x.png", "--frames", "0"], "--frames"),
         (["--snapshot", "x.png", "--min-quality", "2"], "--min-quality"),
         (["--snapshot", "x.png", "--size", "0x0"], "--size"),
@@ -182,3 +182,35 @@ def test_bad_arguments(args: list[str], message: str, capsys) -> None:
 
     assert main(["view", "--connect", _free_address(), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_existing_snapshot_is_replaced_only_with_force(tmp_path: Path, capsys) -> None:
+    from usnav.cli.main import main
+
+    out = tmp_path / "view.png"
+    out.write_bytes(b"an earlier picture")
+    args = ["view", "--connect", _free_address(), "--snapshot", str(out), "--timeout", "0.3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: already exists" in err and "--force" in err
+    assert out.read_bytes() == b"an earlier picture"
+    assert main([*args, "--force"]) == 0
+    assert cv2.imread(str(out)) is not None
+
+
+def test_a_missing_snapshot_folder_is_created_and_a_file_in_the_way_is_named(
+    tmp_path: Path, capsys
+) -> None:
+    from usnav.cli.main import main
+
+    out = tmp_path / "missing" / "dir" / "view.png"
+    assert (
+        main(["view", "--connect", _free_address(), "--snapshot", str(out), "--timeout", "0.3"])
+        == 0
+    )
+    assert cv2.imread(str(out)) is not None
+    blocker = tmp_path / "notes.json"
+    blocker.write_text("{}")
+    inside = blocker / "view.png"
+    assert main(["view", "--connect", _free_address(), "--snapshot", str(inside)]) == 2
+    assert f"{blocker}: is a file, so --snapshot cannot go under it" in capsys.readouterr().err

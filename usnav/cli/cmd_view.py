@@ -73,8 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--snapshot",
         type=Path,
         metavar="FILE.png",
-        help="headless: write one picture after --frames updates (or --timeout) and exit",
+        help="headless: write one picture after --frames updates (or --timeout) and exit "
+        "(its folder is created)",
     )
+    p.add_argument("--force", action="store_true", help="replace an existing --snapshot file")
     p.add_argument(
         "--frames", type=int, default=30, metavar="N", help="updates before the snapshot (30)"
     )
@@ -133,9 +135,11 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from usnav.errors import InputError
-    from usnav.viewer.app import run_viewer
+    from usnav.viewer.app import check_snapshot, run_viewer
     from usnav.viewer.state import ViewerOptions
 
+    if args.snapshot is not None:
+        check_snapshot(args.snapshot, force=args.force)
     if args.frames < 1:
         raise InputError("--frames", f"must be at least 1, got {args.frames}")
     if args.timeout <= 0:

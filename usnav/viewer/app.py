@@ -54,6 +54,35 @@ class ViewerRun:
     stats: ClientStats
 
 
+def check_snapshot(path: str | Path, *, force: bool = False) -> Path:
+    """A snapshot file under the output rule (:func:`usnav.io.outputs.check_output`).
+
+    Parameters
+    ----------
+    path
+        The ``.png`` to write.
+    force
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``, its folder created.
+
+    Raises
+    ------
+    InputError
+        Not a ``.png``; the file exists (without ``force``); a file stands where its folder
+        should be, or the folder cannot be created or written into.
+    """
+    from usnav.io.outputs import check_output
+
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise InputError(p, "the snapshot must be a .png file", "give --snapshot NAME.png")
+    return check_output(p, force=force, option="--snapshot")
+
+
 def run_viewer(
     address: str = DEFAULT_ADDRESS,
     *,
@@ -78,7 +107,8 @@ def run_viewer(
     snapshot
         Headless mode: write the picture to this PNG after ``frames`` updates (margin or frame
         messages), or after ``timeout_s`` if they do not come — then it shows why (e.g.
-        "waiting for usnav on ADDRESS"). No window, no display needed.
+        "waiting for usnav on ADDRESS"). No window, no display needed. Its folder is
+        created; an existing file is replaced (check it first with :func:`check_snapshot`).
     frames
         Updates to wait for before the snapshot.
     timeout_s
@@ -106,12 +136,8 @@ def run_viewer(
             "no display found (DISPLAY/WAYLAND_DISPLAY unset): run on the OR workstation's "
             "screen, or use --snapshot FILE.png for a headless picture"
         )
-    snapshot_path = Path(snapshot) if snapshot is not None else None
-    if snapshot_path is not None:
-        if snapshot_path.suffix.lower() != ".png":
-            raise InputError(snapshot_path, "the snapshot must be a .png file")
-        if snapshot_path.parent and not snapshot_path.parent.is_dir():
-            raise InputError(snapshot_path, "its folder does not exist")
+    # an existing file is replaced here: usnav view checks --force first (check_snapshot)
+    snapshot_path = check_snapshot(snapshot, force=True) if snapshot is not None else None
     period = 1.0 / max_fps
     subscriber = Subscriber(
         address, curve_server_key=curve_server_key, curve_client_secret=curve_client_secret
