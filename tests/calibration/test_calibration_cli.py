@@ -11,6 +11,7 @@ import _nwire_synth as synth
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import assert_bad_input, usnav
 from test_calibration_pivot import _recording
 from test_calibration_temporal import _tank_recording
 
@@ -200,3 +201,31 @@ def test_real_process_prints_json_and_progress(data) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["calibration"]["used"] == 23
     assert "segmenting calibration" in proc.stderr and "24/24" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tank(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A water-tank video whose temporal calibration succeeds (about 140 frames)."""
+    return _tank_recording(tmp_path_factory.mktemp("tank") / "tank.igs.mha", lag=0.1)
+
+
+def test_temporal_out_is_checked_before_the_video_is_segmented(tank, tmp_path: Path) -> None:
+    not_toml = tmp_path / "lag.json"
+    result = usnav(tmp_path, "calibrate", "temporal", "--video", str(tank), "--out", str(not_toml))
+    assert_bad_input(result, "lag.json", "must be a .toml file")
+    assert "segmenting" not in result.stderr and not not_toml.exists()
+    other = tmp_path / "pipeline.toml"
+    other.write_text("[pipeline]\nx = 1\n")
+    result = usnav(tmp_path, "calibrate", "temporal", "--video", str(tank), "--out", str(other))
+    assert_bad_input(result, "pipeline.toml", "not a usnav calibration file")
+    assert "segmenting" not in result.stderr
+    assert other.read_text() == "[pipeline]\nx = 1\n"
+
+
+@pytest.mark.parametrize(("kind", "replaced"), [("temporal", "--report"), ("pivot", "--xml")])
+def test_force_help_names_only_options_the_command_has(kind: str, replaced: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["calibrate", kind, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    force = text[text.rindex("--force") :]
+    assert force.startswith(f"--force replace an existing {replaced} file")

@@ -56,6 +56,37 @@ def pivot_section(result: PivotResult) -> PivotCalibration:
     )
 
 
+def check_calibration_output(path: str | Path) -> CalibrationFile | None:
+    """Check a calibration output before any calibration work: a ``.toml`` file that is new,
+    or an existing usnav calibration file (it is updated, its other sections kept).
+
+    Returns
+    -------
+    CalibrationFile or None
+        The existing file's content; None for a new file.
+
+    Raises
+    ------
+    ConfigError
+        Not a ``.toml`` name, or an existing file that is not a usnav calibration file.
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".toml":
+        raise ConfigError(
+            p, "calibration output must be a .toml file", "give --out NAME.toml (e.g. probe.toml)"
+        )
+    if not p.exists():
+        return None
+    try:
+        return load_calibration(p)
+    except ConfigError as exc:
+        raise ConfigError(
+            p,
+            f"exists and is not a usnav calibration file, so it cannot be updated ({exc.problem})",
+            "give a new --out file, or the calibration file to update",
+        ) from exc
+
+
 def write_calibration(
     path: str | Path,
     *,
@@ -75,9 +106,7 @@ def write_calibration(
         If ``path`` exists but is not a valid usnav calibration file (it is not overwritten).
     """
     p = Path(path)
-    if p.suffix.lower() != ".toml":
-        raise ConfigError(p, "calibration output must be a .toml file")
-    current = load_calibration(p) if p.exists() else CalibrationFile(probe=p.stem)
+    current = check_calibration_output(p) or CalibrationFile(probe=p.stem)
     update: dict = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     sources = list(current.sources)
     if spatial is not None:

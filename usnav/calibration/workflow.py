@@ -11,7 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from usnav.calibration.output import plus_coordinate_definitions, write_calibration
+from usnav.calibration.output import (
+    check_calibration_output,
+    plus_coordinate_definitions,
+    write_calibration,
+)
 from usnav.calibration.pivot import PivotResult, calibrate_pivot
 from usnav.calibration.spatial import (
     MIN_FRAMES,
@@ -46,7 +50,10 @@ def run_spatial(
     min_frames: int = MIN_FRAMES,
     progress: ProgressCallback | None = None,
 ) -> SpatialCalibrationResult:
-    """Spatial calibration (:func:`calibrate_spatial`), then the requested outputs."""
+    """Spatial calibration (:func:`calibrate_spatial`), then the requested outputs (``out``
+    checked first)."""
+    if out is not None:
+        check_calibration_output(out)
     try:
         result = calibrate_spatial(
             config,
@@ -85,7 +92,10 @@ def run_temporal(
     report: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TemporalCalibrationResult:
-    """Temporal calibration (:func:`calibrate_temporal`), then the requested outputs."""
+    """Temporal calibration (:func:`calibrate_temporal`), then the requested outputs (``out``
+    checked first)."""
+    if out is not None:
+        check_calibration_output(out)
     result = calibrate_temporal(
         video, tracker, tool=tool, clip=clip, clamp_ends=clamp_ends, progress=progress
     )
@@ -105,7 +115,10 @@ def run_pivot(
     out: str | Path | None = None,
     xml: str | Path | None = None,
 ) -> PivotResult:
-    """Pivot calibration (:func:`calibrate_pivot`), then the requested outputs."""
+    """Pivot calibration (:func:`calibrate_pivot`), then the requested outputs (``out``
+    checked first)."""
+    if out is not None:
+        check_calibration_output(out)
     result = calibrate_pivot(recording, tool)
     if out is not None:
         write_calibration(out, pivot=result)

@@ -89,9 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument("--out", type=Path, help="calibration file to write/update (.toml)")
     tp.add_argument("--report", type=Path, help="write a PNG report (signals, SSD curve)")
     tp.add_argument("--json", action="store_true", help="print one JSON object")
-    tp.add_argument(
-        "--force", action="store_true", help="replace an existing --xml or --report file"
-    )
+    tp.add_argument("--force", action="store_true", help="replace an existing --report file")
     tp.set_defaults(func=_temporal)
 
     pp = sub.add_parser(
@@ -109,9 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pp.add_argument("--out", type=Path, help="calibration file to write/update (.toml)")
     pp.add_argument("--xml", type=Path, help="also write PLUS <CoordinateDefinitions> here")
     pp.add_argument("--json", action="store_true", help="print one JSON object")
-    pp.add_argument(
-        "--force", action="store_true", help="replace an existing --xml or --report file"
-    )
+    pp.add_argument("--force", action="store_true", help="replace an existing --xml file")
     pp.set_defaults(func=_pivot)
 
 
