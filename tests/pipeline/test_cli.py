@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -90,6 +91,28 @@ def test_bad_inputs_get_one_line_and_exit_2_before_anything_starts(small_case, t
     # publishing on a network interface without CURVE keys is refused
     result = _usnav(*_run_args(small_case, good), "--publish", "tcp://0.0.0.0:5599")
     assert result.returncode == 2 and "beyond loopback needs encryption" in result.stderr
+
+
+def test_a_taken_slicer_port_names_the_slicer_port_option(small_case, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        args = _run_args(small_case, _device_file(tmp_path, free_port()))
+        result = _usnav(
+            *args,
+            "--slicer-port",
+            str(port),
+            "--no-registration",
+            "--publish",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--log",
+            str(tmp_path / "run.log"),
+        )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
+    assert lines[0].endswith("choose another with --slicer-port")
 
 
 def _recording_run(small_case: Path, tmp_path: Path, interrupts: int) -> tuple:

@@ -67,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
     if args.passes < 1:
         raise InputError("--passes", f"must be at least 1, got {args.passes}")
     check_endpoint(args.publish, "--publish")
+    if args.cache is not None:
+        check_output(args.cache, folder=True, force=True, option="--cache")
     check_demo_cache(args.cache)
-    if args.out is None:
+    if args.out is None:  # the snapshot goes under the cache: a problem there is --cache's
         out = (Path(args.cache) if args.cache else default_cache_dir()) / "demo-output"
-        check_output(out, folder=True, force=True)
+        check_output(out, folder=True, force=True, option="--cache")
     else:
         out = check_output(args.out, folder=True, force=True)
         check_output(out / "snapshot.png", force=args.force)

@@ -91,6 +91,10 @@ class IgtlServer:
     send_queue_messages, send_queue_bytes, send_timeout_s, body_timeout_s, max_message_bytes
         See :class:`Connection` (a peer trickling a message, slowloris, is closed after
         ``body_timeout_s``).
+    name
+        What the server is, in messages.
+    port_option
+        The command-line option that set ``port``, named when the port is taken.
 
     Raises
     ------
@@ -114,6 +118,7 @@ class IgtlServer:
         body_timeout_s: float = 5.0,
         max_message_bytes: int = 1024 * 1024,
         name: str = "OpenIGTLink server",
+        port_option: str = "--port",
     ):
         try:
             valid = 0 <= operator.index(port) <= 65535
@@ -135,6 +140,7 @@ class IgtlServer:
             )
         self.host = host
         self.port = port
+        self.port_option = port_option
         self.body_timeout_s = body_timeout_s
         self.max_clients = max_clients
         self.keepalive_s = keepalive_s
@@ -178,7 +184,7 @@ class IgtlServer:
             if isinstance(exc, socket.gaierror):
                 hint = "check the host name or give an IP address of this machine"
             elif exc.errno == errno.EADDRINUSE:
-                hint = "is another server using the port? choose another with --port"
+                hint = f"is another server using the port? choose another with {self.port_option}"
             else:
                 hint = "give an address of this machine (127.0.0.1 by default) and a free port"
             raise UsnavError(

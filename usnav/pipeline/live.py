@@ -166,7 +166,9 @@ class LivePipeline:
             from usnav.publish.slicer import SlicerExporter
 
             try:
-                self._slicer = SlicerExporter(port=self.options.slicer_port).start()
+                self._slicer = SlicerExporter(
+                    port=self.options.slicer_port, port_option="--slicer-port"
+                ).start()
             except Exception:
                 self._publisher.close()
                 raise

@@ -52,6 +52,9 @@ class SlicerExporter:
         Extra peer addresses/networks allowed to connect (see :class:`IgtlServer`).
     image_name, overlay_name, reference_frame
         PLUS-style names: the IMAGE device names are ``<name>_<reference_frame>``.
+    port_option
+        The option that set ``port``, named when the port is taken (``usnav run``:
+        ``--slicer-port``).
     """
 
     def __init__(
@@ -63,8 +66,11 @@ class SlicerExporter:
         image_name: str = "Image",
         overlay_name: str = "Tumor",
         reference_frame: str = "Reference",
+        port_option: str = "--port",
     ):
-        self.server = IgtlServer(host, port, allow=allow, name="Slicer re-export")
+        self.server = IgtlServer(
+            host, port, allow=allow, name="Slicer re-export", port_option=port_option
+        )
         self.image_device = f"{image_name}_{reference_frame}"
         self.overlay_device = f"{overlay_name}_{reference_frame}"
         self.image_to_reference_name = f"{image_name}To{reference_frame}"

@@ -22,6 +22,7 @@ from usnav.registration.points import read_points, read_tag_file, register_point
 from usnav.registration.reconstruct import (
     Reconstruction,
     ReconstructionOptions,
+    check_reconstruction_path,
     load_image_to_probe,
     options_from_plus_xml,
     reconstruct_volume,
@@ -245,6 +246,7 @@ def reconstruct_recording(
     Options come from ``config`` (a PLUS device-set XML's ``<VolumeReconstruction>``), or from
     ``calibration`` when it is such an XML, then the explicit arguments override them.
     """
+    check_reconstruction_path(out)
     image_to_probe = load_image_to_probe(calibration)
     opts = ReconstructionOptions()
     xml = (

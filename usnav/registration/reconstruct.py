@@ -177,6 +177,28 @@ def reconstruct_volume(
     return Reconstruction(volume, filled, time.perf_counter() - t0, len(sweep))
 
 
+#: the files a reconstruction can be written to
+RECONSTRUCTION_SUFFIXES = (".mha", ".nii", ".nii.gz", ".nrrd")
+
+
+def check_reconstruction_path(path: str | Path) -> Path:
+    """Refuse an output name :func:`save_reconstruction` cannot write, before the work.
+
+    Raises
+    ------
+    InputError
+        The name does not end with one of :data:`RECONSTRUCTION_SUFFIXES`.
+    """
+    p = Path(path)
+    if not p.name.lower().endswith(RECONSTRUCTION_SUFFIXES):
+        raise InputError(
+            p,
+            "unknown volume format",
+            "use " + ", ".join(RECONSTRUCTION_SUFFIXES[:-1]) + " or " + RECONSTRUCTION_SUFFIXES[-1],
+        )
+    return p
+
+
 def save_reconstruction(volume: Volume, path: str | Path, *, compress: bool = True) -> Path:
     """Write a reconstruction in PLUS's orientation.
 
@@ -192,7 +214,7 @@ def save_reconstruction(volume: Volume, path: str | Path, *, compress: bool = Tr
     path
         ``.mha``, ``.nii``, ``.nii.gz`` or ``.nrrd``.
     """
-    p = Path(path)
+    p = check_reconstruction_path(path)
     if not p.name.lower().endswith(".mha"):
         return save_volume(Volume(volume.data, LPS_TO_RAS @ volume.affine, volume.source), p)
     data = np.ascontiguousarray(np.transpose(np.asarray(volume.data, np.uint8), (2, 1, 0)))
