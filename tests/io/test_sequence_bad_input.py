@@ -245,9 +245,10 @@ def test_absurd_space_directions_read_without_a_numpy_warning(good):
         assert seq.spacing[0] == 1e200
 
 
-def test_a_journal_line_that_is_not_an_object_ends_the_recovery_cleanly(tmp_path, originals):
+def test_a_journal_line_that_is_not_an_object_is_skipped_cleanly(tmp_path, originals):
     """Found by ``usnav soak files``: a frames.jsonl line ``[]`` raised AttributeError out of
-    recovery (a traceback) instead of ending the readable part there."""
+    recovery (a traceback). It is skipped: every frame is kept, and so is the journal (the
+    damaged line might have been a frame)."""
     from usnav.io.sequence import SequenceWriter, journal_path, recover_recording
 
     target = tmp_path / "cut.igs.mha"
@@ -265,4 +266,5 @@ def test_a_journal_line_that_is_not_an_object_ends_the_recovery_cleanly(tmp_path
     lines.insert(frame_lines[2], b"[]")
     (copy / "frames.jsonl").write_bytes(b"\n".join(lines))
     with read_sequence(recover_recording(copy)) as seq:
-        assert len(seq) == 2  # the frames before the foreign line
+        assert len(seq) == N  # the frames before and after the foreign line
+    assert (copy / "frames.jsonl").is_file()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from usnav.cli.progress import ProgressBar
 from usnav.io.sequence import convert_sequence
+from usnav.io.sequence_journal import Recovery
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="convert a recording between .igs.mha and .seq.nrrd (or recover a journal)",
         description="Streams frame by frame and keeps every per-frame field. IN may also be "
         "the journal folder of an interrupted recording (REC.igs.mha.journal): its complete "
-        "frames are assembled first.",
+        "frames are assembled into OUT (and only OUT). A damaged journal gives up its readable "
+        "frames: what was skipped is said on one line and the journal is kept.",
     )
     parser.add_argument("source", type=Path, help="recording (.igs.mha, .seq.nrrd) or journal")
     parser.add_argument("target", type=Path, help="file to write (.igs.mha or .seq.nrrd)")
@@ -41,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _report(recovery: Recovery) -> None:
+    """One warning line when a journal could not be recovered whole (the journal is kept)."""
+    if not recovery.complete:
+        print(f"usnav convert: warning: {recovery.summary()}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from usnav.io.outputs import check_output
 
@@ -54,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             tolerant=args.tolerant,
             overwrite=args.force,
             progress=lambda done, total: progress.update("converting frames", done, total),
+            on_recovery=_report,
         )
     finally:
         progress.stop()

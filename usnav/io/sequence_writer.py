@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import os
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,7 @@ from usnav.frames import TrackedFrame, TransformStatus, normalize_orientation
 from usnav.io._metaio import STRUCTURAL_KEYS as METAIO_STRUCTURAL_KEYS
 from usnav.io._metaio import format_number
 from usnav.io._nrrdseq import STRUCTURAL_KEYS as NRRD_STRUCTURAL_KEYS
+from usnav.io.outputs import FORCE_HINT
 from usnav.io.sequence_journal import (
     FRAMES_FILE,
     JOURNAL_SUFFIX,
@@ -33,8 +35,12 @@ from usnav.io.sequence_journal import (
     META_FILE,
     PIXELS_FILE,
     JournalState,
+    Recovery,
     assemble,
     journal_path,
+    read_journal,
+    reads_back,
+    recover_journal,
     recover_recording,
     remove_journal,
 )
@@ -365,7 +371,7 @@ class SequenceWriter:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         if tail is None:
-            return recover_recording(self.path)
+            return recover_recording(self.path, overwrite=True)
         state = JournalState(
             meta=self._meta,
             frames=self._frames,
@@ -447,6 +453,7 @@ def convert_sequence(
     tolerant: bool = False,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    on_recovery: Callable[[Recovery], None] | None = None,
 ) -> Path:
     """Convert between ``.igs.mha`` and ``.seq.nrrd`` (either way, or re-compress), streaming.
 
@@ -469,20 +476,24 @@ def convert_sequence(
         Replace ``target`` if it exists.
     progress
         Called as ``progress(done, total)`` after each frame.
+    on_recovery
+        Called with the :class:`~usnav.io.sequence_journal.Recovery` when ``source`` is a
+        journal (frames it could not recover, whether the journal was kept).
 
     Raises
     ------
     InputError
-        Missing or unreadable source, unknown target suffix, target exists.
+        Missing or unreadable source, unknown target suffix, target exists, a journal with
+        nothing recoverable.
     """
     src = Path(source)
     dst = Path(target)
     sequence_format(dst)
     if src.is_dir() and src.name.endswith(JOURNAL_SUFFIX):
-        recovered = recover_recording(src)
-        if recovered.resolve() == dst.resolve():
-            return dst
-        src = recovered
+        recovery = _convert_journal(src, dst, compress=compress, overwrite=overwrite)
+        if on_recovery is not None:
+            on_recovery(recovery)
+        return dst
     if dst.exists() and not overwrite:
         raise InputError(dst, "already exists", "choose another name or use --force")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
@@ -508,3 +519,36 @@ def convert_sequence(
             spacing=seq.spacing,
             offset=seq.origin,
         )
+
+
+def _convert_journal(
+    journal: Path, target: Path, *, compress: bool | None, overwrite: bool
+) -> Recovery:
+    """Recover ``journal`` into ``target`` only (through a hidden scratch file beside it when
+    the format or compression changes); the journal goes only if every frame got there."""
+    if target.exists() and not overwrite:
+        raise InputError(target, "already exists", FORCE_HINT)
+    meta = read_journal(journal).meta
+    if sequence_format(target) == meta["format"] and compress in (None, meta["compress"]):
+        return recover_journal(journal, target, overwrite=overwrite)
+    suffix = ".igs.mha" if meta["format"] == "metaio" else ".seq.nrrd"
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    scratch = Path(name)
+    try:
+        recovery = recover_journal(journal, scratch, overwrite=True, keep=True)
+        convert_sequence(scratch, target, compress=compress, overwrite=overwrite)
+    finally:
+        scratch.unlink(missing_ok=True)
+    recovery.path = target
+    problem = reads_back(target, recovery.frames)
+    if problem:
+        target.unlink(missing_ok=True)
+        raise UsnavError(
+            f"{target}: the converted recording does not read back ({problem}), so it was "
+            f"removed; {journal} is kept as it is"
+        )
+    if recovery.complete:
+        remove_journal(journal)
+        recovery.journal_kept = False
+    return recovery
