@@ -14,7 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Runs every case of MANIFEST (registration as usnav register does it, "
         "offline margins as usnav run computes them, both scored against the case's truth) as "
         "Dask tasks, and writes RESULTS_DIR/results.csv (one row per case), summary.csv and "
-        "PNG plots. Re-running resumes: cases already in results.csv are skipped. See "
+        "PNG plots. Re-running resumes: cases already in results.csv are skipped. Exit "
+        "status: 0 when at least one case run now succeeded (the failed ones say why in "
+        "results.csv) or there was nothing left to run; 2 for bad input, refused before any "
+        "case runs (a manifest, --out, --group-by or scheduler that cannot be used), and 2 "
+        "when every case run now failed (the results and summary are still written). See "
         "docs/evaluation.md.",
     )
     p.add_argument("manifest", type=Path, metavar="MANIFEST", help="the dataset's manifest.csv")
@@ -51,7 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --scheduler: how long to wait for it and its workers (default 10)",
     )
     p.add_argument(
-        "--group-by", default="family", metavar="TAG", help="summary grouping tag (family)"
+        "--group-by",
+        metavar="TAG",
+        help="summary grouping tag, one the manifest's cases have (default: family)",
     )
     p.add_argument(
         "--config",
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from usnav.cli.progress import ProgressBar
+    from usnav.errors import InputError
     from usnav.evaluate.runner import run_evaluation
     from usnav.registration.rigid import load_registration_options
 
@@ -100,10 +107,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.print(f"nothing to run: all {report.cases} case(s) are already in {report.results}")
     if report.summary_rows:
-        out.print(_table(report.summary_rows, args.group_by))
+        out.print(_table(report.summary_rows, report.group_by))
         out.print(f"summary: {report.summary}")
     if report.plots:
         out.print("plots: " + ", ".join(str(p) for p in report.plots))
+    if report.ran and report.failed == report.ran:
+        case, reason = next(iter(report.failures.items()))
+        raise InputError(
+            report.results,
+            f"all {report.ran} case(s) run failed (first: {case}: {reason})",
+            "see the reason column; fix the inputs it names, delete those rows and run again",
+        )
     return 0
 
 

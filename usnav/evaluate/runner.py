@@ -23,10 +23,12 @@ Dask is imported only here, when a run starts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -76,6 +78,10 @@ class RunReport:
         Worker processes used; ``worker_names`` their addresses.
     scheduler
         The scheduler's address.
+    group_by
+        The tag the summary is grouped by.
+    failures
+        Per case that failed now, its reason (in the order they finished).
     wall_s
         From the first task submitted to the last result (cluster start-up and kernel warm-up
         excluded); 0 when nothing ran.
@@ -97,11 +103,13 @@ class RunReport:
     workers: int = 0
     worker_names: list[str] = field(default_factory=list)
     scheduler: str = ""
+    group_by: str = "family"
     wall_s: float = 0.0
     task_seconds: list[float] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)
     registration_seconds: list[float] = field(default_factory=list)
     warm_up_s: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
 
 
 def require_dask() -> None:
@@ -122,7 +130,7 @@ def run_evaluation(
     scheduler: str | None = None,
     workers: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    group_by: str = "family",
+    group_by: str | None = None,
     registration_options=None,
     margins: bool = True,
     connect_timeout_s: float = 10.0,
@@ -144,7 +152,8 @@ def run_evaluation(
     timeout_s
         Per case, s.
     group_by
-        The tag the summary and plots group by.
+        The tag the summary and plots group by; it must be a tag some case of the manifest
+        has. None: ``family`` (not checked: a manifest without it groups all cases together).
     registration_options
         :class:`~usnav.registration.rigid.RegistrationOptions` (defaults if None).
     margins
@@ -157,41 +166,66 @@ def run_evaluation(
     Raises
     ------
     InputError
-        Bad manifest, an output path that is a file or an existing file that is not a
-        results table, Dask missing, an unreachable scheduler or one without workers, workers
-        that cannot load usnav.
+        Bad manifest or one without cases, a ``group_by`` tag no case has, an output path
+        that cannot be a folder (or one that cannot be written to) or an existing file that is
+        not a results table, Dask missing, an unreachable scheduler (or something else than a
+        scheduler at its address) or one without workers, workers that cannot load usnav. The
+        manifest, ``group_by``, option and output checks come before Dask is touched; whenever
+        an error is raised before a case ran, the folders this call created are removed again.
     """
     cases = read_manifest(manifest)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is a file", "give a folder for the results")
+    if not cases:
+        raise InputError(
+            manifest,
+            "the manifest lists no cases (a header row only)",
+            "add one row per case (see docs/evaluation.md)",
+        )
+    if group_by is None:
+        group_by = "family"
+    else:
+        _check_group_by(group_by, cases, manifest)
     if not timeout_s > 0:
         raise InputError("--timeout", f"must be positive, got {timeout_s:g} s")
     if not connect_timeout_s > 0:
         raise InputError("--connect-timeout", f"must be positive, got {connect_timeout_s:g} s")
     if workers is not None and workers < 1:
         raise InputError("--workers", f"must be at least 1, got {workers}")
+    out = Path(out_dir)
     results_path = out / RESULTS_NAME
-    done = {r["case"] for r in read_results(results_path)}
-    todo = [c for c in cases if c.case not in done]
-    report = RunReport(results_path, out / SUMMARY_NAME, cases=len(cases))
-    report.skipped = len(cases) - len(todo)
+    report = RunReport(results_path, out / SUMMARY_NAME, cases=len(cases), group_by=group_by)
     options_doc = None if registration_options is None else registration_options.model_dump()
-    if todo:
-        require_dask()
-        out.mkdir(parents=True, exist_ok=True)
-        tags = [k for c in cases for k in c.tags]
-        with (
-            _connect(scheduler, workers, connect_timeout_s) as (client, address, local),
-            ResultsWriter(results_path, dict.fromkeys(tags)) as writer,
-        ):
-            report.scheduler = address
-            report.warm_up_s = _warm_up_workers(client)
-            report.worker_names = sorted(report.warm_up_s)
-            report.workers = len(report.worker_names)
-            _run_tasks(
-                client, todo, out, timeout_s, options_doc, margins, local, writer, report, progress
-            )
+    created = _make_results_folder(out)
+    try:
+        done = {r["case"] for r in read_results(results_path)}
+        todo = [c for c in cases if c.case not in done]
+        report.skipped = len(cases) - len(todo)
+        if todo:
+            require_dask()
+            tags = [k for c in cases for k in c.tags]
+            with _connect(scheduler, workers, connect_timeout_s) as (client, address, local):
+                report.scheduler = address
+                report.warm_up_s = _warm_up_workers(client)
+                report.worker_names = sorted(report.warm_up_s)
+                report.workers = len(report.worker_names)
+                with ResultsWriter(results_path, dict.fromkeys(tags)) as writer:
+                    _run_tasks(
+                        client,
+                        todo,
+                        out,
+                        timeout_s,
+                        options_doc,
+                        margins,
+                        local,
+                        writer,
+                        report,
+                        progress,
+                    )
+    except BaseException:
+        if not report.ran:  # nothing of this run to keep: leave no empty folder behind
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty
+        raise
     rows = read_results(results_path)
     if rows:
         report.summary_rows = summarize(rows, group_by)
@@ -201,6 +235,60 @@ def run_evaluation(
         except ImportError:
             log.warning("matplotlib missing: no plots (%s)", INSTALL_HINT)
     return report
+
+
+def _check_group_by(tag: str, cases: list, manifest: str | Path) -> None:
+    """Raise :class:`InputError` unless some case of the manifest has the tag ``tag``."""
+    if any(tag in c.tags for c in cases):
+        return
+    tags = sorted({k for c in cases for k in c.tags})
+    raise InputError(
+        "--group-by",
+        f"no case of {manifest} has a tag {tag!r}",
+        f"group by one of its tags: {', '.join(tags)}"
+        if tags
+        else "its cases have no tags (family, seed, site or a column of your own): "
+        "leave out --group-by",
+    )
+
+
+def _make_results_folder(out: Path) -> list[Path]:
+    """Create the results folder (and its missing parents) and check that a file can be made
+    in it; returns the folders created, parents first.
+
+    Raises
+    ------
+    InputError
+        ``out`` is a file, or cannot be created or written to (a parent that is a file, a
+        read-only or virtual file system, no permission).
+    """
+    missing: list[Path] = []
+    step = "cannot be created"
+    try:
+        if out.exists() and not out.is_dir():
+            raise InputError(out, "--out exists and is a file", "give a folder for the results")
+        for folder in (out, *out.parents):
+            if folder.exists() or folder.is_symlink():
+                break
+            missing.insert(0, folder)
+        if missing and folder.exists() and not folder.is_dir():
+            raise InputError(
+                out, f"--out cannot be created: {folder} is a file", "give a folder for the results"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        step = "is a folder no file can be written to"
+        with tempfile.TemporaryFile(dir=out, prefix=".usnav-write-check-"):
+            pass
+    except OSError as exc:
+        for created in reversed(missing):
+            with contextlib.suppress(OSError):
+                created.rmdir()
+        raise InputError(
+            out,
+            f"--out {step} ({exc.strerror or type(exc).__name__})",
+            "give a folder you can create and write to",
+        ) from None
+    return missing
 
 
 def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer, report, progress):
@@ -250,7 +338,9 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
                 row["reason"] += " (its worker stopped with the local cluster)"
         writer.write(row)
         report.ran += 1
-        report.failed += row.get("status") != "ok"
+        if row.get("status") != "ok":
+            report.failed += 1
+            report.failures[case.case] = str(row.get("reason", ""))
         report.task_seconds.append(float(row.get("seconds") or 0.0))
         if row.get("cpu_seconds") not in ("", None):
             report.cpu_seconds.append(float(row["cpu_seconds"]))
@@ -408,15 +498,13 @@ def _connect(scheduler: str | None, workers: int | None, timeout_s: float) -> It
         return
     if "://" not in scheduler:
         scheduler = f"tcp://{scheduler}"
+    # Client() waits without end for the handshake of a peer that accepts and never speaks
+    # (distributed 2026.8): ask the address who it is first, under our own deadline
+    _check_scheduler(scheduler, timeout_s)
     try:
         client = Client(scheduler, timeout=f"{timeout_s}s")
     except (OSError, TimeoutError, ValueError) as exc:
-        raise InputError(
-            scheduler,
-            f"no Dask scheduler answers ({type(exc).__name__})",
-            "start one (dask scheduler), check the address, or leave out --scheduler to run "
-            "on this machine",
-        ) from None
+        raise _no_scheduler(scheduler, type(exc).__name__) from None
     try:
         try:
             client.wait_for_workers(workers or 1, timeout=timeout_s)
@@ -429,3 +517,60 @@ def _connect(scheduler: str | None, workers: int | None, timeout_s: float) -> It
         yield client, scheduler, False
     finally:
         client.close()
+
+
+def _no_scheduler(address: str, why: str) -> InputError:
+    return InputError(
+        address,
+        f"no Dask scheduler answers ({why})",
+        "check the address or start one with `dask scheduler` (or leave out --scheduler to run "
+        "on this machine)",
+    )
+
+
+def _check_scheduler(address: str, timeout_s: float) -> None:
+    """Ask ``address`` for its identity, all within ``timeout_s``.
+
+    Raises
+    ------
+    InputError
+        Nothing answers there in time (no listener, a listener that is not a Dask server, a bad
+        address), or a Dask server that is not a scheduler (a worker or a nanny) answers.
+    """
+    from distributed.comm import connect
+    from distributed.core import send_recv
+
+    async def identity() -> object:
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            return await send_recv(comm, op="identity", close=True)
+        finally:
+            comm.abort()
+
+    async def bounded() -> object:
+        return await asyncio.wait_for(identity(), timeout_s)
+
+    box: dict = {}
+
+    def probe() -> None:  # a loop of its own: the caller may be running one
+        try:
+            box["answer"] = asyncio.run(bounded())
+        except Exception as exc:  # whatever the peer did, it is not a scheduler answering
+            box["error"] = exc
+
+    thread = threading.Thread(target=probe, name="usnav-scheduler-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 5.0)  # the probe ends by itself at timeout_s; this is a backstop
+    error = box.get("error")
+    if thread.is_alive() or isinstance(error, (TimeoutError, asyncio.TimeoutError)):
+        raise _no_scheduler(address, f"nothing answered within {timeout_s:g} s")
+    if error is not None:
+        raise _no_scheduler(address, f"{type(error).__name__}: {error}")
+    answer = box.get("answer")
+    kind = answer.get("type", "") if isinstance(answer, dict) else ""
+    if not str(kind).endswith("Scheduler"):
+        raise InputError(
+            address,
+            f"a Dask {kind or 'peer'} answers, not a scheduler",
+            "give the scheduler's address (dask scheduler prints it), not a worker's",
+        )

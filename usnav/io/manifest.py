@@ -90,8 +90,8 @@ def read_manifest(path: str | Path) -> list[ManifestCase]:
     Raises
     ------
     InputError
-        The file is missing or unreadable, a required column or value is missing, or a case
-        name is repeated or contains ``/``.
+        The file is missing or unreadable, a column is repeated, a required column or value
+        is missing, or a case name is repeated or contains ``/``.
     """
     path = Path(path)
     try:
@@ -101,7 +101,15 @@ def read_manifest(path: str | Path) -> list[ManifestCase]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read the manifest ({exc})") from None
     rows = list(csv.DictReader(text.splitlines()))
-    header = set(rows[0].keys()) if rows else set(_header(text))
+    columns = _header(text)
+    repeated = sorted({c for c in columns if c.strip() and columns.count(c) > 1})
+    if repeated:
+        raise InputError(
+            path,
+            f"column {repeated[0]!r} appears {columns.count(repeated[0])} times in the header",
+            "give every column once (only one of them would be read)",
+        )
+    header = set(columns)
     missing = [c for c in ("case", *REQUIRED_PATHS) if c not in header]
     if missing:
         raise InputError(
