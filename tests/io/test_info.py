@@ -197,3 +197,21 @@ def test_missing_and_nan_timestamps_are_reported(tmp_path):
     text = format_description(info)
     assert "2 without a usable one (missing, NaN or infinite): frame(s) 4, 7" in text
     assert main(["info", str(path)]) == 0
+
+
+def test_a_pipe_or_a_looping_link_is_refused_in_one_line(tmp_path) -> None:
+    """A FIFO blocked ``usnav info`` forever; a symlink loop read as "no such file"."""
+    import os
+
+    from usnav.errors import InputError
+    from usnav.io.volume import load_volume
+
+    fifo = tmp_path / "f.igs.mha"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.nii.gz"
+    loop.symlink_to(loop.name)
+    for reader in (describe_file, read_sequence, load_volume):
+        with pytest.raises(InputError, match="not a regular file"):
+            reader(fifo)
+        with pytest.raises(InputError, match="broken or looping symbolic link"):
+            reader(loop)

@@ -19,6 +19,7 @@ import numpy as np
 
 from usnav.errors import InputError
 from usnav.frames import TransformStatus
+from usnav.io.inputs import require_existing
 from usnav.io.sequence import Sequence, inspect_journal, read_sequence
 from usnav.io.volume import LPS_TO_RAS, Volume, load_volume
 
@@ -61,8 +62,7 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
         Missing, unreadable or damaged file.
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such file")
+    require_existing(p)
     name = p.name.lower()
     if p.is_dir():
         if name.endswith(".journal"):

@@ -34,6 +34,7 @@ from usnav.io._metaio import read_metaio_layout
 from usnav.io._nrrdseq import read_nrrd_layout
 from usnav.io._pixels import InflatePixels, PixelError, RawPixels
 from usnav.io._seqheader import Layout
+from usnav.io.inputs import require_existing
 from usnav.transforms.series import PoseSeries
 
 __all__ = ["IMAGE_TYPES", "Sequence", "read_sequence", "sequence_format"]
@@ -599,8 +600,7 @@ def read_sequence(path: str | Path, *, tolerant: bool = False) -> Sequence:
         DimSize; a transform that is not 16 numbers; an unknown image orientation.
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such file")
+    require_existing(p)
     if p.is_dir():
         raise InputError(p, "is a folder, expected a sequence file (.igs.mha, .seq.nrrd)")
     fmt = _sniff_format(p)

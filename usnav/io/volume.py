@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from usnav.errors import InputError
+from usnav.io.inputs import require_existing
 
 #: diag(-1, -1, 1, 1): flips between LPS and RAS (its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -132,8 +133,7 @@ def load_volume(path: str | Path, *, allow_default_affine: bool = False) -> Volu
         Missing file, unreadable header, unsupported format, unusable affine.
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such file")
+    require_existing(p)
     if p.is_dir():
         raise InputError(p, "is a folder, expected a volume file (.nii, .nii.gz, .nrrd)")
     name = p.name.lower()

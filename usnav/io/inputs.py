@@ -1,0 +1,27 @@
+"""The check every reader applies to a path it was given, before opening it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from usnav.errors import InputError
+
+
+def require_existing(path: Path) -> None:
+    """Refuse, in one line, a path that cannot be read as a file or folder.
+
+    A dangling or looping symbolic link is named as such (not "no such file"), and anything
+    that is neither a regular file nor a folder (a FIFO, a device) is refused: reading one
+    would block or never end.
+
+    Raises
+    ------
+    InputError
+        The path is missing, a broken or looping link, or not a regular file or folder.
+    """
+    if path.is_symlink() and not path.exists():
+        raise InputError(path, "is a broken or looping symbolic link", "point it at the file")
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(path, "is not a regular file (a pipe or a device?)", "give a file")
