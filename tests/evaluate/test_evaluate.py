@@ -105,12 +105,13 @@ def test_local_cluster_failed_cases_and_resume(tiny_cases, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_a_stuck_case_times_out_and_the_run_goes_on(tiny_cases, tmp_path: Path) -> None:
-    """A recording on a FIFO nobody writes to blocks in open() (like a dead network mount):
-    only killing the worker process ends it."""
+    """A calibration on a FIFO nobody writes to blocks in open() (like a dead network mount):
+    only killing the worker process ends it. (The readers of recordings and volumes refuse a
+    FIFO outright; a TOML may come from a pipe, e.g. ``--calibration <(...)``.)"""
     s7 = tiny_cases["s7"]
-    fifo = tmp_path / "stuck.igs.mha"
+    fifo = tmp_path / "stuck_calibration.toml"
     os.mkfifo(fifo)
-    stuck = replace(s7, case="stuck", recording=fifo)
+    stuck = replace(s7, case="stuck", calibration=fifo)
     missing = replace(s7, case="missing", recording=tmp_path / "gone.igs.mha")
     manifest = manifest_of(tmp_path / "manifest.csv", [stuck, s7, missing])
     out = tmp_path / "results"

@@ -122,7 +122,7 @@ def test_bad_inputs_one_line_exit_2(tiny_cases, tmp_path: Path, capsys) -> None:
     np.savetxt(truth, load_truth(case.truth).reference_to_mri)
     assert main(_args(case, truth, tmp_path / "m.jsonl", label=moved)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "far_label.nii.gz" in err[0] and "overlap" in err[0]
+    assert len(err) == 1 and "far_label.nii.gz" in err[0] and "outside the MRI" in err[0]
     assert not (tmp_path / "m.jsonl").exists()
 
 

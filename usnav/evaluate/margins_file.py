@@ -104,13 +104,14 @@ def read_reference_to_mri(path: str | Path) -> tuple[np.ndarray, dict]:
     InputError
         Missing file, not 16 numbers / no ``ReferenceToMri`` in the JSON, not rigid.
     """
+    from usnav.io.inputs import require_existing
     from usnav.registration.files import read_initial
     from usnav.transforms.matrices import is_rigid
 
     p = Path(path)
-    if not p.is_file():
-        what = "is a folder" if p.is_dir() else "no such file"
-        raise InputError(p, what, "give 16 numbers or a usnav RESULT.json")
+    require_existing(p)
+    if p.is_dir():
+        raise InputError(p, "is a folder", "give 16 numbers or a usnav RESULT.json")
     head = p.read_bytes()[:64].lstrip()
     if p.suffix.lower() != ".json" and not head.startswith(b"{"):
         return read_initial(p), {}
