@@ -166,3 +166,21 @@ def test_a_run_that_fails_midway_leaves_no_part_file(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         write_margins_file(records(), out, {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_library_refuses_a_label_without_the_tumor_codes(tiny_cases, tmp_path: Path) -> None:
+    """``usnav evaluate`` reaches the margins through the library, not through ``usnav
+    margins``' own checks: a tumor coded 7 must be refused there too, not give "no tumor in
+    view" in every frame."""
+    from usnav.errors import InputError
+    from usnav.evaluate.margins_file import margins_of_recording
+
+    case = tiny_cases["s7"]
+    label = load_volume(case.label)
+    recoded = tmp_path / "coded7.nii.gz"
+    save_volume(
+        Volume(np.where(np.asarray(label.data) > 0, 7, 0).astype(np.uint8), label.affine), recoded
+    )
+    truth = load_truth(case.truth).reference_to_mri
+    with pytest.raises(InputError, match="coded7.nii.gz.*none of the tumor labels"):
+        next(margins_of_recording(case.recording, recoded, case.calibration, truth))

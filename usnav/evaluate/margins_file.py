@@ -163,22 +163,33 @@ def margins_of_recording(
     Raises
     ------
     InputError
-        Unreadable inputs, or a label map that does not overlap the MRI.
+        Unreadable inputs, a label map with none of the tumor labels, or one that does not
+        overlap the MRI.
     """
     from usnav.calibration.stage import CalibrationStage
     from usnav.config.calibration import load_calibration
     from usnav.frames import TransformStatus
     from usnav.io.sequence import read_sequence
     from usnav.io.volume import load_volume
-    from usnav.margins import MarginEstimator
+    from usnav.margins import MarginEstimator, MarginOptions
+    from usnav.pipeline.run import check_label_map
     from usnav.registration.estimate import RegistrationEstimate
 
     image_to_probe = load_calibration(calibration).image_to_probe
     stage = CalibrationStage(image_to_probe)
     label_volume = load_volume(label)
+    margin_options = options or MarginOptions()
+    # the live pipeline's own check: a label map with none of the tumor codes (e.g. a tumor
+    # coded 7) would give "no tumor in view" in every frame instead of an error
+    check_label_map(
+        label_volume,
+        margin_options.solid_label,
+        margin_options.cyst_label,
+        hint="give the tumor segmentation of this MRI (solid tumor 1, cyst 2)",
+    )
     if mri is not None:
         _check_overlap(label_volume, load_volume(mri), label)
-    estimator = MarginEstimator(label_volume, options, warm_up=True)
+    estimator = MarginEstimator(label_volume, margin_options, warm_up=True)
     doc = result or {}
     estimate = RegistrationEstimate(
         np.asarray(reference_to_mri, np.float64),
