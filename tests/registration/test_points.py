@@ -159,3 +159,23 @@ def test_cli_register_points(tmp_path, capsys):
     )
     assert code == 2
     assert "paired" in capsys.readouterr().err
+    # a tag file and point files together: which pairs were meant is not guessed
+    (tmp_path / "pairs.tag").write_text(
+        "MNI Tag Point File\nVolumes = 2;\nPoints =\n 0 0 0 1 1 1;\n"
+    )
+    code = main(
+        [
+            "register-points",
+            str(tmp_path / "pairs.tag"),
+            "--moving",
+            str(tmp_path / "m.txt"),
+            "--fixed",
+            str(tmp_path / "f.txt"),
+            "--out",
+            str(tmp_path / "r3.json"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "both a tag file" in err and "--moving/--fixed" in err
+    assert not (tmp_path / "r3.json").exists()

@@ -198,6 +198,12 @@ def register_point_files(
         raise InputError(
             "--fle", f"must be a positive RMS error in mm, got {fle_mm}", "e.g. --fle 0.5"
         )
+    if tag is not None and (moving is not None or fixed is not None):
+        raise InputError(
+            "register-points",
+            f"both a tag file ({tag}) and --moving/--fixed were given",
+            "give one: the tag file, or the two point files",
+        )
     if tag is not None:
         fixed_pts, moving_pts = read_tag_file(tag)
         source = str(tag)
