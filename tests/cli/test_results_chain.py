@@ -105,3 +105,26 @@ def _bench(tmp_path, data_dir, *args):
         cwd=tmp_path,
         env=env,
     )
+
+
+def test_an_initial_transform_from_a_pipe_is_read_once(tmp_path) -> None:
+    """``--init <(...)``: a pipe can be read once, so it is not sniffed for a RESULT.json."""
+    import os
+    import threading
+
+    pose = np.eye(4)
+    pose[:3, 3] = [1.0, -2.0, 3.0]
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_end, "w") as w:
+            w.write(" ".join(f"{v:g}" for v in pose.ravel()))
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        got = read_initial(f"/dev/fd/{read_end}")
+    finally:
+        writer.join(timeout=10)
+        os.close(read_end)
+    np.testing.assert_allclose(got, pose)

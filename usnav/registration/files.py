@@ -88,7 +88,10 @@ def read_initial(path: str | Path, what: str = "initial ReferenceToMri") -> np.n
 
 
 def _starts_like_json(path: Path) -> bool:
-    """A file whose first non-blank byte is ``{`` (a RESULT.json saved under another name)."""
+    """A file whose first non-blank byte is ``{`` (a RESULT.json saved under another name).
+    Not sniffed when it is not a regular file: a pipe (``--init <(...)``) can be read once."""
+    if not path.is_file():
+        return False
     try:
         with path.open("rb") as f:
             return f.read(64).lstrip().startswith(b"{")
