@@ -376,3 +376,22 @@ def test_recording_continues_in_a_new_file_when_the_image_size_changes(
     with read_sequence(record) as first, read_sequence(second) as other:
         assert len(first) == 60 and first.image_size == (256, 256)
         assert len(other) == 20 and other.image_size == (256, 320)
+
+
+def test_a_taken_port_is_said_before_the_kernels_are_compiled(small_case: Path) -> None:
+    """prepare() binds the publisher and the Slicer re-export first: a taken --slicer-port
+    fails at once (nothing compiled, the publisher's address freed again), not after the
+    warm-up."""
+    import socket
+
+    from usnav.errors import UsnavError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        pipeline = _pipeline(small_case, free_port(), slicer_port=port)
+        with pytest.raises(UsnavError, match="--slicer-port"):
+            pipeline.prepare()
+    assert pipeline._estimator is None and pipeline.worker is None
+    assert pipeline._publisher is not None and pipeline._publisher._closed

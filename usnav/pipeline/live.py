@@ -141,37 +141,42 @@ class LivePipeline:
 
     # -- life cycle ------------------------------------------------------------------------
     def prepare(self) -> dict[str, float]:
-        """Build the estimator, compile every kernel, bind the publisher — before any frame.
+        """Bind the publisher (and the Slicer re-export), then build the estimator and compile
+        every kernel — before any frame. Binding comes first: a taken address or port is said
+        at once, not after the warm-up.
 
         Returns the compile/warm-up seconds per part (shown to the user).
         """
         from usnav.publish.publisher import Publisher
 
-        t0 = time.perf_counter()
-        self._estimator = MarginEstimator(self.label, self.options.margins, warm_up=True)
-        self.compile_seconds["margins"] = time.perf_counter() - t0
-        if self.worker is None and self.options.registration and self.mri is not None:
-            self.worker = self._build_worker()
-        if self.worker is not None:
-            from usnav.registration import warm_up
-
-            self.compile_seconds["registration"] = warm_up()
         self._publisher = Publisher(
             self.options.publish_address,
             hwm=self.options.publish_hwm,
             curve_secret_key=self.options.curve_secret_key,
             display_rules=self.options.display,
         )
-        if self.options.slicer_port:
-            from usnav.publish.slicer import SlicerExporter
+        try:
+            if self.options.slicer_port:
+                from usnav.publish.slicer import SlicerExporter
 
-            try:
                 self._slicer = SlicerExporter(
                     port=self.options.slicer_port, port_option="--slicer-port"
                 ).start()
-            except Exception:
-                self._publisher.close()
-                raise
+            t0 = time.perf_counter()
+            self._estimator = MarginEstimator(self.label, self.options.margins, warm_up=True)
+            self.compile_seconds["margins"] = time.perf_counter() - t0
+            if self.worker is None and self.options.registration and self.mri is not None:
+                self.worker = self._build_worker()
+            if self.worker is not None:
+                from usnav.registration import warm_up
+
+                self.compile_seconds["registration"] = warm_up()
+        except BaseException:
+            if self._slicer is not None:
+                self._slicer.close()
+                self._slicer = None
+            self._publisher.close()
+            raise
         return dict(self.compile_seconds)
 
     def _build_worker(self) -> Any:
