@@ -182,9 +182,14 @@ def test_timestamps_that_go_backwards_are_not_gaps(tmp_path):
         dataclasses.replace(f, t_device=f.t_device - (5.0 if i >= 12 else 0.0))
         for i, f in enumerate(make_frames(20))
     ]
-    dropped = describe_file(write_sequence(tmp_path / "reset.igs.mha", reset))["dropped"]
+    info = describe_file(write_sequence(tmp_path / "reset.igs.mha", reset))
+    dropped = info["dropped"]
     assert dropped["backward_step_count"] == 1 and dropped["timestamp_gap_count"] == 0
     assert dropped["worst_backward_step"]["after_frame"] == 11
+    # the rate is not (frames - 1) / (last - first), which the reset makes meaningless
+    period = reset[1].t_device - reset[0].t_device
+    assert info["frame_rate_hz"] == pytest.approx(1 / period, rel=1e-3)
+    assert "from the median period" in format_description(info)
 
 
 def test_missing_and_nan_timestamps_are_reported(tmp_path):

@@ -170,9 +170,16 @@ def describe_sequence(seq: Sequence) -> dict:
         first, last = float(times[0]), float(times[-1])
         timing["timestamps"] = [first, last]
         timing["duration_s"] = _round(last - first)
-        if len(times) > 1 and last > first:
+        steps = np.diff(times)
+        if len(times) > 1 and (steps < 0).any():
+            # the clock went backwards (reported below): first..last is not how long the
+            # recording took, so the rate comes from the median period
+            median = float(np.median(steps))
+            timing["median_period_s"] = _round(median)
+            timing["frame_rate_hz"] = _round(1.0 / median) if median > 0 else None
+        elif len(times) > 1 and last > first:
             timing["frame_rate_hz"] = _round((len(times) - 1) / (last - first))
-            timing["median_period_s"] = _round(float(np.median(np.diff(times))))
+            timing["median_period_s"] = _round(float(np.median(steps)))
     return {
         "path": str(seq.path),
         "kind": "recording",
@@ -308,9 +315,11 @@ def format_description(info: dict) -> str:
     if info["timestamps"]:
         first, last = info["timestamps"]
         span = f"  time span    {first:.3f} .. {last:.3f} s ({info['duration_s']:.3f} s)"
+        backwards = bool((info.get("dropped") or {}).get("backward_step_count"))
         if info["frame_rate_hz"]:
             span += (
-                f", mean {info['frame_rate_hz']:.2f} frames/s "
+                f", {'from the median period' if backwards else 'mean'} "
+                f"{info['frame_rate_hz']:.2f} frames/s "
                 f"(median period {1000 * info['median_period_s']:.1f} ms)"
             )
         lines.append(span)
