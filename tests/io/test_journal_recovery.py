@@ -204,3 +204,20 @@ def test_a_bad_meta_json_is_one_line_and_nothing_is_deleted(tmp_path, capsys, cr
         assert repr(field) in err
     assert {p.name: p.read_bytes() for p in journal.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [journal.name]
+
+
+def test_info_tells_what_convert_can_salvage_past_a_damaged_line(tmp_path, crashed) -> None:
+    """usnav info said "3 complete" where convert then recovered N - 1: it now names the
+    damaged line and the readable frames beyond it."""
+    from usnav.io.info import describe_file, format_description
+
+    journal = copy_journal(crashed, tmp_path)
+    line = replace_frame_line(journal, 3, b'"a string"')
+    info = describe_file(journal)
+    assert info["frames"] == 3 and info["readable_frames"] == N - 1
+    assert info["damaged_lines"] == [[line, "a JSON str, not a record"]]
+    text = format_description(info)
+    assert f"up to {N - 1} readable past damage" in text and f"line {line} (" in text
+    intact = describe_file(copy_journal(crashed, tmp_path, name="ok"))
+    assert intact["frames"] == intact["readable_frames"] == N and not intact["damaged_lines"]
+    assert "readable past damage" not in format_description(intact)

@@ -288,9 +288,16 @@ def format_description(info: dict) -> str:
         return "\n".join(lines)
     if info["kind"] == "journal":
         shape = " x ".join(map(str, info["frame_shape"][::-1][-2:] if info["frame_shape"] else []))
+        frames = f"  frames       {info['frames']} complete ({shape} pixels)"
+        damaged = info.get("damaged_lines") or []
+        readable = info.get("readable_frames", info["frames"])
+        if damaged or readable != info["frames"]:
+            where = ", ".join(f"line {n} ({why})" for n, why in damaged[:MAX_LISTED_GAPS])
+            frames += f"; up to {readable} readable past damage" + (
+                f" — damaged frames.jsonl {where}" if where else ""
+            )
         return (
-            f"{info['path']}: journal of an interrupted recording\n"
-            f"  frames       {info['frames']} complete ({shape} pixels)\n"
+            f"{info['path']}: journal of an interrupted recording\n{frames}\n"
             f"  recover with usnav convert {info['path']} {info['target']}"
         )
     kind = {"metaio": "MetaIO", "nrrd": "NRRD"}[info["format"]]

@@ -375,6 +375,10 @@ def inspect_journal(path: str | Path) -> dict:
         "format": state.meta["format"],
         "compressed": bool(state.meta["compress"]),
         "frames": len(state.frames),
+        # what `usnav convert` can salvage past a damaged line (an upper bound: the pixels
+        # are checked against their checksums only when recovering), and the damaged lines
+        "readable_frames": sum(1 for r in state.records if r.end <= state.pix_size),
+        "damaged_lines": [[number, why] for number, why in state.damaged],
         "frame_shape": list(state.shape) if state.shape else [0, 0],
         "pixel_type": str(state.dtype) if state.dtype is not None else None,
     }
