@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,20 +180,18 @@ def test_a_port_without_a_dask_scheduler_fails_within_the_connect_timeout(
 ) -> None:
     address = f"tcp://127.0.0.1:{not_a_scheduler.port}"
     out = tmp_path / "new" / "results"
-    t0 = time.monotonic()
+    # it used to hang: the subprocess timeout (TimeoutExpired) is the hang guard; how fast
+    # it gives up is not asserted here (no wall-clock figures in tests)
     run = usnav(
         "evaluate", str(manifest), "--out", str(out), "--scheduler", address,
         "--connect-timeout", "2",
         timeout=60,
     )  # fmt: skip
-    elapsed = time.monotonic() - t0
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr
     assert lines[0].startswith(f"usnav evaluate: error: {address}: no Dask scheduler answers")
     assert "dask scheduler" in lines[0]
-    # 2 s to wait, plus the process's start (imports) on a busy machine; it used to hang
-    assert elapsed < 20, elapsed
     if not_a_scheduler.mode != "backlog":
         assert not_a_scheduler.accepted  # it was really asked
     # nothing written: the folders this run created are gone again
