@@ -24,6 +24,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -526,6 +527,7 @@ def _copy_range(src, dst, length: int) -> None:
         copied += len(block)
 
 
+@dataclass(kw_only=True)
 class Recovery:
     """What :func:`recover_journal` wrote, and what it could not.
 
@@ -543,13 +545,12 @@ class Recovery:
         The journal was left in place (frames were missing, or the caller asked to keep it).
     """
 
-    def __init__(self, *, journal: Path, path: Path, frames: int, listed: int, problems: list[str]):
-        self.journal = journal
-        self.path = path
-        self.frames = frames
-        self.listed = listed
-        self.problems = problems
-        self.journal_kept = True
+    journal: Path
+    path: Path
+    frames: int
+    listed: int
+    problems: list[str]
+    journal_kept: bool = True
 
     @property
     def complete(self) -> bool:
