@@ -89,6 +89,7 @@ def test_local_cluster_failed_cases_and_resume(tiny_cases, tmp_path: Path) -> No
     again = usnav(*args)
     assert again.returncode == 0, again.stderr
     assert "nothing to run" in again.stdout
+    assert "(2 of them failed: delete their rows to run them again)" in again.stdout
     assert (out / "results.csv").read_bytes() == before
 
     # a manifest with one more case: only that one runs; the old rows stay as they were

@@ -225,3 +225,4 @@ def test_every_case_failed_exits_2_with_the_results_written(manifest: Path, tmp_
     again = usnav(*args, timeout=120)
     assert again.returncode == 0, again.stderr
     assert "nothing to run: all 2 case(s) are already in" in again.stdout
+    assert "2 of them failed: delete their rows to run them again" in again.stdout

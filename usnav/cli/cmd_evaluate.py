@@ -105,7 +105,14 @@ def run(args: argparse.Namespace) -> int:
             f"{report.skipped} already in {report.results}"
         )
     else:
-        out.print(f"nothing to run: all {report.cases} case(s) are already in {report.results}")
+        failed = (
+            f" ({report.skipped_failed} of them failed: delete their rows to run them again)"
+            if report.skipped_failed
+            else ""
+        )
+        out.print(
+            f"nothing to run: all {report.cases} case(s) are already in {report.results}{failed}"
+        )
     if report.summary_rows:
         out.print(_table(report.summary_rows, report.group_by))
         out.print(f"summary: {report.summary}")

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from usnav.io.volume import Volume
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,12 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def check_inputs(args: argparse.Namespace) -> None:
+def check_inputs(args: argparse.Namespace) -> tuple[Volume, Volume]:
     """Judge the inputs as ``usnav run``, ``register`` and ``reconstruct`` judge them, before
     any frame is estimated: the tumor label map (:func:`~usnav.pipeline.run.check_label_map`,
     :func:`~usnav.pipeline.run.check_label_fits_mri`), the recording as a tracked sweep
     (:func:`~usnav.registration.sweep.check_tracked_recording`) and ``--reference-to-mri``
-    (:func:`~usnav.registration.files.read_initial`)."""
+    (:func:`~usnav.registration.files.read_initial`). Returns the label map and the MRI as
+    loaded (each is read once)."""
     from usnav.config.calibration import load_calibration
     from usnav.errors import InputError
     from usnav.io.sequence import read_sequence
@@ -71,6 +76,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     mri = load_volume(args.mri)
     mri.check_finite()
     check_label_fits_mri(label, mri)
+    return label, mri
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,10 +84,8 @@ def run(args: argparse.Namespace) -> int:
     from usnav.io.outputs import check_output
 
     check_output(args.out, force=args.force)
-    check_inputs(args)
-    s = write_margins(
-        args.recording, args.mri, args.label, args.calibration, args.reference_to_mri, args.out
-    )
+    label, mri = check_inputs(args)
+    s = write_margins(args.recording, mri, label, args.calibration, args.reference_to_mri, args.out)
     extra = []
     if s.skipped_image:
         extra.append(f"{s.skipped_image} skipped (invalid image)")

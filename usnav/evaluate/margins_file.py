@@ -28,6 +28,7 @@ import numpy as np
 
 import usnav
 from usnav.errors import InputError
+from usnav.io.volume import Volume
 from usnav.margins.estimator import FrameMargins, MarginContour, TumorExtent
 
 MARGINS_FORMAT = "usnav-margins"
@@ -129,11 +130,11 @@ def read_reference_to_mri(path: str | Path) -> tuple[np.ndarray, dict]:
 
 def margins_of_recording(
     recording: str | Path,
-    label: str | Path,
+    label: str | Path | Volume,
     calibration: str | Path,
     reference_to_mri: np.ndarray,
     *,
-    mri: str | Path | None = None,
+    mri: str | Path | Volume | None = None,
     result: dict | None = None,
     options=None,
     stats: dict | None = None,
@@ -145,13 +146,15 @@ def margins_of_recording(
     recording
         PLUS sequence file (``ProbeToTracker`` + ``ReferenceToTracker``, or ``ProbeToReference``).
     label
-        Tumor label map (MRI RAS; solid 1, cyst 2 by default).
+        Tumor label map (MRI RAS; solid 1, cyst 2 by default): a file, or the volume already
+        loaded.
     calibration
         ``ImageToProbe``: usnav calibration TOML, PLUS XML or 16 numbers.
     reference_to_mri
         4×4 Reference mm → MRI RAS mm used for every frame.
     mri
-        The MRI; when given, the label map must overlap it (a label from another patient or
+        The MRI (a file or a loaded volume); when given, the label map must belong to it
+        (:func:`~usnav.pipeline.run.check_label_fits_mri`: a label from another patient or
         space is refused).
     result
         A RESULT.json document behind ``reference_to_mri`` (accepted, quality), if any.
@@ -172,12 +175,12 @@ def margins_of_recording(
     from usnav.io.sequence import read_sequence
     from usnav.io.volume import load_volume
     from usnav.margins import MarginEstimator, MarginOptions
-    from usnav.pipeline.run import check_label_map
+    from usnav.pipeline.run import check_label_fits_mri, check_label_map
     from usnav.registration.estimate import RegistrationEstimate
 
     image_to_probe = load_calibration(calibration).image_to_probe
     stage = CalibrationStage(image_to_probe)
-    label_volume = load_volume(label)
+    label_volume = label if isinstance(label, Volume) else load_volume(label)
     margin_options = options or MarginOptions()
     # the live pipeline's own check: a label map with none of the tumor codes (e.g. a tumor
     # coded 7) would give "no tumor in view" in every frame instead of an error
@@ -188,7 +191,7 @@ def margins_of_recording(
         hint="give the tumor segmentation of this MRI (solid tumor 1, cyst 2)",
     )
     if mri is not None:
-        _check_overlap(label_volume, load_volume(mri), label)
+        check_label_fits_mri(label_volume, mri if isinstance(mri, Volume) else load_volume(mri))
     estimator = MarginEstimator(label_volume, margin_options, warm_up=True)
     doc = result or {}
     estimate = RegistrationEstimate(
@@ -226,22 +229,6 @@ def margins_of_recording(
                     now=estimate.t_computed,
                 )
             yield MarginRecord(frame.frame_number, float(frame.t_device), shape, margins)
-
-
-def _check_overlap(label, mri, label_path) -> None:
-    def box(volume) -> tuple[np.ndarray, np.ndarray]:
-        corners = np.array(np.meshgrid(*[[0, n - 1] for n in volume.shape], indexing="ij"))
-        corners = corners.reshape(3, -1).T
-        world = corners @ volume.affine[:3, :3].T + volume.affine[:3, 3]
-        return world.min(axis=0), world.max(axis=0)
-
-    (a0, a1), (b0, b1) = box(label), box(mri)
-    if np.any(a1 < b0 - 1.0) or np.any(b1 < a0 - 1.0):
-        raise InputError(
-            label_path,
-            "the tumor label map does not overlap the MRI (another patient or space?)",
-            "give the label map segmented on this MRI",
-        )
 
 
 def write_margins_file(
@@ -294,8 +281,8 @@ def write_margins_file(
 
 def write_margins(
     recording: str | Path,
-    mri: str | Path,
-    label: str | Path,
+    mri: str | Path | Volume,
+    label: str | Path | Volume,
     calibration: str | Path,
     reference_to_mri: str | Path,
     out: str | Path,
@@ -305,7 +292,8 @@ def write_margins(
 ) -> MarginsSummary:
     """``usnav margins``: the per-frame margins of a recording written to a margins file.
 
-    ``reference_to_mri`` is a file of 16 numbers or a usnav RESULT.json.
+    ``reference_to_mri`` is a file of 16 numbers or a usnav RESULT.json; ``mri`` and ``label``
+    files or volumes already loaded (and checked).
     """
     matrix, doc = read_reference_to_mri(reference_to_mri)
     stats: dict = {}
@@ -314,8 +302,8 @@ def write_margins(
     )
     header = {
         "recording": str(recording),
-        "mri": str(mri),
-        "label": str(label),
+        "mri": str(mri.source if isinstance(mri, Volume) else mri),
+        "label": str(label.source if isinstance(label, Volume) else label),
         "calibration": str(calibration),
         "reference_to_mri_file": str(reference_to_mri),
         "ReferenceToMri": matrix,

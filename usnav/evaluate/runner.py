@@ -74,6 +74,9 @@ class RunReport:
         The summary table (one dict per group, ``all`` last).
     cases, skipped, ran, failed
         Cases in the manifest, already in the results (resumed), run now, failed now.
+    skipped_failed
+        Of the skipped cases, those whose row records a failure (they run again only once
+        their row is deleted).
     workers
         Worker processes used; ``worker_names`` their addresses.
     scheduler
@@ -100,6 +103,7 @@ class RunReport:
     skipped: int = 0
     ran: int = 0
     failed: int = 0
+    skipped_failed: int = 0
     workers: int = 0
     worker_names: list[str] = field(default_factory=list)
     scheduler: str = ""
@@ -196,9 +200,12 @@ def run_evaluation(
     options_doc = None if registration_options is None else registration_options.model_dump()
     created = _make_results_folder(out)
     try:
-        done = {r["case"] for r in read_results(results_path)}
+        done = {r["case"]: r.get("status") for r in read_results(results_path)}
         todo = [c for c in cases if c.case not in done]
         report.skipped = len(cases) - len(todo)
+        report.skipped_failed = sum(
+            1 for c in cases if c.case in done and done[c.case] not in (None, "ok")
+        )
         if todo:
             require_dask()
             tags = [k for c in cases for k in c.tags]
