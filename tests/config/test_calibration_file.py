@@ -77,6 +77,25 @@ def test_shear_matrix_is_not_a_calibration(tmp_path: Path) -> None:
         load_calibration(path)
 
 
+@pytest.mark.parametrize("scale", [1e-4, 75.0, 1e8])
+def test_pixel_size_outside_ultrasound_range_is_refused(tmp_path: Path, scale: float) -> None:
+    """A matrix in metres or µm (or another matrix) is rigid × scale too: its pixel size gives
+    it away, in a .txt and in a TOML file alike."""
+    matrix = IMAGE_TO_PROBE @ np.diag([scale / 0.078, scale / 0.074, 1, 1])
+    path = tmp_path / "units.txt"
+    path.write_text(" ".join(repr(float(v)) for v in matrix.ravel()))
+    with pytest.raises(ConfigError, match=r"units\.txt.*outside the 0\.001-10 mm.*mm per pixel"):
+        load_calibration(path)
+    toml = tmp_path / "units.toml"
+    toml.write_text(f"[spatial]\nimage_to_probe = {matrix.tolist()}\n")
+    with pytest.raises(ConfigError, match="spatial.image_to_probe.*outside the 0.001-10 mm"):
+        load_calibration(toml)
+    # the same matrix in mm per pixel loads
+    good = tmp_path / "good.txt"
+    good.write_text(" ".join(repr(float(v)) for v in IMAGE_TO_PROBE.ravel()))
+    assert load_calibration(good).spatial.spacing_mm[0] == pytest.approx(0.078)
+
+
 def test_text_with_15_numbers_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "short.txt"
     path.write_text(" ".join(["1"] * 15))

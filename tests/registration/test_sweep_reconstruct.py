@@ -143,6 +143,18 @@ def test_cli_reconstruct(shared_data, tmp_path, capsys):
     assert "21 frames" in capsys.readouterr().out
 
 
+def test_a_voxel_holding_the_whole_sweep_is_refused():
+    """``--spacing 1e9`` gave a 1×1×1 volume and exit 0; a merely coarse grid still works."""
+    images = np.full((3, 10, 12), 80, np.uint8)
+    poses = np.stack([np.diag([0.5, 0.5, 1.0, 1.0]) for _ in range(3)])
+    poses[:, 2, 3] = [0.0, 2.0, 4.0]
+    sweep = Sweep(images, poses, np.arange(3), fov_mask=np.ones((10, 12), bool))
+    with pytest.raises(InputError, match=r"a voxel of 1e\+09 × 1e\+09 × 1e\+09 mm holds the whole"):
+        reconstruct_volume(sweep, ReconstructionOptions(spacing_mm=(1e9, 1e9, 1e9)))
+    coarse = reconstruct_volume(sweep, ReconstructionOptions(spacing_mm=(4.0, 4.0, 4.0)))
+    assert coarse.volume.shape == (2, 2, 2)
+
+
 def test_reconstruction_of_a_known_plane():
     """Frames of constant value stacked along z at 1 mm: every pasted voxel has its frame's
     value, holes between frames are filled by interpolation."""

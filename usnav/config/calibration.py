@@ -28,6 +28,12 @@ Matrix4 = Annotated[list[list[float]], Field(min_length=4, max_length=4)]
 #: 2.7° off); a larger skew means a wrong matrix, not a calibration.
 MAX_AXIS_SKEW_DEG = 5.0
 
+#: The pixel sizes an ultrasound image may have, mm. B-mode pixels are ~0.05-1 mm (PLUS's
+#: N-wire calibration: 0.075 mm); a pixel outside this range means a matrix in other units
+#: (metres, µm) or another matrix altogether, and every distance drawn would be wrong by the
+#: same factor.
+PIXEL_MM_RANGE = (1e-3, 10.0)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -64,9 +70,15 @@ class SpatialCalibration(_Strict):
     def _rigid_times_scale(cls, value: list[list[float]]) -> list[list[float]]:
         _check_4x4(value)
         try:
-            decompose_scaled_rigid(np.asarray(value), tol_deg=MAX_AXIS_SKEW_DEG)
+            _, scale, _ = decompose_scaled_rigid(np.asarray(value), tol_deg=MAX_AXIS_SKEW_DEG)
         except ValueError as exc:
             raise ValueError(f"not a rigid-times-scale calibration matrix: {exc}") from exc
+        low, high = PIXEL_MM_RANGE
+        if not all(low <= float(s) <= high for s in scale[:2]):
+            raise ValueError(
+                f"its pixels are {float(scale[0]):.4g} × {float(scale[1]):.4g} mm, outside the "
+                f"{low:g}-{high:g} mm of an ultrasound image: give ImageToProbe in mm per pixel"
+            )
         return value
 
     @property

@@ -272,8 +272,10 @@ def reconstruct_recording(
     updates: dict = {}
     if spacing_mm:
         s = [float(v) for v in spacing_mm]
-        if len(s) not in (1, 3) or min(s) <= 0:
-            raise InputError("--spacing", "give one or three positive numbers (mm)")
+        if len(s) not in (1, 3) or not all(math.isfinite(v) and v > 0 for v in s):
+            raise InputError(
+                "--spacing", f"give one or three positive numbers (mm), got {' '.join(map(str, s))}"
+            )
         updates["spacing_mm"] = tuple(s * 3 if len(s) == 1 else s)
     if interpolation:
         updates["interpolation"] = interpolation

@@ -119,6 +119,13 @@ def reconstruct_volume(
         raise InputError(sweep.source, "the sweep is empty (no frames)")
     origin, extent = output_grid(sweep, opts)
     shape = tuple(int(e) + 1 for e in extent)
+    if max(shape) <= 1:
+        raise InputError(
+            sweep.source,
+            f"a voxel of {' × '.join(f'{v:g}' for v in opts.spacing_mm)} mm holds the whole "
+            "sweep: the volume would be a single voxel",
+            "give a voxel size near the image's pixel size (e.g. --spacing 0.5)",
+        )
     if int(np.prod(shape, dtype=np.int64)) > max_voxels:
         raise InputError(
             sweep.source,
