@@ -16,6 +16,7 @@ from scipy.spatial.transform import Rotation
 from usnav.calibration.phantom import read_calibration_config
 from usnav.calibration.segmentation import FrameStatus
 from usnav.calibration.spatial import (
+    CalibrationRefused,
     calibrate_spatial,
     lsq_reject_outliers,
     percentile_stats,
@@ -23,7 +24,7 @@ from usnav.calibration.spatial import (
     segment_sequence,
     solve_image_to_probe,
 )
-from usnav.errors import InputError
+from usnav.errors import ConfigError, InputError
 from usnav.frames import TrackedFrame, TrackedTransform
 from usnav.io.sequence import read_sequence, write_sequence
 from usnav.transforms.matrices import decompose_scaled_rigid
@@ -168,13 +169,42 @@ def test_too_few_good_frames_is_refused_with_counts(synthetic, tmp_path: Path) -
     assert len(calibrate_spatial(cfg, rec.path, min_frames=6).calibration.used) == 6
 
 
-def test_phantom_with_missing_wires_uses_the_rest(synthetic, tmp_path: Path) -> None:
+def test_phantom_with_a_missing_wire_is_refused(synthetic, tmp_path: Path) -> None:
+    """Skipping the incomplete pattern calibrated these clean synthetic frames well, and PLUS's
+    real fCal frames 6° and 4 mm off (exit 0, a lower error): refused, naming the pattern."""
     _, _, cal, _ = synthetic
     cfg = synth.config_xml(tmp_path / "two.xml", drop_wire=True)
-    result = calibrate_spatial(cfg, cal.path)
-    assert any("Pattern[2]" in w for w in result.warnings)
-    assert result.calibration.image_points.shape[1] == 2
-    assert pose_difference(result.image_to_probe, cal.image_to_probe)[0] < 0.2
+    with pytest.raises(ConfigError, match=r"two\.xml.*Pattern\[2\]: has 2 usable wires"):
+        calibrate_spatial(cfg, cal.path)
+
+
+@pytest.mark.needs_data
+def test_a_phantom_definition_that_does_not_fit_is_refused_with_its_report(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """One wire of PLUS's fCal 1.2 definition moved (a wrong phantom): the axes come out 14°
+    from perpendicular. The refusal names the likely causes, and ``--report`` is written (it
+    was advised and never written)."""
+    from usnav.calibration.workflow import run_spatial
+
+    text = (
+        shared_data / "plus/ConfigFiles/Testing/PlusDeviceSet_fCal_Sim_SpatialCalibration_1.2.xml"
+    ).read_text()
+    moved = text.replace(
+        'EndPointFront="25.0 0.0 5.0" EndPointBack="45.0 40.0 5.0"',
+        'EndPointFront="30.0 0.0 5.0" EndPointBack="40.0 40.0 5.0"',
+    )
+    assert moved != text
+    config = tmp_path / "wrong-phantom.xml"
+    config.write_text(moved)
+    report = tmp_path / "refused.png"
+    recording = shared_data / "plus/TestImages/fCal_Test_Calibration_3NWires.igs.mha"
+    with pytest.raises(CalibrationRefused, match="from perpendicular") as info:
+        run_spatial(config, recording, report=report)
+    message = str(info.value)
+    assert "phantom definition may not match the phantom" in message
+    assert f"see the report {report}" in message
+    assert report.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_missing_phantom_to_reference_is_refused(synthetic, tmp_path: Path) -> None:

@@ -147,9 +147,7 @@ class CalibrationConfig:
     Attributes
     ----------
     patterns
-        The usable N-wire patterns, in XML order (PLUS: top of the image first).
-    skipped_patterns
-        Messages for ``<Pattern>`` elements that could not be used (missing wires...).
+        The N-wire patterns, in XML order (PLUS: top of the image first).
     phantom_to_reference
         4×4, mm, or None if the XML has no PhantomToReference (then it must be given).
     landmarks
@@ -166,7 +164,6 @@ class CalibrationConfig:
     """
 
     patterns: tuple[NWirePattern, ...]
-    skipped_patterns: tuple[str, ...]
     phantom_to_reference: np.ndarray | None
     landmarks: dict[str, np.ndarray]
     segmentation: SegmentationParameters
@@ -305,14 +302,17 @@ def _read_pattern(el: ET.Element, index: int, where: str) -> NWirePattern | str:
 def read_calibration_config(path: str | Path) -> CalibrationConfig:
     """Read phantom definition, PhantomToReference, segmentation parameters and frame names.
 
-    Patterns that cannot be used (fewer than 3 wires, malformed end points, not an N) are
-    skipped and listed in :attr:`CalibrationConfig.skipped_patterns`.
+    Every ``<Pattern>`` must be a complete N-wire: the image shows the wires of all of them,
+    and labelling the dots against a definition with one pattern left out fits them to the
+    wrong wires (PLUS's fCal data without one wire gave an ImageToProbe 6° and 4 mm off, with
+    a *lower* reprojection error).
 
     Raises
     ------
     ConfigError
-        Not XML, no ``<PhantomDefinition>``, no usable N-wire pattern, fewer than 2 usable
-        patterns' worth of geometry, non-parallel pattern planes, or a malformed value.
+        Not XML, no ``<PhantomDefinition>``, a pattern that cannot be used (fewer than 3
+        wires, malformed end points, not an N, another type), non-parallel pattern planes, or
+        a malformed value.
     """
     p = Path(path)
     root = read_xml_root(p)
@@ -328,16 +328,22 @@ def read_calibration_config(path: str | Path) -> CalibrationConfig:
     if geometry is None:
         raise ConfigError(p, "<PhantomDefinition> has no <Geometry>")
     patterns: list[NWirePattern] = []
-    skipped: list[str] = []
+    unusable: list[str] = []
     for i, el in enumerate(geometry.findall("Pattern")):
         got = _read_pattern(el, i, where)
         if isinstance(got, str):
-            skipped.append(got)
+            unusable.append(got)
         else:
             patterns.append(got)
+    if unusable:
+        raise ConfigError(
+            p,
+            f"<PhantomDefinition>: {'; '.join(unusable)}",
+            "correct the phantom definition: every pattern the image shows must be a complete "
+            "N-wire (three wires), or the dots are labelled against the wrong wires",
+        )
     if not patterns:
-        detail = "; ".join(skipped) if skipped else "no <Pattern> elements"
-        raise ConfigError(p, f"no usable N-wire pattern in <PhantomDefinition>: {detail}")
+        raise ConfigError(p, "no N-wire pattern in <PhantomDefinition>: no <Pattern> elements")
     normal0 = patterns[0].normal
     for pat in patterns[1:]:
         if np.linalg.norm(np.cross(pat.normal, normal0)) > 0.02:
@@ -387,7 +393,6 @@ def read_calibration_config(path: str | Path) -> CalibrationConfig:
     segmentation = read_segmentation_parameters(root.find(".//Segmentation"), where)
     return CalibrationConfig(
         patterns=tuple(patterns),
-        skipped_patterns=tuple(skipped),
         phantom_to_reference=phantom_to_reference,
         landmarks=landmarks,
         segmentation=segmentation,

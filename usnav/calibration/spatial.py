@@ -423,7 +423,8 @@ def _image_ok(seq, index: int) -> bool:
 
 
 class CalibrationRefused(InputError):
-    """Too few usable frames; ``segmented`` holds what was found, for a report."""
+    """Too few usable frames, or no calibration fits them; ``segmented`` holds what was
+    found, for a report."""
 
     def __init__(self, segmented: SegmentedSequence, problem: str, hint: str | None = None):
         super().__init__(segmented.path, problem, hint)
@@ -477,12 +478,13 @@ def calibrate_spatial(
     ------
     CalibrationRefused
         Too few usable frames (the message gives the counts per reason and, if the frames'
-        orientation contradicts the phantom, says so); it carries the segmentation.
+        orientation contradicts the phantom, says so), or a degenerate solution (axes not
+        perpendicular); it carries the segmentation.
     InputError
-        A degenerate solution (axes not perpendicular), or any input problem.
+        Any input problem.
     """
     cfg = config if isinstance(config, CalibrationConfig) else read_calibration_config(config)
-    warnings = [f"phantom pattern skipped: {m}" for m in cfg.skipped_patterns]
+    warnings: list[str] = []
 
     def stage_progress(stage: str) -> Callable[[int, int], None] | None:
         if progress is None:
@@ -503,11 +505,13 @@ def calibrate_spatial(
         raise InputError(cal.path, f"calibration failed: {exc}") from exc
     skew = axes_skew_deg(matrix)
     if not np.all(np.isfinite(matrix)) or skew > MAX_SKEW_DEG:
-        raise InputError(
-            cal.path,
-            f"the fitted image axes are {skew:.2f}° from perpendicular (limit {MAX_SKEW_DEG}°): "
-            "segmentation or tracking is inconsistent",
-            "look at the report (--report) for mislabelled wires",
+        raise CalibrationRefused(
+            cal,
+            f"the fitted image axes are {skew:.2f}° from perpendicular (limit {MAX_SKEW_DEG}°), "
+            f"so no calibration fits the {len(cal.used)} usable frames: the phantom definition "
+            "may not match the phantom (wires labelled against the wrong ones), or the probe "
+            "poses vary too little",
+            "run again with --report FILE to see how sample frames' wires were labelled",
         )
     cal_err = reprojection_errors_mm(matrix, cal.image_points, cal.probe_points)
     val = None
