@@ -4,6 +4,7 @@ a ZeroMQ subscriber — and the faults of issue 7."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -151,6 +152,9 @@ def test_server_killed_and_restarted_five_times(small_case: Path) -> None:
             assert pipeline.probe.wait_for_state(DeviceState.STREAMING, timeout_s=2.0)
             target = pipeline.counters.published + 3
             assert wait_until(lambda t=target: pipeline.counters.published > t, 10)
+            # streaming again: the link's error is history, not a failure shown while LIVE
+            now = pipeline.status()
+            assert now["last_error"] == "" and now["recovered_from"], now
     finally:
         pipeline.stop()
         display.close()
@@ -161,6 +165,44 @@ def test_server_killed_and_restarted_five_times(small_case: Path) -> None:
     # every margin published while the link was down says so
     stale = [m for m in display.of(MarginMessage) if m.header.stale]
     assert all("probe" in m.header.stale_reason for m in stale)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP/SIGCONT (POSIX)")
+def test_frames_a_frozen_server_held_back_are_published_stale(small_case: Path) -> None:
+    """The playback server frozen 3 s, then resumed: it flushes the frames it made meanwhile
+    within a fraction of a second. Each was received just now but made up to 3 s ago; they
+    went out with ``stale = false`` (LIVE-eligible) until the pipeline judged age by the
+    device's clock (usnav.pipeline.arrival)."""
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    pipeline = _pipeline(small_case, port, registration=False, stale_after_s=1.0)
+    pipeline.prepare()
+    display = Collector(pipeline.endpoint)
+    display.join(pipeline)
+    try:
+        pipeline.start()
+        # more than the arrival clock's 2 s baseline of frames at the device's pace
+        assert wait_until(lambda: pipeline.counters.published >= 100, 30)
+        os.kill(server.process.pid, signal.SIGSTOP)
+        time.sleep(3.0)
+        resumed = time.time()
+        os.kill(server.process.pid, signal.SIGCONT)
+        target = pipeline.counters.published + 60
+        assert wait_until(lambda: pipeline.counters.published > target, 20)
+    finally:
+        pipeline.stop()
+        display.close()
+        server.stop()
+    margins = [m.header for m in display.of(MarginMessage)]
+    # the replay runs at its recording's pace: device clock = host clock + a constant
+    offset = float(np.median([h.t_received - h.t_device for h in margins[10:60]]))
+    after = [h for h in margins if h.t_received >= resumed]
+    held = [h for h in after if h.t_received - h.t_device - offset > 1.5]
+    assert len(held) >= 3, "the frozen server's backlog never reached the pipeline"
+    assert all(h.stale for h in held), [(h.frame_number, h.stale_reason) for h in held]
+    assert any("late by the device's clock" in h.stale_reason for h in held)
+    # and once it caught up, frames are fresh again
+    assert not any(h.stale for h in after[-10:])
 
 
 def test_slow_and_killed_viewers_do_not_hold_the_pipeline(small_case: Path) -> None:

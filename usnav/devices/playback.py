@@ -383,7 +383,11 @@ class PlaybackServer(Device):
                     paused_at = time.monotonic()
                     while self._paused.is_set() and not self._halt.is_set():
                         time.sleep(0.02)
-                    wall_start += time.monotonic() - paused_at
+                    # the device's clock runs on while it is stopped, as a scanner's does:
+                    # the frames after it are stamped later by the pause (a display judges a
+                    # frame's age by that clock, usnav.pipeline.arrival)
+                    paused_s = time.monotonic() - paused_at
+                    round_offset += paused_s * (1.0 if self.rate == "max" else float(self.rate))
                 stamp = float(t[i]) + round_offset
                 if self.rate != "max":
                     due = wall_start + (stamp - t[0]) / float(self.rate)

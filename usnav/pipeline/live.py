@@ -32,6 +32,7 @@ from usnav.errors import UsnavError
 from usnav.frames import TrackedFrame, TransformStatus
 from usnav.io.volume import Volume
 from usnav.margins import MarginEstimator
+from usnav.pipeline.arrival import ArrivalClock
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.queues import LatestSlot, RecordQueue
 from usnav.pipeline.stats import LatencyMeter, RateMeter
@@ -136,6 +137,9 @@ class LivePipeline:
         self._publisher = None
         self._slicer = None
         self._last_frame_time = 0.0
+        # how late each frame arrived by the device's clock (a backlog flushed after a stall)
+        self._arrival = ArrivalClock(self.options.stale_after_s)
+        self._lateness_s = 0.0
         self._status_listeners: list = []
         self._last_estimate_published = -1
 
@@ -307,6 +311,7 @@ class LivePipeline:
         """Margins for one frame, published; the frame is offered to the registration worker."""
         assert self._estimator is not None and self._publisher is not None
         self.counters.processed += 1
+        self._lateness_s = self._arrival.lateness_s(frame.t_device, frame.t_received)
         if frame.image.size == 0 or not frame.image_ok:
             self.counters.skipped_image += 1
             self.counters.problem("image", f"frame {frame.frame_number}: image missing/invalid")
@@ -393,8 +398,11 @@ class LivePipeline:
         state = self.probe.state
         if state is not DeviceState.STREAMING:
             return f"probe {state.value}"
-        age = time.time() - frame.t_received
+        late = self._lateness_s
+        age = time.time() - frame.t_received + late
         if age > self.options.stale_after_s:
+            if late > 0:  # received just now, made seconds ago (a backlog after a stall)
+                return f"frame {age:.1f} s old (it arrived {late:.1f} s late by the device's clock)"
             return f"frame {age:.1f} s old"
         return ""
 
@@ -476,11 +484,16 @@ class LivePipeline:
             else DisplayState(STALE, stale or "not started")
         )
         state = self.probe.state.value
+        error = self.probe.last_error or ""
+        streaming = self.probe.state is DeviceState.STREAMING
         return {
             "state": state,
             "link": self.probe.link_state.value,
             "peer": f"{self.probe.config.host}:{self.probe.config.port}",
-            "last_error": self.probe.last_error or "",
+            # a display showing last_error must not show a connection failure while frames
+            # flow again: once streaming, the error is history (recovered_from)
+            "last_error": "" if streaming else error,
+            "recovered_from": error if streaming else "",
             "fps_in": round(self.rate_in.rate(), 2),
             "fps_out": round(self.rate_out.rate(), 2),
             "latency_p50_ms": p50,
