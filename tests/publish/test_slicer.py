@@ -125,19 +125,27 @@ def test_overlay_clears_when_no_tumor_in_view(case_and_margins) -> None:
     assert overlay.metadata.get("TumorInView") in ("0", None)  # v1 clients get no metadata
 
 
-def test_stale_clears_the_overlay_and_invalidates_the_image_transform(case_and_margins) -> None:
+def test_stale_clears_the_overlay_and_invalidates_both_transforms(case_and_margins) -> None:
+    """After a LIVE bundle (``ReferenceToMri`` OK), a stale period: the last ``ReferenceToMri``
+    a client holds must turn INVALID too (it stayed OK through STALE), and the overlay says
+    STALE in its ``DisplayState``."""
     case, margins = case_and_margins
     collector = _Collector()
+    live = DisplayState(LIVE, "")
     with SlicerExporter(port=0) as exporter:
         client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
         try:
             assert exporter.server.wait_for_clients(1, timeout_s=10)
             assert repeat_until(
-                lambda: exporter.publish(TrackedFrame(case.image), np.eye(4), np.eye(4), margins),
+                lambda: exporter.publish(
+                    TrackedFrame(case.image), np.eye(4), np.eye(4), margins, live
+                ),
                 lambda: collector.found(lambda m: m.version == 2),
                 10,
                 every_s=0.1,
             )
+            ok = collector.wait(lambda m: m.device_name == "ReferenceToMri" and m.version == 2)[-1]
+            assert ok.metadata.get("TransformStatus") == "OK"
             assert exporter.mark_stale("probe no-signal") > 0
             assert exporter.mark_stale("probe no-signal") == 0  # once per stale period
             text = collector.wait(
@@ -157,3 +165,10 @@ def test_stale_clears_the_overlay_and_invalidates_the_image_transform(case_and_m
     assert text.content.text == "STALE: probe no-signal"
     assert invalid.metadata.get("TransformValid") == "0"
     assert not blank.content.array.any()
+    assert blank.metadata.get("DisplayState") == "STALE"
+    assert blank.metadata.get("DisplayReason") == "probe no-signal"
+    registration = [
+        m for m in collector.messages if m.device_name == "ReferenceToMri" and m.version == 2
+    ][-1]
+    assert registration.metadata.get("TransformStatus") == "INVALID"
+    assert registration.metadata.get("DisplayState") == "STALE"

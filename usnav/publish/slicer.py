@@ -33,7 +33,7 @@ from usnav.defaults import SLICER_PORT
 from usnav.frames import TrackedFrame
 from usnav.igtl import IgtlServer
 from usnav.margins.estimator import FrameMargins
-from usnav.protocol.display import LIVE, UNCERTAIN, DisplayState
+from usnav.protocol.display import LIVE, STALE, UNCERTAIN, DisplayState
 
 #: Default port: PLUS's 18944 + 1, so both can run side by side.
 DEFAULT_SLICER_PORT = SLICER_PORT
@@ -192,16 +192,19 @@ class SlicerExporter:
         delivered = self.server.broadcast(bundle)
         self.sent += 1
         self._last = (matrix, image.shape[:2])
+        if reference_to_mri is not None:
+            self._last_reference_to_mri = np.asarray(reference_to_mri, dtype=np.float64)
         self.stale = False
         return delivered
 
     def mark_stale(self, reason: str) -> int:
         """Tell Slicer the overlay is no longer live (the probe link dropped, tracking lost).
 
-        Sends ``ImageToReference`` with ``TransformStatus = INVALID`` (Slicer and SlicerIGT
-        show the transform as invalid), a blank overlay so no old tumor outline stays on
-        screen, and a STRING ``usnav_status`` with the reason. Sent once per stale period;
-        the next :meth:`publish` makes it live again.
+        Sends ``ImageToReference`` and ``ReferenceToMri`` with ``TransformStatus = INVALID``
+        (Slicer and SlicerIGT show the transforms as invalid: the last ``ReferenceToMri`` a
+        client holds must not say OK through a stale period), a blank overlay with
+        ``DisplayState = STALE`` and the reason, and a STRING ``usnav_status`` with the reason.
+        Sent once per stale period; the next :meth:`publish` makes it live again.
         """
         last = getattr(self, "_last", None)
         if getattr(self, "stale", False) or last is None or not self.server.clients:
@@ -210,20 +213,34 @@ class SlicerExporter:
 
         matrix, shape = last
         stamp = time.time()
-        invalid = {"TransformStatus": "INVALID", "TransformValid": "0"}
+        state = {"DisplayState": STALE, "DisplayReason": reason}
+        invalid = {"TransformStatus": "INVALID", "TransformValid": "0", **state}
         bundle = [
             Message(
                 "IMAGE",
                 self.overlay_device,
                 ImageContent.from_array(np.zeros(shape, np.uint8), matrix),
                 stamp,
-                {"TumorInView": "0", "Stale": "1"},
+                {"TumorInView": "0", "Stale": "1", **state},
             ),
             Message(
                 "TRANSFORM", self.image_to_reference_name, TransformContent(matrix), stamp, invalid
             ),
-            Message("STRING", "usnav_status", StringContent(f"STALE: {reason}"), stamp, {}),
         ]
+        reference_to_mri = getattr(self, "_last_reference_to_mri", None)
+        if reference_to_mri is not None:
+            bundle.append(
+                Message(
+                    "TRANSFORM",
+                    self.reference_to_mri_name,
+                    TransformContent(reference_to_mri),
+                    stamp,
+                    dict(invalid),
+                )
+            )
+        bundle.append(
+            Message("STRING", "usnav_status", StringContent(f"STALE: {reason}"), stamp, {})
+        )
         self.stale = True
         self._said = f"STALE: {reason}"
         return self.server.broadcast(bundle)
