@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=10.0,
         metavar="S",
-        help="registration age that makes the display STALE, s (10)",
+        help=argparse.SUPPRESS,  # ignored since protocol 2 (the publisher's display_state)
     )
     p.add_argument(
         "--lost-after",
@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.5,
         metavar="Q",
-        help="registration quality below which the display is UNCERTAIN (0.5)",
+        help=argparse.SUPPRESS,  # ignored since protocol 2: a quality score decides nothing
     )
     p.add_argument(
         "--server-key",
