@@ -54,6 +54,18 @@ def test_recovers_fresh_offsets_of_4_to_8_mm(small_case):
     assert max(errors) < 2.0, errors
 
 
+@pytest.mark.parametrize("frames", [1, 5])
+def test_too_few_frames_to_bound_the_error_are_rejected(small_case, frames):
+    """A one-frame sweep was accepted (t = inf, a 6 mm correction) with uncertainty_mm
+    null: an estimate with no bound at all. Fewer than 6 frames cannot be judged."""
+    mri, sweep, _, truth = small_case
+    few = sweep.subset(np.arange(20, 20 + frames))
+    result = register_sweep(mri, few, truth.init_reference_to_mri)
+    assert not result.accepted
+    assert f"only {frames} frame(s) to judge it" in result.reason
+    np.testing.assert_array_equal(result.reference_to_mri, truth.init_reference_to_mri)
+
+
 def test_do_no_harm_from_the_truth(small_case):
     """Started at the true registration, the result must not be worse than ~the floor."""
     mri, sweep, _, truth = small_case

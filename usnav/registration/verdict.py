@@ -36,6 +36,10 @@ from usnav.registration.pose import (
 )
 from usnav.registration.similarity import FrameSimilarity
 
+#: Fewest finest-level frames a candidate is judged on: the paired t of the per-frame gains and
+#: the half-sweep spread of the bound (two halves of at least 3) need them.
+MIN_VERDICT_FRAMES = 6
+
 
 @dataclass
 class RegistrationResult:
@@ -283,6 +287,13 @@ class VerdictMixin:
         angle = float(np.linalg.norm(params[3:]))
         shift = float(np.linalg.norm(params[:3]))
         reasons = []
+        frames = len(self.level(-1).frames)
+        if frames < MIN_VERDICT_FRAMES:
+            # one frame gave t = inf and an accepted estimate with no bound at all
+            reasons.append(
+                f"only {frames} frame(s) to judge it: the gain's consistency across frames and "
+                f"the error bound need at least {MIN_VERDICT_FRAMES}"
+            )
         if shift > opts.max_correction_mm or angle > opts.max_correction_deg:
             reasons.append(f"implausible correction ({shift:.1f} mm, {angle:.1f}°)")
         if mean_gain < opts.min_similarity_gain:
@@ -310,7 +321,7 @@ class VerdictMixin:
                 )
         uncertainty = float("nan")
         terms: dict[str, float] = {}
-        if not reasons and opts.uncertainty and len(self.level(-1).frames) >= 6:
+        if not reasons and opts.uncertainty:
             # only a candidate that passed the other tests is worth the split-sweep refinements
             spread, n = self._split_spread(candidate, centre, pts)
             evaluations += n
