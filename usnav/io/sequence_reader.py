@@ -177,7 +177,8 @@ class Sequence:
             raise InputError(
                 self.path,
                 f"unknown ultrasound image orientation {key} = {text!r}",
-                "expected one of MF, MN, UF, UN, FM, NM, FU, NU (or MFA, MFD... for 3D)",
+                "PLUS defines MF, MN, UF, UN, FM, NM, FU, NU for 2D images and MFA, MFD, MNA, "
+                "MND, UFA, UFD, UNA, UND for 3D ones (a transposed code has no 3D form)",
             ) from None
 
     def _collect_frame_fields(self, layout: Layout) -> list[dict[str, str]]:
