@@ -90,6 +90,8 @@ def test_local_cluster_failed_cases_and_resume(tiny_cases, tmp_path: Path) -> No
     assert again.returncode == 0, again.stderr
     assert "nothing to run" in again.stdout
     assert "(2 of them failed: delete their rows to run them again)" in again.stdout
+    # plots with a group of failed cases only: no matplotlib warning on stderr
+    assert "Warning" not in run.stderr + again.stderr, run.stderr + again.stderr
     assert (out / "results.csv").read_bytes() == before
 
     # a manifest with one more case: only that one runs; the old rows stay as they were

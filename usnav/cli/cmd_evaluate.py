@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         out.print(
             f"{report.ran} case(s) run on {report.workers} worker(s) in {report.wall_s:.1f} s "
             f"({report.ran / max(report.wall_s, 1e-9):.2f} cases/s), {report.failed} failed; "
-            f"{report.skipped} already in {report.results}"
+            f"{report.skipped} already in {report.results}",
+            soft_wrap=True,  # a path is never broken across lines
         )
     else:
         failed = (
@@ -111,13 +112,14 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
         out.print(
-            f"nothing to run: all {report.cases} case(s) are already in {report.results}{failed}"
+            f"nothing to run: all {report.cases} case(s) are already in {report.results}{failed}",
+            soft_wrap=True,
         )
     if report.summary_rows:
         out.print(_table(report.summary_rows, report.group_by))
-        out.print(f"summary: {report.summary}")
+        out.print(f"summary: {report.summary}", soft_wrap=True)
     if report.plots:
-        out.print("plots: " + ", ".join(str(p) for p in report.plots))
+        out.print("plots: " + ", ".join(str(p) for p in report.plots), soft_wrap=True)
     if report.ran and report.failed == report.ran:
         case, reason = next(iter(report.failures.items()))
         raise InputError(

@@ -272,7 +272,9 @@ def _bounded_error(row: dict) -> float | None:
 
 
 def _legend(ax, groups: dict) -> None:
-    if groups:
+    # a plot with no labelled artist (every case failed, or none accepted) gets the note
+    # instead: matplotlib would warn "No artists with labels found" on stderr
+    if groups and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
     else:
         ax.text(0.5, 0.5, "no scored case", ha="center", va="center", transform=ax.transAxes)
