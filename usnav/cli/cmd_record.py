@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from usnav.cli._checks import check_port
     from usnav.cli._signals import InterruptToStop
+    from usnav.devices.probe import load_device_calibration
     from usnav.devices.recorder import check_recording_target
     from usnav.errors import InputError
     from usnav.io.outputs import check_output
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         out.unlink()
     check_recording_target(out)
     config = load_probe_config(args.config) if args.config else ProbeConfig()
+    load_device_calibration(config, args.config)  # a missing [probe] calibration: said now
     console = Console(stderr=True)
 
     def interrupted(n: int) -> None:
@@ -110,6 +112,7 @@ def _record(
                 compress=not args.no_compress,
                 progress=show,
                 stop=interrupt.stop,
+                config_path=args.config,
             )
             if interrupt.count and result.stopped_by == "stop requested":
                 result.stopped_by = "interrupted"

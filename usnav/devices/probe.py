@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -39,7 +40,7 @@ from usnav.calibration.stage import CalibrationStage
 from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import ProbeConfig, load_probe_config, resolve_path
-from usnav.errors import ExtrapolationError
+from usnav.errors import ConfigError, ExtrapolationError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
 from usnav.igtl import IgtlClient, LinkState, LinkStats
 from usnav.igtl.codec import ImageContent, Message, TransformContent
@@ -104,6 +105,40 @@ def _status_from_metadata(metadata: dict[str, str], name: str) -> TransformStatu
     return None
 
 
+def _calibration_key(config_path: str | Path | None) -> str:
+    return f"{config_path}: probe.calibration" if config_path else "probe.calibration"
+
+
+def load_device_calibration(
+    config: ProbeConfig, config_path: str | Path | None = None
+) -> CalibrationFile | None:
+    """The calibration a device file names (``[probe] calibration``), or None.
+
+    Parameters
+    ----------
+    config
+        The ``[probe]`` options.
+    config_path
+        The device file they came from: a relative path is looked up beside it.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, naming the device file's key and the path tried.
+    """
+    if not config.calibration:
+        return None
+    path = resolve_path(config.calibration, config_path)
+    try:
+        return load_calibration(path)
+    except ConfigError as exc:
+        raise ConfigError(
+            _calibration_key(config_path),
+            f"{path}: {exc.problem}",
+            "give the calibration file's path, absolute or relative to the device file",
+        ) from exc
+
+
 class ProbeClient(Device):
     """Tracked frames from an OpenIGTLink server.
 
@@ -112,8 +147,12 @@ class ProbeClient(Device):
     config
         The ``[probe]`` options (defaults: 127.0.0.1:18944, ``Image_Reference``).
     calibration
-        A calibration whose temporal section gives the time offset when ``time_offset_s``
-        is not set (else ``config.calibration`` is loaded, if given).
+        The command's calibration (e.g. ``run --calibration``): its temporal section gives the
+        time offset when ``time_offset_s`` is not set. The device file's own
+        ``config.calibration`` is always loaded (a missing file is refused); its tracker lag
+        is used when it has one, and must agree with this one's.
+    config_path
+        The device file ``config`` came from (relative paths are looked up beside it).
     name
         For logs.
 
@@ -134,12 +173,25 @@ class ProbeClient(Device):
     ):
         super().__init__(name)
         self.config = config or ProbeConfig()
-        if calibration is None and self.config.calibration:
-            calibration = load_calibration(resolve_path(self.config.calibration, config_path))
+        device_calibration = load_device_calibration(self.config, config_path)
+        lag = self.config.time_offset_s
+        if calibration is None:
+            calibration = device_calibration
+        elif lag is None and device_calibration is not None and device_calibration.temporal:
+            # the device file's calibration keeps the tracker lag of this device; the command's
+            # own calibration (run --calibration) may carry one too: they must agree
+            lag = device_calibration.tracker_lag_s
+            if calibration.temporal and not math.isclose(
+                calibration.tracker_lag_s, lag, abs_tol=1e-6
+            ):
+                raise ConfigError(
+                    _calibration_key(config_path),
+                    f"its tracker lag {lag:+.4f} s differs from the "
+                    f"{calibration.tracker_lag_s:+.4f} s of the calibration the command was given",
+                    "keep the tracker lag in one of the two files",
+                )
         # the tracker lag is the calibration stage's: streams are sampled at its pose_time()
-        self.calibration_stage = CalibrationStage.from_calibration(
-            calibration, tracker_lag_s=self.config.time_offset_s
-        )
+        self.calibration_stage = CalibrationStage.from_calibration(calibration, tracker_lag_s=lag)
         self.time_offset_s = self.calibration_stage.tracker_lag_s
         self.stats = ProbeStats()
         self._queue: queue.Queue[TrackedFrame] = queue.Queue(maxsize=self.config.frame_queue)

@@ -74,6 +74,7 @@ def record(
     progress: Callable[[RecordProgress], None] | None = None,
     progress_interval_s: float = 0.25,
     stop: threading.Event | None = None,
+    config_path: str | Path | None = None,
 ) -> RecordResult:
     """Record an OpenIGTLink stream to ``out`` (``.igs.mha``/``.mha``/``.seq.nrrd``).
 
@@ -97,6 +98,9 @@ def record(
         Called about every ``progress_interval_s`` with a :class:`RecordProgress`.
     stop
         Set it (from another thread) to end the recording.
+    config_path
+        The device file ``config`` came from (its ``[probe] calibration`` is looked up
+        beside it).
 
     Returns
     -------
@@ -133,7 +137,7 @@ def record(
     if duration_s is not None and duration_s <= 0:
         raise InputError("--duration", f"must be positive, got {duration_s}")
     result = RecordResult(path)
-    probe = ProbeClient(probe_config, name="recorder")
+    probe = ProbeClient(probe_config, name="recorder", config_path=config_path)
     writer: SequenceWriter | None = None
     started = time.monotonic()
     first_frame_at: float | None = None
