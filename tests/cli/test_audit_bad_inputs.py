@@ -32,6 +32,7 @@ from usnav.registration.points import read_points
         ("max_evaluations", [0]),
         ("ambiguity_offsets_mm", [-6.0]),
         ("prior_weight", float("nan")),
+        ("uncertainty", "no"),  # a string read as a boolean: "no" was True
     ],
 )
 def test_registration_options_check_every_element(field, value):

@@ -198,3 +198,7 @@ def test_device_configs_load_and_bad_keys_are_named(tmp_path):
     bad.write_text('[playback]\nrecording = "x.mha"\nhost = "0.0.0.0"\n')
     with pytest.raises(ConfigError, match="allow"):
         load_device_set(bad)
+    # a string is not a boolean ('loop = "yes"' was read as true, "no" as false)
+    bad.write_text('[playback]\nrecording = "x.mha"\nloop = "no"\n')
+    with pytest.raises(ConfigError, match="playback.loop.*boolean"):
+        load_device_set(bad)

@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from usnav.config.loader import load_toml_model
 from usnav.errors import ConfigError, TransformError
@@ -117,12 +117,12 @@ class PlaybackConfig(_Strict):
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     allow: list[str] = Field(default_factory=list)
     rate: float | Literal["max"] = 1.0
-    loop: bool = False
+    loop: StrictBool = False
     calibration: str = ""
     image_device: str = Field(default="Image_Reference", min_length=1, max_length=20)
     reference_frame: str = "Reference"
-    send_invalid_transforms: bool = True
-    wait_for_client: bool = True
+    send_invalid_transforms: StrictBool = True
+    wait_for_client: StrictBool = True
     keepalive_s: float = Field(default=0.5, gt=0, le=60)
     max_clients: int = Field(default=16, ge=1, le=1024)
     send_queue_messages: int = Field(default=256, ge=4, le=100_000)

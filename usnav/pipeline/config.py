@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from usnav.margins.options import MarginOptions
 from usnav.protocol.display import MEASURED_MARGIN_ERROR_MM, DisplayRules
@@ -80,7 +80,7 @@ class PipelineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     publish_address: str = DEFAULT_ADDRESS
-    publish_frames: bool = True
+    publish_frames: StrictBool = True
     publish_hwm: int = Field(default=20, ge=1, le=10_000)
     curve_secret_key: Path | None = None
     slicer_port: int = Field(default=0, ge=0, le=65535)
@@ -88,7 +88,7 @@ class PipelineOptions(BaseModel):
     stale_after_s: float = Field(default=1.0, gt=0, le=60)
     record_queue_frames: int = Field(default=2000, ge=10, le=1_000_000)
     record_finish_timeout_s: float = Field(default=300.0, gt=0)
-    registration: bool = True
+    registration: StrictBool = True
     registration_interval_s: float = Field(default=0.25, ge=0, le=60)
     margins: MarginOptions = MarginOptions()
     registration_budget: RegistrationBudget = RegistrationBudget()

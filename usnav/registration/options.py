@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from usnav.errors import ConfigError
 
@@ -62,7 +62,7 @@ class RegistrationOptions(BaseModel):
     """Gaussian prior on the correction at the coarser levels: similarity − w·|t|² − w·(ρ·θ)²
     (t mm, θ radians, ρ the sweep's RMS radius); it breaks near-ties between distant optima
     towards the navigation estimate. 0 = none. 5e-4 chosen on tuning seeds 1001-1040."""
-    prior_at_finest: bool = False
+    prior_at_finest: StrictBool = False
     """Apply the prior at the finest level too (it then biases the result towards the
     initial estimate); by default it only chooses the basin at the coarser levels."""
     translation_grid_mm: float = Field(default=9.0, ge=0)
@@ -87,8 +87,8 @@ class RegistrationOptions(BaseModel):
     path)."""
     roi_margin_mm: float = Field(default=30.0, gt=0)
     """MRI crop margin around the sweep (must exceed the capture range)."""
-    ignore_zero_pixels: bool = False
-    uncertainty: bool = True
+    ignore_zero_pixels: StrictBool = False
+    uncertainty: StrictBool = True
     """Estimate the uncertainty from the two half-sweeps (costs ~30 % more time)."""
     uncertainty_floor_mm: float = Field(default=0.85, ge=0)
     """Added in quadrature to the half-sweep spread to give the *resolution* a correction must
@@ -211,7 +211,7 @@ class RegistrationOptions(BaseModel):
     trailed it by ≥ 0.008; 0 lies in that gap (0.005 would have rejected one correct tuning
     candidate). −1: measured, never rejects (similarities lie in [0, 1])."""
 
-    tumor_stage: bool = True
+    tumor_stage: StrictBool = True
     """Run the local stage at the tumor (:mod:`usnav.registration.tumor`) after an accepted
     estimate, when a tumor label is given."""
     tumor_roi_mm: float = Field(default=2.0, gt=0)
