@@ -192,6 +192,17 @@ def test_timestamps_that_go_backwards_are_not_gaps(tmp_path):
     assert "from the median period" in format_description(info)
 
 
+def test_a_sender_that_stamps_nothing_is_reported(tmp_path):
+    """The OpenIGTLink reference ImagerServer sends timestamp 0: the recording's 'time span
+    0.000 .. 0.000 s' came with no problem listed."""
+    frames = [dataclasses.replace(f, t_device=0.0) for f in make_frames(6)]
+    info = describe_file(write_sequence(tmp_path / "zero.igs.mha", frames))
+    assert any("all 6 frames have the same timestamp (0 s)" in p for p in info["problems"])
+    assert "cannot be paced" in format_description(info)
+    # an ordinary clock lists nothing
+    assert describe_file(write_sequence(tmp_path / "ok.igs.mha", make_frames(6)))["problems"] == []
+
+
 def test_missing_and_nan_timestamps_are_reported(tmp_path):
     frames = make_frames(12)
     frames[4] = dataclasses.replace(frames[4], t_device=float("nan"))  # written without one
