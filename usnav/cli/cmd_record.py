@@ -12,7 +12,7 @@ from rich.text import Text
 
 from usnav.defaults import IGTL_PORT
 from usnav.devices.config import ProbeConfig, load_probe_config
-from usnav.devices.recorder import RecordProgress, record
+from usnav.devices.recorder import RecordProgress, RecordResult, record
 
 if TYPE_CHECKING:
     from usnav.cli._signals import InterruptToStop
@@ -95,7 +95,7 @@ def _record(
             def show(p: RecordProgress) -> None:
                 live.update(
                     Text(
-                        f"recording {args.out}: {p.frames} frames, {p.fps:.1f} fps, "
+                        f"recording {p.path or args.out}: {p.frames} frames, {p.fps:.1f} fps, "
                         f"{p.dropped} dropped, {p.elapsed_s:.1f} s, {p.state.value}"
                     )
                 )
@@ -121,12 +121,32 @@ def _record(
             console.line()  # rich ends the live line only on a terminal; keep errors apart
     bad = ", ".join(f"{n} {reason}" for reason, n in result.messages_dropped.items())
     print(
-        f"usnav record: {result.path}: received {result.received}, written {result.written}, "
-        f"dropped {result.dropped} frames ({result.missed} missing in the server's numbering"
-        f"{'; malformed messages: ' + bad if bad else ''}); {result.duration_s:.1f} s, "
-        f"ended by {result.stopped_by}",
+        f"usnav record: {_files(result)}: received {result.received}, written "
+        f"{result.written}, dropped {result.dropped} frames ({result.missed} missing in the "
+        f"server's numbering{'; malformed messages: ' + bad if bad else ''}); "
+        f"{result.duration_s:.1f} s, ended by {result.stopped_by}{_why_parts(result)}",
     )
     if result.error:
         print(f"usnav record: error: {result.error}", file=sys.stderr)
         return 1
     return 130 if result.stopped_by == "interrupted" else 0
+
+
+def _files(result: RecordResult) -> str:
+    """The file written or, after image size changes, each part with its frames and size
+    (columns x rows, as ``usnav info`` says it)."""
+    if len(result.parts) < 2:
+        return str(result.path)
+    return ", ".join(
+        f"{part.path} ({part.frames} frames, "
+        f"{' x '.join(str(n) for n in (part.shape or ())[1::-1])} pixels, {part.dtype})"
+        for part in result.parts
+    )
+
+
+def _why_parts(result: RecordResult) -> str:
+    """Why there are several files ("" for one)."""
+    if len(result.parts) < 2:
+        return ""
+    what = "image size" if len({part.shape for part in result.parts}) > 1 else "pixel type"
+    return f"; the {what} changed during the recording: one file per {what}"

@@ -10,6 +10,11 @@ written / dropped are returned so a user can verify nothing was lost (PlusLib #6
 While recording, the probe client holds back (TCP back-pressure) instead of dropping when the
 writer falls behind; frames are dropped only if the writer stalls for more than half the
 receive timeout.
+
+A sequence file holds frames of one image size: when the size changes mid-stream (the depth
+was changed on the scanner), :class:`SplitRecording` goes on in a new part file named by
+:func:`next_part_path` (``case.igs.mha``, ``case-2.igs.mha``, ...). Both this recorder and the
+live pipeline's write through it.
 """
 
 from __future__ import annotations
@@ -19,11 +24,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from usnav.devices.base import DeviceState
 from usnav.devices.config import ProbeConfig
 from usnav.devices.probe import ProbeClient
 from usnav.errors import InputError, UsnavError
+
+if TYPE_CHECKING:
+    from usnav.frames import TrackedFrame
+    from usnav.io.sequence import SequenceWriter
 
 
 @dataclass
@@ -35,6 +45,20 @@ class RecordProgress:
     dropped: int
     elapsed_s: float
     state: DeviceState
+    path: Path | None = None  # the file being written (a new part after a size change)
+
+
+@dataclass
+class RecordedPart:
+    """One file of a recording: a sequence file holds frames of one image size.
+
+    ``shape`` and ``dtype`` are the image's (None until a frame with an image arrived).
+    """
+
+    path: Path
+    frames: int = 0
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
 
 
 @dataclass
@@ -46,6 +70,8 @@ class RecordResult:
     the queue overflowed, or a write failed); ``received`` = ``written`` + ``dropped``.
     ``missed``: gaps in the server's frame numbers (lost before reaching us).
     ``messages_dropped``: malformed messages by reason. ``stopped_by``: why it ended.
+    ``parts``: the files written, ``path`` first, then one more each time the image size
+    changed (see :class:`SplitRecording`); ``files`` lists their paths.
     """
 
     path: Path
@@ -58,6 +84,12 @@ class RecordResult:
     stopped_by: str = ""
     messages_dropped: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    parts: list[RecordedPart] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file written, in order (``path`` first)."""
+        return [part.path for part in self.parts]
 
 
 def record(
@@ -117,8 +149,6 @@ def record(
         Before connecting: the target exists, is a folder, has an unknown suffix or no
         folder; a port outside 1-65535; a non-positive ``connect_timeout_s``.
     """
-    from usnav.io.sequence import SequenceWriter
-
     path = Path(out)
     check_recording_target(path)
     if port is not None and not 1 <= port <= 65535:
@@ -138,7 +168,7 @@ def record(
         raise InputError("--duration", f"must be positive, got {duration_s}")
     result = RecordResult(path)
     probe = ProbeClient(probe_config, name="recorder", config_path=config_path)
-    writer: SequenceWriter | None = None
+    recording = SplitRecording(path, compress=compress)
     started = time.monotonic()
     first_frame_at: float | None = None
     last_progress = 0.0
@@ -152,14 +182,13 @@ def record(
             frame = probe.get_frame(0.05)
             now = time.monotonic()
             if frame is not None:
-                if writer is None:
-                    writer = SequenceWriter(path, compress=compress, orientation=frame.orientation)
+                if first_frame_at is None:
                     first_frame_at = now
                 try:
-                    writer.append(frame)
+                    recording.append(frame)  # a new image size: on in a new part file
                 except (OSError, UsnavError) as exc:
                     write_failures += 1
-                    result.error = f"writing {path} failed: {exc}"
+                    result.error = f"writing {recording.path} failed: {exc}"
                     result.stopped_by = "write error"
                     break
                 result.written += 1
@@ -189,18 +218,18 @@ def record(
                 )
             if progress is not None and now - last_progress >= progress_interval_s:
                 last_progress = now
-                progress(_progress(result, probe, first_frame_at, now))
+                progress(_progress(result, probe, recording, first_frame_at, now))
     except KeyboardInterrupt:
         result.stopped_by = "interrupted"
     finally:
         probe.close()
-        if writer is not None:
-            # Ctrl-C (or SIGTERM) may land between a frame's append and the count
-            result.written = len(writer)
-            try:
-                writer.close()
-            except (OSError, UsnavError) as exc:
-                result.error = result.error or f"finishing {path} failed: {exc}"
+        try:
+            recording.close()
+        except (OSError, UsnavError) as exc:
+            result.error = result.error or f"finishing {recording.path} failed: {exc}"
+        # Ctrl-C (or SIGTERM) may land between a frame's append and the count
+        result.written = recording.written
+        result.parts = recording.parts
         result.dropped = probe.stats.frames_dropped + write_failures
         result.received = result.written + result.dropped
         result.missed = probe.stats.frames_missed
@@ -208,8 +237,96 @@ def record(
         result.messages_dropped = dict(probe.link_stats().dropped_in)
         result.duration_s = time.monotonic() - (first_frame_at or started)
     if progress is not None:
-        progress(_progress(result, probe, first_frame_at, time.monotonic()))
+        progress(_progress(result, probe, recording, first_frame_at, time.monotonic()))
     return result
+
+
+class SplitRecording:
+    """A crash-safe recording that continues in a new part file when the image size changes.
+
+    Frames go to ``path`` through a :class:`usnav.io.sequence.SequenceWriter`; a frame whose
+    image differs in shape or pixel type from the part being written closes that part and
+    starts the next one, named by :func:`next_part_path` (``case-2.igs.mha``, ...). Frames
+    without an image go to the current part.
+
+    Parameters
+    ----------
+    path
+        The first part's file (checked by the caller: see :func:`check_recording_target`).
+    compress
+        Compress pixels as PLUS does.
+    """
+
+    def __init__(self, path: str | Path, *, compress: bool = True):
+        self.path = Path(path)  # the part being written
+        self.parts: list[RecordedPart] = []
+        self.files: list[Path] = []  # the parts' paths; the list grows as parts are started
+        self._compress = compress
+        self._writer: SequenceWriter | None = None
+
+    @property
+    def written(self) -> int:
+        """Frames written, in all parts."""
+        return sum(part.frames for part in self.parts)
+
+    def append(self, frame: TrackedFrame) -> RecordedPart | None:
+        """Write one frame (durable in the current part's journal when this returns).
+
+        Returns
+        -------
+        RecordedPart or None
+            The part this frame closed because its image size differs (the frame starts the
+            next part, now :attr:`path`); None when it went into the part being written.
+
+        Raises
+        ------
+        UsnavError, OSError
+            The frame cannot be written, or a part cannot be finished or started (disk
+            full...): see :meth:`usnav.io.sequence.SequenceWriter.append`; :attr:`path`
+            names the file. The frames written before are kept.
+        """
+        from usnav.io.sequence import SequenceWriter
+
+        image = frame.image
+        size = (tuple(image.shape), image.dtype.name) if image.size else None
+        current = self.parts[-1] if self.parts else None
+        closed = None
+        if (
+            current is not None
+            and current.shape is not None
+            and size is not None
+            and size != (current.shape, current.dtype)
+        ):
+            self._finish_part()
+            closed = current
+            self.path = next_part_path(self.parts[0].path, len(self.parts) + 1)
+        if self._writer is None:
+            self._writer = SequenceWriter(self.path, compress=self._compress)
+            self.parts.append(RecordedPart(self.path))
+            self.files.append(self.path)
+        part = self.parts[-1]
+        self._writer.append(frame)
+        part.frames = len(self._writer)
+        if size is not None and part.shape is None:
+            part.shape, part.dtype = size
+        return closed
+
+    def close(self) -> None:
+        """Finish the part being written (its file is assembled from the journal).
+
+        Raises
+        ------
+        UsnavError, OSError
+            The file cannot be written; its journal is kept for ``usnav convert``.
+        """
+        self._finish_part()
+
+    def _finish_part(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            # a frame appended just before an interrupt is counted here
+            self.parts[-1].frames = len(writer)
+            writer.close()
 
 
 def check_recording_target(path: Path) -> None:
@@ -234,10 +351,31 @@ def check_recording_target(path: Path) -> None:
         )
 
 
+def next_part_path(path: Path, part: int) -> Path:
+    """``case.igs.mha`` → ``case-2.igs.mha`` (the next free name for part ``part``)."""
+    name = path.name
+    for suffix in (".igs.mha", ".seq.mha", ".igs.nrrd", ".seq.nrrd", ".mha", ".nrrd"):
+        if name.lower().endswith(suffix):
+            stem, ext = name[: -len(suffix)], name[-len(suffix) :]
+            break
+    else:
+        stem, ext = path.stem, path.suffix
+    n = max(2, part)
+    while True:
+        candidate = path.with_name(f"{stem}-{n}{ext}")
+        if not candidate.exists() and not candidate.with_name(candidate.name + ".journal").exists():
+            return candidate
+        n += 1
+
+
 def _progress(
-    result: RecordResult, probe: ProbeClient, first: float | None, now: float
+    result: RecordResult,
+    probe: ProbeClient,
+    recording: SplitRecording,
+    first: float | None,
+    now: float,
 ) -> RecordProgress:
     elapsed = now - first if first is not None else 0.0
     fps = result.written / elapsed if elapsed > 0 else 0.0
     dropped = probe.stats.frames_dropped + probe.stats.frames_missed
-    return RecordProgress(result.written, fps, dropped, elapsed, probe.state)
+    return RecordProgress(result.written, fps, dropped, elapsed, probe.state, recording.path)

@@ -28,6 +28,7 @@ from usnav.calibration.stage import CalibrationStage
 from usnav.config.calibration import CalibrationFile
 from usnav.devices.base import DeviceState
 from usnav.devices.probe import ProbeClient
+from usnav.devices.recorder import next_part_path as next_part_path  # re-exported
 from usnav.errors import UsnavError
 from usnav.frames import TrackedFrame, TransformStatus
 from usnav.io.volume import Volume
@@ -418,13 +419,12 @@ class LivePipeline:
     def _recorder_loop(self) -> None:
         """Write every queued frame; a change of image size (the depth was changed on the
         scanner) continues in a new file, since a sequence file holds one frame size."""
-        from usnav.io.sequence import SequenceWriter
+        from usnav.devices.recorder import SplitRecording
 
         assert self._record_queue is not None and self.record_path is not None
         queue = self._record_queue
-        path = self.record_path
-        writer: SequenceWriter | None = None
-        shape: tuple[int, ...] | None = None
+        recording = SplitRecording(self.record_path)
+        self.counters.record_files = recording.files  # grows with each part
         try:
             while True:
                 frame = queue.get(timeout=0.1)
@@ -432,37 +432,28 @@ class LivePipeline:
                     if (queue.closed or self._stop.is_set()) and len(queue) == 0:
                         break
                     continue
-                size = tuple(frame.image.shape) if frame.image.size else None
-                if writer is not None and size is not None and shape is not None and size != shape:
-                    writer.close()
-                    writer = None
-                    path = next_part_path(self.record_path, len(self.counters.record_files) + 1)
-                    log.warning(
-                        "image size changed from %s to %s: the recording continues in %s",
-                        shape,
-                        size,
-                        path,
-                    )
                 try:
-                    if writer is None:
-                        writer = SequenceWriter(path)
-                        self.counters.record_files.append(path)
-                    writer.append(frame)
-                    self.counters.recorded += 1
-                    shape = size or shape
+                    closed = recording.append(frame)
                 except (OSError, UsnavError) as exc:
-                    self.counters.record_error = f"recording to {path} failed: {exc}"
+                    self.counters.record_error = f"recording to {recording.path} failed: {exc}"
                     log.error(self.counters.record_error)
                     self.counters.record_dropped += 1
                     self._drain_uncounted(queue)
                     return
+                self.counters.recorded += 1
+                if closed is not None:
+                    log.warning(
+                        "image size changed from %s to %s: the recording continues in %s",
+                        closed.shape,
+                        recording.parts[-1].shape,
+                        recording.path,
+                    )
         finally:
-            if writer is not None:
-                try:
-                    writer.close()
-                except (OSError, UsnavError) as exc:
-                    self.counters.record_error = f"finishing {path} failed: {exc}"
-                    log.error(self.counters.record_error)
+            try:
+                recording.close()
+            except (OSError, UsnavError) as exc:
+                self.counters.record_error = f"finishing {recording.path} failed: {exc}"
+                log.error(self.counters.record_error)
 
     def _drain_uncounted(self, queue: RecordQueue[TrackedFrame]) -> None:
         """After a recording failure: keep counting what cannot be written."""
@@ -553,20 +544,3 @@ class LivePipeline:
                     self._slicer.mark_stale(f"probe {state.value}")
             except Exception:  # status must never take the pipeline down
                 log.exception("status publishing failed")
-
-
-def next_part_path(path: Path, part: int) -> Path:
-    """``case.igs.mha`` → ``case-2.igs.mha`` (the next free name for part ``part``)."""
-    name = path.name
-    for suffix in (".igs.mha", ".seq.mha", ".igs.nrrd", ".seq.nrrd", ".mha", ".nrrd"):
-        if name.lower().endswith(suffix):
-            stem, ext = name[: -len(suffix)], name[-len(suffix) :]
-            break
-    else:
-        stem, ext = path.stem, path.suffix
-    n = max(2, part)
-    while True:
-        candidate = path.with_name(f"{stem}-{n}{ext}")
-        if not candidate.exists() and not candidate.with_name(candidate.name + ".journal").exists():
-            return candidate
-        n += 1
