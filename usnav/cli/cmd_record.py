@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     check_recording_target(out)
     config = load_probe_config(args.config) if args.config else ProbeConfig()
     load_device_calibration(config, args.config)  # a missing [probe] calibration: said now
+    if not getattr(args, "debug", False):
+        # the end line counts malformed messages by reason and the error line names the last:
+        # the OpenIGTLink layer's per-peer warning would only say it twice, in log format
+        logging.getLogger("usnav.igtl").setLevel(logging.ERROR)
     console = Console(stderr=True)
 
     def interrupted(n: int) -> None:
