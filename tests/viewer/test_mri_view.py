@@ -22,7 +22,7 @@ from usnav.viewer.render import (
     _registration_note,
     render_with_layout,
 )
-from usnav.viewer.state import LIVE, ViewModel
+from usnav.viewer.state import LIVE, STALE, ViewModel
 
 
 def _mri_state(case, margins, messages=None):
@@ -207,3 +207,46 @@ def test_reslice_matches_scipy_trilinear(viewer_case) -> None:
         assert inside.sum() > 1000
         difference = np.abs(plane[inside].astype(int) - reference[inside].astype(int))
         assert difference.max() <= 1
+
+
+def test_a_stale_overlay_is_grey_in_the_legend_and_absence_is_no_claim(
+    viewer_case, viewer_margins
+) -> None:
+    """STALE: the outline is drawn grey, so the legend shows grey (it showed the green and
+    blue swatches); and "no tumor in view" is white only when LIVE — it was printed in full
+    white under a red STALE banner."""
+    from usnav.margins import MarginEstimator
+
+    model = ViewModel("tcp://127.0.0.1:5556", mri=mri_for(viewer_case))
+    now = time.time()
+    stale = model.update(
+        _messages(viewer_case, viewer_margins), connected=False, last_message_s=now, now=now
+    )
+    _, layout, verdict = render_with_layout(stale)
+    assert verdict.word == STALE
+    assert "tumor (MRI), stale" in layout.legend
+    assert "tumor (MRI)" not in layout.legend and "cyst (MRI)" not in layout.legend
+
+    away = viewer_case.image_to_mri.copy()
+    away[:3, 3] += 60.0
+    absent = MarginEstimator(viewer_case.label, warm_up=False).estimate(
+        viewer_case.image, away, None
+    )
+    assert not absent.in_view
+
+    def white_and_dim(connected: bool) -> tuple[int, int]:
+        model = ViewModel("tcp://127.0.0.1:5556", mri=mri_for(viewer_case))
+        t = time.time()
+        state = model.update(
+            _messages(viewer_case, absent), connected=connected, last_message_s=t, now=t
+        )
+        picture, layout, _ = render_with_layout(state)
+        x0, y0, w, h = layout.image_box
+        corner = picture[y0 + h - 40 : y0 + h - 4, x0 + w // 2 : x0 + w - 30].astype(int)
+        white = int((corner.min(axis=2) > 225).sum())
+        dim = int(((corner.min(axis=2) >= 150) & (corner.max(axis=2) <= 170)).sum())
+        return white, dim
+
+    live_white, _ = white_and_dim(True)
+    stale_white, stale_dim = white_and_dim(False)
+    assert live_white > 30 and stale_white == 0 and stale_dim > 30

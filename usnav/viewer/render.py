@@ -152,6 +152,7 @@ def render_with_layout(
         for entry in (
             (SOLID_COLOUR, "tumor (MRI)", "solid"),
             (CYST_COLOUR, "cyst (MRI)", "cyst"),
+            (STALE_GREY, "tumor (MRI), stale", "stale"),
             (US_MARGIN_COLOUR, "margin seen on US", "us"),
             (TOOL_COLOUR, "tool tip", "tool"),
         ):
@@ -168,8 +169,14 @@ def render_with_layout(
             _draw_sides(canvas, mri_box, state.image_to_mri)
             _label(canvas, "MRI, same plane", (mri_box[0] + 12, options.height - 14), 0.55, TEXT)
         if state.margin is not None and not state.margin.in_view:
-            (tw, _), _ = cv2.getTextSize("no tumor in view", FONT, 0.7, 2)
-            _label(view, "no tumor in view", (max(4, w - tw - 40), h - 16), 0.7, TEXT, 2)
+            # a claim only when LIVE: UNCERTAIN means the tumor may lie just off this plane
+            # (protocol.md), STALE that the frame is not the present
+            text, colour = {
+                LIVE: ("no tumor in view", TEXT),
+                UNCERTAIN: ("no tumor in view - uncertain", BANNER_AMBER),
+            }.get(verdict.word, ("no tumor in view (stale)", TEXT_DIM))
+            (tw, _), _ = cv2.getTextSize(text, FONT, 0.7, 2)
+            _label(view, text, (max(4, w - tw - 40), h - 16), 0.7, colour, 2)
     if not (rows and cols):
         message = "no picture yet" if verdict.word == WAITING else "no ultrasound frame"
         _centred(canvas[:, :area], message, TEXT_DIM)
@@ -260,9 +267,11 @@ def _draw_margins(
         _fill(view, margin, options.fill_alpha * (1.0 if confident else 0.5))
     for contour in margin.contours:
         colour = CYST_COLOUR if contour.structure == "cyst" else SOLID_COLOUR
-        drawn.add("cyst" if contour.structure == "cyst" else "solid")
         if not confident and not uncertain:
-            colour = STALE_GREY
+            colour = STALE_GREY  # the legend then shows the grey it is drawn in
+            drawn.add("stale")
+        else:
+            drawn.add("cyst" if contour.structure == "cyst" else "solid")
         pts = _to_display(contour.predicted_px.astype(np.float64), zoom)
         if confident:
             cv2.polylines(view, [pts], True, colour, 2, cv2.LINE_AA, shift=4)
