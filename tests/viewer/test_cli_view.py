@@ -184,6 +184,29 @@ def test_bad_arguments(args: list[str], message: str, capsys) -> None:
     assert message in capsys.readouterr().err
 
 
+def test_mri_and_label_swapped_are_refused(tmp_path: Path, capsys) -> None:
+    """Swapped, they drew a black MRI pane and the whole volume as "tumor", exit 0."""
+    import nibabel as nib
+
+    from usnav.cli.main import main
+
+    rng = np.random.default_rng(3)
+    affine = np.diag([0.8, 0.8, 0.8, 1.0])
+    mri, label = tmp_path / "mri.nii.gz", tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(rng.normal(100, 20, (16, 16, 16)).astype(np.float32), affine), mri)
+    tumor = np.zeros((16, 16, 16), np.uint8)
+    tumor[6:10, 6:10, 6:10] = 1
+    nib.save(nib.Nifti1Image(tumor, affine), label)
+    view = ["view", "--connect", _free_address(), "--snapshot", str(tmp_path / "x.png")]
+    assert main([*view, "--mri", str(label), "--label", str(mri)]) == 2
+    err = capsys.readouterr().err
+    assert "label.nii.gz" in err and "a label map, not an MRI" in err and "swapped" in err
+    assert main([*view, "--mri", str(mri), "--label", str(mri)]) == 2
+    err = capsys.readouterr().err
+    assert "mri.nii.gz" in err and "not a label map" in err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_an_existing_snapshot_is_replaced_only_with_force(tmp_path: Path, capsys) -> None:
     from usnav.cli.main import main
 

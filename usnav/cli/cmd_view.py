@@ -47,7 +47,39 @@ def load_mri_context(mri: Path | None, label: Path | None):
         if label is not None:
             raise InputError("--label", "needs --mri (the label is drawn on the MRI)")
         return None
-    return MriContext(load_volume(mri), load_volume(label) if label is not None else None)
+    mri_volume = load_volume(mri)
+    label_volume = load_volume(label) if label is not None else None
+    check_display_volumes(mri_volume, label_volume)
+    return MriContext(mri_volume, label_volume)
+
+
+def check_display_volumes(mri, label) -> None:
+    """Refuse an MRI that is a label map and a label map that is not one (``--mri`` and
+    ``--label`` swapped drew a black MRI pane and the whole volume as "tumor", exit 0)."""
+    import numpy as np
+
+    from usnav.errors import InputError
+    from usnav.margins.options import MarginOptions
+    from usnav.pipeline.run import check_label_map
+
+    data = np.asarray(mri.data)
+    sample = data[:: max(1, data.shape[0] // 32)]
+    values = np.unique(sample)
+    if len(values) <= 3 and np.all(np.mod(values, 1) == 0):
+        raise InputError(
+            mri.source,
+            f"--mri holds only the values {', '.join(f'{v:g}' for v in values)}: a label map, "
+            "not an MRI",
+            "give the MRI as --mri and the tumor segmentation as --label (swapped?)",
+        )
+    if label is not None:
+        options = MarginOptions()
+        check_label_map(
+            label,
+            options.solid_label,
+            options.cyst_label,
+            hint="give the tumor segmentation as --label and the MRI as --mri (swapped?)",
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,9 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "where it differs, a mm scale bar and depth ruler, the patient side at each edge, the "
         "margin numbers, registration quality and age; with --mri also the MRI resliced "
         "through the same plane with the same overlay, and sagittal/axial locators; "
-        "latency and fps. A red STALE banner when the data or the registration are too old or "
-        "the connection is lost; UNCERTAIN when the registration was rejected or its quality "
-        "is low. Press q or Esc to close the window.",
+        "latency and fps. The state word is the publisher's display_state, made worse by the "
+        "link: a red STALE banner when the probe or the connection is lost or the data are "
+        "old, an amber UNCERTAIN one when the registration cannot be trusted to 2 mm "
+        "(docs/display.md). Press q or Esc to close the window.",
     )
     p.add_argument(
         "--connect",
