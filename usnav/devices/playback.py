@@ -12,8 +12,10 @@ For every frame of the recording the server sends, in one bundle to every client
 
 Timestamps are the file's (looping adds the recording's length each round so they keep
 increasing); frames are paced by them (``rate`` 1.0 = real time, 2.0 = twice as fast,
-``"max"`` = as fast as the slowest client reads, without loss). Transforms go before the
-image, so a client pairs them with no waiting.
+``"max"`` = as fast as the slowest client reads, without loss). A step back in the file's
+timestamps (the recorded server restarted) counts as one median frame period: the frames after
+it are paced by their own intervals and stamped on a clock that runs on, as a device's would
+(:func:`device_clock`). Transforms go before the image, so a client pairs them with no waiting.
 
 A playback is a :class:`~usnav.devices.base.Device`: ``connect()`` binds, ``start()`` plays
 (by default from the moment the first client connects), ``stop()`` pauses, ``close()``
@@ -139,6 +141,49 @@ def frame_messages(
         )
     )
     return messages
+
+
+def device_clock(timestamps: np.ndarray) -> tuple[np.ndarray, float]:
+    """The clock a replay stamps and paces its frames by: the file's timestamps, run on past
+    any step back.
+
+    A recording of a server that restarted has a step back in its timestamps (they start over).
+    Pacing by the raw timestamps made every frame after it overdue, sent in a burst; a device
+    clock that goes back also makes a client start its clock over
+    (:mod:`usnav.pipeline.arrival`). Here a backward or non-finite step counts as one frame
+    period instead, so the clock only runs forward and each frame keeps its recorded interval
+    to the one before it.
+
+    Parameters
+    ----------
+    timestamps
+        The recording's frame timestamps, s, in file order.
+
+    Returns
+    -------
+    clock : np.ndarray
+        One time per frame, s, never decreasing: equal to ``timestamps`` (the same values) up
+        to the first step back, and shifted by a constant after each.
+    period : float
+        The frame period a step back counts as, s: the median of the forward steps (0.1 for a
+        single frame), at least 1 ms. Looping counts the wrap to the first frame the same way.
+    """
+    t = np.asarray(timestamps, dtype=np.float64)
+    steps = np.diff(t)
+    forward = steps[np.isfinite(steps) & (steps >= 0)]
+    period = max(float(np.median(forward)) if forward.size else 0.1, 1e-3)
+    if t.size and np.all(np.isfinite(t)) and forward.size == steps.size:
+        return t, period
+    clock = np.empty_like(t)
+    clock[:1] = t[:1] if t.size and np.isfinite(t[0]) else 0.0
+    offset = 0.0  # clock − file time, changed at each step back
+    for i in range(1, t.size):
+        step = steps[i - 1]
+        if not (np.isfinite(step) and step >= 0):
+            # this frame comes one period after the last one, the later ones keep their steps
+            offset = float(clock[i - 1] + period - t[i]) if np.isfinite(t[i]) else 0.0
+        clock[i] = t[i] + offset if np.isfinite(t[i]) else clock[i - 1] + period
+    return clock, period
 
 
 class PlaybackServer(Device):
@@ -368,10 +413,11 @@ class PlaybackServer(Device):
                 break
             time.sleep(0.01)
         self._set_state(DeviceState.STREAMING, "playing")
-        t = self._timestamps
+        # stamps and pacing follow the device's clock: the file's timestamps, run on past a
+        # step back (a restart of the recorded server), which the raw ones made a burst of
+        t, period = device_clock(self._timestamps)
         n = len(t)
-        period = float(np.median(np.diff(t))) if n > 1 else 0.1
-        length = float(t[-1] - t[0]) + max(period, 1e-3)
+        length = float(t[-1] - t[0]) + period
         wait_s = self.send_timeout_s if self.rate == "max" else 0.0
         round_offset = 0.0
         wall_start = time.monotonic()
