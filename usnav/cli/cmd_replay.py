@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from usnav.cli._checks import check_port
+    from usnav.cli._signals import InterruptToStop
 
     check_port(args.port, allow_zero=True)  # 0: a free port, printed when listening
     overrides = {
@@ -90,11 +91,22 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    stats = run_playback(server, on_listening=listening)
-    link = server.link_stats()
-    print(
-        f"usnav replay: sent {stats.frames_sent} frames ({stats.loops} passes), "
-        f"{link.messages_out} messages; {link.dropped_out} dropped for slow clients",
-        file=sys.stderr,
-    )
-    return 0
+    def interrupted(n: int) -> None:
+        if n > 1:
+            print("usnav replay: already stopping — the summary follows", file=sys.stderr)
+
+    # Ctrl-C and SIGTERM only ask the player to stop: an exception raised wherever the main
+    # thread was lost the summary line (SIGTERM killed the process outright, exit 143), and a
+    # second Ctrl-C while the server closed could interrupt the close
+    with InterruptToStop(interrupted) as interrupt:
+        stats = run_playback(server, on_listening=listening, stop=interrupt.stop)
+        stopped = interrupt.stop.is_set()
+        link = server.link_stats()
+        print(
+            f"usnav replay: sent {stats.frames_sent} frames ({stats.loops} passes), "
+            f"{link.messages_out} messages; {link.dropped_out} dropped for slow clients"
+            + ("; interrupted" if stopped else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+    return 130 if stopped else 0  # what Ctrl-C gives, as `usnav record` after either signal

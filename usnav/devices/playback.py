@@ -464,10 +464,19 @@ class PlaybackServer(Device):
 def run_playback(
     server: PlaybackServer,
     on_listening: Callable[[PlaybackServer], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> PlaybackStats:
-    """Serve until the recording ends (forever with ``loop``) or Ctrl-C; always closes.
+    """Serve until the recording ends (forever with ``loop``), ``stop`` is set or Ctrl-C;
+    always closes.
 
-    ``on_listening(server)`` is called once the server listens (e.g. to print its port).
+    Parameters
+    ----------
+    server
+        The playback to run (not yet connected).
+    on_listening
+        Called once the server listens, with the server (e.g. to print its port).
+    stop
+        Set to end the playback early (looked at every 50 ms); the stats so far are returned.
 
     Raises
     ------
@@ -480,8 +489,9 @@ def run_playback(
         if on_listening is not None:
             on_listening(server)
         server.start()
-        while not server.wait(0.2):
-            pass
+        while not server.wait(0.05):
+            if stop is not None and stop.is_set():
+                break
     finally:
         server.close()
     if server.failure is not None:
@@ -509,13 +519,15 @@ class PlaybackProcess:
         return self.process.poll() is None
 
     def stop(self, timeout_s: float = 5.0) -> int:
-        """Ask it to stop (SIGINT, like Ctrl-C), then terminate; returns the exit status."""
+        """Ask it to stop (SIGINT, like Ctrl-C), then kill it after ``timeout_s`` (s); returns
+        the exit status (130 after a clean stop)."""
         if self.running:
             self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.process.terminate()
+                # SIGTERM would only ask again, as SIGINT did
+                self.process.kill()
         return self._reap(timeout_s)
 
     def kill(self) -> int:
