@@ -290,3 +290,217 @@ def test_usnav_web_command_serves_the_page_and_stops_on_sigterm(tmp_path) -> Non
             web.communicate()
     assert web.returncode == 0, stderr
     assert "usnav web stopped" in stdout and "Traceback" not in stderr
+
+
+# -- what a page is shown after the pipeline or usnav web went away ------------------------
+
+
+def _pictures(url: str, count: int, timeout_s: float = 20.0) -> list[dict]:
+    """The meta of the first ``count`` pictures a new WebSocket page is sent."""
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=timeout_s) as ws:
+        return [decode_picture(ws.recv(timeout=timeout_s))[0] for _ in range(count)]
+
+
+def test_a_page_opened_after_the_pipeline_died_is_never_sent_the_old_live_picture(
+    pipeline,
+) -> None:
+    """QA: with no page watching the bridge renders nothing; a page opened 5 s after the
+    pipeline was killed was sent the last picture kept, rendered LIVE back then, and trusted it
+    for its validity. A new page must get a picture of the present (STALE here), with its age
+    at sending so that the page counts its validity from when it was rendered."""
+    from websockets.sync.client import connect
+
+    publisher, address = pipeline
+    with WebDisplay(WebOptions(connect=address, port=0)) as web:
+        url = f"ws://127.0.0.1:{web.port}/ws"
+        with connect(url, open_timeout=20) as ws:
+
+            def live() -> dict | None:
+                meta = decode_picture(ws.recv(timeout=20))[0]
+                return meta if meta["state"] == LIVE else None
+
+            last = _wait(live, 30, "a LIVE picture", interval_s=0)
+        _wait(lambda: web.bridge.watchers == 0, 30, "the page to be dropped")
+        publisher.stop()  # the pipeline dies while nobody watches
+        # past both the kept picture's validity and the bridge's own "no data" limit
+        idle_s = last["valid_for_ms"] / 1e3 + web.bridge.viewer.lost_after_s + 0.5
+        time.sleep(max(0.0, last["t_rendered"] + idle_s - time.time()))
+        first, *more = _pictures(url, 3)
+    assert first["state"] == STALE, first
+    assert first["seq"] > last["seq"]  # rendered for this page, not the kept one
+    assert 0 <= first["age_ms"] <= first["valid_for_ms"], first
+    assert all(meta["state"] == STALE for meta in more), more
+
+
+def _state_log(driver) -> list[str]:
+    """Every text the page's state line has shown, from the page's first moment on
+    (recorded by a MutationObserver installed before the page's own script runs)."""
+    return driver.execute_script("return window.__stateLog || []")
+
+
+def _record_state_line(driver) -> None:
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": "window.__stateLog = [];"
+            "document.addEventListener('DOMContentLoaded', () => {"
+            "  const line = document.getElementById('state');"
+            "  const record = () => window.__stateLog.push(line.textContent); record();"
+            "  new MutationObserver(record).observe("
+            "    line, {childList: true, characterData: true, subtree: true});"
+            "});"
+        },
+    )
+
+
+def test_a_page_opened_after_the_pipeline_died_never_shows_live(browser, pipeline) -> None:
+    publisher, address = pipeline
+    with WebDisplay(WebOptions(connect=address, port=0)) as web:
+        browser.get(web.url)
+        _wait(lambda: _stats(browser).get("state") == LIVE, 30, "LIVE on the first page")
+        browser.get("about:blank")
+        _wait(lambda: web.bridge.watchers == 0, 30, "the page to be dropped")
+        publisher.stop()
+        time.sleep(1.0 + web.bridge.viewer.lost_after_s + 0.5)
+        kept = web.bridge.latest  # nothing rendered meanwhile: the bridge was idle
+        assert kept is not None and kept.state == LIVE
+        _record_state_line(browser)
+        browser.get(web.url)
+        _wait(lambda: _stats(browser).get("drawn", 0) >= 3, 30, "pictures on the new page")
+        shown = _state_log(browser)
+    assert shown and not any(text.startswith(LIVE) for text in shown), shown
+    assert shown[-1].startswith(STALE), shown
+
+
+def _serve_one_picture(meta: dict, port_box: list, stop) -> None:
+    """A stand-in for usnav web on loopback: the package's page, and one picture with the given
+    meta on its WebSocket (what a bridge sends; used where the real one never would)."""
+    from importlib import resources
+
+    import cv2
+    from websockets.asyncio.server import serve
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    from usnav.web.bridge import encode_picture
+
+    jpeg = cv2.imencode(".jpg", np.full((60, 80, 3), 90, np.uint8))[1].tobytes()
+    static = resources.files("usnav.web").joinpath("static")
+    kinds = {"/": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
+
+    def files(_connection, request):
+        if request.path.startswith("/ws"):
+            return None
+        name = kinds.get(request.path.split("?")[0])
+        body = static.joinpath(name).read_bytes() if name else b""
+        kind = "text/javascript" if name == "app.js" else "text/css" if name else "text/plain"
+        kind = "text/html" if name == "index.html" else kind
+        headers = Headers({"Content-Type": kind, "Content-Length": str(len(body))})
+        return Response(200 if name else 404, "OK" if name else "Not Found", headers, body)
+
+    async def one(connection) -> None:
+        await connection.send(encode_picture(1, jpeg, {"seq": 1, **meta}))
+        await connection.wait_closed()
+
+    async def main() -> None:
+        async with serve(one, "127.0.0.1", 0, process_request=files) as server:
+            port_box.append(next(iter(server.sockets)).getsockname()[1])
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(("age_ms", "shown"), [(5000, STALE), (0, LIVE)])
+def test_the_page_counts_a_pictures_validity_from_when_it_was_rendered(
+    browser, age_ms: int, shown: str
+) -> None:
+    import threading
+
+    meta = {
+        "state": LIVE,
+        "reason": "",
+        "t_rendered": 0.0,  # another machine's clock: the page must not use it
+        "frame_number": 1,
+        "t_received": None,
+        "t_published": None,
+        "width": 80,
+        "height": 60,
+        "valid_for_ms": 1000,
+        "age_ms": age_ms,
+        "expired": {"state": STALE, "reason": "no picture from usnav web"},
+    }
+    port_box: list[int] = []
+    stop = threading.Event()
+    server = threading.Thread(target=_serve_one_picture, args=(meta, port_box, stop))
+    server.start()
+    try:
+        _wait(lambda: port_box, 30, "the stand-in server")
+        _record_state_line(browser)
+        browser.get(f"http://127.0.0.1:{port_box[0]}/")
+        _wait(lambda: _stats(browser).get("drawn", 0) >= 1, 30, "the picture drawn")
+        log = _state_log(browser)
+        if shown == STALE:  # rendered 5 s ago, valid for 1 s: never current, not even briefly
+            assert not any(text.startswith(LIVE) for text in log), log
+            assert _stats(browser)["state"] == STALE
+        else:  # just rendered: current until its validity runs out, then covered
+            assert LIVE in log, log
+            _wait(lambda: _stats(browser).get("state") == STALE, 30, "the picture expiring")
+    finally:
+        stop.set()
+        server.join(30)
+
+
+def test_an_open_page_recovers_when_usnav_web_restarts(browser, pipeline) -> None:
+    """QA: the page dropped every picture numbered at or below the last one drawn, and a
+    restarted usnav web numbers its pictures from 1 again: the open page stayed STALE (until
+    the new numbers caught up with the old, minutes later with a long-running one)."""
+    _, address = pipeline
+    options = WebOptions(connect=address, port=_free_port())
+    with WebDisplay(options) as web:
+        browser.get(web.url)
+        _wait(lambda: _stats(browser).get("seq", 0) >= 60, 60, "pictures")
+    old = _wait(lambda: (s := _stats(browser)).get("state") == STALE and s, 30, "STALE")
+    # the restarted run sends 5 pictures a second: its numbers stay below the old for seconds
+    with WebDisplay(options.model_copy(update={"max_fps": 5.0})):
+        new = _wait(
+            lambda: (s := _stats(browser)).get("drawn", 0) > old["drawn"] and s,
+            60,
+            "a picture of the restarted usnav web on the open page",
+        )
+        assert new["seq"] < old["seq"], (old["seq"], new["seq"])  # numbered from 1 again
+        stats = _wait(lambda: (s := _stats(browser)).get("state") == LIVE and s, 30, "LIVE")
+    assert stats["closed"] >= 1  # the same page, reconnected (not reloaded)
+
+
+@pytest.mark.parametrize("token", [None, "two-hosts-token"])
+@pytest.mark.parametrize("second", ["127.0.0.1", "evil.example"])
+@pytest.mark.parametrize("path", ["/", "/ws"])
+def test_two_host_headers_are_refused_without_a_traceback(
+    caplog, token: str | None, second: str, path: str
+) -> None:
+    """QA: a second Host header made websockets raise in the host check (HTTP 500 and a
+    traceback in the log). It is an ambiguous request: refused like a foreign host."""
+    import logging
+    import socket
+
+    caplog.set_level(logging.INFO)
+    with WebDisplay(WebOptions(connect="tcp://127.0.0.1:1", port=0, token=token)) as web:
+        query = f"?token={token}" if token else ""
+        request = (
+            f"GET {path}{query} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{web.port}\r\nHost: {second}:{web.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", web.port), timeout=20) as raw:
+            raw.sendall(request.encode("ascii"))
+            reply = b""
+            while b"\r\n" not in reply and (chunk := raw.recv(4096)):
+                reply += chunk
+        assert reply.split(b"\r\n")[0] == b"HTTP/1.1 403 Forbidden", reply
+        assert web.stats.refused == 1 and web.stats.opened == 0
+    tracebacks = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not tracebacks, [r.getMessage() for r in tracebacks]

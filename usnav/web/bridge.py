@@ -5,10 +5,13 @@ the viewer's :class:`~usnav.viewer.state.ViewModel`, renders with the viewer's o
 (one renderer for the window and the page, so they cannot disagree) and JPEG-encodes the
 picture. Only the newest picture is kept: a page that reads slowly gets fewer pictures, never
 older ones, and nothing waits on a page. While no page is open the bridge only drains the
-subscriber (no rendering), so an idle or closed tab costs nothing.
+subscriber (no rendering), so an idle or closed tab costs nothing; the picture it kept then
+grows old, and is never sent once older than its validity (:meth:`Picture.is_current`): a
+new page waits for the next turn's picture, rendered from the present state.
 
 Wire format to the page, one binary WebSocket message per picture: a little-endian uint32
-``n``, then ``n`` bytes of UTF-8 JSON (:meth:`Picture.meta`), then the JPEG.
+``n``, then ``n`` bytes of UTF-8 JSON (:attr:`Picture.meta` and the picture's ``age_ms`` when
+sent), then the JPEG.
 """
 
 from __future__ import annotations
@@ -39,21 +42,63 @@ class Picture:
     Attributes
     ----------
     seq
-        Increasing picture number.
-    payload
-        The WebSocket message (length, JSON, JPEG).
+        Increasing picture number (from 1 in each run of the bridge).
+    jpeg
+        The picture, JPEG-encoded.
+    meta
+        What the page is told with it (without ``age_ms``, added when it is sent).
     state, reason
         The display state word and its reason, from :func:`usnav.viewer.state.assess`.
+    rendered
+        When it was rendered, :func:`time.monotonic` seconds.
+    valid_for_s
+        How long after rendering it shows the present.
     """
 
     seq: int
-    payload: bytes
+    jpeg: bytes
+    meta: dict
     state: str
     reason: str
+    rendered: float
+    valid_for_s: float
+
+    def age_s(self, now: float | None = None) -> float:
+        """Seconds since it was rendered (``now`` on the :func:`time.monotonic` clock)."""
+        return (time.monotonic() if now is None else now) - self.rendered
+
+    def is_current(self, now: float | None = None) -> bool:
+        """Whether it still shows the present: rendered less than its validity ago."""
+        return self.age_s(now) < self.valid_for_s
+
+    def message(self, now: float | None = None) -> bytes:
+        """The WebSocket message, with the picture's age now (``age_ms``).
+
+        The page counts the picture's validity from when it was rendered (``valid_for_ms``
+        minus ``age_ms``), not from when it arrived, and never compares the bridge's clock
+        with its own.
+        """
+        age_ms = max(0, round(1e3 * self.age_s(now)))
+        return encode_picture(self.seq, self.jpeg, {**self.meta, "age_ms": age_ms})
 
 
 def encode_picture(seq: int, jpeg: bytes, meta: dict) -> bytes:
-    """The WebSocket message for a picture: uint32 LE JSON length, JSON, JPEG."""
+    """The WebSocket message for a picture: uint32 LE JSON length, JSON, JPEG.
+
+    Parameters
+    ----------
+    seq
+        The picture's number (also in ``meta``).
+    jpeg
+        The encoded picture.
+    meta
+        What the page is told about it (JSON-serialisable, no NaN).
+
+    Returns
+    -------
+    bytes
+        One binary WebSocket message.
+    """
     text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return struct.pack("<I", len(text)) + text + jpeg
 
@@ -166,6 +211,8 @@ class Bridge:
                 self._stop.wait(rest)
 
     def _publish(self, state) -> None:
+        # the state drawn is this moment's: the picture's age counts from here
+        rendered = time.monotonic()
         t0 = time.perf_counter()
         picture, _layout, verdict = render_with_layout(state, self.viewer)
         ok, jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
@@ -173,6 +220,7 @@ class Bridge:
         del self.render_ms[:-600]
         if not ok:
             return
+        valid_for_s = min(1.0, self.viewer.lost_after_s)
         margin = state.margin
         meta = {
             "seq": self.pictures + 1,
@@ -186,13 +234,14 @@ class Bridge:
             "width": int(picture.shape[1]),
             "height": int(picture.shape[0]),
             # the page's only rule of its own: a picture not followed by another within this
-            # long no longer shows the present, and the page says so in these words
-            "valid_for_ms": round(1e3 * min(1.0, self.viewer.lost_after_s)),
+            # long no longer shows the present, and the page says so in these words; the page
+            # counts it from rendering (the message's age_ms), not from arrival
+            "valid_for_ms": round(1e3 * valid_for_s),
             "expired": {"state": STALE, "reason": "no picture from usnav web"},
         }
         self.pictures += 1
         picture_msg = Picture(
-            self.pictures, encode_picture(self.pictures, jpeg.tobytes(), meta), *meta_words(meta)
+            self.pictures, jpeg.tobytes(), meta, *meta_words(meta), rendered, valid_for_s
         )
         with self._lock:
             self._latest = picture_msg

@@ -15,7 +15,9 @@ Safety:
   web page elsewhere cannot reach the display through DNS rebinding;
 - TLS when a certificate and key are given (``https://`` and ``wss://``);
 - each page gets the newest picture when it is ready for one: a slow, stuck or closed tab
-  never makes the bridge or the pipeline wait.
+  never makes the bridge or the pipeline wait; a picture older than its validity is never
+  sent, so a page opened after the pipeline stopped is not shown its last LIVE picture;
+- a request with more than one ``Host`` header is refused (403), whatever it names.
 """
 
 from __future__ import annotations
@@ -305,6 +307,10 @@ class WebDisplay:
         event.set()
 
     def _authorised(self, request: Request, token_needed: bool = True) -> tuple[bool, str]:
+        hosts = request.headers.get_all("Host")
+        if len(hosts) > 1:
+            # ambiguous (RFC 9112 §3.2): which one a proxy or the browser checked is unknown
+            return False, f"{len(hosts)} Host headers"
         query = parse_qs(urlsplit(request.path).query)
         if self.options.token:
             if not token_needed:
@@ -313,7 +319,7 @@ class WebDisplay:
             if not hmac.compare_digest(given.encode("utf-8"), self.options.token.encode("utf-8")):
                 return False, "wrong or missing access token"
             return True, ""
-        host = request.headers.get("Host", "")
+        host = hosts[0] if hosts else ""
         name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
         if not is_loopback(name):
             return False, f"host {host!r} is not this machine"
@@ -339,7 +345,13 @@ class WebDisplay:
         return _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
     async def _handle(self, connection: ServerConnection) -> None:
-        """One page: send it the newest picture whenever it is ready for one."""
+        """One page: send it the newest picture whenever it is ready for one.
+
+        A picture older than its validity is never sent (the one kept while no page watched,
+        say, from before the pipeline stopped): the page waits for the bridge's next, which
+        it renders from the present state now that a page watches. Each picture goes with
+        its age at sending, from which the page counts its validity.
+        """
         self.stats.pages += 1
         self.stats.opened += 1
         self.bridge.watchers += 1
@@ -349,8 +361,8 @@ class WebDisplay:
                 assert self._event is not None
                 event = self._event
                 picture = self.bridge.latest
-                if picture is not None and picture.seq != last:
-                    await connection.send(picture.payload)
+                if picture is not None and picture.seq != last and picture.is_current():
+                    await connection.send(picture.message())
                     last = picture.seq
                     self.stats.sent += 1
                     continue

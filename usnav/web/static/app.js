@@ -1,7 +1,10 @@
 // usnav web page: draws the pictures the bridge sends. It derives no state of its own: the
 // state word and its reason come with each picture; the only local rule is the bridge's own
 // "valid_for_ms": a picture not followed by another in time is covered by the bridge's
-// "expired" words (the link to usnav web is gone, so nothing on screen is current).
+// "expired" words (the link to usnav web is gone, so nothing on screen is current). That time
+// counts from when the picture was rendered: the bridge sends its age ("age_ms", by the
+// bridge's clock alone; the page's clock may differ), and one already too old is never shown
+// as current, not even for a moment.
 "use strict";
 (function () {
   const canvas = document.getElementById("view");
@@ -15,6 +18,10 @@
   let expiredWords = { state: "STALE", reason: "no picture from usnav web" };
   let busy = false;
   let pending = null;
+  // each WebSocket connection is a stream of its own: a restarted usnav web numbers its
+  // pictures from 1 again, so the order is checked within a connection only
+  let connection = 0;
+  let lastSeq = 0;
 
   function now_s() { return (performance.timeOrigin + performance.now()) / 1000; }
 
@@ -43,11 +50,16 @@
     expiry = setTimeout(expire, ms);
   }
 
-  async function draw(data) {
+  async function draw(message) {
+    if (message.connection !== connection) return;  // from a connection since closed
+    const data = message.data;
     const view = new DataView(data);
     const n = view.getUint32(0, true);
     const meta = JSON.parse(new TextDecoder().decode(new Uint8Array(data, 4, n)));
-    if (meta.seq <= stats.seq) return;
+    if (meta.seq <= lastSeq) return;
+    // when its validity ends, on this page's monotonic clock: from its arrival, less the age
+    // it already had when the bridge sent it
+    const until = message.arrived + meta.valid_for_ms - (meta.age_ms || 0);
     const bitmap = await createImageBitmap(new Blob([new Uint8Array(data, 4 + n)],
                                                     { type: "image/jpeg" }));
     if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
@@ -57,6 +69,7 @@
     ctx.drawImage(bitmap, 0, 0);
     bitmap.close();
     const t = now_s();
+    lastSeq = meta.seq;
     stats.seq = meta.seq;
     stats.valid_for_ms = meta.valid_for_ms;
     stats.drawn += 1;
@@ -69,8 +82,16 @@
     if (stats.ages_ms.length > 2000) stats.ages_ms.splice(0, 1000);
     if (stats.bridge_ms.length > 2000) stats.bridge_ms.splice(0, 1000);
     expiredWords = meta.expired;
-    showState(meta.state, meta.reason);
-    arm(meta.valid_for_ms);
+    const left = until - performance.now();
+    if (left > 0) {
+      showState(meta.state, meta.reason);
+      arm(left);
+    } else {
+      // already too old: drawn, and covered in the same task (no frame shows it uncovered)
+      if (expiry !== null) clearTimeout(expiry);
+      expiry = null;
+      expire();
+    }
   }
 
   // draw the newest message only: while one is being decoded, newer ones replace the pending
@@ -89,8 +110,14 @@
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const query = token ? "?token=" + encodeURIComponent(token) : "";
     const ws = new WebSocket(scheme + location.host + "/ws" + query);
+    connection += 1;
+    lastSeq = 0;
+    const mine = connection;
     ws.binaryType = "arraybuffer";
-    ws.onmessage = (event) => { pending = event.data; pump(); };
+    ws.onmessage = (event) => {
+      pending = { data: event.data, connection: mine, arrived: performance.now() };
+      pump();
+    };
     ws.onclose = () => {
       stats.closed += 1;
       if (stats.drawn > 0) expire();
