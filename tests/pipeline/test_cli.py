@@ -203,6 +203,24 @@ def test_a_second_ctrl_c_while_stopping_still_prints_the_summary(small_case, tmp
         assert len(seq) > 10
 
 
+def test_demo_scores_the_margins_with_the_registration_they_were_drawn_with(tmp_path):
+    """With one pass the first image-based estimate can be accepted after the last frame:
+    the summary said "margins drawn with 0.30 mm" while every margin (and the snapshot) used
+    the navigation registration."""
+    from usnav.cli.cmd_demo import tumor_line
+    from usnav.cli.demo import DemoSummary
+
+    s = DemoSummary(tmp_path, 60, 1, initial_now_mm=4.9, final_now_mm=0.4, margins_now_mm=4.9)
+    s.final_source, s.margins_source, s.margins_after_last_frame = "image", "init", True
+    line = tumor_line(s)
+    assert line.endswith(
+        "margins drawn with 4.90 mm (the init registration: the image one was accepted after "
+        "the last frame)"
+    )
+    s.margins_after_last_frame, s.margins_now_mm, s.margins_source = False, 0.3, "image"
+    assert tumor_line(s).endswith("margins drawn with 0.30 mm (tumor stage)")
+
+
 def test_demo_end_to_end(tmp_path):
     """The README's main command: a snapshot and a summary with registration error < 2 mm."""
     # the README's pace (3 passes at the recording's rate): at 2 passes and 1.5× a loaded CI

@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="folder for snapshot.png (default: usnav's cache folder, ~/.cache/usnav/demo-output, "
-        "replaced on every run); an existing snapshot there is replaced only with --force",
+        help="folder for snapshot.png (default: ~/.cache/usnav/demo-output, whose snapshot "
+        "each run replaces); in a folder you name, an existing snapshot.png is replaced only "
+        "with --force",
     )
     p.add_argument("--force", action="store_true", help="replace DIR/snapshot.png")
     p.add_argument("--passes", type=int, default=3, help="times the sweep is scanned (3)")
@@ -110,11 +111,7 @@ def run(args: argparse.Namespace) -> int:
         f"{s.estimates} estimates, {s.accepted} accepted, {s.rejected} rejected "
         f"({s.confirmed} of those confirmed the accepted one)"
     )
-    print(
-        f"  at the tumor    {s.initial_now_mm:.2f} mm (navigation) → {s.final_now_mm:.2f} mm "
-        f"where it is now (cord shift included); margins drawn with {s.margins_now_mm:.2f} mm"
-        + (" (tumor stage)" if s.margins_now_mm != s.final_now_mm else "")
-    )
+    print(tumor_line(s))
     print(f"  margins         were published on {s.endpoint} while the demo ran")
     if s.snapshot:
         print(f"  snapshot        {s.snapshot} (viewer: {_viewer_words(s)})")
@@ -126,6 +123,23 @@ def run(args: argparse.Namespace) -> int:
     if not ok:
         print("  WARNING: the registration did not reach 2 mm on the demo case", file=sys.stderr)
     return 0 if ok else 1
+
+
+def tumor_line(s) -> str:
+    """The summary's "at the tumor" line: the errors where the tumor is now, of the estimate
+    in use and of the one the margins were drawn with (they differ when the final estimate
+    was accepted after the last frame, which no margin then used)."""
+    if s.margins_after_last_frame:
+        how = (
+            f" (the {s.margins_source} registration: the {s.final_source} one was accepted "
+            "after the last frame)"
+        )
+    else:
+        how = " (tumor stage)" if s.margins_now_mm != s.final_now_mm else ""
+    return (
+        f"  at the tumor    {s.initial_now_mm:.2f} mm (navigation) → {s.final_now_mm:.2f} mm "
+        f"where it is now (cord shift included); margins drawn with {s.margins_now_mm:.2f} mm" + how
+    )
 
 
 def _viewer_words(s) -> str:

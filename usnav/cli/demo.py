@@ -50,6 +50,10 @@ class DemoSummary:
     initial_now_mm: float = float("nan")
     final_now_mm: float = float("nan")
     margins_now_mm: float = float("nan")
+    margins_source: str = ""
+    """The source of the registration the last margins were drawn with; it differs from
+    ``final_source`` when the final estimate came after the last frame."""
+    margins_after_last_frame: bool = False
     estimates: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -209,7 +213,14 @@ def run_demo(
     # are drawn with (the tumor stage's, when it applied)
     summary.initial_now_mm = truth.mtre_now(initial)
     summary.final_now_mm = truth.mtre_now(final.reference_to_mri)
-    summary.margins_now_mm = truth.mtre_now(final.margins_reference_to_mri)
+    # the margins are scored with the estimate they were drawn with: with one pass the first
+    # image-based estimate may be accepted after the last frame, and no margin used it
+    drawn = pipeline.last_drawn_estimate or final
+    summary.margins_now_mm = truth.mtre_now(drawn.margins_reference_to_mri)
+    summary.margins_source = drawn.source
+    summary.margins_after_last_frame = not np.array_equal(
+        drawn.margins_reference_to_mri, final.margins_reference_to_mri
+    )
     summary.final_source, summary.final_quality = final.source, final.quality
     if pipeline.worker is not None:
         st = pipeline.worker.stats

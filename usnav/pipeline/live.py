@@ -143,6 +143,7 @@ class LivePipeline:
         self._lateness_s = 0.0
         self._status_listeners: list = []
         self._last_estimate_published = -1
+        self.last_drawn_estimate: RegistrationEstimate | None = None
 
     # -- life cycle ------------------------------------------------------------------------
     def prepare(self) -> dict[str, float]:
@@ -326,6 +327,9 @@ class LivePipeline:
             self._publish_no_tracking(frame, status)
             return
         estimate = self.current_estimate()
+        #: the registration the latest margins were drawn with (a later estimate may come
+        #: after the last frame: no margin was drawn with it)
+        self.last_drawn_estimate = estimate
         image_to_mri = estimate.margins_reference_to_mri @ i2r  # at the tumor when known
         stylus = self._stylus_tip_mri(frame, estimate)
         margins = self._estimator.estimate(
