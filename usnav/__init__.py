@@ -34,7 +34,10 @@ def _numba_cache_dir(package_dir: str | None = None) -> None:
     # shared one another user could plant files in.
     # os.getuid does not exist on Windows, where the home folder is the user's own anyway
     getuid = getattr(os, "getuid", None)
-    candidates = [Path.home() / ".cache" / "usnav-numba"]
+    # beside usnav's other caches when they were moved ($USNAV_CACHE_DIR), else per user
+    moved = os.environ.get("USNAV_CACHE_DIR")
+    candidates = [Path(moved).expanduser() / "numba"] if moved else []
+    candidates.append(Path.home() / ".cache" / "usnav-numba")
     if getuid is not None:
         candidates.append(Path(tempfile.gettempdir()) / f"usnav-numba-{getuid()}")
     for target in candidates:

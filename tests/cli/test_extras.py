@@ -12,7 +12,8 @@ def test_a_missing_extra_names_the_pip_command() -> None:
     with pytest.raises(InputError) as info:
         require_extra("usnav bench", "bench", ("json", "usnav_no_such_module_xyz"))
     message = str(info.value)
-    assert message.startswith("usnav bench: needs usnav_no_such_module_xyz,")
+    # printed after "usnav bench: error: ": the command is named once, not twice
+    assert message.startswith("usnav[bench]: usnav bench needs usnav_no_such_module_xyz,")
     assert "json" not in message.split("—")[0].split("needs")[1]  # installed ones not named
     assert "pip install 'usnav[bench]'" in message
 

@@ -231,6 +231,7 @@ def test_missing_dask_says_how_to_install(tiny_cases, tmp_path, monkeypatch, cap
     assert main(["evaluate", str(manifest), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'usnav[evaluate]'" in err[0]
+    assert err[0].count("usnav evaluate") == 2  # "usnav evaluate: error: … usnav evaluate needs"
 
 
 def test_bad_manifest_and_bad_results_folder(tiny_cases, tmp_path, capsys) -> None:

@@ -42,9 +42,11 @@ def require_extra(command: str, extra: str, modules: tuple[str, ...]) -> None:
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
+        # the error line already starts with the command ("usnav bench: error: ..."): the
+        # source is the extra that brings what is missing
         raise InputError(
-            command,
-            f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-            "not installed",
+            f"usnav[{extra}]",
+            f"{command} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'}"
+            " not installed",
             f"pip install 'usnav[{extra}]'",
         )

@@ -123,7 +123,9 @@ def require_dask() -> None:
         import distributed  # noqa: F401
     except ImportError:
         raise InputError(
-            "usnav evaluate", "needs Dask (dask + distributed are not installed)", INSTALL_HINT
+            "usnav[evaluate]",
+            "usnav evaluate needs Dask (dask + distributed are not installed)",
+            INSTALL_HINT,
         ) from None
 
 
