@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
         help="convert a recording between .igs.mha and .seq.nrrd (or recover a journal)",
-        description="Streams frame by frame and keeps every per-frame field. IN may also be "
+        description="Streams frame by frame and keeps every per-frame field; every frame "
+        "written also carries a FrameNumber (the source's, or the frame's index when the "
+        "source had none), as PLUS recordings do. IN may also be "
         "the journal folder of an interrupted recording (REC.igs.mha.journal): its complete "
         "frames are assembled into OUT (and only OUT). A damaged journal gives up its readable "
         "frames: what was skipped is said on one line and the journal is kept.",
