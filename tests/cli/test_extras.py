@@ -31,3 +31,29 @@ def test_register_help_names_the_real_default_metric(capsys) -> None:
         main(["register", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"default: the options' metric, {RegistrationOptions().metric}" in text
+
+
+def test_bench_list_needs_no_extra_and_a_run_names_it(tmp_path) -> None:
+    """`usnav bench --list` was refused without the bench extra (its modules imported psutil
+    at import time); listing needs none of the baselines, running them does."""
+    import subprocess
+    import sys
+
+    blocked = "import sys\nfor m in ('psutil', 'SimpleITK', 'pyigtl'): sys.modules[m] = None\n"
+    code = blocked + "from usnav.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+
+    def bench(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code, "bench", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+
+    listed = bench("--list")
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) > 10 and "registration" in listed.stdout
+    run = bench("--only", "CRC")
+    assert run.returncode == 2
+    assert "usnav[bench]: usnav bench needs pyigtl, psutil, SimpleITK" in run.stderr

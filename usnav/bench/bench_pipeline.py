@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import psutil
 
 from usnav.bench.registry import BenchContext, Figure, benchmark
 
@@ -54,6 +53,8 @@ def _run(ctx: BenchContext, seconds: float, *, rate, registration: bool) -> dict
         server.port,
         PipelineOptions(publish_address="tcp://127.0.0.1:*", registration=registration),
     )
+    import psutil  # the bench extra: imported where used, so `usnav bench --list` needs none
+
     process = psutil.Process()
     rss: list[tuple[float, float]] = []
     try:

@@ -65,12 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from usnav.cli._checks import require_extra
-
-    require_extra("usnav bench", "bench", BENCH_MODULES)
-
     from usnav.bench.registry import all_benchmarks, default_work_dir
     from usnav.bench.runner import machine_info, rows_to_json, run_benchmarks, unmatched_words
+    from usnav.cli._checks import require_extra
     from usnav.errors import InputError
     from usnav.io.outputs import check_output
 
@@ -78,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
     if not out.is_terminal:
         out = Console(width=170)  # a file or a pipe: keep each figure on one line
     err = Console(stderr=True)
-    if args.list:
+    if args.list:  # listing needs none of the baselines' packages
         for b in all_benchmarks():
             out.print(f"{b.group:14s} {b.name}{'' if b.quick else '  (--full)'}")
         return 0
+    require_extra("usnav bench", "bench", BENCH_MODULES)
     if args.only:
         names = [(b.group, b.name) for b in all_benchmarks()]
         unknown = unmatched_words(args.only, names)
