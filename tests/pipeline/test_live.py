@@ -3,6 +3,7 @@ a ZeroMQ subscriber — and the faults of issue 7."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -76,23 +77,32 @@ class Collector:
         self.subscriber.close()
 
 
-def run_and_collect(case: Path, **options) -> tuple[LivePipeline, Collector]:
-    """The case's 60 frames once, at twice their pace, through a pipeline (``options``: of
-    :func:`_pipeline`); a display that joined first collected every message."""
+@contextlib.contextmanager
+def streaming(case: Path, serve: dict, **options):
+    """A playback server process (``serve``: of :func:`serve_in_subprocess`), a started
+    pipeline (``options``: of :func:`_pipeline`) and a display that joined before the first
+    frame; yields (server, pipeline, display), and stops all three."""
     port = free_port()
-    server = serve_in_subprocess(case / "sweep.igs.mha", port=port, rate=2.0)
+    server = serve_in_subprocess(case / "sweep.igs.mha", port=port, **serve)
     pipeline = _pipeline(case, port, **options)
     pipeline.prepare()
     display = Collector(pipeline.endpoint)
     display.join(pipeline)
     try:
         pipeline.start()
-        assert wait_until(lambda: pipeline.counters.received >= 60, 30)
-        assert wait_until(lambda: len(display.of(MarginMessage)) >= 20, 10)
+        yield server, pipeline, display
     finally:
         pipeline.stop()
         display.close()
         server.stop()
+
+
+def run_and_collect(case: Path, **options) -> tuple[LivePipeline, Collector]:
+    """The case's 60 frames once, at twice their pace, through a pipeline (``options``: of
+    :func:`_pipeline`); a display that joined first collected every message."""
+    with streaming(case, {"rate": 2.0}, **options) as (_, pipeline, display):
+        assert wait_until(lambda: pipeline.counters.received >= 60, 30)
+        assert wait_until(lambda: len(display.of(MarginMessage)) >= 20, 10)
     return pipeline, display
 
 
@@ -173,14 +183,8 @@ def test_frames_a_frozen_server_held_back_are_published_stale(small_case: Path) 
     within a fraction of a second. Each was received just now but made up to 3 s ago; they
     went out with ``stale = false`` (LIVE-eligible) until the pipeline judged age by the
     device's clock (usnav.pipeline.arrival)."""
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
-    pipeline = _pipeline(small_case, port, registration=False, stale_after_s=1.0)
-    pipeline.prepare()
-    display = Collector(pipeline.endpoint)
-    display.join(pipeline)
-    try:
-        pipeline.start()
+    session = streaming(small_case, {"loop": True}, registration=False, stale_after_s=1.0)
+    with session as (server, pipeline, display):
         # more than the arrival clock's 2 s baseline of frames at the device's pace
         assert wait_until(lambda: pipeline.counters.published >= 100, 30)
         os.kill(server.process.pid, signal.SIGSTOP)
@@ -189,10 +193,6 @@ def test_frames_a_frozen_server_held_back_are_published_stale(small_case: Path) 
         os.kill(server.process.pid, signal.SIGCONT)
         target = pipeline.counters.published + 60
         assert wait_until(lambda: pipeline.counters.published > target, 20)
-    finally:
-        pipeline.stop()
-        display.close()
-        server.stop()
     margins = [m.header for m in display.of(MarginMessage)]
     # the replay runs at its recording's pace: device clock = host clock + a constant
     offset = float(np.median([h.t_received - h.t_device for h in margins[10:60]]))
