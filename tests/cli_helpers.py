@@ -32,6 +32,20 @@ def usnav(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.Comple
     )
 
 
+def start_usnav(tmp_path: Path, *args: str, **popen) -> subprocess.Popen:
+    """``python -m usnav ARGS`` started in the background (text pipes for stdout and stderr;
+    ``popen`` adds or overrides Popen's arguments), as :func:`usnav` runs it."""
+    options = {
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "text": True,
+        "cwd": tmp_path,
+        "env": usnav_env(tmp_path),
+        **popen,
+    }
+    return subprocess.Popen([sys.executable, "-m", "usnav", *args], **options)
+
+
 def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit status 2, exactly one line on stderr, no traceback; returns that line."""
     lines = result.stderr.strip().splitlines()

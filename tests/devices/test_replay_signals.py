@@ -7,11 +7,10 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from cli_helpers import usnav_env
+from cli_helpers import start_usnav
 
 from usnav.devices.config import ProbeConfig
 from usnav.devices.probe import ProbeClient
@@ -47,14 +46,8 @@ def sweep(tmp_path_factory):
     ids=["ctrl-c", "sigterm", "ctrl-c-thrice"],
 )
 def test_a_signal_stops_replay_with_its_summary(sweep, tmp_path, signals) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "usnav", "replay", str(sweep), "--port", "0", "--loop"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=tmp_path,
-        env=usnav_env(tmp_path),
+    process = start_usnav(
+        tmp_path, "replay", str(sweep), "--port", "0", "--loop", stdin=subprocess.DEVNULL
     )
     try:
         assert process.stdout is not None

@@ -5,10 +5,8 @@ bare journal left behind. Real processes, real signals."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 
-from cli_helpers import usnav_env
+from cli_helpers import start_usnav
 from pipeline_helpers import free_port, wait_until
 
 from usnav.devices import serve_in_subprocess
@@ -16,14 +14,7 @@ from usnav.io.sequence import journal_path, read_sequence
 
 
 def _terminate_after_frames(args, tmp_path, journal, frames=10):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "usnav", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=usnav_env(tmp_path),
-    )
+    process = start_usnav(tmp_path, *args)
     try:
         assert wait_until(lambda: journal.exists() or process.poll() is not None, 90)
         assert process.poll() is None, process.communicate()
