@@ -172,3 +172,43 @@ def test_stale_clears_the_overlay_and_invalidates_both_transforms(case_and_margi
     ][-1]
     assert registration.metadata.get("TransformStatus") == "INVALID"
     assert registration.metadata.get("DisplayState") == "STALE"
+
+
+def test_a_v1_client_never_receives_an_invalid_registration(case_and_margins) -> None:
+    """A header-v1 client cannot be told ``TransformStatus``: an UNCERTAIN ``ReferenceToMri``
+    reached it looking like any valid transform. It now gets only valid transforms (PLUS's
+    SendValidTransformsOnly); a v2 client still gets the INVALID one with its status."""
+    case, margins = case_and_margins
+    v1, v2 = _Collector(), _Collector()
+    uncertain = DisplayState(UNCERTAIN, "registration uncertain")
+    with SlicerExporter(port=0) as exporter:
+        old = IgtlClient("127.0.0.1", exporter.port, on_message=v1, header_version=1).start()
+        new = IgtlClient("127.0.0.1", exporter.port, on_message=v2).start()
+        try:
+            assert exporter.server.wait_for_clients(2, timeout_s=10)
+
+            def publish(display: DisplayState, number: int) -> int:
+                frame = TrackedFrame(case.image, frame_number=number)
+                return exporter.publish(frame, np.eye(4), np.eye(4), margins, display)
+
+            assert repeat_until(
+                lambda: publish(uncertain, 1),
+                lambda: (
+                    v2.found(lambda m: m.version == 2 and m.device_name == "ReferenceToMri")
+                    and v1.found(lambda m: m.device_name == "usnav_status")
+                ),  # a bundle's last
+                10,
+                every_s=0.1,
+            )
+            uncertain_ones = v1.found(lambda m: m.device_name == "ReferenceToMri")
+            publish(DisplayState(LIVE, ""), 2)
+            live = v1.wait(lambda m: m.device_name == "ReferenceToMri")
+        finally:
+            old.stop()
+            new.stop()
+    assert uncertain_ones == [] and live  # the v1 client got it only once it was LIVE
+    assert v2.found(
+        lambda m: (
+            m.device_name == "ReferenceToMri" and m.metadata.get("TransformStatus") == "INVALID"
+        )
+    )

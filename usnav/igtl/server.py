@@ -370,7 +370,10 @@ class IgtlServer:
         """Send ``messages`` (one bundle) to every connected client.
 
         Each client gets it in its own header version; a client whose queue is full after
-        ``wait_s`` misses this bundle (counted in its ``dropped_out``).
+        ``wait_s`` misses this bundle (counted in its ``dropped_out``). A header-v1 client
+        cannot be told a transform's status (metadata is v2's), so a TRANSFORM whose
+        ``TransformStatus`` metadata is INVALID is not sent to it — what PLUS's
+        ``SendValidTransformsOnly`` does — rather than arrive looking valid.
 
         Returns
         -------
@@ -382,16 +385,18 @@ class IgtlServer:
             for m in batch:
                 self._latest[(m.type, m.device_name)] = m
             clients = [c for c in self._clients.values() if c.alive]
-        encoded: dict[int, list] = {}
+        encoded: dict[int, tuple[list, int]] = {}
         delivered = 0
         for conn in clients:
             version = conn.version
             if version not in encoded:
+                kept = batch if version >= 2 else [m for m in batch if not _invalid_transform(m)]
                 parts: list = []
-                for m in batch:
+                for m in kept:
                     parts.extend(encode_parts(m, version))
-                encoded[version] = parts
-            if conn.send_parts(encoded[version], len(batch), wait_s=wait_s):
+                encoded[version] = (parts, len(kept))
+            parts, count = encoded[version]
+            if count == 0 or conn.send_parts(parts, count, wait_s=wait_s):
                 delivered += 1
         return delivered
 
@@ -459,3 +464,8 @@ class IgtlServer:
     def send_polydata(self, device_name: str, polydata: PolyDataContent) -> int:
         """Send a POLYDATA (e.g. a tumor surface, RAS mm) to every client."""
         return self.broadcast(Message("POLYDATA", device_name, polydata, time.time()))
+
+
+def _invalid_transform(message: Message) -> bool:
+    """A TRANSFORM whose metadata says it is not valid (PLUS's ``TransformStatus``)."""
+    return message.type == "TRANSFORM" and message.metadata.get("TransformStatus") == "INVALID"
