@@ -388,7 +388,7 @@ def test_recording_continues_in_a_new_file_when_the_image_size_changes(
 ) -> None:
     """The depth is changed on the scanner: frames of another size cannot go into the same
     sequence file, so the recording goes on in ``<name>-2`` and nothing is lost."""
-    from usnav.pipeline.live import next_part_path
+    from usnav.devices.recorder import next_part_path
 
     deeper = tmp_path / "deeper.igs.mha"
     with read_sequence(small_case / "sweep.igs.mha") as seq:

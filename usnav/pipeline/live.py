@@ -28,7 +28,6 @@ from usnav.calibration.stage import CalibrationStage
 from usnav.config.calibration import CalibrationFile
 from usnav.devices.base import DeviceState
 from usnav.devices.probe import ProbeClient
-from usnav.devices.recorder import next_part_path as next_part_path  # re-exported
 from usnav.errors import UsnavError
 from usnav.frames import TrackedFrame, TransformStatus
 from usnav.io.volume import Volume
