@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -71,6 +71,57 @@ def normalize_orientation(text: str) -> str:
             f"expected one of {', '.join(ORIENTATIONS_2D + ORIENTATIONS_3D)}"
         )
     return code
+
+
+def mf_pixels(image: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
+    """The image in **MF** orientation (marked side → +x, far → +y), as PLUS turns every 2D
+    B-mode image on input, and where its pixels came from.
+
+    Parameters
+    ----------
+    image
+        (rows, cols) or (rows, cols, channels) pixels as stored or received.
+    orientation
+        The PLUS orientation code of ``image`` (``MF``, ``MN``, ``UF``, ``UN``, the transposed
+        ``FM``, ``NM``, ``FU``, ``NU``, or a 3D code whose first two letters are one of
+        these). ``??`` (not specified) is taken as MF (PLUS refuses it).
+
+    Returns
+    -------
+    (mf, mf_to_original)
+        ``mf``: the pixels in MF (a view where no copy is needed); ``mf_to_original``: 4×4
+        mapping an MF pixel (col, row, 0, 1) to the same pixel of ``image``. Compose it into a
+        matrix that placed ``image``'s pixels (``matrix @ mf_to_original``) so it places the
+        MF pixels.
+
+    Raises
+    ------
+    ValueError
+        For a code that is not a PLUS orientation, or whose axes are not one lateral (M/U)
+        and one axial (F/N).
+    """
+    code = normalize_orientation(orientation)
+    flip = np.eye(4)
+    if code == "??":
+        return image, flip
+    x, y = code[0], code[1]
+    if x in "FN" and y in "MU":  # scanlines along rows: transpose first
+        image = image.swapaxes(0, 1)
+        flip = flip @ np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+        x, y = y, x
+    if x not in "MU" or y not in "FN":
+        raise ValueError(
+            f"image orientation {orientation!r} has no lateral (M/U) and axial (F/N) axis; "
+            "expected one of " + ", ".join(ORIENTATIONS_2D)
+        )
+    rows, cols = image.shape[0], image.shape[1]
+    if x == "U":
+        image = image[:, ::-1]
+        flip = flip @ np.array([[-1, 0, 0, cols - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    if y == "N":
+        image = image[::-1, :]
+        flip = flip @ np.array([[1, 0, 0, 0], [0, -1, 0, rows - 1], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    return image, flip
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +189,30 @@ class TrackedFrame:
         if found is None:
             return TrackedTransform(np.eye(4), TransformStatus.MISSING)
         return found
+
+
+def frame_in_mf(frame: TrackedFrame, *, image_transforms: tuple[str, ...] = ()) -> TrackedFrame:
+    """``frame`` with its image turned to MF (:func:`mf_pixels`); the frame itself if it is MF.
+
+    Every stage after a device works on MF images (docs/conventions.md: the ``Image`` frame is
+    MF), as PLUS converts on input. A calibration (``ImageToProbe``) is defined on MF pixels, so
+    transforms of the frame are kept, except those named in ``image_transforms``: matrices
+    that placed the pixels *as received* (an OpenIGTLink IMAGE's own matrix), which are
+    composed with the flip so they place the same pixels after it.
+
+    Raises
+    ------
+    ValueError
+        If the frame's orientation is not a usable PLUS code (:func:`mf_pixels`).
+    """
+    if frame.orientation in ("MF", "MFA", "MFD") or frame.image.ndim < 2:
+        return frame
+    image, mf_to_original = mf_pixels(frame.image, frame.orientation)
+    transforms = dict(frame.transforms)
+    for name in image_transforms:
+        found = transforms.get(name)
+        if found is not None:
+            transforms[name] = TrackedTransform(found.matrix @ mf_to_original, found.status)
+    return replace(
+        frame, image=np.ascontiguousarray(image), transforms=transforms, orientation="MF"
+    )

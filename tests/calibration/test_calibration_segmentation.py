@@ -72,9 +72,12 @@ def test_declared_orientation_is_undone(setup, code: str, flip: str) -> None:
     np.testing.assert_allclose(result.wire_points, truth, atol=0.5)
 
 
-def test_transposed_orientation_is_refused() -> None:
-    with pytest.raises(ValueError, match="not a 2D B-mode orientation"):
-        to_mf(np.zeros((4, 4), np.uint8), "FM")
+def test_transposed_orientation_is_turned_and_unknown_refused() -> None:
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    # FM: +x points far, +y to the marked side: MF is its transpose
+    np.testing.assert_array_equal(to_mf(image, "FM"), image.T)
+    with pytest.raises(ValueError, match="N-wire calibration cannot use it"):
+        to_mf(image, "XY")
     assert to_mf(np.zeros((4, 4), np.uint8), "MFA").shape == (4, 4)
 
 

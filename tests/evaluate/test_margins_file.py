@@ -16,7 +16,7 @@ from usnav.evaluate.margins_file import (
     read_margins_file,
     score_against_simulator,
 )
-from usnav.io.sequence import read_sequence
+from usnav.io.sequence import read_sequence, write_sequence
 from usnav.io.volume import Volume, load_volume, save_volume
 from usnav.margins import MarginEstimator
 from usnav.sim import load_truth
@@ -83,6 +83,31 @@ def test_margins_file_holds_the_estimator_s_margins(tiny_cases, tmp_path: Path, 
     assert main(_args(case, numbers, plain)) == 0
     _, again = read_margins_file(plain)
     assert [r.margins.in_view for r in again] == [r.margins.in_view for r in records]
+
+
+def test_an_mn_recording_gives_the_margins_of_its_mf_twin(tiny_cases, tmp_path: Path) -> None:
+    """The same sweep stored upside down with ``UltrasoundImageOrientation = MN``: the margins
+    are drawn on the MF pixels the calibration places, not mirrored about the middle row."""
+    case = tiny_cases["s7"]
+    truth = load_truth(case.truth).reference_to_mri
+    with read_sequence(case.recording) as seq:
+        frames = list(seq)
+    for f in frames:
+        f.image = np.ascontiguousarray(f.image[::-1])
+        f.orientation = "MN"
+    twin = write_sequence(tmp_path / "mn.igs.mha", frames, orientation="MN")
+
+    def margins(path: Path) -> list:
+        return list(margins_of_recording(path, case.label, case.calibration, truth))
+
+    original, flipped = margins(case.recording), margins(twin)
+    assert sum(r.margins.in_view for r in original) >= 8
+    for a, b in zip(original, flipped, strict=True):
+        assert a.margins.in_view == b.margins.in_view
+        np.testing.assert_allclose(a.margins.image_to_mri, b.margins.image_to_mri)
+        for ca, cb in zip(a.margins.contours, b.margins.contours, strict=True):
+            np.testing.assert_allclose(ca.predicted_px, cb.predicted_px, atol=1e-6)
+            np.testing.assert_array_equal(ca.confidence, cb.confidence)
 
 
 def test_scores_grow_with_a_registration_error(tiny_cases) -> None:

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from usnav.calibration.phantom import NWirePattern, SegmentationParameters
+from usnav.frames import mf_pixels
 
 #: PLUS: dots closer than this to the region-of-interest border are ignored, px.
 _BORDER_MARGIN_PX = 8
@@ -93,29 +94,18 @@ class FrameSegmentation:
 
 
 def to_mf(image: np.ndarray, orientation: str) -> np.ndarray:
-    """Return ``image`` flipped to **MF** (marked side → +x, far → +y), as PLUS does on input.
+    """Return ``image`` turned to **MF** (marked side → +x, far → +y), as PLUS does on input
+    (:func:`usnav.frames.mf_pixels`).
 
     Raises
     ------
     ValueError
-        For RF/transposed (FM, NM...) or 3D orientations: B-mode calibration needs MF, MN,
-        UF or UN images.
+        For a code that is not a 2D B-mode orientation.
     """
-    code = orientation.strip().upper()
-    if len(code) == 3 and code[:2] in ("MF", "MN", "UF", "UN"):
-        code = code[:2]  # a 2D frame's third letter is only the implied normal (MFA, UFD...)
-    if code == "MF":
-        return image
-    if code == "UF":
-        return image[:, ::-1]
-    if code == "MN":
-        return image[::-1, :]
-    if code == "UN":
-        return image[::-1, ::-1]
-    raise ValueError(
-        f"image orientation {orientation!r} is not a 2D B-mode orientation (MF, MN, UF, UN); "
-        "N-wire calibration cannot use it"
-    )
+    try:
+        return mf_pixels(image, orientation)[0]
+    except ValueError as exc:
+        raise ValueError(f"{exc}; N-wire calibration cannot use it") from None
 
 
 # -- dot segmentation -----------------------------------------------------------------------

@@ -44,7 +44,7 @@ from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import PlaybackConfig, resolve_path
 from usnav.errors import InputError, TransformError, UsnavError
-from usnav.frames import TrackedFrame
+from usnav.frames import TrackedFrame, frame_in_mf
 from usnav.igtl import DEFAULT_PORT, IgtlServer, LinkStats
 from usnav.igtl.codec import ImageContent, Message, TransformContent
 from usnav.transforms.repository import TransformRepository
@@ -440,7 +440,9 @@ class PlaybackServer(Device):
                     delay = due - time.monotonic()
                     if delay > 0 and self._halt.wait(delay):
                         return
-                frame = self._sequence.frame(i)
+                # a PLUS server sends MF images (it turns them on input); the calibration
+                # that places them is defined on MF pixels
+                frame = frame_in_mf(self._sequence.frame(i))
                 messages = frame_messages(
                     frame,
                     timestamp=stamp,

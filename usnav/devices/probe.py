@@ -41,7 +41,7 @@ from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import ProbeConfig, load_probe_config, resolve_path
 from usnav.errors import ConfigError, ExtrapolationError
-from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
+from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import IgtlClient, LinkState, LinkStats
 from usnav.igtl.codec import ImageContent, Message, TransformContent
 from usnav.transforms.matrices import is_rigid
@@ -62,6 +62,8 @@ class ProbeStats:
     ``images``: IMAGE messages of the configured device received. ``frames_delivered``: frames
     put in the queue. ``frames_dropped``: frames pushed out of a full queue (the consumer was too
     slow). ``frames_missed``: gaps in the server's frame numbers (lost before reaching us).
+    ``images_bad_orientation``: images whose ``UltrasoundImageOrientation`` could not be turned
+    to MF (delivered marked invalid: no overlay is drawn on them).
     """
 
     images: int = 0
@@ -69,6 +71,7 @@ class ProbeStats:
     frames_delivered: int = 0
     frames_dropped: int = 0
     frames_missed: int = 0
+    images_bad_orientation: int = 0
     other_messages: collections.Counter[str] = field(default_factory=collections.Counter)
     reconnects: int = 0
 
@@ -437,6 +440,15 @@ class ProbeClient(Device):
             image_ok=image_ok,
             fields=metadata,
         )
+        try:
+            # every stage after the device works on MF images, as PLUS turns them on input;
+            # the IMAGE's own matrix placed the pixels as sent, so it turns with them
+            frame = frame_in_mf(frame, image_transforms=(name,) if name else ())
+        except ValueError as exc:
+            self.stats.images_bad_orientation += 1
+            if self.stats.images_bad_orientation == 1:
+                log.warning("%s: %s; such frames are marked invalid", self.name, exc)
+            frame.image_ok = False
         with self._lock:
             self._pending.append(_Pending(frame, now))
         self._last_image = now

@@ -28,6 +28,7 @@ import numpy as np
 
 import usnav
 from usnav.errors import InputError
+from usnav.frames import frame_in_mf
 from usnav.io.volume import Volume
 from usnav.margins.estimator import FrameMargins, MarginContour, TumorExtent
 
@@ -212,6 +213,8 @@ def margins_of_recording(
             if frame.image.size == 0 or not frame.image_ok:
                 counts["skipped_image"] += 1
                 continue
+            # margins are drawn on MF pixels, where the calibration places them (PLUS's rule)
+            frame = frame_in_mf(frame)
             shape = (int(frame.image.shape[0]), int(frame.image.shape[1]))
             i2r, status = stage.image_to_reference(frame)
             if status is not TransformStatus.OK:

@@ -29,7 +29,7 @@ from usnav.config.calibration import CalibrationFile
 from usnav.devices.base import DeviceState
 from usnav.devices.probe import ProbeClient
 from usnav.errors import UsnavError
-from usnav.frames import TrackedFrame, TransformStatus
+from usnav.frames import TrackedFrame, TransformStatus, frame_in_mf
 from usnav.io.volume import Volume
 from usnav.margins import MarginEstimator
 from usnav.pipeline.arrival import ArrivalClock
@@ -316,6 +316,12 @@ class LivePipeline:
         if frame.image.size == 0 or not frame.image_ok:
             self.counters.skipped_image += 1
             self.counters.problem("image", f"frame {frame.frame_number}: image missing/invalid")
+            return
+        try:  # devices deliver MF (PLUS's rule); a frame from elsewhere is turned here
+            frame = frame_in_mf(frame)
+        except ValueError as exc:
+            self.counters.skipped_image += 1
+            self.counters.problem("image", f"frame {frame.frame_number}: {exc}")
             return
         i2r, status = self.calibration_stage.image_to_reference(frame)
         if status is not TransformStatus.OK:

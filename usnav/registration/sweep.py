@@ -18,7 +18,7 @@ from skimage.morphology import convex_hull_image
 
 from usnav.calibration.stage import CalibrationStage
 from usnav.errors import InputError
-from usnav.frames import TrackedFrame, TransformStatus
+from usnav.frames import TrackedFrame, TransformStatus, mf_pixels
 
 if TYPE_CHECKING:
     from usnav.io.sequence_reader import Sequence
@@ -169,20 +169,10 @@ def _to_mf_gray(image: np.ndarray, orientation: str, source: str) -> np.ndarray:
     img = np.asarray(image)
     if img.ndim == 3:
         img = img[..., :3].mean(axis=2).astype(np.float32) if img.shape[2] >= 3 else img[..., 0]
-    code = (orientation or "MF").upper()[:2]
-    if code in ("MF", "??"):
-        return img
-    if code == "MN":
-        return img[::-1, :]
-    if code == "UF":
-        return img[:, ::-1]
-    if code == "UN":
-        return img[::-1, ::-1]
-    raise InputError(
-        source,
-        f"image orientation {orientation} (scanlines in rows) is not supported for registration",
-        "record B-mode images (MF)",
-    )
+    try:
+        return mf_pixels(img, orientation or "MF")[0]
+    except ValueError as exc:
+        raise InputError(source, str(exc), "record B-mode images (MF, MN, UF, UN)") from None
 
 
 def load_sweep(recording: str | Path, image_to_probe: np.ndarray) -> Sweep:
