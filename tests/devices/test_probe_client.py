@@ -158,6 +158,33 @@ def test_watchdog_marks_a_stale_transform_missing_and_states_follow(server):
     assert probe.state is DeviceState.CLOSED
 
 
+def test_a_configured_transform_never_sent_is_absent_and_hides_no_valid_chain(server):
+    """devices/plus-server.toml expects ProbeToReference, ProbeToTracker and
+    ReferenceToTracker; a server that sends only the last two must still place every image
+    (the never-sent one used to be filled in as a MISSING identity, which won the tree and
+    left every frame unplaced, and which a recording then stored as a pose)."""
+    from usnav.calibration.stage import CalibrationStage
+
+    probe = connect(
+        server,
+        transforms=["ProbeToReference", "ProbeToTracker", "ReferenceToTracker"],
+        pairing_wait_s=0.0,
+    )
+    try:
+        t = 3.0
+        reference = Message("TRANSFORM", "ReferenceToTracker", TransformContent(pose(0.5)), t, {})
+        server.broadcast([transform("ProbeToTracker", t), reference, image(t, 1)])
+        frame = probe.get_frame(5)
+    finally:
+        probe.close()
+    assert frame is not None
+    assert "ProbeToReference" not in frame.transforms
+    assert frame.transform("ProbeToReference").status is TransformStatus.MISSING
+    matrix, status = CalibrationStage(np.eye(4)).image_to_reference(frame)
+    assert status is TransformStatus.OK
+    np.testing.assert_allclose(matrix, np.linalg.inv(pose(0.5)) @ pose(t), atol=1e-4)
+
+
 def test_full_queue_drops_the_oldest_frames_and_counts_them(server):
     probe = connect(server, frame_queue=2, pairing_wait_s=0.0)
     try:

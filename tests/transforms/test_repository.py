@@ -119,7 +119,8 @@ def test_from_frame_composes_what_the_frame_carries_with_the_calibration() -> No
         transforms={
             "ProbeToTracker": TrackedTransform(probe_to_tracker),
             "ReferenceToTracker": TrackedTransform(reference_to_tracker, TransformStatus.INVALID),
-            "ProbeToReference": TrackedTransform(np.eye(4)),  # redundant: the first one wins
+            # redundant: among transforms of one status the first one wins (valid ones first)
+            "ProbeToReference": TrackedTransform(np.eye(4), TransformStatus.INVALID),
             "ImageToReference": TrackedTransform(np.eye(4)),  # the server's own calibration
             "BadName": TrackedTransform(np.eye(4)),  # malformed: skipped
         },
@@ -148,3 +149,23 @@ def test_from_frame_takes_a_row_of_transforms_and_matches_set_one_by_one() -> No
     got = repo.get("StylusToReference")
     np.testing.assert_allclose(got.matrix, by_hand.matrix("StylusToReference"))
     assert got.status is TransformStatus.MISSING
+
+
+def test_a_redundant_transform_that_is_not_ok_does_not_hide_a_valid_path() -> None:
+    """A frame listing a MISSING ProbeToReference before the valid ProbeToTracker +
+    ReferenceToTracker: the valid chain places the probe."""
+    from usnav.frames import TrackedFrame, TrackedTransform
+
+    probe = np.eye(4)
+    probe[:3, 3] = [1, 2, 3]
+    frame = TrackedFrame(
+        image=np.zeros((2, 2), np.uint8),
+        transforms={
+            "ProbeToReference": TrackedTransform(np.eye(4), TransformStatus.MISSING),
+            "ProbeToTracker": TrackedTransform(probe),
+            "ReferenceToTracker": TrackedTransform(np.eye(4)),
+        },
+    )
+    got = TransformRepository.from_frame(frame).get("ProbeToReference")
+    assert got.status is TransformStatus.OK
+    np.testing.assert_allclose(got.matrix, probe)

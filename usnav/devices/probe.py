@@ -489,7 +489,9 @@ class ProbeClient(Device):
             if name in frame.transforms:
                 continue
             if not stream.samples:
-                frame.transforms[name] = TrackedTransform(np.eye(4), TransformStatus.MISSING)
+                # never received: not in the frame (frame.transform(name) says MISSING); an
+                # identity written into a recording would read as a real pose in Slicer,
+                # which ignores statuses
                 continue
             if now - stream.last_update > self.config.watchdog_s:
                 last = stream.samples[-1]

@@ -64,14 +64,18 @@ class TransformRepository:
 
         Transforms whose frames are already connected (a PLUS server sends
         ``ProbeToTracker``, ``ReferenceToTracker`` *and* ``ProbeToReference``) or that are
-        malformed are skipped: the first one to connect two frames wins.
+        malformed are skipped: the first one to connect two frames wins, valid (OK) ones
+        first, so a redundant transform that is MISSING or INVALID (``ProbeToReference``
+        configured but never sent) does not hide a valid path (``ProbeToTracker`` +
+        ``ReferenceToTracker``).
         """
         repo = cls()
         for name, matrix in (calibration or {}).items():
             repo.set(name, matrix, persistent=True)
         transforms = frame.transforms if isinstance(frame, TrackedFrame) else frame
         skip = set(exclude)
-        for name, tt in transforms.items():
+        ordered = sorted(transforms.items(), key=lambda item: not item[1].ok)  # stable
+        for name, tt in ordered:
             if name in skip:
                 continue
             try:
