@@ -151,6 +151,30 @@ def test_bad_inputs_one_line_exit_2(tiny_cases, tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "m.jsonl").exists()
 
 
+def test_a_registration_that_puts_every_frame_outside_the_label_map_is_refused(
+    tiny_cases, tmp_path: Path, capsys
+) -> None:
+    """An identity ReferenceToMri (or an inverted one) puts the sweep somewhere else: not a
+    confident "no tumor" in every frame with exit 0, but one line naming the file."""
+    case = tiny_cases["s7"]
+    identity = tmp_path / "identity.txt"
+    np.savetxt(identity, np.eye(4))
+    out = tmp_path / "m.jsonl"
+    assert main(_args(case, identity, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "identity.txt" in err[0] and "inside the tumor label map" in err[0]
+    assert not out.exists()
+    # with the truth, frames beside the tumor still say so (inside the map, no tumor there)
+    truth = load_truth(case.truth).reference_to_mri
+    reasons = {
+        r.margins.reason
+        for r in margins_of_recording(case.recording, case.label, case.calibration, truth)
+        if not r.margins.in_view
+    }
+    assert "no tumor in this frame's plane" in reasons
+    assert not any("outside" in reason for reason in reasons)  # all inside the map
+
+
 def test_not_a_margins_file(tmp_path: Path) -> None:
     from usnav.errors import InputError
 

@@ -30,7 +30,12 @@ import usnav
 from usnav.errors import InputError
 from usnav.frames import frame_in_mf
 from usnav.io.volume import Volume
-from usnav.margins.estimator import FrameMargins, MarginContour, TumorExtent
+from usnav.margins.estimator import (
+    OUTSIDE_LABEL_MAP,
+    FrameMargins,
+    MarginContour,
+    TumorExtent,
+)
 
 MARGINS_FORMAT = "usnav-margins"
 MARGINS_VERSION = 1
@@ -203,7 +208,7 @@ def margins_of_recording(
         reason=str(doc.get("reason", "")),
     )
     counts = stats if stats is not None else {}
-    counts.update(skipped_image=0, no_tracking=0)
+    counts.update(skipped_image=0, no_tracking=0, outside_label=0)
     path = Path(recording)
     if not path.exists():
         raise InputError(path, "no such recording")
@@ -231,6 +236,7 @@ def margins_of_recording(
                     frame_number=frame.frame_number,
                     now=estimate.t_computed,
                 )
+                counts["outside_label"] += margins.reason == OUTSIDE_LABEL_MAP
             yield MarginRecord(frame.frame_number, float(frame.t_device), shape, margins)
 
 
@@ -311,7 +317,20 @@ def write_margins(
         "reference_to_mri_file": str(reference_to_mri),
         "ReferenceToMri": matrix,
     }
-    return write_margins_file(records, out, header, stats, progress)
+    summary = write_margins_file(records, out, header, stats, progress)
+    placed = summary.frames - summary.no_tracking
+    if placed > 0 and stats.get("outside_label", 0) == placed:
+        # every placed frame misses the whole label map: the registration is not one of
+        # this MRI (an inverse, or another patient's), not a sweep beside the tumor
+        summary.path.unlink(missing_ok=True)
+        raise InputError(
+            reference_to_mri,
+            f"with this ReferenceToMri none of the {placed} placed frame(s) of {recording} "
+            "falls inside the tumor label map's volume",
+            "check that it maps Reference to this MRI (not its inverse) and that --label is "
+            "this patient's",
+        )
+    return summary
 
 
 def record_to_json(record: MarginRecord) -> dict:

@@ -33,6 +33,11 @@ SOLID = "solid"
 CYST = "cyst"
 
 
+#: the reason of a frame whose plane misses the whole label map (the registration places it
+#: elsewhere): not the same as a frame beside the tumor
+OUTSIDE_LABEL_MAP = "no tumor: the frame lies outside the tumor label map's volume"
+
+
 @dataclass(frozen=True)
 class MarginContour:
     """One closed boundary of one structure in one frame.
@@ -260,6 +265,10 @@ class MarginEstimator:
             pad = 2
             lo = np.maximum(np.array([p.min() for p in present]) - pad, 0)
             hi = np.minimum(np.array([p.max() for p in present]) + pad + 1, data.shape)
+        #: the whole label map's extent (voxels) and MRI RAS mm → its voxel index: a frame
+        #: that misses it says so instead of "no tumor"
+        self._label_shape = np.array(data.shape[:3], float)
+        self._mri_to_label_voxel = np.linalg.inv(label.affine)
         self._codes = np.ascontiguousarray(codes[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
         shift = np.eye(4)
         shift[:3, 3] = lo
@@ -397,6 +406,8 @@ class MarginEstimator:
             codes = np.empty((rows, cols), np.uint8)
             _kernels.reslice_label_nearest(self._codes, image_to_voxel, codes)
         if not codes.any():
+            if not self._touches_label_map(m, rows, cols):
+                return nothing(OUTSIDE_LABEL_MAP)
             return nothing("no tumor in this frame's plane")
 
         mm_per_px = 0.5 * (spacing[0] + spacing[1])
@@ -552,6 +563,15 @@ class MarginEstimator:
         if not inside.any():
             return float("inf")
         return float(np.abs(r[inside] @ (normal / norm)).min())
+
+    def _touches_label_map(self, image_to_mri: np.ndarray, rows: int, cols: int) -> bool:
+        """Whether any pixel of a 9 × 9 grid over the frame (corners included) falls inside
+        the label map's volume (the whole map, not only around the tumor)."""
+        c, r = np.meshgrid(np.linspace(0, cols - 1, 9), np.linspace(0, rows - 1, 9))
+        pixels = np.stack([c.ravel(), r.ravel(), np.zeros(c.size), np.ones(c.size)])
+        voxels = (self._mri_to_label_voxel @ image_to_mri @ pixels)[:3]
+        inside = np.all((voxels >= -0.5) & (voxels <= self._label_shape[:, None] - 0.5), axis=0)
+        return bool(inside.any())
 
     def absence_doubt(
         self, margins: FrameMargins, uncertainty_mm: float, image_shape: tuple[int, int]
