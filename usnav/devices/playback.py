@@ -44,7 +44,7 @@ from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import PlaybackConfig, resolve_path
 from usnav.errors import InputError, TransformError, UsnavError
-from usnav.frames import TrackedFrame, frame_in_mf
+from usnav.frames import TrackedFrame, TrackedTransform, frame_in_mf
 from usnav.igtl import DEFAULT_PORT, IgtlServer, LinkStats
 from usnav.igtl.codec import ImageContent, Message, TransformContent
 from usnav.transforms.repository import TransformRepository
@@ -347,13 +347,23 @@ class PlaybackServer(Device):
                 "replay a recording of 2D frames (.igs.mha with per-frame transforms)",
             )
         timestamps = np.asarray(sequence.timestamps, dtype=np.float64)
-        if np.any(timestamps < 0) or not np.all(np.isfinite(timestamps)):
+        if not np.all(np.isfinite(timestamps)):
+            bad = int(np.count_nonzero(~np.isfinite(timestamps)))
             sequence.close()
             raise InputError(
                 self.recording,
-                "has negative or non-finite timestamps, which OpenIGTLink cannot carry",
-                "shift them with usnav convert",
+                f"{bad} of {len(timestamps)} frame(s) have no finite Timestamp, so the "
+                "frames cannot be paced or stamped",
+                "give every frame a Seq_FrameNNNN_Timestamp (s)",
             )
+        if np.any(timestamps < 0):
+            # a relative clock that starts before 0: OpenIGTLink's stamps are unsigned, and
+            # only differences matter to a receiver; the clock is moved to start at 0
+            log.info(
+                "%s: timestamps start at %.6f s; sent from 0", self.recording, timestamps.min()
+            )
+            timestamps = timestamps - timestamps.min()
+        self._warn_if_calibration_differs(sequence)
         self._sequence = sequence
         self._timestamps = timestamps
         try:
@@ -362,6 +372,25 @@ class PlaybackServer(Device):
             sequence.close()
             raise
         self._set_state(DeviceState.LISTENING, f"on {self.host}:{self.port}")
+
+    def _warn_if_calibration_differs(self, sequence) -> None:
+        """Say once when the file carries an ``ImageToProbe`` that the given calibration
+        replaces and the two place the image's centre apart."""
+        if self.image_to_probe is None or "ImageToProbe" not in sequence.transform_names:
+            return
+        first = sequence.frame(0)
+        stored = first.transforms.get("ImageToProbe")
+        if stored is None:
+            return
+        centre = np.array([first.cols / 2, first.rows / 2, 0.0, 1.0])
+        apart = float(np.linalg.norm((stored.matrix - self.image_to_probe) @ centre))
+        if apart > 0.01:
+            log.warning(
+                "%s: the file's ImageToProbe and the calibration given place the image centre "
+                "%.2f mm apart; the calibration given is used",
+                self.recording,
+                apart,
+            )
 
     def _start(self) -> None:
         self._paused.clear()
@@ -443,6 +472,12 @@ class PlaybackServer(Device):
                 # a PLUS server sends MF images (it turns them on input); the calibration
                 # that places them is defined on MF pixels
                 frame = frame_in_mf(self._sequence.frame(i))
+                stored = frame.transforms.get("ImageToProbe")
+                if stored is not None and self.image_to_probe is not None:
+                    # the calibration given wins over the file's, as in every other command
+                    frame.transforms["ImageToProbe"] = TrackedTransform(
+                        self.image_to_probe, stored.status
+                    )
                 messages = frame_messages(
                     frame,
                     timestamp=stamp,
