@@ -229,3 +229,35 @@ def test_device_configs_load_and_bad_keys_are_named(tmp_path):
     bad.write_text('[playback]\nrecording = "x.mha"\nloop = "no"\n')
     with pytest.raises(ConfigError, match="playback.loop.*boolean"):
         load_device_set(bad)
+
+
+def test_the_recorder_s_live_line_does_not_call_frames_lost_upstream_dropped(
+    server, tmp_path
+) -> None:
+    """Frames missing in the server's numbering were never received: the live line keeps them
+    apart from frames usnav dropped, as the summary does (it said "2 dropped" beside a
+    summary of "dropped 0 (2 missing in the server's numbering)")."""
+    import threading
+
+    from usnav.devices.recorder import record
+
+    def serve() -> None:
+        assert server.wait_for_clients(1, timeout_s=30)
+        assert wait_until(lambda: all(n > 0 for _, n in server.client_versions().values()), 30)
+        for n, number in enumerate((1, 2, 5, 6)):  # 3 and 4 lost before reaching usnav
+            server.broadcast(image(20.0 + 0.05 * n, number))
+
+    seen = []
+    sender = threading.Thread(target=serve, daemon=True)
+    sender.start()
+    result = record(
+        tmp_path / "gap.igs.mha",
+        config=ProbeConfig(port=server.port, transforms=[], pairing_wait_s=0.0),
+        frames=4,
+        progress=seen.append,
+        progress_interval_s=0.01,
+    )
+    sender.join(10)
+    assert result.written == 4 and result.dropped == 0 and result.missed == 2
+    last = seen[-1]
+    assert last.dropped == 0 and last.missed == 2

@@ -101,7 +101,9 @@ def _record(
                 live.update(
                     Text(
                         f"recording {p.path or args.out}: {p.frames} frames, {p.fps:.1f} fps, "
-                        f"{p.dropped} dropped, {p.elapsed_s:.1f} s, {p.state.value}"
+                        f"{p.dropped} dropped"
+                        + (f" ({p.missed} missing in the server's numbering)" if p.missed else "")
+                        + f", {p.elapsed_s:.1f} s, {p.state.value}"
                     )
                 )
 

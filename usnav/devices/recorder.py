@@ -46,6 +46,8 @@ class RecordProgress:
     elapsed_s: float
     state: DeviceState
     path: Path | None = None  # the file being written (a new part after a size change)
+    #: gaps in the server's frame numbers: lost before reaching usnav (not dropped by it)
+    missed: int = 0
 
 
 @dataclass
@@ -377,5 +379,12 @@ def _progress(
 ) -> RecordProgress:
     elapsed = now - first if first is not None else 0.0
     fps = result.written / elapsed if elapsed > 0 else 0.0
-    dropped = probe.stats.frames_dropped + probe.stats.frames_missed
-    return RecordProgress(result.written, fps, dropped, elapsed, probe.state, recording.path)
+    return RecordProgress(
+        result.written,
+        fps,
+        probe.stats.frames_dropped,
+        elapsed,
+        probe.state,
+        recording.path,
+        missed=probe.stats.frames_missed,
+    )
