@@ -20,6 +20,7 @@ from usnav.errors import InputError
 from usnav.io._seqheader import (
     Layout,
     RawHeader,
+    direction_matrix,
     frame_field_name,
     interpret_axes,
     pad_last_token,
@@ -128,7 +129,11 @@ def read_metaio_layout(path: Path) -> Layout:
     kinds_text = raw.get("Kinds")
     kinds = kinds_text.split() if kinds_text else None
     vector_axes = sum(1 for k in (kinds or []) if k.lower() == "vector")
-    if ndims is not None and len(sizes) != ndims + vector_axes:
+    # IGSIO reads one size per entry of Kinds; the axes NDims counts beyond them default to
+    # 1 (a PLUS file of one frame: NDims = 3, DimSize = 6 5, Kinds = domain domain)
+    single_frame = kinds is not None and len(kinds) == len(sizes) and ndims is not None
+    single_frame = single_frame and len(sizes) < ndims + vector_axes
+    if ndims is not None and len(sizes) != ndims + vector_axes and not single_frame:
         raise InputError(
             path,
             f"DimSize has {len(sizes)} numbers ({' '.join(map(str, sizes))}) but NDims = {ndims}",
@@ -141,7 +146,7 @@ def read_metaio_layout(path: Path) -> Layout:
         raise InputError(
             path, f"ElementNumberOfChannels is not an integer: {channels_text!r}"
         ) from None
-    n_frames, spatial, ndim_spatial, channels = interpret_axes(
+    n_frames, spatial, ndim_spatial, channels, axes = interpret_axes(
         path, sizes, kinds, bool(raw.frames), channels_field
     )
     element_type = (raw.get("ElementType") or "MET_UCHAR").upper()
@@ -197,6 +202,8 @@ def read_metaio_layout(path: Path) -> Layout:
         orientation=raw.get("UltrasoundImageOrientation"),
         image_type=raw.get("UltrasoundImageType"),
         status_field="ImageStatus",
+        axis_kinds=axes,
+        axis_sizes=tuple(sizes),
     )
 
 
@@ -214,13 +221,17 @@ def format_metaio_header(
     extra_fields: dict[str, str] | None = None,
     spacing: tuple[float, ...] | None = None,
     offset: tuple[float, ...] | None = None,
+    directions: list[list[float]] | None = None,
 ) -> bytes:
     """Header bytes of a PLUS sequence metafile, up to and including ``ElementDataFile``.
 
     ``frame_fields[i]`` holds frame i's fields (``ImageStatus`` included; it is written
     last). ``compressed_size`` None means uncompressed. ``spacing``/``offset`` give the
     pixel axes' ElementSpacing / Offset (default 1 and 0: PLUS keeps mm scaling in
-    ImageToProbe).
+    ImageToProbe). ``directions[i]`` is the direction of pixel axis i: row i of
+    ``TransformMatrix`` (identity when None; the frame axis keeps its identity row).
+    ``dtype`` is the byte order of the pixels as stored: :class:`SequenceWriter` stores them
+    little-endian, since IGSIO ignores ``BinaryDataByteOrderMSB`` when it reads.
     """
     cols, rows, slices = spatial
     n_space = ndim_spatial + 1  # + the frame axis, as IGSIO writes a time series
@@ -233,7 +244,8 @@ def format_metaio_header(
     kinds.append("list")
     spacing_v = list(spacing or ()) + [1.0] * (n_space - len(spacing or ()))
     offset_v = list(offset or ()) + [0.0] * (n_space - len(offset or ()))
-    identity = " ".join("1" if i == j else "0" for i in range(n_space) for j in range(n_space))
+    matrix = direction_matrix(directions, n_space, ndim_spatial)
+    transform_matrix = " ".join(format_number(v) for v in matrix.ravel())
     fields: dict[str, str] = {
         "AnatomicalOrientation": "RAI",
         "BinaryData": "True",
@@ -246,7 +258,7 @@ def format_metaio_header(
         "ElementType": NUMPY_TO_MET[dtype.newbyteorder("<").str[1:]],
         "Kinds": pad_last_token("Kinds = ", kinds),
         "Offset": " ".join(format_number(v) for v in offset_v[:n_space]),
-        "TransformMatrix": identity,
+        "TransformMatrix": transform_matrix,
         "UltrasoundImageOrientation": orientation,
         "UltrasoundImageType": image_type,
     }

@@ -19,6 +19,7 @@ from usnav.io._metaio import format_number
 from usnav.io._seqheader import (
     Layout,
     RawHeader,
+    direction_matrix,
     frame_field_name,
     interpret_axes,
     pad_last_token,
@@ -156,9 +157,18 @@ def read_nrrd_layout(path: Path) -> Layout:
         raise InputError(path, f"sizes has {len(sizes)} numbers but dimension = {dimension}")
     kinds_text = raw.get("kinds")
     kinds = kinds_text.split() if kinds_text else None
-    n_frames, spatial, ndim_spatial, channels = interpret_axes(
+    n_frames, spatial, ndim_spatial, channels, axes = interpret_axes(
         path, sizes, kinds, bool(raw.frames), 1
     )
+    for key in ("byte skip", "byteskip", "line skip", "lineskip"):
+        skip = raw.get(key)
+        if skip is not None and skip.strip() not in ("", "0"):
+            raise InputError(
+                path,
+                f"'{key}: {skip.strip()}' is not supported (PLUS and usnav read the data "
+                "right after the header)",
+                f"rewrite the file without {key} (e.g. with 3D Slicer or pynrrd)",
+            )
     type_text = (raw.get("type") or "").strip().lower()
     if type_text not in NRRD_TYPES:
         raise InputError(
@@ -203,6 +213,8 @@ def read_nrrd_layout(path: Path) -> Layout:
         orientation=raw.get(ORIENTATION_KEY),
         image_type=raw.get(IMAGE_TYPE_KEY),
         status_field="Status",
+        axis_kinds=axes,
+        axis_sizes=tuple(sizes),
     )
 
 
@@ -220,11 +232,14 @@ def format_nrrd_header(
     extra_fields: dict[str, str] | None = None,
     spacing: tuple[float, ...] | None = None,
     offset: tuple[float, ...] | None = None,
+    directions: list[list[float]] | None = None,
 ) -> bytes:
     """Header bytes of a PLUS NRRD sequence, including the blank line that ends it.
 
     ``frame_fields[i]`` holds frame i's fields with the image status under ``Status``
-    (written last).
+    (written last). ``space directions`` are ``directions[i]`` (identity when None) times
+    the spacing. ``dtype`` is the byte order of the pixels as stored (little-endian from
+    :class:`SequenceWriter`, as IGSIO writes; IGSIO ignores ``endian`` when it reads).
     """
     cols, rows, slices = spatial
     sizes = [str(cols), str(rows)] + ([str(slices)] if ndim_spatial == 3 else [])
@@ -236,15 +251,14 @@ def format_nrrd_header(
     kinds.append("list")
     spacing_v = list(spacing or ()) + [1.0] * (ndim_spatial - len(spacing or ()))
     offset_v = list(offset or ()) + [0.0] * (ndim_spatial - len(offset or ()))
-    directions = [
-        "("
-        + ",".join(format_number(spacing_v[i]) if i == j else "0" for j in range(ndim_spatial))
-        + ")"
+    axes = direction_matrix(directions, ndim_spatial, ndim_spatial)
+    vectors = [
+        "(" + ",".join(format_number(spacing_v[i] * x + 0.0) for x in axes[i]) + ")"
         for i in range(ndim_spatial)
     ]
     if channels > 1:
-        directions.insert(0, "none")
-    directions.append("none")
+        vectors.insert(0, "none")
+    vectors.append("none")
     fields = {
         "dimension": str(len(sizes)),
         "encoding": "gz" if compressed else "raw",
@@ -252,7 +266,7 @@ def format_nrrd_header(
         "kinds": pad_last_token("kinds: ", kinds),
         "sizes": pad_last_token("sizes: ", sizes),
         "space dimension": str(ndim_spatial),
-        "space directions": " ".join(directions),
+        "space directions": " ".join(vectors),
         "space origin": "(" + ",".join(format_number(v) for v in offset_v[:ndim_spatial]) + ")",
         "type": NUMPY_TO_NRRD[dtype.newbyteorder("<").str[1:]],
     }

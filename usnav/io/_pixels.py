@@ -237,3 +237,73 @@ class InflatePixels:
     def close(self) -> None:
         self._cache.clear()
         self._checkpoints.clear()
+
+
+class InterleavedPixels:
+    """Frames of a file whose frame axis is not the slowest (3D Slicer volume sequences).
+
+    The first axis of a size line varies fastest, so with the frame axis first (``kinds: list
+    domain domain domain``) pixel p of frame i is at ``p * n_frames + i``: a frame is a
+    strided slice of all the data, not a run of bytes. Raw data is memory-mapped as a whole
+    and each frame copied out of the strided view; compressed data is inflated once, whole
+    (such files hold the frames of one volume sequence, which 3D Slicer also keeps in memory).
+
+    Parameters
+    ----------
+    path, offset, length
+        Where the pixels (or the compressed stream) are; ``length`` None = to the end.
+    shape
+        C-order shape of all the data (the size line reversed).
+    permutation
+        ``transpose`` of that array to (frame, z, y, x[, components]).
+    frame_shape, dtype
+        What one frame is.
+    wbits
+        None for raw data, 15 for a zlib stream (MetaIO), 31 for gzip (NRRD gz).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        offset: int,
+        length: int | None,
+        shape: tuple[int, ...],
+        permutation: tuple[int, ...],
+        frame_shape: tuple[int, ...],
+        dtype: np.dtype,
+        wbits: int | None,
+    ):
+        self._shape = frame_shape
+        self._dtype = np.dtype(dtype)
+        total = int(np.prod(shape)) * self._dtype.itemsize
+        if wbits is None:
+            data: np.ndarray = np.memmap(
+                path, dtype=self._dtype, mode="r", offset=offset, shape=shape
+            )
+        else:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                packed = f.read() if length is None else f.read(length)
+            inflater = zlib.decompressobj(wbits)
+            try:
+                raw = inflater.decompress(packed, total)
+            except zlib.error as exc:
+                raise PixelError(0, f"compressed data is corrupted (zlib: {exc})") from None
+            if len(raw) < total:
+                raise PixelError(
+                    0,
+                    f"compressed data holds {len(raw)} bytes, the size line declares {total} "
+                    "(the frames are interleaved, so none can be recovered on its own)",
+                )
+            data = np.frombuffer(raw, dtype=self._dtype).reshape(shape)
+        self._data: np.ndarray | None = data.transpose(permutation)
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as a read-only contiguous array."""
+        assert self._data is not None
+        out = np.ascontiguousarray(self._data[index]).reshape(self._shape)
+        out.flags.writeable = False
+        return out
+
+    def close(self) -> None:
+        self._data = None

@@ -221,6 +221,48 @@ class Layout:
     orientation: str | None
     image_type: str | None
     status_field: str
+    axis_kinds: tuple[str, ...] = ()
+    axis_sizes: tuple[int, ...] = ()
+
+    @property
+    def frame_axis(self) -> int | None:
+        """Position of the frame (``list``/``time``) axis in the size line, None if absent."""
+        return self.axis_kinds.index("list") if "list" in self.axis_kinds else None
+
+    @property
+    def frames_interleaved(self) -> bool:
+        """Whether the frames are not one after the other in the data.
+
+        The first axis of a size line varies fastest in memory. PLUS writes the components
+        first (``vector``), then the pixel axes, then the frame axis last; any other order
+        (3D Slicer's volume sequences put the frame axis first) interleaves the frames.
+        """
+        kinds = [k for k, size in zip(self.axis_kinds, self.axis_sizes, strict=True) if size > 1]
+        ranks = [{"vector": 0, "domain": 1, "list": 2}[k] for k in kinds]
+        return ranks != sorted(ranks)
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """C-order shape of all the data: the size line reversed (a leading 1 without a
+        frame axis, so that :attr:`permutation` always puts a frame axis first)."""
+        shape = tuple(reversed(self.axis_sizes))
+        return shape if "list" in self.axis_kinds else (1, *shape)
+
+    @property
+    def permutation(self) -> tuple[int, ...]:
+        """Axes of :attr:`data_shape`, reordered to (frame, z, y, x, vector).
+
+        The data of a size line ``s0 s1 ... sk`` (s0 fastest) is the C-order array of shape
+        ``(sk, ..., s1, s0)``; this is the ``transpose`` that puts its frame axis first, then
+        the pixel axes slowest first, then the components.
+        """
+        n = len(self.axis_kinds)
+        extra = 0 if "list" in self.axis_kinds else 1  # the leading 1 of data_shape
+        rev = {k: n - 1 - k + extra for k in range(n)}
+        frame = [rev[k] for k, kind in enumerate(self.axis_kinds) if kind == "list"] or [0]
+        domains = [rev[k] for k, kind in enumerate(self.axis_kinds) if kind == "domain"]
+        vector = [rev[k] for k, kind in enumerate(self.axis_kinds) if kind == "vector"]
+        return tuple(frame + sorted(domains) + vector)
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
@@ -245,12 +287,13 @@ def interpret_axes(
     kinds: list[str] | None,
     has_frame_fields: bool,
     channels_field: int,
-) -> tuple[int, tuple[int, int, int], int, int]:
-    """Decode sizes + kinds into (n_frames, (cols, rows, slices), ndim_spatial, channels).
+) -> tuple[int, tuple[int, int, int], int, int, tuple[str, ...]]:
+    """Decode sizes + kinds into (n_frames, (cols, rows, slices), ndim_spatial, channels, axes).
 
     ``kinds``: ``domain``/``space`` = a pixel axis, ``list``/``time`` = the frame axis,
     ``vector`` = the components. Without kinds, PLUS takes the last axis as the frame axis
     when the file carries frame fields; a plain image (no ``Seq_Frame`` fields) is one frame.
+    ``axes`` is each axis's role in size-line order: ``"domain"``, ``"list"`` or ``"vector"``.
     """
     if kinds is None:
         kinds = ["domain"] * len(sizes)
@@ -266,16 +309,20 @@ def interpret_axes(
     spatial: list[int] = []
     n_frames: int | None = None
     channels = channels_field
+    axes: list[str] = []
     for size, kind in zip(sizes, kinds, strict=True):
         kind_l = kind.lower()
         if kind_l in ("domain", "space"):
             spatial.append(size)
+            axes.append("domain")
         elif kind_l in ("list", "time"):
             if n_frames is not None:
                 raise InputError(path, "more than one frame axis (list/time) in kinds")
             n_frames = size
+            axes.append("list")
         elif kind_l in ("vector", "rgb-color", "rgba-color", "3-color", "4-color"):
             channels = size
+            axes.append("vector")
         else:
             raise InputError(
                 path, f"unknown axis kind {kind!r}", "expected domain, list, time or vector"
@@ -296,6 +343,7 @@ def interpret_axes(
         (spatial[0], spatial[1], spatial[2]),
         ndim_spatial,
         max(channels, 1),
+        tuple(axes),
     )
 
 
@@ -307,3 +355,17 @@ def parse_int_list(path: Path, key: str, text: str | None) -> list[int]:
         return [int(t) for t in text.split()]
     except ValueError:
         raise InputError(path, f"{key} is not a list of integers: {text.strip()!r}") from None
+
+
+def direction_matrix(directions: Any, size: int, ndim_spatial: int) -> np.ndarray:
+    """A ``size`` × ``size`` identity whose top-left pixel-axis block is ``directions``.
+
+    ``directions`` (row i = direction of pixel axis i) may be None (identity) or larger than
+    the pixel axes (its top-left block is used).
+    """
+    matrix = np.eye(size)
+    if directions is not None:
+        block = np.asarray(directions, dtype=np.float64)
+        k = min(block.shape[0], ndim_spatial, size)
+        matrix[:k, :k] = block[:k, :k]
+    return matrix

@@ -17,6 +17,7 @@ import itertools
 import math
 import os
 import struct
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,19 +33,24 @@ from usnav.frames import (
 )
 from usnav.io._metaio import read_metaio_layout
 from usnav.io._nrrdseq import read_nrrd_layout
-from usnav.io._pixels import InflatePixels, PixelError, RawPixels
+from usnav.io._pixels import InflatePixels, InterleavedPixels, PixelError, RawPixels
 from usnav.io._seqheader import Layout
 from usnav.io.inputs import require_existing
 from usnav.transforms.series import PoseSeries
 
 __all__ = ["IMAGE_TYPES", "Sequence", "read_sequence", "sequence_format"]
 
-#: Image types PLUS knows (``UltrasoundImageType``).
-IMAGE_TYPES = ("BRIGHTNESS", "RF_REAL", "RF_IQ_LINE", "RF_I_LINE_Q_LINE", "RGB_COLOR")
+#: Image types PLUS knows (``UltrasoundImageType``); ``XX`` is PLUS's "unknown": IGSIO reads
+#: any other text as XX and writes XX back.
+IMAGE_TYPES = ("BRIGHTNESS", "RF_REAL", "RF_IQ_LINE", "RF_I_LINE_Q_LINE", "RGB_COLOR", "XX")
+UNKNOWN_IMAGE_TYPE = "XX"
 #: How PLUS writes a 2D orientation (``MF`` and ``MFA`` are one enum value, printed "MFA").
 PLUS_ORIENTATION_TEXT = {"MF": "MFA", "MN": "MND", "UF": "UFD", "UN": "UNA"}
 TRANSFORM_SUFFIX = "Transform"
 STATUS_SUFFIX = "TransformStatus"
+#: Where a FrameNumber that is not an int64 integer is kept (the frame takes its index).
+FRAME_NUMBER_TEXT = "FrameNumberText"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def sequence_format(path: str | Path) -> str:
@@ -111,6 +117,10 @@ class Sequence:
         absent; PLUS keeps the mm scaling in ImageToProbe instead).
     origin
         Position of the first pixel from Offset / space origin (0 when absent).
+    directions
+        Shape (k, k) for k pixel axes: row i is the unit direction of pixel axis i
+        (MetaIO ``TransformMatrix``, NRRD ``space directions`` with their signs; identity
+        when absent).
     has_frame_numbers
         Whether the file carries ``FrameNumber`` fields (needed to see dropped frames).
     declared_frames
@@ -137,11 +147,11 @@ class Sequence:
         self.image_size = (cols, rows)
         self.spatial_size = layout.spatial
         self.compressed = layout.encoding != "raw"
-        self.image_type = (layout.image_type or "BRIGHTNESS").strip().upper()
+        self.image_type = self._image_type(layout)
         self._status_field = layout.status_field
         self.orientation = self._orientation(layout)
         self._frame_fields = self._collect_frame_fields(layout)
-        self._pixels: RawPixels | InflatePixels | None = None
+        self._pixels: RawPixels | InflatePixels | InterleavedPixels | None = None
         try:
             n_pixels = self._open_pixels(layout)
             n = min(self.declared_frames, n_pixels)
@@ -149,7 +159,7 @@ class Sequence:
             self._n = n
             self.recovered_frames = n
             self._parse_frame_values()
-            self.spacing, self.origin = self._geometry(layout)
+            self.spacing, self.origin, self.directions = self._geometry(layout)
         except BaseException:
             if self._pixels is not None:
                 self._pixels.close()
@@ -161,6 +171,18 @@ class Sequence:
         if not self.tolerant:
             raise InputError(self.path, problem, hint)
         self.problems.append(problem)
+
+    def _image_type(self, layout: Layout) -> str:
+        """The image type; an unknown one is ``XX``, as PLUS reads it (a note in problems)."""
+        text = (layout.image_type or "BRIGHTNESS").strip().upper()
+        if text in IMAGE_TYPES:
+            return text
+        key = "UltrasoundImageType" if layout.format == "metaio" else "ultrasound image type"
+        self.problems.append(
+            f"{key} = {layout.image_type!r} is not a PLUS image type: read as XX (unknown), "
+            "as PLUS does"
+        )
+        return UNKNOWN_IMAGE_TYPE
 
     def _orientation(self, layout: Layout) -> str:
         text = (layout.orientation or "MF").strip()
@@ -216,6 +238,8 @@ class Sequence:
                 layout.data_path, layout.data_offset, 0, self.frame_shape, self.dtype
             )
             return n
+        if layout.frames_interleaved:
+            return self._open_interleaved(layout, available)
         if layout.encoding == "raw":
             expected = n * frame_bytes
             complete = n
@@ -238,6 +262,35 @@ class Sequence:
             )
             return complete
         return self._open_compressed(layout, available)
+
+    def _open_interleaved(self, layout: Layout, available: int) -> int:
+        """Open pixels whose frame axis is not the slowest (see :class:`InterleavedPixels`)."""
+        n = self.declared_frames
+        expected = n * layout.frame_bytes
+        if layout.encoding == "raw" and available != expected:
+            raise InputError(
+                self.path,
+                f"the size line declares {n} frames of {layout.frame_bytes} bytes = "
+                f"{expected} bytes, the file holds {available} bytes of pixels; its frame "
+                "axis is not the last, so the frames are interleaved and none can be "
+                "recovered on its own",
+            )
+        wbits = {"raw": None, "zlib": 15, "gzip": 31}[layout.encoding]
+        shape = layout.data_shape
+        try:
+            self._pixels = InterleavedPixels(
+                layout.data_path,
+                layout.data_offset,
+                layout.data_length,
+                shape,
+                layout.permutation,
+                self.frame_shape,
+                self.dtype,
+                wbits,
+            )
+        except PixelError as exc:
+            raise InputError(self.path, exc.problem) from None
+        return n
 
     def _open_compressed(self, layout: Layout, available: int) -> int:
         n = self.declared_frames
@@ -285,17 +338,28 @@ class Sequence:
             self.problems.append(problem)
         return complete
 
-    def _geometry(self, layout: Layout) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Pixel spacing and origin of the pixel axes (loosely parsed; defaults 1 and 0)."""
+    def _geometry(self, layout: Layout) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray]:
+        """Pixel spacing, origin and axis directions of the pixel axes (loosely parsed).
+
+        MetaIO: ``ElementSpacing``, ``Offset`` and ``TransformMatrix`` (row i = the direction
+        of pixel axis i, as ITK reads it). NRRD: ``space origin`` and ``space directions``
+        (spacing = each vector's length, direction = the vector / its length, sign kept).
+        Defaults: spacing 1, origin 0, identity directions.
+        """
         k = layout.ndim_spatial
         spacing = [1.0] * k
         origin = [0.0] * k
+        directions = np.eye(k)
         try:
             if layout.format == "metaio":
                 values = [float(v) for v in (layout.raw.get("ElementSpacing") or "").split()]
                 spacing[: min(k, len(values))] = values[:k]
                 values = [float(v) for v in (layout.raw.get("Offset") or "").split()]
                 origin[: min(k, len(values))] = values[:k]
+                values = [float(v) for v in (layout.raw.get("TransformMatrix") or "").split()]
+                size = math.isqrt(len(values))
+                if size >= k and size * size == len(values):
+                    directions = np.array(values).reshape(size, size)[:k, :k]
             else:
                 vectors = [
                     [float(x) for x in part.strip("()").split(",")]
@@ -303,13 +367,19 @@ class Sequence:
                     if part != "none"
                 ]
                 for i, vector in enumerate(vectors[:k]):
-                    spacing[i] = math.hypot(*vector)  # no overflow warning on absurd values
+                    length = math.hypot(*vector)  # no overflow warning on absurd values
+                    spacing[i] = length
+                    if len(vector) >= k and length > 0 and math.isfinite(length):
+                        directions[i] = np.array(vector[:k]) / length
                 text = (layout.raw.get("space origin") or "").strip("() ")
                 values = [float(x) for x in text.split(",")] if text else []
                 origin[: min(k, len(values))] = values[:k]
         except ValueError:
-            self.problems.append("pixel spacing/origin not readable; using 1 and 0")
-        return tuple(spacing), tuple(origin)
+            self.problems.append("pixel spacing/origin/directions not readable; using defaults")
+        if not np.isfinite(directions).all():
+            self.problems.append("pixel axis directions not finite; using identity")
+            directions = np.eye(k)
+        return tuple(spacing), tuple(origin), directions
 
     def _column(self, key: str) -> list[str | None]:
         """The value of per-frame field ``key`` in each frame (None where absent)."""
@@ -329,6 +399,71 @@ class Sequence:
                 out[i] = _parse_float(self.path, i, key, text)
         return out
 
+    def _frame_numbers(self) -> tuple[np.ndarray, bool]:
+        """``FrameNumber`` of each frame (int64) and whether any frame has a usable one.
+
+        A FrameNumber that is not an integer in int64 range (``1.5``, ``1e30``, text) is
+        kept, as written, in the frame's ``FrameNumberText`` field; the frame is numbered
+        as if it had none (its index), with a note in ``problems``.
+        """
+        n = self._n
+        values = self._column("FrameNumber")
+        numbers = np.arange(n, dtype=np.int64)
+        self._frame_number_text: dict[int, str] = {}
+        if None not in values:
+            try:
+                return np.array(values).astype(np.int64), n > 0
+            except (ValueError, OverflowError):
+                pass  # sort them out one by one below
+        found = False
+        bad: list[int] = []
+        for i, text in enumerate(values):
+            if text is None:
+                continue
+            try:
+                number = int(text.strip())
+            except ValueError:
+                number = None
+            if number is None or not _INT64_MIN <= number <= _INT64_MAX:
+                bad.append(i)
+                self._frame_number_text[i] = text
+                continue
+            numbers[i] = number
+            found = True
+        if bad:
+            self.problems.append(
+                f"FrameNumber of {len(bad)} frame(s) (first: frame {bad[0]}, "
+                f"{values[bad[0]]!r}) is not an integer: kept as {FRAME_NUMBER_TEXT}, the "
+                "frame numbered by its index"
+            )
+        return numbers, found
+
+    def _index_values(self) -> None:
+        """Frame times from 3D Slicer's ``axis K index values`` (when no frame has a Timestamp).
+
+        3D Slicer stores a volume sequence's index values (the frame times, unit ``s``) as
+        ``axis 0 index values`` or ``axis 3 index values`` (the frame axis), URL-encoded and
+        space-separated; they are used when they are numbers, one per frame.
+        """
+        axis = self._layout.frame_axis
+        keys = [f"axis {axis} index values"] if axis is not None else []
+        keys += [k for k in ("axis 0 index values", "axis 3 index values") if k not in keys]
+        for key in keys:
+            text = self._layout.raw.get(key)
+            if text is None:
+                continue
+            index_type = self._layout.raw.get(key.replace("values", "type")) or "numeric"
+            values = [urllib.parse.unquote(v) for v in text.split()]
+            if index_type.strip().lower() != "numeric" or len(values) != self._n:
+                continue
+            try:
+                times = np.array([float(v) for v in values], dtype=np.float64)
+            except ValueError:
+                continue
+            if np.isfinite(times).all():
+                self.timestamps = times
+                return
+
     def _parse_frame_values(self) -> None:
         """Timestamps, frame numbers, image statuses and transforms of every frame.
 
@@ -339,9 +474,9 @@ class Sequence:
         frames = self._frame_fields
         names = list(dict.fromkeys(itertools.chain.from_iterable(frames)))
         self.timestamps = self._numbers("Timestamp", np.full(n, np.nan))
-        self.has_frame_numbers = "FrameNumber" in names
-        numbers = self._numbers("FrameNumber", np.arange(n, dtype=np.float64))
-        self.frame_numbers = numbers.astype(np.int64)
+        if "Timestamp" not in names:
+            self._index_values()
+        self.frame_numbers, self.has_frame_numbers = self._frame_numbers()
         self.image_ok = np.array(
             [v is None or v.strip().upper() == "OK" for v in self._column(self._status_field)],
             dtype=bool,
@@ -482,6 +617,8 @@ class Sequence:
             ):
                 continue
             other[key] = value
+        if index in self._frame_number_text:
+            other[FRAME_NUMBER_TEXT] = self._frame_number_text[index]
         t = float(self.timestamps[index])
         return TrackedFrame(
             image=self.image(index),
