@@ -222,12 +222,26 @@ def test_cli_real_process_reports_missing_file(tmp_path):
     assert done.stderr.strip() == f"usnav info: error: {missing}: no such file"
 
 
-def test_writer_refuses_fields_that_slicer_would_misread(tmp_path):
-    frame = make_frames(1)[0]
-    frame.fields["TransformSource"] = "tracker A"
-    with pytest.raises(InputError, match="3D Slicer reads every such field as a matrix"):
-        write_sequence(tmp_path / "rec.igs.mha", [frame])
-    assert not list(tmp_path.iterdir())  # nothing left behind
+def test_writer_renames_fields_that_slicer_would_misread(tmp_path, caplog):
+    """A field with 'Transform' in its name that is not a transform (3D Slicer reads every
+    such field as a matrix) is written as ...Xform..., said once in the log; the frames are
+    written (a recording stopped at frame 0 over it: "received 1, written 0")."""
+    frames = make_frames(3)
+    for frame in frames:
+        frame.fields["TransformSource"] = "tracker A"
+        frame.fields["ImageToProbeTransformNote"] = "hello"
+    with caplog.at_level("WARNING", logger="usnav.io.sequence_writer"):
+        path = write_sequence(tmp_path / "rec.igs.mha", frames)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2  # once per field, not per frame
+    assert "'ImageToProbeTransformNote'" in warnings[1] and "'ImageToProbeXformNote'" in warnings[1]
+    with read_sequence(path) as seq:
+        assert len(seq) == 3
+        assert seq.transform_names == ["ProbeToTracker", "ReferenceToTracker"]
+        assert seq.fields(2)["XformSource"] == "tracker A"
+        assert seq.fields(2)["ImageToProbeXformNote"] == "hello"
+    text = path.read_bytes().split(b"ElementDataFile")[0].decode()
+    assert "TransformSource" not in text and "TransformNote" not in text
     frame = make_frames(1)[0]
     frame.fields["Note"] = "two\nlines"
     with pytest.raises(InputError, match="line break"):

@@ -79,19 +79,26 @@ def test_compressed_open_inflates_nothing(tmp_path):
         assert np.array_equal(seq.image(0), make_frames(1, (60, 80))[0].image)
 
 
-def test_big_endian_pixels(tmp_path):
+def test_big_endian_pixels_are_written_little_endian(tmp_path):
+    """IGSIO ignores BinaryDataByteOrderMSB / endian when it reads (and writes little-endian):
+    a big-endian file of ours would open byte-swapped in PLUS, so the writer swaps the data."""
     frames = make_frames(3, (8, 9), "uint16")
     for f in frames:
         f.image = f.image.astype(">u2")
     path = write_sequence(tmp_path / "be.igs.mha", frames, compress=False)
-    assert b"BinaryDataByteOrderMSB = True" in path.read_bytes()
+    data = path.read_bytes()
+    assert b"BinaryDataByteOrderMSB = False" in data
+    # the last frame's bytes, as PLUS reads them (little-endian, whatever the header says)
+    last = np.frombuffer(data[-8 * 9 * 2 :], dtype="<u2").reshape(8, 9)
+    assert np.array_equal(last, frames[2].image)
     with read_sequence(path) as seq:
-        assert seq.dtype == np.dtype(">u2")
+        assert seq.dtype == np.dtype("<u2")
         assert np.array_equal(seq.image(2), frames[2].image)  # same values
     nrrd = write_sequence(tmp_path / "be.seq.nrrd", frames)
-    assert b"endian: big" in nrrd.read_bytes()
+    assert b"endian: little" in nrrd.read_bytes()
     with read_sequence(nrrd) as seq:
-        assert np.array_equal(seq.image(1).astype(np.uint16), frames[1].image)
+        assert seq.dtype == np.dtype("<u2")
+        assert np.array_equal(seq.image(1), frames[1].image)
 
 
 def test_journal_described_by_info(tmp_path):

@@ -217,6 +217,19 @@ def _read_meta(journal: Path) -> dict[str, Any]:
             and all(math.isfinite(x) for x in value)
         ):
             raise bad(field, "null or a list of 1 to 4 finite numbers")
+    directions = meta.get("directions")
+    if directions is not None and not (
+        isinstance(directions, list)
+        and 1 <= len(directions) <= 3
+        and all(
+            isinstance(row, list)
+            and len(row) == len(directions)
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in row)
+            and all(math.isfinite(x) for x in row)
+            for row in directions
+        )
+    ):
+        raise bad("directions", "null or a square matrix (list of rows) of finite numbers")
     if meta.get("volume") not in (None, True, False):
         raise bad("volume", "null, true or false")
     return meta
@@ -428,6 +441,7 @@ def _header(
         extra_fields=meta.get("header_fields") or {},
         spacing=tuple(meta["spacing"]) if meta.get("spacing") else None,
         offset=tuple(meta["offset"]) if meta.get("offset") else None,
+        directions=meta.get("directions"),
     )
     if meta["format"] == "metaio":
         return format_metaio_header(

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import math
 import os
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,37 @@ from usnav.io.sequence_reader import (
 __all__ = ["SequenceWriter", "convert_sequence", "write_sequence"]
 
 
-def _frame_text_fields(frame: TrackedFrame, source: str) -> dict[str, str]:
-    """A frame's fields as PLUS writes them (without the image status)."""
+log = logging.getLogger(__name__)
+
+#: What ``Transform`` becomes in the name of a field that is not a transform.
+SAFE_TRANSFORM_WORD = "Xform"
+
+
+def safe_field_name(key: str) -> str:
+    """``ImageToProbeTransformNote`` → ``ImageToProbeXformNote``; other names unchanged.
+
+    3D Slicer reads every frame field whose name contains ``Transform`` (and not ``Status``)
+    as a matrix, and PLUS every field ending in ``Transform``: a field that is not a
+    transform is written under a name without the word.
+    """
+    if TRANSFORM_SUFFIX in key and "Status" not in key:
+        return key.replace(TRANSFORM_SUFFIX, SAFE_TRANSFORM_WORD)
+    return key
+
+
+def _frame_text_fields(
+    frame: TrackedFrame,
+    source: str,
+    renamed: dict[str, str] | None = None,
+    unstated: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """A frame's fields as PLUS writes them (without the image status).
+
+    A field whose name has ``Transform`` in it but is not a transform is written under
+    :func:`safe_field_name` (recorded in ``renamed``: old → new). A transform whose matrix
+    is not finite is written INVALID. The transforms named in ``unstated`` get no status
+    field when their status is OK (a converted file keeps a source without them as it was).
+    """
     out: dict[str, str] = {}
     for key, value in frame.fields.items():
         text = str(value)
@@ -64,21 +94,26 @@ def _frame_text_fields(frame: TrackedFrame, source: str) -> dict[str, str]:
             raise InputError(source, f"field {key} contains a line break")
         if not key or any(c in key for c in "=:\n\r"):
             raise InputError(source, f"field name {key!r} cannot be written to a sequence file")
-        if TRANSFORM_SUFFIX in key and "Status" not in key:
-            raise InputError(
-                source,
-                f"field {key!r} has 'Transform' in its name but is not a transform",
-                "3D Slicer reads every such field as a matrix: rename it",
-            )
-        out[key] = text
+        safe = safe_field_name(key)
+        if safe != key:
+            while safe in frame.fields or safe in out:
+                safe += "_"
+            if renamed is not None:
+                renamed[key] = safe
+        out[safe] = text
     for name, transform in frame.transforms.items():
         matrix = np.asarray(transform.matrix, dtype=np.float64)
         if matrix.shape != (4, 4):
             raise InputError(source, f"transform {name} has shape {matrix.shape}, expected (4, 4)")
         out[f"{name}{TRANSFORM_SUFFIX}"] = " ".join(format_number(v) for v in matrix.ravel())
+        status = transform.status
+        if status is TransformStatus.OK and not np.isfinite(matrix).all():
+            status = TransformStatus.INVALID  # NaN/inf is no pose; PLUS would trust OK
         kept = out.get(f"{name}{STATUS_SUFFIX}")
-        if kept is None or TransformStatus.parse(kept) is not transform.status:
-            out[f"{name}{STATUS_SUFFIX}"] = transform.status.value
+        if kept is None and name in unstated and status is TransformStatus.OK:
+            continue
+        if kept is None or TransformStatus.parse(kept) is not status:
+            out[f"{name}{STATUS_SUFFIX}"] = status.value
     if math.isfinite(frame.t_device):
         out["Timestamp"] = format_number(frame.t_device)
     out["FrameNumber"] = str(int(frame.frame_number))
@@ -120,6 +155,9 @@ class SequenceWriter:
     spacing, offset
         ElementSpacing / Offset of the pixel axes (default 1 and 0: PLUS keeps the mm
         scaling in ImageToProbe).
+    directions
+        Unit direction of each pixel axis, one row per axis (MetaIO ``TransformMatrix``,
+        NRRD ``space directions`` / spacing); default identity.
     volume
         Frames of shape (a, b, c) are (rows, cols, channels) when c ≤ 4, else volumes
         (slices, rows, cols); True/False forces volumes / 2D frames with channels.
@@ -147,6 +185,7 @@ class SequenceWriter:
         header_fields: dict[str, str] | None = None,
         spacing: tuple[float, ...] | None = None,
         offset: tuple[float, ...] | None = None,
+        directions: np.ndarray | None = None,
         volume: bool | None = None,
         fsync_interval_s: float = 1.0,
     ):
@@ -165,10 +204,23 @@ class SequenceWriter:
             normalize_orientation(orientation)
         if image_type.upper() not in IMAGE_TYPES:
             raise InputError(
-                "image_type",
-                f"unknown ultrasound image type {image_type!r}",
+                self.path,
+                f"cannot record ultrasound image type {image_type!r}",
                 f"use one of {', '.join(IMAGE_TYPES)}",
             )
+        if directions is not None:
+            directions = np.asarray(directions, dtype=np.float64)
+            if (
+                directions.ndim != 2
+                or directions.shape[0] != directions.shape[1]
+                or not 1 <= directions.shape[0] <= 3
+                or not np.isfinite(directions).all()
+            ):
+                raise InputError(
+                    self.path,
+                    f"pixel axis directions of shape {directions.shape} cannot be written",
+                    "give a finite k x k matrix for k = 2 or 3 pixel axes",
+                )
         self._meta = {
             "version": JOURNAL_VERSION,
             "target": self.path.name,
@@ -180,6 +232,7 @@ class SequenceWriter:
             "header_fields": dict(header_fields or {}),
             "spacing": list(spacing) if spacing else None,
             "offset": list(offset) if offset else None,
+            "directions": directions.tolist() if directions is not None else None,
             "volume": volume,
             "created": time.time(),
         }
@@ -200,6 +253,9 @@ class SequenceWriter:
         if self.format == "nrrd":
             self._checksum = 0
         self._failed: UsnavError | None = None
+        #: Fields written under another name (old → new): see :func:`safe_field_name`.
+        self.renamed_fields: dict[str, str] = {}
+        self._unstated: frozenset[str] = frozenset()
         self._interrupted = False
         self._closed = False
         try:
@@ -238,6 +294,9 @@ class SequenceWriter:
     def _pixel_bytes(self, frame: TrackedFrame) -> tuple[list, bool]:
         """(byte chunks to append for this frame, image_ok)."""
         image = np.asarray(frame.image)
+        if image.dtype.byteorder == ">":
+            # IGSIO ignores the byte order field and reads little-endian: write it so
+            image = image.astype(image.dtype.newbyteorder("<"))
         has_image = image.size > 0
         if has_image and image.dtype.kind not in "uif":
             raise InputError(
@@ -295,7 +354,18 @@ class SequenceWriter:
         if self._failed is not None:
             raise self._failed
         index = len(self._frames)
-        fields = _frame_text_fields(frame, f"{self.path} frame {index}")
+        renamed: dict[str, str] = {}
+        fields = _frame_text_fields(frame, f"{self.path} frame {index}", renamed, self._unstated)
+        for old, new in renamed.items():
+            if old not in self.renamed_fields:
+                self.renamed_fields[old] = new
+                log.warning(
+                    "%s: field %r is not a transform but has 'Transform' in its name; "
+                    "written as %r (3D Slicer and PLUS would read it as a transform)",
+                    self.path,
+                    old,
+                    new,
+                )
         try:
             if self._meta["orientation"] is None:
                 self._meta["orientation"] = normalize_orientation(frame.orientation)
@@ -502,23 +572,36 @@ def convert_sequence(
         layout_keys = METAIO_STRUCTURAL_KEYS | NRRD_STRUCTURAL_KEYS
         extra = {k: v for k, v in seq.header.items() if k.lower() not in layout_keys}
         total = len(seq)
-
-        def frames() -> Iterator[TrackedFrame]:
-            for i in range(total):
-                yield seq.frame(i)
-                if progress is not None:
-                    progress(i + 1, total)
-
-        return write_sequence(
+        writer = SequenceWriter(
             dst,
-            frames(),
             compress=seq.compressed if compress is None else compress,
             orientation=seq.orientation if seq.image_size[0] else None,
             image_type=seq.image_type,
             header_fields=extra,
             spacing=seq.spacing,
             offset=seq.origin,
+            directions=seq.directions,
+            fsync_interval_s=math.inf,
         )
+        try:
+            for i in range(total):
+                frame = seq.frame(i)
+                source_fields = seq.fields(i)
+                # a transform without a status field stays without one (PLUS reads it as
+                # invalid, usnav as OK): the converted file says what the source said
+                writer._unstated = frozenset(
+                    name
+                    for name in frame.transforms
+                    if f"{name}{STATUS_SUFFIX}" not in source_fields
+                )
+                writer.append(frame)
+                if progress is not None:
+                    progress(i + 1, total)
+        except BaseException:
+            writer.abort()
+            remove_journal(writer.journal)
+            raise
+        return writer.close()
 
 
 def _convert_journal(
