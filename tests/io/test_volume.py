@@ -9,6 +9,7 @@ import nrrd
 import numpy as np
 import pytest
 
+from usnav.cli.main import main
 from usnav.errors import InputError
 from usnav.io.volume import Volume, load_volume, save_volume
 
@@ -80,3 +81,198 @@ def test_real_resect_volume(shared_data: Path) -> None:
     np.testing.assert_allclose(vol.spacing_mm, 0.5, atol=0.01)
     lo, hi = vol.bounds_ras()
     assert np.all(hi - lo > 40)
+
+
+# --- Where a file leaves its placement open: read as ITK (3D Slicer) does, or refuse -------------
+
+LPS_HEADER = {
+    "space directions": np.diag([0.8, 0.9, 1.1]),
+    "space origin": np.array([10.0, 20.0, 30.0]),
+    "kinds": ["domain"] * 3,
+}
+
+
+def _label() -> np.ndarray:
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1, 2, 3] = 1
+    return data
+
+
+def _itk_ras(path: Path, ijk: tuple[int, int, int]) -> np.ndarray:
+    """Where ITK (3D Slicer's reader) puts voxel ``ijk`` of ``path``, RAS mm."""
+    sitk = pytest.importorskip("SimpleITK")
+    lps = sitk.ReadImage(str(path)).TransformIndexToPhysicalPoint([int(v) for v in ijk])
+    return np.array(lps) * [-1.0, -1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "space", [{"space dimension": 3}, {"space": "3D-right-handed"}, {"space": "scanner-xyz"}]
+)
+def test_nrrd_space_without_anatomy_is_read_as_lps_where_slicer_shows_it(
+    tmp_path: Path, space: dict
+) -> None:
+    path = tmp_path / "label.nrrd"
+    nrrd.write(str(path), _label(), {**LPS_HEADER, **space}, index_order="F")
+    vol = load_volume(path)
+    # (10, 20, 30) LPS = (-10, -20, 30) RAS; +i goes to L
+    np.testing.assert_allclose(vol.affine @ [0, 0, 0, 1], [-10, -20, 30, 1])
+    np.testing.assert_allclose(vol.affine @ [1, 2, 3, 1], [-10.8, -21.8, 33.3, 1])
+    np.testing.assert_allclose(vol.affine[:3] @ [1, 2, 3, 1], _itk_ras(path, (1, 2, 3)))
+    assert "taken as LPS" in vol.read_as
+
+
+def test_nrrd_with_only_spacings_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "spacings.nrrd"
+    nrrd.write(str(path), _label(), {"spacings": np.array([0.8, 0.9, 1.1])}, index_order="F")
+    with pytest.raises(InputError, match=r"spacings\.nrrd: NRRD has 'spacings' but no 'space dir"):
+        load_volume(path)
+
+
+def test_info_says_how_a_volume_was_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "label.nrrd"
+    header = {**LPS_HEADER, "space dimension": 3, "space units": ["m", "m", "m"]}
+    nrrd.write(str(path), _label(), header, index_order="F")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "spacing      800 x 900 x 1100 mm" in out
+    assert "read as      no 'space' field: taken as LPS, as ITK and 3D Slicer read it" in out
+    assert "space units m m m, ×1000 1000 1000 to mm" in out
+
+
+def _nifti(path: Path, sform: np.ndarray, qform: np.ndarray, codes: tuple[int, int]) -> Path:
+    img = nib.Nifti1Image(np.zeros((10, 12, 14), np.float32), sform)
+    img.set_sform(sform, code=codes[0])
+    img.set_qform(qform, code=codes[1])
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(path))
+    return path
+
+
+def test_nifti_sform_and_qform_placing_the_volume_apart_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    mirrored_x = np.diag([-1.0, 1.0, 1.0, 1.0]) @ AFFINE
+    path = _nifti(tmp_path / "mri.nii.gz", AFFINE, mirrored_x, (2, 1))
+    # the reason: ITK (3D Slicer) takes the qform here, nibabel the sform
+    itk = _itk_ras(path, (0, 0, 0))
+    np.testing.assert_allclose(itk, mirrored_x[:3, 3], atol=1e-4)
+    with pytest.raises(InputError) as caught:
+        load_volume(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: sform (code 2) and qform (code 1) disagree")
+    assert "corners up to 80.5 mm apart and one is the mirror image of the other" in message
+    assert "img.set_qform(img.get_sform(), code=2)" in message
+    # the CLI: one line, exit 2
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disagree" in err and "Traceback" not in err
+
+
+def test_nifti_forms_2_mm_apart_or_mirrored_in_place_are_refused(tmp_path: Path) -> None:
+    shifted = AFFINE.copy()
+    shifted[1, 3] += 2.0
+    with pytest.raises(InputError, match=r"up to 2\.0 mm apart; nibabel"):
+        load_volume(_nifti(tmp_path / "shifted.nii", AFFINE, shifted, (1, 1)))
+    # one 0.3 mm slice mirrored about its middle: the corners move 0.3 mm, the handedness flips
+    thin = np.diag([0.5, 0.6, 0.3, 1.0])
+    img = nib.Nifti1Image(np.zeros((4, 5, 1), np.float32), thin)
+    img.set_sform(thin, code=1)
+    img.set_qform(thin @ np.diag([1.0, 1.0, -1.0, 1.0]), code=1)
+    nib.save(img, str(tmp_path / "slice.nii"))
+    with pytest.raises(InputError, match=r"up to 0\.3 mm apart and one is the mirror image"):
+        load_volume(tmp_path / "slice.nii")
+
+
+def test_nifti_forms_that_differ_by_rounding_still_load(tmp_path: Path) -> None:
+    # an oblique affine: the qform's quaternion is float32, the sform's matrix too
+    angle = np.deg2rad(17.3)
+    turn = np.eye(4)
+    turn[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    oblique = turn @ AFFINE
+    vol = load_volume(_nifti(tmp_path / "oblique.nii", oblique, oblique, (1, 1)))
+    np.testing.assert_allclose(vol.affine, oblique, atol=1e-4)
+    # 0.05° apart: well under 0.5 mm at the corners of this small volume
+    tiny = np.eye(4)
+    tiny[:2, :2] = [[1.0, -np.deg2rad(0.05)], [np.deg2rad(0.05), 1.0]]
+    vol = load_volume(_nifti(tmp_path / "tiny.nii", oblique, tiny @ oblique, (2, 1)))
+    np.testing.assert_allclose(vol.affine, oblique, atol=1e-4)
+    assert vol.read_as.startswith("sform (code 2); the qform (code 1) agrees within")
+
+
+def test_saved_nifti_with_a_shear_loads_again(tmp_path: Path) -> None:
+    sheared = AFFINE.copy()
+    sheared[0, 1] = 0.3  # no quaternion holds this: the qform is left out
+    vol = Volume(np.zeros((4, 5, 6), np.float32), sheared)
+    back = load_volume(save_volume(vol, tmp_path / "sheared.nii"))
+    np.testing.assert_allclose(back.affine, sheared, atol=1e-6)
+
+
+@pytest.mark.parametrize(("unit", "mm_per_unit"), [("meter", 1000.0), ("micron", 0.001)])
+def test_nifti_lengths_in_metres_or_micrometres_are_converted_to_mm(
+    tmp_path: Path, unit: str, mm_per_unit: float
+) -> None:
+    in_unit = AFFINE.copy()
+    in_unit[:3] /= mm_per_unit
+    img = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), in_unit)
+    img.set_sform(in_unit, code=1)
+    img.set_qform(in_unit, code=1)
+    img.header.set_xyzt_units(unit)
+    nib.save(img, str(tmp_path / "mri.nii"))
+    vol = load_volume(tmp_path / "mri.nii")
+    np.testing.assert_allclose(vol.affine, AFFINE, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(vol.spacing_mm, [0.5, 0.6, 0.7], rtol=1e-5)
+    # as ITK converts them (spacing and origin)
+    np.testing.assert_allclose(
+        _itk_ras(tmp_path / "mri.nii", (1, 2, 3)), vol.affine[:3] @ [1, 2, 3, 1], atol=1e-3
+    )
+    assert f", ×{mm_per_unit:g} to mm" in vol.read_as
+
+
+@pytest.mark.parametrize("xyzt_units", [0, 2])
+def test_nifti_lengths_in_mm_or_without_a_unit_are_mm(tmp_path: Path, xyzt_units: int) -> None:
+    img = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), AFFINE)
+    img.header["xyzt_units"] = xyzt_units
+    nib.save(img, str(tmp_path / "mri.nii"))
+    np.testing.assert_allclose(load_volume(tmp_path / "mri.nii").affine, AFFINE, atol=1e-6)
+
+
+def test_nifti_with_a_spatial_unit_code_that_is_none_is_refused(tmp_path: Path) -> None:
+    img = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), AFFINE)
+    img.header["xyzt_units"] = 5
+    nib.save(img, str(tmp_path / "mri.nii"))
+    with pytest.raises(InputError, match=r"mri\.nii: xyzt_units has spatial code 5"):
+        load_volume(tmp_path / "mri.nii")
+
+
+def _nrrd_with_units(path: Path, units: str) -> Path:
+    """A LPS NRRD whose ``space units`` line is ``units`` as written (UTF-8, which pynrrd's
+    writer cannot do)."""
+    header = {**LPS_HEADER, "space": "left-posterior-superior", "space units": ["x", "x", "x"]}
+    nrrd.write(str(path), _label(), header, index_order="F")
+    path.write_bytes(path.read_bytes().replace(b'"x" "x" "x"', units.encode("utf-8"), 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("units", "scale"),
+    [
+        ('"m" "m" "m"', [1000.0] * 3),
+        ('"cm" "cm" "cm"', [10.0] * 3),
+        ('"mm" "mm" "mm"', [1.0] * 3),
+        ('"um" "um" "um"', [0.001] * 3),
+        ('"\u00b5m" "\u00b5m" "\u00b5m"', [0.001] * 3),  # pynrrd reads these as "m"
+        ('"mm" "mm" "cm"', [1.0, 1.0, 10.0]),
+    ],
+)
+def test_nrrd_space_units_are_converted_to_mm(tmp_path: Path, units: str, scale: list) -> None:
+    vol = load_volume(_nrrd_with_units(tmp_path / "label.nrrd", units))
+    lps_mm = np.diag([*scale, 1.0]) @ np.array(
+        [[0.8, 0, 0, 10.0], [0, 0.9, 0, 20.0], [0, 0, 1.1, 30.0], [0, 0, 0, 1]]
+    )
+    np.testing.assert_allclose(vol.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps_mm)
+
+
+def test_nrrd_unknown_space_unit_is_refused(tmp_path: Path) -> None:
+    path = _nrrd_with_units(tmp_path / "label.nrrd", '"furlong" "furlong" "furlong"')
+    with pytest.raises(InputError, match=r"label\.nrrd: unknown NRRD space unit 'furlong'"):
+        load_volume(path)

@@ -54,7 +54,8 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
         ``non_finite`` matrices marked OK), ``timestamps`` [first, last] (s), ``duration_s``,
         ``frame_rate_hz``, ``timestamps_missing`` (frames without a finite timestamp),
         ``dropped`` (with the steps backwards)... ``kind`` = ``"volume"``: ``shape``,
-        ``spacing_mm``, ``ras_bounds_mm`` {min, max}.
+        ``spacing_mm`` (after any unit conversion), ``ras_bounds_mm`` {min, max}, ``read_as``
+        (how the file's space and length unit were read; NIfTI and NRRD).
 
     Raises
     ------
@@ -136,6 +137,7 @@ def describe_volume(volume: Volume) -> dict:
             "max": [_round(float(v)) for v in high],
         },
         "value_range": [_number(data.min()), _number(data.max())] if data.size else None,
+        **({"read_as": volume.read_as} if volume.read_as else {}),
     }
 
 
@@ -296,6 +298,8 @@ def format_description(info: dict) -> str:
         ]
         if info.get("value_range"):
             lines.append(f"  values       {info['value_range'][0]:g}..{info['value_range'][1]:g}")
+        if info.get("read_as"):
+            lines.append(f"  read as      {info['read_as']}")
         return "\n".join(lines)
     if info["kind"] == "journal":
         shape = " x ".join(map(str, info["frame_shape"][::-1][-2:] if info["frame_shape"] else []))

@@ -1,14 +1,36 @@
-"""Volumes (preoperative MRI, tumor label maps) in RAS world space.
+"""Volumes (preoperative MRI, tumor label maps) in RAS world space, mm.
 
 One type, :class:`Volume`: a voxel array indexed ``[i, j, k]`` and the 4×4 affine from voxel
 index to RAS mm (nibabel's convention). NIfTI is RAS already; NRRD files in LPS (ITK, Slicer's
-default) are converted here, once, on load and save.
+default) are converted here, once, on load and save. Lengths in metres or micrometres are
+converted to mm here too.
+
+The surgeon checks the plan in 3D Slicer, which reads both formats through ITK, so where a file
+leaves its placement open usnav reads it as ITK does, or refuses it where the readers disagree:
+
+- NRRD without anatomical labels on its space (no ``space`` field, only ``space dimension: 3``;
+  or ``space: 3D-right-handed`` / ``scanner-xyz``) is read as **LPS**. ITK's NrrdImageIO flips
+  only RAS and LAS space directions and origin to its LPS world and keeps every other space's
+  numbers as they are, so Slicer shows such a file as LPS; reading it as RAS would put it
+  mirrored in x and y against what the surgeon saw. A NRRD with only per-axis ``spacings`` (no
+  ``space directions``) has no world orientation and is refused.
+- NIfTI whose sform and qform are both set (codes > 0) but place a corner of the volume more than
+  :data:`FORMS_AGREE_MM` apart, or mirror each other, is refused: nibabel (and usnav) use the
+  sform, ITK 5.4 uses the qform unless the sform code is 1 (scanner) or the two nearly agree,
+  ITK 4 always used a qform that was set: which placement the surgeon saw depends on the program.
+  Differences up to that (quaternion rounding) load, with the sform.
+- Units: NIfTI ``xyzt_units`` metres (×1000) and micrometres (×0.001) are converted to mm, mm and
+  unknown (0) are taken as mm, as ITK does (spacing and origin). NRRD ``space units`` m, cm, mm and
+  µm are converted; any other unit is refused. ITK ignores NRRD ``space units`` (Slicer shows such
+  a file with its numbers taken as mm), but usnav measures margins in mm on the patient, so the
+  unit the file states is honoured; the size mismatch in Slicer is loud, not a silent mirror.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +43,7 @@ from usnav.io.inputs import require_existing
 #: diag(-1, -1, 1, 1): flips between LPS and RAS (its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
+#: NRRD spaces with anatomical labels → the matrix that takes their coordinates to RAS.
 _NRRD_SPACES = {
     "right-anterior-superior": np.eye(4),
     "ras": np.eye(4),
@@ -29,6 +52,25 @@ _NRRD_SPACES = {
     "left-anterior-superior": np.diag([-1.0, 1.0, 1.0, 1.0]),
     "las": np.diag([-1.0, 1.0, 1.0, 1.0]),
 }
+#: NRRD spaces without anatomical labels: ITK keeps their numbers as its own LPS coordinates.
+_NRRD_UNLABELLED_SPACES = ("3d-right-handed", "scanner-xyz")
+
+#: NRRD ``space units`` → mm per unit (lower case; both micro signs).
+_NRRD_MM_PER_UNIT = {
+    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), 1000.0),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), 10.0),
+    **dict.fromkeys(("mm", "millimeter", "millimeters", "millimetre", "millimetres", ""), 1.0),
+    **dict.fromkeys(("um", "\u00b5m", "\u03bcm", "micron", "microns"), 0.001),
+    **dict.fromkeys(("micrometer", "micrometers", "micrometre", "micrometres"), 0.001),
+}
+
+#: NIfTI ``xyzt_units`` spatial code (bits 0-2) → (name, mm per unit). 0 = unknown, taken as mm
+#: (as ITK's NiftiImageIO does; it scales spacing and origin by the same factors).
+_NIFTI_MM_PER_UNIT = {0: ("unknown", 1.0), 1: ("m", 1000.0), 2: ("mm", 1.0), 3: ("µm", 0.001)}
+
+#: The sform and qform of a NIfTI may place the volume's corners this far apart (mm) and still
+#: count as one placement (quaternion rounding, float32 storage); farther apart is refused.
+FORMS_AGREE_MM = 0.5
 
 
 @dataclass
@@ -45,12 +87,16 @@ class Volume:
         Where it came from (for messages).
     meta
         Extra header fields kept from the file (strings).
+    read_as
+        How the file's placement and length unit were read, for a person (``usnav info``), e.g.
+        ``"no 'space' field: taken as LPS, as ITK and 3D Slicer read it; lengths in mm"``.
     """
 
     data: np.ndarray
     affine: np.ndarray
     source: str = "<memory>"
     meta: dict[str, str] = field(default_factory=dict)
+    read_as: str = ""
 
     def __post_init__(self) -> None:
         self.affine = np.asarray(self.affine, dtype=np.float64)
@@ -74,15 +120,7 @@ class Volume:
 
     def bounds_ras(self) -> tuple[np.ndarray, np.ndarray]:
         """Axis-aligned RAS bounding box (min, max) of the voxel centres, mm."""
-        corners = np.array(
-            [
-                [i, j, k, 1.0]
-                for i in (0, self.shape[0] - 1)
-                for j in (0, self.shape[1] - 1)
-                for k in (0, self.shape[2] - 1)
-            ]
-        )
-        world = corners @ self.affine.T
+        world = _grid_corners(self.shape, 0.0) @ self.affine.T
         return world[:, :3].min(axis=0), world[:, :3].max(axis=0)
 
     def check_finite(self) -> None:
@@ -94,6 +132,17 @@ class Volume:
                 f"{bad} voxels are NaN or infinite",
                 "fix or mask them before using this volume",
             )
+
+
+def _grid_corners(shape: tuple[int, ...], margin: float) -> np.ndarray:
+    """The 8 corners of a voxel grid as homogeneous voxel indices, shape (8, 4).
+
+    ``margin`` 0 gives the corner voxels' centres, 0.5 the outer faces of the corner voxels.
+    """
+    i, j, k = (shape[0] - 1 + margin, shape[1] - 1 + margin, shape[2] - 1 + margin)
+    return np.array(
+        [[a, b, c, 1.0] for a in (-margin, i) for b in (-margin, j) for c in (-margin, k)]
+    )
 
 
 def check_affine(affine: np.ndarray, source: str = "<memory>") -> None:
@@ -127,10 +176,18 @@ def load_volume(path: str | Path, *, allow_default_affine: bool = False) -> Volu
         then invents a scaling-only affine). Refused by default, because registering to a
         volume of unknown orientation gives a confident wrong answer.
 
+    Returns
+    -------
+    Volume
+        Affine from voxel index to RAS mm, whatever the file's space and length unit;
+        :attr:`Volume.read_as` says how they were read (see the module docstring for the rules).
+
     Raises
     ------
     InputError
-        Missing file, unreadable header, unsupported format, unusable affine.
+        Missing file, unreadable header, unsupported format, unusable affine; a NIfTI whose
+        sform and qform disagree; a NRRD without space directions or with an unknown space or
+        space unit.
     """
     p = Path(path)
     require_existing(p)
@@ -166,6 +223,7 @@ def _nibabel_notes() -> Iterator[list[str]]:
 
 
 def _load_nifti(p: Path, allow_default_affine: bool) -> Volume:
+    """A NIfTI file as a :class:`Volume` (RAS mm); the rules are in the module docstring."""
     import nibabel as nib
 
     try:
@@ -192,10 +250,106 @@ def _load_nifti(p: Path, allow_default_affine: bool) -> Volume:
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(p, f"expected a 3D volume, got shape {data.shape}")
-    return Volume(np.asarray(data), img.affine, source=str(p))
+    unit, mm_per_unit = _nifti_unit(p, int(header["xyzt_units"]) if "xyzt_units" in header else 0)
+    to_mm = np.diag([mm_per_unit, mm_per_unit, mm_per_unit, 1.0])
+    if sform_code > 0 and qform_code > 0:
+        try:
+            sform, qform = (to_mm @ header.get_sform(), to_mm @ header.get_qform())
+        except Exception as exc:  # nibabel: an invalid quaternion
+            raise InputError(p, f"cannot read the qform: {exc}", "write the header again") from exc
+        form = _check_forms_agree(p, sform, qform, (sform_code, qform_code), data.shape)
+    elif sform_code > 0:
+        form = f"sform (code {sform_code})"
+    elif qform_code > 0:
+        form = f"qform (code {qform_code})"
+    else:
+        form = "no orientation (sform_code = qform_code = 0): nibabel's scaling-only affine"
+    lengths = (
+        "length unit not set (xyzt_units 0), taken as mm"
+        if unit == "unknown"
+        else f"lengths in {unit}" + ("" if mm_per_unit == 1.0 else f", ×{mm_per_unit:g} to mm")
+    )
+    affine = to_mm @ np.asarray(img.affine, dtype=np.float64)
+    return Volume(np.asarray(data), affine, source=str(p), read_as=f"{form}; {lengths}")
+
+
+def _nifti_unit(p: Path, xyzt_units: int) -> tuple[str, float]:
+    """The spatial unit of a NIfTI header (``xyzt_units`` bits 0-2) and its size in mm."""
+    code = xyzt_units & 0x07
+    if code not in _NIFTI_MM_PER_UNIT:
+        raise InputError(
+            p,
+            f"xyzt_units has spatial code {code}, not a NIfTI length unit (0-3)",
+            "write the header again with its units (nibabel: img.header.set_xyzt_units('mm'))",
+        )
+    return _NIFTI_MM_PER_UNIT[code]
+
+
+def _forms_gap_mm(
+    first: np.ndarray, second: np.ndarray, shape: tuple[int, ...]
+) -> tuple[float, bool]:
+    """How far apart (mm) two voxel → world affines place the corners of a grid of ``shape``
+    (the outer faces of the corner voxels), and whether one mirrors the other (determinants of
+    opposite sign: a one-slice volume mirrored about its middle has its corners in place)."""
+    mirrored = bool(np.sign(np.linalg.det(first[:3, :3])) != np.sign(np.linalg.det(second[:3, :3])))
+    corners = _grid_corners(shape, 0.5)
+    gaps = (corners @ first.T - corners @ second.T)[:, :3]
+    return float(np.linalg.norm(gaps, axis=1).max()), mirrored
+
+
+def _check_forms_agree(
+    p: Path,
+    sform: np.ndarray,
+    qform: np.ndarray,
+    codes: tuple[int, int],
+    shape: tuple[int, ...],
+) -> str:
+    """Refuse a NIfTI whose sform and qform (both set) place the volume differently.
+
+    Parameters
+    ----------
+    p
+        The file (for messages).
+    sform, qform
+        The two 4×4 voxel index → RAS affines, mm.
+    codes
+        ``sform_code``, ``qform_code`` (both > 0).
+    shape
+        The volume's (I, J, K).
+
+    Returns
+    -------
+    str
+        Which form is used (the sform) and how close the qform is, for :attr:`Volume.read_as`.
+
+    Raises
+    ------
+    InputError
+        The two place a corner more than :data:`FORMS_AGREE_MM` apart or mirror each other:
+        nibabel (and usnav) would use the sform, ITK 5.4 (3D Slicer) the qform unless the sform
+        code is 1 or the two nearly agree, so the MRI the surgeon checked may be placed
+        elsewhere than usnav places it.
+    """
+    s_code, q_code = codes
+    gap, mirrored = _forms_gap_mm(sform, qform, shape)
+    if gap > FORMS_AGREE_MM or mirrored:
+        how = f"they place the volume's corners up to {gap:.1f} mm apart" + (
+            " and one is the mirror image of the other" if mirrored else ""
+        )
+        raise InputError(
+            p,
+            f"sform (code {s_code}) and qform (code {q_code}) disagree: {how}; nibabel and "
+            "usnav use the sform, ITK and 3D Slicer may use the qform, so Slicer may show "
+            "another placement than usnav uses",
+            "write the header again with the right placement in both forms, e.g. with nibabel "
+            f"img.set_qform(img.get_sform(), code={s_code}) and nib.save if the sform is right "
+            f"(img.set_sform(img.get_qform(), code={q_code}) if the qform is)",
+        )
+    return f"sform (code {s_code}); the qform (code {q_code}) agrees within {gap:.2g} mm"
 
 
 def _load_nrrd(p: Path) -> Volume:
+    """A NRRD file as a :class:`Volume` (RAS mm); the rules are in the module docstring."""
     import nrrd
 
     try:
@@ -204,7 +358,13 @@ def _load_nrrd(p: Path) -> Volume:
         raise InputError(p, f"cannot read NRRD: {exc or type(exc).__name__}") from exc
     dirs = header.get("space directions")
     if dirs is None:
-        raise InputError(p, "NRRD has no 'space directions'", "it needs a world orientation")
+        spacings = "'spacings' but " if "spacings" in header else ""
+        raise InputError(
+            p,
+            f"NRRD has {spacings}no 'space directions': no world orientation (ITK and 3D Slicer "
+            "would place it unrotated at the origin)",
+            "write it with space, space directions and space origin (e.g. save it from Slicer)",
+        )
     dirs = [d for d in dirs if d is not None and not (isinstance(d, float) and np.isnan(d))]
     dirs_arr = np.array(
         [
@@ -229,19 +389,94 @@ def _load_nrrd(p: Path) -> Volume:
     if data.ndim != 3 or dirs_arr.shape != (3, 3):
         raise InputError(p, f"expected a 3D volume with 3 space directions, got shape {data.shape}")
     origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
-    space = str(header.get("space", "right-anterior-superior")).lower()
-    if space not in _NRRD_SPACES:
-        raise InputError(p, f"unsupported NRRD space {space!r}", "use RAS or LPS")
+    to_ras, placement = _nrrd_space(p, header.get("space"))
+    to_mm, lengths = _nrrd_units(p, header)
     affine = np.eye(4)
     affine[:3, :3] = dirs_arr.T  # columns = axis directions
     affine[:3, 3] = origin
-    affine = _NRRD_SPACES[space] @ affine
+    affine = to_ras @ to_mm @ affine
     meta = {k: str(v) for k, v in header.items() if isinstance(v, str) and k not in ("space",)}
-    return Volume(np.asarray(data), affine, source=str(p), meta=meta)
+    return Volume(
+        np.asarray(data), affine, source=str(p), meta=meta, read_as=f"{placement}; {lengths}"
+    )
+
+
+def _nrrd_space(p: Path, space: object) -> tuple[np.ndarray, str]:
+    """The 4×4 that takes a NRRD's world coordinates to RAS, and how that was decided.
+
+    ``space`` None (only ``space dimension``) or a space without anatomical labels is taken as
+    LPS, as ITK's NrrdImageIO (and so 3D Slicer) reads it: it converts RAS and LAS to its LPS
+    world and keeps any other space's numbers as they are. Not refused, because the surgeon
+    checked the plan in Slicer: reading the file as Slicer shows it keeps usnav on the anatomy
+    that was checked, and refusing would only make the user re-save it from Slicer (as LPS).
+    """
+    if space is None:
+        return LPS_TO_RAS, "no 'space' field: taken as LPS, as ITK and 3D Slicer read it"
+    name = str(space).lower()
+    if name in _NRRD_SPACES:
+        return _NRRD_SPACES[name], f"space {space}"
+    if name in _NRRD_UNLABELLED_SPACES:
+        return LPS_TO_RAS, f"space {space} (no anatomical labels): taken as LPS, as ITK does"
+    raise InputError(
+        p,
+        f"unsupported NRRD space {space!r}",
+        "use right-anterior-superior or left-posterior-superior (as Slicer writes)",
+    )
+
+
+def _nrrd_units(p: Path, header: dict) -> tuple[np.ndarray, str]:
+    """The 4×4 scaling of a NRRD's world coordinates to mm (``space units``), and a note.
+
+    The units are read from the header's bytes: pynrrd decodes the header as ASCII and drops
+    what is not, which turns ``"µm"`` into ``"m"``.
+    """
+    units = _raw_nrrd_field(p, "space units")
+    if units is None:
+        if "space units" not in header:
+            return np.eye(4), "no space units: taken as mm"
+        units = [str(u) for u in header["space units"]]
+    scales = []
+    for unit in units:
+        key = unit.strip().lower()
+        if key not in _NRRD_MM_PER_UNIT:
+            raise InputError(
+                p,
+                f"unknown NRRD space unit {unit!r}",
+                "write it in mm (or m, cm, µm) in 'space units', or leave the field out for mm",
+            )
+        scales.append(_NRRD_MM_PER_UNIT[key])
+    if len(scales) != 3:
+        raise InputError(p, f"NRRD 'space units' has {len(scales)} units, expected 3")
+    shown = " ".join(u or '""' for u in units)
+    if all(s == 1.0 for s in scales):
+        return np.eye(4), f"space units {shown}"
+    factors = " ".join(f"{s:g}" for s in scales)
+    return np.diag([*scales, 1.0]), f"space units {shown}, ×{factors} to mm"
+
+
+def _raw_nrrd_field(p: Path, name: str) -> list[str] | None:
+    """The quoted strings of header field ``name`` as written (UTF-8, else Latin-1), or None."""
+    wanted = name.encode() + b":"
+    with open(p, "rb") as f:
+        for raw in f:
+            line = raw.rstrip(b"\r\n")
+            if not line:  # the blank line that ends an attached header
+                return None
+            if line.startswith(wanted):
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = line.decode("latin-1")
+                return re.findall(r'"([^"]*)"', text[len(name) + 1 :])
+    return None
 
 
 def save_volume(volume: Volume, path: str | Path) -> Path:
-    """Write ``volume`` as NIfTI (RAS) or NRRD (written in LPS, as Slicer and ITK expect)."""
+    """Write ``volume`` as NIfTI (RAS, mm) or NRRD (written in LPS, as Slicer and ITK expect).
+
+    The NIfTI gets its affine as sform (code 1) and, where a quaternion can hold it (no shear),
+    as qform (code 1) too, so that every reader places it alike; ``xyzt_units`` says mm.
+    """
     p = Path(path)
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
@@ -250,6 +485,10 @@ def save_volume(volume: Volume, path: str | Path) -> Path:
         img = nib.Nifti1Image(volume.data, volume.affine)
         img.set_sform(volume.affine, code=1)
         img.set_qform(volume.affine, code=1)
+        gap, mirrored = _forms_gap_mm(volume.affine, img.get_qform(), volume.shape)
+        if gap > FORMS_AGREE_MM or mirrored:
+            img.set_qform(None, code=0)  # a sheared affine: the sform alone says it
+        img.header.set_xyzt_units("mm")
         nib.save(img, str(p))
         return p
     if name.endswith(".nrrd"):
