@@ -130,13 +130,13 @@ def test_nrrd_with_only_spacings_is_refused(tmp_path: Path) -> None:
 
 def test_info_says_how_a_volume_was_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "label.nrrd"
-    header = {**LPS_HEADER, "space dimension": 3, "space units": ["m", "m", "m"]}
+    header = {**LPS_HEADER, "space dimension": 3, "space units": ["mm", "mm", "mm"]}
     nrrd.write(str(path), _label(), header, index_order="F")
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "spacing      800 x 900 x 1100 mm" in out
+    assert "spacing      0.8 x 0.9 x 1.1 mm" in out
     assert "read as      no 'space' field: taken as LPS, as ITK and 3D Slicer read it" in out
-    assert "space units m m m, ×1000 1000 1000 to mm" in out
+    assert "space units mm mm mm" in out
 
 
 def _nifti(path: Path, sform: np.ndarray, qform: np.ndarray, codes: tuple[int, int]) -> Path:
@@ -253,23 +253,28 @@ def _nrrd_with_units(path: Path, units: str) -> Path:
     return path
 
 
+def test_nrrd_in_mm_loads(tmp_path: Path) -> None:
+    vol = load_volume(_nrrd_with_units(tmp_path / "label.nrrd", '"mm" "mm" "mm"'))
+    lps_mm = np.array([[0.8, 0, 0, 10.0], [0, 0.9, 0, 20.0], [0, 0, 1.1, 30.0], [0, 0, 0, 1]])
+    np.testing.assert_allclose(vol.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps_mm)
+
+
 @pytest.mark.parametrize(
-    ("units", "scale"),
+    "units",
     [
-        ('"m" "m" "m"', [1000.0] * 3),
-        ('"cm" "cm" "cm"', [10.0] * 3),
-        ('"mm" "mm" "mm"', [1.0] * 3),
-        ('"um" "um" "um"', [0.001] * 3),
-        ('"\u00b5m" "\u00b5m" "\u00b5m"', [0.001] * 3),  # pynrrd reads these as "m"
-        ('"mm" "mm" "cm"', [1.0, 1.0, 10.0]),
+        '"m" "m" "m"',
+        '"cm" "cm" "cm"',
+        '"um" "um" "um"',
+        '"\u00b5m" "\u00b5m" "\u00b5m"',  # pynrrd alone reads these as "m"
+        '"mm" "mm" "cm"',
     ],
 )
-def test_nrrd_space_units_are_converted_to_mm(tmp_path: Path, units: str, scale: list) -> None:
-    vol = load_volume(_nrrd_with_units(tmp_path / "label.nrrd", units))
-    lps_mm = np.diag([*scale, 1.0]) @ np.array(
-        [[0.8, 0, 0, 10.0], [0, 0.9, 0, 20.0], [0, 0, 1.1, 30.0], [0, 0, 0, 1]]
-    )
-    np.testing.assert_allclose(vol.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps_mm)
+def test_nrrd_space_units_other_than_mm_are_refused(tmp_path: Path, units: str) -> None:
+    """ITK (3D Slicer) ignores ``space units``: usnav neither ignores them (it would misread a
+    file that means them) nor honours them (it would disagree with the plan seen in Slicer)."""
+    path = _nrrd_with_units(tmp_path / "label.nrrd", units)
+    with pytest.raises(InputError, match=r"label\.nrrd: NRRD 'space units' are .*not mm"):
+        load_volume(path)
 
 
 def test_nrrd_unknown_space_unit_is_refused(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ leaves its placement open usnav reads it as ITK does, or refuses it where the re
   ITK 4 always used a qform that was set: which placement the surgeon saw depends on the program.
   Differences up to that (quaternion rounding) load, with the sform.
 - Units: NIfTI ``xyzt_units`` metres (×1000) and micrometres (×0.001) are converted to mm, mm and
-  unknown (0) are taken as mm, as ITK does (spacing and origin). NRRD ``space units`` m, cm, mm and
-  µm are converted; any other unit is refused. ITK ignores NRRD ``space units`` (Slicer shows such
-  a file with its numbers taken as mm), but usnav measures margins in mm on the patient, so the
-  unit the file states is honoured; the size mismatch in Slicer is loud, not a silent mirror.
+  unknown (0) are taken as mm, as ITK does (spacing and origin). A NRRD whose ``space units`` are
+  not mm is refused: ITK ignores the field (3D Slicer shows the numbers as mm), so honouring it
+  would put usnav and the plan the surgeon checked in Slicer at different sizes, and ignoring it
+  would misread a file that means it; the user rewrites it in mm.
 """
 
 from __future__ import annotations
@@ -450,8 +450,12 @@ def _nrrd_units(p: Path, header: dict) -> tuple[np.ndarray, str]:
     shown = " ".join(u or '""' for u in units)
     if all(s == 1.0 for s in scales):
         return np.eye(4), f"space units {shown}"
-    factors = " ".join(f"{s:g}" for s in scales)
-    return np.diag([*scales, 1.0]), f"space units {shown}, ×{factors} to mm"
+    raise InputError(
+        p,
+        f"NRRD 'space units' are {shown}, not mm; ITK and 3D Slicer ignore them and read the "
+        "numbers as mm, so usnav and Slicer would place this volume at different sizes",
+        "write the volume in mm (e.g. resave it from 3D Slicer)",
+    )
 
 
 def _raw_nrrd_field(p: Path, name: str) -> list[str] | None:
