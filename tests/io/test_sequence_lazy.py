@@ -119,3 +119,20 @@ def test_volume_frames_with_few_columns(tmp_path):
         assert seq.frame_shape == (6, 5, 3) and seq.channels == 1
         assert np.array_equal(seq.image(0), thin)
     os.unlink(tmp_path / "thin.igs.mha")
+
+
+def test_info_shows_an_unused_element_spacing_and_an_unspecified_orientation(tmp_path):
+    """``ElementSpacing`` is not how usnav scales pixels (ImageToProbe is, as in PLUS): info
+    says so rather than stay silent; ``??`` is said to be taken as MF."""
+    from usnav.io.info import format_description
+
+    path = write_sequence(
+        tmp_path / "s.igs.mha", make_frames(3), spacing=(0.15, 0.16, 1.0), orientation="??"
+    )
+    text = format_description(describe_file(path))
+    assert "ElementSpacing 0.15 x 0.16: not used" in text
+    assert "orientation ?? (not specified: taken as MF)" in text
+    plain = format_description(
+        describe_file(write_sequence(tmp_path / "p.igs.mha", make_frames(3)))
+    )
+    assert "ElementSpacing" not in plain and "not specified" not in plain

@@ -50,6 +50,8 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
     -------
     dict
         ``kind`` = ``"recording"``: ``frames``, ``image_size`` [cols, rows], ``orientation``,
+        ``element_spacing`` (the file's pixel spacing, which usnav does not use: ImageToProbe
+        carries the mm per pixel, as in PLUS),
         ``transforms`` {name: {ok, invalid, missing, non_finite}} (``invalid`` includes the
         ``non_finite`` matrices marked OK), ``timestamps`` [first, last] (s), ``duration_s``,
         ``frame_rate_hz``, ``timestamps_missing`` (frames without a finite timestamp),
@@ -195,6 +197,7 @@ def describe_sequence(seq: Sequence) -> dict:
         "pixel_type": str(seq.dtype),
         "channels": seq.channels,
         "orientation": seq.orientation,
+        "element_spacing": [_round(float(v)) for v in seq.spacing[:2]],
         "image_type": seq.image_type,
         "invalid_images": int(n - int(np.count_nonzero(seq.image_ok))),
         "transforms": transforms,
@@ -323,7 +326,9 @@ def format_description(info: dict) -> str:
         (
             f"{cols} x {rows} pixels, {info['pixel_type']}"
             + (f" x {info['channels']}" if info["channels"] > 1 else "")
-            + f", orientation {info['orientation']}, {info['image_type']}"
+            + f", orientation {info['orientation']}"
+            + (" (not specified: taken as MF)" if info["orientation"] == "??" else "")
+            + f", {info['image_type']}"
         )
         if cols
         else "no images (tracker only)"
@@ -332,6 +337,12 @@ def format_description(info: dict) -> str:
     if info["frames"] != info["declared_frames"]:
         frames += f" of {info['declared_frames']} declared (recovered)"
     lines.append(f"  frames       {frames}; {image}")
+    spacing = info.get("element_spacing") or [1.0, 1.0]
+    if cols and any(abs(v - 1.0) > 1e-9 for v in spacing):
+        lines.append(
+            f"  spacing      ElementSpacing {spacing[0]:g} x {spacing[1]:g}: not used "
+            "(ImageToProbe carries the mm per pixel, as in PLUS)"
+        )
     if info["invalid_images"] and cols:
         lines.append(f"  images       {info['invalid_images']} marked INVALID")
     if info["timestamps"]:
