@@ -103,6 +103,15 @@ def test_text_with_15_numbers_is_refused(tmp_path: Path) -> None:
         load_calibration(path)
 
 
+def test_text_calibration_may_say_what_it_holds(tmp_path: Path) -> None:
+    """``#`` comments and commas, as the init file allows: the words were counted as numbers
+    ("expected 16 numbers ..., found 24")."""
+    path = tmp_path / "cal.txt"
+    rows = "\n".join(", ".join(repr(float(v)) for v in row) for row in IMAGE_TO_PROBE)
+    path.write_text(f"# ImageToProbe (row-major), pixel (col,row,0,1) -> Probe mm\n{rows}\n")
+    np.testing.assert_allclose(load_calibration(path).image_to_probe, IMAGE_TO_PROBE)
+
+
 def test_plus_xml_coordinate_definitions_round_trip(tmp_path: Path) -> None:
     text = (
         "<PlusConfiguration>"

@@ -92,6 +92,13 @@ def test_an_ambiguous_candidate_is_rejected_without_an_uncertainty_claim(small_c
     assert not judged.accepted and not judged.confident
     assert "ambiguous" in judged.reason
     assert judged.diagnostics["ambiguity_margin"] < problem.options.ambiguity_min_gain
+    # RESULT.json: the ReferenceToMri written is the one kept, and no bound is claimed for it;
+    # the candidate's own bound is kept apart (a script reading the pair must not be misled)
+    doc = judged.to_json()
+    np.testing.assert_allclose(doc["ReferenceToMri"], current)
+    assert doc["uncertainty_mm"] is None
+    if np.isfinite(judged.uncertainty_mm):
+        assert doc["candidate_uncertainty_mm"] == pytest.approx(judged.uncertainty_mm, abs=1e-5)
 
 
 def test_the_bound_carries_the_tumor_shift_until_the_tumor_stage_follows_it(

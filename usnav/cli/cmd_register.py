@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from usnav.cli.progress import ProgressBar
@@ -89,10 +90,18 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.stop()
     verdict = "accepted" if result.accepted else "REJECTED (initial ReferenceToMri kept)"
+    bound = (
+        f"{result.uncertainty_mm:.2f} mm" if math.isfinite(result.uncertainty_mm) else "not bounded"
+    )
+    uncertainty = (
+        f"uncertainty {bound}"
+        if result.accepted
+        else f"the kept estimate's error is not bounded by the images (the candidate's: {bound})"
+    )
     print(
         f"{verdict}: similarity {result.initial_similarity:.4f} → {result.similarity:.4f}, "
-        f"correction {result.correction_mm:.2f} mm, uncertainty "
-        f"{result.uncertainty_mm:.2f} mm, {result.seconds:.2f} s → {args.out}"
+        f"correction {result.correction_mm:.2f} mm, {uncertainty}, {result.seconds:.2f} s → "
+        f"{args.out}"
     )
     if result.tumor_stage is not None:
         print(result.tumor_stage["reason"])

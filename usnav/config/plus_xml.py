@@ -30,8 +30,11 @@ class PlusTransform:
 
 
 def parse_matrix_text(text: str, where: str) -> np.ndarray:
-    """16 whitespace-separated numbers, row-major → 4×4. Raises ConfigError otherwise."""
-    tokens = text.split()
+    """16 numbers separated by whitespace or commas, row-major → 4×4; ``#`` starts a comment
+    to the end of its line (so a calibration file can say what it holds, as an init file
+    can). Raises ConfigError otherwise."""
+    lines = [line.split("#", 1)[0] for line in text.splitlines()]
+    tokens = " ".join(lines).replace(",", " ").split()
     if len(tokens) != 16:
         raise ConfigError(where, f"expected 16 numbers for a 4×4 matrix, found {len(tokens)}")
     try:

@@ -49,9 +49,8 @@ def read_matrix_file(path: str | Path, what: str = "matrix") -> np.ndarray:
         text = p.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
         raise InputError(p, f"cannot read the {what}: {exc}") from exc
-    lines = [line.split("#", 1)[0] for line in text.splitlines()]
     try:
-        return parse_matrix_text(" ".join(lines).replace(",", " "), str(p))
+        return parse_matrix_text(text, str(p))
     except ConfigError as exc:
         raise InputError(p, f"{what}: {exc.problem}", "write 16 numbers, row-major") from exc
 

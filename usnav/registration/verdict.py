@@ -166,7 +166,10 @@ class RegistrationResult:
             "seconds": round(float(self.seconds), 4),
             "metric": self.metric,
             "initial_similarity": _finite_or_none(self.initial_similarity),
-            "uncertainty_mm": _finite_or_none(self.uncertainty_mm),
+            # a bound on the error of the ReferenceToMri above: a rejected candidate's bound
+            # says nothing about the initial estimate kept in its place (kept beside it)
+            "uncertainty_mm": _finite_or_none(self.uncertainty_mm) if self.accepted else None,
+            "candidate_uncertainty_mm": _finite_or_none(self.uncertainty_mm),
             "confident": bool(self.confident),
             "uncertainty_terms": {k: round(v, 4) for k, v in self.uncertainty_terms.items()},
             "diagnostics": {k: _finite_or_none(v) for k, v in self.diagnostics.items()},
