@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 from scipy.spatial.transform import Rotation
+from sim_helpers import pixel_labels
 
 from usnav.cli.main import main
 from usnav.config.calibration import load_calibration
@@ -33,19 +34,6 @@ def hyper():
 @pytest.fixture(scope="module")
 def iso():
     return build_case(11, make_options(tumor_echogenicity="isoechoic", **SMALL))
-
-
-def pixel_labels(case, index: int) -> np.ndarray:
-    """Intraoperative tissue under each pixel of a frame (true pose, nearest voxel)."""
-    g = case.geometry
-    rr, cc = np.mgrid[0 : g.rows, 0 : g.cols]
-    pix = np.stack([cc.ravel(), rr.ravel(), np.zeros(rr.size), np.ones(rr.size)])
-    spine = (case.sweep.image_poses[index] @ g.image_to_transducer() @ pix)[:3]
-    grid = case.intraop
-    idx = np.round((spine - grid.origin[:, None]) / grid.spacing).astype(int)
-    for d in range(3):
-        idx[d] = np.clip(idx[d], 0, grid.labels.shape[d] - 1)
-    return grid.labels[idx[0], idx[1], idx[2]].reshape(g.rows, g.cols)
 
 
 def tissue_means(case, frames=(0, 4, 8), erode: int = 3) -> dict[T, float]:

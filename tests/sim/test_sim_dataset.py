@@ -8,24 +8,15 @@ import sys
 
 import numpy as np
 import pytest
+from sim_helpers import TINY
 
 from usnav.config.calibration import load_calibration
 from usnav.errors import InputError
 from usnav.io.manifest import read_manifest
 from usnav.sim.dataset import parse_families, parse_seeds, simulate_dataset
-from usnav.sim.families import FAMILIES, draw_appearance
+from usnav.sim.families import FAMILIES, Appearance, draw_appearance
 from usnav.sim.options import make_options
 from usnav.sim.truth import load_truth
-
-TINY = dict(
-    frames=2,
-    image_cols=32,
-    image_rows=32,
-    voxel_mm=0.75,
-    mri_spacing_mm=(1.6, 1.6, 1.6),
-    save_anatomy=False,
-    tumor_length_mm=(10.0, 14.0),
-)
 
 
 @pytest.mark.parametrize(
@@ -58,8 +49,22 @@ def dataset(tmp_path_factory):
     return out, options, result
 
 
+#: What the two families of the dataset draw (docs/simulator.md), to read back from truth.json.
+WRITTEN_DRAWS = {
+    "miscalibrated": {
+        "calibration_rotation_deg": (0.3, 1.0),
+        "calibration_translation_mm": (0.3, 1.0),
+        "jitter_mm": (0.1, 0.5),
+        "jitter_deg": (0.05, 0.3),
+        "unrecorded_lag_s": (-0.04, 0.04),
+    },
+    "sos-error": {"saline_speed_m_s": (1480.0, 1580.0), "csf_speed_m_s": (1480.0, 1580.0)},
+}
+
+
 def test_dataset_writes_one_case_per_seed_and_a_manifest_read_back_with_its_tags(dataset):
     out, _, result = dataset
+    baseline = Appearance().as_dict()
     cases = read_manifest(out / "manifest.csv")
     assert [c.case for c in cases] == ["miscalibrated-4", "sos-error-9", "miscalibrated-2"]
     assert [c.family for c in cases] == ["miscalibrated", "sos-error", "miscalibrated"]
@@ -73,6 +78,10 @@ def test_dataset_writes_one_case_per_seed_and_a_manifest_read_back_with_its_tags
         assert truth["seed"] == seed and truth["family"] == c.family
         drawn = draw_appearance(c.family, seed).as_dict()
         assert {k: truth["appearance"][k] for k in drawn} == drawn  # every drawn value
+        # ... and they are the family's own values, not the baseline's
+        for key, (lo, hi) in WRITTEN_DRAWS[c.family].items():
+            assert lo <= truth["appearance"][key] <= hi
+            assert truth["appearance"][key] != baseline[key]
     assert sorted(result.simulated) == sorted(c.case for c in cases) and not result.skipped
 
 

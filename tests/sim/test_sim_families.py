@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
+from sim_helpers import TINY, pixel_labels
 
 from usnav.sim import build_case, make_options
 from usnav.sim.anatomy import LabelGrid, random_anatomy
@@ -90,6 +91,30 @@ def echo_depth(sim: UltrasoundSimulator, grid: LabelGrid, near_mm: float) -> flo
     return (i + 0.5 * (a - c) / (a - 2 * b + c)) * dy
 
 
+#: A small built case: a few frames of small images on a coarse anatomy grid (~0.5 s).
+TINY_CASE = {**TINY, "frames": 4, "image_rows": 64}
+
+
+def built(family: str, seed: int, appearance: Appearance | None = None, **options):
+    """``build_case`` of a small case of ``family``; with ``appearance``, that appearance
+    instead of the family's draw (the same patient, sweep and speckle: their streams do not
+    depend on it)."""
+    import usnav.sim.case as case_module
+
+    draw = case_module.draw_appearance
+    if appearance is not None:
+        case_module.draw_appearance = lambda name, s: appearance
+    try:
+        return build_case(seed, make_options(family=family, **{**TINY_CASE, **options}))
+    finally:
+        case_module.draw_appearance = draw
+
+
+def seed_where(family: str, test) -> int:
+    """The first seed whose draw of ``family`` passes ``test``."""
+    return next(s for s in range(200) if test(draw_appearance(family, s)))
+
+
 # --- baseline ---------------------------------------------------------------------------------
 
 
@@ -115,6 +140,90 @@ def test_draws_are_reproducible_per_seed_and_differ_between_seeds(name):
     assert a != Appearance(family=name)  # it changes something
 
 
+#: What each family draws, with the range docs/simulator.md gives (log-uniform where ``True``);
+#: written out here, not read from usnav.sim.families, so that a family that stops drawing a
+#: value (or draws it elsewhere) fails. ``sweep-anatomy``'s pattern-specific values are below.
+DOCUMENTED_DRAWS: dict[str, dict[str, tuple[float, float, bool]]] = {
+    "trailing-echo": {
+        "echo_delay_pulses": (0.4, 0.6, False),
+        "specular_exponent": (3.0, 40.0, True),
+        "roughness_offset": (-0.1, 0.45, False),
+    },
+    "frequency-psf": {"frequency_mhz": (7.0, 15.0, False)},
+    "probe-geometry": {
+        "depth_mm": (32.0, 50.0, False),
+        "aperture_mm": (25.0, 45.0, False),
+        "focus_fraction": (0.3, 0.75, False),
+    },
+    "compressed-gain": {
+        "gain_db": (-8.0, 8.0, False),
+        "tgc_db_per_cm": (2.0, 14.0, False),
+        "dynamic_range_db": (35.0, 75.0, False),
+        "compression_gamma": (0.6, 1.7, True),
+    },
+    "sos-error": {
+        "saline_speed_m_s": (1480.0, 1580.0, False),
+        "csf_speed_m_s": (1480.0, 1580.0, False),
+    },
+    "reverb-sidelobe": {
+        "reverb_face_reflection": (0.3, 0.8, False),
+        "reverb_bounces": (1, 3, False),
+        "sidelobe_db": (-28.0, -14.0, False),
+        "sidelobe_offset_fwhm": (1.2, 2.0, False),
+    },
+    "speckle-shadow": {
+        "scatter_gain_scale": (0.5, 2.0, True),
+        "scatterer_density_scale": (0.01, 1.0, True),
+        "bone_attenuation_scale": (0.05, 1.5, True),
+    },
+    "miscalibrated": {
+        "calibration_rotation_deg": (0.3, 1.0, False),
+        "calibration_translation_mm": (0.3, 1.0, False),
+        "jitter_mm": (0.1, 0.5, False),
+        "jitter_deg": (0.05, 0.3, False),
+        "unrecorded_lag_s": (-0.04, 0.04, False),
+    },
+    "sweep-anatomy": {
+        "levels": (2, 4, False),
+        "laminectomy_levels": (1, 4, False),
+        "vertebra_scale": (0.85, 1.2, False),
+        "tumor_length_mm": (6.0, 35.0, False),
+        "tumor_backscatter": (0.07, 0.6, True),
+        "cord_shift_mm": (0.5, 3.0, False),
+    },
+}
+SWEEP_DRAWS = {
+    "sagittal": {"sagittal_half_width_mm": (5.0, 10.0, False)},
+    "fan": {"fan_half_angle_deg": (12.0, 25.0, False)},
+    "partial": {"coverage": (0.35, 0.65, False)},
+}
+
+
+def check_draws(values: dict[str, list[float]], ranges: dict[str, tuple[float, float, bool]]):
+    """Every value inside its documented range, and the draws spread over at least half of it
+    (on a log scale where log-uniform): a value the family no longer draws sits at the
+    baseline's default and fails."""
+    for key, (lo, hi, log) in ranges.items():
+        v = np.array(values[key], dtype=float)
+        assert v.min() >= lo - 1e-9 and v.max() <= hi + 1e-9, (key, v.min(), v.max())
+        f = np.log if log else (lambda x: x)
+        assert np.ptp(f(v)) >= 0.5 * (f(hi) - f(lo)), (key, v.min(), v.max())
+
+
+@pytest.mark.parametrize("name", list(DOCUMENTED_DRAWS))
+def test_each_family_draws_every_value_it_documents_over_its_whole_range(name):
+    draws = [draw_appearance(name, seed).as_dict() for seed in range(80)]
+    check_draws({k: [d[k] for d in draws] for k in DOCUMENTED_DRAWS[name]}, DOCUMENTED_DRAWS[name])
+    if name == "sweep-anatomy":
+        assert {d["sweep_pattern"] for d in draws} == set(SWEEP_PATTERNS)
+        for pattern, ranges in SWEEP_DRAWS.items():
+            chosen = [d for d in draws if d["sweep_pattern"] == pattern]
+            check_draws({k: [d[k] for d in chosen] for k in ranges}, ranges)
+        partial = [d for d in draws if d["sweep_pattern"] == "partial"]
+        centres = np.array([d["coverage_centre"] for d in partial])
+        assert np.ptp(centres) > 0.15  # placed at random, not always over the tumor
+
+
 def test_drawn_values_stay_in_the_documented_ranges():
     for seed in range(60):
         for name in FAMILIES:
@@ -125,7 +234,7 @@ def test_drawn_values_stay_in_the_documented_ranges():
             assert a.calibration_rotation_deg <= 1.0 and a.calibration_translation_mm <= 1.0
             assert a.cord_shift_mm is None or 0.0 <= a.cord_shift_mm <= 3.0
             assert a.sweep_pattern in SWEEP_PATTERNS
-            assert 0.0 <= a.echo_delay_pulses <= 0.6
+            assert a.echo_delay_pulses == 0.0 or 0.4 <= a.echo_delay_pulses <= 0.6
 
 
 # --- echo formation -----------------------------------------------------------------------------
@@ -269,6 +378,22 @@ def test_lower_frequency_widens_the_echo_and_the_speckle():
     assert axial > 1.3
 
 
+def test_the_drawn_frequency_reaches_the_built_case():
+    """frequency-psf: the case's probe and PSF are at the drawn frequency (what the kernels
+    attenuate with and what the PSF widths follow), not at the option's 10 MHz."""
+    seed = seed_where("frequency-psf", lambda a: a.frequency_mhz < 8.5)
+    case = built("frequency-psf", seed)
+    f = case.appearance.frequency_mhz
+    assert case.options.frequency_mhz == f and case.geometry.frequency_mhz == f
+    s = case.simulator.settings
+    assert s.axial_sigma_mm == pytest.approx(AXIAL_SIGMA_10MHZ_MM * 10.0 / f)
+    assert s.lateral_sigma_mm == pytest.approx(0.22 * 10.0 / f)
+    # the beam at the focus is as wide as the frequency says
+    assert case.simulator.lateral_sigma_cols.min() * case.geometry.spacing_x_mm == pytest.approx(
+        0.22 * 10.0 / f
+    )
+
+
 # --- speed of sound -----------------------------------------------------------------------------
 
 
@@ -346,16 +471,39 @@ def test_tgc_slope_changes_the_echo_level_gradient_with_depth():
     assert slope_db_per_cm(14.0) - slope_db_per_cm(2.0) == pytest.approx(12.0, abs=0.3)
 
 
+def test_a_compressed_gain_case_shows_its_frames_through_the_drawn_display_chain():
+    """The built case's frames are its envelope shown with the drawn gain, dynamic range and
+    compression curve, and the envelope carries the drawn TGC slope."""
+    seed = seed_where(
+        "compressed-gain",
+        lambda a: abs(a.dynamic_range_db - 52) > 8 and abs(np.log(a.compression_gamma)) > 0.2,
+    )
+    case = built("compressed-gain", seed)
+    a, sim = case.appearance, case.simulator
+    pose = case.sweep.image_poses[1]
+    env, frame = sim.envelope(pose, 1), sim.frame(pose, 1).astype(float)
+    reference = ScannerSettings().reference / 10.0 ** (a.gain_db / 20.0)
+    v = np.clip((20 * np.log10(env / reference) + a.dynamic_range_db) / a.dynamic_range_db, 0, 1)
+    np.testing.assert_allclose(frame, 255 * v**a.compression_gamma, atol=0.51)
+    plain = log_compress(env, reference, 52.0).astype(float)
+    seen = (frame > 0) | (plain > 0)
+    assert np.abs(frame - plain)[seen].mean() > 10  # not the baseline's chain
+    depth_cm = sim.row_depth_mm / 10
+    np.testing.assert_allclose(20 * np.log10(sim.tgc), a.tgc_db_per_cm * depth_cm, atol=1e-9)
+
+
 # --- speckle and shadows ------------------------------------------------------------------------
 
 
-def test_sparse_scatterers_make_speckle_spikier():
-    """Fully developed speckle has an envelope contrast std/mean ≈ 0.52 (Rayleigh); few
-    scatterers per resolution cell give more."""
-    grid = layered([(0, T.MUSCLE)])
+def test_speckle_shadow_at_its_sparsest_gives_spiky_non_rayleigh_speckle():
+    """Fully developed speckle has an envelope contrast std/mean ≈ 0.52 (Rayleigh); at the
+    family's smallest drawn density a resolution cell of the cord holds about one scatterer, so
+    the speckle is sparse bright dots: contrast more than twice Rayleigh's."""
+    lowest = min(draw_appearance("speckle-shadow", s).scatterer_density_scale for s in range(100))
+    grid = layered([(0, T.CORD)])
     kw = dict(cols=64, rows=200, depth_mm=10.0, width_mm=6.4)
     full = simulator(grid, **kw).envelope(pose(grid))[40:180]
-    sparse = simulator(grid, Appearance(scatterer_density_scale=0.02), **kw)
+    sparse = simulator(grid, Appearance(scatterer_density_scale=lowest), **kw)
     env = sparse.envelope(pose(grid))[40:180]
 
     def contrast(e: np.ndarray) -> float:
@@ -363,7 +511,42 @@ def test_sparse_scatterers_make_speckle_spikier():
         return float(e.std())
 
     assert contrast(full) == pytest.approx(0.52, abs=0.08)
-    assert contrast(env) > 1.3 * contrast(full)
+    assert contrast(env) > 2.0 * contrast(full)
+
+
+def test_a_speckle_shadow_case_scales_its_speckle_by_the_drawn_gain():
+    """Scattering adds linearly to the interface echoes, so the built case's speckle part of
+    the echo signal is exactly ``scatter_gain_scale`` times the baseline gain's; and the drawn
+    density and bone attenuation are in the case's tissue tables."""
+    seed = seed_where("speckle-shadow", lambda a: abs(np.log(a.scatter_gain_scale)) > 0.4)
+    case = built("speckle-shadow", seed)
+    a, sim = case.appearance, case.simulator
+    pose = case.sweep.image_poses[1]
+
+    def with_gain(gain: float) -> np.ndarray:
+        settings = dataclasses.replace(sim.settings, scatter_gain=gain)
+        other = UltrasoundSimulator(
+            case.intraop,
+            sim.texture,
+            sim.texture_origin,
+            sim.texture_spacing,
+            sim.tables,
+            sim.geometry,
+            settings,
+            seed=sim.seed,
+        )
+        return other.iq(pose)
+
+    no_speckle = with_gain(0.0)
+    ours = sim.iq(pose) - no_speckle
+    baseline_gain = with_gain(ScannerSettings().scatter_gain) - no_speckle
+    assert np.abs(baseline_gain).max() > 0
+    np.testing.assert_allclose(ours, a.scatter_gain_scale * baseline_gain, rtol=1e-9, atol=1e-15)
+    plain = acoustic_tables(sim.tables.backscatter[T.TUMOR])
+    assert sim.tables.density[T.CORD] == pytest.approx(a.scatterer_density_scale)
+    assert sim.tables.attenuation[T.BONE] == pytest.approx(
+        a.bone_attenuation_scale * plain.attenuation[T.BONE]
+    )
 
 
 def test_bone_attenuation_sets_how_deep_the_shadow_reaches():
@@ -379,6 +562,33 @@ def test_bone_attenuation_sets_how_deep_the_shadow_reaches():
     gained_db = 20 * np.log10(behind(weak) / behind(Appearance()))
     alpha = acoustic_tables(0.3).attenuation[T.BONE]
     assert gained_db == pytest.approx(2 * 0.75 * alpha * 10.0 * 0.1, abs=2.0)
+
+
+def test_speckle_shadow_range_sets_how_deep_a_vertebral_shadow_reaches():
+    """On a built case, below the posterior surface of a vertebral body (bone under the beam
+    for >= 5 mm): at the family's smallest bone attenuation the marrow's echoes are still seen
+    2-4 mm (displayed) below the surface echo; at its largest the shadow starts at the surface
+    echo."""
+    draws = [draw_appearance("speckle-shadow", s).bone_attenuation_scale for s in range(100)]
+    options = dict(frames=6, image_cols=48, image_rows=128)
+    grey = {}
+    for scale in (min(draws), max(draws)):
+        case = built("speckle-shadow", 3, Appearance(bone_attenuation_scale=scale), **options)
+        dy = case.geometry.spacing_y_mm
+        below = []
+        for i in range(len(case.sweep.image_poses)):
+            frame = case.simulator.frame(case.sweep.image_poses[i], i).astype(float)
+            bone = np.isin(pixel_labels(case, i), (T.BONE, T.MARROW))
+            for col in range(frame.shape[1]):
+                rows = np.flatnonzero(bone[:, col])
+                top = rows[0] if len(rows) else 0
+                if 10 < top < frame.shape[0] - 5 / dy and bone[top : top + int(5 / dy), col].all():
+                    below.append(frame[top + int(2 / dy) : top + int(4 / dy), col])
+        assert len(below) > 20
+        grey[scale] = float(np.mean(below))
+    thin, thick = grey[min(draws)], grey[max(draws)]
+    assert thick < 10  # a full shadow
+    assert thin > 40  # echoes from inside the bone
 
 
 # --- sweep patterns -----------------------------------------------------------------------------

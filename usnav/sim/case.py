@@ -51,7 +51,7 @@ from usnav.sim.tissues import TUMOR_BACKSCATTER, AcousticTables, Tissue, acousti
 from usnav.sim.ultrasound import ProbeGeometry, ScannerSettings, UltrasoundSimulator
 
 #: Bumped whenever the simulator's output changes for a given seed (names the demo cache).
-SIM_VERSION = 5
+SIM_VERSION = 6
 
 # random streams
 _ANATOMY, _MRI, _SWEEP, _TEXTURE, _SPECKLE, _INIT = 1, 2, 3, 4, 5, 6
@@ -168,7 +168,8 @@ def appearance_tables(tumor_backscatter: float, a: Appearance) -> AcousticTables
     if a.roughness_offset:
         t.roughness[:] = np.clip(t.roughness + a.roughness_offset, 0.0, 1.0)
     if a.scatterer_density_scale != 1.0:
-        t.density[:] = np.clip(t.density * a.scatterer_density_scale, 0.02, 1.0)
+        # floor 0.001: ~0.07 scatterers per resolution cell at 10 MHz, still a few per frame
+        t.density[:] = np.clip(t.density * a.scatterer_density_scale, 0.001, 1.0)
     if a.bone_attenuation_scale != 1.0:
         for tissue in (Tissue.BONE, Tissue.MARROW):
             t.attenuation[tissue] *= a.bone_attenuation_scale
@@ -515,8 +516,10 @@ def _truth_document(
         "conventions": (
             "Frames: Image (pixels col,row,0; MF), Probe, Reference, Tracker, Mri (the MRI's "
             "world space, RAS mm, as the affine of mri.nii.gz). A pixel reaches the MRI as "
-            "ReferenceToMri @ inv(ReferenceToTracker) @ ProbeToTracker @ ImageToProbe @ "
-            "[col,row,0,1]. Matrices are row-major 4x4, mm."
+            "ReferenceToMri @ inv(ReferenceToTracker) @ ProbeToTracker(t + tracker_lag_s) @ "
+            "ImageToProbe @ [col,row,0,1], t the image's timestamp and tracker_lag_s the true "
+            "lag (this file's tracker_lag_s; 0: the pose recorded with the image). Matrices "
+            "are row-major 4x4, mm."
         ),
         "ReferenceToMri": _as_list(sweep.reference_to_mri),
         "init_ReferenceToMri": _as_list(init),

@@ -30,7 +30,7 @@ class SimOptions(BaseModel):
 
     The defaults make the standard case: 150 frames of 256×256 px (38.4 mm aperture, 40 mm
     depth, 10 MHz) at 30 Hz over a 2-level laminectomy of a 3-level thoracic segment on a
-    0.5 mm anatomy grid, MRI at 0.8 mm.
+    0.4 mm anatomy grid, MRI at 0.8 mm.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
