@@ -29,6 +29,7 @@ RESULT_COLUMNS = (
     "candidate_error_now_mm",
     "accepted",
     "uncertainty_mm",
+    "candidate_uncertainty_mm",
     "similarity",
     "correction_mm",
     "registration_seconds",
@@ -151,7 +152,10 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
     )
     row.update(
         accepted=bool(result.accepted),
-        uncertainty_mm=_round(result.uncertainty_mm),
+        # as in RESULT.json: a bound on the published estimate only (a rejected candidate's
+        # bound says nothing about the initial estimate kept in its place)
+        uncertainty_mm=_round(result.uncertainty_mm) if result.accepted else "",
+        candidate_uncertainty_mm=_round(result.uncertainty_mm),
         similarity=_round(result.similarity, 5),
         correction_mm=_round(result.correction_mm),
         registration_seconds=_round(result.seconds, 3),
