@@ -154,8 +154,10 @@ def test_bad_inputs_one_line_exit_2(tiny_cases, tmp_path: Path, capsys) -> None:
 def test_a_registration_that_puts_every_frame_outside_the_label_map_is_refused(
     tiny_cases, tmp_path: Path, capsys
 ) -> None:
-    """An identity ReferenceToMri (or an inverted one) puts the sweep somewhere else: not a
-    confident "no tumor" in every frame with exit 0, but one line naming the file."""
+    """An identity ReferenceToMri puts the sweep outside the label map: not a confident "no
+    tumor" in every frame with exit 0, but one line naming the file. One that keeps frames
+    inside the map but away from the tumor (an inverse, in general) cannot be told from a
+    sweep that missed it: the summary says what to check."""
     case = tiny_cases["s7"]
     identity = tmp_path / "identity.txt"
     np.savetxt(identity, np.eye(4))
@@ -173,6 +175,22 @@ def test_a_registration_that_puts_every_frame_outside_the_label_map_is_refused(
     }
     assert "no tumor in this frame's plane" in reasons
     assert not any("outside" in reason for reason in reasons)  # all inside the map
+    # 30 mm to the side: every frame still inside the map, none on the tumor
+    away = truth.copy()
+    away[0, 3] += 30.0
+    wrong = tmp_path / "wrong.txt"
+    np.savetxt(wrong, away)
+    assert main(_args(case, wrong, tmp_path / "w.jsonl")) == 0
+    out = capsys.readouterr().out
+    assert "tumor in view in 0" in out and "check --reference-to-mri" in out
+    assert main(_args(case, truth_file(tmp_path, truth), tmp_path / "t.jsonl")) == 0
+    assert "check --reference-to-mri" not in capsys.readouterr().out
+
+
+def truth_file(folder: Path, matrix: np.ndarray) -> Path:
+    path = folder / "truth.txt"
+    np.savetxt(path, matrix)
+    return path
 
 
 def test_not_a_margins_file(tmp_path: Path) -> None:

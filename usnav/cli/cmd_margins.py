@@ -96,4 +96,12 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {', '.join(extra)}" if extra else "")
         + f" → {s.path}"
     )
+    if s.in_view == 0 and s.frames > s.no_tracking + s.skipped_image:
+        # an inverse or another patient's registration places the sweep away from the tumor
+        # yet partly inside the label map: nothing here can tell that from a sweep that
+        # missed the tumor, so say what to check
+        print(
+            "no frame shows the tumor: if the sweep crossed it, check --reference-to-mri "
+            "(ReferenceToMri for this MRI, not its inverse)"
+        )
     return 0
