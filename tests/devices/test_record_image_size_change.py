@@ -163,3 +163,21 @@ def test_a_genuine_write_error_still_ends_the_recording_with_one_error_line(
     assert errors[0].startswith(f"usnav record: error: writing {out} failed:"), errors
     assert "cannot write frame" in errors[0] and "Traceback" not in stderr
     assert "ended by write error" in stdout and "one file per" not in stdout
+
+
+def test_a_colour_stream_is_recorded_as_rgb_color_not_b_mode(tmp_path) -> None:
+    """A 3-channel stream (colour Doppler, a screen grab) was written BRIGHTNESS: PLUS and
+    usnav would then treat it as B-mode grey levels."""
+    from usnav.devices.recorder import SplitRecording
+    from usnav.frames import TrackedFrame
+
+    colour = SplitRecording(tmp_path / "rgb.igs.mha")
+    colour.append(TrackedFrame(image=np.zeros((6, 8, 3), np.uint8), t_device=1.0))
+    colour.close()
+    grey = SplitRecording(tmp_path / "grey.igs.mha")
+    grey.append(TrackedFrame(image=np.zeros((6, 8), np.uint8), t_device=1.0))
+    grey.close()
+    with read_sequence(tmp_path / "rgb.igs.mha") as seq:
+        assert seq.image_type == "RGB_COLOR" and seq.channels == 3
+    with read_sequence(tmp_path / "grey.igs.mha") as seq:
+        assert seq.image_type == "BRIGHTNESS"

@@ -243,6 +243,19 @@ def record(
     return result
 
 
+def _image_type(frame: TrackedFrame) -> str:
+    """The PLUS ``UltrasoundImageType`` of a part that starts with ``frame``: the server's
+    word when it sent one (as IMAGE metadata), else RGB_COLOR for 3- or 4-channel pixels (a
+    colour Doppler or screen-grabbed stream) and BRIGHTNESS (B-mode) otherwise."""
+    from usnav.io.sequence import IMAGE_TYPES
+
+    said = frame.fields.get("UltrasoundImageType", "").strip().upper()
+    if said in IMAGE_TYPES:
+        return said
+    image = frame.image
+    return "RGB_COLOR" if image.ndim == 3 and image.shape[2] in (3, 4) else "BRIGHTNESS"
+
+
 class SplitRecording:
     """A crash-safe recording that continues in a new part file when the image size changes.
 
@@ -303,7 +316,9 @@ class SplitRecording:
             closed = current
             self.path = next_part_path(self.parts[0].path, len(self.parts) + 1)
         if self._writer is None:
-            self._writer = SequenceWriter(self.path, compress=self._compress)
+            self._writer = SequenceWriter(
+                self.path, compress=self._compress, image_type=_image_type(frame)
+            )
             self.parts.append(RecordedPart(self.path))
             self.files.append(self.path)
         part = self.parts[-1]
