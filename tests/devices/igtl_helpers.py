@@ -110,3 +110,32 @@ def build_examples(programs: tuple[str, ...]) -> dict[str, Path] | None:
             partial.replace(binary)
         built[Path(program).name] = binary
     return built
+
+
+def served_frames(recording: Path, count: int, calibration=None, transforms=()) -> list:
+    """``count`` frames of ``recording`` as a :class:`ProbeClient` receives them from a
+    :class:`PlaybackServer` on loopback (``calibration``: an ImageToProbe 4×4 or None;
+    ``transforms``: the TRANSFORM names the client expects)."""
+    from usnav.config.calibration import CalibrationFile, SpatialCalibration
+    from usnav.devices.config import ProbeConfig
+    from usnav.devices.playback import PlaybackServer
+    from usnav.devices.probe import ProbeClient
+
+    given = (
+        None
+        if calibration is None
+        else CalibrationFile(spatial=SpatialCalibration(image_to_probe=calibration.tolist()))
+    )
+    playback = PlaybackServer(recording, port=0, rate="max", calibration=given)
+    playback.connect()
+    probe = ProbeClient(ProbeConfig(port=playback.port, transforms=list(transforms)))
+    try:
+        probe.start()
+        assert playback.server.wait_for_clients(1, timeout_s=30)
+        playback.start()
+        frames = [probe.get_frame(30) for _ in range(count)]
+    finally:
+        probe.close()
+        playback.close()
+    assert None not in frames
+    return frames

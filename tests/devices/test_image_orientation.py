@@ -8,11 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from igtl_helpers import served_frames
 
-from usnav.config.calibration import CalibrationFile, SpatialCalibration
-from usnav.devices.config import ProbeConfig
-from usnav.devices.playback import PlaybackServer
-from usnav.devices.probe import ProbeClient
 from usnav.frames import (
     ORIENTATIONS_2D,
     ORIENTATIONS_3D,
@@ -118,23 +115,7 @@ def _twin_recordings(folder: Path) -> tuple[Path, Path]:
 
 
 def _received(recording: Path) -> list[TrackedFrame]:
-    image_to_probe = np.diag([0.2, 0.25, 1.0, 1.0])
-    calibration = CalibrationFile(
-        spatial=SpatialCalibration(image_to_probe=image_to_probe.tolist())
-    )
-    playback = PlaybackServer(recording, port=0, rate="max", calibration=calibration)
-    playback.connect()
-    probe = ProbeClient(ProbeConfig(port=playback.port, transforms=["ProbeToTracker"]))
-    try:
-        probe.start()
-        assert playback.server.wait_for_clients(1, timeout_s=30)
-        playback.start()
-        frames = [probe.get_frame(30) for _ in range(6)]
-    finally:
-        probe.close()
-        playback.close()
-    assert None not in frames
-    return frames
+    return served_frames(recording, 6, np.diag([0.2, 0.25, 1.0, 1.0]), ["ProbeToTracker"])
 
 
 def test_playback_and_probe_deliver_an_mn_recording_as_its_mf_twin(tmp_path: Path) -> None:

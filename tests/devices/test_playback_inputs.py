@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from igtl_helpers import served_frames
 
-from usnav.config.calibration import CalibrationFile, SpatialCalibration
-from usnav.devices.config import ProbeConfig
 from usnav.devices.playback import PlaybackServer
-from usnav.devices.probe import ProbeClient
 from usnav.errors import InputError
 from usnav.frames import TrackedFrame, TrackedTransform
 from usnav.io.sequence import write_sequence
@@ -42,24 +40,7 @@ def _recording(path: Path, stamps: list[float]) -> Path:
 
 
 def _play(recording: Path, calibration: np.ndarray | None) -> list[TrackedFrame]:
-    given = (
-        None
-        if calibration is None
-        else CalibrationFile(spatial=SpatialCalibration(image_to_probe=calibration.tolist()))
-    )
-    playback = PlaybackServer(recording, port=0, rate="max", calibration=given)
-    playback.connect()
-    probe = ProbeClient(ProbeConfig(port=playback.port, transforms=["ProbeToReference"]))
-    try:
-        probe.start()
-        assert playback.server.wait_for_clients(1, timeout_s=30)
-        playback.start()
-        frames = [probe.get_frame(30) for _ in range(4)]
-    finally:
-        probe.close()
-        playback.close()
-    assert None not in frames
-    return frames
+    return served_frames(recording, 4, calibration, ["ProbeToReference"])
 
 
 def test_the_calibration_given_wins_over_the_file_s_and_is_said(tmp_path: Path, caplog) -> None:

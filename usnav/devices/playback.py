@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Sequence as SequenceABC
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +84,8 @@ def frame_messages(
     reference_frame
         The frame the IMAGE matrix maps to (``Image<To><reference_frame>``).
     image_to_probe
-        Calibration matrix, used when the frame does not carry ``ImageToProbe``.
+        Calibration matrix; it replaces an ``ImageToProbe`` the frame carries (its status
+        kept), as the calibration given wins in every command.
     send_invalid_transforms
         Send non-OK transforms too (with their status); PLUS's default sends only valid ones.
 
@@ -93,6 +94,11 @@ def frame_messages(
     list[Message]
         TRANSFORMs first, then the IMAGE (none for a tracker-only frame).
     """
+    stored = frame.transforms.get("ImageToProbe")
+    if stored is not None and image_to_probe is not None:
+        transforms = dict(frame.transforms)
+        transforms["ImageToProbe"] = TrackedTransform(image_to_probe, stored.status)
+        frame = replace(frame, transforms=transforms)
     messages = []
     statuses: dict[str, str] = {}
     for name, tt in frame.transforms.items():
@@ -472,12 +478,6 @@ class PlaybackServer(Device):
                 # a PLUS server sends MF images (it turns them on input); the calibration
                 # that places them is defined on MF pixels
                 frame = frame_in_mf(self._sequence.frame(i))
-                stored = frame.transforms.get("ImageToProbe")
-                if stored is not None and self.image_to_probe is not None:
-                    # the calibration given wins over the file's, as in every other command
-                    frame.transforms["ImageToProbe"] = TrackedTransform(
-                        self.image_to_probe, stored.status
-                    )
                 messages = frame_messages(
                     frame,
                     timestamp=stamp,
