@@ -38,6 +38,23 @@ def test_round_trip_keeps_paths_and_tags(tmp_path: Path) -> None:
     assert back[1].tags == {"cohort": "x"}
 
 
+def test_the_removed_tissue_column_is_a_path(tmp_path: Path) -> None:
+    """``removed`` (usnav register --removed) is read as a path relative to the manifest,
+    not as a free tag, and an empty one is None."""
+    (tmp_path / "manifest.csv").write_text(
+        "case,recording,mri,calibration,init,removed\n"
+        "a,a/s.mha,a/m.nii,a/c.toml,a/i.txt,a/removed_label.nii.gz\n"
+        "b,b/s.mha,b/m.nii,b/c.toml,b/i.txt,\n",
+        encoding="utf-8",
+    )
+    a, b = read_manifest(tmp_path / "manifest.csv")
+    assert a.removed == tmp_path / "a" / "removed_label.nii.gz"
+    assert "removed" not in a.tags
+    assert b.removed is None
+    back = read_manifest(write_manifest(tmp_path / "again.csv", [a, b]))
+    assert back[0].removed == a.removed
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [

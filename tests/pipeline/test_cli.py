@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pipeline_helpers import free_port, wait_until
 
@@ -82,6 +83,15 @@ def test_bad_inputs_get_one_line_and_exit_2_before_anything_starts(small_case, t
     result = _usnav(*args)
     assert result.returncode == 2 and "mri.nii.gz" in result.stderr
     assert "label map" in result.stderr or "tumor labels" in result.stderr
+    # a removed-tissue label outside the MRI is refused by name
+    import nibabel as nib
+
+    far = np.eye(4)
+    far[:3, 3] = [900.0, 0.0, 0.0]
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 3), np.uint8), far), tmp_path / "far.nii.gz")
+    result = _usnav(*_run_args(small_case, good), "--removed", str(tmp_path / "far.nii.gz"))
+    assert result.returncode == 2 and "far.nii.gz" in result.stderr
+    assert "outside the MRI" in result.stderr and "Traceback" not in result.stderr
     # a recording is never overwritten
     existing = tmp_path / "done.igs.mha"
     existing.write_bytes(b"an earlier recording")
@@ -91,6 +101,27 @@ def test_bad_inputs_get_one_line_and_exit_2_before_anything_starts(small_case, t
     # publishing on a network interface without CURVE keys is refused
     result = _usnav(*_run_args(small_case, good), "--publish", "tcp://0.0.0.0:5599")
     assert result.returncode == 2 and "beyond loopback needs encryption" in result.stderr
+
+
+def test_the_live_registration_gets_the_operated_mri_with_removed(small_case, tmp_path):
+    """``usnav run --removed``: the registration worker is built on the MRI with the removed
+    tissue filled with fluid (as ``usnav register --removed``); everything else as given."""
+    from usnav.io.volume import load_volume
+    from usnav.pipeline.run import open_pipeline
+    from usnav.registration.operated import removed_in_mri_grid
+
+    device = _device_file(tmp_path, free_port())
+    files = [small_case / n for n in ("mri.nii.gz", "tumor_label.nii.gz", "calibration.toml")]
+    init = small_case / "init_ReferenceToMri.txt"
+    removed = small_case / "removed_label.nii.gz"
+    plain = open_pipeline(device, *files, init=init)
+    operated = open_pipeline(device, *files, init=init, removed=removed)
+    mask = removed_in_mri_grid(plain.mri, load_volume(removed))
+    assert mask.sum() > 1000
+    fluid = np.percentile(plain.mri.data, 99.5).astype(plain.mri.data.dtype)
+    assert np.all(operated.mri.data[mask] == fluid)
+    assert not np.all(plain.mri.data[mask] == fluid)
+    np.testing.assert_array_equal(operated.mri.data[~mask], plain.mri.data[~mask])
 
 
 def test_a_taken_slicer_port_names_the_slicer_port_option(small_case, tmp_path):

@@ -51,6 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "then refined at the tumor to follow the cord shift (ReferenceToMri; the global one "
         "stays in BonyReferenceToMri)",
     )
+    p.add_argument(
+        "--removed",
+        type=Path,
+        metavar="REMOVED_LABEL",
+        help="label map (MRI space, > 0) of the tissue the surgery removed: the laminae and "
+        "spinous processes over the decompressed levels and the wound above them. The sweep is "
+        "then compared with the MRI of the operated spine (that tissue filled with fluid), "
+        "not with bone the ultrasound cannot see",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing RESULT.json")
     p.add_argument(
         "--config",
@@ -86,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             options,
             progress=lambda message, fraction: bar.update("registering", fraction, 1.0, message),
             label=args.label,
+            removed=args.removed,
         )
     finally:
         bar.stop()

@@ -30,6 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mri", type=Path, required=True, help="preoperative MRI (NIfTI or NRRD)")
     p.add_argument("--label", type=Path, required=True, help="tumor label map (solid 1, cyst 2)")
     p.add_argument(
+        "--removed",
+        type=Path,
+        metavar="REMOVED_LABEL",
+        help="label map (MRI space, > 0) of the tissue the surgery removed (laminae, spinous "
+        "processes, the wound): the registration compares the ultrasound with the MRI of the "
+        "operated spine, as usnav register --removed",
+    )
+    p.add_argument(
         "--calibration",
         type=Path,
         required=True,
@@ -164,6 +172,7 @@ def _run(args: argparse.Namespace, log_path: Path) -> int:
         init=args.init,
         record=args.record,
         options=options,
+        removed=args.removed,
     )
 
     def interrupted(n: int) -> None:

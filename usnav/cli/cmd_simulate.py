@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "simulate",
         help="simulate a spinal cord tumor case: MRI, tumor label, tracked US sweep, truth",
         description="Writes one synthetic case into DIR: mri.nii.gz (T2, RAS), tumor_label.nii.gz "
-        "(1 solid, 2 cyst), anatomy_{preop,intraop}.nii.gz, sweep.igs.mha (tracked freehand "
+        "(1 solid, 2 cyst), anatomy_{preop,intraop}.nii.gz, removed_label.nii.gz (the tissue the "
+        "laminectomy removed, for usnav register --removed), sweep.igs.mha (tracked freehand "
         "sweep simulated by acoustic ray marching through the operated anatomy), "
         "calibration.toml, truth.json (ReferenceToMri, cord shift, landmarks in MRI space), "
         "init_ReferenceToMri.txt (truth perturbed by a random rigid offset) and, with "

@@ -149,6 +149,7 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
         folder / "result.json",
         options,
         label=case.label,
+        removed=case.removed,
     )
     row.update(
         accepted=bool(result.accepted),

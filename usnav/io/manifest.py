@@ -35,7 +35,7 @@ from pathlib import Path
 from usnav.errors import InputError
 
 #: Columns holding file paths, in the order they are written.
-PATH_COLUMNS = ("recording", "mri", "label", "calibration", "init", "truth")
+PATH_COLUMNS = ("recording", "mri", "label", "calibration", "init", "truth", "removed")
 #: Path columns every row must fill.
 REQUIRED_PATHS = ("recording", "mri", "calibration", "init")
 #: Tag columns written after the paths (any other column is a free tag too).
@@ -52,8 +52,9 @@ class ManifestCase:
         Unique name of the case.
     recording, mri, calibration, init
         Absolute paths of the required files.
-    label, truth
-        Absolute paths of the optional files, or ``None``.
+    label, truth, removed
+        Absolute paths of the optional files, or ``None`` (``removed``: the label map of the
+        tissue the surgery removed, ``usnav register --removed``).
     tags
         Tag columns (``family``, ``seed``, ``site`` and any free ones) as text; empty ones are
         left out.
@@ -66,6 +67,7 @@ class ManifestCase:
     init: Path
     label: Path | None = None
     truth: Path | None = None
+    removed: Path | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -29,13 +29,18 @@ def open_pipeline(
     init: str | Path | None = None,
     record: str | Path | None = None,
     options: PipelineOptions | None = None,
+    removed: str | Path | None = None,
 ) -> LivePipeline:
     """Load and check every input of ``usnav run``, then build the pipeline (not started).
 
     Everything that can be wrong with a file is found here, before a socket is opened: the
     device set, the MRI and label map (usable affine, finite voxels), the calibration
     (rigid × scale), the initial registration (rigid), the recording target (its folder
-    exists and is writable).
+    exists and is writable), the removed-tissue label (marks voxels inside the MRI).
+
+    With ``removed`` (the label map of the tissue the surgery removed, MRI space) the
+    registration compares the ultrasound with the MRI of the operated spine
+    (:func:`usnav.registration.operated.operated_mri`).
 
     Raises
     ------
@@ -55,6 +60,12 @@ def open_pipeline(
         )
     mri_volume = load_volume(mri)
     mri_volume.check_finite()
+    if removed is not None:
+        from usnav.registration.operated import operated_mri
+        from usnav.registration.options import RegistrationOptions
+
+        fill = RegistrationOptions().removed_fill_percentile
+        mri_volume = operated_mri(mri_volume, load_volume(removed), fill)
     label_volume = load_volume(label)
     if init is not None:
         from usnav.registration.files import read_initial

@@ -137,11 +137,14 @@ def register_recording(
     *,
     progress: Progress | None = None,
     label: str | Path | None = None,
+    removed: str | Path | None = None,
 ) -> RegistrationResult:
     """``usnav register``: read everything, register, write RESULT.json (if ``out``).
 
     With ``label`` (the planned tumor's label map, MRI space) an accepted estimate is refined
-    at the tumor (:func:`usnav.registration.rigid.register_sweep`).
+    at the tumor (:func:`usnav.registration.rigid.register_sweep`). With ``removed`` (the label
+    map of the tissue the surgery removed, MRI space) the sweep is compared with the MRI of
+    the operated spine (:func:`usnav.registration.operated.operated_mri`).
 
     Raises
     ------
@@ -158,12 +161,19 @@ def register_recording(
     if progress:
         progress("reading the sweep", 0.02)
     tumor_label = None if label is None else load_volume(label)
+    removed_label = None if removed is None else load_volume(removed)
     sweep = load_sweep(recording, image_to_probe)
     from usnav.registration._kernels import warm_up
 
     compile_s = warm_up()
     result = register_sweep(
-        mri, sweep, initial, options, progress=progress, tumor_label=tumor_label
+        mri,
+        sweep,
+        initial,
+        options,
+        progress=progress,
+        tumor_label=tumor_label,
+        removed_label=removed_label,
     )
     if out is not None:
         doc = result.to_json()
@@ -177,6 +187,7 @@ def register_recording(
             "calibration": str(calibration),
             "init": str(init),
             "label": None if label is None else str(label),
+            "removed": None if removed is None else str(removed),
         }
         _write_json(out, doc)
     return result

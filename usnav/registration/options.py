@@ -247,6 +247,18 @@ class RegistrationOptions(BaseModel):
     """A frame counts if at least this many pixels lie near the tumor."""
     tumor_min_frames: int = Field(default=3, ge=1)
     """The stage runs only if at least this many frames count."""
+    removed_fill_percentile: float = Field(default=99.5, ge=0, le=100)
+    """With a removed-tissue label (``usnav register --removed``): the MRI intensity the
+    removed tissue is filled with, as this percentile of the MRI's voxels (99.5: the
+    brightest tissue, as fluid is on T2; for a T1 MRI, where fluid is dark, a low one).
+    :func:`usnav.registration.operated.operated_mri`."""
+    removed_label_error_mm: float = Field(default=2.0, ge=0)
+    """With a removed-tissue label: how far its walls may lie from the real wound's (95 %,
+    mm). The registration aligns the MRI's filled region with the saline the ultrasound sees,
+    so it follows the label: on 64 tuning cases a label shifted 2 mm along the spine and
+    grown 1.2 mm moved the median estimate from 0.30 to 1.35 mm off (docs/registration.md
+    "The operated spine"). This term enters the stated uncertainty (``removed_label``) only
+    when a removed-tissue label is given."""
 
     def margin_over_null(self, metric: str) -> float:
         """``min_margin_over_null``, or the default for ``metric`` when it is None."""

@@ -70,6 +70,7 @@ def register_sweep(
     *,
     progress: Progress | None = None,
     tumor_label: Volume | None = None,
+    removed_label: Volume | None = None,
 ) -> RegistrationResult:
     """Register a tracked sweep to the MRI (batch).
 
@@ -90,6 +91,11 @@ def register_sweep(
         ``options.tumor_stage``) an accepted estimate is refined at the tumor
         (:mod:`usnav.registration.tumor`): ``reference_to_mri`` then follows the cord shift
         and ``bony_reference_to_mri`` keeps the global estimate.
+    removed_label
+        The tissue the surgery removed (MRI RAS, > 0: laminae, spinous processes, the wound
+        over the decompressed levels). With it the sweep is compared with the MRI of the
+        operated spine, that tissue filled with fluid
+        (:func:`usnav.registration.operated.operated_mri`).
 
     Returns
     -------
@@ -103,6 +109,11 @@ def register_sweep(
     """
     check_inputs(mri, sweep, initial)
     t0 = time.perf_counter()
+    if removed_label is not None:
+        from usnav.registration.operated import operated_mri
+
+        fill = (options or RegistrationOptions()).removed_fill_percentile
+        mri = operated_mri(mri, removed_label, fill)
     problem = SweepRegistration(mri, sweep, initial, options)
     distance = None
     if tumor_label is not None and problem.options.tumor_stage:

@@ -15,6 +15,7 @@ from scipy.spatial.transform import Rotation
 
 from usnav.errors import InputError
 from usnav.io.volume import Volume
+from usnav.registration.operated import REMOVED_TISSUE_KEY
 from usnav.registration.options import RegistrationOptions
 from usnav.registration.pose import _apply, _optimise, _subset_level, correction
 from usnav.registration.similarity import (
@@ -113,6 +114,11 @@ class SweepRegistration(VerdictMixin):
         self._levels: list[PreparedLevel | None] = [None] * len(spacings)
         self._levels[-1] = self._prepare(len(spacings) - 1, finest)
         self.mri_source = mri.source
+        # the MRI of the operated spine (usnav.registration.operated): the estimate follows
+        # the removed-tissue label's walls, so the label's error enters the stated bound
+        self.removed_label_error_mm = (
+            opts.removed_label_error_mm if REMOVED_TISSUE_KEY in mri.meta else 0.0
+        )
         beams = sweep.image_to_reference[:, :3, 1]
         beam = (beams / np.linalg.norm(beams, axis=1, keepdims=True)).mean(axis=0)
         #: RMS distance of the field of view from its centre, mm (rotation ↔ displacement)

@@ -196,6 +196,7 @@ def uncertainty_terms(
     *,
     model_spread_mm: float = 0.0,
     tumor_shift_mm: float | None = None,
+    removed_label_mm: float = 0.0,
 ) -> dict[str, float]:
     """The stated uncertainty and its terms (mm): the error of the global estimate at the field
     of view's centre, plus how far the tumor may lie from where that estimate puts it.
@@ -216,12 +217,16 @@ def uncertainty_terms(
         Bound on the tumor's position against the global estimate: the cord shift (None:
         ``options.tumor_shift_mm``) when the margins are drawn with the global estimate, or
         the tumor stage's residual (``options.tumor_stage_error_mm``) once it followed it.
+    removed_label_mm
+        How far the removed-tissue label's walls may lie from the real wound's
+        (``options.removed_label_error_mm`` when the MRI is the operated one, else 0): the
+        estimate follows them.
 
     Returns
     -------
     dict with ``statistical``, ``model``, ``calibration``, ``speed_of_sound``, ``echo_offset``,
-    ``similarity_bias``, ``tumor_shift`` and ``uncertainty_mm`` = their quadrature sum
-    (independent errors, each term a ~95 % bound).
+    ``similarity_bias``, ``tumor_shift``, ``removed_label`` and ``uncertainty_mm`` = their
+    quadrature sum (independent errors, each term a ~95 % bound).
     """
     o = options
     terms = {
@@ -233,6 +238,7 @@ def uncertainty_terms(
         "echo_offset": o.echo_offset_mm,
         "similarity_bias": o.similarity_bias_mm,
         "tumor_shift": o.tumor_shift_mm if tumor_shift_mm is None else tumor_shift_mm,
+        "removed_label": float(removed_label_mm),
     }
     return _with_total(terms)
 
@@ -331,7 +337,13 @@ class VerdictMixin:
             model, n = self._model_spread(candidate, centre, pts)
             evaluations += n
             diagnostics["model_spread_mm"] = float(model)
-            terms = uncertainty_terms(spread, self.fov_depth_mm, opts, model_spread_mm=model)
+            terms = uncertainty_terms(
+                spread,
+                self.fov_depth_mm,
+                opts,
+                model_spread_mm=model,
+                removed_label_mm=self.removed_label_error_mm,
+            )
             uncertainty = terms["uncertainty_mm"]
             resolution = float(np.hypot(spread, opts.uncertainty_floor_mm))
             diagnostics["split_spread_mm"] = float(spread)

@@ -61,6 +61,7 @@ FILE_NAMES = {
     "tumor_label": "tumor_label.nii.gz",
     "anatomy_preop": "anatomy_preop.nii.gz",
     "anatomy_intraop": "anatomy_intraop.nii.gz",
+    "removed_label": "removed_label.nii.gz",
     "sweep": "sweep.igs.mha",
     "calibration": "calibration.toml",
     "truth": "truth.json",
@@ -82,6 +83,7 @@ class CaseFiles:
     init_reference_to_mri: Path
     anatomy_preop: Path | None = None
     anatomy_intraop: Path | None = None
+    removed_label: Path | None = None
     previews: list[Path] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -374,6 +376,23 @@ def _as_list(a: np.ndarray | None):
     return None if a is None else np.asarray(a, dtype=np.float64).tolist()
 
 
+def removed_tissue(
+    preop: np.ndarray, intraop: np.ndarray, index_to_mri: np.ndarray
+) -> Volume | None:
+    """The tissue the laminectomy removed (1: saline in the operated anatomy, not before), on
+    the label grid cropped to it, MRI RAS mm: what a planner draws for ``usnav register
+    --removed`` (exact here; a drawn one is not). None when nothing was removed."""
+    removed = (intraop == Tissue.SALINE) & (preop != Tissue.SALINE)
+    where = np.argwhere(removed)
+    if not len(where):
+        return None
+    lo, hi = where.min(axis=0), where.max(axis=0) + 1
+    shift = np.eye(4)
+    shift[:3, 3] = lo
+    crop = removed[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.uint8)
+    return Volume(crop, index_to_mri @ shift, source="simulated removed tissue")
+
+
 def write_case(
     case: SimulatedCase, out_dir: str | Path, progress: Callable[[str], None] | None = None
 ) -> CaseFiles:
@@ -388,10 +407,13 @@ def write_case(
     t = time.perf_counter()
     save_volume(case.mri.mri, paths["mri"])
     save_volume(case.mri.tumor_label, paths["tumor_label"])
+    to_mri = anat.spine_to_mri @ case.preop.index_to_spine()
     if opts.save_anatomy:
-        to_mri = anat.spine_to_mri @ case.preop.index_to_spine()
         save_volume(Volume(case.preop.labels, to_mri), paths["anatomy_preop"])
         save_volume(Volume(case.intraop.labels, to_mri), paths["anatomy_intraop"])
+    removed = removed_tissue(case.preop.labels, case.intraop.labels, to_mri)
+    if removed is not None:
+        save_volume(removed, paths["removed_label"])
     timings["write_volumes"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -447,6 +469,7 @@ def write_case(
         init_reference_to_mri=paths["init_reference_to_mri"],
         anatomy_preop=paths["anatomy_preop"] if opts.save_anatomy else None,
         anatomy_intraop=paths["anatomy_intraop"] if opts.save_anatomy else None,
+        removed_label=paths["removed_label"] if removed is not None else None,
     )
     if opts.preview:
         t = time.perf_counter()
