@@ -425,7 +425,45 @@ def make_case(out, family, seed, mri_as_us=False, nframes=120):
     )
     json.dump(meta, open(f"{out}/meta.json", "w"), indent=1)
     np.save(f"{out}/poses_TransducerToMri.npy", np.array(poses))
+    write_removed(out, p, aff)
     return meta
+
+
+def write_removed(out, p, aff):
+    """Tissue removed by the laminectomy (s21 addition; runs after everything else, uses no rng).
+
+    Fine-grid voxels where the surgical labels without cord shift differ from the preoperative
+    labels, restricted to voxels that became saline (the cavity); downsampled to the MRI grid
+    exactly like the tumour label in make_mri (2x2x2 block mean > 0.5).
+    """
+    pre = A.build_labels(dict(p), surgical=False)
+    post = A.build_labels(dict(p, cord_shift=[0.0, 0.0, 0.0]), surgical=True)
+    diff = pre != post
+    rem = diff & (post == A.SALINE)
+    n_other = int((diff & ~rem).sum())
+    nx, ny, nz = rem.shape
+    R = rem.astype(np.float32).reshape(nx // 2, 2, ny // 2, 2, nz // 2, 2).mean(axis=(1, 3, 5))
+    Rl = (R > 0.5).astype(np.uint8)
+    nib.save(nib.Nifti1Image(Rl, aff), f"{out}/removed_label.nii.gz")
+    # s21: only the removed bone (laminae, spinous processes): what a planner segments in the MRI
+    bone = np.isin(pre, [A.NAMES.index("cortex"), A.NAMES.index("marrow")])
+    Rb = (rem & bone).astype(np.float32).reshape(nx // 2, 2, ny // 2, 2, nz // 2, 2)
+    Rb = (Rb.mean(axis=(1, 3, 5)) > 0.5).astype(np.uint8)
+    nib.save(nib.Nifti1Image(Rb, aff), f"{out}/removed_bone.nii.gz")
+    # s21: the label drawn 2 mm off along the spine (z, the MRI grid's third axis)
+    shift = np.roll(Rl, round(2.0 / (2 * A.SP)), axis=2)  # 2 voxels: 1.8 mm
+    nib.save(nib.Nifti1Image(shift, aff), f"{out}/removed_shift2.nii.gz")
+    removed_pre = {A.NAMES[i]: int(((pre == i) & rem).sum()) for i in range(len(A.NAMES))}
+    info = dict(
+        lam_z=[float(v) for v in p["lam_z"]],
+        voxels=int(Rl.sum()),
+        voxel_mm=2 * A.SP,
+        volume_mm3=float(Rl.sum() * (2 * A.SP) ** 3),
+        fine_voxels=int(rem.sum()),
+        fine_diff_not_saline=n_other,
+        fine_removed_by_pre_label={k: v for k, v in removed_pre.items() if v},
+    )
+    json.dump(info, open(f"{out}/removed_meta.json", "w"), indent=1)
 
 
 if __name__ == "__main__":
