@@ -137,6 +137,35 @@ def test_a_pose_shifted_along_the_sweep_is_rejected_as_ambiguous(small_case, pro
         assert judged_wrong.estimate().accepted is False
 
 
+@pytest.mark.parametrize("axes", [["elevation", "lateral"], ["elevation"]])
+def test_a_pose_shifted_along_the_image_is_caught_by_the_lateral_probe(small_case, axes):
+    """On a sagittal sweep the spine lies along the image's lateral axis, where the elevation
+    probe never looks (held-out sweep-anatomy 6933: accepted 4.7 mm off along the spine). Here
+    a pose 6 mm from the optimum along the image's lateral axis: the lateral probe finds the
+    optimum beside it and rejects it as ambiguous "along the image"; the optimum itself stays
+    accepted with both probes. (On this transverse sweep the elevation probe, refined in all
+    directions, may also slide to the optimum; the lateral one is what a sagittal sweep needs.)"""
+    mri, sweep, _, truth = small_case
+    options = RegistrationOptions(ambiguity_axes=axes)
+    problem = SweepRegistration(mri, sweep, truth.reference_to_mri, options)
+    optimum = problem.run(truth.reference_to_mri, warm=True).candidate
+    rotation = optimum[:3, :3]
+    lateral = rotation @ problem.lateral_direction
+    assert abs(float(lateral @ (rotation @ problem.elevation_direction))) < 0.2
+    wrong, current = optimum.copy(), optimum.copy()
+    wrong[:3, 3] += 6.0 * lateral
+    current[:3, 3] += 12.0 * lateral  # farther on the same side: the wrong pose gains over it
+    assert truth.mtre(wrong) > 4.0
+    assert problem.judge(optimum, current).accepted
+    judged = problem.judge(wrong, current)
+    if "lateral" in axes:
+        assert not judged.accepted and "along the image" in judged.reason, judged.reason
+        assert "ambiguity_margin_lateral_6mm" in judged.diagnostics
+    else:
+        assert "along the image" not in judged.reason
+        assert "ambiguity_margin_lateral_6mm" not in judged.diagnostics
+
+
 def test_ncc_gradient_metric_runs_and_improves(small_case):
     mri, sweep, _, truth = small_case
     result = register_sweep(

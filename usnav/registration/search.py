@@ -138,6 +138,11 @@ class SweepRegistration(VerdictMixin):
         normal = (normals * np.sign(normals @ normals[len(normals) // 2])[:, None]).mean(axis=0)
         #: mean frame normal (elevation, image x × y), Reference frame, unit
         self.elevation_direction = normal / max(np.linalg.norm(normal), 1e-12)
+        lateral = sweep.image_to_reference[:, :3, 0].copy()
+        lateral /= np.maximum(np.linalg.norm(lateral, axis=1, keepdims=True), 1e-12)
+        lateral = (lateral * np.sign(lateral @ lateral[len(lateral) // 2])[:, None]).mean(axis=0)
+        #: mean image lateral axis (image +x: across the array), Reference frame, unit
+        self.lateral_direction = lateral / max(np.linalg.norm(lateral), 1e-12)
         #: depth of the field of view's centre below the transducer face (image row 0), mm
         self.fov_depth_mm = fov_depth_mm(sweep)
 

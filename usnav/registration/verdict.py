@@ -260,12 +260,14 @@ def _with_total(terms: dict[str, float]) -> dict[str, float]:
 
 class VerdictMixin:
     """The verdict of :class:`~usnav.registration.search.SweepRegistration` (needs its
-    ``options``, ``level()``, ``points_reference``, ``elevation_direction`` and
-    ``fov_depth_mm``)."""
+    ``options``, ``level()``, ``points_reference``, ``elevation_direction``,
+    ``lateral_direction``, ``removed_label_error_mm`` and ``fov_depth_mm``)."""
 
     options: RegistrationOptions
     points_reference: np.ndarray
     elevation_direction: np.ndarray
+    lateral_direction: np.ndarray
+    removed_label_error_mm: float
     fov_depth_mm: float
 
     def _verdict(
@@ -398,35 +400,41 @@ class VerdictMixin:
             levels=notes,
         )
 
-    def _sweep_probes(self, candidate: np.ndarray) -> tuple[list[tuple[np.ndarray, float]], int]:
-        """Refine from the candidate shifted ± each of ``ambiguity_offsets_mm`` along the
-        elevation direction (the direction a sweep constrains least; finest level,
-        ``ambiguity_evaluations`` each). Returns ([(pose, offset mm)], evaluations). The same
-        candidate always gives the same poses (and the similarity's cache then the scores)."""
+    def _sweep_probes(
+        self, candidate: np.ndarray
+    ) -> tuple[list[tuple[np.ndarray, float, str]], int]:
+        """Refine from the candidate shifted ± each of ``ambiguity_offsets_mm`` along each of
+        ``ambiguity_axes`` (the elevation direction: the one a transverse sweep constrains
+        least; the image's lateral axis: along the spine on a sagittal sweep; finest level,
+        ``ambiguity_evaluations`` each). Returns ([(pose, offset mm, axis)], evaluations). The
+        same candidate always gives the same poses (and the similarity's cache then the
+        scores)."""
         opts = self.options
         level = self.level(-1)
         sim = level.similarity
         s = level.frames.spacing_mm
         centre_c = _apply(candidate, self.points_reference).mean(axis=0)
-        direction = candidate[:3, :3] @ self.elevation_direction
+        axes = {"elevation": self.elevation_direction, "lateral": self.lateral_direction}
         total = 0
         poses = []
 
         def cost(p: np.ndarray) -> float:
             return -sim(correction(p, centre_c) @ candidate)
 
-        for offset in opts.ambiguity_offsets_mm:
-            for sign in (-1.0, 1.0):
-                x0 = np.r_[sign * offset * direction, 0.0, 0.0, 0.0]
-                x, _, k = _optimise(
-                    cost,
-                    x0,
-                    np.r_[[0.6 * s] * 3, [0.6 * s] * 3],
-                    opts.ambiguity_evaluations,
-                    0.05 * s,
-                )
-                total += k
-                poses.append((correction(x, centre_c) @ candidate, offset))
+        for axis in opts.ambiguity_axes:
+            direction = candidate[:3, :3] @ axes[axis]
+            for offset in opts.ambiguity_offsets_mm:
+                for sign in (-1.0, 1.0):
+                    x0 = np.r_[sign * offset * direction, 0.0, 0.0, 0.0]
+                    x, _, k = _optimise(
+                        cost,
+                        x0,
+                        np.r_[[0.6 * s] * 3, [0.6 * s] * 3],
+                        opts.ambiguity_evaluations,
+                        0.05 * s,
+                    )
+                    total += k
+                    poses.append((correction(x, centre_c) @ candidate, offset, axis))
         return poses, total
 
     def _ambiguity(
@@ -440,7 +448,7 @@ class VerdictMixin:
         worst = (np.inf, "")
         self._ambiguity_margins: dict[str, float] = {}
         poses, total = self._sweep_probes(candidate)
-        for other, offset in poses:
+        for other, offset, axis in poses:
             distance = mean_displacement(other, candidate, pts)
             if not distance > opts.ambiguity_distinct_mm:
                 continue
@@ -449,11 +457,14 @@ class VerdictMixin:
             _, t_stat = _paired_gain(scores, other_scores)
             gain = similarity - other_sim
             key = f"ambiguity_margin_{offset:g}mm"
+            if axis != "elevation":
+                key = f"ambiguity_margin_{axis}_{offset:g}mm"
             self._ambiguity_margins[key] = min(self._ambiguity_margins.get(key, np.inf), gain)
             if gain < worst[0]:
                 worst = (
                     gain,
-                    f"ambiguous: a pose {distance:.1f} mm away along the sweep scores "
+                    f"ambiguous: a pose {distance:.1f} mm away "
+                    f"{'along the sweep' if axis == 'elevation' else 'along the image'} scores "
                     f"{other_sim:.4f} against {similarity:.4f} (gain {gain:+.4f}, "
                     f"t = {t_stat:.1f})",
                 )
@@ -493,7 +504,7 @@ class VerdictMixin:
             poses, n = self._sweep_probes(candidate)
             total += n
             found = None
-            for other, _ in poses:
+            for other, *_ in poses:
                 score = sim(other)
                 if (
                     score > best

@@ -61,7 +61,8 @@ def streaming_registration_options() -> RegistrationOptions:
     :class:`ReplacementRule` decides, on the same frames, with hysteresis. Its "clearly
     better" gain, 0.002, is LC²'s 0.003 scaled by MIND-SSC's shallower peak (0.069 / 0.101,
     as the chance margin, :data:`~usnav.registration.options.MIND_MARGIN_OVER_NULL`). The
-    ambiguity probe looks ±6 mm along the sweep only: a warm update starts at the accepted
+    ambiguity probe looks ±6 mm along the frame normal only (not along the image, as the cold
+    search's does, which would double its cost): a warm update starts at the accepted
     estimate and moves it a few mm; the ±9 mm probe of the batch verdict guards the cold
     search's choice of basin (on a short window a correct update can trail a pose 9.6 mm away
     by < 0.005)."""
@@ -75,6 +76,7 @@ def streaming_registration_options() -> RegistrationOptions:
         min_correction_to_uncertainty=0.0,
         min_similarity_gain=LIVE_MIND_SIMILARITY_GAIN,
         ambiguity_offsets_mm=[6.0],
+        ambiguity_axes=["elevation"],
     )
 
 
