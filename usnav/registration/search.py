@@ -66,6 +66,14 @@ class PreparedLevel:
     similarity: FrameSimilarity
 
 
+def _mean_axis(vectors: np.ndarray) -> np.ndarray:
+    """Unit mean of per-frame axes (N, 3), each normalised and turned to the middle frame's
+    side first (an axis, not a direction: a frame flipped by the sweep does not cancel)."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    mean = (unit * np.sign(unit @ unit[len(unit) // 2])[:, None]).mean(axis=0)
+    return mean / max(np.linalg.norm(mean), 1e-12)
+
+
 class SweepRegistration(VerdictMixin):
     """A sweep prepared for registration against one MRI (levels built once).
 
@@ -133,16 +141,13 @@ class SweepRegistration(VerdictMixin):
         )
         #: mean ultrasound beam direction (image +y), Reference frame, unit
         self.beam_direction = beam / max(np.linalg.norm(beam), 1e-12)
-        normals = np.cross(sweep.image_to_reference[:, :3, 0], sweep.image_to_reference[:, :3, 1])
-        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-        normal = (normals * np.sign(normals @ normals[len(normals) // 2])[:, None]).mean(axis=0)
+        frames_x = sweep.image_to_reference[:, :3, 0]
         #: mean frame normal (elevation, image x × y), Reference frame, unit
-        self.elevation_direction = normal / max(np.linalg.norm(normal), 1e-12)
-        lateral = sweep.image_to_reference[:, :3, 0].copy()
-        lateral /= np.maximum(np.linalg.norm(lateral, axis=1, keepdims=True), 1e-12)
-        lateral = (lateral * np.sign(lateral @ lateral[len(lateral) // 2])[:, None]).mean(axis=0)
+        self.elevation_direction = _mean_axis(
+            np.cross(frames_x, sweep.image_to_reference[:, :3, 1])
+        )
         #: mean image lateral axis (image +x: across the array), Reference frame, unit
-        self.lateral_direction = lateral / max(np.linalg.norm(lateral), 1e-12)
+        self.lateral_direction = _mean_axis(frames_x)
         #: depth of the field of view's centre below the transducer face (image row 0), mm
         self.fov_depth_mm = fov_depth_mm(sweep)
 
