@@ -107,7 +107,7 @@ class SweepRegistration(VerdictMixin):
             sweep,
             spacings[-1],
             max_frames=opts.level("max_frames", 99),
-            ignore_zero_pixels=opts.ignore_zero_pixels,
+            **opts.frame_mask_arguments(),
         )
         if len(finest) == 0:
             raise InputError(sweep.source, "no usable frame in the sweep")
@@ -158,7 +158,7 @@ class SweepRegistration(VerdictMixin):
                 self.sweep,
                 opts.level_spacings_mm[i],
                 max_frames=opts.level("max_frames", i),
-                ignore_zero_pixels=opts.ignore_zero_pixels,
+                **opts.frame_mask_arguments(),
             )
         sim = FrameSimilarity(
             self._mri_levels[i],

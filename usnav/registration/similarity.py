@@ -290,6 +290,9 @@ def prepare_frame_level(
     frame_distance_mm: float | None = None,
     ignore_zero_pixels: bool = False,
     frame_index: np.ndarray | None = None,
+    near_field_fraction: float | None = None,
+    near_field_min_depth_mm: float = 3.0,
+    near_field_margin_mm: float = 1.0,
 ) -> FrameLevel:
     """Resample the sweep's frames (cropped to the field of view) to ``spacing_mm`` pixels.
 
@@ -308,6 +311,9 @@ def prepare_frame_level(
         resliced 3D volume), as LC²'s reference implementation does.
     frame_index
         Use exactly these frames instead of choosing.
+    near_field_fraction, near_field_min_depth_mm, near_field_margin_mm
+        Unless None, exclude each frame's anechoic near field
+        (:func:`anechoic_near_field`, with these parameters).
     """
     mask = sweep.mask()
     if not mask.any():
@@ -347,6 +353,15 @@ def prepare_frame_level(
             valid[out_i] = cv2.resize(m, (new_cols, new_rows), interpolation=cv2.INTER_AREA) > 0.999
         else:
             valid[out_i] = shared
+        if near_field_fraction is not None:
+            valid[out_i] &= ~anechoic_near_field(
+                us[out_i],
+                valid[out_i],
+                (kx * sx, ky * sy),
+                fraction=near_field_fraction,
+                min_depth_mm=near_field_min_depth_mm,
+                margin_mm=near_field_margin_mm,
+            )
         K.gradient_magnitude_2d(us[out_i], ky * sy, kx * sx, grad[out_i])
     level_to_pixel = np.array(
         [
@@ -358,6 +373,61 @@ def prepare_frame_level(
     )
     p2r = sweep.image_to_reference[frame_index] @ level_to_pixel
     return FrameLevel(float(spacing_mm), us, grad, valid, p2r, np.asarray(frame_index))
+
+
+def anechoic_near_field(
+    us: np.ndarray,
+    valid: np.ndarray,
+    pixel_mm: tuple[float, float],
+    *,
+    fraction: float,
+    min_depth_mm: float,
+    margin_mm: float,
+) -> np.ndarray:
+    """The anechoic layer under the transducer face of one frame: the fluid of an open wound.
+
+    After a laminectomy the probe scans through saline, which returns no echo, down to the
+    first tissue; the preoperative MRI has muscle and bone there. Along each image column
+    (a beam line, rows increase with depth) the pixels from the top of the field of view down
+    to the first echo are the layer; the echo itself is kept. The mask is fixed in the image:
+    it does not move with the pose, so there are no walls for an estimate to follow.
+
+    Parameters
+    ----------
+    us
+        (rows, cols) ultrasound intensities of one frame (any scale).
+    valid
+        (rows, cols) its field of view (nonzero = inside).
+    pixel_mm
+        (column, row) pixel size, mm.
+    fraction
+        A pixel is anechoic below ``fraction`` × the frame's 99th percentile inside the field
+        of view.
+    min_depth_mm
+        A column's layer counts only if it is at least this deep (thinner: coupling gel or
+        skin, not a fluid-filled wound).
+    margin_mm
+        The layer is widened sideways by this much on each side, so that no pixel at a
+        wound's side wall, where the saline meets tissue, is compared.
+
+    Returns
+    -------
+    (rows, cols) bool: True where the frame is the anechoic near field.
+    """
+    inside = np.asarray(valid, bool)
+    if not inside.any():
+        return np.zeros(inside.shape, bool)
+    level = float(np.percentile(us[inside], 99.0))
+    if level <= 0:
+        return np.zeros(inside.shape, bool)
+    dark_or_outside = (us < fraction * level) | ~inside
+    layer = np.logical_and.accumulate(dark_or_outside, axis=0) & inside
+    layer[:, layer.sum(axis=0) * pixel_mm[1] < min_depth_mm] = False
+    widen = math.ceil(margin_mm / pixel_mm[0] - 1e-9)
+    if widen > 0 and layer.any():
+        kernel = np.ones((1, 2 * widen + 1), np.uint8)
+        layer = cv2.dilate(layer.astype(np.uint8), kernel).astype(bool) & inside
+    return layer
 
 
 def us_mind_descriptors(

@@ -193,7 +193,7 @@ def fit_at_tumor(
     opts: RegistrationOptions,
 ) -> TumorStage:
     """The tumor stage on ``sweep``'s frames resampled at ``context.mri_level``'s pixel size
-    (``opts``: the ``tumor_*`` options and ``ignore_zero_pixels``).
+    (``opts``: the ``tumor_*`` options and those choosing the compared pixels).
 
     The translation is fitted once per similarity of the stage (``tumor_metric`` and, unless
     None, ``tumor_second_metric``, each with its own ROI and patch size); the stage moves by
@@ -205,7 +205,7 @@ def fit_at_tumor(
         sweep,
         context.mri_level.spacing_mm,
         max_frames=opts.tumor_max_frames,
-        ignore_zero_pixels=opts.ignore_zero_pixels,
+        **opts.frame_mask_arguments(),
     )
     members = [(opts.tumor_metric, opts.tumor_roi_mm, opts.tumor_patch_half)]
     if opts.tumor_second_metric is not None:
