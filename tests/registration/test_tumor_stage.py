@@ -230,3 +230,80 @@ def test_two_refused_fits_keep_the_bony_estimate_and_say_why(shifted_case):
     np.testing.assert_array_equal(stage.reference_to_mri, bony)
     assert stage.reason.startswith("tumor stage refused") and "; mind_ssc: refused" in stage.reason
     assert all(m["reason"].startswith("tumor stage refused") for m in stage.members)
+
+
+def _ellipsoid_label(axis: np.ndarray, radii_mm: tuple[float, float]) -> Volume:
+    """A tumor label: an ellipsoid with semi-axis ``radii_mm[0]`` along ``axis`` and
+    ``radii_mm[1]`` across it, on a 0.5 mm grid (MRI RAS mm)."""
+    n = 64
+    affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    affine[:3, 3] = -16.0
+    ijk = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), axis=-1)
+    xyz = ijk * 0.5 - 16.0
+    along = xyz @ axis
+    across = np.linalg.norm(xyz - along[..., None] * axis, axis=-1)
+    inside = (along / radii_mm[0]) ** 2 + (across / radii_mm[1]) ** 2 <= 1.0
+    return Volume(inside.astype(np.uint8), affine)
+
+
+def test_the_long_axis_and_the_transverse_plane_come_from_the_label():
+    from usnav.registration.tumor import TumorContext, tumor_long_axis
+
+    axis = np.array([0.2, -0.3, 1.0]) / np.linalg.norm([0.2, -0.3, 1.0])
+    long = tumor_distance_map(_ellipsoid_label(axis, (10.0, 3.0)))
+    found, elongation = tumor_long_axis(long)
+    assert abs(found @ axis) > 0.999 and elongation > 2.5
+    context = TumorContext(long, mri_level=None)  # the basis needs only the label
+    basis = context.translation_basis(RegistrationOptions(tumor_transverse_only=True))
+    assert basis.shape == (3, 2)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(basis.T @ found, 0.0, atol=1e-12)
+    np.testing.assert_allclose(basis.T @ axis, 0.0, atol=1e-2)
+    # the default; switched off, or a round tumor with no axis to trust: the full 3-D fit
+    assert context.translation_basis(RegistrationOptions()).shape == (3, 2)
+    off = RegistrationOptions(tumor_transverse_only=False)
+    np.testing.assert_array_equal(context.translation_basis(off), np.eye(3))
+    round_ = TumorContext(tumor_distance_map(_ellipsoid_label(axis, (4.0, 4.0))), None)
+    assert round_.elongation < 1.2
+    transverse = RegistrationOptions(tumor_transverse_only=True)
+    np.testing.assert_array_equal(round_.translation_basis(transverse), np.eye(3))
+
+
+def test_the_grid_start_is_the_grids_best_point_within_the_radius():
+    from usnav.registration.tumor import _grid_start
+
+    target = np.array([1.0, -0.5])
+    calls: list[np.ndarray] = []
+
+    def bowl(p: np.ndarray) -> float:
+        calls.append(p)
+        return float((p - target) @ (p - target))
+
+    np.testing.assert_allclose(_grid_start(bowl, 2, 0.5, 3.0), target)
+    assert max(np.linalg.norm(p) for p in calls) <= 3.0 + 1e-9
+    assert len(calls) > 100  # the whole disc, not a descent
+    # nothing better than zero: zero is kept; a target beyond the radius is not reached
+    np.testing.assert_array_equal(_grid_start(lambda p: 1.0, 3, 0.5, 2.0), np.zeros(3))
+    far = _grid_start(lambda p: float(np.sum((p - 5.0) ** 2)), 1, 0.5, 2.0)
+    np.testing.assert_allclose(far, [2.0])
+
+
+def test_the_transverse_fit_follows_the_shift_without_sliding_along_the_tumor(shifted_case):
+    from usnav.registration.tumor import TumorContext
+
+    mri, sweep, label, truth, _ = shifted_case
+    bony = truth.reference_to_mri
+    problem = SweepRegistration(mri, sweep, bony, RegistrationOptions())
+    opts = RegistrationOptions(tumor_transverse_only=True, tumor_grid_step_mm=0.5)
+    distance = tumor_distance_map(label)
+    stage = refine_at_tumor(problem, distance, bony, opts)
+    axis = TumorContext(distance, problem.level(-1).mri).long_axis
+    assert stage.applied, stage.reason
+    assert abs(float(stage.translation_mm @ axis)) < 1e-9
+    assert {m["fitted_axes"] for m in stage.members} == {"transverse"}
+    three_d = RegistrationOptions(tumor_transverse_only=False, tumor_grid_step_mm=0.5)
+    free = refine_at_tumor(problem, distance, bony, three_d)
+    assert abs(float(free.translation_mm @ axis)) > 1e-3  # the 3-D fit moves along it too
+    assert {m["fitted_axes"] for m in free.members} == {"3-D"}
+    before, after = truth.mtre_now(bony), truth.mtre_now(stage.reference_to_mri)
+    assert after < before - 0.5, (before, after, stage.reason)

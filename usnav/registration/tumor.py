@@ -110,6 +110,19 @@ def tumor_distance_map(label: Volume) -> Volume:
     return Volume(np.ascontiguousarray(dist, dtype=np.float32), label.affine, source=label.source)
 
 
+def tumor_long_axis(distance: Volume) -> tuple[np.ndarray, float]:
+    """The tumor's principal axis (unit, MRI RAS) and its elongation: the ratio of the
+    standard deviations of its voxels' positions along the first and second principal axes
+    (``distance`` from :func:`tumor_distance_map`: the tumor is where it is 0)."""
+    ijk = np.argwhere(np.asarray(distance.data) <= 0.0).astype(np.float64)
+    xyz = ijk @ distance.affine[:3, :3].T
+    xyz -= xyz.mean(axis=0)
+    _, sd, vt = np.linalg.svd(xyz, full_matrices=False)
+    if sd.size < 2:
+        return np.array([0.0, 0.0, 1.0]), 1.0
+    return vt[0], float(sd[0] / max(sd[1], 1e-9))
+
+
 def roi_masks(
     frames: FrameLevel, distance: Volume, reference_to_mri: np.ndarray, roi_mm: float
 ) -> np.ndarray:
@@ -142,6 +155,21 @@ class TumorContext:
 
     distance: Volume
     mri_level: MriLevel
+    #: the tumor's long axis (unit, MRI RAS) and its elongation, from the label's voxels
+    long_axis: np.ndarray = field(init=False)
+    elongation: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.long_axis, self.elongation = tumor_long_axis(self.distance)
+
+    def translation_basis(self, opts: RegistrationOptions) -> np.ndarray:
+        """(3, k) orthonormal directions the stage's translation is fitted along (MRI mm):
+        the plane normal to the long axis (k = 2) with ``tumor_transverse_only`` and an
+        elongated tumor, else the three axes."""
+        if not opts.tumor_transverse_only or self.elongation < opts.tumor_min_elongation:
+            return np.eye(3)
+        u, _, _ = np.linalg.svd(np.eye(3) - np.outer(self.long_axis, self.long_axis))
+        return u[:, :2]
 
     @classmethod
     def build(
@@ -288,6 +316,7 @@ class _MemberFit:
     reason: str
     similarity: FrameSimilarity | None = None
     start: np.ndarray | None = None
+    fitted_axes: str = "3-D"
 
     def score(self, pose: np.ndarray) -> tuple[float, float]:
         """(similarity gain, paired t) of ``pose`` over the start on this fit's frames."""
@@ -302,6 +331,7 @@ class _MemberFit:
             "translation_mm": [round(float(v), 4) for v in self.translation_mm],
             "frames": int(self.frames),
             "similarity_gain": round(float(self.similarity_gain), 6),
+            "fitted_axes": self.fitted_axes,
             "reason": self.reason or "applied",
         }
 
@@ -337,12 +367,19 @@ def _fit_member(
     )
     sim = FrameSimilarity(context.mri_level, sub, metric=metric, patch_half=patch_half)
     weight = opts.tumor_prior_weight
+    basis = context.translation_basis(opts)
 
-    def cost(t: np.ndarray) -> float:
+    def cost(p: np.ndarray) -> float:
+        t = basis @ p
         return -sim(_translated(start, t)) + weight * float(t @ t)
 
-    t, _, _ = _optimise(cost, np.zeros(3), np.full(3, 0.5), opts.tumor_evaluations, 0.02)
+    p0 = np.zeros(basis.shape[1])
+    if opts.tumor_grid_step_mm is not None:
+        p0 = _grid_start(cost, basis.shape[1], opts.tumor_grid_step_mm, opts.tumor_max_shift_mm)
+    p, _, _ = _optimise(cost, p0, np.full(basis.shape[1], 0.5), opts.tumor_evaluations, 0.02)
+    t = basis @ p
     fit = _MemberFit(metric, False, t, int(keep.size), 0.0, 0.0, "", sim, start)
+    fit.fitted_axes = "transverse" if basis.shape[1] == 2 else "3-D"
     fit.similarity_gain, fit.paired_t = fit.score(_translated(start, t))
     shift = float(np.linalg.norm(t))
     if shift > opts.tumor_max_shift_mm:
@@ -357,3 +394,18 @@ def _fit_member(
     else:
         fit.applied = True
     return fit
+
+
+def _grid_start(cost, k: int, step_mm: float, radius_mm: float) -> np.ndarray:
+    """The best of ``cost`` over a k-dimensional grid of ``step_mm`` within ``radius_mm`` of
+    zero (zero included, and kept on a tie)."""
+    n = int(np.floor(radius_mm / step_mm))
+    axis = np.arange(-n, n + 1) * step_mm
+    grid = np.stack(np.meshgrid(*([axis] * k), indexing="ij"), axis=-1).reshape(-1, k)
+    grid = grid[np.linalg.norm(grid, axis=1) <= radius_mm + 1e-9]
+    best, best_cost = np.zeros(k), cost(np.zeros(k))
+    for p in grid:
+        c = cost(p)
+        if c < best_cost:
+            best, best_cost = p, c
+    return best
