@@ -94,6 +94,21 @@ def test_ultrasound_moves_a_shifted_prediction_towards_the_truth() -> None:
     assert estimator.structure_contrast("solid") is None
 
 
+def test_the_edge_method_also_moves_a_shifted_prediction_towards_the_truth() -> None:
+    """``method="edge"`` (the derivative along the normals) refines as the region model does;
+    it crashed on every contour until session 23."""
+    cases = [
+        make_phantom(seed=100 + k, cyst=False, echo="hyper", shift_mm=(0.0, -1.4, 1.2))
+        for k in range(7)
+    ]
+    estimator = MarginEstimator(cases[0].label, MarginOptions(method="edge"), warm_up=False)
+    margins = [estimator.estimate(c.image, c.image_to_mri, None) for c in cases]
+    for case, frame in zip(cases[-2:], margins[-2:], strict=True):
+        score = score_margins(frame, {"solid": case.truth_codes == 1})
+        assert score.supported_fraction > 0.3
+        assert score.refined_mm.mean() < 0.8 * score.predicted_mm.mean()
+
+
 def test_cyst_is_a_separate_structure_and_hypoechoic() -> None:
     _, margins, _ = _stream(6, cyst=True, echo="iso", shift_mm=(0.0, 1.0, -1.0))
     last = margins[-1]

@@ -32,7 +32,9 @@ class TracedContour:
     hole: bool
 
 
-def trace_regions(mask: np.ndarray, min_area_px: float) -> list[tuple[np.ndarray, bool]]:
+def trace_regions(
+    mask: np.ndarray, min_area_px: float, offset: tuple[int, int] = (0, 0)
+) -> list[tuple[np.ndarray, bool]]:
     """Boundaries of the connected regions of ``mask`` and of their holes.
 
     Parameters
@@ -41,12 +43,18 @@ def trace_regions(mask: np.ndarray, min_area_px: float) -> list[tuple[np.ndarray
         uint8 (rows, cols), non-zero inside.
     min_area_px
         Regions (and holes) with a smaller polygon area are dropped.
+    offset
+        (x = col, y = row) of ``mask[0, 0]`` in the image, pixels: ``mask`` may be a box cut
+        out of the image's mask that holds all of the region (the boundaries are the same
+        as traced on the whole image, and returned in image pixels).
 
     Returns
     -------
     list of (points (K, 2) float64 pixel centres of the boundary pixels, hole flag)
     """
-    found, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    found, hierarchy = cv2.findContours(
+        mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE, offset=(int(offset[0]), int(offset[1]))
+    )
     out: list[tuple[np.ndarray, bool]] = []
     if hierarchy is None:
         return out
@@ -62,7 +70,17 @@ def trace_regions(mask: np.ndarray, min_area_px: float) -> list[tuple[np.ndarray
 
 def _signed_area(points: np.ndarray) -> float:
     x, y = points[:, 0], points[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+    return 0.5 * float(np.dot(x, _next(y)) - np.dot(_next(x), y))
+
+
+def _next(values: np.ndarray) -> np.ndarray:
+    """Each element's successor along a closed polygon (``np.roll(values, -1, axis=0)``)."""
+    return np.concatenate([values[1:], values[:1]])
+
+
+def _previous(values: np.ndarray) -> np.ndarray:
+    """Each element's predecessor along a closed polygon (``np.roll(values, 1, axis=0)``)."""
+    return np.concatenate([values[-1:], values[:-1]])
 
 
 def resample_closed(
@@ -115,7 +133,7 @@ def outward_normals(points: np.ndarray, hole: bool) -> np.ndarray:
     For the outer boundary of a region that is away from the region's inside; for a hole's
     boundary it points into the hole (also out of the region).
     """
-    tangent = np.roll(points, -1, axis=0) - np.roll(points, 1, axis=0)
+    tangent = _next(points) - _previous(points)
     normal = np.stack([tangent[:, 1], -tangent[:, 0]], axis=1)
     norm = np.linalg.norm(normal, axis=1, keepdims=True)
     normal = normal / np.maximum(norm, 1e-12)
@@ -163,21 +181,24 @@ def contours_of(
     spacing_px: float,
     max_points: int,
     min_area_px: float,
+    offset: tuple[int, int] = (0, 0),
 ) -> list[TracedContour]:
     """Traced, resampled, sub-pixel boundaries of the region ``mask``.
 
     Parameters
     ----------
     mask
-        uint8 (rows, cols) region.
+        uint8 region: the image's (rows, cols), or a box of it holding all of the region
+        (see ``offset``).
     fraction
-        float32 (rows, cols) partial-volume fraction of the region, or None (nearest-neighbour
-        labels: the boundary stays at the pixel-centre contour).
-    spacing_px, max_points, min_area_px
-        As in :func:`resample_closed` and :func:`trace_regions`.
+        float32 (rows, cols) partial-volume fraction of the region over the whole image, or
+        None (nearest-neighbour labels: the boundary stays at the pixel-centre contour).
+    spacing_px, max_points, min_area_px, offset
+        As in :func:`resample_closed` and :func:`trace_regions`. The boundaries are in image
+        pixels.
     """
     traced: list[TracedContour] = []
-    for raw, hole in trace_regions(mask, min_area_px):
+    for raw, hole in trace_regions(mask, min_area_px, offset):
         points = resample_closed(raw, spacing_px, max_points)
         normals = outward_normals(points, hole)
         if fraction is not None:

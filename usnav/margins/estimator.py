@@ -14,6 +14,7 @@ the tumor surface.
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -248,6 +249,10 @@ class MarginEstimator:
                 hit = data == value
             codes[hit] = code
             self.structures.append((name, int(value), code))
+        #: code → the value the label image shows (the label value; its code above 255)
+        self._label_values = np.zeros(256, np.uint8)
+        for _, value, code in self.structures:
+            self._label_values[code] = value if value <= 255 else code
         self.problem = ""
         present = np.nonzero(codes)
         if present[0].size == 0:
@@ -397,15 +402,23 @@ class MarginEstimator:
 
         image_to_voxel = self._mri_to_voxel @ m
         n_codes = len(self.structures)
+        codes = np.empty((rows, cols), np.uint8)
         if self.options.interpolation == "linear":
             fractions = np.empty((n_codes, rows, cols), np.float32)
-            _kernels.reslice_label_fractions(self._codes, image_to_voxel, n_codes, fractions)
-            codes = _codes_from_fractions(fractions)
+            # per pixel the share of it the tumor covers (all codes together), 0..1
+            tumor_share = np.empty((rows, cols), np.float32)
+            n_tumor_px, box = _kernels.reslice_label_codes(
+                self._codes, image_to_voxel, n_codes, fractions, tumor_share, codes
+            )
         else:
-            fractions = None
-            codes = np.empty((rows, cols), np.uint8)
+            fractions = tumor_share = None
             _kernels.reslice_label_nearest(self._codes, image_to_voxel, codes)
-        if not codes.any():
+            n_tumor_px = int(np.count_nonzero(codes))
+            box = (0, rows, 0, cols)
+        # the tumor's pixels all lie in the box (row_lo, row_hi, col_lo, col_hi)
+        row_lo, row_hi, col_lo, col_hi = box
+        codes_in_box = codes[row_lo:row_hi, col_lo:col_hi]
+        if n_tumor_px == 0:
             if not self._touches_label_map(m, rows, cols):
                 return nothing(OUTSIDE_LABEL_MAP)
             return nothing("no tumor in this frame's plane")
@@ -420,12 +433,17 @@ class MarginEstimator:
         contours: list[MarginContour] = []
         polarity: dict[str, str] = {}
         for name, value, code in self.structures:
-            mask = (codes == code).astype(np.uint8)
+            mask = np.equal(codes_in_box, code).view(np.uint8)
             if not mask.any():
                 continue
             fraction = fractions[code - 1] if fractions is not None else None
             for traced in contours_of(
-                mask, fraction, spacing_px, self.options.max_points_per_contour, min_area_px
+                mask,
+                fraction,
+                spacing_px,
+                self.options.max_points_per_contour,
+                min_area_px,
+                offset=(col_lo, row_lo),
             ):
                 n = len(traced.points)
                 if smoothed is not None:
@@ -462,12 +480,10 @@ class MarginEstimator:
         if not contours:
             return nothing("tumor cross-section in this frame is below min_area_mm2")
 
-        label_image = np.zeros((rows, cols), np.uint8)
-        for _, value, code in self.structures:
-            label_image[codes == code] = value if value <= 255 else code
+        label_image = self._label_values[codes]
         outer = [c.predicted_px for c in contours if not c.hole]
         every = np.vstack(outer) if outer else np.vstack([c.predicted_px for c in contours])
-        area_px = float((fractions.sum(axis=0) if fractions is not None else (codes > 0)).sum())
+        area_px = float(tumor_share.sum()) if tumor_share is not None else float(n_tumor_px)
         extent = _extent(every, spacing, area_px * spacing[0] * spacing[1])
         top_mm = float(max(every[:, 1].min(), 0.0) * spacing[1])
         facing = np.concatenate([c.faces_tissue for c in contours])
@@ -567,9 +583,7 @@ class MarginEstimator:
     def _touches_label_map(self, image_to_mri: np.ndarray, rows: int, cols: int) -> bool:
         """Whether any pixel of a 9 × 9 grid over the frame (corners included) falls inside
         the label map's volume (the whole map, not only around the tumor)."""
-        c, r = np.meshgrid(np.linspace(0, cols - 1, 9), np.linspace(0, rows - 1, 9))
-        pixels = np.stack([c.ravel(), r.ravel(), np.zeros(c.size), np.ones(c.size)])
-        voxels = (self._mri_to_label_voxel @ image_to_mri @ pixels)[:3]
+        voxels = (self._mri_to_label_voxel @ image_to_mri @ _probe_grid(rows, cols))[:3]
         inside = np.all((voxels >= -0.5) & (voxels <= self._label_shape[:, None] - 0.5), axis=0)
         return bool(inside.any())
 
@@ -626,17 +640,14 @@ class MarginEstimator:
         }
 
 
-def _codes_from_fractions(fractions: np.ndarray) -> np.ndarray:
-    """Per pixel the code with the largest fraction, 0 where the tumor covers < half of it."""
-    if fractions.shape[0] == 1:
-        return (fractions[0] >= 0.5).astype(np.uint8)
-    total = fractions.sum(axis=0)
-    if fractions.shape[0] == 2:  # solid and cyst: 10x cheaper than argmax over axis 0
-        codes = np.where(fractions[1] > fractions[0], np.uint8(2), np.uint8(1))
-    else:
-        codes = (np.argmax(fractions, axis=0) + 1).astype(np.uint8)
-    codes[total < 0.5] = 0
-    return codes
+@functools.lru_cache(maxsize=8)
+def _probe_grid(rows: int, cols: int) -> np.ndarray:
+    """(4, 81) homogeneous pixels (col, row, 0, 1) of a 9 × 9 grid over a rows × cols frame,
+    corners included (read-only: shared by every frame of that size)."""
+    c, r = np.meshgrid(np.linspace(0, cols - 1, 9), np.linspace(0, rows - 1, 9))
+    pixels = np.stack([c.ravel(), r.ravel(), np.zeros(c.size), np.ones(c.size)])
+    pixels.setflags(write=False)
+    return pixels
 
 
 def _outside_tumor(codes: np.ndarray, points_px: np.ndarray) -> np.ndarray:

@@ -65,22 +65,45 @@ class Refinement:
     contrast: float
 
 
+def _median(values: np.ndarray) -> np.floating:
+    """``np.median`` of a 1-D array (the same value, from a compiled selection for float32
+    and float64: numpy's median costs more in its wrapper than in the selection)."""
+    if values.dtype == np.float32:
+        return np.float32(_kernels.median_float32(values))
+    if values.dtype == np.float64:
+        return np.float64(_kernels.median_float64(values))
+    return np.median(values)
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """``np.nanmean(values, axis=1, keepdims=True)`` of float32 rows, the same numbers
+    without its copies and warnings (NaN for a row with no number)."""
+    missing = np.isnan(values)
+    total = np.where(missing, np.float32(0.0), values).sum(axis=1, keepdims=True)
+    count = np.sum(~missing, axis=1, dtype=np.intp, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.divide(total, count, out=total, casting="unsafe")
+
+
 def _robust_sd(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     if finite.size < 8:
         return float("nan")
-    med = np.median(finite)
-    return float(1.4826 * np.median(np.abs(finite - med)))
+    med = _median(finite)
+    return float(1.4826 * _median(np.abs(finite - med)))
 
 
 def _strip_means(
-    csum: np.ndarray, ccount: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    csum: np.ndarray, ccount: np.ndarray, lo: np.ndarray | int, hi: np.ndarray | int
 ) -> np.ndarray:
-    """Mean of profile samples [lo, hi) per row and column, from running sums (NaN if none)."""
+    """Mean of profile samples [lo, hi) per row, from running sums (NaN if none).
+
+    ``csum`` and ``ccount`` are (N, M + 1) running sums and counts along each profile;
+    ``lo`` and ``hi`` are (N,) column indices per row, or one column for every row.
+    """
+    rows = np.arange(len(csum))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.take_along_axis(csum, hi, axis=1) - np.take_along_axis(csum, lo, axis=1)) / (
-            np.take_along_axis(ccount, hi, axis=1) - np.take_along_axis(ccount, lo, axis=1)
-        )
+        return (csum[rows, hi] - csum[rows, lo]) / (ccount[rows, hi] - ccount[rows, lo])
 
 
 def refine_contour(
@@ -132,12 +155,9 @@ def refine_contour(
 
     # speckle SD: spread of the samples about their per-point, per-side mean
     inner_side, outer_side = profiles[:, :reach], profiles[:, reach + 1 :]
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"):
         deviations = np.concatenate(
-            [
-                inner_side - np.nanmean(inner_side, axis=1, keepdims=True),
-                outer_side - np.nanmean(outer_side, axis=1, keepdims=True),
-            ],
+            [inner_side - _nanmean_rows(inner_side), outer_side - _nanmean_rows(outer_side)],
             axis=1,
         )
     speckle_sd = _robust_sd(deviations)
@@ -145,18 +165,18 @@ def refine_contour(
         return nothing
 
     # 1. polarity, from wide strips either side of the predicted boundary
-    at = np.full((n_points, 1), reach)
+    at = reach
     polarity_step = _strip_means(csum, ccount, at - gap - wide + 1, at - gap + 1) - _strip_means(
         csum, ccount, at + gap, at + gap + wide
     )
-    per_point = polarity_step[:, 0][np.isfinite(polarity_step[:, 0])]
+    per_point = polarity_step[np.isfinite(polarity_step)]
     if per_point.size == 0:
         return nothing
-    own_contrast = float(np.median(per_point) / speckle_sd)
+    own_contrast = float(_median(per_point) / speckle_sd)
     settled = True
     if memory is not None:
         memory.append(own_contrast)
-        contrast = float(np.median(memory))
+        contrast = float(_median(np.fromiter(memory, np.float64, len(memory))))
         settled = len(memory) >= min(options.polarity_min_samples, memory.maxlen or 1)
     else:
         contrast = own_contrast
@@ -202,12 +222,12 @@ def refine_contour(
         # iso-echoic: the ultrasound cannot show this margin; not settled: too few contours
         # seen yet to know how this structure looks — in both cases nothing is claimed
         return Refinement(offset_mm.astype(np.float64), np.zeros(n_points), polarity, own_contrast)
-    at = (reach - half + path)[:, None]
+    at = reach - half + path
     local_step = _strip_means(csum, ccount, at - gap - window + 1, at - gap + 1) - _strip_means(
         csum, ccount, at + gap, at + gap + window
     )
     along = max(1, round(options.confidence_smoothing_mm / options.point_spacing_mm))
-    local_step = _circular_smooth(np.nan_to_num(local_step[:, 0]), along)
+    local_step = _circular_smooth(np.nan_to_num(local_step), along)
     ratio = sign * local_step / (abs(contrast) * speckle_sd)
     local = np.clip(
         (ratio - options.confidence_ratio0)
@@ -250,17 +270,18 @@ def _circular_smooth(values: np.ndarray, half: int) -> np.ndarray:
 
 def _edge_path(
     band_profiles: np.ndarray,
-    sign: np.ndarray,
+    sign: float,
     step: float,
     penalty: np.ndarray,
     max_step: int,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """Edge-based boundary: DP over the z-scored intensity derivative along the normals."""
+    """Edge-based boundary: DP over the z-scored intensity derivative along the normals
+    (``sign`` the structure's polarity: +1 hyperechoic, −1 hypoechoic, 0 either edge)."""
     derivative = np.gradient(band_profiles, axis=1) / np.float32(step)
     noise = _robust_sd(derivative)
     if not np.isfinite(noise) or noise <= 0:
         return None, derivative
-    edge = np.where(sign[:, None] != 0, -sign[:, None] * derivative, np.abs(derivative))
+    edge = np.abs(derivative) if sign == 0 else -np.float32(sign) * derivative
     reward = np.clip(edge / np.float32(noise), 0.0, 8.0).astype(np.float32)
     cost = (penalty[None, :] - reward).astype(np.float32)
     cost[~np.isfinite(band_profiles)] = np.nan
@@ -287,51 +308,20 @@ def _region_path(
     chosen one.
     """
     n, m = band_profiles.shape
-    finite = np.isfinite(band_profiles)
-    values = np.where(finite, band_profiles, 0.0).astype(np.float64)
-    centre = m // 2
-    path = np.full(n, centre, np.int64)
-    scale = 1.0 / (speckle_sd**2 * correlation)
+    path = np.full(n, m // 2, np.int64)
     reward = np.zeros((n, m), np.float32)
-    mu_in = mu_out = 0.0
-    index = np.arange(m)[None, :]
-    for _ in range(iterations):
-        inside = (index < path[:, None]) & finite
-        outside = (index > path[:, None]) & finite
-        if not inside.any() or not outside.any():
-            break
-        mu_in = float(np.median(band_profiles[inside]))
-        mu_out = float(np.median(band_profiles[outside]))
-        d_in = np.where(finite, (values - mu_in) ** 2, 0.0)
-        d_out = np.where(finite, (values - mu_out) ** 2, 0.0)
-        if truncation is not None:
-            # samples far from both levels (another layer: a bright pia, dark CSF) cost the
-            # same on either side, so they cannot drag the boundary onto their own edges
-            cap = (truncation * speckle_sd) ** 2
-            d_in = np.minimum(d_in, cap)
-            d_out = np.minimum(d_out, cap)
-        # cost(q) = sum_{j<q} d_in + sum_{j>q} d_out
-        before = np.concatenate([np.zeros((n, 1)), np.cumsum(d_in, axis=1)[:, :-1]], axis=1)
-        after = np.cumsum(d_out[:, ::-1], axis=1)[:, ::-1]
-        after = np.concatenate([after[:, 1:], np.zeros((n, 1))], axis=1)
-        misfit = (before + after) * scale
-        # reward relative to the worst position on each profile (≥ 0)
-        reward = (misfit.max(axis=1, keepdims=True) - misfit).astype(np.float32)
-        cost = (penalty[None, :] + misfit - misfit.min(axis=1, keepdims=True)).astype(np.float32)
-        cost[~finite] = np.nan
-        _kernels.boundary_dp(cost, max_step, True, path)
+    scale = 1.0 / (speckle_sd**2 * correlation)
+    # samples far from both levels (another layer: a bright pia, dark CSF) cost the same on
+    # either side, so they cannot drag the boundary onto their own edges
+    cap = (truncation * speckle_sd) ** 2 if truncation is not None else np.inf
+    _kernels.region_boundary(
+        np.ascontiguousarray(band_profiles, dtype=np.float32),
+        np.ascontiguousarray(penalty, dtype=np.float32),
+        max_step,
+        cap,
+        scale,
+        iterations,
+        path,
+        reward,
+    )
     return path, reward
-
-
-class _quiet:
-    """Silence numpy's "Mean of empty slice" for all-NaN rows (they give NaN, as wanted)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._catch.__exit__(*exc)

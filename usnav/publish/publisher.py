@@ -306,9 +306,9 @@ class Publisher:
             spacing_mm=margins.spacing_mm,
             contours=margins.contours,
             label_image=margins.label_image if self.send_label_image else None,
-            extent=None if extent is None else dataclasses.asdict(extent),
+            extent=None if extent is None else _field_values(extent),
             distance_to_top_mm=margins.distance_to_top_mm,
-            stylus=None if stylus is None else dataclasses.asdict(stylus),
+            stylus=None if stylus is None else _field_values(stylus),
             polarity=dict(margins.polarity),
             supported_fraction=margins.supported_fraction,
             median_abs_disagreement_mm=margins.median_abs_disagreement_mm,
@@ -440,6 +440,12 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _field_values(instance: Any) -> dict[str, Any]:
+    """A dataclass instance's fields by name, the values themselves (``dataclasses.asdict``
+    deep-copies every value; the encoder only reads them)."""
+    return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
 
 
 def _checked(estimate: RegistrationEstimate | None) -> bool:
