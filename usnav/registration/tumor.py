@@ -374,7 +374,7 @@ def _fit_member(
         return -sim(_translated(start, t)) + weight * float(t @ t)
 
     p0 = np.zeros(basis.shape[1])
-    if opts.tumor_grid_step_mm is not None:
+    if opts.tumor_grid_step_mm > 0:
         p0 = _grid_start(cost, basis.shape[1], opts.tumor_grid_step_mm, opts.tumor_max_shift_mm)
     p, _, _ = _optimise(cost, p0, np.full(basis.shape[1], 0.5), opts.tumor_evaluations, 0.02)
     t = basis @ p
