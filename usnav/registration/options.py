@@ -293,7 +293,7 @@ class RegistrationOptions(BaseModel):
     Chosen on that set as selection data by a rule set before the run (notes/session-23.md):
     accepted estimates over 2 mm at the tumor now 6 → 3, median now 0.76 → 0.73 mm; reported
     on fresh seeds. On the tuning families it changed 3 of 61 cases (accepted over 2 mm now
-    1 → 2). Costs ~110 similarity evaluations (~0.3 s per stage)."""
+    1 → 2). Costs ~110 similarity evaluations (stage median 0.33 → 0.71 s)."""
     tumor_max_frames: int = Field(default=150, ge=1)
     """Frames resampled at the finest level for the local stage (those near the tumor count)."""
     tumor_min_pixels: int = Field(default=20, ge=1)
