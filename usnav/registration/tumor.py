@@ -378,8 +378,8 @@ def _fit_member(
         p0 = _grid_start(cost, basis.shape[1], opts.tumor_grid_step_mm, opts.tumor_max_shift_mm)
     p, _, _ = _optimise(cost, p0, np.full(basis.shape[1], 0.5), opts.tumor_evaluations, 0.02)
     t = basis @ p
-    fit = _MemberFit(metric, False, t, int(keep.size), 0.0, 0.0, "", sim, start)
-    fit.fitted_axes = "transverse" if basis.shape[1] == 2 else "3-D"
+    axes = "transverse" if basis.shape[1] == 2 else "3-D"
+    fit = _MemberFit(metric, False, t, int(keep.size), 0.0, 0.0, "", sim, start, axes)
     fit.similarity_gain, fit.paired_t = fit.score(_translated(start, t))
     shift = float(np.linalg.norm(t))
     if shift > opts.tumor_max_shift_mm:
@@ -405,6 +405,8 @@ def _grid_start(cost, k: int, step_mm: float, radius_mm: float) -> np.ndarray:
     grid = grid[np.linalg.norm(grid, axis=1) <= radius_mm + 1e-9]
     best, best_cost = np.zeros(k), cost(np.zeros(k))
     for p in grid:
+        if not p.any():  # zero: scored above
+            continue
         c = cost(p)
         if c < best_cost:
             best, best_cost = p, c
