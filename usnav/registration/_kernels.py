@@ -33,6 +33,9 @@ from usnav.resample._kernels import trilinear_nan as trilinear  # NaN outside
 
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # no 'nnan'/'ninf': NaN checks stay real
 _OPTS = {"cache": True, "nogil": True, "fastmath": _FAST}
+#: IEEE arithmetic exactly as written (no fastmath): for kernels whose float results decide
+#: discrete choices and must equal a plain-Python loop's
+_EXACT = {"cache": True, "nogil": True}
 
 #: number of sufficient statistics per LC² patch: n, Σu, Σuu, Σp, Σg, Σpp, Σgg, Σpg, Σup, Σug
 N_STATS = 10
@@ -1144,6 +1147,52 @@ def fill_holes_stick(values, filled, directions, max_length, out):  # pragma: no
     return count
 
 
+# ----------------------------------------------------------------------------- frames
+
+
+@njit(**_EXACT)
+def select_spaced_frames(positions, min_distance, out):  # pragma: no cover - compiled
+    """Greedy choice of frames spaced at least ``min_distance`` apart.
+
+    Frame 0 is chosen; a later frame is chosen when one of its points moved at least
+    ``min_distance`` (Euclidean, the points' units) from the same point of the last chosen
+    frame. No fastmath: each distance is ``sqrt((dx·dx + dy·dy) + dz·dz)`` rounded step by
+    step, as the plain-Python loop it replaces computed it.
+
+    Parameters
+    ----------
+    positions
+        (F, P, 3) float64: P points of each frame (e.g. the field of view's corners in
+        Reference mm).
+    min_distance
+        Smallest motion of a chosen frame, same units.
+    out
+        (F,) int64, written: the chosen frame indices first.
+
+    Returns
+    -------
+    How many frames were chosen (0 for no frame).
+    """
+    n = positions.shape[0]
+    if n == 0:
+        return 0
+    out[0] = 0
+    count = 1
+    last = 0
+    for f in range(1, n):
+        moved = 0.0
+        for p in range(positions.shape[1]):
+            dx = positions[f, p, 0] - positions[last, p, 0]
+            dy = positions[f, p, 1] - positions[last, p, 1]
+            dz = positions[f, p, 2] - positions[last, p, 2]
+            moved = max(moved, math.sqrt(dx * dx + dy * dy + dz * dz))
+        if moved >= min_distance:
+            out[count] = f
+            count += 1
+            last = f
+    return count
+
+
 # ----------------------------------------------------------------------------- warm-up
 
 
@@ -1210,6 +1259,7 @@ def warm_up() -> float:
     fill_holes_stick(acc_v, (acc_w > 0).astype(np.uint8), STICK_DIRECTIONS, 3, np.zeros_like(acc_v))
     box_sum_2d(np.zeros((3, 3, 2)), 1, 1, np.zeros((3, 3, 2)), np.zeros((3, 2)))
     box_sum_3d_inplace(np.zeros((3, 3, 3, 2)), 1, np.zeros((3, 2)))
+    select_spaced_frames(np.zeros((2, 4, 3)), 1.0, np.zeros(2, np.int64))
     return time.perf_counter() - t0
 
 
@@ -1256,7 +1306,8 @@ def mind_ssc_image(img, valid, half, dist, min_fraction, desc, dvalid, chan, sum
     valid
         (rows, cols) uint8: 1 where the pixel counts.
     half, dist
-        Patch half-width and neighbour distance, pixels.
+        Patch half-width and neighbour distance, pixels (≥ 0: the kernels index with them
+        unsigned).
     min_fraction
         A descriptor counts only where at least this fraction of its patch had all five
         pixels valid.
@@ -1304,12 +1355,19 @@ def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row
                 chan[r, c, k] = 0.0
             if r < d or c < d or r + d >= rows or c + d >= cols or not valid[r, c]:
                 continue
-            if not (valid[r - d, c] and valid[r + d, c] and valid[r, c - d] and valid[r, c + d]):
+            # (unsigned indices, all inside after the test above: no wraparound tests)
+            ur, uc, ud = np.uint64(r), np.uint64(c), np.uint64(d)
+            if not (
+                valid[ur - ud, uc]
+                and valid[ur + ud, uc]
+                and valid[ur, uc - ud]
+                and valid[ur, uc + ud]
+            ):
                 continue
-            a_n = np.float64(img[r - d, c])
-            a_s = np.float64(img[r + d, c])
-            a_w = np.float64(img[r, c - d])
-            a_e = np.float64(img[r, c + d])
+            a_n = np.float64(img[ur - ud, uc])
+            a_s = np.float64(img[ur + ud, uc])
+            a_w = np.float64(img[ur, uc - ud])
+            a_e = np.float64(img[ur, uc + ud])
             chan[r, c, 0] = 1.0
             chan[r, c, 1] = (a_n - a_s) * (a_n - a_s)
             chan[r, c, 2] = (a_w - a_e) * (a_w - a_e)
@@ -1352,21 +1410,23 @@ def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row
             add_c = c + half
             sub_c = c - half - 1
             if add_c < cols:
-                a0 += row_acc[add_c, 0]
-                a1 += row_acc[add_c, 1]
-                a2 += row_acc[add_c, 2]
-                a3 += row_acc[add_c, 3]
-                a4 += row_acc[add_c, 4]
-                a5 += row_acc[add_c, 5]
-                a6 += row_acc[add_c, 6]
+                ua = np.uint64(add_c)  # in range (c + half ≥ 0): no wraparound tests
+                a0 += row_acc[ua, 0]
+                a1 += row_acc[ua, 1]
+                a2 += row_acc[ua, 2]
+                a3 += row_acc[ua, 3]
+                a4 += row_acc[ua, 4]
+                a5 += row_acc[ua, 5]
+                a6 += row_acc[ua, 6]
             if sub_c >= 0:
-                a0 -= row_acc[sub_c, 0]
-                a1 -= row_acc[sub_c, 1]
-                a2 -= row_acc[sub_c, 2]
-                a3 -= row_acc[sub_c, 3]
-                a4 -= row_acc[sub_c, 4]
-                a5 -= row_acc[sub_c, 5]
-                a6 -= row_acc[sub_c, 6]
+                us = np.uint64(sub_c)
+                a0 -= row_acc[us, 0]
+                a1 -= row_acc[us, 1]
+                a2 -= row_acc[us, 2]
+                a3 -= row_acc[us, 3]
+                a4 -= row_acc[us, 4]
+                a5 -= row_acc[us, 5]
+                a6 -= row_acc[us, 6]
             if valid[r, c] and a0 >= min_count:
                 inv = 1.0 / a0
                 lo = min(min(min(a1, a2), min(a3, a4)), min(a5, a6))
@@ -1389,20 +1449,30 @@ def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row
 @njit(**_OPTS)
 def _sample1_masked(vol2, origin, du, dv, mask, out_p, out_valid):  # pragma: no cover
     """:func:`_sample2_masked` for the intensity channel only (MIND-SSC does not use the
-    gradient): the same positions and arithmetic, half the gathers."""
+    gradient): the same positions and arithmetic, half the gathers. Rows are indexed in
+    place (no row views: no reference counting per row) and each row's validity and the
+    zeros outside it are written in one pass."""
     flat, sj, si, shape3 = _vol2_strides(vol2)
     rows, cols = out_p.shape
     base, fx, fy, fz, ok = _row_scratch(cols)
     inside = 0
     for r in range(rows):
-        lo, hi = _mask_span(mask[r])
+        lo = 0
+        while lo < cols and not mask[r, lo]:
+            lo += 1
+        hi = cols
+        while hi > lo and not mask[r, hi - 1]:
+            hi -= 1
         if lo < hi:
             _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
-        for c in range(lo, hi):
-            out_p[r, c] = _lerp3(flat, 2 * base[c], 2, sj, si, fx[c], fy[c], fz[c])
-        inside += _row_validity(mask[r], lo, hi, ok, out_valid[r])
+            for c in range(lo, hi):
+                uc = np.uint64(c)  # unsigned: no wraparound test on the five accesses
+                out_p[r, uc] = _lerp3(flat, 2 * base[uc], 2, sj, si, fx[uc], fy[uc], fz[uc])
         for c in range(cols):
-            if not out_valid[r, c]:
+            v = lo <= c < hi and ok[c] and mask[r, c] != 0
+            out_valid[r, c] = 1 if v else 0
+            inside += 1 if v else 0
+            if not v:
                 out_p[r, c] = 0.0
     return inside
 
@@ -1472,13 +1542,14 @@ def mind_ssc_frames(
     row_x,
     row_desc,
     row_bits,
+    row_span,
 ):  # pragma: no cover - compiled
     """MIND-SSC similarity of a stack of US frames against a moving MRI; the calling
     convention of :func:`lc2_frames` (per-frame sums), with the US descriptors precomputed
     (they do not depend on the pose).
 
     The MRI intensity is resliced at the field-of-view pixels of each frame, its descriptors
-    computed there (as :func:`mind_ssc_image`, a row at a time with :func:`exp_neg_rows`;
+    computed there (as :func:`mind_ssc_image`, with one :func:`exp_neg_rows` per frame;
     invalid outside the MRI), and at every pixel where both descriptors count the pixel score
     is ``1 - mean_k |d_us_k - d_mri_k|`` (0..1, higher is better), weighted by ``us_weight``.
 
@@ -1500,7 +1571,7 @@ def mind_ssc_frames(
         (F,) float64: per-frame Σ w·score and Σ w.
     out_inside
         (F,) int64: FOV pixels that fell inside the MRI.
-    scratch_p, scratch_valid, dvalid, chan, sums, row_acc, row_x, row_desc, row_bits
+    scratch_p, scratch_valid, dvalid, chan, sums, row_acc, row_x, row_desc, row_bits, row_span
         Scratch arrays of one frame (:func:`mind_scratch`).
     """
     rows = us_desc.shape[1]
@@ -1522,37 +1593,47 @@ def mind_ssc_frames(
             _, floor = _mind_ssc_sums(
                 scratch_p, scratch_valid, half, dist, min_fraction, dvalid, chan, sums, row_acc
             )
+            # pass 1: each row's span (the columns between its first and last pixel where
+            # both descriptors count: outside the field of view nothing is scored) and its
+            # exponents channel-major (offset + k·w + c - lo), every row after the one before
+            # (indices unsigned: no wraparound test per access, the same elements)
+            used = np.uint64(0)
             for r in range(rows):
-                # only the columns between the row's first and last pixel where both
-                # descriptors count (outside the field of view nothing is scored)
                 lo = 0
                 while lo < cols and not (dvalid[r, lo] and us_dvalid[f, r, lo]):
                     lo += 1
                 hi = cols
                 while hi > lo and not (dvalid[r, hi - 1] and us_dvalid[f, r, hi - 1]):
                     hi -= 1
-                w = hi - lo
-                if w == 0:
-                    continue
-                # the row's exponents channel-major (k·w + c - lo), then one vectorised exp
-                # (indices unsigned: no wraparound test per access, the same elements)
-                uw = np.uint64(w)
-                for c in range(lo, hi):
+                row_span[r, 0] = lo
+                row_span[r, 1] = hi
+                uw = np.uint64(hi - lo)
+                for c in range(np.uint64(lo), np.uint64(hi)):
                     v = max(sums[r, c, 0], floor)
                     scale = np.float32(1.0 / v) if dvalid[r, c] and v > 0.0 else np.float32(0.0)
-                    uc = np.uint64(c - lo)
+                    uc = used + (c - np.uint64(lo))
                     for k in range(N_MIND):
                         row_x[np.uint64(k) * uw + uc] = np.float32(sums[r, c, k + 1]) * scale
-                exp_neg_rows(row_x[: N_MIND * w], row_desc[: N_MIND * w], row_bits[: N_MIND * w])
+                used += np.uint64(N_MIND) * uw
+            # pass 2: one vectorised exp for the whole frame (elementwise: the same values as
+            # one call per row, without a call per row)
+            exp_neg_rows(row_x[:used], row_desc[:used], row_bits[:used])
+            # pass 3: the pixel scores, in the same order
+            used = np.uint64(0)
+            for r in range(rows):
+                lo = np.uint64(row_span[r, 0])
+                hi = np.uint64(row_span[r, 1])
+                uw = hi - lo
                 for c in range(lo, hi):
                     if dvalid[r, c] and us_dvalid[f, r, c]:
                         s = 0.0
-                        uc = np.uint64(c - lo)
+                        uc = used + (c - lo)
                         for k in range(N_MIND):
                             s += abs(us_desc[f, r, c, k] - row_desc[np.uint64(k) * uw + uc])
                         w_px = us_weight[f, r, c]
                         num += w_px * (1.0 - s / N_MIND)
                         den += w_px
+                used += np.uint64(N_MIND) * uw
         out_num[f] = num
         out_den[f] = den
 
@@ -1567,7 +1648,8 @@ def mind_scratch(rows: int, cols: int) -> tuple[np.ndarray, ...]:
         np.zeros((rows, cols, N_SSC)),
         np.zeros((rows, cols, N_SSC)),
         np.zeros((cols, N_SSC)),
-        np.zeros(cols * N_MIND, np.float32),
-        np.zeros(cols * N_MIND, np.float32),
-        np.zeros(cols * N_MIND, np.int32),
+        np.zeros(rows * cols * N_MIND, np.float32),
+        np.zeros(rows * cols * N_MIND, np.float32),
+        np.zeros(rows * cols * N_MIND, np.int32),
+        np.zeros((rows, 2), np.int64),
     )

@@ -44,9 +44,16 @@ __all__ = [
 ]
 
 
-def check_inputs(mri: Volume, sweep: Sweep, initial: np.ndarray) -> None:
-    """Refuse inputs that cannot give a meaningful registration (each message names it)."""
-    mri.check_finite()
+def check_inputs(
+    mri: Volume, sweep: Sweep, initial: np.ndarray, *, mri_checked: bool = False
+) -> None:
+    """Refuse inputs that cannot give a meaningful registration (each message names it).
+
+    ``mri_checked``: this MRI already passed (finite, not constant): its two checks, a pass
+    over the voxels each, are skipped (the streaming worker checks its MRI once).
+    """
+    if not mri_checked:
+        mri.check_finite()
     if len(sweep) == 0:
         raise InputError(sweep.source, "the sweep is empty (no frames)")
     init = np.asarray(initial, dtype=np.float64)
@@ -58,7 +65,7 @@ def check_inputs(mri: Volume, sweep: Sweep, initial: np.ndarray) -> None:
             "is not a rigid transform (rotation + translation)",
             "give the navigation registration as 16 numbers",
         )
-    if float(np.ptp(np.asarray(mri.data[:: max(1, mri.shape[0] // 32)]))) <= 0:
+    if not mri_checked and float(np.ptp(np.asarray(mri.data[:: max(1, mri.shape[0] // 32)]))) <= 0:
         raise InputError(mri.source, "the MRI is constant (no contrast to register to)")
 
 

@@ -22,6 +22,7 @@ from usnav.registration.similarity import (
     FrameLevel,
     FrameSimilarity,
     MriLevel,
+    PreparedFrameCache,
     build_mri_levels,
     crop_box,
     prepare_frame_level,
@@ -51,10 +52,14 @@ def _with_threads(method):
 def fov_depth_mm(sweep: Sweep) -> float:
     """Depth of the field of view's centre below the transducer face, mm: the mean row of the
     field-of-view mask × the row pixel size (row 0 is at the transducer in MF images)."""
-    rows, _ = np.nonzero(sweep.mask())
-    if rows.size == 0:
+    # the mean row from the per-row pixel counts: the same exact integer sum over the same
+    # count as the mean of every mask pixel's row, without listing the pixels
+    per_row = np.count_nonzero(sweep.mask(), axis=1)
+    count = int(per_row.sum())
+    if count == 0:
         return 0.0
-    return float(rows.mean() * sweep.pixel_spacing_mm[1])
+    mean_row = float(np.float64(int(per_row @ np.arange(per_row.size))) / count)
+    return float(mean_row * sweep.pixel_spacing_mm[1])
 
 
 @dataclass
@@ -89,6 +94,10 @@ class SweepRegistration(VerdictMixin):
         :class:`RegistrationOptions`.
     mri_levels
         Reuse an already built (and large enough) MRI pyramid.
+    frame_cache
+        Frames prepared for earlier registrations of overlapping windows
+        (:class:`~usnav.registration.similarity.PreparedFrameCache`; the streaming worker's):
+        the frames found there are not resampled again (the same values).
     """
 
     def __init__(
@@ -98,15 +107,18 @@ class SweepRegistration(VerdictMixin):
         initial: np.ndarray,
         options: RegistrationOptions | None = None,
         mri_levels: list[MriLevel] | None = None,
+        frame_cache: PreparedFrameCache | None = None,
     ):
         self.options = options or RegistrationOptions()
         self.sweep = sweep
+        self._frame_cache = frame_cache
         opts = self.options
         spacings = opts.level_spacings_mm
         finest = prepare_frame_level(
             sweep,
             spacings[-1],
             max_frames=opts.level("max_frames", 99),
+            cache=frame_cache,
             **opts.frame_mask_arguments(),
         )
         if len(finest) == 0:
@@ -158,6 +170,7 @@ class SweepRegistration(VerdictMixin):
                 self.sweep,
                 opts.level_spacings_mm[i],
                 max_frames=opts.level("max_frames", i),
+                cache=self._frame_cache,
                 **opts.frame_mask_arguments(),
             )
         sim = FrameSimilarity(

@@ -209,6 +209,9 @@ class FrameLevel:
         (F, 4, 4): level pixel (col, row, 0, 1) → Reference mm.
     frame_index
         (F,) indices of the chosen frames in the sweep.
+    prepared
+        The :class:`PreparedFrame` of each frame when a :class:`PreparedFrameCache` was used
+        (its per-frame MIND-SSC descriptors are kept there too), else None.
     """
 
     spacing_mm: float
@@ -217,6 +220,7 @@ class FrameLevel:
     valid: np.ndarray
     pixel_to_reference: np.ndarray
     frame_index: np.ndarray
+    prepared: list[PreparedFrame] | None = None
 
     def __len__(self) -> int:
         return int(self.us.shape[0])
@@ -238,18 +242,161 @@ class FrameLevel:
         return np.concatenate(out)[:, :3]
 
 
+#: The key of a MIND-SSC descriptor setting: (patch half-width, neighbour distance, min
+#: fraction, weighting)
+MindKey = tuple[int, int, float, str]
+
+
+class PreparedFrame:
+    """One frame as :func:`prepare_frame_level` resampled it, kept by a
+    :class:`PreparedFrameCache`.
+
+    Attributes
+    ----------
+    source
+        Copy of the frame's pixels in the field of view's crop (the original dtype): a later
+        frame is this one only if its pixels are the same.
+    us
+        (rows, cols) float32 resampled US intensities (read-only).
+    valid
+        (rows, cols) uint8 validity (field of view, near field removed; read-only).
+    mind
+        MIND-SSC (descriptors, their validity, pixel weights) of ``us`` and ``valid`` per
+        setting (:data:`MindKey`), filled by :func:`us_mind_descriptors`.
+    """
+
+    __slots__ = ("mind", "source", "us", "valid")
+
+    def __init__(self, source: np.ndarray, us: np.ndarray, valid: np.ndarray):
+        self.source = _frozen_copy(source)
+        self.us = _frozen_copy(us)
+        self.valid = _frozen_copy(valid)
+        self.mind: dict[MindKey, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _frozen_copy(array: np.ndarray) -> np.ndarray:
+    out = np.array(array, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+class PreparedFrameGroup:
+    """The cached frames of one preparation setting (crop, size, masking) and one field-of-view
+    mask; see :class:`PreparedFrameCache` (whose lock ``lock`` is)."""
+
+    def __init__(self, crop_mask: np.ndarray, max_frames: int, lock: threading.RLock):
+        self.crop_mask = _frozen_copy(crop_mask)
+        self.max_frames = int(max_frames)
+        self.lock = lock
+        self.frames: OrderedDict[tuple[float, bytes], PreparedFrame] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def find(self, key: tuple[float, bytes], source: np.ndarray) -> PreparedFrame | None:
+        """The frame stored under ``key`` (time, pose bytes) if its pixels equal ``source``."""
+        with self.lock:
+            entry = self.frames.get(key)
+            if (
+                entry is None
+                or entry.source.shape != source.shape
+                or entry.source.dtype != source.dtype
+                or not np.array_equal(entry.source, source)
+            ):
+                self.misses += 1
+                return None
+            self.frames.move_to_end(key)
+            self.hits += 1
+            return entry
+
+    def store(
+        self, key: tuple[float, bytes], source: np.ndarray, us: np.ndarray, valid: np.ndarray
+    ) -> PreparedFrame:
+        """Keep a freshly prepared frame (the least recently used one goes beyond
+        ``max_frames``)."""
+        entry = PreparedFrame(source, us, valid)
+        with self.lock:
+            self.frames[key] = entry
+            self.frames.move_to_end(key)
+            while len(self.frames) > self.max_frames:
+                self.frames.popitem(last=False)
+        return entry
+
+
+class PreparedFrameCache:
+    """Frames already resampled by :func:`prepare_frame_level`, for a caller that prepares
+    overlapping windows of the same frames again and again (the streaming worker: each update
+    shares most of its frames with the previous one).
+
+    A frame is found by its time and pose and used only if its pixels are the same as the
+    cached copy's; the setting (crop, level size, zero-pixel masking, near-field parameters
+    in pixels) and the field-of-view mask must also be the same. A hit gives the values the
+    resampling would give: the cache changes the time taken, never a result.
+
+    Parameters
+    ----------
+    max_frames
+        Frames kept per setting (least recently used dropped), e.g. the worker's window.
+    max_settings
+        Settings kept (the least recently used one dropped with its frames).
+
+    Safe to share between threads (one lock; the resampling itself runs outside it).
+    """
+
+    def __init__(self, max_frames: int = 256, max_settings: int = 4):
+        self.max_frames = int(max_frames)
+        self.max_settings = int(max_settings)
+        self._groups: OrderedDict[tuple, PreparedFrameGroup] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def group(self, settings: tuple, crop_mask: np.ndarray) -> PreparedFrameGroup:
+        """The frames of ``settings`` (hashable) prepared with ``crop_mask`` (a new, empty
+        group if that mask differs from the one they were prepared with)."""
+        with self._lock:
+            found = self._groups.get(settings)
+            if found is None or not (
+                found.crop_mask.shape == crop_mask.shape
+                and np.array_equal(found.crop_mask, crop_mask)
+            ):
+                found = PreparedFrameGroup(crop_mask, self.max_frames, self._lock)
+                self._groups[settings] = found
+            self._groups.move_to_end(settings)
+            while len(self._groups) > self.max_settings:
+                self._groups.popitem(last=False)
+            return found
+
+    @property
+    def hits(self) -> int:
+        """Frames found so far (in the settings still kept)."""
+        with self._lock:
+            return sum(g.hits for g in self._groups.values())
+
+    @property
+    def misses(self) -> int:
+        """Frames prepared afresh so far (in the settings still kept)."""
+        with self._lock:
+            return sum(g.misses for g in self._groups.values())
+
+    def clear(self) -> None:
+        """Forget every frame."""
+        with self._lock:
+            self._groups.clear()
+
+
 def fov_corners(mask: np.ndarray) -> np.ndarray:
     """(4, 4) homogeneous pixel corners (col, row, 0, 1) of the mask's bounding box; (0, 4)
     for an empty mask."""
-    rows, cols = np.nonzero(mask)
+    # the first and last row and column holding a mask pixel (as np.nonzero's extremes,
+    # without listing every pixel)
+    rows = np.flatnonzero(np.any(mask, axis=1))
+    cols = np.flatnonzero(np.any(mask, axis=0))
     if rows.size == 0:
         return np.zeros((0, 4))
     return np.array(
         [
-            [cols.min(), rows.min(), 0, 1],
-            [cols.max(), rows.min(), 0, 1],
-            [cols.min(), rows.max(), 0, 1],
-            [cols.max(), rows.max(), 0, 1],
+            [cols[0], rows[0], 0, 1],
+            [cols[-1], rows[0], 0, 1],
+            [cols[0], rows[-1], 0, 1],
+            [cols[-1], rows[-1], 0, 1],
         ],
         float,
     )
@@ -263,20 +410,11 @@ def select_frames(
     corners = fov_corners(mask)
     if len(corners) == 0:
         return np.zeros(0, int)
-    pos = np.einsum("fij,cj->fci", sweep.image_to_reference, corners)[..., :3].tolist()
-    chosen = [0]
-    last = pos[0]
-    for f in range(1, len(pos)):
-        # largest corner motion since the last chosen frame (plain floats: no numpy call per
-        # frame; the same sums of squares as np.linalg.norm)
-        moved = 0.0
-        for a, b in zip(pos[f], last, strict=True):
-            dx, dy, dz = a[0] - b[0], a[1] - b[1], a[2] - b[2]
-            moved = max(moved, math.sqrt(dx * dx + dy * dy + dz * dz))
-        if moved >= min_distance_mm:
-            chosen.append(f)
-            last = pos[f]
-    idx = np.asarray(chosen)
+    pos = np.ascontiguousarray(np.einsum("fij,cj->fci", sweep.image_to_reference, corners)[..., :3])
+    # largest corner motion since the last chosen frame (a compiled loop without fastmath:
+    # the same sums of squares as np.linalg.norm)
+    chosen = np.empty(len(pos), np.int64)
+    idx = chosen[: K.select_spaced_frames(pos, float(min_distance_mm), chosen)]
     if idx.size > max_frames:
         idx = idx[np.unique(np.linspace(0, idx.size - 1, max_frames).round().astype(int))]
     return idx
@@ -293,6 +431,7 @@ def prepare_frame_level(
     near_field_fraction: float | None = None,
     near_field_min_depth_mm: float = 3.0,
     near_field_margin_mm: float = 1.0,
+    cache: PreparedFrameCache | None = None,
 ) -> FrameLevel:
     """Resample the sweep's frames (cropped to the field of view) to ``spacing_mm`` pixels.
 
@@ -314,6 +453,11 @@ def prepare_frame_level(
     near_field_fraction, near_field_min_depth_mm, near_field_margin_mm
         Unless None, exclude each frame's anechoic near field
         (:func:`anechoic_near_field`, with these parameters).
+    cache
+        Frames prepared by earlier calls (:class:`PreparedFrameCache`): a frame whose
+        pixels, time and pose were prepared before with the same crop, field of view, size
+        and masking is copied from it instead of being resampled again (the same values).
+        Not used with per-frame masks (``sweep.frame_masks``).
     """
     mask = sweep.mask()
     if not mask.any():
@@ -343,25 +487,45 @@ def prepare_frame_level(
     per_frame_mask = ignore_zero_pixels or sweep.frame_masks is not None
     if not per_frame_mask:  # the same mask for every frame: resampled once
         shared = cv2.resize(crop_mask, (new_cols, new_rows), interpolation=cv2.INTER_AREA) > 0.999
+    near_field = None
+    if near_field_fraction is not None:
+        min_rows, widen = _near_field_extent(
+            new_rows, (kx * sx, ky * sy), near_field_min_depth_mm, near_field_margin_mm
+        )
+        near_field = (float(near_field_fraction), min_rows, widen)
+    group = None
+    if cache is not None and sweep.frame_masks is None:
+        settings = (r0, r1, c0, c1, new_rows, new_cols, bool(ignore_zero_pixels), near_field)
+        group = cache.group(settings, crop_mask)
+    entries: list[PreparedFrame] = []
     for out_i, f in enumerate(frame_index):
-        img = np.asarray(sweep.images[f, r0:r1, c0:c1], dtype=np.float32)
-        us[out_i] = cv2.resize(img, (new_cols, new_rows), interpolation=cv2.INTER_AREA)
-        if per_frame_mask:
-            m = crop_mask * (img > 0) if ignore_zero_pixels else crop_mask
-            if sweep.frame_masks is not None:
-                m = m * sweep.frame_masks[f, r0:r1, c0:c1]
-            valid[out_i] = cv2.resize(m, (new_cols, new_rows), interpolation=cv2.INTER_AREA) > 0.999
+        source = sweep.images[f, r0:r1, c0:c1]
+        entry = None
+        if group is not None:
+            frame_key = (float(sweep.timestamps[f]), sweep.image_to_reference[f].tobytes())
+            entry = group.find(frame_key, source)
+        if entry is None:
+            img = np.asarray(source, dtype=np.float32)
+            us[out_i] = cv2.resize(img, (new_cols, new_rows), interpolation=cv2.INTER_AREA)
+            if per_frame_mask:
+                m = crop_mask * (img > 0) if ignore_zero_pixels else crop_mask
+                if sweep.frame_masks is not None:
+                    m = m * sweep.frame_masks[f, r0:r1, c0:c1]
+                valid[out_i] = (
+                    cv2.resize(m, (new_cols, new_rows), interpolation=cv2.INTER_AREA) > 0.999
+                )
+            else:
+                valid[out_i] = shared
+            if near_field is not None:
+                valid[out_i] &= ~_anechoic_layer(us[out_i], valid[out_i], *near_field)
+            if group is not None:
+                entry = group.store(frame_key, source, us[out_i], valid[out_i])
         else:
-            valid[out_i] = shared
-        if near_field_fraction is not None:
-            valid[out_i] &= ~anechoic_near_field(
-                us[out_i],
-                valid[out_i],
-                (kx * sx, ky * sy),
-                fraction=near_field_fraction,
-                min_depth_mm=near_field_min_depth_mm,
-                margin_mm=near_field_margin_mm,
-            )
+            us[out_i] = entry.us
+            valid[out_i] = entry.valid
+        if entry is not None:
+            entries.append(entry)
+        # the gradient depends on the pixel size of this sweep's first pose (not cached)
         K.gradient_magnitude_2d(us[out_i], ky * sy, kx * sx, grad[out_i])
     level_to_pixel = np.array(
         [
@@ -372,7 +536,15 @@ def prepare_frame_level(
         ]
     )
     p2r = sweep.image_to_reference[frame_index] @ level_to_pixel
-    return FrameLevel(float(spacing_mm), us, grad, valid, p2r, np.asarray(frame_index))
+    return FrameLevel(
+        float(spacing_mm),
+        us,
+        grad,
+        valid,
+        p2r,
+        np.asarray(frame_index),
+        entries if group is not None else None,
+    )
 
 
 def anechoic_near_field(
@@ -414,6 +586,33 @@ def anechoic_near_field(
     -------
     (rows, cols) bool: True where the frame is the anechoic near field.
     """
+    min_rows, widen = _near_field_extent(us.shape[0], pixel_mm, min_depth_mm, margin_mm)
+    return _anechoic_layer(us, valid, fraction, min_rows, widen)
+
+
+def _near_field_extent(
+    rows: int, pixel_mm: tuple[float, float], min_depth_mm: float, margin_mm: float
+) -> tuple[int, int]:
+    """The pixel counts that stand for :func:`anechoic_near_field`'s millimetres.
+
+    Returns
+    -------
+    (min_rows, widen): a column's layer counts when it has at least ``min_rows`` pixels (the
+    fewest whose depth ``n · pixel_mm[1]`` reaches ``min_depth_mm``, as the same float64
+    products; ``rows + 1`` when no column can), and is widened by ``widen`` columns on each
+    side. Frames whose pixel sizes differ in their last bits give the same pair, so their
+    near-field masks are the same (:class:`PreparedFrameCache` relies on it).
+    """
+    deep_enough = np.nonzero(np.arange(rows + 1) * pixel_mm[1] >= min_depth_mm)[0]
+    min_rows = int(deep_enough[0]) if deep_enough.size else rows + 1
+    return min_rows, math.ceil(margin_mm / pixel_mm[0] - 1e-9)
+
+
+def _anechoic_layer(
+    us: np.ndarray, valid: np.ndarray, fraction: float, min_rows: int, widen: int
+) -> np.ndarray:
+    """:func:`anechoic_near_field` in pixels: ``min_rows`` and ``widen`` from
+    :func:`_near_field_extent`. Returns (rows, cols) bool."""
     inside = np.asarray(valid, bool)
     if not inside.any():
         return np.zeros(inside.shape, bool)
@@ -422,8 +621,9 @@ def anechoic_near_field(
         return np.zeros(inside.shape, bool)
     dark_or_outside = (us < fraction * level) | ~inside
     layer = np.logical_and.accumulate(dark_or_outside, axis=0) & inside
-    layer[:, layer.sum(axis=0) * pixel_mm[1] < min_depth_mm] = False
-    widen = math.ceil(margin_mm / pixel_mm[0] - 1e-9)
+    # (the count of a column is monotone in its depth n · pixel_mm: "n < min_rows" is the
+    # same test as "n · pixel_mm < min_depth_mm")
+    layer[:, layer.sum(axis=0) < min_rows] = False
     if widen > 0 and layer.any():
         kernel = np.ones((1, 2 * widen + 1), np.uint8)
         layer = cv2.dilate(layer.astype(np.uint8), kernel).astype(bool) & inside
@@ -439,7 +639,9 @@ def us_mind_descriptors(
     -------
     (F, rows, cols, 6) float32 descriptors, (F, rows, cols) uint8 their validity and
     (F, rows, cols) float32 pixel weights (1 for ``weighting="uniform"``; for ``"us_std"``
-    the US standard deviation over the (2·half+1)² patch's valid pixels).
+    the US standard deviation over the (2·half+1)² patch's valid pixels). Frames prepared
+    through a :class:`PreparedFrameCache` (``frames.prepared``) keep theirs there: a frame
+    described before with the same setting is copied, not computed again.
     """
     if weighting not in ("uniform", "us_std"):
         raise ValueError(f"unknown MIND-SSC weighting {weighting!r}; expected uniform or us_std")
@@ -449,7 +651,13 @@ def us_mind_descriptors(
     weight = np.ones((n, rows, cols), np.float32)
     scratch = K.mind_scratch(rows, cols)[3:6]
     side = (2 * half + 1, 2 * half + 1)
+    key: MindKey = (int(half), int(distance), float(min_fraction), weighting)
     for f in range(n):
+        entry = None if frames.prepared is None else frames.prepared[f]
+        kept = None if entry is None else entry.mind.get(key)
+        if kept is not None:  # the same frame's pixels: the same descriptors
+            desc[f], dvalid[f], weight[f] = kept
+            continue
         us, fov = frames.us[f], frames.valid[f]
         K.mind_ssc_image(us, fov, half, distance, min_fraction, desc[f], dvalid[f], *scratch)
         if weighting == "us_std":
@@ -462,6 +670,12 @@ def us_mind_descriptors(
             with np.errstate(invalid="ignore", divide="ignore"):
                 var = s2 / cnt - (s1 / cnt) ** 2
             weight[f] = np.sqrt(np.clip(np.nan_to_num(var), 0.0, None))
+        if entry is not None:
+            entry.mind[key] = (
+                _frozen_copy(desc[f]),
+                _frozen_copy(dvalid[f]),
+                _frozen_copy(weight[f]),
+            )
     return desc, dvalid, weight
 
 
@@ -635,15 +849,21 @@ class FrameSimilarity:
         num, den, inside = self.per_frame(reference_to_mri)
         with np.errstate(invalid="ignore", divide="ignore"):
             scores = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-        total = den.sum()
-        if total <= 0:
-            return 0.0, scores
-        return float(num.sum() / total * min(1.0, float(inside.mean()) / 0.98)), scores
+        return _overall_similarity(num, den, inside), scores
 
     def __call__(self, reference_to_mri: np.ndarray) -> float:
         """Weighted mean similarity over all frames, times the fraction of the field of view
         inside the MRI (so leaving the volume never pays)."""
-        return self.evaluate(reference_to_mri)[0]
+        return _overall_similarity(*self.per_frame(reference_to_mri))
+
+
+def _overall_similarity(num: np.ndarray, den: np.ndarray, inside: np.ndarray) -> float:
+    """:meth:`FrameSimilarity.__call__` from the per-frame sums (Σ w·score, Σ w, fraction of
+    the field of view inside the MRI)."""
+    total = den.sum()
+    if total <= 0:
+        return 0.0
+    return float(num.sum() / total * min(1.0, float(inside.mean()) / 0.98))
 
 
 class VolumeSimilarity:

@@ -42,7 +42,12 @@ from usnav.io.volume import Volume
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.registration.pose import _paired_gain
 from usnav.registration.rigid import RegistrationOptions, SweepRegistration, check_inputs
-from usnav.registration.similarity import MriLevel, build_mri_levels, crop_box
+from usnav.registration.similarity import (
+    MriLevel,
+    PreparedFrameCache,
+    build_mri_levels,
+    crop_box,
+)
 from usnav.registration.sweep import Sweep, detect_fov_mask
 from usnav.registration.tumor import TumorContext, fit_at_tumor
 from usnav.transforms.matrices import decompose_scaled_rigid, is_rigid
@@ -337,10 +342,14 @@ class RegistrationWorker:
             self.options.replace_history,
         )
         self._mri_levels: dict[str, list[MriLevel]] = {}
+        self._mri_checked = False  # passed check_inputs' MRI checks once
         self._crop: tuple[np.ndarray, np.ndarray] | None = None
         self._mask: np.ndarray | None = None
         self._mask_shape: tuple[int, ...] | None = None
         self._updates_since_mask = 0
+        # frames resampled by earlier updates (each window shares most of its frames with the
+        # previous one): a window's frames per level, for the levels of both registrations
+        self._frame_cache = PreparedFrameCache(max_frames=self.options.window_frames)
         self.stats = WorkerStats()
 
     # ---------------------------------------------------------------- frame path side
@@ -468,10 +477,16 @@ class RegistrationWorker:
         opts = self.options.warm if warm else self.options.full
         if opts.threads != self.options.threads:
             opts = opts.model_copy(update={"threads": self.options.threads})
-        check_inputs(self.mri, sweep, current.reference_to_mri)
+        check_inputs(self.mri, sweep, current.reference_to_mri, mri_checked=self._mri_checked)
+        self._mri_checked = True  # the worker's MRI does not change (its crops are cached too)
         levels = self._levels_for(sweep, current.reference_to_mri, opts)
         problem = SweepRegistration(
-            self.mri, sweep, current.reference_to_mri, opts, mri_levels=levels
+            self.mri,
+            sweep,
+            current.reference_to_mri,
+            opts,
+            mri_levels=levels,
+            frame_cache=self._frame_cache,
         )
         result = problem.run(current.reference_to_mri, current=current.reference_to_mri, warm=warm)
         verdict = ""
