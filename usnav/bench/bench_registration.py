@@ -698,6 +698,26 @@ def bench_resect(ctx: BenchContext) -> list[Figure]:
 # ----------------------------------------------------------------------------- streaming
 
 
+def _scanning_stream(sweep) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """A surgeon scanning back and forth: the sweep forward, backward and forward again as
+    (image, ImageToReference, time s) frames, every frame a new one (its own time, 20 Hz), so
+    that a worker's window sliding over it shares most of its frames with the previous one, as
+    live (frames the worker prepared before are reused only when time, pose and pixels are the
+    same)."""
+    n = len(sweep)
+    order = [*range(n), *range(n - 1, -1, -1), *range(n)]
+    return [(sweep.images[i], sweep.image_to_reference[i], 0.05 * k) for k, i in enumerate(order)]
+
+
+def _window_starts(stream: list) -> tuple[int, range]:
+    """(window size, first frame of each window): the worker's window (``window_frames``)
+    sliding by its ``min_new_frames`` new frames per update over ``stream``."""
+    from usnav.registration.worker import WorkerOptions
+
+    size, step = WorkerOptions().window_frames, WorkerOptions().min_new_frames
+    return size, range(0, len(stream) - size + 1, step)
+
+
 @benchmark(
     "registration streaming: warm update, frame-path latency beside the worker", "registration"
 )
@@ -708,14 +728,8 @@ def bench_streaming(ctx: BenchContext) -> list[Figure]:
     warm_up()
     folder = _sim_case(ctx, BENCH_SEEDS_QUICK[0])
     mri, sweep, cal, truth = _load_case(folder)
-    # a surgeon scanning back and forth: the sweep forward, backward and forward again, every
-    # frame a new one (its own time), so a window of 150 frames sliding by the worker's 15 new
-    # frames per update shares 90 % of its frames with the previous one, as live (frames the
-    # worker prepared before are reused only when time, pose and pixels are the same)
-    n = len(sweep)
-    order = [*range(n), *range(n - 1, -1, -1), *range(n)]
-    stream = [(sweep.images[i], sweep.image_to_reference[i], 0.05 * k) for k, i in enumerate(order)]
-    size, step = WorkerOptions().window_frames, WorkerOptions().min_new_frames
+    stream = _scanning_stream(sweep)
+    size, starts = _window_starts(stream)
 
     def warm_updates(threads: int) -> tuple[RegistrationWorker, list[float]]:
         worker = RegistrationWorker(
@@ -725,10 +739,9 @@ def bench_streaming(ctx: BenchContext) -> list[Figure]:
         times = []
         # ten updates: the last one also detects the field of view again (every
         # ``fov_refresh_updates`` = 10 updates), so the max includes it
-        for k in range(1, WorkerOptions().fov_refresh_updates + 1):
-            end = size + k * step
+        for start in starts[1 : WorkerOptions().fov_refresh_updates + 1]:
             t0 = time.perf_counter()
-            worker.update(stream[end - size : end])
+            worker.update(stream[start : start + size])
             times.append(time.perf_counter() - t0)
         return worker, times
 
@@ -790,10 +803,7 @@ def _frame_path_latency(
     proc = None
     if worker_thread is not None:
         worker, stream = worker_thread  # a stream of frames, each with its own time
-        from usnav.registration.worker import WorkerOptions
-
-        size, step = WorkerOptions().window_frames, WorkerOptions().min_new_frames
-        starts = range(0, len(stream) - size + 1, step)
+        size, starts = _window_starts(stream)
 
         def spin() -> None:
             k = 0
@@ -809,22 +819,20 @@ def _frame_path_latency(
         code = textwrap.dedent(f"""
             import sys
             from pathlib import Path
-            from usnav.bench.bench_registration import _load_case
+            from usnav.bench.bench_registration import (
+                _load_case, _scanning_stream, _window_starts)
             from usnav.registration import RegistrationWorker, warm_up
             warm_up()
             mri, sweep, cal, truth = _load_case(Path({str(process_case)!r}))
             w = RegistrationWorker(mri, cal, truth.init_reference_to_mri)
-            n = len(sweep)
-            order = [*range(n), *range(n - 1, -1, -1), *range(n)]
-            stream = [(sweep.images[i], sweep.image_to_reference[i], 0.05 * k)
-                      for k, i in enumerate(order)]
-            starts = range(0, len(stream) - 150 + 1, 15)
-            w.update(stream[:150])
+            stream = _scanning_stream(sweep)
+            size, starts = _window_starts(stream)
+            w.update(stream[:size])
             print("ready", flush=True)
             k = 0
             while True:
                 start = starts[k % len(starts)]
-                w.update(stream[start : start + 150]); k += 1
+                w.update(stream[start : start + size]); k += 1
         """)
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         proc.stdout.readline()
