@@ -44,6 +44,14 @@ class RegistrationEstimate:
         ultrasound has not confirmed it yet, once image-based tries have been rejected
         (e.g. "2 image-based tries rejected; latest: ambiguous along the sweep ..."); "" while
         no try has judged it. A display says so instead of "not yet checked".
+    across_sweep_reference_to_mri
+        For the navigation system's registration (``source="init"``) after the latest
+        image-based try was rejected only as ambiguous along the sweep: that candidate moved
+        back along the sweep to this estimate's position there
+        (:attr:`usnav.registration.verdict.RegistrationResult.across_sweep_reference_to_mri`).
+        Margins are drawn with it (:attr:`margins_reference_to_mri`); it is no more checked
+        than the navigation registration (never LIVE), and later tries still start from
+        ``reference_to_mri``. None otherwise.
     """
 
     reference_to_mri: np.ndarray
@@ -57,12 +65,17 @@ class RegistrationEstimate:
     reason: str = ""
     tumor_reference_to_mri: np.ndarray | None = None
     unconfirmed: str = ""
+    across_sweep_reference_to_mri: np.ndarray | None = None
 
     @property
     def margins_reference_to_mri(self) -> np.ndarray:
-        """The transform margins are drawn with: at the tumor when known, else the global."""
+        """The transform margins are drawn with: at the tumor when known, else the
+        navigation registration corrected across the sweep when a rejected try offered that,
+        else the global."""
         if self.tumor_reference_to_mri is not None:
             return self.tumor_reference_to_mri
+        if self.across_sweep_reference_to_mri is not None:
+            return self.across_sweep_reference_to_mri
         return self.reference_to_mri
 
     def age_s(self, now: float | None = None) -> float:

@@ -15,6 +15,14 @@ cannot resolve (probe-calibration error, speed-of-sound depth scaling, the echo 
 interface, the similarity's own bias), see :func:`uncertainty_terms`. An accepted estimate
 whose bound exceeds ``max_confident_uncertainty_mm`` is flagged (``confident`` false): a
 display must show it as UNCERTAIN, never LIVE.
+
+A candidate rejected **only** because a pose along the sweep scores as well (the ambiguity
+probe, along the elevation direction) still carries what the image does determine: its position
+across the sweep and its rotation. :attr:`RegistrationResult.across_sweep_reference_to_mri` is
+that candidate moved back along the sweep to the current estimate's position there (session
+25: on 16 such rejections, in three sets of cases including another simulator, its error across
+the sweep was 0.1-1.3 mm where the navigation's was 0.6-6.4 mm). It is never accepted and never
+bounded: margins may be drawn with it, as UNCERTAIN as the navigation registration itself.
 """
 
 from __future__ import annotations
@@ -87,6 +95,12 @@ class RegistrationResult:
     tumor_stage
         The tumor stage's outcome (:meth:`usnav.registration.tumor.TumorStage.to_json`), None
         when it did not run (no label, or the estimate was not accepted).
+    across_sweep_reference_to_mri
+        For a candidate rejected only as ambiguous along the sweep: the candidate moved along
+        the sweep (the frames' mean normal) so that the field of view's centre keeps the
+        current estimate's position along it, 4×4. What the images determined (across the
+        sweep, the rotation) with the navigation's position along it. Not accepted, no bound:
+        see the module docstring. None otherwise.
     """
 
     reference_to_mri: np.ndarray
@@ -107,6 +121,7 @@ class RegistrationResult:
     diagnostics: dict[str, float] = field(default_factory=dict)
     bony_reference_to_mri: np.ndarray | None = None
     tumor_stage: dict | None = None
+    across_sweep_reference_to_mri: np.ndarray | None = None
 
     @property
     def bony_estimate(self) -> np.ndarray:
@@ -180,6 +195,11 @@ class RegistrationResult:
             "tumor_stage": self.tumor_stage,
             "CandidateReferenceToMri": self.candidate.tolist(),
             "InitialReferenceToMri": self.initial.tolist(),
+            "AcrossSweepReferenceToMri": (
+                None
+                if self.across_sweep_reference_to_mri is None
+                else self.across_sweep_reference_to_mri.tolist()
+            ),
             "evaluations": int(self.evaluations),
             "levels": self.levels,
         }
@@ -313,6 +333,8 @@ class VerdictMixin:
             reasons.append(f"gain not consistent across frames (t = {t_stat:.1f})")
         null_mean = float("nan")
         diagnostics: dict[str, float] = {"paired_t": float(t_stat), "gain": float(mean_gain)}
+        ambiguity = ""
+        self._ambiguous_axes: set[str] = set()
         if not reasons and opts.null_offset_mm > 0:
             # the similarity of clearly wrong poses (the candidate shifted by ± the offset
             # along each axis): a candidate must stand well above this chance level
@@ -372,6 +394,10 @@ class VerdictMixin:
             if unconfirmed:
                 reasons.append(unconfirmed)
         accepted = not reasons
+        across = None
+        if reasons == [ambiguity] and self._ambiguous_axes == {"elevation"}:
+            across, along_mm = self._across_sweep(candidate, current)
+            diagnostics["across_sweep_moved_mm"] = along_mm
         confident = accepted and uncertainty <= opts.max_confident_uncertainty_mm
         reason = (
             f"accepted: similarity {cur_sim:.4f} → {new_sim:.4f} (t = {t_stat:.1f}), "
@@ -393,6 +419,7 @@ class VerdictMixin:
             confident=confident,
             uncertainty_terms=terms,
             diagnostics=diagnostics,
+            across_sweep_reference_to_mri=across,
             seconds=0.0,
             evaluations=evaluations,
             reason=reason,
@@ -447,6 +474,7 @@ class VerdictMixin:
         sim = self.level(-1).similarity
         worst = (np.inf, "")
         self._ambiguity_margins: dict[str, float] = {}
+        self._ambiguous_axes = set()  # the probes' axes with an alternative within the gain
         poses, total = self._sweep_probes(candidate)
         for other, offset, axis in poses:
             distance = mean_displacement(other, candidate, pts)
@@ -460,6 +488,8 @@ class VerdictMixin:
             if axis != "elevation":
                 key = f"ambiguity_margin_{axis}_{offset:g}mm"
             self._ambiguity_margins[key] = min(self._ambiguity_margins.get(key, np.inf), gain)
+            if gain < opts.ambiguity_min_gain:
+                self._ambiguous_axes.add(axis)
             if gain < worst[0]:
                 worst = (
                     gain,
@@ -470,6 +500,18 @@ class VerdictMixin:
                 )
         margin, text = worst
         return (text if margin < opts.ambiguity_min_gain else ""), total, float(margin)
+
+    def _across_sweep(self, candidate: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, float]:
+        """The candidate moved along the sweep (``elevation_direction`` turned by the
+        candidate's rotation) until the field of view's centre lies where ``current`` puts it
+        along that direction. Returns (4×4, the distance moved, mm)."""
+        s = candidate[:3, :3] @ self.elevation_direction
+        s = s / max(float(np.linalg.norm(s)), 1e-12)
+        centre = self.points_reference.mean(axis=0, keepdims=True)
+        along = float((_apply(candidate, centre) - _apply(current, centre))[0] @ s)
+        moved = candidate.copy()
+        moved[:3, 3] -= along * s
+        return moved, abs(along)
 
     def _climb_along_sweep(
         self, candidate: np.ndarray, limit: Callable[[np.ndarray], bool] | None = None

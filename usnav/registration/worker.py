@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from usnav.errors import InputError, UsnavError
 from usnav.frames import TrackedFrame
@@ -47,6 +47,7 @@ from usnav.registration.similarity import (
     PreparedFrameCache,
     build_mri_levels,
     crop_box,
+    fov_corners,
 )
 from usnav.registration.sweep import Sweep, detect_fov_mask
 from usnav.registration.tumor import TumorContext, fit_at_tumor
@@ -57,6 +58,13 @@ log = logging.getLogger(__name__)
 #: The warm updates' "clearly better" gain of the mean similarity (and the replacement rule's):
 #: LC²'s 0.003 × MIND-SSC's shallower peak (0.069 / 0.101), rounded.
 LIVE_MIND_SIMILARITY_GAIN = 0.002
+
+#: What a display's reason adds while margins are drawn with the navigation registration
+#: corrected across the sweep by a try rejected as ambiguous along it.
+ACROSS_SWEEP_NOTE = (
+    "; margins drawn with the images' correction across the sweep, "
+    "the position along the sweep is the navigation's"
+)
 
 
 def streaming_registration_options() -> RegistrationOptions:
@@ -109,6 +117,59 @@ def live_cold_registration_options() -> RegistrationOptions:
         max_evaluations=[160, 100],
         sweep_climbs=0,
     )
+
+
+@dataclass(frozen=True)
+class WindowCoverage:
+    """How far a window's frames move and what they cover (Reference mm).
+
+    Attributes
+    ----------
+    origin_extent_mm
+        Diagonal of the bounding box of the image origins (the transducer's corner).
+    corner_motion_mm
+        The largest such diagonal of any corner of the field of view: a fan sweep pivots about
+        the transducer (its origin hardly moves) while its deep corners sweep the anatomy.
+    spine_coverage_mm
+        Extent of all the frames' field-of-view corners along the MRI's superior-inferior axis
+        (the spine, turned into the Reference frame by the estimate in use): a transverse sweep
+        covers what the probe travels along the spine, a sagittal one a frame's width at once.
+    """
+
+    origin_extent_mm: float
+    corner_motion_mm: float
+    spine_coverage_mm: float
+
+    def enough(self, options: WorkerOptions, *, first: bool) -> bool:
+        """Whether the window moved enough to register: ``min_extent_first_mm`` of transducer
+        travel for the first (cold) try, or ``min_extent_mm`` of motion of the field of view
+        while its frames cover ``min_extent_first_mm`` along the spine (a fan or sagittal
+        sweep, which the transducer's travel alone never let through); after an image-based
+        estimate, ``min_extent_mm`` of motion of the transducer or of the field of view."""
+        moved = max(self.origin_extent_mm, self.corner_motion_mm) >= options.min_extent_mm
+        if not first:
+            return moved
+        return self.origin_extent_mm >= options.min_extent_first_mm or (
+            moved and self.spine_coverage_mm >= options.min_extent_first_mm
+        )
+
+
+def window_coverage(
+    image_to_reference: np.ndarray, corners: np.ndarray, reference_to_mri: np.ndarray
+) -> WindowCoverage:
+    """:class:`WindowCoverage` of frames with poses ``image_to_reference`` (F, 4, 4), pixel →
+    Reference mm, whose field of view has the homogeneous pixel ``corners`` (C, 4)
+    (:func:`usnav.registration.similarity.fov_corners`; none: the transducer's travel
+    only), under ``reference_to_mri`` (4×4; the MRI is RAS, the spine along its S axis)."""
+    origins = image_to_reference[:, :3, 3]
+    origin_extent = float(np.linalg.norm(origins.max(axis=0) - origins.min(axis=0)))
+    if len(corners) == 0:
+        return WindowCoverage(origin_extent, origin_extent, 0.0)
+    pts = np.einsum("fij,cj->fci", image_to_reference, corners)[..., :3]  # (F, C, 3)
+    motion = float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0), axis=1).max())
+    spine = reference_to_mri[:3, :3].T @ np.array([0.0, 0.0, 1.0])
+    along = pts.reshape(-1, 3) @ (spine / np.linalg.norm(spine))
+    return WindowCoverage(origin_extent, motion, float(along.max() - along.min()))
 
 
 def paired_gain(new_scores: np.ndarray, old_scores: np.ndarray) -> tuple[float, float]:
@@ -190,10 +251,15 @@ class WorkerOptions(BaseModel):
     min_new_frames: int = Field(default=15, ge=1)
     """New frames since the last registration before the next one."""
     min_extent_mm: float = Field(default=10.0, ge=0)
-    """A window must span at least this (the probe has to move to see 3D structure)."""
+    """A window must span at least this (the probe has to move to see 3D structure): the
+    transducer's travel or the largest motion of a corner of the field of view (a fan pivots
+    about the transducer); :class:`WindowCoverage`."""
     min_extent_first_mm: float = Field(default=15.0, ge=0)
     """... and the first (cold) registration at least this (most of a vertebral level; see
-    ``min_frames``)."""
+    ``min_frames``): of transducer travel, or of coverage along the spine by a window that
+    moved ``min_extent_mm`` (a fan's deep field, a sagittal frame's width). Until session 25
+    only the travel counted, and the live worker never tried a fan or a sagittal sweep
+    narrower than 15 mm (held-out live cases 3506, 3605: no estimate in four sweeps)."""
     crop_margin_mm: float = Field(default=45.0, gt=0)
     """MRI crop around the window; rebuilt only when a window leaves it."""
     full: RegistrationOptions = Field(default_factory=live_cold_registration_options)
@@ -203,6 +269,11 @@ class WorkerOptions(BaseModel):
     """Warm-started refinements after an image-based estimate was accepted."""
     min_interval_s: float = Field(default=0.0, ge=0)
     """Minimum time between registrations (0: as fast as frames arrive)."""
+    margins_across_sweep: StrictBool = True
+    """Until an image-based estimate is accepted, draw margins with the navigation
+    registration corrected across the sweep when the latest cold try was rejected only as
+    ambiguous along the sweep (:attr:`RegistrationEstimate.across_sweep_reference_to_mri`;
+    still UNCERTAIN, never LIVE). False: with the navigation registration itself."""
     confirm_within_mm: float = Field(default=0.75, ge=0)
     """A rejected update whose candidate lies within this of the accepted estimate (mean over
     the field of view) confirms it: the new frames still agree with it, so its age restarts.
@@ -459,17 +530,13 @@ class RegistrationWorker:
         images = np.stack([w[0] for w in window])
         poses = np.stack([w[1] for w in window])
         stamps = np.array([w[2] for w in window])
-        centres = poses[:, :3, 3]
-        extent = float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0)))
-        needed = (
-            self.options.min_extent_mm if self._image_accepted else self.options.min_extent_first_mm
-        )
-        if extent < needed:
-            return None
         if self._mask_is_due(images.shape[1:]):
             self._mask = detect_fov_mask(images)
             self._mask_shape = images.shape[1:]
             self._updates_since_mask = 0
+        coverage = window_coverage(poses, fov_corners(self._mask), self._accepted.reference_to_mri)
+        if not coverage.enough(self.options, first=not self._image_accepted):
+            return None
         self._updates_since_mask += 1
         sweep = Sweep(images, poses, stamps, source="streaming window", fov_mask=self._mask)
         current = self.latest_accepted()
@@ -529,10 +596,17 @@ class RegistrationWorker:
                 self._cold_rejected += 1
                 tries = "try" if self._cold_rejected == 1 else "tries"
                 why = estimate.reason.removeprefix("rejected: ")
+                across = (  # the latest try's, or None
+                    result.across_sweep_reference_to_mri
+                    if self.options.margins_across_sweep
+                    else None
+                )
                 self._accepted = replace(
                     self._accepted,
                     unconfirmed=f"{self._cold_rejected} image-based {tries} rejected "
-                    f"(latest: {_shorten(why)})",
+                    f"(latest: {_shorten(why)})"
+                    + (ACROSS_SWEEP_NOTE if across is not None else ""),
+                    across_sweep_reference_to_mri=across,
                 )
             elif self._confirms(result, current):
                 self._accepted = replace(

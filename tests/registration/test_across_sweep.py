@@ -1,0 +1,137 @@
+"""A candidate rejected only as ambiguous along the sweep still says where the anatomy is
+across it: the across-sweep estimate (the candidate with the current estimate's position along
+the sweep), its geometry, when it exists, and how the live worker draws margins with it.
+
+The ambiguity is made real on a small simulated case by asking the verdict for a lead no
+similarity reaches (``ambiguity_min_gain`` = 1): every distinct optimum the probes find is
+then a tie, and the candidate (which passes every other test) is rejected for that alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from usnav.registration.options import RegistrationOptions
+from usnav.registration.pose import _apply
+from usnav.registration.rigid import register_sweep
+from usnav.registration.search import SweepRegistration
+from usnav.registration.worker import (
+    ACROSS_SWEEP_NOTE,
+    RegistrationWorker,
+    WorkerOptions,
+    live_cold_registration_options,
+)
+
+
+def _tied(axes: list[str], base: RegistrationOptions | None = None) -> RegistrationOptions:
+    base = base or RegistrationOptions()
+    return base.model_copy(update={"ambiguity_min_gain": 1.0, "ambiguity_axes": axes})
+
+
+def _along_across(error: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    along = float(error @ s)
+    return abs(along), float(np.linalg.norm(error - along * s))
+
+
+@pytest.fixture(scope="module")
+def tied_result(small_case):
+    mri, sweep, _, truth = small_case
+    options = _tied(["elevation"])
+    problem = SweepRegistration(mri, sweep, truth.init_reference_to_mri, options)
+    result = problem.run(truth.init_reference_to_mri)
+    return problem, result
+
+
+def test_a_tie_along_the_sweep_keeps_the_position_along_it_only(small_case, tied_result):
+    *_, truth = small_case
+    problem, result = tied_result
+    assert not result.accepted and result.reason.startswith("rejected: ambiguous"), result.reason
+    across = result.across_sweep_reference_to_mri
+    assert across is not None
+    cand, init = result.candidate, result.initial
+    # the rotation is the candidate's; only a translation along the sweep differs from it
+    np.testing.assert_allclose(across[:3, :3], cand[:3, :3], atol=1e-12)
+    s = cand[:3, :3] @ problem.elevation_direction
+    s /= np.linalg.norm(s)
+    shift = across[:3, 3] - cand[:3, 3]
+    np.testing.assert_allclose(shift, (shift @ s) * s, atol=1e-9)
+    # the field of view's centre: along the sweep where the initial estimate puts it, across
+    # the sweep where the candidate does
+    c = problem.points_reference.mean(axis=0, keepdims=True)
+    p_across, p_cand, p_init = (_apply(m, c)[0] for m in (across, cand, init))
+    assert (p_across - p_init) @ s == pytest.approx(0.0, abs=1e-9)
+    d = p_across - p_cand
+    np.testing.assert_allclose(d - (d @ s) * s, 0.0, atol=1e-9)
+    assert result.diagnostics["across_sweep_moved_mm"] == pytest.approx(abs(d @ s), abs=1e-9)
+    # and on this case what the images determined is right: across the sweep the estimate is
+    # nearer the truth at the field of view's centre than the navigation registration
+    true_c = _apply(truth.reference_to_mri, c)[0]
+    _, init_across = _along_across(p_init - true_c, s)
+    _, est_across = _along_across(p_across - true_c, s)
+    assert est_across < 0.5 * init_across
+
+
+def test_the_result_file_carries_it_and_the_kept_estimate_is_unchanged(tied_result):
+    _, result = tied_result
+    doc = result.to_json()
+    np.testing.assert_allclose(
+        doc["AcrossSweepReferenceToMri"], result.across_sweep_reference_to_mri
+    )
+    # the CLI contract: a rejection keeps the initial ReferenceToMri, with no bound
+    np.testing.assert_array_equal(doc["ReferenceToMri"], result.initial)
+    assert doc["accepted"] is False and doc["uncertainty_mm"] is None
+
+
+def test_no_across_sweep_estimate_for_other_rejections(small_case):
+    mri, sweep, _, truth = small_case
+    # a tie along the image's lateral axis: the sweep direction is not what is in doubt
+    lateral = register_sweep(mri, sweep, truth.init_reference_to_mri, _tied(["lateral"]))
+    assert not lateral.accepted and "along the image" in lateral.reason, lateral.reason
+    assert lateral.across_sweep_reference_to_mri is None
+    assert lateral.to_json()["AcrossSweepReferenceToMri"] is None
+    # an accepted estimate needs none
+    accepted = register_sweep(mri, sweep, truth.init_reference_to_mri)
+    assert accepted.accepted and accepted.across_sweep_reference_to_mri is None
+
+
+def _tied_worker(small_case, **options):
+    mri, sweep, cal, truth = small_case
+    full = _tied(["elevation"], live_cold_registration_options())
+    worker = RegistrationWorker(
+        mri, cal, truth.init_reference_to_mri, WorkerOptions(full=full, **options)
+    )
+    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    return worker, window
+
+
+def test_the_live_worker_draws_margins_across_the_sweep_but_never_calls_it_checked(small_case):
+    _, _, _, truth = small_case
+    worker, window = _tied_worker(small_case)
+    estimate = worker.update(window)  # in this thread: deterministic
+    assert estimate is not None and not estimate.accepted, estimate
+    in_use = worker.latest_accepted()
+    assert in_use.source == "init"  # the display state rule: never LIVE
+    np.testing.assert_array_equal(in_use.reference_to_mri, truth.init_reference_to_mri)
+    assert in_use.across_sweep_reference_to_mri is not None
+    assert in_use.margins_reference_to_mri is in_use.across_sweep_reference_to_mri
+    assert in_use.unconfirmed.endswith(ACROSS_SWEEP_NOTE)
+    # the next try still starts from the navigation registration, and a try that offers no
+    # across-sweep estimate takes the old one away (only the latest try's is drawn)
+    worker.options = worker.options.model_copy(
+        update={"full": live_cold_registration_options().model_copy(update={"min_paired_t": 1e9})}
+    )
+    again = worker.update(window)
+    assert again is not None and not again.accepted and "consistent" in again.reason
+    in_use = worker.latest_accepted()
+    assert in_use.across_sweep_reference_to_mri is None
+    np.testing.assert_array_equal(in_use.margins_reference_to_mri, truth.init_reference_to_mri)
+
+
+def test_the_worker_option_turns_it_off(small_case):
+    worker, window = _tied_worker(small_case, margins_across_sweep=False)
+    estimate = worker.update(window)
+    assert estimate is not None and not estimate.accepted
+    in_use = worker.latest_accepted()
+    assert in_use.across_sweep_reference_to_mri is None
+    assert not in_use.unconfirmed.endswith(ACROSS_SWEEP_NOTE)
