@@ -492,6 +492,45 @@ def test_fill_holes_stick_matches_plain_rule():
     assert n == np.count_nonzero((ref > 0) & ~filled)
 
 
+def fov_statistics_ref(images: np.ndarray, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frames > 0 per pixel and the float32 standard deviation, as detect_fov_mask computed
+    them with numpy."""
+    stack = images[pick]
+    return np.count_nonzero(stack > 0, axis=0), stack.std(axis=0, dtype=np.float32)
+
+
+def test_fov_pixel_statistics_equal_numpy_to_the_bit():
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        frames = int(rng.integers(1, 120))
+        rows, cols = (int(v) for v in rng.integers(1, 40, 2))
+        if rows * cols < 2:
+            cols = 2
+        kind = trial % 4
+        if kind == 0:
+            images = rng.integers(0, 256, (frames, rows, cols))
+        elif kind == 1:  # variances near the detector's 0.25 threshold
+            images = rng.integers(100, 103, (frames, rows, cols))
+        elif kind == 2:  # mostly constant, a few ±1 steps
+            base = rng.integers(0, 256, (1, rows, cols))
+            steps = rng.integers(-1, 2, (frames, rows, cols)) * (
+                rng.random((frames, rows, cols)) < 0.2
+            )
+            images = np.clip(base + steps, 0, 255)
+        else:  # sparse echoes over zeros
+            images = (rng.random((frames, rows, cols)) < 0.1) * rng.integers(
+                0, 256, (frames, rows, cols)
+            )
+        images = images.astype(np.uint8)
+        pick = np.unique(np.linspace(0, frames - 1, min(frames, 60)).round().astype(np.int64))
+        count = np.empty((rows, cols), np.int64)
+        std = np.empty((rows, cols), np.float32)
+        K.fov_pixel_statistics(images, pick, count, std)
+        want_count, want_std = fov_statistics_ref(images, pick)
+        np.testing.assert_array_equal(count, want_count)
+        assert std.tobytes() == want_std.tobytes()
+
+
 def test_warm_up_returns_the_compile_time():
     seconds = K.warm_up()
     assert isinstance(seconds, float) and seconds >= 0

@@ -1193,6 +1193,57 @@ def select_spaced_frames(positions, min_distance, out):  # pragma: no cover - co
     return count
 
 
+@njit(**_EXACT)
+def fov_pixel_statistics(images, pick, count, std):  # pragma: no cover - compiled
+    """Per pixel over the frames ``images[pick]``: how many are > 0, and their standard
+    deviation in float32, without the stack ``images[pick]`` or its float32 copies.
+
+    The values of ``np.count_nonzero(stack > 0, axis=0)`` and
+    ``stack.std(axis=0, dtype=np.float32)``, to the bit, for integer frames of at least two
+    pixels: numpy's float32 sums along the first axis add the frames one after the other for
+    every pixel (the frame sum of integers is exact), it divides the sums by its (integer)
+    count in float64 and rounds to float32, and takes the float32 square root. No fastmath:
+    every step rounds as numpy's. (With a single pixel numpy sums pairwise instead.)
+
+    Parameters
+    ----------
+    images
+        (F, rows, cols) integer frames (uint8), rows · cols ≥ 2.
+    pick
+        (n,) int64 frame indices, n ≥ 1.
+    count
+        (rows, cols) int64, written: frames > 0.
+    std
+        (rows, cols) float32, written: the population standard deviation (ddof 0).
+    """
+    n = pick.shape[0]
+    rows, cols = count.shape
+    mean = np.zeros((rows, cols), np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            count[r, c] = 0
+            std[r, c] = 0.0
+    for k in range(n):
+        f = pick[k]
+        for r in range(rows):
+            for c in range(cols):
+                v = images[f, r, c]
+                mean[r, c] += np.float32(v)
+                count[r, c] += 1 if v > 0 else 0
+    for r in range(rows):
+        for c in range(cols):
+            mean[r, c] = np.float32(np.float64(mean[r, c]) / n)
+    for k in range(n):
+        f = pick[k]
+        for r in range(rows):
+            for c in range(cols):
+                d = np.float32(images[f, r, c]) - mean[r, c]
+                std[r, c] += d * d
+    for r in range(rows):
+        for c in range(cols):
+            std[r, c] = np.sqrt(np.float32(np.float64(std[r, c]) / n))
+
+
 # ----------------------------------------------------------------------------- warm-up
 
 
@@ -1260,6 +1311,12 @@ def warm_up() -> float:
     box_sum_2d(np.zeros((3, 3, 2)), 1, 1, np.zeros((3, 3, 2)), np.zeros((3, 2)))
     box_sum_3d_inplace(np.zeros((3, 3, 3, 2)), 1, np.zeros((3, 2)))
     select_spaced_frames(np.zeros((2, 4, 3)), 1.0, np.zeros(2, np.int64))
+    fov_pixel_statistics(
+        np.zeros((2, 2, 2), np.uint8),
+        np.arange(2),
+        np.zeros((2, 2), np.int64),
+        np.zeros((2, 2), np.float32),
+    )
     return time.perf_counter() - t0
 
 

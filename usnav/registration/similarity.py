@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -253,9 +255,13 @@ class PreparedFrame:
 
     Attributes
     ----------
-    source
-        Copy of the frame's pixels in the field of view's crop (the original dtype): a later
-        frame is this one only if its pixels are the same.
+    digest
+        :func:`pixel_digest` of the frame's pixels in the field of view's crop: a later frame
+        is this one only if its pixels have the same digest. None when the frame came with a
+        frame id (:attr:`~usnav.registration.sweep.Sweep.frame_ids`; no pixels hashed): then
+        only the same id finds it.
+    frame_id
+        That id, or None.
     us
         (rows, cols) float32 resampled US intensities (read-only).
     valid
@@ -265,10 +271,13 @@ class PreparedFrame:
         setting (:data:`MindKey`), filled by :func:`us_mind_descriptors`.
     """
 
-    __slots__ = ("mind", "source", "us", "valid")
+    __slots__ = ("digest", "frame_id", "mind", "us", "valid")
 
-    def __init__(self, source: np.ndarray, us: np.ndarray, valid: np.ndarray):
-        self.source = _frozen_copy(source)
+    def __init__(
+        self, digest: bytes | None, frame_id: int | None, us: np.ndarray, valid: np.ndarray
+    ):
+        self.digest = digest
+        self.frame_id = frame_id
         self.us = _frozen_copy(us)
         self.valid = _frozen_copy(valid)
         self.mind: dict[MindKey, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -278,6 +287,23 @@ def _frozen_copy(array: np.ndarray) -> np.ndarray:
     out = np.array(array, copy=True)
     out.flags.writeable = False
     return out
+
+
+def pixel_digest(pixels: np.ndarray) -> bytes:
+    """SHA-256 of an array's dtype, shape and values (C order): what the frame cache keeps of
+    a frame's pixels in place of a copy of them.
+
+    Two arrays with the same digest are taken as equal. With a 256-bit digest a collision
+    between a changed frame and a cached one is practically impossible (for two different
+    arrays the chance is about 2⁻²⁵⁶; even 10¹² frames give ~10⁻⁵³ for any pair among them),
+    so the check is as strict as comparing the pixels, and keeps 32 bytes per frame where
+    a copy of the crop took ~60 kB. It took ~40 µs per 62 kB crop here (OpenSSL's SHA-256
+    with the CPU's SHA extensions; BLAKE2b took ~60 µs). The streaming worker's frames carry
+    ids instead (:attr:`~usnav.registration.sweep.Sweep.frame_ids`) and are not hashed.
+    """
+    h = hashlib.sha256(f"{pixels.dtype.str}{pixels.shape}".encode())
+    h.update(np.ascontiguousarray(pixels))
+    return h.digest()
 
 
 class PreparedFrameGroup:
@@ -292,28 +318,40 @@ class PreparedFrameGroup:
         self.hits = 0
         self.misses = 0
 
-    def find(self, key: tuple[float, bytes], source: np.ndarray) -> PreparedFrame | None:
-        """The frame stored under ``key`` (time, pose bytes) if its pixels equal ``source``."""
+    def find(
+        self, key: tuple[float, bytes], source: np.ndarray, frame_id: int | None = None
+    ) -> PreparedFrame | None:
+        """The frame stored under ``key`` (time, pose bytes) if it has the id ``frame_id``
+        (given by a caller that guarantees the same pixels for the same id) or else if its
+        pixels have the digest of ``source`` (:func:`pixel_digest`)."""
         with self.lock:
             entry = self.frames.get(key)
-            if (
-                entry is None
-                or entry.source.shape != source.shape
-                or entry.source.dtype != source.dtype
-                or not np.array_equal(entry.source, source)
-            ):
+        same = entry is not None and (
+            (frame_id is not None and entry.frame_id == frame_id)
+            or (entry.digest is not None and entry.digest == pixel_digest(source))
+        )
+        with self.lock:
+            if not same:
                 self.misses += 1
                 return None
-            self.frames.move_to_end(key)
+            if self.frames.get(key) is entry:  # (still kept: the hash ran outside the lock)
+                self.frames.move_to_end(key)
             self.hits += 1
             return entry
 
     def store(
-        self, key: tuple[float, bytes], source: np.ndarray, us: np.ndarray, valid: np.ndarray
+        self,
+        key: tuple[float, bytes],
+        source: np.ndarray,
+        us: np.ndarray,
+        valid: np.ndarray,
+        frame_id: int | None = None,
     ) -> PreparedFrame:
         """Keep a freshly prepared frame (the least recently used one goes beyond
-        ``max_frames``)."""
-        entry = PreparedFrame(source, us, valid)
+        ``max_frames``): with its id when given (its pixels are then not hashed), else with
+        the digest of ``source``, its pixels in the crop."""
+        digest = pixel_digest(source) if frame_id is None else None
+        entry = PreparedFrame(digest, frame_id, us, valid)
         with self.lock:
             self.frames[key] = entry
             self.frames.move_to_end(key)
@@ -328,9 +366,12 @@ class PreparedFrameCache:
     shares most of its frames with the previous one).
 
     A frame is found by its time and pose and used only if its pixels are the same as the
-    cached copy's; the setting (crop, level size, zero-pixel masking, near-field parameters
-    in pixels) and the field-of-view mask must also be the same. A hit gives the values the
-    resampling would give: the cache changes the time taken, never a result.
+    cached frame's: the same frame id (:attr:`~usnav.registration.sweep.Sweep.frame_ids`,
+    which the streaming worker gives each frame it copies into its window) or else the same
+    SHA-256 digest of the pixels (:func:`pixel_digest`: no copy of the pixels is kept). The
+    setting (crop, level size, zero-pixel masking, near-field parameters in pixels) and the
+    field-of-view mask must also be the same. A hit gives the values the resampling would
+    give: the cache changes the time taken, never a result.
 
     Parameters
     ----------
@@ -457,7 +498,8 @@ def prepare_frame_level(
         Frames prepared by earlier calls (:class:`PreparedFrameCache`): a frame whose
         pixels, time and pose were prepared before with the same crop, field of view, size
         and masking is copied from it instead of being resampled again (the same values).
-        Not used with per-frame masks (``sweep.frame_masks``).
+        Its pixels are known to be the same by the sweep's frame id (``sweep.frame_ids``)
+        or else by their digest. Not used with per-frame masks (``sweep.frame_masks``).
     """
     mask = sweep.mask()
     if not mask.any():
@@ -498,12 +540,14 @@ def prepare_frame_level(
         settings = (r0, r1, c0, c1, new_rows, new_cols, bool(ignore_zero_pixels), near_field)
         group = cache.group(settings, crop_mask)
     entries: list[PreparedFrame] = []
+    ids = sweep.frame_ids
     for out_i, f in enumerate(frame_index):
         source = sweep.images[f, r0:r1, c0:c1]
         entry = None
         if group is not None:
             frame_key = (float(sweep.timestamps[f]), sweep.image_to_reference[f].tobytes())
-            entry = group.find(frame_key, source)
+            frame_id = None if ids is None else int(ids[f])
+            entry = group.find(frame_key, source, frame_id)
         if entry is None:
             img = np.asarray(source, dtype=np.float32)
             us[out_i] = cv2.resize(img, (new_cols, new_rows), interpolation=cv2.INTER_AREA)
@@ -519,7 +563,7 @@ def prepare_frame_level(
             if near_field is not None:
                 valid[out_i] &= ~_anechoic_layer(us[out_i], valid[out_i], *near_field)
             if group is not None:
-                entry = group.store(frame_key, source, us[out_i], valid[out_i])
+                entry = group.store(frame_key, source, us[out_i], valid[out_i], frame_id)
         else:
             us[out_i] = entry.us
             valid[out_i] = entry.valid
@@ -616,7 +660,11 @@ def _anechoic_layer(
     inside = np.asarray(valid, bool)
     if not inside.any():
         return np.zeros(inside.shape, bool)
-    level = float(np.percentile(us[inside], 99.0))
+    values = us[inside]
+    if values.dtype == np.float32:
+        level = _percentile_99_float32(values)
+    else:
+        level = float(np.percentile(values, 99.0))
     if level <= 0:
         return np.zeros(inside.shape, bool)
     dark_or_outside = (us < fraction * level) | ~inside
@@ -628,6 +676,36 @@ def _anechoic_layer(
         kernel = np.ones((1, 2 * widen + 1), np.uint8)
         layer = cv2.dilate(layer.astype(np.uint8), kernel).astype(bool) & inside
     return layer
+
+
+#: numpy's 99th percentile as a fraction (``np.true_divide(99.0, 100)``)
+_Q99 = float(np.true_divide(99.0, 100))
+
+
+def _percentile_99_float32(values: np.ndarray) -> float:
+    """``float(np.percentile(values, 99.0))`` of a 1-D float32 array, to the bit, in ~6 µs
+    instead of ~28 µs (it runs for every frame the cache has not prepared yet).
+
+    numpy's "linear" method as it computes it: the virtual index ``(n - 1) · 0.99``, the two
+    order statistics around it (from a partition), and their float32 interpolation
+    ``a + (b - a)·t`` (or ``b - (b - a)·(1 - t)`` from ``t ≥ 0.5``) with the weight ``t`` a
+    Python float, as for a Python-float ``q``; NaN when the array holds a NaN. Checked against
+    ``np.percentile`` on random arrays (``tests/registration/test_prepared_frames.py``).
+    """
+    n = values.size
+    virtual = (n - 1) * _Q99
+    if virtual >= n - 1:
+        lo = hi = n - 1
+    else:
+        lo = math.floor(virtual)
+        hi = lo + 1
+    part = np.partition(values, sorted({0, n - 1, lo, hi}))
+    if np.isnan(part[n - 1]):  # NaNs sort last
+        return float("nan")
+    a, b = part[lo], part[hi]
+    t = virtual - lo
+    d = b - a
+    return float(b - d * (1 - t) if t >= 0.5 else a + d * t)
 
 
 def us_mind_descriptors(
@@ -649,7 +727,7 @@ def us_mind_descriptors(
     desc = np.zeros((n, rows, cols, K.N_MIND), np.float32)
     dvalid = np.zeros((n, rows, cols), np.uint8)
     weight = np.ones((n, rows, cols), np.float32)
-    scratch = K.mind_scratch(rows, cols)[3:6]
+    scratch: tuple[np.ndarray, ...] | None = None  # made for the first frame computed
     side = (2 * half + 1, 2 * half + 1)
     key: MindKey = (int(half), int(distance), float(min_fraction), weighting)
     for f in range(n):
@@ -659,6 +737,8 @@ def us_mind_descriptors(
             desc[f], dvalid[f], weight[f] = kept
             continue
         us, fov = frames.us[f], frames.valid[f]
+        if scratch is None:
+            scratch = K.mind_scratch(rows, cols)[3:6]
         K.mind_ssc_image(us, fov, half, distance, min_fraction, desc[f], dvalid[f], *scratch)
         if weighting == "us_std":
             m = frames.valid[f].astype(np.float64)
@@ -728,7 +808,7 @@ class FrameSimilarity:
         self._inside = np.zeros(n, np.int64)
         self._valid_total = np.maximum(frames.valid.reshape(n, -1).sum(axis=1), 1)
         self._world_to_voxel = mri.world_to_voxel
-        self._chunks: dict[int, list[tuple[slice, tuple[np.ndarray, ...]]]] = {}
+        self._chunks: dict[int, list[tuple]] = {}
         self._recent: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()
         self.evaluations = 0
         self.mind_distance = int(MIND_DISTANCE_PX if mind_distance is None else mind_distance)
@@ -744,67 +824,56 @@ class FrameSimilarity:
         m = np.einsum("ij,fjk->fik", b[:3], self.frames.pixel_to_reference)
         return np.ascontiguousarray(m[:, :, [0, 1, 3]])
 
-    def _chunked(self, threads: int) -> list[tuple[slice, tuple[np.ndarray, ...]]]:
-        """The frames in ``threads`` contiguous runs, each with its own kernel scratch."""
+    def _chunked(self, threads: int) -> list[tuple]:
+        """The frames in ``threads`` contiguous runs, each as (part, kernel, the kernel's
+        arguments before the affines, its arguments after them: views of the run's rows and
+        its own scratch), made once per thread count."""
         found = self._chunks.get(threads)
         if found is None:
             n, rows, cols = self.frames.us.shape
             edges = np.linspace(0, n, max(1, min(threads, n)) + 1).round().astype(int)
             scratch = K.mind_scratch if self.metric == "mind_ssc" else K.frame_scratch
             found = self._chunks[threads] = [
-                (slice(int(a), int(b)), scratch(rows, cols))
-                for a, b in itertools.pairwise(edges)
-                if b > a
+                (part, self._kernel(), *self._kernel_arguments(part, scratch(rows, cols)))
+                for part in (slice(int(a), int(b)) for a, b in itertools.pairwise(edges))
+                if part.stop > part.start
             ]
         return found
 
-    def _run_chunk(self, aff: np.ndarray, part: slice, scratch: tuple[np.ndarray, ...]) -> None:
-        """The kernel on the frames ``part`` (writes their rows of the per-frame sums)."""
+    def _kernel_arguments(self, part: slice, scratch: tuple[np.ndarray, ...]) -> tuple:
+        """(arguments before the affines, arguments after them) of the kernel on the frames
+        ``part``: views of their rows (the kernel writes their per-frame sums) and
+        ``scratch``."""
         fr = self.frames
+        out = (self._num[part], self._den[part], self._inside[part], *scratch)
         if self.metric == "mind_ssc":
-            K.mind_ssc_frames(
+            before = (
                 self.mri.vol2,
                 self._us_desc[part],
                 self._us_dvalid[part],
                 self._us_weight[part],
                 fr.valid[part],
-                aff[part],
-                self.patch_half,
-                self.mind_distance,
-                self.min_fraction,
-                self._num[part],
-                self._den[part],
-                self._inside[part],
-                *scratch,
             )
-        elif self.metric == "ncc_gradient":
-            K.ncc_gradient_frames(
-                self.mri.vol2,
-                fr.us_grad[part],
-                fr.valid[part],
-                aff[part],
-                self.patch_half,
-                self.min_fraction,
-                self._num[part],
-                self._den[part],
-                self._inside[part],
-                *scratch,
-            )
-        else:
-            K.lc2_frames(
-                self.mri.vol2,
-                fr.us[part],
-                fr.valid[part],
-                aff[part],
-                self.patch_half,
-                self.min_fraction,
-                1 if self.metric == "lc2_beam" else 0,
-                fr.spacing_mm,
-                self._num[part],
-                self._den[part],
-                self._inside[part],
-                *scratch,
-            )
+            return before, (self.patch_half, self.mind_distance, self.min_fraction, *out)
+        if self.metric == "ncc_gradient":
+            before = (self.mri.vol2, fr.us_grad[part], fr.valid[part])
+            return before, (self.patch_half, self.min_fraction, *out)
+        beam = 1 if self.metric == "lc2_beam" else 0
+        before = (self.mri.vol2, fr.us[part], fr.valid[part])
+        return before, (self.patch_half, self.min_fraction, beam, fr.spacing_mm, *out)
+
+    def _kernel(self) -> Callable[..., None]:
+        """The metric's frame kernel."""
+        if self.metric == "mind_ssc":
+            return K.mind_ssc_frames
+        return K.ncc_gradient_frames if self.metric == "ncc_gradient" else K.lc2_frames
+
+    @staticmethod
+    def _run_chunk(
+        aff: np.ndarray, part: slice, kernel: Callable[..., None], before: tuple, after: tuple
+    ) -> None:
+        """``kernel`` on the frames ``part`` (writes their rows of the per-frame sums)."""
+        kernel(*before, aff[part], *after)
 
     def per_frame(self, reference_to_mri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-frame (Σ w·score, Σ w, fraction of valid pixels inside the MRI).
@@ -813,13 +882,18 @@ class FrameSimilarity:
         many threads; every frame's sums are the same to the bit either way. The results of
         the last :attr:`KEEP` poses are kept (≈ 1 kB each): the verdict re-scores poses the
         search has just evaluated (its start, the optimiser's best, the ambiguity probe's
-        optima).
+        optima). The arrays returned are the caller's own.
         """
+        num, den, inside = self._sums(reference_to_mri)
+        return num.copy(), den.copy(), inside.copy()
+
+    def _sums(self, reference_to_mri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`per_frame`'s arrays as kept for the pose (read them, never change them)."""
         key = np.ascontiguousarray(reference_to_mri, dtype=np.float64).tobytes()
         kept = self._recent.get(key)
         if kept is not None:
             self._recent.move_to_end(key)
-            return kept[0].copy(), kept[1].copy(), kept[2].copy()
+            return kept
         aff = self.frame_affines(reference_to_mri)
         chunks = self._chunked(get_threads())
         if len(chunks) == 1:
@@ -831,22 +905,22 @@ class FrameSimilarity:
             for future in futures:
                 future.result()
         self.evaluations += 1
-        out = self._num.copy(), self._den.copy(), self._inside / self._valid_total
-        self._recent[key] = tuple(a.copy() for a in out)
+        kept = self._num.copy(), self._den.copy(), self._inside / self._valid_total
+        self._recent[key] = kept
         if len(self._recent) > self.KEEP:
             self._recent.popitem(last=False)
-        return out
+        return kept
 
     def frame_scores(self, reference_to_mri: np.ndarray) -> np.ndarray:
         """Per-frame similarity (NaN for a frame with no usable patch)."""
-        num, den, _ = self.per_frame(reference_to_mri)
+        num, den, _ = self._sums(reference_to_mri)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
     def evaluate(self, reference_to_mri: np.ndarray) -> tuple[float, np.ndarray]:
         """(overall similarity as :meth:`__call__`, per-frame scores with NaN for frames
         without a usable patch), from one evaluation."""
-        num, den, inside = self.per_frame(reference_to_mri)
+        num, den, inside = self._sums(reference_to_mri)
         with np.errstate(invalid="ignore", divide="ignore"):
             scores = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
         return _overall_similarity(num, den, inside), scores
@@ -854,7 +928,7 @@ class FrameSimilarity:
     def __call__(self, reference_to_mri: np.ndarray) -> float:
         """Weighted mean similarity over all frames, times the fraction of the field of view
         inside the MRI (so leaving the volume never pays)."""
-        return _overall_similarity(*self.per_frame(reference_to_mri))
+        return _overall_similarity(*self._sums(reference_to_mri))
 
 
 def _overall_similarity(num: np.ndarray, den: np.ndarray, inside: np.ndarray) -> float:

@@ -7,6 +7,7 @@ count); a sweep with no usable frame is refused by name.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from skimage.morphology import convex_hull_image
 from usnav.calibration.stage import CalibrationStage
 from usnav.errors import InputError
 from usnav.frames import TrackedFrame, TransformStatus, mf_pixels
+from usnav.registration import _kernels as K
 
 if TYPE_CHECKING:
     from usnav.io.sequence_reader import Sequence
@@ -45,6 +47,12 @@ class Sweep:
     frame_masks
         Optional (F, rows, cols) bool per-frame validity (e.g. frames cut from a 3D fan),
         combined with the field-of-view mask.
+    frame_ids
+        Optional (F,) int64 frame identities from :func:`new_frame_ids`: the caller
+        guarantees that frames with the same id have the same pixels and pose (the streaming
+        worker numbers each frame it copies into its window). A
+        :class:`~usnav.registration.similarity.PreparedFrameCache` then knows a frame it has
+        prepared by its id instead of hashing its pixels.
     """
 
     images: np.ndarray
@@ -54,6 +62,7 @@ class Sweep:
     dropped: int = 0
     fov_mask: np.ndarray | None = None
     frame_masks: np.ndarray | None = None
+    frame_ids: np.ndarray | None = None
     _detected_mask: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +78,10 @@ class Sweep:
             raise InputError(self.source, "frames, poses and timestamps differ in number")
         if self.frame_masks is not None and np.shape(self.frame_masks) != self.images.shape:
             raise InputError(self.source, "frame masks and images differ in shape")
+        if self.frame_ids is not None:
+            self.frame_ids = np.asarray(self.frame_ids, dtype=np.int64)
+            if self.frame_ids.shape != (n,):
+                raise InputError(self.source, "frame ids and images differ in number")
         if not np.all(np.isfinite(self.image_to_reference)):
             raise InputError(self.source, "a frame pose has NaN or infinite values")
 
@@ -103,6 +116,7 @@ class Sweep:
             source=self.source,
             fov_mask=self.mask(),
             frame_masks=None if self.frame_masks is None else self.frame_masks[index],
+            frame_ids=None if self.frame_ids is None else self.frame_ids[index],
         )
 
     @classmethod
@@ -154,6 +168,20 @@ class Sweep:
             source=source,
             dropped=total - len(images),
         )
+
+
+_next_frame_id = 1
+_frame_ids_lock = threading.Lock()
+
+
+def new_frame_ids(count: int) -> np.ndarray:
+    """``count`` frame ids never given before in this process ((count,) int64, increasing),
+    for :attr:`Sweep.frame_ids`."""
+    global _next_frame_id
+    with _frame_ids_lock:
+        first = _next_frame_id
+        _next_frame_id += max(0, int(count))
+    return np.arange(first, first + max(0, int(count)), dtype=np.int64)
 
 
 def _image_to_reference(frame: TrackedFrame, image_to_probe: np.ndarray) -> np.ndarray | None:
@@ -317,14 +345,23 @@ def detect_fov_mask(images: np.ndarray, *, max_frames: int = 60, erode_px: int =
         imgs = imgs[None]
     n = imgs.shape[0]
     pick = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int))
-    stack = imgs[pick]
-    if not np.issubdtype(stack.dtype, np.integer):
-        stack = stack.astype(np.float32)
-    # integer frames stay integer: the float32 statistics below are the same to the bit
-    # without a float32 copy of the stack (14 → ~9 ms on 60 frames of 256², session 15)
-    nonzero = np.count_nonzero(stack > 0, axis=0) / len(pick) > 0.05
+    if imgs.dtype == np.uint8 and imgs.shape[1] * imgs.shape[2] >= 2 and len(pick) >= 1:
+        # the same counts and float32 deviations to the bit, in one compiled pass over the
+        # picked frames (~9 → ~4 ms of the detection on 60 frames of 256²)
+        frames_nonzero = np.empty(imgs.shape[1:], np.int64)
+        spread = np.empty(imgs.shape[1:], np.float32)
+        K.fov_pixel_statistics(imgs, pick.astype(np.int64), frames_nonzero, spread)
+    else:
+        stack = imgs[pick]
+        if not np.issubdtype(stack.dtype, np.integer):
+            stack = stack.astype(np.float32)
+        # integer frames stay integer: the float32 statistics below are the same to the bit
+        # without a float32 copy of the stack (14 → ~9 ms on 60 frames of 256², session 15)
+        frames_nonzero = np.count_nonzero(stack > 0, axis=0)
+        spread = stack.std(axis=0, dtype=np.float32) if len(pick) >= 3 else None
+    nonzero = frames_nonzero / len(pick) > 0.05
     if len(pick) >= 3:
-        varying = stack.std(axis=0, dtype=np.float32) > 0.5
+        varying = spread > 0.5
         candidate = nonzero & varying
     else:
         candidate = nonzero

@@ -49,7 +49,7 @@ from usnav.registration.similarity import (
     crop_box,
     fov_corners,
 )
-from usnav.registration.sweep import Sweep, detect_fov_mask
+from usnav.registration.sweep import Sweep, detect_fov_mask, new_frame_ids
 from usnav.registration.tumor import TumorContext, fit_at_tumor
 from usnav.transforms.matrices import decompose_scaled_rigid, is_rigid
 
@@ -319,6 +319,127 @@ class WorkerOptions(BaseModel):
         return self
 
 
+class WindowArrays:
+    """A sliding window's frames stacked into one array, each frame copied once.
+
+    Consecutive windows share most of their frames (150 frames, 15 new per update): instead of
+    stacking all of them at every update (~1.5 ms and a fresh ~10 MB array for 256² frames),
+    the frames still in the window stay where they are, the new ones are copied after them,
+    and the run is moved back to the start of the array when it reaches its end (every five
+    updates: the array holds 1.5 windows). Each frame copied in gets a new id
+    (:func:`~usnav.registration.sweep.new_frame_ids`), by which the frame cache knows it.
+    The arrays hold the same values as ``np.stack`` of the window's images and poses.
+
+    A frame is taken to be one already in the array when it is the same image and pose
+    objects at the same place in the run. The worker keeps references to the frames offered
+    to it and copies them when an update first uses them, so a frame must not be changed in
+    place after it was offered (see :meth:`RegistrationWorker.submit`). A window whose frames
+    are not all ndarrays of one shape and dtype with float64 4×4 poses is stacked afresh
+    (``np.stack``, without ids).
+
+    Parameters
+    ----------
+    window_frames
+        The usual window length: the array holds 1.5 times it (or 1.5 times a longer window).
+    """
+
+    def __init__(self, window_frames: int = 150) -> None:
+        self.window_frames = int(window_frames)
+        self._images: np.ndarray | None = None
+        self._poses: np.ndarray | None = None
+        self._ids: np.ndarray | None = None
+        #: the (image, pose) objects whose copies are in slots [_start, _start + len(_held))
+        self._held: list[tuple[np.ndarray, np.ndarray]] = []
+        self._start = 0
+
+    def arrays(
+        self, window: list[tuple[np.ndarray, np.ndarray, float]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(images (F, rows, cols), poses (F, 4, 4) float64, frame ids (F,) int64 or None) of
+        ``window``'s (image, ImageToReference, t) frames: read-only views, valid until the
+        next call."""
+        n = len(window)
+        kept, start = self._kept_run(window)
+        images = self._images
+        if (
+            n == 0
+            or images is None
+            or n > images.shape[0]
+            or not self._fits(window[kept:], images[0])
+        ):
+            if n == 0 or not self._fits(window, window[0][0]):
+                # stacked afresh, as before (np.stack's error for no frames)
+                if n:
+                    self._drop()
+                return np.stack([w[0] for w in window]), np.stack([w[1] for w in window]), None
+            first = window[0][0]
+            capacity = max(n, self.window_frames) * 3 // 2
+            images = np.empty((capacity, *first.shape), first.dtype)
+            self._images, self._poses = images, np.empty((capacity, 4, 4))
+            self._ids = np.empty(capacity, np.int64)
+            kept, start = 0, 0
+        poses, ids = self._poses, self._ids
+        assert poses is not None and ids is not None
+        if start + n > images.shape[0]:
+            # the kept run back to the front, in blocks that never overlap their source
+            for a in range(0, kept, start):
+                b = min(a + start, kept)
+                for arr in (images, poses, ids):
+                    arr[a:b] = arr[start + a : start + b]
+            start = 0
+        ids[start + kept : start + n] = new_frame_ids(n - kept)
+        for i in range(kept, n):
+            images[start + i] = window[i][0]
+            poses[start + i] = window[i][1]
+        self._held = [(w[0], w[1]) for w in window]
+        self._start = start
+        out = images[start : start + n], poses[start : start + n], ids[start : start + n]
+        for view in out:
+            view.flags.writeable = False
+        return out
+
+    def _drop(self) -> None:
+        """Forget the array and the frames in it."""
+        self._images = self._poses = self._ids = None
+        self._held = []
+        self._start = 0
+
+    def _kept_run(self, window: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[int, int]:
+        """(m, slot): ``window[:m]`` are held frames, in order, from array slot ``slot`` on."""
+        held = self._held
+        if not window or not held:
+            return 0, 0
+        image, pose = window[0][0], window[0][1]
+        for j, (h_image, h_pose) in enumerate(held):
+            if h_image is image and h_pose is pose:
+                m = 1
+                limit = min(len(window), len(held) - j)
+                while (
+                    m < limit and held[j + m][0] is window[m][0] and held[j + m][1] is window[m][1]
+                ):
+                    m += 1
+                return m, self._start + j
+        return 0, 0
+
+    @staticmethod
+    def _fits(frames: list[tuple[np.ndarray, np.ndarray, float]], like: np.ndarray) -> bool:
+        """Whether ``frames`` are ndarrays of ``like``'s shape and dtype with float64 4×4
+        poses (copied into the array they are what ``np.stack`` would give)."""
+        shape, dtype = like.shape, like.dtype
+        for w in frames:
+            image, pose = w[0], w[1]
+            if not (
+                isinstance(image, np.ndarray)
+                and image.shape == shape
+                and image.dtype == dtype
+                and isinstance(pose, np.ndarray)
+                and pose.shape == (4, 4)
+                and pose.dtype == np.float64
+            ):
+                return False
+        return True
+
+
 @dataclass
 class WorkerStats:
     """Counters of a worker (read without locking: approximate)."""
@@ -414,6 +535,7 @@ class RegistrationWorker:
         )
         self._mri_levels: dict[str, list[MriLevel]] = {}
         self._mri_checked = False  # passed check_inputs' MRI checks once
+        self._checked_start = b""  # the start (bytes) that passed check_inputs' last call
         self._crop: tuple[np.ndarray, np.ndarray] | None = None
         self._mask: np.ndarray | None = None
         self._mask_shape: tuple[int, ...] | None = None
@@ -421,6 +543,10 @@ class RegistrationWorker:
         # frames resampled by earlier updates (each window shares most of its frames with the
         # previous one): a window's frames per level, for the levels of both registrations
         self._frame_cache = PreparedFrameCache(max_frames=self.options.window_frames)
+        # the window's frames stacked once each (one update at a time uses the array: a
+        # concurrent update stacks its own)
+        self._window = WindowArrays(self.options.window_frames)
+        self._window_lock = threading.Lock()
         self.stats = WorkerStats()
 
     # ---------------------------------------------------------------- frame path side
@@ -437,7 +563,8 @@ class RegistrationWorker:
     def submit(self, image: np.ndarray, image_to_reference: np.ndarray, t: float) -> None:
         """Offer one frame: ``image`` (rows, cols) uint8, its ``ImageToReference`` (4×4, mm),
         its time (s). Never blocks on the optimiser; a bad frame is dropped silently (counted
-        in ``stats.bad_frames``)."""
+        in ``stats.bad_frames``). The worker keeps a reference to ``image`` (no copy here):
+        it must not be changed afterwards (give each frame its own array)."""
         pose = np.asarray(image_to_reference, dtype=np.float64)
         img = np.asarray(image)
         if img.ndim != 2 or pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
@@ -525,10 +652,28 @@ class RegistrationWorker:
         self, window: list[tuple[np.ndarray, np.ndarray, float]]
     ) -> RegistrationEstimate | None:
         """Register one window of (image, ImageToReference, t) now, in the calling thread, and
-        publish the estimate. Returns it (None if the window is unusable: too little motion)."""
+        publish the estimate. Returns it (None if the window is unusable: too little motion).
+
+        The frames are copied into the worker's window array the first time an update uses
+        them (:class:`WindowArrays`): a frame given again must be the same, unchanged image
+        and pose arrays (a changed frame is a new array)."""
         t0 = time.perf_counter()
-        images = np.stack([w[0] for w in window])
-        poses = np.stack([w[1] for w in window])
+        if not self._window_lock.acquire(blocking=False):  # another update is running
+            stacked = np.stack([w[0] for w in window]), np.stack([w[1] for w in window]), None
+            return self._update(window, t0, stacked)
+        try:
+            return self._update(window, t0, self._window.arrays(window))
+        finally:
+            self._window_lock.release()
+
+    def _update(
+        self,
+        window: list[tuple[np.ndarray, np.ndarray, float]],
+        t0: float,
+        stacked: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    ) -> RegistrationEstimate | None:
+        """:meth:`update` of the window stacked as (images, poses, frame ids or None)."""
+        images, poses, frame_ids = stacked
         stamps = np.array([w[2] for w in window])
         if self._mask_is_due(images.shape[1:]):
             self._mask = detect_fov_mask(images)
@@ -538,13 +683,25 @@ class RegistrationWorker:
         if not coverage.enough(self.options, first=not self._image_accepted):
             return None
         self._updates_since_mask += 1
-        sweep = Sweep(images, poses, stamps, source="streaming window", fov_mask=self._mask)
+        sweep = Sweep(
+            images,
+            poses,
+            stamps,
+            source="streaming window",
+            fov_mask=self._mask,
+            frame_ids=frame_ids,
+        )
         current = self.latest_accepted()
         warm = self._image_accepted
         opts = self.options.warm if warm else self.options.full
         if opts.threads != self.options.threads:
             opts = opts.model_copy(update={"threads": self.options.threads})
-        check_inputs(self.mri, sweep, current.reference_to_mri, mri_checked=self._mri_checked)
+        start = np.asarray(current.reference_to_mri).tobytes()
+        if not (self._mri_checked and start == self._checked_start):
+            # (the checks of a start that passed them once, on a window with frames, would
+            # pass again)
+            check_inputs(self.mri, sweep, current.reference_to_mri, mri_checked=self._mri_checked)
+            self._checked_start = start
         self._mri_checked = True  # the worker's MRI does not change (its crops are cached too)
         levels = self._levels_for(sweep, current.reference_to_mri, opts)
         problem = SweepRegistration(
