@@ -149,3 +149,71 @@ def test_an_update_that_agrees_confirms_the_accepted_estimate(small_case):
     worker.update(noise)
     assert worker.stats.confirmed == 1
     assert worker.latest_accepted().t_computed == long_ago
+
+
+def _first_from_a_short_window(small_case, **options):
+    """A worker whose first image-based estimate came from 40 of the case's 60 frames (its
+    window holds 60), and the full 60-frame window."""
+    mri, sweep, cal, truth = small_case
+    worker = RegistrationWorker(
+        mri,
+        cal,
+        truth.init_reference_to_mri,
+        WorkerOptions(window_frames=len(sweep), min_frames=20, min_new_frames=10, **options),
+    )
+    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    first = worker.update(window[:40])
+    assert first is not None and first.accepted, first.reason
+    return worker, window, first
+
+
+def _correction_mm(reason: str) -> float:
+    import re
+
+    found = re.search(r"correction (\d+\.\d+) mm", reason)
+    assert found, reason
+    return float(found.group(1))
+
+
+def test_a_first_estimate_from_a_short_window_is_judged_again_on_the_full_one(small_case):
+    *_, truth = small_case
+    worker, window, _ = _first_from_a_short_window(small_case)
+    again = worker.update(window)  # full: a cold try from the navigation registration
+    assert again is not None and again.accepted, again.reason
+    # the navigation estimate is 4-8 mm off: a warm update would move ~0, this one moved it all
+    assert _correction_mm(again.reason) > 2.0
+    assert worker.latest_accepted() is again and again.source == "image"
+    assert truth.mtre(again.reference_to_mri) < 1.5
+    # only once: the next full window is an ordinary warm update from the estimate in use
+    third = worker.update(window)
+    assert third is not None and (not third.accepted or _correction_mm(third.reason) < 2.0)
+
+
+def test_a_first_estimate_the_full_window_does_not_bear_out_is_withdrawn(small_case):
+    *_, truth = small_case
+    worker, window, _ = _first_from_a_short_window(small_case)
+    # the full window's cold verdict refuses (no gain can be that consistent)
+    worker.options = worker.options.model_copy(
+        update={"full": worker.options.full.model_copy(update={"min_paired_t": 1e9})}
+    )
+    again = worker.update(window)
+    assert again is not None and not again.accepted
+    assert "withdrawn" in again.reason
+    in_use = worker.latest_accepted()
+    assert in_use.source == "init"  # the navigation registration again: never LIVE
+    np.testing.assert_array_equal(in_use.reference_to_mri, truth.init_reference_to_mri)
+    assert "withdrawn" in in_use.unconfirmed
+    # and the next window is a cold try again (from the navigation registration)
+    worker.options = worker.options.model_copy(
+        update={"full": worker.options.full.model_copy(update={"min_paired_t": 3.0})}
+    )
+    cold = worker.update(window)
+    assert cold is not None and cold.accepted and _correction_mm(cold.reason) > 2.0
+
+
+def test_without_the_rejudgment_the_first_estimate_stays(small_case):
+    worker, window, _ = _first_from_a_short_window(small_case, rejudge_first=False)
+    again = worker.update(window)
+    assert again is not None
+    assert not again.accepted or _correction_mm(again.reason) < 2.0  # a warm update
+    assert worker.latest_accepted().source == "image"
