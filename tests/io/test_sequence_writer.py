@@ -33,6 +33,9 @@ RECORDER = textwrap.dedent(
     from usnav.io.sequence import SequenceWriter
 
     path, compress, limit = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
+    # Ctrl-C as at a terminal, even when the test run itself was started as a background job
+    # (which starts with SIGINT ignored, and Python then installs no KeyboardInterrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if limit:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail (EFBIG)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
