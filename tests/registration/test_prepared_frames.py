@@ -324,27 +324,6 @@ def test_worker_updates_equal_with_and_without_its_window_arrays(small_case):
     assert plain._frame_cache.hits == stacked._frame_cache.hits > 0
 
 
-def test_percentile_99_equals_numpy_to_the_bit():
-    rng = np.random.default_rng(13)
-    for trial in range(3000):
-        n = int(rng.integers(1, 2000)) if trial % 3 else int(rng.integers(1, 12))
-        kind = trial % 4
-        if kind == 0:
-            values = rng.random(n) * 100
-        elif kind == 1:
-            values = rng.integers(0, 4, n).astype(float)  # ties
-        elif kind == 2:
-            values = rng.normal(size=n) * 10 ** rng.uniform(-5, 5)
-        else:
-            values = np.exp(rng.normal(size=n) * 3)
-        values = values.astype(np.float32)
-        if trial % 97 == 0:
-            values[rng.integers(n)] = np.nan
-        want = float(np.percentile(values, 99.0))
-        got = similarity._percentile_99_float32(values)
-        assert got == want or (math.isnan(got) and math.isnan(want))
-
-
 # ----------------------------------------------------------------------------- near field
 
 

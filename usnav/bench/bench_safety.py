@@ -337,13 +337,15 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
     for r in rows:
         if r[1] == "UNCERTAIN":
             reasons[r[7]] = reasons.get(r[7], 0) + 1
+    from usnav.registration.worker import ACROSS_SWEEP_NOTE
+
     bad_live = [r[6] for r in rows if r[1] == "LIVE" and r[2] > 2.0]
     unchecked = [r[3] for r in rows if not r[8].header.registration_checked]
     across = [
         r[3]
         for r in rows
         if not r[8].header.registration_checked
-        and "correction across the sweep" in r[8].header.display_reason
+        and ACROSS_SWEEP_NOTE.removeprefix("; ") in r[8].header.display_reason
     ]
     checked = [r[3] for r in rows if r[8].header.registration_checked]
     honest, bounded = _bound_covers(rows)

@@ -660,11 +660,7 @@ def _anechoic_layer(
     inside = np.asarray(valid, bool)
     if not inside.any():
         return np.zeros(inside.shape, bool)
-    values = us[inside]
-    if values.dtype == np.float32:
-        level = _percentile_99_float32(values)
-    else:
-        level = float(np.percentile(values, 99.0))
+    level = float(np.percentile(us[inside], 99.0))
     if level <= 0:
         return np.zeros(inside.shape, bool)
     dark_or_outside = (us < fraction * level) | ~inside
@@ -676,36 +672,6 @@ def _anechoic_layer(
         kernel = np.ones((1, 2 * widen + 1), np.uint8)
         layer = cv2.dilate(layer.astype(np.uint8), kernel).astype(bool) & inside
     return layer
-
-
-#: numpy's 99th percentile as a fraction (``np.true_divide(99.0, 100)``)
-_Q99 = float(np.true_divide(99.0, 100))
-
-
-def _percentile_99_float32(values: np.ndarray) -> float:
-    """``float(np.percentile(values, 99.0))`` of a 1-D float32 array, to the bit, in ~6 µs
-    instead of ~28 µs (it runs for every frame the cache has not prepared yet).
-
-    numpy's "linear" method as it computes it: the virtual index ``(n - 1) · 0.99``, the two
-    order statistics around it (from a partition), and their float32 interpolation
-    ``a + (b - a)·t`` (or ``b - (b - a)·(1 - t)`` from ``t ≥ 0.5``) with the weight ``t`` a
-    Python float, as for a Python-float ``q``; NaN when the array holds a NaN. Checked against
-    ``np.percentile`` on random arrays (``tests/registration/test_prepared_frames.py``).
-    """
-    n = values.size
-    virtual = (n - 1) * _Q99
-    if virtual >= n - 1:
-        lo = hi = n - 1
-    else:
-        lo = math.floor(virtual)
-        hi = lo + 1
-    part = np.partition(values, sorted({0, n - 1, lo, hi}))
-    if np.isnan(part[n - 1]):  # NaNs sort last
-        return float("nan")
-    a, b = part[lo], part[hi]
-    t = virtual - lo
-    d = b - a
-    return float(b - d * (1 - t) if t >= 0.5 else a + d * t)
 
 
 def us_mind_descriptors(

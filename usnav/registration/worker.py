@@ -542,11 +542,7 @@ class RegistrationWorker:
         self._rejudge_due = False
         #: image-based tries rejected while the navigation registration is in use
         self._cold_rejected = 0
-        self.rule = ReplacementRule(
-            self.options.warm.min_similarity_gain,
-            self.options.warm.min_paired_t,
-            self.options.replace_history,
-        )
+        self.rule = self._fresh_rule()
         self._mri_levels: dict[str, list[MriLevel]] = {}
         self._mri_checked = False  # passed check_inputs' MRI checks once
         self._checked_start = b""  # the start (bytes) that passed check_inputs' last call
@@ -749,11 +745,7 @@ class RegistrationWorker:
                 verdict = f"rejected: {verdict}"
         if rejudge:
             # whatever the full window says, the replacement rule's history starts again
-            self.rule = ReplacementRule(
-                self.options.warm.min_similarity_gain,
-                self.options.warm.min_paired_t,
-                self.options.replace_history,
-            )
+            self.rule = self._fresh_rule()
             if not result.accepted:
                 verdict = (
                     "rejected: the first image-based estimate, from a shorter window, is "
@@ -825,6 +817,14 @@ class RegistrationWorker:
             except Exception:
                 log.exception("on_estimate callback failed")
         return estimate
+
+    def _fresh_rule(self) -> ReplacementRule:
+        """The replacement rule of the warm options, with no history."""
+        return ReplacementRule(
+            self.options.warm.min_similarity_gain,
+            self.options.warm.min_paired_t,
+            self.options.replace_history,
+        )
 
     def _mask_is_due(self, shape: tuple[int, ...]) -> bool:
         """Whether to detect the field of view again from this window: none yet or another
