@@ -217,3 +217,44 @@ def test_without_the_rejudgment_the_first_estimate_stays(small_case):
     assert again is not None
     assert not again.accepted or _correction_mm(again.reason) < 2.0  # a warm update
     assert worker.latest_accepted().source == "image"
+
+
+def _tie_on_the_full_window(worker: RegistrationWorker) -> None:
+    """The full window's cold verdict finds every distinct probe optimum a tie (a lead no
+    similarity reaches, as tests/registration/test_across_sweep.py does)."""
+    worker.options = worker.options.model_copy(
+        update={"full": worker.options.full.model_copy(update={"ambiguity_min_gain": 1.0})}
+    )
+
+
+def test_a_tie_on_the_full_window_at_the_first_estimate_keeps_it(small_case):
+    """The full window's own optimum lies by the first estimate and is rejected only for a
+    tie with another pose: the full window finds the same pose, so it stays."""
+    worker, window, first = _first_from_a_short_window(small_case)
+    _tie_on_the_full_window(worker)
+    again = worker.update(window)
+    assert again is not None and not again.accepted
+    assert "first image-based estimate kept" in again.reason and "ambiguous" in again.reason
+    assert worker.latest_accepted() is first and first.source == "image"
+    # the re-judgment is done: the next window is a warm update from the first estimate
+    third = worker.update(window)
+    assert third is not None and (not third.accepted or _correction_mm(third.reason) < 2.0)
+
+
+def test_a_tie_on_the_full_window_elsewhere_withdraws_the_first_estimate(small_case):
+    """The same tie, but the first estimate lies 4 mm from the full window's optimum: the full
+    window does not find it, so it is withdrawn."""
+    from dataclasses import replace
+
+    *_, truth = small_case
+    worker, window, first = _first_from_a_short_window(small_case)
+    moved = first.reference_to_mri.copy()
+    moved[:3, 3] += (0.0, 0.0, 4.0)  # 4 mm along the MRI's S axis (along the spine)
+    worker._accepted = replace(first, reference_to_mri=moved)
+    _tie_on_the_full_window(worker)
+    again = worker.update(window)
+    assert again is not None and not again.accepted
+    assert "withdrawn" in again.reason and "ambiguous" in again.reason
+    in_use = worker.latest_accepted()
+    assert in_use.source == "init"
+    np.testing.assert_array_equal(in_use.reference_to_mri, truth.init_reference_to_mri)

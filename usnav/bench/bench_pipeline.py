@@ -16,9 +16,17 @@ import numpy as np
 from usnav.bench.registry import BenchContext, Figure, benchmark
 
 
-def case_pipeline(case, port: int, options):
-    """A :class:`~usnav.pipeline.live.LivePipeline` on a simulated case's files, its probe
-    client pointed at a playback server on ``port`` (not started)."""
+def case_pipeline(
+    case,
+    port: int,
+    options,
+    *,
+    calibration_file: str = "calibration.toml",
+    initial_file: str = "init_ReferenceToMri.txt",
+):
+    """A :class:`~usnav.pipeline.live.LivePipeline` on a simulated case's files (the MRI, the
+    tumor label, and the named calibration and initial ``ReferenceToMri``), its probe client
+    pointed at a playback server on ``port`` (not started)."""
     from usnav.config.calibration import load_calibration
     from usnav.devices import ProbeClient
     from usnav.devices.config import ProbeConfig
@@ -26,7 +34,7 @@ def case_pipeline(case, port: int, options):
     from usnav.pipeline.live import LivePipeline
     from usnav.registration.files import read_initial
 
-    calibration = load_calibration(case / "calibration.toml")
+    calibration = load_calibration(case / calibration_file)
     probe = ProbeClient(
         ProbeConfig(port=port, transforms=["ProbeToTracker", "ReferenceToTracker"]),
         calibration=calibration,
@@ -35,7 +43,7 @@ def case_pipeline(case, port: int, options):
         probe,
         load_volume(case / "tumor_label.nii.gz"),
         calibration,
-        read_initial(case / "init_ReferenceToMri.txt"),
+        read_initial(case / initial_file),
         mri=load_volume(case / "mri.nii.gz"),
         options=options,
     )

@@ -101,6 +101,11 @@ class RegistrationResult:
         current estimate's position along it, 4×4. What the images determined (across the
         sweep, the rotation) with the navigation's position along it. Not accepted, no bound:
         see the module docstring. None otherwise.
+    only_tied
+        Rejected for one reason only: another pose, farther than ``ambiguity_distinct_mm``
+        (along the sweep or the image), scored within ``ambiguity_min_gain`` of the candidate.
+        Every other test (gain, its consistency across frames, the margin over chance, the
+        resolution) passed.
     """
 
     reference_to_mri: np.ndarray
@@ -122,6 +127,7 @@ class RegistrationResult:
     bony_reference_to_mri: np.ndarray | None = None
     tumor_stage: dict | None = None
     across_sweep_reference_to_mri: np.ndarray | None = None
+    only_tied: bool = False
 
     @property
     def bony_estimate(self) -> np.ndarray:
@@ -420,6 +426,7 @@ class VerdictMixin:
             uncertainty_terms=terms,
             diagnostics=diagnostics,
             across_sweep_reference_to_mri=across,
+            only_tied=bool(ambiguity) and reasons == [ambiguity],
             seconds=0.0,
             evaluations=evaluations,
             reason=reason,
