@@ -7,7 +7,9 @@ sweep), both arms on the same case in one process. Per case: the error of the es
 after each update (mean over the updates: what margins are drawn with), the final error, and
 the re-judgments (kept / withdrawn).
 
-``python notes/session26_rejudge_ab.py WORK_DIR SEED:FAMILY ...``
+``python notes/session26_rejudge_ab.py WORK_DIR SEED:FAMILY ...``; ``indep:FAMILY:SEED`` is a case
+of the independent simulator (notes/indep-sim, generated as notes/session26_indep_live.py
+does, scored against its own truth).
 """
 
 from __future__ import annotations
@@ -44,13 +46,24 @@ def main(work_dir: str, *cases: str) -> None:
         return estimate
 
     W.RegistrationWorker._update = traced
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from session26_indep_live import _generate, _IndepTruth
+
     for case in cases:
-        seed, family = case.split(":")
-        folder, _ = _simulate(int(seed), family, Path(work_dir) / case.replace(":", "_"), 120)
-        truth = load_truth(folder)
+        if case.startswith("indep:"):
+            _, family, seed = case.split(":")
+            folder = Path(work_dir) / f"{family}_{seed}"
+            _generate(folder, family, int(seed))
+            truth = _IndepTruth(folder)
+            cal_file, init_file = "cal.txt", "init.txt"
+        else:
+            seed, family = case.split(":")
+            folder, _ = _simulate(int(seed), family, Path(work_dir) / case.replace(":", "_"), 120)
+            truth = load_truth(folder)
+            cal_file, init_file = "calibration.toml", "init_ReferenceToMri.txt"
         mri = load_volume(folder / "mri.nii.gz")
-        cal = load_calibration(folder / "calibration.toml").image_to_probe
-        init = read_initial(folder / "init_ReferenceToMri.txt")
+        cal = load_calibration(folder / cal_file).image_to_probe
+        init = read_initial(folder / init_file)
         row = {"case": case, "init_mm": truth.mtre(init)}
         for arm, rule in (("old", old_rule), ("new", new_rule)):
             W.RegistrationWorker._rejudged = rule

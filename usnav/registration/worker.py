@@ -277,9 +277,10 @@ class WorkerOptions(BaseModel):
     registration is in use again (with the margins across the sweep, when the rejection offers
     them), and cold tries go on — unless it was rejected only for a tie and its own optimum
     lies within the cold options' ``ambiguity_distinct_mm`` of the first estimate: the full
-    window then finds the same pose and the first estimate stays (session 26: on the
-    independent simulator's live cases the withdrawal threw away estimates 1.1 mm off for the
-    6.3 and 3.9 mm navigation registrations, the full window's optimum lying by them).
+    window then finds the same pose and the first estimate stays (session 26: on a live case
+    of the independent simulator the withdrawal threw away a 1.06 mm estimate for the 3.9 mm
+    navigation registration, the full window's optimum lying by it; chosen on tuning seeds
+    1359–1374, one case changed, 1.56 → 1.15 mm in use; docs/pipeline.md "Session 26").
     Session 25: a first estimate accepted from 45 frames stayed
     7.8 mm off for the rest of a held-out live case (3706) while every full window refused it.
     Chosen on eight tuning-family live cases (1351–1358): mean boundary error 0.71 → 0.62 mm,
