@@ -237,6 +237,7 @@ def test_a_tie_on_the_full_window_at_the_first_estimate_keeps_it(small_case):
     assert "first image-based estimate kept" in again.reason and "ambiguous" in again.reason
     assert worker.latest_accepted() is first and first.source == "image"
     # the re-judgment is done: the next window is a warm update from the first estimate
+    assert not worker._rejudge_due
     third = worker.update(window)
     assert third is not None and (not third.accepted or _correction_mm(third.reason) < 2.0)
 
@@ -258,3 +259,25 @@ def test_a_tie_on_the_full_window_elsewhere_withdraws_the_first_estimate(small_c
     in_use = worker.latest_accepted()
     assert in_use.source == "init"
     np.testing.assert_array_equal(in_use.reference_to_mri, truth.init_reference_to_mri)
+
+
+def test_a_clearly_better_pose_elsewhere_is_not_a_tie(small_case):
+    """The same re-judgment, but a distinct pose scored better than the full window's try by
+    more than the verdict's lead (the live cold search does not climb to it): the full window
+    does not find the first estimate's pose as its optimum, so it is withdrawn."""
+    from dataclasses import replace
+
+    from usnav.registration.search import SweepRegistration
+
+    mri, sweep, _, truth = small_case
+    worker, window, first = _first_from_a_short_window(small_case)
+    _tie_on_the_full_window(worker)
+    full = worker.options.full
+    problem = SweepRegistration(mri, sweep, truth.init_reference_to_mri, full)
+    result = problem.run(truth.init_reference_to_mri)
+    assert result.only_tied, result.reason
+    keep, why = worker._rejudged(problem, result, first, len(window))
+    assert keep, why  # as the worker decides it on these frames
+    better = dict(result.diagnostics, ambiguity_margin=-2.0 * full.ambiguity_min_gain)
+    keep, why = worker._rejudged(problem, replace(result, diagnostics=better), first, len(window))
+    assert not keep and "withdrawn" in why

@@ -103,9 +103,10 @@ class RegistrationResult:
         see the module docstring. None otherwise.
     only_tied
         Rejected for one reason only: another pose, farther than ``ambiguity_distinct_mm``
-        (along the sweep or the image), scored within ``ambiguity_min_gain`` of the candidate.
-        Every other test (gain, its consistency across frames, the margin over chance, the
-        resolution) passed.
+        (along the sweep or the image), scored within ``ambiguity_min_gain`` of the candidate
+        or better (``diagnostics["ambiguity_margin"]`` says by how much). The tests before it
+        (gain, its consistency across frames, the margin over chance, the resolution) passed;
+        the confirmation search, which comes after it, did not run.
     """
 
     reference_to_mri: np.ndarray

@@ -275,7 +275,8 @@ class WorkerOptions(BaseModel):
     navigation registration on the full window (``full``). If that one is accepted it becomes
     the estimate in use; if it is rejected the first estimate is withdrawn and the navigation
     registration is in use again (with the margins across the sweep, when the rejection offers
-    them), and cold tries go on — unless it was rejected only for a tie and its own optimum
+    them), and cold tries go on — unless it was rejected only for a tie (no distinct pose
+    better by ``ambiguity_min_gain``) and its own optimum
     lies within the cold options' ``ambiguity_distinct_mm`` of the first estimate: the full
     window then finds the same pose and the first estimate stays (session 26: on a live case
     of the independent simulator the withdrawal threw away a 1.06 mm estimate for the 3.9 mm
@@ -832,15 +833,20 @@ class RegistrationWorker:
     ) -> tuple[bool, str]:
         """The verdict on the first estimate when the full window's cold try was rejected.
 
-        It is kept when that try failed only for a tie (another distinct pose scored as well)
-        and its own optimum lies within ``ambiguity_distinct_mm`` of the first estimate (mean
-        over the field of view): the full window then finds the same pose, it only does not
-        rule out another one, which the shorter window did. Otherwise it is withdrawn.
+        It is kept when that try failed only for a tie (another distinct pose scored within
+        ``ambiguity_min_gain`` of it, not better by more) and its own optimum lies within
+        ``ambiguity_distinct_mm`` of the first estimate (mean over the field of view): the full
+        window then finds the same pose, it only does not rule out another one, which the
+        shorter window did. Otherwise it is withdrawn.
         Returns (keep it, the verdict for the estimate's reason).
         """
         pts = problem.points_reference[:: max(1, len(problem.points_reference) // 4000)]
         apart = mean_displacement(result.candidate, first.reference_to_mri, pts)
-        if result.only_tied and apart <= problem.options.ambiguity_distinct_mm:
+        # a tie, not a clearly better pose elsewhere (the live cold search does not climb to
+        # one): no distinct alternative leads the candidate by the verdict's own lead
+        lead = problem.options.ambiguity_min_gain
+        tie = result.only_tied and result.diagnostics.get("ambiguity_margin", -np.inf) > -lead
+        if tie and apart <= problem.options.ambiguity_distinct_mm:
             return True, (
                 "rejected, the first image-based estimate kept: the full window's own "
                 f"optimum lies {apart:.2f} mm from it (a tie elsewhere, not another optimum)"
