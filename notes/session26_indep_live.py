@@ -158,6 +158,14 @@ def _usnav_cases(work: Path, cases: tuple[str, ...]) -> None:
                 {
                     "case": case,
                     "mean": float(np.mean([r[3] for r in rows])) if rows else None,
+                    "mri_only": float(np.mean([r[4] for r in rows])) if rows else None,
+                    "checked": [
+                        round(float(np.mean(v)), 3) if v else None
+                        for v in (
+                            [r[3] for r in rows if r[8].header.registration_checked],
+                            [r[4] for r in rows if r[8].header.registration_checked],
+                        )
+                    ],
                     "final_mm": run.final_tre_mm,
                     "estimates": run.estimates,
                     "adopted": run.adopted,
