@@ -1,8 +1,8 @@
 """Session-26 study (not shipped): an earlier first try (``min_frames`` 30,
-``min_extent_first_mm`` 10) against the defaults (45, 15). The fixed window schedule (4
-passes) is replicated here with the error of the estimate in use recorded per *frame* (the
-navigation registration's before the first accepted estimate), so the time spent on the
-navigation registration counts.
+``min_extent_first_mm`` 10) against the defaults (45, 15), on the fixed window schedule (4
+passes) with the error of the estimate in use recorded per *frame*
+(``replay_fixed_schedule(on_frame=...)``: the navigation registration's before the first
+accepted estimate), so the time spent on the navigation registration counts.
 
 ``python notes/session26_early_first_try.py WORK_DIR SEED:FAMILY ...``
 """
@@ -19,30 +19,29 @@ import numpy as np
 ARMS = {"45/15": {}, "30/10": {"min_frames": 30, "min_extent_first_mm": 10.0}}
 
 
-def _per_frame(sweep, worker, opts, truth) -> dict:
-    """Run the fixed schedule (4 passes); the in-use error after every frame."""
-    window, new, errors, first = [], 0, [], None
-    duration = float(np.ptp(sweep.timestamps)) + 1.0
-    frames = zip(sweep.images, sweep.image_to_reference, sweep.timestamps, strict=True)
-    frames = list(frames)
-    for p in range(4):
-        for i, (image, pose, t) in enumerate(frames):
-            window.append((image, pose, p * duration + float(t)))
-            window = window[-opts.window_frames :]
-            new += 1
-            if new >= opts.min_new_frames and len(window) >= opts.min_frames:
-                new = 0
-                worker.update(window)
-            in_use = worker.latest_accepted()
-            errors.append(truth.mtre(in_use.reference_to_mri))
-            if first is None and in_use.source == "image":
-                first = p * len(frames) + i
+def _per_frame(folder: Path, mri, cal, init, opts, truth) -> dict:
+    """The fixed schedule (4 passes); the in-use error after every frame."""
+    from usnav.pipeline.schedule import replay_fixed_schedule
+
+    errors: list[float] = []
+    first: list[int] = []
+
+    def record(worker) -> None:
+        in_use = worker.latest_accepted()
+        errors.append(truth.mtre(in_use.reference_to_mri))
+        if not first and in_use.source == "image":
+            first.append(len(errors) - 1)
+
+    replay_fixed_schedule(
+        folder / "sweep.igs.mha", mri, cal, init, passes=4, options=opts, on_frame=record
+    )
+    frames = len(errors) // 4
     return {
         "mean": float(np.mean(errors)),
-        "first_pass": float(np.mean(errors[: len(frames)])),
+        "first_pass": float(np.mean(errors[:frames])),
         "final": errors[-1],
-        "first_accepted_frame": first,
-        "max_after_first": None if first is None else float(max(errors[first:])),
+        "first_accepted_frame": first[0] if first else None,
+        "max_after_first": float(max(errors[first[0] :])) if first else None,
     }
 
 
@@ -51,8 +50,7 @@ def main(work_dir: str, *cases: str) -> None:
     from usnav.config.calibration import load_calibration
     from usnav.io.volume import load_volume
     from usnav.registration.files import read_initial
-    from usnav.registration.sweep import load_sweep
-    from usnav.registration.worker import RegistrationWorker, WorkerOptions
+    from usnav.registration.worker import WorkerOptions
     from usnav.sim import load_truth
 
     for case in cases:
@@ -62,12 +60,9 @@ def main(work_dir: str, *cases: str) -> None:
         mri = load_volume(folder / "mri.nii.gz")
         cal = load_calibration(folder / "calibration.toml").image_to_probe
         init = read_initial(folder / "init_ReferenceToMri.txt")
-        sweep = load_sweep(folder / "sweep.igs.mha", cal)
         row = {"case": case, "nav": truth.mtre(init)}
         for arm, extra in ARMS.items():
-            opts = WorkerOptions(**extra)
-            worker = RegistrationWorker(mri, cal, init, opts)
-            row[arm] = _per_frame(sweep, worker, opts, truth)
+            row[arm] = _per_frame(folder, mri, cal, init, WorkerOptions(**extra), truth)
         print(json.dumps(row), flush=True)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from usnav.config.calibration import load_calibration
+from usnav.io.sequence_reader import read_sequence
 from usnav.io.volume import load_volume
 from usnav.pipeline.schedule import replay_fixed_schedule
 from usnav.registration.files import read_initial
@@ -34,3 +35,28 @@ def test_the_same_recording_on_the_fixed_schedule_gives_the_same_registration(
     assert first.uncertainty_mm == second.uncertainty_mm or (
         np.isnan(first.uncertainty_mm) and np.isnan(second.uncertainty_mm)
     )
+
+
+def test_every_frame_is_seen_with_the_estimate_then_in_use(small_case: Path) -> None:
+    """``on_frame``: one call per frame and pass; the navigation registration until the first
+    window is registered, and the worker's final estimate after the last frame."""
+    mri = load_volume(small_case / "mri.nii.gz")
+    image_to_probe = load_calibration(small_case / "calibration.toml").image_to_probe
+    initial = read_initial(small_case / "init_ReferenceToMri.txt")
+    in_use: list[tuple[str, np.ndarray, int]] = []
+
+    def record(worker) -> None:
+        estimate = worker.latest_accepted()
+        in_use.append((estimate.source, estimate.reference_to_mri, worker.stats.updates))
+
+    worker = replay_fixed_schedule(
+        small_case / "sweep.igs.mha", mri, image_to_probe, initial, passes=2, on_frame=record
+    )
+    frames = len(read_sequence(small_case / "sweep.igs.mha").frame_numbers)
+    assert len(in_use) == 2 * frames
+    first = WorkerOptions().min_frames
+    # before the min_frames-th frame no window was registered: the navigation registration
+    assert all(s == "init" and u == 0 for s, _, u in in_use[: first - 1])
+    np.testing.assert_array_equal(in_use[0][1], initial)
+    assert in_use[first - 1][2] == 1  # that frame started the first update
+    np.testing.assert_array_equal(in_use[-1][1], worker.latest_accepted().reference_to_mri)

@@ -12,6 +12,7 @@ deterministic: Nelder–Mead from the estimate in use, no random restarts).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ def replay_fixed_schedule(
     *,
     passes: int = 1,
     options: WorkerOptions | None = None,
+    on_frame: Callable[[RegistrationWorker], None] | None = None,
 ) -> RegistrationWorker:
     """Register a recorded sweep, looped ``passes`` times, on the fixed window schedule.
 
@@ -45,6 +47,10 @@ def replay_fixed_schedule(
         How many times the sweep is scanned (timestamps continue across passes).
     options
         The worker's options (default: the live pipeline's; ``min_interval_s`` plays no part).
+    on_frame
+        Called with the worker after every frame (after the update that frame started, if
+        any): e.g. to record the estimate in use frame by frame, the navigation
+        registration's before the first image-based one included.
 
     Returns
     -------
@@ -69,4 +75,6 @@ def replay_fixed_schedule(
             if new >= opts.min_new_frames and len(window) >= opts.min_frames:
                 new = 0
                 worker.update(window)
+            if on_frame is not None:
+                on_frame(worker)
     return worker
