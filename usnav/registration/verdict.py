@@ -297,6 +297,11 @@ class VerdictMixin:
     removed_label_error_mm: float
     fov_depth_mm: float
 
+    def verdict_points(self) -> np.ndarray:
+        """The field-of-view points (Reference mm, at most ~4000) over which the verdict
+        measures distances between poses (:func:`~usnav.registration.pose.mean_displacement`)."""
+        return self.points_reference[:: max(1, len(self.points_reference) // 4000)]
+
     def _verdict(
         self,
         candidate: np.ndarray,
@@ -320,7 +325,7 @@ class VerdictMixin:
             if gain.size > 2 and gain.std() > 0
             else (np.inf if gain.size and gain.mean() > 0 else 0.0)
         )
-        pts = self.points_reference[:: max(1, len(self.points_reference) // 4000)]
+        pts = self.verdict_points()
         corr = mean_displacement(candidate, current, pts)
         angle = float(np.linalg.norm(params[3:]))
         shift = float(np.linalg.norm(params[:3]))
@@ -544,7 +549,7 @@ class VerdictMixin:
         level = self.level(-1)
         sim = level.similarity
         s = level.frames.spacing_mm
-        pts = self.points_reference[:: max(1, len(self.points_reference) // 4000)]
+        pts = self.verdict_points()
         lead = max(opts.ambiguity_min_gain, 0.0)
         total = 0
         moves = 0

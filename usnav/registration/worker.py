@@ -840,7 +840,7 @@ class RegistrationWorker:
         shorter window did. Otherwise it is withdrawn.
         Returns (keep it, the verdict for the estimate's reason).
         """
-        pts = problem.points_reference[:: max(1, len(problem.points_reference) // 4000)]
+        pts = problem.verdict_points()
         apart = mean_displacement(result.candidate, first.reference_to_mri, pts)
         # a tie, not a clearly better pose elsewhere (the live cold search does not climb to
         # one): no distinct alternative leads the candidate by the verdict's own lead
