@@ -21,14 +21,38 @@ from pathlib import Path
 import numpy as np
 
 
-def main(work_dir: str, *cases: str) -> None:
+def load_case(work_dir: str, case: str) -> tuple:
+    """``SEED:FAMILY`` (usnav's simulator) or ``indep:FAMILY:SEED`` (the independent one),
+    generated under work_dir: (folder, truth with ``mtre(T)``, MRI, ImageToProbe, initial)."""
     from usnav.bench.bench_safety import _simulate
     from usnav.config.calibration import load_calibration
     from usnav.io.volume import load_volume
-    from usnav.pipeline.schedule import replay_fixed_schedule
-    from usnav.registration import worker as W
     from usnav.registration.files import read_initial
     from usnav.sim import load_truth
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from session26_indep_live import _generate, _IndepTruth
+
+    if case.startswith("indep:"):
+        _, family, seed = case.split(":")
+        folder = Path(work_dir) / f"{family}_{seed}"
+        _generate(folder, family, int(seed))
+        truth = _IndepTruth(folder)
+        cal_file, init_file = "cal.txt", "init.txt"
+    else:
+        seed, family = case.split(":")
+        folder, _ = _simulate(int(seed), family, Path(work_dir) / case.replace(":", "_"), 120)
+        truth = load_truth(folder)
+        cal_file, init_file = "calibration.toml", "init_ReferenceToMri.txt"
+    mri = load_volume(folder / "mri.nii.gz")
+    cal = load_calibration(folder / cal_file).image_to_probe
+    init = read_initial(folder / init_file)
+    return folder, truth, mri, cal, init
+
+
+def main(work_dir: str, *cases: str) -> None:
+    from usnav.pipeline.schedule import replay_fixed_schedule
+    from usnav.registration import worker as W
 
     new_rule = W.RegistrationWorker._rejudged
 
@@ -46,24 +70,8 @@ def main(work_dir: str, *cases: str) -> None:
         return estimate
 
     W.RegistrationWorker._update = traced
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from session26_indep_live import _generate, _IndepTruth
-
     for case in cases:
-        if case.startswith("indep:"):
-            _, family, seed = case.split(":")
-            folder = Path(work_dir) / f"{family}_{seed}"
-            _generate(folder, family, int(seed))
-            truth = _IndepTruth(folder)
-            cal_file, init_file = "cal.txt", "init.txt"
-        else:
-            seed, family = case.split(":")
-            folder, _ = _simulate(int(seed), family, Path(work_dir) / case.replace(":", "_"), 120)
-            truth = load_truth(folder)
-            cal_file, init_file = "calibration.toml", "init_ReferenceToMri.txt"
-        mri = load_volume(folder / "mri.nii.gz")
-        cal = load_calibration(folder / cal_file).image_to_probe
-        init = read_initial(folder / init_file)
+        folder, truth, mri, cal, init = load_case(work_dir, case)
         row = {"case": case, "init_mm": truth.mtre(init)}
         for arm, rule in (("old", old_rule), ("new", new_rule)):
             W.RegistrationWorker._rejudged = rule

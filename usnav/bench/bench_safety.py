@@ -337,7 +337,7 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
     for r in rows:
         if r[1] == "UNCERTAIN":
             reasons[r[7]] = reasons.get(r[7], 0) + 1
-    from usnav.registration.worker import ACROSS_SWEEP_NOTE
+    from usnav.registration.worker import ACROSS_SWEEP_NOTE, TIED_CANDIDATE_NOTE
 
     bad_live = [r[6] for r in rows if r[1] == "LIVE" and r[2] > 2.0]
     unchecked = [r[3] for r in rows if not r[8].header.registration_checked]
@@ -346,6 +346,12 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
         for r in rows
         if not r[8].header.registration_checked
         and ACROSS_SWEEP_NOTE.removeprefix("; ") in r[8].header.display_reason
+    ]
+    tied = [
+        r[3]
+        for r in rows
+        if not r[8].header.registration_checked
+        and TIED_CANDIDATE_NOTE.removeprefix("; ") in r[8].header.display_reason
     ]
     checked = [r[3] for r in rows if r[8].header.registration_checked]
     honest, bounded = _bound_covers(rows)
@@ -374,7 +380,8 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
             note=f"{note}; final registration mTRE {', '.join(f'{t:.2f}' for t in tre)} mm; "
             f"drawn with the unchecked navigation registration {len(unchecked)} at "
             f"{_mean_or_nan(unchecked):.2f} mm (of them corrected across the sweep by a try "
-            f"rejected as ambiguous along it: {len(across)} at {_mean_or_nan(across):.2f} mm), "
+            f"rejected as ambiguous along it: {len(across)} at {_mean_or_nan(across):.2f} mm; "
+            f"with a tied candidate: {len(tied)} at {_mean_or_nan(tied):.2f} mm), "
             f"with an image-based one {len(checked)} at {_mean_or_nan(checked):.2f} mm",
         ),
         Figure(

@@ -66,6 +66,12 @@ ACROSS_SWEEP_NOTE = (
     "the position along the sweep is the navigation's"
 )
 
+#: ... and while they are drawn with a try's candidate rejected as tied along the image with
+#: poses all nearer to it than the navigation registration is.
+TIED_CANDIDATE_NOTE = (
+    "; margins drawn with an image-based candidate tied with poses near it (not confirmed)"
+)
+
 
 def streaming_registration_options() -> RegistrationOptions:
     """Warm-started updates: the 1 mm level only, 24 frames, a short search, MIND-SSC like the
@@ -292,6 +298,14 @@ class WorkerOptions(BaseModel):
     registration corrected across the sweep when the latest cold try was rejected only as
     ambiguous along the sweep (:attr:`RegistrationEstimate.across_sweep_reference_to_mri`;
     still UNCERTAIN, never LIVE). False: with the navigation registration itself."""
+    margins_from_tied_candidate: StrictBool = True
+    """Until an image-based estimate is accepted, draw margins with the latest cold try's
+    candidate when it was rejected only as ambiguous along the image and every tied pose lies
+    within half its correction of it
+    (:attr:`RegistrationEstimate.tied_candidate_reference_to_mri`; still UNCERTAIN, never
+    LIVE). Session 27, tuning seeds 1391–1438: margins' error in use 1.337 → 1.332 mm, two
+    cases better by > 0.1 mm, none worse (docs/pipeline.md). False: with the navigation
+    registration itself."""
     confirm_within_mm: float = Field(default=0.75, ge=0)
     """A rejected update whose candidate lies within this of the accepted estimate (mean over
     the field of view) confirms it: the new frames still agree with it, so its age restarts.
@@ -796,12 +810,19 @@ class RegistrationWorker:
                     if self.options.margins_across_sweep
                     else None
                 )
+                tied = (
+                    result.tied_candidate_reference_to_mri
+                    if self.options.margins_from_tied_candidate
+                    else None
+                )
+                note = ACROSS_SWEEP_NOTE if across is not None else ""
+                note = TIED_CANDIDATE_NOTE if tied is not None else note
                 self._accepted = replace(
                     self._accepted,
                     unconfirmed=f"{self._cold_rejected} image-based {tries} rejected "
-                    f"(latest: {_shorten(why)})"
-                    + (ACROSS_SWEEP_NOTE if across is not None else ""),
+                    f"(latest: {_shorten(why)})" + note,
                     across_sweep_reference_to_mri=across,
+                    tied_candidate_reference_to_mri=tied,
                 )
             elif self._confirms(result, current):
                 self._accepted = replace(
