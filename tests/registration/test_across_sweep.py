@@ -1,8 +1,8 @@
 """A candidate rejected only as ambiguous along the sweep still says where the anatomy is
 across it: the across-sweep estimate (the candidate with the current estimate's position along
-the sweep), its geometry, when it exists, and how the live worker draws margins with it. A
-candidate tied along the image instead offers itself when every tied pose lies nearer to it
-than the current estimate (the tied candidate): when it does, and how the worker uses it.
+the sweep), its geometry, when it exists, and how the live worker draws margins with it. Any
+candidate rejected only for a tie also offers itself (the tied candidate), which the worker
+draws margins with first.
 
 The ambiguity is made real on a small simulated case by asking the verdict for a lead no
 similarity reaches (``ambiguity_min_gain`` = 1): every distinct optimum the probes find is
@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from usnav.registration import verdict
 from usnav.registration.options import RegistrationOptions
 from usnav.registration.pose import _apply
 from usnav.registration.rigid import register_sweep
@@ -53,7 +52,7 @@ def test_a_tie_along_the_sweep_keeps_the_position_along_it_only(small_case, tied
     assert not result.accepted and result.reason.startswith("rejected: ambiguous"), result.reason
     across = result.across_sweep_reference_to_mri
     assert across is not None
-    assert result.tied_candidate_reference_to_mri is None  # the across-sweep estimate instead
+    np.testing.assert_array_equal(result.tied_candidate_reference_to_mri, result.candidate)
     cand, init = result.candidate, result.initial
     # the rotation is the candidate's; only a translation along the sweep differs from it
     np.testing.assert_allclose(across[:3, :3], cand[:3, :3], atol=1e-12)
@@ -102,53 +101,38 @@ def test_no_across_sweep_estimate_for_other_rejections(small_case):
 
 @pytest.fixture(scope="module")
 def lateral_tie(small_case):
-    """A tie along the image only, judged with the real fraction, with every tie offering its
-    candidate, and with none doing so (the same deterministic search each time)."""
+    """A tie along the image only."""
     mri, sweep, _, truth = small_case
-    runs = {}
-    for name, fraction in (("real", verdict.TIED_NEARER_FRACTION), ("all", 1e9), ("none", 0.0)):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(verdict, "TIED_NEARER_FRACTION", fraction)
-            runs[name] = register_sweep(mri, sweep, truth.init_reference_to_mri, _tied(["lateral"]))
-    return runs
+    return register_sweep(mri, sweep, truth.init_reference_to_mri, _tied(["lateral"]))
 
 
-def test_a_tie_along_the_image_offers_its_candidate_only_when_the_tie_is_near_it(lateral_tie):
-    real, every, none = lateral_tie["real"], lateral_tie["all"], lateral_tie["none"]
-    for result in (real, every, none):
-        assert not result.accepted and result.only_tied, result.reason
-        assert result.across_sweep_reference_to_mri is None
-    np.testing.assert_array_equal(every.candidate, real.candidate)  # deterministic
-    spread = real.diagnostics["tie_spread_mm"]
-    assert spread > RegistrationOptions().ambiguity_distinct_mm  # a distinct tied pose
-    np.testing.assert_array_equal(every.tied_candidate_reference_to_mri, every.candidate)
-    assert none.tied_candidate_reference_to_mri is None
-    # the rule itself: offered exactly when the farthest tied pose lies within half the
-    # candidate's correction
-    near = spread <= verdict.TIED_NEARER_FRACTION * real.correction_mm
-    assert (real.tied_candidate_reference_to_mri is not None) == near
-    doc = every.to_json()
-    np.testing.assert_allclose(doc["TiedCandidateReferenceToMri"], every.candidate)
+def test_a_tie_along_the_image_offers_its_candidate(lateral_tie):
+    result = lateral_tie
+    assert not result.accepted and result.only_tied, result.reason
+    assert result.across_sweep_reference_to_mri is None
+    np.testing.assert_array_equal(result.tied_candidate_reference_to_mri, result.candidate)
+    # a distinct pose tied with it, and how far
+    assert result.diagnostics["tie_spread_mm"] > RegistrationOptions().ambiguity_distinct_mm
+    doc = result.to_json()
+    np.testing.assert_allclose(doc["TiedCandidateReferenceToMri"], result.candidate)
+    # the CLI contract: a rejection keeps the initial ReferenceToMri, with no bound
     assert doc["accepted"] is False and doc["uncertainty_mm"] is None
-    np.testing.assert_array_equal(doc["ReferenceToMri"], every.initial)
-    assert none.to_json()["TiedCandidateReferenceToMri"] is None
+    np.testing.assert_array_equal(doc["ReferenceToMri"], result.initial)
 
 
 def test_a_rejection_for_another_reason_offers_no_tied_candidate(small_case):
     mri, sweep, _, truth = small_case
     options = _tied(["lateral"]).model_copy(update={"min_paired_t": 1e9})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(verdict, "TIED_NEARER_FRACTION", 1e9)
-        result = register_sweep(mri, sweep, truth.init_reference_to_mri, options)
+    result = register_sweep(mri, sweep, truth.init_reference_to_mri, options)
     assert not result.accepted and not result.only_tied, result.reason
     assert result.tied_candidate_reference_to_mri is None
+    assert result.to_json()["TiedCandidateReferenceToMri"] is None
 
 
 def test_the_live_worker_draws_margins_with_a_tied_candidate_but_never_calls_it_checked(
-    small_case, monkeypatch
+    small_case,
 ):
     _, _, _, truth = small_case
-    monkeypatch.setattr(verdict, "TIED_NEARER_FRACTION", 1e9)
     worker, window = _tied_worker(small_case, axes=["lateral"])
     estimate = worker.update(window)
     assert estimate is not None and not estimate.accepted and "along the image" in estimate.reason
@@ -178,19 +162,27 @@ def _tied_worker(small_case, axes=("elevation",), **options):
     return worker, window
 
 
-def test_the_live_worker_draws_margins_across_the_sweep_but_never_calls_it_checked(small_case):
+@pytest.mark.parametrize("tied_first", [False, True])
+def test_the_live_worker_draws_margins_across_the_sweep_but_never_calls_it_checked(
+    small_case, tied_first
+):
     _, _, _, truth = small_case
-    worker, window = _tied_worker(small_case)
+    worker, window = _tied_worker(small_case, margins_from_tied_candidate=tied_first)
     estimate = worker.update(window)  # in this thread: deterministic
     assert estimate is not None and not estimate.accepted, estimate
     in_use = worker.latest_accepted()
     assert in_use.source == "init"  # the display state rule: never LIVE
     np.testing.assert_array_equal(in_use.reference_to_mri, truth.init_reference_to_mri)
     assert in_use.across_sweep_reference_to_mri is not None
-    assert in_use.margins_reference_to_mri is in_use.across_sweep_reference_to_mri
-    assert in_use.unconfirmed.endswith(ACROSS_SWEEP_NOTE)
-    # the next try still starts from the navigation registration, and a try that offers no
-    # across-sweep estimate takes the old one away (only the latest try's is drawn)
+    if tied_first:  # the default: the tie's candidate itself comes before
+        assert in_use.margins_reference_to_mri is in_use.tied_candidate_reference_to_mri
+        assert in_use.unconfirmed.endswith(TIED_CANDIDATE_NOTE)
+    else:
+        assert in_use.tied_candidate_reference_to_mri is None
+        assert in_use.margins_reference_to_mri is in_use.across_sweep_reference_to_mri
+        assert in_use.unconfirmed.endswith(ACROSS_SWEEP_NOTE)
+    # the next try still starts from the navigation registration, and a try that offers
+    # neither takes the old ones away (only the latest try's is drawn)
     worker.options = worker.options.model_copy(
         update={"full": live_cold_registration_options().model_copy(update={"min_paired_t": 1e9})}
     )
@@ -198,11 +190,14 @@ def test_the_live_worker_draws_margins_across_the_sweep_but_never_calls_it_check
     assert again is not None and not again.accepted and "consistent" in again.reason
     in_use = worker.latest_accepted()
     assert in_use.across_sweep_reference_to_mri is None
+    assert in_use.tied_candidate_reference_to_mri is None
     np.testing.assert_array_equal(in_use.margins_reference_to_mri, truth.init_reference_to_mri)
 
 
 def test_the_worker_option_turns_it_off(small_case):
-    worker, window = _tied_worker(small_case, margins_across_sweep=False)
+    worker, window = _tied_worker(
+        small_case, margins_across_sweep=False, margins_from_tied_candidate=False
+    )
     estimate = worker.update(window)
     assert estimate is not None and not estimate.accepted
     in_use = worker.latest_accepted()

@@ -54,11 +54,11 @@ class RegistrationEstimate:
         ``reference_to_mri``. None otherwise.
     tied_candidate_reference_to_mri
         For the navigation system's registration (``source="init"``) after the latest
-        image-based try was rejected only as ambiguous along the image, every tied pose lying
-        within half its correction of its candidate: that candidate
+        image-based try was rejected only as ambiguous: that try's candidate
         (:attr:`usnav.registration.verdict.RegistrationResult.tied_candidate_reference_to_mri`).
-        Margins are drawn with it, as unchecked as the navigation registration (never LIVE).
-        None otherwise.
+        Margins are drawn with it, before the across-sweep estimate
+        (:attr:`margins_reference_to_mri`); it is as unchecked as the navigation registration
+        (never LIVE), and later tries still start from ``reference_to_mri``. None otherwise.
     """
 
     reference_to_mri: np.ndarray
@@ -77,15 +77,15 @@ class RegistrationEstimate:
 
     @property
     def margins_reference_to_mri(self) -> np.ndarray:
-        """The transform margins are drawn with: at the tumor when known, else the
-        navigation registration corrected across the sweep, or a tied candidate, when a
+        """The transform margins are drawn with: at the tumor when known, else a tied
+        candidate, else the navigation registration corrected across the sweep, when a
         rejected try offered one, else the global."""
         if self.tumor_reference_to_mri is not None:
             return self.tumor_reference_to_mri
-        if self.across_sweep_reference_to_mri is not None:
-            return self.across_sweep_reference_to_mri
         if self.tied_candidate_reference_to_mri is not None:
             return self.tied_candidate_reference_to_mri
+        if self.across_sweep_reference_to_mri is not None:
+            return self.across_sweep_reference_to_mri
         return self.reference_to_mri
 
     def age_s(self, now: float | None = None) -> float:

@@ -24,16 +24,13 @@ that candidate moved back along the sweep to the current estimate's position the
 the sweep was 0.1-1.3 mm where the navigation's was 0.6-6.4 mm). It is never accepted and never
 bounded: margins may be drawn with it, as UNCERTAIN as the navigation registration itself.
 
-A candidate rejected only as a tie along the image (or along the image and the sweep) has no
-such split. When every tied pose lies within :data:`TIED_NEARER_FRACTION` (half) of the
-candidate's correction from it, :attr:`RegistrationResult.tied_candidate_reference_to_mri` is
-the candidate itself: each pose the image likes as well then lies at least as near the
-candidate as the current estimate (the triangle inequality on the field of view's mean
-displacement), so whichever of them is right, margins drawn with the candidate are no farther
-off than with the current estimate. Never accepted, never bounded, as UNCERTAIN as the
-navigation registration (session 27: on tuning seeds 1391-1438 the margins' error in use
-1.332 against 1.337 mm, two cases better by > 0.1 mm, none worse; docs/pipeline.md
-"Session 27").
+Whatever the tie, a candidate rejected **only** for it is a pose the image clearly prefers
+to the current estimate (the gain, its consistency across frames, the margin over chance and
+the resolution all passed) that the image cannot single out among a few:
+:attr:`RegistrationResult.tied_candidate_reference_to_mri` is that candidate. Never accepted,
+never bounded: margins may be drawn with it, as UNCERTAIN as the navigation registration
+(session 27: it replaced the across-sweep estimate for the live margins; docs/pipeline.md
+"Session 27" for how that was chosen and on what).
 """
 
 from __future__ import annotations
@@ -54,11 +51,6 @@ from usnav.registration.pose import (
     mean_displacement,
 )
 from usnav.registration.similarity import FrameSimilarity
-
-#: A tie's candidate may draw margins when every tied pose lies within this fraction of its
-#: correction from it (then no farther from it than the current estimate is): 1/2 by the
-#: triangle inequality, not tuned.
-TIED_NEARER_FRACTION = 0.5
 
 #: Fewest finest-level frames a candidate is judged on: the paired t of the per-frame gains and
 #: the half-sweep spread of the bound (two halves of at least 3) need them.
@@ -118,10 +110,10 @@ class RegistrationResult:
         sweep, the rotation) with the navigation's position along it. Not accepted, no bound:
         see the module docstring. None otherwise.
     tied_candidate_reference_to_mri
-        For a candidate rejected only as ambiguous along the image (alone or with the sweep)
-        whose tied poses all lie within :data:`TIED_NEARER_FRACTION` of its correction from it
-        (``diagnostics["tie_spread_mm"]``, the farthest): the candidate, 4×4. Not accepted, no
-        bound: see the module docstring. None otherwise.
+        For a candidate rejected only as ambiguous (along the sweep, the image or both): the
+        candidate, 4×4 (``diagnostics["tie_spread_mm"]``: how far the farthest tied pose lies
+        from it, mean over the field of view). Not accepted, no bound: see the module
+        docstring. None otherwise.
     only_tied
         Rejected for one reason only: another pose, farther than ``ambiguity_distinct_mm``
         (along the sweep or the image), scored within ``ambiguity_min_gain`` of the candidate
@@ -437,11 +429,11 @@ class VerdictMixin:
                 reasons.append(unconfirmed)
         accepted = not reasons
         across = tied = None
+        if reasons == [ambiguity]:
+            tied = candidate.copy()
         if reasons == [ambiguity] and self._ambiguous_axes == {"elevation"}:
             across, along_mm = self._across_sweep(candidate, current)
             diagnostics["across_sweep_moved_mm"] = along_mm
-        elif reasons == [ambiguity] and self._tie_spread_mm <= TIED_NEARER_FRACTION * corr:
-            tied = candidate.copy()
         confident = accepted and uncertainty <= opts.max_confident_uncertainty_mm
         reason = (
             f"accepted: similarity {cur_sim:.4f} → {new_sim:.4f} (t = {t_stat:.1f}), "

@@ -66,10 +66,9 @@ ACROSS_SWEEP_NOTE = (
     "the position along the sweep is the navigation's"
 )
 
-#: ... and while they are drawn with a try's candidate rejected as tied along the image with
-#: poses all nearer to it than the navigation registration is.
+#: ... and while they are drawn with the candidate of a try rejected only as a tie.
 TIED_CANDIDATE_NOTE = (
-    "; margins drawn with an image-based candidate tied with poses near it (not confirmed)"
+    "; margins drawn with the latest try's candidate, which ties with other poses (not confirmed)"
 )
 
 
@@ -297,15 +296,17 @@ class WorkerOptions(BaseModel):
     """Until an image-based estimate is accepted, draw margins with the navigation
     registration corrected across the sweep when the latest cold try was rejected only as
     ambiguous along the sweep (:attr:`RegistrationEstimate.across_sweep_reference_to_mri`;
-    still UNCERTAIN, never LIVE). False: with the navigation registration itself."""
+    still UNCERTAIN, never LIVE), unless :attr:`margins_from_tied_candidate` draws them with
+    that try's candidate (the default since session 27). False: with the navigation
+    registration itself."""
     margins_from_tied_candidate: StrictBool = True
     """Until an image-based estimate is accepted, draw margins with the latest cold try's
-    candidate when it was rejected only as ambiguous along the image and every tied pose lies
-    within half its correction of it
-    (:attr:`RegistrationEstimate.tied_candidate_reference_to_mri`; still UNCERTAIN, never
-    LIVE). Session 27, tuning seeds 1391–1438: margins' error in use 1.337 → 1.332 mm, two
-    cases better by > 0.1 mm, none worse (docs/pipeline.md). False: with the navigation
-    registration itself."""
+    candidate when it was rejected only for a tie
+    (:attr:`RegistrationEstimate.tied_candidate_reference_to_mri`, before the across-sweep
+    estimate; still UNCERTAIN, never LIVE): the image clearly prefers it to the navigation
+    registration, it only cannot single it out. Session 27 (docs/pipeline.md): on tuning seeds
+    1391–1438 the margins' error in use 1.337 → 1.310 mm (8 cases better by > 0.1 mm, 2 worse,
+    by ≤ 0.18 mm). False: the across-sweep estimate or the navigation registration."""
     confirm_within_mm: float = Field(default=0.75, ge=0)
     """A rejected update whose candidate lies within this of the accepted estimate (mean over
     the field of view) confirms it: the new frames still agree with it, so its age restarts.
@@ -816,7 +817,7 @@ class RegistrationWorker:
                     else None
                 )
                 note = ACROSS_SWEEP_NOTE if across is not None else ""
-                note = TIED_CANDIDATE_NOTE if tied is not None else note
+                note = TIED_CANDIDATE_NOTE if tied is not None else note  # drawn first
                 self._accepted = replace(
                     self._accepted,
                     unconfirmed=f"{self._cold_rejected} image-based {tries} rejected "
