@@ -41,6 +41,16 @@ def _check_ok_row(row: dict[str, str], case, out: Path) -> None:
         truth.mtre_now(np.array(doc["ReferenceToMri"])), abs=1e-3
     )
     assert row["accepted"] in ("true", "false")
+    # what a live display would draw with after this try: the tie's candidate, the
+    # across-sweep estimate
+    assert row["tied"] == ("false" if doc["TiedCandidateReferenceToMri"] is None else "true")
+    if doc["AcrossSweepReferenceToMri"] is None:
+        assert row["across_sweep_error_now_mm"] == ""
+    else:
+        across = np.array(doc["AcrossSweepReferenceToMri"])
+        assert float(row["across_sweep_error_now_mm"]) == pytest.approx(
+            truth.mtre_now(across), abs=1e-3
+        )
     assert float(row["candidate_uncertainty_mm"]) > 0
     # a bound on the published estimate only, as RESULT.json states it
     assert (row["uncertainty_mm"] == "") == (row["accepted"] == "false")

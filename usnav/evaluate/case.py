@@ -27,7 +27,9 @@ RESULT_COLUMNS = (
     "error_now_mm",
     "init_error_now_mm",
     "candidate_error_now_mm",
+    "across_sweep_error_now_mm",
     "accepted",
+    "tied",
     "uncertainty_mm",
     "candidate_uncertainty_mm",
     "similarity",
@@ -153,6 +155,8 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
     )
     row.update(
         accepted=bool(result.accepted),
+        # rejected for a tie alone: a live display draws the margins with the candidate
+        tied=result.tied_candidate_reference_to_mri is not None,
         # as in RESULT.json: a bound on the published estimate only (a rejected candidate's
         # bound says nothing about the initial estimate kept in its place)
         uncertainty_mm=_round(result.uncertainty_mm) if result.accepted else "",
@@ -174,6 +178,9 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
             init_error_now_mm=_round(scorer.error_now_mm(initial)),
             candidate_error_now_mm=_round(scorer.error_now_mm(result.candidate)),
         )
+        if result.across_sweep_reference_to_mri is not None:
+            across = result.across_sweep_reference_to_mri
+            row["across_sweep_error_now_mm"] = _round(scorer.error_now_mm(across))
     if not margins or case.label is None:
         row["margin_note"] = "no label map" if margins else "margins off"
         return
