@@ -401,7 +401,9 @@ class LivePipeline:
         if tt.status is not TransformStatus.OK:
             return None
         tip = tt.matrix @ np.append(np.asarray(pivot.tip_in_tool_mm, dtype=np.float64), 1.0)
-        return (estimate.reference_to_mri @ tip)[:3]
+        # the margins' transform (tumor stage, tied candidate, across-sweep estimate): the tip
+        # and the margins it is measured against are placed by the same transform
+        return (estimate.margins_reference_to_mri @ tip)[:3]
 
     def _stale_reason(self, frame: TrackedFrame) -> str:
         """Why this frame's margins may not show the present ("" if they do)."""

@@ -49,9 +49,9 @@ class RegistrationEstimate:
         image-based try was rejected only as ambiguous along the sweep: that candidate moved
         back along the sweep to this estimate's position there
         (:attr:`usnav.registration.verdict.RegistrationResult.across_sweep_reference_to_mri`).
-        Margins are drawn with it (:attr:`margins_reference_to_mri`); it is no more checked
-        than the navigation registration (never LIVE), and later tries still start from
-        ``reference_to_mri``. None otherwise.
+        Margins are drawn with it (:attr:`margins_reference_to_mri`) unless a tied candidate
+        is set; it is no more checked than the navigation registration (never LIVE), and later
+        tries still start from ``reference_to_mri``. None otherwise.
     tied_candidate_reference_to_mri
         For the navigation system's registration (``source="init"``) after the latest
         image-based try was rejected only as ambiguous: that try's candidate

@@ -25,12 +25,14 @@ the sweep was 0.1-1.3 mm where the navigation's was 0.6-6.4 mm). It is never acc
 bounded: margins may be drawn with it, as UNCERTAIN as the navigation registration itself.
 
 Whatever the tie, a candidate rejected **only** for it is a pose the image clearly prefers
-to the current estimate (the gain, its consistency across frames, the margin over chance and
-the resolution all passed) that the image cannot single out among a few:
-:attr:`RegistrationResult.tied_candidate_reference_to_mri` is that candidate. Never accepted,
-never bounded: margins may be drawn with it, as UNCERTAIN as the navigation registration
-(session 27: it replaced the across-sweep estimate for the live margins; docs/pipeline.md
-"Session 27" for how that was chosen and on what).
+to the current estimate (the gain, its consistency across frames and the margin over chance
+passed; the resolution too, when the bound is computed) that the image cannot single out:
+another distinct pose scored within ``ambiguity_min_gain`` of it, or better (a search that
+does not climb along the sweep may stop short of that pose). The confirmation, which comes
+after the tie test, did not run on it. :attr:`RegistrationResult.tied_candidate_reference_to_mri`
+is that candidate. Never accepted, never bounded: margins may be drawn with it, as UNCERTAIN
+as the navigation registration (session 27: it replaced the across-sweep estimate for the
+live margins; docs/pipeline.md "Session 27" for how that was chosen and on what).
 """
 
 from __future__ import annotations
@@ -416,7 +418,6 @@ class VerdictMixin:
             diagnostics.update(self._ambiguity_margins)
             if ambiguity:
                 diagnostics["tie_spread_mm"] = self._tie_spread_mm
-            if ambiguity:
                 reasons.append(ambiguity)
         if not reasons and opts.confirm_evaluations > 0 and corr > opts.ambiguity_distinct_mm:
             # a correction larger than the accuracy that matters must be confirmed: where does

@@ -279,9 +279,9 @@ class WorkerOptions(BaseModel):
     ``window_frames``, is judged again once the window is full: a cold registration from the
     navigation registration on the full window (``full``). If that one is accepted it becomes
     the estimate in use; if it is rejected the first estimate is withdrawn and the navigation
-    registration is in use again (with the margins across the sweep, when the rejection offers
-    them), and cold tries go on — unless it was rejected only for a tie (no distinct pose
-    better by ``ambiguity_min_gain``) and its own optimum
+    registration is in use again (the margins drawn with the rejected try's tied candidate or
+    across-sweep estimate, when it offers one), and cold tries go on — unless it was rejected
+    only for a tie (no distinct pose better by ``ambiguity_min_gain``) and its own optimum
     lies within the cold options' ``ambiguity_distinct_mm`` of the first estimate: the full
     window then finds the same pose and the first estimate stays (session 26: on a live case
     of the independent simulator the withdrawal threw away a 1.06 mm estimate for the 3.9 mm
@@ -297,8 +297,8 @@ class WorkerOptions(BaseModel):
     registration corrected across the sweep when the latest cold try was rejected only as
     ambiguous along the sweep (:attr:`RegistrationEstimate.across_sweep_reference_to_mri`;
     still UNCERTAIN, never LIVE), unless :attr:`margins_from_tied_candidate` draws them with
-    that try's candidate (the default since session 27). False: with the navigation
-    registration itself."""
+    that try's candidate (the default since session 27). False: with the tied candidate when
+    that option is on, else the navigation registration itself."""
     margins_from_tied_candidate: StrictBool = True
     """Until an image-based estimate is accepted, draw margins with the latest cold try's
     candidate when it was rejected only for a tie
