@@ -4,6 +4,7 @@ and the engine's own ``dask scheduler`` / ``dask worker`` CLI on loopback), real
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -30,8 +31,6 @@ def _check_ok_row(row: dict[str, str], case, out: Path) -> None:
     assert row["reason"] == ""
     truth = load_truth(case.truth)
     result = (out / "cases" / case.case / "result.json").read_text()
-    import json
-
     doc = json.loads(result)
     assert float(row["error_mm"]) == pytest.approx(
         truth.mtre(np.array(doc["BonyReferenceToMri"])), abs=1e-3
@@ -274,3 +273,32 @@ def test_bad_manifest_and_bad_results_folder(tiny_cases, tmp_path, capsys) -> No
     assert main(["evaluate", str(manifest), "--out", str(out)]) == 2
     assert "not a usnav results table" in capsys.readouterr().err
     assert (out / "results.csv").read_text() == "name,value\nx,1\n"
+
+
+@pytest.mark.slow
+def test_a_tied_case_reports_the_candidate_a_live_display_would_draw(
+    tiny_cases, tmp_path: Path
+) -> None:
+    """Options that make every distinct pose a tie (a lead no similarity reaches): the case is
+    rejected for the tie alone, its row says so, and the candidate's own error is reported."""
+    s7 = tiny_cases["s7"]
+    manifest = manifest_of(tmp_path / "manifest.csv", [s7])
+    config = tmp_path / "tied.toml"
+    config.write_text('ambiguity_min_gain = 1.0\nambiguity_axes = ["lateral"]\n')
+    out = tmp_path / "results"
+    run = usnav(
+        "evaluate", str(manifest), "--out", str(out), "--workers", "1",
+        "--config", str(config), "--no-margins",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    row = _rows(out / "results.csv")[s7.case]
+    assert row["status"] == "ok", row
+    assert row["accepted"] == "false" and row["tied"] == "true", row
+    assert "ambiguous" in row["verdict"]
+    doc = json.loads((out / "cases" / s7.case / "result.json").read_text())
+    tied = np.array(doc["TiedCandidateReferenceToMri"])
+    np.testing.assert_array_equal(tied, np.array(doc["CandidateReferenceToMri"]))
+    truth = load_truth(s7.truth)
+    assert float(row["candidate_error_now_mm"]) == pytest.approx(truth.mtre_now(tied), abs=1e-3)
+    # a tie along the image only: no across-sweep estimate
+    assert row["across_sweep_error_now_mm"] == ""
