@@ -341,18 +341,17 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
 
     bad_live = [r[6] for r in rows if r[1] == "LIVE" and r[2] > 2.0]
     unchecked = [r[3] for r in rows if not r[8].header.registration_checked]
-    across = [
-        r[3]
-        for r in rows
-        if not r[8].header.registration_checked
-        and ACROSS_SWEEP_NOTE.removeprefix("; ") in r[8].header.display_reason
-    ]
-    tied = [
-        r[3]
-        for r in rows
-        if not r[8].header.registration_checked
-        and TIED_CANDIDATE_NOTE.removeprefix("; ") in r[8].header.display_reason
-    ]
+
+    def drawn_with(note: str) -> list[float]:
+        """Errors of the unchecked margins whose display reason carries the worker's note."""
+        return [
+            r[3]
+            for r in rows
+            if not r[8].header.registration_checked
+            and note.removeprefix("; ") in r[8].header.display_reason
+        ]
+
+    across, tied = drawn_with(ACROSS_SWEEP_NOTE), drawn_with(TIED_CANDIDATE_NOTE)
     checked = [r[3] for r in rows if r[8].header.registration_checked]
     honest, bounded = _bound_covers(rows)
     figures = [

@@ -368,7 +368,6 @@ class VerdictMixin:
         diagnostics: dict[str, float] = {"paired_t": float(t_stat), "gain": float(mean_gain)}
         ambiguity = ""
         self._ambiguous_axes: set[str] = set()
-        self._tie_spread_mm = 0.0
         if not reasons and opts.null_offset_mm > 0:
             # the similarity of clearly wrong poses (the candidate shifted by ± the offset
             # along each axis): a candidate must stand well above this chance level
@@ -429,10 +428,11 @@ class VerdictMixin:
             if unconfirmed:
                 reasons.append(unconfirmed)
         accepted = not reasons
+        only_tied = bool(ambiguity) and reasons == [ambiguity]
         across = tied = None
-        if reasons == [ambiguity]:
+        if only_tied:
             tied = candidate.copy()
-        if reasons == [ambiguity] and self._ambiguous_axes == {"elevation"}:
+        if only_tied and self._ambiguous_axes == {"elevation"}:
             across, along_mm = self._across_sweep(candidate, current)
             diagnostics["across_sweep_moved_mm"] = along_mm
         confident = accepted and uncertainty <= opts.max_confident_uncertainty_mm
@@ -458,7 +458,7 @@ class VerdictMixin:
             diagnostics=diagnostics,
             across_sweep_reference_to_mri=across,
             tied_candidate_reference_to_mri=tied,
-            only_tied=bool(ambiguity) and reasons == [ambiguity],
+            only_tied=only_tied,
             seconds=0.0,
             evaluations=evaluations,
             reason=reason,
