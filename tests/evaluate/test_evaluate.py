@@ -302,3 +302,15 @@ def test_a_tied_case_reports_the_candidate_a_live_display_would_draw(
     assert float(row["candidate_error_now_mm"]) == pytest.approx(truth.mtre_now(tied), abs=1e-3)
     # a tie along the image only: no across-sweep estimate
     assert row["across_sweep_error_now_mm"] == ""
+
+
+def test_each_case_gets_its_workers_share_of_the_host_cores() -> None:
+    """Two workers on a 2-core host: one thread each, not two each (four busy threads on two
+    cores); one worker keeps both; never fewer than one."""
+    from usnav.evaluate.runner import _host_of, case_threads
+
+    assert case_threads(1, cores=2) == 2
+    assert case_threads(2, cores=2) == 1
+    assert case_threads(3, cores=2) == 1
+    assert case_threads(2, cores=8) == 4
+    assert _host_of("tcp://10.0.0.5:40213") == "10.0.0.5"

@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +305,7 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
     from distributed import as_completed, wait
 
     run_id = uuid.uuid4().hex[:8]
+    per_host = _workers_per_host(client)
     if progress is not None:
         progress(0, len(todo), None)
     attempts = dict.fromkeys((c.case for c in todo), 0)
@@ -317,6 +319,7 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
             float(timeout_s),
             options_doc,
             bool(margins),
+            per_host,
             key=f"usnav-case-{case.case}-{run_id}-{attempts[case.case]}",
             pure=False,
         )
@@ -430,21 +433,58 @@ def _warm_up_workers(client) -> dict[str, float]:
     return {w: float(v) for w, v in client.run(warm_up_seconds).items()}
 
 
+def _workers_per_host(client) -> dict[str, int]:
+    """How many of the cluster's workers run on each host (by the host part of their
+    address)."""
+    return dict(Counter(_host_of(a) for a in client.scheduler_info()["workers"]))
+
+
+def _host_of(address: str) -> str:
+    """The host part of a Dask address (``tcp://10.0.0.5:40213`` → ``10.0.0.5``)."""
+    try:
+        from distributed.comm import get_address_host
+
+        return str(get_address_host(address))
+    except (ImportError, ValueError):
+        return address.rsplit(":", 1)[0].split("://")[-1]
+
+
+def case_threads(workers_on_host: int, cores: int | None = None) -> int:
+    """Threads one case's registration uses on a worker that shares its host's cores with
+    ``workers_on_host - 1`` others: its share of them, at least 1. (A registration left at
+    every core, ``threads = 0``, on each of two workers of a 2-core host ran four busy
+    threads on two cores.)"""
+    from usnav.registration.similarity import available_cores
+
+    cores = available_cores() if cores is None else cores
+    return max(1, cores // max(1, workers_on_host))
+
+
 def run_case_task(
-    doc: dict, out_dir: str, timeout_s: float, options_doc: dict | None, margins: bool
+    doc: dict,
+    out_dir: str,
+    timeout_s: float,
+    options_doc: dict | None,
+    margins: bool,
+    workers_per_host: dict[str, int] | None = None,
 ) -> dict:
     """The Dask task: one case in a thread, given ``timeout_s``; returns its row (plain data).
 
-    A row with ``_restart`` set asks the runner to restart this worker (the case's thread is
-    still running).
+    Unless the options name a thread count, the case's registration uses this worker's share
+    of its host's cores (:func:`case_threads`; every frame's similarity is the same to the bit
+    whatever the count). A row with ``_restart`` set asks the runner to restart this worker
+    (the case's thread is still running).
     """
+    from usnav.registration.rigid import RegistrationOptions
+
     worker = _worker_name()
     case = case_from_task(doc)
     options = None
     if options_doc is not None:
-        from usnav.registration.rigid import RegistrationOptions
-
         options = RegistrationOptions.model_validate(options_doc)
+    if workers_per_host and (options is None or options.threads == 0):
+        threads = case_threads(workers_per_host.get(_host_of(worker), 1))
+        options = (options or RegistrationOptions()).model_copy(update={"threads": threads})
     box: dict = {}
 
     def target() -> None:
