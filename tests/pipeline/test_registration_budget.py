@@ -71,3 +71,21 @@ def test_an_unknown_or_negative_budget_entry_is_refused_naming_the_file(tmp_path
     )
     with pytest.raises(InputError, match="similarity_bias_mm"):
         load_toml_model(toml, PipelineOptions)
+
+
+def test_the_sites_navigation_range_for_tied_candidates_reaches_the_worker(
+    small_case: Path, tmp_path: Path
+) -> None:
+    """``max_tied_correction_mm`` (session 29): how far from the navigation registration a
+    tie's unconfirmed candidate may lie and still draw the margins; 10 mm unless stated."""
+    toml = tmp_path / "run.toml"
+    toml.write_text("max_tied_correction_mm = 15.0\n")
+    options = load_toml_model(toml, PipelineOptions)
+    stated = _pipeline(
+        small_case, free_port(), max_tied_correction_mm=options.max_tied_correction_mm
+    )._build_worker()
+    assert stated.options.max_tied_correction_mm == 15.0
+    assert _pipeline(small_case, free_port())._build_worker().options.max_tied_correction_mm == 10
+    toml.write_text("max_tied_correction_mm = 0\n")
+    with pytest.raises(InputError, match="max_tied_correction_mm"):
+        load_toml_model(toml, PipelineOptions)

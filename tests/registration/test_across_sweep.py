@@ -167,6 +167,30 @@ def test_the_live_worker_draws_margins_with_a_tied_candidate_but_never_calls_it_
     np.testing.assert_array_equal(in_use.margins_reference_to_mri, truth.init_reference_to_mri)
 
 
+def test_a_tied_candidate_far_from_the_navigation_is_not_drawn(small_case):
+    """Session 29: an unconfirmed tie's candidate farther from the navigation registration
+    than ``max_tied_correction_mm`` does not draw the margins (the navigation does), and the
+    display's reason says why."""
+    _, _, _, truth = small_case
+    near, window = _tied_worker(small_case, axes=["lateral"])
+    near.update(window)
+    drawn = near.latest_accepted()
+    assert drawn.tied_candidate_reference_to_mri is not None  # within the default 10 mm
+    far, window = _tied_worker(small_case, axes=["lateral"], max_tied_correction_mm=0.01)
+    estimate = far.update(window)
+    assert estimate is not None and not estimate.accepted and "along the image" in estimate.reason
+    in_use = far.latest_accepted()
+    assert in_use.source == "init"
+    assert in_use.tied_candidate_reference_to_mri is None
+    np.testing.assert_array_equal(in_use.margins_reference_to_mri, truth.init_reference_to_mri)
+    assert not in_use.unconfirmed.endswith(TIED_CANDIDATE_NOTE)
+    assert re.search(
+        r"its tied candidate, [0-9.]+ mm from the navigation registration, is "
+        r"beyond the 0\.01 mm",
+        in_use.unconfirmed,
+    ), in_use.unconfirmed
+
+
 def _tied_worker(small_case, axes=("elevation",), **options):
     mri, sweep, cal, truth = small_case
     full = _tied(list(axes), live_cold_registration_options())

@@ -72,6 +72,13 @@ class PipelineOptions(BaseModel):
         "Why nothing is LIVE with the default budget"). Stating one requires stating
         ``[display] margin_error_mm`` too (or an explicit ``live_max_uncertainty_mm``): a
         tighter registration bound alone let margins that erred by more than 2 mm show LIVE.
+    max_tied_correction_mm
+        Until an image-based estimate is accepted, margins are drawn with a try's candidate
+        that was rejected only for a tie (UNCERTAIN), but only when it lies at most this far
+        from the navigation registration, mm (mean over the field of view). Default 10: just
+        above the 4–8 mm navigation errors the registration is specified for
+        (docs/registration.md, "A tie's candidate is drawn only within 10 mm"); a site whose
+        navigation errs by more states its own.
     display
         The thresholds of the ``display_state`` every published message carries (when an
         overlay may be shown LIVE; see docs/protocol.md).
@@ -90,6 +97,7 @@ class PipelineOptions(BaseModel):
     record_finish_timeout_s: float = Field(default=300.0, gt=0)
     registration: StrictBool = True
     registration_interval_s: float = Field(default=0.25, ge=0, le=60)
+    max_tied_correction_mm: float = Field(default=10.0, gt=0)
     margins: MarginOptions = MarginOptions()
     registration_budget: RegistrationBudget = RegistrationBudget()
     display: DisplayRules = DisplayRules()

@@ -188,7 +188,10 @@ class LivePipeline:
         from usnav.registration.worker import RegistrationWorker, WorkerOptions
 
         assert self.mri is not None and self.image_to_probe is not None
-        options = WorkerOptions(min_interval_s=self.options.registration_interval_s)
+        options = WorkerOptions(
+            min_interval_s=self.options.registration_interval_s,
+            max_tied_correction_mm=self.options.max_tied_correction_mm,
+        )
         budget = self.options.registration_budget.overrides()
         if budget:  # the site's own measured budget, in every estimate's stated uncertainty
             options = options.model_copy(

@@ -71,6 +71,13 @@ TIED_CANDIDATE_NOTE = (
     "; margins drawn with the latest try's candidate, which ties with other poses (not confirmed)"
 )
 
+#: ... and when that candidate is not drawn because it lies too far from the navigation
+#: registration (``WorkerOptions.max_tied_correction_mm``).
+TIED_TOO_FAR_NOTE = (
+    "; its tied candidate, {mm:.1f} mm from the navigation registration, is beyond the "
+    "{cap:g} mm within which one is drawn"
+)
+
 
 def streaming_registration_options() -> RegistrationOptions:
     """Warm-started updates: the 1 mm level only, 24 frames, a short search, MIND-SSC like the
@@ -307,6 +314,16 @@ class WorkerOptions(BaseModel):
     registration, it only cannot single it out. Session 27 (docs/pipeline.md): on tuning seeds
     1391–1438 the margins' error in use 1.337 → 1.310 mm (8 cases better by > 0.1 mm, 2 worse,
     by ≤ 0.18 mm). False: the across-sweep estimate or the navigation registration."""
+    max_tied_correction_mm: float = Field(default=10.0, gt=0)
+    """... but only when that candidate lies at most this far from the navigation registration
+    (its ``correction_mm``, mean over the field of view); farther, the across-sweep estimate or
+    the navigation registration draws them. The registration is specified for navigation
+    errors of 4–8 mm (#16); an unconfirmed candidate beyond 10 mm is outside that range, and
+    the ones seen were 11–18 mm from the truth. Session 29 (docs/registration.md "A tie's
+    candidate is drawn only within 10 mm"): chosen on tuning seeds 1439–1486 and 1487–1534
+    (the best pooled rule on both, 1 case better and none worse on each), then reported on
+    fresh held-out seeds 3887–3914 and independent-simulator seeds 5191–5206: the margins'
+    error in use 1.827 → 1.816 mm, 2 cases better, none worse."""
     confirm_within_mm: float = Field(default=0.75, ge=0)
     """A rejected update whose candidate lies within this of the accepted estimate (mean over
     the field of view) confirms it: the new frames still agree with it, so its age restarts.
@@ -816,8 +833,15 @@ class RegistrationWorker:
                     if self.options.margins_from_tied_candidate
                     else None
                 )
+                too_far = ""
+                if tied is not None and result.correction_mm > self.options.max_tied_correction_mm:
+                    too_far = TIED_TOO_FAR_NOTE.format(
+                        mm=result.correction_mm, cap=self.options.max_tied_correction_mm
+                    )
+                    tied = None
                 note = ACROSS_SWEEP_NOTE if across is not None else ""
                 note = TIED_CANDIDATE_NOTE if tied is not None else note  # drawn first
+                note = too_far + note
                 self._accepted = replace(
                     self._accepted,
                     unconfirmed=f"{self._cold_rejected} image-based {tries} rejected "
