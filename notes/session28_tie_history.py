@@ -24,10 +24,10 @@ on fresh tuning seeds 1487-1534 pooled at least 0.01 mm better than ``cand`` and
 worse by more than 0.5 mm; then, on fresh report seeds (held-out 3887-3914, independent
 5191-5196 and 5201-5206), pooled not worse than ``cand`` and no more cases worse than better.
 Result on 1487-1534: ``nearest`` 1.235 mm against ``cand`` 1.226 (0 better, 4 worse): failed,
-not reported. The best pooled rule there was ``cap10`` (1.213 mm, 1 better, 0 worse), as on
-session 28's tuning seeds 1439-1486 (1.333 against 1.335, 1 / 0): chosen on those two tuning
-sets, it goes to the same fresh report seeds under the same test (stated before any of their
-traces was read).
+not reported. The best pooled rule there was ``cap10`` (1.213 mm, 1 better, 0 worse); on
+session 28's tuning seeds 1439-1486 it was 1 better / 0 worse too (1.333 against 1.335, not
+the lowest pooled there): chosen on those two tuning sets, it goes to the same fresh report
+seeds under the same test (stated before any of their traces was read).
 
 Added after the first table (tuning seeds 1439-1486) had been read:
 

@@ -76,7 +76,7 @@ class PipelineOptions(BaseModel):
         Until an image-based estimate is accepted, margins are drawn with a try's candidate
         that was rejected only for a tie (UNCERTAIN), but only when it lies at most this far
         from the navigation registration, mm (mean over the field of view). Default 10: just
-        above the 4–8 mm navigation errors the registration is specified for
+        above the 4–8 mm (and 3–8°) navigation errors the registration is specified for
         (docs/registration.md, "A tie's candidate is drawn only within 10 mm"); a site whose
         navigation errs by more states its own.
     display

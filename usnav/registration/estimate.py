@@ -58,7 +58,9 @@ class RegistrationEstimate:
         (:attr:`usnav.registration.verdict.RegistrationResult.tied_candidate_reference_to_mri`).
         Margins are drawn with it, before the across-sweep estimate
         (:attr:`margins_reference_to_mri`); it is as unchecked as the navigation registration
-        (never LIVE), and later tries still start from ``reference_to_mri``. None otherwise.
+        (never LIVE), and later tries still start from ``reference_to_mri``. None otherwise,
+        and None when that candidate lies farther from the navigation registration than
+        ``WorkerOptions.max_tied_correction_mm`` (the reason then says so).
     """
 
     reference_to_mri: np.ndarray
