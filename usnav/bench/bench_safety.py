@@ -337,7 +337,11 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
     for r in rows:
         if r[1] == "UNCERTAIN":
             reasons[r[7]] = reasons.get(r[7], 0) + 1
-    from usnav.registration.worker import ACROSS_SWEEP_NOTE, TIED_CANDIDATE_NOTE
+    from usnav.registration.worker import (
+        ACROSS_SWEEP_NOTE,
+        TIED_CANDIDATE_NOTE,
+        TIED_TOO_FAR_NOTE,
+    )
 
     bad_live = [r[6] for r in rows if r[1] == "LIVE" and r[2] > 2.0]
     unchecked = [r[3] for r in rows if not r[8].header.registration_checked]
@@ -352,6 +356,8 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
         ]
 
     across, tied = drawn_with(ACROSS_SWEEP_NOTE), drawn_with(TIED_CANDIDATE_NOTE)
+    # margins whose try's tied candidate was too far from the navigation to draw (session 29)
+    refused = drawn_with(TIED_TOO_FAR_NOTE.split("{cap:g}")[1])
     checked = [r[3] for r in rows if r[8].header.registration_checked]
     honest, bounded = _bound_covers(rows)
     figures = [
@@ -380,7 +386,9 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
             f"drawn with the unchecked navigation registration {len(unchecked)} at "
             f"{_mean_or_nan(unchecked):.2f} mm (of them corrected across the sweep by a try "
             f"rejected as ambiguous along it: {len(across)} at {_mean_or_nan(across):.2f} mm; "
-            f"with a tied candidate: {len(tied)} at {_mean_or_nan(tied):.2f} mm), "
+            f"with a tied candidate: {len(tied)} at {_mean_or_nan(tied):.2f} mm; with the "
+            f"navigation because the tied candidate lay beyond the cap: {len(refused)} at "
+            f"{_mean_or_nan(refused):.2f} mm), "
             f"with an image-based one {len(checked)} at {_mean_or_nan(checked):.2f} mm",
         ),
         Figure(
