@@ -192,7 +192,18 @@ def test_frames_a_frozen_server_held_back_are_published_stale(small_case: Path) 
         resumed = time.time()
         os.kill(server.process.pid, signal.SIGCONT)
         target = pipeline.counters.published + 60
-        assert wait_until(lambda: pipeline.counters.published > target, 20)
+        # the status (what a display joining now starts from) says STALE while the backlog
+        # goes out, not the state of the link alone (streaming again at once)
+        statuses = []
+        deadline = time.monotonic() + 20
+        while pipeline.counters.published <= target and time.monotonic() < deadline:
+            statuses.append(pipeline.status())
+            time.sleep(0.01)
+        assert pipeline.counters.published > target
+    held_status = [s for s in statuses if "late by the device's clock" in s["display_reason"]]
+    assert held_status, "the status never said the newest frames were late"
+    assert all(s["display_state"] == "STALE" for s in held_status)
+    assert statuses[-1]["display_state"] != "STALE", statuses[-1]
     margins = [m.header for m in display.of(MarginMessage)]
     # the replay runs at its recording's pace: device clock = host clock + a constant
     offset = float(np.median([h.t_received - h.t_device for h in margins[10:60]]))

@@ -482,15 +482,17 @@ class LivePipeline:
         est = self.current_estimate()
         latest = self.worker.latest() if self.worker is not None else None
         link = self.probe.link_stats()
-        stale = self.link_stale_reason()
+        probe_state = self.probe.state  # read once: the state and the reason must agree
+        stale = self.link_stale_reason(probe_state)
         display = (
             self._publisher.display_of(est, stale_reason=stale)
             if self._publisher is not None
             else DisplayState(STALE, stale or "not started")
         )
-        state = self.probe.state.value
+        state = probe_state.value
         error = self.probe.last_error or ""
-        streaming = self.probe.state is DeviceState.STREAMING
+        checked = est.source != "init"
+        streaming = probe_state is DeviceState.STREAMING
         return {
             "state": state,
             "link": self.probe.link_state.value,
@@ -514,29 +516,44 @@ class LivePipeline:
             "errors": self.counters.errors,
             "recorded": self.counters.recorded,
             "record_error": self.counters.record_error,
-            "registration_age_s": est.age_s(),
-            "registration_quality": est.quality,
-            "registration_similarity": est.similarity,
-            "registration_accepted": est.accepted,
+            # the navigation system's registration was never estimated on the images: no
+            # age, no score (a display must not read "accepted" or "0.0 s" as a check)
+            "registration_checked": checked,
+            "registration_age_s": est.age_s() if checked else None,
+            "registration_quality": est.quality if checked else None,
+            "registration_similarity": est.similarity if checked else None,
             "registration_uncertainty_mm": est.uncertainty_mm,
             "display_state": display.state,
             "display_reason": display.reason,
             "registration_source": est.source,
-            "registration_latest_accepted": bool(latest.accepted) if latest else True,
+            # the newest image-based try's verdict (None: no try yet)
+            "registration_latest_adopted": bool(latest.accepted) if latest else None,
             "registration_latest_reason": latest.reason if latest else est.reason,
             "transforms": {k: v.value for k, v in self.probe.transform_states().items()},
             "last_problem": self.counters.last_problem,
         }
 
-    def link_stale_reason(self) -> str:
-        """Why the pipeline's output may not show the present right now ("" if it does)."""
-        state = self.probe.state
+    def link_stale_reason(self, state: DeviceState | None = None) -> str:
+        """Why the pipeline's output may not show the present right now ("" if it does);
+        ``state`` is the probe's state if already read."""
+        state = self.probe.state if state is None else state
         if state is not DeviceState.STREAMING:
             return f"probe {state.value}"
         if self._last_frame_time and (
             time.monotonic() - self._last_frame_time > self.options.stale_after_s
         ):
             return f"no frame for {time.monotonic() - self._last_frame_time:.1f} s"
+        late = self._lateness_s
+        if late > 0 and self._last_frame_time:
+            # frames flow again after a stall, but the newest ones were made seconds ago (the
+            # margins drawn from them go out STALE): the status and the registration re-sent
+            # beside them must not tell a display joining now anything better
+            age = time.monotonic() - self._last_frame_time + late
+            if age > self.options.stale_after_s:
+                return (
+                    f"newest frame {age:.1f} s old (it arrived {late:.1f} s late by the "
+                    "device's clock)"
+                )
         return ""
 
     def _publish_status(self) -> None:
