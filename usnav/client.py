@@ -38,6 +38,7 @@ from pathlib import Path
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from usnav.protocol.curve import is_ipv6_endpoint
 from usnav.protocol.messages import (
     Contour,
     FrameMessage,
@@ -269,6 +270,8 @@ class Subscriber:
         #: background, as a slow name server must not hold up a display)
         self.address_problem = ""
         threading.Thread(target=self._look_up, name="usnav-resolve", daemon=True).start()
+        if is_ipv6_endpoint(address):
+            self._socket.setsockopt(zmq.IPV6, 1)
         try:
             self._socket.connect(address)
         except zmq.ZMQError as exc:

@@ -11,7 +11,7 @@ import numpy as np
 from pipeline_helpers import free_port, wait_until
 from test_live import _pipeline, run_and_collect
 
-from usnav.client import MarginMessage, RegistrationMessage, Subscriber
+from usnav.client import MarginMessage, RegistrationMessage, StatusMessage, Subscriber
 from usnav.devices import serve_in_subprocess
 from usnav.protocol.display import LIVE, STALE, UNCERTAIN
 from usnav.registration.files import read_initial
@@ -31,7 +31,18 @@ def test_no_registration_is_never_live(small_case: Path) -> None:
         for m in live_frames
     )
     assert all(not m.header.registration_checked for m in margins)
-    assert pipeline.status()["display_state"] != LIVE
+    # never estimated on the images: no age, no score, nothing a display could read as a check
+    assert all(m.header.age_s is None and m.header.quality is None for m in margins)
+    status = pipeline.status()
+    assert status["display_state"] != LIVE and status["registration_checked"] is False
+    assert status["registration_age_s"] is None and status["registration_quality"] is None
+    assert status["registration_latest_adopted"] is None  # no image-based try at all
+    statuses = display.of(StatusMessage)
+    assert statuses and all("registration_accepted" not in m.status for m in statuses)
+    # on the wire the status map holds no NaN (not JSON): an unknown value is nil
+    assert all(
+        not (isinstance(v, float) and np.isnan(v)) for m in statuses for v in m.status.values()
+    )
 
 
 def test_a_display_started_late_learns_the_registration_and_the_state(small_case: Path) -> None:

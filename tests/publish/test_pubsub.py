@@ -71,10 +71,10 @@ def test_margin_messages_carry_correct_headers_and_contours(pair, case, estimato
         assert h.t_device == frame.t_device
         assert frame.t_received <= h.t_published <= h.t_arrived
         np.testing.assert_array_equal(h.image_to_mri, case.image_to_mri)
-        assert h.age_s == pytest.approx(2.0, abs=0.5)
-        assert h.quality == pytest.approx(0.83)
-        # the navigation registration (source "init") is never shown as good
+        # the navigation registration (source "init") is never shown as good, and has no
+        # age or score: it was never estimated on the images
         assert h.display_state == "UNCERTAIN" and not h.registration_checked
+        assert h.age_s is None and h.quality is None
         assert message.in_view and message.image_shape == case.image.shape
         assert message.spacing_mm == pytest.approx(margins.spacing_mm)
         assert len(message.contours) == len(margins.contours)
@@ -94,6 +94,16 @@ def test_margin_messages_carry_correct_headers_and_contours(pair, case, estimato
     assert isinstance(message, RegistrationMessage)
     np.testing.assert_array_equal(message.reference_to_mri, np.eye(4))
     assert message.estimate_sequence == 5 and message.header.seq == 0
+    # an image-based estimate carries its age and score
+    checked = RegistrationEstimate(
+        np.eye(4), quality=0.83, t_computed=time.time() - 2.0, source="streaming window"
+    )
+    frame = TrackedFrame(case.image, frame_number=200, t_device=60.0)
+    margins = estimator.estimate(case.image, case.image_to_mri, checked, frame_number=200)
+    assert publisher.publish_margins(frame, margins, checked)
+    h = subscriber.receive(timeout_s=5).header
+    assert h.registration_checked
+    assert h.age_s == pytest.approx(2.0, abs=0.5) and h.quality == pytest.approx(0.83)
 
 
 def test_no_tumor_in_view_goes_over_as_such(pair, case, estimator) -> None:
@@ -120,6 +130,31 @@ def test_frame_and_status_topics(pair, case) -> None:
     assert image.spacing_mm == pytest.approx((0.15, 0.15))
     assert status.status["fps"] == 30.0 and status.status["state"] == "streaming"
     assert isinstance(status.status["odd"], str)
+    # an unknown number goes out as nil: NaN is not JSON, and a display re-serialising the
+    # map must not choke on it
+    publisher.publish_status({"latency_p99_ms": float("nan"), "nested": {"x": np.float32("inf")}})
+    status = subscriber.receive(timeout_s=5)
+    assert status.status == {"latency_p99_ms": None, "nested": {"x": None}}
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_the_ipv6_loopback_is_a_loopback_endpoint() -> None:
+    """``tcp://[::1]:port`` is loopback: published without keys, and a subscriber reaches it
+    (ZeroMQ binds and connects IPv6 only with its IPV6 option set)."""
+    with Publisher("tcp://[::1]:*") as publisher, Subscriber(publisher.endpoint) as subscriber:
+        assert publisher.endpoint.startswith("tcp://[::1]:")
+        _join(publisher, subscriber)
 
 
 def _raw_pub() -> tuple[zmq.Socket, str]:

@@ -150,7 +150,11 @@ def _with_update(case, margins, *, accepted_age_s: float, update_age_s: float):
     now = time.time()
     try:
         accepted = RegistrationEstimate(
-            np.eye(4), quality=0.9, accepted=True, t_computed=now - accepted_age_s
+            np.eye(4),
+            quality=0.9,
+            accepted=True,
+            t_computed=now - accepted_age_s,
+            source="streaming window",
         )
         rejected = RegistrationEstimate(
             np.eye(4), quality=0.3, accepted=False, t_computed=now - update_age_s

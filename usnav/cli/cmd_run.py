@@ -77,7 +77,7 @@ def _num(value: float | None, spec: str = ".1f") -> str:
 def status_line(s: dict) -> str:
     """One line: link, rates, latency, registration, drops (also used by tests)."""
     display = s.get("display_state", "")
-    latest = "" if s["registration_latest_accepted"] else " (last estimate not adopted)"
+    latest = " (last estimate not adopted)" if s["registration_latest_adopted"] is False else ""
     drops = (
         f"drops display {s['dropped_display']} link {s['dropped_link']} "
         f"record {s['dropped_record']}"

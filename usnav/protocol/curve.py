@@ -141,6 +141,13 @@ def is_loopback_endpoint(address: str) -> bool:
         return False
 
 
+def is_ipv6_endpoint(address: str) -> bool:
+    """True for a ``tcp://[v6 address]:port`` endpoint (ZeroMQ needs its IPV6 option then)."""
+    if not address.startswith("tcp://"):
+        return False
+    return ":" in (urlparse(address).hostname or "")
+
+
 def secure_server_socket(
     socket: zmq.Socket, secret_key_file: str | Path, authorized_dir: str | Path | None = None
 ) -> zmq.auth.thread.ThreadAuthenticator:

@@ -593,8 +593,17 @@ class StatusMessage:
 def encode_status(header: dict[str, Any], status: dict[str, Any]) -> Payload:
     """Header of a ``status`` message: the map of plain values under key ``status``
     (numpy values become numbers, anything else its text)."""
-    header["status"] = {str(k): v for k, v in dict(status).items()}
+    header["status"] = {str(k): _plain(v) for k, v in dict(status).items()}
     return header, []
+
+
+def _plain(value: Any) -> Any:
+    """A status value as msgpack (and JSON) carries it: a non-finite float is nil."""
+    if isinstance(value, (float, np.floating)):
+        return finite_or_none(float(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def decode_status(raw: RawMessage, header: Header, where: str, peer: str) -> StatusMessage:

@@ -22,7 +22,11 @@ import zmq
 from usnav.errors import InputError
 from usnav.protocol import messages as m
 from usnav.protocol import wire as p
-from usnav.protocol.curve import is_loopback_endpoint, secure_server_socket
+from usnav.protocol.curve import (
+    is_ipv6_endpoint,
+    is_loopback_endpoint,
+    secure_server_socket,
+)
 from usnav.protocol.display import UNCERTAIN, DisplayRules, DisplayState, publisher_state
 from usnav.protocol.messages import finite_or_none
 from usnav.protocol.wire import DEFAULT_ADDRESS
@@ -125,6 +129,8 @@ class Publisher:
                         "another secured publisher shares this ZeroMQ context: give each its own",
                     ) from exc
                 raise
+        if is_ipv6_endpoint(address):
+            self._socket.setsockopt(zmq.IPV6, 1)
         try:
             self._socket.bind(address)
         except zmq.ZMQError as exc:
@@ -175,8 +181,9 @@ class Publisher:
             t_device=t_device,
             t_received=t_received,
             image_to_mri=image_to_mri,
-            age_s=est.age_s(now) if est is not None else None,
-            quality=est.quality if est is not None else None,
+            # the navigation system's registration was never estimated on the images
+            age_s=est.age_s(now) if _checked(est) else None,
+            quality=est.quality if _checked(est) else None,
             uncertainty_mm=est.uncertainty_mm if est is not None else None,
             registration_checked=_checked(est),
             display=display,

@@ -458,6 +458,8 @@ def _registration_note(state: ViewState) -> tuple[str, tuple[int, int, int]] | N
     update_age = state.now - reg.t_computed if np.isfinite(reg.t_computed) else None
     if accepted_age is not None and update_age is not None and accepted_age <= update_age + 0.5:
         return "latest update confirmed it", TEXT_DIM
+    if accepted_age is None:  # the navigation registration (never checked: no age)
+        return "latest update rejected; navigation registration kept", TEXT_DIM
     return "latest update rejected; accepted one kept", TEXT_DIM
 
 
