@@ -70,6 +70,30 @@ def test_transforms_are_interpolated_to_the_image_time_even_when_the_image_comes
     np.testing.assert_allclose(got.matrix, pose(1.01), atol=1e-5)  # float32 on the wire
 
 
+def test_a_tracker_pose_with_a_scale_is_used_as_invalid(server):
+    """A TRANSFORM whose rotation part is scaled (a broken tool definition, a corrupt peer)
+    places the image wrongly however it is used: the frame's pose is INVALID, counted."""
+    probe = connect(server, transforms=["ProbeToReference"], pairing_wait_s=2.0)
+    try:
+        scaled = pose(1.0)
+        scaled[:3, :3] *= 3.0
+        server.broadcast(
+            Message("TRANSFORM", "ProbeToReference", TransformContent(scaled), 1.0, {})
+        )
+        server.broadcast(image(1.0, 1))
+        frame = probe.get_frame(5)
+        for t in (2.0, 2.02):  # a rigid pose again: OK again
+            server.broadcast(transform("ProbeToReference", t))
+        server.broadcast(image(2.01, 2))
+        after = probe.get_frame(5)
+    finally:
+        probe.close()
+    assert frame is not None and after is not None
+    assert frame.transforms["ProbeToReference"].status is TransformStatus.INVALID
+    assert after.transforms["ProbeToReference"].status is TransformStatus.OK
+    assert probe.stats.other_messages["TRANSFORM not rigid (used as INVALID)"] == 1
+
+
 def test_time_offset_from_temporal_calibration_shifts_the_pairing(server):
     probe = connect(server, transforms=["ProbeToReference"], time_offset_s=0.02)
     try:

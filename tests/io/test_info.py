@@ -14,6 +14,8 @@ import pytest
 from _seq_samples import frames as make_frames
 
 from usnav.cli.main import main
+from usnav.errors import InputError
+from usnav.frames import TransformStatus
 from usnav.io.info import describe_file, format_description
 from usnav.io.sequence import read_sequence, write_sequence
 
@@ -37,6 +39,7 @@ def test_done_when_spine_phantom_json_in_a_real_process(plus_images: Path):
         "invalid": 0,
         "missing": 0,
         "non_finite": 0,
+        "not_rigid": 0,
     }
     assert info["timestamps"] == [215.102186, 216.947186]  # first and last header values
     assert info["orientation"] == "MFA"
@@ -50,6 +53,7 @@ def test_invalid_counts_and_dropped_frames_of_plus_files(plus_images: Path):
         "invalid": 97,
         "missing": 0,
         "non_finite": 0,
+        "not_rigid": 0,
     }
     tracker = plus_images / "WaterTankBottomTranslationTrackerBuffer.igs.mha"
     info = describe_file(tracker)
@@ -86,6 +90,7 @@ def test_dropped_frames_found_where_they_were_dropped(tmp_path):
         "invalid": invalid,
         "missing": 0,
         "non_finite": 0,
+        "not_rigid": 0,
     }
     text = format_description(info)
     assert "5 missing by FrameNumber" in text and f"{invalid} INVALID" in text
@@ -158,8 +163,46 @@ def test_a_non_finite_matrix_counts_as_invalid(tmp_path):
         "invalid": 3,
         "missing": 0,
         "non_finite": 3,
+        "not_rigid": 0,
     }
     assert "ProbeToTracker      6 OK, 3 INVALID (3 non-finite)" in format_description(info)
+
+
+def test_a_tracker_pose_that_is_not_rigid_is_invalid(tmp_path):
+    """A pose stored OK with a scaled or zeroed rotation is no pose: INVALID for every stage
+    (the sequence reader), counted by ``usnav info``; ImageToX may carry mm per pixel."""
+    frames = make_frames(8)
+    frames[2].transforms["ProbeToTracker"].matrix[:3, :3] *= 1.5
+    frames[4].transforms["ProbeToTracker"].matrix[:3, :3] = 0.0
+    for f in frames:  # a scaled image transform is fine
+        f.transforms["ImageToProbe"] = dataclasses.replace(
+            f.transforms["ProbeToTracker"], matrix=np.diag([0.2, 0.2, 1.0, 1.0])
+        )
+    path = write_sequence(tmp_path / "scaled.igs.mha", frames)
+    seq = read_sequence(path)
+    _, statuses = seq.transforms("ProbeToTracker")
+    assert [i for i, s in enumerate(statuses) if s is TransformStatus.INVALID] == [2, 4]
+    assert all(s is TransformStatus.OK for s in seq.transforms("ImageToProbe")[1])
+    info = describe_file(path)
+    assert info["transforms"]["ProbeToTracker"]["not_rigid"] == 2
+    assert info["transforms"]["ProbeToTracker"]["ok"] == 6
+    assert "2 stored OK but not rigid" in format_description(info)
+
+
+def test_a_zero_in_the_size_line_does_not_hide_the_pixels(tmp_path):
+    """``DimSize = 32 0 9`` read as a tracker-only file: ``usnav info`` said "no images" and
+    ``usnav convert`` dropped every image (session-30 audit). A tracker-only file still reads
+    (PLUS writes one byte per frame after its header)."""
+    frames = make_frames(9)
+    path = write_sequence(tmp_path / "zero.igs.mha", frames)
+    _with_header_field(path, "DimSize", "32 0 9")
+    with pytest.raises(InputError, match="declares no pixels"):
+        read_sequence(path)
+    tracker_only = [dataclasses.replace(f, image=np.zeros((0, 0), np.uint8)) for f in frames]
+    written = write_sequence(tmp_path / "tracker.igs.mha", tracker_only)
+    with written.open("ab") as f:
+        f.write(b"\0" * 9)  # PLUS's byte per frame
+    assert len(read_sequence(written)) == 9
 
 
 def test_timestamps_that_go_backwards_are_not_gaps(tmp_path):

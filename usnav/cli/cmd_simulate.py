@@ -181,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_dataset(args, options)
     if args.families is not None:
         raise InputError("--families", "only with --seeds", "use --family NAME for one case")
+    if args.seed < 0:  # before the output folder is made (it was left behind, empty)
+        raise InputError("--seed", f"must be a non-negative integer, got {args.seed}")
     from usnav.io.outputs import check_output
 
     check_output(args.out, folder=True, force=args.force)

@@ -77,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     for key, value in sizes.items():
         if value is not None and value < 0:
             raise InputError(f"--{key.replace('_', '-')}", f"must not be negative, got {value}")
+    if args.json is not None:  # before any long work: a bad path fails now, not in an hour
+        from usnav.io.outputs import check_output
+
+        check_output(args.json, force=True, option="--json")
     items: list[ItemResult] = []
 
     def done(results: list[ItemResult]) -> None:

@@ -48,6 +48,7 @@ def load_mri_context(mri: Path | None, label: Path | None):
             raise InputError("--label", "needs --mri (the label is drawn on the MRI)")
         return None
     mri_volume = load_volume(mri)
+    mri_volume.check_finite()  # a NaN voxel cannot be drawn (register refuses it too)
     label_volume = load_volume(label) if label is not None else None
     check_display_volumes(mri_volume, label_volume)
     return MriContext(mri_volume, label_volume)

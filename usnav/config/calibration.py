@@ -152,6 +152,12 @@ def load_calibration(path: str | Path) -> CalibrationFile:
     p = Path(path)
     if not p.exists():
         raise ConfigError(p, "no such file")
+    if p.is_dir():  # (a pipe is read: --calibration <(...))
+        raise ConfigError(
+            p,
+            "is a folder, not a calibration",
+            "give the calibration file: usnav TOML, PLUS device-set XML or 16 numbers",
+        )
     suffix = p.suffix.lower()
     if suffix == ".toml":
         loaded = load_toml_model(p, CalibrationFile)

@@ -51,6 +51,8 @@ def read_xml_root(path: str | Path) -> ET.Element:
     p = Path(path)
     if not p.exists():
         raise ConfigError(p, "no such file")
+    if p.is_dir():
+        raise ConfigError(p, "is a folder", "give the XML file")
     try:
         return ET.parse(p).getroot()
     except ET.ParseError as exc:

@@ -44,7 +44,7 @@ from usnav.errors import ConfigError, ExtrapolationError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import IgtlClient, LinkState, LinkStats
 from usnav.igtl.codec import ImageContent, Message, TransformContent
-from usnav.transforms.matrices import is_rigid
+from usnav.transforms.matrices import is_rigid, may_scale, rigid_poses
 from usnav.transforms.series import PoseSeries
 
 log = logging.getLogger("usnav.devices.probe")
@@ -201,6 +201,7 @@ class ProbeClient(Device):
         self._callbacks: list[Callable[[TrackedFrame], None]] = []
         self._transform_listeners: list[Callable[[str, TransformStatus], None]] = []
         self._streams: dict[str, _Stream] = {n: _Stream() for n in self.config.transforms}
+        self._warned_not_rigid: set[str] = set()  # names already warned of (once each)
         self._pending: collections.deque[_Pending] = collections.deque()
         self._lock = threading.RLock()
         self._process_lock = threading.Lock()
@@ -395,6 +396,22 @@ class ProbeClient(Device):
             status = TransformStatus.OK if finite else TransformStatus.INVALID
         elif not finite:
             status = TransformStatus.INVALID
+        if (
+            status is TransformStatus.OK
+            and not may_scale(message.device_name)
+            and not rigid_poses(matrix)
+        ):
+            # a tracker pose with a scale or shear places the image wrongly: not a pose
+            status = TransformStatus.INVALID
+            self.stats.other_messages["TRANSFORM not rigid (used as INVALID)"] += 1
+            if message.device_name not in self._warned_not_rigid:
+                self._warned_not_rigid.add(message.device_name)
+                log.warning(
+                    "%s: TRANSFORM %s is not rigid (a scale or shear in its rotation): its "
+                    "frames are used as tracking INVALID; check the tracker's tool definition",
+                    self.config.host,
+                    message.device_name,
+                )
         sample = _Sample(message.timestamp, matrix, status, finite and is_rigid(matrix))
         with self._lock:
             stream = self._streams.get(message.device_name)

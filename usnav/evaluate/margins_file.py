@@ -160,7 +160,7 @@ def margins_of_recording(
         4×4 Reference mm → MRI RAS mm used for every frame.
     mri
         The MRI (a file or a loaded volume); when given, the label map must belong to it
-        (:func:`~usnav.pipeline.run.check_label_fits_mri`: a label from another patient or
+        (:func:`~usnav.io.volume.check_label_fits_mri`: a label from another patient or
         space is refused).
     result
         A RESULT.json document behind ``reference_to_mri`` (accepted, quality), if any.
@@ -179,9 +179,9 @@ def margins_of_recording(
     from usnav.config.calibration import load_calibration
     from usnav.frames import TransformStatus
     from usnav.io.sequence import read_sequence
-    from usnav.io.volume import load_volume
+    from usnav.io.volume import check_label_fits_mri, load_volume
     from usnav.margins import MarginEstimator, MarginOptions
-    from usnav.pipeline.run import check_label_fits_mri, check_label_map
+    from usnav.pipeline.run import check_label_map
     from usnav.registration.estimate import RegistrationEstimate
 
     image_to_probe = load_calibration(calibration).image_to_probe

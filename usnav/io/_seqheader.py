@@ -332,7 +332,11 @@ def interpret_axes(
             path, f"{len(spatial)} pixel axes; a PLUS sequence has 2 (B-mode) or 3 (volume)"
         )
     if any(s < 0 for s in sizes):
-        raise InputError(path, f"negative size in {sizes}")
+        raise InputError(
+            path,
+            f"negative size in the size line (DimSize/sizes) {sizes}",
+            "fix it to the image's columns, rows and frame count",
+        )
     ndim_spatial = 3 if len(spatial) == 3 and spatial[2] > 1 else 2
     if len(spatial) == 2:
         spatial.append(1)
@@ -354,7 +358,11 @@ def parse_int_list(path: Path, key: str, text: str | None) -> list[int]:
     try:
         return [int(t) for t in text.split()]
     except ValueError:
-        raise InputError(path, f"{key} is not a list of integers: {text.strip()!r}") from None
+        raise InputError(
+            path,
+            f"{key} is not a list of integers: {text.strip()!r}",
+            f"fix {key} (whole numbers: columns, rows, frames)",
+        ) from None
 
 
 def direction_matrix(directions: Any, size: int, ndim_spatial: int) -> np.ndarray:

@@ -52,8 +52,9 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
         ``kind`` = ``"recording"``: ``frames``, ``image_size`` [cols, rows], ``orientation``,
         ``element_spacing`` (the file's pixel spacing, which usnav does not use: ImageToProbe
         carries the mm per pixel, as in PLUS),
-        ``transforms`` {name: {ok, invalid, missing, non_finite}} (``invalid`` includes the
-        ``non_finite`` matrices marked OK), ``timestamps`` [first, last] (s), ``duration_s``,
+        ``transforms`` {name: {ok, invalid, missing, non_finite, not_rigid}} (``invalid``
+        includes the ``non_finite`` matrices marked OK, and the tracker poses marked OK that
+        are not rigid, ``not_rigid``), ``timestamps`` [first, last] (s), ``duration_s``,
         ``frame_rate_hz``, ``timestamps_missing`` (frames without a finite timestamp),
         ``dropped`` (with the steps backwards)... ``kind`` = ``"volume"``: ``shape``,
         ``spacing_mm`` (after any unit conversion), ``ras_bounds_mm`` {min, max}, ``read_as``
@@ -158,6 +159,7 @@ def describe_sequence(seq: Sequence) -> dict:
             "invalid": int(np.count_nonzero(present & ~ok)),
             "missing": int(np.count_nonzero(~present)),
             "non_finite": int(np.count_nonzero(non_finite)),
+            "not_rigid": int(seq.not_rigid.get(name, 0)),
         }
     stamped = np.isfinite(seq.timestamps)
     times = seq.timestamps[stamped]
@@ -368,6 +370,11 @@ def format_description(info: dict) -> str:
             text = f"{name:<{width}}  {counts['ok']} OK, {counts['invalid']} INVALID"
             if counts.get("non_finite"):
                 text += f" ({counts['non_finite']} non-finite)"
+            if counts.get("not_rigid"):
+                text += (
+                    f" ({counts['not_rigid']} stored OK but not rigid: a scale or shear is no "
+                    "tracker pose)"
+                )
             if counts["missing"]:
                 text += f", {counts['missing']} missing"
             lines.append(label + text)

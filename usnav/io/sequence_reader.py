@@ -36,6 +36,7 @@ from usnav.io._nrrdseq import read_nrrd_layout
 from usnav.io._pixels import InflatePixels, InterleavedPixels, PixelError, RawPixels
 from usnav.io._seqheader import Layout
 from usnav.io.inputs import require_existing
+from usnav.transforms.matrices import may_scale, rigid_poses
 from usnav.transforms.series import PoseSeries
 
 __all__ = ["IMAGE_TYPES", "Sequence", "read_sequence", "sequence_format"]
@@ -75,7 +76,22 @@ def _parse_float(path: Path, index: int, name: str, text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise InputError(path, f"frame {index}: {name} is not a number: {text!r}") from None
+        raise InputError(
+            path,
+            f"frame {index}: {name} is not a number: {text!r}",
+            "fix that field in the header (a plain number)",
+        ) from None
+
+
+#: Bytes a tracker-only file may hold after its header: an empty zlib stream or a newline,
+#: plus a few per frame (PLUS writes one byte per frame: 5000 after its 5000-frame
+#: WaterTankBottomTranslationTrackerBuffer.igs.mha).
+_TRACKER_ONLY_SLACK_BYTES = 64
+_TRACKER_ONLY_SLACK_PER_FRAME = 8
+
+
+def _size_key(layout: Layout) -> str:
+    return "DimSize" if layout.format == "metaio" else "sizes"
 
 
 class Sequence:
@@ -233,6 +249,16 @@ class Sequence:
         except OSError as exc:
             raise InputError(layout.data_path, f"cannot read pixel data: {exc.strerror}") from None
         available = max(size - layout.data_offset, 0)
+        slack = _TRACKER_ONLY_SLACK_BYTES + _TRACKER_ONLY_SLACK_PER_FRAME * n
+        if frame_bytes == 0 and available > slack:
+            # a zero in the image size hides whatever follows: a damaged size line, not a
+            # tracker-only file (those end at the header, or hold an empty zlib stream)
+            self._fail(
+                f"the size line declares no pixels ({_size_key(layout)} has a 0), but "
+                f"{available} bytes of data follow the header",
+                "fix DimSize/sizes (columns, rows, frames) or use the tolerant reader "
+                "(--tolerant), which reads the transforms only",
+            )
         if frame_bytes == 0:
             self._pixels = RawPixels(
                 layout.data_path, layout.data_offset, 0, self.frame_shape, self.dtype
@@ -486,6 +512,8 @@ class Sequence:
         ]
         self._matrices: dict[str, np.ndarray] = {}
         self._statuses: dict[str, list[TransformStatus]] = {}
+        #: per transform name: frames whose pose was stored OK but is not rigid (now INVALID)
+        self.not_rigid: dict[str, int] = {}
         word_status: dict[str | None, TransformStatus] = {None: TransformStatus.OK}
         for name in self.transform_names:
             key = f"{name}{TRANSFORM_SUFFIX}"
@@ -512,6 +540,16 @@ class Sequence:
                 if status is None:
                     status = word_status[word] = TransformStatus.parse(word)  # type: ignore[arg-type]
                 status_list.append(status)  # no status field: OK (files written without them)
+            if not may_scale(name):
+                # a tracker pose that is not rigid (a scale, a shear, a zeroed rotation) places
+                # the image wrongly however it is used: INVALID, as PLUS would mark a pose the
+                # tracker could not give, and counted for `usnav info`
+                finite = np.isfinite(matrices).all(axis=(1, 2))
+                bad = ~rigid_poses(matrices) & present & finite  # non-finite: counted apart
+                for i in np.flatnonzero(bad):
+                    if status_list[i] is TransformStatus.OK:
+                        status_list[i] = TransformStatus.INVALID
+                        self.not_rigid[name] = self.not_rigid.get(name, 0) + 1
             self._matrices[name] = matrices
             self._statuses[name] = status_list
 

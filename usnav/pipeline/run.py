@@ -13,7 +13,7 @@ from usnav.devices.config import load_device_set
 from usnav.devices.probe import ProbeClient
 from usnav.devices.recorder import check_recording_target
 from usnav.errors import InputError
-from usnav.io.volume import Volume, load_volume
+from usnav.io.volume import Volume, check_label_fits_mri, load_volume
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.live import LivePipeline
 
@@ -126,70 +126,6 @@ def check_label_map(
             f"{sorted(present)[:10] or 'none'})",
             hint,
         )
-
-
-#: a label voxel may be at most this many times larger (or smaller) than the MRI's
-MAX_SPACING_RATIO = 4.0
-
-
-def check_label_fits_mri(label: Volume, mri: Volume) -> None:
-    """Refuse a label map that does not belong to this MRI: its tumor lies (mostly) outside
-    the MRI, or its grid is not comparable with the MRI's.
-
-    A label map from another case, or one saved without its affine, still "loads"; the
-    margins would then be drawn where there is no tumor. The checks, in world (RAS) mm:
-
-    * grids: every label voxel edge within a factor :data:`MAX_SPACING_RATIO` of the MRI's
-      (a label in voxel units or metres is refused);
-    * extent: at least half of the labelled voxels lie inside the MRI's field of view (the
-      box of its voxel centres, half a voxel added on each side).
-
-    Raises
-    ------
-    InputError
-        Naming the label file, both extents and what to do.
-    """
-    lab_sp = np.sort(np.asarray(label.spacing_mm, float))
-    mri_sp = np.sort(np.asarray(mri.spacing_mm, float))
-    ratio = lab_sp / mri_sp
-    if np.any(ratio > MAX_SPACING_RATIO) or np.any(ratio < 1 / MAX_SPACING_RATIO):
-        raise InputError(
-            label.source,
-            f"its voxels ({_mm(label.spacing_mm)} mm) do not compare with the MRI's "
-            f"({_mm(mri.spacing_mm)} mm): not a segmentation of this MRI",
-            "give the label map saved with the MRI's geometry (same space, mm)",
-        )
-    index = np.argwhere(np.asarray(label.data) != 0)
-    if len(index) == 0:
-        return  # check_label_map has refused it already when a tumor label is required
-    step = max(1, len(index) // 200_000)
-    world = np.c_[index[::step], np.ones(len(index[::step]))] @ label.affine[:3].T
-    lo, hi = mri.bounds_ras()
-    half = 0.5 * np.abs(mri.affine[:3, :3]).sum(axis=1)
-    inside = np.all((world >= lo - half) & (world <= hi + half), axis=1)
-    if inside.mean() < 0.5:
-        t_lo, t_hi = world.min(axis=0), world.max(axis=0)
-        where = "mostly outside" if inside.any() else "outside"
-        raise InputError(
-            label.source,
-            f"its tumor ({_box(t_lo, t_hi)}) lies {where} the MRI "
-            f"({_box(lo - half, hi + half)}), {100 * inside.mean():.0f}% inside",
-            "give the label map of this case (segmented on this MRI)",
-        )
-    if not inside.all():
-        log.warning(
-            "%s: %.0f%% of the tumor lies outside the MRI", label.source, 100 * (1 - inside.mean())
-        )
-
-
-def _mm(values) -> str:
-    return " × ".join(f"{v:.3g}" for v in values)
-
-
-def _box(lo: np.ndarray, hi: np.ndarray) -> str:
-    return ", ".join(
-        f"{axis} {round(a)}..{round(b)}" for axis, a, b in zip("RAS", lo, hi, strict=True)
-    )
 
 
 def default_log_path() -> Path:

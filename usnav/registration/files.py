@@ -17,7 +17,7 @@ import numpy as np
 from usnav.config.calibration import load_calibration
 from usnav.config.plus_xml import parse_matrix_text
 from usnav.errors import ConfigError, InputError
-from usnav.io.volume import load_volume
+from usnav.io.volume import check_label_fits_mri, load_volume
 from usnav.registration.points import read_points, read_tag_file, register_points
 from usnav.registration.reconstruct import (
     Reconstruction,
@@ -161,6 +161,8 @@ def register_recording(
     if progress:
         progress("reading the sweep", 0.02)
     tumor_label = None if label is None else load_volume(label)
+    if tumor_label is not None:  # another case's label: refused, as usnav run and margins do
+        check_label_fits_mri(tumor_label, mri)
     removed_label = None if removed is None else load_volume(removed)
     sweep = load_sweep(recording, image_to_probe)
     from usnav.registration._kernels import warm_up

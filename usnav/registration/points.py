@@ -175,8 +175,15 @@ def read_tag_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     rows = []
     for line in body.replace(";", "\n").splitlines():
         fields = line.split('"')[0].split()
-        if len(fields) < 6:
+        if not fields:
             continue
+        if len(fields) < 6:  # a damaged pair, not a blank line: never dropped silently
+            raise InputError(
+                p,
+                f"point line with {len(fields)} numbers, expected 6 (x1 y1 z1 x2 y2 z2): "
+                f"{line.strip()!r}",
+                "complete or remove the line",
+            )
         try:
             rows.append([float(v) for v in fields[:6]])
         except ValueError as exc:

@@ -22,6 +22,31 @@ def is_rigid(matrix: np.ndarray, tol: float = 1e-3) -> bool:
     )
 
 
+#: Largest |RᵀR − I| entry of a tracker pose still taken as rigid: a pose written with 4
+#: decimals is ~1e-4 off; a scale or shear of 0.5 % is not a pose.
+POSE_RIGID_TOL = 1e-2
+
+
+def may_scale(name: str) -> bool:
+    """Whether transform ``name`` (PLUS's ``FromToTo``) may carry a scale: only one from the
+    image (``ImageToProbe``, ``ImageToReference``: its columns are mm per pixel). Every other
+    is a tracker pose and must be rigid."""
+    return name.startswith("Image")
+
+
+def rigid_poses(matrices: np.ndarray, tol: float = POSE_RIGID_TOL) -> np.ndarray:
+    """Per matrix of an (..., 4, 4) stack: finite, rotation part orthonormal with det +1
+    (within ``tol``) and last row 0 0 0 1 (bool array of the stack's shape)."""
+    m = np.asarray(matrices, dtype=np.float64)
+    finite = np.isfinite(m).all(axis=(-2, -1))
+    m = np.where(finite[..., None, None], m, np.eye(4))
+    r = m[..., :3, :3]
+    gram = np.einsum("...ji,...jk->...ik", r, r)
+    orthonormal = (np.abs(gram - np.eye(3)) <= tol).all(axis=(-2, -1))
+    last_row = (np.abs(m[..., 3, :] - np.array([0.0, 0.0, 0.0, 1.0])) <= 1e-9).all(axis=-1)
+    return finite & orthonormal & (np.linalg.det(r) > 0) & last_row
+
+
 def decompose_scaled_rigid(
     matrix: np.ndarray, tol_deg: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
