@@ -1,4 +1,4 @@
-"""Shared fixtures: outside data (skips with a reason when absent; fails under ``CI=true``)."""
+"""Shared fixtures: outside data (skips with a reason when absent; fails under CI: ci_rules)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from ci_rules import skip_or_fail
 
 from usnav.data import shared_data_dir
 
@@ -24,9 +25,7 @@ def shared_data() -> Path:
     found = shared_data_dir()
     if found is None:
         reason = "outside data not found: set USNAV_TEST_DATA or place it at ../shared/data"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true: the data tests may not be skipped)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason)
     return found
 
 

@@ -50,6 +50,7 @@ def test_ci_script_names_no_machine_path() -> None:
 def _run_data_test(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """A test that needs the outside data, run by pytest under the project's conftest."""
     shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
+    shutil.copy(ROOT / "tests" / "ci_rules.py", tmp_path / "ci_rules.py")
     (tmp_path / "test_needs_data.py").write_text(
         "def test_reads(shared_data):\n    assert shared_data.is_dir()\n"
     )
@@ -77,4 +78,4 @@ def test_missing_data_skips_with_the_reason_locally(tmp_path: Path) -> None:
 def test_missing_data_fails_under_ci(tmp_path: Path) -> None:
     result = _run_data_test(tmp_path, CI="true")
     assert result.returncode == 1, result.stdout
-    assert "1 error" in result.stdout and "CI=true" in result.stdout  # fixture errors fail the run
+    assert "1 error" in result.stdout and "under CI" in result.stdout  # fixture errors fail the run

@@ -109,7 +109,7 @@ def test_demo_says_a_taken_publish_address_before_preparing_anything(tmp_path):
         address = f"tcp://127.0.0.1:{port}"
         proc = usnav(tmp_path, "demo", "--publish", address, "--cache", str(cache))
         assert_bad_input(proc, f"tcp://127.0.0.1:{port}", "cannot bind", "Address already in use")
-    assert "preparing the simulated case" not in proc.stderr + proc.stdout
+    assert "simulating the demo case" not in proc.stderr + proc.stdout
     assert not list(cache.glob("demo-v*")), "the case was simulated before the check"
 
 

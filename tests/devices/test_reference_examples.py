@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_rules import skip_or_fail
 from igtl_helpers import EXAMPLES, build_examples, free_port, wait_until
 
 from usnav.devices.config import ProbeConfig
@@ -33,7 +34,7 @@ def bins() -> dict[str, Path]:
         ("Imager/ImagerServer", "Tracker/TrackerServer", "Receiver/ReceiveClient")
     )
     if found is None:
-        pytest.skip("openigtlink-examples / libopenigtlink-dev / g++ missing (.ci/run installs)")
+        skip_or_fail("openigtlink-examples / libopenigtlink-dev / g++ missing (.ci/run installs)")
     return found
 
 

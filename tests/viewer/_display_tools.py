@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 
 def require_program(path: str, package: str) -> str:
@@ -12,16 +11,15 @@ def require_program(path: str, package: str) -> str:
     The browser and X server tests are part of the project's checks: CI installs their
     Debian packages (.ci/run), so a missing program there is a broken setup, not a skip.
     """
-    import os
     import shutil
+
+    from ci_rules import skip_or_fail
 
     found = shutil.which(path)
     if found:
         return found
-    message = f"{path} not found (Debian package {package}; .ci/run installs it)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail(f"{path} not found (Debian package {package}; .ci/run installs it)")
+    raise AssertionError("unreachable")  # skip_or_fail always raises
 
 
 def mri_for(case):

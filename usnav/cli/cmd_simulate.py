@@ -235,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
         files.init_reference_to_mri,
         files.anatomy_preop,
         files.anatomy_intraop,
+        files.removed_label,
         *files.previews,
     ]
     print("  files      " + ", ".join(p.name for p in names if p is not None))

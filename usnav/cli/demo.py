@@ -123,7 +123,10 @@ def run_demo(
 
         with Publisher(publish_address):
             pass
-    say("preparing the simulated case (first run: ~10 s)")
+    from usnav.sim.demo import demo_case_ready
+
+    if not demo_case_ready(cache_dir):  # said only when it is simulated now
+        say("simulating the demo case (first run only: ~10 s)")
     case = demo_case(cache_dir)
     truth = load_truth(case)
     calibration = load_calibration(case / "calibration.toml")

@@ -55,8 +55,14 @@ def check_demo_cache(cache_dir: str | Path | None = None) -> Path:
     return target
 
 
+def demo_case_ready(cache_dir: str | Path | None = None) -> bool:
+    """Whether the demo case is already cached (:func:`demo_case` then only returns it)."""
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return (check_demo_cache(base) / "truth.json").is_file()
+
+
 def demo_case(cache_dir: str | Path | None = None) -> Path:
-    """The folder of the demo case, simulating it on first use (a few seconds).
+    """The folder of the demo case, simulating it on first use (about 10 s).
 
     Parameters
     ----------
