@@ -12,7 +12,7 @@ from usnav.frames import TrackedFrame
 from usnav.igtl import IgtlClient
 from usnav.margins import MarginEstimator
 from usnav.margins.phantom import make_phantom
-from usnav.protocol.display import LIVE, UNCERTAIN, DisplayState
+from usnav.protocol.display import LIVE, STALE, UNCERTAIN, DisplayState
 from usnav.publish.slicer import SlicerExporter
 
 
@@ -212,3 +212,112 @@ def test_a_v1_client_never_receives_an_invalid_registration(case_and_margins) ->
             m.device_name == "ReferenceToMri" and m.metadata.get("TransformStatus") == "INVALID"
         )
     )
+
+
+def test_a_late_v1_client_is_told_the_state(case_and_margins) -> None:
+    """``usnav_status`` went out only when the state's words changed: a v1 client (which reads
+    the state from it alone) connecting during a steady UNCERTAIN never learned it, and a
+    reason whose numbers moved sent it on every frame. Now: to a client that joins, on a
+    change of the state word, and every STATUS_RESEND_S."""
+    case, margins = case_and_margins
+    first, late = _Collector(), _Collector()
+    steady = DisplayState(UNCERTAIN, "registration uncertain")
+    with SlicerExporter(port=0) as exporter:
+        a = IgtlClient("127.0.0.1", exporter.port, on_message=first).start()
+        b = None
+        try:
+            assert exporter.server.wait_for_clients(1, timeout_s=10)
+
+            def publish(number: int, reason: str = "registration uncertain") -> int:
+                frame = TrackedFrame(case.image, frame_number=number)
+                display = DisplayState(UNCERTAIN, reason)
+                return exporter.publish(frame, np.eye(4), np.eye(4), margins, display)
+
+            assert repeat_until(
+                lambda: publish(1),
+                lambda: first.found(lambda m: m.device_name == "usnav_status"),
+                10,
+                every_s=0.1,
+            )
+            told = len(first.found(lambda m: m.device_name == "usnav_status"))
+            for k in range(5):  # the reason's wording moves, the state does not
+                publish(2 + k, f"the tumor lies {0.1 * k:.1f} mm from the plane")
+            b = IgtlClient("127.0.0.1", exporter.port, on_message=late, header_version=1).start()
+            assert exporter.server.wait_for_clients(2, timeout_s=10)
+            assert repeat_until(
+                lambda: publish(10),
+                lambda: late.found(lambda m: m.device_name == "usnav_status"),
+                10,
+                every_s=0.1,
+            )
+        finally:
+            a.stop()
+            if b is not None:
+                b.stop()
+    said = late.found(lambda m: m.device_name == "usnav_status")[0]
+    assert said.content.text == f"UNCERTAIN: {steady.reason}"
+    # five frames within a second, one state: no status for each new wording
+    assert len(first.found(lambda m: m.device_name == "usnav_status")) <= told + 1
+
+
+def test_stale_margins_go_out_with_an_invalid_pose_and_no_tumor(case_and_margins) -> None:
+    """A backlog flushed after a stall is published STALE (its frames are seconds old): the
+    bundles carried ``ImageToReference`` OK and the tumor in view."""
+    case, margins = case_and_margins
+    assert margins.in_view and margins.label_image.any()
+    collector = _Collector()
+    stale = DisplayState(STALE, "frame 4.3 s old (it arrived 4.3 s late by the device's clock)")
+    with SlicerExporter(port=0) as exporter:
+        client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
+        try:
+            assert exporter.server.wait_for_clients(1, timeout_s=10)
+            assert repeat_until(
+                lambda: exporter.publish(
+                    TrackedFrame(case.image), np.eye(4), np.eye(4), margins, stale
+                ),
+                lambda: collector.found(
+                    lambda m: m.version == 2 and m.device_name == "ImageToReference"
+                ),
+                10,
+                every_s=0.1,
+            )
+        finally:
+            client.stop()
+    pose = collector.found(lambda m: m.version == 2 and m.device_name == "ImageToReference")[-1]
+    assert pose.metadata.get("TransformStatus") == "INVALID"
+    overlay = [m for m in collector.messages if m.device_name == "Tumor_Reference"][-1]
+    assert not overlay.content.array.any()
+    assert overlay.metadata.get("TumorInView") == "0" and overlay.metadata.get("Stale") == "1"
+
+
+def test_a_v1_get_transform_gets_no_invalid_registration(case_and_margins) -> None:
+    """A v1 client asking GET_TRANSFORM got the UNCERTAIN ``ReferenceToMri`` (the broadcast
+    filter was skipped for requests), looking valid."""
+    from usnav.igtl import Message
+    from usnav.igtl.codec import RawContent
+
+    case, margins = case_and_margins
+    v1 = _Collector()
+    uncertain = DisplayState(UNCERTAIN, "registration uncertain")
+    with SlicerExporter(port=0) as exporter:
+        client = IgtlClient("127.0.0.1", exporter.port, on_message=v1, header_version=1).start()
+        try:
+            assert exporter.server.wait_for_clients(1, timeout_s=10)
+            frame = TrackedFrame(case.image)
+            exporter.publish(frame, np.eye(4), np.eye(4), margins, uncertain)
+            # (12 characters at most: OpenIGTLink's GET_TRANSFORM is sent as GET_TRANSFOR)
+            assert client.wait_connected(10)
+            ask = Message("GET_TRANSFOR", "ReferenceToMri", RawContent())
+            assert repeat_until(  # a send before the link is up is dropped: ask again
+                lambda: client.send(ask),
+                lambda: v1.found(
+                    lambda m: m.type == "STATUS" and m.device_name == "ReferenceToMri"
+                ),
+                10,
+                every_s=0.5,
+            )
+            answer = v1.found(lambda m: m.type == "STATUS" and m.device_name == "ReferenceToMri")
+        finally:
+            client.stop()
+    assert answer  # "not found" rather than the INVALID registration looking valid
+    assert not v1.found(lambda m: m.type == "TRANSFORM" and m.device_name == "ReferenceToMri")

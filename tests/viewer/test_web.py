@@ -334,6 +334,34 @@ def test_a_page_opened_after_the_pipeline_died_is_never_sent_the_old_live_pictur
     assert all(meta["state"] == STALE for meta in more), more
 
 
+def test_a_page_opened_just_after_the_pipeline_died_gets_a_picture_of_the_present(
+    pipeline,
+) -> None:
+    """Outside audit (session 30): a page opened 0.5 s after the pipeline was killed, while
+    the kept LIVE picture was still within its 1 s validity, was sent it first. A page's first
+    picture is now always rendered after the page opened (within one refresh)."""
+    from websockets.sync.client import connect
+
+    publisher, address = pipeline
+    with WebDisplay(WebOptions(connect=address, port=0)) as web:
+        url = f"ws://127.0.0.1:{web.port}/ws"
+        with connect(url, open_timeout=20) as ws:
+
+            def live() -> dict | None:
+                meta = decode_picture(ws.recv(timeout=20))[0]
+                return meta if meta["state"] == LIVE else None
+
+            _wait(live, 30, "a LIVE picture", interval_s=0)
+        _wait(lambda: web.bridge.watchers == 0, 30, "the page to be dropped")
+        publisher.stop()  # the pipeline dies while nobody watches
+        time.sleep(0.2)
+        kept = web.bridge.latest
+        assert kept is not None and kept.state == LIVE and kept.is_current()  # the trap
+        first, *_ = _pictures(url, 2)
+    assert first["seq"] > kept.seq  # rendered for this page, not the kept one
+    assert first["state"] != LIVE, first
+
+
 def _state_log(driver) -> list[str]:
     """Every text the page's state line has shown, from the page's first moment on
     (recorded by a MutationObserver installed before the page's own script runs)."""

@@ -348,6 +348,8 @@ class IgtlServer:
                     for (t, n), m in self._latest.items()
                     if t == wanted and (not message.device_name or n == message.device_name)
                 ]
+            if conn.version < 2:  # as broadcast: a v1 client cannot read an INVALID status
+                found = [m for m in found if not _invalid_transform(m)]
             if found:
                 conn.send(found)
             else:

@@ -16,7 +16,9 @@ The display state (:mod:`usnav.protocol.display`, the same rule as every usnav d
 with each bundle: metadata ``DisplayState`` / ``DisplayReason`` on the overlay, and
 ``ReferenceToMri`` carries ``TransformStatus = OK`` only when LIVE (``INVALID`` otherwise, so
 Slicer does not present an unchecked or uncertain registration as valid). A STRING
-``usnav_status`` says ``LIVE``, ``UNCERTAIN: why`` or ``STALE: why`` whenever the state changes.
+``usnav_status`` says ``LIVE``, ``UNCERTAIN: why`` or ``STALE: why`` when the state changes, when a
+client joins, and at least every second. Margins judged STALE (a backlog flushed after a stall)
+go out with a blank overlay and ``ImageToReference`` INVALID, as after :meth:`mark_stale`.
 
 Matrices go out in RAS (what Slicer assumes); nothing here converts to LPS. The OpenIGTLink
 server is :class:`usnav.igtl.server.IgtlServer` (many clients, each with its own
@@ -37,6 +39,10 @@ from usnav.protocol.display import LIVE, STALE, UNCERTAIN, DisplayState
 
 #: Default port: PLUS's 18944 + 1, so both can run side by side.
 DEFAULT_SLICER_PORT = SLICER_PORT
+
+#: ``usnav_status`` is re-sent at least this often (s), and at once to a client that joins:
+#: a header-v1 client has no other way to learn the state.
+STATUS_RESEND_S = 1.0
 
 
 class SlicerExporter:
@@ -77,7 +83,10 @@ class SlicerExporter:
         self.reference_to_mri_name = f"{reference_frame}ToMri"
         #: bundles sent (each to every connected client)
         self.sent = 0
-        self._said: str | None = None  # the last usnav_status sent
+        self._said: str | None = None  # the state word of the last usnav_status sent
+        self._said_at = 0.0  # when (monotonic, s)
+        self._said_to: frozenset[str] = frozenset()  # to which clients
+        self.stale = False
 
     def start(self) -> SlicerExporter:
         """Listen for clients (returns at once)."""
@@ -136,6 +145,9 @@ class SlicerExporter:
         # PLUS sends UTC; a recording's relative clock is no use to Slicer: send now instead
         stamp = frame.t_device if frame.t_device > 1e9 else time.time()
         display = display or DisplayState(UNCERTAIN, "no display state given")
+        # margins judged STALE (e.g. a backlog flushed after a stall, made seconds ago): the
+        # frame goes out, but its pose says INVALID (a v1 client gets none) and no tumor
+        stale = display.state == STALE
         meta = {
             "FrameNumber": str(frame.frame_number),
             "DisplayState": display.state,
@@ -154,21 +166,28 @@ class SlicerExporter:
         ]
         if margins is not None:
             overlay = margins.label_image
-            if overlay is None or overlay.shape != image.shape[:2]:
+            if stale or overlay is None or overlay.shape != image.shape[:2]:
                 overlay = np.zeros(image.shape[:2], np.uint8)
+            in_view = margins.in_view and not stale
             bundle.append(
                 Message(
                     "IMAGE",
                     self.overlay_device,
                     ImageContent.from_array(overlay, matrix),
                     stamp,
-                    {**meta, "TumorInView": "1" if margins.in_view else "0"},
+                    {**meta, "TumorInView": "1" if in_view else "0"}
+                    | ({"Stale": "1"} if stale else {}),
                 )
             )
         ok = {"TransformStatus": "OK", "TransformValid": "1"}
+        invalid = {"TransformStatus": "INVALID", "TransformValid": "0", **meta}
         bundle.append(
             Message(
-                "TRANSFORM", self.image_to_reference_name, TransformContent(matrix), stamp, dict(ok)
+                "TRANSFORM",
+                self.image_to_reference_name,
+                TransformContent(matrix),
+                stamp,
+                dict(invalid) if stale else dict(ok),
             )
         )
         if reference_to_mri is not None:
@@ -179,23 +198,35 @@ class SlicerExporter:
                     self.reference_to_mri_name,
                     TransformContent(np.asarray(reference_to_mri, dtype=np.float64)),
                     stamp,
-                    dict(ok)
-                    if live
-                    else {"TransformStatus": "INVALID", "TransformValid": "0", **meta},
+                    dict(ok) if live else dict(invalid),
                 )
             )
-        words = display.state if display.state == LIVE else f"{display.state}: {display.reason}"
-        if words != self._said:
+        if self._status_due(display.state):
+            words = display.state if display.state == LIVE else f"{display.state}: {display.reason}"
             text = StringContent(words, ENCODING_UTF8)
             bundle.append(Message("STRING", "usnav_status", text, stamp, {}))
-            self._said = words
         delivered = self.server.broadcast(bundle)
         self.sent += 1
         self._last = (matrix, image.shape[:2])
         if reference_to_mri is not None:
             self._last_reference_to_mri = np.asarray(reference_to_mri, dtype=np.float64)
-        self.stale = False
+        self.stale = stale
         return delivered
+
+    def _status_due(self, state: str) -> bool:
+        """Whether ``usnav_status`` goes with this bundle: when the state word changes, when
+        a client joined since the last one (a v1 client reads the state from it alone), and
+        every :data:`STATUS_RESEND_S` (not on every change of the reason's wording)."""
+        clients = frozenset(self.server.clients)
+        now = time.monotonic()
+        due = (
+            state != self._said
+            or not clients <= self._said_to
+            or now - self._said_at >= STATUS_RESEND_S
+        )
+        if due:
+            self._said, self._said_at, self._said_to = state, now, clients
+        return due
 
     def mark_stale(self, reason: str) -> int:
         """Tell Slicer the overlay is no longer live (the probe link dropped, tracking lost).
@@ -207,7 +238,9 @@ class SlicerExporter:
         Sent once per stale period; the next :meth:`publish` makes it live again.
         """
         last = getattr(self, "_last", None)
-        if getattr(self, "stale", False) or last is None or not self.server.clients:
+        if last is None or not self.server.clients:
+            return 0
+        if self.stale and not self._status_due(STALE):  # sent already, to every client
             return 0
         from usnav.igtl.codec import ImageContent, Message, StringContent, TransformContent
 
@@ -242,7 +275,7 @@ class SlicerExporter:
             Message("STRING", "usnav_status", StringContent(f"STALE: {reason}"), stamp, {})
         )
         self.stale = True
-        self._said = f"STALE: {reason}"
+        self._status_due(STALE)  # said now, to every client connected
         return self.server.broadcast(bundle)
 
     def close(self) -> None:

@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -237,6 +238,10 @@ class WebDisplay:
         """The page's address (with the token, if any)."""
         scheme = "https" if self._ssl is not None else "http"
         host = self.options.host
+        if host in ("0.0.0.0", "::", "[::]", ""):  # every interface: a tablet needs a name
+            import socket
+
+            host = socket.getfqdn() or socket.gethostname()
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         query = f"/?token={self.options.token}" if self.options.token else "/"
@@ -355,13 +360,18 @@ class WebDisplay:
         self.stats.pages += 1
         self.stats.opened += 1
         self.bridge.watchers += 1
+        opened = time.monotonic()
         last = 0
         try:
             while True:
                 assert self._event is not None
                 event = self._event
                 picture = self.bridge.latest
-                if picture is not None and picture.seq != last and picture.is_current():
+                # the first picture is one rendered since the page opened (the bridge renders
+                # within a refresh once a page watches): a kept one, still within its validity,
+                # may show a pipeline that died in between as LIVE
+                fresh = last != 0 or (picture is not None and picture.rendered >= opened)
+                if picture is not None and picture.seq != last and picture.is_current() and fresh:
                     await connection.send(picture.message())
                     last = picture.seq
                     self.stats.sent += 1
