@@ -271,16 +271,14 @@ def test_stale_margins_go_out_with_an_invalid_pose_and_no_tumor(case_and_margins
         client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
         try:
             assert exporter.server.wait_for_clients(1, timeout_s=10)
-            assert repeat_until(
-                lambda: exporter.publish(
-                    TrackedFrame(case.image), np.eye(4), np.eye(4), margins, stale
-                ),
-                lambda: collector.found(
-                    lambda m: m.version == 2 and m.device_name == "ImageToReference"
-                ),
+            bundle = (TrackedFrame(case.image), np.eye(4), np.eye(4), margins, stale)
+            assert repeat_until(  # until the client speaks v2 (with the status metadata)
+                lambda: exporter.publish(*bundle),
+                lambda: collector.found(lambda m: m.version == 2),
                 10,
                 every_s=0.1,
             )
+            collector.wait(lambda m: m.version == 2 and m.device_name == "ImageToReference")
         finally:
             client.stop()
     pose = collector.found(lambda m: m.version == 2 and m.device_name == "ImageToReference")[-1]

@@ -303,6 +303,22 @@ def _pictures(url: str, count: int, timeout_s: float = 20.0) -> list[dict]:
         return [decode_picture(ws.recv(timeout=timeout_s))[0] for _ in range(count)]
 
 
+def _watch_until_live_then_leave(web, url: str) -> dict:
+    """A page watches until a LIVE picture, then leaves (the bridge then renders nothing and
+    keeps that picture); returns its meta."""
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=20) as ws:
+
+        def live() -> dict | None:
+            meta = decode_picture(ws.recv(timeout=20))[0]
+            return meta if meta["state"] == LIVE else None
+
+        last = _wait(live, 30, "a LIVE picture", interval_s=0)
+    _wait(lambda: web.bridge.watchers == 0, 30, "the page to be dropped")
+    return last
+
+
 def test_a_page_opened_after_the_pipeline_died_is_never_sent_the_old_live_picture(
     pipeline,
 ) -> None:
@@ -310,19 +326,11 @@ def test_a_page_opened_after_the_pipeline_died_is_never_sent_the_old_live_pictur
     pipeline was killed was sent the last picture kept, rendered LIVE back then, and trusted it
     for its validity. A new page must get a picture of the present (STALE here), with its age
     at sending so that the page counts its validity from when it was rendered."""
-    from websockets.sync.client import connect
 
     publisher, address = pipeline
     with WebDisplay(WebOptions(connect=address, port=0)) as web:
         url = f"ws://127.0.0.1:{web.port}/ws"
-        with connect(url, open_timeout=20) as ws:
-
-            def live() -> dict | None:
-                meta = decode_picture(ws.recv(timeout=20))[0]
-                return meta if meta["state"] == LIVE else None
-
-            last = _wait(live, 30, "a LIVE picture", interval_s=0)
-        _wait(lambda: web.bridge.watchers == 0, 30, "the page to be dropped")
+        last = _watch_until_live_then_leave(web, url)
         publisher.stop()  # the pipeline dies while nobody watches
         # past both the kept picture's validity and the bridge's own "no data" limit
         idle_s = last["valid_for_ms"] / 1e3 + web.bridge.viewer.lost_after_s + 0.5
@@ -340,19 +348,11 @@ def test_a_page_opened_just_after_the_pipeline_died_gets_a_picture_of_the_presen
     """Outside audit (session 30): a page opened 0.5 s after the pipeline was killed, while
     the kept LIVE picture was still within its 1 s validity, was sent it first. A page's first
     picture is now always rendered after the page opened (within one refresh)."""
-    from websockets.sync.client import connect
 
     publisher, address = pipeline
     with WebDisplay(WebOptions(connect=address, port=0)) as web:
         url = f"ws://127.0.0.1:{web.port}/ws"
-        with connect(url, open_timeout=20) as ws:
-
-            def live() -> dict | None:
-                meta = decode_picture(ws.recv(timeout=20))[0]
-                return meta if meta["state"] == LIVE else None
-
-            _wait(live, 30, "a LIVE picture", interval_s=0)
-        _wait(lambda: web.bridge.watchers == 0, 30, "the page to be dropped")
+        _watch_until_live_then_leave(web, url)
         publisher.stop()  # the pipeline dies while nobody watches
         time.sleep(0.2)
         kept = web.bridge.latest
