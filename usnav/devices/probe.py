@@ -44,7 +44,7 @@ from usnav.errors import ConfigError, ExtrapolationError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import IgtlClient, LinkState, LinkStats
 from usnav.igtl.codec import ImageContent, Message, TransformContent
-from usnav.transforms.matrices import is_rigid, may_scale, rigid_poses
+from usnav.transforms.matrices import may_scale, rigid_poses
 from usnav.transforms.series import PoseSeries
 
 log = logging.getLogger("usnav.devices.probe")
@@ -396,8 +396,12 @@ class ProbeClient(Device):
             status = TransformStatus.OK if finite else TransformStatus.INVALID
         elif not finite:
             status = TransformStatus.INVALID
+        # rigid within 1e-3 (interpolated as a rotation); rigid_poses: ~3x cheaper than
+        # is_rigid's allclose, and this runs for every TRANSFORM received
+        rigid = finite and bool(rigid_poses(matrix, tol=1e-3))
         if (
             status is TransformStatus.OK
+            and not rigid  # the looser test below only for the rare pose that fails this one
             and not may_scale(message.device_name)
             and not rigid_poses(matrix)
         ):
@@ -412,7 +416,7 @@ class ProbeClient(Device):
                     self.config.host,
                     message.device_name,
                 )
-        sample = _Sample(message.timestamp, matrix, status, finite and is_rigid(matrix))
+        sample = _Sample(message.timestamp, matrix, status, rigid)
         with self._lock:
             stream = self._streams.get(message.device_name)
             if stream is None:
