@@ -546,9 +546,9 @@ class Sequence:
                 # tracker could not give, and counted for `usnav info`
                 finite = np.isfinite(matrices).all(axis=(1, 2))
                 bad = ~rigid_poses(matrices) & present & finite  # non-finite: counted apart
-                for i in np.flatnonzero(bad):
-                    if status_list[i] is TransformStatus.OK:
-                        status_list[i] = TransformStatus.INVALID
+                for index in np.flatnonzero(bad).tolist():
+                    if status_list[index] is TransformStatus.OK:
+                        status_list[index] = TransformStatus.INVALID
                         self.not_rigid[name] = self.not_rigid.get(name, 0) + 1
             self._matrices[name] = matrices
             self._statuses[name] = status_list

@@ -38,7 +38,7 @@ def rigid_poses(matrices: np.ndarray, tol: float = POSE_RIGID_TOL) -> np.ndarray
     """Per matrix of an (..., 4, 4) stack: finite, rotation part orthonormal with det +1
     (within ``tol``) and last row 0 0 0 1 (bool array of the stack's shape)."""
     m = np.asarray(matrices, dtype=np.float64)
-    finite = np.isfinite(m).all(axis=(-2, -1))
+    finite = np.asarray(np.isfinite(m).all(axis=(-2, -1)))
     m = np.where(finite[..., None, None], m, np.eye(4))
     r = m[..., :3, :3]
     gram = np.einsum("...ji,...jk->...ik", r, r)
