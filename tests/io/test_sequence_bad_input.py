@@ -190,6 +190,14 @@ def test_unknown_orientation(good):
     raises_input_error(nrrd, "orientation", "'QQQ'")
 
 
+def test_an_unknown_nrrd_version_or_byte_order_is_refused(good):
+    """Session-30 audit: ``NRRD9999`` and ``endian: middle`` were read as if valid."""
+    nrrd = good(".seq.nrrd")
+    header = nrrd.read_bytes()[:8].decode()
+    raises_input_error(edit_header(nrrd, header, "NRRD9999"), "NRRD9999", "NRRD0001")
+    raises_input_error(edit_header(nrrd, "endian: little", "endian: middle"), "'middle'")
+
+
 def test_not_a_sequence(tmp_path):
     junk = tmp_path / "junk.igs.mha"
     junk.write_bytes(bytes(range(256)) * 8)

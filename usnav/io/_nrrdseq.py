@@ -132,6 +132,12 @@ def read_nrrd_layout(path: Path) -> Layout:
         magic = f.read(8)
     if not magic.startswith(b"NRRD"):
         raise InputError(path, "not a NRRD file (does not start with 'NRRD000x')")
+    if magic[4:7] != b"000" or magic[7:8] not in b"12345":
+        raise InputError(
+            path,
+            f"unknown NRRD version {magic.decode('latin-1')!r}",
+            "NRRD0001 to NRRD0005 are read (IGSIO writes NRRD0004)",
+        )
     text, offset = read_header_block(
         path,
         _END,
@@ -178,6 +184,8 @@ def read_nrrd_layout(path: Path) -> Layout:
         )
     code = NRRD_TYPES[type_text]
     endian = (raw.get("endian") or "little").strip().lower()
+    if endian not in ("little", "big"):
+        raise InputError(path, f"endian: {endian!r} is not little or big", "fix the endian field")
     dtype = np.dtype((">" if endian == "big" else "<") + code)
     encoding_text = (raw.get("encoding") or "raw").strip().lower()
     if encoding_text in ("gz", "gzip"):
