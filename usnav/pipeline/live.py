@@ -182,6 +182,7 @@ class LivePipeline:
                 self._slicer = None
             self._publisher.close()
             raise
+        _return_freed_memory()
         return dict(self.compile_seconds)
 
     def _build_worker(self) -> Any:
@@ -575,3 +576,21 @@ class LivePipeline:
                     self._slicer.mark_stale(f"probe {state.value}")
             except Exception:  # status must never take the pipeline down
                 log.exception("status publishing failed")
+
+
+def _return_freed_memory() -> None:
+    """Give the set-up's freed scratch back to the system (glibc keeps it otherwise): the
+    tumor stage's distance transform frees ~14 MB of temporaries that stayed in the process
+    for the whole run (session 30). A no-op where ``malloc_trim`` does not exist."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
