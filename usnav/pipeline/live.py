@@ -492,7 +492,7 @@ class LivePipeline:
         )
         state = probe_state.value
         error = self.probe.last_error or ""
-        checked = est.source != "init"
+        checked = est.checked
         streaming = probe_state is DeviceState.STREAMING
         return {
             "state": state,

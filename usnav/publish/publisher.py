@@ -458,4 +458,4 @@ def _field_values(instance: Any) -> dict[str, Any]:
 def _checked(estimate: RegistrationEstimate | None) -> bool:
     """Whether a registration was estimated or confirmed on the images, or came from points —
     anything but the navigation system's unchecked initial registration (``source="init"``)."""
-    return estimate is not None and estimate.source != "init"
+    return estimate is not None and estimate.checked

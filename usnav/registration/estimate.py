@@ -78,6 +78,12 @@ class RegistrationEstimate:
     tied_candidate_reference_to_mri: np.ndarray | None = None
 
     @property
+    def checked(self) -> bool:
+        """Estimated or confirmed on the images, or from points: anything but the navigation
+        system's unchecked registration (``source="init"``)."""
+        return self.source != "init"
+
+    @property
     def margins_reference_to_mri(self) -> np.ndarray:
         """The transform margins are drawn with: at the tumor when known, else a tied
         candidate, else the navigation registration corrected across the sweep, when a
