@@ -209,6 +209,13 @@ class RegistrationOptions(BaseModel):
     led by 0.0042 at 6 mm and trailed by 0.002 at 9 mm (it passed the earlier single ±6 mm
     probe at 0.003). Negative values switch the rejection off (the margin is still
     measured)."""
+    ambiguity_consistent_gain: float | None = Field(default=None, ge=0)
+    """A rival the candidate leads by less than ``ambiguity_min_gain`` does not make a tie if
+    the lead is at least this and consistent across frames (paired t at least
+    ``ambiguity_consistent_t``). None: every lead under ``ambiguity_min_gain`` is a tie (the
+    rule until session 31)."""
+    ambiguity_consistent_t: float = Field(default=2.5, gt=0)
+    """See ``ambiguity_consistent_gain``."""
     sweep_climbs: int = Field(default=2, ge=0)
     """Before the verdict, the ambiguity probes (``ambiguity_offsets_mm`` along the sweep) are
     run from the candidate; where one ends at a distinct pose that scores higher by at least

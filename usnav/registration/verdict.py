@@ -516,6 +516,7 @@ class VerdictMixin:
         self._ambiguous_axes = set()  # the probes' axes with an alternative within the gain
         self._tie_spread_mm = 0.0  # the farthest alternative within the gain, mm
         poses, total = self._sweep_probes(candidate)
+        tie_t = np.inf  # the smallest paired t over the rivals within the gain
         for other, offset, axis in poses:
             distance = mean_displacement(other, candidate, pts)
             if not distance > opts.ambiguity_distinct_mm:
@@ -528,9 +529,17 @@ class VerdictMixin:
             if axis != "elevation":
                 key = f"ambiguity_margin_{axis}_{offset:g}mm"
             self._ambiguity_margins[key] = min(self._ambiguity_margins.get(key, np.inf), gain)
-            if gain < opts.ambiguity_min_gain:
-                self._ambiguous_axes.add(axis)
-                self._tie_spread_mm = max(self._tie_spread_mm, distance)
+            if gain >= opts.ambiguity_min_gain:
+                continue
+            tie_t = min(tie_t, t_stat)
+            if (
+                opts.ambiguity_consistent_gain is not None
+                and gain >= opts.ambiguity_consistent_gain
+                and t_stat >= opts.ambiguity_consistent_t
+            ):
+                continue  # a small lead, but consistent across frames: not a tie
+            self._ambiguous_axes.add(axis)
+            self._tie_spread_mm = max(self._tie_spread_mm, distance)
             if gain < worst[0]:
                 worst = (
                     gain,
@@ -539,8 +548,11 @@ class VerdictMixin:
                     f"{other_sim:.4f} against {similarity:.4f} (gain {gain:+.4f}, "
                     f"t = {t_stat:.1f})",
                 )
-        margin, text = worst
-        return (text if margin < opts.ambiguity_min_gain else ""), total, float(margin)
+        if np.isfinite(tie_t):
+            self._ambiguity_margins["ambiguity_tie_t"] = float(tie_t)
+        margins = [v for k, v in self._ambiguity_margins.items() if k.endswith("mm")]
+        margin = min(margins, default=np.inf)
+        return worst[1], total, float(margin)
 
     def _across_sweep(self, candidate: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, float]:
         """The candidate moved along the sweep (``elevation_direction`` turned by the
