@@ -532,3 +532,53 @@ def test_two_host_headers_are_refused_without_a_traceback(
         assert web.stats.refused == 1 and web.stats.opened == 0
     tracebacks = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert not tracebacks, [r.getMessage() for r in tracebacks]
+
+
+def _raw_http(port: int, request: str) -> tuple[list[bytes], bytes]:
+    """Send one raw HTTP request; the reply's status and header lines, and its body."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        raw.sendall(request.encode("ascii"))
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head.split(b"\r\n"), body
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/", "/index.html", "/app.js", "/nothing-here"])
+def test_a_method_the_page_does_not_support_gets_405_with_allow(method: str, path: str) -> None:
+    """Session 30's audit: ``POST /`` (and PUT, DELETE…) returned the page, 200, as if it
+    were a GET, while the WebSocket's path answered 405. The page only reads: every other
+    method is refused alike, with the methods it does take."""
+    with WebDisplay(WebOptions(connect="tcp://127.0.0.1:1", port=0)) as web:
+        lines, body = _raw_http(
+            web.port, f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\n\r\n"
+        )
+    assert lines[0] == b"HTTP/1.1 405 Method Not Allowed", lines
+    assert b"Allow: GET, HEAD" in lines
+    assert body.startswith(f"usnav web: method {method} is not allowed here".encode()), body
+
+
+def test_head_gets_the_pages_headers_and_no_body() -> None:
+    """HEAD answers like GET without the body (it returned the page's bytes as well)."""
+    with WebDisplay(WebOptions(connect="tcp://127.0.0.1:1", port=0)) as web:
+        request = "{} / HTTP/1.1\r\nHost: 127.0.0.1:" + f"{web.port}\r\n\r\n"
+        get_lines, get_body = _raw_http(web.port, request.format("GET"))
+        head_lines, head_body = _raw_http(web.port, request.format("HEAD"))
+    assert get_lines[0] == head_lines[0] == b"HTTP/1.1 200 OK"
+    assert f"Content-Length: {len(get_body)}".encode() in head_lines
+    assert get_body.startswith(b"<!") and head_body == b""
+
+
+def test_a_wrong_method_without_the_token_still_gets_only_403() -> None:
+    """The method is checked after the token: a stranger learns nothing but 403."""
+    with WebDisplay(WebOptions(connect="tcp://127.0.0.1:1", port=0, token="method-token")) as web:
+        lines, _ = _raw_http(web.port, f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\n\r\n")
+        assert lines[0] == b"HTTP/1.1 403 Forbidden", lines
+        lines, _ = _raw_http(
+            web.port, f"POST /?token=method-token HTTP/1.1\r\nHost: x:{web.port}\r\n\r\n"
+        )
+        assert lines[0] == b"HTTP/1.1 405 Method Not Allowed", lines

@@ -62,6 +62,8 @@ _CSP = (
     "style-src 'self'; script-src 'self'; frame-ancestors 'none'"
 )
 LOOPBACK_NAMES = ("localhost",)
+#: The methods the page's files answer; anything else gets 405 (the WebSocket takes GET only).
+_PAGE_METHODS = ("GET", "HEAD")
 
 
 class WebOptions(BaseModel):
@@ -340,14 +342,28 @@ class WebDisplay:
             self.stats.refused += 1
             return _response(HTTPStatus.FORBIDDEN, f"usnav web: {why}\n".encode(), "text/plain")
         if path == "/ws":
-            return None  # go on with the WebSocket handshake
+            return None  # the WebSocket handshake: websockets answers 405 to all but GET
+        if request.method not in _PAGE_METHODS:
+            # the page only reads: a POST, PUT or DELETE changes nothing, so say so (405)
+            # rather than serve the page as if it had been a GET
+            response = _response(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"usnav web: method {request.method} is not allowed here — use GET\n".encode(),
+                "text/plain",
+            )
+            response.headers["Allow"] = ", ".join(_PAGE_METHODS)
+            return response
         if path == "/favicon.ico":
-            return _response(HTTPStatus.NO_CONTENT, b"", "text/plain")
-        if path in _STATIC:
+            response = _response(HTTPStatus.NO_CONTENT, b"", "text/plain")
+        elif path in _STATIC:
             name, kind = _STATIC[path]
             body = resources.files("usnav.web").joinpath("static", name).read_bytes()
-            return _response(HTTPStatus.OK, body, kind)
-        return _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+            response = _response(HTTPStatus.OK, body, kind)
+        else:
+            response = _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+        if request.method == "HEAD":  # the same headers (Content-Length included), no body
+            response.body = b""
+        return response
 
     async def _handle(self, connection: ServerConnection) -> None:
         """One page: send it the newest picture whenever it is ready for one.
