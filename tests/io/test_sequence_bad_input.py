@@ -198,6 +198,54 @@ def test_an_unknown_nrrd_version_or_byte_order_is_refused(good):
     raises_input_error(edit_header(nrrd, "endian: little", "endian: middle"), "'middle'")
 
 
+@pytest.mark.parametrize(
+    ("first", "shown"),
+    [
+        (b"\xff\xfejectType = Image", r"'\xff\xfejectType = Image'"),  # the audit's file
+        (b"ObjectType Image", "'ObjectType Image'"),  # the '=' lost
+        (b"ObjectTyXe = Image", "'ObjectTyXe = Image'"),  # one byte flipped
+        (b"", "''"),  # the line blanked
+    ],
+    ids=["bytes", "no-equals", "flipped", "blank"],
+)
+def test_a_garbled_first_line_is_refused_naming_the_line(good, first, shown, capsys):
+    """Session-30 audit: a file whose first line was ``\\xff\\xfejectType = Image`` (two
+    bytes overwritten) was read as if whole; PLUS does not recognise it as a sequence file
+    (its ``CanReadFile`` reads line 1 only). Refused in one line, tolerant mode too."""
+    path = good()
+    data = path.read_bytes()
+    assert data.startswith(b"ObjectType = Image\n")
+    damaged = path.with_name("garbled.igs.mha")
+    damaged.write_bytes(first + data[len(b"ObjectType = Image") :])
+    for tolerant in (False, True):
+        message = raises_input_error(damaged, "line 1 is " + shown, tolerant=tolerant)
+        assert "expected 'ObjectType = Image'" in message
+    assert main(["info", str(damaged)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["objecttype = image", "  ObjectType = Image  \r", "Comment = from ITK", "NDims = 3"],
+    ids=["lower-case", "spaces-crlf", "comment", "ndims"],
+)
+def test_first_lines_that_writers_put_there_still_read(good, originals, first):
+    """What may come first: ``ObjectType`` in any case and spacing, MetaIO's ``Comment``
+    (written before ``ObjectType`` when an image has one), ``NDims`` (a hand-made header)."""
+    path = good()
+    data = path.read_bytes()
+    rest = data[len(b"ObjectType = Image") :]
+    if first.startswith(("Comment", "NDims")):
+        rest = b"\nObjectType = Image" + rest if first.startswith("Comment") else rest
+        rest = rest.replace(b"\nNDims = 3\n", b"\n", 1) if first.startswith("NDims") else rest
+    edited = path.with_name("first.igs.mha")
+    edited.write_bytes(first.encode() + rest)
+    with read_sequence(edited) as seq:
+        assert len(seq) == N and not seq.problems
+        assert np.array_equal(seq.image(N - 1), originals[N - 1].image)
+
+
 def test_not_a_sequence(tmp_path):
     junk = tmp_path / "junk.igs.mha"
     junk.write_bytes(bytes(range(256)) * 8)

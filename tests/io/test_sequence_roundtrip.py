@@ -236,7 +236,9 @@ def test_header_keys_in_any_order_and_case(tmp_path):
     lines = metaio_header_lines(path)
     data = path.read_bytes()
     pixels = data[len("\n".join(lines)) + 1 :]
-    shuffled = [lines[-2], *lines[1:-2][::-1], lines[0]]  # frame fields first, reversed
+    # line 1 stays (PLUS recognises the file by it; a garbled one is refused, see
+    # test_sequence_bad_input); after it, frame fields first, everything reversed
+    shuffled = [lines[0], lines[-2], *lines[1:-2][::-1]]
     shuffled = [line.replace("DimSize", "dimsize") for line in shuffled]
     odd = tmp_path / "odd.igs.mha"
     odd.write_bytes(("\r\n".join(shuffled) + "\r\nElementDataFile = LOCAL\r\n").encode() + pixels)

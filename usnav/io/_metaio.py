@@ -99,14 +99,48 @@ def _split(line: str) -> tuple[str, str] | None:
     return key, value.strip()
 
 
+#: Keys a MetaIO writer puts on line 1: ``ObjectType`` (PLUS, IGSIO, ITK, VTK, 3D Slicer,
+#: usnav), ``Comment`` (MetaIO's writer, when the image has one) or ``NDims`` (a header
+#: written by hand, which the format sniffer also takes).
+_FIRST_KEYS = ("objecttype", "comment", "ndims")
+
+
+def _check_first_line(path: Path, text: bytes) -> None:
+    """Refuse a header whose first line is not one a MetaIO writer starts with.
+
+    PLUS recognises a sequence file by its first line alone (``CanReadFile``: exactly
+    ``ObjectType = Image``). A first line that is not a field, or a field no writer puts
+    first, means the start of the file was damaged (bytes overwritten, a text editor's
+    re-encoding) or the file is not MetaIO: whatever that line held is lost.
+
+    Raises
+    ------
+    InputError
+        Line 1 is not ``ObjectType = ...``, ``Comment = ...`` or ``NDims = ...``.
+    """
+    line = text.split(b"\n", 1)[0].rstrip(b"\r")
+    kv = _split(line.decode("utf-8", errors="surrogateescape"))
+    if kv is not None and kv[0].lower() in _FIRST_KEYS:
+        return
+    shown = line[:60].decode("utf-8", errors="backslashreplace")
+    raise InputError(
+        path,
+        f"line 1 is '{shown}', expected 'ObjectType = Image' (the line PLUS recognises "
+        "a sequence file by)",
+        "the start of the file is damaged or it is not a MetaIO (.mha) file: restore "
+        "line 1 as 'ObjectType = Image' or use the original recording",
+    )
+
+
 def read_metaio_layout(path: Path) -> Layout:
     """Parse a MetaIO sequence header (pixels untouched).
 
     Raises
     ------
     InputError
-        Not MetaIO, no ``ElementDataFile``, bad ``NDims``/``DimSize``/``Kinds``/``ElementType``,
-        ASCII pixel data, unsupported data file.
+        Not MetaIO, a damaged first line, no ``ElementDataFile``, bad
+        ``NDims``/``DimSize``/``Kinds``/``ElementType``, ASCII pixel data, unsupported data
+        file.
     """
     text, offset = read_header_block(
         path,
@@ -115,6 +149,7 @@ def read_metaio_layout(path: Path) -> Layout:
         "the header is cut short or the file is not a MetaIO (.mha) file",
         literal=b"ElementDataFile",
     )
+    _check_first_line(path, text)
     raw = RawHeader(data_offset=offset)
     split_lines(path, text, _split, raw)
     object_type = raw.get("ObjectType")
