@@ -166,8 +166,12 @@ def read_metaio_layout(path: Path) -> Layout:
     vector_axes = sum(1 for k in (kinds or []) if k.lower() == "vector")
     # IGSIO reads one size per entry of Kinds; the axes NDims counts beyond them default to
     # 1 (a PLUS file of one frame: NDims = 3, DimSize = 6 5, Kinds = domain domain)
-    single_frame = kinds is not None and len(kinds) == len(sizes) and ndims is not None
-    single_frame = single_frame and len(sizes) < ndims + vector_axes
+    single_frame = (
+        kinds is not None
+        and ndims is not None
+        and len(kinds) == len(sizes)
+        and len(sizes) < ndims + vector_axes
+    )
     if ndims is not None and len(sizes) != ndims + vector_axes and not single_frame:
         raise InputError(
             path,
