@@ -11,6 +11,7 @@ import zmq
 from usnav.errors import InputError
 from usnav.protocol.curve import (
     generate_keys,
+    interface_name,
     is_loopback_endpoint,
     secure_client_socket,
     secure_server_socket,
@@ -71,10 +72,53 @@ def test_existing_keys_are_not_overwritten(tmp_path: Path) -> None:
         ("ipc:///tmp/usnav", True),
         ("tcp://0.0.0.0:5556", False),
         ("tcp://192.168.1.20:5556", False),
+        ("tcp://lo:5556", False),  # an interface name: its addresses are not checked
     ],
 )
 def test_loopback_detection(address: str, loopback: bool) -> None:
     assert is_loopback_endpoint(address) is loopback
+
+
+@pytest.mark.parametrize(
+    ("address", "name"),
+    [
+        ("tcp://lo:5556", "lo"),
+        ("tcp://eth0:5556", "eth0"),
+        ("tcp://127.0.0.1:5556", None),
+        ("tcp://[::1]:5556", None),
+        ("tcp://localhost:5556", None),
+        ("tcp://*:5556", None),
+        ("tcp://eth0;127.0.0.1:5556", None),  # source;destination: the generic refusal
+        ("ipc:///tmp/usnav", None),
+    ],
+)
+def test_interface_names_are_told_apart(address: str, name: str | None) -> None:
+    assert interface_name(address) == name
+    if name is not None:
+        assert not is_loopback_endpoint(address)  # the safe default stays
+
+
+@pytest.mark.parametrize("interface", ["lo", "eth0"])
+def test_an_interface_name_is_refused_saying_what_to_write_instead(interface: str) -> None:
+    """Session 30's protocol audit: ``tcp://lo:PORT`` was refused as 'beyond loopback' with
+    the advice to bind tcp://127.0.0.1 (no port, no word on why 'lo' is not loopback). An
+    interface's addresses are the machine's configuration, so it stays refused; the message
+    says so and gives the endpoint to write, port included."""
+    from usnav.publish.publisher import Publisher
+
+    with pytest.raises(InputError) as info:
+        Publisher(f"tcp://{interface}:56008")
+    message = str(info.value)
+    assert f"'{interface}' names a network interface, not an address" in message
+    assert "write tcp://127.0.0.1:56008" in message and "--curve-key" in message
+    assert "\n" not in message
+
+
+def test_an_address_beyond_loopback_is_told_the_loopback_endpoint_with_its_port() -> None:
+    from usnav.publish.publisher import Publisher
+
+    with pytest.raises(InputError, match=r"or bind tcp://127\.0\.0\.1:56001\)"):
+        Publisher("tcp://0.0.0.0:56001")
 
 
 def test_publisher_refuses_plain_network_bind_and_serves_curve_clients(tmp_path: Path) -> None:

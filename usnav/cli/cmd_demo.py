@@ -68,13 +68,14 @@ def run(args: argparse.Namespace) -> int:
     if args.passes < 1:
         raise InputError("--passes", f"must be at least 1, got {args.passes}")
     check_endpoint(args.publish, "--publish")
-    from usnav.protocol.curve import is_loopback_endpoint
+    from usnav.protocol.curve import is_loopback_endpoint, loopback_endpoint_like
 
     if not is_loopback_endpoint(args.publish):  # before any folder is made
         raise InputError(
             "--publish",
             f"{args.publish}: the demo publishes on this machine only",
-            "use tcp://127.0.0.1:PORT (usnav run publishes beyond loopback, with keys)",
+            f"use {loopback_endpoint_like(args.publish)} (usnav run publishes beyond "
+            "loopback, with keys)",
         )
     if args.cache is not None:
         check_output(args.cache, folder=True, force=True, option="--cache")

@@ -141,6 +141,31 @@ def is_loopback_endpoint(address: str) -> bool:
         return False
 
 
+def interface_name(address: str) -> str | None:
+    """The network interface a ``tcp://NAME:port`` bind names (``lo``, ``eth0``), else None.
+
+    ZeroMQ binds such an endpoint to an address the interface has when it binds; which one is
+    up to the machine's configuration (``lo`` may carry addresses beyond 127.0.0.0/8), so
+    :func:`is_loopback_endpoint` never takes a name other than ``localhost`` for loopback.
+    """
+    if not address.startswith("tcp://"):
+        return None
+    host = urlparse(address).hostname or ""
+    if host in ("", "*", "localhost") or ";" in host:  # ';': ZeroMQ's source;destination
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return None
+
+
+def loopback_endpoint_like(address: str) -> str:
+    """``tcp://127.0.0.1:<the same port>``: what to write to keep ``address`` on this machine."""
+    port = address.rpartition(":")[2] if address.startswith("tcp://") else ""
+    return f"tcp://127.0.0.1:{port if port and '/' not in port else 'PORT'}"
+
+
 def is_ipv6_endpoint(address: str) -> bool:
     """True for a ``tcp://[v6 address]:port`` endpoint (ZeroMQ needs its IPV6 option then)."""
     if not address.startswith("tcp://"):

@@ -23,8 +23,10 @@ from usnav.errors import InputError
 from usnav.protocol import messages as m
 from usnav.protocol import wire as p
 from usnav.protocol.curve import (
+    interface_name,
     is_ipv6_endpoint,
     is_loopback_endpoint,
+    loopback_endpoint_like,
     secure_server_socket,
 )
 from usnav.protocol.display import UNCERTAIN, DisplayRules, DisplayState, publisher_state
@@ -94,11 +96,24 @@ class Publisher:
             and address.startswith("tcp://")
             and not is_loopback_endpoint(address)
         ):
+            local = loopback_endpoint_like(address)
+            keys = (
+                "create keys with 'usnav keys --out KEYDIR' and pass --curve-key "
+                "KEYDIR/server.key_secret"
+            )
+            interface = interface_name(address)
+            if interface is not None:
+                raise InputError(
+                    address,
+                    f"'{interface}' names a network interface, not an address: only a "
+                    "loopback address or localhost counts as this machine only (an "
+                    "interface's addresses are the machine's configuration, even lo's)",
+                    f"for this machine only write {local}; beyond it, {keys}",
+                )
             raise InputError(
                 address,
                 "publishing beyond loopback needs encryption and client authentication",
-                "create keys with 'usnav keys --out KEYDIR' and pass --curve-key "
-                "KEYDIR/server.key_secret (or bind tcp://127.0.0.1)",
+                f"{keys} (or bind {local})",
             )
         self.send_label_image = send_label_image
         # CURVE's authenticator binds a fixed inproc address in its context: a private context
