@@ -14,6 +14,7 @@ from usnav.pipeline.config import PipelineOptions
 from usnav.protocol.wire import DEFAULT_ADDRESS as WIRE_ADDRESS
 from usnav.publish.publisher import DEFAULT_ADDRESS as PUBLISHER_ADDRESS
 from usnav.publish.slicer import DEFAULT_SLICER_PORT
+from usnav.web.server import WebOptions
 
 PACKAGE = Path(__file__).resolve().parents[1] / "usnav"
 
@@ -24,12 +25,24 @@ def test_every_user_takes_the_default_from_one_place() -> None:
     assert PipelineOptions().publish_address == defaults.DISPLAY_ENDPOINT
     assert DEFAULT_PORT == ProbeConfig().port == defaults.IGTL_PORT
     assert DEFAULT_SLICER_PORT == defaults.SLICER_PORT
+    assert WebOptions().port == defaults.WEB_PORT
+
+
+def test_services_that_run_together_have_their_own_ports() -> None:
+    """Session 30 left 'default ports shared'. A PLUS server (or usnav replay), usnav run with
+    its publisher and Slicer re-export, and usnav web run on one workstation together: each
+    listens on its own default port. (Two *sessions* on one machine share them by design: a
+    device address names one server; a site sets its ports.)"""
+    publisher_port = int(defaults.DISPLAY_ENDPOINT.rsplit(":", 1)[1])
+    ports = [defaults.IGTL_PORT, defaults.SLICER_PORT, publisher_port, defaults.WEB_PORT]
+    assert len(set(ports)) == len(ports), ports
 
 
 def test_no_module_assigns_its_own_copy() -> None:
     """A default written as a literal (``= "tcp://..."``, ``default=18944``) is a second
     source that will drift; text in docstrings and messages is fine."""
-    values = [defaults.DISPLAY_ENDPOINT, str(defaults.IGTL_PORT), str(defaults.SLICER_PORT)]
+    values = [defaults.DISPLAY_ENDPOINT]
+    values += [str(p) for p in (defaults.IGTL_PORT, defaults.SLICER_PORT, defaults.WEB_PORT)]
     literal = "|".join(re.escape(v) for v in values)
     assignment = re.compile(rf"(=|default=)\s*\"?({literal})\"?\s*[,)\n]")
     copies = [

@@ -12,5 +12,7 @@ IGTL_PORT = 18944
 SLICER_PORT = 18945
 #: Where ``usnav run`` publishes margins to displays (ZeroMQ PUB) and where displays connect.
 DISPLAY_ENDPOINT = "tcp://127.0.0.1:5556"
+#: ``usnav web``: the page for browsers (HTTP and its WebSocket).
+WEB_PORT = 8080
 
-__all__ = ["DISPLAY_ENDPOINT", "IGTL_PORT", "SLICER_PORT"]
+__all__ = ["DISPLAY_ENDPOINT", "IGTL_PORT", "SLICER_PORT", "WEB_PORT"]

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from usnav.cli.cmd_view import _size, add_mri_arguments, load_mri_context
-from usnav.defaults import DISPLAY_ENDPOINT
+from usnav.defaults import DISPLAY_ENDPOINT, WEB_PORT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"publisher address (default {DISPLAY_ENDPOINT})",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port to serve on (8080; 0 = any)")
+    p.add_argument(
+        "--port", type=int, default=WEB_PORT, help=f"port to serve on ({WEB_PORT}; 0 = any)"
+    )
     p.add_argument("--token", metavar="T", help="access token (required beyond loopback)")
     p.add_argument("--cert", type=Path, metavar="C", help="TLS certificate (PEM)")
     p.add_argument("--key", type=Path, metavar="K", help="TLS private key (PEM)")

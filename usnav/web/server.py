@@ -43,7 +43,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from usnav.defaults import DISPLAY_ENDPOINT
+from usnav.defaults import DISPLAY_ENDPOINT, WEB_PORT
 from usnav.errors import InputError, UsnavError
 from usnav.viewer.mri import MriContext
 from usnav.viewer.state import ViewerOptions
@@ -89,7 +89,7 @@ class WebOptions(BaseModel):
 
     connect: str = DISPLAY_ENDPOINT
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(WEB_PORT, ge=0, le=65535)
     token: str | None = None
     cert: Path | None = None
     key: Path | None = None
