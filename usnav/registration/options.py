@@ -212,8 +212,11 @@ class RegistrationOptions(BaseModel):
     ambiguity_consistent_gain: float | None = Field(default=None, ge=0)
     """A rival the candidate leads by less than ``ambiguity_min_gain`` does not make a tie if
     the lead is at least this and consistent across frames (paired t at least
-    ``ambiguity_consistent_t``). None: every lead under ``ambiguity_min_gain`` is a tie (the
-    rule until session 31)."""
+    ``ambiguity_consistent_t``). None (default): every lead under ``ambiguity_min_gain`` is a
+    tie. Not adopted (session 31, notes/session-31.md): chosen on 48 fresh ``sweep-anatomy``
+    cases, 0.002 / t 2.5 rescued two ties (1.25, 0.95 mm) and accepted a third 12.2 mm off
+    (lead +0.0042, t 3.6) with a stated 2.55 mm bound; a correct tie there led with t 1.4.
+    The consistency of the lead does not tell right ties from wrong ones."""
     ambiguity_consistent_t: float = Field(default=2.5, gt=0)
     """See ``ambiguity_consistent_gain``."""
     sweep_climbs: int = Field(default=2, ge=0)
