@@ -54,7 +54,8 @@ class PipelineOptions(BaseModel):
         must show the right state within 1 s; displays count 1.5 s of silence as a lost link).
     stale_after_s
         Margins are published with ``stale = true`` when the probe link is not streaming or
-        the frame's tracking is older than this (s); the status says "no signal" meanwhile.
+        the frame is older than this (s: the time since its receipt plus how late it arrived
+        by the device's clock); the status says "no signal" meanwhile.
     record_queue_frames
         Frames waiting to be written before the recorder counts drops (memory bound).
     record_finish_timeout_s

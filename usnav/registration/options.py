@@ -111,7 +111,8 @@ class RegistrationOptions(BaseModel):
     the median error on tuning seeds 1001-1040. (The stated ``uncertainty_mm`` adds the
     systematic budget below instead.)"""
     uncertainty_evaluations: int | None = Field(default=30, ge=5)
-    """Budget of each half-sweep refinement (default: half the finest level's)."""
+    """Budget of each half-sweep refinement (default 30; None: half the finest level's, at
+    least 30)."""
     statistical_scale: float = Field(default=2.0, ge=0)
     """The half-sweep spread times this is the statistical part of ``uncertainty_mm`` (a 95 %
     bound from a one-pair spread; chosen on the tuning families, docs/registration.md)."""
