@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from usnav.calibration.temporal import (
     calibrate_temporal,
     fit_line_ransac,
+    motion_periods,
     scanline_peaks,
     search_lag,
 )
@@ -79,12 +80,18 @@ def test_line_found_despite_outliers() -> None:
 
 
 def _tank_recording(
-    path: Path, *, lag: float, move: bool = True, t0: float = 100.0, tracker_in_video: bool = True
+    path: Path,
+    *,
+    lag: float,
+    move: bool = True,
+    t0: float = 100.0,
+    tracker_in_video: bool = True,
+    duration_s: float = 12.0,
 ) -> Path:
     """Video of a tank bottom whose depth follows the motion; poses in the same file."""
     rows, cols = 160, 200
     frames = []
-    t_video = t0 + np.arange(0.0, 12.0, 1 / 11.5)
+    t_video = t0 + np.arange(0.0, duration_s, 1 / 11.5)
     for i, t in enumerate(t_video):
         depth = 80 + (9.0 * _motion(np.array([t - t0]))[0] if move else 0.0)
         img = np.zeros((rows, cols), np.uint8)
@@ -105,6 +112,45 @@ def test_synthetic_tank_recording_single_file(tmp_path: Path) -> None:
     result = calibrate_temporal(path)  # tracker poses from the same file
     assert result.tool == "ProbeToTracker"  # no Reference recorded: falls back
     assert abs(result.tracker_lag_s - (-0.1)) < 0.004
+    assert result.compared_s > 10.0 and result.motion_periods >= 5
+    assert result.warnings == []
+
+
+def test_motion_periods_counts_cycles_not_noise() -> None:
+    t = np.arange(0.0, 10.0, 0.02)
+    rng = np.random.default_rng(0)
+    assert motion_periods(-np.cos(2 * np.pi * 0.7 * t) + 0.05 * rng.normal(size=len(t))) == 7
+    assert motion_periods(np.zeros(2)) == 0
+
+
+def test_short_recording_is_flagged(tmp_path: Path) -> None:
+    # 5 s of motion: the lag is still found on clean synthetic data, but the method needs
+    # 10-15 s and 5 periods, and on real data a short recording is tens of ms off (below)
+    path = _tank_recording(tmp_path / "short.igs.mha", lag=0.1, duration_s=5.0)
+    result = calibrate_temporal(path)
+    assert result.compared_s < 5.0
+    assert any("periods of motion were compared" in w for w in result.warnings)
+    assert result.as_dict()["compared_s"] == result.compared_s
+
+
+@pytest.mark.needs_data
+def test_short_real_recording_is_flagged_not_confident(plus_images: Path, tmp_path: Path) -> None:
+    # PLUS's water-tank video cut to its first 4 s: the lag moves 28 ms from PLUS's (tolerance
+    # 5 ms) while the RMS residual drops from 1.35 to 0.86 mm; only the warning says so
+    from usnav.io.sequence import read_sequence
+
+    video = plus_images / "WaterTankBottomTranslationVideoBuffer.igs.mha"
+    tracker = plus_images / "WaterTankBottomTranslationTrackerBuffer.igs.mha"
+    with read_sequence(video) as seq:
+        t0 = float(seq.timestamps[0])
+        frames = [seq.frame(i) for i in range(len(seq)) if seq.timestamps[i] < t0 + 4.0]
+    short = write_sequence(tmp_path / "first4s.igs.mha", frames)
+    full = calibrate_temporal(video, tracker)
+    assert full.warnings == [] and full.motion_periods >= 5
+    result = calibrate_temporal(short, tracker)
+    assert abs(result.tracker_lag_s - PLUS_LAG_S) > 0.005  # the answer really is off
+    assert result.rms_error_mm < full.rms_error_mm  # and the residual does not show it
+    assert any("periods of motion were compared" in w for w in result.warnings)
 
 
 def test_static_probe_is_refused(tmp_path: Path) -> None:
