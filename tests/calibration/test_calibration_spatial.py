@@ -73,6 +73,32 @@ def test_reproduces_plus_fcal_calibration(plus_result) -> None:
     assert plus_result.calibration_error.sd == pytest.approx(0.5195, abs=1e-3)
     np.testing.assert_allclose(plus_result.spacing_mm, [0.0782, 0.0736], atol=5e-4)
     assert len(plus_result.calibration.used) == 188 and len(plus_result.validation.used) == 94
+    assert plus_result.warnings == []
+    u0, v0, u1, v1 = plus_result.as_dict()["wire_region_px"]
+    assert 290 < u0 < u1 < 510 and 215 < v0 < v1 < 415  # only the middle of the 820 x 616 image
+
+
+@pytest.mark.needs_data
+def test_a_calibration_from_too_similar_poses_is_not_stated_confidently(
+    plus_result, plus_images: Path, tmp_path: Path
+) -> None:
+    # PLUS's frames 30-60 (a 30-frame stretch of the sweep): the fit is accepted (axes 0.9°
+    # from perpendicular) and its PRE3D is 0.57 mm, half the full recording's, yet the image
+    # corners land up to 20 mm from PLUS's calibration. The validation recording shows it.
+    with read_sequence(plus_images / "fCal_Test_Calibration_3NWires.igs.mha") as seq:
+        frames = [seq.frame(i) for i in range(30, 60)]
+    short = write_sequence(tmp_path / "frames30-60.igs.mha", frames)
+    val = plus_images / "fCal_Test_Validation_3NWires.igs.mha"
+    result = calibrate_spatial(plus_result.config, short, val)
+    corners = np.array([[0, 0, 0, 1], [819, 0, 0, 1], [0, 615, 0, 1], [819, 615, 0, 1]]).T
+    off = np.linalg.norm(
+        (result.image_to_probe @ corners - PLUS_IMAGE_TO_PROBE @ corners)[:3], axis=0
+    )
+    assert off.max() > 10.0  # the answer really is far off
+    assert result.calibration_error.mean < 0.7  # and its own frames do not show it
+    assert any("does not carry over to the validation" in w for w in result.warnings)
+    alone = calibrate_spatial(plus_result.config, short)
+    assert any("no validation recording" in w for w in alone.warnings)
 
 
 @pytest.mark.needs_data
@@ -136,6 +162,7 @@ def test_recovers_known_image_to_probe(synthetic) -> None:
         FrameStatus.NO_IMAGE.value: 1,
     }
     assert result.validation.counts == {"ok": 12}
+    assert result.warnings == []
     d = result.as_dict()
     assert np.asarray(d["ImageToProbe"]).shape == (4, 4)
     assert d["calibration"]["skipped"] == {"no image": 1, "probe or reference transform not OK": 3}

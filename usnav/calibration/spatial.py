@@ -50,6 +50,13 @@ MIN_FRAMES = 10
 MIN_EQUATIONS = 8
 #: Largest angle (deg) between the image x and y axes' deviation from 90° we accept.
 MAX_SKEW_DEG = 1.0
+#: Validation PRE3D above this multiple of the calibration PRE3D means the fit does not carry
+#: over to other poses. On PLUS's fCal data: 1.08 for the whole recording (and with 30 % of the
+#: frames dropped, or 0.3 mm / 0.3° or 1 mm / 1° tracking jitter); 1.6–4.9 for calibrations
+#: from 30–90 consecutive frames whose ImageToProbe is 1.4–20 mm off in the image.
+MAX_VALIDATION_RATIO = 1.5
+#: ... and by at least this much, mm (sub-0.1 mm errors of clean data may differ twofold).
+MIN_VALIDATION_EXCESS_MM = 0.3
 
 #: ``progress(stage, done, total)``: stage is "calibration" or "validation".
 ProgressCallback = Callable[[str, int, int], None]
@@ -184,6 +191,14 @@ class SpatialCalibrationResult:
         return float(n[0]), float(n[1])
 
     @property
+    def wire_region_px(self) -> tuple[float, float, float, float]:
+        """Image region of the calibration's middle-wire dots, px (u_min, v_min, u_max, v_max):
+        the PRE3D figures describe the image there; elsewhere ImageToProbe is extrapolated."""
+        uv = np.asarray(self.calibration.image_points, dtype=np.float64).reshape(-1, 2)
+        lo, hi = uv.min(axis=0), uv.max(axis=0)
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+    @property
     def skew_deg(self) -> float:
         """Deviation of the angle between the image x and y axes from 90°, degrees."""
         return axes_skew_deg(self.image_to_probe)
@@ -198,6 +213,7 @@ class SpatialCalibrationResult:
             ),
             "spacing_mm_per_px": list(self.spacing_mm),
             "axes_skew_deg": self.skew_deg,
+            "wire_region_px": list(self.wire_region_px),
             "outlier_equations": list(self.outlier_equations),
             "calibration": self.calibration.summary(),
             "validation": self.validation.summary() if self.validation else None,
@@ -526,6 +542,25 @@ def calibrate_spatial(
         if len(val.used) == 0:
             raise CalibrationRefused(val, _refusal(val, 1))
         val_err = reprojection_errors_mm(matrix, val.image_points, val.probe_points)
+    cal_stats = percentile_stats(cal_err)
+    val_stats = percentile_stats(val_err) if val_err is not None else None
+    if val_stats is None:
+        warnings.append(
+            "no validation recording: the errors are those of the frames the calibration was "
+            "fitted to, which stay small when those poses vary too little although the image "
+            "is then mm off away from the wires; give --validation"
+        )
+    elif (
+        val_stats.mean > MAX_VALIDATION_RATIO * cal_stats.mean
+        and val_stats.mean - cal_stats.mean > MIN_VALIDATION_EXCESS_MM
+    ):
+        warnings.append(
+            f"the calibration does not carry over to the validation recording (PRE3D "
+            f"{val_stats.mean:.2f} mm there against {cal_stats.mean:.2f} mm on the frames it was "
+            "fitted to): the calibration poses probably vary too little (too few frames, a "
+            "short sweep), and away from the wires the image may be several mm off; record "
+            "the calibration again with more varied poses"
+        )
     for seq in (cal, val):
         if seq is None:
             continue
@@ -537,8 +572,8 @@ def calibrate_spatial(
             )
     return SpatialCalibrationResult(
         image_to_probe=matrix,
-        calibration_error=percentile_stats(cal_err),
-        validation_error=percentile_stats(val_err) if val_err is not None else None,
+        calibration_error=cal_stats,
+        validation_error=val_stats,
         calibration_errors_mm=cal_err,
         validation_errors_mm=val_err,
         outlier_equations=dropped,
