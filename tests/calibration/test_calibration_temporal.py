@@ -185,3 +185,32 @@ def test_missing_tool_is_refused(tmp_path: Path) -> None:
     video = _tank_recording(tmp_path / "v.igs.mha", lag=0.0)
     with pytest.raises(InputError, match="StylusToTracker"):
         calibrate_temporal(video, tool="StylusToTracker")
+
+
+@pytest.mark.needs_data
+@pytest.mark.parametrize("shift_s", [0.4, -0.3])
+def test_a_lag_beyond_a_quarter_period_is_found_where_plus_rule_fails(
+    plus_images: Path, tmp_path: Path, shift_s: float
+) -> None:
+    # the tracker's clock moved by shift_s: the true lag is PLUS's plus that shift. PLUS keeps
+    # the polarity whose lag is smaller, here the wrong one (0.5 s off, 5× worse fit); the fit
+    # decides when it is that clear
+    import dataclasses
+
+    from usnav.io.sequence import read_sequence
+
+    video = plus_images / "WaterTankBottomTranslationVideoBuffer.igs.mha"
+    tracker = plus_images / "WaterTankBottomTranslationTrackerBuffer.igs.mha"
+    with read_sequence(tracker) as seq:
+        frames = [
+            dataclasses.replace(f, t_device=f.t_device + shift_s)
+            for f in (seq.frame(i) for i in range(len(seq)))
+        ]
+    shifted = write_sequence(tmp_path / "tracker_shifted.igs.mha", frames)
+    result = calibrate_temporal(video, shifted)
+    assert abs(result.tracker_lag_s - (PLUS_LAG_S + shift_s)) < 0.005, result.warnings
+    assert any("PLUS would keep" in w for w in result.warnings)
+    # the lag found on the unshifted data is PLUS's, with no such warning (its other polarity
+    # fits ~5× worse and lies farther from zero)
+    plain = calibrate_temporal(video, tracker)
+    assert not any("PLUS would keep" in w for w in plain.warnings)

@@ -13,8 +13,10 @@ The tracker signal is resampled linearly at ``t_video + Δ`` and the SSD of the 
 ((x − mean)/σ) signals is minimised over Δ: a coarse pass over ±``max_lag_s`` in steps of one
 video frame period, a fine pass at ±3 periods in 1 ms steps. The sign of the principal axis is
 arbitrary, so the search is repeated with the tracker signal negated and the smaller |Δ| is
-kept (PLUS). By default only video samples whose t + Δ lies inside the tracker recording for
-every searched Δ are compared; ``clamp_ends=True`` follows PLUS exactly (tracker range shrunk by
+kept (PLUS), unless the other polarity fits clearly better (``CLEAR_FIT_RATIO``: then the
+lag is larger than a quarter of the motion's period, and PLUS's rule would be wrong). By
+default only video samples whose t + Δ lies inside the tracker recording for every searched Δ
+are compared; ``clamp_ends=True`` follows PLUS exactly (tracker range shrunk by
 ``max_lag_s``, its end values held beyond it), which reproduces PLUS's error figure but biases
 Δ by a few ms.
 
@@ -54,6 +56,13 @@ FINE_STEP_S = 0.001
 #: says less, so it is flagged.
 MIN_COMPARED_S = 10.0
 MIN_MOTION_PERIODS = 5
+#: The lag of the other polarity is kept instead of PLUS's smaller |lag| when its SSD is at
+#: least this many times smaller. PLUS's water-tank data: the right polarity's SSD is 4.7–5.4×
+#: smaller than the wrong one's for tracker clocks shifted by −0.3 to +0.4 s (true lags −0.36
+#: to +0.34 s), while both fit about equally badly (ratio 1.1) when the true lag lies beyond the
+#: ±0.5 s search; a perfectly periodic motion gives a ratio near 1 too, where only PLUS's rule
+#: (a lag under a quarter of the period) can choose.
+CLEAR_FIT_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -540,10 +549,22 @@ def calibrate_temporal(
     best = min(searches, key=lambda s: abs(s.lag_s))
     warnings = []
     other = searches[1] if best is searches[0] else searches[0]
-    if other.ssd < best.ssd:
+    if other.ssd * CLEAR_FIT_RATIO <= best.ssd:
+        # the data decide: a true lag beyond a quarter of the motion's period puts the wrong
+        # polarity's optimum nearer zero, and PLUS's smaller-|lag| rule then takes it
+        warnings.append(
+            f"kept the lag that fits (polarity {other.polarity:+d}: {other.lag_s:+.4f} s, SSD "
+            f"{other.ssd:.1f}) over the smaller |lag| PLUS would keep ({best.lag_s:+.4f} s, SSD "
+            f"{best.ssd:.1f}, {best.ssd / max(other.ssd, 1e-12):.1f}× worse): a lag this large "
+            "usually means the tracker's and the video's clocks differ; check them"
+        )
+        best, other = other, best
+    elif other.ssd < best.ssd:
         warnings.append(
             f"the other polarity fits better (lag {other.lag_s:+.4f} s, SSD {other.ssd:.1f} vs "
-            f"{best.ssd:.1f}); PLUS keeps the smaller |lag|: check the recording"
+            f"{best.ssd:.1f}) but not clearly ({CLEAR_FIT_RATIO:g}× needed); PLUS's smaller "
+            "|lag| is kept: the lag may lie beyond the search range, or the motion is too "
+            "regular to tell: record irregular up-and-down motion"
         )
     if abs(abs(best.lag_s) - max_lag_s) < 2 * FINE_STEP_S:
         warnings.append(f"the lag is at the edge of the search range (±{max_lag_s} s)")
