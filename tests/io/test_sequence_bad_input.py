@@ -87,6 +87,14 @@ def test_missing_path_and_folder(tmp_path):
     raises_input_error(tmp_path, "is a folder")
 
 
+@pytest.mark.parametrize("suffix", [".igs.mha", ".seq.nrrd", ".mhd"])
+def test_an_empty_file_is_called_empty(tmp_path, suffix):
+    # a recording never written (0 bytes) used to be told it lacks its ElementDataFile line
+    path = tmp_path / f"empty{suffix}"
+    path.write_bytes(b"")
+    raises_input_error(path, "the file is empty")
+
+
 @pytest.mark.parametrize("suffix", [".igs.mha", ".seq.nrrd"])
 def test_truncated_uncompressed(good, originals, suffix):
     path = cut(good(suffix, compress=False), 0.7)

@@ -281,3 +281,12 @@ def test_nrrd_unknown_space_unit_is_refused(tmp_path: Path) -> None:
     path = _nrrd_with_units(tmp_path / "label.nrrd", '"furlong" "furlong" "furlong"')
     with pytest.raises(InputError, match=r"label\.nrrd: unknown NRRD space unit 'furlong'"):
         load_volume(path)
+
+
+@pytest.mark.parametrize("name", ["mri.nii.gz", "mri.nii", "mri.nrrd"])
+def test_an_empty_volume_file_is_called_empty(tmp_path: Path, name: str) -> None:
+    # a 0-byte file used to get the format library's own words (gzip, header size)
+    path = tmp_path / name
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match="the file is empty"):
+        load_volume(path)

@@ -25,3 +25,19 @@ def require_existing(path: Path) -> None:
         raise InputError(path, "no such file")
     if not (path.is_file() or path.is_dir()):
         raise InputError(path, "is not a regular file (a pipe or a device?)", "give a file")
+
+
+def refuse_empty(path: Path) -> None:
+    """Refuse a regular file of 0 bytes by what it is (not by the first field it lacks).
+
+    Raises
+    ------
+    InputError
+        The file is empty.
+    """
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(
+            path,
+            "the file is empty (0 bytes)",
+            "it was not written or was cut off: use the original file",
+        )

@@ -35,7 +35,7 @@ from usnav.io._metaio import read_metaio_layout
 from usnav.io._nrrdseq import read_nrrd_layout
 from usnav.io._pixels import InflatePixels, InterleavedPixels, PixelError, RawPixels
 from usnav.io._seqheader import Layout
-from usnav.io.inputs import require_existing
+from usnav.io.inputs import refuse_empty, require_existing
 from usnav.transforms.matrices import may_scale, rigid_poses
 from usnav.transforms.series import PoseSeries
 
@@ -779,6 +779,7 @@ def read_sequence(path: str | Path, *, tolerant: bool = False) -> Sequence:
     require_existing(p)
     if p.is_dir():
         raise InputError(p, "is a folder, expected a sequence file (.igs.mha, .seq.nrrd)")
+    refuse_empty(p)
     fmt = _sniff_format(p)
     layout = read_metaio_layout(p) if fmt == "metaio" else read_nrrd_layout(p)
     return Sequence(layout, tolerant=tolerant)

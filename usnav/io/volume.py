@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from usnav.errors import InputError
-from usnav.io.inputs import require_existing
+from usnav.io.inputs import refuse_empty, require_existing
 
 log = logging.getLogger("usnav.io.volume")
 
@@ -259,6 +259,7 @@ def load_volume(path: str | Path, *, allow_default_affine: bool = False) -> Volu
     require_existing(p)
     if p.is_dir():
         raise InputError(p, "is a folder, expected a volume file (.nii, .nii.gz, .nrrd)")
+    refuse_empty(p)
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return _load_nifti(p, allow_default_affine)
