@@ -78,6 +78,8 @@ def test_dataset_writes_one_case_per_seed_and_a_manifest_read_back_with_its_tags
         assert truth["seed"] == seed and truth["family"] == c.family
         drawn = draw_appearance(c.family, seed).as_dict()
         assert {k: truth["appearance"][k] for k in drawn} == drawn  # every drawn value
+        # the sweep pattern is a tag, so usnav evaluate can group by it
+        assert c.tags["sweep_pattern"] == truth["appearance"]["sweep_pattern"]
         # ... and they are the family's own values, not the baseline's
         for key, (lo, hi) in WRITTEN_DRAWS[c.family].items():
             assert lo <= truth["appearance"][key] <= hi
@@ -186,3 +188,17 @@ def test_cli_refuses_a_foreign_non_empty_folder_and_lists_families(tmp_path):
     assert listed.returncode == 0
     names = [line.split()[0] for line in listed.stdout.strip().splitlines()]
     assert names == list(FAMILIES)
+
+
+def test_the_manifest_tags_each_case_with_its_sweep_pattern(tmp_path):
+    from usnav.sim.dataset import manifest_case
+
+    for pattern in ("fan", "partial"):
+        folder = tmp_path / f"sweep-anatomy-{pattern}"
+        folder.mkdir()
+        (folder / "truth.json").write_text(json.dumps({"appearance": {"sweep_pattern": pattern}}))
+        assert manifest_case(folder, "sweep-anatomy", 1).tags["sweep_pattern"] == pattern
+    old = tmp_path / "baseline-1"  # a truth file from before the pattern was drawn
+    old.mkdir()
+    (old / "truth.json").write_text(json.dumps({"appearance": {}}))
+    assert manifest_case(old, "baseline", 1).tags["sweep_pattern"] == "transverse"

@@ -170,8 +170,23 @@ def _simulate_one(seed: int, folder: str, options_json: str) -> str:
     return final.name
 
 
+def _sweep_pattern(truth: Path) -> str:
+    """The case's sweep pattern (``transverse``, ``sagittal``, ``fan``, ``partial``) from its
+    truth file's appearance."""
+    try:
+        appearance = json.loads(truth.read_text(encoding="utf-8")).get("appearance", {})
+    except (OSError, ValueError) as exc:
+        raise InputError(truth, f"unreadable ({exc})", "simulate the case again") from None
+    return str(appearance.get("sweep_pattern", "transverse"))
+
+
 def manifest_case(folder: Path, family: str, seed: int) -> ManifestCase:
-    """The manifest row of a case folder written by :func:`usnav.sim.simulate_case`."""
+    """The manifest row of a case folder written by :func:`usnav.sim.simulate_case`.
+
+    Its tags: ``family``, ``seed``, ``site`` and ``sweep_pattern`` (``usnav evaluate
+    --group-by sweep_pattern``: session 31 found every tie of 48 ``sweep-anatomy`` cases on fan
+    and partial sweeps, which a per-family table hides)."""
+    truth = folder / FILE_NAMES["truth"]
     return ManifestCase(
         case=folder.name,
         recording=folder / FILE_NAMES["sweep"],
@@ -179,8 +194,13 @@ def manifest_case(folder: Path, family: str, seed: int) -> ManifestCase:
         label=folder / FILE_NAMES["tumor_label"],
         calibration=folder / FILE_NAMES["calibration"],
         init=folder / FILE_NAMES["init_reference_to_mri"],
-        truth=folder / FILE_NAMES["truth"],
-        tags={"family": family, "seed": str(seed), "site": SITE},
+        truth=truth,
+        tags={
+            "family": family,
+            "seed": str(seed),
+            "site": SITE,
+            "sweep_pattern": _sweep_pattern(truth),
+        },
     )
 
 
