@@ -285,3 +285,24 @@ def test_the_recorder_s_live_line_does_not_call_frames_lost_upstream_dropped(
     assert result.written == 4 and result.dropped == 0 and result.missed == 2
     last = seen[-1]
     assert last.dropped == 0 and last.missed == 2
+
+
+def test_a_3d_image_is_refused_naming_the_device_not_read_as_rows_cols_channels(server):
+    # A (slices, rows, cols) volume delivered as a frame's image was read downstream as
+    # (rows, cols, channels): 2 rows of 4 "pixels" with 6 channels, silently wrong.
+    probe = connect(server)
+    try:
+        volume = np.arange(2 * 4 * 6, dtype=np.uint8).reshape(2, 4, 6)
+        server.broadcast(
+            [Message("IMAGE", "Image_Reference", ImageContent.from_array(volume), 1.0)]
+        )
+        assert wait_until(lambda: probe.stats.images_not_2d == 1, 5)
+        assert probe.get_frame(0.3) is None
+        hint = probe.device_hint()
+        assert hint is not None and "'Image_Reference' is a 3D volume (6×4×2 voxels)" in hint
+        server.broadcast([image(2.0, 7)])
+        frame = probe.get_frame(5.0)
+        assert frame is not None and frame.image.shape == (4, 6) and frame.frame_number == 7
+        assert probe.device_hint() is None  # frames flow: nothing to hint
+    finally:
+        probe.close()

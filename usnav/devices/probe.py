@@ -63,7 +63,9 @@ class ProbeStats:
     put in the queue. ``frames_dropped``: frames pushed out of a full queue (the consumer was too
     slow). ``frames_missed``: gaps in the server's frame numbers (lost before reaching us).
     ``images_bad_orientation``: images whose ``UltrasoundImageOrientation`` could not be turned
-    to MF (delivered marked invalid: no overlay is drawn on them).
+    to MF (delivered marked invalid: no overlay is drawn on them). ``images_not_2d``: IMAGEs
+    of the configured device with more than one slice (a 3D volume), refused: a frame is one
+    2D image, and a (slices, rows, cols) array would be read as rows, cols and channels.
     """
 
     images: int = 0
@@ -72,6 +74,7 @@ class ProbeStats:
     frames_dropped: int = 0
     frames_missed: int = 0
     images_bad_orientation: int = 0
+    images_not_2d: int = 0
     other_messages: collections.Counter[str] = field(default_factory=collections.Counter)
     reconnects: int = 0
 
@@ -215,6 +218,7 @@ class ProbeClient(Device):
         }
         self._connected_at: float | None = None
         self._hint_logged = False
+        self._not_2d: str | None = None  # why the configured IMAGE was refused, if it was
         self._tick_stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._client = IgtlClient(
@@ -291,7 +295,9 @@ class ProbeClient(Device):
         """What to set in the device file when the expected device names never arrived.
 
         None while nothing arrived at all (a link problem, reported by :attr:`last_error`) or
-        when the configured IMAGE and every configured TRANSFORM have arrived. Otherwise one
+        when the configured IMAGE and every configured TRANSFORM have arrived. When the
+        configured IMAGE arrived only as 3D volumes (refused) and no frame was delivered, the
+        sentence that says so. Otherwise one
         sentence naming the IMAGE and TRANSFORM device names that did arrive and the
         ``[probe]`` key to set (``image_device``, ``transforms``).
         """
@@ -300,6 +306,8 @@ class ProbeClient(Device):
         if not images and not transforms:
             return None
         wanted_image = self.config.image_device
+        if self._not_2d is not None and self.stats.frames_delivered == 0:
+            return self._not_2d
         missing = [n for n in self.config.transforms if n not in transforms]
         if wanted_image in images and not missing:
             return None
@@ -431,6 +439,19 @@ class ProbeClient(Device):
 
     def _add_image(self, message: Message, now: float) -> None:
         content: ImageContent = message.content  # type: ignore[assignment]
+        slices, rows, cols, _ = content.pixels.shape
+        if slices > 1:
+            # a frame is one 2D image: a volume's (slices, rows, cols) array would be read
+            # downstream as (rows, cols, channels), silently wrong pixels and geometry
+            self.stats.images_not_2d += 1
+            if self._not_2d is None:
+                self._not_2d = (
+                    f"IMAGE '{message.device_name}' is a 3D volume ({cols}×{rows}×{slices} "
+                    "voxels): usnav takes 2D ultrasound images, one slice per IMAGE; such "
+                    "IMAGEs are refused (counted in stats.images_not_2d)"
+                )
+                log.warning("%s: %s", self.name, self._not_2d)
+            return
         self.stats.images += 1
         self._image_counter += 1
         metadata = dict(message.metadata)
