@@ -306,3 +306,33 @@ def test_a_3d_image_is_refused_naming_the_device_not_read_as_rows_cols_channels(
         assert probe.device_hint() is None  # frames flow: nothing to hint
     finally:
         probe.close()
+
+
+def test_a_stream_whose_crcs_are_0_is_named_in_the_hint_not_taken_for_silence():
+    # A sender that leaves the CRC 0 streams, but every message is dropped as bad CRC; the
+    # only trace was one log line, and `usnav record` asked whether the server was running.
+    import socket
+    import struct
+
+    from igtl_helpers import raw_message
+
+    pixels = bytes(range(12))  # 4 cols x 3 rows uint8
+    image_header = struct.pack(
+        ">HBBBB3H12f3H3H", 1, 1, 3, 2, 1, 4, 3, 1, *np.eye(3).ravel(), 1.5, 1, 0, 0, 0, 0, 4, 3, 1
+    )
+    listener = socket.create_server(("127.0.0.1", 0))
+    probe = ProbeClient(ProbeConfig(port=listener.getsockname()[1], header_version=1))
+    probe.start()
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(
+                raw_message(1, "IMAGE", "Image_Reference", image_header + pixels, crc=0) * 3
+            )
+            assert wait_until(lambda: probe.link_stats().dropped_in["bad CRC"] == 3, 5)
+            hint = probe.device_hint()
+            assert hint is not None and "dropped as malformed: bad CRC (3)" in hint
+            assert "'Image_Reference'" in hint
+    finally:
+        probe.close()
+        listener.close()

@@ -296,16 +296,31 @@ class ProbeClient(Device):
 
         None while nothing arrived at all (a link problem, reported by :attr:`last_error`) or
         when the configured IMAGE and every configured TRANSFORM have arrived. When the
-        configured IMAGE arrived only as 3D volumes (refused) and no frame was delivered, the
+        configured IMAGE arrived only as 3D volumes (refused), or no intact IMAGE arrived but
+        malformed messages were dropped (a CRC left 0), and no frame was delivered, the
         sentence that says so. Otherwise one
         sentence naming the IMAGE and TRANSFORM device names that did arrive and the
         ``[probe]`` key to set (``image_device``, ``transforms``).
         """
         seen = self.seen_devices()
         images, transforms = seen["IMAGE"], seen["TRANSFORM"]
+        wanted_image = self.config.image_device
+        dropped = self.link_stats().dropped_in
+        if dropped and wanted_image not in images and self.stats.frames_delivered == 0:
+            # a peer whose every message is refused (a CRC left 0, a wrong CRC) is streaming:
+            # say so, rather than ask whether the server runs (the log line is easy to miss)
+            reasons = ", ".join(f"{reason} ({n})" for reason, n in dropped.most_common())
+            crc = (
+                " (OpenIGTLink has no 'CRC not computed' value: a body's CRC-64 must be sent)"
+                if "bad CRC" in dropped
+                else ""
+            )
+            return (
+                f"messages from the server were dropped as malformed: {reasons}{crc}; "
+                f"no IMAGE named '{wanted_image}' was received intact"
+            )
         if not images and not transforms:
             return None
-        wanted_image = self.config.image_device
         if self._not_2d is not None and self.stats.frames_delivered == 0:
             return self._not_2d
         missing = [n for n in self.config.transforms if n not in transforms]
