@@ -336,3 +336,29 @@ def test_a_stream_whose_crcs_are_0_is_named_in_the_hint_not_taken_for_silence():
     finally:
         probe.close()
         listener.close()
+
+
+def test_an_image_of_an_unknown_pixel_type_is_refused_naming_its_device(caplog):
+    # scalar type 8 is not an OpenIGTLink type: the message is dropped, and the log line
+    # (debug after the first from a host) names the device, not only "unknown scalar type 8"
+    import logging
+    import socket
+    import struct
+
+    from igtl_helpers import raw_message
+
+    image_header = struct.pack(
+        ">HBBBB3H12f3H3H", 1, 1, 8, 2, 1, 4, 3, 1, *np.eye(3).ravel(), 1.5, 1, 0, 0, 0, 0, 4, 3, 1
+    )
+    listener = socket.create_server(("127.0.0.1", 0))
+    probe = ProbeClient(ProbeConfig(port=listener.getsockname()[1], header_version=1))
+    probe.start()
+    try:
+        conn, _ = listener.accept()
+        with conn, caplog.at_level(logging.DEBUG, logger="usnav.igtl"):
+            conn.sendall(raw_message(1, "IMAGE", "UsProbe_Left", image_header + bytes(48)))
+            assert wait_until(lambda: probe.link_stats().dropped_in["bad IMAGE"] == 1, 5)
+            assert "IMAGE 'UsProbe_Left': unknown scalar type 8" in caplog.text
+    finally:
+        probe.close()
+        listener.close()

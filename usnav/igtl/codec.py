@@ -611,7 +611,12 @@ def decode_body(
         content_view, metadata, message_id = _split_v2(view)
         if "IGTL_DEVICE_NAME" in metadata and metadata["IGTL_DEVICE_NAME"].startswith(device_name):
             device_name = metadata["IGTL_DEVICE_NAME"]
-    content = decode_content(header.type, content_view)
+    try:
+        content = decode_content(header.type, content_view)
+    except ProtocolError as exc:  # the log line names the device whose message is dropped
+        raise ProtocolError(
+            exc.reason, f"{header.type} {device_name!r}: {exc.detail}", fatal=exc.fatal
+        ) from None
     return Message(
         header.type,
         device_name,
