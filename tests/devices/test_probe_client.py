@@ -362,3 +362,28 @@ def test_an_image_of_an_unknown_pixel_type_is_refused_naming_its_device(caplog):
     finally:
         probe.close()
         listener.close()
+
+
+def test_a_server_status_other_than_ok_is_logged_once_naming_what_it_said(caplog):
+    # a scanner's STATUS "probe unplugged" (code 18) used to be only counted as a STATUS
+    import logging
+    import socket
+    import struct
+
+    from igtl_helpers import raw_message
+
+    body = struct.pack(">Hq20s", 18, 0, b"DISCONNECTED") + b"probe unplugged\x00"
+    listener = socket.create_server(("127.0.0.1", 0))
+    probe = ProbeClient(ProbeConfig(port=listener.getsockname()[1], header_version=1))
+    probe.start()
+    try:
+        conn, _ = listener.accept()
+        with conn, caplog.at_level(logging.WARNING, logger="usnav.devices.probe"):
+            for _ in range(3):
+                conn.sendall(raw_message(1, "STATUS", "UsProbe", body))
+            key = "STATUS 18 from 'UsProbe': DISCONNECTED probe unplugged"
+            assert wait_until(lambda: probe.stats.other_messages[key] == 3, 5)
+            assert caplog.text.count(key) == 1  # once, not per message
+    finally:
+        probe.close()
+        listener.close()

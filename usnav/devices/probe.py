@@ -43,7 +43,7 @@ from usnav.devices.config import ProbeConfig, load_probe_config, resolve_path
 from usnav.errors import ConfigError, ExtrapolationError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import IgtlClient, LinkState, LinkStats
-from usnav.igtl.codec import ImageContent, Message, TransformContent
+from usnav.igtl.codec import STATUS_OK, ImageContent, Message, StatusContent, TransformContent
 from usnav.transforms.matrices import may_scale, rigid_poses
 from usnav.transforms.series import PoseSeries
 
@@ -409,7 +409,19 @@ class ProbeClient(Device):
             self._add_image(message, now)
         else:
             self.stats.other_messages[message.type] += 1
+            if isinstance(message.content, StatusContent) and message.content.code != STATUS_OK:
+                self._server_status(message.device_name, message.content)
         self._process(now)
+
+    def _server_status(self, device: str, status: StatusContent) -> None:
+        """A STATUS other than OK from the server (a scanner's "probe unplugged", PLUS's
+        device errors): counted and logged once per device, code and text, so an OR engineer
+        sees what the server said even while frames keep arriving (it changes no state)."""
+        words = " ".join(w for w in (status.error_name, status.message) if w).strip()
+        key = f"STATUS {status.code} from {device!r}" + (f": {words}" if words else "")
+        self.stats.other_messages[key] += 1
+        if self.stats.other_messages[key] == 1:
+            log.warning("%s: the server sent %s", self.config.host, key)
 
     def _add_transform(self, message: Message, now: float) -> None:
         matrix = message.content.matrix  # type: ignore[union-attr]
