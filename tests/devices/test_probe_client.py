@@ -387,3 +387,33 @@ def test_a_server_status_other_than_ok_is_logged_once_naming_what_it_said(caplog
     finally:
         probe.close()
         listener.close()
+
+
+def test_usnav_run_names_what_arrived_when_it_is_not_what_was_asked():
+    # usnav run's "no frame" line asked "is the server running?" of a peer streaming another
+    # IMAGE name; it now gives the probe's hint (the name that arrived, the key to set)
+    import socket
+    import struct
+    from types import SimpleNamespace
+
+    from igtl_helpers import raw_message
+
+    from usnav.cli.cmd_run import _no_frame
+
+    header = struct.pack(
+        ">HBBBB3H12f3H3H", 1, 1, 3, 2, 1, 4, 3, 1, *np.eye(3).ravel(), 1.5, 1, 0, 0, 0, 0, 4, 3, 1
+    )
+    listener = socket.create_server(("127.0.0.1", 0))
+    probe = ProbeClient(ProbeConfig(port=listener.getsockname()[1], header_version=1))
+    probe.start()
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(raw_message(1, "IMAGE", "Video_Left", header + bytes(12)))
+            assert wait_until(lambda: probe.seen_devices()["IMAGE"], 5)
+            line = _no_frame(SimpleNamespace(probe=probe))
+            assert "Video_Left" in line and "image_device" in line, line
+            assert "is the server running" not in line, line
+    finally:
+        probe.close()
+        listener.close()

@@ -252,11 +252,11 @@ class _SilentPeer:
 def _no_frame(pipeline) -> str:
     """'no frame from HOST:PORT (why)': what the probe knows of its peer."""
     probe = pipeline.probe
-    why = probe.last_error or (
-        "connected, but no IMAGE with its transforms arrived"
-        if probe.device_hint() is not None
-        else "nothing arrived"
-    )
+    hint = probe.device_hint()
+    if probe.last_error is None and hint is not None:
+        # the peer streams, but not what was asked: what the probe knows says what to change
+        return f"no frame from {probe.config.host}:{probe.config.port}: {hint}"
+    why = probe.last_error or "nothing arrived"
     return (
         f"no frame from {probe.config.host}:{probe.config.port} ({why}); is the server running "
         f"and streaming IMAGE '{probe.config.image_device}'?"
