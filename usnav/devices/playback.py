@@ -44,7 +44,7 @@ from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import PlaybackConfig, resolve_path
 from usnav.errors import InputError, TransformError, UsnavError
-from usnav.frames import TrackedFrame, TrackedTransform, frame_in_mf
+from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import DEFAULT_PORT, IgtlServer, LinkStats
 from usnav.igtl.codec import ImageContent, Message, TransformContent
 from usnav.transforms.repository import TransformRepository
@@ -147,6 +147,28 @@ def frame_messages(
         )
     )
     return messages
+
+
+def _mark_absent_transforms(frame: TrackedFrame, last_seen: dict[str, np.ndarray]) -> TrackedFrame:
+    """The frame with every transform an earlier frame had but this one lacks, as MISSING.
+
+    A recording made from a PLUS server that sends valid transforms only (or by ``usnav
+    record``, which writes only what arrived) has frames without some transform. Sent without
+    it, a client pairs the image with the last pose it got, as OK, for up to
+    ``max_interpolation_gap_s`` (docs/devices.md): a recording of the replay, or ``usnav
+    run`` on it, would get a stale pose marked OK where the file had none. Sent as MISSING
+    (with the last matrix, as a tracker that lost a tool repeats it) it stays MISSING.
+    ``last_seen`` (name → last matrix) is updated.
+    """
+    absent = {name: m for name, m in last_seen.items() if name not in frame.transforms}
+    for name, tt in frame.transforms.items():
+        last_seen[name] = tt.matrix
+    if not absent:
+        return frame
+    transforms = dict(frame.transforms)
+    for name, matrix in absent.items():
+        transforms[name] = TrackedTransform(matrix, TransformStatus.MISSING)
+    return replace(frame, transforms=transforms)
 
 
 def device_clock(timestamps: np.ndarray) -> tuple[np.ndarray, float]:
@@ -456,6 +478,7 @@ class PlaybackServer(Device):
         wait_s = self.send_timeout_s if self.rate == "max" else 0.0
         round_offset = 0.0
         wall_start = time.monotonic()
+        last_seen: dict[str, np.ndarray] = {}  # each transform's last matrix, for gaps
         while not self._halt.is_set():
             for i in range(n):
                 if self._halt.is_set():
@@ -477,7 +500,7 @@ class PlaybackServer(Device):
                         return
                 # a PLUS server sends MF images (it turns them on input); the calibration
                 # that places them is defined on MF pixels
-                frame = frame_in_mf(self._sequence.frame(i))
+                frame = _mark_absent_transforms(frame_in_mf(self._sequence.frame(i)), last_seen)
                 messages = frame_messages(
                     frame,
                     timestamp=stamp,
