@@ -3,11 +3,16 @@ time offset, watchdog, states, queue policy, config."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
+import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from igtl_helpers import wait_until
+from igtl_helpers import raw_message, wait_until
 from scipy.spatial.transform import Rotation
 from waiting import repeat_until
 
@@ -308,112 +313,71 @@ def test_a_3d_image_is_refused_naming_the_device_not_read_as_rows_cols_channels(
         probe.close()
 
 
-def test_a_stream_whose_crcs_are_0_is_named_in_the_hint_not_taken_for_silence():
-    # A sender that leaves the CRC 0 streams, but every message is dropped as bad CRC; the
-    # only trace was one log line, and `usnav record` asked whether the server was running.
-    import socket
-    import struct
+def _image_header(scalar_type: int = 3) -> bytes:
+    """An IMAGE v1 header for 4 cols x 3 rows x 1 slice of ``scalar_type``, 1 channel."""
+    return struct.pack(
+        ">HBBBB3H12f3H3H", 1, 1, scalar_type, 2, 1, 4, 3, 1, *np.eye(3).ravel(), 1.5, 1, 0, 0,
+        0, 0, 4, 3, 1,
+    )  # fmt: skip
 
-    from igtl_helpers import raw_message
 
-    pixels = bytes(range(12))  # 4 cols x 3 rows uint8
-    image_header = struct.pack(
-        ">HBBBB3H12f3H3H", 1, 1, 3, 2, 1, 4, 3, 1, *np.eye(3).ravel(), 1.5, 1, 0, 0, 0, 0, 4, 3, 1
-    )
+@contextlib.contextmanager
+def _raw_peer():
+    """A v1 ProbeClient connected to a raw listening socket: yields (probe, socket)."""
     listener = socket.create_server(("127.0.0.1", 0))
     probe = ProbeClient(ProbeConfig(port=listener.getsockname()[1], header_version=1))
     probe.start()
     try:
         conn, _ = listener.accept()
         with conn:
-            conn.sendall(
-                raw_message(1, "IMAGE", "Image_Reference", image_header + pixels, crc=0) * 3
-            )
-            assert wait_until(lambda: probe.link_stats().dropped_in["bad CRC"] == 3, 5)
-            hint = probe.device_hint()
-            assert hint is not None and "dropped as malformed: bad CRC (3)" in hint
-            assert "'Image_Reference'" in hint
+            yield probe, conn
     finally:
         probe.close()
         listener.close()
+
+
+def test_a_stream_whose_crcs_are_0_is_named_in_the_hint_not_taken_for_silence():
+    # A sender that leaves the CRC 0 streams, but every message is dropped as bad CRC; the
+    # only trace was one log line, and `usnav record` asked whether the server was running.
+    pixels = bytes(range(12))  # 4 cols x 3 rows uint8
+    with _raw_peer() as (probe, conn):
+        conn.sendall(
+            raw_message(1, "IMAGE", "Image_Reference", _image_header() + pixels, crc=0) * 3
+        )
+        assert wait_until(lambda: probe.link_stats().dropped_in["bad CRC"] == 3, 5)
+        hint = probe.device_hint()
+        assert hint is not None and "dropped as malformed: bad CRC (3)" in hint
+        assert "'Image_Reference'" in hint
 
 
 def test_an_image_of_an_unknown_pixel_type_is_refused_naming_its_device(caplog):
     # scalar type 8 is not an OpenIGTLink type: the message is dropped, and the log line
     # (debug after the first from a host) names the device, not only "unknown scalar type 8"
-    import logging
-    import socket
-    import struct
-
-    from igtl_helpers import raw_message
-
-    image_header = struct.pack(
-        ">HBBBB3H12f3H3H", 1, 1, 8, 2, 1, 4, 3, 1, *np.eye(3).ravel(), 1.5, 1, 0, 0, 0, 0, 4, 3, 1
-    )
-    listener = socket.create_server(("127.0.0.1", 0))
-    probe = ProbeClient(ProbeConfig(port=listener.getsockname()[1], header_version=1))
-    probe.start()
-    try:
-        conn, _ = listener.accept()
-        with conn, caplog.at_level(logging.DEBUG, logger="usnav.igtl"):
-            conn.sendall(raw_message(1, "IMAGE", "UsProbe_Left", image_header + bytes(48)))
-            assert wait_until(lambda: probe.link_stats().dropped_in["bad IMAGE"] == 1, 5)
-            assert "IMAGE 'UsProbe_Left': unknown scalar type 8" in caplog.text
-    finally:
-        probe.close()
-        listener.close()
+    with _raw_peer() as (probe, conn), caplog.at_level(logging.DEBUG, logger="usnav.igtl"):
+        conn.sendall(raw_message(1, "IMAGE", "UsProbe_Left", _image_header(8) + bytes(48)))
+        assert wait_until(lambda: probe.link_stats().dropped_in["bad IMAGE"] == 1, 5)
+        assert "IMAGE 'UsProbe_Left': unknown scalar type 8" in caplog.text
 
 
 def test_a_server_status_other_than_ok_is_logged_once_naming_what_it_said(caplog):
     # a scanner's STATUS "probe unplugged" (code 18) used to be only counted as a STATUS
-    import logging
-    import socket
-    import struct
-
-    from igtl_helpers import raw_message
-
     body = struct.pack(">Hq20s", 18, 0, b"DISCONNECTED") + b"probe unplugged\x00"
-    listener = socket.create_server(("127.0.0.1", 0))
-    probe = ProbeClient(ProbeConfig(port=listener.getsockname()[1], header_version=1))
-    probe.start()
-    try:
-        conn, _ = listener.accept()
-        with conn, caplog.at_level(logging.WARNING, logger="usnav.devices.probe"):
-            for _ in range(3):
-                conn.sendall(raw_message(1, "STATUS", "UsProbe", body))
-            key = "STATUS 18 from 'UsProbe': DISCONNECTED probe unplugged"
-            assert wait_until(lambda: probe.stats.other_messages[key] == 3, 5)
-            assert caplog.text.count(key) == 1  # once, not per message
-    finally:
-        probe.close()
-        listener.close()
+    with _raw_peer() as (probe, conn), caplog.at_level(logging.WARNING, "usnav.devices.probe"):
+        for _ in range(3):
+            conn.sendall(raw_message(1, "STATUS", "UsProbe", body))
+        key = "STATUS 18 from 'UsProbe': DISCONNECTED probe unplugged"
+        assert wait_until(lambda: probe.stats.other_messages[key] == 3, 5)
+        assert caplog.text.count(key) == 1  # once, not per message
 
 
 def test_usnav_run_names_what_arrived_when_it_is_not_what_was_asked():
     # usnav run's "no frame" line asked "is the server running?" of a peer streaming another
     # IMAGE name; it now gives the probe's hint (the name that arrived, the key to set)
-    import socket
-    import struct
-    from types import SimpleNamespace
-
-    from igtl_helpers import raw_message
-
     from usnav.cli.cmd_run import _no_frame
 
-    header = struct.pack(
-        ">HBBBB3H12f3H3H", 1, 1, 3, 2, 1, 4, 3, 1, *np.eye(3).ravel(), 1.5, 1, 0, 0, 0, 0, 4, 3, 1
-    )
-    listener = socket.create_server(("127.0.0.1", 0))
-    probe = ProbeClient(ProbeConfig(port=listener.getsockname()[1], header_version=1))
-    probe.start()
-    try:
-        conn, _ = listener.accept()
-        with conn:
-            conn.sendall(raw_message(1, "IMAGE", "Video_Left", header + bytes(12)))
-            assert wait_until(lambda: probe.seen_devices()["IMAGE"], 5)
-            line = _no_frame(SimpleNamespace(probe=probe))
-            assert "Video_Left" in line and "image_device" in line, line
-            assert "is the server running" not in line, line
-    finally:
-        probe.close()
-        listener.close()
+    with _raw_peer() as (probe, conn):
+        conn.sendall(raw_message(1, "IMAGE", "Video_Left", _image_header() + bytes(12)))
+        assert wait_until(lambda: probe.seen_devices()["IMAGE"], 5)
+        line = _no_frame(SimpleNamespace(probe=probe))
+        assert "Video_Left" in line and "image_device" in line, line
+        assert "is the server running" not in line, line
