@@ -1,8 +1,8 @@
 """The tracked ultrasound frame: what every source yields and every stage consumes.
 
-A :class:`TrackedFrame` is an image (rows × cols, uint8 or uint16) plus the transforms that
-arrived with it, each with a status, the device timestamp, the host receive timestamp and the
-frame number. Nothing downstream knows whether it came from a probe, a playback or the
+A :class:`TrackedFrame` is an image (rows × cols, any OpenIGTLink pixel type: uint8 from a
+B-mode scanner, also int8 … float64) plus the transforms that arrived with it, each with a
+status, the device timestamp, the host receive timestamp and the frame number. Nothing downstream knows whether it came from a probe, a playback or the
 simulator.
 """
 
@@ -146,7 +146,8 @@ class TrackedFrame:
     Attributes
     ----------
     image
-        Pixels, shape (rows, cols) (or (rows, cols, channels)), uint8 or uint16. Image frame:
+        Pixels, shape (rows, cols) (or (rows, cols, channels)), uint8 usually; any
+        OpenIGTLink scalar type (int8 … float64, ``usnav.igtl.codec.SCALAR_TYPES``). Image frame:
         x = column, y = row, z = 0, in pixels; the mm scaling lives in ``ImageToProbe``.
         May have zero size for a tracker-only frame.
     transforms
