@@ -2,8 +2,8 @@
 
 A :class:`TrackedFrame` is an image (rows × cols, any OpenIGTLink pixel type: uint8 from a
 B-mode scanner, also int8 … float64) plus the transforms that arrived with it, each with a
-status, the device timestamp, the host receive timestamp and the frame number. Nothing downstream knows whether it came from a probe, a playback or the
-simulator.
+status, the device timestamp, the host receive timestamp and the frame number. Nothing
+downstream knows whether it came from a probe, a playback or the simulator.
 """
 
 from __future__ import annotations
