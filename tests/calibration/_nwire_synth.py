@@ -104,14 +104,21 @@ def config_xml(
     return path
 
 
-def image_pose(rng: np.random.Generator) -> np.ndarray:
-    """Rigid pose (image mm frame → Phantom) of a plausible calibration frame."""
+def image_pose(rng: np.random.Generator, smooth_t: float | None = None) -> np.ndarray:
+    """Rigid pose (image mm frame → Phantom) of a plausible calibration frame: random, or at
+    time ``smooth_t`` (s) of a smooth hand-held sweep (each parameter a sinusoid)."""
     # image x → phantom −x, image y (depth) → phantom −z, normal → phantom ±y
     base = np.array([[-1.0, 0, 0], [0, 0, -1.0], [0, -1.0, 0]]).T
-    tilt = Rotation.from_euler("xyz", rng.uniform(-6, 6, 3), degrees=True).as_matrix()
     g = np.eye(4)
-    g[:3, :3] = base @ tilt
-    g[:3, 3] = [69.0 + rng.uniform(-2, 2), rng.uniform(12, 28), 28.5 + rng.uniform(-1.0, 1.0)]
+    if smooth_t is None:
+        tilt = Rotation.from_euler("xyz", rng.uniform(-6, 6, 3), degrees=True).as_matrix()
+        g[:3, :3] = base @ tilt
+        g[:3, 3] = [69.0 + rng.uniform(-2, 2), rng.uniform(12, 28), 28.5 + rng.uniform(-1, 1)]
+        return g
+    # periods 2.3-5.9 s, as a hand rocks and slides the probe over the phantom
+    u = np.sin(2 * np.pi * smooth_t / np.array([3.1, 4.3, 5.9, 2.3, 3.7, 4.9]) + np.arange(6))
+    g[:3, :3] = base @ Rotation.from_euler("xyz", 6 * u[:3], degrees=True).as_matrix()
+    g[:3, 3] = [69.0 + 2 * u[3], 20.0 + 8 * u[4], 28.5 + u[5]]
     return g
 
 
@@ -155,9 +162,13 @@ def write_recording(
     no_image: frozenset[int] = frozenset(),
     flip: str | None = None,
     orientation: str = "MF",
+    smooth: bool = False,
+    tracker_lag_s: float = 0.0,
 ) -> SynthRecording:
     """Write ``n`` synthetic N-wire frames; ``invalid`` frames get INVALID ProbeToTracker;
-    ``flip`` ("lr", "ud") mirrors the stored pixels; ``orientation`` is what the file says."""
+    ``flip`` ("lr", "ud") mirrors the stored pixels; ``orientation`` is what the file says;
+    ``smooth``: the poses follow a smooth sweep (10 frames/s) rather than random jumps;
+    ``tracker_lag_s``: each frame stamped t stores the pose of t + this (a smooth sweep's)."""
     rng = np.random.default_rng(seed)
     itp = image_to_probe_truth()
     scale = np.diag([SPACING[0], SPACING[1], (SPACING[0] + SPACING[1]) / 2, 1.0])
@@ -167,11 +178,12 @@ def write_recording(
     reference_to_tracker[:3, 3] = [100.0, -20.0, 300.0]
     frames, truth = [], []
     for i in range(n):
-        g = image_pose(rng)
+        g = image_pose(rng, 0.1 * i if smooth else None)
         image_to_phantom = g @ scale
         pix = wire_pixels(image_to_phantom)
         truth.append(pix)
-        probe_to_phantom = g @ np.linalg.inv(rigid_c)
+        stored = image_pose(rng, 0.1 * i + tracker_lag_s) if tracker_lag_s else g
+        probe_to_phantom = stored @ np.linalg.inv(rigid_c)
         probe_to_tracker = reference_to_tracker @ PHANTOM_TO_REFERENCE @ probe_to_phantom
         img = render(pix, rng)
         if flip == "lr":

@@ -36,6 +36,7 @@ def spatial_section(result: SpatialCalibrationResult) -> SpatialCalibration:
         calibration_error_mm=_stats(result.calibration_error),
         validation_error_mm=_stats(result.validation_error),
         frames_used=len(result.calibration.used),
+        tracker_lag_s=result.tracker_lag_s,
     )
 
 

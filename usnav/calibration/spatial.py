@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from usnav.calibration.lag import LagScan, at_tracker_lag, scan_tracker_lag
 from usnav.calibration.phantom import CalibrationConfig, read_calibration_config
 from usnav.calibration.segmentation import (
     DotSegmenter,
@@ -123,6 +124,9 @@ class SegmentedSequence:
         The same in the Probe frame, shape (len(used), patterns, 3), mm.
     phantom_to_probe
         Shape (len(used), 4, 4).
+    frame_times_s, frame_phantom_to_probe, frame_pose_ok
+        Every frame's timestamp (s), PhantomToProbe (n, 4, 4, mm) and whether that pose is OK:
+        what pairing an image with the pose at another moment needs (usnav.calibration.lag).
     """
 
     path: str
@@ -134,6 +138,9 @@ class SegmentedSequence:
     phantom_points: np.ndarray
     probe_points: np.ndarray
     phantom_to_probe: np.ndarray
+    frame_times_s: np.ndarray | None = None
+    frame_phantom_to_probe: np.ndarray | None = None
+    frame_pose_ok: np.ndarray | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -171,6 +178,12 @@ class SpatialCalibrationResult:
         The phantom/segmentation configuration used.
     warnings
         Things a person should look at (skipped patterns, mirrored frames...).
+    tracker_lag_s
+        The lag the images were paired with their poses at, s (``--tracker-lag-s``).
+    tracker_lag_scan
+        The fit's PRE3D at other lags (:func:`usnav.calibration.lag.scan_tracker_lag`): a
+        recording whose images fit the poses of another moment far better has a pose-image lag
+        (None when the recording's timing does not allow the scan).
     """
 
     image_to_probe: np.ndarray
@@ -183,6 +196,8 @@ class SpatialCalibrationResult:
     validation: SegmentedSequence | None
     config: CalibrationConfig
     warnings: list[str] = field(default_factory=list)
+    tracker_lag_s: float = 0.0
+    tracker_lag_scan: LagScan | None = None
 
     @property
     def spacing_mm(self) -> tuple[float, float]:
@@ -220,6 +235,8 @@ class SpatialCalibrationResult:
             "phantom": self.config.phantom_name,
             "config": self.config.source,
             "warnings": list(self.warnings),
+            "tracker_lag_s": self.tracker_lag_s,
+            "tracker_lag_scan": self.tracker_lag_scan.as_dict() if self.tracker_lag_scan else None,
         }
 
 
@@ -383,6 +400,7 @@ def segment_sequence(
         except ValueError as exc:
             raise InputError(p, str(exc)) from exc
         phantom_to_probe, tstatus = _phantom_to_probe(seq, config, ptr, p)
+        times = np.asarray(seq.timestamps, dtype=np.float64).copy()
         segmenter = DotSegmenter(config.segmentation)
         finder = PatternFinder(config.patterns, config.segmentation)
         roi = region_of_interest(config.segmentation, (cols, rows))
@@ -419,8 +437,20 @@ def segment_sequence(
         phantom_pts = probe_pts = np.zeros((0, k, 3))
         image_pts = np.zeros((0, k, 2))
         ptp = np.zeros((0, 4, 4))
+    pose_ok = np.array([st is TransformStatus.OK for st in tstatus], dtype=bool)
     return SegmentedSequence(
-        p, orientation, frames, used, image_pts, wire_points, phantom_pts, probe_pts, ptp
+        p,
+        orientation,
+        frames,
+        used,
+        image_pts,
+        wire_points,
+        phantom_pts,
+        probe_pts,
+        ptp,
+        frame_times_s=times,
+        frame_phantom_to_probe=phantom_to_probe,
+        frame_pose_ok=pose_ok,
     )
 
 
@@ -471,6 +501,7 @@ def calibrate_spatial(
     *,
     phantom_to_reference: np.ndarray | None = None,
     min_frames: int = MIN_FRAMES,
+    tracker_lag_s: float = 0.0,
     progress: ProgressCallback | None = None,
 ) -> SpatialCalibrationResult:
     """N-wire probe calibration of PLUS fCal recordings.
@@ -486,6 +517,10 @@ def calibrate_spatial(
         Overrides the XML's PhantomToReference (4×4, mm).
     min_frames
         Fewest usable calibration frames accepted.
+    tracker_lag_s
+        Pair each image stamped t with the pose at t + ``tracker_lag_s`` (interpolated), s:
+        the temporal calibration's lag (``usnav calibrate temporal``). Whatever it is, the
+        fit is also tried at lags around it and a clearly better one is warned of.
     progress
         Called as ``progress(stage, done, total)`` while segmenting, stage ``"calibration"``
         or ``"validation"``.
@@ -513,6 +548,8 @@ def calibrate_spatial(
         phantom_to_reference=phantom_to_reference,
         progress=stage_progress("calibration"),
     )
+    cal_at_zero = cal
+    cal = at_tracker_lag(cal, tracker_lag_s)
     if len(cal.used) < min_frames:
         raise CalibrationRefused(cal, _refusal(cal, min_frames))
     try:
@@ -530,7 +567,7 @@ def calibrate_spatial(
             "run again with --report FILE to see how sample frames' wires were labelled",
         )
     cal_err = reprojection_errors_mm(matrix, cal.image_points, cal.probe_points)
-    val = None
+    val = val_at_zero = None
     val_err = None
     if validation is not None:
         val = segment_sequence(
@@ -539,6 +576,8 @@ def calibrate_spatial(
             phantom_to_reference=phantom_to_reference,
             progress=stage_progress("validation"),
         )
+        val_at_zero = val
+        val = at_tracker_lag(val, tracker_lag_s)
         if len(val.used) == 0:
             raise CalibrationRefused(val, _refusal(val, 1))
         val_err = reprojection_errors_mm(matrix, val.image_points, val.probe_points)
@@ -561,6 +600,10 @@ def calibrate_spatial(
             "short sweep), and away from the wires the image may be several mm off; record "
             "the calibration again with more varied poses"
         )
+    lag_scan = scan_tracker_lag(cal_at_zero, val_at_zero, given_lag_s=tracker_lag_s)
+    lag_warning = lag_scan.warning() if lag_scan is not None else None
+    if lag_warning:
+        warnings.append(lag_warning)
     for seq in (cal, val):
         if seq is None:
             continue
@@ -581,4 +624,6 @@ def calibrate_spatial(
         validation=val,
         config=cfg,
         warnings=warnings,
+        tracker_lag_s=float(tracker_lag_s),
+        tracker_lag_scan=lag_scan,
     )

@@ -48,6 +48,7 @@ def run_spatial(
     xml: str | Path | None = None,
     phantom_to_reference: np.ndarray | None = None,
     min_frames: int = MIN_FRAMES,
+    tracker_lag_s: float = 0.0,
     progress: ProgressCallback | None = None,
 ) -> SpatialCalibrationResult:
     """Spatial calibration (:func:`calibrate_spatial`), then the requested outputs (``out``
@@ -61,6 +62,7 @@ def run_spatial(
             validation,
             phantom_to_reference=phantom_to_reference,
             min_frames=min_frames,
+            tracker_lag_s=tracker_lag_s,
             progress=progress,
         )
     except CalibrationRefused as exc:

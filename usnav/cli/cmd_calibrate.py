@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=10,
         help="fewest usable calibration frames accepted (default 10)",
     )
+    sp.add_argument(
+        "--tracker-lag-s",
+        type=float,
+        default=0.0,
+        help="pair each image stamped t with the tracker pose at t + this, s: the temporal "
+        "calibration's tracker_lag_s (default 0: the pose recorded with the image); other lags "
+        "are tried too and a clearly better one is warned of",
+    )
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument(
         "--force", action="store_true", help="replace an existing --xml or --report file"
@@ -141,6 +149,11 @@ def _spatial(args: argparse.Namespace) -> int:
 
     if args.min_frames < 1:
         raise InputError("--min-frames", f"must be at least 1, got {args.min_frames}")
+    if not abs(args.tracker_lag_s) <= 2.0:
+        raise InputError(
+            "--tracker-lag-s",
+            f"must be within ±2 s (a temporal calibration's lag), got {args.tracker_lag_s}",
+        )
     _check_outputs(args, "out", "xml", "report")
     bar = ProgressBar(transient=False)
     try:
@@ -152,6 +165,7 @@ def _spatial(args: argparse.Namespace) -> int:
             report=args.report,
             xml=args.xml,
             min_frames=args.min_frames,
+            tracker_lag_s=args.tracker_lag_s,
             progress=lambda stage, done, total: bar.update(f"segmenting {stage}", done, total),
         )
     finally:

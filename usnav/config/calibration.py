@@ -64,6 +64,9 @@ class SpatialCalibration(_Strict):
     calibration_error_mm: ErrorStats | None = None
     validation_error_mm: ErrorStats | None = None
     frames_used: int | None = Field(default=None, ge=0)
+    #: The lag its images were paired with their poses at, s (``--tracker-lag-s``; an image
+    #: stamped t with the pose at t + lag). 0 in files written before session 32: they were.
+    tracker_lag_s: float = Field(default=0.0, ge=-2.0, le=2.0)
 
     @field_validator("image_to_probe")
     @classmethod

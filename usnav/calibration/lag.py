@@ -1,0 +1,252 @@
+"""Does each image of an N-wire recording pair with the pose recorded beside it?
+
+A spatial calibration assumes that the tracker pose stored with an image is where the probe
+was when the image was formed. When the tracker stream runs behind or ahead of the video (no
+temporal calibration applied, or a wrong one), every moving frame pairs its wires with a pose
+from another moment, and the fit absorbs the difference as a blurred, mis-placed ImageToProbe.
+The N-wire data show this by themselves: refitted with each image paired with the pose at
+``t + lag``, the reprojection error falls at the recording's real lag. PLUS's own fCal test
+recordings fit the poses 0.4 s later far better (calibration PRE3D 0.50 against 1.16 mm, and
+the separate validation recording, paired the same way, 0.66 against 1.25 mm;
+docs/calibration.md).
+
+Convention (as ``usnav calibrate temporal``'s ``tracker_lag_s``, PLUS's ``TrackerLagSec``): the
+pose that matches an image stamped ``t`` is the tracker's at ``t + tracker_lag_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from usnav.calibration.segmentation import FrameSegmentation, FrameStatus
+from usnav.errors import ExtrapolationError
+from usnav.transforms.series import PoseSeries
+
+#: Lags scanned around the given one, s: ± this. PLUS's fCal data: +0.40 s.
+LAG_SCAN_HALF_WIDTH_S = 0.6
+#: A lag is reported when it fits at most this fraction of the given lag's PRE3D (on the
+#: calibration frames and, when given, on the validation recording paired the same way) ...
+MAX_LAG_FIT_RATIO = 0.8
+#: ... by at least this much, mm (a noise-free recording's 0.02 against 0.03 mm is no news) ...
+MIN_LAG_GAIN_MM = 0.1
+#: ... and lies at least this many frame intervals from the given lag (finer is not resolved).
+MIN_LAG_FRAMES = 1.0
+
+
+@dataclass(frozen=True)
+class LagScan:
+    """PRE3D of the N-wire fit with each image paired with the pose at ``t + lag``.
+
+    Attributes
+    ----------
+    lags_s
+        The tracker lags tried, s (the given lag among them).
+    calibration_pre3d_mm
+        Per lag: mean PRE3D (lowest 95 %) of that lag's fit on the calibration frames, mm.
+    validation_pre3d_mm
+        Per lag: the same fit's PRE3D on the validation recording paired at the same lag, mm;
+        None without a validation recording.
+    given_lag_s
+        The lag the calibration was computed with, s.
+    frame_interval_s
+        Median interval between the calibration recording's frames, s.
+    frames
+        Calibration frames common to every lag of the scan (the others lack a pose there).
+    """
+
+    lags_s: np.ndarray
+    calibration_pre3d_mm: np.ndarray
+    validation_pre3d_mm: np.ndarray | None
+    given_lag_s: float
+    frame_interval_s: float
+    frames: int
+
+    @property
+    def best_lag_s(self) -> float:
+        """The lag whose fit has the smallest PRE3D (validation's when given), s."""
+        return float(self.lags_s[int(np.argmin(self._judged))])
+
+    @property
+    def _judged(self) -> np.ndarray:
+        if self.validation_pre3d_mm is not None:
+            return self.validation_pre3d_mm
+        return self.calibration_pre3d_mm
+
+    def _at(self, values: np.ndarray | None, lag_s: float) -> float | None:
+        if values is None:
+            return None
+        return float(values[int(np.argmin(np.abs(self.lags_s - lag_s)))])
+
+    def warning(self) -> str | None:
+        """One line for a person when another lag fits clearly better, else None."""
+        best, given = self.best_lag_s, self.given_lag_s
+        if abs(best - given) < MIN_LAG_FRAMES * self.frame_interval_s:
+            return None
+        pairs = [(self.calibration_pre3d_mm, "calibration frames")]
+        if self.validation_pre3d_mm is not None:
+            pairs.append((self.validation_pre3d_mm, "validation recording"))
+        for values, _ in pairs:
+            at_best, at_given = self._at(values, best), self._at(values, given)
+            assert at_best is not None and at_given is not None
+            if at_best > MAX_LAG_FIT_RATIO * at_given or at_given - at_best < MIN_LAG_GAIN_MM:
+                return None
+        figures = "; ".join(
+            f"{what} {self._at(values, best):.2f} against {self._at(values, given):.2f} mm"
+            for values, what in pairs
+        )
+        return (
+            f"the images fit the tracker poses {best - given:+.2f} s from those recorded with "
+            f"them far better (PRE3D {figures}): the recording has a pose-image lag, which "
+            f"blurs this calibration; measure it (usnav calibrate temporal) and calibrate "
+            f"again with --tracker-lag-s (here it would be about {best:+.2f} s)"
+        )
+
+    def as_dict(self) -> dict:
+        """JSON-ready: the best lag, the PRE3D there and at the given lag."""
+        best = self.best_lag_s
+        return {
+            "given_tracker_lag_s": self.given_lag_s,
+            "best_tracker_lag_s": best,
+            "calibration_pre3d_mm_at_given": self._at(self.calibration_pre3d_mm, self.given_lag_s),
+            "calibration_pre3d_mm_at_best": self._at(self.calibration_pre3d_mm, best),
+            "validation_pre3d_mm_at_given": self._at(self.validation_pre3d_mm, self.given_lag_s),
+            "validation_pre3d_mm_at_best": self._at(self.validation_pre3d_mm, best),
+            "frame_interval_s": self.frame_interval_s,
+            "frames": self.frames,
+        }
+
+
+def _poses(seq) -> PoseSeries | None:
+    ok = seq.frame_pose_ok
+    if seq.frame_times_s is None or ok is None or ok.sum() < 2:
+        return None
+    return PoseSeries(seq.frame_times_s[ok], seq.frame_phantom_to_probe[ok], name="PhantomToProbe")
+
+
+def _max_gap_s(seq) -> float:
+    t = np.sort(np.asarray(seq.frame_times_s, dtype=np.float64))
+    steps = np.diff(t)
+    steps = steps[steps > 0]
+    return 2.5 * float(np.median(steps)) if len(steps) else 0.0
+
+
+def phantom_to_probe_at(seq, lag_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """PhantomToProbe of each usable frame at its image time + ``lag_s``.
+
+    Returns (mask over ``seq.used`` of the frames with an OK pose there, matrices (n, 4, 4));
+    a pose is interpolated between OK samples no farther apart than 2.5 frame intervals.
+    """
+    series = _poses(seq)
+    n = len(seq.used)
+    mats = np.tile(np.eye(4), (n, 1, 1))
+    mask = np.zeros(n, dtype=bool)
+    if series is None:
+        return mask, mats
+    gap = _max_gap_s(seq)
+    for row, i in enumerate(seq.used):
+        try:
+            pose = series.at(float(seq.frame_times_s[i]) + lag_s, max_gap_s=gap)
+        except ExtrapolationError:
+            continue
+        if pose.ok:
+            mask[row], mats[row] = True, pose.matrix
+    return mask, mats
+
+
+def _probe_points(seq, mats: np.ndarray) -> np.ndarray:
+    return np.einsum("nij,nkj->nki", mats[:, :3, :3], seq.phantom_points) + mats[:, None, :3, 3]
+
+
+def at_tracker_lag(seq, lag_s: float):
+    """The segmented recording with each image paired with the pose at ``t + lag_s``.
+
+    Frames with no OK pose there leave ``used`` and are marked INVALID_TRANSFORM.
+    """
+    if lag_s == 0.0:
+        return seq
+    mask, mats = phantom_to_probe_at(seq, lag_s)
+    frames = list(seq.frames)
+    for row in np.flatnonzero(~mask):
+        frames[seq.used[row]] = FrameSegmentation(
+            FrameStatus.INVALID_TRANSFORM,
+            detail=f"no tracked pose at the image time {lag_s:+.3f} s (--tracker-lag-s)",
+        )
+    return replace(
+        seq,
+        frames=frames,
+        used=seq.used[mask],
+        image_points=seq.image_points[mask],
+        wire_points=seq.wire_points[mask],
+        phantom_points=seq.phantom_points[mask],
+        probe_points=_probe_points(seq, mats)[mask],
+        phantom_to_probe=mats[mask],
+    )
+
+
+def scan_tracker_lag(cal, val=None, *, given_lag_s: float = 0.0, step_s: float | None = None):
+    """Refit the calibration with each image paired with the pose at ``t + lag`` for lags
+    around ``given_lag_s`` and measure each fit's PRE3D.
+
+    Parameters
+    ----------
+    cal, val
+        Segmented calibration and validation recordings (``SegmentedSequence``, paired at
+        lag 0: the poses recorded with the images).
+    given_lag_s
+        The lag the calibration itself used, s.
+    step_s
+        Spacing of the lags, s (default half the calibration's median frame interval).
+
+    Returns
+    -------
+    LagScan or None
+        None when the recording has no usable timing (fewer than 2 OK poses, equal timestamps)
+        or too few frames common to every lag.
+    """
+    from usnav.calibration.spatial import percentile_stats, solve_image_to_probe
+
+    interval = _max_gap_s(cal) / 2.5
+    if not interval > 0 or _poses(cal) is None:
+        return None
+    step = step_s if step_s is not None else interval / 2
+    k = int(np.ceil(LAG_SCAN_HALF_WIDTH_S / step))
+    lags = given_lag_s + step * np.arange(-k, k + 1)
+    paired = [phantom_to_probe_at(cal, lag) for lag in lags]
+    common = np.logical_and.reduce([m for m, _ in paired])
+    if common.sum() < 10:
+        return None
+    val_paired = [phantom_to_probe_at(val, lag) for lag in lags] if val is not None else None
+    cal_pre, val_pre = [], []
+    for j, (_, mats) in enumerate(paired):
+        image_pts = cal.image_points[common]
+        probe_pts = _probe_points(cal, mats)[common]
+        try:
+            matrix, _ = solve_image_to_probe(image_pts, probe_pts)
+        except ValueError:
+            cal_pre.append(np.inf)
+            val_pre.append(np.inf)
+            continue
+        cal_pre.append(percentile_stats(_pre3d(matrix, image_pts, probe_pts)).mean)
+        if val is not None and val_paired is not None:
+            vmask, vmats = val_paired[j]
+            if vmask.any():
+                err = _pre3d(matrix, val.image_points[vmask], _probe_points(val, vmats)[vmask])
+                val_pre.append(percentile_stats(err).mean)
+            else:
+                val_pre.append(np.inf)
+    return LagScan(
+        lags_s=lags,
+        calibration_pre3d_mm=np.asarray(cal_pre),
+        validation_pre3d_mm=np.asarray(val_pre) if val is not None else None,
+        given_lag_s=float(given_lag_s),
+        frame_interval_s=interval,
+        frames=int(common.sum()),
+    )
+
+
+def _pre3d(matrix: np.ndarray, image_points: np.ndarray, probe_points: np.ndarray) -> np.ndarray:
+    from usnav.calibration.spatial import reprojection_errors_mm
+
+    return reprojection_errors_mm(matrix, image_points, probe_points)
