@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import _nwire_synth as synth
@@ -62,6 +63,9 @@ def test_spatial_json_toml_xml_report(data, tmp_path: Path, capsys) -> None:
     np.testing.assert_allclose(saved.image_to_probe, m)
     assert saved.spatial.validation_error_mm.mean == pytest.approx(d["validation_error_mm"]["mean"])
     assert str(cal.path) in saved.sources and saved.probe == "probe"
+    precision = d["precision"]
+    assert saved.spatial.precision.calibration_error_mm == precision["calibration_error_mm"] > 0
+    assert saved.spatial.precision.calibration_error_deg == precision["calibration_error_deg"] > 0
     np.testing.assert_allclose(
         read_coordinate_definitions(xml)["ImageToProbe"].matrix, m, atol=1e-7
     )
@@ -88,7 +92,16 @@ def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
         )
         == 0
     )
-    assert "ImageToProbe" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ImageToProbe" in printed
+    # the precision, and the budget lines to paste with the warning of what they leave out
+    assert "calibration precision (95 %, bootstrap" in printed
+    assert "warning: these numbers state the calibration's PRECISION only" in printed
+    snippet = printed[printed.index("[registration_budget]\n") :]
+    table = tomllib.loads(snippet.split("calibration: ")[0])["registration_budget"]
+    assert set(table) == {"calibration_error_mm", "calibration_error_deg"}
+    stored = load_calibration(out).spatial.precision
+    assert table["calibration_error_mm"] >= stored.calibration_error_mm
     pivot_rec = _recording(
         tmp_path / "pivot.igs.mha", np.array([1.0, 2.0, 150.0]), np.array([0.0, 0.0, 0.0])
     )

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from usnav.calibration.phantom import read_calibration_config
+from usnav.calibration.precision import calibration_precision
 from usnav.calibration.segmentation import FrameStatus
 from usnav.calibration.spatial import (
     CalibrationRefused,
@@ -99,6 +100,55 @@ def test_a_calibration_from_too_similar_poses_is_not_stated_confidently(
     assert any("does not carry over to the validation" in w for w in result.warnings)
     alone = calibrate_spatial(plus_result.config, short)
     assert any("no validation recording" in w for w in alone.warnings)
+
+
+@pytest.mark.needs_data
+def test_precision_on_plus_data_is_finite_and_sane(plus_result) -> None:
+    # docs/calibration.md "Calibration precision" records these numbers
+    p = plus_result.precision
+    assert p is not None and p.failed == 0 and p.frames == 188 and p.image_size == (820, 616)
+    values = [p.calibration_error_mm, p.calibration_error_deg, *p.points_mm.values()]
+    assert all(math.isfinite(v) and v > 0 for v in values)
+    # the sweep's residuals drift (lag-1 autocorrelation 0.98): blocks of n/4 frames
+    assert p.residual_autocorrelation > 0.9 and p.block_frames == 188 // 4
+    assert 1.5 < p.calibration_error_mm < 4.0 and 2.5 < p.calibration_error_deg < 6.0
+    assert p.points_mm["centre"] < p.points_mm["top_centre"] < p.calibration_error_mm
+    assert p.depth_mm == pytest.approx(615 * plus_result.spacing_mm[1])
+    # the validation recording's 1.25 mm lies within what the bootstrap predicts
+    assert p.validation_pre3d_mm == plus_result.validation_error.mean
+    assert p.predicted_pre3d_mm[0] < 1.5 < p.predicted_pre3d_mm[1]
+    assert not p.understated and p.calibration_error_mm == p.bootstrap_mm
+    # resampling single frames states 5x less, and the validation recording shows it
+    seq = plus_result.calibration
+    single = calibration_precision(
+        plus_result.image_to_probe,
+        seq.image_points,
+        seq.probe_points,
+        seq.image_size,
+        validation_pre3d_mm=plus_result.validation_error.mean,
+        block_frames=1,
+    )
+    assert single.bootstrap_mm < p.bootstrap_mm / 3 and single.bootstrap_deg < p.bootstrap_deg / 3
+    assert single.understated and 0.3 < single.validation_excess_mm < 0.6
+
+
+@pytest.mark.needs_data
+def test_precision_of_each_half_covers_its_distance_from_the_whole(plus_result) -> None:
+    # the two halves of PLUS's sweep, calibrated apart, lie 2 and 6.4 mm from the whole
+    # recording's calibration somewhere in the image: the block bootstrap of each half covers
+    # that (at 0.4 and 0.8 of its bound), resampling single frames does not (2.5x, 3.2x)
+    seq = plus_result.calibration
+    corners = np.meshgrid(np.linspace(0, 819, 9), np.linspace(0, 615, 9))
+    grid = np.stack([corners[0].ravel(), corners[1].ravel(), np.zeros(81), np.ones(81)])
+    for half in (slice(0, 94), slice(94, 188)):
+        uv, pr = seq.image_points[half], seq.probe_points[half]
+        fitted, _ = solve_image_to_probe(uv, pr)
+        distance = np.linalg.norm((fitted @ grid - plus_result.image_to_probe @ grid)[:3], axis=0)
+        depth = grid[1] * np.linalg.norm(fitted[:3, 1])
+        blocks = calibration_precision(fitted, uv, pr, seq.image_size)
+        single = calibration_precision(fitted, uv, pr, seq.image_size, block_frames=1)
+        assert (distance / blocks.bound_mm(depth)).max() < 1.0
+        assert (distance / single.bound_mm(depth)).max() > 2.0
 
 
 @pytest.mark.needs_data

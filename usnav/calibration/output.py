@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import numpy as np
 
 from usnav.calibration.pivot import PivotResult
+from usnav.calibration.precision import PRECISION_ONLY
 from usnav.calibration.spatial import ErrorSummary, SpatialCalibrationResult
 from usnav.calibration.temporal import TemporalCalibrationResult
 from usnav.config.calibration import (
@@ -15,6 +17,7 @@ from usnav.config.calibration import (
     ErrorStats,
     PivotCalibration,
     SpatialCalibration,
+    SpatialPrecision,
     TemporalCalibration,
     load_calibration,
     save_calibration,
@@ -29,6 +32,29 @@ def _stats(s: ErrorSummary | None) -> ErrorStats | None:
     return ErrorStats(mean=s.mean, sd=s.sd, max=s.max, count=s.count)
 
 
+def precision_section(result: SpatialCalibrationResult) -> SpatialPrecision | None:
+    """The ``[spatial.precision]`` table (None when no precision was computed)."""
+    p = result.precision
+    if p is None:
+        return None
+    finite = all(math.isfinite(v) for v in p.predicted_pre3d_mm)
+    return SpatialPrecision(
+        calibration_error_mm=p.calibration_error_mm,
+        calibration_error_deg=p.calibration_error_deg,
+        bootstrap_mm=p.bootstrap_mm,
+        bootstrap_deg=p.bootstrap_deg,
+        points_mm=dict(p.points_mm),
+        depth_mm=p.depth_mm,
+        block_frames=p.block_frames,
+        replicates=p.replicates,
+        seed=p.seed,
+        predicted_pre3d_mm=list(p.predicted_pre3d_mm) if finite else None,
+        validation_excess_mm=p.validation_excess_mm,
+        understated=p.understated,
+        note=PRECISION_ONLY,
+    )
+
+
 def spatial_section(result: SpatialCalibrationResult) -> SpatialCalibration:
     """The ``[spatial]`` section for a calibration file."""
     return SpatialCalibration(
@@ -37,6 +63,7 @@ def spatial_section(result: SpatialCalibrationResult) -> SpatialCalibration:
         validation_error_mm=_stats(result.validation_error),
         frames_used=len(result.calibration.used),
         tracker_lag_s=result.tracker_lag_s,
+        precision=precision_section(result),
     )
 
 

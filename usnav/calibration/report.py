@@ -148,6 +148,13 @@ def _summary_panel(width: int, height: int, result: SpatialCalibrationResult) ->
         skipped = ", ".join(f"{v} {k}" for k, v in seq.counts.items() if k != "ok") or "none"
         lines.append(f"{name}: {len(seq.used)}/{len(seq.frames)} frames used; skipped: {skipped}")
     lines.append(f"outlier equations per row: {result.outlier_equations}")
+    if result.precision is not None:
+        pr = result.precision
+        lines.append(
+            f"precision (95 %, bootstrap, not accuracy): {pr.calibration_error_mm:.2f} mm + "
+            f"{pr.calibration_error_deg:.2f} deg x depth"
+            + ("; validation error LARGER than predicted" if pr.understated else "")
+        )
     lines += [f"warning: {w}"[:110] for w in result.warnings]
     for k, line in enumerate(lines):
         colour = (0, 0, 200) if line.startswith("warning") else (0, 0, 0)

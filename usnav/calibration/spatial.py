@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,6 +46,9 @@ from usnav.errors import InputError, TransformError
 from usnav.frames import TrackedTransform, TransformStatus
 from usnav.transforms import TransformRepository
 
+if TYPE_CHECKING:
+    from usnav.calibration.precision import CalibrationPrecision
+
 #: PLUS needs at least this many segmented frames for a calibration.
 MIN_FRAMES = 10
 #: PLUS ``MINIMUM_NUMBER_OF_CALIBRATION_EQUATIONS``.
@@ -58,6 +62,10 @@ MAX_SKEW_DEG = 1.0
 MAX_VALIDATION_RATIO = 1.5
 #: ... and by at least this much, mm (sub-0.1 mm errors of clean data may differ twofold).
 MIN_VALIDATION_EXCESS_MM = 0.3
+
+#: Bootstrap resamples that state the calibration's precision (the 95th percentile of 400
+#: moves by a few % between seeds).
+PRECISION_REPLICATES = 400
 
 #: ``progress(stage, done, total)``: stage is "calibration" or "validation".
 ProgressCallback = Callable[[str, int, int], None]
@@ -127,6 +135,8 @@ class SegmentedSequence:
     frame_times_s, frame_phantom_to_probe, frame_pose_ok
         Every frame's timestamp (s), PhantomToProbe (n, 4, 4, mm) and whether that pose is OK:
         what pairing an image with the pose at another moment needs (usnav.calibration.lag).
+    image_size
+        (cols, rows) px of the recording's images.
     """
 
     path: str
@@ -141,6 +151,7 @@ class SegmentedSequence:
     frame_times_s: np.ndarray | None = None
     frame_phantom_to_probe: np.ndarray | None = None
     frame_pose_ok: np.ndarray | None = None
+    image_size: tuple[int, int] = (0, 0)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -184,6 +195,9 @@ class SpatialCalibrationResult:
         The fit's PRE3D at other lags (:func:`usnav.calibration.lag.scan_tracker_lag`): a
         recording whose images fit the poses of another moment far better has a pose-image lag
         (None when the recording's timing does not allow the scan).
+    precision
+        95 % precision of ``image_to_probe`` from a bootstrap over the calibration frames
+        (:mod:`usnav.calibration.precision`); None when not computed.
     """
 
     image_to_probe: np.ndarray
@@ -198,6 +212,7 @@ class SpatialCalibrationResult:
     warnings: list[str] = field(default_factory=list)
     tracker_lag_s: float = 0.0
     tracker_lag_scan: LagScan | None = None
+    precision: CalibrationPrecision | None = None
 
     @property
     def spacing_mm(self) -> tuple[float, float]:
@@ -237,6 +252,7 @@ class SpatialCalibrationResult:
             "warnings": list(self.warnings),
             "tracker_lag_s": self.tracker_lag_s,
             "tracker_lag_scan": self.tracker_lag_scan.as_dict() if self.tracker_lag_scan else None,
+            "precision": self.precision.as_dict() if self.precision else None,
         }
 
 
@@ -451,6 +467,7 @@ def segment_sequence(
         frame_times_s=times,
         frame_phantom_to_probe=phantom_to_probe,
         frame_pose_ok=pose_ok,
+        image_size=(int(cols), int(rows)),
     )
 
 
@@ -503,6 +520,8 @@ def calibrate_spatial(
     min_frames: int = MIN_FRAMES,
     tracker_lag_s: float = 0.0,
     progress: ProgressCallback | None = None,
+    precision_replicates: int = PRECISION_REPLICATES,
+    precision_seed: int = 0,
 ) -> SpatialCalibrationResult:
     """N-wire probe calibration of PLUS fCal recordings.
 
@@ -524,6 +543,9 @@ def calibrate_spatial(
     progress
         Called as ``progress(stage, done, total)`` while segmenting, stage ``"calibration"``
         or ``"validation"``.
+    precision_replicates, precision_seed
+        Resamples and seed of the bootstrap that states the calibration's 95 % precision
+        (:func:`usnav.calibration.precision.calibration_precision`); 0 resamples: none.
 
     Raises
     ------
@@ -604,6 +626,22 @@ def calibrate_spatial(
     lag_warning = lag_scan.warning() if lag_scan is not None else None
     if lag_warning:
         warnings.append(lag_warning)
+    precision = None
+    if precision_replicates > 0:
+        from usnav.calibration.precision import calibration_precision
+
+        try:
+            precision = calibration_precision(
+                matrix,
+                cal.image_points,
+                cal.probe_points,
+                cal.image_size,
+                validation_pre3d_mm=val_stats.mean if val_stats is not None else None,
+                replicates=precision_replicates,
+                seed=precision_seed,
+            )
+        except ValueError as exc:
+            warnings.append(f"no precision stated: {exc}")
     for seq in (cal, val):
         if seq is None:
             continue
@@ -626,4 +664,5 @@ def calibrate_spatial(
         warnings=warnings,
         tracker_lag_s=float(tracker_lag_s),
         tracker_lag_scan=lag_scan,
+        precision=precision,
     )

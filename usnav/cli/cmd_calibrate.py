@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from usnav.cli.progress import ProgressBar
 from usnav.errors import InputError
+
+if TYPE_CHECKING:
+    from usnav.calibration.precision import CalibrationPrecision
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -190,6 +194,8 @@ def _spatial(args: argparse.Namespace) -> int:
             f"validation error  (PRE3D, lowest 95 %): {ve.mean:.4f} +- {ve.sd:.4f} mm "
             f"(max {ve.max:.3f}, {ve.count}/{ve.total} points)"
         )
+    if result.precision is not None:
+        _print_precision(result.precision)
     for name, seq in (("calibration", result.calibration), ("validation", result.validation)):
         if seq is not None:
             skipped = ", ".join(f"{v} {k}" for k, v in seq.counts.items() if k != "ok")
@@ -207,6 +213,34 @@ def _spatial(args: argparse.Namespace) -> int:
         if path is not None:
             print(f"wrote {what}: {path}")
     return 0
+
+
+def _print_precision(p: CalibrationPrecision) -> None:
+    """The calibration's precision and the ``[registration_budget]`` lines to paste."""
+    pts = p.points_mm
+    print(
+        f"calibration precision (95 %, bootstrap: {p.replicates} resamples of {p.frames} "
+        f"frames in blocks of {p.block_frames}): image points top centre "
+        f"{pts['top_centre']:.2f}, centre {pts['centre']:.2f}, bottom corners "
+        f"{pts['bottom_left']:.2f} / {pts['bottom_right']:.2f} mm; "
+        f"rotation {p.rotation_deg:.2f} deg"
+    )
+    lo, hi = p.predicted_pre3d_mm
+    line = f"  predicted PRE3D of a new recording {lo:.3f} mm (95 %: {hi:.3f} mm)"
+    if p.validation_pre3d_mm is not None:
+        line += f"; validation {p.validation_pre3d_mm:.3f} mm: " + (
+            "LARGER, the bootstrap under-states" if p.understated else "within it"
+        )
+    print(line)
+    for w in p.warnings:
+        print(f"warning: precision: {w}")
+    print(
+        "warning: these numbers state the calibration's PRECISION only (not its accuracy): the "
+        "phantom's geometry and registration, a wire-segmentation bias and the tracker's error "
+        "are not in them"
+    )
+    print("[registration_budget] lines for the usnav run --options file:")
+    print(p.budget_snippet(), end="")
 
 
 def _temporal(args: argparse.Namespace) -> int:

@@ -57,6 +57,52 @@ class ErrorStats(_Strict):
     count: int | None = Field(default=None, ge=0)
 
 
+class SpatialPrecision(_Strict):
+    """95 % precision of ``ImageToProbe`` from a bootstrap over the calibration frames
+    (``usnav calibrate spatial``; docs/calibration.md, "Calibration precision").
+
+    PRECISION only: how far refits of the same recording's frames move an image point. The
+    phantom's geometry and registration, a wire-segmentation bias and the tracker's error are
+    not in it.
+
+    Attributes
+    ----------
+    calibration_error_mm, calibration_error_deg
+        What to state in ``[registration_budget]``: ``mm + radians(deg)·d`` covers the 95 %
+        spread of every image point at depth d (mm below the image's top row); mm is at least
+        ``validation_excess_mm``.
+    bootstrap_mm, bootstrap_deg
+        The same from the bootstrap alone.
+    points_mm
+        95 % spread of named image points (``origin``, ``top_centre``, ``centre``,
+        ``bottom_left``, ``bottom_right``), mm.
+    depth_mm
+        The image's depth (bottom row below the top row), mm.
+    block_frames, replicates, seed
+        How the frames were resampled: blocks of consecutive frames, resamples, seed.
+    predicted_pre3d_mm
+        PRE3D (mm) the bootstrap predicts for a new recording: median and 95th percentile.
+    validation_excess_mm
+        Validation PRE3D beyond the prediction, mm (0: within it; absent: no validation).
+    understated
+        The validation recording showed more error than the bootstrap predicts.
+    """
+
+    calibration_error_mm: float = Field(ge=0)
+    calibration_error_deg: float = Field(ge=0)
+    bootstrap_mm: float | None = Field(default=None, ge=0)
+    bootstrap_deg: float | None = Field(default=None, ge=0)
+    points_mm: dict[str, float] = Field(default_factory=dict)
+    depth_mm: float | None = Field(default=None, ge=0)
+    block_frames: int | None = Field(default=None, ge=1)
+    replicates: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    predicted_pre3d_mm: list[float] | None = Field(default=None, min_length=2, max_length=2)
+    validation_excess_mm: float | None = Field(default=None, ge=0)
+    understated: bool = False
+    note: str = ""
+
+
 class SpatialCalibration(_Strict):
     """``ImageToProbe``: image pixels (col, row, 0) → Probe mm; carries mm per pixel."""
 
@@ -67,6 +113,7 @@ class SpatialCalibration(_Strict):
     #: The lag its images were paired with their poses at, s (``--tracker-lag-s``; an image
     #: stamped t with the pose at t + lag). 0 in files written before session 32: they were.
     tracker_lag_s: float = Field(default=0.0, ge=-2.0, le=2.0)
+    precision: SpatialPrecision | None = None
 
     @field_validator("image_to_probe")
     @classmethod
