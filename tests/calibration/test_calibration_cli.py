@@ -97,8 +97,8 @@ def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
     # the precision, and the budget lines to paste with the warning of what they leave out
     assert "calibration precision (95 %, bootstrap" in printed
     assert "warning: these numbers state the calibration's PRECISION only" in printed
-    snippet = printed[printed.index("[registration_budget]\n") :]
-    table = tomllib.loads(snippet.split("calibration: ")[0])["registration_budget"]
+    snippet = printed[printed.index("[registration_budget]\n") :].split("\nwrote ")[0]
+    table = tomllib.loads(snippet)["registration_budget"]
     assert set(table) == {"calibration_error_mm", "calibration_error_deg"}
     stored = load_calibration(out).spatial.precision
     assert table["calibration_error_mm"] >= stored.calibration_error_mm

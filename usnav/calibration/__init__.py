@@ -12,6 +12,7 @@ from usnav.calibration.phantom import (
     read_calibration_config,
 )
 from usnav.calibration.pivot import PivotResult, calibrate_pivot, pivot_calibration
+from usnav.calibration.precision import CalibrationPrecision, calibration_precision
 from usnav.calibration.segmentation import FrameStatus
 from usnav.calibration.spatial import (
     CalibrationRefused,
@@ -25,6 +26,7 @@ from usnav.calibration.temporal import TemporalCalibrationResult, calibrate_temp
 
 __all__ = [
     "CalibrationConfig",
+    "CalibrationPrecision",
     "CalibrationRefused",
     "ErrorSummary",
     "FrameStatus",
@@ -36,6 +38,7 @@ __all__ = [
     "calibrate_pivot",
     "calibrate_spatial",
     "calibrate_temporal",
+    "calibration_precision",
     "percentile_stats",
     "pivot_calibration",
     "plus_coordinate_definitions",

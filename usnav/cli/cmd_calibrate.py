@@ -205,6 +205,8 @@ def _spatial(args: argparse.Namespace) -> int:
             )
     for w in result.warnings:
         print(f"warning: {w}")
+    if result.precision is not None:
+        _print_budget(result.precision)
     for what, path in (
         ("calibration file", args.out),
         ("PLUS XML", args.xml),
@@ -216,7 +218,7 @@ def _spatial(args: argparse.Namespace) -> int:
 
 
 def _print_precision(p: CalibrationPrecision) -> None:
-    """The calibration's precision and the ``[registration_budget]`` lines to paste."""
+    """The calibration's precision: image points, rotation, the validation check."""
     pts = p.points_mm
     print(
         f"calibration precision (95 %, bootstrap: {p.replicates} resamples of {p.frames} "
@@ -234,6 +236,10 @@ def _print_precision(p: CalibrationPrecision) -> None:
     print(line)
     for w in p.warnings:
         print(f"warning: precision: {w}")
+
+
+def _print_budget(p: CalibrationPrecision) -> None:
+    """The ``[registration_budget]`` lines to paste, after the warning of what they omit."""
     print(
         "warning: these numbers state the calibration's PRECISION only (not its accuracy): the "
         "phantom's geometry and registration, a wire-segmentation bias and the tracker's error "
