@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
+from usnav.calibration.output import write_calibration
 from usnav.calibration.phantom import read_calibration_config
 from usnav.calibration.precision import calibration_precision
 from usnav.calibration.segmentation import FrameStatus
@@ -25,6 +26,7 @@ from usnav.calibration.spatial import (
     segment_sequence,
     solve_image_to_probe,
 )
+from usnav.config.calibration import load_calibration
 from usnav.errors import ConfigError, InputError
 from usnav.frames import TrackedFrame, TrackedTransform
 from usnav.io.sequence import read_sequence, write_sequence
@@ -418,6 +420,8 @@ def test_a_pose_image_lag_is_found_and_can_be_given(tmp_path: Path, lag_s: float
     assert dt_mm < 0.2 and drot_deg < 0.1
     assert not any("pose-image lag" in w for w in given.warnings)
     assert given.as_dict()["tracker_lag_s"] == -0.3
+    write_calibration(tmp_path / "probe.toml", spatial=given)
+    assert load_calibration(tmp_path / "probe.toml").spatial.tracker_lag_s == -0.3
     # the frames with no tracked pose 0.3 s before their image left the fit, counted
     assert len(given.calibration.used) < len(plain.calibration.used)
 
