@@ -140,3 +140,30 @@ def test_real_plus_config_without_image_to_probe_says_what_it_has(shared_data: P
     np.testing.assert_allclose(defs["PhantomToReference"].matrix[0, 3], 9.59137)
     with pytest.raises(ConfigError, match="found: .*PhantomToReference"):
         load_calibration(xml)
+
+
+def test_a_spatial_calibration_paired_at_another_lag_than_in_use_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ImageToProbe computed with images paired 0.4 s later (calibrate spatial --tracker-lag-s
+    # 0.4) is right only where images are paired the same way; live pairing uses [temporal]
+    import logging
+
+    from usnav.devices.config import ProbeConfig
+    from usnav.devices.probe import ProbeClient
+
+    spatial = SpatialCalibration(image_to_probe=IMAGE_TO_PROBE.tolist(), tracker_lag_s=0.4)
+    alone = save_calibration(CalibrationFile(probe="p", spatial=spatial), tmp_path / "a.toml")
+    line = load_calibration(alone).spatial_lag_mismatch()
+    assert line is not None and "a.toml" in line and "+0.400 s" in line and "+0.000 s" in line
+    both = CalibrationFile(
+        probe="p", spatial=spatial, temporal=TemporalCalibration(tracker_lag_s=0.4)
+    )
+    assert both.spatial_lag_mismatch() is None
+    assert both.spatial_lag_mismatch(0.0) is not None  # a device's own lag overrides the file's
+    with caplog.at_level(logging.WARNING, logger="usnav.devices.probe"):
+        ProbeClient(ProbeConfig(port=1), calibration=load_calibration(alone)).close()
+        assert "calibrate spatial again with --tracker-lag-s +0.000" in caplog.text
+        caplog.clear()
+        ProbeClient(ProbeConfig(port=1), calibration=both).close()
+        assert "tracker-lag-s" not in caplog.text

@@ -73,7 +73,9 @@ def run_spatial(
         refusal_report(exc.segmented, exc.problem, report)
         raise CalibrationRefused(exc.segmented, exc.problem, f"see the report {report}") from exc
     if out is not None:
-        write_calibration(out, spatial=result)
+        mismatch = write_calibration(out, spatial=result).spatial_lag_mismatch()
+        if mismatch:
+            result.warnings.append(mismatch)
     if xml is not None:
         _write_text(xml, plus_coordinate_definitions(spatial=result))
     if report is not None:
@@ -102,7 +104,9 @@ def run_temporal(
         video, tracker, tool=tool, clip=clip, clamp_ends=clamp_ends, progress=progress
     )
     if out is not None:
-        write_calibration(out, temporal=result)
+        mismatch = write_calibration(out, temporal=result).spatial_lag_mismatch()
+        if mismatch:
+            result.warnings.append(mismatch)
     if report is not None:
         from usnav.calibration.report import temporal_report
 

@@ -190,6 +190,20 @@ class CalibrationFile(_Strict):
     def tracker_lag_s(self) -> float:
         return self.temporal.tracker_lag_s if self.temporal else 0.0
 
+    def spatial_lag_mismatch(self, tracker_lag_s: float | None = None) -> str | None:
+        """A line for a person when ImageToProbe was computed with images paired with their
+        poses at another lag than the one images are paired at in use (``tracker_lag_s``, s;
+        default this file's ``[temporal]`` lag, 0 without one), else None. Tolerance 10 ms."""
+        lag = self.tracker_lag_s if tracker_lag_s is None else tracker_lag_s
+        if self.spatial is None or abs(self.spatial.tracker_lag_s - lag) <= 0.01:
+            return None
+        where = self._loaded_from or f"calibration '{self.probe}'"
+        return (
+            f"{where}: ImageToProbe was computed with each image paired with the pose at "
+            f"t {self.spatial.tracker_lag_s:+.3f} s, but images are paired at t {lag:+.3f} s "
+            f"here: calibrate spatial again with --tracker-lag-s {lag:+.3f} (or fix the lag)"
+        )
+
 
 def load_calibration(path: str | Path) -> CalibrationFile:
     """Read a calibration: usnav TOML, PLUS device-set XML, or 16 numbers (row-major).

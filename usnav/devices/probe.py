@@ -199,6 +199,9 @@ class ProbeClient(Device):
         # the tracker lag is the calibration stage's: streams are sampled at its pose_time()
         self.calibration_stage = CalibrationStage.from_calibration(calibration, tracker_lag_s=lag)
         self.time_offset_s = self.calibration_stage.tracker_lag_s
+        mismatch = calibration.spatial_lag_mismatch(self.time_offset_s) if calibration else None
+        if mismatch:
+            log.warning("%s: %s", name, mismatch)
         self.stats = ProbeStats()
         self._queue: queue.Queue[TrackedFrame] = queue.Queue(maxsize=self.config.frame_queue)
         self._callbacks: list[Callable[[TrackedFrame], None]] = []
