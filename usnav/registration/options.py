@@ -232,6 +232,13 @@ class RegistrationOptions(BaseModel):
     moved a tuning case to a pose 23 mm off that the verdict accepted. 0: off."""
     ambiguity_evaluations: int = Field(default=30, ge=5)
     """Budget of each ambiguity probe's refinement."""
+    ambiguity_coarse_evaluations: int = Field(default=0, ge=0)
+    """Coarse-to-fine ambiguity probes (session 32, the ≤ 1 s time target): each probe is
+    first refined with this budget at the level before the finest (≈ ¼ of the pixels of the
+    finest level's 0.5 mm), then at the finest level with ``ambiguity_evaluations``; the
+    verdict still scores the poses so found at the finest level. 0 (default): the finest
+    level alone, as before. With the default 30 finest-level evaluations the eight probes
+    were ~40 % of a sweep's similarity time (notes/speed.md, session 29)."""
     ambiguity_distinct_mm: float = Field(default=2.0, ge=0)
     """An alternative closer than this (mean over the field of view) belongs to the
     candidate's own optimum (2 mm: the accuracy that matters)."""
@@ -243,6 +250,12 @@ class RegistrationOptions(BaseModel):
     the candidate must lead that optimum's similarity by ``confirm_min_margin``, else it is
     rejected as unconfirmed: the image then offers, near the current estimate, a pose about as
     good, and a large move to the candidate is not supported by the evidence. 0: not run."""
+    confirm_coarse_evaluations: int = Field(default=0, ge=0)
+    """Coarse-to-fine confirmation (session 32, the time target): the search from the current
+    estimate first runs with this budget at the level before the finest (first steps
+    ``confirm_step``), then at the finest level with ``confirm_evaluations`` from there (first
+    steps 0.6 × the finest spacing, as the levels' searches). 0 (default): the finest level
+    alone, as before."""
     confirm_step: tuple[_PositiveMm, _PositiveMm] = (1.5, 1.5)
     """First step of the confirmation search: mm, degrees."""
     confirm_min_margin: float = 0.0

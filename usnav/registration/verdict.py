@@ -487,11 +487,29 @@ class VerdictMixin:
         def cost(p: np.ndarray) -> float:
             return -sim(correction(p, centre_c) @ candidate)
 
+        coarse = self._coarse_level(opts.ambiguity_coarse_evaluations)
+
+        def coarse_cost(p: np.ndarray) -> float:
+            assert coarse is not None
+            return -coarse.similarity(correction(p, centre_c) @ candidate)
+
         for axis in opts.ambiguity_axes:
             direction = candidate[:3, :3] @ axes[axis]
             for offset in opts.ambiguity_offsets_mm:
                 for sign in (-1.0, 1.0):
                     x0 = np.r_[sign * offset * direction, 0.0, 0.0, 0.0]
+                    if coarse is not None:
+                        # most of the climb on the coarser level's cheaper evaluations; the
+                        # finest level's refinement then starts near its optimum
+                        sc = coarse.frames.spacing_mm
+                        x0, _, k = _optimise(
+                            coarse_cost,
+                            x0,
+                            np.r_[[0.6 * sc] * 3, [0.6 * sc] * 3],
+                            opts.ambiguity_coarse_evaluations,
+                            0.05 * sc,
+                        )
+                        total += k
                     x, _, k = _optimise(
                         cost,
                         x0,
@@ -502,6 +520,14 @@ class VerdictMixin:
                     total += k
                     poses.append((correction(x, centre_c) @ candidate, offset, axis))
         return poses, total
+
+    def _coarse_level(self, evaluations: int):
+        """The level before the finest (a :class:`~usnav.registration.search.PreparedLevel`)
+        when a coarse-to-fine refinement asks for ``evaluations`` > 0 there and the search
+        has more than one level; else None (the finest level alone, as before session 32)."""
+        if evaluations <= 0 or len(self.options.level_spacings_mm) < 2:
+            return None
+        return self.level(-2)
 
     def _ambiguity(
         self, candidate: np.ndarray, similarity: float, scores: np.ndarray, pts: np.ndarray
@@ -653,9 +679,25 @@ class VerdictMixin:
             return -sim(correction(p, centre) @ current)
 
         step = np.r_[[opts.confirm_step[0]] * 3, [opts.confirm_step[1]] * 3]
-        x, f, n = _optimise(
-            cost, np.zeros(6), step, opts.confirm_evaluations, 0.05 * level.frames.spacing_mm
+        x0 = np.zeros(6)
+        n = 0
+        coarse = self._coarse_level(opts.confirm_coarse_evaluations)
+        if coarse is not None:
+            # the search from the current estimate on the coarser level first (its first
+            # steps ``confirm_step``), then refined at the finest level with small steps
+            coarse_sim = coarse.similarity
+            sc = coarse.frames.spacing_mm
+
+            def coarse_cost(p: np.ndarray) -> float:
+                return -coarse_sim(correction(p, centre) @ current)
+
+            x0, _, n = _optimise(coarse_cost, x0, step, opts.confirm_coarse_evaluations, 0.05 * sc)
+            s = level.frames.spacing_mm
+            step = np.r_[[0.6 * s] * 3, [0.6 * s] * 3]
+        x, f, k = _optimise(
+            cost, x0, step, opts.confirm_evaluations, 0.05 * level.frames.spacing_mm
         )
+        n += k
         local = correction(x, centre) @ current
         distance = mean_displacement(local, candidate, pts)
         margin = float(similarity + f)
