@@ -45,7 +45,7 @@ def test_coarse_to_fine_probes_move_their_evaluations_to_the_coarser_level(small
 
 
 def test_coarse_to_fine_confirmation_moves_its_evaluations_to_the_coarser_level(small_case):
-    mri, sweep, _, truth = small_case
+    truth = small_case[3]
     candidate = truth.reference_to_mri
     current = truth.init_reference_to_mri
 
