@@ -238,7 +238,12 @@ class RegistrationOptions(BaseModel):
     finest level's 0.5 mm), then at the finest level with ``ambiguity_evaluations``; the
     verdict still scores the poses so found at the finest level. 0 (default): the finest
     level alone, as before. With the default 30 finest-level evaluations the eight probes
-    were ~40 % of a sweep's similarity time (notes/speed.md, session 29)."""
+    were ~40 % of a sweep's similarity time (notes/speed.md, session 29). Session 32
+    (notes/session-32-speed.md): 30 here and 5 at the finest level, with
+    ``confirm_coarse_evaluations`` 80 and ``confirm_evaluations`` 10, passed the rule set
+    before the run on 24 tuning cases at ~0.7 × the sweep's time (1.84 → 1.40 s), and on 28
+    held-out cases rejected two correct candidates as ties (under 2 mm 25 → 23): not the
+    default."""
     ambiguity_distinct_mm: float = Field(default=2.0, ge=0)
     """An alternative closer than this (mean over the field of view) belongs to the
     candidate's own optimum (2 mm: the accuracy that matters)."""
@@ -255,7 +260,8 @@ class RegistrationOptions(BaseModel):
     estimate first runs with this budget at the level before the finest (first steps
     ``confirm_step``), then at the finest level with ``confirm_evaluations`` from there (first
     steps 0.6 × the finest spacing, as the levels' searches). 0 (default): the finest level
-    alone, as before."""
+    alone, as before. Measured with the coarse-to-fine probes in session 32 (see
+    ``ambiguity_coarse_evaluations``)."""
     confirm_step: tuple[_PositiveMm, _PositiveMm] = (1.5, 1.5)
     """First step of the confirmation search: mm, degrees."""
     confirm_min_margin: float = 0.0
