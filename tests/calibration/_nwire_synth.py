@@ -206,3 +206,63 @@ def write_recording(
         )
     write_sequence(path, frames, orientation=orientation)
     return SynthRecording(path, itp, np.array(truth))
+
+
+def segmented_sweep(
+    n: int,
+    config,
+    *,
+    seed: int = 0,
+    speed: float = 1.0,
+    tracker_lag_s: float = 0.0,
+    t0_s: float = 10.0,
+    dot_noise_px: float = 0.0,
+    jitter_deg: float = 0.0,
+    jitter_mm: float = 0.0,
+):
+    """A segmented smooth sweep (``SegmentedSequence``) straight from the truth, no images.
+
+    Frames at 10/s from ``t0_s``; the sweep runs ``speed`` times as fast as
+    :func:`image_pose`'s; each stored pose is the true one at t + ``tracker_lag_s`` (as in
+    :func:`write_recording`) times an independent tracker jitter (``jitter_deg``,
+    ``jitter_mm``: SD per axis); ``dot_noise_px``: SD of every dot, px. ``config`` is the
+    :class:`CalibrationConfig` of :func:`config_xml`.
+    """
+    from usnav.calibration.segmentation import FrameSegmentation, FrameStatus, middle_ratios
+    from usnav.calibration.spatial import SegmentedSequence
+
+    rng = np.random.default_rng(seed)
+    scale = np.diag([SPACING[0], SPACING[1], (SPACING[0] + SPACING[1]) / 2, 1.0])
+    rigid_c = image_to_probe_truth() @ np.linalg.inv(scale)
+    times = t0_s + 0.1 * np.arange(n)
+    wires, middles, ptps = [], [], []
+    for t in times:
+        pix = wire_pixels(image_pose(rng, speed * t) @ scale)
+        pix = pix + rng.normal(0.0, dot_noise_px, pix.shape) if dot_noise_px else pix
+        alpha = middle_ratios(pix)
+        middles.append(
+            [p.middle_points(alpha[j : j + 1])[0] for j, p in enumerate(config.patterns)]
+        )
+        jitter = np.eye(4)
+        jitter[:3, :3] = Rotation.from_rotvec(np.radians(rng.normal(0, jitter_deg, 3))).as_matrix()
+        jitter[:3, 3] = rng.normal(0.0, jitter_mm, 3)
+        stored = image_pose(rng, speed * (t + tracker_lag_s))
+        ptps.append(np.linalg.inv(stored @ np.linalg.inv(rigid_c) @ jitter))
+        wires.append(pix)
+    w, ph, ptp = np.array(wires), np.array(middles), np.array(ptps)
+    probe = np.einsum("nij,nkj->nki", ptp[:, :3, :3], ph) + ptp[:, None, :3, 3]
+    return SegmentedSequence(
+        "synthetic sweep",
+        "MF",
+        [FrameSegmentation(FrameStatus.OK) for _ in range(n)],
+        np.arange(n),
+        w[:, :, 1, :],
+        w,
+        ph,
+        probe,
+        ptp,
+        frame_times_s=times,
+        frame_phantom_to_probe=ptp,
+        frame_pose_ok=np.ones(n, dtype=bool),
+        image_size=(COLS, ROWS),
+    )

@@ -426,6 +426,28 @@ def test_a_pose_image_lag_is_found_and_can_be_given(tmp_path: Path, lag_s: float
     assert len(given.calibration.used) < len(plain.calibration.used)
 
 
+def test_tracker_jitter_on_a_slow_sweep_is_not_taken_for_a_lag(tmp_path: Path) -> None:
+    # A pose interpolated between two samples averages their independent jitter, so on a slow
+    # sweep every lag between samples fits better than the recorded pairing, far ones too:
+    # judged against the given lag alone, 3 of these 20 lag-free sweeps (0.2 deg / 0.2 mm
+    # jitter) warned of a lag of 1.5-3.5 frames. A real lag of 2-3 frames is still found.
+    from usnav.calibration.lag import scan_tracker_lag
+
+    cfg = read_calibration_config(synth.config_xml(tmp_path / "phantom.xml"))
+    noise = {"dot_noise_px": 0.3, "jitter_deg": 0.2, "jitter_mm": 0.2}
+    for seed in range(20):
+        cal = synth.segmented_sweep(60, cfg, seed=seed, speed=0.05, **noise)
+        val = synth.segmented_sweep(40, cfg, seed=100 + seed, t0_s=20.0, speed=0.05, **noise)
+        scan = scan_tracker_lag(cal, val)
+        assert scan is not None and scan.warning() is None, (seed, scan.best_lag_s)
+    for lag_s in (0.3, -0.2):
+        cal = synth.segmented_sweep(60, cfg, seed=1, tracker_lag_s=lag_s, **noise)
+        val = synth.segmented_sweep(40, cfg, seed=2, t0_s=20.0, tracker_lag_s=lag_s, **noise)
+        scan = scan_tracker_lag(cal, val)
+        assert scan is not None and scan.warning() is not None
+        assert scan.best_lag_s == pytest.approx(-lag_s, abs=0.05)
+
+
 @pytest.mark.needs_data
 def test_plus_fcal_recordings_fit_the_poses_0_4_s_later(plus_result) -> None:
     # PLUS's own test recordings: paired 0.4 s later the calibration frames' PRE3D falls from

@@ -79,6 +79,17 @@ class LagScan:
             return None
         return float(values[int(np.argmin(np.abs(self.lags_s - lag_s)))])
 
+    def _near_given(self, values: np.ndarray) -> float:
+        """The smallest PRE3D within half a frame interval of the given lag, mm.
+
+        A pose interpolated between two samples averages their independent jitter, so with a
+        slow or still probe every lag between samples fits better than the given lag (where
+        the recorded samples are used as they are), far ones as well as near ones: the best
+        lag must beat the interpolated ones near the given lag, not only the given lag itself.
+        """
+        near = np.abs(self.lags_s - self.given_lag_s) <= 0.5 * self.frame_interval_s * (1 + 1e-6)
+        return float(np.min(values[near]))
+
     def warning(self) -> str | None:
         """One line for a person when another lag fits clearly better, else None."""
         best, given = self.best_lag_s, self.given_lag_s
@@ -88,9 +99,9 @@ class LagScan:
         if self.validation_pre3d_mm is not None:
             pairs.append((self.validation_pre3d_mm, "validation recording"))
         for values, _ in pairs:
-            at_best, at_given = self._at(values, best), self._at(values, given)
-            assert at_best is not None and at_given is not None
-            if at_best > MAX_LAG_FIT_RATIO * at_given or at_given - at_best < MIN_LAG_GAIN_MM:
+            at_best, near = self._at(values, best), self._near_given(values)
+            assert at_best is not None
+            if at_best > MAX_LAG_FIT_RATIO * near or near - at_best < MIN_LAG_GAIN_MM:
                 return None
         figures = "; ".join(
             f"{what} {self._at(values, best):.2f} against {self._at(values, given):.2f} mm"
