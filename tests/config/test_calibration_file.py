@@ -156,6 +156,10 @@ def test_a_spatial_calibration_paired_at_another_lag_than_in_use_is_named(
     alone = save_calibration(CalibrationFile(probe="p", spatial=spatial), tmp_path / "a.toml")
     line = load_calibration(alone).spatial_lag_mismatch()
     assert line is not None and "a.toml" in line and "+0.400 s" in line and "+0.000 s" in line
+    # without a [temporal] lag the other remedy is to give the probe the lag the fit found, and
+    # a recording made by usnav record is already paired at the device's lag
+    assert "usnav calibrate temporal --out" in line and "time_offset_s" in line
+    assert "usnav record" in line
     both = CalibrationFile(
         probe="p", spatial=spatial, temporal=TemporalCalibration(tracker_lag_s=0.4)
     )

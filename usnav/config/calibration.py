@@ -198,10 +198,15 @@ class CalibrationFile(_Strict):
         if self.spatial is None or abs(self.spatial.tracker_lag_s - lag) <= 0.01:
             return None
         where = self._loaded_from or f"calibration '{self.probe}'"
+        spatial_lag = self.spatial.tracker_lag_s
         return (
             f"{where}: ImageToProbe was computed with each image paired with the pose at "
-            f"t {self.spatial.tracker_lag_s:+.3f} s, but images are paired at t {lag:+.3f} s "
-            f"here: calibrate spatial again with --tracker-lag-s {lag:+.3f} (or fix the lag)"
+            f"t {spatial_lag:+.3f} s, but images are paired at t {lag:+.3f} s here: calibrate "
+            f"spatial again with --tracker-lag-s {lag:+.3f}, or, if {spatial_lag:+.3f} s is the "
+            f"probe's lag, pair images there ([temporal] tracker_lag_s, usnav calibrate temporal "
+            f"--out, or the device's time_offset_s). --tracker-lag-s is counted from the pairing "
+            f"a recording already has: 0 for N-wire recordings made by usnav record with that "
+            f"lag, which this file cannot tell apart"
         )
 
 
