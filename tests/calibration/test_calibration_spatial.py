@@ -420,8 +420,11 @@ def test_a_pose_image_lag_is_found_and_can_be_given(tmp_path: Path, lag_s: float
     assert dt_mm < 0.2 and drot_deg < 0.1
     assert not any("pose-image lag" in w for w in given.warnings)
     assert given.as_dict()["tracker_lag_s"] == -0.3
-    write_calibration(tmp_path / "probe.toml", spatial=given)
+    written = write_calibration(tmp_path / "probe.toml", spatial=given)
     assert load_calibration(tmp_path / "probe.toml").spatial.tracker_lag_s == -0.3
+    # no [temporal] lag in the file: --out says so, naming the file written
+    mismatch = written.spatial_lag_mismatch()
+    assert mismatch is not None and mismatch.startswith(str(tmp_path / "probe.toml"))
     # the frames with no tracked pose 0.3 s before their image left the fit, counted
     assert len(given.calibration.used) < len(plain.calibration.used)
 

@@ -157,6 +157,7 @@ def write_calibration(
         }
     )
     save_calibration(merged, p)
+    merged._loaded_from = str(p)  # its messages (spatial_lag_mismatch) name the file written
     return merged
 
 
