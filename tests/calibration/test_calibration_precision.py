@@ -223,6 +223,24 @@ def test_too_little_to_resample_is_refused() -> None:
         calibration_precision(m, uv, pr, IMAGE_SIZE, replicates=40)
 
 
+def test_non_finite_input_is_refused_saying_what(phantom) -> None:
+    # a NaN once came out as "cannot convert float NaN to integer" (from the block length),
+    # and an infinite validation PRE3D as calibration_error_mm = inf in the budget snippet
+    _, image, probe = simulate(phantom, 12, 0.5, 1)
+    fitted, _ = solve_image_to_probe(image, probe)
+    bad = image.copy()
+    bad[3, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="image points have NaN"):
+        calibration_precision(fitted, bad, probe, IMAGE_SIZE, replicates=20)
+    with pytest.raises(ValueError, match="ImageToProbe have NaN"):
+        calibration_precision(fitted * np.nan, image, probe, IMAGE_SIZE, replicates=20)
+    for pre3d in (math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError, match="validation PRE3D"):
+            calibration_precision(
+                fitted, image, probe, IMAGE_SIZE, replicates=20, validation_pre3d_mm=pre3d
+            )
+
+
 # -- outputs --------------------------------------------------------------------------------
 
 

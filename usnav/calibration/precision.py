@@ -317,8 +317,8 @@ def calibration_precision(
     Raises
     ------
     ValueError
-        Fewer than 2 frames, fewer than 20 resamples, an empty image, or fewer than 20
-        resamples that gave a calibration.
+        Fewer than 2 frames, fewer than 20 resamples, an empty image, NaN or infinite input, or
+        fewer than 20 resamples that gave a calibration.
     """
     m = np.asarray(image_to_probe, dtype=np.float64)
     uv = np.asarray(image_points, dtype=np.float64)
@@ -331,6 +331,15 @@ def calibration_precision(
         raise ValueError(f"{replicates} resamples: at least 20 are needed")
     if cols < 1 or rows < 1:
         raise ValueError(f"empty image ({cols} x {rows} px)")
+    for name, values in (("ImageToProbe", m), ("image points", uv), ("probe points", pr)):
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"the {name} have NaN or infinite values")
+    if validation_pre3d_mm is not None and not (
+        math.isfinite(validation_pre3d_mm) and validation_pre3d_mm >= 0
+    ):
+        raise ValueError(
+            f"the validation PRE3D must be a finite mm value, got {validation_pre3d_mm}"
+        )
     rho = residual_autocorrelation(m, uv, pr)
     block = block_length(rho, n) if block_frames is None else int(min(max(1, block_frames), n))
     rng = np.random.default_rng(seed)
