@@ -451,6 +451,29 @@ def test_tracker_jitter_on_a_slow_sweep_is_not_taken_for_a_lag(tmp_path: Path) -
         assert scan.best_lag_s == pytest.approx(-lag_s, abs=0.05)
 
 
+def test_images_whose_lagged_time_is_outside_the_tracked_poses_leave_the_fit(
+    tmp_path: Path,
+) -> None:
+    # 10 frames/s from t = 10 s; paired 0.3 s earlier, frames 0-2 have no pose (t - 0.3 s is
+    # before the first sample). PoseSeries.at would hold the first pose for 2.5 frame
+    # intervals, pairing frames 1 and 2 with the pose of another moment.
+    from usnav.calibration.lag import at_tracker_lag, phantom_to_probe_at
+
+    cfg = read_calibration_config(synth.config_xml(tmp_path / "phantom.xml"))
+    seq = synth.segmented_sweep(30, cfg, seed=0)
+    mask, _ = phantom_to_probe_at(seq, -0.3)
+    assert mask.tolist() == [False] * 3 + [True] * 27
+    mask, _ = phantom_to_probe_at(seq, 0.25)  # between samples: interpolated, the end lost
+    assert mask.tolist() == [True] * 27 + [False] * 3
+    shifted = at_tracker_lag(seq, -0.3)
+    assert shifted.used.tolist() == list(range(3, 30))
+    assert [f.status for f in shifted.frames[:4]] == [FrameStatus.INVALID_TRANSFORM] * 3 + [
+        FrameStatus.OK
+    ]
+    # the pose given to frame 3 is the one recorded with frame 0
+    np.testing.assert_allclose(shifted.phantom_to_probe[0], seq.frame_phantom_to_probe[0])
+
+
 @pytest.mark.needs_data
 def test_plus_fcal_recordings_fit_the_poses_0_4_s_later(plus_result) -> None:
     # PLUS's own test recordings: paired 0.4 s later the calibration frames' PRE3D falls from

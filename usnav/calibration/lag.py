@@ -147,7 +147,9 @@ def phantom_to_probe_at(seq, lag_s: float) -> tuple[np.ndarray, np.ndarray]:
     """PhantomToProbe of each usable frame at its image time + ``lag_s``.
 
     Returns (mask over ``seq.used`` of the frames with an OK pose there, matrices (n, 4, 4));
-    a pose is interpolated between OK samples no farther apart than 2.5 frame intervals.
+    a pose is interpolated between OK samples no farther apart than 2.5 frame intervals. A
+    time outside the OK samples has no pose (``PoseSeries.at`` would hold the end pose for up
+    to that gap: the pose of another moment, which is what the lag is to remove).
     """
     series = _poses(seq)
     n = len(seq.used)
@@ -156,9 +158,13 @@ def phantom_to_probe_at(seq, lag_s: float) -> tuple[np.ndarray, np.ndarray]:
     if series is None:
         return mask, mats
     gap = _max_gap_s(seq)
+    first, last = float(series.times_s[0]), float(series.times_s[-1])
     for row, i in enumerate(seq.used):
+        t = float(seq.frame_times_s[i]) + lag_s
+        if not first <= t <= last:
+            continue
         try:
-            pose = series.at(float(seq.frame_times_s[i]) + lag_s, max_gap_s=gap)
+            pose = series.at(t, max_gap_s=gap)
         except ExtrapolationError:
             continue
         if pose.ok:
