@@ -474,6 +474,20 @@ def test_images_whose_lagged_time_is_outside_the_tracked_poses_leave_the_fit(
     np.testing.assert_allclose(shifted.phantom_to_probe[0], seq.frame_phantom_to_probe[0])
 
 
+def test_a_validation_recording_without_timing_does_not_hide_a_lag(tmp_path: Path) -> None:
+    # one validation frame has no pose at any other lag: every lag's validation PRE3D is
+    # infinite, and judging by it picked the first lag tried (-0.65 s) and missed this 0.3 s
+    from usnav.calibration.lag import scan_tracker_lag
+
+    cfg = read_calibration_config(synth.config_xml(tmp_path / "phantom.xml"))
+    cal = synth.segmented_sweep(60, cfg, seed=1, tracker_lag_s=0.3)
+    val = synth.segmented_sweep(1, cfg, seed=2, t0_s=20.0, tracker_lag_s=0.3)
+    scan = scan_tracker_lag(cal, val)
+    assert scan is not None and scan.validation_pre3d_mm is None
+    assert scan.best_lag_s == pytest.approx(-0.3, abs=0.05)
+    assert scan.warning() is not None
+
+
 @pytest.mark.needs_data
 def test_plus_fcal_recordings_fit_the_poses_0_4_s_later(plus_result) -> None:
     # PLUS's own test recordings: paired 0.4 s later the calibration frames' PRE3D falls from

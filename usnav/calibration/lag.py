@@ -47,7 +47,7 @@ class LagScan:
         Per lag: mean PRE3D (lowest 95 %) of that lag's fit on the calibration frames, mm.
     validation_pre3d_mm
         Per lag: the same fit's PRE3D on the validation recording paired at the same lag, mm;
-        None without a validation recording.
+        None without a validation recording, or when none of its frames has a pose at any lag.
     given_lag_s
         The lag the calibration was computed with, s.
     frame_interval_s
@@ -253,10 +253,15 @@ def scan_tracker_lag(cal, val=None, *, given_lag_s: float = 0.0, step_s: float |
                 val_pre.append(percentile_stats(err).mean)
             else:
                 val_pre.append(np.inf)
+    val_values = np.asarray(val_pre) if val is not None else None
+    if val_values is not None and not np.isfinite(val_values).any():
+        # no validation frame has a pose at any lag (fewer than 2 OK poses): judging by it
+        # would pick the first lag tried, whatever the calibration frames say
+        val_values = None
     return LagScan(
         lags_s=lags,
         calibration_pre3d_mm=np.asarray(cal_pre),
-        validation_pre3d_mm=np.asarray(val_pre) if val is not None else None,
+        validation_pre3d_mm=val_values,
         given_lag_s=float(given_lag_s),
         frame_interval_s=interval,
         frames=int(common.sum()),
