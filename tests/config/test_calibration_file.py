@@ -160,6 +160,22 @@ def test_a_spatial_calibration_paired_at_another_lag_than_in_use_is_named(
     # a recording made by usnav record is already paired at the device's lag
     assert "usnav calibrate temporal --out" in line and "time_offset_s" in line
     assert "usnav record" in line
+    # a [spatial] that does not record its lag (older usnav, PLUS XML, usnav simulate's exact
+    # matrix) is not compared: a simulated case with a tracker lag warned at every start-up
+    unrecorded = CalibrationFile(
+        probe="usnav-sim-L10",
+        spatial=SpatialCalibration(image_to_probe=IMAGE_TO_PROBE.tolist()),
+        temporal=TemporalCalibration(tracker_lag_s=0.05),
+    )
+    assert unrecorded.spatial is not None and unrecorded.spatial.tracker_lag_s is None
+    assert unrecorded.spatial_lag_mismatch() is None
+    older = tmp_path / "older.toml"
+    older.write_text(
+        "[spatial]\nimage_to_probe = "
+        + str(IMAGE_TO_PROBE.tolist())
+        + "\n\n[temporal]\ntracker_lag_s = -0.065\n"
+    )
+    assert load_calibration(older).spatial_lag_mismatch() is None
     both = CalibrationFile(
         probe="p", spatial=spatial, temporal=TemporalCalibration(tracker_lag_s=0.4)
     )

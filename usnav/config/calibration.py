@@ -111,8 +111,10 @@ class SpatialCalibration(_Strict):
     validation_error_mm: ErrorStats | None = None
     frames_used: int | None = Field(default=None, ge=0)
     #: The lag its images were paired with their poses at, s (``--tracker-lag-s``; an image
-    #: stamped t with the pose at t + lag). 0 in files written before session 32: they were.
-    tracker_lag_s: float = Field(default=0.0, ge=-2.0, le=2.0)
+    #: stamped t with the pose at t + lag). None: not recorded (files written before session
+    #: 32, PLUS XML, ``usnav simulate``'s exact ImageToProbe), so not compared with the lag in
+    #: use: those calibrations were made from recordings paired however they were.
+    tracker_lag_s: float | None = Field(default=None, ge=-2.0, le=2.0)
     precision: SpatialPrecision | None = None
 
     @field_validator("image_to_probe")
@@ -193,9 +195,12 @@ class CalibrationFile(_Strict):
     def spatial_lag_mismatch(self, tracker_lag_s: float | None = None) -> str | None:
         """A line for a person when ImageToProbe was computed with images paired with their
         poses at another lag than the one images are paired at in use (``tracker_lag_s``, s;
-        default this file's ``[temporal]`` lag, 0 without one), else None. Tolerance 10 ms."""
+        default this file's ``[temporal]`` lag, 0 without one), else None. Tolerance 10 ms.
+        None too when the ``[spatial]`` section does not record its lag."""
         lag = self.tracker_lag_s if tracker_lag_s is None else tracker_lag_s
-        if self.spatial is None or abs(self.spatial.tracker_lag_s - lag) <= 0.01:
+        if self.spatial is None or self.spatial.tracker_lag_s is None:
+            return None
+        if abs(self.spatial.tracker_lag_s - lag) <= 0.01:
             return None
         where = self._loaded_from or f"calibration '{self.probe}'"
         spatial_lag = self.spatial.tracker_lag_s
