@@ -164,6 +164,7 @@ def write_recording(
     orientation: str = "MF",
     smooth: bool = False,
     tracker_lag_s: float = 0.0,
+    header_fields: dict[str, str] | None = None,
 ) -> SynthRecording:
     """Write ``n`` synthetic N-wire frames; ``invalid`` frames get INVALID ProbeToTracker;
     ``flip`` ("lr", "ud") mirrors the stored pixels; ``orientation`` is what the file says;
@@ -204,7 +205,7 @@ def write_recording(
                 image_ok=i not in no_image,
             )
         )
-    write_sequence(path, frames, orientation=orientation)
+    write_sequence(path, frames, orientation=orientation, header_fields=header_fields or {})
     return SynthRecording(path, itp, np.array(truth))
 
 

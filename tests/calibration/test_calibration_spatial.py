@@ -506,3 +506,31 @@ def test_a_tracker_lag_beyond_2_s_is_bad_input(tmp_path: Path) -> None:
 
     args = ("calibrate", "spatial", "--config", "x.xml", "--calibration", "c.igs.mha")
     assert_bad_input(usnav(tmp_path, *args, "--tracker-lag-s", "5"), "--tracker-lag-s", "±2 s")
+
+
+def test_a_usnav_recording_s_own_pairing_lag_counts(tmp_path: Path) -> None:
+    # usnav record pairs images at the probe's time_offset_s and says so in the header
+    # (UsnavTrackerLagSec): the calibration's lag is that plus --tracker-lag-s, and the live
+    # probe at that lag is told nothing; a validation recording paired otherwise is refused
+    cfg = synth.config_xml(tmp_path / "phantom.xml")
+    paired = {"UsnavTrackerLagSec": "0.250000"}
+    cal = synth.write_recording(
+        tmp_path / "c.igs.mha", 40, seed=3, smooth=True, header_fields=paired
+    )
+    val = synth.write_recording(
+        tmp_path / "v.igs.mha", 20, seed=4, smooth=True, header_fields=paired
+    )
+    result = calibrate_spatial(cfg, cal.path, val.path)
+    assert result.tracker_lag_s == pytest.approx(0.25)
+    assert not any("pose-image lag" in w for w in result.warnings)
+    written = write_calibration(tmp_path / "probe.toml", spatial=result)
+    assert written.spatial_lag_mismatch(0.25) is None
+    assert "+0.250 s" in (written.spatial_lag_mismatch(0.0) or "")
+    other = synth.write_recording(tmp_path / "o.igs.mha", 20, seed=5, smooth=True)
+    with pytest.raises(InputError, match=r"tracker lag of \+0.0000 s, the calibration"):
+        calibrate_spatial(cfg, cal.path, other.path)
+    bad = synth.write_recording(
+        tmp_path / "b.igs.mha", 12, seed=6, header_fields={"UsnavTrackerLagSec": "soon"}
+    )
+    with pytest.raises(InputError, match="UsnavTrackerLagSec"):
+        calibrate_spatial(cfg, bad.path)

@@ -183,7 +183,7 @@ def test_a_spatial_calibration_paired_at_another_lag_than_in_use_is_named(
     assert both.spatial_lag_mismatch(0.0) is not None  # a device's own lag overrides the file's
     with caplog.at_level(logging.WARNING, logger="usnav.devices.probe"):
         ProbeClient(ProbeConfig(port=1), calibration=load_calibration(alone)).close()
-        assert "calibrate spatial again with --tracker-lag-s +0.000" in caplog.text
+        assert "images are paired at t +0.000 s" in caplog.text
         caplog.clear()
         ProbeClient(ProbeConfig(port=1), calibration=both).close()
         assert "tracker-lag-s" not in caplog.text

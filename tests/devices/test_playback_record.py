@@ -192,6 +192,16 @@ def test_recorder_counts_and_stops_after_n_frames(recording, tmp_path):
     assert result.stopped_by == "12 frames"
     with read_sequence(tmp_path / "n.seq.nrrd") as written:
         assert len(written) == 12
+        assert written.paired_tracker_lag_s == 0.0 and written.header["UsnavTrackerLagSec"]
+
+
+def test_the_recording_states_the_lag_its_images_were_paired_at(recording, tmp_path):
+    # a spatial calibration from it must know that its poses are already the probe's at t + lag
+    with PlaybackServer(recording, port=0, rate="max") as playback:
+        config = ProbeConfig(time_offset_s=0.125)
+        record(tmp_path / "lag.igs.mha", config=config, port=playback.port, frames=3)
+    with read_sequence(tmp_path / "lag.igs.mha") as written:
+        assert written.paired_tracker_lag_s == 0.125
 
 
 def _journal_frames(out: Path) -> int:

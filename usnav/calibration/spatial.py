@@ -152,6 +152,7 @@ class SegmentedSequence:
     frame_phantom_to_probe: np.ndarray | None = None
     frame_pose_ok: np.ndarray | None = None
     image_size: tuple[int, int] = (0, 0)
+    paired_lag_s: float = 0.0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -190,7 +191,9 @@ class SpatialCalibrationResult:
     warnings
         Things a person should look at (skipped patterns, mirrored frames...).
     tracker_lag_s
-        The lag the images were paired with their poses at, s (``--tracker-lag-s``).
+        The lag the images were paired with their poses at, s: the recording's own pairing
+        (``Sequence.paired_tracker_lag_s``: the lag usnav's recorder applied, 0 for PLUS files)
+        plus ``--tracker-lag-s``. The lag the probe must pair images at for this ImageToProbe.
     tracker_lag_scan
         The fit's PRE3D at other lags (:func:`usnav.calibration.lag.scan_tracker_lag`): a
         recording whose images fit the poses of another moment far better has a pose-image lag
@@ -417,6 +420,7 @@ def segment_sequence(
             raise InputError(p, str(exc)) from exc
         phantom_to_probe, tstatus = _phantom_to_probe(seq, config, ptr, p)
         times = np.asarray(seq.timestamps, dtype=np.float64).copy()
+        paired_lag_s = seq.paired_tracker_lag_s
         segmenter = DotSegmenter(config.segmentation)
         finder = PatternFinder(config.patterns, config.segmentation)
         roi = region_of_interest(config.segmentation, (cols, rows))
@@ -467,6 +471,7 @@ def segment_sequence(
         frame_times_s=times,
         frame_phantom_to_probe=phantom_to_probe,
         frame_pose_ok=pose_ok,
+        paired_lag_s=paired_lag_s,
         image_size=(int(cols), int(rows)),
     )
 
@@ -537,9 +542,11 @@ def calibrate_spatial(
     min_frames
         Fewest usable calibration frames accepted.
     tracker_lag_s
-        Pair each image stamped t with the pose at t + ``tracker_lag_s`` (interpolated), s:
-        the temporal calibration's lag (``usnav calibrate temporal``). Whatever it is, the
-        fit is also tried at lags around it and a clearly better one is warned of.
+        Pair each image with the pose ``tracker_lag_s`` later than the pose the recording
+        pairs it with (interpolated), s: the temporal calibration's lag (``usnav calibrate
+        temporal``) for a recording paired as received (PLUS, fCal); 0 for one usnav recorded
+        with that lag already applied (its header says so). Whatever it is, the fit is also
+        tried at lags around it and a clearly better one is warned of.
     progress
         Called as ``progress(stage, done, total)`` while segmenting, stage ``"calibration"``
         or ``"validation"``.
@@ -599,6 +606,14 @@ def calibrate_spatial(
             progress=stage_progress("validation"),
         )
         val_at_zero = val
+        if abs(val.paired_lag_s - cal.paired_lag_s) > 1e-6:
+            raise InputError(
+                val.path,
+                f"its images were paired with their poses at a tracker lag of "
+                f"{val.paired_lag_s:+.4f} s, the calibration recording's at "
+                f"{cal.paired_lag_s:+.4f} s",
+                "record both with the same device calibration",
+            )
         val = at_tracker_lag(val, tracker_lag_s)
         if len(val.used) == 0:
             raise CalibrationRefused(val, _refusal(val, 1))
@@ -662,7 +677,7 @@ def calibrate_spatial(
         validation=val,
         config=cfg,
         warnings=warnings,
-        tracker_lag_s=float(tracker_lag_s),
+        tracker_lag_s=float(cal_at_zero.paired_lag_s + tracker_lag_s),
         tracker_lag_scan=lag_scan,
         precision=precision,
     )

@@ -207,11 +207,11 @@ class CalibrationFile(_Strict):
         return (
             f"{where}: ImageToProbe was computed with each image paired with the pose at "
             f"t {spatial_lag:+.3f} s, but images are paired at t {lag:+.3f} s here: calibrate "
-            f"spatial again with --tracker-lag-s {lag:+.3f}, or, if {spatial_lag:+.3f} s is the "
-            f"probe's lag, pair images there ([temporal] tracker_lag_s, usnav calibrate temporal "
-            f"--out, or the device's time_offset_s). --tracker-lag-s is counted from the pairing "
-            f"a recording already has: 0 for N-wire recordings made by usnav record with that "
-            f"lag, which this file cannot tell apart"
+            f"spatial again so that its images are paired at t {lag:+.3f} s (--tracker-lag-s "
+            f"counts from the recording's own pairing, which a usnav recording states in its "
+            f"header), or, if {spatial_lag:+.3f} s is the probe's lag, pair images there "
+            f"([temporal] tracker_lag_s, usnav calibrate temporal --out, or the device's "
+            f"time_offset_s)"
         )
 
 

@@ -30,6 +30,7 @@ from usnav.devices.base import DeviceState
 from usnav.devices.config import ProbeConfig
 from usnav.devices.probe import ProbeClient
 from usnav.errors import InputError, UsnavError
+from usnav.io.sequence_reader import PAIRED_LAG_FIELD
 
 if TYPE_CHECKING:
     from usnav.frames import TrackedFrame
@@ -170,7 +171,7 @@ def record(
         raise InputError("--duration", f"must be positive, got {duration_s}")
     result = RecordResult(path)
     probe = ProbeClient(probe_config, name="recorder", config_path=config_path)
-    recording = SplitRecording(path, compress=compress)
+    recording = SplitRecording(path, compress=compress, tracker_lag_s=probe.time_offset_s)
     started = time.monotonic()
     first_frame_at: float | None = None
     last_progress = 0.0
@@ -270,10 +271,19 @@ class SplitRecording:
         The first part's file (checked by the caller: see :func:`check_recording_target`).
     compress
         Compress pixels as PLUS does.
+    tracker_lag_s
+        The lag at which the source paired each image with its poses (the probe's
+        ``time_offset_s``), s; written in every part's header as ``UsnavTrackerLagSec`` so
+        that a calibration from the recording knows it (:data:`PAIRED_LAG_FIELD`).
     """
 
-    def __init__(self, path: str | Path, *, compress: bool = True):
+    def __init__(
+        self, path: str | Path, *, compress: bool = True, tracker_lag_s: float | None = None
+    ):
         self.path = Path(path)  # the part being written
+        self._header = {}
+        if tracker_lag_s is not None:
+            self._header[PAIRED_LAG_FIELD] = f"{tracker_lag_s:.6f}"
         self.parts: list[RecordedPart] = []
         self.files: list[Path] = []  # the parts' paths; the list grows as parts are started
         self._compress = compress
@@ -317,7 +327,10 @@ class SplitRecording:
             self.path = next_part_path(self.parts[0].path, len(self.parts) + 1)
         if self._writer is None:
             self._writer = SequenceWriter(
-                self.path, compress=self._compress, image_type=_image_type(frame)
+                self.path,
+                compress=self._compress,
+                image_type=_image_type(frame),
+                header_fields=self._header,
             )
             self.parts.append(RecordedPart(self.path))
             self.files.append(self.path)

@@ -94,6 +94,12 @@ def _size_key(layout: Layout) -> str:
     return "DimSize" if layout.format == "metaio" else "sizes"
 
 
+#: Header field usnav's recorders write: the tracker lag (s) at which their source paired each
+#: image with its poses (an image stamped t with the poses at t + lag: the probe's
+#: ``time_offset_s``). A file without it (PLUS, fCal) was paired as received: 0.
+PAIRED_LAG_FIELD = "UsnavTrackerLagSec"
+
+
 class Sequence:
     """An open PLUS sequence file (lazy pixels). Use :func:`read_sequence` to open one.
 
@@ -582,6 +588,31 @@ class Sequence:
         return out
 
     # ------------------------------------------------------------------ access
+    @property
+    def paired_tracker_lag_s(self) -> float:
+        """The tracker lag its images were paired with their poses at, s (the header's
+        :data:`PAIRED_LAG_FIELD`; 0 without it, as PLUS records).
+
+        Raises
+        ------
+        InputError
+            The field is not a finite number within ±2 s.
+        """
+        text = self.header.get(PAIRED_LAG_FIELD)
+        if text is None:
+            return 0.0
+        try:
+            lag = float(text)
+        except ValueError:
+            lag = math.nan
+        if not abs(lag) <= 2.0:
+            raise InputError(
+                str(self.path),
+                f"header field {PAIRED_LAG_FIELD} = {text!r} is not a lag within ±2 s",
+                "remove the field if the recording was paired as received",
+            )
+        return lag
+
     def __len__(self) -> int:
         return self._n
 

@@ -438,7 +438,9 @@ class LivePipeline:
 
         assert self._record_queue is not None and self.record_path is not None
         queue = self._record_queue
-        recording = SplitRecording(self.record_path)
+        recording = SplitRecording(
+            self.record_path, tracker_lag_s=getattr(self.probe, "time_offset_s", None)
+        )
         self.counters.record_files = recording.files  # grows with each part
         try:
             while True:
