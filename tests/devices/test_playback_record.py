@@ -240,3 +240,41 @@ def test_interrupted_recording_is_readable_to_its_last_complete_frame(recording,
         assert len(sequence) >= 5
         first = sequence.frame(0)
     assert first.image.shape == (48, 64) and "ProbeToTracker" in first.transforms
+
+
+def test_a_recording_paired_at_a_lag_replays_its_poses_at_that_lag(tmp_path):
+    # usnav record pairs each image with the pose of t + lag and says so (UsnavTrackerLagSec);
+    # replayed with every stamp t, a client pairing at that lag got the pose of t + 2·lag
+    from scipy.spatial.transform import Rotation
+
+    from usnav.frames import TrackedFrame, TrackedTransform
+    from usnav.io.sequence import write_sequence
+
+    def pose(k: int) -> np.ndarray:
+        m = np.eye(4)
+        m[:3, :3] = Rotation.from_euler("z", 2 * k, degrees=True).as_matrix()
+        m[:3, 3] = [3.0 * k, 0.0, 50.0]
+        return m
+
+    frames = [
+        TrackedFrame(
+            image=np.full((8, 10), k, np.uint8),
+            transforms={"ProbeToTracker": TrackedTransform(pose(k))},
+            t_device=0.1 * k,
+            frame_number=k,
+        )
+        for k in range(30)
+    ]
+    path = write_sequence(
+        tmp_path / "paired.igs.mha", frames, header_fields={"UsnavTrackerLagSec": "0.300000"}
+    )
+    with PlaybackServer(path, port=0, rate=0.5) as playback:
+        config = ProbeConfig(port=playback.port, time_offset_s=0.3)
+        with ProbeClient(config) as probe:
+            got = [probe.get_frame(5) for _ in range(10)]
+    for frame in got:
+        assert frame is not None
+        k = int(frame.image[0, 0])
+        probe_pose = frame.transform("ProbeToTracker")
+        assert probe_pose.ok, (k, probe_pose.status)
+        np.testing.assert_allclose(probe_pose.matrix, pose(k), atol=1e-4)

@@ -70,6 +70,7 @@ def frame_messages(
     reference_frame: str = "Reference",
     image_to_probe: np.ndarray | None = None,
     send_invalid_transforms: bool = True,
+    transform_lag_s: float = 0.0,
 ) -> list[Message]:
     """The OpenIGTLink messages a PLUS server sends for one tracked frame.
 
@@ -88,6 +89,10 @@ def frame_messages(
         kept), as the calibration given wins in every command.
     send_invalid_transforms
         Send non-OK transforms too (with their status); PLUS's default sends only valid ones.
+    transform_lag_s
+        The TRANSFORMs are stamped ``timestamp + transform_lag_s`` (≥ 0 overall): a frame
+        paired at the tracker lag L (a usnav recording's ``UsnavTrackerLagSec``) holds the
+        tracker's pose of t + L, so it is sent with that stamp, as the tracker sent it.
 
     Returns
     -------
@@ -112,7 +117,7 @@ def frame_messages(
                 "TRANSFORM",
                 name,
                 TransformContent(matrix),
-                timestamp,
+                timestamp + transform_lag_s,
                 {"TransformStatus": status_word, "TransformValid": "1" if tt.ok else "0"},
             )
         )
@@ -297,6 +302,7 @@ class PlaybackServer(Device):
             name=f"{name} server",
         )
         self._sequence = None
+        self._paired_lag_s = 0.0  # the recording's own pairing lag, s (UsnavTrackerLagSec)
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self._paused = threading.Event()
@@ -392,6 +398,16 @@ class PlaybackServer(Device):
             )
             timestamps = timestamps - timestamps.min()
         self._warn_if_calibration_differs(sequence)
+        # a usnav recording's frames are paired at the probe's lag (its header says which):
+        # their poses are sent stamped at t + lag, as the tracker sent them, so that a client
+        # pairing at that lag gets them back, not the pose of t + 2·lag
+        try:
+            self._paired_lag_s = sequence.paired_tracker_lag_s
+        except InputError:
+            sequence.close()
+            raise
+        if self._paired_lag_s < 0 and timestamps.min() + self._paired_lag_s < 0:
+            timestamps = timestamps - (timestamps.min() + self._paired_lag_s)
         self._sequence = sequence
         self._timestamps = timestamps
         try:
@@ -508,6 +524,7 @@ class PlaybackServer(Device):
                     reference_frame=self.reference_frame,
                     image_to_probe=self.image_to_probe,
                     send_invalid_transforms=self.send_invalid_transforms,
+                    transform_lag_s=self._paired_lag_s,
                 )
                 if self.server.broadcast(messages, wait_s=wait_s) == 0:
                     self.stats.frames_without_client += 1
