@@ -206,7 +206,8 @@ def _spatial(args: argparse.Namespace) -> int:
     for w in result.warnings:
         print(f"warning: {w}")
     if result.precision is not None:
-        _print_budget(result.precision)
+        scan = result.tracker_lag_scan
+        _print_budget(result.precision, lagged=scan is not None and scan.warning() is not None)
     for what, path in (
         ("calibration file", args.out),
         ("PLUS XML", args.xml),
@@ -238,14 +239,20 @@ def _print_precision(p: CalibrationPrecision) -> None:
         print(f"warning: precision: {w}")
 
 
-def _print_budget(p: CalibrationPrecision) -> None:
-    """The ``[registration_budget]`` lines to paste, after the warning of what they omit."""
+def _print_budget(p: CalibrationPrecision, *, lagged: bool = False) -> None:
+    """The ``[registration_budget]`` lines to paste, after the warning of what they omit (and,
+    ``lagged``, that the calibration they describe is blurred by a pose-image lag)."""
     print(
         "warning: these numbers state the calibration's PRECISION only (not its accuracy): the "
         "phantom's geometry and registration, a wire-segmentation bias and the tracker's error "
         "are not in them"
     )
     print("[registration_budget] lines for the usnav run --options file:")
+    if lagged:
+        print(
+            "# not before the pose-image lag warned of above is settled: these numbers "
+            "describe a calibration that lag blurs"
+        )
     print(p.budget_snippet(), end="")
 
 
