@@ -109,7 +109,8 @@ class LagScan:
         )
         return (
             f"the images fit the tracker poses {best - given:+.2f} s from those recorded with "
-            f"them far better (PRE3D {figures}): the recording has a pose-image lag, which "
+            f"them far better (PRE3D {figures}, on the {self.frames} calibration frames with a "
+            f"pose at every lag tried): the recording has a pose-image lag, which "
             f"blurs this calibration; measure it (usnav calibrate temporal) and calibrate "
             f"again with --tracker-lag-s (here it would be about {best:+.2f} s)"
         )
