@@ -306,6 +306,14 @@ def _with_total(terms: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def _climb(cost, x0: np.ndarray, spacing_mm: float, evaluations: int) -> tuple[np.ndarray, int]:
+    """A probe's refinement on a level of pixel size ``spacing_mm``: first steps 0.6 pixel in
+    mm and in degrees, stop at 0.05 pixel. Returns (the optimum, evaluations used)."""
+    step = np.r_[[0.6 * spacing_mm] * 3, [0.6 * spacing_mm] * 3]
+    x, _, k = _optimise(cost, x0, step, evaluations, 0.05 * spacing_mm)
+    return x, k
+
+
 class VerdictMixin:
     """The verdict of :class:`~usnav.registration.search.SweepRegistration` (needs its
     ``options``, ``level()``, ``points_reference``, ``elevation_direction``,
@@ -501,22 +509,14 @@ class VerdictMixin:
                     if coarse is not None:
                         # most of the climb on the coarser level's cheaper evaluations; the
                         # finest level's refinement then starts near its optimum
-                        sc = coarse.frames.spacing_mm
-                        x0, _, k = _optimise(
+                        x0, k = _climb(
                             coarse_cost,
                             x0,
-                            np.r_[[0.6 * sc] * 3, [0.6 * sc] * 3],
+                            coarse.frames.spacing_mm,
                             opts.ambiguity_coarse_evaluations,
-                            0.05 * sc,
                         )
                         total += k
-                    x, _, k = _optimise(
-                        cost,
-                        x0,
-                        np.r_[[0.6 * s] * 3, [0.6 * s] * 3],
-                        opts.ambiguity_evaluations,
-                        0.05 * s,
-                    )
+                    x, k = _climb(cost, x0, s, opts.ambiguity_evaluations)
                     total += k
                     poses.append((correction(x, centre_c) @ candidate, offset, axis))
         return poses, total
