@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -543,3 +544,27 @@ def test_a_usnav_recording_s_own_pairing_lag_counts(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="UsnavTrackerLagSec"):
         calibrate_spatial(cfg, bad.path)
+
+
+def test_calibrate_spatial_pairs_at_the_lag_of_the_file_it_updates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the temporal calibration first (its lag in probe.toml), then the spatial one into the
+    # same file: without --tracker-lag-s its images are paired at that lag, the probe's
+    from usnav.cli.main import main
+    from usnav.config.calibration import CalibrationFile, TemporalCalibration, save_calibration
+
+    cfg = synth.config_xml(tmp_path / "phantom.xml")
+    cal = synth.write_recording(tmp_path / "c.igs.mha", 60, seed=3, smooth=True, tracker_lag_s=0.3)
+    val = synth.write_recording(tmp_path / "v.igs.mha", 40, seed=4, smooth=True, tracker_lag_s=0.3)
+    out = tmp_path / "probe.toml"
+    save_calibration(
+        CalibrationFile(probe="p", temporal=TemporalCalibration(tracker_lag_s=-0.3)), out
+    )
+    args = ["calibrate", "spatial", "--config", str(cfg), "--calibration", str(cal.path)]
+    assert main([*args, "--validation", str(val.path), "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["tracker_lag_s"] == pytest.approx(-0.3)
+    assert "[temporal] lag of" in printed["tracker_lag_source"]
+    assert printed["validation_error_mm"]["mean"] < 0.1 and printed["warnings"] == []
+    assert load_calibration(out).spatial_lag_mismatch() is None

@@ -215,6 +215,7 @@ class SpatialCalibrationResult:
     warnings: list[str] = field(default_factory=list)
     tracker_lag_s: float = 0.0
     tracker_lag_scan: LagScan | None = None
+    tracker_lag_source: str = ""
     precision: CalibrationPrecision | None = None
 
     @property
@@ -254,6 +255,7 @@ class SpatialCalibrationResult:
             "config": self.config.source,
             "warnings": list(self.warnings),
             "tracker_lag_s": self.tracker_lag_s,
+            "tracker_lag_source": self.tracker_lag_source,
             "tracker_lag_scan": self.tracker_lag_scan.as_dict() if self.tracker_lag_scan else None,
             "precision": self.precision.as_dict() if self.precision else None,
         }

@@ -16,6 +16,7 @@ from usnav.calibration.output import (
     plus_coordinate_definitions,
     write_calibration,
 )
+from usnav.calibration.phantom import CalibrationConfig, read_calibration_config
 from usnav.calibration.pivot import PivotResult, calibrate_pivot
 from usnav.calibration.spatial import (
     MIN_FRAMES,
@@ -39,7 +40,7 @@ def _write_text(path: str | Path, text: str) -> Path:
 
 
 def run_spatial(
-    config: str | Path,
+    config: str | Path | CalibrationConfig,
     calibration: str | Path,
     validation: str | Path | None = None,
     *,
@@ -48,13 +49,34 @@ def run_spatial(
     xml: str | Path | None = None,
     phantom_to_reference: np.ndarray | None = None,
     min_frames: int = MIN_FRAMES,
-    tracker_lag_s: float = 0.0,
+    tracker_lag_s: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> SpatialCalibrationResult:
     """Spatial calibration (:func:`calibrate_spatial`), then the requested outputs (``out``
-    checked first)."""
-    if out is not None:
-        check_calibration_output(out)
+    checked first).
+
+    ``tracker_lag_s`` None: the images are paired at the lag the probe will pair them at live,
+    the ``[temporal]`` lag of the calibration file ``out`` updates (0 without one), counted
+    from the recording's own pairing (:attr:`usnav.io.sequence.Sequence.paired_tracker_lag_s`).
+    The result's ``tracker_lag_source`` says which."""
+    existing = check_calibration_output(out) if out is not None else None
+    if not isinstance(config, CalibrationConfig):
+        config = read_calibration_config(config)  # its errors first, as calibrate_spatial's
+    source = "--tracker-lag-s"
+    if tracker_lag_s is None:
+        from usnav.io.sequence import read_sequence
+
+        with read_sequence(calibration) as seq:
+            recorded = seq.paired_tracker_lag_s
+        if existing is not None and existing.temporal is not None:
+            target = existing.tracker_lag_s
+            source = f"the [temporal] lag of {out}"
+        else:
+            target = recorded
+            source = "as the recording pairs them" + (
+                f" (no [temporal] lag in {out})" if out is not None else ""
+            )
+        tracker_lag_s = target - recorded
     try:
         result = calibrate_spatial(
             config,
@@ -72,6 +94,7 @@ def run_spatial(
 
         refusal_report(exc.segmented, exc.problem, report)
         raise CalibrationRefused(exc.segmented, exc.problem, f"see the report {report}") from exc
+    result.tracker_lag_source = source
     if out is not None:
         mismatch = write_calibration(out, spatial=result).spatial_lag_mismatch()
         if mismatch:

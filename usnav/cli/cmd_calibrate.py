@@ -57,10 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument(
         "--tracker-lag-s",
         type=float,
-        default=0.0,
-        help="pair each image stamped t with the tracker pose at t + this, s: the temporal "
-        "calibration's tracker_lag_s (default 0: the pose recorded with the image); other lags "
-        "are tried too and a clearly better one is warned of",
+        default=None,
+        help="pair each image with the tracker pose this much later than the recording pairs "
+        "it, s (a PLUS recording pairs as received: give the temporal calibration's "
+        "tracker_lag_s). Default: the [temporal] lag of the --out file, the one the probe will "
+        "use live (none: as recorded). Other lags are tried too and a clearly better one is "
+        "warned of",
     )
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument(
@@ -153,7 +155,7 @@ def _spatial(args: argparse.Namespace) -> int:
 
     if args.min_frames < 1:
         raise InputError("--min-frames", f"must be at least 1, got {args.min_frames}")
-    if not abs(args.tracker_lag_s) <= 2.0:
+    if args.tracker_lag_s is not None and not abs(args.tracker_lag_s) <= 2.0:
         raise InputError(
             "--tracker-lag-s",
             f"must be within ±2 s (a temporal calibration's lag), got {args.tracker_lag_s}",
@@ -194,6 +196,10 @@ def _spatial(args: argparse.Namespace) -> int:
             f"validation error  (PRE3D, lowest 95 %): {ve.mean:.4f} +- {ve.sd:.4f} mm "
             f"(max {ve.max:.3f}, {ve.count}/{ve.total} points)"
         )
+    print(
+        f"images paired with the tracker poses at t {result.tracker_lag_s:+.4f} s"
+        + (f" ({result.tracker_lag_source})" if result.tracker_lag_source else "")
+    )
     if result.precision is not None:
         _print_precision(result.precision)
     for name, seq in (("calibration", result.calibration), ("validation", result.validation)):
