@@ -8,8 +8,11 @@ the copy claimed tracking the original never had. Real files, real sockets on lo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from igtl_helpers import wait_until
 
 from usnav.devices.playback import serve_in_subprocess
 from usnav.devices.recorder import record
@@ -73,3 +76,43 @@ def test_a_transform_absent_in_the_file_is_not_recorded_as_a_held_ok_pose(
                 assert stylus is not None and stylus.status is TransformStatus.OK, k
             else:
                 assert stylus is None or stylus.status is not TransformStatus.OK, k
+
+
+def test_a_header_v1_client_gets_no_pose_the_file_did_not_hold_as_valid(recording, tmp_path):
+    """A v1 client cannot be told a status, so a pose that is not OK is not sent to it. Only
+    the word INVALID was withheld: a transform absent from the file (sent as MISSING with its
+    last matrix) and PLUS's other words (OUT_OF_VIEW...) reached it looking valid."""
+    from usnav.devices.playback import PlaybackServer
+    from usnav.igtl.client import IgtlClient
+
+    with read_sequence(recording) as source:
+        frames = list(source)
+    frames[30] = replace(
+        frames[30],
+        transforms={
+            **frames[30].transforms,
+            "ProbeToTracker": TrackedTransform(_pose(30), TransformStatus.INVALID),
+        },
+        fields={**frames[30].fields, "ProbeToTrackerTransformStatus": "OUT_OF_VIEW"},
+    )
+    path = tmp_path / "words.igs.mha"
+    write_sequence(path, frames)
+    received: list = []
+    server = PlaybackServer(path, port=0, rate="max")
+    server.connect()
+    client = IgtlClient("127.0.0.1", server.port, on_message=received.append, header_version=1)
+    try:
+        client.start()
+        server.start()
+        assert server.wait(60)
+        assert wait_until(lambda: sum(m.type == "IMAGE" for m in received) >= 40, 30)
+    finally:
+        client.stop()
+        server.close()
+    sent = {}
+    for m in received:
+        if m.type == "TRANSFORM":
+            k = round((m.timestamp - 50.0) * FPS)
+            sent.setdefault(m.device_name, set()).add(k)
+    assert sent["ProbeToTracker"] == set(range(40)) - set(GAP) - {30}
+    assert sent["StylusToTracker"] == set(STYLUS)

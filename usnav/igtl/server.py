@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from usnav.errors import ConfigError, UsnavError
+from usnav.frames import TransformStatus
 from usnav.igtl.codec import (
     STATUS_NOT_FOUND,
     ImageContent,
@@ -469,5 +470,13 @@ class IgtlServer:
 
 
 def _invalid_transform(message: Message) -> bool:
-    """A TRANSFORM whose metadata says it is not valid (PLUS's ``TransformStatus``)."""
-    return message.type == "TRANSFORM" and message.metadata.get("TransformStatus") == "INVALID"
+    """A TRANSFORM whose metadata says it is not a valid pose: a ``TransformStatus`` word other
+    than OK (INVALID, MISSING, PLUS's OUT_OF_VIEW, REQ_TIMEOUT...: ``TransformStatus.parse``)
+    or ``TransformValid`` 0. Only INVALID itself was caught before, so a header-v1 client got
+    a MISSING or OUT_OF_VIEW pose (a replay's held last matrix, say) looking valid."""
+    if message.type != "TRANSFORM":
+        return False
+    word = message.metadata.get("TransformStatus")
+    if word is not None and TransformStatus.parse(word) is not TransformStatus.OK:
+        return True
+    return message.metadata.get("TransformValid") == "0"
