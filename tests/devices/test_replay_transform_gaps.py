@@ -116,3 +116,39 @@ def test_a_header_v1_client_gets_no_pose_the_file_did_not_hold_as_valid(recordin
             sent.setdefault(m.device_name, set()).add(k)
     assert sent["ProbeToTracker"] == set(range(40)) - set(GAP) - {30}
     assert sent["StylusToTracker"] == set(STYLUS)
+
+
+def test_a_client_joining_a_replay_gets_no_frame_before_it_said_it_speaks_v2(recording):
+    """A client counts as header v1 until its first message: one that joined while the replay
+    played got its first frames without metadata (statuses, frame numbers, fields), and its
+    recording held the poses withheld from v1 (non-OK) from their neighbours as OK."""
+    import socket
+    import time
+
+    from igtl_helpers import recv_message
+
+    from usnav.devices.playback import PlaybackServer
+    from usnav.igtl.client import IgtlClient
+    from usnav.igtl.codec import encode
+    from usnav.igtl.connection import status_message
+
+    first: list = []
+    server = PlaybackServer(recording, port=0, rate=1.0, loop=True)
+    server.connect()
+    client = IgtlClient("127.0.0.1", server.port, on_message=first.append)
+    try:
+        client.start()
+        server.start()
+        assert wait_until(lambda: sum(m.type == "IMAGE" for m in first) >= 3, 30)
+        with socket.create_connection(("127.0.0.1", server.port)) as late:
+            time.sleep(0.25)  # frames go on meanwhile; it says "v2" a little after connecting
+            late.sendall(encode(status_message(), version=2))
+            images = []
+            while len(images) < 5:
+                version, mtype, _, _ = recv_message(late, timeout_s=10)
+                if mtype == "IMAGE":
+                    images.append(version)
+    finally:
+        client.stop()
+        server.close()
+    assert images == [2] * 5

@@ -51,6 +51,9 @@ from usnav.transforms.repository import TransformRepository
 
 log = logging.getLogger("usnav.devices.playback")
 
+#: how long a new client has to say which header version it speaks before frames go to it, s
+_GREETING_S = 0.5
+
 
 @dataclass
 class PlaybackStats:
@@ -480,7 +483,7 @@ class PlaybackServer(Device):
             return
         # Give new clients a moment to say which header version they speak (a v2 client's
         # first message), so even the first frames carry their metadata.
-        greeting_deadline = time.monotonic() + 0.5
+        greeting_deadline = time.monotonic() + _GREETING_S
         while time.monotonic() < greeting_deadline and not self._halt.is_set():
             if all(n > 0 for _, n in self.server.client_versions().values()):
                 break
@@ -526,7 +529,9 @@ class PlaybackServer(Device):
                     send_invalid_transforms=self.send_invalid_transforms,
                     transform_lag_s=self._paired_lag_s,
                 )
-                if self.server.broadcast(messages, wait_s=wait_s) == 0:
+                # a client that joins while playing gets frames once it said it speaks v2
+                # (or after _GREETING_S), not its first ones without their metadata
+                if self.server.broadcast(messages, wait_s=wait_s, hold_new_s=_GREETING_S) == 0:
                     self.stats.frames_without_client += 1
                 self.stats.frames_sent += 1
             self.stats.loops += 1

@@ -180,6 +180,7 @@ class Connection:
         self.stats = LinkStats()
         self.last_receive = time.monotonic()
         self.last_send = time.monotonic()
+        self.connected_at = time.monotonic()  # when this connection was made
         self.close_reason: str | None = None
         self._queue: collections.deque[tuple[list, int, int]] = collections.deque()
         self._queued_bytes = 0

@@ -369,14 +369,21 @@ class IgtlServer:
             self.on_message(conn.peer, message)
 
     # -- sending ---------------------------------------------------------------------------
-    def broadcast(self, messages: Message | Sequence[Message], *, wait_s: float = 0.0) -> int:
+    def broadcast(
+        self, messages: Message | Sequence[Message], *, wait_s: float = 0.0, hold_new_s: float = 0.0
+    ) -> int:
         """Send ``messages`` (one bundle) to every connected client.
 
         Each client gets it in its own header version; a client whose queue is full after
         ``wait_s`` misses this bundle (counted in its ``dropped_out``). A header-v1 client
         cannot be told a transform's status (metadata is v2's), so a TRANSFORM whose
-        ``TransformStatus`` metadata is INVALID is not sent to it — what PLUS's
+        ``TransformStatus`` metadata is not OK is not sent to it — what PLUS's
         ``SendValidTransformsOnly`` does — rather than arrive looking valid.
+
+        ``hold_new_s``: a client connected less than this long ago (s) that has sent nothing
+        yet is skipped: until it speaks it counts as v1, and a v2 client (which says so on
+        connecting) would get its first bundles without metadata — no statuses, frame
+        numbers or fields. 0: every client gets every bundle.
 
         Returns
         -------
@@ -390,7 +397,14 @@ class IgtlServer:
             clients = [c for c in self._clients.values() if c.alive]
         encoded: dict[int, tuple[list, int]] = {}
         delivered = 0
+        now = time.monotonic()
         for conn in clients:
+            if (
+                hold_new_s > 0
+                and conn.stats.messages_in == 0
+                and now - conn.connected_at < hold_new_s
+            ):
+                continue  # still to say which header version it speaks
             version = conn.version
             if version not in encoded:
                 kept = batch if version >= 2 else [m for m in batch if not _invalid_transform(m)]
