@@ -138,7 +138,9 @@ def frame_messages(
         matrix, status = np.eye(4), "PATH_NOT_FOUND"
     if not np.all(np.isfinite(matrix)):
         matrix, status = np.eye(4), "INVALID"
-    metadata = {k: str(v) for k, v in frame.fields.items() if k.isascii()}
+    # every field, whatever its name's alphabet: v2 metadata keys are UTF-8 (a name that is
+    # not ASCII was left out, and lost by a recording of the replay)
+    metadata = {k: str(v) for k, v in frame.fields.items()}
     metadata.update(statuses)
     metadata[f"{embedded}TransformStatus"] = status
     metadata["FrameNumber"] = str(frame.frame_number)

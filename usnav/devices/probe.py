@@ -102,6 +102,10 @@ class _Pending:
     arrived: float  # monotonic
 
 
+#: status words that say no more than TransformStatus itself
+_PLAIN_WORDS = frozenset(s.value for s in TransformStatus)
+
+
 def _status_from_metadata(metadata: dict[str, str], name: str) -> TransformStatus | None:
     for key in (f"{name}TransformStatus", f"{name}Status", "TransformStatus"):
         if key in metadata:
@@ -501,7 +505,11 @@ class ProbeClient(Device):
         orientation = metadata.pop("UltrasoundImageOrientation", "MF")
         image_ok = metadata.pop("ImageStatus", "OK").upper() == "OK"
         for key in [k for k in metadata if k.endswith("TransformStatus") or k == "FrameNumber"]:
-            metadata.pop(key)
+            word = metadata.pop(key)
+            if key.endswith("TransformStatus") and word.strip().upper() not in _PLAIN_WORDS:
+                # PLUS's finer word (OUT_OF_VIEW, REQ_TIMEOUT...): kept beside the status it
+                # means, as the sequence reader keeps it, if the pairing agrees (_pair)
+                metadata[key] = word
         frame = TrackedFrame(
             image=content.array,
             transforms=transforms,
@@ -570,6 +578,10 @@ class ProbeClient(Device):
                 frame.transforms[name] = TrackedTransform(last.matrix, TransformStatus.MISSING)
                 continue
             frame.transforms[name] = _pose_at(stream.samples, target, gap, name)
+        for key in [k for k in frame.fields if k.endswith("TransformStatus")]:
+            paired = frame.transforms.get(key[: -len("TransformStatus")])
+            if paired is None or TransformStatus.parse(frame.fields[key]) is not paired.status:
+                del frame.fields[key]  # a word for another pose than the one paired
 
     def _deliver(self, frame: TrackedFrame) -> None:
         if self._state is DeviceState.STOPPED:
