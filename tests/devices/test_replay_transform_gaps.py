@@ -192,3 +192,32 @@ def test_plus_status_words_and_non_ascii_field_names_survive_replay_and_record(t
             )
             # the IMAGE's matrix could not be computed here: no word of it is kept
             assert "ImageToReferenceTransformStatus" not in copy.fields(k)
+
+
+def test_a_recording_at_a_positive_lag_pairs_each_image_with_the_pose_of_t_plus_lag(
+    recording, tmp_path
+):
+    """The poses of t + lag arrive after the image; an image waited for them only when its
+    transforms were listed in the device file's ``transforms``. Otherwise it was paired at
+    once with the newest pose (of t) and the copy, saying ``UsnavTrackerLagSec`` = lag, held
+    the poses of t."""
+    from usnav.devices.config import ProbeConfig
+
+    lag = 0.05  # 1.5 frame periods
+    out = tmp_path / "lagged.igs.mha"
+    with serve_in_subprocess(recording, rate="max") as server:
+        record(
+            out,
+            config=ProbeConfig(time_offset_s=lag),
+            port=server.port,
+            stop_on_disconnect=True,
+            connect_timeout_s=20,
+        )
+    with read_sequence(out) as copy:
+        assert copy.paired_tracker_lag_s == pytest.approx(lag)
+        for k in range(len(copy) - 2):  # the last ones have no pose after t + lag: held
+            if k + 1 in GAP or k + 2 in GAP or k in GAP:
+                continue
+            probe = copy.frame(k).transforms["ProbeToTracker"]
+            x = 10.0 + 2 * (k + lag * FPS)  # _pose is linear in k
+            assert probe.matrix[0, 3] == pytest.approx(x, abs=1e-3), k

@@ -538,8 +538,10 @@ class ProbeClient(Device):
         if now - pending.arrived >= self.config.pairing_wait_s:
             return True
         target = self.calibration_stage.pose_time(pending.frame.t_device)
-        for name in self.config.transforms:
-            stream = self._streams[name]
+        # every stream it will be paired with, not only those configured: with a positive lag
+        # the pose of t + lag arrives after the image, and pairing at once held the newest
+        # pose (of t) as that of t + lag
+        for stream in self._streams.values():
             if now - stream.last_update > self.config.watchdog_s:
                 continue  # stale: will be MISSING, no point waiting
             if not stream.samples or stream.samples[-1].t_device < target - _EXACT_S:
