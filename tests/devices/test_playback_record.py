@@ -183,6 +183,10 @@ def test_looping_keeps_timestamps_increasing(recording):
     times = [f.t_device for f in frames]
     assert all(b > a for a, b in itertools.pairwise(times))
     assert playback.stats.loops >= 2
+    # the frame numbers run on too, as a device's (they started over each pass): a recording
+    # of the loop had every number several times
+    numbers = [f.frame_number for f in frames]
+    assert all(b > a for a, b in itertools.pairwise(numbers)) and numbers[-1] >= 60
 
 
 def test_recorder_counts_and_stops_after_n_frames(recording, tmp_path):

@@ -11,7 +11,7 @@ For every frame of the recording the server sends, in one bundle to every client
   ``UltrasoundImageOrientation`` and any custom field), as PLUS sends per-frame fields.
 
 Timestamps are the file's (looping adds the recording's length each round so they keep
-increasing); frames are paced by them (``rate`` 1.0 = real time, 2.0 = twice as fast,
+increasing, and the frame numbers run on likewise); frames are paced by them (``rate`` 1.0 = real time, 2.0 = twice as fast,
 ``"max"`` = as fast as the slowest client reads, without loss). A step back in the file's
 timestamps (the recorded server restarted) counts as one median frame period: the frames after
 it are paced by their own intervals and stamped on a clock that runs on, as a device's would
@@ -498,6 +498,10 @@ class PlaybackServer(Device):
         length = float(t[-1] - t[0]) + period
         wait_s = self.send_timeout_s if self.rate == "max" else 0.0
         round_offset = 0.0
+        # frame numbers run on each pass too (a device numbers on), as the timestamps do
+        numbers = np.asarray(self._sequence.frame_numbers, dtype=np.int64)
+        number_span = int(numbers.max() - numbers.min()) + 1 if numbers.size else 0
+        number_offset = 0
         wall_start = time.monotonic()
         last_seen: dict[str, np.ndarray] = {}  # each transform's last matrix, for gaps
         while not self._halt.is_set():
@@ -522,6 +526,8 @@ class PlaybackServer(Device):
                 # a PLUS server sends MF images (it turns them on input); the calibration
                 # that places them is defined on MF pixels
                 frame = _mark_absent_transforms(frame_in_mf(self._sequence.frame(i)), last_seen)
+                if number_offset:
+                    frame = replace(frame, frame_number=frame.frame_number + number_offset)
                 messages = frame_messages(
                     frame,
                     timestamp=stamp,
@@ -540,6 +546,7 @@ class PlaybackServer(Device):
             if not self.loop:
                 break
             round_offset += length
+            number_offset += number_span
         self.server.flush(self.send_timeout_s)
         self._set_state(DeviceState.FINISHED, f"{self.stats.frames_sent} frames sent")
         self._done.set()
