@@ -221,3 +221,27 @@ def test_a_recording_at_a_positive_lag_pairs_each_image_with_the_pose_of_t_plus_
             probe = copy.frame(k).transforms["ProbeToTracker"]
             x = 10.0 + 2 * (k + lag * FPS)  # _pose is linear in k
             assert probe.matrix[0, 3] == pytest.approx(x, abs=1e-3), k
+
+
+def test_a_recording_of_the_replay_keeps_the_ultrasound_image_type(tmp_path):
+    """The image type (RF_REAL, a header field) was not sent, so the copy of an RF recording
+    said BRIGHTNESS: B-mode it never held."""
+    rng = np.random.default_rng(11)
+    frames = [
+        TrackedFrame(
+            image=rng.integers(-2000, 2000, (16, 20), dtype=np.int16),
+            transforms={"ProbeToTracker": TrackedTransform(_pose(k))},
+            t_device=1.0 + k / FPS,
+            frame_number=k,
+        )
+        for k in range(5)
+    ]
+    source = tmp_path / "rf.igs.mha"
+    write_sequence(source, frames, image_type="RF_REAL")
+    out = tmp_path / "copy.igs.mha"
+    with serve_in_subprocess(source, rate="max") as server:
+        record(out, port=server.port, stop_on_disconnect=True, connect_timeout_s=20)
+    with read_sequence(out) as copy:
+        assert copy.image_type == "RF_REAL"
+        assert all("UltrasoundImageType" not in copy.fields(k) for k in range(len(copy)))
+        assert len(copy) == 5 and copy.dtype == np.int16

@@ -8,14 +8,16 @@ For every frame of the recording the server sends, in one bundle to every client
   ``ImageToReference`` including mm/pixel when the frame's transforms (plus an optional
   calibration's ``ImageToProbe``) allow it, identity otherwise; its v2 metadata carries the
   frame's fields (``FrameNumber``, ``ImageStatus``, ``<Name>TransformStatus``,
-  ``UltrasoundImageOrientation`` and any custom field), as PLUS sends per-frame fields.
+  ``UltrasoundImageOrientation`` and any custom field), as PLUS sends per-frame fields, and
+  the file's ``UltrasoundImageType``.
 
 Timestamps are the file's (looping adds the recording's length each round so they keep
-increasing, and the frame numbers run on likewise); frames are paced by them (``rate`` 1.0 = real time, 2.0 = twice as fast,
-``"max"`` = as fast as the slowest client reads, without loss). A step back in the file's
-timestamps (the recorded server restarted) counts as one median frame period: the frames after
-it are paced by their own intervals and stamped on a clock that runs on, as a device's would
-(:func:`device_clock`). Transforms go before the image, so a client pairs them with no waiting.
+increasing, and the frame numbers run on likewise); frames are paced by them (``rate`` 1.0 =
+real time, 2.0 = twice as fast, ``"max"`` = as fast as the slowest client reads, without loss).
+A step back in the file's timestamps (the recorded server restarted) counts as one median frame
+period: the frames after it are paced by their own intervals and stamped on a clock that runs
+on, as a device's would (:func:`device_clock`). Transforms go before the image, so a client
+pairs them with no waiting.
 
 A playback is a :class:`~usnav.devices.base.Device`: ``connect()`` binds, ``start()`` plays
 (by default from the moment the first client connects), ``stop()`` pauses, ``close()``
@@ -526,6 +528,13 @@ class PlaybackServer(Device):
                 # a PLUS server sends MF images (it turns them on input); the calibration
                 # that places them is defined on MF pixels
                 frame = _mark_absent_transforms(frame_in_mf(self._sequence.frame(i)), last_seen)
+                if "UltrasoundImageType" not in frame.fields:
+                    # the header's image type (RF_REAL...), so a recording of the replay does
+                    # not take RF for B-mode: the recorder writes the server's word
+                    frame = replace(
+                        frame,
+                        fields={**frame.fields, "UltrasoundImageType": self._sequence.image_type},
+                    )
                 if number_offset:
                     frame = replace(frame, frame_number=frame.frame_number + number_offset)
                 messages = frame_messages(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -288,6 +288,7 @@ class SplitRecording:
         self.files: list[Path] = []  # the parts' paths; the list grows as parts are started
         self._compress = compress
         self._writer: SequenceWriter | None = None
+        self._part_type = ""  # the UltrasoundImageType of the part being written
 
     @property
     def written(self) -> int:
@@ -326,15 +327,21 @@ class SplitRecording:
             closed = current
             self.path = next_part_path(self.parts[0].path, len(self.parts) + 1)
         if self._writer is None:
+            self._part_type = _image_type(frame)
             self._writer = SequenceWriter(
                 self.path,
                 compress=self._compress,
-                image_type=_image_type(frame),
+                image_type=self._part_type,
                 header_fields=self._header,
             )
             self.parts.append(RecordedPart(self.path))
             self.files.append(self.path)
         part = self.parts[-1]
+        said = frame.fields.get("UltrasoundImageType")
+        if said is not None and said.strip().upper() == self._part_type:
+            # the server's word for the part's header (_image_type), not a per-frame field
+            fields = {k: v for k, v in frame.fields.items() if k != "UltrasoundImageType"}
+            frame = replace(frame, fields=fields)
         self._writer.append(frame)
         part.frames = len(self._writer)
         if size is not None and part.shape is None:
