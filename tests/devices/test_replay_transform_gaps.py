@@ -62,6 +62,7 @@ def test_a_transform_absent_in_the_file_is_not_recorded_as_a_held_ok_pose(
     with serve_in_subprocess(recording, rate=rate) as server:
         result = record(out, port=server.port, stop_on_disconnect=True, connect_timeout_s=20)
     assert (result.received, result.written, result.dropped) == (40, 40, 0)
+    assert result.warnings == []  # header v2: the statuses are in the copy
     with read_sequence(out) as copy:
         for k in range(40):
             frame = copy.frame(k)
@@ -245,3 +246,17 @@ def test_a_recording_of_the_replay_keeps_the_ultrasound_image_type(tmp_path):
         assert copy.image_type == "RF_REAL"
         assert all("UltrasoundImageType" not in copy.fields(k) for k in range(len(copy)))
         assert len(copy) == 5 and copy.dtype == np.int16
+
+
+def test_a_recording_over_a_header_v1_link_says_its_poses_are_all_marked_ok(recording, tmp_path):
+    # v1 carries no transform status: the copy marks every pose OK, and the result says so
+    from usnav.devices.config import ProbeConfig
+
+    out = tmp_path / "v1.igs.mha"
+    with serve_in_subprocess(recording, rate="max") as server:
+        config = ProbeConfig(header_version=1)
+        result = record(
+            out, config=config, port=server.port, stop_on_disconnect=True, connect_timeout_s=20
+        )
+    assert result.written > 0
+    assert len(result.warnings) == 1 and "header_version = 2" in result.warnings[0]

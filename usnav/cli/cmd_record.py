@@ -133,6 +133,8 @@ def _record(
         f"server's numbering{'; malformed messages: ' + bad if bad else ''}); "
         f"{result.duration_s:.1f} s, ended by {result.stopped_by}{_why_parts(result)}",
     )
+    for warning in result.warnings:
+        print(f"usnav record: warning: {warning}", file=sys.stderr)
     if result.error:
         print(f"usnav record: error: {result.error}", file=sys.stderr)
         return 1

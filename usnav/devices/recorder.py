@@ -74,7 +74,8 @@ class RecordResult:
     ``missed``: gaps in the server's frame numbers (lost before reaching us).
     ``messages_dropped``: malformed messages by reason. ``stopped_by``: why it ended.
     ``parts``: the files written, ``path`` first, then one more each time the image size
-    changed (see :class:`SplitRecording`); ``files`` lists their paths.
+    changed (see :class:`SplitRecording`); ``files`` lists their paths. ``warnings``: what
+    a person should know about the recording (a header-v1 link's poses all marked OK).
     """
 
     path: Path
@@ -88,6 +89,7 @@ class RecordResult:
     messages_dropped: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     parts: list[RecordedPart] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def files(self) -> list[Path]:
@@ -170,6 +172,12 @@ def record(
     if duration_s is not None and duration_s <= 0:
         raise InputError("--duration", f"must be positive, got {duration_s}")
     result = RecordResult(path)
+    if probe_config.header_version == 1:
+        result.warnings.append(
+            "header_version = 1: OpenIGTLink v1 carries no transform status, so every pose in "
+            "the recording is marked OK, including poses the server knew were invalid; record "
+            "with header_version = 2 (PLUS 2.x and later speak it)"
+        )
     probe = ProbeClient(probe_config, name="recorder", config_path=config_path)
     recording = SplitRecording(path, compress=compress, tracker_lag_s=probe.time_offset_s)
     started = time.monotonic()
