@@ -71,8 +71,15 @@ def run(args: argparse.Namespace) -> int:
     )
     v = rec.volume
     origin = ", ".join(f"{x:.4f}" for x in v.affine[:3, 3])
+    # frames with INVALID/MISSING tracking or an invalid image are left out; say how many,
+    # as `usnav register` does (frames_dropped), rather than only the frames pasted
+    left_out = (
+        f" ({rec.dropped} of {rec.frames + rec.dropped} left out: invalid image or tracking not OK)"
+        if rec.dropped
+        else ""
+    )
     print(
-        f"{rec.frames} frames → {v.shape[0]}×{v.shape[1]}×{v.shape[2]} voxels of "
+        f"{rec.frames} frames{left_out} → {v.shape[0]}×{v.shape[1]}×{v.shape[2]} voxels of "
         f"{' × '.join(f'{s:g}' for s in v.spacing_mm)} mm, origin ({origin}) mm, "
         f"{100 * rec.filled.mean():.1f}% pasted, {rec.seconds:.2f} s → {args.out}"
     )

@@ -236,6 +236,11 @@ def register_point_files(
         raise InputError("register-points", "give a tag file or both --moving and --fixed")
     reg = register_points(moving_pts, fixed_pts, fle_mm=fle_mm, source=source)
     target_pts = read_points(targets) if targets is not None else fixed_pts.mean(axis=0)[None]
+    if not np.all(np.isfinite(target_pts)):
+        # a NaN target gave exit 0 and a silent "–" for its expected TRE
+        raise InputError(
+            targets or "--targets", "targets contain NaN or infinite values", "give x y z in mm"
+        )
     tre = reg.expected_tre_mm(target_pts)
     doc = {
         "ReferenceToMri": reg.moving_to_fixed.tolist(),

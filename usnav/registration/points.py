@@ -78,9 +78,14 @@ def fit_rigid(
     if w.shape != (len(a),) or np.any(w < 0) or w.sum() <= 0:
         raise ValueError("weights must be N non-negative numbers, not all zero")
     w = w / w.sum()
-    ca = w @ a
-    cb = w @ b
-    h = (a - ca).T @ ((b - cb) * w[:, None])
+    with np.errstate(over="ignore", invalid="ignore"):
+        ca = w @ a
+        cb = w @ b
+        h = (a - ca).T @ ((b - cb) * w[:, None])
+    if not np.all(np.isfinite(h)):
+        # LAPACK's SVD of a matrix holding inf never returns (1e308 mm coordinates hung
+        # register-points at 100 % CPU): refuse before it
+        raise ValueError("the point coordinates are too large (their products overflow)")
     u, s, vt = np.linalg.svd(h)
     if s[1] < 1e-9 * max(s[0], 1e-300):
         raise ValueError("the points are collinear (or coincide): the rotation is undetermined")

@@ -70,12 +70,16 @@ class Reconstruction:
         Wall time.
     frames
         Frames pasted.
+    dropped
+        Frames of the recording left out (invalid image, or tracking not OK), as
+        :attr:`usnav.registration.sweep.Sweep.dropped` counts them.
     """
 
     volume: Volume
     filled: np.ndarray
     seconds: float
     frames: int
+    dropped: int = 0
 
 
 def output_grid(sweep: Sweep, options: ReconstructionOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +185,7 @@ def reconstruct_volume(
         values = out
     data = np.clip(values, 0, 255).astype(np.uint8)  # PLUS truncates to the pixel type
     volume = Volume(data, index_to_reference, source=f"{sweep.source} (reconstructed)")
-    return Reconstruction(volume, filled, time.perf_counter() - t0, len(sweep))
+    return Reconstruction(volume, filled, time.perf_counter() - t0, len(sweep), sweep.dropped)
 
 
 #: the files a reconstruction can be written to
