@@ -157,7 +157,9 @@ class FrameMargins:
         Cross-section size (None when not in view).
     distance_to_top_mm
         Distance from the image's top row (the transducer face; the dura when the probe rests
-        on it) down to the shallowest tumor boundary, mm (NaN when not in view).
+        on it) down to the shallowest tumor boundary of the predicted contours (the MRI label
+        through ``ReferenceToMri``, as ``extent``; the observed points do not move it), mm
+        (NaN when not in view).
     stylus
         Tool tip distances, None when no tip was given.
     polarity
