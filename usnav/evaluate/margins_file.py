@@ -448,6 +448,8 @@ def score_against_simulator(records: list[MarginRecord], truth: str | Path, used
     scores them (:func:`usnav.margins.evaluate.score_margins`: margin points facing tissue,
     absolute distance to the true boundary). Tracking jitter (0.15 mm RMS by default) is in the
     tracked pose, so it counts as error here, unlike the benchmark, which knows the true pose.
+    Only frames with both the margins and the true tumor in view are scored: a frame drawing a
+    tumor where the true one is not in the plane, or missing one that is, adds nothing.
 
     Parameters
     ----------
