@@ -139,3 +139,29 @@ def test_register_points_with_a_nan_target_is_bad_input(tmp_path: Path) -> None:
     )  # fmt: skip
     assert_bad_input(result, "t.txt", "NaN")
     assert not (tmp_path / "r.json").exists()
+
+
+def test_reconstruct_of_a_pose_a_kilometre_away_is_bad_input(tmp_path: Path) -> None:
+    """One OK pose 1e6 mm off gave a 1000019 × 22 × 1 grid, under the voxel limit but beyond
+    NIfTI's int16 sizes: 'internal error: HeaderDataError', exit 1, after the pasting."""
+    image = np.full((40, 60), 100, np.uint8)
+    frames = []
+    for k in range(6):
+        pose = np.eye(4)
+        pose[1, 3] = k
+        if k == 4:
+            pose[0, 3] = 1e6
+        transforms = {
+            "ProbeToTracker": TrackedTransform(pose),
+            "ReferenceToTracker": TrackedTransform(np.eye(4)),
+        }
+        frames.append(TrackedFrame(image, transforms, t_device=0.1 * k, frame_number=k))
+    recording = write_sequence(tmp_path / "wild.igs.mha", frames)
+    cal = tmp_path / "cal.txt"
+    np.savetxt(cal, np.diag([0.3, 0.3, 0.3, 1.0]).reshape(1, 16))
+    result = usnav(
+        tmp_path, "reconstruct", str(recording), "--calibration", str(cal),
+        "--out", "v.nii.gz", "--spacing", "1",
+    )  # fmt: skip
+    assert_bad_input(result, "wild.igs.mha", "32767 voxels", "check the tracking")
+    assert not (tmp_path / "v.nii.gz").exists()

@@ -106,6 +106,10 @@ def output_grid(sweep: Sweep, options: ReconstructionOptions) -> tuple[np.ndarra
     return lo, extent
 
 
+#: the longest volume side, voxels: NIfTI-1 stores sizes as int16 (and no sweep spans 16 m)
+MAX_SIDE_VOXELS = 32767
+
+
 def reconstruct_volume(
     sweep: Sweep, options: ReconstructionOptions | None = None, *, max_voxels: int = 400_000_000
 ) -> Reconstruction:
@@ -114,8 +118,8 @@ def reconstruct_volume(
     Raises
     ------
     InputError
-        Empty sweep, or an output grid larger than ``max_voxels`` (a spacing that is too fine
-        or poses far apart).
+        Empty sweep, or an output grid larger than ``max_voxels`` or with a side longer than
+        :data:`MAX_SIDE_VOXELS` (a spacing that is too fine or poses far apart).
     """
     t0 = time.perf_counter()
     opts = options or ReconstructionOptions()
@@ -129,6 +133,17 @@ def reconstruct_volume(
             f"a voxel of {' × '.join(f'{v:g}' for v in opts.spacing_mm)} mm holds the whole "
             "sweep: the volume would be a single voxel",
             "give a voxel size near the image's pixel size (e.g. --spacing 0.5)",
+        )
+    if max(shape) > MAX_SIDE_VOXELS:
+        # one OK pose 1 km away gave a 1000019 × 22 × 1 grid (under max_voxels) that NIfTI
+        # cannot hold: 'internal error: HeaderDataError' after the pasting
+        span = (np.asarray(shape) - 1) * np.asarray(opts.spacing_mm, dtype=np.float64)
+        raise InputError(
+            sweep.source,
+            f"the reconstructed volume would be {shape} voxels, "
+            f"{' × '.join(f'{v:.0f}' for v in span)} mm: a side of more than "
+            f"{MAX_SIDE_VOXELS} voxels",
+            "check the tracking (a pose far from the others) or use a coarser --spacing",
         )
     if int(np.prod(shape, dtype=np.int64)) > max_voxels:
         raise InputError(
