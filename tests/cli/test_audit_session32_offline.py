@@ -165,3 +165,26 @@ def test_reconstruct_of_a_pose_a_kilometre_away_is_bad_input(tmp_path: Path) -> 
     )  # fmt: skip
     assert_bad_input(result, "wild.igs.mha", "32767 voxels", "check the tracking")
     assert not (tmp_path / "v.nii.gz").exists()
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused_even_with_force(tmp_path: Path) -> None:
+    """`reconstruct REC --out REC --force` replaced the only copy of the sweep with its volume
+    (convert already refused this); register-points, margins and register did the same."""
+    recording = tmp_path / "sweep.igs.mha"
+    recording.write_bytes(b"the patient's sweep")
+    tag = tmp_path / "pairs.tag"
+    tag.write_text("MNI Tag Point File\n")
+    commands = {
+        "reconstruct": ["reconstruct", str(recording), "--calibration", "c.txt"],
+        "register-points": ["register-points", str(tag)],
+        "margins": ["margins", str(recording), "--mri", "m.nii.gz", "--label", "l.nii.gz",
+                    "--calibration", "c.txt", "--reference-to-mri", "r.txt"],
+        "register": ["register", str(recording), "--mri", "m.nii.gz", "--calibration", "c.txt",
+                     "--init", "i.txt"],
+    }  # fmt: skip
+    for name, args in commands.items():
+        target = tag if name == "register-points" else recording
+        result = usnav(tmp_path, *args, "--out", str(target), "--force")
+        assert_bad_input(result, "is one of the inputs", "write to another file")
+    assert recording.read_bytes() == b"the patient's sweep"
+    assert tag.read_text() == "MNI Tag Point File\n"

@@ -81,9 +81,9 @@ def check_inputs(args: argparse.Namespace) -> tuple[Volume, Volume]:
 
 def run(args: argparse.Namespace) -> int:
     from usnav.evaluate.margins_file import write_margins
-    from usnav.io.outputs import check_output
+    from usnav.io.outputs import check_output, input_paths
 
-    check_output(args.out, force=args.force)
+    check_output(args.out, force=args.force, inputs=input_paths(args))
     label, mri = check_inputs(args)
     s = write_margins(args.recording, mri, label, args.calibration, args.reference_to_mri, args.out)
     extra = []

@@ -56,10 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usnav.io.outputs import check_output
+    from usnav.io.outputs import check_output, input_paths
     from usnav.registration.files import reconstruct_recording
 
-    check_output(args.out, force=args.force)
+    check_output(args.out, force=args.force, inputs=input_paths(args))
     rec = reconstruct_recording(
         args.recording,
         args.calibration,

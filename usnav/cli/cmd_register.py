@@ -78,11 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usnav.io.outputs import check_output
+    from usnav.io.outputs import check_output, input_paths
     from usnav.registration.files import register_recording
     from usnav.registration.rigid import load_registration_options
 
-    check_output(args.out, force=args.force)
+    check_output(args.out, force=args.force, inputs=input_paths(args))
     options = load_registration_options(args.config, metric=args.metric)
     bar = ProgressBar(enabled=not args.quiet, counts=False)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from usnav.errors import InputError
@@ -21,7 +22,12 @@ FORCE_HINT = "choose another name, or pass --force to replace it"
 
 
 def check_output(
-    path: str | Path, *, force: bool = False, folder: bool = False, option: str = "--out"
+    path: str | Path,
+    *,
+    force: bool = False,
+    folder: bool = False,
+    option: str = "--out",
+    inputs: Iterable[str | Path | None] = (),
 ) -> Path:
     """Check (and prepare) an output path under the project's rule.
 
@@ -36,6 +42,10 @@ def check_output(
         empty folder is accepted; a non-empty one needs ``force``.
     option
         The command-line option that named the path (for the message).
+    inputs
+        The files the command reads: the output may not be one of them, even with ``force``
+        (``reconstruct REC --out REC --force`` replaced the only copy of the sweep with its
+        volume).
 
     Returns
     -------
@@ -60,6 +70,11 @@ def check_output(
         else:
             if p.is_dir():
                 raise InputError(p, f"{option} is a folder", "give a file name")
+            for source in inputs:
+                if source is not None and _same_file(p, Path(source)):
+                    raise InputError(
+                        p, f"{option} is one of the inputs ({source})", "write to another file"
+                    )
             if not force:
                 raise InputError(p, "already exists", FORCE_HINT)
     parent = p if folder else p.parent
@@ -74,6 +89,19 @@ def check_output(
             parent, f"cannot be written into ({exc.strerror or exc})", f"choose another {option}"
         ) from exc
     return p
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def input_paths(args) -> list[Path]:
+    """Every path-valued option of a parsed command line except ``--out``: the files
+    :func:`check_output` keeps the output from replacing."""
+    return [v for k, v in vars(args).items() if isinstance(v, Path) and k != "out"]
 
 
 def _make_folder(folder: Path, option: str) -> None:
