@@ -8,6 +8,7 @@ and a case fails on them at once, so no registration ever runs."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import socket
 import threading
@@ -203,10 +204,21 @@ def test_a_port_without_a_dask_scheduler_fails_within_the_connect_timeout(
 
 @pytest.mark.slow
 def test_every_case_failed_exits_2_with_the_results_written(manifest: Path, tmp_path: Path) -> None:
-    """A local cluster of one worker; both cases fail on their missing recording at once."""
+    """A local cluster of one worker; both cases fail on their missing recording at once.
+
+    Dask's default HTTP port (8787) is held meanwhile, as another evaluate or a Dask
+    cluster on the machine would: the local scheduler's HTTP server used to fall back to
+    another port with a four-line warning on stderr."""
     out = tmp_path / "results"
     args = ("evaluate", str(manifest), "--out", str(out), "--workers", "1", "--group-by", "site")
-    run = usnav(*args, timeout=300)
+    with contextlib.ExitStack() as held:
+        holder = held.enter_context(socket.socket())
+        try:
+            holder.bind(("127.0.0.1", 8787))
+            holder.listen()
+        except OSError:  # already held by someone else: the same condition
+            pass
+        run = usnav(*args, timeout=300)
     assert run.returncode == 2, run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr

@@ -535,6 +535,10 @@ def _connect(scheduler: str | None, workers: int | None, timeout_s: float) -> It
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
+                # the scheduler's HTTP server (health routes) runs even without a dashboard, on
+                # Dask's default port 8787 — taken by any other cluster or evaluate, which
+                # printed a four-line warning: an ephemeral loopback port instead
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                 # the rows say what went wrong; Dask's own shutdown races are noise (--debug)
                 silence_logs=logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL,
             )
