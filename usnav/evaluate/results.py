@@ -5,6 +5,7 @@ keeps what it finished), the summary grouped by a tag, and the plots.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,10 @@ GOOD_MM = 2.0
 def read_results(path: str | Path) -> list[dict[str, str]]:
     """Rows of an existing ``results.csv`` (empty list if there is none).
 
+    A last row without its line end (a write cut short: the run killed mid-row, a full disk)
+    is not a row: its case has not been recorded and runs again (:class:`ResultsWriter`
+    removes that partial row before appending).
+
     Raises
     ------
     InputError
@@ -33,10 +38,10 @@ def read_results(path: str | Path) -> list[dict[str, str]]:
     if not p.exists():
         return []
     try:
-        with p.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            rows = list(reader)
+        text = p.read_bytes()[: _complete_length(p)].decode("utf-8")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        fields = reader.fieldnames or []
+        rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(p, f"cannot read the existing results ({exc})") from None
     if fields and not {"case", "status"} <= set(fields):
@@ -59,6 +64,12 @@ class ResultsWriter:
         self.path = Path(path)
         existing = self.path.exists() and self.path.stat().st_size > 0
         if existing:
+            # a row cut short by an interrupted write would swallow the next one: drop it
+            # (read_results does not count it, so its case runs again)
+            complete = _complete_length(self.path)
+            if complete < self.path.stat().st_size:
+                with self.path.open("r+b") as f:
+                    f.truncate(complete)
             with self.path.open(encoding="utf-8", newline="") as f:
                 self.columns = next(csv.reader(f), [])
         else:
@@ -81,6 +92,17 @@ class ResultsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _complete_length(path: Path) -> int:
+    """Bytes of ``path`` up to the end of its last complete line (the whole file when it ends
+    with a line end, or when it has none at all: a header cut short is left to the header
+    check)."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return len(data)
+    end = data.rfind(b"\n")
+    return len(data) if end < 0 else end + 1
 
 
 def _cell(value) -> str:
