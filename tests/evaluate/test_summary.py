@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from usnav.evaluate.results import summarize
 
 
@@ -26,10 +24,27 @@ def test_the_bound_is_checked_against_the_error_at_the_tumor_now() -> None:
         _row("a", True, "1.0", "1.5", candidate="0.5"),  # not: the error now exceeds it
         _row("b", True, "2.5", "", candidate="2.0"),  # no truth now: the candidate's error
         _row("b", False, "0.1", "5.0"),  # rejected: not a claim
-        _row("b", True, "", "0.3"),  # no bound stated: not counted
+        _row("b", True, "", "0.3"),  # accepted, no bound stated: covers nothing
     ]
     by = {r["family"]: r for r in summarize(rows)}
     assert by["a"]["bound_covers_pct"] == 50.0
-    assert by["b"]["bound_covers_pct"] == 100.0
-    assert by["all"]["bound_covers_pct"] == pytest.approx(66.7)
+    assert by["b"]["bound_covers_pct"] == 50.0
+    assert by["all"]["bound_covers_pct"] == 50.0
     assert summarize([_row("c", False, "1.0", "0.5")])[0]["bound_covers_pct"] == ""
+
+
+def test_a_failed_case_is_not_a_case_under_2mm() -> None:
+    """#16's "≥ 95 % under 2 mm" counts cases: a case that timed out or crashed was not
+    registered under 2 mm, and leaving it out of the percentage would raise the figure by
+    failing (2 ok of 4 read 100 %). The medians stay over the scored cases, beside the
+    failed count."""
+    failed = {"family": "a", "status": "failed", "reason": "timed out after 600 s"}
+    rows = [_row("a", True, "2.0", "1.0"), _row("a", True, "2.0", "1.9"), failed, dict(failed)]
+    a, everything = summarize(rows)
+    assert a["failed"] == 2 and everything["failed"] == 2
+    assert a["under_2mm_pct"] == 50.0  # 2 of 4 cases, not 2 of 2
+    assert a["under_2mm_now_pct"] == 50.0
+    assert everything["under_2mm_pct"] == 50.0
+    assert a["median_error_mm"] == 0.5  # of the scored cases
+    only_failed = summarize([failed])[0]
+    assert only_failed["under_2mm_pct"] == "" and only_failed["median_error_mm"] == ""
