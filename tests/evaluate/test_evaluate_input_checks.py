@@ -112,6 +112,24 @@ def test_a_repeated_column_is_refused(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("column", ["error_mm", "accepted", "margin_note"])
+def test_a_tag_named_like_a_result_column_is_refused(
+    column: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tag's value goes into its case's row; one named like a result column stood where that
+    figure does not apply (an ``error_mm`` tag as the error of a case without a truth, then in
+    the summary's median), so the manifest is refused before any case runs."""
+    path = tmp_path / "clash.csv"
+    path.write_text(
+        HEADER.strip() + f",{column}\n" + "c1,r.igs.mha,m.nii.gz,c.toml,i.txt,a,b,0.1\n"
+    )
+    out = tmp_path / "results"
+    assert main(["evaluate", str(path), "--out", str(out)]) == 2
+    line = _one_error_line(capsys)
+    assert str(path) in line and f"column {column!r}" in line and "rename it" in line
+    assert not out.exists()
+
+
 def test_an_unknown_group_by_tag_is_refused_before_any_case(
     manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,6 +63,14 @@ def test_the_removed_tissue_column_is_a_path(tmp_path: Path) -> None:
         ("case,recording,mri,calibration,init\nx,a,b,c,\n", "empty 'init'"),
         ("case,recording,mri,calibration,init\nx,a,b,c,d\nx,a,b,c,d\n", "appears twice"),
         ("case,recording,mri,calibration,init\n../x,a,b,c,d\n", "not a plain name"),
+        # blank lines are skipped, not counted out of the line numbers: z is on line 5
+        ("case,recording,mri,calibration,init\nx,a,b,c,d\n\n\nz,a,,c,d\n", "line 5: empty 'mri'"),
+        (
+            "case,recording,mri,calibration,init\nx,a,b,c,d\n\ny,a,b,c,d\nx,a,b,c,d\n",
+            "line 5: case",
+        ),
+        # a quoted line break was dropped from the name ('x\ny' ran as 'xy')
+        ('case,recording,mri,calibration,init\n"x\ny",a,b,c,d\n', "not a plain name"),
     ],
 )
 def test_bad_manifest_names_the_problem(tmp_path: Path, body: str, expected: str) -> None:

@@ -38,7 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from usnav.errors import InputError
-from usnav.evaluate.case import case_from_task, case_to_task, evaluate_case, failed_row
+from usnav.evaluate.case import (
+    RESULT_COLUMNS,
+    case_from_task,
+    case_to_task,
+    evaluate_case,
+    failed_row,
+)
 from usnav.evaluate.results import (
     RESULTS_NAME,
     SUMMARY_NAME,
@@ -173,7 +179,8 @@ def run_evaluation(
     Raises
     ------
     InputError
-        Bad manifest or one without cases, a ``group_by`` tag no case has, an output path
+        Bad manifest or one without cases, a tag column named like a result column, a
+        ``group_by`` tag no case has, an output path
         that cannot be a folder (or one that cannot be written to) or an existing file that is
         not a results table, Dask missing, an unreachable scheduler (or something else than a
         scheduler at its address) or one without workers, workers that cannot load usnav. The
@@ -187,6 +194,7 @@ def run_evaluation(
             "the manifest lists no cases (a header row only)",
             "add one row per case (see docs/evaluation.md)",
         )
+    _check_tag_names(cases, manifest)
     if group_by is None:
         group_by = "family"
     else:
@@ -245,6 +253,19 @@ def run_evaluation(
         except ImportError:
             log.warning("matplotlib missing: no plots (%s)", INSTALL_HINT)
     return report
+
+
+def _check_tag_names(cases: list, manifest: str | Path) -> None:
+    """Raise :class:`InputError` when a tag column of the manifest has the name of a result
+    column: its values would stand in the results where a figure does not apply (an
+    ``error_mm`` tag as the error of a case without a truth, then in the summary)."""
+    clash = sorted({k for c in cases for k in c.tags} & set(RESULT_COLUMNS))
+    if clash:
+        raise InputError(
+            manifest,
+            f"column {clash[0]!r} is a column of usnav evaluate's results",
+            "rename it (its values would be read as results)",
+        )
 
 
 def _check_group_by(tag: str, cases: list, manifest: str | Path) -> None:

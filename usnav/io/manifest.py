@@ -28,6 +28,7 @@ missing file fails only its own case in a batch run).
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,13 @@ def read_manifest(path: str | Path) -> list[ManifestCase]:
         raise InputError(path, "no such manifest", "give the manifest.csv of a dataset") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read the manifest ({exc})") from None
-    rows = list(csv.DictReader(text.splitlines()))
+    # rows with their line numbers: blank lines are skipped by the reader, so counting rows
+    # would name the wrong line; a quoted field keeps its line breaks (and is refused below)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        rows = [(row, reader.line_num) for row in reader]
+    except csv.Error as exc:
+        raise InputError(f"{path}, line {reader.line_num}", f"not a CSV table ({exc})") from None
     columns = _header(text)
     repeated = sorted({c for c in columns if c.strip() and columns.count(c) > 1})
     if repeated:
@@ -122,15 +129,19 @@ def read_manifest(path: str | Path) -> list[ManifestCase]:
     base = path.parent
     cases: list[ManifestCase] = []
     seen: set[str] = set()
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
+    for row, number in rows:
         if None in row:
             raise InputError(f"{path}, line {number}", "more values than columns")
         name = (row.get("case") or "").strip()
         where = f"{path}, line {number}"
         if not name:
             raise InputError(where, "empty 'case'", "give every case a unique name")
-        if "/" in name or "\\" in name or name in (".", ".."):
-            raise InputError(where, f"case name {name!r} is not a plain name", "use no slashes")
+        if "/" in name or "\\" in name or name in (".", "..") or not name.isprintable():
+            raise InputError(
+                where,
+                f"case name {name!r} is not a plain name",
+                "use no slashes and no line breaks or control characters",
+            )
         if name in seen:
             raise InputError(where, f"case {name!r} appears twice", "case names must be unique")
         seen.add(name)
