@@ -120,7 +120,7 @@ def load_truth(path: str | Path) -> CaseTruth:
             for k, v in doc["landmarks_intraoperative"].items()
             if isinstance(v, list) or v is None
         }
-        return CaseTruth(
+        truth = CaseTruth(
             reference_to_mri=np.asarray(doc["ReferenceToMri"], dtype=np.float64),
             init_reference_to_mri=np.asarray(doc["init_ReferenceToMri"], dtype=np.float64),
             landmarks=marks,
@@ -128,5 +128,31 @@ def load_truth(path: str | Path) -> CaseTruth:
             cord_shift_max_mm=float(doc["cord_shift"]["max_mm"]),
             document=doc,
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(p, f"not a usnav truth file: {exc}") from exc
+    problem = _scoring_problem(truth)
+    if problem:
+        raise InputError(p, f"not a usnav truth file: {problem}")
+    return truth
+
+
+def _scoring_problem(truth: CaseTruth) -> str:
+    """What keeps ``truth`` from scoring an estimate (``""`` if nothing): the transforms, and
+    the tumor landmarks, before and after the cord shift, as the errors pair them."""
+    for key, m in (
+        ("ReferenceToMri", truth.reference_to_mri),
+        ("init_ReferenceToMri", truth.init_reference_to_mri),
+    ):
+        if m.shape != (4, 4) or not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:3, :3])) < 1e-6:
+            return f"{key} is not an invertible 4x4 matrix"
+    present = [n for n in TUMOR_LANDMARKS if truth.landmarks.get(n) is not None]
+    if not present:
+        return f"no tumor landmark ({', '.join(TUMOR_LANDMARKS)})"
+    for name in present:
+        pre = np.atleast_2d(truth.landmarks[name])
+        now = truth.landmarks_intraoperative.get(name)
+        if pre.ndim != 2 or pre.shape[1] != 3 or not pre.shape[0] or not np.all(np.isfinite(pre)):
+            return f"landmarks.{name} is not a list of finite 3-D points"
+        if now is None or np.atleast_2d(now).shape != pre.shape or not np.all(np.isfinite(now)):
+            return f"landmarks_intraoperative.{name} does not pair with landmarks.{name}"
+    return ""
