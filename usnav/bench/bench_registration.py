@@ -456,9 +456,11 @@ def _family_case(ctx: BenchContext, family: str, seed: int) -> Path:
 
 
 def family_summary(rows: list[dict]) -> dict:
-    """Per-family figures from per-case rows (``error`` of the published estimate, ``accepted``,
+    """Per-family figures from per-case rows (``error`` of the global (bony) estimate against
+    the bony truth — the published one before the tumor stage moved it —, ``accepted``,
     ``error_now`` of the published estimate at the tumor where it is now, ``confident``,
-    ``candidate`` error and ``uncertainty``)."""
+    ``candidate`` error and ``uncertainty``). "Over 2 mm" and ``harm`` read ``error``; the
+    coverage reads ``error_now`` (an accepted estimate without a bound is not covered)."""
     err = np.array([r["error"] for r in rows])
     acc = [r for r in rows if r["accepted"]]
     conf = [r for r in rows if r["confident"]]
