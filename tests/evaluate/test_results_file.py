@@ -56,3 +56,15 @@ def test_complete_rows_are_left_alone(tmp_path: Path) -> None:
         pass
     assert path.read_bytes() == before
     assert [r["case"] for r in read_results(path)] == ["a"]
+
+
+def test_a_header_cut_short_gets_its_line_end(tmp_path: Path) -> None:
+    """The rows appended after a header written without its line end start on their own line
+    (the header's columns are kept, as for any existing table)."""
+    path = tmp_path / "results.csv"
+    path.write_bytes(b"case,status,error_mm,accepted,fam")
+    assert read_results(path) == []
+    with ResultsWriter(path, ["family"]) as writer:
+        writer.write(_row("a", 0.5))
+    rows = read_results(path)
+    assert [(r["case"], r["error_mm"], r["accepted"]) for r in rows] == [("a", "0.5", "true")]

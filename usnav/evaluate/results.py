@@ -70,6 +70,9 @@ class ResultsWriter:
             if complete < self.path.stat().st_size:
                 with self.path.open("r+b") as f:
                     f.truncate(complete)
+            elif not self.path.read_bytes().endswith(b"\n"):  # a header cut short: end it
+                with self.path.open("ab") as f:
+                    f.write(b"\r\n")
             with self.path.open(encoding="utf-8", newline="") as f:
                 self.columns = next(csv.reader(f), [])
         else:
