@@ -568,3 +568,45 @@ def test_calibrate_spatial_pairs_at_the_lag_of_the_file_it_updates(
     assert "[temporal] lag of" in printed["tracker_lag_source"]
     assert printed["validation_error_mm"]["mean"] < 0.1 and printed["warnings"] == []
     assert load_calibration(out).spatial_lag_mismatch() is None
+
+
+def test_frames_whose_own_pose_is_invalid_are_used_at_a_lag_that_gives_them_one(
+    tmp_path: Path,
+) -> None:
+    # Poses stored 0.3 s late (10 frames/s), frames 20-22's INVALID. With --tracker-lag-s -0.3
+    # frame i pairs with the pose recorded with frame i - 3: frames 20-22 have one (17-19's)
+    # and are used; frames 23-25 pair with 20-22's INVALID poses and 0-2 with none (before the
+    # first sample): those leave the fit, counted. Until session 33 frames 20-22 were never
+    # segmented, because their own (unused) pose was INVALID.
+    cfg = synth.config_xml(tmp_path / "phantom.xml")
+    bad = frozenset({20, 21, 22})
+    cal = synth.write_recording(
+        tmp_path / "c.igs.mha", 60, seed=3, smooth=True, tracker_lag_s=0.3, invalid=bad
+    )
+    result = calibrate_spatial(cfg, cal.path, tracker_lag_s=-0.3, precision_replicates=0)
+    seq = result.calibration
+    assert seq.used.tolist() == [i for i in range(3, 60) if i not in (23, 24, 25)]
+    assert seq.counts == {"ok": 54, "probe or reference transform not OK": 6}
+    assert [seq.frames[i].status for i in (20, 23)] == [
+        FrameStatus.OK,
+        FrameStatus.INVALID_TRANSFORM,
+    ]
+    assert result.calibration_error.mean < 0.1
+    # as recorded (no lag), a frame whose own pose is INVALID still leaves the fit
+    plain = calibrate_spatial(cfg, cal.path, precision_replicates=0)
+    assert 20 not in plain.calibration.used.tolist()
+    assert plain.calibration.counts["probe or reference transform not OK"] == 3
+
+
+def test_a_lagged_pose_next_to_an_invalid_sample_is_invalid(tmp_path: Path) -> None:
+    # Between an OK and an INVALID sample the pose is INVALID, as the live probe client (and
+    # PLUS's buffer) pairs it: not interpolated across the INVALID sample to the next OK one.
+    from usnav.calibration.lag import phantom_to_probe_at
+
+    cfg = read_calibration_config(synth.config_xml(tmp_path / "phantom.xml"))
+    seq = synth.segmented_sweep(30, cfg, seed=0)
+    seq.frame_pose_ok[10] = False
+    mask, _ = phantom_to_probe_at(seq, 0.05)  # between frames i and i + 1
+    assert np.flatnonzero(~mask).tolist() == [9, 10, 29]
+    mask, _ = phantom_to_probe_at(seq, 0.1)  # exactly frame i + 1's sample
+    assert np.flatnonzero(~mask).tolist() == [9, 29]

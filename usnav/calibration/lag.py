@@ -22,6 +22,7 @@ import numpy as np
 
 from usnav.calibration.segmentation import FrameSegmentation, FrameStatus
 from usnav.errors import ExtrapolationError
+from usnav.frames import TrackedTransform, TransformStatus
 from usnav.transforms.series import PoseSeries
 
 #: Lags scanned around the given one, s: ± this. PLUS's fCal data: +0.40 s.
@@ -130,11 +131,28 @@ class LagScan:
         }
 
 
+#: Two times closer than this are the same sample, s (as the live probe client pairs them).
+_SAME_TIME_S = 1e-6
+
+
 def _poses(seq) -> PoseSeries | None:
+    """Every frame's recorded PhantomToProbe with its status (None: fewer than 2 OK)."""
     ok = seq.frame_pose_ok
     if seq.frame_times_s is None or ok is None or ok.sum() < 2:
         return None
-    return PoseSeries(seq.frame_times_s[ok], seq.frame_phantom_to_probe[ok], name="PhantomToProbe")
+    statuses = [TransformStatus.OK if k else TransformStatus.INVALID for k in ok]
+    return PoseSeries(
+        seq.frame_times_s, seq.frame_phantom_to_probe, statuses, name="PhantomToProbe"
+    )
+
+
+def _segmented(seq) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame indices, dots (m, patterns, 3, 2) px and middle points (m, patterns, 3) mm of
+    every frame whose wires were found, whatever its recorded pose (``seq.used`` when the
+    recording says no more)."""
+    if seq.segmented_frames is None:
+        return seq.used, seq.wire_points, seq.phantom_points
+    return seq.segmented_frames, seq.segmented_wire_points, seq.segmented_phantom_points
 
 
 def _max_gap_s(seq) -> float:
@@ -145,60 +163,85 @@ def _max_gap_s(seq) -> float:
 
 
 def phantom_to_probe_at(seq, lag_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """PhantomToProbe of each usable frame at its image time + ``lag_s``.
+    """PhantomToProbe of each segmented frame at its image time + ``lag_s``.
 
-    Returns (mask over ``seq.used`` of the frames with an OK pose there, matrices (n, 4, 4));
-    a pose is interpolated between OK samples no farther apart than 2.5 frame intervals. A
-    time outside the OK samples has no pose (``PoseSeries.at`` would hold the end pose for up
-    to that gap: the pose of another moment, which is what the lag is to remove).
+    The frames are those whose wires were found, whatever their own recorded pose
+    (``seq.segmented_frames``; ``seq.used`` when None). Returns (mask over them of the frames
+    with an OK pose there, matrices (m, 4, 4)). The pose is the recorded one of a frame
+    stamped at that time (within 1 µs), else interpolated between the two samples around it
+    when both are OK and no farther apart than 2.5 frame intervals: next to an INVALID or
+    MISSING sample there is no pose, as the live probe client (and PLUS's buffer) pairs it. A
+    time outside the samples has no pose (``PoseSeries.at`` would hold the end pose for up to
+    that gap: the pose of another moment, which is what the lag is to remove).
     """
     series = _poses(seq)
-    n = len(seq.used)
+    frames = _segmented(seq)[0]
+    n = len(frames)
     mats = np.tile(np.eye(4), (n, 1, 1))
     mask = np.zeros(n, dtype=bool)
     if series is None:
         return mask, mats
     gap = _max_gap_s(seq)
-    first, last = float(series.times_s[0]), float(series.times_s[-1])
-    for row, i in enumerate(seq.used):
+    times = series.times_s
+    first, last = float(times[0]), float(times[-1])
+    for row, i in enumerate(frames):
         t = float(seq.frame_times_s[i]) + lag_s
-        if not first <= t <= last:
+        if not first - _SAME_TIME_S <= t <= last + _SAME_TIME_S:
             continue
-        try:
-            pose = series.at(t, max_gap_s=gap)
-        except ExtrapolationError:
-            continue
+        k = int(np.argmin(np.abs(times - t)))
+        if abs(times[k] - t) <= _SAME_TIME_S:
+            pose = TrackedTransform(series.matrices[k], series.statuses[k])
+        else:
+            try:
+                pose = series.at(t, max_gap_s=gap)
+            except ExtrapolationError:
+                continue
         if pose.ok:
             mask[row], mats[row] = True, pose.matrix
     return mask, mats
 
 
-def _probe_points(seq, mats: np.ndarray) -> np.ndarray:
-    return np.einsum("nij,nkj->nki", mats[:, :3, :3], seq.phantom_points) + mats[:, None, :3, 3]
+def _probe_points(phantom_points: np.ndarray, mats: np.ndarray) -> np.ndarray:
+    return np.einsum("nij,nkj->nki", mats[:, :3, :3], phantom_points) + mats[:, None, :3, 3]
 
 
 def at_tracker_lag(seq, lag_s: float):
     """The segmented recording with each image paired with the pose at ``t + lag_s``.
 
-    Frames with no OK pose there leave ``used`` and are marked INVALID_TRANSFORM.
+    Every frame whose wires were found takes part, also one whose own recorded pose is not OK
+    (segmented with ``segment_unposed``); those with no OK pose at ``t + lag_s``
+    (:func:`phantom_to_probe_at`) leave ``used``, marked INVALID_TRANSFORM. Lag 0: the
+    recording as it is.
     """
     if lag_s == 0.0:
         return seq
+    frames_idx, wires, phantom = _segmented(seq)
     mask, mats = phantom_to_probe_at(seq, lag_s)
     frames = list(seq.frames)
-    for row in np.flatnonzero(~mask):
-        frames[seq.used[row]] = FrameSegmentation(
-            FrameStatus.INVALID_TRANSFORM,
-            detail=f"no tracked pose at the image time {lag_s:+.3f} s (--tracker-lag-s)",
-        )
+    for row, i in enumerate(frames_idx):
+        if mask[row]:
+            if frames[i].status is not FrameStatus.OK:  # its own pose was not OK
+                frames[i] = replace(
+                    frames[i],
+                    status=FrameStatus.OK,
+                    detail=f"paired with the pose at t {lag_s:+.3f} s ({frames[i].detail})",
+                )
+        else:
+            frames[i] = FrameSegmentation(
+                FrameStatus.INVALID_TRANSFORM,
+                frames[i].candidates,
+                frames[i].wire_points,
+                frames[i].geometry_rms_mm,
+                detail=f"no OK tracked pose at the image time {lag_s:+.3f} s (--tracker-lag-s)",
+            )
     return replace(
         seq,
         frames=frames,
-        used=seq.used[mask],
-        image_points=seq.image_points[mask],
-        wire_points=seq.wire_points[mask],
-        phantom_points=seq.phantom_points[mask],
-        probe_points=_probe_points(seq, mats)[mask],
+        used=frames_idx[mask],
+        image_points=wires[mask][:, :, 1, :],
+        wire_points=wires[mask],
+        phantom_points=phantom[mask],
+        probe_points=_probe_points(phantom, mats)[mask],
         phantom_to_probe=mats[mask],
     )
 
@@ -211,7 +254,8 @@ def scan_tracker_lag(cal, val=None, *, given_lag_s: float = 0.0, step_s: float |
     ----------
     cal, val
         Segmented calibration and validation recordings (``SegmentedSequence``, paired at
-        lag 0: the poses recorded with the images).
+        lag 0: the poses recorded with the images); every frame whose wires were found takes
+        part (``segmented_frames``), also one whose own pose is not OK.
     given_lag_s
         The lag the calibration itself used, s.
     step_s
@@ -236,10 +280,13 @@ def scan_tracker_lag(cal, val=None, *, given_lag_s: float = 0.0, step_s: float |
     if common.sum() < 10:
         return None
     val_paired = [phantom_to_probe_at(val, lag) for lag in lags] if val is not None else None
+    _, cal_wires, cal_phantom = _segmented(cal)
+    if val is not None:
+        _, val_wires, val_phantom = _segmented(val)
     cal_pre, val_pre = [], []
     for j, (_, mats) in enumerate(paired):
-        image_pts = cal.image_points[common]
-        probe_pts = _probe_points(cal, mats)[common]
+        image_pts = cal_wires[common][:, :, 1, :]
+        probe_pts = _probe_points(cal_phantom, mats)[common]
         try:
             matrix, _ = solve_image_to_probe(image_pts, probe_pts)
         except ValueError:
@@ -250,7 +297,9 @@ def scan_tracker_lag(cal, val=None, *, given_lag_s: float = 0.0, step_s: float |
         if val is not None and val_paired is not None:
             vmask, vmats = val_paired[j]
             if vmask.any():
-                err = _pre3d(matrix, val.image_points[vmask], _probe_points(val, vmats)[vmask])
+                err = _pre3d(
+                    matrix, val_wires[vmask][:, :, 1, :], _probe_points(val_phantom, vmats)[vmask]
+                )
                 val_pre.append(percentile_stats(err).mean)
             else:
                 val_pre.append(np.inf)

@@ -21,6 +21,7 @@ every middle dot; reported as mean, population SD and max of the lowest 95 %.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -135,6 +136,11 @@ class SegmentedSequence:
     frame_times_s, frame_phantom_to_probe, frame_pose_ok
         Every frame's timestamp (s), PhantomToProbe (n, 4, 4, mm) and whether that pose is OK:
         what pairing an image with the pose at another moment needs (usnav.calibration.lag).
+    segmented_frames, segmented_wire_points, segmented_phantom_points
+        Every frame whose wires were found and fit the phantom, whatever its recorded pose
+        (indices; their dots (m, patterns, 3, 2) px; their middle points (m, patterns, 3) mm,
+        Phantom frame): the frames an image paired with the pose at another moment can use
+        (usnav.calibration.lag). None: the ``used`` frames.
     image_size
         (cols, rows) px of the recording's images.
     """
@@ -151,6 +157,9 @@ class SegmentedSequence:
     frame_times_s: np.ndarray | None = None
     frame_phantom_to_probe: np.ndarray | None = None
     frame_pose_ok: np.ndarray | None = None
+    segmented_frames: np.ndarray | None = None
+    segmented_wire_points: np.ndarray | None = None
+    segmented_phantom_points: np.ndarray | None = None
     image_size: tuple[int, int] = (0, 0)
     paired_lag_s: float = 0.0
 
@@ -385,6 +394,7 @@ def segment_sequence(
     config: CalibrationConfig,
     *,
     phantom_to_reference: np.ndarray | None = None,
+    segment_unposed: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SegmentedSequence:
     """Segment every frame of an N-wire recording and compute its middle points.
@@ -392,6 +402,11 @@ def segment_sequence(
     Frames are flipped to MF according to the file's ``UltrasoundImageOrientation``. A frame
     is used when its wires are found, the dots fit the phantom geometry in the orientation
     the file states, and ``PhantomToProbe`` is OK; otherwise its status says why.
+
+    ``segment_unposed``: also segment the frames whose recorded ``PhantomToProbe`` is not OK
+    (they stay unused, counted as INVALID_TRANSFORM, but keep their dots in
+    ``segmented_*``), for pairing the images with the poses at another moment
+    (:func:`usnav.calibration.lag.at_tracker_lag`); otherwise they are not segmented.
 
     Raises
     ------
@@ -428,37 +443,50 @@ def segment_sequence(
         roi = region_of_interest(config.segmentation, (cols, rows))
         frames: list[FrameSegmentation] = []
         for i in range(n):
-            if tstatus[i] is not TransformStatus.OK:
-                frames.append(
-                    FrameSegmentation(
-                        FrameStatus.INVALID_TRANSFORM,
-                        detail=f"{config.phantom_frame}To{config.probe_frame} is "
-                        f"{tstatus[i].value}",
-                    )
-                )
+            pose_ok = tstatus[i] is TransformStatus.OK
+            invalid_pose = FrameSegmentation(
+                FrameStatus.INVALID_TRANSFORM,
+                detail=f"{config.phantom_frame}To{config.probe_frame} is {tstatus[i].value}",
+            )
+            if not pose_ok and not segment_unposed:
+                frames.append(invalid_pose)
             elif not _image_ok(seq, i):
                 frames.append(FrameSegmentation(FrameStatus.NO_IMAGE, detail="ImageStatus not OK"))
             else:
                 image = grey(seq.image(i))
-                frames.append(segment_frame(to_mf(image, orientation), segmenter, finder, roi))
+                found = segment_frame(to_mf(image, orientation), segmenter, finder, roi)
+                if not pose_ok and found.status is FrameStatus.OK:
+                    # usable only paired with another moment's pose: keep the dots
+                    found = dataclasses.replace(
+                        found, status=invalid_pose.status, detail=invalid_pose.detail
+                    )
+                frames.append(found)
             if progress is not None:
                 progress(i + 1, n)
-    used = np.array([i for i, f in enumerate(frames) if f.status is FrameStatus.OK], dtype=int)
     k = len(config.patterns)
-    if len(used):
-        wire_points = np.stack([frames[i].wire_points for i in used])
-        alphas = np.stack([middle_ratios(w) for w in wire_points])  # (m, k)
-        phantom_pts = np.stack(
+    segmented = np.array(
+        [
+            i
+            for i, f in enumerate(frames)
+            if f.status is FrameStatus.OK
+            or (f.status is FrameStatus.INVALID_TRANSFORM and f.wire_points is not None)
+        ],
+        dtype=int,
+    )
+    if len(segmented):
+        seg_wires = np.stack([frames[i].wire_points for i in segmented])
+        alphas = np.stack([middle_ratios(w) for w in seg_wires])  # (m, k)
+        seg_phantom = np.stack(
             [config.patterns[j].middle_points(alphas[:, j]) for j in range(k)], axis=1
         )
-        ptp = phantom_to_probe[used]
-        probe_pts = np.einsum("nij,nkj->nki", ptp[:, :3, :3], phantom_pts) + ptp[:, None, :3, 3]
-        image_pts = wire_points[:, :, 1, :]
     else:
-        wire_points = np.zeros((0, k, 3, 2))
-        phantom_pts = probe_pts = np.zeros((0, k, 3))
-        image_pts = np.zeros((0, k, 2))
-        ptp = np.zeros((0, 4, 4))
+        seg_wires, seg_phantom = np.zeros((0, k, 3, 2)), np.zeros((0, k, 3))
+    rows_used = np.array([frames[i].status is FrameStatus.OK for i in segmented], dtype=bool)
+    used = segmented[rows_used]
+    wire_points, phantom_pts = seg_wires[rows_used], seg_phantom[rows_used]
+    ptp = phantom_to_probe[used]
+    probe_pts = np.einsum("nij,nkj->nki", ptp[:, :3, :3], phantom_pts) + ptp[:, None, :3, 3]
+    image_pts = wire_points[:, :, 1, :]
     pose_ok = np.array([st is TransformStatus.OK for st in tstatus], dtype=bool)
     return SegmentedSequence(
         p,
@@ -473,6 +501,9 @@ def segment_sequence(
         frame_times_s=times,
         frame_phantom_to_probe=phantom_to_probe,
         frame_pose_ok=pose_ok,
+        segmented_frames=segmented,
+        segmented_wire_points=seg_wires,
+        segmented_phantom_points=seg_phantom,
         paired_lag_s=paired_lag_s,
         image_size=(int(cols), int(rows)),
     )
@@ -573,10 +604,14 @@ def calibrate_spatial(
             return None
         return lambda done, n: progress(stage, done, n)
 
+    # paired with the pose at another moment, a frame whose own recorded pose is INVALID may
+    # have an OK one: segment it too
+    unposed = tracker_lag_s != 0.0
     cal = segment_sequence(
         calibration,
         cfg,
         phantom_to_reference=phantom_to_reference,
+        segment_unposed=unposed,
         progress=stage_progress("calibration"),
     )
     cal_at_zero = cal
@@ -605,6 +640,7 @@ def calibrate_spatial(
             validation,
             cfg,
             phantom_to_reference=phantom_to_reference,
+            segment_unposed=unposed,
             progress=stage_progress("validation"),
         )
         val_at_zero = val
