@@ -77,6 +77,7 @@ def test_spatial_json_toml_xml_report(data, tmp_path: Path, capsys) -> None:
 def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
     _, cfg, cal, _ = data
     out = tmp_path / "probe.toml"
+    # no validation recording: flagged (exit 1), and written all the same
     assert (
         main(
             [
@@ -90,9 +91,15 @@ def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
                 str(out),
             ]
         )
-        == 0
+        == 1
     )
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "warning: no validation recording" in printed
+    assert captured.err.splitlines()[-1] == (
+        "usnav calibrate spatial: exit status 1: the calibration is flagged by 1 warning "
+        f"above; it was written all the same ({out})"
+    )
     assert "ImageToProbe" in printed
     # the precision, and the budget lines to paste with the warning of what they leave out
     assert "calibration precision (95 %, bootstrap" in printed
@@ -108,6 +115,7 @@ def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
     assert main(["calibrate", "pivot", str(pivot_rec), "--out", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tip_in_tool_mm"][2] == pytest.approx(150, abs=0.3)
     tank = _tank_recording(tmp_path / "tank.igs.mha", lag=0.05)
+    # the [spatial] section was computed at lag 0, the new [temporal] lag is -0.05 s: flagged
     assert (
         main(
             [
@@ -121,9 +129,11 @@ def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
                 str(tmp_path / "t.png"),
             ]
         )
-        == 0
+        == 1
     )
-    assert "TrackerLagSec = -0.05" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "TrackerLagSec = -0.05" in captured.out
+    assert "usnav calibrate temporal: exit status 1" in captured.err
     merged = load_calibration(out)
     assert merged.spatial is not None and merged.pivot is not None
     assert merged.tracker_lag_s == pytest.approx(-0.05, abs=0.004)
@@ -211,9 +221,15 @@ def test_real_process_prints_json_and_progress(data) -> None:
         timeout=120,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["calibration"]["used"] == 23
+    # no validation recording: flagged, status 1, said in the JSON and in one line on stderr
+    assert proc.returncode == 1, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert printed["calibration"]["used"] == 23 and printed["flagged"] is True
     assert "segmenting calibration" in proc.stderr and "24/24" in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "usnav calibrate spatial: exit status 1: the calibration is flagged by 1 warning in the "
+        'JSON "warnings"; nothing written'
+    )
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +258,22 @@ def test_force_help_names_only_options_the_command_has(kind: str, replaced: str,
     text = " ".join(capsys.readouterr().out.split())
     force = text[text.rindex("--force") :]
     assert force.startswith(f"--force replace an existing {replaced} file")
+
+
+def test_a_flagged_temporal_calibration_exits_1_and_a_clean_one_0(
+    tank, tmp_path: Path, capsys
+) -> None:
+    # a site's scripted QA reads the exit status: a lag computed from 5 s of motion is
+    # flagged (status 1) and still written; the 12 s recording is not flagged (status 0)
+    assert main(["calibrate", "temporal", "--video", str(tank), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["flagged"] is False
+    short = _tank_recording(tmp_path / "short.igs.mha", lag=0.1, duration_s=5.0)
+    out = tmp_path / "probe.toml"
+    assert main(["calibrate", "temporal", "--video", str(short), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "warning: only" in captured.out and "record longer" in captured.out
+    assert captured.err.splitlines()[-1] == (
+        "usnav calibrate temporal: exit status 1: the calibration is flagged by 1 warning "
+        f"above; it was written all the same ({out})"
+    )
+    assert load_calibration(out).tracker_lag_s == pytest.approx(-0.1, abs=0.01)

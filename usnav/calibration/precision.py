@@ -141,6 +141,12 @@ class CalibrationPrecision:
     understated: bool = False
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def too_many_failed(self) -> bool:
+        """More than :data:`MAX_FAILED_FRACTION` of the resamples gave no calibration: the
+        fit depends on a few frames and the bounds, which leave those out, under-state."""
+        return self.failed > MAX_FAILED_FRACTION * self.replicates
+
     def bound_mm(self, depth_mm: float | np.ndarray) -> float | np.ndarray:
         """The stated 95 % bound at depth d below the image's top row, mm."""
         return self.calibration_error_mm + math.radians(self.calibration_error_deg) * np.asarray(

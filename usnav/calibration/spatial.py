@@ -198,7 +198,11 @@ class SpatialCalibrationResult:
     config
         The phantom/segmentation configuration used.
     warnings
-        Things a person should look at (skipped patterns, mirrored frames...).
+        What makes this calibration doubtful, one line each (no validation recording, a
+        validation PRE3D that does not carry over, a pose-image lag that fits clearly better,
+        mirrored frames, a lag other than the one the ``--out`` file pairs at...): any of them
+        flags the calibration (:attr:`flagged`). The precision's own notes are in
+        ``precision.warnings``.
     tracker_lag_s
         The lag the images were paired with their poses at, s: the recording's own pairing
         (``Sequence.paired_tracker_lag_s``: the lag usnav's recorder applied, 0 for PLUS files)
@@ -226,6 +230,15 @@ class SpatialCalibrationResult:
     tracker_lag_scan: LagScan | None = None
     tracker_lag_source: str = ""
     precision: CalibrationPrecision | None = None
+
+    @property
+    def flagged(self) -> bool:
+        """A warning questions this calibration (``warnings``, or more than 5 % of the
+        precision's resamples without a solution: its bounds under-state); ``usnav calibrate
+        spatial`` then exits with status 1."""
+        return bool(self.warnings) or (
+            self.precision is not None and self.precision.too_many_failed
+        )
 
     @property
     def spacing_mm(self) -> tuple[float, float]:
@@ -263,6 +276,7 @@ class SpatialCalibrationResult:
             "phantom": self.config.phantom_name,
             "config": self.config.source,
             "warnings": list(self.warnings),
+            "flagged": self.flagged,
             "tracker_lag_s": self.tracker_lag_s,
             "tracker_lag_source": self.tracker_lag_source,
             "tracker_lag_scan": self.tracker_lag_scan.as_dict() if self.tracker_lag_scan else None,

@@ -393,6 +393,13 @@ class TemporalCalibrationResult:
     sources: tuple[str, str]
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def flagged(self) -> bool:
+        """A warning questions this lag (a short recording, a polarity kept against PLUS's
+        rule or not told apart, the search's edge, a spatial calibration in the ``--out`` file
+        made at another lag); ``usnav calibrate temporal`` then exits with status 1."""
+        return bool(self.warnings)
+
     def as_dict(self) -> dict:
         return {
             "tracker_lag_s": self.tracker_lag_s,
@@ -417,6 +424,7 @@ class TemporalCalibrationResult:
             "video": self.sources[0],
             "tracker": self.sources[1],
             "warnings": list(self.warnings),
+            "flagged": self.flagged,
         }
 
 

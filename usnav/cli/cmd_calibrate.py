@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,16 @@ from usnav.errors import InputError
 
 if TYPE_CHECKING:
     from usnav.calibration.precision import CalibrationPrecision
+
+#: The exit statuses, as --help states them ({what}: the warnings of that kind of calibration).
+EXIT_STATUS = (
+    "Exit status: 0 when the calibration is done and no warning flags it; 1 when it is done "
+    "(and every output asked for is written) but a warning flags it ({what}), so a scripted "
+    "check does not take it as it stands; 2 for bad input or a refused calibration: one line "
+    "on stderr, no calibration written."
+)
+#: Exit status of a calibration that was done but is flagged by a warning.
+EXIT_FLAGGED = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ImageToProbe by least squares with 3-sigma outlier rejection and reports PLUS's 3D "
         "reprojection error (mean and SD of the lowest 95 %) on calibration and validation "
         "frames. Frames whose wires are not found, whose transforms are not OK or whose "
-        "orientation contradicts the phantom are skipped and counted.",
+        "orientation contradicts the phantom are skipped and counted. "
+        + EXIT_STATUS.format(
+            what="no validation recording, a validation error well above the calibration's, "
+            "a pose-image lag that fits clearly better, mirrored frames, a lag other than the "
+            "--out file's, a precision that under-states"
+        ),
     )
     sp.add_argument(
         "--config",
@@ -75,7 +91,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="tracker lag from a water-tank recording",
         description="Temporal calibration (PLUS water-tank method): the tank bottom's depth in "
         "the video against the probe's tracked motion; prints TrackerLagSec (use the tracker "
-        "pose at t_image + lag).",
+        "pose at t_image + lag). "
+        + EXIT_STATUS.format(
+            what="a recording too short to tell, a polarity kept against PLUS's rule or not "
+            "told apart, a lag at the search's edge, a spatial calibration in the --out file "
+            "made at another lag"
+        ),
     )
     tp.add_argument("--video", required=True, type=Path, help="video recording")
     tp.add_argument(
@@ -110,7 +131,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pivot",
         help="stylus tip offset by pivoting",
         description="Pivot calibration: tip offset (tool frame) and pivot point (reference "
-        "frame) by least squares over the OK poses of a recording.",
+        "frame) by least squares over the OK poses of a recording. Exit status: 0 when done; 2 "
+        "for bad input or a refused calibration (fewer than 10 OK poses, a stylus not swung "
+        "enough): one line on stderr, no calibration written.",
     )
     pp.add_argument("recording", type=Path, help="recording of the stylus pivoting")
     pp.add_argument(
@@ -180,7 +203,7 @@ def _spatial(args: argparse.Namespace) -> int:
         d = result.as_dict()
         d["out"] = str(args.out) if args.out else None
         print(json.dumps(d))
-        return 0
+        return _status("spatial", result.flagged, len(result.warnings), args, json_out=True)
     print("ImageToProbe (Image px -> Probe mm):")
     print(_matrix_text(result.image_to_probe))
     sx, sy = result.spacing_mm
@@ -221,7 +244,26 @@ def _spatial(args: argparse.Namespace) -> int:
     ):
         if path is not None:
             print(f"wrote {what}: {path}")
-    return 0
+    return _status("spatial", result.flagged, len(result.warnings), args)
+
+
+def _status(
+    kind: str, flagged: bool, warnings: int, args: argparse.Namespace, *, json_out: bool = False
+) -> int:
+    """0, or :data:`EXIT_FLAGGED` with one line on stderr saying why and what was written."""
+    if not flagged:
+        return 0
+    where = 'in the JSON "warnings"' if json_out else "above"
+    plural = "" if warnings == 1 else "s"
+    what = f"{warnings} warning{plural} {where}" if warnings else f"the precision's warning {where}"
+    written = [str(p) for p in (args.out, getattr(args, "xml", None), args.report) if p]
+    print(
+        f"usnav calibrate {kind}: exit status {EXIT_FLAGGED}: the calibration is flagged by "
+        f"{what}; "
+        + (f"it was written all the same ({', '.join(written)})" if written else "nothing written"),
+        file=sys.stderr,
+    )
+    return EXIT_FLAGGED
 
 
 def _print_precision(p: CalibrationPrecision) -> None:
@@ -291,7 +333,7 @@ def _temporal(args: argparse.Namespace) -> int:
         d = result.as_dict()
         d["out"] = str(args.out) if args.out else None
         print(json.dumps(d))
-        return 0
+        return _status("temporal", result.flagged, len(result.warnings), args, json_out=True)
     print(
         f"TrackerLagSec = {result.tracker_lag_s:+.4f} s "
         "(use the tracker pose at t_image + lag; negative: the tracker runs behind)"
@@ -309,7 +351,7 @@ def _temporal(args: argparse.Namespace) -> int:
     for what, path in (("calibration file", args.out), ("report", args.report)):
         if path is not None:
             print(f"wrote {what}: {path}")
-    return 0
+    return _status("temporal", result.flagged, len(result.warnings), args)
 
 
 def _pivot(args: argparse.Namespace) -> int:
