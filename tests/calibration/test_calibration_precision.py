@@ -17,6 +17,7 @@ from usnav.calibration.output import write_calibration
 from usnav.calibration.phantom import CalibrationConfig, read_calibration_config
 from usnav.calibration.precision import (
     NAMED_POINTS,
+    block_band,
     block_length,
     calibration_precision,
     residual_autocorrelation,
@@ -189,6 +190,29 @@ def test_block_length_rule() -> None:
     assert block_length(0.5, 200) == 8  # (3/2)^(1/3) · (4/3)^(2/3) · 200^(1/3) = 8.1
     assert block_length(0.98, 188) == 188 // 4  # capped: at least four blocks per resample
     assert block_length(0.9, 8) == 2
+
+
+def test_the_bound_is_the_largest_over_block_lengths_around_the_rule_s(phantom) -> None:
+    # The bound moves with the block length (PLUS's recording paired 0.4 s later: 1.77 mm in
+    # blocks of 37, 2.20 mm in blocks of 42), and the AR(1) rule knows b only to a factor: the
+    # bootstrap runs at b, b/√2 and √2·b (within [1, n/4]) and states the largest
+    assert block_band(42, 182) == (42, 30, 45)
+    assert block_band(37, 185) == (37, 26, 46)
+    assert block_band(47, 188) == (47, 33)  # the rule at its cap: n/4
+    assert block_band(3, 60) == (3, 2, 4)
+    assert block_band(1, 20) == (1,)  # uncorrelated frames: single frames, as before
+    _, image, probe = simulate(phantom, 60, 0.2, 3, pose_deg=0.2, pose_mm=0.3, correlation=0.95)
+    _, p = _precision(image, probe, replicates=100)
+    rule = p.block_frames
+    assert p.block_lengths == block_band(rule, 60) and len(p.block_lengths) > 1
+    _, alone = _precision(image, probe, replicates=100, block_frames=rule)
+    assert alone.block_lengths == (rule,) and len(alone.bounds_by_block) == 1
+    # the rule's block length is resampled first, as it is alone (same seed)
+    assert p.bounds_by_block[0] == pytest.approx((alone.bootstrap_mm, alone.bootstrap_deg))
+    assert p.bootstrap_deg == max(deg for _, deg in p.bounds_by_block) >= alone.bootstrap_deg
+    assert all(p.points_mm[k] >= alone.points_mm[k] for k in NAMED_POINTS)
+    d = p.as_dict()["bounds_by_block"]
+    assert [row["block_frames"] for row in d] == list(p.block_lengths)
 
 
 def test_a_validation_error_beyond_the_prediction_raises_the_stated_mm(phantom) -> None:

@@ -24,6 +24,15 @@ AR(1) plug-in for the moving-block bootstrap, b = (3/2)^(1/3)·(2ρ/(1−ρ²))^
 the lag-1 autocorrelation of the per-frame mean residual vectors, capped at n/4 (at least four
 blocks per resample); uncorrelated frames give b = 1, the plain frame bootstrap.
 
+The bounds move with b (on PLUS's fCal recording paired 0.4 s later, blocks of 37 gave
+1.77 mm and blocks of 42 2.20 mm), and the rule's b is a plug-in for the variance of a mean
+under an AR(1) model, not for the 95th percentile of this statistic: it is known to a factor,
+not exactly. So the bootstrap is run at b and at b/√2 and √2·b (rounded, within [1, n/4];
+:func:`block_band`), and the stated bounds are the largest: the rotation is the largest 95th
+percentile, and the offset the smallest for which the line covers every block length's 95 %
+spread at every depth. Each block length's own bound is reported (``bounds_by_block``) as the
+sensitivity to that choice.
+
 This is PRECISION: the repeatability of the fit given the segmented wires and the tracked poses.
 Errors common to every frame are not in it: the phantom's manufacture and its definition, the
 phantom registration (PhantomToReference), a bias of the wire segmentation, the tracker's
@@ -64,6 +73,8 @@ NAMED_POINTS: dict[str, tuple[float, float]] = {
 GRID = (5, 33)
 #: Warn when more than this fraction of the resamples gave no calibration.
 MAX_FAILED_FRACTION = 0.05
+#: The rule's block length is taken as known to this factor either way (:func:`block_band`).
+BLOCK_BAND_FACTOR = math.sqrt(2.0)
 #: What every output says the numbers are.
 PRECISION_ONLY = (
     "precision only (repeatability of the fit given the segmented wires and tracked poses): "
@@ -99,11 +110,16 @@ class CalibrationPrecision:
     frames
         Calibration frames resampled.
     block_frames
-        Consecutive frames per resampled block.
+        Consecutive frames per resampled block: the rule's choice (:func:`block_length`).
+    block_lengths, bounds_by_block
+        Every block length resampled (the rule's first; :func:`block_band`) and, per block
+        length, its own ``(mm, deg)`` bound from the bootstrap alone: how much the bound moves
+        with that choice. The stated bounds cover all of them.
     residual_autocorrelation
         Lag-1 autocorrelation of the per-frame mean residual vectors (what chose the block).
     replicates, failed
-        Resamples drawn, and how many of them gave no calibration (left out of the bounds).
+        Resamples drawn per block length, and the most of them that gave no calibration at any
+        block length (left out of the bounds).
     seed
         Seed of the resampling (the same input and seed give the same numbers).
     predicted_pre3d_mm
@@ -140,6 +156,8 @@ class CalibrationPrecision:
     validation_excess_mm: float | None = None
     understated: bool = False
     warnings: list[str] = field(default_factory=list)
+    block_lengths: tuple[int, ...] = ()
+    bounds_by_block: tuple[tuple[float, float], ...] = ()
 
     @property
     def too_many_failed(self) -> bool:
@@ -193,6 +211,10 @@ class CalibrationPrecision:
             "image_size": list(self.image_size),
             "frames": self.frames,
             "block_frames": self.block_frames,
+            "bounds_by_block": [
+                {"block_frames": b, "bootstrap_mm": mm, "bootstrap_deg": deg}
+                for b, (mm, deg) in zip(self.block_lengths, self.bounds_by_block, strict=True)
+            ],
             "residual_autocorrelation": self.residual_autocorrelation,
             "replicates": self.replicates,
             "failed": self.failed,
@@ -256,6 +278,16 @@ def block_length(rho: float, frames: int) -> int:
     return int(min(max(1, round(b)), max(1, frames // 4)))
 
 
+def block_band(block: int, frames: int) -> tuple[int, ...]:
+    """The block lengths resampled around the rule's ``block``: it, ``block/√2`` and
+    ``√2·block`` (:data:`BLOCK_BAND_FACTOR`), rounded, within [1, max(1, frames // 4)], without
+    repeats, the rule's first. Uncorrelated frames (``block`` 1) give (1,)."""
+    cap = max(1, frames // 4)
+    around = (block / BLOCK_BAND_FACTOR, block * BLOCK_BAND_FACTOR)
+    band = [block] + [int(min(max(1, round(b)), cap)) for b in around]
+    return tuple(dict.fromkeys(band))
+
+
 def _resample(rng: np.random.Generator, n: int, block: int) -> np.ndarray:
     """Frame indices of one moving-block resample (n of them)."""
     if block <= 1:
@@ -312,7 +344,8 @@ def calibration_precision(
         Resamples (each one refit).
     block_frames
         Consecutive frames per block; None: from the residuals' autocorrelation
-        (:func:`block_length`).
+        (:func:`block_length`), and the bounds the largest over :func:`block_band` around it
+        (the resamples drawn once per block length).
     seed
         Seed of the resampling.
 
@@ -347,44 +380,35 @@ def calibration_precision(
             f"the validation PRE3D must be a finite mm value, got {validation_pre3d_mm}"
         )
     rho = residual_autocorrelation(m, uv, pr)
-    block = block_length(rho, n) if block_frames is None else int(min(max(1, block_frames), n))
+    if block_frames is None:
+        block = block_length(rho, n)
+        blocks = block_band(block, n)
+    else:
+        block = int(min(max(1, block_frames), n))
+        blocks = (block,)
     rng = np.random.default_rng(seed)
-    fits: list[np.ndarray] = []
-    held_out: list[float] = []
-    failed = 0
-    for _ in range(replicates):
-        idx = _resample(rng, n, block)
-        try:
-            fit, _ = solve_image_to_probe(uv[idx], pr[idx])
-        except ValueError:
-            failed += 1
-            continue
-        if not np.all(np.isfinite(fit)):
-            failed += 1
-            continue
-        fits.append(fit)
-        out = np.setdiff1d(np.arange(n), idx, assume_unique=False)
-        if out.size:
-            held_out.append(percentile_stats(reprojection_errors_mm(fit, uv[out], pr[out])).mean)
-    if len(fits) < 20:
-        raise ValueError(f"only {len(fits)} of {replicates} resamples gave a calibration")
-    stack = np.stack(fits)
-    angles = np.degrees((_rotations(stack) * _rotations(m[None]).inv()).magnitude())
-    rotation_deg = float(np.quantile(angles, COVERAGE))
     grid = _grid((cols, rows))
-    spread = np.linalg.norm((stack @ grid - (m @ grid)[None])[:, :3], axis=1)
-    s95 = np.quantile(spread, COVERAGE, axis=0)
     row_mm = float(np.linalg.norm(m[:3, 1]))
     depth = grid[1] * row_mm
-    bootstrap_mm = float(max(0.0, (s95 - math.radians(rotation_deg) * depth).max()))
     named = np.array(
         [[fu * (cols - 1), fv * (rows - 1), 0.0, 1.0] for fu, fv in NAMED_POINTS.values()]
     ).T
-    named_spread = np.linalg.norm((stack @ named - (m @ named)[None])[:, :3], axis=1)
-    points = {
-        k: float(v)
-        for k, v in zip(NAMED_POINTS, np.quantile(named_spread, COVERAGE, axis=0), strict=True)
-    }
+    runs: list[_Run] = []
+    failed = 0
+    for b in blocks:  # the rule's first: its resamples are those of a single block length
+        run = _bootstrap(rng, m, uv, pr, b, replicates, grid, named)
+        failed = max(failed, run.failed)
+        if run.fits < 20:
+            if b == block:
+                raise ValueError(f"only {run.fits} of {replicates} resamples gave a calibration")
+            continue  # a block length around the rule's that cannot be resampled: left out
+        runs.append(run)
+    rotation_deg = max(r.rotation_deg for r in runs)
+    s95 = np.max([r.grid_mm for r in runs], axis=0)
+    bootstrap_mm = _offset_mm(s95, rotation_deg, depth)
+    points = {k: float(max(r.named_mm[j] for r in runs)) for j, k in enumerate(NAMED_POINTS)}
+    by_block = tuple((_offset_mm(r.grid_mm, r.rotation_deg, depth), r.rotation_deg) for r in runs)
+    held_out = runs[0].held_out  # the rule's: what a new recording should show
     predicted = (
         (float(np.median(held_out)), float(np.quantile(held_out, COVERAGE)))
         if held_out
@@ -437,4 +461,72 @@ def calibration_precision(
         validation_excess_mm=excess,
         understated=understated,
         warnings=warnings,
+        block_lengths=tuple(r.block for r in runs),
+        bounds_by_block=by_block,
     )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One block length's bootstrap: 95th percentiles of the rotation (deg), of every grid
+    point's and named point's spread (mm), the held-out PRE3Ds (mm), refits and failures."""
+
+    block: int
+    rotation_deg: float
+    grid_mm: np.ndarray
+    named_mm: np.ndarray
+    held_out: list[float]
+    fits: int
+    failed: int
+
+
+def _bootstrap(
+    rng: np.random.Generator,
+    m: np.ndarray,
+    uv: np.ndarray,
+    pr: np.ndarray,
+    block: int,
+    replicates: int,
+    grid: np.ndarray,
+    named: np.ndarray,
+) -> _Run:
+    """``replicates`` moving-block resamples (blocks of ``block`` frames), each refitted."""
+    n = uv.shape[0]
+    fits: list[np.ndarray] = []
+    held_out: list[float] = []
+    failed = 0
+    for _ in range(replicates):
+        idx = _resample(rng, n, block)
+        try:
+            fit, _ = solve_image_to_probe(uv[idx], pr[idx])
+        except ValueError:
+            failed += 1
+            continue
+        if not np.all(np.isfinite(fit)):
+            failed += 1
+            continue
+        fits.append(fit)
+        out = np.setdiff1d(np.arange(n), idx, assume_unique=False)
+        if out.size:
+            held_out.append(percentile_stats(reprojection_errors_mm(fit, uv[out], pr[out])).mean)
+    if len(fits) < 20:
+        empty = np.zeros(0)
+        return _Run(block, math.nan, empty, empty, held_out, len(fits), failed)
+    stack = np.stack(fits)
+    angles = np.degrees((_rotations(stack) * _rotations(m[None]).inv()).magnitude())
+    spread = np.linalg.norm((stack @ grid - (m @ grid)[None])[:, :3], axis=1)
+    named_spread = np.linalg.norm((stack @ named - (m @ named)[None])[:, :3], axis=1)
+    return _Run(
+        block,
+        float(np.quantile(angles, COVERAGE)),
+        np.quantile(spread, COVERAGE, axis=0),
+        np.quantile(named_spread, COVERAGE, axis=0),
+        held_out,
+        len(fits),
+        failed,
+    )
+
+
+def _offset_mm(s95: np.ndarray, rotation_deg: float, depth_mm: np.ndarray) -> float:
+    """The smallest mm with ``mm + radians(deg)·d`` ≥ the 95 % spread at every grid point."""
+    return float(max(0.0, (s95 - math.radians(rotation_deg) * depth_mm).max()))

@@ -276,6 +276,15 @@ def _print_precision(p: CalibrationPrecision) -> None:
         f"{pts['bottom_left']:.2f} / {pts['bottom_right']:.2f} mm; "
         f"rotation {p.rotation_deg:.2f} deg"
     )
+    if len(p.block_lengths) > 1:
+        each = "; ".join(
+            f"{b}: {mm:.2f} mm + {deg:.2f} deg"
+            for b, (mm, deg) in sorted(zip(p.block_lengths, p.bounds_by_block, strict=True))
+        )
+        print(
+            f"  the bound moves with the block length (blocks of {each}): the one stated "
+            f"covers them all ({p.bootstrap_mm:.2f} mm + {p.bootstrap_deg:.2f} deg)"
+        )
     lo, hi = p.predicted_pre3d_mm
     line = f"  predicted PRE3D of a new recording {lo:.3f} mm (95 %: {hi:.3f} mm)"
     if p.validation_pre3d_mm is not None:
