@@ -48,3 +48,24 @@ def test_a_failed_case_is_not_a_case_under_2mm() -> None:
     assert a["median_error_mm"] == 0.5  # of the scored cases
     only_failed = summarize([failed])[0]
     assert only_failed["under_2mm_pct"] == "" and only_failed["median_error_mm"] == ""
+
+
+def test_tuned_on_and_other_families_are_summarised_apart() -> None:
+    """A manifest mixing the families the defaults were tuned on with others: ``all`` mixes
+    them, so the summary also states each side (the held-out side is the figure of #16)."""
+    from usnav.sim import HELD_OUT_FAMILIES, TUNING_FAMILIES
+
+    tuned, held = TUNING_FAMILIES[0], HELD_OUT_FAMILIES[0]
+    rows = [_row(tuned, True, "2.0", "0.4"), _row(held, True, "2.0", "3.0")]
+    rows[1]["error_mm"] = "2.5"
+    rows.append({**_row("another-simulator", True, "2.0", "0.8"), "error_mm": "0.8"})
+    by = {r["family"]: r for r in summarize(rows)}
+    assert by["tuned-on families"]["cases"] == 1
+    assert by["tuned-on families"]["median_error_mm"] == 0.5
+    assert by["not tuned on"]["cases"] == 2  # the held-out family and the foreign one
+    assert by["not tuned on"]["under_2mm_pct"] == 50.0
+    assert by["not tuned on"]["accepted_over_2mm"] == 1
+    assert by["all"]["cases"] == 3
+    # one kind alone (or another grouping): no split rows, "all" says it
+    assert [r["family"] for r in summarize(rows[1:])] == ["another-simulator", held, "all"]
+    assert "tuned-on families" not in {r["site"] for r in summarize(rows, "site")}
