@@ -112,21 +112,44 @@ def test_an_mn_recording_gives_the_margins_of_its_mf_twin(tiny_cases, tmp_path: 
 
 def test_scores_grow_with_a_registration_error(tiny_cases) -> None:
     """Scored against the simulator's truth, margins placed 2.5 mm off are worse than margins
-    placed with the true registration (so the score measures the margins, not a constant)."""
+    placed with the true registration (so the score measures the margins, not a constant).
+
+    Frames that draw a tumor where the true one is not, or miss one that is, add no boundary
+    error (a wrong registration could score well by leaving frames out): they are counted."""
     case = tiny_cases["s7"]
     truth = load_truth(case.truth)
     shifted = np.eye(4)
     shifted[:3, 3] = [1.5, -1.5, 1.4]  # 2.5 mm
+    on_truth = list(
+        margins_of_recording(case.recording, case.label, case.calibration, truth.reference_to_mri)
+    )
+    centres = [r.margins.image_to_mri[:3, 3] for r in on_truth]
+    travel = np.asarray(centres[-1]) - np.asarray(centres[0])  # the sweep, MRI frame
+    along = np.eye(4)
+    along[:3, 3] = 8.0 * travel / np.linalg.norm(travel)  # 8 mm of a 13.5 mm sweep
     scores = {}
     for name, matrix in (
         ("true", truth.reference_to_mri),
         ("off", shifted @ truth.reference_to_mri),
+        ("along", along @ truth.reference_to_mri),
     ):
         records = list(margins_of_recording(case.recording, case.label, case.calibration, matrix))
         scores[name] = score_against_simulator(records, case.truth, matrix)
-    assert scores["true"].predicted_mm.size > 50
-    assert scores["true"].refined_mm.mean() < 1.0
-    assert scores["off"].predicted_mm.mean() > scores["true"].predicted_mm.mean() + 0.75
+    true, off, far = scores["true"], scores["off"], scores["along"]
+    assert true.boundary.predicted_mm.size > 50
+    assert true.boundary.refined_mm.mean() < 1.0
+    assert off.boundary.predicted_mm.mean() > true.boundary.predicted_mm.mean() + 0.75
+    # with the true registration the drawn tumor and the true one agree frame by frame (a
+    # sliver at a pole may be called absent)
+    assert true.scored_frames >= 10
+    assert true.drawn_without_tumor + true.missed_tumor <= 2
+    # registered 8 mm along the sweep, the planes are drawn past the tumor's end: missed
+    assert far.missed_tumor >= true.missed_tumor + 5
+    assert far.scored_frames <= true.scored_frames - 5
+    # the true registration's margins scored as if drawn 8 mm along: where the truth has
+    # left the tumor they draw one
+    moved = score_against_simulator(on_truth, case.truth, along @ truth.reference_to_mri)
+    assert moved.drawn_without_tumor >= 5
 
 
 def test_bad_inputs_one_line_exit_2(tiny_cases, tmp_path: Path, capsys) -> None:

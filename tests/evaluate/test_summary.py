@@ -69,3 +69,23 @@ def test_tuned_on_and_other_families_are_summarised_apart() -> None:
     # one kind alone (or another grouping): no split rows, "all" says it
     assert [r["family"] for r in summarize(rows[1:])] == ["another-simulator", held, "all"]
     assert "tuned-on families" not in {r["site"] for r in summarize(rows, "site")}
+
+
+def test_accepted_over_2mm_is_also_counted_as_the_display_draws_it() -> None:
+    """The "accepted over 2 mm" count reads the global (bony) estimate against the bony truth; the
+    display draws the published estimate (tumor stage applied) over the tumor where it is
+    now: an estimate right on the bone and 2.4 mm off at the shifted tumor counts there."""
+    from usnav.bench.bench_registration import family_summary
+
+    rows = [_row("a", True, "3.0", "2.4"), _row("a", True, "3.0", "0.4"), _row("a", False, "", "5")]
+    a = summarize(rows)[0]
+    assert a["accepted_over_2mm"] == 0  # error_mm 0.5 everywhere
+    assert a["accepted_over_2mm_now"] == 1  # the rejected one's 5 mm is not a claim
+    bench_rows = [
+        {"error": 0.5, "error_now": float(r["error_now_mm"]), "accepted": r["accepted"] == "True",
+         "confident": False, "init": 5.0, "uncertainty": 3.0, "bony_now": 0.5}
+        for r in rows
+    ]  # fmt: skip
+    f = family_summary(bench_rows)
+    assert (f["accepted_over_2mm"], f["accepted_over_2mm_now"]) == (0, 1)
+    assert f["confident_over_2mm_now"] == 0

@@ -38,6 +38,9 @@ RESULT_COLUMNS = (
     "verdict",
     "margin_frames",
     "margin_in_view",
+    "margin_scored_frames",
+    "margin_drawn_without_tumor",
+    "margin_missed_tumor",
     "margin_error_mm",
     "margin_mri_error_mm",
     "margin_supported_fraction",
@@ -213,11 +216,17 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
     except InputError as exc:
         row["margin_note"] = _one_line(str(exc))
         return
-    if score.refined_mm.size:
+    row.update(
+        margin_scored_frames=score.scored_frames,
+        margin_drawn_without_tumor=score.drawn_without_tumor,
+        margin_missed_tumor=score.missed_tumor,
+    )
+    boundary = score.boundary
+    if boundary.refined_mm.size:
         row.update(
-            margin_error_mm=_round(float(score.refined_mm.mean())),
-            margin_mri_error_mm=_round(float(score.predicted_mm.mean())),
-            margin_supported_fraction=_round(score.supported_fraction, 3),
+            margin_error_mm=_round(float(boundary.refined_mm.mean())),
+            margin_mri_error_mm=_round(float(boundary.predicted_mm.mean())),
+            margin_supported_fraction=_round(boundary.supported_fraction, 3),
         )
     else:
         row["margin_note"] = "no tumor in view in any frame"

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from usnav.margins.estimator import (
     MarginContour,
     TumorExtent,
 )
+
+if TYPE_CHECKING:
+    from usnav.margins.evaluate import BoundaryScore
 
 MARGINS_FORMAT = "usnav-margins"
 MARGINS_VERSION = 1
@@ -448,8 +452,9 @@ def score_against_simulator(records: list[MarginRecord], truth: str | Path, used
     scores them (:func:`usnav.margins.evaluate.score_margins`: margin points facing tissue,
     absolute distance to the true boundary). Tracking jitter (0.15 mm RMS by default) is in the
     tracked pose, so it counts as error here, unlike the benchmark, which knows the true pose.
-    Only frames with both the margins and the true tumor in view are scored: a frame drawing a
-    tumor where the true one is not in the plane, or missing one that is, adds nothing.
+    Only frames with both the margins and the true tumor in view are scored; a tracked frame
+    drawing a tumor where the true one is not in the plane, or saying "no tumor in view"
+    where it is, adds no boundary error but is counted (:class:`SimulatorMarginScore`).
 
     Parameters
     ----------
@@ -462,7 +467,8 @@ def score_against_simulator(records: list[MarginRecord], truth: str | Path, used
 
     Returns
     -------
-    :class:`~usnav.margins.evaluate.BoundaryScore`, pooled over the frames.
+    :class:`SimulatorMarginScore`: the boundary errors pooled over the scored frames, and the
+    frames drawn without a tumor or missing one.
 
     Raises
     ------
@@ -495,17 +501,49 @@ def score_against_simulator(records: list[MarginRecord], truth: str | Path, used
     world_to_voxel = np.linalg.inv(anatomy.affine)
     threshold = MarginOptions().support_threshold
     parts = []
+    drawn_without_tumor = missed = 0
     for record in records:
         m = record.margins
-        if not m.in_view:
-            continue
+        image_to_mri = np.asarray(m.image_to_mri, np.float64)
+        if image_to_mri.shape != (4, 4) or not np.all(np.isfinite(image_to_mri)):
+            continue  # no tracked pose: nothing to compare with
         true_codes = true_codes_in_frame(
-            codes, world_to_voxel @ to_true @ m.image_to_mri, record.image_shape
+            codes, world_to_voxel @ to_true @ image_to_mri, record.image_shape
         )
-        if true_codes.any():
+        present = bool(true_codes.any())
+        if m.in_view and present:
             masks = {"solid": true_codes == 1, "cyst": true_codes == 2}
             parts.append(score_margins(m, masks, threshold))
-    return pool_scores(parts)
+        elif m.in_view:
+            drawn_without_tumor += 1
+        elif present:
+            missed += 1
+    return SimulatorMarginScore(pool_scores(parts), len(parts), drawn_without_tumor, missed)
+
+
+@dataclass(frozen=True)
+class SimulatorMarginScore:
+    """Margins of a case against the simulator's intraoperative tumor (frames with a tracked
+    pose only).
+
+    Attributes
+    ----------
+    boundary
+        Boundary errors (mm) pooled over the scored frames: margins in view and the true tumor
+        in the plane.
+    scored_frames
+        Frames scored.
+    drawn_without_tumor
+        Frames whose margins show a tumor where the true one does not cut the image plane.
+    missed_tumor
+        Frames that say "no tumor in view" where the true tumor cuts the image plane (however
+        little of it: a sliver at a pole counts).
+    """
+
+    boundary: BoundaryScore
+    scored_frames: int
+    drawn_without_tumor: int
+    missed_tumor: int
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -178,11 +178,21 @@ def summarize(rows: list[dict], by: str = "family") -> list[dict]:
                 "accepted_over_2mm": sum(
                     _accepted(r) and float(r["error_mm"]) > GOOD_MM for r in scored
                 ),
+                # the same, scored as the display draws it (the published estimate, tumor now)
+                "accepted_over_2mm_now": sum(
+                    _accepted(r)
+                    and _floats([r], "error_now_mm").size > 0
+                    and float(r["error_now_mm"]) > GOOD_MM
+                    for r in ok
+                ),
                 "median_uncertainty_mm": _stat(np.median, _floats(ok, "uncertainty_mm")),
                 "bound_covers_pct": _coverage(ok),
                 "median_seconds": _stat(np.median, _floats(members, "seconds")),
                 "mean_margin_error_mm": _stat(np.mean, _floats(ok, "margin_error_mm")),
                 "mean_margin_mri_error_mm": _stat(np.mean, _floats(ok, "margin_mri_error_mm")),
+                # frames the boundary error leaves out (a wrong registration's), summed
+                "margin_drawn_without_tumor": _sum(ok, "margin_drawn_without_tumor"),
+                "margin_missed_tumor": _sum(ok, "margin_missed_tumor"),
             }
         )
     return out
@@ -198,6 +208,12 @@ def _split_groups(rows: list[dict], by: str) -> list[tuple[str, list[dict]]]:
     tuned = [r for r in rows if r.get("family") in TUNING_FAMILIES]
     other = [r for r in rows if r.get("family") not in TUNING_FAMILIES]
     return [("tuned-on families", tuned), ("not tuned on", other)] if tuned and other else []
+
+
+def _sum(rows: list[dict], key: str) -> int | str:
+    """Sum of an integer column over ``rows`` ("" when no row has it)."""
+    values = _floats(rows, key)
+    return int(values.sum()) if values.size else ""
 
 
 def _under_pct(errors: np.ndarray, failed: int) -> float | str:
