@@ -89,3 +89,8 @@ def test_accepted_over_2mm_is_also_counted_as_the_display_draws_it() -> None:
     f = family_summary(bench_rows)
     assert (f["accepted_over_2mm"], f["accepted_over_2mm_now"]) == (0, 1)
     assert f["confident_over_2mm_now"] == 0
+
+
+def test_numeric_groups_sort_by_value() -> None:
+    rows = [{**_row("a", True, "2.0", "0.4"), "seed": s} for s in ("10", "2", "x", "1.5")]
+    assert [r["seed"] for r in summarize(rows, "seed")] == ["1.5", "2", "10", "x", "all"]

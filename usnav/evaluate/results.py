@@ -155,7 +155,8 @@ def summarize(rows: list[dict], by: str = "family") -> list[dict]:
     for r in rows:
         groups.setdefault(str(r.get(by, "") or "(none)"), []).append(r)
     out = []
-    for name, members in [*sorted(groups.items()), *_split_groups(rows, by), ("all", rows)]:
+    ordered = sorted(groups.items(), key=lambda item: _natural(item[0]))
+    for name, members in [*ordered, *_split_groups(rows, by), ("all", rows)]:
         ok = [r for r in members if r.get("status") == "ok"]
         failed = len(members) - len(ok)
         err = _floats(ok, "error_mm")
@@ -196,6 +197,14 @@ def summarize(rows: list[dict], by: str = "family") -> list[dict]:
             }
         )
     return out
+
+
+def _natural(name: str) -> tuple:
+    """Sort key of a group name: numbers by value (seed 2 before seed 10), then text."""
+    try:
+        return (0, float(name), "")
+    except ValueError:
+        return (1, 0.0, name)
 
 
 def _split_groups(rows: list[dict], by: str) -> list[tuple[str, list[dict]]]:
