@@ -43,8 +43,12 @@ class _Capture(Publisher):
         return ok
 
 
-def _messages(case, margins, *, uncertainty_mm=1.0, source="image", age_s=1.0, stale=False):
+def _messages(
+    case, margins, *, uncertainty_mm=1.0, source="image", age_s=1.0, stale=False, stream=None
+):
     capture = _Capture()
+    if stream is not None:  # one publisher instance across calls (a new one resets the view)
+        capture.stream = stream
     try:
         reg = RegistrationEstimate(
             np.eye(4),
@@ -266,7 +270,7 @@ def test_a_margin_is_drawn_over_its_own_frame_only(viewer_case, viewer_margins) 
     from dataclasses import replace
 
     def messages(number):
-        return _messages(viewer_case, replace(viewer_margins, frame_number=number))
+        return _messages(viewer_case, replace(viewer_margins, frame_number=number), stream=7)
 
     model = ViewModel("tcp://127.0.0.1:5556")
     now = time.time()

@@ -218,6 +218,10 @@ class ViewModel:
         #: a margin received before its frame: shown once the frame is at hand (margins are
         #: published just before their frame), so a margin is never drawn over another image
         self._pending: MarginMessage | None = None
+        #: the publisher instance (header ``stream``) the kept messages came from
+        self._stream: int | None = None
+        #: the connection dropped and nothing has arrived since: what is kept predates it
+        self._dropped = False
 
     #: longest a margin waits for its own frame before it is drawn over the newest one, s
     #: (its frame was lost, e.g. dropped at a slow display's high-water mark)
@@ -237,10 +241,18 @@ class ViewModel:
         """Fold newly received messages (newest per topic) into the state."""
         s = self.state
         s.now = time.time() if now is None else now
-        s.connected = connected
+        # a connection that came back is not up for the display until data arrive over it:
+        # ZeroMQ reconnects before a restarted publisher's first message, and until then only
+        # the old run's data are at hand (a LIVE margin of it was shown LIVE again, session 33)
+        if not connected:
+            self._dropped = True
+        elif messages:
+            self._dropped = False
+        s.connected = connected and not self._dropped
         s.link_problem = link_problem
         s.last_message_s = last_message_s
         s.gaps, s.skipped = gaps, skipped
+        messages = self._current_stream(messages)
         frame = messages.get("frame")
         if isinstance(frame, FrameMessage):
             self._frames[frame.header.frame_number] = frame.image
@@ -286,6 +298,35 @@ class ViewModel:
             else None
         )
         return s
+
+    def _current_stream(self, messages: dict[str, Message]) -> dict[str, Message]:
+        """The messages of the publisher instance now speaking; everything kept from an
+        earlier one is forgotten when a new one speaks.
+
+        A new ``stream`` id means the publisher restarted: its predecessor's margin, frames,
+        registration and status describe a run that is over. Kept, the last LIVE margin of the
+        old run was shown LIVE again as soon as the new one connected (until it was
+        ``lost_after_s`` old), while the new publisher said UNCERTAIN (session 33). Within one
+        drain the message that arrived last names the instance now speaking.
+        """
+        if not messages:
+            return messages
+        newest = max(messages.values(), key=lambda m: m.header.t_arrived)
+        stream = newest.header.stream
+        if self._stream is not None and stream != self._stream:
+            s = self.state
+            s.margin = s.registration = s.status_message = None
+            s.status = {}
+            s.image, s.image_frame_number = None, -1
+            s.latency_ms = None
+            s.mri_plane = s.image_to_mri = None
+            self._pending = None
+            self._frames.clear()
+            self._frame_matrix = None
+            self._plane_key = None
+            self._arrivals.clear()
+        self._stream = stream
+        return {topic: m for topic, m in messages.items() if m.header.stream == stream}
 
     def _update_plane(self) -> None:
         """Reslice the MRI through the shown frame's plane when that plane changed."""

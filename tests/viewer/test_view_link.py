@@ -1,0 +1,83 @@
+"""The display's state across what only it sees of the link: real publishers, real sockets."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from usnav.client import Subscriber
+from usnav.publish import Publisher
+from usnav.viewer.state import LIVE, STALE, UNCERTAIN, ViewerOptions, ViewModel, assess
+
+
+def _free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+class _StatusOnly:
+    """A publisher that has just started: status only, no registration yet (UNCERTAIN)."""
+
+    def __init__(self, address: str):
+        self.publisher = Publisher(address)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.publisher.publish_status({"state": "streaming"})
+            self._stop.wait(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.publisher.close()
+
+
+def test_a_restarted_publisher_never_brings_back_the_old_live_margin(
+    viewer_case, viewer_margins, publishing
+) -> None:
+    # the silence rule must not be what saves the display here: data stay "fresh" for 60 s
+    options = ViewerOptions(lost_after_s=60.0)
+    address = _free_address()
+    first = publishing(address, viewer_case, viewer_margins)
+    sub = Subscriber(address)
+    model = ViewModel(address)
+
+    def turn() -> str:
+        state = model.update(
+            sub.receive_latest(timeout_s=0.01),
+            connected=sub.connected,
+            last_message_s=sub.last_message_time,
+        )
+        return assess(state, options).word
+
+    try:
+        deadline = time.monotonic() + 60
+        while turn() != LIVE:
+            assert time.monotonic() < deadline, "never LIVE from the first publisher"
+        first.stop()  # the pipeline goes; a new one binds the same address at once
+        second = _StatusOnly(address)
+        try:
+            words: list[str] = []
+            deadline = time.monotonic() + 60
+            heard = 0  # turns since the new publisher's first message
+            while heard < 5:
+                assert time.monotonic() < deadline, f"the new publisher never heard: {words}"
+                word = turn()
+                if not words or words[-1] != word:
+                    words.append(word)
+                heard += 1 if sub.stats.restarts else 0
+        finally:
+            second.stop()
+    finally:
+        sub.close()
+    # LIVE until the display sees the drop, then never again: the old run's LIVE margin
+    # came back LIVE once ZeroMQ reconnected, before the new publisher's first message
+    first_not_live = next(k for k, w in enumerate(words) if w != LIVE)
+    assert LIVE not in words[first_not_live:], words
+    assert STALE in words, words
+    assert words[-1] == UNCERTAIN, words  # the new publisher's own state
