@@ -200,3 +200,39 @@ def test_without_a_window_manager_the_window_maps_itself_a_second_time(xvfb) -> 
 
 def test_with_a_window_manager_the_window_is_mapped_once(xvfb) -> None:
     assert _maps_per_window(xvfb, window_manager=True) == [1]
+
+
+def test_the_window_covers_its_picture_as_stale_when_the_viewer_stops_sending(xvfb) -> None:
+    """A window whose viewer process hangs (stopped, starved, stuck) must not keep a LIVE
+    picture up: until session 33 it showed the last one for as long as the viewer was stuck."""
+    from usnav.viewer.render import BANNER_RED
+
+    picture = np.full((300, 400, 3), (60, 200, 60), np.uint8)  # a confident green
+    picture[100:200, 150:250] = (255, 255, 255)
+    window = WindowProcess("usnav test", display=xvfb, expire_after_s=0.5)
+
+    def banner_on_screen() -> bool:
+        screen = _screenshot(xvfb)
+        red = (screen == np.asarray(BANNER_RED, np.uint8)).all(axis=2)
+        return bool((red.sum(axis=1) >= 300).sum() >= 20)  # ≥ 20 rows of red banner
+
+    try:
+        assert window.show(picture), "the window closed"
+        deadline = time.monotonic() + 60  # a bound against a hang, not a speed target
+        while _find(_screenshot(xvfb), picture)[1] >= 1.0:
+            assert time.monotonic() < deadline, "the picture never appeared"
+            assert window.show(picture), "the window closed"
+            time.sleep(0.2)
+        # the viewer sends nothing more: the window says so on its own
+        deadline = time.monotonic() + 60
+        while not banner_on_screen():
+            assert time.monotonic() < deadline, "the old picture stayed up without a warning"
+            time.sleep(0.2)
+        # and new pictures replace the cover
+        deadline = time.monotonic() + 60
+        assert window.show(picture), "the window closed"
+        while _find(_screenshot(xvfb), picture)[1] >= 1.0:
+            assert time.monotonic() < deadline, "the new picture never replaced the cover"
+            assert window.show(picture), "the window closed"
+    finally:
+        window.close()

@@ -143,7 +143,11 @@ def run_viewer(
         address, curve_server_key=curve_server_key, curve_client_secret=curve_client_secret
     )
     model = ViewModel(address, mri=mri)
-    window = WindowProcess(f"usnav - {address}") if snapshot_path is None else None
+    window = (
+        WindowProcess(f"usnav - {address}", expire_after_s=options.lost_after_s)
+        if snapshot_path is None
+        else None
+    )
     # recent pictures only: a window may stay open for a whole operation
     render_times: collections.deque[float] = collections.deque(maxlen=600)
     pictures = updates = 0

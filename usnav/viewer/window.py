@@ -8,6 +8,12 @@ cleanly.
 Wire format on stdin, per picture: ``b"USNV"``, then height, width, channels as little-endian
 uint32, then height × width × channels bytes (BGR). The child exits 0 when the user presses
 ``q``/Esc or closes the window, or when stdin closes.
+
+A picture is only as current as the parent that sent it: when none follows within
+``expire_after_s`` (the parent hung, was stopped, or is starved), the child covers the last one
+with a red STALE banner and greys it, as ``usnav web``'s page does with ``valid_for_ms``. Until
+session 33 the window kept showing the last picture, LIVE overlay and all, for as long as the
+parent was stuck.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import numpy as np
 
@@ -25,6 +33,8 @@ from usnav.errors import UsnavError
 
 MAGIC = b"USNV"
 _HEADER = struct.Struct("<4sIII")
+#: a picture older than this (no newer one from the viewer) is covered as STALE, s
+EXPIRE_AFTER_S = 1.5
 
 
 def display_available() -> bool:
@@ -43,9 +53,16 @@ class WindowProcess:
         Window title.
     display
         The X display to open the window on (e.g. ``":99"``); None: this process's own.
+    expire_after_s
+        The window covers its picture as STALE when no newer one came for this long, s.
     """
 
-    def __init__(self, title: str = "usnav", display: str | None = None):
+    def __init__(
+        self,
+        title: str = "usnav",
+        display: str | None = None,
+        expire_after_s: float = EXPIRE_AFTER_S,
+    ):
         self.title = title
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
         env = None
@@ -53,7 +70,7 @@ class WindowProcess:
             env = {**os.environ, "DISPLAY": display}
             env.pop("WAYLAND_DISPLAY", None)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "usnav.viewer.window", title],
+            [sys.executable, "-m", "usnav.viewer.window", title, repr(float(expire_after_s))],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
@@ -182,32 +199,106 @@ def _read_exact(stream, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
+class _Inbox:
+    """Pictures read from the parent by a thread, the newest kept (the GUI loop never blocks
+    on the pipe, so it can tell a silent parent from a slow picture)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.arrived = threading.Event()
+        self._picture: np.ndarray | None = None
+        #: None while reading; then 0 (the parent closed the pipe) or 1 (a bad header)
+        self.ended: int | None = None
+        threading.Thread(target=self._read, name="usnav-window-read", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            head = _read_exact(self._stream, _HEADER.size)
+            if head is None:
+                self._end(0)
+                return
+            magic, h, w, c = _HEADER.unpack(head)
+            if magic != MAGIC:
+                print("usnav viewer window: bad picture header", file=sys.stderr)
+                self._end(1)
+                return
+            body = _read_exact(self._stream, h * w * c)
+            if body is None:
+                self._end(0)
+                return
+            picture = np.frombuffer(body, np.uint8).reshape((h, w, c) if c > 1 else (h, w))
+            with self._lock:
+                self._picture = picture
+            self.arrived.set()
+
+    def _end(self, code: int) -> None:
+        self.ended = code
+        self.arrived.set()
+
+    def take(self) -> np.ndarray | None:
+        """The newest picture not taken yet (None if none)."""
+        with self._lock:
+            picture, self._picture = self._picture, None
+            self.arrived.clear()
+        return picture
+
+
+def expired_picture(picture: np.ndarray, age_s: float) -> np.ndarray:
+    """``picture`` greyed and dimmed under a red STALE banner saying how old it is."""
+    import cv2
+
+    from usnav.viewer.render import BANNER_HEIGHT, BANNER_RED
+
+    grey = picture if picture.ndim == 2 else cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+    out = cv2.cvtColor((grey // 2).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    out[:BANNER_HEIGHT] = BANNER_RED
+    text = f"STALE: no picture from usnav view for {age_s:.0f} s (viewer not responding)"
+    scale = 0.8
+    (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+    while tw > out.shape[1] - 24 and scale > 0.4:
+        scale -= 0.05
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+    cv2.putText(
+        out, text, (12, 31), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Child entry point: show pictures from stdin until closed."""
+    """Child entry point: show pictures from stdin until closed; cover the last one as STALE
+    when the parent sends none for ``expire_after_s``."""
     import cv2  # only the child touches the GUI
 
     args = sys.argv[1:] if argv is None else argv
     title = args[0] if args else "usnav"
-    stream = sys.stdin.buffer
+    expire_after_s = float(args[1]) if len(args) > 1 else EXPIRE_AFTER_S
+    inbox = _Inbox(sys.stdin.buffer)
     # no toolbar or status bar: the picture alone, pixel for pixel until the user resizes it
     cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
     shown = remapped = False
+    last: np.ndarray | None = None
+    received = 0.0
+    expired_shown = -1  # the age (whole seconds) the STALE cover shows, -1: not covered
     while True:
-        head = _read_exact(stream, _HEADER.size)
-        if head is None:
-            return 0
-        magic, h, w, c = _HEADER.unpack(head)
-        if magic != MAGIC:
-            print("usnav viewer window: bad picture header", file=sys.stderr)
-            return 1
-        body = _read_exact(stream, h * w * c)
-        if body is None:
-            return 0
-        picture = np.frombuffer(body, np.uint8).reshape((h, w, c) if c > 1 else (h, w))
+        inbox.arrived.wait(0.05)
+        picture = inbox.take()
+        if picture is None and inbox.ended is not None:
+            return inbox.ended  # the last picture sent was shown first
+        if picture is not None:
+            last, received, expired_shown = picture, time.monotonic(), -1
+            if not shown:
+                h, w = picture.shape[:2]
+                cv2.resizeWindow(title, w, h)
+                shown = True
+            cv2.imshow(title, picture)
+        elif last is not None:
+            age = time.monotonic() - received
+            if age > expire_after_s and int(age) != expired_shown:
+                cv2.imshow(title, expired_picture(last, age))
+                expired_shown = int(age)
         if not shown:
-            cv2.resizeWindow(title, w, h)
-            shown = True
-        cv2.imshow(title, picture)
+            continue
         key = cv2.waitKey(1) & 0xFF
         if not remapped:  # once, after Qt has shown the window: see remap_when_unmanaged
             remap_when_unmanaged()
