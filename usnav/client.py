@@ -288,6 +288,8 @@ class Subscriber:
         self.ever_connected = False
         #: host time of the last valid message (None before the first)
         self.last_message_time: float | None = None
+        #: the newest refused message's problem, without the address ("" if none)
+        self._refused = ""
 
     # -- connection state ------------------------------------------------------------------
 
@@ -337,11 +339,16 @@ class Subscriber:
 
     @property
     def link_problem(self) -> str:
-        """Why no publisher is reached, as far as known: the security handshake failed, or
-        the host name does not resolve ("" otherwise)."""
-        if self.connected:
-            return self.handshake_error
-        return self.handshake_error or self.address_problem
+        """Why no publisher is reached, as far as known: the security handshake failed, the
+        host name does not resolve, or every message so far was refused (e.g. a publisher of
+        a newer protocol version) ("" otherwise)."""
+        problem = self.handshake_error if self.connected else ""
+        if not self.connected:
+            problem = self.handshake_error or self.address_problem
+        if not problem and self.last_message_time is None and self._refused:
+            count = self.stats.skipped_total
+            problem = f"{count} message{'s' if count != 1 else ''} refused: {self._refused}"
+        return problem
 
     @property
     def connected(self) -> bool:
@@ -365,12 +372,14 @@ class Subscriber:
             wrapped = HeaderError(self.address, f"malformed message ({type(exc).__name__}: {exc})")
             self.stats.skipped[wrapped.reason] = self.stats.skipped.get(wrapped.reason, 0) + 1
             self.stats.last_error = str(wrapped)
+            self._refused = wrapped.problem
             if self.strict:
                 raise wrapped from exc
             return None
         except ProtocolError as exc:
             self.stats.skipped[exc.reason] = self.stats.skipped.get(exc.reason, 0) + 1
             self.stats.last_error = str(exc)
+            self._refused = exc.problem
             if self.strict:
                 raise
             return None

@@ -81,3 +81,42 @@ def test_a_restarted_publisher_never_brings_back_the_old_live_margin(
     assert LIVE not in words[first_not_live:], words
     assert STALE in words, words
     assert words[-1] == UNCERTAIN, words  # the new publisher's own state
+
+
+def test_a_publisher_of_a_newer_protocol_is_named_while_waiting() -> None:
+    # every message refused: the display said only "waiting for usnav on ADDRESS", as if
+    # nothing were there (protocol.md: it stays WAITING *with that error*)
+    import msgpack
+    import zmq
+
+    from usnav.viewer.render import BANNER_HEIGHT, render_with_layout
+
+    address = _free_address()
+    context = zmq.Context()
+    newer = context.socket(zmq.PUB)
+    newer.setsockopt(zmq.LINGER, 0)
+    newer.bind(address)
+    header = {"schema": "usnav", "version": 3, "topic": "status", "seq": 0, "stream": 1}
+    sub = Subscriber(address)
+    try:
+        deadline = time.monotonic() + 60  # a bound against a hang, not a speed target
+        while not sub.stats.skipped.get("version"):
+            assert time.monotonic() < deadline, "nothing arrived"
+            newer.send_multipart([b"status", msgpack.packb(header)])
+            sub.receive_latest(timeout_s=0.05)
+        state = ViewModel(address).update(
+            {},
+            connected=sub.connected,
+            last_message_s=sub.last_message_time,
+            link_problem=sub.link_problem,
+        )
+    finally:
+        sub.close()
+        newer.close(0)
+        context.term()
+    picture, layout, verdict = render_with_layout(state)
+    assert verdict.word == "WAITING"
+    assert "protocol version 3" in verdict.reason and "update usnav" in verdict.reason
+    # the long reason stays on the banner: none of its white text over the panel
+    panel_top = picture[:BANNER_HEIGHT, layout.banner_box[2] :]
+    assert not (panel_top > 200).all(axis=2).any()

@@ -425,15 +425,41 @@ def _draw_banner(canvas: np.ndarray, verdict: Verdict, area: int) -> tuple[int, 
         UNCERTAIN: (BANNER_AMBER, (0, 0, 0)),
         WAITING: (BANNER_WAITING, (255, 255, 255)),
     }[verdict.word]
-    canvas[:BANNER_HEIGHT, :area] = colour
+    banner = canvas[:BANNER_HEIGHT, :area]  # text is drawn here only: it never spills over
+    banner[:] = colour
     text = verdict.reason if verdict.word == WAITING else f"{verdict.word}: {verdict.reason}"
-    scale = 0.8
-    (tw, _), _ = cv2.getTextSize(text, FONT, scale, 2)
-    while tw > area - 24 and scale > 0.4:
-        scale -= 0.05
-        (tw, _), _ = cv2.getTextSize(text, FONT, scale, 2)
-    cv2.putText(canvas, text, (12, 31), FONT, scale, text_colour, 2, cv2.LINE_AA)
+    lines, scale = _banner_lines(text, area - 24)
+    baselines = (31,) if len(lines) == 1 else (19, 40)
+    for line, y in zip(lines, baselines, strict=True):
+        cv2.putText(
+            banner, line, (12, y), FONT, scale, text_colour, 1 + (scale >= 0.5), cv2.LINE_AA
+        )
     return (0, 0, area, BANNER_HEIGHT)
+
+
+def _banner_lines(text: str, room: int) -> tuple[list[str], float]:
+    """The banner's text in one line, or in two when one would not fit at a readable size
+    (a long reason, e.g. a CURVE or protocol-version hint, ran on over the panel)."""
+
+    def width(line: str, scale: float) -> int:
+        return cv2.getTextSize(line, FONT, scale, 2)[0][0]
+
+    scale = 0.8
+    while width(text, scale) > room and scale > 0.5:
+        scale -= 0.05
+    words = text.split(" ")
+    if width(text, scale) <= room or len(words) < 2:
+        return [text], scale
+    # two lines, split where the longer of the two is shortest
+    best = min(
+        range(1, len(words)),
+        key=lambda k: max(width(" ".join(words[:k]), 0.5), width(" ".join(words[k:]), 0.5)),
+    )
+    lines = [" ".join(words[:best]), " ".join(words[best:])]
+    scale = 0.55
+    while max(width(line, scale) for line in lines) > room and scale > 0.35:
+        scale -= 0.05
+    return lines, scale
 
 
 def _fmt(value: float | None, spec: str, unit: str = "") -> str:
