@@ -120,3 +120,17 @@ def test_a_publisher_of_a_newer_protocol_is_named_while_waiting() -> None:
     # the long reason stays on the banner: none of its white text over the panel
     panel_top = picture[:BANNER_HEIGHT, layout.banner_box[2] :]
     assert not (panel_top > 200).all(axis=2).any()
+
+
+def test_an_idle_viewer_does_not_redraw_an_unchanged_picture_at_full_rate(tmp_path) -> None:
+    # nothing arriving: the picture changes only with time; it was redrawn max_fps (60) times
+    # a second, a third of a core for the viewer and its window on the OR workstation. An
+    # upper bound on the work done, which a slow machine only makes smaller.
+    from usnav.viewer.app import IDLE_WAIT_S, run_viewer
+
+    seconds = 1.0
+    result = run_viewer(
+        _free_address(), snapshot=tmp_path / "idle.png", frames=1, timeout_s=seconds
+    )
+    assert result.verdict == "WAITING"
+    assert result.pictures <= seconds / IDLE_WAIT_S + 2, result.pictures

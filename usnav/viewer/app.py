@@ -24,6 +24,11 @@ from usnav.viewer.render import render_with_layout
 from usnav.viewer.state import ViewerOptions, ViewModel
 from usnav.viewer.window import WindowProcess, display_available
 
+#: longest a turn waits for a message, s: with nothing arriving the picture changes only
+#: with time (its "no data for N s"), so it is redrawn ten times a second, not ``max_fps``
+#: times (session 33: 60 identical WAITING pictures a second took a third of a core)
+IDLE_WAIT_S = 0.1
+
 
 @dataclass(frozen=True)
 class ViewerRun:
@@ -157,7 +162,8 @@ def run_viewer(
     try:
         while True:
             turn = time.monotonic()
-            messages = subscriber.receive_latest(timeout_s=period)
+            # returns at the first message: waiting longer costs a live picture nothing
+            messages = subscriber.receive_latest(timeout_s=max(period, IDLE_WAIT_S))
             if "margin" in messages or "frame" in messages:
                 updates += 1
             state = model.update(
