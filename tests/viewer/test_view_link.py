@@ -21,7 +21,17 @@ class _StatusOnly:
     """A publisher that has just started: status only, no registration yet (UNCERTAIN)."""
 
     def __init__(self, address: str):
-        self.publisher = Publisher(address)
+        from usnav.errors import InputError
+
+        # ZeroMQ frees a closed socket's port in its own thread: retry until the port is free
+        deadline = time.monotonic() + 30  # a bound against a hang, not a speed target
+        while True:
+            try:
+                self.publisher = Publisher(address)
+                break
+            except InputError:
+                assert time.monotonic() < deadline, f"{address} stayed in use"
+                time.sleep(0.01)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -134,3 +144,52 @@ def test_an_idle_viewer_does_not_redraw_an_unchanged_picture_at_full_rate(tmp_pa
     )
     assert result.verdict == "WAITING"
     assert result.pictures <= seconds / IDLE_WAIT_S + 2, result.pictures
+
+
+def test_a_stale_margin_without_its_frame_is_shown_at_once(viewer_case, viewer_margins) -> None:
+    # tracking lost: usnav publishes a STALE margin and no frame; the display held it back
+    # for its frame (PAIRING_WAIT_S) and kept the previous LIVE margin up meanwhile
+    import numpy as np
+
+    from usnav.frames import TrackedFrame
+    from usnav.registration.estimate import RegistrationEstimate
+
+    address = _free_address()
+    publisher = Publisher(address)
+    sub = Subscriber(address)
+    model = ViewModel(address)
+    options = ViewerOptions()
+    reg = RegistrationEstimate(
+        np.eye(4), quality=0.9, uncertainty_mm=1.0, source="image", t_computed=time.time()
+    )
+
+    def turn() -> str:
+        state = model.update(
+            sub.receive_latest(timeout_s=0.01),
+            connected=sub.connected,
+            last_message_s=sub.last_message_time,
+        )
+        return assess(state, options).word
+
+    try:
+        number = 0
+        deadline = time.monotonic() + 60  # a bound against a hang, not a speed target
+        while turn() != LIVE:
+            assert time.monotonic() < deadline, "never LIVE"
+            frame = TrackedFrame(viewer_case.image, frame_number=number, t_received=time.time())
+            publisher.publish_margins(frame, viewer_margins, reg)
+            publisher.publish_frame(frame, viewer_case.image_to_mri, reg)
+            number += 1
+        received = sub.stats.received["margin"]
+        lost = TrackedFrame(viewer_case.image, frame_number=number, t_received=time.time())
+        publisher.publish_margins(
+            lost, viewer_margins, reg, stale=True, stale_reason="tracking lost"
+        )
+        words = []
+        while sub.stats.received["margin"] == received:
+            assert time.monotonic() < deadline, "the stale margin never arrived"
+            words.append(turn())
+        assert words[-1] == STALE, words  # in the turn it arrived
+    finally:
+        sub.close()
+        publisher.close()

@@ -201,6 +201,11 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
     return Verdict(verdict.state, verdict.reason)
 
 
+def _rank(margin: MarginMessage) -> int:
+    """How bad a margin's published state is: LIVE 0, UNCERTAIN 1, anything else 2."""
+    return {LIVE: 0, UNCERTAIN: 1}.get(margin.header.display.state, 2)
+
+
 class ViewModel:
     """Builds :class:`ViewState` from the messages a subscriber delivers.
 
@@ -272,6 +277,9 @@ class ViewModel:
             not self._frames  # no frame feed: nothing to pair with
             or pending.header.frame_number in self._frames
             or s.now - pending.header.t_arrived >= self.PAIRING_WAIT_S
+            # bad news is not held back for a frame: a STALE margin (tracking lost: usnav
+            # publishes it without a frame) left the previous LIVE one up for the wait
+            or (s.margin is not None and _rank(pending) > _rank(s.margin))
         ):
             s.margin, self._pending = pending, None
             if pending.header.latency_s is not None:
