@@ -270,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     when the parent sends none for ``expire_after_s``."""
     import cv2  # only the child touches the GUI
 
+    import usnav.viewer.render  # noqa: F401 - now, not when a picture first expires (0.2 s)
+
     args = sys.argv[1:] if argv is None else argv
     title = args[0] if args else "usnav"
     expire_after_s = float(args[1]) if len(args) > 1 else EXPIRE_AFTER_S
