@@ -1,10 +1,12 @@
-"""Issue #17: SIGTERM (a service manager, ``timeout``, ``docker stop``) ends ``usnav run`` and
-``usnav record`` the way Ctrl-C does: the summary is printed and the recording closed, not a
-bare journal left behind. Real processes, real signals."""
+"""Issue #17: SIGTERM (a service manager, ``timeout``, ``docker stop``) ends ``usnav run``,
+``usnav record`` and ``usnav demo`` the way Ctrl-C does: the summary is printed and the
+recording closed, not a bare journal left behind; the demo's playback server is stopped. Real
+processes, real signals."""
 
 from __future__ import annotations
 
 import signal
+import time
 
 from cli_helpers import start_usnav
 from pipeline_helpers import free_port, wait_until
@@ -87,3 +89,49 @@ def test_sigterm_stops_record_like_ctrl_c(small_case, tmp_path):
     with read_sequence(out_file) as seq:
         assert len(seq) == written > 10
     assert not journal_path(out_file).exists()
+
+
+def test_sigterm_stops_demo_and_its_playback_server(tmp_path):
+    """``usnav demo`` runs ``usnav replay --loop`` in a child process: SIGTERM to the demo
+    (``timeout``, a service manager) used to kill the demo at once and leave that server
+    streaming forever. Now the demo's own stop path runs and ends the child too."""
+    import threading
+
+    import psutil
+
+    args = ["demo", "--out", str(tmp_path / "demo"), "--cache", str(tmp_path / "cache")]
+    args += ["--publish", "tcp://127.0.0.1:0", "--passes", "100"]
+    process = start_usnav(tmp_path, *args)
+    phases: list[str] = []
+    reader = threading.Thread(target=lambda: phases.extend(process.stderr), daemon=True)
+    reader.start()
+    try:
+        # streaming: the playback server has its client (before that it only waits)
+        assert wait_until(
+            lambda: any("streaming" in p for p in phases) or process.poll() is not None, 120
+        )
+        assert process.poll() is None, phases
+        children = [
+            c
+            for c in psutil.Process(process.pid).children(recursive=True)
+            if "replay" in " ".join(c.cmdline())
+        ]
+        assert children, "the demo's playback server runs in a child process"
+        time.sleep(1.0)  # a second of streaming
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        reader.join(10)
+        _gone, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, [c.cmdline() for c in alive]
+        assert process.returncode == 130, phases  # interrupted, as after Ctrl-C
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for child in psutil.Process().children(recursive=True):
+            if "replay" in " ".join(child.cmdline()):
+                child.kill()
+        process.wait(timeout=30)
+        reader.join(10)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()

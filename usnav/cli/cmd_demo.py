@@ -42,17 +42,21 @@ def _ms(value: float) -> str:
 
 
 def _run(args: argparse.Namespace, out: Path, progress):
+    from usnav.cli._signals import sigterm_as_interrupt
     from usnav.cli.demo import run_demo
 
-    return run_demo(
-        out,
-        passes=args.passes,
-        rate=args.rate,
-        live=args.live,
-        cache_dir=args.cache,
-        publish_address=args.publish,
-        progress=progress,
-    )
+    # SIGTERM as Ctrl-C: the demo's stop path ends its playback server (a child process that
+    # Python's default SIGTERM death left streaming forever)
+    with sigterm_as_interrupt():
+        return run_demo(
+            out,
+            passes=args.passes,
+            rate=args.rate,
+            live=args.live,
+            cache_dir=args.cache,
+            publish_address=args.publish,
+            progress=progress,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
