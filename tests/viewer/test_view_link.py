@@ -47,6 +47,16 @@ class _StatusOnly:
         self.publisher.close()
 
 
+def _turn(sub: Subscriber, model: ViewModel, options: ViewerOptions) -> str:
+    """One display turn: what arrived folded into the model, and the state word shown."""
+    state = model.update(
+        sub.receive_latest(timeout_s=0.01),
+        connected=sub.connected,
+        last_message_s=sub.last_message_time,
+    )
+    return assess(state, options).word
+
+
 def test_a_restarted_publisher_never_brings_back_the_old_live_margin(
     viewer_case, viewer_margins, publishing
 ) -> None:
@@ -58,12 +68,7 @@ def test_a_restarted_publisher_never_brings_back_the_old_live_margin(
     model = ViewModel(address)
 
     def turn() -> str:
-        state = model.update(
-            sub.receive_latest(timeout_s=0.01),
-            connected=sub.connected,
-            last_message_s=sub.last_message_time,
-        )
-        return assess(state, options).word
+        return _turn(sub, model, options)
 
     try:
         deadline = time.monotonic() + 60
@@ -164,12 +169,7 @@ def test_a_stale_margin_without_its_frame_is_shown_at_once(viewer_case, viewer_m
     )
 
     def turn() -> str:
-        state = model.update(
-            sub.receive_latest(timeout_s=0.01),
-            connected=sub.connected,
-            last_message_s=sub.last_message_time,
-        )
-        return assess(state, options).word
+        return _turn(sub, model, options)
 
     try:
         number = 0
