@@ -45,6 +45,9 @@ SETS = {
     "held-out": cases_for(list(range(6001, 6022)), HELD_OUT_REPORT_ORDER),
     # a wider held-out check, twelve cases per family, seeds never looked at before
     "held-out-wide": cases_for(list(range(6201, 6285)), HELD_OUT_FAMILIES),
+    # session 33, report only: does the interval's upper end reach 0.05 with enough cases?
+    # (no fit or rule was chosen on these seeds)
+    "held-out-300": cases_for(list(range(7601, 7901)), HELD_OUT_FAMILIES),
 }
 TABLE = Path(__file__).resolve().parents[1] / "usnav" / "margins" / CALIBRATION_FILE
 

@@ -193,3 +193,21 @@ def test_a_stale_margin_without_its_frame_is_shown_at_once(viewer_case, viewer_m
     finally:
         sub.close()
         publisher.close()
+
+
+def test_a_connection_back_without_data_says_so() -> None:
+    """Up again but nothing over it yet: STALE (what is kept may be a finished run's), and the
+    banner says "reconnected", not "connection lost"."""
+    model = ViewModel("tcp://127.0.0.1:5999")
+    options = ViewerOptions(lost_after_s=60.0)
+    now = time.time()
+
+    def verdict(connected: bool):
+        state = model.update({}, connected=connected, last_message_s=now - 0.5, now=now)
+        return assess(state, options)
+
+    assert verdict(True).word == UNCERTAIN  # data came, no registration state among them
+    lost = verdict(False)
+    assert lost.word == STALE and lost.reason.startswith("connection lost")
+    back = verdict(True)
+    assert back.word == STALE and back.reason.startswith("reconnected, no data yet"), back

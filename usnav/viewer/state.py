@@ -104,7 +104,9 @@ class ViewState:
         The newest ``status`` message (its header carries the publisher's display state
         while no margins flow), or None.
     connected
-        Whether the TCP connection is up.
+        Whether the TCP connection is up (and, after a drop, data arrived over it again).
+    reconnected
+        The connection came back after a drop but no data arrived over it yet.
     last_message_s
         Host time of the newest valid message of any topic, or None before the first.
     fps
@@ -124,6 +126,7 @@ class ViewState:
     status: dict = field(default_factory=dict)
     status_message: StatusMessage | None = None
     connected: bool = False
+    reconnected: bool = False
     last_message_s: float | None = None
     fps: float | None = None
     latency_ms: float | None = None
@@ -198,7 +201,11 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
         lost_after_s=options.lost_after_s,
         waiting_reason=f"waiting for usnav on {state.address}{problem}",
     )
-    return Verdict(verdict.state, verdict.reason)
+    reason = verdict.reason
+    if state.reconnected and reason.startswith("connection lost"):
+        # up again, but nothing has come over it: what is kept may be a finished run's
+        reason = "reconnected, no data yet" + reason[len("connection lost") :]
+    return Verdict(verdict.state, reason)
 
 
 def _rank(margin: MarginMessage) -> int:
@@ -254,6 +261,7 @@ class ViewModel:
         elif messages:
             self._dropped = False
         s.connected = connected and not self._dropped
+        s.reconnected = connected and self._dropped
         s.link_problem = link_problem
         s.last_message_s = last_message_s
         s.gaps, s.skipped = gaps, skipped
