@@ -111,3 +111,18 @@ def test_outcomes_round_trip_through_a_plain_npz_file(tmp_path: Path) -> None:
 
 def test_the_family_split_is_disjoint() -> None:
     assert not set(TUNING_FAMILIES) & set(HELD_OUT_FAMILIES)
+
+
+def test_a_case_whose_sweep_misses_the_tumor_gives_no_points_not_an_error() -> None:
+    """Seed 7739 (``sweep-anatomy``, 24 frames) never has the margins and the true tumor in
+    view together: the collection of the session-33 check stopped on it (concatenating
+    nothing). It gives no points; a case beside it still gives its own."""
+    from usnav.margins.evaluate import point_outcomes
+
+    none = point_outcomes([7739], frames=24, families=["sweep-anatomy"], workers=1)
+    assert none.raw.size == none.case.size == none.beat.size == 0
+    assert none.case.dtype == np.int32
+    both = point_outcomes(
+        [7739, 7741], frames=24, families=["sweep-anatomy", "frequency-psf"], workers=1
+    )
+    assert both.raw.size > 50 and set(both.case.tolist()) == {1}

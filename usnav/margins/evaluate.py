@@ -361,15 +361,21 @@ def point_outcomes(
                 raw_parts.append(raw)
                 pub_parts.append(calibrate_confidence(raw, opts.confidence_calibration))
                 case_parts.append(np.full(raw.size, k, np.int32))
-    pred, obs = np.concatenate(pred_parts), np.concatenate(obs_parts)
+
+    def cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+        # no frame with both the margins and the true tumor in view (a sweep that misses
+        # it): no points, not an error
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    pred, obs = cat(pred_parts, np.float64), cat(obs_parts, np.float64)
     ok = np.isfinite(pred) & np.isfinite(obs)
     return PointOutcomes(
-        np.concatenate(raw_parts)[ok],
-        np.concatenate(pub_parts)[ok],
+        cat(raw_parts, np.float64)[ok],
+        cat(pub_parts, np.float64)[ok],
         (obs < pred)[ok],
         pred[ok],
         obs[ok],
-        np.concatenate(case_parts)[ok],
+        cat(case_parts, np.int32)[ok],
     )
 
 
