@@ -180,7 +180,7 @@ def render_with_layout(
     if not (rows and cols):
         message = "no picture yet" if verdict.word == WAITING else "no ultrasound frame"
         _centred(canvas[:, :area], message, TEXT_DIM)
-    banner_box = _draw_banner(canvas, verdict, panel_x)
+    banner_box = draw_banner(canvas, verdict, panel_x)
     y = _draw_panel(canvas, state, options, verdict, panel_x)
     locator_boxes: dict[str, tuple[int, int, int, int]] = {}
     if state.mri is not None:
@@ -417,7 +417,9 @@ def _label(
     cv2.putText(img, text, org, FONT, scale, colour, thickness, cv2.LINE_AA)
 
 
-def _draw_banner(canvas: np.ndarray, verdict: Verdict, area: int) -> tuple[int, int, int, int]:
+def draw_banner(canvas: np.ndarray, verdict: Verdict, area: int) -> tuple[int, int, int, int]:
+    """The state banner across the top ``area`` columns of ``canvas`` (nothing when LIVE);
+    returns the rectangle it covers."""
     if verdict.word == LIVE:
         return (0, 0, area, 0)
     colour, text_colour = {

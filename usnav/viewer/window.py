@@ -245,23 +245,17 @@ class _Inbox:
 
 
 def expired_picture(picture: np.ndarray, age_s: float) -> np.ndarray:
-    """``picture`` greyed and dimmed under a red STALE banner saying how old it is."""
+    """``picture`` greyed and dimmed under a red STALE banner saying how old it is (the
+    renderer's own banner)."""
     import cv2
 
-    from usnav.viewer.render import BANNER_HEIGHT, BANNER_RED
+    from usnav.viewer.render import draw_banner
+    from usnav.viewer.state import STALE, Verdict
 
     grey = picture if picture.ndim == 2 else cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
     out = cv2.cvtColor((grey // 2).astype(np.uint8), cv2.COLOR_GRAY2BGR)
-    out[:BANNER_HEIGHT] = BANNER_RED
-    text = f"STALE: no picture from usnav view for {age_s:.0f} s (viewer not responding)"
-    scale = 0.8
-    (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
-    while tw > out.shape[1] - 24 and scale > 0.4:
-        scale -= 0.05
-        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
-    cv2.putText(
-        out, text, (12, 31), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA
-    )
+    reason = f"no picture from usnav view for {age_s:.0f} s (viewer not responding)"
+    draw_banner(out, Verdict(STALE, reason), out.shape[1])
     return out
 
 
