@@ -64,3 +64,20 @@ def test_invalid_neighbour_makes_result_invalid() -> None:
     )
     assert series.at(0.05).status is TransformStatus.INVALID
     assert series.at(0.0).status is TransformStatus.OK
+
+
+def test_a_sample_time_gives_that_sample_and_its_own_status() -> None:
+    """At an interior sample's time (within 1 µs) the pose is that sample, OK, even when the
+    next sample is INVALID (interpolating with w = 0 took the neighbour's status)."""
+    a, b = rigid_from_params([1, 2, 3, 0.1, 0, 0]), rigid_from_params([5, 2, 3, 0, 0.2, 0])
+    series = PoseSeries(
+        [0.0, 0.1, 0.2],
+        [np.eye(4), a, b],
+        [TransformStatus.OK, TransformStatus.OK, TransformStatus.INVALID],
+    )
+    for t in (0.1, 0.1 + 5e-7, 0.1 - 5e-7):
+        pose = series.at(t)
+        assert pose.status is TransformStatus.OK
+        np.testing.assert_array_equal(pose.matrix, a)
+    assert series.at(0.1 + 1e-4).status is TransformStatus.INVALID
+    assert series.at(0.2).status is TransformStatus.INVALID

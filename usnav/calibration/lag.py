@@ -22,8 +22,8 @@ import numpy as np
 
 from usnav.calibration.segmentation import FrameSegmentation, FrameStatus
 from usnav.errors import ExtrapolationError
-from usnav.frames import TrackedTransform, TransformStatus
-from usnav.transforms.series import PoseSeries
+from usnav.frames import TransformStatus
+from usnav.transforms.series import SAME_SAMPLE_S, PoseSeries
 
 #: Lags scanned around the given one, s: ± this. PLUS's fCal data: +0.40 s.
 LAG_SCAN_HALF_WIDTH_S = 0.6
@@ -131,10 +131,6 @@ class LagScan:
         }
 
 
-#: Two times closer than this are the same sample, s (as the live probe client pairs them).
-_SAME_TIME_S = 1e-6
-
-
 def _poses(seq) -> PoseSeries | None:
     """Every frame's recorded PhantomToProbe with its status (None: fewer than 2 OK)."""
     ok = seq.frame_pose_ok
@@ -186,16 +182,12 @@ def phantom_to_probe_at(seq, lag_s: float) -> tuple[np.ndarray, np.ndarray]:
     first, last = float(times[0]), float(times[-1])
     for row, i in enumerate(frames):
         t = float(seq.frame_times_s[i]) + lag_s
-        if not first - _SAME_TIME_S <= t <= last + _SAME_TIME_S:
+        if not first - SAME_SAMPLE_S <= t <= last + SAME_SAMPLE_S:
             continue
-        k = int(np.argmin(np.abs(times - t)))
-        if abs(times[k] - t) <= _SAME_TIME_S:
-            pose = TrackedTransform(series.matrices[k], series.statuses[k])
-        else:
-            try:
-                pose = series.at(t, max_gap_s=gap)
-            except ExtrapolationError:
-                continue
+        try:
+            pose = series.at(t, max_gap_s=gap)  # a sample's own time: that sample, its status
+        except ExtrapolationError:
+            continue
         if pose.ok:
             mask[row], mats[row] = True, pose.matrix
     return mask, mats

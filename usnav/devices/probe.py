@@ -45,11 +45,11 @@ from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_
 from usnav.igtl import IgtlClient, LinkState, LinkStats
 from usnav.igtl.codec import STATUS_OK, ImageContent, Message, StatusContent, TransformContent
 from usnav.transforms.matrices import may_scale, rigid_poses
-from usnav.transforms.series import PoseSeries
+from usnav.transforms.series import SAME_SAMPLE_S, PoseSeries
 
 log = logging.getLogger("usnav.devices.probe")
 
-_EXACT_S = 1e-6
+_EXACT_S = SAME_SAMPLE_S  # a sample kept as is, however rigid (PoseSeries needs rigid)
 _SAMPLES_KEPT = 512
 _MAX_STREAMS = 64
 _MAX_SEEN_NAMES = 32  # device names remembered per message type (bounded against a noisy peer)

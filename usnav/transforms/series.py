@@ -14,6 +14,10 @@ from scipy.spatial.transform import Rotation
 from usnav.errors import ExtrapolationError
 from usnav.frames import TrackedTransform, TransformStatus
 
+#: A time within this of a sample's is that sample, s: its own pose and status, not an
+#: interpolation with its neighbour (the live probe client and the lag search pair so).
+SAME_SAMPLE_S = 1e-6
+
 
 class PoseSeries:
     """Rigid poses (4×4, mm) at increasing timestamps (s), with per-sample status.
@@ -79,7 +83,8 @@ class PoseSeries:
         Returns
         -------
         TrackedTransform
-            The pose; INVALID if a bracketing sample is not OK (PLUS does the same).
+            The pose. At a sample's own time (within :data:`SAME_SAMPLE_S`) that sample, with its
+            own status; between two samples, INVALID if either is not OK (PLUS does the same).
 
         Raises
         ------
@@ -90,6 +95,10 @@ class PoseSeries:
         if n == 0:
             raise ExtrapolationError(f"{self.name}: no samples to interpolate from")
         t = self.times_s
+        k = int(np.searchsorted(t, t_s))
+        for i in (k - 1, k):
+            if 0 <= i < n and abs(t[i] - t_s) <= SAME_SAMPLE_S:
+                return TrackedTransform(self.matrices[i].copy(), self.statuses[i])
         if t_s <= t[0] or t_s >= t[-1] or n == 1:
             i = 0 if t_s <= t[0] else n - 1
             distance = abs(t_s - t[i])
@@ -115,8 +124,6 @@ class PoseSeries:
         out = np.eye(4)
         out[:3, :3] = r.as_matrix()
         out[:3, 3] = (1 - w) * self.matrices[i, :3, 3] + w * self.matrices[j, :3, 3]
-        if w == 0.0:
-            out = self.matrices[i].copy()
         return TrackedTransform(out, status)
 
 
