@@ -29,3 +29,38 @@ def test_a_mistyped_option_points_at_its_commands_help(tmp_path, capsys) -> None
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["usnav view: error: unrecognized arguments: --bogus (see usnav view --help)"]
+
+
+def _crash(*_args, **_kwargs):
+    raise ZeroDivisionError("float division by zero")
+
+
+def test_an_internal_error_has_its_own_status_and_one_line(tmp_path, capsys, monkeypatch) -> None:
+    """A bug is exit status 3, not 1: 1 is a command's answer (a flagged calibration, a
+    missed bench target), and a script could not tell a crash from it (session 34)."""
+    from usnav.cli import cmd_info
+    from usnav.cli.main import EXIT_INTERNAL_ERROR
+
+    monkeypatch.setattr(cmd_info, "describe_file", _crash)
+    path = tmp_path / "any.igs.mha"
+    path.write_bytes(b"ObjectType = Image\n")
+    assert EXIT_INTERNAL_ERROR == 3
+    assert main(["info", str(path)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "usnav info: internal error: ZeroDivisionError: float division by zero "
+        "(run with --debug for the traceback, and please report it)"
+    ]
+    assert main(["info", str(path), "--debug"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("usnav info: internal")
+
+
+def test_the_exit_statuses_are_in_usnavs_help(capsys) -> None:
+    import pytest
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 bad input" in out and "3 an internal error of usnav" in out

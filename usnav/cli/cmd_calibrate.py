@@ -21,7 +21,8 @@ EXIT_STATUS = (
     "Exit status: 0 when the calibration is done and no warning flags it; 1 when it is done "
     "(and every output asked for is written) but a warning flags it ({what}), so a scripted "
     "check does not take it as it stands; 2 for bad input or a refused calibration: one line "
-    "on stderr, no calibration written."
+    "on stderr, no calibration written; 3 for an internal error of usnav (one line; please "
+    "report it)."
 )
 #: Exit status of a calibration that was done but is flagged by a warning.
 EXIT_FLAGGED = 1
@@ -133,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Pivot calibration: tip offset (tool frame) and pivot point (reference "
         "frame) by least squares over the OK poses of a recording. Exit status: 0 when done; 2 "
         "for bad input or a refused calibration (fewer than 10 OK poses, a stylus not swung "
-        "enough): one line on stderr, no calibration written.",
+        "enough): one line on stderr, no calibration written; 3 for an internal error of usnav.",
     )
     pp.add_argument("recording", type=Path, help="recording of the stylus pivoting")
     pp.add_argument(

@@ -4,7 +4,13 @@ Subcommands live in ``usnav/cli/cmd_*.py``; each module defines ``register(subpa
 adds its parser and sets ``func(args) -> int``. A subcommand parses, calls one library
 function, prints. Library code raises :class:`~usnav.errors.UsnavError` for anything a user can
 fix; here it becomes one line on stderr and exit status 2 (the traceback only with
-``--debug``).
+``--debug``). Any other exception is an internal error: one line too, and exit status 3
+(:data:`EXIT_INTERNAL_ERROR`), which no command uses for an answer.
+
+Exit statuses: 0 ok; 1 the command's own "failure" or "flagged" answer (``calibrate`` flagged by
+a warning, ``bench --strict`` on a missed target, ``soak`` on a failed item, ``record`` when
+writing failed); 2 bad input; 3 an internal error of usnav; 130 Ctrl-C (or SIGTERM where the
+command treats it as Ctrl-C).
 """
 
 from __future__ import annotations
@@ -25,7 +31,17 @@ from usnav.errors import InputError, UsnavError
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+#: An internal error (a bug of usnav, not the user's input): its own status, so a script can
+#: tell a crash from a command's answer of 1 (a flagged calibration, a missed bench target)
+EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130
+
+#: The statuses every command shares, as the --help of ``usnav`` says them.
+EXIT_STATUS_HELP = (
+    "Exit status: 0 ok; 1 the command's failure or flagged answer (see its --help); 2 bad "
+    "input, one line on stderr; 3 an internal error of usnav (one line; --debug shows the "
+    "traceback; please report it); 130 interrupted (Ctrl-C)."
+)
 
 
 class UsnavArgumentParser(argparse.ArgumentParser):
@@ -46,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="usnav",
         description="Intraoperative ultrasound navigation: tracked ultrasound over OpenIGTLink, "
         "US-MRI registration, tumor margins over ZeroMQ.",
+        epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument("--version", action="version", version=f"usnav {usnav.__version__}")
     parser.add_argument(
@@ -64,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``usnav``; returns the exit status (0 ok, 1 failure, 2 bad input, 130 Ctrl-C)."""
+    """Run ``usnav``; returns the exit status (0 ok, 1 failure, 2 bad input, 3 internal error,
+    130 Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     # accepted anywhere, as the error lines suggest ("run with --debug"), not only first
@@ -109,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "(run with --debug for the traceback, and please report it)",
             file=sys.stderr,
         )
-        return EXIT_FAILURE
+        return EXIT_INTERNAL_ERROR
     finally:
         # a command may leave Ctrl-C ignored while its process shuts down (`usnav run`); a
         # caller running usnav in-process (tests, notebooks) keeps its own handlers, and the
