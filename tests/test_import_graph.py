@@ -33,6 +33,7 @@ CORE = [
     "usnav.defaults",
     "usnav.data",
     "usnav.resample",
+    "usnav.lifeline",
 ]
 STAGES = [
     "usnav.calibration",

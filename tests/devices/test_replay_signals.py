@@ -73,3 +73,81 @@ def test_a_signal_stops_replay_with_its_summary(sweep, tmp_path, signals) -> Non
     assert summary, lines[0]
     assert int(summary.group(1)) >= 5 and int(summary.group(2)) > 0
     assert "usnav replay: interrupted" not in err  # the old Ctrl-C path, without the counts
+
+
+# -- a replay started by usnav ends with its parent (usnav/lifeline.py) --------------------
+
+
+def test_replay_whose_parent_was_gone_before_it_started_stops(sweep, tmp_path) -> None:
+    """The race the kernel's parent-death signal cannot cover: the parent died before the
+    child set it. The child checks right after setting it, and stops."""
+    import sys
+
+    from cli_helpers import usnav_env
+
+    from usnav.lifeline import PARENT_PID_ENV
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(30)
+    env = {**usnav_env(tmp_path), PARENT_PID_ENV: str(gone.pid)}
+    process = start_usnav(
+        tmp_path, "replay", str(sweep), "--port", "0", "--loop", "--no-wait", env=env
+    )
+    try:
+        process.communicate(timeout=60)  # a --loop server that kept going would time out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    # SIGTERM to itself: killed by it before its handler is set, or stopped on it (130)
+    assert process.returncode in (-signal.SIGTERM, 130)
+
+
+_PARENT = """
+import sys, threading, time
+from usnav.devices import serve_in_subprocess
+started = []
+# from a thread: the kernel's signal follows the thread that started the child, so only the
+# child's own watch of its parent pid can end it
+thread = threading.Thread(target=lambda: started.append(
+    serve_in_subprocess(sys.argv[1], port=0, loop=True, wait_for_client=False)))
+thread.start()
+thread.join()
+print(started[0].process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_replay_of_a_parent_killed_by_sigkill_stops(sweep, tmp_path) -> None:
+    """SIGKILL runs none of the parent's code: its ``usnav replay --loop`` child used to
+    stream forever. A child started from a non-main thread is ended by its own watch."""
+    import sys
+
+    import psutil
+    from cli_helpers import usnav_env
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(sweep)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=usnav_env(tmp_path),
+    )
+    child = None
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), line
+        child = psutil.Process(int(line))
+        assert "replay" in " ".join(child.cmdline())
+        parent.kill()
+        parent.wait(30)
+        _gone, alive = psutil.wait_procs([child], timeout=30)
+        assert not alive, "the replay outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(30)
+        if parent.stdout is not None:
+            parent.stdout.close()
+        if child is not None and child.is_running():
+            child.kill()

@@ -1,13 +1,14 @@
 """Issue #17: SIGTERM (a service manager, ``timeout``, ``docker stop``) ends ``usnav run``,
 ``usnav record`` and ``usnav demo`` the way Ctrl-C does: the summary is printed and the
-recording closed, not a bare journal left behind; the demo's playback server is stopped. Real
-processes, real signals."""
+recording closed, not a bare journal left behind; the demo's playback server is stopped (and
+ends by itself when the demo is killed by SIGKILL). Real processes, real signals."""
 
 from __future__ import annotations
 
 import signal
 import time
 
+import pytest
 from cli_helpers import start_usnav
 from pipeline_helpers import free_port, wait_until
 
@@ -91,10 +92,14 @@ def test_sigterm_stops_record_like_ctrl_c(small_case, tmp_path):
     assert not journal_path(out_file).exists()
 
 
-def test_sigterm_stops_demo_and_its_playback_server(tmp_path):
-    """``usnav demo`` runs ``usnav replay --loop`` in a child process: SIGTERM to the demo
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_stopped_or_killed_demo_ends_its_playback_server(tmp_path, signum):
+    """``usnav demo`` runs ``usnav replay --loop`` in a child process. SIGTERM to the demo
     (``timeout``, a service manager) used to kill the demo at once and leave that server
-    streaming forever. Now the demo's own stop path runs and ends the child too."""
+    streaming forever; now the demo's own stop path runs and ends the child too. SIGKILL (the
+    OOM killer, ``kill -9``) runs none of the demo's code: the child ends by itself, from the
+    kernel's parent-death signal or its own watch of its parent (usnav/lifeline.py; session
+    34 — it had streamed forever)."""
     import threading
 
     import psutil
@@ -105,6 +110,7 @@ def test_sigterm_stops_demo_and_its_playback_server(tmp_path):
     phases: list[str] = []
     reader = threading.Thread(target=lambda: phases.extend(process.stderr), daemon=True)
     reader.start()
+    children: list[psutil.Process] = []
     try:
         # streaming: the playback server has its client (before that it only waits)
         assert wait_until(
@@ -118,17 +124,18 @@ def test_sigterm_stops_demo_and_its_playback_server(tmp_path):
         ]
         assert children, "the demo's playback server runs in a child process"
         time.sleep(1.0)  # a second of streaming
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         process.wait(timeout=60)
         reader.join(10)
         _gone, alive = psutil.wait_procs(children, timeout=15)
         assert not alive, [c.cmdline() for c in alive]
-        assert process.returncode == 130, phases  # interrupted, as after Ctrl-C
+        # interrupted, as after Ctrl-C; or killed
+        assert process.returncode == (130 if signum == signal.SIGTERM else -signum), phases
     finally:
         if process.poll() is None:
             process.kill()
-        for child in psutil.Process().children(recursive=True):
-            if "replay" in " ".join(child.cmdline()):
+        for child in children:  # adopted by init once the demo is killed: not our children
+            if child.is_running():
                 child.kill()
         process.wait(timeout=30)
         reader.join(10)

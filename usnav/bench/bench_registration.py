@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from usnav.bench.registry import BenchContext, Figure, benchmark
+from usnav.lifeline import child_env
 
 BENCH_SEEDS_FULL = tuple(range(2041, 2061))
 BENCH_SEEDS_QUICK = (2041,)
@@ -827,6 +828,8 @@ def _frame_path_latency(
         code = textwrap.dedent(f"""
             import sys
             from pathlib import Path
+            from usnav.lifeline import follow_parent
+            follow_parent()  # the endless load below ends with the bench, even a killed one
             from usnav.bench.bench_registration import (
                 _load_case, _scanning_stream, _window_starts)
             from usnav.registration import RegistrationWorker, warm_up
@@ -842,7 +845,9 @@ def _frame_path_latency(
                 start = starts[k % len(starts)]
                 w.update(stream[start : start + size]); k += 1
         """)
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=child_env()
+        )
         proc.stdout.readline()
     try:
         latencies = []

@@ -27,6 +27,7 @@ import traceback
 
 import usnav
 from usnav.errors import InputError, UsnavError
+from usnav.lifeline import follow_parent
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``usnav``; returns the exit status (0 ok, 1 failure, 2 bad input, 3 internal error,
     130 Ctrl-C)."""
+    # first: a child of a usnav process (the demo's playback server) ends with its parent,
+    # even one killed by SIGKILL (usnav/lifeline.py)
+    follow_parent()
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     # accepted anywhere, as the error lines suggest ("run with --debug"), not only first

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -49,6 +48,7 @@ from usnav.errors import InputError, TransformError, UsnavError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import DEFAULT_PORT, IgtlServer, LinkStats
 from usnav.igtl.codec import ImageContent, Message, TransformContent
+from usnav.lifeline import child_env
 from usnav.transforms.repository import TransformRepository
 
 log = logging.getLogger("usnav.devices.playback")
@@ -694,7 +694,9 @@ def serve_in_subprocess(
     if not wait_for_client:
         command.append("--no-wait")
     command += list(extra_args)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the child ends with this process, even one killed by SIGKILL (usnav/lifeline.py): a
+    # `--loop` server left behind streamed forever
+    env = child_env(PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

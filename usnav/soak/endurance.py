@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from usnav.lifeline import child_env
 from usnav.soak.faults import _case, _free_port, _run_args
 from usnav.soak.report import ItemResult
 
@@ -69,6 +70,7 @@ def run_endurance(
                 [*args, "--duration", str(minutes * 60.0 + warmup_s + 600)],  # ended by us
                 stdout=subprocess.DEVNULL,
                 stderr=err_file,
+                env=child_env(),  # ends with the soak, even a killed one
             )
         process = psutil.Process(run.pid)
         samples: list[tuple[float, float]] = []

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from usnav.lifeline import child_env
 from usnav.soak.report import ItemResult
 
 ANCHOR_RESTART = (
@@ -230,6 +231,7 @@ def run_kills(seed: int = 1, kills: int = 20, case: Path | None = None) -> ItemR
                     _run_args(case, device, record, folder / f"run{k}.log", registration=False),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
+                    env=child_env(),  # ends with the soak, even a killed one
                 )
                 deadline = time.monotonic() + 120
                 while _complete_journal_lines(journal) < 2 and time.monotonic() < deadline:

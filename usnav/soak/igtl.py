@@ -61,6 +61,7 @@ from usnav.igtl.codec import (
     decode_header,
     encode,
 )
+from usnav.lifeline import child_env
 from usnav.soak.report import ItemResult
 
 ANCHOR = (
@@ -475,7 +476,7 @@ class _Child:
     def __init__(self, args: list[str], folder: Path, name: str):
         self.out = folder / f"{name}.out"
         self.err = folder / f"{name}.err"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = child_env(PYTHONUNBUFFERED="1")  # ends with the soak, even a killed one
         with self.out.open("w") as out, self.err.open("w") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "usnav", *args],
