@@ -9,7 +9,9 @@ left it).
 
 The parent marks a child it owns with :func:`child_env` (the variable :data:`PARENT_PID_ENV`
 holds its pid); the child calls :func:`follow_parent` first thing (``usnav``'s entry point does
-so for every command). Then:
+so for every command). A process pool's workers get the mark as an argument instead
+(``ProcessPoolExecutor(initializer=follow_parent, initargs=(parent_mark(watch_only=True),))``:
+``usnav simulate --seeds``; an orphaned worker waited for its next job forever). Then:
 
 - on Linux, the kernel sends the child SIGTERM when its parent dies
   (``prctl(PR_SET_PDEATHSIG, SIGTERM)``, set in the child itself, so no ``preexec_fn`` runs in
@@ -66,9 +68,27 @@ def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, 
         must call :func:`follow_parent` (every ``usnav`` command does).
     """
     env = dict(os.environ if base is None else base, **extra)
-    main = threading.current_thread() is threading.main_thread()
-    env[PARENT_PID_ENV] = str(os.getpid()) + ("" if main else ":thread")
+    env[PARENT_PID_ENV] = parent_mark()
     return env
+
+
+def parent_mark(*, watch_only: bool = False) -> str:
+    """This process, as the parent a child is to follow: its pid, then ``:thread`` when the
+    child must not rely on the kernel's signal (see the module's docstring).
+
+    Parameters
+    ----------
+    watch_only
+        The child only watches its parent pid, even when this is the main thread: for a child
+        that a thread which may end first starts (a process pool's workers).
+
+    Returns
+    -------
+    str
+        The mark, for :func:`follow_parent` in the child (or :data:`PARENT_PID_ENV`).
+    """
+    main = threading.current_thread() is threading.main_thread()
+    return str(os.getpid()) + ("" if main and not watch_only else ":thread")
 
 
 def _set_parent_death_signal(signum: int) -> bool:
@@ -92,16 +112,21 @@ def _terminate_self() -> None:
 
 
 def follow_parent(
-    on_orphaned: Callable[[], None] = _terminate_self, *, poll_s: float = POLL_S
+    mark: str | None = None,
+    *,
+    on_orphaned: Callable[[], None] = _terminate_self,
+    poll_s: float = POLL_S,
 ) -> bool:
     """End this process when the parent that started it ends (see the module's docstring).
 
-    Does nothing unless the parent marked this process with :func:`child_env`. Removes the
-    mark from the environment, so this process's own children are not taken for its
-    parent's.
+    Does nothing unless the parent marked this process (:func:`child_env`, or ``mark``).
+    Removes the mark from the environment, so this process's own children are not taken for
+    its parent's.
 
     Parameters
     ----------
+    mark
+        The parent's :func:`parent_mark`; None: from :data:`PARENT_PID_ENV`.
     on_orphaned
         Called once when the parent is found gone (default: SIGTERM to this process, the signal
         the kernel sends on Linux too). From the watching thread, or from here when the parent
@@ -114,8 +139,8 @@ def follow_parent(
     bool
         Whether this process follows a parent (False: not started as a usnav child).
     """
-    mark = os.environ.pop(PARENT_PID_ENV, "")
-    pid_text, _, where = mark.partition(":")
+    inherited = os.environ.pop(PARENT_PID_ENV, "")
+    pid_text, _, where = (inherited if mark is None else mark).partition(":")
     if not pid_text.isdigit():
         return False
     parent = int(pid_text)

@@ -202,3 +202,41 @@ def test_the_manifest_tags_each_case_with_its_sweep_pattern(tmp_path):
     old.mkdir()
     (old / "truth.json").write_text(json.dumps({"appearance": {}}))
     assert manifest_case(old, "baseline", 1).tags["sweep_pattern"] == "transverse"
+
+
+def test_workers_end_when_the_simulate_command_is_killed(tmp_path):
+    """SIGKILL runs none of ``usnav simulate --seeds``'s code: its pool's workers, waiting for
+    their next job, stayed forever (session 34). Each now watches its parent
+    (usnav/lifeline.py). A real command, a real SIGKILL."""
+    import signal
+
+    import psutil
+    from cli_helpers import start_usnav
+    from waiting import wait_until
+
+    args = ["simulate", "--seeds", "1-8", "--workers", "2", "--out", str(tmp_path / "data")]
+    process = start_usnav(tmp_path, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[psutil.Process] = []
+
+    def pool_started() -> bool:
+        workers[:] = [
+            c
+            for c in psutil.Process(process.pid).children()
+            if "spawn_main" in " ".join(c.cmdline())
+        ]
+        return len(workers) == 2 or process.poll() is not None
+
+    try:
+        assert wait_until(pool_started, 120), "the pool never started"
+        assert process.poll() is None
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        _gone, alive = psutil.wait_procs(workers, timeout=60)
+        assert not alive, [w.cmdline() for w in alive]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from usnav.errors import InputError
 from usnav.io.manifest import ManifestCase, write_manifest
+from usnav.lifeline import follow_parent, parent_mark
 from usnav.sim.case import FILE_NAMES, SIM_VERSION, check_output_folder, simulate_case
 from usnav.sim.families import check_family, family_names
 from usnav.sim.options import SimOptions
@@ -273,7 +274,12 @@ def simulate_dataset(
                 progress(result.simulated[-1], done, len(jobs))
     else:
         with ProcessPoolExecutor(
-            max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")
+            max_workers=min(workers, len(jobs)),
+            mp_context=get_context("spawn"),
+            # a worker ends with this process, even one killed by SIGKILL: an orphaned worker
+            # waited for its next job forever (usnav/lifeline.py)
+            initializer=follow_parent,
+            initargs=(parent_mark(watch_only=True),),
         ) as pool:
             futures = [pool.submit(_simulate_one, *job) for job in jobs]
             for fut in as_completed(futures):
