@@ -52,6 +52,8 @@ from usnav.protocol.messages import (
 )
 from usnav.protocol.wire import (
     DEFAULT_ADDRESS,
+    MAX_HEADER_BYTES,
+    MAX_MESSAGE_BYTES,
     TOPIC_FRAME,
     TOPIC_MARGIN,
     TOPIC_REGISTRATION,
@@ -78,10 +80,17 @@ _HANDSHAKE_FAILURES = tuple(
     if hasattr(zmq, name)
 )
 _HANDSHAKE_SUCCEEDED = getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", 0)
+#: socket-monitor events of ZeroMQ (re)connecting by itself
+_CONNECTING = (zmq.EVENT_CONNECT_DELAYED, zmq.EVENT_CONNECT_RETRIED)
+#: how long after a drop ZeroMQ has to show that it reconnects by itself before this client
+#: reconnects, s: after an established connection it drops one for good only when the
+#: publisher broke the protocol (a part over MAXMSGSIZE); its own retry follows at once
+PROTOCOL_DROP_WAIT_S = 0.5
 _MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", -1)
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "MAX_MESSAGE_BYTES",
     "TOPICS",
     "BufferSizeError",
     "ClientStats",
@@ -120,7 +129,9 @@ class ClientStats:
         a newer one of the same topic arrived in the same drain.
     skipped
         Invalid messages skipped, per reason (``version``, ``truncated``, ``buffer_size``,
-        ``header``, ``topic``).
+        ``header``, ``topic``; ``oversize``: connections ZeroMQ dropped because the publisher
+        sent a message part over ``max_message_bytes`` — or otherwise broke the ZeroMQ
+        protocol after the handshake, which it cannot tell apart — each re-opened).
     restarts
         Times a publisher's stream id changed (a restart; its sequence starts again).
     last_error
@@ -189,6 +200,13 @@ class Subscriber:
         Topics to receive (default: all).
     hwm
         Receive high-water mark (messages queued before ZeroMQ drops), set before connect.
+    max_message_bytes
+        Largest message part taken, bytes (ZeroMQ's MAXMSGSIZE, set before connect; default
+        :data:`MAX_MESSAGE_BYTES`, 128 MiB: twice the largest frame image the probe's side
+        accepts). ZeroMQ drops the connection of a publisher that sends a larger part, before
+        allocating it; this client then counts it (``stats.skipped["oversize"]``), names it in
+        :attr:`link_problem` until data arrive again, and reconnects (ZeroMQ does not). It
+        bounds each part, not a whole multipart message.
     strict
         Raise :class:`ProtocolError` subclasses on bad messages instead of skipping them.
     context
@@ -211,6 +229,7 @@ class Subscriber:
         topics: tuple[str, ...] | list[str] = TOPICS,
         *,
         hwm: int = 100,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         strict: bool = False,
         context: zmq.Context | None = None,
         curve_server_key: str | Path | None = None,
@@ -219,7 +238,13 @@ class Subscriber:
         unknown = [t for t in topics if t not in TOPICS]
         if unknown:
             raise ValueError(f"unknown topic(s) {unknown}; known: {', '.join(TOPICS)}")
+        if not MAX_HEADER_BYTES <= max_message_bytes <= 2**31:
+            raise ValueError(
+                f"max_message_bytes must be between {MAX_HEADER_BYTES} (a header's limit) and "
+                f"2**31, got {max_message_bytes}"
+            )
         self.address = address
+        self.max_message_bytes = int(max_message_bytes)
         self.topics = tuple(topics)
         self.strict = strict
         self.stats = ClientStats()
@@ -231,6 +256,7 @@ class Subscriber:
         self._socket = self._context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, int(hwm))
+        self._socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
         self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         for topic in self.topics:
@@ -257,7 +283,7 @@ class Subscriber:
         #: why the security handshake with the publisher failed ("" when it did not)
         self.handshake_error = ""
         events = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_SUCCEEDED
-        for event in _HANDSHAKE_FAILURES:
+        for event in (*_HANDSHAKE_FAILURES, *_CONNECTING):
             events |= event
         self._monitor = self._socket.get_monitor_socket(events)
         problem = _endpoint_problem(address)
@@ -290,6 +316,12 @@ class Subscriber:
         self.last_message_time: float | None = None
         #: the newest refused message's problem, without the address ("" if none)
         self._refused = ""
+        #: the connection up now has passed the security handshake
+        self._handshaken = False
+        #: when an established connection dropped and ZeroMQ has not yet said it reconnects
+        self._dropped_at: float | None = None
+        #: why ZeroMQ dropped the connection, until data arrive again ("" if it did not)
+        self._drop_problem = ""
 
     # -- connection state ------------------------------------------------------------------
 
@@ -304,14 +336,49 @@ class Subscriber:
             if event["event"] == zmq.EVENT_CONNECTED:
                 self._connected = True
                 self.ever_connected = True
+                self._dropped_at = None
+                # without the event (libzmq < 4.3) a connection counts as handshaken
+                self._handshaken = not _HANDSHAKE_SUCCEEDED
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._connected = False
+                if self._handshaken:
+                    self._dropped_at = time.monotonic()
+                self._handshaken = False
+            elif event["event"] in _CONNECTING:
+                self._dropped_at = None  # ZeroMQ reconnects by itself: a plain drop
             elif event["event"] in _HANDSHAKE_FAILURES:
                 self._connected = False
                 self.handshake_error = self._handshake_hint(event["event"], event["value"])
                 self.stats.last_error = self.handshake_error
             elif _HANDSHAKE_SUCCEEDED and event["event"] == _HANDSHAKE_SUCCEEDED:
                 self.handshake_error = ""
+                self._handshaken = True
+
+    def _watch(self) -> None:
+        """Follow the connection; re-open one ZeroMQ dropped for good.
+
+        After the handshake libzmq drops a connection without retrying only for a protocol
+        error: with MAXMSGSIZE set, a message part over ``max_message_bytes`` (or a broken
+        ZeroMQ frame). Every other drop is followed at once by its own reconnect events.
+        """
+        if self._closed:
+            return
+        self._poll_monitor()
+        dropped = self._dropped_at
+        if dropped is None or time.monotonic() - dropped < PROTOCOL_DROP_WAIT_S:
+            return
+        self._dropped_at = None
+        self._drop_problem = (
+            f"the publisher sent a message part over {self.max_message_bytes} bytes "
+            "(max_message_bytes) or broke the ZeroMQ protocol: ZeroMQ dropped the connection; "
+            "reconnecting"
+        )
+        self.stats.skipped["oversize"] = self.stats.skipped.get("oversize", 0) + 1
+        self.stats.last_error = f"{self.address}: {self._drop_problem}"
+        self._refused = self._drop_problem
+        with contextlib.suppress(zmq.ZMQError):  # ZeroMQ may have forgotten the endpoint
+            self._socket.disconnect(self.address)
+        self._socket.connect(self.address)
 
     def _handshake_hint(self, event: int, value: int) -> str:
         """What a failed handshake means for the user, in words.
@@ -345,6 +412,8 @@ class Subscriber:
         problem = self.handshake_error if self.connected else ""
         if not self.connected:
             problem = self.handshake_error or self.address_problem
+        if not problem:
+            problem = self._drop_problem
         if not problem and self.last_message_time is None and self._refused:
             count = self.stats.skipped_total
             problem = f"{count} message{'s' if count != 1 else ''} refused: {self._refused}"
@@ -353,8 +422,7 @@ class Subscriber:
     @property
     def connected(self) -> bool:
         """Whether a TCP connection to the publisher is up (from socket monitor events)."""
-        if not self._closed:
-            self._poll_monitor()
+        self._watch()
         return self._connected
 
     # -- receiving -------------------------------------------------------------------------
@@ -385,6 +453,7 @@ class Subscriber:
             return None
         self.stats.received[raw.topic] += 1
         self.last_message_time = t_arrived
+        self._drop_problem = ""  # data flow again
         return message
 
     def _gap(self, raw: RawMessage) -> int:
@@ -416,6 +485,7 @@ class Subscriber:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
+            self._watch()
             parts = self._recv_now()
             if parts is not None:
                 message = self._take(parts, time.time())
@@ -443,6 +513,7 @@ class Subscriber:
         ``stats.superseded``; gaps are still detected on every message.
         """
         newest: dict[str, Message] = {}
+        self._watch()
         parts = self._recv_now()
         if parts is None and timeout_s > 0 and self._poller.poll(max(1, int(timeout_s * 1000))):
             parts = self._recv_now()

@@ -123,3 +123,68 @@ def test_a_port_that_cannot_exist_is_refused_at_once() -> None:
         Subscriber("tcp://127.0.0.1:99999")
     with pytest.raises(InputError, match="no host:port"):
         Subscriber("tcp://5556")
+
+
+# -- a message over max_message_bytes (ZeroMQ's MAXMSGSIZE) -------------------------------
+
+
+def test_every_subscriber_bounds_a_message_part_by_default() -> None:
+    """Without a bound a publisher on the configured address could make a display allocate
+    gigabytes (session 33 left it). The default is twice the largest frame image the probe's
+    OpenIGTLink side accepts, the largest part usnav publishes."""
+    from usnav.igtl.connection import DEFAULT_MAX_MESSAGE_BYTES
+
+    assert p.MAX_MESSAGE_BYTES >= 2 * DEFAULT_MAX_MESSAGE_BYTES
+    with Subscriber("tcp://127.0.0.1:9") as sub:
+        assert sub._socket.getsockopt(zmq.MAXMSGSIZE) == p.MAX_MESSAGE_BYTES
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        Subscriber("tcp://127.0.0.1:9", max_message_bytes=100)
+
+
+def test_a_publisher_sending_an_oversize_part_is_dropped_counted_and_heard_again() -> None:
+    """libzmq drops the connection of a peer that sends a part over MAXMSGSIZE, before
+    allocating it, and never reconnects by itself: the subscriber says so and reconnects, and
+    the same publisher's normal messages arrive again."""
+    limit = 1 << 20
+    context = zmq.Context.instance()
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    address = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
+    sub = Subscriber(address, max_message_bytes=limit)
+    seq = 0
+
+    def send_status() -> None:
+        nonlocal seq
+        pub.send_multipart([b"status", _header("status", seq=seq, status={})])
+        seq += 1
+
+    try:
+        deadline = time.monotonic() + 30  # a bound against a hang, not a speed target
+        while not sub.receive_latest(timeout_s=0.05):
+            assert time.monotonic() < deadline, "subscriber never joined"
+            send_status()
+        assert sub.connected
+        oversize = {"name": "image", "dtype": "|u1", "shape": [limit + 1]}
+        pub.send_multipart([b"frame", _header("frame", buffers=[oversize]), bytes(limit + 1)])
+        seq_after = seq
+        dropped = False
+        heard = None
+        deadline = time.monotonic() + 30
+        while heard is None:
+            assert time.monotonic() < deadline, (sub.stats, sub.link_problem)
+            send_status()
+            dropped |= not sub.connected
+            if dropped and sub.stats.skipped.get("oversize"):
+                assert "over 1048576 bytes (max_message_bytes)" in sub.link_problem
+            heard = sub.receive_latest(timeout_s=0.05).get("status")
+            if heard is not None and not sub.stats.skipped.get("oversize"):
+                heard = None  # sent before the oversize part reached the subscriber
+        assert dropped, "the connection never dropped"
+        assert heard.header.seq >= seq_after  # the same publisher, heard again
+        assert sub.stats.skipped == {"oversize": 1}
+        assert "frame" not in sub.stats.received or sub.stats.received["frame"] == 0
+        assert sub.stats.last_error.startswith(f"{address}: the publisher sent a message part")
+        assert sub.link_problem == ""  # data flow again
+    finally:
+        sub.close()
+        pub.close(0)

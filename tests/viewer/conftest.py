@@ -39,6 +39,9 @@ class PublishingThread:
         self.publisher = Publisher(address)
         self.case, self.margins, self.quality = case, margins, quality
         self.sent = 0  # frames published so far
+        #: frames still to publish over a display's 1 MiB max_message_bytes (a frame image of
+        #: 1024 x 1100 pixels) instead of the case's own
+        self.oversize_frames = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -57,7 +60,16 @@ class PublishingThread:
                 t_computed=time.time() - 1,
             )
             frame = TrackedFrame(self.case.image, frame_number=number, t_received=time.time())
-            self.publisher.publish_frame(frame, self.case.image_to_mri, reg)
+            if self.oversize_frames > 0:
+                self.oversize_frames -= 1
+                big = np.zeros((1024, 1100), np.uint8)
+                self.publisher.publish_frame(
+                    TrackedFrame(big, frame_number=number, t_received=time.time()),
+                    self.case.image_to_mri,
+                    reg,
+                )
+            else:
+                self.publisher.publish_frame(frame, self.case.image_to_mri, reg)
             self.publisher.publish_margins(frame, self.margins, reg)
             self.publisher.publish_status({"fps": 30.0})
             number += 1

@@ -175,6 +175,7 @@ def test_window_that_cannot_open_does_not_take_the_viewer_down() -> None:
         (["--snapshot", "x.png", "--size", "0x0"], "--size"),
         (["--snapshot", "x.png", "--label", "label.nii.gz"], "needs --mri"),
         (["--snapshot", "x.png", "--mri", "/nonexistent/mri.nii.gz"], "mri.nii.gz"),
+        (["--snapshot", "x.png", "--max-message-bytes", "100"], "--max-message-bytes"),
     ],
 )
 def test_bad_arguments(args: list[str], message: str, capsys) -> None:
@@ -237,3 +238,23 @@ def test_a_missing_snapshot_folder_is_created_and_a_file_in_the_way_is_named(
     inside = blocker / "view.png"
     assert main(["view", "--connect", _free_address(), "--snapshot", str(inside)]) == 2
     assert f"{blocker}: is a file, so --snapshot cannot go under it" in capsys.readouterr().err
+
+
+def test_view_takes_no_message_over_its_max_message_bytes(
+    tmp_path: Path, viewer_case, viewer_margins, publishing, capsys
+) -> None:
+    """``--max-message-bytes`` reaches the viewer's subscriber: a publisher whose every frame
+    is over it is dropped each time, and the snapshot says why instead of waiting silently."""
+    from usnav.cli.main import main
+
+    address = _free_address()
+    publisher = publishing(address, viewer_case, viewer_margins)
+    publisher.oversize_frames = 10**9  # every frame
+    out = tmp_path / "refused.png"
+    args = ["view", "--connect", address, "--snapshot", str(out), "--timeout", "3"]
+    assert main([*args, "--max-message-bytes", str(1 << 20)]) == 0
+    line = capsys.readouterr().out
+    assert (
+        f"WAITING (waiting for usnav on {address}: the publisher sent a message part over " in line
+    )
+    assert "1048576 bytes (max_message_bytes)" in line and "bad 0" not in line

@@ -211,3 +211,55 @@ def test_a_connection_back_without_data_says_so() -> None:
     assert lost.word == STALE and lost.reason.startswith("connection lost")
     back = verdict(True)
     assert back.word == STALE and back.reason.startswith("reconnected, no data yet"), back
+
+
+def test_a_publisher_dropped_for_an_oversize_message_is_shown_stale_then_live_again(
+    viewer_case, viewer_margins, publishing
+) -> None:
+    """A frame over the display's max_message_bytes: ZeroMQ drops the publisher's connection
+    before allocating it. The display says so (STALE, the reason named, counted as bad), never
+    holds the LIVE picture up meanwhile, reconnects, and is LIVE again from the same
+    publisher's normal messages (session 34)."""
+    # the silence rule must not be what makes it STALE: data stay "fresh" for 60 s
+    options = ViewerOptions(lost_after_s=60.0, max_message_bytes=1 << 20)
+    address = _free_address()
+    publisher = publishing(address, viewer_case, viewer_margins)
+    sub = Subscriber(address, max_message_bytes=options.max_message_bytes)
+    model = ViewModel(address)
+
+    def turn() -> tuple[str, str, int]:
+        state = model.update(
+            sub.receive_latest(timeout_s=0.01),
+            connected=sub.connected,
+            last_message_s=sub.last_message_time,
+            skipped=sub.stats.skipped_total,
+            link_problem=sub.link_problem,
+        )
+        verdict = assess(state, options)
+        return verdict.word, verdict.reason, state.skipped
+
+    try:
+        deadline = time.monotonic() + 60  # bounds against a hang, not speed targets
+        while turn()[0] != LIVE:
+            assert time.monotonic() < deadline, "never LIVE"
+        publisher.oversize_frames = 1
+        seen: list[tuple[str, str, int]] = []
+        while not (sub.stats.skipped.get("oversize") and seen[-1][0] == LIVE):
+            assert time.monotonic() < deadline, seen[-5:]
+            seen.append(turn())
+    finally:
+        sub.close()
+    words = [word for word, _, _ in seen]
+    first_not_live = words.index(STALE)
+    back = words.index(LIVE, first_not_live)
+    # from the drop until data came again over the new connection: STALE, never LIVE
+    assert set(words[first_not_live:back]) == {STALE}, words
+    named = [
+        reason
+        for word, reason, bad in seen[first_not_live:back]
+        if "over 1048576 bytes (max_message_bytes)" in reason and bad == 1
+    ]
+    assert named, seen[first_not_live:back]
+    assert named[-1].startswith(("connection lost", "reconnected, no data yet")), named[-1]
+    assert sub.stats.skipped == {"oversize": 1}
+    assert publisher.oversize_frames == 0

@@ -148,6 +148,7 @@ def test_beyond_loopback_needs_a_token() -> None:
         (["--cert", "c.pem"], "TLS needs both"),
         (["--size", "10x10"], "--size"),
         (["--label", "label.nii.gz"], "needs --mri"),
+        (["--max-message-bytes", "100"], "--max-message-bytes"),
     ],
 )
 def test_bad_arguments_one_line_exit_2(args: list[str], message: str, capsys) -> None:
@@ -582,3 +583,16 @@ def test_a_wrong_method_without_the_token_still_gets_only_403() -> None:
             web.port, f"POST /?token=method-token HTTP/1.1\r\nHost: x:{web.port}\r\n\r\n"
         )
         assert lines[0] == b"HTTP/1.1 405 Method Not Allowed", lines
+
+
+def test_the_bridge_subscribes_with_the_viewers_max_message_bytes() -> None:
+    import zmq
+
+    from usnav.viewer.state import ViewerOptions
+    from usnav.web.bridge import Bridge
+
+    bridge = Bridge("tcp://127.0.0.1:9", viewer=ViewerOptions(max_message_bytes=1 << 20))
+    try:
+        assert bridge._subscriber._socket.getsockopt(zmq.MAXMSGSIZE) == 1 << 20
+    finally:
+        bridge.stop()

@@ -71,6 +71,7 @@ def _transport_ms(extra: np.ndarray | None, image: np.ndarray, count: int) -> li
         sub.setsockopt(zmq.LINGER, 0)
         port = pub.bind_to_random_port("tcp://127.0.0.1")
         sub.setsockopt(zmq.SUBSCRIBE, b"frame")
+        sub.setsockopt(zmq.MAXMSGSIZE, p.MAX_MESSAGE_BYTES)  # as every usnav subscriber
         sub.connect(f"tcp://127.0.0.1:{port}")
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)

@@ -37,6 +37,22 @@ def add_mri_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_subscriber_arguments(p: argparse.ArgumentParser) -> None:
+    """--max-message-bytes: the bound on what a display takes from a publisher (view and web)."""
+    from usnav.protocol.wire import MAX_MESSAGE_BYTES
+
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=MAX_MESSAGE_BYTES,
+        metavar="N",
+        help=f"largest message part taken from the publisher, bytes ({MAX_MESSAGE_BYTES}: "
+        "twice the largest frame the probe side accepts); a publisher that sends a larger one "
+        "is dropped before anything is allocated, shown STALE with the reason, and "
+        "reconnected",
+    )
+
+
 def load_mri_context(mri: Path | None, label: Path | None):
     """The MriContext for --mri/--label (None without --mri)."""
     from usnav.errors import InputError
@@ -155,6 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CURVE: this display's secret key (client.key_secret), authorised by the publisher",
     )
     add_mri_arguments(p)
+    add_subscriber_arguments(p)
     p.add_argument(
         "--size",
         type=_size,
@@ -183,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             stale_after_s=args.stale_after,
             lost_after_s=args.lost_after,
             min_quality=args.min_quality,
+            max_message_bytes=args.max_message_bytes,
             **({"width": args.size[0], "height": args.size[1]} if args.size else {}),
         )
     except ValidationError as exc:

@@ -8,7 +8,12 @@ import sys
 import threading
 from pathlib import Path
 
-from usnav.cli.cmd_view import _size, add_mri_arguments, load_mri_context
+from usnav.cli.cmd_view import (
+    _size,
+    add_mri_arguments,
+    add_subscriber_arguments,
+    load_mri_context,
+)
 from usnav.defaults import DISPLAY_ENDPOINT, WEB_PORT
 
 
@@ -49,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "browser less)",
     )
     add_mri_arguments(p)
+    add_subscriber_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -70,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
             max_fps=args.max_fps,
         )
         viewer = ViewerOptions(
-            **({"width": args.size[0], "height": args.size[1]} if args.size else {})
+            max_message_bytes=args.max_message_bytes,
+            **({"width": args.size[0], "height": args.size[1]} if args.size else {}),
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -76,6 +76,17 @@ DTYPES = ("|u1", "<u2", "<i4", "<f4", "<f8")
 #: Largest header accepted, bytes (a header describes; it never carries pixels).
 MAX_HEADER_BYTES = 1 << 20
 
+#: Largest message *part* a usnav subscriber takes by default, bytes (ZeroMQ's MAXMSGSIZE:
+#: it drops the connection of a publisher that sends a larger one). The largest part usnav
+#: publishes is a ``frame`` message's image, the pixels of the frame as the probe sent them;
+#: the probe's OpenIGTLink side refuses a message body over ``max_message_bytes`` (64 MiB by
+#: default, :data:`usnav.igtl.connection.DEFAULT_MAX_MESSAGE_BYTES`), so no frame image
+#: exceeds 64 MiB. A ``margin``'s ``label_image`` is one byte per pixel of the same frame,
+#: its contour buffers a few hundred points, a header at most :data:`MAX_HEADER_BYTES`.
+#: Twice 64 MiB leaves a safe factor; a site that raises the probe's ``max_message_bytes``
+#: raises the displays' ``max_message_bytes`` with it.
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+
 
 class ProtocolError(UsnavError):
     """A message that does not follow the protocol.

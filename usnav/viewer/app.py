@@ -145,7 +145,10 @@ def run_viewer(
     snapshot_path = check_snapshot(snapshot, force=True) if snapshot is not None else None
     period = 1.0 / max_fps
     subscriber = Subscriber(
-        address, curve_server_key=curve_server_key, curve_client_secret=curve_client_secret
+        address,
+        max_message_bytes=options.max_message_bytes,
+        curve_server_key=curve_server_key,
+        curve_client_secret=curve_client_secret,
     )
     model = ViewModel(address, mri=mri)
     window = (

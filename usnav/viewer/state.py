@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from usnav.client import FrameMessage, MarginMessage, Message, RegistrationMessage, StatusMessage
 from usnav.protocol.display import LIVE, STALE, UNCERTAIN, WAITING, DisplayState, display_state
+from usnav.protocol.wire import MAX_HEADER_BYTES, MAX_MESSAGE_BYTES
 from usnav.viewer.mri import MriContext
 
 __all__ = [
@@ -64,6 +65,12 @@ class ViewerOptions(BaseModel):
         makes it exactly that with a panel of :data:`PANEL_WIDTH` pixels.
     fill_alpha
         Opacity of the tumor fill.
+    max_message_bytes
+        Largest message part the display's subscriber takes, bytes (ZeroMQ's MAXMSGSIZE;
+        default 128 MiB, twice the largest frame image the probe's side accepts: see
+        :data:`usnav.protocol.wire.MAX_MESSAGE_BYTES`). A publisher that sends a larger one is
+        dropped by ZeroMQ before anything is allocated; the display then shows STALE, saying
+        so, and reconnects.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,6 +83,7 @@ class ViewerOptions(BaseModel):
     width: int | None = Field(None, ge=320, le=4096)
     height: int = Field(720, ge=240, le=4096)
     fill_alpha: float = Field(0.30, ge=0.0, le=1.0)
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=MAX_HEADER_BYTES, le=2**31)
 
     def canvas_width(self, panes: int) -> int:
         """The picture's width with ``panes`` image panes (1: ultrasound; 2: and MRI)."""
@@ -202,9 +210,13 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
         waiting_reason=f"waiting for usnav on {state.address}{problem}",
     )
     reason = verdict.reason
-    if state.reconnected and reason.startswith("connection lost"):
-        # up again, but nothing has come over it: what is kept may be a finished run's
-        reason = "reconnected, no data yet" + reason[len("connection lost") :]
+    if reason.startswith("connection lost"):
+        if state.reconnected:
+            # up again, but nothing has come over it: what is kept may be a finished run's
+            reason = "reconnected, no data yet" + reason[len("connection lost") :]
+        # why, when the subscriber knows (e.g. ZeroMQ dropped a publisher that sent a message
+        # over max_message_bytes)
+        reason += problem
     return Verdict(verdict.state, reason)
 
 

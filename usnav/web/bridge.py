@@ -148,7 +148,10 @@ class Bridge:
         self.jpeg_quality = int(jpeg_quality)
         self.on_picture = on_picture
         self._subscriber = Subscriber(
-            address, curve_server_key=curve_server_key, curve_client_secret=curve_client_secret
+            address,
+            max_message_bytes=self.viewer.max_message_bytes,
+            curve_server_key=curve_server_key,
+            curve_client_secret=curve_client_secret,
         )
         self._model = ViewModel(address, mri=mri)
         self._stop = threading.Event()
