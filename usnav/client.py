@@ -407,8 +407,9 @@ class Subscriber:
     @property
     def link_problem(self) -> str:
         """Why no publisher is reached, as far as known: the security handshake failed, the
-        host name does not resolve, or every message so far was refused (e.g. a publisher of
-        a newer protocol version) ("" otherwise)."""
+        host name does not resolve, ZeroMQ dropped the publisher for a message part over
+        ``max_message_bytes`` (until data arrive again), or every message so far was refused
+        (e.g. a publisher of a newer protocol version) ("" otherwise)."""
         problem = self.handshake_error if self.connected else ""
         if not self.connected:
             problem = self.handshake_error or self.address_problem
