@@ -492,8 +492,9 @@ def test_an_open_page_recovers_when_usnav_web_restarts(browser, pipeline) -> Non
         browser.get(web.url)
         _wait(lambda: _stats(browser).get("seq", 0) >= 60, 60, "pictures")
     old = _wait(lambda: (s := _stats(browser)).get("state") == STALE and s, 30, "STALE")
-    # the restarted run sends 5 pictures a second: its numbers stay below the old for seconds
-    with WebDisplay(options.model_copy(update={"max_fps": 5.0})):
+    # the restarted run sends 2 pictures a second: its numbers stay below the old (>= 60)
+    # for 30 s, however long a loaded machine takes to start it and draw its first
+    with WebDisplay(options.model_copy(update={"max_fps": 2.0})):
         new = _wait(
             lambda: (s := _stats(browser)).get("drawn", 0) > old["drawn"] and s,
             60,
