@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import tomllib
@@ -20,6 +21,8 @@ from usnav.cli.main import main
 from usnav.config.calibration import load_calibration
 from usnav.config.plus_xml import read_coordinate_definitions
 
+LOGGER = "usnav.config.calibration"
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory):
@@ -28,6 +31,13 @@ def data(tmp_path_factory: pytest.TempPathFactory):
     cal = synth.write_recording(d / "cal.igs.mha", 24, seed=11, invalid=frozenset({2}))
     val = synth.write_recording(d / "val.igs.mha", 8, seed=12)
     return d, cfg, cal, val
+
+
+def _spatial(cfg: Path, recording: Path, *more: str) -> int:
+    """``usnav calibrate spatial --config CFG --calibration RECORDING MORE...``, in-process."""
+    return main(
+        ["calibrate", "spatial", "--config", str(cfg), "--calibration", str(recording), *more]
+    )
 
 
 def test_spatial_json_toml_xml_report(data, tmp_path: Path, capsys) -> None:
@@ -78,21 +88,7 @@ def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
     _, cfg, cal, _ = data
     out = tmp_path / "probe.toml"
     # no validation recording: flagged (exit 1), and written all the same
-    assert (
-        main(
-            [
-                "calibrate",
-                "spatial",
-                "--config",
-                str(cfg),
-                "--calibration",
-                str(cal.path),
-                "--out",
-                str(out),
-            ]
-        )
-        == 1
-    )
+    assert _spatial(cfg, cal.path, "--out", str(out)) == 1
     captured = capsys.readouterr()
     printed = captured.out
     assert "warning: no validation recording" in printed
@@ -182,21 +178,7 @@ def test_bad_input_is_one_line_and_exit_2(data, tmp_path: Path, capsys) -> None:
     # an existing file that is not a calibration is not overwritten
     other = tmp_path / "other.toml"
     other.write_text("hello = 1\n")
-    assert (
-        main(
-            [
-                "calibrate",
-                "spatial",
-                "--config",
-                str(cfg),
-                "--calibration",
-                str(cal.path),
-                "--out",
-                str(other),
-            ]
-        )
-        == 2
-    )
+    assert _spatial(cfg, cal.path, "--out", str(other)) == 2
     assert other.read_text() == "hello = 1\n"
     assert "unknown key 'hello'" in capsys.readouterr().err
 
@@ -277,3 +259,86 @@ def test_a_flagged_temporal_calibration_exits_1_and_a_clean_one_0(
         f"above; it was written all the same ({out})"
     )
     assert load_calibration(out).tracker_lag_s == pytest.approx(-0.1, abs=0.01)
+
+
+# -------------------------------------------- a flagged calibration stays flagged (session 34)
+
+
+def _flag_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == LOGGER and r.levelno == logging.WARNING and "FLAGGED" in r.getMessage()
+    ]
+
+
+def test_a_flagged_spatial_calibration_is_recorded_and_warned_of_on_every_load(
+    data, tmp_path: Path, capsys, caplog
+) -> None:
+    _, cfg, cal, _ = data
+    out, xml = tmp_path / "probe.toml", tmp_path / "probe.xml"
+    # no validation recording: flagged (exit status 1), written all the same
+    assert _spatial(cfg, cal.path, "--out", str(out), "--xml", str(xml), "--json") == 1
+    capsys.readouterr()
+    stored = tomllib.loads(out.read_text())["spatial"]
+    assert stored["flagged"] is True
+    assert len(stored["warnings"]) == 1 and "no validation recording" in stored["warnings"][0]
+    # PLUS's reader sees the transform as before: From/To/Matrix; the flag is extra
+    transform = read_coordinate_definitions(xml)["ImageToProbe"]
+    assert transform.attributes["Flagged"] == "TRUE"
+    assert transform.warnings == stored["warnings"]
+    for path in (out, xml):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            loaded = load_calibration(path)
+        assert loaded.spatial is not None and loaded.spatial.flagged is True
+        lines = _flag_lines(caplog)
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"{path} is a FLAGGED calibration")
+        assert "[spatial]: no validation recording" in lines[0]
+
+
+def test_an_unflagged_calibration_and_an_older_file_load_without_a_warning(
+    data, tmp_path: Path, capsys, caplog
+) -> None:
+    _, cfg, cal, val = data
+    out, xml = tmp_path / "probe.toml", tmp_path / "probe.xml"
+    assert (
+        _spatial(cfg, cal.path, "--validation", str(val.path), "--out", str(out), "--xml", str(xml))
+        == 0
+    )
+    capsys.readouterr()
+    assert tomllib.loads(out.read_text())["spatial"]["flagged"] is False
+    assert read_coordinate_definitions(xml)["ImageToProbe"].attributes["Flagged"] == "FALSE"
+    # a file written before session 34: no flagged key, read as not recorded, no warning
+    older = tmp_path / "older.toml"
+    older.write_text(
+        "\n".join(
+            line
+            for line in out.read_text().splitlines()
+            if not line.startswith(("flagged", "warnings"))
+        )
+    )
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for path in (out, xml, older):
+            load_calibration(path)
+    assert load_calibration(older).spatial.flagged is None
+    assert _flag_lines(caplog) == []
+
+
+def test_a_flagged_temporal_section_is_kept_when_the_spatial_one_is_replaced(
+    data, tmp_path: Path, capsys, caplog
+) -> None:
+    _, cfg, cal, val = data
+    out = tmp_path / "probe.toml"
+    short = _tank_recording(tmp_path / "short.igs.mha", lag=0.0, duration_s=5.0)
+    # a lag from 5 s of motion: flagged
+    assert main(["calibrate", "temporal", "--video", str(short), "--out", str(out)]) == 1
+    # a clean spatial calibration into the same file replaces only [spatial]
+    assert _spatial(cfg, cal.path, "--validation", str(val.path), "--out", str(out)) == 0
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        loaded = load_calibration(out)
+    assert loaded.spatial.flagged is False and loaded.temporal.flagged is True
+    lines = _flag_lines(caplog)
+    assert len(lines) == 1 and "[temporal]: only" in lines[0] and "[spatial]" not in lines[0]

@@ -294,3 +294,57 @@ def test_demo_end_to_end(tmp_path):
 
     picture = cv2.imread(str(tmp_path / "demo" / "snapshot.png"))
     assert picture.shape == (720, 2 * 720 + 400, 3)
+
+
+def _flagged_copy(case: Path, tmp_path: Path) -> Path:
+    """The case's calibration as ``usnav calibrate`` writes a flagged one (a real file)."""
+    from usnav.config.calibration import load_calibration, save_calibration
+
+    cal = load_calibration(case / "calibration.toml")
+    spatial = cal.spatial.model_copy(
+        update={"flagged": True, "warnings": ["no validation recording: check it"]}
+    )
+    return save_calibration(cal.model_copy(update={"spatial": spatial}), tmp_path / "cal.toml")
+
+
+def test_a_flagged_calibration_is_said_once_logged_and_kept_in_the_status(small_case, tmp_path):
+    """``usnav run`` with a calibration ``usnav calibrate`` flagged: it runs (the engineer may
+    knowingly use it), says so in one warning line naming the file and its warnings, writes it
+    to the run's log and keeps it in every status (the status line, the status topic)."""
+    from usnav.cli.cmd_run import status_line
+    from usnav.pipeline.run import open_pipeline
+
+    flagged = _flagged_copy(small_case, tmp_path)
+    port = free_port()
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    args = _run_args(small_case, _device_file(tmp_path, port))
+    args[args.index("--calibration") + 1] = str(flagged)
+    log = tmp_path / "run.log"
+    try:
+        result = _usnav(
+            *args,
+            "--publish",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--no-registration",
+            "--quiet",
+            "--duration",
+            "2",
+            "--log",
+            str(log),
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "FLAGGED" in line]
+    assert len(said) == 1, result.stderr
+    assert f"WARNING usnav.config.calibration: {flagged} is a FLAGGED calibration" in said[0]
+    assert "[spatial]: no validation recording: check it" in said[0]
+    assert log.read_text().count(f"{flagged} is a FLAGGED calibration") == 1
+    device = _device_file(tmp_path, free_port())
+    files = [small_case / "mri.nii.gz", small_case / "tumor_label.nii.gz"]
+    status = open_pipeline(device, *files, flagged, init=args[-1]).status()
+    assert status["calibration_flagged"].startswith(f"{flagged} is a FLAGGED calibration")
+    assert "CALIBRATION FLAGGED" in status_line(status)
+    clean = open_pipeline(device, *files, small_case / "calibration.toml", init=args[-1]).status()
+    assert clean["calibration_flagged"] == ""
+    assert "CALIBRATION FLAGGED" not in status_line(clean)

@@ -22,7 +22,7 @@ from usnav.config.calibration import (
     load_calibration,
     save_calibration,
 )
-from usnav.config.plus_xml import PlusTransform, coordinate_definitions_xml
+from usnav.config.plus_xml import FLAGGED_ATTRIBUTE, PlusTransform, coordinate_definitions_xml
 from usnav.errors import ConfigError
 
 
@@ -64,13 +64,19 @@ def spatial_section(result: SpatialCalibrationResult) -> SpatialCalibration:
         frames_used=len(result.calibration.used),
         tracker_lag_s=result.tracker_lag_s,
         precision=precision_section(result),
+        flagged=result.flagged,
+        warnings=result.flag_reasons,
     )
 
 
 def temporal_section(result: TemporalCalibrationResult) -> TemporalCalibration:
     """The ``[temporal]`` section for a calibration file."""
     return TemporalCalibration(
-        tracker_lag_s=result.tracker_lag_s, error=result.error, max_error=result.max_error
+        tracker_lag_s=result.tracker_lag_s,
+        error=result.error,
+        max_error=result.max_error,
+        flagged=result.flagged,
+        warnings=list(result.warnings),
     )
 
 
@@ -106,7 +112,8 @@ def check_calibration_output(path: str | Path) -> CalibrationFile | None:
     if not p.exists():
         return None
     try:
-        return load_calibration(p)
+        # not warned of: the file is being updated, and the command reports its own flags
+        return load_calibration(p, warn=False)
     except ConfigError as exc:
         raise ConfigError(
             p,
@@ -170,7 +177,8 @@ def plus_coordinate_definitions(
 
     Wrapped in a ``<PlusConfiguration>`` root so the file is itself readable (by PLUS tools
     and by :func:`usnav.config.calibration.load_calibration`); paste the inner element into a
-    device-set file.
+    device-set file. ImageToProbe records whether the calibration is flagged (``Flagged``,
+    and its warnings as ``<Warning>`` children), which PLUS ignores and usnav's loaders report.
     """
     date = dt.datetime.now().strftime("%m%d%y_%H%M%S")
     transforms = []
@@ -182,7 +190,12 @@ def plus_coordinate_definitions(
                 cfg.image_frame,
                 cfg.probe_frame,
                 np.asarray(spatial.image_to_probe),
-                {"Error": f"{err.mean:.6g}", "Date": date},
+                {
+                    "Error": f"{err.mean:.6g}",
+                    "Date": date,
+                    FLAGGED_ATTRIBUTE: "TRUE" if spatial.flagged else "FALSE",
+                },
+                spatial.flag_reasons if spatial.flagged else [],
             )
         )
     if pivot is not None:

@@ -241,6 +241,19 @@ class SpatialCalibrationResult:
         )
 
     @property
+    def flag_reasons(self) -> list[str]:
+        """Why :attr:`flagged`, one line each: the warnings, and the precision's failed
+        resamples when they flag it (what a calibration file records of the flag)."""
+        reasons = list(self.warnings)
+        p = self.precision
+        if p is not None and p.too_many_failed:
+            reasons.append(
+                f"precision: {p.failed} of {p.replicates} resamples gave no calibration: its "
+                "bounds under-state"
+            )
+        return reasons
+
+    @property
     def spacing_mm(self) -> tuple[float, float]:
         """mm per pixel along image x and y (norms of the first two columns)."""
         n = np.linalg.norm(self.image_to_probe[:3, :2], axis=0)

@@ -60,7 +60,8 @@ def check_inputs(args: argparse.Namespace) -> tuple[Volume, Volume]:
     from usnav.registration.sweep import check_tracked_recording
 
     read_initial(args.reference_to_mri, "ReferenceToMri of --reference-to-mri")
-    image_to_probe = load_calibration(args.calibration).image_to_probe
+    # a flagged calibration is warned of once, when write_margins loads it to use it
+    image_to_probe = load_calibration(args.calibration, warn=False).image_to_probe
     if not args.recording.exists():
         raise InputError(args.recording, "no such recording")
     with read_sequence(args.recording) as seq:

@@ -95,6 +95,8 @@ def status_line(s: dict) -> str:
         line += f" | {s['last_error']}"
     if s["record_error"]:
         line += f" | RECORDING FAILED: {s['record_error']}"
+    if s.get("calibration_flagged"):
+        line += " | CALIBRATION FLAGGED (see the warning above and the log)"
     return line
 
 

@@ -8,6 +8,7 @@ text file of 16 numbers, so PLUS calibrations are usable as they are.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,8 @@ from usnav.config.loader import load_toml_model
 from usnav.config.plus_xml import parse_matrix_text, read_coordinate_definitions
 from usnav.errors import ConfigError
 from usnav.transforms.matrices import decompose_scaled_rigid
+
+log = logging.getLogger("usnav.config.calibration")
 
 Matrix4 = Annotated[list[list[float]], Field(min_length=4, max_length=4)]
 
@@ -37,6 +40,15 @@ PIXEL_MM_RANGE = (1e-3, 10.0)
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ``flagged`` and ``warnings`` of ``[spatial]`` and ``[temporal]``: what ``usnav calibrate``
+# said of the section's result (session 34): ``flagged`` true when a warning flagged it (the
+# command's exit status 1), with the warnings, one line each. None: not recorded (files
+# written before session 34, PLUS XML without it, ``usnav simulate``'s exact calibration),
+# loaded as before. A ``[spatial]`` section computed at another lag than the file's
+# ``[temporal]`` one is not recorded as a flag: that depends on the other section, so every
+# load checks it anew (:meth:`CalibrationFile.spatial_lag_mismatch`).
 
 
 def _check_4x4(value: list[list[float]]) -> list[list[float]]:
@@ -116,6 +128,8 @@ class SpatialCalibration(_Strict):
     #: use: those calibrations were made from recordings paired however they were.
     tracker_lag_s: float | None = Field(default=None, ge=-2.0, le=2.0)
     precision: SpatialPrecision | None = None
+    flagged: bool | None = None  # (and warnings) see the note above _check_4x4
+    warnings: list[str] = Field(default_factory=list)
 
     @field_validator("image_to_probe")
     @classmethod
@@ -151,6 +165,8 @@ class TemporalCalibration(_Strict):
     tracker_lag_s: float = Field(ge=-2.0, le=2.0)
     error: float | None = None
     max_error: float | None = None
+    flagged: bool | None = None  # (and warnings) see the note above _check_4x4
+    warnings: list[str] = Field(default_factory=list)
 
 
 class PivotCalibration(_Strict):
@@ -192,6 +208,27 @@ class CalibrationFile(_Strict):
     def tracker_lag_s(self) -> float:
         return self.temporal.tracker_lag_s if self.temporal else 0.0
 
+    def flag_warning(self) -> str | None:
+        """One line for a person when a section of this file was flagged by ``usnav
+        calibrate`` (naming the file, the sections and their warnings), else None."""
+        flagged = [
+            (name, section.warnings)
+            for name, section in (("spatial", self.spatial), ("temporal", self.temporal))
+            if section is not None and section.flagged
+        ]
+        if not flagged:
+            return None
+        where = self._loaded_from or f"calibration '{self.probe}'"
+        said = "; ".join(
+            f"[{name}]: " + (" / ".join(warnings) if warnings else "(no warning recorded)")
+            for name, warnings in flagged
+        )
+        return (
+            f"{where} is a FLAGGED calibration (usnav calibrate exited 1 when it was written): "
+            f"{said} — used all the same; calibrate again, or make sure the warnings are "
+            "acceptable for this probe"
+        )
+
     def spatial_lag_mismatch(self, tracker_lag_s: float | None = None) -> str | None:
         """A line for a person when ImageToProbe was computed with images paired with their
         poses at another lag than the one images are paired at in use (``tracker_lag_s``, s;
@@ -215,8 +252,12 @@ class CalibrationFile(_Strict):
         )
 
 
-def load_calibration(path: str | Path) -> CalibrationFile:
+def load_calibration(path: str | Path, *, warn: bool = True) -> CalibrationFile:
     """Read a calibration: usnav TOML, PLUS device-set XML, or 16 numbers (row-major).
+
+    A calibration that ``usnav calibrate`` flagged is loaded (the engineer may knowingly use
+    it), and, with ``warn``, logged as one warning naming the file and the warnings
+    (:meth:`CalibrationFile.flag_warning`): every command that loads a calibration says so.
 
     Raises
     ------
@@ -232,24 +273,33 @@ def load_calibration(path: str | Path) -> CalibrationFile:
             "is a folder, not a calibration",
             "give the calibration file: usnav TOML, PLUS device-set XML or 16 numbers",
         )
+    loaded = _load(p)
+    loaded._loaded_from = str(p)
+    flag = loaded.flag_warning() if warn else None
+    if flag:
+        log.warning("%s", flag)
+    return loaded
+
+
+def _load(p: Path) -> CalibrationFile:
     suffix = p.suffix.lower()
     if suffix == ".toml":
-        loaded = load_toml_model(p, CalibrationFile)
-        loaded._loaded_from = str(p)
-        return loaded
+        return load_toml_model(p, CalibrationFile)
     if suffix == ".xml":
         defs = read_coordinate_definitions(p)
         if "ImageToProbe" in defs:
-            matrix = defs["ImageToProbe"].matrix
+            transform = defs["ImageToProbe"]
+            matrix = transform.matrix
         elif "ProbeToImage" in defs:
-            matrix = np.linalg.inv(defs["ProbeToImage"].matrix)
+            transform = defs["ProbeToImage"]
+            matrix = np.linalg.inv(transform.matrix)
         else:
             raise ConfigError(
                 p,
                 "no ImageToProbe transform in <CoordinateDefinitions>",
                 f"found: {', '.join(defs) or 'none'}",
             )
-        return _from_matrix(matrix, p)
+        return _from_matrix(matrix, p, flagged=transform.flagged, warnings=transform.warnings)
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -257,12 +307,16 @@ def load_calibration(path: str | Path) -> CalibrationFile:
     return _from_matrix(parse_matrix_text(text, str(p)), p)
 
 
-def _from_matrix(matrix: np.ndarray, p: Path) -> CalibrationFile:
+def _from_matrix(
+    matrix: np.ndarray, p: Path, *, flagged: bool | None = None, warnings: list[str] | None = None
+) -> CalibrationFile:
     try:
         return CalibrationFile(
             probe=p.stem,
             sources=[str(p)],
-            spatial=SpatialCalibration(image_to_probe=matrix.tolist()),
+            spatial=SpatialCalibration(
+                image_to_probe=matrix.tolist(), flagged=flagged, warnings=warnings or []
+            ),
         )
     except ValueError as exc:
         errors = exc.errors() if hasattr(exc, "errors") else []  # pydantic: its first problem

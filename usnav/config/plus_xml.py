@@ -9,24 +9,41 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
 from usnav.errors import ConfigError
 
+#: The attribute and child element in which ``usnav calibrate --xml`` records a flagged
+#: calibration (``Flagged="TRUE"``, one ``<Warning>`` per warning). PLUS reads only a
+#: Transform's From, To, Matrix, Persistent, Error and Date and none of its children, so a
+#: device set with them still loads in PLUS.
+FLAGGED_ATTRIBUTE = "Flagged"
+WARNING_ELEMENT = "Warning"
+
 
 @dataclass
 class PlusTransform:
-    """One ``<Transform>`` of ``<CoordinateDefinitions>``: matrix row-major, mm."""
+    """One ``<Transform>`` of ``<CoordinateDefinitions>``: matrix row-major, mm.
+
+    ``warnings``: the ``<Warning>`` children (usnav's record of a flagged calibration)."""
 
     source: str
     target: str
     matrix: np.ndarray
     attributes: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return f"{self.source}To{self.target}"
+
+    @property
+    def flagged(self) -> bool | None:
+        """``Flagged`` as PLUS writes booleans (TRUE/FALSE); None when absent."""
+        value = self.attributes.get(FLAGGED_ATTRIBUTE)
+        return None if value is None else value.strip().upper() == "TRUE"
 
 
 def parse_matrix_text(text: str, where: str) -> np.ndarray:
@@ -81,7 +98,8 @@ def read_coordinate_definitions(path: str | Path) -> dict[str, PlusTransform]:
         where = f"{path}: CoordinateDefinitions/Transform[{i + 1}]"
         if not src or not dst or mtx is None:
             raise ConfigError(where, "needs From, To and Matrix attributes")
-        t = PlusTransform(src, dst, parse_matrix_text(mtx, where), dict(el.attrib))
+        warnings = [" ".join((w.text or "").split()) for w in el.findall(WARNING_ELEMENT)]
+        t = PlusTransform(src, dst, parse_matrix_text(mtx, where), dict(el.attrib), warnings)
         out[t.name] = t
     return out
 
@@ -92,10 +110,16 @@ def coordinate_definitions_xml(transforms: list[PlusTransform]) -> str:
     for t in transforms:
         rows = "\n".join("        " + " ".join(f"{v:.9g}" for v in row) for row in t.matrix)
         extra = "".join(
-            f' {k}="{v}"' for k, v in t.attributes.items() if k not in ("From", "To", "Matrix")
+            f" {k}={quoteattr(v)}"
+            for k, v in t.attributes.items()
+            if k not in ("From", "To", "Matrix")
         )
-        lines.append(
-            f'  <Transform From="{t.source}" To="{t.target}"\n      Matrix="\n{rows}"{extra} />'
-        )
+        start = f'  <Transform From="{t.source}" To="{t.target}"\n      Matrix="\n{rows}"{extra}'
+        if not t.warnings:
+            lines.append(f"{start} />")
+            continue
+        lines.append(f"{start}>")
+        lines += [f"    <{WARNING_ELEMENT}>{escape(w)}</{WARNING_ELEMENT}>" for w in t.warnings]
+        lines.append("  </Transform>")
     lines.append("</CoordinateDefinitions>")
     return "\n".join(lines) + "\n"

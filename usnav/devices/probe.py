@@ -184,6 +184,8 @@ class ProbeClient(Device):
         super().__init__(name)
         self.config = config or ProbeConfig()
         device_calibration = load_device_calibration(self.config, config_path)
+        #: the device file's own calibration (None: it names none)
+        self.device_calibration = device_calibration
         lag = self.config.time_offset_s
         if calibration is None:
             calibration = device_calibration

@@ -110,6 +110,14 @@ class LivePipeline:
         self.calibration = calibration
         self.image_to_probe = calibration.image_to_probe if calibration.spatial else None
         self.calibration_stage = CalibrationStage.from_calibration(calibration)
+        # a calibration usnav calibrate flagged (the command's, or the device file's whose
+        # lag the probe uses): logged when loaded, and kept in every status so that it is not
+        # lost in the terminal's scroll-back
+        device_calibration = getattr(probe, "device_calibration", None)
+        flags = [calibration.flag_warning()]
+        if device_calibration is not None and device_calibration is not calibration:
+            flags.append(device_calibration.flag_warning())
+        self.calibration_flagged = "; ".join(f for f in flags if f)
         # the navigation system's registration: in use until an image-based one replaces
         # it, never shown LIVE (source "init": not checked on the ultrasound)
         self.initial = RegistrationEstimate(
@@ -534,6 +542,7 @@ class LivePipeline:
             "registration_latest_reason": latest.reason if latest else est.reason,
             "transforms": {k: v.value for k, v in self.probe.transform_states().items()},
             "last_problem": self.counters.last_problem,
+            "calibration_flagged": self.calibration_flagged,
         }
 
     def link_stale_reason(self, state: DeviceState | None = None) -> str:
