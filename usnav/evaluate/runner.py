@@ -54,6 +54,7 @@ from usnav.evaluate.results import (
     write_plots,
     write_summary,
 )
+from usnav.io.folder_lock import folder_lock
 from usnav.io.manifest import read_manifest
 
 log = logging.getLogger("usnav.evaluate")
@@ -211,48 +212,50 @@ def run_evaluation(
     options_doc = None if registration_options is None else registration_options.model_dump()
     created = _make_results_folder(out)
     try:
-        done = {r["case"]: r.get("status") for r in read_results(results_path)}
-        todo = [c for c in cases if c.case not in done]
-        report.skipped = len(cases) - len(todo)
-        report.skipped_failed = sum(
-            1 for c in cases if c.case in done and done[c.case] not in (None, "ok")
-        )
-        if todo:
-            require_dask()
-            tags = [k for c in cases for k in c.tags]
-            with _connect(scheduler, workers, connect_timeout_s) as (client, address, local):
-                report.scheduler = address
-                report.warm_up_s = _warm_up_workers(client)
-                report.worker_names = sorted(report.warm_up_s)
-                report.workers = len(report.worker_names)
-                with ResultsWriter(results_path, dict.fromkeys(tags)) as writer:
-                    _run_tasks(
-                        client,
-                        todo,
-                        out,
-                        timeout_s,
-                        options_doc,
-                        margins,
-                        local,
-                        writer,
-                        report,
-                        progress,
-                    )
+        # one run per results folder: two would interleave results.csv
+        with folder_lock(out):
+            todo = _not_yet_run(cases, report)
+            if todo:
+                require_dask()
+                tags = [k for c in cases for k in c.tags]
+                with _connect(scheduler, workers, connect_timeout_s) as (client, address, local):
+                    report.scheduler = address
+                    report.warm_up_s = _warm_up_workers(client)
+                    report.worker_names = sorted(report.warm_up_s)
+                    report.workers = len(report.worker_names)
+                    run = (timeout_s, options_doc, margins, local)
+                    with ResultsWriter(results_path, dict.fromkeys(tags)) as writer:
+                        _run_tasks(client, todo, out, *run, writer, report, progress)
+            _write_summary(report, out)
     except BaseException:
         if not report.ran:  # nothing of this run to keep: leave no empty folder behind
             for folder in reversed(created):
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # only if empty
         raise
-    rows = read_results(results_path)
+    return report
+
+
+def _not_yet_run(cases: list, report: RunReport) -> list:
+    """The cases not yet in ``results.csv`` (a re-run resumes); counts the others."""
+    done = {r["case"]: r.get("status") for r in read_results(report.results)}
+    report.skipped = sum(1 for c in cases if c.case in done)
+    report.skipped_failed = sum(
+        1 for c in cases if c.case in done and done[c.case] not in (None, "ok")
+    )
+    return [c for c in cases if c.case not in done]
+
+
+def _write_summary(report: RunReport, out: Path) -> None:
+    """The summary and plots, rebuilt from the whole ``results.csv``."""
+    rows = read_results(report.results)
     if rows:
-        report.summary_rows = summarize(rows, group_by)
+        report.summary_rows = summarize(rows, report.group_by)
         write_summary(report.summary_rows, report.summary)
         try:
-            report.plots = write_plots(rows, out, group_by)
+            report.plots = write_plots(rows, out, report.group_by)
         except ImportError:
             log.warning("matplotlib missing: no plots (%s)", INSTALL_HINT)
-    return report
 
 
 def _check_tag_names(cases: list, manifest: str | Path) -> None:
