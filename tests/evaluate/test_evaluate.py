@@ -146,6 +146,11 @@ def test_a_stuck_case_times_out_and_the_run_goes_on(tiny_cases, tmp_path: Path) 
     assert rows["stuck"]["status"] == "failed"
     # submitted first, so run first: its worker was restarted before the others ran
     assert rows["stuck"]["reason"] == "timed out after 25 s (worker restarted)"
+    # said on stderr by usnav in one line naming the case; nothing of Dask's about the restart
+    assert "WARNING usnav.evaluate: case stuck: timed out after 25 s (worker restarted)" in (
+        run.stderr
+    )
+    assert "distributed" not in run.stderr, run.stderr
     _check_ok_row(rows[s7.case], s7, out)
     assert "no such file" in rows["missing"]["reason"]
 

@@ -326,8 +326,6 @@ def _make_results_folder(out: Path) -> list[Path]:
 
 
 def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer, report, progress):
-    from distributed import as_completed, wait
-
     run_id = uuid.uuid4().hex[:8]
     per_host = _workers_per_host(client)
     if progress is not None:
@@ -350,28 +348,58 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
 
     t0 = time.perf_counter()
     futures = {submit(c): c for c in todo}
+    deaths = _WorkerDeaths({f.key: c.case for f, c in futures.items()})
+    client.subscribe_topic("all", deaths.on_event)
+    scheduler_log = logging.getLogger("distributed.scheduler")
+    scheduler_log.addFilter(deaths)
+    try:
+        _collect(client, futures, submit, attempts, local, writer, report, progress, deaths)
+    finally:
+        deaths.closing = True  # the workers leaving with the cluster now did not die
+        scheduler_log.removeFilter(deaths)
+        with contextlib.suppress(Exception):
+            client.unsubscribe_topic("all")
+    report.wall_s = time.perf_counter() - t0
+
+
+def _collect(client, futures, submit, attempts, local, writer, report, progress, deaths) -> None:
+    """Write each case's row as it finishes; restart the worker of a timed-out case and run
+    again the cases its restart took down."""
+    from distributed import as_completed, wait
+
+    total = len(futures)
     pending = len(futures)
-    restarted = False
     queue = as_completed(futures)
     for future in queue:
         if future.status not in ("finished", "error", "cancelled"):
             wait([future])  # yielded while being rescheduled after a worker restart
         pending -= 1
         case = futures.pop(future)
-        if restarted and _killed(future) and attempts[case.case] < MAX_ATTEMPTS:
+        restarted_under = deaths.restarted_under(future)
+        if restarted_under and attempts[case.case] < MAX_ATTEMPTS:
             # its worker was restarted under it (for a timed-out case): run it again
             again = submit(case)
+            deaths.cases[again.key] = case.case
             futures[again] = case
             queue.add(again)
             pending += 1
             continue
-        row = _row_of(future, case)
+        if restarted_under:
+            row = failed_row(
+                case,
+                f"its worker was restarted under it {attempts[case.case]} times (for other "
+                "cases' timeouts)",
+            )
+        else:
+            row = _row_of(future, case)
         if row.pop("_restart", False):
             if pending or not local:
-                restarted = True
-                row["reason"] += f" ({_restart(client, row.get('worker', ''))})"
+                worker = row.get("worker", "")
+                deaths.restarted.add(worker)
+                row["reason"] += f" ({_restart(client, worker)})"
             else:
                 row["reason"] += " (its worker stopped with the local cluster)"
+            log.warning("case %s: %s", case.case, row["reason"])
         writer.write(row)
         report.ran += 1
         if row.get("status") != "ok":
@@ -383,19 +411,79 @@ def _run_tasks(client, todo, out, timeout_s, options_doc, margins, local, writer
         if row.get("registration_seconds") not in ("", None):
             report.registration_seconds.append(float(row["registration_seconds"]))
         if progress is not None:
-            progress(report.ran, len(todo), row)
+            progress(report.ran, total, row)
         future.release()
-    report.wall_s = time.perf_counter() - t0
 
 
-def _killed(future) -> bool:
-    """Whether the task was lost with its worker (KilledWorker)."""
-    if future.status != "error":
-        return False
-    try:
-        return type(future.exception()).__name__ == "KilledWorker"
-    except Exception:
-        return False
+class _WorkerDeaths(logging.Filter):
+    """Tells usnav's restarts of a timed-out case's worker from workers that died by
+    themselves (crash, out of memory), and says each death in one line of usnav's own.
+
+    Dask counts a restart as a death of the worker: a case the scheduler had just given that
+    worker is "suspicious", and after two such restarts Dask logged ``ERROR
+    distributed.scheduler: Task usnav-case-... marked as failed because 2 workers died while
+    trying to run it`` although no worker died by itself (the case then runs again: usnav's
+    rule). As a logging filter on ``distributed.scheduler`` this demotes that line to DEBUG
+    for usnav's tasks (shown with ``--debug``); what happened is said by usnav: the timed-out
+    case's line, and one line per worker that died by itself (:meth:`on_event`, subscribed to
+    the scheduler's ``remove-worker`` events).
+
+    Attributes
+    ----------
+    cases
+        Task key → case name.
+    restarted
+        Addresses of the workers usnav restarted (their removal is no death).
+    closing
+        True once the run's tasks are done: workers leaving with the cluster did not die.
+    """
+
+    TASK_FAILED = "Task %s marked as failed because %d workers died"
+
+    def __init__(self, cases: dict[str, str]):
+        super().__init__()
+        self.cases = cases
+        self.restarted: set[str] = set()
+        self.closing = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not (
+            str(record.msg).startswith(self.TASK_FAILED) and args and str(args[0]) in self.cases
+        ):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+    def on_event(self, event) -> None:
+        """A scheduler event (``(timestamp, msg)``): one line for a worker that left the
+        cluster unexpected and was not restarted by usnav."""
+        msg = event[1] if isinstance(event, tuple | list) and len(event) == 2 else event
+        if not isinstance(msg, dict) or msg.get("action") != "remove-worker":
+            return
+        worker = str(msg.get("worker", ""))
+        if self.closing or msg.get("expected") or worker in self.restarted:
+            return
+        keys = [str(k) for k in msg.get("processing-tasks", ()) or ()]
+        running = sorted(self.cases[k] for k in keys if k in self.cases)
+        what = f"while running case {', '.join(running)}" if running else "while idle"
+        log.warning(
+            "the Dask worker process %s died %s (a crash, out of memory, or killed)", worker, what
+        )
+
+    def restarted_under(self, future) -> bool:
+        """Whether the task was lost with a worker usnav restarted (KilledWorker whose last
+        worker is one of :attr:`restarted`)."""
+        if future.status != "error":
+            return False
+        try:
+            exc = future.exception()
+        except Exception:
+            return False
+        if type(exc).__name__ != "KilledWorker":
+            return False
+        last = getattr(getattr(exc, "last_worker", None), "address", None)
+        return last in self.restarted
 
 
 def _row_of(future, case) -> dict:
@@ -408,7 +496,7 @@ def _row_of(future, case) -> dict:
         exc = err
     name = type(exc).__name__
     if name == "KilledWorker":
-        reason = "the worker process running it died (crash or out of memory)"
+        reason = "the worker process running it died (a crash, out of memory, or killed)"
     else:
         reason = f"task error: {name}: {exc}"
     return failed_row(case, reason)
