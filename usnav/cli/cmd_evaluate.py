@@ -65,6 +65,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="TOML",
         help="registration options (a [registration] table, see docs/registration.md)",
     )
+    p.add_argument(
+        "--ledger",
+        type=Path,
+        metavar="FILE",
+        help="seed ledger (JSON Lines): the run's simulator seeds are recorded in it, as used "
+        "for tuning, or with --report as reported on (docs/evaluation.md, 'The seed ledger')",
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="this run is a report: warn, before any case runs, when the ledger says some of "
+        "its seeds were already used (tuned or reported on)",
+    )
     p.add_argument("--no-margins", action="store_true", help="registration only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -79,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     from usnav.registration.rigid import load_registration_options
 
     options = load_registration_options(args.config) if args.config else None
+    seeds = _check_ledger(args) if args.ledger is not None else None
+    if args.report and args.ledger is None:
+        raise InputError("--report", "needs --ledger FILE", "give the seed ledger to check against")
 
     def progress(done: int, total: int, row: dict | None) -> None:
         detail = f"{row.get('case', '')}: {row.get('status', '')}" if row else ""
@@ -97,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
             connect_timeout_s=args.connect_timeout,
             progress=progress,
         )
+    if seeds and report.ran:
+        from usnav.evaluate.ledger import Use, record
+
+        use: Use = "report" if args.report else "tuning"
+        record(args.ledger, seeds, use, run=str(args.out), manifest=str(args.manifest))
     out = Console() if Console().is_terminal else Console(width=160)
     if report.ran:
         out.print(
@@ -128,6 +149,32 @@ def run(args: argparse.Namespace) -> int:
             "see the reason column; fix the inputs it names, delete those rows and run again",
         )
     return 0
+
+
+def _check_ledger(args: argparse.Namespace) -> dict[str, set[int]]:
+    """The manifest's seeds by site; with ``--report``, one warning line on stderr when the
+    ledger says some were used before."""
+    import sys
+
+    from usnav.evaluate.ledger import read_ledger, seeds_by_site, used_before
+    from usnav.io.manifest import read_manifest
+
+    entries = read_ledger(args.ledger)
+    seeds = seeds_by_site(read_manifest(args.manifest))
+    if not args.report:
+        return seeds
+    overlaps = used_before(entries, seeds)
+    if overlaps:
+        shared = set().union(*(o.seeds for o in overlaps))
+        said = "; ".join(o.describe() for o in overlaps[:3])
+        more = f"; and {len(overlaps) - 3} more entries" if len(overlaps) > 3 else ""
+        print(
+            f"usnav evaluate: warning: this report is not on fresh data: {len(shared)} of its "
+            f"seeds were used before, by {args.ledger}: {said}{more}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return seeds
 
 
 def _table(rows: list[dict], by: str):

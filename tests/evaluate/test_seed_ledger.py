@@ -1,0 +1,61 @@
+"""The seed ledger of ``usnav evaluate``: a run records the seeds it used; a report warns
+when some were used before (the project's rule: report on seeds nobody has looked at)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from evaluate_helpers import manifest_of, usnav
+
+from usnav.errors import InputError
+from usnav.evaluate.ledger import format_ranges, parse_ranges, read_ledger
+
+
+def test_ranges_read_and_written() -> None:
+    assert parse_ranges("1101-1103, 1107,7601–7602") == {1101, 1102, 1103, 1107, 7601, 7602}
+    assert format_ranges({1107, 1101, 1102, 1103, 9}) == "9, 1101-1103, 1107"
+    with pytest.raises(ValueError, match="ends before it starts"):
+        parse_ranges("20-10")
+
+
+def test_a_bad_ledger_line_names_the_file_and_line(tmp_path: Path) -> None:
+    ledger = tmp_path / "seeds.jsonl"
+    ledger.write_text('{"site": "usnav-sim", "seeds": "1-4", "use": "tuning"}\n{"seeds": "x"}\n')
+    with pytest.raises(InputError) as info:
+        read_ledger(ledger)
+    assert str(info.value).startswith(f"{ledger}:2: not a seed-ledger entry")
+
+
+@pytest.mark.slow
+def test_a_report_on_seeds_tuned_on_says_so_and_every_run_is_recorded(tiny_cases, tmp_path):
+    s7, s9 = tiny_cases["s7"], tiny_cases["s9"]
+    ledger = tmp_path / "seeds.jsonl"
+    tuning = manifest_of(tmp_path / "tuning.csv", [s7])
+    first = usnav(
+        "evaluate", str(tuning), "--out", str(tmp_path / "tune"), "--workers", "1",
+        "--ledger", str(ledger), "--no-margins", "--quiet",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert "warning" not in first.stderr
+    (entry,) = read_ledger(ledger)
+    assert (entry.site, entry.seeds, entry.use) == ("usnav-sim", "7", "tuning")
+    assert entry.run == str(tmp_path / "tune")
+    report = manifest_of(tmp_path / "report.csv", [s7, s9])
+    second = usnav(
+        "evaluate", str(report), "--out", str(tmp_path / "report"), "--workers", "1",
+        "--ledger", str(ledger), "--report", "--no-margins", "--quiet",
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    (line,) = [x for x in second.stderr.splitlines() if "warning" in x]
+    assert line.startswith(
+        "usnav evaluate: warning: this report is not on fresh data: 1 of its seeds were used "
+        f"before, by {ledger}: usnav-sim 7 (tuning: "
+    )
+    assert str(tmp_path / "tune") in line
+    last = json.loads(ledger.read_text().splitlines()[-1])
+    assert (last["seeds"], last["use"]) == ("7, 9", "report")
+    # --report needs the ledger
+    bad = usnav("evaluate", str(report), "--out", str(tmp_path / "x"), "--report")
+    assert bad.returncode == 2 and "--report: needs --ledger FILE" in bad.stderr
