@@ -117,7 +117,7 @@ class LivePipeline:
         flags = [calibration.flag_warning()]
         if device_calibration is not None and device_calibration is not calibration:
             flags.append(device_calibration.flag_warning())
-        self.calibration_flagged = "; ".join(f for f in flags if f)
+        self.calibration_flagged = "; ".join(dict.fromkeys(f for f in flags if f))
         # the navigation system's registration: in use until an image-based one replaces
         # it, never shown LIVE (source "init": not checked on the ultrasound)
         self.initial = RegistrationEstimate(
