@@ -329,6 +329,10 @@ def save_calibration(calibration: CalibrationFile, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     data = calibration.model_dump(exclude_none=True)
+    for name in ("spatial", "temporal"):  # a flag not recorded leaves no empty warnings
+        section = data.get(name)
+        if section is not None and "flagged" not in section and not section.get("warnings"):
+            section.pop("warnings", None)
     p.write_text(
         "# usnav calibration file: ImageToProbe maps image pixels (col, row, 0) to Probe mm\n"
         + _compact_number_arrays(tomli_w.dumps(data)),
