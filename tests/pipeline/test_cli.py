@@ -310,7 +310,8 @@ def _flagged_copy(case: Path, tmp_path: Path) -> Path:
 def test_a_flagged_calibration_is_said_once_logged_and_kept_in_the_status(small_case, tmp_path):
     """``usnav run`` with a calibration ``usnav calibrate`` flagged: it runs (the engineer may
     knowingly use it), says so in one warning line naming the file and its warnings, writes it
-    to the run's log and keeps it in every status (the status line, the status topic)."""
+    to the run's log and keeps it in every status (the status line, the status topic); no
+    overlay of the run may be LIVE."""
     from usnav.cli.cmd_run import status_line
     from usnav.pipeline.run import open_pipeline
 
@@ -342,9 +343,18 @@ def test_a_flagged_calibration_is_said_once_logged_and_kept_in_the_status(small_
     assert log.read_text().count(f"{flagged} is a FLAGGED calibration") == 1
     device = _device_file(tmp_path, free_port())
     files = [small_case / "mri.nii.gz", small_case / "tumor_label.nii.gz"]
-    status = open_pipeline(device, *files, flagged, init=args[-1]).status()
+    pipeline = open_pipeline(device, *files, flagged, init=args[-1])
+    status = pipeline.status()
     assert status["calibration_flagged"].startswith(f"{flagged} is a FLAGGED calibration")
     assert "CALIBRATION FLAGGED" in status_line(status)
-    clean = open_pipeline(device, *files, small_case / "calibration.toml", init=args[-1]).status()
+    # its publisher is told: nothing of this run may be LIVE (tests/publish: what that does)
+    publisher = pipeline.make_publisher("tcp://127.0.0.1:*")
+    try:
+        assert "calibration flagged" in publisher.standing_doubt
+    finally:
+        publisher.close()
+    clean_pipeline = open_pipeline(device, *files, small_case / "calibration.toml", init=args[-1])
+    assert clean_pipeline.standing_doubt == ""
+    clean = clean_pipeline.status()
     assert clean["calibration_flagged"] == ""
     assert "CALIBRATION FLAGGED" not in status_line(clean)

@@ -430,3 +430,33 @@ def test_the_documented_python_client_runs(case, estimator) -> None:
     assert frames, (lines, err)
     assert "LIVE" in frames[0] and "registration ±1.5 mm" in frames[0] and "lost" in frames[0]
     assert any("seen on ultrasound" in line and line.startswith("cyst") for line in lines)
+
+
+def test_a_standing_doubt_keeps_every_message_from_live(case, estimator) -> None:
+    """``usnav run`` with a calibration ``usnav calibrate`` flagged gives its publisher a
+    standing doubt: an estimate that would be LIVE (checked, 1.0 mm, just computed) goes out
+    UNCERTAIN with that reason on every topic, while a message's own doubt still comes first."""
+    doubt = "calibration flagged by usnav calibrate (see the run's log)"
+    reg = RegistrationEstimate(
+        np.eye(4), quality=0.9, t_computed=time.time(), source="image", uncertainty_mm=1.0
+    )
+    margins = estimator.estimate(case.image, case.image_to_mri, reg)
+    assert margins.in_view
+    for standing, expected in (("", "LIVE"), (doubt, "UNCERTAIN")):
+        publisher = Publisher("tcp://127.0.0.1:*", hwm=100, standing_doubt=standing)
+        subscriber = Subscriber(publisher.endpoint, strict=True)
+        try:
+            _join(publisher, subscriber)
+            publisher.publish_margins(TrackedFrame(case.image, frame_number=1), margins, reg)
+            publisher.publish_registration(reg)
+            publisher.publish_status({"state": "streaming"})
+            got = [subscriber.receive(timeout_s=5) for _ in range(3)]
+            assert all(m is not None for m in got)
+            assert [m.header.display_state for m in got] == [expected] * 3
+            if standing:
+                assert all(m.header.display_reason == doubt for m in got)
+                own = publisher.display_of(reg, time.time(), doubt="its own doubt")
+                assert own.reason == "its own doubt"
+        finally:
+            subscriber.close()
+            publisher.close()

@@ -295,3 +295,20 @@ def test_a_margin_is_drawn_over_its_own_frame_only(viewer_case, viewer_margins) 
     bare = ViewModel("tcp://127.0.0.1:5556")
     s = bare.update({"margin": messages(13)["margin"]}, connected=True, last_message_s=now, now=now)
     assert s.margin.header.frame_number == 13
+
+
+def test_a_flagged_calibration_is_said_in_the_panel(viewer_case, viewer_margins, live) -> None:
+    """The status of a run whose calibration usnav calibrate flagged: the panel says so in
+    amber (the banner may name another reason for not being LIVE); without it, nothing."""
+    assert not any("FLAGGED" in text for text in live[2].panel_text)
+    assert any(text.startswith("REGISTRATION") for text in live[2].panel_text)
+    state = _state(viewer_case, viewer_margins, uncertainty_mm=3.0)
+    state.status = {"calibration_flagged": "probe.toml is a FLAGGED calibration: ..."}
+    picture, layout, _ = render_with_layout(state)
+    said = [text for text in layout.panel_text if "FLAGGED" in text]
+    assert said == ["calibration FLAGGED: see usnav run's log"]
+    panel = picture[:, layout.image_box[2] :].reshape(-1, 3).astype(int)
+    amber = np.all(np.abs(panel - np.array(BANNER_AMBER)) < 40, axis=1)
+    plain, _, _ = render_with_layout(_state(viewer_case, viewer_margins, uncertainty_mm=3.0))
+    plain_panel = plain[:, layout.image_box[2] :].reshape(-1, 3).astype(int)
+    assert amber.sum() > np.all(np.abs(plain_panel - np.array(BANNER_AMBER)) < 40, axis=1).sum()

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from usnav.pipeline.stats import LatencyMeter, RateMeter
 from usnav.protocol.display import STALE, DisplayState, seen_disagreement_doubt
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.transforms import TransformRepository
+
+if TYPE_CHECKING:
+    from usnav.publish.publisher import Publisher
 
 log = logging.getLogger("usnav.pipeline")
 
@@ -118,6 +121,13 @@ class LivePipeline:
         if device_calibration is not None and device_calibration is not calibration:
             flags.append(device_calibration.flag_warning())
         self.calibration_flagged = "; ".join(dict.fromkeys(f for f in flags if f))
+        #: why no overlay of this run may be LIVE ("" if nothing): a flagged calibration's
+        #: error is not known to be within the budget the stated uncertainty assumes
+        self.standing_doubt = (
+            "calibration flagged by usnav calibrate (see the run's log)"
+            if self.calibration_flagged
+            else ""
+        )
         # the navigation system's registration: in use until an image-based one replaces
         # it, never shown LIVE (source "init": not checked on the ultrasound)
         self.initial = RegistrationEstimate(
@@ -160,14 +170,7 @@ class LivePipeline:
 
         Returns the compile/warm-up seconds per part (shown to the user).
         """
-        from usnav.publish.publisher import Publisher
-
-        self._publisher = Publisher(
-            self.options.publish_address,
-            hwm=self.options.publish_hwm,
-            curve_secret_key=self.options.curve_secret_key,
-            display_rules=self.options.display,
-        )
+        self._publisher = self.make_publisher()
         try:
             if self.options.slicer_port:
                 from usnav.publish.slicer import SlicerExporter
@@ -221,6 +224,19 @@ class LivePipeline:
     def endpoint(self) -> str:
         """The ZeroMQ endpoint actually bound (after :meth:`prepare`)."""
         return self._publisher.endpoint if self._publisher else self.options.publish_address
+
+    def make_publisher(self, address: str | None = None) -> Publisher:
+        """The publisher of this run's margins (bound to ``address``, default the options'),
+        told the run's :attr:`standing_doubt`."""
+        from usnav.publish.publisher import Publisher
+
+        return Publisher(
+            self.options.publish_address if address is None else address,
+            hwm=self.options.publish_hwm,
+            curve_secret_key=self.options.curve_secret_key,
+            display_rules=self.options.display,
+            standing_doubt=self.standing_doubt,
+        )
 
     def start(self) -> None:
         """Start the worker, the recorder, the frame path and the probe."""

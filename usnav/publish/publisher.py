@@ -66,6 +66,10 @@ class Publisher:
         ZeroMQ CURVE: the publisher's ``*.key_secret`` file and the folder of authorised client
         public keys (default: ``authorized/`` beside the key). Required to bind anything but
         loopback; see ``usnav keys``.
+    standing_doubt
+        Why nothing this publisher sends may be LIVE, for the whole run ("": nothing): every
+        message is at most UNCERTAIN with this reason when no other applies (``usnav run``: a
+        calibration that ``usnav calibrate`` flagged).
 
     Raises
     ------
@@ -88,9 +92,13 @@ class Publisher:
         display_rules: DisplayRules | None = None,
         curve_secret_key: str | Path | None = None,
         curve_authorized_dir: str | Path | None = None,
+        standing_doubt: str = "",
     ):
         self.address = address
         self.display_rules = display_rules or DisplayRules()
+        #: why nothing this publisher sends may be LIVE, for the whole run ("" if nothing):
+        #: e.g. a calibration ``usnav calibrate`` flagged
+        self.standing_doubt = standing_doubt
         if (
             curve_secret_key is None
             and address.startswith("tcp://")
@@ -214,7 +222,9 @@ class Publisher:
         doubt: str = "",
     ) -> DisplayState:
         """The ``display_state`` of data computed with ``estimate`` (see
-        :func:`usnav.protocol.display.publisher_state`)."""
+        :func:`usnav.protocol.display.publisher_state`); the message's own ``doubt``, else
+        the publisher's :attr:`standing_doubt`, keeps it from LIVE."""
+        doubt = doubt or self.standing_doubt
         if estimate is None:
             if stale_reason:
                 return publisher_state(

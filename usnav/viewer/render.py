@@ -66,6 +66,8 @@ class Layout:
         name → (x0, y0, width, height) of each locator drawn.
     legend
         The legend's entries, in order (only what the picture shows).
+    panel_text
+        The panel's lines, top to bottom, as drawn.
     """
 
     image_box: tuple[int, int, int, int]
@@ -75,6 +77,7 @@ class Layout:
     mri_box: tuple[int, int, int, int] | None = None
     locator_boxes: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     legend: tuple[str, ...] = ()
+    panel_text: tuple[str, ...] = ()
 
 
 def _image_geometry(state: ViewState, area: int) -> tuple[int, int, float, float, float]:
@@ -181,7 +184,8 @@ def render_with_layout(
         message = "no picture yet" if verdict.word == WAITING else "no ultrasound frame"
         _centred(canvas[:, :area], message, TEXT_DIM)
     banner_box = draw_banner(canvas, verdict, panel_x)
-    y = _draw_panel(canvas, state, options, verdict, panel_x)
+    panel_text: list[str] = []
+    y = _draw_panel(canvas, state, options, verdict, panel_x, panel_text)
     locator_boxes: dict[str, tuple[int, int, int, int]] = {}
     if state.mri is not None:
         locator_boxes, plane_shown, y = _draw_locators(canvas, state, verdict, panel_x, y)
@@ -196,6 +200,7 @@ def render_with_layout(
         mri_box,
         locator_boxes,
         tuple(text for _, text in legend),
+        tuple(panel_text),
     )
     return canvas, layout, verdict
 
@@ -492,9 +497,15 @@ def _registration_note(state: ViewState) -> tuple[str, tuple[int, int, int]] | N
 
 
 def _draw_panel(
-    canvas: np.ndarray, state: ViewState, options: ViewerOptions, verdict: Verdict, x0: int
+    canvas: np.ndarray,
+    state: ViewState,
+    options: ViewerOptions,
+    verdict: Verdict,
+    x0: int,
+    said: list[str],
 ) -> int:
-    """The numbers; returns the first free row below them."""
+    """The numbers (each line drawn is appended to ``said``); returns the first free row
+    below them."""
     x = x0 + 18
     y = 44
 
@@ -502,6 +513,7 @@ def _draw_panel(
         nonlocal y
         if y < canvas.shape[0] - 8:
             cv2.putText(canvas, text, (x, y), FONT, scale, colour, bold, cv2.LINE_AA)
+            said.append(text)
         y += gap
 
     word_colour = {LIVE: LIVE_GREEN, STALE: BANNER_RED, UNCERTAIN: BANNER_AMBER}.get(
@@ -524,6 +536,10 @@ def _draw_panel(
     note = _registration_note(state)
     if note is not None:
         line(note[0], note[1], 0.5, 22)
+    if state.status.get("calibration_flagged"):
+        # the run's calibration was flagged by usnav calibrate: the publisher keeps every
+        # overlay from LIVE, and this says why on a picture whose banner names another reason
+        line("calibration FLAGGED: see usnav run's log", BANNER_AMBER, 0.5, 22)
     y += 6
 
     # numbers from stale data are dimmed: they describe the past
