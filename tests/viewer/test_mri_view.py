@@ -132,7 +132,7 @@ def test_legend_lists_only_what_is_in_view(with_mri, viewer_case) -> None:
     from usnav.margins import MarginEstimator
 
     _, _, layout, _ = with_mri
-    assert layout.legend[:3] == ("tumor (MRI)", "cyst (MRI)", "margin seen on US")
+    assert layout.legend[:3] == ("tumor (MRI)", "cyst (MRI)", "US differs from MRI")
     assert "tool tip" not in layout.legend
     away = viewer_case.image_to_mri.copy()
     away[:3, 3] += 60.0
@@ -141,7 +141,7 @@ def test_legend_lists_only_what_is_in_view(with_mri, viewer_case) -> None:
     )
     _, layout_away, _ = render_with_layout(_mri_state(viewer_case, margins))
     assert "tumor (MRI)" not in layout_away.legend and "cyst (MRI)" not in layout_away.legend
-    assert "margin seen on US" not in layout_away.legend
+    assert "US differs from MRI" not in layout_away.legend
 
 
 def _with_update(case, margins, *, accepted_age_s: float, update_age_s: float):

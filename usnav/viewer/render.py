@@ -156,7 +156,7 @@ def render_with_layout(
             (SOLID_COLOUR, "tumor (MRI)", "solid"),
             (CYST_COLOUR, "cyst (MRI)", "cyst"),
             (STALE_GREY, "tumor (MRI), stale", "stale"),
-            (US_MARGIN_COLOUR, "margin seen on US", "us"),
+            (US_MARGIN_COLOUR, "US differs from MRI", "us"),
             (TOOL_COLOUR, "tool tip", "tool"),
         ):
             if entry[2] in drawn:
