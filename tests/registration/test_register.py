@@ -340,6 +340,47 @@ def test_usnav_register_in_a_real_process(small_case_dirs, tmp_path):
     assert truth.mtre(np.asarray(doc["ReferenceToMri"])) < 2.0
     assert truth.mtre(truth.init_reference_to_mri) > 3.0
     assert "accepted" in proc.stdout
+    assert doc["calibration_flagged"] == "" and doc["confident"] == (doc["uncertainty_mm"] <= 2.0)
+
+
+def test_a_flagged_calibration_is_said_in_the_result_and_never_confident(small_case_dirs, tmp_path):
+    """A calibration ``usnav calibrate`` flagged is used (a warning, not a refusal), and the
+    result says so: ``calibration_flagged`` names the file, ``confident`` is false whatever
+    the bound (``usnav run`` shows nothing LIVE with it either)."""
+    from usnav.config.calibration import load_calibration, save_calibration
+    from usnav.registration.files import register_recording
+    from usnav.registration.rigid import RegistrationOptions
+
+    case = small_case_dirs[8]
+    cal = load_calibration(case / "calibration.toml")
+    spatial = cal.spatial.model_copy(
+        update={"flagged": True, "warnings": ["no validation recording: check it"]}
+    )
+    flagged = save_calibration(cal.model_copy(update={"spatial": spatial}), tmp_path / "cal.toml")
+    # a site budget with no systematic terms, so that the estimate itself is confident
+    options = RegistrationOptions(
+        similarity_bias_mm=0.0,
+        calibration_error_mm=0.0,
+        calibration_error_deg=0.0,
+        speed_of_sound_error=0.0,
+        echo_offset_mm=0.0,
+        tumor_shift_mm=0.0,
+    )
+    out = tmp_path / "result.json"
+    result = register_recording(
+        case / "sweep.igs.mha",
+        case / "mri.nii.gz",
+        flagged,
+        case / "init_ReferenceToMri.txt",
+        out,
+        options,
+    )
+    assert result.confident  # as the registration alone judges it
+    doc = json.loads(out.read_text())
+    assert doc["accepted"] is True
+    assert doc["calibration_flagged"].startswith(f"{flagged} is a FLAGGED calibration")
+    assert "no validation recording: check it" in doc["calibration_flagged"]
+    assert doc["confident"] is False
 
 
 def test_a_candidate_in_the_wrong_basin_along_the_sweep_climbs_to_the_better_one(small_case):

@@ -154,7 +154,8 @@ def register_recording(
         the MRI).
     """
     t0 = time.perf_counter()
-    image_to_probe = load_calibration(calibration).image_to_probe
+    calibration_file = load_calibration(calibration)
+    image_to_probe = calibration_file.image_to_probe
     initial = read_initial(init)
     mri = load_volume(mri_path)
     mri.check_finite()
@@ -183,6 +184,11 @@ def register_recording(
         doc["compile_seconds"] = round(compile_s, 3)
         doc["frames"] = len(sweep)
         doc["frames_dropped"] = sweep.dropped
+        # a calibration usnav calibrate flagged: said in the result too, and no estimate made
+        # with it is confident (a display keeps it from LIVE: docs/protocol.md)
+        doc["calibration_flagged"] = calibration_file.flag_warning() or ""
+        if doc["calibration_flagged"]:
+            doc["confident"] = False
         doc["inputs"] = {
             "recording": str(recording),
             "mri": str(mri_path),
