@@ -55,3 +55,15 @@ def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> st
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def flagged_calibration(case: Path, out: Path) -> Path:
+    """``case``'s ``calibration.toml`` as ``usnav calibrate`` writes a flagged one (a real file
+    at ``out``, [spatial] flagged with one warning)."""
+    from usnav.config.calibration import load_calibration, save_calibration
+
+    cal = load_calibration(case / "calibration.toml")
+    spatial = cal.spatial.model_copy(
+        update={"flagged": True, "warnings": ["no validation recording: check it"]}
+    )
+    return save_calibration(cal.model_copy(update={"spatial": spatial}), out)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import flagged_calibration
 from pipeline_helpers import free_port, wait_until
 
 from usnav.devices import serve_in_subprocess
@@ -296,17 +297,6 @@ def test_demo_end_to_end(tmp_path):
     assert picture.shape == (720, 2 * 720 + 400, 3)
 
 
-def _flagged_copy(case: Path, tmp_path: Path) -> Path:
-    """The case's calibration as ``usnav calibrate`` writes a flagged one (a real file)."""
-    from usnav.config.calibration import load_calibration, save_calibration
-
-    cal = load_calibration(case / "calibration.toml")
-    spatial = cal.spatial.model_copy(
-        update={"flagged": True, "warnings": ["no validation recording: check it"]}
-    )
-    return save_calibration(cal.model_copy(update={"spatial": spatial}), tmp_path / "cal.toml")
-
-
 def test_a_flagged_calibration_is_said_once_logged_and_kept_in_the_status(small_case, tmp_path):
     """``usnav run`` with a calibration ``usnav calibrate`` flagged: it runs (the engineer may
     knowingly use it), says so in one warning line naming the file and its warnings, writes it
@@ -315,7 +305,7 @@ def test_a_flagged_calibration_is_said_once_logged_and_kept_in_the_status(small_
     from usnav.cli.cmd_run import status_line
     from usnav.pipeline.run import open_pipeline
 
-    flagged = _flagged_copy(small_case, tmp_path)
+    flagged = flagged_calibration(small_case, tmp_path / "cal.toml")
     port = free_port()
     server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
     args = _run_args(small_case, _device_file(tmp_path, port))

@@ -347,16 +347,13 @@ def test_a_flagged_calibration_is_said_in_the_result_and_never_confident(small_c
     """A calibration ``usnav calibrate`` flagged is used (a warning, not a refusal), and the
     result says so: ``calibration_flagged`` names the file, ``confident`` is false whatever
     the bound (``usnav run`` shows nothing LIVE with it either)."""
-    from usnav.config.calibration import load_calibration, save_calibration
+    from cli_helpers import flagged_calibration
+
     from usnav.registration.files import register_recording
     from usnav.registration.rigid import RegistrationOptions
 
     case = small_case_dirs[8]
-    cal = load_calibration(case / "calibration.toml")
-    spatial = cal.spatial.model_copy(
-        update={"flagged": True, "warnings": ["no validation recording: check it"]}
-    )
-    flagged = save_calibration(cal.model_copy(update={"spatial": spatial}), tmp_path / "cal.toml")
+    flagged = flagged_calibration(case, tmp_path / "cal.toml")
     # a site budget with no systematic terms, so that the estimate itself is confident
     options = RegistrationOptions(
         similarity_bias_mm=0.0,

@@ -49,7 +49,6 @@ from usnav.transforms.series import SAME_SAMPLE_S, PoseSeries
 
 log = logging.getLogger("usnav.devices.probe")
 
-_EXACT_S = SAME_SAMPLE_S  # a sample kept as is, however rigid (PoseSeries needs rigid)
 _SAMPLES_KEPT = 512
 _MAX_STREAMS = 64
 _MAX_SEEN_NAMES = 32  # device names remembered per message type (bounded against a noisy peer)
@@ -546,7 +545,7 @@ class ProbeClient(Device):
         for stream in self._streams.values():
             if now - stream.last_update > self.config.watchdog_s:
                 continue  # stale: will be MISSING, no point waiting
-            if not stream.samples or stream.samples[-1].t_device < target - _EXACT_S:
+            if not stream.samples or stream.samples[-1].t_device < target - SAME_SAMPLE_S:
                 return False
         return True
 
@@ -670,13 +669,13 @@ def _pose_at(
 ) -> TrackedTransform:
     """Pose of a transform stream at time ``t`` (see the module docstring)."""
     newest = samples[-1]
-    if abs(newest.t_device - t) <= _EXACT_S:
+    if abs(newest.t_device - t) <= SAME_SAMPLE_S:
         return TrackedTransform(newest.matrix, newest.status)
     times = np.fromiter((s.t_device for s in samples), dtype=np.float64, count=len(samples))
     j = int(np.searchsorted(times, t))
     candidates = [k for k in (j - 1, j) if 0 <= k < len(samples)]
     for k in candidates:
-        if abs(times[k] - t) <= _EXACT_S:
+        if abs(times[k] - t) <= SAME_SAMPLE_S:
             return TrackedTransform(samples[k].matrix, samples[k].status)
     try:
         if len(candidates) == 2:
