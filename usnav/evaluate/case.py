@@ -145,7 +145,7 @@ def _evaluate(case: ManifestCase, folder: Path, row: dict, options, margins: boo
     if Path(case.init).suffix.lower() == ".json":  # usnav register reads 16 numbers
         init_path = folder / "init_ReferenceToMri.txt"
         np.savetxt(init_path, initial, fmt="%.9f")
-    scorer = load_scorer(case.truth) if case.truth is not None else None
+    scorer = load_scorer(case.truth, case.label) if case.truth is not None else None
     result = register_recording(
         case.recording,
         case.mri,

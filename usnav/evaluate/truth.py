@@ -7,7 +7,12 @@ Two kinds, chosen by the file:
   and the error at the tumor where it is during surgery (cord shift included),
   :meth:`usnav.sim.CaseTruth.mtre_now` — ``usnav bench`` and ``usnav evaluate`` report both;
 - an MNI ``.tag`` file (RESECT: volume 1 = MRI, volume 2 = Reference): the mean landmark TRE,
-  :func:`usnav.registration.cases.mean_tre` — what ``usnav bench`` reports for Case 24.
+  :func:`usnav.registration.cases.mean_tre` — what ``usnav bench`` reports for Case 24;
+- any other file: the true ``ReferenceToMri`` as 16 numbers (row-major, the ``--init`` format),
+  scored with the case's tumor label as the mean displacement over the tumor's surface voxels,
+  :meth:`TruthScorer.error_mm` — so cases from any other generator (or a phantom with a known
+  pose) are scored by the same instrument. Such a truth knows no cord shift: its error "now"
+  is the same number.
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ class TruthScorer:
     Attributes
     ----------
     kind
-        ``"simulator"`` or ``"landmarks"``.
+        ``"simulator"``, ``"landmarks"`` or ``"transform"``.
     path
         The truth file.
     sim
         The simulator truth (:class:`usnav.sim.CaseTruth`), None for landmarks.
     landmarks_reference, landmarks_mri
         (N, 3) paired landmarks (``.tag`` truth), mm; None for the simulator.
+    reference_to_mri, surface_mri
+        The true ``ReferenceToMri`` (4×4) and the tumor's surface voxel centres in MRI mm
+        (N, 3) of a ``"transform"`` truth; None otherwise.
     """
 
     kind: str
@@ -41,6 +49,8 @@ class TruthScorer:
     sim: object | None = None
     landmarks_reference: np.ndarray | None = None
     landmarks_mri: np.ndarray | None = None
+    reference_to_mri: np.ndarray | None = None
+    surface_mri: np.ndarray | None = None
 
     def error_now_mm(self, reference_to_mri: np.ndarray) -> float:
         """Error of an estimate at the tumor *where it is during surgery*, mm: what an overlay
@@ -56,6 +66,12 @@ class TruthScorer:
         the cord shift is not in it) or at the landmarks (tag), mm."""
         if self.sim is not None:
             return float(self.sim.mtre(np.asarray(reference_to_mri, np.float64)))
+        if self.reference_to_mri is not None and self.surface_mri is not None:
+            # a tumor point X of the MRI lies at inv(T_true) X in the Reference; the estimate
+            # E maps it to E inv(T_true) X, which an overlay then draws |. − X| off
+            m = np.asarray(reference_to_mri, np.float64) @ np.linalg.inv(self.reference_to_mri)
+            mapped = self.surface_mri @ m[:3, :3].T + m[:3, 3]
+            return float(np.linalg.norm(mapped - self.surface_mri, axis=1).mean())
         from usnav.registration.cases import mean_tre
 
         return mean_tre(
@@ -63,22 +79,67 @@ class TruthScorer:
         )
 
 
-def load_scorer(path: str | Path) -> TruthScorer:
-    """Read a truth file (``truth.json`` or ``.tag``).
+def load_scorer(path: str | Path, label: str | Path | None = None) -> TruthScorer:
+    """Read a truth file (``truth.json``, ``.tag``, or a true ``ReferenceToMri`` as 16
+    numbers, which needs the case's tumor ``label``).
 
     Raises
     ------
     InputError
-        Missing, unreadable or unknown truth file.
+        Missing, unreadable or unknown truth file; a transform truth without a label, or a
+        label with no tumor voxel.
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(p, "no such truth file", "give a simulator truth.json or an MNI .tag")
+        raise InputError(
+            p,
+            "no such truth file",
+            "give a simulator truth.json, an MNI .tag or the true ReferenceToMri (16 numbers)",
+        )
     if p.suffix.lower() == ".tag":
         from usnav.registration.points import read_tag_file
 
         fixed, moving = read_tag_file(p)
         return TruthScorer("landmarks", p, landmarks_reference=moving, landmarks_mri=fixed)
+    if p.suffix.lower() != ".json":
+        return _transform_scorer(p, label)
     from usnav.sim.truth import load_truth
 
     return TruthScorer("simulator", p, sim=load_truth(p))
+
+
+def _transform_scorer(path: Path, label: str | Path | None) -> TruthScorer:
+    """A true ``ReferenceToMri`` (16 numbers) scored over the surface of ``label``'s tumor."""
+    from usnav.registration.files import read_initial
+
+    truth = read_initial(path, "true ReferenceToMri")
+    if label is None:
+        raise InputError(
+            path,
+            "a true ReferenceToMri is scored at the tumor, and this case has no tumor label",
+            "give the case's label (manifest column 'label')",
+        )
+    return TruthScorer(
+        "transform", path, reference_to_mri=truth, surface_mri=tumor_surface_mri(label)
+    )
+
+
+def tumor_surface_mri(label: str | Path) -> np.ndarray:
+    """Centres of the tumor's surface voxels (label > 0 with a 6-neighbour outside), MRI mm.
+
+    Raises
+    ------
+    InputError
+        The label has no voxel > 0.
+    """
+    from scipy import ndimage
+
+    from usnav.io.volume import load_volume
+
+    volume = load_volume(label)
+    inside = np.asarray(volume.data) > 0
+    if not inside.any():
+        raise InputError(label, "the tumor label has no voxel > 0", "give the case's tumor label")
+    surface = inside & ~ndimage.binary_erosion(inside, border_value=0)
+    ijk = np.argwhere(surface).astype(np.float64)
+    return ijk @ volume.affine[:3, :3].T + volume.affine[:3, 3]

@@ -13,7 +13,8 @@ column                  meaning
 ``label``               tumor label map on the MRI grid (optional: needed for margins)
 ``calibration``         ImageToProbe: usnav calibration TOML, PLUS XML or 16 numbers (required)
 ``init``                initial ``ReferenceToMri``: 16 numbers or a usnav RESULT.json (required)
-``truth``               ground truth: a simulator ``truth.json`` or an MNI ``.tag`` (optional)
+``truth``               ground truth: a simulator ``truth.json``, an MNI ``.tag``, or the true
+                        ``ReferenceToMri`` as 16 numbers (scored at ``label``'s tumor) (optional)
 ``family``              appearance family (simulated cases) or ``real`` (a tag)
 ``seed``                simulator seed (a tag; empty for real cases)
 ``site``                where the case comes from, e.g. ``usnav-sim``, ``resect`` (a tag)
