@@ -1,6 +1,7 @@
 """Two ``usnav evaluate`` runs into one ``--out`` at once would interleave results.csv: the
 second is refused at once, naming the folder and the run that holds it; a lock left by a run
-that was stopped (Ctrl-C) or killed (SIGKILL) does not block the next run."""
+that was stopped (Ctrl-C) or killed (SIGKILL) does not block the next run. A run stopped by
+Ctrl-C whose folder holds results still records its seeds in the ledger (as possibly seen)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from evaluate_helpers import ROOT, manifest_of, usnav
 from waiting import wait_until
 
+from usnav.evaluate.ledger import read_ledger
 from usnav.io.folder_lock import LOCK_NAME
 
 
@@ -53,7 +55,11 @@ def test_a_second_run_into_the_same_folder_is_refused_and_ctrl_c_frees_it(
     done = manifest_of(tmp_path / "done.csv", [replace(s7, case="done")])
     out = tmp_path / "results"
     _done_table(out)
-    first = _start("-m", "usnav", "evaluate", str(stuck), "--out", str(out), "--workers", "1")
+    ledger = tmp_path / "seeds.jsonl"
+    first = _start(
+        "-m", "usnav", "evaluate", str(stuck), "--out", str(out), "--workers", "1",
+        "--ledger", str(ledger), "--report",
+    )  # fmt: skip
     try:
         assert wait_until(lambda: _holds(out / LOCK_NAME, first.pid), 60), "no lock taken"
         second = usnav("evaluate", str(done), "--out", str(out), timeout=120)
@@ -74,6 +80,9 @@ def test_a_second_run_into_the_same_folder_is_refused_and_ctrl_c_frees_it(
         first.stderr.close()
     assert first.returncode == 130
     assert not (out / LOCK_NAME).exists()
+    (entry,) = read_ledger(ledger)  # the folder holds results: some may have been seen
+    assert (entry.site, entry.seeds, entry.use) == ("usnav-sim", "7", "report")
+    assert entry.note.startswith("interrupted")
     third = usnav("evaluate", str(done), "--out", str(out), timeout=120)
     assert third.returncode == 0, third.stderr
     assert "nothing to run" in third.stdout

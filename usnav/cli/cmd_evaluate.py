@@ -100,23 +100,36 @@ def run(args: argparse.Namespace) -> int:
         detail = f"{row.get('case', '')}: {row.get('status', '')}" if row else ""
         bar.update("evaluating", done, total, detail)
 
-    with ProgressBar(enabled=not args.quiet) as bar:
-        report = run_evaluation(
-            args.manifest,
-            args.out,
-            scheduler=args.scheduler,
-            workers=args.workers,
-            timeout_s=args.timeout,
-            group_by=args.group_by,
-            registration_options=options,
-            margins=not args.no_margins,
-            connect_timeout_s=args.connect_timeout,
-            progress=progress,
-        )
-    if seeds and report.ran:
-        from usnav.evaluate.ledger import Use, record
+    from usnav.evaluate.ledger import Use, record
 
-        use: Use = "report" if args.report else "tuning"
+    use: Use = "report" if args.report else "tuning"
+    try:
+        with ProgressBar(enabled=not args.quiet) as bar:
+            report = run_evaluation(
+                args.manifest,
+                args.out,
+                scheduler=args.scheduler,
+                workers=args.workers,
+                timeout_s=args.timeout,
+                group_by=args.group_by,
+                registration_options=options,
+                margins=not args.no_margins,
+                connect_timeout_s=args.connect_timeout,
+                progress=progress,
+            )
+    except KeyboardInterrupt:
+        if seeds and _has_results(args.out):
+            # some results may have been seen: the safe side is to count every seed as used
+            record(
+                args.ledger,
+                seeds,
+                use,
+                run=str(args.out),
+                manifest=str(args.manifest),
+                note="interrupted: some of these seeds' results may not have been seen",
+            )
+        raise
+    if seeds and report.ran:
         record(args.ledger, seeds, use, run=str(args.out), manifest=str(args.manifest))
     out = Console() if Console().is_terminal else Console(width=160)
     if report.ran:
@@ -149,6 +162,18 @@ def run(args: argparse.Namespace) -> int:
             "see the reason column; fix the inputs it names, delete those rows and run again",
         )
     return 0
+
+
+def _has_results(out: Path) -> bool:
+    """Whether the results folder holds at least one case's row (an unreadable table counts:
+    the safe side)."""
+    from usnav.errors import UsnavError
+    from usnav.evaluate.results import RESULTS_NAME, read_results
+
+    try:
+        return bool(read_results(out / RESULTS_NAME))
+    except UsnavError:
+        return True
 
 
 def _check_ledger(args: argparse.Namespace) -> dict[str, set[int]]:

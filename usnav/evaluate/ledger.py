@@ -164,6 +164,7 @@ def record(
     *,
     run: str = "",
     manifest: str = "",
+    note: str = "",
 ) -> list[LedgerEntry]:
     """Append one entry per site to the ledger (created if missing); returns them.
 
@@ -172,7 +173,13 @@ def record(
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     entries = [
         LedgerEntry(
-            site=site, seeds=format_ranges(s), use=use, date=date, run=run, manifest=manifest
+            site=site,
+            seeds=format_ranges(s),
+            use=use,
+            date=date,
+            run=run,
+            manifest=manifest,
+            note=note,
         )
         for site, s in sorted(seeds.items())
         if s
