@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from usnav.io.manifest import ManifestCase, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +28,24 @@ TINY = {
     "elevation_rays": 1,
     "workers": 1,
 }
+
+
+def case_of_empty_files(folder: Path, truth: Path, **fields) -> ManifestCase:
+    """A case whose recording, MRI and calibration are empty files (a test of what is read
+    before them: the truth) and whose init is the identity."""
+    for name in ("sweep.igs.mha", "mri.nii.gz", "calibration.toml"):
+        (folder / name).write_bytes(b"")
+    init = folder / "init.txt"
+    np.savetxt(init, np.eye(4))
+    return ManifestCase(
+        case="c1",
+        recording=folder / "sweep.igs.mha",
+        mri=folder / "mri.nii.gz",
+        calibration=folder / "calibration.toml",
+        init=init,
+        truth=truth,
+        **fields,
+    )
 
 
 def manifest_of(path: Path, cases: list[ManifestCase]) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from evaluate_helpers import case_of_empty_files
 from scipy.spatial.transform import Rotation
 
 from usnav.errors import InputError
@@ -91,19 +92,7 @@ def test_a_batch_case_passes_its_label_to_the_truth(tmp_path: Path) -> None:
     line naming the truth file (the truth is read before any registration); with the label the
     truth is accepted and the case goes on to its (here empty) recording."""
     path, _ = _truth(tmp_path)
-    for name in ("sweep.igs.mha", "mri.nii.gz", "calibration.toml"):
-        (tmp_path / name).write_bytes(b"")
-    init = tmp_path / "init.txt"
-    np.savetxt(init, np.eye(4))
-    case = ManifestCase(
-        case="c1",
-        recording=tmp_path / "sweep.igs.mha",
-        mri=tmp_path / "mri.nii.gz",
-        calibration=tmp_path / "calibration.toml",
-        init=init,
-        truth=path,
-        tags={"site": "elsewhere"},
-    )
+    case = case_of_empty_files(tmp_path, path, tags={"site": "elsewhere"})
     row = evaluate_case(case, tmp_path / "results")
     assert row["status"] == "failed"
     assert str(path) in row["reason"] and "label" in row["reason"]

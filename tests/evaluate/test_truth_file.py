@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from evaluate_helpers import case_of_empty_files
 
 from usnav.errors import InputError
 from usnav.evaluate.case import evaluate_case
 from usnav.evaluate.truth import load_scorer
-from usnav.io.manifest import ManifestCase
 
 
 def _truth_doc() -> dict:
@@ -86,20 +86,9 @@ def test_a_damaged_truth_is_named_in_one_line(how: str, tmp_path: Path) -> None:
         load_scorer(path)
     assert str(path) in str(info.value) and "not a usnav truth file" in str(info.value)
 
-    # as a case of a batch run: a failed row that names the truth file
-    for name in ("sweep.igs.mha", "mri.nii.gz", "calibration.toml"):
-        (tmp_path / name).write_bytes(b"")  # never read: the truth is read first
-    init = tmp_path / "init.txt"
-    np.savetxt(init, np.eye(4))
-    case = ManifestCase(
-        case="c1",
-        recording=tmp_path / "sweep.igs.mha",
-        mri=tmp_path / "mri.nii.gz",
-        calibration=tmp_path / "calibration.toml",
-        init=init,
-        truth=path,
-        tags={"family": "baseline"},
-    )
+    # as a case of a batch run: a failed row that names the truth file (the recording, MRI and
+    # calibration are never read: the truth is read first)
+    case = case_of_empty_files(tmp_path, path, tags={"family": "baseline"})
     row = evaluate_case(case, tmp_path / "results")
     assert row["status"] == "failed"
     assert "internal error" not in row["reason"]
