@@ -45,6 +45,19 @@ def test_fov_mask_is_the_fan_without_overlays():
     assert inter > 0.97 and (mask & ~fan).sum() < 0.05 * fan.sum()
 
 
+@pytest.mark.parametrize(
+    ("dtype", "scale"), [(np.float32, 1 / 255), (np.uint16, 257), (np.float64, 1.0)]
+)
+def test_fov_mask_is_the_same_in_any_pixel_type(dtype, scale):
+    """B-mode frames written as 0..1 floats or 16-bit: the same field of view as in uint8
+    (0..1 floats found none, and usnav register refused them as "all pixels constant")."""
+    frames, _ = fan_frames()
+    expected = detect_fov_mask(frames)
+    assert expected.any()
+    same_images = (frames.astype(np.float64) * scale).astype(dtype)
+    np.testing.assert_array_equal(detect_fov_mask(same_images), expected)
+
+
 def frame(image, p2t, r2t, status=TransformStatus.OK, t=0.0):
     return TrackedFrame(
         image=image,

@@ -326,7 +326,9 @@ def detect_fov_mask(images: np.ndarray, *, max_frames: int = 60, erode_px: int =
     """Detect the ultrasound field of view (the fan or rectangle) of a stack of frames.
 
     A pixel is a candidate when it is non-zero in some frames and its value changes across
-    frames (static overlays such as text and depth scales stay constant); the largest
+    frames (standard deviation above half an 8-bit grey level; frames of another scale, such
+    as 16-bit or 0..1 floats, have their brightest pixel taken as 255; static overlays such
+    as text and depth scales stay constant); the largest
     connected candidate region is kept, replaced by its convex hull (linear rectangles and
     sector fans are convex; anechoic fluid and shadows inside them belong to the field of
     view), and eroded by ``erode_px`` pixels (scan-conversion edges are not tissue).
@@ -351,6 +353,7 @@ def detect_fov_mask(images: np.ndarray, *, max_frames: int = 60, erode_px: int =
         frames_nonzero = np.empty(imgs.shape[1:], np.int64)
         spread = np.empty(imgs.shape[1:], np.float32)
         K.fov_pixel_statistics(imgs, pick.astype(np.int64), frames_nonzero, spread)
+        grey_level = 1.0
     else:
         stack = imgs[pick]
         if not np.issubdtype(stack.dtype, np.integer):
@@ -359,9 +362,14 @@ def detect_fov_mask(images: np.ndarray, *, max_frames: int = 60, erode_px: int =
         # without a float32 copy of the stack (14 → ~9 ms on 60 frames of 256², session 15)
         frames_nonzero = np.count_nonzero(stack > 0, axis=0)
         spread = stack.std(axis=0, dtype=np.float32) if len(pick) >= 3 else None
+        # "varying" is half an 8-bit grey level: frames on another scale (12/16-bit, or
+        # floats in 0..1) are measured against their brightest pixel taken as 255, so the
+        # same images in any pixel type give the same field of view
+        peak = float(np.max(stack, initial=0.0, where=np.isfinite(stack)))
+        grey_level = 1.0 if 1.0 < peak <= 255.0 else peak / 255.0
     nonzero = frames_nonzero / len(pick) > 0.05
     if len(pick) >= 3:
-        varying = spread > 0.5
+        varying = spread > 0.5 * grey_level
         candidate = nonzero & varying
     else:
         candidate = nonzero
