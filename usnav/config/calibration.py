@@ -304,6 +304,10 @@ def _load(p: Path) -> CalibrationFile:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(p, "not a text file") from exc
+    except OSError as exc:  # permissions, an I/O error
+        raise ConfigError(
+            p, f"cannot be read ({exc.strerror or exc})", "check the file's permissions"
+        ) from None
     return _from_matrix(parse_matrix_text(text, str(p)), p)
 
 

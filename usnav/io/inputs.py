@@ -12,12 +12,14 @@ def require_existing(path: Path) -> None:
 
     A dangling or looping symbolic link is named as such (not "no such file"), and anything
     that is neither a regular file nor a folder (a FIFO, a device) is refused: reading one
-    would block or never end.
+    would block or never end. A file that cannot be opened for reading (its permissions) is
+    refused here too, in one line, rather than by whatever library first opens it.
 
     Raises
     ------
     InputError
-        The path is missing, a broken or looping link, or not a regular file or folder.
+        The path is missing, a broken or looping link, not a regular file or folder, or a file
+        that cannot be opened for reading.
     """
     if path.is_symlink() and not path.exists():
         raise InputError(path, "is a broken or looping symbolic link", "point it at the file")
@@ -25,6 +27,14 @@ def require_existing(path: Path) -> None:
         raise InputError(path, "no such file")
     if not (path.is_file() or path.is_dir()):
         raise InputError(path, "is not a regular file (a pipe or a device?)", "give a file")
+    if path.is_file():
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise InputError(
+                path, f"cannot be read ({exc.strerror or exc})", "check the file's permissions"
+            ) from None
 
 
 def refuse_empty(path: Path) -> None:
