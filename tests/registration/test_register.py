@@ -279,6 +279,16 @@ def test_empty_sweep_and_constant_mri_refused_by_the_library(small_case):
         register_sweep(flat, sweep, truth.init_reference_to_mri)
 
 
+def test_an_mri_of_one_slice_is_refused_as_such(small_case):
+    """A 3D file holding one slice was refused as "the sweep lies entirely outside the MRI"
+    (the crop needs two voxels along each axis), sending the user to check --init."""
+    mri, sweep, _, truth = small_case
+    k = mri.shape[2] // 2
+    one = Volume(np.ascontiguousarray(mri.data[:, :, k : k + 1]), mri.affine, source="one.nii")
+    with pytest.raises(InputError, match=r"one\.nii: .*single slice along k"):
+        register_sweep(one, sweep, truth.init_reference_to_mri)
+
+
 def test_options_file(tmp_path):
     (tmp_path / "o.toml").write_text(
         '[registration]\nmetric = "ncc_gradient"\nlevel_spacings_mm = [2.0, 1.0]\n'

@@ -54,6 +54,14 @@ def check_inputs(
     """
     if not mri_checked:
         mri.check_finite()
+    if min(mri.shape) < 2:  # (the crop then called the sweep "entirely outside the MRI")
+        axis = "ijk"[int(np.argmin(mri.shape))]
+        raise InputError(
+            mri.source,
+            f"is {' x '.join(map(str, mri.shape))} voxels: a single slice along {axis}, not a "
+            "volume to register to",
+            "give the 3D MRI",
+        )
     if len(sweep) == 0:
         raise InputError(sweep.source, "the sweep is empty (no frames)")
     init = np.asarray(initial, dtype=np.float64)
