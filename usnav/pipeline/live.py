@@ -158,6 +158,8 @@ class LivePipeline:
         # how late each frame arrived by the device's clock (a backlog flushed after a stall)
         self._arrival = ArrivalClock(self.options.stale_after_s)
         self._lateness_s = 0.0
+        #: why the newest frame could not be placed ("" once a frame's tracking is OK again)
+        self._tracking_lost = ""
         self._status_listeners: list = []
         self._last_estimate_published = -1
         self.last_drawn_estimate: RegistrationEstimate | None = None
@@ -352,6 +354,8 @@ class LivePipeline:
             self.counters.problem("image", f"frame {frame.frame_number}: {exc}")
             return
         i2r, status = self.calibration_stage.image_to_reference(frame)
+        # the status topic and the Slicer re-export say so too, not only this frame's margin
+        self._tracking_lost = "" if status is TransformStatus.OK else _tracking_reason(status)
         if status is not TransformStatus.OK:
             self.counters.skipped_tracking += 1
             self.counters.problem(
@@ -407,7 +411,7 @@ class LivePipeline:
         """Tracking lost: say so on the margin topic (no margin is drawn from a guess)."""
         from usnav.margins.estimator import FrameMargins
 
-        reason = f"tracking {status.value}: the image cannot be placed in the MRI"
+        reason = _tracking_reason(status)
         margins = FrameMargins(
             frame.frame_number, False, reason, (), None, np.full((4, 4), np.nan), (1.0, 1.0)
         )
@@ -571,6 +575,10 @@ class LivePipeline:
             time.monotonic() - self._last_frame_time > self.options.stale_after_s
         ):
             return f"no frame for {time.monotonic() - self._last_frame_time:.1f} s"
+        if self._tracking_lost:
+            # frames flow, but the newest could not be placed: its margin went out STALE, and
+            # a display joining now (or one reading the status alone) must not be told better
+            return self._tracking_lost
         late = self._lateness_s
         if late > 0 and self._last_frame_time:
             # frames flow again after a stall, but the newest ones were made seconds ago (the
@@ -599,10 +607,20 @@ class LivePipeline:
             try:
                 self._publish_status()
                 state = self.probe.state
-                if self._slicer is not None and state is not DeviceState.STREAMING:
-                    self._slicer.mark_stale(f"probe {state.value}")
+                if self._slicer is not None:
+                    if state is not DeviceState.STREAMING:
+                        self._slicer.mark_stale(f"probe {state.value}")
+                    elif self._tracking_lost:
+                        # no frame reaches Slicer while tracking is lost: without this, the
+                        # last overlay and its transforms stayed OK through the loss
+                        self._slicer.mark_stale(self._tracking_lost)
             except Exception:  # status must never take the pipeline down
                 log.exception("status publishing failed")
+
+
+def _tracking_reason(status: TransformStatus) -> str:
+    """Why a frame whose ImageToReference is ``status`` gets no overlay."""
+    return f"tracking {status.value}: the image cannot be placed in the MRI"
 
 
 def _return_freed_memory() -> None:
