@@ -460,3 +460,46 @@ def test_a_standing_doubt_keeps_every_message_from_live(case, estimator) -> None
         finally:
             subscriber.close()
             publisher.close()
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.linspace(0.0, 1.0, 48 * 64, dtype=np.float32).reshape(48, 64),  # a float frame, 0..1
+        (np.arange(48 * 64, dtype=np.int16) * 7 - 9000).reshape(48, 64),  # signed, below 0
+        np.linspace(-1e6, 3e6, 48 * 64 * 3).reshape(48, 64, 3),  # float64 colour
+    ],
+    ids=["float32-unit", "int16-signed", "float64-rgb"],
+)
+def test_a_frame_of_another_pixel_type_arrives_with_its_contrast(pair, pixels) -> None:
+    """A device may send any OpenIGTLink scalar type: the frame topic carries it as uint16
+    stretched over the frame's own range (it was clipped to 0-255: a 0..1 frame went black)."""
+    publisher, subscriber = pair
+    image = pixels.copy()
+    image.flat[5] = np.nan if image.dtype.kind == "f" else image.flat[5]
+    publisher.publish_frame(TrackedFrame(image, frame_number=7))
+    message = None
+    while message is None or not isinstance(message, FrameMessage):
+        message = subscriber.receive(timeout_s=10)
+        assert message is not None, "no frame arrived"
+    got = message.image
+    assert got.dtype == np.uint16 and got.shape == image.shape
+    values = image.astype(np.float64)
+    finite = np.isfinite(values)
+    low, high = values[finite].min(), values[finite].max()
+    expected = np.where(finite, (values - low) / (high - low) * 65535.0, 0.0)
+    np.testing.assert_allclose(got, expected, atol=0.5 + 1e-9)
+    assert got.max() == 65535 and np.unique(got).size > 1000  # contrast kept, not clipped
+
+
+def test_uint8_and_uint16_frames_go_unchanged(pair) -> None:
+    publisher, subscriber = pair
+    for dtype in (np.uint8, np.uint16):
+        image = (np.arange(32 * 40) % 200).astype(dtype).reshape(32, 40)
+        publisher.publish_frame(TrackedFrame(image, frame_number=8))
+        message = None
+        while not isinstance(message, FrameMessage):
+            message = subscriber.receive(timeout_s=10)
+            assert message is not None, "no frame arrived"
+        assert message.image.dtype == dtype
+        np.testing.assert_array_equal(message.image, image)

@@ -460,6 +460,30 @@ class FrameMessage:
     image_ok: bool
 
 
+def display_pixels(image: np.ndarray) -> np.ndarray:
+    """``image`` as the ``frame`` topic carries it: uint8 or uint16 unchanged; any other
+    pixel type a device may send (int8/16/32, uint32, float32/64: an OpenIGTLink IMAGE of any
+    scalar type) mapped linearly from the frame's lowest finite value to 0 and its highest to
+    65535, as uint16 (non-finite pixels: 0; a constant frame: all 0).
+
+    Until session 35 such pixels were clipped to 0-255: a float32 frame in 0..1 went out
+    black, an int16 frame with negative values mostly saturated.
+    """
+    image = np.asarray(image)
+    if image.dtype in (np.uint8, np.uint16):
+        return image
+    values = image.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(image.shape, np.uint16)
+    low = float(values[finite].min())
+    high = float(values[finite].max())
+    if high <= low:
+        return np.zeros(image.shape, np.uint16)
+    scaled = np.where(finite, (values - low) * (65535.0 / (high - low)), 0.0)
+    return np.rint(np.clip(scaled, 0.0, 65535.0)).astype(np.uint16)
+
+
 def encode_frame(
     header: dict[str, Any],
     *,
@@ -468,11 +492,9 @@ def encode_frame(
     orientation: str = "MF",
     image_ok: bool = True,
 ) -> Payload:
-    """Header fields and the ``image`` buffer of a ``frame`` message (uint8 or uint16;
-    anything else is clipped to uint8)."""
-    image = np.asarray(image)
-    if image.dtype not in (np.uint8, np.uint16):
-        image = np.clip(image, 0, 255).astype(np.uint8)
+    """Header fields and the ``image`` buffer of a ``frame`` message: uint8 and uint16 as
+    they are, any other pixel type stretched to uint16 (:func:`display_pixels`)."""
+    image = display_pixels(image)
     header.update(
         {
             "image_shape": [int(s) for s in image.shape[:2]],

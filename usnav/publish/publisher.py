@@ -362,7 +362,8 @@ class Publisher:
         Parameters
         ----------
         frame
-            The frame; its image goes as buffer ``image`` (uint8 or uint16).
+            The frame; its image goes as buffer ``image`` (uint8 or uint16; other pixel
+            types stretched to uint16: :func:`usnav.protocol.messages.display_pixels`).
         image_to_mri
             Its pixel → MRI matrix, if known (also gives the pixel size).
         estimate
