@@ -43,7 +43,14 @@ from usnav.devices.config import ProbeConfig, load_probe_config, resolve_path
 from usnav.errors import ConfigError, ExtrapolationError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import IgtlClient, LinkState, LinkStats
-from usnav.igtl.codec import STATUS_OK, ImageContent, Message, StatusContent, TransformContent
+from usnav.igtl.codec import (
+    STATUS_OK,
+    ImageContent,
+    Message,
+    StatusContent,
+    TrackingDataContent,
+    TransformContent,
+)
 from usnav.transforms.matrices import may_scale, rigid_poses
 from usnav.transforms.series import SAME_SAMPLE_S, PoseSeries
 
@@ -405,6 +412,23 @@ class ProbeClient(Device):
             self._set_state(DeviceState.NO_SIGNAL, f"connected to {self._client.peer}")
 
     def _on_message(self, message: Message) -> None:
+        content = message.content
+        if isinstance(content, TrackingDataContent) or message.type == "POSITION":
+            # a tracker's poses as TDATA / QTDATA (one per tool) or POSITION (device name =
+            # transform name), as PLUS and trackers may send them: used as TRANSFORMs (until
+            # session 35 they were dropped as "unknown type", the frames left untracked)
+            for name, pose in _poses_of(message):
+                self._on_message(
+                    Message(
+                        "TRANSFORM",
+                        name,
+                        TransformContent(pose),
+                        message.timestamp,
+                        message.metadata,
+                        message.version,
+                    )
+                )
+            return
         now = time.monotonic()
         names = self._seen.get(message.type)
         if names is not None and (message.device_name in names or len(names) < _MAX_SEEN_NAMES):
@@ -656,6 +680,16 @@ class ProbeClient(Device):
         if hint is not None:
             self._hint_logged = True
             log.warning("%s: %s: %s", self.name, self._client.peer, hint)
+
+
+def _poses_of(message: Message) -> list[tuple[str, np.ndarray]]:
+    """(transform name, 4×4) of each pose a TDATA, QTDATA or POSITION message carries."""
+    content = message.content
+    if isinstance(content, TrackingDataContent):
+        return [(e.name, e.matrix) for e in content.elements if e.name]
+    if isinstance(content, TransformContent):
+        return [(message.device_name, content.matrix)]
+    return []
 
 
 def _names(counts: dict[str, int]) -> str:

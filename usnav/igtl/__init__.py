@@ -1,5 +1,6 @@
 """OpenIGTLink, the wire library: the codec (header v1/v2, IMAGE, TRANSFORM, STATUS, STRING,
-POINT, POLYDATA, queries) with its fast CRC-64 (``_kernels``), and the TCP transport: one
+POINT, POLYDATA, queries; POSITION, TDATA and QTDATA on receive) with its fast CRC-64
+(``_kernels``), and the TCP transport: one
 :mod:`~usnav.igtl.connection`, the reconnecting :mod:`~usnav.igtl.client` and the multi-client
 :mod:`~usnav.igtl.server`. It imports nothing of usnav but :mod:`usnav.errors`; the devices
 (probe client, playback server, recorder) and the Slicer re-export build on it."""
@@ -15,6 +16,8 @@ from usnav.igtl.codec import (
     RawContent,
     StatusContent,
     StringContent,
+    TrackingDataContent,
+    TrackingElement,
     TransformContent,
     crc64,
     decode_body,
@@ -50,6 +53,8 @@ __all__ = [
     "ReconnectPolicy",
     "StatusContent",
     "StringContent",
+    "TrackingDataContent",
+    "TrackingElement",
     "TransformContent",
     "crc64",
     "decode_body",

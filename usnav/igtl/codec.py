@@ -35,6 +35,8 @@ TRANSFORM_CONTENT_SIZE = 48
 STATUS_HEADER_SIZE = 30
 POINT_ELEMENT_SIZE = 136
 POLYDATA_HEADER_SIZE = 40
+TDATA_ELEMENT_SIZE = 70
+QTDATA_ELEMENT_SIZE = 50
 
 _HEADER = struct.Struct(">H12s20sQQQ")
 _EXT_HEADER = struct.Struct(">HHII")
@@ -42,6 +44,8 @@ _IMAGE_HEADER = struct.Struct(">HBBBB3H12f3H3H")
 _STATUS_HEADER = struct.Struct(">Hq20s")
 _STRING_HEADER = struct.Struct(">HH")
 _POINT = struct.Struct(">64s32s4B3ff20s")
+_TDATA = struct.Struct(">20sBB12f")
+_QTDATA = struct.Struct(">20sBB3f4f")
 _META_ENTRY = struct.Struct(">HHI")
 
 #: OpenIGTLink IMAGE scalar type codes ↔ numpy dtypes (native byte order).
@@ -71,7 +75,9 @@ ENCODING_US_ASCII = 3
 ENCODING_UTF8 = 106
 
 #: Message types this codec decodes into typed content; queries are kept as raw bytes.
-KNOWN_TYPES = frozenset({"IMAGE", "TRANSFORM", "STATUS", "STRING", "POINT", "POLYDATA"})
+KNOWN_TYPES = frozenset(
+    {"IMAGE", "TRANSFORM", "POSITION", "TDATA", "QTDATA", "STATUS", "STRING", "POINT", "POLYDATA"}
+)
 QUERY_PREFIXES = ("GET_", "STT_", "STP_", "RTS_")
 
 
@@ -298,6 +304,32 @@ class PolyDataContent:
 
 
 @dataclass(slots=True)
+class TrackingElement:
+    """One tool of a TDATA or QTDATA message.
+
+    Attributes
+    ----------
+    name
+        The tool's name (PLUS: the transform name, e.g. ``ProbeToTracker``).
+    kind
+        Tracking data type: 1 tracker, 2 6D, 3 3D, 4 5D.
+    matrix
+        4×4 pose, mm (QTDATA's quaternion turned into a rotation; NaN when it has no length).
+    """
+
+    name: str
+    kind: int
+    matrix: np.ndarray
+
+
+@dataclass(slots=True)
+class TrackingDataContent:
+    """TDATA or QTDATA content (receive only): one pose per tool, all at the header's time."""
+
+    elements: list[TrackingElement]
+
+
+@dataclass(slots=True)
 class RawContent:
     """Content kept as bytes: queries (GET_/STT_/STP_/RTS_) and anything not decoded."""
 
@@ -311,6 +343,7 @@ Content = (
     | StringContent
     | PointContent
     | PolyDataContent
+    | TrackingDataContent
     | RawContent
 )
 
@@ -741,9 +774,68 @@ def decode_content(message_type: str, view: memoryview) -> Content:
         return PointContent(points)
     if message_type == "POLYDATA":
         return _decode_polydata(view)
+    if message_type == "POSITION":
+        return _decode_position(view)
+    if message_type in ("TDATA", "QTDATA"):
+        return _decode_tracking_data(message_type, view)
     if message_type.startswith(QUERY_PREFIXES):
         return RawContent(bytes(view))
     raise ProtocolError("unknown type", message_type)
+
+
+def _pose(position: np.ndarray, quaternion: np.ndarray) -> np.ndarray:
+    """4×4 from a position (mm) and a quaternion (x, y, z, w); NaN rotation when the
+    quaternion has no length or is not finite (the pose is then not usable: INVALID)."""
+    from scipy.spatial.transform import Rotation  # only for QTDATA and POSITION
+
+    m = np.eye(4)
+    m[:3, 3] = position
+    norm = float(np.linalg.norm(quaternion))
+    if not np.isfinite(norm) or norm < 1e-6:
+        m[:3, :3] = np.nan
+    else:
+        m[:3, :3] = Rotation.from_quat(quaternion / norm).as_matrix()
+    return m
+
+
+def _decode_position(view: memoryview) -> TransformContent:
+    """POSITION: x, y, z and a quaternion (ox, oy, oz, w) — 28 bytes; 24 without w (the
+    quaternion is then normalised, w ≥ 0); 12 with no orientation (rotation NaN: a position
+    alone cannot place an image)."""
+    size = len(view)
+    if size not in (12, 24, 28):
+        raise ProtocolError("bad POSITION", f"content of {size} bytes (expected 12, 24 or 28)")
+    with np.errstate(invalid="ignore"):
+        values = np.frombuffer(view, dtype=">f4").astype(np.float64)
+    if size == 12:
+        m = np.eye(4)
+        m[:3, :3] = np.nan
+        m[:3, 3] = values
+        return TransformContent(m)
+    quaternion = values[3:]
+    if size == 24:
+        w2 = 1.0 - float(np.dot(quaternion, quaternion))
+        quaternion = np.append(quaternion, np.sqrt(w2) if w2 > 0 else 0.0)
+    return TransformContent(_pose(values[:3], quaternion))
+
+
+def _decode_tracking_data(message_type: str, view: memoryview) -> TrackingDataContent:
+    size = TDATA_ELEMENT_SIZE if message_type == "TDATA" else QTDATA_ELEMENT_SIZE
+    if len(view) % size:
+        raise ProtocolError(f"bad {message_type}", f"content of {len(view)} bytes, not n × {size}")
+    elements = []
+    with np.errstate(invalid="ignore"):  # a signalling NaN from the peer stays a NaN
+        for off in range(0, len(view), size):
+            if message_type == "TDATA":
+                name, kind, _, *values = _TDATA.unpack(view[off : off + size])
+                m = np.eye(4)
+                m[:3, :4] = np.array(values, dtype=np.float64).reshape(4, 3).T
+            else:
+                name, kind, _, *values = _QTDATA.unpack(view[off : off + size])
+                numbers = np.array(values, dtype=np.float64)
+                m = _pose(numbers[:3], numbers[3:])
+            elements.append(TrackingElement(_cstr(name), kind, m))
+    return TrackingDataContent(elements)
 
 
 def _cstr(raw: bytes) -> str:
