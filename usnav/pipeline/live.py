@@ -30,6 +30,7 @@ from usnav.devices.base import DeviceState
 from usnav.devices.probe import ProbeClient
 from usnav.errors import UsnavError
 from usnav.frames import TrackedFrame, TransformStatus, frame_in_mf
+from usnav.igtl import LinkState
 from usnav.io.volume import Volume
 from usnav.margins import MarginEstimator
 from usnav.pipeline.arrival import ArrivalClock
@@ -524,14 +525,18 @@ class LivePipeline:
         error = self.probe.last_error or ""
         checked = est.checked
         streaming = probe_state is DeviceState.STREAMING
+        # connected (no image yet, or none for a while): the error ended an earlier connection
+        # or attempt; shown as the link's error it sent an OR engineer looking for a server
+        # that refuses connections ("cannot connect ... refused") while connected to it
+        past = streaming or self.probe.link_state is LinkState.CONNECTED
         return {
             "state": state,
             "link": self.probe.link_state.value,
             "peer": f"{self.probe.config.host}:{self.probe.config.port}",
             # a display showing last_error must not show a connection failure while frames
             # flow again: once streaming, the error is history (recovered_from)
-            "last_error": "" if streaming else error,
-            "recovered_from": error if streaming else "",
+            "last_error": "" if past else error,
+            "recovered_from": error if past else "",
             "fps_in": round(self.rate_in.rate(), 2),
             "fps_out": round(self.rate_out.rate(), 2),
             "latency_p50_ms": p50,
