@@ -179,11 +179,13 @@ class IgtlClient:
             )
             self._connection = conn
             self.connections += 1
-            conn.start()
             if self.header_version == 2:
                 # As 3D Slicer: a v2 STATUS makes a PLUS server answer in v2 (with metadata).
-                conn.send(status_message(metadata={"dummy": "dummy"}))
+                conn.send(status_message(metadata={"dummy": "dummy"}))  # queued until start
+            # connected before the reader runs: a first message handled before the state
+            # changed saw CONNECTING (the probe flickered streaming → no-signal → streaming)
             self._set_state(LinkState.CONNECTED)
+            conn.start()
             asked = False
             while conn.alive and not self._stop.is_set():
                 time.sleep(0.02)
