@@ -65,6 +65,16 @@ class RegistrationOptions(BaseModel):
     prior_at_finest: StrictBool = False
     """Apply the prior at the finest level too (it then biases the result towards the
     initial estimate); by default it only chooses the basin at the coarser levels."""
+    search_axes: Literal["mri_world", "sweep", "mri_voxels"] = "mri_world"
+    """The axes the search steps along (its simplex, translation grid and box). ``mri_world``:
+    the MRI's RAS axes, which by the file's convention are the patient's (the spine runs
+    along S), so the steps follow the anatomy; turning the MRI's world by hand (a header
+    that no longer says where the patient is) moves the answer by up to ~0.5 mm. ``sweep``
+    (the sweep's lateral, beam and elevation directions through the initial estimate) and
+    ``mri_voxels`` (the MRI's voxel axes) give an answer that does not depend on how the
+    MRI's world is oriented, but on the tuning seeds 1701-1748 they were worse case by case
+    (15 cases worse by > 0.05 mm, 2 and 5 better; notes/session-35-search-axes.md): not the
+    default. Batch registration (``register_sweep``)."""
     translation_grid_mm: float = Field(default=9.0, ge=0)
     """Half-width of a translation grid searched at the coarsest level before the local
     search (0: none)."""

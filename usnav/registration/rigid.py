@@ -15,6 +15,7 @@ re-exports the names above (the stable import path).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -23,7 +24,13 @@ from usnav.errors import InputError
 from usnav.io.volume import Volume
 from usnav.registration.options import RegistrationOptions, load_registration_options
 from usnav.registration.pose import _optimise, correction, mean_displacement
-from usnav.registration.search import PreparedLevel, Progress, SweepRegistration
+from usnav.registration.search import (
+    PreparedLevel,
+    Progress,
+    SweepRegistration,
+    mri_voxel_frame,
+    sweep_search_frame,
+)
 from usnav.registration.sweep import Sweep
 from usnav.registration.verdict import RegistrationResult, uncertainty_terms
 from usnav.transforms.matrices import is_rigid
@@ -124,6 +131,19 @@ def register_sweep(
     """
     check_inputs(mri, sweep, initial)
     t0 = time.perf_counter()
+    frame = None
+    axes = (options or RegistrationOptions()).search_axes
+    if axes != "mri_world":
+        # search in the sweep's or the MRI voxels' axes: the MRI's world (not its voxels) is
+        # turned to them, and the answer turned back
+        frame = sweep_search_frame(sweep, initial) if axes == "sweep" else mri_voxel_frame(mri)
+        given_initial = np.asarray(initial, np.float64)
+        mri, tumor_label, removed_label = (
+            None if v is None else dataclasses.replace(v, affine=frame @ v.affine)
+            for v in (mri, tumor_label, removed_label)
+        )
+        assert mri is not None
+        initial = frame @ given_initial
     if removed_label is not None:
         from usnav.registration.operated import operated_mri
 
@@ -149,5 +169,39 @@ def register_sweep(
             result.bony_reference_to_mri = result.reference_to_mri
             result.reference_to_mri = stage.reference_to_mri
             result.followed_tumor(problem.options)
+    if frame is not None:
+        _to_mri_world(result, np.linalg.inv(frame), initial, given_initial)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _to_mri_world(
+    result: RegistrationResult,
+    frame_to_mri: np.ndarray,
+    searched_initial: np.ndarray,
+    given_initial: np.ndarray,
+) -> None:
+    """Every transform and vector of ``result`` from the search's frame back to the MRI's
+    world (in place); the initial estimate, where kept, is the one given, to the bit."""
+
+    def back(m: np.ndarray | None) -> np.ndarray | None:
+        if m is None:
+            return None
+        if np.array_equal(m, searched_initial):
+            return given_initial.copy()
+        return frame_to_mri @ m
+
+    result.reference_to_mri = back(result.reference_to_mri)
+    result.candidate = back(result.candidate)
+    result.initial = given_initial.copy()
+    result.bony_reference_to_mri = back(result.bony_reference_to_mri)
+    result.across_sweep_reference_to_mri = back(result.across_sweep_reference_to_mri)
+    result.tied_candidate_reference_to_mri = back(result.tied_candidate_reference_to_mri)
+    turn = frame_to_mri[:3, :3]
+    stages = [result.tumor_stage] if result.tumor_stage else []
+    stages += [m for s in list(stages) for m in s.get("members") or [] if isinstance(m, dict)]
+    for stage in stages:
+        if stage.get("translation_mm") is not None:
+            stage["translation_mm"] = [
+                round(float(v), 4) for v in turn @ np.asarray(stage["translation_mm"], float)
+            ]

@@ -79,6 +79,44 @@ def _mean_axis(vectors: np.ndarray) -> np.ndarray:
     return mean / max(np.linalg.norm(mean), 1e-12)
 
 
+def sweep_search_frame(sweep: Sweep, initial: np.ndarray) -> np.ndarray:
+    """MRI world → the sweep's own frame (4×4 rigid): axes the sweep's mean lateral (image
+    +x), beam (image +y, made orthogonal to it) and elevation (their cross product) turned
+    into the MRI by ``initial``; origin at the frames' mean origin there.
+
+    A search whose steps, grid and box follow these axes gives the same answer whatever the
+    orientation of the MRI's or the tracker's world: turning either changes this frame with
+    it (``sweep_search_frame(G·sweep, T·initial·G⁻¹) · T`` is this frame).
+    """
+    ir = sweep.image_to_reference
+    lateral = _mean_axis(ir[:, :3, 0])
+    beam = ir[:, :3, 1] / np.maximum(np.linalg.norm(ir[:, :3, 1], axis=1, keepdims=True), 1e-12)
+    beam = beam.mean(axis=0)
+    beam = beam - (beam @ lateral) * lateral
+    beam = beam / max(float(np.linalg.norm(beam)), 1e-12)
+    axes = np.asarray(initial, np.float64)[:3, :3] @ np.column_stack(
+        [lateral, beam, np.cross(lateral, beam)]
+    )
+    origin = _apply(np.asarray(initial, np.float64), ir[:, :3, 3]).mean(axis=0)
+    frame = np.eye(4)
+    frame[:3, :3] = axes.T
+    frame[:3, 3] = -axes.T @ origin
+    return frame
+
+
+def mri_voxel_frame(mri: Volume) -> np.ndarray:
+    """MRI world → a frame whose axes are the MRI's voxel axes (the nearest rotation to its
+    affine's 3×3, the third axis reversed if that is a reflection), 4×4. Turning the MRI's
+    world turns this frame with it."""
+    u, _, vt = np.linalg.svd(mri.affine[:3, :3])
+    axes = u @ vt
+    if np.linalg.det(axes) < 0:
+        axes[:, 2] = -axes[:, 2]
+    frame = np.eye(4)
+    frame[:3, :3] = axes.T
+    return frame
+
+
 class SweepRegistration(VerdictMixin):
     """A sweep prepared for registration against one MRI (levels built once).
 
