@@ -5,9 +5,12 @@ levels the surgeon decompresses; the ultrasound, scanning through the saline-fil
 sees none of them. Where the similarity compares the two, that tissue is a structure the
 ultrasound cannot match, and it pulls the optimum along the spine (notes/indep-sim: 26 of 37
 candidates refused as ambiguous along the sweep with the preoperative MRI, 0 of 8 with an MRI
-of the operated spine). :func:`operated_mri` gives the registration the MRI of the operated
-spine: the tissue the surgery removed (a label map the planner draws in MRI space, e.g. the
-laminae to be removed and the wound above them) is filled with fluid.
+of the operated spine — on that simulator, whose preoperative MRI shows the laminae; on usnav's
+own simulator, whose transverse sweeps stop 1-5 mm short of the wound's ends, filling the
+removed tissue did not make the similarity any steeper along the sweep: session 35,
+notes/session35-along-sweep/report.md). :func:`operated_mri` gives the registration the MRI
+of the operated spine: the tissue the surgery removed (a label map the planner draws in MRI
+space, e.g. the laminae to be removed and the wound above them) is filled with fluid.
 """
 
 from __future__ import annotations
