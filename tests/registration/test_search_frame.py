@@ -48,6 +48,7 @@ def test_the_answer_does_not_depend_on_the_mri_world(small_case, axes: str) -> N
     the answer is T times the first one (to rounding), with the same verdict and bound. With
     the search in the MRI's world axes (the default) it is not."""
     mri, sweep, _, truth = small_case
+    sweep = sweep.subset(np.arange(10, 34))  # 24 frames: enough to accept, and quicker
     options = RegistrationOptions(search_axes=axes)
     init = truth.init_reference_to_mri
     turn = _rigid([21.0, -14.0, 11.0], [40.0, -25.0, 12.0])
