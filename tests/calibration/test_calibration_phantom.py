@@ -91,3 +91,22 @@ def test_bad_segmentation_value_names_the_attribute(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="ApproximateSpacingMmPerPixel"):
         read_calibration_config(p)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [("ApproximateSpacingMmPerPixel", "78"), ("MorphologicalOpeningBarSizeMm", "0.03")],
+)
+def test_a_bar_under_half_a_pixel_is_refused_naming_the_spacing(
+    tmp_path: Path, attribute: str, value: str
+) -> None:
+    # 78: the spacing in µm (fCal's 0.078 mm); the bar rounds to 0 px, where the top-hat
+    # removes every dot (it was an OpenCV assertion, usnav's exit 3)
+    p = _synth.config_xml(tmp_path / "c.xml")
+    text = p.read_text()
+    old = {"ApproximateSpacingMmPerPixel": '"0.1"', "MorphologicalOpeningBarSizeMm": '"2.0"'}
+    p.write_text(text.replace(f"{attribute}={old[attribute]}", f'{attribute}="{value}"'))
+    with pytest.raises(ConfigError, match="less than half a pixel") as info:
+        read_calibration_config(p)
+    assert "Segmentation@ApproximateSpacingMmPerPixel" in str(info.value)
+    assert str(p) in str(info.value)

@@ -8,7 +8,7 @@ import _nwire_synth as synth
 import numpy as np
 import pytest
 
-from usnav.calibration.phantom import read_calibration_config
+from usnav.calibration.phantom import SegmentationParameters, read_calibration_config
 from usnav.calibration.segmentation import (
     DotSegmenter,
     FrameStatus,
@@ -135,3 +135,15 @@ def test_plus_parameters_drive_the_segmentation(tmp_path: Path, setup) -> None:
     finder = PatternFinder(cfg.patterns, cfg.segmentation)
     roi = region_of_interest(cfg.segmentation, (synth.COLS, synth.ROWS))
     assert segment_frame(image, seg, finder, roi).status is not FrameStatus.OK
+
+
+def test_a_bar_of_one_pixel_finds_no_dots_without_failing() -> None:
+    # read from XML such parameters are refused (test_calibration_phantom); built directly,
+    # the segmenter's b = 0 slices must still cover the image (``[-0:]`` is all of it)
+    params = SegmentationParameters(approximate_spacing_mm_per_px=10.0)
+    assert params.bar_half_length_px == 0
+    image, _ = _frame(3)
+    roi = region_of_interest(params, (synth.COLS, synth.ROWS))
+    seg = DotSegmenter(params)
+    assert seg.filtered(image, roi).shape == (roi[3] - roi[1], roi[2] - roi[0])
+    assert seg.dots(image, roi).shape == (0, 3)

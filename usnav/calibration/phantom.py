@@ -251,6 +251,17 @@ def read_segmentation_parameters(element: ET.Element | None, where: str) -> Segm
             f"{where}: Segmentation@ApproximateSpacingMmPerPixel",
             "must be > 0 (mm per pixel, e.g. 0.078)",
         )
+    if params.bar_half_length_px < 1:
+        # a bar of one pixel opens nothing away: the top-hat would remove every wire dot
+        bar, spacing = params.opening_bar_size_mm, params.approximate_spacing_mm_per_px
+        raise ConfigError(
+            f"{where}: Segmentation@ApproximateSpacingMmPerPixel",
+            f"MorphologicalOpeningBarSizeMm = {bar:g} mm is {bar / spacing:.2g} pixels at "
+            f"{spacing:g} mm per pixel, less than half a pixel: the morphological filter "
+            "would remove every wire dot",
+            "ApproximateSpacingMmPerPixel is the image's mm per pixel (fCal's: 0.078), not "
+            "µm or cm; MorphologicalOpeningBarSizeMm is mm (PLUS: 2.0)",
+        )
     if params.clip_size_px is not None and min(params.clip_size_px) <= 0:
         raise ConfigError(f"{where}: Segmentation@ClipRectangleSize", "must be positive")
     if not 0 <= params.threshold_image_percent < 100:

@@ -160,16 +160,18 @@ class DotSegmenter:
         work = np.ascontiguousarray(image[y0 - b : y1 + b, x0 - b : x1 + b])
         if work.dtype != np.uint8:
             work = _to_uint8(work)
+        rows, cols = work.shape
         for bar in self._bars:
             eroded = cv2.erode(work, bar)
-            # PLUS erodes only inside the ROI: outside it the eroded image is 0.
+            # PLUS erodes only inside the ROI: outside it the eroded image is 0 (explicit
+            # ends: with b = 0, ``-b:`` would be the whole image)
             eroded[:b, :] = 0
-            eroded[-b:, :] = 0
+            eroded[rows - b :, :] = 0
             eroded[:, :b] = 0
-            eroded[:, -b:] = 0
+            eroded[:, cols - b :] = 0
             opened = cv2.dilate(eroded, bar)
             work = cv2.subtract(work, opened)
-        inner = np.ascontiguousarray(work[b:-b, b:-b])
+        inner = np.ascontiguousarray(work[b : rows - b, b : cols - b])
         return cv2.morphologyEx(inner, cv2.MORPH_OPEN, self._disc)
 
     def dots(self, image: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
