@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -247,6 +248,36 @@ def test_too_few_good_frames_is_refused_with_counts(synthetic, tmp_path: Path) -
     ):
         calibrate_spatial(cfg, rec.path)
     assert len(calibrate_spatial(cfg, rec.path, min_frames=6).calibration.used) == 6
+
+
+@pytest.mark.parametrize(
+    ("what", "shown"),
+    [("phantom in cm", "Ns are 3, 3, 2.5 mm wide"), ("spacing in cm", "image 4.8 x 4 mm")],
+)
+def test_no_wires_in_any_frame_points_at_the_units(
+    synthetic, tmp_path: Path, what: str, shown: str
+) -> None:
+    """A phantom definition in cm, or the spacing a tenth of the image's, finds the wires in
+    no frame: the refusal says what the file's numbers imply (it said only "wires not found")."""
+    _, cfg, cal, _ = synthetic
+    text = cfg.read_text()
+    if what == "phantom in cm":
+        text = re.sub(
+            r'(EndPoint(?:Front|Back))="([^"]+)"',
+            lambda m: f'{m[1]}="' + " ".join(f"{float(v) / 10:g}" for v in m[2].split()) + '"',
+            text,
+        )
+    else:
+        text = text.replace(
+            'ApproximateSpacingMmPerPixel="0.1"', 'ApproximateSpacingMmPerPixel="0.01"'
+        )
+    bad = tmp_path / "units.xml"
+    bad.write_text(text)
+    with pytest.raises(CalibrationRefused, match="36 wires not found") as info:
+        calibrate_spatial(bad, cal.path)
+    message = str(info.value)
+    assert "found in no frame" in message and "in mm" in message and shown in message
+    assert "ApproximateSpacingMmPerPixel" in message
 
 
 def test_phantom_with_a_missing_wire_is_refused(synthetic, tmp_path: Path) -> None:

@@ -559,13 +559,28 @@ class CalibrationRefused(InputError):
         self.segmented = segmented
 
 
-def _refusal(seq: SegmentedSequence, min_frames: int) -> str:
+def _refusal(seq: SegmentedSequence, min_frames: int, config: CalibrationConfig) -> str:
     counts = seq.counts
     skipped = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "ok") or "none"
     msg = (
         f"only {len(seq.used)} of {len(seq.frames)} frames are usable "
         f"(at least {min_frames} needed); skipped: {skipped}"
     )
+    if counts.get(FrameStatus.WIRES_NOT_FOUND.value) and not any(
+        f.wire_points is not None for f in seq.frames
+    ):
+        # no frame at all: rather the phantom definition's or the spacing's unit than the
+        # images (a phantom in cm has Ns a tenth as wide as the image shows)
+        spacing = config.segmentation.approximate_spacing_mm_per_px
+        cols, rows = seq.image_size
+        widths = ", ".join(f"{p.width_mm:g}" for p in config.patterns)
+        msg += (
+            f". The N-wires were found in no frame: check that the phantom definition "
+            f"matches the phantom and is in mm (its Ns are {widths} mm wide) and that "
+            f"Segmentation@ApproximateSpacingMmPerPixel = {spacing:g} is the image's mm per "
+            f"pixel (it makes the image {cols * spacing:.3g} x {rows * spacing:.3g} mm), "
+            "or that the recording shows the wires"
+        )
     mism = [f for f in seq.frames if f.status is FrameStatus.ORIENTATION_MISMATCH]
     if mism and len(mism) >= len(seq.frames) / 3:
         msg += (
@@ -644,7 +659,7 @@ def calibrate_spatial(
     cal_at_zero = cal
     cal = at_tracker_lag(cal, tracker_lag_s)
     if len(cal.used) < min_frames:
-        raise CalibrationRefused(cal, _refusal(cal, min_frames))
+        raise CalibrationRefused(cal, _refusal(cal, min_frames, cfg))
     try:
         matrix, dropped = solve_image_to_probe(cal.image_points, cal.probe_points)
     except ValueError as exc:
@@ -681,7 +696,7 @@ def calibrate_spatial(
             )
         val = at_tracker_lag(val, tracker_lag_s)
         if len(val.used) == 0:
-            raise CalibrationRefused(val, _refusal(val, 1))
+            raise CalibrationRefused(val, _refusal(val, 1, cfg))
         val_err = reprojection_errors_mm(matrix, val.image_points, val.probe_points)
     cal_stats = percentile_stats(cal_err)
     val_stats = percentile_stats(val_err) if val_err is not None else None
