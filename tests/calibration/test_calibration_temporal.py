@@ -87,6 +87,7 @@ def _tank_recording(
     t0: float = 100.0,
     tracker_in_video: bool = True,
     duration_s: float = 12.0,
+    pose_scale: float = 1.0,
 ) -> Path:
     """Video of a tank bottom whose depth follows the motion; poses in the same file."""
     rows, cols = 160, 200
@@ -98,7 +99,7 @@ def _tank_recording(
         img[round(depth) - 2 : round(depth) + 3, 20:180] = 200
         pose = np.eye(4)
         # the pose stamped t holds the motion at t + lag
-        pose[2, 3] = _motion(np.array([t - t0 + lag]))[0] if move else 0.0
+        pose[2, 3] = pose_scale * _motion(np.array([t - t0 + lag]))[0] if move else 0.0
         transforms = {"ProbeToTracker": TrackedTransform(pose)} if tracker_in_video else {}
         frames.append(
             TrackedFrame(image=img, transforms=transforms, t_device=float(t), frame_number=i)
@@ -157,6 +158,15 @@ def test_static_probe_is_refused(tmp_path: Path) -> None:
     path = _tank_recording(tmp_path / "static.igs.mha", lag=0.0, move=False)
     with pytest.raises(InputError, match="moves only"):
         calibrate_temporal(path)
+
+
+def test_poses_in_metres_are_refused_pointing_at_the_unit(tmp_path: Path) -> None:
+    # the line moves 18 px, the poses 0.0099 "mm": they were in m (it said only "0.0 mm")
+    path = _tank_recording(tmp_path / "metres.igs.mha", lag=0.0, pose_scale=0.001)
+    with pytest.raises(InputError, match=r"moves only 0\.0\d+ mm") as info:
+        calibrate_temporal(path)
+    assert "the video's line moves" in str(info.value)
+    assert "poses must be in mm" in str(info.value)
 
 
 def test_tracker_only_file_as_video_is_refused(tmp_path: Path) -> None:

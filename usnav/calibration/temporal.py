@@ -533,8 +533,11 @@ def calibrate_temporal(
     if trange < MIN_TRACKER_RANGE_MM:
         raise InputError(
             tpath,
-            f"the probe moves only {trange:.1f} mm along its main axis "
-            f"(at least {MIN_TRACKER_RANGE_MM:.0f} needed)",
+            f"the probe moves only {trange:.3g} mm along its main axis "
+            f"(at least {MIN_TRACKER_RANGE_MM:.0f} needed), while the video's line moves "
+            f"{vrange:.0f} px",
+            "the poses must be in mm (a tracker recording in m moves a thousandth as far); "
+            "check that --tracker is the recording made with this video",
         )
     searches = []
     for pol in (1, -1):
