@@ -274,3 +274,21 @@ def test_a_pipe_or_a_looping_link_is_refused_in_one_line(tmp_path) -> None:
             reader(fifo)
         with pytest.raises(InputError, match="broken or looping symbolic link"):
             reader(loop)
+
+
+def test_a_big_endian_recording_names_its_pixel_type(tmp_path):
+    """A file stored big-endian (BinaryDataByteOrderMSB = True) holds uint16 pixels like any
+    other: the JSON said "pixel_type": ">u2", which a script comparing to "uint16" missed."""
+    path = write_sequence(tmp_path / "le.igs.mha", make_frames(2, (6, 5), "uint16"), compress=False)
+    data = path.read_bytes()
+    header, pixels = data[: -2 * 6 * 5 * 2], data[-2 * 6 * 5 * 2 :]
+    assert b"BinaryDataByteOrderMSB = False" in header
+    swapped = np.frombuffer(pixels, "<u2").astype(">u2").tobytes()
+    be = tmp_path / "be.igs.mha"
+    be.write_bytes(header.replace(b"ByteOrderMSB = False", b"ByteOrderMSB = True") + swapped)
+    info = describe_file(be)
+    assert info["pixel_type"] == "uint16" and info["big_endian"] is True
+    assert "uint16 (big-endian in the file)" in format_description(info)
+    plain = describe_file(path)
+    assert plain["pixel_type"] == "uint16" and plain["big_endian"] is False
+    assert "big-endian" not in format_description(plain)

@@ -196,7 +196,10 @@ def describe_sequence(seq: Sequence) -> dict:
         "recovered_frames": seq.recovered_frames,
         "image_size": [int(seq.image_size[0]), int(seq.image_size[1])],
         "frame_shape": [int(s) for s in seq.frame_shape],
-        "pixel_type": str(seq.dtype),
+        # the type's name whatever the file's byte order ("uint16", not ">u2"): the pixels
+        # are read as numbers of that type either way; the order is a storage detail
+        "pixel_type": seq.dtype.name,
+        "big_endian": seq.dtype.byteorder == ">",
         "channels": seq.channels,
         "orientation": seq.orientation,
         "element_spacing": [_round(float(v)) for v in seq.spacing[:2]],
@@ -328,6 +331,7 @@ def format_description(info: dict) -> str:
         (
             f"{cols} x {rows} pixels, {info['pixel_type']}"
             + (f" x {info['channels']}" if info["channels"] > 1 else "")
+            + (" (big-endian in the file)" if info.get("big_endian") else "")
             + f", orientation {info['orientation']}"
             + (" (not specified: taken as MF)" if info["orientation"] == "??" else "")
             + f", {info['image_type']}"
