@@ -20,6 +20,7 @@ from test_calibration_temporal import _tank_recording
 from usnav.cli.main import main
 from usnav.config.calibration import load_calibration
 from usnav.config.plus_xml import read_coordinate_definitions
+from usnav.errors import ConfigError
 
 LOGGER = "usnav.config.calibration"
 
@@ -296,6 +297,28 @@ def test_a_flagged_spatial_calibration_is_recorded_and_warned_of_on_every_load(
         assert len(lines) == 1, lines
         assert lines[0].startswith(f"{path} is a FLAGGED calibration")
         assert "[spatial]: no validation recording" in lines[0]
+
+
+@pytest.mark.parametrize(("word", "flagged"), [("true", True), (" False ", False), ("maybe", None)])
+def test_a_flag_that_is_not_true_or_false_is_refused_not_cleared(
+    data, tmp_path: Path, capsys, word: str, flagged: bool | None
+) -> None:
+    """``Flagged="maybe"`` (a damaged or hand-edited --xml) loaded as a calibration nobody
+    flagged; PLUS's booleans in any case load, anything else is bad input naming the field."""
+    _, cfg, cal, _ = data
+    xml = tmp_path / "probe.xml"
+    assert _spatial(cfg, cal.path, "--xml", str(xml)) == 1  # no validation recording
+    capsys.readouterr()
+    edited = tmp_path / "edited.xml"
+    edited.write_text(xml.read_text().replace('Flagged="TRUE"', f'Flagged="{word}"'))
+    if flagged is not None:
+        assert load_calibration(edited, warn=False).spatial.flagged is flagged
+        return
+    with pytest.raises(ConfigError, match=r"Transform\[1\]: Flagged: is 'maybe', expected TRUE"):
+        load_calibration(edited)
+    code = main(["replay", str(cal.path), "--calibration", str(edited), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "edited.xml" in err and "Flagged" in err
 
 
 def test_an_unflagged_calibration_and_an_older_file_load_without_a_warning(

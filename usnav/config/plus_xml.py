@@ -102,6 +102,15 @@ def read_coordinate_definitions(path: str | Path) -> dict[str, PlusTransform]:
         where = f"{path}: CoordinateDefinitions/Transform[{i + 1}]"
         if not src or not dst or mtx is None:
             raise ConfigError(where, "needs From, To and Matrix attributes")
+        flag = el.get(FLAGGED_ATTRIBUTE)
+        if flag is not None and flag.strip().upper() not in ("TRUE", "FALSE"):
+            # read as not flagged, a damaged or hand-edited flag would clear it silently
+            raise ConfigError(
+                f"{where}: {FLAGGED_ATTRIBUTE}",
+                f"is {flag!r}, expected TRUE or FALSE",
+                'usnav calibrate writes Flagged="TRUE" on a calibration its warnings flagged; '
+                'set "FALSE" to use it as good knowingly',
+            )
         warnings = [" ".join((w.text or "").split()) for w in el.findall(WARNING_ELEMENT)]
         t = PlusTransform(src, dst, parse_matrix_text(mtx, where), dict(el.attrib), warnings)
         out[t.name] = t
