@@ -31,9 +31,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from usnav.errors import InputError
     from usnav.evaluate.resect import write_resect_dataset
     from usnav.io.outputs import check_output
 
+    # before the folder is made and the outside data read (a negative seed reached numpy:
+    # an internal error, exit 3, after an empty DIR was created)
+    if args.sweeps < 1:
+        raise InputError("--sweeps", f"must be at least 1, got {args.sweeps}")
+    if args.frames < 2:
+        raise InputError("--frames", f"must be at least 2, got {args.frames}")
+    if args.seed < 0:
+        raise InputError("--seed", f"must be a non-negative integer, got {args.seed}")
     check_output(args.out, folder=True, force=args.force)
     manifest = write_resect_dataset(
         args.data, args.out, sweeps=args.sweeps, frames=args.frames, seed=args.seed

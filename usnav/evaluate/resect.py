@@ -61,7 +61,7 @@ def write_resect_dataset(
     Raises
     ------
     InputError
-        No Case 24 data, bad counts, an output path that is a file.
+        No Case 24 data, bad counts, a negative seed, an output path that is a file.
     """
     from usnav.config.calibration import CalibrationFile, SpatialCalibration, save_calibration
     from usnav.data import shared_data_dir
@@ -74,6 +74,8 @@ def write_resect_dataset(
         raise InputError(
             "resect sweeps", f"need >= 1 sweep of >= 2 frames (got {sweeps}, {frames})"
         )
+    if seed < 0:
+        raise InputError("resect sweeps", f"the seed must be a non-negative integer, got {seed}")
     data = Path(data_dir) if data_dir is not None else shared_data_dir()
     if data is None:
         raise InputError(
