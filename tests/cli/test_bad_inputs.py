@@ -89,6 +89,9 @@ def test_demo_refuses_to_replace_a_snapshot_without_force(tmp_path):
         (["--publish", "garbage"], ["--publish", "not a ZeroMQ endpoint"]),
         (["--publish", "tcp://127.0.0.1:http"], ["--publish", "not a number"]),
         (["--rate", "-2"], ["--rate", "positive"]),
+        # past the playback server's fastest rate: the demo simulated the case, then failed
+        # on two lines quoting `usnav replay --rate`'s error
+        (["--rate", "1e23"], ["--rate", "at most 1000"]),
         (["--passes", "0"], ["--passes"]),
     ],
 )

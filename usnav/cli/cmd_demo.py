@@ -63,12 +63,17 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from usnav.cli._checks import check_endpoint
+    from usnav.devices.config import MAX_RATE
     from usnav.errors import InputError
     from usnav.io.outputs import check_output
     from usnav.sim.demo import check_demo_cache, default_cache_dir
 
-    if not args.rate > 0 or not math.isfinite(args.rate):
-        raise InputError("--rate", f"must be a positive speed factor, got {args.rate}")
+    # the demo's playback server takes no faster rate: past it, the demo prepared the case and
+    # compiled its kernels, then failed quoting `usnav replay`'s own --rate error
+    if not 0 < args.rate <= MAX_RATE:
+        raise InputError(
+            "--rate", f"must be a positive speed factor of at most {MAX_RATE:g}, got {args.rate:g}"
+        )
     if args.passes < 1:
         raise InputError("--passes", f"must be at least 1, got {args.passes}")
     check_endpoint(args.publish, "--publish")

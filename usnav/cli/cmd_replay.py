@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from usnav.defaults import IGTL_PORT
-from usnav.devices.config import load_device_set
+from usnav.devices.config import MAX_RATE, load_device_set
 from usnav.devices.playback import PlaybackServer, run_playback
 from usnav.errors import ConfigError, InputError
 
@@ -18,8 +18,8 @@ def _rate(text: str) -> float | str:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not 'max' or a number") from None
-    if not 0 < value <= 1000:
-        raise argparse.ArgumentTypeError("must be 'max' or a speed factor in (0, 1000]")
+    if not 0 < value <= MAX_RATE:
+        raise argparse.ArgumentTypeError(f"must be 'max' or a speed factor in (0, {MAX_RATE:g}]")
     return value
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from usnav.config.calibration import load_calibration
 from usnav.defaults import DISPLAY_ENDPOINT
 from usnav.devices import ProbeClient, serve_in_subprocess
-from usnav.devices.config import ProbeConfig
+from usnav.devices.config import MAX_RATE, ProbeConfig
 from usnav.errors import InputError, UsnavError
 from usnav.io.sequence import read_sequence
 from usnav.io.volume import load_volume
@@ -106,8 +106,10 @@ def run_demo(
     say = progress or (lambda message: None)
     if passes < 1:
         raise UsnavError(f"--passes must be at least 1, got {passes}")
-    if not rate > 0:
-        raise UsnavError(f"--rate must be a positive speed factor, got {rate}")
+    if not 0 < rate <= MAX_RATE:
+        raise UsnavError(
+            f"--rate must be a positive speed factor of at most {MAX_RATE:g}, got {rate:g}"
+        )
     if live and not display_available():
         raise UsnavError("--live needs a display (DISPLAY/WAYLAND_DISPLAY is not set)")
     out = Path(out_dir)

@@ -18,6 +18,10 @@ from usnav.errors import ConfigError, TransformError
 from usnav.igtl import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT, ReconnectPolicy
 from usnav.transforms.names import split_name
 
+#: The fastest playback speed factor a recording is served at (``rate``, ``usnav replay
+#: --rate``, ``usnav demo --rate``)
+MAX_RATE = 1000.0
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -134,8 +138,8 @@ class PlaybackConfig(_Strict):
     @field_validator("rate")
     @classmethod
     def _rate(cls, value: float | str) -> float | str:
-        if value != "max" and not (0 < float(value) <= 1000):
-            raise ValueError("must be 'max' or a speed factor in (0, 1000]")
+        if value != "max" and not (0 < float(value) <= MAX_RATE):
+            raise ValueError(f"must be 'max' or a speed factor in (0, {MAX_RATE:g}]")
         return value
 
     @model_validator(mode="after")

@@ -43,7 +43,7 @@ import numpy as np
 
 from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
-from usnav.devices.config import PlaybackConfig, resolve_path
+from usnav.devices.config import MAX_RATE, PlaybackConfig, resolve_path
 from usnav.errors import InputError, TransformError, UsnavError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import DEFAULT_PORT, IgtlServer, LinkStats
@@ -281,8 +281,10 @@ class PlaybackServer(Device):
     ):
         super().__init__(name)
         self.recording = Path(recording)
-        if rate != "max" and not (isinstance(rate, int | float) and 0 < float(rate) <= 1000):
-            raise InputError("rate", f"{rate!r} is not 'max' or a speed factor in (0, 1000]")
+        if rate != "max" and not (isinstance(rate, int | float) and 0 < float(rate) <= MAX_RATE):
+            raise InputError(
+                "rate", f"{rate!r} is not 'max' or a speed factor in (0, {MAX_RATE:g}]"
+            )
         self.rate = rate
         self.loop = loop
         if isinstance(calibration, str | Path):
