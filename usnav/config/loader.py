@@ -14,7 +14,9 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """One line per problem: ``key.path: message (allowed: ...)``; first problem first.
+    """One line per problem: ``key.path: message (allowed: ...)``, or what was expected and
+    what the file gave (``key 'a.b': Input should be greater than 0, got -5``); first problem
+    first.
     ``prefix`` (e.g. ``"registration."``) is put before every key path: the table the model
     was read from."""
     parts = []
@@ -27,8 +29,22 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
         elif kind == "missing":
             parts.append(f"missing key '{loc}'")
         else:
-            parts.append(f"key '{loc}': {err['msg']}")
+            seen = f", got {_seen(err['input'])}" if "input" in err else ""
+            parts.append(f"key '{loc}': {err['msg']}{seen}")
     return "; ".join(parts)
+
+
+def _seen(value: object, limit: int = 60) -> str:
+    """What a file gave for a key, said briefly (a table or a list by its kind, not its
+    contents; other values as TOML writes them, cut at ``limit`` characters)."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> str:
