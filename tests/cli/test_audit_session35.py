@@ -34,3 +34,61 @@ def test_resect_sweeps_refuses_bad_counts_before_making_anything(
 def test_resect_dataset_refuses_a_negative_seed_before_reading_the_data(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="seed"):
         write_resect_dataset(tmp_path / "nowhere", tmp_path / "ds", seed=-1)
+
+
+#: usnav run's required options (files it never reaches: --options is read first)
+RUN = ["run", "--device", "d.toml", "--mri", "m.nii", "--label", "l.nii", "--calibration", "c.toml"]
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "options.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        # a key above the table is at the top level: it was ignored without a word, and the
+        # run went on with the default metric
+        ('metric = "lc2"\n[registration]\nthreads = 1\n', "'metric'"),
+        ('[registration]\nthreads = 1\n[other]\nmetric = "lc2"\n', "'other'"),
+    ],
+)
+def test_a_registration_option_outside_its_table_is_refused(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    config = _config(tmp_path, text)
+    result = usnav(tmp_path, "evaluate", "manifest.csv", "--out", "runs", "--config", str(config))
+    assert_bad_input(result, str(config), key, "[registration] table")
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "seen"),
+    [
+        (["evaluate", "manifest.csv", "--out", "runs", "--config"], "threads = -5\n", "got -5"),
+        (
+            ["evaluate", "manifest.csv", "--out", "runs", "--config"],
+            '[registration]\nmetric = "nope"\n',
+            "got 'nope'",
+        ),
+        # register's [registration] table given to usnav run --options, whose `registration`
+        # is a switch: "should be a valid boolean" alone did not say what the file had
+        (
+            [*RUN, "--options"],
+            '[registration]\nmetric = "lc2"\n',
+            "got a table",
+        ),
+        (
+            ["replay", "--port", "0", "--config"],
+            '[playback]\nrecording = "r.igs.mha"\nport = "5556x"\n',
+            "got '5556x'",
+        ),
+        (["replay", "--port", "0", "--config"], "[playback]\nrecording = [1, 2]\n", "got a list"),
+    ],
+)
+def test_a_config_value_of_the_wrong_kind_says_what_the_file_gave(
+    tmp_path: Path, command: list[str], text: str, seen: str
+) -> None:
+    config = _config(tmp_path, text)
+    assert_bad_input(usnav(tmp_path, *command, str(config)), str(config), seen)

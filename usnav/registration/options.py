@@ -406,6 +406,17 @@ def load_registration_options(
             raise ConfigError(p, f"cannot read registration options: {exc}") from exc
         in_table = isinstance(doc.get("registration"), dict)
         table = doc["registration"] if in_table else doc
+        outside = [key for key in doc if key != "registration"] if in_table else []
+        if outside:
+            # read beside a [registration] table, a key at the top level (or in another
+            # table) was silently ignored: the run went on with the default instead
+            raise ConfigError(
+                p,
+                f"key '{outside[0]}' is outside the [registration] table"
+                + (f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""),
+                "put every option in the [registration] table (or, without that table, all "
+                "at the top level)",
+            )
         try:
             opts = RegistrationOptions.model_validate(table)
         except ValidationError as exc:
