@@ -597,3 +597,25 @@ def test_the_bridge_subscribes_with_the_viewers_max_message_bytes() -> None:
         assert bridge._subscriber._socket.getsockopt(zmq.MAXMSGSIZE) == 1 << 20
     finally:
         bridge.stop()
+
+
+def test_an_open_page_waits_then_follows_the_publisher_going_and_coming_back(
+    browser, viewer_case, viewer_margins, publishing
+) -> None:
+    """Session 35's audit: a page opened before any publisher says WAITING (never LIVE), then
+    follows the same publisher's address through LIVE, STALE when it dies and LIVE again when
+    a new one binds it, without being reloaded."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    with WebDisplay(WebOptions(connect=address, port=0)) as web:
+        browser.get(web.url)
+        first = _wait(lambda: (s := _stats(browser)).get("drawn", 0) >= 1 and s, 30, "a picture")
+        assert first["state"] == "WAITING", first
+        assert browser.find_element("id", "state").text.startswith("WAITING")
+        publisher = publishing(address, viewer_case, viewer_margins)
+        _wait(lambda: _stats(browser).get("state") == LIVE, 30, "LIVE once the publisher runs")
+        publisher.stop()
+        _wait(lambda: _stats(browser).get("state") == STALE, 30, "STALE once it is gone")
+        publishing(address, viewer_case, viewer_margins)
+        _wait(lambda: _stats(browser).get("state") == LIVE, 30, "LIVE when it is back")
+        assert browser.find_element("id", "state").text == LIVE
+        assert _stats(browser)["closed"] == 0  # the same page, never reconnected or reloaded
