@@ -619,3 +619,28 @@ def test_an_open_page_waits_then_follows_the_publisher_going_and_coming_back(
         _wait(lambda: _stats(browser).get("state") == LIVE, 30, "LIVE when it is back")
         assert browser.find_element("id", "state").text == LIVE
         assert _stats(browser)["closed"] == 0  # the same page, never reconnected or reloaded
+
+
+def test_usnav_web_stopped_by_ctrl_c_exits_130_like_every_command() -> None:
+    """Session 35's audit: Ctrl-C ended usnav web with status 0, where every other command
+    (view, record, replay, run) says 130, the status README gives an interruption."""
+    import signal
+
+    web = subprocess.Popen(
+        [sys.executable, "-m", "usnav", "web", "--port", "0", "--connect", "tcp://127.0.0.1:1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert web.stdout is not None
+        line = web.stdout.readline()  # serving: its handlers are in place
+        assert line.startswith("usnav web: open http://127.0.0.1:"), line
+        web.send_signal(signal.SIGINT)
+        stdout, stderr = web.communicate(timeout=30)
+    finally:
+        if web.poll() is None:
+            web.kill()
+            web.communicate()
+    assert web.returncode == 130, stderr
+    assert "usnav web stopped" in stdout and "Traceback" not in stderr

@@ -102,10 +102,14 @@ def run(args: argparse.Namespace) -> int:
             "usnav web: the token travels unencrypted; give --cert/--key for TLS", file=sys.stderr
         )
     sys.stdout.flush()
+    interrupted = False
     try:
         display.serve_forever(stop)
     except KeyboardInterrupt:
         display.stop()
+        interrupted = True
     stats = display.stats
     print(f"usnav web stopped: {stats.opened} page(s) served, {stats.sent} pictures sent")
-    return 0
+    # Ctrl-C is 130, as for every command (it was 0); SIGTERM, a service manager's stop, is a
+    # clean end (0)
+    return 130 if interrupted else 0
