@@ -92,3 +92,23 @@ def test_a_config_value_of_the_wrong_kind_says_what_the_file_gave(
 ) -> None:
     config = _config(tmp_path, text)
     assert_bad_input(usnav(tmp_path, *command, str(config)), str(config), seen)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        # TOML has inf: a LIVE threshold of inf made every registration LIVE, accepted silently
+        ("[display]\nlive_max_boundary_error_mm = inf\n", "'display.live_max_boundary_error_mm'"),
+        ("[display]\nmax_unchecked_s = inf\n", "'display.max_unchecked_s'"),
+        ("[margins]\nmin_area_mm2 = inf\n", "'margins.min_area_mm2'"),
+        ("record_finish_timeout_s = inf\n", "'record_finish_timeout_s'"),
+        ("[registration_budget]\nsimilarity_bias_mm = inf\n", "'registration_budget"),
+        # squared to derive the registration's limit: an OverflowError, "internal error", exit 3
+        ("[display]\nlive_max_boundary_error_mm = 1e308\n", "'display.live_max_boundary_error_mm'"),
+    ],
+)
+def test_run_options_refuse_values_no_threshold_can_have(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    config = _config(tmp_path, text)
+    assert_bad_input(usnav(tmp_path, *RUN, "--options", str(config)), str(config), key)

@@ -112,7 +112,7 @@ class MarginOptions(BaseModel):
         (see :data:`CONFIDENCE_CALIBRATION`); checked on held-out families by ``usnav bench``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     solid_label: int = Field(1, ge=1, le=65535)
     cyst_label: int | None = Field(2, ge=1, le=65535)

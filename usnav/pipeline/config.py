@@ -16,7 +16,7 @@ class RegistrationBudget(BaseModel):
     :class:`usnav.registration.rigid.RegistrationOptions`, documented there; each a ~95 %
     bound, mm or degrees or a relative depth-scale error)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     similarity_bias_mm: float | None = Field(default=None, ge=0)
     calibration_error_mm: float | None = Field(default=None, ge=0)
@@ -85,7 +85,7 @@ class PipelineOptions(BaseModel):
         overlay may be shown LIVE; see docs/protocol.md).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     publish_address: str = DEFAULT_ADDRESS
     publish_frames: StrictBool = True

@@ -56,6 +56,10 @@ MARGIN_ERROR_MM = 0.0
 MEASURED_MARGIN_ERROR_MM = 1.90
 
 
+#: The largest distance any display threshold may be, mm (a file's typo, not a tolerance)
+MAX_THRESHOLD_MM = 1000.0
+
+
 class DisplayRules(BaseModel):
     """The publisher's thresholds for LIVE (named, documented, sent with every message).
 
@@ -87,11 +91,12 @@ class DisplayRules(BaseModel):
         such check.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    live_max_boundary_error_mm: float = Field(default=2.0, gt=0)
-    margin_error_mm: float = Field(default=MARGIN_ERROR_MM, ge=0)
-    live_max_uncertainty_mm: float | None = Field(default=None, gt=0)
+    # bounded: 1e308 overflowed squaring it (an internal error of usnav run, not the file's key)
+    live_max_boundary_error_mm: float = Field(default=2.0, gt=0, le=MAX_THRESHOLD_MM)
+    margin_error_mm: float = Field(default=MARGIN_ERROR_MM, ge=0, le=MAX_THRESHOLD_MM)
+    live_max_uncertainty_mm: float | None = Field(default=None, gt=0, le=MAX_THRESHOLD_MM)
     max_unchecked_s: float = Field(default=60.0, gt=0)
     max_seen_disagreement_mm: float | None = Field(default=1.0, gt=0)
     min_seen_fraction: float = Field(default=0.2, ge=0, le=1)

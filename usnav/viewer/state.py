@@ -73,7 +73,7 @@ class ViewerOptions(BaseModel):
         so, and reconnects.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     stale_after_s: float = Field(10.0, gt=0.0)
     lost_after_s: float = Field(1.5, gt=0.0)
