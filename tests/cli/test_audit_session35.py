@@ -112,3 +112,10 @@ def test_run_options_refuse_values_no_threshold_can_have(
 ) -> None:
     config = _config(tmp_path, text)
     assert_bad_input(usnav(tmp_path, *RUN, "--options", str(config)), str(config), key)
+
+
+def test_the_viewer_refuses_a_lost_after_that_would_hide_a_hung_publisher(tmp_path: Path) -> None:
+    """``--lost-after 1e23`` was accepted: a publisher that hung with its connection open would
+    have kept its last overlay as it was for ever."""
+    result = usnav(tmp_path, "view", "--connect", "tcp://127.0.0.1:1", "--lost-after", "1e23")
+    assert_bad_input(result, "lost_after_s", "120")

@@ -10,7 +10,8 @@ fix; here it becomes one line on stderr and exit status 2 (the traceback only wi
 Exit statuses: 0 ok; 1 the command's own "failure" or "flagged" answer (``calibrate`` flagged by
 a warning, ``bench --strict`` on a missed target, ``soak`` on a failed item, ``record`` when
 writing failed); 2 bad input; 3 an internal error of usnav; 130 Ctrl-C (or SIGTERM where the
-command treats it as Ctrl-C).
+command treats it as Ctrl-C), except ``usnav run``, whose normal end is Ctrl-C or SIGTERM: its
+summary, then 0 (1 if the recording failed).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ EXIT_INTERRUPTED = 130
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok; 1 the command's failure or flagged answer (see its --help); 2 bad "
     "input, one line on stderr; 3 an internal error of usnav (one line; --debug shows the "
-    "traceback; please report it); 130 interrupted (Ctrl-C)."
+    "traceback; please report it); 130 interrupted (Ctrl-C; usnav run, which Ctrl-C ends "
+    "normally, prints its summary and exits 0)."
 )
 
 

@@ -51,6 +51,8 @@ class ViewerOptions(BaseModel):
     lost_after_s
         No message for this long (or a dropped connection), or newest margins this old, make
         the display STALE, s. Publishers send ``status`` at ≥ 2 Hz, so silence means trouble.
+        At most 120 s: a longer silence would let a hung publisher's last overlay stand as
+        it was for minutes.
     min_quality
         Deprecated, ignored since protocol 2: a quality score decides nothing; the
         publisher's ``display_state`` (from the registration's stated uncertainty) does.
@@ -76,7 +78,7 @@ class ViewerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     stale_after_s: float = Field(10.0, gt=0.0)
-    lost_after_s: float = Field(1.5, gt=0.0)
+    lost_after_s: float = Field(1.5, gt=0.0, le=120.0)
     min_quality: float = Field(0.5, ge=0.0, le=1.0)
     min_disagreement_mm: float = Field(0.5, ge=0.0)
     support_threshold: float = Field(0.5, ge=0.0, le=1.0)
