@@ -124,7 +124,8 @@ def test_plus_xml_coordinate_definitions_round_trip(tmp_path: Path) -> None:
     path.write_text(text)
     defs = read_coordinate_definitions(path)
     assert defs["ImageToProbe"].attributes["Date"] == "2026.11.25"
-    np.testing.assert_allclose(load_calibration(path).image_to_probe, IMAGE_TO_PROBE, rtol=1e-8)
+    # lossless: the XML's numbers read back as the very floats written (9 digits were 5e-8 off)
+    np.testing.assert_array_equal(load_calibration(path).image_to_probe, IMAGE_TO_PROBE)
 
 
 def test_bare_coordinate_definitions_element(tmp_path: Path) -> None:
@@ -187,3 +188,15 @@ def test_a_spatial_calibration_paired_at_another_lag_than_in_use_is_named(
         caplog.clear()
         ProbeClient(ProbeConfig(port=1), calibration=both).close()
         assert "tracker-lag-s" not in caplog.text
+
+
+@pytest.mark.parametrize("value", ['"false"', '"true"', "0", "1"])
+def test_a_flag_that_is_not_a_toml_boolean_is_refused(tmp_path: Path, value: str) -> None:
+    """``flagged = "false"`` (a string) loaded as not flagged: a hand edit that clears the flag
+    which keeps a calibration's overlays from LIVE must be a real boolean, as usnav writes it."""
+    spatial = SpatialCalibration(image_to_probe=IMAGE_TO_PROBE.tolist())
+    path = save_calibration(CalibrationFile(spatial=spatial), tmp_path / "cal.toml")
+    text = path.read_text().replace("[spatial]\n", f"[spatial]\nflagged = {value}\n", 1)
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="flagged"):
+        load_calibration(path)

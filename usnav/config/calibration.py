@@ -15,7 +15,7 @@ from typing import Annotated
 
 import numpy as np
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator
 
 from usnav.config.loader import load_toml_model
 from usnav.config.plus_xml import parse_matrix_text, read_coordinate_definitions
@@ -128,7 +128,7 @@ class SpatialCalibration(_Strict):
     #: use: those calibrations were made from recordings paired however they were.
     tracker_lag_s: float | None = Field(default=None, ge=-2.0, le=2.0)
     precision: SpatialPrecision | None = None
-    flagged: bool | None = None  # (and warnings) see the note above _check_4x4
+    flagged: StrictBool | None = None  # (and warnings) see the note above _check_4x4
     warnings: list[str] = Field(default_factory=list)
 
     @field_validator("image_to_probe")
@@ -165,7 +165,7 @@ class TemporalCalibration(_Strict):
     tracker_lag_s: float = Field(ge=-2.0, le=2.0)
     error: float | None = None
     max_error: float | None = None
-    flagged: bool | None = None  # (and warnings) see the note above _check_4x4
+    flagged: StrictBool | None = None  # (and warnings) see the note above _check_4x4
     warnings: list[str] = Field(default_factory=list)
 
 

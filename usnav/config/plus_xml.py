@@ -121,7 +121,9 @@ def coordinate_definitions_xml(transforms: list[PlusTransform]) -> str:
     """The ``<CoordinateDefinitions>`` element PLUS reads, as text."""
     lines = ["<CoordinateDefinitions>"]
     for t in transforms:
-        rows = "\n".join("        " + " ".join(f"{v:.9g}" for v in row) for row in t.matrix)
+        # the shortest text that reads back as the same float: the file is lossless (9
+        # significant digits left the matrix up to 5e-8 from the TOML's)
+        rows = "\n".join("        " + " ".join(repr(float(v)) for v in row) for row in t.matrix)
         extra = "".join(
             f" {k}={quoteattr(v)}"
             for k, v in t.attributes.items()
