@@ -191,3 +191,18 @@ def test_a_bad_reference_to_mri_is_named_as_the_option_gives_it(tmp_path, case):
         _margins(tmp_path, case, reference=bad), "bad.txt", "ReferenceToMri of --reference-to-mri"
     )
     assert "initial" not in line
+
+
+@pytest.mark.parametrize(("value", "why"), [(np.nan, "NaN"), (0.5, "fraction")])
+def test_a_float_label_map_is_judged_on_every_labelled_voxel(tmp_path, case, value, why):
+    """A float label map, 64+ slices deep, with one bad voxel in slice 1: the check sampled
+    every other slice, so a NaN there was an internal error (exit 3) and a 0.5 was taken as
+    tumor."""
+    data = np.zeros((70, 24, 24), np.float32)
+    data[30:36, 4:10, 2:10] = 1.0
+    data[1, 12, 12] = value
+    shift = np.eye(4)
+    shift[0, 3] = -30.0  # the tumor where the fixture's is, inside the MRI
+    label = save_volume(Volume(data, shift, source=why), tmp_path / f"{why}_label.nii.gz")
+    assert_bad_input(_margins(tmp_path, case, label=label), label.name, "not a label map")
+    assert not (tmp_path / "out" / "margins.jsonl").exists()

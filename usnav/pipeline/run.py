@@ -103,8 +103,10 @@ def check_label_map(
     """
     data = np.asarray(label.data)
     if data.dtype.kind == "f":
-        sample = data[:: max(1, data.shape[0] // 32)]
-        if not np.all(np.isfinite(sample)) or not np.all(np.mod(sample, 1) == 0):
+        # every non-zero voxel (NaN included), not a sample of slices: a NaN or a fraction
+        # in a slice a sample skips slipped through (and NaN then broke the label count)
+        labelled = data[data != 0]
+        if not np.all(np.isfinite(labelled)) or not np.all(np.mod(labelled, 1) == 0):
             raise InputError(
                 label.source,
                 "is not a label map (it has non-integer values — an image?)",
