@@ -233,3 +233,35 @@ def test_reconstruct_and_register_refuse_to_replace_results(tmp_path):
     )
     assert_bad_input(result, "already exists")
     assert existing.read_bytes() == b"earlier" and result_json.read_text() == "{}"
+
+
+def test_bench_only_matching_only_long_benchmarks_asks_for_full(tmp_path):
+    """Without --full, a word that selects only --full benchmarks ran nothing: an empty table,
+    an empty --json and exit 0, as if every target were met."""
+    report = tmp_path / "b.json"
+    result = usnav(tmp_path, "bench", "--only", "2 GB", "--json", str(report))
+    assert_bad_input(result, "--only", "'2 GB'", "only long benchmarks", "--full")
+    assert result.stdout == "" and not report.exists()
+    listed = usnav(tmp_path, "bench", "--list", "--only", "2 GB")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip().splitlines() == [
+        "sequence io    open a 2 GB uncompressed recording  (--full)"
+    ]  # --list shows what --only selects
+    assert_bad_input(usnav(tmp_path, "bench", "--list", "--only", "zzzz"), "'zzzz'")
+
+
+def test_bench_json_and_markdown_cannot_name_the_same_file(tmp_path):
+    """--force let the JSON silently replace the Markdown table written just before it."""
+    result = usnav(
+        tmp_path,
+        "bench",
+        "--only",
+        "sequence",
+        "--json",
+        "report.txt",
+        "--markdown",
+        str(tmp_path / "report.txt"),
+        "--force",
+    )
+    assert_bad_input(result, "report.txt", "both --json and --markdown")
+    assert result.stdout == ""

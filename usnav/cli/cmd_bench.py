@@ -75,11 +75,6 @@ def run(args: argparse.Namespace) -> int:
     if not out.is_terminal:
         out = Console(width=170)  # a file or a pipe: keep each figure on one line
     err = Console(stderr=True)
-    if args.list:  # listing needs none of the baselines' packages
-        for b in all_benchmarks():
-            out.print(f"{b.group:14s} {b.name}{'' if b.quick else '  (--full)'}")
-        return 0
-    require_extra("usnav bench", "bench", BENCH_MODULES)
     if args.only:
         names = [(b.group, b.name) for b in all_benchmarks()]
         unknown = unmatched_words(args.only, names)
@@ -91,6 +86,33 @@ def run(args: argparse.Namespace) -> int:
                 + ", ".join(sorted({g for g, _ in names}))
                 + "; usnav bench --list shows every name",
             )
+    if args.list:  # listing needs none of the baselines' packages
+        for b in all_benchmarks():
+            # with --only, the benchmarks it selects (as a run would, --full ones marked)
+            if args.only and len(unmatched_words(args.only, [(b.group, b.name)])) == len(args.only):
+                continue
+            out.print(f"{b.group:14s} {b.name}{'' if b.quick else '  (--full)'}")
+        return 0
+    require_extra("usnav bench", "bench", BENCH_MODULES)
+    if args.only and not args.full:
+        # a word that matches only long benchmarks would run nothing and exit 0 with an empty
+        # table (and an empty --json): say so instead
+        quick = [(b.group, b.name) for b in all_benchmarks() if b.quick]
+        long_only = unmatched_words(args.only, quick)
+        if long_only:
+            raise InputError(
+                "--only",
+                f"{', '.join(repr(w) for w in long_only)} "
+                f"match{'es' if len(long_only) == 1 else ''} only long benchmarks "
+                "(marked --full in usnav bench --list)",
+                "add --full to run them",
+            )
+    both = args.json is not None and args.markdown is not None
+    if both and args.json.resolve() == args.markdown.resolve():
+        # the JSON would silently replace the table written a moment before
+        raise InputError(
+            args.json, "is given to both --json and --markdown", "give each its own file"
+        )
     for option in ("json", "markdown"):  # refused now, not after minutes of benchmarks
         if getattr(args, option) is not None:
             check_output(getattr(args, option), force=args.force, option=f"--{option}")
