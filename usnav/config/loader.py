@@ -28,6 +28,12 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
             parts.append(f"unknown key '{loc}'" + (f" (allowed: {allowed})" if allowed else ""))
         elif kind == "missing":
             parts.append(f"missing key '{loc}'")
+        elif kind == "value_error" and isinstance(err.get("input"), dict):
+            # a table's own check across its keys (a model validator): its message names the
+            # keys; "key '(top level)': Value error, …, got a table" said nothing more
+            table = (prefix + ".".join(str(x) for x in err["loc"])).rstrip(".")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"[{table}] {msg}" if table else msg)
         else:
             seen = f", got {_seen(err['input'])}" if "input" in err else ""
             parts.append(f"key '{loc}': {err['msg']}{seen}")
