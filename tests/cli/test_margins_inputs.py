@@ -206,3 +206,25 @@ def test_a_float_label_map_is_judged_on_every_labelled_voxel(tmp_path, case, val
     label = save_volume(Volume(data, shift, source=why), tmp_path / f"{why}_label.nii.gz")
     assert_bad_input(_margins(tmp_path, case, label=label), label.name, "not a label map")
     assert not (tmp_path / "out" / "margins.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("codes", "says"),
+    [
+        # a planner's tumor 2 and cyst 4: drawn as the cyst alone, the cyst not at all
+        ((2, 4), "no voxel is the solid tumor (1); label(s) 4 count as background"),
+        ((1, 3), "label(s) 3 count as background"),
+    ],
+)
+def test_labels_read_otherwise_than_the_planner_may_mean_are_said_once(tmp_path, case, codes, says):
+    data = np.zeros((24, 24, 24), np.uint8)
+    data[6:12, 4:10, 2:10] = codes[0]
+    data[6:12, 10:13, 2:10] = codes[1]
+    label = save_volume(Volume(data, np.eye(4), source="l"), tmp_path / "planned.nii.gz")
+    result = _margins(tmp_path, case, label=label)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, result.stderr  # check_inputs and write_margins both judged it
+    assert f"planned.nii.gz: {says} (read as solid tumor 1, cyst 2)" in warnings[0]
+    plain = _margins(tmp_path / "out", case)  # the fixture's labels (solid 1 only): no word
+    assert plain.returncode == 0 and "WARNING" not in plain.stderr, plain.stderr

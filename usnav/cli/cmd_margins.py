@@ -86,7 +86,15 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.out, force=args.force, inputs=input_paths(args))
     label, mri = check_inputs(args)
-    s = write_margins(args.recording, mri, label, args.calibration, args.reference_to_mri, args.out)
+    s = write_margins(
+        args.recording,
+        mri,
+        label,
+        args.calibration,
+        args.reference_to_mri,
+        args.out,
+        checked=True,  # by check_inputs: a warning of the label map is said once
+    )
     extra = []
     if s.skipped_image:
         extra.append(f"{s.skipped_image} skipped (invalid image)")

@@ -148,6 +148,7 @@ def margins_of_recording(
     result: dict | None = None,
     options=None,
     stats: dict | None = None,
+    checked: bool = False,
 ) -> Iterator[MarginRecord]:
     """The per-frame margins of a recorded sweep, in order.
 
@@ -172,6 +173,11 @@ def margins_of_recording(
         :class:`~usnav.margins.MarginOptions` (defaults if None).
     stats
         Filled with ``skipped_image`` and ``no_tracking`` counts as frames go.
+    checked
+        The caller has judged ``label`` (a loaded volume) as here already
+        (:func:`~usnav.pipeline.run.check_label_map` and, with ``mri``,
+        :func:`~usnav.io.volume.check_label_fits_mri`): not judged again, so a warning they
+        log is logged once.
 
     Raises
     ------
@@ -194,14 +200,15 @@ def margins_of_recording(
     margin_options = options or MarginOptions()
     # the live pipeline's own check: a label map with none of the tumor codes (e.g. a tumor
     # coded 7) would give "no tumor in view" in every frame instead of an error
-    check_label_map(
-        label_volume,
-        margin_options.solid_label,
-        margin_options.cyst_label,
-        hint="give the tumor segmentation of this MRI (solid tumor 1, cyst 2)",
-    )
-    if mri is not None:
-        check_label_fits_mri(label_volume, mri if isinstance(mri, Volume) else load_volume(mri))
+    if not checked:
+        check_label_map(
+            label_volume,
+            margin_options.solid_label,
+            margin_options.cyst_label,
+            hint="give the tumor segmentation of this MRI (solid tumor 1, cyst 2)",
+        )
+        if mri is not None:
+            check_label_fits_mri(label_volume, mri if isinstance(mri, Volume) else load_volume(mri))
     estimator = MarginEstimator(label_volume, margin_options, warm_up=True)
     doc = result or {}
     estimate = RegistrationEstimate(
@@ -302,16 +309,26 @@ def write_margins(
     *,
     options=None,
     progress: Callable[[int], None] | None = None,
+    checked: bool = False,
 ) -> MarginsSummary:
     """``usnav margins``: the per-frame margins of a recording written to a margins file.
 
     ``reference_to_mri`` is a file of 16 numbers or a usnav RESULT.json; ``mri`` and ``label``
-    files or volumes already loaded (and checked).
+    files or volumes already loaded; ``checked``: the caller has judged the label map as
+    :func:`margins_of_recording` would (it is not judged twice).
     """
     matrix, doc = read_reference_to_mri(reference_to_mri)
     stats: dict = {}
     records = margins_of_recording(
-        recording, label, calibration, matrix, mri=mri, result=doc, options=options, stats=stats
+        recording,
+        label,
+        calibration,
+        matrix,
+        mri=mri,
+        result=doc,
+        options=options,
+        stats=stats,
+        checked=checked,
     )
     header = {
         "recording": str(recording),

@@ -128,6 +128,18 @@ def check_label_map(
             f"{sorted(present)[:10] or 'none'})",
             hint,
         )
+    # accepted, but what is drawn may not be what the planner meant (e.g. tumor 2 and cyst 4:
+    # the tumor drawn as the cyst, the cyst not at all): say how the labels are read
+    other = sorted(present - wanted)
+    if other or solid not in present:
+        roles = f"solid tumor {solid}" + (f", cyst {cyst}" if cyst is not None else "")
+        said = []
+        if solid not in present:
+            said.append(f"no voxel is the solid tumor ({solid})")
+        if other:
+            listed = ", ".join(str(v) for v in other[:10]) + (", …" if len(other) > 10 else "")
+            said.append(f"label(s) {listed} count as background")
+        log.warning("%s: %s (read as %s)", label.source, "; ".join(said), roles)
 
 
 def default_log_path() -> Path:
