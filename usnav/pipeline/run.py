@@ -109,7 +109,7 @@ def check_label_map(
         if not np.all(np.isfinite(labelled)) or not np.all(np.mod(labelled, 1) == 0):
             raise InputError(
                 label.source,
-                "is not a label map (it has non-integer values — an image?)",
+                "is not a label map (it has non-integer values — an image or a probability map?)",
                 "give the tumor segmentation (solid tumor and cyst as integer labels)",
             )
     values = np.unique(data)
