@@ -39,6 +39,9 @@ def test_family_lists():
     for bad in ("", "nope", "baseline,baseline"):
         with pytest.raises(InputError):
             parse_families(bad)
+    # which one: "a family is listed twice" left the user to find it in a long list
+    with pytest.raises(InputError, match="sos-error listed twice"):
+        parse_families("sos-error,baseline,mixed,sos-error")
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ def parse_seeds(spec: str) -> list[int]:
         if hi < lo:
             raise InputError("--seeds", f"range {part!r} runs backwards", f"write {hi}-{lo}")
         if len(seeds) + hi - lo + 1 > MAX_CASES:
-            raise InputError("--seeds", f"more than {MAX_CASES} seeds")
+            raise InputError("--seeds", f"more than {MAX_CASES} seeds", f"give at most {MAX_CASES}")
         seeds.extend(range(lo, hi + 1))
     seen: set[int] = set()
     for s in seeds:
@@ -82,8 +82,9 @@ def parse_families(spec: str | None) -> list[str]:
         raise InputError("--families", "empty", "give family names separated by commas")
     for n in names:
         check_family(n)
-    if len(set(names)) != len(names):
-        raise InputError("--families", "a family is listed twice", "list every family once")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError("--families", f"{', '.join(twice)} listed twice", "list every family once")
     return names
 
 
