@@ -128,3 +128,28 @@ def test_an_initial_transform_from_a_pipe_is_read_once(tmp_path) -> None:
         writer.join(timeout=10)
         os.close(read_end)
     np.testing.assert_allclose(got, pose)
+
+
+def test_bench_clean_never_removes_a_folder_it_did_not_make(tmp_path):
+    """``--cache DIR --clean`` removed DIR whole, with whatever the user kept in it."""
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("precious")
+    no_data = tmp_path / "no-data"
+    result = _bench(
+        tmp_path, no_data, "--only", "temporal calibration", "--cache", str(mine), "--clean"
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "thesis" in lines[0] and "--clean would remove" in lines[0]
+    assert (mine / "chapter1.tex").read_text() == "precious"
+    # a folder the bench made (and uses again) is still removed by --clean
+    cache = tmp_path / "bench-cache"
+    first = _bench(tmp_path, no_data, "--only", "temporal calibration", "--cache", str(cache))
+    assert first.returncode == 0, first.stderr
+    assert cache.is_dir()
+    again = _bench(
+        tmp_path, no_data, "--only", "temporal calibration", "--cache", str(cache), "--clean"
+    )
+    assert again.returncode == 0, again.stderr
+    assert not cache.exists()

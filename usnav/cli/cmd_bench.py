@@ -35,7 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="cache and scratch folder (default ~/.cache/usnav/bench, this user's own)",
     )
-    p.add_argument("--clean", action="store_true", help="remove the cache folder when the run ends")
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove the cache folder when the run ends (a --cache folder holding files "
+        "usnav bench did not make is refused)",
+    )
     p.add_argument("--force", action="store_true", help="replace existing --json/--markdown")
     p.set_defaults(func=run)
 
@@ -59,6 +64,17 @@ def _fmt(value: float | None) -> str:
 
 #: what the benchmarks' baselines need (the ``bench`` extra)
 BENCH_MODULES = ("pyigtl", "psutil", "SimpleITK")
+
+
+#: the file that marks a folder as a ``usnav bench`` cache (``--clean`` may remove it)
+CACHE_MARK = ".usnav-bench-cache"
+
+
+def _foreign_folder(folder: Path) -> bool:
+    """True if ``folder`` holds files and is not marked as a bench cache."""
+    if not folder.is_dir() or (folder / CACHE_MARK).exists():
+        return False
+    return any(folder.iterdir())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,6 +134,15 @@ def run(args: argparse.Namespace) -> int:
             check_output(getattr(args, option), force=args.force, option=f"--{option}")
     work = args.cache or default_work_dir()
     check_output(work, folder=True, force=True, option="--cache")
+    if args.clean and args.cache is not None and _foreign_folder(work):
+        # --clean removes the whole folder: a user's folder given as --cache went with it
+        raise InputError(
+            work,
+            "--clean would remove this folder, which holds files usnav bench did not make",
+            "give a new or empty --cache folder, or leave out --clean",
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    (work / CACHE_MARK).touch()
     machine = machine_info()
     try:
         with err.status("benchmarking…") as status:
