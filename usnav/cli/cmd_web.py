@@ -96,14 +96,17 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     display.start()
-    print(f"usnav web: open {display.url}  (margins from {options.connect}; Ctrl-C to stop)")
-    if options.token and display.url.startswith("http://"):
-        print(
-            "usnav web: the token travels unencrypted; give --cert/--key for TLS", file=sys.stderr
-        )
-    sys.stdout.flush()
     interrupted = False
     try:
+        # announced inside the try: a Ctrl-C right after the line is read must still stop the
+        # display and print the summary (it ended as a bare "interrupted", no summary)
+        print(f"usnav web: open {display.url}  (margins from {options.connect}; Ctrl-C to stop)")
+        if options.token and display.url.startswith("http://"):
+            print(
+                "usnav web: the token travels unencrypted; give --cert/--key for TLS",
+                file=sys.stderr,
+            )
+        sys.stdout.flush()
         display.serve_forever(stop)
     except KeyboardInterrupt:
         display.stop()
