@@ -262,18 +262,23 @@ def test_static_files_ship_in_the_package() -> None:
     assert "static/*" in data["usnav.web"]
 
 
+def _start_web() -> subprocess.Popen:
+    """``usnav web`` as an OR engineer starts it, with nothing to connect to (text pipes)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "usnav", "web", "--port", "0", "--connect", "tcp://127.0.0.1:1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_usnav_web_command_serves_the_page_and_stops_on_sigterm(tmp_path) -> None:
     """The command as an OR engineer runs it: it prints the address, serves the page, and
     ends cleanly on SIGTERM (a service manager's stop)."""
     import signal
     import urllib.request
 
-    web = subprocess.Popen(
-        [sys.executable, "-m", "usnav", "web", "--port", "0", "--connect", "tcp://127.0.0.1:1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    web = _start_web()
     try:
         assert web.stdout is not None
         line = web.stdout.readline()
@@ -622,16 +627,13 @@ def test_an_open_page_waits_then_follows_the_publisher_going_and_coming_back(
 
 
 def test_usnav_web_stopped_by_ctrl_c_exits_130_like_every_command() -> None:
-    """Session 35's audit: Ctrl-C ended usnav web with status 0, where every other command
-    (view, record, replay, run) says 130, the status README gives an interruption."""
+    """Session 35's audit: Ctrl-C ended usnav web with status 0, where view, record and
+    replay say 130, the status the README gives an interruption (usnav run, which Ctrl-C
+    ends normally, is the one exception). The summary is printed even when the Ctrl-C comes
+    right after the address line (it once came before the handler's reach: no summary)."""
     import signal
 
-    web = subprocess.Popen(
-        [sys.executable, "-m", "usnav", "web", "--port", "0", "--connect", "tcp://127.0.0.1:1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    web = _start_web()
     try:
         assert web.stdout is not None
         line = web.stdout.readline()  # serving: its handlers are in place
