@@ -37,6 +37,13 @@ class InputError(UsnavError):
             message += f" — {self.hint}"
         super().__init__(message)
 
+    @classmethod
+    def unreadable(cls, source: str | Path, exc: OSError) -> InputError:
+        """A file that exists but cannot be read (its permissions, an I/O error)."""
+        return cls(
+            source, f"cannot be read ({exc.strerror or exc})", "check the file's permissions"
+        )
+
 
 class ConfigError(InputError):
     """A device-set or calibration file that does not validate."""

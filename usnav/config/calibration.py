@@ -305,9 +305,7 @@ def _load(p: Path) -> CalibrationFile:
     except UnicodeDecodeError as exc:
         raise ConfigError(p, "not a text file") from exc
     except OSError as exc:  # permissions, an I/O error
-        raise ConfigError(
-            p, f"cannot be read ({exc.strerror or exc})", "check the file's permissions"
-        ) from None
+        raise ConfigError.unreadable(p, exc) from None
     return _from_matrix(parse_matrix_text(text, str(p)), p)
 
 

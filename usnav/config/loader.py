@@ -90,9 +90,7 @@ def load_toml_model(path: str | Path, model: type[M]) -> M:
     except UnicodeDecodeError as exc:
         raise ConfigError(p, "not a UTF-8 text file") from exc
     except OSError as exc:  # permissions, an I/O error
-        raise ConfigError(
-            p, f"cannot be read ({exc.strerror or exc})", "check the file's permissions"
-        ) from None
+        raise ConfigError.unreadable(p, exc) from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

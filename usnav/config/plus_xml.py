@@ -75,9 +75,7 @@ def read_xml_root(path: str | Path) -> ET.Element:
     except ET.ParseError as exc:
         raise ConfigError(p, f"not valid XML: {exc}") from exc
     except OSError as exc:  # permissions, an I/O error
-        raise ConfigError(
-            p, f"cannot be read ({exc.strerror or exc})", "check the file's permissions"
-        ) from None
+        raise ConfigError.unreadable(p, exc) from None
 
 
 def read_coordinate_definitions(path: str | Path) -> dict[str, PlusTransform]:

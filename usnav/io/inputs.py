@@ -32,9 +32,7 @@ def require_existing(path: Path) -> None:
             with path.open("rb"):
                 pass
         except OSError as exc:
-            raise InputError(
-                path, f"cannot be read ({exc.strerror or exc})", "check the file's permissions"
-            ) from None
+            raise InputError.unreadable(path, exc) from None
 
 
 def refuse_empty(path: Path) -> None:
