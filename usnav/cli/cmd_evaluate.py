@@ -103,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from usnav.evaluate.ledger import Use, record
 
     use: Use = "report" if args.report else "tuning"
+
+    def record_seeds(note: str = "") -> None:
+        record(args.ledger, seeds, use, run=str(args.out), manifest=str(args.manifest), note=note)
+
     try:
         with ProgressBar(enabled=not args.quiet) as bar:
             report = run_evaluation(
@@ -120,17 +124,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if seeds and _has_results(args.out):
             # some results may have been seen: the safe side is to count every seed as used
-            record(
-                args.ledger,
-                seeds,
-                use,
-                run=str(args.out),
-                manifest=str(args.manifest),
-                note="interrupted: some of these seeds' results may not have been seen",
-            )
+            record_seeds("interrupted: some of these seeds' results may not have been seen")
         raise
     if seeds and report.ran:
-        record(args.ledger, seeds, use, run=str(args.out), manifest=str(args.manifest))
+        record_seeds()
     out = Console() if Console().is_terminal else Console(width=160)
     if report.ran:
         out.print(
