@@ -79,6 +79,13 @@ def _mean_axis(vectors: np.ndarray) -> np.ndarray:
     return mean / max(np.linalg.norm(mean), 1e-12)
 
 
+def _mean_beam(image_to_reference: np.ndarray) -> np.ndarray:
+    """Unit mean of the frames' beam directions (image +y), in the poses' frame."""
+    beams = image_to_reference[:, :3, 1]
+    beam = (beams / np.linalg.norm(beams, axis=1, keepdims=True)).mean(axis=0)
+    return beam / max(np.linalg.norm(beam), 1e-12)
+
+
 def sweep_search_frame(sweep: Sweep, initial: np.ndarray) -> np.ndarray:
     """MRI world → the sweep's own frame (4×4 rigid): axes the sweep's mean lateral (image
     +x), beam (image +y, made orthogonal to it) and elevation (their cross product) turned
@@ -90,8 +97,7 @@ def sweep_search_frame(sweep: Sweep, initial: np.ndarray) -> np.ndarray:
     """
     ir = sweep.image_to_reference
     lateral = _mean_axis(ir[:, :3, 0])
-    beam = ir[:, :3, 1] / np.maximum(np.linalg.norm(ir[:, :3, 1], axis=1, keepdims=True), 1e-12)
-    beam = beam.mean(axis=0)
+    beam = _mean_beam(ir)
     beam = beam - (beam @ lateral) * lateral
     beam = beam / max(float(np.linalg.norm(beam)), 1e-12)
     axes = np.asarray(initial, np.float64)[:3, :3] @ np.column_stack(
@@ -177,8 +183,6 @@ class SweepRegistration(VerdictMixin):
         self.removed_label_error_mm = (
             opts.removed_label_error_mm if REMOVED_TISSUE_KEY in mri.meta else 0.0
         )
-        beams = sweep.image_to_reference[:, :3, 1]
-        beam = (beams / np.linalg.norm(beams, axis=1, keepdims=True)).mean(axis=0)
         #: RMS distance of the field of view from its centre, mm (rotation ↔ displacement)
         self.radius_mm = float(
             np.sqrt(
@@ -190,7 +194,7 @@ class SweepRegistration(VerdictMixin):
             )
         )
         #: mean ultrasound beam direction (image +y), Reference frame, unit
-        self.beam_direction = beam / max(np.linalg.norm(beam), 1e-12)
+        self.beam_direction = _mean_beam(sweep.image_to_reference)
         frames_x = sweep.image_to_reference[:, :3, 0]
         #: mean frame normal (elevation, image x × y), Reference frame, unit
         self.elevation_direction = _mean_axis(
