@@ -168,6 +168,12 @@ def test_register_points_negative_fle(tmp_path):
     )
     assert_bad_input(result, "--fle", "positive")
     assert not (tmp_path / "r.json").exists()
+    # a finite but absurd error (µm given as mm) is refused too, not turned into a TRE
+    result = usnav(
+        tmp_path, "register-points", str(tag), "--fle", "500", "--out", str(tmp_path / "r.json")
+    )
+    assert_bad_input(result, "--fle", "up to 20")
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_replay_of_a_volume_says_it_is_a_volume(tmp_path):

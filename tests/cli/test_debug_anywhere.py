@@ -64,3 +64,22 @@ def test_the_exit_statuses_are_in_usnavs_help(capsys) -> None:
     assert stop.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "2 bad input" in out and "3 an internal error of usnav" in out
+
+
+def test_debug_after_a_double_dash_is_an_argument(tmp_path, capsys, monkeypatch) -> None:
+    """After "--" every word is an argument: a file named --debug is looked for, and no
+    traceback is shown for it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["info", "--", "--debug"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--debug" in err[0] and "Traceback" not in err[0]
+
+
+def test_no_subcommand_is_a_usage_error_on_stderr(capsys) -> None:
+    """Exit 2 is bad input: its help goes to stderr, stdout stays empty for scripts."""
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "usage: usnav" in err
+    assert main(["calibrate"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "usage: usnav calibrate" in err

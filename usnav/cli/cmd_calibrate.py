@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "other sections kept.",
     )
     sub = parser.add_subparsers(dest="kind", metavar="KIND")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
 
     sp = sub.add_parser(
         "spatial",

@@ -90,9 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     # even one killed by SIGKILL (usnav/lifeline.py)
     follow_parent()
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
-    # accepted anywhere, as the error lines suggest ("run with --debug"), not only first
-    argv = ["--debug", *(a for a in argv if a != "--debug")] if debug else list(argv)
+    # accepted anywhere before a "--", as the error lines suggest ("run with --debug"), not
+    # only first; after "--" it is an argument (a file named --debug)
+    options_end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:options_end]
+    if debug:
+        argv = ["--debug", *(a for a in argv[:options_end] if a != "--debug"), *argv[options_end:]]
+    else:
+        argv = list(argv)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         command = getattr(args, "command", None)
         _subparser(parser, command).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
-        parser.print_help()
+        parser.print_help(sys.stderr)  # a usage error (exit 2): stdout stays for answers
         return EXIT_BAD_INPUT
     handlers = _stop_signal_handlers()
     try:

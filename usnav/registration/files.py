@@ -201,6 +201,12 @@ def register_recording(
     return result
 
 
+MAX_FLE_MM = 20.0
+"""Largest fiducial localisation error accepted, RMS mm: a stylus on a bony landmark is
+~1–2 mm and skin markers ~3 mm; 20 mm is no longer a navigation registration (a value in µm
+given as mm, most likely)."""
+
+
 def register_point_files(
     out: str | Path | None,
     *,
@@ -215,9 +221,11 @@ def register_point_files(
     Either ``tag`` (MNI tag file: volume 1 = MRI/fixed, volume 2 = Reference/moving) or
     ``moving`` + ``fixed`` point files (``x y z`` rows, Slicer ``.fcsv``/``.mrk.json``).
     """
-    if fle_mm is not None and not (math.isfinite(fle_mm) and fle_mm > 0):
+    if fle_mm is not None and not (math.isfinite(fle_mm) and 0 < fle_mm <= MAX_FLE_MM):
         raise InputError(
-            "--fle", f"must be a positive RMS error in mm, got {fle_mm}", "e.g. --fle 0.5"
+            "--fle",
+            f"must be a positive RMS error in mm up to {MAX_FLE_MM:g}, got {fle_mm}",
+            "e.g. --fle 0.5",
         )
     if tag is not None and (moving is not None or fixed is not None):
         raise InputError(
