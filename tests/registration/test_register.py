@@ -279,6 +279,20 @@ def test_empty_sweep_and_constant_mri_refused_by_the_library(small_case):
         register_sweep(flat, sweep, truth.init_reference_to_mri)
 
 
+def test_an_mri_with_contrast_only_between_sampled_slices_is_not_constant(small_case):
+    """The constant check samples slices first; an MRI flat on every sampled slice was
+    refused as constant although a slice between them held its contrast."""
+    from usnav.registration.rigid import check_inputs
+
+    _, sweep, _, truth = small_case
+    data = np.ones((64, 8, 8), np.float32)
+    data[1, 3:5, 3:5] = 2.0  # only odd slice 1: the sample takes every second slice
+    check_inputs(Volume(data, np.eye(4), source="odd.nii"), sweep, truth.init_reference_to_mri)
+    data[1] = 1.0
+    with pytest.raises(InputError, match="odd.nii.*constant"):
+        check_inputs(Volume(data, np.eye(4), source="odd.nii"), sweep, truth.init_reference_to_mri)
+
+
 def test_an_mri_of_one_slice_is_refused_as_such(small_case):
     """A 3D file holding one slice was refused as "the sweep lies entirely outside the MRI"
     (the crop needs two voxels along each axis), sending the user to check --init."""

@@ -281,3 +281,18 @@ def test_a_clearly_better_pose_elsewhere_is_not_a_tie(small_case):
     better = dict(result.diagnostics, ambiguity_margin=-2.0 * full.ambiguity_min_gain)
     keep, why = worker._rejudged(problem, replace(result, diagnostics=better), first, len(window))
     assert not keep and "withdrawn" in why
+
+
+def test_the_worker_refuses_search_axes_it_would_not_apply():
+    """The streaming worker searches along the MRI's world axes; a ``search_axes`` set in its
+    options used to be silently ignored."""
+    from pydantic import ValidationError
+
+    from usnav.registration.options import RegistrationOptions
+    from usnav.registration.worker import live_cold_registration_options
+
+    WorkerOptions(full=live_cold_registration_options())  # the default axes are fine
+    sweep_axes = live_cold_registration_options().model_copy(update={"search_axes": "sweep"})
+    with pytest.raises(ValidationError, match="full.search_axes = 'sweep'.*usnav register"):
+        WorkerOptions(full=sweep_axes)
+    assert RegistrationOptions(search_axes="sweep").search_axes == "sweep"  # batch keeps it

@@ -80,8 +80,17 @@ def check_inputs(
             "is not a rigid transform (rotation + translation)",
             "give the navigation registration as 16 numbers",
         )
-    if not mri_checked and float(np.ptp(np.asarray(mri.data[:: max(1, mri.shape[0] // 32)]))) <= 0:
+    if not mri_checked and _constant(mri.data):
         raise InputError(mri.source, "the MRI is constant (no contrast to register to)")
+
+
+def _constant(data: np.ndarray) -> bool:
+    """Whether every voxel has the same value: a sample of slices first (fast when it has
+    contrast, the usual case), every voxel only when the sample is flat (an MRI with its
+    anatomy between the sampled slices is not constant)."""
+    if float(np.ptp(np.asarray(data[:: max(1, data.shape[0] // 32)]))) > 0:
+        return False
+    return float(np.ptp(np.asarray(data))) <= 0
 
 
 def register_sweep(

@@ -367,6 +367,15 @@ class WorkerOptions(BaseModel):
                 f"at the same pixel size (their scores are compared); got full {cold[0]} at "
                 f"{cold[1]:g} mm and warm {warm[0]} at {warm[1]:g} mm"
             )
+        for name, options in (("full", self.full), ("warm", self.warm)):
+            # the streaming worker steps along the MRI's world axes; an option it would
+            # ignore is refused rather than silently not applied
+            if options.search_axes != "mri_world":
+                raise ValueError(
+                    f"{name}.search_axes = {options.search_axes!r}: the streaming worker "
+                    "searches along the MRI's world axes only ('mri_world'); the other axes "
+                    "are for batch registration (usnav register)"
+                )
         return self
 
 
