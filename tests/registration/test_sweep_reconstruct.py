@@ -88,6 +88,47 @@ def test_load_sweep_composes_poses_and_drops_invalid_frames(tmp_path):
     assert sweep.pixel_spacing_mm == pytest.approx((0.2, 0.3))
 
 
+def test_a_recording_with_inverse_transform_names_places_the_same_frames(tmp_path):
+    """PLUS's transform repository inverts a transform a recording holds the other way round
+    (TrackerToProbe, TrackerToReference, ReferenceToProbe); usnav refused such recordings as
+    having "neither ProbeToReference nor ProbeToTracker + ReferenceToTracker"."""
+    frames, _ = fan_frames(n=4)
+    r2t = np.eye(4)
+    r2t[:3, 3] = [5, 6, 7]
+    cal = np.diag([0.2, 0.3, 0.25, 1.0])
+    forward, inverse, single = [], [], []
+    for i in range(4):
+        p2t = np.eye(4)
+        p2t[:3, :3] = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]
+        p2t[:3, 3] = [i, 2, 0]
+        forward.append(frame(frames[i], p2t, r2t, t=0.1 * i))
+        names = {"TrackerToProbe": np.linalg.inv(p2t), "TrackerToReference": np.linalg.inv(r2t)}
+        inverse.append(
+            TrackedFrame(
+                image=frames[i],
+                transforms={n: TrackedTransform(m) for n, m in names.items()},
+                t_device=0.1 * i,
+            )
+        )
+        r2p = np.linalg.inv(p2t) @ r2t
+        single.append(
+            TrackedFrame(
+                image=frames[i],
+                transforms={"ReferenceToProbe": TrackedTransform(r2p)},
+                t_device=0.1 * i,
+            )
+        )
+    expected = load_sweep(write_sequence(tmp_path / "f.igs.mha", forward), cal).image_to_reference
+    for name, seq in (("i.igs.mha", inverse), ("s.igs.mha", single)):
+        placed = load_sweep(write_sequence(tmp_path / name, seq), cal).image_to_reference
+        np.testing.assert_allclose(placed, expected, atol=1e-9)
+    # a recording whose poses do not connect the probe to the reference is still refused
+    alone = [frame(frames[0], np.eye(4), np.eye(4))]
+    alone[0].transforms.pop("ReferenceToTracker")
+    with pytest.raises(InputError, match=r"a\.igs\.mha.*nor their inverses.*ProbeToTracker"):
+        load_sweep(write_sequence(tmp_path / "a.igs.mha", alone), cal)
+
+
 def test_all_invalid_and_empty_sweeps_are_refused(tmp_path):
     frames, _ = fan_frames(n=3)
     seq = [frame(frames[i], np.eye(4), np.eye(4), TransformStatus.INVALID) for i in range(3)]

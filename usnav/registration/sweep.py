@@ -18,9 +18,10 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
 from usnav.calibration.stage import CalibrationStage
-from usnav.errors import InputError
+from usnav.errors import InputError, TransformError
 from usnav.frames import TrackedFrame, TransformStatus, mf_pixels
 from usnav.registration import _kernels as K
+from usnav.transforms import TransformRepository
 
 if TYPE_CHECKING:
     from usnav.io.sequence_reader import Sequence
@@ -233,8 +234,34 @@ def load_sweep(recording: str | Path, image_to_probe: np.ndarray) -> Sweep:
         )
 
 
-#: the transforms a frame can be placed with (ProbeToReference, or the two tracker poses)
-_TRACKING = ("ProbeToReference", "ProbeToTracker", "ReferenceToTracker")
+#: the transforms a frame is usually placed with (ProbeToReference, or the two tracker poses),
+#: and their inverses
+_TRACKING = (
+    "ProbeToReference",
+    "ProbeToTracker",
+    "ReferenceToTracker",
+    "ReferenceToProbe",
+    "TrackerToProbe",
+    "TrackerToReference",
+)
+
+
+def probe_chain(names: Iterable[str]) -> list[str]:
+    """The recorded transforms that place the probe in the Reference frame, [] if none do.
+
+    As PLUS's transform repository: ``ProbeToReference``, or ``ProbeToTracker`` +
+    ``ReferenceToTracker``, or any chain of recorded transforms and their inverses
+    (``ReferenceToProbe``, ``TrackerToProbe``...) from Probe to Reference.
+    """
+    repo = TransformRepository()
+    for name in sorted(names, key=lambda n: n not in _TRACKING):  # the usual ones first
+        try:
+            repo.set(name, np.eye(4))
+        except TransformError:
+            continue  # malformed name, or redundant: the frames are already connected
+    return repo.chain("ProbeToReference")
+
+
 _NO_PIXELS = np.zeros((0, 0), dtype=np.uint8)
 
 
@@ -271,11 +298,12 @@ def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray) -> int:
     if tuple(seq.image_size) == (0, 0):
         raise InputError(path, "is a tracker-only recording (no images)")
     names = set(seq.transform_names)
-    if "ProbeToReference" not in names and not {"ProbeToTracker", "ReferenceToTracker"} <= names:
+    if not probe_chain(names):
         raise InputError(
             path,
-            "has neither ProbeToReference nor ProbeToTracker + "
-            f"ReferenceToTracker (found: {', '.join(sorted(names)) or 'none'})",
+            "has neither ProbeToReference nor ProbeToTracker + ReferenceToTracker (nor their "
+            f"inverses; found: {', '.join(sorted(names)) or 'none'})",
+            "record the probe's and the reference's poses",
         )
     stage = CalibrationStage(np.asarray(image_to_probe, dtype=np.float64))
     placed = np.array(
@@ -304,8 +332,11 @@ def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray) -> int:
 
 def _tracking_problem(seq: Sequence) -> str:
     """Which tracking transforms are never usable, and why (INVALID, MISSING, non-finite)."""
+    chain = probe_chain(seq.transform_names)
+    tracking = [n for n in _TRACKING if n in seq.transform_names]
+    tracking += [n for n in chain if n not in tracking]
     parts = []
-    for name in (n for n in _TRACKING if n in seq.transform_names):
+    for name in tracking:
         matrices, statuses = seq.transforms(name)
         finite = np.isfinite(matrices).all(axis=(1, 2))
         ok = np.array([s is TransformStatus.OK for s in statuses]) & finite
@@ -318,8 +349,7 @@ def _tracking_problem(seq: Sequence) -> str:
         }
         why = ", ".join(f"{n} {word}" for word, n in counts.items() if n)
         parts.append(f"{name} is never OK ({why})")
-    present = [n for n in _TRACKING if n in seq.transform_names]
-    return "; ".join(parts) or f"{' and '.join(present)} are never OK in the same frame"
+    return "; ".join(parts) or f"{' and '.join(tracking)} are never OK in the same frame"
 
 
 def detect_fov_mask(images: np.ndarray, *, max_frames: int = 60, erode_px: int = 2) -> np.ndarray:

@@ -223,6 +223,18 @@ class TransformRepository:
                 status = TransformStatus.INVALID
         return TrackedTransform(matrix, status)
 
+    def chain(self, name: str) -> list[str]:
+        """The stored transforms :meth:`get` composes for ``name``, in order (each as
+        stored: an inverse step is named as stored); [] when no path connects the frames."""
+        source, target = split_name(name)
+        path = self._find_path(source, target) if source != target else None
+        if path is None:
+            return []
+        return [
+            join_name(a, b) if (a, b) in self._edges else join_name(b, a)
+            for a, b in itertools.pairwise(path)
+        ]
+
     def matrix(self, name: str) -> np.ndarray:
         """The matrix of ``name`` regardless of status (see :meth:`get`)."""
         return self.get(name).matrix
