@@ -74,6 +74,12 @@ _NIFTI_MM_PER_UNIT = {0: ("unknown", 1.0), 1: ("m", 1000.0), 2: ("mm", 1.0), 3: 
 #: count as one placement (quaternion rounding, float32 storage); farther apart is refused.
 FORMS_AGREE_MM = 0.5
 
+#: :func:`save_volume` writes the qform only if it places the corners of the volume within this
+#: (mm) of the affine: float32 rounding, not a shear. ITK (3D Slicer) reads a sheared sform's
+#: qform instead of the sform, so a qform that only approximates the affine would put Slicer's
+#: volume up to :data:`FORMS_AGREE_MM` away from usnav's.
+QFORM_EXACT_MM = 1e-3
+
 
 @dataclass
 class Volume:
@@ -545,19 +551,28 @@ def _raw_nrrd_field(p: Path, name: str) -> list[str] | None:
 def save_volume(volume: Volume, path: str | Path) -> Path:
     """Write ``volume`` as NIfTI (RAS, mm) or NRRD (written in LPS, as Slicer and ITK expect).
 
-    The NIfTI gets its affine as sform (code 1) and, where a quaternion can hold it (no shear),
-    as qform (code 1) too, so that every reader places it alike; ``xyzt_units`` says mm.
+    The NIfTI gets its affine as sform (code 1) and, where a quaternion can hold it (no shear:
+    within :data:`QFORM_EXACT_MM`), as qform (code 1) too, so that every reader places it
+    alike; ``xyzt_units`` says mm. A sheared affine is written as the sform alone: ITK (3D
+    Slicer) refuses such a NIfTI rather than place it elsewhere than usnav; write NRRD to open
+    a sheared volume in Slicer. Boolean voxels are written as uint8 (neither format has a
+    boolean type); 64-bit integers keep their type.
     """
     p = Path(path)
     name = p.name.lower()
+    data = np.asarray(volume.data)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
     if name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
-        img = nib.Nifti1Image(volume.data, volume.affine)
+        # nibabel refuses 64-bit integers unless the type is given (other tools may not read
+        # them); the voxels are written as they are rather than narrowed
+        img = nib.Nifti1Image(data, volume.affine, dtype=data.dtype)
         img.set_sform(volume.affine, code=1)
         img.set_qform(volume.affine, code=1)
         gap, mirrored = _forms_gap_mm(volume.affine, img.get_qform(), volume.shape)
-        if gap > FORMS_AGREE_MM or mirrored:
+        if gap > QFORM_EXACT_MM or mirrored:
             img.set_qform(None, code=0)  # a sheared affine: the sform alone says it
         img.header.set_xyzt_units("mm")
         nib.save(img, str(p))
@@ -573,6 +588,6 @@ def save_volume(volume: Volume, path: str | Path) -> Path:
             "kinds": ["domain", "domain", "domain"],
             "encoding": "gzip",
         }
-        nrrd.write(str(p), np.asarray(volume.data), header, index_order="F")
+        nrrd.write(str(p), data, header, index_order="F")
         return p
     raise InputError(p, "unknown volume format", "use .nii, .nii.gz or .nrrd")
