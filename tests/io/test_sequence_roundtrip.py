@@ -18,6 +18,7 @@ from _seq_samples import frames as make_frames
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from usnav.errors import InputError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
 from usnav.io.sequence import Sequence, convert_sequence, read_sequence, write_sequence
 
@@ -229,6 +230,29 @@ def test_independent_readers_accept_our_files(tmp_path):
     mha_path = write_sequence(tmp_path / "rec.igs.mha", frames)
     array = sitk.GetArrayFromImage(sitk.ReadImage(str(mha_path)))
     assert np.array_equal(array, np.stack([f.image for f in frames]))
+
+
+def test_a_seq_nrrd_saved_again_by_itk_is_refused_with_the_repair(tmp_path):
+    """SimpleITK reads a .seq.nrrd's frame axis as pixel components and writes it back as
+    ``kinds: vector domain domain``: refused naming that, and the repair the message gives
+    (kinds ``list domain domain``) reads every frame back bit-identical."""
+    sitk = pytest.importorskip("SimpleITK")
+    frames = make_frames(5, (18, 22))
+    original = write_sequence(tmp_path / "rec.seq.nrrd", frames)
+    again = tmp_path / "itk.seq.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(original)), str(again), useCompression=True)
+    with pytest.raises(
+        InputError,
+        match=r"no frame axis: kinds \(vector domain domain\) hold "
+        r"them as a 'vector' axis of 5 .*kinds \(list domain domain\)",
+    ):
+        read_sequence(again)
+    data = again.read_bytes()
+    head, sep, payload = data.partition(b"\n\n")
+    repaired = tmp_path / "repaired.seq.nrrd"
+    repaired.write_bytes(head.replace(b"kinds: vector", b"kinds: list") + sep + payload)
+    with read_sequence(original) as a, read_sequence(repaired) as b:
+        assert_same_frames(a, list(range(len(a))), b)
 
 
 def test_header_keys_in_any_order_and_case(tmp_path):

@@ -230,7 +230,18 @@ class Sequence:
         n = self.declared_frames
         if found:
             highest = max(found)
-            if highest >= n:
+            if highest >= n and self._frames_saved_as_components(layout, highest + 1):
+                kinds = " ".join(layout.axis_kinds)
+                self._fail(
+                    f"the header describes {highest + 1} frames but has no frame axis: kinds "
+                    f"({kinds}) hold them as a 'vector' axis of {highest + 1} pixel components, "
+                    "as ITK (SimpleITK, a volume writer) saves a .seq.nrrd again; PLUS would "
+                    f"read one frame of {highest + 1} components",
+                    "use the original recording, or write 'list' for that axis in the header's "
+                    f"kinds ({kinds.replace('vector', 'list', 1)}): usnav then reads the frames, "
+                    "and usnav convert writes them as PLUS does",
+                )
+            elif highest >= n:
                 self._fail(
                     f"the header has fields for frame {highest} but its size line "
                     f"declares {n} frames (DimSize/sizes does not match the frames)",
@@ -245,6 +256,15 @@ class Sequence:
                     "fix the last number of DimSize/sizes, or use the tolerant reader (--tolerant)",
                 )
         return [found.get(i, {}) for i in range(n)]
+
+    def _frames_saved_as_components(self, layout: Layout, described: int) -> bool:
+        """Whether the frame axis was written as pixel components: no ``list`` axis, and one
+        ``vector`` axis as long as the frames the header describes, on an image type that is not
+        colour (whose components are its channels)."""
+        if layout.frame_axis is not None or layout.axis_kinds.count("vector") != 1:
+            return False
+        size = layout.axis_sizes[layout.axis_kinds.index("vector")]
+        return size == described > 1 and self.image_type != "RGB_COLOR"
 
     def _open_pixels(self, layout: Layout) -> int:
         """Open the pixel source; returns how many frames have pixels (all, unless damaged)."""
