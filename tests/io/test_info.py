@@ -123,6 +123,28 @@ def test_plus_reconstructed_volume_is_described_as_a_volume(plus_images: Path):
     assert info["ras_bounds_mm"]["max"] == pytest.approx([74.5217, -165.573, 29.072 + 52])
 
 
+@pytest.mark.parametrize("suffix", [".mha", ".mhd"])
+def test_an_oblique_metaio_volume_from_itk_lands_where_itk_puts_it(tmp_path, suffix):
+    """A 3D MetaIO image written by SimpleITK (oblique TransformMatrix, LPS Offset; a .mhd was
+    described as a one-frame recording) is a volume whose RAS bounds are ITK's corners."""
+    sitk = pytest.importorskip("SimpleITK")
+    image = sitk.GetImageFromArray(np.arange(7 * 11 * 13, dtype=np.int16).reshape(7, 11, 13))
+    image.SetSpacing((0.7, 1.1, 2.3))
+    image.SetOrigin((12.5, -40.25, 7.0))
+    c, s = np.cos(0.6), np.sin(0.6)
+    image.SetDirection([c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0])
+    path = tmp_path / f"vol{suffix}"
+    sitk.WriteImage(image, str(path))
+    info = describe_file(path)
+    assert info["kind"] == "volume" and info["shape"] == [13, 11, 7]
+    assert info["spacing_mm"] == pytest.approx([0.7, 1.1, 2.3])
+    corners = [(i, j, k) for i in (0, 12) for j in (0, 10) for k in (0, 6)]
+    ras = np.array([image.TransformIndexToPhysicalPoint(c) for c in corners]) * [-1, -1, 1]
+    assert info["ras_bounds_mm"]["min"] == pytest.approx(ras.min(axis=0), abs=1e-4)
+    assert info["ras_bounds_mm"]["max"] == pytest.approx(ras.max(axis=0), abs=1e-4)
+    assert "LPS" in info["read_as"]
+
+
 def test_convert_cli(tmp_path, capsys):
     source = write_sequence(tmp_path / "a.igs.mha", make_frames(5))
     target = tmp_path / "b.seq.nrrd"

@@ -28,7 +28,7 @@ GAP_FACTOR = 2.0
 #: At most this many gaps are listed (the totals count them all).
 MAX_LISTED_GAPS = 50
 
-_SEQUENCE_SUFFIXES = (".igs.mha", ".seq.mha", ".seq.nrrd", ".igs.nrrd", ".mhd")
+_SEQUENCE_SUFFIXES = (".igs.mha", ".seq.mha", ".seq.nrrd", ".igs.nrrd")
 _VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 
 
@@ -39,7 +39,7 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
     ----------
     path
         ``.igs.mha``/``.mha``/``.seq.nrrd``/``.igs.nrrd`` recording, or ``.nii``/``.nii.gz``/
-        ``.nrrd`` volume. A ``.mha`` holding one 3D image is described as a volume.
+        ``.nrrd`` volume. A ``.mha``/``.mhd`` holding one 3D image is described as a volume.
     tolerant
         Describe the readable part of a damaged recording (``recovered_frames``, ``problems``).
     verify
@@ -79,7 +79,7 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
             if verify:
                 seq.verify()
             return describe_sequence(seq)
-    if name.endswith(".mha"):
+    if name.endswith((".mha", ".mhd")):  # a recording, or one 3D image (a volume)
         with read_sequence(p, tolerant=tolerant) as seq:
             if (
                 seq.frame_shape != (0, 0)
@@ -122,7 +122,12 @@ def _metaio_volume(seq: Sequence) -> Volume:
     affine[:3, :3] = directions * np.asarray(seq.spacing[:3])
     affine[:3, 3] = np.asarray(seq.origin[:3])
     data = np.transpose(seq.image(0), (2, 1, 0))  # (slices, rows, cols) → [i, j, k]
-    return Volume(data, LPS_TO_RAS @ affine, source=str(seq.path))
+    return Volume(
+        data,
+        LPS_TO_RAS @ affine,
+        source=str(seq.path),
+        read_as="MetaIO Offset and TransformMatrix in ITK's LPS, converted to RAS; lengths in mm",
+    )
 
 
 def describe_volume(volume: Volume) -> dict:
