@@ -101,6 +101,14 @@ def test_point_files(tmp_path):
         )
     )
     np.testing.assert_allclose(read_points(tmp_path / "a.mrk.json"), [[-1, -2, 3]])
+    # Slicer saves a landmark not placed yet at a dummy position (0, 0, 0): refused, not paired
+    placed = {"label": "F-1", "position": [1, 2, 3], "positionStatus": "defined"}
+    unplaced = {"label": "F-2", "position": [0, 0, 0], "positionStatus": "undefined"}
+    (tmp_path / "b.mrk.json").write_text(
+        json.dumps({"markups": [{"coordinateSystem": "RAS", "controlPoints": [placed, unplaced]}]})
+    )
+    with pytest.raises(InputError, match=r"b\.mrk\.json: control point F-2 is not placed"):
+        read_points(tmp_path / "b.mrk.json")
     (tmp_path / "bad.txt").write_text("1 2 x\n")
     with pytest.raises(InputError, match="bad.txt"):
         read_points(tmp_path / "bad.txt")

@@ -247,6 +247,17 @@ def _read_markups_json(p: Path, text: str) -> np.ndarray:
         for m in markups:
             system = str(m.get("coordinateSystem", "LPS")).upper()
             for cp in m.get("controlPoints", []):
+                status = str(cp.get("positionStatus", "defined")).lower()
+                if status != "defined":
+                    # Slicer keeps a point not placed yet (or being placed) at a dummy position
+                    name = cp.get("label") or cp.get("id") or f"#{len(rows) + 1}"
+                    raise InputError(
+                        p,
+                        f"control point {name} is not placed (positionStatus {status}): its "
+                        "position is no landmark, and leaving it out would pair the points "
+                        "after it with the wrong ones",
+                        "place it in 3D Slicer or delete it from the markups, then save again",
+                    )
                 pos = np.asarray(cp["position"], dtype=float)
                 rows.append(pos @ LPS_TO_RAS_3 if system == "LPS" else pos)
     except (KeyError, TypeError, ValueError) as exc:
