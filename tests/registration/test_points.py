@@ -95,6 +95,14 @@ def test_point_files(tmp_path):
         "vtkMRMLMarkupsFiducialNode_0,1,2,3,0,0,0,1,1,1,0,F-1,,\n"
     )
     np.testing.assert_allclose(read_points(tmp_path / "a.fcsv"), [[-1, -2, 3]])
+    for system, expected in (("RAS", [1, 2, 3]), ("0", [1, 2, 3]), ("1", [-1, -2, 3])):
+        text = (tmp_path / "a.fcsv").read_text().replace("= LPS", f"= {system}")
+        (tmp_path / "b.fcsv").write_text(text)
+        np.testing.assert_allclose(read_points(tmp_path / "b.fcsv"), [expected])
+    # an old Slicer's 2 = IJK (voxel indices): no world position, refused rather than read as RAS
+    (tmp_path / "b.fcsv").write_text(text.replace("= 1", "= 2"))
+    with pytest.raises(InputError, match=r"b\.fcsv: points in coordinate system '2'"):
+        read_points(tmp_path / "b.fcsv")
     (tmp_path / "a.mrk.json").write_text(
         json.dumps(
             {"markups": [{"coordinateSystem": "LPS", "controlPoints": [{"position": [1, 2, 3]}]}]}

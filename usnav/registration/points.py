@@ -220,7 +220,16 @@ def read_points(path: str | Path) -> np.ndarray:
         if s.startswith("#"):
             low = s.lower().replace(" ", "")
             if "coordinatesystem=" in low:
-                lps = low.endswith(("=lps", "=1"))
+                # Slicer 4.11+ writes RAS or LPS; older versions 0 (RAS), 1 (LPS), 2 (IJK)
+                system = low.split("coordinatesystem=", 1)[1]
+                if system not in ("ras", "0", "lps", "1"):
+                    raise InputError(
+                        p,
+                        f"points in coordinate system {s.split('=', 1)[1].strip()!r}, not RAS "
+                        "or LPS (world mm)",
+                        "export the markups again from 3D Slicer (they are saved in LPS)",
+                    )
+                lps = system in ("lps", "1")
             continue
         fields = [v for v in s.replace(",", " ").split()]
         try:
