@@ -255,6 +255,29 @@ def test_a_seq_nrrd_saved_again_by_itk_is_refused_with_the_repair(tmp_path):
         assert_same_frames(a, list(range(len(a))), b)
 
 
+def test_nrrd_vectors_with_spaces_keep_their_geometry(tmp_path):
+    """teem (and ITK) read "(0.2, 0)" as "(0.2,0)": the pixel spacing, origin and axis
+    directions of such a header are read, not replaced by 1, 0 and identity."""
+    c, s = np.cos(0.5), np.sin(0.5)
+    directions = np.array([[c, s], [-s, c]])
+    path = write_sequence(
+        tmp_path / "geo.seq.nrrd",
+        make_frames(2, (6, 5)),
+        spacing=(0.2, 0.3),
+        offset=(5.0, -7.0),
+        directions=directions,
+    )
+    head, sep, payload = path.read_bytes().partition(b"\n\n")
+    spaced = re.sub(rb",(?=[-0-9])", b", ", head)  # inside the vectors only: "(5, -7)"
+    assert spaced != head
+    (tmp_path / "spaced.seq.nrrd").write_bytes(spaced + sep + payload)
+    with read_sequence(path) as a, read_sequence(tmp_path / "spaced.seq.nrrd") as b:
+        assert b.problems == []
+        assert b.spacing == pytest.approx(a.spacing) and b.origin == pytest.approx(a.origin)
+        np.testing.assert_allclose(b.directions, directions)
+        assert a.spacing == pytest.approx((0.2, 0.3)) and a.origin == pytest.approx((5, -7))
+
+
 def test_header_keys_in_any_order_and_case(tmp_path):
     path = write_sequence(tmp_path / "rec.igs.mha", make_frames(3), compress=False)
     lines = metaio_header_lines(path)

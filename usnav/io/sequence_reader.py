@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import struct
 import urllib.parse
 from collections.abc import Iterator
@@ -413,17 +414,18 @@ class Sequence:
                 if size >= k and size * size == len(values):
                     directions = np.array(values).reshape(size, size)[:k, :k]
             else:
+                # one "(x,y)" per pixel axis, "none" for the others; teem allows spaces in a
+                # vector, "(0.2, 0)", as ITK reads it
                 vectors = [
-                    [float(x) for x in part.strip("()").split(",")]
-                    for part in (layout.raw.get("space directions") or "").split()
-                    if part != "none"
+                    [float(x) for x in part.split(",")]
+                    for part in re.findall(r"\(([^)]*)\)", layout.raw.get("space directions") or "")
                 ]
                 for i, vector in enumerate(vectors[:k]):
                     length = math.hypot(*vector)  # no overflow warning on absurd values
                     spacing[i] = length
                     if len(vector) >= k and length > 0 and math.isfinite(length):
                         directions[i] = np.array(vector[:k]) / length
-                text = (layout.raw.get("space origin") or "").strip("() ")
+                text = (layout.raw.get("space origin") or "").strip("() \t")
                 values = [float(x) for x in text.split(",")] if text else []
                 origin[: min(k, len(values))] = values[:k]
         except ValueError:
