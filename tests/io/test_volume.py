@@ -283,6 +283,17 @@ def _nrrd_with_units(path: Path, units: str) -> Path:
     return path
 
 
+def test_nrrd_vectors_with_spaces_are_refused_saying_how_to_write_them(tmp_path: Path) -> None:
+    """ITK reads '(0.5, 0, 0)' (teem allows the spaces), pynrrd cannot: the refusal says what
+    to change rather than only pynrrd's words."""
+    path = save_volume(_volume(), tmp_path / "v.nrrd")
+    head, sep, payload = path.read_bytes().partition(b"\n\n")
+    spaced = tmp_path / "spaced.nrrd"
+    spaced.write_bytes(head.replace(b",", b", ") + sep + payload)
+    with pytest.raises(InputError, match=r"spaced\.nrrd: cannot read NRRD.*without spaces"):
+        load_volume(spaced)
+
+
 def test_nrrd_in_mm_loads(tmp_path: Path) -> None:
     vol = load_volume(_nrrd_with_units(tmp_path / "label.nrrd", '"mm" "mm" "mm"'))
     lps_mm = np.array([[0.8, 0, 0, 10.0], [0, 0.9, 0, 20.0], [0, 0, 1.1, 30.0], [0, 0, 0, 1]])

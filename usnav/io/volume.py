@@ -428,7 +428,14 @@ def _load_nrrd(p: Path) -> Volume:
     try:
         data, header = nrrd.read(str(p), index_order="F")
     except Exception as exc:
-        raise InputError(p, f"cannot read NRRD: {exc or type(exc).__name__}") from exc
+        hint = None
+        if "enclosed by parentheses" in str(exc):
+            # teem and ITK (3D Slicer) allow spaces inside a vector, pynrrd does not
+            hint = (
+                "write the vectors of 'space directions'/'space origin' without spaces, "
+                "'(0.5,0,0)' rather than '(0.5, 0, 0)', or save the volume again from 3D Slicer"
+            )
+        raise InputError(p, f"cannot read NRRD: {exc or type(exc).__name__}", hint) from exc
     dirs = header.get("space directions")
     if dirs is None:
         spacings = "'spacings' but " if "spacings" in header else ""
