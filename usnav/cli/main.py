@@ -20,6 +20,7 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import pkgutil
 import signal
 import sys
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     # first: a child of a usnav process (the demo's playback server) ends with its parent,
     # even one killed by SIGKILL (usnav/lifeline.py)
     follow_parent()
+    _closed_stdout_is_done()
     argv = sys.argv[1:] if argv is None else argv
     # accepted anywhere before a "--", as the error lines suggest ("run with --debug"), not
     # only first; after "--" it is an argument (a file named --debug)
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"usnav {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader stopped early (`usnav bench --list | head -1`): done
+        _stdout_to_devnull()
         return EXIT_OK
     except Exception as exc:  # an internal error: one line, traceback with --debug
         if debug:
@@ -145,6 +148,30 @@ def main(argv: list[str] | None = None) -> int:
         # processes it starts later do not inherit an ignored Ctrl-C
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+def _closed_stdout_is_done() -> None:
+    """A reader that stops early ends usnav with status 0, through ``BrokenPipeError`` in
+    :func:`main`: rich's own answer, ``SystemExit(1)``, is the status of a failed command
+    (session 36: ``usnav bench --list | head -1`` exited 1, ``usnav info … | head -1`` 0)."""
+    from rich.console import Console
+
+    def on_broken_pipe(console: Console) -> None:
+        console.quiet = True  # nothing more to write for this console
+        raise BrokenPipeError
+
+    Console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is left in its buffer
+    does not fail again on the closed pipe (the recipe of Python's signal docs)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
