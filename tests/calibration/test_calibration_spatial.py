@@ -462,6 +462,15 @@ def test_a_pose_image_lag_is_found_and_can_be_given(
     assert dt_mm < 0.2 and drot_deg < 0.1
     assert not any("pose-image lag" in w for w in given.warnings)
     assert given.as_dict()["tracker_lag_s"] == -0.3
+    # paired at another lag, the warning's two figures count from different pairings and say
+    # so: -0.40 s from the poses used here, --tracker-lag-s -0.30 from the recorded ones
+    # (session 36: "+0.47 s from those recorded with them ... about +0.40 s" on PLUS's data)
+    off = calibrate_spatial(cfg, cal.path, val.path, tracker_lag_s=0.1, precision_replicates=0)
+    [off_warning] = [w for w in off.warnings if "pose-image lag" in w]
+    assert "-0.40 s from those paired with them here (+0.100 s from the recorded ones)" in (
+        off_warning
+    )
+    assert "about -0.30 s" in off_warning
     written = write_calibration(tmp_path / "probe.toml", spatial=given)
     assert load_calibration(tmp_path / "probe.toml").spatial.tracker_lag_s == -0.3
     # no [temporal] lag in the file: --out says so, naming the file written

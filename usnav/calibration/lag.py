@@ -108,9 +108,15 @@ class LagScan:
             f"{what} {self._at(values, best):.2f} against {self._at(values, given):.2f} mm"
             for values, what in pairs
         )
+        # best and given both count from the recording's own pairing (--tracker-lag-s)
+        paired = (
+            "those recorded with them"
+            if abs(given) < SAME_SAMPLE_S
+            else f"those paired with them here ({given:+.3f} s from the recorded ones)"
+        )
         return (
-            f"the images fit the tracker poses {best - given:+.2f} s from those recorded with "
-            f"them far better (PRE3D {figures}, on the {self.frames} calibration frames with a "
+            f"the images fit the tracker poses {best - given:+.2f} s from {paired} far "
+            f"better (PRE3D {figures}, on the {self.frames} calibration frames with a "
             f"pose at every lag tried): the recording has a pose-image lag, which "
             f"blurs this calibration; measure it (usnav calibrate temporal) and calibrate "
             f"again with --tracker-lag-s (here it would be about {best:+.2f} s)"
