@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         stopped = interrupt.stop.is_set()
         link = server.link_stats()
         print(
-            f"usnav replay: sent {stats.frames_sent} frames ({stats.loops} passes), "
+            f"usnav replay: sent {stats.frames_sent} frames ({stats.loops} "
+            f"pass{'' if stats.loops == 1 else 'es'}), "
             f"{link.messages_out} messages; {link.dropped_out} dropped for slow clients"
             + ("; interrupted" if stopped else ""),
             file=sys.stderr,

@@ -128,7 +128,7 @@ def run_demo(
     from usnav.sim.demo import demo_case_ready
 
     if not demo_case_ready(cache_dir):  # said only when it is simulated now
-        say("simulating the demo case (first run only: ~10 s)")
+        say("simulating the demo case (first run only: 10–20 s)")
     case = demo_case(cache_dir)
     truth = load_truth(case)
     calibration = load_calibration(case / "calibration.toml")
