@@ -153,3 +153,41 @@ def test_bench_clean_never_removes_a_folder_it_did_not_make(tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert not cache.exists()
+
+
+def _rigid() -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_euler("xyz", [20, -35, 110], degrees=True).as_matrix()
+    m[:3, 3] = [21.9, -128.8, -105.9]
+    return m
+
+
+def test_an_init_written_as_a_json_python_numpy_or_matlab_matrix_reads_as_written(tmp_path):
+    """The same 4×4 as a bare JSON list (a .json file, or text), numpy's print and MATLAB's
+    literal: the brackets and semicolons were read as part of the numbers and refused."""
+    m = _rigid()
+    encodings = {
+        "list.json": json.dumps(m.tolist()),
+        "flat.json": json.dumps(m.ravel().tolist()),
+        "list.txt": str(m.tolist()),
+        "numpy.txt": np.array2string(m, precision=17, separator=" "),
+        "matlab.txt": "[" + "; ".join(" ".join(repr(float(v)) for v in row) for row in m) + "]",
+    }
+    for name, text in encodings.items():
+        (tmp_path / name).write_text(text)
+        np.testing.assert_allclose(read_initial(tmp_path / name), m, atol=1e-12, err_msg=name)
+
+
+def test_twelve_numbers_or_an_itk_tfm_are_refused_saying_what_to_give(tmp_path):
+    m = _rigid()
+    (tmp_path / "three_rows.txt").write_text(" ".join(repr(v) for v in m[:3].ravel()))
+    with pytest.raises(
+        InputError, match=r"three_rows\.txt: .*found 12 numbers.*add the row 0 0 0 1"
+    ):
+        read_initial(tmp_path / "three_rows.txt")
+    (tmp_path / "t.tfm").write_text(
+        "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_3_3\n"
+        "Parameters: 1 0 0 0 1 0 0 0 1 0 0 0\nFixedParameters: 0 0 0\n"
+    )
+    with pytest.raises(InputError, match=r"t\.tfm: .*ITK transform file.*16 numbers, row-major"):
+        read_initial(tmp_path / "t.tfm")

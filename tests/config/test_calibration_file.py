@@ -112,6 +112,15 @@ def test_text_calibration_may_say_what_it_holds(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_calibration(path).image_to_probe, IMAGE_TO_PROBE)
 
 
+def test_a_calibration_of_12_numbers_is_refused_saying_what_to_give(tmp_path: Path) -> None:
+    path = tmp_path / "three_rows.txt"
+    path.write_text(" ".join(repr(float(v)) for v in IMAGE_TO_PROBE[:3].ravel()))
+    with pytest.raises(
+        ConfigError, match=r"three_rows\.txt: found 12 numbers.*add the row 0 0 0 1"
+    ):
+        load_calibration(path)
+
+
 def test_plus_xml_coordinate_definitions_round_trip(tmp_path: Path) -> None:
     text = (
         "<PlusConfiguration>"

@@ -46,20 +46,49 @@ class PlusTransform:
         return None if value is None else value.strip().upper() == "TRUE"
 
 
+#: what to do about a matrix text that does not hold 16 numbers
+_GIVE_16 = "write 16 numbers, row-major"
+
+
 def parse_matrix_text(text: str, where: str) -> np.ndarray:
-    """16 numbers separated by whitespace or commas, row-major → 4×4; ``#`` starts a comment
-    to the end of its line (so a calibration file can say what it holds, as an init file
-    can). Raises ConfigError otherwise."""
+    """16 numbers separated by whitespace, commas or semicolons, row-major → 4×4; square
+    brackets are separators too (``[[a, b, c, d], ...]`` as JSON, Python or numpy print it,
+    ``[a b c d; ...]`` as MATLAB does: all row-major). ``#`` starts a comment to the end of its
+    line (so a calibration file can say what it holds, as an init file can).
+
+    Raises
+    ------
+    ConfigError
+        Not 16 numbers (12 said as such: the top three rows, ITK's parameters and
+        OpenIGTLink's order are three layouts of them, so they are not guessed), or an ITK
+        transform file (``.tfm``: LPS and the inverse direction).
+    """
+    if "Insight Transform File" in text:
+        raise ConfigError(
+            where,
+            "is an ITK transform file (.tfm), which is not read: ITK writes it in LPS and in "
+            "the resampling (inverse) direction",
+            "give the 4×4 matrix 3D Slicer shows for the transform (RAS) as 16 numbers, row-major",
+        )
     lines = [line.split("#", 1)[0] for line in text.splitlines()]
-    tokens = " ".join(lines).replace(",", " ").split()
+    tokens = " ".join(lines).translate(str.maketrans(",;[]", "    ")).split()
+    if len(tokens) == 12:
+        raise ConfigError(
+            where,
+            "found 12 numbers, not the 16 of a 4×4 matrix (12 are not guessed: the top three "
+            "rows, ITK's rotation-then-translation and OpenIGTLink's column order differ)",
+            "if they are the top three rows, row-major, add the row 0 0 0 1",
+        )
     if len(tokens) != 16:
-        raise ConfigError(where, f"expected 16 numbers for a 4×4 matrix, found {len(tokens)}")
+        raise ConfigError(
+            where, f"expected 16 numbers for a 4×4 matrix, found {len(tokens)}", _GIVE_16
+        )
     try:
         values = np.array([float(t) for t in tokens], dtype=np.float64)
     except ValueError as exc:
-        raise ConfigError(where, f"matrix has a non-number: {exc}") from exc
+        raise ConfigError(where, f"matrix has a non-number: {exc}", _GIVE_16) from exc
     if not np.all(np.isfinite(values)):
-        raise ConfigError(where, "matrix has NaN or infinite values")
+        raise ConfigError(where, "matrix has NaN or infinite values", _GIVE_16)
     return values.reshape(4, 4)
 
 

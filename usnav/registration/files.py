@@ -52,7 +52,7 @@ def read_matrix_file(path: str | Path, what: str = "matrix") -> np.ndarray:
     try:
         return parse_matrix_text(text, str(p))
     except ConfigError as exc:
-        raise InputError(p, f"{what}: {exc.problem}", "write 16 numbers, row-major") from exc
+        raise InputError(p, f"{what}: {exc.problem}", exc.hint) from exc
 
 
 def read_initial(path: str | Path, what: str = "initial ReferenceToMri") -> np.ndarray:
@@ -99,14 +99,21 @@ def _starts_like_json(path: Path) -> bool:
 
 
 def _result_reference_to_mri(path: Path) -> np.ndarray:
-    """``ReferenceToMri`` of a usnav RESULT.json."""
+    """``ReferenceToMri`` of a usnav RESULT.json, or a JSON file that is the 4×4 itself."""
     if not path.is_file():
         raise InputError(path, "no such file")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, OSError, ValueError) as exc:
         raise InputError(path, f"cannot read this JSON: {exc}") from exc
-    value = doc.get("ReferenceToMri") if isinstance(doc, dict) else None
+    # a bare 4×4 (or 16 numbers) in JSON is the matrix itself, as in a text file
+    value = (
+        doc
+        if isinstance(doc, list)
+        else doc.get("ReferenceToMri")
+        if isinstance(doc, dict)
+        else None
+    )
     if value is None:
         raise InputError(
             path,
