@@ -112,6 +112,20 @@ def test_text_calibration_may_say_what_it_holds(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_calibration(path).image_to_probe, IMAGE_TO_PROBE)
 
 
+def test_a_calibration_in_metres_is_refused_in_the_words_of_its_check(tmp_path: Path) -> None:
+    """The check's own sentence, without pydantic's "Value error, " before it and
+    ", got a list of 4" after it."""
+    path = tmp_path / "metres.toml"
+    m = np.diag([1e-3, 1e-3, 1e-3, 1.0]) @ IMAGE_TO_PROBE
+    rows = ", ".join("[" + ", ".join(repr(float(v)) for v in row) + "]" for row in m)
+    path.write_text(f"[spatial]\nimage_to_probe = [{rows}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_calibration(path)
+    line = str(caught.value)
+    assert line.startswith(f"{path}: key 'spatial.image_to_probe': its pixels are ")
+    assert line.endswith("give ImageToProbe in mm per pixel")
+
+
 def test_a_calibration_of_12_numbers_is_refused_saying_what_to_give(tmp_path: Path) -> None:
     path = tmp_path / "three_rows.txt"
     path.write_text(" ".join(repr(float(v)) for v in IMAGE_TO_PROBE[:3].ravel()))

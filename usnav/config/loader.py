@@ -34,6 +34,10 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
             table = (prefix + ".".join(str(x) for x in err["loc"])).rstrip(".")
             msg = str(err["msg"]).removeprefix("Value error, ")
             parts.append(f"[{table}] {msg}" if table else msg)
+        elif kind == "value_error" and isinstance(err.get("input"), list | tuple):
+            # a key's own check on a list (a matrix): its message says what is wrong with
+            # the numbers; ", got a list of 4" after "Value error, …" said nothing more
+            parts.append(f"key '{loc}': {str(err['msg']).removeprefix('Value error, ')}")
         else:
             seen = f", got {_seen(err['input'])}" if "input" in err else ""
             parts.append(f"key '{loc}': {err['msg']}{seen}")
