@@ -331,3 +331,27 @@ def test_an_empty_volume_file_is_called_empty(tmp_path: Path, name: str) -> None
     path.write_bytes(b"")
     with pytest.raises(InputError, match="the file is empty"):
         load_volume(path)
+
+
+def test_a_label_map_is_told_from_an_mri() -> None:
+    """2-16 whole-number values: a label map (refused when given as the MRI); an MRI's
+    grey levels (uint8 too), a constant volume (the registration's own refusal) and a float
+    volume of few non-integer values are not."""
+    rng = np.random.default_rng(3)
+    label = np.zeros((20, 21, 22), np.uint8)
+    label[5:9, 5:9, 5:9] = 1
+    label[9:11, 5:9, 5:9] = 2
+    with pytest.raises(
+        InputError, match=r"tumor\.nii\.gz: holds only 3 distinct values \(0, 1, 2\)"
+    ):
+        Volume(label, AFFINE, source="tumor.nii.gz").check_not_label_map("give the MRI")
+    with pytest.raises(InputError, match="2 distinct values"):
+        Volume(label.astype(np.float32) > 0, AFFINE).check_not_label_map("give the MRI")
+    mris = [
+        rng.integers(0, 256, label.shape).astype(np.uint8),
+        rng.normal(300, 50, label.shape).astype(np.int16),
+        np.full(label.shape, 7, np.int16),
+        rng.choice([0.25, 0.5, 0.75], label.shape).astype(np.float32),
+    ]
+    for data in mris:
+        Volume(data, AFFINE).check_not_label_map("give the MRI")

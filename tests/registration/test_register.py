@@ -222,6 +222,16 @@ def test_mri_with_nans_is_refused(small_case_dirs, tmp_path, capsys):
     assert "nan.nii.gz" in err and "NaN" in err
 
 
+def test_the_tumor_label_given_as_the_mri_is_refused(small_case_dirs, tmp_path, capsys):
+    """It registered, the tests rejected the candidate and the command exited 0."""
+    case = small_case_dirs[7]
+    assert run_cli(case, tmp_path, **{"--mri": str(case / "tumor_label.nii.gz")}) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "tumor_label.nii.gz: holds only" in err and "a label map, not an MRI" in err
+    assert "--label" in err
+
+
 def test_sweep_outside_the_mri_is_refused(small_case_dirs, tmp_path, capsys):
     case = small_case_dirs[7]
     init = np.loadtxt(case / "init_ReferenceToMri.txt", comments="#")

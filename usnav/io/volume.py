@@ -141,6 +141,38 @@ class Volume:
                 "fix or mask them before using this volume",
             )
 
+    def check_not_label_map(self, hint: str) -> None:
+        """Raise :class:`InputError` if this volume, read as an MRI, is a label map: it holds
+        2 to :data:`MAX_LABEL_VALUES` distinct whole numbers (a tumor label, a segmentation).
+
+        Registered as an MRI, such a volume gave a candidate the tests rejected, exit 0: the
+        mistake was never said. Any MRI has hundreds of grey levels (a uint8 one too). A
+        constant volume (one value) is left to the registration's own refusal. Cheap for an
+        MRI: a sample of ~100 000 voxels has more values than a label map can.
+
+        Parameters
+        ----------
+        hint
+            What to do instead (names the caller's option for the MRI and the label).
+        """
+        data = np.asarray(self.data)
+        sample = data.ravel(order="K")[:: max(1, data.size // 100_000)]  # (a view)
+        if len(np.unique(sample)) > MAX_LABEL_VALUES:
+            return
+        values = np.unique(data)
+        if not 2 <= len(values) <= MAX_LABEL_VALUES or np.any(values != np.round(values)):
+            return
+        shown = ", ".join(f"{float(v):g}" for v in values[:6]) + (", …" if len(values) > 6 else "")
+        raise InputError(
+            self.source,
+            f"holds only {len(values)} distinct values ({shown}): a label map, not an MRI",
+            hint,
+        )
+
+
+#: a volume given as the MRI with at most this many distinct whole-number values (and at
+#: least two) is a label map (:meth:`Volume.check_not_label_map`)
+MAX_LABEL_VALUES = 16
 
 #: a label voxel may be at most this many times larger (or smaller) than the MRI's
 MAX_SPACING_RATIO = 4.0

@@ -166,6 +166,7 @@ def register_recording(
     initial = read_initial(init)
     mri = load_volume(mri_path)
     mri.check_finite()
+    mri.check_not_label_map("give the MRI itself as --mri (a tumor label map goes in --label)")
     if progress:
         progress("reading the sweep", 0.02)
     tumor_label = None if label is None else load_volume(label)
