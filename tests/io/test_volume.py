@@ -355,3 +355,41 @@ def test_a_label_map_is_told_from_an_mri() -> None:
     ]
     for data in mris:
         Volume(data, AFFINE).check_not_label_map("give the MRI")
+
+
+@pytest.mark.parametrize("extra", [(1,), (1, 1)])
+def test_nifti_with_trailing_axes_of_one_loads_as_its_3d_volume(
+    tmp_path: Path, extra: tuple[int, ...]
+) -> None:
+    """A 3D volume saved with a time axis of 1, or as ITK writes a one-component image
+    ((x, y, z, 1, 1)), is the same volume: the same voxels, the same affine."""
+    vol = _volume()
+    img = nib.Nifti1Image(vol.data.reshape(vol.shape + extra), AFFINE)
+    nib.save(img, str(tmp_path / "v.nii.gz"))
+    back = load_volume(tmp_path / "v.nii.gz")
+    np.testing.assert_array_equal(back.data, vol.data)
+    np.testing.assert_allclose(back.affine, AFFINE)
+
+
+def test_nifti_series_of_volumes_is_refused_saying_what_to_give(tmp_path: Path) -> None:
+    data = np.zeros((3, 3, 3, 2, 1), np.float32)
+    nib.save(nib.Nifti1Image(data, AFFINE), str(tmp_path / "series.nii"))
+    with pytest.raises(InputError, match=r"series\.nii: .*holds 2 volumes: give one 3D volume"):
+        load_volume(tmp_path / "series.nii")
+
+
+@pytest.mark.parametrize("image", [nib.Nifti1Image, nib.Nifti2Image])
+@pytest.mark.parametrize(("written", "named"), [("v.nii", "v.nii.gz"), ("v.nii.gz", "v.nii")])
+def test_a_nifti_compressed_or_not_against_its_name_is_the_same_volume(
+    tmp_path: Path, image, written: str, named: str
+) -> None:
+    """nibabel goes by the name ("is not a gzip file", "Cannot work out file type"); ITK reads
+    an uncompressed .nii.gz. The bytes decide."""
+    vol = _volume()
+    img = image(vol.data, AFFINE)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(tmp_path / written))
+    (tmp_path / written).rename(tmp_path / f"x_{named}")
+    back = load_volume(tmp_path / f"x_{named}")
+    np.testing.assert_array_equal(back.data, vol.data)
+    np.testing.assert_allclose(back.affine, AFFINE)

@@ -329,11 +329,9 @@ def _nibabel_notes() -> Iterator[list[str]]:
 
 def _load_nifti(p: Path, allow_default_affine: bool) -> Volume:
     """A NIfTI file as a :class:`Volume` (RAS mm); the rules are in the module docstring."""
-    import nibabel as nib
-
     try:
         with _nibabel_notes() as notes:
-            img = nib.load(str(p))
+            img = _load_nifti_image(p)
             data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for bad files
         raise InputError(p, f"cannot read NIfTI: {exc}") from exc
@@ -351,10 +349,16 @@ def _load_nifti(p: Path, allow_default_affine: bool) -> Volume:
             "NIfTI has no orientation (sform_code = qform_code = 0)",
             "export it again with its scanner orientation",
         )
-    if data.ndim == 4 and data.shape[3] == 1:
+    while data.ndim > 3 and data.shape[-1] == 1:
+        # one volume written with a time or vector axis of 1 (ITK writes (x, y, z, 1, 1))
         data = data[..., 0]
     if data.ndim != 3:
-        raise InputError(p, f"expected a 3D volume, got shape {data.shape}")
+        hint = (
+            f"it holds {int(np.prod(data.shape[3:]))} volumes: give one 3D volume"
+            if data.ndim > 3
+            else "give a 3D volume"
+        )
+        raise InputError(p, f"expected a 3D volume, got shape {data.shape}", hint)
     unit, mm_per_unit = _nifti_unit(p, int(header["xyzt_units"]) if "xyzt_units" in header else 0)
     to_mm = np.diag([mm_per_unit, mm_per_unit, mm_per_unit, 1.0])
     if sform_code > 0 and qform_code > 0:
@@ -376,6 +380,28 @@ def _load_nifti(p: Path, allow_default_affine: bool) -> Volume:
     )
     affine = to_mm @ np.asarray(img.affine, dtype=np.float64)
     return Volume(np.asarray(data), affine, source=str(p), read_as=f"{form}; {lengths}")
+
+
+def _load_nifti_image(p: Path):
+    """The nibabel image of ``p``, compressed or not whatever its name says.
+
+    nibabel goes by the name and failed on a ``.nii.gz`` that is not compressed (ITK, so 3D
+    Slicer, reads it: gzip streams pass plain files through) and on a ``.nii`` that is; the
+    bytes decide here, as the same volume either way.
+    """
+    import gzip
+
+    import nibabel as nib
+
+    with open(p, "rb") as f:
+        compressed = f.read(2) == b"\x1f\x8b"
+    if compressed == p.name.lower().endswith(".gz"):
+        return nib.load(str(p))
+    raw = gzip.decompress(p.read_bytes()) if compressed else p.read_bytes()
+    try:
+        return nib.Nifti1Image.from_bytes(raw)
+    except Exception:  # nibabel raises many types; a NIfTI-2 header is the other kind
+        return nib.Nifti2Image.from_bytes(raw)
 
 
 def _nifti_unit(p: Path, xyzt_units: int) -> tuple[str, float]:
