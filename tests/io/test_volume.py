@@ -352,6 +352,7 @@ def test_a_label_map_is_told_from_an_mri() -> None:
         rng.normal(300, 50, label.shape).astype(np.int16),
         np.full(label.shape, 7, np.int16),
         rng.choice([0.25, 0.5, 0.75], label.shape).astype(np.float32),
+        (label * 100).astype(np.int16),  # a piecewise-constant phantom MRI: 0, 100, 200
     ]
     for data in mris:
         Volume(data, AFFINE).check_not_label_map("give the MRI")

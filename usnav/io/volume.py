@@ -143,7 +143,9 @@ class Volume:
 
     def check_not_label_map(self, hint: str) -> None:
         """Raise :class:`InputError` if this volume, read as an MRI, is a label map: it holds
-        2 to :data:`MAX_LABEL_VALUES` distinct whole numbers (a tumor label, a segmentation).
+        2 to :data:`MAX_LABEL_VALUES` distinct whole numbers, all within 0 to
+        :data:`MAX_LABEL_VALUES` (a tumor label, a segmentation). A phantom's or a simulator's
+        piecewise-constant MRI (0, 100, 200) is an MRI with few grey levels, not a label map.
 
         Registered as an MRI, such a volume gave a candidate the tests rejected, exit 0: the
         mistake was never said. Any MRI has hundreds of grey levels (a uint8 one too). A
@@ -161,6 +163,8 @@ class Volume:
             return
         values = np.unique(data)
         if not 2 <= len(values) <= MAX_LABEL_VALUES or np.any(values != np.round(values)):
+            return
+        if values[0] < 0 or values[-1] > MAX_LABEL_VALUES:  # grey levels, however few
             return
         shown = ", ".join(f"{float(v):g}" for v in values[:6]) + (", …" if len(values) > 6 else "")
         raise InputError(
