@@ -205,7 +205,8 @@ class Subscriber:
         :data:`MAX_MESSAGE_BYTES`, 128 MiB: twice the largest frame image the probe's side
         accepts). ZeroMQ drops the connection of a publisher that sends a larger part, before
         allocating it; this client then counts it (``stats.skipped["oversize"]``), names it in
-        :attr:`link_problem` until data arrive again, and reconnects (ZeroMQ does not). It
+        :attr:`link_problem` until data arrive again (and from the first moment of the same
+        publisher's next drop), and reconnects (ZeroMQ does not). It
         bounds each part, not a whole multipart message.
     strict
         Raise :class:`ProtocolError` subclasses on bad messages instead of skipping them.
@@ -322,6 +323,11 @@ class Subscriber:
         self._dropped_at: float | None = None
         #: why ZeroMQ dropped the connection, until data arrive again ("" if it did not)
         self._drop_problem = ""
+        #: the newest protocol drop's reason, kept across the reconnect and the data that
+        #: followed it: the same publisher's next drop is named from its first moment, not
+        #: only once the drop is classified (until session 36 a display said "connection
+        #: lost" alone for ``PROTOCOL_DROP_WAIT_S`` at each drop); "" after a plain drop
+        self._last_drop_problem = ""
 
     # -- connection state ------------------------------------------------------------------
 
@@ -343,9 +349,15 @@ class Subscriber:
                 self._connected = False
                 if self._handshaken:
                     self._dropped_at = time.monotonic()
+                    # most likely the publisher's last reason again: shown at once
+                    self._drop_problem = self._drop_problem or self._last_drop_problem
                 self._handshaken = False
             elif event["event"] in _CONNECTING:
-                self._dropped_at = None  # ZeroMQ reconnects by itself: a plain drop
+                if self._dropped_at is not None:
+                    # ZeroMQ reconnects by itself: a plain drop (the publisher stopped or
+                    # restarted), so no earlier drop's reason applies to it
+                    self._drop_problem = self._last_drop_problem = ""
+                self._dropped_at = None
             elif event["event"] in _HANDSHAKE_FAILURES:
                 self._connected = False
                 self.handshake_error = self._handshake_hint(event["event"], event["value"])
@@ -368,7 +380,7 @@ class Subscriber:
         if dropped is None or time.monotonic() - dropped < PROTOCOL_DROP_WAIT_S:
             return
         self._dropped_at = None
-        self._drop_problem = (
+        self._drop_problem = self._last_drop_problem = (
             f"the publisher sent a message part over {self.max_message_bytes} bytes "
             "(max_message_bytes) or broke the ZeroMQ protocol: ZeroMQ dropped the connection; "
             "reconnecting"
@@ -408,7 +420,8 @@ class Subscriber:
     def link_problem(self) -> str:
         """Why no publisher is reached, as far as known: the security handshake failed, the
         host name does not resolve, ZeroMQ dropped the publisher for a message part over
-        ``max_message_bytes`` (until data arrive again), or every message so far was refused
+        ``max_message_bytes`` (until data arrive again; at once when it drops again, before
+        the drop is told from a plain disconnect), or every message so far was refused
         (e.g. a publisher of a newer protocol version) ("" otherwise)."""
         problem = self.handshake_error if self.connected else ""
         if not self.connected:

@@ -188,3 +188,81 @@ def test_a_publisher_sending_an_oversize_part_is_dropped_counted_and_heard_again
     finally:
         sub.close()
         pub.close(0)
+
+
+def test_a_publisher_dropped_again_for_an_oversize_part_is_named_from_the_drop() -> None:
+    """The client needs ``PROTOCOL_DROP_WAIT_S`` to tell a protocol drop from a plain
+    disconnect; the same publisher's next oversize drop is named at once (the last drop's
+    reason is kept across the reconnect and the data that came over it), so a display never
+    says "connection lost" alone for it (session 36)."""
+    limit = 1 << 20
+    context = zmq.Context.instance()
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    address = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
+    sub = Subscriber(address, max_message_bytes=limit)
+    oversize = {"name": "image", "dtype": "|u1", "shape": [limit + 1]}
+    deadline = time.monotonic() + 30  # a bound against a hang, not a speed target
+
+    def heard_over_a_live_connection() -> None:
+        while not (sub.receive_latest(timeout_s=0.05).get("status") and sub.connected):
+            assert time.monotonic() < deadline, (sub.stats, sub.link_problem)
+            pub.send_multipart([b"status", _header("status", status={})])
+        assert sub.link_problem == ""  # data flow: nothing to name
+
+    try:
+        heard_over_a_live_connection()
+        pub.send_multipart([b"frame", _header("frame", buffers=[oversize]), bytes(limit + 1)])
+        while not sub.stats.skipped.get("oversize"):  # the first drop, classified
+            assert time.monotonic() < deadline, (sub.stats, sub.link_problem)
+            sub.receive_latest(timeout_s=0.05)
+        heard_over_a_live_connection()  # reconnected; data came over the new connection
+        pub.send_multipart([b"frame", _header("frame", buffers=[oversize]), bytes(limit + 1)])
+        while sub.connected:
+            assert time.monotonic() < deadline, (sub.stats, sub.link_problem)
+            sub.receive_latest(timeout_s=0.01)
+        # the first look after the drop, before the client could classify it
+        assert sub.stats.skipped == {"oversize": 1}, "the test looked too late"
+        assert "over 1048576 bytes (max_message_bytes)" in sub.link_problem
+        while sub.stats.skipped.get("oversize") != 2:  # then classified and counted
+            assert time.monotonic() < deadline, (sub.stats, sub.link_problem)
+            assert "over 1048576 bytes (max_message_bytes)" in sub.link_problem
+            sub.receive_latest(timeout_s=0.05)
+    finally:
+        sub.close()
+        pub.close(0)
+
+
+def test_a_plain_disconnect_after_an_oversize_drop_is_not_named_for_it() -> None:
+    """The kept reason is the last protocol drop's: a publisher that then stops (ZeroMQ
+    reconnects by itself) is not said to have sent an oversize part."""
+    limit = 1 << 20
+    context = zmq.Context.instance()
+    pub = context.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    address = f"tcp://127.0.0.1:{port}"
+    sub = Subscriber(address, max_message_bytes=limit)
+    oversize = {"name": "image", "dtype": "|u1", "shape": [limit + 1]}
+    deadline = time.monotonic() + 30  # a bound against a hang, not a speed target
+    try:
+        while not (sub.receive_latest(timeout_s=0.05).get("status") and sub.connected):
+            assert time.monotonic() < deadline
+            pub.send_multipart([b"status", _header("status", status={})])
+        pub.send_multipart([b"frame", _header("frame", buffers=[oversize]), bytes(limit + 1)])
+        while not (sub.receive_latest(timeout_s=0.05).get("status") and sub.connected):
+            assert time.monotonic() < deadline, (sub.stats, sub.link_problem)
+            pub.send_multipart([b"status", _header("status", status={})])
+        assert sub.stats.skipped == {"oversize": 1}
+        pub.close(0)  # the publisher stops: a plain disconnect
+        while sub.connected:
+            assert time.monotonic() < deadline
+            sub.receive_latest(timeout_s=0.01)
+        # ZeroMQ's own reconnect attempts show it is a plain drop
+        while sub.link_problem:
+            assert time.monotonic() < deadline, sub.link_problem
+            sub.receive_latest(timeout_s=0.05)
+        assert sub.stats.skipped == {"oversize": 1}
+    finally:
+        sub.close()
+        pub.close(0)
