@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from pipeline_helpers import free_port, wait_until
 from test_live import Collector, _pipeline
 
@@ -73,6 +74,13 @@ def test_status_registration_and_slicer_say_stale_while_tracking_is_lost(small_c
         # the frames' margins say it (as before)
         lost = [m for m in display.of(MarginMessage) if "tracking" in m.header.stale_reason]
         assert lost and all(m.header.display_state == STALE for m in lost)
+        # the frame cannot be placed: ImageToMri is nil on the wire (it went out as a NaN
+        # matrix, and usnav view --mri died reslicing through it), its pixel size the
+        # calibration's (it went out as 1 mm per pixel: a depth ruler 6x too deep)
+        placed = next(m for m in display.of(MarginMessage) if m.header.image_to_mri is not None)
+        for m in lost:
+            assert m.header.raw["ImageToMri"] is None and m.header.image_to_mri is None
+            assert np.allclose(m.spacing_mm, placed.spacing_mm, rtol=1e-3), m.spacing_mm
         seen = len(display.messages)
 
         def newer(kind: type) -> list:

@@ -50,6 +50,20 @@ def test_common_header_roundtrip():
     assert msg.status == {"state": "streaming"}
 
 
+def test_an_unknown_image_to_mri_is_nil_never_nan():
+    """A frame that cannot be placed has no ImageToMri: nil on the wire (it went out as a NaN
+    matrix, which a display resliced through and crashed, session 36), and a NaN one from
+    another publisher reads as unknown."""
+    header = _header("status")
+    header.update(m.encode_header("status", stream=7, image_to_mri=np.full((4, 4), np.nan)))
+    assert header["ImageToMri"] is None
+    msg = _roundtrip("status", m.encode_status(header, {}))
+    assert msg.header.image_to_mri is None
+    header["ImageToMri"] = np.diag([0.2, np.nan, 1.0, 1.0]).tolist()  # a foreign publisher's
+    msg = _roundtrip("status", m.encode_status(header, {}))
+    assert msg.header.image_to_mri is None and msg.header.raw["ImageToMri"][1][1] != 0.2
+
+
 def test_margin_roundtrip_keeps_every_field():
     rng = np.random.default_rng(0)
     n = 9

@@ -189,6 +189,20 @@ def test_a_rejected_update_that_confirmed_the_registration_is_not_a_warning(
     assert colour != BANNER_AMBER
 
 
+def test_a_plane_that_cannot_be_placed_shows_no_mri(viewer_case) -> None:
+    """A frame without tracking has no ImageToMri; a NaN one (the pipeline's mark for it,
+    or another publisher's) made the compiled reslice read out of bounds and killed
+    ``usnav view --mri`` with a segmentation fault (session 36). It shows no MRI."""
+    context = mri_for(viewer_case)
+    shape = viewer_case.image.shape
+    assert context.reslice(viewer_case.image_to_mri, shape).any()
+    infinite = np.array(viewer_case.image_to_mri, np.float64)
+    infinite[0, 1] = np.inf
+    for bad in (np.full((4, 4), np.nan), infinite):
+        plane = context.reslice(bad, shape)
+        assert plane.shape == shape and not plane.any()
+
+
 def test_reslice_matches_scipy_trilinear(viewer_case) -> None:
     """The display's reslice (the registration's compiled kernel) against scipy's
     map_coordinates, order 1, on the same pixel centres, inside the volume."""

@@ -362,7 +362,7 @@ class LivePipeline:
             self.counters.problem(
                 "tracking", f"frame {frame.frame_number}: tracking {status.value} — no overlay"
             )
-            self._publish_no_tracking(frame, status)
+            self._publish_no_tracking(frame, status, i2r)
             return
         estimate = self.current_estimate()
         #: the registration the latest margins were drawn with (a later estimate may come
@@ -408,17 +408,39 @@ class LivePipeline:
             self.worker.submit(frame.image, i2r, frame.t_device)
             self.counters.submitted_to_registration += 1
 
-    def _publish_no_tracking(self, frame: TrackedFrame, status: TransformStatus) -> None:
-        """Tracking lost: say so on the margin topic (no margin is drawn from a guess)."""
+    def _publish_no_tracking(
+        self, frame: TrackedFrame, status: TransformStatus, image_to_reference: np.ndarray
+    ) -> None:
+        """Tracking lost: say so on the margin topic (no margin is drawn from a guess). The
+        frame cannot be placed (its ``ImageToMri`` goes out nil), but its pixel size is the
+        calibration's whatever the tracker says."""
         from usnav.margins.estimator import FrameMargins
 
         reason = _tracking_reason(status)
         margins = FrameMargins(
-            frame.frame_number, False, reason, (), None, np.full((4, 4), np.nan), (1.0, 1.0)
+            frame.frame_number,
+            False,
+            reason,
+            (),
+            None,
+            np.full((4, 4), np.nan),
+            self._pixel_spacing_mm(image_to_reference),
         )
         self._publisher.publish_margins(
             frame, margins, self.current_estimate(), stale=True, stale_reason=reason
         )
+
+    def _pixel_spacing_mm(self, image_to_reference: np.ndarray) -> tuple[float, float]:
+        """mm per pixel along columns and rows: the calibration's ImageToProbe scaling, else
+        the frame's own ImageToReference's (until session 36 a frame without tracking went
+        out as 1 mm per pixel, and a display drew its depth ruler and scale bar from that)."""
+        for matrix in (self.calibration_stage.image_to_probe, image_to_reference):
+            if matrix is None:
+                continue
+            spacing = np.linalg.norm(np.asarray(matrix, np.float64)[:3, :2], axis=0)
+            if np.all(np.isfinite(spacing)) and np.all(spacing > 0):
+                return float(spacing[0]), float(spacing[1])
+        return 1.0, 1.0  # unknown: the pixel grid itself
 
     def _stylus_tip_mri(
         self, frame: TrackedFrame, estimate: RegistrationEstimate

@@ -60,6 +60,16 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else _float(value)
 
 
+def finite_matrix_or_none(matrix: np.ndarray | None) -> np.ndarray | None:
+    """``matrix``, or None when it is None or holds a NaN or infinite value: an unknown
+    transform is nil on the wire, never NaN (the pipeline marks a frame it cannot place with a
+    NaN ``ImageToMri``; a display that resliced the MRI through it crashed, session 36)."""
+    if matrix is None:
+        return None
+    matrix = np.asarray(matrix, dtype=np.float64)
+    return matrix if bool(np.all(np.isfinite(matrix))) else None
+
+
 def _matrix(value: Any, peer: str, where: str) -> np.ndarray | None:
     if value is None:
         return None
@@ -188,7 +198,7 @@ def encode_header(
         "t_device": finite_or_none(t_device),
         "t_received": finite_or_none(t_received),
         "t_published": time.time(),
-        "ImageToMri": matrix_to_wire(image_to_mri),
+        "ImageToMri": matrix_to_wire(finite_matrix_or_none(image_to_mri)),
         "age_s": finite_or_none(age_s),
         "quality": finite_or_none(quality),
         "uncertainty_mm": finite_or_none(uncertainty_mm),
@@ -229,7 +239,10 @@ def decode_header(raw: RawMessage, gap: int, t_arrived: float, peer: str) -> Hea
         t_received=_opt_float(h.get("t_received")),
         t_published=float(h["t_published"]),
         t_arrived=t_arrived,
-        image_to_mri=_matrix(h.get("ImageToMri"), peer, f"{raw.topic} #{h['seq']} ImageToMri"),
+        # unknown when not finite (another publisher may send NaN): never a plane to draw
+        image_to_mri=finite_matrix_or_none(
+            _matrix(h.get("ImageToMri"), peer, f"{raw.topic} #{h['seq']} ImageToMri")
+        ),
         age_s=_opt_float(h.get("age_s")),
         quality=_opt_float(h.get("quality")),
         gap=gap,

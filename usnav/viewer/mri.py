@@ -218,13 +218,19 @@ class MriContext:
         Returns
         -------
         numpy.ndarray
-            uint8 (rows / step, cols / step), windowed grey levels; 0 outside the MRI.
+            uint8 (rows / step, cols / step), windowed grey levels; 0 outside the MRI (all 0
+            when ``image_to_mri`` is not finite).
         """
         rows, cols = int(shape[0]), int(shape[1])
         step = max(1, int(np.ceil(max(rows, cols) / max_side)))
         r = (np.arange(int(np.ceil(rows / step))) + 0.5) * step - 0.5
         c = (np.arange(int(np.ceil(cols / step))) + 0.5) * step - 0.5
-        to_voxel = self._ras_to_voxel @ np.asarray(image_to_mri, np.float64)
+        matrix = np.asarray(image_to_mri, np.float64)
+        if not np.all(np.isfinite(matrix)):
+            # a plane that cannot be placed shows no MRI (the compiled kernel reads out of
+            # bounds at NaN positions: the process died, session 36)
+            return np.zeros((len(r), len(c)), np.uint8)
+        to_voxel = self._ras_to_voxel @ matrix
         first = np.array([c[0], r[0], 0.0, 1.0])
         origin = np.ascontiguousarray((to_voxel @ first)[:3])
         du = np.ascontiguousarray(to_voxel[:3, 0] * step)
