@@ -311,6 +311,8 @@ class Subscriber:
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
         self._last: dict[str, tuple[int, int]] = {}  # topic → (stream, seq)
+        #: the stream id of the newest message (None before the first)
+        self._stream: int | None = None
         self._connected = False
         self.ever_connected = False
         #: host time of the last valid message (None before the first)
@@ -475,10 +477,10 @@ class Subscriber:
         seq = int(raw.header["seq"])
         previous = self._last.get(raw.topic)
         self._last[raw.topic] = (stream, seq)
-        if previous is None:
-            return 0
-        if previous[0] != stream:
-            self.stats.restarts += 1
+        if self._stream is not None and stream != self._stream:
+            self.stats.restarts += 1  # once per restart, not once per topic it is seen on
+        self._stream = stream
+        if previous is None or previous[0] != stream:
             return 0
         missed = seq - previous[1] - 1
         if missed > 0:

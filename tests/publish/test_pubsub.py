@@ -187,6 +187,16 @@ def _status(seq: int, stream: int = 1, **changes) -> list[bytes]:
     return [bytes(x) for x in p.encode("status", header, [])]
 
 
+def _frame(seq: int, stream: int) -> list[bytes]:
+    header = {k: v for k, v in _header_map(seq, stream).items() if k != "status"}
+    return [
+        bytes(x)
+        for x in p.encode(
+            "frame", header | {"topic": "frame"}, [("image", np.zeros((4, 4), np.uint8))]
+        )
+    ]
+
+
 def _raw_join(socket: zmq.Socket, subscriber: Subscriber) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -208,11 +218,17 @@ def test_gaps_and_restarts_are_detected() -> None:
         assert [m.header.gap for m in got] == [0, 0, 0, 2, 0]
         assert subscriber.stats.gaps["status"] == 2
         restarts = subscriber.stats.restarts
+        socket.send_multipart(_frame(0, stream=7))
+        assert subscriber.receive(timeout_s=5).header.gap == 0
         # a restarted publisher (new stream id) starts at 0: not a gap
         socket.send_multipart(_status(0, stream=8))
         assert subscriber.receive(timeout_s=5).header.gap == 0
         assert subscriber.stats.restarts == restarts + 1
         assert subscriber.stats.gaps["status"] == 2
+        # one restart, whatever the number of topics it is seen on (it was counted per topic)
+        socket.send_multipart(_frame(0, stream=8))
+        assert subscriber.receive(timeout_s=5).header.gap == 0
+        assert subscriber.stats.restarts == restarts + 1
     socket.close(0)
 
 
