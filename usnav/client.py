@@ -319,6 +319,9 @@ class Subscriber:
         self.last_message_time: float | None = None
         #: the newest refused message's problem, without the address ("" if none)
         self._refused = ""
+        #: messages refused since the last valid one (a publisher that restarted speaking
+        #: another protocol version is refused after good data: the display says why)
+        self._refused_since_valid = 0
         #: the connection up now has passed the security handshake
         self._handshaken = False
         #: when an established connection dropped and ZeroMQ has not yet said it reconnects
@@ -423,8 +426,9 @@ class Subscriber:
         """Why no publisher is reached, as far as known: the security handshake failed, the
         host name does not resolve, ZeroMQ dropped the publisher for a message part over
         ``max_message_bytes`` (until data arrive again; at once when it drops again, before
-        the drop is told from a plain disconnect), or every message so far was refused
-        (e.g. a publisher of a newer protocol version) ("" otherwise)."""
+        the drop is told from a plain disconnect), or every message so far, or since the last
+        valid one, was refused (e.g. a publisher of a newer protocol version, or one that
+        restarted as one) ("" otherwise)."""
         problem = self.handshake_error if self.connected else ""
         if not self.connected:
             problem = self.handshake_error or self.address_problem
@@ -433,6 +437,12 @@ class Subscriber:
         if not problem and self.last_message_time is None and self._refused:
             count = self.stats.skipped_total
             problem = f"{count} message{'s' if count != 1 else ''} refused: {self._refused}"
+        elif not problem and self._refused_since_valid:
+            count = self._refused_since_valid
+            problem = (
+                f"{count} message{'s' if count != 1 else ''} refused since the last valid one: "
+                f"{self._refused}"
+            )
         return problem
 
     @property
@@ -457,6 +467,7 @@ class Subscriber:
             self.stats.skipped[wrapped.reason] = self.stats.skipped.get(wrapped.reason, 0) + 1
             self.stats.last_error = str(wrapped)
             self._refused = wrapped.problem
+            self._refused_since_valid += 1
             if self.strict:
                 raise wrapped from exc
             return None
@@ -464,12 +475,14 @@ class Subscriber:
             self.stats.skipped[exc.reason] = self.stats.skipped.get(exc.reason, 0) + 1
             self.stats.last_error = str(exc)
             self._refused = exc.problem
+            self._refused_since_valid += 1
             if self.strict:
                 raise
             return None
         self.stats.received[raw.topic] += 1
         self.last_message_time = t_arrived
         self._drop_problem = ""  # data flow again
+        self._refused_since_valid = 0
         return message
 
     def _gap(self, raw: RawMessage) -> int:

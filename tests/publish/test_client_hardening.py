@@ -79,6 +79,25 @@ def test_a_malformed_message_is_skipped_and_the_next_one_arrives(raw_pub, name) 
     assert sub.stats.skipped.get("header", 0) + sub.stats.skipped.get("buffer_size", 0) >= 1
 
 
+def test_messages_refused_after_valid_ones_are_named_until_a_valid_one_comes(raw_pub) -> None:
+    """A publisher that restarts speaking a newer protocol version after good data: every
+    message of it is refused, and the display must say why, not only "no data" (it said why
+    only when nothing valid had ever arrived; session 36)."""
+    pub, sub = raw_pub
+    assert sub.last_message_time is not None and sub.link_problem == ""
+    deadline = time.monotonic() + 5
+    while sub.stats.skipped.get("version", 0) < 2:
+        assert time.monotonic() < deadline, sub.stats
+        pub.send_multipart([b"status", _header("status", version=p.VERSION + 1, status={})])
+        sub.receive_latest(timeout_s=0.05)
+    assert "refused since the last valid one" in sub.link_problem
+    assert f"protocol version {p.VERSION + 1}" in sub.link_problem
+    pub.send_multipart([b"status", _header("status", seq=1, status={})])
+    while not sub.receive_latest(timeout_s=0.05).get("status"):
+        assert time.monotonic() < deadline
+    assert sub.link_problem == ""
+
+
 def test_strict_mode_raises_a_protocol_error_not_a_value_error(raw_pub) -> None:
     pub, sub = raw_pub
     sub.strict = True

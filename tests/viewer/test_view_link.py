@@ -195,6 +195,21 @@ def test_a_stale_margin_without_its_frame_is_shown_at_once(viewer_case, viewer_m
         publisher.close()
 
 
+def test_silence_names_why_the_newest_messages_were_refused() -> None:
+    """Data came, then only refused messages (a publisher restarted on a newer protocol
+    version, over the same connection as far as the display can tell): STALE "no data for
+    N s" says why (session 36: it said "no data" alone)."""
+    model = ViewModel("tcp://127.0.0.1:5999")
+    now = time.time()
+    problem = "3 messages refused since the last valid one: status: protocol version 3"
+    state = model.update(
+        {}, connected=True, last_message_s=now - 5.0, now=now, link_problem=problem
+    )
+    verdict = assess(state, ViewerOptions(lost_after_s=1.5))
+    assert verdict.word == STALE and verdict.reason.startswith("no data for 5.0 s")
+    assert verdict.reason.endswith(problem)
+
+
 def test_a_connection_back_without_data_says_so() -> None:
     """Up again but nothing over it yet: STALE (what is kept may be a finished run's), and the
     banner says "reconnected", not "connection lost"."""

@@ -219,6 +219,8 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
         # why, when the subscriber knows (e.g. ZeroMQ dropped a publisher that sent a message
         # over max_message_bytes)
         reason += problem
+    elif reason.startswith("no data for"):
+        reason += problem  # e.g. every message since the last valid one was refused
     return Verdict(verdict.state, reason)
 
 
