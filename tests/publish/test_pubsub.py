@@ -519,3 +519,54 @@ def test_uint8_and_uint16_frames_go_unchanged(pair) -> None:
             assert message is not None, "no frame arrived"
         assert message.image.dtype == dtype
         np.testing.assert_array_equal(message.image, image)
+
+
+def _doc_sections() -> dict[str, str]:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    return {part.split("\n", 1)[0]: part for part in doc.split("\n### ")[1:]}
+
+
+def _table_keys(section: str) -> set[str]:
+    """The `key` cells of a section's first table."""
+    import re
+
+    table = section.split("\n| key |", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"^\| `([^`]+)` \|", table, re.MULTILINE))
+
+
+def test_every_header_key_sent_is_documented_and_every_documented_one_is_sent(
+    pair, case, estimator
+) -> None:
+    """docs/protocol.md is the contract a display is written from: a key the publisher sends
+    that the doc does not name, or a documented key it does not send, is drift (an outside
+    client written from the doc alone found none in session 36; this keeps it so)."""
+    import re
+
+    publisher, subscriber = pair
+    sections = _doc_sections()
+    common = _table_keys(sections["Common header fields (every topic)"])
+    margin_keys = _table_keys(sections["Topic `margin` — the tumor margins in one frame"])
+    assert {"schema", "display_state", "buffers"} <= common and "in_view" in margin_keys
+    reg = RegistrationEstimate(np.eye(4), source="image", uncertainty_mm=1.5, sequence=3)
+    frame = TrackedFrame(case.image, frame_number=7, t_device=1.0)
+    assert publisher.publish_margins(
+        frame, estimator.estimate(case.image, case.image_to_mri, reg, frame_number=7), reg
+    )
+    assert publisher.publish_frame(frame, case.image_to_mri, reg)
+    assert publisher.publish_registration(reg, in_use=True)
+    assert publisher.publish_status({"state": "streaming"})
+    headers = {}
+    deadline = time.monotonic() + 10
+    while len(headers) < 4:
+        assert time.monotonic() < deadline, sorted(headers)
+        message = subscriber.receive(timeout_s=0.1)
+        if message is not None:
+            headers[message.header.topic] = message.header.raw
+    for topic, header in headers.items():
+        assert common <= set(header), (topic, common - set(header))
+        title = next(t for t in sections if t.startswith(f"Topic `{topic}`"))
+        documented = common | set(re.findall(r"`([^`]+)`", sections[title]))
+        assert set(header) <= documented, (topic, set(header) - documented)
+    assert margin_keys <= set(headers["margin"]), margin_keys - set(headers["margin"])
