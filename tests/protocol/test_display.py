@@ -122,6 +122,11 @@ def test_the_display_adds_what_only_it_sees() -> None:
     assert _shown(live, data_arrived_s=990.0).state == STALE  # margins stopped, status flows
     assert _shown(None).state == UNCERTAIN
     assert _shown(DisplayState("live")).state == UNCERTAIN  # not one of the four words
+    # old data whose publisher already said STALE keep its reason (the probe link is down:
+    # the banner said "newest data N s old" alone once the last margin aged, session 36)
+    lost = _shown(DisplayState(STALE, "no signal from 127.0.0.1:18944"), data_arrived_s=990.0)
+    assert lost == DisplayState(STALE, "no signal from 127.0.0.1:18944 (newest data 10.0 s old)")
+    assert _shown(live, data_arrived_s=990.0).reason == "newest data 10.0 s old"
 
 
 _RANK = {LIVE: 0, UNCERTAIN: 1, STALE: 2, WAITING: 2}

@@ -269,7 +269,12 @@ def display_state(
     if published is None:
         return DisplayState(UNCERTAIN, "no registration state received yet")
     if data_arrived_s is not None and now - data_arrived_s > lost_after_s:
-        return DisplayState(STALE, f"newest data {now - data_arrived_s:.1f} s old")
+        old = f"newest data {now - data_arrived_s:.1f} s old"
+        if published.state == STALE and published.reason:
+            # the publisher's own reason says why (the probe link is down, tracking lost):
+            # kept, not replaced by the age alone (session 36)
+            return DisplayState(STALE, f"{published.reason} ({old})")
+        return DisplayState(STALE, old)
     if published.state not in DISPLAY_STATES:
         return DisplayState(UNCERTAIN, f"unknown display state {published.state!r}")
     return published
