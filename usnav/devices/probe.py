@@ -215,7 +215,7 @@ class ProbeClient(Device):
         if mismatch:
             log.warning("%s: %s", name, mismatch)
         self.stats = ProbeStats()
-        self._queue: queue.Queue[TrackedFrame] = queue.Queue(maxsize=self.config.frame_queue)
+        self._queue: queue.Queue[TrackedFrame | None] = queue.Queue(maxsize=self.config.frame_queue)
         self._callbacks: list[Callable[[TrackedFrame], None]] = []
         self._transform_listeners: list[Callable[[str, TransformStatus], None]] = []
         self._streams: dict[str, _Stream] = {n: _Stream() for n in self.config.transforms}
@@ -274,23 +274,54 @@ class ProbeClient(Device):
             return {name: s.state for name, s in self._streams.items()}
 
     def get_frame(self, timeout_s: float | None = None) -> TrackedFrame | None:
-        """The next frame, or None after ``timeout_s`` without one."""
+        """The next frame, in order.
+
+        Valid in every state: before :meth:`start` it waits like any other call (the frames
+        come once another thread starts the device); after :meth:`close` (also by another
+        thread while this call waits) it returns the frames still queued, then None at once.
+
+        Parameters
+        ----------
+        timeout_s
+            Longest wait, s (None: until a frame comes or the device is closed).
+
+        Returns
+        -------
+        TrackedFrame or None
+            The frame (``frame_number``; ``t_device``: the sender's timestamp, s;
+            ``t_received``: host time, s since the epoch; each transform with its status), or
+            None after ``timeout_s`` without one, or once closed and drained.
+        """
+        if self._state is DeviceState.CLOSED:
+            timeout_s = 0.0  # nothing will come: what is queued, then None
         try:
-            return self._queue.get(timeout=timeout_s)
+            frame = self._queue.get(timeout=timeout_s)
         except queue.Empty:
             return None
+        if frame is None:  # close() woke the readers: pass it on to the next one
+            self._wake_readers()
+        return frame
 
     def frames(self, timeout_s: float | None = None) -> Iterator[TrackedFrame]:
-        """Yield frames until the device is closed, or until ``timeout_s`` passes without a
-        frame (None: wait forever)."""
+        """Yield frames (as :meth:`get_frame`) until the device is closed and the frames
+        queued before are yielded, or until ``timeout_s`` (s) passes without a frame (None:
+        wait until closed)."""
         last = time.monotonic()
-        while self.state is not DeviceState.CLOSED:
+        while True:
             frame = self.get_frame(0.1)
             if frame is not None:
                 last = time.monotonic()
                 yield frame
-            elif timeout_s is not None and time.monotonic() - last >= timeout_s:
-                return
+            else:
+                closed = self.state is DeviceState.CLOSED
+                if closed or (timeout_s is not None and time.monotonic() - last >= timeout_s):
+                    return
+
+    def _wake_readers(self) -> None:
+        # a None in the queue ends a get_frame() waiting without a timeout; a full queue
+        # has no waiting reader to wake
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
 
     def link_stats(self) -> LinkStats:
         """Message counters of the connection(s): received, dropped by reason, sent."""
@@ -390,6 +421,7 @@ class ProbeClient(Device):
         self._client.stop()
         if self._ticker is not None and self._ticker is not threading.current_thread():
             self._ticker.join(timeout=2)
+        self._wake_readers()
 
     # -- link events -----------------------------------------------------------------------
     def _on_link_state(self, state: LinkState) -> None:
@@ -611,7 +643,7 @@ class ProbeClient(Device):
                 del frame.fields[key]  # a word for another pose than the one paired
 
     def _deliver(self, frame: TrackedFrame) -> None:
-        if self._state is DeviceState.STOPPED:
+        if self._state in (DeviceState.STOPPED, DeviceState.CLOSED) or self._closing:
             return
         queued = False
         if self.config.when_full == "wait":

@@ -1,0 +1,154 @@
+"""The device life cycle as a library user meets it: every call in every state, across threads.
+
+Real loopback: a probe client connecting to a port nobody listens on, a playback server and a
+probe client reading from it over TCP.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from igtl_helpers import free_port, wait_until
+
+from usnav.devices import DeviceState, PlaybackServer, ProbeClient, ProbeConfig
+from usnav.frames import TrackedFrame, TrackedTransform
+from usnav.io.sequence import write_sequence
+
+FPS = 30.0
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    """10 frames of 16×24 pixels at 30 fps from t = 100 s, one tracker transform."""
+    path = tmp_path_factory.mktemp("life") / "short.igs.mha"
+    rng = np.random.default_rng(5)
+    frames = []
+    for k in range(10):
+        pose = np.eye(4)
+        pose[:3, 3] = [k, 2.0 * k, 3.0]
+        frames.append(
+            TrackedFrame(
+                image=rng.integers(0, 256, (16, 24), dtype=np.uint8),
+                transforms={"ProbeToTracker": TrackedTransform(pose)},
+                t_device=100.0 + k / FPS,
+                frame_number=k,
+            )
+        )
+    write_sequence(path, frames)
+    return path
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_reader_waiting_without_timeout_returns_when_another_thread_closes():
+    threads_before, fds_before = set(threading.enumerate()), _open_fds()
+    probe = ProbeClient(ProbeConfig(port=free_port())).start()  # nobody listens: connecting
+    got: dict[str, object] = {}
+    readers = [
+        threading.Thread(target=lambda: got.update(frame=probe.get_frame(None))),
+        threading.Thread(target=lambda: got.update(frames=list(probe.frames(None)))),
+        threading.Thread(
+            target=lambda: got.update(
+                streaming=probe.wait_for_state(DeviceState.STREAMING, timeout_s=None)
+            )
+        ),
+    ]
+    for reader in readers:
+        reader.start()
+    probe.close()
+    for reader in readers:
+        reader.join(10)  # a bound against a hang: before session 36 get_frame(None) never woke
+    assert not any(r.is_alive() for r in readers), got
+    assert got == {"frame": None, "frames": [], "streaming": False}
+    # after close: None at once, and every use but connect/start is harmless
+    assert probe.get_frame(None) is None and list(probe.frames(None)) == []
+    probe.stop()
+    probe.close()
+    with pytest.raises(RuntimeError, match="closed device .* create a new ProbeClient"):
+        probe.start()
+    assert wait_until(lambda: set(threading.enumerate()) <= threads_before, 5)
+    assert _open_fds() <= fds_before
+
+
+def test_frames_received_before_close_are_still_read_after_it(recording):
+    with PlaybackServer(recording, port=0, rate="max") as playback:
+        probe = ProbeClient(ProbeConfig(port=playback.port, pairing_wait_s=0)).start()
+        assert wait_until(lambda: probe.stats.frames_delivered == 10, 20)
+        probe.close()
+    # nothing received is lost: the queued frames come out, in order, then the loop ends
+    assert [f.frame_number for f in probe.frames(None)] == list(range(10))
+    assert probe.get_frame(None) is None
+
+
+def test_two_threads_connecting_at_once_open_the_device_once(recording):
+    fds_before = _open_fds()
+    playback = PlaybackServer(recording, port=0)
+    errors: list[BaseException] = []
+
+    def connect_again() -> None:
+        try:
+            assert playback.connect() is playback
+        except BaseException as exc:  # the test reports any failure
+            errors.append(exc)
+
+    other: list[threading.Thread] = []
+    opened: list[object] = []
+
+    def while_binding(change) -> None:
+        # another thread connects while this one is inside connect(): it must wait, then
+        # find the device connected (it bound the port a second time)
+        if change.new is DeviceState.LISTENING and not other:
+            opened.append(playback._sequence)
+            other.append(threading.Thread(target=connect_again))
+            other[0].start()
+            other[0].join(0.2)
+
+    playback.add_state_listener(while_binding)
+    try:
+        playback.connect()
+        port = playback.port
+        other[0].join(10)
+        assert not errors, errors
+        assert playback.state is DeviceState.LISTENING and playback.port == port
+        assert playback._sequence is opened[0]  # not read a second time (and never closed)
+    finally:
+        playback.close()
+    assert _open_fds() <= fds_before
+
+
+def test_a_playback_stopped_before_its_first_client_stays_stopped_then_plays_from_the_start(
+    recording,
+):
+    with PlaybackServer(recording, port=0, rate=1.0) as playback:
+        playback.stop()
+        probe = ProbeClient(ProbeConfig(port=playback.port, pairing_wait_s=0))
+        with probe:
+            assert wait_until(lambda: playback._playing, 10)  # the client came
+            assert playback.state is DeviceState.STOPPED  # was STREAMING, sending nothing
+            assert playback.stats.frames_sent == 0 and probe.get_frame(0.2) is None
+            playback.start()
+            assert playback.wait_for_state(DeviceState.STREAMING, timeout_s=10)
+            first = probe.get_frame(10)
+    assert first is not None and first.frame_number == 0
+    assert first.t_device == pytest.approx(100.0, abs=1e-6)  # not stamped later by the wait
+
+
+def test_stop_while_a_frame_is_due_sends_nothing_until_start(recording):
+    # rate 0.1: a frame every 1/3 s; stop() lands while the player waits for frame 1
+    playback = PlaybackServer(recording, port=0, rate=0.1).connect()
+    with playback, ProbeClient(ProbeConfig(port=playback.port, pairing_wait_s=0)) as probe:
+        first = probe.get_frame(10)
+        playback.stop()
+        assert probe.get_frame(0.6) is None  # frame 1 was due 1/3 s after frame 0
+        assert playback.stats.frames_sent == 1
+        playback.start()
+        second = probe.get_frame(10)
+    assert first is not None and second is not None and second.frame_number == 1
+    # the device clock ran on while stopped: stamped later than recorded, by the pause × rate
+    assert second.t_device > 100.0 + 1 / FPS
