@@ -315,6 +315,9 @@ class PlaybackServer(Device):
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self._paused = threading.Event()
+        self._paused_at = 0.0  # time.monotonic() of the last stop()
+        self._playing = False  # past the wait for a first client
+        self._play_lock = threading.RLock()  # the pause and the state change together
         self._done = threading.Event()
         #: why the player stopped early (a damaged frame...), None while fine
         self.failure: Exception | None = None
@@ -367,7 +370,21 @@ class PlaybackServer(Device):
         return self.server.stats()
 
     def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until the recording has been played to the end (True) or ``timeout_s``."""
+        """Block until the playback has ended.
+
+        Parameters
+        ----------
+        timeout_s
+            Longest wait, s (None: no limit; with ``loop`` the playback ends only when
+            closed).
+
+        Returns
+        -------
+        bool
+            True once it ended: played to the end (state ``finished``), failed
+            (:attr:`failure` says why) or closed (by another thread too); False after
+            ``timeout_s``.
+        """
         return self._done.wait(timeout_s)
 
     # -- Device ----------------------------------------------------------------------------
@@ -446,16 +463,21 @@ class PlaybackServer(Device):
             )
 
     def _start(self) -> None:
-        self._paused.clear()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._play, name=f"{self.name}", daemon=True)
-            self._thread.start()
-        elif self._state is DeviceState.STOPPED:
-            self._set_state(DeviceState.STREAMING, "resumed")
+        with self._play_lock:
+            self._paused.clear()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._play, name=f"{self.name}", daemon=True)
+                self._thread.start()
+            elif self._state is DeviceState.STOPPED:
+                # stopped before the first client came: still waiting for it
+                resumed = DeviceState.STREAMING if self._playing else DeviceState.LISTENING
+                self._set_state(resumed, "resumed")
 
     def _stop(self) -> None:
-        self._paused.set()
-        self._set_state(DeviceState.STOPPED, "paused")
+        with self._play_lock:
+            self._paused_at = time.monotonic()
+            self._paused.set()
+            self._set_state(DeviceState.STOPPED, "paused")
 
     def _close(self) -> None:
         self._halt.set()
@@ -494,7 +516,10 @@ class PlaybackServer(Device):
             if all(n > 0 for _, n in self.server.client_versions().values()):
                 break
             time.sleep(0.01)
-        self._set_state(DeviceState.STREAMING, "playing")
+        with self._play_lock:
+            self._playing = True
+            if not self._paused.is_set():  # stop() before the first client: stays STOPPED
+                self._set_state(DeviceState.STREAMING, "playing")
         # stamps and pacing follow the device's clock: the file's timestamps, run on past a
         # step back (a restart of the recorded server), which the raw ones made a burst of
         t, period = device_clock(self._timestamps)
@@ -510,23 +535,29 @@ class PlaybackServer(Device):
         last_seen: dict[str, np.ndarray] = {}  # each transform's last matrix, for gaps
         while not self._halt.is_set():
             for i in range(n):
-                if self._halt.is_set():
-                    return
-                if self._paused.is_set():
-                    paused_at = time.monotonic()
-                    while self._paused.is_set() and not self._halt.is_set():
-                        time.sleep(0.02)
-                    # the device's clock runs on while it is stopped, as a scanner's does:
-                    # the frames after it are stamped later by the pause (a display judges a
-                    # frame's age by that clock, usnav.pipeline.arrival)
-                    paused_s = time.monotonic() - paused_at
-                    round_offset += paused_s * (1.0 if self.rate == "max" else float(self.rate))
-                stamp = float(t[i]) + round_offset
-                if self.rate != "max":
-                    due = wall_start + (stamp - t[0]) / float(self.rate)
-                    delay = due - time.monotonic()
-                    if delay > 0 and self._halt.wait(delay):
+                while True:
+                    if self._halt.is_set():
                         return
+                    if self._paused.is_set():
+                        while self._paused.is_set() and not self._halt.is_set():
+                            time.sleep(0.02)
+                        # the device's clock runs on while it is stopped, as a scanner's
+                        # does: the frames after it are stamped later by the pause (a display
+                        # judges a frame's age by that clock, usnav.pipeline.arrival)
+                        if self.stats.frames_sent == 0:  # stopped before it played: from t[0]
+                            wall_start = time.monotonic()
+                        else:
+                            paused_s = time.monotonic() - self._paused_at
+                            speed = 1.0 if self.rate == "max" else float(self.rate)
+                            round_offset += paused_s * speed
+                    stamp = float(t[i]) + round_offset
+                    if self.rate != "max":
+                        due = wall_start + (stamp - t[0]) / float(self.rate)
+                        delay = due - time.monotonic()
+                        if delay > 0 and self._halt.wait(delay):
+                            return
+                    if not self._paused.is_set():
+                        break  # else stop() came while it waited: not sent until resumed
                 # a PLUS server sends MF images (it turns them on input); the calibration
                 # that places them is defined on MF pixels
                 frame = _mark_absent_transforms(frame_in_mf(self._sequence.frame(i)), last_seen)
