@@ -187,6 +187,8 @@ def _resolve_problem(address: str) -> str:
 #: frames kept to pair the newest margin with its own image (a margin lags its frame by the
 #: time usnav took to compute it: a few frames at 30 fps)
 PAIRED_FRAMES_KEPT = 16
+#: longest single wait on the socket, s: a close() from another thread is seen within it
+_POLL_SLICE_S = 0.1
 
 
 class Subscriber:
@@ -250,6 +252,9 @@ class Subscriber:
         self.strict = strict
         self.stats = ClientStats()
         self._closed = False
+        self._sockets_closed = False
+        self._life = threading.Lock()
+        self._reader: threading.Thread | None = None  # the thread in receive(), if any
         # recent frames by (stream, frame number): the newest margin is returned with its own
         # frame, which a drain has usually already superseded (frames run ahead of margins)
         self._recent_frames: OrderedDict[tuple[int, int], Message] = OrderedDict()
@@ -507,29 +512,79 @@ class Subscriber:
         except zmq.Again:
             return None
 
-    def receive(self, timeout_s: float | None = None) -> Message | None:
-        """The next valid message, in arrival order; None when ``timeout_s`` passes.
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"the subscriber to {self.address} is closed; create a new Subscriber"
+            )
 
-        ``timeout_s=None`` waits indefinitely; 0 does not wait.
-        """
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
+    def _enter_call(self) -> None:
+        with self._life:
+            self._refuse_if_closed()
+            if self._reader is not None:
+                raise RuntimeError(
+                    f"the subscriber to {self.address} is being read by another thread; "
+                    "a ZeroMQ socket is used by one thread at a time"
+                )
+            self._reader = threading.current_thread()
+
+    def _leave_call(self) -> None:
+        with self._life:
+            self._reader = None
+            if self._closed:  # close() came from another thread while this one read
+                self._close_sockets()
+
+    def _wait_readable(self, deadline: float | None) -> bool:
+        """Poll in short slices until a message is queued (True), ``deadline`` (monotonic)
+        passed or another thread closed the subscriber (False)."""
+        while not self._closed:
+            remaining = _POLL_SLICE_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._poller.poll(max(1, int(min(remaining, _POLL_SLICE_S) * 1000))):
+                return True
             self._watch()
-            parts = self._recv_now()
-            if parts is not None:
-                message = self._take(parts, time.time())
-                if message is not None:
-                    return message
-                continue
-            if deadline is None:
-                wait_ms = 1000
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+        return False
+
+    def receive(self, timeout_s: float | None = None) -> Message | None:
+        """The next valid message, in arrival order.
+
+        Parameters
+        ----------
+        timeout_s
+            Longest wait, s: None waits until a message comes (or another thread closes the
+            subscriber), 0 does not wait.
+
+        Returns
+        -------
+        Message or None
+            The message (its header has ``t_published``, and the receiving host's
+            ``t_arrived``, s since the epoch), or None when ``timeout_s`` passed or another
+            thread closed the subscriber while this call waited.
+
+        Raises
+        ------
+        RuntimeError
+            The subscriber was closed before the call, or another thread is reading it.
+        ProtocolError
+            A bad message, with ``strict=True`` (else it is skipped and counted).
+        """
+        self._enter_call()
+        try:
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            while not self._closed:
+                self._watch()
+                parts = self._recv_now()
+                if parts is not None:
+                    message = self._take(parts, time.time())
+                    if message is not None:
+                        return message
+                    continue
+                if not self._wait_readable(deadline):
                     return None
-                wait_ms = max(1, int(remaining * 1000))
-            if not self._poller.poll(wait_ms) and deadline is None:
-                continue
+            return None
+        finally:
+            self._leave_call()
 
     def receive_latest(self, timeout_s: float = 0.0) -> dict[str, Message]:
         """Drain the socket; the newest valid message per topic (empty if none), except that
@@ -537,14 +592,30 @@ class Subscriber:
         drain or one of the last few), so a display draws a margin over the image it was
         computed on.
 
-        Waits up to ``timeout_s`` for the first message, then takes everything already
+        Waits up to ``timeout_s`` (s) for the first message, then takes everything already
         queued without waiting. Older messages of a topic are counted in
-        ``stats.superseded``; gaps are still detected on every message.
+        ``stats.superseded``; gaps are still detected on every message. Closed by another
+        thread while it waits, it returns empty.
+
+        Raises
+        ------
+        RuntimeError
+            The subscriber was closed before the call, or another thread is reading it.
         """
+        self._enter_call()
         newest: dict[str, Message] = {}
+        try:
+            self._drain(newest, timeout_s)
+        finally:
+            self._leave_call()
+        return newest
+
+    def _drain(self, newest: dict[str, Message], timeout_s: float) -> None:
         self._watch()
         parts = self._recv_now()
-        if parts is None and timeout_s > 0 and self._poller.poll(max(1, int(timeout_s * 1000))):
+        if parts is None and timeout_s > 0:
+            if not self._wait_readable(time.monotonic() + timeout_s):
+                return
             parts = self._recv_now()
         while parts is not None:
             message = self._take(parts, time.time())
@@ -563,15 +634,25 @@ class Subscriber:
             own = self._recent_frames.get((margin.header.stream, margin.header.frame_number))
             if own is not None:
                 newest["frame"] = own
-        return newest
 
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the sockets. Safe to call twice."""
-        if self._closed:
+        """Close the sockets. Safe to call twice, and from any thread: a :meth:`receive` or
+        :meth:`receive_latest` waiting in another thread returns (None / empty) within
+        0.1 s and the sockets are closed as it returns (a ZeroMQ socket is never used by two
+        threads at once). Any later call raises :class:`RuntimeError`."""
+        with self._life:
+            if self._closed:
+                return
+            self._closed = True
+            if self._reader is None or self._reader is threading.current_thread():
+                self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        if self._sockets_closed:
             return
-        self._closed = True
+        self._sockets_closed = True
         with contextlib.suppress(zmq.ZMQError):
             self._socket.disable_monitor()
         self._monitor.close(0)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import msgpack
 import pytest
 import zmq
+from waiting import wait_until
 
 from usnav.client import HeaderError, MarginMessage, StatusMessage, Subscriber
 from usnav.errors import InputError
@@ -122,6 +125,35 @@ def test_extent_and_stylus_numbers_are_floats(raw_pub) -> None:
     assert message.extent["lateral_mm"] != message.extent["lateral_mm"]  # NaN: not a number
     assert message.stylus is not None
     assert message.stylus["signed_distance_mm"] != message.stylus["signed_distance_mm"]
+
+
+def test_close_from_another_thread_ends_a_waiting_read_and_later_use_is_refused(
+    raw_pub,
+) -> None:
+    """A display closing its subscriber from its UI thread while the reader waits: the reader
+    returns (it got ZeroMQ's 'Socket operation on non-socket' from a socket closed under it),
+    no socket is left open, and a later call says the subscriber is closed."""
+    _pub, sub = raw_pub
+    fds_before = set(os.listdir("/proc/self/fd"))
+    got: dict[str, object] = {}
+
+    def read() -> None:
+        try:
+            got["message"] = sub.receive(None)
+        except BaseException as exc:  # the test reports it
+            got["error"] = exc
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert wait_until(lambda: sub._reader is reader, 5)
+    sub.close()
+    reader.join(10)  # a bound against a hang
+    assert not reader.is_alive() and got == {"message": None}
+    assert wait_until(lambda: set(os.listdir("/proc/self/fd")) < fds_before, 5)
+    for call in (lambda: sub.receive(0), lambda: sub.receive_latest(0.1)):
+        with pytest.raises(RuntimeError, match="subscriber to tcp://127.0.0.1:.* is closed"):
+            call()
+    sub.close()  # twice: nothing
 
 
 def test_bad_endpoint_is_an_input_error() -> None:
