@@ -115,7 +115,11 @@ def test_probe_hint_names_missing_transforms(bins):
         _stop(process)
     assert hint is not None
     assert "no TRANSFORM named 'ProbeToReference'" in hint
-    assert 'transforms = ["Tracker"]' in hint
+    # 'Tracker' is no <From>To<To> name: a device file set as the hint said was refused
+    assert 'transforms = ["Tracker"]' not in hint
+    assert "'Tracker' is not a transform name" in hint and "server's configuration" in hint
+    with pytest.raises(ValueError, match="exactly one 'To'"):
+        ProbeConfig(transforms=["Tracker"])
 
 
 def test_usnav_run_names_the_devices_it_saw(bins, tmp_path):
@@ -157,7 +161,7 @@ def test_usnav_run_names_the_devices_it_saw(bins, tmp_path):
     assert "Traceback" not in result.stderr
     hint = [line for line in result.stderr.splitlines() if "seen: IMAGE" in line]
     assert len(hint) == 1, result.stderr
-    assert "TRANSFORM 'Tracker'" in hint[0] and 'transforms = ["Tracker"]' in hint[0]
+    assert "TRANSFORM 'Tracker'" in hint[0] and "'Tracker' is not a transform name" in hint[0]
     assert "no IMAGE named 'Image_Reference'" in hint[0]
 
 

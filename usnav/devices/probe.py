@@ -40,7 +40,7 @@ from usnav.calibration.stage import CalibrationStage
 from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import ProbeConfig, load_probe_config, resolve_path
-from usnav.errors import ConfigError, ExtrapolationError
+from usnav.errors import ConfigError, ExtrapolationError, TransformError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import IgtlClient, LinkState, LinkStats
 from usnav.igtl.codec import (
@@ -52,6 +52,7 @@ from usnav.igtl.codec import (
     TransformContent,
 )
 from usnav.transforms.matrices import may_scale, rigid_poses
+from usnav.transforms.names import split_name
 from usnav.transforms.series import SAME_SAMPLE_S, PoseSeries
 
 log = logging.getLogger("usnav.devices.probe")
@@ -378,6 +379,7 @@ class ProbeClient(Device):
         if missing:
             problems.append("no TRANSFORM named " + ", ".join(f"'{n}'" for n in missing))
         fixes = []
+        note = ""
         if wanted_image not in images:
             if images:
                 fixes.append(f'image_device = "{max(images, key=images.__getitem__)}"')
@@ -387,12 +389,25 @@ class ProbeClient(Device):
                     "needs a tracked-ultrasound stream, a tracker alone is not enough)"
                 )
         if missing:
-            names = ", ".join(f'"{n}"' for n in transforms) if transforms else "..."
+            # only names the [probe] section accepts (<From>To<To>, ≤ 20 characters): a
+            # TrackerServer's 'Tracker' was suggested, and the device file then refused it
+            usable = [n for n in transforms if _is_transform_name(n)]
+            names = ", ".join(f'"{n}"' for n in usable) if usable else "..."
             fixes.append(f"transforms = [{names}]")
+            unusable = [n for n in transforms if n not in usable]
+            if unusable:
+                verb = (
+                    "is not a transform name" if len(unusable) == 1 else "are not transform names"
+                )
+                note = (
+                    f"; {', '.join(repr(n) for n in sorted(unusable))} {verb} (<From>To<To>, "
+                    "at most 20 characters, e.g. ProbeToReference): name the tool so in the "
+                    "server's configuration"
+                )
         return (
             f"{' and '.join(problems)}; seen: IMAGE {_names(images)}, TRANSFORM "
             f"{_names(transforms)}; set {' and '.join(fixes)} in the [probe] section of the "
-            "device file (--config / --device, see devices/plus-server.toml)"
+            f"device file (--config / --device, see devices/plus-server.toml){note}"
         )
 
     def send(self, message: Message) -> bool:
@@ -722,6 +737,15 @@ def _poses_of(message: Message) -> list[tuple[str, np.ndarray]]:
     if isinstance(content, TransformContent):
         return [(message.device_name, content.matrix)]
     return []
+
+
+def _is_transform_name(name: str) -> bool:
+    """Whether ``name`` is a transform name the ``[probe]`` section accepts."""
+    try:
+        split_name(name)
+    except TransformError:
+        return False
+    return len(name) <= 20
 
 
 def _names(counts: dict[str, int]) -> str:
