@@ -147,6 +147,7 @@ class ClientStats:
 
     @property
     def skipped_total(self) -> int:
+        """Messages skipped as bad, over every reason."""
         return sum(self.skipped.values())
 
 

@@ -136,6 +136,7 @@ class TrackedTransform:
 
     @property
     def ok(self) -> bool:
+        """Whether the transform may be used (status ``OK``)."""
         return self.status is TransformStatus.OK
 
 
@@ -178,10 +179,12 @@ class TrackedFrame:
 
     @property
     def rows(self) -> int:
+        """Image height, pixels (0 for a tracker-only frame)."""
         return int(self.image.shape[0]) if self.image.ndim >= 2 else 0
 
     @property
     def cols(self) -> int:
+        """Image width, pixels (0 for a tracker-only frame)."""
         return int(self.image.shape[1]) if self.image.ndim >= 2 else 0
 
     def transform(self, name: str) -> TrackedTransform:

@@ -67,6 +67,7 @@ class ReconnectConfig(_Strict):
     factor: float = Field(default=2.0, ge=1.0, le=10)
 
     def policy(self) -> ReconnectPolicy:
+        """The client's backoff (delays in s)."""
         return ReconnectPolicy(self.initial_s, self.max_s, self.factor)
 
 

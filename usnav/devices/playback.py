@@ -326,7 +326,22 @@ class PlaybackServer(Device):
     def from_config(
         cls, config: PlaybackConfig, config_path: str | Path | None = None, **overrides: object
     ) -> PlaybackServer:
-        """A playback configured by a ``[playback]`` section; keyword overrides win."""
+        """A playback configured by a ``[playback]`` section.
+
+        Parameters
+        ----------
+        config
+            The ``[playback]`` options.
+        config_path
+            The device file they came from (relative paths are looked up beside it).
+        **overrides
+            Any :class:`PlaybackServer` argument (e.g. ``port=0``); they win over ``config``.
+
+        Raises
+        ------
+        InputError
+            No recording is given, or (from the constructor) a bad rate or calibration.
+        """
         if not config.recording and "recording" not in overrides:
             raise InputError(config_path or "[playback]", "no recording given")
         options: dict[str, object] = {
@@ -354,6 +369,7 @@ class PlaybackServer(Device):
     # -- properties ------------------------------------------------------------------------
     @property
     def host(self) -> str:
+        """The interface it listens on."""
         return self.server.host
 
     @property
@@ -363,6 +379,7 @@ class PlaybackServer(Device):
 
     @property
     def frame_count(self) -> int:
+        """Frames in the recording (0 before :meth:`connect` reads it)."""
         return len(self._sequence) if self._sequence is not None else 0
 
     def link_stats(self) -> LinkStats:
@@ -649,6 +666,7 @@ class PlaybackProcess:
 
     @property
     def running(self) -> bool:
+        """Whether the ``usnav replay`` process has not exited yet."""
         return self.process.poll() is None
 
     def stop(self, timeout_s: float = 5.0) -> int:

@@ -250,7 +250,20 @@ class ProbeClient(Device):
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: object) -> ProbeClient:
-        """A client configured by the ``[probe]`` section of ``devices/<name>.toml``."""
+        """A client configured by the ``[probe]`` section of ``devices/<name>.toml``.
+
+        Parameters
+        ----------
+        path
+            The device file (relative paths in it are looked up beside it).
+        **kwargs
+            ``calibration``, ``name``: as for :class:`ProbeClient`.
+
+        Raises
+        ------
+        ConfigError
+            The file does not validate (naming the key and what is allowed).
+        """
         return cls(load_probe_config(path), config_path=path, **kwargs)  # type: ignore[arg-type]
 
     # -- public API ------------------------------------------------------------------------
