@@ -7,6 +7,7 @@ probe client reading from it over TCP.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -14,7 +15,13 @@ import numpy as np
 import pytest
 from igtl_helpers import free_port, wait_until
 
-from usnav.devices import DeviceState, PlaybackServer, ProbeClient, ProbeConfig
+from usnav.devices import (
+    DeviceState,
+    PlaybackServer,
+    ProbeClient,
+    ProbeConfig,
+    serve_in_subprocess,
+)
 from usnav.frames import TrackedFrame, TrackedTransform
 from usnav.io.sequence import write_sequence
 
@@ -152,3 +159,42 @@ def test_stop_while_a_frame_is_due_sends_nothing_until_start(recording):
     assert first is not None and second is not None and second.frame_number == 1
     # the device clock ran on while stopped: stamped later than recorded, by the pause × rate
     assert second.t_device > 100.0 + 1 / FPS
+
+
+class _Interrupted(Exception):
+    """Raised by a signal handler, as Ctrl-C raises KeyboardInterrupt (which pytest would take
+    for its own)."""
+
+
+def _replay_children(recording: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"replay" in command and str(recording).encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_an_interrupt_while_a_replay_process_starts_leaves_no_process(recording):
+    def interrupt(_signum, _frame):
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    # the interrupt lands while the child imports usnav, long before it listens
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        timer.start()
+        with pytest.raises(_Interrupted):
+            process = serve_in_subprocess(recording, port=0, loop=True)
+            process.stop()  # it listened before the interrupt (never seen): not this test
+            pytest.skip("the replay listened within 50 ms")
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    # before session 36 the `--loop` server went on serving, its parent alive
+    assert _replay_children(recording) == []

@@ -722,6 +722,8 @@ def serve_in_subprocess(
 ) -> PlaybackProcess:
     """Start ``usnav replay`` in a new process and return once it listens.
 
+    An exception while it starts (Ctrl-C) kills the process before it propagates.
+
     Parameters
     ----------
     recording, host, port, rate, loop, calibration, wait_for_client
@@ -768,8 +770,20 @@ def serve_in_subprocess(
     stdout_reader = threading.Thread(target=read_stdout, daemon=True)
     stdout_reader.start()
     deadline = time.monotonic() + startup_timeout_s
-    while not found and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    try:
+        while not found and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    except BaseException:
+        # Ctrl-C while it starts: the caller never gets the process to stop, and a `--loop`
+        # server outlives a parent that goes on (the lifeline ends it only with the parent)
+        with contextlib.suppress(OSError):
+            process.kill()
+        process.wait(5)
+        stdout_reader.join(5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+        raise
     if not found:
         with contextlib.suppress(OSError):
             process.kill()
