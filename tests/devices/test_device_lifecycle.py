@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -198,3 +199,39 @@ def test_an_interrupt_while_a_replay_process_starts_leaves_no_process(recording)
         signal.signal(signal.SIGUSR1, previous)
     # before session 36 the `--loop` server went on serving, its parent alive
     assert _replay_children(recording) == []
+
+
+def test_close_does_not_wait_out_a_client_that_reads_nothing(tmp_path):
+    # rate "max" waits up to send_timeout_s for room in a slow client's queue: close() waited
+    # it out (5 s by default) before it closed the connections that end the wait
+    big = tmp_path / "big.igs.mha"  # 1 MB frames: the socket buffers (a few MB) fill at once
+    rng = np.random.default_rng(1)
+    frames = [
+        TrackedFrame(rng.integers(0, 256, (1000, 1000), dtype=np.uint8), t_device=k / FPS)
+        for k in range(3)
+    ]
+    write_sequence(big, frames, compress=False)
+    playback = PlaybackServer(
+        big, port=0, rate="max", loop=True, send_queue_messages=4, send_timeout_s=120
+    ).start()
+    stuck = socket.socket()  # never reads; a small window, so the kernel holds little
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stuck.connect(("127.0.0.1", playback.port))
+        pause = threading.Event()
+
+        def player_waits() -> bool:
+            with playback.server._lock:
+                clients = list(playback.server._clients.values())
+            sent = playback.stats.frames_sent
+            pause.wait(0.3)  # nothing sent meanwhile, the queue full: the player waits
+            full = any(len(c._queue) >= c.send_queue_messages for c in clients)
+            return full and sent > 0 and playback.stats.frames_sent == sent
+
+        assert wait_until(player_waits, 30)
+        closer = threading.Thread(target=playback.close)
+        closer.start()
+        closer.join(20)  # a bound against the 120 s wait
+        assert not closer.is_alive() and playback.state is DeviceState.CLOSED
+    finally:
+        stuck.close()

@@ -499,9 +499,12 @@ class PlaybackServer(Device):
     def _close(self) -> None:
         self._halt.set()
         self._paused.clear()
+        # the server first: its connections closing end a player waiting for room in a
+        # slow client's queue (up to send_timeout_s, 5 s, with rate "max"), which close()
+        # waited out
+        self.server.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.send_timeout_s + 2)
-        self.server.stop()
         if self._sequence is not None:
             self._sequence.close()
         self._done.set()
