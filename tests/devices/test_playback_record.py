@@ -6,6 +6,7 @@ import itertools
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +198,28 @@ def test_recorder_counts_and_stops_after_n_frames(recording, tmp_path):
     with read_sequence(tmp_path / "n.seq.nrrd") as written:
         assert len(written) == 12
         assert written.paired_tracker_lag_s == 0.0 and written.header["UsnavTrackerLagSec"]
+
+
+def test_a_stopped_recording_writes_the_frames_received_before_the_stop(recording, tmp_path):
+    stop = threading.Event()
+
+    def slow_then_stop(progress) -> None:
+        # a slow moment (the disk) while the server sends everything, then the stop
+        if progress.frames >= 1 and not stop.is_set():
+            assert playback.wait(30)
+            stop.set()
+
+    out = tmp_path / "stopped.igs.mha"
+    with PlaybackServer(recording, port=0, rate="max") as playback:
+        result = record(
+            out, port=playback.port, progress=slow_then_stop, progress_interval_s=0, stop=stop
+        )
+    assert result.stopped_by == "stop requested"
+    # before session 36 the frames queued during the slow moment were neither written nor
+    # counted: received 1, written 1 of the 30 the probe had
+    assert result.written > 1 and result.received == result.written and result.dropped == 0
+    with read_sequence(out) as written:
+        assert list(written.frame_numbers) == list(range(result.written))
 
 
 def test_the_recording_states_the_lag_its_images_were_paired_at(recording, tmp_path):

@@ -134,7 +134,8 @@ def record(
     progress
         Called about every ``progress_interval_s`` with a :class:`RecordProgress`.
     stop
-        Set it (from another thread) to end the recording.
+        Set it (from another thread) to end the recording. As after Ctrl-C, the frames
+        received before it are written.
     config_path
         The device file ``config`` came from (its ``[probe] calibration`` is looked up
         beside it).
@@ -234,6 +235,15 @@ def record(
         result.stopped_by = "interrupted"
     finally:
         probe.close()
+        if result.stopped_by in ("interrupted", "stop requested"):
+            # the frames the probe received before the stop are recorded too (they were
+            # discarded, and counted nowhere: received = written + dropped did not hold)
+            try:
+                while (frame := probe.get_frame(0)) is not None:
+                    recording.append(frame)
+            except (OSError, UsnavError) as exc:
+                write_failures += 1
+                result.error = f"writing {recording.path} failed: {exc}"
         try:
             recording.close()
         except (OSError, UsnavError) as exc:
