@@ -177,6 +177,20 @@ def test_playback_object_serves_frames_like_plus(recording):
     assert image_msg.image.shape == (1, 48, 64)
 
 
+def test_a_pose_the_server_did_not_send_as_invalid_stays_invalid(recording):
+    # PLUS's SendValidTransformsOnly (here send_invalid_transforms=False): frame 3's INVALID
+    # ProbeToTracker is not sent, only named INVALID in the IMAGE's metadata; the probe
+    # interpolated frames 2 and 4 into an OK pose for it
+    playback = PlaybackServer(recording, port=0, rate="max", send_invalid_transforms=False)
+    config = ProbeConfig(port=playback.connect().port, transforms=["ProbeToTracker"])
+    with playback, ProbeClient(config) as probe:
+        frames = [probe.get_frame(10) for _ in range(30)]
+    assert None not in frames
+    statuses = [f.transforms["ProbeToTracker"].status for f in frames if f is not None]
+    assert statuses[3] is TransformStatus.INVALID
+    assert statuses[:3] + statuses[4:] == [TransformStatus.OK] * 29
+
+
 def test_looping_keeps_timestamps_increasing(recording):
     playback = PlaybackServer(recording, port=0, rate="max", loop=True).connect()
     with playback, ProbeClient(ProbeConfig(port=playback.port, pairing_wait_s=0)) as probe:

@@ -107,6 +107,8 @@ class _Stream:
 class _Pending:
     frame: TrackedFrame
     arrived: float  # monotonic
+    #: the status of each transform the IMAGE's metadata gave (``<Name>TransformStatus``)
+    said: dict[str, TransformStatus] = field(default_factory=dict)
 
 
 #: status words that say no more than TransformStatus itself
@@ -589,6 +591,11 @@ class ProbeClient(Device):
                 transforms[name] = TrackedTransform(content.ijk_to_ras, status)
         orientation = metadata.pop("UltrasoundImageOrientation", "MF")
         image_ok = metadata.pop("ImageStatus", "OK").upper() == "OK"
+        said = {
+            key[: -len("TransformStatus")]: TransformStatus.parse(word)
+            for key, word in metadata.items()
+            if key.endswith("TransformStatus") and key != f"{name}TransformStatus"
+        }
         for key in [k for k in metadata if k.endswith("TransformStatus") or k == "FrameNumber"]:
             word = metadata.pop(key)
             if key.endswith("TransformStatus") and word.strip().upper() not in _PLAIN_WORDS:
@@ -615,7 +622,7 @@ class ProbeClient(Device):
                 log.warning("%s: %s; such frames are marked invalid", self.name, exc)
             frame.image_ok = False
         with self._lock:
-            self._pending.append(_Pending(frame, now))
+            self._pending.append(_Pending(frame, now, said))
         self._last_image = now
 
     # -- assembly --------------------------------------------------------------------------
@@ -642,16 +649,19 @@ class ProbeClient(Device):
             with self._lock:
                 while self._pending and (force or self._ready(self._pending[0], now)):
                     pending = self._pending.popleft()
-                    self._pair(pending.frame, now)
+                    self._pair(pending.frame, now, pending.said)
                     ready.append(pending.frame)
             for frame in ready:
                 self._deliver(frame)
         finally:
             self._process_lock.release()
 
-    def _pair(self, frame: TrackedFrame, now: float) -> None:
+    def _pair(
+        self, frame: TrackedFrame, now: float, said: dict[str, TransformStatus] | None = None
+    ) -> None:
         target = self.calibration_stage.pose_time(frame.t_device)
         gap = self.config.max_interpolation_gap_s
+        said = said or {}
         for name, stream in self._streams.items():
             if name in frame.transforms:
                 continue
@@ -664,7 +674,14 @@ class ProbeClient(Device):
                 last = stream.samples[-1]
                 frame.transforms[name] = TrackedTransform(last.matrix, TransformStatus.MISSING)
                 continue
-            frame.transforms[name] = _pose_at(stream.samples, target, gap, name)
+            pose = _pose_at(stream.samples, target, gap, name)
+            status = said.get(name, TransformStatus.OK)
+            if status is not TransformStatus.OK:
+                # the server said this frame's pose was not valid: a server that sends valid
+                # transforms only (PLUS's SendValidTransformsOnly) sends none for it, and the
+                # poses around it were interpolated into an OK one
+                pose = TrackedTransform(pose.matrix, pose.status.combine(status))
+            frame.transforms[name] = pose
         for key in [k for k in frame.fields if k.endswith("TransformStatus")]:
             paired = frame.transforms.get(key[: -len("TransformStatus")])
             if paired is None or TransformStatus.parse(frame.fields[key]) is not paired.status:
