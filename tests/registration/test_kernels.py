@@ -100,6 +100,28 @@ def test_reslice_plane_matches_trilinear_reference(angles):
     assert np.all(out[~inside] == -1.0)
 
 
+def test_a_plane_at_a_nan_pose_is_outside_not_a_crash():
+    """A NaN pose (tracking lost: ImageToMri NaN) gave a NaN position whose int32 corner read
+    out of bounds: the viewer's process died (session 36). A plane with a non-finite origin
+    or step is now all outside."""
+    vol = RNG.random((20, 23, 18)).astype(np.float32)
+    out = np.zeros((6, 7), np.float32)
+    du, dv = [0.7, 0.0, 0.0], [0.0, 0.9, 0.0]
+    cases = [
+        ([np.nan, 1.0, 1.0], du, dv),
+        ([1.0, 1.0, 1.0], [0.0, np.nan, 0.0], dv),
+        ([1.0, 1.0, 1.0], du, [0.0, 0.0, np.inf]),
+    ]
+    for origin, step_u, step_v in cases:
+        out[:] = 0
+        K.reslice_plane(
+            vol, np.array(origin), np.array(step_u), np.array(step_v), out, np.float32(-1)
+        )
+        assert np.all(out == -1.0)
+    K.reslice_plane(vol, np.ones(3), np.array(du), np.array(dv), out, np.float32(-1))
+    assert np.all(out != -1.0)  # the same plane, placed: inside
+
+
 def test_sample2_plane_reads_both_channels_and_flags_outside():
     vol = RNG.random((12, 14, 11)).astype(np.float32)
     grad = RNG.random((12, 14, 11)).astype(np.float32)

@@ -69,6 +69,25 @@ def _row_positions(vol_shape, origin, du, dv, r, base, fx, fy, fz, ok):  # pragm
     duy = np.float32(du[1])
     duz = np.float32(du[2])
     zero = np.float32(0.0)
+    if not (
+        np.isfinite(ox)
+        and np.isfinite(oy)
+        and np.isfinite(oz)
+        and np.isfinite(dux)
+        and np.isfinite(duy)
+        and np.isfinite(duz)
+    ):
+        # a plane that cannot be placed (a NaN pose): every pixel outside. Checked once per
+        # row: with finite terms no position is NaN (an overflow gives ±inf, which the clamps
+        # below take), and int32(NaN) in the loop was an out-of-bounds read that killed the
+        # process (session 36)
+        for c in range(base.shape[0]):
+            ok[c] = False
+            base[c] = 0
+            fx[c] = zero
+            fy[c] = zero
+            fz[c] = zero
+        return
     for c in range(base.shape[0]):
         cf = np.float32(c)
         x = ox + cf * dux
