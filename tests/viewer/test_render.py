@@ -312,3 +312,22 @@ def test_a_flagged_calibration_is_said_in_the_panel(viewer_case, viewer_margins,
     plain, _, _ = render_with_layout(_state(viewer_case, viewer_margins, uncertainty_mm=3.0))
     plain_panel = plain[:, layout.image_box[2] :].reshape(-1, 3).astype(int)
     assert amber.sum() > np.all(np.abs(plain_panel - np.array(BANNER_AMBER)) < 40, axis=1).sum()
+
+
+def test_a_frame_not_placed_says_the_tumor_is_unknown_not_absent(viewer_case) -> None:
+    """Tracking lost: the pipeline publishes the frame's margin with no ImageToMri and
+    ``in_view`` false because nothing could be drawn; the panel said "no tumor in view"
+    although where the frame lies, and so the tumor, is unknown (session 36)."""
+    from usnav.margins.estimator import FrameMargins
+
+    lost = FrameMargins(7, False, "tracking lost", (), None, np.full((4, 4), np.nan), (0.15, 0.15))
+    state = _state(viewer_case, lost, stale=True)
+    assert state.margin.header.image_to_mri is None
+    _, layout, verdict = render_with_layout(state)
+    assert verdict.word == STALE
+    assert "unknown: frame not placed" in layout.panel_text
+    assert not any("no tumor in view" in text for text in layout.panel_text)
+    # a placed frame that misses the tumor still says so
+    placed = FrameMargins(8, False, "", (), None, viewer_case.image_to_mri, (0.15, 0.15))
+    _, layout, _ = render_with_layout(_state(viewer_case, placed))
+    assert "no tumor in view" in layout.panel_text

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from usnav.client import MarginMessage
 from usnav.viewer.mri import direction_letter
 from usnav.viewer.state import (
     LIVE,
@@ -173,11 +174,14 @@ def render_with_layout(
             _label(canvas, "MRI, same plane", (mri_box[0] + 12, options.height - 14), 0.55, TEXT)
         if state.margin is not None and not state.margin.in_view:
             # a claim only when LIVE: UNCERTAIN means the tumor may lie just off this plane
-            # (protocol.md), STALE that the frame is not the present
+            # (protocol.md), STALE that the frame is not the present; a frame that could not
+            # be placed (tracking lost) says nothing about the tumor
             text, colour = {
                 LIVE: ("no tumor in view", TEXT),
                 UNCERTAIN: ("no tumor in view - uncertain", BANNER_AMBER),
             }.get(verdict.word, ("no tumor in view (stale)", TEXT_DIM))
+            if not _placed(state.margin):
+                text, colour = "tumor unknown: frame not placed", TEXT_DIM
             (tw, _), _ = cv2.getTextSize(text, FONT, 0.7, 2)
             _label(view, text, (max(4, w - tw - 40), h - 16), 0.7, colour, 2)
     if not (rows and cols):
@@ -547,6 +551,10 @@ def _draw_panel(
     line("TUMOR IN THIS FRAME", TEXT_DIM, 0.5, 22)
     if margin is None:
         line("-", TEXT_DIM)
+    elif not _placed(margin):
+        # tracking lost: where this frame lies is unknown, so is the tumor in it (the margin
+        # says "not in view" only because nothing could be drawn)
+        line("unknown: frame not placed", TEXT_DIM)
     elif not margin.in_view:
         line("no tumor in view", value)
     else:
@@ -622,6 +630,12 @@ def _draw_sides(
     _label(canvas, left, (x0 + 10, y), 0.8, (255, 255, 255), 2)
     (tw, _), _ = cv2.getTextSize(right, FONT, 0.8, 2)
     _label(canvas, right, (x0 + w - tw - 30, y), 0.8, (255, 255, 255), 2)
+
+
+def _placed(margin: MarginMessage) -> bool:
+    """Whether the margin's frame was placed in the MRI (its ``ImageToMri`` known): a frame
+    whose tracking was lost goes out with none, and says nothing about the tumor."""
+    return margin.header.image_to_mri is not None
 
 
 def _draw_locators(
