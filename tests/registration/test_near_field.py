@@ -102,3 +102,26 @@ def test_the_mask_reaches_the_comparison_and_takes_the_saline_out_of_it(
     assert 0.05 < excluded.sum() / (unmasked.valid > 0).sum() < 0.6
     level = np.percentile(unmasked.us[unmasked.valid > 0], 99)
     assert np.percentile(unmasked.us[excluded], 90) < 0.1 * level
+
+
+def test_sizes_differing_in_their_last_bits_give_the_same_mask_and_the_same_grid():
+    """Session 36: a calibration written with fewer digits made a 1.5 mm pixel
+    1.4999999999999993 or 1.5000000000010885 mm, and the 3 mm near-field depth took 3 rows
+    or 2; an MRI's spacing noise of 1e-8 mm made (79 − 1) / 1.5 fall on either side of 52,
+    and its coarse level 52 or 53 voxels long. Both are decided within a tolerance now."""
+    from usnav.io.volume import Volume
+    from usnav.registration.similarity import _near_field_extent, build_mri_levels
+
+    extents = {
+        _near_field_extent(200, (px, px), 3.0, 3.0)
+        for px in (1.5, 1.4999999999999993, 1.5000000000010885)
+    }
+    assert extents == {(2, 2)}
+    rng = np.random.default_rng(0)
+    data = rng.random((79, 12, 10)).astype(np.float32)
+    shapes = set()
+    for noise in (0.0, -1e-8, 1e-8):
+        affine = np.diag([1.0 + noise, 1.0, 1.0, 1.0])
+        level = build_mri_levels(Volume(data, affine), [1.5])[0]
+        shapes.add(level.vol2.shape[:3])
+    assert len(shapes) == 1 and next(iter(shapes))[0] == 53

@@ -45,6 +45,13 @@ _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
 
+#: Below this (in voxels, pixels or mm) two sizes count as equal when a grid or a pixel count
+#: is derived from them: inputs written with fewer digits, or by another tool, then give the
+#: same grids and masks (session 36: 1e-12 mm of calibration noise turned an accepted
+#: registration into a rejected one).
+GRID_TOLERANCE = 1e-6
+
+
 def available_cores() -> int:
     """CPU cores this process may run on."""
     try:
@@ -170,7 +177,10 @@ def build_mri_levels(
         else:
             sigma = np.where(factor > 1.0 + 1e-6, 0.4 * factor, 0.0)
             smooth = ndimage.gaussian_filter(base, sigma=sigma, mode="nearest")
-            new_shape = np.maximum(2, np.floor((np.array(base.shape) - 1) / factor).astype(int) + 1)
+            # (a tolerance: an MRI whose spacing differs in its last bits, e.g. written by
+            # another tool, gets the same grid; (79 − 1) / 1.5 fell on either side of 52)
+            steps = np.floor((np.array(base.shape) - 1) / factor + GRID_TOLERANCE)
+            new_shape = np.maximum(2, steps.astype(int) + 1)
             grids = [np.arange(n) * f for n, f in zip(new_shape, factor, strict=True)]
             vol = np.ascontiguousarray(
                 ndimage.map_coordinates(
@@ -647,7 +657,10 @@ def _near_field_extent(
     side. Frames whose pixel sizes differ in their last bits give the same pair, so their
     near-field masks are the same (:class:`PreparedFrameCache` relies on it).
     """
-    deep_enough = np.nonzero(np.arange(rows + 1) * pixel_mm[1] >= min_depth_mm)[0]
+    # (within GRID_TOLERANCE mm: a pixel size 1e-12 from 1.5 mm decided between 2 and 3 rows
+    # at 3 mm, and the answer moved with how the calibration's digits were written)
+    depths = np.arange(rows + 1) * pixel_mm[1]
+    deep_enough = np.nonzero(depths >= min_depth_mm - GRID_TOLERANCE)[0]
     min_rows = int(deep_enough[0]) if deep_enough.size else rows + 1
     return min_rows, math.ceil(margin_mm / pixel_mm[0] - 1e-9)
 
