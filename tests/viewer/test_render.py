@@ -327,7 +327,12 @@ def test_a_frame_not_placed_says_the_tumor_is_unknown_not_absent(viewer_case) ->
     assert verdict.word == STALE
     assert "unknown: frame not placed" in layout.panel_text
     assert not any("no tumor in view" in text for text in layout.panel_text)
-    # a placed frame that misses the tumor still says so
+    # a placed frame that misses the tumor still says so, with the image's words: LIVE says
+    # it, UNCERTAIN qualifies it (the panel said the LIVE claim under an UNCERTAIN banner)
     placed = FrameMargins(8, False, "", (), None, viewer_case.image_to_mri, (0.15, 0.15))
-    _, layout, _ = render_with_layout(_state(viewer_case, placed))
-    assert "no tumor in view" in layout.panel_text
+    _, layout, verdict = render_with_layout(_state(viewer_case, placed))
+    assert verdict.word == LIVE and "no tumor in view" in layout.panel_text
+    _, layout, verdict = render_with_layout(_state(viewer_case, placed, uncertainty_mm=3.0))
+    assert verdict.word == UNCERTAIN
+    assert "no tumor in view - uncertain" in layout.panel_text
+    assert "no tumor in view" not in layout.panel_text

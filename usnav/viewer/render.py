@@ -556,7 +556,12 @@ def _draw_panel(
         # says "not in view" only because nothing could be drawn)
         line("unknown: frame not placed", TEXT_DIM)
     elif not margin.in_view:
-        line("no tumor in view", value)
+        # the same claim, in the same words and colour, as on the image: a claim only when
+        # LIVE (UNCERTAIN: the tumor may lie just off this plane)
+        if verdict.word == UNCERTAIN:
+            line("no tumor in view - uncertain", BANNER_AMBER)
+        else:
+            line("no tumor in view", value)
     else:
         extent = margin.extent or {}
         line(
