@@ -188,6 +188,13 @@ def _resolve_problem(address: str) -> str:
 #: frames kept to pair the newest margin with its own image (a margin lags its frame by the
 #: time usnav took to compute it: a few frames at 30 fps)
 PAIRED_FRAMES_KEPT = 16
+
+#: A :meth:`Subscriber.receive_latest` caller that did not look for longer than this (s) and
+#: then finds messages queued has them counted as old as that gap (they may have waited that
+#: long): a display that froze shows what it then drains as STALE, not as the present. A
+#: display loop looks every frame (~0.03 s); 0.5 s is a freeze, well under the 1.5 s after
+#: which data count as lost.
+BACKLOG_GAP_S = 0.5
 #: longest single wait on the socket, s: a close() from another thread is seen within it
 _POLL_SLICE_S = 0.1
 
@@ -321,8 +328,11 @@ class Subscriber:
         self._stream: int | None = None
         self._connected = False
         self.ever_connected = False
-        #: host time of the last valid message (None before the first)
+        #: host time of the last valid message (None before the first); after a drain that
+        #: found a backlog the caller left for over :data:`BACKLOG_GAP_S`, when it last looked
         self.last_message_time: float | None = None
+        #: monotonic time the last :meth:`receive_latest` returned (None before the first)
+        self._last_drain_end: float | None = None
         #: the newest refused message's problem, without the address ("" if none)
         self._refused = ""
         #: messages refused since the last valid one (a publisher that restarted speaking
@@ -605,18 +615,32 @@ class Subscriber:
         """
         self._enter_call()
         newest: dict[str, Message] = {}
+        called = time.monotonic()
         try:
-            self._drain(newest, timeout_s)
+            backlog = self._drain(newest, timeout_s)
         finally:
             self._leave_call()
+        looked = self._last_drain_end
+        self._last_drain_end = time.monotonic()
+        if backlog and looked is not None and called - looked > BACKLOG_GAP_S:
+            # the caller did not look for a while (a display that froze): what was queued then
+            # may have waited since it last looked, and ZeroMQ keeps the oldest at the
+            # high-water mark, so the newest of it can be seconds old. Its age counts from when
+            # the caller last looked (a lower bound on its arrival), so a display shows it
+            # STALE, not as the present; the next drain's fresh data count from their arrival
+            # (session 36: a display stalled 3-6 s showed margins 1.6-1.9 s old, no warning)
+            self.last_message_time = time.time() - (called - looked)
         return newest
 
-    def _drain(self, newest: dict[str, Message], timeout_s: float) -> None:
+    def _drain(self, newest: dict[str, Message], timeout_s: float) -> bool:
+        """Take every queued message into ``newest``; True when the first one was already
+        queued when the call began (a backlog), False when it was waited for (or none)."""
         self._watch()
         parts = self._recv_now()
+        backlog = parts is not None
         if parts is None and timeout_s > 0:
             if not self._wait_readable(time.monotonic() + timeout_s):
-                return
+                return False
             parts = self._recv_now()
         while parts is not None:
             message = self._take(parts, time.time())
@@ -635,6 +659,7 @@ class Subscriber:
             own = self._recent_frames.get((margin.header.stream, margin.header.frame_number))
             if own is not None:
                 newest["frame"] = own
+        return backlog and bool(newest)
 
     # -- lifetime --------------------------------------------------------------------------
 

@@ -293,6 +293,37 @@ def test_draining_keeps_the_newest_per_topic(pair) -> None:
     assert subscriber.stats.gaps["status"] == 0
 
 
+def test_what_a_frozen_display_drains_counts_as_old_as_its_freeze(pair) -> None:
+    """A display that stopped looking for 2 s (a frozen window) drains messages that waited
+    in its queue: they count as old as the freeze, so the display state is STALE, not the
+    present (session 36: 1.6-1.9 s old margins were shown as current). The next drain's
+    fresh messages count from their arrival again."""
+    from usnav.protocol.display import STALE, DisplayState, display_state
+
+    publisher, subscriber = pair
+    publisher.publish_status({"k": 0})
+    assert wait_until(lambda: "status" in subscriber.receive_latest(timeout_s=0.1), 5)
+    assert time.time() - subscriber.last_message_time < 0.5
+    publisher.publish_status({"k": 1})  # queued while the display does not look
+    time.sleep(2.0)
+    assert subscriber.receive_latest(timeout_s=0.1)["status"].status["k"] == 1
+    age = time.time() - subscriber.last_message_time
+    assert age >= 1.9
+    published = DisplayState("LIVE", "")
+    state = display_state(
+        published,
+        now=time.time(),
+        last_message_s=subscriber.last_message_time,
+        data_arrived_s=None,
+        connected=True,
+        lost_after_s=1.5,
+    )
+    assert state.state == STALE and "no data for" in state.reason
+    publisher.publish_status({"k": 2})  # the present again: waited for, not queued
+    assert subscriber.receive_latest(timeout_s=1.0)["status"].status["k"] == 2
+    assert time.time() - subscriber.last_message_time < 0.5
+
+
 def test_draining_returns_the_newest_margin_with_its_own_frame(pair, case, estimator) -> None:
     """Frames run ahead of margins: a drain holding frames 10-13 and the margin of frame 11
     returns frame 11 (kept from this drain), and a later drain with only the margin of frame
