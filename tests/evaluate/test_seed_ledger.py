@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from evaluate_helpers import manifest_of, usnav
+from evaluate_helpers import case_of_empty_files, manifest_of, usnav
 
 from usnav.errors import InputError
-from usnav.evaluate.ledger import format_ranges, parse_ranges, read_ledger
+from usnav.evaluate.ledger import format_ranges, parse_ranges, read_ledger, untracked
+from usnav.io.manifest import ManifestCase
 
 
 def test_ranges_read_and_written() -> None:
@@ -26,6 +27,45 @@ def test_a_bad_ledger_line_names_the_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         read_ledger(ledger)
     assert str(info.value).startswith(f"{ledger}:2: not a seed-ledger entry")
+
+
+def _tagged(name: str, **tags: str) -> ManifestCase:
+    x = Path("/nonexistent")
+    return ManifestCase(case=name, recording=x, mri=x, calibration=x, init=x, tags=tags)
+
+
+def test_seeds_the_ledger_cannot_see_are_said(tmp_path: Path) -> None:
+    # a seed that is no whole number, a seed without a site and a site spelled otherwise than
+    # the ledger's were neither checked nor recorded where a report looks, without a word
+    ledger = tmp_path / "seeds.jsonl"
+    ledger.write_text('{"site": "usnav-sim", "seeds": "1701-1748", "use": "tuning"}\n')
+    entries = read_ledger(ledger)
+    assert untracked([_tagged("a", seed="1701", site="usnav-sim"), _tagged("r")], entries) == []
+    said = untracked(
+        [
+            _tagged("f", seed="1701.0", site="usnav-sim"),
+            _tagged("n", seed="1702", family="baseline"),
+            _tagged("u", seed="1703", site="USNAV-SIM"),
+        ],
+        entries,
+    )
+    assert len(said) == 3
+    assert said[0].startswith("1 case(s) have a seed tag that is not a whole number (first: f)")
+    assert said[1].startswith("1 case(s) have a seed but no site tag (first: n)")
+    assert said[2].startswith("site 'USNAV-SIM' is in no ledger entry, but 'usnav-sim' is")
+    # the command says it before anything runs (here refused at once for its --group-by)
+    folder = tmp_path / "c"
+    folder.mkdir()
+    case = case_of_empty_files(folder, folder / "truth.json", tags={"seed": "1702"})
+    run = usnav(
+        "evaluate", str(manifest_of(tmp_path / "m.csv", [case])), "--out", str(tmp_path / "o"),
+        "--ledger", str(ledger), "--report", "--group-by", "nosuchtag",
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert (
+        f"usnav evaluate: warning: {ledger}: 1 case(s) have a seed but no site tag (first: c1)"
+        in run.stderr
+    )
 
 
 @pytest.mark.slow

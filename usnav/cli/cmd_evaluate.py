@@ -178,11 +178,15 @@ def _check_ledger(args: argparse.Namespace) -> dict[str, set[int]]:
     ledger says some were used before."""
     import sys
 
-    from usnav.evaluate.ledger import read_ledger, seeds_by_site, used_before
+    from usnav.evaluate.ledger import read_ledger, seeds_by_site, untracked, used_before
     from usnav.io.manifest import read_manifest
 
     entries = read_ledger(args.ledger)
-    seeds = seeds_by_site(read_manifest(args.manifest))
+    cases = read_manifest(args.manifest)
+    seeds = seeds_by_site(cases)
+    # seeds the ledger cannot see are said, in a tuning run too (they would go unrecorded)
+    for why in untracked(cases, entries):
+        print(f"usnav evaluate: warning: {args.ledger}: {why}", file=sys.stderr, flush=True)
     if not args.report:
         return seeds
     overlaps = used_before(entries, seeds)

@@ -147,6 +147,57 @@ def seeds_by_site(cases: Iterable) -> dict[str, set[int]]:
     return out
 
 
+def untracked(cases: Iterable, entries: Iterable[LedgerEntry] = ()) -> list[str]:
+    """Why some cases' seeds escape the ledger, one sentence each (empty when none do).
+
+    :func:`seeds_by_site` keeps only whole-number ``seed`` tags and keys them by the exact
+    ``site`` tag, so three kinds of case would be neither checked nor recorded where a later
+    report looks, silently: a ``seed`` that is not a whole number (``1701.0``), a seed without
+    a ``site`` (recorded under no site, never matched against ``usnav-sim``'s entries), and a
+    ``site`` that the ledger knows only in another spelling (``USNAV-SIM``; sites are matched
+    exactly).
+    """
+    cases = list(cases)
+    bad_seed = sorted(
+        c.case
+        for c in cases
+        if str(c.tags.get("seed", "")).strip()
+        and not str(c.tags.get("seed", "")).strip().lstrip("-").isdigit()
+    )
+    no_site = sorted(
+        c.case
+        for c in cases
+        if str(c.tags.get("seed", "")).strip().lstrip("-").isdigit()
+        and not str(c.tags.get("site", "")).strip()
+    )
+    known = {e.site for e in entries if e.site}
+    spelled: dict[str, str] = {}
+    for c in cases:
+        site = str(c.tags.get("site", "")).strip()
+        if site and site not in known:
+            for k in known:
+                if k.casefold() == site.casefold():
+                    spelled[site] = k
+    out = []
+    if bad_seed:
+        out.append(
+            f"{len(bad_seed)} case(s) have a seed tag that is not a whole number (first: "
+            f"{bad_seed[0]}): their seeds are neither checked nor recorded"
+        )
+    if no_site:
+        out.append(
+            f"{len(no_site)} case(s) have a seed but no site tag (first: {no_site[0]}): their "
+            "seeds are checked and recorded under no site, apart from every site's entries "
+            "(give the manifest a site column, e.g. usnav-sim)"
+        )
+    for site, k in sorted(spelled.items()):
+        out.append(
+            f"site {site!r} is in no ledger entry, but {k!r} is: sites are matched exactly, "
+            f"so these seeds are not checked against {k!r}'s"
+        )
+    return out
+
+
 def used_before(entries: list[LedgerEntry], seeds: dict[str, set[int]]) -> list[Overlap]:
     """The earlier entries that used any of ``seeds`` (site → seeds), with the shared seeds."""
     found = []
