@@ -4,6 +4,7 @@ answers a wrong --only, missing outside data and --strict as a user expects."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from usnav.bench.registry import _REGISTRY, Figure, benchmark
 from usnav.cli.main import main
 from usnav.errors import InputError
 from usnav.registration.files import read_initial
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tag_file(path, moving_to_fixed):
@@ -191,3 +194,29 @@ def test_twelve_numbers_or_an_itk_tfm_are_refused_saying_what_to_give(tmp_path):
     )
     with pytest.raises(InputError, match=r"t\.tfm: .*ITK transform file.*16 numbers, row-major"):
         read_initial(tmp_path / "t.tfm")
+
+
+#: units of figures where less is better: times, sizes, distances, counts of failures
+LOWER_IS_BETTER_UNITS = {"s", "ms", "us", "µs", "min", "MB", "mm", "deg", "cases", "voxels"}
+
+
+def test_every_bench_figure_of_a_time_size_or_error_says_lower_is_better() -> None:
+    # Figure's default is higher_is_better=True: a start-up time, a peak memory or an overhead
+    # left at the default was written to --json as "higher is better" and would turn its ratio
+    # upside down the day it gets a baseline
+    import ast
+
+    wrong = []
+    for path in sorted((ROOT / "usnav" / "bench").glob("bench_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Figure"):
+                continue
+            keywords = {k.arg: k.value for k in node.keywords}
+            unit = keywords.get("unit", node.args[2] if len(node.args) > 2 else None)
+            if not isinstance(unit, ast.Constant):
+                continue
+            lower = unit.value in LOWER_IS_BETTER_UNITS or unit.value.startswith("% of")
+            flag = keywords.get("higher_is_better")
+            if lower and not (isinstance(flag, ast.Constant) and flag.value is False):
+                wrong.append(f"{path.name}:{node.lineno} ({unit.value})")
+    assert not wrong, wrong

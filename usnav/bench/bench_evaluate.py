@@ -94,6 +94,7 @@ def bench_scaling(ctx: BenchContext) -> list[Figure]:
             "% of a registration",
             target="≤ 5 %",
             met=overhead_pct <= 5.0,
+            higher_is_better=False,
             note=f"{overhead_s * 1e3:.0f} ms per case against {reg_s:.2f} s of registration "
             f"({task_s:.2f} s per task with margins and scoring); once per run: start-up "
             f"{totals[1] - one.wall_s:.1f} s incl. kernel warm-up "
@@ -111,6 +112,7 @@ def bench_scaling(ctx: BenchContext) -> list[Figure]:
                 "min",
                 target="≤ 20 min",
                 met=bool(total_min <= 20) if np.isfinite(total_min) else None,
+                higher_is_better=False,
                 note=f"extrapolated from {n} cases: {sim_s:.1f} s to simulate one, "
                 f"{1 / tps2:.2f} s per case evaluated with 2 workers; not a 200-case run"
                 if np.isfinite(sim_s)

@@ -253,6 +253,7 @@ def bench_kernels(ctx: BenchContext) -> list[Figure]:
             "kernel start-up (load from cache, all kernels)",
             compile_s,
             "s",
+            higher_is_better=False,
             note="JIT, reported separately from every registration time",
         ),
     ]
@@ -282,6 +283,7 @@ def bench_cold_compile(ctx: BenchContext) -> list[Figure]:
             "kernel compile, cold (empty Numba cache)",
             _startup_seconds(cold=True),
             "s",
+            higher_is_better=False,
             note="paid once per install; cached afterwards",
         )
     ]
@@ -769,6 +771,7 @@ def bench_streaming(ctx: BenchContext) -> list[Figure]:
             "ms",
             target="≤ 50 ms",
             met=warm_ms <= 50.0,
+            higher_is_better=False,
             note=f"max {max(times) * 1e3:.0f} ms (of {len(times)}, one of them re-detecting the "
             f"field of view); includes frame preparation and verdict; "
             f"the worker's default {WorkerOptions().threads} thread (with threads = 2: "
@@ -934,6 +937,7 @@ def bench_memory(ctx: BenchContext) -> list[Figure]:
                 "peak memory, 512³ MRI + 300 frames",
                 float("nan"),
                 "MB",
+                higher_is_better=False,
                 note=f"failed: {proc.stderr[-300:]}",
             )
         ]
@@ -944,6 +948,7 @@ def bench_memory(ctx: BenchContext) -> list[Figure]:
             "MB",
             target="≤ 2048 MB",
             met=doc["peak_mb"] <= 2048,
+            higher_is_better=False,
             note=f"registration {doc['seconds']:.2f} s, mTRE {doc['mtre']:.2f} mm",
         )
     ]
