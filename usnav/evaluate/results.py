@@ -134,7 +134,9 @@ def _accepted(row: dict) -> bool:
 def summarize(rows: list[dict], by: str = "family") -> list[dict]:
     """Per value of the tag ``by`` (and ``all``): counts and error statistics.
 
-    Medians, p90 and means are over the ``ok`` cases with a truth; the "under 2 mm"
+    The error medians, p90 and means are over the ``ok`` cases with a truth (the median
+    uncertainty over the accepted ``ok`` ones, truth or not; the median seconds over every
+    case that reports its time); the "under 2 mm"
     percentages count every failed case (timed out, crashed, unreadable input) as *not* under
     2 mm — its error is unknown, and leaving it out would raise the figure by failing. ``error_mm``
     is the global (bony) estimate's against the bony truth, ``error_now_mm`` the published
