@@ -16,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="measure speed, latency, memory and accuracy against baselines (pyigtl, scipy, "
         "SimpleITK) on this workstation",
         description="Runs every benchmark (quick mode by default, about 2 minutes) and prints "
-        "one table: each figure, its target, the baseline measured in the same run and the "
-        "ratio (>1 = usnav better). Machines are noisy: read the ratios.",
+        "one table: each figure, its target and, where it has one, the baseline measured in the "
+        "same run and the ratio (>1 = usnav better). Machines are noisy: read the ratios.",
     )
     p.add_argument("--full", action="store_true", help="also run the long benchmarks")
     p.add_argument("--only", nargs="+", metavar="WORD", help="only benchmarks matching a word")
