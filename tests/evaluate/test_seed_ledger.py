@@ -11,6 +11,7 @@ from evaluate_helpers import case_of_empty_files, manifest_of, usnav
 
 from usnav.errors import InputError
 from usnav.evaluate.ledger import format_ranges, parse_ranges, read_ledger, untracked
+from usnav.evaluate.results import ResultsWriter
 from usnav.io.manifest import ManifestCase
 
 
@@ -65,6 +66,36 @@ def test_seeds_the_ledger_cannot_see_are_said(tmp_path: Path) -> None:
     assert (
         f"usnav evaluate: warning: {ledger}: 1 case(s) have a seed but no site tag (first: c1)"
         in run.stderr
+    )
+
+
+def test_a_report_into_a_folder_of_tuning_results_says_so(tmp_path: Path) -> None:
+    # the summary is rebuilt from the whole results.csv: a report run into a folder holding a
+    # tuning run's rows reported on them (seed 1701 here) and said nothing
+    ledger = tmp_path / "seeds.jsonl"
+    ledger.write_text('{"site": "usnav-sim", "seeds": "1701-1748", "use": "tuning"}\n')
+    out = tmp_path / "o"
+    out.mkdir()
+    with ResultsWriter(out / "results.csv", ["family", "seed", "site"]) as writer:
+        writer.write({"case": "tuned", "status": "ok", "seed": "1701", "site": "usnav-sim"})
+    folder = tmp_path / "c"
+    folder.mkdir()
+    case = case_of_empty_files(
+        folder, folder / "truth.json", tags={"seed": "9999", "site": "usnav-sim"}
+    )
+    run = usnav(
+        "evaluate", str(manifest_of(tmp_path / "m.csv", [case])), "--out", str(out),
+        "--ledger", str(ledger), "--report", "--group-by", "nosuchtag",
+    )  # fmt: skip
+    assert run.returncode == 2
+    warnings = [x for x in run.stderr.splitlines() if "warning" in x]
+    assert warnings[0].startswith(
+        "usnav evaluate: warning: this report's summary also covers 1 case(s) of "
+        f"{out / 'results.csv'} that are not in {tmp_path / 'm.csv'} (first: tuned)"
+    )
+    assert warnings[1].startswith(
+        "usnav evaluate: warning: this report is not on fresh data: 1 of its seeds were used "
+        f"before, by {ledger}: usnav-sim 1701 (tuning"
     )
 
 

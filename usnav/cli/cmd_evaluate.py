@@ -173,12 +173,32 @@ def _has_results(out: Path) -> bool:
         return True
 
 
+def _existing_rows(out: Path) -> list[dict[str, str]]:
+    """The rows already in ``out/results.csv`` (none when there is none or it cannot be read:
+    the run itself then says why)."""
+    from usnav.errors import UsnavError
+    from usnav.evaluate.results import RESULTS_NAME, read_results
+
+    try:
+        return read_results(out / RESULTS_NAME)
+    except (UsnavError, OSError):
+        return []
+
+
 def _check_ledger(args: argparse.Namespace) -> dict[str, set[int]]:
-    """The manifest's seeds by site; with ``--report``, one warning line on stderr when the
-    ledger says some were used before."""
+    """The manifest's seeds by site; a warning line on stderr for cases whose seeds the ledger
+    cannot see and, with ``--report``, for rows of ``results.csv`` outside the manifest (the
+    summary covers them) and when the ledger says some seeds (theirs included) were used
+    before."""
     import sys
 
-    from usnav.evaluate.ledger import read_ledger, seeds_by_site, untracked, used_before
+    from usnav.evaluate.ledger import (
+        read_ledger,
+        seeds_by_site,
+        seeds_of_rows,
+        untracked,
+        used_before,
+    )
     from usnav.io.manifest import read_manifest
 
     entries = read_ledger(args.ledger)
@@ -189,7 +209,21 @@ def _check_ledger(args: argparse.Namespace) -> dict[str, set[int]]:
         print(f"usnav evaluate: warning: {args.ledger}: {why}", file=sys.stderr, flush=True)
     if not args.report:
         return seeds
-    overlaps = used_before(entries, seeds)
+    # the summary is rebuilt from the whole results.csv: rows of an earlier run into this folder
+    # that are not in this manifest (a tuning run's) are reported on too
+    others = [r for r in _existing_rows(args.out) if r.get("case") not in {c.case for c in cases}]
+    checked = {site: set(s) for site, s in seeds.items()}
+    if others:
+        for site, s in seeds_of_rows(others).items():
+            checked.setdefault(site, set()).update(s)
+        print(
+            f"usnav evaluate: warning: this report's summary also covers {len(others)} case(s) "
+            f"of {args.out / 'results.csv'} that are not in {args.manifest} (first: "
+            f"{others[0].get('case', '')}); give a new --out for a report on this manifest alone",
+            file=sys.stderr,
+            flush=True,
+        )
+    overlaps = used_before(entries, checked)
     if overlaps:
         shared = set().union(*(o.seeds for o in overlaps))
         said = "; ".join(o.describe() for o in overlaps[:3])

@@ -147,6 +147,18 @@ def seeds_by_site(cases: Iterable) -> dict[str, set[int]]:
     return out
 
 
+def seeds_of_rows(rows: Iterable[dict]) -> dict[str, set[int]]:
+    """The ``seed`` tags of ``results.csv`` rows (dicts of text, as
+    :func:`usnav.evaluate.results.read_results` returns them) by their ``site`` tag, as
+    :func:`seeds_by_site` reads a manifest's cases."""
+    out: dict[str, set[int]] = {}
+    for row in rows:
+        seed = str(row.get("seed", "") or "").strip()
+        if seed.lstrip("-").isdigit():
+            out.setdefault(str(row.get("site", "") or "").strip(), set()).add(int(seed))
+    return out
+
+
 def untracked(cases: Iterable, entries: Iterable[LedgerEntry] = ()) -> list[str]:
     """Why some cases' seeds escape the ledger, one sentence each (empty when none do).
 
