@@ -220,3 +220,17 @@ def test_every_bench_figure_of_a_time_size_or_error_says_lower_is_better() -> No
             if lower and not (isinstance(flag, ast.Constant) and flag.value is False):
                 wrong.append(f"{path.name}:{node.lineno} ({unit.value})")
     assert not wrong, wrong
+
+
+def test_no_benchmark_calls_seeds_fresh_that_the_project_ledger_records_as_used() -> None:
+    # the registration accuracy benchmark was titled "(fresh seeds)" on 2041-2060, which
+    # notes/seed-ledger.jsonl records as tuning; the bench reads its sets again on every run
+    from usnav.bench import bench_registration as br
+    from usnav.bench.registry import all_benchmarks
+    from usnav.evaluate.ledger import read_ledger
+
+    entries = read_ledger(ROOT / "notes" / "seed-ledger.jsonl")
+    used = set().union(*(e.seed_set for e in entries if e.site == "usnav-sim"))
+    bench_seeds = {*br.BENCH_SEEDS_FULL, *br.HELD_OUT_SEEDS_FULL, *br.TUNED_ON_SEEDS_FULL}
+    assert bench_seeds <= used  # every set the bench reads has been looked at
+    assert not [b.name for b in all_benchmarks() if "fresh seed" in b.name.lower()]
