@@ -187,6 +187,44 @@ def test_stylus_signed_distance(plain_case, plain_estimator) -> None:
     )
 
 
+def _ball_label(spacing_mm, rotation_deg, centre_index, radius_mm, shape):
+    """A ball label (voxel centres within ``radius_mm`` of voxel index ``centre_index``) on an
+    oblique, anisotropic grid whose voxel (0, 0, 0) centre sits at the RAS origin, and the
+    ball's centre, MRI mm."""
+    from scipy.spatial.transform import Rotation
+
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", rotation_deg, degrees=True).as_matrix()
+    affine[:3, :3] = affine[:3, :3] @ np.diag(spacing_mm)
+    index = np.indices(shape).reshape(3, -1).T
+    centre_mm = affine[:3, :3] @ np.asarray(centre_index, float)
+    inside = np.linalg.norm(index @ affine[:3, :3].T - centre_mm, axis=1) <= radius_mm
+    return Volume(inside.reshape(shape).astype(np.uint8), affine), centre_mm
+
+
+def test_stylus_distance_is_to_the_surface_the_contours_draw() -> None:
+    # until session 36 the distance went to the nearest voxel-face midpoint (a tip on a drawn
+    # contour read up to half a face's diagonal away, 0.52 mm here) and a tumor cut by the
+    # label map's edge had no surface there (0.5 mm beyond the cut read 4.8 mm)
+    label, centre = _ball_label((0.4, 0.7, 1.1), (20, -15, 30), (22, 12, 8), 6.0, (44, 24, 16))
+    estimator = MarginEstimator(label, MarginOptions(refine=False), warm_up=False)
+    ex, ey = np.array([0.0, 0.6, 0.8]), np.array([1.0, 0.0, 0.0])
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2] = 0.15 * ex, 0.2 * ey, np.cross(ex, ey)
+    m[:3, 3] = centre + 0.8 * np.cross(ex, ey) - 100 * 0.15 * ex - 60 * 0.2 * ey
+    margins = estimator.estimate(np.zeros((120, 200), np.uint8), m, None)
+    drawn = np.vstack([c.predicted_mri_mm for c in margins.contours])
+    assert np.abs(estimator.signed_distance_mm(drawn)).max() < 0.12
+    # the label map's k = 0 face cuts the ball (isotropic, axis-aligned: the cut is z = -0.25)
+    cut, _ = _ball_label((0.5, 0.5, 0.5), (0, 0, 0), (20, 20, 2), 5.0, (40, 40, 30))
+    estimator = MarginEstimator(cut, MarginOptions(refine=False), warm_up=False)
+    tips = np.array([[10.0, 10.0, -0.75], [10.0, 10.0, 0.25]])
+    np.testing.assert_allclose(estimator.signed_distance_mm(tips), [0.5, -0.5], atol=1e-6)
+    stylus = estimator.estimate(np.zeros((8, 8), np.uint8), np.eye(4), None, tips[0]).stylus
+    assert stylus.signed_distance_mm == pytest.approx(0.5)
+    np.testing.assert_allclose(stylus.nearest_mri_mm[2], -0.25, atol=1e-6)
+
+
 def test_bad_inputs_are_refused(plain_case, plain_estimator) -> None:
     with pytest.raises(InputError, match="rows, cols"):
         plain_estimator.estimate(np.zeros(10, np.uint8), plain_case.image_to_mri, None)

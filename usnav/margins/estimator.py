@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
+from skimage import measure
 
 from usnav.errors import InputError
 from usnav.io.volume import Volume
@@ -294,19 +296,42 @@ class MarginEstimator:
     # -- set-up --------------------------------------------------------------------------
 
     def _build_surface(self) -> tuple[cKDTree | None, np.ndarray]:
-        """Tumor surface (solid ∪ cyst) as midpoints of inside/outside voxel faces, MRI mm."""
+        """Tumor surface (solid ∪ cyst): the 0.5 level of its indicator, as a triangle mesh in
+        MRI mm (the surface the frame's contours trace in the plane: a tool tip on a drawn
+        contour is on it). Outside the label map counts as background, as in the reslice, so a
+        tumor cut by the map's edge is closed there. Returns a tree of the triangles' centroids
+        and the mesh's vertices (the midpoints of the inside/outside voxel faces), MRI mm."""
         inside = self._codes > 0
         if not inside.any():
             return None, np.zeros((0, 3))
-        faces = []
-        for axis in range(3):
-            change = np.diff(inside.astype(np.int8), axis=axis) != 0
-            idx = np.argwhere(change).astype(np.float64)
-            idx[:, axis] += 0.5
-            faces.append(idx)
-        voxel = np.vstack(faces)
-        world = voxel @ self.crop_affine[:3, :3].T + self.crop_affine[:3, 3]
-        return cKDTree(world), world
+        padded = np.pad(inside, 1).astype(np.float32)
+        vertices, faces, _, _ = measure.marching_cubes(padded, 0.5)
+        vertices = vertices.astype(np.float64) - 1.0  # padded index → cropped index
+        world = vertices @ self.crop_affine[:3, :3].T + self.crop_affine[:3, 3]
+        #: (T, 3, 3) the surface's triangles, MRI mm
+        self._triangles = world[faces]
+        centroids = self._triangles.mean(axis=1)
+        #: the farthest any triangle's point lies from its centroid, mm
+        self._triangle_reach = float(
+            np.linalg.norm(self._triangles - centroids[:, None, :], axis=2).max()
+        )
+        #: the indicator with its 1-voxel background border, for the inside test
+        self._indicator = padded
+        return cKDTree(centroids), world
+
+    def _nearest_on_surface(self, point: np.ndarray) -> tuple[float, np.ndarray]:
+        """Distance (mm) from one MRI point to the surface mesh, and the nearest surface point.
+
+        Exact on the mesh: the nearest triangle's centroid bounds the distance, so only the
+        triangles whose centroid lies within that bound plus a triangle's reach are checked.
+        """
+        assert self._surface_tree is not None
+        bound, _ = self._surface_tree.query(point)
+        near = self._surface_tree.query_ball_point(point, bound + self._triangle_reach + 1e-9)
+        closest = _closest_on_triangles(point, self._triangles[np.asarray(near, np.int64)])
+        distance = np.linalg.norm(closest - point, axis=1)
+        best = int(np.argmin(distance))
+        return float(distance[best]), closest[best]
 
     def reset(self) -> None:
         """Forget the structures' echogenicity seen so far (e.g. for another patient)."""
@@ -524,18 +549,19 @@ class MarginEstimator:
         p = np.asarray(points_mri, dtype=np.float64)
         if self._surface_tree is None:
             return np.full(p.shape[:-1], np.nan)
-        distance, _ = self._surface_tree.query(p.reshape(-1, 3))
-        inside = self._inside(p.reshape(-1, 3))
+        flat = p.reshape(-1, 3)
+        distance = np.array([self._nearest_on_surface(point)[0] for point in flat])
+        inside = self._inside(flat)
         return np.where(inside, -distance, distance).reshape(p.shape[:-1])
 
     def _inside(self, points_mri: np.ndarray) -> np.ndarray:
+        """Whether each MRI point lies inside the tumor: its indicator, interpolated
+        trilinearly as the reslice does, is at least 0.5 (the surface's side)."""
         voxel = points_mri @ self._mri_to_voxel[:3, :3].T + self._mri_to_voxel[:3, 3]
-        index = np.floor(voxel + 0.5).astype(np.int64)
-        ok = np.all((index >= 0) & (index < np.array(self._codes.shape)), axis=1)
-        inside = np.zeros(len(points_mri), bool)
-        i = index[ok]
-        inside[ok] = self._codes[i[:, 0], i[:, 1], i[:, 2]] > 0
-        return inside
+        share = ndimage.map_coordinates(
+            self._indicator, (voxel + 1.0).T, order=1, mode="constant", cval=0.0
+        )
+        return np.asarray(share >= 0.5)
 
     def calibrated(self, raw_confidence: np.ndarray) -> np.ndarray:
         """The published confidence of raw refinement confidences: the probability that the
@@ -616,7 +642,7 @@ class MarginEstimator:
             raise InputError("stylus tip", f"expected an (x, y, z) MRI position, got {tip.shape}")
         if not np.all(np.isfinite(tip)) or self._surface_tree is None:
             return None
-        distance, index = self._surface_tree.query(tip)
+        distance, nearest = self._nearest_on_surface(tip)
         signed = -distance if self._inside(tip[None])[0] else distance
         # in-plane projection: solve [ex ey n] · (col, row, d) = tip − origin
         ex, ey, origin = image_to_mri[:3, 0], image_to_mri[:3, 1], image_to_mri[:3, 3]
@@ -625,7 +651,7 @@ class MarginEstimator:
         col, row, off = np.linalg.solve(np.stack([ex, ey, normal], axis=1), tip - origin)
         return StylusDistance(
             signed_distance_mm=float(signed),
-            nearest_mri_mm=self._surface_points[index].copy(),
+            nearest_mri_mm=nearest,
             tip_px=np.array([col, row]),
             out_of_plane_mm=float(off),
         )
@@ -688,3 +714,34 @@ def _extent(points_px: np.ndarray, spacing: tuple[float, float], area_mm2: float
     lateral = float(np.ptp(mm[:, 0]))
     axial = float(np.ptp(mm[:, 1]))
     return TumorExtent(lateral, axial, diameter, area_mm2)
+
+
+def _closest_on_triangles(point: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(T, 3) the point of each triangle (T, 3, 3) nearest to ``point`` (3,) (Ericson,
+    *Real-Time Collision Detection*, 5.1.5: Voronoi regions of vertices, edges, face)."""
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    ab, ac, bc = b - a, c - a, c - b
+    ap, bp, cp = point - a, point - b, point - c
+    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
+    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
+    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # inside the face (the default), then the regions in reverse order of Ericson's
+        # tests, so that the first test that holds writes last
+        total = va + vb + vc
+        out = a + ab * (vb / total)[:, None] + ac * (vc / total)[:, None]
+        regions = [
+            ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), b, bc, (d4 - d3) / (d4 - d3 + d5 - d6)),
+            ((vb <= 0) & (d2 >= 0) & (d6 <= 0), a, ac, d2 / (d2 - d6)),
+            ((d6 >= 0) & (d5 <= d6), c, ac, np.zeros(len(a))),
+            ((vc <= 0) & (d1 >= 0) & (d3 <= 0), a, ab, d1 / (d1 - d3)),
+            ((d3 >= 0) & (d4 <= d3), b, ab, np.zeros(len(a))),
+            ((d1 <= 0) & (d2 <= 0), a, ab, np.zeros(len(a))),
+        ]
+        for mask, start, edge, t in regions:
+            out[mask] = start[mask] + t[mask, None] * edge[mask]
+    # a degenerate (zero-area) triangle left in the face case: its vertices still count
+    bad = ~np.all(np.isfinite(out), axis=1)
+    out[bad] = a[bad]
+    return out
