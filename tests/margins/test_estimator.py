@@ -225,6 +225,33 @@ def test_stylus_distance_is_to_the_surface_the_contours_draw() -> None:
     np.testing.assert_allclose(stylus.nearest_mri_mm[2], -0.25, atol=1e-6)
 
 
+def test_solid_and_cyst_meeting_the_tissue_share_the_tumor_outline() -> None:
+    # until session 36 each structure snapped to its own fraction's 0.5 level, which lies
+    # inside the tumor's outline where both structures cover its boundary pixels (0.11 mm
+    # here, 0.24 mm on simulated seeds 1764 and 1765)
+    ball, centre = _ball_label((0.8, 0.8, 0.8), (0, 0, 0), (14.5, 14.5, 14.5), 6.0, (30, 30, 30))
+    split = ball.data.copy()
+    split[(split == 1) & (np.arange(30)[:, None, None] > 14.5)] = 2  # the cyst: half the ball
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2] = [0.15, 0, 0], [0, 0, 0.15], [0, -1, 0]
+    m[:3, 3] = centre + np.array([-15.0, -0.3, -15.0])
+    image = np.zeros((200, 200), np.uint8)
+    options = MarginOptions(refine=False)
+    outline = MarginEstimator(ball, options, warm_up=False).estimate(image, m, None).contours
+    assert len(outline) == 1
+    # the outline as a dense polygon (the distance to its vertices alone would be coarse)
+    vertices = np.vstack([outline[0].predicted_px, outline[0].predicted_px[:1]])
+    t = np.linspace(0, 1, 20, endpoint=False)[:, None, None]
+    dense = (vertices[:-1] + t * np.diff(vertices, axis=0)).reshape(-1, 2)
+    both = MarginEstimator(Volume(split, ball.affine), options, warm_up=False)
+    contours = both.estimate(image, m, None).contours
+    assert {c.structure for c in contours} == {"solid", "cyst"}
+    for contour in contours:
+        facing = contour.predicted_px[contour.faces_tissue]
+        gap_px = np.linalg.norm(facing[:, None] - dense[None], axis=2).min(axis=1)
+        assert gap_px.max() * 0.15 < 0.05, contour.structure
+
+
 def test_bad_inputs_are_refused(plain_case, plain_estimator) -> None:
     with pytest.raises(InputError, match="rows, cols"):
         plain_estimator.estimate(np.zeros(10, np.uint8), plain_case.image_to_mri, None)

@@ -463,7 +463,9 @@ class MarginEstimator:
             mask = np.equal(codes_in_box, code).view(np.uint8)
             if not mask.any():
                 continue
-            fraction = fractions[code - 1] if fractions is not None else None
+            fraction = None
+            if fractions is not None and tumor_share is not None:
+                fraction = _structure_level(fractions, tumor_share, code, box)
             for traced in contours_of(
                 mask,
                 fraction,
@@ -676,6 +678,30 @@ def _probe_grid(rows: int, cols: int) -> np.ndarray:
     pixels = np.stack([c.ravel(), r.ravel(), np.zeros(c.size), np.ones(c.size)])
     pixels.setflags(write=False)
     return pixels
+
+
+def _structure_level(
+    fractions: np.ndarray, tumor_share: np.ndarray, code: int, box: tuple[int, int, int, int]
+) -> np.ndarray:
+    """(rows, cols) float32 whose 0.5 level is structure ``code``'s boundary in the frame.
+
+    The structure's pixels are those the tumor covers at least half of (``tumor_share``
+    ≥ 0.5) where its fraction beats every other structure's: the 0.5 level of
+    ``0.5 + min(tumor_share − 0.5, fraction − other fractions' max)``. It is the structure's
+    own fraction where no other structure is near; where solid and cyst meet the tissue
+    together it is the tumor's outer boundary (the structure's own 0.5 level lies inside it
+    there, each structure covering part of the boundary pixels), and between them their
+    equal-fraction line.
+    """
+    own = fractions[code - 1]
+    if len(fractions) == 1:
+        return own
+    level = np.zeros(own.shape, np.float32)
+    r0, r1, c0, c1 = box
+    others = np.delete(fractions[:, r0:r1, c0:c1], code - 1, axis=0).max(axis=0)
+    inside = own[r0:r1, c0:c1]
+    level[r0:r1, c0:c1] = 0.5 + np.minimum(tumor_share[r0:r1, c0:c1] - 0.5, inside - others)
+    return level
 
 
 def _outside_tumor(codes: np.ndarray, points_px: np.ndarray) -> np.ndarray:
