@@ -197,11 +197,7 @@ def test_a_publisher_sending_an_oversize_part_is_dropped_counted_and_heard_again
     allocating it, and never reconnects by itself: the subscriber says so and reconnects, and
     the same publisher's normal messages arrive again."""
     limit = 1 << 20
-    context = zmq.Context.instance()
-    pub = context.socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    address = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
-    sub = Subscriber(address, max_message_bytes=limit)
+    pub, sub = _raw_publisher_and_subscriber(limit)
     seq = 0
 
     def send_status() -> None:
@@ -234,7 +230,7 @@ def test_a_publisher_sending_an_oversize_part_is_dropped_counted_and_heard_again
         assert heard.header.seq >= seq_after  # the same publisher, heard again
         assert sub.stats.skipped == {"oversize": 1}
         assert "frame" not in sub.stats.received or sub.stats.received["frame"] == 0
-        assert sub.stats.last_error.startswith(f"{address}: the publisher sent a message part")
+        assert sub.stats.last_error.startswith(f"{sub.address}: the publisher sent a message part")
         assert sub.link_problem == ""  # data flow again
     finally:
         sub.close()
@@ -247,11 +243,7 @@ def test_a_publisher_dropped_again_for_an_oversize_part_is_named_from_the_drop()
     reason is kept across the reconnect and the data that came over it), so a display never
     says "connection lost" alone for it (session 36)."""
     limit = 1 << 20
-    context = zmq.Context.instance()
-    pub = context.socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    address = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
-    sub = Subscriber(address, max_message_bytes=limit)
+    pub, sub = _raw_publisher_and_subscriber(limit)
     oversize = {"name": "image", "dtype": "|u1", "shape": [limit + 1]}
     deadline = time.monotonic() + 30  # a bound against a hang, not a speed target
 
@@ -317,3 +309,12 @@ def test_a_plain_disconnect_after_an_oversize_drop_is_not_named_for_it() -> None
     finally:
         sub.close()
         pub.close(0)
+
+
+def _raw_publisher_and_subscriber(limit: int) -> tuple[zmq.Socket, Subscriber]:
+    """A bare ZeroMQ PUB on a loopback port and a usnav Subscriber to it that refuses parts
+    over ``limit`` bytes."""
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    address = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
+    return pub, Subscriber(address, max_message_bytes=limit)
