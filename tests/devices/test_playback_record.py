@@ -202,6 +202,18 @@ def test_looping_keeps_timestamps_increasing(recording):
     # of the loop had every number several times
     numbers = [f.frame_number for f in frames]
     assert all(b > a for a, b in itertools.pairwise(numbers)) and numbers[-1] >= 60
+    # the bench's scoring maps each number back to its pass and the recording's own frame
+    # (it looked the truth up by the number as sent: nothing after the first pass was scored)
+    from usnav.bench.bench_safety import pass_and_frame
+
+    with read_sequence(recording) as seq:
+        recorded = [int(n) for n in seq.frame_numbers]
+        passes = set()
+        for frame in frames:
+            sweep, number = pass_and_frame(frame.frame_number, recorded)
+            passes.add(sweep)
+            np.testing.assert_array_equal(frame.image, seq.frame(recorded.index(number)).image)
+    assert passes >= {0, 1, 2}
 
 
 def test_recorder_counts_and_stops_after_n_frames(recording, tmp_path):

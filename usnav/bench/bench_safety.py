@@ -37,7 +37,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,15 +227,16 @@ def _run_case(
     collector.join(2.0)
     sub.close()
     run.final_tre_mm = float(load_truth(folder).mtre(final.reference_to_mri))
-    for index, message in enumerate(seen):
-        mask = truth.get(message.header.frame_number)
+    for message in seen:
+        sweep, number = pass_and_frame(message.header.frame_number, truth)
+        mask = truth.get(number)
         if not message.in_view or mask is None or not mask.any():
             continue
         p95, mean, mri_mean = _score(message, mask)
         if not np.isfinite(p95):
             continue
         h = message.header
-        sweep_index = min(PASSES - 1, index // max(1, frames))
+        sweep_index = min(PASSES - 1, sweep)
         old_rule = (not h.stale) and (
             not h.registration_checked or (h.quality is not None and h.quality >= 0.5)
         )
@@ -253,6 +254,20 @@ def _run_case(
             )
         )
     return run
+
+
+def pass_and_frame(frame_number: int, recorded: Collection[int]) -> tuple[int, int]:
+    """(pass, the recording's frame number) of a frame a looping replay sent.
+
+    The replay numbers its frames on from pass to pass, as a device would: each pass adds
+    the recording's span of numbers (``recorded``: the recording's frame numbers). Until
+    session 36 the bench looked its truth up by the number as sent, so no frame after the
+    first pass was scored, and the coverage after two sweeps saw none.
+    """
+    first = min(recorded)
+    span = max(recorded) - first + 1
+    sweep, offset = divmod(int(frame_number) - first, span)
+    return max(0, sweep), first + offset
 
 
 def _mean_or_nan(values: list[float]) -> float:
