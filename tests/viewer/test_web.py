@@ -541,6 +541,32 @@ def test_two_host_headers_are_refused_without_a_traceback(
     assert not tracebacks, [r.getMessage() for r in tracebacks]
 
 
+@pytest.mark.parametrize("token", [None, "origin-token"])
+def test_a_websocket_from_another_sites_page_is_refused(token: str | None) -> None:
+    """Security review (session 36): the handshake checked only Host, which a browser sets
+    to the address asked for, so any site's page in the workstation's browser could open
+    ``ws://127.0.0.1:PORT/ws`` and read the margin pictures. Only the page's own Origin (or
+    none: a program) opens the WebSocket."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    async def status(port: int, origin: str | None) -> int:
+        query = f"?token={token}" if token else ""
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/ws{query}", origin=origin, open_timeout=20):
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    with WebDisplay(WebOptions(connect="tcp://127.0.0.1:1", port=0, token=token)) as web:
+        own = f"http://127.0.0.1:{web.port}"
+        got = {o: asyncio.run(status(web.port, o)) for o in ("https://evil.example", "null")}
+        got[own.upper()] = asyncio.run(status(web.port, own.upper()))  # case is no matter
+        got[None] = asyncio.run(status(web.port, None))
+        assert web.stats.refused == 2
+    assert got == {"https://evil.example": 403, "null": 403, own.upper(): 101, None: 101}
+
+
 def _raw_http(port: int, request: str) -> tuple[list[bytes], bytes]:
     """Send one raw HTTP request; the reply's status and header lines, and its body."""
     import socket

@@ -332,6 +332,26 @@ class WebDisplay:
             return False, f"host {host!r} is not this machine"
         return True, ""
 
+    def _foreign_origin(self, request: Request) -> str:
+        """Why a WebSocket handshake from another site's page is refused ("" when it is not).
+
+        Browsers let any page open a WebSocket to any address and send the Host it asked
+        for, so the Host check alone let a page of another site, open in the browser on the
+        workstation, read the margin pictures of a token-less loopback ``usnav web`` (cross-
+        site WebSocket hijacking). A browser always says the page's Origin: only this
+        server's own (``scheme://Host``) is accepted. A program (no Origin) is not a page.
+        """
+        origins = request.headers.get_all("Origin")
+        if not origins:
+            return ""
+        if len(origins) > 1:
+            return f"{len(origins)} Origin headers"
+        scheme = "https" if self._ssl is not None else "http"
+        own = f"{scheme}://{request.headers.get('Host', '')}".lower()
+        if origins[0].lower() != own:
+            return f"WebSocket from another site's page (Origin {origins[0]!r}) refused"
+        return ""
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         # the script and style sheet are the package's own files, the same for everyone: they
@@ -342,6 +362,12 @@ class WebDisplay:
             self.stats.refused += 1
             return _response(HTTPStatus.FORBIDDEN, f"usnav web: {why}\n".encode(), "text/plain")
         if path == "/ws":
+            foreign = self._foreign_origin(request)
+            if foreign:
+                self.stats.refused += 1
+                return _response(
+                    HTTPStatus.FORBIDDEN, f"usnav web: {foreign}\n".encode(), "text/plain"
+                )
             return None  # the WebSocket handshake: websockets answers 405 to all but GET
         if request.method not in _PAGE_METHODS:
             # the page only reads: a POST, PUT or DELETE changes nothing, so say so (405)
