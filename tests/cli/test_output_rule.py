@@ -40,3 +40,18 @@ def test_folders_may_exist_empty_and_need_force_when_not(tmp_path):
     with pytest.raises(InputError, match="not empty"):
         check_output(d, folder=True)
     assert check_output(d, folder=True, force=True) == d
+
+
+def test_a_link_to_nothing_is_in_the_way_like_a_file(tmp_path):
+    """Security review (session 36): a dangling symlink passed as "not there", so
+    ``usnav view --snapshot`` wrote the link's target (anywhere) without --force."""
+    elsewhere = tmp_path / "elsewhere" / "victim.png"
+    link = tmp_path / "out" / "snap.png"
+    link.parent.mkdir()
+    link.symlink_to(elsewhere)
+    with pytest.raises(InputError, match=r"is a link to .*victim\.png, which does not exist"):
+        check_output(link)
+    with pytest.raises(InputError, match="is a link to"):
+        check_output(link, folder=True)
+    assert check_output(link, force=True) == link
+    assert not elsewhere.exists() and not elsewhere.parent.exists()

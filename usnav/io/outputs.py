@@ -1,7 +1,7 @@
 """The one rule every usnav command applies to the files and folders it writes.
 
-* An output that already exists is refused unless the command is given ``--force``
-  (then it is replaced).
+* An output that already exists (a link to nothing included) is refused unless the command
+  is given ``--force`` (then it is replaced).
 * A missing parent folder is created (``mkdir -p``); a parent that is a file, or a folder that
   cannot be created or written into, is refused.
 
@@ -61,6 +61,11 @@ def check_output(
     p = Path(path)
     if str(path) == "":
         raise InputError(option, "is empty", "give a file name")
+    if p.is_symlink() and not p.exists() and not force:
+        # a link to nothing: "not there" to exists(), but a writer that opens the path creates
+        # the link's target, anywhere (a link planted in a shared /tmp names the victim's
+        # file). It is something in the way, like an existing file.
+        raise InputError(p, f"is a link to {os.readlink(p)}, which does not exist", FORCE_HINT)
     if p.exists():
         if folder:
             if not p.is_dir():
