@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -601,3 +602,37 @@ def test_every_header_key_sent_is_documented_and_every_documented_one_is_sent(
         documented = common | set(re.findall(r"`([^`]+)`", sections[title]))
         assert set(header) <= documented, (topic, set(header) - documented)
     assert margin_keys <= set(headers["margin"]), margin_keys - set(headers["margin"])
+
+
+def _zmtp_subscriber_peer(endpoint: str):
+    """A raw TCP peer that completes ZMTP 3.0's NULL handshake as a SUB socket."""
+    import socket
+    import struct
+
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    peer = socket.create_connection((host, int(port)), timeout=20)
+    peer.sendall(b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32))
+    greeting = b""
+    while len(greeting) < 64:
+        greeting += peer.recv(64 - len(greeting))
+    ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", 3) + b"SUB"
+    peer.sendall(bytes([0x04, len(ready)]) + ready)
+    return peer
+
+
+def test_a_peer_sending_an_oversized_subscription_is_dropped_and_others_still_served() -> None:
+    """Security review (session 36): the PUB socket had no MAXMSGSIZE, so ZeroMQ allocated
+    whatever size a peer declared for a "subscription" (400 MiB sent of a declared 1 GiB grew
+    the publisher by 400 MiB). Now that peer's connection is closed at the frame header."""
+    import struct
+
+    with Publisher("tcp://127.0.0.1:*") as publisher, Subscriber(publisher.endpoint) as good:
+        peer = _zmtp_subscriber_peer(publisher.endpoint)
+        with peer:
+            peer.sendall(b"\x02" + struct.pack(">Q", 1 << 30) + b"\x01" + bytes(65536))
+            # the publisher's READY, then the close (a reset: the peer's bytes were unread);
+            # before the fix the publisher kept reading and this recv timed out
+            with contextlib.suppress(ConnectionResetError):
+                while peer.recv(65536):
+                    pass
+        _join(publisher, good)

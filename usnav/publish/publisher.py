@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_ADDRESS", "Publisher"]
 
 
+#: Largest message a peer may send the publisher, bytes: a subscription (``\x01`` + a topic
+#: prefix); a larger one closes that peer's connection (ZeroMQ's MAXMSGSIZE)
+MAX_SUBSCRIPTION_BYTES = 1024
+
+
 class Publisher:
     """Publishes usnav messages on a ZeroMQ PUB socket.
 
@@ -135,6 +140,10 @@ class Publisher:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SNDHWM, int(hwm))  # before bind: it applies per pipe
         self._socket.setsockopt(zmq.SNDTIMEO, 0)
+        # what a PUB socket reads is subscriptions (a topic name each): ZeroMQ allocates a
+        # frame of the size a peer declares, so without a bound one peer's "subscription" of
+        # gigabytes grew the pipeline's memory without end; a larger one drops that peer
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         self._authenticator = None
         if curve_secret_key is not None:
             try:
