@@ -189,6 +189,9 @@ def test_an_existing_output_is_never_replaced_without_force(tmp_path, capsys, cr
         (lambda meta: {**meta, "format": "bogus"}, "format"),
         (lambda meta: {**meta, "compress": "yes"}, "compress"),
         (lambda meta: {**meta, "header_fields": {"A": "1\nB = 2"}}, "header_fields"),
+        # security review (session 36): `usnav info` ended in "internal error: ValueError"
+        (lambda meta: {**meta, "target": "../../etc/x.igs.mha"}, "target"),
+        (lambda meta: {k: v for k, v in meta.items() if k != "target"}, "target"),
     ],
 )
 def test_a_bad_meta_json_is_one_line_and_nothing_is_deleted(tmp_path, capsys, crashed, edit, field):

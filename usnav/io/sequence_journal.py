@@ -190,6 +190,16 @@ def _read_meta(journal: Path) -> dict[str, Any]:
 
     if meta.get("format") not in ("metaio", "nrrd"):
         raise bad("format", '"metaio" or "nrrd"')
+    target = meta.get("target")
+    if not (
+        isinstance(target, str)
+        and target not in ("", ".", "..")
+        and "/" not in target
+        and "\\" not in target
+        and target.isprintable()
+    ):
+        # the recording's file name, beside the journal: never a path elsewhere
+        raise bad("target", "the recording's file name (no folder)")
     if not isinstance(meta.get("compress"), bool):
         raise bad("compress", "true or false")
     level = meta.get("level", 6)
