@@ -3,6 +3,7 @@ refuses a label map that does not belong to the MRI (margins drawn where there i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,28 @@ def test_run_refuses_the_label_of_another_case(tmp_path):
         str(case_dir / "init_ReferenceToMri.txt"),
     )
     assert_bad_input(result, "far_label.nii.gz", "outside the MRI")
+
+
+def test_secret_keys_are_never_readable_by_others_while_being_made(tmp_path, monkeypatch):
+    """The certificates are written in a private folder (0700) and made 0600 there before
+    they are moved in: written straight into the key folder under the default umask, the
+    secrets were readable by others until their chmod (session 36)."""
+    import stat
+
+    import zmq.auth
+
+    made_in = []
+    create = zmq.auth.create_certificates
+
+    def watched(folder, name):
+        made_in.append(stat.S_IMODE(os.stat(folder).st_mode))
+        return create(folder, name)
+
+    monkeypatch.setattr(zmq.auth, "create_certificates", watched)
+    keys = generate_keys(tmp_path / "K")
+    assert made_in and all(mode & 0o077 == 0 for mode in made_in)
+    for secret in (keys.server_secret, keys.client_secret):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.parent == tmp_path / "K"
+    assert sorted(p.name for p in (tmp_path / "K").iterdir()) == sorted(
+        ["authorized", "client.key", "client.key_secret", "server.key", "server.key_secret"]
+    )

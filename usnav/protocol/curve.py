@@ -20,6 +20,7 @@ import ipaddress
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -90,10 +91,18 @@ def generate_keys(key_dir: str | Path, *, client_name: str = "client") -> KeyFil
                 "already exists",
                 "delete the old keys first if you mean to replace them",
             )
-    server_pub, server_sec = zmq.auth.create_certificates(str(d), "server")
-    client_pub, client_sec = zmq.auth.create_certificates(str(d), client_name)
-    for secret in (server_sec, client_sec):
-        os.chmod(secret, 0o600)
+    # made in a private folder (mkdtemp: 0700) and made 0600 there, then moved in: written
+    # straight into ``d`` under the default umask, the secrets were readable by others until
+    # the chmod (session 36)
+    with tempfile.TemporaryDirectory(dir=d, prefix=".keys-") as private:
+        made = [zmq.auth.create_certificates(private, stem) for stem in ("server", client_name)]
+        for _, secret in made:
+            os.chmod(secret, 0o600)
+        for path in (f for pair in made for f in pair):
+            shutil.move(path, d / Path(path).name)
+    server_pub, server_sec, client_pub, client_sec = (
+        str(d / Path(f).name) for pair in made for f in pair
+    )
     authorized = d / "authorized"
     authorized.mkdir(exist_ok=True)
     shutil.copy(client_pub, authorized / Path(client_pub).name)
