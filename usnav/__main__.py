@@ -1,5 +1,3 @@
-import sys
+from usnav.cli.main import entry
 
-from usnav.cli.main import main
-
-sys.exit(main())
+entry()

@@ -229,8 +229,12 @@ def test_a_second_ctrl_c_while_stopping_still_prints_the_summary(small_case, tmp
     assert status == 0, err
     assert "usnav run:" in out and "stopped in" in out, (out, err)
     assert "frames written, 0 lost" in out
-    assert "already stopping" in err
+    # the later Ctrl-Cs land while it stops ("already stopping", the usual case) or, when the
+    # stop was quicker than the test's reaction, after the summary, where they are ignored:
+    # a KeyboardInterrupt traceback there followed the summary once in CI (session 36), so
+    # "already stopping" is not required, a clean end is
     assert "interrupted" not in err and "Traceback" not in err
+    assert "KeyboardInterrupt" not in err
     with read_sequence(record) as seq:
         assert len(seq) > 10
 

@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import traceback
+from typing import NoReturn
 
 import usnav
 from usnav.errors import InputError, UsnavError
@@ -150,6 +151,21 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, handler)
 
 
+def entry() -> NoReturn:
+    """The ``usnav`` command (console script and ``python -m usnav``): :func:`main`, then exit.
+
+    Once the command has returned, its summary is out and the process only winds down (the
+    interpreter's finalizers, Numba's, thread joins): a Ctrl-C then is ignored. :func:`main`
+    gives the caller's Ctrl-C handler back when it returns (for in-process callers), and a
+    Ctrl-C in that last moment printed a KeyboardInterrupt traceback after the summary
+    (session 36, CI: the later of several quick Ctrl-Cs on a fast stop).
+    """
+    status = main()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
+
+
 def _closed_stdout_is_done() -> None:
     """A reader that stops early ends usnav with status 0, through ``BrokenPipeError`` in
     :func:`main`: rich's own answer, ``SystemExit(1)``, is the status of a failed command
@@ -219,4 +235,4 @@ def _validation_line(exc) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
