@@ -114,6 +114,9 @@ class LivePipeline:
         self.calibration = calibration
         self.image_to_probe = calibration.image_to_probe if calibration.spatial else None
         self.calibration_stage = CalibrationStage.from_calibration(calibration)
+        #: mm per pixel (columns, rows) of the calibration, None without one: what a frame
+        #: that cannot be placed is published with (once here, not per frame)
+        self._calibration_spacing_mm = _pixel_spacing_mm(self.calibration_stage.image_to_probe)
         # a calibration usnav calibrate flagged (the command's, or the device file's whose
         # lag the probe uses): logged when loaded, and kept in every status so that it is not
         # lost in the terminal's scroll-back
@@ -424,23 +427,11 @@ class LivePipeline:
             (),
             None,
             np.full((4, 4), np.nan),
-            self._pixel_spacing_mm(image_to_reference),
+            self._calibration_spacing_mm or _pixel_spacing_mm(image_to_reference) or (1.0, 1.0),
         )
         self._publisher.publish_margins(
             frame, margins, self.current_estimate(), stale=True, stale_reason=reason
         )
-
-    def _pixel_spacing_mm(self, image_to_reference: np.ndarray) -> tuple[float, float]:
-        """mm per pixel along columns and rows: the calibration's ImageToProbe scaling, else
-        the frame's own ImageToReference's (until session 36 a frame without tracking went
-        out as 1 mm per pixel, and a display drew its depth ruler and scale bar from that)."""
-        for matrix in (self.calibration_stage.image_to_probe, image_to_reference):
-            if matrix is None:
-                continue
-            spacing = np.linalg.norm(np.asarray(matrix, np.float64)[:3, :2], axis=0)
-            if np.all(np.isfinite(spacing)) and np.all(spacing > 0):
-                return float(spacing[0]), float(spacing[1])
-        return 1.0, 1.0  # unknown: the pixel grid itself
 
     def _stylus_tip_mri(
         self, frame: TrackedFrame, estimate: RegistrationEstimate
@@ -666,3 +657,16 @@ def _return_freed_memory() -> None:
         return
     trim.argtypes = [ctypes.c_size_t]
     trim(0)
+
+
+def _pixel_spacing_mm(matrix: np.ndarray | None) -> tuple[float, float] | None:
+    """mm per pixel along columns and rows of an ``ImageTo…`` matrix (the norms of its first
+    two columns), None when it is absent or not finite and positive. A frame without tracking
+    is published with the calibration's, else its own ImageToReference's, else 1 mm (until
+    session 36 always 1 mm per pixel: a display drew its depth ruler and scale bar from it)."""
+    if matrix is None:
+        return None
+    spacing = np.linalg.norm(np.asarray(matrix, np.float64)[:3, :2], axis=0)
+    if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
+        return None
+    return float(spacing[0]), float(spacing[1])
