@@ -77,6 +77,25 @@ def test_shear_matrix_is_not_a_calibration(tmp_path: Path) -> None:
         load_calibration(path)
 
 
+def test_a_mirrored_calibration_is_refused_in_plain_words(tmp_path: Path) -> None:
+    """The image flipped left-right (a calibration of the other marked side): refused in the
+    one line the user reads, without pydantic's "Value error, " in it (session 37: it was
+    "ImageToProbe: Value error, not a rigid-times-scale …"), from 16 numbers and PLUS XML."""
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = 255.0  # column -> 255 - column
+    mirrored = IMAGE_TO_PROBE @ flip
+    text = tmp_path / "mirrored.txt"
+    text.write_text(" ".join(repr(float(v)) for v in mirrored.ravel()))
+    xml = tmp_path / "mirrored.xml"
+    xml.write_text(coordinate_definitions_xml([PlusTransform("Image", "Probe", mirrored)]))
+    for path in (text, xml):
+        with pytest.raises(ConfigError) as info:
+            load_calibration(path)
+        message = str(info.value)
+        assert path.name in message and "mirrors (negative determinant)" in message, message
+        assert "Value error" not in message, message
+
+
 @pytest.mark.parametrize("scale", [1e-4, 75.0, 1e8])
 def test_pixel_size_outside_ultrasound_range_is_refused(tmp_path: Path, scale: float) -> None:
     """A matrix in metres or µm (or another matrix) is rigid × scale too: its pixel size gives

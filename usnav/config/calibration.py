@@ -322,8 +322,10 @@ def _from_matrix(
         )
     except ValueError as exc:
         errors = exc.errors() if hasattr(exc, "errors") else []  # pydantic: its first problem
-        reason = errors[0].get("msg", exc) if errors else exc
-        raise ConfigError(p, f"ImageToProbe: {reason}") from exc
+        reason = str(errors[0].get("msg", exc) if errors else exc)
+        # pydantic prefixes a validator's own message with "Value error, "; the user reads the
+        # message alone (as load_config and the TOML path give it)
+        raise ConfigError(p, f"ImageToProbe: {reason.removeprefix('Value error, ')}") from exc
 
 
 def save_calibration(calibration: CalibrationFile, path: str | Path) -> Path:
