@@ -83,3 +83,26 @@ def test_no_subcommand_is_a_usage_error_on_stderr(capsys) -> None:
     assert main(["calibrate"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "usage: usnav calibrate" in err
+
+
+def test_a_refused_value_is_said_without_pydantics_prefix() -> None:
+    """A validator's own message reaches the user as written: pydantic's "Value error, "
+    prefix said nothing (session 37: "ImageToProbe: Value error, not a rigid-times-scale …")."""
+    import pytest
+    from pydantic import BaseModel, ValidationError, field_validator
+
+    from usnav.cli.main import _validation_line
+
+    class Options(BaseModel):
+        rate_hz: float
+
+        @field_validator("rate_hz")
+        @classmethod
+        def _positive(cls, value: float) -> float:
+            if value <= 0:
+                raise ValueError("must be above 0 Hz, got -1.0")
+            return value
+
+    with pytest.raises(ValidationError) as info:
+        Options(rate_hz=-1.0)
+    assert _validation_line(info.value) == "rate_hz: must be above 0 Hz, got -1.0"

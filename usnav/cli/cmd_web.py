@@ -82,9 +82,10 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0])
+        message = str(first["msg"]).removeprefix("Value error, ")
         if name in ("width", "height"):
-            raise InputError("--size", f"{name}: {first['msg']}") from exc
-        raise InputError("--" + name.replace("_", "-"), first["msg"]) from exc
+            raise InputError("--size", f"{name}: {message}") from exc
+        raise InputError("--" + name.replace("_", "-"), message) from exc
     mri = load_mri_context(args.mri, args.label)
     display = WebDisplay(
         options,

@@ -230,7 +230,8 @@ def _validation_line(exc) -> str:
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ())) or getattr(exc, "title", "value")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    message = " ".join(str(first.get("msg", exc)).split())
+    # pydantic prefixes a validator's own message with "Value error, ": the user reads the message
+    message = " ".join(str(first.get("msg", exc)).removeprefix("Value error, ").split())
     return f"{where}: {message}{more}"
 
 
