@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config",
         type=Path,
         metavar="TOML",
-        help="registration options (a [registration] table, see docs/registration.md)",
+        help="registration options (a [registration] table, see docs/registration.md); "
+        "frames cut from a 3D volume, zero outside it, need ignore_zero_pixels = true",
     )
     p.add_argument(
         "--metric",
