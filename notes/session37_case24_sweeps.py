@@ -24,9 +24,10 @@ docs/evaluation.md asks for frames cut from a volume), ``regrid`` (``--regridded
 resampled here on a rotated 0.6 mm grid), ``noconfig`` (``--no-config``: the CLI with no
 options file, as ``usnav register --help`` alone would lead one to run it).
 
-Seeds: sweep ``k`` (0..3) uses tremor seed ``3700 + k``; its perturbations come from
-``numpy.random.default_rng(3724 + k)``, four each. The navigation alignment (identity, 1.10 mm
-mTRE) is also run unperturbed on every sweep (the "do no harm" start).
+Seeds: sweep ``k`` (0..3) uses tremor seed ``3700 + k`` (``--tremor-seed``); its
+perturbations come from ``numpy.random.default_rng(3724 + k)``, four each. The navigation
+alignment (identity, 1.10 mm mTRE) is also run unperturbed on every sweep (the "do no harm"
+start).
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def with_tremor(p: np.ndarray, t_mm, r_deg) -> np.ndarray:
     return q
 
 
-def make_sweeps(vf: VolumeFrame) -> list[Sweep]:
+def make_sweeps(vf: VolumeFrame, tremor_seed: int = 3700) -> list[Sweep]:
     d0, d1, d2 = vf.d
     c = (vf.shape - 1) / 2.0
     top = vf.world([4.0, c[1], c[2]])  # 2 mm below the fan's apex row: the probe face
@@ -202,7 +203,7 @@ def make_sweeps(vf: VolumeFrame) -> list[Sweep]:
 
     # A: lateral along axis 2 (the original acquisition's plane), slow straight sweep along
     #    axis 1, 0.3 mm/frame, 150 frames (45 mm), 40 mm wide / 55 mm deep, 0.35 mm pixels
-    rng = np.random.default_rng(3700)
+    rng = np.random.default_rng(tremor_seed + 0)
     probe = Probe("L40", 40.0, 55.0, 0.35, rigid([88.0, -3.0, 179.0], [11.5, -38.0, 6.0]))
     n = 150
     tr = tremor(rng, n)
@@ -220,7 +221,7 @@ def make_sweeps(vf: VolumeFrame) -> list[Sweep]:
 
     # B: probe turned 45° about the beam, beam tilted 15° towards the sweep and 8° in-plane,
     #    sweep along the diagonal, 0.4 mm/frame, 110 frames (44 mm), 50 × 45 mm, 0.30 mm px
-    rng = np.random.default_rng(3701)
+    rng = np.random.default_rng(tremor_seed + 1)
     probe = Probe("L50", 50.0, 45.0, 0.30, rigid([-92.0, 4.0, 2.0], [-6.0, 25.0, -14.0]))
     n = 110
     tr = tremor(rng, n)
@@ -244,7 +245,7 @@ def make_sweeps(vf: VolumeFrame) -> list[Sweep]:
     # C: fan sweep: contact point fixed at the top, lateral along axis 1, the probe rocked
     #    about its lateral axis from −24° to +24° (0.3°/frame: 0.26 mm/frame at 50 mm deep),
     #    160 frames, 30 mm wide / 70 mm deep, 0.40 mm px
-    rng = np.random.default_rng(3702)
+    rng = np.random.default_rng(tremor_seed + 2)
     probe = Probe("C30", 30.0, 70.0, 0.40, rigid([178.0, 2.0, -91.0], [0.0, -55.0, 20.0]))
     n = 160
     tr = tremor(rng, n)
@@ -264,7 +265,7 @@ def make_sweeps(vf: VolumeFrame) -> list[Sweep]:
     # D: back-and-forth over one half of the volume only (partial coverage), fast and uneven
     #    (0.6–1.5 mm/frame), probe turned −20° about the beam, 100 frames, 35 × 60 mm,
     #    0.45 mm px; two tracker drop-outs (INVALID)
-    rng = np.random.default_rng(3703)
+    rng = np.random.default_rng(tremor_seed + 3)
     probe = Probe("L35", 35.0, 60.0, 0.45, rigid([5.0, 91.0, 0.0], [30.0, 4.0, -9.0]))
     n = 100
     tr = tremor(rng, n)
@@ -411,7 +412,7 @@ def regrid_mri(out: Path) -> None:
     nib.save(nimg, out)
 
 
-def make(out: Path) -> None:
+def make(out: Path, tremor_seed: int = 3700) -> None:
     out.mkdir(parents=True, exist_ok=True)
     img = nib.load(US_FILE)
     us = np.asarray(img.dataobj, np.float32)
@@ -420,7 +421,7 @@ def make(out: Path) -> None:
     centre = us_pts.mean(0)
     reference_to_tracker = rigid([31.0, -118.0, 14.0], [142.0, -86.0, -1190.0])
     runs = []
-    for k, sw in enumerate(make_sweeps(vf)):
+    for k, sw in enumerate(make_sweeps(vf, tremor_seed)):
         folder = out / sw.name
         folder.mkdir(exist_ok=True)
         frames = cut(us, vf, sw)
@@ -500,7 +501,7 @@ def run(out: Path, set_name: str, use_config: bool, regridded: bool, only: str |
     res_dir.mkdir(exist_ok=True)
     mri = out / "mri_regridded.nii.gz" if regridded else MRI_FILE
     for r in runs:
-        if only and only not in r["sweep"]:
+        if only and only not in f"{r['sweep']}_{r['init']}":
             continue
         res = res_dir / f"{r['sweep']}_{r['init']}.json"
         if res.exists():
@@ -689,10 +690,11 @@ def main() -> int:
     ap.add_argument("--set", default="main")
     ap.add_argument("--no-config", action="store_true")
     ap.add_argument("--regridded", action="store_true")
-    ap.add_argument("--only")
+    ap.add_argument("--only", help="run only names containing this (sweep_init)")
+    ap.add_argument("--tremor-seed", type=int, default=3700, help="make: sweep k uses this + k")
     a = ap.parse_args()
     if a.step == "make":
-        make(a.dir)
+        make(a.dir, a.tremor_seed)
     elif a.step == "run":
         run(a.dir, a.set, not a.no_config, a.regridded, a.only)
     elif a.step == "table":
