@@ -54,7 +54,9 @@ def test_an_unconfirmed_navigation_registration_says_why() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"uncertainty_mm": 2.01}, "±2.0 mm (95 %) exceeds 2 mm"),
+        # a bound just over the limit reads as over it ("±2.0 mm exceeds 2 mm" did not)
+        ({"uncertainty_mm": 2.01}, "±2.01 mm (95 %) exceeds 2 mm"),
+        ({"uncertainty_mm": 2.8349}, "±2.8 mm (95 %) exceeds 2 mm"),
         ({"uncertainty_mm": math.nan}, "uncertainty unknown"),
         ({"uncertainty_mm": math.inf}, "uncertainty unknown"),
         ({"uncertainty_mm": None}, "uncertainty unknown"),
@@ -66,6 +68,33 @@ def test_an_unconfirmed_navigation_registration_says_why() -> None:
 def test_uncertain_cases(kwargs, words) -> None:
     state = _pub(**kwargs)
     assert state.state == UNCERTAIN and words in state.reason
+
+
+@pytest.mark.parametrize(
+    "registration",
+    [
+        {"uncertainty_mm": 2.8},
+        {"checked": False},
+        {"checked": False, "unconfirmed": "1 image-based try rejected"},
+        {"checked_age_s": 61.0},
+        {"uncertainty_mm": None},
+    ],
+)
+def test_the_messages_own_doubt_is_said_when_the_registration_is_uncertain_too(
+    registration,
+) -> None:
+    """An absence claim near the tumor says so whatever else keeps the message from LIVE
+    (protocol.md, ``in_view``). Session 37: after an estimate at ±2.8 mm, frames with the
+    tumor in the plane went out "no tumor in view" with the registration's reason alone."""
+    doubt = "the tumor lies 0.4 mm from this plane, within the registration's ±2.8 mm"
+    alone = _pub(**registration)
+    state = _pub(**registration, doubt=doubt)
+    assert state.state == UNCERTAIN and alone.state == UNCERTAIN
+    assert state.reason == f"{alone.reason}; {doubt}"
+    assert _pub(doubt=doubt) == DisplayState(UNCERTAIN, doubt)  # the doubt alone, as before
+    assert _pub(**registration, doubt=doubt, stale_reason="probe no-signal") == DisplayState(
+        STALE, "probe no-signal"
+    )
 
 
 def test_stale_data_is_stale_whatever_the_registration() -> None:

@@ -173,32 +173,55 @@ def publisher_state(
     """
     if stale_reason:
         return DisplayState(STALE, stale_reason)
+    why = _registration_doubt(checked, uncertainty_mm, checked_age_s, rules, unconfirmed)
+    # the message's own doubt is said too when the registration already keeps it from LIVE: a
+    # display told "registration uncertain" alone would show "no tumor in view" without the
+    # reason protocol.md promises ("the tumor lies 0.4 mm from this plane ...")
+    reasons = [r for r in (why, doubt) if r]
+    if reasons:
+        return DisplayState(UNCERTAIN, "; ".join(reasons))
+    return DisplayState(LIVE)
+
+
+def _registration_doubt(
+    checked: bool,
+    uncertainty_mm: float | None,
+    checked_age_s: float | None,
+    rules: DisplayRules,
+    unconfirmed: str,
+) -> str:
+    """Why the registration keeps a message from LIVE ("" when it does not)."""
     if not checked:
         if unconfirmed:
             # the images were tried and could not confirm it: "not yet checked" would suggest
             # that waiting is all it takes
-            why = f"navigation registration, not confirmed on the ultrasound: {unconfirmed}"
-            return DisplayState(UNCERTAIN, why)
-        return DisplayState(UNCERTAIN, "navigation registration, not yet checked on the ultrasound")
+            return f"navigation registration, not confirmed on the ultrasound: {unconfirmed}"
+        return "navigation registration, not yet checked on the ultrasound"
     if not _finite(uncertainty_mm):
-        return DisplayState(UNCERTAIN, "registration uncertainty unknown")
+        return "registration uncertainty unknown"
     assert uncertainty_mm is not None
-    if uncertainty_mm > rules.registration_limit_mm:
-        return DisplayState(
-            UNCERTAIN,
-            f"registration uncertain: ±{uncertainty_mm:.1f} mm (95 %) exceeds "
-            f"{rules.registration_limit_mm:.3g} mm",
+    limit = rules.registration_limit_mm
+    if uncertainty_mm > limit:
+        return (
+            f"registration uncertain: ±{_over(uncertainty_mm, limit)} mm (95 %) exceeds "
+            f"{limit:.3g} mm"
         )
     if not _finite(checked_age_s):
-        return DisplayState(UNCERTAIN, "registration age unknown")
+        return "registration age unknown"
     assert checked_age_s is not None
     if checked_age_s > rules.max_unchecked_s:
-        return DisplayState(
-            UNCERTAIN, f"registration not re-checked on the images for {checked_age_s:.0f} s"
-        )
-    if doubt:
-        return DisplayState(UNCERTAIN, doubt)
-    return DisplayState(LIVE)
+        return f"registration not re-checked on the images for {checked_age_s:.0f} s"
+    return ""
+
+
+def _over(value: float, limit: float) -> str:
+    """``value`` (> ``limit``) with one decimal, or as many more as it takes to read as over
+    the limit: ±2.02 mm is not "±2.0 mm exceeds 2 mm"."""
+    for decimals in (1, 2, 3):
+        text = f"{value:.{decimals}f}"
+        if float(text) > limit:
+            return text
+    return f"{value:.3g}"
 
 
 def seen_disagreement_doubt(
