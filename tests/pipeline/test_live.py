@@ -449,3 +449,44 @@ def test_a_taken_port_is_said_before_the_kernels_are_compiled(small_case: Path) 
             pipeline.prepare()
     assert pipeline._estimator is None and pipeline.worker is None
     assert pipeline._publisher is not None and pipeline._publisher._closed
+
+
+def test_two_estimates_between_two_frames_both_go_out(small_case: Path) -> None:
+    """Every estimate goes out on the registration topic, in order, even two made between
+    two frames (session 37, live on the independent simulator: a first estimate, adopted and
+    drawn LIVE, then the full window's judgment of it; the pipeline published the newest
+    only, so the adopted one never went out as an estimate)."""
+    from usnav.client import RegistrationMessage
+    from usnav.registration.sweep import load_sweep
+    from usnav.registration.worker import RegistrationWorker, WorkerOptions
+
+    calibration = load_calibration(small_case / "calibration.toml")
+    worker = RegistrationWorker(
+        load_volume(small_case / "mri.nii.gz"),
+        calibration.image_to_probe,
+        read_initial(small_case / "init_ReferenceToMri.txt"),
+        WorkerOptions(min_frames=20),
+    )
+    sweep = load_sweep(small_case / "sweep.igs.mha", calibration.image_to_probe)
+    window = list(zip(sweep.images, sweep.image_to_reference, sweep.timestamps, strict=True))
+    pipeline = _pipeline(small_case, free_port())
+    pipeline.worker = worker
+    pipeline.prepare()
+    display = Collector(pipeline.endpoint)
+    try:
+        display.join(pipeline)
+        pipeline._publish_estimate_if_new()  # the navigation registration, as at frame 1
+        made = [worker.update(window[:30]), worker.update(window)]  # no frame in between
+        assert all(made)
+        pipeline._publish_estimate_if_new()  # the next frame
+        pipeline._publish_estimate_if_new()  # and the one after: nothing new
+        assert wait_until(lambda: len(display.of(RegistrationMessage)) >= 3, 5)
+    finally:
+        display.close()
+        pipeline._publisher.close()
+    got = [m for m in display.of(RegistrationMessage) if not m.resent]
+    assert [m.estimate_sequence for m in got] == [0, made[0].sequence, made[1].sequence]
+    in_use = pipeline.current_estimate().sequence
+    for message, estimate in zip(got[1:], made, strict=True):
+        assert message.reason == estimate.reason
+        assert message.in_use == (estimate.accepted and estimate.sequence == in_use)

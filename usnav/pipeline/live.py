@@ -465,12 +465,24 @@ class LivePipeline:
         return ""
 
     def _publish_estimate_if_new(self) -> None:
+        """Publish each estimate the worker made since the last one published, in order.
+
+        Looking at the newest alone lost one when two came between two frames (session 37:
+        a first estimate, adopted and drawn LIVE, then the full window's judgment of it; the
+        adopted one never went out as an estimate, only in the periodic re-sends)."""
         if self.worker is None:
             return
-        latest = self.worker.latest()
-        if latest is not None and latest.sequence != self._last_estimate_published:
-            self._last_estimate_published = latest.sequence
-            self._publisher.publish_registration(latest)
+        since = getattr(self.worker, "estimates_since", None)
+        new = since(self._last_estimate_published) if since else [self.worker.latest()]
+        in_use = self.current_estimate().sequence
+        for estimate in new:
+            if estimate is None or estimate.sequence == self._last_estimate_published:
+                continue
+            self._last_estimate_published = estimate.sequence
+            # "margins are now computed with it": an accepted one already replaced is not
+            self._publisher.publish_registration(
+                estimate, in_use=estimate.accepted and estimate.sequence == in_use
+            )
 
     # -- recorder ----------------------------------------------------------------------------
     def _recorder_loop(self) -> None:

@@ -55,6 +55,10 @@ from usnav.transforms.matrices import decompose_scaled_rigid, is_rigid
 
 log = logging.getLogger(__name__)
 
+#: estimates :meth:`RegistrationWorker.estimates_since` keeps (far more than come between two
+#: frames: an update takes at least a frame's time)
+RECENT_ESTIMATES = 32
+
 #: The warm updates' "clearly better" gain of the mean similarity (and the replacement rule's):
 #: LC²'s 0.003 × MIND-SSC's shallower peak (0.069 / 0.101), rounded.
 LIVE_MIND_SIMILARITY_GAIN = 0.002
@@ -584,6 +588,9 @@ class RegistrationWorker:
             reason="initial registration (not image-based)",
         )
         self._latest = first
+        #: the newest estimates, oldest first: two can come between two looks at
+        #: :meth:`latest` (a first estimate and the full window's judgment of it)
+        self._recent: deque[RegistrationEstimate] = deque([first], maxlen=RECENT_ESTIMATES)
         self._accepted = first
         self._navigation = first
         self._image_accepted = False
@@ -661,6 +668,13 @@ class RegistrationWorker:
         """The newest estimate, accepted or rejected (for information only)."""
         with self._lock:
             return self._latest
+
+    def estimates_since(self, sequence: int) -> list[RegistrationEstimate]:
+        """Every estimate with a sequence number above ``sequence``, oldest first (of the last
+        :data:`RECENT_ESTIMATES`): what :meth:`latest` alone misses when two estimates come
+        between two looks."""
+        with self._lock:
+            return [e for e in self._recent if e.sequence > sequence]
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread after the registration in progress (if any)."""
@@ -820,6 +834,7 @@ class RegistrationWorker:
                     tumor_reference_to_mri=stage.reference_to_mri if stage.applied else None,
                 )
             self._latest = estimate
+            self._recent.append(estimate)
             if estimate.accepted:
                 if warm:
                     self.rule.adopted(current.reference_to_mri)
