@@ -42,6 +42,7 @@ N_FRAMES = 120  # frames per sweep of the independent simulator
 FRAME_PERIOD_S = 0.05
 TOPICS = (b"margin", b"registration", b"status")
 RUN_ARGS: list[str] = []  # more documented usnav run arguments (--run-arg)
+CTRL_C_COUNT = [2]  # Ctrl-Cs that end the run (--ctrl-c)
 
 
 # --------------------------------------------------------------------------- recording
@@ -168,10 +169,12 @@ def _run(case, out, options, late_s, sweeps, second_after_s, replay_out, run_out
     time.sleep(max(0.0, t_first + sweeps * N_FRAMES * FRAME_PERIOD_S - time.time()))
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
     t_int = time.time()
-    time.sleep(second_after_s)
-    second = proc.poll() is None
-    if second:
-        os.killpg(proc.pid, signal.SIGINT)
+    second = False
+    for _ in range(CTRL_C_COUNT[0] - 1):  # the later Ctrl-Cs, while it is still stopping
+        time.sleep(second_after_s)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            second = True
     try:
         code = proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
@@ -193,6 +196,7 @@ def _run(case, out, options, late_s, sweeps, second_after_s, replay_out, run_out
         options=str(options) if options else None,
         exit=code,
         second_ctrl_c_sent=second,
+        ctrl_c=CTRL_C_COUNT[0],
         second_after_s=second_after_s,
         run_args=RUN_ARGS,
         stop_s=t_end - t_int,
@@ -519,6 +523,66 @@ def table(outs: list[Path]) -> None:
         )
 
 
+def details(outs: list[Path]) -> None:
+    """Per run: the error by registration kind, LIVE p95s, coverage after two sweeps, misses."""
+    for out in outs:
+        r = json.loads((out / "score.json").read_text())
+        rows = json.loads((out / "margins.json").read_text())
+        scored = [m for m in rows if "err_mean" in m]
+        nav = [m["err_mean"] for m in scored if not m["checked"]]
+        img = [m["err_mean"] for m in scored if m["checked"]]
+        live = [m["err_p95"] for m in scored if m["state"] == "LIVE"]
+        first = rows[0]["frame"] if rows else 0
+        later = [m for m in rows if m["in_view"] and m["frame"] - first >= 2 * N_FRAMES]
+        covered = sum(m["state"] == "LIVE" for m in later)
+        missed = [m for m in rows if not m["in_view"] and m["true_area_mm2"] >= 1.0]
+        said = sum("may be in view" in m["reason"] for m in missed)
+        phantom = [m for m in rows if m["in_view"] and not m["true_area_mm2"]]
+        print(
+            f"{out.name}: navigation {len(nav)} at {np.mean(nav) if nav else float('nan'):.2f} mm, "
+            f"image-based {len(img)} at {np.mean(img) if img else float('nan'):.2f} mm; "
+            f"LIVE p95 max {max(live) if live else float('nan'):.2f} mm (n {len(live)}); "
+            f"sweeps 3-4 LIVE {covered}/{len(later)}; missed {len(missed)} "
+            f"(checked {sum(bool(m['checked']) for m in missed)}, 'may be in view' {said}, "
+            f"states {sorted({m['state'] for m in missed})}); phantom {r['phantom']} "
+            f"states {sorted({m['state'] for m in phantom})}"
+        )
+
+
+def pooled(outs: list[Path]) -> dict:
+    """The issue's figures over a set of runs."""
+    rows = [m for out in outs for m in json.loads((out / "margins.json").read_text())]
+    scores = [json.loads((out / "score.json").read_text()) for out in outs]
+    scored = [m for m in rows if "err_mean" in m]
+    live = [m for m in scored if m["state"] == "LIVE"]
+    points = sum(s["seen_points"] for s in scores)
+    return dict(
+        runs=len(outs),
+        in_view=sum(m["in_view"] for m in rows),
+        scored=len(scored),
+        live=len(live),
+        live_over_2mm=sum(m["err_p95"] > 2.0 for m in live),
+        over_2mm_any_state=sum(m["err_p95"] > 2.0 for m in scored),
+        mean_boundary_error_mm=float(np.mean([m["err_mean"] for m in scored])),
+        mean_mri_only_mm=float(np.mean([m["mri_mean"] for m in scored])),
+        seen_points=points,
+        seen_err_mm=sum(s["seen_err"] * s["seen_points"] for s in scores if s["seen_points"])
+        / points,
+        seen_mri_err_mm=sum(
+            s["seen_mri_err"] * s["seen_points"] for s in scores if s["seen_points"]
+        )
+        / points,
+        seen_beat=sum(s["seen_beat"] * s["seen_points"] for s in scores if s["seen_points"])
+        / points,
+        runs_seen_worse=sum(s["seen_err"] > s["seen_mri_err"] for s in scores if s["seen_points"]),
+        missed=sum(s["missed"] for s in scores),
+        missed_checked=sum(s["missed_checked"] for s in scores),
+        missed_live=sum(
+            1 for m in rows if not m["in_view"] and m["true_area_mm2"] >= 1 and m["state"] == "LIVE"
+        ),
+    )
+
+
 def main(argv: list[str]) -> None:
     import argparse
 
@@ -532,17 +596,27 @@ def main(argv: list[str]) -> None:
     p.add_argument("--sweeps", type=int, default=4)
     p.add_argument("--second-after-s", type=float, default=0.3)
     p.add_argument("--run-arg", action="append", default=[], help="more usnav run arguments")
+    p.add_argument("--ctrl-c", type=int, default=2, help="Ctrl-Cs that end the run")
     p = sub.add_parser("score")
     p.add_argument("case", type=Path)
     p.add_argument("out", type=Path)
     p = sub.add_parser("table")
     p.add_argument("outs", type=Path, nargs="+")
+    p = sub.add_parser("pooled")
+    p.add_argument("outs", type=Path, nargs="+")
+    p = sub.add_parser("details")
+    p.add_argument("outs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.cmd == "run":
         RUN_ARGS.extend(args.run_arg)
+        CTRL_C_COUNT[0] = args.ctrl_c
         run(args.case, args.out, args.options, args.late_s, args.sweeps, args.second_after_s)
     elif args.cmd == "score":
         print(json.dumps(score(args.case, args.out), indent=1, default=str)[:4000])
+    elif args.cmd == "pooled":
+        print(json.dumps(pooled(args.outs), indent=1))
+    elif args.cmd == "details":
+        details(args.outs)
     else:
         table(args.outs)
 
