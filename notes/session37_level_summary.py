@@ -1,0 +1,54 @@
+"""Session 37 (helper "level"): summary of notes/session37_level.py rows.
+
+A candidate is at the wrong level when its error now is over 12 mm (half a vertebra).
+``lead`` = min(ambiguity_margin_22mm, ambiguity_margin_25mm) of config B (elevation probes
+one vertebra up and down); for a rule "reject when lead < θ" evaluated on B's rows.
+
+    python notes/session37_level_summary.py ROWS.jsonl [ROWS.jsonl ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+
+
+def outcome(r: dict) -> str:
+    if r["status"] != 0:
+        return f"exit {r['status']}"
+    if not r["accepted"]:
+        kind = r["reason"].split(":")[1].split("(")[0].strip().split(" ")[0]
+        return f"rejected ({kind})"
+    return "accepted RIGHT" if r["error_now_mm"] < 12 else "accepted WRONG level"
+
+
+def main(paths: list[str]) -> None:
+    rows = [json.loads(ln) for p in paths for ln in open(p) if ln.strip()]
+    for start in ("ordinary", "level+", "level-"):
+        for cfg in ("A", "B"):
+            sel = [r for r in rows if r["start"] == start and r["config"] == cfg]
+            if not sel:
+                continue
+            c = Counter(outcome(r) for r in sel)
+            acc = [r["error_now_mm"] for r in sel if r.get("accepted")]
+            over2 = sum(e > 2 for e in acc)
+            print(f"{start:8s} {cfg}: n={len(sel)} {dict(sorted(c.items()))} accepted>2mm={over2}")
+    print("\nlead (min of 22/25 mm elevation margins, config B), by candidate:")
+    for r in rows:
+        if r["config"] != "B" or r["status"] != 0:
+            continue
+        m = r["margins"]
+        if "ambiguity_margin_22mm" not in m and "ambiguity_margin_25mm" not in m:
+            continue
+        lead = min(m.get("ambiguity_margin_22mm", 9), m.get("ambiguity_margin_25mm", 9))
+        wrong = r["candidate_error_now_mm"] > 12
+        print(
+            f"  {r['name']:34s} cand {r['candidate_error_now_mm']:6.2f} "
+            f"{'WRONG' if wrong else 'right':5s} lead {lead:+.4f} corr {r['correction_mm']:5.1f} "
+            f"{'acc' if r['accepted'] else 'rej'} {r['reason'][:50]}"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
