@@ -45,7 +45,10 @@ def main(src: Path, dst: Path) -> None:
         vb = np.asarray(truth["landmarks"]["vertebral_body_posterior"])
         step = vb[1] - vb[0]
         out = {"name": row["name"]}
-        for tag, vol in (("pre", mri), ("op", operated_mri(mri, removed, opts.removed_fill_percentile))):
+        for tag, vol in (
+            ("pre", mri),
+            ("op", operated_mri(mri, removed, opts.removed_fill_percentile)),
+        ):
             prob = SweepRegistration(vol, sweep, cand, opts)
             sim = prob.level(-1).similarity
             for k, sgn in (("0", 0), ("+", 1), ("-", -1)):
@@ -55,7 +58,10 @@ def main(src: Path, dst: Path) -> None:
         out["removed_gain"] = out["op0"] - out["pre0"]
         with dst.open("a") as fh:
             fh.write(json.dumps(out) + "\n")
-        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}), flush=True)
+        print(
+            json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 
 def outcome(r: dict) -> str:
@@ -24,7 +25,7 @@ def outcome(r: dict) -> str:
 
 
 def main(paths: list[str]) -> None:
-    rows = [json.loads(ln) for p in paths for ln in open(p) if ln.strip()]
+    rows = [json.loads(ln) for p in paths for ln in Path(p).read_text().splitlines() if ln.strip()]
     for start in ("ordinary", "level+", "level-"):
         for cfg in ("A", "B"):
             sel = [r for r in rows if r["start"] == start and r["config"] == cfg]
