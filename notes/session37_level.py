@@ -38,6 +38,8 @@ from usnav.sim.truth import load_truth
 CONFIGS = {
     "A": "",
     "B": "ambiguity_offsets_mm = [6.0, 9.0, 22.0, 25.0]\n",
+    # B with a wider MRI crop: do the leads depend on the crop around the initial pose?
+    "C": "ambiguity_offsets_mm = [6.0, 9.0, 22.0, 25.0]\nroi_margin_mm = 45.0\n",
 }
 
 
