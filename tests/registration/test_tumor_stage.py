@@ -126,6 +126,33 @@ def test_register_with_label_publishes_both_estimates(shifted_case, tmp_path: Pa
     assert truth.mtre_now(published) < truth.mtre_now(bony) - 0.3
 
 
+def test_the_level_check_rejects_a_tumor_seen_in_too_few_of_the_sweeps_frames(shifted_case):
+    """``tumor_min_sweep_fraction`` (off by default): an accepted estimate whose tumor stage
+    saw the tumor in fewer than that fraction of the frames is rejected as a possible wrong
+    vertebral level, the initial estimate kept (session 37)."""
+    from usnav.registration.rigid import register_sweep
+
+    mri, sweep, label, truth, _ = shifted_case
+    init = truth.init_reference_to_mri
+    # more than a tumor can cover; the verdict's slower tests off (the check follows them)
+    opts = RegistrationOptions(
+        tumor_min_sweep_fraction=1.0,
+        ambiguity_offsets_mm=[],
+        sweep_climbs=0,
+        confirm_evaluations=0,
+        null_offset_mm=0.0,
+    )
+    result = register_sweep(mri, sweep, init, opts, tumor_label=label)
+    stage = result.tumor_stage
+    assert stage is not None and 3 <= stage["frames"] < len(sweep), stage  # the stage ran
+    assert not result.accepted and not result.confident
+    assert result.reason.startswith("rejected: possible wrong vertebral level"), result.reason
+    assert f"under {stage['frames'] / len(sweep):.0%} of the sweep's frames" in result.reason
+    np.testing.assert_array_equal(result.reference_to_mri, init)
+    assert result.to_json()["uncertainty_mm"] is None
+    assert RegistrationOptions().tumor_min_sweep_fraction is None  # off by default
+
+
 def test_an_empty_label_is_refused_naming_the_file(shifted_case, tmp_path: Path):
     from usnav.errors import InputError
     from usnav.registration.rigid import register_sweep

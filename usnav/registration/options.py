@@ -340,6 +340,19 @@ class RegistrationOptions(BaseModel):
     """A frame counts if at least this many pixels lie near the tumor."""
     tumor_min_frames: int = Field(default=3, ge=1)
     """The stage runs only if at least this many frames count."""
+    tumor_min_sweep_fraction: float | None = Field(default=None, gt=0, le=1)
+    """Level check from the tumor label (session 37, notes/session-37-level.md; off by
+    default, None): with a tumor label, an accepted estimate whose tumor stage found the
+    tumor's surroundings (``tumor_min_pixels`` within ``tumor_roi_mm``) in fewer than this
+    fraction of the sweep's frames (at most ``tumor_max_frames``) is rejected as a possible
+    wrong vertebral level: a sweep made over the tumor, registered one vertebra off, puts the
+    labelled tumor near its end or beyond it. Measured, not adopted: 0.30 was chosen on tuning
+    seeds (right level 0.31–0.73 of the frames, wrong level 0–0.28) and, looked at after
+    another rule's report on held-out seeds 7539–7550, flagged 6 of 8 wrong-level acceptances
+    and none of 14 right ones (one right at 0.300). It assumes the sweep is centred on the
+    tumor and covers about a vertebra either side; a partial sweep or a sweep far longer than
+    the tumor is not checked by it. Batch registration only (``usnav register``, ``usnav
+    evaluate``); the live worker does not apply it."""
     removed_fill_percentile: float = Field(default=99.5, ge=0, le=100)
     """With a removed-tissue label (``usnav register --removed``): the MRI intensity the
     removed tissue is filled with, as this percentile of the MRI's voxels (99.5: the

@@ -178,6 +178,11 @@ def register_sweep(
             result.bony_reference_to_mri = result.reference_to_mri
             result.reference_to_mri = stage.reference_to_mri
             result.followed_tumor(problem.options)
+        least = problem.options.tumor_min_sweep_fraction
+        if least is not None:
+            seen = stage.frames / max(1, min(len(sweep), problem.options.tumor_max_frames))
+            if seen < least:
+                result.reject_off_level(seen, least)
     if frame is not None:
         _to_mri_world(result, np.linalg.inv(frame), initial, given_initial)
     result.seconds = time.perf_counter() - t0

@@ -182,6 +182,22 @@ class RegistrationResult:
         if self.accepted and not self.confident:
             self.reason += _uncertain_note(options)
 
+    def reject_off_level(self, seen: float, least: float) -> None:
+        """Reject an accepted estimate whose tumor stage saw the tumor in only ``seen`` (< the
+        option ``tumor_min_sweep_fraction`` ``least``) of the sweep's frames: a possible
+        wrong vertebral level. The initial estimate is kept; the candidate and the tumor
+        stage's outcome stay in the result."""
+        self.reason = (
+            f"rejected: possible wrong vertebral level: the tumor label lies under "
+            f"{seen:.0%} of the sweep's frames (fewer than {least:.0%}); a sweep over the "
+            f"tumor registered one vertebra off puts it at the sweep's end (the candidate "
+            f"otherwise: {self.reason})"
+        )
+        self.accepted = False
+        self.confident = False
+        self.reference_to_mri = self.initial.copy()
+        self.bony_reference_to_mri = None
+
     def estimate(self, sequence: int = 0) -> RegistrationEstimate:
         """As a :class:`RegistrationEstimate` (the candidate, with its verdict)."""
         return RegistrationEstimate(
