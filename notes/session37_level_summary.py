@@ -4,6 +4,9 @@ A candidate is at the wrong level when its error now is over 12 mm (half a verte
 ``lead`` = min(ambiguity_margin_22mm, ambiguity_margin_25mm) of config B (elevation probes
 one vertebra up and down); for a rule "reject when lead < θ" evaluated on B's rows.
 
+``T`` = the tumor stage's frames / the sweep's frames of each accepted row (rule T flags
+< 0.30), read from the row's RESULT.json in ``results/`` beside ROWS.jsonl.
+
     python notes/session37_level_summary.py ROWS.jsonl [ROWS.jsonl ...]
 """
 
@@ -25,7 +28,11 @@ def outcome(r: dict) -> str:
 
 
 def main(paths: list[str]) -> None:
-    rows = [json.loads(ln) for p in paths for ln in Path(p).read_text().splitlines() if ln.strip()]
+    rows = []
+    for p in paths:
+        for ln in Path(p).read_text().splitlines():
+            if ln.strip():
+                rows.append(dict(json.loads(ln), results=str(Path(p).parent / "results")))
     for start in ("ordinary", "level+", "level-"):
         for cfg in ("A", "B"):
             sel = [r for r in rows if r["start"] == start and r["config"] == cfg]
@@ -48,6 +55,18 @@ def main(paths: list[str]) -> None:
             f"  {r['name']:34s} cand {r['candidate_error_now_mm']:6.2f} "
             f"{'WRONG' if wrong else 'right':5s} lead {lead:+.4f} corr {r['correction_mm']:5.1f} "
             f"{'acc' if r['accepted'] else 'rej'} {r['reason'][:50]}"
+        )
+
+    print("\nrule T (tumor stage frames / sweep frames < 0.30), accepted rows:")
+    for r in rows:
+        if r["status"] != 0 or not r["accepted"]:
+            continue
+        res = json.loads((Path(r["results"]) / f"{r['name']}.json").read_text())
+        seen = ((res["tumor_stage"] or {}).get("frames") or 0) / min(res["frames"], 150)
+        wrong = r["error_now_mm"] > 12
+        print(
+            f"  {r['name']:34s} {'WRONG' if wrong else 'right':5s} T {seen:.3f}"
+            f"{'  FLAG' if seen < 0.30 else ''}"
         )
 
 
