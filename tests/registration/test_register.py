@@ -437,3 +437,32 @@ def test_a_candidate_in_the_wrong_basin_along_the_sweep_climbs_to_the_better_one
     # and off, it never moves
     off = SweepRegistration(mri, sweep, truth.reference_to_mri, RegistrationOptions(sweep_climbs=0))
     assert off._climb_along_sweep(wrong)[1] == 0
+
+
+def test_a_rejected_candidates_conditional_bound_is_not_printed_as_one(
+    small_case_dirs, tmp_path, capsys
+):
+    """A candidate rejected after its bound was computed (here by the level check) is not the
+    answer: the summary line says the kept estimate is not bounded and prints no number that
+    reads as the candidate's bound (session 37: a wrong-level candidate 23 mm off printed
+    "the candidate's: 3.19 mm")."""
+    from usnav.cli.main import main
+
+    case = small_case_dirs[8]
+    config = tmp_path / "options.toml"
+    config.write_text(
+        "[registration]\ntumor_min_sweep_fraction = 1.0\nambiguity_offsets_mm = []\n"
+        "sweep_climbs = 0\nconfirm_evaluations = 0\nnull_offset_mm = 0.0\n"
+    )
+    out = tmp_path / "result.json"
+    argv = ["register", str(case / "sweep.igs.mha"), "--mri", str(case / "mri.nii.gz")]
+    argv += ["--label", str(case / "tumor_label.nii.gz")]
+    argv += ["--calibration", str(case / "calibration.toml")]
+    argv += ["--init", str(case / "init_ReferenceToMri.txt")]
+    argv += ["--config", str(config), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["accepted"] is False and doc["candidate_uncertainty_mm"] is not None
+    line = capsys.readouterr().out
+    assert "REJECTED" in line and "not bounded by the images" in line, line
+    assert f"{doc['candidate_uncertainty_mm']:.2f}" not in line and "candidate's" not in line

@@ -107,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
     uncertainty = (
         f"uncertainty {bound}"
         if result.accepted
-        else f"the kept estimate's error is not bounded by the images (the candidate's: {bound})"
+        # a rejected candidate's bound holds only if it were the right pose, which the
+        # rejection says the images could not establish (a wrong-level candidate 23 mm off
+        # printed "the candidate's: 3.19 mm", session 37): not printed as a bound
+        else "the kept estimate's error is not bounded by the images"
     )
     print(
         f"{verdict}: similarity {result.initial_similarity:.4f} → {result.similarity:.4f}, "
