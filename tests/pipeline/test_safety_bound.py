@@ -35,3 +35,30 @@ def test_margins_without_an_image_based_registration_are_not_counted() -> None:
 @pytest.mark.parametrize("uncertainty", [float("nan"), float("inf")])
 def test_an_unstated_uncertainty_is_not_a_bound(uncertainty: float) -> None:
     assert _bound_covers([_row(0.1, uncertainty)])[1] == 0
+
+
+def test_the_safety_bench_counts_margins_wrong_about_the_tumor_being_in_view() -> None:
+    """A tumor drawn where the true plane holds none, and "no tumor in view" where a drawable
+    section is, have no boundary error: the safety bench counts them apart (session 37)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from usnav.bench.bench_safety import _wrong_about_view
+
+    none_there = np.zeros((40, 40), bool)
+    section = np.zeros((40, 40), bool)
+    section[10:14, 10:14] = True  # 16 px of 0.3 × 0.3 mm = 1.44 mm²
+    sliver = np.zeros((40, 40), bool)
+    sliver[10, 10:12] = True  # 0.18 mm²: below what the protocol draws
+
+    def message(in_view: bool) -> SimpleNamespace:
+        return SimpleNamespace(
+            in_view=in_view, contours=("c",) if in_view else (), spacing_mm=(0.3, 0.3)
+        )
+
+    assert _wrong_about_view(message(True), none_there) == "tumor drawn, none in the plane"
+    assert _wrong_about_view(message(False), section).startswith("no tumor in view")
+    assert _wrong_about_view(message(True), section) == ""
+    assert _wrong_about_view(message(False), none_there) == ""
+    assert _wrong_about_view(message(False), sliver) == ""

@@ -69,6 +69,10 @@ class CaseRun:
     #: per in-view margin message: (pass index, display state, p95, mean, mean MRI-only,
     #: protocol-1 LIVE, the registration's uncertainty_mm, the display reason, the message)
     in_view: list[tuple] = field(default_factory=list)
+    #: per margin message wrong about whether the tumor is in the plane at all: (display
+    #: state, protocol-1 LIVE, what it said): a tumor drawn where the true plane holds none,
+    #: or "no tumor in view" where it holds at least the protocol's drawable 1 mm²
+    wrong_view: list[tuple[str, bool, str]] = field(default_factory=list)
     joins_s: list[float] = field(default_factory=list)
     first_margin_s: list[float] = field(default_factory=list)
     final_tre_mm: float = float("nan")
@@ -123,6 +127,20 @@ def _score(message, truth: np.ndarray) -> tuple[float, float, float]:
     if s.size == 0:
         return float("nan"), float("nan"), float("nan")
     return float(np.percentile(s, 95)), float(s.mean()), float(m.mean())
+
+
+def _wrong_about_view(message, truth: np.ndarray) -> str:
+    """What a margin message says wrongly about the tumor being in its plane at all ("" when
+    it is right): a contour drawn where the true plane holds no tumor pixel, or "no tumor in
+    view" where the true section reaches the protocol's drawable 1 mm². Neither has a
+    boundary error to score, so the p95 figure cannot see them (session 37)."""
+    if message.in_view and message.contours and not truth.any():
+        return "tumor drawn, none in the plane"
+    if not message.in_view and truth.any():
+        spacing = message.spacing_mm
+        if float(truth.sum()) * float(spacing[0]) * float(spacing[1]) >= 1.0:
+            return "no tumor in view, a section in the plane"
+    return ""
 
 
 def _late_join(endpoint: str, reference: Callable[[], str]) -> tuple[float, float]:
@@ -230,16 +248,21 @@ def _run_case(
     for message in seen:
         sweep, number = pass_and_frame(message.header.frame_number, truth)
         mask = truth.get(number)
-        if not message.in_view or mask is None or not mask.any():
+        if mask is None:
+            continue
+        h = message.header
+        old_rule = (not h.stale) and (
+            not h.registration_checked or (h.quality is not None and h.quality >= 0.5)
+        )
+        wrong = _wrong_about_view(message, mask)
+        if wrong:
+            run.wrong_view.append((h.display_state, old_rule, wrong))
+        if not message.in_view or not mask.any():
             continue
         p95, mean, mri_mean = _score(message, mask)
         if not np.isfinite(p95):
             continue
-        h = message.header
         sweep_index = min(PASSES - 1, sweep)
-        old_rule = (not h.stale) and (
-            not h.registration_checked or (h.quality is not None and h.quality >= 0.5)
-        )
         run.in_view.append(
             (
                 sweep_index,
@@ -375,6 +398,8 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
     refused = drawn_with(TIED_TOO_FAR_NOTE.split("{cap:g}")[1])
     checked = [r[3] for r in rows if r[8].header.registration_checked]
     honest, bounded = _bound_covers(rows)
+    wrong_view = [w for run in runs for w in run.wrong_view]
+    wrong_live = [what for state, _, what in wrong_view if state == "LIVE"]
     figures = [
         Figure(
             "in-view LIVE margins with boundary error p95 > 2 mm",
@@ -387,6 +412,21 @@ def bench_display_state(ctx: BenchContext) -> list[Figure]:
             higher_is_better=False,
             note=f"{note}; states {states}; stated uncertainty of the bad LIVE ones "
             f"{', '.join(f'{u:.2f}' for u in bad_live if u is not None) or '-'} mm",
+        ),
+        Figure(
+            "LIVE margins wrong about the tumor being in the plane at all",
+            len(wrong_live),
+            "margins",
+            "0",
+            not wrong_live,
+            "protocol-1 rule (accepted, quality ≥ 0.5)",
+            sum(1 for _, old, _ in wrong_view if old),
+            higher_is_better=False,
+            note=f"{len(wrong_view)} margin messages wrong about it in all (a tumor drawn where "
+            f"the true plane has none, or none said where ≥ 1 mm² is), "
+            f"{sum(1 for w in wrong_live if w.startswith('tumor drawn'))} of the LIVE ones "
+            "drawing a tumor that is not there; no boundary error exists for them, so the p95 "
+            "figure above cannot count them (session 37)",
         ),
         Figure(
             "mean boundary error, all published in-view margins",
