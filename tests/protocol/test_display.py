@@ -63,6 +63,10 @@ def test_an_unconfirmed_navigation_registration_says_why() -> None:
         ({"checked_age_s": 61.0}, "not re-checked on the images for 61 s"),
         ({"checked_age_s": math.nan}, "age unknown"),
         ({"doubt": "the tumor lies 0.4 mm from this plane"}, "0.4 mm from this plane"),
+        (
+            {"contradicted": "a pose 3.2 mm from it scores clearly better"},
+            "contradicted by the newest frames: a pose 3.2 mm from it",
+        ),
     ],
 )
 def test_uncertain_cases(kwargs, words) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -429,6 +430,21 @@ def test_an_unconfirmed_navigation_registration_goes_out_as_such(pair, case) -> 
         assert message.header.display_state == "UNCERTAIN"
         assert message.header.display_reason.endswith(f"not confirmed on the ultrasound: {note}")
         assert not message.header.registration_checked
+
+
+def test_a_contradicted_registration_goes_out_uncertain(pair, case) -> None:
+    """An image-based estimate the newest frames contradict (session 37: the patient reference
+    was bumped) is sent UNCERTAIN with the reason, though its bound and age would be LIVE."""
+    publisher, subscriber = pair
+    good = RegistrationEstimate(np.eye(4), source="image", uncertainty_mm=1.0)
+    note = "a pose 3.1 mm from it scores clearly better on the newest frames"
+    publisher.publish_registration(good, in_use=True, resent=True)
+    publisher.publish_registration(replace(good, contradicted=note), in_use=True, resent=True)
+    got = [subscriber.receive(timeout_s=5) for _ in range(2)]
+    assert [m.header.display_state for m in got] == ["LIVE", "UNCERTAIN"]
+    assert got[1].header.display_reason.endswith(note)
+    assert "contradicted by the newest frames" in got[1].header.display_reason
+    assert got[1].header.registration_checked
 
 
 def test_the_documented_python_client_runs(case, estimator) -> None:

@@ -296,3 +296,59 @@ def test_the_worker_refuses_search_axes_it_would_not_apply():
     with pytest.raises(ValidationError, match="full.search_axes = 'sweep'.*usnav register"):
         WorkerOptions(full=sweep_axes)
     assert RegistrationOptions(search_axes="sweep").search_axes == "sweep"  # batch keeps it
+
+
+def _bumped(window, truth, mm=3.0, deg=2.0):
+    """The window as the tracker reports it after the patient reference was bumped: the true
+    ReferenceToMri becomes D @ T (D: ``deg`` about the tumor, then ``mm``), the images stay."""
+    from scipy.spatial.transform import Rotation
+
+    centre = np.asarray(truth.landmarks["tumor_centroid"], float).reshape(3)
+    d = np.eye(4)
+    d[:3, :3] = Rotation.from_rotvec(np.radians(deg) * np.array([0.6, 0.0, 0.8])).as_matrix()
+    d[:3, 3] = centre - d[:3, :3] @ centre + mm * np.array([0.0, 0.8, 0.6])
+    t = truth.reference_to_mri
+    move = np.linalg.inv(t) @ np.linalg.inv(d) @ t
+    return [(image, move @ pose, stamp) for image, pose, stamp in window]
+
+
+def test_an_estimate_the_newest_frames_contradict_is_marked_until_confirmed(small_case):
+    """The patient reference is bumped after an estimate was accepted: a later update finds a
+    pose clearly better on the same frames but is not adopted (here: its correction exceeds
+    what the warm options allow). The estimate in use stays (margins are still drawn with it)
+    but is marked contradicted, so a display shows it UNCERTAIN; the reference put back, an
+    update confirms it and the mark goes (session 37)."""
+    from usnav.protocol.display import UNCERTAIN, DisplayRules, publisher_state
+    from usnav.registration.estimate import RegistrationEstimate
+
+    mri, sweep, cal, truth = small_case
+    worker = RegistrationWorker(
+        mri, cal, truth.init_reference_to_mri, WorkerOptions(min_frames=20, min_new_frames=10)
+    )
+    worker.options = worker.options.model_copy(
+        update={"warm": worker.options.warm.model_copy(update={"max_correction_mm": 1.0})}
+    )
+    # an image-based estimate in use (the true pose), as a first update would have left it
+    in_use = RegistrationEstimate(truth.reference_to_mri.copy(), uncertainty_mm=1.0, source="image")
+    worker._accepted, worker._image_accepted = in_use, True
+    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    after = worker.update(_bumped(window, truth))
+    assert after is not None and not after.accepted, after.reason
+    assert "implausible correction" in after.reason
+    marked = worker.latest_accepted()
+    np.testing.assert_array_equal(marked.reference_to_mri, in_use.reference_to_mri)
+    assert marked.t_computed == in_use.t_computed  # not a confirmation
+    assert worker.stats.contradicted == 1
+    assert "scores clearly better on the newest frames" in marked.contradicted
+    assert "implausible correction" in marked.contradicted
+    state = publisher_state(
+        checked=True,
+        uncertainty_mm=1.0,
+        checked_age_s=1.0,
+        rules=DisplayRules(),
+        contradicted=marked.contradicted,
+    )
+    assert state.state == UNCERTAIN and "contradicted by the newest frames" in state.reason
+    back = worker.update(window)  # the reference put back: the frames agree with it again
+    assert back is not None and not back.accepted
+    assert worker.stats.confirmed == 1 and worker.latest_accepted().contradicted == ""

@@ -318,11 +318,17 @@ def _bound_covers(rows: list[tuple]) -> tuple[float, int]:
 def _restated(message, rules) -> str:
     """The display state the publisher would have sent with ``rules`` (everything it needs
     travels in the in-view margin message: registration checked, uncertainty, age, staleness,
-    the seen points' disagreement)."""
-    from usnav.protocol.display import publisher_state, seen_disagreement_doubt
+    the seen points' disagreement; a contradicted registration, by its display reason)."""
+    from usnav.protocol.display import (
+        CONTRADICTED_PREFIX,
+        publisher_state,
+        seen_disagreement_doubt,
+    )
 
     h = message.header
+    contradicted = h.display_reason.partition(CONTRADICTED_PREFIX)[2]
     return publisher_state(
+        contradicted=contradicted,
         checked=h.registration_checked,
         uncertainty_mm=h.uncertainty_mm,
         checked_age_s=h.age_s,

@@ -14,8 +14,10 @@ The publisher's rule, per message, in this order:
    system's initial registration: ``usnav run --no-registration``, and the time before the
    first image-based estimate), or its stated uncertainty is unknown or above
    :attr:`DisplayRules.live_max_uncertainty_mm`, or it was last checked on the images more than
-   :attr:`DisplayRules.max_unchecked_s` ago, or the message's own content is in doubt (e.g. "no
-   tumor in view" while the tumor lies within the uncertainty of the image plane).
+   :attr:`DisplayRules.max_unchecked_s` ago, or the newest frames contradict it (a later
+   update, not adopted, scored clearly better elsewhere: the patient reference was bumped), or
+   the message's own content is in doubt (e.g. "no tumor in view" while the tumor lies within
+   the uncertainty of the image plane).
 3. **LIVE** — otherwise.
 
 ``uncertainty_mm`` is the registration's stated 95 % bound on the error at the tumor (from the
@@ -135,6 +137,10 @@ class DisplayState:
         return self.state == LIVE
 
 
+#: How a display reason for a contradicted registration begins.
+CONTRADICTED_PREFIX = "registration contradicted by the newest frames: "
+
+
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -148,6 +154,7 @@ def publisher_state(
     stale_reason: str = "",
     doubt: str = "",
     unconfirmed: str = "",
+    contradicted: str = "",
 ) -> DisplayState:
     """The publisher's display state of one message (see the module docstring).
 
@@ -170,6 +177,10 @@ def publisher_state(
     unconfirmed
         For an unchecked registration: why image-based tries have not confirmed it ("": none
         has judged it yet).
+    contradicted
+        For a checked registration: why the newest frames contradict it ("": they do not;
+        :attr:`usnav.registration.estimate.RegistrationEstimate.contradicted`). Never LIVE
+        while set.
     """
     if stale_reason:
         return DisplayState(STALE, stale_reason)
@@ -206,6 +217,8 @@ def _registration_doubt(
             f"registration uncertain: ±{_over(uncertainty_mm, limit)} mm (95 %) exceeds "
             f"{limit:.3g} mm"
         )
+    if contradicted:
+        return DisplayState(UNCERTAIN, f"{CONTRADICTED_PREFIX}{contradicted}")
     if not _finite(checked_age_s):
         return "registration age unknown"
     assert checked_age_s is not None

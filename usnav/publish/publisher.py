@@ -252,6 +252,7 @@ class Publisher:
             stale_reason=stale_reason,
             doubt=doubt,
             unconfirmed=estimate.unconfirmed,
+            contradicted=estimate.contradicted,
         )
 
     def _send(self, topic: str, header: dict[str, Any], buffers: list) -> bool:

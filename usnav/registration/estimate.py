@@ -61,6 +61,13 @@ class RegistrationEstimate:
         (never LIVE), and later tries still start from ``reference_to_mri``. None otherwise,
         and None when that candidate lies farther from the navigation registration than
         ``WorkerOptions.max_tied_correction_mm`` (the reason then says so).
+    contradicted
+        For an image-based estimate in use: why the newest frames contradict it, in words ("":
+        they do not). Set when a later update, not adopted, found a pose farther than
+        ``WorkerOptions.confirm_within_mm`` from it that scores clearly better on the same
+        frames (the patient reference was bumped, the patient moved); cleared when an estimate
+        is accepted or this one is confirmed again. Display only: margins are still drawn with
+        this estimate, but never as LIVE (:func:`usnav.protocol.display.publisher_state`).
     """
 
     reference_to_mri: np.ndarray
@@ -76,6 +83,7 @@ class RegistrationEstimate:
     unconfirmed: str = ""
     across_sweep_reference_to_mri: np.ndarray | None = None
     tied_candidate_reference_to_mri: np.ndarray | None = None
+    contradicted: str = ""
 
     @property
     def checked(self) -> bool:

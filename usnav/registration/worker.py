@@ -336,6 +336,16 @@ class WorkerOptions(BaseModel):
     confirm_min_similarity_ratio: float = Field(default=0.8, ge=0, le=1)
     """... provided the accepted estimate's similarity on the new frames is at least this
     fraction of what it was when accepted (it has not collapsed: the anatomy did not move)."""
+    demote_when_contradicted: StrictBool = True
+    """An update not adopted whose candidate lies farther than ``confirm_within_mm`` from the
+    image-based estimate in use and scores clearly better than it on the same frames (the
+    warm options' ``min_similarity_gain`` and ``min_paired_t``: the replacement rule's
+    "clearly") marks that estimate :attr:`RegistrationEstimate.contradicted`: a display shows
+    it UNCERTAIN until an estimate is accepted or it is confirmed again. It changes no
+    estimate. Session 37 (notes/session-37-bump.md): after the patient reference was bumped
+    by 3-6 mm the estimate in use stayed LIVE, 4 mm off, until ``max_unchecked_s`` ran out
+    (60 s), because every later update was rejected (ambiguous) and none adopted. False: no
+    such demotion."""
     threads: int = Field(default=1, ge=0)
     """Threads of the worker's similarity evaluations (its registrations' ``threads`` is
     replaced by this). 1 leaves the other core of a 2-core machine to the frame path; 0 =
@@ -513,6 +523,7 @@ class WorkerStats:
     accepted: int = 0
     rejected: int = 0
     confirmed: int = 0
+    contradicted: int = 0  # updates that marked the estimate in use as contradicted
     failed: int = 0
     bad_frames: int = 0  # offered but unusable (not 2D, pose not a finite 4×4): dropped
     last_update_s: float = float("nan")
@@ -882,8 +893,17 @@ class RegistrationWorker:
                         f"confirmed by image: the update from {len(window)} new frames lies "
                         f"{result.correction_mm:.2f} mm from it"
                     ),
+                    contradicted="",
                 )
                 self.stats.confirmed += 1
+            elif (
+                warm
+                and not rejudge
+                and (why := self._contradiction(result, current, estimate.reason))
+            ):
+                # display only: the estimate in use stays, but is no longer shown as good
+                self._accepted = replace(self._accepted, contradicted=why)
+                self.stats.contradicted += 1
         self.stats.updates += 1
         self.stats.accepted += int(estimate.accepted)
         self.stats.rejected += int(not estimate.accepted)
@@ -958,6 +978,29 @@ class RegistrationWorker:
             ratio = result.initial_similarity / current.similarity
             return bool(ratio >= self.options.confirm_min_similarity_ratio)
         return True
+
+    def _contradiction(self, result, current: RegistrationEstimate, verdict: str) -> str:
+        """Why a rejected warm update contradicts the image-based estimate in use ("" if it
+        does not): its candidate lies farther than ``confirm_within_mm`` from it and scores
+        clearly better on the same frames (:attr:`WorkerOptions.demote_when_contradicted`)."""
+        if not (self.options.demote_when_contradicted and self._image_accepted):
+            return ""
+        if current.source != "image" or not np.isfinite(result.correction_mm):
+            return ""
+        gain = float(result.diagnostics.get("gain", np.nan))
+        t = float(result.diagnostics.get("paired_t", np.nan))
+        warm = self.options.warm
+        if not (
+            result.correction_mm > self.options.confirm_within_mm
+            and gain >= warm.min_similarity_gain
+            and t >= warm.min_paired_t
+        ):
+            return ""
+        why = verdict.removeprefix("rejected: ")
+        return (
+            f"a pose {result.correction_mm:.1f} mm from it scores clearly better on the newest "
+            f"frames (gain {gain:+.4f}, t = {t:.1f}), not adopted: {_shorten(why, 80)}"
+        )
 
     def _levels_for(
         self, sweep: Sweep, reference_to_mri: np.ndarray, opts: RegistrationOptions
