@@ -62,3 +62,28 @@ def test_the_safety_bench_counts_margins_wrong_about_the_tumor_being_in_view() -
     assert _wrong_about_view(message(True), section) == ""
     assert _wrong_about_view(message(False), none_there) == ""
     assert _wrong_about_view(message(False), sliver) == ""
+
+
+def test_a_restated_message_keeps_a_contradicted_registration_uncertain() -> None:
+    """The budget bench restates each margin's state under other display rules from what the
+    message carries; a registration the newest frames contradicted (session 37) travels only
+    in the display reason, and must stay UNCERTAIN when restated."""
+    from usnav.bench.bench_safety import _restated
+    from usnav.protocol.display import CONTRADICTED_PREFIX
+
+    def message(reason: str) -> SimpleNamespace:
+        header = SimpleNamespace(
+            registration_checked=True,
+            uncertainty_mm=1.0,
+            age_s=2.0,
+            stale=False,
+            stale_reason="",
+            display_reason=reason,
+        )
+        return SimpleNamespace(
+            header=header, in_view=True, supported_fraction=0.0, median_abs_disagreement_mm=None
+        )
+
+    rules = DisplayRules(margin_error_mm=0.0)
+    assert _restated(message(""), rules) == "LIVE"
+    assert _restated(message(f"{CONTRADICTED_PREFIX}a pose 2.1 mm from it"), rules) == "UNCERTAIN"

@@ -184,7 +184,9 @@ def publisher_state(
     """
     if stale_reason:
         return DisplayState(STALE, stale_reason)
-    why = _registration_doubt(checked, uncertainty_mm, checked_age_s, rules, unconfirmed)
+    why = _registration_doubt(
+        checked, uncertainty_mm, checked_age_s, rules, unconfirmed, contradicted
+    )
     # the message's own doubt is said too when the registration already keeps it from LIVE: a
     # display told "registration uncertain" alone would show "no tumor in view" without the
     # reason protocol.md promises ("the tumor lies 0.4 mm from this plane ...")
@@ -200,6 +202,7 @@ def _registration_doubt(
     checked_age_s: float | None,
     rules: DisplayRules,
     unconfirmed: str,
+    contradicted: str,
 ) -> str:
     """Why the registration keeps a message from LIVE ("" when it does not)."""
     if not checked:
@@ -218,7 +221,7 @@ def _registration_doubt(
             f"{limit:.3g} mm"
         )
     if contradicted:
-        return DisplayState(UNCERTAIN, f"{CONTRADICTED_PREFIX}{contradicted}")
+        return f"{CONTRADICTED_PREFIX}{contradicted}"
     if not _finite(checked_age_s):
         return "registration age unknown"
     assert checked_age_s is not None
