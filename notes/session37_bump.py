@@ -17,8 +17,9 @@ Usage::
     python notes/session37_bump.py report OUT.json [...]       # the figures
 
 Scenarios: ``none`` (control), ``bump`` (3-6 mm / 2-5 deg at the tumor, at the start of pass
-``BUMP_PASS``), ``drift`` (0.5 mm/s for 12 s, then held), ``back`` (the bump, and the
-reference put back 24 s later).
+``BUMP_PASS``), ``drift`` (0.5 mm/s for 12 s on the recording's clock, then held: at
+``RATE`` 0.5 that is 0.25 mm/s for 24 s of scanning), ``drift-fast`` (0.5 mm/s of scanning
+for 12 s), ``back`` (the bump, and the reference put back 24 s of scanning later).
 """
 
 from __future__ import annotations
@@ -124,6 +125,12 @@ def motion(scenario: str, seed: int, centroid: np.ndarray):
             return rigid(DRIFT_MM_S * min(max(s, 0.0), DRIFT_FOR_S), 0.0)
 
         return drift, f"drift {DRIFT_MM_S} mm/s for {DRIFT_FOR_S / RATE:.0f} s wall"
+    if scenario == "drift-fast":  # 0.5 mm/s of scanning time at RATE 0.5: 6 mm in 12 s
+
+        def fast(s: float) -> np.ndarray:
+            return rigid(2 * DRIFT_MM_S * min(max(s, 0.0), DRIFT_FOR_S / 2), 0.0)
+
+        return fast, f"drift {2 * DRIFT_MM_S * RATE} mm/s for {DRIFT_FOR_S / 2 / RATE:.0f} s wall"
     if scenario == "back":
 
         def back(s: float) -> np.ndarray:

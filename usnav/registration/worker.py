@@ -342,10 +342,12 @@ class WorkerOptions(BaseModel):
     warm options' ``min_similarity_gain`` and ``min_paired_t``: the replacement rule's
     "clearly") marks that estimate :attr:`RegistrationEstimate.contradicted`: a display shows
     it UNCERTAIN until an estimate is accepted or it is confirmed again. It changes no
-    estimate. Session 37 (notes/session-37-bump.md): after the patient reference was bumped
-    by 3-6 mm the estimate in use stayed LIVE, 4 mm off, until ``max_unchecked_s`` ran out
-    (60 s), because every later update was rejected (ambiguous) and none adopted. False: no
-    such demotion."""
+    estimate. Session 37 (notes/session-37-bump.md, tuning seeds 1801-1808, live runs with a
+    site budget that allows LIVE): after the patient reference was bumped by 3-6 mm the wrong
+    estimate stayed LIVE for 28-61 s (until an update was finally adopted or
+    ``max_unchecked_s`` ran out: the updates in between were rejected, most as ambiguous); with
+    this it is UNCERTAIN 8.0-8.7 s after the bump. In 8 runs without a bump it fired once, for
+    3.6 s (38 of 6722 in-view margins, none over 2 mm). False: no such demotion."""
     threads: int = Field(default=1, ge=0)
     """Threads of the worker's similarity evaluations (its registrations' ``threads`` is
     replaced by this). 1 leaves the other core of a 2-core machine to the frame path; 0 =
