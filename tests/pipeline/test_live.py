@@ -480,6 +480,7 @@ def test_two_estimates_between_two_frames_both_go_out(small_case: Path) -> None:
         assert all(made)
         pipeline._publish_estimate_if_new()  # the next frame
         pipeline._publish_estimate_if_new()  # and the one after: nothing new
+
         # the periodic re-sends come too: wait for the three estimates themselves
         def estimates() -> list:
             return [m for m in display.of(RegistrationMessage) if not m.resent]
