@@ -352,3 +352,49 @@ def test_an_estimate_the_newest_frames_contradict_is_marked_until_confirmed(smal
     back = worker.update(window)  # the reference put back: the frames agree with it again
     assert back is not None and not back.accepted
     assert worker.stats.confirmed == 1 and worker.latest_accepted().contradicted == ""
+
+
+@pytest.mark.parametrize("recover", [False, True])
+def test_a_contradicted_estimate_is_corrected_by_a_cold_try_from_it(small_case, recover):
+    """The patient reference bumped, the estimate in use (the pose before the bump) is
+    contradicted by a warm update that may not move far enough. With
+    ``recover_when_contradicted`` the next update is a cold try from it, adopted on the same
+    frames: the overlay is corrected (the moved truth, within 1.5 mm), not only demoted; without
+    it the warm update is refused again and the wrong estimate stays (session 37)."""
+    from usnav.registration.estimate import RegistrationEstimate
+
+    mri, sweep, cal, truth = small_case
+    worker = RegistrationWorker(
+        mri,
+        cal,
+        truth.init_reference_to_mri,
+        WorkerOptions(min_frames=20, min_new_frames=10, recover_when_contradicted=recover),
+    )
+    worker.options = worker.options.model_copy(
+        update={"warm": worker.options.warm.model_copy(update={"max_correction_mm": 1.0})}
+    )
+    in_use = RegistrationEstimate(truth.reference_to_mri.copy(), uncertainty_mm=1.0, source="image")
+    worker._accepted, worker._image_accepted = in_use, True
+    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    bumped = _bumped(window, truth)
+    worker.update(bumped)
+    assert worker.latest_accepted().contradicted  # the estimate in use is contradicted
+    again = worker.update(bumped)
+    assert again is not None
+    # the true ReferenceToMri of the bumped window: T @ move⁻¹ (move as _bumped applies it)
+    moved = truth.reference_to_mri @ np.linalg.inv(bumped[0][1] @ np.linalg.inv(window[0][1]))
+    used = worker.latest_accepted()
+    points = np.asarray(truth.landmarks["tumor_centroid"], float).reshape(1, 3)
+
+    def off_mm(reference_to_mri):
+        change = reference_to_mri @ np.linalg.inv(moved)
+        return float(np.linalg.norm(points @ change[:3, :3].T + change[:3, 3] - points))
+
+    if recover:
+        assert again.accepted and "cold try from the contradicted" in again.reason, again.reason
+        assert used.sequence == again.sequence and used.contradicted == ""
+        assert off_mm(used.reference_to_mri) < 1.5 < off_mm(in_use.reference_to_mri)
+    else:
+        assert not again.accepted and "cold try" not in again.reason
+        np.testing.assert_array_equal(used.reference_to_mri, in_use.reference_to_mri)
+        assert used.contradicted

@@ -348,6 +348,17 @@ class WorkerOptions(BaseModel):
     ``max_unchecked_s`` ran out: the updates in between were rejected, most as ambiguous); with
     this it is UNCERTAIN 8.0-8.7 s after the bump. In 8 runs without a bump it fired once, for
     3.6 s (38 of 6722 in-view margins, none over 2 mm). False: no such demotion."""
+    recover_when_contradicted: StrictBool = False
+    """While the image-based estimate in use is contradicted
+    (:attr:`demote_when_contradicted`), each update is a cold try (the ``full`` options: the
+    first registration's search, with its restarts and its ambiguity probe) started from that
+    estimate and judged against it on the same frames; its candidate is adopted when the
+    verdict accepts it and it is clearly better than the estimate in use on the same frames
+    (the replacement rule's "clearly", without its no-return history: the world moved, so a
+    pose the registration left may be right again). A cold candidate within
+    ``confirm_within_mm`` confirms the estimate as a warm one does. Nothing changes while no
+    estimate is contradicted. Session 37 (notes/session-37-recover.md). False: the warm
+    updates go on from the contradicted estimate."""
     threads: int = Field(default=1, ge=0)
     """Threads of the worker's similarity evaluations (its registrations' ``threads`` is
     replaced by this). 1 leaves the other core of a 2-core machine to the frame path; 0 =
@@ -789,6 +800,10 @@ class RegistrationWorker:
         if rejudge:  # a cold try from the navigation registration on the full window
             self._rejudge_due = False
             current, warm = self._navigation, False
+        # the estimate in use is contradicted: a cold try from it, judged against it
+        recover = bool(warm and self.options.recover_when_contradicted and current.contradicted)
+        if recover:
+            warm = False
         opts = self.options.warm if warm else self.options.full
         if opts.threads != self.options.threads:
             opts = opts.model_copy(update={"threads": self.options.threads})
@@ -820,6 +835,21 @@ class RegistrationWorker:
             if not adopt:
                 result.accepted = False
                 verdict = f"rejected: {verdict}"
+        elif recover:
+            fine = problem.level(-1).similarity
+            verdict = "a cold try from the contradicted estimate in use"
+            if result.accepted:
+                # against the estimate in use only: the no-return history does not apply
+                adopt, why = ReplacementRule(self.rule.min_gain, self.rule.min_t, 0).judge(
+                    lambda m: fine.evaluate(m)[1], result.candidate, current.reference_to_mri
+                )
+                if not adopt:
+                    result.accepted = False
+                    verdict = f"rejected: {verdict}, {why}"
+                else:
+                    verdict = f"{verdict}, {why}"
+            else:
+                verdict = f"rejected: {verdict}"
         if rejudge:
             # whatever the full window says, the replacement rule's history starts again
             self.rule = self._fresh_rule()
@@ -849,7 +879,7 @@ class RegistrationWorker:
             self._latest = estimate
             self._recent.append(estimate)
             if estimate.accepted:
-                if warm:
+                if warm or recover:
                     self.rule.adopted(current.reference_to_mri)
                 elif not rejudge:  # a first estimate from a short window is judged again
                     self._rejudge_due = len(window) < self.options.window_frames
