@@ -805,6 +805,12 @@ class RegistrationWorker:
         if recover:
             warm = False
         opts = self.options.warm if warm else self.options.full
+        if recover:  # a correction need not exceed its uncertainty (as for a warm update)
+            opts = opts.model_copy(
+                update={
+                    "min_correction_to_uncertainty": self.options.warm.min_correction_to_uncertainty
+                }
+            )
         if opts.threads != self.options.threads:
             opts = opts.model_copy(update={"threads": self.options.threads})
         start = np.asarray(current.reference_to_mri).tobytes()
