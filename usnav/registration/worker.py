@@ -356,8 +356,14 @@ class WorkerOptions(BaseModel):
     verdict accepts it and it is clearly better than the estimate in use on the same frames
     (the replacement rule's "clearly", without its no-return history: the world moved, so a
     pose the registration left may be right again). A cold candidate within
-    ``confirm_within_mm`` confirms the estimate as a warm one does. Nothing changes while no
-    estimate is contradicted. Session 37 (notes/session-37-recover.md). False: the warm
+    ``confirm_within_mm`` confirms the estimate as a warm one does; the correction need not
+    exceed its own uncertainty (as for a warm update). Nothing changes while no estimate is
+    contradicted (the same estimates, bit for bit, on four tuning cases). Session 37
+    (notes/session-37-recover.md, tuning seeds 1801-1808, the bump harness): after a 3-6 mm
+    bump the overlay was corrected 11.0-14.7 s after it in 5 of 5 live runs (0.15-0.52 mm at
+    the tumor; ~2.5 s per cold try), against 1 of 5 within 72 s without it; offline every
+    contradicted case was corrected at the first cold try, and a reference put back was
+    followed back. Off by default until the lead decides (recommended on). False: the warm
     updates go on from the contradicted estimate."""
     threads: int = Field(default=1, ge=0)
     """Threads of the worker's similarity evaluations (its registrations' ``threads`` is
