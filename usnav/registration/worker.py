@@ -360,7 +360,7 @@ class WorkerOptions(BaseModel):
     exceed its own uncertainty (as for a warm update). Nothing changes while no estimate is
     contradicted (the same estimates, bit for bit, on four tuning cases). Session 37
     (notes/session-37-recover.md, tuning seeds 1801-1808, the bump harness): after a 3-6 mm
-    bump the overlay was corrected 11.0-14.7 s after it in 5 of 5 live runs (0.15-0.52 mm at
+    bump the overlay was corrected 11.0-14.7 s after it in 5 of 5 live runs (0.15-0.64 mm at
     the tumor; ~2.5 s per cold try), against 1 of 5 within 72 s without it; offline every
     contradicted case was corrected at the first cold try, and a reference put back was
     followed back. Off by default until the lead decides (recommended on). False: the warm
