@@ -394,7 +394,44 @@ def test_a_contradicted_estimate_is_corrected_by_a_cold_try_from_it(small_case, 
         assert again.accepted and "cold try from the contradicted" in again.reason, again.reason
         assert used.sequence == again.sequence and used.contradicted == ""
         assert off_mm(used.reference_to_mri) < 1.5 < off_mm(in_use.reference_to_mri)
+        # the reference put back: contradicted again, and the pose left before (in the
+        # no-return history) is adopted again
+        worker.update(window)
+        assert worker.latest_accepted().contradicted
+        back = worker.update(window)
+        assert back is not None and back.accepted, back.reason
+        assert truth.mtre(worker.latest_accepted().reference_to_mri) < 1.5
     else:
         assert not again.accepted and "cold try" not in again.reason
         np.testing.assert_array_equal(used.reference_to_mri, in_use.reference_to_mri)
         assert used.contradicted
+
+
+def test_a_recovery_correction_within_its_own_uncertainty_is_adopted(small_case):
+    """A small bump (1.2 mm, 0.8°): the cold try's correction (~1.4 mm) lies within twice its
+    resolution, which the first registration's verdict refuses (``min_correction_to_uncertainty``);
+    a recovery, like a warm update, is adopted when clearly better on the same frames."""
+    from usnav.registration.estimate import RegistrationEstimate
+
+    mri, sweep, cal, truth = small_case
+    worker = RegistrationWorker(
+        mri,
+        cal,
+        truth.init_reference_to_mri,
+        WorkerOptions(min_frames=20, min_new_frames=10, recover_when_contradicted=True),
+    )
+    worker.options = worker.options.model_copy(
+        update={"warm": worker.options.warm.model_copy(update={"max_correction_mm": 0.8})}
+    )
+    in_use = RegistrationEstimate(truth.reference_to_mri.copy(), uncertainty_mm=1.0, source="image")
+    worker._accepted, worker._image_accepted = in_use, True
+    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    bumped = _bumped(window, truth, mm=1.2, deg=0.8)
+    worker.update(bumped)
+    assert worker.latest_accepted().contradicted
+    again = worker.update(bumped)
+    assert again is not None and again.accepted, again.reason
+    full = worker.options.full  # what the first registration's verdict would refuse:
+    floor = full.min_correction_to_uncertainty * full.uncertainty_floor_mm
+    assert _correction_mm(again.reason) < floor, again.reason
+    assert worker.latest_accepted().sequence == again.sequence
