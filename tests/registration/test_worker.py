@@ -319,19 +319,10 @@ def test_an_estimate_the_newest_frames_contradict_is_marked_until_confirmed(smal
     but is marked contradicted, so a display shows it UNCERTAIN; the reference put back, an
     update confirms it and the mark goes (session 37)."""
     from usnav.protocol.display import UNCERTAIN, DisplayRules, publisher_state
-    from usnav.registration.estimate import RegistrationEstimate
 
-    mri, sweep, cal, truth = small_case
-    worker = RegistrationWorker(
-        mri, cal, truth.init_reference_to_mri, WorkerOptions(min_frames=20, min_new_frames=10)
-    )
-    worker.options = worker.options.model_copy(
-        update={"warm": worker.options.warm.model_copy(update={"max_correction_mm": 1.0})}
-    )
+    truth = small_case[3]
     # an image-based estimate in use (the true pose), as a first update would have left it
-    in_use = RegistrationEstimate(truth.reference_to_mri.copy(), uncertainty_mm=1.0, source="image")
-    worker._accepted, worker._image_accepted = in_use, True
-    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    worker, in_use, window = _in_use_at_the_truth(small_case, False, max_warm_correction_mm=1.0)
     after = worker.update(_bumped(window, truth))
     assert after is not None and not after.accepted, after.reason
     assert "implausible correction" in after.reason
@@ -361,21 +352,9 @@ def test_a_contradicted_estimate_is_corrected_by_a_cold_try_from_it(small_case, 
     ``recover_when_contradicted`` the next update is a cold try from it, adopted on the same
     frames: the overlay is corrected (the moved truth, within 1.5 mm), not only demoted; without
     it the warm update is refused again and the wrong estimate stays (session 37)."""
-    from usnav.registration.estimate import RegistrationEstimate
 
-    mri, sweep, cal, truth = small_case
-    worker = RegistrationWorker(
-        mri,
-        cal,
-        truth.init_reference_to_mri,
-        WorkerOptions(min_frames=20, min_new_frames=10, recover_when_contradicted=recover),
-    )
-    worker.options = worker.options.model_copy(
-        update={"warm": worker.options.warm.model_copy(update={"max_correction_mm": 1.0})}
-    )
-    in_use = RegistrationEstimate(truth.reference_to_mri.copy(), uncertainty_mm=1.0, source="image")
-    worker._accepted, worker._image_accepted = in_use, True
-    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    truth = small_case[3]
+    worker, in_use, window = _in_use_at_the_truth(small_case, recover, max_warm_correction_mm=1.0)
     bumped = _bumped(window, truth)
     worker.update(bumped)
     assert worker.latest_accepted().contradicted  # the estimate in use is contradicted
@@ -411,21 +390,9 @@ def test_a_recovery_correction_within_its_own_uncertainty_is_adopted(small_case)
     """A small bump (1.2 mm, 0.8°): the cold try's correction (~1.4 mm) lies within twice its
     resolution, which the first registration's verdict refuses (``min_correction_to_uncertainty``);
     a recovery, like a warm update, is adopted when clearly better on the same frames."""
-    from usnav.registration.estimate import RegistrationEstimate
 
-    mri, sweep, cal, truth = small_case
-    worker = RegistrationWorker(
-        mri,
-        cal,
-        truth.init_reference_to_mri,
-        WorkerOptions(min_frames=20, min_new_frames=10, recover_when_contradicted=True),
-    )
-    worker.options = worker.options.model_copy(
-        update={"warm": worker.options.warm.model_copy(update={"max_correction_mm": 0.8})}
-    )
-    in_use = RegistrationEstimate(truth.reference_to_mri.copy(), uncertainty_mm=1.0, source="image")
-    worker._accepted, worker._image_accepted = in_use, True
-    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    truth = small_case[3]
+    worker, _in_use, window = _in_use_at_the_truth(small_case, True, max_warm_correction_mm=0.8)
     bumped = _bumped(window, truth, mm=1.2, deg=0.8)
     worker.update(bumped)
     assert worker.latest_accepted().contradicted
@@ -435,3 +402,29 @@ def test_a_recovery_correction_within_its_own_uncertainty_is_adopted(small_case)
     floor = full.min_correction_to_uncertainty * full.uncertainty_floor_mm
     assert _correction_mm(again.reason) < floor, again.reason
     assert worker.latest_accepted().sequence == again.sequence
+
+
+def _in_use_at_the_truth(small_case, recover: bool, max_warm_correction_mm: float):
+    """A worker whose image-based estimate in use is the truth, its warm search capped at
+    ``max_warm_correction_mm`` (so a bump needs more than a warm update can reach), and the
+    case's whole sweep as a window of (image, ImageToReference, t)."""
+    from usnav.registration.estimate import RegistrationEstimate
+
+    mri, sweep, cal, truth = small_case
+    worker = RegistrationWorker(
+        mri,
+        cal,
+        truth.init_reference_to_mri,
+        WorkerOptions(min_frames=20, min_new_frames=10, recover_when_contradicted=recover),
+    )
+    worker.options = worker.options.model_copy(
+        update={
+            "warm": worker.options.warm.model_copy(
+                update={"max_correction_mm": max_warm_correction_mm}
+            )
+        }
+    )
+    in_use = RegistrationEstimate(truth.reference_to_mri.copy(), uncertainty_mm=1.0, source="image")
+    worker._accepted, worker._image_accepted = in_use, True
+    window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
+    return worker, in_use, window
