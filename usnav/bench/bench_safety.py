@@ -137,8 +137,11 @@ def _wrong_about_view(message, truth: np.ndarray) -> str:
     if message.in_view and message.contours and not truth.any():
         return "tumor drawn, none in the plane"
     if not message.in_view and truth.any():
+        from usnav.margins.options import MarginOptions
+
         spacing = message.spacing_mm
-        if float(truth.sum()) * float(spacing[0]) * float(spacing[1]) >= 1.0:
+        drawable_mm2 = MarginOptions().min_area_mm2  # what the publisher draws at the least
+        if float(truth.sum()) * float(spacing[0]) * float(spacing[1]) >= drawable_mm2:
             return "no tumor in view, a section in the plane"
     return ""
 

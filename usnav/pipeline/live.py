@@ -474,10 +474,11 @@ class LivePipeline:
             return
         since = getattr(self.worker, "estimates_since", None)
         new = since(self._last_estimate_published) if since else [self.worker.latest()]
+        new = [e for e in new if e is not None and e.sequence != self._last_estimate_published]
+        if not new:  # the common case, once per frame
+            return
         in_use = self.current_estimate().sequence
         for estimate in new:
-            if estimate is None or estimate.sequence == self._last_estimate_published:
-                continue
             self._last_estimate_published = estimate.sequence
             # "margins are now computed with it": an accepted one already replaced is not
             self._publisher.publish_registration(
