@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,6 +96,23 @@ def streaming(case: Path, serve: dict, **options):
         pipeline.stop()
         display.close()
         server.stop()
+
+
+def worker_and_window(case: Path) -> tuple[Any, list]:
+    """A registration worker for ``case`` (not started) and the case's whole sweep as one
+    window of (image, ImageToReference, t) frames for :meth:`RegistrationWorker.update`."""
+    from usnav.registration.sweep import load_sweep
+    from usnav.registration.worker import RegistrationWorker, WorkerOptions
+
+    calibration = load_calibration(case / "calibration.toml")
+    worker = RegistrationWorker(
+        load_volume(case / "mri.nii.gz"),
+        calibration.image_to_probe,
+        read_initial(case / "init_ReferenceToMri.txt"),
+        WorkerOptions(min_frames=20),
+    )
+    sweep = load_sweep(case / "sweep.igs.mha", calibration.image_to_probe)
+    return worker, list(zip(sweep.images, sweep.image_to_reference, sweep.timestamps, strict=True))
 
 
 def run_and_collect(case: Path, **options) -> tuple[LivePipeline, Collector]:
@@ -457,18 +475,8 @@ def test_two_estimates_between_two_frames_both_go_out(small_case: Path) -> None:
     drawn LIVE, then the full window's judgment of it; the pipeline published the newest
     only, so the adopted one never went out as an estimate)."""
     from usnav.client import RegistrationMessage
-    from usnav.registration.sweep import load_sweep
-    from usnav.registration.worker import RegistrationWorker, WorkerOptions
 
-    calibration = load_calibration(small_case / "calibration.toml")
-    worker = RegistrationWorker(
-        load_volume(small_case / "mri.nii.gz"),
-        calibration.image_to_probe,
-        read_initial(small_case / "init_ReferenceToMri.txt"),
-        WorkerOptions(min_frames=20),
-    )
-    sweep = load_sweep(small_case / "sweep.igs.mha", calibration.image_to_probe)
-    window = list(zip(sweep.images, sweep.image_to_reference, sweep.timestamps, strict=True))
+    worker, window = worker_and_window(small_case)
     pipeline = _pipeline(small_case, free_port())
     pipeline.worker = worker
     pipeline.prepare()

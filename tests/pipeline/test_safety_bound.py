@@ -66,10 +66,11 @@ def test_the_safety_bench_counts_margins_wrong_about_the_tumor_being_in_view() -
 
 def test_a_restated_message_keeps_a_contradicted_registration_uncertain() -> None:
     """The budget bench restates each margin's state under other display rules from what the
-    message carries; a registration the newest frames contradicted (session 37) travels only
-    in the display reason, and must stay UNCERTAIN when restated."""
+    message carries; a registration the newest frames contradicted (session 37) and a patient
+    reference moved since the check (session 38) travel only in the display reason, and must
+    stay UNCERTAIN when restated."""
     from usnav.bench.bench_safety import _restated
-    from usnav.protocol.display import CONTRADICTED_PREFIX
+    from usnav.protocol.display import CONTRADICTED_PREFIX, REFERENCE_MOVED_PREFIX
 
     def message(reason: str) -> SimpleNamespace:
         header = SimpleNamespace(
@@ -87,3 +88,6 @@ def test_a_restated_message_keeps_a_contradicted_registration_uncertain() -> Non
     rules = DisplayRules(margin_error_mm=0.0)
     assert _restated(message(""), rules) == "LIVE"
     assert _restated(message(f"{CONTRADICTED_PREFIX}a pose 2.1 mm from it"), rules) == "UNCERTAIN"
+    moved = f"{REFERENCE_MOVED_PREFIX}4.4 mm against the tracker since the registration was checked"
+    assert _restated(message(moved), rules) == "UNCERTAIN"
+    assert _restated(message(f"registration uncertain: ±2.4 mm; {moved}"), rules) == "UNCERTAIN"

@@ -321,15 +321,24 @@ def _bound_covers(rows: list[tuple]) -> tuple[float, int]:
 def _restated(message, rules) -> str:
     """The display state the publisher would have sent with ``rules`` (everything it needs
     travels in the in-view margin message: registration checked, uncertainty, age, staleness,
-    the seen points' disagreement; a contradicted registration, by its display reason)."""
+    the seen points' disagreement; a contradicted registration and a moved patient reference,
+    by the display reason)."""
     from usnav.protocol.display import (
         CONTRADICTED_PREFIX,
+        REFERENCE_MOVED_PREFIX,
         publisher_state,
         seen_disagreement_doubt,
     )
 
     h = message.header
     contradicted = h.display_reason.partition(CONTRADICTED_PREFIX)[2]
+    moved = h.display_reason.partition(REFERENCE_MOVED_PREFIX)[2].partition("; ")[0]
+    seen = seen_disagreement_doubt(
+        in_view=message.in_view,
+        seen_fraction=message.supported_fraction,
+        median_disagreement_mm=message.median_abs_disagreement_mm,
+        rules=rules,
+    )
     return publisher_state(
         contradicted=contradicted,
         checked=h.registration_checked,
@@ -337,12 +346,7 @@ def _restated(message, rules) -> str:
         checked_age_s=h.age_s,
         rules=rules,
         stale_reason=h.stale_reason if h.stale else "",
-        doubt=seen_disagreement_doubt(
-            in_view=message.in_view,
-            seen_fraction=message.supported_fraction,
-            median_disagreement_mm=message.median_abs_disagreement_mm,
-            rules=rules,
-        ),
+        doubt="; ".join(d for d in (REFERENCE_MOVED_PREFIX + moved if moved else "", seen) if d),
     ).state
 
 

@@ -36,6 +36,7 @@ from usnav.margins import MarginEstimator
 from usnav.pipeline.arrival import ArrivalClock
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.queues import LatestSlot, RecordQueue
+from usnav.pipeline.reference_motion import ReferenceMotionMonitor, reference_to_tracker
 from usnav.pipeline.stats import LatencyMeter, RateMeter
 from usnav.protocol.display import STALE, DisplayState, seen_disagreement_doubt
 from usnav.registration.estimate import RegistrationEstimate
@@ -167,6 +168,10 @@ class LivePipeline:
         self._status_listeners: list = []
         self._last_estimate_published = -1
         self.last_drawn_estimate: RegistrationEstimate | None = None
+        #: the patient reference against the tracker since the registration was checked
+        self.reference_motion = ReferenceMotionMonitor(
+            self.options.display.max_reference_motion_mm, _worker_window_frames(worker)
+        )
 
     # -- life cycle ------------------------------------------------------------------------
     def prepare(self) -> dict[str, float]:
@@ -189,6 +194,10 @@ class LivePipeline:
             self.compile_seconds["margins"] = time.perf_counter() - t0
             if self.worker is None and self.options.registration and self.mri is not None:
                 self.worker = self._build_worker()
+                self.reference_motion = ReferenceMotionMonitor(
+                    self.options.display.max_reference_motion_mm,
+                    _worker_window_frames(self.worker),
+                )
             if self.worker is not None:
                 from usnav.registration import warm_up
 
@@ -379,6 +388,14 @@ class LivePipeline:
         stale_reason = self._stale_reason(frame)
         if stale_reason:
             self.counters.stale_published += 1
+        # the reference's motion puts the registration in doubt on every topic (the frame, the
+        # status and the re-sent registration too), not only this frame's margins
+        self._publisher.registration_doubt = self.reference_motion.observe(
+            reference_to_tracker(frame, self.calibration_stage.reference),
+            i2r,
+            frame.image.shape[:2],
+            checked_key=(estimate.sequence, estimate.t_computed) if estimate.checked else None,
+        )
         doubt = self._estimator.absence_doubt(
             margins, estimate.uncertainty_mm, frame.image.shape[:2]
         ) or seen_disagreement_doubt(
@@ -594,6 +611,15 @@ class LivePipeline:
             "transforms": {k: v.value for k, v in self.probe.transform_states().items()},
             "last_problem": self.counters.last_problem,
             "calibration_flagged": self.calibration_flagged,
+            # the patient reference's motion against the tracker since the registration was
+            # checked on the images, mm at the newest frame's corners (None: not watched,
+            # e.g. a stream of ProbeToReference only, or nothing checked yet)
+            "reference_motion_mm": (
+                None
+                if self.reference_motion.motion_mm is None
+                else round(self.reference_motion.motion_mm, 2)
+            ),
+            "reference_watched": self.reference_motion.watching,
         }
 
     def link_stale_reason(self, state: DeviceState | None = None) -> str:
@@ -647,6 +673,13 @@ class LivePipeline:
                         self._slicer.mark_stale(self._tracking_lost)
             except Exception:  # status must never take the pipeline down
                 log.exception("status publishing failed")
+
+
+def _worker_window_frames(worker: Any) -> int:
+    """How many recent frames the registration worker judges (its window; 150, the
+    default, when it does not say)."""
+    window = getattr(getattr(worker, "options", None), "window_frames", None)
+    return int(window) if isinstance(window, int) and window > 0 else 150
 
 
 def _tracking_reason(status: TransformStatus) -> str:

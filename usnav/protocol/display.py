@@ -16,8 +16,9 @@ The publisher's rule, per message, in this order:
    :attr:`DisplayRules.live_max_uncertainty_mm`, or it was last checked on the images more than
    :attr:`DisplayRules.max_unchecked_s` ago, or the newest frames contradict it (a later
    update, not adopted, scored clearly better elsewhere: the patient reference was bumped), or
-   the message's own content is in doubt (e.g. "no tumor in view" while the tumor lies within
-   the uncertainty of the image plane).
+   the patient reference moved against the tracker since the registration was last checked
+   (:attr:`DisplayRules.max_reference_motion_mm`), or the message's own content is in doubt
+   (e.g. "no tumor in view" while the tumor lies within the uncertainty of the image plane).
 3. **LIVE** — otherwise.
 
 ``uncertainty_mm`` is the registration's stated 95 % bound on the error at the tumor (from the
@@ -91,6 +92,14 @@ class DisplayRules(BaseModel):
         ``max_seen_disagreement_mm`` from the MRI's (the image contradicts the overlay: a
         registration within its bound plus a shifted cord can still be that far off). None: no
         such check.
+    max_reference_motion_mm
+        A frame's margins are UNCERTAIN when the patient reference has moved against the
+        tracker by more than this, mm (the largest displacement at the frame's image
+        corners), since the registration in use was last checked on the images, until the
+        images check it again (:mod:`usnav.pipeline.reference_motion`; session 38). The
+        default, 2 mm, is the safe-display target: a move that alone could put the overlay
+        that far off. Raise it where breathing moves the reference more; None: no such check
+        (and none is possible on streams that carry only ``ProbeToReference``).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -102,6 +111,7 @@ class DisplayRules(BaseModel):
     max_unchecked_s: float = Field(default=60.0, gt=0)
     max_seen_disagreement_mm: float | None = Field(default=1.0, gt=0)
     min_seen_fraction: float = Field(default=0.2, ge=0, le=1)
+    max_reference_motion_mm: float | None = Field(default=2.0, gt=0, le=MAX_THRESHOLD_MM)
 
     @model_validator(mode="after")
     def _registration_limit(self) -> DisplayRules:
@@ -139,6 +149,9 @@ class DisplayState:
 
 #: How a display reason for a contradicted registration begins.
 CONTRADICTED_PREFIX = "registration contradicted by the newest frames: "
+#: How the doubt of a patient reference moved since the registration was checked begins
+#: (:mod:`usnav.pipeline.reference_motion`); it holds no "; ".
+REFERENCE_MOVED_PREFIX = "patient reference moved "
 
 
 def _finite(value: float | None) -> bool:

@@ -104,6 +104,11 @@ class Publisher:
         #: why nothing this publisher sends may be LIVE, for the whole run ("" if nothing):
         #: e.g. a calibration ``usnav calibrate`` flagged
         self.standing_doubt = standing_doubt
+        #: why the registration in use is in doubt right now beyond what the estimate says
+        #: ("" if nothing): set by the pipeline at each frame (the patient reference moved
+        #: against the tracker since the registration was checked,
+        #: :mod:`usnav.pipeline.reference_motion`); every topic's messages carry it
+        self.registration_doubt = ""
         if (
             curve_secret_key is None
             and address.startswith("tcp://")
@@ -231,9 +236,10 @@ class Publisher:
         doubt: str = "",
     ) -> DisplayState:
         """The ``display_state`` of data computed with ``estimate`` (see
-        :func:`usnav.protocol.display.publisher_state`); the message's own ``doubt``, else
-        the publisher's :attr:`standing_doubt`, keeps it from LIVE."""
-        doubt = doubt or self.standing_doubt
+        :func:`usnav.protocol.display.publisher_state`); the :attr:`registration_doubt`, and
+        the message's own ``doubt``, else the publisher's :attr:`standing_doubt`, keep it from
+        LIVE."""
+        doubt = "; ".join(d for d in (self.registration_doubt, doubt or self.standing_doubt) if d)
         if estimate is None:
             if stale_reason:
                 return publisher_state(

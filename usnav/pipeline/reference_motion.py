@@ -1,0 +1,184 @@
+"""Watching the patient reference against the tracker between two image checks.
+
+The registration (``ReferenceToMri``) is only as good as the patient reference's hold on the
+spine. A reference that is bumped, or a patient who moves against it, makes the registration
+in use wrong at once, while the images can say so only when a later window disagrees (8-9 s,
+notes/session-37-bump.md). The tracker sees such a move at once: ``ReferenceToTracker`` jumps.
+
+:class:`ReferenceMotionMonitor` keeps, for the registration in use, the reference's pose at
+the frames it was last checked on (estimated or confirmed on the images) and measures, at
+each frame, how far the reference has moved since, as the largest displacement of the
+frame's image corners: a point of anatomy fixed in the tracker's frame is mapped that far
+from where it was when the registration was checked. Beyond
+:attr:`usnav.protocol.display.DisplayRules.max_reference_motion_mm` the frame's margins are
+UNCERTAIN until the images check the registration again on frames whose reference poses
+agree (a whole patient moved with the reference is then confirmed, a bumped reference is
+contradicted or corrected).
+
+It cannot tell a bumped reference from a moved camera or a patient moved as a whole with
+the reference (the registration is still right then): it says "the reference moved" and
+waits for the images. Streams that carry only ``ProbeToReference`` cannot be watched.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from usnav.frames import TrackedFrame, TransformStatus
+from usnav.protocol.display import REFERENCE_MOVED_PREFIX
+from usnav.transforms import TransformRepository
+
+
+def moved_mm(
+    reference_to_tracker_then: np.ndarray,
+    reference_to_tracker_now: np.ndarray,
+    points_reference_mm: np.ndarray,
+) -> float:
+    """How far a reference move displaces points of anatomy, mm.
+
+    Parameters
+    ----------
+    reference_to_tracker_then, reference_to_tracker_now
+        4×4 ``ReferenceToTracker`` (Reference mm → Tracker mm) before and after.
+    points_reference_mm
+        (n, 3) points in Reference mm (as the system placed them before the move).
+
+    Returns
+    -------
+    float
+        The largest distance, mm, between where the points were and where the system now
+        places the same anatomy (fixed in the tracker's frame):
+        ``‖inv(now) · then · p − p‖``.
+    """
+    change = np.linalg.solve(reference_to_tracker_now, reference_to_tracker_then)
+    pts = np.asarray(points_reference_mm, dtype=np.float64).reshape(-1, 3)
+    moved = pts @ change[:3, :3].T + change[:3, 3] - pts
+    return float(np.sqrt((moved**2).sum(axis=1)).max())
+
+
+def image_corners_mm(image_to_reference: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+    """The four corners of an image (rows, cols) in Reference mm, (4, 3)."""
+    rows, cols = image_shape[:2]
+    pix = np.array(
+        [[0, 0, 0, 1], [cols - 1, 0, 0, 1], [0, rows - 1, 0, 1], [cols - 1, rows - 1, 0, 1]],
+        dtype=np.float64,
+    )
+    return (pix @ np.asarray(image_to_reference, dtype=np.float64).T)[:, :3]
+
+
+def reference_to_tracker(frame: TrackedFrame, reference: str = "Reference") -> np.ndarray | None:
+    """The frame's valid ``ReferenceToTracker`` (4×4), None when it carries none or its status
+    is not OK."""
+    name = f"{reference}ToTracker"
+    try:
+        repo = TransformRepository.from_frame(frame)
+        if not repo.has(name):
+            return None
+        tt = repo.get(name)
+    except Exception:  # a frame's odd transforms never stop the frame path
+        return None
+    matrix = np.asarray(tt.matrix, dtype=np.float64)
+    if tt.status is not TransformStatus.OK or matrix.shape != (4, 4):
+        return None
+    if not np.all(np.isfinite(matrix)):
+        return None
+    return matrix
+
+
+class ReferenceMotionMonitor:
+    """The patient reference's motion since the registration in use was checked on the images.
+
+    Parameters
+    ----------
+    limit_mm
+        Motion beyond which a frame's registration is in doubt, mm (None: never).
+    window_frames
+        How many recent frames the registration's checks look at (the worker's window): a
+        check anchors the reference's pose only when these frames' poses agree within
+        ``limit_mm``.
+    """
+
+    def __init__(self, limit_mm: float | None, window_frames: int = 150) -> None:
+        self.limit_mm = limit_mm
+        self._recent: deque[np.ndarray] = deque(maxlen=max(1, int(window_frames)))
+        #: ``ReferenceToTracker`` at the frames the registration in use was last checked on
+        self._anchor: np.ndarray | None = None
+        self._checked_key: tuple[int, float] | None = None
+        #: the spread of the reference's poses over the frames of a check that could not be
+        #: anchored (no earlier anchor): the registration in use was checked across a move
+        self._spread_unanchored: float | None = None
+        #: the newest frame's motion since the anchor, mm (None: not known)
+        self.motion_mm: float | None = None
+        #: frames that carried a valid ReferenceToTracker (0: the stream cannot be watched)
+        self.watched_frames = 0
+        #: frames whose registration was put in doubt by the reference's motion
+        self.doubted_frames = 0
+
+    @property
+    def watching(self) -> bool:
+        """Whether any frame carried ``ReferenceToTracker`` (else nothing can be said)."""
+        return self.watched_frames > 0
+
+    def observe(
+        self,
+        reference_to_tracker: np.ndarray | None,
+        image_to_reference: np.ndarray,
+        image_shape: tuple[int, ...],
+        *,
+        checked_key: tuple[int, float] | None,
+    ) -> str:
+        """Take one placed frame and say why its registration is in doubt ("" if it is not).
+
+        Parameters
+        ----------
+        reference_to_tracker
+            The frame's ``ReferenceToTracker`` (None: the stream does not carry it, or it is
+            not valid in this frame: nothing is said).
+        image_to_reference
+            The frame's ``ImageToReference`` (pixel → Reference mm).
+        image_shape
+            The image's (rows, cols).
+        checked_key
+            Identifies the registration in use and its last check (its sequence number and
+            the host time it was estimated or confirmed); None for a registration never
+            checked on the images (never LIVE anyway: nothing is said).
+        """
+        if reference_to_tracker is None or self.limit_mm is None:
+            self.motion_mm = None
+            return ""
+        self.watched_frames += 1
+        self._recent.append(reference_to_tracker)
+        corners = image_corners_mm(image_to_reference, image_shape)
+        if checked_key is None:
+            self.motion_mm = None
+            return ""
+        if checked_key != self._checked_key:
+            # the registration was (re)checked on the recent frames: anchor the reference's
+            # pose there, when they agree (a check made across a move says nothing about now)
+            self._checked_key = checked_key
+            spread = max(moved_mm(r, reference_to_tracker, corners) for r in self._recent)
+            if spread <= self.limit_mm:
+                self._anchor = reference_to_tracker
+                self._spread_unanchored = None
+            elif self._anchor is None:
+                self._spread_unanchored = spread
+        if self._anchor is None:
+            # checked only on frames across a move, and never before: nothing to measure from
+            assert self._spread_unanchored is not None  # the first check set one or the other
+            self.motion_mm = self._spread_unanchored
+            self.doubted_frames += 1
+            return (
+                f"{REFERENCE_MOVED_PREFIX}{self._spread_unanchored:.1f} mm against the tracker "
+                "during the frames the registration was checked on, re-checking on the images"
+            )
+        self.motion_mm = moved_mm(self._anchor, reference_to_tracker, corners)
+        if self.motion_mm > self.limit_mm:
+            self.doubted_frames += 1
+            return (
+                f"{REFERENCE_MOVED_PREFIX}{self.motion_mm:.1f} mm against the tracker since the "
+                f"registration was checked on the images (over {self.limit_mm:g} mm), "
+                "re-checking on the images"
+            )
+        return ""
