@@ -40,10 +40,13 @@ def moved_mm(
 
     Parameters
     ----------
-    reference_to_tracker_then, reference_to_tracker_now
-        4×4 ``ReferenceToTracker`` (Reference mm → Tracker mm) before and after.
+    reference_to_tracker_then
+        4×4 ``ReferenceToTracker`` (Reference mm → Tracker mm) before, or a stack (n, 4, 4)
+        of such poses (the largest displacement from any of them is returned).
+    reference_to_tracker_now
+        4×4 ``ReferenceToTracker`` after.
     points_reference_mm
-        (n, 3) points in Reference mm (as the system placed them before the move).
+        (m, 3) points in Reference mm (as the system placed them before the move).
 
     Returns
     -------
@@ -52,10 +55,11 @@ def moved_mm(
         places the same anatomy (fixed in the tracker's frame):
         ``‖inv(now) · then · p − p‖``.
     """
-    change = np.linalg.solve(reference_to_tracker_now, reference_to_tracker_then)
+    then = np.asarray(reference_to_tracker_then, dtype=np.float64).reshape(-1, 4, 4)
+    change = np.linalg.solve(np.asarray(reference_to_tracker_now, dtype=np.float64), then)
     pts = np.asarray(points_reference_mm, dtype=np.float64).reshape(-1, 3)
-    moved = pts @ change[:3, :3].T + change[:3, 3] - pts
-    return float(np.sqrt((moved**2).sum(axis=1)).max())
+    moved = np.einsum("nij,mj->nmi", change[:, :3, :3], pts) + change[:, None, :3, 3] - pts
+    return float(np.sqrt((moved**2).sum(axis=-1)).max())
 
 
 def image_corners_mm(image_to_reference: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
@@ -90,26 +94,28 @@ def reference_to_tracker(frame: TrackedFrame, reference: str = "Reference") -> n
 class ReferenceMotionMonitor:
     """The patient reference's motion since the registration in use was checked on the images.
 
+    A check (an estimate, or a confirmation, on the worker's window) is taken to hold for the
+    reference's poses over that window's frames: the estimate may fit any of them. A frame's
+    motion is the largest displacement, at its image corners, from any of those poses to its
+    own; a reference that moved *during* the window (a bump, a drift) therefore counts at
+    once, and a drift cannot hide in an estimate that lags it.
+
     Parameters
     ----------
     limit_mm
         Motion beyond which a frame's registration is in doubt, mm (None: never).
     window_frames
-        How many recent frames the registration's checks look at (the worker's window): a
-        check anchors the reference's pose only when these frames' poses agree within
-        ``limit_mm``.
+        How many recent frames a check looks at (the registration worker's window).
     """
 
     def __init__(self, limit_mm: float | None, window_frames: int = 150) -> None:
         self.limit_mm = limit_mm
         self._recent: deque[np.ndarray] = deque(maxlen=max(1, int(window_frames)))
-        #: ``ReferenceToTracker`` at the frames the registration in use was last checked on
+        #: ``ReferenceToTracker`` at the frames the registration in use was last checked on,
+        #: (n, 4, 4)
         self._anchor: np.ndarray | None = None
         self._checked_key: tuple[int, float] | None = None
-        #: the spread of the reference's poses over the frames of a check that could not be
-        #: anchored (no earlier anchor): the registration in use was checked across a move
-        self._spread_unanchored: float | None = None
-        #: the newest frame's motion since the anchor, mm (None: not known)
+        #: the newest frame's motion since the check, mm (None: not known)
         self.motion_mm: float | None = None
         #: frames that carried a valid ReferenceToTracker (0: the stream cannot be watched)
         self.watched_frames = 0
@@ -150,35 +156,20 @@ class ReferenceMotionMonitor:
             return ""
         self.watched_frames += 1
         self._recent.append(reference_to_tracker)
-        corners = image_corners_mm(image_to_reference, image_shape)
         if checked_key is None:
             self.motion_mm = None
             return ""
-        if checked_key != self._checked_key:
-            # the registration was (re)checked on the recent frames: anchor the reference's
-            # pose there, when they agree (a check made across a move says nothing about now)
+        if checked_key != self._checked_key or self._anchor is None:
+            # (re)checked on the recent frames: the reference's poses over them
             self._checked_key = checked_key
-            spread = max(moved_mm(r, reference_to_tracker, corners) for r in self._recent)
-            if spread <= self.limit_mm:
-                self._anchor = reference_to_tracker
-                self._spread_unanchored = None
-            elif self._anchor is None:
-                self._spread_unanchored = spread
-        if self._anchor is None:
-            # checked only on frames across a move, and never before: nothing to measure from
-            assert self._spread_unanchored is not None  # the first check set one or the other
-            self.motion_mm = self._spread_unanchored
-            self.doubted_frames += 1
-            return (
-                f"{REFERENCE_MOVED_PREFIX}{self._spread_unanchored:.1f} mm against the tracker "
-                "during the frames the registration was checked on, re-checking on the images"
-            )
+            self._anchor = np.stack(self._recent)
+        corners = image_corners_mm(image_to_reference, image_shape)
         self.motion_mm = moved_mm(self._anchor, reference_to_tracker, corners)
-        if self.motion_mm > self.limit_mm:
-            self.doubted_frames += 1
-            return (
-                f"{REFERENCE_MOVED_PREFIX}{self.motion_mm:.1f} mm against the tracker since the "
-                f"registration was checked on the images (over {self.limit_mm:g} mm), "
-                "re-checking on the images"
-            )
-        return ""
+        if self.motion_mm <= self.limit_mm:
+            return ""
+        self.doubted_frames += 1
+        return (
+            f"{REFERENCE_MOVED_PREFIX}{self.motion_mm:.1f} mm against the tracker since the "
+            f"frames the registration was checked on (over {self.limit_mm:g} mm), re-checking "
+            "on the images"
+        )
