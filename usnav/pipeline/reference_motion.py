@@ -5,12 +5,12 @@ spine. A reference that is bumped, or a patient who moves against it, makes the 
 in use wrong at once, while the images can say so only when a later window disagrees (8-9 s,
 notes/session-37-bump.md). The tracker sees such a move at once: ``ReferenceToTracker`` jumps.
 
-:class:`ReferenceMotionMonitor` keeps, for the registration in use, the reference's pose at
-the frames it was last checked on (estimated or confirmed on the images) and measures, at
-each frame, how far the reference has moved since, as the largest displacement of the
-frame's image corners: a point of anatomy fixed in the tracker's frame is mapped that far
-from where it was when the registration was checked. Beyond
-:attr:`usnav.protocol.display.DisplayRules.max_reference_motion_mm` the frame's margins are
+:class:`ReferenceMotionMonitor` keeps, for the registration in use, the reference's poses over
+the frames it was last checked on (estimated or confirmed on the images) and measures, at each
+frame, how far the reference has moved since: the largest displacement of the frame's image
+corners from any of those poses to its own (a point of anatomy fixed in the tracker's frame is
+mapped that far from where it was). Beyond
+:attr:`usnav.protocol.display.DisplayRules.max_reference_motion_mm` every message is
 UNCERTAIN until the images check the registration again on frames whose reference poses
 agree (a whole patient moved with the reference is then confirmed, a bumped reference is
 contradicted or corrected).
