@@ -395,7 +395,16 @@ class LivePipeline:
             i2r,
             frame.image.shape[:2],
             checked_key=(estimate.sequence, estimate.t_computed) if estimate.checked else None,
+            t_device=frame.t_device,
+            checked_since_t=estimate.checked_since_t,
         )
+        motion = self.reference_motion
+        if motion.newly_moved and motion.reference_change is not None:
+            # the pose that follows the move, for the images to choose (no-op unless the
+            # worker's test_moved_reference is on)
+            propose = getattr(self.worker, "propose_moved_reference", None)
+            if propose is not None:
+                propose(motion.reference_change, frame.t_device, motion.motion_mm)
         doubt = self._estimator.absence_doubt(
             margins, estimate.uncertainty_mm, frame.image.shape[:2]
         ) or seen_disagreement_doubt(

@@ -110,7 +110,8 @@ class ReferenceMotionMonitor:
 
     def __init__(self, limit_mm: float | None, window_frames: int = 150) -> None:
         self.limit_mm = limit_mm
-        self._recent: deque[np.ndarray] = deque(maxlen=max(1, int(window_frames)))
+        #: (device time s, ReferenceToTracker) of the recent frames
+        self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=max(1, int(window_frames)))
         #: ``ReferenceToTracker`` at the frames the registration in use was last checked on,
         #: (n, 4, 4)
         self._anchor: np.ndarray | None = None
@@ -121,6 +122,12 @@ class ReferenceMotionMonitor:
         self.watched_frames = 0
         #: frames whose registration was put in doubt by the reference's motion
         self.doubted_frames = 0
+        #: for the newest frame, when its motion is over the limit: ``inv(ReferenceToTracker
+        #: at the check's newest frame) · ReferenceToTracker now`` (Reference mm now →
+        #: Reference mm then), else None
+        self.reference_change: np.ndarray | None = None
+        #: whether the newest frame is the first of a run of doubted frames (a new move)
+        self.newly_moved = False
 
     @property
     def watching(self) -> bool:
@@ -134,6 +141,8 @@ class ReferenceMotionMonitor:
         image_shape: tuple[int, ...],
         *,
         checked_key: tuple[int, float] | None,
+        t_device: float = 0.0,
+        checked_since_t: float | None = None,
     ) -> str:
         """Take one placed frame and say why its registration is in doubt ("" if it is not).
 
@@ -150,24 +159,37 @@ class ReferenceMotionMonitor:
             Identifies the registration in use and its last check (its sequence number and
             the host time it was estimated or confirmed); None for a registration never
             checked on the images (never LIVE anyway: nothing is said).
+        t_device
+            The frame's device time, s.
+        checked_since_t
+            Device time of the oldest frame the registration's check looked at (None: every
+            recent frame, the worker's window;
+            :attr:`usnav.registration.estimate.RegistrationEstimate.checked_since_t`).
         """
+        was_doubted = self.reference_change is not None
+        self.reference_change = None
+        self.newly_moved = False
         if reference_to_tracker is None or self.limit_mm is None:
             self.motion_mm = None
             return ""
         self.watched_frames += 1
-        self._recent.append(reference_to_tracker)
+        self._recent.append((float(t_device), reference_to_tracker))
         if checked_key is None:
             self.motion_mm = None
             return ""
         if checked_key != self._checked_key or self._anchor is None:
             # (re)checked on the recent frames: the reference's poses over them
             self._checked_key = checked_key
-            self._anchor = np.stack(self._recent)
+            since = -np.inf if checked_since_t is None else checked_since_t
+            poses = [pose for t, pose in self._recent if t >= since] or [reference_to_tracker]
+            self._anchor = np.stack(poses)
         corners = image_corners_mm(image_to_reference, image_shape)
         self.motion_mm = moved_mm(self._anchor, reference_to_tracker, corners)
         if self.motion_mm <= self.limit_mm:
             return ""
         self.doubted_frames += 1
+        self.reference_change = np.linalg.solve(self._anchor[-1], reference_to_tracker)
+        self.newly_moved = not was_doubted
         return (
             f"{REFERENCE_MOVED_PREFIX}{self.motion_mm:.1f} mm against the tracker since the "
             f"frames the registration was checked on (over {self.limit_mm:g} mm), re-checking "

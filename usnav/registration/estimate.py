@@ -68,6 +68,10 @@ class RegistrationEstimate:
         frames (the patient reference was bumped, the patient moved); cleared when an estimate
         is accepted or this one is confirmed again. Display only: margins are still drawn with
         this estimate, but never as LIVE (:func:`usnav.protocol.display.publisher_state`).
+    checked_since_t
+        Device time (s) of the oldest frame this estimate was checked on, when that is not the
+        worker's whole window: a pose that followed a moved patient reference is judged on
+        the frames since the move only. None: the whole window.
     """
 
     reference_to_mri: np.ndarray
@@ -84,6 +88,7 @@ class RegistrationEstimate:
     across_sweep_reference_to_mri: np.ndarray | None = None
     tied_candidate_reference_to_mri: np.ndarray | None = None
     contradicted: str = ""
+    checked_since_t: float | None = None
 
     @property
     def checked(self) -> bool:

@@ -369,6 +369,17 @@ class WorkerOptions(BaseModel):
     0.97 mm), which the rule's "changes nothing without a bump" forbade: off by default, said
     so (notes/session-37-recover.md). False: the warm updates go on from the contradicted
     estimate."""
+    test_moved_reference: StrictBool = False
+    """When the pipeline sees the patient reference move against the tracker
+    (:meth:`RegistrationWorker.propose_moved_reference`, session 38), the pose that follows
+    the move — the estimate in use composed with it, right if the reference was bumped and
+    the anatomy stayed — is scored against the estimate in use (right if the patient moved
+    with the reference, or the camera moved) on the frames since the move, once
+    ``min_frames`` of them cover enough ground, and adopted when it is clearly better (the
+    replacement rule's "clearly", without its no-return history). No search: both poses come
+    from tracking, the images only choose. Otherwise the proposal is dropped once the estimate
+    in use scores clearly better, or a whole window of frames since the move could not tell
+    them apart."""
     threads: int = Field(default=1, ge=0)
     """Threads of the worker's similarity evaluations (its registrations' ``threads`` is
     replaced by this). 1 leaves the other core of a 2-core machine to the frame path; 0 =
@@ -547,10 +558,24 @@ class WorkerStats:
     rejected: int = 0
     confirmed: int = 0
     contradicted: int = 0  # updates that marked the estimate in use as contradicted
+    moved_adopted: int = 0  # poses that followed a moved reference, adopted
+    moved_dropped: int = 0  # such proposals dropped (the estimate in use held, or a tie)
     failed: int = 0
     bad_frames: int = 0  # offered but unusable (not 2D, pose not a finite 4×4): dropped
     last_update_s: float = float("nan")
     last_error: str = ""
+
+
+@dataclass(frozen=True)
+class _MovedReference:
+    """A pose that follows a patient reference moved against the tracker, waiting for frames
+    to be judged on (:meth:`RegistrationWorker.propose_moved_reference`)."""
+
+    based_on: int  # the sequence of the estimate in use it was composed with
+    reference_to_mri: np.ndarray
+    tumor_reference_to_mri: np.ndarray | None
+    since_t: float  # device time of the first frame after the move, s
+    motion_mm: float
 
 
 class RegistrationWorker:
@@ -632,6 +657,8 @@ class RegistrationWorker:
         self._rejudge_due = False
         #: image-based tries rejected while the navigation registration is in use
         self._cold_rejected = 0
+        #: a pose that follows a moved reference, waiting to be judged
+        self._moved: _MovedReference | None = None
         self.rule = self._fresh_rule()
         self._mri_levels: dict[str, list[MriLevel]] = {}
         self._mri_checked = False  # passed check_inputs' MRI checks once
@@ -710,6 +737,47 @@ class RegistrationWorker:
         with self._lock:
             return [e for e in self._recent if e.sequence > sequence]
 
+    def propose_moved_reference(
+        self, reference_change: np.ndarray, since_t: float, motion_mm: float
+    ) -> bool:
+        """The patient reference moved against the tracker (the pipeline saw it,
+        :mod:`usnav.pipeline.reference_motion`): judge the pose that follows the move
+        (:attr:`WorkerOptions.test_moved_reference`). Returns whether it was taken up.
+
+        Parameters
+        ----------
+        reference_change
+            4×4 rigid, ``inv(ReferenceToTracker before) · ReferenceToTracker after``: Reference
+            mm after the move → Reference mm before it. If the anatomy stayed and the reference
+            moved, the registration that holds after the move is ``ReferenceToMri ·
+            reference_change``.
+        since_t
+            Device time of the first frame after the move, s (the frames it is judged on).
+        motion_mm
+            The move's size at the image, mm (for the reason).
+        """
+        change = np.asarray(reference_change, dtype=np.float64)
+        if (
+            not self.options.test_moved_reference
+            or change.shape != (4, 4)
+            or not np.all(np.isfinite(change))
+            or not is_rigid(change)
+        ):
+            return False
+        with self._lock:
+            current = self._accepted
+            if not current.checked:  # never LIVE anyway; the next try starts from it
+                return False
+            tumor = current.tumor_reference_to_mri
+            self._moved = _MovedReference(
+                current.sequence,
+                current.reference_to_mri @ change,
+                None if tumor is None else tumor @ change,
+                float(since_t),
+                float(motion_mm),
+            )
+        return True
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread after the registration in progress (if any)."""
         with self._lock:
@@ -786,6 +854,10 @@ class RegistrationWorker:
             self._mask = detect_fov_mask(images)
             self._mask_shape = images.shape[1:]
             self._updates_since_mask = 0
+        if self._moved is not None:
+            judged = self._judge_moved(images, poses, stamps)
+            if judged is not None:
+                return judged
         coverage = window_coverage(poses, fov_corners(self._mask), self._accepted.reference_to_mri)
         if not coverage.enough(self.options, first=not self._image_accepted):
             return None
@@ -942,6 +1014,7 @@ class RegistrationWorker:
                         f"{result.correction_mm:.2f} mm from it"
                     ),
                     contradicted="",
+                    checked_since_t=None,
                 )
                 self.stats.confirmed += 1
             elif (
@@ -1050,6 +1123,91 @@ class RegistrationWorker:
             f"frames (gain {gain:+.4f}, t = {t:.1f}), not adopted: {_shorten(why, 80)}"
         )
 
+    def _judge_moved(
+        self, images: np.ndarray, poses: np.ndarray, stamps: np.ndarray
+    ) -> RegistrationEstimate | None:
+        """Judge a pending moved-reference pose on the window's frames since the move: the
+        adopted estimate, or None (not adopted; the update goes on as usual)."""
+        moved = self._moved
+        assert moved is not None
+        current = self.latest_accepted()
+        if current.sequence != moved.based_on:  # another estimate was adopted meanwhile
+            self._moved = None
+            return None
+        since = np.flatnonzero(stamps >= moved.since_t)
+        if since.size < self.options.min_frames:
+            return None
+        coverage = window_coverage(poses[since], fov_corners(self._mask), current.reference_to_mri)
+        full = since.size >= self.options.window_frames
+        if not coverage.enough(self.options, first=False):
+            if full:
+                self._moved = None
+                self.stats.moved_dropped += 1
+            return None
+        sweep = Sweep(
+            images[since],
+            poses[since],
+            stamps[since],
+            source="frames since the move",
+            fov_mask=self._mask,
+        )
+        opts = self.options.warm
+        if opts.threads != self.options.threads:
+            opts = opts.model_copy(update={"threads": self.options.threads})
+        problem = SweepRegistration(
+            self.mri,
+            sweep,
+            current.reference_to_mri,
+            opts,
+            mri_levels=self._levels_for(sweep, current.reference_to_mri, opts),
+        )
+        fine = problem.level(-1).similarity
+        rule = ReplacementRule(self.rule.min_gain, self.rule.min_t, 0)
+        adopt, why = rule.judge(
+            lambda m: fine.evaluate(m)[1], moved.reference_to_mri, current.reference_to_mri
+        )
+        if not adopt:
+            held, _ = rule.judge(
+                lambda m: fine.evaluate(m)[1], current.reference_to_mri, moved.reference_to_mri
+            )
+            if held or full:
+                self._moved = None
+                self.stats.moved_dropped += 1
+            return None
+        scores = fine.evaluate(moved.reference_to_mri)[1]
+        with self._lock:
+            self._sequence += 1
+            estimate = replace(
+                current,
+                reference_to_mri=moved.reference_to_mri,
+                tumor_reference_to_mri=moved.tumor_reference_to_mri,
+                similarity=float(np.mean(scores)),
+                t_computed=time.time(),
+                sequence=self._sequence,
+                accepted=True,
+                reason=(
+                    f"the patient reference moved {moved.motion_mm:.1f} mm against the tracker; "
+                    f"the registration that follows it is {why} since the move "
+                    f"({since.size} frames): adopted; {_uncertainty_kept(current)}"
+                ),
+                contradicted="",
+                checked_since_t=moved.since_t,
+            )
+            self.rule.adopted(current.reference_to_mri)
+            self._accepted = estimate
+            self._latest = estimate
+            self._recent.append(estimate)
+            self._moved = None
+            self.stats.moved_adopted += 1
+            self.stats.updates += 1
+            self.stats.accepted += 1
+        if self._on_estimate is not None:
+            try:
+                self._on_estimate(estimate)
+            except Exception:  # a display callback never stops the worker
+                log.exception("on_estimate failed")
+        return estimate
+
     def _levels_for(
         self, sweep: Sweep, reference_to_mri: np.ndarray, opts: RegistrationOptions
     ) -> list[MriLevel]:
@@ -1073,6 +1231,14 @@ class RegistrationWorker:
             self._mri_levels = {}
         self._mri_levels[key] = build_mri_levels(self.mri, opts.level_spacings_mm, self._crop)
         return self._mri_levels[key]
+
+
+def _uncertainty_kept(current: RegistrationEstimate) -> str:
+    """Why a pose that follows a moved reference keeps the estimate's stated bound."""
+    return (
+        f"its stated ±{current.uncertainty_mm:.2f} mm is the estimate's it was composed with "
+        "(the tracked move adds ~0.1 mm)"
+    )
 
 
 def _shorten(text: str, limit: int = 120) -> str:
