@@ -100,6 +100,41 @@ def test_descriptors_match_reference(seed: int, half: int, dist: int) -> None:
     assert np.allclose(desc[ok].max(axis=-1), 1.0)  # largest channel 1
 
 
+@pytest.mark.parametrize(("half", "dist"), [(1, 1), (2, 1), (1, 2)])
+def test_descriptors_of_a_field_of_view_inside_the_frame(half: int, dist: int) -> None:
+    """A sector-shaped field of view with invalid margins on every side (as a frame's): the
+    kernel works only inside the valid pixels' bounding box, so its descriptors must match the
+    reference, be 0 outside, and equal to the bit those of the same pixels cropped to the box or
+    moved inside a wider margin (outside the box the sums only ever saw zeros)."""
+    rng = np.random.default_rng(11)
+    rows, cols = 24, 27
+    img = rng.random((rows, cols)).astype(np.float32)
+    rr, cc = np.mgrid[:rows, :cols]
+    valid = (rr >= 4) & (rr <= 20) & (np.abs(cc - 13) <= 0.6 * (rr - 2) + 1) & (cc >= 3)
+    valid &= rng.random((rows, cols)) > 0.05
+    desc, ok, n = _kernel_descriptors(img, valid, half, dist)
+    ref, ref_ok = ref_descriptors(img, valid, half, dist, 0.5)
+    np.testing.assert_array_equal(ok, ref_ok)
+    assert n == ref_ok.sum() > 50
+    np.testing.assert_allclose(desc, ref, rtol=1e-5, atol=1e-6)
+    rows_in = np.flatnonzero(valid.any(axis=1))
+    cols_in = np.flatnonzero(valid.any(axis=0))
+    box = np.s_[rows_in[0] : rows_in[-1] + 1, cols_in[0] : cols_in[-1] + 1]
+    inside = np.zeros(valid.shape, bool)
+    inside[box] = True
+    assert not desc[~inside].any()
+    cropped, cropped_ok, _ = _kernel_descriptors(img[box], valid[box], half, dist)
+    np.testing.assert_array_equal(cropped, desc[box])
+    np.testing.assert_array_equal(cropped_ok, ok[box])
+    wide_img = np.zeros((rows + 9, cols + 5), np.float32)
+    wide_valid = np.zeros(wide_img.shape, bool)
+    wide_img[7 : 7 + rows, 2 : 2 + cols] = img
+    wide_valid[7 : 7 + rows, 2 : 2 + cols] = valid
+    wide, wide_ok, _ = _kernel_descriptors(wide_img, wide_valid, half, dist)
+    np.testing.assert_array_equal(wide[7 : 7 + rows, 2 : 2 + cols], desc)
+    np.testing.assert_array_equal(wide_ok[7 : 7 + rows, 2 : 2 + cols], ok)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_descriptor_invariant_to_affine_intensity(seed: int) -> None:
     """MIND's reason to exist: a·I + b (a > 0) leaves the descriptor unchanged."""

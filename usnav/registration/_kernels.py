@@ -1420,30 +1420,56 @@ def mind_ssc_image(img, valid, half, dist, min_fraction, desc, dvalid, chan, sum
 
 
 @njit(**_OPTS)
-def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row_acc):
-    """Passes 1-2 of :func:`mind_ssc_image`: ``dvalid`` and, where it is set, ``sums[r, c]`` =
-    (V, D_1 - min_j D_j, ..., D_6 - min_j D_j). Returns (valid descriptors, V's floor)."""
+def _mind_channels(img, valid, dist, dvalid, chan):  # pragma: no cover - compiled
+    """The first pass of :func:`_mind_ssc_sums`: ``dvalid`` zeroed, the bounding box
+    [r0, r1) × [c0, c1) of the valid pixels (empty: r1 <= r0) and, inside it, ``chan`` = the
+    count and the six squared differences where all five pixels are valid (else 0)."""
     rows, cols = img.shape
     d = dist
     for r in range(rows):
         for c in range(cols):
-            for k in range(N_SSC):
-                chan[r, c, k] = 0.0
-            if r < d or c < d or r + d >= rows or c + d >= cols or not valid[r, c]:
-                continue
-            # (unsigned indices, all inside after the test above: no wraparound tests)
-            ur, uc, ud = np.uint64(r), np.uint64(c), np.uint64(d)
+            dvalid[r, c] = 0
+    # the valid pixels' bounding box: rows [r0, r1), columns [c0, c1)
+    r0, r1, c0, c1 = rows, 0, cols, 0
+    for r in range(rows):
+        lo = 0
+        while lo < cols and not valid[r, lo]:
+            lo += 1
+        if lo == cols:
+            continue
+        hi = cols
+        while not valid[r, hi - 1]:
+            hi -= 1
+        r0 = min(r0, r)
+        r1 = r + 1
+        c0 = min(c0, lo)
+        c1 = max(c1, hi)
+    if r1 <= r0:
+        return r0, r1, c0, c1
+    # every index below unsigned (all in range): no wraparound test per access
+    ud = np.uint64(d)
+    urows, ucols = np.uint64(rows), np.uint64(cols)
+    ur0, ur1, uc0, uc1 = np.uint64(r0), np.uint64(r1), np.uint64(c0), np.uint64(c1)
+    for r in range(ur0, ur1):
+        for c in range(uc0, uc1):
             if not (
-                valid[ur - ud, uc]
-                and valid[ur + ud, uc]
-                and valid[ur, uc - ud]
-                and valid[ur, uc + ud]
+                r >= ud
+                and c >= ud
+                and r + ud < urows
+                and c + ud < ucols
+                and valid[r, c]
+                and valid[r - ud, c]
+                and valid[r + ud, c]
+                and valid[r, c - ud]
+                and valid[r, c + ud]
             ):
+                for k in range(N_SSC):
+                    chan[r, c, k] = 0.0
                 continue
-            a_n = np.float64(img[ur - ud, uc])
-            a_s = np.float64(img[ur + ud, uc])
-            a_w = np.float64(img[ur, uc - ud])
-            a_e = np.float64(img[ur, uc + ud])
+            a_n = np.float64(img[r - ud, c])
+            a_s = np.float64(img[r + ud, c])
+            a_w = np.float64(img[r, c - ud])
+            a_e = np.float64(img[r, c + ud])
             chan[r, c, 0] = 1.0
             chan[r, c, 1] = (a_n - a_s) * (a_n - a_s)
             chan[r, c, 2] = (a_w - a_e) * (a_w - a_e)
@@ -1451,42 +1477,75 @@ def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row
             chan[r, c, 4] = (a_n - a_e) * (a_n - a_e)
             chan[r, c, 5] = (a_s - a_w) * (a_s - a_w)
             chan[r, c, 6] = (a_s - a_e) * (a_s - a_e)
+    return r0, r1, c0, c1
+
+
+@njit(**_OPTS)
+def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row_acc):
+    """Passes 1-2 of :func:`mind_ssc_image`: ``dvalid`` and, where it is set, ``sums[r, c]`` =
+    (V, D_1 - min_j D_j, ..., D_6 - min_j D_j). Returns (valid descriptors, V's floor).
+
+    Only the bounding box of the valid pixels is computed (about three quarters of a frame):
+    outside it every channel is 0, so the running sums there only ever added or subtracted
+    exact zeros (every sum the same to the bit as over the whole image), and no descriptor
+    counts there (``dvalid`` 0)."""
+    rows, cols = img.shape
+    r0, r1, c0, c1 = _mind_channels(img, valid, dist, dvalid, chan)
+    if r1 <= r0:
+        return 0, 0.0
+    one = np.uint64(1)
+    uh = np.uint64(half)
+    ucols = np.uint64(cols)
+    ur0, ur1, uc0, uc1 = np.uint64(r0), np.uint64(r1), np.uint64(c0), np.uint64(c1)
     # running box sums as in :func:`_lc2_sums_image`: vertical sums per row (``row_acc``),
-    # horizontal sums in registers; ``sums[r, c]`` keeps V and the six D_k - min_j D_j
+    # horizontal sums in registers; ``sums[r, c]`` keeps V and the six D_k - min_j D_j.
+    # Columns outside [c0, c1) of ``row_acc`` stay 0 and rows outside [r0, r1) of ``chan``
+    # (not written) are never added: the whole image's sums had only zeros there.
     width = cols * N_SSC
     flat = chan.reshape(rows, width)
     vflat = row_acc.reshape(width)
     for i in range(width):
         vflat[i] = 0.0
-    for r in range(min(half, rows)):
-        for i in range(width):
-            vflat[i] += flat[r, i]
+    ui0 = uc0 * np.uint64(N_SSC)
+    ui1 = uc1 * np.uint64(N_SSC)
+    # entering row r the vertical sums hold rows [r - half, r + half - 1]: all zero up to
+    # r = r0 - half (the same for the horizontal sums and columns)
+    urs = np.uint64(max(0, r0 - half))
+    ucs = np.uint64(max(0, c0 - half))
+    if urs == 0:
+        for r in range(ur0, min(uh, ur1)):
+            for i in range(ui0, ui1):
+                vflat[i] += flat[r, i]
     min_count = max(min_fraction * (2 * half + 1) * (2 * half + 1), 1.0)
     total_v = 0.0
     count = 0
-    for r in range(rows):
-        add = r + half
-        sub = r - half - 1
-        if add < rows:
-            for i in range(width):
+    for r in range(urs, ur1):
+        add = r + uh
+        if add < ur1:
+            for i in range(ui0, ui1):
                 vflat[i] += flat[add, i]
-        if sub >= 0:
-            for i in range(width):
+        if r >= ur0 + uh + one:
+            sub = r - uh - one
+            for i in range(ui0, ui1):
                 vflat[i] -= flat[sub, i]
+        if r < ur0:
+            continue
+        uhi = ucols
+        while uhi > 0 and not valid[r, uhi - one]:
+            uhi -= one
         a0 = a1 = a2 = a3 = a4 = a5 = a6 = 0.0
-        for c in range(min(half, cols)):
-            a0 += row_acc[c, 0]
-            a1 += row_acc[c, 1]
-            a2 += row_acc[c, 2]
-            a3 += row_acc[c, 3]
-            a4 += row_acc[c, 4]
-            a5 += row_acc[c, 5]
-            a6 += row_acc[c, 6]
-        for c in range(cols):
-            add_c = c + half
-            sub_c = c - half - 1
-            if add_c < cols:
-                ua = np.uint64(add_c)  # in range (c + half ≥ 0): no wraparound tests
+        if ucs == 0:
+            for c in range(min(uh, ucols)):
+                a0 += row_acc[c, 0]
+                a1 += row_acc[c, 1]
+                a2 += row_acc[c, 2]
+                a3 += row_acc[c, 3]
+                a4 += row_acc[c, 4]
+                a5 += row_acc[c, 5]
+                a6 += row_acc[c, 6]
+        for c in range(ucs, uhi):
+            ua = c + uh
+            if ua < ucols:
                 a0 += row_acc[ua, 0]
                 a1 += row_acc[ua, 1]
                 a2 += row_acc[ua, 2]
@@ -1494,8 +1553,8 @@ def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row
                 a4 += row_acc[ua, 4]
                 a5 += row_acc[ua, 5]
                 a6 += row_acc[ua, 6]
-            if sub_c >= 0:
-                us = np.uint64(sub_c)
+            if c >= uh + one:
+                us = c - uh - one
                 a0 -= row_acc[us, 0]
                 a1 -= row_acc[us, 1]
                 a2 -= row_acc[us, 2]
@@ -1517,8 +1576,6 @@ def _mind_ssc_sums(img, valid, half, dist, min_fraction, dvalid, chan, sums, row
                 total_v += v
                 count += 1
                 dvalid[r, c] = 1
-            else:
-                dvalid[r, c] = 0
     return count, 1e-3 * total_v / max(count, 1)
 
 
