@@ -208,6 +208,42 @@ def test_lc2_image_matches_least_squares_per_patch(half):
     assert 0 < num / den < 1
 
 
+@pytest.mark.parametrize("half", [1, 2])
+def test_lc2_image_of_a_small_region_inside_the_frame(half):
+    """Valid pixels only in a region away from every border (as the tumor stage's): the kernel
+    works only inside their bounding box, so it must match the reference and give the same
+    sums to the bit as the region cropped to the box or moved inside a wider margin."""
+    rows, cols = 20, 23
+    p = RNG.random((rows, cols)).astype(np.float32)
+    g = RNG.random((rows, cols)).astype(np.float32)
+    us = (0.7 * p - 0.4 * g + 0.3 * RNG.random((rows, cols))).astype(np.float32)
+    rr, cc = np.mgrid[:rows, :cols]
+    valid = (((rr - 11) / 6.0) ** 2 + ((cc - 9) / 5.0) ** 2 <= 1.0) & (
+        RNG.random((rows, cols)) > 0.1
+    )
+    valid = valid.astype(np.uint8)
+
+    def lc2(u, pp, gg, v):
+        scratch = K.frame_scratch(*u.shape)
+        return K.lc2_image(u, pp, gg, v, half, 0.5, scratch[3], scratch[4], scratch[5])
+
+    num, den = lc2(us, p, g, valid)
+    ref_num, ref_den = lc2_ref(us, p, g, valid, half, 0.5)
+    assert den == pytest.approx(ref_den, rel=1e-6)
+    assert num == pytest.approx(ref_num, rel=1e-5)
+    assert 0 < num / den < 1
+    rows_in = np.flatnonzero(valid.any(axis=1))
+    cols_in = np.flatnonzero(valid.any(axis=0))
+    box = np.s_[rows_in[0] : rows_in[-1] + 1, cols_in[0] : cols_in[-1] + 1]
+    assert lc2(us[box].copy(), p[box].copy(), g[box].copy(), valid[box].copy()) == (num, den)
+    wide = [np.zeros((rows + 7, cols + 4), a.dtype) for a in (us, p, g, valid)]
+    for w, a in zip(wide, (us, p, g, valid), strict=True):
+        w[5 : 5 + rows, 1 : 1 + cols] = a
+    assert lc2(*wide) == (num, den)
+    scratch = K.frame_scratch(rows, cols)
+    assert K.lc2_image(us, p, g, np.zeros_like(valid), half, 0.5, *scratch[3:]) == (0.0, 0.0)
+
+
 def test_lc2_is_one_for_an_exact_linear_combination():
     p = RNG.random((10, 12)).astype(np.float32)
     g = RNG.random((10, 12)).astype(np.float32)

@@ -345,16 +345,49 @@ def _lc2_r2(n, su, suu, sp, sg, spp, sgg, spg, sup, sug, min_count):  # pragma: 
 
 
 @njit(**_OPTS)
+def _valid_box(valid):  # pragma: no cover - compiled
+    """(r0, r1, c0, c1): the bounding box [r0, r1) × [c0, c1) of the set pixels of ``valid``
+    (rows, cols); empty (r1 <= r0) when none is set."""
+    rows, cols = valid.shape
+    r0, r1, c0, c1 = rows, 0, cols, 0
+    for r in range(rows):
+        lo = 0
+        while lo < cols and not valid[r, lo]:
+            lo += 1
+        if lo == cols:
+            continue
+        hi = cols
+        while not valid[r, hi - 1]:
+            hi -= 1
+        r0 = min(r0, r)
+        r1 = r + 1
+        c0 = min(c0, lo)
+        c1 = max(c1, hi)
+    return r0, r1, c0, c1
+
+
+@njit(**_OPTS)
 def _lc2_sums_image(us, p, g, valid, half, min_fraction, chan, vacc):  # pragma: no cover
     """:func:`lc2_image` in one streaming pass: the 10 products per pixel, then per row the
     vertical running sums (``vacc``, (cols, 10)), the horizontal running sums (10 scalars) and
     the patch R² of that row. The additions and subtractions are those of
     :func:`box_sum_2d`, in the same order (the result is the same to the bit), but the
     (rows, cols, 10) sums are never written out.
+
+    Only the bounding box of the valid pixels is computed (as :func:`_mind_ssc_sums`):
+    outside it every product is 0, so the running sums there only added or subtracted exact
+    zeros, and no patch is centred there.
     """
     rows, cols = us.shape
-    for r in range(rows):
-        for c in range(cols):
+    r0, r1, c0, c1 = _valid_box(valid)
+    if r1 <= r0:
+        return 0.0, 0.0
+    one = np.uint64(1)
+    uh = np.uint64(half)
+    ucols = np.uint64(cols)
+    ur0, ur1, uc0, uc1 = np.uint64(r0), np.uint64(r1), np.uint64(c0), np.uint64(c1)
+    for r in range(ur0, ur1):
+        for c in range(uc0, uc1):
             if valid[r, c]:
                 u = us[r, c]
                 pv = p[r, c]
@@ -377,65 +410,73 @@ def _lc2_sums_image(us, p, g, valid, half, min_fraction, chan, vacc):  # pragma:
     vflat = vacc.reshape(width)
     for i in range(width):
         vflat[i] = 0.0
-    for r in range(min(half, rows)):
-        for i in range(width):
-            vflat[i] += flat[r, i]
+    ui0 = uc0 * np.uint64(N_STATS)
+    ui1 = uc1 * np.uint64(N_STATS)
+    # entering row r the vertical sums hold rows [r - half, r + half - 1]: all zero up to
+    # r = r0 - half (the same for the horizontal sums and columns)
+    urs = np.uint64(max(0, r0 - half))
+    ucs = np.uint64(max(0, c0 - half))
+    if urs == 0:
+        for r in range(ur0, min(uh, ur1)):
+            for i in range(ui0, ui1):
+                vflat[i] += flat[r, i]
     min_count = min_fraction * (2 * half + 1) * (2 * half + 1)
     num = 0.0
     den = 0.0
-    for r in range(rows):
-        add = r + half
-        sub = r - half - 1
-        if add < rows:
-            for i in range(width):
+    for r in range(urs, ur1):
+        add = r + uh
+        if add < ur1:
+            for i in range(ui0, ui1):
                 vflat[i] += flat[add, i]
-        if sub >= 0:
-            for i in range(width):
+        if r >= ur0 + uh + one:
+            sub = r - uh - one
+            for i in range(ui0, ui1):
                 vflat[i] -= flat[sub, i]
-        any_valid = False
-        for c in range(cols):
-            if valid[r, c]:
-                any_valid = True
-                break
-        if not any_valid:
+        if r < ur0:
+            continue
+        uhi = ucols
+        while uhi > 0 and not valid[r, uhi - one]:
+            uhi -= one
+        if uhi == 0:
             continue
         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = 0.0
-        for c in range(min(half, cols)):
-            a0 += vacc[c, 0]
-            a1 += vacc[c, 1]
-            a2 += vacc[c, 2]
-            a3 += vacc[c, 3]
-            a4 += vacc[c, 4]
-            a5 += vacc[c, 5]
-            a6 += vacc[c, 6]
-            a7 += vacc[c, 7]
-            a8 += vacc[c, 8]
-            a9 += vacc[c, 9]
-        for c in range(cols):
-            add_c = c + half
-            sub_c = c - half - 1
-            if add_c < cols:
-                a0 += vacc[add_c, 0]
-                a1 += vacc[add_c, 1]
-                a2 += vacc[add_c, 2]
-                a3 += vacc[add_c, 3]
-                a4 += vacc[add_c, 4]
-                a5 += vacc[add_c, 5]
-                a6 += vacc[add_c, 6]
-                a7 += vacc[add_c, 7]
-                a8 += vacc[add_c, 8]
-                a9 += vacc[add_c, 9]
-            if sub_c >= 0:
-                a0 -= vacc[sub_c, 0]
-                a1 -= vacc[sub_c, 1]
-                a2 -= vacc[sub_c, 2]
-                a3 -= vacc[sub_c, 3]
-                a4 -= vacc[sub_c, 4]
-                a5 -= vacc[sub_c, 5]
-                a6 -= vacc[sub_c, 6]
-                a7 -= vacc[sub_c, 7]
-                a8 -= vacc[sub_c, 8]
-                a9 -= vacc[sub_c, 9]
+        if ucs == 0:
+            for c in range(min(uh, ucols)):
+                a0 += vacc[c, 0]
+                a1 += vacc[c, 1]
+                a2 += vacc[c, 2]
+                a3 += vacc[c, 3]
+                a4 += vacc[c, 4]
+                a5 += vacc[c, 5]
+                a6 += vacc[c, 6]
+                a7 += vacc[c, 7]
+                a8 += vacc[c, 8]
+                a9 += vacc[c, 9]
+        for c in range(ucs, uhi):
+            ua = c + uh
+            if ua < ucols:
+                a0 += vacc[ua, 0]
+                a1 += vacc[ua, 1]
+                a2 += vacc[ua, 2]
+                a3 += vacc[ua, 3]
+                a4 += vacc[ua, 4]
+                a5 += vacc[ua, 5]
+                a6 += vacc[ua, 6]
+                a7 += vacc[ua, 7]
+                a8 += vacc[ua, 8]
+                a9 += vacc[ua, 9]
+            if c >= uh + one:
+                us_ = c - uh - one
+                a0 -= vacc[us_, 0]
+                a1 -= vacc[us_, 1]
+                a2 -= vacc[us_, 2]
+                a3 -= vacc[us_, 3]
+                a4 -= vacc[us_, 4]
+                a5 -= vacc[us_, 5]
+                a6 -= vacc[us_, 6]
+                a7 -= vacc[us_, 7]
+                a8 -= vacc[us_, 8]
+                a9 -= vacc[us_, 9]
             if valid[r, c]:
                 r2, w = _lc2_r2(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, min_count)
                 num += w * r2
@@ -1429,21 +1470,7 @@ def _mind_channels(img, valid, dist, dvalid, chan):  # pragma: no cover - compil
     for r in range(rows):
         for c in range(cols):
             dvalid[r, c] = 0
-    # the valid pixels' bounding box: rows [r0, r1), columns [c0, c1)
-    r0, r1, c0, c1 = rows, 0, cols, 0
-    for r in range(rows):
-        lo = 0
-        while lo < cols and not valid[r, lo]:
-            lo += 1
-        if lo == cols:
-            continue
-        hi = cols
-        while not valid[r, hi - 1]:
-            hi -= 1
-        r0 = min(r0, r)
-        r1 = r + 1
-        c0 = min(c0, lo)
-        c1 = max(c1, hi)
+    r0, r1, c0, c1 = _valid_box(valid)
     if r1 <= r0:
         return r0, r1, c0, c1
     # every index below unsigned (all in range): no wraparound test per access
