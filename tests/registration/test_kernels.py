@@ -146,6 +146,36 @@ def test_sample2_plane_reads_both_channels_and_flags_outside():
     assert np.all(p[~valid.astype(bool)] == 0)
 
 
+def test_masked_samplers_equal_the_whole_plane_inside_a_sector_mask():
+    """The field-of-view samplers place only the columns between each row's first and last
+    mask pixel: inside the mask they give the whole-plane sampler's values to the bit, zeros
+    and invalid outside it."""
+    vol = RNG.random((12, 14, 11)).astype(np.float32)
+    grad = RNG.random((12, 14, 11)).astype(np.float32)
+    vol2 = np.ascontiguousarray(np.stack([vol, grad], axis=-1))
+    du, dv = np.array([0.6, 0.3, 0.1]), np.array([-0.2, 0.5, 0.4])
+    origin = np.array([1.0, 2.0, -0.5])
+    rows, cols = 16, 18
+    rr, cc = np.mgrid[:rows, :cols]
+    mask = ((rr >= 2) & (np.abs(cc - 9) <= 0.5 * rr)).astype(np.uint8)  # a sector
+    mask[9, 6] = 0  # a hole inside a row's span
+    p, g = np.zeros((rows, cols), np.float32), np.zeros((rows, cols), np.float32)
+    valid = np.zeros((rows, cols), np.uint8)
+    K.sample2_plane(vol2, origin, du, dv, p, g, valid)
+    expect = valid.astype(bool) & (mask > 0)
+    assert 20 < expect.sum() < mask.sum()  # part of the sector leaves the volume
+    p2, g2, v2 = np.ones_like(p), np.ones_like(g), np.ones_like(valid)
+    inside = K._sample2_masked(vol2, origin, du, dv, mask, p2, g2, v2)
+    p1, v1 = np.ones_like(p), np.ones_like(valid)
+    inside1 = K._sample1_masked(vol2, origin, du, dv, mask, p1, v1)
+    assert inside == inside1 == expect.sum()
+    for out_valid in (v1, v2):
+        np.testing.assert_array_equal(out_valid.astype(bool), expect)
+    for out, whole in ((p1, p), (p2, p), (g2, g)):
+        np.testing.assert_array_equal(out[expect], whole[expect])
+        assert not out[~expect].any()
+
+
 def test_sample_points():
     vol = RNG.random((8, 9, 10)).astype(np.float32)
     pts = RNG.uniform(-1, 10, size=(200, 3))

@@ -45,8 +45,9 @@ N_STATS = 10
 
 
 @njit(inline="always", **_OPTS)
-def _row_positions(vol_shape, origin, du, dv, r, base, fx, fy, fz, ok):  # pragma: no cover
-    """Phase 1 of a row: flat base index, fractions and inside flag of each pixel.
+def _row_positions(vol_shape, origin, du, dv, r, base, fx, fy, fz, ok, lo, hi):  # pragma: no cover
+    """Phase 1 of a row: flat base index, fractions and inside flag of each pixel in columns
+    [lo, hi) (the others are left as they were).
 
     Positions are float32 (2⁻²⁴ relative: < 10⁻⁴ voxel in a 512³ volume) so the arithmetic
     vectorises; the gathers of phase 2 then run without bounds branches.
@@ -88,7 +89,7 @@ def _row_positions(vol_shape, origin, du, dv, r, base, fx, fy, fz, ok):  # pragm
             fy[c] = zero
             fz[c] = zero
         return
-    for c in range(base.shape[0]):
+    for c in range(np.uint64(lo), np.uint64(hi)):
         cf = np.float32(c)
         x = ox + cf * dux
         y = oy + cf * duy
@@ -138,7 +139,7 @@ def reslice_plane(vol, origin, du, dv, out, fill):  # pragma: no cover - compile
     rows, cols = out.shape
     base, fx, fy, fz, ok = _row_scratch(cols)
     for r in range(rows):
-        _row_positions(vol.shape, origin, du, dv, r, base, fx, fy, fz, ok)
+        _row_positions(vol.shape, origin, du, dv, r, base, fx, fy, fz, ok, 0, cols)
         out_row = out[r]
         for c in range(cols):
             out_row[c] = _lerp3(flat, base[c], 1, sj, si, fx[c], fy[c], fz[c])
@@ -630,7 +631,7 @@ def _sample2_masked(vol2, origin, du, dv, mask, out_p, out_g, out_valid):  # pra
     for r in range(rows):
         lo, hi = _mask_span(mask[r])
         if lo < hi:
-            _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
+            _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok, lo, hi)
         # every pixel between the row's first and last mask pixel, without branches (the
         # clamped base index is always a valid corner), so the gathers vectorise
         for c in range(lo, hi):
@@ -1624,7 +1625,7 @@ def _sample1_masked(vol2, origin, du, dv, mask, out_p, out_valid):  # pragma: no
         while hi > lo and not mask[r, hi - 1]:
             hi -= 1
         if lo < hi:
-            _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok)
+            _row_positions(shape3, origin, du, dv, r, base, fx, fy, fz, ok, lo, hi)
             for c in range(lo, hi):
                 uc = np.uint64(c)  # unsigned: no wraparound test on the five accesses
                 out_p[r, uc] = _lerp3(flat, 2 * base[uc], 2, sj, si, fx[uc], fy[uc], fz[uc])
