@@ -266,6 +266,8 @@ def test_lc2_image_of_a_small_region_inside_the_frame(half):
     cols_in = np.flatnonzero(valid.any(axis=0))
     box = np.s_[rows_in[0] : rows_in[-1] + 1, cols_in[0] : cols_in[-1] + 1]
     assert lc2(us[box].copy(), p[box].copy(), g[box].copy(), valid[box].copy()) == (num, den)
+    # a one-pixel margin: the box starts inside the first patch (0 < r0, c0 < half + 1)
+    assert lc2(*(np.pad(a[box], 1) for a in (us, p, g, valid))) == (num, den)
     wide = [np.zeros((rows + 7, cols + 4), a.dtype) for a in (us, p, g, valid)]
     for w, a in zip(wide, (us, p, g, valid), strict=True):
         w[5 : 5 + rows, 1 : 1 + cols] = a

@@ -126,6 +126,12 @@ def test_descriptors_of_a_field_of_view_inside_the_frame(half: int, dist: int) -
     cropped, cropped_ok, _ = _kernel_descriptors(img[box], valid[box], half, dist)
     np.testing.assert_array_equal(cropped, desc[box])
     np.testing.assert_array_equal(cropped_ok, ok[box])
+    # a one-pixel margin: the box starts inside the first patch (0 < r0, c0 < half + 1)
+    padded, padded_ok, _ = _kernel_descriptors(
+        np.pad(img[box], 1), np.pad(valid[box], 1), half, dist
+    )
+    np.testing.assert_array_equal(padded[1:-1, 1:-1], desc[box])
+    np.testing.assert_array_equal(padded_ok[1:-1, 1:-1], ok[box])
     wide_img = np.zeros((rows + 9, cols + 5), np.float32)
     wide_valid = np.zeros(wide_img.shape, bool)
     wide_img[7 : 7 + rows, 2 : 2 + cols] = img
