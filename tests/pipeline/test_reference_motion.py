@@ -72,11 +72,16 @@ def test_a_move_is_doubted_at_once_and_cleared_only_by_a_check_on_agreeing_frame
     why = _watch(monitor, bumped, (1, 1.0))
     assert why.startswith(REFERENCE_MOVED_PREFIX) and "since the frames the registration" in why
     assert "; " not in why  # the bench's restatement splits reasons there
+    # the move as the worker is offered it (Reference now -> Reference at the check), once
+    last_checked = monitor._anchor[-1]  # the newest pose of the frames checked on
+    assert monitor.newly_moved
+    assert monitor.reference_change == pytest.approx(np.linalg.inv(last_checked) @ bumped)
     assert monitor.motion_mm is not None and monitor.motion_mm > 3.0
     # a check (a confirmation) made while the window still holds frames from before the move
     # says nothing about now: the doubt stays
     for _ in range(5):
         assert _watch(monitor, bumped, (1, 2.0)).startswith(REFERENCE_MOVED_PREFIX)
+        assert not monitor.newly_moved  # the same move
     # a check on frames that all agree (the window has turned over) anchors the new pose
     for _ in range(10):
         _watch(monitor, bumped, (1, 2.0))

@@ -404,7 +404,9 @@ def test_a_recovery_correction_within_its_own_uncertainty_is_adopted(small_case)
     assert worker.latest_accepted().sequence == again.sequence
 
 
-def _in_use_at_the_truth(small_case, recover: bool, max_warm_correction_mm: float):
+def _in_use_at_the_truth(
+    small_case, recover: bool, max_warm_correction_mm: float, **options: object
+):
     """A worker whose image-based estimate in use is the truth, its warm search capped at
     ``max_warm_correction_mm`` (so a bump needs more than a warm update can reach), and the
     case's whole sweep as a window of (image, ImageToReference, t)."""
@@ -415,7 +417,9 @@ def _in_use_at_the_truth(small_case, recover: bool, max_warm_correction_mm: floa
         mri,
         cal,
         truth.init_reference_to_mri,
-        WorkerOptions(min_frames=20, min_new_frames=10, recover_when_contradicted=recover),
+        WorkerOptions(
+            min_frames=20, min_new_frames=10, recover_when_contradicted=recover, **options
+        ),
     )
     worker.options = worker.options.model_copy(
         update={
@@ -428,3 +432,55 @@ def _in_use_at_the_truth(small_case, recover: bool, max_warm_correction_mm: floa
     worker._accepted, worker._image_accepted = in_use, True
     window = [(sweep.images[i], sweep.image_to_reference[i], float(i)) for i in range(len(sweep))]
     return worker, in_use, window
+
+
+def _bump_move(small_case) -> np.ndarray:
+    """The ImageToReference change of :func:`_bumped` (after = move @ before)."""
+    truth = small_case[3]
+    before = [(None, np.eye(4), 0.0)]
+    return _bumped(before, truth)[0][1]
+
+
+def test_a_pose_that_follows_a_moved_reference_is_adopted_when_the_images_choose_it(small_case):
+    """The pipeline saw the reference move against the tracker and proposes the estimate in
+    use composed with that move; on the frames since the move the images choose it over the
+    estimate in use (session 38): the registration follows a bump at once, with no search."""
+    truth = small_case[3]
+    worker, in_use, window = _in_use_at_the_truth(small_case, False, 1.0, test_moved_reference=True)
+    move = _bump_move(small_case)
+    # Reference after -> before, as inv(ReferenceToTracker before) @ ReferenceToTracker after
+    assert worker.propose_moved_reference(np.linalg.inv(move), 0.0, 3.2)
+    estimate = worker.update(_bumped(window, truth))
+    assert estimate is not None and estimate.accepted, estimate and estimate.reason
+    assert "the patient reference moved 3.2 mm" in estimate.reason
+    adopted = worker.latest_accepted()
+    assert adopted.sequence == estimate.sequence and adopted.checked_since_t == 0.0
+    after = truth.reference_to_mri @ np.linalg.inv(move)  # the truth once the reference moved
+    np.testing.assert_allclose(adopted.reference_to_mri, after, atol=1e-9)
+    assert adopted.uncertainty_mm == in_use.uncertainty_mm
+    assert worker.stats.moved_adopted == 1
+
+
+def test_a_pose_that_follows_a_moved_camera_is_not_adopted(small_case):
+    """The same proposal when the reference and the probe moved together (the camera moved,
+    or the patient with the reference): the frames still agree with the estimate in use, so
+    the proposal is dropped and the estimate stays."""
+    worker, in_use, window = _in_use_at_the_truth(small_case, False, 1.0, test_moved_reference=True)
+    assert worker.propose_moved_reference(np.linalg.inv(_bump_move(small_case)), 0.0, 3.2)
+    worker.update(window)
+    assert worker.stats.moved_adopted == 0 and worker.stats.moved_dropped == 1
+    np.testing.assert_array_equal(
+        worker.latest_accepted().reference_to_mri, in_use.reference_to_mri
+    )
+
+
+def test_a_moved_reference_is_not_taken_up_unless_asked_or_checked(small_case):
+    worker, _, _ = _in_use_at_the_truth(small_case, False, 1.0)  # the option off
+    assert not worker.propose_moved_reference(np.eye(4), 0.0, 3.0)
+    on, _, _ = _in_use_at_the_truth(small_case, False, 1.0, test_moved_reference=True)
+    assert not on.propose_moved_reference(np.diag([2.0, 1, 1, 1]), 0.0, 3.0)  # not rigid
+    mri, _, cal, truth = small_case
+    fresh = RegistrationWorker(  # the navigation registration in use: nothing to follow
+        mri, cal, truth.init_reference_to_mri, WorkerOptions(test_moved_reference=True)
+    )
+    assert not fresh.propose_moved_reference(np.eye(4), 0.0, 3.0)
