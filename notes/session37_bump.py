@@ -217,7 +217,9 @@ def run(case: Path, scenario: str, out: Path, *, extra_options: str = "") -> Non
     truth = load_truth(case)
     tumor_pts = truth.points()
     true_r2m = np.array(timeline["true_reference_to_mri"]).reshape(-1, 4, 4)
-    (work / "run.toml").write_text(OPTIONS_TOML + extra_options)
+    # top-level keys of the extra options go before the tables (session 38)
+    top, table, rest = extra_options.partition("[")
+    (work / "run.toml").write_text(top + OPTIONS_TOML + table + rest)
     igtl, pub = _free_port(), _free_port()
     (work / "device.toml").write_text(
         f'[probe]\nport = {igtl}\ntransforms = ["ProbeToTracker", "ReferenceToTracker"]\n'

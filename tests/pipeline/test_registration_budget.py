@@ -89,3 +89,17 @@ def test_the_sites_navigation_range_for_tied_candidates_reaches_the_worker(
     toml.write_text("max_tied_correction_mm = 0\n")
     with pytest.raises(InputError, match="max_tied_correction_mm"):
         load_toml_model(toml, PipelineOptions)
+
+
+def test_following_a_moved_reference_is_a_site_choice_that_reaches_the_worker(
+    small_case: Path, tmp_path: Path
+) -> None:
+    """``follow_moved_reference`` (session 38): off unless the site turns it on."""
+    toml = tmp_path / "run.toml"
+    toml.write_text("follow_moved_reference = true\n")
+    options = load_toml_model(toml, PipelineOptions)
+    stated = _pipeline(
+        small_case, free_port(), follow_moved_reference=options.follow_moved_reference
+    )._build_worker()
+    assert stated.options.test_moved_reference
+    assert not _pipeline(small_case, free_port())._build_worker().options.test_moved_reference

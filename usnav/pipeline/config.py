@@ -80,6 +80,13 @@ class PipelineOptions(BaseModel):
         above the 4–8 mm (and 3–8°) navigation errors the registration is specified for
         (docs/registration.md, "A tie's candidate is drawn only within 10 mm"); a site whose
         navigation errs by more states its own.
+    follow_moved_reference
+        When the patient reference moves against the tracker, let the images choose between
+        the registration in use and the one that follows the move
+        (``WorkerOptions.test_moved_reference``; session 38: off — it corrected bumps within
+        3 s, but on held-out seeds the composed pose kept the old estimate's error where the
+        normal updates happened to find a better one, which the rule written before the run
+        forbade; docs/pipeline.md).
     display
         The thresholds of the ``display_state`` every published message carries (when an
         overlay may be shown LIVE; see docs/protocol.md).
@@ -99,6 +106,7 @@ class PipelineOptions(BaseModel):
     registration: StrictBool = True
     registration_interval_s: float = Field(default=0.25, ge=0, le=60)
     max_tied_correction_mm: float = Field(default=10.0, gt=0)
+    follow_moved_reference: StrictBool = False
     margins: MarginOptions = MarginOptions()
     registration_budget: RegistrationBudget = RegistrationBudget()
     display: DisplayRules = DisplayRules()

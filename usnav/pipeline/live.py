@@ -218,6 +218,7 @@ class LivePipeline:
         options = WorkerOptions(
             min_interval_s=self.options.registration_interval_s,
             max_tied_correction_mm=self.options.max_tied_correction_mm,
+            test_moved_reference=self.options.follow_moved_reference,
         )
         budget = self.options.registration_budget.overrides()
         if budget:  # the site's own measured budget, in every estimate's stated uncertainty
