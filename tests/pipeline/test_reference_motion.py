@@ -12,6 +12,7 @@ from pipeline_helpers import free_port, wait_until
 from scipy.spatial.transform import Rotation
 from test_live import Collector, _pipeline, worker_and_window
 
+from usnav.cli.cmd_run import status_line
 from usnav.client import MarginMessage, StatusMessage
 from usnav.devices import serve_in_subprocess
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
@@ -208,3 +209,8 @@ def test_a_bumped_reference_is_told_on_every_topic(small_case: Path, tmp_path: P
     assert all(REFERENCE_MOVED_PREFIX in m.header.display_reason for m in after)
     assert all(m.header.display_state != "LIVE" for m in after)
     assert status["reference_watched"] and status["reference_motion_mm"] > 4.0
+    told = next(
+        s for s in display.of(StatusMessage) if REFERENCE_MOVED_PREFIX in s.header.display_reason
+    )
+    assert "REFERENCE MOVED" in status_line(told.status)  # usnav run's status line
+    assert "REFERENCE MOVED" not in status_line({**told.status, "display_reason": ""})

@@ -97,6 +97,11 @@ def status_line(s: dict) -> str:
         line += f" | RECORDING FAILED: {s['record_error']}"
     if s.get("calibration_flagged"):
         line += " | CALIBRATION FLAGGED (see the warning above and the log)"
+    if "patient reference moved " in s.get("display_reason", ""):
+        line += (
+            f" | REFERENCE MOVED {_num(s.get('reference_motion_mm'))} mm since the registration "
+            "was checked"
+        )
     return line
 
 

@@ -400,6 +400,14 @@ class LivePipeline:
             checked_since_t=estimate.checked_since_t,
         )
         motion = self.reference_motion
+        if motion.newly_moved:
+            log.warning(
+                "frame %s: the patient reference moved %.1f mm against the tracker since the "
+                "registration was checked on the images; margins UNCERTAIN until it is checked "
+                "again",
+                frame.frame_number,
+                motion.motion_mm or 0.0,
+            )
         if motion.newly_moved and motion.reference_change is not None:
             # the pose that follows the move, for the images to choose (no-op unless the
             # worker's test_moved_reference is on)
