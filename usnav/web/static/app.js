@@ -120,6 +120,9 @@
     };
     ws.onclose = () => {
       stats.closed += 1;
+      // a picture of this connection still waiting to be drawn is not drawn: the link is
+      // gone, and a display must not turn LIVE again after it went STALE for that
+      if (connection === mine) connection += 1;
       if (stats.drawn > 0) expire();
       else showState("WAITING", "cannot reach usnav web (wrong token, or not running)");
       setTimeout(connect, 1000);
