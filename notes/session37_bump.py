@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 PASSES = 12
 BUMP_PASS = 3  # the reference moves at the first frame of this pass (0-based)
@@ -100,20 +99,13 @@ def prepare(case: Path) -> Path:
 
 def motion(scenario: str, seed: int, centroid: np.ndarray):
     """(function of recording seconds since the bump -> D (4x4, MRI mm), description)."""
-    rng = np.random.default_rng([seed, 37])
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    direction = rng.normal(size=3)
-    direction /= np.linalg.norm(direction)
-    mm = float(rng.uniform(3.0, 6.0))
-    deg = float(rng.uniform(2.0, 5.0))
+    from usnav.bench.bench_bump import draw_bump, rigid_about
+
+    bump = draw_bump(seed, centroid)  # the bench's draw (session 38 moved it there)
+    mm, deg = bump.mm, bump.deg
 
     def rigid(t_mm: float, r_deg: float) -> np.ndarray:
-        about = np.eye(4)
-        about[:3, :3] = Rotation.from_rotvec(np.radians(r_deg) * axis).as_matrix()
-        about[:3, 3] = centroid - about[:3, :3] @ centroid  # rotation about the tumor
-        about[:3, 3] += t_mm * direction
-        return about
+        return rigid_about(centroid, bump.axis, bump.direction, t_mm, r_deg)
 
     if scenario == "none":
         return (lambda s: np.eye(4)), "no motion"
@@ -142,6 +134,7 @@ def motion(scenario: str, seed: int, centroid: np.ndarray):
 
 def make_recording(case: Path, scenario: str, out: Path) -> dict:
     """Write the PASSES-long recording with the reference moved; return its timeline."""
+    from usnav.bench.bench_bump import bumped_reference_to_tracker
     from usnav.frames import TrackedFrame, TrackedTransform
     from usnav.io.sequence_reader import read_sequence
     from usnav.io.sequence_writer import write_sequence
@@ -170,7 +163,7 @@ def make_recording(case: Path, scenario: str, out: Path) -> dict:
                 d = move(t - t_bump)
                 transforms = dict(f.transforms)
                 r2t = transforms["ReferenceToTracker"]
-                moved = r2t.matrix @ np.linalg.inv(t_true) @ d @ t_true
+                moved = bumped_reference_to_tracker(r2t.matrix, t_true, d)
                 transforms["ReferenceToTracker"] = TrackedTransform(moved, r2t.status)
                 truth_by_index.append((d @ t_true).ravel().tolist())
                 yield TrackedFrame(

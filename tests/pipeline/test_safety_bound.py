@@ -91,3 +91,56 @@ def test_a_restated_message_keeps_a_contradicted_registration_uncertain() -> Non
     moved = f"{REFERENCE_MOVED_PREFIX}4.4 mm against the tracker since the registration was checked"
     assert _restated(message(moved), rules) == "UNCERTAIN"
     assert _restated(message(f"registration uncertain: ±2.4 mm; {moved}"), rules) == "UNCERTAIN"
+
+
+def test_a_bumped_reference_moves_the_truth_and_leaves_the_anatomy_in_the_tracker() -> None:
+    """The bumped-reference bench (session 38): the recording's bumped ``ReferenceToTracker``
+    and the moved truth ``D · T`` agree that the anatomy stayed where it was in the tracker's
+    frame (TrackerToMri unchanged) while the reference moved by the drawn 3-6 mm / 2-5°."""
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    from usnav.bench.bench_bump import BUMP_DEG, BUMP_MM, bumped_reference_to_tracker, draw_bump
+
+    rng = np.random.default_rng(0)
+    centroid = np.array([12.0, -30.0, 55.0])
+    bump = draw_bump(1841, centroid)
+    assert BUMP_MM[0] <= bump.mm <= BUMP_MM[1] and BUMP_DEG[0] <= bump.deg <= BUMP_DEG[1]
+    moved_centroid = bump.motion[:3, :3] @ centroid + bump.motion[:3, 3]
+    assert np.linalg.norm(moved_centroid - centroid) == pytest.approx(bump.mm)  # about it
+    assert np.degrees(Rotation.from_matrix(bump.motion[:3, :3]).magnitude()) == pytest.approx(
+        bump.deg
+    )
+    t = np.eye(4)
+    t[:3, :3] = Rotation.from_rotvec(rng.normal(size=3)).as_matrix()
+    t[:3, 3] = rng.normal(scale=50.0, size=3)
+    r2t = np.eye(4)
+    r2t[:3, :3] = Rotation.from_rotvec(rng.normal(size=3)).as_matrix()
+    r2t[:3, 3] = rng.normal(scale=200.0, size=3)
+    bumped = bumped_reference_to_tracker(r2t, t, bump.motion)
+    tracker_to_mri = t @ np.linalg.inv(r2t)
+    np.testing.assert_allclose((bump.motion @ t) @ np.linalg.inv(bumped), tracker_to_mri, atol=1e-9)
+    # the reference itself moved: a point of the reference lands elsewhere in the tracker
+    point = np.linalg.solve(t, np.append(centroid, 1.0))
+    assert np.linalg.norm((bumped @ point - r2t @ point)[:3]) > 1.0
+
+
+def test_the_bumped_reference_bench_counts_what_was_live_after_the_bump() -> None:
+    from usnav.bench.bench_bump import Margin, Timeline, bump_outcome
+
+    timeline = Timeline(first=100, span=121, frames_per_pass=120, bump_index=240)
+    assert timeline.index(100 + 2 * 121 + 5) == 245
+    margins = [
+        Margin(239, 10.0, "LIVE", 4, 0.8),
+        Margin(240, 10.1, "LIVE", 4, 3.1),  # the stale registration, wrong and LIVE
+        Margin(241, 10.2, "LIVE", 4),  # not in view: LIVE but unscored
+        Margin(242, 10.3, "UNCERTAIN", 4, 3.5),
+        Margin(260, 14.0, "LIVE", 5, 2.5),  # a new registration, LIVE and wrong
+        Margin(261, 14.1, "LIVE", 5, 0.5),
+    ]
+    outcome = bump_outcome(margins, timeline.bump_index)
+    assert outcome.live_at_bump
+    assert (outcome.live_over_2mm, outcome.in_view_after) == (2, 4)
+    assert outcome.stale_live_s == pytest.approx(0.1) and not outcome.censored
+    quiet = bump_outcome([Margin(m.index, m.t_received, "UNCERTAIN", 4) for m in margins], 240)
+    assert quiet.stale_live_s == 0.0 and not quiet.live_at_bump and quiet.live_over_2mm == 0

@@ -1,0 +1,415 @@
+"""A bumped patient reference (issue 11, "never a stale overlay without a warning"), measured
+through the live pipeline (``usnav bench --full`` only: a multi-minute live run).
+
+A simulated case's sweep is written :data:`PASSES` times into one recording with usnav's own
+writer; from the first frame of pass :data:`BUMP_PASS` on, its ``ReferenceToTracker`` is what
+a tracker reports after the patient reference was bumped (:func:`bumped_reference_to_tracker`):
+the images and ``ProbeToTracker`` stay (the anatomy did not move, the reference did), so the
+true ``ReferenceToMri`` jumps from ``T`` to ``D · T`` (:func:`draw_bump`: 3–6 mm and 2–5° at
+the tumor, drawn per seed) while tracking stays OK. A playback server in another process serves
+it over loopback OpenIGTLink into :class:`~usnav.pipeline.live.LivePipeline` with a site budget
+under which LIVE occurs (the second of :data:`usnav.bench.bench_safety.SITE_BUDGETS`), and a
+ZeroMQ subscriber scores every published margin against the truth
+(:func:`usnav.bench.bench_safety._score`; the truth in each image is unchanged by the bump).
+
+Row: in-view margins after the bump that are LIVE with a boundary error p95 over 2 mm (target
+0), and the time from the bump until no margin drawn with the registration in use at the bump
+is LIVE. Baseline: the same recordings with ``[display] max_reference_motion_mm`` unset (None:
+the reference is not watched), so the ratio shows what that rule buys.
+
+Cases: tuning seeds 1841-1843 of the tuning families (``notes/seed-ledger.jsonl``). The
+harness this came from, with drift and return scenarios: ``notes/session37_bump.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from usnav.bench.registry import BenchContext, Figure, benchmark
+
+#: (seed, appearance family): tuning seeds and families only (seed ledger, session 38)
+CASES = ((1841, "baseline"), (1842, "trailing-echo"), (1843, "compressed-gain"))
+FRAMES = 120
+#: sweeps in one recording; the reference is bumped at the first frame of pass BUMP_PASS
+#: (0-based: 24 s of scanning at RATE, after the first image-based estimates), leaving 72 s
+#: after it (more than ``max_unchecked_s``, the only other net without the rule)
+PASSES = 12
+BUMP_PASS = 3
+RATE = 0.5
+#: the bump, mm at the tumor and degrees (session 37: "3-6 mm / 2-5°")
+BUMP_MM = (3.0, 6.0)
+BUMP_DEG = (2.0, 5.0)
+
+
+def rigid_about(
+    centroid_mm: np.ndarray,
+    axis: np.ndarray,
+    direction: np.ndarray,
+    translation_mm: float,
+    rotation_deg: float,
+) -> np.ndarray:
+    """A rigid motion in MRI space (4×4, mm): a rotation of ``rotation_deg`` about the unit
+    ``axis`` through ``centroid_mm``, then a translation of ``translation_mm`` along the unit
+    ``direction``."""
+    motion = np.eye(4)
+    motion[:3, :3] = Rotation.from_rotvec(np.radians(rotation_deg) * np.asarray(axis)).as_matrix()
+    centre = np.asarray(centroid_mm, dtype=np.float64).reshape(3)
+    motion[:3, 3] = centre - motion[:3, :3] @ centre + translation_mm * np.asarray(direction)
+    return motion
+
+
+@dataclass(frozen=True)
+class Bump:
+    """One seed's bump: its rotation axis and translation direction (unit vectors), its size
+    (mm, degrees) and ``motion`` (4×4, MRI mm → MRI mm) about the tumor centroid."""
+
+    axis: np.ndarray
+    direction: np.ndarray
+    mm: float
+    deg: float
+    motion: np.ndarray
+
+
+def draw_bump(seed: int, centroid_mm: np.ndarray) -> Bump:
+    """The bump of a case: axis, direction, 3–6 mm and 2–5° drawn from ``seed`` (the same
+    draw as session 37's harness), the rotation about ``centroid_mm`` (the tumor's, MRI mm)."""
+    rng = np.random.default_rng([seed, 37])
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    mm = float(rng.uniform(*BUMP_MM))
+    deg = float(rng.uniform(*BUMP_DEG))
+    return Bump(axis, direction, mm, deg, rigid_about(centroid_mm, axis, direction, mm, deg))
+
+
+def bumped_reference_to_tracker(
+    reference_to_tracker: np.ndarray, reference_to_mri: np.ndarray, motion: np.ndarray
+) -> np.ndarray:
+    """The ``ReferenceToTracker`` a tracker reports once the reference moved by ``motion``.
+
+    Parameters
+    ----------
+    reference_to_tracker
+        4×4 ``ReferenceToTracker`` of the frame as recorded (Reference mm → Tracker mm).
+    reference_to_mri
+        4×4 true ``ReferenceToMri`` ``T`` before the bump.
+    motion
+        4×4 ``D`` (MRI mm → MRI mm): the true ``ReferenceToMri`` after the bump is ``D · T``.
+
+    Returns
+    -------
+    np.ndarray
+        ``ReferenceToTracker · T⁻¹ · D · T``: with it, ``(D · T) · ReferenceToTracker'⁻¹``
+        equals ``T · ReferenceToTracker⁻¹`` (TrackerToMri): the anatomy, and the MRI fixed to
+        it, stayed where they were in the tracker's frame; only the reference moved.
+    """
+    t = np.asarray(reference_to_mri, dtype=np.float64)
+    return np.asarray(reference_to_tracker, dtype=np.float64) @ np.linalg.solve(t, motion @ t)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where a bumped recording's frames came from."""
+
+    first: int
+    """The case's first frame number."""
+    span: int
+    """Frame numbers per pass."""
+    frames_per_pass: int
+    bump_index: int
+    """Frames (from the start) before the first bumped one."""
+
+    def index(self, frame_number: int) -> int:
+        """A sent frame's position in the recording (passes number their frames on)."""
+        sweep, offset = divmod(int(frame_number) - self.first, self.span)
+        return sweep * self.frames_per_pass + offset
+
+
+def write_bumped_recording(
+    case: Path,
+    out: Path,
+    reference_to_mri: np.ndarray,
+    motion: np.ndarray,
+    *,
+    passes: int = PASSES,
+    bump_pass: int = BUMP_PASS,
+) -> Timeline:
+    """Write ``case``'s sweep ``passes`` times into ``out`` with usnav's writer, frame numbers
+    and device times running on, its ``ReferenceToTracker`` bumped by ``motion`` from the first
+    frame of ``bump_pass`` on (:func:`bumped_reference_to_tracker`)."""
+    from usnav.frames import TrackedFrame, TrackedTransform
+    from usnav.io.sequence_reader import read_sequence
+    from usnav.io.sequence_writer import write_sequence
+
+    seq = read_sequence(case / "sweep.igs.mha")
+    try:
+        frames = [seq.frame(i) for i in range(len(seq))]
+    finally:
+        seq.close()
+    numbers = [f.frame_number for f in frames]
+    first, span = min(numbers), max(numbers) - min(numbers) + 1
+    times = np.array([f.t_device for f in frames])
+    period_s = float(times[-1] - times[0] + np.median(np.diff(times)))
+
+    def generate():
+        for p in range(passes):
+            for f in frames:
+                transforms = dict(f.transforms)
+                if p >= bump_pass:
+                    r2t = transforms["ReferenceToTracker"]
+                    moved = bumped_reference_to_tracker(r2t.matrix, reference_to_mri, motion)
+                    transforms["ReferenceToTracker"] = TrackedTransform(moved, r2t.status)
+                yield TrackedFrame(
+                    f.image,
+                    transforms,
+                    t_device=f.t_device + p * period_s,
+                    frame_number=f.frame_number + p * span,
+                    orientation=f.orientation,
+                    image_ok=f.image_ok,
+                    fields=dict(f.fields),
+                )
+
+    write_sequence(out, generate(), compression_level=1)
+    return Timeline(first, span, len(frames), bump_pass * len(frames))
+
+
+@dataclass
+class Margin:
+    """One published margin message, as the bench keeps it."""
+
+    index: int
+    t_received: float
+    state: str
+    registration_sequence: int
+    p95_mm: float = float("nan")
+    """Boundary error p95 of what it shows (NaN: not in view, or no tumor in the plane)."""
+
+
+@dataclass
+class BumpOutcome:
+    """What a display was shown after a bump."""
+
+    live_at_bump: bool
+    """The display's state just before the bump was LIVE (else the bump can change nothing)."""
+    live_over_2mm: int
+    """In-view margins after the bump that were LIVE with p95 > 2 mm."""
+    in_view_after: int
+    stale_live_s: float
+    """Seconds from the first bumped frame's margin until the last LIVE margin drawn with the
+    registration in use at the bump (0: none was)."""
+    censored: bool
+    """That registration was still LIVE at the end of the run (``stale_live_s`` a bound)."""
+
+
+def bump_outcome(margins: list[Margin], bump_index: int) -> BumpOutcome:
+    """Score the margins of one bumped run (see :class:`BumpOutcome`)."""
+    ordered = sorted(margins, key=lambda m: (m.index, m.t_received))
+    before = [m for m in ordered if m.index < bump_index]
+    after = [m for m in ordered if m.index >= bump_index]
+    if not after:
+        raise ValueError("no margin after the bump was published")
+    t_bump = after[0].t_received
+    in_use = after[0].registration_sequence
+    stale_live = [m for m in after if m.state == "LIVE" and m.registration_sequence == in_use]
+    scored = [m for m in after if np.isfinite(m.p95_mm)]
+    return BumpOutcome(
+        live_at_bump=bool(before) and before[-1].state == "LIVE",
+        live_over_2mm=sum(m.state == "LIVE" and m.p95_mm > 2.0 for m in scored),
+        in_view_after=len(scored),
+        stale_live_s=max((m.t_received - t_bump for m in stale_live), default=0.0),
+        censored=bool(stale_live) and stale_live[-1] is after[-1],
+    )
+
+
+@dataclass
+class _Case:
+    seed: int
+    family: str
+    folder: Path
+    truth: dict[int, np.ndarray]
+    bump: Bump
+    recording: Path
+    timeline: Timeline
+    outcomes: dict[str, BumpOutcome] = field(default_factory=dict)
+
+
+def _prepare_case(ctx: BenchContext, seed: int, family: str) -> _Case:
+    from usnav.bench.bench_safety import _simulate
+    from usnav.sim import load_truth
+
+    ctx.progress(f"bump: simulating case {seed} ({family})")
+    folder, truth = _simulate(seed, family, ctx.work_dir / "bump", FRAMES)
+    sim_truth = load_truth(folder)
+    centroid = np.asarray(sim_truth.landmarks["tumor_centroid"], dtype=np.float64).reshape(3)
+    bump = draw_bump(seed, centroid)
+    recording = folder / "bumped.igs.mha"
+    timeline = write_bumped_recording(folder, recording, sim_truth.reference_to_mri, bump.motion)
+    return _Case(seed, family, folder, truth, bump, recording, timeline)
+
+
+def _live_run(ctx: BenchContext, case: _Case, options) -> list[Margin]:
+    """Serve the bumped recording into a live pipeline; every margin it published."""
+    from usnav.bench.bench_pipeline import case_pipeline
+    from usnav.bench.bench_safety import _score
+    from usnav.client import MarginMessage, Subscriber
+    from usnav.devices import serve_in_subprocess
+
+    total = PASSES * case.timeline.frames_per_pass
+    server = serve_in_subprocess(case.recording, port=0, rate=RATE)
+    try:
+        pipeline = case_pipeline(case.folder, server.port, options)
+    except BaseException:
+        server.stop()
+        raise
+    stop = threading.Event()
+    seen: list[MarginMessage] = []
+
+    def collect(sub: Subscriber) -> None:
+        while not stop.is_set():
+            message = sub.receive(0.05)
+            if isinstance(message, MarginMessage):
+                seen.append(message)
+
+    sub = None
+    collector = None
+    try:
+        pipeline.prepare()
+        sub = Subscriber(pipeline.endpoint, hwm=100_000)
+        collector = threading.Thread(target=collect, args=(sub,), daemon=True)
+        collector.start()
+        pipeline.start()
+        deadline = time.monotonic() + 60.0 + 4 * total / (30.0 * RATE)
+        while pipeline.counters.received < total and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        pipeline.stop()
+        server.stop()
+        if collector is not None:
+            collector.join(2.0)
+        if sub is not None:
+            sub.close()
+    margins = []
+    first, span = case.timeline.first, case.timeline.span
+    for message in seen:
+        h = message.header
+        if h.t_received is None:
+            continue
+        margin = Margin(
+            case.timeline.index(h.frame_number),
+            h.t_received,
+            h.display_state,
+            message.registration_sequence,
+        )
+        mask = case.truth.get(first + (int(h.frame_number) - first) % span)
+        if message.in_view and mask is not None and mask.any():
+            margin.p95_mm = _score(message, mask)[0]
+        margins.append(margin)
+    return margins
+
+
+RULE = "rule"
+OFF = "off"
+
+
+@benchmark(
+    "#11 LIVE margins over 2 mm after a bumped patient reference (3–6 mm / 2–5°), site budget",
+    "safety",
+    quick=False,
+)
+def bench_bumped_reference(ctx: BenchContext) -> list[Figure]:
+    from usnav.bench.bench_safety import SITE_BUDGETS
+    from usnav.pipeline.config import PipelineOptions, RegistrationBudget
+    from usnav.protocol.display import DisplayRules
+
+    budget = SITE_BUDGETS[-1]
+    rules = DisplayRules(margin_error_mm=0.0)
+
+    def options(limit_mm: float | None) -> PipelineOptions:
+        return PipelineOptions(
+            publish_address="tcp://127.0.0.1:*",
+            publish_frames=False,
+            registration_budget=RegistrationBudget(**budget),
+            display=rules.model_copy(update={"max_reference_motion_mm": limit_mm}),
+        )
+
+    variants: dict[str, Callable[[], PipelineOptions]] = {
+        RULE: lambda: options(rules.max_reference_motion_mm),
+        OFF: lambda: options(None),
+    }
+    cases = []
+    for seed, family in CASES:
+        case = _prepare_case(ctx, seed, family)
+        for name, make in variants.items():
+            ctx.progress(f"bump: case {seed}, {PASSES} sweeps, bumped at {BUMP_PASS}, {name}")
+            margins = _live_run(ctx, case, make())
+            case.outcomes[name] = bump_outcome(margins, case.timeline.bump_index)
+        cases.append(case)
+
+    def total(name: str) -> int:
+        return sum(c.outcomes[name].live_over_2mm for c in cases)
+
+    def longest(name: str) -> tuple[float, bool]:
+        worst = max(cases, key=lambda c: c.outcomes[name].stale_live_s)
+        return worst.outcomes[name].stale_live_s, worst.outcomes[name].censored
+
+    def per_case(name: str) -> str:
+        parts = []
+        for c in cases:
+            o = c.outcomes[name]
+            live = "LIVE at the bump" if o.live_at_bump else "not LIVE at the bump"
+            bound = "≥ " if o.censored else ""
+            parts.append(
+                f"{c.seed} ({c.bump.mm:.1f} mm, {c.bump.deg:.1f}°; {live}): {o.live_over_2mm} "
+                f"of {o.in_view_after}, {bound}{o.stale_live_s:.1f} s"
+            )
+        return "; ".join(parts)
+
+    label = ", ".join(f"{k} = {v:g}" for k, v in budget.items())
+    seeds = f"{CASES[0][0]}-{CASES[-1][0]} ({', '.join(f for _, f in CASES)})"
+    off_name = "max_reference_motion_mm unset (reference not watched)"
+    rule_s, rule_censored = longest(RULE)
+    off_s, off_censored = longest(OFF)
+    return [
+        Figure(
+            "#11 LIVE margins over 2 mm after a bumped patient reference (3–6 mm / 2–5°), "
+            "site budget",
+            total(RULE),
+            "margins",
+            "0",
+            total(RULE) == 0,
+            off_name,
+            total(OFF),
+            higher_is_better=False,
+            note=f"in-view margins LIVE with p95 > 2 mm after the bump, {len(cases)} tuning "
+            f"cases, seeds {seeds}; {PASSES} sweeps at {RATE}x, bumped at sweep {BUMP_PASS + 1} "
+            f"({(PASSES - BUMP_PASS) * FRAMES / (30 * RATE):.0f} s after it); {label}, "
+            f"margin_error_mm = 0; max_reference_motion_mm = {rules.max_reference_motion_mm:g}: "
+            f"{per_case(RULE)} | unset: {per_case(OFF)}",
+        ),
+        Figure(
+            "#11 after a bumped patient reference: time until nothing drawn with the "
+            "bumped registration is LIVE",
+            rule_s,
+            "s",
+            "stated",
+            None,
+            off_name,
+            off_s,
+            higher_is_better=False,
+            note="seconds from the first bumped frame's margin to the last LIVE margin drawn "
+            "with the registration in use at the bump (0: none was), the longest of the cases "
+            "(per case in the row above)"
+            + (", still LIVE when the run ended (a lower bound)" if off_censored else "")
+            + ("; with the rule too" if rule_censored else ""),
+        ),
+    ]
