@@ -201,6 +201,8 @@ class BumpOutcome:
     """The display's state just before the bump was LIVE (else the bump can change nothing)."""
     live_over_2mm: int
     """In-view margins after the bump that were LIVE with p95 > 2 mm."""
+    live_after: int
+    """In-view margins after the bump that were LIVE (any registration)."""
     in_view_after: int
     stale_live_s: float
     """Seconds from the first bumped frame's margin until the last LIVE margin drawn with the
@@ -223,6 +225,7 @@ def bump_outcome(margins: list[Margin], bump_index: int) -> BumpOutcome:
     return BumpOutcome(
         live_at_bump=bool(before) and before[-1].state == "LIVE",
         live_over_2mm=sum(m.state == "LIVE" and m.p95_mm > 2.0 for m in scored),
+        live_after=sum(m.state == "LIVE" for m in scored),
         in_view_after=len(scored),
         stale_live_s=max((m.t_received - t_bump for m in stale_live), default=0.0),
         censored=bool(stale_live) and stale_live[-1] is after[-1],
@@ -370,7 +373,8 @@ def bench_bumped_reference(ctx: BenchContext) -> list[Figure]:
             bound = "≥ " if o.censored else ""
             parts.append(
                 f"{c.seed} ({c.bump.mm:.1f} mm, {c.bump.deg:.1f}°; {live}): {o.live_over_2mm} "
-                f"of {o.in_view_after}, {bound}{o.stale_live_s:.1f} s"
+                f"LIVE over 2 mm, {o.live_after} LIVE, of {o.in_view_after} in view; "
+                f"{bound}{o.stale_live_s:.1f} s"
             )
         return "; ".join(parts)
 
