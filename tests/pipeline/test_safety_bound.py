@@ -141,6 +141,7 @@ def test_the_bumped_reference_bench_counts_what_was_live_after_the_bump() -> Non
     outcome = bump_outcome(margins, timeline.bump_index)
     assert outcome.live_at_bump
     assert (outcome.live_over_2mm, outcome.live_after, outcome.in_view_after) == (2, 3, 4)
+    assert outcome.stale_over_2mm == 1
     assert outcome.stale_live_s == pytest.approx(0.1) and not outcome.censored
     quiet = bump_outcome([Margin(m.index, m.t_received, "UNCERTAIN", 4) for m in margins], 240)
     assert quiet.stale_live_s == 0.0 and not quiet.live_at_bump and quiet.live_over_2mm == 0
