@@ -143,5 +143,10 @@ def test_the_bumped_reference_bench_counts_what_was_live_after_the_bump() -> Non
     assert (outcome.live_over_2mm, outcome.live_after, outcome.in_view_after) == (2, 3, 4)
     assert outcome.stale_over_2mm == 1
     assert outcome.stale_live_s == pytest.approx(0.1) and not outcome.censored
+    assert outcome.stale_live == 2
+    # only the first bumped frame LIVE: 0 s, but said
+    first_only = bump_outcome([*margins[:2], Margin(242, 10.3, "UNCERTAIN", 4, 3.5)], 240)
+    assert first_only.stale_live_s == 0.0 and first_only.stale_live == 1
     quiet = bump_outcome([Margin(m.index, m.t_received, "UNCERTAIN", 4) for m in margins], 240)
-    assert quiet.stale_live_s == 0.0 and not quiet.live_at_bump and quiet.live_over_2mm == 0
+    assert quiet.stale_live_s == 0.0 and quiet.stale_live == 0
+    assert not quiet.live_at_bump and quiet.live_over_2mm == 0

@@ -208,9 +208,12 @@ class BumpOutcome:
     live_after: int
     """In-view margins after the bump that were LIVE (any registration)."""
     in_view_after: int
+    stale_live: int
+    """Margins after the bump (in view or not) that were LIVE, drawn with the registration in
+    use at the bump."""
     stale_live_s: float
-    """Seconds from the first bumped frame's margin until the last LIVE margin drawn with the
-    registration in use at the bump (0: none was)."""
+    """Seconds from the first bumped frame's margin until the last of them (0 also when only
+    that first one was: ``stale_live`` tells)."""
     censored: bool
     """That registration was still LIVE at the end of the run (``stale_live_s`` a bound)."""
 
@@ -235,6 +238,7 @@ def bump_outcome(margins: list[Margin], bump_index: int) -> BumpOutcome:
         ),
         live_after=sum(m.state == "LIVE" for m in scored),
         in_view_after=len(scored),
+        stale_live=len(stale_live),
         stale_live_s=max((m.t_received - t_bump for m in stale_live), default=0.0),
         censored=bool(stale_live) and stale_live[-1] is after[-1],
     )
@@ -386,8 +390,8 @@ def bench_bumped_reference(ctx: BenchContext) -> list[Figure]:
             parts.append(
                 f"{c.seed} ({c.bump.mm:.1f} mm, {c.bump.deg:.1f}°; {live}): {o.live_over_2mm} "
                 f"LIVE over 2 mm ({o.stale_over_2mm} with the bumped registration), "
-                f"{o.live_after} LIVE, of {o.in_view_after} in view; "
-                f"{bound}{o.stale_live_s:.1f} s"
+                f"{o.live_after} LIVE, of {o.in_view_after} in view; the bumped registration "
+                f"LIVE on {o.stale_live} margins, for {bound}{o.stale_live_s:.1f} s"
             )
         return "; ".join(parts)
 
