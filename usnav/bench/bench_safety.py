@@ -25,7 +25,8 @@ Rows:
   the raw confidence. And how often a seen point beats the MRI's (> 50 %), there and on fresh
   seeds of the tuning families (item 4's first rule).
 - ``--full`` only: **run-to-run spread** (the same case replayed three times live, and twice
-  on a fixed window schedule) and **coverage with a site-stated registration budget**.
+  on a fixed window schedule) and **coverage with a site-stated registration budget**; a
+  bumped patient reference has its own module (:mod:`usnav.bench.bench_bump`).
 
 Cases of the live rows: seeds 3101– (never used for tuning: registration tuned on
 1001–1040, margins on 101–106, the confidence calibration on 1101–1124 of the tuning
