@@ -203,3 +203,23 @@ def test_margins_the_ultrasound_contradicts_are_in_doubt() -> None:
         )
         == ""
     )
+
+
+def test_an_options_file_switches_a_check_off_with_false(tmp_path) -> None:
+    """TOML has no None: ``false`` turns the seen-points and reference-motion checks off
+    (session 38: only their largest value did); ``true`` or nonsense is refused."""
+    from usnav.config.loader import load_toml_model
+    from usnav.errors import InputError
+    from usnav.pipeline.config import PipelineOptions
+
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        "[display]\nmax_reference_motion_mm = false\nmax_seen_disagreement_mm = false\n"
+    )
+    rules = load_toml_model(toml, PipelineOptions).display
+    assert rules.max_reference_motion_mm is None and rules.max_seen_disagreement_mm is None
+    assert DisplayRules().max_reference_motion_mm == 2.0
+    for bad in ("true", "0", '"off"'):
+        toml.write_text(f"[display]\nmax_reference_motion_mm = {bad}\n")
+        with pytest.raises(InputError, match="max_reference_motion_mm"):
+            load_toml_model(toml, PipelineOptions)

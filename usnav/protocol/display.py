@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LIVE = "LIVE"
 UNCERTAIN = "UNCERTAIN"
@@ -90,16 +90,17 @@ class DisplayRules(BaseModel):
         A frame's margins are UNCERTAIN when at least ``min_seen_fraction`` of their points are
         seen on the ultrasound and those put the margin, by their median, more than
         ``max_seen_disagreement_mm`` from the MRI's (the image contradicts the overlay: a
-        registration within its bound plus a shifted cord can still be that far off). None: no
-        such check.
+        registration within its bound plus a shifted cord can still be that far off). None
+        (``false`` in an options file): no such check.
     max_reference_motion_mm
         A frame's margins are UNCERTAIN when the patient reference has moved against the
         tracker by more than this, mm (the largest displacement at the frame's image
         corners), since the registration in use was last checked on the images, until the
         images check it again (:mod:`usnav.pipeline.reference_motion`; session 38). The
         default, 2 mm, is the safe-display target: a move that alone could put the overlay
-        that far off. Raise it where breathing moves the reference more; None: no such check
-        (and none is possible on streams that carry only ``ProbeToReference``).
+        that far off. Raise it where breathing moves the reference more; None (``false`` in an
+        options file): no such check (and none is possible on streams that carry only
+        ``ProbeToReference``).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -112,6 +113,15 @@ class DisplayRules(BaseModel):
     max_seen_disagreement_mm: float | None = Field(default=1.0, gt=0)
     min_seen_fraction: float = Field(default=0.2, ge=0, le=1)
     max_reference_motion_mm: float | None = Field(default=2.0, gt=0, le=MAX_THRESHOLD_MM)
+
+    @field_validator("max_seen_disagreement_mm", "max_reference_motion_mm", mode="before")
+    @classmethod
+    def _false_is_off(cls, value: object) -> object:
+        """``false`` switches a check off: a TOML file cannot say None (session 38: the only
+        way to turn one off was its largest value)."""
+        if value is True:  # would be read as 1 mm
+            raise ValueError("true is not a distance: give mm, or false to switch the check off")
+        return None if value is False else value
 
     @model_validator(mode="after")
     def _registration_limit(self) -> DisplayRules:
