@@ -1,16 +1,83 @@
-"""Load TOML into pydantic models, turning validation errors into one clear line."""
+"""Load TOML into pydantic models, turning validation errors into one clear line.
+
+A file's values are validated strictly (:func:`validate_file_data`): ``true`` is not a number,
+``"2.0"`` is not a number, ``1`` is not ``true``; a whole number is a number.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import tomllib
 from pathlib import Path
-from typing import TypeVar, get_args
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from usnav.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+#: What a key of each type takes, said to the person who wrote the file (pydantic's error type
+#: -> words; the strict types' errors, and the lax ones' for models built in code)
+_EXPECTED = {
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "int_parsing": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string in quotes",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+}
+
+
+def validate_file_data(model: type[M], data: Any) -> M:
+    """Validate what a user's file gave (TOML's tables, lists, strings, numbers, booleans) as
+    ``model``, strictly.
+
+    pydantic's lax mode reads ``true`` as 1 for a number and ``"2.0"`` as 2.0, and ``1`` or
+    ``"yes"`` as true for a plain ``bool``: a file that said ``sweep_climbs = true`` ran with 1.
+    Strict mode refuses them all and still reads a whole number as a float. The data go
+    through JSON so that strict mode takes a list for a tuple and a string for a path, as a
+    file writes them (strict Python input asks for tuple and Path objects). A date or time
+    (TOML's unquoted ``1979-05-27``) is refused: no option takes one.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        Every problem, as :func:`format_validation_error` says them.
+    """
+    found = _first_date_time(data, ())
+    if found is not None:
+        loc, value = found
+        problem = PydanticCustomError("date_time", "a TOML date or time is not a value here")
+        detail: InitErrorDetails = {"type": problem, "loc": loc, "input": value}
+        raise ValidationError.from_exception_data(model.__name__, [detail])
+    return model.model_validate_json(json.dumps(data), strict=True)
+
+
+def _first_date_time(data: Any, loc: tuple) -> tuple[tuple, Any] | None:
+    """Where the first date or time value lies in ``data`` (and that value), else None."""
+    if isinstance(data, dt.date | dt.time):
+        return loc, data
+    if isinstance(data, dict):
+        items = list(data.items())
+    elif isinstance(data, list):
+        items = list(enumerate(data))
+    else:
+        return None
+    for key, value in items:
+        found = _first_date_time(value, (*loc, key))
+        if found is not None:
+            return found
+    return None
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
@@ -38,10 +105,65 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], prefix
             # a key's own check on a list (a matrix): its message says what is wrong with
             # the numbers; ", got a list of 4" after "Value error, …" said nothing more
             parts.append(f"key '{loc}': {str(err['msg']).removeprefix('Value error, ')}")
+        elif kind in _EXPECTED and "input" in err:
+            # a value of the wrong type: what the key takes (with its default as an example)
+            # and what the file gave; a boolean given for a number is said to be one
+            expected = _EXPECTED[kind]
+            example = _example(model, err["loc"], kind)
+            given = err["input"]
+            note = ""
+            if isinstance(given, bool) and expected != "true or false":
+                note = " (true and false are not numbers)"
+            elif kind.startswith("int") and isinstance(given, float) and given.is_integer():
+                note = " (write it without a decimal point)"
+            parts.append(
+                f"key '{loc}': expected {expected}"
+                + (f" (e.g. {example})" if example else "")
+                + f", got {_seen(given)}{note}"
+            )
         else:
             seen = f", got {_seen(err['input'])}" if "input" in err else ""
-            parts.append(f"key '{loc}': {err['msg']}{seen}")
+            # pydantic puts "Value error, " before a key's own check's message: said nothing
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"key '{loc}': {msg}{seen}")
     return "; ".join(parts)
+
+
+def _example(model: type[BaseModel], loc: tuple, kind: str) -> str:
+    """The default of the key at ``loc`` (its element's, for a list) when it is a value of
+    the kind the error says is expected, as TOML writes it; else ''."""
+    field = _field_at(model, loc)
+    if field is None or field.is_required():
+        return ""
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, list | tuple) and loc and isinstance(loc[-1], int):
+        value = value[loc[-1]] if loc[-1] < len(value) else (value[0] if value else None)
+    if kind.startswith("bool"):
+        return ("true" if value else "false") if isinstance(value, bool) else ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return ""
+    if kind.startswith("int"):
+        return str(value) if isinstance(value, int) else ""
+    return f"{value:g}" if kind.startswith("float") else ""
+
+
+def _field_at(model: type[BaseModel], loc: tuple) -> FieldInfo | None:
+    """The field a validation error's ``loc`` points into (the last named key of it)."""
+    current: type[BaseModel] | None = model
+    field = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if current is None:
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        candidates = [field.annotation, *get_args(field.annotation)]
+        current = next(
+            (a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+    return field
 
 
 def _seen(value: object, limit: int = 60) -> str:
@@ -96,6 +218,6 @@ def load_toml_model(path: str | Path, model: type[M]) -> M:
     except OSError as exc:  # permissions, an I/O error
         raise ConfigError.unreadable(p, exc) from None
     try:
-        return model.model_validate(raw)
+        return validate_file_data(model, raw)
     except ValidationError as exc:
         raise ConfigError(p, format_validation_error(exc, model)) from exc

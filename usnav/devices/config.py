@@ -97,6 +97,14 @@ class ProbeConfig(_Strict):
 
     _host = field_validator("host")(_check_host)
 
+    @field_validator("header_version", mode="before")
+    @classmethod
+    def _version_not_bool(cls, value: object) -> object:
+        # Literal[1, 2] takes true, which equals 1, even in strict mode
+        if isinstance(value, bool):
+            raise ValueError("must be 1 or 2 (the OpenIGTLink header version)")
+        return value
+
     @field_validator("image_transform")
     @classmethod
     def _transform_name(cls, value: str) -> str:
@@ -135,6 +143,15 @@ class PlaybackConfig(_Strict):
 
     _host = field_validator("host")(_check_host)
     _allow = field_validator("allow")(_check_allow)
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rate_given(cls, value: object) -> object:
+        # one line for the key (the union said it twice: 'rate.float' and "rate.literal['max']"),
+        # and true is not a speed factor of 1
+        if value != "max" and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"must be 'max' or a speed factor in (0, {MAX_RATE:g}]")
+        return value
 
     @field_validator("rate")
     @classmethod

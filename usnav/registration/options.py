@@ -408,7 +408,7 @@ def load_registration_options(
 
     from pydantic import ValidationError
 
-    from usnav.config.loader import format_validation_error
+    from usnav.config.loader import format_validation_error, validate_file_data
 
     opts = RegistrationOptions()
     if path is not None:
@@ -431,7 +431,7 @@ def load_registration_options(
                 "at the top level)",
             )
         try:
-            opts = RegistrationOptions.model_validate(table)
+            opts = validate_file_data(RegistrationOptions, table)
         except ValidationError as exc:
             prefix = "registration." if in_table else ""
             message = format_validation_error(exc, RegistrationOptions, prefix)
