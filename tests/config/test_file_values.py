@@ -103,6 +103,13 @@ def test_the_cases_reach_every_table_with_numbers() -> None:
     } <= tables, tables
 
 
+def test_every_table_refuses_unknown_keys() -> None:
+    """A misspelt key is refused, not left at its default (``extra="forbid"`` on each)."""
+    for file, (root, _, table) in FILES.items():
+        for path, model in _tables(root, table):
+            assert model.model_config.get("extra") == "forbid", (file, path, model)
+
+
 @pytest.mark.parametrize(("loader", "table", "key", "kind"), CASES)
 def test_a_value_of_another_kind_is_refused_naming_the_file_and_key(
     tmp_path: Path, loader: Callable[[Path], Any], table: tuple[str, ...], key: str, kind: type
