@@ -143,8 +143,18 @@ def make_recording(case: Path, scenario: str, out: Path) -> dict:
     truth = load_truth(case)
     seed, _ = _case_options(case)
     centroid = np.asarray(truth.landmarks["tumor_centroid"], float).reshape(3)
+    # session 39: "breath-A-P" or "SCENARIO+breath-A-P": the whole patient (reference, probe on
+    # it and anatomy) breathes A mm peak to peak every P s of scanning against the tracker
+    parts = scenario.split("+")
+    breath = next((part for part in parts if part.startswith("breath-")), None)
+    scenario = next((part for part in parts if not part.startswith("breath-")), "none")
     move, description = motion(scenario, seed, centroid)
     t_true = truth.reference_to_mri
+    breathe = None
+    if breath is not None:
+        _, amplitude, period = breath.split("-")
+        description += f", breathing {amplitude} mm p-p every {period} s"
+        breathe = (float(amplitude), float(period) * RATE)  # period on the recording clock
     seq = read_sequence(case / "sweep.igs.mha")
     frames = [seq.frame(i) for i in range(len(seq))]
     seq.close()
@@ -165,6 +175,15 @@ def make_recording(case: Path, scenario: str, out: Path) -> dict:
                 r2t = transforms["ReferenceToTracker"]
                 moved = bumped_reference_to_tracker(r2t.matrix, t_true, d)
                 transforms["ReferenceToTracker"] = TrackedTransform(moved, r2t.status)
+                if breathe is not None:
+                    b = np.eye(4)
+                    to_tracker = r2t.matrix[:3, :3] @ np.linalg.inv(t_true)[:3, :3]
+                    axis = to_tracker @ np.array([0.0, 1.0, 1.0 / 3.0])  # MRI +A, a third +S
+                    phase = np.sin(2 * np.pi * (t - times[0]) / breathe[1])
+                    b[:3, 3] = axis / np.linalg.norm(axis) * 0.5 * breathe[0] * phase
+                    for name in ("ReferenceToTracker", "ProbeToTracker"):
+                        tt = transforms[name]
+                        transforms[name] = TrackedTransform(b @ tt.matrix, tt.status)
                 truth_by_index.append((d @ t_true).ravel().tolist())
                 yield TrackedFrame(
                     f.image,

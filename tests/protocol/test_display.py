@@ -223,3 +223,14 @@ def test_an_options_file_switches_a_check_off_with_false(tmp_path) -> None:
         toml.write_text(f"[display]\nmax_reference_motion_mm = {bad}\n")
         with pytest.raises(InputError, match="max_reference_motion_mm"):
             load_toml_model(toml, PipelineOptions)
+    # the breath the reference's motion is averaged over (session 39): seconds, or false for
+    # session 38's rule (every pose counts)
+    assert DisplayRules().reference_breath_s == 6.0
+    toml.write_text("[display]\nreference_breath_s = false\n")
+    assert load_toml_model(toml, PipelineOptions).display.reference_breath_s is None
+    toml.write_text("[display]\nreference_breath_s = 9\n")
+    assert load_toml_model(toml, PipelineOptions).display.reference_breath_s == 9.0
+    for bad in ("true", "0", "600"):
+        toml.write_text(f"[display]\nreference_breath_s = {bad}\n")
+        with pytest.raises(InputError, match="reference_breath_s"):
+            load_toml_model(toml, PipelineOptions)

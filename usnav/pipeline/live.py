@@ -38,7 +38,7 @@ from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.queues import LatestSlot, RecordQueue
 from usnav.pipeline.reference_motion import ReferenceMotionMonitor, reference_to_tracker
 from usnav.pipeline.stats import LatencyMeter, RateMeter
-from usnav.protocol.display import STALE, DisplayState, seen_disagreement_doubt
+from usnav.protocol.display import STALE, DisplayRules, DisplayState, seen_disagreement_doubt
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.transforms import TransformRepository
 
@@ -169,9 +169,7 @@ class LivePipeline:
         self._last_estimate_published = -1
         self.last_drawn_estimate: RegistrationEstimate | None = None
         #: the patient reference against the tracker since the registration was checked
-        self.reference_motion = ReferenceMotionMonitor(
-            self.options.display.max_reference_motion_mm, _worker_window_frames(worker)
-        )
+        self.reference_motion = _reference_motion_monitor(self.options.display, worker)
 
     # -- life cycle ------------------------------------------------------------------------
     def prepare(self) -> dict[str, float]:
@@ -194,10 +192,7 @@ class LivePipeline:
             self.compile_seconds["margins"] = time.perf_counter() - t0
             if self.worker is None and self.options.registration and self.mri is not None:
                 self.worker = self._build_worker()
-                self.reference_motion = ReferenceMotionMonitor(
-                    self.options.display.max_reference_motion_mm,
-                    _worker_window_frames(self.worker),
-                )
+                self.reference_motion = _reference_motion_monitor(self.options.display, self.worker)
             if self.worker is not None:
                 from usnav.registration import warm_up
 
@@ -691,6 +686,16 @@ class LivePipeline:
                         self._slicer.mark_stale(self._tracking_lost)
             except Exception:  # status must never take the pipeline down
                 log.exception("status publishing failed")
+
+
+def _reference_motion_monitor(display: DisplayRules, worker: Any) -> ReferenceMotionMonitor:
+    """The patient reference's watch: the display rules' limit and breath, the worker's
+    window."""
+    return ReferenceMotionMonitor(
+        display.max_reference_motion_mm,
+        _worker_window_frames(worker),
+        breath_average_s=display.reference_breath_s,
+    )
 
 
 def _worker_window_frames(worker: Any) -> int:

@@ -22,13 +22,22 @@ waits for the images. Streams that carry only ``ProbeToReference`` cannot be wat
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 from usnav.frames import TrackedFrame, TransformStatus
-from usnav.protocol.display import REFERENCE_MOVED_PREFIX
+from usnav.protocol.display import REFERENCE_BREATH_S, REFERENCE_MOVED_PREFIX
 from usnav.transforms import TransformRepository
+
+#: Seconds of device time over which the reference's poses are averaged to see a drift through
+#: breathing (:data:`usnav.protocol.display.REFERENCE_BREATH_S`, where the figures are)
+BREATH_AVERAGE_S = REFERENCE_BREATH_S
+
+#: How far the breath mean is carried forward, in spans of the rate it moved over the span
+#: before (a drift's mean lags it by half a span)
+BREATH_LEAD = 0.5
+
+#: At most this many recent frames kept for it (two such spans at 60 Hz).
+BREATH_MAX_FRAMES = 720
 
 
 def moved_mm(
@@ -64,6 +73,37 @@ def moved_mm(
     return float(np.sqrt((moved**2).sum(axis=-1)).max())
 
 
+def displacements_mm(
+    then_tracker: np.ndarray, now_tracker: np.ndarray, points_reference_mm: np.ndarray
+) -> np.ndarray:
+    """For each pose of a stack, the largest distance between where it and the pose now put
+    the same points, in the tracker's frame, mm.
+
+    Parameters
+    ----------
+    then_tracker
+        (n, 4, 4) ``ReferenceToTracker`` poses (Reference mm → Tracker mm), or averages of such
+        poses (a mean of matrices maps each point to the mean of its positions).
+    now_tracker
+        4×4 ``ReferenceToTracker`` now (or such an average).
+    points_reference_mm
+        (m, 3) points in Reference mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) ``max over points ‖then · p − now · p‖``; for rigid poses this is
+        :func:`moved_mm` of each pose alone (a rigid ``inv(now)`` keeps lengths).
+    """
+    then = np.asarray(then_tracker, dtype=np.float64).reshape(-1, 4, 4)
+    now = np.asarray(now_tracker, dtype=np.float64)
+    pts = np.asarray(points_reference_mm, dtype=np.float64).reshape(-1, 3)
+    homogeneous = np.ones((4, len(pts)))
+    homogeneous[:3] = pts.T
+    moved = (then[:, :3, :] - now[:3, :]) @ homogeneous  # (n, 3, m), Tracker mm
+    return np.sqrt(np.einsum("nij,nij->nj", moved, moved).max(axis=1))
+
+
 def image_corners_mm(image_to_reference: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
     """The four corners of an image (rows, cols) in Reference mm, (4, 3)."""
     rows, cols = image_shape[:2]
@@ -97,10 +137,23 @@ class ReferenceMotionMonitor:
     """The patient reference's motion since the registration in use was checked on the images.
 
     A check (an estimate, or a confirmation, on the worker's window) is taken to hold for the
-    reference's poses over that window's frames: the estimate may fit any of them. A frame's
-    motion is the largest displacement, at its image corners, from any of those poses to its
-    own; a reference that moved *during* the window (a bump, a drift) therefore counts at
-    once, and a drift cannot hide in an estimate that lags it.
+    reference's poses over that window's frames: the estimate may fit any of them. The
+    patient breathes, and the reference clamped to the spine moves with it (1.96 ± 1.32 mm at
+    a spinous-process clamp, :data:`BREATH_AVERAGE_S`): the registration is right at every
+    phase of the breath, so breathing must not count. A frame's motion is the largest of
+    three displacements at its image corners (mm):
+
+    - *a step*: from the nearest of the poses the check saw and of the last breath's poses
+      (a breathing patient's poses recur within a breath; a bumped reference leaves them all);
+    - *a drift*: the largest between the breath-averaged pose (the mean over
+      ``breath_average_s``) now and at any checked frame (a drift, or a move, that outlasts a
+      breath moves the average; breathing does not);
+    - *a step inside the checked frames*: the largest step any checked frame made, when it
+      arrived, from the breath before it (a check on frames from both sides of a move says
+      nothing about either side).
+
+    ``breath_average_s=None`` keeps the session-38 rule: the largest displacement from any
+    checked pose (every breath over the limit is then a move).
 
     Parameters
     ----------
@@ -108,16 +161,38 @@ class ReferenceMotionMonitor:
         Motion beyond which a frame's registration is in doubt, mm (None: never).
     window_frames
         How many recent frames a check looks at (the registration worker's window).
+    breath_average_s
+        Seconds of device time a breath is averaged over (None: no breathing allowed for).
     """
 
-    def __init__(self, limit_mm: float | None, window_frames: int = 150) -> None:
+    def __init__(
+        self,
+        limit_mm: float | None,
+        window_frames: int = 150,
+        breath_average_s: float | None = BREATH_AVERAGE_S,
+    ) -> None:
         self.limit_mm = limit_mm
-        #: (device time s, ReferenceToTracker) of the recent frames
-        self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=max(1, int(window_frames)))
+        self.breath_average_s = breath_average_s
+        self.window_frames = max(1, int(window_frames))
+        #: the recent frames, oldest first (device time order): more than a window when
+        #: breathing is allowed for (at least a breath)
+        self._recent = _Recent(
+            self.window_frames
+            if breath_average_s is None
+            else max(self.window_frames, BREATH_MAX_FRAMES)
+        )
         #: ``ReferenceToTracker`` at the frames the registration in use was last checked on,
         #: (n, 4, 4)
         self._anchor: np.ndarray | None = None
+        #: the poses a step is judged against: the checked frames' and the last breath's
+        self._step_poses: np.ndarray | None = None
+        #: the checked frames' breath averages (those that span a breath), (k, 4, 4)
+        self._anchor_levels: np.ndarray | None = None
+        #: the largest step a checked frame made from the breath before it, mm
+        self._inside_step_mm = 0.0
         self._checked_key: tuple[int, float] | None = None
+        #: device time of the newest frame that stepped over the limit from the breath before
+        self._last_step_t = -np.inf
         #: the newest frame's motion since the check, mm (None: not known)
         self.motion_mm: float | None = None
         #: frames that carried a valid ReferenceToTracker (0: the stream cannot be watched)
@@ -135,6 +210,66 @@ class ReferenceMotionMonitor:
     def watching(self) -> bool:
         """Whether any frame carried ``ReferenceToTracker`` (else nothing can be said)."""
         return self.watched_frames > 0
+
+    def _see(self, t_device: float, pose: np.ndarray, corners: np.ndarray) -> np.ndarray | None:
+        """Keep a frame with its step from the breath before it and its breath level; return
+        that level (None until the frames seen since the last step span a breath).
+
+        The level is the mean pose over the last ``breath_average_s`` (breathing averages
+        out), carried forward by half that span at the rate the mean moved over the span
+        before (the mean lags a drift by half its span; a breath's mean hardly moves). A step
+        over the limit starts the mean afresh: a mean across a move is neither pose."""
+        span = self.breath_average_s
+        recent = self._recent
+        if recent.count and t_device < recent.times[-1]:
+            recent.clear()  # device time went back: a recording played again
+            self._last_step_t = -np.inf
+        mean = level = None
+        step = 0.0
+        if span is not None and recent.count:
+            times = recent.times
+            first = int(np.searchsorted(times, t_device - span))
+            breath = recent.poses[first:]
+            if len(breath):
+                # from the breath before it, or from what was seen of it (its frame before
+                # is among them: breathing moves a fraction of a mm from frame to frame)
+                step = float(displacements_mm(breath, pose, corners).min())
+            if step > (self.limit_mm or np.inf):
+                self._last_step_t = t_device
+            if t_device - max(times[0], self._last_step_t) >= span:
+                mean = (breath.sum(axis=0) + pose) / (len(breath) + 1)
+                level = mean
+                if first > 0 and times[first - 1] >= self._last_step_t:
+                    before = recent.means[first - 1]
+                    if not np.isnan(before[0, 0]):
+                        level = mean + BREATH_LEAD * (mean - before)
+        recent.append(t_device, pose, mean, level, step)
+        return level
+
+    def _anchor_on(self, t_device: float, checked_since_t: float | None) -> None:
+        """Take the frames a new check looked at (from ``checked_since_t``; None: the last
+        window)."""
+        recent = self._recent
+        n = recent.count
+        times = recent.times[:n]
+        first = (
+            max(0, n - self.window_frames)
+            if checked_since_t is None
+            else min(int(np.searchsorted(times, checked_since_t)), n - 1)
+        )
+        self._anchor = recent.poses[first:n].copy()
+        known = ~np.isnan(recent.levels[first:n, 0, 0])
+        self._anchor_levels = recent.levels[first:n][known].copy() if known.any() else None
+        self._inside_step_mm = float(recent.steps[first:n].max())
+        self._step_poses = self._anchor
+        if self.breath_average_s is not None:
+            # ... but not from before the newest step (a pose left before a move is not one
+            # of this breath's: going back there is a move too)
+            breath = int(np.searchsorted(times, t_device - self.breath_average_s))
+            stepped = np.flatnonzero(recent.steps[:n] > (self.limit_mm or 0.0))
+            if len(stepped):
+                breath = max(breath, int(stepped[-1]))
+            self._step_poses = recent.poses[min(first, breath) : n].copy()
 
     def observe(
         self,
@@ -162,7 +297,7 @@ class ReferenceMotionMonitor:
             the host time it was estimated or confirmed); None for a registration never
             checked on the images (never LIVE anyway: nothing is said).
         t_device
-            The frame's device time, s.
+            The frame's device time, s (breathing is told apart by it).
         checked_since_t
             Device time of the oldest frame the registration's check looked at (None: every
             recent frame, the worker's window;
@@ -175,18 +310,24 @@ class ReferenceMotionMonitor:
             self.motion_mm = None
             return ""
         self.watched_frames += 1
-        self._recent.append((float(t_device), reference_to_tracker))
+        corners = image_corners_mm(image_to_reference, image_shape)
+        t_device = float(t_device)
+        average = self._see(t_device, reference_to_tracker, corners)
         if checked_key is None:
             self.motion_mm = None
             return ""
         if checked_key != self._checked_key or self._anchor is None:
-            # (re)checked on the recent frames: the reference's poses over them
             self._checked_key = checked_key
-            since = -np.inf if checked_since_t is None else checked_since_t
-            poses = [pose for t, pose in self._recent if t >= since] or [reference_to_tracker]
-            self._anchor = np.stack(poses)
-        corners = image_corners_mm(image_to_reference, image_shape)
-        self.motion_mm = moved_mm(self._anchor, reference_to_tracker, corners)
+            self._anchor_on(t_device, checked_since_t)
+        assert self._anchor is not None and self._step_poses is not None
+        if self.breath_average_s is None:
+            self.motion_mm = moved_mm(self._anchor, reference_to_tracker, corners)
+        else:
+            step = float(displacements_mm(self._step_poses, reference_to_tracker, corners).min())
+            drift = 0.0
+            if average is not None and self._anchor_levels is not None:
+                drift = float(displacements_mm(self._anchor_levels, average, corners).max())
+            self.motion_mm = max(step, drift, self._inside_step_mm)
         if self.motion_mm <= self.limit_mm:
             return ""
         self.doubted_frames += 1
@@ -197,3 +338,69 @@ class ReferenceMotionMonitor:
             f"frames the registration was checked on (over {self.limit_mm:g} mm), re-checking "
             "on the images"
         )
+
+
+class _Recent:
+    """The recent frames as arrays, oldest first (at most ``capacity``): device times (s),
+    ``ReferenceToTracker`` poses, their breath means and levels (NaN until known) and their
+    steps from the breath before them (mm). The arrays hold twice the capacity, so dropping
+    the oldest is a moved start and, once per ``capacity`` frames, one copy."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, int(capacity))
+        size = 2 * self.capacity
+        self._times = np.zeros(size)
+        self._poses = np.zeros((size, 4, 4))
+        self._means = np.full((size, 4, 4), np.nan)
+        self._levels = np.full((size, 4, 4), np.nan)
+        self._steps = np.zeros(size)
+        self._start = 0
+        self.count = 0
+
+    def clear(self) -> None:
+        self._start = 0
+        self.count = 0
+
+    @property
+    def times(self) -> np.ndarray:
+        return self._times[self._start : self._start + self.count]
+
+    @property
+    def poses(self) -> np.ndarray:
+        return self._poses[self._start : self._start + self.count]
+
+    @property
+    def means(self) -> np.ndarray:
+        return self._means[self._start : self._start + self.count]
+
+    @property
+    def levels(self) -> np.ndarray:
+        return self._levels[self._start : self._start + self.count]
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self._steps[self._start : self._start + self.count]
+
+    def append(
+        self,
+        t_device: float,
+        pose: np.ndarray,
+        mean: np.ndarray | None,
+        level: np.ndarray | None,
+        step_mm: float,
+    ) -> None:
+        arrays = (self._times, self._poses, self._means, self._levels, self._steps)
+        if self.count == self.capacity:
+            self._start += 1
+            self.count -= 1
+        if self._start + self.count == len(self._times):  # the end: move the frames to the front
+            for array in arrays:
+                array[: self.count] = array[self._start : self._start + self.count]
+            self._start = 0
+        i = self._start + self.count
+        self._times[i] = t_device
+        self._poses[i] = pose
+        self._means[i] = np.nan if mean is None else mean
+        self._levels[i] = np.nan if level is None else level
+        self._steps[i] = step_mm
+        self.count += 1

@@ -62,6 +62,12 @@ MEASURED_MARGIN_ERROR_MM = 1.90
 #: The largest distance any display threshold may be, mm (a file's typo, not a tolerance)
 MAX_THRESHOLD_MM = 1000.0
 
+#: Seconds over which the patient reference's breathing is averaged out (session 39): longer
+#: than a ventilated breath (8-20 per minute: 3-7.5 s). A spinous-process clamp moves 1.96 ±
+#: 1.32 mm with ventilation, most in the lower thoracic spine (Global Spine J 2019,
+#: PMC6686387): as much as the 2 mm display limit.
+REFERENCE_BREATH_S = 6.0
+
 
 class DisplayRules(BaseModel):
     """The publisher's thresholds for LIVE (named, documented, sent with every message).
@@ -101,6 +107,13 @@ class DisplayRules(BaseModel):
         that far off. Raise it where breathing moves the reference more; None (``false`` in an
         options file): no such check (and none is possible on streams that carry only
         ``ProbeToReference``).
+    reference_breath_s
+        Seconds over which the reference's breathing is averaged out before its motion is
+        judged (session 39): longer than a ventilated breath (8-20 per minute: 3-7.5 s), so a
+        patient who breathes with the reference clamped to the spine is not a moved
+        reference; a bump still counts at its first frame. Set it longer for slower
+        ventilation; None (``false`` in an options file): every pose of the checked frames
+        counts, breathing too (session 38's rule).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -113,14 +126,17 @@ class DisplayRules(BaseModel):
     max_seen_disagreement_mm: float | None = Field(default=1.0, gt=0)
     min_seen_fraction: float = Field(default=0.2, ge=0, le=1)
     max_reference_motion_mm: float | None = Field(default=2.0, gt=0, le=MAX_THRESHOLD_MM)
+    reference_breath_s: float | None = Field(default=REFERENCE_BREATH_S, gt=0, le=60.0)
 
-    @field_validator("max_seen_disagreement_mm", "max_reference_motion_mm", mode="before")
+    @field_validator(
+        "max_seen_disagreement_mm", "max_reference_motion_mm", "reference_breath_s", mode="before"
+    )
     @classmethod
     def _false_is_off(cls, value: object) -> object:
         """``false`` switches a check off: a TOML file cannot say None (session 38: the only
         way to turn one off was its largest value)."""
-        if value is True:  # would be read as 1 mm
-            raise ValueError("true is not a distance: give mm, or false to switch the check off")
+        if value is True:  # would be read as 1
+            raise ValueError("true is not a number: give one, or false to switch it off")
         return None if value is False else value
 
     @model_validator(mode="after")
