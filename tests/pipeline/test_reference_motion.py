@@ -135,6 +135,35 @@ def test_a_drift_is_doubted_although_every_update_is_checked() -> None:
     assert all(said[int(20 * HZ) :])  # the breath averages moved over 2 mm from the oldest
 
 
+def test_a_drift_is_doubted_about_as_soon_as_by_session_38s_rule() -> None:
+    """Averaging a breath lags a drift's onset by half a breath; the onset term (the old
+    measure less breathing's swing before the check) does not: with tracking jitter and no
+    breathing, a 0.5 mm/s drift is doubted within 0.5 s of when every pose counted."""
+    jitter = np.random.default_rng(8)
+    new = ReferenceMotionMonitor(2.0, window_frames=150)
+    old = ReferenceMotionMonitor(2.0, window_frames=150, breath_average_s=None)
+    first: dict[str, float] = {}
+    for i in range(int(50 * HZ)):
+        t = i / HZ
+        shift = jitter.normal(0, 0.1, 3) + np.array([0.5 * max(0.0, t - 30.0), 0, 0])
+        rotation = jitter.normal(0, 0.05, 3)  # degrees, about the reference
+        pose = BASE @ _pose(rotation, shift)
+        key = (int(t), float(int(t)))
+        for name, monitor in (("new", new), ("old", old)):
+            why = monitor.observe(
+                pose,
+                IMAGE_TO_REFERENCE,
+                SHAPE,
+                checked_key=key,
+                t_device=t,
+                checked_since_t=t - 10.0,
+            )
+            if why and name not in first:
+                first[name] = t
+    assert first["old"] > 30.0 and first["new"] > 30.0  # nothing before the drift
+    assert first["new"] <= first["old"] + 0.5
+
+
 def test_breathing_is_not_a_move_and_a_bump_while_breathing_is() -> None:
     """A patient breathing 4 mm peak to peak (a spinous-process clamp moves 1.96 ± 1.32 mm
     with ventilation): the registration is right at every phase, so nothing is doubted once a

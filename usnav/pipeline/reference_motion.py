@@ -32,12 +32,15 @@ from usnav.transforms import TransformRepository
 #: breathing (:data:`usnav.protocol.display.REFERENCE_BREATH_S`, where the figures are)
 BREATH_AVERAGE_S = REFERENCE_BREATH_S
 
-#: How far the breath mean is carried forward, in spans of the rate it moved over the span
-#: before (a drift's mean lags it by half a span)
-BREATH_LEAD = 0.5
+#: How many breaths back the swing of breathing is measured (its smallest over them)
+BREATH_SWING_SPANS = 3
 
-#: At most this many recent frames kept for it (two such spans at 60 Hz).
-BREATH_MAX_FRAMES = 720
+#: Seconds the poses are averaged over before breathing's swing is measured (a breath of
+#: 3 s or longer keeps ~95 % of its swing; the tracker's frame-to-frame jitter averages out)
+SWING_SMOOTH_S = 0.5
+
+#: At most this many recent frames kept for it (three such spans at 60 Hz).
+BREATH_MAX_FRAMES = 1080
 
 
 def moved_mm(
@@ -141,7 +144,7 @@ class ReferenceMotionMonitor:
     patient breathes, and the reference clamped to the spine moves with it (1.96 ± 1.32 mm at
     a spinous-process clamp, :data:`BREATH_AVERAGE_S`): the registration is right at every
     phase of the breath, so breathing must not count. A frame's motion is the largest of
-    three displacements at its image corners (mm):
+    four displacements at its image corners (mm):
 
     - *a step*: from the nearest of the poses the check saw and of the last breath's poses
       (a breathing patient's poses recur within a breath; a bumped reference leaves them all);
@@ -150,7 +153,12 @@ class ReferenceMotionMonitor:
       breath moves the average; breathing does not);
     - *a step inside the checked frames*: the largest step any checked frame made, when it
       arrived, from the breath before it (a check on frames from both sides of a move says
-      nothing about either side).
+      nothing about either side);
+    - *a drift's onset*, before the average shows it: the largest displacement from any
+      checked pose (session 38's measure) less the swing of breathing alone — the smallest
+      extent of the reference's poses (averaged over :data:`SWING_SMOOTH_S`) over each of the
+      last :data:`BREATH_SWING_SPANS` breaths before the check (a drift widens the newest
+      breaths, not those before it).
 
     ``breath_average_s=None`` keeps the session-38 rule: the largest displacement from any
     checked pose (every breath over the limit is then a move).
@@ -187,9 +195,11 @@ class ReferenceMotionMonitor:
         #: the poses a step is judged against: the checked frames' and the last breath's
         self._step_poses: np.ndarray | None = None
         #: the checked frames' breath averages (those that span a breath), (k, 4, 4)
-        self._anchor_levels: np.ndarray | None = None
+        self._anchor_means: np.ndarray | None = None
         #: the largest step a checked frame made from the breath before it, mm
         self._inside_step_mm = 0.0
+        #: how far breathing alone swung the reference before the check, mm
+        self._swing_mm = 0.0
         self._checked_key: tuple[int, float] | None = None
         #: device time of the newest frame that stepped over the limit from the breath before
         self._last_step_t = -np.inf
@@ -212,19 +222,16 @@ class ReferenceMotionMonitor:
         return self.watched_frames > 0
 
     def _see(self, t_device: float, pose: np.ndarray, corners: np.ndarray) -> np.ndarray | None:
-        """Keep a frame with its step from the breath before it and its breath level; return
-        that level (None until the frames seen since the last step span a breath).
-
-        The level is the mean pose over the last ``breath_average_s`` (breathing averages
-        out), carried forward by half that span at the rate the mean moved over the span
-        before (the mean lags a drift by half its span; a breath's mean hardly moves). A step
-        over the limit starts the mean afresh: a mean across a move is neither pose."""
+        """Keep a frame with its step from the breath before it and its breath mean (the mean
+        pose over the last ``breath_average_s``: breathing averages out); return that mean
+        (None until the frames seen since the last step span a breath: a step over the limit
+        starts it afresh, a mean across a move is neither pose)."""
         span = self.breath_average_s
         recent = self._recent
         if recent.count and t_device < recent.times[-1]:
             recent.clear()  # device time went back: a recording played again
             self._last_step_t = -np.inf
-        mean = level = None
+        mean = None
         step = 0.0
         if span is not None and recent.count:
             times = recent.times
@@ -238,17 +245,15 @@ class ReferenceMotionMonitor:
                 self._last_step_t = t_device
             if t_device - max(times[0], self._last_step_t) >= span:
                 mean = (breath.sum(axis=0) + pose) / (len(breath) + 1)
-                level = mean
-                if first > 0 and times[first - 1] >= self._last_step_t:
-                    before = recent.means[first - 1]
-                    if not np.isnan(before[0, 0]):
-                        level = mean + BREATH_LEAD * (mean - before)
-        recent.append(t_device, pose, mean, level, step)
-        return level
+        recent.append(t_device, pose, mean, step)
+        return mean
 
-    def _anchor_on(self, t_device: float, checked_since_t: float | None) -> None:
+    def _anchor_on(
+        self, t_device: float, checked_since_t: float | None, corners: np.ndarray
+    ) -> None:
         """Take the frames a new check looked at (from ``checked_since_t``; None: the last
-        window)."""
+        window), and how far the reference swung over them and the breath before them (at
+        ``corners``, Reference mm)."""
         recent = self._recent
         n = recent.count
         times = recent.times[:n]
@@ -258,8 +263,8 @@ class ReferenceMotionMonitor:
             else min(int(np.searchsorted(times, checked_since_t)), n - 1)
         )
         self._anchor = recent.poses[first:n].copy()
-        known = ~np.isnan(recent.levels[first:n, 0, 0])
-        self._anchor_levels = recent.levels[first:n][known].copy() if known.any() else None
+        known = ~np.isnan(recent.means[first:n, 0, 0])
+        self._anchor_means = recent.means[first:n][known].copy() if known.any() else None
         self._inside_step_mm = float(recent.steps[first:n].max())
         self._step_poses = self._anchor
         if self.breath_average_s is not None:
@@ -270,6 +275,38 @@ class ReferenceMotionMonitor:
             if len(stepped):
                 breath = max(breath, int(stepped[-1]))
             self._step_poses = recent.poses[min(first, breath) : n].copy()
+            self._swing_mm = self._breath_swing_mm(t_device, corners)
+
+    def _breath_swing_mm(self, t_device: float, corners: np.ndarray) -> float:
+        """How far breathing alone swings the reference: the smallest extent of ``corners``'
+        positions (Reference mm) over each of the last :data:`BREATH_SWING_SPANS` breaths since
+        the newest step (a drift widens the newest breaths, not the ones before it began)."""
+        span = self.breath_average_s
+        recent = self._recent
+        assert span is not None
+        times, poses = recent.times, recent.poses
+        since = max(self._last_step_t, t_device - BREATH_SWING_SPANS * span)
+        swings = []
+        for k in range(BREATH_SWING_SPANS):
+            start, end = t_device - (k + 1) * span, t_device - k * span
+            if k > 0 and (start < since or start < times[0]):
+                break  # a part of a breath says less than the breaths already taken
+            inside = (times >= max(start, since)) & (times <= end)
+            if not inside.any():
+                break
+            chosen = poses[inside]
+            positions = np.einsum("nij,mj->nmi", chosen[:, :3, :3], corners)
+            positions += chosen[:, None, :3, 3]
+            # over SWING_SMOOTH_S: the tracker's jitter is no breath (a breath hardly changes)
+            dt = float(np.median(np.diff(times[inside]))) if len(chosen) > 1 else 0.0
+            width = round(SWING_SMOOTH_S / dt) if dt > 0 else 1
+            if 1 < width < len(positions):
+                sums = np.cumsum(positions, axis=0)
+                sums[width:] = sums[width:] - sums[:-width]
+                positions = sums[width - 1 :] / width
+            extent = positions.max(axis=0) - positions.min(axis=0)  # (m, 3)
+            swings.append(float(np.sqrt((extent**2).sum(axis=1)).max()))
+        return min(swings, default=0.0)
 
     def observe(
         self,
@@ -318,16 +355,19 @@ class ReferenceMotionMonitor:
             return ""
         if checked_key != self._checked_key or self._anchor is None:
             self._checked_key = checked_key
-            self._anchor_on(t_device, checked_since_t)
+            self._anchor_on(t_device, checked_since_t, corners)
         assert self._anchor is not None and self._step_poses is not None
         if self.breath_average_s is None:
             self.motion_mm = moved_mm(self._anchor, reference_to_tracker, corners)
         else:
             step = float(displacements_mm(self._step_poses, reference_to_tracker, corners).min())
             drift = 0.0
-            if average is not None and self._anchor_levels is not None:
-                drift = float(displacements_mm(self._anchor_levels, average, corners).max())
-            self.motion_mm = max(step, drift, self._inside_step_mm)
+            if average is not None and self._anchor_means is not None:
+                drift = float(displacements_mm(self._anchor_means, average, corners).max())
+            # a drift's onset, before the average shows it: the farthest checked pose, less
+            # the swing the check saw (a breath's poses swing that far and come back)
+            onset = moved_mm(self._anchor, reference_to_tracker, corners) - self._swing_mm
+            self.motion_mm = max(step, drift, self._inside_step_mm, onset)
         if self.motion_mm <= self.limit_mm:
             return ""
         self.doubted_frames += 1
@@ -342,7 +382,7 @@ class ReferenceMotionMonitor:
 
 class _Recent:
     """The recent frames as arrays, oldest first (at most ``capacity``): device times (s),
-    ``ReferenceToTracker`` poses, their breath means and levels (NaN until known) and their
+    ``ReferenceToTracker`` poses, their breath means (NaN until known) and their
     steps from the breath before them (mm). The arrays hold twice the capacity, so dropping
     the oldest is a moved start and, once per ``capacity`` frames, one copy."""
 
@@ -352,7 +392,6 @@ class _Recent:
         self._times = np.zeros(size)
         self._poses = np.zeros((size, 4, 4))
         self._means = np.full((size, 4, 4), np.nan)
-        self._levels = np.full((size, 4, 4), np.nan)
         self._steps = np.zeros(size)
         self._start = 0
         self.count = 0
@@ -374,10 +413,6 @@ class _Recent:
         return self._means[self._start : self._start + self.count]
 
     @property
-    def levels(self) -> np.ndarray:
-        return self._levels[self._start : self._start + self.count]
-
-    @property
     def steps(self) -> np.ndarray:
         return self._steps[self._start : self._start + self.count]
 
@@ -386,10 +421,9 @@ class _Recent:
         t_device: float,
         pose: np.ndarray,
         mean: np.ndarray | None,
-        level: np.ndarray | None,
         step_mm: float,
     ) -> None:
-        arrays = (self._times, self._poses, self._means, self._levels, self._steps)
+        arrays = (self._times, self._poses, self._means, self._steps)
         if self.count == self.capacity:
             self._start += 1
             self.count -= 1
@@ -401,6 +435,5 @@ class _Recent:
         self._times[i] = t_device
         self._poses[i] = pose
         self._means[i] = np.nan if mean is None else mean
-        self._levels[i] = np.nan if level is None else level
         self._steps[i] = step_mm
         self.count += 1
