@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 from ci_rules import skip_or_fail
+from hypothesis import settings
 
 from usnav.data import shared_data_dir
 
 # Numba caches compiled kernels; make sure there is a writable place for them in CI.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "usnav-numba"))
+
+# No per-example deadline for any property test: on a 2-core machine loaded by the other
+# pytest workers an example can take longer than Hypothesis's 200 ms by the load alone, and
+# the test then fails by chance (Hypothesis drops the deadline only when it sees CI set). The
+# active profile's other settings are kept (the "ci" profile's fixed examples among them).
+settings.register_profile("usnav", settings(), deadline=None)
+settings.load_profile("usnav")
 
 
 @pytest.fixture(scope="session")

@@ -234,3 +234,11 @@ def test_an_options_file_switches_a_check_off_with_false(tmp_path) -> None:
         toml.write_text(f"[display]\nreference_breath_s = {bad}\n")
         with pytest.raises(InputError, match="reference_breath_s"):
             load_toml_model(toml, PipelineOptions)
+
+
+def test_property_tests_have_no_deadline_whatever_the_environment() -> None:
+    """tests/conftest.py's profile: an example slowed by the machine's load alone must not
+    fail a property test (Hypothesis's 200 ms default applies when CI is not set)."""
+    from hypothesis import settings
+
+    assert settings().deadline is None
