@@ -146,7 +146,7 @@ def test_usnav_run_names_the_devices_it_saw(bins, tmp_path):
                 "--no-registration",
                 "--quiet",
                 "--publish",
-                f"tcp://127.0.0.1:{free_port()}",
+                "tcp://127.0.0.1:0",  # any free port, bound by usnav itself
                 "--duration",
                 "5",
                 "--log",

@@ -137,7 +137,7 @@ def test_a_taken_slicer_port_names_the_slicer_port_option(small_case, tmp_path):
             str(port),
             "--no-registration",
             "--publish",
-            f"tcp://127.0.0.1:{free_port()}",
+            "tcp://127.0.0.1:0",  # any free port, bound by usnav itself
             "--log",
             str(tmp_path / "run.log"),
         )
@@ -151,15 +151,15 @@ def _recording_run(small_case: Path, tmp_path: Path, interrupts: int) -> tuple:
     """``usnav run --record`` against a playback server (started and stopped here); once
     frames are being recorded, Ctrl-C ``interrupts`` times in quick succession. Returns (exit
     status, stdout, stderr, the recording's path)."""
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, loop=True)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     record = tmp_path / "ctrlc.igs.mha"
     args = [
         *_run_args(small_case, _device_file(tmp_path, port)),
         "--record",
         str(record),
         "--publish",
-        f"tcp://127.0.0.1:{free_port()}",
+        "tcp://127.0.0.1:0",  # any free port, bound by usnav itself
         "--no-registration",
         "--quiet",
         "--log",
@@ -310,8 +310,8 @@ def test_a_flagged_calibration_is_said_once_logged_and_kept_in_the_status(small_
     from usnav.pipeline.run import open_pipeline
 
     flagged = flagged_calibration(small_case, tmp_path / "cal.toml")
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, loop=True)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     args = _run_args(small_case, _device_file(tmp_path, port))
     args[args.index("--calibration") + 1] = str(flagged)
     log = tmp_path / "run.log"
@@ -319,7 +319,7 @@ def test_a_flagged_calibration_is_said_once_logged_and_kept_in_the_status(small_
         result = _usnav(
             *args,
             "--publish",
-            f"tcp://127.0.0.1:{free_port()}",
+            "tcp://127.0.0.1:0",  # any free port, bound by usnav itself
             "--no-registration",
             "--quiet",
             "--duration",

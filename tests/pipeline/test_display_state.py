@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pipeline_helpers import free_port, wait_until
+from pipeline_helpers import wait_until
 from test_live import _pipeline, run_and_collect
 
 from usnav.client import MarginMessage, RegistrationMessage, StatusMessage, Subscriber
@@ -49,8 +49,8 @@ def test_a_display_started_late_learns_the_registration_and_the_state(small_case
     """A display that joins long after the registration was published still gets the
     registration in use and the display state (re-sent every status interval), both while
     frames flow and when they have stopped."""
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=1.0, loop=True)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, rate=1.0, loop=True)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     pipeline = _pipeline(small_case, port, registration=False)
     pipeline.prepare()
     initial = read_initial(small_case / "init_ReferenceToMri.txt")

@@ -83,8 +83,8 @@ def streaming(case: Path, serve: dict, **options):
     """A playback server process (``serve``: of :func:`serve_in_subprocess`), a started
     pipeline (``options``: of :func:`_pipeline`) and a display that joined before the first
     frame; yields (server, pipeline, display), and stops all three."""
-    port = free_port()
-    server = serve_in_subprocess(case / "sweep.igs.mha", port=port, **serve)
+    server = serve_in_subprocess(case / "sweep.igs.mha", port=0, **serve)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     pipeline = _pipeline(case, port, **options)
     pipeline.prepare()
     display = Collector(pipeline.endpoint)
@@ -154,8 +154,8 @@ def test_frames_flow_to_margins_with_headers_and_recording(small_case: Path, tmp
 
 
 def test_server_killed_and_restarted_five_times(small_case: Path) -> None:
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, loop=True)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     pipeline = _pipeline(small_case, port, registration=False, stale_after_s=1.0)
     pipeline.prepare()
     display = Collector(pipeline.endpoint)
@@ -238,8 +238,8 @@ def test_slow_and_killed_viewers_do_not_hold_the_pipeline(small_case: Path) -> N
     import subprocess
     import sys
 
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=2.0, loop=True)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, rate=2.0, loop=True)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     pipeline = _pipeline(small_case, port, registration=False, publish_hwm=5)
     pipeline.prepare()
     # a display that subscribes and never reads
@@ -306,8 +306,8 @@ def _corrupt_recording(case: Path, out: Path) -> int:
 def test_invalid_tracking_is_skipped_counted_and_shown(small_case: Path, tmp_path: Path):
     recording = tmp_path / "corrupt.igs.mha"
     invalid = _corrupt_recording(small_case, recording)
-    port = free_port()
-    server = serve_in_subprocess(recording, port=port, rate=1.0)
+    server = serve_in_subprocess(recording, port=0, rate=1.0)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     pipeline = _pipeline(small_case, port, registration=False)
     pipeline.prepare()
     display = Collector(pipeline.endpoint)
@@ -344,8 +344,8 @@ def test_invalid_tracking_is_skipped_counted_and_shown(small_case: Path, tmp_pat
 
 
 def test_unwritable_recording_fails_clearly_and_the_pipeline_goes_on(small_case: Path):
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=3.0)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, rate=3.0)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     # /proc refuses new files even to root (tests run as root in CI)
     pipeline = _pipeline(
         small_case, port, record=Path("/proc/usnav-test.igs.mha"), registration=False
@@ -372,8 +372,8 @@ def test_registration_of_another_patients_mri_is_rejected(small_case: Path, othe
     from usnav.registration.worker import RegistrationWorker, WorkerOptions
     from usnav.viewer.state import LIVE, ViewerOptions, ViewModel, assess
 
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=3.0, loop=True)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, rate=3.0, loop=True)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     wrong_mri = load_volume(other_case / "mri.nii.gz")
     calibration = load_calibration(small_case / "calibration.toml")
     initial = read_initial(small_case / "init_ReferenceToMri.txt")
@@ -426,10 +426,10 @@ def test_recording_continues_in_a_new_file_when_the_image_size_changes(
     for f in frames:
         f.image = np.vstack([f.image, f.image[-64:]])  # 64 more rows: a deeper image
     write_sequence(deeper, frames)
-    port = free_port()
     record = tmp_path / "case.igs.mha"
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, rate=3.0)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     pipeline = _pipeline(small_case, port, record=record, registration=False)
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, rate=3.0)
     try:
         pipeline.start()
         assert wait_until(lambda: pipeline.counters.received >= 60, 30)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_helpers import free_port, wait_until
+from pipeline_helpers import wait_until
 from scipy.spatial.transform import Rotation
 from test_live import Collector, _pipeline, worker_and_window
 
@@ -263,8 +263,8 @@ def test_a_bumped_reference_is_told_on_every_topic(small_case: Path, tmp_path: P
     bumped = _bumped_recording(small_case, recording, first_bumped=30)
     worker, window = worker_and_window(small_case)
     assert worker.update(window).accepted  # checked on the images before the stream starts
-    port = free_port()
-    server = serve_in_subprocess(recording, port=port, rate=1.0)
+    server = serve_in_subprocess(recording, port=0, rate=1.0)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     pipeline = _pipeline(small_case, port, registration=False)
     pipeline.worker = worker  # not started: the checked estimate stays in use
     pipeline.prepare()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from cli_helpers import start_usnav
-from pipeline_helpers import free_port, wait_until
+from pipeline_helpers import wait_until
 
 from usnav.devices import serve_in_subprocess
 from usnav.io.sequence import journal_path, read_sequence
@@ -35,8 +35,8 @@ def _terminate_after_frames(args, tmp_path, journal, frames=10):
 
 
 def test_sigterm_stops_run_like_ctrl_c(small_case, tmp_path):
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, loop=True)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     device = tmp_path / "probe.toml"
     device.write_text(
         f'[probe]\nport = {port}\ntransforms = ["ProbeToTracker", "ReferenceToTracker"]\n'
@@ -76,8 +76,8 @@ def test_sigterm_stops_run_like_ctrl_c(small_case, tmp_path):
 
 
 def test_sigterm_stops_record_like_ctrl_c(small_case, tmp_path):
-    port = free_port()
-    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=port, loop=True)
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, loop=True)
+    port = server.port  # bound by the server itself: no free port to lose meanwhile
     out_file = tmp_path / "rec.igs.mha"
     args = ["record", "--out", str(out_file), "--port", str(port)]
     try:
