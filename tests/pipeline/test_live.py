@@ -218,6 +218,14 @@ def test_frames_a_frozen_server_held_back_are_published_stale(small_case: Path) 
             statuses.append(pipeline.status())
             time.sleep(0.01)
         assert pipeline.counters.published > target
+        caught_up = time.time()
+        # the display receives in its own thread, behind the pipeline's counter: the margins
+        # checked below as "after it caught up" must be ones published after it, not the
+        # backlog's that the display was still taking in (a lagging display failed this)
+        assert wait_until(
+            lambda: sum(m.header.t_published >= caught_up for m in display.of(MarginMessage)) >= 10,
+            30,
+        ), "no margin published after the catch-up reached the display"
     held_status = [s for s in statuses if "late by the device's clock" in s["display_reason"]]
     assert held_status, "the status never said the newest frames were late"
     assert all(s["display_state"] == "STALE" for s in held_status)
