@@ -30,6 +30,25 @@ def _header(topic: str, **fields) -> bytes:
     return msgpack.packb(header)
 
 
+def _join(pub: zmq.Socket, sub: Subscriber) -> None:
+    """Send status until the subscriber sees one (ZeroMQ's slow joiner), then take every join
+    message still on its way: a connection keeps its order, so once the last one sent has
+    arrived none is left for the test to take as its own (a fixed 50 ms drain left them in
+    flight when loopback delivery took longer, as under load)."""
+    deadline = time.monotonic() + 10
+    sent = 0
+    while time.monotonic() < deadline:
+        sent += 1
+        pub.send_multipart([b"status", _header("status", status={"join": sent})])
+        got = sub.receive_latest(timeout_s=0.05).get("status")
+        if got is not None:
+            while got is None or got.status.get("join") != sent:
+                assert time.monotonic() < deadline, "the last join message never arrived"
+                got = sub.receive_latest(timeout_s=0.05).get("status")
+            return
+    raise AssertionError("subscriber never joined")
+
+
 @pytest.fixture
 def raw_pub():
     context = zmq.Context.instance()
@@ -37,13 +56,7 @@ def raw_pub():
     pub.setsockopt(zmq.LINGER, 0)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     sub = Subscriber(f"tcp://127.0.0.1:{port}")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # slow joiner: wait until a status arrives
-        pub.send_multipart([b"status", _header("status", status={})])
-        if sub.receive_latest(timeout_s=0.05):
-            break
-    else:
-        raise AssertionError("subscriber never joined")
+    _join(pub, sub)
     yield pub, sub
     sub.close()
     pub.close(0)
@@ -289,11 +302,14 @@ def test_a_plain_disconnect_after_an_oversize_drop_is_not_named_for_it() -> None
     oversize = {"name": "image", "dtype": "|u1", "shape": [limit + 1]}
     deadline = time.monotonic() + 30  # a bound against a hang, not a speed target
     try:
-        while not (sub.receive_latest(timeout_s=0.05).get("status") and sub.connected):
-            assert time.monotonic() < deadline
-            pub.send_multipart([b"status", _header("status", status={})])
+        _join(pub, sub)
         pub.send_multipart([b"frame", _header("frame", buffers=[oversize]), bytes(limit + 1)])
-        while not (sub.receive_latest(timeout_s=0.05).get("status") and sub.connected):
+        # a status heard after the drop (one sent before the oversize part is not)
+        while not (
+            sub.receive_latest(timeout_s=0.05).get("status")
+            and sub.connected
+            and sub.stats.skipped.get("oversize")
+        ):
             assert time.monotonic() < deadline, (sub.stats, sub.link_problem)
             pub.send_multipart([b"status", _header("status", status={})])
         assert sub.stats.skipped == {"oversize": 1}

@@ -43,12 +43,20 @@ def pair():
 
 
 def _join(publisher: Publisher, subscriber: Subscriber) -> None:
-    """Publish status until the subscriber sees one (ZeroMQ's slow-joiner), then drain."""
+    """Publish status until the subscriber sees one (ZeroMQ's slow-joiner), then take every
+    join message still on its way: a connection keeps its order, so once the last one sent has
+    arrived none is left for the test to take as its own (a drain that waited a fixed 50 ms
+    left them in flight when loopback delivery took longer, as under load)."""
     deadline = time.monotonic() + 10
+    sent = 0
     while time.monotonic() < deadline:
-        publisher.publish_status({"hello": 1})
-        if subscriber.receive(timeout_s=0.05) is not None:
-            subscriber.receive_latest(timeout_s=0.05)
+        sent += 1
+        publisher.publish_status({"hello": sent})
+        message = subscriber.receive(timeout_s=0.05)
+        if message is not None:
+            while message is None or message.status.get("hello") != sent:
+                assert time.monotonic() < deadline, "the last join message never arrived"
+                message = subscriber.receive(timeout_s=0.05)
             return
     raise AssertionError("subscriber never joined")
 
@@ -200,11 +208,17 @@ def _frame(seq: int, stream: int) -> list[bytes]:
 
 
 def _raw_join(socket: zmq.Socket, subscriber: Subscriber) -> None:
+    """As :func:`_join`, on a bare socket: every join message taken, the last one sent last."""
     deadline = time.monotonic() + 10
+    sent = 0
     while time.monotonic() < deadline:
-        socket.send_multipart(_status(0, stream=999))
-        if subscriber.receive(timeout_s=0.05) is not None:
-            subscriber.receive_latest(timeout_s=0.05)
+        sent += 1
+        socket.send_multipart(_status(0, stream=999, status={"hello": sent}))
+        message = subscriber.receive(timeout_s=0.05)
+        if message is not None:
+            while message is None or message.status.get("hello") != sent:
+                assert time.monotonic() < deadline, "the last join message never arrived"
+                message = subscriber.receive(timeout_s=0.05)
             return
     raise AssertionError("subscriber never joined")
 
