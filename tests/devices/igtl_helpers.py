@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from waiting import wait_until
@@ -83,6 +85,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port where nobody listens, for as long as the block runs: it stays bound
+    (never listening), so connections to it are refused and no other process (another pytest
+    worker) can start a server on it meanwhile, as it could on a port found free and let go."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 #: Sources of the OpenIGTLink C++ library's examples (Debian: openigtlink-examples).

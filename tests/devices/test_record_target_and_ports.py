@@ -5,11 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-from igtl_helpers import free_port
+from igtl_helpers import refused_port
 
 from usnav.cli.main import main
 from usnav.devices.recorder import record
@@ -32,10 +31,16 @@ def _one_error_line(capsys) -> str:
 def test_record_never_overwrites_an_existing_recording(tmp_path, capsys) -> None:
     existing = tmp_path / "case.igs.mha"
     existing.write_bytes(b"yesterday's case")
-    started = time.monotonic()
-    code = main(["record", "--port", str(free_port()), "--out", str(existing)])
+    # refused before connecting: a server listening on the port is never contacted (this
+    # checked "under 5 s" by the clock, which a loaded machine's lazy imports can take)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        code = main(["record", "--port", str(server.getsockname()[1]), "--out", str(existing)])
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody connected
     assert code == 2
-    assert time.monotonic() - started < 5  # refused before waiting --connect-timeout (10 s)
     line = _one_error_line(capsys)
     assert "case.igs.mha" in line and "already exists" in line
     assert existing.read_bytes() == b"yesterday's case"
@@ -53,9 +58,9 @@ def test_record_refuses_an_unwritable_target_before_connecting(
     tmp_path, capsys, target, words
 ) -> None:
     (tmp_path / "folder").mkdir()
-    with pytest.raises(InputError, match=words):
+    with refused_port() as port, pytest.raises(InputError, match=words):
         # connect_timeout_s would make this wait 10 s if the target were checked late
-        record(tmp_path / target, port=free_port(), connect_timeout_s=10.0)
+        record(tmp_path / target, port=port, connect_timeout_s=10.0)
 
 
 @pytest.mark.parametrize(
@@ -71,13 +76,14 @@ def test_record_bad_numbers_are_one_line_exit_2(tmp_path, capsys, args, words) -
 def test_record_error_is_on_its_own_line_after_the_progress_line(tmp_path) -> None:
     """stderr that is not a terminal (a log): the error does not run into the status line."""
     out = tmp_path / "r.igs.mha"
-    timeout_and_port = ["--connect-timeout", "0.3", "--port", str(free_port())]
-    proc = subprocess.run(
-        [sys.executable, "-m", "usnav", "record", "--out", str(out), *timeout_and_port],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    with refused_port() as port:
+        timeout_and_port = ["--connect-timeout", "0.3", "--port", str(port)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "usnav", "record", "--out", str(out), *timeout_and_port],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
     assert any(line.startswith("usnav record: error: no frame from") for line in lines), lines
