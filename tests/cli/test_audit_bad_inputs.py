@@ -110,33 +110,32 @@ def test_usnav_run_with_nobody_at_the_port_says_so(tmp_path):
     from usnav.sim import make_options, simulate_case
 
     simulate_case(43, sim, make_options(frames=4, save_anatomy=False))
+    # the port stays bound, never listening, for the whole run: connections to it are refused
+    # and no other process (another pytest worker) can start a server on it meanwhile
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    device = tmp_path / "probe.toml"
-    device.write_text(f"[probe]\nport = {port}\n")
-    with socket.socket() as publish:
-        publish.bind(("127.0.0.1", 0))
-        publish_port = publish.getsockname()[1]
-    result = usnav(
-        tmp_path,
-        "run",
-        "--device",
-        str(device),
-        "--mri",
-        str(sim / "mri.nii.gz"),
-        "--label",
-        str(sim / "tumor_label.nii.gz"),
-        "--calibration",
-        str(sim / "calibration.toml"),
-        "--no-registration",
-        "--quiet",
-        "--publish",
-        f"tcp://127.0.0.1:{publish_port}",
-        "--duration",
-        "1",
-        timeout=300,
-    )
+        device = tmp_path / "probe.toml"
+        device.write_text(f"[probe]\nport = {port}\n")
+        result = usnav(
+            tmp_path,
+            "run",
+            "--device",
+            str(device),
+            "--mri",
+            str(sim / "mri.nii.gz"),
+            "--label",
+            str(sim / "tumor_label.nii.gz"),
+            "--calibration",
+            str(sim / "calibration.toml"),
+            "--no-registration",
+            "--quiet",
+            "--publish",
+            "tcp://127.0.0.1:0",  # any free port, bound by usnav itself
+            "--duration",
+            "1",
+            timeout=300,
+        )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]

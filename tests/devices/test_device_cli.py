@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from igtl_helpers import free_port
+from igtl_helpers import refused_port
 
 from usnav.cli.main import main
 
@@ -19,10 +19,10 @@ def test_replay_beyond_loopback_without_allow_list_is_refused(tmp_path, capsys):
 
 
 def test_record_without_a_server_gives_up_with_the_reason(tmp_path, capsys):
-    port = str(free_port())
-    code = main(
-        ["record", "--port", port, "--out", str(tmp_path / "r.igs.mha"), "--connect-timeout", "0.5"]
-    )
+    with refused_port() as number:
+        port = str(number)
+        out = str(tmp_path / "r.igs.mha")
+        code = main(["record", "--port", port, "--out", out, "--connect-timeout", "0.5"])
     assert code == 2
     err = capsys.readouterr().err
     assert "no frame from 127.0.0.1:" + port in err and "refused" in err

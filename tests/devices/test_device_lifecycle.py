@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from igtl_helpers import free_port, wait_until
+from igtl_helpers import refused_port, wait_until
 
 from usnav.devices import (
     DeviceState,
@@ -55,33 +55,35 @@ def _open_fds() -> set[str]:
 
 
 def test_a_reader_waiting_without_timeout_returns_when_another_thread_closes():
-    threads_before, fds_before = set(threading.enumerate()), _open_fds()
-    probe = ProbeClient(ProbeConfig(port=free_port())).start()  # nobody listens: connecting
-    got: dict[str, object] = {}
-    readers = [
-        threading.Thread(target=lambda: got.update(frame=probe.get_frame(None))),
-        threading.Thread(target=lambda: got.update(frames=list(probe.frames(None)))),
-        threading.Thread(
-            target=lambda: got.update(
-                streaming=probe.wait_for_state(DeviceState.STREAMING, timeout_s=None)
-            )
-        ),
-    ]
-    for reader in readers:
-        reader.start()
-    probe.close()
-    for reader in readers:
-        reader.join(10)  # a bound against a hang: before session 36 get_frame(None) never woke
-    assert not any(r.is_alive() for r in readers), got
-    assert got == {"frame": None, "frames": [], "streaming": False}
-    # after close: None at once, and every use but connect/start is harmless
-    assert probe.get_frame(None) is None and list(probe.frames(None)) == []
-    probe.stop()
-    probe.close()
-    with pytest.raises(RuntimeError, match="closed device .* create a new ProbeClient"):
-        probe.start()
-    assert wait_until(lambda: set(threading.enumerate()) <= threads_before, 5)
-    assert _open_fds() <= fds_before
+    # nobody listens (the port held, never listening, all along): the probe stays connecting
+    with refused_port() as port:
+        threads_before, fds_before = set(threading.enumerate()), _open_fds()
+        probe = ProbeClient(ProbeConfig(port=port)).start()
+        got: dict[str, object] = {}
+        readers = [
+            threading.Thread(target=lambda: got.update(frame=probe.get_frame(None))),
+            threading.Thread(target=lambda: got.update(frames=list(probe.frames(None)))),
+            threading.Thread(
+                target=lambda: got.update(
+                    streaming=probe.wait_for_state(DeviceState.STREAMING, timeout_s=None)
+                )
+            ),
+        ]
+        for reader in readers:
+            reader.start()
+        probe.close()
+        for reader in readers:
+            reader.join(10)  # a bound against a hang: before session 36 get_frame(None) never woke
+        assert not any(r.is_alive() for r in readers), got
+        assert got == {"frame": None, "frames": [], "streaming": False}
+        # after close: None at once, and every use but connect/start is harmless
+        assert probe.get_frame(None) is None and list(probe.frames(None)) == []
+        probe.stop()
+        probe.close()
+        with pytest.raises(RuntimeError, match="closed device .* create a new ProbeClient"):
+            probe.start()
+        assert wait_until(lambda: set(threading.enumerate()) <= threads_before, 30)
+        assert _open_fds() <= fds_before
 
 
 def test_frames_received_before_close_are_still_read_after_it(recording):
