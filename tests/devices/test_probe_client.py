@@ -60,7 +60,9 @@ def connect(server: IgtlServer, **options) -> ProbeClient:
 
 
 def test_transforms_are_interpolated_to_the_image_time_even_when_the_image_comes_first(server):
-    probe = connect(server, transforms=["ProbeToReference"], pairing_wait_s=2.0)
+    # the image waits up to pairing_wait_s of the wall clock for its bracketing sample: the
+    # longest allowed, so that a test thread slowed by load still sends it in time
+    probe = connect(server, transforms=["ProbeToReference"], pairing_wait_s=5.0)
     try:
         server.broadcast(transform("ProbeToReference", 1.00))
         server.broadcast(image(1.01, 1))  # before the sample that brackets it
