@@ -36,7 +36,7 @@ def server():
 def test_pyigtl_client_decodes_what_our_server_sends(server):
     client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=server.port)
     try:
-        assert server.wait_for_clients(1, timeout_s=5)
+        assert server.wait_for_clients(1, timeout_s=30)
         image = np.arange(3 * 4, dtype=np.uint8).reshape(3, 4)  # 3 rows × 4 columns
         ijk_to_ras = np.diag([0.2, 0.3, 1.0, 1.0])
         ijk_to_ras[:3, 3] = [5, 6, 7]
@@ -100,7 +100,7 @@ def test_every_client_gets_every_message_in_order(server):
         IgtlClient("127.0.0.1", server.port, on_message=box.append).start() for box in inboxes
     ]
     try:
-        assert server.wait_for_clients(3, timeout_s=5)
+        assert server.wait_for_clients(3, timeout_s=30)
         for i in range(500):
             m = np.eye(4)
             m[0, 3] = i
@@ -122,7 +122,7 @@ def test_a_client_that_does_not_read_loses_frames_counted_and_is_cut_off():
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     client = IgtlClient("127.0.0.1", srv.port, on_message=good.append, header_version=1).start()
     try:
-        assert srv.wait_for_clients(2, timeout_s=5)
+        assert srv.wait_for_clients(2, timeout_s=30)
         image = np.zeros((256, 256), dtype=np.uint8)
         # stream (sends never block) until the peer that does not read is cut off
         repeat_until(

@@ -54,7 +54,7 @@ def server():
 def connect(server: IgtlServer, **options) -> ProbeClient:
     probe = ProbeClient(ProbeConfig(port=server.port, **options))
     probe.start()
-    assert server.wait_for_clients(1, timeout_s=5)
+    assert server.wait_for_clients(1, timeout_s=30)
     assert wait_until(lambda: all(n > 0 for _, n in server.client_versions().values()), 30)
     return probe
 
@@ -158,7 +158,7 @@ def test_watchdog_marks_a_stale_transform_missing_and_states_follow(server):
         )
         first = probe.get_frame(5)
         assert first.transforms["StylusToReference"].status is TransformStatus.OK
-        assert probe.wait_for_state(DeviceState.STREAMING, timeout_s=5)
+        assert probe.wait_for_state(DeviceState.STREAMING, timeout_s=30)
         # The stylus leaves the camera's view: only the probe keeps updating.
         sent = [t]
 
@@ -185,7 +185,7 @@ def test_watchdog_marks_a_stale_transform_missing_and_states_follow(server):
         assert stale.transforms["ProbeToReference"].status is TransformStatus.OK
         assert ("StylusToReference", TransformStatus.MISSING) in changes
         # No more images: the connection stays up but the device says no signal.
-        assert probe.wait_for_state(DeviceState.NO_SIGNAL, timeout_s=5)
+        assert probe.wait_for_state(DeviceState.NO_SIGNAL, timeout_s=30)
     finally:
         probe.close()
     assert probe.state is DeviceState.CLOSED
@@ -305,7 +305,7 @@ def test_a_3d_image_is_refused_naming_the_device_not_read_as_rows_cols_channels(
         server.broadcast(
             [Message("IMAGE", "Image_Reference", ImageContent.from_array(volume), 1.0)]
         )
-        assert wait_until(lambda: probe.stats.images_not_2d == 1, 5)
+        assert wait_until(lambda: probe.stats.images_not_2d == 1, 30)
         assert probe.get_frame(0.3) is None
         hint = probe.device_hint()
         assert hint is not None and "'Image_Reference' is a 3D volume (6×4×2 voxels)" in hint
@@ -348,7 +348,7 @@ def test_a_stream_whose_crcs_are_0_is_named_in_the_hint_not_taken_for_silence():
         conn.sendall(
             raw_message(1, "IMAGE", "Image_Reference", _image_header() + pixels, crc=0) * 3
         )
-        assert wait_until(lambda: probe.link_stats().dropped_in["bad CRC"] == 3, 5)
+        assert wait_until(lambda: probe.link_stats().dropped_in["bad CRC"] == 3, 30)
         hint = probe.device_hint()
         assert hint is not None and "dropped as malformed: bad CRC (3)" in hint
         assert "'Image_Reference'" in hint
@@ -359,7 +359,7 @@ def test_an_image_of_an_unknown_pixel_type_is_refused_naming_its_device(caplog):
     # (debug after the first from a host) names the device, not only "unknown scalar type 8"
     with _raw_peer() as (probe, conn), caplog.at_level(logging.DEBUG, logger="usnav.igtl"):
         conn.sendall(raw_message(1, "IMAGE", "UsProbe_Left", _image_header(8) + bytes(48)))
-        assert wait_until(lambda: probe.link_stats().dropped_in["bad IMAGE"] == 1, 5)
+        assert wait_until(lambda: probe.link_stats().dropped_in["bad IMAGE"] == 1, 30)
         assert "IMAGE 'UsProbe_Left': unknown scalar type 8" in caplog.text
 
 
@@ -370,7 +370,7 @@ def test_a_server_status_other_than_ok_is_logged_once_naming_what_it_said(caplog
         for _ in range(3):
             conn.sendall(raw_message(1, "STATUS", "UsProbe", body))
         key = "STATUS 18 from 'UsProbe': DISCONNECTED probe unplugged"
-        assert wait_until(lambda: probe.stats.other_messages[key] == 3, 5)
+        assert wait_until(lambda: probe.stats.other_messages[key] == 3, 30)
         assert caplog.text.count(key) == 1  # once, not per message
 
 
@@ -381,7 +381,7 @@ def test_usnav_run_names_what_arrived_when_it_is_not_what_was_asked():
 
     with _raw_peer() as (probe, conn):
         conn.sendall(raw_message(1, "IMAGE", "Video_Left", _image_header() + bytes(12)))
-        assert wait_until(lambda: probe.seen_devices()["IMAGE"], 5)
+        assert wait_until(lambda: probe.seen_devices()["IMAGE"], 30)
         line = _no_frame(SimpleNamespace(probe=probe))
         assert "Video_Left" in line and "image_device" in line, line
         assert "is the server running" not in line, line

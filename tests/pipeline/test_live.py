@@ -502,7 +502,7 @@ def test_two_estimates_between_two_frames_both_go_out(small_case: Path) -> None:
         def estimates() -> list:
             return [m for m in display.of(RegistrationMessage) if not m.resent]
 
-        assert wait_until(lambda: len(estimates()) >= 3, 5)
+        assert wait_until(lambda: len(estimates()) >= 3, 30)
     finally:
         display.close()
         pipeline._publisher.close()
