@@ -94,7 +94,7 @@ def test_page_draws_live_frames_and_turns_stale_within_1s_when_the_pipeline_stop
         assert 0 < stats["valid_for_ms"] <= 1000, stats["valid_for_ms"]
         drawn_before = stats["drawn"]
         publisher.stop()
-        _wait(lambda: _stats(browser).get("state") == STALE, 5, "STALE on the page")
+        _wait(lambda: _stats(browser).get("state") == STALE, 30, "STALE on the page")
         assert _stats(browser)["drawn"] > drawn_before  # the page was told, not left frozen
         assert browser.find_element("id", "state").text.startswith(STALE)
 
