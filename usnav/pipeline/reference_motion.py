@@ -252,8 +252,8 @@ class ReferenceMotionMonitor:
         self, t_device: float, checked_since_t: float | None, corners: np.ndarray
     ) -> None:
         """Take the frames a new check looked at (from ``checked_since_t``; None: the last
-        window), and how far the reference swung over them and the breath before them (at
-        ``corners``, Reference mm)."""
+        window), the poses a step is judged against, and how far breathing alone swung the
+        reference before the check (at ``corners``, Reference mm)."""
         recent = self._recent
         n = recent.count
         times = recent.times[:n]
