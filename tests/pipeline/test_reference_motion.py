@@ -71,6 +71,13 @@ def _watch(monitor: ReferenceMotionMonitor, pose: np.ndarray, key, since=None) -
     )
 
 
+def _watch_at(monitor: ReferenceMotionMonitor, pose: np.ndarray, key, t: float, since) -> str:
+    """One frame at device time ``t`` (s)."""
+    return monitor.observe(
+        pose, IMAGE_TO_REFERENCE, SHAPE, checked_key=key, t_device=t, checked_since_t=since
+    )
+
+
 def _breathing(t: float, peak_to_peak_mm: float = 4.0, period_s: float = 5.0) -> np.ndarray:
     """The whole patient, reference with it, moved by a breath (Tracker mm)."""
     return _pose(shift_mm=(0.0, 0.5 * peak_to_peak_mm * np.sin(2 * np.pi * t / period_s), 0.0))
@@ -150,14 +157,7 @@ def test_a_drift_is_doubted_about_as_soon_as_by_session_38s_rule() -> None:
         pose = BASE @ _pose(rotation, shift)
         key = (int(t), float(int(t)))
         for name, monitor in (("new", new), ("old", old)):
-            why = monitor.observe(
-                pose,
-                IMAGE_TO_REFERENCE,
-                SHAPE,
-                checked_key=key,
-                t_device=t,
-                checked_since_t=t - 10.0,
-            )
+            why = _watch_at(monitor, pose, key, t, since=t - 10.0)
             if why and name not in first:
                 first[name] = t
     assert first["old"] > 30.0 and first["new"] > 30.0  # nothing before the drift
@@ -178,17 +178,8 @@ def test_breathing_is_not_a_move_and_a_bump_while_breathing_is() -> None:
             bump = _pose(shift_mm=(3.0, 0, 0)) if t >= 40.0 else np.eye(4)
             pose = bump @ _breathing(t, 4.0, period_s) @ BASE
             key = (int(t), float(int(t))) if t >= 8.0 else None
-            said_new.append(_watch(new, pose, key, since=t - 10.0))
-            said_old.append(
-                old.observe(
-                    pose,
-                    IMAGE_TO_REFERENCE,
-                    SHAPE,
-                    checked_key=key,
-                    t_device=t,
-                    checked_since_t=t - 10.0,
-                )
-            )
+            said_new.append(_watch_at(new, pose, key, t, since=t - 10.0))
+            said_old.append(_watch_at(old, pose, key, t, since=t - 10.0))
         before = slice(int(8 * HZ), int(40 * HZ))
         assert not any(said_new[before]), period_s
         assert sum(map(bool, said_old[before])) > 0.9 * (32 * HZ), period_s
