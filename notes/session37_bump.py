@@ -134,7 +134,7 @@ def motion(scenario: str, seed: int, centroid: np.ndarray):
 
 def make_recording(case: Path, scenario: str, out: Path) -> dict:
     """Write the PASSES-long recording with the reference moved; return its timeline."""
-    from usnav.bench.bench_bump import bumped_reference_to_tracker
+    from usnav.bench.bench_bump import breathing_motion, bumped_reference_to_tracker
     from usnav.frames import TrackedFrame, TrackedTransform
     from usnav.io.sequence_reader import read_sequence
     from usnav.io.sequence_writer import write_sequence
@@ -151,13 +151,17 @@ def make_recording(case: Path, scenario: str, out: Path) -> dict:
     move, description = motion(scenario, seed, centroid)
     t_true = truth.reference_to_mri
     breathe = None
+    breath_mm_s = None
     if breath is not None:
         _, amplitude, period = breath.split("-")
         description += f", breathing {amplitude} mm p-p every {period} s"
-        breathe = (float(amplitude), float(period) * RATE)  # period on the recording clock
+        breath_mm_s = (float(amplitude), float(period) * RATE)  # period on the recording clock
     seq = read_sequence(case / "sweep.igs.mha")
     frames = [seq.frame(i) for i in range(len(seq))]
     seq.close()
+    if breath_mm_s is not None:
+        r2t0 = frames[0].transforms["ReferenceToTracker"].matrix
+        breathe = breathing_motion(*breath_mm_s, r2t0, t_true)
     numbers = [f.frame_number for f in frames]
     first, span = min(numbers), max(numbers) - min(numbers) + 1
     times = np.array([f.t_device for f in frames])
@@ -176,11 +180,7 @@ def make_recording(case: Path, scenario: str, out: Path) -> dict:
                 moved = bumped_reference_to_tracker(r2t.matrix, t_true, d)
                 transforms["ReferenceToTracker"] = TrackedTransform(moved, r2t.status)
                 if breathe is not None:
-                    b = np.eye(4)
-                    to_tracker = r2t.matrix[:3, :3] @ np.linalg.inv(t_true)[:3, :3]
-                    axis = to_tracker @ np.array([0.0, 1.0, 1.0 / 3.0])  # MRI +A, a third +S
-                    phase = np.sin(2 * np.pi * (t - times[0]) / breathe[1])
-                    b[:3, 3] = axis / np.linalg.norm(axis) * 0.5 * breathe[0] * phase
+                    b = breathe(t - times[0])
                     for name in ("ReferenceToTracker", "ProbeToTracker"):
                         tt = transforms[name]
                         transforms[name] = TrackedTransform(b @ tt.matrix, tt.status)

@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from session37_bump import _case_options, motion
 
+from usnav.bench.bench_bump import breathing_motion
 from usnav.config.calibration import load_calibration
 from usnav.io.sequence_reader import read_sequence
 from usnav.io.volume import load_volume
@@ -36,21 +37,6 @@ from usnav.registration.worker import RegistrationWorker, WorkerOptions
 from usnav.sim import load_truth
 
 HZ = 15.0
-
-
-def breathing(amplitude_mm: float, period_s: float, t_mri: np.ndarray, r2t: np.ndarray):
-    """t (scanning s) -> B (4x4, Tracker mm): the whole patient's motion against the tracker."""
-    # the patient's anterior (MRI +A) and superior (+S) axes in the tracker's frame
-    to_tracker = r2t[:3, :3] @ np.linalg.inv(t_mri)[:3, :3]
-    direction = to_tracker @ np.array([0.0, 1.0, 1.0 / 3.0])
-    direction /= np.linalg.norm(direction)
-
-    def b(t: float) -> np.ndarray:
-        m = np.eye(4)
-        m[:3, 3] = direction * 0.5 * amplitude_mm * np.sin(2 * np.pi * t / period_s)
-        return m
-
-    return b
 
 
 def main() -> None:
@@ -74,7 +60,7 @@ def main() -> None:
     move, desc = motion("none" if move_kind.startswith("breath") else move_kind, seed, c)
     if breath_kind:
         _, a, per = breath_kind.split("-")
-        breathe = breathing(float(a), float(per), T, r2t[0])
+        breathe = breathing_motion(float(a), float(per), r2t[0], T)
         desc += f", breathing {a} mm p-p every {per} s"
     else:
         breathe = lambda t: np.eye(4)  # noqa: E731

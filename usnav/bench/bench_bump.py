@@ -138,6 +138,28 @@ class Timeline:
         return sweep * self.frames_per_pass + offset
 
 
+def breathing_motion(
+    peak_to_peak_mm: float,
+    period_s: float,
+    reference_to_tracker: np.ndarray,
+    reference_to_mri: np.ndarray,
+) -> Callable[[float], np.ndarray]:
+    """A breathing patient's motion against the tracker: seconds since the first frame →
+    4×4 (Tracker mm → Tracker mm), a sine of ``peak_to_peak_mm`` and ``period_s`` along the
+    patient's anterior axis (MRI +A) with a third of it along the spine (+S), turned into the
+    tracker's frame by ``reference_to_tracker`` and ``reference_to_mri`` (4×4 each)."""
+    to_tracker = reference_to_tracker[:3, :3] @ np.linalg.inv(reference_to_mri)[:3, :3]
+    axis = to_tracker @ np.array([0.0, 1.0, 1.0 / 3.0])
+    axis /= np.linalg.norm(axis)
+
+    def motion(t_s: float) -> np.ndarray:
+        breath = np.eye(4)
+        breath[:3, 3] = axis * 0.5 * peak_to_peak_mm * np.sin(2 * np.pi * t_s / period_s)
+        return breath
+
+    return motion
+
+
 def write_bumped_recording(
     case: Path,
     out: Path,
@@ -169,12 +191,10 @@ def write_bumped_recording(
     times = np.array([f.t_device for f in frames])
     period_s = float(times[-1] - times[0] + np.median(np.diff(times)))
 
-    axis = np.zeros(3)
+    breathe = None
     if breathing is not None:
         r2t0 = frames[0].transforms["ReferenceToTracker"].matrix
-        to_tracker = r2t0[:3, :3] @ np.linalg.inv(reference_to_mri)[:3, :3]
-        axis = to_tracker @ np.array([0.0, 1.0, 1.0 / 3.0])  # MRI +A, a third +S
-        axis /= np.linalg.norm(axis)
+        breathe = breathing_motion(*breathing, r2t0, reference_to_mri)
 
     def generate():
         for p in range(passes):
@@ -185,10 +205,8 @@ def write_bumped_recording(
                     r2t = transforms["ReferenceToTracker"]
                     moved = bumped_reference_to_tracker(r2t.matrix, reference_to_mri, motion)
                     transforms["ReferenceToTracker"] = TrackedTransform(moved, r2t.status)
-                if breathing is not None:
-                    breath = np.eye(4)
-                    phase = np.sin(2 * np.pi * (t_device - times[0]) / breathing[1])
-                    breath[:3, 3] = axis * 0.5 * breathing[0] * phase
+                if breathe is not None:
+                    breath = breathe(t_device - times[0])
                     for name in ("ReferenceToTracker", "ProbeToTracker"):
                         tt = transforms[name]
                         transforms[name] = TrackedTransform(breath @ tt.matrix, tt.status)
