@@ -360,13 +360,15 @@ class ReferenceMotionMonitor:
         if self.breath_average_s is None:
             self.motion_mm = moved_mm(self._anchor, reference_to_tracker, corners)
         else:
-            step = float(displacements_mm(self._step_poses, reference_to_tracker, corners).min())
+            # the checked poses are the newest of the step's poses: one pass serves both
+            moved = displacements_mm(self._step_poses, reference_to_tracker, corners)
+            step = float(moved.min())
             drift = 0.0
             if average is not None and self._anchor_means is not None:
                 drift = float(displacements_mm(self._anchor_means, average, corners).max())
             # a drift's onset, before the average shows it: the farthest checked pose, less
             # the swing the check saw (a breath's poses swing that far and come back)
-            onset = moved_mm(self._anchor, reference_to_tracker, corners) - self._swing_mm
+            onset = float(moved[-len(self._anchor) :].max()) - self._swing_mm
             self.motion_mm = max(step, drift, self._inside_step_mm, onset)
         if self.motion_mm <= self.limit_mm:
             return ""
