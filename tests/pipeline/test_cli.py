@@ -257,6 +257,26 @@ def test_demo_scores_the_margins_with_the_registration_they_were_drawn_with(tmp_
     assert tumor_line(s).endswith("margins drawn with 0.30 mm (tumor stage)")
 
 
+def test_demo_streams_on_until_margins_use_an_image_checked_registration():
+    """On a loaded machine the live worker's first accepted estimate could come after the
+    demo's last planned frame: the demo ended on the navigation's registration and failed its
+    own 2 mm check. A looping demo now streams on until margins have been drawn with an
+    image-checked registration for a whole pass; one pass, or a check within the planned
+    passes, ends as before."""
+    from usnav.cli.demo import keep_streaming
+
+    n, expected = 100, 300  # 3 passes of 100 frames
+    assert keep_streaming(299, expected, n, None, looping=True)  # the planned passes
+    assert keep_streaming(299, expected, n, 50, looping=True)
+    assert not keep_streaming(300, expected, n, 250, looping=True)  # checked in time: stop
+    assert not keep_streaming(300, expected, n, 300, looping=True)
+    assert keep_streaming(300, expected, n, None, looping=True)  # not yet: stream on
+    assert keep_streaming(900, expected, n, None, looping=True)  # (the caller's deadline)
+    assert keep_streaming(399, expected, n, 320, looping=True)  # a pass with the check
+    assert not keep_streaming(420, expected, n, 320, looping=True)
+    assert not keep_streaming(100, 100, n, None, looping=False)  # one pass: as asked
+
+
 def test_demo_end_to_end(tmp_path):
     """The README's main command: a snapshot and a summary with registration error < 2 mm."""
     # the README's pace (3 passes at the recording's rate): at 2 passes and 1.5× a loaded CI

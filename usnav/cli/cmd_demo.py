@@ -111,7 +111,13 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  frames          {s.frames_received} received ({s.passes} passes of "
         f"{s.frames_in_recording}"
-        + (f" + {beyond} before the stream stopped" if beyond > 0 else "")
+        + (
+            f" + {beyond} streamed on until margins used an image-checked registration"
+            if beyond > 0 and s.streamed_on
+            else f" + {beyond} before the stream stopped"
+            if beyond > 0
+            else ""
+        )
         + (f"; {-beyond} never arrived" if beyond < 0 else "")
         + f"): {s.frames_published} with margins published + {s.dropped_display} "
         "superseded before display"

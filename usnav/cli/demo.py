@@ -66,6 +66,9 @@ class DemoSummary:
     endpoint: str = ""
     dropped_display: int = 0
     problems: dict[str, int] = field(default_factory=dict)
+    streamed_on: bool = False
+    """Whether the demo streamed past its passes because no margin had been drawn with an
+    image-checked registration by then (:func:`keep_streaming`)."""
 
 
 def run_demo(
@@ -188,10 +191,22 @@ def run_demo(
         expected = n_frames * passes
         duration_s = expected / (30.0 * rate) if rate > 0 else 0
         deadline = time.monotonic() + max(60.0, 4 * duration_s)
+        said_waiting = False
+        checked_from: int | None = None  # frames received when margins first used a check
         while time.monotonic() < deadline:
-            if pipeline.counters.received >= expected:
+            received = pipeline.counters.received
+            drawn = pipeline.last_drawn_estimate
+            if checked_from is None and drawn is not None and drawn.checked:
+                checked_from = received
+            if not keep_streaming(received, expected, n_frames, checked_from, looping=passes > 1):
                 break
-            if not playback.running and pipeline.counters.received > 0:
+            if received >= expected and not said_waiting:
+                said_waiting = summary.streamed_on = True
+                say(
+                    "streaming on: no margin has used an image-checked registration yet "
+                    "(a loaded machine registers slower)"
+                )
+            if not playback.running and received > 0:
                 time.sleep(0.5)  # let the last frames through
                 break
             time.sleep(0.1)
@@ -242,6 +257,43 @@ def run_demo(
     if not np.isfinite(summary.final_mtre_mm):
         raise UsnavError("the demo produced no registration estimate")
     return summary
+
+
+def keep_streaming(
+    received: int, expected: int, pass_frames: int, checked_from: int | None, *, looping: bool
+) -> bool:
+    """Whether the demo streams on (before its deadline).
+
+    The demo shows the registration at work: it streams the passes asked for and, when the
+    sweep loops (more than one pass) and by then no margin has been drawn with a registration
+    checked on the images (a loaded machine registers slower: the worker's first accepted
+    estimate can come after the last planned frame, and the demo then ended on the
+    navigation's registration), it streams on until margins have been drawn with one for a
+    whole pass (the tumor swept with it) — the caller's deadline bounds it.
+
+    Parameters
+    ----------
+    received
+        Frames received so far.
+    expected
+        Frames of the passes asked for.
+    pass_frames
+        Frames of one pass.
+    checked_from
+        Frames received when a margin was first drawn with an image-checked registration
+        (None: none yet).
+    looping
+        Whether the playback loops the sweep (more than one pass asked for).
+    """
+    if received < expected:
+        return True
+    if not looping:
+        return False
+    if checked_from is None:
+        return True
+    # margins drawn with a check within the planned passes: as before, no more; a later
+    # check gets a whole pass
+    return checked_from > expected and received < checked_from + pass_frames
 
 
 def _snapshot_viewer(
