@@ -81,6 +81,29 @@ def test_bench_strict_exits_1_on_a_missed_target(tmp_path, capsys, missed_target
     assert "1 target(s) missed" in capsys.readouterr().err
 
 
+def test_a_smoke_only_figure_is_not_judged_against_its_target(tmp_path, capsys):
+    """Quick ``usnav bench`` registers one held-out case: a "no" on that one case read as the
+    held-out median missing its target. Such figures keep their value, lose the target, and
+    say why; ``--strict`` does not count them."""
+    from usnav.bench.registry import smoke_only
+
+    missed = Figure("held-out median", 5.39, "mm", "≤ 1.0 mm", False, note="1 case")
+    (smoke,) = smoke_only([missed], "quick: 1 case(s), not the target's measurement")
+    assert (smoke.value, smoke.target, smoke.met) == (5.39, "", None)
+    assert smoke.note == "quick: 1 case(s), not the target's measurement; 1 case"
+
+    @benchmark("zz smoke probe", "zz-test")
+    def probe(ctx):
+        return smoke_only([missed], "quick")
+
+    try:
+        cache = str(tmp_path / "cache")
+        assert main(["bench", "--only", "zz smoke", "--cache", cache, "--strict"]) == 0
+        assert "missed" not in capsys.readouterr().err
+    finally:
+        _REGISTRY[:] = [b for b in _REGISTRY if b.group != "zz-test"]
+
+
 def test_bench_lists_rows_skipped_for_missing_outside_data(tmp_path):
     """Without the outside data the calibration rows are listed as skipped, with the reason,
     and the scratch files go to the per-user cache (removed with --clean)."""

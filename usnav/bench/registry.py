@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -58,6 +58,14 @@ class Figure:
         if self.higher_is_better:
             return self.value / self.baseline_value
         return self.baseline_value / self.value
+
+
+def smoke_only(figures: list[Figure], why: str) -> list[Figure]:
+    """The figures without their targets, ``why`` first in each note: for a quick run too small
+    to judge a target (a "no" on one case read as the issue's measurement)."""
+    return [
+        replace(f, target="", met=None, note=f"{why}; {f.note}" if f.note else why) for f in figures
+    ]
 
 
 class SkipBenchmark(Exception):
