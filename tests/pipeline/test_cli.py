@@ -93,6 +93,10 @@ def test_bad_inputs_get_one_line_and_exit_2_before_anything_starts(small_case, t
     result = _usnav(*_run_args(small_case, good), "--removed", str(tmp_path / "far.nii.gz"))
     assert result.returncode == 2 and "far.nii.gz" in result.stderr
     assert "outside the MRI" in result.stderr and "Traceback" not in result.stderr
+    # ... and so is the MRI given as the removed-tissue label (it made every voxel fluid)
+    result = _usnav(*_run_args(small_case, good), "--removed", str(small_case / "mri.nii.gz"))
+    assert result.returncode == 2 and "mri.nii.gz" in result.stderr
+    assert "not a label map" in result.stderr and "Traceback" not in result.stderr
     # a recording is never overwritten
     existing = tmp_path / "done.igs.mha"
     existing.write_bytes(b"an earlier recording")

@@ -71,6 +71,26 @@ def test_a_label_that_marks_nothing_or_lies_outside_the_mri_is_refused():
     assert "far.nii" in str(info.value)
 
 
+def test_an_image_given_as_the_removed_label_is_refused_a_float_label_is_not():
+    """The MRI given as --removed (a plausible slip: both are volumes of the same case) is > 0
+    almost everywhere: every voxel became fluid and the registration compared the sweep with
+    a uniform volume, "REJECTED", exit 0, the mistake never said (session 40)."""
+    mri = _mri()
+    with pytest.raises(InputError, match="not a label map") as info:
+        operated_mri(mri, Volume(mri.data.copy(), mri.affine, source="mri.nii.gz"))
+    assert "mri.nii.gz" in str(info.value) and "--removed" in str(info.value)
+    # a probability map (or any float image) is refused for its fractions
+    rng = np.random.default_rng(4)
+    soft = rng.random(mri.shape).astype(np.float32)
+    with pytest.raises(InputError, match="non-integer values"):
+        removed_in_mri_grid(mri, Volume(soft, mri.affine, source="prob.nii.gz"))
+    # a label map saved as float (0.0 / 1.0, as some tools write masks) is a label map
+    label = np.zeros(mri.shape, np.float32)
+    label[5:9, 6:12, 10:20] = 1.0
+    mask = removed_in_mri_grid(mri, Volume(label, mri.affine, source="mask.nii.gz"))
+    np.testing.assert_array_equal(mask, label > 0)
+
+
 def test_the_operated_mri_matches_the_ultrasound_better_at_the_truth(small_case, small_case_dirs):
     """The simulator's ultrasound sees saline where the preoperative MRI has the laminae and
     the paraspinal muscle: filled with fluid, the MRI scores higher at the true pose. Fails
@@ -129,3 +149,8 @@ def test_usnav_register_removed_is_used_recorded_and_a_bad_one_refused(
     err = capsys.readouterr().err
     assert "far.nii.gz" in err and "outside the MRI" in err
     assert not (tmp_path / "far.json").exists()
+    # the MRI itself given as --removed: refused by name, no result written
+    assert register(str(case / "mri.nii.gz"), "mri.json") == 2
+    err = capsys.readouterr().err
+    assert "mri.nii.gz" in err and "not a label map" in err and "Traceback" not in err
+    assert not (tmp_path / "mri.json").exists()

@@ -18,6 +18,7 @@ from usnav.config.calibration import load_calibration
 from usnav.config.plus_xml import parse_matrix_text
 from usnav.errors import ConfigError, InputError
 from usnav.io.volume import check_label_fits_mri, load_volume
+from usnav.registration.operated import removed_in_mri_grid
 from usnav.registration.points import read_points, read_tag_file, register_points
 from usnav.registration.reconstruct import (
     Reconstruction,
@@ -173,6 +174,8 @@ def register_recording(
     if tumor_label is not None:  # another case's label: refused, as usnav run and margins do
         check_label_fits_mri(tumor_label, mri)
     removed_label = None if removed is None else load_volume(removed)
+    if removed_label is not None:  # refused before the sweep is read and kernels compile
+        removed_in_mri_grid(mri, removed_label)
     sweep = load_sweep(recording, image_to_probe)
     from usnav.registration._kernels import warm_up
 

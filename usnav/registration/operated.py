@@ -25,6 +25,48 @@ from usnav.io.volume import Volume
 REMOVED_TISSUE_KEY = "usnav_removed_tissue_label"
 
 
+#: a removed-tissue "label" with more distinct values than this is an image, not a label map
+MAX_REMOVED_LABEL_VALUES = 64
+
+
+def check_removed_is_label_map(removed: Volume) -> None:
+    """Refuse a removed-tissue label that is not a label map: non-integer values, or more than
+    :data:`MAX_REMOVED_LABEL_VALUES` distinct values.
+
+    An MRI (or the intraoperative ultrasound volume) given as ``--removed`` by mistake is > 0
+    almost everywhere: every voxel became fluid, the registration compared the sweep with a
+    uniform volume (similarity flat, correction 0 mm) and said only "REJECTED", exit 0, in
+    ``usnav register``, ``usnav run`` and ``usnav evaluate`` alike (session 40).
+
+    Raises
+    ------
+    InputError
+        Naming the file, what was found and what to give instead.
+    """
+    data = np.asarray(removed.data)
+    what = "give the label map of the tissue the surgery removed (laminae, spinous processes, "
+    what += "the wound: > 0), not an image"
+    if data.dtype.kind == "f":
+        marked = data[data != 0]
+        if not np.all(np.isfinite(marked)) or not np.all(np.mod(marked, 1) == 0):
+            raise InputError(
+                removed.source,
+                "the removed-tissue label is not a label map (it has non-integer values — an "
+                "image or a probability map?)",
+                what,
+            )
+    # a sample first: an MRI shows its many grey levels in ~100 000 voxels, cheaply
+    sample = data.ravel(order="K")[:: max(1, data.size // 100_000)]
+    many = len(np.unique(sample)) > MAX_REMOVED_LABEL_VALUES
+    if many or len(np.unique(data)) > MAX_REMOVED_LABEL_VALUES:
+        raise InputError(
+            removed.source,
+            f"the removed-tissue label has more than {MAX_REMOVED_LABEL_VALUES} distinct "
+            "values: not a label map (the MRI given as --removed?)",
+            what,
+        )
+
+
 def removed_in_mri_grid(mri: Volume, removed: Volume) -> np.ndarray:
     """The removed-tissue label (``removed.data > 0``, any grid in MRI RAS mm) on the MRI's
     voxel grid (nearest neighbour), as a boolean array of ``mri.shape``.
@@ -32,8 +74,10 @@ def removed_in_mri_grid(mri: Volume, removed: Volume) -> np.ndarray:
     Raises
     ------
     InputError
-        The label marks nothing, or nothing inside the MRI.
+        The volume is not a label map (an MRI or a probability map given by mistake), the
+        label marks nothing, or nothing inside the MRI.
     """
+    check_removed_is_label_map(removed)
     marked = np.argwhere(np.asarray(removed.data) > 0)
     if not len(marked):
         raise InputError(
