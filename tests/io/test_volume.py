@@ -128,6 +128,28 @@ def test_nrrd_with_only_spacings_is_refused(tmp_path: Path) -> None:
         load_volume(path)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nrrd_with_a_broken_number_in_space_directions_names_it(
+    tmp_path: Path, bad: float, capsys: pytest.CaptureFixture
+) -> None:
+    """A NaN or inf in one voxel axis was dropped as if the axis were 'none', and the volume
+    refused as "expected a 3D volume with 3 space directions, got shape (4, 5, 6)"."""
+    path = tmp_path / "broken.nrrd"
+    directions = np.diag([0.8, 0.9, 1.1])
+    directions[1, 2] = bad
+    nrrd.write(str(path), _label(), {**LPS_HEADER, "space directions": directions}, index_order="F")
+    with pytest.raises(InputError, match=r"'space directions' of axis 1 holds NaN or infinite"):
+        load_volume(path)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "broken.nrrd" in err and "space directions" in err
+    # a voxel axis written 'none' (a list axis) in a 3D volume: the count of directions is said
+    none = np.array([[0.8, 0.0, 0.0], [np.nan] * 3, [0.0, 0.0, 1.1]])
+    nrrd.write(str(path), _label(), {**LPS_HEADER, "space directions": none}, index_order="F")
+    with pytest.raises(InputError, match=r"and 2 space direction\(s\)"):
+        load_volume(path)
+
+
 def test_info_says_how_a_volume_was_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "label.nrrd"
     header = {**LPS_HEADER, "space dimension": 3, "space units": ["mm", "mm", "mm"]}

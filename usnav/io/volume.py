@@ -507,14 +507,22 @@ def _load_nrrd(p: Path) -> Volume:
             "would place it unrotated at the origin)",
             "write it with space, space directions and space origin (e.g. save it from Slicer)",
         )
-    dirs = [d for d in dirs if d is not None and not (isinstance(d, float) and np.isnan(d))]
-    dirs_arr = np.array(
-        [
-            np.asarray(d, dtype=np.float64)
-            for d in dirs
-            if np.all(np.isfinite(np.asarray(d, dtype=np.float64)))
-        ]
-    )
+    vectors = []
+    for axis, d in enumerate(dirs):
+        v = None if d is None else np.asarray(d, dtype=np.float64)
+        if v is None or np.all(np.isnan(v)):
+            continue  # 'none': a list axis (a segmentation's layers), not a voxel axis
+        if not np.all(np.isfinite(v)):
+            # was dropped as if 'none', and the volume refused as "expected 3 space directions,
+            # got shape (97, 128, 112)" (a 3D shape): the broken number was never named
+            raise InputError(
+                p,
+                f"'space directions' of axis {axis} holds NaN or infinite values "
+                f"({', '.join(f'{x:g}' for x in v)})",
+                "write the voxel axis in mm, or save the volume again from 3D Slicer",
+            )
+        vectors.append(v)
+    dirs_arr = np.array(vectors)
     kinds = header.get("kinds", [])
     if data.ndim == 4:
         # a segmentation with layers or a list axis: keep the domain axes
@@ -529,7 +537,11 @@ def _load_nrrd(p: Path) -> Volume:
                 merged = np.where(layers[..., layer] != 0, layers[..., layer], merged)
             data = merged
     if data.ndim != 3 or dirs_arr.shape != (3, 3):
-        raise InputError(p, f"expected a 3D volume with 3 space directions, got shape {data.shape}")
+        raise InputError(
+            p,
+            f"expected a 3D volume with 3 space directions, got shape {data.shape} and "
+            f"{len(vectors)} space direction(s)",
+        )
     origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
     to_ras, placement = _nrrd_space(p, header.get("space"))
     to_mm, lengths = _nrrd_units(p, header)
