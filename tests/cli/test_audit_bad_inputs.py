@@ -77,6 +77,16 @@ def test_a_nifti_with_a_zero_voxel_size_is_refused(tmp_path):
         load_volume(path)
 
 
+def test_a_nifti_with_a_zero_voxel_size_is_one_line_from_a_fresh_process(tmp_path):
+    """The test above reads in a process that imported nibabel already; a user's first read
+    imported it while its notes were being collected, and nibabel's own handler printed
+    "pixdim[1,2,3] should be non-zero; setting 0 dims to 1" before usnav's line."""
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.diag([0.8, 0.8, 0.8, 1.0]))
+    img.header["pixdim"][1:4] = [0.8, 0.0, 0.8]
+    nib.save(img, str(tmp_path / "zero.nii.gz"))
+    assert_bad_input(usnav(tmp_path, "info", "zero.nii.gz"), "zero.nii.gz", "pixdim")
+
+
 def test_an_error_from_a_library_is_one_line():
     error = InputError("x.nii", "cannot read NIfTI: expected 10 bytes\n - could it be damaged?")
     assert "\n" not in str(error)

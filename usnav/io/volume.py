@@ -313,7 +313,15 @@ def load_volume(path: str | Path, *, allow_default_affine: bool = False) -> Volu
 @contextlib.contextmanager
 def _nibabel_notes() -> Iterator[list[str]]:
     """What nibabel logs while a file is read, collected instead of printed (it printed
-    each note twice, through its own handler and the root logger's)."""
+    each note twice, through its own handler and the root logger's).
+
+    nibabel is imported first: importing it adds its own stderr handler to this logger, and
+    a first NIfTI read of a process (nibabel not imported yet) imported it inside this block,
+    so that handler printed the notes all the same (session 40: ``usnav info`` of a NIfTI
+    with a zero pixdim printed nibabel's line before its own).
+    """
+    import nibabel  # noqa: F401  (its logging set-up, before the handlers are swapped)
+
     logger = logging.getLogger("nibabel.global")
     notes: list[str] = []
 
