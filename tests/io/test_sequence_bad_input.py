@@ -274,6 +274,55 @@ def test_cli_one_line_exit_2_and_tolerant(good, capsys):
     assert info["problems"]
 
 
+def _one_frame_declared_fewer(good) -> Path:
+    """A compressed file whose size line declares N - 1 frames and whose fields stop there:
+    the data hold one frame more than the header says (a hand-edit, a header from another
+    writer)."""
+    data = good().read_bytes()
+    data = re.sub(rb"(DimSize = 80 64 +)8\n", rb"\g<1>7\n", data, count=1)
+    data = re.sub(rb"Seq_Frame0007_[^\n]*\n", b"", data)
+    out = good().with_name("fewer.igs.mha")
+    out.write_bytes(data)
+    return out
+
+
+def test_tolerant_conversion_of_a_header_declaring_fewer_frames_works_and_says_so(
+    good, originals, tmp_path, capsys
+):
+    """The refusal says "recover the readable frames with --tolerant", and --tolerant then
+    refused the last frame with the same line: `usnav convert --tolerant` could not convert
+    the file it was pointed to, and a tolerant conversion never said what it dropped."""
+    fewer = _one_frame_declared_fewer(good)
+    raises_input_error(fewer, f"more than the {N - 1} frames", "--tolerant")
+    with read_sequence(fewer, tolerant=True) as seq:
+        assert len(seq) == N - 1 and seq.problems
+        for i in range(len(seq)):  # the last one too
+            assert np.array_equal(seq.image(i), originals[i].image)
+    out = tmp_path / "recovered.igs.mha"
+    assert main(["convert", "--tolerant", str(fewer), str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "warning" in err and f"kept {N - 1} of {N - 1} frames" in err
+    with read_sequence(out) as back:
+        assert len(back) == N - 1
+        assert np.array_equal(back.image(N - 2), originals[N - 2].image)
+
+
+def test_a_damaged_stream_that_inflates_past_the_declared_frames_is_called_corrupted(good):
+    """Damage can make a zlib stream inflate to more bytes than the frames declared; the
+    refusal blamed the header ("holds more than the 8 frames the header declares") when
+    zlib's own checksum says the data are damaged."""
+    fewer = _one_frame_declared_fewer(good)
+    data = bytearray(fewer.read_bytes())
+    data[-4:] = bytes(b ^ 0xFF for b in data[-4:])  # the stream's Adler-32 trailer
+    damaged = fewer.with_name("damaged.igs.mha")
+    damaged.write_bytes(bytes(data))
+    message = raises_input_error(damaged, "corrupted", "incorrect data check")
+    assert "the header declares" in message and "holds more than" not in message
+    with read_sequence(damaged, tolerant=True) as seq:
+        assert any("corrupted" in problem for problem in seq.problems)
+        seq.image(len(seq) - 1)  # served as decoded, the problem said once
+
+
 def test_cli_real_process_reports_missing_file(tmp_path):
     missing = tmp_path / "missing.igs.mha"
     done = subprocess.run(

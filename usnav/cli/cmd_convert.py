@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.force,
             progress=lambda done, total: progress.update("converting frames", done, total),
             on_recovery=_report,
+            on_problems=lambda line: print(f"usnav convert: warning: {line}", file=sys.stderr),
         )
     finally:
         progress.stop()

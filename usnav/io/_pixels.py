@@ -105,6 +105,9 @@ class InflatePixels:
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._checkpoints: dict[int, tuple[int, zlib._Decompress]] = {}
+        #: what :meth:`scan` found wrong after the last frame (the tolerant reader reports it):
+        #: the last frame is then served as decoded, not refused again
+        self._end_problem: str | None = None
         self._restart(0)
 
     @property
@@ -182,10 +185,33 @@ class InflatePixels:
                     self._n - 1, f"compressed data is corrupted after the last frame (zlib: {exc})"
                 ) from None
             if out:
+                damage = self._damage_in_rest()
+                if damage is not None:
+                    # a damaged stream can inflate past the declared frames: that is damage,
+                    # not a header that declares too few frames (session 40)
+                    raise PixelError(
+                        self._n - 1,
+                        f"compressed data is corrupted (zlib: {damage}): it inflates past the "
+                        f"{self._n} frames the header declares, so frames from the damage on "
+                        "hold wrong pixels (which ones cannot be told)",
+                    )
                 raise PixelError(
                     self._n - 1,
                     f"compressed data holds more than the {self._n} frames the header declares",
                 )
+
+    def _damage_in_rest(self) -> str | None:
+        """Inflate the rest of the stream, keeping nothing: zlib's error when it is damaged
+        (a bad code, or a checksum that does not match), None when it is intact."""
+        while not self._inflater.eof:
+            data = self._read_input()
+            if not data:
+                return None  # cut short: no checksum to tell
+            try:
+                self._inflater.decompress(data, _CHUNK)
+            except zlib.error as exc:
+                return str(exc)
+        return None
 
     def frame(self, index: int) -> np.ndarray:
         """Frame ``index`` as a read-only array (inflating up to it if needed)."""
@@ -206,7 +232,7 @@ class InflatePixels:
                 data = self._decode_next()
                 if current == index:
                     break
-            if index == self._n - 1:
+            if index == self._n - 1 and self._end_problem is None:
                 self._check_end()
             array = np.frombuffer(data, dtype=self._dtype).reshape(self._shape)
             self._cache[index] = array
@@ -229,6 +255,11 @@ class InflatePixels:
                 self._check_end()
             except PixelError as exc:
                 done = exc.frame if exc.frame < self._n - 1 or self._next < self._n else self._n
+                if done == self._n:
+                    # every frame decoded, the trouble is after the last: reported once here,
+                    # and the last frame is then served (it was refused, so `usnav convert
+                    # --tolerant` failed, saying to use --tolerant)
+                    self._end_problem = exc.problem
                 return done, exc.problem
             finally:
                 self._restart(0)

@@ -524,6 +524,7 @@ def convert_sequence(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     on_recovery: Callable[[Recovery], None] | None = None,
+    on_problems: Callable[[str], None] | None = None,
 ) -> Path:
     """Convert between ``.igs.mha`` and ``.seq.nrrd`` (either way, or re-compress), streaming.
 
@@ -549,6 +550,10 @@ def convert_sequence(
     on_recovery
         Called with the :class:`~usnav.io.sequence_journal.Recovery` when ``source`` is a
         journal (frames it could not recover, whether the journal was kept).
+    on_problems
+        Called once, before any frame is written, with one line when the tolerant reader
+        found the source damaged: the frames kept of those declared, and what it found
+        (until session 40 a tolerant conversion dropped frames without a word).
 
     Raises
     ------
@@ -572,6 +577,10 @@ def convert_sequence(
         layout_keys = METAIO_STRUCTURAL_KEYS | NRRD_STRUCTURAL_KEYS
         extra = {k: v for k, v in seq.header.items() if k.lower() not in layout_keys}
         total = len(seq)
+        if seq.problems and on_problems is not None:
+            on_problems(
+                f"{src}: kept {total} of {seq.declared_frames} frames: " + "; ".join(seq.problems)
+            )
         writer = SequenceWriter(
             dst,
             compress=seq.compressed if compress is None else compress,
