@@ -83,6 +83,14 @@ def test_margins_file_holds_the_estimator_s_margins(tiny_cases, tmp_path: Path, 
     assert main(_args(case, numbers, plain)) == 0
     _, again = read_margins_file(plain)
     assert [r.margins.in_view for r in again] == [r.margins.in_view for r in records]
+    # ... but no usnav registration judged those numbers: not "accepted", no quality (every
+    # frame said accepted, quality 0.5 — the navigation matrix read as checked)
+    assert all(r.margins.registration_accepted for r in records)  # the RESULT.json's verdict
+    lines = [json.loads(line) for line in plain.read_text().splitlines()[1:]]
+    assert lines and all(
+        line["registration_accepted"] is False and line["registration_quality"] is None
+        for line in lines
+    )
 
 
 def test_an_mn_recording_gives_the_margins_of_its_mf_twin(tiny_cases, tmp_path: Path) -> None:

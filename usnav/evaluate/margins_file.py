@@ -169,6 +169,8 @@ def margins_of_recording(
         space is refused).
     result
         A RESULT.json document behind ``reference_to_mri`` (accepted, quality), if any.
+        Without one (or without those keys) the frames say ``registration_accepted`` false
+        and ``registration_quality`` null: no usnav registration judged the matrix.
     options
         :class:`~usnav.margins.MarginOptions` (defaults if None).
     stats
@@ -211,10 +213,14 @@ def margins_of_recording(
             check_label_fits_mri(label_volume, mri if isinstance(mri, Volume) else load_volume(mri))
     estimator = MarginEstimator(label_volume, margin_options, warm_up=True)
     doc = result or {}
+    # a matrix that no usnav registration judged (16 numbers: the navigation system's, say) is
+    # not "accepted", and has no quality: until session 40 every frame said accepted, 0.5 —
+    # the misreading protocol 2 removed from the live messages
+    quality = doc.get("quality")
     estimate = RegistrationEstimate(
         np.asarray(reference_to_mri, np.float64),
-        quality=float(doc.get("quality", 0.5)),
-        accepted=bool(doc.get("accepted", True)),
+        quality=float(quality) if isinstance(quality, int | float) else float("nan"),
+        accepted=doc.get("accepted") is True,
         source="file",
         reason=str(doc.get("reason", "")),
     )
