@@ -151,6 +151,29 @@ def test_a_taken_slicer_port_names_the_slicer_port_option(small_case, tmp_path):
     assert lines[0].endswith("choose another with --slicer-port")
 
 
+def test_the_compiled_line_keeps_the_log_path_whole_in_a_log(small_case, tmp_path):
+    """stderr not a terminal (a CI log, a service's journal): the "compiled: …; log PATH"
+    line was wrapped at 80 columns, the log's path cut across two lines."""
+    log = tmp_path / ("a-folder-with-a-long-name-" * 3) / "run.log"
+    args = _run_args(small_case, _device_file(tmp_path, free_port()))
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    result = _usnav(
+        *args,
+        "--no-registration",
+        "--publish",
+        "tcp://127.0.0.1:0",
+        "--duration",
+        "1",
+        "--quiet",
+        "--log",
+        str(log),
+        env=env,
+    )
+    compiled = [line for line in result.stderr.splitlines() if line.startswith("compiled:")]
+    assert len(compiled) == 1, result.stderr
+    assert compiled[0].endswith(f"; log {log}"), result.stderr
+
+
 def _recording_run(small_case: Path, tmp_path: Path, interrupts: int) -> tuple:
     """``usnav run --record`` against a playback server (started and stopped here); once
     frames are being recorded, Ctrl-C ``interrupts`` times in quick succession. Returns (exit

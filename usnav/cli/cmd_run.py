@@ -199,7 +199,12 @@ def _run(args: argparse.Namespace, log_path: Path) -> int:
     err.print(
         "compiled: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items())
-        + f"; margins on {pipeline.endpoint}; log {log_path}"
+        + f"; margins on {pipeline.endpoint}; log {log_path}",
+        # one line, as it was written: wrapped at 80 columns (a log, a service's journal) the
+        # log's path was cut in two; and no markup or colour read into an address or a path
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     # Ctrl-C (and SIGTERM) only ask to stop: another one while stopping cannot lose the
     # summary or the recording
