@@ -70,6 +70,12 @@ def test_invalid_counts_and_dropped_frames_of_plus_files(plus_images: Path):
     assert "(tracker only)" in format_description(info)
 
 
+def test_a_recording_of_no_frames_is_called_empty_not_tracker_only(tmp_path):
+    path = write_sequence(tmp_path / "empty.igs.mha", [])
+    text = format_description(describe_file(path))
+    assert "frames       0; an empty recording" in text and "tracker only" not in text
+
+
 def test_dropped_frames_found_where_they_were_dropped(tmp_path):
     frames = make_frames(30)
     dropped = (10, 11, 20, 21, 25)  # a lone drop (25) is a gap of exactly 2 periods: not > 2x

@@ -343,6 +343,9 @@ def format_description(info: dict) -> str:
         )
         if cols
         else "no images (tracker only)"
+        if info["declared_frames"]
+        # not a tracker recording: nothing at all was recorded (it said "tracker only")
+        else "an empty recording (nothing was recorded)"
     )
     frames = f"{info['frames']}"
     if info["frames"] != info["declared_frames"]:
