@@ -105,7 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    parser = build_parser()
+    try:
+        # importing every command's module takes about a second: a Ctrl-C then (a typo seen
+        # at once) printed a 20-line KeyboardInterrupt traceback through the imports
+        parser = build_parser()
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("usnav: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # said by the sub-command's parser, so the line points at its --help
