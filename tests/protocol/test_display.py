@@ -234,6 +234,16 @@ def test_an_options_file_switches_a_check_off_with_false(tmp_path) -> None:
         toml.write_text(f"[display]\nreference_breath_s = {bad}\n")
         with pytest.raises(InputError, match="reference_breath_s"):
             load_toml_model(toml, PipelineOptions)
+    # a sudden move's own limit (session 40): mm, or false for none
+    assert DisplayRules().max_reference_step_mm == 1.0
+    toml.write_text("[display]\nmax_reference_step_mm = false\n")
+    assert load_toml_model(toml, PipelineOptions).display.max_reference_step_mm is None
+    toml.write_text("[display]\nmax_reference_step_mm = 1.5\n")
+    assert load_toml_model(toml, PipelineOptions).display.max_reference_step_mm == 1.5
+    for bad in ("true", "0", "-1", "nan"):
+        toml.write_text(f"[display]\nmax_reference_step_mm = {bad}\n")
+        with pytest.raises(InputError, match="max_reference_step_mm"):
+            load_toml_model(toml, PipelineOptions)
 
 
 def test_property_tests_have_no_deadline_whatever_the_environment() -> None:

@@ -695,6 +695,7 @@ def _reference_motion_monitor(display: DisplayRules, worker: Any) -> ReferenceMo
         display.max_reference_motion_mm,
         _worker_window_frames(worker),
         breath_average_s=display.reference_breath_s,
+        step_limit_mm=display.max_reference_step_mm,
     )
 
 

@@ -163,14 +163,23 @@ class ReferenceMotionMonitor:
     ``breath_average_s=None`` keeps the session-38 rule: the largest displacement from any
     checked pose (every breath over the limit is then a move).
 
+    A frame is also in doubt when its *step* alone (the first of the four) exceeds
+    ``step_limit_mm``: a sudden move under ``limit_mm`` (a 1.5 mm knock) can still put a
+    registration that was ~0.6 mm off over 2 mm off, and a step, unlike the other three, does
+    not grow with breathing or jitter (its poses recur; session 40).
+
     Parameters
     ----------
     limit_mm
-        Motion beyond which a frame's registration is in doubt, mm (None: never).
+        Motion beyond which a frame's registration is in doubt, mm (None: never, and nothing
+        is watched).
     window_frames
         How many recent frames a check looks at (the registration worker's window).
     breath_average_s
         Seconds of device time a breath is averaged over (None: no breathing allowed for).
+    step_limit_mm
+        A step (the distance from the nearest pose the check or the breath before it saw)
+        beyond which a frame's registration is in doubt, mm (None: only ``limit_mm``).
     """
 
     def __init__(
@@ -178,8 +187,14 @@ class ReferenceMotionMonitor:
         limit_mm: float | None,
         window_frames: int = 150,
         breath_average_s: float | None = BREATH_AVERAGE_S,
+        step_limit_mm: float | None = None,
     ) -> None:
         self.limit_mm = limit_mm
+        self.step_limit_mm = step_limit_mm
+        #: the newest frame's step (its distance from the nearest pose the check, or the
+        #: breath before it, saw, or a larger step inside the checked frames), mm (None: not
+        #: known)
+        self.step_mm: float | None = None
         self.breath_average_s = breath_average_s
         self.window_frames = max(1, int(window_frames))
         #: the recent frames, oldest first (device time order): more than a window when
@@ -344,14 +359,14 @@ class ReferenceMotionMonitor:
         self.reference_change = None
         self.newly_moved = False
         if reference_to_tracker is None or self.limit_mm is None:
-            self.motion_mm = None
+            self.motion_mm = self.step_mm = None
             return ""
         self.watched_frames += 1
         corners = image_corners_mm(image_to_reference, image_shape)
         t_device = float(t_device)
         average = self._see(t_device, reference_to_tracker, corners)
         if checked_key is None:
-            self.motion_mm = None
+            self.motion_mm = self.step_mm = None
             return ""
         if checked_key != self._checked_key or self._anchor is None:
             self._checked_key = checked_key
@@ -359,6 +374,11 @@ class ReferenceMotionMonitor:
         assert self._anchor is not None and self._step_poses is not None
         if self.breath_average_s is None:
             self.motion_mm = moved_mm(self._anchor, reference_to_tracker, corners)
+            step = (
+                float(displacements_mm(self._anchor, reference_to_tracker, corners).min())
+                if self.step_limit_mm is not None
+                else 0.0
+            )
         else:
             # the checked poses are the newest of the step's poses: one pass serves both
             moved = displacements_mm(self._step_poses, reference_to_tracker, corners)
@@ -370,15 +390,21 @@ class ReferenceMotionMonitor:
             # the swing the check saw (a breath's poses swing that far and come back)
             onset = float(moved[-len(self._anchor) :].max()) - self._swing_mm
             self.motion_mm = max(step, drift, self._inside_step_mm, onset)
-        if self.motion_mm <= self.limit_mm:
+        # a check on frames from both sides of a sudden move says nothing about either side
+        self.step_mm = step = max(step, self._inside_step_mm)
+        stepped = self.step_limit_mm is not None and step > self.step_limit_mm
+        if self.motion_mm <= self.limit_mm and not stepped:
             return ""
         self.doubted_frames += 1
         self.reference_change = np.linalg.solve(self._anchor[-1], reference_to_tracker)
         self.newly_moved = not was_doubted
+        if self.motion_mm > self.limit_mm:
+            over = f"over {self.limit_mm:g} mm"
+        else:
+            over = f"a sudden move over {self.step_limit_mm:g} mm"
         return (
             f"{REFERENCE_MOVED_PREFIX}{self.motion_mm:.1f} mm against the tracker since the "
-            f"frames the registration was checked on (over {self.limit_mm:g} mm), re-checking "
-            "on the images"
+            f"frames the registration was checked on ({over}), re-checking on the images"
         )
 
 

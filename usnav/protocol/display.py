@@ -68,6 +68,10 @@ MAX_THRESHOLD_MM = 1000.0
 #: PMC6686387): as much as the 2 mm display limit.
 REFERENCE_BREATH_S = 6.0
 
+#: A sudden move of the patient reference beyond this, mm, puts the registration in doubt
+#: (:attr:`DisplayRules.max_reference_step_mm`; session 40, notes/session-40.md)
+REFERENCE_STEP_MM = 1.0
+
 
 class DisplayRules(BaseModel):
     """The publisher's thresholds for LIVE (named, documented, sent with every message).
@@ -107,6 +111,16 @@ class DisplayRules(BaseModel):
         that far off. Raise it where breathing moves the reference more; None (``false`` in an
         options file): no such check (and none is possible on streams that carry only
         ``ProbeToReference``).
+    max_reference_step_mm
+        A frame's margins are UNCERTAIN, as for ``max_reference_motion_mm``, when the
+        reference's pose stands farther than this, mm, from every pose the registration's
+        check (or the breath before it) saw: a sudden move, which breathing (whose poses
+        recur) and tracking jitter are not (session 40). A 1.5 mm knock moves the anatomy
+        1.5-2 mm at the image corners: under ``max_reference_motion_mm``, yet on a registration
+        already ~0.6 mm off it put the overlay over 2 mm off. The default, 1 mm, is half the
+        display target and three times the largest such step measured without a move (0.34
+        mm, simulated tracking jitter 0.15 mm / 0.05° RMS, breathing 4 mm peak to peak). None
+        (``false`` in an options file): no such check.
     reference_breath_s
         Seconds over which the reference's breathing is averaged out before its motion is
         judged (session 39): longer than a ventilated breath (8-20 per minute: 3-7.5 s), so a
@@ -126,10 +140,17 @@ class DisplayRules(BaseModel):
     max_seen_disagreement_mm: float | None = Field(default=1.0, gt=0)
     min_seen_fraction: float = Field(default=0.2, ge=0, le=1)
     max_reference_motion_mm: float | None = Field(default=2.0, gt=0, le=MAX_THRESHOLD_MM)
+    max_reference_step_mm: float | None = Field(
+        default=REFERENCE_STEP_MM, gt=0, le=MAX_THRESHOLD_MM
+    )
     reference_breath_s: float | None = Field(default=REFERENCE_BREATH_S, gt=0, le=60.0)
 
     @field_validator(
-        "max_seen_disagreement_mm", "max_reference_motion_mm", "reference_breath_s", mode="before"
+        "max_seen_disagreement_mm",
+        "max_reference_motion_mm",
+        "max_reference_step_mm",
+        "reference_breath_s",
+        mode="before",
     )
     @classmethod
     def _false_is_off(cls, value: object) -> object:
