@@ -225,6 +225,12 @@ def test_a_knock_under_the_motion_limit_is_a_sudden_move() -> None:
         assert not any(said[int(61 * HZ) :]), case
         assert 1.0 < motion[int(50 * HZ)] < 2.0, case  # under the motion limit: a step
         assert not any(said_plain[int(50 * HZ) : int(51 * HZ)]), case  # missed without it
+    # the live pipeline's watch takes the limit from its display rules
+    from usnav.pipeline.live import _reference_motion_monitor
+
+    assert _reference_motion_monitor(DisplayRules(), None).step_limit_mm == 1.0
+    off = DisplayRules(max_reference_step_mm=None)
+    assert _reference_motion_monitor(off, None).step_limit_mm is None
     # a slow drift (0.1 mm/s) leaves the checked poses gradually: no step over 1 mm while its
     # first mm accrues between checks 1 s apart
     new = ReferenceMotionMonitor(2.0, window_frames=150, step_limit_mm=step_mm)
@@ -340,6 +346,7 @@ def test_a_bumped_reference_is_told_on_every_topic(small_case: Path, tmp_path: P
     ][:5]
     assert all(m.header.display_state != "LIVE" for m in after)
     assert status["reference_watched"] and status["reference_motion_mm"] > 4.0
+    assert status["reference_step_mm"] > 1.0  # the bump is a sudden move too
     told = next(
         s for s in display.of(StatusMessage) if REFERENCE_MOVED_PREFIX in s.header.display_reason
     )

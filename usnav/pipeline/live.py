@@ -632,6 +632,13 @@ class LivePipeline:
                 if self.reference_motion.motion_mm is None
                 else round(self.reference_motion.motion_mm, 2)
             ),
+            # its step (the distance from the nearest pose the check saw, mm): what tracking
+            # jitter alone reaches shows here, against max_reference_step_mm (session 40)
+            "reference_step_mm": (
+                None
+                if self.reference_motion.step_mm is None
+                else round(self.reference_motion.step_mm, 2)
+            ),
             "reference_watched": self.reference_motion.watching,
         }
 
