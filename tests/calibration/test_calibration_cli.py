@@ -74,6 +74,10 @@ def test_spatial_json_toml_xml_report(data, tmp_path: Path, capsys) -> None:
     np.testing.assert_allclose(saved.image_to_probe, m)
     assert saved.spatial.validation_error_mm.mean == pytest.approx(d["validation_error_mm"]["mean"])
     assert str(cal.path) in saved.sources and saved.probe == "probe"
+    # the image size its mm per pixel hold for, [cols, rows] of the calibration recording
+    assert tomllib.loads(out.read_text())["spatial"]["image_size_px"] == [synth.COLS, synth.ROWS]
+    assert saved.image_size_mismatch((synth.COLS, synth.ROWS)) is None
+    assert "480 × 400" in (saved.image_size_mismatch((synth.ROWS, synth.COLS)) or "")
     precision = d["precision"]
     assert saved.spatial.precision.calibration_error_mm == precision["calibration_error_mm"] > 0
     assert saved.spatial.precision.calibration_error_deg == precision["calibration_error_deg"] > 0
@@ -81,6 +85,7 @@ def test_spatial_json_toml_xml_report(data, tmp_path: Path, capsys) -> None:
         read_coordinate_definitions(xml)["ImageToProbe"].matrix, m, atol=1e-7
     )
     np.testing.assert_allclose(load_calibration(xml).image_to_probe, m, atol=1e-7)
+    assert load_calibration(xml).spatial.image_size_px is None  # PLUS XML has no size
     image = cv2.imread(str(png))
     assert image is not None and image.shape[1] == 1230 and image.shape[0] > 600
 

@@ -242,3 +242,40 @@ def test_a_flag_that_is_not_a_toml_boolean_is_refused(tmp_path: Path, value: str
     path.write_text(text)
     with pytest.raises(ConfigError, match="flagged"):
         load_calibration(path)
+
+
+def test_the_image_size_a_calibration_was_made_for_is_kept_and_checked(tmp_path: Path) -> None:
+    """``[spatial] image_size_px = [cols, rows]``: written, read back, and images of another
+    size named as a mismatch in one line (both sizes, the file, what to do); a file without
+    it (older files, 16 numbers) checks nothing."""
+    spatial = SpatialCalibration(image_to_probe=IMAGE_TO_PROBE.tolist(), image_size_px=[256, 200])
+    path = save_calibration(CalibrationFile(spatial=spatial), tmp_path / "cal.toml")
+    assert "image_size_px = [256, 200]" in path.read_text()
+    cal = load_calibration(path)
+    assert cal.spatial.image_size_px == [256, 200] and cal.format == 1
+    assert cal.image_size_mismatch((256, 200)) is None
+    cal.check_image_size((256, 200), "sweep.igs.mha")
+    line = cal.image_size_mismatch((200, 256), "sweep.igs.mha")  # rows and columns swapped
+    assert line is not None and "\n" not in line
+    for words in ("cal.toml", "256 × 200", "200 × 256", "sweep.igs.mha", "calibrate for this"):
+        assert words in line, line
+    with pytest.raises(ConfigError, match=r"cal\.toml: was made for 256 × 200 px.*96 × 96 px"):
+        cal.check_image_size((96, 96), "sweep.igs.mha")
+    older = tmp_path / "older.toml"
+    older.write_text(path.read_text().replace("image_size_px = [256, 200]\n", ""))
+    text = tmp_path / "cal.txt"
+    text.write_text(" ".join(repr(float(v)) for v in IMAGE_TO_PROBE.ravel()))
+    for unsized in (older, text):
+        loaded = load_calibration(unsized)
+        assert loaded.spatial.image_size_px is None
+        assert loaded.image_size_mismatch((96, 96)) is None
+        loaded.check_image_size((96, 96), "sweep.igs.mha")
+    for bad in ("[0, 200]", "[256]", "[256.5, 200]"):
+        path.write_text(
+            path.read_text().replace("image_size_px = [256, 200]", f"image_size_px = {bad}")
+        )
+        with pytest.raises(ConfigError, match="image_size_px"):
+            load_calibration(path)
+        path.write_text(
+            path.read_text().replace(f"image_size_px = {bad}", "image_size_px = [256, 200]")
+        )

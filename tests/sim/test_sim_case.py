@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import cv2
@@ -327,7 +328,7 @@ def test_cli_simulate_then_info(tmp_path, capsys):
         "--image-cols",
         "64",
         "--image-rows",
-        "64",
+        "48",
         "--voxel-mm",
         "0.75",
         "--mri-spacing-mm",
@@ -346,6 +347,9 @@ def test_cli_simulate_then_info(tmp_path, capsys):
     assert json.loads((out / "truth.json").read_text())["tumor"]["length_mm"] >= 12 - 1e-6
     assert main(["info", str(out / "sweep.igs.mha")]) == 0
     assert "4" in capsys.readouterr().out
+    # the calibration says the image size it holds for: [cols, rows], the sweep's
+    stored = tomllib.loads((out / "calibration.toml").read_text())["spatial"]["image_size_px"]
+    assert stored == [64, 48] == list(read_sequence(out / "sweep.igs.mha").image_size)
     assert main(["simulate", "--seed", "5", "--out", str(tmp_path / "y"), "--depth-mm", "-5"]) == 2
     assert "depth_mm" in capsys.readouterr().err
     assert main(["simulate", "--seed", "5", "--out", str(out / "truth.json")]) == 2

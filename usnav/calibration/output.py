@@ -66,6 +66,10 @@ def spatial_section(result: SpatialCalibrationResult) -> SpatialCalibration:
         precision=precision_section(result),
         flagged=result.flagged,
         warnings=result.flag_reasons,
+        # the size its mm per pixel hold for: images of another size are refused
+        image_size_px=list(result.calibration.image_size)
+        if all(result.calibration.image_size)
+        else None,
     )
 
 

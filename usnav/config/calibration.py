@@ -130,6 +130,14 @@ class SpatialCalibration(_Strict):
     precision: SpatialPrecision | None = None
     flagged: StrictBool | None = None  # (and warnings) see the note above _check_4x4
     warnings: list[str] = Field(default_factory=list)
+    #: The image size ImageToProbe was made for, ``[cols, rows]`` px (columns = image x,
+    #: rows = image y, as a sequence file's ``DimSize``): its mm per pixel hold for images of
+    #: that size only (another depth on the scanner is another size and another pixel size).
+    #: None: not recorded (files written before session 40, PLUS XML, 16 numbers), so no image
+    #: size can be checked against it (:meth:`CalibrationFile.image_size_mismatch`).
+    image_size_px: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, min_length=2, max_length=2
+    )
 
     @field_validator("image_to_probe")
     @classmethod
@@ -227,6 +235,66 @@ class CalibrationFile(_Strict):
             f"{where} is a FLAGGED calibration (usnav calibrate exited 1 when it was written): "
             f"{said} — used all the same; calibrate again, or make sure the warnings are "
             "acceptable for this probe"
+        )
+
+    def image_size_mismatch(
+        self, image_size_px: tuple[int, int] | list[int], source: str | Path = "the images"
+    ) -> str | None:
+        """One line for a person when images of ``image_size_px`` cannot be placed with this
+        calibration, else None.
+
+        ImageToProbe's mm per pixel hold for the image size it was made for (``[spatial]
+        image_size_px``); images of another size (another depth or zoom on the scanner) would
+        be placed at a wrong scale, silently. None too when the file does not record its size
+        (older files, PLUS XML, 16 numbers): nothing can be checked then.
+
+        Parameters
+        ----------
+        image_size_px
+            ``(cols, rows)`` px of the images (a sequence file's ``DimSize``; a numpy image's
+            ``shape[1], shape[0]``).
+        source
+            What the images are, for the message (e.g. the recording's path).
+        """
+        error = self._image_size_error(image_size_px, source)
+        return None if error is None else str(error)
+
+    def check_image_size(
+        self, image_size_px: tuple[int, int] | list[int], source: str | Path
+    ) -> None:
+        """Refuse images of another size than this calibration was made for
+        (:meth:`image_size_mismatch`); nothing is checked when the file does not record it.
+
+        Parameters
+        ----------
+        image_size_px
+            ``(cols, rows)`` px of the images.
+        source
+            The recording (or other source of the images), named in the message.
+
+        Raises
+        ------
+        ConfigError
+            One line naming the calibration file, the recording, both sizes and what to do.
+        """
+        error = self._image_size_error(image_size_px, source)
+        if error is not None:
+            raise error
+
+    def _image_size_error(
+        self, image_size_px: tuple[int, int] | list[int], source: str | Path
+    ) -> ConfigError | None:
+        if self.spatial is None or self.spatial.image_size_px is None:
+            return None
+        made = (int(self.spatial.image_size_px[0]), int(self.spatial.image_size_px[1]))
+        got = (int(image_size_px[0]), int(image_size_px[1]))
+        if made == got:
+            return None
+        return ConfigError(
+            self._loaded_from or f"calibration '{self.probe}'",
+            f"was made for {made[0]} × {made[1]} px images (cols × rows) but {source} has "
+            f"{got[0]} × {got[1]} px images: its mm per pixel do not hold for them",
+            "calibrate for this image size/depth, or give the calibration made for it",
         )
 
     def spatial_lag_mismatch(self, tracker_lag_s: float | None = None) -> str | None:

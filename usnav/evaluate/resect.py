@@ -120,7 +120,9 @@ def write_resect_dataset(
                 probe="resect24-sliced",
                 sources=[f"usnav resect-sweeps (RESECT Case 24, sweep {k})"],
                 notes="frames cut from the 3D ultrasound: ImageToProbe is the pixel size only",
-                spatial=SpatialCalibration(image_to_probe=image_to_probe.tolist()),
+                spatial=SpatialCalibration(
+                    image_to_probe=image_to_probe.tolist(), image_size_px=list(sweep.image_size)
+                ),
             ),
             where / CALIBRATION_FILE,
         )

@@ -435,7 +435,10 @@ def write_case(
             else "simulated probe: MISCALIBRATED on purpose (truth.json has the true one)"
         )
         + (", simulated tracker lag" if opts.tracker_lag_s else ""),
-        spatial=SpatialCalibration(image_to_probe=case.written_image_to_probe.tolist()),
+        spatial=SpatialCalibration(
+            image_to_probe=case.written_image_to_probe.tolist(),
+            image_size_px=[case.geometry.cols, case.geometry.rows],
+        ),
         temporal=TemporalCalibration(tracker_lag_s=opts.tracker_lag_s)
         if opts.tracker_lag_s
         else None,
