@@ -61,11 +61,11 @@ def check_inputs(args: argparse.Namespace) -> tuple[Volume, Volume]:
 
     read_initial(args.reference_to_mri, "ReferenceToMri of --reference-to-mri")
     # a flagged calibration is warned of once, when write_margins loads it to use it
-    image_to_probe = load_calibration(args.calibration, warn=False).image_to_probe
+    calibration = load_calibration(args.calibration, warn=False)
     if not args.recording.exists():
         raise InputError(args.recording, "no such recording")
-    with read_sequence(args.recording) as seq:
-        check_tracked_recording(seq, image_to_probe)
+    with read_sequence(args.recording) as seq:  # (its image size the calibration's, too)
+        check_tracked_recording(seq, calibration)
     options = MarginOptions()
     label = load_volume(args.label)
     check_label_map(

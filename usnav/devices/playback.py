@@ -44,7 +44,7 @@ import numpy as np
 from usnav.config.calibration import CalibrationFile, load_calibration
 from usnav.devices.base import Device, DeviceState
 from usnav.devices.config import MAX_RATE, PlaybackConfig, resolve_path
-from usnav.errors import InputError, TransformError, UsnavError
+from usnav.errors import ConfigError, InputError, TransformError, UsnavError
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus, frame_in_mf
 from usnav.igtl import DEFAULT_PORT, IgtlServer, LinkStats
 from usnav.igtl.codec import ImageContent, Message, TransformContent
@@ -241,7 +241,9 @@ class PlaybackServer(Device):
         Start again at the end.
     calibration
         A calibration (object or file) whose ``ImageToProbe`` lets the IMAGE carry
-        ImageToReference when the recording has only tracker transforms.
+        ImageToReference when the recording has only tracker transforms. One made for another
+        image size than the recording's (``[spatial] image_size_px``) is refused at connect
+        (ConfigError).
     image_device, reference_frame
         IMAGE device name and the frame its matrix maps to.
     allow
@@ -289,6 +291,8 @@ class PlaybackServer(Device):
         self.loop = loop
         if isinstance(calibration, str | Path):
             calibration = load_calibration(calibration)
+        #: the calibration whose ImageToProbe is sent (its image size is checked at connect)
+        self.calibration = calibration
         self.image_to_probe = (
             calibration.image_to_probe
             if calibration is not None and calibration.spatial is not None
@@ -423,6 +427,12 @@ class PlaybackServer(Device):
                 "is a 3D volume, not a tracked sweep",
                 "replay a recording of 2D frames (.igs.mha with per-frame transforms)",
             )
+        if self.calibration is not None:
+            try:  # its ImageToProbe would be sent with images of a size it does not hold for
+                self.calibration.check_image_size(sequence.image_size, self.recording)
+            except ConfigError:
+                sequence.close()
+                raise
         timestamps = np.asarray(sequence.timestamps, dtype=np.float64)
         if not np.all(np.isfinite(timestamps)):
             bad = int(np.count_nonzero(~np.isfinite(timestamps)))

@@ -185,7 +185,8 @@ def margins_of_recording(
     ------
     InputError
         Unreadable inputs, a label map with none of the tumor labels, or one that does not
-        overlap the MRI.
+        overlap the MRI; a calibration made for another image size than the recording's
+        (:meth:`~usnav.config.calibration.CalibrationFile.check_image_size`).
     """
     from usnav.calibration.stage import CalibrationStage
     from usnav.config.calibration import load_calibration
@@ -196,8 +197,8 @@ def margins_of_recording(
     from usnav.pipeline.run import check_label_map
     from usnav.registration.estimate import RegistrationEstimate
 
-    image_to_probe = load_calibration(calibration).image_to_probe
-    stage = CalibrationStage(image_to_probe)
+    calibration_file = load_calibration(calibration)
+    stage = CalibrationStage(calibration_file.image_to_probe)
     label_volume = label if isinstance(label, Volume) else load_volume(label)
     margin_options = options or MarginOptions()
     # the live pipeline's own check: a label map with none of the tumor codes (e.g. a tumor
@@ -230,6 +231,8 @@ def margins_of_recording(
     if not path.exists():
         raise InputError(path, "no such recording")
     with read_sequence(path) as seq:
+        # images of another size than the calibration's would be placed at a wrong scale
+        calibration_file.check_image_size(seq.image_size, path)
         for i in range(len(seq)):
             frame = seq.frame(i)
             if frame.image.size == 0 or not frame.image_ok:

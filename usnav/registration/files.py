@@ -24,7 +24,6 @@ from usnav.registration.reconstruct import (
     Reconstruction,
     ReconstructionOptions,
     check_reconstruction_path,
-    load_image_to_probe,
     options_from_plus_xml,
     reconstruct_volume,
     save_reconstruction,
@@ -163,7 +162,7 @@ def register_recording(
     """
     t0 = time.perf_counter()
     calibration_file = load_calibration(calibration)
-    image_to_probe = calibration_file.image_to_probe
+    calibration_file.image_to_probe  # noqa: B018 (no [spatial]: refused before the MRI is read)
     initial = read_initial(init)
     mri = load_volume(mri_path)
     mri.check_finite()
@@ -176,7 +175,7 @@ def register_recording(
     removed_label = None if removed is None else load_volume(removed)
     if removed_label is not None:  # refused before the sweep is read and kernels compile
         removed_in_mri_grid(mri, removed_label)
-    sweep = load_sweep(recording, image_to_probe)
+    sweep = load_sweep(recording, calibration_file)  # (its image size checked against it)
     from usnav.registration._kernels import warm_up
 
     compile_s = warm_up()
@@ -298,7 +297,7 @@ def reconstruct_recording(
     ``calibration`` when it is such an XML, then the explicit arguments override them.
     """
     check_reconstruction_path(out)
-    image_to_probe = load_image_to_probe(calibration)
+    calibration_file = load_calibration(calibration)
     opts = ReconstructionOptions()
     xml = (
         config
@@ -325,7 +324,7 @@ def reconstruct_recording(
         updates["fill_holes"] = fill_holes
     if updates:
         opts = ReconstructionOptions(**{**opts.model_dump(), **updates})
-    sweep = load_sweep(recording, image_to_probe)
+    sweep = load_sweep(recording, calibration_file)  # (its image size checked against it)
     from usnav.registration._kernels import warm_up
 
     warm_up()

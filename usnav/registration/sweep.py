@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
 from usnav.calibration.stage import CalibrationStage
+from usnav.config.calibration import CalibrationFile
 from usnav.errors import InputError, TransformError
 from usnav.frames import TrackedFrame, TransformStatus, mf_pixels
 from usnav.registration import _kernels as K
@@ -204,7 +205,7 @@ def _to_mf_gray(image: np.ndarray, orientation: str, source: str) -> np.ndarray:
         raise InputError(source, str(exc), "record B-mode images (MF, MN, UF, UN)") from None
 
 
-def load_sweep(recording: str | Path, image_to_probe: np.ndarray) -> Sweep:
+def load_sweep(recording: str | Path, image_to_probe: np.ndarray | CalibrationFile) -> Sweep:
     """Read a PLUS sequence file (``.igs.mha``, ``.seq.nrrd``...) as a :class:`Sweep`.
 
     Parameters
@@ -213,12 +214,17 @@ def load_sweep(recording: str | Path, image_to_probe: np.ndarray) -> Sweep:
         The sequence file, with per-frame ``ProbeToTracker`` + ``ReferenceToTracker`` or
         ``ProbeToReference`` (mm).
     image_to_probe
-        4×4 ``ImageToProbe`` (pixel → Probe mm, carries mm per pixel).
+        4×4 ``ImageToProbe`` (pixel → Probe mm, carries mm per pixel), or the calibration
+        file holding it: then the recording's image size is checked against the one the
+        calibration was made for (:meth:`~usnav.config.calibration.CalibrationFile.
+        check_image_size`).
 
     Raises
     ------
     InputError
         Unreadable file, no frames, no frame with valid tracking, mixed image sizes.
+    ConfigError
+        A calibration made for another image size.
     """
     from usnav.io.sequence import read_sequence
 
@@ -229,9 +235,15 @@ def load_sweep(recording: str | Path, image_to_probe: np.ndarray) -> Sweep:
         check_tracked_recording(seq, image_to_probe)
         return Sweep.from_frames(
             (seq.frame(i) for i in range(len(seq))),
-            np.asarray(image_to_probe, float),
+            _matrix(image_to_probe),
             source=str(path),
         )
+
+
+def _matrix(image_to_probe: np.ndarray | CalibrationFile) -> np.ndarray:
+    if isinstance(image_to_probe, CalibrationFile):
+        return image_to_probe.image_to_probe
+    return np.asarray(image_to_probe, dtype=np.float64)
 
 
 #: the transforms a frame is usually placed with (ProbeToReference, or the two tracker poses),
@@ -265,20 +277,22 @@ def probe_chain(names: Iterable[str]) -> list[str]:
 _NO_PIXELS = np.zeros((0, 0), dtype=np.uint8)
 
 
-def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray) -> int:
+def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray | CalibrationFile) -> int:
     """Refuse a recording no tracked frame can be taken from, before any pixel is read.
 
     The one check of a recording given as a tracked sweep (``usnav register``,
-    ``reconstruct`` and ``margins``): it has frames with images, a probe pose
-    (``ProbeToReference``, or ``ProbeToTracker`` + ``ReferenceToTracker``), and at least one
-    frame with a valid image whose pose the calibration stage can use (status OK, finite).
+    ``reconstruct`` and ``margins``): it has frames with images, of the size the calibration
+    was made for (when the calibration file records it), a probe pose (``ProbeToReference``,
+    or ``ProbeToTracker`` + ``ReferenceToTracker``), and at least one frame with a valid image
+    whose pose the calibration stage can use (status OK, finite).
 
     Parameters
     ----------
     seq
         The open recording.
     image_to_probe
-        4×4 ``ImageToProbe`` (the calibration).
+        4×4 ``ImageToProbe`` (the calibration), or the calibration file holding it (then the
+        recording's image size is checked against its ``[spatial] image_size_px``).
 
     Returns
     -------
@@ -289,6 +303,8 @@ def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray) -> int:
     ------
     InputError
         Naming the file, and the transform when no frame has valid tracking.
+    ConfigError
+        A calibration made for another image size (naming both files and both sizes).
     """
     path = seq.path
     if len(seq) == 0:
@@ -297,6 +313,8 @@ def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray) -> int:
         )
     if tuple(seq.image_size) == (0, 0):
         raise InputError(path, "is a tracker-only recording (no images)")
+    if isinstance(image_to_probe, CalibrationFile):
+        image_to_probe.check_image_size(seq.image_size, path)
     names = set(seq.transform_names)
     if not probe_chain(names):
         raise InputError(
@@ -305,7 +323,7 @@ def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray) -> int:
             f"inverses; found: {', '.join(sorted(names)) or 'none'})",
             "record the probe's and the reference's poses",
         )
-    stage = CalibrationStage(np.asarray(image_to_probe, dtype=np.float64))
+    stage = CalibrationStage(_matrix(image_to_probe))
     placed = np.array(
         [
             stage.image_to_reference_ok(TrackedFrame(_NO_PIXELS, seq.frame_transforms(i)))
