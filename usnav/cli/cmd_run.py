@@ -287,6 +287,13 @@ def _print_summary(pipeline, stopped_in: float, record: Path | None) -> int:
         f"{stopped_in:.2f} s",
         flush=True,
     )
+    wrong_size = c.problems.get("image_size", 0)
+    if wrong_size:
+        print(
+            f"  ({wrong_size} of the frames without image were of another image size than the "
+            "calibration was made for: no margins drawn on them — calibrate for that depth)",
+            flush=True,
+        )
     if record:
         files = ", ".join(str(f) for f in c.record_files) or str(record)
         print(

@@ -165,6 +165,9 @@ class LivePipeline:
         self._lateness_s = 0.0
         #: why the newest frame could not be placed ("" once a frame's tracking is OK again)
         self._tracking_lost = ""
+        #: why the newest frame's image cannot be placed with the calibration (its size is not
+        #: the one the calibration was made for; "" once a frame of that size comes again)
+        self._wrong_image_size = ""
         self._status_listeners: list = []
         self._last_estimate_published = -1
         self.last_drawn_estimate: RegistrationEstimate | None = None
@@ -362,6 +365,8 @@ class LivePipeline:
             self.counters.skipped_image += 1
             self.counters.problem("image", f"frame {frame.frame_number}: {exc}")
             return
+        if self._image_size_refused(frame):
+            return
         i2r, status = self.calibration_stage.image_to_reference(frame)
         # the status topic and the Slicer re-export say so too, not only this frame's margin
         self._tracking_lost = "" if status is TransformStatus.OK else _tracking_reason(status)
@@ -441,23 +446,57 @@ class LivePipeline:
             self.worker.submit(frame.image, i2r, frame.t_device)
             self.counters.submitted_to_registration += 1
 
+    def _image_size_refused(self, frame: TrackedFrame) -> bool:
+        """True (the frame counted, said and published without margins) when its image is
+        not of the size the calibration was made for: its mm per pixel would be wrong (the
+        depth was changed on the scanner), so nothing is placed with them.
+
+        Logged once when such frames begin (and again if the size changes); the status and
+        the Slicer re-export say it until a frame of the calibrated size comes."""
+        rows, cols = frame.image.shape[:2]
+        mismatch = self.calibration.image_size_mismatch((cols, rows), "the probe's stream")
+        if mismatch is None:
+            if self._wrong_image_size:
+                log.info("frames of the calibrated image size again: margins drawn again")
+            self._wrong_image_size = ""
+            return False
+        reason = (
+            f"image {cols} × {rows} px is not the size the calibration was made for: "
+            "not placed (calibrate for this depth, or set the scanner back)"
+        )
+        if reason != self._wrong_image_size:
+            log.warning(
+                "frame %s: %s (no margins are drawn on frames of that size)",
+                frame.frame_number,
+                mismatch,
+            )
+        self._wrong_image_size = reason
+        self.counters.skipped_image += 1
+        self.counters.problem("image_size", f"frame {frame.frame_number}: {reason}")
+        self._publish_unplaced(frame, reason, (float("nan"), float("nan")))
+        return True
+
     def _publish_no_tracking(
         self, frame: TrackedFrame, status: TransformStatus, image_to_reference: np.ndarray
     ) -> None:
         """Tracking lost: say so on the margin topic (no margin is drawn from a guess). The
         frame cannot be placed (its ``ImageToMri`` goes out nil), but its pixel size is the
         calibration's whatever the tracker says."""
+        spacing = (
+            self._calibration_spacing_mm or _pixel_spacing_mm(image_to_reference) or (1.0, 1.0)
+        )
+        self._publish_unplaced(frame, _tracking_reason(status), spacing)
+
+    def _publish_unplaced(
+        self, frame: TrackedFrame, reason: str, spacing_mm: tuple[float, float]
+    ) -> None:
+        """A frame that cannot be placed: no margin, ``ImageToMri`` nil, STALE for ``reason``;
+        ``spacing_mm`` the pixel size to publish (NaN: unknown)."""
         from usnav.margins.estimator import FrameMargins
 
-        reason = _tracking_reason(status)
+        assert self._publisher is not None
         margins = FrameMargins(
-            frame.frame_number,
-            False,
-            reason,
-            (),
-            None,
-            np.full((4, 4), np.nan),
-            self._calibration_spacing_mm or _pixel_spacing_mm(image_to_reference) or (1.0, 1.0),
+            frame.frame_number, False, reason, (), None, np.full((4, 4), np.nan), spacing_mm
         )
         self._publisher.publish_margins(
             frame, margins, self.current_estimate(), stale=True, stale_reason=reason
@@ -652,10 +691,10 @@ class LivePipeline:
             time.monotonic() - self._last_frame_time > self.options.stale_after_s
         ):
             return f"no frame for {time.monotonic() - self._last_frame_time:.1f} s"
-        if self._tracking_lost:
+        if self._tracking_lost or self._wrong_image_size:
             # frames flow, but the newest could not be placed: its margin went out STALE, and
             # a display joining now (or one reading the status alone) must not be told better
-            return self._tracking_lost
+            return self._wrong_image_size or self._tracking_lost
         late = self._lateness_s
         if late > 0 and self._last_frame_time:
             # frames flow again after a stall, but the newest ones were made seconds ago (the
@@ -687,10 +726,10 @@ class LivePipeline:
                 if self._slicer is not None:
                     if state is not DeviceState.STREAMING:
                         self._slicer.mark_stale(f"probe {state.value}")
-                    elif self._tracking_lost:
+                    elif self._tracking_lost or self._wrong_image_size:
                         # no frame reaches Slicer while tracking is lost: without this, the
                         # last overlay and its transforms stayed OK through the loss
-                        self._slicer.mark_stale(self._tracking_lost)
+                        self._slicer.mark_stale(self._wrong_image_size or self._tracking_lost)
             except Exception:  # status must never take the pipeline down
                 log.exception("status publishing failed")
 
