@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from cli_helpers import start_usnav
@@ -92,8 +93,20 @@ def test_sigterm_stops_record_like_ctrl_c(small_case, tmp_path):
     assert not journal_path(out_file).exists()
 
 
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``--cache`` folder holding the demo case, simulated once for both signals (~10 s
+    each time; what these tests check begins once the demo streams). The first-run path that
+    simulates it is ``test_demo_end_to_end``'s (tests/pipeline/test_cli.py)."""
+    from usnav.sim import demo_case
+
+    cache = tmp_path_factory.mktemp("demo-cache")
+    demo_case(cache)
+    return cache
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_a_stopped_or_killed_demo_ends_its_playback_server(tmp_path, signum):
+def test_a_stopped_or_killed_demo_ends_its_playback_server(tmp_path, demo_cache, signum):
     """``usnav demo`` runs ``usnav replay --loop`` in a child process. SIGTERM to the demo
     (``timeout``, a service manager) used to kill the demo at once and leave that server
     streaming forever; now the demo's own stop path runs and ends the child too. SIGKILL (the
@@ -104,7 +117,7 @@ def test_a_stopped_or_killed_demo_ends_its_playback_server(tmp_path, signum):
 
     import psutil
 
-    args = ["demo", "--out", str(tmp_path / "demo"), "--cache", str(tmp_path / "cache")]
+    args = ["demo", "--out", str(tmp_path / "demo"), "--cache", str(demo_cache)]
     args += ["--publish", "tcp://127.0.0.1:0", "--passes", "100"]
     process = start_usnav(tmp_path, *args)
     phases: list[str] = []
