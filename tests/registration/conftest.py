@@ -40,3 +40,22 @@ def small_case(small_case_dirs: dict[int, Path]):
     d = small_case_dirs[7]
     cal = load_calibration(d / "calibration.toml").image_to_probe
     return load_volume(d / "mri.nii.gz"), load_sweep(d / "sweep.igs.mha", cal), cal, load_truth(d)
+
+
+@pytest.fixture(scope="session")
+def _small_case_registered(small_case):
+    from usnav.registration.rigid import register_sweep
+
+    mri, sweep, _, truth = small_case
+    return register_sweep(mri, sweep, truth.init_reference_to_mri)
+
+
+@pytest.fixture
+def small_case_registered(_small_case_registered):
+    """``register_sweep`` of seed 7 from its initial estimate with the default options, run
+    once per worker: several tests check different things of this same registration (its
+    error, its bound, its confirmation, its across-sweep estimate). A deep copy per test, so
+    no test sees another's changes."""
+    import copy
+
+    return copy.deepcopy(_small_case_registered)
