@@ -424,19 +424,37 @@ def test_solver_is_exact_on_noise_free_points(angles, sx, sy, t) -> None:
 # -- a pose-image lag -------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def smooth_sweeps(tmp_path_factory: pytest.TempPathFactory):
+    """``lag_s`` → (phantom definition, calibration recording, validation recording): the
+    smooth synthetic sweeps of seeds 3 (60 frames) and 4 (40 frames) whose stored poses are
+    ``lag_s`` later than the images, written once per lag for the tests that only read them
+    (~1 s per 50 frames rendered)."""
+    made: dict[float, tuple] = {}
+
+    def sweeps(lag_s: float) -> tuple:
+        if lag_s not in made:
+            d = tmp_path_factory.mktemp("smooth")
+            cfg = synth.config_xml(d / "phantom.xml")
+            cal = synth.write_recording(
+                d / "c.igs.mha", 60, seed=3, smooth=True, tracker_lag_s=lag_s
+            )
+            val = synth.write_recording(
+                d / "v.igs.mha", 40, seed=4, smooth=True, tracker_lag_s=lag_s
+            )
+            made[lag_s] = (cfg, cal, val)
+        return made[lag_s]
+
+    return sweeps
+
+
 @pytest.mark.parametrize("lag_s", [0.0, 0.3])
 def test_a_pose_image_lag_is_found_and_can_be_given(
-    tmp_path: Path, lag_s: float, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, lag_s: float, capsys: pytest.CaptureFixture[str], smooth_sweeps
 ) -> None:
     # A smooth sweep whose stored poses are 0.3 s later than the images: the fit at the
     # recorded pairing is blurred, the scan finds the lag, and --tracker-lag-s removes it.
-    cfg = synth.config_xml(tmp_path / "phantom.xml")
-    cal = synth.write_recording(
-        tmp_path / "c.igs.mha", 60, seed=3, smooth=True, tracker_lag_s=lag_s
-    )
-    val = synth.write_recording(
-        tmp_path / "v.igs.mha", 40, seed=4, smooth=True, tracker_lag_s=lag_s
-    )
+    cfg, cal, val = smooth_sweeps(lag_s)
     plain = calibrate_spatial(cfg, cal.path, val.path)
     lag_warnings = [w for w in plain.warnings if "pose-image lag" in w]
     scan = plain.tracker_lag_scan
@@ -588,16 +606,14 @@ def test_a_usnav_recording_s_own_pairing_lag_counts(tmp_path: Path) -> None:
 
 
 def test_calibrate_spatial_pairs_at_the_lag_of_the_file_it_updates(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], smooth_sweeps
 ) -> None:
     # the temporal calibration first (its lag in probe.toml), then the spatial one into the
     # same file: without --tracker-lag-s its images are paired at that lag, the probe's
     from usnav.cli.main import main
     from usnav.config.calibration import CalibrationFile, TemporalCalibration, save_calibration
 
-    cfg = synth.config_xml(tmp_path / "phantom.xml")
-    cal = synth.write_recording(tmp_path / "c.igs.mha", 60, seed=3, smooth=True, tracker_lag_s=0.3)
-    val = synth.write_recording(tmp_path / "v.igs.mha", 40, seed=4, smooth=True, tracker_lag_s=0.3)
+    cfg, cal, val = smooth_sweeps(0.3)  # the recordings of the lag test above
     out = tmp_path / "probe.toml"
     save_calibration(
         CalibrationFile(probe="p", temporal=TemporalCalibration(tracker_lag_s=-0.3)), out
