@@ -191,6 +191,9 @@ class ReferenceMotionMonitor:
     ) -> None:
         self.limit_mm = limit_mm
         self.step_limit_mm = step_limit_mm
+        #: the check during which a sudden move was said: it stays said until another check
+        #: (a step near the limit flickers with the tracker's jitter)
+        self._stepped_key: tuple[int, float] | None = None
         #: the newest frame's step (its distance from the nearest pose the check, or the
         #: breath before it, saw, or a larger step inside the checked frames), mm (None: not
         #: known)
@@ -393,6 +396,10 @@ class ReferenceMotionMonitor:
         # a check on frames from both sides of a sudden move says nothing about either side
         self.step_mm = step = max(step, self._inside_step_mm)
         stepped = self.step_limit_mm is not None and step > self.step_limit_mm
+        if stepped:
+            self._stepped_key = checked_key
+        elif checked_key == self._stepped_key:
+            stepped = True  # until the images check again
         if self.motion_mm <= self.limit_mm and not stepped:
             return ""
         self.doubted_frames += 1
