@@ -10,52 +10,30 @@ import dataclasses
 import logging
 import math
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_helpers import wait_until
+from pipeline_helpers import LoopbackDevice, wait_until
 from test_live import Collector, _pipeline
 
 from usnav.client import MarginMessage, StatusMessage
 from usnav.config.calibration import load_calibration
-from usnav.devices.playback import frame_messages
-from usnav.igtl import IgtlServer
-from usnav.io.sequence import read_sequence
 from usnav.protocol.display import LIVE, STALE
 
 
-class _Scanner:
-    """A PLUS-like server on loopback: the sweep at 20 Hz; while :attr:`deeper` is set, each
-    image has 64 more rows below (the depth was increased on the scanner)."""
+class _Scanner(LoopbackDevice):
+    """The sweep at 20 Hz; while :attr:`deeper` is set, each image has 64 more rows below
+    (the depth was increased on the scanner)."""
 
     def __init__(self, case: Path):
-        with read_sequence(case / "sweep.igs.mha") as seq:
-            self.frames = [seq.frame(i) for i in range(len(seq))]
-        self.image_to_probe = load_calibration(case / "calibration.toml").image_to_probe
-        self.server = IgtlServer(port=0).start()
         self.deeper = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(case)
 
-    def _run(self) -> None:
-        i = 0
-        t0 = time.time()
-        while not self._stop.wait(0.05):
-            frame = self.frames[i % len(self.frames)]
-            if self.deeper.is_set():
-                frame = dataclasses.replace(frame, image=np.pad(frame.image, ((0, 64), (0, 0))))
-            self.server.broadcast(
-                frame_messages(frame, timestamp=t0 + 0.05 * i, image_to_probe=self.image_to_probe)
-            )
-            i += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.server.stop()
+    def messages(self, frame, timestamp: float):
+        if self.deeper.is_set():
+            frame = dataclasses.replace(frame, image=np.pad(frame.image, ((0, 64), (0, 0))))
+        return super().messages(frame, timestamp)
 
 
 def test_frames_of_another_size_are_not_placed_and_the_pipeline_keeps_running(

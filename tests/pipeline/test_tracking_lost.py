@@ -5,54 +5,31 @@ joining now reads, and the Slicer re-export, which gets no frame while tracking 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
-from pipeline_helpers import free_port, wait_until
+from pipeline_helpers import LoopbackDevice, free_port, wait_until
 from test_live import Collector, _pipeline
 
 from usnav.client import MarginMessage, RegistrationMessage, StatusMessage
-from usnav.config.calibration import load_calibration
-from usnav.devices.playback import frame_messages
-from usnav.igtl import IgtlClient, IgtlServer
+from usnav.igtl import IgtlClient
 from usnav.igtl.codec import Message, StringContent
-from usnav.io.sequence import read_sequence
 from usnav.protocol.display import STALE
 
 
-class _Device:
-    """A PLUS-like server on loopback: the sweep at 20 Hz, its TRANSFORMs left out once
-    :attr:`tracking` is cleared (the tracker lost the probe; the scanner keeps imaging)."""
+class _Device(LoopbackDevice):
+    """The sweep at 20 Hz, its TRANSFORMs left out once :attr:`tracking` is cleared (the
+    tracker lost the probe; the scanner keeps imaging)."""
 
     def __init__(self, case: Path):
-        with read_sequence(case / "sweep.igs.mha") as seq:
-            self.frames = [seq.frame(i) for i in range(len(seq))]
-        self.image_to_probe = load_calibration(case / "calibration.toml").image_to_probe
-        self.server = IgtlServer(port=0).start()
         self.tracking = threading.Event()
         self.tracking.set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(case, self._tracked)
 
-    def _run(self) -> None:
-        i = 0
-        t0 = time.time()
-        while not self._stop.wait(0.05):
-            frame = self.frames[i % len(self.frames)]
-            messages = frame_messages(
-                frame, timestamp=t0 + 0.05 * i, image_to_probe=self.image_to_probe
-            )
-            if not self.tracking.is_set():
-                messages = [m for m in messages if m.type == "IMAGE"]
-            self.server.broadcast(messages)
-            i += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.server.stop()
+    def _tracked(self, frame, messages: list[Message]) -> list[Message]:
+        if not self.tracking.is_set():
+            return [m for m in messages if m.type == "IMAGE"]
+        return messages
 
 
 def test_status_registration_and_slicer_say_stale_while_tracking_is_lost(small_case):
