@@ -376,12 +376,9 @@ class ReferenceMotionMonitor:
             self._anchor_on(t_device, checked_since_t, corners)
         assert self._anchor is not None and self._step_poses is not None
         if self.breath_average_s is None:
-            self.motion_mm = moved_mm(self._anchor, reference_to_tracker, corners)
-            step = (
-                float(displacements_mm(self._anchor, reference_to_tracker, corners).min())
-                if self.step_limit_mm is not None
-                else 0.0
-            )
+            # one pass: the farthest checked pose is the motion, the nearest the step
+            moved = displacements_mm(self._anchor, reference_to_tracker, corners)
+            self.motion_mm, step = float(moved.max()), float(moved.min())
         else:
             # the checked poses are the newest of the step's poses: one pass serves both
             moved = displacements_mm(self._step_poses, reference_to_tracker, corners)

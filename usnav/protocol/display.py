@@ -119,8 +119,10 @@ class DisplayRules(BaseModel):
         1.5-2 mm at the image corners: under ``max_reference_motion_mm``, yet on a registration
         already ~0.6 mm off it put the overlay over 2 mm off. The default, 1 mm, is half the
         display target and three times the largest such step measured without a move (0.34
-        mm, simulated tracking jitter 0.15 mm / 0.05° RMS, breathing 4 mm peak to peak). None
-        (``false`` in an options file): no such check.
+        mm, simulated tracking jitter 0.15 mm / 0.05° RMS, breathing 4 mm peak to peak); with
+        0.32 mm / 0.1° of jitter it reached 0.79 mm: a noisier tracker, or a reference far
+        from the image, needs a larger value (the status's ``reference_step_mm`` shows it on a
+        still patient). None (``false`` in an options file): no such check.
     reference_breath_s
         Seconds over which the reference's breathing is averaged out before its motion is
         judged (session 39): longer than a ventilated breath (8-20 per minute: 3-7.5 s), so a
