@@ -41,8 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--calibration",
         type=Path,
         required=True,
+        nargs="+",
+        metavar="FILE",
         help="probe calibration: calibration/*.toml, PLUS device-set XML, or a text file of "
-        "16 numbers (ImageToProbe, row-major)",
+        "16 numbers (ImageToProbe, row-major); several, one per image size (the scanner's depth "
+        "presets, each from usnav calibrate spatial): each frame is placed with the one made "
+        "for its size",
     )
     p.add_argument(
         "--init",
@@ -290,8 +294,9 @@ def _print_summary(pipeline, stopped_in: float, record: Path | None) -> int:
     wrong_size = c.problems.get("image_size", 0)
     if wrong_size:
         print(
-            f"  ({wrong_size} of the frames without image were of another image size than the "
-            "calibration was made for: no margins drawn on them — calibrate for that depth)",
+            f"  ({wrong_size} of the frames without image were of an image size no calibration "
+            "given was made for: no margins drawn on them — calibrate for that depth and give "
+            "every depth's calibration: --calibration A.toml B.toml)",
             flush=True,
         )
     if record:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -202,11 +204,23 @@ class CalibrationFile(_Strict):
     pivot: PivotCalibration | None = None
 
     @property
+    def where(self) -> str:
+        """The file this was read from, or the probe's name: what messages call it."""
+        return self._loaded_from or f"calibration '{self.probe}'"
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """``(cols, rows)`` px of the images ImageToProbe was made for (None: not recorded)."""
+        if self.spatial is None or self.spatial.image_size_px is None:
+            return None
+        return int(self.spatial.image_size_px[0]), int(self.spatial.image_size_px[1])
+
+    @property
     def image_to_probe(self) -> np.ndarray:
         """The spatial calibration matrix; raises ConfigError if this file has none."""
         if self.spatial is None:
             raise ConfigError(
-                self._loaded_from or f"calibration '{self.probe}'",
+                self.where,
                 "has no [spatial] section (ImageToProbe)",
                 "run usnav calibrate spatial first",
             )
@@ -226,7 +240,7 @@ class CalibrationFile(_Strict):
         ]
         if not flagged:
             return None
-        where = self._loaded_from or f"calibration '{self.probe}'"
+        where = self.where
         said = "; ".join(
             f"[{name}]: " + (" / ".join(warnings) if warnings else "(no warning recorded)")
             for name, warnings in flagged
@@ -291,7 +305,7 @@ class CalibrationFile(_Strict):
         if made == got:
             return None
         return ConfigError(
-            self._loaded_from or f"calibration '{self.probe}'",
+            self.where,
             f"was made for {made[0]} × {made[1]} px images (cols × rows) but {source} has "
             f"{got[0]} × {got[1]} px images: its mm per pixel do not hold for them",
             "calibrate for this image size/depth, or give the calibration made for it",
@@ -307,7 +321,7 @@ class CalibrationFile(_Strict):
             return None
         if abs(self.spatial.tracker_lag_s - lag) <= 0.01:
             return None
-        where = self._loaded_from or f"calibration '{self.probe}'"
+        where = self.where
         spatial_lag = self.spatial.tracker_lag_s
         return (
             f"{where}: ImageToProbe was computed with each image paired with the pose at "
@@ -318,6 +332,72 @@ class CalibrationFile(_Strict):
             f"([temporal] tracker_lag_s, usnav calibrate temporal --out, or the device's "
             f"time_offset_s)"
         )
+
+
+def check_depth_calibrations(calibrations: Sequence[CalibrationFile]) -> None:
+    """Refuse calibrations of one probe that cannot be told apart by their images' size.
+
+    A scanner's depth (or zoom) presets each give images of their own size and mm per pixel,
+    so a probe calibrated at several depths has one ``ImageToProbe`` per image size; the live
+    pipeline places each frame with the calibration made for its size. For that, each file
+    must record its size (``[spatial] image_size_px``, written by ``usnav calibrate
+    spatial``), no two may be for the same size, and they must agree on the tracker lag (one
+    probe and tracker: the streams are paired at one lag before a frame's size is known).
+    One calibration alone is not checked here.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and what to do.
+    """
+    if len(calibrations) < 2:
+        return
+    seen: dict[tuple[int, int], CalibrationFile] = {}
+    for cal in calibrations:
+        if cal.spatial is None:
+            raise ConfigError(
+                cal.where,
+                "has no [spatial] section (ImageToProbe)",
+                "give one spatial calibration per image size (depth)",
+            )
+        size = cal.image_size
+        if size is None:
+            raise ConfigError(
+                cal.where,
+                "does not record the image size it was made for ([spatial] image_size_px)",
+                "with several calibrations each must: calibrate spatial again (it writes the "
+                "size), or add image_size_px = [cols, rows] to its [spatial] section",
+            )
+        if size in seen:
+            raise ConfigError(
+                cal.where,
+                f"is for {size[0]} × {size[1]} px images, as {seen[size].where} is",
+                "give one calibration per image size (depth)",
+            )
+        seen[size] = cal
+    timed = [cal for cal in calibrations if cal.temporal is not None]
+    for cal in timed[1:]:
+        if not math.isclose(cal.tracker_lag_s, timed[0].tracker_lag_s, abs_tol=1e-6):
+            raise ConfigError(
+                cal.where,
+                f"has the tracker lag {cal.tracker_lag_s:+.4f} s, {timed[0].where} "
+                f"{timed[0].tracker_lag_s:+.4f} s",
+                "one probe and tracker have one lag: give the same [temporal] section in each "
+                "file, or in one only",
+            )
+
+
+def calibration_for_size(
+    calibrations: Sequence[CalibrationFile], image_size_px: tuple[int, int]
+) -> CalibrationFile | None:
+    """The calibration made for images of ``image_size_px`` (``(cols, rows)``), None if none
+    is; a calibration that does not record its size serves every size (one calibration, as
+    before image sizes were recorded)."""
+    size = (int(image_size_px[0]), int(image_size_px[1]))
+    for cal in calibrations:
+        if cal.image_size is None or cal.image_size == size:
+            return cal
+    return None
 
 
 def load_calibration(path: str | Path, *, warn: bool = True) -> CalibrationFile:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from usnav.calibration.stage import CalibrationStage
-from usnav.config.calibration import CalibrationFile
+from usnav.config.calibration import (
+    CalibrationFile,
+    calibration_for_size,
+    check_depth_calibrations,
+)
 from usnav.devices.base import DeviceState
 from usnav.devices.probe import ProbeClient
 from usnav.errors import UsnavError
@@ -109,21 +114,22 @@ class LivePipeline:
         options: PipelineOptions | None = None,
         record_path: str | Path | None = None,
         worker: Any = None,
+        other_depths: Sequence[CalibrationFile] = (),
     ) -> None:
         self.options = options or PipelineOptions()
         self.probe = probe
         self.calibration = calibration
-        self.image_to_probe = calibration.image_to_probe if calibration.spatial else None
-        self.calibration_stage = CalibrationStage.from_calibration(calibration)
-        #: mm per pixel (columns, rows) of the calibration, None without one: what a frame
-        #: that cannot be placed is published with (once here, not per frame)
-        self._calibration_spacing_mm = _pixel_spacing_mm(self.calibration_stage.image_to_probe)
+        #: every calibration of the probe, one per image size (the scanner's depth presets):
+        #: each frame is placed with the one made for its size (the first alone: as before)
+        self.calibrations = (calibration, *other_depths)
+        check_depth_calibrations(self.calibrations)
+        self._use_calibration(calibration)
         # a calibration usnav calibrate flagged (the command's, or the device file's whose
         # lag the probe uses): logged when loaded, and kept in every status so that it is not
         # lost in the terminal's scroll-back
         device_calibration = getattr(probe, "device_calibration", None)
-        flags = [calibration.flag_warning()]
-        if device_calibration is not None and device_calibration is not calibration:
+        flags = [c.flag_warning() for c in self.calibrations]
+        if device_calibration is not None and device_calibration not in self.calibrations:
             flags.append(device_calibration.flag_warning())
         self.calibration_flagged = "; ".join(dict.fromkeys(f for f in flags if f))
         #: why no overlay of this run may be LIVE ("" if nothing): a flagged calibration's
@@ -208,6 +214,16 @@ class LivePipeline:
             raise
         _return_freed_memory()
         return dict(self.compile_seconds)
+
+    def _use_calibration(self, calibration: CalibrationFile) -> None:
+        """Place frames with ``calibration`` from now on (one of :attr:`calibrations`)."""
+        #: the calibration frames are placed with now (the one made for their image size)
+        self.calibration_in_use = calibration
+        self.image_to_probe = calibration.image_to_probe if calibration.spatial else None
+        self.calibration_stage = CalibrationStage.from_calibration(calibration)
+        #: mm per pixel (columns, rows) of the calibration, None without one: what a frame
+        #: that cannot be placed is published with (once here, not per frame)
+        self._calibration_spacing_mm = _pixel_spacing_mm(self.calibration_stage.image_to_probe)
 
     def _build_worker(self) -> Any:
         from usnav.registration.worker import RegistrationWorker, WorkerOptions
@@ -448,22 +464,44 @@ class LivePipeline:
 
     def _image_size_refused(self, frame: TrackedFrame) -> bool:
         """True (the frame counted, said and published without margins) when its image is
-        not of the size the calibration was made for: its mm per pixel would be wrong (the
-        depth was changed on the scanner), so nothing is placed with them.
+        not of a size any calibration was made for: its mm per pixel would be wrong (the
+        depth was changed on the scanner), so nothing is placed with them. Else the frame is
+        placed with the calibration made for its size (:attr:`calibrations`: one per depth
+        preset; switching is logged).
 
         Logged once when such frames begin (and again if the size changes); the status and
-        the Slicer re-export say it until a frame of the calibrated size comes."""
+        the Slicer re-export say it until a frame of a calibrated size comes."""
         rows, cols = frame.image.shape[:2]
-        mismatch = self.calibration.image_size_mismatch((cols, rows), "the probe's stream")
-        if mismatch is None:
+        chosen = calibration_for_size(self.calibrations, (cols, rows))
+        if chosen is not None:
+            if chosen is not self.calibration_in_use:
+                self._use_calibration(chosen)
+                log.info("frames of %d × %d px: placed with %s", cols, rows, chosen.where)
             if self._wrong_image_size:
-                log.info("frames of the calibrated image size again: margins drawn again")
+                log.info("frames of a calibrated image size again: margins drawn again")
             self._wrong_image_size = ""
             return False
-        reason = (
-            f"image {cols} × {rows} px is not the size the calibration was made for: "
-            "not placed (calibrate for this depth, or set the scanner back)"
-        )
+        if len(self.calibrations) == 1:
+            mismatch = self.calibration.image_size_mismatch((cols, rows), "the probe's stream")
+            reason = (
+                f"image {cols} × {rows} px is not the size the calibration was made for: "
+                "not placed (calibrate for this depth, or set the scanner back)"
+            )
+        else:
+            made = ", ".join(
+                f"{size[0]} × {size[1]}"
+                for size in (c.image_size for c in self.calibrations)
+                if size
+            )
+            mismatch = (
+                f"the probe's stream has {cols} × {rows} px images; the calibrations given are "
+                f"for {made} px ({', '.join(cal.where for cal in self.calibrations)})"
+            )
+            reason = (
+                f"image {cols} × {rows} px: no calibration was given for this size (the "
+                f"calibrations are for {made} px): not placed (calibrate for this depth, or set "
+                "the scanner back)"
+            )
         if reason != self._wrong_image_size:
             log.warning(
                 "frame %s: %s (no margins are drawn on frames of that size)",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from usnav.config.calibration import load_calibration
+from usnav.config.calibration import check_depth_calibrations, load_calibration
 from usnav.devices.config import load_device_set
 from usnav.devices.probe import ProbeClient
 from usnav.devices.recorder import check_recording_target
@@ -24,7 +25,7 @@ def open_pipeline(
     device: str | Path,
     mri: str | Path,
     label: str | Path,
-    calibration: str | Path,
+    calibration: str | Path | Sequence[str | Path],
     *,
     init: str | Path | None = None,
     record: str | Path | None = None,
@@ -37,6 +38,10 @@ def open_pipeline(
     device set, the MRI and label map (usable affine, finite voxels), the calibration
     (rigid × scale), the initial registration (rigid), the recording target (its folder
     exists and is writable), the removed-tissue label (marks voxels inside the MRI).
+
+    ``calibration`` may name several files, one per image size (the scanner's depth presets,
+    each calibrated): every frame is placed with the one made for its size
+    (:func:`usnav.config.calibration.check_depth_calibrations` says what they must agree on).
 
     With ``removed`` (the label map of the tissue the surgery removed, MRI space) the
     registration compares the ultrasound with the MRI of the operated spine
@@ -51,13 +56,20 @@ def open_pipeline(
     device_set = load_device_set(device)
     if device_set.probe is None:
         raise InputError(device, "has no [probe] section", "usnav run needs an OpenIGTLink source")
-    cal = load_calibration(calibration)
-    if cal.spatial is None:
-        raise InputError(
-            calibration,
-            "has no spatial calibration (ImageToProbe)",
-            "run usnav calibrate spatial, or give a PLUS device-set XML",
-        )
+    paths = [calibration] if isinstance(calibration, str | Path) else list(calibration)
+    if not paths:
+        raise InputError("--calibration", "no calibration given", "give the probe's calibration")
+    cals = [load_calibration(path) for path in paths]
+    for path, cal in zip(paths, cals, strict=True):
+        if cal.spatial is None:
+            raise InputError(
+                path,
+                "has no spatial calibration (ImageToProbe)",
+                "run usnav calibrate spatial, or give a PLUS device-set XML",
+            )
+    check_depth_calibrations(cals)
+    # the streams are paired at one tracker lag (the files agree on it): the probe's
+    timed = next((c for c in cals if c.temporal is not None), cals[0])
     mri_volume = load_volume(mri)
     mri_volume.check_finite()
     if removed is not None:
@@ -78,9 +90,16 @@ def open_pipeline(
     check_label_fits_mri(label_volume, mri_volume)
     if record is not None:
         check_recording_target(Path(record))
-    probe = ProbeClient(device_set.probe, calibration=cal, config_path=device)
+    probe = ProbeClient(device_set.probe, calibration=timed, config_path=device)
     return LivePipeline(
-        probe, label_volume, cal, initial, mri=mri_volume, options=options, record_path=record
+        probe,
+        label_volume,
+        cals[0],
+        initial,
+        mri=mri_volume,
+        options=options,
+        record_path=record,
+        other_depths=cals[1:],
     )
 
 

@@ -1,0 +1,190 @@
+"""A probe calibrated at several depths: ``usnav run --calibration A.toml B.toml`` places each
+frame with the calibration made for its image size, so the surgeon can change the depth on the
+scanner mid-run (session 41; until then a depth change left every frame STALE until a restart
+with the other calibration). Real loopback OpenIGTLink server, real ZeroMQ display."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import assert_bad_input, usnav
+from pipeline_helpers import LoopbackDevice, wait_until
+from test_live import Collector
+
+from usnav.client import MarginMessage
+from usnav.config.calibration import (
+    CalibrationFile,
+    TemporalCalibration,
+    calibration_for_size,
+    check_depth_calibrations,
+    load_calibration,
+    save_calibration,
+)
+from usnav.devices import ProbeClient
+from usnav.devices.config import ProbeConfig
+from usnav.errors import ConfigError
+from usnav.io.volume import load_volume
+from usnav.pipeline.config import PipelineOptions
+from usnav.pipeline.live import LivePipeline
+from usnav.protocol.display import STALE
+from usnav.registration.files import read_initial
+
+TRACKER = ["ProbeToTracker", "ReferenceToTracker"]
+
+
+class _Scanner(LoopbackDevice):
+    """The sweep at 20 Hz, each image with :attr:`extra_rows` more rows below (the depth
+    changed on the scanner: 0 is the depth of the case's calibration)."""
+
+    extra_rows = 0
+
+    def messages(self, frame, timestamp: float):
+        if self.extra_rows:
+            frame = dataclasses.replace(
+                frame, image=np.pad(frame.image, ((0, self.extra_rows), (0, 0)))
+            )
+        return super().messages(frame, timestamp)
+
+
+def _other_depth(
+    calibration: CalibrationFile, size: tuple[int, int], path: Path, *, x_scale: float = 1.1
+) -> CalibrationFile:
+    """The calibration of another depth preset: its own image size and mm per pixel (columns
+    ``x_scale`` times as wide), saved and read back as a file."""
+    assert calibration.spatial is not None
+    matrix = calibration.spatial.matrix.copy()
+    matrix[:3, 0] *= x_scale
+    spatial = calibration.spatial.model_copy(
+        update={"image_to_probe": matrix.tolist(), "image_size_px": list(size)}
+    )
+    save_calibration(calibration.model_copy(update={"spatial": spatial}), path)
+    return load_calibration(path)
+
+
+def test_several_calibrations_must_be_told_apart_by_image_size(
+    small_case: Path, tmp_path: Path
+) -> None:
+    first = load_calibration(small_case / "calibration.toml")
+    cols, rows = first.image_size
+    deeper = _other_depth(first, (cols, rows + 64), tmp_path / "deeper.toml")
+    check_depth_calibrations([first, deeper])  # two sizes: accepted
+    assert calibration_for_size([first, deeper], (cols, rows)) is first
+    assert calibration_for_size([first, deeper], (cols, rows + 64)) is deeper
+    assert calibration_for_size([first, deeper], (cols, rows + 32)) is None
+
+    same = _other_depth(first, (cols, rows), tmp_path / "same.toml")
+    with pytest.raises(ConfigError) as caught:
+        check_depth_calibrations([first, same])
+    assert str(tmp_path / "same.toml") in str(caught.value)
+    assert f"{cols} × {rows} px" in str(caught.value) and "one calibration per" in str(caught.value)
+
+    unsized = first.model_copy(
+        update={"spatial": first.spatial.model_copy(update={"image_size_px": None})}
+    )
+    save_calibration(unsized, tmp_path / "unsized.toml")
+    with pytest.raises(ConfigError, match="does not record the image size"):
+        check_depth_calibrations([deeper, load_calibration(tmp_path / "unsized.toml")])
+    # one calibration alone, sized or not, is as before
+    check_depth_calibrations([load_calibration(tmp_path / "unsized.toml")])
+
+    # one probe and tracker: one lag (in one file, or the same in each)
+    a = first.model_copy(update={"temporal": TemporalCalibration(tracker_lag_s=0.05)})
+    b = deeper.model_copy(update={"temporal": TemporalCalibration(tracker_lag_s=0.02)})
+    with pytest.raises(ConfigError, match="tracker lag"):
+        check_depth_calibrations([a, b])
+    check_depth_calibrations([a, deeper])
+
+
+def test_the_depth_changed_mid_run_is_placed_with_that_depths_calibration(
+    small_case: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = load_calibration(small_case / "calibration.toml")
+    cols, rows = first.image_size
+    deeper = _other_depth(first, (cols, rows + 64), tmp_path / "deeper.toml")
+    scanner = _Scanner(small_case)
+    probe = ProbeClient(
+        ProbeConfig(port=scanner.server.port, transforms=TRACKER), calibration=first
+    )
+    pipeline = LivePipeline(
+        probe,
+        load_volume(small_case / "tumor_label.nii.gz"),
+        first,
+        read_initial(small_case / "init_ReferenceToMri.txt"),
+        mri=load_volume(small_case / "mri.nii.gz"),
+        options=PipelineOptions(
+            publish_address="tcp://127.0.0.1:*", status_interval_s=0.1, registration=False
+        ),
+        other_depths=[deeper],
+    )
+    pipeline.prepare()
+    display = Collector(pipeline.endpoint)
+
+    def placed(shape: tuple[int, int]) -> list[MarginMessage]:
+        return [
+            m
+            for m in display.of(MarginMessage)
+            if m.image_shape == shape and m.header.image_to_mri is not None
+        ]
+
+    try:
+        display.join(pipeline)
+        with caplog.at_level(logging.INFO, logger="usnav.pipeline"):
+            pipeline.start()
+            assert wait_until(lambda: len(placed((rows, cols))) >= 3, 30)
+            scanner.extra_rows = 64
+            assert wait_until(lambda: len(placed((rows + 64, cols))) >= 3, 15)
+            scanner.extra_rows = 0
+            back = len(placed((rows, cols)))
+            assert wait_until(lambda: len(placed((rows, cols))) >= back + 3, 15)
+            # each size with its own calibration's mm per pixel, nothing refused
+            assert pipeline.counters.problems.get("image_size", 0) == 0
+            for shape, cal in (((rows, cols), first), ((rows + 64, cols), deeper)):
+                for m in placed(shape):
+                    assert m.spacing_mm == pytest.approx(cal.spatial.spacing_mm, rel=1e-6)
+            said = [r.getMessage() for r in caplog.records if "placed with" in r.getMessage()]
+            assert any(str(tmp_path / "deeper.toml") in line for line in said), said
+            assert any(str(small_case / "calibration.toml") in line for line in said), said
+
+            # a depth nobody calibrated: not placed, said with the sizes that were
+            scanner.extra_rows = 32
+            assert wait_until(lambda: pipeline.counters.problems.get("image_size", 0) >= 3, 15)
+        reason = pipeline.status()["display_reason"]
+        assert f"{cols} × {rows + 32} px: no calibration was given for this size" in reason
+        assert f"{cols} × {rows}, {cols} × {rows + 64} px" in reason
+        assert not placed((rows + 32, cols))
+        assert pipeline.status()["display_state"] == STALE
+    finally:
+        pipeline.stop()
+        display.close()
+        scanner.close()
+
+
+def test_usnav_run_refuses_two_calibrations_for_one_size(small_case: Path, tmp_path: Path) -> None:
+    """Which of the two would a frame be placed with? One line naming the second file, exit 2,
+    before any socket is opened."""
+    first = load_calibration(small_case / "calibration.toml")
+    twin = _other_depth(first, first.image_size, tmp_path / "twin.toml")
+    device = tmp_path / "probe.toml"
+    device.write_text("[probe]\nport = 1\n")
+    result = usnav(
+        tmp_path,
+        "run",
+        "--device",
+        str(device),
+        "--mri",
+        str(small_case / "mri.nii.gz"),
+        "--label",
+        str(small_case / "tumor_label.nii.gz"),
+        "--calibration",
+        str(small_case / "calibration.toml"),
+        str(twin.where),
+        "--no-registration",
+    )
+    cols, rows = first.image_size
+    assert_bad_input(
+        result, str(tmp_path / "twin.toml"), f"{cols} × {rows} px", "one calibration per image"
+    )
