@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from usnav.margins.options import MarginOptions
+from usnav.pipeline.frozen import FROZEN_MOTION_MM
 from usnav.protocol.display import MEASURED_MARGIN_ERROR_MM, DisplayRules
 from usnav.protocol.wire import DEFAULT_ADDRESS
 
@@ -87,6 +88,12 @@ class PipelineOptions(BaseModel):
         3 s, but on held-out seeds the composed pose kept the old estimate's error where the
         normal updates happened to find a better one, which the rule written before the run
         forbade; docs/pipeline.md).
+    frozen_image_motion_mm
+        A frame whose image has not changed while the probe moved more than this, mm at the
+        image's corners, since the image last changed is frozen (the scanner's freeze button,
+        or a frame grabber capturing a frozen screen): its margins are published STALE with
+        the reason and it is not offered to the registration (:mod:`usnav.pipeline.frozen`;
+        session 41). None (``false`` in an options file): not watched.
     display
         The thresholds of the ``display_state`` every published message carries (when an
         overlay may be shown LIVE; see docs/protocol.md).
@@ -107,9 +114,18 @@ class PipelineOptions(BaseModel):
     registration_interval_s: float = Field(default=0.25, ge=0, le=60)
     max_tied_correction_mm: float = Field(default=10.0, gt=0)
     follow_moved_reference: StrictBool = False
+    frozen_image_motion_mm: float | None = Field(default=FROZEN_MOTION_MM, gt=0, le=1000.0)
     margins: MarginOptions = MarginOptions()
     registration_budget: RegistrationBudget = RegistrationBudget()
     display: DisplayRules = DisplayRules()
+
+    @field_validator("frozen_image_motion_mm", mode="before")
+    @classmethod
+    def _false_is_off(cls, value: object) -> object:
+        """``false`` switches the watch off (a TOML file cannot say None)."""
+        if value is True:  # would be read as 1
+            raise ValueError("true is not a number: give one, or false to switch it off")
+        return None if value is False else value
 
     @field_validator("publish_address")
     @classmethod

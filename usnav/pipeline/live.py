@@ -40,6 +40,7 @@ from usnav.io.volume import Volume
 from usnav.margins import MarginEstimator
 from usnav.pipeline.arrival import ArrivalClock
 from usnav.pipeline.config import PipelineOptions
+from usnav.pipeline.frozen import FrozenImageMonitor
 from usnav.pipeline.queues import LatestSlot, RecordQueue
 from usnav.pipeline.reference_motion import ReferenceMotionMonitor, reference_to_tracker
 from usnav.pipeline.stats import LatencyMeter, RateMeter
@@ -179,6 +180,10 @@ class LivePipeline:
         self.last_drawn_estimate: RegistrationEstimate | None = None
         #: the patient reference against the tracker since the registration was checked
         self.reference_motion = _reference_motion_monitor(self.options.display, worker)
+        #: the image frozen on the scanner while the probe moves on
+        self.frozen_image = FrozenImageMonitor(self.options.frozen_image_motion_mm)
+        #: why the newest frame's image is not the present ("" while it changes)
+        self._image_frozen = ""
 
     # -- life cycle ------------------------------------------------------------------------
     def prepare(self) -> dict[str, float]:
@@ -393,6 +398,7 @@ class LivePipeline:
             )
             self._publish_no_tracking(frame, status, i2r)
             return
+        self._watch_frozen_image(frame, i2r)
         estimate = self.current_estimate()
         #: the registration the latest margins were drawn with (a later estimate may come
         #: after the last frame: no margin was drawn with it)
@@ -558,6 +564,20 @@ class LivePipeline:
         # and the margins it is measured against are placed by the same transform
         return (estimate.margins_reference_to_mri @ tip)[:3]
 
+    def _watch_frozen_image(self, frame: TrackedFrame, i2r: np.ndarray) -> None:
+        """Whether the frame's image is frozen on the scanner while the probe moves
+        (:mod:`usnav.pipeline.frozen`): counted, said once in the log when it begins and when
+        it ends, and kept as :attr:`_image_frozen` (the frame's and the status's STALE reason;
+        such a frame is not offered to the registration)."""
+        reason = self.frozen_image.observe(frame.image, i2r)
+        if reason:
+            self.counters.problem("image_frozen", f"frame {frame.frame_number}: {reason}")
+            if self.frozen_image.newly_frozen:
+                log.warning("frame %s: %s", frame.frame_number, reason)
+        elif self._image_frozen:
+            log.info("frame %s: the ultrasound image changes again", frame.frame_number)
+        self._image_frozen = reason
+
     def _stale_reason(self, frame: TrackedFrame) -> str:
         """Why this frame's margins may not show the present ("" if they do)."""
         state = self.probe.state
@@ -569,7 +589,7 @@ class LivePipeline:
             if late > 0:  # received just now, made seconds ago (a backlog after a stall)
                 return f"frame {age:.1f} s old (it arrived {late:.1f} s late by the device's clock)"
             return f"frame {age:.1f} s old"
-        return ""
+        return self._image_frozen
 
     def _publish_estimate_if_new(self) -> None:
         """Publish each estimate the worker made since the last one published, in order.
@@ -729,10 +749,11 @@ class LivePipeline:
             time.monotonic() - self._last_frame_time > self.options.stale_after_s
         ):
             return f"no frame for {time.monotonic() - self._last_frame_time:.1f} s"
-        if self._tracking_lost or self._wrong_image_size:
-            # frames flow, but the newest could not be placed: its margin went out STALE, and
-            # a display joining now (or one reading the status alone) must not be told better
-            return self._wrong_image_size or self._tracking_lost
+        if self._tracking_lost or self._wrong_image_size or self._image_frozen:
+            # frames flow, but the newest could not be placed (or its image is a past one):
+            # its margin went out STALE, and a display joining now (or one reading the status
+            # alone) must not be told better
+            return self._wrong_image_size or self._tracking_lost or self._image_frozen
         late = self._lateness_s
         if late > 0 and self._last_frame_time:
             # frames flow again after a stall, but the newest ones were made seconds ago (the

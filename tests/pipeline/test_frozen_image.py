@@ -1,0 +1,151 @@
+"""The image frozen on the scanner while the probe moves on (session 41): the scanner's freeze
+button, or a frame grabber capturing a frozen screen, keeps sending one image with the probe's
+live pose. Its margins are not the present: published STALE with the reason, not offered to
+the registration, said once in the log; live again when the image changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_helpers import LoopbackDevice, wait_until
+from test_live import Collector, _pipeline
+
+from usnav.client import MarginMessage
+from usnav.frames import TrackedFrame
+from usnav.pipeline.config import PipelineOptions
+from usnav.pipeline.frozen import FrozenImageMonitor
+from usnav.protocol.display import STALE
+
+SHAPE = (128, 96)  # rows, cols
+PIXEL_MM = 0.2
+
+
+def _pose(shift_mm: float) -> np.ndarray:
+    """ImageToReference: 0.2 mm pixels, moved ``shift_mm`` along the sweep (z)."""
+    pose = np.diag([PIXEL_MM, PIXEL_MM, 1.0, 1.0])
+    pose[:3, 3] = [-10.0, 0.0, 40.0 + shift_mm]
+    return pose
+
+
+def _speckle(rng: np.random.Generator) -> np.ndarray:
+    return rng.rayleigh(40.0, SHAPE).clip(0, 255).astype(np.uint8)
+
+
+def test_an_unchanged_image_is_frozen_once_the_probe_moved_over_the_limit() -> None:
+    rng = np.random.default_rng(1)
+    image = _speckle(rng)
+    monitor = FrozenImageMonitor(2.0)
+    said = [monitor.observe(image, _pose(0.1 * k)) for k in range(40)]  # 0 .. 3.9 mm
+    # 2.0 mm is not over the limit (frame 20); from 2.1 mm on, every frame says so
+    assert not any(said[:21]) and all(said[21:])
+    assert "moved 2.1 mm" in said[21] and "frozen on the scanner" in said[21]
+    assert monitor.frozen_frames == 19
+    # said as new once
+    monitor2 = FrozenImageMonitor(2.0)
+    news = []
+    for k in range(40):
+        monitor2.observe(image, _pose(0.1 * k))
+        news.append(monitor2.newly_frozen)
+    assert news.count(True) == 1 and news.index(True) == 21
+    # a changed image ends it at once, and is the new reference to compare with
+    assert monitor.observe(_speckle(rng), _pose(4.0)) == ""
+    assert not monitor.frozen and monitor.moved_mm == 0.0
+
+
+def test_a_live_image_never_is_and_a_still_probe_never_is() -> None:
+    rng = np.random.default_rng(2)
+    live = FrozenImageMonitor(2.0)
+    # live speckle, the probe sweeping 10 mm: each frame differs
+    assert not any(live.observe(_speckle(rng), _pose(0.05 * k)) for k in range(200))
+    # a frozen image on a still probe (tracker jitter well under 2 mm): the overlay is right
+    image = _speckle(rng)
+    still = FrozenImageMonitor(2.0)
+    jitter = rng.normal(0.0, 0.15, 200)
+    assert not any(still.observe(image, _pose(j)) for j in jitter)
+    # nothing watched when switched off
+    off = FrozenImageMonitor(None)
+    assert not any(off.observe(image, _pose(0.1 * k)) for k in range(60))
+
+
+def test_a_re_encoded_frozen_image_is_still_unchanged_and_an_image_of_another_size_resets() -> None:
+    rng = np.random.default_rng(3)
+    image = _speckle(rng).astype(np.int16)
+    monitor = FrozenImageMonitor(2.0)
+    said = ""
+    for k in range(40):
+        # a compressed video's re-encoding noise: ±1 grey level on a tenth of the pixels
+        noise = rng.integers(-1, 2, SHAPE) * (rng.random(SHAPE) < 0.1)
+        said = monitor.observe((image + noise).clip(0, 255), _pose(0.1 * k))
+    assert said, "re-encoded frames of one frozen image were taken for live ones"
+    # another size (the depth changed): compared afresh, never with the old image
+    bigger = np.pad(image, ((0, 32), (0, 0)))
+    assert monitor.observe(bigger, _pose(10.0)) == "" and not monitor.frozen
+
+
+class _FreezingScanner(LoopbackDevice):
+    """The sweep at 20 Hz; while :attr:`freeze` is set, every frame carries the image of the
+    frame the freeze began on, with its own (moving) pose."""
+
+    def __init__(self, case: Path):
+        self.freeze = threading.Event()
+        self._held: np.ndarray | None = None
+        super().__init__(case)
+
+    def messages(self, frame: TrackedFrame, timestamp: float):
+        if self.freeze.is_set():
+            if self._held is None:
+                self._held = frame.image
+            frame = dataclasses.replace(frame, image=self._held)
+        else:
+            self._held = None
+        return super().messages(frame, timestamp)
+
+
+def test_frames_frozen_on_the_scanner_are_stale_until_the_image_changes(
+    small_case: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scanner = _FreezingScanner(small_case)
+    pipeline = _pipeline(small_case, scanner.server.port, registration=False)
+    pipeline.prepare()
+    display = Collector(pipeline.endpoint)
+
+    def frozen() -> list[MarginMessage]:
+        return [m for m in display.of(MarginMessage) if "has not changed" in m.header.stale_reason]
+
+    try:
+        display.join(pipeline)
+        with caplog.at_level(logging.INFO, logger="usnav.pipeline"):
+            pipeline.start()
+            assert wait_until(lambda: pipeline.counters.published >= 5, 30)
+            assert not frozen()
+            scanner.freeze.set()
+            assert wait_until(lambda: len(frozen()) >= 3, 20)
+            status = pipeline.status()
+            assert status["display_state"] == STALE
+            assert "has not changed" in status["display_reason"]
+            for m in frozen():
+                assert m.header.display_state == STALE
+            assert pipeline.counters.problems.get("image_frozen", 0) >= 3
+            scanner.freeze.clear()
+            assert wait_until(
+                lambda: "has not changed" not in pipeline.status()["display_reason"], 15
+            )
+        said = [r.getMessage() for r in caplog.records if "has not changed" in r.getMessage()]
+        assert len(said) == 1, said  # once, not per frame
+        assert any("changes again" in r.getMessage() for r in caplog.records)
+    finally:
+        pipeline.stop()
+        display.close()
+        scanner.close()
+
+
+def test_the_watch_is_an_option_that_false_switches_off() -> None:
+    assert PipelineOptions().frozen_image_motion_mm == 2.0
+    assert PipelineOptions(frozen_image_motion_mm=False).frozen_image_motion_mm is None
+    with pytest.raises(ValueError, match="true is not a number"):
+        PipelineOptions(frozen_image_motion_mm=True)

@@ -1,0 +1,112 @@
+"""A frozen ultrasound image: the scanner (or its video) frozen while the probe moves on.
+
+The scanner's freeze button, or a frame grabber capturing a frozen screen (PLUS's usual way
+to take any scanner's images), keeps delivering the same image while the tracker keeps
+delivering the probe's live pose. Every overlay is then drawn at the probe's present plane
+over an image of a past one, and the registration would be fed images that do not belong to
+their poses. Live ultrasound does not repeat itself once the probe has moved: speckle
+decorrelates within about a beam width (1–2 mm across the image plane), and the scanner's
+electronic noise changes every frame.
+
+:class:`FrozenImageMonitor` says a frame is frozen when its image has not changed since the
+last image that did (the mean absolute difference, over every :data:`SUBSAMPLE`-th pixel, at
+most :data:`MAX_CHANGE` of that image's intensity range) while the probe moved more than
+``motion_mm`` at the image's corners. A still probe over a still scene is not frozen: the
+overlay is right then, whatever the image does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from usnav.pipeline.reference_motion import image_corners_mm
+
+#: The probe's motion, mm at the image's corners, over which an unchanged image is frozen:
+#: about twice the elevational beam width, over which live speckle no longer correlates
+FROZEN_MOTION_MM = 2.0
+
+#: An image "has not changed" when its mean absolute difference from the last image that did
+#: is at most this fraction of that image's intensity range (1.3 grey levels of 255; a frozen
+#: frame differs by 0, or by a compressed video's re-encoding noise)
+MAX_CHANGE = 0.005
+
+#: Every SUBSAMPLE-th pixel in each direction is compared (a 256 × 256 image: 4096 pixels)
+SUBSAMPLE = 4
+
+
+def _thumbnail(image: np.ndarray) -> np.ndarray:
+    return np.asarray(image[::SUBSAMPLE, ::SUBSAMPLE], dtype=np.float32)
+
+
+class FrozenImageMonitor:
+    """Whether the newest frame's image is frozen (see the module's docstring).
+
+    Parameters
+    ----------
+    motion_mm
+        The probe's motion at the image's corners, mm, over which an unchanged image is
+        frozen (None: nothing is watched).
+    max_change
+        The largest mean absolute difference, as a fraction of the image's intensity range,
+        of an image that has not changed.
+    """
+
+    def __init__(self, motion_mm: float | None = FROZEN_MOTION_MM, max_change: float = MAX_CHANGE):
+        self.motion_mm = motion_mm
+        self.max_change = float(max_change)
+        #: the last image that changed (subsampled), its pose (4×4 ``ImageToReference``) and
+        #: how much its intensities span
+        self._image: np.ndarray | None = None
+        self._pose: np.ndarray | None = None
+        self._span = 0.0
+        #: how far the probe moved since the image last changed, mm (0: it changed now)
+        self.moved_mm = 0.0
+        #: whether the newest frame is frozen, and whether it is the first of a frozen run
+        self.frozen = False
+        self.newly_frozen = False
+        #: frames found frozen
+        self.frozen_frames = 0
+
+    def observe(self, image: np.ndarray, image_to_reference: np.ndarray) -> str:
+        """Take one placed frame; return why its image is not the present ("" if it is).
+
+        Parameters
+        ----------
+        image
+            The frame's image (rows, cols), any numeric type.
+        image_to_reference
+            Its ``ImageToReference`` (pixel → Reference mm), the pose the tracker gave it.
+        """
+        was_frozen = self.frozen
+        self.frozen = self.newly_frozen = False
+        if self.motion_mm is None:
+            return ""
+        small = _thumbnail(image)
+        pose = np.asarray(image_to_reference, dtype=np.float64)
+        if self._image is None or self._image.shape != small.shape or self._pose is None:
+            self._remember(small, pose)
+            return ""
+        change = float(np.abs(small - self._image).mean())
+        if change > self.max_change * self._span:
+            self._remember(small, pose)
+            return ""
+        corners = image_corners_mm(np.eye(4), image.shape[:2])
+        then = corners @ self._pose[:3, :3].T + self._pose[:3, 3]
+        now = corners @ pose[:3, :3].T + pose[:3, 3]
+        self.moved_mm = float(np.sqrt(((now - then) ** 2).sum(axis=1)).max())
+        if not self.moved_mm > self.motion_mm:
+            return ""
+        self.frozen = True
+        self.newly_frozen = not was_frozen
+        self.frozen_frames += 1
+        return (
+            f"the ultrasound image has not changed while the probe moved {self.moved_mm:.1f} mm: "
+            "frozen on the scanner (or nothing in contact)? — unfreeze it; margins over a past "
+            "image are not the present"
+        )
+
+    def _remember(self, small: np.ndarray, pose: np.ndarray) -> None:
+        self._image = small
+        self._pose = pose
+        self._span = float(small.max() - small.min()) if small.size else 0.0
+        self.moved_mm = 0.0
