@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usnav.bench.registry import BenchContext, Figure, benchmark
+from usnav.bench.registry import BenchContext, Figure, benchmark, smoke_only
 
 #: (seed, appearance family) of the quick run; --full adds more. All held-out families
 #: (``usnav.sim.HELD_OUT_FAMILIES``: never tuned on); the tumor's echogenicity is drawn per seed.
@@ -555,7 +555,7 @@ def bench_confidence_calibration(ctx: BenchContext) -> list[Figure]:
     )
     bins = "; ".join(f"{lo:.1f}: {n} stated {c:.2f} seen {r:.2f}" for lo, n, c, r in held.per_bin)
     seeds = f"seeds {held_cases[0][0]}-{held_cases[-1][0]}"
-    return [
+    figures = [
         Figure(
             "confidence of points shown as seen: calibration error (ECE), held-out families",
             held.ece,
@@ -592,6 +592,15 @@ def bench_confidence_calibration(ctx: BenchContext) -> list[Figure]:
             f"{tuning_cases[0][0]}-{tuning_cases[-1][0]}, {', '.join(TUNING_FAMILIES)}",
         ),
     ]
+    if ctx.full:
+        return figures
+    # 21 held-out cases bound the ECE within [0.02, 0.23] at best: no quick run can meet a
+    # 95 % upper bound of 0.05 (84 cases in --full; 300 gave 0.023 [0.005, 0.048], session 36)
+    return smoke_only(
+        figures,
+        f"quick: {len(held_cases)} held-out and {len(tuning_cases)} tuning cases, too few to "
+        "judge (usnav bench --full judges on 84 and 12)",
+    )
 
 
 SPREAD_RUNS = 3
