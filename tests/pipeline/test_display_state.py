@@ -15,6 +15,7 @@ from usnav.client import MarginMessage, RegistrationMessage, StatusMessage, Subs
 from usnav.devices import serve_in_subprocess
 from usnav.protocol.display import LIVE, STALE, UNCERTAIN
 from usnav.registration.files import read_initial
+from usnav.registration.worker import RegistrationWorker
 from usnav.viewer.state import ViewerOptions, ViewModel, assess
 
 
@@ -43,6 +44,21 @@ def test_no_registration_is_never_live(small_case: Path) -> None:
     assert all(
         not (isinstance(v, float) and np.isnan(v)) for m in statuses for v in m.status.values()
     )
+
+
+def test_no_image_based_try_yet_is_not_adopted(small_case: Path) -> None:
+    """With the registration worker on but no image-based try made yet, the status says so
+    (``registration_latest_adopted`` nil, docs/protocol.md) instead of reporting the navigation
+    registration as an adopted try (it said true until session 41)."""
+    pipeline = _pipeline(small_case, port=1)
+    calibration = pipeline.image_to_probe
+    assert pipeline.mri is not None and calibration is not None
+    pipeline.worker = RegistrationWorker(
+        pipeline.mri, calibration, pipeline.initial.reference_to_mri, tumor_label=pipeline.label
+    )  # never started: no try
+    status = pipeline.status()
+    assert status["registration_source"] == "init" and status["registration_checked"] is False
+    assert status["registration_latest_adopted"] is None
 
 
 def test_a_display_started_late_learns_the_registration_and_the_state(small_case: Path) -> None:

@@ -666,6 +666,8 @@ class LivePipeline:
         p50, p99 = self.latency.percentiles_ms(50, 99)
         est = self.current_estimate()
         latest = self.worker.latest() if self.worker is not None else None
+        if latest is not None and latest.source == "init":
+            latest = None  # the worker's own start: the navigation registration, not a try
         link = self.probe.link_stats()
         probe_state = self.probe.state  # read once: the state and the reason must agree
         stale = self.link_stale_reason(probe_state)
