@@ -1,7 +1,7 @@
 """usnav — intraoperative ultrasound navigation.
 
 Tracked ultrasound in over OpenIGTLink, registered to the preoperative MRI with a
-multimodal (LC²) Numba core, tumor margins out over ZeroMQ.
+multimodal (MIND-SSC) Numba core, tumor margins out over ZeroMQ.
 
 Conventions (see ``docs/conventions.md``): transforms are named ``FromToTo`` as in PLUS,
 units are mm and seconds, the MRI world space is RAS.

@@ -17,8 +17,8 @@ class RegistrationEstimate:
     reference_to_mri
         4×4, Reference mm → MRI RAS mm.
     similarity
-        The metric value of this estimate (LC², 0..1, higher is better; NaN if none, e.g. the
-        initial navigation registration).
+        The metric value of this estimate (MIND-SSC since session 15, LC² before; 0..1, higher
+        is better; NaN if none, e.g. the initial navigation registration).
     quality
         0..1 summary a display can threshold (1 = confident).
     uncertainty_mm
