@@ -15,7 +15,7 @@ def _numba_cache_dir(package_dir: str | None = None) -> None:
 
     When ``NUMBA_CACHE_DIR`` is unset and the package is installed (site-packages) or
     read-only, point it at a per-user folder so compiled kernels are cached (a cold JIT costs
-    10-14 s here). Never inside an installed package: ``pip uninstall`` leaves such files
+    25-60 s on 2 cores). Never inside an installed package: ``pip uninstall`` leaves such files
     behind, and the leftover ``site-packages/usnav`` folder then shadows a later editable
     install as an empty namespace package (``usnav`` stops starting). A source checkout keeps
     Numba's default (``__pycache__`` beside the modules).
