@@ -15,6 +15,7 @@ import pytest
 from pipeline_helpers import LoopbackDevice, wait_until
 from test_live import Collector, _pipeline
 
+from usnav.cli.cmd_run import _print_summary
 from usnav.client import MarginMessage
 from usnav.frames import TrackedFrame
 from usnav.pipeline.config import PipelineOptions
@@ -107,7 +108,7 @@ class _FreezingScanner(LoopbackDevice):
 
 
 def test_frames_frozen_on_the_scanner_are_stale_until_the_image_changes(
-    small_case: Path, caplog: pytest.LogCaptureFixture
+    small_case: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     scanner = _FreezingScanner(small_case)
     pipeline = _pipeline(small_case, scanner.server.port, registration=False)
@@ -138,6 +139,10 @@ def test_frames_frozen_on_the_scanner_are_stale_until_the_image_changes(
         said = [r.getMessage() for r in caplog.records if "has not changed" in r.getMessage()]
         assert len(said) == 1, said  # once, not per frame
         assert any("changes again" in r.getMessage() for r in caplog.records)
+        # the run's summary counts them
+        _print_summary(pipeline, 0.0, None)
+        frozen_count = pipeline.counters.problems["image_frozen"]
+        assert f"({frozen_count} of the margins published went out STALE" in capsys.readouterr().out
     finally:
         pipeline.stop()
         display.close()

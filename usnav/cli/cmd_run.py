@@ -299,6 +299,13 @@ def _print_summary(pipeline, stopped_in: float, record: Path | None) -> int:
             "every depth's calibration: --calibration A.toml B.toml)",
             flush=True,
         )
+    frozen = c.problems.get("image_frozen", 0)
+    if frozen:
+        print(
+            f"  ({frozen} of the margins published went out STALE because the ultrasound image "
+            "had not changed while the probe moved: frozen on the scanner)",
+            flush=True,
+        )
     if record:
         files = ", ".join(str(f) for f in c.record_files) or str(record)
         print(
