@@ -154,3 +154,26 @@ def test_the_watch_is_an_option_that_false_switches_off() -> None:
     assert PipelineOptions(frozen_image_motion_mm=False).frozen_image_motion_mm is None
     with pytest.raises(ValueError, match="true is not a number"):
         PipelineOptions(frozen_image_motion_mm=True)
+
+
+def test_a_float_image_with_pixels_outside_the_field_of_view_is_judged_on_the_others() -> None:
+    """A float image whose pixels outside the field of view are NaN (a scan-converted sector's
+    corners): live frames were all "unchanged" (every comparison with NaN is false), so a
+    sweeping probe was STALE on nearly every frame, and a frozen one must still be seen."""
+    rng = np.random.default_rng(4)
+
+    def sector(image: np.ndarray) -> np.ndarray:
+        out = image.astype(np.float32) / 255.0
+        out[:16, :16] = np.nan
+        return out
+
+    live = FrozenImageMonitor(2.0)
+    assert not any(live.observe(sector(_speckle(rng)), _pose(0.1 * k)) for k in range(60))
+    frozen = FrozenImageMonitor(2.0)
+    image = sector(_speckle(rng))
+    said = [frozen.observe(image, _pose(0.1 * k)) for k in range(40)]
+    assert not any(said[:21]) and all(said[21:])
+    # an image with no finite pixel at all cannot be compared: not called frozen
+    blank = FrozenImageMonitor(2.0)
+    nothing = np.full(SHAPE, np.nan, np.float32)
+    assert not any(blank.observe(nothing, _pose(0.1 * k)) for k in range(40))

@@ -9,10 +9,10 @@ decorrelates within about a beam width (1–2 mm across the image plane), and th
 electronic noise changes every frame.
 
 :class:`FrozenImageMonitor` says a frame is frozen when its image has not changed since the
-last image that did (the mean absolute difference, over every :data:`SUBSAMPLE`-th pixel, at
-most :data:`MAX_CHANGE` of that image's intensity range) while the probe moved more than
-``motion_mm`` at the image's corners. A still probe over a still scene is not frozen: the
-overlay is right then, whatever the image does.
+last image that did (the mean absolute difference, over every :data:`SUBSAMPLE`-th pixel
+finite in both, at most :data:`MAX_CHANGE` of that image's intensity range) while the probe
+moved more than ``motion_mm`` at the image's corners. A still probe over a still scene is not
+frozen: the overlay is right then, whatever the image does.
 """
 
 from __future__ import annotations
@@ -86,8 +86,13 @@ class FrozenImageMonitor:
         if self._image is None or self._image.shape != small.shape or self._pose is None:
             self._remember(small, pose)
             return ""
-        change = float(np.abs(small - self._image).mean())
-        if change > self.max_change * self._span:
+        # pixels that are not finite in either image (NaN outside a float image's field of
+        # view) are not compared: any comparison with NaN is false, so every live frame was
+        # "unchanged"; nothing left to compare (or no finite span) counts as changed
+        diff = np.abs(small - self._image)
+        finite = np.isfinite(diff)
+        change = float(diff[finite].mean()) if finite.any() else float("nan")
+        if not change <= self.max_change * self._span:
             self._remember(small, pose)
             return ""
         corners = image_corners_mm(np.eye(4), image.shape[:2])
@@ -108,5 +113,6 @@ class FrozenImageMonitor:
     def _remember(self, small: np.ndarray, pose: np.ndarray) -> None:
         self._image = small
         self._pose = pose
-        self._span = float(small.max() - small.min()) if small.size else 0.0
+        finite = small[np.isfinite(small)]
+        self._span = float(finite.max() - finite.min()) if finite.size else float("nan")
         self.moved_mm = 0.0
