@@ -30,6 +30,7 @@ from usnav.errors import ConfigError
 from usnav.io.volume import load_volume
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.live import LivePipeline
+from usnav.pipeline.run import open_pipeline
 from usnav.protocol.display import STALE
 from usnav.registration.files import read_initial
 
@@ -188,3 +189,38 @@ def test_usnav_run_refuses_two_calibrations_for_one_size(small_case: Path, tmp_p
     assert_bad_input(
         result, str(tmp_path / "twin.toml"), f"{cols} × {rows} px", "one calibration per image"
     )
+
+
+@pytest.mark.parametrize("deeper_first", [False, True])
+def test_each_depths_calibration_is_checked_against_the_lag_frames_are_paired_at(
+    small_case: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, deeper_first: bool
+) -> None:
+    """An ImageToProbe computed with its images paired at another lag than the run pairs at
+    is said (one line naming the file), whichever place its file has among the calibrations:
+    only the probe's own (the first with a [temporal] section, else the first) was checked,
+    so a deeper preset calibrated at +0.08 s was used without a word unless listed first."""
+    first = load_calibration(small_case / "calibration.toml")
+    cols, rows = first.image_size
+    deeper = _other_depth(first, (cols, rows + 64), tmp_path / "deeper.toml")
+    assert deeper.spatial is not None
+    lagged = deeper.spatial.model_copy(update={"tracker_lag_s": 0.08})
+    save_calibration(deeper.model_copy(update={"spatial": lagged}), tmp_path / "deeper.toml")
+    device = tmp_path / "probe.toml"
+    device.write_text("[probe]\nport = 1\n")
+    files = [small_case / "calibration.toml", tmp_path / "deeper.toml"]
+    with caplog.at_level(logging.WARNING):
+        open_pipeline(
+            device,
+            small_case / "mri.nii.gz",
+            small_case / "tumor_label.nii.gz",
+            files[::-1] if deeper_first else files,
+            init=small_case / "init_ReferenceToMri.txt",
+            options=PipelineOptions(registration=False),
+        )
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if "paired with the pose at t +0.080 s" in r.getMessage()
+    ]
+    assert len(said) == 1, said
+    assert str(tmp_path / "deeper.toml") in said[0]

@@ -91,6 +91,12 @@ def open_pipeline(
     if record is not None:
         check_recording_target(Path(record))
     probe = ProbeClient(device_set.probe, calibration=timed, config_path=device)
+    for cal in cals:
+        # the probe checked its own calibration's ImageToProbe against the lag it pairs at;
+        # every other depth's was computed at a lag of its own too
+        mismatch = cal.spatial_lag_mismatch(probe.time_offset_s) if cal is not timed else None
+        if mismatch:
+            log.warning("probe: %s", mismatch)
     return LivePipeline(
         probe,
         label_volume,
