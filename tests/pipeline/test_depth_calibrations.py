@@ -18,6 +18,7 @@ from test_live import Collector
 from usnav.client import MarginMessage
 from usnav.config.calibration import (
     CalibrationFile,
+    PivotCalibration,
     TemporalCalibration,
     calibration_for_size,
     check_depth_calibrations,
@@ -27,6 +28,7 @@ from usnav.config.calibration import (
 from usnav.devices import ProbeClient
 from usnav.devices.config import ProbeConfig
 from usnav.errors import ConfigError
+from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
 from usnav.io.volume import load_volume
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.live import LivePipeline
@@ -224,3 +226,45 @@ def test_each_depths_calibration_is_checked_against_the_lag_frames_are_paired_at
     ]
     assert len(said) == 1, said
     assert str(tmp_path / "deeper.toml") in said[0]
+
+
+def test_the_stylus_pivot_is_taken_from_whichever_depths_file_holds_it(
+    small_case: Path, tmp_path: Path
+) -> None:
+    """``usnav calibrate pivot --out`` writes the [pivot] section into one file; with the depth
+    presets given as ``--calibration 3cm.toml 5cm.toml`` and the pivot in 5cm.toml, the
+    stylus was silently never placed (only the first file's pivot was read). Two files whose
+    pivots differ are refused: one stylus has one tip."""
+    first = load_calibration(small_case / "calibration.toml")
+    cols, rows = first.image_size
+    deeper = _other_depth(first, (cols, rows + 64), tmp_path / "deeper.toml")
+    pivot = PivotCalibration(
+        tip_in_tool_mm=[0.0, 0.0, 10.0], pivot_in_reference_mm=[0.0, 0.0, 0.0], rms_error_mm=0.1
+    )
+    save_calibration(deeper.model_copy(update={"pivot": pivot}), tmp_path / "deeper.toml")
+    deeper = load_calibration(tmp_path / "deeper.toml")
+    probe = ProbeClient(ProbeConfig(port=1, transforms=TRACKER), calibration=first)
+    pipeline = LivePipeline(
+        probe,
+        load_volume(small_case / "tumor_label.nii.gz"),
+        first,
+        read_initial(small_case / "init_ReferenceToMri.txt"),
+        options=PipelineOptions(registration=False),
+        other_depths=[deeper],
+    )
+    stylus = np.eye(4)
+    stylus[0, 3] = 5.0
+    frame = TrackedFrame(
+        image=np.zeros((rows, cols), np.uint8),
+        transforms={pivot.tool: TrackedTransform(stylus, TransformStatus.OK)},
+    )
+    tip = pipeline._stylus_tip_mri(frame, pipeline.initial)
+    assert tip is not None
+    expected = pipeline.initial.margins_reference_to_mri @ [5.0, 0.0, 10.0, 1.0]
+    np.testing.assert_allclose(tip, expected[:3])
+
+    other = pivot.model_copy(update={"tip_in_tool_mm": [0.0, 0.0, 12.0]})
+    with pytest.raises(ConfigError, match="pivot") as caught:
+        check_depth_calibrations([first.model_copy(update={"pivot": other}), deeper])
+    assert str(tmp_path / "deeper.toml") in str(caught.value)
+    check_depth_calibrations([first.model_copy(update={"pivot": pivot}), deeper])  # the same

@@ -27,7 +27,7 @@ def test_the_stylus_tip_goes_where_the_margins_are_drawn(field) -> None:
     pivot = PivotCalibration(
         tip_in_tool_mm=[0.0, 0.0, 10.0], pivot_in_reference_mm=[0, 0, 0], rms_error_mm=0.1
     )
-    owner = SimpleNamespace(calibration=SimpleNamespace(pivot=pivot))
+    owner = SimpleNamespace(pivot=pivot)
     stylus_to_reference = _shifted(5.0)
     frame = TrackedFrame(
         image=np.zeros((4, 4), np.uint8),

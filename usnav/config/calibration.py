@@ -342,7 +342,8 @@ def check_depth_calibrations(calibrations: Sequence[CalibrationFile]) -> None:
     pipeline places each frame with the calibration made for its size. For that, each file
     must record its size (``[spatial] image_size_px``, written by ``usnav calibrate
     spatial``), no two may be for the same size, and they must agree on the tracker lag (one
-    probe and tracker: the streams are paired at one lag before a frame's size is known).
+    probe and tracker: the streams are paired at one lag before a frame's size is known) and
+    on the stylus's ``[pivot]`` where more than one has it.
     One calibration alone is not checked here.
 
     Raises
@@ -375,6 +376,15 @@ def check_depth_calibrations(calibrations: Sequence[CalibrationFile]) -> None:
                 "give one calibration per image size (depth)",
             )
         seen[size] = cal
+    pivots = [cal for cal in calibrations if cal.pivot is not None]
+    for cal in pivots[1:]:
+        if cal.pivot != pivots[0].pivot:
+            raise ConfigError(
+                cal.where,
+                f"has a stylus pivot calibration ([pivot]) other than {pivots[0].where}'s",
+                "one stylus has one tip: keep the [pivot] section in one file only, or the same "
+                "in each",
+            )
     timed = [cal for cal in calibrations if cal.temporal is not None]
     for cal in timed[1:]:
         if not math.isclose(cal.tracker_lag_s, timed[0].tracker_lag_s, abs_tol=1e-6):

@@ -125,6 +125,8 @@ class LivePipeline:
         self.calibrations = (calibration, *other_depths)
         check_depth_calibrations(self.calibrations)
         self._use_calibration(calibration)
+        #: the stylus's pivot calibration: from whichever file holds it (the files agree)
+        self.pivot = next((c.pivot for c in self.calibrations if c.pivot is not None), None)
         # a calibration usnav calibrate flagged (the command's, or the device file's whose
         # lag the probe uses): logged when loaded, and kept in every status so that it is not
         # lost in the terminal's scroll-back
@@ -549,7 +551,7 @@ class LivePipeline:
     def _stylus_tip_mri(
         self, frame: TrackedFrame, estimate: RegistrationEstimate
     ) -> np.ndarray | None:
-        pivot = self.calibration.pivot
+        pivot = self.pivot
         if pivot is None:
             return None
         tool = pivot.tool
