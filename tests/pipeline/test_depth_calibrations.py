@@ -268,3 +268,21 @@ def test_the_stylus_pivot_is_taken_from_whichever_depths_file_holds_it(
         check_depth_calibrations([first.model_copy(update={"pivot": other}), deeper])
     assert str(tmp_path / "deeper.toml") in str(caught.value)
     check_depth_calibrations([first.model_copy(update={"pivot": pivot}), deeper])  # the same
+
+
+def test_a_file_that_cannot_record_its_size_is_told_what_to_write(
+    small_case: Path, tmp_path: Path
+) -> None:
+    """Among several calibrations, a 16-number (or PLUS XML) file records no image size; it has
+    no [spatial] section to add ``image_size_px`` to, as the message told to do."""
+    first = load_calibration(small_case / "calibration.toml")
+    cols, rows = first.image_size
+    deeper = _other_depth(first, (cols, rows + 64), tmp_path / "deeper.toml")
+    numbers = tmp_path / "ImageToProbe.txt"
+    numbers.write_text("\n".join(" ".join(map(str, row)) for row in first.image_to_probe))
+    with pytest.raises(ConfigError) as caught:
+        check_depth_calibrations([deeper, load_calibration(numbers)])
+    said = str(caught.value)
+    assert str(numbers) in said and "does not record the image size" in said
+    assert "to its [spatial] section" not in said
+    assert "usnav TOML" in said and "image_size_px = [cols, rows]" in said

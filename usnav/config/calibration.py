@@ -363,11 +363,16 @@ def check_depth_calibrations(calibrations: Sequence[CalibrationFile]) -> None:
             )
         size = cal.image_size
         if size is None:
+            toml = cal._loaded_from is None or Path(cal._loaded_from).suffix.lower() == ".toml"
             raise ConfigError(
                 cal.where,
                 "does not record the image size it was made for ([spatial] image_size_px)",
                 "with several calibrations each must: calibrate spatial again (it writes the "
-                "size), or add image_size_px = [cols, rows] to its [spatial] section",
+                "size), or add image_size_px = [cols, rows] to its [spatial] section"
+                if toml
+                else "with several calibrations each must, and a PLUS XML or 16 numbers cannot: "
+                "write it as a usnav TOML ([spatial] image_to_probe = its matrix's rows, "
+                "image_size_px = [cols, rows]), or calibrate spatial again (it writes the size)",
             )
         if size in seen:
             raise ConfigError(
