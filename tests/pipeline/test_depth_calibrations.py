@@ -286,3 +286,31 @@ def test_a_file_that_cannot_record_its_size_is_told_what_to_write(
     assert str(numbers) in said and "does not record the image size" in said
     assert "to its [spatial] section" not in said
     assert "usnav TOML" in said and "image_size_px = [cols, rows]" in said
+
+
+def test_a_device_files_other_lag_names_the_depths_file_it_differs_from(
+    small_case: Path, tmp_path: Path
+) -> None:
+    """The device file's calibration keeps the tracker lag; one of several depth files with
+    another lag was refused as "the calibration the command was given": which one, of
+    several, was left to guess."""
+    first = load_calibration(small_case / "calibration.toml")
+    cols, rows = first.image_size
+    deeper = _other_depth(first, (cols, rows + 64), tmp_path / "deeper.toml")
+    timed = deeper.model_copy(update={"temporal": TemporalCalibration(tracker_lag_s=0.05)})
+    save_calibration(timed, tmp_path / "deeper.toml")
+    (tmp_path / "lag.toml").write_text("[temporal]\ntracker_lag_s = 0.02\n")
+    device = tmp_path / "probe.toml"
+    device.write_text('[probe]\nport = 1\ncalibration = "lag.toml"\n')
+    with pytest.raises(ConfigError) as caught:
+        open_pipeline(
+            device,
+            small_case / "mri.nii.gz",
+            small_case / "tumor_label.nii.gz",
+            [small_case / "calibration.toml", tmp_path / "deeper.toml"],
+            init=small_case / "init_ReferenceToMri.txt",
+            options=PipelineOptions(registration=False),
+        )
+    said = str(caught.value)
+    assert "+0.0200 s" in said and "+0.0500 s" in said
+    assert str(tmp_path / "deeper.toml") in said

@@ -208,7 +208,8 @@ class ProbeClient(Device):
                 raise ConfigError(
                     _calibration_key(config_path),
                     f"its tracker lag {lag:+.4f} s differs from the "
-                    f"{calibration.tracker_lag_s:+.4f} s of the calibration the command was given",
+                    f"{calibration.tracker_lag_s:+.4f} s of {calibration.where}, the calibration "
+                    "the command was given",
                     "keep the tracker lag in one of the two files",
                 )
         # the tracker lag is the calibration stage's: streams are sampled at its pose_time()
