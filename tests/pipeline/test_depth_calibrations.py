@@ -155,6 +155,14 @@ def test_the_depth_changed_mid_run_is_placed_with_that_depths_calibration(
             # a depth nobody calibrated: not placed, said with the sizes that were
             scanner.extra_rows = 32
             assert wait_until(lambda: pipeline.counters.problems.get("image_size", 0) >= 3, 15)
+        # the terminal's warning says what to do too (not only the run's summary at its end)
+        warned = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and "calibrations given are for" in r.getMessage()
+        ]
+        assert len(warned) == 1, warned
+        assert "calibrate this depth" in warned[0] and "set the scanner back" in warned[0]
         reason = pipeline.status()["display_reason"]
         assert f"{cols} × {rows + 32} px: no calibration was given for this size" in reason
         assert f"{cols} × {rows}, {cols} × {rows + 64} px" in reason

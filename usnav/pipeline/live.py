@@ -503,7 +503,9 @@ class LivePipeline:
             )
             mismatch = (
                 f"the probe's stream has {cols} × {rows} px images; the calibrations given are "
-                f"for {made} px ({', '.join(cal.where for cal in self.calibrations)})"
+                f"for {made} px ({', '.join(cal.where for cal in self.calibrations)}) — "
+                "calibrate this depth too and restart with its file among them, or set the "
+                "scanner back"
             )
             reason = (
                 f"image {cols} × {rows} px: no calibration was given for this size (the "
