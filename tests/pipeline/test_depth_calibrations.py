@@ -148,9 +148,11 @@ def test_the_depth_changed_mid_run_is_placed_with_that_depths_calibration(
             for shape, cal in (((rows, cols), first), ((rows + 64, cols), deeper)):
                 for m in placed(shape):
                     assert m.spacing_mm == pytest.approx(cal.spatial.spacing_mm, rel=1e-6)
-            said = [r.getMessage() for r in caplog.records if "placed with" in r.getMessage()]
+            said = [r.getMessage() for r in caplog.records if "are placed with" in r.getMessage()]
             assert any(str(tmp_path / "deeper.toml") in line for line in said), said
             assert any(str(small_case / "calibration.toml") in line for line in said), said
+            # the status says which file places the frames now
+            assert pipeline.status()["calibration_in_use"] == first.where
 
             # a depth nobody calibrated: not placed, said with the sizes that were
             scanner.extra_rows = 32

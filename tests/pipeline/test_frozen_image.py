@@ -44,7 +44,7 @@ def test_an_unchanged_image_is_frozen_once_the_probe_moved_over_the_limit() -> N
     said = [monitor.observe(image, _pose(0.1 * k)) for k in range(40)]  # 0 .. 3.9 mm
     # 2.0 mm is not over the limit (frame 20); from 2.1 mm on, every frame says so
     assert not any(said[:21]) and all(said[21:])
-    assert "moved 2.1 mm" in said[21] and "frozen on the scanner" in said[21]
+    assert "moved 2.10 mm" in said[21] and "frozen on the scanner" in said[21]
     assert monitor.frozen_frames == 19
     # said as new once
     monitor2 = FrozenImageMonitor(2.0)

@@ -124,9 +124,9 @@ class FrozenImageMonitor:
         self.newly_frozen = not was_frozen
         self.frozen_frames += 1
         return (
-            f"the ultrasound image has not changed while the probe moved {self.moved_mm:.1f} mm: "
-            "frozen on the scanner (or nothing in contact)? — unfreeze it; margins over a past "
-            "image are not the present"
+            f"the ultrasound image has not changed while the probe moved {self.moved_mm:.2f} mm: "
+            "frozen on the scanner (or nothing in contact, or images coming slower than the "
+            "probe moves)? — unfreeze it; margins over a past image are not the present"
         )
 
     def _remember(self, small: np.ndarray, pose: np.ndarray) -> None:

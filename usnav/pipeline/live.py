@@ -484,7 +484,13 @@ class LivePipeline:
         if chosen is not None:
             if chosen is not self.calibration_in_use:
                 self._use_calibration(chosen)
-                log.info("frames of %d × %d px: placed with %s", cols, rows, chosen.where)
+                log.info(
+                    "frame %s: frames of %d × %d px are placed with %s",
+                    frame.frame_number,
+                    cols,
+                    rows,
+                    chosen.where,
+                )
             if self._wrong_image_size:
                 log.info("frames of a calibrated image size again: margins drawn again")
             self._wrong_image_size = ""
@@ -727,6 +733,9 @@ class LivePipeline:
             "transforms": {k: v.value for k, v in self.probe.transform_states().items()},
             "last_problem": self.counters.last_problem,
             "calibration_flagged": self.calibration_flagged,
+            # the file frames are placed with now (one per depth preset: the newest frame's
+            # image size chose it)
+            "calibration_in_use": self.calibration_in_use.where,
             # the patient reference's motion against the tracker since the registration was
             # checked on the images, mm at the newest frame's corners (None: not watched,
             # e.g. a stream of ProbeToReference only, or nothing checked yet)
