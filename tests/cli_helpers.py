@@ -32,9 +32,24 @@ def usnav(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.Comple
     )
 
 
+#: ``python -m usnav`` with Ctrl-C handled as in a terminal, whatever the test runner's own
+#: handling: a runner started in the background by a shell without job control ignores SIGINT
+#: (POSIX), its children inherit the ignored SIGINT, and a command that stops on Python's own
+#: KeyboardInterrupt (usnav web, evaluate) then never stops on a test's Ctrl-C (session 41:
+#: two such tests timed out in a clean-clone run started that way). Without preexec_fn, which
+#: is unsafe in a process with threads.
+USNAV_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'usnav'; runpy.run_module('usnav', run_name='__main__', alter_sys=True)",
+]
+
+
 def start_usnav(tmp_path: Path, *args: str, **popen) -> subprocess.Popen:
     """``python -m usnav ARGS`` started in the background (text pipes for stdout and stderr;
-    ``popen`` adds or overrides Popen's arguments), as :func:`usnav` runs it."""
+    ``popen`` adds or overrides Popen's arguments), as :func:`usnav` runs it, with Ctrl-C
+    handled as in a terminal (:data:`USNAV_CTRL_C`)."""
     options = {
         "stdout": subprocess.PIPE,
         "stderr": subprocess.PIPE,
@@ -43,7 +58,7 @@ def start_usnav(tmp_path: Path, *args: str, **popen) -> subprocess.Popen:
         "env": usnav_env(tmp_path),
         **popen,
     }
-    return subprocess.Popen([sys.executable, "-m", "usnav", *args], **options)
+    return subprocess.Popen([*USNAV_CTRL_C, *args], **options)
 
 
 def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> str:

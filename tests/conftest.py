@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,10 @@ def plus_images(shared_data: Path) -> Path:
 _WATCHED_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND", "QT_QPA_PLATFORM", "NUMBA_CACHE_DIR")
 
 
+# the signals whose handling a process's children inherit when it is "ignore" (SIG_IGN)
+_WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 # helpers that Python's multiprocessing starts once and keeps for the whole session (killing
 # one breaks every later pool): not a leak
 _SESSION_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
@@ -84,6 +89,7 @@ def _module_leaves_no_processes_or_environment_behind():
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
     environment = {name: os.environ.get(name) for name in _WATCHED_ENV}
+    handlers = {sig: signal.getsignal(sig) for sig in _WATCHED_SIGNALS}
     yield
     started = []
     for process in me.children(recursive=True):
@@ -109,7 +115,19 @@ def _module_leaves_no_processes_or_environment_behind():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    # a Ctrl-C left ignored is inherited by every process the worker starts later: a usnav
+    # command then never stops on SIGINT (session 41: two Ctrl-C tests timed out so, in
+    # whichever worker ran after the leak)
+    moved = [
+        f"{signal.Signals(sig).name} handler: {handler!r} -> {signal.getsignal(sig)!r}"
+        for sig, handler in handlers.items()
+        if signal.getsignal(sig) != handler
+    ]
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
     problems = [f"process still running: {text}" for text in leaked]
     problems += [f"environment changed: {text}" for text in changed]
+    problems += [f"signal handling changed: {text}" for text in moved]
     if problems:
         pytest.fail("the module left behind:\n" + "\n".join(problems), pytrace=False)

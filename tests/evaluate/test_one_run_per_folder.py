@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from cli_helpers import USNAV_CTRL_C
 from evaluate_helpers import ROOT, manifest_of, usnav
 from waiting import wait_until
 
@@ -56,8 +57,8 @@ def test_a_second_run_into_the_same_folder_is_refused_and_ctrl_c_frees_it(
     out = tmp_path / "results"
     _done_table(out)
     ledger = tmp_path / "seeds.jsonl"
-    first = _start(
-        "-m", "usnav", "evaluate", str(stuck), "--out", str(out), "--workers", "1",
+    first = _start(  # python -m usnav, Ctrl-C as in a terminal (USNAV_CTRL_C)
+        *USNAV_CTRL_C[1:], "evaluate", str(stuck), "--out", str(out), "--workers", "1",
         "--ledger", str(ledger), "--report",
     )  # fmt: skip
     try:

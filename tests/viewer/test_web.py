@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _display_tools import mri_for, require_program
+from cli_helpers import USNAV_CTRL_C
 
 from usnav.bench.bench_display import start_chromium
 from usnav.errors import InputError
@@ -268,7 +269,7 @@ def test_static_files_ship_in_the_package() -> None:
 def _start_web() -> subprocess.Popen:
     """``usnav web`` as an OR engineer starts it, with nothing to connect to (text pipes)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "usnav", "web", "--port", "0", "--connect", "tcp://127.0.0.1:1"],
+        [*USNAV_CTRL_C, "web", "--port", "0", "--connect", "tcp://127.0.0.1:1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
