@@ -1,4 +1,5 @@
-"""``usnav info FILE``: what is in a recording (PLUS sequence file) or a volume."""
+"""``usnav info FILE``: what is in a recording (PLUS sequence file), a volume or a probe
+calibration."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ from usnav.io.info import describe_file, format_description
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
-        help="describe a recording (.igs.mha, .seq.nrrd) or a volume (.nii, .nrrd)",
+        help="describe a recording (.igs.mha, .seq.nrrd), a volume (.nii, .nrrd) or a "
+        "calibration (.toml)",
         description="For a recording: frames, image size, orientation, transforms with OK/INVALID "
         "counts (a non-finite matrix counts as INVALID), time span, mean frame rate, timestamps "
         "that go backwards or are missing/not a number, and dropped frames (FrameNumber jumps, "
         "timestamp gaps longer than twice the median period). For a volume: shape, spacing, RAS "
-        "bounds.",
+        "bounds. For a calibration file (usnav's .toml): the image size ImageToProbe was made "
+        "for, its mm per pixel, the tracker lag, the stylus pivot, and whether usnav calibrate "
+        "flagged a section (which depth preset a file is for, before giving several to usnav "
+        "run).",
     )
-    parser.add_argument("file", type=Path, help="recording or volume file")
+    parser.add_argument("file", type=Path, help="recording, volume or calibration file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--tolerant",
@@ -37,6 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.file.name.lower().endswith(".toml"):
+        from usnav.config.calibration import format_calibration, load_calibration
+        from usnav.errors import InputError
+
+        try:
+            info = load_calibration(args.file, warn=False).describe()
+        except InputError as exc:
+            if not args.file.is_file():
+                raise
+            raise InputError(
+                args.file,
+                f"is not a probe calibration ({exc.problem})",
+                "usnav info reads a .toml as a calibration file (usnav calibrate --out); a "
+                "device or options file is not one",
+            ) from exc
+        print(json.dumps(info) if args.json else format_calibration(info))
+        return 0
     info = describe_file(args.file, tolerant=args.tolerant, verify=args.verify)
     print(json.dumps(info) if args.json else format_description(info))
     return 0

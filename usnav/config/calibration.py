@@ -230,6 +230,29 @@ class CalibrationFile(_Strict):
     def tracker_lag_s(self) -> float:
         return self.temporal.tracker_lag_s if self.temporal else 0.0
 
+    def describe(self) -> dict:
+        """What the file holds, for ``usnav info``: ``kind`` = ``"calibration"``, ``path``,
+        ``probe``, and per section present: ``spatial`` {``image_size_px`` [cols, rows] or
+        None (not recorded), ``spacing_mm`` [along columns, along rows], ``tracker_lag_s`` its
+        images were paired at (None: not recorded), ``flagged``}, ``temporal``
+        {``tracker_lag_s``, ``flagged``}, ``pivot`` {``tool``, ``rms_error_mm``}."""
+        info: dict = {"kind": "calibration", "path": self.where, "probe": self.probe}
+        if self.spatial is not None:
+            info["spatial"] = {
+                "image_size_px": list(self.image_size) if self.image_size else None,
+                "spacing_mm": list(self.spatial.spacing_mm),
+                "tracker_lag_s": self.spatial.tracker_lag_s,
+                "flagged": bool(self.spatial.flagged),
+            }
+        if self.temporal is not None:
+            info["temporal"] = {
+                "tracker_lag_s": self.temporal.tracker_lag_s,
+                "flagged": bool(self.temporal.flagged),
+            }
+        if self.pivot is not None:
+            info["pivot"] = {"tool": self.pivot.tool, "rms_error_mm": self.pivot.rms_error_mm}
+        return info
+
     def flag_warning(self) -> str | None:
         """One line for a person when a section of this file was flagged by ``usnav
         calibrate`` (naming the file, the sections and their warnings), else None."""
@@ -332,6 +355,32 @@ class CalibrationFile(_Strict):
             f"([temporal] tracker_lag_s, usnav calibrate temporal --out, or the device's "
             f"time_offset_s)"
         )
+
+
+def format_calibration(info: dict) -> str:
+    """Human-readable lines for :meth:`CalibrationFile.describe`'s result."""
+    lines = [f"{info['path']}: probe calibration ({info['probe']})"]
+    spatial = info.get("spatial")
+    if spatial:
+        size = spatial["image_size_px"]
+        made = f"{size[0]} × {size[1]} px images" if size else "images of any size (not recorded)"
+        cols_mm, rows_mm = spatial["spacing_mm"]
+        lines.append(
+            f"  spatial      ImageToProbe for {made}, {cols_mm:.4f} × {rows_mm:.4f} mm per pixel "
+            "(columns × rows)" + (", FLAGGED" if spatial["flagged"] else "")
+        )
+    temporal = info.get("temporal")
+    if temporal:
+        lines.append(
+            f"  temporal     tracker lag {temporal['tracker_lag_s']:+.4f} s"
+            + (", FLAGGED" if temporal["flagged"] else "")
+        )
+    pivot = info.get("pivot")
+    if pivot:
+        lines.append(f"  pivot        {pivot['tool']}, rms {pivot['rms_error_mm']:.2f} mm")
+    if len(lines) == 1:
+        lines.append("  (no [spatial], [temporal] or [pivot] section: nothing calibrated yet)")
+    return "\n".join(lines)
 
 
 def check_depth_calibrations(calibrations: Sequence[CalibrationFile]) -> None:
