@@ -321,9 +321,9 @@ class CalibrationFile(_Strict):
     def _image_size_error(
         self, image_size_px: tuple[int, int] | list[int], source: str | Path
     ) -> ConfigError | None:
-        if self.spatial is None or self.spatial.image_size_px is None:
+        made = self.image_size
+        if made is None:
             return None
-        made = (int(self.spatial.image_size_px[0]), int(self.spatial.image_size_px[1]))
         got = (int(image_size_px[0]), int(image_size_px[1]))
         if made == got:
             return None

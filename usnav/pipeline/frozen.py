@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from usnav.pipeline.reference_motion import image_corners_mm
+from usnav.pipeline.reference_motion import displacements_mm, image_corners_mm
 
 #: The probe's motion, mm at the image's corners, over which an unchanged image is frozen:
 #: about twice the elevational beam width, over which live speckle no longer correlates
@@ -114,10 +114,8 @@ class FrozenImageMonitor:
         if not changed <= self.max_changed_fraction:
             self._remember(small, pose)
             return ""
-        corners = image_corners_mm(np.eye(4), image.shape[:2])
-        then = corners @ self._pose[:3, :3].T + self._pose[:3, 3]
-        now = corners @ pose[:3, :3].T + pose[:3, 3]
-        self.moved_mm = float(np.sqrt(((now - then) ** 2).sum(axis=1)).max())
+        corners = image_corners_mm(np.eye(4), image.shape[:2])  # pixels (col, row, 0)
+        self.moved_mm = float(displacements_mm(self._pose, pose, corners)[0])
         if not self.moved_mm > self.motion_mm:
             return ""
         self.frozen = True
