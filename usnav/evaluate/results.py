@@ -145,7 +145,7 @@ def summarize(rows: list[dict], by: str = "family") -> list[dict]:
     ``accepted_over_2mm`` counts accepted estimates whose ``error_mm`` is over 2 mm (the "do
     no harm" failures); ``bound_covers_pct`` is the share of accepted estimates with a scored
     error whose stated ``uncertainty_mm`` is at least the error it bounds (at the tumor now;
-    :func:`_bounded_error`) — an accepted estimate that states no bound covers nothing.
+    :func:`bounded_error`) — an accepted estimate that states no bound covers nothing.
 
     Grouped by ``family``, a manifest that mixes the simulator's tuned-on families
     (:data:`usnav.sim.TUNING_FAMILIES`, which the defaults were chosen on) with others also
@@ -238,7 +238,7 @@ def _under_pct(errors: np.ndarray, failed: int) -> float | str:
 def _coverage(rows: list[dict]) -> float | str:
     """Percent of accepted rows with a bounded error whose uncertainty is at least that error;
     an accepted row without an uncertainty is not covered ("" when there are none)."""
-    pairs = [(_floats([r], "uncertainty_mm"), _bounded_error(r)) for r in rows if _accepted(r)]
+    pairs = [(_floats([r], "uncertainty_mm"), bounded_error(r)) for r in rows if _accepted(r)]
     hits = [bool(u.size) and float(u[0]) >= e for u, e in pairs if e is not None]
     return round(100.0 * float(np.mean(hits)), 1) if hits else ""
 
@@ -326,12 +326,10 @@ def write_plots(rows: list[dict], out_dir: str | Path, by: str = "family") -> li
         sel = [
             r
             for r in members
-            if _floats([r], "uncertainty_mm").size
-            and _accepted(r)
-            and _bounded_error(r) is not None
+            if _floats([r], "uncertainty_mm").size and _accepted(r) and bounded_error(r) is not None
         ]
         x = _floats(sel, "uncertainty_mm")
-        y = np.array([_bounded_error(r) for r in sel], dtype=float)
+        y = np.array([bounded_error(r) for r in sel], dtype=float)
         if x.size != y.size or not x.size:
             continue
         top = max(top, float(x.max()), float(y.max()))
@@ -344,7 +342,7 @@ def write_plots(rows: list[dict], out_dir: str | Path, by: str = "family") -> li
     return paths
 
 
-def _bounded_error(row: dict) -> float | None:
+def bounded_error(row: dict) -> float | None:
     """The error ``uncertainty_mm`` bounds: at the tumor now, else the candidate's."""
     for key in ("error_now_mm", "candidate_error_mm"):
         value = _floats([row], key)

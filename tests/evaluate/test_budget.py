@@ -1,0 +1,200 @@
+"""``usnav budget``: the similarity bias a site's evaluated cases support (a distribution-free
+tolerance limit on the bias each accepted estimate needed), checked on cases it was not fitted
+on."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from evaluate_helpers import usnav
+
+from usnav.errors import InputError
+from usnav.evaluate.budget import (
+    BudgetCase,
+    budget_report,
+    cases_needed,
+    check_similarity_bias,
+    fit_similarity_bias,
+    read_budget_cases,
+    tolerance_order,
+)
+from usnav.evaluate.results import ResultsWriter
+
+#: the terms of a bound as the registration states them (a 20 mm deep field of view)
+TERMS = {
+    "statistical": 0.3,
+    "model": 0.2,
+    "calibration": 1.35,
+    "speed_of_sound": 0.8,
+    "echo_offset": 0.3,
+    "similarity_bias": 1.5,
+    "tumor_shift": 1.1,
+    "removed_label": 0.0,
+}
+
+
+def _rest(terms: dict[str, float]) -> float:
+    return math.sqrt(sum(v * v for k, v in terms.items() if k != "similarity_bias"))
+
+
+def write_results(folder: Path, cases: list[dict]) -> Path:
+    """A results folder as usnav evaluate leaves it: results.csv (written by its own writer)
+    and each case's result.json with the terms of its bound."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with ResultsWriter(folder / "results.csv", tags=["family"]) as writer:
+        for c in cases:
+            terms = dict(TERMS, **c.get("terms", {}))
+            total = math.sqrt(sum(v * v for v in terms.values()))
+            writer.write(
+                {
+                    "case": c["case"],
+                    "status": c.get("status", "ok"),
+                    "accepted": c.get("accepted", True),
+                    "error_now_mm": c.get("error", ""),
+                    "uncertainty_mm": round(total, 4),
+                    "family": "real",
+                }
+            )
+            case_dir = folder / "cases" / c["case"]
+            case_dir.mkdir(parents=True, exist_ok=True)
+            if c.get("write_json", True):
+                doc = {"accepted": True, "uncertainty_terms": {**terms, "uncertainty_mm": total}}
+                (case_dir / "result.json").write_text(json.dumps(doc), encoding="utf-8")
+    return folder
+
+
+def test_the_bias_a_case_needs_just_covers_its_error() -> None:
+    rest = _rest(TERMS)
+    case = BudgetCase("a", error_mm=3.0, uncertainty_mm=0.0, bias_mm=1.5, rest_mm=rest)
+    needed = case.needed_bias_mm
+    assert math.isclose(case.bound_with(needed), 3.0)
+    assert case.bound_with(needed - 0.01) < 3.0
+    small = BudgetCase("b", error_mm=rest - 0.1, uncertainty_mm=0.0, bias_mm=1.5, rest_mm=rest)
+    assert small.needed_bias_mm == 0.0  # the other terms alone cover it
+
+
+@pytest.mark.parametrize("coverage,confidence", [(0.95, 0.95), (0.9, 0.95), (0.95, 0.9)])
+def test_the_tolerance_order_holds_its_confidence(coverage: float, confidence: float) -> None:
+    """The k-th smallest of n draws covers ≥ ``coverage`` of the distribution in at least a
+    share ``confidence`` of repeated samples (checked by drawing, for several n), and k − 1 would
+    not (its exact confidence, from the Beta law of an order statistic, falls short)."""
+    from scipy.stats import beta
+
+    rng = np.random.default_rng(5)
+    for n in (cases_needed(coverage, confidence), 80, 150):
+        k, achieved = tolerance_order(n, coverage, confidence)
+        assert k is not None and achieved >= confidence
+        # F(X_(k)) ~ Beta(k, n - k + 1) for a continuous variable: the same number, another way
+        assert math.isclose(beta.sf(coverage, k, n - k + 1), achieved, rel_tol=1e-9)
+        if k > 1:
+            assert beta.sf(coverage, k - 1, n - k + 2) < confidence
+        draws = np.sort(rng.random((4000, n)), axis=1)[:, k - 1]  # uniform: F(x) = x
+        assert np.mean(draws >= coverage) >= confidence - 0.015
+
+
+def test_too_few_cases_give_no_bias_and_say_how_many_are_needed() -> None:
+    assert cases_needed(0.95, 0.95) == 59  # 1 - 0.95^59 = 0.9515
+    assert tolerance_order(58, 0.95, 0.95)[0] is None
+    assert tolerance_order(59, 0.95, 0.95)[0] == 59
+    cases = [BudgetCase(str(i), 2.2, 0.0, 1.5, 1.8) for i in range(20)]
+    fit = fit_similarity_bias(cases)
+    assert fit.similarity_bias_mm is None and fit.order is None
+    assert fit.cases_needed == 59
+    assert math.isclose(fit.supported_coverage, 0.05 ** (1 / 20))  # ≈ 86 %
+
+
+def test_enough_cases_give_an_order_statistic_rounded_up() -> None:
+    rng = np.random.default_rng(3)
+    errors = rng.uniform(0.5, 2.5, 100)
+    cases = [BudgetCase(str(i), float(e), 0.0, 1.5, 1.6) for i, e in enumerate(errors)]
+    fit = fit_similarity_bias(cases)
+    assert fit.order is not None and fit.order < 100  # 100 cases: not the largest
+    value = fit.needed_mm[fit.order - 1]
+    assert fit.similarity_bias_mm is not None
+    assert value <= fit.similarity_bias_mm < value + 0.01 + 1e-9
+    check = check_similarity_bias(cases, fit.similarity_bias_mm)
+    assert check.covered >= fit.order  # every case up to that order statistic is covered
+    assert check.covered < len(cases)
+
+
+def test_a_check_counts_covered_live_and_live_wrong() -> None:
+    cases = [
+        BudgetCase("ok", 0.5, 0.0, 1.5, 1.0),  # bound 1.12 with 0.5: covered, LIVE
+        BudgetCase("wrong", 2.3, 0.0, 1.5, 1.9),  # bound 1.96: LIVE and 2.3 off, uncovered
+        BudgetCase("wide", 2.3, 0.0, 1.5, 2.5),  # bound 2.55: covered, not LIVE
+    ]
+    check = check_similarity_bias(cases, 0.5, live_limit_mm=2.0)
+    assert (check.covered, check.live_eligible, check.live_wrong) == (2, 2, 1)
+    assert check.worst_uncovered is not None and check.worst_uncovered[0] == "wrong"
+
+
+def test_a_results_folder_gives_its_accepted_scored_cases(tmp_path: Path) -> None:
+    folder = write_results(
+        tmp_path / "site",
+        [
+            {"case": "a", "error": 1.2},
+            {"case": "rejected", "error": 5.0, "accepted": False},
+            {"case": "failed", "status": "failed"},
+            {"case": "no-truth", "error": ""},
+            {"case": "no-json", "error": 1.0, "write_json": False},
+            {"case": "stage", "error": 2.8, "terms": {"similarity_bias": 0.5}},
+        ],
+    )
+    read = read_budget_cases(folder)
+    assert read.rows == 6 and read.accepted == 4
+    assert [c.case for c in read.cases] == ["a", "stage"]
+    assert {case for case, _ in read.skipped} == {"no-truth", "no-json"}
+    stage = read.cases[1]
+    assert stage.bias_mm == 0.5 and math.isclose(stage.rest_mm, _rest(TERMS), rel_tol=1e-6)
+    assert math.isclose(stage.uncertainty_mm, math.hypot(_rest(TERMS), 0.5), rel_tol=1e-6)
+
+
+def test_fitted_and_checked_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    folder = write_results(tmp_path / "site", [{"case": "a", "error": 1.2}])
+    with pytest.raises(InputError, match="both fitted on and checked on"):
+        budget_report([folder], [tmp_path / "site" / "."])
+
+
+def test_usnav_budget_states_a_bias_and_checks_it_elsewhere(tmp_path: Path) -> None:
+    """The command end to end on results folders: with 70 cases it states a bias (and the
+    lines to paste), applies it to a later set, and a folder without accepted scored cases is
+    one line, exit 2."""
+    rest = _rest(TERMS)
+    rng = np.random.default_rng(11)
+    early = [{"case": f"e{i}", "error": float(e)} for i, e in enumerate(rng.uniform(0.3, 2.6, 70))]
+    later = [{"case": f"l{i}", "error": float(e)} for i, e in enumerate(rng.uniform(0.3, 3.2, 30))]
+    fit_dir = write_results(tmp_path / "early", early)
+    check_dir = write_results(tmp_path / "later", later)
+    done = usnav("budget", str(fit_dir), "--check", str(check_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    needed = sorted(math.sqrt(max(0.0, c["error"] ** 2 - rest**2)) for c in early)
+    k = doc["fit"]["order"]
+    assert k is not None and doc["fit"]["similarity_bias_mm"] >= needed[k - 1] - 1e-6
+    bias = doc["applied_mm"]
+    covered = sum(math.hypot(rest, bias) >= c["error"] - 1e-9 for c in later)
+    assert doc["checks"][0]["check"]["covered"] == covered
+    text = usnav("budget", str(fit_dir), "--check", str(check_dir))
+    assert text.returncode == 0
+    assert f"similarity_bias_mm = {bias:.2f}" in text.stdout
+    assert "[registration_budget]" in text.stdout and "margin_error_mm" in text.stdout
+
+    empty = write_results(tmp_path / "none", [{"case": "r", "error": 1.0, "accepted": False}])
+    bad = usnav("budget", str(empty))
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and str(empty) in bad.stderr
+    assert "no accepted estimate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_usnav_budget_with_too_few_cases_says_uncertain(tmp_path: Path) -> None:
+    folder = write_results(tmp_path / "few", [{"case": f"c{i}", "error": 2.4} for i in range(12)])
+    done = usnav("budget", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert "UNCERTAIN" in done.stdout and "≥ 59" in done.stdout
+    assert "[registration_budget]" not in done.stdout  # nothing to paste
+    bad = usnav("budget", str(folder), "--coverage", "1.5")
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr

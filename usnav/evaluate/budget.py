@@ -1,0 +1,527 @@
+"""The registration budget a site's own cases support: ``usnav budget``.
+
+The registration states a 95 % bound on its error at the tumor, the quadrature sum of
+independent terms (:func:`usnav.registration.verdict.uncertainty_terms`). All but one are
+measured per case or follow from the probe (the half-sweep spread, the two similarities'
+distance, the calibration, the speed of sound, the tumor's shift); the remaining one,
+``similarity_bias_mm``, is how far the similarity's optimum may lie from the truth on this
+site's ultrasound — which only the site's own cases with a known truth can tell. Its default
+(1.5 mm, from real data) leaves no estimate bounded below 2 mm, so nothing is LIVE
+(docs/protocol.md, "Why nothing is LIVE with the default budget").
+
+From the results of ``usnav evaluate`` on cases with a truth (the accepted estimates, their
+error where the tumor is now and the terms of their stated bound) this module finds, for each
+case, the bias at which its bound would just cover its error, and states the bias that covers
+a given share of cases like these with a given confidence — a distribution-free one-sided
+tolerance limit (an order statistic of the needed biases; Wilks 1941): with ``n`` cases the
+``k``-th smallest needed bias covers at least a share ``p`` of the population with confidence
+``P(Binomial(n, p) ≤ k − 1)``. With too few cases (59 for 95 % at 95 %) no such bias exists
+and the answer is UNCERTAIN, naming how many cases are needed.
+
+A bias fitted on some cases is then checked on others (:func:`check_similarity_bias`): a
+site's earlier operations against its later ones, or, as session 42 did, the simulator's
+tuning families against held-out families, another simulator and the real Case 24.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binom
+
+from usnav.errors import InputError
+from usnav.evaluate.results import RESULTS_NAME, bounded_error, read_results
+
+#: The term of the stated bound a site's cases measure (the others are per case or per probe).
+BIAS_TERM = "similarity_bias"
+
+
+@dataclass(frozen=True)
+class BudgetCase:
+    """One accepted estimate with a scored error.
+
+    Attributes
+    ----------
+    case
+        The case's name (the results' ``case`` column).
+    error_mm
+        Its actual error at the tumor where it is now, mm (what ``uncertainty_mm`` bounds).
+    uncertainty_mm
+        The bound it stated, mm.
+    bias_mm
+        The ``similarity_bias`` term in that bound, mm (the run's budget).
+    rest_mm
+        The quadrature sum of every other term of that bound, mm.
+    """
+
+    case: str
+    error_mm: float
+    uncertainty_mm: float
+    bias_mm: float
+    rest_mm: float
+
+    @property
+    def needed_bias_mm(self) -> float:
+        """The smallest ``similarity_bias_mm`` whose bound covers this case's error, mm (0 when
+        the other terms alone do)."""
+        return math.sqrt(max(0.0, self.error_mm**2 - self.rest_mm**2))
+
+    def bound_with(self, bias_mm: float) -> float:
+        """The bound this case would have stated with ``bias_mm`` as its bias term, mm."""
+        return math.sqrt(self.rest_mm**2 + bias_mm**2)
+
+
+@dataclass(frozen=True)
+class BudgetCases:
+    """The accepted estimates of a results folder that a budget can be measured on.
+
+    Attributes
+    ----------
+    source
+        The results folder.
+    cases
+        The accepted estimates with a scored error and the terms of their bound.
+    rows
+        Rows of ``results.csv`` (every case, whatever its status).
+    accepted
+        Accepted estimates among them (scored or not).
+    skipped
+        ``(case, why)`` of accepted estimates left out: no scored error, no terms.
+    """
+
+    source: Path
+    cases: list[BudgetCase]
+    rows: int
+    accepted: int
+    skipped: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class BiasFit:
+    """The similarity bias a set of cases supports.
+
+    Attributes
+    ----------
+    cases
+        How many cases it was fitted on.
+    coverage, confidence
+        The share of cases like these the bound must cover, and the confidence asked.
+    needed_mm
+        Every case's needed bias, ascending, mm.
+    similarity_bias_mm
+        The bias that covers ``coverage`` with ``confidence`` (the ``order``-th smallest needed
+        bias, rounded up to 0.01 mm); None when there are too few cases for any.
+    order
+        Which order statistic that is (1-based), or None.
+    achieved_confidence
+        The confidence of that order statistic, or of the largest when there are too few.
+    cases_needed
+        The fewest cases for which the largest needed bias reaches ``coverage`` at
+        ``confidence``.
+    supported_coverage
+        The largest share the largest needed bias covers at ``confidence`` with these cases:
+        ``(1 − confidence)^(1/n)``.
+    """
+
+    cases: int
+    coverage: float
+    confidence: float
+    needed_mm: list[float]
+    similarity_bias_mm: float | None
+    order: int | None
+    achieved_confidence: float
+    cases_needed: int
+    supported_coverage: float
+
+    @property
+    def largest_needed_mm(self) -> float:
+        return self.needed_mm[-1] if self.needed_mm else 0.0
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A similarity bias applied to cases it was not fitted on.
+
+    Attributes
+    ----------
+    cases
+        Accepted estimates with a scored error.
+    similarity_bias_mm
+        The bias applied, mm.
+    covered
+        Cases whose bound with that bias is at least their error.
+    live_limit_mm
+        The LIVE threshold on the registration's bound, mm.
+    live_eligible
+        Cases whose bound with that bias is within ``live_limit_mm`` (a display could show them
+        LIVE, other checks passing).
+    wrong_mm
+        The safe-display target, mm: an error over it is an overlay shown LIVE and wrong.
+    live_wrong
+        Of the LIVE-eligible cases, the ones whose error exceeds ``wrong_mm``.
+    worst_uncovered
+        ``(case, error_mm, bound_mm)`` of the uncovered case with the largest excess, or None.
+    """
+
+    cases: int
+    similarity_bias_mm: float
+    covered: int
+    live_limit_mm: float
+    live_eligible: int
+    wrong_mm: float
+    live_wrong: int
+    worst_uncovered: tuple[str, float, float] | None
+
+    @property
+    def covered_pct(self) -> float:
+        return 100.0 * self.covered / self.cases if self.cases else float("nan")
+
+
+def read_budget_cases(results_dir: str | Path) -> BudgetCases:
+    """The accepted estimates of a ``usnav evaluate`` results folder, with their error at the
+    tumor now (else the candidate's: :func:`usnav.evaluate.results.bounded_error`) and the
+    terms of their stated bound (each case's ``cases/<case>/result.json``).
+
+    Raises
+    ------
+    InputError
+        The folder has no ``results.csv``, or it is not a results table.
+    """
+    folder = Path(results_dir)
+    table = folder / RESULTS_NAME
+    if not table.is_file():
+        raise InputError(
+            folder,
+            f"has no {RESULTS_NAME}",
+            "give the --out folder of a finished usnav evaluate run",
+        )
+    rows = read_results(table)
+    cases: list[BudgetCase] = []
+    skipped: list[tuple[str, str]] = []
+    accepted = 0
+    for row in rows:
+        if row.get("status") != "ok" or str(row.get("accepted", "")).lower() != "true":
+            continue
+        accepted += 1
+        name = row.get("case", "")
+        error = bounded_error(row)
+        if error is None:
+            skipped.append((name, "no scored error (the case has no truth)"))
+            continue
+        terms, why = _terms(folder / "cases" / name / "result.json")
+        if terms is None:
+            skipped.append((name, why))
+            continue
+        rest = math.sqrt(
+            sum(v * v for k, v in terms.items() if k not in (BIAS_TERM, "uncertainty_mm"))
+        )
+        bias = terms[BIAS_TERM]
+        cases.append(BudgetCase(name, error, math.sqrt(rest * rest + bias * bias), bias, rest))
+    return BudgetCases(folder, cases, len(rows), accepted, skipped)
+
+
+def _terms(path: Path) -> tuple[dict[str, float] | None, str]:
+    """The ``uncertainty_terms`` of a case's result.json, or (None, why not)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"{path} is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path} cannot be read ({exc})"
+    terms = doc.get("uncertainty_terms") if isinstance(doc, dict) else None
+    if not isinstance(terms, dict) or BIAS_TERM not in terms:
+        return None, f"{path} states no uncertainty_terms (written before session 20?)"
+    try:
+        values = {str(k): float(v) for k, v in terms.items()}
+    except (TypeError, ValueError):
+        return None, f"{path}: uncertainty_terms holds a value that is not a number"
+    if not all(math.isfinite(v) and v >= 0 for v in values.values()):
+        return None, f"{path}: uncertainty_terms holds a negative or non-finite value"
+    return values, ""
+
+
+def tolerance_order(n: int, coverage: float, confidence: float) -> tuple[int | None, float]:
+    """The smallest ``k`` (1-based) whose ``k``-th smallest of ``n`` values is an upper
+    tolerance limit covering ``coverage`` of the population with ``confidence``, and that
+    confidence; ``(None, confidence of the largest)`` when even the largest is not one.
+
+    The ``k``-th smallest of ``n`` independent draws of a continuous variable lies above a
+    share ``coverage`` of its distribution with probability ``P(Binomial(n, coverage) ≤
+    k − 1)``; ties (needed biases of 0) only make the limit more conservative.
+    """
+    if n <= 0:
+        return None, 0.0
+    achieved = binom.cdf(np.arange(n), n, coverage)  # k = 1..n
+    ok = np.flatnonzero(achieved >= confidence)
+    if not ok.size:
+        return None, float(achieved[-1])
+    k = int(ok[0])
+    return k + 1, float(achieved[k])
+
+
+def cases_needed(coverage: float, confidence: float) -> int:
+    """The fewest cases whose largest value is a (``coverage``, ``confidence``) upper limit:
+    the smallest ``n`` with ``1 − coverage^n ≥ confidence``."""
+    return math.ceil(math.log(1.0 - confidence) / math.log(coverage))
+
+
+def fit_similarity_bias(
+    cases: list[BudgetCase], coverage: float = 0.95, confidence: float = 0.95
+) -> BiasFit:
+    """The similarity bias these cases support (see the module's docstring).
+
+    Parameters
+    ----------
+    cases
+        Accepted estimates with a scored error (:func:`read_budget_cases`).
+    coverage
+        The share of cases like these whose bound must cover the error (0 < coverage < 1).
+    confidence
+        The confidence of that statement (0 < confidence < 1).
+    """
+    if not 0.0 < coverage < 1.0 or not 0.0 < confidence < 1.0:
+        raise ValueError("coverage and confidence are shares strictly between 0 and 1")
+    needed = sorted(c.needed_bias_mm for c in cases)
+    n = len(needed)
+    order, achieved = tolerance_order(n, coverage, confidence)
+    bias = None if order is None else math.ceil(needed[order - 1] * 100.0 - 1e-9) / 100.0
+    return BiasFit(
+        cases=n,
+        coverage=coverage,
+        confidence=confidence,
+        needed_mm=needed,
+        similarity_bias_mm=bias,
+        order=order,
+        achieved_confidence=achieved,
+        cases_needed=cases_needed(coverage, confidence),
+        supported_coverage=(1.0 - confidence) ** (1.0 / n) if n else 0.0,
+    )
+
+
+def check_similarity_bias(
+    cases: list[BudgetCase], bias_mm: float, live_limit_mm: float = 2.0, wrong_mm: float = 2.0
+) -> BudgetCheck:
+    """Apply ``bias_mm`` to the bounds of ``cases``: how many it covers, how many it would
+    let a display show LIVE (bound ≤ ``live_limit_mm``: the display rules' threshold on the
+    registration, :attr:`usnav.protocol.display.DisplayRules.registration_limit_mm`) and how
+    many of those are wrong by more than ``wrong_mm`` (the safe-display target)."""
+    covered = 0
+    eligible = 0
+    wrong = 0
+    worst: tuple[str, float, float] | None = None
+    for c in cases:
+        bound = c.bound_with(bias_mm)
+        if bound >= c.error_mm:
+            covered += 1
+        elif worst is None or c.error_mm - bound > worst[1] - worst[2]:
+            worst = (c.case, c.error_mm, bound)
+        if bound <= live_limit_mm:
+            eligible += 1
+            wrong += c.error_mm > wrong_mm
+    return BudgetCheck(
+        len(cases), bias_mm, covered, live_limit_mm, eligible, wrong_mm, wrong, worst
+    )
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    """What ``usnav budget`` prints (:func:`format_budget_report`).
+
+    Attributes
+    ----------
+    fitted
+        The results folders the bias was fitted on.
+    fit
+        The fit.
+    applied_mm
+        The bias applied to the cases: the fitted one, or the largest needed when there were
+        too few cases for a tolerance limit (then not a limit).
+    as_stated
+        The fitted cases with the bias their runs stated.
+    in_sample
+        The fitted cases with ``applied_mm``.
+    checks
+        Other results folders with ``applied_mm``: cases it was not fitted on.
+    """
+
+    fitted: list[BudgetCases]
+    fit: BiasFit
+    applied_mm: float
+    as_stated: list[BudgetCheck]
+    in_sample: BudgetCheck
+    checks: list[tuple[BudgetCases, BudgetCheck]]
+
+
+def budget_report(
+    fit_dirs: list[str | Path],
+    check_dirs: list[str | Path] = (),  # type: ignore[assignment]
+    *,
+    coverage: float = 0.95,
+    confidence: float = 0.95,
+    live_limit_mm: float = 2.0,
+    wrong_mm: float = 2.0,
+) -> BudgetReport:
+    """Fit the similarity bias on the results folders ``fit_dirs`` and apply it to
+    ``check_dirs`` (see the module's docstring).
+
+    Raises
+    ------
+    InputError
+        A folder is not a results folder, or the fitted folders hold no accepted estimate
+        with a scored error.
+    """
+    same = {Path(d).resolve() for d in fit_dirs} & {Path(d).resolve() for d in check_dirs}
+    if same:
+        raise InputError(
+            sorted(same)[0],
+            "is both fitted on and checked on: a check on the cases a bias was fitted on says "
+            "nothing about other cases",
+            "check on results the bias was not fitted on (a later set of operations)",
+        )
+    fitted = [read_budget_cases(d) for d in fit_dirs]
+    cases = [c for f in fitted for c in f.cases]
+    if not cases:
+        first = fitted[0]
+        raise InputError(
+            first.source if len(fitted) == 1 else ", ".join(str(f.source) for f in fitted),
+            f"no accepted estimate with a scored error and its bound's terms (of "
+            f"{sum(f.rows for f in fitted)} cases, {sum(f.accepted for f in fitted)} accepted)",
+            "evaluate cases with a truth (the manifest's truth column): a budget is measured "
+            "on the error of accepted estimates",
+        )
+    fit = fit_similarity_bias(cases, coverage, confidence)
+    applied = fit.similarity_bias_mm
+    if applied is None:
+        applied = math.ceil(fit.largest_needed_mm * 100.0 - 1e-9) / 100.0
+    as_stated = [
+        check_similarity_bias(f.cases, bias, live_limit_mm, wrong_mm)
+        for f in fitted
+        for bias in sorted({c.bias_mm for c in f.cases})
+    ]
+    checks = []
+    for d in check_dirs:
+        other = read_budget_cases(d)
+        checks.append((other, check_similarity_bias(other.cases, applied, live_limit_mm, wrong_mm)))
+    return BudgetReport(
+        fitted=fitted,
+        fit=fit,
+        applied_mm=applied,
+        as_stated=as_stated,
+        in_sample=check_similarity_bias(cases, applied, live_limit_mm, wrong_mm),
+        checks=checks,
+    )
+
+
+def format_budget_report(report: BudgetReport) -> str:
+    """The report as ``usnav budget`` prints it: what each folder held, the bias, what it
+    does on the cases it was fitted on and on the others, and the lines to state it."""
+    fit = report.fit
+    pct = f"{100 * fit.coverage:g} %"
+    conf = f"{100 * fit.confidence:g} %"
+    lines = ["fitted on:"]
+    for f in report.fitted:
+        lines.append(
+            f"  {f.source}: {f.rows} cases, {f.accepted} accepted, {len(f.cases)} with a "
+            "scored error and the terms of their bound"
+        )
+        lines.extend(f"    left out: {case}: {why}" for case, why in f.skipped[:5])
+        if len(f.skipped) > 5:
+            lines.append(f"    … and {len(f.skipped) - 5} more left out")
+    for check in report.as_stated:
+        lines.append(
+            f"  as the runs stated them (similarity_bias {check.similarity_bias_mm:g} mm): "
+            + _check_text(check)
+        )
+    needed = np.asarray(fit.needed_mm)
+    lines.append(
+        f"  the bias each case needs for its bound to cover its error: median "
+        f"{np.median(needed):.2f}, 90th percentile {np.percentile(needed, 90):.2f}, largest "
+        f"{fit.largest_needed_mm:.2f} mm"
+    )
+    if fit.similarity_bias_mm is not None:
+        lines.append(
+            f"  similarity_bias_mm = {fit.similarity_bias_mm:.2f}: the {_ordinal(fit.order)} "
+            f"smallest of {fit.cases} needed biases; it covers ≥ {pct} of cases like these "
+            f"with {100 * fit.achieved_confidence:.1f} % confidence"
+        )
+        lines.append("  with it, on these cases: " + _check_text(report.in_sample))
+    else:
+        lines.append(
+            f"  UNCERTAIN: {fit.cases} cases are too few for a bias covering {pct} of cases "
+            f"like these at {conf} confidence (that needs ≥ {fit.cases_needed}); the largest "
+            f"needed, {report.applied_mm:.2f} mm, covers ≥ "
+            f"{100 * fit.supported_coverage:.1f} % at {conf} confidence — evaluate more cases "
+            "with a truth, or ask for less (--coverage)"
+        )
+        lines.append(
+            f"  with {report.applied_mm:.2f} mm, on these cases: " + _check_text(report.in_sample)
+        )
+    if report.checks:
+        limit = "" if fit.similarity_bias_mm is not None else " (not a tolerance limit)"
+        lines.append(
+            f"checked with {report.applied_mm:.2f} mm{limit}, on cases it was not fitted on:"
+        )
+        for other, check in report.checks:
+            lines.append(
+                f"  {other.source}: {other.rows} cases, {len(other.cases)} accepted with a scored "
+                "error: " + _check_text(check)
+            )
+    if fit.similarity_bias_mm is not None:
+        lines += [
+            "to state it (usnav run --options FILE), only for ultrasound like these cases':",
+            "  [registration_budget]",
+            f"  similarity_bias_mm = {fit.similarity_bias_mm:.2f}",
+            "  [display]",
+            "  margin_error_mm = …  # required with a budget: the margin's own error at your "
+            "site (docs/protocol.md)",
+        ]
+    return "\n".join(lines)
+
+
+def _check_text(check: BudgetCheck) -> str:
+    if not check.cases:
+        return "no accepted estimate with a scored error"
+    text = (
+        f"bounds cover {check.covered} of {check.cases} ({check.covered_pct:.1f} %); "
+        f"{check.live_eligible} within the LIVE limit {check.live_limit_mm:.2f} mm, "
+        f"{check.live_wrong} of them over {check.wrong_mm:g} mm off"
+    )
+    if check.worst_uncovered is not None:
+        case, error, bound = check.worst_uncovered
+        text += f" (worst uncovered: {case}, {error:.2f} mm against ±{bound:.2f} mm)"
+    return text
+
+
+def _ordinal(n: int | None) -> str:
+    if n is None:
+        return ""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def budget_report_json(report: BudgetReport) -> dict:
+    """The report as plain data (``usnav budget --json``)."""
+
+    def folder(f: BudgetCases) -> dict:
+        return {
+            "source": str(f.source),
+            "rows": f.rows,
+            "accepted": f.accepted,
+            "scored": len(f.cases),
+            "skipped": [{"case": c, "why": w} for c, w in f.skipped],
+        }
+
+    fit = asdict(report.fit)
+    fit["needed_mm"] = [round(v, 4) for v in fit["needed_mm"]]
+    return {
+        "fitted": [folder(f) for f in report.fitted],
+        "fit": fit,
+        "applied_mm": report.applied_mm,
+        "as_stated": [asdict(c) for c in report.as_stated],
+        "in_sample": asdict(report.in_sample),
+        "checks": [{**folder(o), "check": asdict(c)} for o, c in report.checks],
+    }
