@@ -103,3 +103,33 @@ def test_following_a_moved_reference_is_a_site_choice_that_reaches_the_worker(
     )._build_worker()
     assert stated.options.test_moved_reference
     assert not _pipeline(small_case, free_port())._build_worker().options.test_moved_reference
+
+
+def test_a_run_says_at_its_start_when_its_budget_leaves_nothing_able_to_be_live(
+    small_case: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the default budget no estimate can state a bound within the 2 mm LIVE limit
+    (docs/protocol.md): the run says so once, before the first frame, so that an OR engineer
+    seeing every overlay UNCERTAIN knows it is the budget, not a failing registration. A site
+    budget that leaves room says nothing."""
+    with caplog.at_level("WARNING", logger="usnav.pipeline"):
+        _pipeline(small_case, free_port())._build_worker()
+    said = [r.getMessage() for r in caplog.records if "no overlay can be LIVE" in r.getMessage()]
+    assert len(said) == 1
+    assert "±2.13 mm" in said[0] and "2.00 mm" in said[0] and "usnav budget" in said[0]
+
+    caplog.clear()
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        "[registration_budget]\nsimilarity_bias_mm = 0.5\ncalibration_error_mm = 0.5\n"
+        "[display]\nmargin_error_mm = 0\n"
+    )
+    options = load_toml_model(toml, PipelineOptions)
+    with caplog.at_level("WARNING", logger="usnav.pipeline"):
+        _pipeline(
+            small_case,
+            free_port(),
+            registration_budget=options.registration_budget,
+            display=options.display,
+        )._build_worker()
+    assert not [r for r in caplog.records if "no overlay can be LIVE" in r.getMessage()]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usnav.registration.rigid import (
     RegistrationOptions,
@@ -134,3 +136,40 @@ def test_the_bound_carries_the_tumor_shift_until_the_tumor_stage_follows_it(
     assert "UNCERTAIN" in bony.reason
     assert staged.confident == (staged.uncertainty_mm <= opts.max_confident_uncertainty_mm)
     assert ("UNCERTAIN" in staged.reason) == (not staged.confident)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spread=st.floats(0, 5),
+    depth=st.floats(0, 80),
+    model=st.floats(0, 3),
+    stage=st.booleans(),
+    operated=st.booleans(),
+)
+def test_no_estimate_states_less_than_the_budgets_systematic_floor(
+    spread: float, depth: float, model: float, stage: bool, operated: bool
+) -> None:
+    """``systematic_floor_mm`` is what "nothing can be LIVE" rests on: every bound the verdict
+    can state with the same budget is at least it, and it is reached (spread, model and depth
+    0, the tumor followed)."""
+    from usnav.registration.verdict import systematic_floor_mm, uncertainty_terms
+
+    options = RegistrationOptions()
+    floor = systematic_floor_mm(options, operated=operated)
+    shift = options.tumor_stage_error_mm if stage else None
+    removed = options.removed_label_error_mm if operated else 0.0
+    terms = uncertainty_terms(
+        spread,
+        depth,
+        options,
+        model_spread_mm=model,
+        tumor_shift_mm=shift,
+        removed_label_mm=removed,
+    )
+    assert terms["uncertainty_mm"] >= floor - 1e-12
+    reached = uncertainty_terms(
+        0.0, 0.0, options, tumor_shift_mm=options.tumor_stage_error_mm, removed_label_mm=removed
+    )
+    assert reached["uncertainty_mm"] == pytest.approx(floor)
+    # the defaults: 1.5 bias, 1.0 calibration, 0.3 echo, 1.1 stage → 2.13 mm > 2 mm
+    assert systematic_floor_mm(options) == pytest.approx((1.5**2 + 1.0**2 + 0.3**2 + 1.1**2) ** 0.5)

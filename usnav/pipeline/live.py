@@ -249,6 +249,7 @@ class LivePipeline:
                     "warm": options.warm.model_copy(update=budget),
                 }
             )
+        _say_if_nothing_can_be_live(options.full, self.mri, self.options.display)
         return RegistrationWorker(
             self.mri,
             self.image_to_probe,
@@ -847,6 +848,29 @@ def _return_freed_memory() -> None:
         return
     trim.argtypes = [ctypes.c_size_t]
     trim(0)
+
+
+def _say_if_nothing_can_be_live(options: Any, mri: Volume, rules: DisplayRules) -> None:
+    """Log once, before the first frame, when the registration budget's systematic terms
+    alone exceed the display's LIVE threshold: every overlay of the run will be UNCERTAIN at
+    best, by arithmetic, and the OR engineer should know that it is the budget, not a failing
+    registration (session 42)."""
+    from usnav.registration.operated import REMOVED_TISSUE_KEY
+    from usnav.registration.verdict import systematic_floor_mm
+
+    floor = systematic_floor_mm(options, operated=REMOVED_TISSUE_KEY in mri.meta)
+    limit = rules.registration_limit_mm
+    if floor > limit:
+        log.warning(
+            "no overlay can be LIVE in this run: the registration budget's systematic terms "
+            "alone state ±%.2f mm (95 %%) at the tumor, over the LIVE limit of %.2f mm — every "
+            "margin is UNCERTAIN at best, whatever the registration's true error. A site that "
+            "has measured its own bias (usnav budget) states it in the options' "
+            "[registration_budget] (docs/protocol.md, 'Why nothing is LIVE with the default "
+            "budget')",
+            floor,
+            limit,
+        )
 
 
 def _pixel_spacing_mm(matrix: np.ndarray | None) -> tuple[float, float] | None:

@@ -307,6 +307,25 @@ def uncertainty_terms(
     return _with_total(terms)
 
 
+def systematic_floor_mm(options: RegistrationOptions, *, operated: bool = False) -> float:
+    """The smallest ``uncertainty_mm`` any estimate can state with this budget, mm: its
+    systematic terms at a field of view at the transducer face (depth only adds), with no
+    statistical or model spread, the tumor followed by the tumor stage (the smaller of its
+    two tumor terms), and ``removed_label_error_mm`` when the MRI is the operated one.
+
+    A display's LIVE threshold below it means no overlay can ever be LIVE, whatever the
+    registration's true error (docs/protocol.md, "Why nothing is LIVE with the default
+    budget")."""
+    terms = uncertainty_terms(
+        0.0,
+        0.0,
+        options,
+        tumor_shift_mm=min(options.tumor_stage_error_mm, options.tumor_shift_mm),
+        removed_label_mm=options.removed_label_error_mm if operated else 0.0,
+    )
+    return terms["uncertainty_mm"]
+
+
 def _uncertain_note(options: RegistrationOptions) -> str:
     """What an accepted estimate's reason says when its bound is too large to be confident."""
     return (
