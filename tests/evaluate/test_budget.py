@@ -178,6 +178,8 @@ def test_usnav_budget_states_a_bias_and_checks_it_elsewhere(tmp_path: Path) -> N
     bias = doc["applied_mm"]
     covered = sum(math.hypot(rest, bias) >= c["error"] - 1e-9 for c in later)
     assert doc["checks"][0]["check"]["covered"] == covered
+    # the other terms alone (1.97 mm here) are within the 2 mm limit: a bias could make LIVE
+    assert doc["without_bias"]["live_eligible"] == sum(rest <= 2.0 for _ in early) == 70
     text = usnav("budget", str(fit_dir), "--check", str(check_dir))
     assert text.returncode == 0
     assert f"similarity_bias_mm = {bias:.2f}" in text.stdout

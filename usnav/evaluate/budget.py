@@ -344,6 +344,10 @@ class BudgetReport:
         The fitted cases with the bias their runs stated.
     in_sample
         The fitted cases with ``applied_mm``.
+    without_bias
+        The fitted cases with no bias term at all: how many bounds the other terms alone
+        already keep over the LIVE limit (then a smaller bias cannot make them LIVE; a smaller
+        calibration or speed-of-sound budget, measured too, would).
     checks
         Other results folders with ``applied_mm``: cases it was not fitted on.
     """
@@ -353,6 +357,7 @@ class BudgetReport:
     applied_mm: float
     as_stated: list[BudgetCheck]
     in_sample: BudgetCheck
+    without_bias: BudgetCheck
     checks: list[tuple[BudgetCases, BudgetCheck]]
 
 
@@ -412,6 +417,7 @@ def budget_report(
         applied_mm=applied,
         as_stated=as_stated,
         in_sample=check_similarity_bias(cases, applied, live_limit_mm, wrong_mm),
+        without_bias=check_similarity_bias(cases, 0.0, live_limit_mm, wrong_mm),
         checks=checks,
     )
 
@@ -459,6 +465,14 @@ def format_budget_report(report: BudgetReport) -> str:
         )
         lines.append(
             f"  with {report.applied_mm:.2f} mm, on these cases: " + _check_text(report.in_sample)
+        )
+    floor = report.without_bias
+    if floor.live_eligible < floor.cases:
+        lines.append(
+            f"  even with no bias term, {floor.cases - floor.live_eligible} of {floor.cases} "
+            f"bounds stay over the LIVE limit {floor.live_limit_mm:.2f} mm (their other terms: "
+            "calibration, speed of sound, tumor shift …): a smaller bias cannot make those "
+            "LIVE; a measured calibration budget (usnav calibrate spatial) would"
         )
     if report.checks:
         limit = "" if fit.similarity_bias_mm is not None else " (not a tolerance limit)"
@@ -523,5 +537,6 @@ def budget_report_json(report: BudgetReport) -> dict:
         "applied_mm": report.applied_mm,
         "as_stated": [asdict(c) for c in report.as_stated],
         "in_sample": asdict(report.in_sample),
+        "without_bias": asdict(report.without_bias),
         "checks": [{**folder(o), "check": asdict(c)} for o, c in report.checks],
     }
