@@ -200,3 +200,44 @@ def test_usnav_budget_with_too_few_cases_says_uncertain(tmp_path: Path) -> None:
     assert "[registration_budget]" not in done.stdout  # nothing to paste
     bad = usnav("budget", str(folder), "--coverage", "1.5")
     assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+
+
+def test_rows_that_are_not_independent_scored_cases_are_left_out(tmp_path: Path) -> None:
+    """A case name that is a path (it would read a result.json outside ``cases/``), a case
+    repeated, a negative error and a result.json whose terms are not its row's bound are left
+    out, each with why; an absurd error is a case, not an overflow."""
+    folder = write_results(
+        tmp_path / "site",
+        [
+            {"case": "a", "error": 1.2},
+            {"case": "b", "error": 1.3},
+            {"case": "c", "error": 1.4},
+            {"case": "d", "error": -0.5},
+            {"case": "e", "error": 2.0},
+            {"case": "huge", "error": 1e300},
+        ],
+    )
+    outside = tmp_path / "site" / "b"  # what cases/../b/result.json reads
+    outside.mkdir()
+    (outside / "result.json").write_text(
+        (folder / "cases" / "b" / "result.json").read_text(), encoding="utf-8"
+    )
+    table = folder / "results.csv"
+    rows = table.read_text(encoding="utf-8").splitlines()
+    renamed = {"b": "../b", "c": "a"}  # a path, and a case repeated
+    rows = [renamed.get(r.split(",")[0], r.split(",")[0]) + r[r.index(",") :] for r in rows]
+    table.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    doc = json.loads((folder / "cases" / "e" / "result.json").read_text(encoding="utf-8"))
+    doc["uncertainty_terms"]["similarity_bias"] = 0.2  # another run's result.json
+    (folder / "cases" / "e" / "result.json").write_text(json.dumps(doc), encoding="utf-8")
+
+    read = read_budget_cases(folder)
+    assert [c.case for c in read.cases] == ["a", "huge"]
+    why = dict(read.skipped)
+    assert set(why) == {"../b", "a", "d", "e"}
+    assert "plain case name" in why["../b"] and "earlier row" in why["a"]
+    assert "negative" in why["d"] and "another run" in why["e"]
+    huge = read.cases[1]
+    assert math.isclose(huge.needed_bias_mm, 1e300) and math.isfinite(huge.bound_with(1.0))
+    fit = fit_similarity_bias(read.cases)
+    assert fit.similarity_bias_mm is None and math.isclose(fit.largest_needed_mm, 1e300)

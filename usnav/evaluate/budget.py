@@ -38,6 +38,9 @@ from usnav.evaluate.results import RESULTS_NAME, bounded_error, read_results
 
 #: The term of the stated bound a site's cases measure (the others are per case or per probe).
 BIAS_TERM = "similarity_bias"
+#: How far a result.json's terms may add up from its row's ``uncertainty_mm`` (both rounded
+#: to 4 decimals), mm.
+BOUND_TOLERANCE_MM = 0.01
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,14 @@ class BudgetCase:
     def needed_bias_mm(self) -> float:
         """The smallest ``similarity_bias_mm`` whose bound covers this case's error, mm (0 when
         the other terms alone do)."""
-        return math.sqrt(max(0.0, self.error_mm**2 - self.rest_mm**2))
+        if self.error_mm <= self.rest_mm:
+            return 0.0
+        # √(error² − rest²) without squaring: an error of 1e300 mm overflowed
+        return math.sqrt(self.error_mm - self.rest_mm) * math.sqrt(self.error_mm + self.rest_mm)
 
     def bound_with(self, bias_mm: float) -> float:
         """The bound this case would have stated with ``bias_mm`` as its bias term, mm."""
-        return math.sqrt(self.rest_mm**2 + bias_mm**2)
+        return math.hypot(self.rest_mm, bias_mm)
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,13 @@ def read_budget_cases(results_dir: str | Path) -> BudgetCases:
     tumor now (else the candidate's: :func:`usnav.evaluate.results.bounded_error`) and the
     terms of their stated bound (each case's ``cases/<case>/result.json``).
 
+    A row is left out, with why (:attr:`BudgetCases.skipped`), when its case name is not a
+    plain name (``usnav evaluate`` writes none: a name such as ``../x`` would read a file
+    outside ``cases/``) or repeats an earlier row's (one case counted twice), its error is
+    negative (no error is), its result.json cannot be read or states no terms, or the bound
+    those terms add up to is not the ``uncertainty_mm`` of its row (a result.json of another
+    run: the bias would complete a budget the case never stated).
+
     Raises
     ------
     InputError
@@ -193,6 +206,10 @@ def read_budget_cases(results_dir: str | Path) -> BudgetCases:
     """
     folder = Path(results_dir)
     table = folder / RESULTS_NAME
+    if folder.exists() and not folder.is_dir():
+        raise InputError(
+            folder, "is a file, not a folder", "give the --out folder of a usnav evaluate run"
+        )
     if not table.is_file():
         raise InputError(
             folder,
@@ -203,25 +220,61 @@ def read_budget_cases(results_dir: str | Path) -> BudgetCases:
     cases: list[BudgetCase] = []
     skipped: list[tuple[str, str]] = []
     accepted = 0
+    seen: set[str] = set()
     for row in rows:
         if row.get("status") != "ok" or str(row.get("accepted", "")).lower() != "true":
             continue
         accepted += 1
-        name = row.get("case", "")
+        name = row.get("case") or ""
+        if not _plain_name(name):
+            skipped.append((name, "not a plain case name (usnav evaluate writes none such)"))
+            continue
+        if name in seen:
+            skipped.append((name, "repeats an earlier row's case: counted once"))
+            continue
+        seen.add(name)
         error = bounded_error(row)
         if error is None:
             skipped.append((name, "no scored error (the case has no truth)"))
+            continue
+        if error < 0:
+            skipped.append((name, f"a negative error ({error:g} mm): not a results table's"))
             continue
         terms, why = _terms(folder / "cases" / name / "result.json")
         if terms is None:
             skipped.append((name, why))
             continue
-        rest = math.sqrt(
-            sum(v * v for k, v in terms.items() if k not in (BIAS_TERM, "uncertainty_mm"))
-        )
+        rest = math.hypot(*(v for k, v in terms.items() if k not in (BIAS_TERM, "uncertainty_mm")))
         bias = terms[BIAS_TERM]
-        cases.append(BudgetCase(name, error, math.sqrt(rest * rest + bias * bias), bias, rest))
+        bound = math.hypot(rest, bias)
+        stated = _number(row.get("uncertainty_mm"))
+        if stated is not None and abs(stated - bound) > BOUND_TOLERANCE_MM:
+            skipped.append(
+                (
+                    name,
+                    f"its result.json's terms add up to ±{bound:.2f} mm, its row states "
+                    f"±{stated:.2f} mm (a result.json of another run?)",
+                )
+            )
+            continue
+        cases.append(BudgetCase(name, error, bound, bias, rest))
     return BudgetCases(folder, cases, len(rows), accepted, skipped)
+
+
+def _number(text: object) -> float | None:
+    """A finite number from a results cell, else None."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _plain_name(name: str) -> bool:
+    """A case name as a manifest allows it (:func:`usnav.io.manifest.read_manifest`)."""
+    return bool(name.strip()) and not (
+        "/" in name or "\\" in name or name in (".", "..") or not name.isprintable()
+    )
 
 
 def _terms(path: Path) -> tuple[dict[str, float] | None, str]:
