@@ -241,3 +241,16 @@ def test_rows_that_are_not_independent_scored_cases_are_left_out(tmp_path: Path)
     assert math.isclose(huge.needed_bias_mm, 1e300) and math.isfinite(huge.bound_with(1.0))
     fit = fit_similarity_bias(read.cases)
     assert fit.similarity_bias_mm is None and math.isclose(fit.largest_needed_mm, 1e300)
+
+
+def test_a_folder_given_twice_is_refused(tmp_path: Path) -> None:
+    """Fitted on twice, its cases would count twice: a tolerance limit on 2n "cases" that
+    are n (at 70 cases, the 70th smallest of 140 instead of the largest of 70)."""
+    folder = write_results(tmp_path / "site", [{"case": "a", "error": 1.2}])
+    other = write_results(tmp_path / "later", [{"case": "b", "error": 1.2}])
+    with pytest.raises(InputError, match="given twice"):
+        budget_report([folder, tmp_path / "site" / "."])
+    with pytest.raises(InputError, match="given twice"):
+        budget_report([folder], [other, other])
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        budget_report([folder / "results.csv"])

@@ -429,8 +429,8 @@ def budget_report(
     Raises
     ------
     InputError
-        A folder is not a results folder, or the fitted folders hold no accepted estimate
-        with a scored error.
+        A folder is not a results folder, is given twice, or the fitted folders hold no
+        accepted estimate with a scored error.
     """
     same = {Path(d).resolve() for d in fit_dirs} & {Path(d).resolve() for d in check_dirs}
     if same:
@@ -439,6 +439,14 @@ def budget_report(
             "is both fitted on and checked on: a check on the cases a bias was fitted on says "
             "nothing about other cases",
             "check on results the bias was not fitted on (a later set of operations)",
+        )
+    given = [Path(d).resolve() for d in [*fit_dirs, *check_dirs]]
+    twice = sorted({d for d in given if given.count(d) > 1})
+    if twice:
+        raise InputError(
+            twice[0],
+            "is given twice: its cases would count twice (as independent cases they are not)",
+            "give each results folder once",
         )
     fitted = [read_budget_cases(d) for d in fit_dirs]
     cases = [c for f in fitted for c in f.cases]
