@@ -254,3 +254,17 @@ def test_a_folder_given_twice_is_refused(tmp_path: Path) -> None:
         budget_report([folder], [other, other])
     with pytest.raises(InputError, match="is a file, not a folder"):
         budget_report([folder / "results.csv"])
+
+
+def test_as_the_runs_stated_them_applies_each_bias_to_its_own_cases(tmp_path: Path) -> None:
+    rest = _rest(TERMS)
+    folder = write_results(
+        tmp_path / "mixed",
+        [
+            {"case": "wide", "error": math.hypot(rest, 1.0)},  # stated 1.5: covered
+            {"case": "tight", "error": math.hypot(rest, 1.0), "terms": {"similarity_bias": 0.5}},
+        ],
+    )
+    report = budget_report([folder])
+    stated = {c.similarity_bias_mm: (c.cases, c.covered) for c in report.as_stated}
+    assert stated == {0.5: (1, 0), 1.5: (1, 1)}

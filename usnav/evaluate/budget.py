@@ -394,7 +394,7 @@ class BudgetReport:
         The bias applied to the cases: the fitted one, or the largest needed when there were
         too few cases for a tolerance limit (then not a limit).
     as_stated
-        The fitted cases with the bias their runs stated.
+        Per fitted folder and per bias its runs stated, the cases that stated it, with it.
     in_sample
         The fitted cases with ``applied_mm``.
     without_bias
@@ -463,8 +463,10 @@ def budget_report(
     applied = fit.similarity_bias_mm
     if applied is None:
         applied = math.ceil(fit.largest_needed_mm * 100.0 - 1e-9) / 100.0
-    as_stated = [
-        check_similarity_bias(f.cases, bias, live_limit_mm, wrong_mm)
+    as_stated = [  # per bias the runs stated, the cases that stated it
+        check_similarity_bias(
+            [c for c in f.cases if c.bias_mm == bias], bias, live_limit_mm, wrong_mm
+        )
         for f in fitted
         for bias in sorted({c.bias_mm for c in f.cases})
     ]
