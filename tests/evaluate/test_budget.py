@@ -268,3 +268,40 @@ def test_as_the_runs_stated_them_applies_each_bias_to_its_own_cases(tmp_path: Pa
     report = budget_report([folder])
     stated = {c.similarity_bias_mm: (c.cases, c.covered) for c in report.as_stated}
     assert stated == {0.5: (1, 0), 1.5: (1, 1)}
+
+
+def test_usnav_budget_prints_lines_that_load_as_pipeline_options(tmp_path: Path) -> None:
+    """The printed lines, pasted with margin_error_mm filled in, are a valid ``usnav run
+    --options`` file stating the bias; --json is strict JSON with an empty check folder; the
+    note on the LIVE limit is there with the default limit only."""
+    from usnav.config.loader import load_toml_model
+    from usnav.pipeline.config import PipelineOptions
+
+    rng = np.random.default_rng(2)
+    cases = [{"case": f"e{i}", "error": float(e)} for i, e in enumerate(rng.uniform(0.3, 2.6, 60))]
+    fit_dir = write_results(tmp_path / "early", cases)
+    empty = write_results(tmp_path / "none", [{"case": "r", "error": ""}])
+    done = usnav("budget", str(fit_dir), "--check", str(empty))
+    assert done.returncode == 0, done.stderr
+    assert "with margin_error_mm 0 only" in done.stdout
+    printed = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(printed) if line.startswith("to state it")) + 1
+    pasted = "\n".join(printed[start:]).replace("…", "1.9")  # as printed, indented
+    assert pasted.lstrip().startswith("[registration_budget]")
+    options = tmp_path / "options.toml"
+    options.write_text(pasted + "\n", encoding="utf-8")
+    loaded = load_toml_model(options, PipelineOptions)
+    bias = loaded.registration_budget.similarity_bias_mm
+    assert bias is not None and f"similarity_bias_mm = {bias:.2f}" in done.stdout
+    assert loaded.display.margin_error_mm == 1.9
+
+    def no_constant(name: str) -> float:
+        raise AssertionError(f"{name} is not JSON")
+
+    strict = usnav("budget", str(fit_dir), "--check", str(empty), "--json", "--live-limit-mm", "1")
+    assert strict.returncode == 0, strict.stderr
+    doc = json.loads(strict.stdout, parse_constant=no_constant)
+    assert doc["checks"][0]["scored"] == 0 and doc["fit"]["similarity_bias_mm"] == bias
+    limited = usnav("budget", str(fit_dir), "--live-limit-mm", "0.62")
+    assert "within the LIVE limit 0.62 mm" in limited.stdout
+    assert "margin_error_mm 0 only" not in limited.stdout

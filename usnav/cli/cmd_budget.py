@@ -89,5 +89,7 @@ def run(args: argparse.Namespace) -> int:
         live_limit_mm=limit,
         wrong_mm=rules.live_max_boundary_error_mm,
     )
-    print(json.dumps(budget_report_json(report)) if args.json else format_budget_report(report))
+    # allow_nan=False: a NaN would print as NaN, which is not JSON (none is expected)
+    doc = budget_report_json(report)
+    print(json.dumps(doc, allow_nan=False) if args.json else format_budget_report(report))
     return 0

@@ -493,13 +493,7 @@ def format_budget_report(report: BudgetReport) -> str:
     conf = f"{100 * fit.confidence:g} %"
     lines = ["fitted on:"]
     for f in report.fitted:
-        lines.append(
-            f"  {f.source}: {f.rows} cases, {f.accepted} accepted, {len(f.cases)} with a "
-            "scored error and the terms of their bound"
-        )
-        lines.extend(f"    left out: {case}: {why}" for case, why in f.skipped[:5])
-        if len(f.skipped) > 5:
-            lines.append(f"    … and {len(f.skipped) - 5} more left out")
+        lines += _folder_lines(f)
     for check in report.as_stated:
         lines.append(
             f"  as the runs stated them (similarity_bias {check.similarity_bias_mm:g} mm): "
@@ -515,9 +509,13 @@ def format_budget_report(report: BudgetReport) -> str:
         lines.append(
             f"  similarity_bias_mm = {fit.similarity_bias_mm:.2f}: the {_ordinal(fit.order)} "
             f"smallest of {fit.cases} needed biases; it covers ≥ {pct} of cases like these "
-            f"with {100 * fit.achieved_confidence:.1f} % confidence"
+            f"with {100 * fit.achieved_confidence:.1f} % confidence, if the cases are "
+            "independent (one per operation: sweeps of one operation count for less)"
         )
-        lines.append("  with it, on these cases: " + _check_text(report.in_sample))
+        lines.append(
+            "  with it, on the cases it was fitted on (in sample, not a check): "
+            + _check_text(report.in_sample)
+        )
     else:
         lines.append(
             f"  UNCERTAIN: {fit.cases} cases are too few for a bias covering {pct} of cases "
@@ -527,7 +525,8 @@ def format_budget_report(report: BudgetReport) -> str:
             "with a truth, or ask for less (--coverage)"
         )
         lines.append(
-            f"  with {report.applied_mm:.2f} mm, on these cases: " + _check_text(report.in_sample)
+            f"  with {report.applied_mm:.2f} mm, on the cases it was fitted on (in sample): "
+            + _check_text(report.in_sample)
         )
     floor = report.without_bias
     if floor.live_eligible < floor.cases:
@@ -543,20 +542,39 @@ def format_budget_report(report: BudgetReport) -> str:
             f"checked with {report.applied_mm:.2f} mm{limit}, on cases it was not fitted on:"
         )
         for other, check in report.checks:
-            lines.append(
-                f"  {other.source}: {other.rows} cases, {len(other.cases)} accepted with a scored "
-                "error: " + _check_text(check)
-            )
+            lines += _folder_lines(other)
+            lines.append("    " + _check_text(check))
+    target, limit_mm = report.in_sample.wrong_mm, report.in_sample.live_limit_mm
+    if math.isclose(limit_mm, target):  # the display's limit with margin_error_mm 0
+        lines.append(
+            f"the LIVE limit above, {limit_mm:.2f} mm, is the display's with margin_error_mm 0 "
+            f"only; with the margin_error_mm you state it is √({target:g}² − "
+            "margin_error_mm²): give that with --live-limit-mm"
+        )
     if fit.similarity_bias_mm is not None:
         lines += [
-            "to state it (usnav run --options FILE), only for ultrasound like these cases':",
+            "to state it in the usnav run --options file, only for ultrasound like these "
+            "cases' and with the other [registration_budget] values their runs used (the "
+            "evaluate --config's [registration]; the defaults if none):",
             "  [registration_budget]",
             f"  similarity_bias_mm = {fit.similarity_bias_mm:.2f}",
-            "  [display]",
+            "  [display]  # one [display] table per file: add to yours if it has one",
             "  margin_error_mm = …  # required with a budget: the margin's own error at your "
             "site (docs/protocol.md)",
         ]
     return "\n".join(lines)
+
+
+def _folder_lines(f: BudgetCases) -> list[str]:
+    """What a results folder held, and the first cases left out and why."""
+    lines = [
+        f"  {f.source}: {f.rows} cases, {f.accepted} accepted, {len(f.cases)} with a scored "
+        "error and the terms of their bound"
+    ]
+    lines.extend(f"    left out: {case}: {why}" for case, why in f.skipped[:5])
+    if len(f.skipped) > 5:
+        lines.append(f"    … and {len(f.skipped) - 5} more left out")
+    return lines
 
 
 def _check_text(check: BudgetCheck) -> str:
