@@ -94,3 +94,23 @@ def test_accepted_over_2mm_is_also_counted_as_the_display_draws_it() -> None:
 def test_numeric_groups_sort_by_value() -> None:
     rows = [{**_row("a", True, "2.0", "0.4"), "seed": s} for s in ("10", "2", "x", "1.5")]
     assert [r["seed"] for r in summarize(rows, "seed")] == ["1.5", "2", "10", "x", "all"]
+
+
+def test_the_printed_table_shows_accepted_over_2mm_at_the_tumor_now() -> None:
+    """What a display draws is the published estimate at the tumor now: the printed table
+    shows that count beside the bony one (session 42: it showed 2 where the display's was 4)."""
+    from rich.console import Console
+
+    from usnav.cli.cmd_evaluate import _table
+
+    rows = [_row("a", True, "2.0", "2.6"), _row("a", True, "2.0", "2.4")]  # bony 0.5: not over
+    summary = summarize(rows)
+    console = Console(record=True, width=300)
+    console.print(_table(summary, "family"))
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "accepted > 2 mm" in line)
+    assert "now > 2 mm" in header
+    cells = [c.strip() for c in next(ln for ln in text.splitlines() if " all " in ln).split("│")]
+    titles = [c.strip() for c in header.replace("┃", "│").split("│")]
+    assert cells[titles.index("accepted > 2 mm")] == "0"
+    assert cells[titles.index("now > 2 mm")] == "2"

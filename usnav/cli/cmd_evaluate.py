@@ -252,6 +252,9 @@ def _table(rows: list[dict], by: str):
         ("median_init_error_mm", "init mm"),
         ("accepted", "accepted"),
         ("accepted_over_2mm", "accepted > 2 mm"),
+        # the published estimate at the tumor now: what a display draws (session 42: the
+        # printed table showed only the bony count, 2 where the display's was 4)
+        ("accepted_over_2mm_now", "now > 2 mm"),
         ("bound_covers_pct", "bound ≥ error %"),
         ("mean_margin_error_mm", "margin mm"),
         ("median_seconds", "s/case"),
