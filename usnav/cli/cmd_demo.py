@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     beyond = s.frames_received - swept
     unused = s.frames_received - s.frames_published - s.dropped_display
     print(
-        f"  frames          {s.frames_received} received ({s.passes} passes of "
+        f"  frames          {s.frames_received} received ({s.passes} "
+        f"{'pass' if s.passes == 1 else 'passes'} of "
         f"{s.frames_in_recording}"
         + (
             f" + {beyond} streamed on until margins used an image-checked registration"
