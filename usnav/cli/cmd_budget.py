@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "site states for LIVE)",
         description="Reads the results folders of usnav evaluate runs on cases with a truth "
         "(a site's own recorded operations with landmarks, or simulated cases), finds for "
-        "each accepted estimate the similarity bias its stated 95 %% bound needed to cover "
+        "each accepted estimate the similarity bias its stated 95 % bound needed to cover "
         "its error at the tumor, and states the bias that covers a share of cases like these "
-        "with a confidence (a distribution-free tolerance limit: 59 cases for 95 %% at 95 %%), "
+        "with a confidence (a distribution-free tolerance limit: 59 cases for 95 % at 95 %), "
         "or says UNCERTAIN when there are too few. --check applies it to other folders: cases "
         "it was not fitted on.",
     )
