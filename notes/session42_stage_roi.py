@@ -4,8 +4,10 @@ towards zero by tissue that does not move with the cord (dura, the CSF's outer w
 ROI reaches it: helper-99 found a median undershoot to 0.61 of the needed move.
 
     python notes/session42_stage_roi.py CASES_DIR RESULTS_DIR OUT.csv [ROI_MM ...]
+    STAGE_OPTION=tumor_patch_half python notes/session42_stage_roi.py ... 1 2 3
 
-Writes one row per (case, ROI): the staged error now, whether the stage applied, its move.
+Writes one row per (case, value): the staged error now, whether the stage applied, its move
+(``STAGE_OPTION`` names another stage option to vary instead of ``tumor_roi_mm``).
 Tuning data only (the rule is in notes/session-42.md §6).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +44,9 @@ def case_rows(case_dir: Path, result_path: Path, rois: list[float]) -> list[dict
     problem = SweepRegistration(mri, sweep, bony, base)
     rows = []
     for roi in rois:
-        opts = base.model_copy(update={"tumor_roi_mm": roi})
+        key = os.environ.get("STAGE_OPTION", "tumor_roi_mm")
+        value = int(roi) if key == "tumor_patch_half" else roi
+        opts = base.model_copy(update={key: value})
         stage = refine_at_tumor(problem, distance, bony, opts)
         rows.append(
             {
