@@ -5,6 +5,7 @@ number and true/false key each refuse the other kinds, naming the file and the k
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import UnionType
@@ -207,3 +208,22 @@ def test_the_cli_says_a_boolean_for_a_number_on_one_line_and_exits_2(
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert str(options) in err and "key 'registration.sweep_climbs'" in err, err
     assert "expected a whole number" in err and "got true" in err, err
+
+
+@pytest.mark.parametrize(
+    "text,said",
+    [
+        ("[display]\nmargin_error_mm = 0\nmargin_error_mm = 1\n", "key 'margin_error_mm'"),
+        ("[display]\nmargin_error_mm = 0\n[display]\nmax_unchecked_s = 30\n", "table [display]"),
+    ],
+)
+def test_a_key_or_table_given_twice_is_named(tmp_path: Path, text: str, said: str) -> None:
+    """tomllib says only "Cannot overwrite a value (at line 3, column 20)": the message names
+    the key (or table) and its line, and what to do."""
+    path = tmp_path / "run.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{re.escape(said)} is given twice \(line 3\)"):
+        load_toml_model(path, PipelineOptions)
+    path.write_text(text.replace("display", "registration"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"is given twice \(line 3\)"):
+        load_registration_options(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar, get_args
@@ -195,6 +196,29 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> str:
     return ", ".join(current.model_fields)
 
 
+_AT_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def toml_syntax_problem(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """What a TOML syntax error says, in words for a person: a key (or table) given twice is
+    named with its line ("key 'margin_error_mm' is given twice (line 3): keep one"), not only
+    tomllib's "Cannot overwrite a value (at line 3, column 20)"; other errors as tomllib
+    words them."""
+    message = str(exc)
+    found = _AT_LINE.search(message)
+    if found and ("Cannot overwrite" in message or "Cannot declare" in message):
+        line_no = int(found.group(1))
+        lines = text.splitlines()
+        line = lines[line_no - 1].strip() if 0 < line_no <= len(lines) else ""
+        table = re.fullmatch(r"\[+\s*([^\]]+?)\s*\]+", line)
+        if table:
+            return f"table [{table.group(1)}] is given twice (line {line_no}): merge them into one"
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and key:
+            return f"key '{key}' is given twice (line {line_no}): keep one"
+    return f"TOML syntax error: {message}"
+
+
 def load_toml_model(path: str | Path, model: type[M]) -> M:
     """Read ``path`` (TOML) and validate it as ``model``.
 
@@ -210,9 +234,10 @@ def load_toml_model(path: str | Path, model: type[M]) -> M:
     if p.is_dir():
         raise ConfigError(p, "is a folder, expected a .toml file")
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(p, f"TOML syntax error: {exc}") from exc
+        raise ConfigError(p, toml_syntax_problem(text, exc)) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(p, "not a UTF-8 text file") from exc
     except OSError as exc:  # permissions, an I/O error

@@ -408,14 +408,22 @@ def load_registration_options(
 
     from pydantic import ValidationError
 
-    from usnav.config.loader import format_validation_error, validate_file_data
+    from usnav.config.loader import (
+        format_validation_error,
+        toml_syntax_problem,
+        validate_file_data,
+    )
 
     opts = RegistrationOptions()
     if path is not None:
         p = Path(path)
         try:
-            doc = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            text = p.read_text(encoding="utf-8")
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            problem = toml_syntax_problem(text, exc)
+            raise ConfigError(p, f"cannot read registration options: {problem}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(p, f"cannot read registration options: {exc}") from exc
         in_table = isinstance(doc.get("registration"), dict)
         table = doc["registration"] if in_table else doc
