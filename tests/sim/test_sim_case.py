@@ -375,6 +375,13 @@ def test_cli_options_file_with_flags_overriding_it(tmp_path, capsys):
     toml.write_text("frame = 3\n")
     assert main(["simulate", "--seed", "2", "--out", str(out), "--options", str(toml)]) == 2
     assert "unknown key 'frame'" in capsys.readouterr().err
+    # a bad value is named as the user gave it: the flag typed, or the file's key
+    assert main(["simulate", "--seed", "2", "--out", str(out), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--workers:" in err and "key 'workers'" not in err
+    toml.write_text("workers = 0\n")
+    assert main(["simulate", "--seed", "2", "--out", str(out), "--options", str(toml)]) == 2
+    assert "key 'workers'" in capsys.readouterr().err
 
 
 def test_demo_case_is_generated_once_and_cached(tmp_path):

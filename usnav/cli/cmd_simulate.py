@@ -110,16 +110,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _options(args: argparse.Namespace) -> SimOptions:
     from usnav.config.loader import load_toml_model
+    from usnav.errors import InputError
     from usnav.sim.options import make_options
 
     values: dict[str, Any] = {}
     if args.options is not None:
         values = load_toml_model(args.options, SimOptions).model_dump(exclude_unset=True)
+    flagged = []
     for name in SimOptions.model_fields:
         value = getattr(args, name, None)
         if value is not None:
             values[name] = tuple(value) if isinstance(value, list) else value
-    return make_options(**values)
+            flagged.append(name)
+    try:
+        return make_options(**values)
+    except InputError as exc:
+        # a value given as a flag is named as the flag the user typed (``--workers``), not as
+        # the options' key (``key 'workers'``); a file's keys keep their names
+        problem = exc.problem
+        for name in flagged:
+            problem = problem.replace(f"key '{name}'", _flag(name))
+        raise InputError(exc.source, problem, exc.hint) from exc.__cause__
 
 
 def _list_families() -> int:
