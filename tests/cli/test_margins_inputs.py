@@ -159,7 +159,7 @@ def test_a_volume_given_as_the_recording_is_refused_by_margins_register_and_reco
         Volume(np.ones((20, 22, 24), np.int16), np.eye(4), source="v"), tmp_path / "mri.nrrd"
     )
     renamed = volume.rename(tmp_path / "vol.seq.nrrd")
-    problem = "has neither ProbeToReference nor ProbeToTracker + ReferenceToTracker (nor their"
+    problem = "is a volume (one 3D image, no tracked frames), not a recording"
     lines = [
         assert_bad_input(_margins(tmp_path, case, recording=renamed), "vol.seq.nrrd", problem),
         assert_bad_input(_reconstruct(tmp_path, case, renamed), "vol.seq.nrrd", problem),

@@ -59,7 +59,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[Volume, Volume]:
     from usnav.registration.files import read_initial
     from usnav.registration.sweep import check_tracked_recording
 
-    read_initial(args.reference_to_mri, "ReferenceToMri of --reference-to-mri")
+    read_initial(args.reference_to_mri, "ReferenceToMri of --reference-to-mri", truth_ok=True)
     # a flagged calibration is warned of once, when write_margins loads it to use it
     calibration = load_calibration(args.calibration, warn=False)
     if not args.recording.exists():

@@ -20,7 +20,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator
 
 from usnav.config.loader import load_toml_model
-from usnav.config.plus_xml import parse_matrix_text, read_coordinate_definitions
+from usnav.config.plus_xml import GIVE_16, parse_matrix_text, read_coordinate_definitions
 from usnav.errors import ConfigError
 from usnav.transforms.matrices import decompose_scaled_rigid
 
@@ -515,10 +515,23 @@ def _load(p: Path) -> CalibrationFile:
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(p, "not a text file") from exc
+        raise ConfigError(p, "not a text file", _GIVE_CALIBRATION) from exc
     except OSError as exc:  # permissions, an I/O error
         raise ConfigError.unreadable(p, exc) from None
-    return _from_matrix(parse_matrix_text(text, str(p)), p)
+    try:
+        matrix = parse_matrix_text(text, str(p))
+    except ConfigError as exc:
+        # the generic "write 16 numbers" is not all a calibration can be; a specific hint stays
+        hint = _GIVE_CALIBRATION if exc.hint == GIVE_16 else exc.hint
+        raise ConfigError(p, exc.problem, hint) from None
+    return _from_matrix(matrix, p)
+
+
+#: what a calibration argument takes, for the messages of a file that is none of them
+_GIVE_CALIBRATION = (
+    "give the probe calibration: a usnav .toml (usnav calibrate --out), a PLUS device-set XML "
+    "or ImageToProbe as 16 numbers, row-major"
+)
 
 
 def _from_matrix(

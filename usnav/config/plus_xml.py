@@ -6,6 +6,7 @@ usable as it is.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,22 @@ class PlusTransform:
 
 
 #: what to do about a matrix text that does not hold 16 numbers
-_GIVE_16 = "write 16 numbers, row-major"
+#: the hint of a matrix file that is not 16 numbers
+GIVE_16 = "write 16 numbers, row-major"
+
+
+def _structured_kind(text: str) -> str:
+    """What a structured text file given for 16 numbers is ("" when it does not look like one):
+    a JSON object (a usnav RESULT.json, a simulator truth.json) or a TOML file (a calibration,
+    a device or options file). Their words counted as numbers said only "found 233"."""
+    head = text.lstrip()
+    if head.startswith("{"):
+        return "a JSON document (a RESULT.json or a truth.json?)"
+    if re.search(r"^\s*\[[A-Za-z_][\w.-]*\]\s*(#.*)?$", text, re.MULTILINE) or re.search(
+        r"^\s*[A-Za-z_][\w-]*\s*=", text, re.MULTILINE
+    ):
+        return "a TOML file (a calibration, device or options file?)"
+    return ""
 
 
 def parse_matrix_text(text: str, where: str) -> np.ndarray:
@@ -80,15 +96,18 @@ def parse_matrix_text(text: str, where: str) -> np.ndarray:
             "if they are the top three rows, row-major, add the row 0 0 0 1",
         )
     if len(tokens) != 16:
+        kind = _structured_kind(text)
+        if kind:
+            raise ConfigError(where, f"is {kind}, not a text file of 16 numbers", GIVE_16)
         raise ConfigError(
-            where, f"expected 16 numbers for a 4×4 matrix, found {len(tokens)}", _GIVE_16
+            where, f"expected 16 numbers for a 4×4 matrix, found {len(tokens)}", GIVE_16
         )
     try:
         values = np.array([float(t) for t in tokens], dtype=np.float64)
     except ValueError as exc:
-        raise ConfigError(where, f"matrix has a non-number: {exc}", _GIVE_16) from exc
+        raise ConfigError(where, f"matrix has a non-number: {exc}", GIVE_16) from exc
     if not np.all(np.isfinite(values)):
-        raise ConfigError(where, "matrix has NaN or infinite values", _GIVE_16)
+        raise ConfigError(where, "matrix has NaN or infinite values", GIVE_16)
     return values.reshape(4, 4)
 
 

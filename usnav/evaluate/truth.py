@@ -112,7 +112,7 @@ def _transform_scorer(path: Path, label: str | Path | None) -> TruthScorer:
     """A true ``ReferenceToMri`` (16 numbers) scored over the surface of ``label``'s tumor."""
     from usnav.registration.files import read_initial
 
-    truth = read_initial(path, "true ReferenceToMri")
+    truth = read_initial(path, "true ReferenceToMri", truth_ok=True)
     if label is None:
         raise InputError(
             path,

@@ -97,7 +97,8 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
     raise InputError(
         p,
         "unknown file type",
-        "expected a recording (.igs.mha, .seq.nrrd) or a volume (.nii, .nii.gz, .nrrd)",
+        "expected a recording (.igs.mha, .seq.nrrd), a volume (.nii, .nii.gz, .nrrd, .mha) "
+        "or a probe calibration (.toml)",
     )
 
 

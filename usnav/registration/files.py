@@ -47,7 +47,13 @@ def read_matrix_file(path: str | Path, what: str = "matrix") -> np.ndarray:
         raise InputError(p, "no such file")
     try:
         text = p.read_text(encoding="utf-8")
-    except (UnicodeDecodeError, OSError) as exc:
+    except UnicodeDecodeError:
+        raise InputError(
+            p,
+            f"cannot read the {what}: not a text file (a volume, a compressed or binary file?)",
+            "give a text file of 16 numbers, row-major, or a RESULT.json of usnav register",
+        ) from None
+    except OSError as exc:
         raise InputError(p, f"cannot read the {what}: {exc}") from exc
     try:
         return parse_matrix_text(text, str(p))
@@ -55,17 +61,21 @@ def read_matrix_file(path: str | Path, what: str = "matrix") -> np.ndarray:
         raise InputError(p, f"{what}: {exc.problem}", exc.hint) from exc
 
 
-def read_initial(path: str | Path, what: str = "initial ReferenceToMri") -> np.ndarray:
+def read_initial(
+    path: str | Path, what: str = "initial ReferenceToMri", *, truth_ok: bool = False
+) -> np.ndarray:
     """The initial ``ReferenceToMri``, refused unless rigid.
 
     ``path`` is a text file of 16 numbers (row-major), or the RESULT.json of ``usnav
     register`` / ``usnav register-points`` (its ``ReferenceToMri``; a ``.json`` file, or any
     file that starts with ``{``), so results chain. ``what`` names the transform in messages
-    (``usnav margins`` reads a fixed ``ReferenceToMri``, not an initial one).
+    (``usnav margins`` reads a fixed ``ReferenceToMri``, not an initial one). A simulator
+    ``truth.json`` (whose ``ReferenceToMri`` is the answer) is refused unless ``truth_ok``:
+    given as a starting estimate by mistake, it would make any registration look perfect.
     """
     p = Path(path)
     m = (
-        _result_reference_to_mri(p)
+        _result_reference_to_mri(p, what, truth_ok=truth_ok)
         if p.suffix.lower() == ".json" or _starts_like_json(p)
         else read_matrix_file(path, what)
     )
@@ -98,7 +108,7 @@ def _starts_like_json(path: Path) -> bool:
         return False
 
 
-def _result_reference_to_mri(path: Path) -> np.ndarray:
+def _result_reference_to_mri(path: Path, what: str, *, truth_ok: bool) -> np.ndarray:
     """``ReferenceToMri`` of a usnav RESULT.json, or a JSON file that is the 4×4 itself."""
     if not path.is_file():
         raise InputError(path, "no such file")
@@ -106,6 +116,14 @@ def _result_reference_to_mri(path: Path) -> np.ndarray:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, OSError, ValueError) as exc:
         raise InputError(path, f"cannot read this JSON: {exc}") from exc
+    if not truth_ok and isinstance(doc, dict) and "init_ReferenceToMri" in doc:
+        raise InputError(
+            path,
+            f"is a simulator truth.json, not an {what}: its ReferenceToMri is the answer the "
+            "registration is scored against",
+            "give the case's init_ReferenceToMri.txt (the simulated navigation's start), or "
+            "a RESULT.json of usnav register",
+        )
     # a bare 4×4 (or 16 numbers) in JSON is the matrix itself, as in a text file
     value = (
         doc

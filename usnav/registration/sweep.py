@@ -313,6 +313,19 @@ def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray | Calibrat
         )
     if tuple(seq.image_size) == (0, 0):
         raise InputError(path, "is a tracker-only recording (no images)")
+    if (
+        len(seq) == 1
+        and len(seq.frame_shape) >= 3
+        and seq.channels == 1
+        and not seq.transform_names
+    ):
+        # one 3D image and no poses: a volume (a reconstruction, a PLUS reference volume),
+        # which the image-size check below would have misnamed as a calibration mismatch
+        raise InputError(
+            path,
+            "is a volume (one 3D image, no tracked frames), not a recording",
+            "give the tracked sweep (a PLUS sequence file, .igs.mha or .seq.nrrd)",
+        )
     if isinstance(image_to_probe, CalibrationFile):
         image_to_probe.check_image_size(seq.image_size, path)
     names = set(seq.transform_names)
