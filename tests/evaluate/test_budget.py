@@ -305,3 +305,37 @@ def test_usnav_budget_prints_lines_that_load_as_pipeline_options(tmp_path: Path)
     limited = usnav("budget", str(fit_dir), "--live-limit-mm", "0.62")
     assert "within the LIVE limit 0.62 mm" in limited.stdout
     assert "margin_error_mm 0 only" not in limited.stdout
+
+
+def test_a_folder_of_an_interrupted_run_says_which_cases_it_did_not_record(
+    tmp_path: Path,
+) -> None:
+    """Session 42: a results folder whose run was stopped (a last row cut short, a case folder
+    without a row) was fitted on silently, as if every case had been recorded."""
+    folder = write_results(tmp_path / "site", [{"case": "a", "error": 1.2}])
+    assert read_budget_cases(folder).unfinished == ()
+    (folder / "cases" / "b").mkdir()  # a case the worker had begun
+    with (folder / "results.csv").open("ab") as f:
+        f.write(b"c,ok,,")  # a row whose write was cut short
+    read = read_budget_cases(folder)
+    assert [c.case for c in read.cases] == ["a"]
+    assert len(read.unfinished) == 2
+    assert "cut short" in read.unfinished[0] and "(b)" in read.unfinished[1]
+    out = usnav("budget", str(folder))
+    assert out.returncode == 0, out.stderr
+    assert "not finished" in out.stdout and "run usnav evaluate again" in out.stdout
+
+
+def test_a_folder_a_run_is_still_writing_is_refused(tmp_path: Path) -> None:
+    """Session 42: usnav budget read a folder while usnav evaluate was still appending to it."""
+    from usnav.io.folder_lock import folder_lock
+
+    folder = write_results(tmp_path / "site", [{"case": "a", "error": 1.2}])
+    with folder_lock(folder), pytest.raises(InputError, match="still writing to this folder"):
+        read_budget_cases(folder)
+    assert [c.case for c in read_budget_cases(folder).cases] == ["a"]
+
+
+def test_a_missing_folder_is_named_as_missing(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such folder"):
+        read_budget_cases(tmp_path / "nowhere")

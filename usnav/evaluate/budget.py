@@ -35,6 +35,7 @@ from scipy.stats import binom
 
 from usnav.errors import InputError
 from usnav.evaluate.results import RESULTS_NAME, bounded_error, read_results
+from usnav.io.folder_lock import folder_lock_holder
 
 #: The term of the stated bound a site's cases measure (the others are per case or per probe).
 BIAS_TERM = "similarity_bias"
@@ -97,6 +98,9 @@ class BudgetCases:
         Accepted estimates among them (scored or not).
     skipped
         ``(case, why)`` of accepted estimates left out: no scored error, no terms.
+    unfinished
+        What says the run that wrote the folder did not finish (a last row cut short, case
+        folders without a row): the cases it had not recorded are not counted.
     """
 
     source: Path
@@ -104,6 +108,7 @@ class BudgetCases:
     rows: int
     accepted: int
     skipped: list[tuple[str, str]]
+    unfinished: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,9 +211,21 @@ def read_budget_cases(results_dir: str | Path) -> BudgetCases:
     """
     folder = Path(results_dir)
     table = folder / RESULTS_NAME
-    if folder.exists() and not folder.is_dir():
+    if not folder.exists():
+        raise InputError(
+            folder, "no such folder", "give the --out folder of a finished usnav evaluate run"
+        )
+    if not folder.is_dir():
         raise InputError(
             folder, "is a file, not a folder", "give the --out folder of a usnav evaluate run"
+        )
+    holder = folder_lock_holder(folder)
+    if holder is not None:
+        raise InputError(
+            folder,
+            f"a usnav evaluate is still writing to this folder ({holder}): its cases are not "
+            "all recorded yet",
+            "wait for it to finish, then run usnav budget",
         )
     if not table.is_file():
         raise InputError(
@@ -217,6 +234,7 @@ def read_budget_cases(results_dir: str | Path) -> BudgetCases:
             "give the --out folder of a finished usnav evaluate run",
         )
     rows = read_results(table)
+    unfinished = _unfinished(folder, table, rows)
     cases: list[BudgetCase] = []
     skipped: list[tuple[str, str]] = []
     accepted = 0
@@ -258,7 +276,33 @@ def read_budget_cases(results_dir: str | Path) -> BudgetCases:
             )
             continue
         cases.append(BudgetCase(name, error, bound, bias, rest))
-    return BudgetCases(folder, cases, len(rows), accepted, skipped)
+    return BudgetCases(folder, cases, len(rows), accepted, skipped, unfinished)
+
+
+def _unfinished(folder: Path, table: Path, rows: list[dict[str, str]]) -> tuple[str, ...]:
+    """Signs that the run which wrote ``folder`` stopped before recording every case it began:
+    a last row without its line end (:func:`usnav.evaluate.results.read_results` does not count
+    it) and case folders (written by the worker as a case runs) with no row."""
+    notes = []
+    data = table.read_bytes()
+    if data.count(b"\n") and not data.endswith(b"\n"):
+        notes.append(
+            f"{RESULTS_NAME} ends in a row cut short (the run was stopped while writing it): "
+            "that case is not counted"
+        )
+    recorded = {row.get("case") or "" for row in rows}
+    cases_dir = folder / "cases"
+    started = sorted(
+        p.name for p in (cases_dir.iterdir() if cases_dir.is_dir() else ()) if p.is_dir()
+    )
+    missing = [name for name in started if name not in recorded]
+    if missing:
+        first = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
+        notes.append(
+            f"{len(missing)} case folder(s) under cases/ have no row ({first}): cases the run "
+            "began but did not record"
+        )
+    return tuple(notes)
 
 
 def _number(text: object) -> float | None:
@@ -571,6 +615,11 @@ def _folder_lines(f: BudgetCases) -> list[str]:
         f"  {f.source}: {f.rows} cases, {f.accepted} accepted, {len(f.cases)} with a scored "
         "error and the terms of their bound"
     ]
+    lines.extend(f"    not finished: {note}" for note in f.unfinished)
+    if f.unfinished:
+        lines.append(
+            "    run usnav evaluate again with this --out (it resumes) to record those cases"
+        )
     lines.extend(f"    left out: {case}: {why}" for case, why in f.skipped[:5])
     if len(f.skipped) > 5:
         lines.append(f"    … and {len(f.skipped) - 5} more left out")
@@ -608,6 +657,7 @@ def budget_report_json(report: BudgetReport) -> dict:
             "accepted": f.accepted,
             "scored": len(f.cases),
             "skipped": [{"case": c, "why": w} for c, w in f.skipped],
+            "unfinished": list(f.unfinished),
         }
 
     fit = asdict(report.fit)

@@ -77,6 +77,29 @@ def folder_lock(folder: Path, *, command: str = "usnav evaluate") -> Iterator[Pa
         os.close(fd)  # releases the lock
 
 
+def folder_lock_holder(folder: Path) -> str | None:
+    """What the run holding ``folder``'s lock says of itself, or None when no run holds it
+    (no lock file, one left by a killed run, or no flock on this system). Takes no lock that
+    outlives the call and creates no file."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        return None
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # (releases the shared lock if it was taken)
+    return None
+
+
 def _read_holder(fd: int) -> str:
     """What the lock file says of the run holding it."""
     try:
