@@ -92,3 +92,17 @@ def test_info_on_an_unknown_file_lists_the_calibration_it_also_reads(tmp_path: P
     tag = tmp_path / "landmarks.tag"
     tag.write_text("MNI Tag Point File\n", "utf-8")
     assert_bad_input(usnav(tmp_path, "info", str(tag)), "landmarks.tag", "calibration (.toml)")
+
+
+def test_a_device_file_given_as_the_calibration_is_named_as_one(tmp_path: Path) -> None:
+    """It said "key 'probe': expected a string in quotes, got a table; unknown key
+    'description'": the faults of a calibration, of a file that is none."""
+    device = tmp_path / "plus-server.toml"
+    device.write_text('description = "probe"\n[probe]\nhost = "127.0.0.1"\n', "utf-8")
+    with pytest.raises(InputError, match=r"is not a probe calibration.*tables: \[probe\]") as info:
+        load_calibration(device)
+    assert "expected a string" not in str(info.value)
+    broken = tmp_path / "cal.toml"  # a calibration's own faults are still its own
+    broken.write_text("format = 1\n[spatial]\nbogus = 1\n", "utf-8")
+    with pytest.raises(InputError, match="unknown key 'spatial.bogus'"):
+        load_calibration(broken)

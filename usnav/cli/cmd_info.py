@@ -51,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
         except InputError as exc:
             if not args.file.is_file():
                 raise
+            named = exc.problem.startswith("is not a probe calibration")
             raise InputError(
                 args.file,
-                f"is not a probe calibration ({exc.problem})",
+                exc.problem if named else f"is not a probe calibration ({exc.problem})",
                 "usnav info reads a .toml as a calibration file (usnav calibrate --out); a "
                 "device or options file is not one",
             ) from exc

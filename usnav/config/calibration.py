@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import math
 import re
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -496,7 +497,15 @@ def load_calibration(path: str | Path, *, warn: bool = True) -> CalibrationFile:
 def _load(p: Path) -> CalibrationFile:
     suffix = p.suffix.lower()
     if suffix == ".toml":
-        return load_toml_model(p, CalibrationFile)
+        try:
+            return load_toml_model(p, CalibrationFile)
+        except ConfigError:
+            other = _other_toml_kind(p)
+            if other is None:
+                raise
+            raise ConfigError(
+                p, f"is not a probe calibration: {other}", _GIVE_CALIBRATION
+            ) from None
     if suffix == ".xml":
         defs = read_coordinate_definitions(p)
         if "ImageToProbe" in defs:
@@ -525,6 +534,24 @@ def _load(p: Path) -> CalibrationFile:
         hint = _GIVE_CALIBRATION if exc.hint == GIVE_16 else exc.hint
         raise ConfigError(p, exc.problem, hint) from None
     return _from_matrix(matrix, p)
+
+
+def _other_toml_kind(p: Path) -> str | None:
+    """What a readable TOML file that holds no calibration table is, or None when it has one
+    (then the calibration's own message stands). A device file given as --calibration was
+    answered with its keys' faults ("key 'probe': expected a string in quotes")."""
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    tables = sorted(k for k, v in raw.items() if isinstance(v, dict))
+    if not tables or {"spatial", "temporal", "pivot"} & set(raw):
+        return None  # a calibration with faults (or one that lacks every table): its own words
+    found = ", ".join(f"[{t}]" for t in tables)
+    return (
+        f"it has no [spatial], [temporal] or [pivot] table (its tables: {found}; a device or "
+        "options file?)"
+    )
 
 
 #: what a calibration argument takes, for the messages of a file that is none of them
