@@ -22,3 +22,11 @@ def test_disabled_bar_draws_nothing(capsys) -> None:
     bar.update("converting frames", 3, 7)
     bar.stop()
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_transient_bar_leaves_nothing_on_a_log(capsys) -> None:
+    """Session 42: on a stderr that is not a terminal, usnav register's transient bar left a
+    blank line, so a refused input was two lines on stderr, not one."""
+    with ProgressBar(counts=False) as bar:
+        bar.update("registering", 0.5, 1.0, "coarse search")
+    assert capsys.readouterr() == ("", "")

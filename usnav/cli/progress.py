@@ -18,7 +18,8 @@ class ProgressBar:
     counts
         Show ``done/total`` (frames, items); False shows a percentage (fractions).
     transient
-        Remove the bars when stopped (True) or leave them on the screen.
+        Remove the bars when stopped (True) or leave them on the screen. A transient bar is
+        not drawn where stderr is not a terminal (nothing would remain of it but a blank line).
     """
 
     def __init__(self, *, enabled: bool = True, counts: bool = True, transient: bool = True):
@@ -42,12 +43,18 @@ class ProgressBar:
                 TimeElapsedColumn,
             )
 
+            console = Console(stderr=True)
+            if self.transient and not console.is_terminal:
+                # a transient bar on a log or a pipe shows nothing but leaves a blank line,
+                # before an error line too ("one line on stderr", session 42)
+                self.enabled = False
+                return
             self._progress = Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
                 MofNCompleteColumn() if self.counts else TaskProgressColumn(),
                 TimeElapsedColumn(),
-                console=Console(stderr=True),
+                console=console,
                 transient=self.transient,
             )
             self._progress.start()
