@@ -106,3 +106,30 @@ def test_a_device_file_given_as_the_calibration_is_named_as_one(tmp_path: Path) 
     broken.write_text("format = 1\n[spatial]\nbogus = 1\n", "utf-8")
     with pytest.raises(InputError, match="unknown key 'spatial.bogus'"):
         load_calibration(broken)
+
+
+def test_a_nifti_where_a_recording_belongs_is_named_a_volume(tmp_path: Path) -> None:
+    """An MRI given as the recording, or a .nii.gz as convert's TARGET, said only "unknown
+    sequence file type"."""
+    source = tmp_path / "sweep.igs.mha"
+    source.write_bytes(b"")
+    result = usnav(tmp_path, "convert", str(source), str(tmp_path / "sweep.nii.gz"))
+    assert_bad_input(result, "sweep.nii.gz", "NIfTI volume", "usnav reconstruct")
+
+
+def test_convert_onto_its_own_source_is_not_told_to_use_force(tmp_path: Path) -> None:
+    """``convert A A`` said "already exists — pass --force", which is then refused too."""
+    source = tmp_path / "sweep.igs.mha"
+    source.write_bytes(b"ObjectType = Image\n")
+    line = assert_bad_input(usnav(tmp_path, "convert", str(source), str(source)), "sweep.igs.mha")
+    assert "--force" not in line and "input" in line
+
+
+def test_a_dataset_folder_given_as_the_manifest_names_its_manifest(tmp_path: Path) -> None:
+    """It said "cannot read the manifest ([Errno 21] Is a directory: 'ds')"."""
+    from usnav.io.manifest import read_manifest
+
+    (tmp_path / "manifest.csv").write_text("case,recording,mri,calibration,init\n", "utf-8")
+    with pytest.raises(InputError, match="is a folder, not a manifest.*manifest.csv") as info:
+        read_manifest(tmp_path)
+    assert "Errno" not in str(info.value)

@@ -54,7 +54,7 @@ def _report(recovery: Recovery) -> None:
 def run(args: argparse.Namespace) -> int:
     from usnav.io.outputs import check_output
 
-    check_output(args.target, force=args.force, option="TARGET")
+    check_output(args.target, force=args.force, option="TARGET", inputs=[args.source])
     progress = ProgressBar(enabled=sys.stderr.isatty())
     try:
         written = convert_sequence(

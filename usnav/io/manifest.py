@@ -102,6 +102,10 @@ def read_manifest(path: str | Path) -> list[ManifestCase]:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError(path, "no such manifest", "give the manifest.csv of a dataset") from None
+    except IsADirectoryError:
+        inside = path / "manifest.csv"
+        hint = f"give {inside}" if inside.is_file() else "give the manifest.csv of a dataset"
+        raise InputError(path, "is a folder, not a manifest", hint) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read the manifest ({exc})") from None
     # rows with their line numbers: blank lines are skipped by the reader, so counting rows

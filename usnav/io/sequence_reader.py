@@ -68,6 +68,12 @@ def sequence_format(path: str | Path) -> str:
         return "metaio"
     if name.endswith((".nrrd", ".nhdr")):
         return "nrrd"
+    if name.endswith((".nii", ".nii.gz")):  # an MRI or a reconstruction where a sweep belongs
+        raise InputError(
+            path,
+            "is a NIfTI volume name, not a recording (a PLUS sequence file of tracked frames)",
+            "recordings are .igs.mha or .seq.nrrd; usnav reconstruct makes a volume of a sweep",
+        )
     raise InputError(
         path, "unknown sequence file type", "use .igs.mha (MetaIO) or .seq.nrrd / .igs.nrrd (NRRD)"
     )
