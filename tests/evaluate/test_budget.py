@@ -339,3 +339,12 @@ def test_a_folder_a_run_is_still_writing_is_refused(tmp_path: Path) -> None:
 def test_a_missing_folder_is_named_as_missing(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such folder"):
         read_budget_cases(tmp_path / "nowhere")
+
+
+def test_a_run_stopped_before_recording_any_case_says_so(tmp_path: Path) -> None:
+    """Session 42: a folder whose run was stopped before its first row was told to "evaluate
+    cases with a truth", which its cases had."""
+    folder = write_results(tmp_path / "site", [])
+    (folder / "cases" / "a").mkdir(parents=True)
+    with pytest.raises(InputError, match="not finished.*run usnav evaluate again"):
+        budget_report([folder], [])

@@ -496,12 +496,16 @@ def budget_report(
     cases = [c for f in fitted for c in f.cases]
     if not cases:
         first = fitted[0]
+        unfinished = [f for f in fitted if f.unfinished and not f.rows]
         raise InputError(
             first.source if len(fitted) == 1 else ", ".join(str(f.source) for f in fitted),
             f"no accepted estimate with a scored error and its bound's terms (of "
-            f"{sum(f.rows for f in fitted)} cases, {sum(f.accepted for f in fitted)} accepted)",
-            "evaluate cases with a truth (the manifest's truth column): a budget is measured "
-            "on the error of accepted estimates",
+            f"{sum(f.rows for f in fitted)} cases, {sum(f.accepted for f in fitted)} accepted)"
+            + (f"; not finished: {unfinished[0].unfinished[-1]}" if unfinished else ""),
+            "run usnav evaluate again with that --out (it resumes) to record its cases"
+            if unfinished
+            else "evaluate cases with a truth (the manifest's truth column): a budget is "
+            "measured on the error of accepted estimates",
         )
     fit = fit_similarity_bias(cases, coverage, confidence)
     applied = fit.similarity_bias_mm
