@@ -133,3 +133,14 @@ def test_a_dataset_folder_given_as_the_manifest_names_its_manifest(tmp_path: Pat
     with pytest.raises(InputError, match="is a folder, not a manifest.*manifest.csv") as info:
         read_manifest(tmp_path)
     assert "Errno" not in str(info.value)
+
+
+def test_a_manifest_saved_with_semicolons_says_so(tmp_path: Path) -> None:
+    """A spreadsheet's export where ";" is the list separator was told its columns case,
+    recording, mri... were missing, though its header named every one."""
+    from usnav.io.manifest import read_manifest
+
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("case;recording;mri;calibration;init\na;r;m;c;i\n", "utf-8")
+    with pytest.raises(InputError, match="separated by semicolons.*comma-separated"):
+        read_manifest(manifest)

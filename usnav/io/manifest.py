@@ -126,6 +126,21 @@ def read_manifest(path: str | Path) -> list[ManifestCase]:
     header = set(columns)
     missing = [c for c in ("case", *REQUIRED_PATHS) if c not in header]
     if missing:
+        separator = next(
+            (
+                name
+                for sep, name in ((";", "semicolons"), ("\t", "tabs"))
+                if len(columns) == 1 and sep in columns[0]
+            ),
+            None,
+        )
+        if separator:  # a spreadsheet's export in a locale whose list separator is not ","
+            raise InputError(
+                path,
+                f"its header is one column, separated by {separator}: a manifest is "
+                "comma-separated",
+                "save it as CSV with commas (UTF-8), e.g. 'CSV UTF-8 (comma delimited)'",
+            )
         raise InputError(
             path,
             f"missing column(s) {', '.join(missing)}",
