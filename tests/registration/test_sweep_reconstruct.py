@@ -194,7 +194,10 @@ def test_cli_reconstruct(shared_data, tmp_path, capsys):
     vol = load_volume(out)
     assert vol.spacing_mm == pytest.approx([1, 1, 1])
     assert vol.shape == (74, 54, 53)  # the 0.5 mm extents (146.3, 105.3, 103.9) halved, rounded
-    assert "21 frames" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "21 frames" in printed
+    # the origin printed is the Reference frame's, not the NIfTI's RAS (session 42)
+    assert "mm in Reference" in printed
 
 
 def test_a_voxel_holding_the_whole_sweep_is_refused():

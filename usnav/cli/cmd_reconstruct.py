@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"{rec.frames} frames{left_out} → {v.shape[0]}×{v.shape[1]}×{v.shape[2]} voxels of "
-        f"{' × '.join(f'{s:g}' for s in v.spacing_mm)} mm, origin ({origin}) mm, "
+        # the Reference frame's (PLUS's Offset): usnav info shows a .nii/.nrrd's RAS, which
+        # differs in x and y's sign (docs/registration.md); "origin" alone read as either
+        f"{' × '.join(f'{s:g}' for s in v.spacing_mm)} mm, origin ({origin}) mm in Reference, "
         f"{100 * rec.filled.mean():.1f}% pasted, {rec.seconds:.2f} s → {args.out}"
     )
     return 0
