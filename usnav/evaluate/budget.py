@@ -566,7 +566,8 @@ def format_budget_report(report: BudgetReport) -> str:
         )
     else:
         lines.append(
-            f"  UNCERTAIN: {fit.cases} cases are too few for a bias covering {pct} of cases "
+            f"  UNCERTAIN: {_cases(fit.cases)} {'is' if fit.cases == 1 else 'are'} too few for "
+            f"a bias covering {pct} of cases "
             f"like these at {conf} confidence (that needs ≥ {fit.cases_needed}); the largest "
             f"needed, {report.applied_mm:.2f} mm, covers ≥ "
             f"{100 * fit.supported_coverage:.1f} % at {conf} confidence — evaluate more cases "
@@ -616,7 +617,7 @@ def format_budget_report(report: BudgetReport) -> str:
 def _folder_lines(f: BudgetCases) -> list[str]:
     """What a results folder held, and the first cases left out and why."""
     lines = [
-        f"  {f.source}: {f.rows} cases, {f.accepted} accepted, {len(f.cases)} with a scored "
+        f"  {f.source}: {_cases(f.rows)}, {f.accepted} accepted, {len(f.cases)} with a scored "
         "error and the terms of their bound"
     ]
     lines.extend(f"    not finished: {note}" for note in f.unfinished)
@@ -642,6 +643,10 @@ def _check_text(check: BudgetCheck) -> str:
         case, error, bound = check.worst_uncovered
         text += f" (worst uncovered: {case}, {error:.2f} mm against ±{bound:.2f} mm)"
     return text
+
+
+def _cases(n: int) -> str:
+    return f"{n} case" if n == 1 else f"{n} cases"
 
 
 def _ordinal(n: int | None) -> str:

@@ -170,7 +170,9 @@ def read_manifest(path: str | Path) -> list[ManifestCase]:
             value = (row.get(column) or "").strip()
             if not value:
                 if column in REQUIRED_PATHS:
-                    raise InputError(where, f"empty '{column}'", f"case {name!r} needs a {column}")
+                    raise InputError(
+                        where, f"empty '{column}'", f"give case {name!r} its {column} file"
+                    )
                 paths[column] = None
                 continue
             p = Path(value)
