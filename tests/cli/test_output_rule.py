@@ -55,3 +55,29 @@ def test_a_link_to_nothing_is_in_the_way_like_a_file(tmp_path):
         check_output(link, folder=True)
     assert check_output(link, force=True) == link
     assert not elsewhere.exists() and not elsewhere.parent.exists()
+
+
+def test_a_refused_command_leaves_no_empty_output_folder_behind(tmp_path, capsys):
+    """The output rule creates ``--out``'s folders before the long work (so a wrong ``--out``
+    is said at once); a command refused after that — a bad value found later — removed
+    nothing, and ``reconstruct … --spacing 0 --out new/deep/v.nii.gz`` left ``new/deep``
+    (session 42). Now the folders it made and left empty go; a successful run keeps them, and
+    a folder that existed before is never touched."""
+    from usnav.cli.main import main
+    from usnav.sim import make_options, simulate_case
+
+    case = tmp_path / "case"
+    simulate_case(3, case, make_options(frames=6, image_cols=48, image_rows=48, voxel_mm=0.8))
+    sweep, cal = str(case / "sweep.igs.mha"), str(case / "calibration.toml")
+    new = tmp_path / "new"
+    args = ["reconstruct", sweep, "--calibration", cal, "--spacing", "0"]
+    assert main([*args, "--out", str(new / "deep" / "v.nii.gz")]) == 2
+    assert "--spacing" in capsys.readouterr().err
+    assert not new.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main([*args, "--out", str(kept / "deep" / "v.nii.gz")]) == 2
+    assert kept.is_dir() and not (kept / "deep").exists()
+    ok = ["reconstruct", sweep, "--calibration", cal, "--spacing", "1.0"]
+    assert main([*ok, "--out", str(new / "deep" / "v.nii.gz")]) == 0
+    assert (new / "deep" / "v.nii.gz").is_file()

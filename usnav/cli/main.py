@@ -123,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)  # a usage error (exit 2): stdout stays for answers
         return EXIT_BAD_INPUT
     handlers = _stop_signal_handlers()
+    status = EXIT_INTERNAL_ERROR
     try:
         _refuse_empty(argv)
         _refuse_non_finite(args)
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        return status
     except UsnavError as exc:
         if debug:
             traceback.print_exc()
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader stopped early (`usnav bench --list | head -1`): done
         _stdout_to_devnull()
-        return EXIT_OK
+        status = EXIT_OK
+        return status
     except Exception as exc:  # an internal error: one line, traceback with --debug
         if debug:
             traceback.print_exc()
@@ -152,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_INTERNAL_ERROR
     finally:
+        # an output folder made for a command that then failed, and still empty, goes too
+        from usnav.io.outputs import forget_created_folders, remove_unused_folders
+
+        if status == EXIT_OK:
+            forget_created_folders()
+        else:
+            remove_unused_folders()
         # a command may leave Ctrl-C ignored while its process shuts down (`usnav run`); a
         # caller running usnav in-process (tests, notebooks) keeps its own handlers, and the
         # processes it starts later do not inherit an ignored Ctrl-C

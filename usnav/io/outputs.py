@@ -109,16 +109,46 @@ def input_paths(args) -> list[Path]:
     return [v for k, v in vars(args).items() if isinstance(v, Path) and k != "out"]
 
 
+#: Folders :func:`check_output` created in this process, outermost first: a command that is
+#: then refused or interrupted removes those still empty (:func:`remove_unused_folders`).
+_CREATED: list[Path] = []
+
+
 def _make_folder(folder: Path, option: str) -> None:
-    """``mkdir -p folder`` with one-line errors."""
+    """``mkdir -p folder`` with one-line errors; the folders it creates are remembered."""
+    missing = []
     for ancestor in [folder, *folder.parents]:
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise InputError(ancestor, f"is a file, so {option} cannot go under it")
             break
+        missing.append(ancestor)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(
             folder, f"cannot create this folder ({exc.strerror or exc})", f"choose another {option}"
         ) from exc
+    _CREATED.extend(reversed(missing))
+
+
+def remove_unused_folders() -> list[Path]:
+    """Remove the folders :func:`check_output` created in this process that are still empty,
+    deepest first, and forget them all: a command refused after its outputs were checked
+    (a bad input found later, Ctrl-C) leaves no empty ``--out`` folder behind (session 42:
+    ``usnav reconstruct … --spacing 0 --out new/v.nii.gz`` left ``new/``). A folder anything
+    was written into is kept. Returns the folders removed."""
+    removed = []
+    for created in reversed(_CREATED):
+        try:
+            created.rmdir()
+        except OSError:  # not empty, or already gone
+            continue
+        removed.append(created)
+    _CREATED.clear()
+    return removed
+
+
+def forget_created_folders() -> None:
+    """Keep every folder created so far (the command succeeded)."""
+    _CREATED.clear()
