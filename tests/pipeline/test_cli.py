@@ -108,6 +108,20 @@ def test_bad_inputs_get_one_line_and_exit_2_before_anything_starts(small_case, t
     assert result.returncode == 2 and "beyond loopback needs encryption" in result.stderr
 
 
+def test_the_tumor_label_given_as_the_mri_is_refused_before_anything_starts(small_case, tmp_path):
+    """Session 42: ``usnav run`` took it, registered the sweep to a label map (every estimate
+    rejected) and exited 0; ``usnav register`` refused it since session 35."""
+    device = _device_file(tmp_path, free_port())
+    args = _run_args(small_case, device)
+    args[args.index("--mri") + 1] = str(small_case / "tumor_label.nii.gz")
+    result = _usnav(*args, "--log", str(tmp_path / "run.log"), "--duration", "1")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tumor_label.nii.gz: holds only" in lines[0]
+    assert "a label map, not an MRI" in lines[0] and "--mri" in lines[0]
+    assert not (tmp_path / "run.log").exists()  # refused before the run began
+
+
 def test_the_live_registration_gets_the_operated_mri_with_removed(small_case, tmp_path):
     """``usnav run --removed``: the registration worker is built on the MRI with the removed
     tissue filled with fluid (as ``usnav register --removed``); everything else as given."""

@@ -35,9 +35,10 @@ def open_pipeline(
     """Load and check every input of ``usnav run``, then build the pipeline (not started).
 
     Everything that can be wrong with a file is found here, before a socket is opened: the
-    device set, the MRI and label map (usable affine, finite voxels), the calibration
-    (rigid × scale), the initial registration (rigid), the recording target (its folder
-    exists and is writable), the removed-tissue label (marks voxels inside the MRI).
+    device set, the MRI (usable affine, finite voxels, not a label map) and the label map,
+    the calibration (rigid × scale), the initial registration (rigid), the recording target
+    (its folder exists and is writable), the removed-tissue label (marks voxels inside the
+    MRI).
 
     ``calibration`` may name several files, one per image size (the scanner's depth presets,
     each calibrated): every frame is placed with the one made for its size
@@ -72,6 +73,10 @@ def open_pipeline(
     timed = next((c for c in cals if c.temporal is not None), cals[0])
     mri_volume = load_volume(mri)
     mri_volume.check_finite()
+    # the tumor label given as the MRI ran to the end (every estimate rejected, nothing said)
+    mri_volume.check_not_label_map(
+        "give the MRI itself as --mri (a tumor label map goes in --label)"
+    )
     if removed is not None:
         from usnav.registration.operated import operated_mri
         from usnav.registration.options import RegistrationOptions
