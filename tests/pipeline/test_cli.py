@@ -263,6 +263,58 @@ def test_ctrl_c_stops_cleanly_and_flushes_the_recording(small_case, tmp_path):
     assert (tmp_path / "run.log").read_text().count("usnav") > 0
 
 
+#: ``usnav run`` whose kernel compilation lasts until it is interrupted (a cold cache takes
+#: 25-60 s): says "compiling" on stderr first, then waits
+_SLOW_COMPILE_RUN = """
+import sys, threading
+import usnav.pipeline.live as live
+from usnav.cli.main import main
+
+def prepare(self):
+    print("test: compiling", file=sys.stderr, flush=True)
+    threading.Event().wait()
+
+live.LivePipeline.prepare = prepare
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_compiling_is_a_stop_not_a_missing_server(small_case, tmp_path):
+    """Session 42: Ctrl-C during the first run's compilation ended with "error: no frame from
+    127.0.0.1:PORT ... is the server running?" and exit 2, about a probe never tried."""
+    device = _device_file(tmp_path, free_port())
+    args = _run_args(small_case, device)
+    args += ["--log", str(tmp_path / "run.log"), "--publish", "tcp://127.0.0.1:0", "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_COMPILE_RUN, *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:  # inputs checked, the kernels "compiling"
+            lines.append(line)
+            if line.startswith("test: compiling"):
+                break
+        assert lines and lines[-1].startswith("test: compiling"), lines
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "0 frames received" in out
+    port = device.read_text().split("port = ")[1].split()[0]
+    assert (
+        f"stopped while compiling the kernels, before connecting to the probe at 127.0.0.1:{port}"
+        in err
+    )
+    assert "is the server running" not in err and "Traceback" not in err
+
+
 def test_a_second_ctrl_c_while_stopping_still_prints_the_summary(small_case, tmp_path):
     """Ctrl-C several times in quick succession, the later ones while it stops and writes the
     recording out: it still stops cleanly and prints the run's summary and the recording's."""

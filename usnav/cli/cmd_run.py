@@ -199,7 +199,7 @@ def _run(args: argparse.Namespace, log_path: Path) -> int:
         with InterruptToStop(interrupted, ignore_after=True):
             interrupted(1)
             pipeline.stop()
-            return _print_summary(pipeline, 0.0, args.record)
+            return _print_summary(pipeline, 0.0, args.record, connected=False)
     err.print(
         "compiled: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items())
@@ -279,8 +279,14 @@ def _no_frame(pipeline) -> str:
     )
 
 
-def _print_summary(pipeline, stopped_in: float, record: Path | None) -> int:
-    """The run's summary (and the recording's); returns the exit status."""
+def _print_summary(
+    pipeline, stopped_in: float, record: Path | None, *, connected: bool = True
+) -> int:
+    """The run's summary (and the recording's); returns the exit status.
+
+    ``connected``: False when the run was stopped before the probe was started (Ctrl-C while
+    the kernels compiled): no frame could have come, so none is not the peer's fault.
+    """
     s = pipeline.status()
     c = pipeline.counters
     print(
@@ -317,6 +323,17 @@ def _print_summary(pipeline, stopped_in: float, record: Path | None) -> int:
             print("  (the image size changed during the recording: one file per size)")
         if c.record_error:
             return 1
+    if not connected:
+        # stopped while compiling: asking whether the server runs (exit 2) blamed a probe
+        # that was never tried (session 42)
+        probe = pipeline.probe.config
+        print(
+            f"usnav run: stopped while compiling the kernels, before connecting to the probe at "
+            f"{probe.host}:{probe.port}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 0
     if c.received == 0:
         print(f"usnav run: error: {_no_frame(pipeline)}", file=sys.stderr, flush=True)
         return 2
