@@ -122,6 +122,27 @@ def test_the_tumor_label_given_as_the_mri_is_refused_before_anything_starts(smal
     assert not (tmp_path / "run.log").exists()  # refused before the run began
 
 
+def test_a_device_file_and_a_calibration_swapped_are_named_as_such(small_case, tmp_path):
+    """Session 42: a device file given as --calibration was refused with a pile of "unknown
+    key" clauses that never said it was the device file."""
+    device = _device_file(tmp_path, free_port())
+    args = _run_args(small_case, device)
+    args[args.index("--calibration") + 1] = str(device)
+    result = _usnav(*args, "--duration", "1")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{device}: is a device file (its [probe])" in lines[0]
+    assert "not a calibration file — give a calibration file" in lines[0]
+    assert "unknown key" not in lines[0]
+    args = _run_args(small_case, device)
+    args[args.index("--device") + 1] = str(small_case / "calibration.toml")
+    result = _usnav(*args, "--duration", "1")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "calibration.toml: is a calibration file (its [spatial" in lines[0]
+    assert "not a device file — give a device file (devices/*.toml)" in lines[0]
+
+
 def test_the_live_registration_gets_the_operated_mri_with_removed(small_case, tmp_path):
     """``usnav run --removed``: the registration worker is built on the MRI with the removed
     tissue filled with fluid (as ``usnav register --removed``); everything else as given."""

@@ -245,4 +245,51 @@ def load_toml_model(path: str | Path, model: type[M]) -> M:
     try:
         return validate_file_data(model, raw)
     except ValidationError as exc:
+        other = _other_kind_of_file(raw, model)
+        if other is not None:  # the pile of unknown keys did not say which file was mixed up
+            (found, tables), (wanted, example) = other
+            raise ConfigError(
+                p, f"is {found} (its {tables}), not {wanted}", f"give {wanted} ({example}) here"
+            ) from exc
         raise ConfigError(p, format_validation_error(exc, model)) from exc
+
+
+#: usnav's kinds of TOML file, each with the tables only it has (session 42: a device file
+#: given as --calibration was refused with eight "unknown key" clauses, never saying so)
+_FILE_KINDS = (
+    ("a device file", "devices/*.toml", ("probe", "playback")),
+    ("a calibration file", "calibration/*.toml", ("spatial", "temporal", "pivot")),
+    (
+        "a pipeline options file",
+        "usnav run --options",
+        ("display", "margins", "registration_budget"),
+    ),
+)
+
+
+def _other_kind_of_file(
+    raw: dict, model: type[BaseModel]
+) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """((what ``raw`` is, the tables that say so), (what ``model`` reads, an example)) when
+    ``raw`` has the tables of another kind of usnav file than the one ``model`` reads
+    (:data:`_FILE_KINDS`), else None."""
+    fields = set(model.model_fields)
+    wanted = next((k for k in _FILE_KINDS if set(k[2]) <= fields), None)
+    if wanted is None:
+        return None
+    for kind, _, tables in _FILE_KINDS:
+        if kind == wanted[0]:
+            continue
+        seen = [t for t in tables if isinstance(raw.get(t), dict) and not _takes_table(model, t)]
+        if seen:
+            return (kind, ", ".join(f"[{t}]" for t in seen)), (wanted[0], wanted[1])
+    return None
+
+
+def _takes_table(model: type[BaseModel], name: str) -> bool:
+    """Whether ``model``'s field ``name`` is a table (a model), not a plain value."""
+    field = model.model_fields.get(name)
+    if field is None:
+        return False
+    candidates = (field.annotation, *get_args(field.annotation))
+    return any(isinstance(c, type) and issubclass(c, BaseModel) for c in candidates)
