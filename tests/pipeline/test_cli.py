@@ -143,6 +143,19 @@ def test_a_device_file_and_a_calibration_swapped_are_named_as_such(small_case, t
     assert "not a device file — give a device file (devices/*.toml)" in lines[0]
 
 
+def test_an_options_files_publish_port_out_of_range_is_refused(small_case, tmp_path):
+    """Session 42: --publish tcp://127.0.0.1:99999 was refused, the same address in the options
+    file was bound by ZeroMQ as port 34463 (its low 16 bits): no display found the margins."""
+    options = tmp_path / "run.toml"
+    options.write_text('publish_address = "tcp://127.0.0.1:99999"\n')
+    args = _run_args(small_case, _device_file(tmp_path, free_port()))
+    result = _usnav(*args, "--options", str(options), "--duration", "1")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{options}: key 'publish_address'" in lines[0]
+    assert "'99999' is not a TCP port" in lines[0] and "Traceback" not in result.stderr
+
+
 def test_the_live_registration_gets_the_operated_mri_with_removed(small_case, tmp_path):
     """``usnav run --removed``: the registration worker is built on the MRI with the removed
     tissue filled with fluid (as ``usnav register --removed``); everything else as given."""

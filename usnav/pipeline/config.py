@@ -132,6 +132,14 @@ class PipelineOptions(BaseModel):
     def _zmq_endpoint(cls, value: str) -> str:
         if not value.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError("must be a ZeroMQ endpoint such as tcp://127.0.0.1:5556")
+        if value.startswith("tcp://"):
+            # as --publish is checked: ZeroMQ took port 99999 as 34463 (its low 16 bits) and
+            # the run published where no display looked (session 42)
+            host, sep, port = value[len("tcp://") :].rpartition(":")
+            if not sep or not host:
+                raise ValueError("has no HOST:PORT: write it like tcp://127.0.0.1:5556")
+            if port != "*" and not (port.isdigit() and int(port) <= 65535):
+                raise ValueError(f"the port {port!r} is not a TCP port: give a number 0..65535")
         return value
 
     @model_validator(mode="after")
