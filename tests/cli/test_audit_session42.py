@@ -99,9 +99,13 @@ def test_a_device_file_given_as_the_calibration_is_named_as_one(tmp_path: Path) 
     'description'": the faults of a calibration, of a file that is none."""
     device = tmp_path / "plus-server.toml"
     device.write_text('description = "probe"\n[probe]\nhost = "127.0.0.1"\n', "utf-8")
-    with pytest.raises(InputError, match=r"is not a probe calibration.*tables: \[probe\]") as info:
+    with pytest.raises(InputError, match=r"is a device file \(its \[probe\]\)") as info:
         load_calibration(device)
     assert "expected a string" not in str(info.value)
+    other = tmp_path / "other.toml"  # a TOML of no usnav kind: its tables are named
+    other.write_text("[foo]\nx = 1\n", "utf-8")
+    with pytest.raises(InputError, match=r"is not a probe calibration.*tables: \[foo\]"):
+        load_calibration(other)
     broken = tmp_path / "cal.toml"  # a calibration's own faults are still its own
     broken.write_text("format = 1\n[spatial]\nbogus = 1\n", "utf-8")
     with pytest.raises(InputError, match="unknown key 'spatial.bogus'"):

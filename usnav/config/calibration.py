@@ -499,7 +499,9 @@ def _load(p: Path) -> CalibrationFile:
     if suffix == ".toml":
         try:
             return load_toml_model(p, CalibrationFile)
-        except ConfigError:
+        except ConfigError as exc:
+            if "not a calibration file" in exc.problem:
+                raise  # the loader named the kind of file it is (a device or options file)
             other = _other_toml_kind(p)
             if other is None:
                 raise
