@@ -351,7 +351,7 @@ def test_cli_simulate_then_info(tmp_path, capsys):
     stored = tomllib.loads((out / "calibration.toml").read_text())["spatial"]["image_size_px"]
     assert stored == [64, 48] == list(read_sequence(out / "sweep.igs.mha").image_size)
     assert main(["simulate", "--seed", "5", "--out", str(tmp_path / "y"), "--depth-mm", "-5"]) == 2
-    assert "depth_mm" in capsys.readouterr().err
+    assert "--depth-mm:" in capsys.readouterr().err  # the flag typed, not the options' key
     assert main(["simulate", "--seed", "5", "--out", str(out / "truth.json")]) == 2
     assert not (tmp_path / "y").exists()
 
