@@ -312,6 +312,14 @@ def _print_summary(
             "had not changed while the probe moved: frozen on the scanner)",
             flush=True,
         )
+    if c.repeated:
+        print(
+            f"  ({c.repeated} of the frames repeated the image of an earlier frame — a frame "
+            "grabber capturing faster than the scanner updates: their margins were drawn at "
+            "the pose of the image's first frame, marked repeat_of, and not offered to the "
+            "registration)",
+            flush=True,
+        )
     if record:
         files = ", ".join(str(f) for f in c.record_files) or str(record)
         print(

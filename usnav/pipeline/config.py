@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from usnav.margins.options import MarginOptions
-from usnav.pipeline.frozen import FROZEN_MOTION_MM
+from usnav.pipeline.frozen import FROZEN_MOTION_MM, REPEAT_S
 from usnav.protocol.display import MEASURED_MARGIN_ERROR_MM, DisplayRules
 from usnav.protocol.wire import DEFAULT_ADDRESS
 
@@ -94,6 +94,13 @@ class PipelineOptions(BaseModel):
         or a frame grabber capturing a frozen screen): its margins are published STALE with
         the reason and it is not offered to the registration (:mod:`usnav.pipeline.frozen`;
         session 41). None (``false`` in an options file): not watched.
+    image_repeat_s
+        A frame whose image has not changed since a frame at most this long before (s, the
+        device's clock) repeats that frame's image (a frame grabber capturing faster than the
+        scanner updates): its margins are drawn at that frame's pose, the image's own, marked
+        ``repeat_of`` on the wire, and it is not offered to the registration; it is never
+        called frozen (session 43). None (``false``): no frame is a repeat (session 41's
+        behaviour: each unchanged image at its own frame's pose until the freeze rule says).
     display
         The thresholds of the ``display_state`` every published message carries (when an
         overlay may be shown LIVE; see docs/protocol.md).
@@ -115,11 +122,12 @@ class PipelineOptions(BaseModel):
     max_tied_correction_mm: float = Field(default=10.0, gt=0)
     follow_moved_reference: StrictBool = False
     frozen_image_motion_mm: float | None = Field(default=FROZEN_MOTION_MM, gt=0, le=1000.0)
+    image_repeat_s: float | None = Field(default=REPEAT_S, gt=0, le=1.0)
     margins: MarginOptions = MarginOptions()
     registration_budget: RegistrationBudget = RegistrationBudget()
     display: DisplayRules = DisplayRules()
 
-    @field_validator("frozen_image_motion_mm", mode="before")
+    @field_validator("frozen_image_motion_mm", "image_repeat_s", mode="before")
     @classmethod
     def _false_is_off(cls, value: object) -> object:
         """``false`` switches the watch off (a TOML file cannot say None)."""

@@ -40,7 +40,7 @@ from usnav.io.volume import Volume
 from usnav.margins import MarginEstimator
 from usnav.pipeline.arrival import ArrivalClock
 from usnav.pipeline.config import PipelineOptions
-from usnav.pipeline.frozen import FrozenImageMonitor
+from usnav.pipeline.frozen import Arrival, FrozenImageMonitor
 from usnav.pipeline.queues import LatestSlot, RecordQueue
 from usnav.pipeline.reference_motion import ReferenceMotionMonitor, reference_to_tracker
 from usnav.pipeline.stats import LatencyMeter, RateMeter
@@ -71,6 +71,9 @@ class PipelineCounters:
     errors: int = 0
     stale_published: int = 0
     submitted_to_registration: int = 0
+    #: frames whose image repeated an earlier frame's (a frame grabber faster than the
+    #: scanner): drawn at that frame's pose, not offered to the registration
+    repeated: int = 0
     last_problem: str = ""
     problems: dict[str, int] = field(default_factory=dict)
 
@@ -160,7 +163,7 @@ class LivePipeline:
         self.rate_out = RateMeter()
         self.latency = LatencyMeter()
         self.compile_seconds: dict[str, float] = {}
-        self._slot: LatestSlot[TrackedFrame] = LatestSlot()
+        self._slot: LatestSlot[tuple[TrackedFrame, Arrival]] = LatestSlot()
         self._record_queue: RecordQueue[TrackedFrame] | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -183,9 +186,15 @@ class LivePipeline:
         #: the patient reference against the tracker since the registration was checked
         self.reference_motion = _reference_motion_monitor(self.options.display, worker)
         #: the image frozen on the scanner while the probe moves on
-        self.frozen_image = FrozenImageMonitor(self.options.frozen_image_motion_mm)
+        #: and the image repeated by a frame grabber faster than the scanner
+        self.frozen_image = FrozenImageMonitor(
+            self.options.frozen_image_motion_mm, repeat_s=self.options.image_repeat_s
+        )
         #: why the newest frame's image is not the present ("" while it changes)
         self._image_frozen = ""
+        #: the frame an image first came with, its ImageToReference and that pose's status
+        #: (the pose its repeats are drawn at, computed once per image)
+        self._image_first: tuple[TrackedFrame, np.ndarray, TransformStatus] | None = None
 
     # -- life cycle ------------------------------------------------------------------------
     def prepare(self) -> dict[str, float]:
@@ -348,7 +357,9 @@ class LivePipeline:
         self.counters.received += 1
         self.rate_in.tick()
         self._last_frame_time = time.monotonic()
-        self._slot.put(frame)
+        # which frame its image first came with: judged here, on every frame, since the frame
+        # path may skip the first (the newest frame wins there)
+        self._slot.put((frame, self.frozen_image.see(frame.image, frame)))
         if self._record_queue is not None and not self._record_queue.put(frame):
             self.counters.record_dropped += 1
 
@@ -363,19 +374,24 @@ class LivePipeline:
 
     def _frame_path_loop(self) -> None:
         while not self._stop.is_set():
-            frame = self._slot.get(timeout=0.1)
-            if frame is None:
+            item = self._slot.get(timeout=0.1)
+            if item is None:
                 continue
+            frame, arrival = item
             try:
-                self.process(frame)
+                self.process(frame, arrival)
             except Exception as exc:  # one bad frame never stops the pipeline
                 self.counters.errors += 1
                 self.counters.problem("error", f"frame {frame.frame_number}: {exc}")
                 log.exception("frame %s failed", frame.frame_number)
         self.counters.display_dropped = self._slot.dropped
 
-    def process(self, frame: TrackedFrame) -> None:
-        """Margins for one frame, published; the frame is offered to the registration worker."""
+    def process(self, frame: TrackedFrame, arrival: Arrival | None = None) -> None:
+        """Margins for one frame, published; the frame is offered to the registration worker.
+
+        ``arrival``: which frame its image first came with (:meth:`FrozenImageMonitor.see`
+        on every received frame; None: the image is taken as new). A frame repeating an
+        earlier frame's image is drawn at that frame's pose, the image's own."""
         assert self._estimator is not None and self._publisher is not None
         self.counters.processed += 1
         self._lateness_s = self._arrival.lateness_s(frame.t_device, frame.t_received)
@@ -401,7 +417,17 @@ class LivePipeline:
             )
             self._publish_no_tracking(frame, status, i2r)
             return
-        self._watch_frozen_image(frame, i2r)
+        arrival = self._first_arrival(frame, arrival or Arrival(frame), i2r, status)
+        if arrival is None:
+            return
+        first = arrival.first
+        self._watch_frozen_image(frame, arrival, i2r, first)
+        watch = self.frozen_image
+        # the pose the image belongs to: its first arrival's while it repeats
+        i2r = watch.image_pose if watch.image_pose is not None else i2r
+        repeat_of = first.frame_number if watch.repeat else None
+        if watch.repeat:
+            self.counters.repeated += 1
         estimate = self.current_estimate()
         #: the registration the latest margins were drawn with (a later estimate may come
         #: after the last frame: no margin was drawn with it)
@@ -454,10 +480,17 @@ class LivePipeline:
             stale=bool(stale_reason),
             stale_reason=stale_reason,
             doubt=doubt,
+            repeat_of=repeat_of,
+            image_age_s=watch.image_age_s,
         )
         if self.options.publish_frames:
             self._publisher.publish_frame(
-                frame, image_to_mri=image_to_mri, estimate=estimate, stale_reason=stale_reason
+                frame,
+                image_to_mri=image_to_mri,
+                estimate=estimate,
+                stale_reason=stale_reason,
+                repeat_of=repeat_of,
+                image_age_s=watch.image_age_s,
             )
         self._publish_estimate_if_new()
         now = time.time()
@@ -467,7 +500,8 @@ class LivePipeline:
         if self._slicer is not None:
             display = self._publisher.display_of(estimate, stale_reason=stale_reason, doubt=doubt)
             self._slicer.publish(frame, i2r, estimate.reference_to_mri, margins, display)
-        if self.worker is not None and not stale_reason:
+        # a repeated image is no new information (and its own time is its first arrival's)
+        if self.worker is not None and not stale_reason and not watch.repeat:
             self.worker.submit(frame.image, i2r, frame.t_device)
             self.counters.submitted_to_registration += 1
 
@@ -575,12 +609,73 @@ class LivePipeline:
         # and the margins it is measured against are placed by the same transform
         return (estimate.margins_reference_to_mri @ tip)[:3]
 
-    def _watch_frozen_image(self, frame: TrackedFrame, i2r: np.ndarray) -> None:
-        """Whether the frame's image is frozen on the scanner while the probe moves
-        (:mod:`usnav.pipeline.frozen`): counted, said once in the log when it begins and when
-        it ends, and kept as :attr:`_image_frozen` (the frame's and the status's STALE reason;
-        such a frame is not offered to the registration)."""
-        reason = self.frozen_image.observe(frame.image, i2r)
+    def _first_arrival(
+        self,
+        frame: TrackedFrame,
+        arrival: Arrival,
+        i2r: np.ndarray,
+        status: TransformStatus,
+    ) -> Arrival | None:
+        """``arrival`` with the frame ``frame``'s image first came with, whose pose is kept in
+        :attr:`_image_first`. When that frame could not be placed: None (the frame published
+        STALE without margins, counted) while ``frame`` would repeat it — a repeat is drawn at
+        its image's pose or not at all —, and ``frame`` taken as the image's first arrival
+        once the image is older than a repeat can be (a still probe over an unchanged image
+        is placed again when tracking comes back)."""
+        first = arrival.first if isinstance(arrival.first, TrackedFrame) else frame
+        if first is frame:
+            self._image_first = (frame, i2r, status)
+            return Arrival(frame)
+        if self._image_first is None or self._image_first[0] is not first:
+            try:
+                placed = frame_in_mf(first)
+            except ValueError:
+                pose, first_status = np.full((4, 4), np.nan), TransformStatus.INVALID
+            else:
+                pose, first_status = self.calibration_stage.image_to_reference(placed)
+            self._image_first = (first, pose, first_status)
+        if self._image_first[2] is TransformStatus.OK:
+            return Arrival(first, arrival.repeats)
+        repeat_s = self.frozen_image.repeat_s
+        if repeat_s is None or not frame.t_device - first.t_device <= repeat_s:
+            self._image_first = (frame, i2r, status)
+            return Arrival(frame)
+        reason = (
+            f"the image repeats frame {first.frame_number}'s, whose tracking was "
+            f"{self._image_first[2].value}: not placed (the image's own pose is unknown)"
+        )
+        self.counters.skipped_tracking += 1
+        self.counters.problem("tracking", f"frame {frame.frame_number}: {reason}")
+        self._publish_unplaced(frame, reason, self._calibration_spacing_mm or (1.0, 1.0))
+        return None
+
+    def _watch_frozen_image(
+        self, frame: TrackedFrame, arrival: Arrival, i2r: np.ndarray, first: TrackedFrame
+    ) -> None:
+        """Whether the frame's image is new, a repeat of an earlier frame's, or frozen on the
+        scanner while the probe moves (:mod:`usnav.pipeline.frozen`). A freeze is counted,
+        said once in the log when it begins and when it ends, and kept as
+        :attr:`_image_frozen` (the frame's and the status's STALE reason; such a frame is not
+        offered to the registration); the first repeat of the run is said once."""
+        assert self._image_first is not None and self._image_first[0] is first
+        watch = self.frozen_image
+        reason = watch.judge(
+            arrival,
+            i2r,
+            frame.t_device,
+            self._image_first[1],
+            first.t_device,
+            frame.image.shape[:2],
+        )
+        if watch.repeat and watch.repeated_frames == 1:
+            log.info(
+                "frame %s repeats the image of frame %s (%.0f ms before): a frame grabber "
+                "capturing faster than the scanner updates? Such frames are drawn at the pose "
+                "of their image's first frame and not offered to the registration",
+                frame.frame_number,
+                first.frame_number,
+                1000.0 * (watch.image_age_s or 0.0),
+            )
         if reason:
             self.counters.problem("image_frozen", f"frame {frame.frame_number}: {reason}")
             if self.frozen_image.newly_frozen:
@@ -715,6 +810,10 @@ class LivePipeline:
             "skipped_tracking": self.counters.skipped_tracking,
             "skipped_image": self.counters.skipped_image,
             "stale_published": self.counters.stale_published,
+            # frames whose image repeated an earlier frame's (a frame grabber faster than the
+            # scanner): drawn at that frame's pose, marked repeat_of, not offered to the
+            # registration
+            "frames_repeated": self.counters.repeated,
             "errors": self.counters.errors,
             "recorded": self.counters.recorded,
             "record_error": self.counters.record_error,

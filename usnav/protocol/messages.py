@@ -128,6 +128,12 @@ class Header:
     stale, stale_reason
         The publisher marked the message as not showing the present (probe link not
         streaming, tracking lost); a display must show it as stale.
+    repeat_of, image_age_s
+        Topics ``margin`` and ``frame``: the frame number of the earlier frame whose image this
+        frame repeats (a frame grabber capturing faster than the scanner updates; the margins
+        and ``ImageToMri`` are that frame's pose, the image's own), None when the image is new
+        (or the publisher predates session 43); how long before this frame, s by the device's
+        clock, the image first came (0 when new; None: unknown).
     raw
         The whole decoded header map (for fields this client does not model).
     """
@@ -153,6 +159,8 @@ class Header:
     registration_checked: bool = False
     live_max_uncertainty_mm: float | None = None
     version: int = VERSION
+    repeat_of: int | None = None
+    image_age_s: float | None = None
 
     @property
     def display(self) -> DisplayState:
@@ -209,6 +217,26 @@ def encode_header(
     }
 
 
+def encode_image_arrival(
+    header: dict[str, Any], *, repeat_of: int | None, image_age_s: float | None
+) -> dict[str, Any]:
+    """Add to a ``margin`` or ``frame`` header which frame its image first came with
+    (``repeat_of``: None when the image is new in this frame) and how long before it (s, the
+    device's clock). Updated in place and returned."""
+    header["repeat_of"] = None if repeat_of is None else int(repeat_of)
+    header["image_age_s"] = finite_or_none(image_age_s)
+    return header
+
+
+def _repeat_of(h: dict[str, Any], peer: str) -> int | None:
+    value = h.get("repeat_of")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise HeaderError(peer, f"{h.get('topic')} #{h.get('seq')}: 'repeat_of' is not an int")
+    return value
+
+
 def stream_id(header: dict[str, Any], peer: str) -> int:
     """The publisher instance id of a decoded header (0 when absent)."""
     stream = header.get("stream", 0) or 0
@@ -255,6 +283,8 @@ def decode_header(raw: RawMessage, gap: int, t_arrived: float, peer: str) -> Hea
         registration_checked=bool(h.get("registration_checked", False)),
         live_max_uncertainty_mm=_opt_float(h.get("live_max_uncertainty_mm")),
         version=version,
+        repeat_of=_repeat_of(h, peer),
+        image_age_s=finite_or_none(_opt_float(h.get("image_age_s"))),
     )
 
 

@@ -295,6 +295,8 @@ class Publisher:
         stale: bool = False,
         stale_reason: str = "",
         doubt: str = "",
+        repeat_of: int | None = None,
+        image_age_s: float | None = 0.0,
     ) -> bool:
         """Publish one frame's margins on topic ``margin``.
 
@@ -314,6 +316,10 @@ class Publisher:
             Why these margins' content is in doubt although the registration is good (e.g.
             "no tumor in view" while the tumor lies within the registration's uncertainty of
             the plane): they go out UNCERTAIN.
+        repeat_of, image_age_s
+            The frame number of the earlier frame whose image this frame repeats (None: the
+            image is new; the margins are then drawn at that frame's pose), and how long
+            before this frame the image first came, s by the device's clock.
 
         Returns
         -------
@@ -336,6 +342,7 @@ class Publisher:
             stale_reason=(stale_reason or "marked stale") if stale else "",
             doubt=doubt,
         )
+        m.encode_image_arrival(header, repeat_of=repeat_of, image_age_s=image_age_s)
         if estimate is None and self._last_estimate is None:
             # the registration fields the margins were computed with
             header["age_s"] = finite_or_none(margins.registration_age_s)
@@ -372,6 +379,8 @@ class Publisher:
         estimate: RegistrationEstimate | None = None,
         *,
         stale_reason: str = "",
+        repeat_of: int | None = None,
+        image_age_s: float | None = 0.0,
     ) -> bool:
         """Publish the ultrasound image on topic ``frame`` (for displays without another feed).
 
@@ -384,6 +393,8 @@ class Publisher:
             Its pixel → MRI matrix, if known (also gives the pixel size).
         estimate
             The registration behind ``image_to_mri``.
+        repeat_of, image_age_s
+            As :meth:`publish_margins`'s.
         """
         if estimate is not None:
             self._last_estimate = estimate
@@ -397,6 +408,7 @@ class Publisher:
             now=time.time(),
             stale_reason=stale_reason,
         )
+        m.encode_image_arrival(header, repeat_of=repeat_of, image_age_s=image_age_s)
         spacing = None
         if image_to_mri is not None:
             matrix = np.asarray(image_to_mri, dtype=np.float64)
