@@ -176,3 +176,25 @@ def test_a_version_1_publisher_is_read_but_never_live():
     )
     assert reg.header.version == 1 and reg.header.display_state == "UNCERTAIN"
     assert "protocol 1" in reg.header.display_reason
+
+
+def test_a_repeat_names_its_image_first_frame_and_an_older_publisher_reads_as_new():
+    """Session 43: a frame grabber faster than the scanner repeats images; the margin and frame
+    headers say which frame the image first came with (additive keys, version 2 kept)."""
+    image = np.zeros((3, 4), np.uint8)
+    header = m.encode_image_arrival(_header("frame"), repeat_of=40, image_age_s=0.067)
+    frame = _roundtrip("frame", m.encode_frame(header, image=image, spacing_mm=(0.2, 0.2)))
+    assert (frame.header.repeat_of, frame.header.image_age_s) == (40, 0.067)
+    assert frame.header.version == 2
+    new = m.encode_image_arrival(_header("frame"), repeat_of=None, image_age_s=0.0)
+    assert (
+        _roundtrip("frame", m.encode_frame(new, image=image, spacing_mm=None)).header.repeat_of
+        is None
+    )
+    older = _header("frame")  # a publisher before session 43: no such keys
+    assert "repeat_of" not in older
+    h = _roundtrip("frame", m.encode_frame(older, image=image, spacing_mm=None)).header
+    assert (h.repeat_of, h.image_age_s) == (None, None)
+    wrong = {**header, "repeat_of": "40"}
+    with pytest.raises(wire.HeaderError, match="'repeat_of' is not an int"):
+        _roundtrip("frame", m.encode_frame(wrong, image=image, spacing_mm=None))
