@@ -101,11 +101,12 @@ def test_a_still_probe_with_a_repeating_image_is_never_flagged() -> None:
     assert not any(
         monitor.observe(im, _pose(j), t) for (im, _, t, _), j in zip(frames, jitter, strict=True)
     )
-    assert monitor.repeated_frames == 80
-    # and an image unchanged for long on a still probe: not a repeat any more, not frozen
+    assert monitor.repeated_frames == 80 and monitor.frozen_frames == 0
+    # and an image unchanged for long on a still probe: not frozen, placed at its first pose
     image = _speckle(rng)
-    held = [monitor.observe(image, _pose(j), k * GRAB_S) for k, j in enumerate(jitter[:30])]
-    assert not any(held) and not monitor.repeat
+    held = [monitor.observe(image, _pose(j), k * GRAB_S) for k, j in enumerate(jitter[:60])]
+    assert not any(held) and monitor.repeat and monitor.image_age_s == pytest.approx(59 * GRAB_S)
+    np.testing.assert_array_equal(monitor.image_pose, _pose(jitter[0]))
 
 
 def test_a_first_arrival_the_frame_path_skipped_is_still_the_pose_of_its_repeats() -> None:

@@ -315,9 +315,9 @@ def _print_summary(
     if c.repeated:
         print(
             f"  ({c.repeated} of the frames repeated the image of an earlier frame — a frame "
-            "grabber capturing faster than the scanner updates: their margins were drawn at "
-            "the pose of the image's first frame, marked repeat_of, and not offered to the "
-            "registration)",
+            "grabber capturing faster than the scanner updates, or a still probe over an "
+            "unchanged image: their margins were drawn at the pose of the image's first frame, "
+            "marked repeat_of, and not offered to the registration)",
             flush=True,
         )
     if record:

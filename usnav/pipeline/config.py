@@ -99,8 +99,10 @@ class PipelineOptions(BaseModel):
         device's clock) repeats that frame's image (a frame grabber capturing faster than the
         scanner updates): its margins are drawn at that frame's pose, the image's own, marked
         ``repeat_of`` on the wire, and it is not offered to the registration; it is never
-        called frozen (session 43). None (``false``): no frame is a repeat (session 41's
-        behaviour: each unchanged image at its own frame's pose until the freeze rule says).
+        called frozen (session 43). Unchanged for longer, it is frozen once the probe moved
+        more than ``frozen_image_motion_mm`` from that pose, and a repeat drawn at that pose
+        until then. None (``false``): no frame is a repeat (session 41's behaviour: each
+        unchanged image at its own frame's pose until the freeze rule says).
     display
         The thresholds of the ``display_state`` every published message carries (when an
         overlay may be shown LIVE; see docs/protocol.md).

@@ -32,9 +32,9 @@ paired with it); its repeats' poses are 33–130 ms later (1–4 mm at 14–28 m
 drawn at; it is never called frozen then, whatever the probe did, since no scanner stops
 updating for so short a time that a slow one would not too. An image unchanged for longer is
 frozen once the probe moved more than ``motion_mm`` from its first arrival's pose (session 41's
-rule, measured from that pose), and not a repeat any more: a still probe over an unchanged
-image is drawn at its present pose, as before (the two poses then differ by less than
-``motion_mm``).
+rule, measured from that pose); while the probe stays within ``motion_mm`` of it (a still probe
+over an unchanged image: never flagged, as before) it is still a repeat, placed at its first
+arrival's pose (session 41 placed it at the frame's own, up to ``motion_mm`` off).
 
 Which frame an image first came with is decided on every received frame
 (:meth:`FrozenImageMonitor.see`, cheap: every 16th pixel), so that a first arrival the frame path
@@ -133,8 +133,9 @@ class FrozenImageMonitor:
         :data:`PIXEL_CHANGE` of the image's intensity range) in an image that has not changed.
     repeat_s
         How long after its first arrival (s, the device's clock) an unchanged image is a repeat
-        of it (None: no frame is a repeat; an unchanged image is judged by the freeze rule alone,
-        session 41's behaviour).
+        of it whatever the probe did (later: only while the probe stays within ``motion_mm``;
+        None: no frame is a repeat, each is placed at its own pose and an unchanged image is
+        judged by the freeze rule alone, session 41's behaviour).
     """
 
     def __init__(
@@ -158,7 +159,8 @@ class FrozenImageMonitor:
         self.frozen = False
         self.newly_frozen = False
         #: whether the newest frame repeats the image of an earlier one (a frame grabber faster
-        #: than the scanner): its margins belong at that frame's pose (:attr:`image_pose`)
+        #: than the scanner, or a still probe over an unchanged image): its margins belong at
+        #: that frame's pose (:attr:`image_pose`)
         self.repeat = False
         #: how long ago the newest frame's image first came, s by the device's clock (0: new;
         #: None: a frame without a time)
@@ -216,7 +218,10 @@ class FrozenImageMonitor:
     ) -> str:
         """Judge the frame the frame path takes; return why its image is not the present (""
         if it is: new, a repeat, or unchanged on a still probe). :attr:`repeat`,
-        :attr:`image_pose` and :attr:`image_age_s` say the rest.
+        :attr:`image_pose` and :attr:`image_age_s` say the rest: an unchanged image that is
+        not frozen repeats its first frame's and belongs to that frame's pose (a slow
+        scanner's repeat within ``repeat_s``, or an image unchanged for longer while the probe
+        stayed within ``motion_mm`` of that pose).
 
         Parameters
         ----------
@@ -242,17 +247,20 @@ class FrozenImageMonitor:
         first_pose = np.asarray(first_image_to_reference, dtype=np.float64)
         age = None if t_s is None or first_t_s is None else float(t_s) - float(first_t_s)
         self.image_age_s = age
-        if self.repeat_s is not None and age is not None and 0.0 <= age <= self.repeat_s:
-            self.repeat = True
-            self.image_pose = first_pose
-            self.repeated_frames += 1
+        within = self.repeat_s is not None and age is not None and 0.0 <= age <= self.repeat_s
+        if not within and self.motion_mm is not None:
+            corners = image_corners_mm(np.eye(4), image_shape)  # pixels (col, row, 0)
+            self.moved_mm = float(displacements_mm(first_pose, pose, corners)[0])
+            if self.moved_mm > self.motion_mm:
+                return self._frozen(was_frozen)
+        if self.repeat_s is None:  # session 41: each frame at its own pose
             return ""
-        if self.motion_mm is None:
-            return ""
-        corners = image_corners_mm(np.eye(4), image_shape)  # pixels (col, row, 0)
-        self.moved_mm = float(displacements_mm(first_pose, pose, corners)[0])
-        if not self.moved_mm > self.motion_mm:
-            return ""
+        self.repeat = True
+        self.image_pose = first_pose
+        self.repeated_frames += 1
+        return ""
+
+    def _frozen(self, was_frozen: bool) -> str:
         self.frozen = True
         self.newly_frozen = not was_frozen
         self.frozen_frames += 1

@@ -670,8 +670,9 @@ class LivePipeline:
         if watch.repeat and watch.repeated_frames == 1:
             log.info(
                 "frame %s repeats the image of frame %s (%.0f ms before): a frame grabber "
-                "capturing faster than the scanner updates? Such frames are drawn at the pose "
-                "of their image's first frame and not offered to the registration",
+                "capturing faster than the scanner updates (or a still probe over an unchanged "
+                "image)? Such frames are drawn at the pose of their image's first frame and not "
+                "offered to the registration",
                 frame.frame_number,
                 first.frame_number,
                 1000.0 * (watch.image_age_s or 0.0),
