@@ -26,11 +26,12 @@ A repeated image is not a frozen one. PLUS usually takes a scanner's images with
 (``MmfVideo``, Epiphan) that captures the scanner's screen at 30 frames/s while the scanner
 updates its image 8–15 times a second: each image arrives 2–4 times, each time with a new
 tracker pose. The image belongs to its first arrival (whose pose the temporal calibration
-paired with it); its repeats' poses are 33–130 ms later (1–4 mm at 14–28 mm/s). Within
+paired with it); its repeats' poses are 33–130 ms later (0.5–3.6 mm at 14–28 mm/s). Within
 ``repeat_s`` (:data:`REPEAT_S`) of its first arrival an unchanged image is such a *repeat*:
-:attr:`FrozenImageMonitor.repeat_of` names the first arrival, whose pose its margins are to be
-drawn at; it is never called frozen then, whatever the probe did, since no scanner stops
-updating for so short a time that a slow one would not too. An image unchanged for longer is
+:attr:`FrozenImageMonitor.repeat` says so, and :attr:`~FrozenImageMonitor.image_pose` is its
+first arrival's pose, where its margins are to be drawn; it is never called frozen then,
+whatever the probe did, since no scanner stops updating for so short a time that a slow one
+would not too. An image unchanged for longer is
 frozen once the probe moved more than ``motion_mm`` from its first arrival's pose (session 41's
 rule, measured from that pose); while the probe stays within ``motion_mm`` of it (a still probe
 over an unchanged image: never flagged, as before) it is still a repeat, placed at its first

@@ -72,7 +72,8 @@ class PipelineCounters:
     stale_published: int = 0
     submitted_to_registration: int = 0
     #: frames whose image repeated an earlier frame's (a frame grabber faster than the
-    #: scanner): drawn at that frame's pose, not offered to the registration
+    #: scanner, or a still probe over an unchanged image): drawn at that frame's pose, not
+    #: offered to the registration
     repeated: int = 0
     last_problem: str = ""
     problems: dict[str, int] = field(default_factory=dict)
