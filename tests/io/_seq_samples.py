@@ -49,3 +49,13 @@ def frames(
             )
         )
     return out
+
+
+def oblique_itk_image(sitk):
+    """A 13 × 11 × 7 SimpleITK image (int16) with spacing, origin and a rotated direction."""
+    image = sitk.GetImageFromArray(np.arange(7 * 11 * 13, dtype=np.int16).reshape(7, 11, 13))
+    image.SetSpacing((0.7, 1.1, 2.3))
+    image.SetOrigin((12.5, -40.25, 7.0))
+    c, s = np.cos(0.6), np.sin(0.6)
+    image.SetDirection([c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0])
+    return image

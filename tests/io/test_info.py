@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _seq_samples import frames as make_frames
+from _seq_samples import oblique_itk_image
 
 from usnav.cli.main import main
 from usnav.errors import InputError
@@ -134,11 +135,7 @@ def test_an_oblique_metaio_volume_from_itk_lands_where_itk_puts_it(tmp_path, suf
     """A 3D MetaIO image written by SimpleITK (oblique TransformMatrix, LPS Offset; a .mhd was
     described as a one-frame recording) is a volume whose RAS bounds are ITK's corners."""
     sitk = pytest.importorskip("SimpleITK")
-    image = sitk.GetImageFromArray(np.arange(7 * 11 * 13, dtype=np.int16).reshape(7, 11, 13))
-    image.SetSpacing((0.7, 1.1, 2.3))
-    image.SetOrigin((12.5, -40.25, 7.0))
-    c, s = np.cos(0.6), np.sin(0.6)
-    image.SetDirection([c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0])
+    image = oblique_itk_image(sitk)
     path = tmp_path / f"vol{suffix}"
     sitk.WriteImage(image, str(path))
     info = describe_file(path)

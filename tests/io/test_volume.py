@@ -8,6 +8,7 @@ import nibabel as nib
 import nrrd
 import numpy as np
 import pytest
+from _seq_samples import oblique_itk_image
 
 from usnav.cli.main import main
 from usnav.errors import InputError
@@ -416,3 +417,41 @@ def test_a_nifti_compressed_or_not_against_its_name_is_the_same_volume(
     back = load_volume(tmp_path / f"x_{named}")
     np.testing.assert_array_equal(back.data, vol.data)
     np.testing.assert_allclose(back.affine, AFFINE)
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".mhd"])
+def test_a_metaio_volume_loads_as_its_nrrd_does(tmp_path: Path, suffix: str) -> None:
+    """Session 42: ``--mri`` refused ``.mha`` although ``usnav reconstruct`` writes it. ITK
+    writes one oblique image as MetaIO and as NRRD; both load to the same voxels and affine."""
+    sitk = pytest.importorskip("SimpleITK")
+    image = oblique_itk_image(sitk)
+    sitk.WriteImage(image, str(tmp_path / f"vol{suffix}"))
+    sitk.WriteImage(image, str(tmp_path / "vol.nrrd"))
+    metaio, reference = load_volume(tmp_path / f"vol{suffix}"), load_volume(tmp_path / "vol.nrrd")
+    np.testing.assert_array_equal(metaio.data, reference.data)
+    np.testing.assert_allclose(metaio.affine, reference.affine, atol=1e-9)
+
+
+def test_a_metaio_origin_is_read_under_its_other_names(tmp_path: Path) -> None:
+    """ITK's MetaImage reads ``Origin`` (and ``Position``) as ``Offset``."""
+    header = (
+        "ObjectType = Image\nNDims = 3\nBinaryData = True\nElementSpacing = 0.5 0.5 2\n"
+        "Origin = 10 20 30\nDimSize = 2 3 4\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
+    )
+    (tmp_path / "o.mha").write_bytes(header.encode() + bytes(24))
+    vol = load_volume(tmp_path / "o.mha")
+    np.testing.assert_allclose(vol.affine @ [1, 0, 1, 1], [-10.5, -20, 32, 1])
+
+
+def test_a_recording_or_a_bad_offset_is_refused_as_a_volume(tmp_path: Path) -> None:
+    header = (
+        "ObjectType = Image\nNDims = 3\nBinaryData = True\nDimSize = 2 3 4\n"
+        "Kinds = domain domain list\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
+    )
+    (tmp_path / "rec.mha").write_bytes(header.encode() + bytes(24))
+    with pytest.raises(InputError, match=r"rec\.mha: holds 4 frames, not one 3D grey volume"):
+        load_volume(tmp_path / "rec.mha")
+    header = header.replace("list", "domain").replace("NDims = 3\n", "NDims = 3\nOffset = 1 2\n")
+    (tmp_path / "bad.mha").write_bytes(header.encode() + bytes(24))
+    with pytest.raises(InputError, match=r"bad\.mha: Offset = '1 2' is not 3 numbers"):
+        load_volume(tmp_path / "bad.mha")

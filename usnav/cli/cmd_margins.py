@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "as JSON Lines (gzip if MARGINS ends with .gz). Format: docs/evaluation.md.",
     )
     p.add_argument("recording", type=Path, help="PLUS sequence file (.igs.mha, .seq.nrrd)")
-    p.add_argument("--mri", type=Path, required=True, help="MRI volume (NIfTI or NRRD)")
+    p.add_argument(
+        "--mri", type=Path, required=True, help="MRI volume (NIfTI, NRRD or MetaIO .mha)"
+    )
     p.add_argument(
         "--label", type=Path, required=True, help="tumor label map on the MRI (solid 1, cyst 2)"
     )

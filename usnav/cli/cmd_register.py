@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="PLUS sequence file (.igs.mha, .seq.nrrd) with "
         "ProbeToTracker + ReferenceToTracker (or ProbeToReference)",
     )
-    p.add_argument("--mri", type=Path, required=True, help="MRI volume (NIfTI or NRRD)")
+    p.add_argument(
+        "--mri", type=Path, required=True, help="MRI volume (NIfTI, NRRD or MetaIO .mha)"
+    )
     p.add_argument(
         "--calibration",
         type=Path,

@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", type=Path, required=True, help="device set, e.g. devices/plus-server.toml"
     )
-    p.add_argument("--mri", type=Path, required=True, help="preoperative MRI (NIfTI or NRRD)")
+    p.add_argument(
+        "--mri", type=Path, required=True, help="preoperative MRI (NIfTI, NRRD or MetaIO .mha)"
+    )
     p.add_argument("--label", type=Path, required=True, help="tumor label map (solid 1, cyst 2)")
     p.add_argument(
         "--removed",

@@ -25,8 +25,8 @@ def add_mri_arguments(p: argparse.ArgumentParser) -> None:
         "--mri",
         type=Path,
         metavar="FILE",
-        help="the preoperative MRI (.nii/.nii.gz/.nrrd): shown resliced through the ultrasound "
-        "plane beside it, with the sagittal and axial locators",
+        help="the preoperative MRI (.nii/.nii.gz/.nrrd/.mha): shown resliced through the "
+        "ultrasound plane beside it, with the sagittal and axial locators",
     )
     p.add_argument(
         "--label",

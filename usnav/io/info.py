@@ -21,7 +21,7 @@ from usnav.errors import InputError
 from usnav.frames import TransformStatus
 from usnav.io.inputs import require_existing
 from usnav.io.sequence import Sequence, inspect_journal, read_sequence
-from usnav.io.volume import LPS_TO_RAS, Volume, load_volume
+from usnav.io.volume import Volume, load_volume, metaio_volume
 
 #: A timestamp gap counts as dropped frames when longer than this many median periods.
 GAP_FACTOR = 2.0
@@ -88,7 +88,7 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
                 and seq.channels == 1
                 and not seq.transform_names
             ):
-                return describe_volume(_metaio_volume(seq))
+                return describe_volume(metaio_volume(seq))
             if verify:
                 seq.verify()
             return describe_sequence(seq)
@@ -107,28 +107,6 @@ def _looks_like_sequence(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     return b"Seq_Frame" in head.split(b"\n\n", 1)[0]
-
-
-def _metaio_volume(seq: Sequence) -> Volume:
-    """A single 3D MetaIO image as a Volume (MetaIO/ITK world is LPS → RAS here)."""
-    directions = np.eye(3)
-    text = seq.header.get("TransformMatrix", "")
-    try:
-        values = [float(v) for v in text.split()]
-        if len(values) >= 9:
-            directions = np.array(values[:9]).reshape(3, 3).T  # ITK writes it column by column
-    except ValueError:
-        pass
-    affine = np.eye(4)
-    affine[:3, :3] = directions * np.asarray(seq.spacing[:3])
-    affine[:3, 3] = np.asarray(seq.origin[:3])
-    data = np.transpose(seq.image(0), (2, 1, 0))  # (slices, rows, cols) → [i, j, k]
-    return Volume(
-        data,
-        LPS_TO_RAS @ affine,
-        source=str(seq.path),
-        read_as="MetaIO Offset and TransformMatrix in ITK's LPS, converted to RAS; lengths in mm",
-    )
 
 
 def describe_volume(volume: Volume) -> dict:

@@ -3,7 +3,8 @@
 One type, :class:`Volume`: a voxel array indexed ``[i, j, k]`` and the 4×4 affine from voxel
 index to RAS mm (nibabel's convention). NIfTI is RAS already; NRRD files in LPS (ITK, Slicer's
 default) are converted here, once, on load and save. Lengths in metres or micrometres are
-converted to mm here too.
+converted to mm here too. A MetaIO file (``.mha``/``.mhd``) holding one 3D image (what ITK,
+3D Slicer and ``usnav reconstruct`` write) is read too, in ITK's LPS as ITK reads it.
 
 The surgeon checks the plan in 3D Slicer, which reads both formats through ITK, so where a file
 leaves its placement open usnav reads it as ITK does, or refuses it where the readers disagree:
@@ -34,11 +35,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from usnav.errors import InputError
 from usnav.io.inputs import refuse_empty, require_existing
+
+if TYPE_CHECKING:
+    from usnav.io.sequence_reader import Sequence
 
 log = logging.getLogger("usnav.io.volume")
 
@@ -273,7 +278,9 @@ def check_affine(affine: np.ndarray, source: str = "<memory>") -> None:
 
 
 def load_volume(path: str | Path, *, allow_default_affine: bool = False) -> Volume:
-    """Load a NIfTI (``.nii``, ``.nii.gz``) or NRRD (``.nrrd``, ``.seg.nrrd``) volume.
+    """Load a NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.seg.nrrd``) or MetaIO
+    (``.mha``, ``.mhd``: one 3D image, as ITK, 3D Slicer and ``usnav reconstruct`` write it)
+    volume.
 
     Parameters
     ----------
@@ -295,19 +302,95 @@ def load_volume(path: str | Path, *, allow_default_affine: bool = False) -> Volu
     InputError
         Missing file, unreadable header, unsupported format, unusable affine; a NIfTI whose
         sform and qform disagree; a NRRD without space directions or with an unknown space or
-        space unit.
+        space unit; a MetaIO file that is not one 3D grey image (a recording of several
+        frames, colour) or whose ``ElementSpacing``/``Offset``/``TransformMatrix`` is not numbers.
     """
     p = Path(path)
     require_existing(p)
     if p.is_dir():
-        raise InputError(p, "is a folder, expected a volume file (.nii, .nii.gz, .nrrd)")
+        raise InputError(p, "is a folder, expected a volume file (.nii, .nii.gz, .nrrd, .mha)")
     refuse_empty(p)
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return _load_nifti(p, allow_default_affine)
     if name.endswith(".nrrd") or name.endswith(".nhdr"):
         return _load_nrrd(p)
-    raise InputError(p, "unknown volume format", "use NIfTI (.nii, .nii.gz) or NRRD (.nrrd)")
+    if name.endswith((".mha", ".mhd")):
+        from usnav.io.sequence_reader import read_sequence
+
+        with read_sequence(p) as seq:
+            return metaio_volume(seq)
+    raise InputError(
+        p, "unknown volume format", "use NIfTI (.nii, .nii.gz), NRRD (.nrrd) or MetaIO (.mha)"
+    )
+
+
+#: MetaIO geometry fields and the other names ITK's MetaImage reads them under.
+_METAIO_GEOMETRY = {
+    "ElementSpacing": ("ElementSpacing",),
+    "Offset": ("Offset", "Origin", "Position"),
+    "TransformMatrix": ("TransformMatrix", "Rotation", "Orientation"),
+}
+
+
+def metaio_volume(seq: Sequence) -> Volume:
+    """The one 3D image of an open MetaIO file as a :class:`Volume` (RAS mm).
+
+    Read as ITK (so 3D Slicer) reads it: MetaIO's world is LPS, voxel ``[i, j, k]`` is at
+    ``Offset + sum_a index_a * ElementSpacing_a * row_a(TransformMatrix)`` (row ``a`` of the
+    file's matrix is the direction of axis ``a``); lengths are mm. Missing fields take
+    MetaIO's defaults (spacing 1, offset 0, identity); ``AnatomicalOrientation`` is ignored,
+    as ITK ignores it. A ``usnav reconstruct`` ``.mha`` thus loads where its ``.nii`` does.
+
+    Raises
+    ------
+    InputError
+        Not exactly one frame, not 3D, more than one channel, or a geometry field that is not
+        the right count of finite numbers.
+    """
+    path = seq.path
+    if len(seq) != 1 or len(seq.frame_shape) < 3 or seq.channels != 1:
+        what = (
+            f"{len(seq)} frames"
+            if len(seq) != 1
+            else f"{seq.channels} channels per voxel"
+            if seq.channels != 1
+            else f"one {seq.image_size[0]} × {seq.image_size[1]} image (2D)"
+        )
+        raise InputError(path, f"holds {what}, not one 3D grey volume", "give a 3D volume")
+    fields = {key.lower(): (key, value) for key, value in seq.header.items()}
+
+    def numbers(name: str, count: int) -> np.ndarray | None:
+        for alias in _METAIO_GEOMETRY[name]:
+            if alias.lower() in fields:
+                key, text = fields[alias.lower()]
+                try:
+                    values = np.array([float(v) for v in text.split()])
+                except ValueError:
+                    values = np.array([])
+                if values.size != count or not np.isfinite(values).all():
+                    raise InputError(
+                        path,
+                        f"{key} = {text!r} is not {count} numbers",
+                        "write the volume again (e.g. from 3D Slicer)",
+                    )
+                return values
+        return None
+
+    spacing = numbers("ElementSpacing", 3)
+    offset = numbers("Offset", 3)
+    matrix = numbers("TransformMatrix", 9)
+    directions = np.eye(3) if matrix is None else matrix.reshape(3, 3).T  # columns = axes
+    affine = np.eye(4)
+    affine[:3, :3] = directions * (np.ones(3) if spacing is None else spacing)
+    affine[:3, 3] = np.zeros(3) if offset is None else offset
+    data = np.array(np.transpose(seq.image(0), (2, 1, 0)))  # (slices, rows, cols) → [i, j, k]
+    return Volume(
+        data,
+        LPS_TO_RAS @ affine,
+        source=str(path),
+        read_as="MetaIO Offset and TransformMatrix in ITK's LPS, converted to RAS; lengths in mm",
+    )
 
 
 @contextlib.contextmanager
