@@ -39,6 +39,8 @@ MAX_AXIS_SKEW_DEG = 5.0
 #: (metres, µm) or another matrix altogether, and every distance drawn would be wrong by the
 #: same factor.
 PIXEL_MM_RANGE = (1e-3, 10.0)
+#: An ImageToProbe scale this close to 1 is "no scale" (1 mm pixels: a rigid matrix).
+UNIT_PIXEL_TOLERANCE = 1e-6
 
 
 class _Strict(BaseModel):
@@ -253,6 +255,56 @@ class CalibrationFile(_Strict):
         if self.pivot is not None:
             info["pivot"] = {"tool": self.pivot.tool, "rms_error_mm": self.pivot.rms_error_mm}
         return info
+
+    @property
+    def unit_pixels(self) -> bool:
+        """Whether ImageToProbe has no scale (1 mm per pixel in x and y): a rigid matrix,
+        typically 16 numbers or a PLUS transform that left the pixel spacing out."""
+        if self.spatial is None:
+            return False
+        return all(abs(s - 1.0) <= UNIT_PIXEL_TOLERANCE for s in self.spatial.spacing_mm)
+
+    def unit_pixel_warning(self) -> str | None:
+        """One line for a person when ImageToProbe has no scale (:attr:`unit_pixels`), else
+        None: every distance is then taken with 1 × 1 mm pixels, which an ultrasound image
+        (0.05-0.5 mm pixels) rarely has."""
+        if not self.unit_pixels:
+            return None
+        return (
+            f"{self.where}: ImageToProbe has no scale, so its pixels are taken as 1 × 1 mm "
+            "(ImageToProbe carries the mm per pixel, as in PLUS) — if the image's pixels are "
+            "smaller, give ImageToProbe with its scale (usnav calibrate, or PLUS's ImageToProbe)"
+        )
+
+    def check_pixel_spacing(self, spacing_mm: tuple[float, ...], source: str | Path) -> None:
+        """Refuse images that state a pixel spacing other than 1 mm when ImageToProbe has no
+        scale (:attr:`unit_pixels`). Scaled calibrations are never refused: ImageToProbe is
+        then what places the pixels, and PLUS writes ``ElementSpacing = 1 1 1`` in recordings.
+
+        Parameters
+        ----------
+        spacing_mm
+            The images' own pixel spacing (mm) along columns and rows (a sequence file's
+            ``ElementSpacing`` / NRRD ``space directions``).
+        source
+            The images (e.g. the recording's path), named in the message.
+
+        Raises
+        ------
+        ConfigError
+            One line naming this file, the recording, both spacings and what to do.
+        """
+        x, y = (float(v) for v in spacing_mm[:2])
+        if not self.unit_pixels or (
+            abs(x - 1.0) <= UNIT_PIXEL_TOLERANCE and abs(y - 1.0) <= UNIT_PIXEL_TOLERANCE
+        ):
+            return
+        raise ConfigError(
+            self.where,
+            f"ImageToProbe has no scale (1 × 1 mm pixels) but {source} says its pixels are "
+            f"{x:g} × {y:g} mm (its pixel spacing): every distance would be wrong by that factor",
+            "give ImageToProbe with its mm per pixel (usnav calibrate, or PLUS's ImageToProbe)",
+        )
 
     def flag_warning(self) -> str | None:
         """One line for a person when a section of this file was flagged by ``usnav
@@ -471,6 +523,8 @@ def load_calibration(path: str | Path, *, warn: bool = True) -> CalibrationFile:
     A calibration that ``usnav calibrate`` flagged is loaded (the engineer may knowingly use
     it), and, with ``warn``, logged as one warning naming the file and the warnings
     (:meth:`CalibrationFile.flag_warning`): every command that loads a calibration says so.
+    So is an ImageToProbe without scale, taken as 1 mm pixels
+    (:meth:`CalibrationFile.unit_pixel_warning`).
 
     Raises
     ------
@@ -488,9 +542,9 @@ def load_calibration(path: str | Path, *, warn: bool = True) -> CalibrationFile:
         )
     loaded = _load(p)
     loaded._loaded_from = str(p)
-    flag = loaded.flag_warning() if warn else None
-    if flag:
-        log.warning("%s", flag)
+    for note in (loaded.flag_warning(), loaded.unit_pixel_warning()) if warn else ():
+        if note:
+            log.warning("%s", note)
     return loaded
 
 

@@ -430,6 +430,7 @@ class PlaybackServer(Device):
         if self.calibration is not None:
             try:  # its ImageToProbe would be sent with images of a size it does not hold for
                 self.calibration.check_image_size(sequence.image_size, self.recording)
+                self.calibration.check_pixel_spacing(sequence.spacing, self.recording)
             except ConfigError:
                 sequence.close()
                 raise

@@ -233,6 +233,7 @@ def margins_of_recording(
     with read_sequence(path) as seq:
         # images of another size than the calibration's would be placed at a wrong scale
         calibration_file.check_image_size(seq.image_size, path)
+        calibration_file.check_pixel_spacing(seq.spacing, path)
         for i in range(len(seq)):
             frame = seq.frame(i)
             if frame.image.size == 0 or not frame.image_ok:

@@ -328,6 +328,7 @@ def check_tracked_recording(seq: Sequence, image_to_probe: np.ndarray | Calibrat
         )
     if isinstance(image_to_probe, CalibrationFile):
         image_to_probe.check_image_size(seq.image_size, path)
+        image_to_probe.check_pixel_spacing(seq.spacing, path)
     names = set(seq.transform_names)
     if not probe_chain(names):
         raise InputError(
