@@ -14,7 +14,7 @@ import psutil
 import pytest
 from waiting import wait_until
 
-from usnav.viewer.render import BANNER_RED, BANNER_WAITING
+from usnav.viewer.render import BANNER_RED
 
 
 def _free_address() -> str:
@@ -91,28 +91,31 @@ def test_snapshot_live_after_the_publisher_comes_up(
     assert np.abs(top[..., 2] - top[..., 0]).mean() < 3  # no banner over the image
 
 
-def test_snapshot_waiting_without_publisher(tmp_path: Path) -> None:
+def test_snapshot_without_publisher_says_nothing_came_and_exits_2(tmp_path: Path) -> None:
+    """Session 43: it wrote a WAITING picture and exited 0, as if a snapshot had been taken."""
     address = _free_address()
     out = tmp_path / "waiting.png"
     viewer = _view("--connect", address, "--snapshot", str(out), "--frames", "5", "--timeout", "1")
     stdout, stderr = viewer.communicate(timeout=60)
-    assert viewer.returncode == 0, stderr
-    assert f"WAITING (waiting for usnav on {address})" in stdout
-    picture = cv2.imread(str(out))
-    np.testing.assert_allclose(
-        picture[2:6, 450:600].reshape(-1, 3).mean(axis=0), BANNER_WAITING, atol=2
-    )
+    assert viewer.returncode == 2, stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert f"{address}: nothing received within 1 s (--timeout)" in lines[0], lines[0]
+    assert f"{out} not written" in lines[0] and not out.exists() and not stdout
 
 
 def test_snapshot_names_a_host_that_does_not_resolve(tmp_path: Path) -> None:
-    # ZeroMQ retries an unresolvable name silently: the WAITING state must say why
+    # ZeroMQ retries an unresolvable name silently: the line must say why nothing came
     out = tmp_path / "waiting.png"
     address = "tcp://no.such.invalid:5556"  # .invalid never resolves (RFC 2606)
     viewer = _view("--connect", address, "--snapshot", str(out), "--frames", "5", "--timeout", "1")
     stdout, stderr = viewer.communicate(timeout=60)
-    assert viewer.returncode == 0, stderr
-    assert f"WAITING (waiting for usnav on {address}: the host name 'no.such.invalid' " in stdout
-    assert "does not resolve" in stdout
+    assert viewer.returncode == 2, stdout + stderr
+    assert (
+        f"{address}: nothing received within 1 s (--timeout): the host name 'no.such.invalid' "
+        in stderr
+    )
+    assert "does not resolve" in stderr and not out.exists()
 
 
 def test_snapshot_stale_when_the_publisher_goes_away(
@@ -208,30 +211,38 @@ def test_mri_and_label_swapped_are_refused(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "x.png").exists()
 
 
-def test_an_existing_snapshot_is_replaced_only_with_force(tmp_path: Path, capsys) -> None:
+def test_an_existing_snapshot_is_replaced_only_with_force(
+    tmp_path: Path, capsys, viewer_case, viewer_margins, publishing
+) -> None:
     from usnav.cli.main import main
 
     out = tmp_path / "view.png"
     out.write_bytes(b"an earlier picture")
-    args = ["view", "--connect", _free_address(), "--snapshot", str(out), "--timeout", "0.3"]
+    address = _free_address()
+    args = ["view", "--connect", address, "--snapshot", str(out), "--timeout", "0.3"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"{out}: already exists" in err and "--force" in err
     assert out.read_bytes() == b"an earlier picture"
-    assert main([*args, "--force"]) == 0
+    # nothing received: no picture, so the earlier one is left as it was (session 43)
+    assert main([*args, "--force"]) == 2
+    assert "nothing received" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier picture"
+    publishing(address, viewer_case, viewer_margins)
+    assert main([*args[:-1], "30", "--frames", "1", "--force"]) == 0
     assert cv2.imread(str(out)) is not None
 
 
 def test_a_missing_snapshot_folder_is_created_and_a_file_in_the_way_is_named(
-    tmp_path: Path, capsys
+    tmp_path: Path, capsys, viewer_case, viewer_margins, publishing
 ) -> None:
     from usnav.cli.main import main
 
     out = tmp_path / "missing" / "dir" / "view.png"
-    assert (
-        main(["view", "--connect", _free_address(), "--snapshot", str(out), "--timeout", "0.3"])
-        == 0
-    )
+    address = _free_address()
+    publishing(address, viewer_case, viewer_margins)
+    args = ["view", "--connect", address, "--snapshot", str(out), "--frames", "1"]
+    assert main([*args, "--timeout", "30"]) == 0
     assert cv2.imread(str(out)) is not None
     blocker = tmp_path / "notes.json"
     blocker.write_text("{}")
@@ -252,15 +263,17 @@ def test_view_takes_no_message_over_its_max_message_bytes(
     publisher.oversize_frames = 10**9  # every frame
     out = tmp_path / "refused.png"
     args = ["view", "--connect", address, "--snapshot", str(out), "--timeout", "3"]
-    assert main([*args, "--max-message-bytes", str(1 << 20)]) == 0
-    line = capsys.readouterr().out
+    status = main([*args, "--max-message-bytes", str(1 << 20)])
+    said = capsys.readouterr()
+    line = said.out if status == 0 else said.err
     # WAITING when the first frame was dropped before anything else arrived; STALE when a
     # small status message came first (timing: CI under load saw both), the connection lost
     # or back without data yet. Either way the reason is the oversize part, never a silent
     # wait or a usable state: the client keeps the last drop's reason across the reconnect,
     # so a drop is named from its first moment, not 0.5 s later (session 36)
-    waiting = f"WAITING (waiting for usnav on {address}: the publisher sent a message part over "
+    # (WAITING: nothing received, exit 2 with the reason, no picture; session 43)
+    waiting = f"{address}: nothing received within 3 s (--timeout): the publisher sent a message "
     lost = ("STALE (connection lost (", "STALE (reconnected, no data yet (")
-    assert waiting in line or any(word in line for word in lost), line
+    assert (status == 2 and waiting in line) or any(word in line for word in lost), line
     assert "the publisher sent a message part over 1048576 bytes (max_message_bytes)" in line
-    assert "bad 0" not in line  # the refused parts are counted
+    assert status == 2 or "bad 0" not in line  # the refused parts are counted

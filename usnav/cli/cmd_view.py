@@ -124,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="FILE.png",
         help="headless: write one picture after --frames updates (or --timeout) and exit "
-        "(its folder is created)",
+        "(its folder is created); nothing received within --timeout: no picture, exit 2",
     )
     p.add_argument("--force", action="store_true", help="replace an existing --snapshot file")
     p.add_argument(
@@ -219,6 +219,15 @@ def run(args: argparse.Namespace) -> int:
         curve_server_key=args.server_key,
         curve_client_secret=args.client_key,
     )
+    if args.snapshot is not None and result.snapshot is None:
+        # nothing at all came (WAITING): no picture; what the link saw, if anything, is said
+        detail = result.reason.removeprefix(f"waiting for usnav on {args.connect}").lstrip(": ")
+        raise InputError(
+            args.connect,
+            f"nothing received within {args.timeout:g} s (--timeout)"
+            + (f": {detail}" if detail else ""),
+            f"check --connect, or start the publisher (usnav run); {args.snapshot} not written",
+        )
     state = result.verdict + (f" ({result.reason})" if result.reason else "")
     lost = sum(result.stats.gaps.values())
     summary = (

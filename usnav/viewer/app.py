@@ -21,7 +21,7 @@ from usnav.client import DEFAULT_ADDRESS, ClientStats, Subscriber
 from usnav.errors import InputError, UsnavError
 from usnav.viewer.mri import MriContext
 from usnav.viewer.render import render_with_layout
-from usnav.viewer.state import ViewerOptions, ViewModel
+from usnav.viewer.state import WAITING, ViewerOptions, ViewModel
 from usnav.viewer.window import WindowProcess, display_available
 
 #: longest a turn waits for a message, s: with nothing arriving the picture changes only
@@ -43,7 +43,7 @@ class ViewerRun:
     verdict, reason
         The state word (LIVE / STALE / UNCERTAIN / WAITING) and its reason at the end.
     snapshot
-        The PNG written, if any.
+        The PNG written, if any (None too when nothing was received: verdict WAITING).
     render_ms
         Median render time per picture, ms.
     stats
@@ -111,9 +111,12 @@ def run_viewer(
         Thresholds and size.
     snapshot
         Headless mode: write the picture to this PNG after ``frames`` updates (margin or frame
-        messages), or after ``timeout_s`` if they do not come — then it shows why (e.g.
-        "waiting for usnav on ADDRESS"). No window, no display needed. Its folder is
-        created; an existing file is replaced (check it first with :func:`check_snapshot`).
+        messages), or after ``timeout_s`` if they do not come — then it shows what was there
+        (STALE, UNCERTAIN, with the reason). Nothing is written when nothing at all was
+        received (the verdict is still WAITING: its reason says what the link saw, e.g. a
+        host that does not resolve); :attr:`ViewerRun.snapshot` is then None. No window, no
+        display needed. Its folder is created; an existing file is replaced (check it first
+        with :func:`check_snapshot`).
     frames
         Updates to wait for before the snapshot.
     timeout_s
@@ -195,6 +198,8 @@ def run_viewer(
         subscriber.close()
         if window is not None:
             window.close()
+    if verdict is None or verdict.word == WAITING:
+        snapshot_path = None  # a picture of nothing received would pass for a snapshot
     if snapshot_path is not None and picture is not None:
         try:
             ok = cv2.imwrite(str(snapshot_path), picture, [cv2.IMWRITE_PNG_COMPRESSION, 9])
