@@ -499,3 +499,33 @@ def test_a_flagged_calibration_is_said_once_logged_and_kept_in_the_status(small_
     clean = clean_pipeline.status()
     assert clean["calibration_flagged"] == ""
     assert "CALIBRATION FLAGGED" not in status_line(clean)
+
+
+def test_the_summary_counts_frames_of_an_uncalibrated_size_apart_from_those_without_image(
+    small_case: Path, tmp_path: Path
+) -> None:
+    """Session 42's reviewers: frames of a size no calibration was made for were counted as
+    "without image" in the run's summary, although each had its image."""
+    from usnav.config.calibration import load_calibration, save_calibration
+
+    cal = load_calibration(small_case / "calibration.toml")
+    assert cal.spatial is not None and cal.image_size is not None
+    cols, rows = cal.image_size
+    other = cal.spatial.model_copy(update={"image_size_px": [cols, rows + 64]})
+    deeper = save_calibration(cal.model_copy(update={"spatial": other}), tmp_path / "deep.toml")
+    server = serve_in_subprocess(small_case / "sweep.igs.mha", port=0, loop=True)
+    args = _run_args(small_case, _device_file(tmp_path, server.port))
+    args[args.index("--calibration") + 1] = str(deeper)
+    try:
+        result = _usnav(
+            *args, "--publish", "tcp://127.0.0.1:0", "--no-registration", "--quiet",
+            "--duration", "2", "--log", str(tmp_path / "run.log"),
+        )  # fmt: skip
+    finally:
+        server.stop()
+    summary = [line for line in result.stdout.splitlines() if line.startswith("usnav run:")]
+    assert len(summary) == 1, result.stdout + result.stderr
+    received = int(summary[0].split()[2])
+    assert received > 0, summary[0]
+    assert f"0 without image, {received} of an uncalibrated image size" in summary[0], summary
+    assert f"({received} frames were of an image size no calibration" in result.stdout

@@ -291,20 +291,23 @@ def _print_summary(
     """
     s = pipeline.status()
     c = pipeline.counters
+    # skipped_image (and the status's) counts both; the summary says which was which: a frame
+    # of an uncalibrated size had an image (session 43: they were called "without image")
+    wrong_size = c.problems.get("image_size", 0)
     print(
         f"usnav run: {c.received} frames received, {c.published} with margins published, "
-        f"{c.skipped_tracking} without tracking, {c.skipped_image} without image, "
-        f"{s['dropped_display']} superseded before display, latency p50 "
+        f"{c.skipped_tracking} without tracking, {c.skipped_image - wrong_size} without image, "
+        + (f"{wrong_size} of an uncalibrated image size, " if wrong_size else "")
+        + f"{s['dropped_display']} superseded before display, latency p50 "
         f"{_num(s['latency_p50_ms'])} ms p99 {_num(s['latency_p99_ms'])} ms; stopped in "
         f"{stopped_in:.2f} s",
         flush=True,
     )
-    wrong_size = c.problems.get("image_size", 0)
     if wrong_size:
         print(
-            f"  ({wrong_size} of the frames without image were of an image size no calibration "
-            "given was made for: no margins drawn on them — calibrate for that depth and give "
-            "every depth's calibration: --calibration A.toml B.toml)",
+            f"  ({wrong_size} frames were of an image size no calibration given was made for: "
+            "not placed, no margins drawn on them — calibrate for that depth and give every "
+            "depth's calibration: --calibration A.toml B.toml)",
             flush=True,
         )
     frozen = c.problems.get("image_frozen", 0)
