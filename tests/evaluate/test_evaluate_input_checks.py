@@ -55,6 +55,22 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 # -- --out ------------------------------------------------------------------------------------
 
 
+def test_out_into_a_folder_of_other_files_is_refused_and_nothing_is_written(
+    manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Session 43: a folder of someone's files (no results.csv, no lock) was written into
+    (cases/, summary, plots among them)."""
+    out = tmp_path / "papers"
+    out.mkdir()
+    (out / "draft.docx").write_bytes(b"a draft")
+    (out / ".hidden").write_text("")
+    assert main(["evaluate", str(manifest), "--out", str(out)]) == 2
+    line = _one_error_line(capsys)
+    assert f"{out}: --out is a folder of other files (1, first: draft.docx)" in line, line
+    assert "no results.csv" in line and "give a new or empty folder" in line
+    assert sorted(p.name for p in out.iterdir()) == [".hidden", "draft.docx"]
+
+
 def test_out_through_a_file_is_refused_and_nothing_is_created(
     manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -54,7 +54,7 @@ from usnav.evaluate.results import (
     write_plots,
     write_summary,
 )
-from usnav.io.folder_lock import folder_lock
+from usnav.io.folder_lock import LOCK_NAME, folder_lock
 from usnav.io.manifest import read_manifest
 
 log = logging.getLogger("usnav.evaluate")
@@ -181,10 +181,11 @@ def run_evaluation(
     ------
     InputError
         Bad manifest or one without cases, a tag column named like a result column, a
-        ``group_by`` tag no case has, an output path
-        that cannot be a folder (or one that cannot be written to) or an existing file that is
-        not a results table, Dask missing, an unreachable scheduler (or something else than a
-        scheduler at its address) or one without workers, workers that cannot load usnav. The
+        ``group_by`` tag no case has, an output path that cannot be a folder (or one that
+        cannot be written to), a folder of other files (not empty, not a results folder) or an
+        existing file that is not a results table, Dask missing, an unreachable scheduler (or
+        something else than a scheduler at its address) or one without workers, workers that
+        cannot load usnav. The
         manifest, ``group_by``, option and output checks come before Dask is touched; whenever
         an error is raised before a case ran, the folders this call created are removed again.
     """
@@ -211,6 +212,7 @@ def run_evaluation(
     report = RunReport(results_path, out / SUMMARY_NAME, cases=len(cases), group_by=group_by)
     options_doc = None if registration_options is None else registration_options.model_dump()
     created = _make_results_folder(out)
+    _refuse_other_folder(out)  # (after: a folder that cannot be written to is named as such)
     try:
         # one run per results folder: two would interleave results.csv
         with folder_lock(out):
@@ -284,6 +286,38 @@ def _check_group_by(tag: str, cases: list, manifest: str | Path) -> None:
         else "its cases have no tags (family, seed, site or a column of your own): "
         "leave out --group-by",
     )
+
+
+#: What only a results folder of ``usnav evaluate`` holds (any one of them).
+_RESULTS_MARKERS = (RESULTS_NAME, SUMMARY_NAME, LOCK_NAME)
+
+
+def _refuse_other_folder(out: Path) -> None:
+    """Refuse an ``--out`` folder that holds other files and none of a results folder's.
+
+    Raises
+    ------
+    InputError
+        ``out`` is a folder with entries (hidden ones aside), and none of
+        :data:`_RESULTS_MARKERS`: the run would mix its files (``cases/``, the plots) with
+        someone else's.
+    """
+    if not out.is_dir():
+        return
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError:
+        return  # _make_results_folder says why it cannot be used
+    if any(name in entries for name in _RESULTS_MARKERS):
+        return
+    others = [name for name in entries if not name.startswith(".")]
+    if others:
+        raise InputError(
+            out,
+            f"--out is a folder of other files ({len(others)}, first: {others[0]}), not the "
+            f"results of a usnav evaluate run (no {RESULTS_NAME})",
+            "give a new or empty folder for the results",
+        )
 
 
 def _make_results_folder(out: Path) -> list[Path]:
