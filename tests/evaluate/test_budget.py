@@ -22,7 +22,7 @@ from usnav.evaluate.budget import (
     read_budget_cases,
     tolerance_order,
 )
-from usnav.evaluate.results import ResultsWriter
+from usnav.evaluate.results import ASKED_NAME, RESULTS_NAME, ResultsWriter, write_asked_cases
 
 #: the terms of a bound as the registration states them (a 20 mm deep field of view)
 TERMS = {
@@ -321,9 +321,36 @@ def test_a_folder_of_an_interrupted_run_says_which_cases_it_did_not_record(
     assert [c.case for c in read.cases] == ["a"]
     assert len(read.unfinished) == 2
     assert "cut short" in read.unfinished[0] and "(b)" in read.unfinished[1]
-    out = usnav("budget", str(folder))
+    # refused unless told (session 43): the cases it left out are not a random share
+    refused = usnav("budget", str(folder))
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert f"{folder}: not finished: {RESULTS_NAME} ends in a row cut short" in refused.stderr
+    assert "--partial" in refused.stderr and not refused.stdout
+    out = usnav("budget", str(folder), "--partial")
     assert out.returncode == 0, out.stderr
     assert "not finished" in out.stdout and "run usnav evaluate again" in out.stdout
+
+
+def test_cases_an_interrupted_run_never_started_are_named_not_evaluated(tmp_path: Path) -> None:
+    """Session 43: a run stopped before some cases began left no trace of them (no row, no
+    case folder), and usnav budget fitted on the rest as on a finished run."""
+    folder = write_results(tmp_path / "site", [{"case": "a", "error": 1.2}])
+    write_asked_cases(folder, ["a", "b", "c"])
+    read = read_budget_cases(folder)
+    assert [c.case for c in read.cases] == ["a"]
+    assert read.unfinished == (
+        f"2 case(s) of the 3 the run was asked for ({ASKED_NAME}) were never started (b, c): "
+        "not evaluated",
+    )
+    with pytest.raises(InputError, match=r"not finished: 2 case\(s\) .*--partial"):
+        budget_report([folder], [])
+    assert budget_report([folder], [], partial=True).fit.cases == 1
+    # as a folder to check on, too
+    other = write_results(tmp_path / "other", [{"case": "x", "error": 0.5}])
+    with pytest.raises(InputError, match=r"site: not finished"):
+        budget_report([other], [folder])
+    write_asked_cases(folder, ["a"])  # the run resumed and finished
+    assert read_budget_cases(folder).unfinished == ()
 
 
 def test_a_folder_a_run_is_still_writing_is_refused(tmp_path: Path) -> None:

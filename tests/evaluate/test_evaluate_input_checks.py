@@ -262,6 +262,8 @@ def test_every_case_failed_exits_2_with_the_results_written(manifest: Path, tmp_
         rows = {r["case"]: r for r in csv.DictReader(f)}
     assert {k: r["status"] for k, r in rows.items()} == {"c1": "failed", "c2": "failed"}
     assert "c1-gone.igs.mha" in rows["c1"]["reason"]
+    # the cases it was asked for, for usnav budget to see those never begun (session 43)
+    assert (out / "asked_cases.txt").read_text(encoding="utf-8") == "c1\nc2\n"
     with (out / "summary.csv").open(encoding="utf-8", newline="") as f:
         summary = {r["site"]: r for r in csv.DictReader(f)}
     assert (summary["usnav-test"]["cases"], summary["usnav-test"]["failed"]) == ("2", "2")

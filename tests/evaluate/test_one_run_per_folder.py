@@ -17,6 +17,7 @@ from cli_helpers import USNAV_CTRL_C
 from evaluate_helpers import ROOT, manifest_of, usnav
 from waiting import wait_until
 
+from usnav.evaluate.budget import read_budget_cases
 from usnav.evaluate.ledger import read_ledger
 from usnav.io.folder_lock import LOCK_NAME
 
@@ -71,6 +72,9 @@ def test_a_second_run_into_the_same_folder_is_refused_and_ctrl_c_frees_it(
         assert f"(pid {first.pid} on " in lines[0]
         assert "give another --out" in lines[0]
         assert (out / "results.csv").read_text().count("\n") == 2  # untouched
+        # the cluster is up and the case about to start (the cases asked for are written
+        # then): a Ctrl-C in the case, which usnav budget must see as not evaluated
+        assert wait_until(lambda: (out / "asked_cases.txt").exists(), 120)
         first.send_signal(signal.SIGINT)  # Ctrl-C
         first.wait(timeout=120)
     finally:
@@ -81,6 +85,9 @@ def test_a_second_run_into_the_same_folder_is_refused_and_ctrl_c_frees_it(
         first.stderr.close()
     assert first.returncode == 130
     assert not (out / LOCK_NAME).exists()
+    # the case it was stopped in is not evaluated, and usnav budget says so (session 43)
+    assert (out / "asked_cases.txt").read_text(encoding="utf-8") == "stuck\n"
+    assert any("(stuck)" in note for note in read_budget_cases(out).unfinished)
     (entry,) = read_ledger(ledger)  # the folder holds results: some may have been seen
     assert (entry.site, entry.seeds, entry.use) == ("usnav-sim", "7", "report")
     assert entry.note.startswith("interrupted")

@@ -71,6 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MM",
         help="LIVE threshold on the registration's bound (default: the display rules', 2 mm)",
     )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="use folders whose evaluate run did not finish (refused otherwise): only the "
+        "cases it recorded count",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         live_limit_mm=limit,
         wrong_mm=rules.live_max_boundary_error_mm,
+        partial=args.partial,
     )
     # allow_nan=False: a NaN would print as NaN, which is not JSON (none is expected)
     doc = budget_report_json(report)

@@ -34,7 +34,13 @@ import numpy as np
 from scipy.stats import binom
 
 from usnav.errors import InputError
-from usnav.evaluate.results import RESULTS_NAME, bounded_error, read_results
+from usnav.evaluate.results import (
+    ASKED_NAME,
+    RESULTS_NAME,
+    bounded_error,
+    read_asked_cases,
+    read_results,
+)
 from usnav.io.folder_lock import folder_lock_holder
 
 #: The term of the stated bound a site's cases measure (the others are per case or per probe).
@@ -282,7 +288,8 @@ def read_budget_cases(results_dir: str | Path) -> BudgetCases:
 def _unfinished(folder: Path, table: Path, rows: list[dict[str, str]]) -> tuple[str, ...]:
     """Signs that the run which wrote ``folder`` stopped before recording every case it began:
     a last row without its line end (:func:`usnav.evaluate.results.read_results` does not count
-    it) and case folders (written by the worker as a case runs) with no row."""
+    it), case folders (written by the worker as a case runs) with no row, and cases the run
+    was asked for (:data:`~usnav.evaluate.results.ASKED_NAME`) that have neither."""
     notes = []
     data = table.read_bytes()
     if data.count(b"\n") and not data.endswith(b"\n"):
@@ -301,6 +308,18 @@ def _unfinished(folder: Path, table: Path, rows: list[dict[str, str]]) -> tuple[
         notes.append(
             f"{len(missing)} case folder(s) under cases/ have no row ({first}): cases the run "
             "began but did not record"
+        )
+    # the cases the run was asked for (usnav evaluate writes them first, since session 43)
+    never = [
+        name
+        for name in read_asked_cases(folder) or ()
+        if name not in recorded and name not in started
+    ]
+    if never:
+        first = ", ".join(never[:3]) + (", …" if len(never) > 3 else "")
+        notes.append(
+            f"{len(never)} case(s) of the {len(read_asked_cases(folder) or ())} the run was "
+            f"asked for ({ASKED_NAME}) were never started ({first}): not evaluated"
         )
     return tuple(notes)
 
@@ -466,15 +485,22 @@ def budget_report(
     confidence: float = 0.95,
     live_limit_mm: float = 2.0,
     wrong_mm: float = 2.0,
+    partial: bool = False,
 ) -> BudgetReport:
     """Fit the similarity bias on the results folders ``fit_dirs`` and apply it to
     ``check_dirs`` (see the module's docstring).
 
+    ``partial``: fit on (and check) folders whose run did not finish
+    (:attr:`BudgetCases.unfinished`: cases it began or was asked for and did not record),
+    which are refused otherwise: the cases an interrupted run left out are not a random
+    share (the manifest's last ones, the ones that hung), so a bias fitted without them may
+    cover fewer than it says.
+
     Raises
     ------
     InputError
-        A folder is not a results folder, is given twice, or the fitted folders hold no
-        accepted estimate with a scored error.
+        A folder is not a results folder, is given twice, did not finish (without
+        ``partial``), or the fitted folders hold no accepted estimate with a scored error.
     """
     same = {Path(d).resolve() for d in fit_dirs} & {Path(d).resolve() for d in check_dirs}
     if same:
@@ -493,6 +519,16 @@ def budget_report(
             "give each results folder once",
         )
     fitted = [read_budget_cases(d) for d in fit_dirs]
+    checked = [read_budget_cases(d) for d in check_dirs]
+    unfinished = [f for f in [*fitted, *checked] if f.unfinished]
+    if unfinished and not partial:
+        first = unfinished[0]
+        raise InputError(
+            first.source,
+            f"not finished: {first.unfinished[0]}",
+            "run usnav evaluate again with that --out (it resumes), or give --partial to use "
+            "the cases it recorded",
+        )
     cases = [c for f in fitted for c in f.cases]
     if not cases:
         first = fitted[0]
@@ -518,10 +554,10 @@ def budget_report(
         for f in fitted
         for bias in sorted({c.bias_mm for c in f.cases})
     ]
-    checks = []
-    for d in check_dirs:
-        other = read_budget_cases(d)
-        checks.append((other, check_similarity_bias(other.cases, applied, live_limit_mm, wrong_mm)))
+    checks = [
+        (other, check_similarity_bias(other.cases, applied, live_limit_mm, wrong_mm))
+        for other in checked
+    ]
     return BudgetReport(
         fitted=fitted,
         fit=fit,

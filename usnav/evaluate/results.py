@@ -18,6 +18,38 @@ from usnav.evaluate.case import RESULT_COLUMNS
 RESULTS_NAME = "results.csv"
 SUMMARY_NAME = "summary.csv"
 PLOT_NAMES = ("error_cdf.png", "final_vs_initial.png", "uncertainty_vs_error.png")
+#: The case names the latest run into a results folder was asked to evaluate (one a line,
+#: the manifest's order): what ``usnav budget`` compares the rows with, so that cases an
+#: interrupted run never started are seen as not evaluated.
+ASKED_NAME = "asked_cases.txt"
+
+
+def write_asked_cases(folder: Path, names: Iterable[str]) -> Path:
+    """Write :data:`ASKED_NAME` in ``folder`` (replaced whole: a partial file is never left).
+
+    Parameters
+    ----------
+    folder
+        The results folder (exists).
+    names
+        The case names of the manifest the run was given.
+    """
+    path = folder / ASKED_NAME
+    part = folder / (ASKED_NAME + ".part")
+    part.write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
+    part.replace(path)
+    return path
+
+
+def read_asked_cases(folder: Path) -> list[str] | None:
+    """The case names of :data:`ASKED_NAME` in ``folder``, or None when there is none (a folder
+    written before session 43)."""
+    path = folder / ASKED_NAME
+    if not path.is_file():
+        return None
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
 #: error under which a case counts as registered (the registration benchmark's threshold), mm
 GOOD_MM = 2.0
 

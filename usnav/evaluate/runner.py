@@ -46,11 +46,13 @@ from usnav.evaluate.case import (
     failed_row,
 )
 from usnav.evaluate.results import (
+    ASKED_NAME,
     RESULTS_NAME,
     SUMMARY_NAME,
     ResultsWriter,
     read_results,
     summarize,
+    write_asked_cases,
     write_plots,
     write_summary,
 )
@@ -226,6 +228,8 @@ def run_evaluation(
                     report.worker_names = sorted(report.warm_up_s)
                     report.workers = len(report.worker_names)
                     run = (timeout_s, options_doc, margins, local)
+                    # the cases asked for, before any runs: usnav budget sees those never begun
+                    write_asked_cases(out, (c.case for c in cases))
                     with ResultsWriter(results_path, dict.fromkeys(tags)) as writer:
                         _run_tasks(client, todo, out, *run, writer, report, progress)
             _write_summary(report, out)
@@ -289,7 +293,7 @@ def _check_group_by(tag: str, cases: list, manifest: str | Path) -> None:
 
 
 #: What only a results folder of ``usnav evaluate`` holds (any one of them).
-_RESULTS_MARKERS = (RESULTS_NAME, SUMMARY_NAME, LOCK_NAME)
+_RESULTS_MARKERS = (RESULTS_NAME, SUMMARY_NAME, ASKED_NAME, LOCK_NAME)
 
 
 def _refuse_other_folder(out: Path) -> None:
