@@ -310,15 +310,12 @@ def _unfinished(folder: Path, table: Path, rows: list[dict[str, str]]) -> tuple[
             "began but did not record"
         )
     # the cases the run was asked for (usnav evaluate writes them first, since session 43)
-    never = [
-        name
-        for name in read_asked_cases(folder) or ()
-        if name not in recorded and name not in started
-    ]
+    asked = read_asked_cases(folder) or []
+    never = [name for name in asked if name not in recorded and name not in started]
     if never:
         first = ", ".join(never[:3]) + (", …" if len(never) > 3 else "")
         notes.append(
-            f"{len(never)} case(s) of the {len(read_asked_cases(folder) or ())} the run was "
+            f"{len(never)} case(s) of the {len(asked)} the run was "
             f"asked for ({ASKED_NAME}) were never started ({first}): not evaluated"
         )
     return tuple(notes)

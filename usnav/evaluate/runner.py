@@ -187,9 +187,9 @@ def run_evaluation(
         cannot be written to), a folder of other files (not empty, not a results folder) or an
         existing file that is not a results table, Dask missing, an unreachable scheduler (or
         something else than a scheduler at its address) or one without workers, workers that
-        cannot load usnav. The
-        manifest, ``group_by``, option and output checks come before Dask is touched; whenever
-        an error is raised before a case ran, the folders this call created are removed again.
+        cannot load usnav. The manifest, ``group_by``, option and output checks come before
+        Dask is touched; whenever an error is raised before a case ran, the folders this call
+        created are removed again.
     """
     cases = read_manifest(manifest)
     if not cases:
