@@ -71,6 +71,20 @@ def test_out_into_a_folder_of_other_files_is_refused_and_nothing_is_written(
     assert sorted(p.name for p in out.iterdir()) == [".hidden", "draft.docx"]
 
 
+def test_out_holding_only_a_stopped_runs_cases_folder_is_taken_as_results(tmp_path: Path) -> None:
+    """A run stopped before its first row leaves only ``cases/``: resuming into it is allowed,
+    while the same folder with someone's file beside it is not."""
+    from usnav.errors import InputError
+    from usnav.evaluate.runner import _refuse_other_folder
+
+    out = tmp_path / "res"
+    (out / "cases" / "a-1").mkdir(parents=True)
+    _refuse_other_folder(out)  # no error
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="folder of other files"):
+        _refuse_other_folder(out)
+
+
 def test_out_through_a_file_is_refused_and_nothing_is_created(
     manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -315,6 +315,8 @@ def _refuse_other_folder(out: Path) -> None:
     if any(name in entries for name in _RESULTS_MARKERS):
         return
     others = [name for name in entries if not name.startswith(".")]
+    if others == ["cases"] and (out / "cases").is_dir():
+        return  # a run stopped before its first row (or before asked_cases.txt existed)
     if others:
         raise InputError(
             out,
