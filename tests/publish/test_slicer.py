@@ -319,3 +319,35 @@ def test_a_v1_get_transform_gets_no_invalid_registration(case_and_margins) -> No
             client.stop()
     assert answer  # "not found" rather than the INVALID registration looking valid
     assert not v1.found(lambda m: m.type == "TRANSFORM" and m.device_name == "ReferenceToMri")
+
+
+def test_closing_tells_clients_the_overlay_is_no_longer_live(case_and_margins) -> None:
+    """``usnav run`` stopped (Ctrl-C, SIGTERM) while LIVE: Slicer keeps the nodes it holds
+    after the connection ends, so the exporter says STALE before it closes. Until session 43
+    it closed at once and Slicer kept ``ReferenceToMri`` OK and the tumor drawn LIVE."""
+    case, margins = case_and_margins
+    collector = _Collector()
+    exporter = SlicerExporter(port=0).start()
+    client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
+    try:
+        assert exporter.server.wait_for_clients(1, timeout_s=10)
+        assert repeat_until(
+            lambda: exporter.publish(
+                TrackedFrame(case.image), np.eye(4), np.eye(4), margins, DisplayState(LIVE)
+            ),
+            lambda: collector.found(lambda m: m.device_name == "ReferenceToMri" and m.version == 2),
+            10,
+            every_s=0.1,
+        )
+        exporter.close("usnav run stopped")
+        said = collector.wait(
+            lambda m: m.device_name == "usnav_status" and m.content.text.startswith("STALE")
+        )[-1]
+    finally:
+        client.stop()
+        exporter.close()
+    assert said.content.text == "STALE: usnav run stopped"
+    registration = [m for m in collector.messages if m.device_name == "ReferenceToMri"][-1]
+    assert registration.metadata.get("TransformStatus") == "INVALID"
+    overlay = [m for m in collector.messages if m.device_name == "Tumor_Reference"][-1]
+    assert overlay.metadata.get("DisplayState") == STALE and not overlay.content.array.any()

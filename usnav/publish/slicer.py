@@ -278,8 +278,18 @@ class SlicerExporter:
         self._status_due(STALE)  # said now, to every client connected
         return self.server.broadcast(bundle)
 
-    def close(self) -> None:
-        """Disconnect every client and stop listening."""
+    def close(self, reason: str = "usnav stopped") -> None:
+        """Tell every client the data are no longer live, then disconnect and stop listening.
+
+        Slicer keeps the nodes it holds when the connection ends: without a last STALE
+        bundle (as :meth:`mark_stale`, with ``reason``) its ``ReferenceToMri`` stayed OK and
+        the tumor drawn as LIVE after ``usnav run`` stopped. Waits at most 0.5 s for the
+        bundle to go out. Idempotent.
+        """
+        if self.server.clients:
+            self.stale = False  # say it again, with why: the connection ends now
+            if self.mark_stale(reason):
+                self.server.flush(timeout_s=0.5)
         self.server.stop()
 
     def __enter__(self) -> SlicerExporter:
