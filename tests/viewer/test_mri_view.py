@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import numpy as np
@@ -268,3 +269,54 @@ def test_a_stale_overlay_is_grey_in_the_legend_and_absence_is_no_claim(
     live_white, _ = white_and_dim(True)
     stale_white, stale_dim = white_and_dim(False)
     assert live_white > 30 and stale_white == 0 and stale_dim > 30
+
+
+def test_the_latest_update_stays_said_through_the_re_sent_registration(
+    viewer_case, viewer_margins
+) -> None:
+    """usnav run re-sends the estimate in use every 0.25 s; the note on the latest update
+    was read from the newest registration message, so it vanished at each re-send and the
+    line blinked at 4 Hz (session 43). Over a real socket: a rejected update, then re-sends
+    of the estimate in use: the note stays."""
+    from waiting import repeat_until
+
+    from usnav.client import Subscriber
+    from usnav.publish import Publisher
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    probe.close()
+    now = time.time()
+    accepted = RegistrationEstimate(
+        np.eye(4), quality=0.9, accepted=True, t_computed=now - 6.0, source="image"
+    )
+    rejected = RegistrationEstimate(np.eye(4), quality=0.3, accepted=False, t_computed=now)
+    frame = TrackedFrame(viewer_case.image, frame_number=viewer_margins.frame_number)
+    model = ViewModel(address)
+    with Publisher(address) as publisher, Subscriber(address) as sub:
+
+        def turn():
+            return model.update(
+                sub.receive_latest(timeout_s=0.05),
+                connected=sub.connected,
+                last_message_s=sub.last_message_time,
+            )
+
+        def publish_update() -> None:
+            publisher.publish_frame(frame, viewer_case.image_to_mri, accepted)
+            publisher.publish_margins(frame, viewer_margins, accepted)
+            publisher.publish_registration(rejected)
+
+        assert repeat_until(
+            publish_update, lambda: turn().registration_update is not None, 30, every_s=0.1
+        )
+        said = _registration_note(model.state)
+        assert said is not None and said[0].startswith("latest update rejected")
+        assert repeat_until(
+            lambda: publisher.publish_registration(accepted, in_use=True, resent=True),
+            lambda: (r := turn().registration) is not None and r.resent,
+            30,
+            every_s=0.1,
+        )
+    assert _registration_note(model.state) == said

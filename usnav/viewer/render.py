@@ -487,8 +487,10 @@ def _registration_note(state: ViewState) -> tuple[str, tuple[int, int, int]] | N
     update, so the display says "latest update confirmed it". One that did not is said as a
     fact, not a warning: the accepted registration is still in use, and whether it may be
     trusted is the state word's job (UNCERTAIN, STALE), never an amber line under a LIVE.
+    Read from the newest update itself, not from the estimate in use re-sent every 0.25 s
+    (until session 43 the note was up only until that re-send: it blinked at 4 Hz).
     """
-    reg = state.registration
+    reg = state.registration_update
     if reg is None or reg.in_use:
         return None
     accepted_age = registration_age_s(state)

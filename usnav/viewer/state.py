@@ -108,6 +108,10 @@ class ViewState:
         Its frame number (-1 if none).
     margin, registration
         The newest messages of those topics, or None.
+    registration_update
+        The newest registration estimate published as itself (``resent`` false: adopted or
+        not), or None. The estimate in use is re-sent every status interval, so
+        ``registration`` is mostly that re-send: what the latest update did is read here.
     status
         The newest pipeline status map ({} if none).
     status_message
@@ -133,6 +137,7 @@ class ViewState:
     image_frame_number: int = -1
     margin: MarginMessage | None = None
     registration: RegistrationMessage | None = None
+    registration_update: RegistrationMessage | None = None
     status: dict = field(default_factory=dict)
     status_message: StatusMessage | None = None
     connected: bool = False
@@ -318,6 +323,8 @@ class ViewModel:
         registration = messages.get("registration")
         if isinstance(registration, RegistrationMessage):
             s.registration = registration
+            if not registration.resent:
+                s.registration_update = registration
         status = messages.get("status")
         if isinstance(status, StatusMessage):
             s.status = status.status
@@ -347,7 +354,7 @@ class ViewModel:
         stream = newest.header.stream
         if self._stream is not None and stream != self._stream:
             s = self.state
-            s.margin = s.registration = s.status_message = None
+            s.margin = s.registration = s.registration_update = s.status_message = None
             s.status = {}
             s.image, s.image_frame_number = None, -1
             s.latency_ms = None
