@@ -351,3 +351,25 @@ def test_closing_tells_clients_the_overlay_is_no_longer_live(case_and_margins) -
     assert registration.metadata.get("TransformStatus") == "INVALID"
     overlay = [m for m in collector.messages if m.device_name == "Tumor_Reference"][-1]
     assert overlay.metadata.get("DisplayState") == STALE and not overlay.content.array.any()
+
+
+def test_a_client_is_told_the_state_before_any_frame() -> None:
+    """The probe never streamed: no frame, so no node to invalidate — but a client that
+    joins must still get ``usnav_status`` (protocol.md: at once to a client that joins, at
+    least every second). Until session 43 it got nothing but keep-alives."""
+    collector = _Collector()
+    with SlicerExporter(port=0) as exporter:
+        client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
+        try:
+            assert exporter.server.wait_for_clients(1, timeout_s=10)
+            assert repeat_until(
+                lambda: exporter.mark_stale("probe connecting"),
+                lambda: collector.found(lambda m: m.device_name == "usnav_status"),
+                10,
+                every_s=0.1,
+            )
+        finally:
+            client.stop()
+    said = collector.found(lambda m: m.device_name == "usnav_status")
+    assert said[0].content.text == "STALE: probe connecting"
+    assert not collector.found(lambda m: m.type in ("IMAGE", "TRANSFORM"))

@@ -235,17 +235,26 @@ class SlicerExporter:
         (Slicer and SlicerIGT show the transforms as invalid: the last ``ReferenceToMri`` a
         client holds must not say OK through a stale period), a blank overlay with
         ``DisplayState = STALE`` and the reason, and a STRING ``usnav_status`` with the reason.
-        Sent once per stale period; the next :meth:`publish` makes it live again.
+        Sent once per stale period, again every :data:`STATUS_RESEND_S` and to a client that
+        joins; the next :meth:`publish` makes it live again. Before any frame was published
+        (the probe never streamed) there is nothing to invalidate: ``usnav_status`` alone
+        goes out, so a client that joins is still told the state (until session 43 it was
+        told nothing).
         """
-        last = getattr(self, "_last", None)
-        if last is None or not self.server.clients:
+        if not self.server.clients:
             return 0
         if self.stale and not self._status_due(STALE):  # sent already, to every client
             return 0
         from usnav.igtl.codec import ImageContent, Message, StringContent, TransformContent
 
-        matrix, shape = last
         stamp = time.time()
+        said = Message("STRING", "usnav_status", StringContent(f"STALE: {reason}"), stamp, {})
+        last = getattr(self, "_last", None)
+        if last is None:
+            self.stale = True
+            self._status_due(STALE)
+            return self.server.broadcast([said])
+        matrix, shape = last
         state = {"DisplayState": STALE, "DisplayReason": reason}
         invalid = {"TransformStatus": "INVALID", "TransformValid": "0", **state}
         bundle = [
@@ -271,9 +280,7 @@ class SlicerExporter:
                     dict(invalid),
                 )
             )
-        bundle.append(
-            Message("STRING", "usnav_status", StringContent(f"STALE: {reason}"), stamp, {})
-        )
+        bundle.append(said)
         self.stale = True
         self._status_due(STALE)  # said now, to every client connected
         return self.server.broadcast(bundle)
