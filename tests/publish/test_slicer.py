@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -33,6 +35,19 @@ class _Collector:
         if not wait_until(lambda: self.found(predicate), timeout_s):
             raise AssertionError("message not received")
         return self.found(predicate)
+
+
+@contextlib.contextmanager
+def _exporter_and_client(collector: _Collector) -> Iterator[SlicerExporter]:
+    """A started exporter on a free loopback port and one OpenIGTLink client connected to
+    it, whose messages go to ``collector``."""
+    with SlicerExporter(port=0) as exporter:
+        client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
+        try:
+            assert exporter.server.wait_for_clients(1, timeout_s=10)
+            yield exporter
+        finally:
+            client.stop()
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +123,14 @@ def test_overlay_clears_when_no_tumor_in_view(case_and_margins) -> None:
     margins = MarginEstimator(case.label, warm_up=False).estimate(case.image, away, None)
     assert not margins.in_view
     collector = _Collector()
-    with SlicerExporter(port=0) as exporter:
-        client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
-        try:
-            assert exporter.server.wait_for_clients(1, timeout_s=10)
-            assert repeat_until(
-                lambda: exporter.publish(TrackedFrame(case.image), np.eye(4), None, margins),
-                lambda: collector.found(lambda m: True),
-                10,
-                every_s=0.1,
-            )
-            overlay = collector.wait(lambda m: m.device_name == "Tumor_Reference")[-1]
-        finally:
-            client.stop()
+    with _exporter_and_client(collector) as exporter:
+        assert repeat_until(
+            lambda: exporter.publish(TrackedFrame(case.image), np.eye(4), None, margins),
+            lambda: collector.found(lambda m: True),
+            10,
+            every_s=0.1,
+        )
+        overlay = collector.wait(lambda m: m.device_name == "Tumor_Reference")[-1]
     assert not overlay.content.array.any()
     assert overlay.metadata.get("TumorInView") in ("0", None)  # v1 clients get no metadata
 
@@ -327,10 +337,7 @@ def test_closing_tells_clients_the_overlay_is_no_longer_live(case_and_margins) -
     it closed at once and Slicer kept ``ReferenceToMri`` OK and the tumor drawn LIVE."""
     case, margins = case_and_margins
     collector = _Collector()
-    exporter = SlicerExporter(port=0).start()
-    client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
-    try:
-        assert exporter.server.wait_for_clients(1, timeout_s=10)
+    with _exporter_and_client(collector) as exporter:
         assert repeat_until(
             lambda: exporter.publish(
                 TrackedFrame(case.image), np.eye(4), np.eye(4), margins, DisplayState(LIVE)
@@ -343,9 +350,6 @@ def test_closing_tells_clients_the_overlay_is_no_longer_live(case_and_margins) -
         said = collector.wait(
             lambda m: m.device_name == "usnav_status" and m.content.text.startswith("STALE")
         )[-1]
-    finally:
-        client.stop()
-        exporter.close()
     assert said.content.text == "STALE: usnav run stopped"
     registration = [m for m in collector.messages if m.device_name == "ReferenceToMri"][-1]
     assert registration.metadata.get("TransformStatus") == "INVALID"
@@ -358,18 +362,13 @@ def test_a_client_is_told_the_state_before_any_frame() -> None:
     joins must still get ``usnav_status`` (protocol.md: at once to a client that joins, at
     least every second). Until session 43 it got nothing but keep-alives."""
     collector = _Collector()
-    with SlicerExporter(port=0) as exporter:
-        client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
-        try:
-            assert exporter.server.wait_for_clients(1, timeout_s=10)
-            assert repeat_until(
-                lambda: exporter.mark_stale("probe connecting"),
-                lambda: collector.found(lambda m: m.device_name == "usnav_status"),
-                10,
-                every_s=0.1,
-            )
-        finally:
-            client.stop()
+    with _exporter_and_client(collector) as exporter:
+        assert repeat_until(
+            lambda: exporter.mark_stale("probe connecting"),
+            lambda: collector.found(lambda m: m.device_name == "usnav_status"),
+            10,
+            every_s=0.1,
+        )
     said = collector.found(lambda m: m.device_name == "usnav_status")
     assert said[0].content.text == "STALE: probe connecting"
     assert not collector.found(lambda m: m.type in ("IMAGE", "TRANSFORM"))
