@@ -336,3 +336,31 @@ def test_a_frame_not_placed_says_the_tumor_is_unknown_not_absent(viewer_case) ->
     assert verdict.word == UNCERTAIN
     assert "no tumor in view - uncertain" in layout.panel_text
     assert "no tumor in view" not in layout.panel_text
+
+
+def test_a_stale_tool_tip_is_drawn_grey(viewer_case) -> None:
+    """The tracked tool's tip from stale data (connection lost, probe stopped, frozen image)
+    was drawn in full magenta beside the greyed tumor: where the tool was, drawn as where it
+    is (session 43). Stale, it is grey, as the tumor is, and so is its legend entry."""
+    from usnav.margins import MarginEstimator
+    from usnav.viewer.render import STALE_GREY, TOOL_COLOUR
+
+    rows, cols = viewer_case.image.shape[:2]
+    tip = viewer_case.image_to_mri @ np.array([cols / 2, rows / 2, 0.0, 1.0])
+    margins = MarginEstimator(viewer_case.label, warm_up=False).estimate(
+        viewer_case.image, viewer_case.image_to_mri, None, tip[:3], frame_number=3
+    )
+    assert margins.stylus
+    for stale in (False, True):
+        picture, layout, verdict = render_with_layout(_state(viewer_case, margins, stale=stale))
+        x0, y0, w, h = layout.image_box
+        view = picture[y0 : y0 + h, x0 : x0 + w].astype(int)
+        magenta = np.all(np.abs(view - np.array(TOOL_COLOUR)) <= 12, axis=-1).sum()
+        grey = np.all(np.abs(view - np.array(STALE_GREY)) <= 12, axis=-1).sum()
+        tool = [text for text in layout.legend if text.startswith("tool tip")]
+        if stale:
+            assert verdict.word == STALE and magenta == 0 and grey > 20
+            assert tool == ["tool tip, stale"]
+        else:
+            assert verdict.word == LIVE and magenta > 20
+            assert tool == ["tool tip"]

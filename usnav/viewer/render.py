@@ -159,6 +159,7 @@ def render_with_layout(
             (STALE_GREY, "tumor (MRI), stale", "stale"),
             (US_MARGIN_COLOUR, "US differs from MRI", "us"),
             (TOOL_COLOUR, "tool tip", "tool"),
+            (STALE_GREY, "tool tip, stale", "tool-stale"),
         ):
             if entry[2] in drawn:
                 legend.append(entry[:2])
@@ -254,8 +255,11 @@ def _draw_overlay(
     drawn: set[str] = set()
     if state.margin is not None and state.margin.in_view:
         drawn |= _draw_margins(view, state, options, verdict, zoom)
-    if tool and state.margin is not None and _draw_tool(view, state, zoom):
-        drawn.add("tool")
+    # a tool tip from stale data is where the tool was: grey, as the tumor is then
+    stale = verdict.word not in (LIVE, UNCERTAIN)
+    colour = STALE_GREY if stale else TOOL_COLOUR
+    if tool and state.margin is not None and _draw_tool(view, state, zoom, colour):
+        drawn.add("tool-stale" if stale else "tool")
     return drawn
 
 
@@ -370,7 +374,12 @@ def _dashed(
         cv2.polylines(view, [pts[idx]], False, colour, thickness, cv2.LINE_AA, shift=4)
 
 
-def _draw_tool(view: np.ndarray, state: ViewState, zoom: tuple[float, float]) -> bool:
+def _draw_tool(
+    view: np.ndarray,
+    state: ViewState,
+    zoom: tuple[float, float],
+    colour: tuple[int, int, int] = TOOL_COLOUR,
+) -> bool:
     stylus = state.margin.stylus if state.margin is not None else None
     if not stylus:
         return False
@@ -382,7 +391,7 @@ def _draw_tool(view: np.ndarray, state: ViewState, zoom: tuple[float, float]) ->
     if tip.shape != (2,) or not np.all(np.isfinite(tip)) or abs(out_of_plane) > 5.0:
         return False
     x, y = ((tip + 0.5) * np.asarray(zoom) - 0.5).round().astype(int)
-    cv2.drawMarker(view, (int(x), int(y)), TOOL_COLOUR, cv2.MARKER_CROSS, 18, 2, cv2.LINE_AA)
+    cv2.drawMarker(view, (int(x), int(y)), colour, cv2.MARKER_CROSS, 18, 2, cv2.LINE_AA)
     return True
 
 
