@@ -177,6 +177,23 @@ def test_the_live_registration_gets_the_operated_mri_with_removed(small_case, tm
     np.testing.assert_array_equal(operated.mri.data[~mask], plain.mri.data[~mask])
 
 
+def test_the_status_names_the_mri_and_label_files_as_given(small_case, tmp_path):
+    """A display loads its own --mri/--label and checks them against the status's digests
+    (session 43): they are of the files as given, also when --removed alters the MRI the
+    registration works on."""
+    from usnav.io.volume import load_volume
+    from usnav.pipeline.run import open_pipeline
+
+    device = _device_file(tmp_path, free_port())
+    files = [small_case / n for n in ("mri.nii.gz", "tumor_label.nii.gz", "calibration.toml")]
+    init = small_case / "init_ReferenceToMri.txt"
+    operated = open_pipeline(device, *files, init=init, removed=small_case / "removed_label.nii.gz")
+    status = operated.status()
+    assert status["mri_digest"] == load_volume(files[0]).digest()
+    assert status["label_digest"] == load_volume(files[1]).digest()
+    assert status["mri_digest"] != operated.mri.digest() != status["label_digest"]
+
+
 def test_a_taken_slicer_port_names_the_slicer_port_option(small_case, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -320,3 +320,55 @@ def test_the_latest_update_stays_said_through_the_re_sent_registration(
             every_s=0.1,
         )
     assert _registration_note(model.state) == said
+
+
+def test_an_mri_that_is_not_the_runs_is_not_drawn(viewer_case, viewer_margins) -> None:
+    """``usnav view --mri`` with another file than the run's (another patient, another
+    series): its plane was drawn as "MRI, same plane" under the run's overlay, and its label
+    placed the tumor on the locators (session 43). Over a real socket: the run's digests in
+    its status; a display whose MRI differs draws neither, and says why."""
+    from waiting import repeat_until
+
+    from usnav.client import Subscriber
+    from usnav.publish import Publisher
+
+    context = mri_for(viewer_case)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    probe.close()
+    estimate = RegistrationEstimate(
+        np.eye(4), quality=0.9, uncertainty_mm=1.0, source="image", t_computed=time.time()
+    )
+    frame = TrackedFrame(viewer_case.image, frame_number=viewer_margins.frame_number)
+    pictures = {}
+    for run_mri in (context.digest, "0123456789abcdef"):
+        model = ViewModel(address, mri=context)
+        status = {"state": "streaming", "mri_digest": run_mri, "label_digest": context.label_digest}
+        with Publisher(address) as publisher, Subscriber(address) as sub:
+
+            def publish(publisher=publisher, status=status) -> None:
+                publisher.publish_status(status)
+                publisher.publish_frame(frame, viewer_case.image_to_mri, estimate)
+                publisher.publish_margins(frame, viewer_margins, estimate)
+
+            def shown(sub=sub, model=model, run_mri=run_mri) -> bool:
+                s = model.update(
+                    sub.receive_latest(timeout_s=0.05),
+                    connected=sub.connected,
+                    last_message_s=sub.last_message_time,
+                )
+                return s.margin is not None and s.status.get("mri_digest") == run_mri
+
+            assert repeat_until(publish, shown, 30, every_s=0.1)
+        pictures[run_mri] = render_with_layout(model.state)
+    for run_mri, (picture, layout, _verdict) in pictures.items():
+        x0, y0, w, h = layout.mri_box
+        pane = picture[y0 : y0 + h, x0 : x0 + w].astype(int)
+        grey = (np.ptp(pane, axis=-1) < 8) & (pane[..., 0] > 3)  # MRI voxels drawn
+        if run_mri == context.digest:
+            assert grey.mean() > 0.2 and layout.locator_boxes
+            assert not any("NOT the run's" in t for t in layout.panel_text)
+        else:
+            assert grey.mean() < 0.01 and not layout.locator_boxes
+            assert "MRI NOT the run's: check --mri/--label" in layout.panel_text

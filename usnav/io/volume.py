@@ -136,6 +136,23 @@ class Volume:
         world = _grid_corners(self.shape, 0.0) @ self.affine.T
         return world[:, :3].min(axis=0), world[:, :3].max(axis=0)
 
+    def digest(self) -> str:
+        """A short fingerprint of the voxels and their placement (16 hex digits of a SHA-256
+        over the shape, the voxel type, the affine and the voxels).
+
+        The same file loaded twice gives the same digest; another volume (another patient,
+        another series, the same one resampled) a different one. ``usnav run`` publishes its
+        MRI's and label's digests in its status, so a display that loaded its own copy can
+        tell that it is not the run's (docs/display.md).
+        """
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(repr((self.shape, self.data.dtype.str)).encode())
+        h.update(np.ascontiguousarray(self.affine, dtype="<f8").tobytes())
+        h.update(memoryview(np.ascontiguousarray(self.data)).cast("B"))
+        return h.hexdigest()[:16]
+
     def check_finite(self) -> None:
         """Raise :class:`InputError` if the voxels hold NaN or infinite values."""
         if np.issubdtype(self.data.dtype, np.floating) and not np.all(np.isfinite(self.data)):

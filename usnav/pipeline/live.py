@@ -102,6 +102,11 @@ class LivePipeline:
         :class:`PipelineOptions`.
     record_path
         Write every received frame to this PLUS sequence file (optional).
+    input_digests
+        :meth:`~usnav.io.volume.Volume.digest` of the MRI and label files as given (keys
+        ``mri``, ``label``), published in the status for displays to check their own copies
+        against; by default those of ``mri`` and ``label`` (:func:`open_pipeline` gives the
+        MRI's before the removed tissue is cut out of it).
     worker
         A registration worker (``start() / submit(frame, image_to_reference) /
         latest_accepted() / latest() / stop()``); built from ``mri`` when None and
@@ -120,6 +125,7 @@ class LivePipeline:
         record_path: str | Path | None = None,
         worker: Any = None,
         other_depths: Sequence[CalibrationFile] = (),
+        input_digests: dict[str, str] | None = None,
     ) -> None:
         self.options = options or PipelineOptions()
         self.probe = probe
@@ -157,6 +163,13 @@ class LivePipeline:
         )
         self.mri = mri
         self.label = label
+        #: :meth:`usnav.io.volume.Volume.digest` of the MRI and label files as given (keys
+        #: ``mri``, ``label``), published in the status: a display checks its own copies
+        self.input_digests = dict(input_digests or {})
+        if "mri" not in self.input_digests:
+            self.input_digests["mri"] = mri.digest() if mri is not None else ""
+        if "label" not in self.input_digests:
+            self.input_digests["label"] = label.digest()
         self.record_path = Path(record_path) if record_path else None
         self.worker = worker
         self.counters = PipelineCounters()
@@ -829,6 +842,10 @@ class LivePipeline:
             "display_state": display.state,
             "display_reason": display.reason,
             "registration_source": est.source,
+            # which MRI and label the margins are computed on: a display that loaded its own
+            # copies (usnav view --mri --label) refuses to show another patient's or series
+            "mri_digest": self.input_digests.get("mri", ""),
+            "label_digest": self.input_digests.get("label", ""),
             # the newest image-based try's verdict (None: no try yet)
             "registration_latest_adopted": bool(latest.accepted) if latest else None,
             "registration_latest_reason": latest.reason if latest else est.reason,

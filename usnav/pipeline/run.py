@@ -73,6 +73,9 @@ def open_pipeline(
     timed = next((c for c in cals if c.temporal is not None), cals[0])
     mri_volume = load_volume(mri)
     mri_volume.check_finite()
+    # of the file as given (before the removed tissue is cut out): a display that loads the
+    # same file checks it against this (status mri_digest / label_digest)
+    digests = {"mri": mri_volume.digest()}
     # the tumor label given as the MRI ran to the end (every estimate rejected, nothing said)
     mri_volume.check_not_label_map(
         "give the MRI itself as --mri (a tumor label map goes in --label)"
@@ -84,6 +87,7 @@ def open_pipeline(
         fill = RegistrationOptions().removed_fill_percentile
         mri_volume = operated_mri(mri_volume, load_volume(removed), fill)
     label_volume = load_volume(label)
+    digests["label"] = label_volume.digest()
     if init is not None:
         from usnav.registration.files import read_initial
 
@@ -111,6 +115,7 @@ def open_pipeline(
         options=options,
         record_path=record,
         other_depths=cals[1:],
+        input_digests=digests,
     )
 
 

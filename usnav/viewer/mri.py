@@ -114,6 +114,9 @@ class MriContext:
     def __init__(self, mri: Volume, label: Volume | None = None, locator_px: int = 176):
         self.mri = mri
         self.label = label
+        #: fingerprints of the volumes, checked against the ones ``usnav run`` publishes
+        self.digest = mri.digest()
+        self.label_digest = label.digest() if label is not None else ""
         self._data = np.ascontiguousarray(mri.data, dtype=np.float32)
         self._ras_to_voxel = np.linalg.inv(mri.affine)
         self.window = _window(self._data)

@@ -148,11 +148,16 @@ def render_with_layout(
         if state.mri is not None:
             mri_box = (area + x0, y0, w, h)
             mri_view = canvas[y0 : y0 + h, area + x0 : area + x0 + w]
-            if state.mri_plane is not None:
+            if state.mri_mismatch:
+                # another file than the run's: its plane under the run's overlay would be
+                # another patient's or series' anatomy, drawn as "MRI, same plane"
+                _centred(mri_view, state.mri_mismatch, BANNER_RED)
+            elif state.mri_plane is not None:
                 _draw_grey(mri_view, state.mri_plane)
             else:
                 _centred(mri_view, "no plane (no registration yet)", TEXT_DIM)
-            _draw_overlay(mri_view, state, options, verdict, zoom, tool=False)
+            if not state.mri_mismatch:
+                _draw_overlay(mri_view, state, options, verdict, zoom, tool=False)
         for entry in (
             (SOLID_COLOUR, "tumor (MRI)", "solid"),
             (CYST_COLOUR, "cyst (MRI)", "cyst"),
@@ -170,7 +175,7 @@ def render_with_layout(
             if mri_box is not None:
                 _draw_depth_ruler(canvas, mri_box, px_per_mm)
         _draw_sides(canvas, image_box, state.image_to_mri)
-        if mri_box is not None:
+        if mri_box is not None and not state.mri_mismatch:
             _draw_sides(canvas, mri_box, state.image_to_mri)
             _label(canvas, "MRI, same plane", (mri_box[0] + 12, options.height - 14), 0.55, TEXT)
         if state.margin is not None and not state.margin.in_view:
@@ -192,7 +197,7 @@ def render_with_layout(
     panel_text: list[str] = []
     y = _draw_panel(canvas, state, options, verdict, panel_x, panel_text)
     locator_boxes: dict[str, tuple[int, int, int, int]] = {}
-    if state.mri is not None:
+    if state.mri is not None and not state.mri_mismatch:
         locator_boxes, plane_shown, y = _draw_locators(canvas, state, verdict, panel_x, y)
         if locator_boxes and plane_shown:
             legend.append((PLANE_COLOUR, "image plane (locators)"))
@@ -555,6 +560,8 @@ def _draw_panel(
         # the run's calibration was flagged by usnav calibrate: the publisher keeps every
         # overlay from LIVE, and this says why on a picture whose banner names another reason
         line("calibration FLAGGED: see usnav run's log", BANNER_AMBER, 0.5, 22)
+    if state.mri_mismatch:
+        line(state.mri_mismatch, BANNER_RED, 0.5, 22)
     y += 6
 
     # numbers from stale data are dimmed: they describe the past

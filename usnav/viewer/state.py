@@ -155,6 +155,9 @@ class ViewState:
     mri_plane: np.ndarray | None = None
     #: 4×4 frame pixel → MRI RAS mm of the shown frame (None if unknown)
     image_to_mri: np.ndarray | None = None
+    #: why the display's MRI or label is not the run's ("" when they are, or the run does
+    #: not say): the MRI pane and the locators are then not drawn
+    mri_mismatch: str = ""
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,29 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
     elif reason.startswith("no data for"):
         reason += problem  # e.g. every message since the last valid one was refused
     return Verdict(verdict.state, reason)
+
+
+def mri_mismatch(mri: MriContext | None, status: dict) -> str:
+    """Why the display's MRI or label is not the one the run computes on ("" when they are,
+    or when the run does not say: a publisher before session 43).
+
+    ``usnav run`` publishes the :meth:`~usnav.io.volume.Volume.digest` of its MRI and label
+    (status ``mri_digest``, ``label_digest``). Another file given to the display (another
+    patient's, another series, yesterday's case) was drawn as "MRI, same plane" under the
+    run's overlay, and its label placed the tumor on the locators.
+    """
+    if mri is None:
+        return ""
+    said = []
+    run_mri = status.get("mri_digest")
+    if isinstance(run_mri, str) and run_mri and run_mri != mri.digest:
+        said.append("MRI")
+    run_label = status.get("label_digest")
+    if isinstance(run_label, str) and run_label and mri.label_digest not in ("", run_label):
+        said.append("label")
+    if not said:
+        return ""
+    return f"{' and '.join(said)} NOT the run's: check --mri/--label"
 
 
 def _rank(margin: MarginMessage) -> int:
@@ -329,6 +355,7 @@ class ViewModel:
         if isinstance(status, StatusMessage):
             s.status = status.status
             s.status_message = status
+            s.mri_mismatch = mri_mismatch(s.mri, s.status)
         self._update_plane()
         recent = [t for t in self._arrivals if s.now - t <= 2.0]
         s.fps = (
@@ -359,6 +386,7 @@ class ViewModel:
             s.image, s.image_frame_number = None, -1
             s.latency_ms = None
             s.mri_plane = s.image_to_mri = None
+            s.mri_mismatch = ""
             self._pending = None
             self._frames.clear()
             self._frame_matrix = None
