@@ -262,6 +262,14 @@ def test_margins_marked_stale_by_the_pipeline_show_stale(viewer_case, viewer_mar
     fresh.status = {"state": "no-signal", "peer": "127.0.0.1:18944"}
     verdict = assess(fresh, options)
     assert verdict.word == STALE and "no signal from 127.0.0.1:18944" in verdict.reason
+    # protocol.md: anything but "streaming" means the overlay is not live (only no-signal,
+    # connecting and closed did until session 43)
+    for state in ("idle", "stopped", "finished", "listening", "paused-by-a-newer-usnav"):
+        fresh.status = {"state": state, "peer": "127.0.0.1:18944"}
+        assert assess(fresh, options).word == STALE, state
+    for status in ({"state": "streaming"}, {}):  # streaming, or a publisher that says nothing
+        fresh.status = status
+        assert assess(fresh, options).word == LIVE, status
 
 
 def test_a_margin_is_drawn_over_its_own_frame_only(viewer_case, viewer_margins) -> None:

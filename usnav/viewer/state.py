@@ -206,7 +206,9 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
     if (
         state.last_message_s is not None
         and state.connected
-        and probe_state in ("no-signal", "connecting", "closed")
+        # protocol.md: anything but "streaming" means the overlay is not live ("" : the
+        # publisher does not say)
+        and probe_state not in ("", "streaming")
     ):
         peer = state.status.get("peer", "the probe")
         published = DisplayState(STALE, f"no signal from {peer} ({probe_state})")
