@@ -334,3 +334,23 @@ def _raw_publisher_and_subscriber(limit: int) -> tuple[zmq.Socket, Subscriber]:
     pub.setsockopt(zmq.LINGER, 0)
     address = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
     return pub, Subscriber(address, max_message_bytes=limit)
+
+
+def test_a_margin_marked_stale_is_never_read_better_than_stale(raw_pub) -> None:
+    """protocol.md, topic margin: ``stale`` true means "show as stale". A publisher that
+    also said LIVE (another program, a bug) was read LIVE: ``display_state`` alone decided
+    (session 43). The state is made worse by it, never better."""
+    pub, sub = raw_pub
+    for state in ("LIVE", "UNCERTAIN"):
+        header = _header(
+            "margin",
+            display_state=state,
+            display_reason="",
+            stale=True,
+            stale_reason="probe link lost",
+        )
+        pub.send_multipart([b"margin", header])
+        message = sub.receive(timeout_s=5)
+        assert isinstance(message, MarginMessage)
+        assert message.header.display_state == "STALE", state
+        assert message.header.display_reason == "probe link lost"

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from usnav.protocol.display import UNCERTAIN, DisplayState
+from usnav.protocol.display import LIVE, STALE, UNCERTAIN, DisplayState
 from usnav.protocol.wire import (
     SCHEMA,
     TOPIC_FRAME,
@@ -258,6 +258,12 @@ def decode_header(raw: RawMessage, gap: int, t_arrived: float, peer: str) -> Hea
     else:
         state = str(h.get("display_state", UNCERTAIN))
         reason = str(h.get("display_reason", "") or "")
+    stale = bool(h.get("stale", False))
+    stale_reason = str(h.get("stale_reason", "") or "")
+    if stale and state in (LIVE, UNCERTAIN):
+        # "stale: show as stale" (protocol.md, topic margin): never read better than STALE,
+        # whatever display_state another publisher put beside it
+        state, reason = STALE, stale_reason or "the publisher marked these data stale"
     return Header(
         topic=raw.topic,
         seq=int(h["seq"]),
@@ -275,8 +281,8 @@ def decode_header(raw: RawMessage, gap: int, t_arrived: float, peer: str) -> Hea
         quality=_opt_float(h.get("quality")),
         gap=gap,
         raw=h,
-        stale=bool(h.get("stale", False)),
-        stale_reason=str(h.get("stale_reason", "") or ""),
+        stale=stale,
+        stale_reason=stale_reason,
         display_state=state,
         display_reason=reason,
         uncertainty_mm=finite_or_none(_opt_float(h.get("uncertainty_mm"))),
