@@ -50,6 +50,21 @@ def _exporter_and_client(collector: _Collector) -> Iterator[SlicerExporter]:
             client.stop()
 
 
+def _live_bundle_received(
+    exporter: SlicerExporter, collector: _Collector, image: np.ndarray, margins
+) -> None:
+    """Publish a LIVE bundle until the client has one in header v2 (its hello may still be on
+    its way: until then the server speaks v1, without metadata, as PLUS does)."""
+    assert repeat_until(
+        lambda: exporter.publish(
+            TrackedFrame(image), np.eye(4), np.eye(4), margins, DisplayState(LIVE)
+        ),
+        lambda: collector.found(lambda m: m.device_name == "ReferenceToMri" and m.version == 2),
+        10,
+        every_s=0.1,
+    )
+
+
 @pytest.fixture(scope="module")
 def case_and_margins():
     case = make_phantom(cyst=True, seed=4)
@@ -338,14 +353,7 @@ def test_closing_tells_clients_the_overlay_is_no_longer_live(case_and_margins) -
     case, margins = case_and_margins
     collector = _Collector()
     with _exporter_and_client(collector) as exporter:
-        assert repeat_until(
-            lambda: exporter.publish(
-                TrackedFrame(case.image), np.eye(4), np.eye(4), margins, DisplayState(LIVE)
-            ),
-            lambda: collector.found(lambda m: m.device_name == "ReferenceToMri" and m.version == 2),
-            10,
-            every_s=0.1,
-        )
+        _live_bundle_received(exporter, collector, case.image, margins)
         exporter.close("usnav run stopped")
         said = collector.wait(
             lambda m: m.device_name == "usnav_status" and m.content.text.startswith("STALE")
@@ -372,3 +380,21 @@ def test_a_client_is_told_the_state_before_any_frame() -> None:
     said = collector.found(lambda m: m.device_name == "usnav_status")
     assert said[0].content.text == "STALE: probe connecting"
     assert not collector.found(lambda m: m.type in ("IMAGE", "TRANSFORM"))
+
+
+def test_a_reason_that_is_not_ascii_is_still_said(case_and_margins) -> None:
+    """The wrong image size's reason reads "image 820 × 616 px …": ``usnav_status`` went as
+    US-ASCII, its encoding raised, and the stale bundle never left (the status loop logged
+    "status publishing failed" four times a second; session 43)."""
+    case, margins = case_and_margins
+    reason = "image 820 × 616 px is not the size the calibration was made for — not placed"
+    collector = _Collector()
+    with _exporter_and_client(collector) as exporter:
+        _live_bundle_received(exporter, collector, case.image, margins)
+        assert exporter.mark_stale(reason) > 0
+        said = collector.wait(
+            lambda m: m.device_name == "usnav_status" and m.content.text.startswith("STALE")
+        )[-1]
+    assert said.content.text == f"STALE: {reason}"
+    registration = [m for m in collector.messages if m.device_name == "ReferenceToMri"][-1]
+    assert registration.metadata.get("DisplayReason") == reason

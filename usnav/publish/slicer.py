@@ -245,10 +245,19 @@ class SlicerExporter:
             return 0
         if self.stale and not self._status_due(STALE):  # sent already, to every client
             return 0
-        from usnav.igtl.codec import ImageContent, Message, StringContent, TransformContent
+        from usnav.igtl.codec import (
+            ENCODING_UTF8,
+            ImageContent,
+            Message,
+            StringContent,
+            TransformContent,
+        )
 
         stamp = time.time()
-        said = Message("STRING", "usnav_status", StringContent(f"STALE: {reason}"), stamp, {})
+        # UTF-8, as publish() says it: reasons hold "×", "—", "±" (US-ASCII raised, and the
+        # stale bundle never left)
+        text = StringContent(f"STALE: {reason}", ENCODING_UTF8)
+        said = Message("STRING", "usnav_status", text, stamp, {})
         last = getattr(self, "_last", None)
         if last is None:
             self.stale = True
