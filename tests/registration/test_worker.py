@@ -119,6 +119,33 @@ def test_bad_construction_inputs(small_case):
         RegistrationWorker(mri, cal, np.diag([2, 2, 2, 1.0]))
 
 
+def _skewed(cal: np.ndarray, deg: float) -> np.ndarray:
+    """``cal`` with its image y axis turned ``deg`` towards x (a real calibration's skew)."""
+    out = np.array(cal, dtype=np.float64)
+    x, y = out[:3, 0], out[:3, 1]
+    ux = x / np.linalg.norm(x)
+    out[:3, 1] = np.cos(np.radians(deg)) * y + np.sin(np.radians(deg)) * np.linalg.norm(y) * ux
+    return out
+
+
+def test_a_calibration_the_loader_accepts_is_not_refused_by_the_worker(small_case):
+    """Session 43: PLUS's own SpinePhantom calibration (axes 2.7° off perpendicular) loads
+    (:data:`usnav.transforms.matrices.MAX_AXIS_SKEW_DEG`, 5°) but the worker allowed 1°, so
+    ``usnav run`` failed at start; beyond the common limit both refuse it."""
+    from usnav.config.calibration import SpatialCalibration
+    from usnav.transforms.matrices import MAX_AXIS_SKEW_DEG
+
+    mri, _, cal, truth = small_case
+    plus_like = _skewed(cal, 2.74)
+    SpatialCalibration(image_to_probe=plus_like.tolist())  # the loader's rule
+    RegistrationWorker(mri, plus_like, truth.init_reference_to_mri)  # no error
+    too_skewed = _skewed(cal, MAX_AXIS_SKEW_DEG + 1.0)
+    with pytest.raises(InputError, match=r"ImageToProbe: axes are not perpendicular") as info:
+        RegistrationWorker(mri, too_skewed, truth.init_reference_to_mri)
+    assert str(info.value).count("rigid-times-scale") == 1, str(info.value)
+    assert "usnav calibrate spatial" in str(info.value)
+
+
 def test_an_update_that_agrees_confirms_the_accepted_estimate(small_case):
     """Scanning on over the same anatomy: updates that land on the accepted pose are rejected
     as 'not clearly better' but confirm it, so its age restarts (a display would otherwise

@@ -23,16 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, fiel
 from usnav.config.loader import load_toml_model
 from usnav.config.plus_xml import GIVE_16, parse_matrix_text, read_coordinate_definitions
 from usnav.errors import ConfigError
-from usnav.transforms.matrices import decompose_scaled_rigid
+from usnav.transforms.matrices import MAX_AXIS_SKEW_DEG, decompose_scaled_rigid
 
 log = logging.getLogger("usnav.config.calibration")
 
 Matrix4 = Annotated[list[list[float]], Field(min_length=4, max_length=4)]
 
-#: Largest angle between the image axes' deviation from perpendicular that a calibration may
-#: have. PLUS warns from 1°, but real PLUS calibrations reach ~3° (the SpinePhantom one is
-#: 2.7° off); a larger skew means a wrong matrix, not a calibration.
-MAX_AXIS_SKEW_DEG = 5.0
 
 #: The pixel sizes an ultrasound image may have, mm. B-mode pixels are ~0.05-1 mm (PLUS's
 #: N-wire calibration: 0.075 mm); a pixel outside this range means a matrix in other units

@@ -51,7 +51,7 @@ from usnav.registration.similarity import (
 )
 from usnav.registration.sweep import Sweep, detect_fov_mask, new_frame_ids
 from usnav.registration.tumor import TumorContext, fit_at_tumor
-from usnav.transforms.matrices import decompose_scaled_rigid, is_rigid
+from usnav.transforms.matrices import MAX_AXIS_SKEW_DEG, decompose_scaled_rigid, is_rigid
 
 log = logging.getLogger(__name__)
 
@@ -618,9 +618,13 @@ class RegistrationWorker:
         self.mri = mri
         self.image_to_probe = np.asarray(image_to_probe, dtype=np.float64)
         try:
-            decompose_scaled_rigid(self.image_to_probe)
+            decompose_scaled_rigid(self.image_to_probe, tol_deg=MAX_AXIS_SKEW_DEG)
         except ValueError as exc:
-            raise InputError("ImageToProbe", f"not a rigid-times-scale matrix: {exc}") from exc
+            raise InputError(
+                "ImageToProbe",
+                f"{exc}",
+                "give the probe's calibration (usnav calibrate spatial, or PLUS's ImageToProbe)",
+            ) from exc
         init = np.asarray(initial, dtype=np.float64)
         if init.shape != (4, 4) or not is_rigid(init):
             raise InputError("initial ReferenceToMri", "is not a rigid 4×4 transform")

@@ -47,6 +47,14 @@ def rigid_poses(matrices: np.ndarray, tol: float = POSE_RIGID_TOL) -> np.ndarray
     return finite & orthonormal & (np.linalg.det(r) > 0) & last_row
 
 
+#: Largest deviation of a calibration's image axes from perpendicular, degrees. PLUS warns from
+#: 1°, but real PLUS calibrations reach ~3° (the SpinePhantom one is 2.7° off); a larger skew
+#: means a wrong matrix, not a calibration. Every reader of ``ImageToProbe`` takes this one
+#: limit, so that a calibration the loader accepted is never refused later (session 43: the
+#: registration worker allowed 1° and refused PLUS's own SpinePhantom calibration at start).
+MAX_AXIS_SKEW_DEG = 5.0
+
+
 def decompose_scaled_rigid(
     matrix: np.ndarray, tol_deg: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
