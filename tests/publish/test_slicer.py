@@ -113,8 +113,19 @@ def test_slicer_receives_frame_overlay_and_transforms(case_and_margins) -> None:
             said = collector.wait(
                 lambda m: m.device_name == "usnav_status" and "UNCERTAIN" in str(m.content)
             )
+            uncertain = collector.wait(lambda m: m.device_name == "TumorUncertain_Reference")[-1]
+            cleared = collector.wait(
+                lambda m: m.device_name == "Tumor_Reference" and not m.content.array.any()
+            )[-1]
         finally:
             client.stop()
+    # session 43: Slicer draws a label map alike whatever its metadata say, so an UNCERTAIN
+    # overlay goes on its own node, and the LIVE node is blanked (it had drawn the tumor)
+    np.testing.assert_array_equal(uncertain.content.array, margins.label_image)
+    assert uncertain.metadata.get("DisplayState") == UNCERTAIN
+    assert cleared.metadata.get("TumorInView") == "0"
+    last_live = [m for m in collector.messages if m.device_name == "Tumor_Reference"][-1]
+    assert not last_live.content.array.any()
     assert image.type == "IMAGE" and overlay.type == "IMAGE"
     np.testing.assert_array_equal(image.content.array, case.image)
     np.testing.assert_allclose(image.content.ijk_to_ras, image_to_reference, atol=1e-5)
@@ -140,7 +151,9 @@ def test_overlay_clears_when_no_tumor_in_view(case_and_margins) -> None:
     collector = _Collector()
     with _exporter_and_client(collector) as exporter:
         assert repeat_until(
-            lambda: exporter.publish(TrackedFrame(case.image), np.eye(4), None, margins),
+            lambda: exporter.publish(
+                TrackedFrame(case.image), np.eye(4), None, margins, DisplayState(LIVE)
+            ),
             lambda: collector.found(lambda m: True),
             10,
             every_s=0.1,
@@ -311,6 +324,33 @@ def test_stale_margins_go_out_with_an_invalid_pose_and_no_tumor(case_and_margins
     overlay = [m for m in collector.messages if m.device_name == "Tumor_Reference"][-1]
     assert not overlay.content.array.any()
     assert overlay.metadata.get("TumorInView") == "0" and overlay.metadata.get("Stale") == "1"
+
+
+def test_an_uncertain_overlay_is_never_drawn_on_the_live_node(case_and_margins) -> None:
+    """Session 43: Slicer drew an UNCERTAIN tumor exactly like a LIVE one (only metadata and
+    the INVALID ``ReferenceToMri`` differed). UNCERTAIN bundles draw on
+    ``TumorUncertain_Reference`` only; a stale period blanks both nodes."""
+    case, margins = case_and_margins
+    collector = _Collector()
+    uncertain = DisplayState(UNCERTAIN, "registration uncertain")
+    with _exporter_and_client(collector) as exporter:
+        assert repeat_until(
+            lambda: exporter.publish(
+                TrackedFrame(case.image), np.eye(4), np.eye(4), margins, uncertain
+            ),
+            lambda: collector.found(lambda m: m.device_name == "TumorUncertain_Reference"),
+            10,
+            every_s=0.1,
+        )
+        exporter.stale = False
+        assert exporter.mark_stale("probe no-signal") > 0
+        collector.wait(lambda m: m.device_name == "usnav_status" and "STALE" in m.content.text)
+    live_node = [m for m in collector.messages if m.device_name == "Tumor_Reference"]
+    assert all(not m.content.array.any() for m in live_node)
+    drawn = [m for m in collector.messages if m.device_name == "TumorUncertain_Reference"]
+    assert drawn[0].content.array.any()
+    assert not drawn[-1].content.array.any()  # blanked by the stale bundle
+    assert drawn[-1].metadata.get("DisplayState") in (STALE, None)  # (None: a v1 bundle)
 
 
 def test_a_v1_get_transform_gets_no_invalid_registration(case_and_margins) -> None:

@@ -5,9 +5,13 @@ connector to ``localhost:18945``) and shows, with no plugin:
 
 - ``Image_Reference`` — IMAGE: the ultrasound frame, its matrix = ``ImageToReference``
   (pixel → Reference mm, including mm/pixel), as a PLUS server sends it;
-- ``Tumor_Reference`` — IMAGE: the tumor in the frame, uint8 label values (0 background,
-  the solid and cyst values of the label map), same matrix (show it as a label map or with a
-  colour table over the frame);
+- ``Tumor_Reference`` — IMAGE: the tumor in the frame while the display state is LIVE, uint8
+  label values (0 background, the solid and cyst values of the label map), same matrix (show
+  it as a label map or with a colour table over the frame);
+- ``TumorUncertain_Reference`` — IMAGE: the same overlay while the state is UNCERTAIN (and
+  ``Tumor_Reference`` blank then): Slicer draws a label map the same whatever its metadata say,
+  so the state travels in the node's name — give this node its own look (e.g. another colour,
+  outline only) and an uncertain overlay is never drawn as a LIVE one;
 - ``ImageToReference`` and ``ReferenceToMri`` — TRANSFORM, with PLUS's ``TransformStatus``
   metadata. Put the two images under ``ReferenceToMri`` in Slicer's Data module and they line up
   with the MRI (which Slicer loads in RAS, as usnav does).
@@ -79,6 +83,11 @@ class SlicerExporter:
         )
         self.image_device = f"{image_name}_{reference_frame}"
         self.overlay_device = f"{overlay_name}_{reference_frame}"
+        #: the overlay's device while the display state is UNCERTAIN (``overlay_device`` is
+        #: blank then): the state is in the node's name, which Slicer shows
+        self.uncertain_overlay_device = f"{overlay_name}Uncertain_{reference_frame}"
+        #: overlay devices whose last IMAGE drew something (blanked when the state moves on)
+        self._drawn: set[str] = set()
         self.image_to_reference_name = f"{image_name}To{reference_frame}"
         self.reference_to_mri_name = f"{reference_frame}ToMri"
         #: bundles sent (each to every connected client)
@@ -169,16 +178,32 @@ class SlicerExporter:
             if stale or overlay is None or overlay.shape != image.shape[:2]:
                 overlay = np.zeros(image.shape[:2], np.uint8)
             in_view = margins.in_view and not stale
+            overlay_meta = {**meta, "TumorInView": "1" if in_view else "0"} | (
+                {"Stale": "1"} if stale else {}
+            )
+            # LIVE draws on Tumor_Reference, UNCERTAIN on TumorUncertain_Reference; the other
+            # is blanked once when the state moves (STALE: the blank goes on Tumor_Reference)
+            device = self.uncertain_overlay_device if display.state == UNCERTAIN else None
+            device = device or self.overlay_device
+            for other in sorted(self._drawn - {device}):
+                blank = np.zeros(image.shape[:2], np.uint8)
+                bundle.append(
+                    Message(
+                        "IMAGE",
+                        other,
+                        ImageContent.from_array(blank, matrix),
+                        stamp,
+                        {**overlay_meta, "TumorInView": "0"},
+                    )
+                )
+                self._drawn.discard(other)
             bundle.append(
                 Message(
-                    "IMAGE",
-                    self.overlay_device,
-                    ImageContent.from_array(overlay, matrix),
-                    stamp,
-                    {**meta, "TumorInView": "1" if in_view else "0"}
-                    | ({"Stale": "1"} if stale else {}),
+                    "IMAGE", device, ImageContent.from_array(overlay, matrix), stamp, overlay_meta
                 )
             )
+            if overlay.any():
+                self._drawn.add(device)
         ok = {"TransformStatus": "OK", "TransformValid": "1"}
         invalid = {"TransformStatus": "INVALID", "TransformValid": "0", **meta}
         bundle.append(
@@ -266,18 +291,23 @@ class SlicerExporter:
         matrix, shape = last
         state = {"DisplayState": STALE, "DisplayReason": reason}
         invalid = {"TransformStatus": "INVALID", "TransformValid": "0", **state}
+        blanks = sorted({self.overlay_device} | self._drawn)
+        self._drawn.clear()
         bundle = [
             Message(
                 "IMAGE",
-                self.overlay_device,
+                device,
                 ImageContent.from_array(np.zeros(shape, np.uint8), matrix),
                 stamp,
                 {"TumorInView": "0", "Stale": "1", **state},
-            ),
+            )
+            for device in blanks
+        ]
+        bundle.append(
             Message(
                 "TRANSFORM", self.image_to_reference_name, TransformContent(matrix), stamp, invalid
-            ),
-        ]
+            )
+        )
         reference_to_mri = getattr(self, "_last_reference_to_mri", None)
         if reference_to_mri is not None:
             bundle.append(
