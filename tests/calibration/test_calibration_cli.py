@@ -239,6 +239,27 @@ def test_temporal_out_is_checked_before_the_video_is_segmented(tank, tmp_path: P
     assert other.read_text() == "[pipeline]\nx = 1\n"
 
 
+def test_the_printed_lag_says_which_stream_leads_as_plus_does(tank, capsys) -> None:
+    # the tank's tracker stamps each moment 0.1 s before the video stamps the image of it:
+    # TrackerLagSec -0.1, which PLUS ("> 0 if the tracker data lags") calls the tracker
+    # leading; the output said "negative: the tracker runs behind" until session 43
+    assert main(["calibrate", "temporal", "--video", str(tank)]) == 0
+    out = capsys.readouterr().out
+    assert "TrackerLagSec = -0.10" in out
+    assert "stamp of a moment is 100 ms earlier than the image's" in out
+    assert "the tracker stream leads the video" in out and "behind" not in out
+
+
+@pytest.mark.needs_data
+def test_plus_water_tank_lag_is_printed_as_the_tracker_leading(plus_images: Path, capsys) -> None:
+    video = plus_images / "WaterTankBottomTranslationVideoBuffer.igs.mha"
+    tracker = plus_images / "WaterTankBottomTranslationTrackerBuffer.igs.mha"
+    assert main(["calibrate", "temporal", "--video", str(video), "--tracker", str(tracker)]) == 0
+    out = capsys.readouterr().out
+    assert "TrackerLagSec = -0.0648 s" in out  # PLUS: -0.0648266
+    assert "65 ms earlier than the image's, i.e. the tracker stream leads the video" in out
+
+
 @pytest.mark.parametrize(("kind", "replaced"), [("temporal", "--report"), ("pivot", "--xml")])
 def test_force_help_names_only_options_the_command_has(kind: str, replaced: str, capsys) -> None:
     with pytest.raises(SystemExit):

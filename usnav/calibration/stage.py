@@ -3,10 +3,10 @@
 A tracked frame becomes usable by two corrections, both defined here and nowhere else:
 
 - **temporal** — the tracker pose that matches an image stamped *t* is the tracker's pose at
-  ``t + tracker_lag_s`` (PLUS ``TrackerLagSec``; negative when the tracker stream runs
-  behind). :meth:`CalibrationStage.pose_time` is the time at which each transform stream is
-  sampled for an image: the probe client pairs its streams there (live), and a recording's
-  frames were paired there when they were recorded.
+  ``t + tracker_lag_s`` (PLUS ``TrackerLagSec``; negative when the tracker stream leads the
+  video, its stamp of a moment earlier than the image's). :meth:`CalibrationStage.pose_time` is the
+  time at which each transform stream is sampled for an image: the probe client pairs its
+  streams there (live), and a recording's frames were paired there when they were recorded.
 - **spatial** — ``ImageToReference = ProbeToReference · ImageToProbe`` (pixel → Reference
   mm; ``ImageToProbe`` carries the mm per pixel). :meth:`CalibrationStage.image_to_reference`
   computes it from whatever probe pose the frame carries (``ProbeToReference``, or

@@ -21,7 +21,8 @@ are compared; ``clamp_ends=True`` follows PLUS exactly (tracker range shrunk by
 Δ by a few ms.
 
 Result: ``tracker_lag_s = Δ*``: the tracker pose that matches an image stamped t is the one at
-``t + tracker_lag_s`` (PLUS ``TrackerLagSec``; negative: the tracker stream runs behind).
+``t + tracker_lag_s`` (PLUS ``TrackerLagSec``; negative: the tracker stream leads the video,
+its stamp of a moment earlier than the image's; PLUS: "> 0 if the tracker data lags").
 ``error`` is PLUS's CalibrationError = sqrt(SSD)·σ_tracker (a root-*sum*-square, mm);
 ``rms_error_mm`` is the RMS difference of the aligned signals in mm.
 """

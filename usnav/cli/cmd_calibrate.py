@@ -344,10 +344,7 @@ def _temporal(args: argparse.Namespace) -> int:
         d["out"] = str(args.out) if args.out else None
         print(json.dumps(d))
         return _status("temporal", result.flagged, len(result.warnings), args, json_out=True)
-    print(
-        f"TrackerLagSec = {result.tracker_lag_s:+.4f} s "
-        "(use the tracker pose at t_image + lag; negative: the tracker runs behind)"
-    )
+    print(f"TrackerLagSec = {result.tracker_lag_s:+.4f} s ({_lag_meaning(result.tracker_lag_s)})")
     print(
         f"error (PLUS CalibrationError) {result.error:.3f}, max {result.max_error:.3f}; "
         f"RMS {result.rms_error_mm:.3f} mm"
@@ -362,6 +359,20 @@ def _temporal(args: argparse.Namespace) -> int:
         if path is not None:
             print(f"wrote {what}: {path}")
     return _status("temporal", result.flagged, len(result.warnings), args)
+
+
+def _lag_meaning(lag_s: float) -> str:
+    """What a tracker lag (s) means, in PLUS's words for its sign (PLUS prints TrackerLagSec
+    as "> 0 if the tracker data lags"): the tracker's stamp of a moment is ``|lag|`` earlier
+    (negative) or later (positive) than the video's stamp of the image of it."""
+    ms = abs(lag_s) * 1000.0
+    if ms < 0.5:
+        return "use the tracker pose at t_image + lag: both streams stamp a moment alike"
+    side, verb = ("earlier", "leads") if lag_s < 0 else ("later", "lags")
+    return (
+        f"use the tracker pose at t_image + lag: the tracker's stamp of a moment is {ms:.0f} ms "
+        f"{side} than the image's, i.e. the tracker stream {verb} the video"
+    )
 
 
 def _pivot(args: argparse.Namespace) -> int:

@@ -169,7 +169,8 @@ class SpatialCalibration(_Strict):
 
 class TemporalCalibration(_Strict):
     """Tracker lag (PLUS ``TrackerLagSec``): the pose for an image stamped t is the tracker's
-    pose at ``t + tracker_lag_s`` (negative: the tracker stream runs behind)."""
+    pose at ``t + tracker_lag_s`` (negative: the tracker stream leads the video, its stamp of a
+    moment earlier than the image's; PLUS: "> 0 if the tracker data lags")."""
 
     tracker_lag_s: float = Field(ge=-2.0, le=2.0)
     error: float | None = None
