@@ -260,6 +260,19 @@ def test_plus_water_tank_lag_is_printed_as_the_tracker_leading(plus_images: Path
     assert "65 ms earlier than the image's, i.e. the tracker stream leads the video" in out
 
 
+def test_pivot_output_names_the_frames_of_the_tool_given(tmp_path: Path, capsys) -> None:
+    # StylusToTracker puts the pivot in Tracker coordinates: it was printed as "pivot in
+    # reference frame" whatever --tool said
+    tip, pivot = np.array([203.8, -12.3, 1.2]), np.array([5.0, 60.0, -30.0])
+    path = _recording(tmp_path / "pivot.igs.mha", tip, pivot)
+    assert main(["calibrate", "pivot", str(path), "--tool", "StylusToTracker"]) == 0
+    out = capsys.readouterr().out
+    assert "tip in Stylus frame (StylusTipToStylus): (203.7" in out
+    assert "pivot in Tracker frame: (" in out and "eference" not in out
+    assert main(["calibrate", "pivot", str(path)]) == 0
+    assert "pivot in Reference frame: (4.9" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("kind", "replaced"), [("temporal", "--report"), ("pivot", "--xml")])
 def test_force_help_names_only_options_the_command_has(kind: str, replaced: str, capsys) -> None:
     with pytest.raises(SystemExit):

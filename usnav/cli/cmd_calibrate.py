@@ -387,10 +387,14 @@ def _pivot(args: argparse.Namespace) -> int:
         d["out"] = str(args.out) if args.out else None
         print(json.dumps(d))
         return 0
+    from usnav.transforms import split_name
+
+    # the frames --tool names: the pivot lies in its To frame (Tracker for StylusToTracker)
+    tool_frame, to_frame = split_name(result.tool)
     tip = ", ".join(f"{v:.3f}" for v in result.tip_in_tool_mm)
     pivot = ", ".join(f"{v:.3f}" for v in result.pivot_in_reference_mm)
-    print(f"tip in tool frame: ({tip}) mm")
-    print(f"pivot in reference frame: ({pivot}) mm")
+    print(f"tip in {tool_frame} frame ({tool_frame}TipTo{tool_frame}): ({tip}) mm")
+    print(f"pivot in {to_frame} frame: ({pivot}) mm")
     print(
         f"RMS error {result.rms_error_mm:.3f} mm over {result.poses_used} of "
         f"{result.poses_total} poses (stylus swung {result.rotation_spread_deg:.1f} deg)"
