@@ -224,3 +224,22 @@ def test_a_lag_beyond_a_quarter_period_is_found_where_plus_rule_fails(
     # fits ~5× worse and lies farther from zero)
     plain = calibrate_temporal(video, tracker)
     assert not any("PLUS would keep" in w for w in plain.warnings)
+
+
+@pytest.mark.needs_data
+def test_wrong_tool_or_no_tracker_on_plus_data_says_which_and_what_to_give(
+    plus_images: Path,
+) -> None:
+    video = plus_images / "WaterTankBottomTranslationVideoBuffer.igs.mha"
+    tracker = plus_images / "WaterTankBottomTranslationTrackerBuffer.igs.mha"
+    # the stylus lay still: it was refused as "the probe moves only 0.47 mm"
+    with pytest.raises(InputError, match=r"StylusToReference moves only 0\.4\d mm") as info:
+        calibrate_temporal(video, tracker, tool="StylusToReference")
+    assert "--tool the probe's pose" in str(info.value)
+    # the video file holds no poses and no --tracker was given: it said only "recorded: none"
+    with pytest.raises(InputError, match="recorded: none") as info:
+        calibrate_temporal(video)
+    assert "give the tracker recording made with this video (--tracker)" in str(info.value)
+    with pytest.raises(InputError, match="no OK TransducerToReference pose") as info:
+        calibrate_temporal(video, tracker, tool="TransducerToReference")
+    assert "give --tool as the probe's pose" in str(info.value)

@@ -232,6 +232,10 @@ def tracker_position_signal(
     raise InputError(
         getattr(seq, "path", "tracker recording"),
         f"no OK {tool} pose (recorded: {', '.join(names) or 'none'})",
+        "give the tracker recording made with this video (--tracker)"
+        if not names
+        else "give --tool as the probe's pose, computable from the recorded transforms "
+        "(e.g. ProbeToTracker), or check their TransformStatus fields",
     )
 
 
@@ -534,11 +538,12 @@ def calibrate_temporal(
     if trange < MIN_TRACKER_RANGE_MM:
         raise InputError(
             tpath,
-            f"the probe moves only {trange:.3g} mm along its main axis "
+            f"{used_tool} moves only {trange:.3g} mm along its main axis "
             f"(at least {MIN_TRACKER_RANGE_MM:.0f} needed), while the video's line moves "
             f"{vrange:.0f} px",
             "the poses must be in mm (a tracker recording in m moves a thousandth as far); "
-            "check that --tracker is the recording made with this video",
+            "check that --tracker is the recording made with this video and --tool the "
+            "probe's pose",
         )
     searches = []
     for pol in (1, -1):
