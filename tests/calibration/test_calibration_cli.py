@@ -85,9 +85,37 @@ def test_spatial_json_toml_xml_report(data, tmp_path: Path, capsys) -> None:
         read_coordinate_definitions(xml)["ImageToProbe"].matrix, m, atol=1e-7
     )
     np.testing.assert_allclose(load_calibration(xml).image_to_probe, m, atol=1e-7)
-    assert load_calibration(xml).spatial.image_size_px is None  # PLUS XML has no size
+    # PLUS's XML has no size; usnav's records it where PLUS does not look (UsnavImageSizePx)
+    assert load_calibration(xml).spatial.image_size_px == [synth.COLS, synth.ROWS]
     image = cv2.imread(str(png))
     assert image is not None and image.shape[1] == 1230 and image.shape[0] > 600
+
+
+def test_the_plus_xml_reads_back_the_image_size_and_lag_the_toml_records(
+    tmp_path: Path, capsys
+) -> None:
+    # --xml kept the matrix only: read back by usnav (run, register...) it lost the image size
+    # (another depth's images were placed with this one's mm per pixel) and the pairing lag
+    # (a calibration made at --tracker-lag-s 0.05 used at lag 0 without the TOML's warning)
+    cfg = synth.config_xml(tmp_path / "phantom.xml")
+    cal = synth.write_recording(tmp_path / "cal.igs.mha", 30, seed=9101, smooth=True)
+    out, xml = tmp_path / "probe.toml", tmp_path / "probe.xml"
+    more = ["--tracker-lag-s", "0.05", "--out", str(out), "--xml", str(xml), "--json"]
+    assert _spatial(cfg, cal.path, *more) in (0, 1)
+    capsys.readouterr()
+    toml, plus = load_calibration(out, warn=False), load_calibration(xml, warn=False)
+    assert toml.spatial is not None and plus.spatial is not None
+    np.testing.assert_array_equal(plus.spatial.matrix, toml.spatial.matrix)
+    assert plus.spatial.image_size_px == toml.spatial.image_size_px == [synth.COLS, synth.ROWS]
+    assert plus.spatial.tracker_lag_s == toml.spatial.tracker_lag_s == 0.05
+    assert "480 × 400" in (plus.image_size_mismatch((synth.ROWS, synth.COLS)) or "")
+    assert "paired with the pose at t +0.050 s" in (plus.spatial_lag_mismatch(0.0) or "")
+    attributes = read_coordinate_definitions(xml)["ImageToProbe"].attributes
+    assert attributes["UsnavImageSizePx"] == f"{synth.COLS} {synth.ROWS}"
+    # a damaged one is refused, not read as absent (which would switch its check off)
+    xml.write_text(xml.read_text().replace(f'"{synth.COLS} {synth.ROWS}"', '"480x400"'))
+    with pytest.raises(ConfigError, match="UsnavImageSizePx: is '480x400', expected two"):
+        load_calibration(xml)
 
 
 def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:

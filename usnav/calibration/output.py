@@ -22,7 +22,13 @@ from usnav.config.calibration import (
     load_calibration,
     save_calibration,
 )
-from usnav.config.plus_xml import FLAGGED_ATTRIBUTE, PlusTransform, coordinate_definitions_xml
+from usnav.config.plus_xml import (
+    FLAGGED_ATTRIBUTE,
+    IMAGE_SIZE_ATTRIBUTE,
+    TRACKER_LAG_ATTRIBUTE,
+    PlusTransform,
+    coordinate_definitions_xml,
+)
 from usnav.errors import ConfigError
 
 
@@ -189,16 +195,23 @@ def plus_coordinate_definitions(
     if spatial is not None:
         cfg = spatial.config
         err = spatial.validation_error or spatial.calibration_error
+        attributes = {
+            "Error": f"{err.mean:.6g}",
+            "Date": date,
+            FLAGGED_ATTRIBUTE: "TRUE" if spatial.flagged else "FALSE",
+            # what [spatial] records beside the matrix, so usnav reads the XML back as the
+            # TOML: the image size its mm per pixel hold for, the lag it was paired at
+            TRACKER_LAG_ATTRIBUTE: repr(float(spatial.tracker_lag_s)),
+        }
+        if all(spatial.calibration.image_size):
+            cols, rows = spatial.calibration.image_size
+            attributes[IMAGE_SIZE_ATTRIBUTE] = f"{int(cols)} {int(rows)}"
         transforms.append(
             PlusTransform(
                 cfg.image_frame,
                 cfg.probe_frame,
                 np.asarray(spatial.image_to_probe),
-                {
-                    "Error": f"{err.mean:.6g}",
-                    "Date": date,
-                    FLAGGED_ATTRIBUTE: "TRUE" if spatial.flagged else "FALSE",
-                },
+                attributes,
                 spatial.flag_reasons if spatial.flagged else [],
             )
         )

@@ -573,7 +573,15 @@ def _load(p: Path) -> CalibrationFile:
                 "no ImageToProbe transform in <CoordinateDefinitions>",
                 f"found: {', '.join(defs) or 'none'}",
             )
-        return _from_matrix(matrix, p, flagged=transform.flagged, warnings=transform.warnings)
+        return _from_matrix(
+            matrix,
+            p,
+            flagged=transform.flagged,
+            warnings=transform.warnings,
+            # usnav calibrate spatial --xml's record of [spatial] (absent in PLUS's own XML)
+            image_size_px=transform.image_size_px if "ImageToProbe" in defs else None,
+            tracker_lag_s=transform.tracker_lag_s if "ImageToProbe" in defs else None,
+        )
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -615,14 +623,24 @@ _GIVE_CALIBRATION = (
 
 
 def _from_matrix(
-    matrix: np.ndarray, p: Path, *, flagged: bool | None = None, warnings: list[str] | None = None
+    matrix: np.ndarray,
+    p: Path,
+    *,
+    flagged: bool | None = None,
+    warnings: list[str] | None = None,
+    image_size_px: list[int] | None = None,
+    tracker_lag_s: float | None = None,
 ) -> CalibrationFile:
     try:
         return CalibrationFile(
             probe=p.stem,
             sources=[str(p)],
             spatial=SpatialCalibration(
-                image_to_probe=matrix.tolist(), flagged=flagged, warnings=warnings or []
+                image_to_probe=matrix.tolist(),
+                flagged=flagged,
+                warnings=warnings or [],
+                image_size_px=image_size_px,
+                tracker_lag_s=tracker_lag_s,
             ),
         )
     except ValueError as exc:

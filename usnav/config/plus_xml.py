@@ -6,6 +6,7 @@ usable as it is.
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -18,10 +19,17 @@ from usnav.errors import ConfigError
 
 #: The attribute and child element in which ``usnav calibrate --xml`` records a flagged
 #: calibration (``Flagged="TRUE"``, one ``<Warning>`` per warning). PLUS reads only a
-#: Transform's From, To, Matrix, Persistent, Error and Date and none of its children, so a
-#: device set with them still loads in PLUS.
+#: Transform's From, To, Matrix, Persistent, Status, Error and Date and none of its children
+#: (IGSIO ``vtkIGSIOTransformRepository::ReadConfiguration``), so a device set with them
+#: still loads in PLUS.
 FLAGGED_ATTRIBUTE = "Flagged"
 WARNING_ELEMENT = "Warning"
+#: The attributes in which ``usnav calibrate spatial --xml`` records what the TOML's
+#: ``[spatial]`` records beside the matrix and PLUS has no place for: the image size
+#: (``"cols rows"``, px) its mm per pixel hold for, and the tracker lag (s) its images were
+#: paired with their poses at. PLUS ignores them; usnav's loaders check them as the TOML's.
+IMAGE_SIZE_ATTRIBUTE = "UsnavImageSizePx"
+TRACKER_LAG_ATTRIBUTE = "UsnavTrackerLagSec"
 
 
 @dataclass
@@ -45,6 +53,18 @@ class PlusTransform:
         """``Flagged`` as PLUS writes booleans (TRUE/FALSE); None when absent."""
         value = self.attributes.get(FLAGGED_ATTRIBUTE)
         return None if value is None else value.strip().upper() == "TRUE"
+
+    @property
+    def image_size_px(self) -> list[int] | None:
+        """``UsnavImageSizePx`` as ``[cols, rows]``; None when absent (checked on reading)."""
+        value = self.attributes.get(IMAGE_SIZE_ATTRIBUTE)
+        return None if value is None else [int(v) for v in value.split()]
+
+    @property
+    def tracker_lag_s(self) -> float | None:
+        """``UsnavTrackerLagSec``, s; None when absent (checked on reading)."""
+        value = self.attributes.get(TRACKER_LAG_ATTRIBUTE)
+        return None if value is None else float(value)
 
 
 #: what to do about a matrix text that does not hold 16 numbers
@@ -157,10 +177,39 @@ def read_coordinate_definitions(path: str | Path) -> dict[str, PlusTransform]:
                 'usnav calibrate writes Flagged="TRUE" on a calibration its warnings flagged; '
                 'set "FALSE" to use it as good knowingly',
             )
+        _check_usnav_attributes(el, where)
         warnings = [" ".join((w.text or "").split()) for w in el.findall(WARNING_ELEMENT)]
         t = PlusTransform(src, dst, parse_matrix_text(mtx, where), dict(el.attrib), warnings)
         out[t.name] = t
     return out
+
+
+def _check_usnav_attributes(el: ET.Element, where: str) -> None:
+    """Refuse a malformed ``UsnavImageSizePx`` / ``UsnavTrackerLagSec``: read as absent, a
+    damaged one would switch off the check it is there for."""
+    size = el.get(IMAGE_SIZE_ATTRIBUTE)
+    if size is not None:
+        parts = size.split()
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise ConfigError(
+                f"{where}: {IMAGE_SIZE_ATTRIBUTE}",
+                f"is {size!r}, expected two whole numbers: columns rows",
+                "usnav calibrate spatial --xml writes the calibration images' size, e.g. "
+                '"820 616"',
+            )
+    lag = el.get(TRACKER_LAG_ATTRIBUTE)
+    if lag is not None:
+        try:
+            ok = math.isfinite(float(lag))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{where}: {TRACKER_LAG_ATTRIBUTE}",
+                f"is {lag!r}, expected a number of seconds",
+                "usnav calibrate spatial --xml writes the lag its images were paired at, "
+                'e.g. "0.0"',
+            )
 
 
 def coordinate_definitions_xml(transforms: list[PlusTransform]) -> str:
