@@ -318,6 +318,31 @@ def test_a_phantom_definition_that_does_not_fit_is_refused_with_its_report(
     assert report.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.needs_data
+def test_patterns_listed_in_another_order_are_refused_saying_so(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """PLUS's fCal 1.2 definition with its top pattern listed last: every frame's dots are
+    found and fit no labelling. The refusal said only "188 dots do not fit the phantom
+    geometry"; it now says what to check."""
+    text = (
+        shared_data / "plus/ConfigFiles/Testing/PlusDeviceSet_fCal_Sim_SpatialCalibration_1.2.xml"
+    ).read_text()
+    patterns = re.findall(r'<Pattern Type="NWire">.*?</Pattern>', text, re.S)
+    assert len(patterns) == 3
+    start, end = text.index(patterns[0]), text.index(patterns[2]) + len(patterns[2])
+    reordered = text[:start] + "\n".join([patterns[1], patterns[2], patterns[0]]) + text[end:]
+    config = tmp_path / "reordered.xml"
+    config.write_text(reordered)
+    recording = shared_data / "plus/TestImages/fCal_Test_Calibration_3NWires.igs.mha"
+    with pytest.raises(CalibrationRefused, match="188 dots do not fit") as info:
+        calibrate_spatial(config, recording, precision_replicates=0)
+    assert "In 188 frames the dots were found but do not fit the phantom definition" in str(
+        info.value
+    )
+    assert "listed top to bottom" in str(info.value)
+
+
 def test_missing_phantom_to_reference_is_refused(synthetic, tmp_path: Path) -> None:
     _, _, cal, _ = synthetic
     cfg = synth.config_xml(tmp_path / "noptr.xml", with_phantom_to_reference=False)

@@ -581,6 +581,16 @@ def _refusal(seq: SegmentedSequence, min_frames: int, config: CalibrationConfig)
             f"pixel (it makes the image {cols * spacing:.3g} x {rows * spacing:.3g} mm), "
             "or that the recording shows the wires"
         )
+    misfit = counts.get(FrameStatus.GEOMETRY_MISMATCH.value, 0)
+    if misfit and misfit >= len(seq.frames) / 3:
+        # the wires were found, but not where the definition puts them: its patterns' order
+        # or geometry (another phantom version or wiring) said nothing but the count
+        msg += (
+            f". In {misfit} frames the dots were found but do not fit the phantom definition: "
+            "check that its <Pattern>s are listed top to bottom (nearest the probe first: "
+            "lines are matched to patterns in XML order) and that its wires are this "
+            "phantom's (version, wiring); --report FILE shows how sample frames were labelled"
+        )
     mism = [f for f in seq.frames if f.status is FrameStatus.ORIENTATION_MISMATCH]
     if mism and len(mism) >= len(seq.frames) / 3:
         msg += (
