@@ -112,6 +112,9 @@ def test_the_plus_xml_reads_back_the_image_size_and_lag_the_toml_records(
     assert "paired with the pose at t +0.050 s" in (plus.spatial_lag_mismatch(0.0) or "")
     attributes = read_coordinate_definitions(xml)["ImageToProbe"].attributes
     assert attributes["UsnavImageSizePx"] == f"{synth.COLS} {synth.ROWS}"
+    # usnav info describes it as it does the TOML (it refused every .xml as an unknown type)
+    assert main(["info", str(xml)]) == 0
+    assert f"ImageToProbe for {synth.COLS} × {synth.ROWS} px images" in capsys.readouterr().out
     # a damaged one is refused, not read as absent (which would switch its check off)
     xml.write_text(xml.read_text().replace(f'"{synth.COLS} {synth.ROWS}"', '"480x400"'))
     with pytest.raises(ConfigError, match="UsnavImageSizePx: is '480x400', expected two"):

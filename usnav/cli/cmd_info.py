@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.file.name.lower().endswith(".toml"):
+    if args.file.name.lower().endswith((".toml", ".xml")):
         from usnav.config.calibration import format_calibration, load_calibration
         from usnav.errors import InputError
 
@@ -55,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 args.file,
                 exc.problem if named else f"is not a probe calibration ({exc.problem})",
-                "usnav info reads a .toml as a calibration file (usnav calibrate --out); a "
+                "usnav info reads a .xml as a PLUS device set holding ImageToProbe (usnav "
+                "calibrate spatial --xml, fCal)"
+                if args.file.name.lower().endswith(".xml")
+                else "usnav info reads a .toml as a calibration file (usnav calibrate --out); a "
                 "device or options file is not one",
             ) from exc
         print(json.dumps(info) if args.json else format_calibration(info))

@@ -98,7 +98,7 @@ def describe_file(path: str | Path, *, tolerant: bool = False, verify: bool = Tr
         p,
         "unknown file type",
         "expected a recording (.igs.mha, .seq.nrrd), a volume (.nii, .nii.gz, .nrrd, .mha) "
-        "or a probe calibration (.toml)",
+        "or a probe calibration (.toml, or a PLUS .xml with ImageToProbe)",
     )
 
 
