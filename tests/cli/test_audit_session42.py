@@ -91,7 +91,9 @@ def test_a_volume_given_as_the_recording_is_named_a_volume(tmp_path: Path) -> No
 def test_info_on_an_unknown_file_lists_the_calibration_it_also_reads(tmp_path: Path) -> None:
     tag = tmp_path / "landmarks.tag"
     tag.write_text("MNI Tag Point File\n", "utf-8")
-    assert_bad_input(usnav(tmp_path, "info", str(tag)), "landmarks.tag", "calibration (.toml)")
+    assert_bad_input(
+        usnav(tmp_path, "info", str(tag)), "landmarks.tag", "calibration (.toml", "PLUS .xml"
+    )
 
 
 def test_a_device_file_given_as_the_calibration_is_named_as_one(tmp_path: Path) -> None:
