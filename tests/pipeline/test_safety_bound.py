@@ -91,6 +91,9 @@ def test_a_restated_message_keeps_a_contradicted_registration_uncertain() -> Non
     moved = f"{REFERENCE_MOVED_PREFIX}4.4 mm against the tracker since the registration was checked"
     assert _restated(message(moved), rules) == "UNCERTAIN"
     assert _restated(message(f"registration uncertain: ±2.4 mm; {moved}"), rules) == "UNCERTAIN"
+    from usnav.protocol.display import OUTSIDE_MRI_DOUBT
+
+    assert _restated(message(OUTSIDE_MRI_DOUBT), rules) == "UNCERTAIN"
 
 
 def test_a_bumped_reference_moves_the_truth_and_leaves_the_anatomy_in_the_tracker() -> None:

@@ -372,3 +372,29 @@ def test_an_mri_that_is_not_the_runs_is_not_drawn(viewer_case, viewer_margins) -
         else:
             assert grey.mean() < 0.01 and not layout.locator_boxes
             assert "MRI NOT the run's: check --mri/--label" in layout.panel_text
+
+
+def test_a_plane_outside_the_mri_is_said_to_be_not_drawn_as_the_same_plane(
+    viewer_case, with_mri
+) -> None:
+    """Another patient's sweep, or a registration far off, puts the frame's plane outside the
+    MRI: its reslice is black, and the pane said "MRI, same plane" over it (session 43). It
+    says the plane is outside the MRI."""
+    from types import SimpleNamespace
+
+    from usnav.margins import MarginEstimator
+
+    far = np.array(viewer_case.image_to_mri, np.float64)
+    far[:3, 3] += (0.0, 0.0, 400.0)
+    margins = MarginEstimator(viewer_case.label).estimate(viewer_case.image, far, None)
+    case = SimpleNamespace(image=viewer_case.image, image_to_mri=far)
+    state = _mri_state(viewer_case, margins, _messages(case, margins))
+    picture, layout, _ = render_with_layout(state)
+    assert state.mri_outside and not state.mri_plane.any()
+    x, y, w, h = layout.mri_box
+    pane = picture[y : y + h, x : x + w]
+    assert np.all(pane == BANNER_AMBER, axis=-1).sum() > 50  # the words, in amber
+    inside_state, inside_picture = with_mri[0], with_mri[1]
+    assert not inside_state.mri_outside
+    x, y, w, h = with_mri[2].mri_box
+    assert np.all(inside_picture[y : y + h, x : x + w] == BANNER_AMBER, axis=-1).sum() == 0

@@ -322,10 +322,12 @@ def _bound_covers(rows: list[tuple]) -> tuple[float, int]:
 def _restated(message, rules) -> str:
     """The display state the publisher would have sent with ``rules`` (everything it needs
     travels in the in-view margin message: registration checked, uncertainty, age, staleness,
-    the seen points' disagreement; a contradicted registration and a moved patient reference,
-    by the display reason)."""
+    the seen points' disagreement; a contradicted registration, a moved patient reference and
+    an image outside the MRI, by the display reason)."""
     from usnav.protocol.display import (
         CONTRADICTED_PREFIX,
+        OUTSIDE_MRI_DOUBT,
+        OUTSIDE_MRI_PREFIX,
         REFERENCE_MOVED_PREFIX,
         publisher_state,
         seen_disagreement_doubt,
@@ -347,7 +349,15 @@ def _restated(message, rules) -> str:
         checked_age_s=h.age_s,
         rules=rules,
         stale_reason=h.stale_reason if h.stale else "",
-        doubt="; ".join(d for d in (REFERENCE_MOVED_PREFIX + moved if moved else "", seen) if d),
+        doubt="; ".join(
+            d
+            for d in (
+                OUTSIDE_MRI_DOUBT if OUTSIDE_MRI_PREFIX in h.display_reason else "",
+                REFERENCE_MOVED_PREFIX + moved if moved else "",
+                seen,
+            )
+            if d
+        ),
     ).state
 
 

@@ -82,6 +82,8 @@ def _num(value: float | None, spec: str = ".1f") -> str:
 
 def status_line(s: dict) -> str:
     """One line: link, rates, latency, registration, drops (also used by tests)."""
+    from usnav.protocol.display import OUTSIDE_MRI_PREFIX
+
     display = s.get("display_state", "")
     latest = " (last estimate not adopted)" if s["registration_latest_adopted"] is False else ""
     drops = (
@@ -103,6 +105,8 @@ def status_line(s: dict) -> str:
         line += f" | RECORDING FAILED: {s['record_error']}"
     if s.get("calibration_flagged"):
         line += " | CALIBRATION FLAGGED (see the warning above and the log)"
+    if OUTSIDE_MRI_PREFIX in s.get("display_reason", ""):
+        line += " | IMAGE OUTSIDE THE MRI (wrong patient/MRI, or the registration far off?)"
     if "patient reference moved " in s.get("display_reason", ""):
         line += (
             f" | REFERENCE MOVED {_num(s.get('reference_motion_mm'))} mm since the registration "
@@ -315,6 +319,13 @@ def _print_summary(
         print(
             f"  ({frozen} of the margins published went out STALE because the ultrasound image "
             "had not changed while the probe moved: frozen on the scanner)",
+            flush=True,
+        )
+    if c.outside_mri:
+        print(
+            f"  ({c.outside_mri} of the frames lay entirely outside the MRI: their margins went "
+            "out UNCERTAIN, never LIVE — check that the MRI is this patient's and the "
+            "registration (--init), or the probe scanned far from the imaged region)",
             flush=True,
         )
     if c.repeated:

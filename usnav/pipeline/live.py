@@ -44,7 +44,14 @@ from usnav.pipeline.frozen import Arrival, FrozenImageMonitor
 from usnav.pipeline.queues import LatestSlot, RecordQueue
 from usnav.pipeline.reference_motion import ReferenceMotionMonitor, reference_to_tracker
 from usnav.pipeline.stats import LatencyMeter, RateMeter
-from usnav.protocol.display import STALE, DisplayRules, DisplayState, seen_disagreement_doubt
+from usnav.protocol.display import (
+    OUTSIDE_MRI_DOUBT,
+    STALE,
+    DisplayRules,
+    DisplayState,
+    VolumeExtent,
+    seen_disagreement_doubt,
+)
 from usnav.registration.estimate import RegistrationEstimate
 from usnav.transforms import TransformRepository
 
@@ -75,6 +82,9 @@ class PipelineCounters:
     #: scanner, or a still probe over an unchanged image): drawn at that frame's pose, not
     #: offered to the registration
     repeated: int = 0
+    #: frames whose image lay entirely outside the MRI (another patient's images or MRI, a
+    #: registration far off, or a probe far from the imaged region): never LIVE
+    outside_mri: int = 0
     last_problem: str = ""
     problems: dict[str, int] = field(default_factory=dict)
 
@@ -170,6 +180,12 @@ class LivePipeline:
             self.input_digests["mri"] = mri.digest() if mri is not None else ""
         if "label" not in self.input_digests:
             self.input_digests["label"] = label.digest()
+        #: the MRI's extent (the label map's when no MRI is given: it lies in the MRI): a frame
+        #: whose image misses it can neither check the registration nor support "no tumor"
+        grid = mri if mri is not None else label
+        self.mri_extent = VolumeExtent(grid.affine, grid.shape)
+        #: why the newest placed frame is in doubt by where it lies ("" while in the MRI)
+        self._outside_mri = ""
         self.record_path = Path(record_path) if record_path else None
         self.worker = worker
         self.counters = PipelineCounters()
@@ -454,9 +470,11 @@ class LivePipeline:
         stale_reason = self._stale_reason(frame)
         if stale_reason:
             self.counters.stale_published += 1
-        # the reference's motion puts the registration in doubt on every topic (the frame, the
-        # status and the re-sent registration too), not only this frame's margins
-        self._publisher.registration_doubt = self.reference_motion.observe(
+        self._watch_outside_mri(frame, image_to_mri)
+        # the reference's motion, and an image outside the MRI, put the registration in doubt
+        # on every topic (the frame, the status and the re-sent registration too), not only
+        # this frame's margins
+        moved = self.reference_motion.observe(
             reference_to_tracker(frame, self.calibration_stage.reference),
             i2r,
             frame.image.shape[:2],
@@ -464,6 +482,7 @@ class LivePipeline:
             t_device=frame.t_device,
             checked_since_t=estimate.checked_since_t,
         )
+        self._publisher.registration_doubt = "; ".join(d for d in (self._outside_mri, moved) if d)
         motion = self.reference_motion
         if motion.newly_moved:
             log.warning(
@@ -699,6 +718,22 @@ class LivePipeline:
             log.info("frame %s: the ultrasound image changes again", frame.frame_number)
         self._image_frozen = reason
 
+    def _watch_outside_mri(self, frame: TrackedFrame, image_to_mri: np.ndarray) -> None:
+        """Whether the frame's image (its field of view, placed by ``image_to_mri``) lies
+        entirely outside the MRI (:attr:`mri_extent`): counted, kept as :attr:`_outside_mri`
+        (UNCERTAIN on every topic until a frame lies in it again), said in the log when such
+        frames begin and end. A partial overlap is not doubted: the registration is checked
+        on the part inside, and the tumor the label map holds lies inside too."""
+        outside = self.mri_extent.misses(image_to_mri, frame.image.shape[:2])
+        if outside:
+            self.counters.outside_mri += 1
+            self.counters.problem("outside_mri", f"frame {frame.frame_number}: {OUTSIDE_MRI_DOUBT}")
+            if not self._outside_mri:
+                log.warning("frame %s: %s", frame.frame_number, OUTSIDE_MRI_DOUBT)
+        elif self._outside_mri:
+            log.info("frame %s: the image lies in the MRI again", frame.frame_number)
+        self._outside_mri = OUTSIDE_MRI_DOUBT if outside else ""
+
     def _stale_reason(self, frame: TrackedFrame) -> str:
         """Why this frame's margins may not show the present ("" if they do)."""
         state = self.probe.state
@@ -829,6 +864,8 @@ class LivePipeline:
             # scanner): drawn at that frame's pose, marked repeat_of, not offered to the
             # registration
             "frames_repeated": self.counters.repeated,
+            # frames whose image lay entirely outside the MRI: UNCERTAIN, never LIVE
+            "frames_outside_mri": self.counters.outside_mri,
             "errors": self.counters.errors,
             "recorded": self.counters.recorded,
             "record_error": self.counters.record_error,

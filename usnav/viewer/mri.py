@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from usnav.errors import InputError
+from usnav.protocol.display import VolumeExtent
 
 if TYPE_CHECKING:  # the viewer imports this module; scipy and the readers load on first use
     from usnav.io.volume import Volume
@@ -119,6 +120,8 @@ class MriContext:
         self.label_digest = label.digest() if label is not None else ""
         self._data = np.ascontiguousarray(mri.data, dtype=np.float32)
         self._ras_to_voxel = np.linalg.inv(mri.affine)
+        #: the MRI's box: a plane that misses it is said to, not drawn black as "same plane"
+        self.extent = VolumeExtent(mri.affine, mri.shape)
         self.window = _window(self._data)
         low, high = mri.bounds_ras()
         self.bounds_mm = (np.asarray(low, np.float64), np.asarray(high, np.float64))

@@ -42,6 +42,8 @@ TEXT = (235, 235, 235)
 TEXT_DIM = (160, 160, 160)
 TOOL_COLOUR = (255, 80, 255)
 PLANE_COLOUR = (255, 230, 80)  # light cyan: the probe's image plane on the locators
+#: the MRI pane's words when the frame's plane misses the MRI (its reslice is all black)
+MRI_OUTSIDE_TEXT = "plane outside the MRI: wrong MRI or registration?"
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BANNER_HEIGHT = 46
@@ -152,6 +154,9 @@ def render_with_layout(
                 # another file than the run's: its plane under the run's overlay would be
                 # another patient's or series' anatomy, drawn as "MRI, same plane"
                 _centred(mri_view, state.mri_mismatch, BANNER_RED)
+            elif state.mri_outside:
+                # a black pane labelled "MRI, same plane" read as anatomy without signal
+                _centred(mri_view, MRI_OUTSIDE_TEXT, BANNER_AMBER)
             elif state.mri_plane is not None:
                 _draw_grey(mri_view, state.mri_plane)
             else:
@@ -177,7 +182,8 @@ def render_with_layout(
         _draw_sides(canvas, image_box, state.image_to_mri)
         if mri_box is not None and not state.mri_mismatch:
             _draw_sides(canvas, mri_box, state.image_to_mri)
-            _label(canvas, "MRI, same plane", (mri_box[0] + 12, options.height - 14), 0.55, TEXT)
+            caption = "MRI: plane outside it" if state.mri_outside else "MRI, same plane"
+            _label(canvas, caption, (mri_box[0] + 12, options.height - 14), 0.55, TEXT)
         if state.margin is not None and not state.margin.in_view:
             # a claim only when LIVE: UNCERTAIN means the tumor may lie just off this plane
             # (protocol.md), STALE that the frame is not the present; a frame that could not

@@ -158,6 +158,9 @@ class ViewState:
     #: why the display's MRI or label is not the run's ("" when they are, or the run does
     #: not say): the MRI pane and the locators are then not drawn
     mri_mismatch: str = ""
+    #: the shown frame's plane lies entirely outside the MRI (the pane would be black): said
+    #: on the pane instead of "MRI, same plane"
+    mri_outside: bool = False
 
 
 @dataclass(frozen=True)
@@ -406,6 +409,7 @@ class ViewModel:
         s.image_to_mri = matrix
         if s.mri is None or matrix is None:
             s.mri_plane = None
+            s.mri_outside = False
             return
         if s.image is not None:
             shape = s.image.shape[:2]
@@ -416,4 +420,5 @@ class ViewModel:
         key = np.asarray(matrix, np.float64).tobytes() + np.asarray(shape).tobytes()
         if key != self._plane_key:
             s.mri_plane = s.mri.reslice(matrix, shape)
+            s.mri_outside = s.mri.extent.misses(matrix, shape)
             self._plane_key = key
