@@ -447,7 +447,8 @@ class VolumeExtent:
             return False
         # the image as a parallelogram in voxel index units, from the box's centre: its
         # corner o at pixel (−0.5, −0.5) and its edges a (along the columns) and b (rows);
-        # plain floats: ~10 µs a frame where numpy's small-array calls took ~50
+        # plain floats: 3-8 µs a frame (a corner inside ends it at once) where numpy's
+        # small-array calls took ~50
         a = (t[0][0] * cols, t[1][0] * cols, t[2][0] * cols)
         b = (t[0][1] * rows, t[1][1] * rows, t[2][1] * rows)
         o = tuple(t[i][3] - 0.5 * (t[i][0] + t[i][1]) - self._centre[i] for i in range(3))
