@@ -18,6 +18,7 @@ from usnav.devices import serve_in_subprocess
 from usnav.frames import TrackedFrame, TrackedTransform, TransformStatus
 from usnav.io.sequence import read_sequence, write_sequence
 from usnav.pipeline.reference_motion import (
+    UNHELD_CHECK_DOUBT,
     ReferenceMotionMonitor,
     displacements_mm,
     image_corners_mm,
@@ -111,6 +112,28 @@ def test_a_move_is_doubted_at_once_and_cleared_only_by_a_check_on_agreeing_frame
     # moving back is a move too
     assert _watch(monitor, BASE, (2, 3.0)).startswith(REFERENCE_MOVED_PREFIX)
     assert monitor.doubted_frames == 1 + 5 + 10 + 1
+
+
+def test_a_check_on_frames_from_before_the_clock_went_back_anchors_nothing() -> None:
+    """Session 43: another recording started (its device clock earlier than the last one's)
+    with the reference 139 mm away; a confirmation on the old frames (their device times
+    after every frame still held) took the newest frame as the checked pose, and the
+    registration was LIVE again. It stays in doubt until a check on frames held."""
+    monitor = ReferenceMotionMonitor(2.0, window_frames=10)
+    for k in range(30):  # checked on the first recording, device times 100-102 s
+        assert _watch_at(monitor, BASE, (1, 1.0), 100.0 + k / HZ, 100.0) == ""
+    elsewhere = _pose(shift_mm=(0.0, 139.0, 0.0)) @ BASE
+    for k in range(5):  # another recording from device time 0: a move, as before
+        why = _watch_at(monitor, elsewhere, (1, 1.0), k / HZ, 100.0)
+        assert why.startswith(REFERENCE_MOVED_PREFIX)
+    # a confirmation on the worker's window, the first recording's frames (100.5 s on)
+    for k in range(5, 40):
+        why = _watch_at(monitor, elsewhere, (1, 2.0), k / HZ, 100.5)
+        assert why == UNHELD_CHECK_DOUBT, (k, why)
+        assert monitor.motion_mm is None
+    # a check on the new recording's frames anchors them
+    assert _watch_at(monitor, elsewhere, (2, 3.0), 40 / HZ, 1.0) == ""
+    assert monitor.motion_mm is not None and monitor.motion_mm < 0.5
 
 
 def test_a_first_check_across_a_move_is_doubted() -> None:

@@ -42,6 +42,15 @@ SWING_SMOOTH_S = 0.5
 #: At most this many recent frames kept for it (three such spans at 60 Hz).
 BREATH_MAX_FRAMES = 1080
 
+#: Why a frame's registration is in doubt when the check in use looked at frames from before
+#: the device's clock went back (session 43: the newest frame had been taken as the checked
+#: pose, and a reference 139 mm away was LIVE again after 6 frames).
+UNHELD_CHECK_DOUBT = (
+    "patient reference not watched: the registration was checked on frames from before the "
+    "device's clock went back (another recording, or a restarted server?); re-checking on the "
+    "images"
+)
+
 
 def moved_mm(
     reference_to_tracker_then: np.ndarray,
@@ -219,6 +228,9 @@ class ReferenceMotionMonitor:
         #: how far breathing alone swung the reference before the check, mm
         self._swing_mm = 0.0
         self._checked_key: tuple[int, float] | None = None
+        #: whether the check in use looked at frames no longer held (the device's clock went
+        #: back after them): its poses are unknown, so every frame is in doubt until the next
+        self._unheld = False
         #: device time of the newest frame that stepped over the limit from the breath before
         self._last_step_t = -np.inf
         #: the newest frame's motion since the check, mm (None: not known)
@@ -275,6 +287,12 @@ class ReferenceMotionMonitor:
         recent = self._recent
         n = recent.count
         times = recent.times[:n]
+        # a check whose frames all came after every frame held: the device's clock went back
+        # since (another recording, a restarted server) and those frames were let go — the
+        # newest frame is no pose the check saw, so nothing is anchored until the next check
+        self._unheld = (
+            checked_since_t is not None and int(np.searchsorted(times, checked_since_t)) >= n
+        )
         first = (
             max(0, n - self.window_frames)
             if checked_since_t is None
@@ -375,6 +393,10 @@ class ReferenceMotionMonitor:
             self._checked_key = checked_key
             self._anchor_on(t_device, checked_since_t, corners)
         assert self._anchor is not None and self._step_poses is not None
+        if self._unheld:
+            self.motion_mm = self.step_mm = None
+            self.doubted_frames += 1
+            return UNHELD_CHECK_DOUBT
         if self.breath_average_s is None:
             # one pass: the farthest checked pose is the motion, the nearest the step
             moved = displacements_mm(self._anchor, reference_to_tracker, corners)
