@@ -18,6 +18,7 @@ from test_live import Collector, _pipeline
 from usnav.cli.cmd_run import _print_summary
 from usnav.client import MarginMessage
 from usnav.frames import TrackedFrame
+from usnav.pipeline import frozen
 from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.frozen import FrozenImageMonitor
 from usnav.protocol.display import STALE
@@ -199,3 +200,80 @@ def test_a_float_image_with_pixels_outside_the_field_of_view_is_judged_on_the_ot
     blank = FrozenImageMonitor(2.0)
     nothing = np.full(SHAPE, np.nan, np.float32)
     assert not any(blank.observe(nothing, _pose(0.1 * k)) for k in range(40))
+
+
+def _narrow(rng: np.random.Generator) -> np.ndarray:
+    """A narrow-range image like PLUS's water-tank video: grey levels 104–186 (2 % of the
+    range: 1.6 levels, under a frame grabber's re-encoding noise)."""
+    return (104 + rng.rayleigh(20.0, SHAPE)).clip(104, 186).astype(np.uint8)
+
+
+def _captured(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A frame grabber's capture: ±2 grey levels on 30 % of the pixels, every capture anew."""
+    noise = rng.integers(-2, 3, SHAPE) * (rng.random(SHAPE) < 0.3)
+    return (image.astype(np.int16) + noise).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("floor", [frozen.NOISE_GREY_LEVELS, 0])
+def test_grabber_noise_on_a_narrow_range_image_is_unchanged(monkeypatch, floor: int) -> None:
+    """Each image captured 3 times, each capture noisy: every repeat recognised (at its first
+    capture's pose), whatever the image's range; without the floor in grey levels (floor 0,
+    session 43's first rule) many were taken for new images."""
+    monkeypatch.setattr(frozen, "NOISE_GREY_LEVELS", floor)
+    rng = np.random.default_rng(5)
+    monitor = FrozenImageMonitor(2.0)
+    repeats = recognised = 0
+    for k in range(90):
+        if k % 3 == 0:
+            image = _narrow(rng)
+        monitor.observe(_captured(image, rng), _pose(0.9 * k), k / 30.0)
+        if k % 3:
+            repeats += 1
+            recognised += monitor.repeat and not monitor.frozen
+        else:
+            assert not monitor.repeat, f"frame {k}: a new image taken for a repeat"
+    if floor:
+        assert recognised == repeats == 60
+    else:
+        assert recognised < repeats - 10
+
+
+def test_a_live_narrow_range_frame_is_changed_and_a_held_noisy_one_frozen() -> None:
+    """The probe moving 0.5 mm a frame over a narrow-range scene: speckle shifts a pixel or
+    more and partly decorrelates — changed, never frozen. The same image then held while the
+    probe moves on, captured with noise: frozen once past the repeat window and 2 mm."""
+    rng = np.random.default_rng(6)
+    scene = 104 + rng.rayleigh(20.0, (SHAPE[0], SHAPE[1] + 200)).clip(0, 82)
+    monitor = FrozenImageMonitor(2.0)
+    for k in range(60):
+        fresh = 104 + rng.rayleigh(20.0, SHAPE).clip(0, 82)  # half decorrelated
+        image = (0.5 * scene[:, 2 * k : 2 * k + SHAPE[1]] + 0.5 * fresh).astype(np.uint8)
+        assert monitor.observe(image, _pose(0.5 * k), k / 30.0) == "", f"frame {k}"
+        assert not monitor.repeat, f"live frame {k} taken for a repeat"
+    said = [
+        monitor.observe(_captured(image, rng), _pose(30 + 0.5 * k), 2 + k / 30) for k in range(20)
+    ]
+    assert not any(said[:7]) and all(said[8:])
+
+
+def test_a_sparse_image_with_faint_echoes_and_a_float_image_stay_changed() -> None:
+    """The floor is in grey levels of integer images: an N-wire-like frame whose wire echoes
+    are only 12 levels above black still changes as they move; a float image (any scale, NaN
+    outside) keeps the 2 %-of-range rule alone — its small changes are changes."""
+    rng = np.random.default_rng(7)
+    monitor = FrozenImageMonitor(2.0)
+    for k in range(40):
+        image = np.zeros(SHAPE, np.uint8)
+        image[100:104, :] = 255
+        for wire in range(9):
+            row = 20 + 8 * wire + 2 * (k % 4)  # 2 pixels a frame: the sampled grid sees it
+            col = 20 + 6 * wire + rng.integers(0, 3)
+            image[row : row + 4, col : col + 4] = 12
+        assert monitor.observe(image, _pose(0.5 * k), k / 30.0) == ""
+        assert k == 0 or not monitor.repeat, f"live frame {k} taken for a repeat"
+    float_monitor = FrozenImageMonitor(2.0)
+    for k in range(20):
+        image = rng.rayleigh(0.01, SHAPE).astype(np.float32)  # range ~0.05
+        image[:, :8] = np.nan
+        float_monitor.observe(image, _pose(0.5 * k), k / 30.0)
+        assert not float_monitor.repeat, f"float frame {k} taken for a repeat"

@@ -11,8 +11,9 @@ electronic noise changes every frame.
 :class:`FrozenImageMonitor` says a frame is frozen when its image has not changed since the
 last image that did (of every :data:`SUBSAMPLE`-th pixel finite in both, at most
 :data:`MAX_CHANGED_FRACTION` differ by more than :data:`PIXEL_CHANGE` of that image's intensity
-range) while the probe moved more than ``motion_mm`` at the image's corners. A still probe over
-a still scene is not frozen: the overlay is right then, whatever the image does.
+range and, in an integer image, by more than :data:`NOISE_GREY_LEVELS` grey levels) while the
+probe moved more than ``motion_mm`` at the image's corners. A still probe over a still scene is
+not frozen: the overlay is right then, whatever the image does.
 
 Counting changed pixels, not averaging the change: an image mostly black (a water bath's
 N-wire phantom, ~99 % of pixels 0) changes by a mean of 0.03 % of its range from frame to frame
@@ -20,7 +21,11 @@ while a few wire echoes move (session 41's first rule, a mean under 0.5 %, calle
 such live frames frozen); measured on PLUS's and the simulator's recordings (notes/session-41.md)
 the fraction of pixels changed by more than 2 % of the range is 0.28–0.8 % at least between
 consecutive live frames of a phantom in water, 20 % and more for tissue, and 0 for a frozen frame
-re-encoded with ±2 grey levels of noise.
+re-encoded with ±2 grey levels of noise. On a narrow-range image 2 % of the range is less than
+that noise (PLUS's water-tank video spans 104–186: 1.6 levels, and a third of its noisy repeats
+were taken for new images): the floor of 4 grey levels (two ±2 captures differ by at most 4)
+recognised every one, and its live frames still changed 0.41 % of their pixels at least
+(notes/session-43-noise.md).
 
 A repeated image is not a frozen one. PLUS usually takes a scanner's images with a frame grabber
 (``MmfVideo``, Epiphan) that captures the scanner's screen at 30 frames/s while the scanner
@@ -70,6 +75,12 @@ MAX_CHANGED_FRACTION = 0.0005
 #: one image span at most 3 grabber frames, 100 ms)
 REPEAT_S = 0.25
 
+#: ... and by more than this many grey levels, in an integer image (a frame grabber's
+#: re-encoding noise is a few grey levels whatever the image's range: ±2 per capture, two
+#: captures up to 4 apart — more than 2 % of a narrow range such as PLUS's water tank's
+#: 104–186); a float image (any scale) has no grey levels and is judged by the range alone
+NOISE_GREY_LEVELS = 4
+
 #: Every SUBSAMPLE-th pixel in each direction is compared (a 256 × 256 image: 4096 pixels)
 SUBSAMPLE = 4
 
@@ -78,22 +89,34 @@ def _thumbnail(image: np.ndarray) -> np.ndarray:
     return np.asarray(image[::SUBSAMPLE, ::SUBSAMPLE], dtype=np.float32)
 
 
-def _intensity_span(small: np.ndarray) -> float:
+def _pixel_tolerance(image: np.ndarray, small: np.ndarray | None) -> float:
+    """How much a pixel of ``image`` (its thumbnail ``small``) may differ and still be the
+    same: :data:`PIXEL_CHANGE` of the thumbnail's intensity range, and at least
+    :data:`NOISE_GREY_LEVELS` in an integer image (NaN: no finite pixel)."""
+    if small is None:
+        return float("nan")
     finite = small[np.isfinite(small)]
-    return float(finite.max() - finite.min()) if finite.size else float("nan")
+    if not finite.size:
+        return float("nan")
+    tolerance = PIXEL_CHANGE * float(finite.max() - finite.min())
+    if np.issubdtype(np.asarray(image).dtype, np.integer):
+        tolerance = max(tolerance, float(NOISE_GREY_LEVELS))
+    return tolerance
 
 
-def _unchanged(before: np.ndarray, span: float, after: np.ndarray, max_fraction: float) -> bool:
-    """Whether the thumbnail ``after`` shows the same image as ``before`` (whose intensities
-    span ``span``): at most ``max_fraction`` of the pixels finite in both differ by more than
-    :data:`PIXEL_CHANGE` of the span. Pixels not finite in either (NaN outside a float image's
-    field of view) are not compared — any comparison with NaN is false, so every live frame
-    was "unchanged" —; nothing left to compare, or no finite span, counts as changed."""
+def _unchanged(
+    before: np.ndarray, tolerance: float, after: np.ndarray, max_fraction: float
+) -> bool:
+    """Whether the thumbnail ``after`` shows the same image as ``before``: at most
+    ``max_fraction`` of the pixels finite in both differ by more than ``tolerance``
+    (:func:`_pixel_tolerance` of ``before``). Pixels not finite in either (NaN outside a float
+    image's field of view) are not compared — any comparison with NaN is false, so every live
+    frame was "unchanged" —; nothing left to compare counts as changed."""
     diff = np.abs(after - before)
     finite = np.isfinite(diff)
     if not finite.any():
         return False
-    changed = float((diff[finite] > PIXEL_CHANGE * span).mean())
+    changed = float((diff[finite] > tolerance).mean())
     return changed <= max_fraction
 
 
@@ -148,10 +171,11 @@ class FrozenImageMonitor:
         self.motion_mm = motion_mm
         self.max_changed_fraction = float(max_changed_fraction)
         self.repeat_s = repeat_s
-        # see(): the image of the last arrival that changed (subsampled), how much its
-        # intensities span, what came with it and how many frames repeated it since
+        # see(): the image of the last arrival that changed (subsampled), how much a pixel of
+        # it may differ and be the same (_pixel_tolerance), what came with it and how many
+        # frames repeated it since
         self._image: np.ndarray | None = None
-        self._span = 0.0
+        self._tolerance = 0.0
         self._first: Any = None
         self._repeats = 0
         #: how far the probe moved since the image's first arrival, mm (0: it is new)
@@ -199,10 +223,10 @@ class FrozenImageMonitor:
             small is None
             or self._image is None
             or small.shape != self._image.shape
-            or not _unchanged(self._image, self._span, small, self.max_changed_fraction)
+            or not _unchanged(self._image, self._tolerance, small, self.max_changed_fraction)
         ):
             self._image = small
-            self._span = _intensity_span(small) if small is not None else float("nan")
+            self._tolerance = _pixel_tolerance(image, small)
             self._first, self._repeats = token, 0
             return Arrival(token)
         self._repeats += 1
