@@ -203,8 +203,8 @@ def test_a_float_image_with_pixels_outside_the_field_of_view_is_judged_on_the_ot
 
 
 def _narrow(rng: np.random.Generator) -> np.ndarray:
-    """A narrow-range image like PLUS's water-tank video: grey levels 104–186 (2 % of the
-    range: 1.6 levels, under a frame grabber's re-encoding noise)."""
+    """A narrow-range image: grey levels 104–186 (2 % of the range: 1.6 levels, under a
+    frame grabber's re-encoding noise; PLUS's water-tank video has frames spanning 28)."""
     return (104 + rng.rayleigh(20.0, SHAPE)).clip(104, 186).astype(np.uint8)
 
 

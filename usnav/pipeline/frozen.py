@@ -21,11 +21,11 @@ while a few wire echoes move (session 41's first rule, a mean under 0.5 %, calle
 such live frames frozen); measured on PLUS's and the simulator's recordings (notes/session-41.md)
 the fraction of pixels changed by more than 2 % of the range is 0.28–0.8 % at least between
 consecutive live frames of a phantom in water, 20 % and more for tissue, and 0 for a frozen frame
-re-encoded with ±2 grey levels of noise. On a narrow-range image 2 % of the range is less than
-that noise (PLUS's water-tank video spans 104–186: 1.6 levels, and a third of its noisy repeats
-were taken for new images): the floor of 4 grey levels (two ±2 captures differ by at most 4)
-recognised every one, and its live frames still changed 0.41 % of their pixels at least
-(notes/session-43-noise.md).
+re-encoded with ±2 grey levels of noise. On an image of narrow range 2 % of it is less than that
+noise (PLUS's water-tank video: its frames span 28–232 grey levels, 2 % of that 0.6–4.6, and a
+third of its noisy repeats were taken for new images): the floor of 4 grey levels (two ±2
+captures differ by at most 4) recognised every one, and its live frames still changed 0.41 %
+of their pixels at least (notes/session-43-noise.md).
 
 A repeated image is not a frozen one. PLUS usually takes a scanner's images with a frame grabber
 (``MmfVideo``, Epiphan) that captures the scanner's screen at 30 frames/s while the scanner
@@ -77,8 +77,8 @@ REPEAT_S = 0.25
 
 #: ... and by more than this many grey levels, in an integer image (a frame grabber's
 #: re-encoding noise is a few grey levels whatever the image's range: ±2 per capture, two
-#: captures up to 4 apart — more than 2 % of a narrow range such as PLUS's water tank's
-#: 104–186); a float image (any scale) has no grey levels and is judged by the range alone
+#: captures up to 4 apart — more than 2 % of a narrow range: PLUS's water-tank video's frames
+#: span 28–232); a float image (any scale) has no grey levels and is judged by the range alone
 NOISE_GREY_LEVELS = 4
 
 #: Every SUBSAMPLE-th pixel in each direction is compared (a 256 × 256 image: 4096 pixels)
