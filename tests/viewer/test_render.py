@@ -372,3 +372,28 @@ def test_a_stale_tool_tip_is_drawn_grey(viewer_case) -> None:
         else:
             assert verdict.word == LIVE and magenta > 20
             assert tool == ["tool tip"]
+
+
+def test_the_tool_distance_carries_the_registrations_bound_when_not_live(viewer_case) -> None:
+    """Under an UNCERTAIN registration the panel said "tool 1.2 mm from margin" with the
+    registration's ±2.5 mm two lines above: read as outside the tumor, where it may be inside
+    (session 43). Not LIVE, the distance carries the bound, and within it says so in amber."""
+    from usnav.margins import MarginEstimator
+
+    rows, cols = viewer_case.image.shape[:2]
+    tip = viewer_case.image_to_mri @ np.array([cols / 2, rows / 2, 0.0, 1.0])
+    margins = MarginEstimator(viewer_case.label, warm_up=False).estimate(
+        viewer_case.image, viewer_case.image_to_mri, None, tip[:3], frame_number=3
+    )
+    d = margins.stylus.signed_distance_mm
+    assert np.isfinite(d)
+    _, layout, verdict = render_with_layout(_state(viewer_case, margins))
+    assert verdict.word == LIVE
+    tool = [text for text in layout.panel_text if text.startswith("tool ")]
+    assert tool == [f"tool {abs(d):.1f} mm {'INSIDE tumor' if d < 0 else 'from margin'}"]
+    for bound in (abs(d) + 2.0, max(abs(d) - 0.5, 0.1)):
+        _, layout, verdict = render_with_layout(_state(viewer_case, margins, uncertainty_mm=bound))
+        assert verdict.word == UNCERTAIN
+        tool = [text for text in layout.panel_text if text.startswith("tool ")]
+        assert len(tool) == 1 and f"±{bound:.1f} mm" in tool[0], tool
+        assert tool[0].endswith(("may be inside", "may be outside")) == (abs(d) <= bound), tool

@@ -522,6 +522,27 @@ def _registration_note(state: ViewState) -> tuple[str, tuple[int, int, int]] | N
     return "latest update rejected; accepted one kept", TEXT_DIM
 
 
+def _tool_distance_line(
+    signed_mm: float, verdict: Verdict, bound_mm: float | None, value: tuple
+) -> tuple[str, tuple]:
+    """The panel's tool line: its distance to the tumor's margin (negative: inside), mm.
+
+    LIVE: the distance alone (the registration's bound is within the display's limit). Not
+    LIVE, the distance is measured through a registration that may be off by its stated
+    bound (``bound_mm``, 95 %, the panel's "±… mm" above): it carries that ±, and a tool that
+    close to the margin is said to be possibly on the other side, in amber (session 43: "tool
+    1.2 mm from margin" under a ±2.5 mm registration read as outside the tumor)."""
+    where = "INSIDE tumor" if signed_mm < 0 else "from margin"
+    colour = TOOL_COLOUR if value is TEXT else TEXT_DIM
+    if verdict.word == LIVE or bound_mm is None or not np.isfinite(bound_mm):
+        return f"tool {abs(signed_mm):.1f} mm {where}", colour
+    text = f"tool {abs(signed_mm):.1f} ±{bound_mm:.1f} mm {where}"
+    if abs(signed_mm) <= bound_mm and verdict.word != STALE:
+        other = "outside" if signed_mm < 0 else "inside"
+        return f"{text}: may be {other}", BANNER_AMBER
+    return text, colour
+
+
 def _draw_panel(
     canvas: np.ndarray,
     state: ViewState,
@@ -604,8 +625,7 @@ def _draw_panel(
     if margin is not None and margin.stylus:
         d = margin.stylus.get("signed_distance_mm")
         if d is not None and np.isfinite(d):
-            where = "INSIDE tumor" if d < 0 else "from margin"
-            line(f"tool {abs(d):.1f} mm {where}", TOOL_COLOUR if value is TEXT else TEXT_DIM)
+            line(*_tool_distance_line(float(d), verdict, margin.header.uncertainty_mm, value))
     y += 4
     frame_text = f"frame {state.image_frame_number}" if state.image_frame_number >= 0 else "frame -"
     line(
