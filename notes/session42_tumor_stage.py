@@ -40,6 +40,22 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb)) if na > 1e-9 and nb > 1e-9 else float("nan")
 
 
+def needed_translation(sim, bony: np.ndarray) -> np.ndarray:
+    """``t*``: the translation (MRI mm, applied on the left) that would have been right for
+    the bony estimate ``bony``, the mean over the tumor landmarks of ``X - B · inv(T_true) · Y``
+    (module docstring)."""
+    pre = sim.points(TUMOR_LANDMARKS)
+    now = np.concatenate(
+        [
+            np.atleast_2d(sim.landmarks_intraoperative[n])
+            for n in TUMOR_LANDMARKS
+            if sim.landmarks.get(n) is not None
+        ]
+    )
+    m = bony @ np.linalg.inv(sim.reference_to_mri)
+    return (pre - (now @ m[:3, :3].T + m[:3, 3])).mean(axis=0)
+
+
 def case_row(case_dir: Path, result_path: Path) -> dict | None:
     """One accepted case's comparison (None when the estimate was rejected)."""
     res = json.loads(result_path.read_text(encoding="utf-8"))
@@ -54,16 +70,7 @@ def case_row(case_dir: Path, result_path: Path) -> dict | None:
     applied = bool(stage.get("applied"))
     t_used = t if applied else np.zeros(3)
 
-    pre = sim.points(TUMOR_LANDMARKS)
-    now = np.concatenate(
-        [
-            np.atleast_2d(sim.landmarks_intraoperative[n])
-            for n in TUMOR_LANDMARKS
-            if sim.landmarks.get(n) is not None
-        ]
-    )
-    m = bony @ np.linalg.inv(sim.reference_to_mri)
-    t_star = (pre - (now @ m[:3, :3].T + m[:3, 3])).mean(axis=0)
+    t_star = needed_translation(sim, bony)
     u = np.asarray(sim.landmarks_intraoperative["tumor_centroid"], float).reshape(3) - np.asarray(
         sim.landmarks["tumor_centroid"], float
     ).reshape(3)

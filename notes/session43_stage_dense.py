@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from session42_tumor_stage import TUMOR_LANDMARKS
+from session42_tumor_stage import needed_translation
 
 import usnav.registration.tumor as T
 from usnav.config.calibration import load_calibration
@@ -48,16 +48,7 @@ def main(cases: str, results: str) -> None:
         scorer = load_scorer(cd / "truth.json")
         sim = scorer.sim
         bony = np.asarray(res["BonyReferenceToMri"], float)
-        pre = sim.points(TUMOR_LANDMARKS)
-        now = np.concatenate(
-            [
-                np.atleast_2d(sim.landmarks_intraoperative[n])
-                for n in TUMOR_LANDMARKS
-                if sim.landmarks.get(n) is not None
-            ]
-        )
-        m = bony @ np.linalg.inv(sim.reference_to_mri)
-        t_star = (pre - (now @ m[:3, :3].T + m[:3, 3])).mean(axis=0)
+        t_star = needed_translation(sim, bony)
         label = load_volume(cd / "tumor_label.nii.gz")
         dist = T.tumor_distance_map(label)
         ax, el = T.tumor_long_axis(dist)

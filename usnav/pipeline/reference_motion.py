@@ -287,17 +287,16 @@ class ReferenceMotionMonitor:
         recent = self._recent
         n = recent.count
         times = recent.times[:n]
-        # a check whose frames all came after every frame held: the device's clock went back
-        # since (another recording, a restarted server) and those frames were let go — the
-        # newest frame is no pose the check saw, so nothing is anchored until the next check
-        self._unheld = (
-            checked_since_t is not None and int(np.searchsorted(times, checked_since_t)) >= n
-        )
-        first = (
-            max(0, n - self.window_frames)
-            if checked_since_t is None
-            else min(int(np.searchsorted(times, checked_since_t)), n - 1)
-        )
+        if checked_since_t is None:
+            first, self._unheld = max(0, n - self.window_frames), False
+        else:
+            first = int(np.searchsorted(times, checked_since_t))
+            # a check whose frames all came after every frame held: the device's clock went
+            # back since (another recording, a restarted server) and those frames were let go
+            # — the newest frame is no pose the check saw, so nothing is anchored until the
+            # next check
+            self._unheld = first >= n
+            first = min(first, n - 1)
         self._anchor = recent.poses[first:n].copy()
         known = ~np.isnan(recent.means[first:n, 0, 0])
         self._anchor_means = recent.means[first:n][known].copy() if known.any() else None

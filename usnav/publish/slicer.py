@@ -183,8 +183,8 @@ class SlicerExporter:
             )
             # LIVE draws on Tumor_Reference, UNCERTAIN on TumorUncertain_Reference; the other
             # is blanked once when the state moves (STALE: the blank goes on Tumor_Reference)
-            device = self.uncertain_overlay_device if display.state == UNCERTAIN else None
-            device = device or self.overlay_device
+            uncertain = display.state == UNCERTAIN
+            device = self.uncertain_overlay_device if uncertain else self.overlay_device
             for other in sorted(self._drawn - {device}):
                 blank = np.zeros(image.shape[:2], np.uint8)
                 bundle.append(
