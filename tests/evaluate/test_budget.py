@@ -63,6 +63,8 @@ def write_results(folder: Path, cases: list[dict]) -> Path:
             case_dir.mkdir(parents=True, exist_ok=True)
             if c.get("write_json", True):
                 doc = {"accepted": True, "uncertainty_terms": {**terms, "uncertainty_mm": total}}
+                if "inputs" in c:
+                    doc["inputs"] = c["inputs"]
                 (case_dir / "result.json").write_text(json.dumps(doc), encoding="utf-8")
     return folder
 
@@ -375,3 +377,83 @@ def test_a_run_stopped_before_recording_any_case_says_so(tmp_path: Path) -> None
     (folder / "cases" / "a").mkdir(parents=True)
     with pytest.raises(InputError, match="not finished.*run usnav evaluate again"):
         budget_report([folder], [])
+
+
+def _op_cases(prefix: str, operations: int, per_operation: int, errors) -> list[dict]:
+    """``operations`` × ``per_operation`` cases, the cases of an operation sharing its MRI's
+    fingerprint (as usnav evaluate records it in result.json's inputs)."""
+    return [
+        {
+            "case": f"{prefix}{op}-{k}",
+            "error": float(errors(op, k)),
+            "inputs": {
+                "mri": f"/data/op{prefix}{op}/mri.nii.gz",
+                "mri_digest": f"{prefix}{op:014x}",
+            },
+        }
+        for op in range(operations)
+        for k in range(per_operation)
+    ]
+
+
+def test_cases_of_one_operation_count_once(tmp_path: Path) -> None:
+    """60 cases are enough for 95 % / 95 % (59) when they come from 60 operations; the same
+    60 from 10 operations (6 sweeps or perturbed starts each) are not: UNCERTAIN. Before
+    session 44 both gave a bias — a site could reach LIVE by evaluating each patient six
+    times."""
+    errors = lambda op, k: 2.0 + 0.01 * op + 0.001 * k  # noqa: E731
+    independent = write_results(tmp_path / "sixty", _op_cases("a", 60, 1, errors))
+    clustered = write_results(tmp_path / "ten", _op_cases("b", 10, 6, errors))
+    fit = budget_report([independent]).fit
+    assert (fit.cases, fit.operations) == (60, 60) and fit.similarity_bias_mm is not None
+    fit = budget_report([clustered]).fit
+    assert (fit.cases, fit.operations) == (60, 10)
+    assert fit.similarity_bias_mm is None and fit.cases_needed == 59
+    out = usnav("budget", str(clustered))
+    assert out.returncode == 0, out.stderr
+    assert "60 cases from 10 operation(s)" in out.stdout
+    assert "UNCERTAIN: 10 operation(s) are too few" in out.stdout
+
+
+def test_an_operation_needs_the_largest_bias_of_its_cases() -> None:
+    rest = _rest(TERMS)
+    small = BudgetCase(
+        "a1", error_mm=rest, uncertainty_mm=0, bias_mm=1.5, rest_mm=rest, operation="x"
+    )
+    large = BudgetCase(
+        "a2", error_mm=4.0, uncertainty_mm=0, bias_mm=1.5, rest_mm=rest, operation="x"
+    )
+    other = BudgetCase(
+        "b", error_mm=3.0, uncertainty_mm=0, bias_mm=1.5, rest_mm=rest, operation="y"
+    )
+    fit = fit_similarity_bias([small, large, other])
+    assert fit.operations == 2
+    assert fit.needed_mm == sorted([large.needed_bias_mm, other.needed_bias_mm])
+    # without an operation every case is its own (folders written before session 44 with no
+    # MRI recorded)
+    plain = [BudgetCase(c.case, c.error_mm, 0, 1.5, rest) for c in (small, large, other)]
+    assert fit_similarity_bias(plain).operations == 3
+
+
+def test_a_check_leaves_out_the_operations_it_was_fitted_on(tmp_path: Path) -> None:
+    errors = lambda op, k: 1.0  # noqa: E731
+    fitted = write_results(tmp_path / "fit", _op_cases("a", 3, 2, errors))
+    later = _op_cases("c", 2, 1, errors)
+    # another sweep of a fitted patient: the same MRI
+    later.append({"case": "again", "error": 5.0, "inputs": {"mri_digest": "a" + f"{1:014x}"}})
+    report = budget_report([fitted], [write_results(tmp_path / "later", later)])
+    other, check = report.checks[0]
+    assert check.cases == 2
+    assert any(case == "again" and "same MRI" in why for case, why in other.skipped)
+
+
+def test_the_mri_path_stands_in_for_its_fingerprint(tmp_path: Path) -> None:
+    """A result.json with the MRI's path but no fingerprint (written before session 44):
+    cases naming the same MRI file are one operation."""
+    cases = [
+        {"case": f"s{k}", "error": 1.0, "inputs": {"mri": "/data/case24/mri.nii.gz"}}
+        for k in range(4)
+    ]
+    read = read_budget_cases(write_results(tmp_path / "r", cases))
+    assert {c.operation for c in read.cases} == {"path:/data/case24/mri.nii.gz"}
+    assert fit_similarity_bias(read.cases).operations == 1

@@ -115,6 +115,8 @@ def test_register_with_label_publishes_both_estimates(shifted_case, tmp_path: Pa
     doc = json.loads(out.read_text())
     assert "tumor stage: " in capsys.readouterr().out
     assert doc["accepted"] and doc["inputs"]["label"].endswith("tumor_label.nii.gz")
+    # the MRI's fingerprint: usnav budget counts the cases of one operation (patient) once
+    assert doc["inputs"]["mri_digest"] == load_volume(folder / "mri.nii.gz").digest()
     stage = doc["tumor_stage"]
     assert stage["applied"], stage
     published, bony = np.array(doc["ReferenceToMri"]), np.array(doc["BonyReferenceToMri"])

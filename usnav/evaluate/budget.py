@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,12 @@ class BudgetCase:
         The ``similarity_bias`` term in that bound, mm (the run's budget).
     rest_mm
         The quadrature sum of every other term of that bound, mm.
+    operation
+        What identifies the operation (patient) the case comes from: its MRI's fingerprint
+        (``inputs.mri_digest`` of its result.json, written since session 44), else its MRI's
+        path as the run recorded it, else empty — the case is then its own operation. Cases
+        of one operation (several sweeps, several perturbed starts) share its patient, its
+        calibration and its ultrasound: :func:`fit_similarity_bias` counts them as one.
     """
 
     case: str
@@ -73,6 +79,7 @@ class BudgetCase:
     uncertainty_mm: float
     bias_mm: float
     rest_mm: float
+    operation: str = ""
 
     @property
     def needed_bias_mm(self) -> float:
@@ -125,26 +132,30 @@ class BiasFit:
     ----------
     cases
         How many cases it was fitted on.
+    operations
+        How many operations those cases come from (:attr:`BudgetCase.operation`): the
+        independent draws the tolerance limit is taken over.
     coverage, confidence
         The share of cases like these the bound must cover, and the confidence asked.
     needed_mm
-        Every case's needed bias, ascending, mm.
+        Every operation's needed bias (the largest its cases need), ascending, mm.
     similarity_bias_mm
         The bias that covers ``coverage`` with ``confidence`` (the ``order``-th smallest needed
-        bias, rounded up to 0.01 mm); None when there are too few cases for any.
+        bias, rounded up to 0.01 mm); None when there are too few operations for any.
     order
         Which order statistic that is (1-based), or None.
     achieved_confidence
         The confidence of that order statistic, or of the largest when there are too few.
     cases_needed
-        The fewest cases for which the largest needed bias reaches ``coverage`` at
+        The fewest operations for which the largest needed bias reaches ``coverage`` at
         ``confidence``.
     supported_coverage
-        The largest share the largest needed bias covers at ``confidence`` with these cases:
-        ``(1 − confidence)^(1/n)``.
+        The largest share the largest needed bias covers at ``confidence`` with these
+        operations: ``(1 − confidence)^(1/n)``.
     """
 
     cases: int
+    operations: int
     coverage: float
     confidence: float
     needed_mm: list[float]
@@ -264,7 +275,7 @@ def read_budget_cases(results_dir: str | Path) -> BudgetCases:
         if error < 0:
             skipped.append((name, f"a negative error ({error:g} mm): not a results table's"))
             continue
-        terms, why = _terms(folder / "cases" / name / "result.json")
+        terms, why, operation = _terms(folder / "cases" / name / "result.json")
         if terms is None:
             skipped.append((name, why))
             continue
@@ -281,7 +292,7 @@ def read_budget_cases(results_dir: str | Path) -> BudgetCases:
                 )
             )
             continue
-        cases.append(BudgetCase(name, error, bound, bias, rest))
+        cases.append(BudgetCase(name, error, bound, bias, rest, operation))
     return BudgetCases(folder, cases, len(rows), accepted, skipped, unfinished)
 
 
@@ -337,24 +348,46 @@ def _plain_name(name: str) -> bool:
     )
 
 
-def _terms(path: Path) -> tuple[dict[str, float] | None, str]:
-    """The ``uncertainty_terms`` of a case's result.json, or (None, why not)."""
+def _terms(path: Path) -> tuple[dict[str, float] | None, str, str]:
+    """The ``uncertainty_terms`` of a case's result.json and its operation
+    (:attr:`BudgetCase.operation`), or (None, why not, "")."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None, f"{path} is missing"
+        return None, f"{path} is missing", ""
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"{path} cannot be read ({exc})"
+        return None, f"{path} cannot be read ({exc})", ""
     terms = doc.get("uncertainty_terms") if isinstance(doc, dict) else None
     if not isinstance(terms, dict) or BIAS_TERM not in terms:
-        return None, f"{path} states no uncertainty_terms (written before session 20?)"
+        return None, f"{path} states no uncertainty_terms (written before session 20?)", ""
     try:
         values = {str(k): float(v) for k, v in terms.items()}
     except (TypeError, ValueError):
-        return None, f"{path}: uncertainty_terms holds a value that is not a number"
+        return None, f"{path}: uncertainty_terms holds a value that is not a number", ""
     if not all(math.isfinite(v) and v >= 0 for v in values.values()):
-        return None, f"{path}: uncertainty_terms holds a negative or non-finite value"
-    return values, ""
+        return None, f"{path}: uncertainty_terms holds a negative or non-finite value", ""
+    return values, "", _operation(doc.get("inputs"))
+
+
+def _operation(inputs: object) -> str:
+    """:attr:`BudgetCase.operation` from a result.json's ``inputs``: ``digest:<MRI
+    fingerprint>``, else ``path:<MRI path as recorded>``, else empty."""
+    if not isinstance(inputs, dict):
+        return ""
+    digest = inputs.get("mri_digest")
+    if isinstance(digest, str) and digest:
+        return f"digest:{digest}"
+    path = inputs.get("mri")
+    return f"path:{path}" if isinstance(path, str) and path else ""
+
+
+def operations(cases: list[BudgetCase]) -> dict[str, list[BudgetCase]]:
+    """``cases`` grouped by operation (:attr:`BudgetCase.operation`; a case without one is
+    its own), in the order each operation first appears."""
+    groups: dict[str, list[BudgetCase]] = {}
+    for i, c in enumerate(cases):
+        groups.setdefault(c.operation or f"case #{i}", []).append(c)
+    return groups
 
 
 def tolerance_order(n: int, coverage: float, confidence: float) -> tuple[int | None, float]:
@@ -390,7 +423,8 @@ def fit_similarity_bias(
     Parameters
     ----------
     cases
-        Accepted estimates with a scored error (:func:`read_budget_cases`).
+        Accepted estimates with a scored error (:func:`read_budget_cases`). Cases of one
+        operation (:attr:`BudgetCase.operation`) count once, at the largest bias they need.
     coverage
         The share of cases like these whose bound must cover the error (0 < coverage < 1).
     confidence
@@ -398,12 +432,17 @@ def fit_similarity_bias(
     """
     if not 0.0 < coverage < 1.0 or not 0.0 < confidence < 1.0:
         raise ValueError("coverage and confidence are shares strictly between 0 and 1")
-    needed = sorted(c.needed_bias_mm for c in cases)
+    # the cases of one operation are not independent draws: the limit is taken over
+    # operations, each at the largest bias its cases need (a bias covering an operation's
+    # largest covers all its cases, so a share of operations covered is at least that share
+    # of cases)
+    needed = sorted(max(c.needed_bias_mm for c in group) for group in operations(cases).values())
     n = len(needed)
     order, achieved = tolerance_order(n, coverage, confidence)
     bias = None if order is None else math.ceil(needed[order - 1] * 100.0 - 1e-9) / 100.0
     return BiasFit(
-        cases=n,
+        cases=len(cases),
+        operations=n,
         coverage=coverage,
         confidence=confidence,
         needed_mm=needed,
@@ -551,6 +590,8 @@ def budget_report(
         for f in fitted
         for bias in sorted({c.bias_mm for c in f.cases})
     ]
+    fitted_operations = {c.operation for c in cases if c.operation}
+    checked = [_without_operations(other, fitted_operations) for other in checked]
     checks = [
         (other, check_similarity_bias(other.cases, applied, live_limit_mm, wrong_mm))
         for other in checked
@@ -563,6 +604,28 @@ def budget_report(
         in_sample=check_similarity_bias(cases, applied, live_limit_mm, wrong_mm),
         without_bias=check_similarity_bias(cases, 0.0, live_limit_mm, wrong_mm),
         checks=checks,
+    )
+
+
+def _without_operations(folder: BudgetCases, fitted: set[str]) -> BudgetCases:
+    """``folder`` without the cases of an operation the bias was fitted on (listed as left
+    out): a check on another sweep of a fitted patient is not a check on other cases."""
+    same = [c for c in folder.cases if c.operation and c.operation in fitted]
+    if not same:
+        return folder
+    return replace(
+        folder,
+        cases=[c for c in folder.cases if c not in same],
+        skipped=[
+            *folder.skipped,
+            *(
+                (
+                    c.case,
+                    "the same MRI as a case fitted on (one operation): not a check on other cases",
+                )
+                for c in same
+            ),
+        ],
     )
 
 
@@ -581,27 +644,40 @@ def format_budget_report(report: BudgetReport) -> str:
             + _check_text(check)
         )
     needed = np.asarray(fit.needed_mm)
+    each = "case"
+    if fit.operations < fit.cases:
+        each = "operation"
+        lines.append(
+            f"  {_cases(fit.cases)} from {fit.operations} operation(s) (cases sharing an MRI: "
+            "its sweeps, its perturbed starts): they share the patient, the calibration and "
+            "the ultrasound, so the limit is taken over operations, each at the largest bias "
+            "its cases need"
+        )
     lines.append(
-        f"  the bias each case needs for its bound to cover its error: median "
+        f"  the bias each {each} needs for its bound to cover its error: median "
         f"{np.median(needed):.2f}, 90th percentile {np.percentile(needed, 90):.2f}, largest "
         f"{fit.largest_needed_mm:.2f} mm"
     )
     if fit.similarity_bias_mm is not None:
         lines.append(
             f"  similarity_bias_mm = {fit.similarity_bias_mm:.2f}: the {_ordinal(fit.order)} "
-            f"smallest of {fit.cases} needed biases; it covers ≥ {pct} of cases like these "
-            f"with {100 * fit.achieved_confidence:.1f} % confidence, if the cases are "
-            "independent (one per operation: sweeps of one operation count for less)"
+            f"smallest of {fit.operations} needed biases; it covers ≥ {pct} of cases like "
+            f"these with {100 * fit.achieved_confidence:.1f} % confidence, if the operations "
+            "are independent (one per patient)"
         )
         lines.append(
             "  with it, on the cases it was fitted on (in sample, not a check): "
             + _check_text(report.in_sample)
         )
     else:
+        counted = (
+            _cases(fit.cases) if fit.operations == fit.cases else f"{fit.operations} operation(s)"
+        )
         lines.append(
-            f"  UNCERTAIN: {_cases(fit.cases)} {'is' if fit.cases == 1 else 'are'} too few for "
+            f"  UNCERTAIN: {counted} {'is' if fit.operations == 1 else 'are'} too few for "
             f"a bias covering {pct} of cases "
-            f"like these at {conf} confidence (that needs ≥ {fit.cases_needed}); the largest "
+            f"like these at {conf} confidence (that needs ≥ {fit.cases_needed} "
+            f"{'cases' if fit.operations == fit.cases else 'operations'}); the largest "
             f"needed, {report.applied_mm:.2f} mm, covers ≥ "
             f"{100 * fit.supported_coverage:.1f} % at {conf} confidence — evaluate more cases "
             "with a truth, or ask for less (--coverage)"

@@ -220,6 +220,9 @@ def register_recording(
         doc["inputs"] = {
             "recording": str(recording),
             "mri": str(mri_path),
+            # the MRI's fingerprint: cases of one operation (its sweeps, its perturbed starts)
+            # share it, and usnav budget counts them as one (docs/evaluation.md)
+            "mri_digest": mri.digest(),
             "calibration": str(calibration),
             "init": str(init),
             "label": None if label is None else str(label),
