@@ -125,3 +125,33 @@ def test_frames_outside_the_mri_are_never_live(
     for m in margins:
         if m.header.display_state == LIVE:
             assert abs(m.header.image_to_mri[0, 3] - far[0].header.image_to_mri[0, 3]) > 100
+
+
+def test_frames_outside_the_mri_are_not_offered_to_the_registration(
+    small_case: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real registration worker is not given frames whose image lies entirely outside the
+    MRI (session 44): it could only find that no window holds them. Its own counter says so in
+    the run's summary; frames in the MRI are offered again once the probe is back."""
+    scanner = _FarScanner(small_case)
+    scanner.far.set()
+    pipeline = _pipeline(small_case, scanner.server.port)
+    try:
+        pipeline.prepare()
+        worker = pipeline.worker
+        assert worker is not None and worker.stats.submitted == 0
+        pipeline.start()
+        assert wait_until(lambda: pipeline.counters.outside_mri >= 20, 30)
+        assert worker.stats.submitted == 0
+        withheld = pipeline.counters.withheld_from_registration
+        assert withheld >= 20
+        _print_summary(pipeline, 0.0, None)
+        assert (
+            f"(registration: 0 frames offered to the worker, {withheld} lying outside the MRI "
+            "not offered;" in capsys.readouterr().out
+        )
+        scanner.far.clear()
+        assert wait_until(lambda: worker.stats.submitted >= 5, 20), "in the MRI: offered again"
+    finally:
+        pipeline.stop()
+        scanner.close()

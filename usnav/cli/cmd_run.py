@@ -328,6 +328,15 @@ def _print_summary(
             "registration (--init), or the probe scanned far from the imaged region)",
             flush=True,
         )
+    stats = getattr(pipeline.worker, "stats", None)
+    if stats is not None:  # the registration worker's own counters: what it was given and did
+        withheld = c.withheld_from_registration
+        print(
+            f"  (registration: {stats.submitted} frames offered to the worker"
+            + (f", {withheld} lying outside the MRI not offered" if withheld else "")
+            + f"; {stats.updates} windows registered, {stats.accepted} estimates adopted)",
+            flush=True,
+        )
     if c.repeated:
         print(
             f"  ({c.repeated} of the frames repeated the image of an earlier frame — a frame "

@@ -78,6 +78,10 @@ class PipelineCounters:
     errors: int = 0
     stale_published: int = 0
     submitted_to_registration: int = 0
+    #: placed frames not offered to the registration because their image lay entirely outside
+    #: the MRI (counted apart from the repeats, the frozen and the stale, which are not offered
+    #: either)
+    withheld_from_registration: int = 0
     #: frames whose image repeated an earlier frame's (a frame grabber faster than the
     #: scanner, or a still probe over an unchanged image): drawn at that frame's pose, not
     #: offered to the registration
@@ -533,10 +537,15 @@ class LivePipeline:
         if self._slicer is not None:
             display = self._publisher.display_of(estimate, stale_reason=stale_reason, doubt=doubt)
             self._slicer.publish(frame, i2r, estimate.reference_to_mri, margins, display)
-        # a repeated image is no new information (and its own time is its first arrival's)
+        # a repeated image is no new information (and its own time is its first arrival's);
+        # an image entirely outside the MRI has nothing to be compared with (the worker would
+        # only spend its time finding that no window holds it)
         if self.worker is not None and not stale_reason and not watch.repeat:
-            self.worker.submit(frame.image, i2r, frame.t_device)
-            self.counters.submitted_to_registration += 1
+            if self._outside_mri:
+                self.counters.withheld_from_registration += 1
+            else:
+                self.worker.submit(frame.image, i2r, frame.t_device)
+                self.counters.submitted_to_registration += 1
 
     def _image_size_refused(self, frame: TrackedFrame) -> bool:
         """True (the frame counted, said and published without margins) when its image is
