@@ -82,6 +82,7 @@ def _num(value: float | None, spec: str = ".1f") -> str:
 
 def status_line(s: dict) -> str:
     """One line: link, rates, latency, registration, drops (also used by tests)."""
+    from usnav.pipeline.spacing import SPACING_MISMATCH_PREFIX
     from usnav.protocol.display import OUTSIDE_MRI_PREFIX
 
     display = s.get("display_state", "")
@@ -107,6 +108,8 @@ def status_line(s: dict) -> str:
         line += " | CALIBRATION FLAGGED (see the warning above and the log)"
     if OUTSIDE_MRI_PREFIX in s.get("display_reason", ""):
         line += " | IMAGE OUTSIDE THE MRI (wrong patient/MRI, or the registration far off?)"
+    if SPACING_MISMATCH_PREFIX in s.get("display_reason", ""):
+        line += " | PIXEL SIZE IS NOT THE CALIBRATION'S (depth changed on the scanner?)"
     if "patient reference moved " in s.get("display_reason", ""):
         line += (
             f" | REFERENCE MOVED {_num(s.get('reference_motion_mm'))} mm since the registration "
@@ -328,12 +331,24 @@ def _print_summary(
             "registration (--init), or the probe scanned far from the imaged region)",
             flush=True,
         )
+    if c.spacing_mismatch:
+        print(
+            f"  ({c.spacing_mismatch} of the frames stated a pixel size other than the "
+            "calibration's — the depth changed on the scanner? Their margins went out "
+            "UNCERTAIN, not offered to the registration: recalibrate at that depth, or give "
+            "the calibration made for it)",
+            flush=True,
+        )
     stats = getattr(pipeline.worker, "stats", None)
     if stats is not None:  # the registration worker's own counters: what it was given and did
         withheld = c.withheld_from_registration
         print(
             f"  (registration: {stats.submitted} frames offered to the worker"
-            + (f", {withheld} lying outside the MRI not offered" if withheld else "")
+            + (
+                f", {withheld} lying outside the MRI or of another pixel size not offered"
+                if withheld
+                else ""
+            )
             + f"; {stats.updates} windows registered, {stats.accepted} estimates adopted)",
             flush=True,
         )

@@ -43,6 +43,7 @@ from usnav.pipeline.config import PipelineOptions
 from usnav.pipeline.frozen import Arrival, FrozenImageMonitor
 from usnav.pipeline.queues import LatestSlot, RecordQueue
 from usnav.pipeline.reference_motion import ReferenceMotionMonitor, reference_to_tracker
+from usnav.pipeline.spacing import SpacingWatch
 from usnav.pipeline.stats import LatencyMeter, RateMeter
 from usnav.protocol.display import (
     OUTSIDE_MRI_DOUBT,
@@ -89,6 +90,9 @@ class PipelineCounters:
     #: frames whose image lay entirely outside the MRI (another patient's images or MRI, a
     #: registration far off, or a probe far from the imaged region): never LIVE
     outside_mri: int = 0
+    #: placed frames whose IMAGE stated a pixel size other than the calibration's (the depth
+    #: changed on the scanner, its image size kept): UNCERTAIN, not offered to the registration
+    spacing_mismatch: int = 0
     last_problem: str = ""
     problems: dict[str, int] = field(default_factory=dict)
 
@@ -148,6 +152,11 @@ class LivePipeline:
         #: each frame is placed with the one made for its size (the first alone: as before)
         self.calibrations = (calibration, *other_depths)
         check_depth_calibrations(self.calibrations)
+        #: the transform the probe keeps the IMAGE's own matrix as ("": ignored), whose scale
+        #: is the pixel size the server states
+        self._image_transform = str(getattr(getattr(probe, "config", None), "image_transform", ""))
+        #: each frame's stated pixel size against the calibration's
+        self.spacing_watch = SpacingWatch()
         self._use_calibration(calibration)
         #: the stylus's pivot calibration: from whichever file holds it (the files agree)
         self.pivot = next((c.pivot for c in self.calibrations if c.pivot is not None), None)
@@ -274,6 +283,7 @@ class LivePipeline:
         #: mm per pixel (columns, rows) of the calibration, None without one: what a frame
         #: that cannot be placed is published with (once here, not per frame)
         self._calibration_spacing_mm = _pixel_spacing_mm(self.calibration_stage.image_to_probe)
+        self.spacing_watch.use(self._calibration_spacing_mm, calibration.where)
 
     def _build_worker(self) -> Any:
         from usnav.registration.worker import RegistrationWorker, WorkerOptions
@@ -475,6 +485,7 @@ class LivePipeline:
         if stale_reason:
             self.counters.stale_published += 1
         self._watch_outside_mri(frame, image_to_mri)
+        spacing_doubt = self._watch_spacing(frame)
         # the reference's motion, and an image outside the MRI, put the registration in doubt
         # on every topic (the frame, the status and the re-sent registration too), not only
         # this frame's margins
@@ -486,7 +497,9 @@ class LivePipeline:
             t_device=frame.t_device,
             checked_since_t=estimate.checked_since_t,
         )
-        self._publisher.registration_doubt = "; ".join(d for d in (self._outside_mri, moved) if d)
+        self._publisher.registration_doubt = "; ".join(
+            d for d in (self._outside_mri, spacing_doubt, moved) if d
+        )
         motion = self.reference_motion
         if motion.newly_moved:
             log.warning(
@@ -541,7 +554,7 @@ class LivePipeline:
         # an image entirely outside the MRI has nothing to be compared with (the worker would
         # only spend its time finding that no window holds it)
         if self.worker is not None and not stale_reason and not watch.repeat:
-            if self._outside_mri:
+            if self._outside_mri or spacing_doubt:  # nothing to compare / at the wrong scale
                 self.counters.withheld_from_registration += 1
             else:
                 self.worker.submit(frame.image, i2r, frame.t_device)
@@ -743,6 +756,27 @@ class LivePipeline:
             log.info("frame %s: the image lies in the MRI again", frame.frame_number)
         self._outside_mri = OUTSIDE_MRI_DOUBT if outside else ""
 
+    def _watch_spacing(self, frame: TrackedFrame) -> str:
+        """Whether the pixel size the frame's IMAGE states disagrees with the calibration's
+        (:class:`~usnav.pipeline.spacing.SpacingWatch`): the returned doubt keeps every topic
+        UNCERTAIN ("" when they agree or none is stated), the frame is counted, and the
+        disagreement is said in the log when it begins and when it ends."""
+        watch = self.spacing_watch
+        was = watch.doubt
+        embedded = frame.transforms.get(self._image_transform) if self._image_transform else None
+        doubt = watch.see(None if embedded is None else embedded.matrix)
+        if doubt:
+            self.counters.spacing_mismatch += 1
+            self.counters.problem("image_spacing", f"frame {frame.frame_number}: {doubt}")
+            if watch.newly:
+                log.warning("frame %s: %s", frame.frame_number, doubt)
+        elif was:
+            log.info(
+                "frame %s: the image's pixel size agrees with the calibration again",
+                frame.frame_number,
+            )
+        return doubt
+
     def _stale_reason(self, frame: TrackedFrame) -> str:
         """Why this frame's margins may not show the present ("" if they do)."""
         state = self.probe.state
@@ -875,6 +909,9 @@ class LivePipeline:
             "frames_repeated": self.counters.repeated,
             # frames whose image lay entirely outside the MRI: UNCERTAIN, never LIVE
             "frames_outside_mri": self.counters.outside_mri,
+            # frames whose IMAGE stated a pixel size other than the calibration's (the depth
+            # changed on the scanner?): UNCERTAIN, not offered to the registration
+            "frames_spacing_mismatch": self.counters.spacing_mismatch,
             "errors": self.counters.errors,
             "recorded": self.counters.recorded,
             "record_error": self.counters.record_error,
