@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_bad_input, usnav
 from pipeline_helpers import free_port
+from test_cli import _device_file, _run_args
 from test_live import _pipeline
 
 from usnav.config.loader import load_toml_model
@@ -21,10 +23,10 @@ def test_a_site_budget_from_the_options_file_reaches_the_worker(
     toml = tmp_path / "run.toml"
     toml.write_text(
         "[registration_budget]\nsimilarity_bias_mm = 0.5\ncalibration_error_deg = 0.5\n"
-        "[display]\nmargin_error_mm = 1.2\n"
+        "[display]\nmargin_error_mm = 1.9\n"
     )
     options = load_toml_model(toml, PipelineOptions)
-    assert options.display.registration_limit_mm == pytest.approx(1.6)
+    assert options.display.registration_limit_mm == pytest.approx(0.6245, abs=1e-4)
     pipeline = _pipeline(
         small_case,
         free_port(),
@@ -52,11 +54,56 @@ def test_a_budget_without_the_margins_own_error_is_refused(tmp_path: Path) -> No
     toml.write_text("[registration_budget]\nsimilarity_bias_mm = 0.5\n[display]\n")
     with pytest.raises(InputError, match="margin_error_mm"):
         load_toml_model(toml, PipelineOptions)
-    # stated explicitly (even as 0: the site's own claim), it is accepted
+    # stated at the measured floor or above, it is accepted (the pasted line of usnav budget)
     toml.write_text(
+        "[registration_budget]\nsimilarity_bias_mm = 0.5\n[display]\nmargin_error_mm = 1.90\n"
+    )
+    assert load_toml_model(toml, PipelineOptions).display.registration_limit_mm < 0.63
+    # without a budget nothing changes: the default 0 holds the registration alone to 2 mm,
+    # which the default budget's own floor (2.13 mm) never passes
+    toml.write_text("[display]\nmargin_error_mm = 0\n")
+    assert load_toml_model(toml, PipelineOptions).display.registration_limit_mm == 2.0
+
+
+@pytest.mark.parametrize(
+    ("display", "says"),
+    [
+        ("margin_error_mm = 0", "[display] margin_error_mm = 0 is below"),
+        ("margin_error_mm = 1.2", "[display] margin_error_mm = 1.2 is below"),
+        ("live_max_uncertainty_mm = 2.0", "[display] live_max_uncertainty_mm = 2 leaves no room"),
+        (
+            "margin_error_mm = 1.9\nlive_max_uncertainty_mm = 1.5",
+            "[display] live_max_uncertainty_mm = 1.5 leaves no room",
+        ),
+    ],
+)
+def test_a_budget_may_not_claim_a_margin_better_than_measured(
+    tmp_path: Path, display: str, says: str
+) -> None:
+    """Session 44: with a site budget, ``margin_error_mm = 0`` (or a registration limit that
+    leaves no room for the margin's own error) held the registration alone to 2 mm, and LIVE
+    margins over 2 mm went through (sessions 37-38). The file is refused in one line naming
+    the field, the value, the measured floor and where it was measured."""
+    toml = tmp_path / "run.toml"
+    toml.write_text(f"[registration_budget]\nsimilarity_bias_mm = 0.5\n[display]\n{display}\n")
+    with pytest.raises(InputError) as refused:
+        load_toml_model(toml, PipelineOptions)
+    message = str(refused.value)
+    assert "run.toml" in message and says in message
+    assert "1.90 mm" in message and "seeds 1201-1208" in message and "\n" not in message
+
+
+def test_usnav_run_refuses_a_budget_with_margin_error_0_in_one_line(
+    small_case: Path, tmp_path: Path
+) -> None:
+    """The command says it before anything opens: one line, exit 2."""
+    options = tmp_path / "run.toml"
+    options.write_text(
         "[registration_budget]\nsimilarity_bias_mm = 0.5\n[display]\nmargin_error_mm = 0\n"
     )
-    assert load_toml_model(toml, PipelineOptions).display.registration_limit_mm == 2.0
+    args = _run_args(small_case, _device_file(tmp_path, free_port()))
+    result = usnav(tmp_path, *args, "--options", str(options), "--duration", "1")
+    assert_bad_input(result, str(options), "margin_error_mm = 0 is below", "1.90 mm")
 
 
 def test_an_unknown_or_negative_budget_entry_is_refused_naming_the_file(tmp_path: Path) -> None:
@@ -120,9 +167,9 @@ def test_a_run_says_at_its_start_when_its_budget_leaves_nothing_able_to_be_live(
 
     caplog.clear()
     toml = tmp_path / "run.toml"
-    toml.write_text(
-        "[registration_budget]\nsimilarity_bias_mm = 0.5\ncalibration_error_mm = 0.5\n"
-        "[display]\nmargin_error_mm = 0\n"
+    toml.write_text(  # a budget small enough to leave room under the measured margin error
+        "[registration_budget]\nsimilarity_bias_mm = 0.2\ncalibration_error_mm = 0.2\n"
+        "echo_offset_mm = 0.1\ntumor_stage_error_mm = 0.4\n[display]\nmargin_error_mm = 1.9\n"
     )
     options = load_toml_model(toml, PipelineOptions)
     with caplog.at_level("WARNING", logger="usnav.pipeline"):

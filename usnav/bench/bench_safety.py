@@ -706,13 +706,14 @@ def bench_site_budget(ctx: BenchContext) -> list[Figure]:
     combined = DisplayRules(margin_error_mm=MEASURED_MARGIN_ERROR_MM)
     for budget in SITE_BUDGETS:
         # the registration alone held to 2 mm (margin_error_mm = 0, stated): what the budget
-        # lets through; the combined rule is restated from the same messages
+        # lets through; the combined rule is restated from the same messages. A site may not
+        # state that (session 44: PipelineOptions refuses margin_error_mm below the measured
+        # 1.90 mm with a budget), so the budget is set past the check: this measures it
         options = PipelineOptions(
             publish_address="tcp://127.0.0.1:*",
             publish_frames=False,
-            registration_budget=RegistrationBudget(**budget),
             display=DisplayRules(margin_error_mm=0.0),
-        )
+        ).model_copy(update={"registration_budget": RegistrationBudget(**budget)})
         runs = [_run_case(ctx, seed, look, 120, options) for seed, look in QUICK_CASES]
         rows = [r for run in runs for r in run.in_view]
         coverage, bad, live = _state_figures(rows)

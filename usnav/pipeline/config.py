@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
@@ -74,6 +75,9 @@ class PipelineOptions(BaseModel):
         "Why nothing is LIVE with the default budget"). Stating one requires stating
         ``[display] margin_error_mm`` too (or an explicit ``live_max_uncertainty_mm``): a
         tighter registration bound alone let margins that erred by more than 2 mm show LIVE.
+        And not less than the margin's own measured error (session 44): ``margin_error_mm``
+        ≥ :data:`~usnav.protocol.display.MEASURED_MARGIN_ERROR_MM` (1.90 mm), a stated
+        ``live_max_uncertainty_mm`` ≤ :func:`margin_room_mm` of the target (0.62 mm).
     max_tied_correction_mm
         Until an image-based estimate is accepted, margins are drawn with a try's candidate
         that was rejected only for a tie (UNCERTAIN), but only when it lies at most this far
@@ -155,14 +159,50 @@ class PipelineOptions(BaseModel):
     @model_validator(mode="after")
     def _budget_with_margin_error(self) -> PipelineOptions:
         # a tighter registration budget makes LIVE possible; LIVE is about the boundary, so
-        # the site must also say how far the margin itself errs (0 only if it says so)
-        stated = {"margin_error_mm", "live_max_uncertainty_mm"} & self.display.model_fields_set
-        if self.registration_budget.overrides() and not stated:
+        # the site must also say how far the margin itself errs, and may not say less than
+        # the margin estimator's own measured error (session 44: 0 was accepted, and LIVE
+        # margins over 2 mm went through with it, sessions 37-38)
+        display = self.display
+        stated = {"margin_error_mm", "live_max_uncertainty_mm"} & display.model_fields_set
+        if not self.registration_budget.overrides():
+            return self
+        floor = MEASURED_MARGIN_ERROR_MM
+        measured = (
+            f"the margin's own error measured with a perfect registration, {floor:.2f} mm (95 "
+            "%, the simulator's tuning families, seeds 1201-1208: docs/protocol.md, 'The "
+            "margin's own error')"
+        )
+        if not stated:
             raise ValueError(
                 "[registration_budget] needs [display] margin_error_mm: LIVE is decided on the "
                 "boundary error, the registration's and the margin's own together (measured "
-                f"on the simulator's tuning families: {MEASURED_MARGIN_ERROR_MM} mm; with the "
+                f"on the simulator's tuning families: {floor} mm; with the "
                 "registration alone held to 2 mm, most LIVE margins there erred by more than "
                 "2 mm) — see docs/protocol.md, 'Why nothing is LIVE with the default budget'"
             )
+        if "margin_error_mm" in display.model_fields_set and display.margin_error_mm < floor:
+            raise ValueError(
+                f"[display] margin_error_mm = {display.margin_error_mm:g} is below {measured}: "
+                f"with a [registration_budget] state at least {floor:.2f} (a smaller value let "
+                "LIVE margins over 2 mm through)"
+            )
+        room = margin_room_mm(display.live_max_boundary_error_mm)
+        if "live_max_uncertainty_mm" in display.model_fields_set and (
+            display.registration_limit_mm > room + 1e-9
+        ):
+            raise ValueError(
+                f"[display] live_max_uncertainty_mm = {display.registration_limit_mm:g} leaves "
+                f"no room for {measured}: with a [registration_budget] it may be at most "
+                f"{room:.2f} mm (√({display.live_max_boundary_error_mm:g}² − {floor:.2f}²)), or "
+                f"leave it out and state margin_error_mm ≥ {floor:.2f}"
+            )
         return self
+
+
+def margin_room_mm(boundary_error_mm: float) -> float:
+    """The largest registration bound (mm, 95 %) that still leaves room, within a boundary
+    error target of ``boundary_error_mm``, for the margin's own measured error
+    (:data:`~usnav.protocol.display.MEASURED_MARGIN_ERROR_MM`); 0 when the target is below it.
+    """
+    floor = MEASURED_MARGIN_ERROR_MM
+    return math.sqrt(max(boundary_error_mm**2 - floor**2, 0.0))
