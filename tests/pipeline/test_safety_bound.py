@@ -94,6 +94,9 @@ def test_a_restated_message_keeps_a_contradicted_registration_uncertain() -> Non
     from usnav.protocol.display import OUTSIDE_MRI_DOUBT
 
     assert _restated(message(OUTSIDE_MRI_DOUBT), rules) == "UNCERTAIN"
+    from usnav.pipeline.spacing import SPACING_MISMATCH_PREFIX
+
+    assert _restated(message(f"{SPACING_MISMATCH_PREFIX}: 0.19 mm"), rules) == "UNCERTAIN"
 
 
 def test_a_bumped_reference_moves_the_truth_and_leaves_the_anatomy_in_the_tracker() -> None:

@@ -322,8 +322,9 @@ def _bound_covers(rows: list[tuple]) -> tuple[float, int]:
 def _restated(message, rules) -> str:
     """The display state the publisher would have sent with ``rules`` (everything it needs
     travels in the in-view margin message: registration checked, uncertainty, age, staleness,
-    the seen points' disagreement; a contradicted registration, a moved patient reference and
-    an image outside the MRI, by the display reason)."""
+    the seen points' disagreement; a contradicted registration, a moved patient reference, an
+    image outside the MRI and a pixel size not the calibration's, by the display reason)."""
+    from usnav.pipeline.spacing import SPACING_MISMATCH_PREFIX
     from usnav.protocol.display import (
         CONTRADICTED_PREFIX,
         OUTSIDE_MRI_DOUBT,
@@ -353,6 +354,7 @@ def _restated(message, rules) -> str:
             d
             for d in (
                 OUTSIDE_MRI_DOUBT if OUTSIDE_MRI_PREFIX in h.display_reason else "",
+                SPACING_MISMATCH_PREFIX if SPACING_MISMATCH_PREFIX in h.display_reason else "",
                 REFERENCE_MOVED_PREFIX + moved if moved else "",
                 seen,
             )
