@@ -59,7 +59,7 @@ def test_a_stated_pixel_size_other_than_the_calibrations_is_never_live(
 ) -> None:
     scanner = _Scanner(small_case)
     rules = DisplayRules(  # the doubts of the tracker and the seen points are not tested here
-        live_max_uncertainty_mm=5.0,
+        live_max_uncertainty_mm=0.6,  # the most a site may state (0.62 mm)
         max_reference_motion_mm=None,
         max_reference_step_mm=None,
         max_seen_disagreement_mm=None,

@@ -51,7 +51,7 @@ class _CheckedRegistration:
 
     def __init__(self, reference_to_mri: np.ndarray):
         self.estimate = RegistrationEstimate(
-            reference_to_mri, quality=0.9, uncertainty_mm=1.0, sequence=1, source="full"
+            reference_to_mri, quality=0.9, uncertainty_mm=0.5, sequence=1, source="full"
         )
 
     def start(self) -> None:
@@ -78,7 +78,7 @@ def test_frames_outside_the_mri_are_never_live(
     # the reported run's threshold; the doubts of the tracker and the seen points are not
     # what is tested here
     rules = DisplayRules(
-        live_max_uncertainty_mm=5.0,
+        live_max_uncertainty_mm=0.6,  # the most a site may state (0.62 mm)
         max_reference_motion_mm=None,
         max_reference_step_mm=None,
         max_seen_disagreement_mm=None,

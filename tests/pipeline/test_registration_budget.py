@@ -180,3 +180,37 @@ def test_a_run_says_at_its_start_when_its_budget_leaves_nothing_able_to_be_live(
             display=options.display,
         )._build_worker()
     assert not [r for r in caplog.records if "no overlay can be LIVE" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("display", "says"),
+    [
+        # without a budget, a stated registration threshold above what the margin's own error
+        # leaves: 3 mm let the default budget's bounds (2.4-2.8 mm) go LIVE
+        ("live_max_uncertainty_mm = 3.0", "[display] live_max_uncertainty_mm = 3 leaves no room"),
+        # a stated boundary target without the margin's error held the registration alone to it
+        (
+            "live_max_boundary_error_mm = 3.0",
+            "[display] live_max_boundary_error_mm needs [display] margin_error_mm",
+        ),
+        (
+            "live_max_boundary_error_mm = 3.0\nmargin_error_mm = 1.0",
+            "[display] margin_error_mm = 1 is below",
+        ),
+    ],
+)
+def test_a_loosened_live_threshold_must_leave_room_for_the_margin(
+    tmp_path: Path, display: str, says: str
+) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(f"[display]\n{display}\n")
+    with pytest.raises(InputError) as refused:
+        load_toml_model(toml, PipelineOptions)
+    assert says in str(refused.value) and "\n" not in str(refused.value)
+    # what a site may state: a stricter threshold, or a target with the margin's error
+    for allowed in (
+        "live_max_uncertainty_mm = 0.5",
+        "live_max_boundary_error_mm = 3.0\nmargin_error_mm = 1.9",
+    ):
+        toml.write_text(f"[display]\n{allowed}\n")
+        load_toml_model(toml, PipelineOptions)

@@ -164,17 +164,35 @@ class PipelineOptions(BaseModel):
         # margins over 2 mm went through with it, sessions 37-38)
         display = self.display
         stated = {"margin_error_mm", "live_max_uncertainty_mm"} & display.model_fields_set
-        if not self.registration_budget.overrides():
-            return self
         floor = MEASURED_MARGIN_ERROR_MM
         measured = (
             f"the margin's own error measured with a perfect registration, {floor:.2f} mm (95 "
             "%, the simulator's tuning families, seeds 1201-1208: docs/protocol.md, 'The "
             "margin's own error')"
         )
+        room = margin_room_mm(display.live_max_boundary_error_mm)
+        # a stated registration threshold, budget or not: 3 mm with the default budget let
+        # every accepted estimate (bounds 2.4-2.8 mm) go LIVE whatever the margin's own error
+        if "live_max_uncertainty_mm" in display.model_fields_set and (
+            display.registration_limit_mm > room + 1e-9
+        ):
+            raise ValueError(
+                f"[display] live_max_uncertainty_mm = {display.registration_limit_mm:g} leaves "
+                f"no room for {measured}: it may be at most "
+                f"{room:.2f} mm (√({display.live_max_boundary_error_mm:g}² − {floor:.2f}²)), or "
+                "leave it out"
+                + (f" and state margin_error_mm ≥ {floor:.2f}" if self._budget() else "")
+            )
+        # a stated boundary target without the margin's error held the registration alone to
+        # it: live_max_boundary_error_mm = 3 let the default budget's bounds (2.4-2.8 mm) go
+        # LIVE with margins up to √(3² + 1.9²) = 3.6 mm off
+        target = "live_max_boundary_error_mm" in display.model_fields_set
+        if not self._budget() and not target:
+            return self
+        what = "[registration_budget]" if self._budget() else "[display] live_max_boundary_error_mm"
         if not stated:
             raise ValueError(
-                "[registration_budget] needs [display] margin_error_mm: LIVE is decided on the "
+                f"{what} needs [display] margin_error_mm: LIVE is decided on the "
                 "boundary error, the registration's and the margin's own together (measured "
                 f"on the simulator's tuning families: {floor} mm; with the "
                 "registration alone held to 2 mm, most LIVE margins there erred by more than "
@@ -183,20 +201,14 @@ class PipelineOptions(BaseModel):
         if "margin_error_mm" in display.model_fields_set and display.margin_error_mm < floor:
             raise ValueError(
                 f"[display] margin_error_mm = {display.margin_error_mm:g} is below {measured}: "
-                f"with a [registration_budget] state at least {floor:.2f} (a smaller value let "
+                f"with a {what} state at least {floor:.2f} (a smaller value let "
                 "LIVE margins over 2 mm through)"
             )
-        room = margin_room_mm(display.live_max_boundary_error_mm)
-        if "live_max_uncertainty_mm" in display.model_fields_set and (
-            display.registration_limit_mm > room + 1e-9
-        ):
-            raise ValueError(
-                f"[display] live_max_uncertainty_mm = {display.registration_limit_mm:g} leaves "
-                f"no room for {measured}: with a [registration_budget] it may be at most "
-                f"{room:.2f} mm (√({display.live_max_boundary_error_mm:g}² − {floor:.2f}²)), or "
-                f"leave it out and state margin_error_mm ≥ {floor:.2f}"
-            )
         return self
+
+    def _budget(self) -> bool:
+        """Whether the site stated a ``[registration_budget]``."""
+        return bool(self.registration_budget.overrides())
 
 
 def margin_room_mm(boundary_error_mm: float) -> float:
