@@ -333,6 +333,10 @@ class Subscriber:
         self.last_message_time: float | None = None
         #: monotonic time the last :meth:`receive_latest` returned (None before the first)
         self._last_drain_end: float | None = None
+        #: the headers of the margins the last :meth:`receive_latest` drained but did not
+        #: return (a newer margin came in the same drain), oldest first: a display that holds
+        #: a better state against worse ones said recently (``usnav.viewer``) counts theirs too
+        self.superseded_margins: list[Header] = []
         #: the newest refused message's problem, without the address ("" if none)
         self._refused = ""
         #: messages refused since the last valid one (a publisher that restarted speaking
@@ -615,6 +619,7 @@ class Subscriber:
         """
         self._enter_call()
         newest: dict[str, Message] = {}
+        self.superseded_margins = []
         called = time.monotonic()
         try:
             backlog = self._drain(newest, timeout_s)
@@ -647,6 +652,8 @@ class Subscriber:
             if message is not None:
                 if message.header.topic in newest:
                     self.stats.superseded += 1
+                    if message.header.topic == "margin":
+                        self.superseded_margins.append(newest["margin"].header)
                 newest[message.header.topic] = message
                 if message.header.topic == "frame":
                     key = (message.header.stream, message.header.frame_number)

@@ -33,11 +33,17 @@ def viewer_margins(viewer_case):
 
 
 class PublishingThread:
-    """Publishes the phantom's frame, margins and status at ~30 Hz until stopped."""
+    """Publishes the phantom's frame, margins and status at ~30 Hz until stopped.
 
-    def __init__(self, address: str, case, margins, quality: float = 0.9):
+    ``skimming``: each turn publishes two frames, the first's margins UNCERTAIN (a ±3 mm
+    registration) and the second's LIVE, back to back — an imaging plane skimming the tumor;
+    every LIVE margin then has an UNCERTAIN one published just before it.
+    """
+
+    def __init__(self, address: str, case, margins, quality: float = 0.9, skimming=False):
         self.publisher = Publisher(address)
         self.case, self.margins, self.quality = case, margins, quality
+        self.skimming = skimming
         self.sent = 0  # frames published so far
         #: frames still to publish over a display's 1 MiB max_message_bytes (a frame image of
         #: 1024 x 1100 pixels) instead of the case's own
@@ -52,6 +58,14 @@ class PublishingThread:
     def _run(self) -> None:
         number = 0
         while not self._stop.is_set():
+            if self.skimming:
+                doubtful = RegistrationEstimate(
+                    np.eye(4), uncertainty_mm=3.0, source="image", t_computed=time.time() - 1
+                )
+                before = TrackedFrame(self.case.image, frame_number=number, t_received=time.time())
+                self.publisher.publish_frame(before, self.case.image_to_mri, doubtful)
+                self.publisher.publish_margins(before, self.margins, doubtful)
+                number += 1
             reg = RegistrationEstimate(
                 np.eye(4),
                 quality=self.quality,

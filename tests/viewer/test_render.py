@@ -44,8 +44,20 @@ class _Capture(Publisher):
 
 
 def _messages(
-    case, margins, *, uncertainty_mm=1.0, source="image", age_s=1.0, stale=False, stream=None
+    case,
+    margins,
+    *,
+    uncertainty_mm=1.0,
+    source="image",
+    age_s=1.0,
+    stale=False,
+    stream=None,
+    t_arrived=None,
+    repeat=None,
 ):
+    """A real publisher's frame, margin and registration messages, parsed as arrived at
+    ``t_arrived`` (host time; now when None); ``repeat`` (``repeat_of``, ``image_age_s``)
+    marks the frame's image as a repeat."""
     capture = _Capture()
     if stream is not None:  # one publisher instance across calls (a new one resets the view)
         capture.stream = stream
@@ -58,14 +70,20 @@ def _messages(
             t_computed=time.time() - age_s,
         )
         frame = TrackedFrame(case.image, frame_number=margins.frame_number)
-        capture.publish_frame(frame, case.image_to_mri, reg)
+        arrival = {} if repeat is None else {"repeat_of": repeat[0], "image_age_s": repeat[1]}
+        capture.publish_frame(frame, case.image_to_mri, reg, **arrival)
         capture.publish_margins(
-            frame, margins, reg, stale=stale, stale_reason="probe link lost" if stale else ""
+            frame,
+            margins,
+            reg,
+            stale=stale,
+            stale_reason="probe link lost" if stale else "",
+            **arrival,
         )
         capture.publish_registration(reg)
     finally:
         capture.close()
-    now = time.time()
+    now = time.time() if t_arrived is None else t_arrived
     out = {}
     for parts in capture.frames:
         message = parse(p.decode(parts), t_arrived=now)
@@ -397,3 +415,70 @@ def test_the_tool_distance_carries_the_registrations_bound_when_not_live(viewer_
         tool = [text for text in layout.panel_text if text.startswith("tool ")]
         assert len(tool) == 1 and f"±{bound:.1f} mm" in tool[0], tool
         assert tool[0].endswith(("may be inside", "may be outside")) == (abs(d) <= bound), tool
+
+
+def test_a_plane_skimming_the_tumor_does_not_flip_the_banner(viewer_case, viewer_margins):
+    """An imaging plane skimming the tumor: margins alternately LIVE and UNCERTAIN at 30 fps,
+    each right on its own. The banner flipped with every frame (unreadable, and a LIVE frame
+    between UNCERTAIN ones read as good). The worse state shows at once; LIVE again only once
+    the margins have said LIVE for the hold (0.5 s), and no LIVE frame inside it is drawn
+    LIVE (session 44)."""
+    from dataclasses import replace
+
+    model = ViewModel("tcp://127.0.0.1:5556")
+    t0 = time.time()
+    shown = []
+    for k in range(60):  # ~1 s alternating, then ~1 s of LIVE, a frame every 31 ms
+        t = t0 + k * 0.031
+        bound = 3.0 if k < 30 and k % 2 else 1.0
+        messages = _messages(
+            viewer_case,
+            replace(viewer_margins, frame_number=100 + k),
+            uncertainty_mm=bound,
+            stream=44,
+            t_arrived=t,
+        )
+        state = model.update(messages, connected=True, last_message_s=t, now=t)
+        assert state.margin.header.frame_number == 100 + k
+        picture, layout, verdict = render_with_layout(state)
+        shown.append(verdict.word)
+        if bound > 2.0:  # an UNCERTAIN frame is never shown better than it is
+            assert verdict.word == UNCERTAIN
+        if k in (2, 30):  # a LIVE frame after an UNCERTAIN one: amber banner, no LIVE look
+            assert state.margin.header.display_state == LIVE
+            assert verdict.word == UNCERTAIN and "exceeds" in verdict.reason
+            assert layout.banner_box[3] > 0
+            banner = picture[5, 5].astype(int)
+            assert np.all(np.abs(banner - np.array(BANNER_AMBER)) < 30)
+    assert shown[0] == LIVE
+    # the last UNCERTAIN frame (29) held for 0.5 s: 16 frames (0.496 s) after it, not 17
+    assert shown[1:46] == [UNCERTAIN] * 45
+    assert shown[46:] == [LIVE] * 14
+    # the same state with no hold shows each frame's own word (the rule is the display's)
+    state.worse_seen = {}
+    assert assess(state, ViewerOptions()).word == LIVE
+
+
+def test_the_hold_never_makes_stale_or_uncertain_look_live(viewer_case, viewer_margins) -> None:
+    """The hold only makes the state worse: STALE and UNCERTAIN data show at once, whatever
+    was shown before; STALE (the worst said within the hold) outranks UNCERTAIN."""
+    from dataclasses import replace
+
+    model = ViewModel("tcp://127.0.0.1:5556")
+    t0 = time.time()
+
+    def shown(k: int, **kwargs) -> str:
+        t = t0 + k / 30
+        messages = _messages(
+            viewer_case, replace(viewer_margins, frame_number=k), stream=45, t_arrived=t, **kwargs
+        )
+        state = model.update(messages, connected=True, last_message_s=t, now=t)
+        return assess(state, ViewerOptions()).word
+
+    assert shown(0) == LIVE
+    assert shown(1, uncertainty_mm=3.0) == UNCERTAIN
+    assert shown(2, stale=True) == STALE
+    assert shown(3) == STALE  # LIVE data within 0.5 s of a STALE one
+    assert shown(4, uncertainty_mm=3.0) == STALE
+    assert shown(18) == UNCERTAIN  # STALE 0.53 s ago, UNCERTAIN 0.47 s ago: held
+    assert shown(20) == LIVE  # UNCERTAIN 0.53 s ago

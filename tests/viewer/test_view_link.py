@@ -86,12 +86,20 @@ def test_a_restarted_publisher_never_brings_back_the_old_live_margin(
             words: list[str] = []
             deadline = time.monotonic() + 60
             heard = 0  # turns since the new publisher's first message
-            while heard < 5:
+            first_heard: float | None = None
+            # five turns, and the display's hold (a better state shows once it held 0.5 s)
+            while (
+                heard < 5
+                or first_heard is None
+                or time.monotonic() - first_heard <= options.state_hold_s
+            ):
                 assert time.monotonic() < deadline, f"the new publisher never heard: {words}"
                 word = turn()
                 if not words or words[-1] != word:
                     words.append(word)
                 heard += 1 if sub.stats.restarts else 0
+                if heard and first_heard is None:
+                    first_heard = time.monotonic()
         finally:
             second.stop()
     finally:
@@ -294,3 +302,79 @@ def test_a_publisher_dropped_for_an_oversize_message_is_shown_stale_then_live_ag
         assert named[-1].startswith(("connection lost", "reconnected, no data yet")), named[-1]
     assert sub.stats.skipped == {"oversize": 1}
     assert publisher.oversize_frames == 0
+
+
+def test_an_uncertain_margin_superseded_in_a_drain_still_holds_the_display(
+    viewer_case, viewer_margins, publishing
+) -> None:
+    """A display draining less often than margins come takes the newest margin per drain:
+    an UNCERTAIN margin just before a LIVE one in the same drain was never seen, and the
+    display showed LIVE. The subscriber keeps the superseded margins' headers and the model
+    holds against their states (session 44)."""
+    address = _free_address()
+    publishing(address, viewer_case, viewer_margins, skimming=True)
+    options = ViewerOptions()
+    with Subscriber(address) as sub:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "no drain held an UNCERTAIN margin and a LIVE one"
+            time.sleep(0.1)  # let a few pairs queue
+            messages = sub.receive_latest(timeout_s=0.5)
+            margin = messages.get("margin")
+            if margin is None or margin.header.display_state != LIVE:
+                continue  # the drain ended between the two of a pair
+            said = [h.display_state for h in sub.superseded_margins]
+            if UNCERTAIN not in said:
+                continue
+            break
+    model = ViewModel(address, options=options)  # nothing seen before this drain
+    state = model.update(
+        messages,
+        connected=True,
+        last_message_s=sub.last_message_time,
+        superseded=sub.superseded_margins,
+    )
+    assert state.margin is not None and state.margin.header.display_state == LIVE
+    verdict = assess(state, options)
+    assert verdict.word == UNCERTAIN and "exceeds" in verdict.reason
+    # without them, this drain alone reads LIVE: the superseded margins are what holds it
+    bare = ViewModel(address, options=options)
+    state = bare.update(messages, connected=True, last_message_s=sub.last_message_time)
+    assert assess(state, options).word == LIVE
+
+
+def test_the_web_bridge_holds_the_worse_state_as_the_viewer_does(
+    viewer_case, viewer_margins, publishing
+) -> None:
+    """``usnav web``'s pictures take their state from the same model and verdict: a skimming
+    plane (each LIVE margin published right after an UNCERTAIN one) gives no LIVE picture
+    while the pairs flow — one would need 0.5 s without an UNCERTAIN margin (a stalled
+    publisher), so a LIVE picture is at least that long after its margin was published."""
+    import threading
+
+    from usnav.web.bridge import Bridge, Picture
+
+    address = _free_address()
+    publisher = publishing(address, viewer_case, viewer_margins, skimming=True)
+    pictures: list[Picture] = []
+    enough = threading.Event()
+
+    def take(picture: Picture) -> None:
+        pictures.append(picture)
+        if sum(p.state == UNCERTAIN for p in pictures) >= 20:
+            enough.set()
+
+    options = ViewerOptions(height=240, width=400)
+    bridge = Bridge(address, viewer=options, on_picture=take).start()
+    bridge.watchers = 1
+    try:
+        assert enough.wait(60), [p.state for p in pictures]
+    finally:
+        bridge.stop()
+    assert publisher.sent > 0
+    first = next(k for k, p in enumerate(pictures) if p.state == UNCERTAIN)
+    for picture in pictures[first:]:
+        if picture.state == LIVE:
+            waited = picture.meta["t_rendered"] - picture.meta["t_published"]
+            assert waited >= options.state_hold_s - 0.05, picture.meta
+    assert sum(p.state == UNCERTAIN for p in pictures[first:]) >= 20

@@ -492,3 +492,87 @@ def _add(p: tuple[float, ...], q: tuple[float, ...]) -> tuple[float, float, floa
 
 def _dot_abs(p: tuple[float, ...], q: tuple[float, ...]) -> float:
     return abs(p[0]) * q[0] + abs(p[1]) * q[1] + abs(p[2]) * q[2]
+
+
+#: How long a display keeps showing a worse state after the data last said it, s: a better
+#: state is shown only once it has held this long (:func:`steady_state`). Long enough that a
+#: banner never alternates at frame rate (an imaging plane skimming the tumor makes 30 fps of
+#: alternating LIVE and UNCERTAIN margins, each right on its own: unreadable, and a LIVE frame
+#: between UNCERTAIN ones read as good), short enough that good news is at most half a second
+#: late. Bad news is never late: a worse state shows at once.
+STATE_HOLD_S = 0.5
+
+#: How bad a state is, for holding: LIVE 0, UNCERTAIN 1, STALE 2 (WAITING is not held: it is
+#: the time before any message, with nothing drawn).
+_HOLD_RANK = {LIVE: 0, UNCERTAIN: 1, STALE: 2}
+
+
+def steady_state(
+    state: DisplayState,
+    worse_seen: dict[str, tuple[float, str]],
+    *,
+    now: float,
+    hold_s: float = STATE_HOLD_S,
+) -> DisplayState:
+    """The state a display shows: ``state``, or a worse one the data said within ``hold_s``.
+
+    The rule (session 44): the worse state shows at once, a better one only after it has held
+    for ``hold_s``. So the display shows the worst state of the last ``hold_s``, with that
+    state's newest reason. It only ever makes ``state`` worse: a STALE or UNCERTAIN message is
+    never shown better than it is, and a LIVE one is shown LIVE only when nothing worse came
+    in the last ``hold_s``. The per-message ``display_state`` on the wire is unchanged; this
+    is the display's own rule, applied by usnav's viewer and web page
+    (:class:`usnav.viewer.state.ViewModel`) and the Slicer re-export (:class:`StateHold`).
+
+    Parameters
+    ----------
+    state
+        The state the data say now (:func:`display_state`).
+    worse_seen
+        For ``UNCERTAIN`` and ``STALE``: (the host time it was last said, s since the epoch,
+        and its reason then) — :meth:`StateHold.note` keeps it.
+    now
+        Host time, s since the epoch.
+    hold_s
+        How long a better state must hold, s (0: no hold).
+
+    Returns
+    -------
+    DisplayState
+        ``state``, or the worst state said within ``hold_s`` before ``now`` when it is worse.
+    """
+    if state.state not in _HOLD_RANK:
+        return state  # WAITING (nothing received), or a word the display does not know
+    shown = state
+    for word, (seen, reason) in worse_seen.items():
+        if now - seen < hold_s and _HOLD_RANK.get(word, 0) > _HOLD_RANK[shown.state]:
+            shown = DisplayState(word, reason)
+    return shown
+
+
+class StateHold:
+    """A display's memory of the worse states it was shown, for :func:`steady_state`.
+
+    Parameters
+    ----------
+    hold_s
+        How long a better state must hold before it is shown, s.
+    """
+
+    def __init__(self, hold_s: float = STATE_HOLD_S) -> None:
+        self.hold_s = float(hold_s)
+        #: UNCERTAIN / STALE → (host time last said, s since the epoch; its reason then)
+        self.worse_seen: dict[str, tuple[float, str]] = {}
+
+    def note(self, state: DisplayState, at: float) -> None:
+        """Remember that the data said ``state`` at host time ``at`` (s since the epoch)."""
+        if _HOLD_RANK.get(state.state, 0) == 0:
+            return
+        seen = self.worse_seen.get(state.state)
+        if seen is None or at >= seen[0]:
+            self.worse_seen[state.state] = (at, state.reason)
+
+    def shown(self, state: DisplayState, now: float) -> DisplayState:
+        """Note ``state`` as said at ``now`` and return what to show (:func:`steady_state`)."""
+        self.note(state, now)
+        return steady_state(state, self.worse_seen, now=now, hold_s=self.hold_s)

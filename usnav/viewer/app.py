@@ -153,7 +153,7 @@ def run_viewer(
         curve_server_key=curve_server_key,
         curve_client_secret=curve_client_secret,
     )
-    model = ViewModel(address, mri=mri)
+    model = ViewModel(address, mri=mri, options=options)
     window = (
         WindowProcess(f"usnav - {address}", expire_after_s=options.lost_after_s)
         if snapshot_path is None
@@ -179,6 +179,7 @@ def run_viewer(
                 gaps=sum(subscriber.stats.gaps.values()),
                 skipped=subscriber.stats.skipped_total,
                 link_problem=subscriber.link_problem,
+                superseded=subscriber.superseded_margins,
             )
             t0 = time.perf_counter()
             picture, _, verdict = render_with_layout(state, options)

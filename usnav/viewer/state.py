@@ -12,13 +12,26 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from usnav.client import FrameMessage, MarginMessage, Message, RegistrationMessage, StatusMessage
-from usnav.protocol.display import LIVE, STALE, UNCERTAIN, WAITING, DisplayState, display_state
+from usnav.protocol.display import (
+    DISPLAY_STATES,
+    LIVE,
+    STALE,
+    STATE_HOLD_S,
+    UNCERTAIN,
+    WAITING,
+    DisplayState,
+    StateHold,
+    display_state,
+    steady_state,
+)
+from usnav.protocol.messages import Header
 from usnav.protocol.wire import MAX_HEADER_BYTES, MAX_MESSAGE_BYTES
 from usnav.viewer.mri import MriContext
 
@@ -32,6 +45,7 @@ __all__ = [
     "ViewState",
     "ViewerOptions",
     "assess",
+    "assess_now",
     "registration_age_s",
 ]
 
@@ -73,6 +87,11 @@ class ViewerOptions(BaseModel):
         :data:`usnav.protocol.wire.MAX_MESSAGE_BYTES`). A publisher that sends a larger one is
         dropped by ZeroMQ before anything is allocated; the display then shows STALE, saying
         so, and reconnects.
+    state_hold_s
+        How long a better state must hold before the display shows it, s
+        (:data:`usnav.protocol.display.STATE_HOLD_S`, 0.5): the worse state shows at once, so
+        the banner never alternates at frame rate and a LIVE frame between UNCERTAIN ones is
+        not shown LIVE (:func:`assess`). 0: no hold (each picture shows its own data's state).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -86,6 +105,7 @@ class ViewerOptions(BaseModel):
     height: int = Field(720, ge=240, le=4096)
     fill_alpha: float = Field(0.30, ge=0.0, le=1.0)
     max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=MAX_HEADER_BYTES, le=2**31)
+    state_hold_s: float = Field(STATE_HOLD_S, ge=0.0, le=2.0)
 
     def canvas_width(self, panes: int) -> int:
         """The picture's width with ``panes`` image panes (1: ultrasound; 2: and MRI)."""
@@ -161,6 +181,9 @@ class ViewState:
     #: the shown frame's plane lies entirely outside the MRI (the pane would be black): said
     #: on the pane instead of "MRI, same plane"
     mri_outside: bool = False
+    #: UNCERTAIN / STALE → (host time the data last said it, s since the epoch; its reason):
+    #: what :func:`assess` holds a better state against (kept by :class:`ViewModel`)
+    worse_seen: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,13 +219,35 @@ def _published(state: ViewState) -> tuple[DisplayState | None, float | None]:
 
 
 def assess(state: ViewState, options: ViewerOptions) -> Verdict:
-    """WAITING / STALE / UNCERTAIN / LIVE for a state: the publisher's ``display_state`` of
-    the newest data, made worse by the link (:func:`usnav.protocol.display.display_state`).
+    """WAITING / STALE / UNCERTAIN / LIVE for a state: what the data say now
+    (:func:`assess_now`), held against the worse states said in the last
+    ``options.state_hold_s`` (:func:`usnav.protocol.display.steady_state`).
+
+    The worse state shows at once, a better one only once it has held for
+    ``options.state_hold_s`` (0.5 s): an imaging plane skimming the tumor gives margins
+    alternately LIVE and UNCERTAIN, each right on its own, and a banner that flipped 30 times
+    a second was unreadable, its LIVE frames between UNCERTAIN ones read as good (session
+    44). The hold only makes the state worse: it never shows a STALE or UNCERTAIN frame LIVE.
+    What was said when is :attr:`ViewState.worse_seen`, kept by :class:`ViewModel`.
 
     The one place a display's state is decided: the window, the snapshot, ``usnav web``'s
     bridge (which sends the word to the page) and the demo all take it from here, and nothing
     else derives it.
     """
+    now = assess_now(state, options)
+    shown = steady_state(
+        DisplayState(now.word, now.reason),
+        state.worse_seen,
+        now=state.now,
+        hold_s=options.state_hold_s,
+    )
+    return Verdict(shown.state, shown.reason)
+
+
+def assess_now(state: ViewState, options: ViewerOptions) -> Verdict:
+    """The state the data say at ``state.now``, without the hold of :func:`assess`: the
+    publisher's ``display_state`` of the newest data, made worse by the link
+    (:func:`usnav.protocol.display.display_state`)."""
     problem = f": {state.link_problem}" if state.link_problem else ""
     published, arrived = _published(state)
     probe_state = str(state.status.get("state", "")) if state.status else ""
@@ -260,6 +305,15 @@ def mri_mismatch(mri: MriContext | None, status: dict) -> str:
     return f"{' and '.join(said)} NOT the run's: check --mri/--label"
 
 
+def _said(header: Header) -> DisplayState:
+    """A message's published state (a word that is not one of the four: UNCERTAIN, as
+    :func:`usnav.protocol.display.display_state` reads it)."""
+    said = header.display
+    if said.state not in DISPLAY_STATES:
+        return DisplayState(UNCERTAIN, f"unknown display state {said.state!r}")
+    return said
+
+
 def _rank(margin: MarginMessage) -> int:
     """How bad a margin's published state is: LIVE 0, UNCERTAIN 1, anything else 2."""
     return {LIVE: 0, UNCERTAIN: 1}.get(margin.header.display.state, 2)
@@ -269,11 +323,34 @@ class ViewModel:
     """Builds :class:`ViewState` from the messages a subscriber delivers.
 
     Keeps the newest message per topic and a few recent frames by number, so the picture
-    pairs a margin with the frame it was computed on when that frame is at hand.
+    pairs a margin with the frame it was computed on when that frame is at hand; and when
+    the data last said UNCERTAIN or STALE (every margin received, and :func:`assess_now` at
+    each update), which :func:`assess` holds a better state against.
+
+    Parameters
+    ----------
+    address
+        The publisher's address (shown while waiting).
+    keep_frames
+        Recent frames kept to pair margins with.
+    mri
+        The MRI the display reslices, or None.
+    options
+        The viewer's options (``lost_after_s`` for what is noted at each update); the
+        defaults when None.
     """
 
-    def __init__(self, address: str, keep_frames: int = 8, mri: MriContext | None = None):
+    def __init__(
+        self,
+        address: str,
+        keep_frames: int = 8,
+        mri: MriContext | None = None,
+        options: ViewerOptions | None = None,
+    ):
         self.state = ViewState(address=address, mri=mri)
+        self.options = options or ViewerOptions()
+        self._hold = StateHold(self.options.state_hold_s)
+        self.state.worse_seen = self._hold.worse_seen
         self._plane_key: bytes | None = None
         self._frame_matrix: np.ndarray | None = None
         self._frames: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
@@ -301,8 +378,15 @@ class ViewModel:
         skipped: int = 0,
         now: float | None = None,
         link_problem: str = "",
+        superseded: Sequence[Header] = (),
     ) -> ViewState:
-        """Fold newly received messages (newest per topic) into the state."""
+        """Fold newly received messages (newest per topic) into the state.
+
+        ``superseded``: the headers of margins drained with them but not returned, a newer
+        margin having come in the same drain (:attr:`usnav.client.Subscriber.superseded_margins`):
+        their published states count for the hold (:func:`assess`), so an UNCERTAIN margin
+        between two LIVE ones in one drain still holds the display UNCERTAIN.
+        """
         s = self.state
         s.now = time.time() if now is None else now
         # a connection that came back is not up for the display until data arrive over it:
@@ -329,9 +413,14 @@ class ViewModel:
             if frame.header.latency_s is not None and s.margin is None:
                 s.latency_ms = 1e3 * frame.header.latency_s
         margin = messages.get("margin")
+        for header in superseded:
+            self._hold.note(_said(header), header.t_arrived)
         if isinstance(margin, MarginMessage):
             self._pending = margin
             self._arrivals.append(margin.header.t_arrived)
+            # said by the data when it arrived, whether or not it is ever drawn (a margin
+            # superseded before its frame came still counts for the hold)
+            self._hold.note(_said(margin.header), margin.header.t_arrived)
         pending = self._pending
         if pending is not None and (
             not self._frames  # no frame feed: nothing to pair with
@@ -362,6 +451,9 @@ class ViewModel:
             s.status_message = status
             s.mri_mismatch = mri_mismatch(s.mri, s.status)
         self._update_plane()
+        # what the data say now (the link, silence, the publisher): held against by assess
+        now = assess_now(s, self.options)
+        self._hold.note(DisplayState(now.word, now.reason), s.now)
         recent = [t for t in self._arrivals if s.now - t <= 2.0]
         s.fps = (
             (len(recent) - 1) / (recent[-1] - recent[0])

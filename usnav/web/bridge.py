@@ -153,7 +153,7 @@ class Bridge:
             curve_server_key=curve_server_key,
             curve_client_secret=curve_client_secret,
         )
-        self._model = ViewModel(address, mri=mri)
+        self._model = ViewModel(address, mri=mri, options=self.viewer)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="usnav-web-bridge", daemon=True)
         self._lock = threading.Lock()
@@ -193,6 +193,7 @@ class Bridge:
                 gaps=sum(self._subscriber.stats.gaps.values()),
                 skipped=self._subscriber.stats.skipped_total,
                 link_problem=self._subscriber.link_problem,
+                superseded=self._subscriber.superseded_margins,
             )
             # render once per margin shown (the model shows a margin once its own frame is at
             # hand), not once for the frame and again for its margin; frames alone (no
