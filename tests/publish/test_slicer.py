@@ -17,6 +17,8 @@ from usnav.margins.phantom import make_phantom
 from usnav.protocol.display import LIVE, STALE, UNCERTAIN, DisplayState
 from usnav.publish.slicer import SlicerExporter
 
+LIVE_STATE = DisplayState(LIVE)
+
 
 class _Collector:
     def __init__(self) -> None:
@@ -80,7 +82,9 @@ def test_slicer_receives_frame_overlay_and_transforms(case_and_margins) -> None:
     np.testing.assert_allclose(reference_to_mri @ image_to_reference, case.image_to_mri)
     collector = _Collector()
     with SlicerExporter(port=0) as exporter:
-        assert exporter.publish(TrackedFrame(case.image), image_to_reference) == 0  # nobody yet
+        # nobody yet (LIVE: a frame without a state counts as UNCERTAIN, which would hold)
+        nobody = exporter.publish(TrackedFrame(case.image), image_to_reference, display=LIVE_STATE)
+        assert nobody == 0
         client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
         try:
             assert exporter.server.wait_for_clients(1, timeout_s=10)
@@ -239,8 +243,14 @@ def test_a_v1_client_never_receives_an_invalid_registration(case_and_margins) ->
                 every_s=0.1,
             )
             uncertain_ones = v1.found(lambda m: m.device_name == "ReferenceToMri")
-            publish(DisplayState(LIVE, ""), 2)
-            live = v1.wait(lambda m: m.device_name == "ReferenceToMri")
+            # LIVE once it has held (the display's hold: 0.5 s after the last UNCERTAIN)
+            assert repeat_until(
+                lambda: publish(DisplayState(LIVE, ""), 2),
+                lambda: v1.found(lambda m: m.device_name == "ReferenceToMri"),
+                10,
+                every_s=0.1,
+            )
+            live = v1.found(lambda m: m.device_name == "ReferenceToMri")
         finally:
             old.stop()
             new.stop()
@@ -438,3 +448,74 @@ def test_a_reason_that_is_not_ascii_is_still_said(case_and_margins) -> None:
     assert said.content.text == f"STALE: {reason}"
     registration = [m for m in collector.messages if m.device_name == "ReferenceToMri"][-1]
     assert registration.metadata.get("DisplayReason") == reason
+
+
+def _skimmed(case, margins, uncertain: DisplayState, hold_s: float) -> _Collector:
+    """What a client receives from an exporter holding for ``hold_s``: UNCERTAIN, then 20
+    frames alternately LIVE and UNCERTAIN; with a short hold, then LIVE until drawn LIVE."""
+    collector = _Collector()
+
+    def publish(number: int, display: DisplayState) -> int:
+        frame = TrackedFrame(case.image, frame_number=number)
+        return exporter.publish(frame, np.eye(4), np.eye(4), margins, display)
+
+    def drawn(device: str) -> list:
+        return collector.found(lambda m: m.device_name == device and m.content.array.any())
+
+    with SlicerExporter(port=0, state_hold_s=hold_s) as exporter:
+        client = IgtlClient("127.0.0.1", exporter.port, on_message=collector).start()
+        try:
+            assert exporter.server.wait_for_clients(1, timeout_s=10)
+            assert repeat_until(  # until the client speaks v2 (with the metadata)
+                lambda: publish(0, uncertain),
+                lambda: [m for m in drawn("TumorUncertain_Reference") if m.version == 2],
+                10,
+                every_s=0.1,
+            )
+            for k in range(1, 21):
+                assert publish(k, DisplayState(LIVE) if k % 2 else uncertain)
+            if hold_s < 1.0:
+                assert repeat_until(
+                    lambda: publish(99, DisplayState(LIVE)),
+                    lambda: drawn("Tumor_Reference"),
+                    10,
+                    every_s=0.05,
+                )
+            else:
+                collector.wait(lambda m: m.metadata.get("FrameNumber") == "20")
+        finally:
+            client.stop()
+    return collector
+
+
+def test_a_skimming_plane_does_not_move_the_overlay_between_its_nodes(case_and_margins) -> None:
+    """An imaging plane skimming the tumor: margins alternately UNCERTAIN and LIVE at frame
+    rate. The overlay moved between ``TumorUncertain_Reference`` and ``Tumor_Reference`` and
+    ``ReferenceToMri`` between INVALID and OK with every frame. Held as every usnav display
+    holds it (session 44): after an UNCERTAIN frame nothing is drawn LIVE until LIVE held
+    (here 10 s, so that no stall of a loaded machine can end the hold within the test), then
+    it is (a short hold, waited for)."""
+    case, margins = case_and_margins
+    uncertain = DisplayState(UNCERTAIN, "the tumor lies 0.6 mm from this plane")
+
+    def live_ones(collector: _Collector) -> tuple[list, list]:
+        drawn = collector.found(
+            lambda m: m.device_name == "Tumor_Reference" and m.content.array.any()
+        )
+        ok = collector.found(
+            lambda m: (
+                m.device_name == "ReferenceToMri"
+                and m.version == 2
+                and m.metadata.get("TransformStatus") == "OK"
+            )
+        )
+        return drawn, ok
+
+    held = _skimmed(case, margins, uncertain, 10.0)
+    assert live_ones(held) == ([], [])
+    overlays = held.found(lambda m: m.device_name == "TumorUncertain_Reference")
+    assert {m.metadata.get("FrameNumber") for m in overlays} >= {"1", "19"}
+    assert all(m.metadata.get("DisplayState") == UNCERTAIN for m in overlays if m.version == 2)
+    assert overlays[-1].metadata.get("DisplayReason") == uncertain.reason
+    drawn, ok = live_ones(_skimmed(case, margins, uncertain, 0.2))
+    assert drawn and ok  # LIVE once it held

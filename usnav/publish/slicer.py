@@ -39,7 +39,14 @@ from usnav.defaults import SLICER_PORT
 from usnav.frames import TrackedFrame
 from usnav.igtl import IgtlServer
 from usnav.margins.estimator import FrameMargins
-from usnav.protocol.display import LIVE, STALE, UNCERTAIN, DisplayState
+from usnav.protocol.display import (
+    LIVE,
+    STALE,
+    STATE_HOLD_S,
+    UNCERTAIN,
+    DisplayState,
+    StateHold,
+)
 
 #: Default port: PLUS's 18944 + 1, so both can run side by side.
 DEFAULT_SLICER_PORT = SLICER_PORT
@@ -65,6 +72,11 @@ class SlicerExporter:
     port_option
         The option that set ``port``, named when the port is taken (``usnav run``:
         ``--slicer-port``).
+    state_hold_s
+        How long a better display state must hold before the bundles show it, s
+        (:data:`~usnav.protocol.display.STATE_HOLD_S`): the worse state at once, so the
+        overlay does not move between ``Tumor_Reference`` and ``TumorUncertain_Reference`` at
+        frame rate when the imaging plane skims the tumor (:func:`publish`).
     """
 
     def __init__(
@@ -77,6 +89,7 @@ class SlicerExporter:
         overlay_name: str = "Tumor",
         reference_frame: str = "Reference",
         port_option: str = "--port",
+        state_hold_s: float = STATE_HOLD_S,
     ):
         self.server = IgtlServer(
             host, port, allow=allow, name="Slicer re-export", port_option=port_option
@@ -96,6 +109,8 @@ class SlicerExporter:
         self._said_at = 0.0  # when (monotonic, s)
         self._said_to: frozenset[str] = frozenset()  # to which clients
         self.stale = False
+        #: the worse states said recently: a better one is sent once it has held
+        self._hold = StateHold(state_hold_s)
 
     def start(self) -> SlicerExporter:
         """Listen for clients (returns at once)."""
@@ -134,13 +149,21 @@ class SlicerExporter:
             tumor is in view, so Slicer's overlay clears instead of showing an old one).
         display
             The display state of these margins (from the publisher's rule); None counts as
-            UNCERTAIN.
+            UNCERTAIN. Held as every usnav display holds it
+            (:func:`usnav.protocol.display.steady_state`): a worse state at once, a better
+            one once it has held for ``state_hold_s`` (an imaging plane skimming the tumor
+            gives alternately LIVE and UNCERTAIN margins, and the overlay moved between its
+            two nodes, the registration between OK and INVALID, at frame rate).
 
         Returns
         -------
         int
             Clients the bundle was queued for (0 when none is connected: nothing is built).
         """
+        # held whether or not a client listens: one that joins meets the state shown
+        display = self._hold.shown(
+            display or DisplayState(UNCERTAIN, "no display state given"), time.time()
+        )
         if not self.server.clients:
             return 0
         from usnav.igtl.codec import (
@@ -153,7 +176,6 @@ class SlicerExporter:
 
         # PLUS sends UTC; a recording's relative clock is no use to Slicer: send now instead
         stamp = frame.t_device if frame.t_device > 1e9 else time.time()
-        display = display or DisplayState(UNCERTAIN, "no display state given")
         # margins judged STALE (e.g. a backlog flushed after a stall, made seconds ago): the
         # frame goes out, but its pose says INVALID (a v1 client gets none) and no tumor
         stale = display.state == STALE
@@ -266,6 +288,7 @@ class SlicerExporter:
         goes out, so a client that joins is still told the state (until session 43 it was
         told nothing).
         """
+        self._hold.note(DisplayState(STALE, reason), time.time())
         if not self.server.clients:
             return 0
         if self.stale and not self._status_due(STALE):  # sent already, to every client
