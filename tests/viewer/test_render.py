@@ -482,3 +482,27 @@ def test_the_hold_never_makes_stale_or_uncertain_look_live(viewer_case, viewer_m
     assert shown(4, uncertainty_mm=3.0) == STALE
     assert shown(18) == UNCERTAIN  # STALE 0.53 s ago, UNCERTAIN 0.47 s ago: held
     assert shown(20) == LIVE  # UNCERTAIN 0.53 s ago
+
+
+def test_a_repeated_image_is_said_in_the_panel(viewer_case, viewer_margins, live) -> None:
+    """A slow scanner behind a frame grabber: the frame's image repeats an earlier frame's
+    (``repeat_of``, ``image_age_s`` since session 43), and ``usnav view`` said nothing. The
+    panel says it discreetly (grey, small), with the image's age; nothing for a new image."""
+    from usnav.viewer.render import TEXT_DIM
+
+    assert not any("repeated" in text for text in live[2].panel_text)
+    state = _state(viewer_case, viewer_margins, repeat=(viewer_margins.frame_number - 2, 0.12))
+    assert state.margin.header.repeat_of == viewer_margins.frame_number - 2
+    picture, layout, verdict = render_with_layout(state)
+    assert verdict.word == LIVE  # a repeat is drawn at its image's own pose: no doubt
+    said = [text for text in layout.panel_text if "repeated" in text]
+    assert said == ["image repeated, 0.12 s old"]
+    # grey, like the latency line, not a warning colour
+    panel = picture[:, layout.image_box[0] + layout.image_box[2] :].reshape(-1, 3).astype(int)
+    plain = live[1][:, layout.image_box[0] + layout.image_box[2] :].reshape(-1, 3).astype(int)
+    grey = np.all(panel == np.array(TEXT_DIM), axis=1).sum()
+    assert grey > np.all(plain == np.array(TEXT_DIM), axis=1).sum()
+    # an unknown age: the repeat alone
+    state = _state(viewer_case, viewer_margins, repeat=(viewer_margins.frame_number - 1, None))
+    _, layout, _ = render_with_layout(state)
+    assert [text for text in layout.panel_text if "repeated" in text] == ["image repeated"]

@@ -635,7 +635,23 @@ def _draw_panel(
         0.45,
         22,
     )
+    repeat = _repeat_note(margin)
+    if repeat:
+        line(repeat, TEXT_DIM, 0.45, 22)
     return y
+
+
+def _repeat_note(margin: MarginMessage | None) -> str:
+    """The panel's words for a frame whose image repeats an earlier frame's ("" for a new
+    image, or a publisher before session 43): a slow scanner behind a frame grabber sends
+    each image 2-4 times. Said as a fact, in grey: the overlay is that image's own (drawn at
+    the pose its first frame came with), and the image is ``image_age_s`` old."""
+    if margin is None or margin.header.repeat_of is None:
+        return ""
+    age = margin.header.image_age_s
+    if age is None or not np.isfinite(age):
+        return "image repeated"
+    return f"image repeated, {age:.2f} s old"
 
 
 def _draw_depth_ruler(canvas: np.ndarray, box: tuple[int, int, int, int], px_per_mm: float) -> None:
