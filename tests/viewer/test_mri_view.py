@@ -246,8 +246,11 @@ def test_a_stale_overlay_is_grey_in_the_legend_and_absence_is_no_claim(
     assert "tumor (MRI), stale" in layout.legend
     assert "tumor (MRI)" not in layout.legend and "cyst (MRI)" not in layout.legend
 
+    # 12 mm along the image's normal: off the tumor, inside the MRI (a plane outside the
+    # display's MRI is UNCERTAIN: test_a_plane_outside_the_displays_mri_is_uncertain_...)
     away = viewer_case.image_to_mri.copy()
-    away[:3, 3] += 60.0
+    normal = np.cross(away[:3, 0], away[:3, 1])
+    away[:3, 3] += 12.0 * normal / np.linalg.norm(normal)
     absent = MarginEstimator(viewer_case.label, warm_up=False).estimate(
         viewer_case.image, away, None
     )
@@ -398,3 +401,46 @@ def test_a_plane_outside_the_mri_is_said_to_be_not_drawn_as_the_same_plane(
     assert not inside_state.mri_outside
     x, y, w, h = with_mri[2].mri_box
     assert np.all(inside_picture[y : y + h, x : x + w] == BANNER_AMBER, axis=-1).sum() == 0
+
+
+def test_a_plane_outside_the_displays_mri_is_uncertain_when_the_publisher_did_not_say(
+    viewer_case,
+) -> None:
+    """A publisher before session 43 sends a frame lying entirely outside the MRI LIVE ("no
+    tumor in view"); the display, holding the run's MRI, only labelled its pane. Its own
+    verdict now turns UNCERTAIN, saying why: only downgraded — a STALE frame stays STALE, and
+    a display whose MRI is not the run's (its extent says nothing of the run's) changes
+    nothing."""
+    from types import SimpleNamespace
+
+    from usnav.margins import MarginEstimator
+    from usnav.protocol.display import OUTSIDE_MRI_PREFIX
+    from usnav.viewer.state import UNCERTAIN, ViewerOptions, assess
+
+    far = np.array(viewer_case.image_to_mri, np.float64)
+    far[:3, 3] += (0.0, 0.0, 400.0)
+    margins = MarginEstimator(viewer_case.label, warm_up=False).estimate(
+        viewer_case.image, far, None
+    )
+    assert not margins.in_view
+    case = SimpleNamespace(image=viewer_case.image, image_to_mri=far)
+    state = _mri_state(viewer_case, margins, _messages(case, margins))
+    assert state.margin.header.display_state == LIVE and state.mri_outside
+    picture, layout, verdict = render_with_layout(state)
+    assert verdict.word == UNCERTAIN and verdict.reason.startswith(OUTSIDE_MRI_PREFIX)
+    assert "this display's --mri" in verdict.reason
+    assert "no tumor in view - uncertain" in layout.panel_text
+    assert np.all(np.abs(picture[5, 5].astype(int) - np.array(BANNER_AMBER)) < 30)
+    # STALE stays STALE
+    stale = _mri_state(viewer_case, margins, _messages(case, margins, stale=True))
+    assert stale.mri_outside and assess(stale, ViewerOptions()).word == STALE
+    # the display's MRI is not the run's: its extent is not the run's MRI's
+    state.mri_mismatch = "MRI NOT the run's: check --mri/--label"
+    state.worse_seen = {}
+    assert assess(state, ViewerOptions()).word == LIVE
+    # inside the MRI: LIVE as published
+    from dataclasses import replace
+
+    placed = replace(margins, image_to_mri=viewer_case.image_to_mri)
+    inside = _mri_state(viewer_case, placed, _messages(viewer_case, placed))
+    assert not inside.mri_outside and assess(inside, ViewerOptions()).word == LIVE

@@ -506,3 +506,19 @@ def test_a_repeated_image_is_said_in_the_panel(viewer_case, viewer_margins, live
     state = _state(viewer_case, viewer_margins, repeat=(viewer_margins.frame_number - 1, None))
     _, layout, _ = render_with_layout(state)
     assert [text for text in layout.panel_text if "repeated" in text] == ["image repeated"]
+
+
+def test_the_first_live_margin_is_not_held_behind_knowing_nothing(viewer_case, viewer_margins):
+    """Before any state came from the publisher (a frame alone), the display is UNCERTAIN
+    ("no registration state received yet"): that says nothing is known, as WAITING does, and
+    is not held — the first LIVE margin shows LIVE at once (`usnav view --snapshot` after a
+    few updates showed the start's UNCERTAIN)."""
+    model = ViewModel("tcp://127.0.0.1:5556")
+    t = time.time()
+    messages = _messages(viewer_case, viewer_margins, stream=46, t_arrived=t)
+    state = model.update({"frame": messages["frame"]}, connected=True, last_message_s=t, now=t)
+    assert assess(state, ViewerOptions()).reason == "no registration state received yet"
+    state = model.update(
+        {"margin": messages["margin"]}, connected=True, last_message_s=t + 0.05, now=t + 0.05
+    )
+    assert assess(state, ViewerOptions()).word == LIVE

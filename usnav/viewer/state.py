@@ -22,6 +22,7 @@ from usnav.client import FrameMessage, MarginMessage, Message, RegistrationMessa
 from usnav.protocol.display import (
     DISPLAY_STATES,
     LIVE,
+    OUTSIDE_MRI_PREFIX,
     STALE,
     STATE_HOLD_S,
     UNCERTAIN,
@@ -247,7 +248,16 @@ def assess(state: ViewState, options: ViewerOptions) -> Verdict:
 def assess_now(state: ViewState, options: ViewerOptions) -> Verdict:
     """The state the data say at ``state.now``, without the hold of :func:`assess`: the
     publisher's ``display_state`` of the newest data, made worse by the link
-    (:func:`usnav.protocol.display.display_state`)."""
+    (:func:`usnav.protocol.display.display_state`), and by the display's own MRI.
+
+    A LIVE frame whose plane lies entirely outside the display's MRI
+    (:attr:`ViewState.mri_outside`) is shown UNCERTAIN (:data:`OUTSIDE_DISPLAY_MRI`): a
+    publisher before session 43 does not check it, and sent such frames LIVE ("no tumor in
+    view") while the display only labelled its MRI pane. Only when that MRI may be the run's
+    (:attr:`ViewState.mri_mismatch` empty: the same digests, or a run that does not say):
+    another file's extent says nothing about the run's. Never better: UNCERTAIN and STALE are
+    kept as they are (with the publisher's own reason).
+    """
     problem = f": {state.link_problem}" if state.link_problem else ""
     published, arrived = _published(state)
     probe_state = str(state.status.get("state", "")) if state.status else ""
@@ -279,7 +289,24 @@ def assess_now(state: ViewState, options: ViewerOptions) -> Verdict:
         reason += problem
     elif reason.startswith("no data for"):
         reason += problem  # e.g. every message since the last valid one was refused
+    if (
+        verdict.state == LIVE
+        and state.mri is not None
+        and state.mri_outside
+        and not state.mri_mismatch  # another file's extent says nothing of the run's
+    ):
+        return Verdict(UNCERTAIN, OUTSIDE_DISPLAY_MRI)
+
     return Verdict(verdict.state, reason)
+
+
+#: Why a LIVE frame is shown UNCERTAIN when its plane lies entirely outside the display's own
+#: MRI (:func:`assess_now`): a publisher before session 43 sent such frames LIVE ("no tumor in
+#: view") and does not say so; a later one sends them UNCERTAIN itself
+OUTSIDE_DISPLAY_MRI = (
+    f"{OUTSIDE_MRI_PREFIX} (by this display's --mri; the publisher did not say so): "
+    "no tumor can be ruled out — check the MRI and the registration"
+)
 
 
 def mri_mismatch(mri: MriContext | None, status: dict) -> str:
@@ -451,9 +478,12 @@ class ViewModel:
             s.status_message = status
             s.mri_mismatch = mri_mismatch(s.mri, s.status)
         self._update_plane()
-        # what the data say now (the link, silence, the publisher): held against by assess
+        # what the data say now (the link, silence, the publisher): held against by assess;
+        # not the UNCERTAIN of a display that has no state from the publisher yet (it says
+        # only that nothing is known yet, as WAITING does, and would delay the first LIVE)
         now = assess_now(s, self.options)
-        self._hold.note(DisplayState(now.word, now.reason), s.now)
+        if _published(s)[0] is not None or now.word != UNCERTAIN:
+            self._hold.note(DisplayState(now.word, now.reason), s.now)
         recent = [t for t in self._arrivals if s.now - t <= 2.0]
         s.fps = (
             (len(recent) - 1) / (recent[-1] - recent[0])
