@@ -531,7 +531,11 @@ def _tool_distance_line(
     LIVE, the distance is measured through a registration that may be off by its stated
     bound (``bound_mm``, 95 %, the panel's "±… mm" above): it carries that ±, and a tool that
     close to the margin is said to be possibly on the other side, in amber (session 43: "tool
-    1.2 mm from margin" under a ±2.5 mm registration read as outside the tumor)."""
+    1.2 mm from margin" under a ±2.5 mm registration read as outside the tumor).
+
+    The ± is the registration's bound alone: the margin's own error (label resolution,
+    segmentation; ``DisplayRules.margin_error_mm``) is not on the wire, per frame or per
+    point, so it cannot be added here (in quadrature, once a publisher sends it)."""
     where = "INSIDE tumor" if signed_mm < 0 else "from margin"
     colour = TOOL_COLOUR if value is TEXT else TEXT_DIM
     if verdict.word == LIVE or bound_mm is None or not np.isfinite(bound_mm):
