@@ -517,5 +517,7 @@ def test_a_skimming_plane_does_not_move_the_overlay_between_its_nodes(case_and_m
     assert {m.metadata.get("FrameNumber") for m in overlays} >= {"1", "19"}
     assert all(m.metadata.get("DisplayState") == UNCERTAIN for m in overlays if m.version == 2)
     assert overlays[-1].metadata.get("DisplayReason") == uncertain.reason
+    held_live = [m for m in overlays if m.metadata.get("FrameNumber") == "19"]
+    assert held_live[-1].metadata.get("DisplayReason") == f"{uncertain.reason} (in the last 10 s)"
     drawn, ok = live_ones(_skimmed(case, margins, uncertain, 0.2))
     assert drawn and ok  # LIVE once it held

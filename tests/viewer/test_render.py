@@ -447,6 +447,8 @@ def test_a_plane_skimming_the_tumor_does_not_flip_the_banner(viewer_case, viewer
         if k in (2, 30):  # a LIVE frame after an UNCERTAIN one: amber banner, no LIVE look
             assert state.margin.header.display_state == LIVE
             assert verdict.word == UNCERTAIN and "exceeds" in verdict.reason
+            # the panel beside it shows this frame's ±1.0: the banner says when it was said
+            assert verdict.reason.endswith("(in the last 0.5 s)")
             assert layout.banner_box[3] > 0
             banner = picture[5, 5].astype(int)
             assert np.all(np.abs(banner - np.array(BANNER_AMBER)) < 30)

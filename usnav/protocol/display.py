@@ -539,14 +539,16 @@ def steady_state(
     Returns
     -------
     DisplayState
-        ``state``, or the worst state said within ``hold_s`` before ``now`` when it is worse.
+        ``state``, or the worst state said within ``hold_s`` before ``now`` when it is
+        worse, its reason ending "(in the last 0.5 s)": the numbers beside it (a panel's
+        registration bound) are the newest data's, which may already say better.
     """
     if state.state not in _HOLD_RANK:
         return state  # WAITING (nothing received), or a word the display does not know
     shown = state
     for word, (seen, reason) in worse_seen.items():
         if now - seen < hold_s and _HOLD_RANK.get(word, 0) > _HOLD_RANK[shown.state]:
-            shown = DisplayState(word, reason)
+            shown = DisplayState(word, f"{reason} (in the last {hold_s:g} s)")
     return shown
 
 
