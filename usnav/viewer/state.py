@@ -296,7 +296,6 @@ def assess_now(state: ViewState, options: ViewerOptions) -> Verdict:
         and not state.mri_mismatch  # another file's extent says nothing of the run's
     ):
         return Verdict(UNCERTAIN, OUTSIDE_DISPLAY_MRI)
-
     return Verdict(verdict.state, reason)
 
 
@@ -363,8 +362,8 @@ class ViewModel:
     mri
         The MRI the display reslices, or None.
     options
-        The viewer's options (``lost_after_s`` for what is noted at each update); the
-        defaults when None.
+        The viewer's options (``lost_after_s`` and ``state_hold_s`` for what is noted at
+        each update); the defaults when None. Give the same options to :func:`assess`.
     """
 
     def __init__(
