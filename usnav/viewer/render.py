@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from usnav.client import MarginMessage
+from usnav.protocol.display import MEASURED_MARGIN_ERROR_MM
 from usnav.viewer.mri import direction_letter
 from usnav.viewer.state import (
     LIVE,
@@ -525,23 +526,27 @@ def _registration_note(state: ViewState) -> tuple[str, tuple[int, int, int]] | N
 def _tool_distance_line(
     signed_mm: float, verdict: Verdict, bound_mm: float | None, value: tuple
 ) -> tuple[str, tuple]:
-    """The panel's tool line: its distance to the tumor's margin (negative: inside), mm.
+    """The panel's tool line: its distance to the tumor's margin (negative: inside), mm, with
+    that distance's 95 % uncertainty.
 
-    LIVE: the distance alone (the registration's bound is within the display's limit). Not
-    LIVE, the distance is measured through a registration that may be off by its stated
-    bound (``bound_mm``, 95 %, the panel's "±… mm" above): it carries that ±, and a tool that
-    close to the margin is said to be possibly on the other side, in amber (session 43: "tool
-    1.2 mm from margin" under a ±2.5 mm registration read as outside the tumor).
-
-    The ± is the registration's bound alone: the margin's own error (label resolution,
-    segmentation; ``DisplayRules.margin_error_mm``) is not on the wire, per frame or per
-    point, so it cannot be added here (in quadrature, once a publisher sends it)."""
+    The distance is measured to a margin drawn through the registration, whose error at the
+    tumor is bounded by ``bound_mm`` (95 %, the panel's "±… mm" above), and the margin itself
+    errs by :data:`~usnav.protocol.display.MEASURED_MARGIN_ERROR_MM` (1.90 mm, 95 %, measured
+    with a perfect registration: the label's resolution and segmentation). The two are
+    independent and add in quadrature: the ± is √(bound² + 1.90²), in every state — LIVE too,
+    where a tool 1.2 mm from a margin that may be 2 mm off may be inside (until session 44
+    LIVE showed the distance alone, and not LIVE carried the registration's bound alone:
+    session 43). A tool that close is said to be possibly on the other side, in amber. The
+    stylus's own tracking error (about 0.5 mm for an optical tracker) is not included: it is
+    not on the wire. With no known bound: the distance, and "± unknown" when not LIVE."""
     where = "INSIDE tumor" if signed_mm < 0 else "from margin"
     colour = TOOL_COLOUR if value is TEXT else TEXT_DIM
-    if verdict.word == LIVE or bound_mm is None or not np.isfinite(bound_mm):
-        return f"tool {abs(signed_mm):.1f} mm {where}", colour
-    text = f"tool {abs(signed_mm):.1f} ±{bound_mm:.1f} mm {where}"
-    if abs(signed_mm) <= bound_mm and verdict.word != STALE:
+    if bound_mm is None or not np.isfinite(bound_mm):
+        unknown = "" if verdict.word == LIVE else " (± unknown)"
+        return f"tool {abs(signed_mm):.1f} mm {where}{unknown}", colour
+    whole = float(np.hypot(bound_mm, MEASURED_MARGIN_ERROR_MM))
+    text = f"tool {abs(signed_mm):.1f} ±{whole:.1f} mm {where}"
+    if abs(signed_mm) <= whole and verdict.word != STALE:
         other = "outside" if signed_mm < 0 else "inside"
         return f"{text}: may be {other}", BANNER_AMBER
     return text, colour
