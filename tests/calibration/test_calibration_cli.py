@@ -282,6 +282,29 @@ def test_the_printed_lag_says_which_stream_leads_as_plus_does(tank, capsys) -> N
 
 
 @pytest.mark.needs_data
+def test_a_mirrored_phantom_definition_exits_2_naming_the_file(
+    shared_data: Path, tmp_path: Path, capsys
+) -> None:
+    from test_calibration_spatial import mirrored_fcal_definition
+
+    config = mirrored_fcal_definition(shared_data, tmp_path / "mirrored.xml")
+    plus = shared_data / "plus/TestImages"
+    out = tmp_path / "probe.toml"
+    code = _spatial(
+        config,
+        plus / "fCal_Test_Calibration_3NWires.igs.mha",
+        "--validation",
+        str(plus / "fCal_Test_Validation_3NWires.igs.mha"),
+        "--out",
+        str(out),
+    )
+    last = capsys.readouterr().err.splitlines()[-1]  # after the progress bars: one line
+    assert code == 2 and not out.exists()
+    assert last.startswith(f"usnav calibrate: error: {config}: the phantom definition mirrored")
+    assert "check the <Wire> end points' x coordinates" in last
+
+
+@pytest.mark.needs_data
 def test_plus_water_tank_lag_is_printed_as_the_tracker_leading(plus_images: Path, capsys) -> None:
     video = plus_images / "WaterTankBottomTranslationVideoBuffer.igs.mha"
     tracker = plus_images / "WaterTankBottomTranslationTrackerBuffer.igs.mha"

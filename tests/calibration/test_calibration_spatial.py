@@ -318,6 +318,55 @@ def test_a_phantom_definition_that_does_not_fit_is_refused_with_its_report(
     assert report.read_bytes()[:4] == b"\x89PNG"
 
 
+def mirrored_fcal_definition(shared_data: Path, path: Path) -> Path:
+    """PLUS's fCal 1.2 definition with every wire's x mirrored (x → 70 − x: the Ns' 20…50 mm
+    span kept), as an engineer who typed the wires from the wrong side would: every frame's
+    dots fit it as well as the right one."""
+    text = (
+        shared_data / "plus/ConfigFiles/Testing/PlusDeviceSet_fCal_Sim_SpatialCalibration_1.2.xml"
+    ).read_text()
+
+    def mirror(m: re.Match) -> str:
+        x, y, z = (float(v) for v in m.group(2).split())
+        return f'{m.group(1)}="{70.0 - x:g} {y:g} {z:g}"'
+
+    mirrored = re.sub(r'(EndPoint(?:Front|Back))="([^"]+)"', mirror, text)
+    assert mirrored.count('EndPointFront="50 0 10"') == 1  # wire 1 of the top N, was x = 20
+    path.write_text(mirrored)
+    return path
+
+
+@pytest.mark.needs_data
+def test_a_mirrored_phantom_definition_is_refused_naming_it(
+    plus_result, shared_data: Path, tmp_path: Path
+) -> None:
+    """Session 44: the mirrored definition gave a calibration 60–68 mm off at the image
+    corners, flagged only by the validation ratio (1.56 against 1.5). Its mirror image (the
+    right definition) fits the validation recording 1.8× better: refused, naming the file."""
+    config = mirrored_fcal_definition(shared_data, tmp_path / "mirrored.xml")
+    plus = shared_data / "plus/TestImages"
+    cal = plus / "fCal_Test_Calibration_3NWires.igs.mha"
+    val = plus / "fCal_Test_Validation_3NWires.igs.mha"
+    with pytest.raises(CalibrationRefused) as info:
+        calibrate_spatial(config, cal, val, precision_replicates=0)
+    assert info.value.source == str(config)
+    message = str(info.value)
+    assert "mirrored across the Ns fits the validation recording better" in message
+    assert "x coordinates" in message and "\n" not in message
+    # the right definition: its mirror images fit the validation recording far worse
+    check = plus_result.mirror
+    assert check is not None and not check.mirrored
+    assert check.held_out == "the validation recording" and len(check.fits) == 3
+    assert max(f.ratio for f in check.fits) < 0.7  # 0.57 (across the Ns), 0.08, 0.19
+    assert all(f.apart_mm > 30 for f in check.fits)  # each would be a very different answer
+    # without a validation recording the cross-validated fits only warn (weaker evidence)
+    alone = calibrate_spatial(config, cal, precision_replicates=0)
+    assert any(
+        "mirrored across the Ns fits held-out calibration frames" in w for w in alone.warnings
+    )
+    assert alone.mirror is not None and alone.mirror.mirrored and alone.flagged
+
+
 @pytest.mark.needs_data
 def test_patterns_listed_in_another_order_are_refused_saying_so(
     shared_data: Path, tmp_path: Path

@@ -48,6 +48,7 @@ from usnav.frames import TrackedTransform, TransformStatus
 from usnav.transforms import TransformRepository
 
 if TYPE_CHECKING:
+    from usnav.calibration.mirror import MirrorCheck
     from usnav.calibration.precision import CalibrationPrecision
 
 #: PLUS needs at least this many segmented frames for a calibration.
@@ -214,6 +215,8 @@ class SpatialCalibrationResult:
     precision
         95 % precision of ``image_to_probe`` from a bootstrap over the calibration frames
         (:mod:`usnav.calibration.precision`); None when not computed.
+    mirror
+        The phantom definition against its mirror images (:mod:`usnav.calibration.mirror`).
     """
 
     image_to_probe: np.ndarray
@@ -230,6 +233,7 @@ class SpatialCalibrationResult:
     tracker_lag_scan: LagScan | None = None
     tracker_lag_source: str = ""
     precision: CalibrationPrecision | None = None
+    mirror: MirrorCheck | None = None
 
     @property
     def flagged(self) -> bool:
@@ -294,6 +298,7 @@ class SpatialCalibrationResult:
             "tracker_lag_source": self.tracker_lag_source,
             "tracker_lag_scan": self.tracker_lag_scan.as_dict() if self.tracker_lag_scan else None,
             "precision": self.precision.as_dict() if self.precision else None,
+            "phantom_mirror": self.mirror.as_dict() if self.mirror else None,
         }
 
 
@@ -551,11 +556,19 @@ def _image_ok(seq, index: int) -> bool:
 
 
 class CalibrationRefused(InputError):
-    """Too few usable frames, or no calibration fits them; ``segmented`` holds what was
-    found, for a report."""
+    """Too few usable frames, no calibration fits them, or the phantom definition is
+    mirrored; ``segmented`` holds what was found, for a report. ``source``: what the message
+    names (the recording by default; the phantom definition's file when it is at fault)."""
 
-    def __init__(self, segmented: SegmentedSequence, problem: str, hint: str | None = None):
-        super().__init__(segmented.path, problem, hint)
+    def __init__(
+        self,
+        segmented: SegmentedSequence,
+        problem: str,
+        hint: str | None = None,
+        *,
+        source: str | Path | None = None,
+    ):
+        super().__init__(segmented.path if source is None else source, problem, hint)
         self.segmented = segmented
 
 
@@ -643,8 +656,10 @@ def calibrate_spatial(
     ------
     CalibrationRefused
         Too few usable frames (the message gives the counts per reason and, if the frames'
-        orientation contradicts the phantom, says so), or a degenerate solution (axes not
-        perpendicular); it carries the segmentation.
+        orientation contradicts the phantom, says so), a degenerate solution (axes not
+        perpendicular), or a mirror image of the phantom definition that fits the validation
+        recording better than the definition (:mod:`usnav.calibration.mirror`; the message
+        names the definition's file); it carries the segmentation.
     InputError
         Any input problem.
     """
@@ -710,6 +725,15 @@ def calibrate_spatial(
         val_err = reprojection_errors_mm(matrix, val.image_points, val.probe_points)
     cal_stats = percentile_stats(cal_err)
     val_stats = percentile_stats(val_err) if val_err is not None else None
+    from usnav.calibration.mirror import mirror_check
+
+    mirror = mirror_check(cfg, cal, val)
+    if mirror.mirrored:
+        if val is not None:
+            raise CalibrationRefused(
+                cal, mirror.problem(), mirror.hint(), source=cfg.source or "phantom definition"
+            )
+        warnings.append(f"{mirror.problem()} — {mirror.hint()}; give --validation to decide")
     if val_stats is None:
         warnings.append(
             "no validation recording: the errors are those of the frames the calibration was "
@@ -770,4 +794,5 @@ def calibrate_spatial(
         tracker_lag_s=float(cal_at_zero.paired_lag_s + tracker_lag_s),
         tracker_lag_scan=lag_scan,
         precision=precision,
+        mirror=mirror,
     )

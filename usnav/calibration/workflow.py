@@ -93,7 +93,10 @@ def run_spatial(
         from usnav.calibration.report import refusal_report
 
         refusal_report(exc.segmented, exc.problem, report)
-        raise CalibrationRefused(exc.segmented, exc.problem, f"see the report {report}") from exc
+        # what to check stays (a mirrored definition's); "run again with --report" goes
+        kept = exc.hint if exc.hint and "--report" not in exc.hint else None
+        hint = f"{kept}; see the report {report}" if kept else f"see the report {report}"
+        raise CalibrationRefused(exc.segmented, exc.problem, hint, source=exc.source) from exc
     result.tracker_lag_source = source
     if out is not None:
         mismatch = write_calibration(out, spatial=result).spatial_lag_mismatch()
