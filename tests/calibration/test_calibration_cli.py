@@ -121,6 +121,34 @@ def test_the_plus_xml_reads_back_the_image_size_and_lag_the_toml_records(
         load_calibration(xml)
 
 
+def test_the_plus_xml_reads_back_with_the_configuration_s_own_frame_names(
+    data, tmp_path: Path, capsys
+) -> None:
+    # a device set naming the image frame otherwise (<vtkPlusProbeCalibrationAlgo
+    # ImageCoordinateFrame=...>): --xml wrote "ImagePlaneToProbe", which usnav's own loader
+    # refused ("no ImageToProbe transform") while the TOML of the same run loaded
+    _, cfg, cal, val = data
+    text = cfg.read_text()
+    assert "<vtkPlusProbeCalibrationAlgo" not in text
+    named = tmp_path / "named.xml"
+    named.write_text(
+        text.replace(
+            "</PlusConfiguration>",
+            '  <vtkPlusProbeCalibrationAlgo ImageCoordinateFrame="ImagePlane" />\n'
+            "</PlusConfiguration>",
+        )
+    )
+    xml, out = tmp_path / "probe.xml", tmp_path / "probe.toml"
+    more = ["--validation", str(val.path), "--xml", str(xml), "--out", str(out), "--json"]
+    assert _spatial(named, cal.path, *more) == 0
+    capsys.readouterr()
+    assert set(read_coordinate_definitions(xml)) == {"ImagePlaneToProbe"}  # PLUS's names kept
+    plus, toml = load_calibration(xml, warn=False), load_calibration(out, warn=False)
+    assert plus.spatial is not None and toml.spatial is not None
+    np.testing.assert_array_equal(plus.spatial.matrix, toml.spatial.matrix)
+    assert plus.spatial.image_size_px == [synth.COLS, synth.ROWS]
+
+
 def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
     _, cfg, cal, _ = data
     out = tmp_path / "probe.toml"
@@ -170,6 +198,10 @@ def test_sections_merge_into_one_file(data, tmp_path: Path, capsys) -> None:
     merged = load_calibration(out)
     assert merged.spatial is not None and merged.pivot is not None
     assert merged.tracker_lag_s == pytest.approx(-0.05, abs=0.004)
+    # only keys usnav since session 34 reads: it refuses unknown ones (extra = "forbid"), so
+    # rms_error_mm stays in the JSON (docs/calibration.md, "Error figures")
+    temporal_keys = set(tomllib.loads(out.read_text())["temporal"])
+    assert temporal_keys == {"tracker_lag_s", "error", "max_error", "flagged", "warnings"}
     assert len(merged.sources) == 4
     assert cv2.imread(str(tmp_path / "t.png")) is not None
 

@@ -21,7 +21,12 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, field_validator
 
 from usnav.config.loader import load_toml_model
-from usnav.config.plus_xml import GIVE_16, parse_matrix_text, read_coordinate_definitions
+from usnav.config.plus_xml import (
+    GIVE_16,
+    TRACKER_LAG_ATTRIBUTE,
+    parse_matrix_text,
+    read_coordinate_definitions,
+)
 from usnav.errors import ConfigError
 from usnav.transforms.matrices import MAX_AXIS_SKEW_DEG, decompose_scaled_rigid
 
@@ -561,12 +566,17 @@ def _load(p: Path) -> CalibrationFile:
             ) from None
     if suffix == ".xml":
         defs = read_coordinate_definitions(p)
+        # usnav calibrate spatial --xml names the transform with the phantom configuration's
+        # frames (<vtkPlusProbeCalibrationAlgo>, for PLUS) and marks it with its lag: read
+        # back whatever they are called, as the TOML is (session 44)
+        written = [t for t in defs.values() if TRACKER_LAG_ATTRIBUTE in t.attributes]
+        forward = True
         if "ImageToProbe" in defs:
             transform = defs["ImageToProbe"]
-            matrix = transform.matrix
         elif "ProbeToImage" in defs:
-            transform = defs["ProbeToImage"]
-            matrix = np.linalg.inv(transform.matrix)
+            transform, forward = defs["ProbeToImage"], False
+        elif len(written) == 1:
+            transform = written[0]
         else:
             raise ConfigError(
                 p,
@@ -574,13 +584,13 @@ def _load(p: Path) -> CalibrationFile:
                 f"found: {', '.join(defs) or 'none'}",
             )
         return _from_matrix(
-            matrix,
+            transform.matrix if forward else np.linalg.inv(transform.matrix),
             p,
             flagged=transform.flagged,
             warnings=transform.warnings,
             # usnav calibrate spatial --xml's record of [spatial] (absent in PLUS's own XML)
-            image_size_px=transform.image_size_px if "ImageToProbe" in defs else None,
-            tracker_lag_s=transform.tracker_lag_s if "ImageToProbe" in defs else None,
+            image_size_px=transform.image_size_px if forward else None,
+            tracker_lag_s=transform.tracker_lag_s if forward else None,
         )
     try:
         text = p.read_text(encoding="utf-8")
