@@ -107,6 +107,36 @@ def test_a_calibration_from_too_similar_poses_is_not_stated_confidently(
 
 
 @pytest.mark.needs_data
+def test_a_30_frame_calibration_s_point_bounds_cover_its_error_or_are_flagged(
+    plus_result, plus_images: Path, tmp_path: Path
+) -> None:
+    """Session 44: frames 30–60 of PLUS's sweep stated 0.36 mm at the image centre, 3.3× under
+    its distance there from the whole recording's calibration (1.19 mm), unflagged. The
+    validation recording's unexplained excess now bounds every point, and 30 frames with
+    correlated residuals flag the calibration as too few to state a bound."""
+    with read_sequence(plus_images / "fCal_Test_Calibration_3NWires.igs.mha") as seq:
+        frames = [seq.frame(i) for i in range(30, 60)]
+    short = write_sequence(tmp_path / "frames30-60.igs.mha", frames)
+    val = plus_images / "fCal_Test_Validation_3NWires.igs.mha"
+    result = calibrate_spatial(plus_result.config, short, val)
+    p = result.precision
+    assert p is not None and p.frames == 30 and p.block_frames > 1 and p.understated
+    points = np.array([[409.5, 307.5, 0, 1], [0, 0, 0, 1], [819, 615, 0, 1]]).T  # centre, corners
+    error = np.linalg.norm(
+        (result.image_to_probe @ points - plus_result.image_to_probe @ points)[:3], axis=0
+    )
+    assert error[0] > 1.0  # the centre really is 1.2 mm off
+    assert p.points_mm["centre"] >= error[0]  # was 0.36
+    assert p.points_mm["centre"] >= p.validation_excess_mm > 1.0
+    assert p.too_few_frames and result.flagged
+    assert any("too few frames to state a bound" in r for r in result.flag_reasons)
+    assert any("too few frames to state a bound" in w for w in p.warnings)
+    assert "too few calibration frames" in p.budget_snippet()
+    # PLUS's whole recording (188 frames) is not too few
+    assert not plus_result.precision.too_few_frames
+
+
+@pytest.mark.needs_data
 def test_precision_on_plus_data_is_finite_and_sane(plus_result) -> None:
     # docs/calibration.md "Calibration precision" records these numbers
     p = plus_result.precision

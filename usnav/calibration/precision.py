@@ -39,7 +39,13 @@ phantom registration (PhantomToReference), a bias of the wire segmentation, the 
 accuracy. The validation recording is the check: the frames left out of each resample
 predict the reprojection error (PRE3D) a new recording should show; a validation PRE3D above
 the 95th percentile of that prediction means errors the bootstrap does not see, and the
-stated ``calibration_error_mm`` is then at least the unexplained part of it.
+stated ``calibration_error_mm`` and every named point's bound are then at least the
+unexplained part of it.
+
+Errors that drift along a sweep are one value in a short stretch of it, which no resampling
+of the stretch shows: fewer than :data:`MIN_CORRELATED_FRAMES` frames with correlated
+residuals are flagged as too few to state a bound (``too_few_frames``; on PLUS's sweep the
+named points' bounds of 30-frame stretches covered their error in 3–49 % of them).
 """
 
 from __future__ import annotations
@@ -71,6 +77,12 @@ NAMED_POINTS: dict[str, tuple[float, float]] = {
 }
 #: Grid on which the budget's line must cover the spread: columns × rows.
 GRID = (5, 33)
+#: Fewest calibration frames with correlated residuals whose bounds are stated unflagged:
+#: PLUS fCal's own number of calibration images (``NumberOfCalibrationImagesToAcquire`` in its
+#: fCal 1.2 configuration), not fitted. On PLUS's sweep the named points' bounds of contiguous
+#: stretches of 30 / 60 / 94 frames covered their distance from the whole recording's
+#: calibration in 3–49 / 32–73 / 56–100 % of the stretches (docs/calibration.md).
+MIN_CORRELATED_FRAMES = 140
 #: Warn when more than this fraction of the resamples gave no calibration.
 MAX_FAILED_FRACTION = 0.05
 #: The rule's block length is taken as known to this factor either way (:func:`block_band`).
@@ -102,7 +114,9 @@ class CalibrationPrecision:
         95 % angle between a refitted and the fitted rotation of the image plane, degrees
         (= ``bootstrap_deg``).
     points_mm
-        95 % spread of named image points (:data:`NAMED_POINTS`), mm.
+        95 % spread of named image points (:data:`NAMED_POINTS`), mm; when the validation
+        recording shows more error than the bootstrap predicts, at least that excess
+        (``understated``), as ``calibration_error_mm``.
     depth_mm
         Depth of the image's bottom row below its top row, mm.
     image_size
@@ -160,6 +174,15 @@ class CalibrationPrecision:
     bounds_by_block: tuple[tuple[float, float], ...] = ()
 
     @property
+    def too_few_frames(self) -> bool:
+        """Fewer than :data:`MIN_CORRELATED_FRAMES` frames whose residuals are correlated
+        (resampled in blocks): the errors that drift along a sweep are one value in a short
+        stretch of it, which no resampling of that stretch can show, and on PLUS's sweep such
+        calibrations' bounds did not cover their error (docs/calibration.md). The numbers are
+        stated, and flag the calibration."""
+        return self.block_frames > 1 and self.frames < MIN_CORRELATED_FRAMES
+
+    @property
     def too_many_failed(self) -> bool:
         """More than :data:`MAX_FAILED_FRACTION` of the resamples gave no calibration: the
         fit depends on a few frames and the bounds, which leave those out, under-state."""
@@ -185,6 +208,11 @@ class CalibrationPrecision:
             f"# usnav calibrate spatial: calibration {PRECISION_ONLY}.",
             "# A file stating [registration_budget] must also state [display] margin_error_mm.",
         ]
+        if self.too_few_frames:
+            lines.append(
+                "# too few calibration frames to state a bound (the residuals drift over more "
+                "than a quarter of them): these numbers under-state"
+            )
         if self.understated:
             lines.append(
                 "# the validation recording showed more error than the bootstrap predicts: "
@@ -211,6 +239,7 @@ class CalibrationPrecision:
             "image_size": list(self.image_size),
             "frames": self.frames,
             "block_frames": self.block_frames,
+            "too_few_frames": self.too_few_frames,
             "bounds_by_block": [
                 {"block_frames": b, "bootstrap_mm": mm, "bootstrap_deg": deg}
                 for b, (mm, deg) in zip(self.block_lengths, self.bounds_by_block, strict=True)
@@ -425,6 +454,14 @@ def calibration_precision(
             f"the calibration frames' residuals are correlated (lag-1 autocorrelation "
             f"{rho:.2f}): resampled in blocks of {block} consecutive frames"
         )
+    if block > 1 and n < MIN_CORRELATED_FRAMES:
+        warnings.append(
+            f"too few frames to state a bound: {n} frames whose residuals are correlated "
+            f"(fewer than {MIN_CORRELATED_FRAMES}, the calibration images PLUS fCal "
+            "acquires): errors that drift along the sweep are one value in so short a "
+            "stretch, which no resampling of it shows, so its bounds under-state; record a "
+            "longer calibration sweep"
+        )
     excess = None
     understated = False
     stated_mm = bootstrap_mm
@@ -434,11 +471,14 @@ def calibration_precision(
             understated = True
             excess = math.sqrt(max(0.0, validation_pre3d_mm**2 - predicted[0] ** 2))
             stated_mm = max(bootstrap_mm, excess)
+            # error at the wires the bootstrap does not see: no image point is known better
+            points = {k: max(v, excess) for k, v in points.items()}
             warnings.append(
                 f"the validation PRE3D ({validation_pre3d_mm:.2f} mm) exceeds what the bootstrap "
                 f"predicts ({predicted[0]:.2f} mm, 95 %: {predicted[1]:.2f} mm): errors the "
                 f"calibration frames do not show; the bootstrap under-states, and "
-                f"calibration_error_mm is at least the unexplained {excess:.2f} mm"
+                f"calibration_error_mm and every point's bound are at least the unexplained "
+                f"{excess:.2f} mm"
             )
     return CalibrationPrecision(
         calibration_error_mm=stated_mm,

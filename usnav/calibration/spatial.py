@@ -237,12 +237,12 @@ class SpatialCalibrationResult:
 
     @property
     def flagged(self) -> bool:
-        """A warning questions this calibration (``warnings``, or more than 5 % of the
-        precision's resamples without a solution: its bounds under-state); ``usnav calibrate
-        spatial`` then exits with status 1."""
-        return bool(self.warnings) or (
-            self.precision is not None and self.precision.too_many_failed
-        )
+        """A warning questions this calibration (``warnings``, more than 5 % of the
+        precision's resamples without a solution, or too few frames with correlated
+        residuals: its bounds under-state); ``usnav calibrate spatial`` then exits with
+        status 1."""
+        p = self.precision
+        return bool(self.warnings) or (p is not None and (p.too_many_failed or p.too_few_frames))
 
     @property
     def flag_reasons(self) -> list[str]:
@@ -254,6 +254,11 @@ class SpatialCalibrationResult:
             reasons.append(
                 f"precision: {p.failed} of {p.replicates} resamples gave no calibration: its "
                 "bounds under-state"
+            )
+        if p is not None and p.too_few_frames:
+            reasons.append(
+                f"precision: too few frames to state a bound ({p.frames} with correlated "
+                "residuals): its bounds under-state"
             )
         return reasons
 
