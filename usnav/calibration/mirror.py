@@ -130,9 +130,8 @@ class MirrorCheck:
         w = self.worst
         what = w.coordinate() if w is not None else "coordinates"
         return (
-            f"check the <Wire> end points' {what} (and the wires' order in each <Pattern>) "
-            "against the phantom's drawing: a mirrored definition shows the same dots in every "
-            "image, only the tracked poses tell it apart"
+            f"check the <Wire> end points' {what} against the phantom's drawing: a mirrored "
+            "definition shows the same dots in every image, only the tracked poses tell it apart"
         )
 
     def as_dict(self) -> dict:
