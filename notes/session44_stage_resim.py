@@ -14,6 +14,8 @@ the seed and options; the recorded images' other frames are untouched) and the s
 - ``rigid_nospeckle``: both;
 - with ``dura`` as the 6th argument: ``rigid`` and ``rigid_nodura``, the rigid field with the
   dura acoustically CSF (every table entry; no dura echo, no static interface at the sac);
+- with ``deep``: the rigid field's ultrasound and E1 frames, the ROI also restricted to the
+  deep cord (plan and intraoperative; :func:`deep_rows`);
 - with ``e1`` as the 6th argument instead: no ultrasound, the E1 frames (notes/
   session44_stage_controls.py) of the shipped (``e1``) and of the rigid field (``e1_rigid``).
 
@@ -29,9 +31,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from session44_stage_controls import _translated, load_case, render, run_cases, true_pixel_to_mri
+from session44_stage_controls import (
+    _translated,
+    depth_volume,
+    load_case,
+    render,
+    run_cases,
+    true_pixel_to_mri,
+    with_valid,
+)
 
 import usnav.registration.tumor as T
+from usnav.io.volume import Volume, load_volume
 from usnav.registration.options import RegistrationOptions
 from usnav.registration.similarity import prepare_frame_level
 from usnav.sim.anatomy import intraoperative
@@ -79,11 +90,58 @@ def simulator_like(sim: UltrasoundSimulator, anatomy=None, speckle: bool = True,
     return out
 
 
+def resimulated(c, built, us_sim: UltrasoundSimulator, opts: RegistrationOptions):
+    """(the stage's frames with the case's chosen frames simulated by ``us_sim`` at their
+    true poses, the mean |difference| from the recorded images)."""
+    index = c.frames.frame_index
+    images = np.array(c.sweep.images, copy=True)
+    for i in index:
+        images[i] = us_sim.frame(built.sweep.image_poses[i], int(i))
+    diff = float(np.abs(images[index].astype(float) - c.sweep.images[index]).mean())
+    sweep = dataclasses.replace(c.sweep, images=images)
+    frames = prepare_frame_level(
+        sweep, c.context.mri_level.spacing_mm, frame_index=index, **opts.frame_mask_arguments()
+    )
+    return frames, diff
+
+
+def deep_rows(cd: Path, c, built, true_p2m, rigid_intra, t_rigid, opts) -> list[dict]:
+    """``deep`` mode: the rigid field's ultrasound and E1 frames, with the full ROI and with
+    the ROI restricted to pixels ≥ (patch half-width + 1) pixels inside both the plan's cord
+    (through B) and the intraoperative cord (at the true poses)."""
+    frames, _ = resimulated(c, built, simulator_like(built.simulator, rigid_intra), opts)
+    e1 = render(built, rigid_intra, true_p2m, c.frames)
+    d_min = (opts.tumor_patch_half + 1) * c.frames.spacing_mm
+    plan = load_volume(cd / "anatomy_preop.nii.gz")
+    deep = T.roi_masks(c.frames, depth_volume(plan), c.bony, -d_min) > 0
+    to_mri = built.anatomy.spine_to_mri @ rigid_intra.index_to_spine()
+    now = depth_volume(Volume(rigid_intra.labels, to_mri, source="rigid intraoperative"))
+    truth_frames = dataclasses.replace(
+        c.frames, pixel_to_reference=np.linalg.inv(c.sim.reference_to_mri) @ true_p2m
+    )
+    deep &= T.roi_masks(truth_frames, now, c.sim.reference_to_mri, -d_min) > 0
+    rows = []
+    for name, fr in (
+        ("rigid_us", frames),
+        ("rigid_us_deep", with_valid(frames, deep)),
+        ("rigid_e1", e1),
+        ("rigid_e1_deep", with_valid(e1, deep)),
+    ):
+        fit = T._fit_member(
+            fr, c.context, c.bony, opts, "lc2", opts.tumor_roi_mm, opts.tumor_patch_half
+        )
+        t = fit.translation_mm
+        row = {"case": cd.name, "variant": name, "ratio": float(t @ t_rigid / (t_rigid @ t_rigid))}
+        row["frames"] = fit.frames
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def case_rows(cd: Path, res: dict, opts: RegistrationOptions, mode: str = "us") -> list[dict]:
     c = load_case(cd, res, opts)
     built, true_p2m = true_pixel_to_mri(c)
     anat = built.anatomy
-    index = c.frames.frame_index
     rigid_anat = dataclasses.replace(anat)
     wz_only = rigid_anat.shift_weight
 
@@ -102,6 +160,8 @@ def case_rows(cd: Path, res: dict, opts: RegistrationOptions, mode: str = "us") 
         "rigid": (simulator_like(built.simulator, rigid_intra), t_rigid),
         "rigid_nospeckle": (simulator_like(built.simulator, rigid_intra, False), t_rigid),
     }
+    if mode == "deep":
+        return deep_rows(cd, c, built, true_p2m, rigid_intra, t_rigid, opts)
     if mode == "dura":
         variants = {
             "rigid": variants["rigid"],
@@ -123,17 +183,7 @@ def case_rows(cd: Path, res: dict, opts: RegistrationOptions, mode: str = "us") 
             rows.append(row)
             print(row, flush=True)
             continue
-        images = np.array(c.sweep.images, copy=True)
-        for i in index:
-            images[i] = us_sim.frame(built.sweep.image_poses[i], int(i))
-        diff = float(np.abs(images[index].astype(float) - c.sweep.images[index]).mean())
-        sweep = dataclasses.replace(c.sweep, images=images)
-        frames = prepare_frame_level(
-            sweep,
-            c.context.mri_level.spacing_mm,
-            frame_index=index,
-            **opts.frame_mask_arguments(),
-        )
+        frames, diff = resimulated(c, built, us_sim, opts)
         fit = T._fit_member(
             frames, c.context, c.bony, opts, "lc2", opts.tumor_roi_mm, opts.tumor_patch_half
         )
